@@ -1,0 +1,196 @@
+// Package store holds Portcullis's domain records, the sentinel errors every
+// backend returns, and the small per-concern repository interfaces.
+//
+// Backends live in sub-packages: sqlstore (GORM on PostgreSQL and SQLite) for
+// the relational data, and tokenstate implementations (Redis and SQL) for the
+// fast-changing token state. The conformance suites in storetest pin the
+// behaviour every backend must share.
+//
+// This package must never import server, keys or policy, and never log.
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Sentinel errors returned by every backend. Callers test them with errors.Is.
+var (
+	// ErrNotFound means the record does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrAlreadyExists means a unique constraint (id, email, client id, kid) was violated.
+	ErrAlreadyExists = errors.New("store: already exists")
+	// ErrConflict means a compare-and-swap lost: the record changed since it was read.
+	ErrConflict = errors.New("store: conflict")
+	// ErrUnavailable means the backend could not be reached; callers fail closed.
+	ErrUnavailable = errors.New("store: backend unavailable")
+	// ErrTokenExpired means a one-time token (invite, reset, verification) has expired.
+	ErrTokenExpired = errors.New("store: token expired")
+	// ErrTokenUsed means a one-time token was already used (or superseded).
+	ErrTokenUsed = errors.New("store: token already used")
+	// ErrTokenRevoked means a one-time token was revoked.
+	ErrTokenRevoked = errors.New("store: token revoked")
+)
+
+// User is a person who can log in.
+type User struct {
+	ID                 string // stable opaque id, the `sub` of the user's tokens
+	Email              string // as entered; uniqueness is case-insensitive
+	Username           string // optional; empty when unset
+	Name               string
+	PasswordHash       string // PHC / modular crypt format
+	Active             bool
+	EmailVerified      bool
+	MustChangePassword bool
+	Roles              []string // role names, filled by reads
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	LastLoginAt        *time.Time
+}
+
+// Role is a policy role synced into the database.
+type Role struct {
+	Name        string
+	Level       int
+	Description string
+}
+
+// Client is an OAuth client.
+type Client struct {
+	ID         string
+	Name       string
+	Public     bool
+	SecretHash []byte   // SHA-256 of the secret; empty for public clients
+	Grants     []string // allowed grant types
+	// Scopes the client may receive. Nil means every permission (created without --scopes);
+	// an empty non-nil slice means none.
+	Scopes    []string
+	Audiences []string // empty: the default audience
+	// Optional per-client lifetimes; zero means the server default.
+	AccessTokenTTL  time.Duration
+	RefreshIdleTTL  time.Duration
+	RefreshMaxAge   time.Duration
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// KeyState is the lifecycle state of a signing key.
+type KeyState string
+
+// Key lifecycle states.
+const (
+	KeyNext    KeyState = "next"
+	KeyActive  KeyState = "active"
+	KeyRetired KeyState = "retired"
+	KeyRevoked KeyState = "revoked"
+)
+
+// SigningKey is a JWT signing key. The private key is stored only encrypted.
+type SigningKey struct {
+	KID              string // RFC 7638 thumbprint
+	Alg              string // RS256, ES256, EdDSA
+	State            KeyState
+	PublicJWK        []byte // JSON of the public JWK
+	PrivateEncrypted []byte // AES-256-GCM sealed private key (see keys package)
+	CreatedAt        time.Time
+	ActivatedAt      *time.Time
+	RetiredAt        *time.Time
+	RevokedAt        *time.Time
+	// PublishedUntil is when a retired key leaves the JWKS.
+	PublishedUntil *time.Time
+	// Version increments on every change; updates compare-and-swap on it.
+	Version int64
+}
+
+// InviteStatus is the state of an invite.
+type InviteStatus string
+
+// Invite states. Expired is derived from ExpiresAt, not stored.
+const (
+	InvitePending    InviteStatus = "pending"
+	InviteAccepted   InviteStatus = "accepted"
+	InviteRevoked    InviteStatus = "revoked"
+	InviteSuperseded InviteStatus = "superseded"
+)
+
+// Invite is an admin's invitation for an email address to join with a role.
+type Invite struct {
+	ID         string
+	Email      string
+	Role       string
+	TokenHash  []byte // SHA-256 of the one-time token
+	InvitedBy  string // user id
+	Status     InviteStatus
+	ExpiresAt  time.Time
+	CreatedAt  time.Time
+	AcceptedAt *time.Time
+	UserID     string // the user created on acceptance
+}
+
+// UserTokenPurpose says what a one-time user token is for.
+type UserTokenPurpose string
+
+// One-time token purposes.
+const (
+	PurposePasswordReset UserTokenPurpose = "password_reset"
+	PurposeVerifyEmail   UserTokenPurpose = "verify_email"
+)
+
+// UserToken is a one-time token bound to a user (password reset, email verification).
+type UserToken struct {
+	ID        string
+	UserID    string
+	Purpose   UserTokenPurpose
+	TokenHash []byte // SHA-256 of the one-time token
+	ExpiresAt time.Time
+	UsedAt    *time.Time
+	CreatedAt time.Time
+}
+
+// Outcome is the result recorded in an audit event.
+type Outcome string
+
+// Audit outcomes.
+const (
+	OutcomeSuccess Outcome = "success"
+	OutcomeFailure Outcome = "failure"
+)
+
+// AuditEvent is one security-relevant action. Field names match the contract.
+type AuditEvent struct {
+	ID        string            `json:"id"`
+	Time      time.Time         `json:"time"`
+	Action    string            `json:"action"`
+	Outcome   Outcome           `json:"outcome"`
+	ActorID   string            `json:"actor_id"`
+	TargetID  string            `json:"target_id"`
+	ClientID  string            `json:"client_id"`
+	IP        string            `json:"ip"`
+	UserAgent string            `json:"user_agent"`
+	Details   map[string]string `json:"details"`
+}
+
+// AuditFilter selects audit events. Zero fields do not filter.
+type AuditFilter struct {
+	Action   string
+	ActorID  string
+	TargetID string
+	Since    time.Time
+	Until    time.Time
+	Cursor   string // opaque, from a previous page
+	Limit    int
+}
+
+// UserFilter selects users for admin listing.
+type UserFilter struct {
+	Email  string // exact, case-insensitive
+	Query  string // substring of email or name, case-insensitive
+	Cursor string
+	Limit  int
+}
+
+// Page is one page of a cursor-paginated list.
+type Page[T any] struct {
+	Items      []T
+	NextCursor string // empty on the last page
+}

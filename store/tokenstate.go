@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// RefreshFamily is one login session: a chain of refresh tokens where each use
+// rotates the token. Its ID is the `sid` claim of the tokens issued in it.
+type RefreshFamily struct {
+	ID       string
+	UserID   string
+	ClientID string
+	// Scope the session was granted at login (space-separated); follow-up
+	// refreshes never widen it.
+	Scope string
+	// RequestedScope is what the client named at login ("" when it named no
+	// permission): a session that asked for nothing follows the user's
+	// current permissions.
+	RequestedScope string
+	CreatedAt      time.Time
+	AbsoluteExpiry time.Time     // the session ends here whatever happens
+	IdleTTL        time.Duration // a token unused this long expires
+}
+
+// RotateRequest asks to replace the family's current refresh token.
+type RotateRequest struct {
+	FamilyID      string
+	PresentedHash []byte // SHA-256 of the presented refresh token
+	NextHash      []byte // SHA-256 of the successor
+	// NextSealed is the successor, encrypted by the caller, kept only for the
+	// grace window so a concurrent retry gets the same successor back.
+	NextSealed []byte
+	Now        time.Time
+	Grace      time.Duration
+}
+
+// RotateOutcome says what a rotation did.
+type RotateOutcome int
+
+// Rotation outcomes.
+const (
+	// RotateInvalid: unknown family or token, expired (idle or absolute) or revoked family. Nothing changed.
+	RotateInvalid RotateOutcome = iota
+	// RotateOK: the presented token was current; NextHash is now current.
+	RotateOK
+	// RotateGraceReplay: the presented token was rotated less than Grace ago;
+	// SuccessorSealed holds the successor handed out then. Nothing changed.
+	RotateGraceReplay
+	// RotateReuseDetected: a token of this family that was already rotated was
+	// presented outside the grace window. The whole family is now revoked.
+	RotateReuseDetected
+)
+
+// String names the outcome for logs and tests.
+func (o RotateOutcome) String() string {
+	switch o {
+	case RotateOK:
+		return "ok"
+	case RotateGraceReplay:
+		return "grace_replay"
+	case RotateReuseDetected:
+		return "reuse_detected"
+	default:
+		return "invalid"
+	}
+}
+
+// RotateResult is the outcome of RotateRefresh.
+type RotateResult struct {
+	Outcome         RotateOutcome
+	Family          RefreshFamily // set for every outcome but RotateInvalid
+	SuccessorSealed []byte        // set for RotateGraceReplay
+}
+
+// AccessTokenRef identifies an access token for a revocation check.
+type AccessTokenRef struct {
+	JTI      string
+	SID      string // empty when the token has no session
+	UserID   string // empty for client_credentials tokens
+	IssuedAt time.Time // millisecond precision (see the token service's jti layout)
+}
+
+// TokenState is the fast-changing state of issued tokens: refresh families,
+// access-token revocation and rate-limit counters. Every check-and-set is
+// atomic across any number of server instances sharing the backend.
+type TokenState interface {
+	// CreateFamily starts a session whose current refresh token hashes to firstHash.
+	CreateFamily(ctx context.Context, fam RefreshFamily, firstHash []byte) error
+	// RotateRefresh atomically replaces the current token; see RotateOutcome.
+	RotateRefresh(ctx context.Context, req RotateRequest) (RotateResult, error)
+	// RevokeFamily ends one session: its refresh tokens stop working and every
+	// access token carrying its sid is revoked. Unknown ids are not an error.
+	RevokeFamily(ctx context.Context, familyID string, now time.Time) error
+	// RevokeUserSessions ends every session of the user and revokes every
+	// access token of the user issued before cutoff.
+	RevokeUserSessions(ctx context.Context, userID string, cutoff time.Time) error
+	// RevokeAccessToken denies one jti until the token's expiry.
+	RevokeAccessToken(ctx context.Context, jti string, expiresAt time.Time) error
+	// IsAccessTokenRevoked reports whether the token's jti, its session or its
+	// user's cut-off revokes it.
+	IsAccessTokenRevoked(ctx context.Context, ref AccessTokenRef) (bool, error)
+	// Hit counts one event in a fixed window for key and returns the count so
+	// far in the current window and the time until the window resets.
+	Hit(ctx context.Context, key string, window time.Duration, now time.Time) (count int64, resetIn time.Duration, err error)
+	// ResetCounter forgets the counter for key.
+	ResetCounter(ctx context.Context, key string) error
+	// Ping checks that the backend answers.
+	Ping(ctx context.Context) error
+}
+
+// RevocationKind is what a durable revocation record revokes.
+type RevocationKind string
+
+// Revocation kinds.
+const (
+	RevokedJTI     RevocationKind = "jti"     // one access token
+	RevokedSession RevocationKind = "sid"     // every access token of a session
+	RevokedUser    RevocationKind = "user"    // every access token of a user issued before At
+)
+
+// Revocation is a durable record of a revocation, kept until ExpiresAt (when
+// no token it could affect is still valid).
+type Revocation struct {
+	Kind      RevocationKind
+	Value     string
+	At        time.Time // when it was revoked; the cut-off for RevokedUser
+	ExpiresAt time.Time
+}
+
+// RevocationLog is the durable record of unexpired revocations. The Redis
+// token state writes through to it and rebuilds itself from it when Redis
+// comes back empty, so no revoked token ever becomes valid again.
+type RevocationLog interface {
+	RecordRevocations(ctx context.Context, revs []Revocation) error
+	ActiveRevocations(ctx context.Context, now time.Time) ([]Revocation, error)
+}
