@@ -1,0 +1,528 @@
+// Package config defines every Portcullis setting (environment variable and
+// flag), parses and validates them all at once, and reports every problem
+// naming the setting and what it expects.
+//
+// It reads nothing by itself: the caller passes the flag arguments and an
+// environment lookup, so tests and fuzzing need no process state. It must
+// never log, and error messages never contain the value of a secret setting.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the validated configuration of a Portcullis process.
+type Config struct {
+	Addr                string
+	Issuer              string
+	PublicURL           string
+	DatabaseURL         string
+	RedisURL            string
+	KeyEncryptionKey    string // secret; base64, comma-separated list allowed
+	AutoMigrate         bool
+	SigningAlg          string
+	RSABits             int
+	AccessTokenTTL      time.Duration
+	IDTokenTTL          time.Duration
+	RefreshIdleTTL      time.Duration
+	RefreshMaxAge       time.Duration
+	RefreshReuseGrace   time.Duration
+	KeyRotationInterval time.Duration
+	JWKSMaxAge          time.Duration
+	KeySyncInterval     time.Duration
+	DefaultAudience     string
+	PolicyFile          string
+	SMTPURL             string // secret (may hold a password)
+	MailFrom            string
+	PublicRegistration  bool
+	InviteTTL           time.Duration
+	ResetTTL            time.Duration
+	VerifyEmailTTL      time.Duration
+	TrustedProxies      []netip.Prefix
+	RateLimits          bool
+	CORSOrigins         []string
+	LogFormat           string // "text", "json" or "" (auto)
+	LogLevel            string
+	AppURL              string
+	TLSCert             string
+	TLSKey              string
+	BodyLimitBytes      int64
+	RequestTimeout      time.Duration
+	ShutdownTimeout     time.Duration
+	Argon2MemoryKiB     uint32
+	Argon2Time          uint32
+	Argon2Threads       uint8
+	PasswordMinLength   int
+	PasswordMaxLength   int
+	ProductName         string
+	BrandColor          string
+	LoginFailureLimit   int
+}
+
+// Embedded reports whether the configuration uses the embedded SQLite store.
+func (c Config) Embedded() bool { return strings.HasPrefix(c.DatabaseURL, "sqlite://") }
+
+// PublicationDelay is how long a new key waits before it may sign: every
+// instance has loaded it (KeySyncInterval) and every cached JWKS has expired
+// (JWKSMaxAge).
+func (c Config) PublicationDelay() time.Duration { return c.KeySyncInterval + c.JWKSMaxAge }
+
+// Setting describes one setting: its environment variable, its flag, its
+// default and what it means.
+type Setting struct {
+	Env     string
+	Default string
+	Help    string
+	Secret  bool
+	apply   func(c *Config, v string) error
+}
+
+// Flag is the setting's flag name: PORTCULLIS_KEY_SYNC_INTERVAL → key-sync-interval.
+func (s Setting) Flag() string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s.Env, "PORTCULLIS_")), "_", "-")
+}
+
+// Settings lists every setting in the order --help shows them.
+func Settings() []Setting { return settings }
+
+var settings = []Setting{
+	{Env: "PORTCULLIS_ADDR", Default: "127.0.0.1:8080", Help: "listen address (host:port)", apply: func(c *Config, v string) error {
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			return errors.New("expects host:port, for example 127.0.0.1:8080 or :8080")
+		}
+		c.Addr = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_ISSUER", Default: "", Help: "the iss of every token and the discovery issuer, exactly (default http:// + addr, localhost when the host is empty)", apply: func(c *Config, v string) error {
+		c.Issuer = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_PUBLIC_URL", Default: "", Help: "base of links sent in emails (default: the issuer)", apply: func(c *Config, v string) error {
+		c.PublicURL = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_DATABASE_URL", Default: "sqlite://./data/portcullis.db", Help: "postgres://… for PostgreSQL, sqlite://PATH for the embedded store", Secret: true, apply: func(c *Config, v string) error {
+		switch {
+		case strings.HasPrefix(v, "postgres://"), strings.HasPrefix(v, "postgresql://"):
+			if _, err := url.Parse(v); err != nil {
+				return errors.New("expects a valid postgres:// URL")
+			}
+		case strings.HasPrefix(v, "sqlite://"):
+			if strings.TrimPrefix(v, "sqlite://") == "" {
+				return errors.New("expects sqlite://PATH with a file path")
+			}
+		default:
+			return errors.New("expects postgres://… or sqlite://PATH")
+		}
+		c.DatabaseURL = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_REDIS_URL", Default: "", Help: "redis://, rediss://, redis-sentinel:// or redis-cluster:// URL; empty keeps token state in the database", Secret: true, apply: func(c *Config, v string) error {
+		if v != "" {
+			u, err := url.Parse(v)
+			if err != nil {
+				return errors.New("expects a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL")
+			}
+			switch u.Scheme {
+			case "redis", "rediss", "redis-sentinel", "redis-cluster":
+			default:
+				return errors.New("expects a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL")
+			}
+		}
+		c.RedisURL = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_KEY_ENCRYPTION_KEY", Default: "", Help: "base64 of 32 bytes, or a comma-separated list (the first encrypts, each decrypts); required with PostgreSQL, generated beside the SQLite file in embedded mode", Secret: true, apply: func(c *Config, v string) error {
+		c.KeyEncryptionKey = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_AUTO_MIGRATE", Default: "true", Help: "apply pending migrations at start", apply: boolSetting(func(c *Config) *bool { return &c.AutoMigrate })},
+	{Env: "PORTCULLIS_SIGNING_ALG", Default: "RS256", Help: "RS256, ES256 or EdDSA for new signing keys", apply: func(c *Config, v string) error {
+		switch v {
+		case "RS256", "ES256", "EdDSA":
+			c.SigningAlg = v
+			return nil
+		}
+		return errors.New("expects RS256, ES256 or EdDSA")
+	}},
+	{Env: "PORTCULLIS_RSA_BITS", Default: "2048", Help: "RSA key size for RS256 keys: 2048 or 3072", apply: func(c *Config, v string) error {
+		switch v {
+		case "2048", "3072", "4096":
+			c.RSABits, _ = strconv.Atoi(v)
+			return nil
+		}
+		return errors.New("expects 2048, 3072 or 4096")
+	}},
+	{Env: "PORTCULLIS_ACCESS_TOKEN_TTL", Default: "15m", Help: "access token lifetime", apply: durationSetting(time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.AccessTokenTTL })},
+	{Env: "PORTCULLIS_ID_TOKEN_TTL", Default: "15m", Help: "id token lifetime", apply: durationSetting(time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.IDTokenTTL })},
+	{Env: "PORTCULLIS_REFRESH_TOKEN_IDLE_TTL", Default: "168h", Help: "a refresh token unused this long expires", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.RefreshIdleTTL })},
+	{Env: "PORTCULLIS_REFRESH_TOKEN_MAX_AGE", Default: "720h", Help: "absolute lifetime of a refresh family (session)", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.RefreshMaxAge })},
+	{Env: "PORTCULLIS_REFRESH_REUSE_GRACE", Default: "0s", Help: "window in which presenting the just-rotated refresh token again is a concurrent retry, not theft", apply: durationSetting(0, 5*time.Minute, func(c *Config) *time.Duration { return &c.RefreshReuseGrace })},
+	{Env: "PORTCULLIS_KEY_ROTATION_INTERVAL", Default: "0", Help: "automatic signing-key rotation period (0: manual)", apply: durationSetting(0, 0, func(c *Config) *time.Duration { return &c.KeyRotationInterval })},
+	{Env: "PORTCULLIS_JWKS_MAX_AGE", Default: "5m", Help: "Cache-Control max-age of the JWKS; a next key is published at least this long before it signs", apply: durationSetting(0, 24*time.Hour, func(c *Config) *time.Duration { return &c.JWKSMaxAge })},
+	{Env: "PORTCULLIS_KEY_SYNC_INTERVAL", Default: "10s", Help: "how often an instance reloads key state", apply: durationSetting(100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.KeySyncInterval })},
+	{Env: "PORTCULLIS_DEFAULT_AUDIENCE", Default: "api", Help: "aud of access tokens when the client names none", apply: func(c *Config, v string) error {
+		if strings.TrimSpace(v) == "" {
+			return errors.New("expects a non-empty audience")
+		}
+		c.DefaultAudience = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_POLICY_FILE", Default: "", Help: "roles and permissions (YAML); empty: the built-in policy", apply: func(c *Config, v string) error {
+		c.PolicyFile = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_SMTP_URL", Default: "", Help: "smtp://user:pass@host:port or smtps://…; empty: emails are written to the log, marked not sent", Secret: true, apply: func(c *Config, v string) error {
+		if v != "" {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Host == "" {
+				return errors.New("expects smtp://[user:pass@]host:port or smtps://…")
+			}
+		}
+		c.SMTPURL = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_MAIL_FROM", Default: "Portcullis <no-reply@localhost>", Help: "sender of emails", apply: func(c *Config, v string) error {
+		if !strings.Contains(v, "@") {
+			return errors.New("expects an address such as Name <no-reply@example.com>")
+		}
+		c.MailFrom = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_PUBLIC_REGISTRATION", Default: "false", Help: "allow POST /auth/register", apply: boolSetting(func(c *Config) *bool { return &c.PublicRegistration })},
+	{Env: "PORTCULLIS_INVITE_TTL", Default: "48h", Help: "lifetime of an invite link", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.InviteTTL })},
+	{Env: "PORTCULLIS_RESET_TTL", Default: "1h", Help: "lifetime of a password-reset link", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.ResetTTL })},
+	{Env: "PORTCULLIS_VERIFY_EMAIL_TTL", Default: "48h", Help: "lifetime of an email-verification link", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.VerifyEmailTTL })},
+	{Env: "PORTCULLIS_TRUSTED_PROXIES", Default: "", Help: "comma-separated CIDRs whose X-Forwarded-For is believed for the client IP", apply: func(c *Config, v string) error {
+		c.TrustedProxies = nil
+		for _, part := range splitList(v) {
+			p, err := netip.ParsePrefix(part)
+			if err != nil {
+				addr, aerr := netip.ParseAddr(part)
+				if aerr != nil {
+					return fmt.Errorf("expects CIDRs such as 10.0.0.0/8; %q is not one", part)
+				}
+				p = netip.PrefixFrom(addr, addr.BitLen())
+			}
+			c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+		}
+		return nil
+	}},
+	{Env: "PORTCULLIS_RATE_LIMITS", Default: "on", Help: "off turns every rate limit and login throttle off", apply: func(c *Config, v string) error {
+		switch strings.ToLower(v) {
+		case "on", "true", "1":
+			c.RateLimits = true
+		case "off", "false", "0":
+			c.RateLimits = false
+		default:
+			return errors.New("expects on or off")
+		}
+		return nil
+	}},
+	{Env: "PORTCULLIS_CORS_ORIGINS", Default: "", Help: "comma-separated origins allowed to call the API from a browser", apply: func(c *Config, v string) error {
+		c.CORSOrigins = nil
+		for _, o := range splitList(v) {
+			u, err := url.Parse(o)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+				return fmt.Errorf("expects origins such as https://app.example.com; %q is not one", o)
+			}
+			c.CORSOrigins = append(c.CORSOrigins, strings.TrimSuffix(o, "/"))
+		}
+		return nil
+	}},
+	{Env: "PORTCULLIS_LOG_FORMAT", Default: "", Help: "text or json (default: text on a terminal, else json)", apply: func(c *Config, v string) error {
+		switch v {
+		case "", "text", "json":
+			c.LogFormat = v
+			return nil
+		}
+		return errors.New("expects text or json")
+	}},
+	{Env: "PORTCULLIS_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error", apply: func(c *Config, v string) error {
+		switch v {
+		case "debug", "info", "warn", "error":
+			c.LogLevel = v
+			return nil
+		}
+		return errors.New("expects debug, info, warn or error")
+	}},
+	{Env: "PORTCULLIS_APP_URL", Default: "", Help: "where the hosted pages send people after success", apply: urlSetting(true, func(c *Config) *string { return &c.AppURL })},
+	{Env: "PORTCULLIS_TLS_CERT", Default: "", Help: "serve HTTPS (and HSTS) with this certificate file (with PORTCULLIS_TLS_KEY)", apply: func(c *Config, v string) error {
+		c.TLSCert = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_TLS_KEY", Default: "", Help: "private key file for PORTCULLIS_TLS_CERT", apply: func(c *Config, v string) error {
+		c.TLSKey = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_BODY_LIMIT", Default: "64KB", Help: "largest request body accepted (bytes, or with KB/MB)", apply: func(c *Config, v string) error {
+		n, err := parseSize(v)
+		if err != nil || n < 1024 || n > 16<<20 {
+			return errors.New("expects a size between 1KB and 16MB, for example 64KB")
+		}
+		c.BodyLimitBytes = n
+		return nil
+	}},
+	{Env: "PORTCULLIS_REQUEST_TIMEOUT", Default: "15s", Help: "longest time a request may take", apply: durationSetting(time.Second, 5*time.Minute, func(c *Config) *time.Duration { return &c.RequestTimeout })},
+	{Env: "PORTCULLIS_SHUTDOWN_TIMEOUT", Default: "20s", Help: "how long in-flight requests may finish after SIGTERM", apply: durationSetting(0, 5*time.Minute, func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+	{Env: "PORTCULLIS_ARGON2_MEMORY", Default: "19456", Help: "argon2id memory in KiB (OWASP: 19456 with time 2)", apply: uintSetting(8*1024, 4*1024*1024, func(c *Config, n uint64) { c.Argon2MemoryKiB = uint32(n) })},
+	{Env: "PORTCULLIS_ARGON2_TIME", Default: "2", Help: "argon2id iterations", apply: uintSetting(1, 100, func(c *Config, n uint64) { c.Argon2Time = uint32(n) })},
+	{Env: "PORTCULLIS_ARGON2_THREADS", Default: "1", Help: "argon2id parallelism", apply: uintSetting(1, 64, func(c *Config, n uint64) { c.Argon2Threads = uint8(n) })},
+	{Env: "PORTCULLIS_PASSWORD_MIN_LENGTH", Default: "8", Help: "shortest password accepted (characters)", apply: uintSetting(8, 256, func(c *Config, n uint64) { c.PasswordMinLength = int(n) })},
+	{Env: "PORTCULLIS_PASSWORD_MAX_LENGTH", Default: "256", Help: "longest password accepted (characters)", apply: uintSetting(64, 4096, func(c *Config, n uint64) { c.PasswordMaxLength = int(n) })},
+	{Env: "PORTCULLIS_LOGIN_FAILURE_LIMIT", Default: "5", Help: "failed logins for one account before it is throttled with growing delays", apply: uintSetting(1, 1000, func(c *Config, n uint64) { c.LoginFailureLimit = int(n) })},
+	{Env: "PORTCULLIS_PRODUCT_NAME", Default: "Portcullis", Help: "product name shown on hosted pages and in emails", apply: func(c *Config, v string) error {
+		if strings.TrimSpace(v) == "" || len(v) > 80 {
+			return errors.New("expects a name of 1 to 80 characters")
+		}
+		c.ProductName = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_BRAND_COLOR", Default: "#1f4e79", Help: "accent colour of hosted pages (#rrggbb)", apply: func(c *Config, v string) error {
+		if len(v) != 7 || v[0] != '#' {
+			return errors.New("expects a colour such as #1f4e79")
+		}
+		if _, err := strconv.ParseUint(v[1:], 16, 32); err != nil {
+			return errors.New("expects a colour such as #1f4e79")
+		}
+		c.BrandColor = v
+		return nil
+	}},
+}
+
+// Load builds a Config from flag arguments (which win) and the environment
+// (looked up through env), applying defaults, and validates it. Every
+// problem is reported in one error, each line naming its setting.
+func Load(args []string, env func(string) (string, bool)) (Config, error) {
+	fs := NewFlagSet("serve", io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	return FromFlagSet(fs, env)
+}
+
+// NewFlagSet returns a flag set with one string flag per setting; --help
+// lists every setting with its environment variable and default.
+func NewFlagSet(name string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	for _, s := range settings {
+		fs.String(s.Flag(), "", "")
+	}
+	fs.Usage = func() { WriteUsage(out, name) }
+	return fs
+}
+
+// WriteUsage prints every setting with its flag, environment variable and default.
+func WriteUsage(w io.Writer, command string) {
+	fmt.Fprintf(w, "Usage: portcullis %s [flags]\n\nEvery setting is a flag or an environment variable (the flag wins):\n\n", command)
+	for _, s := range settings {
+		def := s.Default
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(w, "  --%s  (%s, default %s)\n      %s\n", s.Flag(), s.Env, def, s.Help)
+	}
+}
+
+// FromFlagSet builds a Config from a parsed flag set made by NewFlagSet and
+// the environment.
+func FromFlagSet(fs *flag.FlagSet, env func(string) (string, bool)) (Config, error) {
+	flagged := map[string]string{}
+	fs.Visit(func(f *flag.Flag) { flagged[f.Name] = f.Value.String() })
+	var c Config
+	var errs []string
+	for _, s := range settings {
+		v, ok := flagged[s.Flag()]
+		if !ok {
+			v, ok = env(s.Env)
+		}
+		if !ok {
+			v = s.Default
+		}
+		v = strings.TrimSpace(v)
+		if err := s.apply(&c, v); err != nil {
+			errs = append(errs, describe(s, v, err))
+		}
+	}
+	errs = append(errs, c.derive()...)
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		return Config{}, &Error{Problems: errs}
+	}
+	return c, nil
+}
+
+// Error lists every invalid setting.
+type Error struct{ Problems []string }
+
+func (e *Error) Error() string {
+	return "invalid settings:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+func describe(s Setting, v string, err error) string {
+	if s.Secret || v == "" {
+		return fmt.Sprintf("%s (--%s): %v", s.Env, s.Flag(), err)
+	}
+	if len(v) > 64 {
+		v = v[:64] + "…"
+	}
+	return fmt.Sprintf("%s (--%s) = %q: %v", s.Env, s.Flag(), v, err)
+}
+
+// derive fills defaults that depend on other settings and checks settings
+// against each other.
+func (c *Config) derive() []string {
+	var errs []string
+	if c.Issuer == "" && c.Addr != "" {
+		host, port, _ := net.SplitHostPort(c.Addr)
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "localhost"
+		}
+		scheme := "http"
+		if c.TLSCert != "" {
+			scheme = "https"
+		}
+		c.Issuer = scheme + "://" + net.JoinHostPort(host, port)
+	}
+	if c.Issuer != "" {
+		if err := validIssuer(c.Issuer); err != nil {
+			errs = append(errs, "PORTCULLIS_ISSUER (--issuer): "+err.Error())
+		}
+	}
+	if c.PublicURL == "" {
+		c.PublicURL = c.Issuer
+	} else if err := validBaseURL(c.PublicURL); err != nil {
+		errs = append(errs, "PORTCULLIS_PUBLIC_URL (--public-url): "+err.Error())
+	}
+	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, "PORTCULLIS_TLS_CERT / PORTCULLIS_TLS_KEY: expects both files or neither")
+	}
+	if c.DatabaseURL != "" && !c.Embedded() && c.KeyEncryptionKey == "" {
+		errs = append(errs, "PORTCULLIS_KEY_ENCRYPTION_KEY (--key-encryption-key): required with PostgreSQL (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)")
+	}
+	if c.RefreshIdleTTL > c.RefreshMaxAge && c.RefreshMaxAge > 0 {
+		errs = append(errs, "PORTCULLIS_REFRESH_TOKEN_IDLE_TTL (--refresh-token-idle-ttl): must not exceed PORTCULLIS_REFRESH_TOKEN_MAX_AGE")
+	}
+	if c.KeyRotationInterval > 0 && c.KeyRotationInterval < 2*c.PublicationDelay() {
+		errs = append(errs, fmt.Sprintf("PORTCULLIS_KEY_ROTATION_INTERVAL (--key-rotation-interval): must be 0 or at least twice the publication delay (key sync interval + JWKS max age = %s), so at least %s", c.PublicationDelay(), 2*c.PublicationDelay()))
+	}
+	if c.PasswordMinLength > c.PasswordMaxLength && c.PasswordMaxLength > 0 {
+		errs = append(errs, "PORTCULLIS_PASSWORD_MIN_LENGTH (--password-min-length): must not exceed PORTCULLIS_PASSWORD_MAX_LENGTH")
+	}
+	return errs
+}
+
+func validIssuer(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return errors.New("expects an http(s) URL such as https://auth.example.com")
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return errors.New("expects a URL without query, fragment or user info (RFC 8414)")
+	}
+	return nil
+}
+
+func validBaseURL(v string) error {
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return errors.New("expects an http(s) URL")
+	}
+	return nil
+}
+
+func boolSetting(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("expects true or false")
+		}
+		*field(c) = b
+		return nil
+	}
+}
+
+func durationSetting(min, max time.Duration, field func(*Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "0" {
+			v = "0s"
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return errors.New("expects a duration such as 15m, 1h30m or 10s")
+		}
+		if d < min || (max > 0 && d > max) {
+			if max > 0 {
+				return fmt.Errorf("expects a duration between %s and %s", min, max)
+			}
+			return fmt.Errorf("expects a duration of at least %s", min)
+		}
+		*field(c) = d
+		return nil
+	}
+}
+
+func uintSetting(min, max uint64, set func(*Config, uint64)) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n < min || n > max {
+			return fmt.Errorf("expects a whole number between %d and %d", min, max)
+		}
+		set(c, n)
+		return nil
+	}
+}
+
+func urlSetting(optional bool, field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		if v == "" && optional {
+			*field(c) = ""
+			return nil
+		}
+		if err := validBaseURL(v); err != nil {
+			return err
+		}
+		*field(c) = v
+		return nil
+	}
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseSize(v string) (int64, error) {
+	mult := int64(1)
+	up := strings.ToUpper(v)
+	switch {
+	case strings.HasSuffix(up, "MB"):
+		mult, up = 1<<20, strings.TrimSuffix(up, "MB")
+	case strings.HasSuffix(up, "KB"):
+		mult, up = 1<<10, strings.TrimSuffix(up, "KB")
+	case strings.HasSuffix(up, "B"):
+		up = strings.TrimSuffix(up, "B")
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(up), 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, errors.New("bad size")
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,119 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil, envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != "127.0.0.1:8080" || c.Issuer != "http://127.0.0.1:8080" || c.PublicURL != c.Issuer {
+		t.Fatalf("addr/issuer/public url: %q %q %q", c.Addr, c.Issuer, c.PublicURL)
+	}
+	if !c.Embedded() || c.DatabaseURL != "sqlite://./data/portcullis.db" || c.RedisURL != "" {
+		t.Fatalf("storage defaults: %+v", c)
+	}
+	if c.AccessTokenTTL != 15*time.Minute || c.RefreshIdleTTL != 168*time.Hour || c.RefreshMaxAge != 720*time.Hour ||
+		c.RefreshReuseGrace != 0 || c.JWKSMaxAge != 5*time.Minute || c.KeySyncInterval != 10*time.Second ||
+		c.InviteTTL != 48*time.Hour || c.ResetTTL != time.Hour || c.SigningAlg != "RS256" || !c.RateLimits || !c.AutoMigrate {
+		t.Fatalf("contract defaults wrong: %+v", c)
+	}
+	if c.DefaultAudience != "api" || c.MailFrom != "Portcullis <no-reply@localhost>" || c.PublicRegistration {
+		t.Fatalf("contract defaults wrong: %+v", c)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string // substring naming the setting
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "ok/issuer from empty host", env: map[string]string{"PORTCULLIS_ADDR": ":9000"}, check: func(t *testing.T, c Config) {
+			if c.Issuer != "http://localhost:9000" {
+				t.Fatalf("issuer %q", c.Issuer)
+			}
+		}},
+		{name: "ok/flag wins over env", args: []string{"--signing-alg", "EdDSA"}, env: map[string]string{"PORTCULLIS_SIGNING_ALG": "ES256"}, check: func(t *testing.T, c Config) {
+			if c.SigningAlg != "EdDSA" {
+				t.Fatalf("alg %q", c.SigningAlg)
+			}
+		}},
+		{name: "ok/trusted proxies", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"}, check: func(t *testing.T, c Config) {
+			if len(c.TrustedProxies) != 2 || c.TrustedProxies[1].String() != "127.0.0.1/32" {
+				t.Fatalf("proxies %v", c.TrustedProxies)
+			}
+		}},
+		{name: "ok/postgres with kek", env: map[string]string{"PORTCULLIS_DATABASE_URL": "postgres://u:p@h/db", "PORTCULLIS_KEY_ENCRYPTION_KEY": "x"}},
+		{name: "fail/bad alg", env: map[string]string{"PORTCULLIS_SIGNING_ALG": "HS256"}, wantErr: "PORTCULLIS_SIGNING_ALG"},
+		{name: "fail/bad duration", env: map[string]string{"PORTCULLIS_ACCESS_TOKEN_TTL": "soon"}, wantErr: "PORTCULLIS_ACCESS_TOKEN_TTL"},
+		{name: "fail/bad database", env: map[string]string{"PORTCULLIS_DATABASE_URL": "mysql://x"}, wantErr: "PORTCULLIS_DATABASE_URL"},
+		{name: "fail/postgres without kek", env: map[string]string{"PORTCULLIS_DATABASE_URL": "postgres://h/db"}, wantErr: "PORTCULLIS_KEY_ENCRYPTION_KEY"},
+		{name: "fail/bad addr", args: []string{"--addr", "nope"}, wantErr: "PORTCULLIS_ADDR"},
+		{name: "fail/issuer with query", env: map[string]string{"PORTCULLIS_ISSUER": "https://a.example/?x=1"}, wantErr: "PORTCULLIS_ISSUER"},
+		{name: "fail/rotation too short", env: map[string]string{"PORTCULLIS_KEY_ROTATION_INTERVAL": "5m"}, wantErr: "PORTCULLIS_KEY_ROTATION_INTERVAL"},
+		{name: "fail/bad proxies", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "everyone"}, wantErr: "PORTCULLIS_TRUSTED_PROXIES"},
+		{name: "fail/bad rate limits", env: map[string]string{"PORTCULLIS_RATE_LIMITS": "maybe"}, wantErr: "PORTCULLIS_RATE_LIMITS"},
+		{name: "fail/tls half", env: map[string]string{"PORTCULLIS_TLS_CERT": "/x"}, wantErr: "PORTCULLIS_TLS_CERT"},
+		{name: "fail/cors origin with path", env: map[string]string{"PORTCULLIS_CORS_ORIGINS": "https://a.example/app"}, wantErr: "PORTCULLIS_CORS_ORIGINS"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(tc.args, envOf(tc.env))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want error naming %s, got %v", tc.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.check != nil {
+				tc.check(t, c)
+			}
+		})
+	}
+}
+
+func TestEveryProblemReportedAtOnce(t *testing.T) {
+	_, err := Load(nil, envOf(map[string]string{"PORTCULLIS_SIGNING_ALG": "x", "PORTCULLIS_JWKS_MAX_AGE": "y"}))
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 2 {
+		t.Fatalf("want two problems, got %v", err)
+	}
+}
+
+func TestSecretsNeverInErrors(t *testing.T) {
+	secret := "postgres://admin:hunter2-secret@db/x"
+	_, err := Load(nil, envOf(map[string]string{"PORTCULLIS_DATABASE_URL": "mysql://admin:hunter2-secret@db/x", "PORTCULLIS_SMTP_URL": "ftp://u:hunter2-secret@h"}))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("secret leaked or no error: %v", err)
+	}
+	_ = secret
+}
+
+func FuzzLoad(f *testing.F) {
+	for _, s := range settings {
+		f.Add(s.Env, s.Default)
+	}
+	f.Add("PORTCULLIS_BODY_LIMIT", "99999999999999999999MB")
+	f.Add("PORTCULLIS_TRUSTED_PROXIES", ",,::1/200")
+	f.Fuzz(func(t *testing.T, key, value string) {
+		c, err := Load(nil, envOf(map[string]string{key: value}))
+		if err == nil && c.Addr == "" {
+			t.Fatal("valid config without address")
+		}
+	})
+}

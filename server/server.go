@@ -1,0 +1,242 @@
+// Package server is the HTTP face of Portcullis: the Echo application, its
+// middleware and thin handlers that bind a request, call the protocol or
+// account logic, and render the answer. It is the only package that knows
+// Echo. Protocol rules live in plain Go packages (server/token, policy, keys).
+//
+// Handlers never log secrets: request logs carry the path with token query
+// parameters redacted, and errors are rendered by one HTTPErrorHandler that
+// hides the cause of every 5xx.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/config"
+)
+
+// Check is a named readiness probe (the database, the token state).
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Server is a configured Portcullis HTTP server.
+type Server struct {
+	echo   *echo.Echo
+	cfg    config.Config
+	log    *slog.Logger
+	checks []Check
+
+	routesMu sync.Mutex
+}
+
+// Options are the parts the server is built from.
+type Options struct {
+	Config config.Config
+	Logger *slog.Logger
+	// Checks run on GET /readyz; any failure answers 503.
+	Checks []Check
+}
+
+// New builds the Echo application with middleware and the health endpoints.
+// Feature handlers are mounted with the Mount… methods.
+func New(opts Options) *Server {
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	s := &Server{echo: e, cfg: opts.Config, log: opts.Logger, checks: opts.Checks}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	e.IPExtractor = clientIPExtractor(opts.Config)
+	e.HTTPErrorHandler = s.handleError
+	e.Use(requestID())
+	e.Use(s.recoverer())
+	e.Use(s.accessLog())
+	e.Use(securityHeaders(opts.Config.TLSCert != ""))
+	e.Use(middleware.BodyLimit(strconv.FormatInt(bodyLimitOrDefault(opts.Config.BodyLimitBytes), 10) + "B"))
+	if opts.Config.RequestTimeout > 0 {
+		e.Use(requestTimeout(opts.Config.RequestTimeout))
+	}
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	return s
+}
+
+// Echo exposes the application for mounting routes and for tests.
+func (s *Server) Echo() *echo.Echo { return s.echo }
+
+// Handler is the http.Handler of the application.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+func bodyLimitOrDefault(n int64) int64 {
+	if n <= 0 {
+		return 64 << 10
+	}
+	return n
+}
+
+// Serve listens on the configured address until ctx is cancelled, then shuts
+// down gracefully: in-flight requests finish within the shutdown timeout.
+// ready, when not nil, receives the bound address once listening.
+func (s *Server) Serve(ctx context.Context, ready func(addr net.Addr)) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (PORTCULLIS_ADDR): %w", s.cfg.Addr, err)
+	}
+	return s.ServeListener(ctx, ln, ready)
+}
+
+// ServeListener is Serve on an existing listener.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener, ready func(addr net.Addr)) error {
+	timeout := s.cfg.RequestTimeout
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	hs := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       timeout,
+		WriteTimeout:      timeout + 5*time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("load TLS certificate (PORTCULLIS_TLS_CERT, PORTCULLIS_TLS_KEY): %w", err)
+		}
+		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, hs.TLSConfig)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down: finishing in-flight requests", "timeout", s.cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz checks every dependency concurrently, each within a short deadline,
+// so a dead dependency answers 503 in well under two seconds.
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 1500*time.Millisecond)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
+	}
+	results := make(chan result, len(s.checks))
+	for _, ch := range s.checks {
+		go func(ch Check) { results <- result{ch.Name, ch.Check(ctx)} }(ch)
+	}
+	var failed []string
+	for range s.checks {
+		r := <-results
+		if r.err != nil {
+			failed = append(failed, r.name)
+			s.log.Warn("readiness check failed", "check", r.name, "err", r.err)
+		}
+	}
+	if len(failed) > 0 {
+		c.Response().Header().Set("Cache-Control", "no-store")
+		return c.JSON(http.StatusServiceUnavailable, map[string]any{
+			"status":            "unavailable",
+			"error":             "temporarily_unavailable",
+			"error_description": fmt.Sprintf("unreachable: %v", failed),
+			"failed":            failed,
+		})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// handleError is the single place errors become responses.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var he *echo.HTTPError
+	var ae *apierr.Error
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &he):
+		ae = fromEchoError(he)
+	default:
+		ae = apierr.From(err)
+	}
+	if ae.Status >= 500 {
+		s.log.Error("request failed", "err", err, "path", c.Path(), "request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+	}
+	h := c.Response().Header()
+	if ae.WWWAuthenticate != "" {
+		h.Set(echo.HeaderWWWAuthenticate, ae.WWWAuthenticate)
+	}
+	if ae.RetryAfterSeconds > 0 {
+		h.Set("Retry-After", strconv.Itoa(ae.RetryAfterSeconds))
+	}
+	if h.Get("Cache-Control") == "" {
+		h.Set("Cache-Control", "no-store")
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(ae.Status)
+		return
+	}
+	if err := c.JSON(ae.Status, ae.Body()); err != nil {
+		s.log.Warn("write error response", "err", err)
+	}
+}
+
+func fromEchoError(he *echo.HTTPError) *apierr.Error {
+	switch he.Code {
+	case http.StatusNotFound:
+		return apierr.ErrNotFound.WithCause(he)
+	case http.StatusMethodNotAllowed:
+		return apierr.ErrMethodNotAllowed.WithCause(he)
+	case http.StatusRequestEntityTooLarge:
+		return apierr.ErrTooLarge.WithCause(he)
+	case http.StatusUnsupportedMediaType:
+		return apierr.ErrUnsupportedMediaType.WithCause(he)
+	case http.StatusServiceUnavailable:
+		return apierr.ErrTemporarilyUnavailable.WithCause(he)
+	case http.StatusUnauthorized:
+		return apierr.ErrUnauthorized.WithCause(he)
+	case http.StatusForbidden:
+		return apierr.ErrForbidden.WithCause(he)
+	}
+	if he.Code >= 400 && he.Code < 500 {
+		return apierr.ErrInvalidRequest.WithStatus(he.Code).WithCause(he)
+	}
+	return apierr.ErrServer.WithCause(he)
+}
