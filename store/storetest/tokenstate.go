@@ -1,0 +1,865 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// RunTokenStateTests runs the token-state conformance suite. newState must
+// return a fresh, empty state for every call (each subtest calls it once) that
+// is safe for concurrent use.
+//
+// Besides the behaviour documented on store.TokenState, the suite pins these
+// choices every backend shares:
+//   - times are kept at millisecond precision;
+//   - a family is expired when Now is at or after its absolute expiry, or at
+//     or after its idle expiry (creation or last rotation + IdleTTL);
+//   - an expired or revoked family answers RotateInvalid for every token,
+//     including already-rotated ones (no second reuse report);
+//   - a token rotated less than Grace ago (Now - rotation < Grace) gets
+//     RotateGraceReplay; at Grace or later, or for any older token, it is reuse;
+//   - a user cut-off revokes the user's access tokens whose IssuedAt, at
+//     millisecond precision, is at or before the cut-off; a later cut-off
+//     replaces an earlier one, an earlier one never moves it back;
+//   - Hit's window starts at the first hit after the previous window ended.
+func RunTokenStateTests(t *testing.T, newState func(t *testing.T) store.TokenState) {
+	t.Helper()
+	tests := []struct {
+		name string
+		run  func(t *testing.T, st store.TokenState)
+	}{
+		{"ok/create_and_rotate_chain", testRotateChain},
+		{"ok/family_data_returned", testFamilyDataReturned},
+		{"ok/families_are_independent", testFamiliesIndependent},
+		{"ok/grace_replay_within_window", testGraceReplay},
+		{"fail/rotated_token_reuse_revokes_family", testReuseRevokesFamily},
+		{"fail/rotated_token_outside_grace_is_reuse", testGraceOutsideWindow},
+		{"fail/older_rotated_token_is_reuse", testOlderTokenReuse},
+		{"fail/unknown_hash_is_invalid_and_keeps_family", testUnknownHash},
+		{"fail/unknown_family", testUnknownFamily},
+		{"fail/idle_expiry", testIdleExpiry},
+		{"fail/absolute_expiry", testAbsoluteExpiry},
+		{"ok/revoke_family", testRevokeFamily},
+		{"ok/revoke_user_sessions", testRevokeUserSessions},
+		{"ok/user_cutoff_never_moves_back", testUserCutoffMonotonic},
+		{"ok/revoke_access_token", testRevokeAccessToken},
+		{"ok/nothing_revoked_on_fresh_state", testNothingRevoked},
+		{"ok/hit_counts_in_window", testHitWindow},
+		{"ok/reset_counter", testResetCounter},
+		{"ok/ping", testPing},
+		{"race/rotate_same_token_no_grace", testConcurrentRotateNoGrace},
+		{"race/rotate_same_token_with_grace", testConcurrentRotateGrace},
+		{"race/hit_counts_exactly", testConcurrentHit},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.run(t, newState(t))
+		})
+	}
+}
+
+// RunRevocationLogTests runs the conformance suite of the durable revocation
+// log. newLog must return a fresh, empty log for every call.
+func RunRevocationLogTests(t *testing.T, newLog func(t *testing.T) store.RevocationLog) {
+	t.Helper()
+	tests := []struct {
+		name string
+		run  func(t *testing.T, l store.RevocationLog)
+	}{
+		{"ok/records_and_lists_active", testLogActive},
+		{"ok/empty", testLogEmpty},
+		{"ok/recording_twice_is_not_an_error", testLogTwice},
+		{"ok/later_user_cutoff_listed", testLogUserCutoffs},
+		{"ok/expired_records_not_listed", testLogExpired},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.run(t, newLog(t))
+		})
+	}
+}
+
+// ---- helpers ----
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// baseTime is a millisecond-aligned time near the real clock, so backends
+// that also give keys a real time-to-live keep them for the test.
+func baseTime() time.Time {
+	return time.UnixMilli(time.Now().UnixMilli()).UTC()
+}
+
+func randomID(prefix string) string {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return prefix + hex.EncodeToString(b)
+}
+
+// token is one refresh token of a test: its hash and a sealed blob standing
+// in for the encrypted successor.
+type token struct {
+	hash   []byte
+	sealed []byte
+}
+
+func newToken() token {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		panic(err)
+	}
+	h := sha256.Sum256(raw)
+	sealed := append([]byte("sealed:"), raw...)
+	return token{hash: h[:], sealed: sealed}
+}
+
+func newFamily(userID string, base time.Time) store.RefreshFamily {
+	return store.RefreshFamily{
+		ID:             randomID("sid-"),
+		UserID:         userID,
+		ClientID:       "client-" + userID,
+		Scope:          "openid profile users:read",
+		RequestedScope: "users:read",
+		CreatedAt:      base,
+		AbsoluteExpiry: base.Add(30 * 24 * time.Hour),
+		IdleTTL:        7 * 24 * time.Hour,
+	}
+}
+
+func create(t *testing.T, st store.TokenState, fam store.RefreshFamily) token {
+	t.Helper()
+	first := newToken()
+	if err := st.CreateFamily(ctx(t), fam, first.hash); err != nil {
+		t.Fatalf("CreateFamily: %v", err)
+	}
+	return first
+}
+
+func rotate(t *testing.T, st store.TokenState, famID string, presented, next token, now time.Time, grace time.Duration) store.RotateResult {
+	t.Helper()
+	res, err := st.RotateRefresh(ctx(t), store.RotateRequest{
+		FamilyID:      famID,
+		PresentedHash: presented.hash,
+		NextHash:      next.hash,
+		NextSealed:    next.sealed,
+		Now:           now,
+		Grace:         grace,
+	})
+	if err != nil {
+		t.Fatalf("RotateRefresh: %v", err)
+	}
+	return res
+}
+
+func wantOutcome(t *testing.T, what string, got store.RotateResult, want store.RotateOutcome) {
+	t.Helper()
+	if got.Outcome != want {
+		t.Fatalf("%s: outcome %v, want %v", what, got.Outcome, want)
+	}
+}
+
+// mustRotate rotates presented into a new token and wants RotateOK.
+func mustRotate(t *testing.T, st store.TokenState, famID string, presented token, now time.Time) token {
+	t.Helper()
+	next := newToken()
+	wantOutcome(t, "rotate current token", rotate(t, st, famID, presented, next, now, 0), store.RotateOK)
+	return next
+}
+
+// wantInvalid presents tok (with grace 0) and wants RotateInvalid.
+func wantInvalid(t *testing.T, st store.TokenState, what, famID string, tok token, now time.Time) {
+	t.Helper()
+	wantOutcome(t, what, rotate(t, st, famID, tok, newToken(), now, 0), store.RotateInvalid)
+}
+
+func wantFamily(t *testing.T, got, want store.RefreshFamily) {
+	t.Helper()
+	if got.ID != want.ID || got.UserID != want.UserID || got.ClientID != want.ClientID ||
+		got.Scope != want.Scope || got.RequestedScope != want.RequestedScope ||
+		!got.CreatedAt.Equal(want.CreatedAt) || !got.AbsoluteExpiry.Equal(want.AbsoluteExpiry) ||
+		got.IdleTTL != want.IdleTTL {
+		t.Fatalf("family:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func revoked(t *testing.T, st store.TokenState, ref store.AccessTokenRef) bool {
+	t.Helper()
+	r, err := st.IsAccessTokenRevoked(ctx(t), ref)
+	if err != nil {
+		t.Fatalf("IsAccessTokenRevoked(%+v): %v", ref, err)
+	}
+	return r
+}
+
+func wantRevoked(t *testing.T, st store.TokenState, what string, ref store.AccessTokenRef, want bool) {
+	t.Helper()
+	if got := revoked(t, st, ref); got != want {
+		t.Fatalf("%s: IsAccessTokenRevoked(%+v) = %v, want %v", what, ref, got, want)
+	}
+}
+
+// ---- refresh families ----
+
+func testRotateChain(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	tok := create(t, st, fam)
+	now := base
+	for i := 0; i < 5; i++ {
+		now = now.Add(time.Minute)
+		next := newToken()
+		res := rotate(t, st, fam.ID, tok, next, now, 0)
+		wantOutcome(t, "rotate current token", res, store.RotateOK)
+		wantFamily(t, res.Family, fam)
+		if res.SuccessorSealed != nil {
+			t.Fatalf("RotateOK carries SuccessorSealed %q", res.SuccessorSealed)
+		}
+		tok = next
+	}
+	// The session's access tokens are not revoked by rotation.
+	wantRevoked(t, st, "after rotations", store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID, UserID: fam.UserID, IssuedAt: now}, false)
+}
+
+func testFamilyDataReturned(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	for _, tc := range []struct {
+		name           string
+		scope, request string
+	}{
+		{"narrowed", "openid users:read", "users:read"},
+		{"follows_user", "openid users:read users:write", ""},
+		{"empty_scope", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fam := newFamily(randomID("u-"), base)
+			fam.Scope, fam.RequestedScope = tc.scope, tc.request
+			fam.IdleTTL = 90 * time.Minute
+			fam.AbsoluteExpiry = base.Add(12*time.Hour + 345*time.Millisecond)
+			tok := create(t, st, fam)
+			res := rotate(t, st, fam.ID, tok, newToken(), base.Add(time.Second), 0)
+			wantOutcome(t, "rotate", res, store.RotateOK)
+			wantFamily(t, res.Family, fam)
+		})
+	}
+}
+
+func testFamiliesIndependent(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	user := randomID("u-")
+	a, b := newFamily(user, base), newFamily(user, base)
+	ta, tb := create(t, st, a), create(t, st, b)
+	// A token of one family is unknown in the other.
+	wantInvalid(t, st, "a's token on b", b.ID, ta, base.Add(time.Second))
+	ta2 := mustRotate(t, st, a.ID, ta, base.Add(2*time.Second))
+	// Reuse in a revokes a only.
+	wantOutcome(t, "reuse in a", rotate(t, st, a.ID, ta, newToken(), base.Add(3*time.Second), 0), store.RotateReuseDetected)
+	wantInvalid(t, st, "a's successor after reuse", a.ID, ta2, base.Add(4*time.Second))
+	mustRotate(t, st, b.ID, tb, base.Add(5*time.Second))
+	wantRevoked(t, st, "b's session", store.AccessTokenRef{JTI: randomID("j-"), SID: b.ID, UserID: user, IssuedAt: base}, false)
+	wantRevoked(t, st, "a's session", store.AccessTokenRef{JTI: randomID("j-"), SID: a.ID, UserID: user, IssuedAt: base}, true)
+}
+
+func testGraceReplay(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	t1 := create(t, st, fam)
+	t2 := newToken()
+	rotatedAt := base.Add(time.Minute)
+	grace := 10 * time.Second
+	wantOutcome(t, "first rotation", rotate(t, st, fam.ID, t1, t2, rotatedAt, grace), store.RotateOK)
+
+	for _, after := range []time.Duration{0, time.Second, grace - time.Millisecond} {
+		retry := newToken()
+		res := rotate(t, st, fam.ID, t1, retry, rotatedAt.Add(after), grace)
+		wantOutcome(t, "retry within grace", res, store.RotateGraceReplay)
+		if !bytes.Equal(res.SuccessorSealed, t2.sealed) {
+			t.Fatalf("grace replay after %v: successor %q, want %q", after, res.SuccessorSealed, t2.sealed)
+		}
+		wantFamily(t, res.Family, fam)
+		// The retry's own successor was never stored.
+		wantInvalid(t, st, "retry's discarded successor", fam.ID, retry, rotatedAt.Add(after))
+	}
+	wantRevoked(t, st, "session after replays", store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID, IssuedAt: base}, false)
+	// The successor handed out first is still current.
+	mustRotate(t, st, fam.ID, t2, rotatedAt.Add(grace))
+}
+
+func testReuseRevokesFamily(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	other := newFamily(fam.UserID, base)
+	t1 := create(t, st, fam)
+	o1 := create(t, st, other)
+	t2 := mustRotate(t, st, fam.ID, t1, base.Add(time.Minute))
+
+	res := rotate(t, st, fam.ID, t1, newToken(), base.Add(2*time.Minute), 0)
+	wantOutcome(t, "present rotated token", res, store.RotateReuseDetected)
+	wantFamily(t, res.Family, fam)
+	if res.SuccessorSealed != nil {
+		t.Fatalf("reuse carries SuccessorSealed")
+	}
+	wantInvalid(t, st, "current token after reuse", fam.ID, t2, base.Add(3*time.Minute))
+	wantInvalid(t, st, "rotated token again", fam.ID, t1, base.Add(3*time.Minute))
+	wantRevoked(t, st, "access token of the session", store.AccessTokenRef{
+		JTI: randomID("j-"), SID: fam.ID, UserID: fam.UserID, IssuedAt: base.Add(90 * time.Second),
+	}, true)
+	// The user's other session lives on.
+	wantRevoked(t, st, "access token of another session", store.AccessTokenRef{
+		JTI: randomID("j-"), SID: other.ID, UserID: fam.UserID, IssuedAt: base.Add(90 * time.Second),
+	}, false)
+	mustRotate(t, st, other.ID, o1, base.Add(4*time.Minute))
+}
+
+func testGraceOutsideWindow(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	grace := 10 * time.Second
+	for _, after := range []time.Duration{grace, grace + time.Second, time.Hour} {
+		t.Run(after.String(), func(t *testing.T) {
+			fam := newFamily(randomID("u-"), base)
+			t1 := create(t, st, fam)
+			t2 := newToken()
+			wantOutcome(t, "rotate", rotate(t, st, fam.ID, t1, t2, base, grace), store.RotateOK)
+			res := rotate(t, st, fam.ID, t1, newToken(), base.Add(after), grace)
+			wantOutcome(t, "retry outside grace", res, store.RotateReuseDetected)
+			if res.SuccessorSealed != nil {
+				t.Fatalf("reuse hands out the successor")
+			}
+			wantInvalid(t, st, "successor after reuse", fam.ID, t2, base.Add(after))
+			wantRevoked(t, st, "session", store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID}, true)
+		})
+	}
+}
+
+func testOlderTokenReuse(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	grace := 10 * time.Second
+	fam := newFamily(randomID("u-"), base)
+	t1 := create(t, st, fam)
+	t2 := newToken()
+	wantOutcome(t, "rotate t1", rotate(t, st, fam.ID, t1, t2, base, grace), store.RotateOK)
+	t3 := newToken()
+	wantOutcome(t, "rotate t2", rotate(t, st, fam.ID, t2, t3, base.Add(time.Minute), grace), store.RotateOK)
+	res := rotate(t, st, fam.ID, t1, newToken(), base.Add(2*time.Minute), grace)
+	wantOutcome(t, "present t1", res, store.RotateReuseDetected)
+	wantInvalid(t, st, "current after reuse", fam.ID, t3, base.Add(3*time.Minute))
+}
+
+func testUnknownHash(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	t1 := create(t, st, fam)
+	for i := 0; i < 3; i++ {
+		res := rotate(t, st, fam.ID, newToken(), newToken(), base.Add(time.Second), time.Minute)
+		wantOutcome(t, "random hash", res, store.RotateInvalid)
+	}
+	// An empty hash is unknown too.
+	res, err := st.RotateRefresh(ctx(t), store.RotateRequest{
+		FamilyID: fam.ID, PresentedHash: nil, NextHash: newToken().hash, Now: base.Add(time.Second),
+	})
+	if err != nil {
+		t.Fatalf("RotateRefresh empty hash: %v", err)
+	}
+	wantOutcome(t, "empty hash", res, store.RotateInvalid)
+	wantRevoked(t, st, "session after unknown hashes", store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID}, false)
+	t2 := mustRotate(t, st, fam.ID, t1, base.Add(2*time.Second))
+	// Also after a rotation, a random hash changes nothing.
+	wantInvalid(t, st, "random hash after rotation", fam.ID, newToken(), base.Add(3*time.Second))
+	mustRotate(t, st, fam.ID, t2, base.Add(4*time.Second))
+}
+
+func testUnknownFamily(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	t1 := create(t, st, fam)
+	wantInvalid(t, st, "unknown family", randomID("sid-"), t1, base.Add(time.Second))
+	wantInvalid(t, st, "empty family id", "", t1, base.Add(time.Second))
+	mustRotate(t, st, fam.ID, t1, base.Add(2*time.Second))
+}
+
+func testIdleExpiry(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	fam.IdleTTL = time.Hour
+	fam.AbsoluteExpiry = base.Add(24 * time.Hour)
+	t1 := create(t, st, fam)
+	// Each rotation restarts the idle clock.
+	now := base.Add(59 * time.Minute)
+	t2 := mustRotate(t, st, fam.ID, t1, now)
+	now = now.Add(time.Hour - time.Millisecond)
+	t3 := mustRotate(t, st, fam.ID, t2, now)
+	// Unused for exactly IdleTTL: expired, and stays so.
+	wantInvalid(t, st, "idle for IdleTTL", fam.ID, t3, now.Add(time.Hour))
+	wantInvalid(t, st, "idle beyond IdleTTL", fam.ID, t3, now.Add(2*time.Hour))
+	// An already-rotated token of an expired family is invalid, not reuse.
+	wantInvalid(t, st, "rotated token of idle family", fam.ID, t2, now.Add(2*time.Hour))
+}
+
+func testAbsoluteExpiry(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	fam.IdleTTL = time.Hour
+	fam.AbsoluteExpiry = base.Add(2 * time.Hour)
+	tok := create(t, st, fam)
+	var prev token
+	for _, at := range []time.Duration{50 * time.Minute, 100 * time.Minute, 2*time.Hour - time.Millisecond} {
+		prev, tok = tok, mustRotate(t, st, fam.ID, tok, base.Add(at))
+	}
+	wantInvalid(t, st, "at absolute expiry", fam.ID, tok, base.Add(2*time.Hour))
+	wantInvalid(t, st, "after absolute expiry", fam.ID, tok, base.Add(2*time.Hour+time.Second))
+	wantInvalid(t, st, "rotated token after absolute expiry", fam.ID, prev, base.Add(2*time.Hour+time.Second))
+}
+
+func testRevokeFamily(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	other := newFamily(fam.UserID, base)
+	t1 := create(t, st, fam)
+	o1 := create(t, st, other)
+	t2 := mustRotate(t, st, fam.ID, t1, base.Add(time.Minute))
+	if err := st.RevokeFamily(ctx(t), fam.ID, base.Add(2*time.Minute)); err != nil {
+		t.Fatalf("RevokeFamily: %v", err)
+	}
+	wantInvalid(t, st, "current token of revoked family", fam.ID, t2, base.Add(3*time.Minute))
+	wantInvalid(t, st, "rotated token of revoked family", fam.ID, t1, base.Add(3*time.Minute))
+	wantRevoked(t, st, "access token of revoked session", store.AccessTokenRef{
+		JTI: randomID("j-"), SID: fam.ID, UserID: fam.UserID, IssuedAt: base.Add(time.Minute),
+	}, true)
+	wantRevoked(t, st, "access token of other session", store.AccessTokenRef{
+		JTI: randomID("j-"), SID: other.ID, UserID: fam.UserID, IssuedAt: base.Add(time.Minute),
+	}, false)
+	mustRotate(t, st, other.ID, o1, base.Add(4*time.Minute))
+	// Revoking twice or revoking an unknown session is not an error; the
+	// unknown session's access tokens are revoked all the same.
+	if err := st.RevokeFamily(ctx(t), fam.ID, base.Add(5*time.Minute)); err != nil {
+		t.Fatalf("RevokeFamily again: %v", err)
+	}
+	unknown := randomID("sid-")
+	if err := st.RevokeFamily(ctx(t), unknown, base.Add(5*time.Minute)); err != nil {
+		t.Fatalf("RevokeFamily unknown: %v", err)
+	}
+	wantRevoked(t, st, "access token of unknown revoked session", store.AccessTokenRef{
+		JTI: randomID("j-"), SID: unknown, IssuedAt: base.Add(time.Minute),
+	}, true)
+}
+
+func testRevokeUserSessions(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	user, bystander := randomID("u-"), randomID("u-")
+	fa, fb := newFamily(user, base), newFamily(user, base)
+	fc := newFamily(bystander, base)
+	ta, tb, tc := create(t, st, fa), create(t, st, fb), create(t, st, fc)
+	ta = mustRotate(t, st, fa.ID, ta, base.Add(time.Minute))
+
+	cutoff := base.Add(10 * time.Minute)
+	if err := st.RevokeUserSessions(ctx(t), user, cutoff); err != nil {
+		t.Fatalf("RevokeUserSessions: %v", err)
+	}
+	after := cutoff.Add(time.Second)
+	wantInvalid(t, st, "user's session a", fa.ID, ta, after)
+	wantInvalid(t, st, "user's session b", fb.ID, tb, after)
+	mustRotate(t, st, fc.ID, tc, after)
+
+	for _, tc := range []struct {
+		name    string
+		ref     store.AccessTokenRef
+		revoked bool
+	}{
+		{"fail/issued_long_before", store.AccessTokenRef{JTI: randomID("j-"), UserID: user, IssuedAt: base}, true},
+		{"fail/issued_1ms_before", store.AccessTokenRef{JTI: randomID("j-"), UserID: user, IssuedAt: cutoff.Add(-time.Millisecond)}, true},
+		{"fail/issued_same_ms", store.AccessTokenRef{JTI: randomID("j-"), UserID: user, IssuedAt: cutoff}, true},
+		{"fail/issued_within_same_ms", store.AccessTokenRef{JTI: randomID("j-"), UserID: user, IssuedAt: cutoff.Add(999 * time.Microsecond)}, true},
+		{"fail/with_session", store.AccessTokenRef{JTI: randomID("j-"), SID: fa.ID, UserID: user, IssuedAt: cutoff.Add(-time.Second)}, true},
+		{"ok/issued_1ms_after", store.AccessTokenRef{JTI: randomID("j-"), UserID: user, IssuedAt: cutoff.Add(time.Millisecond)}, false},
+		{"ok/issued_later", store.AccessTokenRef{JTI: randomID("j-"), UserID: user, IssuedAt: cutoff.Add(time.Hour)}, false},
+		{"ok/other_user", store.AccessTokenRef{JTI: randomID("j-"), SID: fc.ID, UserID: bystander, IssuedAt: base}, false},
+		{"ok/client_token", store.AccessTokenRef{JTI: randomID("j-"), IssuedAt: base}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantRevoked(t, st, tc.name, tc.ref, tc.revoked)
+		})
+	}
+
+	// A login after the cut-off starts a session that works.
+	fd := newFamily(user, after)
+	td := create(t, st, fd)
+	mustRotate(t, st, fd.ID, td, after.Add(time.Minute))
+	wantRevoked(t, st, "token of the new session", store.AccessTokenRef{
+		JTI: randomID("j-"), SID: fd.ID, UserID: user, IssuedAt: after,
+	}, false)
+
+	// Unknown users are not an error.
+	if err := st.RevokeUserSessions(ctx(t), randomID("u-"), cutoff); err != nil {
+		t.Fatalf("RevokeUserSessions unknown user: %v", err)
+	}
+}
+
+func testUserCutoffMonotonic(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	user := randomID("u-")
+	first := base.Add(time.Minute)
+	later := base.Add(10 * time.Minute)
+	if err := st.RevokeUserSessions(ctx(t), user, first); err != nil {
+		t.Fatalf("RevokeUserSessions: %v", err)
+	}
+	mid := store.AccessTokenRef{JTI: randomID("j-"), UserID: user, IssuedAt: base.Add(5 * time.Minute)}
+	wantRevoked(t, st, "issued after the first cut-off", mid, false)
+	if err := st.RevokeUserSessions(ctx(t), user, later); err != nil {
+		t.Fatalf("RevokeUserSessions later: %v", err)
+	}
+	wantRevoked(t, st, "issued before the later cut-off", mid, true)
+	if err := st.RevokeUserSessions(ctx(t), user, first); err != nil {
+		t.Fatalf("RevokeUserSessions earlier again: %v", err)
+	}
+	wantRevoked(t, st, "after an earlier cut-off arrives", mid, true)
+	wantRevoked(t, st, "issued after the later cut-off", store.AccessTokenRef{
+		JTI: randomID("j-"), UserID: user, IssuedAt: later.Add(time.Millisecond),
+	}, false)
+}
+
+func testRevokeAccessToken(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	jti, other := randomID("j-"), randomID("j-")
+	wantRevoked(t, st, "before revocation", store.AccessTokenRef{JTI: jti, IssuedAt: base}, false)
+	if err := st.RevokeAccessToken(ctx(t), jti, base.Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeAccessToken: %v", err)
+	}
+	if err := st.RevokeAccessToken(ctx(t), jti, base.Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeAccessToken twice: %v", err)
+	}
+	wantRevoked(t, st, "revoked jti", store.AccessTokenRef{JTI: jti, IssuedAt: base}, true)
+	wantRevoked(t, st, "revoked jti with session and user", store.AccessTokenRef{
+		JTI: jti, SID: randomID("sid-"), UserID: randomID("u-"), IssuedAt: base,
+	}, true)
+	wantRevoked(t, st, "other jti", store.AccessTokenRef{JTI: other, IssuedAt: base}, false)
+}
+
+func testNothingRevoked(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	wantRevoked(t, st, "fresh state", store.AccessTokenRef{
+		JTI: randomID("j-"), SID: randomID("sid-"), UserID: randomID("u-"), IssuedAt: base,
+	}, false)
+	wantRevoked(t, st, "fresh state, bare jti", store.AccessTokenRef{JTI: randomID("j-")}, false)
+}
+
+// ---- counters ----
+
+func hit(t *testing.T, st store.TokenState, key string, window time.Duration, now time.Time) (int64, time.Duration) {
+	t.Helper()
+	n, reset, err := st.Hit(ctx(t), key, window, now)
+	if err != nil {
+		t.Fatalf("Hit(%q): %v", key, err)
+	}
+	return n, reset
+}
+
+func wantHit(t *testing.T, st store.TokenState, key string, window time.Duration, now time.Time, wantN int64, wantReset time.Duration) {
+	t.Helper()
+	n, reset := hit(t, st, key, window, now)
+	if n != wantN || reset != wantReset {
+		t.Fatalf("Hit(%q) at %v: count %d resetIn %v, want %d and %v", key, now, n, reset, wantN, wantReset)
+	}
+}
+
+func testHitWindow(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	key, other := randomID("login:ip:"), randomID("login:user:")
+	w := time.Minute
+	wantHit(t, st, key, w, base, 1, w)
+	wantHit(t, st, key, w, base.Add(10*time.Second), 2, 50*time.Second)
+	wantHit(t, st, other, w, base.Add(10*time.Second), 1, w)
+	wantHit(t, st, key, w, base.Add(w-time.Millisecond), 3, time.Millisecond)
+	// The window ends: a new one starts at the next hit.
+	wantHit(t, st, key, w, base.Add(w), 1, w)
+	wantHit(t, st, key, w, base.Add(w+time.Second), 2, w-time.Second)
+	wantHit(t, st, key, w, base.Add(5*w), 1, w)
+	wantHit(t, st, other, w, base.Add(20*time.Second), 2, 50*time.Second)
+}
+
+func testResetCounter(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	key, other := randomID("k-"), randomID("k-")
+	w := time.Hour
+	for i := int64(1); i <= 3; i++ {
+		wantHit(t, st, key, w, base, i, w)
+	}
+	wantHit(t, st, other, w, base, 1, w)
+	if err := st.ResetCounter(ctx(t), key); err != nil {
+		t.Fatalf("ResetCounter: %v", err)
+	}
+	wantHit(t, st, key, w, base.Add(time.Second), 1, w)
+	wantHit(t, st, other, w, base.Add(time.Second), 2, w-time.Second)
+	if err := st.ResetCounter(ctx(t), randomID("never-hit-")); err != nil {
+		t.Fatalf("ResetCounter unknown key: %v", err)
+	}
+}
+
+func testPing(t *testing.T, st store.TokenState) {
+	if err := st.Ping(ctx(t)); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
+
+// ---- concurrency ----
+
+const racers = 20
+
+type raceResult struct {
+	res  store.RotateResult
+	next token
+	err  error
+}
+
+func raceRotate(t *testing.T, st store.TokenState, famID string, presented token, now time.Time, grace time.Duration) []raceResult {
+	t.Helper()
+	c := ctx(t)
+	results := make([]raceResult, racers)
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for i := range results {
+		results[i].next = newToken()
+		done.Add(1)
+		go func(r *raceResult) {
+			defer done.Done()
+			start.Wait()
+			r.res, r.err = st.RotateRefresh(c, store.RotateRequest{
+				FamilyID:      famID,
+				PresentedHash: presented.hash,
+				NextHash:      r.next.hash,
+				NextSealed:    r.next.sealed,
+				Now:           now,
+				Grace:         grace,
+			})
+		}(&results[i])
+	}
+	start.Done()
+	done.Wait()
+	for i, r := range results {
+		if r.err != nil {
+			t.Fatalf("racer %d: RotateRefresh: %v", i, r.err)
+		}
+	}
+	return results
+}
+
+func testConcurrentRotateNoGrace(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	t1 := create(t, st, fam)
+	now := base.Add(time.Minute)
+	results := raceRotate(t, st, fam.ID, t1, now, 0)
+	var ok, reuse int
+	for i, r := range results {
+		switch r.res.Outcome {
+		case store.RotateOK:
+			ok++
+		case store.RotateReuseDetected:
+			reuse++
+		case store.RotateInvalid:
+		default:
+			t.Fatalf("racer %d: outcome %v with grace 0", i, r.res.Outcome)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d racers got RotateOK, want exactly 1", ok)
+	}
+	if reuse == 0 {
+		t.Fatalf("no racer saw reuse after the winner rotated")
+	}
+	// Reuse revoked the family: no successor is valid, the winner's included.
+	for _, r := range results {
+		wantInvalid(t, st, "successor of a racer", fam.ID, r.next, now.Add(time.Second))
+	}
+	wantRevoked(t, st, "session after the race", store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID}, true)
+}
+
+func testConcurrentRotateGrace(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	t1 := create(t, st, fam)
+	now := base.Add(time.Minute)
+	results := raceRotate(t, st, fam.ID, t1, now, 10*time.Second)
+	var winner *raceResult
+	for i := range results {
+		r := &results[i]
+		switch r.res.Outcome {
+		case store.RotateOK:
+			if winner != nil {
+				t.Fatalf("two racers got RotateOK")
+			}
+			winner = r
+		case store.RotateGraceReplay:
+		default:
+			t.Fatalf("racer %d: outcome %v within grace", i, r.res.Outcome)
+		}
+	}
+	if winner == nil {
+		t.Fatalf("no racer got RotateOK")
+	}
+	for i, r := range results {
+		if r.res.Outcome == store.RotateGraceReplay && !bytes.Equal(r.res.SuccessorSealed, winner.next.sealed) {
+			t.Fatalf("racer %d got successor %q, the winner stored %q", i, r.res.SuccessorSealed, winner.next.sealed)
+		}
+	}
+	// Only the winner's successor is valid, and the session lives on.
+	for i := range results {
+		if r := &results[i]; r != winner {
+			wantInvalid(t, st, "loser's successor", fam.ID, r.next, now.Add(time.Second))
+		}
+	}
+	mustRotate(t, st, fam.ID, winner.next, now.Add(2*time.Second))
+	wantRevoked(t, st, "session after the race", store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID}, false)
+}
+
+func testConcurrentHit(t *testing.T, st store.TokenState) {
+	const n = 50
+	base := baseTime()
+	key := randomID("race:")
+	c := ctx(t)
+	counts := make([]int64, n)
+	errs := make([]error, n)
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for i := 0; i < n; i++ {
+		done.Add(1)
+		go func(i int) {
+			defer done.Done()
+			start.Wait()
+			counts[i], _, errs[i] = st.Hit(c, key, time.Minute, base)
+		}(i)
+	}
+	start.Done()
+	done.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Hit %d: %v", i, err)
+		}
+	}
+	sort.Slice(counts, func(i, j int) bool { return counts[i] < counts[j] })
+	for i, c := range counts {
+		if c != int64(i+1) {
+			t.Fatalf("concurrent hits returned counts %v, want 1..%d each once", counts, n)
+		}
+	}
+	wantHit(t, st, key, time.Minute, base, n+1, time.Minute)
+}
+
+// ---- revocation log ----
+
+func record(t *testing.T, l store.RevocationLog, revs ...store.Revocation) {
+	t.Helper()
+	if err := l.RecordRevocations(ctx(t), revs); err != nil {
+		t.Fatalf("RecordRevocations: %v", err)
+	}
+}
+
+func active(t *testing.T, l store.RevocationLog, now time.Time) []store.Revocation {
+	t.Helper()
+	revs, err := l.ActiveRevocations(ctx(t), now)
+	if err != nil {
+		t.Fatalf("ActiveRevocations: %v", err)
+	}
+	return revs
+}
+
+func sameRevocation(a, b store.Revocation) bool {
+	return a.Kind == b.Kind && a.Value == b.Value &&
+		a.At.UnixMilli() == b.At.UnixMilli() && a.ExpiresAt.UnixMilli() == b.ExpiresAt.UnixMilli()
+}
+
+func wantListed(t *testing.T, got []store.Revocation, want store.Revocation) {
+	t.Helper()
+	for _, g := range got {
+		if sameRevocation(g, want) {
+			return
+		}
+	}
+	t.Fatalf("ActiveRevocations lacks %+v; got %+v", want, got)
+}
+
+func wantNotListed(t *testing.T, got []store.Revocation, kind store.RevocationKind, value string) {
+	t.Helper()
+	for _, g := range got {
+		if g.Kind == kind && g.Value == value {
+			t.Fatalf("ActiveRevocations lists %+v, which should not be active", g)
+		}
+	}
+}
+
+func testLogActive(t *testing.T, l store.RevocationLog) {
+	base := baseTime()
+	revs := []store.Revocation{
+		{Kind: store.RevokedJTI, Value: randomID("j-"), At: base, ExpiresAt: base.Add(15 * time.Minute)},
+		{Kind: store.RevokedSession, Value: randomID("sid-"), At: base, ExpiresAt: base.Add(24 * time.Hour)},
+		{Kind: store.RevokedUser, Value: randomID("u-"), At: base.Add(-time.Second), ExpiresAt: base.Add(24 * time.Hour)},
+	}
+	record(t, l, revs...)
+	got := active(t, l, base.Add(time.Minute))
+	if len(got) != len(revs) {
+		t.Fatalf("ActiveRevocations: %d records, want %d: %+v", len(got), len(revs), got)
+	}
+	for _, r := range revs {
+		wantListed(t, got, r)
+	}
+}
+
+func testLogEmpty(t *testing.T, l store.RevocationLog) {
+	record(t, l)
+	if got := active(t, l, baseTime()); len(got) != 0 {
+		t.Fatalf("fresh log lists %+v", got)
+	}
+}
+
+func testLogTwice(t *testing.T, l store.RevocationLog) {
+	base := baseTime()
+	r := store.Revocation{Kind: store.RevokedJTI, Value: randomID("j-"), At: base, ExpiresAt: base.Add(time.Hour)}
+	record(t, l, r)
+	record(t, l, r)
+	got := active(t, l, base)
+	wantListed(t, got, r)
+}
+
+func testLogUserCutoffs(t *testing.T, l store.RevocationLog) {
+	base := baseTime()
+	user := randomID("u-")
+	first := store.Revocation{Kind: store.RevokedUser, Value: user, At: base, ExpiresAt: base.Add(24 * time.Hour)}
+	later := store.Revocation{Kind: store.RevokedUser, Value: user, At: base.Add(time.Hour), ExpiresAt: base.Add(25 * time.Hour)}
+	record(t, l, first)
+	record(t, l, later)
+	got := active(t, l, base.Add(2*time.Hour))
+	wantListed(t, got, later)
+	for _, g := range got {
+		if g.Kind == store.RevokedUser && g.Value == user && g.At.After(later.At) {
+			t.Fatalf("ActiveRevocations invents a later cut-off: %+v", g)
+		}
+	}
+}
+
+func testLogExpired(t *testing.T, l store.RevocationLog) {
+	base := baseTime()
+	gone := store.Revocation{Kind: store.RevokedJTI, Value: randomID("j-"), At: base.Add(-time.Hour), ExpiresAt: base.Add(-time.Minute)}
+	live := store.Revocation{Kind: store.RevokedJTI, Value: randomID("j-"), At: base.Add(-time.Hour), ExpiresAt: base.Add(time.Minute)}
+	user := store.Revocation{Kind: store.RevokedUser, Value: randomID("u-"), At: base.Add(-time.Hour), ExpiresAt: base.Add(time.Minute)}
+	record(t, l, gone, live, user)
+	got := active(t, l, base)
+	wantNotListed(t, got, gone.Kind, gone.Value)
+	wantListed(t, got, live)
+	wantListed(t, got, user)
+	// Later, everything has expired.
+	later := active(t, l, base.Add(time.Hour))
+	wantNotListed(t, later, live.Kind, live.Value)
+	wantNotListed(t, later, user.Kind, user.Value)
+}
