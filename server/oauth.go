@@ -1,0 +1,164 @@
+package server
+
+import (
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/token"
+)
+
+// claimsKey is where the bearer middleware leaves the verified claims.
+const claimsKey = "portcullis.claims"
+
+// MountOAuth mounts the token, revocation, introspection, userinfo and logout endpoints.
+func (s *Server) MountOAuth(svc *token.Service) {
+	e := s.echo
+	noStore := func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			h := c.Response().Header()
+			h.Set("Cache-Control", "no-store")
+			h.Set("Pragma", "no-cache")
+			return next(c)
+		}
+	}
+	e.POST("/oauth2/token", func(c echo.Context) error {
+		params, cred, err := s.clientForm(c)
+		if err != nil {
+			return err
+		}
+		req, err := token.ParseTokenRequest(params, cred)
+		if err != nil {
+			return err
+		}
+		resp, err := svc.Exchange(c.Request().Context(), req, meta(c))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, resp)
+	}, noStore)
+	e.POST("/oauth2/revoke", func(c echo.Context) error {
+		params, cred, err := s.clientForm(c)
+		if err != nil {
+			return err
+		}
+		tok := params["token"]
+		if tok == "" {
+			return apierr.ErrInvalidRequest.WithDescription("The token parameter is missing.")
+		}
+		if err := svc.Revoke(c.Request().Context(), cred, tok, params["token_type_hint"], meta(c)); err != nil {
+			return err
+		}
+		return c.NoContent(http.StatusOK)
+	}, noStore)
+	e.POST("/oauth2/introspect", func(c echo.Context) error {
+		params, cred, err := s.clientForm(c)
+		if err != nil {
+			return err
+		}
+		tok := params["token"]
+		if tok == "" {
+			return apierr.ErrInvalidRequest.WithDescription("The token parameter is missing.")
+		}
+		out, err := svc.Introspect(c.Request().Context(), cred, tok)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, out)
+	}, noStore)
+	bearer := RequireBearer(svc)
+	userinfo := func(c echo.Context) error {
+		info, err := svc.UserInfo(c.Request().Context(), Claims(c))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, info)
+	}
+	e.GET("/userinfo", userinfo, noStore, bearer)
+	e.POST("/userinfo", userinfo, noStore, bearer)
+	e.POST("/auth/logout", func(c echo.Context) error {
+		if err := svc.Logout(c.Request().Context(), Claims(c), meta(c)); err != nil {
+			return err
+		}
+		return c.NoContent(http.StatusNoContent)
+	}, noStore, bearer)
+}
+
+// clientForm reads a form-encoded POST body once, rejecting repeated
+// parameters, and extracts the client's credentials.
+func (s *Server) clientForm(c echo.Context) (map[string]string, token.ClientCredentials, error) {
+	r := c.Request()
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, token.ClientCredentials{}, apierr.ErrInvalidRequest.WithDescription("The body must be application/x-www-form-urlencoded.")
+	}
+	if err := r.ParseForm(); err != nil {
+		if strings.Contains(err.Error(), "too large") {
+			return nil, token.ClientCredentials{}, apierr.ErrTooLarge
+		}
+		return nil, token.ClientCredentials{}, apierr.ErrInvalidRequest.WithDescription("The form body is malformed.")
+	}
+	params, err := token.ParseForm(r.PostForm)
+	if err != nil {
+		return nil, token.ClientCredentials{}, err
+	}
+	user, pass, hasBasic := r.BasicAuth()
+	if !hasBasic && r.Header.Get("Authorization") != "" {
+		return nil, token.ClientCredentials{}, apierr.ErrInvalidClient.WithWWWAuthenticate(`Basic realm="portcullis"`).
+			WithDescription("Unsupported Authorization scheme; use HTTP Basic.")
+	}
+	cred, err := token.ClientFromRequest(user, pass, hasBasic, params)
+	return params, cred, err
+}
+
+func meta(c echo.Context) token.RequestMeta {
+	ua := c.Request().UserAgent()
+	if len(ua) > 256 {
+		ua = ua[:256]
+	}
+	return token.RequestMeta{IP: c.RealIP(), UserAgent: ua}
+}
+
+// RequireBearer authenticates an RFC 6750 bearer access token of a user and
+// leaves its claims in the context. No token: 401 with a bare
+// WWW-Authenticate: Bearer; a bad one: 401 invalid_token.
+func RequireBearer(svc *token.Service) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			raw, ok := bearerToken(c.Request())
+			if !ok {
+				return apierr.ErrUnauthorized.WithWWWAuthenticate(`Bearer realm="portcullis"`).
+					WithDescription("A bearer access token is required.")
+			}
+			claims, err := svc.AuthenticateBearer(c.Request().Context(), raw)
+			if err != nil {
+				return err
+			}
+			if !claims.IsUser() {
+				return apierr.ErrInvalidToken.WithWWWAuthenticate(`Bearer error="invalid_token"`).
+					WithDescription("This endpoint accepts only tokens issued to users.")
+			}
+			c.Set(claimsKey, claims)
+			return next(c)
+		}
+	}
+}
+
+// Claims returns the verified claims left by RequireBearer.
+func Claims(c echo.Context) token.AccessClaims {
+	claims, _ := c.Get(claimsKey).(token.AccessClaims)
+	return claims
+}
+
+func bearerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}

@@ -1,0 +1,79 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"slices"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// AuthenticateClient checks the presented credentials: a confidential client
+// must present its secret (client_secret_basic or client_secret_post), a
+// public client presents only its id (none) and must not present a secret.
+// Unknown clients and wrong secrets cost the same and answer the same.
+func (s *Service) AuthenticateClient(ctx context.Context, cred ClientCredentials) (store.Client, error) {
+	fail := apierr.ErrInvalidClient
+	if cred.Basic {
+		fail = fail.WithWWWAuthenticate(`Basic realm="portcullis"`)
+	}
+	if cred.ID == "" || len(cred.ID) > 64 {
+		return store.Client{}, fail
+	}
+	c, err := s.clients.GetClient(ctx, cred.ID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			secretMatches(cred.Secret, nil)
+			return store.Client{}, fail
+		}
+		return store.Client{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	if c.Public {
+		if cred.Secret != "" {
+			return store.Client{}, fail.WithDescription("A public client must not present a secret.")
+		}
+		return c, nil
+	}
+	if cred.Secret == "" || !secretMatches(cred.Secret, c.SecretHash) {
+		return store.Client{}, fail
+	}
+	return c, nil
+}
+
+// RequireConfidential answers invalid_client for public clients (introspection).
+func RequireConfidential(c store.Client, cred ClientCredentials) error {
+	if c.Public {
+		e := apierr.ErrInvalidClient.WithDescription("This endpoint requires a confidential client.")
+		if cred.Basic {
+			e = e.WithWWWAuthenticate(`Basic realm="portcullis"`)
+		}
+		return e
+	}
+	return nil
+}
+
+func clientAllowsGrant(c store.Client, grant string) bool {
+	return slices.Contains(c.Grants, grant)
+}
+
+func (s *Service) audiences(c store.Client) []string {
+	if len(c.Audiences) > 0 {
+		return c.Audiences
+	}
+	return []string{s.cfg.DefaultAudience}
+}
+
+func (s *Service) accessTTL(c store.Client) int64 {
+	if c.AccessTokenTTL > 0 {
+		return int64(c.AccessTokenTTL.Seconds())
+	}
+	return int64(s.cfg.AccessTokenTTL.Seconds())
+}
+
+func lookupFailure(ctx context.Context, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	return apierr.ErrTemporarilyUnavailable.WithCause(err)
+}

@@ -1,0 +1,266 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Exchange runs the token endpoint for an authenticated request.
+func (s *Service) Exchange(ctx context.Context, req TokenRequest, meta RequestMeta) (Response, error) {
+	client, err := s.AuthenticateClient(ctx, req.Client)
+	if err != nil {
+		return Response{}, err
+	}
+	if !clientAllowsGrant(client, req.GrantType) {
+		return Response{}, apierr.ErrUnauthorizedClient.WithDescription("The client may not use the %s grant.", req.GrantType)
+	}
+	var resp Response
+	switch req.GrantType {
+	case GrantPassword:
+		resp, err = s.passwordGrant(ctx, client, req, meta)
+	case GrantRefreshToken:
+		resp, err = s.refreshGrant(ctx, client, req, meta)
+	case GrantClientCredentials:
+		resp, err = s.clientCredentialsGrant(client, req)
+	default:
+		return Response{}, apierr.ErrUnsupportedGrantType
+	}
+	if err == nil {
+		s.metrics.TokenIssued(req.GrantType)
+	}
+	return resp, err
+}
+
+// resolveScope applies the contract's scope rules to a request.
+func resolveScope(requested, userPerms, clientScopes []string) (perms, oidc []string, err error) {
+	g, err := policy.ResolveScope(requested, userPerms, clientScopes)
+	if err != nil {
+		return nil, nil, apierr.ErrInvalidScope.WithDescription("%s", err.Error()).WithCause(err)
+	}
+	return g.Permissions, g.OIDC, nil
+}
+
+// namedPermissions returns the requested scope tokens that are not OIDC scopes.
+func namedPermissions(requested []string) []string {
+	var out []string
+	for _, s := range requested {
+		if !policy.IsOIDCScope(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func oidcScopes(requested []string) []string {
+	var out []string
+	for _, s := range requested {
+		if policy.IsOIDCScope(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (s *Service) passwordGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
+	login := strings.TrimSpace(req.Username)
+	if s.throttle != nil {
+		if err := s.throttle.Check(ctx, meta.IP, login); err != nil {
+			return Response{}, err
+		}
+	}
+	now := s.now()
+	user, err := s.users.GetUserByLogin(ctx, login)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+	}
+	ok := false
+	needsRehash := false
+	if err == nil {
+		ok, needsRehash, err = s.passwords.Verify(user.PasswordHash, req.Password)
+		if err != nil {
+			s.log.Warn("password hash unreadable", "user_id", user.ID, "err", err)
+			ok = false
+		}
+	} else {
+		// Unknown account: spend the same time as a real verification.
+		s.passwords.DummyVerify(req.Password)
+	}
+	if !ok || !user.Active {
+		s.metrics.LoginFailed()
+		if s.throttle != nil {
+			s.throttle.Failed(ctx, meta.IP, login)
+		}
+		details := map[string]string{"reason": "bad_credentials"}
+		target := ""
+		if user.ID != "" {
+			target = user.ID
+			if ok && !user.Active {
+				details["reason"] = "inactive"
+			}
+		}
+		s.audit.Record(ctx, store.AuditEvent{Action: "login.failed", Outcome: store.OutcomeFailure, TargetID: target,
+			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details})
+		return Response{}, apierr.ErrInvalidGrant.WithDescription("The username or password is incorrect.")
+	}
+	if s.throttle != nil {
+		s.throttle.Succeeded(ctx, meta.IP, login)
+	}
+	if needsRehash {
+		s.rehash(ctx, user.ID, req.Password)
+	}
+	if err := s.users.RecordLogin(ctx, user.ID, now); err != nil {
+		s.log.Warn("record login", "user_id", user.ID, "err", err)
+	}
+	resp, g, err := s.issueSession(ctx, client, user, req.Scope, now)
+	if err != nil {
+		return Response{}, err
+	}
+	s.audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: user.ID,
+		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+		Details: map[string]string{"sid": g.sid, "grant": GrantPassword}})
+	return resp, nil
+}
+
+// rehash upgrades an outdated password hash after a successful login.
+func (s *Service) rehash(ctx context.Context, userID, password string) {
+	h, err := s.passwords.Hash(password)
+	if err != nil {
+		s.log.Warn("rehash password", "user_id", userID, "err", err)
+		return
+	}
+	if _, err := s.users.UpdateUser(ctx, userID, func(u *store.User) error {
+		u.PasswordHash = h
+		return nil
+	}); err != nil {
+		s.log.Warn("store rehashed password", "user_id", userID, "err", err)
+	}
+}
+
+func (s *Service) clientCredentialsGrant(client store.Client, req TokenRequest) (Response, error) {
+	if client.Public {
+		return Response{}, apierr.ErrUnauthorizedClient.WithDescription("Public clients may not use client_credentials.")
+	}
+	// Only the scopes listed for the client (none when none were listed).
+	allowed := client.Scopes
+	granted := allowed
+	if len(req.Scope) > 0 {
+		for _, sc := range req.Scope {
+			if !slices.Contains(allowed, sc) {
+				return Response{}, apierr.ErrInvalidScope.WithDescription("The client may not receive the scope %q.", sc)
+			}
+		}
+		granted = req.Scope
+	}
+	g := grantSet{client: client, permissions: slices.Clone(granted), roles: []string{}}
+	return s.respond(g, "", s.now())
+}
+
+func (s *Service) refreshGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
+	invalid := apierr.ErrInvalidGrant.WithDescription("The refresh token is invalid, expired or revoked.")
+	sid, ok := parseRefreshToken(req.RefreshToken)
+	if !ok {
+		return Response{}, invalid
+	}
+	now := s.now()
+	next := newRefreshToken(sid)
+	sealed, err := s.sealer.Seal([]byte(next), []byte("refresh:"+sid))
+	if err != nil {
+		return Response{}, apierr.ErrServer.WithCause(fmt.Errorf("seal successor: %w", err))
+	}
+	res, err := s.state.RotateRefresh(ctx, store.RotateRequest{
+		FamilyID: sid, PresentedHash: HashSecret(req.RefreshToken), NextHash: HashSecret(next), NextSealed: sealed,
+		Now: now, Grace: s.cfg.RefreshReuseGrace,
+	})
+	if err != nil {
+		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("rotate refresh token: %w", err))
+	}
+	fam := res.Family
+	switch res.Outcome {
+	case store.RotateOK:
+	case store.RotateGraceReplay:
+		plain, err := s.sealer.Open(res.SuccessorSealed, []byte("refresh:"+sid))
+		if err != nil {
+			return Response{}, invalid.WithCause(fmt.Errorf("open sealed successor: %w", err))
+		}
+		next = string(plain)
+	case store.RotateReuseDetected:
+		s.metrics.RefreshReuseDetected()
+		s.audit.Record(ctx, store.AuditEvent{Action: "token.refresh_reuse_detected", Outcome: store.OutcomeFailure,
+			TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+			Details: map[string]string{"sid": sid}})
+		return Response{}, invalid
+	default:
+		return Response{}, invalid
+	}
+	if fam.ClientID != client.ID {
+		// A token presented by a client it was not issued to is compromised.
+		if err := s.state.RevokeFamily(ctx, sid, now); err != nil {
+			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
+		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeFailure, TargetID: fam.UserID,
+			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+			Details: map[string]string{"sid": sid, "reason": "refresh token presented by another client"}})
+		return Response{}, invalid
+	}
+	user, err := s.users.GetUser(ctx, fam.UserID)
+	if err != nil || !user.Active || user.MustChangePassword {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+		}
+		if rerr := s.state.RevokeFamily(ctx, sid, now); rerr != nil {
+			s.log.Warn("revoke family of unusable user", "err", rerr)
+		}
+		return Response{}, invalid
+	}
+	perms, err := refreshScope(fam, req, s.perms.Permissions(user.Roles), client.Scopes)
+	if err != nil {
+		return Response{}, err
+	}
+	g := grantSet{client: client, user: &user, permissions: perms, oidc: oidcScopes(req.Scope), roles: slices.Clone(user.Roles),
+		sid: sid, authTime: fam.CreatedAt}
+	return s.respond(g, next, now)
+}
+
+// refreshScope re-derives the permissions of a session from the user's
+// current permissions: a session that named no permissions follows them; one
+// that named permissions never gains more than those; a refresh may narrow
+// but never widen (RFC 6749 §6).
+func refreshScope(fam store.RefreshFamily, req TokenRequest, userPerms, clientScopes []string) ([]string, error) {
+	var base []string
+	if named := strings.Fields(fam.RequestedScope); len(named) > 0 {
+		base = intersect(named, userPerms)
+	} else {
+		base = userPerms
+	}
+	if clientScopes != nil {
+		base = intersect(base, clientScopes)
+	}
+	asked := namedPermissions(req.Scope)
+	if len(asked) == 0 {
+		return base, nil
+	}
+	original := strings.Fields(fam.Scope)
+	for _, p := range asked {
+		if !slices.Contains(original, p) && !slices.Contains(base, p) {
+			return nil, apierr.ErrInvalidScope.WithDescription("A refresh may not widen the scope (%q was not granted).", p)
+		}
+	}
+	return intersect(asked, base), nil
+}
+
+func intersect(a, b []string) []string {
+	out := []string{}
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}

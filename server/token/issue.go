@@ -1,0 +1,150 @@
+package token
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Response is the RFC 6749 §5.1 token response.
+type Response struct {
+	AccessToken        string `json:"access_token"`
+	TokenType          string `json:"token_type"`
+	ExpiresIn          int64  `json:"expires_in"`
+	RefreshToken       string `json:"refresh_token,omitempty"`
+	Scope              string `json:"scope,omitempty"`
+	IDToken            string `json:"id_token,omitempty"`
+	MustChangePassword bool   `json:"must_change_password,omitempty"`
+}
+
+// grantSet is what one issuance grants.
+type grantSet struct {
+	client      store.Client
+	user        *store.User // nil for client_credentials
+	permissions []string
+	oidc        []string
+	roles       []string
+	sid         string
+	authTime    time.Time
+}
+
+func (g grantSet) scope() string {
+	return strings.Join(append(slices.Clone(g.permissions), g.oidc...), " ")
+}
+
+// issueAccessToken signs an RFC 9068 access token.
+func (s *Service) issueAccessToken(g grantSet, now time.Time) (string, int64, error) {
+	ttl := s.accessTTL(g.client)
+	sub := g.client.ID
+	if g.user != nil {
+		sub = g.user.ID
+	}
+	roles := g.roles
+	if roles == nil {
+		roles = []string{}
+	}
+	claims := AccessClaims{
+		Issuer:    s.cfg.Issuer,
+		Subject:   sub,
+		Audience:  Audience(s.audiences(g.client)),
+		Expiry:    now.Unix() + ttl,
+		IssuedAt:  now.Unix(),
+		NotBefore: now.Unix(),
+		JTI:       newJTI(now),
+		ClientID:  g.client.ID,
+		Scope:     strings.Join(g.permissions, " "),
+		Roles:     roles,
+		SID:       g.sid,
+	}
+	if len(g.oidc) > 0 {
+		claims.Scope = g.scope()
+	}
+	if !g.authTime.IsZero() {
+		claims.AuthTime = g.authTime.Unix()
+	}
+	tok, err := s.signer.Sign(claims, TypeAccessToken)
+	if err != nil {
+		return "", 0, fmt.Errorf("sign access token: %w", err)
+	}
+	return tok, ttl, nil
+}
+
+// issueIDToken signs an OIDC id token for the client (aud = client id).
+func (s *Service) issueIDToken(g grantSet, now time.Time) (string, error) {
+	ttl := s.cfg.IDTokenTTL
+	if ttl <= 0 {
+		ttl = s.cfg.AccessTokenTTL
+	}
+	c := IDClaims{
+		Issuer:       s.cfg.Issuer,
+		Subject:      g.user.ID,
+		Audience:     Audience{g.client.ID},
+		Expiry:       now.Add(ttl).Unix(),
+		IssuedAt:     now.Unix(),
+		AuthorizedBy: g.client.ID,
+		SID:          g.sid,
+	}
+	if !g.authTime.IsZero() {
+		c.AuthTime = g.authTime.Unix()
+	}
+	if slices.Contains(g.oidc, "email") {
+		v := g.user.EmailVerified
+		c.Email, c.EmailVerified = g.user.Email, &v
+	}
+	if slices.Contains(g.oidc, "profile") {
+		c.Name = g.user.Name
+		c.Roles = g.roles
+	}
+	tok, err := s.signer.Sign(c, TypeIDToken)
+	if err != nil {
+		return "", fmt.Errorf("sign id token: %w", err)
+	}
+	return tok, nil
+}
+
+// respond builds the token response for g, with refreshToken when not empty.
+func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Response, error) {
+	at, ttl, err := s.issueAccessToken(g, now)
+	if err != nil {
+		return Response{}, apierr.ErrServer.WithCause(err)
+	}
+	resp := Response{AccessToken: at, TokenType: "Bearer", ExpiresIn: ttl, RefreshToken: refreshToken, Scope: g.scope()}
+	if g.user != nil && slices.Contains(g.oidc, "openid") {
+		if resp.IDToken, err = s.issueIDToken(g, now); err != nil {
+			return Response{}, apierr.ErrServer.WithCause(err)
+		}
+	}
+	return resp, nil
+}
+
+// startSession creates a refresh family for g and returns its first token.
+func (s *Service) startSession(ctx context.Context, g *grantSet, requestedPerms []string, now time.Time) (string, error) {
+	g.sid = newSID()
+	rt := newRefreshToken(g.sid)
+	idle, maxAge := s.cfg.RefreshIdleTTL, s.cfg.RefreshMaxAge
+	if g.client.RefreshIdleTTL > 0 {
+		idle = g.client.RefreshIdleTTL
+	}
+	if g.client.RefreshMaxAge > 0 {
+		maxAge = g.client.RefreshMaxAge
+	}
+	fam := store.RefreshFamily{
+		ID:             g.sid,
+		UserID:         g.user.ID,
+		ClientID:       g.client.ID,
+		Scope:          strings.Join(g.permissions, " "),
+		RequestedScope: strings.Join(requestedPerms, " "),
+		CreatedAt:      now,
+		AbsoluteExpiry: now.Add(maxAge),
+		IdleTTL:        idle,
+	}
+	if err := s.state.CreateFamily(ctx, fam, HashSecret(rt)); err != nil {
+		return "", apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("create refresh family: %w", err))
+	}
+	return rt, nil
+}

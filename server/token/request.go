@@ -1,0 +1,152 @@
+package token
+
+import (
+	"net/url"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+)
+
+// Grant types Portcullis supports.
+const (
+	GrantPassword          = "password"
+	GrantRefreshToken      = "refresh_token"
+	GrantClientCredentials = "client_credentials"
+)
+
+// SupportedGrants lists the grant types, for discovery.
+var SupportedGrants = []string{GrantPassword, GrantRefreshToken, GrantClientCredentials}
+
+// maxParamLen bounds every parameter: no legitimate value comes near it.
+const maxParamLen = 4096
+
+// ClientCredentials is how a client presented itself on a request.
+type ClientCredentials struct {
+	ID     string
+	Secret string
+	// Basic is true when the credentials came in the Authorization header;
+	// an invalid_client answer then carries WWW-Authenticate (RFC 6749 §5.2).
+	Basic bool
+}
+
+// TokenRequest is a parsed token endpoint request (RFC 6749 §4.3, §4.4, §6).
+type TokenRequest struct {
+	GrantType    string
+	Client       ClientCredentials
+	Username     string
+	Password     string
+	RefreshToken string
+	Scope        []string // requested scope tokens, nil when absent
+	ScopeGiven   bool
+}
+
+// ParseForm checks a form for repeated parameters (RFC 6749 §3.1: parameters
+// MUST NOT be included more than once), oversize or non-UTF-8 values, and
+// returns the single value of each parameter.
+func ParseForm(form url.Values) (map[string]string, error) {
+	out := make(map[string]string, len(form))
+	for k, vs := range form {
+		if len(vs) > 1 {
+			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is included more than once.", safeName(k))
+		}
+		v := vs[0]
+		if len(v) > maxParamLen || !utf8.ValidString(v) {
+			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is too long or not valid UTF-8.", safeName(k))
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// safeName makes a parameter name safe to echo in a description.
+func safeName(k string) string {
+	if len(k) > 40 || !utf8.ValidString(k) {
+		return "(unnamed)"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
+			return -1
+		}
+		return r
+	}, k)
+}
+
+// ClientFromRequest extracts client credentials from HTTP Basic (form-decoded
+// per RFC 6749 §2.3.1) or from client_id/client_secret form parameters.
+// Using both methods at once is invalid_request (§2.3).
+func ClientFromRequest(basicUser, basicPass string, hasBasic bool, params map[string]string) (ClientCredentials, error) {
+	formID, formSecret := params["client_id"], params["client_secret"]
+	if hasBasic {
+		if formSecret != "" {
+			return ClientCredentials{}, apierr.ErrInvalidRequest.WithDescription("The client used more than one authentication method.")
+		}
+		id, err1 := url.QueryUnescape(basicUser)
+		secret, err2 := url.QueryUnescape(basicPass)
+		if err1 != nil || err2 != nil || id == "" {
+			return ClientCredentials{}, apierr.ErrInvalidClient.WithWWWAuthenticate(`Basic realm="portcullis"`).WithDescription("Malformed client credentials.")
+		}
+		if formID != "" && formID != id {
+			return ClientCredentials{}, apierr.ErrInvalidRequest.WithDescription("client_id does not match the authenticated client.")
+		}
+		return ClientCredentials{ID: id, Secret: secret, Basic: true}, nil
+	}
+	if formID == "" {
+		return ClientCredentials{}, apierr.ErrInvalidClient.WithDescription("Client authentication is required.")
+	}
+	return ClientCredentials{ID: formID, Secret: formSecret}, nil
+}
+
+// ParseTokenRequest builds a TokenRequest from the form parameters and the
+// client's credentials. It checks shape only; grants check meaning.
+func ParseTokenRequest(params map[string]string, client ClientCredentials) (TokenRequest, error) {
+	req := TokenRequest{GrantType: params["grant_type"], Client: client}
+	if req.GrantType == "" {
+		return req, apierr.ErrInvalidRequest.WithDescription("The grant_type parameter is missing.")
+	}
+	if raw, ok := params["scope"]; ok {
+		scopes, err := ParseScope(raw)
+		if err != nil {
+			return req, err
+		}
+		req.Scope, req.ScopeGiven = scopes, true
+	}
+	switch req.GrantType {
+	case GrantPassword:
+		req.Username, req.Password = params["username"], params["password"]
+		if req.Username == "" || req.Password == "" {
+			return req, apierr.ErrInvalidRequest.WithDescription("The password grant needs username and password.")
+		}
+	case GrantRefreshToken:
+		req.RefreshToken = params["refresh_token"]
+		if req.RefreshToken == "" {
+			return req, apierr.ErrInvalidRequest.WithDescription("The refresh_token parameter is missing.")
+		}
+	case GrantClientCredentials:
+	default:
+		return req, apierr.ErrUnsupportedGrantType.WithDescription("The grant type %q is not supported.", safeName(req.GrantType))
+	}
+	return req, nil
+}
+
+// ParseScope splits a scope parameter (RFC 6749 §3.3: space-delimited
+// NQCHAR tokens) and rejects characters outside that set.
+func ParseScope(raw string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range strings.Split(raw, " ") {
+		if s == "" {
+			continue
+		}
+		for _, r := range s {
+			if r < 0x21 || r == 0x22 || r == 0x5c || r > 0x7e {
+				return nil, apierr.ErrInvalidScope.WithDescription("The scope contains characters RFC 6749 does not allow.")
+			}
+		}
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,323 @@
+package token
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// maxTokenLen bounds tokens accepted anywhere; Portcullis never issues larger ones.
+const maxTokenLen = 8 << 10
+
+// clockLeeway tolerates small clock differences on nbf and iat.
+const clockLeeway = 30 * time.Second
+
+var errTokenInvalid = errors.New("token invalid")
+
+// bearerError is the RFC 6750 answer for a token that fails validation.
+var bearerError = apierr.ErrInvalidToken.WithWWWAuthenticate(`Bearer error="invalid_token"`)
+
+// verifyAccessToken checks signature (a published, non-revoked key whose
+// algorithm the header names), typ at+jwt, issuer and lifetime. It does not
+// consult the revocation state.
+func (s *Service) verifyAccessToken(raw string, now time.Time) (AccessClaims, error) {
+	if raw == "" || len(raw) > maxTokenLen || strings.Count(raw, ".") != 2 {
+		return AccessClaims{}, errTokenInvalid
+	}
+	if typ, err := headerType(raw); err != nil || !strings.EqualFold(typ, TypeAccessToken) && !strings.EqualFold(typ, "application/at+jwt") {
+		return AccessClaims{}, fmt.Errorf("%w: typ is not at+jwt", errTokenInvalid)
+	}
+	payload, _, err := s.signer.Verify(raw)
+	if err != nil {
+		return AccessClaims{}, fmt.Errorf("%w: %v", errTokenInvalid, err)
+	}
+	var c AccessClaims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return AccessClaims{}, fmt.Errorf("%w: claims: %v", errTokenInvalid, err)
+	}
+	switch {
+	case c.Issuer != s.cfg.Issuer:
+		return AccessClaims{}, fmt.Errorf("%w: issuer", errTokenInvalid)
+	case c.Subject == "" || c.JTI == "" || c.ClientID == "":
+		return AccessClaims{}, fmt.Errorf("%w: missing claims", errTokenInvalid)
+	case now.Unix() >= c.Expiry:
+		return AccessClaims{}, fmt.Errorf("%w: expired", errTokenInvalid)
+	case c.NotBefore != 0 && now.Add(clockLeeway).Unix() < c.NotBefore:
+		return AccessClaims{}, fmt.Errorf("%w: not yet valid", errTokenInvalid)
+	}
+	return c, nil
+}
+
+// headerType returns the typ member of a compact JWS header.
+func headerType(raw string) (string, error) {
+	seg, _, _ := strings.Cut(raw, ".")
+	if len(seg) > 2048 {
+		return "", errTokenInvalid
+	}
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return "", errTokenInvalid
+	}
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		return "", errTokenInvalid
+	}
+	return h.Typ, nil
+}
+
+func (s *Service) revoked(ctx context.Context, c AccessClaims) (bool, error) {
+	issued, ok := jtiTime(c.JTI)
+	if !ok {
+		issued = time.Unix(c.IssuedAt, 0)
+	}
+	ref := store.AccessTokenRef{JTI: c.JTI, SID: c.SID, IssuedAt: issued}
+	if c.IsUser() {
+		ref.UserID = c.Subject
+	}
+	r, err := s.state.IsAccessTokenRevoked(ctx, ref)
+	if err != nil {
+		return false, fmt.Errorf("check revocation: %w", err)
+	}
+	return r, nil
+}
+
+// AuthenticateBearer validates an access token presented to one of
+// Portcullis's own endpoints, including revocation. Failures are RFC 6750
+// invalid_token errors; an unreachable token state is 503 (fail closed).
+func (s *Service) AuthenticateBearer(ctx context.Context, raw string) (AccessClaims, error) {
+	c, err := s.verifyAccessToken(raw, s.now())
+	if err != nil {
+		return AccessClaims{}, bearerError.WithCause(err)
+	}
+	revoked, err := s.revoked(ctx, c)
+	if err != nil {
+		return AccessClaims{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	if revoked {
+		return AccessClaims{}, bearerError.WithDescription("The access token has been revoked.")
+	}
+	return c, nil
+}
+
+// Introspect answers RFC 7662 for an authenticated confidential client.
+// Anything not active is {"active": false} and nothing else.
+func (s *Service) Introspect(ctx context.Context, cred ClientCredentials, raw string) (map[string]any, error) {
+	client, err := s.AuthenticateClient(ctx, cred)
+	if err != nil {
+		return nil, err
+	}
+	if err := RequireConfidential(client, cred); err != nil {
+		return nil, err
+	}
+	inactive := map[string]any{"active": false}
+	if strings.HasPrefix(raw, RefreshTokenPrefix) {
+		return s.introspectRefresh(ctx, client, raw)
+	}
+	c, err := s.verifyAccessToken(raw, s.now())
+	if err != nil {
+		return inactive, nil
+	}
+	revoked, err := s.revoked(ctx, c)
+	if err != nil {
+		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	if revoked {
+		return inactive, nil
+	}
+	out := map[string]any{
+		"active":     true,
+		"token_type": "Bearer",
+		"iss":        c.Issuer,
+		"sub":        c.Subject,
+		"aud":        c.Audience,
+		"exp":        c.Expiry,
+		"iat":        c.IssuedAt,
+		"nbf":        c.NotBefore,
+		"jti":        c.JTI,
+		"client_id":  c.ClientID,
+		"scope":      c.Scope,
+		"roles":      c.Roles,
+	}
+	if c.SID != "" {
+		out["sid"] = c.SID
+	}
+	return out, nil
+}
+
+// Revoke implements RFC 7009: revoking a refresh token ends its session
+// (family and access tokens); revoking an access token denies its jti until
+// it expires. Unknown, malformed or already revoked tokens are not errors.
+func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw, hint string, meta RequestMeta) error {
+	client, err := s.AuthenticateClient(ctx, cred)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	// The hint is honoured as a first guess but not trusted: the token's own
+	// shape decides.
+	if sid, ok := parseRefreshToken(raw); ok {
+		fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), now)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			return apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
+		if fam.ClientID != client.ID {
+			return apierr.ErrUnauthorizedClient.WithDescription("The token was not issued to this client.")
+		}
+		if err := s.state.RevokeFamily(ctx, sid, now); err != nil {
+			return apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
+		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeSuccess, ActorID: fam.UserID,
+			TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+			Details: map[string]string{"sid": sid, "token_type": "refresh_token"}})
+		return nil
+	}
+	_ = hint
+	c, err := s.verifyAccessToken(raw, now)
+	if err != nil {
+		return nil // unknown, malformed or expired: nothing to revoke
+	}
+	if c.ClientID != client.ID {
+		return apierr.ErrUnauthorizedClient.WithDescription("The token was not issued to this client.")
+	}
+	if err := s.state.RevokeAccessToken(ctx, c.JTI, time.Unix(c.Expiry, 0)); err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeSuccess, ActorID: c.Subject,
+		TargetID: c.Subject, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+		Details: map[string]string{"jti": c.JTI, "token_type": "access_token"}})
+	return nil
+}
+
+func (s *Service) introspectRefresh(ctx context.Context, client store.Client, raw string) (map[string]any, error) {
+	inactive := map[string]any{"active": false}
+	sid, ok := parseRefreshToken(raw)
+	if !ok {
+		return inactive, nil
+	}
+	fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), s.now())
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return inactive, nil
+		}
+		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	return map[string]any{
+		"active":     true,
+		"token_type": "refresh_token",
+		"iss":        s.cfg.Issuer,
+		"sub":        fam.UserID,
+		"client_id":  fam.ClientID,
+		"scope":      fam.Scope,
+		"sid":        fam.ID,
+		"iat":        fam.CreatedAt.Unix(),
+		"exp":        fam.AbsoluteExpiry.Unix(),
+	}, nil
+}
+
+// Logout ends the session of the presented access token: its refresh family
+// and every access token issued in it, and the token itself.
+func (s *Service) Logout(ctx context.Context, c AccessClaims, meta RequestMeta) error {
+	now := s.now()
+	if c.SID != "" {
+		if err := s.state.RevokeFamily(ctx, c.SID, now); err != nil {
+			return apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
+	}
+	if err := s.state.RevokeAccessToken(ctx, c.JTI, time.Unix(c.Expiry, 0)); err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	s.audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: c.Subject,
+		TargetID: c.Subject, ClientID: c.ClientID, IP: meta.IP, UserAgent: meta.UserAgent,
+		Details: map[string]string{"sid": c.SID, "reason": "logout"}})
+	return nil
+}
+
+// EndUserSessions ends every session of a user and revokes every access token
+// issued to them before now (password change or reset, deactivation, role
+// removal, deletion, admin revoke).
+func (s *Service) EndUserSessions(ctx context.Context, userID string) error {
+	if err := s.state.RevokeUserSessions(ctx, userID, s.now()); err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end sessions: %w", err))
+	}
+	return nil
+}
+
+// IssueForUser starts a fresh session for a user who just proved who they are
+// (invite acceptance, password change) through client, as a password grant
+// would, and returns the token response.
+func (s *Service) IssueForUser(ctx context.Context, client store.Client, user store.User, scope []string) (Response, error) {
+	resp, _, err := s.issueSession(ctx, client, user, scope, s.now())
+	if err == nil {
+		s.metrics.TokenIssued("session")
+	}
+	return resp, err
+}
+
+// issueSession grants an authenticated user the scope they may have through
+// client: a session (refresh family) when the client may refresh, an access
+// token, and an id token when openid was asked for. A user who must change
+// their password gets a token with no permissions and no roles, and no
+// refresh token.
+func (s *Service) issueSession(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time) (Response, grantSet, error) {
+	g := grantSet{client: client, user: &user, authTime: now, roles: []string{}}
+	var requestedPerms []string
+	if user.MustChangePassword {
+		g.oidc = oidcScopes(scope)
+	} else {
+		var err error
+		requestedPerms = namedPermissions(scope)
+		if g.permissions, g.oidc, err = resolveScope(scope, s.perms.Permissions(user.Roles), client.Scopes); err != nil {
+			return Response{}, g, err
+		}
+		g.roles = append([]string{}, user.Roles...)
+	}
+	var rt string
+	if !user.MustChangePassword && clientAllowsGrant(client, GrantRefreshToken) {
+		var err error
+		if rt, err = s.startSession(ctx, &g, requestedPerms, now); err != nil {
+			return Response{}, g, err
+		}
+	}
+	resp, err := s.respond(g, rt, now)
+	if err != nil {
+		return Response{}, g, err
+	}
+	resp.MustChangePassword = user.MustChangePassword
+	return resp, g, nil
+}
+
+// UserInfo answers OIDC UserInfo for a verified user access token: sub,
+// email, email_verified and roles (and name when set).
+func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any, error) {
+	u, err := s.users.GetUser(ctx, c.Subject)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, bearerError.WithDescription("The user no longer exists.")
+		}
+		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	if !u.Active {
+		return nil, bearerError.WithDescription("The user is deactivated.")
+	}
+	roles := u.Roles
+	if roles == nil || u.MustChangePassword {
+		roles = []string{}
+	}
+	out := map[string]any{"sub": u.ID, "email": u.Email, "email_verified": u.EmailVerified, "roles": roles}
+	if u.Name != "" {
+		out["name"] = u.Name
+	}
+	return out, nil
+}
