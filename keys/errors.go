@@ -1,0 +1,48 @@
+package keys
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Errors returned by Verify and VerifyTyped. Callers test them with errors.Is;
+// each means the token must be refused.
+var (
+	// ErrMalformed means the token is not a well-formed compact JWS that
+	// Portcullis could have issued (too large, bad encoding, unsupported alg, crit header).
+	ErrMalformed = errors.New("keys: malformed token")
+	// ErrUnknownKey means the token's kid names no key currently published.
+	ErrUnknownKey = errors.New("keys: unknown signing key")
+	// ErrRevokedKey means the token was signed by a revoked (compromised) key.
+	ErrRevokedKey = errors.New("keys: signing key revoked")
+	// ErrBadSignature means the signature does not verify, or the token's alg is
+	// not the algorithm of the key its kid names.
+	ErrBadSignature = errors.New("keys: bad signature")
+	// ErrWrongType means the token's typ header is not the one required.
+	ErrWrongType = errors.New("keys: wrong token type")
+)
+
+// Errors returned by the Manager.
+var (
+	// ErrNotReady means the Manager has no key state yet (Init has not succeeded).
+	ErrNotReady = errors.New("keys: signing keys not loaded")
+	// ErrKeyNotFound means no signing key has the given kid.
+	ErrKeyNotFound = errors.New("keys: no signing key with this kid")
+	// ErrDecrypt means no configured key-encryption key opens the sealed data,
+	// or the data was altered.
+	ErrDecrypt = errors.New("keys: cannot decrypt with any configured key-encryption key")
+)
+
+// TooEarlyError is returned by Rotate (without force) while the next key has
+// not been published for long enough: verifiers may still hold a cached JWKS
+// without it. SafeAt is when rotating will be safe.
+type TooEarlyError struct {
+	SafeAt time.Time
+}
+
+// Error says when rotation will be safe.
+func (e *TooEarlyError) Error() string {
+	return fmt.Sprintf("keys: the next key is not yet published long enough to sign; rotating is safe from %s (or force it, which breaks verifiers that cached the JWKS until they refetch)",
+		e.SafeAt.UTC().Format(time.RFC3339))
+}

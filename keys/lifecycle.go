@@ -1,0 +1,67 @@
+package keys
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// RetirementSkew is the clock skew added to a retired key's publication.
+const RetirementSkew = time.Minute
+
+// PublicationDelay is how long after its creation a key may start signing:
+// it counts as published once every instance has synced (syncInterval), and
+// verifiers may have cached the JWKS from just before that for jwksMaxAge.
+func PublicationDelay(syncInterval, jwksMaxAge time.Duration) time.Duration {
+	return syncInterval + jwksMaxAge
+}
+
+// ValidateRotationInterval refuses an automatic rotation interval shorter
+// than twice the publication delay (0 means manual rotation and is valid).
+func ValidateRotationInterval(interval, syncInterval, jwksMaxAge time.Duration) error {
+	if interval < 0 {
+		return fmt.Errorf("key rotation interval %s is negative: use 0 for manual rotation", interval)
+	}
+	if interval == 0 {
+		return nil
+	}
+	minimum := 2 * PublicationDelay(syncInterval, jwksMaxAge)
+	if interval < minimum {
+		return fmt.Errorf("key rotation interval %s is shorter than twice the publication delay (key sync interval %s + JWKS max age %s): use at least %s, or 0 for manual rotation",
+			interval, syncInterval, jwksMaxAge, minimum)
+	}
+	return nil
+}
+
+// timing holds the settings the lifecycle rules depend on.
+type timing struct {
+	sync, maxAge, maxTokenTTL time.Duration
+}
+
+// publishedAt is when every instance serves a key created at created.
+func (t timing) publishedAt(created time.Time) time.Time { return created.Add(t.sync) }
+
+// safeToSignAt is when a key created at created may sign without breaking a
+// verifier that cached the JWKS.
+func (t timing) safeToSignAt(created time.Time) time.Time {
+	return created.Add(PublicationDelay(t.sync, t.maxAge))
+}
+
+// publishedUntil is when a key retired at retired leaves the JWKS: other
+// instances may keep signing with it until they sync, and a token signed then
+// lives for at most maxTokenTTL, plus skew.
+func (t timing) publishedUntil(retired time.Time) time.Time {
+	return retired.Add(t.sync + t.maxTokenTTL + RetirementSkew)
+}
+
+// inJWKS reports whether a key belongs in the JWKS at now.
+func inJWKS(k store.SigningKey, now time.Time) bool {
+	switch k.State {
+	case store.KeyNext, store.KeyActive:
+		return true
+	case store.KeyRetired:
+		return k.PublishedUntil != nil && now.Before(*k.PublishedUntil)
+	}
+	return false
+}
