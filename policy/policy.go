@@ -1,0 +1,156 @@
+package policy
+
+import (
+	"slices"
+)
+
+// NoLevel is the level of a set of roles that holds no role known to the policy. It is below every
+// real level (levels are >= 0).
+const NoLevel = -1
+
+// Policy is a validated, immutable set of roles and permissions. Build one with Load, Parse or
+// Default; it is safe for concurrent use.
+type Policy struct {
+	source      string
+	defaultRole string
+	roles       map[string]*roleDef
+	ordered     []*roleDef // level descending, then name ascending
+	known       []string   // sorted concrete permissions
+}
+
+// roleDef is one role as the policy defines it.
+type roleDef struct {
+	name         string
+	level        int
+	description  string
+	patterns     []string // permissions as written, may hold wildcards
+	inherits     []string
+	assignableBy []string
+	perms        []string // expanded (inheritance and wildcards), sorted, concrete
+}
+
+// Role describes a role for syncing into the roles table and for GET /admin/roles.
+type Role struct {
+	Name         string   `json:"name"`
+	Level        int      `json:"level"`
+	Description  string   `json:"description,omitempty"`
+	Permissions  []string `json:"permissions"`             // expanded: inheritance and wildcards resolved, sorted
+	Inherits     []string `json:"inherits,omitempty"`      // as written in the policy
+	AssignableBy []string `json:"assignable_by,omitempty"` // as written in the policy
+}
+
+// Source names where the policy came from: a file path, the name given to Parse, or "built-in".
+func (p *Policy) Source() string { return p.source }
+
+// DefaultRole returns the role self-registered users get, and false when the policy names none.
+func (p *Policy) DefaultRole() (string, bool) { return p.defaultRole, p.defaultRole != "" }
+
+// HasRole reports whether the policy defines the role.
+func (p *Policy) HasRole(name string) bool {
+	_, ok := p.roles[name]
+	return ok
+}
+
+// Level returns the level of the role, and false when the policy does not define it.
+func (p *Policy) Level(role string) (int, bool) {
+	r, ok := p.roles[role]
+	if !ok {
+		return NoLevel, false
+	}
+	return r.level, true
+}
+
+// HighestLevel returns the highest level among roles, ignoring roles the policy does not define,
+// or NoLevel when none is defined.
+func (p *Policy) HighestLevel(roles []string) int {
+	level := NoLevel
+	for _, name := range roles {
+		if r, ok := p.roles[name]; ok && r.level > level {
+			level = r.level
+		}
+	}
+	return level
+}
+
+// highestRole returns the defined role of the highest level among roles (ties: the first name in
+// alphabetical order), or nil.
+func (p *Policy) highestRole(roles []string) *roleDef {
+	var best *roleDef
+	for _, name := range roles {
+		r, ok := p.roles[name]
+		if !ok {
+			continue
+		}
+		if best == nil || r.level > best.level || (r.level == best.level && r.name < best.name) {
+			best = r
+		}
+	}
+	return best
+}
+
+// Role returns one role by name, and false when the policy does not define it.
+func (p *Policy) Role(name string) (Role, bool) {
+	r, ok := p.roles[name]
+	if !ok {
+		return Role{}, false
+	}
+	return r.public(), true
+}
+
+// Roles returns every role, highest level first (ties by name), with expanded permissions.
+func (p *Policy) Roles() []Role {
+	out := make([]Role, 0, len(p.ordered))
+	for _, r := range p.ordered {
+		out = append(out, r.public())
+	}
+	return out
+}
+
+// RoleNames returns the names of every role, highest level first (ties by name).
+func (p *Policy) RoleNames() []string {
+	out := make([]string, 0, len(p.ordered))
+	for _, r := range p.ordered {
+		out = append(out, r.name)
+	}
+	return out
+}
+
+// KnownRoles returns the roles of the list that the policy defines, in the order of Roles, without
+// duplicates; use it to drop stale role names before putting roles in a token.
+func (p *Policy) KnownRoles(roles []string) []string {
+	out := []string{}
+	for _, r := range p.ordered {
+		if slices.Contains(roles, r.name) {
+			out = append(out, r.name)
+		}
+	}
+	return out
+}
+
+func (r *roleDef) public() Role {
+	return Role{
+		Name:         r.name,
+		Level:        r.level,
+		Description:  r.description,
+		Permissions:  slices.Clone(r.perms),
+		Inherits:     slices.Clone(r.inherits),
+		AssignableBy: slices.Clone(r.assignableBy),
+	}
+}
+
+// AllPermissions returns every concrete permission the policy knows (every permission it mentions
+// plus AdminPermissions), sorted.
+func (p *Policy) AllPermissions() []string { return slices.Clone(p.known) }
+
+// Permissions returns the concrete permissions that the roles confer, inheritance and wildcards
+// expanded, sorted and deduplicated; never nil and never holding a wildcard. Roles the policy does
+// not define confer nothing.
+func (p *Policy) Permissions(roles []string) []string {
+	lists := make([][]string, 0, len(roles))
+	for _, name := range roles {
+		if r, ok := p.roles[name]; ok {
+			lists = append(lists, r.perms)
+		}
+	}
+	return sortedSet(lists...)
+}
