@@ -1,0 +1,185 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// ErrInvalidToken means a one-time token record (invite or user token) lacks
+// a required field.
+var ErrInvalidToken = errors.New("sqlstore: invalid one-time token record")
+
+// CreateInvite stores a pending invite and, in the same transaction, marks
+// every older pending invite for the same email (case-insensitive)
+// superseded. It fills ID, Status and CreatedAt; ExpiresAt must be set.
+func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite) error {
+	if inv == nil || strings.TrimSpace(inv.Email) == "" || inv.Role == "" || len(inv.TokenHash) == 0 || inv.ExpiresAt.IsZero() {
+		return fmt.Errorf("create invite: %w: email, role, token hash and expiry are required", ErrInvalidToken)
+	}
+	now := s.clock()
+	row := inviteRow{
+		ID:         newID(InviteIDPrefix),
+		Email:      inv.Email,
+		EmailLower: strings.ToLower(inv.Email),
+		Role:       inv.Role,
+		TokenHash:  inv.TokenHash,
+		InvitedBy:  inv.InvitedBy,
+		Status:     string(store.InvitePending),
+		ExpiresAt:  dbTime(inv.ExpiresAt),
+		CreatedAt:  now,
+	}
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		err := tx.Model(&inviteRow{}).
+			Where("email_lower = ? AND status = ?", row.EmailLower, string(store.InvitePending)).
+			Update("status", string(store.InviteSuperseded)).Error
+		if err != nil {
+			return mapErr("supersede older invites", err)
+		}
+		return mapErr("insert invite", tx.Create(&row).Error)
+	})
+	if err != nil {
+		return mapErr("create invite", err)
+	}
+	*inv = row.toInvite()
+	return nil
+}
+
+// GetInvite returns the invite with the given id.
+func (s *Store) GetInvite(ctx context.Context, id string) (store.Invite, error) {
+	var row inviteRow
+	if err := s.db.WithContext(ctx).Where("id = ?", id).Take(&row).Error; err != nil {
+		return store.Invite{}, mapErr("get invite", err)
+	}
+	return row.toInvite(), nil
+}
+
+// ListInvites returns one page of invites, newest first. Limit defaults to 50
+// and is capped at 200.
+func (s *Store) ListInvites(ctx context.Context, cursor string, limit int) (store.Page[store.Invite], error) {
+	var page store.Page[store.Invite]
+	cur, hasCur, err := decodeCursor(cursor)
+	if err != nil {
+		return page, fmt.Errorf("list invites: %w", err)
+	}
+	limit = pageLimit(limit)
+	q := s.db.WithContext(ctx).Model(&inviteRow{})
+	if hasCur {
+		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", cur.T, cur.T, cur.I)
+	}
+	var rows []inviteRow
+	if err := q.Order("created_at DESC, id DESC").Limit(limit + 1).Find(&rows).Error; err != nil {
+		return page, mapErr("list invites", err)
+	}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[len(rows)-1]
+		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+	}
+	page.Items = make([]store.Invite, len(rows))
+	for i, r := range rows {
+		page.Items[i] = r.toInvite()
+	}
+	return page, nil
+}
+
+// RevokeInvite revokes a pending invite. Revoking a revoked invite again is
+// not an error; an accepted or superseded invite is store.ErrConflict; an
+// unknown id is store.ErrNotFound.
+func (s *Store) RevokeInvite(ctx context.Context, id string) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var row inviteRow
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Take(&row).Error; err != nil {
+			return mapErr("load invite", err)
+		}
+		switch store.InviteStatus(row.Status) {
+		case store.InviteRevoked:
+			return nil
+		case store.InvitePending:
+		default:
+			return fmt.Errorf("invite is %s: %w", row.Status, store.ErrConflict)
+		}
+		return mapErr("mark invite revoked", tx.Model(&inviteRow{}).Where("id = ?", id).
+			Update("status", string(store.InviteRevoked)).Error)
+	})
+	if err != nil {
+		return mapErr("revoke invite", err)
+	}
+	return nil
+}
+
+// AcceptInvite redeems the invite whose token hashes to tokenHash, all or
+// nothing in one transaction: it creates u (with the invite's email and role,
+// email verified; filling u like CreateUser) and marks the invite accepted by
+// u. An unknown token is store.ErrNotFound; an accepted or superseded invite
+// store.ErrTokenUsed; a revoked one store.ErrTokenRevoked; an expired one
+// (now at or past ExpiresAt) store.ErrTokenExpired; an email that already
+// has an account store.ErrAlreadyExists. Of concurrent acceptances of one
+// invite exactly one succeeds.
+func (s *Store) AcceptInvite(ctx context.Context, tokenHash []byte, now time.Time, u *store.User) (store.Invite, error) {
+	if u == nil {
+		return store.Invite{}, fmt.Errorf("accept invite: %w: nil user", ErrInvalidUser)
+	}
+	if len(tokenHash) == 0 {
+		return store.Invite{}, fmt.Errorf("accept invite: %w", store.ErrNotFound)
+	}
+	var accepted store.Invite
+	var created store.User
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		var row inviteRow
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("token_hash = ?", tokenHash).Take(&row).Error; err != nil {
+			return mapErr("find invite", err)
+		}
+		switch store.InviteStatus(row.Status) {
+		case store.InviteAccepted, store.InviteSuperseded:
+			return store.ErrTokenUsed
+		case store.InviteRevoked:
+			return store.ErrTokenRevoked
+		case store.InvitePending:
+		default:
+			return fmt.Errorf("invite in unknown status %q", row.Status)
+		}
+		if !now.Before(row.ExpiresAt) {
+			return store.ErrTokenExpired
+		}
+		nu := *u
+		nu.ID = newID(UserIDPrefix)
+		nu.Email = row.Email
+		nu.EmailVerified = true
+		nu.Roles = []string{row.Role}
+		ts := s.clock()
+		nu.CreatedAt, nu.UpdatedAt = ts, ts
+		if err := validateUser(&nu); err != nil {
+			return err
+		}
+		if err := createUserTx(tx, &nu, ts); err != nil {
+			return err
+		}
+		at := dbTime(now)
+		res := tx.Model(&inviteRow{}).
+			Where("id = ? AND status = ?", row.ID, string(store.InvitePending)).
+			Updates(map[string]any{"status": string(store.InviteAccepted), "accepted_at": at, "user_id": nu.ID})
+		if res.Error != nil {
+			return mapErr("mark invite accepted", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return store.ErrTokenUsed
+		}
+		row.Status, row.AcceptedAt, row.UserID = string(store.InviteAccepted), &at, nu.ID
+		accepted = row.toInvite()
+		created = nu
+		return nil
+	})
+	if err != nil {
+		return store.Invite{}, mapErr("accept invite", err)
+	}
+	*u = created
+	return accepted, nil
+}

@@ -1,0 +1,362 @@
+package sqlstore
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql/driver"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Dialect names returned by (*Store).Dialect.
+const (
+	DialectPostgres = "postgres"
+	DialectSQLite   = "sqlite"
+)
+
+// Pool and retry settings.
+const (
+	postgresMaxOpenConns = 20
+	postgresMaxIdleConns = 10
+	sqliteMaxOpenConns   = 8
+	sqliteBusyTimeoutMS  = 10000
+	txMaxAttempts        = 5
+	txBaseBackoff        = 5 * time.Millisecond
+)
+
+// Store is the relational store on PostgreSQL or SQLite. It is safe for
+// concurrent use and may be shared by any number of goroutines; several
+// processes may share one database.
+type Store struct {
+	db      *gorm.DB
+	dialect string
+	now     func() time.Time
+}
+
+// Option configures Open.
+type Option func(*Store)
+
+// WithClock sets the clock used for created/updated timestamps (default time.Now).
+func WithClock(now func() time.Time) Option {
+	return func(s *Store) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
+
+// Open connects to the database named by databaseURL: postgres:// or
+// postgresql:// for PostgreSQL, sqlite://PATH for an embedded SQLite file
+// (its directory is created when missing). It checks that the database
+// answers but does not migrate; call Migrate for that.
+func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, error) {
+	s := &Store{now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	var dialector gorm.Dialector
+	switch {
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		s.dialect = DialectPostgres
+		dialector = postgres.Open(databaseURL)
+	case strings.HasPrefix(databaseURL, "sqlite://"):
+		path := strings.TrimPrefix(databaseURL, "sqlite://")
+		if path == "" || strings.ContainsAny(path, "?#") {
+			return nil, errors.New("PORTCULLIS_DATABASE_URL: expected sqlite://PATH with a file path and no query string (for example sqlite://./data/portcullis.db)")
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("create directory for the SQLite database: %w", err)
+		}
+		s.dialect = DialectSQLite
+		// _txlock=immediate: every transaction takes the write lock when it
+		// begins, so read-modify-write transactions queue on busy_timeout
+		// instead of failing when they upgrade a read lock.
+		dsn := path + "?_txlock=immediate" +
+			"&_pragma=busy_timeout(" + fmt.Sprint(sqliteBusyTimeoutMS) + ")" +
+			"&_pragma=journal_mode(WAL)" +
+			"&_pragma=foreign_keys(1)" +
+			"&_pragma=synchronous(NORMAL)"
+		dialector = sqlite.Open(dsn)
+	default:
+		scheme := "no scheme"
+		if i := strings.Index(databaseURL, "://"); i > 0 && i < 20 {
+			scheme = "scheme " + databaseURL[:i] + "://"
+		}
+		return nil, fmt.Errorf("PORTCULLIS_DATABASE_URL: expected postgres://…, postgresql://… or sqlite://PATH, got %s", scheme)
+	}
+	db, err := gorm.Open(dialector, &gorm.Config{
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		DisableAutomaticPing:   true,
+		NowFunc:                func() time.Time { return dbTime(s.now()) },
+		TranslateError:         false,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", s.dialect, classify(err))
+	}
+	s.db = db
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", s.dialect, err)
+	}
+	if s.dialect == DialectPostgres {
+		sqlDB.SetMaxOpenConns(postgresMaxOpenConns)
+		sqlDB.SetMaxIdleConns(postgresMaxIdleConns)
+		sqlDB.SetConnMaxLifetime(30 * time.Minute)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	} else {
+		sqlDB.SetMaxOpenConns(sqliteMaxOpenConns)
+		sqlDB.SetMaxIdleConns(sqliteMaxOpenConns)
+	}
+	if err := s.Ping(ctx); err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("open %s database: %w", s.dialect, err)
+	}
+	return s, nil
+}
+
+// DB returns the underlying GORM handle (used by sqlstate for token state).
+func (s *Store) DB() *gorm.DB { return s.db }
+
+// Dialect returns "postgres" or "sqlite".
+func (s *Store) Dialect() string { return s.dialect }
+
+// Ping checks that the database answers; failures wrap store.ErrUnavailable.
+func (s *Store) Ping(ctx context.Context) error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping database: %w: %w", store.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return fmt.Errorf("close database: %w", err)
+	}
+	if err := sqlDB.Close(); err != nil {
+		return fmt.Errorf("close database: %w", err)
+	}
+	return nil
+}
+
+// clock returns the store's current time as stored (UTC, microseconds).
+func (s *Store) clock() time.Time { return dbTime(s.now()) }
+
+// tx runs fn in a transaction, retrying PostgreSQL serialization failures
+// and deadlocks (and SQLite busy errors) a few times with jittered backoff.
+// fn may therefore run more than once and must not have effects outside tx.
+func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return RunInTx(ctx, s.db, fn)
+}
+
+// RunInTx runs fn in a transaction of db, retrying PostgreSQL serialization
+// failures (40001) and deadlocks (40P01), and SQLite busy errors, up to a few
+// times with jittered backoff. fn may run more than once.
+func RunInTx(ctx context.Context, db *gorm.DB, fn func(tx *gorm.DB) error) error {
+	var err error
+	for attempt := 0; attempt < txMaxAttempts; attempt++ {
+		err = db.WithContext(ctx).Transaction(fn)
+		if err == nil || !IsRetryable(err) {
+			return err
+		}
+		if attempt == txMaxAttempts-1 {
+			break
+		}
+		backoff := txBaseBackoff << attempt
+		jitter, jerr := rand.Int(rand.Reader, big.NewInt(int64(backoff)))
+		if jerr == nil {
+			backoff += time.Duration(jitter.Int64())
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (gave up retrying: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return err
+}
+
+// dbTime normalises a time for storage: UTC, microsecond precision (what
+// PostgreSQL keeps), so values read back equal the values written.
+func dbTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+func dbTimePtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := dbTime(*t)
+	return &v
+}
+
+// readTime converts a time read from the database to UTC.
+func readTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
+}
+
+func readTimePtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := t.UTC()
+	return &v
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns prefix + 26 lowercase base32 characters of 16 random bytes.
+// User ids ("usr_…") can never be taken for client ids, which operators
+// choose and which the clients command refuses in this shape.
+func newID(prefix string) string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand never fails on supported platforms (Go 1.24+ panics itself).
+		panic(fmt.Sprintf("sqlstore: read random bytes: %v", err))
+	}
+	return prefix + idEncoding.EncodeToString(b[:])
+}
+
+// ID prefixes.
+const (
+	UserIDPrefix      = "usr_"
+	InviteIDPrefix    = "inv_"
+	UserTokenIDPrefix = "utk_"
+	AuditIDPrefix     = "evt_"
+)
+
+type sqlStater interface{ SQLState() string }
+type sqliteCoder interface{ Code() int }
+
+func pgCode(err error) string {
+	var e sqlStater
+	if errors.As(err, &e) {
+		return e.SQLState()
+	}
+	return ""
+}
+
+func sqliteCode(err error) int {
+	var e sqliteCoder
+	if errors.As(err, &e) {
+		return e.Code()
+	}
+	return 0
+}
+
+// SQLite result codes used below.
+const (
+	sqliteBusy             = 5
+	sqliteLocked           = 6
+	sqliteConstraint       = 19
+	sqliteConstraintFK     = 787
+	sqliteConstraintPK     = 1555
+	sqliteConstraintUnique = 2067
+)
+
+// IsUniqueViolation reports whether err is a unique-constraint violation on
+// either backend.
+func IsUniqueViolation(err error) bool {
+	if pgCode(err) == "23505" {
+		return true
+	}
+	c := sqliteCode(err)
+	return c == sqliteConstraintUnique || c == sqliteConstraintPK ||
+		(c&0xff == sqliteConstraint && strings.Contains(err.Error(), "UNIQUE constraint failed"))
+}
+
+// IsForeignKeyViolation reports whether err is a foreign-key violation.
+func IsForeignKeyViolation(err error) bool {
+	if pgCode(err) == "23503" {
+		return true
+	}
+	c := sqliteCode(err)
+	return c == sqliteConstraintFK ||
+		(c&0xff == sqliteConstraint && strings.Contains(err.Error(), "FOREIGN KEY constraint failed"))
+}
+
+// IsRetryable reports whether a transaction that failed with err may simply
+// be run again: PostgreSQL serialization failure or deadlock, SQLite busy.
+func IsRetryable(err error) bool {
+	switch pgCode(err) {
+	case "40001", "40P01":
+		return true
+	}
+	c := sqliteCode(err) & 0xff
+	return c == sqliteBusy || c == sqliteLocked
+}
+
+// isUnavailable reports whether err means the database could not be reached.
+func isUnavailable(err error) bool {
+	code := pgCode(err)
+	if strings.HasPrefix(code, "08") || code == "57P01" || code == "57P02" || code == "57P03" {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// classify wraps connection failures with store.ErrUnavailable.
+func classify(err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	if isUnavailable(err) {
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return err
+}
+
+// mapErr turns driver errors into store sentinels: a missing row becomes
+// ErrNotFound, a unique violation ErrAlreadyExists, an unreachable database
+// ErrUnavailable. Sentinels already present pass through.
+func mapErr(what string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrAlreadyExists),
+		errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrUnavailable),
+		errors.Is(err, store.ErrTokenExpired), errors.Is(err, store.ErrTokenUsed),
+		errors.Is(err, store.ErrTokenRevoked), errors.Is(err, ErrInvalidCursor):
+		return fmt.Errorf("%s: %w", what, err)
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	case IsUniqueViolation(err):
+		return fmt.Errorf("%s: %w", what, store.ErrAlreadyExists)
+	}
+	return fmt.Errorf("%s: %w", what, classify(err))
+}

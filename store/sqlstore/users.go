@@ -1,0 +1,381 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// ErrInvalidUser means a user record breaks a rule the store relies on
+// (missing email, a username containing "@").
+var ErrInvalidUser = errors.New("sqlstore: invalid user")
+
+func validateUser(u *store.User) error {
+	if strings.TrimSpace(u.Email) == "" {
+		return fmt.Errorf("%w: email is required", ErrInvalidUser)
+	}
+	// GetUserByLogin treats a login with "@" as an email address; a username
+	// with "@" could then shadow, or be shadowed by, someone's email.
+	if strings.Contains(u.Username, "@") {
+		return fmt.Errorf("%w: username must not contain @", ErrInvalidUser)
+	}
+	return nil
+}
+
+// CreateUser inserts u and its roles in one transaction and fills u.ID,
+// u.CreatedAt and u.UpdatedAt (u.Roles comes back sorted). A duplicate email
+// (case-insensitive) or username is store.ErrAlreadyExists; a role that
+// SyncRoles has not created is store.ErrNotFound.
+func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
+	if u == nil {
+		return fmt.Errorf("create user: %w: nil user", ErrInvalidUser)
+	}
+	if err := validateUser(u); err != nil {
+		return fmt.Errorf("create user: %w", err)
+	}
+	now := s.clock()
+	nu := *u
+	nu.ID = newID(UserIDPrefix)
+	nu.CreatedAt, nu.UpdatedAt = now, now
+	nu.Roles = normaliseRoles(u.Roles)
+	err := s.tx(ctx, func(tx *gorm.DB) error { return createUserTx(tx, &nu, now) })
+	if err != nil {
+		return mapErr("create user", err)
+	}
+	*u = nu
+	return nil
+}
+
+// createUserTx inserts the user row and its role rows.
+func createUserTx(tx *gorm.DB, u *store.User, now time.Time) error {
+	row := userToRow(u)
+	if err := tx.Create(&row).Error; err != nil {
+		return mapErr("insert user", err)
+	}
+	for _, role := range u.Roles {
+		if err := tx.Create(&userRoleRow{UserID: u.ID, Role: role, CreatedAt: now}).Error; err != nil {
+			if IsForeignKeyViolation(err) {
+				return fmt.Errorf("grant role %q: unknown role: %w", role, store.ErrNotFound)
+			}
+			return mapErr("insert user role", err)
+		}
+	}
+	return nil
+}
+
+// rolesOf returns the sorted role names of each of the given users.
+func rolesOf(db *gorm.DB, ids ...string) (map[string][]string, error) {
+	out := make(map[string][]string, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	var rows []userRoleRow
+	if err := db.Where("user_id IN ?", ids).Order("user_id, role").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("load roles: %w", err)
+	}
+	for _, r := range rows {
+		out[r.UserID] = append(out[r.UserID], r.Role)
+	}
+	return out, nil
+}
+
+func (s *Store) getUserWhere(ctx context.Context, what, query string, args ...any) (store.User, error) {
+	db := s.db.WithContext(ctx)
+	var row userRow
+	if err := db.Where(query, args...).Take(&row).Error; err != nil {
+		return store.User{}, mapErr(what, err)
+	}
+	roles, err := rolesOf(db, row.ID)
+	if err != nil {
+		return store.User{}, mapErr(what, err)
+	}
+	return row.toUser(roles[row.ID]), nil
+}
+
+// GetUser returns the user with the given id, with its password hash (for
+// login and password checks) and sorted roles.
+func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
+	return s.getUserWhere(ctx, "get user", "id = ?", id)
+}
+
+// GetUserByEmail returns the user with the email, compared case-insensitively,
+// with its password hash.
+func (s *Store) GetUserByEmail(ctx context.Context, email string) (store.User, error) {
+	return s.getUserWhere(ctx, "get user by email", "email_lower = ?", strings.ToLower(email))
+}
+
+// GetUserByLogin returns the user whose email (case-insensitive; any login
+// containing "@") or username (exact) is login, with its password hash.
+func (s *Store) GetUserByLogin(ctx context.Context, login string) (store.User, error) {
+	if login == "" {
+		return store.User{}, fmt.Errorf("get user by login: %w", store.ErrNotFound)
+	}
+	if strings.Contains(login, "@") {
+		return s.getUserWhere(ctx, "get user by login", "email_lower = ?", strings.ToLower(login))
+	}
+	return s.getUserWhere(ctx, "get user by login", "username = ?", login)
+}
+
+// ListUsers returns one page of users, oldest first (stable by created_at,
+// then id), without password hashes. Limit defaults to 50 and is capped at 200.
+func (s *Store) ListUsers(ctx context.Context, f store.UserFilter) (store.Page[store.User], error) {
+	var page store.Page[store.User]
+	cur, hasCur, err := decodeCursor(f.Cursor)
+	if err != nil {
+		return page, fmt.Errorf("list users: %w", err)
+	}
+	limit := pageLimit(f.Limit)
+	db := s.db.WithContext(ctx)
+	q := db.Model(&userRow{})
+	if f.Email != "" {
+		q = q.Where("email_lower = ?", strings.ToLower(f.Email))
+	}
+	if f.Query != "" {
+		p := likePattern(strings.ToLower(f.Query))
+		q = q.Where(`(email_lower LIKE ? ESCAPE '\' OR name_lower LIKE ? ESCAPE '\')`, p, p)
+	}
+	if hasCur {
+		q = q.Where("(created_at > ? OR (created_at = ? AND id > ?))", cur.T, cur.T, cur.I)
+	}
+	var rows []userRow
+	if err := q.Order("created_at ASC, id ASC").Limit(limit + 1).Find(&rows).Error; err != nil {
+		return page, mapErr("list users", err)
+	}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[len(rows)-1]
+		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	roles, err := rolesOf(db, ids...)
+	if err != nil {
+		return page, mapErr("list users", err)
+	}
+	page.Items = make([]store.User, 0, len(rows))
+	for _, r := range rows {
+		u := r.toUser(roles[r.ID])
+		u.PasswordHash = ""
+		page.Items = append(page.Items, u)
+	}
+	return page, nil
+}
+
+// lockUser reads the user row for update (a row lock on PostgreSQL; SQLite
+// transactions here hold the database write lock from their start).
+func lockUser(tx *gorm.DB, id string) (userRow, error) {
+	var row userRow
+	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Take(&row).Error
+	return row, err
+}
+
+// saveUserTx writes every mutable column of u (not id, created_at, roles).
+func saveUserTx(tx *gorm.DB, u *store.User) error {
+	if err := validateUser(u); err != nil {
+		return err
+	}
+	r := userToRow(u)
+	res := tx.Model(&userRow{}).Where("id = ?", u.ID).Updates(map[string]any{
+		"email":                r.Email,
+		"email_lower":          r.EmailLower,
+		"username":             r.Username,
+		"name":                 r.Name,
+		"name_lower":           r.NameLower,
+		"password_hash":        r.PasswordHash,
+		"active":               r.Active,
+		"email_verified":       r.EmailVerified,
+		"must_change_password": r.MustChangePassword,
+		"updated_at":           r.UpdatedAt,
+		"last_login_at":        r.LastLoginAt,
+	})
+	if res.Error != nil {
+		return mapErr("save user", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("save user: %w", store.ErrNotFound)
+	}
+	return nil
+}
+
+// UpdateUser reads the user, lets fn change it and writes it back, all in one
+// transaction with the row locked. fn sees the password hash and may change
+// every field except ID, CreatedAt and Roles (use GrantRole/RevokeRole);
+// UpdatedAt is set by the store. An error from fn aborts the update and is
+// returned as is. fn may run more than once if the transaction is retried.
+// The returned user carries no password hash.
+func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error) {
+	var out store.User
+	var fnErr error
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		fnErr = nil
+		row, err := lockUser(tx, id)
+		if err != nil {
+			return mapErr("load user", err)
+		}
+		roles, err := rolesOf(tx, id)
+		if err != nil {
+			return err
+		}
+		u := row.toUser(roles[id])
+		if err := fn(&u); err != nil {
+			fnErr = err
+			return err
+		}
+		u.ID, u.CreatedAt, u.Roles = row.ID, readTime(row.CreatedAt), roles[id]
+		u.UpdatedAt = s.clock()
+		if err := saveUserTx(tx, &u); err != nil {
+			return err
+		}
+		if u.Roles == nil {
+			u.Roles = []string{}
+		}
+		u.CreatedAt, u.UpdatedAt = dbTime(u.CreatedAt), dbTime(u.UpdatedAt)
+		u.LastLoginAt = dbTimePtr(u.LastLoginAt)
+		out = u
+		return nil
+	})
+	if fnErr != nil {
+		return store.User{}, fnErr
+	}
+	if err != nil {
+		return store.User{}, mapErr("update user", err)
+	}
+	out.PasswordHash = ""
+	return out, nil
+}
+
+// touchUser checks that the user exists (locking its row) and sets updated_at.
+func (s *Store) touchUser(tx *gorm.DB, id string) error {
+	res := tx.Model(&userRow{}).Where("id = ?", id).Update("updated_at", s.clock())
+	if res.Error != nil {
+		return mapErr("touch user", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("user %q: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// GrantRole gives the user the role; changed is false when the user already
+// held it. An unknown user or role is store.ErrNotFound.
+func (s *Store) GrantRole(ctx context.Context, userID, role string) (changed bool, err error) {
+	err = s.tx(ctx, func(tx *gorm.DB) error {
+		changed = false
+		if _, err := lockUser(tx, userID); err != nil {
+			return mapErr("load user", err)
+		}
+		var n int64
+		if err := tx.Model(&roleRow{}).Where("name = ?", role).Count(&n).Error; err != nil {
+			return mapErr("look up role", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("role %q: %w", role, store.ErrNotFound)
+		}
+		res := tx.Clauses(clause.OnConflict{DoNothing: true}).
+			Create(&userRoleRow{UserID: userID, Role: role, CreatedAt: s.clock()})
+		if res.Error != nil {
+			return mapErr("insert user role", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
+		}
+		changed = true
+		return s.touchUser(tx, userID)
+	})
+	if err != nil {
+		return false, mapErr("grant role", err)
+	}
+	return changed, nil
+}
+
+// RevokeRole takes the role from the user; changed is false when the user did
+// not hold it. An unknown user is store.ErrNotFound.
+func (s *Store) RevokeRole(ctx context.Context, userID, role string) (changed bool, err error) {
+	err = s.tx(ctx, func(tx *gorm.DB) error {
+		changed = false
+		if _, err := lockUser(tx, userID); err != nil {
+			return mapErr("load user", err)
+		}
+		res := tx.Where("user_id = ? AND role = ?", userID, role).Delete(&userRoleRow{})
+		if res.Error != nil {
+			return mapErr("delete user role", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
+		}
+		changed = true
+		return s.touchUser(tx, userID)
+	})
+	if err != nil {
+		return false, mapErr("revoke role", err)
+	}
+	return changed, nil
+}
+
+// CountUsersWithRole returns how many users hold the role (active or not).
+func (s *Store) CountUsersWithRole(ctx context.Context, role string) (int64, error) {
+	var n int64
+	if err := s.db.WithContext(ctx).Model(&userRoleRow{}).Where("role = ?", role).Count(&n).Error; err != nil {
+		return 0, mapErr("count users with role", err)
+	}
+	return n, nil
+}
+
+// RecordLogin sets the user's last login time (UpdatedAt is left alone).
+func (s *Store) RecordLogin(ctx context.Context, id string, at time.Time) error {
+	res := s.db.WithContext(ctx).Model(&userRow{}).Where("id = ?", id).Update("last_login_at", dbTime(at))
+	if res.Error != nil {
+		return mapErr("record login", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("record login: %w", store.ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteUser removes the user and their personal data for good, in one
+// transaction: the user row, roles, one-time tokens, the invites sent to
+// their address or accepted by them, and the personal data in audit events
+// about them (see ScrubAuditPII; the events keep only ids). An unknown id is
+// store.ErrNotFound.
+func (s *Store) DeleteUser(ctx context.Context, id string) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		row, err := lockUser(tx, id)
+		if err != nil {
+			return mapErr("load user", err)
+		}
+		if err := tx.Where("user_id = ?", id).Delete(&userTokenRow{}).Error; err != nil {
+			return mapErr("delete user tokens", err)
+		}
+		if err := tx.Where("user_id = ?", id).Delete(&userRoleRow{}).Error; err != nil {
+			return mapErr("delete user roles", err)
+		}
+		if err := tx.Where("user_id = ? OR email_lower = ?", id, row.EmailLower).Delete(&inviteRow{}).Error; err != nil {
+			return mapErr("delete invites", err)
+		}
+		if err := scrubAuditTx(tx, id); err != nil {
+			return err
+		}
+		res := tx.Where("id = ?", id).Delete(&userRow{})
+		if res.Error != nil {
+			return mapErr("delete user row", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return mapErr("delete user", err)
+	}
+	return nil
+}
