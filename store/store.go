@@ -67,11 +67,11 @@ type Client struct {
 	Scopes    []string
 	Audiences []string // empty: the default audience
 	// Optional per-client lifetimes; zero means the server default.
-	AccessTokenTTL  time.Duration
-	RefreshIdleTTL  time.Duration
-	RefreshMaxAge   time.Duration
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	AccessTokenTTL time.Duration
+	RefreshIdleTTL time.Duration
+	RefreshMaxAge  time.Duration
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
 }
 
 // KeyState is the lifecycle state of a signing key.

@@ -76,8 +76,8 @@ type RotateResult struct {
 // AccessTokenRef identifies an access token for a revocation check.
 type AccessTokenRef struct {
 	JTI      string
-	SID      string // empty when the token has no session
-	UserID   string // empty for client_credentials tokens
+	SID      string    // empty when the token has no session
+	UserID   string    // empty for client_credentials tokens
 	IssuedAt time.Time // millisecond precision (see the token service's jti layout)
 }
 
@@ -114,9 +114,9 @@ type RevocationKind string
 
 // Revocation kinds.
 const (
-	RevokedJTI     RevocationKind = "jti"     // one access token
-	RevokedSession RevocationKind = "sid"     // every access token of a session
-	RevokedUser    RevocationKind = "user"    // every access token of a user issued before At
+	RevokedJTI     RevocationKind = "jti"  // one access token
+	RevokedSession RevocationKind = "sid"  // every access token of a session
+	RevokedUser    RevocationKind = "user" // every access token of a user issued before At
 )
 
 // Revocation is a durable record of a revocation, kept until ExpiresAt (when

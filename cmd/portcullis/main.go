@@ -1,0 +1,484 @@
+// Command portcullis is the Portcullis authorization server and its
+// operator commands: serve, migrate, bootstrap, clients, keys, version.
+//
+// Every command takes the same settings (flags or PORTCULLIS_… environment
+// variables; see --help). This is the only place that reads the environment.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/policy/password"
+	"github.com/portcullis-auth/portcullis/server/app"
+	"github.com/portcullis-auth/portcullis/server/buildinfo"
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/config"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+const usage = `Portcullis — an OAuth 2.0 / OIDC-style authorization server.
+
+Usage:
+  portcullis serve                                   run the server
+  portcullis migrate [status]                        apply pending migrations, or list them
+  portcullis bootstrap --email E --password-stdin    create the first super_admin (idempotent)
+  portcullis clients create --id ID --name NAME [--public] [--grants g1,g2] [--scopes "a b"] [--audience AUD]
+  portcullis clients list | delete ID | rotate-secret ID
+  portcullis keys list | rotate [--force] | revoke KID | reencrypt
+  portcullis version
+
+Every command takes the settings of serve; "portcullis serve --help" lists them.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// exitError carries an exit status with its message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(ctx, args[1:], stderr)
+	case "migrate":
+		err = cmdMigrate(ctx, args[1:], stdout, stderr)
+	case "bootstrap":
+		err = cmdBootstrap(ctx, args[1:], stdin, stdout, stderr)
+	case "clients":
+		err = cmdClients(ctx, args[1:], stdout, stderr)
+	case "keys":
+		err = cmdKeys(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "portcullis %s (commit %s, %s)\n", buildinfo.Version, buildinfo.Commit, buildinfo.GoVersion())
+		return 0
+	default:
+		fmt.Fprintf(stderr, "portcullis: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, "portcullis:", ee.msg)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(stderr, "portcullis:", err)
+	return 1
+}
+
+// commandFlags is a flag set with every setting plus the command's own flags.
+type commandFlags struct {
+	*flag.FlagSet
+	name string
+}
+
+func newCommandFlags(name string, stderr io.Writer) *commandFlags {
+	fs := config.NewFlagSet(name, stderr)
+	cf := &commandFlags{FlagSet: fs, name: name}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Command flags of %s:\n", name)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !isSettingFlag(f.Name) {
+				fmt.Fprintf(stderr, "  --%s  %s\n", f.Name, f.Usage)
+			}
+		})
+		fmt.Fprintln(stderr)
+		config.WriteUsage(stderr, name)
+	}
+	return cf
+}
+
+func isSettingFlag(name string) bool {
+	for _, s := range config.Settings() {
+		if s.Flag() == name {
+			return true
+		}
+	}
+	return false
+}
+
+// load parses args and the environment into a validated Config.
+func (cf *commandFlags) load(args []string) (config.Config, error) {
+	if err := cf.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return config.Config{}, err
+		}
+		return config.Config{}, &exitError{code: 2, msg: err.Error()}
+	}
+	cfg, err := config.FromFlagSet(cf.FlagSet, os.LookupEnv)
+	if err != nil {
+		return config.Config{}, &exitError{code: 2, msg: err.Error()}
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	format := cfg.LogFormat
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				format = "text"
+			}
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+	cf := newCommandFlags("serve", stderr)
+	cfg, err := cf.load(args)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	if !cfg.RateLimits {
+		log.Warn("PORTCULLIS_RATE_LIMITS=off: every rate limit and login throttle is disabled")
+	}
+	if cfg.SMTPURL == "" {
+		log.Warn("PORTCULLIS_SMTP_URL is not set: emails (with their one-time links) are written to this log, marked not sent. This is for development only.")
+	}
+	a, err := app.Build(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return a.Run(ctx, nil, func(addr net.Addr) {
+		log.Info("portcullis listening", "addr", addr.String(), "issuer", cfg.Issuer, "version", buildinfo.Version)
+		if cfg.Embedded() {
+			printNextSteps(stderr, cfg)
+		}
+	})
+}
+
+func printNextSteps(w io.Writer, cfg config.Config) {
+	fmt.Fprintf(w, `
+Portcullis is running on the embedded store (%s) at %s
+Next steps (in another terminal):
+  1. Create the first administrator:
+       echo 'a-long-passphrase' | ./bin/portcullis bootstrap --email admin@example.com --password-stdin
+  2. Create a client for your front-end:
+       ./bin/portcullis clients create --id web --name "Web app" --grants password,refresh_token
+  3. Get a token:
+       curl -s -u web:SECRET -d grant_type=password -d username=admin@example.com -d password=a-long-passphrase %s/oauth2/token
+  Discovery: %s/.well-known/openid-configuration
+
+`, cfg.DatabaseURL, cfg.Addr, cfg.Issuer, cfg.Issuer)
+}
+
+func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	status := len(args) > 0 && args[0] == "status"
+	if status {
+		args = args[1:]
+	}
+	cf := newCommandFlags("migrate", stderr)
+	cfg, err := cf.load(args)
+	if err != nil {
+		return err
+	}
+	cfg.AutoMigrate = !status
+	st, err := app.OpenStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	list, err := st.MigrationStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("read migration status: %w", err)
+	}
+	pending := 0
+	for _, m := range list {
+		state := "pending"
+		if m.AppliedAt != nil {
+			state = "applied " + m.AppliedAt.UTC().Format(time.RFC3339)
+		} else {
+			pending++
+		}
+		fmt.Fprintf(stdout, "%04d  %-40s %s\n", m.Version, m.Name, state)
+	}
+	if !status {
+		fmt.Fprintln(stdout, "migrations up to date")
+	} else if pending > 0 {
+		fmt.Fprintf(stdout, "%d pending; run `portcullis migrate` to apply\n", pending)
+	}
+	return nil
+}
+
+func cmdBootstrap(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	cf := newCommandFlags("bootstrap", stderr)
+	email := cf.String("email", "", "email of the first super_admin")
+	pwStdin := cf.Bool("password-stdin", false, "read the password from standard input (one line)")
+	cfg, err := cf.load(args)
+	if err != nil {
+		return err
+	}
+	if *email == "" || !strings.Contains(*email, "@") {
+		return &exitError{code: 2, msg: "bootstrap needs --email with an email address"}
+	}
+	if !*pwStdin {
+		return &exitError{code: 2, msg: "bootstrap needs --password-stdin (the password is read from standard input, never from a flag)"}
+	}
+	pw, err := readPasswordLine(stdin)
+	if err != nil {
+		return &exitError{code: 2, msg: err.Error()}
+	}
+	log := newLogger(cfg, stderr)
+	core, err := app.OpenCore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer core.Close()
+	rules := password.Rules{MinLength: cfg.PasswordMinLength, MaxLength: cfg.PasswordMaxLength}
+	hasher, err := password.NewHasher(password.Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: cfg.Argon2Threads})
+	if err != nil {
+		return err
+	}
+	res, err := app.Bootstrap(ctx, core, *email, pw, rules, hasher)
+	if err != nil {
+		var weak *password.WeakPasswordError
+		if errors.As(err, &weak) {
+			return &exitError{code: 2, msg: "password refused: " + weak.Reason}
+		}
+		return err
+	}
+	if res.Existing {
+		fmt.Fprintf(stdout, "a %s already exists; nothing to do (roles synced from the policy)\n", res.Role)
+		return nil
+	}
+	fmt.Fprintf(stdout, "created %s %s (id %s); roles synced from the policy\n", res.Role, res.User.Email, res.User.ID)
+	return nil
+}
+
+// readPasswordLine reads one line and drops the trailing newline.
+func readPasswordLine(r io.Reader) (string, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, 8192)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read password from stdin: %w", err)
+	}
+	line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+	if line == "" {
+		return "", errors.New("no password on standard input")
+	}
+	return line, nil
+}
+
+func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return &exitError{code: 2, msg: "clients needs a subcommand: create, list, delete ID, rotate-secret ID"}
+	}
+	sub, args := args[0], args[1:]
+	cf := newCommandFlags("clients "+sub, stderr)
+	var spec clients.Spec
+	var grants, scopes, audience *string
+	var public *bool
+	if sub == "create" {
+		cf.StringVar(&spec.ID, "id", "", "client id (3-64 of a-z 0-9 . _ -)")
+		cf.StringVar(&spec.Name, "name", "", "display name")
+		public = cf.Bool("public", false, "a public client (no secret; client authentication none)")
+		grants = cf.String("grants", "password,refresh_token", "comma-separated grant types")
+		scopes = cf.String("scopes", "", "space-separated permissions the client may receive (default: every permission)")
+		audience = cf.String("audience", "", "aud of its access tokens, comma-separated (default: PORTCULLIS_DEFAULT_AUDIENCE)")
+	}
+	cfg, err := cf.load(args)
+	if err != nil {
+		return err
+	}
+	core, err := app.OpenCore(ctx, cfg, newLogger(cfg, stderr))
+	if err != nil {
+		return err
+	}
+	defer core.Close()
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	switch sub {
+	case "create":
+		spec.Public = *public
+		spec.Grants = splitComma(*grants)
+		cf.Visit(func(f *flag.Flag) {
+			if f.Name == "scopes" {
+				spec.Scopes = strings.Fields(*scopes)
+				if spec.Scopes == nil {
+					spec.Scopes = []string{}
+				}
+			}
+		})
+		spec.Audiences = splitComma(*audience)
+		c, secret, err := clients.Create(ctx, core.Store, spec)
+		if err != nil {
+			var ve *clients.ValidationError
+			if errors.As(err, &ve) {
+				return &exitError{code: 2, msg: ve.Reason}
+			}
+			if errors.Is(err, store.ErrAlreadyExists) {
+				return &exitError{code: 1, msg: err.Error()}
+			}
+			return err
+		}
+		core.Audit.Record(ctx, store.AuditEvent{Action: "client.created", Outcome: store.OutcomeSuccess, TargetID: c.ID,
+			Details: map[string]string{"via": "cli"}})
+		out := map[string]any{"client_id": c.ID}
+		if secret != "" {
+			out["client_secret"] = secret
+		}
+		return json.NewEncoder(stdout).Encode(out)
+	case "list":
+		list, err := core.Store.ListClients(ctx)
+		if err != nil {
+			return err
+		}
+		views := make([]any, 0, len(list))
+		for _, c := range list {
+			views = append(views, clients.View(c))
+		}
+		return enc.Encode(views)
+	case "delete", "rotate-secret":
+		if cf.NArg() != 1 {
+			return &exitError{code: 2, msg: "clients " + sub + " needs the client id"}
+		}
+		id := cf.Arg(0)
+		if sub == "delete" {
+			if err := core.Store.DeleteClient(ctx, id); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return &exitError{code: 1, msg: fmt.Sprintf("no client %q", id)}
+				}
+				return err
+			}
+			core.Audit.Record(ctx, store.AuditEvent{Action: "client.deleted", Outcome: store.OutcomeSuccess, TargetID: id,
+				Details: map[string]string{"via": "cli"}})
+			fmt.Fprintf(stdout, "deleted client %s\n", id)
+			return nil
+		}
+		secret, err := clients.RotateSecret(ctx, core.Store, id)
+		if err != nil {
+			return err
+		}
+		core.Audit.Record(ctx, store.AuditEvent{Action: "client.secret_rotated", Outcome: store.OutcomeSuccess, TargetID: id,
+			Details: map[string]string{"via": "cli"}})
+		return json.NewEncoder(stdout).Encode(map[string]string{"client_id": id, "client_secret": secret})
+	}
+	return &exitError{code: 2, msg: fmt.Sprintf("unknown clients subcommand %q", sub)}
+}
+
+func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return &exitError{code: 2, msg: "keys needs a subcommand: list, rotate [--force], revoke KID, reencrypt"}
+	}
+	sub, args := args[0], args[1:]
+	cf := newCommandFlags("keys "+sub, stderr)
+	var force *bool
+	if sub == "rotate" {
+		force = cf.Bool("force", false, "rotate even though the next key was published too recently (breaks verifiers that cached the JWKS until they refetch)")
+	}
+	cfg, err := cf.load(args)
+	if err != nil {
+		return err
+	}
+	core, err := app.OpenCore(ctx, cfg, newLogger(cfg, stderr))
+	if err != nil {
+		return err
+	}
+	defer core.Close()
+	switch sub {
+	case "list":
+		list, err := core.Keys.List(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%-44s %-6s %-8s %-20s %s\n", "KID", "ALG", "STATE", "CREATED", "PUBLISHED UNTIL")
+		for _, k := range list {
+			until := "-"
+			if k.PublishedUntil != nil {
+				until = k.PublishedUntil.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(stdout, "%-44s %-6s %-8s %-20s %s\n", k.KID, k.Alg, k.State, k.CreatedAt.UTC().Format(time.RFC3339), until)
+		}
+		return nil
+	case "rotate":
+		rot, err := core.Keys.Rotate(ctx, *force)
+		if err != nil {
+			var early *keys.TooEarlyError
+			if errors.As(err, &early) {
+				return &exitError{code: 1, msg: fmt.Sprintf("refusing to rotate: the next key has not been published long enough; safe from %s (in %s). Use --force only in an emergency: it breaks verifiers that cached the JWKS until they refetch.",
+					early.SafeAt.UTC().Format(time.RFC3339), time.Until(early.SafeAt).Round(time.Second))}
+			}
+			return err
+		}
+		core.Audit.Record(ctx, store.AuditEvent{Action: "key.rotated", Outcome: store.OutcomeSuccess, TargetID: rot.Activated.KID,
+			Details: map[string]string{"via": "cli", "forced": fmt.Sprint(*force), "retired": rot.Retired.KID, "next": rot.Next.KID}})
+		fmt.Fprintf(stdout, "rotated: active %s, retired %s, next %s\n", rot.Activated.KID, rot.Retired.KID, rot.Next.KID)
+		return nil
+	case "revoke":
+		if cf.NArg() != 1 {
+			return &exitError{code: 2, msg: "keys revoke needs the KID"}
+		}
+		rev, err := core.Keys.Revoke(ctx, cf.Arg(0))
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) || errors.Is(err, keys.ErrUnknownKey) {
+				return &exitError{code: 1, msg: fmt.Sprintf("no key %q", cf.Arg(0))}
+			}
+			return err
+		}
+		core.Audit.Record(ctx, store.AuditEvent{Action: "key.revoked", Outcome: store.OutcomeSuccess, TargetID: rev.Revoked.KID,
+			Details: map[string]string{"via": "cli"}})
+		fmt.Fprintf(stdout, "revoked %s; it is unpublished and its tokens are refused within %s on every instance\n", rev.Revoked.KID, cfg.KeySyncInterval)
+		return nil
+	case "reencrypt":
+		n, err := core.Keys.Reencrypt(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "re-encrypted %d private keys under the first key-encryption key\n", n)
+		return nil
+	}
+	return &exitError{code: 2, msg: fmt.Sprintf("unknown keys subcommand %q", sub)}
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, p)
+	}
+	return out
+}

@@ -1,0 +1,253 @@
+// Package app wires a Portcullis process from its configuration: it opens
+// the stores, applies migrations, loads the policy and signing keys, builds
+// the services and mounts them on the HTTP server. cmd/portcullis and the
+// test harness both build servers through it, so tests run the real wiring.
+//
+// It must never read the environment itself: settings arrive as config.Config.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/policy/password"
+	"github.com/portcullis-auth/portcullis/server"
+	"github.com/portcullis-auth/portcullis/server/config"
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/redisstate"
+	"github.com/portcullis-auth/portcullis/store/sqlstate"
+	"github.com/portcullis-auth/portcullis/store/sqlstore"
+)
+
+// Core is what every command needs: the relational store, the policy and
+// the signing keys.
+type Core struct {
+	Config config.Config
+	Logger *slog.Logger
+	Store  *sqlstore.Store
+	Policy *policy.Policy
+	Keys   *keys.Manager
+	KEKs   keys.KEKRing
+	Audit  *Auditor
+}
+
+// OpenCore opens the store (migrating it unless PORTCULLIS_AUTO_MIGRATE is
+// false), loads the policy and syncs its roles, and loads the signing keys
+// (creating the first ones in an empty database).
+func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger) (*Core, error) {
+	pol, err := loadPolicy(cfg)
+	if err != nil {
+		return nil, err
+	}
+	kekSetting, err := keyEncryptionKey(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	ring, err := keys.ParseKEKs(kekSetting)
+	if err != nil {
+		return nil, fmt.Errorf("PORTCULLIS_KEY_ENCRYPTION_KEY: %w", err)
+	}
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = st.Close()
+		}
+	}()
+	if err := st.SyncRoles(ctx, storeRoles(pol)); err != nil {
+		return nil, fmt.Errorf("sync roles from the policy: %w", err)
+	}
+	km, err := keys.NewManager(keys.Config{
+		Store: st, KEKs: ring, Alg: cfg.SigningAlg, RSABits: cfg.RSABits, JWKSMaxAge: cfg.JWKSMaxAge,
+		SyncInterval: cfg.KeySyncInterval, RotationInterval: cfg.KeyRotationInterval,
+		MaxTokenTTL: maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL), Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	if err := km.Init(ctx); err != nil {
+		return nil, fmt.Errorf("load signing keys: %w", err)
+	}
+	ok = true
+	return &Core{Config: cfg, Logger: log, Store: st, Policy: pol, Keys: km, KEKs: ring, Audit: NewAuditor(st, log)}, nil
+}
+
+// Close releases the store.
+func (c *Core) Close() error { return c.Store.Close() }
+
+// OpenStore opens the relational store and applies pending migrations unless
+// auto-migration is off.
+func OpenStore(ctx context.Context, cfg config.Config) (*sqlstore.Store, error) {
+	if cfg.Embedded() {
+		path := strings.TrimPrefix(cfg.DatabaseURL, "sqlite://")
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("create the data directory for %s: %w", path, err)
+		}
+	}
+	st, err := sqlstore.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("open database (PORTCULLIS_DATABASE_URL): %w", err)
+	}
+	if cfg.AutoMigrate {
+		if _, err := st.Migrate(ctx); err != nil {
+			_ = st.Close()
+			return nil, fmt.Errorf("apply migrations: %w", err)
+		}
+	}
+	return st, nil
+}
+
+func loadPolicy(cfg config.Config) (*policy.Policy, error) {
+	if cfg.PolicyFile == "" {
+		return policy.Default(), nil
+	}
+	p, err := policy.Load(cfg.PolicyFile)
+	if err != nil {
+		return nil, fmt.Errorf("PORTCULLIS_POLICY_FILE: %w", err)
+	}
+	return p, nil
+}
+
+func storeRoles(p *policy.Policy) []store.Role {
+	var out []store.Role
+	for _, r := range p.Roles() {
+		out = append(out, store.Role{Name: r.Name, Level: r.Level, Description: r.Description})
+	}
+	return out
+}
+
+// keyEncryptionKey returns the configured key-encryption key, or in embedded
+// mode one generated beside the SQLite file (with a loud warning).
+func keyEncryptionKey(cfg config.Config, log *slog.Logger) (string, error) {
+	if cfg.KeyEncryptionKey != "" {
+		return cfg.KeyEncryptionKey, nil
+	}
+	if !cfg.Embedded() {
+		return "", errors.New("PORTCULLIS_KEY_ENCRYPTION_KEY is required with PostgreSQL")
+	}
+	dir := filepath.Dir(strings.TrimPrefix(cfg.DatabaseURL, "sqlite://"))
+	path := filepath.Join(dir, "portcullis.kek")
+	if b, err := os.ReadFile(path); err == nil {
+		log.Warn("using the generated key-encryption key beside the SQLite file; set PORTCULLIS_KEY_ENCRYPTION_KEY in production", "file", path)
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", dir, err)
+	}
+	k, err := keys.GenerateKEK()
+	if err != nil {
+		return "", fmt.Errorf("generate key-encryption key: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(k+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	log.Warn("!!! GENERATED A KEY-ENCRYPTION KEY beside the SQLite file: anyone who can read it can decrypt the signing keys. "+
+		"Set PORTCULLIS_KEY_ENCRYPTION_KEY (base64 of 32 random bytes) for anything but local development.", "file", path)
+	return k, nil
+}
+
+// State is the token state with the extra read the token service needs.
+type State interface {
+	token.TokenState
+}
+
+// OpenTokenState returns the Redis token state (with durable revocations in
+// the database) when PORTCULLIS_REDIS_URL is set, else the SQL token state.
+func OpenTokenState(cfg config.Config, st *sqlstore.Store) (State, func() error, error) {
+	sql := sqlstate.New(st.DB())
+	if cfg.RedisURL == "" {
+		return sql, func() error { return nil }, nil
+	}
+	client, err := redisstate.NewClient(cfg.RedisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("PORTCULLIS_REDIS_URL: %w", err)
+	}
+	rs := redisstate.New(client, redisstate.Options{Prefix: "pc:", Log: sql,
+		MaxAccessTokenTTL: maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)})
+	return rs, func() error { return closeRedis(client) }, nil
+}
+
+func closeRedis(c redis.UniversalClient) error { return c.Close() }
+
+// App is a complete server process.
+type App struct {
+	*Core
+	Server     *server.Server
+	Tokens     *token.Service
+	State      State
+	closeState func() error
+}
+
+// Build opens everything and mounts every endpoint.
+func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+	core, err := OpenCore(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	state, closeState, err := OpenTokenState(cfg, core.Store)
+	if err != nil {
+		_ = core.Close()
+		return nil, err
+	}
+	hasher, err := password.NewHasher(password.Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: cfg.Argon2Threads})
+	if err != nil {
+		_ = core.Close()
+		return nil, fmt.Errorf("password hashing settings: %w", err)
+	}
+	tokens := token.NewService(token.Config{
+		Issuer: cfg.Issuer, DefaultAudience: cfg.DefaultAudience, AccessTokenTTL: cfg.AccessTokenTTL,
+		IDTokenTTL: cfg.IDTokenTTL, RefreshIdleTTL: cfg.RefreshIdleTTL, RefreshMaxAge: cfg.RefreshMaxAge,
+		RefreshReuseGrace: cfg.RefreshReuseGrace,
+	}, token.Deps{
+		Clients: core.Store, Users: core.Store, State: state, Signer: core.Keys, Sealer: core.KEKs,
+		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log,
+	})
+	srv := server.New(server.Options{Config: cfg, Logger: log, Checks: []server.Check{
+		{Name: "database", Check: core.Store.Ping},
+		{Name: "token_state", Check: state.Ping},
+	}})
+	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge,
+		Registration: cfg.PublicRegistration})
+	srv.MountOAuth(tokens)
+	return &App{Core: core, Server: srv, Tokens: tokens, State: state, closeState: closeState}, nil
+}
+
+// Run serves until ctx is cancelled, keeping the signing keys in sync.
+// ready receives the bound address.
+func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) error {
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go a.Keys.Run(kctx)
+	if ln == nil {
+		return a.Server.Serve(ctx, ready)
+	}
+	return a.Server.ServeListener(ctx, ln, ready)
+}
+
+// Close releases every resource.
+func (a *App) Close() error {
+	err := a.closeState()
+	return errors.Join(err, a.Core.Close())
+}
+
+func maxDuration(a, b time.Duration) time.Duration {
+	if a > b {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,72 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/portcullis-auth/portcullis/policy/password"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// BootstrapResult says what Bootstrap did.
+type BootstrapResult struct {
+	Role     string
+	User     store.User
+	Existing bool // a user with the top role already existed; nothing was created
+}
+
+// Bootstrap syncs roles (done by OpenCore) and creates the first user with
+// the policy's highest role unless one exists. It is idempotent.
+func Bootstrap(ctx context.Context, core *Core, email, pw string, rules password.Rules, hasher *password.Hasher) (BootstrapResult, error) {
+	roles := core.Policy.Roles()
+	if len(roles) == 0 {
+		return BootstrapResult{}, errors.New("the policy has no roles")
+	}
+	top := roles[0]
+	for _, r := range roles[1:] {
+		if r.Level > top.Level {
+			top = r
+		}
+	}
+	res := BootstrapResult{Role: top.Name}
+	n, err := core.Store.CountUsersWithRole(ctx, top.Name)
+	if err != nil {
+		return res, fmt.Errorf("count %s users: %w", top.Name, err)
+	}
+	if n > 0 {
+		res.Existing = true
+		return res, nil
+	}
+	email = strings.TrimSpace(email)
+	if err := rules.Check(pw, email); err != nil {
+		return res, err
+	}
+	hash, err := hasher.Hash(pw)
+	if err != nil {
+		return res, fmt.Errorf("hash password: %w", err)
+	}
+	u := store.User{Email: email, PasswordHash: hash, Active: true, EmailVerified: true, Roles: []string{top.Name}}
+	if err := core.Store.CreateUser(ctx, &u); err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			// The email exists without the top role: grant it rather than fail.
+			existing, gerr := core.Store.GetUserByEmail(ctx, email)
+			if gerr != nil {
+				return res, fmt.Errorf("load existing user: %w", gerr)
+			}
+			if _, gerr := core.Store.GrantRole(ctx, existing.ID, top.Name); gerr != nil {
+				return res, fmt.Errorf("grant %s: %w", top.Name, gerr)
+			}
+			res.User = existing
+			core.Audit.Record(ctx, store.AuditEvent{Action: "role.granted", Outcome: store.OutcomeSuccess, TargetID: existing.ID,
+				Details: map[string]string{"role": top.Name, "via": "bootstrap"}})
+			return res, nil
+		}
+		return res, fmt.Errorf("create %s: %w", top.Name, err)
+	}
+	res.User = u
+	core.Audit.Record(ctx, store.AuditEvent{Action: "user.created", Outcome: store.OutcomeSuccess, TargetID: u.ID,
+		Details: map[string]string{"role": top.Name, "via": "bootstrap"}})
+	return res, nil
+}

@@ -1,0 +1,160 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/token"
+)
+
+// KeySource is the published key set, served from memory.
+type KeySource interface {
+	// JWKS returns the cached JWKS document and its strong ETag.
+	JWKS() (body []byte, etag string)
+	// SigningAlgs lists the algorithms of the published keys.
+	SigningAlgs() []string
+}
+
+// DiscoveryOptions describe what the discovery document advertises.
+type DiscoveryOptions struct {
+	Issuer       string
+	JWKSMaxAge   time.Duration
+	Registration bool
+}
+
+// discovery serves the JWKS and the metadata documents from cached bytes:
+// no database round trip and no allocation per request beyond writing them.
+type discovery struct {
+	keys     KeySource
+	opts     DiscoveryOptions
+	cacheCtl []string
+	state    atomic.Pointer[discoveryState]
+}
+
+type discoveryState struct {
+	jwksETag string
+	jwks     []byte
+	etagHdr  []string
+	metadata []byte
+	metaETag []string
+}
+
+// strongETag is a quoted SHA-256 prefix of the body.
+func strongETag(body []byte) string {
+	sum := sha256.Sum256(body)
+	return `"` + hex.EncodeToString(sum[:16]) + `"`
+}
+
+var (
+	contentTypeJSON = []string{"application/json"}
+	noCacheMeta     = []string{"public, max-age=300"}
+)
+
+// MountDiscovery mounts /.well-known/jwks.json and the RFC 8414 / OIDC
+// Discovery metadata documents.
+func (s *Server) MountDiscovery(keys KeySource, opts DiscoveryOptions) {
+	d := &discovery{keys: keys, opts: opts,
+		cacheCtl: []string{"public, max-age=" + strconv.Itoa(int(opts.JWKSMaxAge.Seconds()))}}
+	s.echo.GET("/.well-known/jwks.json", d.serveJWKS)
+	s.echo.GET("/.well-known/openid-configuration", d.serveMetadata)
+	s.echo.GET("/.well-known/oauth-authorization-server", d.serveMetadata)
+}
+
+// current returns the cached documents, rebuilding them only when the key set changed.
+func (d *discovery) current() *discoveryState {
+	body, etag := d.keys.JWKS()
+	st := d.state.Load()
+	if st != nil && st.jwksETag == etag {
+		return st
+	}
+	meta := d.metadata()
+	next := &discoveryState{jwksETag: etag, jwks: body, etagHdr: []string{etag}, metadata: meta,
+		metaETag: []string{strongETag(meta)}}
+	d.state.Store(next)
+	return next
+}
+
+func (d *discovery) serveJWKS(c echo.Context) error {
+	st := d.current()
+	h := c.Response().Header()
+	h["Cache-Control"] = d.cacheCtl
+	h["Etag"] = st.etagHdr
+	if match := c.Request().Header["If-None-Match"]; len(match) > 0 && etagMatches(match, st.jwksETag) {
+		c.Response().WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	h["Content-Type"] = contentTypeJSON
+	c.Response().WriteHeader(http.StatusOK)
+	_, err := c.Response().Write(st.jwks)
+	return err
+}
+
+func (d *discovery) serveMetadata(c echo.Context) error {
+	st := d.current()
+	h := c.Response().Header()
+	h["Cache-Control"] = noCacheMeta
+	h["Etag"] = st.metaETag
+	if match := c.Request().Header["If-None-Match"]; len(match) > 0 && etagMatches(match, st.metaETag[0]) {
+		c.Response().WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	h["Content-Type"] = contentTypeJSON
+	c.Response().WriteHeader(http.StatusOK)
+	_, err := c.Response().Write(st.metadata)
+	return err
+}
+
+// etagMatches implements If-None-Match's list and "*" (RFC 9110 §13.1.2).
+func etagMatches(values []string, etag string) bool {
+	for _, v := range values {
+		for v != "" {
+			var part string
+			part, v, _ = strings.Cut(v, ",")
+			part = strings.TrimSpace(part)
+			if part == "*" || part == etag || strings.TrimPrefix(part, "W/") == etag {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// metadata builds the RFC 8414 / OIDC Discovery document: only what the
+// server really supports.
+func (d *discovery) metadata() []byte {
+	iss := strings.TrimSuffix(d.opts.Issuer, "/")
+	algs := d.keys.SigningAlgs()
+	if len(algs) == 0 {
+		algs = []string{"RS256"}
+	}
+	m := map[string]any{
+		"issuer":                                        d.opts.Issuer,
+		"token_endpoint":                                iss + "/oauth2/token",
+		"jwks_uri":                                      iss + "/.well-known/jwks.json",
+		"revocation_endpoint":                           iss + "/oauth2/revoke",
+		"introspection_endpoint":                        iss + "/oauth2/introspect",
+		"userinfo_endpoint":                             iss + "/userinfo",
+		"response_types_supported":                      []string{},
+		"grant_types_supported":                         token.SupportedGrants,
+		"token_endpoint_auth_methods_supported":         []string{"client_secret_basic", "client_secret_post", "none"},
+		"revocation_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post", "none"},
+		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+		"scopes_supported":                              policy.OIDCScopes(),
+		"subject_types_supported":                       []string{"public"},
+		"id_token_signing_alg_values_supported":         algs,
+		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "sid", "email",
+			"email_verified", "name", "roles", "scope", "client_id", "jti"},
+		"service_documentation": iss + "/docs",
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
