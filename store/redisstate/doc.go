@@ -1,0 +1,18 @@
+// Package redisstate is the Redis implementation of store.TokenState (refresh
+// families with rotation and reuse detection, access-token revocation, user
+// cut-offs, rate-limit counters), shared by any number of server instances.
+//
+// Every check-and-set is one Lua script on one hash slot, so it is atomic on
+// a single server, under Sentinel and on Cluster. Times come from the caller
+// (RotateRequest.Now, Hit's now), never from Redis, so tests control them.
+// Every revocation is written to the durable store.RevocationLog before
+// Redis; when Redis comes back empty, the revocation set is rebuilt from the
+// log before any check answers, and refresh families that were lost fail
+// closed (RotateInvalid).
+//
+// It must never store a refresh token (only SHA-256 hashes and the caller's
+// sealed successor), never put a password or token in an error or log, never
+// answer "not revoked" from a revocation set that is not complete, and never
+// wait on Redis beyond the client's short timeouts: every Redis failure is
+// returned wrapping store.ErrUnavailable so callers fail closed.
+package redisstate

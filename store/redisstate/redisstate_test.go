@@ -1,0 +1,297 @@
+package redisstate
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/storetest"
+	"github.com/portcullis-auth/portcullis/store/testservers"
+)
+
+func TestMain(m *testing.M) { testservers.Main(m) }
+
+func testCtx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func openClient(t *testing.T, rawURL string) redis.UniversalClient {
+	t.Helper()
+	c, err := NewClient(rawURL)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// sharedState is a state on the shared Redis with a key prefix of its own.
+func sharedState(t *testing.T, log store.RevocationLog) (*State, redis.UniversalClient, string) {
+	t.Helper()
+	u, prefix := testservers.RedisURL(t)
+	c := openClient(t, u)
+	return New(c, Options{Prefix: prefix, Log: log}), c, prefix
+}
+
+func TestTokenStateConformance(t *testing.T) {
+	storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
+		st, _, _ := sharedState(t, nil)
+		return st
+	})
+}
+
+func hashOf(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+func family(id, user string, now time.Time) store.RefreshFamily {
+	return store.RefreshFamily{
+		ID: id, UserID: user, ClientID: "c", Scope: "openid", CreatedAt: now,
+		AbsoluteExpiry: now.Add(24 * time.Hour), IdleTTL: time.Hour,
+	}
+}
+
+func TestCreateFamily(t *testing.T) {
+	st, c, prefix := sharedState(t, nil)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	ctx := testCtx(t)
+	tests := []struct {
+		name    string
+		fam     store.RefreshFamily
+		hash    []byte
+		wantErr error // nil: any error
+		ok      bool
+	}{
+		{name: "ok/new", fam: family("s1", "u1", now), hash: hashOf("a"), ok: true},
+		{name: "fail/duplicate_id", fam: family("s1", "u2", now), hash: hashOf("b"), wantErr: store.ErrAlreadyExists},
+		{name: "fail/empty_id", fam: family("", "u1", now), hash: hashOf("c")},
+		{name: "fail/braces_in_id", fam: family("a}b", "u1", now), hash: hashOf("d")},
+		{name: "fail/empty_hash", fam: family("s2", "u1", now), hash: nil},
+		{name: "fail/already_expired", fam: func() store.RefreshFamily {
+			f := family("s3", "u1", now)
+			f.AbsoluteExpiry = now
+			return f
+		}(), hash: hashOf("e")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := st.CreateFamily(ctx, tc.fam, tc.hash)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("CreateFamily: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("CreateFamily succeeded, want an error")
+			}
+			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Fatalf("CreateFamily: %v, want %v", err, tc.wantErr)
+			}
+			if errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("a refused family is not an outage: %v", err)
+			}
+		})
+	}
+	// The duplicate did not overwrite the first family.
+	res, err := st.RotateRefresh(ctx, store.RotateRequest{FamilyID: "s1", PresentedHash: hashOf("a"), NextHash: hashOf("a2"), Now: now})
+	if err != nil || res.Outcome != store.RotateOK || res.Family.UserID != "u1" {
+		t.Fatalf("rotate first family: %+v, %v", res, err)
+	}
+	// The family key lives no longer than the session can (idle TTL 1h).
+	ttl, err := c.PTTL(ctx, prefix+"{s1}:fam").Result()
+	if err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("family key TTL %v (%v), want in (0, 1h]", ttl, err)
+	}
+	ttl, err = c.PTTL(ctx, prefix+"{u:u1}:sids").Result()
+	if err != nil || ttl < 23*time.Hour || ttl > 24*time.Hour {
+		t.Fatalf("user index TTL %v (%v), want about 24h", ttl, err)
+	}
+}
+
+func TestReuseRevocationLifetime(t *testing.T) {
+	st, c, prefix := sharedState(t, nil)
+	st.maxAT = 15 * time.Minute
+	ctx := testCtx(t)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	if err := st.CreateFamily(ctx, family("fam", "u", now), hashOf("t1")); err != nil {
+		t.Fatal(err)
+	}
+	rot := func(presented, next string) store.RotateOutcome {
+		res, err := st.RotateRefresh(ctx, store.RotateRequest{FamilyID: "fam", PresentedHash: hashOf(presented), NextHash: hashOf(next), Now: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Outcome
+	}
+	if o := rot("t1", "t2"); o != store.RotateOK {
+		t.Fatalf("rotate: %v", o)
+	}
+	if o := rot("t1", "t3"); o != store.RotateReuseDetected {
+		t.Fatalf("reuse: %v", o)
+	}
+	// The session's revocation lasts as long as its last access token can.
+	ttl, err := c.PTTL(ctx, prefix+"{rv}:sid:fam").Result()
+	if err != nil || ttl <= 14*time.Minute || ttl > 15*time.Minute {
+		t.Fatalf("session revocation TTL %v (%v), want about 15m", ttl, err)
+	}
+	// The sealed successor is not kept after revocation.
+	if n, err := c.HExists(ctx, prefix+"{fam}:fam", "sealed").Result(); err != nil || n {
+		t.Fatalf("sealed successor kept after revocation (%v)", err)
+	}
+}
+
+func TestHitRejectsTinyWindow(t *testing.T) {
+	st, _, _ := sharedState(t, nil)
+	if _, _, err := st.Hit(testCtx(t), "k", time.Microsecond, time.Now()); err == nil {
+		t.Fatal("Hit with a window under 1ms succeeded")
+	}
+}
+
+// TestRedisDown stops a private Redis: every call fails with
+// store.ErrUnavailable within 2 s, and the same client works again once
+// Redis is back.
+func TestRedisDown(t *testing.T) {
+	rd := testservers.NewRedis(t)
+	c := openClient(t, rd.URL())
+	st := New(c, Options{Prefix: "pc:"})
+	ctx := testCtx(t)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	if err := st.CreateFamily(ctx, family("f1", "u", now), hashOf("t1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "j"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"fail/ping", func() error { return st.Ping(ctx) }},
+		{"fail/create_family", func() error { return st.CreateFamily(ctx, family("f2", "u", now), hashOf("x")) }},
+		{"fail/rotate", func() error {
+			res, err := st.RotateRefresh(ctx, store.RotateRequest{FamilyID: "f1", PresentedHash: hashOf("t1"), NextHash: hashOf("t2"), Now: now})
+			if err == nil && res.Outcome == store.RotateOK {
+				t.Errorf("rotation succeeded with Redis down")
+			}
+			return err
+		}},
+		{"fail/is_revoked", func() error {
+			revoked, err := st.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "j"})
+			if err != nil && !revoked {
+				t.Errorf("failed check does not fail closed")
+			}
+			return err
+		}},
+		{"fail/revoke_access_token", func() error { return st.RevokeAccessToken(ctx, "j", now.Add(time.Hour)) }},
+		{"fail/revoke_family", func() error { return st.RevokeFamily(ctx, "f1", now) }},
+		{"fail/revoke_user", func() error { return st.RevokeUserSessions(ctx, "u", now) }},
+		{"fail/hit", func() error { _, _, err := st.Hit(ctx, "k", time.Minute, now); return err }},
+		{"fail/reset_counter", func() error { return st.ResetCounter(ctx, "k") }},
+	}
+	for _, tc := range calls {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			err := tc.call()
+			if took := time.Since(start); took > 2*time.Second {
+				t.Fatalf("took %v with Redis down, want under 2s", took)
+			}
+			if !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("error %v, want one wrapping store.ErrUnavailable", err)
+			}
+		})
+	}
+	if err := rd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Ping(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("client did not recover after Redis restarted")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The restarted Redis is empty: the lost family fails closed, new state works.
+	res, err := st.RotateRefresh(ctx, store.RotateRequest{FamilyID: "f1", PresentedHash: hashOf("t1"), NextHash: hashOf("t2"), Now: now})
+	if err != nil || res.Outcome != store.RotateInvalid {
+		t.Fatalf("lost family after restart: %+v, %v; want RotateInvalid", res, err)
+	}
+	if err := st.CreateFamily(ctx, family("f3", "u", now), hashOf("n1")); err != nil {
+		t.Fatalf("CreateFamily after restart: %v", err)
+	}
+	if n, _, err := st.Hit(ctx, "k", time.Minute, now); err != nil || n != 1 {
+		t.Fatalf("Hit after restart: %d, %v", n, err)
+	}
+	if revoked, err := st.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "j"}); err != nil || revoked {
+		t.Fatalf("check after restart: %v, %v", revoked, err)
+	}
+}
+
+// TestRedisHung points the state at a server that accepts connections and
+// never answers: calls fail with store.ErrUnavailable within 2 s, never hang.
+func TestRedisHung(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	st := New(openClient(t, "redis://"+l.Addr().String()+"/0"), Options{})
+	ctx := context.Background() // no deadline: the client's timeouts must bound the calls
+	now := time.Now()
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"fail/ping", func() error { return st.Ping(ctx) }},
+		{"fail/rotate", func() error {
+			_, err := st.RotateRefresh(ctx, store.RotateRequest{FamilyID: "f", PresentedHash: hashOf("a"), NextHash: hashOf("b"), Now: now})
+			return err
+		}},
+		{"fail/is_revoked", func() error { _, err := st.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "j"}); return err }},
+		{"fail/hit", func() error { _, _, err := st.Hit(ctx, "k", time.Minute, now); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			err := tc.call()
+			if took := time.Since(start); took > 2*time.Second {
+				t.Fatalf("took %v against a hung Redis, want under 2s", took)
+			}
+			if !errors.Is(err, store.ErrUnavailable) {
+				t.Fatalf("error %v, want one wrapping store.ErrUnavailable", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,159 @@
+package redisstate
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts below are each one atomic check-and-set. Every script
+// touches keys of a single hash slot only (see the key layout in state.go).
+// Times are Unix milliseconds passed in by the caller, never Redis TIME, and
+// every number written back is formatted with %d so none is rounded.
+
+// createFamilyScript: KEYS fam; ARGV user, client, scope, requested scope,
+// created, absolute expiry, idle ttl, idle expiry (0 = none), first hash, key ttl.
+// Returns 1, or 0 when the family already exists.
+var createFamilyScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'u', ARGV[1], 'c', ARGV[2], 's', ARGV[3], 'rs', ARGV[4],
+  'ca', ARGV[5], 'ax', ARGV[6], 'it', ARGV[7], 'ix', ARGV[8], 'cur', ARGV[9], 'rv', '0')
+redis.call('PEXPIRE', KEYS[1], ARGV[10])
+return 1
+`)
+
+// indexSessionScript: KEYS user index; ARGV sid, ttl ms. Adds the session and
+// never shortens the index's lifetime.
+var indexSessionScript = redis.NewScript(`
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+`)
+
+// Rotation outcomes as the rotate script reports them (same values as
+// store.RotateOutcome).
+const (
+	scriptInvalid = 0
+	scriptOK      = 1
+	scriptGrace   = 2
+	scriptReuse   = 3
+)
+
+// rotateScript: KEYS fam, used; ARGV presented hash, next hash, next sealed,
+// now ms, grace ms. Returns {outcome} for invalid, otherwise
+// {outcome, user, client, scope, requested scope, created, abs expiry,
+// idle ttl[, sealed successor]}.
+var rotateScript = redis.NewScript(`
+local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
+  'u', 'c', 's', 'rs', 'ca')
+local cur = f[1]
+if not cur or f[7] == '1' then return {0} end
+local now = tonumber(ARGV[4])
+local ax, it, ix = tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
+if now >= ax then return {0} end
+if it > 0 and now >= ix then return {0} end
+local p = ARGV[1]
+if p == '' then return {0} end
+if p == cur then
+  local ttl = ax - now
+  local nix = 0
+  if it > 0 then
+    nix = now + it
+    if it < ttl then ttl = it end
+  end
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4], 'sealed', ARGV[3],
+    'ix', string.format('%d', nix))
+  redis.call('SADD', KEYS[2], cur)
+  redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
+  redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
+  return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5]}
+end
+local grace = tonumber(ARGV[5])
+if grace > 0 and f[2] and p == f[2] and now - tonumber(f[3]) < grace then
+  return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], f[8] or ''}
+end
+if redis.call('SISMEMBER', KEYS[2], p) == 1 then
+  redis.call('HSET', KEYS[1], 'rv', '1')
+  redis.call('HDEL', KEYS[1], 'sealed')
+  return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5]}
+end
+return {0}
+`)
+
+// revokeFamilyScript: KEYS fam. Marks the family revoked; returns 1 when the
+// family exists, 0 when it does not (expired or never created).
+var revokeFamilyScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'rv', '1')
+redis.call('HDEL', KEYS[1], 'sealed')
+return 1
+`)
+
+// userCutoffScript: KEYS user cut-off; ARGV cutoff ms, expiry ms. Keeps the
+// latest cut-off: an earlier one never moves it back.
+var userCutoffScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+return 1
+`)
+
+// checkScript: KEYS ready, jti, sid, user; ARGV check jti?, check sid?,
+// check user?, issued-at ms. Returns -1 when the revocation set is not
+// (re)built, 1 when revoked, 0 when not.
+var checkScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
+if ARGV[3] == '1' then
+  local c = redis.call('GET', KEYS[4])
+  if c and tonumber(ARGV[4]) <= tonumber(c) then return 1 end
+end
+return 0
+`)
+
+// generationScript: KEYS gen; ARGV candidate. Returns the generation of the
+// revocation set, creating it when Redis has none (it came back empty).
+var generationScript = redis.NewScript(`
+local g = redis.call('GET', KEYS[1])
+if g then return g end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+`)
+
+// rebuildScript: KEYS gen, ready, then one key per record; ARGV generation,
+// final ('1' sets the ready marker), then per record: kind ('u' user cut-off,
+// 'k' plain key), cut-off ms (user only, else empty), expiry ms.
+// Writes nothing and returns 0 when the generation changed (Redis lost its
+// data meanwhile), so a rebuild never marks a half-written set ready.
+var rebuildScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+for i = 3, #KEYS do
+  local a = 3 + (i - 3) * 3
+  local kind, cut, exp = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if kind == 'u' then
+    local cur = redis.call('GET', KEYS[i])
+    if not cur or tonumber(cur) < tonumber(cut) then
+      redis.call('SET', KEYS[i], cut, 'PXAT', exp)
+    end
+  else
+    redis.call('SET', KEYS[i], '1', 'PXAT', exp)
+  end
+end
+if ARGV[2] == '1' then redis.call('SET', KEYS[2], '1') end
+return 1
+`)
+
+// hitScript: KEYS counter; ARGV now ms, window ms. Fixed window starting at
+// the first hit after the previous window ended. Returns {count, reset in ms}.
+var hitScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'n', 'r')
+local now, w = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, r = tonumber(v[1]), tonumber(v[2])
+if not n or not r or now >= r then
+  n = 0
+  r = now + w
+end
+n = n + 1
+redis.call('HSET', KEYS[1], 'n', string.format('%d', n), 'r', string.format('%d', r))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', r - now))
+return {n, r - now}
+`)

@@ -1,0 +1,489 @@
+package redisstate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultPrefix            = "pc:"
+	DefaultMaxAccessTokenTTL = 24 * time.Hour
+)
+
+// rebuildBatch is how many revocation records one rebuild script writes.
+const rebuildBatch = 500
+
+// Options configure a State.
+type Options struct {
+	// Prefix starts every key (default "pc:"). Braces are removed from it:
+	// they would break the hash tags that keep each script on one slot.
+	Prefix string
+	// Log is the durable record of revocations: every revocation is written
+	// to it before Redis, and Redis is rebuilt from it when it comes back
+	// empty. Nil only in tests that do not exercise durability.
+	Log store.RevocationLog
+	// MaxAccessTokenTTL bounds the lifetime of any access token (default
+	// 24h); session and user revocations are kept this long after they are
+	// made, when no token they affect can still be valid.
+	MaxAccessTokenTTL time.Duration
+	// Now is the clock for the times the interface does not pass in (the
+	// revocation time of a jti, the rebuild's notion of "active"). Default
+	// time.Now.
+	Now func() time.Time
+}
+
+// State is the Redis token state. It is safe for concurrent use and for any
+// number of server instances sharing one Redis (single node, Sentinel or
+// Cluster).
+type State struct {
+	c      redis.UniversalClient
+	prefix string
+	log    store.RevocationLog
+	maxAT  time.Duration
+	now    func() time.Time
+
+	rebuildMu sync.Mutex // one rebuild at a time per instance
+}
+
+var _ store.TokenState = (*State)(nil)
+
+// New returns the token state on client with opts.
+func New(client redis.UniversalClient, opts Options) *State {
+	prefix := strings.NewReplacer("{", "", "}", "").Replace(opts.Prefix)
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	maxAT := opts.MaxAccessTokenTTL
+	if maxAT <= 0 {
+		maxAT = DefaultMaxAccessTokenTTL
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &State{c: client, prefix: prefix, log: opts.Log, maxAT: maxAT, now: now}
+}
+
+// Key layout. Keys a script touches together share a hash tag ({…}), so
+// every script runs on one Cluster slot:
+//
+//	<p>{<sid>}:fam       hash: one refresh family (user, client, scopes, times,
+//	                     current and previous token hash, sealed successor, revoked)
+//	<p>{<sid>}:used      set: hashes of the family's rotated tokens
+//	<p>{u:<uid>}:sids    set: the user's family ids
+//	<p>{rv}:jti:<jti>    revoked access token, until it expires
+//	<p>{rv}:sid:<sid>    revoked session, until its last access token expires
+//	<p>{rv}:user:<uid>   the user's cut-off (Unix ms), until tokens before it expire
+//	<p>{rv}:ready        the revocation set is complete (built or rebuilt)
+//	<p>{rv}:gen          generation of the revocation set (changes when Redis loses it)
+//	<p>rl:<key>          hash: rate-limit counter and its window end
+//
+// All revocation keys share one slot on purpose: if that slot's data is lost,
+// the ready marker goes with it, and the next check rebuilds before answering.
+func (s *State) famKey(sid string) string  { return s.prefix + "{" + sid + "}:fam" }
+func (s *State) usedKey(sid string) string { return s.prefix + "{" + sid + "}:used" }
+func (s *State) userSidsKey(uid string) string {
+	return s.prefix + "{u:" + uid + "}:sids"
+}
+func (s *State) jtiKey(jti string) string   { return s.prefix + "{rv}:jti:" + jti }
+func (s *State) sidKey(sid string) string   { return s.prefix + "{rv}:sid:" + sid }
+func (s *State) userKey(uid string) string  { return s.prefix + "{rv}:user:" + uid }
+func (s *State) readyKey() string           { return s.prefix + "{rv}:ready" }
+func (s *State) genKey() string             { return s.prefix + "{rv}:gen" }
+func (s *State) counterKey(k string) string { return s.prefix + "rl:" + k }
+
+// validFamilyID reports whether id can name a family: non-empty and without
+// braces, which would move its keys off their shared hash tag.
+func validFamilyID(id string) bool {
+	return id != "" && !strings.ContainsAny(id, "{}")
+}
+
+func unavailable(op string, err error) error {
+	return fmt.Errorf("redis token state: %s: %w: %w", op, store.ErrUnavailable, err)
+}
+
+func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+
+// CreateFamily implements store.TokenState. It fails with store.ErrAlreadyExists
+// when the id is taken.
+func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, firstHash []byte) error {
+	if !validFamilyID(fam.ID) {
+		return errors.New("redis token state: create family: invalid family id")
+	}
+	if len(firstHash) == 0 {
+		return errors.New("redis token state: create family: empty token hash")
+	}
+	created := fam.CreatedAt
+	if created.IsZero() {
+		created = s.now()
+	}
+	end := fam.AbsoluteExpiry
+	idleMS, idleExp := fam.IdleTTL.Milliseconds(), int64(0)
+	if idleMS > 0 {
+		idleExp = created.UnixMilli() + idleMS
+		if t := time.UnixMilli(idleExp); t.Before(end) {
+			end = t
+		}
+	}
+	ttl := end.UnixMilli() - created.UnixMilli()
+	if ttl <= 0 {
+		return errors.New("redis token state: create family: already expired")
+	}
+	// Index first: a RevokeUserSessions that starts after CreateFamily
+	// returns always finds the family.
+	if fam.UserID != "" {
+		life := fam.AbsoluteExpiry.UnixMilli() - created.UnixMilli()
+		if err := indexSessionScript.Run(ctx, s.c, []string{s.userSidsKey(fam.UserID)}, fam.ID, life).Err(); err != nil {
+			return unavailable("create family: index session", err)
+		}
+	}
+	n, err := createFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)},
+		fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
+		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl).Int64()
+	if err != nil {
+		return unavailable("create family", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("redis token state: create family: %w", store.ErrAlreadyExists)
+	}
+	return nil
+}
+
+// RotateRefresh implements store.TokenState. When it detects reuse it
+// revokes the session's access tokens too; should that durable write fail it
+// returns the RotateReuseDetected result together with the error (the
+// family is revoked either way).
+func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (store.RotateResult, error) {
+	if !validFamilyID(req.FamilyID) || len(req.PresentedHash) == 0 {
+		return store.RotateResult{Outcome: store.RotateInvalid}, nil
+	}
+	if len(req.NextHash) == 0 {
+		return store.RotateResult{}, errors.New("redis token state: rotate refresh: empty successor hash")
+	}
+	grace := req.Grace.Milliseconds()
+	if grace < 0 {
+		grace = 0
+	}
+	raw, err := rotateScript.Run(ctx, s.c, []string{s.famKey(req.FamilyID), s.usedKey(req.FamilyID)},
+		req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace).Slice()
+	if err != nil {
+		return store.RotateResult{}, unavailable("rotate refresh", err)
+	}
+	res, err := parseRotate(req.FamilyID, raw)
+	if err != nil {
+		return store.RotateResult{}, unavailable("rotate refresh", err)
+	}
+	if res.Outcome == store.RotateReuseDetected {
+		if err := s.revokeSessions(ctx, []string{req.FamilyID}, req.Now); err != nil {
+			return res, fmt.Errorf("rotate refresh: reuse detected: %w", err)
+		}
+	}
+	return res, nil
+}
+
+func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
+	if len(raw) == 0 {
+		return store.RotateResult{}, errors.New("empty script reply")
+	}
+	code, ok := raw[0].(int64)
+	if !ok {
+		return store.RotateResult{}, fmt.Errorf("unexpected script reply %T", raw[0])
+	}
+	if code == scriptInvalid {
+		return store.RotateResult{Outcome: store.RotateInvalid}, nil
+	}
+	if len(raw) < 8 {
+		return store.RotateResult{}, fmt.Errorf("short script reply (%d values)", len(raw))
+	}
+	str := make([]string, len(raw)-1)
+	for i, v := range raw[1:] {
+		sv, ok := v.(string)
+		if !ok {
+			return store.RotateResult{}, fmt.Errorf("unexpected script reply value %T", v)
+		}
+		str[i] = sv
+	}
+	var nums [3]int64
+	for i, sv := range str[4:7] {
+		n, err := strconv.ParseInt(sv, 10, 64)
+		if err != nil {
+			return store.RotateResult{}, fmt.Errorf("corrupt family time: %w", err)
+		}
+		nums[i] = n
+	}
+	res := store.RotateResult{Family: store.RefreshFamily{
+		ID:             sid,
+		UserID:         str[0],
+		ClientID:       str[1],
+		Scope:          str[2],
+		RequestedScope: str[3],
+		CreatedAt:      time.UnixMilli(nums[0]).UTC(),
+		AbsoluteExpiry: time.UnixMilli(nums[1]).UTC(),
+		IdleTTL:        time.Duration(nums[2]) * time.Millisecond,
+	}}
+	switch code {
+	case scriptOK:
+		res.Outcome = store.RotateOK
+	case scriptGrace:
+		if len(str) < 8 {
+			return store.RotateResult{}, errors.New("grace replay without successor")
+		}
+		res.Outcome = store.RotateGraceReplay
+		res.SuccessorSealed = []byte(str[7])
+	case scriptReuse:
+		res.Outcome = store.RotateReuseDetected
+	default:
+		return store.RotateResult{}, fmt.Errorf("unknown rotation outcome %d", code)
+	}
+	return res, nil
+}
+
+// record writes revocations to the durable log (when there is one).
+func (s *State) record(ctx context.Context, revs []store.Revocation) error {
+	if s.log == nil {
+		return nil
+	}
+	if err := s.log.RecordRevocations(ctx, revs); err != nil {
+		return fmt.Errorf("redis token state: record revocations: %w: %w", store.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// revokeSessions revokes the access tokens of the sessions: durable record
+// first, then Redis. Should the durable write fail, Redis is still written
+// (the revocation holds until Redis loses its data) and the error returned.
+func (s *State) revokeSessions(ctx context.Context, sids []string, now time.Time) error {
+	logErr := s.recordSessions(ctx, sids, now)
+	return errors.Join(logErr, s.writeSessions(ctx, sids, now))
+}
+
+func (s *State) recordSessions(ctx context.Context, sids []string, now time.Time) error {
+	revs := make([]store.Revocation, len(sids))
+	for i, sid := range sids {
+		revs[i] = store.Revocation{Kind: store.RevokedSession, Value: sid, At: now, ExpiresAt: now.Add(s.maxAT)}
+	}
+	return s.record(ctx, revs)
+}
+
+func (s *State) writeSessions(ctx context.Context, sids []string, now time.Time) error {
+	for _, sid := range sids {
+		if err := s.setUntil(ctx, s.sidKey(sid), now.Add(s.maxAT)); err != nil {
+			return unavailable("revoke session", err)
+		}
+	}
+	return nil
+}
+
+// setUntil sets a revocation key that expires at exp (millisecond precision).
+func (s *State) setUntil(ctx context.Context, key string, exp time.Time) error {
+	return s.c.Do(ctx, "SET", key, "1", "PXAT", exp.UnixMilli()).Err()
+}
+
+// RevokeFamily implements store.TokenState. The session's access tokens are
+// revoked even when the family is unknown (its state may have been lost).
+func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time) error {
+	if familyID == "" {
+		return nil
+	}
+	logErr := s.recordSessions(ctx, []string{familyID}, now)
+	if validFamilyID(familyID) {
+		if err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(familyID)}).Err(); err != nil {
+			return errors.Join(logErr, unavailable("revoke family", err))
+		}
+	}
+	return errors.Join(logErr, s.writeSessions(ctx, []string{familyID}, now))
+}
+
+// RevokeUserSessions implements store.TokenState. The cut-off is recorded
+// durably first; then every family in the user's index is marked revoked.
+func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff time.Time) error {
+	if userID == "" {
+		return errors.New("redis token state: revoke user sessions: empty user id")
+	}
+	exp := cutoff.Add(s.maxAT)
+	logErr := s.record(ctx, []store.Revocation{{Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: exp}})
+	if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(userID)}, cutoff.UnixMilli(), exp.UnixMilli()).Err(); err != nil {
+		return errors.Join(logErr, unavailable("revoke user sessions: cut-off", err))
+	}
+	sids, err := s.c.SMembers(ctx, s.userSidsKey(userID)).Result()
+	if err != nil {
+		return errors.Join(logErr, unavailable("revoke user sessions: list sessions", err))
+	}
+	var stale []interface{}
+	for _, sid := range sids {
+		if !validFamilyID(sid) {
+			continue
+		}
+		n, err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(sid)}).Int64()
+		if err != nil {
+			return errors.Join(logErr, unavailable("revoke user sessions: revoke family", err))
+		}
+		if n == 0 {
+			stale = append(stale, sid)
+		}
+	}
+	if len(stale) > 0 {
+		// Families that expired: drop them from the index (best effort).
+		_ = s.c.SRem(ctx, s.userSidsKey(userID), stale...).Err()
+	}
+	return logErr
+}
+
+// RevokeAccessToken implements store.TokenState.
+func (s *State) RevokeAccessToken(ctx context.Context, jti string, expiresAt time.Time) error {
+	if jti == "" {
+		return errors.New("redis token state: revoke access token: empty jti")
+	}
+	now := s.now()
+	if !expiresAt.After(now) {
+		return nil // already expired: nothing to deny
+	}
+	logErr := s.record(ctx, []store.Revocation{{Kind: store.RevokedJTI, Value: jti, At: now, ExpiresAt: expiresAt}})
+	if err := s.setUntil(ctx, s.jtiKey(jti), expiresAt); err != nil {
+		return errors.Join(logErr, unavailable("revoke access token", err))
+	}
+	return logErr
+}
+
+// IsAccessTokenRevoked implements store.TokenState. When Redis has lost the
+// revocation set (restart without persistence, FLUSHALL) it is rebuilt from
+// the durable log before the first answer.
+func (s *State) IsAccessTokenRevoked(ctx context.Context, ref store.AccessTokenRef) (bool, error) {
+	keys := []string{s.readyKey(), s.jtiKey(ref.JTI), s.sidKey(ref.SID), s.userKey(ref.UserID)}
+	args := []interface{}{flag(ref.JTI != ""), flag(ref.SID != ""), flag(ref.UserID != ""), ref.IssuedAt.UnixMilli()}
+	for attempt := 0; attempt < 3; attempt++ {
+		n, err := checkScript.Run(ctx, s.c, keys, args...).Int64()
+		if err != nil {
+			return true, unavailable("check revocation", err)
+		}
+		if n >= 0 {
+			return n == 1, nil
+		}
+		if err := s.rebuild(ctx); err != nil {
+			return true, err
+		}
+	}
+	return true, unavailable("check revocation", errors.New("revocation set lost again during rebuild"))
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// rebuild restores the revocation set from the durable log and marks it
+// ready. Concurrent rebuilds (here or on other instances) write the same
+// records; a rebuild whose Redis lost its data meanwhile writes nothing
+// more, leaves the set unmarked, and is retried by the caller.
+func (s *State) rebuild(ctx context.Context) error {
+	s.rebuildMu.Lock()
+	defer s.rebuildMu.Unlock()
+	ready, err := s.c.Exists(ctx, s.readyKey()).Result()
+	if err != nil {
+		return unavailable("rebuild revocations", err)
+	}
+	if ready == 1 {
+		return nil // another caller finished a rebuild meanwhile
+	}
+	gen, err := generationScript.Run(ctx, s.c, []string{s.genKey()}, randomToken()).Text()
+	if err != nil {
+		return unavailable("rebuild revocations", err)
+	}
+	now := s.now()
+	var revs []store.Revocation
+	if s.log != nil {
+		revs, err = s.log.ActiveRevocations(ctx, now)
+		if err != nil {
+			return fmt.Errorf("redis token state: rebuild revocations: %w: %w", store.ErrUnavailable, err)
+		}
+	}
+	live := revs[:0:0]
+	for _, r := range revs {
+		if r.ExpiresAt.After(now) {
+			live = append(live, r)
+		}
+	}
+	for start := 0; ; start += rebuildBatch {
+		end := min(start+rebuildBatch, len(live))
+		final := end == len(live)
+		keys := []string{s.genKey(), s.readyKey()}
+		args := []interface{}{gen, flag(final)}
+		for _, r := range live[start:end] {
+			switch r.Kind {
+			case store.RevokedJTI:
+				keys = append(keys, s.jtiKey(r.Value))
+				args = append(args, "k", "", r.ExpiresAt.UnixMilli())
+			case store.RevokedSession:
+				keys = append(keys, s.sidKey(r.Value))
+				args = append(args, "k", "", r.ExpiresAt.UnixMilli())
+			case store.RevokedUser:
+				keys = append(keys, s.userKey(r.Value))
+				args = append(args, "u", r.At.UnixMilli(), r.ExpiresAt.UnixMilli())
+			default:
+				return fmt.Errorf("redis token state: rebuild revocations: unknown kind %q", r.Kind)
+			}
+		}
+		n, err := rebuildScript.Run(ctx, s.c, keys, args...).Int64()
+		if err != nil {
+			return unavailable("rebuild revocations", err)
+		}
+		if n == 0 || final {
+			// n == 0: Redis lost its data during the rebuild; the caller
+			// sees no ready marker and rebuilds again.
+			return nil
+		}
+	}
+}
+
+func randomToken() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Hit implements store.TokenState with a fixed window that starts at the
+// first hit after the previous window ended; the window is judged by now,
+// not by Redis's clock.
+func (s *State) Hit(ctx context.Context, key string, window time.Duration, now time.Time) (int64, time.Duration, error) {
+	if window < time.Millisecond {
+		return 0, 0, errors.New("redis token state: hit: window shorter than 1ms")
+	}
+	raw, err := hitScript.Run(ctx, s.c, []string{s.counterKey(key)}, now.UnixMilli(), window.Milliseconds()).Int64Slice()
+	if err != nil {
+		return 0, 0, unavailable("hit", err)
+	}
+	if len(raw) != 2 {
+		return 0, 0, unavailable("hit", fmt.Errorf("unexpected script reply %v", raw))
+	}
+	return raw[0], time.Duration(raw[1]) * time.Millisecond, nil
+}
+
+// ResetCounter implements store.TokenState.
+func (s *State) ResetCounter(ctx context.Context, key string) error {
+	if err := s.c.Del(ctx, s.counterKey(key)).Err(); err != nil {
+		return unavailable("reset counter", err)
+	}
+	return nil
+}
+
+// Ping implements store.TokenState.
+func (s *State) Ping(ctx context.Context) error {
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
