@@ -168,7 +168,7 @@ func (m *Manager) Init(ctx context.Context) error {
 			return fmt.Errorf("init signing keys: load: %w", err)
 		}
 		active, next := findCurrent(recs)
-		now := m.now()
+		now := m.clock()
 		switch {
 		case active == nil && next == nil:
 			if len(recs) > 0 {
@@ -364,7 +364,7 @@ func (m *Manager) rotateLocked(ctx context.Context, force, onlyIfDue bool) (Rota
 		return Rotation{}, fmt.Errorf("rotate signing keys: load: %w", err)
 	}
 	active, next := findCurrent(recs)
-	now := m.now()
+	now := m.clock()
 	if onlyIfDue && active != nil && active.ActivatedAt != nil && now.Before(active.ActivatedAt.Add(m.cfg.RotationInterval)) {
 		return Rotation{}, errNotDue
 	}
@@ -457,7 +457,7 @@ func (m *Manager) revokeOnce(ctx context.Context, kid string) (Revocation, error
 	if target == nil {
 		return Revocation{}, fmt.Errorf("revoke signing key %s: %w", kid, ErrKeyNotFound)
 	}
-	now := m.now()
+	now := m.clock()
 	rev := Revocation{PreviousState: target.State}
 	if target.State == store.KeyRevoked {
 		rev.Revoked = m.info(*target, now)
@@ -566,7 +566,7 @@ func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list signing keys: %w", err)
 	}
-	now := m.now()
+	now := m.clock()
 	out := make([]KeyInfo, len(recs))
 	for i, rec := range recs {
 		out[i] = m.info(rec, now)
@@ -658,6 +658,10 @@ func (m *Manager) ActiveKID() string {
 	}
 	return s.active.key.kid
 }
+
+// clock returns the time of a change as the store keeps it (UTC, microseconds),
+// so the records returned equal the records stored.
+func (m *Manager) clock() time.Time { return m.now().UTC().Truncate(time.Microsecond) }
 
 func (m *Manager) newRecord(state store.KeyState, now time.Time) (store.SigningKey, error) {
 	pk, err := Generate(m.cfg.Alg, m.cfg.RSABits)
