@@ -94,7 +94,7 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("migrate: %w", classify(err))
+		return nil, fmt.Errorf("migrate: %w", WrapUnavailable(err))
 	}
 	return applied, nil
 }
@@ -106,13 +106,13 @@ func (s *Store) MigrationStatus(ctx context.Context) ([]MigrationStatus, error) 
 	db := s.db.WithContext(ctx)
 	exists, err := s.hasMigrationsTable(db)
 	if err != nil {
-		return nil, fmt.Errorf("migration status: %w", classify(err))
+		return nil, fmt.Errorf("migration status: %w", WrapUnavailable(err))
 	}
 	done := map[int]schemaMigration{}
 	if exists {
 		done, err = appliedMigrations(db)
 		if err != nil {
-			return nil, fmt.Errorf("migration status: %w", classify(err))
+			return nil, fmt.Errorf("migration status: %w", WrapUnavailable(err))
 		}
 	}
 	var out []MigrationStatus

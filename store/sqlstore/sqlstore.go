@@ -108,7 +108,7 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 		TranslateError:         false,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open %s database: %w", s.dialect, classify(err))
+		return nil, fmt.Errorf("open %s database: %w", s.dialect, WrapUnavailable(err))
 	}
 	s.db = db
 	sqlDB, err := db.DB()
@@ -330,8 +330,10 @@ func isUnavailable(err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// classify wraps connection failures with store.ErrUnavailable.
-func classify(err error) error {
+// WrapUnavailable wraps an error meaning the database could not be reached
+// (connection refused or lost, server shutting down) with
+// store.ErrUnavailable; other errors come back unchanged.
+func WrapUnavailable(err error) error {
 	if err == nil || errors.Is(err, store.ErrUnavailable) {
 		return err
 	}
@@ -358,5 +360,5 @@ func mapErr(what string, err error) error {
 	case IsUniqueViolation(err):
 		return fmt.Errorf("%s: %w", what, store.ErrAlreadyExists)
 	}
-	return fmt.Errorf("%s: %w", what, classify(err))
+	return fmt.Errorf("%s: %w", what, WrapUnavailable(err))
 }

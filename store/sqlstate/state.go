@@ -1,0 +1,544 @@
+package sqlstate
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/sqlstore"
+)
+
+// DefaultMaxAccessTokenTTL is the default bound on any access token's
+// lifetime: session and user revocations are kept this long.
+const DefaultMaxAccessTokenTTL = 24 * time.Hour
+
+// rotateAttempts bounds how often RotateRefresh re-reads a family after
+// losing a compare-and-swap inside one transaction.
+const rotateAttempts = 3
+
+// State is the SQL token state and revocation log. It is safe for concurrent
+// use and for any number of processes sharing the database.
+type State struct {
+	db    *gorm.DB
+	maxAT time.Duration
+	now   func() time.Time
+}
+
+var (
+	_ store.TokenState    = (*State)(nil)
+	_ store.RevocationLog = (*State)(nil)
+)
+
+// Option configures New.
+type Option func(*State)
+
+// WithMaxAccessTokenTTL sets the bound on any access token's lifetime
+// (default 24h): a session or user revocation is kept this long after it is
+// made, when no access token it affects can still be valid. It must be at
+// least the longest access-token lifetime of any client.
+func WithMaxAccessTokenTTL(d time.Duration) Option {
+	return func(s *State) {
+		if d > 0 {
+			s.maxAT = d
+		}
+	}
+}
+
+// WithClock sets the clock for the times the interface does not pass in
+// (when a jti was revoked, a family's creation when unset). Default time.Now.
+func WithClock(now func() time.Time) Option {
+	return func(s *State) {
+		if now != nil {
+			s.now = now
+		}
+	}
+}
+
+// New returns the token state on db, the handle of a migrated sqlstore.Store
+// (sqlstore.Store.DB()).
+func New(db *gorm.DB, opts ...Option) *State {
+	s := &State{db: db, maxAT: DefaultMaxAccessTokenTTL, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// ms normalises a time to what the state keeps: UTC, millisecond precision.
+func ms(t time.Time) time.Time {
+	return time.UnixMilli(t.UnixMilli()).UTC()
+}
+
+func msPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := ms(*t)
+	return &v
+}
+
+// dbErr wraps a database error with context, marking unreachable databases
+// with store.ErrUnavailable.
+func dbErr(what string, err error) error {
+	return fmt.Errorf("sql token state: %s: %w", what, sqlstore.WrapUnavailable(err))
+}
+
+type familyRow struct {
+	ID              string     `gorm:"column:id;primaryKey"`
+	UserID          string     `gorm:"column:user_id"`
+	ClientID        string     `gorm:"column:client_id"`
+	Scope           string     `gorm:"column:scope"`
+	RequestedScope  string     `gorm:"column:requested_scope"`
+	CreatedAt       time.Time  `gorm:"column:created_at;autoCreateTime:false"`
+	AbsoluteExpiry  time.Time  `gorm:"column:absolute_expiry"`
+	IdleTTLMS       int64      `gorm:"column:idle_ttl_ms"`
+	IdleExpiresAt   time.Time  `gorm:"column:idle_expires_at"`
+	CurrentHash     []byte     `gorm:"column:current_hash"`
+	PrevHash        []byte     `gorm:"column:prev_hash"`
+	RotatedAt       *time.Time `gorm:"column:rotated_at"`
+	SuccessorSealed []byte     `gorm:"column:successor_sealed"`
+	GraceUntil      *time.Time `gorm:"column:grace_until"`
+	RevokedAt       *time.Time `gorm:"column:revoked_at"`
+}
+
+func (familyRow) TableName() string { return "refresh_families" }
+
+func (r familyRow) toFamily() store.RefreshFamily {
+	return store.RefreshFamily{
+		ID:             r.ID,
+		UserID:         r.UserID,
+		ClientID:       r.ClientID,
+		Scope:          r.Scope,
+		RequestedScope: r.RequestedScope,
+		CreatedAt:      ms(r.CreatedAt),
+		AbsoluteExpiry: ms(r.AbsoluteExpiry),
+		IdleTTL:        time.Duration(r.IdleTTLMS) * time.Millisecond,
+	}
+}
+
+type usedTokenRow struct {
+	FamilyID  string    `gorm:"column:family_id;primaryKey"`
+	TokenHash []byte    `gorm:"column:token_hash;primaryKey"`
+	UsedAt    time.Time `gorm:"column:used_at"`
+}
+
+func (usedTokenRow) TableName() string { return "refresh_used_tokens" }
+
+type revocationRow struct {
+	Kind      string    `gorm:"column:kind;primaryKey"`
+	Value     string    `gorm:"column:value;primaryKey"`
+	At        time.Time `gorm:"column:at"`
+	ExpiresAt time.Time `gorm:"column:expires_at"`
+}
+
+func (revocationRow) TableName() string { return "token_revocations" }
+
+// idleExpiry is when a token issued at t expires unused.
+func idleExpiry(t time.Time, idleTTL time.Duration, absolute time.Time) time.Time {
+	if idleTTL <= 0 {
+		return absolute
+	}
+	return ms(t.Add(idleTTL))
+}
+
+// CreateFamily implements store.TokenState. A family id in use is
+// store.ErrAlreadyExists.
+func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, firstHash []byte) error {
+	if fam.ID == "" || len(firstHash) == 0 || fam.AbsoluteExpiry.IsZero() {
+		return errors.New("sql token state: create family: id, first hash and absolute expiry are required")
+	}
+	created := fam.CreatedAt
+	if created.IsZero() {
+		created = s.now()
+	}
+	row := familyRow{
+		ID:             fam.ID,
+		UserID:         fam.UserID,
+		ClientID:       fam.ClientID,
+		Scope:          fam.Scope,
+		RequestedScope: fam.RequestedScope,
+		CreatedAt:      ms(created),
+		AbsoluteExpiry: ms(fam.AbsoluteExpiry),
+		IdleTTLMS:      fam.IdleTTL.Milliseconds(),
+		IdleExpiresAt:  idleExpiry(created, fam.IdleTTL, ms(fam.AbsoluteExpiry)),
+		CurrentHash:    firstHash,
+	}
+	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
+		if sqlstore.IsUniqueViolation(err) {
+			return fmt.Errorf("sql token state: create family: %w", store.ErrAlreadyExists)
+		}
+		return dbErr("create family", err)
+	}
+	return nil
+}
+
+func hashEqual(a, b []byte) bool {
+	return len(a) > 0 && len(a) == len(b) && subtle.ConstantTimeCompare(a, b) == 1
+}
+
+// RotateRefresh implements store.TokenState. The presented token is checked
+// against the family's current, previous and earlier (used) hashes; a
+// rotation is a compare-and-swap on current_hash, so of any number of
+// concurrent presentations of one token across processes exactly one
+// rotates it. A family that is revoked or expired (Now at or past its
+// absolute expiry, or at or past its idle expiry) answers RotateInvalid for
+// every token.
+func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (store.RotateResult, error) {
+	if req.FamilyID == "" || len(req.PresentedHash) == 0 {
+		return store.RotateResult{Outcome: store.RotateInvalid}, nil
+	}
+	if len(req.NextHash) == 0 {
+		return store.RotateResult{}, errors.New("sql token state: rotate: next hash is required")
+	}
+	now := ms(req.Now)
+	var result store.RotateResult
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		for attempt := 0; attempt < rotateAttempts; attempt++ {
+			result = store.RotateResult{Outcome: store.RotateInvalid}
+			var f familyRow
+			if err := tx.Where("id = ?", req.FamilyID).Take(&f).Error; err != nil {
+				if errors.Is(err, gorm.ErrRecordNotFound) {
+					return nil
+				}
+				return fmt.Errorf("load family: %w", err)
+			}
+			if f.RevokedAt != nil || !now.Before(f.AbsoluteExpiry) || !now.Before(f.IdleExpiresAt) {
+				return nil
+			}
+			fam := f.toFamily()
+			switch {
+			case hashEqual(req.PresentedHash, f.CurrentHash):
+				won, err := s.casRotate(tx, f, req, now)
+				if err != nil {
+					return err
+				}
+				if !won {
+					continue // another rotation committed first: look again
+				}
+				result = store.RotateResult{Outcome: store.RotateOK, Family: fam}
+				return nil
+			case hashEqual(req.PresentedHash, f.PrevHash):
+				if req.Grace > 0 && f.RotatedAt != nil && f.SuccessorSealed != nil &&
+					now.Sub(ms(*f.RotatedAt)) < req.Grace {
+					result = store.RotateResult{Outcome: store.RotateGraceReplay, Family: fam, SuccessorSealed: f.SuccessorSealed}
+					return nil
+				}
+			default:
+				var n int64
+				err := tx.Model(&usedTokenRow{}).
+					Where("family_id = ? AND token_hash = ?", f.ID, req.PresentedHash).Count(&n).Error
+				if err != nil {
+					return fmt.Errorf("look up used token: %w", err)
+				}
+				if n == 0 {
+					return nil // not a token of this family: change nothing
+				}
+			}
+			// A token of this family that was already rotated, outside grace.
+			if err := s.revokeFamilyTx(tx, f.ID, now); err != nil {
+				return err
+			}
+			result = store.RotateResult{Outcome: store.RotateReuseDetected, Family: fam}
+			return nil
+		}
+		return errors.New("rotation kept losing to concurrent rotations")
+	})
+	if err != nil {
+		return store.RotateResult{}, dbErr("rotate refresh token", err)
+	}
+	return result, nil
+}
+
+// casRotate replaces the current hash if it is still the presented one and
+// records the presented hash as used. won is false when another rotation got
+// there first.
+func (s *State) casRotate(tx *gorm.DB, f familyRow, req store.RotateRequest, now time.Time) (won bool, err error) {
+	var sealed []byte
+	var graceUntil *time.Time
+	if req.Grace > 0 {
+		sealed = req.NextSealed
+		g := ms(now.Add(req.Grace))
+		graceUntil = &g
+	}
+	res := tx.Exec(`UPDATE refresh_families
+		SET current_hash = ?, prev_hash = ?, rotated_at = ?, successor_sealed = ?, grace_until = ?, idle_expires_at = ?
+		WHERE id = ? AND current_hash = ? AND revoked_at IS NULL`,
+		req.NextHash, req.PresentedHash, now, sealed, graceUntil,
+		idleExpiry(now, time.Duration(f.IdleTTLMS)*time.Millisecond, f.AbsoluteExpiry),
+		f.ID, req.PresentedHash)
+	if res.Error != nil {
+		return false, fmt.Errorf("rotate family: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return false, nil
+	}
+	err = tx.Exec(`INSERT INTO refresh_used_tokens (family_id, token_hash, used_at) VALUES (?, ?, ?)
+		ON CONFLICT (family_id, token_hash) DO NOTHING`, f.ID, req.PresentedHash, now).Error
+	if err != nil {
+		return false, fmt.Errorf("record used token: %w", err)
+	}
+	return true, nil
+}
+
+// revokeFamilyTx marks the family revoked, forgets its grace successor and
+// revokes the session's access tokens.
+func (s *State) revokeFamilyTx(tx *gorm.DB, familyID string, now time.Time) error {
+	err := tx.Exec(`UPDATE refresh_families SET revoked_at = ?, successor_sealed = NULL
+		WHERE id = ? AND revoked_at IS NULL`, now, familyID).Error
+	if err != nil {
+		return fmt.Errorf("revoke family: %w", err)
+	}
+	return upsertRevocation(tx, store.Revocation{
+		Kind: store.RevokedSession, Value: familyID, At: now, ExpiresAt: now.Add(s.maxAT),
+	})
+}
+
+// upsertRevocation records a revocation; for a record already there it keeps
+// the later At (a user cut-off never moves back) and the later ExpiresAt.
+func upsertRevocation(tx *gorm.DB, r store.Revocation) error {
+	err := tx.Exec(`INSERT INTO token_revocations (kind, value, at, expires_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (kind, value) DO UPDATE SET
+			at = CASE WHEN excluded.at > token_revocations.at THEN excluded.at ELSE token_revocations.at END,
+			expires_at = CASE WHEN excluded.expires_at > token_revocations.expires_at
+				THEN excluded.expires_at ELSE token_revocations.expires_at END`,
+		string(r.Kind), r.Value, ms(r.At), ms(r.ExpiresAt)).Error
+	if err != nil {
+		return fmt.Errorf("record %s revocation: %w", r.Kind, err)
+	}
+	return nil
+}
+
+// RevokeFamily implements store.TokenState. The session's access tokens are
+// revoked for MaxAccessTokenTTL even when the family is unknown.
+func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time) error {
+	if familyID == "" {
+		return nil
+	}
+	now = ms(now)
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error { return s.revokeFamilyTx(tx, familyID, now) })
+	if err != nil {
+		return dbErr("revoke family", err)
+	}
+	return nil
+}
+
+// RevokeUserSessions implements store.TokenState: every family of the user
+// that exists now is revoked (with its sid), and the user's access tokens
+// issued at or before cutoff (millisecond precision) are revoked until
+// cutoff + MaxAccessTokenTTL. A later cut-off replaces an earlier one; an
+// earlier one never moves it back.
+func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff time.Time) error {
+	if userID == "" {
+		return errors.New("sql token state: revoke user sessions: empty user id")
+	}
+	cutoff = ms(cutoff)
+	now := ms(s.now())
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		var ids []string
+		if err := tx.Model(&familyRow{}).Where("user_id = ? AND revoked_at IS NULL", userID).
+			Order("id").Pluck("id", &ids).Error; err != nil {
+			return fmt.Errorf("list sessions: %w", err)
+		}
+		at := cutoff
+		if now.After(at) {
+			at = now
+		}
+		for _, id := range ids {
+			if err := s.revokeFamilyTx(tx, id, at); err != nil {
+				return err
+			}
+		}
+		return upsertRevocation(tx, store.Revocation{
+			Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: cutoff.Add(s.maxAT),
+		})
+	})
+	if err != nil {
+		return dbErr("revoke user sessions", err)
+	}
+	return nil
+}
+
+// RevokeAccessToken implements store.TokenState.
+func (s *State) RevokeAccessToken(ctx context.Context, jti string, expiresAt time.Time) error {
+	if jti == "" {
+		return errors.New("sql token state: revoke access token: empty jti")
+	}
+	r := store.Revocation{Kind: store.RevokedJTI, Value: jti, At: s.now(), ExpiresAt: expiresAt}
+	if err := upsertRevocation(s.db.WithContext(ctx), r); err != nil {
+		return dbErr("revoke access token", err)
+	}
+	return nil
+}
+
+// IsAccessTokenRevoked implements store.TokenState with one query: the
+// token's jti, its session, or a user cut-off at or after its IssuedAt
+// (millisecond precision) revokes it.
+func (s *State) IsAccessTokenRevoked(ctx context.Context, ref store.AccessTokenRef) (bool, error) {
+	var conds []string
+	var args []any
+	if ref.JTI != "" {
+		conds = append(conds, "(kind = ? AND value = ?)")
+		args = append(args, string(store.RevokedJTI), ref.JTI)
+	}
+	if ref.SID != "" {
+		conds = append(conds, "(kind = ? AND value = ?)")
+		args = append(args, string(store.RevokedSession), ref.SID)
+	}
+	if ref.UserID != "" {
+		conds = append(conds, "(kind = ? AND value = ? AND at >= ?)")
+		args = append(args, string(store.RevokedUser), ref.UserID, ms(ref.IssuedAt))
+	}
+	if len(conds) == 0 {
+		return false, nil
+	}
+	var n int64
+	err := s.db.WithContext(ctx).Raw("SELECT count(*) FROM token_revocations WHERE "+strings.Join(conds, " OR "), args...).
+		Scan(&n).Error
+	if err != nil {
+		return false, dbErr("check access token revocation", err)
+	}
+	return n > 0, nil
+}
+
+// Hit implements store.TokenState with one atomic upsert: a window starts at
+// the first hit after the previous window ended and lasts window.
+func (s *State) Hit(ctx context.Context, key string, window time.Duration, now time.Time) (int64, time.Duration, error) {
+	if key == "" || window <= 0 {
+		return 0, 0, errors.New("sql token state: hit: key and a positive window are required")
+	}
+	nowMS := now.UnixMilli()
+	winMS := window.Milliseconds()
+	if winMS <= 0 {
+		winMS = 1
+	}
+	var out struct {
+		Hits        int64 `gorm:"column:hits"`
+		ExpiresAtMS int64 `gorm:"column:expires_at_ms"`
+	}
+	err := s.db.WithContext(ctx).Raw(`INSERT INTO rate_counters (counter_key, hits, window_start_ms, expires_at_ms)
+		VALUES (?, 1, ?, ?)
+		ON CONFLICT (counter_key) DO UPDATE SET
+			hits = CASE WHEN rate_counters.expires_at_ms <= excluded.window_start_ms
+				THEN 1 ELSE rate_counters.hits + 1 END,
+			window_start_ms = CASE WHEN rate_counters.expires_at_ms <= excluded.window_start_ms
+				THEN excluded.window_start_ms ELSE rate_counters.window_start_ms END,
+			expires_at_ms = CASE WHEN rate_counters.expires_at_ms <= excluded.window_start_ms
+				THEN excluded.expires_at_ms ELSE rate_counters.expires_at_ms END
+		RETURNING hits, expires_at_ms`, key, nowMS, nowMS+winMS).Scan(&out).Error
+	if err != nil {
+		return 0, 0, dbErr("count hit", err)
+	}
+	return out.Hits, time.Duration(out.ExpiresAtMS-nowMS) * time.Millisecond, nil
+}
+
+// ResetCounter implements store.TokenState.
+func (s *State) ResetCounter(ctx context.Context, key string) error {
+	if err := s.db.WithContext(ctx).Exec("DELETE FROM rate_counters WHERE counter_key = ?", key).Error; err != nil {
+		return dbErr("reset counter", err)
+	}
+	return nil
+}
+
+// Ping implements store.TokenState.
+func (s *State) Ping(ctx context.Context) error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return fmt.Errorf("sql token state: ping: %w", err)
+	}
+	if err := sqlDB.PingContext(ctx); err != nil {
+		return fmt.Errorf("sql token state: ping: %w: %w", store.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// RecordRevocations implements store.RevocationLog in one transaction.
+// Recording a revocation again keeps the later At and ExpiresAt.
+func (s *State) RecordRevocations(ctx context.Context, revs []store.Revocation) error {
+	if len(revs) == 0 {
+		return nil
+	}
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		for _, r := range revs {
+			if err := upsertRevocation(tx, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return dbErr("record revocations", err)
+	}
+	return nil
+}
+
+// ActiveRevocations implements store.RevocationLog: every revocation whose
+// ExpiresAt is after now.
+func (s *State) ActiveRevocations(ctx context.Context, now time.Time) ([]store.Revocation, error) {
+	var rows []revocationRow
+	if err := s.db.WithContext(ctx).Where("expires_at > ?", ms(now)).Order("kind, value").Find(&rows).Error; err != nil {
+		return nil, dbErr("list active revocations", err)
+	}
+	out := make([]store.Revocation, len(rows))
+	for i, r := range rows {
+		out[i] = store.Revocation{Kind: store.RevocationKind(r.Kind), Value: r.Value, At: ms(r.At), ExpiresAt: ms(r.ExpiresAt)}
+	}
+	return out, nil
+}
+
+// PurgeResult counts what Purge deleted or cleared.
+type PurgeResult struct {
+	Revocations int64 // expired revocation records
+	Counters    int64 // ended counter windows
+	Families    int64 // expired or revoked refresh families (with their used hashes)
+	Successors  int64 // grace-window successors past their window, cleared
+}
+
+// Purge deletes what can no longer matter at now: expired revocations, ended
+// counter windows, refresh families that are revoked or expired (their
+// tokens answer RotateInvalid either way; their sessions' access tokens stay
+// revoked by the sid records), and clears sealed successors whose grace
+// window has passed. Run it periodically; it is safe on many instances.
+func (s *State) Purge(ctx context.Context, now time.Time) (PurgeResult, error) {
+	now = ms(now)
+	var pr PurgeResult
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		pr = PurgeResult{}
+		res := tx.Exec("DELETE FROM token_revocations WHERE expires_at <= ?", now)
+		if res.Error != nil {
+			return fmt.Errorf("purge revocations: %w", res.Error)
+		}
+		pr.Revocations = res.RowsAffected
+		res = tx.Exec("DELETE FROM rate_counters WHERE expires_at_ms <= ?", now.UnixMilli())
+		if res.Error != nil {
+			return fmt.Errorf("purge counters: %w", res.Error)
+		}
+		pr.Counters = res.RowsAffected
+		const dead = "revoked_at IS NOT NULL OR absolute_expiry <= ? OR idle_expires_at <= ?"
+		res = tx.Exec("DELETE FROM refresh_used_tokens WHERE family_id IN (SELECT id FROM refresh_families WHERE "+dead+")", now, now)
+		if res.Error != nil {
+			return fmt.Errorf("purge used tokens: %w", res.Error)
+		}
+		res = tx.Exec("DELETE FROM refresh_families WHERE "+dead, now, now)
+		if res.Error != nil {
+			return fmt.Errorf("purge families: %w", res.Error)
+		}
+		pr.Families = res.RowsAffected
+		res = tx.Exec(`UPDATE refresh_families SET successor_sealed = NULL
+			WHERE successor_sealed IS NOT NULL AND (grace_until IS NULL OR grace_until <= ?)`, now)
+		if res.Error != nil {
+			return fmt.Errorf("clear grace successors: %w", res.Error)
+		}
+		pr.Successors = res.RowsAffected
+		return nil
+	})
+	if err != nil {
+		return PurgeResult{}, dbErr("purge", err)
+	}
+	return pr, nil
+}
