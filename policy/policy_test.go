@@ -228,6 +228,7 @@ func TestMatches(t *testing.T) {
 		{"fail/other action", []string{"projects:read"}, "projects:write", false},
 		{"fail/other resource wildcard", []string{"project:*"}, "projects:read", false},
 		{"fail/prefix resource wildcard", []string{"proj:*"}, "projects:read", false},
+		{"fail/resource wildcard without a colon", []string{"projects.*"}, "projects:read", false},
 		{"fail/longer resource wildcard", []string{"projectsx:*"}, "projects:read", false},
 		{"fail/none granted", nil, "projects:read", false},
 		{"fail/empty required", []string{"*"}, "", false},
