@@ -30,7 +30,7 @@ func TestParseScope(t *testing.T) {
 		{"fail/non-ascii", "café", nil, "café"},
 		{"fail/del", "a\x7f", nil, "a\x7f"},
 		{"fail/too long", strings.Repeat("a", MaxScopeLength+1), nil, ""},
-		{"fail/too many", manyScopes(MaxScopeTokens+1), nil, ""},
+		{"fail/too many", manyScopes(MaxScopeTokens + 1), nil, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
