@@ -11,9 +11,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/cryptobyte"
+	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // MaxTokenSize is the largest token Verify looks at; anything longer is
@@ -122,13 +124,14 @@ func (a *activeKey) signInput(input []byte) ([]byte, error) {
 		return sig, nil
 	case *ecdsa.PrivateKey:
 		h := sha256.Sum256(input)
-		r, s, err := ecdsa.Sign(rand.Reader, k, h[:])
+		der, err := ecdsa.SignASN1(rand.Reader, k, h[:])
 		if err != nil {
 			return nil, fmt.Errorf("sign: %w", err)
 		}
-		sig := make([]byte, es256SigLen)
-		r.FillBytes(sig[:es256SigLen/2])
-		s.FillBytes(sig[es256SigLen/2:])
+		sig, ok := derToRaw(der)
+		if !ok {
+			return nil, errors.New("sign: malformed ECDSA signature")
+		}
 		return sig, nil
 	case ed25519.PrivateKey:
 		return ed25519.Sign(k, input), nil
@@ -212,9 +215,7 @@ func (p *publicKey) verifySignature(input string, sig []byte) bool {
 			return false
 		}
 		h := sha256.Sum256([]byte(input))
-		r := new(big.Int).SetBytes(sig[:es256SigLen/2])
-		s := new(big.Int).SetBytes(sig[es256SigLen/2:])
-		return ecdsa.Verify(p.ec, h[:], r, s)
+		return ecdsa.VerifyASN1(p.ec, h[:], rawToDER(sig))
 	case AlgEdDSA:
 		if len(p.ed) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
 			return false
@@ -235,4 +236,53 @@ func typMatches(got, want string) bool {
 		want = want[len(prefix):]
 	}
 	return strings.EqualFold(got, want)
+}
+
+// derToRaw converts an ASN.1 ECDSA signature into the JWS form R || S, each
+// left-padded to 32 bytes (RFC 7518 §3.4).
+func derToRaw(der []byte) ([]byte, bool) {
+	var seq, r, s cryptobyte.String
+	in := cryptobyte.String(der)
+	if !in.ReadASN1(&seq, casn1.SEQUENCE) || !in.Empty() ||
+		!seq.ReadASN1(&r, casn1.INTEGER) || !seq.ReadASN1(&s, casn1.INTEGER) || !seq.Empty() {
+		return nil, false
+	}
+	out := make([]byte, es256SigLen)
+	for i, v := range []cryptobyte.String{r, s} {
+		for len(v) > 0 && v[0] == 0 {
+			v = v[1:]
+		}
+		if len(v) > es256SigLen/2 {
+			return nil, false
+		}
+		copy(out[(i+1)*es256SigLen/2-len(v):], v)
+	}
+	return out, true
+}
+
+// rawToDER converts a JWS ECDSA signature R || S into ASN.1 for VerifyASN1.
+func rawToDER(sig []byte) []byte {
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		addASN1Unsigned(b, sig[:es256SigLen/2])
+		addASN1Unsigned(b, sig[es256SigLen/2:])
+	})
+	der, err := b.Bytes()
+	if err != nil {
+		return nil
+	}
+	return der
+}
+
+// addASN1Unsigned adds a big-endian unsigned integer as a minimal ASN.1 INTEGER.
+func addASN1Unsigned(b *cryptobyte.Builder, v []byte) {
+	for len(v) > 1 && v[0] == 0 {
+		v = v[1:]
+	}
+	b.AddASN1(casn1.INTEGER, func(b *cryptobyte.Builder) {
+		if v[0]&0x80 != 0 {
+			b.AddUint8(0)
+		}
+		b.AddBytes(v)
+	})
 }

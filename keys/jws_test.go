@@ -330,3 +330,38 @@ func TestVerifyTypedMatching(t *testing.T) {
 		}
 	}
 }
+
+func TestECDSASignatureConversion(t *testing.T) {
+	raw := func(r0, s0 byte) []byte {
+		b := make([]byte, es256SigLen)
+		for i := range b {
+			b[i] = byte(i + 1)
+		}
+		b[0], b[32] = r0, s0
+		return b
+	}
+	small := make([]byte, es256SigLen)
+	small[31], small[63] = 1, 0x80
+	tests := []struct {
+		name string
+		sig  []byte
+	}{
+		{name: "ok/high-bit-set", sig: raw(0xff, 0x80)},
+		{name: "ok/leading-zero", sig: raw(0x00, 0x00)},
+		{name: "ok/low", sig: raw(0x01, 0x7f)},
+		{name: "ok/tiny-values", sig: small},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			back, ok := derToRaw(rawToDER(tt.sig))
+			if !ok || string(back) != string(tt.sig) {
+				t.Fatalf("round trip %x -> %x (%v)", tt.sig, back, ok)
+			}
+		})
+	}
+	for _, bad := range [][]byte{nil, {0x30, 0x00}, {0x30, 0x03, 0x02, 0x01, 0x01}, append(rawToDER(raw(1, 1)), 0)} {
+		if _, ok := derToRaw(bad); ok {
+			t.Errorf("derToRaw(%x) accepted", bad)
+		}
+	}
+}
