@@ -1,0 +1,313 @@
+package redisstate
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/sqlstate"
+	"github.com/portcullis-auth/portcullis/store/sqlstore"
+	"github.com/portcullis-auth/portcullis/store/storetest"
+	"github.com/portcullis-auth/portcullis/store/testservers"
+)
+
+// revocationLog is the product's durable log: sqlstate on a fresh,
+// migrated PostgreSQL database.
+func revocationLog(t *testing.T) (*sqlstate.State, *sqlstore.Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db, err := sqlstore.Open(ctx, testservers.PostgresURL(t))
+	if err != nil {
+		t.Fatalf("sqlstore.Open: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if _, err := db.Migrate(ctx); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	return sqlstate.New(db.DB()), db
+}
+
+// TestTokenStateConformanceWithLog runs the suite with the durable log
+// written through, as in production.
+func TestTokenStateConformanceWithLog(t *testing.T) {
+	log, _ := revocationLog(t)
+	storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
+		st, _, _ := sharedState(t, log)
+		return st
+	})
+}
+
+// durableFixture is a state on a private Redis with every kind of
+// revocation made, plus a live family.
+type durableFixture struct {
+	rd         *testservers.Redis
+	st         *State
+	log        store.RevocationLog
+	now        time.Time
+	cutoff     time.Time
+	revokedJTI string
+	liveTok    []byte // current token of the family that was alive
+	reusedTok  []byte // a rotated token of the family revoked by reuse
+}
+
+const (
+	fxUser       = "user-1"
+	fxOtherUser  = "user-2"
+	fxRevokedSID = "sid-revoked"
+	fxReusedSID  = "sid-reused"
+	fxLiveSID    = "sid-live"
+	fxUserSID    = "sid-of-user"
+)
+
+func newDurableFixture(t *testing.T) *durableFixture {
+	t.Helper()
+	ctx := testCtx(t)
+	log, _ := revocationLog(t)
+	rd := testservers.NewRedis(t)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	f := &durableFixture{
+		rd: rd, log: log, now: now, cutoff: now.Add(-time.Minute), revokedJTI: "jti-revoked",
+		st: New(openClient(t, rd.URL()), Options{Log: log, MaxAccessTokenTTL: time.Hour}),
+	}
+	st := f.st
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotate := func(sid string, presented, next []byte) store.RotateOutcome {
+		t.Helper()
+		res, err := st.RotateRefresh(ctx, store.RotateRequest{FamilyID: sid, PresentedHash: presented, NextHash: next, Now: now})
+		must(err)
+		return res.Outcome
+	}
+	must(st.RevokeAccessToken(ctx, f.revokedJTI, now.Add(30*time.Minute)))
+	must(st.CreateFamily(ctx, family(fxRevokedSID, fxOtherUser, now.Add(-time.Minute)), hashOf("r1")))
+	must(st.RevokeFamily(ctx, fxRevokedSID, now))
+	must(st.CreateFamily(ctx, family(fxReusedSID, fxOtherUser, now.Add(-time.Minute)), hashOf("u1")))
+	if o := rotate(fxReusedSID, hashOf("u1"), hashOf("u2")); o != store.RotateOK {
+		t.Fatalf("rotate: %v", o)
+	}
+	if o := rotate(fxReusedSID, hashOf("u1"), hashOf("u3")); o != store.RotateReuseDetected {
+		t.Fatalf("reuse: %v", o)
+	}
+	f.reusedTok = hashOf("u1")
+	must(st.CreateFamily(ctx, family(fxUserSID, fxUser, now.Add(-time.Minute)), hashOf("s1")))
+	must(st.RevokeUserSessions(ctx, fxUser, f.cutoff))
+	must(st.CreateFamily(ctx, family(fxLiveSID, fxOtherUser, now.Add(-time.Minute)), hashOf("l1")))
+	if o := rotate(fxLiveSID, hashOf("l1"), hashOf("l2")); o != store.RotateOK {
+		t.Fatalf("rotate live: %v", o)
+	}
+	f.liveTok = hashOf("l2")
+	f.checkRevocations(t, st)
+	return f
+}
+
+// checkRevocations asserts every revocation of the fixture holds on st, and
+// that nothing else is revoked.
+func (f *durableFixture) checkRevocations(t *testing.T, st store.TokenState) {
+	t.Helper()
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		name    string
+		ref     store.AccessTokenRef
+		revoked bool
+	}{
+		{"fail/revoked_jti", store.AccessTokenRef{JTI: f.revokedJTI, SID: fxLiveSID, UserID: fxOtherUser, IssuedAt: f.now}, true},
+		{"fail/revoked_session", store.AccessTokenRef{JTI: "j1", SID: fxRevokedSID, UserID: fxOtherUser, IssuedAt: f.now}, true},
+		{"fail/session_revoked_by_reuse", store.AccessTokenRef{JTI: "j2", SID: fxReusedSID, UserID: fxOtherUser, IssuedAt: f.now}, true},
+		{"fail/before_user_cutoff", store.AccessTokenRef{JTI: "j3", SID: fxUserSID, UserID: fxUser, IssuedAt: f.cutoff}, true},
+		{"ok/after_user_cutoff", store.AccessTokenRef{JTI: "j4", UserID: fxUser, IssuedAt: f.cutoff.Add(time.Millisecond)}, false},
+		{"ok/live_session", store.AccessTokenRef{JTI: "j5", SID: fxLiveSID, UserID: fxOtherUser, IssuedAt: f.now}, false},
+	} {
+		got, err := st.IsAccessTokenRevoked(ctx, tc.ref)
+		if err != nil {
+			t.Fatalf("%s: IsAccessTokenRevoked: %v", tc.name, err)
+		}
+		if got != tc.revoked {
+			t.Fatalf("%s: revoked = %v, want %v", tc.name, got, tc.revoked)
+		}
+	}
+}
+
+// checkRefreshDead asserts that refresh state lost with Redis's data fails
+// closed and rotated tokens stay dead.
+func (f *durableFixture) checkRefreshDead(t *testing.T) {
+	t.Helper()
+	ctx := testCtx(t)
+	for _, tc := range []struct {
+		name string
+		sid  string
+		tok  []byte
+	}{
+		{"fail/live_family_lost", fxLiveSID, f.liveTok},
+		{"fail/rotated_token", fxReusedSID, f.reusedTok},
+		{"fail/revoked_family_current", fxRevokedSID, hashOf("r1")},
+		{"fail/user_family", fxUserSID, hashOf("s1")},
+	} {
+		res, err := f.st.RotateRefresh(ctx, store.RotateRequest{FamilyID: tc.sid, PresentedHash: tc.tok, NextHash: hashOf("next"), Now: f.now.Add(time.Second)})
+		if err != nil || res.Outcome != store.RotateInvalid {
+			t.Fatalf("%s: %v, %v; want RotateInvalid", tc.name, res.Outcome, err)
+		}
+	}
+}
+
+func flushAll(t *testing.T, rd *testservers.Redis) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	defer c.Close()
+	if err := c.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatalf("FLUSHALL: %v", err)
+	}
+}
+
+func TestRevocationsSurviveDataLoss(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lose func(t *testing.T, rd *testservers.Redis)
+	}{
+		{"flushall", flushAll},
+		{"restart_without_persistence", func(t *testing.T, rd *testservers.Redis) {
+			if err := rd.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			if err := rd.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newDurableFixture(t)
+			tc.lose(t, f.rd)
+			ctx := testCtx(t)
+			deadline := time.Now().Add(10 * time.Second)
+			for f.st.Ping(ctx) != nil {
+				if time.Now().After(deadline) {
+					t.Fatal("Redis did not come back")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			f.checkRevocations(t, f.st)
+			f.checkRefreshDead(t)
+			// A second loss is rebuilt just the same.
+			flushAll(t, f.rd)
+			f.checkRevocations(t, f.st)
+		})
+	}
+}
+
+// TestRebuildRace flushes Redis under two instances and checks a revoked
+// token from many goroutines at once: no check may answer "not revoked"
+// while the set is being rebuilt.
+func TestRebuildRace(t *testing.T) {
+	f := newDurableFixture(t)
+	other := New(openClient(t, f.rd.URL()), Options{Log: f.log, MaxAccessTokenTTL: time.Hour})
+	ctx := testCtx(t)
+	for round := 0; round < 5; round++ {
+		flushAll(t, f.rd)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var failures []string
+		for i := 0; i < 40; i++ {
+			st := f.st
+			if i%2 == 1 {
+				st = other
+			}
+			ref := store.AccessTokenRef{JTI: f.revokedJTI}
+			if i%4 >= 2 {
+				ref = store.AccessTokenRef{JTI: "jx", UserID: fxUser, IssuedAt: f.cutoff.Add(-time.Second)}
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				revoked, err := st.IsAccessTokenRevoked(ctx, ref)
+				if err != nil || !revoked {
+					mu.Lock()
+					failures = append(failures, "revoked="+boolStr(revoked)+" err="+errStr(err))
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(failures) > 0 {
+			t.Fatalf("round %d: checks after FLUSHALL: %v", round, failures)
+		}
+	}
+}
+
+func boolStr(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+func errStr(err error) string {
+	if err == nil {
+		return "nil"
+	}
+	return err.Error()
+}
+
+// TestRebuildInterruptedByDataLoss: a rebuild whose Redis loses its data
+// meanwhile writes nothing and never marks the set ready.
+func TestRebuildInterruptedByDataLoss(t *testing.T) {
+	st, c, _ := sharedState(t, nil)
+	ctx := testCtx(t)
+	gen, err := generationScript.Run(ctx, c, []string{st.genKey()}, "g1").Text()
+	if err != nil || gen != "g1" {
+		t.Fatalf("generation: %q, %v", gen, err)
+	}
+	// A concurrent rebuild sees the same generation.
+	if g, err := generationScript.Run(ctx, c, []string{st.genKey()}, "g2").Text(); err != nil || g != "g1" {
+		t.Fatalf("second generation: %q, %v; want g1", g, err)
+	}
+	if err := c.Del(ctx, st.genKey()).Err(); err != nil { // what FLUSHALL does to it
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).UnixMilli()
+	n, err := rebuildScript.Run(ctx, c, []string{st.genKey(), st.readyKey(), st.jtiKey("j")}, "g1", "1", "k", "", exp).Int64()
+	if err != nil || n != 0 {
+		t.Fatalf("stale rebuild: %d, %v; want 0", n, err)
+	}
+	for _, k := range []string{st.readyKey(), st.jtiKey("j")} {
+		if e, err := c.Exists(ctx, k).Result(); err != nil || e != 0 {
+			t.Fatalf("stale rebuild wrote %s (%v)", k, err)
+		}
+	}
+}
+
+// TestLogDown: with the durable log unreachable, revocations still take
+// effect in Redis but report store.ErrUnavailable, and a rebuild that cannot
+// read the log fails closed.
+func TestLogDown(t *testing.T) {
+	log, db := revocationLog(t)
+	rd := testservers.NewRedis(t)
+	st := New(openClient(t, rd.URL()), Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	ctx := testCtx(t)
+	if _, err := st.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "warm-up"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := st.RevokeAccessToken(ctx, "j", time.Now().Add(time.Hour))
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("RevokeAccessToken with the log down: %v, want store.ErrUnavailable", err)
+	}
+	if revoked, err := st.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "j"}); err != nil || !revoked {
+		t.Fatalf("jti not revoked in Redis when the log failed: %v, %v", revoked, err)
+	}
+	flushAll(t, rd)
+	revoked, err := st.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "other"})
+	if !errors.Is(err, store.ErrUnavailable) || !revoked {
+		t.Fatalf("check needing a rebuild with the log down: %v, %v; want revoked and store.ErrUnavailable", revoked, err)
+	}
+}
