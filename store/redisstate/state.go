@@ -117,7 +117,8 @@ func unavailable(op string, err error) error {
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 
 // CreateFamily implements store.TokenState. It fails with store.ErrAlreadyExists
-// when the id is taken.
+// when the id is taken. An IdleTTL of zero means no idle expiry. The
+// family's keys expire with it (Redis TTL from CreatedAt, not Redis's clock).
 func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, firstHash []byte) error {
 	if !validFamilyID(fam.ID) {
 		return errors.New("redis token state: create family: invalid family id")
