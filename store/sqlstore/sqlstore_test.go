@@ -1,0 +1,237 @@
+package sqlstore_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/sqlstore"
+	"github.com/portcullis-auth/portcullis/store/storetest"
+	"github.com/portcullis-auth/portcullis/store/testservers"
+)
+
+func TestMain(m *testing.M) { testservers.Main(m) }
+
+func testCtx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// backends gives each test a fresh database URL per backend.
+var backends = []struct {
+	name string
+	url  func(t *testing.T) string
+}{
+	{"postgres", func(t *testing.T) string { return testservers.PostgresURL(t) }},
+	{"sqlite", func(t *testing.T) string { return "sqlite://" + filepath.Join(t.TempDir(), "portcullis.db") }},
+}
+
+func open(t *testing.T, url string) *sqlstore.Store {
+	t.Helper()
+	s, err := sqlstore.Open(testCtx(t), url)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestRelationalConformance(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			storetest.RunRelationalTests(t, func(t *testing.T) *sqlstore.Store {
+				s := open(t, b.url(t))
+				if s.Dialect() != b.name {
+					t.Fatalf("Dialect() = %q on %s", s.Dialect(), b.name)
+				}
+				return s
+			})
+		})
+	}
+}
+
+// TestConcurrentMigrate starts several stores (separate connection pools, as
+// separate processes would have) on one empty database and migrates them at
+// once: all succeed and every migration is applied exactly once.
+func TestConcurrentMigrate(t *testing.T) {
+	const instances = 6
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			url := b.url(t)
+			stores := make([]*sqlstore.Store, instances)
+			for i := range stores {
+				stores[i] = open(t, url)
+			}
+			applied := make([][]int, instances)
+			errs := make([]error, instances)
+			var start, done sync.WaitGroup
+			start.Add(1)
+			for i := range stores {
+				done.Add(1)
+				go func(i int) {
+					defer done.Done()
+					start.Wait()
+					applied[i], errs[i] = stores[i].Migrate(testCtx(t))
+				}(i)
+			}
+			start.Done()
+			done.Wait()
+			var all []int
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("instance %d: Migrate: %v", i, err)
+				}
+				all = append(all, applied[i]...)
+			}
+			sort.Ints(all)
+			var want []int
+			for _, m := range sqlstore.Migrations() {
+				want = append(want, m.Version)
+			}
+			if len(all) != len(want) {
+				t.Fatalf("migrations applied %v across instances, want each of %v exactly once", all, want)
+			}
+			for i := range want {
+				if all[i] != want[i] {
+					t.Fatalf("migrations applied %v across instances, want each of %v exactly once", all, want)
+				}
+			}
+			var rows int64
+			if err := stores[0].DB().Raw("SELECT count(*) FROM schema_migrations").Scan(&rows).Error; err != nil {
+				t.Fatalf("count schema_migrations: %v", err)
+			}
+			if rows != int64(len(want)) {
+				t.Fatalf("schema_migrations has %d rows, want %d", rows, len(want))
+			}
+		})
+	}
+}
+
+func TestOpen(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		url     string
+		mention []string
+	}{
+		{"fail/mysql_scheme", "mysql://admin:hunter2secret@db/portcullis", []string{"PORTCULLIS_DATABASE_URL", "postgres://", "sqlite://", "mysql://"}},
+		{"fail/no_scheme", "admin:hunter2secret@db/portcullis", []string{"PORTCULLIS_DATABASE_URL", "sqlite://PATH"}},
+		{"fail/empty", "", []string{"PORTCULLIS_DATABASE_URL"}},
+		{"fail/sqlite_without_path", "sqlite://", []string{"PORTCULLIS_DATABASE_URL", "sqlite://"}},
+		{"fail/sqlite_with_query", "sqlite:///tmp/x.db?_pragma=foreign_keys(0)", []string{"PORTCULLIS_DATABASE_URL", "no query"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := sqlstore.Open(testCtx(t), tc.url)
+			if err == nil {
+				_ = s.Close()
+				t.Fatalf("Open(%q) succeeded", tc.url)
+			}
+			for _, m := range tc.mention {
+				if !strings.Contains(err.Error(), m) {
+					t.Fatalf("error %q does not mention %q", err, m)
+				}
+			}
+			if strings.Contains(err.Error(), "hunter2secret") {
+				t.Fatalf("error %q reveals the password", err)
+			}
+		})
+	}
+	t.Run("fail/postgres_unreachable_is_unavailable", func(t *testing.T) {
+		port, err := testservers.FreePort()
+		if err != nil {
+			t.Fatalf("FreePort: %v", err)
+		}
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		url := "postgres://portcullis:hunter2secret@127.0.0.1:" + itoa(port) + "/x?sslmode=disable&connect_timeout=2"
+		s, err := sqlstore.Open(c, url)
+		if err == nil {
+			_ = s.Close()
+			t.Fatalf("Open on a closed port succeeded")
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("error %v is not store.ErrUnavailable", err)
+		}
+		if strings.Contains(err.Error(), "hunter2secret") {
+			t.Fatalf("error %q reveals the password", err)
+		}
+	})
+	t.Run("ok/sqlite_creates_directory_and_sets_pragmas", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "nested", "data")
+		s := open(t, "sqlite://"+filepath.Join(dir, "p.db"))
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			t.Fatalf("directory not created: %v", err)
+		}
+		for pragma, want := range map[string]string{"journal_mode": "wal", "foreign_keys": "1", "busy_timeout": "10000"} {
+			var got string
+			if err := s.DB().Raw("PRAGMA " + pragma).Scan(&got).Error; err != nil {
+				t.Fatalf("PRAGMA %s: %v", pragma, err)
+			}
+			if got != want {
+				t.Fatalf("PRAGMA %s = %q, want %q", pragma, got, want)
+			}
+		}
+	})
+}
+
+func itoa(n int) string {
+	const digits = "0123456789"
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; n > 0; n /= 10 {
+		b = append([]byte{digits[n%10]}, b...)
+	}
+	return string(b)
+}
+
+// TestPostgresDown stops a private PostgreSQL under a store: calls fail with
+// store.ErrUnavailable, and work again once the server is back.
+func TestPostgresDown(t *testing.T) {
+	pg := testservers.NewPostgres(t)
+	url, err := testservers.CreateDatabase(pg.URL())
+	if err != nil {
+		t.Fatalf("CreateDatabase: %v", err)
+	}
+	s := open(t, url)
+	c := testCtx(t)
+	if _, err := s.Migrate(c); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if err := pg.Stop(); err != nil {
+		t.Fatalf("stop PostgreSQL: %v", err)
+	}
+	short, cancel := context.WithTimeout(c, 5*time.Second)
+	defer cancel()
+	if err := s.Ping(short); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Ping with PostgreSQL down: %v, want store.ErrUnavailable", err)
+	}
+	if _, err := s.GetUser(short, "usr_x"); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("GetUser with PostgreSQL down: %v, want store.ErrUnavailable", err)
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatalf("start PostgreSQL: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := s.Ping(c)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store did not recover: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := s.GetUser(c, "usr_x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetUser after recovery: %v, want store.ErrNotFound", err)
+	}
+}
