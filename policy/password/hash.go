@@ -1,0 +1,284 @@
+package password
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/argon2"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/text/unicode/norm"
+)
+
+// Errors of Verify. Neither ever carries the hash or the password.
+var (
+	// ErrMalformedHash means the stored hash is not a well-formed hash of a supported algorithm.
+	ErrMalformedHash = errors.New("password: malformed password hash")
+	// ErrUnsupportedHash means the stored hash uses an algorithm or version Portcullis cannot verify.
+	ErrUnsupportedHash = errors.New("password: unsupported password hash algorithm")
+)
+
+// MaxInputBytes bounds the passwords Hash and Verify accept. Longer input is refused by Hash and
+// never verifies (without being hashed). It is far above any length Rules allow.
+const MaxInputBytes = 16 << 10
+
+// Bounds on argon2 parameters, for configured parameters and for stored hashes alike (a stored hash
+// with absurd parameters must not exhaust memory or CPU when someone logs in).
+const (
+	MaxMemoryKiB = 1 << 20 // 1 GiB
+	MaxTime      = 64
+	minSaltLen   = 8
+	maxSaltLen   = 64
+	minKeyLen    = 16
+	maxKeyLen    = 128
+)
+
+// Params are argon2id parameters.
+type Params struct {
+	Memory     uint32 // KiB
+	Time       uint32 // iterations
+	Threads    uint8  // degree of parallelism
+	SaltLength uint32 // bytes
+	KeyLength  uint32 // bytes of derived key
+}
+
+// DefaultParams returns the argon2id parameters the OWASP Password Storage Cheat Sheet recommends
+// as its first option: "a minimum configuration of 19 MiB of memory, an iteration count of 2, and 1
+// degree of parallelism" (m=19456 KiB, t=2, p=1), with a 16-byte salt and a 32-byte hash (RFC 9106
+// §3.1).
+func DefaultParams() Params {
+	return Params{Memory: 19456, Time: 2, Threads: 1, SaltLength: 16, KeyLength: 32}
+}
+
+// Validate checks that the parameters are usable.
+func (p Params) Validate() error {
+	switch {
+	case p.Time < 1 || p.Time > MaxTime:
+		return fmt.Errorf("argon2id time (iterations) must be between 1 and %d, got %d", MaxTime, p.Time)
+	case p.Threads < 1:
+		return fmt.Errorf("argon2id threads must be at least 1")
+	case p.Memory < 8*uint32(p.Threads) || p.Memory > MaxMemoryKiB:
+		return fmt.Errorf("argon2id memory must be between %d and %d KiB, got %d", 8*uint32(p.Threads), MaxMemoryKiB, p.Memory)
+	case p.SaltLength < 16 || p.SaltLength > maxSaltLen:
+		return fmt.Errorf("argon2id salt length must be between 16 and %d bytes, got %d", maxSaltLen, p.SaltLength)
+	case p.KeyLength < minKeyLen || p.KeyLength > maxKeyLen:
+		return fmt.Errorf("argon2id key length must be between %d and %d bytes, got %d", minKeyLen, maxKeyLen, p.KeyLength)
+	}
+	return nil
+}
+
+// MeetsOWASP reports whether the parameters are at least as strong as one of the OWASP Password
+// Storage Cheat Sheet's argon2id configurations (m=47104/t=1, m=19456/t=2, m=12288/t=3,
+// m=9216/t=4, m=7168/t=5, all p=1): memory at least 7168 KiB and memory × iterations at least
+// 7168 × 5. A server may warn at start when this is false.
+func (p Params) MeetsOWASP() bool {
+	return p.Memory >= 7168 && uint64(p.Memory)*uint64(p.Time) >= 7168*5
+}
+
+// String renders the parameters as in a PHC string, m=…,t=…,p=….
+func (p Params) String() string {
+	return fmt.Sprintf("m=%d,t=%d,p=%d", p.Memory, p.Time, p.Threads)
+}
+
+// Hasher hashes and verifies passwords with fixed argon2id parameters. It is safe for concurrent use.
+type Hasher struct {
+	params Params
+	dummy  string // a hash of a random password, verified by DummyVerify
+}
+
+// NewHasher returns a Hasher for the parameters; it computes one dummy hash, so it costs one hash.
+func NewHasher(p Params) (*Hasher, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("password hasher: %w", err)
+	}
+	h := &Hasher{params: p}
+	dummy, err := h.Hash(rand.Text())
+	if err != nil {
+		return nil, fmt.Errorf("password hasher: dummy hash: %w", err)
+	}
+	h.dummy = dummy
+	return h, nil
+}
+
+// Params returns the parameters new hashes use.
+func (h *Hasher) Params() Params { return h.params }
+
+// Hash returns the PHC string of the argon2id hash of the NFKC-normalized password under a fresh
+// random salt.
+func (h *Hasher) Hash(password string) (string, error) {
+	if len(password) > MaxInputBytes {
+		return "", fmt.Errorf("password: longer than %d bytes", MaxInputBytes)
+	}
+	salt := make([]byte, h.params.SaltLength)
+	if _, err := rand.Read(salt); err != nil {
+		return "", fmt.Errorf("password: salt: %w", err)
+	}
+	p := h.params
+	key := argon2.IDKey([]byte(norm.NFKC.String(password)), salt, p.Time, p.Memory, p.Threads, p.KeyLength)
+	return encodePHC("argon2id", p, salt, key), nil
+}
+
+func encodePHC(alg string, p Params, salt, key []byte) string {
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$%s$v=%d$%s$%s$%s", alg, argon2.Version, p, b64.EncodeToString(salt), b64.EncodeToString(key))
+}
+
+// Verify checks password against a stored hash (argon2id, argon2i or bcrypt) in constant time.
+// ok is true when the password matches; needsRehash is true when it matched but the hash uses
+// another algorithm, other parameters, or was made from the unnormalized password: the caller should
+// then store Hash(password). A wrong password is (false, false, nil); err is ErrMalformedHash or
+// ErrUnsupportedHash (wrapped) when the stored hash cannot be checked.
+func (h *Hasher) Verify(hash, password string) (ok, needsRehash bool, err error) {
+	if len(password) > MaxInputBytes {
+		return false, false, nil
+	}
+	normalized := norm.NFKC.String(password)
+	ok, needsRehash, err = h.verifyOne(hash, normalized)
+	if err != nil || ok || normalized == password {
+		return ok, needsRehash, err
+	}
+	// A hash made before normalization (imported, or from an older version) still verifies, and is
+	// then replaced by a hash of the normalized form.
+	ok, _, err = h.verifyOne(hash, password)
+	return ok, ok, err
+}
+
+// DummyVerify performs a verification against a precomputed hash of a random password and discards
+// the result, so a request for an unknown account costs what a real one costs.
+func (h *Hasher) DummyVerify(password string) {
+	_, _, _ = h.Verify(h.dummy, password)
+}
+
+// NeedsRehash reports whether a stored hash should be replaced by a hash with the current
+// parameters (also true for hashes that cannot be parsed).
+func (h *Hasher) NeedsRehash(hash string) bool {
+	if !strings.HasPrefix(hash, "$argon2id$") {
+		return true
+	}
+	p, salt, key, err := decodeArgon2(strings.TrimPrefix(hash, "$argon2id$"))
+	return err != nil || h.differs(p, salt, key)
+}
+
+func (h *Hasher) differs(p Params, salt, key []byte) bool {
+	c := h.params
+	return p.Memory != c.Memory || p.Time != c.Time || p.Threads != c.Threads ||
+		len(salt) != int(c.SaltLength) || len(key) != int(c.KeyLength)
+}
+
+// verifyOne checks one form of the password.
+func (h *Hasher) verifyOne(hash, password string) (ok, needsRehash bool, err error) {
+	switch {
+	case strings.HasPrefix(hash, "$argon2id$"):
+		p, salt, key, err := decodeArgon2(strings.TrimPrefix(hash, "$argon2id$"))
+		if err != nil {
+			return false, false, err
+		}
+		got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
+		if subtle.ConstantTimeCompare(got, key) != 1 {
+			return false, false, nil
+		}
+		return true, h.differs(p, salt, key), nil
+	case strings.HasPrefix(hash, "$argon2i$"):
+		p, salt, key, err := decodeArgon2(strings.TrimPrefix(hash, "$argon2i$"))
+		if err != nil {
+			return false, false, err
+		}
+		got := argon2.Key([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
+		ok := subtle.ConstantTimeCompare(got, key) == 1
+		return ok, ok, nil
+	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
+		err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password))
+		switch {
+		case err == nil:
+			return true, true, nil
+		case errors.Is(err, bcrypt.ErrMismatchedHashAndPassword):
+			return false, false, nil
+		default:
+			return false, false, fmt.Errorf("%w: bcrypt: %s", ErrMalformedHash, bcryptProblem(err))
+		}
+	case strings.HasPrefix(hash, "$argon2d$"):
+		return false, false, fmt.Errorf("%w: argon2d", ErrUnsupportedHash)
+	case strings.HasPrefix(hash, "$"):
+		alg, _, _ := strings.Cut(hash[1:], "$")
+		if len(alg) > 16 || strings.ContainsFunc(alg, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+			alg = "unknown"
+		}
+		return false, false, fmt.Errorf("%w: %q", ErrUnsupportedHash, alg)
+	default:
+		return false, false, fmt.Errorf("%w: not a PHC or modular crypt string", ErrMalformedHash)
+	}
+}
+
+// bcryptProblem describes a bcrypt error without echoing the hash.
+func bcryptProblem(err error) string {
+	var cost bcrypt.InvalidCostError
+	var prefix bcrypt.InvalidHashPrefixError
+	switch {
+	case errors.Is(err, bcrypt.ErrHashTooShort):
+		return "hash too short"
+	case errors.As(err, &cost):
+		return fmt.Sprintf("invalid cost %d", int(cost))
+	case errors.As(err, &prefix):
+		return "invalid prefix"
+	default:
+		return "invalid hash"
+	}
+}
+
+// decodeArgon2 parses "v=19$m=…,t=…,p=…$salt$hash" (the part after "$argon2id$" or "$argon2i$").
+func decodeArgon2(s string) (Params, []byte, []byte, error) {
+	parts := strings.Split(s, "$")
+	if len(parts) != 4 {
+		return Params{}, nil, nil, fmt.Errorf("%w: argon2: want v=, parameters, salt and hash", ErrMalformedHash)
+	}
+	if parts[0] != "v=19" {
+		if strings.HasPrefix(parts[0], "v=") {
+			return Params{}, nil, nil, fmt.Errorf("%w: argon2 version other than 19", ErrUnsupportedHash)
+		}
+		return Params{}, nil, nil, fmt.Errorf("%w: argon2: missing version", ErrMalformedHash)
+	}
+	var p Params
+	fields := strings.Split(parts[1], ",")
+	if len(fields) != 3 {
+		return Params{}, nil, nil, fmt.Errorf("%w: argon2: want m=,t=,p=", ErrMalformedHash)
+	}
+	for i, name := range []string{"m", "t", "p"} {
+		v, ok := strings.CutPrefix(fields[i], name+"=")
+		if !ok || v == "" || (len(v) > 1 && v[0] == '0') {
+			return Params{}, nil, nil, fmt.Errorf("%w: argon2: want m=,t=,p=", ErrMalformedHash)
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return Params{}, nil, nil, fmt.Errorf("%w: argon2: parameter %s is not a number", ErrMalformedHash, name)
+		}
+		switch name {
+		case "m":
+			p.Memory = uint32(n)
+		case "t":
+			p.Time = uint32(n)
+		case "p":
+			if n > 255 {
+				return Params{}, nil, nil, fmt.Errorf("%w: argon2: parallelism above 255", ErrMalformedHash)
+			}
+			p.Threads = uint8(n)
+		}
+	}
+	if p.Time < 1 || p.Time > MaxTime || p.Threads < 1 || p.Memory < 8*uint32(p.Threads) || p.Memory > MaxMemoryKiB {
+		return Params{}, nil, nil, fmt.Errorf("%w: argon2: parameters out of range (%s)", ErrMalformedHash, p)
+	}
+	b64 := base64.RawStdEncoding.Strict()
+	salt, err := b64.DecodeString(parts[2])
+	if err != nil || len(salt) < minSaltLen || len(salt) > maxSaltLen {
+		return Params{}, nil, nil, fmt.Errorf("%w: argon2: bad salt", ErrMalformedHash)
+	}
+	key, err := b64.DecodeString(parts[3])
+	if err != nil || len(key) < minKeyLen || len(key) > maxKeyLen {
+		return Params{}, nil, nil, fmt.Errorf("%w: argon2: bad hash", ErrMalformedHash)
+	}
+	p.SaltLength, p.KeyLength = uint32(len(salt)), uint32(len(key))
+	return p, salt, key, nil
+}

@@ -1,0 +1,331 @@
+package password
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// fastParams keep the unit tests quick; DefaultParams are exercised by TestDefaultParams and the
+// benchmarks.
+var fastParams = Params{Memory: 64, Time: 1, Threads: 1, SaltLength: 16, KeyLength: 32}
+
+func newHasher(t testing.TB, p Params) *Hasher {
+	t.Helper()
+	h, err := NewHasher(p)
+	if err != nil {
+		t.Fatalf("NewHasher: %v", err)
+	}
+	return h
+}
+
+func TestDefaultParams(t *testing.T) {
+	p := DefaultParams()
+	if p.Memory != 19456 || p.Time != 2 || p.Threads != 1 {
+		t.Fatalf("DefaultParams = %+v, want the OWASP m=19456,t=2,p=1", p)
+	}
+	if err := p.Validate(); err != nil || !p.MeetsOWASP() {
+		t.Fatalf("DefaultParams invalid or below OWASP: %v", err)
+	}
+	h := newHasher(t, p)
+	hash, err := h.Hash("correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(hash, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Fatalf("hash %q is not a PHC argon2id string with the default parameters", hash)
+	}
+	ok, rehash, err := h.Verify(hash, "correct horse battery staple")
+	if !ok || rehash || err != nil {
+		t.Fatalf("Verify = %v, %v, %v", ok, rehash, err)
+	}
+}
+
+func TestParamsValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		p    Params
+		ok   bool
+	}{
+		{"ok/default", DefaultParams(), true},
+		{"ok/fast", fastParams, true},
+		{"ok/owasp 46 MiB t=1", Params{Memory: 47104, Time: 1, Threads: 1, SaltLength: 16, KeyLength: 32}, true},
+		{"fail/zero time", Params{Memory: 64, Time: 0, Threads: 1, SaltLength: 16, KeyLength: 32}, false},
+		{"fail/zero threads", Params{Memory: 64, Time: 1, Threads: 0, SaltLength: 16, KeyLength: 32}, false},
+		{"fail/memory below 8 per thread", Params{Memory: 15, Time: 1, Threads: 2, SaltLength: 16, KeyLength: 32}, false},
+		{"fail/memory above the bound", Params{Memory: MaxMemoryKiB + 1, Time: 1, Threads: 1, SaltLength: 16, KeyLength: 32}, false},
+		{"fail/short salt", Params{Memory: 64, Time: 1, Threads: 1, SaltLength: 8, KeyLength: 32}, false},
+		{"fail/short key", Params{Memory: 64, Time: 1, Threads: 1, SaltLength: 16, KeyLength: 8}, false},
+		{"fail/too many iterations", Params{Memory: 64, Time: MaxTime + 1, Threads: 1, SaltLength: 16, KeyLength: 32}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.p.Validate()
+			if (err == nil) != tt.ok {
+				t.Fatalf("Validate(%+v) = %v", tt.p, err)
+			}
+			if _, herr := NewHasher(tt.p); (herr == nil) != tt.ok {
+				t.Fatalf("NewHasher(%+v) = %v", tt.p, herr)
+			}
+		})
+	}
+	if fastParams.MeetsOWASP() {
+		t.Fatal("64 KiB meets OWASP")
+	}
+	if !(Params{Memory: 7168, Time: 5, Threads: 1}).MeetsOWASP() || (Params{Memory: 7168, Time: 4, Threads: 1}).MeetsOWASP() {
+		t.Fatal("MeetsOWASP boundary wrong")
+	}
+}
+
+func TestHashVerify(t *testing.T) {
+	h := newHasher(t, fastParams)
+	a, err := h.Hash("hunter2 hunter2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := h.Hash("hunter2 hunter2")
+	if a == b {
+		t.Fatal("two hashes of one password are equal: the salt is not random")
+	}
+	if strings.Contains(a, "hunter2") {
+		t.Fatal("hash contains the password")
+	}
+	tests := []struct {
+		name   string
+		pw     string
+		ok     bool
+		rehash bool
+	}{
+		{"ok/same password", "hunter2 hunter2", true, false},
+		{"fail/other password", "hunter2 hunter3", false, false},
+		{"fail/case differs", "Hunter2 hunter2", false, false},
+		{"fail/empty", "", false, false},
+		{"fail/prefix", "hunter2", false, false},
+		{"fail/too long is never hashed", strings.Repeat("x", MaxInputBytes+1), false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, rehash, err := h.Verify(a, tt.pw)
+			if err != nil || ok != tt.ok || rehash != tt.rehash {
+				t.Fatalf("Verify = %v, %v, %v; want %v, %v, nil", ok, rehash, err, tt.ok, tt.rehash)
+			}
+		})
+	}
+	if _, err := h.Hash(strings.Repeat("x", MaxInputBytes+1)); err == nil {
+		t.Fatal("Hash accepted an over-long password")
+	}
+	if h.NeedsRehash(a) {
+		t.Fatal("fresh hash needs a rehash")
+	}
+}
+
+func TestUnicodeNormalization(t *testing.T) {
+	h := newHasher(t, fastParams)
+	composed := "caf\u00e9 au lait" // é as one code point
+	decomposed := "cafe\u0301 au lait"
+	hash, err := h.Hash(decomposed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, rehash, err := h.Verify(hash, composed)
+	if !ok || rehash || err != nil {
+		t.Fatalf("composed form does not verify against the decomposed hash: %v %v %v", ok, rehash, err)
+	}
+
+	// A hash made without normalization (imported) still verifies and asks to be replaced.
+	salt := []byte("0123456789abcdef")
+	key := argon2.IDKey([]byte(decomposed), salt, fastParams.Time, fastParams.Memory, fastParams.Threads, fastParams.KeyLength)
+	legacy := encodePHC("argon2id", fastParams, salt, key)
+	ok, rehash, err = h.Verify(legacy, decomposed)
+	if !ok || !rehash || err != nil {
+		t.Fatalf("unnormalized legacy hash: %v %v %v; want ok and rehash", ok, rehash, err)
+	}
+	ok, _, _ = h.Verify(legacy, "cafe au lait")
+	if ok {
+		t.Fatal("wrong password verified")
+	}
+}
+
+func TestVerifyRehash(t *testing.T) {
+	h := newHasher(t, fastParams)
+	phc := func(alg string, p Params, pw string) string {
+		salt := make([]byte, p.SaltLength)
+		var key []byte
+		if alg == "argon2i" {
+			key = argon2.Key([]byte(pw), salt, p.Time, p.Memory, p.Threads, p.KeyLength)
+		} else {
+			key = argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, p.KeyLength)
+		}
+		return encodePHC(alg, p, salt, key)
+	}
+	bc := func(prefix string) string {
+		b, err := bcrypt.GenerateFromPassword([]byte("s3cret pass"), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return prefix + string(b[4:])
+	}
+	other := fastParams
+	other.Memory = 128
+	longer := fastParams
+	longer.KeyLength = 64
+	tests := []struct {
+		name   string
+		hash   string
+		pw     string
+		ok     bool
+		rehash bool
+	}{
+		{"ok/current parameters", phc("argon2id", fastParams, "s3cret pass"), "s3cret pass", true, false},
+		{"ok/other memory needs rehash", phc("argon2id", other, "s3cret pass"), "s3cret pass", true, true},
+		{"ok/other key length needs rehash", phc("argon2id", longer, "s3cret pass"), "s3cret pass", true, true},
+		{"ok/argon2i needs rehash", phc("argon2i", fastParams, "s3cret pass"), "s3cret pass", true, true},
+		{"ok/bcrypt 2a needs rehash", bc("$2a$"), "s3cret pass", true, true},
+		{"ok/bcrypt 2b needs rehash", bc("$2b$"), "s3cret pass", true, true},
+		{"ok/bcrypt 2y needs rehash", bc("$2y$"), "s3cret pass", true, true},
+		{"fail/argon2id wrong password", phc("argon2id", other, "s3cret pass"), "s3cret pas", false, false},
+		{"fail/argon2i wrong password", phc("argon2i", fastParams, "s3cret pass"), "nope nope", false, false},
+		{"fail/bcrypt wrong password", bc("$2b$"), "s3cret pasS", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, rehash, err := h.Verify(tt.hash, tt.pw)
+			if err != nil || ok != tt.ok || rehash != tt.rehash {
+				t.Fatalf("Verify = %v, %v, %v; want %v, %v, nil", ok, rehash, err, tt.ok, tt.rehash)
+			}
+			if tt.ok && h.NeedsRehash(tt.hash) != tt.rehash {
+				t.Fatalf("NeedsRehash = %v", !tt.rehash)
+			}
+		})
+	}
+}
+
+func TestVerifyMalformed(t *testing.T) {
+	h := newHasher(t, fastParams)
+	good, _ := h.Hash("a good password")
+	parts := strings.Split(good, "$") // "", argon2id, v=19, m=..., salt, hash
+	b64 := base64.RawStdEncoding
+	with := func(i int, v string) string {
+		p := append([]string(nil), parts...)
+		p[i] = v
+		return strings.Join(p, "$")
+	}
+	tests := []struct {
+		name string
+		hash string
+		want error
+	}{
+		{"fail/empty", "", ErrMalformedHash},
+		{"fail/plain text", "a good password", ErrMalformedHash},
+		{"fail/unknown algorithm", "$pbkdf2-sha256$29000$abc$def", ErrUnsupportedHash},
+		{"fail/argon2d", "$argon2d$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA", ErrUnsupportedHash},
+		{"fail/bcrypt 2x", "$2x$10$abcdefghijklmnopqrstuuOKc3zOPOm2RF9mQ0fgqTRHMYRdd7J2K", ErrUnsupportedHash},
+		{"fail/argon2 version 16", with(2, "v=16"), ErrUnsupportedHash},
+		{"fail/missing version", strings.Replace(good, "v=19$", "", 1), ErrMalformedHash},
+		{"fail/params out of order", with(3, "t=1,m=64,p=1"), ErrMalformedHash},
+		{"fail/extra param", with(3, "m=64,t=1,p=1,k=2"), ErrMalformedHash},
+		{"fail/leading zero", with(3, "m=064,t=1,p=1"), ErrMalformedHash},
+		{"fail/negative", with(3, "m=-64,t=1,p=1"), ErrMalformedHash},
+		{"fail/huge memory", with(3, fmt.Sprintf("m=%d,t=1,p=1", MaxMemoryKiB+1)), ErrMalformedHash},
+		{"fail/huge time", with(3, "m=64,t=1000000,p=1"), ErrMalformedHash},
+		{"fail/zero parallelism", with(3, "m=64,t=1,p=0"), ErrMalformedHash},
+		{"fail/parallelism above 255", with(3, "m=65536,t=1,p=256"), ErrMalformedHash},
+		{"fail/padded salt", with(4, parts[4]+"=="), ErrMalformedHash},
+		{"fail/short salt", with(4, b64.EncodeToString([]byte("abc"))), ErrMalformedHash},
+		{"fail/short hash", with(5, b64.EncodeToString([]byte("abc"))), ErrMalformedHash},
+		{"fail/bad base64", with(5, "!!!!"), ErrMalformedHash},
+		{"fail/truncated", strings.Join(parts[:5], "$"), ErrMalformedHash},
+		{"fail/bcrypt truncated", "$2b$10$abc", ErrMalformedHash},
+		{"fail/bcrypt bad cost", "$2b$99$abcdefghijklmnopqrstuuOKc3zOPOm2RF9mQ0fgqTRHMYRdd7J2K", ErrMalformedHash},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, rehash, err := h.Verify(tt.hash, "a good password")
+			if ok || rehash || !errors.Is(err, tt.want) {
+				t.Fatalf("Verify = %v, %v, %v; want %v", ok, rehash, err, tt.want)
+			}
+			if len(tt.hash) > 12 && strings.Contains(err.Error(), tt.hash[len(tt.hash)-12:]) {
+				t.Fatalf("error %q echoes the hash", err)
+			}
+			if !h.NeedsRehash(tt.hash) {
+				t.Fatal("an unusable hash does not need a rehash")
+			}
+		})
+	}
+}
+
+// TestDummyVerifyCost checks that DummyVerify costs about what a real verification costs, so a
+// request naming an unknown account is not faster than one naming a real account.
+func TestDummyVerifyCost(t *testing.T) {
+	p := Params{Memory: 4096, Time: 2, Threads: 1, SaltLength: 16, KeyLength: 32}
+	h := newHasher(t, p)
+	hash, err := h.Hash("some user password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Interleave the two measurements so that load from other processes affects both alike.
+	var real, dummy []time.Duration
+	for range 15 {
+		start := time.Now()
+		_, _, _ = h.Verify(hash, "a wrong password")
+		real = append(real, time.Since(start))
+		start = time.Now()
+		h.DummyVerify("a wrong password")
+		dummy = append(dummy, time.Since(start))
+	}
+	ratio := float64(median(dummy)) / float64(median(real))
+	if ratio < 0.5 || ratio > 2 {
+		t.Fatalf("DummyVerify median %v vs Verify median %v (ratio %.2f)", median(dummy), median(real), ratio)
+	}
+	if !strings.HasPrefix(h.dummy, "$argon2id$v=19$"+p.String()+"$") {
+		t.Fatalf("dummy hash does not use the current parameters: %q", h.dummy)
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func BenchmarkHash(b *testing.B) {
+	h := newHasher(b, DefaultParams())
+	for b.Loop() {
+		if _, err := h.Hash("correct horse battery staple"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	h := newHasher(b, DefaultParams())
+	hash, err := h.Hash("correct horse battery staple")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if ok, _, _ := h.Verify(hash, "correct horse battery staple"); !ok {
+			b.Fatal("no match")
+		}
+	}
+}
+
+func BenchmarkVerifyBcryptCost10(b *testing.B) {
+	h := newHasher(b, DefaultParams())
+	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse battery staple"), 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if ok, _, _ := h.Verify(string(hash), "correct horse battery staple"); !ok {
+			b.Fatal("no match")
+		}
+	}
+}
