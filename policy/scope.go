@@ -156,9 +156,11 @@ func clientAllows(clientScopes []string, perm string) bool {
 	return clientScopes == nil || Matches(clientScopes, perm)
 }
 
-// checkGrantable refuses perm unless the user holds it and the client may receive it.
+// checkGrantable refuses perm unless the user holds it and the client may receive it. userPerms are
+// concrete (Policy.Permissions): a wildcard there is not honoured, so a caller passing raw patterns
+// fails closed.
 func checkGrantable(perm string, userPerms, clientScopes []string) error {
-	if !Matches(userPerms, perm) {
+	if !slices.Contains(userPerms, perm) {
 		return &ScopeError{Scope: perm, Reason: "the user does not have this permission"}
 	}
 	if !clientAllows(clientScopes, perm) {

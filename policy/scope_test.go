@@ -84,6 +84,7 @@ func TestResolveScope(t *testing.T) {
 		{"ok/oidc order is canonical", "email offline_access profile openid", nil, nil, []string{}, []string{"openid", "profile", "email", "offline_access"}, ""},
 		{"ok/user without permissions", "openid", nil, nil, []string{}, []string{"openid"}, ""},
 		{"ok/wildcards in user permissions never reach the token", "", []string{"*", "projects:*", "projects:read"}, nil, viewerPerms, []string{}, ""},
+		{"fail/a wildcard in user permissions is not honoured", "projects:write", []string{"*", "projects:*"}, nil, nil, nil, "projects:write"},
 		{"fail/user lacks the permission", "projects:write", viewerPerms, nil, nil, nil, "projects:write"},
 		{"fail/client may not receive it", "projects:write", editorPerms, []string{"projects:read"}, nil, nil, "projects:write"},
 		{"fail/first offender is named", "openid projects:read projects:delete projects:write", viewerPerms, nil, nil, nil, "projects:delete"},
