@@ -197,24 +197,30 @@ func (e permanentError) Unwrap() error { return e.err }
 func (s *SMTPSender) attempt(parent context.Context, rcpt string, data []byte) (err error) {
 	ctx, cancel := context.WithTimeout(parent, s.opts.Timeout)
 	defer cancel()
+	step := "dial"
 	defer func() {
-		// A blocked read or write is ended by closing the connection; report
-		// that as the timeout (or cancellation) it really is.
-		if err != nil && ctx.Err() != nil {
-			err = fmt.Errorf("%w (after %s)", ctx.Err(), s.opts.Timeout)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			// A blocked read or write is ended by closing the connection;
+			// report that as the timeout (or cancellation) it really is.
+			err = fmt.Errorf("%s: %w (attempt limit %s)", step, ctx.Err(), s.opts.Timeout)
+		default:
+			err = fmt.Errorf("%s: %w", step, err)
 		}
 	}()
 
 	tlsConfig := s.tlsConfig()
 	conn, err := s.dialContext(ctx, "tcp", s.addr)
 	if err != nil {
-		return fmt.Errorf("dial: %w", err)
+		return err
 	}
 	if s.implicitTLS {
+		step = "tls handshake"
 		tc := tls.Client(conn, tlsConfig)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
-			return fmt.Errorf("tls handshake: %w", err)
+			return err
 		}
 		conn = tc
 	}
@@ -223,54 +229,63 @@ func (s *SMTPSender) attempt(parent context.Context, rcpt string, data []byte) (
 	defer stop()
 	defer conn.Close()
 
+	step = "greeting"
 	c, err := smtp.NewClient(conn, s.host)
 	if err != nil {
-		return fmt.Errorf("greeting: %w", err)
+		return err
 	}
 	defer c.Close()
+	step = "ehlo"
 	if err := c.Hello(s.opts.HelloName); err != nil {
-		return fmt.Errorf("ehlo: %w", err)
+		return err
 	}
 	_, isTLS := c.TLSConnectionState()
 	if !isTLS {
 		if ok, _ := c.Extension("STARTTLS"); ok {
+			step = "starttls"
 			if err := c.StartTLS(tlsConfig); err != nil {
-				return fmt.Errorf("starttls: %w", err)
+				return err
 			}
 			isTLS = true
 		}
 	}
 	if s.hasAuth {
+		step = "auth"
 		if !isTLS && !isLoopback(s.host) {
 			return permanentError{errNoTLSForAuth}
 		}
 		ok, mechs := c.Extension("AUTH")
 		if !ok {
-			return permanentError{errors.New("auth: credentials are configured but the server offers no AUTH")}
+			return permanentError{errors.New("credentials are configured but the server offers no AUTH")}
 		}
 		a, err := pickAuth(mechs, s.user, s.pass)
 		if err != nil {
-			return permanentError{fmt.Errorf("auth: %w", err)}
+			return permanentError{err}
 		}
 		if err := c.Auth(a); err != nil {
-			return fmt.Errorf("auth: %w", err)
+			return err
 		}
 	}
+	step = "mail from"
 	if err := c.Mail(s.from.Address); err != nil {
-		return fmt.Errorf("mail from: %w", err)
+		return err
 	}
+	step = "rcpt to"
 	if err := c.Rcpt(rcpt); err != nil {
-		return fmt.Errorf("rcpt to: %w", err)
+		return err
 	}
+	step = "data"
 	w, err := c.Data()
 	if err != nil {
-		return fmt.Errorf("data: %w", err)
+		return err
 	}
+	step = "data: writing the message"
 	if _, err := w.Write(data); err != nil {
-		return fmt.Errorf("data: writing the message: %w", err)
+		return err
 	}
+	step = "data: end of message"
 	if err := w.Close(); err != nil {
-		return fmt.Errorf("data: end of message: %w", err)
+		return err
 	}
 	// The message is accepted; a failed QUIT does not change that.
 	_ = c.Quit()

@@ -441,8 +441,8 @@ func TestTimeout(t *testing.T) {
 		start := time.Now()
 		err := sender.Send(context.Background(), msg)
 		elapsed := time.Since(start)
-		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("err = %v, want a deadline", err)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "greeting") {
+			t.Fatalf("err = %v, want a deadline while waiting for the greeting", err)
 		}
 		min := time.Duration(opts.Retries)*opts.Timeout + opts.Backoff
 		if elapsed < min || elapsed > min+time.Second {
