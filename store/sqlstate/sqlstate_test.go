@@ -2,7 +2,12 @@ package sqlstate
 
 import (
 	"context"
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,5 +61,306 @@ func TestRevocationLogConformance(t *testing.T) {
 				return New(openStore(t, b.url(t)).DB())
 			})
 		})
+	}
+}
+
+func testCtx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func hashOf(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+// warm opens n connections in the store's pool at once, so racers start
+// together instead of queueing behind connection set-up.
+func warm(t *testing.T, s *sqlstore.Store, n int) {
+	t.Helper()
+	sqlDB, err := s.DB().DB()
+	if err != nil {
+		t.Fatalf("DB: %v", err)
+	}
+	sqlDB.SetMaxIdleConns(n)
+	conns := make([]*sql.Conn, n)
+	for i := range conns {
+		if conns[i], err = sqlDB.Conn(testCtx(t)); err != nil {
+			t.Fatalf("warm connection: %v", err)
+		}
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+func testFamily(id string, now time.Time) store.RefreshFamily {
+	return store.RefreshFamily{
+		ID: id, UserID: "usr_" + id, ClientID: "web", Scope: "openid", CreatedAt: now,
+		AbsoluteExpiry: now.Add(24 * time.Hour), IdleTTL: time.Hour,
+	}
+}
+
+// TestRotateRaceAcrossInstances races rotations of one refresh token from
+// several states with their own connection pools on one database, as server
+// instances would: exactly one rotates; with grace 0 the others see reuse,
+// with grace they all get the winner's successor.
+func TestRotateRaceAcrossInstances(t *testing.T) {
+	const instances, perInstance, rounds = 4, 5, 5
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			url := b.url(t)
+			states := make([]*State, instances)
+			for i := range states {
+				s := openStore(t, url)
+				warm(t, s, perInstance)
+				states[i] = New(s.DB())
+			}
+			now := time.Now().UTC()
+			for round := 0; round < rounds; round++ {
+				for _, grace := range []time.Duration{0, 30 * time.Second} {
+					famID := fmt.Sprintf("sid-%d-%v", round, grace)
+					if err := states[0].CreateFamily(testCtx(t), testFamily(famID, now), hashOf(famID+"/0")); err != nil {
+						t.Fatalf("CreateFamily: %v", err)
+					}
+					n := instances * perInstance
+					results := make([]store.RotateResult, n)
+					errs := make([]error, n)
+					var start, done sync.WaitGroup
+					start.Add(1)
+					for i := 0; i < n; i++ {
+						done.Add(1)
+						go func(i int) {
+							defer done.Done()
+							start.Wait()
+							results[i], errs[i] = states[i%instances].RotateRefresh(testCtx(t), store.RotateRequest{
+								FamilyID: famID, PresentedHash: hashOf(famID + "/0"),
+								NextHash: hashOf(fmt.Sprintf("%s/next/%d", famID, i)), NextSealed: []byte(fmt.Sprint("sealed-", i)),
+								Now: now.Add(time.Second), Grace: grace,
+							})
+						}(i)
+					}
+					start.Done()
+					done.Wait()
+					winner := -1
+					for i, r := range results {
+						if errs[i] != nil {
+							t.Fatalf("racer %d: %v", i, errs[i])
+						}
+						switch {
+						case r.Outcome == store.RotateOK:
+							if winner >= 0 {
+								t.Fatalf("round %d grace %v: racers %d and %d both rotated", round, grace, winner, i)
+							}
+							winner = i
+						case grace == 0 && (r.Outcome == store.RotateReuseDetected || r.Outcome == store.RotateInvalid):
+						case grace > 0 && r.Outcome == store.RotateGraceReplay:
+						default:
+							t.Fatalf("round %d grace %v: racer %d got %v", round, grace, i, r.Outcome)
+						}
+					}
+					if winner < 0 {
+						t.Fatalf("round %d grace %v: nobody rotated", round, grace)
+					}
+					for i, r := range results {
+						if r.Outcome == store.RotateGraceReplay && string(r.SuccessorSealed) != fmt.Sprint("sealed-", winner) {
+							t.Fatalf("racer %d replayed successor %q, winner stored sealed-%d", i, r.SuccessorSealed, winner)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestPurge(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			st := New(openStore(t, b.url(t)).DB(), WithMaxAccessTokenTTL(time.Hour))
+			c := testCtx(t)
+			now := time.Now().UTC().Truncate(time.Millisecond)
+			mk := func(id string, fam store.RefreshFamily) {
+				t.Helper()
+				if err := st.CreateFamily(c, fam, hashOf(id+"/0")); err != nil {
+					t.Fatalf("CreateFamily: %v", err)
+				}
+			}
+			live := testFamily("live", now)
+			mk("live", live)
+			expired := testFamily("expired", now.Add(-48*time.Hour))
+			mk("expired", expired)
+			idle := testFamily("idle", now.Add(-2*time.Hour))
+			mk("idle", idle)
+			mk("revoked", testFamily("revoked", now))
+			if err := st.RevokeFamily(c, "revoked", now); err != nil {
+				t.Fatalf("RevokeFamily: %v", err)
+			}
+			// The live family rotated with a grace window that has passed by purge time.
+			res, err := st.RotateRefresh(c, store.RotateRequest{FamilyID: "live", PresentedHash: hashOf("live/0"),
+				NextHash: hashOf("live/1"), NextSealed: []byte("sealed"), Now: now, Grace: 10 * time.Second})
+			if err != nil || res.Outcome != store.RotateOK {
+				t.Fatalf("rotate live: %v %v", res.Outcome, err)
+			}
+			if err := st.RevokeAccessToken(c, "gone-jti", now.Add(-time.Minute)); err != nil {
+				t.Fatalf("RevokeAccessToken: %v", err)
+			}
+			if err := st.RevokeAccessToken(c, "live-jti", now.Add(time.Hour)); err != nil {
+				t.Fatalf("RevokeAccessToken: %v", err)
+			}
+			if _, _, err := st.Hit(c, "old-window", time.Minute, now.Add(-time.Hour)); err != nil {
+				t.Fatalf("Hit: %v", err)
+			}
+			if _, _, err := st.Hit(c, "current-window", time.Minute, now); err != nil {
+				t.Fatalf("Hit: %v", err)
+			}
+
+			at := now.Add(30 * time.Second)
+			pr, err := st.Purge(c, at)
+			if err != nil {
+				t.Fatalf("Purge: %v", err)
+			}
+			want := PurgeResult{Revocations: 1, Counters: 1, Families: 3, Successors: 1}
+			if pr != want {
+				t.Fatalf("Purge = %+v, want %+v", pr, want)
+			}
+			// What was kept still works.
+			revoked, err := st.IsAccessTokenRevoked(c, store.AccessTokenRef{JTI: "live-jti"})
+			if err != nil || !revoked {
+				t.Fatalf("live jti after purge: %v %v", revoked, err)
+			}
+			revoked, err = st.IsAccessTokenRevoked(c, store.AccessTokenRef{JTI: "x", SID: "revoked"})
+			if err != nil || !revoked {
+				t.Fatalf("purged revoked family's session not revoked: %v %v", revoked, err)
+			}
+			if n, _, err := st.Hit(c, "current-window", time.Minute, now.Add(time.Second)); err != nil || n != 2 {
+				t.Fatalf("current window after purge: %d %v", n, err)
+			}
+			// The grace successor is gone: the old token is now plain reuse.
+			res, err = st.RotateRefresh(c, store.RotateRequest{FamilyID: "live", PresentedHash: hashOf("live/0"),
+				NextHash: hashOf("live/x"), Now: now.Add(time.Second), Grace: 10 * time.Second})
+			if err != nil || res.Outcome != store.RotateReuseDetected || res.SuccessorSealed != nil {
+				t.Fatalf("old token after purge: %v %q %v", res.Outcome, res.SuccessorSealed, err)
+			}
+			pr, err = st.Purge(c, at)
+			if err != nil || pr.Revocations != 0 || pr.Counters != 0 || pr.Successors != 0 || pr.Families != 1 {
+				t.Fatalf("second Purge = %+v, %v; want only the family just revoked", pr, err)
+			}
+		})
+	}
+}
+
+func TestRevocationExpiry(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ttl := 90 * time.Minute
+			now := time.Now().UTC().Truncate(time.Millisecond)
+			st := New(openStore(t, b.url(t)).DB(), WithMaxAccessTokenTTL(ttl), WithClock(func() time.Time { return now }))
+			c := testCtx(t)
+			if err := st.CreateFamily(c, testFamily("s1", now), hashOf("s1")); err != nil {
+				t.Fatalf("CreateFamily: %v", err)
+			}
+			if err := st.RevokeFamily(c, "s1", now); err != nil {
+				t.Fatalf("RevokeFamily: %v", err)
+			}
+			cutoff := now.Add(time.Minute)
+			if err := st.RevokeUserSessions(c, "usr_u", cutoff); err != nil {
+				t.Fatalf("RevokeUserSessions: %v", err)
+			}
+			for _, tc := range []struct {
+				name  string
+				at    time.Time
+				kinds []store.RevocationKind
+			}{
+				{"ok/all_active_before_expiry", now.Add(ttl - time.Millisecond), []store.RevocationKind{store.RevokedSession, store.RevokedUser}},
+				{"ok/session_expires_after_ttl", now.Add(ttl), []store.RevocationKind{store.RevokedUser}},
+				{"ok/user_expires_ttl_after_cutoff", cutoff.Add(ttl), nil},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					revs, err := st.ActiveRevocations(testCtx(t), tc.at)
+					if err != nil {
+						t.Fatalf("ActiveRevocations: %v", err)
+					}
+					var kinds []store.RevocationKind
+					for _, r := range revs {
+						kinds = append(kinds, r.Kind)
+					}
+					if fmt.Sprint(kinds) != fmt.Sprint(tc.kinds) {
+						t.Fatalf("active kinds %v, want %v (%+v)", kinds, tc.kinds, revs)
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestInvalidInput(t *testing.T) {
+	st := New(openStore(t, backends[1].url(t)).DB())
+	c := testCtx(t)
+	now := time.Now()
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"fail/family_without_id", st.CreateFamily(c, store.RefreshFamily{AbsoluteExpiry: now}, hashOf("x"))},
+		{"fail/family_without_hash", st.CreateFamily(c, testFamily("f", now), nil)},
+		{"fail/hit_zero_window", func() error { _, _, err := st.Hit(c, "k", 0, now); return err }()},
+		{"fail/hit_empty_key", func() error { _, _, err := st.Hit(c, "", time.Minute, now); return err }()},
+		{"fail/revoke_empty_jti", st.RevokeAccessToken(c, "", now)},
+		{"fail/revoke_empty_user", st.RevokeUserSessions(c, "", now)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.err == nil {
+				t.Fatalf("no error")
+			}
+		})
+	}
+	if err := st.CreateFamily(c, testFamily("dup", now), hashOf("a")); err != nil {
+		t.Fatalf("CreateFamily: %v", err)
+	}
+	if err := st.CreateFamily(c, testFamily("dup", now), hashOf("b")); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("duplicate family: %v, want store.ErrAlreadyExists", err)
+	}
+}
+
+// TestPostgresDown: with the database gone every call fails closed with
+// store.ErrUnavailable, and works again when it is back.
+func TestPostgresDown(t *testing.T) {
+	pg := testservers.NewPostgres(t)
+	url, err := testservers.CreateDatabase(pg.URL())
+	if err != nil {
+		t.Fatalf("CreateDatabase: %v", err)
+	}
+	st := New(openStore(t, url).DB())
+	c := testCtx(t)
+	if err := st.RevokeAccessToken(c, "j1", time.Now().Add(time.Hour)); err != nil {
+		t.Fatalf("RevokeAccessToken: %v", err)
+	}
+	if err := pg.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	short, cancel := context.WithTimeout(c, 5*time.Second)
+	defer cancel()
+	if err := st.Ping(short); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Ping: %v, want store.ErrUnavailable", err)
+	}
+	if _, err := st.IsAccessTokenRevoked(short, store.AccessTokenRef{JTI: "j1"}); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("IsAccessTokenRevoked: %v, want store.ErrUnavailable", err)
+	}
+	if _, err := st.RotateRefresh(short, store.RotateRequest{FamilyID: "f", PresentedHash: hashOf("a"), NextHash: hashOf("b"), Now: time.Now()}); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("RotateRefresh: %v, want store.ErrUnavailable", err)
+	}
+	if err := pg.Start(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for st.Ping(c) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("did not recover")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r, err := st.IsAccessTokenRevoked(c, store.AccessTokenRef{JTI: "j1"}); err != nil || !r {
+		t.Fatalf("after recovery: %v %v", r, err)
 	}
 }

@@ -1639,4 +1639,19 @@ func testRaceRotation(t *testing.T, s *sqlstore.Store) {
 		after[read[0].KID].Version != 2 || after[read[1].KID].Version != 2 {
 		t.Fatalf("keys after the race: %+v", after)
 	}
+	// Racing updates of one key from one version, which no unique index
+	// separates: the version compare-and-swap alone lets exactly one win.
+	old := after[read[0].KID]
+	untils := make([]time.Time, relRacers)
+	errs = race(relRacers, func(i int) error {
+		k := old
+		untils[i] = at.Add(time.Duration(i+1) * time.Hour)
+		k.PublishedUntil = &untils[i]
+		return s.ApplySigningKeyChanges(c, []store.SigningKey{k}, nil)
+	})
+	w = oneWinner(t, "update of one key", errs, store.ErrConflict)
+	got := keysByKID(t, s)[old.KID]
+	if got.Version != old.Version+1 || got.PublishedUntil == nil || !got.PublishedUntil.Equal(untils[w]) {
+		t.Fatalf("key after the update race: %+v; want version %d and the winner's PublishedUntil %v", got, old.Version+1, untils[w])
+	}
 }
