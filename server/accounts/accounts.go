@@ -1,0 +1,275 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/mail"
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Store is the relational store the accounts logic works on
+// (*sqlstore.Store implements it).
+type Store interface {
+	CreateUser(ctx context.Context, u *store.User) error
+	GetUser(ctx context.Context, id string) (store.User, error)
+	GetUserByEmail(ctx context.Context, email string) (store.User, error)
+	ListUsers(ctx context.Context, f store.UserFilter) (store.Page[store.User], error)
+	UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error)
+	GrantRole(ctx context.Context, userID, role string) (bool, error)
+	RevokeRole(ctx context.Context, userID, role string) (bool, error)
+	DeleteUser(ctx context.Context, id string) error
+
+	CreateInvite(ctx context.Context, inv *store.Invite) error
+	GetInvite(ctx context.Context, id string) (store.Invite, error)
+	ListInvites(ctx context.Context, cursor string, limit int) (store.Page[store.Invite], error)
+	RevokeInvite(ctx context.Context, id string) error
+	AcceptInvite(ctx context.Context, tokenHash []byte, now time.Time, u *store.User) (store.Invite, error)
+
+	CreateUserToken(ctx context.Context, t *store.UserToken) error
+	ConsumeUserToken(ctx context.Context, purpose store.UserTokenPurpose, tokenHash []byte, now time.Time,
+		apply func(u *store.User) error) (store.User, error)
+
+	ListAudit(ctx context.Context, f store.AuditFilter) (store.Page[store.AuditEvent], error)
+
+	clients.Store
+}
+
+// Sessions issues and ends sessions (*token.Service implements it).
+type Sessions interface {
+	// AuthenticateClient checks a client's credentials like the token endpoint.
+	AuthenticateClient(ctx context.Context, cred token.ClientCredentials) (store.Client, error)
+	// IssueForUser starts a session for a user who just proved who they are.
+	IssueForUser(ctx context.Context, client store.Client, user store.User, scope []string) (token.Response, error)
+	// EndUserSessions ends every session of the user and revokes every access
+	// token issued to them before now.
+	EndUserSessions(ctx context.Context, userID string) error
+}
+
+// Hasher hashes and verifies passwords (*password.Hasher implements it).
+type Hasher interface {
+	Hash(password string) (string, error)
+	Verify(hash, password string) (ok, needsRehash bool, err error)
+	DummyVerify(password string)
+}
+
+// PasswordRules decides whether a new password is acceptable
+// (password.Rules implements it). Check returns an error whose message, a
+// sentence for a person, says why not.
+type PasswordRules interface {
+	Check(password, email string) error
+}
+
+// Keys lists and rotates the signing keys (*keys.Manager implements it).
+type Keys interface {
+	List(ctx context.Context) ([]keys.KeyInfo, error)
+	Rotate(ctx context.Context, force bool) (keys.Rotation, error)
+}
+
+// Auditor records security-relevant events (*app.Auditor implements it).
+type Auditor interface {
+	Record(ctx context.Context, e store.AuditEvent)
+}
+
+// Limiter throttles the account endpoints that need no bearer token. Check
+// returns nil to let the request through, or the error to answer (normally
+// apierr.ErrRateLimited with a Retry-After). key is the normalised email
+// address when the request names one, else "". It must not depend on whether
+// an account exists.
+type Limiter interface {
+	Check(ctx context.Context, action, ip, key string) error
+}
+
+// Limiter actions.
+const (
+	LimitForgotPassword = "password_forgot"
+	LimitResetPassword  = "password_reset"
+	LimitChangePassword = "password_change"
+	LimitAcceptInvite   = "invite_accept"
+	LimitRegister       = "register"
+	LimitVerifyEmail    = "email_verify"
+)
+
+// DefaultFirstPartyClientID is the built-in public client that issues the
+// tokens of invite acceptance, password change and registration when the
+// request names no client. Its only grant is refresh_token, so it can never
+// be used for the password grant.
+const DefaultFirstPartyClientID = "portcullis"
+
+// Config holds the account settings.
+type Config struct {
+	// PublicURL is the base of emailed links (PORTCULLIS_PUBLIC_URL).
+	PublicURL string
+	// ProductName is shown in emails (PORTCULLIS_PRODUCT_NAME).
+	ProductName string
+	// Lifetimes of invite, reset and verification links.
+	InviteTTL      time.Duration
+	ResetTTL       time.Duration
+	VerifyEmailTTL time.Duration
+	// PublicRegistration allows Register (PORTCULLIS_PUBLIC_REGISTRATION).
+	PublicRegistration bool
+	// FirstPartyClientID names the built-in client (default "portcullis").
+	FirstPartyClientID string
+	// BackgroundTimeout bounds the lookup and mailing a forgot-password
+	// request does after it has been answered (default 60s).
+	BackgroundTimeout time.Duration
+	// MaxBackground bounds the forgot-password jobs running at once
+	// (default 64); beyond it a request is answered the same way but its
+	// email is dropped and a warning logged.
+	MaxBackground int
+}
+
+// Deps are the collaborators of a Service. Limiter and Logger may be nil.
+type Deps struct {
+	Store    Store
+	Policy   *policy.Policy
+	Sessions Sessions
+	Hasher   Hasher
+	Rules    PasswordRules
+	// Mail delivers the emails; Templates renders them.
+	Mail      mail.Sender
+	Templates *mail.Templates
+	Keys      Keys
+	Audit     Auditor
+	Limiter   Limiter
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Service implements the account and admin operations.
+type Service struct {
+	cfg      Config
+	store    Store
+	policy   *policy.Policy
+	sessions Sessions
+	hasher   Hasher
+	rules    PasswordRules
+	mail     mail.Sender
+	tmpl     *mail.Templates
+	keys     Keys
+	audit    Auditor
+	limiter  Limiter
+	log      *slog.Logger
+	now      func() time.Time
+
+	bgSlots chan struct{}
+	bgWG    sync.WaitGroup
+}
+
+// New checks cfg and d and returns a Service.
+func New(cfg Config, d Deps) (*Service, error) {
+	var missing []string
+	for name, v := range map[string]any{"Store": d.Store, "Sessions": d.Sessions, "Hasher": d.Hasher,
+		"Rules": d.Rules, "Mail": d.Mail, "Keys": d.Keys, "Audit": d.Audit} {
+		if v == nil {
+			missing = append(missing, name)
+		}
+	}
+	if d.Policy == nil {
+		missing = append(missing, "Policy")
+	}
+	if d.Templates == nil {
+		missing = append(missing, "Templates")
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return nil, fmt.Errorf("accounts: missing dependencies %v", missing)
+	}
+	if cfg.PublicURL == "" {
+		return nil, errors.New("accounts: PublicURL is required to build emailed links")
+	}
+	if cfg.InviteTTL <= 0 || cfg.ResetTTL <= 0 || cfg.VerifyEmailTTL <= 0 {
+		return nil, errors.New("accounts: invite, reset and verification lifetimes must be positive")
+	}
+	if cfg.FirstPartyClientID == "" {
+		cfg.FirstPartyClientID = DefaultFirstPartyClientID
+	}
+	if cfg.BackgroundTimeout <= 0 {
+		cfg.BackgroundTimeout = 60 * time.Second
+	}
+	if cfg.MaxBackground <= 0 {
+		cfg.MaxBackground = 64
+	}
+	s := &Service{cfg: cfg, store: d.Store, policy: d.Policy, sessions: d.Sessions, hasher: d.Hasher, rules: d.Rules,
+		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger, now: d.Now,
+		bgSlots: make(chan struct{}, cfg.MaxBackground)}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s, nil
+}
+
+// Config returns the service's settings.
+func (s *Service) Config() Config { return s.cfg }
+
+// Wait blocks until every background job (forgot-password lookups and
+// emails) has finished. Call it before closing the store.
+func (s *Service) Wait() { s.bgWG.Wait() }
+
+// Meta describes who made a request, for audit events and throttling.
+type Meta struct {
+	IP        string
+	UserAgent string
+	// ClientID is the OAuth client of the caller's token, when there is one.
+	ClientID string
+}
+
+// Actor is the authenticated user performing an operation (the sub of their
+// token). Their roles are always re-read from the store, never taken from the
+// token.
+type Actor struct {
+	ID string
+	Meta
+}
+
+// limit runs the limiter when one is installed.
+func (s *Service) limit(ctx context.Context, action string, m Meta, key string) error {
+	if s.limiter == nil {
+		return nil
+	}
+	return s.limiter.Check(ctx, action, m.IP, key)
+}
+
+// record writes an audit event with the request's metadata.
+func (s *Service) record(ctx context.Context, action string, outcome store.Outcome, actorID, targetID string, m Meta, details map[string]string) {
+	s.audit.Record(ctx, store.AuditEvent{Action: action, Outcome: outcome, ActorID: actorID, TargetID: targetID,
+		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details})
+}
+
+// background runs fn after the caller has answered, bounded by
+// BackgroundTimeout and MaxBackground. It reports false when the job was
+// dropped because too many were running.
+func (s *Service) background(what string, fn func(ctx context.Context)) bool {
+	select {
+	case s.bgSlots <- struct{}{}:
+	default:
+		s.log.Warn("too many background account jobs; dropping one", "job", what)
+		return false
+	}
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		defer func() { <-s.bgSlots }()
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("panic in background account job", "job", what, "panic", fmt.Sprint(r))
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BackgroundTimeout)
+		defer cancel()
+		fn(ctx)
+	}()
+	return true
+}

@@ -1,0 +1,164 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Roles returns every role of the policy, highest level first, with its
+// expanded permissions.
+func (s *Service) Roles() []policy.Role { return s.policy.Roles() }
+
+// ListClients returns every OAuth client, without secrets.
+func (s *Service) ListClients(ctx context.Context) ([]clients.ClientView, error) {
+	list, err := s.store.ListClients(ctx)
+	if err != nil {
+		return nil, storeErr("list clients", err, nil)
+	}
+	out := make([]clients.ClientView, 0, len(list))
+	for _, c := range list {
+		out = append(out, clients.View(c))
+	}
+	return out, nil
+}
+
+// CreatedClient is a new client and, for a confidential client, its secret,
+// shown this once.
+type CreatedClient struct {
+	clients.ClientView
+	ClientSecret string `json:"client_secret,omitempty"`
+}
+
+// CreateClient creates an OAuth client (the same rules as the CLI). A bad
+// spec is 400; a taken id 409.
+func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Spec) (CreatedClient, error) {
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return CreatedClient{}, err
+	}
+	c, secret, err := clients.Create(ctx, s.store, spec)
+	if err != nil {
+		var ve *clients.ValidationError
+		switch {
+		case errors.As(err, &ve):
+			return CreatedClient{}, apierr.ErrInvalidRequest.WithDescription("%s", sentence(ve.Reason))
+		case errors.Is(err, store.ErrAlreadyExists):
+			return CreatedClient{}, apierr.ErrConflict.WithDescription("A client with this id already exists.")
+		}
+		return CreatedClient{}, storeErr("create client", err, nil)
+	}
+	s.record(ctx, "client.created", store.OutcomeSuccess, a.ID, c.ID, actor.Meta,
+		map[string]string{"via": "admin", "public": fmt.Sprint(c.Public)})
+	return CreatedClient{ClientView: clients.View(c), ClientSecret: secret}, nil
+}
+
+// DeleteClient deletes an OAuth client; the built-in first-party client
+// cannot be deleted (409). Its refresh tokens stop working at once (the
+// client no longer authenticates); its access tokens expire on their own.
+func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) error {
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return err
+	}
+	if id == s.cfg.FirstPartyClientID {
+		return errFirstPartyDeletion
+	}
+	if id == "" || len(id) > maxIDLen {
+		return errClientNotFound
+	}
+	if err := s.store.DeleteClient(ctx, id); err != nil {
+		return storeErr("delete client", err, errClientNotFound)
+	}
+	s.record(ctx, "client.deleted", store.OutcomeSuccess, a.ID, id, actor.Meta, map[string]string{"via": "admin"})
+	return nil
+}
+
+// ListKeys returns every signing key without private material.
+func (s *Service) ListKeys(ctx context.Context) ([]keys.KeyInfo, error) {
+	list, err := s.keys.List(ctx)
+	if err != nil {
+		return nil, storeErr("list signing keys", err, nil)
+	}
+	return list, nil
+}
+
+// Rotation is the outcome of a key rotation as the API shows it.
+type Rotation struct {
+	Retired   *keys.KeyInfo `json:"retired"`
+	Activated keys.KeyInfo  `json:"activated"`
+	Next      keys.KeyInfo  `json:"next"`
+	Forced    bool          `json:"forced"`
+}
+
+// RotateKeys promotes the next key, retires the active one and creates a new
+// next key. Without force it refuses with 409 (saying when it will be safe)
+// while the next key has not been published long enough; force breaks
+// verifiers that cached the JWKS until they refetch.
+func (s *Service) RotateKeys(ctx context.Context, actor Actor, force bool) (Rotation, error) {
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return Rotation{}, err
+	}
+	rot, err := s.keys.Rotate(ctx, force)
+	if err != nil {
+		var early *keys.TooEarlyError
+		switch {
+		case errors.As(err, &early):
+			return Rotation{}, apierr.ErrConflict.WithDescription(
+				"The next key has not been published long enough: rotating is safe from %s. Forcing it breaks verifiers that cached the JWKS until they refetch.",
+				early.SafeAt.UTC().Format(time.RFC3339)).WithCause(err)
+		case errors.Is(err, store.ErrConflict):
+			return Rotation{}, apierr.ErrConflict.WithDescription("The signing keys were changed at the same moment elsewhere; list them and try again.").WithCause(err)
+		}
+		return Rotation{}, storeErr("rotate signing keys", err, nil)
+	}
+	s.record(ctx, "key.rotated", store.OutcomeSuccess, a.ID, rot.Activated.KID, actor.Meta,
+		map[string]string{"via": "admin", "forced": fmt.Sprint(rot.Forced), "retired": rot.Retired.KID, "next": rot.Next.KID})
+	out := Rotation{Activated: rot.Activated, Next: rot.Next, Forced: rot.Forced}
+	if rot.Retired.KID != "" {
+		r := rot.Retired
+		out.Retired = &r
+	}
+	return out, nil
+}
+
+// AuditQuery selects audit events.
+type AuditQuery struct {
+	Action   string
+	ActorID  string
+	TargetID string
+	Since    time.Time
+	Until    time.Time
+	Cursor   string
+	Limit    int
+}
+
+// ListAudit returns one page of audit events, newest first.
+func (s *Service) ListAudit(ctx context.Context, q AuditQuery) (Page[store.AuditEvent], error) {
+	for _, v := range []string{q.Action, q.ActorID, q.TargetID} {
+		if len(v) > 128 {
+			return Page[store.AuditEvent]{}, apierr.ErrInvalidRequest.WithDescription("A filter is longer than 128 characters.")
+		}
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Since.Before(q.Until) {
+		return Page[store.AuditEvent]{}, apierr.ErrInvalidRequest.WithDescription("since must be before until.")
+	}
+	page, err := s.store.ListAudit(ctx, store.AuditFilter{Action: q.Action, ActorID: q.ActorID, TargetID: q.TargetID,
+		Since: q.Since, Until: q.Until, Cursor: q.Cursor, Limit: q.Limit})
+	if err != nil {
+		return Page[store.AuditEvent]{}, listErr("list audit events", err)
+	}
+	items := page.Items
+	if items == nil {
+		items = []store.AuditEvent{}
+	}
+	return Page[store.AuditEvent]{Items: items, NextCursor: page.NextCursor}, nil
+}

@@ -1,0 +1,122 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/sqlstore"
+)
+
+// maxIDLen bounds an id taken from a path; longer ones are unknown.
+const maxIDLen = 64
+
+// loadActor reads the actor's current record: their roles as they are now,
+// not as their token says. A deleted actor is 401, a deactivated one 403.
+func (s *Service) loadActor(ctx context.Context, actor Actor) (store.User, error) {
+	if actor.ID == "" || len(actor.ID) > maxIDLen {
+		return store.User{}, errActorUnknown
+	}
+	u, err := s.store.GetUser(ctx, actor.ID)
+	if err != nil {
+		return store.User{}, storeErr("load the acting user", err, errActorUnknown)
+	}
+	if !u.Active {
+		return store.User{}, errActorInactive
+	}
+	u.PasswordHash = ""
+	return u, nil
+}
+
+// loadTarget reads the user an admin operation acts on; unknown is 404.
+func (s *Service) loadTarget(ctx context.Context, id string) (store.User, error) {
+	if id == "" || len(id) > maxIDLen {
+		return store.User{}, errUserNotFound
+	}
+	u, err := s.store.GetUser(ctx, id)
+	if err != nil {
+		return store.User{}, storeErr("load user", err, errUserNotFound)
+	}
+	u.PasswordHash = ""
+	return u, nil
+}
+
+// actorAndTarget loads both and checks that the actor may manage the target
+// (strictly above them, never themself).
+func (s *Service) actorAndTarget(ctx context.Context, actor Actor, id string) (store.User, store.User, error) {
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return store.User{}, store.User{}, err
+	}
+	t, err := s.loadTarget(ctx, id)
+	if err != nil {
+		return store.User{}, store.User{}, err
+	}
+	if err := s.policy.CanManage(subject(a), subject(t)); err != nil {
+		return store.User{}, store.User{}, ceilingErr(err)
+	}
+	return a, t, nil
+}
+
+func subject(u store.User) policy.Subject { return policy.Subject{ID: u.ID, Roles: u.Roles} }
+
+// resolveClient returns the client that issues a session's tokens: the
+// built-in first-party client when the request names none, else the named
+// client authenticated like at the token endpoint.
+func (s *Service) resolveClient(ctx context.Context, cred token.ClientCredentials) (store.Client, error) {
+	if cred.ID == "" && !cred.Basic {
+		return s.firstPartyClient(ctx)
+	}
+	return s.sessions.AuthenticateClient(ctx, cred)
+}
+
+// firstPartyClient loads the built-in first-party client.
+func (s *Service) firstPartyClient(ctx context.Context) (store.Client, error) {
+	c, err := s.store.GetClient(ctx, s.cfg.FirstPartyClientID)
+	if err != nil {
+		return store.Client{}, storeErr("load the first-party client", err, nil)
+	}
+	return c, nil
+}
+
+// checkScope refuses, before anything is changed, a requested scope that the
+// session about to be issued could not receive.
+func checkScope(requested, userPerms []string, client store.Client) error {
+	if _, err := policy.ResolveScope(requested, userPerms, client.Scopes); err != nil {
+		return apierr.ErrInvalidScope.WithDescription("%s", sentence(err.Error())).WithCause(err)
+	}
+	return nil
+}
+
+// listErr answers a failed list: a bad cursor is 400.
+func listErr(what string, err error) error {
+	if errors.Is(err, sqlstore.ErrInvalidCursor) {
+		return apierr.ErrInvalidRequest.WithDescription("The cursor is not valid; start again without one.").WithCause(err)
+	}
+	return storeErr(what, err, nil)
+}
+
+// EnsureFirstPartyClient creates the built-in first-party client when it does
+// not exist: public, with the refresh_token grant only (so it can never be
+// used for the password grant), allowed every permission. It is idempotent
+// and safe with many instances starting at once; an existing client with
+// that id is left as it is.
+func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
+	id := s.cfg.FirstPartyClientID
+	if _, err := s.store.GetClient(ctx, id); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("load the first-party client %q: %w", id, err)
+	}
+	_, _, err := clients.Create(ctx, s.store, clients.Spec{ID: id, Name: "Portcullis (first-party)", Public: true,
+		Grants: []string{token.GrantRefreshToken}})
+	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
+		return fmt.Errorf("create the first-party client %q: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package accounts
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// ErrWeakPassword answers a new password the password rules refuse (400);
+// its description says why.
+var ErrWeakPassword = &apierr.Error{Code: "weak_password", Status: http.StatusBadRequest,
+	Description: "The password does not meet the password rules."}
+
+// Errors of the account operations, for errors.Is and as answers.
+var (
+	errUserNotFound       = apierr.ErrNotFound.WithDescription("No user has this id.")
+	errInviteNotFound     = apierr.ErrNotFound.WithDescription("No invite has this id.")
+	errClientNotFound     = apierr.ErrNotFound.WithDescription("No client has this id.")
+	errCurrentPassword    = apierr.ErrInvalidGrant.WithDescription("The current password is incorrect.")
+	errActorUnknown       = apierr.ErrInvalidToken.WithWWWAuthenticate(`Bearer error="invalid_token"`).WithDescription("The user of this token no longer exists.")
+	errActorInactive      = apierr.ErrForbidden.WithDescription("Your account is deactivated.")
+	errSamePassword       = ErrWeakPassword.WithDescription("The new password must differ from the current one.")
+	errAccountExists      = apierr.ErrConflict.WithDescription("An account with this email address already exists.")
+	errFirstPartyDeletion = apierr.ErrConflict.WithDescription("The built-in first-party client cannot be deleted.")
+)
+
+// weakPassword turns a refusal of the password rules into a 400 weak_password
+// whose description is the rule's reason.
+func weakPassword(err error) error {
+	return ErrWeakPassword.WithDescription("%s", sentence(err.Error())).WithCause(err)
+}
+
+// sentence capitalises a reason and ends it with a full stop.
+func sentence(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return s
+	}
+	r, n := utf8.DecodeRuneInString(s)
+	s = string(unicode.ToUpper(r)) + s[n:]
+	if !strings.HasSuffix(s, ".") {
+		s += "."
+	}
+	return s
+}
+
+// ceilingErr answers a refusal of the privilege ceiling (403) or an unknown
+// role (400).
+func ceilingErr(err error) error {
+	var ce *policy.CeilingError
+	var ue *policy.UnknownRoleError
+	switch {
+	case errors.As(err, &ce):
+		return apierr.ErrForbidden.WithDescription("%s", sentence(ce.Reason)).WithCause(err)
+	case errors.As(err, &ue):
+		return apierr.ErrInvalidRequest.WithDescription("The policy has no role %q.", ue.Role).WithCause(err)
+	}
+	return internal("check the privilege ceiling", err)
+}
+
+// storeErr answers a store failure: notFound when the record is missing,
+// 503 when the store cannot be reached, 500 otherwise.
+func storeErr(what string, err error, notFound error) error {
+	var ae *apierr.Error
+	switch {
+	case errors.As(err, &ae):
+		return err
+	case errors.Is(err, store.ErrNotFound) && notFound != nil:
+		return notFound
+	case errors.Is(err, store.ErrUnavailable):
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("%s: %w", what, err))
+	}
+	return internal(what, err)
+}
+
+// internal is a 500 whose cause is logged, never sent.
+func internal(what string, err error) error {
+	return apierr.ErrServer.WithCause(fmt.Errorf("%s: %w", what, err))
+}
+
+// oneTimeTokenErr answers a one-time token (invite, reset, verification)
+// that cannot be used: 400 invalid_token saying why. Saying that a link
+// expired or was used reveals nothing about other accounts: only the holder
+// of the token learns it.
+func oneTimeTokenErr(kind string, err error) error {
+	var ae *apierr.Error
+	switch {
+	case errors.As(err, &ae):
+		return err
+	case errors.Is(err, store.ErrNotFound):
+		return apierr.ErrOneTimeTokenInvalid.WithDescription("This %s link is not valid. Check that you copied the whole link, or ask for a new one.", kind)
+	case errors.Is(err, store.ErrTokenExpired):
+		return apierr.ErrOneTimeTokenInvalid.WithDescription("This %s link has expired. Ask for a new one.", kind)
+	case errors.Is(err, store.ErrTokenUsed):
+		return apierr.ErrOneTimeTokenInvalid.WithDescription("This %s link has already been used or was replaced by a newer one.", kind)
+	case errors.Is(err, store.ErrTokenRevoked):
+		return apierr.ErrOneTimeTokenInvalid.WithDescription("This %s link has been revoked.", kind)
+	}
+	return storeErr("redeem "+kind+" link", err, nil)
+}

@@ -1,0 +1,199 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// CreateInvite invites email to join with role: the role must be under the
+// actor's privilege ceiling (their current roles), and no account may exist
+// for the address. The invite link {PUBLIC_URL}/invite?token=… is emailed;
+// a newer invite for the same address supersedes older ones. When the email
+// cannot be sent the invite is revoked at once and the answer is 503, so an
+// invite nobody received never stays pending.
+func (s *Service) CreateInvite(ctx context.Context, actor Actor, email, role string) (Invite, error) {
+	email, err := normaliseEmail(email)
+	if err != nil {
+		return Invite{}, err
+	}
+	if role == "" {
+		return Invite{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
+	}
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return Invite{}, err
+	}
+	if err := s.policy.CanAssign(a.Roles, role); err != nil {
+		return Invite{}, ceilingErr(err)
+	}
+	if _, err := s.store.GetUserByEmail(ctx, email); err == nil {
+		return Invite{}, errAccountExists
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return Invite{}, storeErr("look up email", err, nil)
+	}
+	secret, err := newSecret()
+	if err != nil {
+		return Invite{}, internal("invite token", err)
+	}
+	inv := store.Invite{Email: email, Role: role, TokenHash: hashSecret(secret), InvitedBy: a.ID,
+		ExpiresAt: s.now().Add(s.cfg.InviteTTL)}
+	if err := s.store.CreateInvite(ctx, &inv); err != nil {
+		return Invite{}, storeErr("create invite", err, nil)
+	}
+	if err := s.sendInvite(ctx, email, inviteToken(inv.ID, secret), role); err != nil {
+		s.log.Error("invite email not sent; revoking the invite", "invite_id", inv.ID, "err", err)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailTimeout)
+		defer cancel()
+		if rerr := s.store.RevokeInvite(rctx, inv.ID); rerr != nil {
+			s.log.Error("revoke unsent invite", "invite_id", inv.ID, "err", rerr)
+		}
+		s.record(ctx, "invite.created", store.OutcomeFailure, a.ID, inv.ID, actor.Meta,
+			map[string]string{"role": role, "reason": "email_not_sent"})
+		return Invite{}, apierr.ErrTemporarilyUnavailable.WithDescription(
+			"The invitation email could not be sent, so no invite was created. Try again later.").WithCause(err)
+	}
+	s.record(ctx, "invite.created", store.OutcomeSuccess, a.ID, inv.ID, actor.Meta, map[string]string{"role": role})
+	return viewInvite(inv, s.now()), nil
+}
+
+// ListInvites returns one page of invites, newest first.
+func (s *Service) ListInvites(ctx context.Context, cursor string, limit int) (Page[Invite], error) {
+	page, err := s.store.ListInvites(ctx, cursor, limit)
+	if err != nil {
+		return Page[Invite]{}, listErr("list invites", err)
+	}
+	now := s.now()
+	out := Page[Invite]{Items: make([]Invite, 0, len(page.Items)), NextCursor: page.NextCursor}
+	for _, inv := range page.Items {
+		out.Items = append(out.Items, viewInvite(inv, now))
+	}
+	return out, nil
+}
+
+// RevokeInvite revokes a pending invite whose role is under the actor's
+// ceiling. Revoking a revoked invite again is not an error; an accepted or
+// superseded invite is 409.
+func (s *Service) RevokeInvite(ctx context.Context, actor Actor, id string) (Invite, error) {
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return Invite{}, err
+	}
+	inv, err := s.getInvite(ctx, id)
+	if err != nil {
+		return Invite{}, err
+	}
+	if err := s.policy.CanAssign(a.Roles, inv.Role); err != nil {
+		return Invite{}, ceilingErr(err)
+	}
+	if err := s.store.RevokeInvite(ctx, id); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return Invite{}, apierr.ErrConflict.WithDescription("The invite was already accepted or replaced by a newer one.")
+		}
+		return Invite{}, storeErr("revoke invite", err, errInviteNotFound)
+	}
+	if inv.Status == store.InvitePending {
+		s.record(ctx, "invite.revoked", store.OutcomeSuccess, a.ID, inv.ID, actor.Meta, map[string]string{"role": inv.Role})
+	}
+	inv, err = s.getInvite(ctx, id)
+	if err != nil {
+		return Invite{}, err
+	}
+	return viewInvite(inv, s.now()), nil
+}
+
+func (s *Service) getInvite(ctx context.Context, id string) (store.Invite, error) {
+	if len(id) > inviteIDLen {
+		return store.Invite{}, errInviteNotFound
+	}
+	inv, err := s.store.GetInvite(ctx, id)
+	if err != nil {
+		return store.Invite{}, storeErr("load invite", err, errInviteNotFound)
+	}
+	return inv, nil
+}
+
+// AcceptInviteRequest is an invite acceptance.
+type AcceptInviteRequest struct {
+	Token    string
+	Password string
+	Name     string
+	// Client issues the tokens; an empty ID (and no Basic credentials) means
+	// the built-in first-party client.
+	Client token.ClientCredentials
+	// Scope is the requested scope, as at the token endpoint (nil: every
+	// permission the user and client may have).
+	Scope []string
+}
+
+// AcceptInvite redeems an invite: it creates the user with the invite's
+// email (verified) and role and the chosen password, all at once, and starts
+// a session for them. A used, expired, revoked or unknown invite is 400
+// invalid_token saying which; a password the rules refuse is 400
+// weak_password and leaves the invite usable.
+func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequest) (token.Response, error) {
+	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
+		return token.Response{}, err
+	}
+	const kind = "invitation"
+	id, secret, ok := parseInviteToken(req.Token)
+	if !ok {
+		return token.Response{}, oneTimeTokenErr(kind, store.ErrNotFound)
+	}
+	inv, err := s.store.GetInvite(ctx, id)
+	if err != nil {
+		return token.Response{}, oneTimeTokenErr(kind, err)
+	}
+	if !secretMatches(secret, inv.TokenHash) {
+		return token.Response{}, oneTimeTokenErr(kind, store.ErrNotFound)
+	}
+	// The state is checked again, atomically, by the store; these checks give
+	// a clear answer before any work.
+	switch {
+	case inv.Status == store.InviteAccepted || inv.Status == store.InviteSuperseded:
+		return token.Response{}, oneTimeTokenErr(kind, store.ErrTokenUsed)
+	case inv.Status == store.InviteRevoked:
+		return token.Response{}, oneTimeTokenErr(kind, store.ErrTokenRevoked)
+	case !s.now().Before(inv.ExpiresAt):
+		return token.Response{}, oneTimeTokenErr(kind, store.ErrTokenExpired)
+	}
+	name, err := normaliseName(req.Name)
+	if err != nil {
+		return token.Response{}, err
+	}
+	if err := s.rules.Check(req.Password, inv.Email); err != nil {
+		return token.Response{}, weakPassword(err)
+	}
+	// Authenticate the client before redeeming, so a bad client never burns
+	// the invite.
+	client, err := s.resolveClient(ctx, req.Client)
+	if err != nil {
+		return token.Response{}, err
+	}
+	if err := checkScope(req.Scope, s.policy.Permissions([]string{inv.Role}), client); err != nil {
+		return token.Response{}, err
+	}
+	hash, err := s.hasher.Hash(req.Password)
+	if err != nil {
+		return token.Response{}, internal("hash password", err)
+	}
+	u := store.User{Name: name, PasswordHash: hash, Active: true}
+	accepted, err := s.store.AcceptInvite(ctx, hashSecret(secret), s.now(), &u)
+	if err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			return token.Response{}, errAccountExists.WithDescription("An account with this email address already exists; sign in instead.")
+		}
+		return token.Response{}, oneTimeTokenErr(kind, err)
+	}
+	m.ClientID = client.ID
+	s.record(ctx, "invite.accepted", store.OutcomeSuccess, u.ID, u.ID, m,
+		map[string]string{"invite_id": accepted.ID, "role": accepted.Role})
+	resp, err := s.sessions.IssueForUser(ctx, client, u, req.Scope)
+	if err != nil {
+		return token.Response{}, err
+	}
+	return resp, nil
+}

@@ -1,0 +1,62 @@
+package accounts
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/mail"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// mailTimeout bounds one email's delivery (every SMTP attempt and retry)
+// when the caller waits for it.
+const mailTimeout = 30 * time.Second
+
+// send delivers msg within mailTimeout; the error never holds the message.
+func (s *Service) send(ctx context.Context, msg mail.Message, err error) error {
+	if err != nil {
+		return fmt.Errorf("render email: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, mailTimeout)
+	defer cancel()
+	if err := s.mail.Send(ctx, msg); err != nil {
+		return fmt.Errorf("send email: %w", err)
+	}
+	return nil
+}
+
+// sendInvite emails the invite link {PUBLIC_URL}/invite?token=….
+func (s *Service) sendInvite(ctx context.Context, to, token, role string) error {
+	msg, err := s.tmpl.Invite(mail.InviteData{ProductName: s.cfg.ProductName, To: to, Role: role,
+		Link: mail.Link(s.cfg.PublicURL, mail.InvitePath, token), ExpiresIn: s.cfg.InviteTTL})
+	return s.send(ctx, msg, err)
+}
+
+// sendReset emails the reset link {PUBLIC_URL}/reset-password?token=….
+func (s *Service) sendReset(ctx context.Context, to, token string) error {
+	msg, err := s.tmpl.PasswordReset(mail.ResetData{ProductName: s.cfg.ProductName, To: to,
+		Link: mail.Link(s.cfg.PublicURL, mail.ResetPasswordPath, token), ExpiresIn: s.cfg.ResetTTL})
+	return s.send(ctx, msg, err)
+}
+
+// sendVerify emails the verification link {PUBLIC_URL}/verify-email?token=….
+func (s *Service) sendVerify(ctx context.Context, to, token string) error {
+	msg, err := s.tmpl.VerifyEmail(mail.VerifyData{ProductName: s.cfg.ProductName, To: to,
+		Link: mail.Link(s.cfg.PublicURL, mail.VerifyEmailPath, token), ExpiresIn: s.cfg.VerifyEmailTTL})
+	return s.send(ctx, msg, err)
+}
+
+// issueUserToken stores a new one-time token of purpose for the user (which
+// supersedes the user's older ones of that purpose) and returns its secret.
+func (s *Service) issueUserToken(ctx context.Context, userID string, purpose store.UserTokenPurpose, ttl time.Duration) (string, time.Time, error) {
+	secret, err := newSecret()
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	t := store.UserToken{UserID: userID, Purpose: purpose, TokenHash: hashSecret(secret), ExpiresAt: s.now().Add(ttl)}
+	if err := s.store.CreateUserToken(ctx, &t); err != nil {
+		return "", time.Time{}, fmt.Errorf("store %s token: %w", purpose, err)
+	}
+	return secret, t.ExpiresAt, nil
+}

@@ -1,0 +1,257 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// ForgotPassword starts a self-service reset for email. Its answer (nil, or
+// a refusal that does not depend on the address being known: a malformed
+// address, the rate limit) and its timing are the same whether or not an
+// account exists: the lookup, the token and the email happen afterwards in
+// a background job bounded by BackgroundTimeout. Only an active account gets
+// an email.
+func (s *Service) ForgotPassword(ctx context.Context, m Meta, email string) error {
+	email, err := normaliseEmail(email)
+	if err != nil {
+		return err
+	}
+	if err := s.limit(ctx, LimitForgotPassword, m, strings.ToLower(email)); err != nil {
+		return err
+	}
+	s.background("forgot-password", func(ctx context.Context) { s.forgotPassword(ctx, m, email) })
+	return nil
+}
+
+// forgotPassword is the background half of ForgotPassword.
+func (s *Service) forgotPassword(ctx context.Context, m Meta, email string) {
+	u, err := s.store.GetUserByEmail(ctx, email)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		s.record(ctx, "password.reset_requested", store.OutcomeFailure, "", "", m,
+			map[string]string{"via": "forgot", "reason": "unknown_account"})
+		return
+	case err != nil:
+		s.log.Error("forgot password: look up the account", "err", err)
+		return
+	case !u.Active:
+		s.record(ctx, "password.reset_requested", store.OutcomeFailure, "", u.ID, m,
+			map[string]string{"via": "forgot", "reason": "inactive"})
+		return
+	}
+	secret, _, err := s.issueUserToken(ctx, u.ID, store.PurposePasswordReset, s.cfg.ResetTTL)
+	if err != nil {
+		s.log.Error("forgot password: create the reset token", "user_id", u.ID, "err", err)
+		return
+	}
+	if err := s.sendReset(ctx, u.Email, secret); err != nil {
+		s.log.Error("forgot password: reset email not sent", "user_id", u.ID, "err", err)
+		s.record(ctx, "password.reset_requested", store.OutcomeFailure, "", u.ID, m,
+			map[string]string{"via": "forgot", "reason": "email_not_sent"})
+		return
+	}
+	s.record(ctx, "password.reset_requested", store.OutcomeSuccess, "", u.ID, m, map[string]string{"via": "forgot"})
+}
+
+// ResetSent says until when an emailed reset link works.
+type ResetSent struct {
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// RequestPasswordReset emails a reset link to a user the actor may manage.
+// The user's older reset links stop working. When the email cannot be sent
+// the answer is 503 (the link nobody received is useless and is replaced by
+// the next request).
+func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID string) (ResetSent, error) {
+	a, t, err := s.actorAndTarget(ctx, actor, userID)
+	if err != nil {
+		return ResetSent{}, err
+	}
+	secret, exp, err := s.issueUserToken(ctx, t.ID, store.PurposePasswordReset, s.cfg.ResetTTL)
+	if err != nil {
+		return ResetSent{}, storeErr("create reset token", err, errUserNotFound)
+	}
+	if err := s.sendReset(ctx, t.Email, secret); err != nil {
+		s.record(ctx, "password.reset_requested", store.OutcomeFailure, a.ID, t.ID, actor.Meta,
+			map[string]string{"via": "admin", "reason": "email_not_sent"})
+		return ResetSent{}, apierr.ErrTemporarilyUnavailable.WithDescription(
+			"The password reset email could not be sent. Try again later.").WithCause(err)
+	}
+	s.record(ctx, "password.reset_requested", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, map[string]string{"via": "admin"})
+	return ResetSent{ExpiresAt: exp}, nil
+}
+
+// ResetPassword redeems a reset link once: it sets the new password (checked
+// against the rules with the user's email), clears must_change_password,
+// marks the email verified (the link reached it) and ends every session of
+// the user. A password the rules refuse leaves the link usable.
+func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword string) error {
+	if err := s.limit(ctx, LimitResetPassword, m, ""); err != nil {
+		return err
+	}
+	const kind = "password reset"
+	if !validSecret(tok) {
+		return oneTimeTokenErr(kind, store.ErrNotFound)
+	}
+	if newPassword == "" {
+		return apierr.ErrInvalidRequest.WithDescription("new_password is required.")
+	}
+	// Hash outside the transaction: the row lock is not held for the hash.
+	hash, err := s.hasher.Hash(newPassword)
+	if err != nil {
+		return internal("hash password", err)
+	}
+	u, err := s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
+		if err := s.rules.Check(newPassword, u.Email); err != nil {
+			return weakPassword(err)
+		}
+		u.PasswordHash = hash
+		u.MustChangePassword = false
+		u.EmailVerified = true
+		return nil
+	})
+	if err != nil {
+		return oneTimeTokenErr(kind, err)
+	}
+	if err := s.sessions.EndUserSessions(ctx, u.ID); err != nil {
+		s.log.Error("password reset: the password changed but the sessions could not be ended", "user_id", u.ID, "err", err)
+		return err
+	}
+	s.record(ctx, "password.reset", store.OutcomeSuccess, u.ID, u.ID, m, nil)
+	return nil
+}
+
+// SetTemporaryPassword sets a password the user must change at their next
+// login (must_change_password), for a user the actor may manage, and ends
+// every session of the user.
+func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID, pw string) (User, error) {
+	a, t, err := s.actorAndTarget(ctx, actor, userID)
+	if err != nil {
+		return User{}, err
+	}
+	if pw == "" {
+		return User{}, apierr.ErrInvalidRequest.WithDescription("password is required.")
+	}
+	if err := s.rules.Check(pw, t.Email); err != nil {
+		return User{}, weakPassword(err)
+	}
+	hash, err := s.hasher.Hash(pw)
+	if err != nil {
+		return User{}, internal("hash password", err)
+	}
+	u, err := s.store.UpdateUser(ctx, t.ID, func(u *store.User) error {
+		u.PasswordHash = hash
+		u.MustChangePassword = true
+		return nil
+	})
+	if err != nil {
+		return User{}, storeErr("set temporary password", err, errUserNotFound)
+	}
+	if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
+		return User{}, err
+	}
+	s.record(ctx, "password.temp_set", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, nil)
+	return ViewUser(u), nil
+}
+
+// ChangePasswordRequest is a password change by the user themself.
+type ChangePasswordRequest struct {
+	CurrentPassword string
+	NewPassword     string
+	// Scope is the requested scope of the fresh session (nil: every
+	// permission the user and client may have).
+	Scope []string
+}
+
+// ChangePassword changes the actor's own password: the current one must
+// match, the new one must pass the rules and differ from it. It clears
+// must_change_password, ends every session of the user and starts a fresh
+// one through the client of the presented token (the first-party client if
+// that client no longer exists). It accepts the restricted token of a user
+// who must change their password.
+func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePasswordRequest) (token.Response, error) {
+	if err := s.limit(ctx, LimitChangePassword, actor.Meta, actor.ID); err != nil {
+		return token.Response{}, err
+	}
+	if req.CurrentPassword == "" || req.NewPassword == "" {
+		return token.Response{}, apierr.ErrInvalidRequest.WithDescription("current_password and new_password are required.")
+	}
+	if actor.ID == "" || len(actor.ID) > maxIDLen {
+		return token.Response{}, errActorUnknown
+	}
+	u, err := s.store.GetUser(ctx, actor.ID)
+	if err != nil {
+		return token.Response{}, storeErr("load user", err, errActorUnknown)
+	}
+	if !u.Active {
+		return token.Response{}, errActorInactive
+	}
+	ok, _, err := s.hasher.Verify(u.PasswordHash, req.CurrentPassword)
+	if err != nil {
+		s.log.Warn("password hash unreadable", "user_id", u.ID, "err", err)
+		ok = false
+	}
+	if !ok {
+		s.record(ctx, "password.changed", store.OutcomeFailure, u.ID, u.ID, actor.Meta,
+			map[string]string{"reason": "wrong_current_password"})
+		return token.Response{}, errCurrentPassword
+	}
+	if req.NewPassword == req.CurrentPassword {
+		return token.Response{}, errSamePassword
+	}
+	if err := s.rules.Check(req.NewPassword, u.Email); err != nil {
+		return token.Response{}, weakPassword(err)
+	}
+	client, err := s.sessionClient(ctx, actor.ClientID)
+	if err != nil {
+		return token.Response{}, err
+	}
+	if err := checkScope(req.Scope, s.policy.Permissions(u.Roles), client); err != nil {
+		return token.Response{}, err
+	}
+	hash, err := s.hasher.Hash(req.NewPassword)
+	if err != nil {
+		return token.Response{}, internal("hash password", err)
+	}
+	oldHash := u.PasswordHash
+	updated, err := s.store.UpdateUser(ctx, u.ID, func(cur *store.User) error {
+		if cur.PasswordHash != oldHash {
+			return apierr.ErrConflict.WithDescription("The password was changed at the same moment by another request; sign in again.")
+		}
+		cur.PasswordHash = hash
+		cur.MustChangePassword = false
+		return nil
+	})
+	if err != nil {
+		return token.Response{}, storeErr("change password", err, errActorUnknown)
+	}
+	if err := s.sessions.EndUserSessions(ctx, u.ID); err != nil {
+		s.log.Error("password change: the password changed but the sessions could not be ended", "user_id", u.ID, "err", err)
+		return token.Response{}, err
+	}
+	actor.Meta.ClientID = client.ID
+	s.record(ctx, "password.changed", store.OutcomeSuccess, u.ID, u.ID, actor.Meta, nil)
+	return s.sessions.IssueForUser(ctx, client, updated, req.Scope)
+}
+
+// sessionClient returns the client a fresh session continues with: the
+// client of the presented token, or the first-party client when that client
+// no longer exists.
+func (s *Service) sessionClient(ctx context.Context, clientID string) (store.Client, error) {
+	if clientID != "" {
+		c, err := s.store.GetClient(ctx, clientID)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return store.Client{}, storeErr("load client", err, nil)
+		}
+	}
+	return s.firstPartyClient(ctx)
+}

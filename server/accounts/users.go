@@ -1,0 +1,196 @@
+package accounts
+
+import (
+	"context"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// UserQuery selects users for ListUsers.
+type UserQuery struct {
+	Email  string // exact, case-insensitive
+	Query  string // substring of email or name, case-insensitive
+	Cursor string
+	Limit  int
+}
+
+// maxQueryLen bounds a search string.
+const maxQueryLen = 254
+
+// ListUsers returns one page of users, oldest first.
+func (s *Service) ListUsers(ctx context.Context, q UserQuery) (Page[User], error) {
+	if len(q.Email) > maxQueryLen || len(q.Query) > maxQueryLen {
+		return Page[User]{}, apierr.ErrInvalidRequest.WithDescription("The search is longer than %d characters.", maxQueryLen)
+	}
+	page, err := s.store.ListUsers(ctx, store.UserFilter{Email: q.Email, Query: q.Query, Cursor: q.Cursor, Limit: q.Limit})
+	if err != nil {
+		return Page[User]{}, listErr("list users", err)
+	}
+	out := Page[User]{Items: make([]User, 0, len(page.Items)), NextCursor: page.NextCursor}
+	for _, u := range page.Items {
+		out.Items = append(out.Items, ViewUser(u))
+	}
+	return out, nil
+}
+
+// GetUser returns one user; unknown is 404.
+func (s *Service) GetUser(ctx context.Context, id string) (User, error) {
+	u, err := s.loadTarget(ctx, id)
+	if err != nil {
+		return User{}, err
+	}
+	return ViewUser(u), nil
+}
+
+// UserPatch changes a user; nil fields are left alone.
+type UserPatch struct {
+	Active *bool
+	Name   *string
+}
+
+// UpdateUser changes a user the actor may manage (strictly below them, never
+// themself). Deactivation ends every session of the user at once.
+func (s *Service) UpdateUser(ctx context.Context, actor Actor, id string, p UserPatch) (User, error) {
+	if p.Active == nil && p.Name == nil {
+		return User{}, apierr.ErrInvalidRequest.WithDescription("Nothing to change: give active or name.")
+	}
+	var name string
+	if p.Name != nil {
+		var err error
+		if name, err = normaliseName(*p.Name); err != nil {
+			return User{}, err
+		}
+	}
+	a, t, err := s.actorAndTarget(ctx, actor, id)
+	if err != nil {
+		return User{}, err
+	}
+	var wasActive bool
+	var oldName string
+	u, err := s.store.UpdateUser(ctx, t.ID, func(u *store.User) error {
+		wasActive, oldName = u.Active, u.Name
+		if p.Active != nil {
+			u.Active = *p.Active
+		}
+		if p.Name != nil {
+			u.Name = name
+		}
+		return nil
+	})
+	if err != nil {
+		return User{}, storeErr("update user", err, errUserNotFound)
+	}
+	switch {
+	case wasActive && !u.Active:
+		if err := s.sessions.EndUserSessions(ctx, u.ID); err != nil {
+			s.log.Error("deactivation: the user is deactivated but the sessions could not be ended", "user_id", u.ID, "err", err)
+			return User{}, err
+		}
+		s.record(ctx, "user.deactivated", store.OutcomeSuccess, a.ID, u.ID, actor.Meta, nil)
+	case !wasActive && u.Active:
+		s.record(ctx, "user.reactivated", store.OutcomeSuccess, a.ID, u.ID, actor.Meta, nil)
+	}
+	if oldName != u.Name {
+		s.record(ctx, "user.updated", store.OutcomeSuccess, a.ID, u.ID, actor.Meta, map[string]string{"fields": "name"})
+	}
+	return ViewUser(u), nil
+}
+
+// DeleteUser removes a user the actor may manage and their personal data for
+// good, after ending every session of theirs; audit events keep only their
+// id.
+func (s *Service) DeleteUser(ctx context.Context, actor Actor, id string) error {
+	a, t, err := s.actorAndTarget(ctx, actor, id)
+	if err != nil {
+		return err
+	}
+	if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
+		return err
+	}
+	if err := s.store.DeleteUser(ctx, t.ID); err != nil {
+		return storeErr("delete user", err, errUserNotFound)
+	}
+	s.record(ctx, "user.deleted", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, nil)
+	return nil
+}
+
+// GrantRole gives a user a role under the ceiling (policy.CanChangeRole;
+// nobody changes their own roles). Granting a role the user holds is an
+// idempotent success. The grant shows in the user's next refresh.
+func (s *Service) GrantRole(ctx context.Context, actor Actor, id, role string) (User, error) {
+	if role == "" {
+		return User{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
+	}
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return User{}, err
+	}
+	t, err := s.loadTarget(ctx, id)
+	if err != nil {
+		return User{}, err
+	}
+	if err := s.policy.CanChangeRole(subject(a), subject(t), role); err != nil {
+		return User{}, ceilingErr(err)
+	}
+	changed, err := s.store.GrantRole(ctx, t.ID, role)
+	if err != nil {
+		return User{}, storeErr("grant role", err, errUserNotFound)
+	}
+	if changed {
+		s.record(ctx, "role.granted", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, map[string]string{"role": role})
+	}
+	return s.GetUser(ctx, t.ID)
+}
+
+// RevokeRole takes a role from a user under the ceiling; revoking a role the
+// user lacks is an idempotent success. A removal ends every session of the
+// user. A role the policy no longer defines may be removed by anyone who may
+// manage the user.
+func (s *Service) RevokeRole(ctx context.Context, actor Actor, id, role string) (User, error) {
+	if role == "" {
+		return User{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
+	}
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return User{}, err
+	}
+	t, err := s.loadTarget(ctx, id)
+	if err != nil {
+		return User{}, err
+	}
+	if s.policy.HasRole(role) {
+		err = s.policy.CanChangeRole(subject(a), subject(t), role)
+	} else {
+		err = s.policy.CanManage(subject(a), subject(t))
+	}
+	if err != nil {
+		return User{}, ceilingErr(err)
+	}
+	changed, err := s.store.RevokeRole(ctx, t.ID, role)
+	if err != nil {
+		return User{}, storeErr("revoke role", err, errUserNotFound)
+	}
+	if changed {
+		if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
+			s.log.Error("role removal: the role is removed but the sessions could not be ended", "user_id", t.ID, "err", err)
+			return User{}, err
+		}
+		s.record(ctx, "role.revoked", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, map[string]string{"role": role})
+	}
+	return s.GetUser(ctx, t.ID)
+}
+
+// RevokeSessions ends every session of a user the actor may manage and
+// revokes every access token issued to them so far.
+func (s *Service) RevokeSessions(ctx context.Context, actor Actor, id string) error {
+	a, t, err := s.actorAndTarget(ctx, actor, id)
+	if err != nil {
+		return err
+	}
+	if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
+		return err
+	}
+	s.record(ctx, "session.ended", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, map[string]string{"reason": "admin"})
+	return nil
+}

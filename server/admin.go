@@ -1,0 +1,362 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/token"
+)
+
+// AdminRoute is one /admin endpoint and the permission it requires.
+type AdminRoute struct {
+	Method     string
+	Path       string // Echo syntax, :id for a parameter
+	Permission string
+}
+
+// adminRoute is an AdminRoute with its handler.
+type adminRoute struct {
+	AdminRoute
+	handle func(svc *accounts.Service, c echo.Context) error
+}
+
+var adminRoutes = []adminRoute{
+	{AdminRoute{http.MethodGet, "/admin/users", policy.PermUsersRead}, listUsers},
+	{AdminRoute{http.MethodGet, "/admin/users/:id", policy.PermUsersRead}, getUser},
+	{AdminRoute{http.MethodPatch, "/admin/users/:id", policy.PermUsersWrite}, patchUser},
+	{AdminRoute{http.MethodDelete, "/admin/users/:id", policy.PermUsersWrite}, deleteUser},
+	{AdminRoute{http.MethodPost, "/admin/users/:id/roles", policy.PermRolesAssign}, grantRole},
+	{AdminRoute{http.MethodDelete, "/admin/users/:id/roles/:role", policy.PermRolesAssign}, revokeRole},
+	{AdminRoute{http.MethodPost, "/admin/users/:id/temp-password", policy.PermUsersWrite}, setTempPassword},
+	{AdminRoute{http.MethodPost, "/admin/users/:id/password-reset", policy.PermUsersWrite}, requestReset},
+	{AdminRoute{http.MethodPost, "/admin/users/:id/sessions/revoke", policy.PermUsersWrite}, revokeSessions},
+	{AdminRoute{http.MethodPost, "/admin/invites", policy.PermUsersInvite}, createInvite},
+	{AdminRoute{http.MethodGet, "/admin/invites", policy.PermUsersInvite}, listInvites},
+	{AdminRoute{http.MethodDelete, "/admin/invites/:id", policy.PermUsersInvite}, revokeInvite},
+	{AdminRoute{http.MethodGet, "/admin/roles", policy.PermRolesRead}, listRoles},
+	{AdminRoute{http.MethodGet, "/admin/clients", policy.PermClientsRead}, listClients},
+	{AdminRoute{http.MethodPost, "/admin/clients", policy.PermClientsWrite}, createClient},
+	{AdminRoute{http.MethodDelete, "/admin/clients/:id", policy.PermClientsWrite}, deleteClient},
+	{AdminRoute{http.MethodGet, "/admin/keys", policy.PermKeysRead}, listKeys},
+	{AdminRoute{http.MethodPost, "/admin/keys/rotate", policy.PermKeysRotate}, rotateKeys},
+	{AdminRoute{http.MethodGet, "/admin/audit", policy.PermAuditRead}, listAudit},
+}
+
+// AdminRoutes lists every /admin endpoint with the permission it requires.
+func AdminRoutes() []AdminRoute {
+	out := make([]AdminRoute, len(adminRoutes))
+	for i, r := range adminRoutes {
+		out[i] = r.AdminRoute
+	}
+	return out
+}
+
+// MountAdmin mounts the /admin API. Every route needs a bearer access token
+// of a user (401 without) whose scope holds the route's permission (403
+// insufficient_scope without; a token of a user who must change their
+// password holds none). Permissions are checked, never role names; the
+// privilege ceiling is checked by the accounts service with the actor's
+// current roles.
+func (s *Server) MountAdmin(svc *accounts.Service, tokens *token.Service) {
+	bearer := RequireBearer(tokens)
+	for _, r := range adminRoutes {
+		handle := r.handle
+		s.echo.Add(r.Method, r.Path, func(c echo.Context) error { return handle(svc, c) },
+			noCache, bearer, requirePermission(r.Permission))
+	}
+}
+
+// requirePermission answers 403 insufficient_scope (RFC 6750 §3.1) unless the
+// token's scope covers perm.
+func requirePermission(perm string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if !policy.Matches(Claims(c).Scopes(), perm) {
+				return apierr.ErrInsufficientScope.
+					WithWWWAuthenticate(fmt.Sprintf(`Bearer error="insufficient_scope", scope=%q`, perm)).
+					WithDescription("This needs the permission %s.", perm)
+			}
+			return next(c)
+		}
+	}
+}
+
+// query returns the single value of a query parameter; a repeated one is 400.
+func query(c echo.Context, name string) (string, error) {
+	vs := c.QueryParams()[name]
+	switch len(vs) {
+	case 0:
+		return "", nil
+	case 1:
+		return vs[0], nil
+	}
+	return "", apierr.ErrInvalidRequest.WithDescription("The query parameter %q is given more than once.", name)
+}
+
+// pageParams reads cursor and limit.
+func pageParams(c echo.Context) (cursor string, limit int, err error) {
+	if cursor, err = query(c, "cursor"); err != nil {
+		return "", 0, err
+	}
+	raw, err := query(c, "limit")
+	if err != nil || raw == "" {
+		return cursor, 0, err
+	}
+	n, perr := strconv.Atoi(raw)
+	if perr != nil || n < 1 || n > 200 {
+		return "", 0, apierr.ErrInvalidRequest.WithDescription("limit must be a whole number from 1 to 200.")
+	}
+	return cursor, n, nil
+}
+
+func ctx(c echo.Context) context.Context { return c.Request().Context() }
+
+func listUsers(svc *accounts.Service, c echo.Context) error {
+	cursor, limit, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	email, err := query(c, "email")
+	if err != nil {
+		return err
+	}
+	q, err := query(c, "q")
+	if err != nil {
+		return err
+	}
+	page, err := svc.ListUsers(ctx(c), accounts.UserQuery{Email: email, Query: q, Cursor: cursor, Limit: limit})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+func getUser(svc *accounts.Service, c echo.Context) error {
+	u, err := svc.GetUser(ctx(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, u)
+}
+
+func patchUser(svc *accounts.Service, c echo.Context) error {
+	var body struct {
+		Active *bool   `json:"active"`
+		Name   *string `json:"name"`
+	}
+	if err := decodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	u, err := svc.UpdateUser(ctx(c), actorOf(c), c.Param("id"), accounts.UserPatch{Active: body.Active, Name: body.Name})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, u)
+}
+
+func deleteUser(svc *accounts.Service, c echo.Context) error {
+	if err := svc.DeleteUser(ctx(c), actorOf(c), c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func grantRole(svc *accounts.Service, c echo.Context) error {
+	var body struct {
+		Role string `json:"role"`
+	}
+	if err := decodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	u, err := svc.GrantRole(ctx(c), actorOf(c), c.Param("id"), body.Role)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, u)
+}
+
+func revokeRole(svc *accounts.Service, c echo.Context) error {
+	u, err := svc.RevokeRole(ctx(c), actorOf(c), c.Param("id"), c.Param("role"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, u)
+}
+
+func setTempPassword(svc *accounts.Service, c echo.Context) error {
+	var body struct {
+		Password string `json:"password"`
+	}
+	if err := decodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	u, err := svc.SetTemporaryPassword(ctx(c), actorOf(c), c.Param("id"), body.Password)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, u)
+}
+
+func requestReset(svc *accounts.Service, c echo.Context) error {
+	if err := decodeJSON(c, &struct{}{}, true); err != nil {
+		return err
+	}
+	sent, err := svc.RequestPasswordReset(ctx(c), actorOf(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, sent)
+}
+
+func revokeSessions(svc *accounts.Service, c echo.Context) error {
+	if err := decodeJSON(c, &struct{}{}, true); err != nil {
+		return err
+	}
+	if err := svc.RevokeSessions(ctx(c), actorOf(c), c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func createInvite(svc *accounts.Service, c echo.Context) error {
+	var body struct {
+		Email string `json:"email"`
+		Role  string `json:"role"`
+	}
+	if err := decodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	inv, err := svc.CreateInvite(ctx(c), actorOf(c), body.Email, body.Role)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, inv)
+}
+
+func listInvites(svc *accounts.Service, c echo.Context) error {
+	cursor, limit, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	page, err := svc.ListInvites(ctx(c), cursor, limit)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+func revokeInvite(svc *accounts.Service, c echo.Context) error {
+	inv, err := svc.RevokeInvite(ctx(c), actorOf(c), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, inv)
+}
+
+func listRoles(svc *accounts.Service, c echo.Context) error {
+	return c.JSON(http.StatusOK, accounts.Page[policy.Role]{Items: svc.Roles()})
+}
+
+func listClients(svc *accounts.Service, c echo.Context) error {
+	list, err := svc.ListClients(ctx(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, accounts.Page[clients.ClientView]{Items: list})
+}
+
+func createClient(svc *accounts.Service, c echo.Context) error {
+	var body struct {
+		ClientID       string   `json:"client_id"`
+		Name           string   `json:"name"`
+		Public         bool     `json:"public"`
+		Grants         []string `json:"grants"`
+		Scopes         []string `json:"scopes"` // absent or null: every permission; []: none
+		Audiences      []string `json:"audiences"`
+		AccessTokenTTL int64    `json:"access_token_ttl"` // seconds; 0: the server default
+	}
+	if err := decodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	if body.AccessTokenTTL < 0 || body.AccessTokenTTL > int64((24*time.Hour).Seconds()) {
+		return apierr.ErrInvalidRequest.WithDescription("access_token_ttl must be from 0 to 86400 seconds.")
+	}
+	created, err := svc.CreateClient(ctx(c), actorOf(c), clients.Spec{ID: body.ClientID, Name: body.Name, Public: body.Public,
+		Grants: body.Grants, Scopes: body.Scopes, Audiences: body.Audiences,
+		AccessTokenTTL: time.Duration(body.AccessTokenTTL) * time.Second})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, created)
+}
+
+func deleteClient(svc *accounts.Service, c echo.Context) error {
+	if err := svc.DeleteClient(ctx(c), actorOf(c), c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func listKeys(svc *accounts.Service, c echo.Context) error {
+	list, err := svc.ListKeys(ctx(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, accounts.Page[keys.KeyInfo]{Items: list})
+}
+
+func rotateKeys(svc *accounts.Service, c echo.Context) error {
+	var body struct {
+		Force bool `json:"force"`
+	}
+	if err := decodeJSON(c, &body, true); err != nil {
+		return err
+	}
+	rot, err := svc.RotateKeys(ctx(c), actorOf(c), body.Force)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, rot)
+}
+
+func listAudit(svc *accounts.Service, c echo.Context) error {
+	cursor, limit, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	q := accounts.AuditQuery{Cursor: cursor, Limit: limit}
+	for name, dst := range map[string]*string{"action": &q.Action, "actor_id": &q.ActorID, "target_id": &q.TargetID} {
+		if *dst, err = query(c, name); err != nil {
+			return err
+		}
+	}
+	for name, dst := range map[string]*time.Time{"since": &q.Since, "until": &q.Until} {
+		raw, err := query(c, name)
+		if err != nil {
+			return err
+		}
+		if raw == "" {
+			continue
+		}
+		t, perr := time.Parse(time.RFC3339Nano, raw)
+		if perr != nil {
+			return apierr.ErrInvalidRequest.WithDescription("%s must be an RFC 3339 time such as 2024-05-01T12:00:00Z.", name)
+		}
+		*dst = t
+	}
+	page, err := svc.ListAudit(ctx(c), q)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, page)
+}
