@@ -8,8 +8,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/sqlstore"
@@ -233,5 +236,63 @@ func TestPostgresDown(t *testing.T) {
 	}
 	if _, err := s.GetUser(c, "usr_x"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("GetUser after recovery: %v, want store.ErrNotFound", err)
+	}
+}
+
+// TestRunInTxRetriesDeadlock makes two PostgreSQL transactions deadlock for
+// real: PostgreSQL aborts one (40P01), RunInTx runs it again, and both
+// transactions' effects are committed.
+func TestRunInTxRetriesDeadlock(t *testing.T) {
+	s := open(t, testservers.PostgresURL(t))
+	c := testCtx(t)
+	db := s.DB()
+	if err := db.Exec("CREATE TABLE scratch (id int PRIMARY KEY, n int NOT NULL)").Error; err != nil {
+		t.Fatalf("create scratch: %v", err)
+	}
+	if err := db.Exec("INSERT INTO scratch (id, n) VALUES (1, 0), (2, 0)").Error; err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	var attempts [2]atomic.Int32
+	locked := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
+	var once [2]sync.Once
+	run := func(me int) error {
+		first, second := me+1, 2-me // worker 0 locks row 1 then 2; worker 1 locks row 2 then 1
+		return sqlstore.RunInTx(c, db, func(tx *gorm.DB) error {
+			attempt := attempts[me].Add(1)
+			if err := tx.Exec("UPDATE scratch SET n = n + 1 WHERE id = ?", first).Error; err != nil {
+				return err
+			}
+			if attempt == 1 {
+				once[me].Do(func() { close(locked[me]) })
+				select { // wait until the other holds its first row
+				case <-locked[1-me]:
+				case <-c.Done():
+					return c.Err()
+				}
+			}
+			return tx.Exec("UPDATE scratch SET n = n + 1 WHERE id = ?", second).Error
+		})
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func(i int) { defer wg.Done(); errs[i] = run(i) }(i)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("worker %d: %v", i, err)
+		}
+	}
+	if total := attempts[0].Load() + attempts[1].Load(); total < 3 {
+		t.Fatalf("%d attempts: the deadlock was not retried", total)
+	}
+	var ns []int
+	if err := db.Raw("SELECT n FROM scratch ORDER BY id").Scan(&ns).Error; err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if len(ns) != 2 || ns[0] != 2 || ns[1] != 2 {
+		t.Fatalf("rows %v, want both transactions' increments [2 2]", ns)
 	}
 }
