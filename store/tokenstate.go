@@ -89,6 +89,11 @@ type TokenState interface {
 	CreateFamily(ctx context.Context, fam RefreshFamily, firstHash []byte) error
 	// RotateRefresh atomically replaces the current token; see RotateOutcome.
 	RotateRefresh(ctx context.Context, req RotateRequest) (RotateResult, error)
+	// FindRefresh returns the family whose current refresh token hashes to
+	// hash, or ErrNotFound when the token is not current or the family is
+	// revoked or expired at now. It changes nothing (revocation and
+	// introspection of refresh tokens use it).
+	FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time) (RefreshFamily, error)
 	// RevokeFamily ends one session: its refresh tokens stop working and every
 	// access token carrying its sid is revoked. Unknown ids are not an error.
 	RevokeFamily(ctx context.Context, familyID string, now time.Time) error

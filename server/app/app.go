@@ -23,7 +23,9 @@ import (
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server"
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/config"
+	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/redisstate"
@@ -72,10 +74,15 @@ func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger) (*Core, 
 	if err := st.SyncRoles(ctx, storeRoles(pol)); err != nil {
 		return nil, fmt.Errorf("sync roles from the policy: %w", err)
 	}
+	audit := NewAuditor(st, log)
 	km, err := keys.NewManager(keys.Config{
 		Store: st, KEKs: ring, Alg: cfg.SigningAlg, RSABits: cfg.RSABits, JWKSMaxAge: cfg.JWKSMaxAge,
 		SyncInterval: cfg.KeySyncInterval, RotationInterval: cfg.KeyRotationInterval,
 		MaxTokenTTL: maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL), Logger: log,
+		OnAutoRotate: func(r keys.Rotation) {
+			audit.Record(context.Background(), store.AuditEvent{Action: "key.rotated", Outcome: store.OutcomeSuccess,
+				TargetID: r.Activated.KID, Details: map[string]string{"via": "automatic", "retired": r.Retired.KID, "next": r.Next.KID}})
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
@@ -84,7 +91,7 @@ func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger) (*Core, 
 		return nil, fmt.Errorf("load signing keys: %w", err)
 	}
 	ok = true
-	return &Core{Config: cfg, Logger: log, Store: st, Policy: pol, Keys: km, KEKs: ring, Audit: NewAuditor(st, log)}, nil
+	return &Core{Config: cfg, Logger: log, Store: st, Policy: pol, Keys: km, KEKs: ring, Audit: audit}, nil
 }
 
 // Close releases the store.
@@ -161,10 +168,8 @@ func keyEncryptionKey(cfg config.Config, log *slog.Logger) (string, error) {
 	return k, nil
 }
 
-// State is the token state with the extra read the token service needs.
-type State interface {
-	token.TokenState
-}
+// State is the token state.
+type State = store.TokenState
 
 // OpenTokenState returns the Redis token state (with durable revocations in
 // the database) when PORTCULLIS_REDIS_URL is set, else the SQL token state.
@@ -177,7 +182,7 @@ func OpenTokenState(cfg config.Config, st *sqlstore.Store) (State, func() error,
 	if err != nil {
 		return nil, nil, fmt.Errorf("PORTCULLIS_REDIS_URL: %w", err)
 	}
-	rs := redisstate.New(client, redisstate.Options{Prefix: "pc:", Log: sql,
+	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql,
 		MaxAccessTokenTTL: maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)})
 	return rs, func() error { return closeRedis(client) }, nil
 }
@@ -190,6 +195,7 @@ type App struct {
 	Server     *server.Server
 	Tokens     *token.Service
 	State      State
+	Accounts   *accounts.Service
 	closeState func() error
 }
 
@@ -224,7 +230,55 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge,
 		Registration: cfg.PublicRegistration})
 	srv.MountOAuth(tokens)
-	return &App{Core: core, Server: srv, Tokens: tokens, State: state, closeState: closeState}, nil
+	acc, err := buildAccounts(ctx, cfg, log, core, tokens, hasher)
+	if err != nil {
+		_ = closeState()
+		_ = core.Close()
+		return nil, err
+	}
+	srv.MountAccounts(acc, tokens)
+	srv.MountAdmin(acc, tokens)
+	return &App{Core: core, Server: srv, Tokens: tokens, State: state, Accounts: acc, closeState: closeState}, nil
+}
+
+// buildAccounts builds the account and admin service. Emails go out over
+// SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
+// built-in first-party client is created when missing.
+func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, tokens *token.Service,
+	hasher *password.Hasher) (*accounts.Service, error) {
+	var sender mail.Sender
+	if cfg.SMTPURL != "" {
+		smtp, err := mail.NewSMTPSender(cfg.SMTPURL, cfg.MailFrom, mail.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("PORTCULLIS_SMTP_URL: %w", err)
+		}
+		sender = smtp
+	} else {
+		sender = mail.NewLogSender(log)
+	}
+	tmpl, err := mail.NewTemplates()
+	if err != nil {
+		return nil, fmt.Errorf("email templates: %w", err)
+	}
+	rules := password.Rules{MinLength: cfg.PasswordMinLength, MaxLength: cfg.PasswordMaxLength,
+		ContextWords: append(password.DefaultRules().ContextWords, cfg.ProductName)}
+	if err := rules.Validate(); err != nil {
+		return nil, err
+	}
+	acc, err := accounts.New(accounts.Config{
+		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
+		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration,
+	}, accounts.Deps{
+		Store: core.Store, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: rules, Mail: sender,
+		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := acc.EnsureFirstPartyClient(ctx); err != nil {
+		return nil, err
+	}
+	return acc, nil
 }
 
 // Run serves until ctx is cancelled, keeping the signing keys in sync.
@@ -241,6 +295,9 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 
 // Close releases every resource.
 func (a *App) Close() error {
+	if a.Accounts != nil {
+		a.Accounts.Wait() // background emails finish before the store closes
+	}
 	err := a.closeState()
 	return errors.Join(err, a.Core.Close())
 }

@@ -28,6 +28,7 @@ type Config struct {
 	PublicURL           string
 	DatabaseURL         string
 	RedisURL            string
+	RedisKeyPrefix      string
 	KeyEncryptionKey    string // secret; base64, comma-separated list allowed
 	AutoMigrate         bool
 	SigningAlg          string
@@ -140,6 +141,13 @@ var settings = []Setting{
 			}
 		}
 		c.RedisURL = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_REDIS_KEY_PREFIX", Default: "pc:", Help: "prefix of every Redis key (to share one Redis between deployments)", apply: func(c *Config, v string) error {
+		if v == "" || len(v) > 64 || strings.ContainsAny(v, "{} \t\n") {
+			return errors.New("expects 1 to 64 characters without braces or spaces, for example pc:")
+		}
+		c.RedisKeyPrefix = v
 		return nil
 	}},
 	{Env: "PORTCULLIS_KEY_ENCRYPTION_KEY", Default: "", Help: "base64 of 32 bytes, or a comma-separated list (the first encrypts, each decrypts); required with PostgreSQL, generated beside the SQLite file in embedded mode", Secret: true, apply: func(c *Config, v string) error {

@@ -38,36 +38,6 @@ func (s *Service) Exchange(ctx context.Context, req TokenRequest, meta RequestMe
 	return resp, err
 }
 
-// resolveScope applies the contract's scope rules to a request.
-func resolveScope(requested, userPerms, clientScopes []string) (perms, oidc []string, err error) {
-	g, err := policy.ResolveScope(requested, userPerms, clientScopes)
-	if err != nil {
-		return nil, nil, apierr.ErrInvalidScope.WithDescription("%s", err.Error()).WithCause(err)
-	}
-	return g.Permissions, g.OIDC, nil
-}
-
-// namedPermissions returns the requested scope tokens that are not OIDC scopes.
-func namedPermissions(requested []string) []string {
-	var out []string
-	for _, s := range requested {
-		if !policy.IsOIDCScope(s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func oidcScopes(requested []string) []string {
-	var out []string
-	for _, s := range requested {
-		if policy.IsOIDCScope(s) {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 func (s *Service) passwordGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
 	login := strings.TrimSpace(req.Username)
 	if s.throttle != nil {
@@ -149,16 +119,14 @@ func (s *Service) clientCredentialsGrant(client store.Client, req TokenRequest) 
 	}
 	// Only the scopes listed for the client (none when none were listed).
 	allowed := client.Scopes
-	granted := allowed
-	if len(req.Scope) > 0 {
-		for _, sc := range req.Scope {
-			if !slices.Contains(allowed, sc) {
-				return Response{}, apierr.ErrInvalidScope.WithDescription("The client may not receive the scope %q.", sc)
-			}
-		}
-		granted = req.Scope
+	if allowed == nil {
+		allowed = []string{}
 	}
-	g := grantSet{client: client, permissions: slices.Clone(granted), roles: []string{}}
+	grant, err := policy.ResolveClientScope(req.Scope, allowed)
+	if err != nil {
+		return Response{}, apierr.ErrInvalidScope.WithDescription("%s", err.Error()).WithCause(err)
+	}
+	g := grantSet{client: client, permissions: grant.Permissions, roles: []string{}}
 	return s.respond(g, "", s.now())
 }
 
@@ -219,48 +187,13 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		}
 		return Response{}, invalid
 	}
-	perms, err := refreshScope(fam, req, s.perms.Permissions(user.Roles), client.Scopes)
+	// The session follows the user's current permissions (or keeps to the
+	// ones it named); a refresh may narrow the scope, never widen it.
+	scope, err := policy.NarrowOnRefresh(strings.Fields(fam.RequestedScope), req.Scope, s.perms.Permissions(user.Roles), client.Scopes)
 	if err != nil {
-		return Response{}, err
+		return Response{}, apierr.ErrInvalidScope.WithDescription("%s", err.Error()).WithCause(err)
 	}
-	g := grantSet{client: client, user: &user, permissions: perms, oidc: oidcScopes(req.Scope), roles: slices.Clone(user.Roles),
+	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
 		sid: sid, authTime: fam.CreatedAt}
 	return s.respond(g, next, now)
-}
-
-// refreshScope re-derives the permissions of a session from the user's
-// current permissions: a session that named no permissions follows them; one
-// that named permissions never gains more than those; a refresh may narrow
-// but never widen (RFC 6749 §6).
-func refreshScope(fam store.RefreshFamily, req TokenRequest, userPerms, clientScopes []string) ([]string, error) {
-	var base []string
-	if named := strings.Fields(fam.RequestedScope); len(named) > 0 {
-		base = intersect(named, userPerms)
-	} else {
-		base = userPerms
-	}
-	if clientScopes != nil {
-		base = intersect(base, clientScopes)
-	}
-	asked := namedPermissions(req.Scope)
-	if len(asked) == 0 {
-		return base, nil
-	}
-	original := strings.Fields(fam.Scope)
-	for _, p := range asked {
-		if !slices.Contains(original, p) && !slices.Contains(base, p) {
-			return nil, apierr.ErrInvalidScope.WithDescription("A refresh may not widen the scope (%q was not granted).", p)
-		}
-	}
-	return intersect(asked, base), nil
-}
-
-func intersect(a, b []string) []string {
-	out := []string{}
-	for _, x := range a {
-		if slices.Contains(b, x) {
-			out = append(out, x)
-		}
-	}
-	return out
 }

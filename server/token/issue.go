@@ -123,7 +123,8 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 }
 
 // startSession creates a refresh family for g and returns its first token.
-func (s *Service) startSession(ctx context.Context, g *grantSet, requestedPerms []string, now time.Time) (string, error) {
+// requested is the scope the client asked for, kept so refreshes can narrow it.
+func (s *Service) startSession(ctx context.Context, g *grantSet, requested []string, now time.Time) (string, error) {
 	g.sid = newSID()
 	rt := newRefreshToken(g.sid)
 	idle, maxAge := s.cfg.RefreshIdleTTL, s.cfg.RefreshMaxAge
@@ -138,7 +139,7 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requestedPerms 
 		UserID:         g.user.ID,
 		ClientID:       g.client.ID,
 		Scope:          strings.Join(g.permissions, " "),
-		RequestedScope: strings.Join(requestedPerms, " "),
+		RequestedScope: strings.Join(requested, " "),
 		CreatedAt:      now,
 		AbsoluteExpiry: now.Add(maxAge),
 		IdleTTL:        idle,

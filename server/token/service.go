@@ -32,20 +32,12 @@ type UserStore interface {
 	UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error)
 }
 
-// TokenState is the token state the service needs: the shared contract plus
-// a read of a live refresh token (for revocation and introspection).
-type TokenState interface {
-	store.TokenState
-	// FindRefresh returns the family whose current refresh token hashes to
-	// hash, or store.ErrNotFound when the token is not current, the family
-	// is revoked or expired at now.
-	FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time) (store.RefreshFamily, error)
-}
-
 // Signer signs and verifies Portcullis's JWTs with the published keys.
 type Signer interface {
 	Sign(claims any, typ string) (string, error)
-	Verify(token string) (payload []byte, kid string, err error)
+	// VerifyTyped checks the signature with a published, non-revoked key
+	// whose algorithm the header names, and the header typ.
+	VerifyTyped(token, wantTyp string) (payload []byte, kid string, err error)
 }
 
 // Sealer encrypts the grace-window successor refresh token at rest.
@@ -102,7 +94,7 @@ type Service struct {
 	cfg       Config
 	clients   ClientStore
 	users     UserStore
-	state     TokenState
+	state     store.TokenState
 	signer    Signer
 	sealer    Sealer
 	passwords Passwords
@@ -118,7 +110,7 @@ type Service struct {
 type Deps struct {
 	Clients     ClientStore
 	Users       UserStore
-	State       TokenState
+	State       store.TokenState
 	Signer      Signer
 	Sealer      Sealer
 	Passwords   Passwords

@@ -2,13 +2,13 @@ package token
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -31,10 +31,7 @@ func (s *Service) verifyAccessToken(raw string, now time.Time) (AccessClaims, er
 	if raw == "" || len(raw) > maxTokenLen || strings.Count(raw, ".") != 2 {
 		return AccessClaims{}, errTokenInvalid
 	}
-	if typ, err := headerType(raw); err != nil || !strings.EqualFold(typ, TypeAccessToken) && !strings.EqualFold(typ, "application/at+jwt") {
-		return AccessClaims{}, fmt.Errorf("%w: typ is not at+jwt", errTokenInvalid)
-	}
-	payload, _, err := s.signer.Verify(raw)
+	payload, _, err := s.signer.VerifyTyped(raw, TypeAccessToken)
 	if err != nil {
 		return AccessClaims{}, fmt.Errorf("%w: %v", errTokenInvalid, err)
 	}
@@ -53,25 +50,6 @@ func (s *Service) verifyAccessToken(raw string, now time.Time) (AccessClaims, er
 		return AccessClaims{}, fmt.Errorf("%w: not yet valid", errTokenInvalid)
 	}
 	return c, nil
-}
-
-// headerType returns the typ member of a compact JWS header.
-func headerType(raw string) (string, error) {
-	seg, _, _ := strings.Cut(raw, ".")
-	if len(seg) > 2048 {
-		return "", errTokenInvalid
-	}
-	b, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return "", errTokenInvalid
-	}
-	var h struct {
-		Typ string `json:"typ"`
-	}
-	if err := json.Unmarshal(b, &h); err != nil {
-		return "", errTokenInvalid
-	}
-	return h.Typ, nil
 }
 
 func (s *Service) revoked(ctx context.Context, c AccessClaims) (bool, error) {
@@ -272,21 +250,21 @@ func (s *Service) IssueForUser(ctx context.Context, client store.Client, user st
 // refresh token.
 func (s *Service) issueSession(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time) (Response, grantSet, error) {
 	g := grantSet{client: client, user: &user, authTime: now, roles: []string{}}
-	var requestedPerms []string
+	var grant policy.ScopeGrant
+	var err error
 	if user.MustChangePassword {
-		g.oidc = oidcScopes(scope)
+		grant, err = policy.ResolveRestrictedScope(scope)
 	} else {
-		var err error
-		requestedPerms = namedPermissions(scope)
-		if g.permissions, g.oidc, err = resolveScope(scope, s.perms.Permissions(user.Roles), client.Scopes); err != nil {
-			return Response{}, g, err
-		}
+		grant, err = policy.ResolveScope(scope, s.perms.Permissions(user.Roles), client.Scopes)
 		g.roles = append([]string{}, user.Roles...)
 	}
+	if err != nil {
+		return Response{}, g, apierr.ErrInvalidScope.WithDescription("%s", err.Error()).WithCause(err)
+	}
+	g.permissions, g.oidc = grant.Permissions, grant.OIDC
 	var rt string
 	if !user.MustChangePassword && clientAllowsGrant(client, GrantRefreshToken) {
-		var err error
-		if rt, err = s.startSession(ctx, &g, requestedPerms, now); err != nil {
+		if rt, err = s.startSession(ctx, &g, scope, now); err != nil {
 			return Response{}, g, err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"sort"
 	"sync"
 	"testing"
@@ -56,6 +57,7 @@ func RunTokenStateTests(t *testing.T, newState func(t *testing.T) store.TokenSta
 		{"ok/hit_counts_in_window", testHitWindow},
 		{"ok/reset_counter", testResetCounter},
 		{"ok/ping", testPing},
+		{"ok/find_refresh_current_only", testFindRefresh},
 		{"race/rotate_same_token_no_grace", testConcurrentRotateNoGrace},
 		{"race/rotate_same_token_with_grace", testConcurrentRotateGrace},
 		{"race/hit_counts_exactly", testConcurrentHit},
@@ -862,4 +864,47 @@ func testLogExpired(t *testing.T, l store.RevocationLog) {
 	later := active(t, l, base.Add(time.Hour))
 	wantNotListed(t, later, live.Kind, live.Value)
 	wantNotListed(t, later, user.Kind, user.Value)
+}
+
+func testFindRefresh(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	first := create(t, st, fam)
+	find := func(tok token, now time.Time) error {
+		got, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now)
+		if err == nil {
+			wantFamily(t, got, fam)
+		}
+		return err
+	}
+	if err := find(first, base.Add(time.Second)); err != nil {
+		t.Fatalf("FindRefresh of the current token: %v", err)
+	}
+	second := mustRotate(t, st, fam.ID, first, base.Add(time.Minute))
+	if err := find(first, base.Add(2*time.Minute)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindRefresh of a rotated token: %v, want ErrNotFound", err)
+	}
+	if err := find(second, base.Add(2*time.Minute)); err != nil {
+		t.Fatalf("FindRefresh of the successor: %v", err)
+	}
+	if err := find(newToken(), base.Add(2*time.Minute)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindRefresh of an unknown hash: %v", err)
+	}
+	if err := find(second, fam.AbsoluteExpiry); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindRefresh after absolute expiry: %v", err)
+	}
+	if _, err := st.FindRefresh(ctx(t), randomID("sid-"), second.hash, base); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindRefresh of an unknown family: %v", err)
+	}
+	// Finding changes nothing: the successor still rotates.
+	third := mustRotate(t, st, fam.ID, second, base.Add(3*time.Minute))
+	if err := find(third, base.Add(4*time.Minute)); err != nil {
+		t.Fatalf("FindRefresh of the third token: %v", err)
+	}
+	if err := st.RevokeFamily(ctx(t), fam.ID, base.Add(4*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.FindRefresh(ctx(t), fam.ID, third.hash, base.Add(5*time.Minute)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindRefresh in a revoked family: %v", err)
+	}
 }

@@ -1,0 +1,303 @@
+package server_test
+
+import (
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/mail/mailtest"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// acctEnv is a deployment on PostgreSQL + Redis whose emails go to a real
+// SMTP server on loopback, with a super_admin and a confidential client.
+type acctEnv struct {
+	in        *st.Instance
+	c         *st.Client
+	fx        *st.Fixtures
+	smtp      *mailtest.Server
+	webSecret string
+	root      store.User // super_admin
+}
+
+const (
+	rootEmail  = "root@example.com"
+	rootPass   = "root password for tests 1"
+	publicURL  = "https://id.example.test"
+	mailWithin = 10 * time.Second
+)
+
+func newAcctEnv(t *testing.T, env ...map[string]string) *acctEnv {
+	t.Helper()
+	smtp := mailtest.NewServer(t)
+	e := st.NewEnv(t, st.PostgresRedis)
+	e["PORTCULLIS_SMTP_URL"] = smtp.URL()
+	e["PORTCULLIS_PUBLIC_URL"] = publicURL
+	for _, m := range env {
+		for k, v := range m {
+			e[k] = v
+		}
+	}
+	in := st.Start(t, e)
+	a := &acctEnv{in: in, c: in.Client(t), fx: st.NewFixtures(t, in.App.Core), smtp: smtp}
+	a.root = a.fx.User(t, rootEmail, rootPass, "super_admin")
+	a.webSecret = a.fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
+	return a
+}
+
+// login runs the password grant through the confidential client "web".
+func (a *acctEnv) login(t *testing.T, email, pw string) st.TokenResponse {
+	t.Helper()
+	return a.c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", a.webSecret)).Token()
+}
+
+// loginFails checks that the password grant is refused.
+func (a *acctEnv) loginFails(t *testing.T, email, pw string) {
+	t.Helper()
+	a.c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", a.webSecret)).
+		ExpectError(http.StatusBadRequest, "invalid_grant")
+}
+
+// refresh runs the refresh grant through "web".
+func (a *acctEnv) refresh(t *testing.T, rt string) *st.Response {
+	t.Helper()
+	return a.c.PostForm("/oauth2/token", st.RefreshForm(rt), st.Basic("web", a.webSecret))
+}
+
+// invite creates an invite as the holder of bearer and returns the token of
+// the emailed link, checking the link's shape.
+func (a *acctEnv) invite(t *testing.T, bearer, email, role string) string {
+	t.Helper()
+	r := a.c.PostJSON("/admin/invites", map[string]string{"email": email, "role": role}, st.Bearer(bearer)).ExpectStatus(http.StatusCreated)
+	inv := r.Map()
+	if inv["email"] != email || inv["role"] != role || inv["status"] != "pending" || inv["id"] == "" {
+		t.Fatalf("invite %s", r.Body)
+	}
+	if strings.Contains(string(r.Body), "token") {
+		t.Fatalf("the invite answer must never carry the token: %s", r.Body)
+	}
+	msg := a.smtp.WaitFor(t, email, mailWithin)
+	link := msg.Link(t)
+	if !strings.HasPrefix(link, publicURL+"/invite?token=") {
+		t.Fatalf("invite link %q", link)
+	}
+	if !strings.Contains(msg.Text, role) {
+		t.Fatalf("the invite email does not name the role %q:\n%s", role, msg.Text)
+	}
+	return msg.Token(t)
+}
+
+// accept accepts an invite through the first-party client.
+func (a *acctEnv) accept(t *testing.T, tok, pw string) st.TokenResponse {
+	t.Helper()
+	return a.c.PostJSON("/auth/invites/accept", map[string]string{"token": tok, "password": pw, "name": "Someone"}).Token()
+}
+
+func claimStrings(t *testing.T, claims map[string]any, name string) []string {
+	t.Helper()
+	switch v := claims[name].(type) {
+	case string:
+		return strings.Fields(v)
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, x := range v {
+			out = append(out, x.(string))
+		}
+		sort.Strings(out)
+		return out
+	case nil:
+		return nil
+	}
+	t.Fatalf("claim %s has type %T", name, claims[name])
+	return nil
+}
+
+// TestInviteChain: super_admin invites an admin, the admin invites a user;
+// each link arrives over SMTP and works once; the ceiling refuses what it must.
+func TestInviteChain(t *testing.T) {
+	a := newAcctEnv(t)
+	root := a.login(t, rootEmail, rootPass)
+
+	// super_admin → admin.
+	adminTok := a.invite(t, root.AccessToken, "ada@example.com", "admin")
+	admin := a.accept(t, adminTok, "ada's long passphrase")
+	c := decodeClaims(t, admin.AccessToken)
+	if !slices.Equal(claimStrings(t, c, "roles"), []string{"admin"}) || !strings.Contains(c["scope"].(string), "users:invite") {
+		t.Fatalf("admin's token: %v", c)
+	}
+	if c["client_id"] != "portcullis" || admin.RefreshToken == "" {
+		t.Fatalf("accepting without a client should use the first-party client with a refresh token: %v, %+v", c, admin)
+	}
+	// The first-party client refreshes without a secret, and cannot do the password grant.
+	a.c.PostForm("/oauth2/token", formOf(map[string]string{"grant_type": "refresh_token", "refresh_token": admin.RefreshToken, "client_id": "portcullis"})).Token()
+	a.c.PostForm("/oauth2/token", formOf(map[string]string{"grant_type": "password", "username": "ada@example.com", "password": "ada's long passphrase", "client_id": "portcullis"})).
+		ExpectError(http.StatusBadRequest, "unauthorized_client")
+	info := a.c.Get("/userinfo", st.Bearer(admin.AccessToken)).ExpectStatus(200).Map()
+	if info["email"] != "ada@example.com" || info["email_verified"] != true {
+		t.Fatalf("userinfo after accepting: %v", info)
+	}
+	// The link works once.
+	a.c.PostJSON("/auth/invites/accept", map[string]string{"token": adminTok, "password": "another long passphrase"}).
+		ExpectError(http.StatusBadRequest, "invalid_token")
+
+	// admin → user; admin may not invite admin or super_admin, nor grant admin.
+	userTok := a.invite(t, admin.AccessToken, "uma@example.com", "user")
+	for _, role := range []string{"admin", "super_admin"} {
+		a.c.PostJSON("/admin/invites", map[string]string{"email": "x@example.com", "role": role}, st.Bearer(admin.AccessToken)).
+			ExpectError(http.StatusForbidden, "forbidden")
+	}
+	a.c.PostJSON("/admin/invites", map[string]string{"email": "x@example.com", "role": "nope"}, st.Bearer(admin.AccessToken)).
+		ExpectError(http.StatusBadRequest, "invalid_request")
+	user := a.accept(t, userTok, "uma's long passphrase")
+	uc := decodeClaims(t, user.AccessToken)
+	if !slices.Equal(claimStrings(t, uc, "roles"), []string{"user"}) || uc["scope"] != "" {
+		t.Fatalf("user's token: %v", uc)
+	}
+	uid := uc["sub"].(string)
+	a.c.PostJSON("/admin/users/"+uid+"/roles", map[string]string{"role": "admin"}, st.Bearer(admin.AccessToken)).
+		ExpectError(http.StatusForbidden, "forbidden")
+	a.c.PostJSON("/admin/invites", map[string]string{"email": "x@example.com", "role": "user"}, st.Bearer(user.AccessToken)).
+		ExpectError(http.StatusForbidden, "insufficient_scope")
+	// An invite for an address that has an account is a conflict.
+	a.c.PostJSON("/admin/invites", map[string]string{"email": "UMA@example.com", "role": "user"}, st.Bearer(admin.AccessToken)).
+		ExpectError(http.StatusConflict, "conflict")
+	// super_admin may grant admin.
+	got := a.c.PostJSON("/admin/users/"+uid+"/roles", map[string]string{"role": "admin"}, st.Bearer(root.AccessToken)).ExpectStatus(200).Map()
+	if roles := got["roles"].([]any); len(roles) != 2 {
+		t.Fatalf("roles after grant: %v", got)
+	}
+
+	// The invites list shows both as accepted, never a token.
+	list := a.c.Get("/admin/invites", st.Bearer(root.AccessToken)).ExpectStatus(200)
+	var page struct {
+		Items []map[string]any `json:"items"`
+	}
+	list.JSON(&page)
+	if len(page.Items) != 2 || page.Items[0]["status"] != "accepted" || page.Items[1]["status"] != "accepted" ||
+		strings.Contains(string(list.Body), "token") {
+		t.Fatalf("invites: %s", list.Body)
+	}
+	// Audit: created and accepted, with actor, client, IP and user agent.
+	events := auditEvents(t, a, root.AccessToken, "action=invite.accepted")
+	if len(events) != 2 || events[0]["client_id"] != "portcullis" || events[0]["ip"] == "" || events[0]["user_agent"] == "" {
+		t.Fatalf("invite.accepted events: %v", events)
+	}
+	created := auditEvents(t, a, root.AccessToken, "action=invite.created&actor_id="+a.root.ID)
+	if len(created) != 1 || created[0]["client_id"] != "web" || created[0]["outcome"] != "success" {
+		t.Fatalf("invite.created events by root: %v", created)
+	}
+}
+
+// tamper changes one character of a token.
+func tamper(tok string) string {
+	b := []byte(tok)
+	i := len(b) - 5
+	if b[i] == 'A' {
+		b[i] = 'B'
+	} else {
+		b[i] = 'A'
+	}
+	return string(b)
+}
+
+func formOf(m map[string]string) map[string][]string {
+	out := map[string][]string{}
+	for k, v := range m {
+		out[k] = []string{v}
+	}
+	return out
+}
+
+func auditEvents(t *testing.T, a *acctEnv, bearer, query string) []map[string]any {
+	t.Helper()
+	var page struct {
+		Items      []map[string]any `json:"items"`
+		NextCursor string           `json:"next_cursor"`
+	}
+	a.c.Get("/admin/audit?"+query, st.Bearer(bearer)).ExpectStatus(200).JSON(&page)
+	return page.Items
+}
+
+// TestInviteLinks: the states a link can be in, each with a clear answer, and
+// a password the rules refuse leaves the link usable.
+func TestInviteLinks(t *testing.T) {
+	a := newAcctEnv(t)
+	root := a.login(t, rootEmail, rootPass).AccessToken
+
+	first := a.invite(t, root, "bo@example.com", "user")
+	second := a.invite(t, root, "bo@example.com", "user") // supersedes the first
+	revoked := a.invite(t, root, "cy@example.com", "user")
+	var invs struct {
+		Items []map[string]any `json:"items"`
+	}
+	a.c.Get("/admin/invites?limit=1", st.Bearer(root)).ExpectStatus(200).JSON(&invs)
+	if len(invs.Items) != 1 || invs.Items[0]["email"] != "cy@example.com" {
+		t.Fatalf("newest invite first: %v", invs.Items)
+	}
+	cyID := invs.Items[0]["id"].(string)
+	got := a.c.Delete("/admin/invites/"+cyID, st.Bearer(root)).ExpectStatus(200).Map()
+	if got["status"] != "revoked" {
+		t.Fatalf("revoked invite: %v", got)
+	}
+	a.c.Delete("/admin/invites/inv_unknownunknownunknownunkn", st.Bearer(root)).ExpectError(http.StatusNotFound, "not_found")
+
+	for _, tc := range []struct {
+		name, token, pw, code, says string
+		status                      int
+	}{
+		{"fail/superseded", first, "a long enough passphrase", "invalid_token", "already been used", 400},
+		{"fail/revoked", revoked, "a long enough passphrase", "invalid_token", "revoked", 400},
+		{"fail/unknown", "inv_aaaaaaaaaaaaaaaaaaaaaaaaaa." + strings.Repeat("A", 43), "a long enough passphrase", "invalid_token", "not valid", 400},
+		{"fail/garbage", "not-a-token", "a long enough passphrase", "invalid_token", "not valid", 400},
+		{"fail/tampered", tamper(second), "a long enough passphrase", "invalid_token", "not valid", 400},
+		{"fail/weak", second, "password1", "weak_password", "common", 400},
+		{"fail/email_as_password", second, "bo@example.com", "weak_password", "email", 400},
+		{"fail/short", second, "short", "weak_password", "at least 8", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := a.c.PostJSON("/auth/invites/accept", map[string]string{"token": tc.token, "password": tc.pw}).ExpectError(tc.status, tc.code)
+			if d := r.Map()["error_description"].(string); !strings.Contains(d, tc.says) {
+				t.Fatalf("description %q does not say %q", d, tc.says)
+			}
+		})
+	}
+	t.Run("fail/bad_client_keeps_the_invite", func(t *testing.T) {
+		a.c.PostJSON("/auth/invites/accept", map[string]string{"token": second, "password": "a long enough passphrase", "client_id": "web"},
+			st.Basic("web", "wrong secret")).ExpectError(http.StatusUnauthorized, "invalid_client")
+		a.c.PostJSON("/auth/invites/accept", map[string]string{"token": second, "password": "a long enough passphrase", "client_id": "nope"}).
+			ExpectError(http.StatusUnauthorized, "invalid_client")
+	})
+	t.Run("ok/named_client", func(t *testing.T) {
+		tr := a.c.PostJSON("/auth/invites/accept", map[string]string{"token": second, "password": "a long enough passphrase", "client_id": "web", "scope": "openid"},
+			st.Basic("web", a.webSecret)).Token()
+		if c := decodeClaims(t, tr.AccessToken); c["client_id"] != "web" || tr.IDToken == "" || tr.RefreshToken == "" {
+			t.Fatalf("accepting through web: %v %+v", c, tr)
+		}
+		a.login(t, "bo@example.com", "a long enough passphrase")
+	})
+	t.Run("fail/expired", func(t *testing.T) {
+		tok := a.invite(t, root, "di@example.com", "user")
+		// Expire the invite in the store: the clock is not the point here, the answer is.
+		if err := a.in.App.Core.Store.DB().Exec("UPDATE invites SET expires_at = ? WHERE email_lower = ?",
+			time.Now().Add(-time.Minute).UTC(), "di@example.com").Error; err != nil {
+			t.Fatal(err)
+		}
+		r := a.c.PostJSON("/auth/invites/accept", map[string]string{"token": tok, "password": "a long enough passphrase"}).
+			ExpectError(http.StatusBadRequest, "invalid_token")
+		if d := r.Map()["error_description"].(string); !strings.Contains(d, "expired") {
+			t.Fatalf("description %q", d)
+		}
+		var all struct {
+			Items []map[string]any `json:"items"`
+		}
+		a.c.Get("/admin/invites", st.Bearer(root)).ExpectStatus(200).JSON(&all)
+		if all.Items[0]["email"] != "di@example.com" || all.Items[0]["status"] != "expired" {
+			t.Fatalf("expired invite listed as %v", all.Items[0])
+		}
+	})
+}
