@@ -270,8 +270,8 @@ func cmdBootstrap(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		return err
 	}
 	defer core.Close()
-	rules := password.Rules{MinLength: cfg.PasswordMinLength, MaxLength: cfg.PasswordMaxLength}
-	hasher, err := password.NewHasher(password.Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: cfg.Argon2Threads})
+	rules := app.PasswordRules(cfg)
+	hasher, err := app.NewHasher(cfg)
 	if err != nil {
 		return err
 	}

@@ -174,7 +174,7 @@ type State = store.TokenState
 // OpenTokenState returns the Redis token state (with durable revocations in
 // the database) when PORTCULLIS_REDIS_URL is set, else the SQL token state.
 func OpenTokenState(cfg config.Config, st *sqlstore.Store) (State, func() error, error) {
-	sql := sqlstate.New(st.DB())
+	sql := sqlstate.New(st.DB(), sqlstate.WithMaxAccessTokenTTL(maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)))
 	if cfg.RedisURL == "" {
 		return sql, func() error { return nil }, nil
 	}
@@ -197,6 +197,7 @@ type App struct {
 	State      State
 	Accounts   *accounts.Service
 	closeState func() error
+	purger     *sqlstate.State
 }
 
 // Build opens everything and mounts every endpoint.
@@ -210,7 +211,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 		_ = core.Close()
 		return nil, err
 	}
-	hasher, err := password.NewHasher(password.Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: cfg.Argon2Threads})
+	hasher, err := NewHasher(cfg)
 	if err != nil {
 		_ = core.Close()
 		return nil, fmt.Errorf("password hashing settings: %w", err)
@@ -238,7 +239,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 	}
 	srv.MountAccounts(acc, tokens)
 	srv.MountAdmin(acc, tokens)
-	return &App{Core: core, Server: srv, Tokens: tokens, State: state, Accounts: acc, closeState: closeState}, nil
+	return &App{Core: core, Server: srv, Tokens: tokens, State: state, Accounts: acc, closeState: closeState,
+		purger: sqlstate.New(core.Store.DB())}, nil
 }
 
 // buildAccounts builds the account and admin service. Emails go out over
@@ -287,10 +289,29 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go a.Keys.Run(kctx)
+	go a.purgeLoop(kctx, 10*time.Minute)
 	if ln == nil {
 		return a.Server.Serve(ctx, ready)
 	}
 	return a.Server.ServeListener(ctx, ln, ready)
+}
+
+// purgeLoop deletes expired revocations, counters and sessions from the
+// database (the SQL token state and the durable revocation log) now and then.
+// Every instance may run it: deleting expired rows is idempotent.
+func (a *App) purgeLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := a.purger.Purge(ctx, time.Now()); err != nil && ctx.Err() == nil {
+				a.Logger.Warn("purge expired token state", "err", err)
+			}
+		}
+	}
 }
 
 // Close releases every resource.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-auth/portcullis/policy/password"
+	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -69,4 +70,22 @@ func Bootstrap(ctx context.Context, core *Core, email, pw string, rules password
 	core.Audit.Record(ctx, store.AuditEvent{Action: "user.created", Outcome: store.OutcomeSuccess, TargetID: u.ID,
 		Details: map[string]string{"role": top.Name, "via": "bootstrap"}})
 	return res, nil
+}
+
+// NewHasher returns the password hasher for the configured argon2id parameters.
+func NewHasher(cfg config.Config) (*password.Hasher, error) {
+	p := password.DefaultParams()
+	p.Memory, p.Time, p.Threads = cfg.Argon2MemoryKiB, cfg.Argon2Time, cfg.Argon2Threads
+	h, err := password.NewHasher(p)
+	if err != nil {
+		return nil, fmt.Errorf("password hashing settings (PORTCULLIS_ARGON2_*): %w", err)
+	}
+	return h, nil
+}
+
+// PasswordRules returns the configured password rules.
+func PasswordRules(cfg config.Config) password.Rules {
+	r := password.DefaultRules()
+	r.MinLength, r.MaxLength = cfg.PasswordMinLength, cfg.PasswordMaxLength
+	return r
 }

@@ -21,7 +21,7 @@ type Fixtures struct {
 // NewFixtures returns fixtures over the deployment of an instance.
 func NewFixtures(t testing.TB, core *app.Core) *Fixtures {
 	t.Helper()
-	h, err := password.NewHasher(password.Params{Memory: core.Config.Argon2MemoryKiB, Time: core.Config.Argon2Time, Threads: core.Config.Argon2Threads})
+	h, err := app.NewHasher(core.Config)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,8 @@ const (
 // SupportedGrants lists the grant types, for discovery.
 var SupportedGrants = []string{GrantPassword, GrantRefreshToken, GrantClientCredentials}
 
-// maxParamLen bounds every parameter: no legitimate value comes near it.
-const maxParamLen = 4096
+// maxParamLen bounds every parameter (tokens included): no legitimate value comes near it.
+const maxParamLen = 16 << 10
 
 // ClientCredentials is how a client presented itself on a request.
 type ClientCredentials struct {
