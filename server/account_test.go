@@ -301,3 +301,216 @@ func TestInviteLinks(t *testing.T) {
 		}
 	})
 }
+
+// TestTemporaryPassword: a temporary password ends the user's sessions and
+// yields a restricted token that only /auth/password/change accepts; the
+// change answers with a full token response and ends the restricted session.
+func TestTemporaryPassword(t *testing.T) {
+	a := newAcctEnv(t)
+	root := a.login(t, rootEmail, rootPass).AccessToken
+	ann := a.fx.User(t, "ann@example.com", "ann's first passphrase", "admin")
+	before := a.login(t, "ann@example.com", "ann's first passphrase")
+
+	r := a.c.PostJSON("/admin/users/"+ann.ID+"/temp-password", map[string]string{"password": "temporary passphrase 7"}, st.Bearer(root)).ExpectStatus(200)
+	if u := r.Map(); u["must_change_password"] != true || u["id"] != ann.ID {
+		t.Fatalf("user after temp password: %s", r.Body)
+	}
+	// Earlier sessions are over.
+	a.refresh(t, before.RefreshToken).ExpectError(http.StatusBadRequest, "invalid_grant")
+	a.c.Get("/userinfo", st.Bearer(before.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
+	a.loginFails(t, "ann@example.com", "ann's first passphrase")
+
+	restricted := a.login(t, "ann@example.com", "temporary passphrase 7")
+	c := decodeClaims(t, restricted.AccessToken)
+	if !restricted.MustChangePassword || restricted.RefreshToken != "" || c["scope"] != "" || len(claimStrings(t, c, "roles")) != 0 {
+		t.Fatalf("restricted login: %+v claims %v", restricted, c)
+	}
+	a.c.Get("/admin/users", st.Bearer(restricted.AccessToken)).ExpectError(http.StatusForbidden, "insufficient_scope")
+
+	for _, tc := range []struct {
+		name, current, next, code string
+		status                    int
+	}{
+		{"fail/wrong_current", "not the password", "a brand new passphrase", "invalid_grant", 400},
+		{"fail/weak", "temporary passphrase 7", "password123", "weak_password", 400},
+		{"fail/same", "temporary passphrase 7", "temporary passphrase 7", "weak_password", 400},
+		{"fail/missing", "", "a brand new passphrase", "invalid_request", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a.c.PostJSON("/auth/password/change", map[string]string{"current_password": tc.current, "new_password": tc.next},
+				st.Bearer(restricted.AccessToken)).ExpectError(tc.status, tc.code)
+		})
+	}
+	a.c.PostJSON("/auth/password/change", map[string]string{"current_password": "x", "new_password": "y"}).
+		ExpectError(http.StatusUnauthorized, "unauthorized")
+
+	full := a.c.PostJSON("/auth/password/change", map[string]string{"current_password": "temporary passphrase 7", "new_password": "ann's second passphrase"},
+		st.Bearer(restricted.AccessToken)).Token()
+	fc := decodeClaims(t, full.AccessToken)
+	if full.MustChangePassword || full.RefreshToken == "" || fc["client_id"] != "web" ||
+		!strings.Contains(fc["scope"].(string), "users:read") || !slices.Equal(claimStrings(t, fc, "roles"), []string{"admin"}) {
+		t.Fatalf("token after the change: %+v claims %v", full, fc)
+	}
+	a.c.Get("/admin/users", st.Bearer(full.AccessToken)).ExpectStatus(200)
+	a.c.Get("/userinfo", st.Bearer(restricted.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
+	a.refresh(t, full.RefreshToken).Token()
+	a.loginFails(t, "ann@example.com", "temporary passphrase 7")
+	if got := a.login(t, "ann@example.com", "ann's second passphrase"); got.MustChangePassword {
+		t.Fatal("must_change_password still set")
+	}
+	for _, action := range []string{"password.temp_set", "password.changed"} {
+		evs := auditEvents(t, a, root, "outcome=success&target_id="+ann.ID+"&action="+action)
+		if len(evs) == 0 {
+			t.Fatalf("no %s event", action)
+		}
+	}
+}
+
+// TestForgotPassword: the answer for an unknown address is the same as for a
+// known one, in status, body and time; the emailed link resets the password
+// once and ends every earlier session.
+func TestForgotPassword(t *testing.T) {
+	a := newAcctEnv(t)
+	bea := a.fx.User(t, "bea@example.com", "bea's first passphrase", "user")
+	old := a.login(t, "bea@example.com", "bea's first passphrase")
+
+	known := a.c.PostJSON("/auth/password/forgot", map[string]string{"email": "bea@example.com"}).ExpectStatus(http.StatusAccepted)
+	unknown := a.c.PostJSON("/auth/password/forgot", map[string]string{"email": "nobody@example.com"}).ExpectStatus(http.StatusAccepted)
+	if string(known.Body) != string(unknown.Body) {
+		t.Fatalf("bodies differ: %s vs %s", known.Body, unknown.Body)
+	}
+	msg := a.smtp.WaitFor(t, "bea@example.com", mailWithin)
+	if link := msg.Link(t); !strings.HasPrefix(link, publicURL+"/reset-password?token=") {
+		t.Fatalf("reset link %q", link)
+	}
+	tok := msg.Token(t)
+	a.c.PostJSON("/auth/password/forgot", map[string]string{"email": "not an address"}).ExpectError(http.StatusBadRequest, "invalid_request")
+
+	// A weak password leaves the link usable; a good one uses it up.
+	a.c.PostJSON("/auth/password/reset", map[string]string{"token": tok, "new_password": "12345678"}).ExpectError(http.StatusBadRequest, "weak_password")
+	a.c.PostJSON("/auth/password/reset", map[string]string{"token": tok, "new_password": "bea's second passphrase"}).ExpectStatus(http.StatusNoContent)
+	r := a.c.PostJSON("/auth/password/reset", map[string]string{"token": tok, "new_password": "bea's third passphrase"}).ExpectError(http.StatusBadRequest, "invalid_token")
+	if d := r.Map()["error_description"].(string); !strings.Contains(d, "already been used") {
+		t.Fatalf("description %q", d)
+	}
+	a.c.PostJSON("/auth/password/reset", map[string]string{"token": tamper(tok), "new_password": "bea's third passphrase"}).ExpectError(http.StatusBadRequest, "invalid_token")
+
+	// Earlier sessions ended: the refresh token and the access token.
+	a.refresh(t, old.RefreshToken).ExpectError(http.StatusBadRequest, "invalid_grant")
+	a.c.Get("/userinfo", st.Bearer(old.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
+	a.loginFails(t, "bea@example.com", "bea's first passphrase")
+	fresh := a.login(t, "bea@example.com", "bea's second passphrase")
+	a.c.Get("/userinfo", st.Bearer(fresh.AccessToken)).ExpectStatus(200)
+
+	// Admin-initiated reset: the ceiling applies, the link arrives, and the
+	// older link of the user stops working.
+	root := a.login(t, rootEmail, rootPass).AccessToken
+	a.c.PostJSON("/admin/users/"+bea.ID+"/password-reset", nil, st.Bearer(root)).ExpectStatus(http.StatusAccepted)
+	adminTok := a.smtp.WaitFor(t, "bea@example.com", mailWithin).Token(t)
+	a.c.PostJSON("/auth/password/forgot", map[string]string{"email": "BEA@example.com"}).ExpectStatus(http.StatusAccepted)
+	selfTok := a.smtp.WaitFor(t, "bea@example.com", mailWithin).Token(t)
+	a.c.PostJSON("/auth/password/reset", map[string]string{"token": adminTok, "new_password": "bea's fourth passphrase"}).ExpectError(http.StatusBadRequest, "invalid_token")
+	a.c.PostJSON("/auth/password/reset", map[string]string{"token": selfTok, "new_password": "bea's fourth passphrase"}).ExpectStatus(http.StatusNoContent)
+	a.c.PostJSON("/admin/users/"+a.root.ID+"/password-reset", nil, st.Bearer(root)).ExpectError(http.StatusForbidden, "forbidden")
+
+	evs := auditEvents(t, a, root, "action=password.reset_requested")
+	var unknownSeen bool
+	for _, e := range evs {
+		if e["outcome"] == "failure" && e["target_id"] == "" {
+			unknownSeen = true
+		}
+	}
+	if !unknownSeen || len(auditEvents(t, a, root, "action=password.reset&target_id="+bea.ID)) != 2 {
+		t.Fatalf("audit: %v", evs)
+	}
+}
+
+// TestForgotPasswordTiming: the median answer time for a known address is
+// within 30% of the one for an unknown address.
+func TestForgotPasswordTiming(t *testing.T) {
+	a := newAcctEnv(t)
+	a.fx.User(t, "cat@example.com", "cat's first passphrase", "user")
+	const n = 15
+	measure := func(email string) time.Duration {
+		start := time.Now()
+		a.c.PostJSON("/auth/password/forgot", map[string]string{"email": email}).ExpectStatus(http.StatusAccepted)
+		return time.Since(start)
+	}
+	for i := 0; i < 3; i++ { // warm up connections and code paths
+		measure("cat@example.com")
+		measure("nobody@example.com")
+	}
+	var known, unknown []time.Duration
+	for i := 0; i < n; i++ { // interleaved, so background work weighs on both alike
+		known = append(known, measure("cat@example.com"))
+		unknown = append(unknown, measure("nobody@example.com"))
+	}
+	mk, mu := median(known), median(unknown)
+	ratio := float64(mk) / float64(mu)
+	t.Logf("median known %s, unknown %s, ratio %.2f", mk, mu, ratio)
+	if ratio < 1/1.3 || ratio > 1.3 {
+		t.Fatalf("forgot-password timing reveals accounts: median known %s vs unknown %s", mk, mu)
+	}
+	for i := 0; i < n+3; i++ {
+		a.smtp.WaitFor(t, "cat@example.com", mailWithin)
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TestRegistrationAndVerification: registration is refused unless enabled;
+// when enabled it creates a user with the default role and an unverified
+// email, whose link verifies it once.
+func TestRegistrationAndVerification(t *testing.T) {
+	t.Run("fail/disabled", func(t *testing.T) {
+		a := newAcctEnv(t)
+		a.c.PostJSON("/auth/register", map[string]string{"email": "eve@example.com", "password": "a long enough passphrase"}).
+			ExpectError(http.StatusForbidden, "registration_disabled")
+	})
+	t.Run("ok/enabled", func(t *testing.T) {
+		a := newAcctEnv(t, map[string]string{"PORTCULLIS_PUBLIC_REGISTRATION": "true"})
+		r := a.c.PostJSON("/auth/register", map[string]string{"email": "eve@example.com", "password": "a long enough passphrase", "name": "Eve"}).
+			ExpectStatus(http.StatusCreated)
+		u := r.Map()
+		if u["email"] != "eve@example.com" || u["email_verified"] != false || u["name"] != "Eve" || u["active"] != true {
+			t.Fatalf("registered user: %s", r.Body)
+		}
+		if roles := u["roles"].([]any); len(roles) != 1 || roles[0] != "user" {
+			t.Fatalf("roles: %v", roles)
+		}
+		if strings.Contains(string(r.Body), "hash") || strings.Contains(string(r.Body), `"password"`) {
+			t.Fatalf("the user object must not hold a password field: %s", r.Body)
+		}
+		a.c.PostJSON("/auth/register", map[string]string{"email": "EVE@example.com", "password": "another long passphrase"}).
+			ExpectError(http.StatusConflict, "conflict")
+		a.c.PostJSON("/auth/register", map[string]string{"email": "fay@example.com", "password": "qwertyuiop"}).
+			ExpectError(http.StatusBadRequest, "weak_password")
+
+		tr := a.login(t, "eve@example.com", "a long enough passphrase")
+		if info := a.c.Get("/userinfo", st.Bearer(tr.AccessToken)).ExpectStatus(200).Map(); info["email_verified"] != false {
+			t.Fatalf("userinfo before verification: %v", info)
+		}
+		first := a.smtp.WaitFor(t, "eve@example.com", mailWithin)
+		if link := first.Link(t); !strings.HasPrefix(link, publicURL+"/verify-email?token=") {
+			t.Fatalf("verification link %q", link)
+		}
+		// A resend replaces the first link.
+		a.c.PostJSON("/auth/email/verify/resend", nil, st.Bearer(tr.AccessToken)).ExpectStatus(http.StatusAccepted)
+		second := a.smtp.WaitFor(t, "eve@example.com", mailWithin).Token(t)
+		a.c.PostJSON("/auth/email/verify", map[string]string{"token": first.Token(t)}).ExpectError(http.StatusBadRequest, "invalid_token")
+		a.c.PostJSON("/auth/email/verify", map[string]string{"token": second}).ExpectStatus(200)
+		a.c.PostJSON("/auth/email/verify", map[string]string{"token": second}).ExpectError(http.StatusBadRequest, "invalid_token")
+		if info := a.c.Get("/userinfo", st.Bearer(tr.AccessToken)).ExpectStatus(200).Map(); info["email_verified"] != true {
+			t.Fatalf("userinfo after verification: %v", info)
+		}
+		a.c.PostJSON("/auth/email/verify/resend", nil, st.Bearer(tr.AccessToken)).ExpectError(http.StatusConflict, "conflict")
+		withID := a.c.PostForm("/oauth2/token", st.PasswordForm("eve@example.com", "a long enough passphrase", "openid email"), st.Basic("web", a.webSecret)).Token()
+		if c := decodeClaims(t, withID.IDToken); c["email_verified"] != true {
+			t.Fatalf("id token: %v", c)
+		}
+	})
+}
