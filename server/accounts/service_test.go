@@ -1,0 +1,195 @@
+package accounts_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/policy/password"
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/app"
+	"github.com/portcullis-auth/portcullis/server/mail"
+	"github.com/portcullis-auth/portcullis/server/mail/mailtest"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/testservers"
+)
+
+func TestMain(m *testing.M) { testservers.Main(m) }
+
+// deployment runs a real instance (PostgreSQL + Redis) whose emails go to a
+// loopback SMTP server; the tests call its accounts service directly.
+func deployment(t *testing.T) (*st.Instance, *st.Fixtures, *mailtest.Server) {
+	t.Helper()
+	smtp := mailtest.NewServer(t)
+	env := st.NewEnv(t, st.PostgresRedis)
+	env["PORTCULLIS_SMTP_URL"] = smtp.URL()
+	in := st.Start(t, env)
+	return in, st.NewFixtures(t, in.App.Core), smtp
+}
+
+func actor(u store.User) accounts.Actor {
+	return accounts.Actor{ID: u.ID, Meta: accounts.Meta{IP: "192.0.2.1", UserAgent: "test", ClientID: "test"}}
+}
+
+// TestCeilingUsesCurrentRoles: every refusal of the ceiling is a 403, and the
+// actor's roles are read from the store at the time of the request, not
+// taken from their token.
+func TestCeilingUsesCurrentRoles(t *testing.T) {
+	in, fx, _ := deployment(t)
+	svc := in.App.Accounts
+	ctx := context.Background()
+	root := fx.User(t, "root@example.com", "root long passphrase", "super_admin")
+	adm := fx.User(t, "adm@example.com", "adm long passphrase", "admin")
+	peer := fx.User(t, "peer@example.com", "peer long passphrase", "admin")
+	usr := fx.User(t, "usr@example.com", "usr long passphrase", "user")
+
+	for _, tc := range []struct {
+		name string
+		run  func() error
+		want *apierr.Error // nil: success
+	}{
+		{"ok/admin_invites_user", func() error { _, err := svc.CreateInvite(ctx, actor(adm), "n1@example.com", "user"); return err }, nil},
+		{"fail/admin_invites_admin", func() error { _, err := svc.CreateInvite(ctx, actor(adm), "n2@example.com", "admin"); return err }, apierr.ErrForbidden},
+		{"fail/user_invites_user", func() error { _, err := svc.CreateInvite(ctx, actor(usr), "n3@example.com", "user"); return err }, apierr.ErrForbidden},
+		{"fail/unknown_role", func() error { _, err := svc.CreateInvite(ctx, actor(root), "n4@example.com", "pope"); return err }, apierr.ErrInvalidRequest},
+		{"ok/root_invites_super_admin", func() error {
+			_, err := svc.CreateInvite(ctx, actor(root), "n5@example.com", "super_admin")
+			return err
+		}, nil},
+		{"fail/admin_grants_admin", func() error { _, err := svc.GrantRole(ctx, actor(adm), usr.ID, "admin"); return err }, apierr.ErrForbidden},
+		{"fail/admin_manages_peer", func() error { return svc.RevokeSessions(ctx, actor(adm), peer.ID) }, apierr.ErrForbidden},
+		{"fail/self_roles", func() error { _, err := svc.RevokeRole(ctx, actor(root), root.ID, "super_admin"); return err }, apierr.ErrForbidden},
+		{"fail/self_active", func() error {
+			f := false
+			_, err := svc.UpdateUser(ctx, actor(adm), adm.ID, accounts.UserPatch{Active: &f})
+			return err
+		}, apierr.ErrForbidden},
+		{"ok/admin_manages_user", func() error { return svc.RevokeSessions(ctx, actor(adm), usr.ID) }, nil},
+		{"fail/unknown_target", func() error { return svc.RevokeSessions(ctx, actor(adm), "usr_nobody") }, apierr.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.run()
+			switch {
+			case tc.want == nil && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.want != nil && !errors.Is(err, tc.want):
+				t.Fatalf("error %v, want %s %d", err, tc.want.Code, tc.want.Status)
+			}
+		})
+	}
+
+	// The admin loses the role in the store: their next request is refused
+	// although any token they hold would still say admin.
+	if _, err := in.App.Core.Store.RevokeRole(ctx, adm.ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.CreateInvite(ctx, actor(adm), "n6@example.com", "user"); !errors.Is(err, apierr.ErrForbidden) {
+		t.Fatalf("invite by a former admin: %v", err)
+	}
+	// A deactivated or deleted actor is refused too.
+	if _, err := in.App.Core.Store.UpdateUser(ctx, peer.ID, func(u *store.User) error { u.Active = false; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.CreateInvite(ctx, actor(peer), "n7@example.com", "user"); !errors.Is(err, apierr.ErrForbidden) {
+		t.Fatalf("invite by a deactivated admin: %v", err)
+	}
+	if err := in.App.Core.Store.DeleteUser(ctx, peer.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.CreateInvite(ctx, actor(peer), "n8@example.com", "user"); !errors.Is(err, apierr.ErrInvalidToken) {
+		t.Fatalf("invite by a deleted admin: %v", err)
+	}
+}
+
+// gatedSender delivers through a real SMTP sender once its gate opens.
+type gatedSender struct {
+	gate    chan struct{}
+	started chan struct{}
+	next    mail.Sender
+}
+
+func (g *gatedSender) Send(ctx context.Context, msg mail.Message) error {
+	g.started <- struct{}{}
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.next.Send(ctx, msg)
+}
+
+// TestForgotPasswordInBackground: ForgotPassword answers before the lookup
+// and the email are done, for known and unknown addresses alike; beyond
+// MaxBackground jobs the answer is the same and the extra job is dropped.
+func TestForgotPasswordInBackground(t *testing.T) {
+	in, fx, smtp := deployment(t)
+	ctx := context.Background()
+	fx.User(t, "bea@example.com", "bea long passphrase", "user")
+	hasher, err := app.NewHasher(in.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := mail.NewTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	smtpSender, err := mail.NewSMTPSender(smtp.URL(), "Portcullis <no-reply@example.com>", mail.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender := &gatedSender{gate: make(chan struct{}), started: make(chan struct{}, 4), next: smtpSender}
+	core := in.App.Core
+	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour,
+		VerifyEmailTTL: time.Hour, MaxBackground: 1, BackgroundTimeout: 20 * time.Second},
+		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Rules: password.DefaultRules(),
+			Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := accounts.Meta{IP: "192.0.2.7", UserAgent: "test"}
+	if err := svc.ForgotPassword(ctx, m, "bea@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	<-sender.started // the job is waiting to send: the call above returned first
+	// The only slot is taken: the next request is answered alike, its job dropped.
+	if err := svc.ForgotPassword(ctx, m, "bea@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	close(sender.gate)
+	svc.Wait()
+	got := smtp.WaitFor(t, "bea@example.com", 5*time.Second)
+	if !strings.Contains(got.Link(t), "https://id.example.test/reset-password?token=") {
+		t.Fatalf("link %q", got.Link(t))
+	}
+	if n := len(smtp.Messages()); n != 1 {
+		t.Fatalf("%d messages, want 1 (the second job was dropped)", n)
+	}
+	// Unknown address: same answer; the job records a failed request.
+	if err := svc.ForgotPassword(ctx, m, "nobody@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	svc.Wait()
+	page, err := core.Store.ListAudit(ctx, store.AuditFilter{Action: "password.reset_requested"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Items) != 2 || page.Items[0].Outcome != store.OutcomeFailure || page.Items[0].TargetID != "" ||
+		page.Items[0].Details["reason"] != "unknown_account" || page.Items[1].Outcome != store.OutcomeSuccess {
+		t.Fatalf("audit: %+v", page.Items)
+	}
+	// A malformed address is refused whether or not it could exist.
+	if err := svc.ForgotPassword(ctx, m, "not an address"); !errors.Is(err, apierr.ErrInvalidRequest) {
+		t.Fatalf("malformed address: %v", err)
+	}
+}
+
+func TestNewChecksDependencies(t *testing.T) {
+	_, err := accounts.New(accounts.Config{PublicURL: "https://x.example", InviteTTL: 1, ResetTTL: 1, VerifyEmailTTL: 1}, accounts.Deps{})
+	if err == nil || !strings.Contains(err.Error(), "Store") || !strings.Contains(err.Error(), "Templates") {
+		t.Fatalf("missing deps: %v", err)
+	}
+}
