@@ -189,6 +189,14 @@ func OpenTokenState(cfg config.Config, st *sqlstore.Store) (State, func() error,
 
 func closeRedis(c redis.UniversalClient) error { return c.Close() }
 
+// quietRedisLogger drops go-redis's own log lines (printed to stderr outside
+// the structured log); every Redis failure reaches callers as an error.
+type quietRedisLogger struct{}
+
+func (quietRedisLogger) Printf(context.Context, string, ...interface{}) {}
+
+func init() { redis.SetLogger(quietRedisLogger{}) }
+
 // App is a complete server process.
 type App struct {
 	*Core

@@ -219,8 +219,10 @@ func Binary(t testing.TB) string {
 
 // Process is a real `portcullis serve` process.
 type Process struct {
-	t    testing.TB
-	env  Env
+	t   testing.TB
+	env Env
+	// Dir is the working directory (the embedded store's ./data lives there).
+	Dir  string
 	Addr string
 	URL  string
 	Logs *SyncBuffer
@@ -232,12 +234,18 @@ type Process struct {
 // (SIGTERM) when the test ends.
 func StartProcess(t testing.TB, env Env) *Process {
 	t.Helper()
+	return StartProcessIn(t, "", env)
+}
+
+// StartProcessIn is StartProcess with dir as the working directory.
+func StartProcessIn(t testing.TB, dir string, env Env) *Process {
+	t.Helper()
 	port, err := testservers.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p := &Process{t: t, env: env.Clone(), Addr: addr, URL: "http://" + addr, Logs: &SyncBuffer{}}
+	p := &Process{t: t, env: env.Clone(), Dir: dir, Addr: addr, URL: "http://" + addr, Logs: &SyncBuffer{}}
 	if _, ok := p.env["PORTCULLIS_ISSUER"]; !ok {
 		p.env["PORTCULLIS_ISSUER"] = p.URL
 	}
@@ -251,7 +259,8 @@ func StartProcess(t testing.TB, env Env) *Process {
 func (p *Process) Start() {
 	p.t.Helper()
 	cmd := exec.Command(Binary(p.t), "serve")
-	cmd.Env = os.Environ()
+	cmd.Dir = p.Dir
+	cmd.Env = cleanEnviron()
 	for k, v := range p.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -308,8 +317,15 @@ func (p *Process) Exited() (bool, *os.ProcessState) {
 // RunCLI runs a portcullis command with env and returns stdout, stderr and the exit code.
 func RunCLI(t testing.TB, env Env, stdin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return RunCLIIn(t, "", env, stdin, args...)
+}
+
+// RunCLIIn is RunCLI with dir as the working directory.
+func RunCLIIn(t testing.TB, dir string, env Env, stdin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(Binary(t), args...)
-	cmd.Env = os.Environ()
+	cmd.Dir = dir
+	cmd.Env = cleanEnviron()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -329,3 +345,15 @@ func RunCLI(t testing.TB, env Env, stdin string, args ...string) (stdout, stderr
 }
 
 var _ io.Writer = (*SyncBuffer)(nil)
+
+// cleanEnviron is the test process's environment without any PORTCULLIS_
+// setting, so a developer's shell cannot change what a test runs.
+func cleanEnviron() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PORTCULLIS_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}

@@ -1,0 +1,161 @@
+package server_test
+
+import (
+	"context"
+	"net/url"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store/testservers"
+)
+
+// TestFailsClosedWhileRedisIsDown: with Redis stopped, /readyz answers 503
+// within 2 s and every token decision is 503 temporarily_unavailable within
+// a few seconds (never a grant it cannot check); when Redis returns (empty)
+// the server recovers by itself.
+func TestFailsClosedWhileRedisIsDown(t *testing.T) {
+	rd := testservers.NewRedis(t)
+	env := st.NewEnv(t, st.PostgresRedis)
+	env["PORTCULLIS_REDIS_URL"] = rd.URL()
+	d := deploy(t, st.Start(t, env))
+	d.c.Get("/readyz").ExpectStatus(200)
+	tok := d.login(t, "")
+	svc := st.Basic("svc", d.svcSecret)
+	web := st.Basic("web", d.webSecret)
+
+	if err := rd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	timed := func(what string, limit time.Duration, f func() *st.Response) *st.Response {
+		t.Helper()
+		start := time.Now()
+		r := f()
+		if el := time.Since(start); el > limit {
+			t.Fatalf("%s took %s with Redis down, want under %s", what, el, limit)
+		}
+		return r
+	}
+	r := timed("readyz", 2*time.Second, func() *st.Response { return d.c.Get("/readyz") })
+	r.ExpectError(503, "temporarily_unavailable")
+	if !strings.Contains(string(r.Body), "token_state") {
+		t.Fatalf("readyz does not say what is down: %s", r.Body)
+	}
+	timed("password grant", 5*time.Second, func() *st.Response {
+		return d.c.PostForm("/oauth2/token", st.PasswordForm(userEmail, userPass, ""), web)
+	}).ExpectError(503, "temporarily_unavailable")
+	timed("refresh", 5*time.Second, func() *st.Response {
+		return d.c.PostForm("/oauth2/token", st.RefreshForm(tok.RefreshToken), web)
+	}).ExpectError(503, "temporarily_unavailable")
+	timed("introspection", 5*time.Second, func() *st.Response {
+		return d.c.PostForm("/oauth2/introspect", url.Values{"token": {tok.AccessToken}}, svc)
+	}).ExpectError(503, "temporarily_unavailable")
+	timed("userinfo", 5*time.Second, func() *st.Response {
+		return d.c.Get("/userinfo", st.Bearer(tok.AccessToken))
+	}).ExpectError(503, "temporarily_unavailable")
+
+	if err := rd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for d.c.Get("/readyz").StatusCode != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("server did not recover after Redis came back")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.login(t, "")
+	d.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(200)
+}
+
+// TestReadyzFailsWhenPostgresIsDown: the same for the database.
+func TestReadyzFailsWhenPostgresIsDown(t *testing.T) {
+	pg := testservers.NewPostgres(t)
+	dbURL, err := testservers.CreateDatabase(pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := st.NewEnv(t, st.PostgresRedis)
+	env["PORTCULLIS_DATABASE_URL"] = dbURL
+	d := deploy(t, st.Start(t, env))
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := d.c.Get("/readyz")
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("readyz took %s with PostgreSQL down", el)
+	}
+	r.ExpectError(503, "temporarily_unavailable")
+	d.c.PostForm("/oauth2/token", st.PasswordForm(userEmail, userPass, ""), st.Basic("web", d.webSecret)).
+		ExpectError(503, "temporarily_unavailable")
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for d.c.Get("/readyz").StatusCode != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("server did not recover after PostgreSQL came back")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.login(t, "")
+}
+
+// TestAutomaticRotationAcrossInstances: two `portcullis serve` processes on one
+// PostgreSQL rotate automatically exactly once per interval between them, and
+// both serve the new key set within the sync interval.
+func TestAutomaticRotationAcrossInstances(t *testing.T) {
+	env := st.NewEnv(t, st.Postgres)
+	env["PORTCULLIS_KEY_ROTATION_INTERVAL"] = "5s" // the minimum: twice (sync 500ms + max-age 2s)
+	env["PORTCULLIS_SIGNING_ALG"] = "EdDSA"
+	env["PORTCULLIS_ISSUER"] = "http://auth.portcullis.test" // one issuer for the deployment
+	a := st.StartProcess(t, env)
+	b := st.StartProcess(t, env)
+	ca, cb := a.Client(t), b.Client(t)
+	time.Sleep(13 * time.Second)
+
+	in := st.Start(t, env) // an in-process view of the same deployment
+	list, err := in.App.Keys.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var activations []time.Time
+	for _, k := range list {
+		if k.ActivatedAt != nil {
+			activations = append(activations, *k.ActivatedAt)
+		}
+	}
+	sort.Slice(activations, func(i, j int) bool { return activations[i].Before(activations[j]) })
+	// The first key activates at once; then one rotation per 5 s interval: 2 or 3 in 13 s, never one per instance.
+	if len(activations) < 3 || len(activations) > 4 {
+		t.Fatalf("%d activations in 13 s with a 5 s interval over two instances: %v", len(activations), activations)
+	}
+	for i := 1; i < len(activations); i++ {
+		if gap := activations[i].Sub(activations[i-1]); gap < 4900*time.Millisecond {
+			t.Fatalf("two rotations %s apart: rotation was not done once", gap)
+		}
+	}
+	// Both instances converge on the same JWKS within the sync interval.
+	deadline := time.Now().Add(in.Config.KeySyncInterval + 2*time.Second)
+	for {
+		ea := ca.Get("/.well-known/jwks.json").Header.Get("ETag")
+		eb := cb.Get("/.well-known/jwks.json").Header.Get("ETag")
+		if ea == eb {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instances serve different key sets: %s vs %s", ea, eb)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// A token from one instance is accepted by the other.
+	fx := st.NewFixtures(t, in.App.Core)
+	fx.User(t, userEmail, userPass, "user")
+	secret := fx.Client(t, clients.Spec{ID: "web"})
+	tok := ca.PostForm("/oauth2/token", st.PasswordForm(userEmail, userPass, ""), st.Basic("web", secret)).Token()
+	cb.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(200)
+}
