@@ -108,6 +108,9 @@ type TokenState interface {
 	// Hit counts one event in a fixed window for key and returns the count so
 	// far in the current window and the time until the window resets.
 	Hit(ctx context.Context, key string, window time.Duration, now time.Time) (count int64, resetIn time.Duration, err error)
+	// Peek returns the count of key's live window and the time until it
+	// resets without counting anything; (0, 0) when no window is live.
+	Peek(ctx context.Context, key string, now time.Time) (count int64, resetIn time.Duration, err error)
 	// ResetCounter forgets the counter for key.
 	ResetCounter(ctx context.Context, key string) error
 	// Ping checks that the backend answers.

@@ -30,3 +30,21 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	}
 	return f.toFamily(), nil
 }
+
+// Peek reports the count of key's current window and the time until it
+// resets, without counting anything (0, 0 when there is no live window).
+func (s *State) Peek(ctx context.Context, key string, now time.Time) (int64, time.Duration, error) {
+	var out struct {
+		Hits        int64 `gorm:"column:hits"`
+		ExpiresAtMS int64 `gorm:"column:expires_at_ms"`
+	}
+	res := s.db.WithContext(ctx).Raw(`SELECT hits, expires_at_ms FROM rate_counters WHERE counter_key = ?`, key).Scan(&out)
+	if res.Error != nil {
+		return 0, 0, dbErr("peek counter", res.Error)
+	}
+	nowMS := now.UnixMilli()
+	if res.RowsAffected == 0 || nowMS >= out.ExpiresAtMS {
+		return 0, 0, nil
+	}
+	return out.Hits, time.Duration(out.ExpiresAtMS-nowMS) * time.Millisecond, nil
+}

@@ -58,6 +58,7 @@ func RunTokenStateTests(t *testing.T, newState func(t *testing.T) store.TokenSta
 		{"ok/reset_counter", testResetCounter},
 		{"ok/ping", testPing},
 		{"ok/find_refresh_current_only", testFindRefresh},
+		{"ok/peek_counts_nothing", testPeek},
 		{"race/rotate_same_token_no_grace", testConcurrentRotateNoGrace},
 		{"race/rotate_same_token_with_grace", testConcurrentRotateGrace},
 		{"race/hit_counts_exactly", testConcurrentHit},
@@ -906,5 +907,27 @@ func testFindRefresh(t *testing.T, st store.TokenState) {
 	}
 	if _, err := st.FindRefresh(ctx(t), fam.ID, third.hash, base.Add(5*time.Minute)); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("FindRefresh in a revoked family: %v", err)
+	}
+}
+
+func testPeek(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	key := randomID("peek-")
+	if n, reset, err := st.Peek(ctx(t), key, base); err != nil || n != 0 || reset != 0 {
+		t.Fatalf("Peek of an unknown key: %d %s %v", n, reset, err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, _, err := st.Hit(ctx(t), key, time.Minute, base); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		n, reset, err := st.Peek(ctx(t), key, base.Add(10*time.Second))
+		if err != nil || n != 3 || reset != 50*time.Second {
+			t.Fatalf("Peek in the window: %d %s %v, want 3 50s", n, reset, err)
+		}
+	}
+	if n, _, err := st.Peek(ctx(t), key, base.Add(time.Minute)); err != nil || n != 0 {
+		t.Fatalf("Peek after the window: %d %v", n, err)
 	}
 }
