@@ -76,10 +76,15 @@ func (s *Server) accessLog() echo.MiddlewareFunc {
 				c.Error(err)
 			}
 			req := c.Request()
+			status := c.Response().Status
+			route := c.Path()
+			if route == "" || status == http.StatusNotFound && c.Path() == "/*" {
+				route = "unmatched"
+			}
+			s.metrics.ObserveRequest(route, req.Method, status, time.Since(start))
 			if req.URL.Path == "/healthz" || req.URL.Path == "/readyz" || req.URL.Path == "/metrics" {
 				return nil
 			}
-			status := c.Response().Status
 			level := slog.LevelInfo
 			if status >= 500 {
 				level = slog.LevelError

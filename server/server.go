@@ -25,6 +25,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/config"
+	"github.com/portcullis-auth/portcullis/server/metrics"
 )
 
 // Check is a named readiness probe (the database, the token state).
@@ -35,10 +36,11 @@ type Check struct {
 
 // Server is a configured Portcullis HTTP server.
 type Server struct {
-	echo   *echo.Echo
-	cfg    config.Config
-	log    *slog.Logger
-	checks []Check
+	echo    *echo.Echo
+	cfg     config.Config
+	log     *slog.Logger
+	checks  []Check
+	metrics *metrics.Metrics
 
 	routesMu sync.Mutex
 }
@@ -49,6 +51,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Checks run on GET /readyz; any failure answers 503.
 	Checks []Check
+	// Metrics, when set, is served on GET /metrics and observes every request.
+	Metrics *metrics.Metrics
 }
 
 // New builds the Echo application with middleware and the health endpoints.
@@ -57,7 +61,7 @@ func New(opts Options) *Server {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	s := &Server{echo: e, cfg: opts.Config, log: opts.Logger, checks: opts.Checks}
+	s := &Server{echo: e, cfg: opts.Config, log: opts.Logger, checks: opts.Checks, metrics: opts.Metrics}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -71,8 +75,20 @@ func New(opts Options) *Server {
 	if opts.Config.RequestTimeout > 0 {
 		e.Use(requestTimeout(opts.Config.RequestTimeout))
 	}
+	if len(opts.Config.CORSOrigins) > 0 {
+		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
+			AllowOrigins:  opts.Config.CORSOrigins,
+			AllowMethods:  []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
+			AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType},
+			ExposeHeaders: []string{"Retry-After", echo.HeaderWWWAuthenticate, echo.HeaderXRequestID},
+			MaxAge:        600,
+		}))
+	}
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	if opts.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(opts.Metrics.Handler()))
+	}
 	return s
 }
 

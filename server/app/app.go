@@ -26,6 +26,8 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/mail"
+	"github.com/portcullis-auth/portcullis/server/metrics"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/redisstate"
@@ -173,7 +175,7 @@ type State = store.TokenState
 
 // OpenTokenState returns the Redis token state (with durable revocations in
 // the database) when PORTCULLIS_REDIS_URL is set, else the SQL token state.
-func OpenTokenState(cfg config.Config, st *sqlstore.Store) (State, func() error, error) {
+func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (State, func() error, error) {
 	sql := sqlstate.New(st.DB(), sqlstate.WithMaxAccessTokenTTL(maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)))
 	if cfg.RedisURL == "" {
 		return sql, func() error { return nil }, nil
@@ -181,6 +183,9 @@ func OpenTokenState(cfg config.Config, st *sqlstore.Store) (State, func() error,
 	client, err := redisstate.NewClient(cfg.RedisURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("PORTCULLIS_REDIS_URL: %w", err)
+	}
+	if m != nil {
+		client.AddHook(m.RedisHook())
 	}
 	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql,
 		MaxAccessTokenTTL: maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)})
@@ -214,10 +219,19 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 	if err != nil {
 		return nil, err
 	}
-	state, closeState, err := OpenTokenState(cfg, core.Store)
+	m := metrics.New(core.Keys.ActiveKeyAge)
+	if err := m.InstrumentGORM(core.Store.DB()); err != nil {
+		_ = core.Close()
+		return nil, fmt.Errorf("instrument the database: %w", err)
+	}
+	state, closeState, err := OpenTokenState(cfg, core.Store, m)
 	if err != nil {
 		_ = core.Close()
 		return nil, err
+	}
+	var limiter *ratelimit.Limiter
+	if cfg.RateLimits {
+		limiter = ratelimit.New(state, ratelimit.DefaultRules(cfg.LoginFailureLimit), m.RateLimited)
 	}
 	hasher, err := NewHasher(cfg)
 	if err != nil {
@@ -230,16 +244,16 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 		RefreshReuseGrace: cfg.RefreshReuseGrace,
 	}, token.Deps{
 		Clients: core.Store, Users: core.Store, State: state, Signer: core.Keys, Sealer: core.KEKs,
-		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log,
+		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Throttle: limiter,
 	})
-	srv := server.New(server.Options{Config: cfg, Logger: log, Checks: []server.Check{
+	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m, Checks: []server.Check{
 		{Name: "database", Check: core.Store.Ping},
 		{Name: "token_state", Check: state.Ping},
 	}})
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge,
 		Registration: cfg.PublicRegistration})
 	srv.MountOAuth(tokens)
-	acc, err := buildAccounts(ctx, cfg, log, core, tokens, hasher)
+	acc, err := buildAccounts(ctx, cfg, log, core, tokens, hasher, limiter)
 	if err != nil {
 		_ = closeState()
 		_ = core.Close()
@@ -255,7 +269,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
 // built-in first-party client is created when missing.
 func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, tokens *token.Service,
-	hasher *password.Hasher) (*accounts.Service, error) {
+	hasher *password.Hasher, limiter *ratelimit.Limiter) (*accounts.Service, error) {
 	var sender mail.Sender
 	if cfg.SMTPURL != "" {
 		smtp, err := mail.NewSMTPSender(cfg.SMTPURL, cfg.MailFrom, mail.Options{})
@@ -270,8 +284,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	if err != nil {
 		return nil, fmt.Errorf("email templates: %w", err)
 	}
-	rules := password.Rules{MinLength: cfg.PasswordMinLength, MaxLength: cfg.PasswordMaxLength,
-		ContextWords: append(password.DefaultRules().ContextWords, cfg.ProductName)}
+	rules := PasswordRules(cfg)
 	if err := rules.Validate(); err != nil {
 		return nil, err
 	}
@@ -280,7 +293,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration,
 	}, accounts.Deps{
 		Store: core.Store, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: rules, Mail: sender,
-		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log,
+		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
 	})
 	if err != nil {
 		return nil, err

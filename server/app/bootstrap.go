@@ -87,5 +87,6 @@ func NewHasher(cfg config.Config) (*password.Hasher, error) {
 func PasswordRules(cfg config.Config) password.Rules {
 	r := password.DefaultRules()
 	r.MinLength, r.MaxLength = cfg.PasswordMinLength, cfg.PasswordMaxLength
+	r.ContextWords = append(r.ContextWords, cfg.ProductName)
 	return r
 }

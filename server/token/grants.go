@@ -41,7 +41,7 @@ func (s *Service) Exchange(ctx context.Context, req TokenRequest, meta RequestMe
 func (s *Service) passwordGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
 	login := strings.TrimSpace(req.Username)
 	if s.throttle != nil {
-		if err := s.throttle.Check(ctx, meta.IP, login); err != nil {
+		if err := s.throttle.CheckLogin(ctx, meta.IP, login); err != nil {
 			return Response{}, err
 		}
 	}
@@ -65,7 +65,7 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	if !ok || !user.Active {
 		s.metrics.LoginFailed()
 		if s.throttle != nil {
-			s.throttle.Failed(ctx, meta.IP, login)
+			s.throttle.LoginFailed(ctx, meta.IP, login)
 		}
 		details := map[string]string{"reason": "bad_credentials"}
 		target := ""
@@ -80,7 +80,7 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 		return Response{}, apierr.ErrInvalidGrant.WithDescription("The username or password is incorrect.")
 	}
 	if s.throttle != nil {
-		s.throttle.Succeeded(ctx, meta.IP, login)
+		s.throttle.LoginSucceeded(ctx, meta.IP, login)
 	}
 	if needsRehash {
 		s.rehash(ctx, user.ID, req.Password)

@@ -70,12 +70,12 @@ type Metrics interface {
 	LoginFailed()
 }
 
-// LoginThrottle guards the password grant against guessing. Check is called
-// before the password is verified; Failed and Succeeded after.
+// LoginThrottle guards the password grant against guessing. CheckLogin is
+// called before the password is verified; LoginFailed or LoginSucceeded after.
 type LoginThrottle interface {
-	Check(ctx context.Context, ip, login string) error
-	Failed(ctx context.Context, ip, login string)
-	Succeeded(ctx context.Context, ip, login string)
+	CheckLogin(ctx context.Context, ip, login string) error
+	LoginFailed(ctx context.Context, ip, login string)
+	LoginSucceeded(ctx context.Context, ip, login string)
 }
 
 // Config holds the token settings.

@@ -1,0 +1,207 @@
+// Package ratelimit enforces request limits and the login throttle on the
+// shared token state (Redis in production, SQL in embedded mode), so every
+// limit is global across server instances, not per instance.
+//
+// Keys never hold personal data in the clear: accounts and emails are
+// hashed. When the token state cannot be reached the limiter fails closed
+// (503), never open.
+package ratelimit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+)
+
+// Counters is the part of the token state the limiter uses.
+type Counters interface {
+	Hit(ctx context.Context, key string, window time.Duration, now time.Time) (int64, time.Duration, error)
+	Peek(ctx context.Context, key string, now time.Time) (int64, time.Duration, error)
+	ResetCounter(ctx context.Context, key string) error
+}
+
+// Rule is a fixed-window limit: at most Limit events per Window.
+type Rule struct {
+	Limit  int64
+	Window time.Duration
+}
+
+// Rules are the limits Portcullis applies.
+type Rules struct {
+	LoginPerIP         Rule // password grant attempts per client IP
+	InviteAcceptPerIP  Rule
+	ForgotPerIP        Rule
+	ForgotPerEmail     Rule
+	ResetPerIP         Rule
+	RegisterPerIP      Rule
+	LoginFailureLimit  int64         // failures of one account before throttling starts
+	LoginFailureWindow time.Duration // how long failures are remembered
+	MaxLockout         time.Duration // the longest a throttled account waits
+}
+
+// DefaultRules are the built-in limits (see docs/security.md for the reasoning).
+func DefaultRules(failureLimit int) Rules {
+	return Rules{
+		LoginPerIP:         Rule{Limit: 60, Window: time.Minute},
+		InviteAcceptPerIP:  Rule{Limit: 20, Window: time.Minute},
+		ForgotPerIP:        Rule{Limit: 10, Window: time.Minute},
+		ForgotPerEmail:     Rule{Limit: 3, Window: time.Hour},
+		ResetPerIP:         Rule{Limit: 20, Window: time.Minute},
+		RegisterPerIP:      Rule{Limit: 10, Window: time.Hour},
+		LoginFailureLimit:  int64(failureLimit),
+		LoginFailureWindow: 15 * time.Minute,
+		MaxLockout:         5 * time.Minute,
+	}
+}
+
+// Observer is told about every refusal (for the rate-limited metric).
+type Observer func(endpoint string)
+
+// Limiter checks limits. A nil *Limiter allows everything (rate limits off).
+type Limiter struct {
+	c       Counters
+	rules   Rules
+	now     func() time.Time
+	observe Observer
+}
+
+// New returns a limiter over c.
+func New(c Counters, rules Rules, observe Observer) *Limiter {
+	if observe == nil {
+		observe = func(string) {}
+	}
+	return &Limiter{c: c, rules: rules, now: time.Now, observe: observe}
+}
+
+// Rules returns the limiter's rules.
+func (l *Limiter) Rules() Rules { return l.rules }
+
+// limited is the contract's 429 answer.
+func limited(retryAfter time.Duration) error {
+	return apierr.ErrRateLimited.WithRetryAfter(int(math.Ceil(retryAfter.Seconds())))
+}
+
+func unavailable(err error) error {
+	return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("rate limit: %w", err))
+}
+
+// Allow counts one event for subject under rule and refuses it with 429 when
+// the window's limit is exceeded.
+func (l *Limiter) Allow(ctx context.Context, endpoint, subject string, rule Rule) error {
+	if l == nil || rule.Limit <= 0 {
+		return nil
+	}
+	n, reset, err := l.c.Hit(ctx, "rl:"+endpoint+":"+Hash(subject), rule.Window, l.now())
+	if err != nil {
+		return unavailable(err)
+	}
+	if n > rule.Limit {
+		l.observe(endpoint)
+		return limited(reset)
+	}
+	return nil
+}
+
+// Hash makes a subject (IP, login, email) safe to use in a key: no personal
+// data is stored in the clear. Logins and emails compare case-insensitively.
+func Hash(subject string) string {
+	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(subject))))
+	return hex.EncodeToString(sum[:16])
+}
+
+// Login throttle: after LoginFailureLimit failures of one account within
+// LoginFailureWindow, each further attempt must wait a delay that doubles
+// with every failure (1 s, 2 s, 4 s …) up to MaxLockout. The throttle is the
+// same whether or not the account exists, and a success clears it. The cap
+// bounds how long an attacker can keep a real user out; the per-IP limit
+// bounds how fast one client can guess.
+
+// CheckLogin is called before a password is verified.
+func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
+	if l == nil {
+		return nil
+	}
+	if err := l.Allow(ctx, "login_ip", ip, l.rules.LoginPerIP); err != nil {
+		return err
+	}
+	n, reset, err := l.c.Peek(ctx, "rl:login_lock:"+Hash(login), l.now())
+	if err != nil {
+		return unavailable(err)
+	}
+	if n > 0 {
+		l.observe("login_account")
+		return limited(reset).(*apierr.Error).WithDescription("Too many failed logins; try again later.")
+	}
+	return nil
+}
+
+// LoginFailed records a failed login and starts the account's delay once the
+// failure limit is reached.
+func (l *Limiter) LoginFailed(ctx context.Context, ip, login string) {
+	if l == nil {
+		return
+	}
+	key := Hash(login)
+	n, _, err := l.c.Hit(ctx, "rl:login_fail:"+key, l.rules.LoginFailureWindow, l.now())
+	if err != nil || n < l.rules.LoginFailureLimit {
+		return
+	}
+	_, _, _ = l.c.Hit(ctx, "rl:login_lock:"+key, LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), l.now())
+}
+
+// LoginSucceeded clears the account's failures.
+func (l *Limiter) LoginSucceeded(ctx context.Context, ip, login string) {
+	if l == nil {
+		return
+	}
+	key := Hash(login)
+	_ = l.c.ResetCounter(ctx, "rl:login_fail:"+key)
+	_ = l.c.ResetCounter(ctx, "rl:login_lock:"+key)
+}
+
+// LockoutDelay is the wait after the (over+1)-th failure past the limit:
+// 1 s, 2 s, 4 s … capped at max.
+func LockoutDelay(over int64, max time.Duration) time.Duration {
+	if over > 30 {
+		return max
+	}
+	d := time.Second << over
+	if d > max || d <= 0 {
+		return max
+	}
+	return d
+}
+
+// Check applies the limits of an account action (the names of
+// server/accounts: password_forgot, password_reset, password_change,
+// invite_accept, register, email_verify) per client IP and, for a forgotten
+// password, per email. The answer never depends on whether an account exists.
+func (l *Limiter) Check(ctx context.Context, action, ip, email string) error {
+	if l == nil {
+		return nil
+	}
+	var rule Rule
+	switch action {
+	case "password_forgot":
+		rule = l.rules.ForgotPerIP
+	case "invite_accept":
+		rule = l.rules.InviteAcceptPerIP
+	case "register":
+		rule = l.rules.RegisterPerIP
+	default: // password_reset, password_change, email_verify
+		rule = l.rules.ResetPerIP
+	}
+	if err := l.Allow(ctx, action+"_ip", ip, rule); err != nil {
+		return err
+	}
+	if action == "password_forgot" && email != "" {
+		return l.Allow(ctx, action+"_email", email, l.rules.ForgotPerEmail)
+	}
+	return nil
+}
