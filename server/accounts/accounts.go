@@ -248,10 +248,20 @@ func (s *Service) record(ctx context.Context, action string, outcome store.Outco
 		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details})
 }
 
-// background runs fn after the caller has answered, bounded by
+// Background jobs start once the request that started them is over: when
+// its context is done (net/http cancels it when the handler returns), plus
+// bgSettle for the answer to leave, or after bgMaxWait for callers whose
+// context never ends. So the job never competes with the answer for the CPU,
+// and the answer time cannot tell what the job does.
+const (
+	bgSettle  = 10 * time.Millisecond
+	bgMaxWait = time.Second
+)
+
+// background runs fn after the request of reqCtx is over, bounded by
 // BackgroundTimeout and MaxBackground. It reports false when the job was
 // dropped because too many were running.
-func (s *Service) background(what string, fn func(ctx context.Context)) bool {
+func (s *Service) background(reqCtx context.Context, what string, fn func(ctx context.Context)) bool {
 	select {
 	case s.bgSlots <- struct{}{}:
 	default:
@@ -267,6 +277,13 @@ func (s *Service) background(what string, fn func(ctx context.Context)) bool {
 				s.log.Error("panic in background account job", "job", what, "panic", fmt.Sprint(r))
 			}
 		}()
+		wait := time.NewTimer(bgMaxWait)
+		select {
+		case <-reqCtx.Done():
+		case <-wait.C:
+		}
+		wait.Stop()
+		time.Sleep(bgSettle)
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BackgroundTimeout)
 		defer cancel()
 		fn(ctx)

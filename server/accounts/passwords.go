@@ -14,9 +14,10 @@ import (
 // ForgotPassword starts a self-service reset for email. Its answer (nil, or
 // a refusal that does not depend on the address being known: a malformed
 // address, the rate limit) and its timing are the same whether or not an
-// account exists: the lookup, the token and the email happen afterwards in
-// a background job bounded by BackgroundTimeout. Only an active account gets
-// an email.
+// account exists: the lookup, the token and the email happen in a background
+// job that starts once ctx is done (the request is over; at most a second
+// later for a context that never ends) and is bounded by BackgroundTimeout.
+// Only an active account gets an email.
 func (s *Service) ForgotPassword(ctx context.Context, m Meta, email string) error {
 	email, err := normaliseEmail(email)
 	if err != nil {
@@ -25,7 +26,7 @@ func (s *Service) ForgotPassword(ctx context.Context, m Meta, email string) erro
 	if err := s.limit(ctx, LimitForgotPassword, m, strings.ToLower(email)); err != nil {
 		return err
 	}
-	s.background("forgot-password", func(ctx context.Context) { s.forgotPassword(ctx, m, email) })
+	s.background(ctx, "forgot-password", func(ctx context.Context) { s.forgotPassword(ctx, m, email) })
 	return nil
 }
 
