@@ -24,6 +24,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server"
 	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/metrics"
@@ -238,12 +239,13 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 		_ = core.Close()
 		return nil, fmt.Errorf("password hashing settings: %w", err)
 	}
+	clientCache := clients.NewCache(core.Store, ClientCacheTTL)
 	tokens := token.NewService(token.Config{
 		Issuer: cfg.Issuer, DefaultAudience: cfg.DefaultAudience, AccessTokenTTL: cfg.AccessTokenTTL,
 		IDTokenTTL: cfg.IDTokenTTL, RefreshIdleTTL: cfg.RefreshIdleTTL, RefreshMaxAge: cfg.RefreshMaxAge,
 		RefreshReuseGrace: cfg.RefreshReuseGrace,
 	}, token.Deps{
-		Clients: core.Store, Users: core.Store, State: state, Signer: core.Keys, Sealer: core.KEKs,
+		Clients: clientCache, Users: core.Store, State: state, Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Throttle: limiter,
 	})
 	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m, Checks: []server.Check{
@@ -253,7 +255,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge,
 		Registration: cfg.PublicRegistration})
 	srv.MountOAuth(tokens)
-	acc, err := buildAccounts(ctx, cfg, log, core, tokens, hasher, limiter)
+	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, limiter)
 	if err != nil {
 		_ = closeState()
 		_ = core.Close()
@@ -265,10 +267,34 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 		purger: sqlstate.New(core.Store.DB())}, nil
 }
 
+// ClientCacheTTL is how long an instance keeps a client in memory: a client
+// deleted or a secret rotated through another instance stops working within
+// it (through this instance, at once).
+const ClientCacheTTL = 2 * time.Second
+
+// clientChanges is the store as the admin API sees it: client changes also
+// drop the client from this instance's cache.
+type clientChanges struct {
+	*sqlstore.Store
+	cache *clients.Cache
+}
+
+// DeleteClient deletes the client and forgets it here.
+func (c clientChanges) DeleteClient(ctx context.Context, id string) error {
+	defer c.cache.Forget(id)
+	return c.Store.DeleteClient(ctx, id)
+}
+
+// SetClientSecretHash replaces the secret and forgets the client here.
+func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash []byte) error {
+	defer c.cache.Forget(id)
+	return c.Store.SetClientSecretHash(ctx, id, hash)
+}
+
 // buildAccounts builds the account and admin service. Emails go out over
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
 // built-in first-party client is created when missing.
-func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, tokens *token.Service,
+func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, tokens *token.Service,
 	hasher *password.Hasher, limiter *ratelimit.Limiter) (*accounts.Service, error) {
 	var sender mail.Sender
 	if cfg.SMTPURL != "" {
@@ -292,7 +318,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
 		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration,
 	}, accounts.Deps{
-		Store: core.Store, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: rules, Mail: sender,
+		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
 	})
 	if err != nil {

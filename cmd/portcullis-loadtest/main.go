@@ -1,0 +1,303 @@
+// Command portcullis-loadtest drives a running Portcullis with closed-loop
+// HTTP load (a fixed number of concurrent workers) for a fixed duration per
+// scenario and prints requests/s with p50/p99 latency.
+//
+// Scenarios: password, refresh, client_credentials, introspection, userinfo,
+// jwks. It needs a user and clients (see -help); `make bench` sets all of it
+// up on real PostgreSQL + Redis and writes docs/benchmarks.md.
+//
+// It only ever sends traffic to the -url it is given; use loopback.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a run.
+type Options struct {
+	URL         string
+	Duration    time.Duration
+	Warmup      time.Duration
+	Concurrency int
+	Username    string
+	Password    string
+	UserClient  string // confidential client with password + refresh_token
+	UserSecret  string
+	CCClient    string // confidential client with client_credentials
+	CCSecret    string
+	MaxRequests int64 // safety bound on requests per scenario
+}
+
+// Result is one scenario's figures.
+type Result struct {
+	Scenario    string
+	Requests    int64
+	Errors      int64
+	Duration    time.Duration
+	RPS         float64
+	P50, P99    time.Duration
+	Concurrency int
+}
+
+func main() {
+	var o Options
+	scenarios := flag.String("scenarios", "jwks,client_credentials,introspection,userinfo,refresh,password", "comma-separated scenarios")
+	flag.StringVar(&o.URL, "url", "http://127.0.0.1:8080", "Portcullis base URL (loopback only)")
+	flag.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per scenario")
+	flag.DurationVar(&o.Warmup, "warmup", 2*time.Second, "unmeasured warm-up per scenario")
+	flag.IntVar(&o.Concurrency, "concurrency", 32, "concurrent workers")
+	flag.StringVar(&o.Username, "username", "bench@example.com", "user for password/refresh/userinfo")
+	flag.StringVar(&o.Password, "password", "", "that user's password")
+	flag.StringVar(&o.UserClient, "user-client", "bench-web", "client for user grants")
+	flag.StringVar(&o.UserSecret, "user-secret", "", "its secret")
+	flag.StringVar(&o.CCClient, "cc-client", "bench-svc", "client_credentials client (also introspects)")
+	flag.StringVar(&o.CCSecret, "cc-secret", "", "its secret")
+	flag.Int64Var(&o.MaxRequests, "max-requests", 5_000_000, "stop a scenario after this many requests")
+	stack := flag.String("stack", "", "path of a portcullis binary: start it on TEST_DATABASE_URL + TEST_REDIS_URL, seed it and load it")
+	algs := flag.String("algs", "EdDSA,RS256", "with -stack: signing algorithms to run the stack with")
+	report := flag.String("report", "", "with -stack: write the markdown report here")
+	flag.Parse()
+	if *stack != "" {
+		err := runStack(StackOptions{Binary: *stack, Algs: strings.Split(*algs, ","), Scenarios: strings.Split(*scenarios, ","),
+			Duration: o.Duration, Concurrency: o.Concurrency, Report: *report})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "portcullis-loadtest:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := checkLoopback(o.URL); err != nil {
+		fmt.Fprintln(os.Stderr, "portcullis-loadtest:", err)
+		os.Exit(2)
+	}
+	for _, sc := range strings.Split(*scenarios, ",") {
+		r, err := Run(context.Background(), o, strings.TrimSpace(sc))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "portcullis-loadtest:", err)
+			os.Exit(1)
+		}
+		fmt.Println(r)
+	}
+}
+
+// String formats a result line.
+func (r Result) String() string {
+	return fmt.Sprintf("%-20s %9.0f req/s  p50 %8s  p99 %8s  (%d requests, %d errors, %d workers, %s)",
+		r.Scenario, r.RPS, r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Requests, r.Errors, r.Concurrency, r.Duration.Round(time.Millisecond))
+}
+
+func checkLoopback(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("refusing to load %s: only loopback targets are allowed", host)
+	}
+	return nil
+}
+
+// worker sends one request and reports whether it succeeded.
+type worker func(ctx context.Context) bool
+
+// Run executes one scenario.
+func Run(ctx context.Context, o Options, scenario string) (Result, error) {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: o.Concurrency * 2, MaxIdleConnsPerHost: o.Concurrency * 2, IdleConnTimeout: time.Minute,
+	}}
+	defer client.CloseIdleConnections()
+	mk, err := scenarioWorker(ctx, client, o, scenario)
+	if err != nil {
+		return Result{}, fmt.Errorf("%s: %w", scenario, err)
+	}
+	var (
+		measuring atomic.Bool
+		requests  atomic.Int64
+		errors    atomic.Int64
+		mu        sync.Mutex
+		latencies = make([]time.Duration, 0, 1<<16)
+	)
+	runCtx, cancel := context.WithTimeout(ctx, o.Warmup+o.Duration)
+	defer cancel()
+	var start time.Time
+	time.AfterFunc(o.Warmup, func() { start = time.Now(); measuring.Store(true) })
+	var wg sync.WaitGroup
+	for i := 0; i < o.Concurrency; i++ {
+		w, err := mk()
+		if err != nil {
+			return Result{}, fmt.Errorf("%s: prepare worker: %w", scenario, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 4096)
+			for runCtx.Err() == nil {
+				t0 := time.Now()
+				ok := w(runCtx)
+				d := time.Since(t0)
+				if !measuring.Load() || runCtx.Err() != nil {
+					continue
+				}
+				if requests.Add(1) > o.MaxRequests {
+					cancel()
+				}
+				if !ok {
+					errors.Add(1)
+				}
+				local = append(local, d)
+			}
+			mu.Lock()
+			latencies = append(latencies, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	r := Result{Scenario: scenario, Requests: requests.Load(), Errors: errors.Load(), Duration: elapsed, Concurrency: o.Concurrency}
+	if n := len(latencies); n > 0 {
+		r.P50, r.P99 = latencies[n/2], latencies[n*99/100]
+		r.RPS = float64(n) / elapsed.Seconds()
+	}
+	return r, nil
+}
+
+func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario string) (func() (worker, error), error) {
+	tokenURL := o.URL + "/oauth2/token"
+	switch scenario {
+	case "jwks":
+		return func() (worker, error) {
+			return func(ctx context.Context) bool { return get(ctx, c, o.URL+"/.well-known/jwks.json", "") == 200 }, nil
+		}, nil
+	case "client_credentials":
+		form := url.Values{"grant_type": {"client_credentials"}}.Encode()
+		return func() (worker, error) {
+			return func(ctx context.Context) bool {
+				code, _ := post(ctx, c, tokenURL, form, o.CCClient, o.CCSecret)
+				return code == 200
+			}, nil
+		}, nil
+	case "password":
+		form := url.Values{"grant_type": {"password"}, "username": {o.Username}, "password": {o.Password}}.Encode()
+		return func() (worker, error) {
+			return func(ctx context.Context) bool {
+				code, _ := post(ctx, c, tokenURL, form, o.UserClient, o.UserSecret)
+				return code == 200
+			}, nil
+		}, nil
+	case "refresh":
+		// Each worker owns a session and rotates its refresh token on every request.
+		return func() (worker, error) {
+			tok, err := login(ctx, c, o)
+			if err != nil {
+				return nil, err
+			}
+			rt := tok.RefreshToken
+			return func(ctx context.Context) bool {
+				code, body := post(ctx, c, tokenURL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}.Encode(), o.UserClient, o.UserSecret)
+				if code != 200 {
+					if t, err := login(ctx, c, o); err == nil {
+						rt = t.RefreshToken
+					}
+					return false
+				}
+				var tr tokenResponse
+				if json.Unmarshal(body, &tr) != nil || tr.RefreshToken == "" {
+					return false
+				}
+				rt = tr.RefreshToken
+				return true
+			}, nil
+		}, nil
+	case "introspection":
+		tok, err := login(ctx, c, o)
+		if err != nil {
+			return nil, err
+		}
+		form := url.Values{"token": {tok.AccessToken}}.Encode()
+		return func() (worker, error) {
+			return func(ctx context.Context) bool {
+				code, body := post(ctx, c, o.URL+"/oauth2/introspect", form, o.CCClient, o.CCSecret)
+				return code == 200 && bytes.Contains(body, []byte(`"active":true`))
+			}, nil
+		}, nil
+	case "userinfo":
+		tok, err := login(ctx, c, o)
+		if err != nil {
+			return nil, err
+		}
+		return func() (worker, error) {
+			return func(ctx context.Context) bool { return get(ctx, c, o.URL+"/userinfo", tok.AccessToken) == 200 }, nil
+		}, nil
+	}
+	return nil, fmt.Errorf("unknown scenario %q", scenario)
+}
+
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+func login(ctx context.Context, c *http.Client, o Options) (tokenResponse, error) {
+	form := url.Values{"grant_type": {"password"}, "username": {o.Username}, "password": {o.Password}}.Encode()
+	code, body := post(ctx, c, o.URL+"/oauth2/token", form, o.UserClient, o.UserSecret)
+	if code != 200 {
+		return tokenResponse{}, fmt.Errorf("login: status %d: %s", code, body)
+	}
+	var tr tokenResponse
+	if err := json.Unmarshal(body, &tr); err != nil {
+		return tr, err
+	}
+	return tr, nil
+}
+
+func post(ctx context.Context, c *http.Client, u, form, id, secret string) (int, []byte) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form))
+	if err != nil {
+		return 0, nil
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	return do(c, req)
+}
+
+func get(ctx context.Context, c *http.Client, u, bearer string) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	code, _ := do(c, req)
+	return code
+}
+
+func do(c *http.Client, req *http.Request) (int, []byte) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/policy/password"
+	"github.com/portcullis-auth/portcullis/store/testservers"
+)
+
+// StackOptions configure a -stack run: start Portcullis on real PostgreSQL +
+// Redis (TEST_DATABASE_URL, TEST_REDIS_URL), seed it, load it, report.
+type StackOptions struct {
+	Binary      string
+	Algs        []string
+	Scenarios   []string
+	Duration    time.Duration
+	Concurrency int
+	Report      string // markdown file to write ("" for none)
+}
+
+// StackResult is the load of one algorithm's stack plus the bounds measured beside it.
+type StackResult struct {
+	Alg     string
+	Results []Result
+}
+
+// Bounds are the single-core costs measured in the same run.
+type Bounds struct {
+	SignPerAlg   map[string]time.Duration
+	PasswordHash time.Duration // argon2id verify with the server's parameters
+	Argon2       password.Params
+}
+
+func runStack(so StackOptions) error {
+	admin := os.Getenv(testservers.EnvDatabaseURL)
+	redisURL := os.Getenv(testservers.EnvRedisURL)
+	if admin == "" || redisURL == "" {
+		return fmt.Errorf("-stack needs TEST_DATABASE_URL and TEST_REDIS_URL (run it through `go run ./cmd/testenv`)")
+	}
+	var all []StackResult
+	for _, alg := range so.Algs {
+		r, err := loadOneStack(so, alg, admin, redisURL)
+		if err != nil {
+			return fmt.Errorf("%s: %w", alg, err)
+		}
+		all = append(all, r)
+	}
+	b := measureBounds()
+	report := renderReport(so, all, b)
+	fmt.Print(report)
+	if so.Report != "" {
+		if err := os.WriteFile(so.Report, []byte(report), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "wrote", so.Report)
+	}
+	return nil
+}
+
+func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, error) {
+	dbURL, err := testservers.CreateDatabase(admin)
+	if err != nil {
+		return StackResult{}, err
+	}
+	defer testservers.DropDatabase(admin, dbURL)
+	kek, err := keys.GenerateKEK()
+	if err != nil {
+		return StackResult{}, err
+	}
+	port, err := testservers.FreePort()
+	if err != nil {
+		return StackResult{}, err
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	env := append(os.Environ(),
+		"PORTCULLIS_ADDR=127.0.0.1:"+fmt.Sprint(port), "PORTCULLIS_DATABASE_URL="+dbURL, "PORTCULLIS_REDIS_URL="+redisURL,
+		"PORTCULLIS_REDIS_KEY_PREFIX=bench"+alg+":", "PORTCULLIS_KEY_ENCRYPTION_KEY="+kek, "PORTCULLIS_SIGNING_ALG="+alg,
+		"PORTCULLIS_RATE_LIMITS=off", "PORTCULLIS_LOG_LEVEL=error", "PORTCULLIS_LOG_FORMAT=json")
+	cli := func(stdin string, args ...string) (string, error) {
+		cmd := exec.Command(so.Binary, args...)
+		cmd.Env = env
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		if err := cmd.Run(); err != nil {
+			return "", fmt.Errorf("portcullis %v: %v: %s", args, err, errb.String())
+		}
+		return out.String(), nil
+	}
+	const user, pw = "bench@example.com", "bench password that is long"
+	if _, err := cli(pw+"\n", "bootstrap", "--email", user, "--password-stdin"); err != nil {
+		return StackResult{}, err
+	}
+	secretOf := func(out string) (string, error) {
+		var v struct {
+			Secret string `json:"client_secret"`
+		}
+		return v.Secret, json.Unmarshal([]byte(out), &v)
+	}
+	out, err := cli("", "clients", "create", "--id", "bench-web", "--name", "bench web")
+	if err != nil {
+		return StackResult{}, err
+	}
+	webSecret, err := secretOf(out)
+	if err != nil {
+		return StackResult{}, err
+	}
+	out, err = cli("", "clients", "create", "--id", "bench-svc", "--name", "bench svc", "--grants", "client_credentials", "--scopes", "reports:read")
+	if err != nil {
+		return StackResult{}, err
+	}
+	svcSecret, err := secretOf(out)
+	if err != nil {
+		return StackResult{}, err
+	}
+	srv := exec.Command(so.Binary, "serve")
+	srv.Env = env
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var logs bytes.Buffer
+	srv.Stdout, srv.Stderr = &logs, &logs
+	if err := srv.Start(); err != nil {
+		return StackResult{}, err
+	}
+	defer func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		_ = srv.Wait()
+	}()
+	if err := waitReady(base, 30*time.Second); err != nil {
+		return StackResult{}, fmt.Errorf("%w: %s", err, logs.String())
+	}
+	o := Options{URL: base, Duration: so.Duration, Warmup: 2 * time.Second, Concurrency: so.Concurrency,
+		Username: user, Password: pw, UserClient: "bench-web", UserSecret: webSecret, CCClient: "bench-svc", CCSecret: svcSecret,
+		MaxRequests: 5_000_000}
+	sr := StackResult{Alg: alg}
+	for _, sc := range so.Scenarios {
+		r, err := Run(context.Background(), o, sc)
+		if err != nil {
+			return sr, err
+		}
+		fmt.Fprintf(os.Stderr, "%s %s\n", alg, r)
+		sr.Results = append(sr.Results, r)
+	}
+	return sr, nil
+}
+
+func waitReady(base string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("server at %s not ready", base)
+}
+
+// measureBounds times one signature per algorithm and one password
+// verification with the server's default parameters, on one goroutine.
+func measureBounds() Bounds {
+	b := Bounds{SignPerAlg: map[string]time.Duration{}, Argon2: password.DefaultParams()}
+	digest := sha256.Sum256([]byte(`{"iss":"http://127.0.0.1:8080","sub":"usr_x","aud":"api","scope":"reports:read"}`))
+	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	signers := map[string]func(){
+		"RS256": func() { _, _ = rsa.SignPKCS1v15(rand.Reader, rsaKey, crypto.SHA256, digest[:]) },
+		"ES256": func() { _, _ = ecdsa.SignASN1(rand.Reader, ecKey, digest[:]) },
+		"EdDSA": func() { _ = ed25519.Sign(edKey, digest[:]) },
+	}
+	for alg, f := range signers {
+		r := testing.Benchmark(func(tb *testing.B) {
+			for i := 0; i < tb.N; i++ {
+				f()
+			}
+		})
+		b.SignPerAlg[alg] = time.Duration(r.NsPerOp())
+	}
+	h, err := password.NewHasher(b.Argon2)
+	if err == nil {
+		hash, _ := h.Hash("bench password that is long")
+		r := testing.Benchmark(func(tb *testing.B) {
+			for i := 0; i < tb.N; i++ {
+				_, _, _ = h.Verify(hash, "bench password that is long")
+			}
+		})
+		b.PasswordHash = time.Duration(r.NsPerOp())
+	}
+	return b
+}
+
+func renderReport(so StackOptions, all []StackResult, b Bounds) string {
+	var w strings.Builder
+	cores := runtime.NumCPU()
+	fmt.Fprintf(&w, "## HTTP load (`make bench`)\n\n")
+	fmt.Fprintf(&w, "Measured %s on %s/%s, %d cores (%s), Go %s. PostgreSQL + Redis + one `portcullis serve` + this load driver all on the same machine; "+
+		"%d closed-loop workers, %s per scenario after a 2 s warm-up, rate limits off, argon2id %s.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, cores, cpuModel(), runtime.Version(),
+		so.Concurrency, so.Duration, b.Argon2)
+	fmt.Fprintf(&w, "| alg | scenario | req/s | p50 | p99 | errors |\n|---|---|---:|---:|---:|---:|\n")
+	for _, s := range all {
+		for _, r := range s.Results {
+			fmt.Fprintf(&w, "| %s | %s | %.0f | %s | %s | %d |\n", s.Alg, r.Scenario, r.RPS, r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Errors)
+		}
+	}
+	fmt.Fprintf(&w, "\nBounds measured in the same run (one goroutine; the ceiling on %d cores is cores / cost):\n\n", cores)
+	fmt.Fprintf(&w, "| operation | cost | bound on %d cores |\n|---|---:|---:|\n", cores)
+	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+		if d := b.SignPerAlg[alg]; d > 0 {
+			fmt.Fprintf(&w, "| sign %s | %s | %.0f/s |\n", alg, d.Round(time.Microsecond), float64(cores)/d.Seconds())
+		}
+	}
+	if b.PasswordHash > 0 {
+		fmt.Fprintf(&w, "| argon2id verify | %s | %.0f/s |\n", b.PasswordHash.Round(time.Microsecond), float64(cores)/b.PasswordHash.Seconds())
+	}
+	w.WriteString("\nTargets (issue 4):\n\n")
+	for _, s := range all {
+		for _, r := range s.Results {
+			switch {
+			case s.Alg == "EdDSA" && r.Scenario == "client_credentials":
+				fmt.Fprintf(&w, "- EdDSA client_credentials %.0f/s (target ≥ 4,000/s): %s\n", r.RPS, verdict(r.RPS >= 4000))
+			case s.Alg == "EdDSA" && r.Scenario == "refresh":
+				fmt.Fprintf(&w, "- EdDSA refresh %.0f/s (target ≥ 1,500/s): %s\n", r.RPS, verdict(r.RPS >= 1500))
+			case s.Alg == "EdDSA" && r.Scenario == "introspection":
+				fmt.Fprintf(&w, "- EdDSA introspection %.0f/s (target ≥ 4,000/s): %s\n", r.RPS, verdict(r.RPS >= 4000))
+			case s.Alg == "RS256" && r.Scenario == "client_credentials":
+				bound := float64(cores) / b.SignPerAlg["RS256"].Seconds()
+				fmt.Fprintf(&w, "- RS256 client_credentials %.0f/s = %.0f%% of the RSA-signing bound %.0f/s (target ≥ 70%%): %s\n", r.RPS, 100*r.RPS/bound, bound, verdict(r.RPS >= 0.7*bound))
+			case r.Scenario == "password" && b.PasswordHash > 0:
+				bound := float64(cores) / b.PasswordHash.Seconds()
+				fmt.Fprintf(&w, "- %s password %.0f/s = %.0f%% of the password-hash bound %.0f/s (target ≥ 90%%): %s\n", s.Alg, r.RPS, 100*r.RPS/bound, bound, verdict(r.RPS >= 0.9*bound))
+			}
+		}
+	}
+	return w.String()
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "model name") {
+			if _, v, ok := strings.Cut(line, ":"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return "unknown CPU"
+}
