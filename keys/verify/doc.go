@@ -1,0 +1,34 @@
+// Package verify is the downstream side of Portcullis: what a resource server
+// (an API that receives Portcullis access tokens) imports to check them
+// offline and to enforce permissions and roles.
+//
+// It has four parts:
+//
+//   - RemoteKeySet fetches the issuer's JWKS (found through OpenID Connect
+//     discovery or given explicitly), honours Cache-Control max-age and ETag,
+//     refreshes in the background before the set expires, refetches on an
+//     unknown kid at most once per UnknownKIDInterval, and keeps serving the
+//     last good set while the issuer is briefly unreachable.
+//   - Verifier checks an RFC 9068 JWT access token: compact JWS parsing, key
+//     lookup by kid only, the algorithm fixed by the key (never none, never
+//     HMAC), the signature, typ at+jwt, iss, aud, exp, nbf and iat with a small
+//     leeway. Errors are typed (ErrExpired, ErrWrongAudience, …). A token whose
+//     kid is known costs no network call.
+//   - Guard is net/http middleware (and, through package echoguard, Echo
+//     middleware) that answers RFC 6750 errors: 401 with WWW-Authenticate
+//     Bearer error="invalid_token", 403 with error="insufficient_scope", and
+//     puts the verified Claims in the request context (ClaimsFromContext).
+//     Requirements (Scope, AnyScope, Role, AnyRole, All, Any, Online) combine
+//     freely; Role honours a role hierarchy (RoleLevels) as "this role or
+//     higher".
+//   - Introspector asks the issuer's RFC 7662 introspection endpoint whether a
+//     token is still active, for routes that must see a revocation at once;
+//     answers are cached briefly by token hash, and an unreachable endpoint
+//     fails closed.
+//
+// This package must never import Portcullis's server or store packages, GORM
+// or Redis (a test checks its import graph), never choose a key or an
+// algorithm from the token itself (jku, x5u, jwk, x5c headers are ignored),
+// never make a network call for a token whose key it holds, and never log,
+// print or put a token or a client secret in an error.
+package verify
