@@ -36,5 +36,36 @@ test: lint
 	echo "$$pass passed, $$fail failed"; \
 	exit $$status
 
+## bench: Go benchmarks, then HTTP load on real PostgreSQL + Redis; writes docs/benchmarks.md
+BENCH_DURATION ?= 10s
+BENCH_CONCURRENCY ?= 32
+BENCH_PKGS ?= $$($(GO) list ./keys/... ./policy/... ./server/... | grep -v /servertest)
+bench: build
+	@mkdir -p .bench
+	$(GO) build -o bin/portcullis-loadtest ./cmd/portcullis-loadtest
+	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 1 $(BENCH_PKGS) 2>&1 | grep -E '^(Benchmark|ok|FAIL|goos|goarch|cpu|pkg)' | tee .bench/go.txt
+	./bin/portcullis-loadtest -go-bench .bench/go.txt -report docs/benchmarks.md
+	$(GO) run ./cmd/testenv ./bin/portcullis-loadtest -stack bin/portcullis -algs EdDSA,RS256 \
+		-scenarios jwks,client_credentials,introspection,userinfo,refresh,password \
+		-duration $(BENCH_DURATION) -concurrency $(BENCH_CONCURRENCY) -report docs/benchmarks.md -section http
+
+## soak: 10 minutes of mixed load at a steady rate; fails on any error; figures into docs/benchmarks.md
+SOAK_DURATION ?= 10m
+SOAK_RATE ?= 400
+soak: build
+	$(GO) build -o bin/portcullis-loadtest ./cmd/portcullis-loadtest
+	$(GO) run ./cmd/testenv ./bin/portcullis-loadtest -stack bin/portcullis -algs EdDSA -scenarios mixed \
+		-rate $(SOAK_RATE) -concurrency 64 -duration $(SOAK_DURATION) -report docs/benchmarks.md -section soak
+
+## fuzz: every fuzz target for FUZZTIME each (make test runs their seed corpora)
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./server/config:FuzzLoad ./server/token:FuzzTokenForm ./keys:FuzzVerify \
+	./policy:FuzzMatches ./policy:FuzzParse ./policy:FuzzParseScope ./policy/password:FuzzCheck
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS) $(EXTRA_FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
 clean:
 	rm -rf bin .test-output

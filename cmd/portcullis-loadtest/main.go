@@ -40,6 +40,8 @@ type Options struct {
 	CCClient    string // confidential client with client_credentials
 	CCSecret    string
 	MaxRequests int64 // safety bound on requests per scenario
+	// Rate, when positive, paces all workers together to this many requests/s (open loop).
+	Rate float64
 }
 
 // Result is one scenario's figures.
@@ -70,10 +72,26 @@ func main() {
 	stack := flag.String("stack", "", "path of a portcullis binary: start it on TEST_DATABASE_URL + TEST_REDIS_URL, seed it and load it")
 	algs := flag.String("algs", "EdDSA,RS256", "with -stack: signing algorithms to run the stack with")
 	report := flag.String("report", "", "with -stack: write the markdown report here")
+	section := flag.String("section", "http", "with -report: the section of the file to replace")
+	goBench := flag.String("go-bench", "", "write this `go test -bench` output as the \"go\" section of -report and exit")
+	flag.Float64Var(&o.Rate, "rate", 0, "steady request rate for all workers together (0: as fast as possible)")
 	flag.Parse()
+	if *goBench != "" {
+		out, err := os.ReadFile(*goBench)
+		if err == nil {
+			err = WriteSection(*report, "go", "## Go benchmarks (`make bench`)\n\n"+
+				"`go test -run '^$' -bench . -benchmem` on the same machine; ns/op is per operation on one goroutine.\n\n```\n"+
+				strings.TrimSpace(string(out))+"\n```\n")
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "portcullis-loadtest:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *stack != "" {
 		err := runStack(StackOptions{Binary: *stack, Algs: strings.Split(*algs, ","), Scenarios: strings.Split(*scenarios, ","),
-			Duration: o.Duration, Concurrency: o.Concurrency, Report: *report})
+			Duration: o.Duration, Concurrency: o.Concurrency, Report: *report, Section: *section, Rate: o.Rate})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "portcullis-loadtest:", err)
 			os.Exit(1)
@@ -140,6 +158,26 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 	defer cancel()
 	var start time.Time
 	time.AfterFunc(o.Warmup, func() { start = time.Now(); measuring.Store(true) })
+	var pace chan struct{}
+	if o.Rate > 0 {
+		pace = make(chan struct{}, o.Concurrency)
+		go func() {
+			interval := time.Duration(float64(time.Second) / o.Rate)
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-t.C:
+					select {
+					case pace <- struct{}{}:
+					default: // all workers busy: the server is behind; counted by latency
+					}
+				}
+			}
+		}()
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < o.Concurrency; i++ {
 		w, err := mk()
@@ -151,6 +189,13 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 			defer wg.Done()
 			local := make([]time.Duration, 0, 4096)
 			for runCtx.Err() == nil {
+				if pace != nil {
+					select {
+					case <-pace:
+					case <-runCtx.Done():
+						continue
+					}
+				}
 				t0 := time.Now()
 				ok := w(runCtx)
 				d := time.Since(t0)
@@ -247,6 +292,37 @@ func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario str
 		}
 		return func() (worker, error) {
 			return func(ctx context.Context) bool { return get(ctx, c, o.URL+"/userinfo", tok.AccessToken) == 200 }, nil
+		}, nil
+	}
+	if scenario == "mixed" {
+		// Every worker rotates through the paths: mostly token and
+		// verification traffic, a password login one time in 20.
+		parts := []string{"client_credentials", "introspection", "userinfo", "refresh", "jwks"}
+		makers := map[string]func() (worker, error){}
+		for _, p := range append(parts, "password") {
+			mk, err := scenarioWorker(ctx, c, o, p)
+			if err != nil {
+				return nil, err
+			}
+			makers[p] = mk
+		}
+		return func() (worker, error) {
+			ws := map[string]worker{}
+			for name, mk := range makers {
+				w, err := mk()
+				if err != nil {
+					return nil, err
+				}
+				ws[name] = w
+			}
+			i := 0
+			return func(ctx context.Context) bool {
+				i++
+				if i%20 == 0 {
+					return ws["password"](ctx)
+				}
+				return ws[parts[i%len(parts)]](ctx)
+			}, nil
 		}, nil
 	}
 	return nil, fmt.Errorf("unknown scenario %q", scenario)

@@ -35,12 +35,16 @@ type StackOptions struct {
 	Duration    time.Duration
 	Concurrency int
 	Report      string // markdown file to write ("" for none)
+	Section     string // the section of Report to replace
+	Rate        float64
 }
 
 // StackResult is the load of one algorithm's stack plus the bounds measured beside it.
 type StackResult struct {
 	Alg     string
 	Results []Result
+	// RSS samples of the server process (every 10 s), for soak runs.
+	RSS []int64
 }
 
 // Bounds are the single-core costs measured in the same run.
@@ -68,12 +72,42 @@ func runStack(so StackOptions) error {
 	report := renderReport(so, all, b)
 	fmt.Print(report)
 	if so.Report != "" {
-		if err := os.WriteFile(so.Report, []byte(report), 0o644); err != nil {
+		if err := WriteSection(so.Report, so.Section, report); err != nil {
 			return err
 		}
 		fmt.Fprintln(os.Stderr, "wrote", so.Report)
 	}
+	for _, s := range all {
+		for _, r := range s.Results {
+			if so.Rate > 0 && r.Errors > 0 {
+				return fmt.Errorf("%s %s: %d errors at a steady %.0f req/s", s.Alg, r.Scenario, r.Errors, so.Rate)
+			}
+		}
+	}
 	return nil
+}
+
+// WriteSection replaces the part of the markdown file between
+// "<!-- begin NAME -->" and "<!-- end NAME -->" with content, appending the
+// section when the file or the markers do not exist yet.
+func WriteSection(path, name, content string) error {
+	begin, end := "<!-- begin "+name+" -->", "<!-- end "+name+" -->"
+	block := begin + "\n" + strings.TrimSpace(content) + "\n" + end + "\n"
+	old, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	doc := string(old)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i >= 0 && j > i {
+		doc = doc[:i] + block + strings.TrimPrefix(doc[j+len(end):], "\n")
+	} else {
+		if doc != "" && !strings.HasSuffix(doc, "\n\n") {
+			doc += "\n"
+		}
+		doc += block
+	}
+	return os.WriteFile(path, []byte(doc), 0o644)
 }
 
 func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, error) {
@@ -149,8 +183,24 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	}
 	o := Options{URL: base, Duration: so.Duration, Warmup: 2 * time.Second, Concurrency: so.Concurrency,
 		Username: user, Password: pw, UserClient: "bench-web", UserSecret: webSecret, CCClient: "bench-svc", CCSecret: svcSecret,
-		MaxRequests: 5_000_000}
+		MaxRequests: 50_000_000, Rate: so.Rate}
 	sr := StackResult{Alg: alg}
+	stopSampling := make(chan struct{})
+	sampled := make(chan []int64, 1)
+	go func() {
+		var samples []int64
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				sampled <- samples
+				return
+			case <-t.C:
+				samples = append(samples, rssKiB(srv.Process.Pid))
+			}
+		}
+	}()
 	for _, sc := range so.Scenarios {
 		r, err := Run(context.Background(), o, sc)
 		if err != nil {
@@ -159,7 +209,25 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 		fmt.Fprintf(os.Stderr, "%s %s\n", alg, r)
 		sr.Results = append(sr.Results, r)
 	}
+	close(stopSampling)
+	sr.RSS = <-sampled
 	return sr, nil
+}
+
+// rssKiB reads a process's resident set size from /proc.
+func rssKiB(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var n int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &n)
+			return n
+		}
+	}
+	return -1
 }
 
 func waitReady(base string, within time.Duration) error {
@@ -214,7 +282,11 @@ func measureBounds() Bounds {
 func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 	var w strings.Builder
 	cores := runtime.NumCPU()
-	fmt.Fprintf(&w, "## HTTP load (`make bench`)\n\n")
+	if so.Rate > 0 {
+		fmt.Fprintf(&w, "## Soak (`make soak`): steady %.0f req/s of mixed traffic\n\n", so.Rate)
+	} else {
+		fmt.Fprintf(&w, "## HTTP load (`make bench`)\n\n")
+	}
 	fmt.Fprintf(&w, "Measured %s on %s/%s, %d cores (%s), Go %s. PostgreSQL + Redis + one `portcullis serve` + this load driver all on the same machine; "+
 		"%d closed-loop workers, %s per scenario after a 2 s warm-up, rate limits off, argon2id %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, cores, cpuModel(), runtime.Version(),
@@ -234,6 +306,18 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 	}
 	if b.PasswordHash > 0 {
 		fmt.Fprintf(&w, "| argon2id verify | %s | %.0f/s |\n", b.PasswordHash.Round(time.Microsecond), float64(cores)/b.PasswordHash.Seconds())
+	}
+	for _, s := range all {
+		if len(s.RSS) >= 3 {
+			first, last, max := s.RSS[0], s.RSS[len(s.RSS)-1], int64(0)
+			for _, v := range s.RSS {
+				if v > max {
+					max = v
+				}
+			}
+			fmt.Fprintf(&w, "\nServer memory (%s, RSS every 10 s, %d samples): first %.1f MiB, last %.1f MiB, max %.1f MiB; growth first→last %+.1f%%.\n",
+				s.Alg, len(s.RSS), float64(first)/1024, float64(last)/1024, float64(max)/1024, 100*float64(last-first)/float64(first))
+		}
 	}
 	w.WriteString("\nTargets (issue 4):\n\n")
 	for _, s := range all {
