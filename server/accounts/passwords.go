@@ -238,7 +238,6 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	}
 	actor.Meta.ClientID = client.ID
 	s.record(ctx, "password.changed", store.OutcomeSuccess, u.ID, u.ID, actor.Meta, nil)
-	s.pastCutoff()
 	return s.sessions.IssueForUser(ctx, client, updated, req.Scope)
 }
 
@@ -256,16 +255,4 @@ func (s *Service) sessionClient(ctx context.Context, clientID string) (store.Cli
 		}
 	}
 	return s.firstPartyClient(ctx)
-}
-
-// pastCutoff waits (at most a few milliseconds) until the clock has left
-// the millisecond in which EndUserSessions returned. The user cut-off it set
-// (taken before it returned) revokes tokens issued up to and including its
-// millisecond, so a fresh token issued in that same millisecond would be
-// born revoked.
-func (s *Service) pastCutoff() {
-	ended := s.now().UnixMilli()
-	for i := 0; i < 50 && s.now().UnixMilli() <= ended; i++ {
-		time.Sleep(100 * time.Microsecond)
-	}
 }

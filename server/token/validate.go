@@ -223,11 +223,17 @@ func (s *Service) Logout(ctx context.Context, c AccessClaims, meta RequestMeta) 
 }
 
 // EndUserSessions ends every session of a user and revokes every access token
-// issued to them before now (password change or reset, deactivation, role
-// removal, deletion, admin revoke).
+// issued to them up to now (password change or reset, deactivation, role
+// removal, deletion, admin revoke). The cut-off includes its own
+// millisecond, so it returns only once the clock has left that millisecond:
+// a token issued right after it returns is never born revoked.
 func (s *Service) EndUserSessions(ctx context.Context, userID string) error {
-	if err := s.state.RevokeUserSessions(ctx, userID, s.now()); err != nil {
+	cutoff := s.now()
+	if err := s.state.RevokeUserSessions(ctx, userID, cutoff); err != nil {
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end sessions: %w", err))
+	}
+	for i := 0; i < 50 && s.now().UnixMilli() <= cutoff.UnixMilli(); i++ {
+		time.Sleep(100 * time.Microsecond)
 	}
 	return nil
 }
