@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -140,6 +141,32 @@ func securityHeaders(tls bool) echo.MiddlewareFunc {
 			h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
 			if tls {
 				h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+			}
+			return next(c)
+		}
+	}
+}
+
+// cleanQuery refuses query strings no endpoint can use: unparseable, with
+// invalid UTF-8 or NUL bytes (which PostgreSQL refuses in text), so hostile
+// input gets a 400 here instead of reaching the store.
+func cleanQuery() echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			raw := c.Request().URL.RawQuery
+			if raw == "" {
+				return next(c)
+			}
+			vals, err := url.ParseQuery(raw)
+			if err != nil {
+				return apierr.ErrInvalidRequest.WithDescription("The query string is malformed.")
+			}
+			for _, vs := range vals {
+				for _, v := range vs {
+					if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+						return apierr.ErrInvalidRequest.WithDescription("A query parameter is not valid UTF-8 text.")
+					}
+				}
 			}
 			return next(c)
 		}

@@ -71,6 +71,7 @@ func New(opts Options) *Server {
 	e.Use(s.recoverer())
 	e.Use(s.accessLog())
 	e.Use(securityHeaders(opts.Config.TLSCert != ""))
+	e.Use(cleanQuery())
 	e.Use(middleware.BodyLimit(strconv.FormatInt(bodyLimitOrDefault(opts.Config.BodyLimitBytes), 10) + "B"))
 	if opts.Config.RequestTimeout > 0 {
 		e.Use(requestTimeout(opts.Config.RequestTimeout))

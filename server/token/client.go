@@ -18,7 +18,8 @@ func (s *Service) AuthenticateClient(ctx context.Context, cred ClientCredentials
 	if cred.Basic {
 		fail = fail.WithWWWAuthenticate(`Basic realm="portcullis"`)
 	}
-	if cred.ID == "" || len(cred.ID) > 64 {
+	if !plausibleClientID(cred.ID) {
+		secretMatches(cred.Secret, nil)
 		return store.Client{}, fail
 	}
 	c, err := s.clients.GetClient(ctx, cred.ID)
@@ -76,4 +77,19 @@ func lookupFailure(ctx context.Context, err error) error {
 		return nil
 	}
 	return apierr.ErrTemporarilyUnavailable.WithCause(err)
+}
+
+// plausibleClientID reports whether id has the shape every client id has
+// (3–64 characters of a-z 0-9 . _ -); anything else cannot name a client.
+func plausibleClientID(id string) bool {
+	if len(id) < 3 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -19,7 +19,7 @@ const (
 var SupportedGrants = []string{GrantPassword, GrantRefreshToken, GrantClientCredentials}
 
 // maxParamLen bounds every parameter (tokens included): no legitimate value comes near it.
-const maxParamLen = 16 << 10
+const maxParamLen = 32 << 10
 
 // ClientCredentials is how a client presented itself on a request.
 type ClientCredentials struct {
@@ -51,7 +51,7 @@ func ParseForm(form url.Values) (map[string]string, error) {
 			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is included more than once.", safeName(k))
 		}
 		v := vs[0]
-		if len(v) > maxParamLen || !utf8.ValidString(v) {
+		if len(v) > maxParamLen || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
 			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is too long or not valid UTF-8.", safeName(k))
 		}
 		out[k] = v

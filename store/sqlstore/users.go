@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -87,6 +88,13 @@ func rolesOf(db *gorm.DB, ids ...string) (map[string][]string, error) {
 }
 
 func (s *Store) getUserWhere(ctx context.Context, what, query string, args ...any) (store.User, error) {
+	// A value no stored row can hold (NUL bytes, invalid UTF-8, which
+	// PostgreSQL refuses outright) finds nothing, the same on every backend.
+	for _, a := range args {
+		if v, ok := a.(string); ok && !storableText(v) {
+			return store.User{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+		}
+	}
 	db := s.db.WithContext(ctx)
 	var row userRow
 	if err := db.Where(query, args...).Take(&row).Error; err != nil {
@@ -378,4 +386,10 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 		return mapErr("delete user", err)
 	}
 	return nil
+}
+
+// storableText reports whether v can be stored in a text column on every
+// backend: valid UTF-8 without NUL bytes.
+func storableText(v string) bool {
+	return utf8.ValidString(v) && !strings.ContainsRune(v, 0)
 }

@@ -1,0 +1,274 @@
+package server_test
+
+import (
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+var b64 = base64.RawURLEncoding.EncodeToString
+
+func jsonB64(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b64(b)
+}
+
+// expect4xx fails unless r is a client error with a body that says what went wrong.
+func expect4xx(t *testing.T, what string, r *st.Response) {
+	t.Helper()
+	if r.StatusCode < 400 || r.StatusCode >= 500 {
+		t.Fatalf("%s: status %d, want 4xx; body %s", what, r.StatusCode, r.Body)
+	}
+	if len(r.Body) == 0 {
+		t.Fatalf("%s: empty error body", what)
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(r.Body, &e) != nil || e.Error == "" {
+			t.Fatalf("%s: JSON error body without an error code: %s", what, r.Body)
+		}
+	}
+}
+
+// TestHostileTokens: forged, tampered, confused and foreign tokens are
+// refused at every endpoint that checks tokens.
+func TestHostileTokens(t *testing.T) {
+	d := newDeployment(t, st.PostgresRedis, map[string]string{"PORTCULLIS_SIGNING_ALG": "RS256"})
+	svc := st.Basic("svc", d.svcSecret)
+	tok := d.login(t, "openid")
+	parts := strings.Split(tok.AccessToken, ".")
+	var header map[string]any
+	hb, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	_ = json.Unmarshal(hb, &header)
+	kid := header["kid"].(string)
+	var claims map[string]any
+	cb, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	_ = json.Unmarshal(cb, &claims)
+
+	jwks := d.c.Get("/.well-known/jwks.json").Body
+	hs256 := func(key []byte, h, c string) string {
+		mac := hmac.New(sha256.New, key)
+		mac.Write([]byte(h + "." + c))
+		return h + "." + c + "." + b64(mac.Sum(nil))
+	}
+	_, attackerKey, _ := ed25519.GenerateKey(rand.Reader)
+	attackerSigned := func(h map[string]any, c map[string]any) string {
+		hs, cs := jsonB64(t, h), jsonB64(t, c)
+		return hs + "." + cs + "." + b64(ed25519.Sign(attackerKey, []byte(hs+"."+cs)))
+	}
+	with := func(mut func(c map[string]any)) map[string]any {
+		c := map[string]any{}
+		for k, v := range claims {
+			c[k] = v
+		}
+		mut(c)
+		return c
+	}
+	sign := func(c map[string]any) string {
+		s, err := d.in.App.Keys.Sign(c, "at+jwt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	flip := func(s string) string {
+		b := []byte(s)
+		if b[len(b)-2] == 'A' {
+			b[len(b)-2] = 'B'
+		} else {
+			b[len(b)-2] = 'A'
+		}
+		return string(b)
+	}
+	other := newDeployment(t, st.SQLite)
+	foreign := other.login(t, "")
+
+	cases := map[string]string{
+		"alg none":                jsonB64(t, map[string]any{"alg": "none", "typ": "at+jwt", "kid": kid}) + "." + parts[1] + ".",
+		"alg none no sig":         jsonB64(t, map[string]any{"alg": "none", "typ": "at+jwt"}) + "." + parts[1],
+		"HS256 with the JWKS":     hs256(jwks, jsonB64(t, map[string]any{"alg": "HS256", "typ": "at+jwt", "kid": kid}), parts[1]),
+		"HS256 with the kid":      hs256([]byte(kid), jsonB64(t, map[string]any{"alg": "HS256", "typ": "at+jwt", "kid": kid}), parts[1]),
+		"tampered payload":        parts[0] + "." + jsonB64(t, with(func(c map[string]any) { c["scope"] = "keys:rotate" })) + "." + parts[2],
+		"tampered signature":      flip(tok.AccessToken),
+		"truncated":               parts[0] + "." + parts[1],
+		"unknown kid":             attackerSigned(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": "attacker"}, claims),
+		"path-like kid":           attackerSigned(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": "../../../../etc/passwd"}, claims),
+		"sql kid":                 attackerSigned(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": "' OR '1'='1"}, claims),
+		"real kid, attacker key":  attackerSigned(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": kid}, claims),
+		"embedded jwk":            attackerSigned(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "jwk": map[string]any{"kty": "OKP", "crv": "Ed25519", "x": b64(attackerKey.Public().(ed25519.PublicKey))}}, claims),
+		"jku and x5u":             attackerSigned(map[string]any{"alg": "EdDSA", "typ": "at+jwt", "kid": "x", "jku": "http://127.0.0.1:1/jwks", "x5u": "http://127.0.0.1:1/x5u"}, claims),
+		"expired":                 sign(with(func(c map[string]any) { c["exp"] = time.Now().Add(-time.Minute).Unix() })),
+		"not yet valid":           sign(with(func(c map[string]any) { c["nbf"] = time.Now().Add(time.Hour).Unix() })),
+		"wrong issuer":            sign(with(func(c map[string]any) { c["iss"] = "https://evil.example" })),
+		"id token as bearer":      tok.IDToken,
+		"refresh token as bearer": tok.RefreshToken,
+		"another issuer's token":  foreign.AccessToken,
+		"oversized":               parts[0] + "." + strings.Repeat("A", 20000) + "." + parts[2],
+		"garbage":                 "not a token at all",
+		"empty segments":          "..",
+	}
+	for name, bad := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := st.NewClient(t, d.in.URL)
+			r := c.Get("/userinfo", st.Bearer(bad))
+			expect4xx(t, "userinfo", r)
+			if r.StatusCode != 401 {
+				t.Fatalf("userinfo status %d, want 401", r.StatusCode)
+			}
+			c.Get("/admin/users", st.Bearer(bad)).ExpectStatus(401)
+			if bad == tok.RefreshToken {
+				return // a live refresh token introspects as active (RFC 7662), with token_type refresh_token
+			}
+			m := c.PostForm("/oauth2/introspect", url.Values{"token": {bad}}, svc).ExpectStatus(200).Map()
+			if len(m) != 1 || m["active"] != false {
+				t.Fatalf("introspection of a hostile token: %v", m)
+			}
+		})
+	}
+	t.Run("access token as refresh token", func(t *testing.T) {
+		d.c.PostForm("/oauth2/token", st.RefreshForm(tok.AccessToken), st.Basic("web", d.webSecret)).ExpectError(400, "invalid_grant")
+	})
+	// The genuine token still works after all that.
+	d.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(200)
+}
+
+// injections are strings that break naive SQL, templates, headers, paths or parsers.
+var injections = []string{
+	"' OR '1'='1' --", "\"; DROP TABLE users; --", "admin'/*", "{{.}}", "{{template \"x\"}}", "${7*7}", "<script>alert(1)</script>",
+	"../../../../etc/passwd", "%00", "\x00", "\r\nSet-Cookie: x=1", strings.Repeat("A", 5000), "ΩΣ😀", "\xff\xfe",
+	"*", "usr_' UNION SELECT password_hash FROM users --",
+}
+
+// TestHostileInput: malformed, oversized, duplicated and injected input gets a
+// clear 4xx at every endpoint, never a 5xx, and is never accepted.
+func TestHostileInput(t *testing.T) {
+	d := newDeployment(t, st.PostgresRedis)
+	d.fx.User(t, "root@example.com", userPass, "super_admin")
+	admin := d.c.PostForm("/oauth2/token", st.PasswordForm("root@example.com", userPass, ""), st.Basic("web", d.webSecret)).Token()
+	bearer := st.Bearer(admin.AccessToken)
+	web := st.Basic("web", d.webSecret)
+	form := "application/x-www-form-urlencoded"
+
+	t.Run("malformed and duplicated forms", func(t *testing.T) {
+		for _, body := range []string{"grant_type=password&username=%zz", "grant_type=client_credentials&grant_type=client_credentials",
+			"grant_type=password&username=a&password=b&password=c", "%", "&&&=", strings.Repeat("a=b&", 20000)} {
+			expect4xx(t, body[:min(len(body), 40)], d.c.Do(http.MethodPost, "/oauth2/token", []byte(body), form, web))
+		}
+		expect4xx(t, "revoke dup", d.c.Do(http.MethodPost, "/oauth2/revoke", []byte("token=a&token=b"), form, web))
+		expect4xx(t, "introspect dup", d.c.Do(http.MethodPost, "/oauth2/introspect", []byte("token=a&token=b"), form, st.Basic("svc", d.svcSecret)))
+	})
+	t.Run("oversized", func(t *testing.T) {
+		expect4xx(t, "1 MiB form", d.c.Do(http.MethodPost, "/oauth2/token", []byte("grant_type=password&password="+strings.Repeat("x", 1<<20)), form, web))
+		expect4xx(t, "1 MiB JSON", d.c.Do(http.MethodPost, "/auth/password/forgot", []byte(`{"email":"`+strings.Repeat("x", 1<<20)+`"}`), "application/json"))
+		resp, err := d.c.TryDo(http.MethodGet, "/userinfo", nil, "", st.WithHeader("X-Big", strings.Repeat("x", 64<<10)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+			t.Fatalf("64 KiB header: status %d", resp.StatusCode)
+		}
+	})
+	t.Run("malformed JSON", func(t *testing.T) {
+		for _, path := range []string{"/auth/password/forgot", "/auth/password/reset", "/auth/invites/accept", "/auth/email/verify", "/admin/invites"} {
+			for _, body := range []string{"{", "[]", `{"email":1}`, `{"email":"a@b.c"} trailing`, `{"unknown":"field"}`, "null", "\xff"} {
+				r := d.c.Do(http.MethodPost, path, []byte(body), "application/json", bearer)
+				if r.StatusCode == 202 && path == "/auth/password/forgot" && body == "null" {
+					continue
+				}
+				expect4xx(t, path+" "+body, r)
+			}
+		}
+	})
+	t.Run("injection strings", func(t *testing.T) {
+		for _, inj := range injections {
+			expect4xx(t, "username", d.c.PostForm("/oauth2/token", st.PasswordForm(inj, inj, ""), web))
+			expect4xx(t, "client_id", d.c.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {inj}, "client_secret": {inj}}))
+			expect4xx(t, "scope", d.c.PostForm("/oauth2/token", st.PasswordForm(userEmail, userPass, inj), web))
+			expect4xx(t, "refresh_token", d.c.PostForm("/oauth2/token", st.RefreshForm(inj), web))
+			expect4xx(t, "basic id", d.c.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic(inj, inj)))
+			expect4xx(t, "reset token", d.c.PostJSON("/auth/password/reset", map[string]string{"token": inj, "new_password": "a fine new passphrase"}))
+			expect4xx(t, "invite token", d.c.PostJSON("/auth/invites/accept", map[string]string{"token": inj, "password": "a fine new passphrase"}))
+			expect4xx(t, "verify token", d.c.PostJSON("/auth/email/verify", map[string]string{"token": inj}))
+			expect4xx(t, "invite email", d.c.PostJSON("/admin/invites", map[string]string{"email": inj, "role": "user"}, bearer))
+			expect4xx(t, "invite role", d.c.PostJSON("/admin/invites", map[string]string{"email": "x@example.com", "role": inj}, bearer))
+			expect4xx(t, "user id", d.c.Get("/admin/users/"+url.PathEscape(inj), bearer))
+			expect4xx(t, "grant role", d.c.PostJSON("/admin/users/"+url.PathEscape(inj)+"/roles", map[string]string{"role": inj}, bearer))
+			expect4xx(t, "client create", d.c.PostJSON("/admin/clients", map[string]any{"client_id": inj, "name": inj}, bearer))
+			for _, q := range []string{"q", "email", "cursor"} {
+				r := d.c.Get("/admin/users?"+q+"="+url.QueryEscape(inj), bearer)
+				if r.StatusCode >= 500 {
+					t.Fatalf("user search %s=%q: %d %s", q, inj, r.StatusCode, r.Body)
+				}
+				if r.StatusCode == 200 && strings.Contains(string(r.Body), "password_hash") {
+					t.Fatal("search leaked a password hash")
+				}
+			}
+			for _, q := range []string{"action", "actor_id", "since", "cursor"} {
+				if r := d.c.Get("/admin/audit?"+q+"="+url.QueryEscape(inj), bearer); r.StatusCode >= 500 {
+					t.Fatalf("audit filter %s=%q: %d", q, inj, r.StatusCode)
+				}
+			}
+			forgot := d.c.PostJSON("/auth/password/forgot", map[string]string{"email": inj})
+			if forgot.StatusCode >= 500 {
+				t.Fatalf("forgot with %q: %d", inj, forgot.StatusCode)
+			}
+		}
+		// Nothing was created or changed by any of it.
+		users := d.c.Get("/admin/users", bearer).ExpectStatus(200).Map()
+		if items := users["items"].([]any); len(items) != 2 {
+			t.Fatalf("hostile input changed the users: %d users", len(items))
+		}
+	})
+	t.Run("unknown paths and methods", func(t *testing.T) {
+		expect4xx(t, "unknown path", d.c.Get("/../../etc/passwd"))
+		expect4xx(t, "unknown path 2", d.c.Get("/oauth2/authorize?response_type=code"))
+		expect4xx(t, "wrong method", d.c.Do(http.MethodPut, "/oauth2/token", nil, ""))
+		expect4xx(t, "wrong content type", d.c.Do(http.MethodPost, "/oauth2/token", []byte("grant_type=password"), "text/plain", web))
+	})
+}
+
+func TestLoginTimingHidesAccounts(t *testing.T) {
+	env := st.NewEnv(t, st.PostgresRedis)
+	env["PORTCULLIS_RATE_LIMITS"] = "off"
+	// The production argon2id parameters: the dummy verification must cost what a real one costs.
+	delete(env, "PORTCULLIS_ARGON2_MEMORY")
+	delete(env, "PORTCULLIS_ARGON2_TIME")
+	in := st.Start(t, env)
+	fx := st.NewFixtures(t, in.App.Core)
+	fx.User(t, userEmail, userPass, "user")
+	secret := fx.Client(t, clients.Spec{ID: "web"})
+	c := in.Client(t)
+	measure := func(login string) time.Duration {
+		start := time.Now()
+		c.PostForm("/oauth2/token", st.PasswordForm(login, "not the password", ""), st.Basic("web", secret)).ExpectError(400, "invalid_grant")
+		return time.Since(start)
+	}
+	var known, unknown []time.Duration
+	for i := 0; i < 15; i++ { // interleaved so drift hits both alike
+		known = append(known, measure(userEmail))
+		unknown = append(unknown, measure("nobody-"+string(rune('a'+i))+"@example.com"))
+	}
+	mk, mu := median(known), median(unknown)
+	ratio := float64(mu) / float64(mk)
+	t.Logf("median wrong password for a real account %s, unknown account %s (ratio %.2f)", mk, mu, ratio)
+	if ratio < 0.7 || ratio > 1.3 {
+		t.Fatalf("login timing reveals accounts: known %s vs unknown %s", mk, mu)
+	}
+}
