@@ -28,6 +28,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/metrics"
+	"github.com/portcullis-auth/portcullis/server/pages"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -262,6 +263,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 		return nil, err
 	}
 	srv.MountAccounts(acc, tokens)
+	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Users: core.Store,
+		Passwords: hasher, Throttle: limiter, Audit: core.Audit, Logger: log}); err != nil {
+		_ = closeState()
+		_ = core.Close()
+		return nil, err
+	}
 	srv.MountAdmin(acc, tokens)
 	return &App{Core: core, Server: srv, Tokens: tokens, State: state, Accounts: acc, closeState: closeState,
 		purger: sqlstate.New(core.Store.DB())}, nil

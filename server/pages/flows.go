@@ -1,0 +1,406 @@
+package pages
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/mail"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// badCredentials answers an unknown email address, a deactivated account
+// and a wrong current password alike on the change-password page.
+const badCredentials = "The email address or the current password is incorrect."
+
+// linkMissing answers a page of an emailed link opened without its token
+// (never opened from the link, or the flow cookie expired after an hour).
+func (p *Pages) linkMissing(c echo.Context, f flow) error {
+	v := view{Kind: "problem", Heading: "Open the link from your email",
+		Intro: []string{"This page needs the full link from the " + f.kind + " email, and it expires an hour after you open it. Open the link from your email again."}}
+	switch f {
+	case inviteFlow:
+		v.Intro = append(v.Intro, "If the link no longer works, ask the person who invited you to send a new invitation.")
+	case resetFlow:
+		v.Intro = append(v.Intro, "If the link no longer works, ask for a new one.")
+		v.Primary = &link{Href: p.base + ForgotPasswordPath, Text: "Request a new reset link"}
+	case verifyFlow:
+		v.Intro = append(v.Intro, "If the link no longer works, sign in and ask for a new confirmation email.")
+		v.Primary = p.signIn("Go to sign in")
+	}
+	return p.render(c, http.StatusBadRequest, v)
+}
+
+// linkUnusable answers a one-time token the service refused (unknown,
+// expired, used, superseded or revoked): the service's description says
+// which; the page adds what to do next. The flow cookie is dropped.
+func (p *Pages) linkUnusable(c echo.Context, f flow, err error) error {
+	p.dropFlow(c, f)
+	v := view{Kind: "problem", Intro: []string{apierr.From(err).Description}}
+	switch f {
+	case inviteFlow:
+		v.Heading = "This invitation link cannot be used"
+		v.Intro = append(v.Intro,
+			"Ask the person who invited you to send a new invitation. Only the newest invitation works, and each works once.",
+			"If you have already accepted it, your account exists: sign in with your email address and password.")
+		v.Primary = p.signIn("Go to sign in")
+	case resetFlow:
+		v.Heading = "This password reset link cannot be used"
+		v.Intro = append(v.Intro,
+			"Request a new link to reset your password. Only the newest link works, and each works once.")
+		v.Primary = &link{Href: p.base + ForgotPasswordPath, Text: "Request a new reset link"}
+	case verifyFlow:
+		v.Heading = "This confirmation link cannot be used"
+		v.Intro = append(v.Intro,
+			"If you have already confirmed your email address, there is nothing more to do. Otherwise, sign in and ask for a new confirmation email.")
+		v.Primary = p.signIn("Go to sign in")
+	}
+	return p.render(c, http.StatusBadRequest, v)
+}
+
+// formView returns a form with a fresh or reused CSRF token.
+func (p *Pages) formView(c echo.Context, v view, path string) (view, error) {
+	tok, err := p.csrfToken(c)
+	if err != nil {
+		return view{}, err
+	}
+	v.CSRF, v.Action = tok, p.base+path
+	return v, nil
+}
+
+// renderForm renders a form page.
+func (p *Pages) renderForm(c echo.Context, status int, v view, path string) error {
+	v, err := p.formView(c, v, path)
+	if err != nil {
+		return p.fail(c, apierr.ErrServer.WithCause(err))
+	}
+	return p.render(c, status, v)
+}
+
+// ---- /invite ----
+
+func (p *Pages) inviteView(name string) view {
+	return view{Heading: "Set up your account", Submit: "Create my account",
+		Intro: []string{"You have been invited to " + p.cfg.ProductName + ". Choose a password to create your account."},
+		Fields: append([]field{{ID: "name", Label: "Your name", Type: "text", Autocomplete: "name", Value: name}},
+			p.newPasswordFields()...)}
+}
+
+// inviteGet shows the form. Before it, AcceptInvite is called with no
+// password: it reports an unknown, expired, used or revoked invitation and
+// refuses the empty password before redeeming anything, so the person
+// learns at once that the link cannot be used, and a link scanner that
+// prefetches the page changes nothing.
+func (p *Pages) inviteGet(c echo.Context) error {
+	if done, err := p.carryToken(c, inviteFlow); done {
+		return err
+	}
+	tok := p.flowToken(c, inviteFlow)
+	if tok == "" {
+		return p.linkMissing(c, inviteFlow)
+	}
+	_, err := p.d.Accounts.AcceptInvite(c.Request().Context(), meta(c), accounts.AcceptInviteRequest{Token: tok})
+	switch {
+	case is(err, apierr.ErrOneTimeTokenInvalid):
+		return p.linkUnusable(c, inviteFlow, err)
+	case is(err, apierr.ErrRateLimited) || apierr.From(err).Status >= 500:
+		return p.fail(c, err)
+	}
+	return p.renderForm(c, http.StatusOK, p.inviteView(""), InvitePath)
+}
+
+func (p *Pages) invitePost(c echo.Context) error {
+	if !p.checkCSRF(c) {
+		return p.refuseCSRF(c, InvitePath)
+	}
+	tok := p.flowToken(c, inviteFlow)
+	if tok == "" {
+		return p.linkMissing(c, inviteFlow)
+	}
+	r := c.Request()
+	name, pw := strings.TrimSpace(r.PostFormValue("name")), r.PostFormValue("password")
+	var ps problems
+	checkNewPassword(&ps, pw, r.PostFormValue("confirm_password"))
+	if len(ps) > 0 {
+		return p.renderForm(c, http.StatusBadRequest, p.inviteView(name).withErrors(ps), InvitePath)
+	}
+	m := meta(c)
+	resp, err := p.d.Accounts.AcceptInvite(r.Context(), m, accounts.AcceptInviteRequest{Token: tok, Password: pw, Name: name})
+	switch {
+	case err == nil:
+	case is(err, apierr.ErrOneTimeTokenInvalid):
+		return p.linkUnusable(c, inviteFlow, err)
+	case is(err, accounts.ErrWeakPassword):
+		ps.add("password", apierr.From(err).Description)
+		return p.renderForm(c, http.StatusBadRequest, p.inviteView(name).withErrors(ps), InvitePath)
+	case is(err, apierr.ErrInvalidRequest):
+		ps.add("name", apierr.From(err).Description)
+		return p.renderForm(c, http.StatusBadRequest, p.inviteView(name).withErrors(ps), InvitePath)
+	case is(err, apierr.ErrConflict):
+		p.dropFlow(c, inviteFlow)
+		return p.render(c, http.StatusConflict, view{Kind: "problem", Heading: "You already have an account",
+			Intro:   []string{apierr.From(err).Description, "Sign in with your email address and password. If you have forgotten your password, reset it."},
+			Primary: p.signIn("Go to sign in"), Links: []link{{Href: p.base + ForgotPasswordPath, Text: "Reset your password"}}})
+	default:
+		return p.fail(c, err)
+	}
+	p.dropFlow(c, inviteFlow)
+	p.endSession(r.Context(), resp, m)
+	v := view{Kind: "success", Heading: "Your account is ready",
+		Intro: []string{"Your account has been created and your password is set."}}
+	if pr := p.signIn("Continue to sign in"); pr != nil {
+		v.Intro = append(v.Intro, "Sign in with your email address and your new password.")
+		v.Primary = pr
+	} else {
+		v.Intro = append(v.Intro, "Go back to the application you were invited to and sign in with your email address and your new password. You can close this page.")
+	}
+	return p.render(c, http.StatusOK, v)
+}
+
+// ---- /reset-password ----
+
+func (p *Pages) resetView() view {
+	return view{Heading: "Choose a new password", Submit: "Change my password",
+		Intro:  []string{"Choose a new password for your " + p.cfg.ProductName + " account. Once it is changed, you are signed out everywhere."},
+		Fields: p.newPasswordFields()}
+}
+
+// resetGet shows the form. A reset link can be checked only by redeeming
+// it, so a link that has expired or was used says so when the form is sent
+// (the password is then not changed). ResetPassword with no password does
+// refuse a malformed (for example truncated) link first, without redeeming
+// anything, so that is said at once.
+func (p *Pages) resetGet(c echo.Context) error {
+	if done, err := p.carryToken(c, resetFlow); done {
+		return err
+	}
+	tok := p.flowToken(c, resetFlow)
+	if tok == "" {
+		return p.linkMissing(c, resetFlow)
+	}
+	err := p.d.Accounts.ResetPassword(c.Request().Context(), meta(c), tok, "")
+	switch {
+	case is(err, apierr.ErrOneTimeTokenInvalid):
+		return p.linkUnusable(c, resetFlow, err)
+	case is(err, apierr.ErrRateLimited) || apierr.From(err).Status >= 500:
+		return p.fail(c, err)
+	}
+	return p.renderForm(c, http.StatusOK, p.resetView(), ResetPasswordPath)
+}
+
+func (p *Pages) resetPost(c echo.Context) error {
+	if !p.checkCSRF(c) {
+		return p.refuseCSRF(c, ResetPasswordPath)
+	}
+	tok := p.flowToken(c, resetFlow)
+	if tok == "" {
+		return p.linkMissing(c, resetFlow)
+	}
+	r := c.Request()
+	pw := r.PostFormValue("password")
+	var ps problems
+	checkNewPassword(&ps, pw, r.PostFormValue("confirm_password"))
+	if len(ps) > 0 {
+		return p.renderForm(c, http.StatusBadRequest, p.resetView().withErrors(ps), ResetPasswordPath)
+	}
+	err := p.d.Accounts.ResetPassword(r.Context(), meta(c), tok, pw)
+	switch {
+	case err == nil:
+	case is(err, apierr.ErrOneTimeTokenInvalid):
+		return p.linkUnusable(c, resetFlow, err)
+	case is(err, accounts.ErrWeakPassword):
+		ps.add("password", apierr.From(err).Description)
+		return p.renderForm(c, http.StatusBadRequest, p.resetView().withErrors(ps), ResetPasswordPath)
+	default:
+		return p.fail(c, err)
+	}
+	p.dropFlow(c, resetFlow)
+	return p.render(c, http.StatusOK, view{Kind: "success", Heading: "Your password has been changed",
+		Intro: []string{"You have been signed out everywhere: every session of your account has ended.",
+			"Sign in again with your new password."},
+		Primary: p.signIn("Continue to sign in")})
+}
+
+// ---- /verify-email ----
+
+// verifyGet shows a button; only its POST redeems the link, since mail
+// scanners fetch links with GET.
+func (p *Pages) verifyGet(c echo.Context) error {
+	if done, err := p.carryToken(c, verifyFlow); done {
+		return err
+	}
+	if p.flowToken(c, verifyFlow) == "" {
+		return p.linkMissing(c, verifyFlow)
+	}
+	return p.renderForm(c, http.StatusOK, view{Heading: "Confirm your email address", Submit: "Confirm my email address",
+		Intro: []string{"Confirm that this email address belongs to you and can receive messages from " + p.cfg.ProductName + "."}},
+		VerifyEmailPath)
+}
+
+func (p *Pages) verifyPost(c echo.Context) error {
+	if !p.checkCSRF(c) {
+		return p.refuseCSRF(c, VerifyEmailPath)
+	}
+	tok := p.flowToken(c, verifyFlow)
+	if tok == "" {
+		return p.linkMissing(c, verifyFlow)
+	}
+	u, err := p.d.Accounts.VerifyEmail(c.Request().Context(), meta(c), tok)
+	switch {
+	case err == nil:
+	case is(err, apierr.ErrOneTimeTokenInvalid):
+		return p.linkUnusable(c, verifyFlow, err)
+	default:
+		return p.fail(c, err)
+	}
+	p.dropFlow(c, verifyFlow)
+	return p.render(c, http.StatusOK, view{Kind: "success", Heading: "Your email address is confirmed",
+		Intro:   []string{"Thank you: " + u.Email + " is confirmed.", "There is nothing more to do here. You can close this page."},
+		Primary: p.signIn("Continue")})
+}
+
+// ---- /change-password ----
+
+func (p *Pages) changeView(email string) view {
+	return view{Heading: "Change your password", Submit: "Change my password",
+		Intro: []string{"Enter your email address and your current password (the temporary one you were given, if you were asked to change it), then choose a new password."},
+		Fields: append([]field{
+			{ID: "email", Label: "Email address", Type: "email", Autocomplete: "username", Value: email, Required: true, Plain: true},
+			{ID: "current_password", Label: "Current password", Type: "password", Autocomplete: "current-password", Required: true},
+		}, p.newPasswordFields()...),
+		Links: []link{{Href: p.base + ForgotPasswordPath, Text: "Forgotten your password?"}}}
+}
+
+func (p *Pages) changeGet(c echo.Context) error {
+	return p.renderForm(c, http.StatusOK, p.changeView(""), ChangePasswordPath)
+}
+
+// changePost changes a password with the email address and current password
+// instead of a bearer token. The current password is checked the way the
+// password grant checks it, under the same throttle: the account is looked
+// up by login; an unknown or deactivated account spends a dummy
+// verification and gets the same answer as a wrong password. The change
+// itself is ChangePassword, which verifies the current password, applies
+// the rules, ends every session and starts a fresh one, which the page ends
+// too: the person signs in again in their application.
+func (p *Pages) changePost(c echo.Context) error {
+	if !p.checkCSRF(c) {
+		return p.refuseCSRF(c, ChangePasswordPath)
+	}
+	r := c.Request()
+	email, current, pw := strings.TrimSpace(r.PostFormValue("email")), r.PostFormValue("current_password"), r.PostFormValue("password")
+	var ps problems
+	if email == "" {
+		ps.add("email", "Enter your email address.")
+	}
+	if current == "" {
+		ps.add("current_password", "Enter your current password.")
+	}
+	checkNewPassword(&ps, pw, r.PostFormValue("confirm_password"))
+	if len(ps) > 0 {
+		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
+	}
+	ctx, m := r.Context(), meta(c)
+	if p.d.Throttle != nil {
+		if err := p.d.Throttle.CheckLogin(ctx, m.IP, email); err != nil {
+			return p.fail(c, err)
+		}
+	}
+	u, err := p.d.Users.GetUserByLogin(ctx, email)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+	}
+	if err != nil || !u.Active {
+		p.d.Passwords.DummyVerify(current)
+		reason := "unknown_account"
+		if err == nil {
+			reason = "inactive"
+		}
+		p.loginFailed(c, u.ID, email, reason)
+		ps.add("current_password", badCredentials)
+		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
+	}
+	resp, err := p.d.Accounts.ChangePassword(ctx, accounts.Actor{ID: u.ID, Meta: m},
+		accounts.ChangePasswordRequest{CurrentPassword: current, NewPassword: pw})
+	switch {
+	case err == nil:
+	case is(err, apierr.ErrInvalidGrant), is(err, apierr.ErrForbidden):
+		// A wrong current password (recorded by the service), or an account
+		// deactivated since the lookup.
+		if p.d.Throttle != nil {
+			p.d.Throttle.LoginFailed(ctx, m.IP, email)
+		}
+		ps.add("current_password", badCredentials)
+		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
+	case is(err, accounts.ErrWeakPassword):
+		ps.add("password", apierr.From(err).Description)
+		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
+	default:
+		return p.fail(c, err)
+	}
+	if p.d.Throttle != nil {
+		p.d.Throttle.LoginSucceeded(ctx, m.IP, email)
+	}
+	p.endSession(ctx, resp, m)
+	return p.render(c, http.StatusOK, view{Kind: "success", Heading: "Your password has been changed",
+		Intro: []string{"You have been signed out everywhere: every session of your account has ended.",
+			"Sign in again with your new password."},
+		Primary: p.signIn("Continue to sign in")})
+}
+
+// loginFailed feeds the throttle and the audit log with a failed check of
+// an unknown or deactivated account's password (the service records wrong
+// passwords of known accounts itself).
+func (p *Pages) loginFailed(c echo.Context, userID, login, reason string) {
+	ctx, m := c.Request().Context(), meta(c)
+	if p.d.Throttle != nil {
+		p.d.Throttle.LoginFailed(ctx, m.IP, login)
+	}
+	if p.d.Audit != nil {
+		p.d.Audit.Record(ctx, store.AuditEvent{Action: "password.changed", Outcome: store.OutcomeFailure, ActorID: userID,
+			TargetID: userID, IP: m.IP, UserAgent: m.UserAgent, Details: map[string]string{"reason": reason, "via": "page"}})
+	}
+}
+
+// ---- /forgot-password ----
+
+func (p *Pages) forgotView(email string) view {
+	return view{Heading: "Reset your password", Submit: "Send me a reset link",
+		Intro: []string{"Enter the email address of your account. If an account exists for it, we will send it a link to choose a new password."},
+		Fields: []field{{ID: "email", Label: "Email address", Type: "email", Autocomplete: "email", Value: email,
+			Required: true, Plain: true}}}
+}
+
+func (p *Pages) forgotGet(c echo.Context) error {
+	return p.renderForm(c, http.StatusOK, p.forgotView(""), ForgotPasswordPath)
+}
+
+func (p *Pages) forgotPost(c echo.Context) error {
+	if !p.checkCSRF(c) {
+		return p.refuseCSRF(c, ForgotPasswordPath)
+	}
+	email := strings.TrimSpace(c.Request().PostFormValue("email"))
+	var ps problems
+	if email == "" {
+		ps.add("email", "Enter your email address.")
+		return p.renderForm(c, http.StatusBadRequest, p.forgotView(email).withErrors(ps), ForgotPasswordPath)
+	}
+	err := p.d.Accounts.ForgotPassword(c.Request().Context(), meta(c), email)
+	switch {
+	case err == nil:
+	case is(err, apierr.ErrInvalidRequest):
+		ps.add("email", apierr.From(err).Description)
+		return p.renderForm(c, http.StatusBadRequest, p.forgotView(email).withErrors(ps), ForgotPasswordPath)
+	default:
+		return p.fail(c, err)
+	}
+	return p.render(c, http.StatusOK, view{Kind: "success", Heading: "Check your email",
+		Intro: []string{"If an account exists for " + email + ", we have sent it a link to choose a new password. The link works once, for " +
+			mail.HumanDuration(p.cfg.ResetTTL) + ".",
+			"If nothing arrives within a few minutes, check your spam folder, or request another link."},
+		Links: []link{{Href: p.base + ForgotPasswordPath, Text: "Request another link"}}})
+}
