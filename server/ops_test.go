@@ -159,3 +159,41 @@ func TestAutomaticRotationAcrossInstances(t *testing.T) {
 	tok := ca.PostForm("/oauth2/token", st.PasswordForm(userEmail, userPass, ""), st.Basic("web", secret)).Token()
 	cb.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(200)
 }
+
+// TestGracefulShutdown: on SIGTERM, requests in flight finish with their
+// answers before the process exits.
+func TestGracefulShutdown(t *testing.T) {
+	env := st.NewEnv(t, st.Postgres)
+	delete(env, "PORTCULLIS_ARGON2_MEMORY") // real argon2id cost: logins take tens of milliseconds
+	delete(env, "PORTCULLIS_ARGON2_TIME")
+	env["PORTCULLIS_RATE_LIMITS"] = "off"
+	in := st.Start(t, env)
+	fx := st.NewFixtures(t, in.App.Core)
+	fx.User(t, userEmail, userPass, "user")
+	secret := fx.Client(t, clients.Spec{ID: "web"})
+	p := st.StartProcess(t, env)
+	c := p.Client(t)
+	const n = 12
+	results := make(chan int, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			r, err := c.TryDo("POST", "/oauth2/token", []byte(st.PasswordForm(userEmail, userPass, "").Encode()),
+				"application/x-www-form-urlencoded", st.Basic("web", secret))
+			if err != nil {
+				results <- 0
+				return
+			}
+			results <- r.StatusCode
+		}()
+	}
+	time.Sleep(30 * time.Millisecond) // the requests are in flight (n logins take far longer on 2 cores)
+	p.Stop()
+	if exited, state := p.Exited(); !exited || (state != nil && !state.Success()) {
+		t.Fatalf("server did not exit cleanly on SIGTERM: %v", state)
+	}
+	for i := 0; i < n; i++ {
+		if code := <-results; code != 200 {
+			t.Fatalf("an in-flight request got %d during graceful shutdown", code)
+		}
+	}
+}

@@ -228,6 +228,8 @@ type Process struct {
 	Logs *SyncBuffer
 	cmd  *exec.Cmd
 	done chan struct{}
+	// state is how the last run ended.
+	state *os.ProcessState
 }
 
 // StartProcess runs `portcullis serve` with env on a free port and stops it
@@ -284,6 +286,7 @@ func (p *Process) Kill() {
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
+	p.state = p.cmd.ProcessState
 	p.cmd = nil
 }
 
@@ -297,14 +300,16 @@ func (p *Process) Stop() {
 	case <-p.done:
 	case <-time.After(20 * time.Second):
 		p.Kill()
+		return
 	}
+	p.state = p.cmd.ProcessState
 	p.cmd = nil
 }
 
 // Exited reports whether the process has exited, with its state.
 func (p *Process) Exited() (bool, *os.ProcessState) {
 	if p.cmd == nil {
-		return true, nil
+		return true, p.state
 	}
 	select {
 	case <-p.done:
