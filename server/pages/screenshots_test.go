@@ -1,0 +1,147 @@
+package pages_test
+
+import (
+	"bytes"
+	"flag"
+	"image/png"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+var updateScreenshots = flag.Bool("update-screenshots", false,
+	"write the page screenshots into docs/screenshots (else into a temporary directory)")
+
+// screenshotDir is where the committed screenshots live, from this package.
+const screenshotDir = "../../docs/screenshots"
+
+// viewports are the widths the screenshots are taken at.
+var viewports = []struct {
+	name          string
+	width, height int64
+	mobile        bool
+}{
+	{"desktop", 1280, 800, false},
+	{"phone", 390, 844, true},
+}
+
+// TestScreenshots walks every page state in headless Chromium and takes a
+// full-page screenshot of each at desktop (1280 px) and phone (390 px)
+// width. They are written to a temporary directory and checked to be PNG
+// images of that width, and each must have its committed counterpart in
+// docs/screenshots. Regenerate those with
+//
+//	go test ./server/pages -run TestScreenshots -update-screenshots
+func TestScreenshots(t *testing.T) {
+	dir := t.TempDir()
+	if *updateScreenshots {
+		dir = screenshotDir
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := newDeployment(t, map[string]string{
+		"PORTCULLIS_APP_URL":             "https://app.example.com/login",
+		"PORTCULLIS_PUBLIC_REGISTRATION": "true",
+	})
+	ctx := newBrowser(t)
+	var names []string
+	shoot := func(name string) {
+		t.Helper()
+		for _, vp := range viewports {
+			opts := []chromedp.EmulateViewportOption{chromedp.EmulatePortrait}
+			if vp.mobile {
+				opts = append(opts, chromedp.EmulateMobile)
+			}
+			browse(t, ctx, chromedp.EmulateViewport(vp.width, vp.height, opts...))
+			img := value(t, ctx, chromedp.FullScreenshot(100))
+			cfg, err := png.DecodeConfig(bytes.NewReader(img))
+			if err != nil {
+				t.Fatalf("%s at %s: not a PNG: %v", name, vp.name, err)
+			}
+			if int64(cfg.Width) != vp.width || int64(cfg.Height) < vp.height/2 {
+				t.Fatalf("%s at %s: %dx%d, want %d wide", name, vp.name, cfg.Width, cfg.Height, vp.width)
+			}
+			// Nothing may overflow sideways: the page fits the width.
+			if w := value(t, ctx, chromedp.Evaluate[int64](`document.documentElement.scrollWidth`)); w > vp.width {
+				t.Fatalf("%s at %s: the page is %d px wide, more than the %d px viewport", name, vp.name, w, vp.width)
+			}
+			file := name + "-" + vp.name + ".png"
+			if err := os.WriteFile(filepath.Join(dir, file), img, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, file)
+		}
+		browse(t, ctx, chromedp.EmulateViewport(1280, 800))
+	}
+	expect := func(status, want int64, what string) {
+		t.Helper()
+		if status != want {
+			t.Fatalf("%s: status %d, want %d: %s", what, status, want, text(t, ctx))
+		}
+	}
+
+	// Invitation: the form, a refused password, success; an expired link.
+	link := d.invite(t, "ines@example.com", "user")
+	expect(open(t, ctx, link), http.StatusOK, "invite")
+	shoot("invite")
+	browse(t, ctx, fill("name", "Ines"), fill("password", weakPassword), fill("confirm_password", weakPassword))
+	expect(submit(t, ctx), http.StatusBadRequest, "weak password")
+	shoot("invite-weak-password")
+	browse(t, ctx, fill("password", goodPassword), fill("confirm_password", goodPassword))
+	expect(submit(t, ctx), http.StatusOK, "accept")
+	shoot("invite-done")
+	expired := d.invite(t, "eli@example.com", "user")
+	d.expireInvites(t, "eli@example.com")
+	expect(open(t, ctx, expired), http.StatusBadRequest, "expired invite")
+	shoot("invite-expired")
+
+	// Forgotten password, reset, a used reset link.
+	expect(open(t, ctx, d.in.URL+"/forgot-password"), http.StatusOK, "forgot")
+	shoot("forgot-password")
+	browse(t, ctx, fill("email", "ines@example.com"))
+	expect(submit(t, ctx), http.StatusOK, "forgot sent")
+	shoot("forgot-password-sent")
+	reset := d.smtp.WaitFor(t, "ines@example.com", mailWithin).Link(t)
+	expect(open(t, ctx, reset), http.StatusOK, "reset")
+	shoot("reset-password")
+	browse(t, ctx, fill("password", "a brand new passphrase"), fill("confirm_password", "a brand new passphrase"))
+	expect(submit(t, ctx), http.StatusOK, "reset done")
+	shoot("reset-password-done")
+	expect(open(t, ctx, reset), http.StatusOK, "used reset, form")
+	browse(t, ctx, fill("password", "yet another passphrase"), fill("confirm_password", "yet another passphrase"))
+	expect(submit(t, ctx), http.StatusBadRequest, "used reset")
+	shoot("reset-password-used")
+
+	// Email confirmation.
+	d.api.PostJSON("/auth/register", map[string]string{"email": "vera@example.com", "password": goodPassword}).
+		ExpectStatus(http.StatusCreated)
+	verify := d.smtp.WaitFor(t, "vera@example.com", mailWithin).Link(t)
+	expect(open(t, ctx, verify), http.StatusOK, "verify")
+	shoot("verify-email")
+	expect(submit(t, ctx), http.StatusOK, "verified")
+	shoot("verify-email-done")
+
+	// A required password change.
+	u := d.fx.User(t, "tara@example.com", "tara's first passphrase", "user")
+	d.api.PostJSON("/admin/users/"+u.ID+"/temp-password", map[string]string{"password": "temporary passphrase 7"},
+		st.Bearer(d.rootToken(t))).ExpectStatus(http.StatusOK)
+	expect(open(t, ctx, d.in.URL+"/change-password"), http.StatusOK, "change")
+	shoot("change-password")
+	browse(t, ctx, fill("email", "tara@example.com"), fill("current_password", "temporary passphrase 7"),
+		fill("password", goodPassword), fill("confirm_password", goodPassword))
+	expect(submit(t, ctx), http.StatusOK, "changed")
+	shoot("change-password-done")
+
+	// Every screenshot has its committed counterpart.
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(screenshotDir, n)); err != nil {
+			t.Errorf("docs/screenshots/%s is missing; run: go test ./server/pages -run TestScreenshots -update-screenshots", n)
+		}
+	}
+}

@@ -1,0 +1,59 @@
+package pages
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestTheme: text on the brand colour, the focus ring and links keep their
+// WCAG contrast whatever the brand colour; anything but #rrggbb never reaches
+// the stylesheet.
+func TestTheme(t *testing.T) {
+	for _, tc := range []struct {
+		name, brand, want string
+	}{
+		{"ok/default", "#1f4e79", ":root{--brand:#1f4e79;--on-brand:#ffffff;--focus:#1f4e79;--link:#1f4e79}"},
+		{"ok/light_brand_dark_text", "#ffd700", ":root{--brand:#ffd700;--on-brand:#0b0c0c;--focus:#0b0c0c;--link:#0b0c0c}"},
+		{"ok/white", "#ffffff", ":root{--brand:#ffffff;--on-brand:#0b0c0c;--focus:#0b0c0c;--link:#0b0c0c}"},
+		// #2e8540 is 4.5:1 on white: white text, and fine as a link and a ring.
+		{"ok/mid_green", "#2e8540", ":root{--brand:#2e8540;--on-brand:#ffffff;--focus:#2e8540;--link:#2e8540}"},
+		// #3d8fd1 is between 3:1 and 4.5:1 on white: a ring, not link text.
+		{"ok/mid_blue", "#3d8fd1", ":root{--brand:#3d8fd1;--on-brand:#0b0c0c;--focus:#3d8fd1;--link:#0b0c0c}"},
+		{"ok/upper_case", "#1F4E79", ":root{--brand:#1F4E79;--on-brand:#ffffff;--focus:#1F4E79;--link:#1F4E79}"},
+		{"fail/css_injection", "red;}body{display:none", ":root{--brand:" + DefaultBrandColor + ";"},
+		{"fail/short", "#fff", ":root{--brand:" + DefaultBrandColor + ";"},
+		{"fail/empty", "", ":root{--brand:" + DefaultBrandColor + ";"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			th := newTheme(tc.brand)
+			if !strings.HasPrefix(string(th.css), tc.want) {
+				t.Fatalf("stylesheet starts %q, want %q", string(th.css)[:100], tc.want)
+			}
+			if !strings.HasPrefix(th.name, "style.") || !strings.HasSuffix(th.name, ".css") || len(th.name) != len("style.")+12+len(".css") {
+				t.Fatalf("asset name %q", th.name)
+			}
+		})
+	}
+	if newTheme("#000000").name == newTheme("#ffffff").name {
+		t.Fatal("the stylesheet name does not change with its content")
+	}
+}
+
+// TestContrast pins the WCAG contrast formula on known pairs.
+func TestContrast(t *testing.T) {
+	for _, tc := range []struct {
+		name, a, b string
+		min, max   float64
+	}{
+		{"ok/black_white", "#000000", "#ffffff", 20.99, 21.01},
+		{"ok/same", "#777777", "#777777", 1, 1.0001},
+		{"ok/grey_on_white", "#767676", "#ffffff", 4.5, 4.6}, // the classic AA-passing grey
+		{"ok/symmetric", "#ffffff", "#767676", 4.5, 4.6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if c := contrast(rgb(tc.a), rgb(tc.b)); c < tc.min || c > tc.max {
+				t.Fatalf("contrast %s/%s = %.3f, want %.2f–%.2f", tc.a, tc.b, c, tc.min, tc.max)
+			}
+		})
+	}
+}
