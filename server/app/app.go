@@ -270,6 +270,11 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 		return nil, err
 	}
 	srv.MountAdmin(acc, tokens)
+	if err := srv.MountOpenAPI(); err != nil {
+		_ = closeState()
+		_ = core.Close()
+		return nil, err
+	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: state, Accounts: acc, closeState: closeState,
 		purger: sqlstate.New(core.Store.DB())}, nil
 }
