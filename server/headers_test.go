@@ -1,0 +1,99 @@
+package server_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+func TestCORSAllowlist(t *testing.T) {
+	env := st.NewEnv(t, st.SQLite)
+	env["PORTCULLIS_CORS_ORIGINS"] = "https://app.example.com"
+	c := st.Start(t, env).Client(t)
+	ok := c.Do(http.MethodOptions, "/oauth2/token", nil, "", st.WithHeader("Origin", "https://app.example.com"),
+		st.WithHeader("Access-Control-Request-Method", "POST"))
+	if ok.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Fatalf("allowed origin refused: %v", ok.Header)
+	}
+	bad := c.Do(http.MethodOptions, "/oauth2/token", nil, "", st.WithHeader("Origin", "https://evil.example"),
+		st.WithHeader("Access-Control-Request-Method", "POST"))
+	if v := bad.Header.Get("Access-Control-Allow-Origin"); v != "" {
+		t.Fatalf("origin outside the allowlist allowed: %q", v)
+	}
+	r := c.Get("/healthz")
+	for k, want := range map[string]string{"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"} {
+		if r.Header.Get(k) != want {
+			t.Fatalf("%s = %q, want %q", k, r.Header.Get(k), want)
+		}
+	}
+	if r.Header.Get("Strict-Transport-Security") != "" {
+		t.Fatal("HSTS sent over plain HTTP")
+	}
+}
+
+// TestHSTSWithTLS: serving TLS from cert/key files sends HSTS.
+func TestHSTSWithTLS(t *testing.T) {
+	certFile, keyFile := selfSignedCert(t)
+	env := st.NewEnv(t, st.SQLite)
+	env["PORTCULLIS_TLS_CERT"], env["PORTCULLIS_TLS_KEY"] = certFile, keyFile
+	cfg := env.Config(t, "127.0.0.1:0")
+	srv := server.New(server.Options{Config: cfg})
+	ready := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, func(a net.Addr) { ready <- a.String() }) }()
+	defer func() { cancel(); <-done }()
+	addr := <-ready
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := hc.Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !strings.HasPrefix(resp.Header.Get("Strict-Transport-Security"), "max-age=") {
+		t.Fatalf("no HSTS over TLS: %v", resp.Header)
+	}
+}
+
+func selfSignedCert(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
