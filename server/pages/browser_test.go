@@ -115,6 +115,8 @@ func TestBrowserInvite(t *testing.T) {
 	if info["email"] != "ivy@example.com" || info["email_verified"] != true {
 		t.Fatalf("userinfo of the new account: %v", info)
 	}
+	// The session that accepting started (nobody holds its tokens) was ended.
+	d.assertPageSessionEnded(t, info["sub"].(string))
 
 	// The link works once: opened again, it says so at once.
 	if status := open(t, ctx, link); status != http.StatusBadRequest {
@@ -308,6 +310,7 @@ func TestBrowserChangePassword(t *testing.T) {
 	if tr.MustChangePassword || tr.RefreshToken == "" {
 		t.Fatalf("after the change the login should be a full one: %+v", tr)
 	}
+	d.assertPageSessionEnded(t, u.ID)
 	d.assertNoSecretInLogs(t, temp, goodPassword)
 }
 

@@ -12,15 +12,26 @@
 //
 // Security rules it keeps:
 //   - A one-time token never stays in a URL: GET ?token=… answers 303 to the
-//     same path without the query and carries the token in a short-lived,
+//     same path without the query and carries the token in a one-hour,
 //     HttpOnly, path-scoped cookie (Secure over HTTPS), so it leaves the
-//     address bar, history and any Referer at once.
+//     address bar, history and any Referer at once. That cookie is
+//     SameSite=Lax: the link is opened from a mail client on another site,
+//     and browsers withhold Strict cookies on the redirect that follows such
+//     a navigation (TestBrowserInvite opens the link from another site).
 //   - Every form carries a CSRF token checked against a cookie in constant
 //     time (double submit, no per-process key, so any instance can check it),
 //     and cross-site submissions are refused on Sec-Fetch-Site and Origin.
 //   - Every page answers with a strict Content-Security-Policy (its own
 //     stylesheet only), X-Frame-Options DENY, Referrer-Policy no-referrer and
 //     Cache-Control no-store.
+//
+// The change-password page has no bearer token to offer: it checks the email
+// address and current password the way the password grant does (same login
+// throttle, a dummy verification for an unknown or deactivated account, one
+// answer for all three) and then calls the same ChangePassword as
+// POST /auth/password/change. Sessions that accepting an invite or changing
+// a password start are ended at once: a page has no application to hand
+// their tokens to, so the person signs in afresh (at PORTCULLIS_APP_URL).
 //
 // It must never log, render or put in an error a one-time token or a
 // password, and must never redeem a one-time token on GET (link scanners

@@ -1,6 +1,7 @@
 package pages_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -107,6 +108,24 @@ func (d *deployment) expireInvites(t *testing.T, email string) {
 	}
 }
 
+// assertPageSessionEnded checks that the session a page's service call
+// started for the user (through the first-party client) was ended at once:
+// the page hands its tokens to nobody.
+func (d *deployment) assertPageSessionEnded(t *testing.T, userID string) {
+	t.Helper()
+	var page struct {
+		Items []struct {
+			ClientID string            `json:"client_id"`
+			Details  map[string]string `json:"details"`
+		} `json:"items"`
+	}
+	d.api.Get("/admin/audit?action=session.ended&target_id="+url.QueryEscape(userID), st.Bearer(d.rootToken(t))).
+		ExpectStatus(http.StatusOK).JSON(&page)
+	if len(page.Items) != 1 || page.Items[0].ClientID != "portcullis" || page.Items[0].Details["reason"] != "logout" {
+		t.Fatalf("session.ended events of %s: %+v", userID, page.Items)
+	}
+}
+
 // tokenOf returns the token query parameter of an emailed link.
 func tokenOf(t *testing.T, link string) string {
 	t.Helper()
@@ -137,7 +156,7 @@ func (d *deployment) assertNoSecretInLogs(t *testing.T, secrets ...string) {
 
 // browserClient is a plain HTTP client with a cookie jar that does not
 // follow redirects, for the pages (they answer HTML, not the JSON API that
-// servertest's client checks against the OpenAPI description).
+// servertest's client decodes as JSON).
 func browserClient(t *testing.T) *http.Client {
 	t.Helper()
 	jar, err := cookiejar.New(nil)
@@ -154,7 +173,9 @@ type page struct {
 	Body string
 }
 
-func do(t *testing.T, hc *http.Client, req *http.Request) page {
+// do sends req (whose body, if any, is body) and checks the answer against
+// the OpenAPI description, like every answer servertest's client sees.
+func do(t *testing.T, hc *http.Client, req *http.Request, body []byte) page {
 	t.Helper()
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -164,6 +185,9 @@ func do(t *testing.T, hc *http.Client, req *http.Request) page {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := st.CheckOpenAPI(req, body, resp, b); err != nil {
+		t.Errorf("%s %s (%d) does not match the OpenAPI description: %v", req.Method, req.URL.Path, resp.StatusCode, err)
 	}
 	return page{Response: resp, Body: string(b)}
 }
@@ -177,12 +201,13 @@ func get(t *testing.T, hc *http.Client, u string, header ...string) page {
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	return do(t, hc, req)
+	return do(t, hc, req, nil)
 }
 
 func post(t *testing.T, hc *http.Client, u string, form url.Values, header ...string) page {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	body := []byte(form.Encode())
+	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +215,7 @@ func post(t *testing.T, hc *http.Client, u string, form url.Values, header ...st
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	return do(t, hc, req)
+	return do(t, hc, req, body)
 }
 
 // ---- the browser ----
