@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -25,7 +24,7 @@ type Claims struct {
 	Scopes    []string  // scope, split
 	Roles     []string  // roles
 	SessionID string    // sid; empty for client_credentials tokens
-	raw       []byte
+	payload   string    // the base64url payload segment of the token
 }
 
 // HasScope reports whether the token grants the permission.
@@ -35,11 +34,24 @@ func (c *Claims) HasScope(perm string) bool { return contains(c.Scopes, perm) }
 // RoleLevels.AtLeast for "this role or higher").
 func (c *Claims) HasRole(role string) bool { return contains(c.Roles, role) }
 
-// Raw returns the token's payload: the JSON object of every claim.
-func (c *Claims) Raw() json.RawMessage { return json.RawMessage(bytes.Clone(c.raw)) }
+// Raw returns the token's payload: the JSON object of every claim (nil for
+// Claims not made by Verify).
+func (c *Claims) Raw() json.RawMessage {
+	raw, err := b64.DecodeString(c.payload)
+	if err != nil || len(raw) == 0 {
+		return nil
+	}
+	return raw
+}
 
 // Decode unmarshals the payload into v, for claims not exposed as fields.
-func (c *Claims) Decode(v any) error { return json.Unmarshal(c.raw, v) }
+func (c *Claims) Decode(v any) error {
+	raw := c.Raw()
+	if raw == nil {
+		return errors.New("decode claims: no token payload")
+	}
+	return json.Unmarshal(raw, v)
+}
 
 // wireClaims is the payload as sent.
 type wireClaims struct {
@@ -68,6 +80,10 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 	}
 	a.set = true
 	if len(b) > 0 && b[0] == '"' {
+		if s, ok := plainString(b); ok {
+			a.list = []string{s}
+			return nil
+		}
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
 			return err
@@ -76,6 +92,21 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	return json.Unmarshal(b, &a.list)
+}
+
+// plainString returns the value of a JSON string literal without escapes
+// or control characters, saving a nested decoder for the common case.
+func plainString(b []byte) (string, bool) {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return "", false
+	}
+	inner := b[1 : len(b)-1]
+	for _, c := range inner {
+		if c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			return "", false
+		}
+	}
+	return string(inner), true
 }
 
 // numericDate is a JSON number of seconds since the epoch (RFC 7519 §2).
@@ -128,10 +159,10 @@ func (w *wireClaims) missingClaim() string {
 	return ""
 }
 
-func (w *wireClaims) claims(raw []byte) *Claims {
+func (w *wireClaims) claims(payload string) *Claims {
 	c := &Claims{
 		Issuer: w.Iss, Subject: w.Sub, Audience: w.Aud.list, ExpiresAt: w.Exp.t, IssuedAt: w.Iat.t,
-		ID: w.Jti, ClientID: w.ClientID, Scope: w.Scope, Roles: w.Roles, SessionID: w.Sid, raw: raw,
+		ID: w.Jti, ClientID: w.ClientID, Scope: w.Scope, Roles: w.Roles, SessionID: w.Sid, payload: payload,
 	}
 	if w.Nbf.set {
 		c.NotBefore = w.Nbf.t

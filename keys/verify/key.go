@@ -13,8 +13,6 @@ import (
 	"fmt"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"golang.org/x/crypto/cryptobyte"
-	casn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // Algorithms lists the JWS algorithms a key may declare. Every one is
@@ -185,28 +183,53 @@ func hashInto(dst []byte, h crypto.Hash, input []byte) []byte {
 }
 
 // rawToDER converts the JWS form of an ECDSA signature (R || S, each size
-// bytes, RFC 7518 §3.4) into ASN.1 DER.
+// bytes, RFC 7518 §3.4) into ASN.1 DER: SEQUENCE { INTEGER r, INTEGER s }.
 func rawToDER(sig []byte, size int) ([]byte, bool) {
-	var b cryptobyte.Builder
-	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		addUnsigned(b, sig[:size])
-		addUnsigned(b, sig[size:])
-	})
-	der, err := b.Bytes()
-	return der, err == nil
+	r, s := minimalInt(sig[:size]), minimalInt(sig[size:])
+	body := intLen(r) + intLen(s)
+	if body > 255 {
+		return nil, false
+	}
+	der := make([]byte, 0, 3+body)
+	der = append(der, 0x30)
+	if body >= 0x80 {
+		der = append(der, 0x81)
+	}
+	der = append(der, byte(body))
+	der = appendInt(der, r)
+	der = appendInt(der, s)
+	return der, true
 }
 
-// addUnsigned adds a big-endian unsigned integer as a minimal ASN.1 INTEGER.
-func addUnsigned(b *cryptobyte.Builder, v []byte) {
+// minimalInt drops leading zero bytes, keeping at least one.
+func minimalInt(v []byte) []byte {
 	for len(v) > 1 && v[0] == 0 {
 		v = v[1:]
 	}
-	b.AddASN1(casn1.INTEGER, func(b *cryptobyte.Builder) {
-		if v[0]&0x80 != 0 {
-			b.AddUint8(0)
-		}
-		b.AddBytes(v)
-	})
+	return v
+}
+
+// intLen is the DER size of the INTEGER of the unsigned big-endian v
+// (v is at most 66 bytes, so the length fits one byte).
+func intLen(v []byte) int {
+	n := len(v)
+	if v[0]&0x80 != 0 {
+		n++
+	}
+	return 2 + n
+}
+
+func appendInt(der, v []byte) []byte {
+	n := len(v)
+	pad := v[0]&0x80 != 0
+	if pad {
+		n++
+	}
+	der = append(der, 0x02, byte(n))
+	if pad {
+		der = append(der, 0)
+	}
+	return append(der, v...)
 }
 
 func contains(list []string, s string) bool {

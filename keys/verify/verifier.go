@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,6 +44,9 @@ type Config struct {
 // Verifier checks RFC 9068 JWT access tokens against a key set. It is safe
 // for concurrent use.
 type Verifier struct {
+	// headers caches the protected headers of verified tokens (an issuer
+	// uses a handful), so a token whose header was seen skips its decoding.
+	headers  atomic.Pointer[map[string]jwsHeader]
 	keys     KeySet
 	issuer   string
 	audience string
@@ -76,7 +81,9 @@ func New(keys KeySet, cfg Config) (*Verifier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Verifier{keys: keys, issuer: cfg.Issuer, audience: cfg.Audience, leeway: cfg.Leeway, now: cfg.Now}, nil
+	v := &Verifier{keys: keys, issuer: cfg.Issuer, audience: cfg.Audience, leeway: cfg.Leeway, now: cfg.Now}
+	v.headers.Store(&map[string]jwsHeader{})
+	return v, nil
 }
 
 // jwsHeader is the part of the protected header read. jku, x5u, x5c and jwk
@@ -108,16 +115,12 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if dot2 < 0 || dot2 == len(token)-1 || strings.IndexByte(token[dot2+1:], '.') >= 0 {
 		return nil, fmt.Errorf("%w: not a compact JWS", ErrMalformed)
 	}
-	rawHeader, err := b64.DecodeString(token[:dot1])
-	if err != nil {
-		return nil, fmt.Errorf("%w: header is not base64url", ErrMalformed)
-	}
-	var h jwsHeader
-	if err := json.Unmarshal(rawHeader, &h); err != nil {
-		return nil, fmt.Errorf("%w: header is not a JSON object", ErrMalformed)
-	}
-	if h.Crit != nil || h.B64 != nil {
-		return nil, fmt.Errorf("%w: crit and b64 headers are not supported", ErrMalformed)
+	h, known := (*v.headers.Load())[token[:dot1]]
+	if !known {
+		var err error
+		if h, err = parseHeader(token[:dot1]); err != nil {
+			return nil, err
+		}
 	}
 	if algSpecs[h.Alg] == nil {
 		return nil, fmt.Errorf("%w: the token's algorithm is not accepted", ErrBadSignature)
@@ -129,23 +132,41 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if key.spec.name != h.Alg {
 		return nil, fmt.Errorf("%w: the token's alg is not its key's algorithm", ErrBadSignature)
 	}
-	sig, err := b64.DecodeString(token[dot2+1:])
+	// One pooled buffer holds the token's bytes, then the decoded signature
+	// and payload: nothing of it outlives this call (json copies strings).
+	bufp := scratch.Get().(*[]byte)
+	defer releaseScratch(bufp)
+	need := len(token) + b64.DecodedLen(len(token)-dot2-1) + b64.DecodedLen(dot2-dot1-1)
+	if cap(*bufp) < need {
+		*bufp = make([]byte, 0, need)
+	}
+	buf := (*bufp)[:need]
+	tok := buf[:copy(buf, token)]
+	rest := buf[len(tok):]
+	n, err := b64.Decode(rest, tok[dot2+1:])
 	if err != nil {
 		return nil, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
 	}
-	if !key.verifySignature([]byte(token[:dot2]), sig) {
+	sig, rest := rest[:n], rest[n:]
+	if !key.verifySignature(tok[:dot2], sig) {
 		return nil, ErrBadSignature
+	}
+	if !known {
+		v.rememberHeader(token[:dot1], h)
 	}
 	if !isAccessTokenType(h.Typ) {
 		return nil, ErrWrongType
 	}
-	payload, err := b64.DecodeString(token[dot1+1 : dot2])
+	n, err = b64.Decode(rest, tok[dot1+1:dot2])
 	if err != nil {
 		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
 	}
 	var w wireClaims
-	if err := json.Unmarshal(payload, &w); err != nil {
-		return nil, fmt.Errorf("%w: payload is not a JSON object of valid claims", ErrMalformed)
+	if !scanClaims(rest[:n], &w) {
+		w = wireClaims{}
+		if err := json.Unmarshal(rest[:n], &w); err != nil {
+			return nil, fmt.Errorf("%w: payload is not a JSON object of valid claims", ErrMalformed)
+		}
 	}
 	if missing := w.missingClaim(); missing != "" {
 		return nil, fmt.Errorf("%w: claim %s is missing", ErrMalformed, missing)
@@ -166,7 +187,60 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if now.Add(v.leeway).Before(w.Iat.t) {
 		return nil, fmt.Errorf("%w: iat is in the future", ErrNotYetValid)
 	}
-	return w.claims(payload), nil
+	return w.claims(token[dot1+1 : dot2]), nil
+}
+
+// scratch holds per-call buffers of Verify.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+func releaseScratch(b *[]byte) {
+	if cap(*b) <= 2*MaxTokenSize {
+		scratch.Put(b)
+	}
+}
+
+// parseHeader decodes a protected header.
+func parseHeader(seg string) (jwsHeader, error) {
+	var h jwsHeader
+	raw, err := b64.DecodeString(seg)
+	if err != nil {
+		return h, fmt.Errorf("%w: header is not base64url", ErrMalformed)
+	}
+	if err := json.Unmarshal(raw, &h); err != nil {
+		return h, fmt.Errorf("%w: header is not a JSON object", ErrMalformed)
+	}
+	if h.Crit != nil || h.B64 != nil {
+		return h, fmt.Errorf("%w: crit and b64 headers are not supported", ErrMalformed)
+	}
+	return h, nil
+}
+
+// Header cache bounds: entries, and the size of a header worth caching.
+const (
+	maxCachedHeaders   = 64
+	maxCachedHeaderLen = 512
+)
+
+// rememberHeader caches the header of a token whose signature verified (so
+// only the issuer can add entries). The map is copied on write; when full
+// it starts over.
+func (v *Verifier) rememberHeader(seg string, h jwsHeader) {
+	if len(seg) > maxCachedHeaderLen {
+		return
+	}
+	for {
+		old := v.headers.Load()
+		next := make(map[string]jwsHeader, len(*old)+1)
+		if len(*old) < maxCachedHeaders {
+			for k, e := range *old {
+				next[k] = e
+			}
+		}
+		next[strings.Clone(seg)] = h
+		if v.headers.CompareAndSwap(old, &next) {
+			return
+		}
+	}
 }
 
 // isAccessTokenType reports whether typ is at+jwt, compared as RFC 7515
