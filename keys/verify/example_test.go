@@ -1,0 +1,132 @@
+package verify_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/keys/verify"
+)
+
+// A resource server finds the issuer's keys through discovery and checks
+// each token offline.
+func ExampleNew() {
+	keys, err := verify.NewRemoteKeySet(verify.RemoteKeySetOptions{Issuer: "https://auth.example.com"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer keys.Close()
+	v, err := verify.New(keys, verify.Config{Issuer: "https://auth.example.com", Audience: "api"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	claims, err := v.Verify(context.Background(), os.Getenv("ACCESS_TOKEN"))
+	switch {
+	case errors.Is(err, verify.ErrExpired):
+		fmt.Println("expired: refresh it")
+	case err != nil:
+		fmt.Println("refused:", err)
+	default:
+		fmt.Println(claims.Subject, claims.Scopes, claims.Roles)
+	}
+}
+
+// Waiting for the first key set at start-up is optional: Verify fetches it
+// on demand. A short timeout keeps start-up from hanging on a down issuer.
+func ExampleRemoteKeySet_Refresh() {
+	keys, err := verify.NewRemoteKeySet(verify.RemoteKeySetOptions{
+		JWKSURL:            "https://auth.example.com/.well-known/jwks.json",
+		UnknownKIDInterval: 30 * time.Second,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer keys.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := keys.Refresh(ctx); err != nil {
+		log.Printf("JWKS not available yet (%v); it keeps being fetched in the background", err)
+	}
+}
+
+// The guard turns requirements into RFC 6750 answers; handlers read the
+// verified claims from the request context.
+func ExampleNewGuard() {
+	keys, err := verify.NewRemoteKeySet(verify.RemoteKeySetOptions{Issuer: "https://auth.example.com"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer keys.Close()
+	v, err := verify.New(keys, verify.Config{Issuer: "https://auth.example.com", Audience: "api"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// "admin or higher" needs the levels of the roles, as in the Portcullis policy file.
+	levels := verify.RoleLevels{"super_admin": 100, "admin": 80, "editor": 20, "viewer": 10}
+	g := verify.NewGuard(v, verify.GuardOptions{Roles: levels})
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /me", g.Authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := verify.ClaimsFromContext(r.Context())
+		_ = json.NewEncoder(w).Encode(map[string]any{"sub": c.Subject, "roles": c.Roles})
+	})))
+	mux.Handle("GET /projects", g.RequireScope("projects:read")(http.HandlerFunc(listProjects)))
+	mux.Handle("POST /projects", g.RequireScope("projects:write")(http.HandlerFunc(createProject)))
+	mux.Handle("GET /admin/metrics", g.RequireRole("admin")(http.HandlerFunc(metrics)))
+	log.Fatal(http.ListenAndServe("127.0.0.1:8081", mux))
+}
+
+// Requirements combine: here an editor may archive a project, and so may
+// anyone holding projects:admin, but only with a token the issuer confirms
+// is still active.
+func ExampleGuard_Require() {
+	var g *verify.Guard // from NewGuard, with GuardOptions.Introspector set
+	archive := g.Require(
+		verify.Any(verify.Role("editor"), verify.Scope("projects:admin")),
+		verify.Online(),
+	)
+	http.Handle("POST /projects/{id}/archive", archive(http.HandlerFunc(createProject)))
+}
+
+// Routes that must see a revocation at once ask the issuer's introspection
+// endpoint, with the resource server's own confidential client.
+func ExampleNewIntrospector() {
+	in, err := verify.NewIntrospector(verify.IntrospectorOptions{
+		Issuer:       "https://auth.example.com", // introspection_endpoint from discovery
+		ClientID:     "projects-api",
+		ClientSecret: os.Getenv("PROJECTS_API_CLIENT_SECRET"),
+		CacheTTL:     5 * time.Second,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var v *verify.Verifier // from New
+	g := verify.NewGuard(v, verify.GuardOptions{Introspector: in})
+	http.Handle("DELETE /projects/{id}", g.Require(verify.Scope("projects:write"), verify.Online())(http.HandlerFunc(createProject)))
+}
+
+// The role levels can come from the same policy file Portcullis runs with.
+func ExampleLoadRoleLevels() {
+	levels, err := verify.LoadRoleLevels("docs/examples/demo-policy.yaml")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(levels.AtLeast([]string{"super_admin"}, "admin"))
+}
+
+// Denials can be logged and counted; the Denial never holds the token.
+func ExampleGuardOptions_onDenied() {
+	opts := verify.GuardOptions{OnDenied: func(r *http.Request, d *verify.Denial) {
+		log.Printf("%s %s refused: %d %v", r.Method, r.URL.Path, d.Status, d.Err)
+	}}
+	_ = opts
+}
+
+func listProjects(w http.ResponseWriter, r *http.Request)  {}
+func createProject(w http.ResponseWriter, r *http.Request) {}
+func metrics(w http.ResponseWriter, r *http.Request)       {}
