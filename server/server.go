@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -41,8 +40,6 @@ type Server struct {
 	log     *slog.Logger
 	checks  []Check
 	metrics *metrics.Metrics
-
-	routesMu sync.Mutex
 }
 
 // Options are the parts the server is built from.

@@ -72,13 +72,6 @@ func (s *Service) accessTTL(c store.Client) int64 {
 	return int64(s.cfg.AccessTokenTTL.Seconds())
 }
 
-func lookupFailure(ctx context.Context, err error) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	return apierr.ErrTemporarilyUnavailable.WithCause(err)
-}
-
 // plausibleClientID reports whether id has the shape every client id has
 // (3–64 characters of a-z 0-9 . _ -); anything else cannot name a client.
 func plausibleClientID(id string) bool {

@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -178,9 +177,4 @@ func secretMatches(secret string, hash []byte) bool {
 		return false
 	}
 	return subtle.ConstantTimeCompare(HashSecret(secret), hash) == 1
-}
-
-// isUnavailable reports whether err means a dependency could not answer.
-func isUnavailable(err error) bool {
-	return err != nil && !errors.Is(err, store.ErrNotFound)
 }

@@ -114,8 +114,6 @@ func unavailable(op string, err error) error {
 	return fmt.Errorf("redis token state: %s: %w: %w", op, store.ErrUnavailable, err)
 }
 
-func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
-
 // CreateFamily implements store.TokenState. It fails with store.ErrAlreadyExists
 // when the id is taken. An IdleTTL of zero means no idle expiry. The
 // family's keys expire with it (Redis TTL from CreatedAt, not Redis's clock).

@@ -75,14 +75,6 @@ func ms(t time.Time) time.Time {
 	return time.UnixMilli(t.UnixMilli()).UTC()
 }
 
-func msPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	v := ms(*t)
-	return &v
-}
-
 // dbErr wraps a database error with context, marking unreachable databases
 // with store.ErrUnavailable.
 func dbErr(what string, err error) error {
