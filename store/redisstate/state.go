@@ -321,6 +321,7 @@ func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff ti
 		return errors.Join(logErr, unavailable("revoke user sessions: list sessions", err))
 	}
 	var stale []interface{}
+	var ended []string
 	for _, sid := range sids {
 		if !validFamilyID(sid) {
 			continue
@@ -331,11 +332,18 @@ func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff ti
 		}
 		if n == 0 {
 			stale = append(stale, sid)
+		} else {
+			ended = append(ended, sid)
 		}
 	}
 	if len(stale) > 0 {
 		// Families that expired: drop them from the index (best effort).
 		_ = s.c.SRem(ctx, s.userSidsKey(userID), stale...).Err()
+	}
+	// Revoke the sessions' access tokens too, as the SQL state does: a token
+	// issued by a rotation racing this call, after the cut-off, still dies.
+	if len(ended) > 0 {
+		logErr = errors.Join(logErr, s.revokeSessions(ctx, ended, cutoff))
 	}
 	return logErr
 }
