@@ -1,0 +1,210 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/portcullis-auth/portcullis/keys/verify"
+)
+
+// config holds the settings.
+type config struct {
+	Addr     string
+	Issuer   string
+	Audience string
+}
+
+// loadConfig reads DEMO_API_… settings through lookup, reporting every bad one at once.
+func loadConfig(lookup func(string) (string, bool)) (config, error) {
+	get := func(name, def string) string {
+		if v, ok := lookup(name); ok && v != "" {
+			return v
+		}
+		return def
+	}
+	cfg := config{
+		Addr:     get("DEMO_API_ADDR", "127.0.0.1:8081"),
+		Issuer:   get("DEMO_API_ISSUER", "http://127.0.0.1:8080"),
+		Audience: get("DEMO_API_AUDIENCE", "api"),
+	}
+	var errs []error
+	if _, port, err := net.SplitHostPort(cfg.Addr); err != nil || port == "" {
+		errs = append(errs, fmt.Errorf("DEMO_API_ADDR %q is not host:port", cfg.Addr))
+	}
+	if u, err := url.Parse(cfg.Issuer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("DEMO_API_ISSUER %q is not an http(s) URL", cfg.Issuer))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// roleLevels are the levels of docs/examples/demo-policy.yaml, so that
+// "admin or higher" admits super_admin (a test keeps them in step with the file).
+var roleLevels = verify.RoleLevels{"super_admin": 100, "admin": 80, "editor": 20, "viewer": 10}
+
+// project is the demo's one resource.
+type project struct {
+	ID        int       `json:"id"`
+	Name      string    `json:"name"`
+	Owner     string    `json:"owner"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// api is the demo resource server: its handler and the key set it owns.
+type api struct {
+	handler http.Handler
+	keys    *verify.RemoteKeySet
+	log     *slog.Logger
+	now     func() time.Time
+	started time.Time
+
+	mu       sync.Mutex
+	projects []project
+
+	requests atomic.Int64
+	denied   sync.Map // status → *atomic.Int64
+}
+
+// newAPI builds the demo for cfg. now is the clock of token checks (tests
+// move it to expire tokens without waiting). Close releases the key set.
+func newAPI(cfg config, now func() time.Time, log *slog.Logger) (*api, error) {
+	keys, err := verify.NewRemoteKeySet(verify.RemoteKeySetOptions{Issuer: cfg.Issuer, Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("key set: %w", err)
+	}
+	v, err := verify.New(keys, verify.Config{Issuer: cfg.Issuer, Audience: cfg.Audience, Now: now})
+	if err != nil {
+		keys.Close()
+		return nil, fmt.Errorf("verifier: %w", err)
+	}
+	a := &api{keys: keys, log: log, now: now, started: now()}
+	g := verify.NewGuard(v, verify.GuardOptions{Roles: roleLevels, OnDenied: a.onDenied})
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /me", g.Authenticate(http.HandlerFunc(a.me)))
+	mux.Handle("GET /projects", g.RequireScope("projects:read")(http.HandlerFunc(a.listProjects)))
+	mux.Handle("POST /projects", g.RequireScope("projects:write")(http.HandlerFunc(a.createProject)))
+	mux.Handle("GET /admin/metrics", g.RequireRole("admin")(http.HandlerFunc(a.metrics)))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "No such route.")
+	})
+	a.handler = mux
+	return a, nil
+}
+
+// Close stops the key set's background refresh.
+func (a *api) Close() { a.keys.Close() }
+
+// ServeHTTP counts the request and routes it.
+func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.requests.Add(1)
+	a.handler.ServeHTTP(w, r)
+}
+
+// onDenied counts and logs refusals: why, never the token.
+func (a *api) onDenied(r *http.Request, d *verify.Denial) {
+	n, _ := a.denied.LoadOrStore(d.Status, new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
+	level := slog.LevelInfo
+	if d.Status == http.StatusServiceUnavailable {
+		level = slog.LevelWarn
+	}
+	a.log.Log(r.Context(), level, "request refused", "method", r.Method, "path", r.URL.Path, "status", d.Status, "error", d.Code, "reason", d.Err)
+}
+
+func claimsOf(r *http.Request) *verify.Claims {
+	c, _ := verify.ClaimsFromContext(r.Context())
+	return c
+}
+
+func (a *api) me(w http.ResponseWriter, r *http.Request) {
+	c := claimsOf(r)
+	roles := c.Roles
+	if roles == nil {
+		roles = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sub": c.Subject, "client_id": c.ClientID, "roles": roles, "scope": c.Scope})
+}
+
+func (a *api) listProjects(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	items := slices.Clone(a.projects)
+	a.mu.Unlock()
+	if items == nil {
+		items = []project{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+}
+
+// maxProjectName bounds a project name (characters).
+const maxProjectName = 100
+
+func (a *api) createProject(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Name string `json:"name"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil || dec.More() {
+		writeError(w, http.StatusBadRequest, "invalid_request", `Send a JSON object {"name": "..."}.`)
+		return
+	}
+	if n := utf8.RuneCountInString(in.Name); n == 0 || n > maxProjectName {
+		writeError(w, http.StatusBadRequest, "invalid_request", "A project name has 1 to "+strconv.Itoa(maxProjectName)+" characters.")
+		return
+	}
+	a.mu.Lock()
+	p := project{ID: len(a.projects) + 1, Name: in.Name, Owner: claimsOf(r).Subject, CreatedAt: a.now().UTC()}
+	a.projects = append(a.projects, p)
+	a.mu.Unlock()
+	writeJSON(w, http.StatusCreated, p)
+}
+
+func (a *api) metrics(w http.ResponseWriter, r *http.Request) {
+	denied := map[string]int64{}
+	a.denied.Range(func(k, v any) bool {
+		denied[strconv.Itoa(k.(int))] = v.(*atomic.Int64).Load()
+		return true
+	})
+	a.mu.Lock()
+	projects := len(a.projects)
+	a.mu.Unlock()
+	kids := a.keys.KIDs()
+	slices.Sort(kids)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"requests":       a.requests.Load(),
+		"denied":         denied,
+		"projects":       projects,
+		"jwks_fetches":   a.keys.Fetches(),
+		"signing_keys":   kids,
+		"uptime_seconds": int64(a.now().Sub(a.started).Seconds()),
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status, body = http.StatusInternalServerError, []byte(`{"error":"server_error","error_description":"Internal error."}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, code, desc string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
