@@ -51,6 +51,7 @@ func (c *offsetClock) Set(d time.Duration) { c.offset.Store(int64(d)) }
 // stack is a Portcullis on PostgreSQL + Redis with the demo policy, users
 // of each demo role and clients, and the demo API in front of it.
 type stack struct {
+	env     st.Env
 	in      *st.Instance
 	pc      *st.Client // talks to Portcullis (checked against its OpenAPI description)
 	secrets map[string]string
@@ -70,7 +71,7 @@ func startStack(t *testing.T, settings map[string]string) *stack {
 	}
 	in := st.Start(t, env)
 	fx := st.NewFixtures(t, in.App.Core)
-	s := &stack{in: in, pc: in.Client(t), secrets: map[string]string{}, users: map[string]store.User{}, clock: &offsetClock{}, logs: &st.SyncBuffer{}}
+	s := &stack{env: env, in: in, pc: in.Client(t), secrets: map[string]string{}, users: map[string]store.User{}, clock: &offsetClock{}, logs: &st.SyncBuffer{}}
 	for _, role := range []string{"viewer", "editor", "admin", "super_admin"} {
 		s.users[role] = fx.User(t, role+"@example.com", password, role)
 	}
@@ -493,6 +494,39 @@ func TestBinary(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "DEMO_API_ADDR") || !strings.Contains(string(out), "DEMO_API_ISSUER") {
 		t.Fatalf("bad settings: %v %s", err, out)
 	}
+}
+
+// TestQuickstartScript runs docs/examples/demo-quickstart.sh (the README's
+// curl tour) against Portcullis and the demo API, with the real CLI.
+func TestQuickstartScript(t *testing.T) {
+	s := startStack(t, nil)
+	cmd := exec.Command("bash", "../../docs/examples/demo-quickstart.sh")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PORTCULLIS") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	for k, v := range s.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	// The stack already has a super_admin, so bootstrap keeps it and the tour logs in as it.
+	cmd.Env = append(cmd.Env, "PORTCULLIS="+st.Binary(t), "ISSUER="+s.in.Config.Issuer, "API="+s.apiURL,
+		"EMAIL=super_admin@example.com", "PASSWORD="+password)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo-quickstart.sh: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"GET   /me             -> 401  WWW-Authenticate: Bearer\n",
+		`POST  /projects       -> 403  WWW-Authenticate: Bearer error="insufficient_scope", scope="projects:write"`,
+		`GET   /me             -> 401  WWW-Authenticate: Bearer error="invalid_token", error_description="The access token's signature is invalid."`,
+		"all answers as expected",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("%s", out)
 }
 
 func TestLoadConfig(t *testing.T) {
