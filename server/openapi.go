@@ -317,7 +317,7 @@ func RenderAPIReference(doc []byte) ([]byte, error) {
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("the OpenAPI document has no paths")
 	}
-	for _, path := range sortedKeys(paths) {
+	for _, path := range pathOrder(doc, paths) {
 		item := mapOf(paths[path])
 		for _, method := range methodOrder {
 			om := mapOf(item[method])
@@ -391,6 +391,29 @@ func RenderAPIReference(doc []byte) ([]byte, error) {
 		return nil, fmt.Errorf("render the reference page: %w", err)
 	}
 	return out.Bytes(), nil
+}
+
+// pathOrder lists the paths in the order the document writes them (a Go map
+// forgets it), so the page follows the document.
+func pathOrder(doc []byte, paths map[string]any) []string {
+	var root yaml.Node
+	if err := yaml.Unmarshal(doc, &root); err != nil || len(root.Content) == 0 {
+		return sortedKeys(paths)
+	}
+	top := root.Content[0]
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if top.Content[i].Value != "paths" {
+			continue
+		}
+		var out []string
+		for j := 0; j+1 < len(top.Content[i+1].Content); j += 2 {
+			out = append(out, top.Content[i+1].Content[j].Value)
+		}
+		if len(out) == len(paths) {
+			return out
+		}
+	}
+	return sortedKeys(paths)
 }
 
 func (sp spec) media(content map[string]any) []refMedia {

@@ -264,6 +264,9 @@ func TestOpenAPICheck(t *testing.T) {
 		{"ok/options_known_path", "OPTIONS", "/admin/users/usr_1", nil, 204, http.Header{"Allow": {"GET, PATCH, DELETE"}}, ``, true},
 		{"ok/headers_too_large_any_path", "GET", "/userinfo", nil, 431, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, "431 Request Header Fields Too Large", true},
 		{"fail/headers_too_large_other_body", "GET", "/userinfo", nil, 431, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, "nope", false},
+		{"ok/not_modified", "GET", "/.well-known/jwks.json", http.Header{"If-None-Match": {`"x"`}}, 304, http.Header{"Etag": {`"x"`}}, ``, true},
+		{"fail/not_modified_undocumented", "GET", "/healthz", http.Header{"If-None-Match": {`"x"`}}, 304, http.Header{}, ``, false},
+		{"ok/escaped_slash_in_id", "GET", "/admin/users/a%2Fb", nil, 401, http.Header{"Content-Type": {"application/json"}, "Www-Authenticate": {`Bearer realm="portcullis"`}}, `{"error":"unauthorized"}`, true},
 		{"fail/metrics_as_json", "GET", "/metrics", nil, 200, jsonHdr, `{}`, false},
 		{"ok/metrics", "GET", "/metrics", nil, 200, http.Header{"Content-Type": {"text/plain; version=0.0.4; charset=utf-8"}}, "# HELP x y\n", true},
 	} {
