@@ -132,9 +132,9 @@ func (r *roleDef) public() Role {
 		Name:         r.name,
 		Level:        r.level,
 		Description:  r.description,
-		Permissions:  slices.Clone(r.perms),
-		Inherits:     slices.Clone(r.inherits),
-		AssignableBy: slices.Clone(r.assignableBy),
+		Permissions:  nonNil(slices.Clone(r.perms)),
+		Inherits:     nonNil(slices.Clone(r.inherits)),
+		AssignableBy: nonNil(slices.Clone(r.assignableBy)),
 	}
 }
 
@@ -153,4 +153,12 @@ func (p *Policy) Permissions(roles []string) []string {
 		}
 	}
 	return sortedSet(lists...)
+}
+
+// nonNil turns a nil list into an empty one, so JSON shows [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

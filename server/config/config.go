@@ -163,7 +163,7 @@ var settings = []Setting{
 		}
 		return errors.New("expects RS256, ES256 or EdDSA")
 	}},
-	{Env: "PORTCULLIS_RSA_BITS", Default: "2048", Help: "RSA key size for RS256 keys: 2048 or 3072", apply: func(c *Config, v string) error {
+	{Env: "PORTCULLIS_RSA_BITS", Default: "2048", Help: "RSA key size for RS256 keys: 2048, 3072 or 4096", apply: func(c *Config, v string) error {
 		switch v {
 		case "2048", "3072", "4096":
 			c.RSABits, _ = strconv.Atoi(v)
