@@ -74,6 +74,7 @@ type audience struct {
 	set  bool
 }
 
+// UnmarshalJSON accepts a string or an array of strings.
 func (a *audience) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
@@ -117,6 +118,8 @@ type numericDate struct {
 
 var errNumericDate = errors.New("not a NumericDate")
 
+// UnmarshalJSON accepts a non-negative integer or fraction of seconds; null
+// leaves the date unset.
 func (d *numericDate) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
