@@ -26,9 +26,8 @@ type KeySource interface {
 
 // DiscoveryOptions describe what the discovery document advertises.
 type DiscoveryOptions struct {
-	Issuer       string
-	JWKSMaxAge   time.Duration
-	Registration bool
+	Issuer     string
+	JWKSMaxAge time.Duration
 }
 
 // discovery serves the JWKS and the metadata documents from cached bytes:

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -88,6 +89,17 @@ func (p Params) String() string {
 type Hasher struct {
 	params Params
 	dummy  string // a hash of a random password, verified by DummyVerify
+	// slots bounds the hashes computed at once to the number of CPUs: each
+	// argon2id run takes Memory KiB, and running more at once than there are
+	// cores only adds memory churn and cache misses, not throughput.
+	slots chan struct{}
+}
+
+// compute runs one hash under a slot.
+func (h *Hasher) compute(f func()) {
+	h.slots <- struct{}{}
+	defer func() { <-h.slots }()
+	f()
 }
 
 // NewHasher returns a Hasher for the parameters; it computes one dummy hash, so it costs one hash.
@@ -95,7 +107,7 @@ func NewHasher(p Params) (*Hasher, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("password hasher: %w", err)
 	}
-	h := &Hasher{params: p}
+	h := &Hasher{params: p, slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
 	dummy, err := h.Hash(rand.Text())
 	if err != nil {
 		return nil, fmt.Errorf("password hasher: dummy hash: %w", err)
@@ -118,7 +130,10 @@ func (h *Hasher) Hash(password string) (string, error) {
 		return "", fmt.Errorf("password: salt: %w", err)
 	}
 	p := h.params
-	key := argon2.IDKey([]byte(norm.NFKC.String(password)), salt, p.Time, p.Memory, p.Threads, p.KeyLength)
+	var key []byte
+	h.compute(func() {
+		key = argon2.IDKey([]byte(norm.NFKC.String(password)), salt, p.Time, p.Memory, p.Threads, p.KeyLength)
+	})
 	return encodePHC("argon2id", p, salt, key), nil
 }
 
@@ -177,7 +192,8 @@ func (h *Hasher) verifyOne(hash, password string) (ok, needsRehash bool, err err
 		if err != nil {
 			return false, false, err
 		}
-		got := argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
+		var got []byte
+		h.compute(func() { got = argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key))) })
 		if subtle.ConstantTimeCompare(got, key) != 1 {
 			return false, false, nil
 		}
@@ -187,11 +203,13 @@ func (h *Hasher) verifyOne(hash, password string) (ok, needsRehash bool, err err
 		if err != nil {
 			return false, false, err
 		}
-		got := argon2.Key([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
+		var got []byte
+		h.compute(func() { got = argon2.Key([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key))) })
 		ok := subtle.ConstantTimeCompare(got, key) == 1
 		return ok, ok, nil
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
-		err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password))
+		var err error
+		h.compute(func() { err = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) })
 		switch {
 		case err == nil:
 			return true, true, nil

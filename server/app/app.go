@@ -175,26 +175,32 @@ func keyEncryptionKey(cfg config.Config, log *slog.Logger) (string, error) {
 // State is the token state.
 type State = store.TokenState
 
+// TokenStates is the token state a process uses, and the SQL token state
+// beside it (the durable revocation log with Redis, and what Purge cleans).
+type TokenStates struct {
+	State State
+	SQL   *sqlstate.State
+	Close func() error
+}
+
 // OpenTokenState returns the Redis token state (with durable revocations in
 // the database) when PORTCULLIS_REDIS_URL is set, else the SQL token state.
-func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (State, func() error, error) {
-	sql := sqlstate.New(st.DB(), sqlstate.WithMaxAccessTokenTTL(maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)))
+func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (TokenStates, error) {
+	maxTTL := maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)
+	sql := sqlstate.New(st.DB(), sqlstate.WithMaxAccessTokenTTL(maxTTL))
 	if cfg.RedisURL == "" {
-		return sql, func() error { return nil }, nil
+		return TokenStates{State: sql, SQL: sql, Close: func() error { return nil }}, nil
 	}
 	client, err := redisstate.NewClient(cfg.RedisURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("PORTCULLIS_REDIS_URL: %w", err)
+		return TokenStates{}, fmt.Errorf("PORTCULLIS_REDIS_URL: %w", err)
 	}
 	if m != nil {
 		client.AddHook(m.RedisHook())
 	}
-	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql,
-		MaxAccessTokenTTL: maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)})
-	return rs, func() error { return closeRedis(client) }, nil
+	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql, MaxAccessTokenTTL: maxTTL})
+	return TokenStates{State: rs, SQL: sql, Close: client.Close}, nil
 }
-
-func closeRedis(c redis.UniversalClient) error { return c.Close() }
 
 // quietRedisLogger drops go-redis's own log lines (printed to stderr outside
 // the structured log); every Redis failure reaches callers as an error.
@@ -207,38 +213,43 @@ func init() { redis.SetLogger(quietRedisLogger{}) }
 // App is a complete server process.
 type App struct {
 	*Core
-	Server     *server.Server
-	Tokens     *token.Service
-	State      State
-	Accounts   *accounts.Service
-	closeState func() error
-	purger     *sqlstate.State
+	Server   *server.Server
+	Tokens   *token.Service
+	State    State
+	Accounts *accounts.Service
+	states   TokenStates
 }
 
 // Build opens everything and mounts every endpoint.
-func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, error) {
+func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, err error) {
 	core, err := OpenCore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	cleanups := []func() error{core.Close}
+	defer func() {
+		if err != nil {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				_ = cleanups[i]()
+			}
+		}
+	}()
 	m := metrics.New(core.Keys.ActiveKeyAge)
 	if err := m.InstrumentGORM(core.Store.DB()); err != nil {
-		_ = core.Close()
 		return nil, fmt.Errorf("instrument the database: %w", err)
 	}
-	state, closeState, err := OpenTokenState(cfg, core.Store, m)
+	states, err := OpenTokenState(cfg, core.Store, m)
 	if err != nil {
-		_ = core.Close()
 		return nil, err
 	}
+	cleanups = append(cleanups, states.Close)
 	var limiter *ratelimit.Limiter
 	if cfg.RateLimits {
-		limiter = ratelimit.New(state, ratelimit.DefaultRules(cfg.LoginFailureLimit), m.RateLimited)
+		limiter = ratelimit.New(states.State, ratelimit.DefaultRules(cfg.LoginFailureLimit), m.RateLimited)
 	}
 	hasher, err := NewHasher(cfg)
 	if err != nil {
-		_ = core.Close()
-		return nil, fmt.Errorf("password hashing settings: %w", err)
+		return nil, err
 	}
 	clientCache := clients.NewCache(core.Store, ClientCacheTTL)
 	tokens := token.NewService(token.Config{
@@ -246,37 +257,29 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (*App, erro
 		IDTokenTTL: cfg.IDTokenTTL, RefreshIdleTTL: cfg.RefreshIdleTTL, RefreshMaxAge: cfg.RefreshMaxAge,
 		RefreshReuseGrace: cfg.RefreshReuseGrace,
 	}, token.Deps{
-		Clients: clientCache, Users: core.Store, State: state, Signer: core.Keys, Sealer: core.KEKs,
+		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Throttle: limiter,
 	})
 	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m, Checks: []server.Check{
 		{Name: "database", Check: core.Store.Ping},
-		{Name: "token_state", Check: state.Ping},
+		{Name: "token_state", Check: states.State.Ping},
 	}})
-	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge,
-		Registration: cfg.PublicRegistration})
+	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge})
 	srv.MountOAuth(tokens)
 	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, limiter)
 	if err != nil {
-		_ = closeState()
-		_ = core.Close()
 		return nil, err
 	}
 	srv.MountAccounts(acc, tokens)
 	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Users: core.Store,
 		Passwords: hasher, Throttle: limiter, Audit: core.Audit, Logger: log}); err != nil {
-		_ = closeState()
-		_ = core.Close()
 		return nil, err
 	}
 	srv.MountAdmin(acc, tokens)
 	if err := srv.MountOpenAPI(); err != nil {
-		_ = closeState()
-		_ = core.Close()
 		return nil, err
 	}
-	return &App{Core: core, Server: srv, Tokens: tokens, State: state, Accounts: acc, closeState: closeState,
-		purger: sqlstate.New(core.Store.DB())}, nil
+	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, states: states}, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client
@@ -366,7 +369,7 @@ func (a *App) purgeLoop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := a.purger.Purge(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			if _, err := a.states.SQL.Purge(ctx, time.Now()); err != nil && ctx.Err() == nil {
 				a.Logger.Warn("purge expired token state", "err", err)
 			}
 		}
@@ -378,7 +381,7 @@ func (a *App) Close() error {
 	if a.Accounts != nil {
 		a.Accounts.Wait() // background emails finish before the store closes
 	}
-	err := a.closeState()
+	err := a.states.Close()
 	return errors.Join(err, a.Core.Close())
 }
 

@@ -124,7 +124,7 @@ func (s *Service) clientCredentialsGrant(client store.Client, req TokenRequest) 
 	}
 	grant, err := policy.ResolveClientScope(req.Scope, allowed)
 	if err != nil {
-		return Response{}, apierr.ErrInvalidScope.WithDescription("%s", err.Error()).WithCause(err)
+		return Response{}, scopeError(err)
 	}
 	g := grantSet{client: client, permissions: grant.Permissions, roles: []string{}}
 	return s.respond(g, "", s.now())
@@ -191,9 +191,15 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	// ones it named); a refresh may narrow the scope, never widen it.
 	scope, err := policy.NarrowOnRefresh(strings.Fields(fam.RequestedScope), req.Scope, s.perms.Permissions(user.Roles), client.Scopes)
 	if err != nil {
-		return Response{}, apierr.ErrInvalidScope.WithDescription("%s", err.Error()).WithCause(err)
+		return Response{}, scopeError(err)
 	}
 	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
 		sid: sid, authTime: fam.CreatedAt}
 	return s.respond(g, next, now)
+}
+
+// scopeError answers invalid_scope with the policy's reason (which names the
+// offending scope and never holds a secret).
+func scopeError(err error) error {
+	return apierr.ErrInvalidScope.WithDescription("%s", err.Error()).WithCause(err)
 }

@@ -265,7 +265,7 @@ func (s *Service) issueSession(ctx context.Context, client store.Client, user st
 		g.roles = append([]string{}, user.Roles...)
 	}
 	if err != nil {
-		return Response{}, g, apierr.ErrInvalidScope.WithDescription("%s", err.Error()).WithCause(err)
+		return Response{}, g, scopeError(err)
 	}
 	g.permissions, g.oidc = grant.Permissions, grant.OIDC
 	var rt string
