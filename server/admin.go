@@ -215,7 +215,7 @@ func requestReset(svc *accounts.Service, c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, sent)
+	return c.JSON(http.StatusOK, sent)
 }
 
 func revokeSessions(svc *accounts.Service, c echo.Context) error {

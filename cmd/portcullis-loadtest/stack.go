@@ -317,7 +317,7 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 		fmt.Fprintf(&w, "| argon2id verify | %s | %.0f/s |\n", b.PasswordHash.Round(time.Microsecond), 1/b.PasswordHash.Seconds())
 	}
 	for _, s := range all {
-		if len(s.RSS) >= 3 {
+		if so.Rate > 0 && len(s.RSS) >= 3 { // memory is only meaningful at a steady rate
 			first, last, max := s.RSS[0], s.RSS[len(s.RSS)-1], int64(0)
 			for _, v := range s.RSS {
 				if v > max {
