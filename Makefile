@@ -29,7 +29,7 @@ lint:
 test: lint
 	@mkdir -p $(dir $(TESTLOG))
 	@set -o pipefail; $(GO) run ./cmd/testenv $(GO) test -count=1 -v -timeout $(TEST_TIMEOUT) ./... 2>&1 \
-		| tee $(TESTLOG) | grep -E --line-buffered '^(--- |ok |FAIL|panic:|testenv:)|^\s+--- FAIL' ; \
+		| tee $(TESTLOG) | grep -E --line-buffered '^(--- |ok |FAIL|panic:|testenv:)|^\s+--- FAIL|^    --- (PASS|FAIL): Test[A-Za-z]*Conformance[A-Za-z]*/[^/ ]+ ' ; \
 	status=$$?; \
 	if grep -q -- '--- SKIP' $(TESTLOG); then echo "FAIL: skipped tests (a skipped backend is a failure):"; grep -- '--- SKIP' $(TESTLOG); exit 1; fi; \
 	pass=$$(grep -c -- '--- PASS' $(TESTLOG)); fail=$$(grep -c -- '--- FAIL' $(TESTLOG)); \

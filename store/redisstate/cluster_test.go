@@ -99,8 +99,10 @@ func TestTokenStateConformanceCluster(t *testing.T) {
 		t.Fatalf("cluster accepted a cross-slot script (%v): the test proves nothing", err)
 	}
 	n := 0
-	storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
-		n++
-		return New(c, Options{Prefix: fmt.Sprintf("c%d:", n)})
+	t.Run("redis-cluster", func(t *testing.T) {
+		storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
+			n++
+			return New(c, Options{Prefix: fmt.Sprintf("c%d:", n)})
+		})
 	})
 }

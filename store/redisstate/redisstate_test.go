@@ -43,9 +43,11 @@ func sharedState(t *testing.T, log store.RevocationLog) (*State, redis.Universal
 }
 
 func TestTokenStateConformance(t *testing.T) {
-	storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
-		st, _, _ := sharedState(t, nil)
-		return st
+	t.Run("redis", func(t *testing.T) {
+		storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
+			st, _, _ := sharedState(t, nil)
+			return st
+		})
 	})
 }
 
