@@ -41,13 +41,9 @@ func (s *Server) MountOAuth(svc *token.Service) {
 		return c.JSON(http.StatusOK, resp)
 	}, noStore)
 	e.POST("/oauth2/revoke", func(c echo.Context) error {
-		params, cred, err := s.clientForm(c)
+		params, cred, tok, err := s.tokenForm(c)
 		if err != nil {
 			return err
-		}
-		tok := params["token"]
-		if tok == "" {
-			return apierr.ErrInvalidRequest.WithDescription("The token parameter is missing.")
 		}
 		if err := svc.Revoke(c.Request().Context(), cred, tok, params["token_type_hint"], meta(c)); err != nil {
 			return err
@@ -55,13 +51,9 @@ func (s *Server) MountOAuth(svc *token.Service) {
 		return c.NoContent(http.StatusOK)
 	}, noStore)
 	e.POST("/oauth2/introspect", func(c echo.Context) error {
-		params, cred, err := s.clientForm(c)
+		_, cred, tok, err := s.tokenForm(c)
 		if err != nil {
 			return err
-		}
-		tok := params["token"]
-		if tok == "" {
-			return apierr.ErrInvalidRequest.WithDescription("The token parameter is missing.")
 		}
 		out, err := svc.Introspect(c.Request().Context(), cred, tok)
 		if err != nil {
@@ -85,6 +77,19 @@ func (s *Server) MountOAuth(svc *token.Service) {
 		}
 		return c.NoContent(http.StatusNoContent)
 	}, noStore, bearer)
+}
+
+// tokenForm is clientForm for the endpoints that take a token (RFC 7009, RFC 7662).
+func (s *Server) tokenForm(c echo.Context) (map[string]string, token.ClientCredentials, string, error) {
+	params, cred, err := s.clientForm(c)
+	if err != nil {
+		return nil, cred, "", err
+	}
+	tok := params["token"]
+	if tok == "" {
+		return nil, cred, "", apierr.ErrInvalidRequest.WithDescription("The token parameter is missing.")
+	}
+	return params, cred, tok, nil
 }
 
 // clientForm reads a form-encoded POST body once, rejecting repeated

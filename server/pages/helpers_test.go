@@ -88,7 +88,7 @@ func (d *deployment) invite(t *testing.T, email, role string) string {
 // resetLink has the super_admin email a reset link to the user and returns it.
 func (d *deployment) resetLink(t *testing.T, u store.User) string {
 	t.Helper()
-	d.api.PostJSON("/admin/users/"+u.ID+"/password-reset", nil, st.Bearer(d.rootToken(t))).ExpectStatus(http.StatusAccepted)
+	d.api.PostJSON("/admin/users/"+u.ID+"/password-reset", nil, st.Bearer(d.rootToken(t))).ExpectStatus(http.StatusOK)
 	link := d.smtp.WaitFor(t, u.Email, mailWithin).Link(t)
 	if !strings.HasPrefix(link, d.in.URL+"/reset-password?token=") {
 		t.Fatalf("reset link %q", link)
