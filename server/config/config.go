@@ -104,14 +104,8 @@ var settings = []Setting{
 		c.Addr = v
 		return nil
 	}},
-	{Env: "PORTCULLIS_ISSUER", Default: "", Help: "the iss of every token and the discovery issuer, exactly (default http:// + addr, localhost when the host is empty)", apply: func(c *Config, v string) error {
-		c.Issuer = v
-		return nil
-	}},
-	{Env: "PORTCULLIS_PUBLIC_URL", Default: "", Help: "base of links sent in emails (default: the issuer)", apply: func(c *Config, v string) error {
-		c.PublicURL = v
-		return nil
-	}},
+	{Env: "PORTCULLIS_ISSUER", Default: "", Help: "the iss of every token and the discovery issuer, exactly (default http:// + addr, localhost when the host is empty)", apply: stringSetting(func(c *Config) *string { return &c.Issuer })},
+	{Env: "PORTCULLIS_PUBLIC_URL", Default: "", Help: "base of links sent in emails (default: the issuer)", apply: stringSetting(func(c *Config) *string { return &c.PublicURL })},
 	{Env: "PORTCULLIS_DATABASE_URL", Default: "sqlite://./data/portcullis.db", Help: "postgres://… for PostgreSQL, sqlite://PATH for the embedded store", Secret: true, apply: func(c *Config, v string) error {
 		switch {
 		case strings.HasPrefix(v, "postgres://"), strings.HasPrefix(v, "postgresql://"):
@@ -150,10 +144,7 @@ var settings = []Setting{
 		c.RedisKeyPrefix = v
 		return nil
 	}},
-	{Env: "PORTCULLIS_KEY_ENCRYPTION_KEY", Default: "", Help: "base64 of 32 bytes, or a comma-separated list (the first encrypts, each decrypts); required with PostgreSQL, generated beside the SQLite file in embedded mode", Secret: true, apply: func(c *Config, v string) error {
-		c.KeyEncryptionKey = v
-		return nil
-	}},
+	{Env: "PORTCULLIS_KEY_ENCRYPTION_KEY", Default: "", Help: "base64 of 32 bytes, or a comma-separated list (the first encrypts, each decrypts); required with PostgreSQL, generated beside the SQLite file in embedded mode", Secret: true, apply: stringSetting(func(c *Config) *string { return &c.KeyEncryptionKey })},
 	{Env: "PORTCULLIS_AUTO_MIGRATE", Default: "true", Help: "apply pending migrations at start", apply: boolSetting(func(c *Config) *bool { return &c.AutoMigrate })},
 	{Env: "PORTCULLIS_SIGNING_ALG", Default: "RS256", Help: "RS256, ES256 or EdDSA for new signing keys", apply: func(c *Config, v string) error {
 		switch v {
@@ -186,10 +177,7 @@ var settings = []Setting{
 		c.DefaultAudience = v
 		return nil
 	}},
-	{Env: "PORTCULLIS_POLICY_FILE", Default: "", Help: "roles and permissions (YAML); empty: the built-in policy", apply: func(c *Config, v string) error {
-		c.PolicyFile = v
-		return nil
-	}},
+	{Env: "PORTCULLIS_POLICY_FILE", Default: "", Help: "roles and permissions (YAML); empty: the built-in policy", apply: stringSetting(func(c *Config) *string { return &c.PolicyFile })},
 	{Env: "PORTCULLIS_SMTP_URL", Default: "", Help: "smtp://user:pass@host:port or smtps://…; empty: emails are written to the log, marked not sent", Secret: true, apply: func(c *Config, v string) error {
 		if v != "" {
 			u, err := url.Parse(v)
@@ -265,14 +253,8 @@ var settings = []Setting{
 		return errors.New("expects debug, info, warn or error")
 	}},
 	{Env: "PORTCULLIS_APP_URL", Default: "", Help: "where the hosted pages send people after success", apply: urlSetting(true, func(c *Config) *string { return &c.AppURL })},
-	{Env: "PORTCULLIS_TLS_CERT", Default: "", Help: "serve HTTPS (and HSTS) with this certificate file (with PORTCULLIS_TLS_KEY)", apply: func(c *Config, v string) error {
-		c.TLSCert = v
-		return nil
-	}},
-	{Env: "PORTCULLIS_TLS_KEY", Default: "", Help: "private key file for PORTCULLIS_TLS_CERT", apply: func(c *Config, v string) error {
-		c.TLSKey = v
-		return nil
-	}},
+	{Env: "PORTCULLIS_TLS_CERT", Default: "", Help: "serve HTTPS (and HSTS) with this certificate file (with PORTCULLIS_TLS_KEY)", apply: stringSetting(func(c *Config) *string { return &c.TLSCert })},
+	{Env: "PORTCULLIS_TLS_KEY", Default: "", Help: "private key file for PORTCULLIS_TLS_CERT", apply: stringSetting(func(c *Config) *string { return &c.TLSKey })},
 	{Env: "PORTCULLIS_BODY_LIMIT", Default: "64KB", Help: "largest request body accepted (bytes, or with KB/MB)", apply: func(c *Config, v string) error {
 		n, err := parseSize(v)
 		if err != nil || n < 1024 || n > 16<<20 {
@@ -449,6 +431,13 @@ func validBaseURL(v string) error {
 		return errors.New("expects an http(s) URL")
 	}
 	return nil
+}
+
+func stringSetting(field func(*Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		*field(c) = v
+		return nil
+	}
 }
 
 func boolSetting(field func(*Config) *bool) func(*Config, string) error {
