@@ -177,9 +177,6 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if !cfg.RateLimits {
 		log.Warn("PORTCULLIS_RATE_LIMITS=off: every rate limit and login throttle is disabled")
 	}
-	if cfg.SMTPURL == "" {
-		log.Warn("PORTCULLIS_SMTP_URL is not set: emails (with their one-time links) are written to this log, marked not sent. This is for development only.")
-	}
 	a, err := app.Build(ctx, cfg, log)
 	if err != nil {
 		return err
