@@ -1,0 +1,78 @@
+package server_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store/testservers"
+)
+
+// TestNodeClients drives Portcullis with the clients Node services use:
+// panva's openid-client (discovery, password grant with id token
+// validation, refresh with reuse detection, client_credentials,
+// introspection, userinfo, revocation) and jose (remote JWKS verification of
+// RFC 9068 access tokens, refusing an id token). Node and npm come from
+// Debian's packages and the two libraries from the npm registry, pinned by
+// server/testdata/node/package-lock.json.
+func TestNodeClients(t *testing.T) {
+	node, npm := nodeTools(t)
+	dir := t.TempDir()
+	for _, f := range []string{"package.json", "package-lock.json", "interop.mjs"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "node", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--prefer-offline")
+	install.Dir = dir
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("npm ci: %v\n%s", err, out)
+	}
+	for _, alg := range []string{"RS256", "EdDSA"} {
+		t.Run(alg, func(t *testing.T) {
+			env := st.NewEnv(t, st.PostgresRedis)
+			env["PORTCULLIS_SIGNING_ALG"] = alg
+			in := st.Start(t, env)
+			fx := st.NewFixtures(t, in.App.Core)
+			fx.User(t, userEmail, userPass, "user")
+			web := fx.Client(t, clients.Spec{ID: "web"})
+			svc := fx.Client(t, clients.Spec{ID: "svc", Grants: []string{"client_credentials"}})
+			run := exec.Command(node, "interop.mjs", in.Config.Issuer, "web", web, userEmail, userPass, "svc", svc, alg)
+			run.Dir = dir
+			out, err := run.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "OK") {
+				t.Fatalf("Node clients against Portcullis (%s): %v\n%s", alg, err, out)
+			}
+		})
+	}
+}
+
+// nodeTools finds node and npm, installing Debian's nodejs and npm when
+// missing and allowed; a machine without them fails the test.
+func nodeTools(t *testing.T) (node, npm string) {
+	t.Helper()
+	find := func() (string, string, bool) {
+		n, err1 := exec.LookPath("node")
+		p, err2 := exec.LookPath("npm")
+		return n, p, err1 == nil && err2 == nil
+	}
+	if n, p, ok := find(); ok {
+		return n, p
+	}
+	if err := testservers.EnsureDebianPackages("nodejs", "npm"); err != nil {
+		t.Fatalf("node and npm are needed for the Node interop test: %v", err)
+	}
+	n, p, ok := find()
+	if !ok {
+		t.Fatal("node or npm still missing after installing nodejs and npm")
+	}
+	return n, p
+}
