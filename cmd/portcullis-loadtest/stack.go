@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -43,6 +44,8 @@ type StackOptions struct {
 type StackResult struct {
 	Alg     string
 	Results []Result
+	// Profile is `go tool pprof -top` of the server during the password scenario.
+	Profile string
 	// RSS samples of the server process (every 10 s), for soak runs.
 	RSS []int64
 }
@@ -129,10 +132,15 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 		return StackResult{}, err
 	}
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	debugPort, err := testservers.FreePort()
+	if err != nil {
+		return StackResult{}, err
+	}
+	debugAddr := fmt.Sprintf("127.0.0.1:%d", debugPort)
 	env := append(os.Environ(),
 		"PORTCULLIS_ADDR=127.0.0.1:"+fmt.Sprint(port), "PORTCULLIS_DATABASE_URL="+dbURL, "PORTCULLIS_REDIS_URL="+redisURL,
 		"PORTCULLIS_REDIS_KEY_PREFIX=bench"+alg+":", "PORTCULLIS_KEY_ENCRYPTION_KEY="+kek, "PORTCULLIS_SIGNING_ALG="+alg,
-		"PORTCULLIS_RATE_LIMITS=off", "PORTCULLIS_LOG_LEVEL=error", "PORTCULLIS_LOG_FORMAT=json")
+		"PORTCULLIS_RATE_LIMITS=off", "PORTCULLIS_LOG_LEVEL=error", "PORTCULLIS_LOG_FORMAT=json", "PORTCULLIS_DEBUG_ADDR="+debugAddr)
 	cli := func(stdin string, args ...string) (string, error) {
 		cmd := exec.Command(so.Binary, args...)
 		cmd.Env = env
@@ -206,9 +214,17 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 		}
 	}()
 	for _, sc := range so.Scenarios {
+		var profiled chan string
+		if sc == "password" && so.Rate == 0 {
+			profiled = make(chan string, 1)
+			go func() { profiled <- cpuProfile(so.Binary, debugAddr, alg, o.Warmup, o.Duration) }()
+		}
 		r, err := Run(context.Background(), o, sc)
 		if err != nil {
 			return sr, err
+		}
+		if profiled != nil {
+			sr.Profile = <-profiled
 		}
 		fmt.Fprintf(os.Stderr, "%s %s\n", alg, r)
 		sr.Results = append(sr.Results, r)
@@ -216,6 +232,37 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	close(stopSampling)
 	sr.RSS = <-sampled
 	return sr, nil
+}
+
+// cpuProfile records the server's CPU profile for most of a scenario and
+// returns `go tool pprof -top` of it (or why it could not).
+func cpuProfile(binary, debugAddr, alg string, warmup, duration time.Duration) string {
+	time.Sleep(warmup)
+	secs := int((duration - time.Second).Seconds())
+	if secs < 1 {
+		secs = 1
+	}
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, secs))
+	if err != nil {
+		return "profile not taken: " + err.Error()
+	}
+	defer resp.Body.Close()
+	_ = os.MkdirAll(".bench", 0o755)
+	path := fmt.Sprintf(".bench/cpu-%s-password.pprof", alg)
+	f, err := os.Create(path)
+	if err != nil {
+		return "profile not saved: " + err.Error()
+	}
+	_, err = io.Copy(f, resp.Body)
+	f.Close()
+	if err != nil {
+		return "profile not saved: " + err.Error()
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=12", binary, path).CombinedOutput()
+	if err != nil {
+		return "pprof failed: " + err.Error()
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // rssKiB reads a process's resident set size from /proc.
@@ -330,6 +377,11 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 	}
 	if so.Rate > 0 {
 		return w.String() // a soak checks errors and memory, not the throughput targets
+	}
+	for _, s := range all {
+		if s.Profile != "" {
+			fmt.Fprintf(&w, "\nWhere the time goes in the password grant (%s): the server's CPU profile over the scenario (`.bench/cpu-%s-password.pprof`):\n\n```\n%s\n```\n", s.Alg, s.Alg, s.Profile)
+		}
 	}
 	w.WriteString("\nTargets (issue 4):\n\n")
 	for _, s := range all {

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -352,10 +354,33 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 	defer cancel()
 	go a.Keys.Run(kctx)
 	go a.purgeLoop(kctx, 10*time.Minute)
+	if a.Config.DebugAddr != "" {
+		if err := a.serveProfiler(kctx); err != nil {
+			return err
+		}
+	}
 	if ln == nil {
 		return a.Server.Serve(ctx, ready)
 	}
 	return a.Server.ServeListener(ctx, ln, ready)
+}
+
+// serveProfiler serves net/http/pprof on the loopback debug address (for
+// `make bench` CPU profiles) until ctx ends.
+func (a *App) serveProfiler(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.Config.DebugAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (PORTCULLIS_DEBUG_ADDR): %w", a.Config.DebugAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	go func() { _ = srv.Serve(ln) }()
+	a.Logger.Warn("profiler listening (PORTCULLIS_DEBUG_ADDR); keep it off in production", "addr", ln.Addr().String())
+	return nil
 }
 
 // purgeLoop deletes expired revocations, counters and sessions from the

@@ -54,6 +54,7 @@ type Config struct {
 	CORSOrigins         []string
 	LogFormat           string // "text", "json" or "" (auto)
 	LogLevel            string
+	DebugAddr           string
 	AppURL              string
 	TLSCert             string
 	TLSKey              string
@@ -243,6 +244,17 @@ var settings = []Setting{
 			return nil
 		}
 		return errors.New("expects text or json")
+	}},
+	{Env: "PORTCULLIS_DEBUG_ADDR", Default: "", Help: "loopback host:port for Go's profiler (/debug/pprof/); empty: off", apply: func(c *Config, v string) error {
+		if v != "" {
+			host, port, err := net.SplitHostPort(v)
+			ip := net.ParseIP(host)
+			if err != nil || port == "" || !(host == "localhost" || (ip != nil && ip.IsLoopback())) {
+				return errors.New("expects a loopback host:port such as 127.0.0.1:6060 (the profiler must never be public)")
+			}
+		}
+		c.DebugAddr = v
+		return nil
 	}},
 	{Env: "PORTCULLIS_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error", apply: func(c *Config, v string) error {
 		switch v {
