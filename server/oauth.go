@@ -41,17 +41,17 @@ func (s *Server) MountOAuth(svc *token.Service) {
 		return c.JSON(http.StatusOK, resp)
 	}, noStore)
 	e.POST("/oauth2/revoke", func(c echo.Context) error {
-		params, cred, tok, err := s.tokenForm(c)
+		cred, tok, err := s.tokenForm(c)
 		if err != nil {
 			return err
 		}
-		if err := svc.Revoke(c.Request().Context(), cred, tok, params["token_type_hint"], meta(c)); err != nil {
+		if err := svc.Revoke(c.Request().Context(), cred, tok, meta(c)); err != nil {
 			return err
 		}
 		return c.NoContent(http.StatusOK)
 	}, noStore)
 	e.POST("/oauth2/introspect", func(c echo.Context) error {
-		_, cred, tok, err := s.tokenForm(c)
+		cred, tok, err := s.tokenForm(c)
 		if err != nil {
 			return err
 		}
@@ -80,16 +80,16 @@ func (s *Server) MountOAuth(svc *token.Service) {
 }
 
 // tokenForm is clientForm for the endpoints that take a token (RFC 7009, RFC 7662).
-func (s *Server) tokenForm(c echo.Context) (map[string]string, token.ClientCredentials, string, error) {
+func (s *Server) tokenForm(c echo.Context) (token.ClientCredentials, string, error) {
 	params, cred, err := s.clientForm(c)
 	if err != nil {
-		return nil, cred, "", err
+		return cred, "", err
 	}
 	tok := params["token"]
 	if tok == "" {
-		return nil, cred, "", apierr.ErrInvalidRequest.WithDescription("The token parameter is missing.")
+		return cred, "", apierr.ErrInvalidRequest.WithDescription("The token parameter is missing.")
 	}
-	return params, cred, tok, nil
+	return cred, tok, nil
 }
 
 // clientForm reads a form-encoded POST body once, rejecting repeated

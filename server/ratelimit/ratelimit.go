@@ -79,9 +79,6 @@ func New(c Counters, rules Rules, observe Observer) *Limiter {
 	return &Limiter{c: c, rules: rules, now: time.Now, observe: observe}
 }
 
-// Rules returns the limiter's rules.
-func (l *Limiter) Rules() Rules { return l.rules }
-
 // limited is the contract's 429 answer.
 func limited(retryAfter time.Duration) error {
 	return apierr.ErrRateLimited.WithRetryAfter(int(math.Ceil(retryAfter.Seconds())))

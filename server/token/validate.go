@@ -134,14 +134,15 @@ func (s *Service) Introspect(ctx context.Context, cred ClientCredentials, raw st
 // Revoke implements RFC 7009: revoking a refresh token ends its session
 // (family and access tokens); revoking an access token denies its jti until
 // it expires. Unknown, malformed or already revoked tokens are not errors.
-func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw, hint string, meta RequestMeta) error {
+func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string, meta RequestMeta) error {
 	client, err := s.AuthenticateClient(ctx, cred)
 	if err != nil {
 		return err
 	}
 	now := s.now()
-	// The hint is honoured as a first guess but not trusted: the token's own
-	// shape decides.
+	// token_type_hint is not needed: a token's own shape (the refresh-token
+	// prefix, or a JWS) says what it is, so a wrong hint cannot mislead the
+	// search (RFC 7009 §2.1 asks the server to look beyond the hint).
 	if sid, ok := parseRefreshToken(raw); ok {
 		fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), now)
 		if err != nil {
@@ -161,7 +162,6 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw, hint 
 			Details: map[string]string{"sid": sid, "token_type": "refresh_token"}})
 		return nil
 	}
-	_ = hint
 	c, err := s.verifyAccessToken(raw, now)
 	if err != nil {
 		return nil // unknown, malformed or expired: nothing to revoke
