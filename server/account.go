@@ -184,7 +184,7 @@ func jsonClient(c echo.Context, bodyClientID string) (token.ClientCredentials, e
 	r := c.Request()
 	user, pass, hasBasic := r.BasicAuth()
 	if !hasBasic && r.Header.Get("Authorization") != "" {
-		return token.ClientCredentials{}, apierr.ErrInvalidClient.WithWWWAuthenticate(`Basic realm="portcullis"`).
+		return token.ClientCredentials{}, apierr.ErrInvalidClient.Challenging(apierr.Basic).
 			WithDescription("Unsupported Authorization scheme; use HTTP Basic.")
 	}
 	if !hasBasic && bodyClientID == "" {

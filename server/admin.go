@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -83,7 +82,7 @@ func requirePermission(perm string) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			if !policy.Matches(Claims(c).Scopes(), perm) {
 				return apierr.ErrInsufficientScope.
-					WithWWWAuthenticate(fmt.Sprintf(`Bearer error="insufficient_scope", scope=%q`, perm)).
+					WithRequiredScope(perm).
 					WithDescription("This needs the permission %s.", perm)
 			}
 			return next(c)

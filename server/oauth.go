@@ -112,7 +112,7 @@ func (s *Server) clientForm(c echo.Context) (map[string]string, token.ClientCred
 	}
 	user, pass, hasBasic := r.BasicAuth()
 	if !hasBasic && r.Header.Get("Authorization") != "" {
-		return nil, token.ClientCredentials{}, apierr.ErrInvalidClient.WithWWWAuthenticate(`Basic realm="portcullis"`).
+		return nil, token.ClientCredentials{}, apierr.ErrInvalidClient.Challenging(apierr.Basic).
 			WithDescription("Unsupported Authorization scheme; use HTTP Basic.")
 	}
 	cred, err := token.ClientFromRequest(user, pass, hasBasic, params)
@@ -135,7 +135,7 @@ func RequireBearer(svc *token.Service) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			raw, ok := bearerToken(c.Request())
 			if !ok {
-				return apierr.ErrUnauthorized.WithWWWAuthenticate(`Bearer realm="portcullis"`).
+				return apierr.ErrUnauthorized.
 					WithDescription("A bearer access token is required.")
 			}
 			claims, err := svc.AuthenticateBearer(c.Request().Context(), raw)
@@ -143,7 +143,7 @@ func RequireBearer(svc *token.Service) echo.MiddlewareFunc {
 				return err
 			}
 			if !claims.IsUser() {
-				return apierr.ErrInvalidToken.WithWWWAuthenticate(`Bearer error="invalid_token"`).
+				return apierr.ErrInvalidToken.
 					WithDescription("This endpoint accepts only tokens issued to users.")
 			}
 			c.Set(claimsKey, claims)

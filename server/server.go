@@ -214,8 +214,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 		s.log.Error("request failed", "err", err, "path", c.Path(), "request_id", c.Response().Header().Get(echo.HeaderXRequestID))
 	}
 	h := c.Response().Header()
-	if ae.WWWAuthenticate != "" {
-		h.Set(echo.HeaderWWWAuthenticate, ae.WWWAuthenticate)
+	if v := ae.Challenge(); v != "" {
+		h.Set(echo.HeaderWWWAuthenticate, v)
 	}
 	if ae.RetryAfterSeconds > 0 {
 		h.Set("Retry-After", strconv.Itoa(ae.RetryAfterSeconds))

@@ -24,7 +24,7 @@ var (
 	errInviteNotFound     = apierr.ErrNotFound.WithDescription("No invite has this id.")
 	errClientNotFound     = apierr.ErrNotFound.WithDescription("No client has this id.")
 	errCurrentPassword    = apierr.ErrInvalidGrant.WithDescription("The current password is incorrect.")
-	errActorUnknown       = apierr.ErrInvalidToken.WithWWWAuthenticate(`Bearer error="invalid_token"`).WithDescription("The user of this token no longer exists.")
+	errActorUnknown       = apierr.ErrInvalidToken.WithDescription("The user of this token no longer exists.")
 	errActorInactive      = apierr.ErrForbidden.WithDescription("Your account is deactivated.")
 	errSamePassword       = ErrWeakPassword.WithDescription("The new password must differ from the current one.")
 	errAccountExists      = apierr.ErrConflict.WithDescription("An account with this email address already exists.")

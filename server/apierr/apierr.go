@@ -18,12 +18,32 @@ type Error struct {
 	Code        string
 	Description string
 	Status      int
-	// WWWAuthenticate, when set, is sent as the WWW-Authenticate header.
-	WWWAuthenticate string
 	// RetryAfterSeconds, when positive, is sent as Retry-After.
 	RetryAfterSeconds int
-	cause             error
+	// scheme and scope make the WWW-Authenticate challenge (see Challenge).
+	scheme Scheme
+	scope  string
+	cause  error
 }
+
+// Scheme is the authentication scheme an error challenges the client with.
+type Scheme uint8
+
+// Challenge schemes.
+const (
+	// NoChallenge sends no WWW-Authenticate header.
+	NoChallenge Scheme = iota
+	// Bearer challenges for an RFC 6750 bearer access token.
+	Bearer
+	// Basic challenges for HTTP Basic client authentication (RFC 6749 §2.3.1, §5.2).
+	Basic
+)
+
+// Realm is the realm of Portcullis's challenges.
+const Realm = "portcullis"
+
+// rfc6750Codes are the error codes RFC 6750 §3.1 defines for a bearer challenge.
+var rfc6750Codes = map[string]bool{"invalid_request": true, "invalid_token": true, "insufficient_scope": true}
 
 // Error implements error; it includes the cause for logs, never for clients.
 func (e *Error) Error() string {
@@ -66,11 +86,57 @@ func (e *Error) WithStatus(status int) *Error {
 	return &c
 }
 
-// WithWWWAuthenticate returns a copy that sends the header value.
-func (e *Error) WithWWWAuthenticate(v string) *Error {
+// Challenging returns a copy that challenges with scheme (sent as
+// WWW-Authenticate). invalid_token, insufficient_scope and the no-token 401
+// challenge with Bearer already; Basic is for a client that authenticated
+// with HTTP Basic (RFC 6749 §5.2).
+func (e *Error) Challenging(scheme Scheme) *Error {
 	c := *e
-	c.WWWAuthenticate = v
+	c.scheme = scheme
 	return &c
+}
+
+// WithRequiredScope returns a copy whose Bearer challenge names the scope the
+// request needs (RFC 6750 §3, insufficient_scope).
+func (e *Error) WithRequiredScope(scope string) *Error {
+	c := *e
+	c.scope = scope
+	return &c
+}
+
+// Challenge is the one place a WWW-Authenticate value is built ("" for none).
+// A Bearer challenge of an RFC 6750 error always carries the error code (and
+// the required scope when one is set): `Bearer error="invalid_token"`,
+// `Bearer error="insufficient_scope", scope="keys:rotate"`. A Bearer
+// challenge without an RFC 6750 code (no token was presented, RFC 6750 §3.1)
+// carries only the realm; so does Basic.
+func (e *Error) Challenge() string {
+	switch e.scheme {
+	case Bearer:
+		if !rfc6750Codes[e.Code] {
+			return `Bearer realm="` + Realm + `"`
+		}
+		v := `Bearer error="` + e.Code + `"`
+		if e.scope != "" {
+			v += `, scope="` + challengeValue(e.scope) + `"`
+		}
+		return v
+	case Basic:
+		return `Basic realm="` + Realm + `"`
+	}
+	return ""
+}
+
+// challengeValue keeps only the characters RFC 6750 §3 allows in a quoted
+// attribute value (%x20-21 / %x23-5B / %x5D-7E).
+func challengeValue(v string) string {
+	b := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // WithRetryAfter returns a copy that sends Retry-After.
@@ -111,9 +177,9 @@ var (
 	ErrUnsupportedGrantType   = &Error{Code: "unsupported_grant_type", Status: http.StatusBadRequest, Description: "The grant type is not supported."}
 	ErrUnsupportedTokenType   = &Error{Code: "unsupported_token_type", Status: http.StatusBadRequest, Description: "The token type is not supported."}
 	ErrInvalidScope           = &Error{Code: "invalid_scope", Status: http.StatusBadRequest, Description: "The requested scope is invalid."}
-	ErrInvalidToken           = &Error{Code: "invalid_token", Status: http.StatusUnauthorized, Description: "The access token is invalid, expired or revoked."}
-	ErrInsufficientScope      = &Error{Code: "insufficient_scope", Status: http.StatusForbidden, Description: "The access token lacks the required permission."}
-	ErrUnauthorized           = &Error{Code: "unauthorized", Status: http.StatusUnauthorized, Description: "Authentication is required."}
+	ErrInvalidToken           = &Error{Code: "invalid_token", Status: http.StatusUnauthorized, Description: "The access token is invalid, expired or revoked.", scheme: Bearer}
+	ErrInsufficientScope      = &Error{Code: "insufficient_scope", Status: http.StatusForbidden, Description: "The access token lacks the required permission.", scheme: Bearer}
+	ErrUnauthorized           = &Error{Code: "unauthorized", Status: http.StatusUnauthorized, Description: "Authentication is required.", scheme: Bearer}
 	ErrForbidden              = &Error{Code: "forbidden", Status: http.StatusForbidden, Description: "Not allowed."}
 	ErrNotFound               = &Error{Code: "not_found", Status: http.StatusNotFound, Description: "Not found."}
 	ErrMethodNotAllowed       = &Error{Code: "method_not_allowed", Status: http.StatusMethodNotAllowed, Description: "Method not allowed."}

@@ -16,7 +16,7 @@ import (
 func (s *Service) AuthenticateClient(ctx context.Context, cred ClientCredentials) (store.Client, error) {
 	fail := apierr.ErrInvalidClient
 	if cred.Basic {
-		fail = fail.WithWWWAuthenticate(`Basic realm="portcullis"`)
+		fail = fail.Challenging(apierr.Basic)
 	}
 	if !plausibleClientID(cred.ID) {
 		secretMatches(cred.Secret, nil)
@@ -47,7 +47,7 @@ func RequireConfidential(c store.Client, cred ClientCredentials) error {
 	if c.Public {
 		e := apierr.ErrInvalidClient.WithDescription("This endpoint requires a confidential client.")
 		if cred.Basic {
-			e = e.WithWWWAuthenticate(`Basic realm="portcullis"`)
+			e = e.Challenging(apierr.Basic)
 		}
 		return e
 	}

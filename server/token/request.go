@@ -84,7 +84,7 @@ func ClientFromRequest(basicUser, basicPass string, hasBasic bool, params map[st
 		id, err1 := url.QueryUnescape(basicUser)
 		secret, err2 := url.QueryUnescape(basicPass)
 		if err1 != nil || err2 != nil || id == "" {
-			return ClientCredentials{}, apierr.ErrInvalidClient.WithWWWAuthenticate(`Basic realm="portcullis"`).WithDescription("Malformed client credentials.")
+			return ClientCredentials{}, apierr.ErrInvalidClient.Challenging(apierr.Basic).WithDescription("Malformed client credentials.")
 		}
 		if formID != "" && formID != id {
 			return ClientCredentials{}, apierr.ErrInvalidRequest.WithDescription("client_id does not match the authenticated client.")

@@ -21,9 +21,6 @@ const clockLeeway = 30 * time.Second
 
 var errTokenInvalid = errors.New("token invalid")
 
-// bearerError is the RFC 6750 answer for a token that fails validation.
-var bearerError = apierr.ErrInvalidToken.WithWWWAuthenticate(`Bearer error="invalid_token"`)
-
 // verifyAccessToken checks signature (a published, non-revoked key whose
 // algorithm the header names), typ at+jwt, issuer and lifetime. It does not
 // consult the revocation state.
@@ -74,14 +71,14 @@ func (s *Service) revoked(ctx context.Context, c AccessClaims) (bool, error) {
 func (s *Service) AuthenticateBearer(ctx context.Context, raw string) (AccessClaims, error) {
 	c, err := s.verifyAccessToken(raw, s.now())
 	if err != nil {
-		return AccessClaims{}, bearerError.WithCause(err)
+		return AccessClaims{}, apierr.ErrInvalidToken.WithCause(err)
 	}
 	revoked, err := s.revoked(ctx, c)
 	if err != nil {
 		return AccessClaims{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
 	if revoked {
-		return AccessClaims{}, bearerError.WithDescription("The access token has been revoked.")
+		return AccessClaims{}, apierr.ErrInvalidToken.WithDescription("The access token has been revoked.")
 	}
 	return c, nil
 }
@@ -288,12 +285,12 @@ func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any,
 	u, err := s.users.GetUser(ctx, c.Subject)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, bearerError.WithDescription("The user no longer exists.")
+			return nil, apierr.ErrInvalidToken.WithDescription("The user no longer exists.")
 		}
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
 	if !u.Active {
-		return nil, bearerError.WithDescription("The user is deactivated.")
+		return nil, apierr.ErrInvalidToken.WithDescription("The user is deactivated.")
 	}
 	roles := u.Roles
 	if roles == nil || u.MustChangePassword {
