@@ -133,6 +133,16 @@ func Thumbprint(pub crypto.PublicKey) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(sum), nil
 }
 
+// ValidKID reports whether s has the shape of a Portcullis kid: a SHA-256
+// thumbprint in base64url without padding (43 characters).
+func ValidKID(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil && len(b) == 32
+}
+
 // KID returns the key id (RFC 7638 thumbprint).
 func (k *PrivateKey) KID() string { return k.kid }
 

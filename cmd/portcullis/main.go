@@ -398,11 +398,31 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return &exitError{code: 2, msg: fmt.Sprintf("unknown clients subcommand %q", sub)}
 }
 
+// takeKID removes the first argument shaped like a kid (an RFC 7638
+// SHA-256 thumbprint: 43 base64url characters) from args. A kid may start
+// with "-", which the flag parser would take for a flag; no flag name is 43
+// characters of that alphabet, so the shape is unambiguous.
+func takeKID(args []string) (kid string, rest []string) {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		if keys.ValidKID(a) {
+			return a, append(append([]string{}, args[:i]...), args[i+1:]...)
+		}
+	}
+	return "", args
+}
+
 func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return &exitError{code: 2, msg: "keys needs a subcommand: list, rotate [--force], revoke KID, reencrypt"}
 	}
 	sub, args := args[0], args[1:]
+	var kid string
+	if sub == "revoke" {
+		kid, args = takeKID(args)
+	}
 	cf := newCommandFlags("keys "+sub, stderr)
 	var force *bool
 	if sub == "rotate" {
@@ -447,13 +467,16 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "rotated: active %s, retired %s, next %s\n", rot.Activated.KID, rot.Retired.KID, rot.Next.KID)
 		return nil
 	case "revoke":
-		if cf.NArg() != 1 {
-			return &exitError{code: 2, msg: "keys revoke needs the KID"}
+		if kid == "" && cf.NArg() == 1 {
+			kid = cf.Arg(0)
 		}
-		rev, err := core.Keys.Revoke(ctx, cf.Arg(0))
+		if kid == "" || cf.NArg() > 1 || cf.NArg() == 1 && kid != cf.Arg(0) {
+			return &exitError{code: 2, msg: "keys revoke needs exactly one KID"}
+		}
+		rev, err := core.Keys.Revoke(ctx, kid)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) || errors.Is(err, keys.ErrUnknownKey) {
-				return &exitError{code: 1, msg: fmt.Sprintf("no key %q", cf.Arg(0))}
+				return &exitError{code: 1, msg: fmt.Sprintf("no key %q", kid)}
 			}
 			return err
 		}

@@ -134,3 +134,28 @@ func TestBootstrapRefusesWeakPassword(t *testing.T) {
 		t.Fatalf("weak bootstrap password: %d %s", code, stderr)
 	}
 }
+
+// A kid may begin with "-" (base64url); the flag parser must not take it for a flag.
+func TestTakeKID(t *testing.T) {
+	const dashKID = "-5V3oME0xIv3fl2e2UxuwFR1LsF5QY115tCYJlYMRCs"
+	cases := []struct {
+		name    string
+		args    []string
+		wantKID string
+		rest    []string
+	}{
+		{"leading dash", []string{dashKID}, dashKID, []string{}},
+		{"after flags", []string{"--database-url", "sqlite://x", dashKID}, dashKID, []string{"--database-url", "sqlite://x"}},
+		{"not a kid", []string{"nope"}, "", []string{"nope"}},
+		{"flag value of kid length is still taken only once", []string{dashKID, dashKID}, dashKID, []string{dashKID}},
+		{"after --", []string{"--", dashKID}, "", []string{"--", dashKID}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			kid, rest := takeKID(tc.args)
+			if kid != tc.wantKID || strings.Join(rest, " ") != strings.Join(tc.rest, " ") {
+				t.Fatalf("takeKID(%q) = %q, %q; want %q, %q", tc.args, kid, rest, tc.wantKID, tc.rest)
+			}
+		})
+	}
+}
