@@ -179,11 +179,11 @@ var settings = []Setting{
 		return nil
 	}},
 	{Env: "PORTCULLIS_POLICY_FILE", Default: "", Help: "roles and permissions (YAML); empty: the built-in policy", apply: stringSetting(func(c *Config) *string { return &c.PolicyFile })},
-	{Env: "PORTCULLIS_SMTP_URL", Default: "", Help: "smtp://user:pass@host:port or smtps://…; empty: emails are written to the log, marked not sent", Secret: true, apply: func(c *Config, v string) error {
+	{Env: "PORTCULLIS_SMTP_URL", Default: "", Help: "smtp://user:pass@host:port (STARTTLS required unless the host is loopback), smtps://… (implicit TLS) or smtp+insecure://host:port (plain text allowed, no credentials off loopback); empty: emails are written to the log, marked not sent", Secret: true, apply: func(c *Config, v string) error {
 		if v != "" {
 			u, err := url.Parse(v)
-			if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Host == "" {
-				return errors.New("expects smtp://[user:pass@]host:port or smtps://…")
+			if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps" && u.Scheme != "smtp+insecure") || u.Host == "" {
+				return errors.New("expects smtp://[user:pass@]host:port, smtps://… or smtp+insecure://host:port")
 			}
 		}
 		c.SMTPURL = v
