@@ -34,8 +34,14 @@ const (
 
 func newAcctEnv(t *testing.T, env ...map[string]string) *acctEnv {
 	t.Helper()
+	return newAcctEnvOn(t, st.PostgresRedis, env...)
+}
+
+// newAcctEnvOn is newAcctEnv on the given backend.
+func newAcctEnvOn(t *testing.T, backend st.Backend, env ...map[string]string) *acctEnv {
+	t.Helper()
 	smtp := mailtest.NewServer(t)
-	e := st.NewEnv(t, st.PostgresRedis)
+	e := st.NewEnv(t, backend)
 	e["PORTCULLIS_SMTP_URL"] = smtp.URL()
 	e["PORTCULLIS_PUBLIC_URL"] = publicURL
 	for _, m := range env {

@@ -48,7 +48,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Checks run on GET /readyz; any failure answers 503.
 	Checks []Check
-	// Metrics, when set, is served on GET /metrics and observes every request.
+	// Metrics, when set, observes every request and is served on GET
+	// /metrics, on this server unless Config.MetricsAddr names a separate
+	// listener (see ServeMetrics).
 	Metrics *metrics.Metrics
 }
 
@@ -84,10 +86,45 @@ func New(opts Options) *Server {
 	}
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	if opts.Metrics != nil {
+	if opts.Metrics != nil && opts.Config.MetricsAddr == "" {
 		e.GET("/metrics", echo.WrapHandler(opts.Metrics.Handler()))
 	}
 	return s
+}
+
+// ServeMetrics serves GET /metrics (and nothing else) on ln, for
+// PORTCULLIS_METRICS_ADDR, until ctx is cancelled; then it shuts down
+// gracefully within the shutdown timeout.
+func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
+	mux := http.NewServeMux()
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics.Handler())
+	}
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve metrics: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown of the metrics listener: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve metrics: %w", err)
+	}
+	return nil
 }
 
 // Echo exposes the application for mounting routes and for tests.

@@ -26,6 +26,11 @@
 //     answers are cached briefly by token hash, and an unreachable endpoint
 //     fails closed.
 //
+// Every URL it fetches (issuer, JWKS, introspection endpoint, discovered
+// endpoints, redirects) must be https://; plain http:// is accepted only for
+// loopback hosts (127.0.0.0/8, ::1, localhost), and the constructors refuse
+// anything else with an error wrapping ErrInsecureURL.
+//
 // This package must never import Portcullis's server or store packages, GORM
 // or Redis (a test checks its import graph), never choose a key or an
 // algorithm from the token itself (jku, x5u, jwk, x5c headers are ignored),

@@ -25,7 +25,9 @@ const (
 
 // IntrospectorOptions configure an Introspector. The client must be a
 // confidential client of the issuer; it authenticates with HTTP Basic
-// (client_secret_basic).
+// (client_secret_basic). Endpoint and Issuer (and the discovered endpoint)
+// must be https://, or http:// on a loopback host (127.0.0.0/8, ::1,
+// localhost): the client secret and the tokens never cross a network in clear.
 type IntrospectorOptions struct {
 	// Endpoint is the RFC 7662 introspection endpoint; empty: discovered
 	// from Issuer (introspection_endpoint) at the first use.
@@ -93,7 +95,7 @@ func NewIntrospector(opts IntrospectorOptions) (*Introspector, error) {
 	in := &Introspector{opts: opts, client: opts.HTTPClient, now: opts.Now, endpoint: opts.Endpoint,
 		cache: map[[sha256.Size]byte]cacheEntry{}}
 	if in.client == nil {
-		in.client = &http.Client{Timeout: DefaultIntrospectionTimeout}
+		in.client = &http.Client{Timeout: DefaultIntrospectionTimeout, CheckRedirect: refuseInsecureRedirect}
 	}
 	if in.now == nil {
 		in.now = time.Now

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -37,7 +38,10 @@ const (
 )
 
 // RemoteKeySetOptions configure a RemoteKeySet. Give Issuer (the JWKS is
-// found through {Issuer}/.well-known/openid-configuration) or JWKSURL.
+// found through {Issuer}/.well-known/openid-configuration) or JWKSURL. Every
+// URL (these, the discovered jwks_uri, any redirect) must be https://, or
+// http:// on a loopback host (127.0.0.0/8, ::1, localhost); NewRemoteKeySet
+// refuses others with an error wrapping ErrInsecureURL.
 type RemoteKeySetOptions struct {
 	// Issuer is the issuer URL, exactly as in tokens' iss; discovery's
 	// issuer must equal it character for character.
@@ -133,7 +137,7 @@ func NewRemoteKeySet(opts RemoteKeySetOptions) (*RemoteKeySet, error) {
 	}
 	ks := &RemoteKeySet{opts: opts, client: opts.HTTPClient, now: opts.Now, jwksURL: opts.JWKSURL, kick: make(chan struct{}, 1)}
 	if ks.client == nil {
-		ks.client = &http.Client{Timeout: DefaultFetchTimeout}
+		ks.client = &http.Client{Timeout: DefaultFetchTimeout, CheckRedirect: refuseInsecureRedirect}
 	}
 	if ks.now == nil {
 		ks.now = time.Now
@@ -150,6 +154,14 @@ func setDefault(d *time.Duration, def time.Duration) {
 	}
 }
 
+// ErrInsecureURL is wrapped by the error of a constructor (or of discovery)
+// given a plain http:// URL for a host that is not loopback: keys or
+// introspection answers fetched in clear could be replaced on the way.
+var ErrInsecureURL = errors.New("plain http:// is allowed only for loopback hosts (127.0.0.0/8, ::1, localhost); use https://")
+
+// checkURL is the one rule for every URL this package fetches (issuer,
+// JWKS, introspection, discovered endpoints, redirects): an absolute https://
+// URL, or http:// on a loopback host.
 func checkURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -158,7 +170,30 @@ func checkURL(s string) error {
 	if (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return fmt.Errorf("%q is not an absolute http(s) URL", s)
 	}
+	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		return fmt.Errorf("%q: %w", s, ErrInsecureURL)
+	}
 	return nil
+}
+
+// isLoopbackHost reports whether host (as url.URL.Hostname returns it) is
+// localhost or an IP literal in 127.0.0.0/8 or ::1. Other names are not
+// resolved: a name that resolves to loopback today may not tomorrow.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
+}
+
+// refuseInsecureRedirect is the CheckRedirect of the HTTP clients this
+// package creates: a redirect to a URL checkURL refuses is not followed.
+func refuseInsecureRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	return checkURL(req.URL.String())
 }
 
 // Close stops the background refresh, cancels a fetch under way and waits
@@ -544,7 +579,7 @@ func Discover(ctx context.Context, client *http.Client, issuer string) (*Metadat
 		return nil, fmt.Errorf("discovery: issuer: %w", err)
 	}
 	if client == nil {
-		client = &http.Client{Timeout: DefaultFetchTimeout}
+		client = &http.Client{Timeout: DefaultFetchTimeout, CheckRedirect: refuseInsecureRedirect}
 	}
 	u := strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)

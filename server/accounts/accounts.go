@@ -29,7 +29,7 @@ type Store interface {
 	RevokeRole(ctx context.Context, userID, role string) (bool, error)
 	DeleteUser(ctx context.Context, id string) error
 
-	CreateInvite(ctx context.Context, inv *store.Invite) error
+	CreateInvite(ctx context.Context, inv *store.Invite, mayReplace func(pending []store.Invite) error) error
 	GetInvite(ctx context.Context, id string) (store.Invite, error)
 	ListInvites(ctx context.Context, cursor string, limit int) (store.Page[store.Invite], error)
 	RevokeInvite(ctx context.Context, id string) error

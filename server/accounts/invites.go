@@ -12,7 +12,9 @@ import (
 // CreateInvite invites email to join with role: the role must be under the
 // actor's privilege ceiling (their current roles), and no account may exist
 // for the address. The invite link {PUBLIC_URL}/invite?token=… is emailed;
-// a newer invite for the same address supersedes older ones. When the email
+// a newer invite for the same address supersedes older ones, which cancels
+// them: the actor must be allowed to revoke each (mayRevokeInvite), else
+// 403 and nothing changes (the pending invite stays valid). When the email
 // cannot be sent the invite is revoked at once and the answer is 503, so an
 // invite nobody received never stays pending.
 func (s *Service) CreateInvite(ctx context.Context, actor Actor, email, role string) (Invite, error) {
@@ -41,8 +43,31 @@ func (s *Service) CreateInvite(ctx context.Context, actor Actor, email, role str
 	}
 	inv := store.Invite{Email: email, Role: role, TokenHash: hashSecret(secret), InvitedBy: a.ID,
 		ExpiresAt: s.now().Add(s.cfg.InviteTTL)}
-	if err := s.store.CreateInvite(ctx, &inv); err != nil {
+	// Checked inside the store's transaction, on the pending invites it is
+	// about to supersede, so a pending invite created meanwhile is either
+	// checked or left alone.
+	var replaced []store.Invite
+	err = s.store.CreateInvite(ctx, &inv, func(pending []store.Invite) error {
+		replaced = pending
+		for _, p := range pending {
+			if err := s.mayReplaceInvite(a, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var refusal *apierr.Error
+	if errors.As(err, &refusal) {
+		s.record(ctx, "invite.created", store.OutcomeFailure, a.ID, "", actor.Meta,
+			map[string]string{"role": role, "reason": "pending_invite_not_revocable"})
+		return Invite{}, refusal
+	}
+	if err != nil {
 		return Invite{}, storeErr("create invite", err, nil)
+	}
+	for _, p := range replaced {
+		s.record(ctx, "invite.revoked", store.OutcomeSuccess, a.ID, p.ID, actor.Meta,
+			map[string]string{"role": p.Role, "reason": "replaced", "replaced_by": inv.ID})
 	}
 	if err := s.sendInvite(ctx, email, inviteToken(inv.ID, secret), role); err != nil {
 		s.log.Error("invite email not sent; revoking the invite", "invite_id", inv.ID, "err", err)
@@ -86,8 +111,8 @@ func (s *Service) RevokeInvite(ctx context.Context, actor Actor, id string) (Inv
 	if err != nil {
 		return Invite{}, err
 	}
-	if err := s.policy.CanAssign(a.Roles, inv.Role); err != nil {
-		return Invite{}, ceilingErr(err)
+	if err := s.mayRevokeInvite(a, inv); err != nil {
+		return Invite{}, err
 	}
 	if err := s.store.RevokeInvite(ctx, id); err != nil {
 		if errors.Is(err, store.ErrConflict) {
@@ -103,6 +128,32 @@ func (s *Service) RevokeInvite(ctx context.Context, actor Actor, id string) (Inv
 		return Invite{}, err
 	}
 	return viewInvite(inv, s.now()), nil
+}
+
+// mayRevokeInvite is the one rule for cancelling an invite, by revoking it
+// or by replacing it with a newer one: its role must be under the actor's
+// privilege ceiling, as if the actor were granting it.
+func (s *Service) mayRevokeInvite(actor store.User, inv store.Invite) error {
+	if err := s.policy.CanAssign(actor.Roles, inv.Role); err != nil {
+		return ceilingErr(err)
+	}
+	return nil
+}
+
+// mayReplaceInvite applies mayRevokeInvite to a pending invite that a new
+// invite for the same address would supersede. An expired one cancels
+// nothing and may always be replaced.
+func (s *Service) mayReplaceInvite(actor store.User, pending store.Invite) error {
+	if !s.now().Before(pending.ExpiresAt) {
+		return nil
+	}
+	err := s.mayRevokeInvite(actor, pending)
+	if errors.Is(err, apierr.ErrForbidden) {
+		return apierr.ErrForbidden.WithDescription(
+			"This address has a pending invite for the role %q, which you may not revoke; a new invite would replace it, so none was created.",
+			pending.Role).WithCause(err)
+	}
+	return err
 }
 
 func (s *Service) getInvite(ctx context.Context, id string) (store.Invite, error) {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -220,6 +221,8 @@ type App struct {
 	State    State
 	Accounts *accounts.Service
 	states   TokenStates
+
+	metricsAddr atomic.Pointer[net.Addr] // bound PORTCULLIS_METRICS_ADDR, once listening
 }
 
 // Build opens everything and mounts every endpoint.
@@ -348,7 +351,9 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 }
 
 // Run serves until ctx is cancelled, keeping the signing keys in sync.
-// ready receives the bound address.
+// ready receives the bound address. With PORTCULLIS_METRICS_ADDR, /metrics
+// is served on its own listener (bound before ready is called), and both
+// listeners shut down gracefully; if either fails, both stop.
 func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) error {
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -359,10 +364,44 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 			return err
 		}
 	}
-	if ln == nil {
-		return a.Server.Serve(ctx, ready)
+	var metricsDone chan error
+	if a.Config.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", a.Config.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s (PORTCULLIS_METRICS_ADDR): %w", a.Config.MetricsAddr, err)
+		}
+		addr := mln.Addr()
+		a.metricsAddr.Store(&addr)
+		a.Logger.Info("metrics listening (PORTCULLIS_METRICS_ADDR); /metrics is not served on PORTCULLIS_ADDR", "addr", addr.String())
+		metricsDone = make(chan error, 1)
+		go func() {
+			err := a.Server.ServeMetrics(kctx, mln)
+			if err != nil {
+				cancel() // the main listener stops too
+			}
+			metricsDone <- err
+		}()
 	}
-	return a.Server.ServeListener(ctx, ln, ready)
+	var err error
+	if ln == nil {
+		err = a.Server.Serve(kctx, ready)
+	} else {
+		err = a.Server.ServeListener(kctx, ln, ready)
+	}
+	if metricsDone != nil {
+		cancel()
+		err = errors.Join(err, <-metricsDone)
+	}
+	return err
+}
+
+// MetricsAddr is the bound address of the PORTCULLIS_METRICS_ADDR listener,
+// nil when there is none (or Run has not bound it yet).
+func (a *App) MetricsAddr() net.Addr {
+	if p := a.metricsAddr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // serveProfiler serves net/http/pprof on the loopback debug address (for

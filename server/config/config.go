@@ -55,6 +55,7 @@ type Config struct {
 	LogFormat           string // "text", "json" or "" (auto)
 	LogLevel            string
 	DebugAddr           string
+	MetricsAddr         string // "": /metrics on Addr
 	AppURL              string
 	TLSCert             string
 	TLSKey              string
@@ -179,11 +180,11 @@ var settings = []Setting{
 		return nil
 	}},
 	{Env: "PORTCULLIS_POLICY_FILE", Default: "", Help: "roles and permissions (YAML); empty: the built-in policy", apply: stringSetting(func(c *Config) *string { return &c.PolicyFile })},
-	{Env: "PORTCULLIS_SMTP_URL", Default: "", Help: "smtp://user:pass@host:port or smtps://…; empty: emails are written to the log, marked not sent", Secret: true, apply: func(c *Config, v string) error {
+	{Env: "PORTCULLIS_SMTP_URL", Default: "", Help: "smtp://user:pass@host:port (STARTTLS required unless the host is loopback), smtps://… (implicit TLS) or smtp+insecure://host:port (plain text allowed, no credentials off loopback); empty: emails are written to the log, marked not sent", Secret: true, apply: func(c *Config, v string) error {
 		if v != "" {
 			u, err := url.Parse(v)
-			if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Host == "" {
-				return errors.New("expects smtp://[user:pass@]host:port or smtps://…")
+			if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps" && u.Scheme != "smtp+insecure") || u.Host == "" {
+				return errors.New("expects smtp://[user:pass@]host:port, smtps://… or smtp+insecure://host:port")
 			}
 		}
 		c.SMTPURL = v
@@ -254,6 +255,15 @@ var settings = []Setting{
 			}
 		}
 		c.DebugAddr = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_METRICS_ADDR", Default: "", Help: "host:port of a separate listener for /metrics (e.g. 127.0.0.1:9090), which is then not served on PORTCULLIS_ADDR; empty: /metrics on PORTCULLIS_ADDR", apply: func(c *Config, v string) error {
+		if v != "" {
+			if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+				return errors.New("expects host:port, for example 127.0.0.1:9090")
+			}
+		}
+		c.MetricsAddr = v
 		return nil
 	}},
 	{Env: "PORTCULLIS_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error", apply: func(c *Config, v string) error {
@@ -410,6 +420,9 @@ func (c *Config) derive() []string {
 	c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, "PORTCULLIS_TLS_CERT / PORTCULLIS_TLS_KEY: expects both files or neither")
+	}
+	if c.MetricsAddr != "" && c.MetricsAddr == c.Addr {
+		errs = append(errs, "PORTCULLIS_METRICS_ADDR (--metrics-addr): must differ from PORTCULLIS_ADDR (leave it empty to serve /metrics there)")
 	}
 	if c.DatabaseURL != "" && !c.Embedded() && c.KeyEncryptionKey == "" {
 		errs = append(errs, "PORTCULLIS_KEY_ENCRYPTION_KEY (--key-encryption-key): required with PostgreSQL (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)")

@@ -56,6 +56,19 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "ok/postgres with kek", env: map[string]string{"PORTCULLIS_DATABASE_URL": "postgres://u:p@h/db", "PORTCULLIS_KEY_ENCRYPTION_KEY": "x"}},
+		{name: "ok/smtp+insecure", env: map[string]string{"PORTCULLIS_SMTP_URL": "smtp+insecure://relay.internal:25"}, check: func(t *testing.T, c Config) {
+			if c.SMTPURL != "smtp+insecure://relay.internal:25" {
+				t.Fatalf("smtp url %q", c.SMTPURL)
+			}
+		}},
+		{name: "fail/smtp scheme", env: map[string]string{"PORTCULLIS_SMTP_URL": "smtp+tls://relay.internal:25"}, wantErr: "PORTCULLIS_SMTP_URL"},
+		{name: "ok/metrics addr", env: map[string]string{"PORTCULLIS_METRICS_ADDR": "127.0.0.1:9090"}, check: func(t *testing.T, c Config) {
+			if c.MetricsAddr != "127.0.0.1:9090" {
+				t.Fatalf("metrics addr %q", c.MetricsAddr)
+			}
+		}},
+		{name: "fail/metrics addr without port", env: map[string]string{"PORTCULLIS_METRICS_ADDR": "127.0.0.1"}, wantErr: "PORTCULLIS_METRICS_ADDR"},
+		{name: "fail/metrics addr is the main addr", env: map[string]string{"PORTCULLIS_ADDR": "127.0.0.1:8080", "PORTCULLIS_METRICS_ADDR": "127.0.0.1:8080"}, wantErr: "PORTCULLIS_METRICS_ADDR"},
 		{name: "fail/bad alg", env: map[string]string{"PORTCULLIS_SIGNING_ALG": "HS256"}, wantErr: "PORTCULLIS_SIGNING_ALG"},
 		{name: "fail/bad duration", env: map[string]string{"PORTCULLIS_ACCESS_TOKEN_TTL": "soon"}, wantErr: "PORTCULLIS_ACCESS_TOKEN_TTL"},
 		{name: "fail/bad database", env: map[string]string{"PORTCULLIS_DATABASE_URL": "mysql://x"}, wantErr: "PORTCULLIS_DATABASE_URL"},

@@ -51,6 +51,9 @@ type SMTPSender struct {
 	host        string // host name or IP, without port
 	addr        string // host:port
 	implicitTLS bool
+	// plaintextOK (smtp+insecure://) lets a session to a non-loopback host
+	// go on without TLS when the server offers no STARTTLS.
+	plaintextOK bool
 	user, pass  string
 	hasAuth     bool
 	from        *mail.Address
@@ -63,12 +66,19 @@ type SMTPSender struct {
 
 var _ Sender = (*SMTPSender)(nil)
 
-// NewSMTPSender returns a sender for rawURL, smtp://[user:pass@]host[:port]
-// (port 587 by default; STARTTLS whenever the server offers it) or
-// smtps://[user:pass@]host[:port] (port 465 by default; implicit TLS), with
-// from (for example "Portcullis <no-reply@example.com>") as the sender.
-// With credentials it refuses to authenticate over a connection without TLS
-// unless the host is loopback. Errors never contain the password.
+// NewSMTPSender returns a sender for rawURL, with from (for example
+// "Portcullis <no-reply@example.com>") as the sender. rawURL is one of
+//
+//   - smtp://[user:pass@]host[:port]: port 587 by default; STARTTLS whenever
+//     the server offers it, and a non-loopback server that offers none is
+//     refused (nothing is sent);
+//   - smtps://[user:pass@]host[:port]: port 465 by default; implicit TLS;
+//   - smtp+insecure://host[:port]: like smtp://, but a server that offers no
+//     STARTTLS is used in plain text. It takes no credentials unless the
+//     host is loopback: they would cross the network readable.
+//
+// Whatever the scheme, credentials never go to a non-loopback host over a
+// connection without TLS. Errors never contain the password.
 func NewSMTPSender(rawURL, from string, opts Options) (*SMTPSender, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -80,11 +90,14 @@ func NewSMTPSender(rawURL, from string, opts Options) (*SMTPSender, error) {
 	switch u.Scheme {
 	case "smtp":
 		defaultPort = "587"
+	case "smtp+insecure":
+		defaultPort = "587"
+		s.plaintextOK = true
 	case "smtps":
 		defaultPort = "465"
 		s.implicitTLS = true
 	default:
-		return nil, errors.New("smtp url: scheme must be smtp or smtps")
+		return nil, errors.New("smtp url: scheme must be smtp, smtps or smtp+insecure")
 	}
 	if u.Opaque != "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return nil, errors.New("smtp url: only smtp[s]://[user:pass@]host:port is accepted (no path, query or fragment)")
@@ -105,6 +118,10 @@ func NewSMTPSender(rawURL, from string, opts Options) (*SMTPSender, error) {
 			return nil, errors.New("smtp url: credentials need both a user and a password")
 		}
 		s.hasAuth = true
+		if s.plaintextOK && !isLoopback(s.host) {
+			return nil, errors.New("smtp url: smtp+insecure:// takes no credentials for a host that is not loopback " +
+				"(they could be sent without TLS); use smtp:// (STARTTLS) or smtps://")
+		}
 	}
 	if s.from, err = parseFrom(from); err != nil {
 		return nil, err
@@ -139,8 +156,11 @@ func NewSMTPSender(rawURL, from string, opts Options) (*SMTPSender, error) {
 // String describes the sender without its credentials.
 func (s *SMTPSender) String() string {
 	scheme := "smtp"
-	if s.implicitTLS {
+	switch {
+	case s.implicitTLS:
 		scheme = "smtps"
+	case s.plaintextOK:
+		scheme = "smtp+insecure"
 	}
 	return scheme + "://" + s.addr
 }
@@ -186,6 +206,28 @@ func (s *SMTPSender) Send(ctx context.Context, msg Message) error {
 
 // errNoTLSForAuth is returned instead of sending credentials in clear.
 var errNoTLSForAuth = errors.New("the server offers no STARTTLS and the host is not loopback: refusing to send credentials without TLS (use smtps:// or a server with STARTTLS)")
+
+// errNoSTARTTLS is returned instead of sending a message in clear to a
+// server that is not loopback.
+var errNoSTARTTLS = errors.New("the server offers no STARTTLS and the host is not loopback: refusing to send mail without TLS " +
+	"(use smtps://, a server with STARTTLS, or smtp+insecure:// to accept plain text on purpose)")
+
+// checkPlaintext is the one rule for a session that ended up without TLS
+// (the server offered no STARTTLS): allowed to a loopback host; otherwise
+// never with credentials, and without them only under smtp+insecure://.
+// It runs after EHLO and before AUTH or MAIL, so a refused session sends
+// neither credentials nor any part of the message.
+func (s *SMTPSender) checkPlaintext(isTLS bool) error {
+	switch {
+	case isTLS || isLoopback(s.host):
+		return nil
+	case s.hasAuth:
+		return permanentError{errNoTLSForAuth}
+	case !s.plaintextOK:
+		return permanentError{errNoSTARTTLS}
+	}
+	return nil
+}
 
 // permanentError marks failures that retrying cannot fix.
 type permanentError struct{ err error }
@@ -249,11 +291,12 @@ func (s *SMTPSender) attempt(parent context.Context, rcpt string, data []byte) (
 			isTLS = true
 		}
 	}
+	step = "starttls"
+	if err := s.checkPlaintext(isTLS); err != nil {
+		return err
+	}
 	if s.hasAuth {
 		step = "auth"
-		if !isTLS && !isLoopback(s.host) {
-			return permanentError{errNoTLSForAuth}
-		}
 		ok, mechs := c.Extension("AUTH")
 		if !ok {
 			return permanentError{errors.New("credentials are configured but the server offers no AUTH")}

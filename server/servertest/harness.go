@@ -110,6 +110,10 @@ type Instance struct {
 	Logs   *SyncBuffer
 	cancel context.CancelFunc
 	done   chan error
+
+	// MetricsURL is the base URL of the PORTCULLIS_METRICS_ADDR listener
+	// ("" when the setting is empty and /metrics is served at URL).
+	MetricsURL string
 }
 
 // Start runs an in-process server for env on a free loopback port and stops
@@ -135,6 +139,14 @@ func Start(t testing.TB, env Env) *Instance {
 	go func() { in.done <- a.Run(ctx, ln, nil) }()
 	t.Cleanup(in.Stop)
 	waitReady(t, in.URL, 15*time.Second)
+	if cfg.MetricsAddr != "" {
+		// Run binds the metrics listener before the main one serves.
+		addr := a.MetricsAddr()
+		if addr == nil {
+			t.Fatal("PORTCULLIS_METRICS_ADDR is set but no metrics listener is bound")
+		}
+		in.MetricsURL = "http://" + addr.String()
+	}
 	return in
 }
 

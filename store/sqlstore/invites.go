@@ -20,7 +20,15 @@ var ErrInvalidToken = errors.New("sqlstore: invalid one-time token record")
 // CreateInvite stores a pending invite and, in the same transaction, marks
 // every older pending invite for the same email (case-insensitive)
 // superseded. It fills ID, Status and CreatedAt; ExpiresAt must be set.
-func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite) error {
+//
+// Superseding a pending invite cancels it, so when mayReplace is not nil it
+// is called once, inside the transaction and with the rows locked, with the
+// pending invites about to be superseded (oldest first; possibly none); if
+// it returns an error nothing is written and CreateInvite returns that
+// error (wrapped). Only the invites it approved are superseded: one created
+// concurrently is left pending. A retried transaction calls it again; the
+// last call describes what was committed.
+func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite, mayReplace func(pending []store.Invite) error) error {
 	if inv == nil || strings.TrimSpace(inv.Email) == "" || inv.Role == "" || len(inv.TokenHash) == 0 || inv.ExpiresAt.IsZero() {
 		return fmt.Errorf("create invite: %w: email, role, token hash and expiry are required", ErrInvalidToken)
 	}
@@ -36,15 +44,40 @@ func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite) error {
 		ExpiresAt:  dbTime(inv.ExpiresAt),
 		CreatedAt:  now,
 	}
+	var refused error // mayReplace's answer, returned as is
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		err := tx.Model(&inviteRow{}).
+		refused = nil
+		var pending []inviteRow
+		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
 			Where("email_lower = ? AND status = ?", row.EmailLower, string(store.InvitePending)).
-			Update("status", string(store.InviteSuperseded)).Error
+			Order("created_at, id").Find(&pending).Error
 		if err != nil {
-			return mapErr("supersede older invites", err)
+			return mapErr("find pending invites", err)
+		}
+		ids := make([]string, 0, len(pending))
+		invites := make([]store.Invite, 0, len(pending))
+		for _, p := range pending {
+			ids = append(ids, p.ID)
+			invites = append(invites, p.toInvite())
+		}
+		if mayReplace != nil {
+			if refused = mayReplace(invites); refused != nil {
+				return refused
+			}
+		}
+		if len(ids) > 0 {
+			err = tx.Model(&inviteRow{}).
+				Where("id IN ? AND status = ?", ids, string(store.InvitePending)).
+				Update("status", string(store.InviteSuperseded)).Error
+			if err != nil {
+				return mapErr("supersede older invites", err)
+			}
 		}
 		return mapErr("insert invite", tx.Create(&row).Error)
 	})
+	if refused != nil {
+		return fmt.Errorf("create invite: %w", refused)
+	}
 	if err != nil {
 		return mapErr("create invite", err)
 	}

@@ -57,6 +57,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/signing_keys_lifecycle", testKeysLifecycle},
 		{"fail/signing_keys_conflicts_roll_back", testKeysConflicts},
 		{"ok/invites_create_supersede_list", testInvites},
+		{"fail/invites_replace_refused_writes_nothing", testInviteReplaceRefused},
 		{"ok/invites_accept", testInviteAccept},
 		{"fail/invites_accept", testInviteAcceptFail},
 		{"ok/invites_revoke", testInviteRevoke},
@@ -66,6 +67,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/audit_scrub_pii", testAuditScrub},
 		{"race/users_update_serialises", testRaceUserUpdate},
 		{"race/invites_accept_once", testRaceInviteAccept},
+		{"race/invites_replace_never_supersedes_unchecked", testRaceInviteReplace},
 		{"race/user_tokens_consume_once", testRaceUserToken},
 		{"race/signing_keys_first_key_one_winner", testRaceFirstKey},
 		{"race/signing_keys_rotation_one_winner", testRaceRotation},
@@ -670,7 +672,7 @@ func testUserDelete(t *testing.T, s *sqlstore.Store) {
 	inv := &store.Invite{Email: "Jill@Example.com", Role: "user", InvitedBy: admin.ID, ExpiresAt: time.Now().Add(time.Hour)}
 	_, hash := secret()
 	inv.TokenHash = hash
-	if err := s.CreateInvite(c, inv); err != nil {
+	if err := s.CreateInvite(c, inv, nil); err != nil {
 		t.Fatalf("CreateInvite: %v", err)
 	}
 	u := &store.User{PasswordHash: "$h"}
@@ -1040,7 +1042,7 @@ func mustInvite(t *testing.T, s *sqlstore.Store, email, role string, expires tim
 	t.Helper()
 	_, hash := secret()
 	inv := &store.Invite{Email: email, Role: role, TokenHash: hash, InvitedBy: "usr_inviter", ExpiresAt: expires}
-	if err := s.CreateInvite(rctx(t), inv); err != nil {
+	if err := s.CreateInvite(rctx(t), inv, nil); err != nil {
 		t.Fatalf("CreateInvite(%s): %v", email, err)
 	}
 	return inv, hash
@@ -1111,7 +1113,7 @@ func testInvites(t *testing.T, s *sqlstore.Store) {
 		{Email: "x@example.com", Role: "user", ExpiresAt: exp},
 		{Email: "x@example.com", Role: "user", TokenHash: []byte("h")},
 	} {
-		wantErr(t, "CreateInvite incomplete", s.CreateInvite(c, bad), sqlstore.ErrInvalidToken)
+		wantErr(t, "CreateInvite incomplete", s.CreateInvite(c, bad, nil), sqlstore.ErrInvalidToken)
 	}
 }
 
@@ -1653,5 +1655,75 @@ func testRaceRotation(t *testing.T, s *sqlstore.Store) {
 	got := keysByKID(t, s)[old.KID]
 	if got.Version != old.Version+1 || got.PublishedUntil == nil || !got.PublishedUntil.Equal(untils[w]) {
 		t.Fatalf("key after the update race: %+v; want version %d and the winner's PublishedUntil %v", got, old.Version+1, untils[w])
+	}
+}
+
+// testInviteReplaceRefused: CreateInvite asks mayReplace about each pending
+// invite it would supersede; a refusal writes nothing (the pending invite
+// stays pending, no new invite exists), an approval supersedes it.
+func testInviteReplaceRefused(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	exp := time.Now().Add(time.Hour)
+	pending, _ := mustInvite(t, s, "Kim@example.com", "admin", exp)
+	refusal := errors.New("not yours to cancel")
+	var asked []store.Invite
+	_, hash := secret()
+	inv := &store.Invite{Email: "kim@EXAMPLE.com", Role: "user", TokenHash: hash, InvitedBy: "usr_lower", ExpiresAt: exp}
+	err := s.CreateInvite(c, inv, func(p []store.Invite) error { asked = p; return refusal })
+	wantErr(t, "CreateInvite refused", err, refusal)
+	if len(asked) != 1 || asked[0].ID != pending.ID || asked[0].Role != "admin" {
+		t.Fatalf("mayReplace saw %+v, want the pending admin invite", asked)
+	}
+	if got, _ := s.GetInvite(c, pending.ID); got.Status != store.InvitePending {
+		t.Fatalf("refused replacement changed the pending invite: %+v", got)
+	}
+	if p, _ := s.ListInvites(c, "", 10); len(p.Items) != 1 {
+		t.Fatalf("refused replacement stored an invite: %+v", p.Items)
+	}
+	if err := s.CreateInvite(c, inv, func([]store.Invite) error { return nil }); err != nil {
+		t.Fatalf("CreateInvite approved: %v", err)
+	}
+	if got, _ := s.GetInvite(c, pending.ID); got.Status != store.InviteSuperseded {
+		t.Fatalf("approved replacement left the older invite %s", got.Status)
+	}
+}
+
+// testRaceInviteReplace: an invite whose mayReplace refuses to supersede a
+// higher invite races with the creation of that higher invite, many times
+// over. Whatever the order, the higher invite is never superseded by it:
+// either it was seen and refused, or it was created meanwhile and left alone.
+func testRaceInviteReplace(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	exp := time.Now().Add(time.Hour)
+	refusal := errors.New("may not replace an admin invite")
+	noAdmin := func(pending []store.Invite) error {
+		for _, p := range pending {
+			if p.Role == "admin" {
+				return refusal
+			}
+		}
+		return nil
+	}
+	for round := 0; round < 10; round++ {
+		email := fmt.Sprintf("race%d@example.com", round)
+		high := &store.Invite{Email: email, Role: "admin", InvitedBy: "usr_high", ExpiresAt: exp}
+		_, high.TokenHash = secret()
+		errs := race(2, func(i int) error {
+			if i == 0 {
+				return s.CreateInvite(c, high, nil)
+			}
+			low := &store.Invite{Email: email, Role: "user", InvitedBy: "usr_low", ExpiresAt: exp}
+			_, low.TokenHash = secret()
+			return s.CreateInvite(c, low, noAdmin)
+		})
+		if errs[0] != nil {
+			t.Fatalf("round %d: the admin invite: %v", round, errs[0])
+		}
+		if errs[1] != nil && !errors.Is(errs[1], refusal) {
+			t.Fatalf("round %d: the user invite: %v", round, errs[1])
+		}
+		if got, err := s.GetInvite(c, high.ID); err != nil || got.Status != store.InvitePending {
+			t.Fatalf("round %d: the admin invite is %+v, %v; a refused replacement superseded it", round, got, err)
+		}
 	}
 }

@@ -90,6 +90,7 @@ type config struct {
 	starttls   bool
 	implicit   bool
 	tlsHosts   []string
+	host       string
 }
 
 // WithAuth makes the server require AUTH with this user and password before
@@ -118,7 +119,16 @@ func WithImplicitTLS(extraHosts ...string) Option {
 	return func(c *config) { c.implicit, c.tlsHosts = true, extraHosts }
 }
 
-// Server is an SMTP server on 127.0.0.1 that keeps what it receives.
+// WithHost makes the server listen on host (an IP address of this machine)
+// instead of 127.0.0.1, so a client reaches it as a host that is not
+// loopback; URL then names that address. Give the same host to WithSTARTTLS
+// or WithImplicitTLS for the certificate to cover it.
+func WithHost(host string) Option {
+	return func(c *config) { c.host = host }
+}
+
+// Server is an SMTP server on 127.0.0.1 (or WithHost's address) that keeps
+// what it receives.
 type Server struct {
 	cfg       config
 	srv       *smtp.Server
@@ -137,8 +147,8 @@ type Server struct {
 	closeOnce sync.Once
 }
 
-// NewServer starts a server on 127.0.0.1 with a free port; it stops when the
-// test ends.
+// NewServer starts a server on 127.0.0.1 (or WithHost's address) with a free
+// port; it stops when the test ends.
 func NewServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	s := &Server{changed: make(chan struct{})}
@@ -148,7 +158,11 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 	if s.cfg.user != "" && len(s.cfg.mechs) == 0 {
 		s.cfg.mechs = []string{sasl.Plain, sasl.Login}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	host := s.cfg.host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatalf("mailtest: listen: %v", err)
 	}
