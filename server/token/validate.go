@@ -72,9 +72,30 @@ func (s *Service) revoked(ctx context.Context, c AccessClaims) (bool, error) {
 // Portcullis's own endpoints, including revocation. Failures are RFC 6750
 // invalid_token errors; an unreachable token state is 503 (fail closed).
 func (s *Service) AuthenticateBearer(ctx context.Context, raw string) (AccessClaims, error) {
+	return s.authenticateBearer(ctx, raw, false)
+}
+
+// AuthenticateAdmin is AuthenticateBearer for Portcullis's own admin API
+// (/admin/*): the token must also name the issuer among its audiences. A
+// token minted for a downstream API (aud "api", say) is refused with 401
+// invalid_token whoever it belongs to, so a token leaked by that API, its
+// logs or its traffic cannot administer Portcullis (contract, "Portcullis's
+// own audience"). Only a client whose audiences list the issuer (the
+// built-in first-party client does) gives a token that audience.
+func (s *Service) AuthenticateAdmin(ctx context.Context, raw string) (AccessClaims, error) {
+	return s.authenticateBearer(ctx, raw, true)
+}
+
+// IssuerAudience is the audience of Portcullis's own admin API: the issuer.
+func (s *Service) IssuerAudience() string { return s.cfg.Issuer }
+
+func (s *Service) authenticateBearer(ctx context.Context, raw string, admin bool) (AccessClaims, error) {
 	c, err := s.verifyAccessToken(raw, s.now())
 	if err != nil {
 		return AccessClaims{}, bearerError.WithCause(err)
+	}
+	if admin && !c.Audience.Contains(s.cfg.Issuer) {
+		return AccessClaims{}, bearerError.WithDescription("This token is not meant for Portcullis's admin API: its audience does not include %s.", s.cfg.Issuer)
 	}
 	revoked, err := s.revoked(ctx, c)
 	if err != nil {
@@ -283,7 +304,8 @@ func (s *Service) issueSession(ctx context.Context, client store.Client, user st
 }
 
 // UserInfo answers OIDC UserInfo for a verified user access token: sub,
-// email, email_verified and roles (and name when set).
+// email, email_verified and roles (and name when set). roles are the user's
+// current roles that the token's scope covers.
 func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any, error) {
 	u, err := s.users.GetUser(ctx, c.Subject)
 	if err != nil {
@@ -295,9 +317,11 @@ func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any,
 	if !u.Active {
 		return nil, bearerError.WithDescription("The user is deactivated.")
 	}
-	roles := u.Roles
-	if roles == nil || u.MustChangePassword {
-		roles = []string{}
+	// The roles the presented token covers, as in the token itself: a
+	// narrowed token does not learn here the roles it was not given.
+	roles := []string{}
+	if !u.MustChangePassword {
+		roles = s.perms.CoveredRoles(u.Roles, c.Scopes())
 	}
 	out := map[string]any{"sub": u.ID, "email": u.Email, "email_verified": u.EmailVerified, "roles": roles}
 	if u.Name != "" {
