@@ -202,9 +202,11 @@ Next steps (in another terminal):
        ./bin/portcullis clients create --id web --name "Web app" --grants password,refresh_token
   3. Get a token:
        curl -s -u web:SECRET -d grant_type=password -d username=admin@example.com -d password=a-long-passphrase %s/oauth2/token
+  4. For the admin API (/admin), whose tokens must carry the issuer as audience, a client listing it:
+       ./bin/portcullis clients create --id admin-tools --name "Admin tools" --audience %s
   Discovery: %s/.well-known/openid-configuration
 
-`, cfg.DatabaseURL, cfg.Addr, cfg.Issuer, cfg.Issuer)
+`, cfg.DatabaseURL, cfg.Addr, cfg.Issuer, cfg.Issuer, cfg.Issuer)
 }
 
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
