@@ -110,7 +110,7 @@ func TestEmbeddedDefault(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &created); err != nil || created.ClientID != "web" || len(created.ClientSecret) < 43 {
 		t.Fatalf("clients create output %q: %v", out, err)
 	}
-	if _, stderr, code := st.RunCLIIn(t, dir, env, "", "clients", "create", "--id", "Bad ID!"); code == 0 || !strings.Contains(stderr, "client id") {
+	if _, stderr, code := st.RunCLIIn(t, dir, env, "", "clients", "create", "--id", "Bad ID!"); code == 0 || !strings.Contains(strings.ToLower(stderr), "client id") {
 		t.Fatalf("bad client id accepted: %s", stderr)
 	}
 	login := func() {

@@ -357,8 +357,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 // core, so that the operator's commands (`portcullis clients …`) run through
 // the same rules and audit as the admin API, with accounts.Operator() as the
 // actor. It reaches no Redis and sends no mail (the operations the CLI runs
-// need neither): its sessions use the SQL token state, its mail goes to the
-// log.
+// need neither): its sessions use the SQL token state, its mail is dropped.
 func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 	cfg := core.Config
 	hasher, err := NewHasher(cfg)
@@ -381,7 +380,8 @@ func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration, Issuer: cfg.Issuer,
 	}, accounts.Deps{
 		Store: core.Store, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: PasswordRules(cfg),
-		Mail: mail.NewLogSender(log), Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log,
+		// The CLI sends no mail; a discarding logger keeps the log sender's warning out of its output.
+		Mail: mail.NewLogSender(slog.New(slog.DiscardHandler)), Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log,
 	})
 }
 
