@@ -59,7 +59,7 @@ func (s *Service) loadClientActor(ctx context.Context, actor Actor) (clientActor
 	return clientActor{id: a.ID, via: "admin", perms: s.policy.Permissions(a.Roles)}, nil
 }
 
-// CheckClientCeiling is the one rule for what a new client may carry
+// checkClientCeiling is the one rule for what a new client may carry
 // (contract, "Clients under the privilege ceiling"), used by the API and the
 // CLI alike. First, for every actor: each scope listed on the client must be
 // a permission the policy knows (else 400 invalid_request). Then, for a user

@@ -86,9 +86,6 @@ func (s *Service) AuthenticateAdmin(ctx context.Context, raw string) (AccessClai
 	return s.authenticateBearer(ctx, raw, true)
 }
 
-// IssuerAudience is the audience of Portcullis's own admin API: the issuer.
-func (s *Service) IssuerAudience() string { return s.cfg.Issuer }
-
 func (s *Service) authenticateBearer(ctx context.Context, raw string, admin bool) (AccessClaims, error) {
 	c, err := s.verifyAccessToken(raw, s.now())
 	if err != nil {
