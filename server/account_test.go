@@ -52,11 +52,13 @@ func newAcctEnvOn(t *testing.T, backend st.Backend, env ...map[string]string) *a
 	in := st.Start(t, e)
 	a := &acctEnv{in: in, c: in.Client(t), fx: st.NewFixtures(t, in.App.Core), smtp: smtp}
 	a.root = a.fx.User(t, rootEmail, rootPass, "super_admin")
-	a.webSecret = a.fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
+	// Its tokens carry the issuer audience, so they work at /admin as well as /auth.
+	a.webSecret = a.fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{a.fx.Issuer()}})
 	return a
 }
 
-// login runs the password grant through the confidential client "web".
+// login runs the password grant through the confidential client "web"
+// (issuer audience: the token works at /admin).
 func (a *acctEnv) login(t *testing.T, email, pw string) st.TokenResponse {
 	t.Helper()
 	return a.c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", a.webSecret)).Token()

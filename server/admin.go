@@ -61,13 +61,14 @@ func AdminRoutes() []AdminRoute {
 }
 
 // MountAdmin mounts the /admin API. Every route needs a bearer access token
-// of a user (401 without) whose scope holds the route's permission (403
+// of a user whose aud holds the issuer (401 without, RequireAdminBearer) and
+// whose scope holds the route's permission (403
 // insufficient_scope without; a token of a user who must change their
 // password holds none). Permissions are checked, never role names; the
 // privilege ceiling is checked by the accounts service with the actor's
 // current roles.
 func (s *Server) MountAdmin(svc *accounts.Service, tokens *token.Service) {
-	bearer := RequireBearer(tokens)
+	bearer := RequireAdminBearer(tokens)
 	for _, r := range adminRoutes {
 		handle := r.handle
 		s.echo.Add(r.Method, r.Path, func(c echo.Context) error { return handle(svc, c) },

@@ -357,14 +357,14 @@ func TestAdminRolesClientsKeysAudit(t *testing.T) {
 	}
 
 	r := a.c.PostJSON("/admin/clients", map[string]any{"client_id": "reports", "name": "Reports", "grants": []string{"client_credentials"},
-		"scopes": []string{"reports:read"}}, st.Bearer(root)).ExpectStatus(http.StatusCreated)
+		"scopes": []string{"users:read"}}, st.Bearer(root)).ExpectStatus(http.StatusCreated)
 	created := r.Map()
 	secret, _ := created["client_secret"].(string)
 	if created["client_id"] != "reports" || !strings.HasPrefix(secret, "pcs_") {
 		t.Fatalf("created client: %s", r.Body)
 	}
 	tok := a.c.PostForm("/oauth2/token", formOf(map[string]string{"grant_type": "client_credentials"}), st.Basic("reports", secret)).Token()
-	if c := decodeClaims(t, tok.AccessToken); c["scope"] != "reports:read" {
+	if c := decodeClaims(t, tok.AccessToken); c["scope"] != "users:read" {
 		t.Fatalf("client token: %v", c)
 	}
 	pub := a.c.PostJSON("/admin/clients", map[string]any{"client_id": "spa2", "public": true}, st.Bearer(root)).ExpectStatus(http.StatusCreated).Map()

@@ -35,7 +35,7 @@ func newCluster(t *testing.T, n int, extra map[string]string) *cluster {
 	cl := &cluster{env: env, fx: st.NewFixtures(t, in.App.Core)}
 	cl.fx.User(t, userEmail, userPass, "user")
 	cl.fx.User(t, "root@example.com", userPass, "super_admin")
-	cl.webSecret = cl.fx.Client(t, clients.Spec{ID: "web"})
+	cl.webSecret = cl.fx.Client(t, clients.Spec{ID: "web", Audiences: []string{cl.fx.Issuer()}}) // admin API audience
 	cl.svcSecret = cl.fx.Client(t, clients.Spec{ID: "svc", Grants: []string{"client_credentials"}})
 	for i := 0; i < n; i++ {
 		p := st.StartProcess(t, env)

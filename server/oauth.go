@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"mime"
 	"net/http"
 	"strings"
@@ -131,6 +132,17 @@ func meta(c echo.Context) token.RequestMeta {
 // leaves its claims in the context. No token: 401 with a bare
 // WWW-Authenticate: Bearer; a bad one: 401 invalid_token.
 func RequireBearer(svc *token.Service) echo.MiddlewareFunc {
+	return requireUserBearer(svc.AuthenticateBearer)
+}
+
+// RequireAdminBearer is RequireBearer for /admin: the token's aud must also
+// hold the issuer (token.Service.AuthenticateAdmin), else 401 invalid_token.
+func RequireAdminBearer(svc *token.Service) echo.MiddlewareFunc {
+	return requireUserBearer(svc.AuthenticateAdmin)
+}
+
+// requireUserBearer authenticates a user's bearer token with authenticate.
+func requireUserBearer(authenticate func(ctx context.Context, raw string) (token.AccessClaims, error)) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			raw, ok := bearerToken(c.Request())
@@ -138,7 +150,7 @@ func RequireBearer(svc *token.Service) echo.MiddlewareFunc {
 				return apierr.ErrUnauthorized.
 					WithDescription("A bearer access token is required.")
 			}
-			claims, err := svc.AuthenticateBearer(c.Request().Context(), raw)
+			claims, err := authenticate(c.Request().Context(), raw)
 			if err != nil {
 				return err
 			}

@@ -50,7 +50,8 @@ func deploy(t *testing.T, in *st.Instance) *deployment {
 	t.Helper()
 	d := &deployment{in: in, c: in.Client(t), fx: st.NewFixtures(t, in.App.Core)}
 	d.fx.User(t, userEmail, userPass, "admin")
-	d.webSecret = d.fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
+	// "web" tokens are for the API and for the admin API (the issuer audience).
+	d.webSecret = d.fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", d.fx.Issuer()}})
 	d.svcSecret = d.fx.Client(t, clients.Spec{ID: "svc", Grants: []string{"client_credentials"}, Scopes: []string{"reports:read"}})
 	d.fx.Client(t, clients.Spec{ID: "spa", Public: true})
 	return d

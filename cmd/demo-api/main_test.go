@@ -78,6 +78,7 @@ func startStack(t *testing.T, settings map[string]string) *stack {
 	s.secrets["web"] = fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
 	s.secrets["billing-web"] = fx.Client(t, clients.Spec{ID: "billing-web", Name: "Billing", Audiences: []string{"billing"}})
 	s.secrets["reports"] = fx.Client(t, clients.Spec{ID: "reports", Name: "Reports", Grants: []string{"client_credentials"}, Scopes: []string{"projects:read"}})
+	s.secrets["reader-web"] = fx.Client(t, clients.Spec{ID: "reader-web", Name: "Reader", Scopes: []string{"projects:read"}})
 
 	a, err := newAPI(config{Addr: "127.0.0.1:0", Issuer: in.Config.Issuer, Audience: "api"}, s.clock.Now, slog.New(slog.NewJSONHandler(s.logs, nil)))
 	if err != nil {
@@ -181,7 +182,9 @@ func forge(t *testing.T, claims map[string]any, kid string) string {
 }
 
 // TestDemoAPI: tokens of a running Portcullis are accepted by what they
-// grant, and expired, tampered, wrong-audience, wrong-typ and unknown-kid
+// grant (a super_admin's read-only token names no role, so the role-guarded
+// /admin/metrics refuses it; before roles followed the grant it was
+// accepted), and expired, tampered, wrong-audience, wrong-typ and unknown-kid
 // tokens are refused with RFC 6750 answers.
 func TestDemoAPI(t *testing.T) {
 	s := startStack(t, nil)
@@ -190,6 +193,9 @@ func TestDemoAPI(t *testing.T) {
 	admin := s.login(t, "web", "admin", "")
 	root := s.login(t, "web", "super_admin", "")
 	idTok := s.login(t, "web", "viewer", "openid").IDToken
+	// Read-only tokens of a super_admin: by the scope asked, and by the client's scopes.
+	rootReadOnly := s.login(t, "web", "super_admin", "projects:read")
+	rootViaReader := s.login(t, "reader-web", "super_admin", "")
 	billing := s.pc.PostForm("/oauth2/token", st.PasswordForm("viewer@example.com", password, ""), st.Basic("billing-web", s.secrets["billing-web"])).Token()
 	service := s.pc.PostForm("/oauth2/token", map[string][]string{"grant_type": {"client_credentials"}}, st.Basic("reports", s.secrets["reports"])).Token()
 	if aud := jwtPart(t, billing.AccessToken, 1)["aud"]; fmt.Sprint(aud) == "api" || fmt.Sprint(aud) == "[api]" {
@@ -231,6 +237,11 @@ func TestDemoAPI(t *testing.T) {
 		{"fail/editor metrics", "GET", "/admin/metrics", editor.AccessToken, nil, 403,
 			`Bearer error="insufficient_scope", error_description="This request needs the role admin or higher."`},
 		{"fail/client_credentials metrics (no roles)", "GET", "/admin/metrics", service.AccessToken, nil, 403,
+			`Bearer error="insufficient_scope", error_description="This request needs the role admin or higher."`},
+		{"ok/read-only super_admin reads", "GET", "/projects", rootReadOnly.AccessToken, nil, 200, ""},
+		{"fail/read-only super_admin metrics (roles follow the grant)", "GET", "/admin/metrics", rootReadOnly.AccessToken, nil, 403,
+			`Bearer error="insufficient_scope", error_description="This request needs the role admin or higher."`},
+		{"fail/super_admin through a read-only client metrics", "GET", "/admin/metrics", rootViaReader.AccessToken, nil, 403,
 			`Bearer error="insufficient_scope", error_description="This request needs the role admin or higher."`},
 		{"fail/client_credentials writes", "POST", "/projects", service.AccessToken, map[string]string{"name": "x"}, 403,
 			`Bearer error="insufficient_scope", scope="projects:write", error_description="This request needs the permission projects:write."`},

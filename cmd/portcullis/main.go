@@ -23,6 +23,8 @@ import (
 
 	"github.com/portcullis-auth/portcullis/keys"
 	"github.com/portcullis-auth/portcullis/policy/password"
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/app"
 	"github.com/portcullis-auth/portcullis/server/buildinfo"
 	"github.com/portcullis-auth/portcullis/server/clients"
@@ -36,7 +38,7 @@ Usage:
   portcullis serve                                   run the server
   portcullis migrate [status]                        apply pending migrations, or list them
   portcullis bootstrap --email E --password-stdin    create the first super_admin (idempotent)
-  portcullis clients create --id ID --name NAME [--public] [--grants g1,g2] [--scopes "a b"] [--audience AUD]
+  portcullis clients create --id ID --name NAME [--public] [--grants g1,g2] [--scopes "a b"] [--audience AUD]...
   portcullis clients list | delete ID | rotate-secret ID
   portcullis keys list | rotate [--force] | revoke KID | reencrypt
   portcullis version
@@ -200,9 +202,11 @@ Next steps (in another terminal):
        ./bin/portcullis clients create --id web --name "Web app" --grants password,refresh_token
   3. Get a token:
        curl -s -u web:SECRET -d grant_type=password -d username=admin@example.com -d password=a-long-passphrase %s/oauth2/token
+  4. For the admin API (/admin), whose tokens must carry the issuer as audience, a client listing it:
+       ./bin/portcullis clients create --id admin-tools --name "Admin tools" --audience %s
   Discovery: %s/.well-known/openid-configuration
 
-`, cfg.DatabaseURL, cfg.Addr, cfg.Issuer, cfg.Issuer)
+`, cfg.DatabaseURL, cfg.Addr, cfg.Issuer, cfg.Issuer, cfg.Issuer)
 }
 
 func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -301,6 +305,22 @@ func readPasswordLine(r io.Reader) (string, error) {
 	return line, nil
 }
 
+// repeatedFlag collects a flag that may be given more than once; each value
+// may also hold a comma-separated list.
+type repeatedFlag []string
+
+func (r *repeatedFlag) String() string { return strings.Join(*r, ",") }
+
+func (r *repeatedFlag) Set(v string) error {
+	*r = append(*r, splitComma(v)...)
+	return nil
+}
+
+// cmdClients runs `portcullis clients …` through the accounts service, the
+// one the admin API uses, as the operator (accounts.Operator): the same
+// rules (a client's scopes must be permissions the policy knows; the
+// built-in client cannot be deleted) and the same audit events, with
+// actor_id accounts.OperatorActorID and "via": "cli".
 func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return &exitError{code: 2, msg: "clients needs a subcommand: create, list, delete ID, rotate-secret ID"}
@@ -308,25 +328,32 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	sub, args := args[0], args[1:]
 	cf := newCommandFlags("clients "+sub, stderr)
 	var spec clients.Spec
-	var grants, scopes, audience *string
+	var grants, scopes *string
+	var audiences repeatedFlag
 	var public *bool
 	if sub == "create" {
 		cf.StringVar(&spec.ID, "id", "", "client id (3-64 of a-z 0-9 . _ -)")
 		cf.StringVar(&spec.Name, "name", "", "display name")
 		public = cf.Bool("public", false, "a public client (no secret; client authentication none)")
 		grants = cf.String("grants", "password,refresh_token", "comma-separated grant types")
-		scopes = cf.String("scopes", "", "space-separated permissions the client may receive (default: every permission)")
-		audience = cf.String("audience", "", "aud of its access tokens, comma-separated (default: PORTCULLIS_DEFAULT_AUDIENCE)")
+		scopes = cf.String("scopes", "", "space-separated permissions the client may receive, each known to the policy (default: every permission)")
+		cf.Var(&audiences, "audience", "aud of its access tokens; repeat it (or separate with commas) for several; the issuer lets its tokens use the admin API (default: PORTCULLIS_DEFAULT_AUDIENCE)")
 	}
 	cfg, err := cf.load(args)
 	if err != nil {
 		return err
 	}
-	core, err := app.OpenCore(ctx, cfg, newLogger(cfg, stderr))
+	log := newLogger(cfg, stderr)
+	core, err := app.OpenCore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer core.Close()
+	svc, err := app.OperatorAccounts(core, log)
+	if err != nil {
+		return err
+	}
+	operator := accounts.Operator()
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	switch sub {
@@ -341,33 +368,20 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 				}
 			}
 		})
-		spec.Audiences = splitComma(*audience)
-		c, secret, err := clients.Create(ctx, core.Store, spec)
+		spec.Audiences = audiences
+		created, err := svc.CreateClient(ctx, operator, spec)
 		if err != nil {
-			var ve *clients.ValidationError
-			if errors.As(err, &ve) {
-				return &exitError{code: 2, msg: ve.Reason}
-			}
-			if errors.Is(err, store.ErrAlreadyExists) {
-				return &exitError{code: 1, msg: err.Error()}
-			}
-			return err
+			return operatorError(err)
 		}
-		core.Audit.Record(ctx, store.AuditEvent{Action: "client.created", Outcome: store.OutcomeSuccess, TargetID: c.ID,
-			Details: map[string]string{"via": "cli"}})
-		out := map[string]any{"client_id": c.ID}
-		if secret != "" {
-			out["client_secret"] = secret
+		out := map[string]any{"client_id": created.ClientID}
+		if created.ClientSecret != "" {
+			out["client_secret"] = created.ClientSecret
 		}
 		return json.NewEncoder(stdout).Encode(out)
 	case "list":
-		list, err := core.Store.ListClients(ctx)
+		views, err := svc.ListClients(ctx)
 		if err != nil {
-			return err
-		}
-		views := make([]any, 0, len(list))
-		for _, c := range list {
-			views = append(views, clients.View(c))
+			return operatorError(err)
 		}
 		return enc.Encode(views)
 	case "delete", "rotate-secret":
@@ -376,23 +390,16 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		id := cf.Arg(0)
 		if sub == "delete" {
-			if err := core.Store.DeleteClient(ctx, id); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					return &exitError{code: 1, msg: fmt.Sprintf("no client %q", id)}
-				}
-				return err
+			if err := svc.DeleteClient(ctx, operator, id); err != nil {
+				return operatorError(err)
 			}
-			core.Audit.Record(ctx, store.AuditEvent{Action: "client.deleted", Outcome: store.OutcomeSuccess, TargetID: id,
-				Details: map[string]string{"via": "cli"}})
 			fmt.Fprintf(stdout, "deleted client %s\n", id)
 			return nil
 		}
-		secret, err := clients.RotateSecret(ctx, core.Store, id)
+		secret, err := svc.RotateClientSecret(ctx, operator, id)
 		if err != nil {
-			return err
+			return operatorError(err)
 		}
-		core.Audit.Record(ctx, store.AuditEvent{Action: "client.secret_rotated", Outcome: store.OutcomeSuccess, TargetID: id,
-			Details: map[string]string{"via": "cli"}})
 		return json.NewEncoder(stdout).Encode(map[string]string{"client_id": id, "client_secret": secret})
 	}
 	return &exitError{code: 2, msg: fmt.Sprintf("unknown clients subcommand %q", sub)}
@@ -412,6 +419,23 @@ func takeKID(args []string) (kid string, rest []string) {
 		}
 	}
 	return "", args
+}
+
+// operatorError turns a refusal of the accounts service into the CLI's
+// answer: its description, exit status 2 for bad input and 1 otherwise.
+func operatorError(err error) error {
+	var ae *apierr.Error
+	if !errors.As(err, &ae) || ae.Status >= 500 {
+		return err
+	}
+	msg := ae.Description
+	if msg == "" {
+		msg = ae.Error()
+	}
+	if ae.Status == 400 {
+		return &exitError{code: 2, msg: msg}
+	}
+	return &exitError{code: 1, msg: msg}
 }
 
 func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -6,11 +6,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/config"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/testservers"
 )
 
@@ -107,7 +110,7 @@ func TestEmbeddedDefault(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &created); err != nil || created.ClientID != "web" || len(created.ClientSecret) < 43 {
 		t.Fatalf("clients create output %q: %v", out, err)
 	}
-	if _, stderr, code := st.RunCLIIn(t, dir, env, "", "clients", "create", "--id", "Bad ID!"); code == 0 || !strings.Contains(stderr, "client id") {
+	if _, stderr, code := st.RunCLIIn(t, dir, env, "", "clients", "create", "--id", "Bad ID!"); code == 0 || !strings.Contains(strings.ToLower(stderr), "client id") {
 		t.Fatalf("bad client id accepted: %s", stderr)
 	}
 	login := func() {
@@ -155,6 +158,80 @@ func TestTakeKID(t *testing.T) {
 			kid, rest := takeKID(tc.args)
 			if kid != tc.wantKID || strings.Join(rest, " ") != strings.Join(tc.rest, " ") {
 				t.Fatalf("takeKID(%q) = %q, %q; want %q, %q", tc.args, kid, rest, tc.wantKID, tc.rest)
+			}
+		})
+	}
+}
+
+// TestClientsCommandsRunAsOperator: `portcullis clients …` goes through the
+// accounts service as the operator. An unknown scope is refused (exit 2);
+// the built-in client cannot be deleted (exit 1, a clear message, the client
+// stays); everything else an operator asks is allowed, --audience repeats,
+// and the audit log records each action with actor_id operator:cli and
+// via cli. Fails before this change: `clients delete portcullis` deleted the
+// built-in client and the audit events had no actor.
+func TestClientsCommandsRunAsOperator(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			env["PORTCULLIS_ISSUER"] = "http://auth.portcullis.test"
+			in := st.Start(t, env)
+			fx := st.NewFixtures(t, in.App.Core)
+			fx.User(t, "root@example.com", "a long enough passphrase", "super_admin")
+
+			if _, stderr, code := st.RunCLI(t, env, "", "clients", "create", "--id", "bad", "--scopes", "users:read nope:read"); code != 2 || !strings.Contains(stderr, `"nope:read"`) {
+				t.Fatalf("unknown scope: exit %d, %s", code, stderr)
+			}
+			out, stderr, code := st.RunCLI(t, env, "", "clients", "create", "--id", "tools", "--name", "Admin tools",
+				"--scopes", "keys:rotate users:read", "--audience", "api", "--audience", "http://auth.portcullis.test")
+			if code != 0 {
+				t.Fatalf("clients create: exit %d, %s", code, stderr)
+			}
+			var created struct {
+				ClientSecret string `json:"client_secret"`
+			}
+			if err := json.Unmarshal([]byte(out), &created); err != nil || created.ClientSecret == "" {
+				t.Fatalf("clients create output %q: %v", out, err)
+			}
+			c, err := in.App.Core.Store.GetClient(t.Context(), "tools")
+			if err != nil || !slices.Equal(c.Audiences, []string{"api", "http://auth.portcullis.test"}) || !slices.Equal(c.Scopes, []string{"keys:rotate", "users:read"}) {
+				t.Fatalf("created client %+v: %v", c, err)
+			}
+			// The issuer audience makes the tools' tokens admin tokens.
+			hc := in.Client(t)
+			tok := hc.PostForm("/oauth2/token", st.PasswordForm("root@example.com", "a long enough passphrase", ""), st.Basic("tools", created.ClientSecret)).Token()
+			hc.Get("/admin/users", st.Bearer(tok.AccessToken)).ExpectStatus(200)
+
+			_, stderr, code = st.RunCLI(t, env, "", "clients", "delete", "portcullis")
+			if code != 1 || !strings.Contains(stderr, "built-in first-party client cannot be deleted") {
+				t.Fatalf("clients delete portcullis: exit %d, %s", code, stderr)
+			}
+			if _, err := in.App.Core.Store.GetClient(t.Context(), "portcullis"); err != nil {
+				t.Fatalf("the built-in client is gone: %v", err)
+			}
+			if _, stderr, code := st.RunCLI(t, env, "", "clients", "rotate-secret", "tools"); code != 0 {
+				t.Fatalf("rotate-secret: exit %d, %s", code, stderr)
+			}
+			if _, stderr, code := st.RunCLI(t, env, "", "clients", "delete", "tools"); code != 0 {
+				t.Fatalf("delete: exit %d, %s", code, stderr)
+			}
+			if _, stderr, code := st.RunCLI(t, env, "", "clients", "delete", "tools"); code != 1 || !strings.Contains(stderr, "No client has this id") {
+				t.Fatalf("delete again: exit %d, %s", code, stderr)
+			}
+			page, err := in.App.Core.Store.ListAudit(t.Context(), store.AuditFilter{ActorID: accounts.OperatorActorID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var actions []string
+			for _, e := range page.Items {
+				if e.TargetID != "tools" || e.Details["via"] != "cli" {
+					t.Fatalf("operator audit event %+v", e)
+				}
+				actions = append(actions, e.Action)
+			}
+			if want := []string{"client.deleted", "client.secret_rotated", "client.created"}; !slices.Equal(actions, want) {
+				t.Fatalf("operator audit actions %v, want %v (newest first)", actions, want)
 			}
 		})
 	}

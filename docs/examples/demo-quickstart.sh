@@ -71,6 +71,8 @@ expect 200 GET /projects "$READ_ONLY"
 expect 403 POST /projects "$READ_ONLY" '{"name":"Gemini"}'
 echo "# role admin or higher (super_admin is higher)"
 expect 200 GET /admin/metrics "$ALL"
+echo "# roles follow the grant: the read-only token names no role, so 403"
+expect 403 GET /admin/metrics "$READ_ONLY"
 echo "# a token whose permissions were widened: 401 invalid_token"
 expect 401 GET /me "$TAMPERED"
 echo "all answers as expected"

@@ -41,6 +41,10 @@ type Store interface {
 
 	ListAudit(ctx context.Context, f store.AuditFilter) (store.Page[store.AuditEvent], error)
 
+	// SetClientAudiences replaces a client's audiences (start-up
+	// reconciliation of the built-in client).
+	SetClientAudiences(ctx context.Context, id string, audiences []string) error
+
 	clients.Store
 }
 
@@ -119,6 +123,10 @@ type Config struct {
 	PublicRegistration bool
 	// FirstPartyClientID names the built-in client (default "portcullis").
 	FirstPartyClientID string
+	// Issuer is PORTCULLIS_ISSUER: the audience of the admin API, which the
+	// built-in client lists and other clients list only when an actor
+	// holding every admin permission (or the operator) gives it to them.
+	Issuer string
 	// BackgroundTimeout bounds the lookup and mailing a forgot-password
 	// request does after it has been answered (default 60s).
 	BackgroundTimeout time.Duration
@@ -228,10 +236,25 @@ type Meta struct {
 
 // Actor is the authenticated user performing an operation (the sub of their
 // token). Their roles are always re-read from the store, never taken from the
-// token.
+// token. Operator() is the one actor that is not a user.
 type Actor struct {
 	ID string
 	Meta
+	operator bool
+}
+
+// OperatorActorID is the actor_id of the audit events of operations the
+// operator runs with the CLI (`portcullis clients …`); their details say
+// "via": "cli". It cannot be a user id (those start with usr_).
+const OperatorActorID = "operator:cli"
+
+// Operator returns the actor of the CLI: whoever holds the server's database
+// settings. It is bound by no user's privilege ceiling, only by the rules
+// every actor is (a client's scopes must be permissions the policy knows; the
+// built-in client cannot be deleted). Only code in this module can make one;
+// no request can.
+func Operator() Actor {
+	return Actor{ID: OperatorActorID, Meta: Meta{UserAgent: "portcullis-cli"}, operator: true}
 }
 
 // limit runs the limiter when one is installed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/keys"
@@ -37,11 +38,73 @@ type CreatedClient struct {
 	ClientSecret string `json:"client_secret,omitempty"`
 }
 
-// CreateClient creates an OAuth client (the same rules as the CLI). A bad
-// spec is 400; a taken id 409.
-func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Spec) (CreatedClient, error) {
+// clientActor is who creates, deletes or rotates a client: a user, with the
+// permissions of their current roles, or the operator.
+type clientActor struct {
+	id       string
+	via      string // "admin" (the API) or "cli"
+	operator bool
+	perms    []string // concrete, sorted; unused for the operator
+}
+
+// loadClientActor loads a user actor (401/403 as loadActor) or returns the operator.
+func (s *Service) loadClientActor(ctx context.Context, actor Actor) (clientActor, error) {
+	if actor.operator {
+		return clientActor{id: OperatorActorID, via: "cli", operator: true}, nil
+	}
 	a, err := s.loadActor(ctx, actor)
 	if err != nil {
+		return clientActor{}, err
+	}
+	return clientActor{id: a.ID, via: "admin", perms: s.policy.Permissions(a.Roles)}, nil
+}
+
+// checkClientCeiling is the one rule for what a new client may carry
+// (contract, "Clients under the privilege ceiling"), used by the API and the
+// CLI alike. First, for every actor: each scope listed on the client must be
+// a permission the policy knows (else 400 invalid_request). Then, for a user
+// (the operator is bound only by the first rule): each listed scope must be
+// one the user holds now, and listing the issuer among the audiences, which
+// gives the client's tokens access to the admin API, needs every admin
+// permission (else 403 forbidden). So no one can mint, through a client, a
+// permission or an admin token they could not get themselves.
+func (s *Service) checkClientCeiling(a clientActor, spec clients.Spec) error {
+	known := s.policy.AllPermissions()
+	for _, sc := range spec.Scopes {
+		if _, ok := slices.BinarySearch(known, sc); !ok {
+			return apierr.ErrInvalidRequest.WithDescription(
+				"The policy has no permission %q: a client's scopes must be permissions the policy knows.", sc)
+		}
+	}
+	if a.operator {
+		return nil
+	}
+	for _, sc := range spec.Scopes {
+		if _, ok := slices.BinarySearch(a.perms, sc); !ok {
+			return apierr.ErrForbidden.WithDescription(
+				"You do not hold the permission %q, so you may not create a client whose tokens carry it.", sc)
+		}
+	}
+	if s.cfg.Issuer != "" && slices.Contains(spec.Audiences, s.cfg.Issuer) {
+		for _, p := range policy.AdminPermissions() {
+			if _, ok := slices.BinarySearch(a.perms, p); !ok {
+				return apierr.ErrForbidden.WithDescription(
+					"Listing the issuer among a client's audiences gives its tokens access to the admin API, which needs every admin permission; you do not hold %q.", p)
+			}
+		}
+	}
+	return nil
+}
+
+// CreateClient creates an OAuth client for a user of the admin API or for the
+// operator (Operator, the CLI). A bad spec is 400; a scope or audience above
+// the actor's ceiling 403 (checkClientCeiling); a taken id 409.
+func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Spec) (CreatedClient, error) {
+	a, err := s.loadClientActor(ctx, actor)
+	if err != nil {
+		return CreatedClient{}, err
+	}
+	if err := s.checkClientCeiling(a, spec); err != nil {
 		return CreatedClient{}, err
 	}
 	c, secret, err := clients.Create(ctx, s.store, spec)
@@ -55,16 +118,17 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 		}
 		return CreatedClient{}, storeErr("create client", err, nil)
 	}
-	s.record(ctx, "client.created", store.OutcomeSuccess, a.ID, c.ID, actor.Meta,
-		map[string]string{"via": "admin", "public": fmt.Sprint(c.Public)})
+	s.record(ctx, "client.created", store.OutcomeSuccess, a.id, c.ID, actor.Meta,
+		map[string]string{"via": a.via, "public": fmt.Sprint(c.Public)})
 	return CreatedClient{ClientView: clients.View(c), ClientSecret: secret}, nil
 }
 
 // DeleteClient deletes an OAuth client; the built-in first-party client
-// cannot be deleted (409). Its refresh tokens stop working at once (the
-// client no longer authenticates); its access tokens expire on their own.
+// cannot be deleted (409), by a user or by the operator. Its refresh tokens
+// stop working at once (the client no longer authenticates); its access
+// tokens expire on their own.
 func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) error {
-	a, err := s.loadActor(ctx, actor)
+	a, err := s.loadClientActor(ctx, actor)
 	if err != nil {
 		return err
 	}
@@ -77,8 +141,31 @@ func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) erro
 	if err := s.store.DeleteClient(ctx, id); err != nil {
 		return storeErr("delete client", err, errClientNotFound)
 	}
-	s.record(ctx, "client.deleted", store.OutcomeSuccess, a.ID, id, actor.Meta, map[string]string{"via": "admin"})
+	s.record(ctx, "client.deleted", store.OutcomeSuccess, a.id, id, actor.Meta, map[string]string{"via": a.via})
 	return nil
+}
+
+// RotateClientSecret replaces a confidential client's secret and returns the
+// new one, shown this once (the CLI's rotate-secret). Unknown is 404, a
+// public client 400.
+func (s *Service) RotateClientSecret(ctx context.Context, actor Actor, id string) (string, error) {
+	a, err := s.loadClientActor(ctx, actor)
+	if err != nil {
+		return "", err
+	}
+	if id == "" || len(id) > maxIDLen {
+		return "", errClientNotFound
+	}
+	secret, err := clients.RotateSecret(ctx, s.store, id)
+	if err != nil {
+		var ve *clients.ValidationError
+		if errors.As(err, &ve) {
+			return "", apierr.ErrInvalidRequest.WithDescription("%s", sentence(ve.Reason))
+		}
+		return "", storeErr("rotate client secret", err, errClientNotFound)
+	}
+	s.record(ctx, "client.secret_rotated", store.OutcomeSuccess, a.id, id, actor.Meta, map[string]string{"via": a.via})
+	return secret, nil
 }
 
 // ListKeys returns every signing key without private material.

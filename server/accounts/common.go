@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -103,18 +104,36 @@ func listErr(what string, err error) error {
 
 // EnsureFirstPartyClient creates the built-in first-party client when it does
 // not exist: public, with the refresh_token grant only (so it can never be
-// used for the password grant), allowed every permission. It is idempotent
-// and safe with many instances starting at once; an existing client with
-// that id is left as it is.
+// used for the password grant), allowed every permission, and listing the
+// issuer among its audiences (its tokens are the ones the admin API
+// accepts). It is idempotent and safe with many instances starting at once.
+// An existing client with that id keeps its settings, except that the issuer
+// is added to its audiences when missing: a database created before the
+// admin API had its own audience, or a changed PORTCULLIS_ISSUER, is
+// reconciled at start-up.
 func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 	id := s.cfg.FirstPartyClientID
-	if _, err := s.store.GetClient(ctx, id); err == nil {
+	var audiences []string
+	if s.cfg.Issuer != "" {
+		audiences = []string{s.cfg.Issuer}
+	}
+	existing, err := s.store.GetClient(ctx, id)
+	switch {
+	case err == nil:
+		if s.cfg.Issuer == "" || slices.Contains(existing.Audiences, s.cfg.Issuer) {
+			return nil
+		}
+		aud := append(slices.Clone(existing.Audiences), s.cfg.Issuer)
+		if err := s.store.SetClientAudiences(ctx, id, aud); err != nil {
+			return fmt.Errorf("add the issuer to the audiences of the first-party client %q: %w", id, err)
+		}
+		s.log.Info("added the issuer to the audiences of the built-in client", "client_id", id, "audiences", aud)
 		return nil
-	} else if !errors.Is(err, store.ErrNotFound) {
+	case !errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("load the first-party client %q: %w", id, err)
 	}
-	_, _, err := clients.Create(ctx, s.store, clients.Spec{ID: id, Name: "Portcullis (first-party)", Public: true,
-		Grants: []string{token.GrantRefreshToken}})
+	_, _, err = clients.Create(ctx, s.store, clients.Spec{ID: id, Name: "Portcullis (first-party)", Public: true,
+		Grants: []string{token.GrantRefreshToken}, Audiences: audiences})
 	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
 		return fmt.Errorf("create the first-party client %q: %w", id, err)
 	}

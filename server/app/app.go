@@ -305,6 +305,12 @@ func (c clientChanges) DeleteClient(ctx context.Context, id string) error {
 	return c.Store.DeleteClient(ctx, id)
 }
 
+// SetClientAudiences replaces the audiences and forgets the client here.
+func (c clientChanges) SetClientAudiences(ctx context.Context, id string, audiences []string) error {
+	defer c.cache.Forget(id)
+	return c.Store.SetClientAudiences(ctx, id, audiences)
+}
+
 // SetClientSecretHash replaces the secret and forgets the client here.
 func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash []byte) error {
 	defer c.cache.Forget(id)
@@ -336,7 +342,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	}
 	acc, err := accounts.New(accounts.Config{
 		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
-		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration,
+		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration, Issuer: cfg.Issuer,
 	}, accounts.Deps{
 		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
@@ -348,6 +354,38 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		return nil, err
 	}
 	return acc, nil
+}
+
+// OperatorAccounts builds the account and admin service for the CLI over
+// core, so that the operator's commands (`portcullis clients …`) run through
+// the same rules and audit as the admin API, with accounts.Operator() as the
+// actor. It reaches no Redis and sends no mail (the operations the CLI runs
+// need neither): its sessions use the SQL token state, its mail is dropped.
+func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
+	cfg := core.Config
+	hasher, err := NewHasher(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tokens := token.NewService(token.Config{
+		Issuer: cfg.Issuer, DefaultAudience: cfg.DefaultAudience, AccessTokenTTL: cfg.AccessTokenTTL,
+		IDTokenTTL: cfg.IDTokenTTL, RefreshIdleTTL: cfg.RefreshIdleTTL, RefreshMaxAge: cfg.RefreshMaxAge,
+	}, token.Deps{
+		Clients: core.Store, Users: core.Store, State: sqlstate.New(core.Store.DB()), Signer: core.Keys, Sealer: core.KEKs,
+		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log,
+	})
+	tmpl, err := mail.NewTemplates()
+	if err != nil {
+		return nil, fmt.Errorf("email templates: %w", err)
+	}
+	return accounts.New(accounts.Config{
+		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
+		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration, Issuer: cfg.Issuer,
+	}, accounts.Deps{
+		Store: core.Store, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: PasswordRules(cfg),
+		// The CLI sends no mail; a discarding logger keeps the log sender's warning out of its output.
+		Mail: mail.NewLogSender(slog.New(slog.DiscardHandler)), Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log,
+	})
 }
 
 // Run serves until ctx is cancelled, keeping the signing keys in sync.

@@ -412,6 +412,11 @@ func (c *Config) derive() []string {
 			errs = append(errs, "PORTCULLIS_ISSUER (--issuer): "+err.Error())
 		}
 	}
+	if c.Issuer != "" && c.DefaultAudience == c.Issuer {
+		// Every client naming no audience would give its tokens the admin
+		// API's audience; only clients that list the issuer may.
+		errs = append(errs, "PORTCULLIS_DEFAULT_AUDIENCE (--default-audience): must not be the issuer, which is the audience of Portcullis's own admin API (list it on a client with --audience instead)")
+	}
 	if c.PublicURL == "" {
 		c.PublicURL = c.Issuer
 	} else if err := validBaseURL(c.PublicURL); err != nil {

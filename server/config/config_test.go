@@ -79,6 +79,7 @@ func TestLoad(t *testing.T) {
 		{name: "fail/bad proxies", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "everyone"}, wantErr: "PORTCULLIS_TRUSTED_PROXIES"},
 		{name: "fail/bad rate limits", env: map[string]string{"PORTCULLIS_RATE_LIMITS": "maybe"}, wantErr: "PORTCULLIS_RATE_LIMITS"},
 		{name: "fail/tls half", env: map[string]string{"PORTCULLIS_TLS_CERT": "/x"}, wantErr: "PORTCULLIS_TLS_CERT"},
+		{name: "fail/default audience is the issuer", env: map[string]string{"PORTCULLIS_ISSUER": "https://id.example", "PORTCULLIS_DEFAULT_AUDIENCE": "https://id.example"}, wantErr: "PORTCULLIS_DEFAULT_AUDIENCE"},
 		{name: "fail/cors origin with path", env: map[string]string{"PORTCULLIS_CORS_ORIGINS": "https://a.example/app"}, wantErr: "PORTCULLIS_CORS_ORIGINS"},
 	}
 	for _, tc := range cases {

@@ -57,7 +57,8 @@ func newDeployment(t *testing.T, settings map[string]string) *deployment {
 	in := st.Start(t, env)
 	d := &deployment{in: in, api: in.Client(t), fx: st.NewFixtures(t, in.App.Core), smtp: smtp}
 	d.root = d.fx.User(t, rootEmail, rootPass, "super_admin")
-	d.webSecret = d.fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
+	// Its tokens carry the issuer audience, so rootToken works at /admin.
+	d.webSecret = d.fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{d.fx.Issuer()}})
 	return d
 }
 

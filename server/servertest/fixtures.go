@@ -52,6 +52,17 @@ func (f *Fixtures) Client(t testing.TB, spec clients.Spec) string {
 	return secret
 }
 
+// Issuer is the deployment's issuer: the audience the admin API requires.
+func (f *Fixtures) Issuer() string { return f.Core.Config.Issuer }
+
+// AdminClient creates a confidential client (password and refresh_token
+// grants, every permission) whose access tokens carry the issuer audience,
+// so they are accepted at /admin, and returns its secret.
+func (f *Fixtures) AdminClient(t testing.TB, id string) string {
+	t.Helper()
+	return f.Client(t, clients.Spec{ID: id, Name: id, Audiences: []string{f.Issuer()}})
+}
+
 // PasswordForm is a password grant form.
 func PasswordForm(username, pw, scope string) url.Values {
 	v := url.Values{"grant_type": {"password"}, "username": {username}, "password": {pw}}

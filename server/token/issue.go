@@ -108,7 +108,11 @@ func (s *Service) issueIDToken(g grantSet, now time.Time) (string, error) {
 }
 
 // respond builds the token response for g, with refreshToken when not empty.
+// Every issuance ends here, so this is where the roles claim (of the access
+// token and the id token) is cut down to the roles the granted permissions
+// cover (contract, "Roles follow the grant").
 func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Response, error) {
+	g.roles = s.perms.CoveredRoles(g.roles, g.permissions)
 	at, ttl, err := s.issueAccessToken(g, now)
 	if err != nil {
 		return Response{}, apierr.ErrServer.WithCause(err)

@@ -55,6 +55,9 @@ type Passwords interface {
 // Permissions expands a user's roles into concrete permissions.
 type Permissions interface {
 	Permissions(roles []string) []string
+	// CoveredRoles returns the roles a token holding granted may name
+	// (policy.Policy.CoveredRoles).
+	CoveredRoles(userRoles, granted []string) []string
 }
 
 // Auditor records security-relevant events.

@@ -69,9 +69,27 @@ func (s *Service) revoked(ctx context.Context, c AccessClaims) (bool, error) {
 // Portcullis's own endpoints, including revocation. Failures are RFC 6750
 // invalid_token errors; an unreachable token state is 503 (fail closed).
 func (s *Service) AuthenticateBearer(ctx context.Context, raw string) (AccessClaims, error) {
+	return s.authenticateBearer(ctx, raw, false)
+}
+
+// AuthenticateAdmin is AuthenticateBearer for Portcullis's own admin API
+// (/admin/*): the token must also name the issuer among its audiences. A
+// token minted for a downstream API (aud "api", say) is refused with 401
+// invalid_token whoever it belongs to, so a token leaked by that API, its
+// logs or its traffic cannot administer Portcullis (contract, "Portcullis's
+// own audience"). Only a client whose audiences list the issuer (the
+// built-in first-party client does) gives a token that audience.
+func (s *Service) AuthenticateAdmin(ctx context.Context, raw string) (AccessClaims, error) {
+	return s.authenticateBearer(ctx, raw, true)
+}
+
+func (s *Service) authenticateBearer(ctx context.Context, raw string, admin bool) (AccessClaims, error) {
 	c, err := s.verifyAccessToken(raw, s.now())
 	if err != nil {
 		return AccessClaims{}, apierr.ErrInvalidToken.WithCause(err)
+	}
+	if admin && !c.Audience.Contains(s.cfg.Issuer) {
+		return AccessClaims{}, apierr.ErrInvalidToken.WithDescription("This token is not meant for Portcullis's admin API: its audience does not include %s.", s.cfg.Issuer)
 	}
 	revoked, err := s.revoked(ctx, c)
 	if err != nil {
@@ -280,7 +298,8 @@ func (s *Service) issueSession(ctx context.Context, client store.Client, user st
 }
 
 // UserInfo answers OIDC UserInfo for a verified user access token: sub,
-// email, email_verified and roles (and name when set).
+// email, email_verified and roles (and name when set). roles are the user's
+// current roles that the token's scope covers.
 func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any, error) {
 	u, err := s.users.GetUser(ctx, c.Subject)
 	if err != nil {
@@ -292,9 +311,11 @@ func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any,
 	if !u.Active {
 		return nil, apierr.ErrInvalidToken.WithDescription("The user is deactivated.")
 	}
-	roles := u.Roles
-	if roles == nil || u.MustChangePassword {
-		roles = []string{}
+	// The roles the presented token covers, as in the token itself: a
+	// narrowed token does not learn here the roles it was not given.
+	roles := []string{}
+	if !u.MustChangePassword {
+		roles = s.perms.CoveredRoles(u.Roles, c.Scopes())
 	}
 	out := map[string]any{"sub": u.ID, "email": u.Email, "email_verified": u.EmailVerified, "roles": roles}
 	if u.Name != "" {

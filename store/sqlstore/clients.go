@@ -90,3 +90,17 @@ func (s *Store) SetClientSecretHash(ctx context.Context, id string, hash []byte)
 	}
 	return nil
 }
+
+// SetClientAudiences replaces the client's audiences; an unknown id is
+// store.ErrNotFound.
+func (s *Store) SetClientAudiences(ctx context.Context, id string, audiences []string) error {
+	res := s.db.WithContext(ctx).Model(&clientRow{}).Where("id = ?", id).
+		Updates(map[string]any{"audiences": encodeList(audiences), "updated_at": s.clock()})
+	if res.Error != nil {
+		return mapErr("set client audiences", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("set client audiences: %w", store.ErrNotFound)
+	}
+	return nil
+}

@@ -1,0 +1,233 @@
+package server_test
+
+import (
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+// trustBackends are the stores every trust-boundary test runs on.
+var trustBackends = []st.Backend{st.PostgresRedis, st.SQLite}
+
+// rolesOf returns the roles claim of a JWT (nil when absent).
+func rolesOf(t *testing.T, jwt string) []string {
+	t.Helper()
+	raw, ok := decodeClaims(t, jwt)["roles"]
+	if !ok || raw == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range raw.([]any) {
+		out = append(out, r.(string))
+	}
+	return out
+}
+
+// TestAdminNeedsIssuerAudience: /admin accepts only user tokens whose aud
+// holds the issuer. A super_admin's token minted for the API (aud "api") is
+// refused with 401 invalid_token and the RFC 6750 challenge at every admin
+// route, and still works at /userinfo and /auth/logout; the same user's
+// token from a client listing the issuer works at /admin. The built-in client
+// lists the issuer. Fails before this change: the "api" token was accepted.
+func TestAdminNeedsIssuerAudience(t *testing.T) {
+	for _, b := range trustBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			in := st.Start(t, st.NewEnv(t, b))
+			c, fx := in.Client(t), st.NewFixtures(t, in.App.Core)
+			fx.User(t, rootEmail, rootPass, "super_admin")
+			apiSecret := fx.Client(t, clients.Spec{ID: "api-web", Name: "API web"})
+			consoleSecret := fx.AdminClient(t, "console")
+			login := func(id, secret string) st.TokenResponse {
+				return c.PostForm("/oauth2/token", st.PasswordForm(rootEmail, rootPass, ""), st.Basic(id, secret)).Token()
+			}
+			apiTok := login("api-web", apiSecret)
+			if aud := decodeClaims(t, apiTok.AccessToken)["aud"]; aud != "api" {
+				t.Fatalf("api-web token aud %v", aud)
+			}
+			adminTok := login("console", consoleSecret)
+
+			for _, r := range []struct{ method, path string }{
+				{"GET", "/admin/users"}, {"GET", "/admin/clients"}, {"POST", "/admin/keys/rotate"},
+				{"POST", "/admin/clients"}, {"DELETE", "/admin/clients/console"}, {"GET", "/admin/audit"},
+			} {
+				resp := c.Do(r.method, r.path, []byte(`{}`), "application/json", st.Bearer(apiTok.AccessToken))
+				resp.ExpectError(http.StatusUnauthorized, "invalid_token")
+				if h := resp.Header.Get("WWW-Authenticate"); h != `Bearer error="invalid_token"` {
+					t.Fatalf("%s %s: WWW-Authenticate %q", r.method, r.path, h)
+				}
+			}
+			var list struct {
+				Items []clients.ClientView `json:"items"`
+			}
+			c.Get("/admin/clients", st.Bearer(adminTok.AccessToken)).ExpectStatus(http.StatusOK).JSON(&list)
+			i := slices.IndexFunc(list.Items, func(v clients.ClientView) bool { return v.ClientID == "portcullis" })
+			if i < 0 || !slices.Contains(list.Items[i].Audiences, in.Config.Issuer) {
+				t.Fatalf("the built-in client does not list the issuer %s: %+v", in.Config.Issuer, list.Items)
+			}
+
+			// /userinfo and /auth/* act on the caller's own account: any audience.
+			c.Get("/userinfo", st.Bearer(apiTok.AccessToken)).ExpectStatus(http.StatusOK)
+			c.PostJSON("/auth/logout", nil, st.Bearer(apiTok.AccessToken)).ExpectStatus(http.StatusNoContent)
+			c.Get("/userinfo", st.Bearer(apiTok.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
+			c.Get("/admin/users", st.Bearer(adminTok.AccessToken)).ExpectStatus(http.StatusOK)
+		})
+	}
+}
+
+// TestFirstPartyClientAudienceReconciled: a database whose built-in client
+// predates the admin audience (no audiences) gets the issuer added at
+// start-up, so tokens of the hosted pages keep working at /admin. Fails
+// before this change: the client was left as it was.
+func TestFirstPartyClientAudienceReconciled(t *testing.T) {
+	for _, b := range trustBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			env["PORTCULLIS_ISSUER"] = "http://auth.portcullis.test"
+			first := st.Start(t, env)
+			if err := first.App.Core.Store.SetClientAudiences(t.Context(), "portcullis", nil); err != nil {
+				t.Fatal(err)
+			}
+			first.Stop()
+			second := st.Start(t, env)
+			c, err := second.App.Core.Store.GetClient(t.Context(), "portcullis")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(c.Audiences, []string{"http://auth.portcullis.test"}) {
+				t.Fatalf("built-in client audiences %v after start-up", c.Audiences)
+			}
+		})
+	}
+}
+
+// TestClientsUnderCeiling: the scopes listed on a client must be permissions
+// the policy knows (400 first) and the acting user holds (403); the issuer
+// audience needs every admin permission (403). The default policy's admin
+// lacks keys:rotate. Fails before this change: the admin created both
+// clients (and the unknown scope).
+func TestClientsUnderCeiling(t *testing.T) {
+	for _, b := range trustBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			in := st.Start(t, st.NewEnv(t, b))
+			c, fx := in.Client(t), st.NewFixtures(t, in.App.Core)
+			fx.User(t, rootEmail, rootPass, "super_admin")
+			fx.User(t, "adm@example.com", "admin user passphrase", "admin")
+			secret := fx.AdminClient(t, "console")
+			login := func(email, pw string) string {
+				return c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("console", secret)).Token().AccessToken
+			}
+			admin, root := login("adm@example.com", "admin user passphrase"), login(rootEmail, rootPass)
+			cc := []string{"client_credentials"}
+			for _, tc := range []struct {
+				name   string
+				bearer string
+				body   map[string]any
+				status int
+				code   string
+			}{
+				{"fail/admin mints keys:rotate", admin, map[string]any{"client_id": "minted", "grants": cc, "scopes": []string{"keys:rotate"}}, 403, "forbidden"},
+				{"fail/admin gives the issuer audience", admin, map[string]any{"client_id": "minted", "audiences": []string{in.Config.Issuer}}, 403, "forbidden"},
+				{"fail/unknown scope before the ceiling", admin, map[string]any{"client_id": "minted", "grants": cc, "scopes": []string{"keys:rotate", "projects:delete"}}, 400, "invalid_request"},
+				{"fail/unknown scope for super_admin too", root, map[string]any{"client_id": "minted", "grants": cc, "scopes": []string{"reports:read"}}, 400, "invalid_request"},
+				{"ok/admin gives what it holds", admin, map[string]any{"client_id": "reader", "grants": cc, "scopes": []string{"users:read", "audit:read"}}, 201, ""},
+				{"ok/admin names another audience", admin, map[string]any{"client_id": "billing", "audiences": []string{"billing"}}, 201, ""},
+				{"ok/super_admin gives keys:rotate", root, map[string]any{"client_id": "rotator", "grants": cc, "scopes": []string{"keys:rotate"}}, 201, ""},
+				{"ok/super_admin gives the issuer audience", root, map[string]any{"client_id": "tools", "audiences": []string{in.Config.Issuer, "api"}}, 201, ""},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					resp := st.NewClient(t, in.URL).PostJSON("/admin/clients", tc.body, st.Bearer(tc.bearer))
+					if tc.code != "" {
+						resp.ExpectError(tc.status, tc.code)
+					} else {
+						resp.ExpectStatus(tc.status)
+					}
+				})
+			}
+			// Nothing was created by the refused requests.
+			c.Delete("/admin/clients/minted", st.Bearer(root)).ExpectError(http.StatusNotFound, "not_found")
+		})
+	}
+}
+
+// TestRolesFollowGrant: under the demo policy, a super_admin's token narrowed
+// to projects:read (by the scope asked, or by the client's scopes) names no
+// super_admin role, in the access token, the id token, introspection,
+// /userinfo, after a refresh and on a session started by a password change;
+// a full login keeps the role; a viewer's read-only token keeps viewer.
+// Fails before this change: every token said super_admin.
+func TestRolesFollowGrant(t *testing.T) {
+	policyFile, err := filepath.Abs("../docs/examples/demo-policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range trustBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			env["PORTCULLIS_POLICY_FILE"] = policyFile
+			in := st.Start(t, env)
+			c, fx := in.Client(t), st.NewFixtures(t, in.App.Core)
+			fx.User(t, rootEmail, rootPass, "super_admin")
+			fx.User(t, "vera@example.com", "viewer user passphrase", "viewer")
+			web := st.Basic("web", fx.Client(t, clients.Spec{ID: "web", Name: "Web"}))
+			narrow := st.Basic("narrow", fx.Client(t, clients.Spec{ID: "narrow", Name: "Narrow", Scopes: []string{"projects:read"}}))
+
+			full := c.PostForm("/oauth2/token", st.PasswordForm(rootEmail, rootPass, "openid profile"), web).Token()
+			if r := rolesOf(t, full.AccessToken); !slices.Equal(r, []string{"super_admin"}) {
+				t.Fatalf("full login roles %v", r)
+			}
+			if r := rolesOf(t, full.IDToken); !slices.Equal(r, []string{"super_admin"}) {
+				t.Fatalf("full login id token roles %v", r)
+			}
+
+			ro := c.PostForm("/oauth2/token", st.PasswordForm(rootEmail, rootPass, "openid profile projects:read"), web).Token()
+			viaClient := c.PostForm("/oauth2/token", st.PasswordForm(rootEmail, rootPass, ""), narrow).Token()
+			for name, tok := range map[string]st.TokenResponse{"scope projects:read": ro, "client --scopes projects:read": viaClient} {
+				if cl := decodeClaims(t, tok.AccessToken); cl["scope"] != "projects:read" && cl["scope"] != "projects:read openid profile" {
+					t.Fatalf("%s: scope %v", name, cl["scope"])
+				}
+				if r := rolesOf(t, tok.AccessToken); len(r) != 0 {
+					t.Fatalf("%s: access token roles %v", name, r)
+				}
+				intro := c.PostForm("/oauth2/introspect", url.Values{"token": {tok.AccessToken}}, web).ExpectStatus(200).Map()
+				if r, _ := intro["roles"].([]any); intro["active"] != true || len(r) != 0 {
+					t.Fatalf("%s: introspection %v", name, intro)
+				}
+				info := c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(200).Map()
+				if r, _ := info["roles"].([]any); len(r) != 0 {
+					t.Fatalf("%s: userinfo roles %v", name, info["roles"])
+				}
+			}
+			if r := rolesOf(t, ro.IDToken); len(r) != 0 {
+				t.Fatalf("read-only id token roles %v", r)
+			}
+			refreshed := c.PostForm("/oauth2/token", st.RefreshForm(ro.RefreshToken), web).Token()
+			if r := rolesOf(t, refreshed.AccessToken); len(r) != 0 {
+				t.Fatalf("refreshed read-only roles %v", r)
+			}
+			if r := rolesOf(t, refreshed.IDToken); len(r) != 0 {
+				t.Fatalf("refreshed id token roles %v", r)
+			}
+
+			viewer := c.PostForm("/oauth2/token", st.PasswordForm("vera@example.com", "viewer user passphrase", "projects:read"), web).Token()
+			if r := rolesOf(t, viewer.AccessToken); !slices.Equal(r, []string{"viewer"}) {
+				t.Fatalf("viewer roles %v", r)
+			}
+
+			// A session started by a password change (IssueForUser) follows the same rule.
+			changed := c.PostJSON("/auth/password/change", map[string]any{"current_password": rootPass,
+				"new_password": "a brand new root passphrase", "scope": "projects:read"}, st.Bearer(full.AccessToken)).Token()
+			if r := rolesOf(t, changed.AccessToken); len(r) != 0 {
+				t.Fatalf("password change session roles %v", r)
+			}
+		})
+	}
+}
