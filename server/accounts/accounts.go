@@ -117,6 +117,9 @@ type Config struct {
 	VerifyEmailTTL time.Duration
 	// PublicRegistration allows Register (PORTCULLIS_PUBLIC_REGISTRATION).
 	PublicRegistration bool
+	// MaxClientTokenTTL caps a client's access_token_ttl
+	// (PORTCULLIS_MAX_CLIENT_TOKEN_TTL; zero: clients.DefaultMaxAccessTokenTTL).
+	MaxClientTokenTTL time.Duration
 	// FirstPartyClientID names the built-in client (default "portcullis").
 	FirstPartyClientID string
 	// BackgroundTimeout bounds the lookup and mailing a forgot-password

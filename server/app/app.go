@@ -84,7 +84,7 @@ func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger) (*Core, 
 	km, err := keys.NewManager(keys.Config{
 		Store: st, KEKs: ring, Alg: cfg.SigningAlg, RSABits: cfg.RSABits, JWKSMaxAge: cfg.JWKSMaxAge,
 		SyncInterval: cfg.KeySyncInterval, RotationInterval: cfg.KeyRotationInterval,
-		MaxTokenTTL: maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL), Logger: log,
+		MaxTokenTTL: cfg.RevocationHorizon(), Logger: log,
 		OnAutoRotate: func(r keys.Rotation) {
 			audit.Record(context.Background(), store.AuditEvent{Action: "key.rotated", Outcome: store.OutcomeSuccess,
 				TargetID: r.Activated.KID, Details: map[string]string{"via": "automatic", "retired": r.Retired.KID, "next": r.Next.KID}})
@@ -188,8 +188,8 @@ type TokenStates struct {
 // OpenTokenState returns the Redis token state (with durable revocations in
 // the database) when PORTCULLIS_REDIS_URL is set, else the SQL token state.
 func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (TokenStates, error) {
-	maxTTL := maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)
-	sql := sqlstate.New(st.DB(), sqlstate.WithMaxAccessTokenTTL(maxTTL))
+	horizon := cfg.RevocationHorizon()
+	sql := sqlstate.New(st.DB(), sqlstate.WithMaxAccessTokenTTL(horizon), sqlstate.WithMaxSessionsPerUser(cfg.MaxSessionsPerUser))
 	if cfg.RedisURL == "" {
 		return TokenStates{State: sql, SQL: sql, Close: func() error { return nil }}, nil
 	}
@@ -200,7 +200,8 @@ func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (
 	if m != nil {
 		client.AddHook(m.RedisHook())
 	}
-	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql, MaxAccessTokenTTL: maxTTL})
+	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql, MaxAccessTokenTTL: horizon,
+		MaxSessionsPerUser: cfg.MaxSessionsPerUser})
 	return TokenStates{State: rs, SQL: sql, Close: client.Close}, nil
 }
 
@@ -334,6 +335,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	acc, err := accounts.New(accounts.Config{
 		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
 		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration,
+		MaxClientTokenTTL: cfg.MaxClientTokenTTL,
 	}, accounts.Deps{
 		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
@@ -410,9 +412,3 @@ func (a *App) Close() error {
 	return errors.Join(err, a.Core.Close())
 }
 
-func maxDuration(a, b time.Duration) time.Duration {
-	if a > b {
-		return a
-	}
-	return b
-}

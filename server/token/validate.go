@@ -224,13 +224,23 @@ func (s *Service) Logout(ctx context.Context, c AccessClaims, meta RequestMeta) 
 
 // EndUserSessions ends every session of a user and revokes every access token
 // issued to them up to now (password change or reset, deactivation, role
-// removal, deletion, admin revoke). The cut-off includes its own
+// removal, deletion, admin revoke). A login that began before the cut-off
+// and finishes after it gets no session (the token state refuses its
+// family) and its access token, whose jti carries the login's start, is
+// revoked by the cut-off. The cut-off includes its own
 // millisecond, so it returns only once the clock has left that millisecond:
 // a token issued right after it returns is never born revoked.
 func (s *Service) EndUserSessions(ctx context.Context, userID string) error {
 	cutoff := s.now()
 	if err := s.state.RevokeUserSessions(ctx, userID, cutoff); err != nil {
-		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end sessions: %w", err))
+		if !errors.Is(err, store.ErrRevocationPending) {
+			return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end sessions: %w", err))
+		}
+		// The cut-off is recorded durably; the token state refuses every
+		// token until it takes the cut-off (it fails closed while it fails
+		// writes), so the sessions are ended: the caller's change stands.
+		s.log.Warn("end sessions: recorded durably, applied to the token state once it answers again",
+			"user_id", userID, "err", err)
 	}
 	for i := 0; i < 50 && s.now().UnixMilli() <= cutoff.UnixMilli(); i++ {
 		time.Sleep(100 * time.Microsecond)
