@@ -38,9 +38,9 @@ func revocationLog(t *testing.T) (*sqlstate.State, *sqlstore.Store) {
 func TestTokenStateConformanceWithLog(t *testing.T) {
 	log, _ := revocationLog(t)
 	t.Run("redis+postgres-log", func(t *testing.T) {
-		storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
-			st, _, _ := sharedState(t, log)
-			return st
+		storetest.RunTokenStateTests(t, func(t *testing.T, cfg storetest.Config) storetest.Backend {
+			u, prefix := testservers.RedisURL(t)
+			return conformanceBackend(openClient(t, u), prefix, log, cfg)
 		})
 	})
 }

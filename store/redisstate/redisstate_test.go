@@ -44,11 +44,37 @@ func sharedState(t *testing.T, log store.RevocationLog) (*State, redis.Universal
 
 func TestTokenStateConformance(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
-		storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
-			st, _, _ := sharedState(t, nil)
-			return st
+		storetest.RunTokenStateTests(t, func(t *testing.T, cfg storetest.Config) storetest.Backend {
+			u, prefix := testservers.RedisURL(t)
+			return conformanceBackend(openClient(t, u), prefix, nil, cfg)
 		})
 	})
+}
+
+// conformanceBackend is a state for the conformance suite, with a view of
+// the family's keys.
+func conformanceBackend(c redis.UniversalClient, prefix string, log store.RevocationLog, cfg storetest.Config) storetest.Backend {
+	st := New(c, Options{Prefix: prefix, Log: log, MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxAccessTokenTTL: cfg.Horizon})
+	return storetest.Backend{State: st, Stored: func(t *testing.T, sid string) []byte {
+		t.Helper()
+		ctx := testCtx(t)
+		var out []byte
+		fields, err := c.HGetAll(ctx, st.famKey(sid)).Result()
+		if err != nil {
+			t.Fatalf("read family: %v", err)
+		}
+		for k, v := range fields {
+			out = append(append(out, k...), v...)
+		}
+		used, err := c.SMembers(ctx, st.usedKey(sid)).Result()
+		if err != nil {
+			t.Fatalf("read used tokens: %v", err)
+		}
+		for _, v := range used {
+			out = append(out, v...)
+		}
+		return out
+	}}
 }
 
 func hashOf(s string) []byte {
