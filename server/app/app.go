@@ -411,4 +411,3 @@ func (a *App) Close() error {
 	err := a.states.Close()
 	return errors.Join(err, a.Core.Close())
 }
-
