@@ -1,0 +1,162 @@
+package server_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+// sessionEnv is a deployment's client and the secret of its confidential
+// client "web".
+type sessionEnv struct {
+	c      *st.Client
+	secret string
+}
+
+func (e sessionEnv) loginResp(email, pw string) *st.Response {
+	return e.c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", e.secret))
+}
+
+func (e sessionEnv) refresh(rt string) *st.Response {
+	return e.c.PostForm("/oauth2/token", st.RefreshForm(rt), st.Basic("web", e.secret))
+}
+
+// wantEnded checks that a session is over: its refresh token is refused and
+// its access token is refused at /userinfo.
+func (e sessionEnv) wantEnded(t *testing.T, what string, tok st.TokenResponse) {
+	t.Helper()
+	if r := e.refresh(tok.RefreshToken); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("%s: refresh answered %d, want 400 invalid_grant", what, r.StatusCode)
+	}
+	e.refresh(tok.RefreshToken).ExpectError(http.StatusBadRequest, "invalid_grant")
+	if r := e.c.Get("/userinfo", st.Bearer(tok.AccessToken)); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("%s: /userinfo answered %d, want 401", what, r.StatusCode)
+	}
+}
+
+// wantLive checks that a session works: /userinfo accepts its access token
+// and its refresh token rotates; it returns the rotated session.
+func (e sessionEnv) wantLive(t *testing.T, what string, tok st.TokenResponse) st.TokenResponse {
+	t.Helper()
+	if r := e.c.Get("/userinfo", st.Bearer(tok.AccessToken)); r.StatusCode != http.StatusOK {
+		t.Fatalf("%s: /userinfo answered %d %s, want 200", what, r.StatusCode, r.Body)
+	}
+	r := e.refresh(tok.RefreshToken)
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("%s: refresh answered %d %s, want 200", what, r.StatusCode, r.Body)
+	}
+	return r.Token()
+}
+
+// TestLoginsDuringPasswordChangeGetNoSession races password grants with
+// the old password against the user changing it: every login that
+// succeeded with the old password ends with the change — its refresh token
+// is refused and its access token is refused at /userinfo — however the
+// requests interleave (contract: "Sessions started during a cut-off").
+func TestLoginsDuringPasswordChangeGetNoSession(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			env["PORTCULLIS_RATE_LIMITS"] = "off"
+			in := st.Start(t, env)
+			fx := st.NewFixtures(t, in.App.Core)
+			e := sessionEnv{c: in.Client(t), secret: fx.Client(t, clients.Spec{ID: "web"})}
+			const rounds, logins = 4, 16
+			succeeded := 0
+			for round := 0; round < rounds; round++ {
+				email := fmt.Sprintf("race%d@example.com", round)
+				oldPw, newPw := "the old passphrase 1", "the new passphrase 2"
+				fx.User(t, email, oldPw, "user")
+				first := e.loginResp(email, oldPw).Token()
+
+				results := make([]*st.Response, logins)
+				var change *st.Response
+				start := make(chan struct{})
+				var wg sync.WaitGroup
+				for i := range results {
+					wg.Add(1)
+					go func(i int) {
+						defer wg.Done()
+						<-start
+						results[i] = e.loginResp(email, oldPw)
+					}(i)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					change = e.c.PostJSON("/auth/password/change",
+						map[string]string{"current_password": oldPw, "new_password": newPw}, st.Bearer(first.AccessToken))
+				}()
+				close(start)
+				wg.Wait()
+				if change.StatusCode != http.StatusOK {
+					t.Fatalf("password change answered %d %s", change.StatusCode, change.Body)
+				}
+				e.wantEnded(t, "the session used to change the password", first)
+				for i, r := range results {
+					switch r.StatusCode {
+					case http.StatusOK:
+						succeeded++
+						e.wantEnded(t, fmt.Sprintf("round %d: login %d with the old password", round, i), r.Token())
+					case http.StatusBadRequest:
+						r.ExpectError(http.StatusBadRequest, "invalid_grant")
+					default:
+						t.Fatalf("login answered %d %s", r.StatusCode, r.Body)
+					}
+				}
+				// The session the change started is live.
+				e.wantLive(t, "the session of the password change", change.Token())
+			}
+			if succeeded == 0 {
+				t.Fatal("no login with the old password succeeded in any round: the race proves nothing")
+			}
+			t.Logf("%d logins with the old password succeeded around the change; every one ended", succeeded)
+		})
+	}
+}
+
+// TestSessionCap: with PORTCULLIS_MAX_SESSIONS_PER_USER=2 a third session
+// ends the oldest (refresh token and access token alike), whatever started
+// it: a password grant or a password change.
+func TestSessionCap(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			env["PORTCULLIS_RATE_LIMITS"] = "off"
+			env["PORTCULLIS_MAX_SESSIONS_PER_USER"] = "2"
+			in := st.Start(t, env)
+			fx := st.NewFixtures(t, in.App.Core)
+			e := sessionEnv{c: in.Client(t), secret: fx.Client(t, clients.Spec{ID: "web"})}
+			fx.User(t, "cap@example.com", "cap passphrase one", "user")
+			fx.User(t, "other@example.com", "other passphrase one", "user")
+
+			s1 := e.loginResp("cap@example.com", "cap passphrase one").Token()
+			s2 := e.loginResp("cap@example.com", "cap passphrase one").Token()
+			other := e.loginResp("other@example.com", "other passphrase one").Token()
+			s2 = e.wantLive(t, "second session under the cap", s2)
+			s3 := e.loginResp("cap@example.com", "cap passphrase one").Token()
+			e.wantEnded(t, "oldest session past the cap", s1)
+			e.wantLive(t, "second session", s2)
+			s3 = e.wantLive(t, "third session", s3)
+			e.wantLive(t, "another user's session", other)
+
+			// A password change ends every session and starts one; that
+			// one counts like any other.
+			changed := e.c.PostJSON("/auth/password/change",
+				map[string]string{"current_password": "cap passphrase one", "new_password": "cap passphrase two"},
+				st.Bearer(s3.AccessToken)).ExpectStatus(http.StatusOK).Token()
+			s4 := e.loginResp("cap@example.com", "cap passphrase two").Token()
+			s5 := e.loginResp("cap@example.com", "cap passphrase two").Token()
+			e.wantEnded(t, "session of the password change, past the cap", changed)
+			e.wantLive(t, "fourth session", s4)
+			e.wantLive(t, "fifth session", s5)
+		})
+	}
+}
