@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"testing"
 
@@ -157,6 +158,48 @@ func TestSessionCap(t *testing.T) {
 			e.wantEnded(t, "session of the password change, past the cap", changed)
 			e.wantLive(t, "fourth session", s4)
 			e.wantLive(t, "fifth session", s5)
+		})
+	}
+}
+
+// TestClientTokenLifetimeCeiling: a client's access_token_ttl may reach
+// PORTCULLIS_MAX_CLIENT_TOKEN_TTL and no further (the revocation horizon is
+// that long, so no client's token outlives what revocations remember).
+func TestClientTokenLifetimeCeiling(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		setting string // "" leaves the default (24h)
+		ttl     int64
+		status  int
+	}{
+		{"ok/default_ceiling", "", 86400, http.StatusCreated},
+		{"fail/over_default_ceiling", "", 86401, http.StatusBadRequest},
+		{"ok/raised_ceiling", "36h", 129600, http.StatusCreated},
+		{"fail/over_raised_ceiling", "36h", 129601, http.StatusBadRequest},
+		{"fail/over_lowered_ceiling", "1h", 3601, http.StatusBadRequest},
+		{"fail/negative", "", -1, http.StatusBadRequest},
+		{"fail/overflowing", "", 1 << 62, http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			settings := map[string]string{}
+			if tc.setting != "" {
+				settings["PORTCULLIS_MAX_CLIENT_TOKEN_TTL"] = tc.setting
+			}
+			a := newAcctEnv(t, settings)
+			root := a.login(t, rootEmail, rootPass).AccessToken
+			r := a.c.PostJSON("/admin/clients", map[string]any{"client_id": "long-lived", "grants": []string{"client_credentials"},
+				"scopes": []string{}, "access_token_ttl": tc.ttl}, st.Bearer(root))
+			if tc.status != http.StatusCreated {
+				r.ExpectError(tc.status, "invalid_request")
+				return
+			}
+			created := r.ExpectStatus(tc.status).Map()
+			tok := a.c.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}},
+				st.Basic("long-lived", created["client_secret"].(string))).Token()
+			if tok.ExpiresIn != tc.ttl {
+				t.Fatalf("expires_in %d, want the client's %d", tok.ExpiresIn, tc.ttl)
+			}
 		})
 	}
 }
