@@ -1,14 +1,18 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
 	"sync"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store/testservers"
 )
 
 // sessionEnv is a deployment's client and the secret of its confidential
@@ -202,4 +206,58 @@ func TestClientTokenLifetimeCeiling(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSessionCapCountsInviteAcceptance: the session an accepted invite
+// starts counts against PORTCULLIS_MAX_SESSIONS_PER_USER like a login.
+func TestSessionCapCountsInviteAcceptance(t *testing.T) {
+	a := newAcctEnv(t, map[string]string{"PORTCULLIS_MAX_SESSIONS_PER_USER": "2"})
+	root := a.login(t, rootEmail, rootPass).AccessToken
+	accepted := a.accept(t, a.invite(t, root, "invited@example.com", "user"), "invited passphrase 1")
+	if accepted.RefreshToken == "" {
+		t.Fatalf("invite acceptance started no session: %+v", accepted)
+	}
+	e := sessionEnv{c: a.c, secret: a.webSecret}
+	second := a.login(t, "invited@example.com", "invited passphrase 1")
+	third := a.login(t, "invited@example.com", "invited passphrase 1")
+	// The accepted invite's session is through the first-party client, so
+	// check it there.
+	if r := a.c.PostForm("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {accepted.RefreshToken},
+		"client_id": {"portcullis"}}); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("refresh of the invite's session past the cap answered %d, want 400", r.StatusCode)
+	}
+	if r := a.c.Get("/userinfo", st.Bearer(accepted.AccessToken)); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("/userinfo with the invite's access token past the cap answered %d, want 401", r.StatusCode)
+	}
+	e.wantLive(t, "second session", second)
+	e.wantLive(t, "third session", third)
+}
+
+// TestPasswordResetWhileRedisRefusesWrites: the reset's durable revocation
+// is written, Redis refuses the write. The caller is told the truth (the
+// password was changed: 204), and once Redis takes writes again the old
+// session is over everywhere.
+func TestPasswordResetWhileRedisRefusesWrites(t *testing.T) {
+	rd := testservers.NewRedis(t)
+	a := newAcctEnv(t, map[string]string{"PORTCULLIS_REDIS_URL": rd.URL(), "PORTCULLIS_RATE_LIMITS": "off"})
+	a.fx.User(t, "dora@example.com", "dora's first passphrase", "user")
+	old := a.login(t, "dora@example.com", "dora's first passphrase")
+	a.c.PostJSON("/auth/password/forgot", map[string]string{"email": "dora@example.com"}).ExpectStatus(http.StatusAccepted)
+	tok := a.smtp.WaitFor(t, "dora@example.com", mailWithin).Token(t)
+
+	admin := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx := context.Background()
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.c.PostJSON("/auth/password/reset", map[string]string{"token": tok, "new_password": "dora's second passphrase"}).
+		ExpectStatus(http.StatusNoContent)
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	a.c.Get("/userinfo", st.Bearer(old.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
+	a.refresh(t, old.RefreshToken).ExpectError(http.StatusBadRequest, "invalid_grant")
+	a.loginFails(t, "dora@example.com", "dora's first passphrase")
+	a.login(t, "dora@example.com", "dora's second passphrase")
 }
