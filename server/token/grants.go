@@ -169,8 +169,8 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	}
 	if fam.ClientID != client.ID {
 		// A token presented by a client it was not issued to is compromised.
-		if err := s.state.RevokeFamily(ctx, sid, now); err != nil {
-			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		if err := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "revoke a refresh token presented by another client"); err != nil {
+			return Response{}, err
 		}
 		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeFailure, TargetID: fam.UserID,
 			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
