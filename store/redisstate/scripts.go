@@ -111,14 +111,6 @@ end
 return {0}
 `)
 
-// familyStateScript: KEYS fam. Returns 1 when the family exists and is not
-// revoked, else 0 (a dead family never comes back).
-var familyStateScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HGET', KEYS[1], 'rv') == '1' then return 0 end
-return 1
-`)
-
 // revokeFamilyScript: KEYS fam. Marks the family revoked; returns 1 when the
 // family exists, 0 when it does not (expired or never created).
 var revokeFamilyScript = redis.NewScript(`

@@ -26,7 +26,7 @@ const (
 // Background retry of revocations Redis did not take.
 const (
 	defaultRetryPeriod = 250 * time.Millisecond
-	maxRetryPeriod     = 10 * time.Second
+	maxRetryPeriod     = time.Second
 )
 
 // rebuildBatch is how many revocation records one rebuild script writes.
@@ -246,19 +246,35 @@ func (s *State) pruneIndex(ctx context.Context, userID, skip string) error {
 	if err != nil {
 		return unavailable("create family: list sessions", err)
 	}
+	// One round trip: a family whose hash is gone (expired) or marked
+	// revoked is dead.
+	states := make(map[string]*redis.StringCmd, len(ids))
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, sid := range ids {
+			if sid != skip && validFamilyID(sid) {
+				states[sid] = p.HGet(ctx, s.famKey(sid), "rv")
+			}
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return unavailable("create family: check sessions", err)
+	}
 	var dead []interface{}
 	for _, sid := range ids {
 		if sid == skip {
 			continue
 		}
-		live := int64(0)
-		if validFamilyID(sid) {
-			if live, err = familyStateScript.Run(ctx, s.c, []string{s.famKey(sid)}).Int64(); err != nil {
-				return unavailable("create family: check session", err)
-			}
+		cmd, ok := states[sid]
+		if !ok {
+			dead = append(dead, sid) // not a family id
+			continue
 		}
-		if live == 0 {
+		rv, err := cmd.Result()
+		switch {
+		case errors.Is(err, redis.Nil), err == nil && rv == "1":
 			dead = append(dead, sid)
+		case err != nil:
+			return unavailable("create family: check session", err)
 		}
 	}
 	if len(dead) > 0 {
