@@ -71,6 +71,9 @@ func TestLoginsDuringPasswordChangeGetNoSession(t *testing.T) {
 			in := st.Start(t, env)
 			fx := st.NewFixtures(t, in.App.Core)
 			e := sessionEnv{c: in.Client(t), secret: fx.Client(t, clients.Spec{ID: "web"})}
+			// A client without refresh tokens: its logins start no session,
+			// and their access tokens must die with the cut-off too.
+			plainSecret := fx.Client(t, clients.Spec{ID: "plain", Grants: []string{"password"}})
 			const rounds, logins = 4, 16
 			succeeded := 0
 			for round := 0; round < rounds; round++ {
@@ -88,6 +91,10 @@ func TestLoginsDuringPasswordChangeGetNoSession(t *testing.T) {
 					go func(i int) {
 						defer wg.Done()
 						<-start
+						if i%4 == 3 {
+							results[i] = e.c.PostForm("/oauth2/token", st.PasswordForm(email, oldPw, ""), st.Basic("plain", plainSecret))
+							return
+						}
 						results[i] = e.loginResp(email, oldPw)
 					}(i)
 				}
@@ -108,7 +115,14 @@ func TestLoginsDuringPasswordChangeGetNoSession(t *testing.T) {
 					switch r.StatusCode {
 					case http.StatusOK:
 						succeeded++
-						e.wantEnded(t, fmt.Sprintf("round %d: login %d with the old password", round, i), r.Token())
+						tok := r.Token()
+						if i%4 == 3 {
+							if u := e.c.Get("/userinfo", st.Bearer(tok.AccessToken)); u.StatusCode != http.StatusUnauthorized {
+								t.Fatalf("round %d: login %d (no refresh) with the old password: /userinfo answered %d, want 401", round, i, u.StatusCode)
+							}
+							continue
+						}
+						e.wantEnded(t, fmt.Sprintf("round %d: login %d with the old password", round, i), tok)
 					case http.StatusBadRequest:
 						r.ExpectError(http.StatusBadRequest, "invalid_grant")
 					default:

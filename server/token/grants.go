@@ -147,7 +147,14 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		Now: now, Grace: s.cfg.RefreshReuseGrace,
 	})
 	if err != nil {
-		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("rotate refresh token: %w", err))
+		if res.Outcome != store.RotateReuseDetected {
+			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("rotate refresh token: %w", err))
+		}
+		// Reuse revoked the family; its access tokens' revocation may be
+		// pending in the token state.
+		if err := s.revocationFailed(err, "revoke the session of a reused refresh token"); err != nil {
+			return Response{}, err
+		}
 	}
 	fam := res.Family
 	switch res.Outcome {
