@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -274,4 +275,31 @@ func TestPasswordResetWhileRedisRefusesWrites(t *testing.T) {
 	a.refresh(t, old.RefreshToken).ExpectError(http.StatusBadRequest, "invalid_grant")
 	a.loginFails(t, "dora@example.com", "dora's first passphrase")
 	a.login(t, "dora@example.com", "dora's second passphrase")
+}
+
+// TestClientTokenLifetimeClampedAtIssue: a client stored with a longer
+// lifetime than PORTCULLIS_MAX_CLIENT_TOKEN_TTL (created under a higher
+// ceiling that was later lowered) gets tokens of the ceiling's length, so
+// none outlives what revocations remember.
+func TestClientTokenLifetimeClampedAtIssue(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			env["PORTCULLIS_MAX_CLIENT_TOKEN_TTL"] = "2h"
+			in := st.Start(t, env)
+			fx := st.NewFixtures(t, in.App.Core)
+			secret := fx.Client(t, clients.Spec{ID: "was-long", Grants: []string{"client_credentials"}, Scopes: []string{},
+				AccessTokenTTL: 48 * time.Hour, MaxAccessTokenTTL: 48 * time.Hour})
+			tok := in.Client(t).PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}},
+				st.Basic("was-long", secret)).Token()
+			if tok.ExpiresIn != 7200 {
+				t.Fatalf("expires_in %d, want the ceiling's 7200", tok.ExpiresIn)
+			}
+			claims := decodeClaims(t, tok.AccessToken)
+			if exp, iat := claims["exp"].(float64), claims["iat"].(float64); exp-iat != 7200 {
+				t.Fatalf("exp - iat = %v, want 7200", exp-iat)
+			}
+		})
+	}
 }

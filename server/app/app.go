@@ -258,7 +258,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	tokens := token.NewService(token.Config{
 		Issuer: cfg.Issuer, DefaultAudience: cfg.DefaultAudience, AccessTokenTTL: cfg.AccessTokenTTL,
 		IDTokenTTL: cfg.IDTokenTTL, RefreshIdleTTL: cfg.RefreshIdleTTL, RefreshMaxAge: cfg.RefreshMaxAge,
-		RefreshReuseGrace: cfg.RefreshReuseGrace,
+		RefreshReuseGrace: cfg.RefreshReuseGrace, MaxClientTokenTTL: cfg.MaxClientTokenTTL,
 	}, token.Deps{
 		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Throttle: limiter,
