@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -275,6 +276,10 @@ func listClients(svc *accounts.Service, c echo.Context) error {
 	return c.JSON(http.StatusOK, accounts.Page[clients.ClientView]{Items: list})
 }
 
+// maxTTLSeconds bounds a lifetime in seconds so that it converts to a
+// time.Duration without overflow.
+const maxTTLSeconds = int64(math.MaxInt64 / int64(time.Second))
+
 func createClient(svc *accounts.Service, c echo.Context) error {
 	var body struct {
 		ClientID       string   `json:"client_id"`
@@ -288,8 +293,10 @@ func createClient(svc *accounts.Service, c echo.Context) error {
 	if err := decodeJSON(c, &body, false); err != nil {
 		return err
 	}
-	if body.AccessTokenTTL < 0 || body.AccessTokenTTL > int64((24*time.Hour).Seconds()) {
-		return apierr.ErrInvalidRequest.WithDescription("access_token_ttl must be from 0 to 86400 seconds.")
+	// The cap (PORTCULLIS_MAX_CLIENT_TOKEN_TTL) is checked by clients.Spec.Validate;
+	// this only keeps the conversion to a duration from overflowing.
+	if body.AccessTokenTTL < 0 || body.AccessTokenTTL > maxTTLSeconds {
+		return apierr.ErrInvalidRequest.WithDescription("access_token_ttl must be a number of seconds from 0 to the server's maximum.")
 	}
 	created, err := svc.CreateClient(ctx(c), actorOf(c), clients.Spec{ID: body.ClientID, Name: body.Name, Public: body.Public,
 		Grants: body.Grants, Scopes: body.Scopes, Audiences: body.Audiences,

@@ -30,6 +30,14 @@ var (
 	ErrTokenUsed = errors.New("store: token already used")
 	// ErrTokenRevoked means a one-time token was revoked.
 	ErrTokenRevoked = errors.New("store: token revoked")
+	// ErrSessionsEnded means a refresh family was not started because its
+	// login began at or before the user's cut-off (every session of the user
+	// was ended while the login was in flight).
+	ErrSessionsEnded = errors.New("store: the user's sessions were ended after this login began")
+	// ErrRevocationPending means a revocation was recorded durably but the
+	// fast token state could not be written: it is applied there as soon as
+	// that backend answers again, and until then the backend fails closed.
+	ErrRevocationPending = errors.New("store: revocation recorded durably, not yet applied to the token state")
 )
 
 // User is a person who can log in.

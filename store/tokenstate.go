@@ -29,7 +29,8 @@ type RotateRequest struct {
 	PresentedHash []byte // SHA-256 of the presented refresh token
 	NextHash      []byte // SHA-256 of the successor
 	// NextSealed is the successor, encrypted by the caller, kept only for the
-	// grace window so a concurrent retry gets the same successor back.
+	// grace window so a concurrent retry gets the same successor back; with
+	// a Grace of zero no backend stores it at all.
 	NextSealed []byte
 	Now        time.Time
 	Grace      time.Duration
@@ -84,8 +85,18 @@ type AccessTokenRef struct {
 // TokenState is the fast-changing state of issued tokens: refresh families,
 // access-token revocation and rate-limit counters. Every check-and-set is
 // atomic across any number of server instances sharing the backend.
+//
+// A revocation method whose durable record was written but whose fast state
+// could not be returns an error wrapping ErrRevocationPending: the
+// revocation is then applied as soon as the backend answers again.
 type TokenState interface {
-	// CreateFamily starts a session whose current refresh token hashes to firstHash.
+	// CreateFamily starts a session whose current refresh token hashes to
+	// firstHash. It fails with ErrSessionsEnded, starting nothing live, when
+	// fam.CreatedAt (the login's start) is at or before the user's cut-off,
+	// atomically with respect to RevokeUserSessions. When the user already
+	// has the backend's maximum of live families, the oldest ones are ended
+	// (refresh tokens and access tokens, as RevokeFamily does) so that the
+	// new one fits.
 	CreateFamily(ctx context.Context, fam RefreshFamily, firstHash []byte) error
 	// RotateRefresh atomically replaces the current token; see RotateOutcome.
 	RotateRefresh(ctx context.Context, req RotateRequest) (RotateResult, error)
@@ -98,7 +109,8 @@ type TokenState interface {
 	// access token carrying its sid is revoked. Unknown ids are not an error.
 	RevokeFamily(ctx context.Context, familyID string, now time.Time) error
 	// RevokeUserSessions ends every session of the user and revokes every
-	// access token of the user issued before cutoff.
+	// access token of the user issued before cutoff; no family whose
+	// CreatedAt is at or before cutoff can be created afterwards.
 	RevokeUserSessions(ctx context.Context, userID string, cutoff time.Time) error
 	// RevokeAccessToken denies one jti until the token's expiry.
 	RevokeAccessToken(ctx context.Context, jti string, expiresAt time.Time) error

@@ -4,7 +4,9 @@
 //
 // Scenarios: password, refresh, client_credentials, introspection, userinfo,
 // jwks. It needs a user and clients (see -help); `make bench` sets all of it
-// up on real PostgreSQL + Redis and writes docs/benchmarks.md.
+// up on real PostgreSQL + Redis and writes docs/benchmarks.md. Against a
+// server of your own, raise PORTCULLIS_MAX_SESSIONS_PER_USER: the one test
+// user's logins would otherwise end the sessions the refresh workers use.
 //
 // It only ever sends traffic to the -url it is given; use loopback.
 package main

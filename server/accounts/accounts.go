@@ -121,6 +121,9 @@ type Config struct {
 	VerifyEmailTTL time.Duration
 	// PublicRegistration allows Register (PORTCULLIS_PUBLIC_REGISTRATION).
 	PublicRegistration bool
+	// MaxClientTokenTTL caps a client's access_token_ttl
+	// (PORTCULLIS_MAX_CLIENT_TOKEN_TTL; zero: clients.DefaultMaxAccessTokenTTL).
+	MaxClientTokenTTL time.Duration
 	// FirstPartyClientID names the built-in client (default "portcullis").
 	FirstPartyClientID string
 	// Issuer is PORTCULLIS_ISSUER: the audience of the admin API, which the

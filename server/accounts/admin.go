@@ -107,6 +107,7 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 	if err := s.checkClientCeiling(a, spec); err != nil {
 		return CreatedClient{}, err
 	}
+	spec.MaxAccessTokenTTL = s.cfg.MaxClientTokenTTL
 	c, secret, err := clients.Create(ctx, s.store, spec)
 	if err != nil {
 		var ve *clients.ValidationError

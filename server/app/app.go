@@ -85,7 +85,7 @@ func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger) (*Core, 
 	km, err := keys.NewManager(keys.Config{
 		Store: st, KEKs: ring, Alg: cfg.SigningAlg, RSABits: cfg.RSABits, JWKSMaxAge: cfg.JWKSMaxAge,
 		SyncInterval: cfg.KeySyncInterval, RotationInterval: cfg.KeyRotationInterval,
-		MaxTokenTTL: maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL), Logger: log,
+		MaxTokenTTL: cfg.RevocationHorizon(), Logger: log,
 		OnAutoRotate: func(r keys.Rotation) {
 			audit.Record(context.Background(), store.AuditEvent{Action: "key.rotated", Outcome: store.OutcomeSuccess,
 				TargetID: r.Activated.KID, Details: map[string]string{"via": "automatic", "retired": r.Retired.KID, "next": r.Next.KID}})
@@ -189,8 +189,8 @@ type TokenStates struct {
 // OpenTokenState returns the Redis token state (with durable revocations in
 // the database) when PORTCULLIS_REDIS_URL is set, else the SQL token state.
 func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (TokenStates, error) {
-	maxTTL := maxDuration(cfg.AccessTokenTTL, cfg.IDTokenTTL)
-	sql := sqlstate.New(st.DB(), sqlstate.WithMaxAccessTokenTTL(maxTTL))
+	horizon := cfg.RevocationHorizon()
+	sql := sqlstate.New(st.DB(), sqlstate.WithMaxAccessTokenTTL(horizon), sqlstate.WithMaxSessionsPerUser(cfg.MaxSessionsPerUser))
 	if cfg.RedisURL == "" {
 		return TokenStates{State: sql, SQL: sql, Close: func() error { return nil }}, nil
 	}
@@ -201,7 +201,8 @@ func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (
 	if m != nil {
 		client.AddHook(m.RedisHook())
 	}
-	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql, MaxAccessTokenTTL: maxTTL})
+	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql, MaxAccessTokenTTL: horizon,
+		MaxSessionsPerUser: cfg.MaxSessionsPerUser})
 	return TokenStates{State: rs, SQL: sql, Close: client.Close}, nil
 }
 
@@ -257,11 +258,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	clientCache := clients.NewCache(core.Store, ClientCacheTTL)
-	tokens := token.NewService(token.Config{
-		Issuer: cfg.Issuer, DefaultAudience: cfg.DefaultAudience, AccessTokenTTL: cfg.AccessTokenTTL,
-		IDTokenTTL: cfg.IDTokenTTL, RefreshIdleTTL: cfg.RefreshIdleTTL, RefreshMaxAge: cfg.RefreshMaxAge,
-		RefreshReuseGrace: cfg.RefreshReuseGrace,
-	}, token.Deps{
+	tokens := token.NewService(tokenConfig(cfg), token.Deps{
 		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Throttle: limiter,
 	})
@@ -340,10 +337,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	if err := rules.Validate(); err != nil {
 		return nil, err
 	}
-	acc, err := accounts.New(accounts.Config{
-		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
-		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration, Issuer: cfg.Issuer,
-	}, accounts.Deps{
+	acc, err := accounts.New(accountsConfig(cfg), accounts.Deps{
 		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
 	})
@@ -354,6 +348,26 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		return nil, err
 	}
 	return acc, nil
+}
+
+// tokenConfig is the token service's part of the settings, the same for the
+// server and the CLI.
+func tokenConfig(cfg config.Config) token.Config {
+	return token.Config{
+		Issuer: cfg.Issuer, DefaultAudience: cfg.DefaultAudience, AccessTokenTTL: cfg.AccessTokenTTL,
+		IDTokenTTL: cfg.IDTokenTTL, RefreshIdleTTL: cfg.RefreshIdleTTL, RefreshMaxAge: cfg.RefreshMaxAge,
+		RefreshReuseGrace: cfg.RefreshReuseGrace, MaxClientTokenTTL: cfg.MaxClientTokenTTL,
+	}
+}
+
+// accountsConfig is the accounts service's part of the settings, the same
+// for the server and the CLI (so the CLI's clients obey the same lifetime cap).
+func accountsConfig(cfg config.Config) accounts.Config {
+	return accounts.Config{
+		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
+		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration, Issuer: cfg.Issuer,
+		MaxClientTokenTTL: cfg.MaxClientTokenTTL,
+	}
 }
 
 // OperatorAccounts builds the account and admin service for the CLI over
@@ -367,10 +381,7 @@ func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	tokens := token.NewService(token.Config{
-		Issuer: cfg.Issuer, DefaultAudience: cfg.DefaultAudience, AccessTokenTTL: cfg.AccessTokenTTL,
-		IDTokenTTL: cfg.IDTokenTTL, RefreshIdleTTL: cfg.RefreshIdleTTL, RefreshMaxAge: cfg.RefreshMaxAge,
-	}, token.Deps{
+	tokens := token.NewService(tokenConfig(cfg), token.Deps{
 		Clients: core.Store, Users: core.Store, State: sqlstate.New(core.Store.DB()), Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log,
 	})
@@ -378,10 +389,7 @@ func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("email templates: %w", err)
 	}
-	return accounts.New(accounts.Config{
-		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
-		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration, Issuer: cfg.Issuer,
-	}, accounts.Deps{
+	return accounts.New(accountsConfig(cfg), accounts.Deps{
 		Store: core.Store, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: PasswordRules(cfg),
 		// The CLI sends no mail; a discarding logger keeps the log sender's warning out of its output.
 		Mail: mail.NewLogSender(slog.New(slog.DiscardHandler)), Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log,
@@ -485,11 +493,4 @@ func (a *App) Close() error {
 	}
 	err := a.states.Close()
 	return errors.Join(err, a.Core.Close())
-}
-
-func maxDuration(a, b time.Duration) time.Duration {
-	if a > b {
-		return a
-	}
-	return b
 }

@@ -38,7 +38,15 @@ type Spec struct {
 	Audiences []string
 	// Optional lifetimes; zero uses the server defaults.
 	AccessTokenTTL time.Duration
+	// MaxAccessTokenTTL caps AccessTokenTTL (PORTCULLIS_MAX_CLIENT_TOKEN_TTL;
+	// zero: DefaultMaxAccessTokenTTL). Revocations are kept this long, so no
+	// client may outlive it.
+	MaxAccessTokenTTL time.Duration
 }
+
+// DefaultMaxAccessTokenTTL is the default cap on a client's access-token
+// lifetime (PORTCULLIS_MAX_CLIENT_TOKEN_TTL).
+const DefaultMaxAccessTokenTTL = 24 * time.Hour
 
 // ValidationError explains why a Spec is refused.
 type ValidationError struct{ Reason string }
@@ -102,8 +110,13 @@ func (s *Spec) Validate() error {
 			return &ValidationError{fmt.Sprintf("invalid audience %q", a)}
 		}
 	}
-	if s.AccessTokenTTL < 0 || s.AccessTokenTTL > 24*time.Hour {
-		return &ValidationError{"access token lifetime must be between 0 and 24h"}
+	ceiling := s.MaxAccessTokenTTL
+	if ceiling <= 0 {
+		ceiling = DefaultMaxAccessTokenTTL
+	}
+	if s.AccessTokenTTL < 0 || s.AccessTokenTTL > ceiling {
+		return &ValidationError{fmt.Sprintf("access token lifetime must be between 0 and %d seconds (PORTCULLIS_MAX_CLIENT_TOKEN_TTL)",
+			int64(ceiling.Seconds()))}
 	}
 	return nil
 }

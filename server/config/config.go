@@ -38,6 +38,8 @@ type Config struct {
 	RefreshIdleTTL      time.Duration
 	RefreshMaxAge       time.Duration
 	RefreshReuseGrace   time.Duration
+	MaxClientTokenTTL   time.Duration // cap on a client's access_token_ttl; the revocation horizon
+	MaxSessionsPerUser  int
 	KeyRotationInterval time.Duration
 	JWKSMaxAge          time.Duration
 	KeySyncInterval     time.Duration
@@ -79,6 +81,13 @@ func (c Config) Embedded() bool { return strings.HasPrefix(c.DatabaseURL, "sqlit
 // instance has loaded it (KeySyncInterval) and every cached JWKS has expired
 // (JWKSMaxAge).
 func (c Config) PublicationDelay() time.Duration { return c.KeySyncInterval + c.JWKSMaxAge }
+
+// RevocationHorizon is the longest an access or id token of any client may
+// live: revocations are remembered, and retired keys published (plus a
+// minute), at least this long.
+func (c Config) RevocationHorizon() time.Duration {
+	return max(c.AccessTokenTTL, c.IDTokenTTL, c.MaxClientTokenTTL)
+}
 
 // Setting describes one setting: its environment variable, its flag, its
 // default and what it means.
@@ -169,6 +178,8 @@ var settings = []Setting{
 	{Env: "PORTCULLIS_REFRESH_TOKEN_IDLE_TTL", Default: "168h", Help: "a refresh token unused this long expires", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.RefreshIdleTTL })},
 	{Env: "PORTCULLIS_REFRESH_TOKEN_MAX_AGE", Default: "720h", Help: "absolute lifetime of a refresh family (session)", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.RefreshMaxAge })},
 	{Env: "PORTCULLIS_REFRESH_REUSE_GRACE", Default: "0s", Help: "window in which presenting the just-rotated refresh token again is a concurrent retry, not theft", apply: durationSetting(0, 5*time.Minute, func(c *Config) *time.Duration { return &c.RefreshReuseGrace })},
+	{Env: "PORTCULLIS_MAX_CLIENT_TOKEN_TTL", Default: "24h", Help: "longest access_token_ttl a client may be given; revocations and retired keys are kept at least this long", apply: durationSetting(time.Second, 720*time.Hour, func(c *Config) *time.Duration { return &c.MaxClientTokenTTL })},
+	{Env: "PORTCULLIS_MAX_SESSIONS_PER_USER", Default: "100", Help: "live sessions (refresh families) per user; a new login past it ends the oldest", apply: uintSetting(1, 100000, func(c *Config, n uint64) { c.MaxSessionsPerUser = int(n) })},
 	{Env: "PORTCULLIS_KEY_ROTATION_INTERVAL", Default: "0", Help: "automatic signing-key rotation period (0: manual)", apply: durationSetting(0, 0, func(c *Config) *time.Duration { return &c.KeyRotationInterval })},
 	{Env: "PORTCULLIS_JWKS_MAX_AGE", Default: "5m", Help: "Cache-Control max-age of the JWKS; a next key is published at least this long before it signs", apply: durationSetting(0, 24*time.Hour, func(c *Config) *time.Duration { return &c.JWKSMaxAge })},
 	{Env: "PORTCULLIS_KEY_SYNC_INTERVAL", Default: "10s", Help: "how often an instance reloads key state", apply: durationSetting(100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.KeySyncInterval })},
@@ -434,6 +445,9 @@ func (c *Config) derive() []string {
 	}
 	if c.RefreshIdleTTL > c.RefreshMaxAge && c.RefreshMaxAge > 0 {
 		errs = append(errs, "PORTCULLIS_REFRESH_TOKEN_IDLE_TTL (--refresh-token-idle-ttl): must not exceed PORTCULLIS_REFRESH_TOKEN_MAX_AGE")
+	}
+	if c.MaxClientTokenTTL > 0 && c.MaxClientTokenTTL < c.AccessTokenTTL {
+		errs = append(errs, "PORTCULLIS_MAX_CLIENT_TOKEN_TTL (--max-client-token-ttl): must be at least PORTCULLIS_ACCESS_TOKEN_TTL")
 	}
 	if c.KeyRotationInterval > 0 && c.KeyRotationInterval < 2*c.PublicationDelay() {
 		errs = append(errs, fmt.Sprintf("PORTCULLIS_KEY_ROTATION_INTERVAL (--key-rotation-interval): must be 0 or at least twice the publication delay (key sync interval + JWKS max age = %s), so at least %s", c.PublicationDelay(), 2*c.PublicationDelay()))

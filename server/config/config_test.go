@@ -27,6 +27,9 @@ func TestDefaults(t *testing.T) {
 		c.InviteTTL != 48*time.Hour || c.ResetTTL != time.Hour || c.SigningAlg != "RS256" || !c.RateLimits || !c.AutoMigrate {
 		t.Fatalf("contract defaults wrong: %+v", c)
 	}
+	if c.MaxClientTokenTTL != 24*time.Hour || c.MaxSessionsPerUser != 100 || c.RevocationHorizon() != 24*time.Hour {
+		t.Fatalf("contract defaults wrong: max client token ttl %v, sessions %d", c.MaxClientTokenTTL, c.MaxSessionsPerUser)
+	}
 	if c.DefaultAudience != "api" || c.MailFrom != "Portcullis <no-reply@localhost>" || c.PublicRegistration {
 		t.Fatalf("contract defaults wrong: %+v", c)
 	}
@@ -76,6 +79,19 @@ func TestLoad(t *testing.T) {
 		{name: "fail/bad addr", args: []string{"--addr", "nope"}, wantErr: "PORTCULLIS_ADDR"},
 		{name: "fail/issuer with query", env: map[string]string{"PORTCULLIS_ISSUER": "https://a.example/?x=1"}, wantErr: "PORTCULLIS_ISSUER"},
 		{name: "fail/rotation too short", env: map[string]string{"PORTCULLIS_KEY_ROTATION_INTERVAL": "5m"}, wantErr: "PORTCULLIS_KEY_ROTATION_INTERVAL"},
+		{name: "ok/max client token ttl and sessions", env: map[string]string{"PORTCULLIS_MAX_CLIENT_TOKEN_TTL": "48h", "PORTCULLIS_MAX_SESSIONS_PER_USER": "3"}, check: func(t *testing.T, c Config) {
+			if c.MaxClientTokenTTL != 48*time.Hour || c.MaxSessionsPerUser != 3 || c.RevocationHorizon() != 48*time.Hour {
+				t.Fatalf("max client token ttl %v, sessions %d, horizon %v", c.MaxClientTokenTTL, c.MaxSessionsPerUser, c.RevocationHorizon())
+			}
+		}},
+		{name: "ok/horizon covers the server's own ttl", env: map[string]string{"PORTCULLIS_MAX_CLIENT_TOKEN_TTL": "1h", "PORTCULLIS_ACCESS_TOKEN_TTL": "30m", "PORTCULLIS_ID_TOKEN_TTL": "2h"}, check: func(t *testing.T, c Config) {
+			if c.RevocationHorizon() != 2*time.Hour {
+				t.Fatalf("horizon %v, want the longest lifetime (id token 2h)", c.RevocationHorizon())
+			}
+		}},
+		{name: "fail/max client token ttl below access ttl", env: map[string]string{"PORTCULLIS_MAX_CLIENT_TOKEN_TTL": "10m"}, wantErr: "PORTCULLIS_MAX_CLIENT_TOKEN_TTL"},
+		{name: "fail/max client token ttl bad", env: map[string]string{"PORTCULLIS_MAX_CLIENT_TOKEN_TTL": "forever"}, wantErr: "PORTCULLIS_MAX_CLIENT_TOKEN_TTL"},
+		{name: "fail/no sessions", env: map[string]string{"PORTCULLIS_MAX_SESSIONS_PER_USER": "0"}, wantErr: "PORTCULLIS_MAX_SESSIONS_PER_USER"},
 		{name: "fail/bad proxies", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "everyone"}, wantErr: "PORTCULLIS_TRUSTED_PROXIES"},
 		{name: "fail/bad rate limits", env: map[string]string{"PORTCULLIS_RATE_LIMITS": "maybe"}, wantErr: "PORTCULLIS_RATE_LIMITS"},
 		{name: "fail/tls half", env: map[string]string{"PORTCULLIS_TLS_CERT": "/x"}, wantErr: "PORTCULLIS_TLS_CERT"},

@@ -363,7 +363,7 @@ func (p *Pages) fail(c echo.Context, err error) error {
 		p.log.Error("page request failed", "path", c.Path(), "err", err,
 			"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
 		return p.render(c, ae.Status, view{Kind: "error", Heading: "Something went wrong on our side",
-			Intro: []string{"Nothing was changed. Try again in a few minutes."}})
+			Intro: []string{"It may not have been completed. Try again in a few minutes."}})
 	}
 	return p.render(c, ae.Status, view{Kind: "error", Heading: "This could not be done",
 		Intro: []string{ae.Description}})

@@ -67,7 +67,11 @@ func (s *Service) audiences(c store.Client) []string {
 
 func (s *Service) accessTTL(c store.Client) int64 {
 	if c.AccessTokenTTL > 0 {
-		return int64(c.AccessTokenTTL.Seconds())
+		ttl := c.AccessTokenTTL
+		if s.cfg.MaxClientTokenTTL > 0 {
+			ttl = min(ttl, s.cfg.MaxClientTokenTTL)
+		}
+		return int64(ttl.Seconds())
 	}
 	return int64(s.cfg.AccessTokenTTL.Seconds())
 }

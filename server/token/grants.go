@@ -147,7 +147,14 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		Now: now, Grace: s.cfg.RefreshReuseGrace,
 	})
 	if err != nil {
-		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("rotate refresh token: %w", err))
+		if res.Outcome != store.RotateReuseDetected {
+			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("rotate refresh token: %w", err))
+		}
+		// Reuse revoked the family; its access tokens' revocation may be
+		// pending in the token state.
+		if err := s.revocationFailed(err, "revoke the session of a reused refresh token"); err != nil {
+			return Response{}, err
+		}
 	}
 	fam := res.Family
 	switch res.Outcome {
@@ -169,8 +176,8 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	}
 	if fam.ClientID != client.ID {
 		// A token presented by a client it was not issued to is compromised.
-		if err := s.state.RevokeFamily(ctx, sid, now); err != nil {
-			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		if err := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "revoke a refresh token presented by another client"); err != nil {
+			return Response{}, err
 		}
 		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeFailure, TargetID: fam.UserID,
 			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,

@@ -2,6 +2,7 @@ package token
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -149,6 +150,11 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 		IdleTTL:        idle,
 	}
 	if err := s.state.CreateFamily(ctx, fam, HashSecret(rt)); err != nil {
+		if errors.Is(err, store.ErrSessionsEnded) {
+			// The login began before every session of the user was ended
+			// (a password change or reset, say): it yields no session.
+			return "", apierr.ErrInvalidGrant.WithDescription("The account's sessions were ended while signing in. Sign in again.").WithCause(err)
+		}
 		return "", apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("create refresh family: %w", err))
 	}
 	return rt, nil

@@ -89,6 +89,10 @@ type Config struct {
 	RefreshIdleTTL    time.Duration
 	RefreshMaxAge     time.Duration
 	RefreshReuseGrace time.Duration
+	// MaxClientTokenTTL caps a client's own access-token lifetime at issue
+	// (PORTCULLIS_MAX_CLIENT_TOKEN_TTL; 0: no cap), so a client created
+	// under a higher cap never outlives what revocations remember.
+	MaxClientTokenTTL time.Duration
 }
 
 // Service implements the token endpoint and its siblings.

@@ -169,8 +169,8 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string
 		if fam.ClientID != client.ID {
 			return apierr.ErrUnauthorizedClient.WithDescription("The token was not issued to this client.")
 		}
-		if err := s.state.RevokeFamily(ctx, sid, now); err != nil {
-			return apierr.ErrTemporarilyUnavailable.WithCause(err)
+		if err := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "revoke refresh token"); err != nil {
+			return err
 		}
 		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeSuccess, ActorID: fam.UserID,
 			TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
@@ -184,8 +184,8 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string
 	if c.ClientID != client.ID {
 		return apierr.ErrUnauthorizedClient.WithDescription("The token was not issued to this client.")
 	}
-	if err := s.state.RevokeAccessToken(ctx, c.JTI, time.Unix(c.Expiry, 0)); err != nil {
-		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	if err := s.revocationFailed(s.state.RevokeAccessToken(ctx, c.JTI, time.Unix(c.Expiry, 0)), "revoke access token"); err != nil {
+		return err
 	}
 	s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeSuccess, ActorID: c.Subject,
 		TargetID: c.Subject, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
@@ -224,12 +224,12 @@ func (s *Service) introspectRefresh(ctx context.Context, client store.Client, ra
 func (s *Service) Logout(ctx context.Context, c AccessClaims, meta RequestMeta) error {
 	now := s.now()
 	if c.SID != "" {
-		if err := s.state.RevokeFamily(ctx, c.SID, now); err != nil {
-			return apierr.ErrTemporarilyUnavailable.WithCause(err)
+		if err := s.revocationFailed(s.state.RevokeFamily(ctx, c.SID, now), "logout"); err != nil {
+			return err
 		}
 	}
-	if err := s.state.RevokeAccessToken(ctx, c.JTI, time.Unix(c.Expiry, 0)); err != nil {
-		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	if err := s.revocationFailed(s.state.RevokeAccessToken(ctx, c.JTI, time.Unix(c.Expiry, 0)), "logout"); err != nil {
+		return err
 	}
 	s.audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: c.Subject,
 		TargetID: c.Subject, ClientID: c.ClientID, IP: meta.IP, UserAgent: meta.UserAgent,
@@ -237,15 +237,37 @@ func (s *Service) Logout(ctx context.Context, c AccessClaims, meta RequestMeta) 
 	return nil
 }
 
+// revocationFailed is the one reading of a revocation's error: nil when it
+// succeeded, and nil too when it is recorded durably and only waits for the
+// token state to take it (store.ErrRevocationPending: this instance refuses
+// every token until it has written it and retries in the background, and
+// Redis is rebuilt from the durable record should it lose data), so the
+// caller's change stands and is reported as done; otherwise 503.
+func (s *Service) revocationFailed(err error, what string, attrs ...any) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrRevocationPending):
+		s.log.Warn(what+": revocation recorded durably, applied to the token state once it answers again",
+			append(attrs, "err", err)...)
+		return nil
+	default:
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("%s: %w", what, err))
+	}
+}
+
 // EndUserSessions ends every session of a user and revokes every access token
 // issued to them up to now (password change or reset, deactivation, role
-// removal, deletion, admin revoke). The cut-off includes its own
+// removal, deletion, admin revoke). A login that began before the cut-off
+// and finishes after it gets no session (the token state refuses its
+// family) and its access token, whose jti carries the login's start, is
+// revoked by the cut-off. The cut-off includes its own
 // millisecond, so it returns only once the clock has left that millisecond:
 // a token issued right after it returns is never born revoked.
 func (s *Service) EndUserSessions(ctx context.Context, userID string) error {
 	cutoff := s.now()
-	if err := s.state.RevokeUserSessions(ctx, userID, cutoff); err != nil {
-		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end sessions: %w", err))
+	if err := s.revocationFailed(s.state.RevokeUserSessions(ctx, userID, cutoff), "end sessions", "user_id", userID); err != nil {
+		return err
 	}
 	for i := 0; i < 50 && s.now().UnixMilli() <= cutoff.UnixMilli(); i++ {
 		time.Sleep(100 * time.Microsecond)

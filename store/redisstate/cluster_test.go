@@ -8,13 +8,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/storetest"
 	"github.com/portcullis-auth/portcullis/store/testservers"
 )
@@ -100,9 +100,13 @@ func TestTokenStateConformanceCluster(t *testing.T) {
 	}
 	n := 0
 	t.Run("redis-cluster", func(t *testing.T) {
-		storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
+		var mu sync.Mutex
+		storetest.RunTokenStateTests(t, func(t *testing.T, cfg storetest.Config) storetest.Backend {
+			mu.Lock()
 			n++
-			return New(c, Options{Prefix: fmt.Sprintf("c%d:", n)})
+			prefix := fmt.Sprintf("c%d:", n)
+			mu.Unlock()
+			return conformanceBackend(c, prefix, nil, cfg)
 		})
 	})
 }

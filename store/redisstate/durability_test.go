@@ -38,9 +38,9 @@ func revocationLog(t *testing.T) (*sqlstate.State, *sqlstore.Store) {
 func TestTokenStateConformanceWithLog(t *testing.T) {
 	log, _ := revocationLog(t)
 	t.Run("redis+postgres-log", func(t *testing.T) {
-		storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
-			st, _, _ := sharedState(t, log)
-			return st
+		storetest.RunTokenStateTests(t, func(t *testing.T, cfg storetest.Config) storetest.Backend {
+			u, prefix := testservers.RedisURL(t)
+			return conformanceBackend(openClient(t, u), prefix, log, cfg)
 		})
 	})
 }
@@ -311,5 +311,118 @@ func TestLogDown(t *testing.T) {
 	revoked, err := st.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "other"})
 	if !errors.Is(err, store.ErrUnavailable) || !revoked {
 		t.Fatalf("check needing a rebuild with the log down: %v, %v; want revoked and store.ErrUnavailable", revoked, err)
+	}
+}
+
+// TestRevocationSurvivesRedisWriteFailure: Redis refuses writes (here:
+// min-replicas-to-write with no replica) after the durable record of a
+// revocation was written. The caller is told the revocation is pending, not
+// lost; checks fail closed meanwhile; and once Redis takes writes again the
+// revocation holds on every instance — this one before its next answer,
+// another one once the background retry has written it.
+func TestRevocationSurvivesRedisWriteFailure(t *testing.T) {
+	ctx := testCtx(t)
+	log, _ := revocationLog(t)
+	rd := testservers.NewRedis(t)
+	admin := openClient(t, rd.URL())
+	a := New(openClient(t, rd.URL()), Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	b := New(openClient(t, rd.URL()), Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	now := time.UnixMilli(time.Now().UnixMilli())
+	for _, f := range []store.RefreshFamily{family("sid-u", "user-cut", now.Add(-time.Minute)), family("sid-s", "user-2", now.Add(-time.Minute))} {
+		if err := a.CreateFamily(ctx, f, hashOf(f.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refs := []store.AccessTokenRef{
+		{JTI: "j-user", SID: "sid-u", UserID: "user-cut", IssuedAt: now},
+		{JTI: "j-sid", SID: "sid-s", UserID: "user-2", IssuedAt: now},
+		{JTI: "j-jti", UserID: "user-3", IssuedAt: now},
+	}
+	for _, ref := range refs {
+		if r, err := b.IsAccessTokenRevoked(ctx, ref); err != nil || r {
+			t.Fatalf("before: %+v revoked=%v, %v", ref, r, err)
+		}
+	}
+
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Set(ctx, "probe", "1", 0).Err(); err == nil {
+		t.Fatal("Redis still takes writes: the test proves nothing")
+	}
+	cutoff := now.Add(time.Millisecond)
+	for name, call := range map[string]func() error{
+		"revoke user sessions": func() error { return a.RevokeUserSessions(ctx, "user-cut", cutoff) },
+		"revoke family":        func() error { return a.RevokeFamily(ctx, "sid-s", cutoff) },
+		"revoke access token":  func() error { return a.RevokeAccessToken(ctx, "j-jti", now.Add(30*time.Minute)) },
+	} {
+		if err := call(); !errors.Is(err, store.ErrRevocationPending) {
+			t.Fatalf("%s while Redis refuses writes: %v, want store.ErrRevocationPending", name, err)
+		}
+	}
+	// The instance holding the queued revocations fails closed. (Another
+	// instance reading a Redis that answers reads cannot know yet.)
+	if r, err := a.IsAccessTokenRevoked(ctx, refs[0]); err == nil || !r {
+		t.Fatalf("check while Redis refuses writes: revoked=%v, %v; want fail closed", r, err)
+	}
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another instance: the background retry writes the queued revocations.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := b.IsAccessTokenRevoked(ctx, refs[2])
+		if err == nil && r {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("other instance after Redis recovered: revoked=%v, %v; want the queued revocation applied", r, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, st := range []*State{a, b} {
+		for _, ref := range refs {
+			if r, err := st.IsAccessTokenRevoked(ctx, ref); err != nil || !r {
+				t.Fatalf("after recovery: %+v revoked=%v, %v; want revoked", ref, r, err)
+			}
+		}
+		for _, sid := range []string{"sid-u", "sid-s"} {
+			if _, err := st.FindRefresh(ctx, sid, hashOf(sid), now); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("refresh of %s after recovery: %v, want ErrNotFound", sid, err)
+			}
+		}
+	}
+}
+
+// TestOwnChecksApplyQueuedRevocationsFirst: the instance that queued a
+// revocation writes it before its own next check answers, with no wait.
+func TestOwnChecksApplyQueuedRevocationsFirst(t *testing.T) {
+	ctx := testCtx(t)
+	log, _ := revocationLog(t)
+	rd := testservers.NewRedis(t)
+	admin := openClient(t, rd.URL())
+	a := New(openClient(t, rd.URL()), Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	a.retryPeriod = time.Hour // no background retry during the test
+	b := New(openClient(t, rd.URL()), Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	now := time.UnixMilli(time.Now().UnixMilli())
+	ref := store.AccessTokenRef{JTI: "j", UserID: "user-cut", IssuedAt: now}
+	if r, err := b.IsAccessTokenRevoked(ctx, ref); err != nil || r {
+		t.Fatalf("before: revoked=%v, %v", r, err)
+	}
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RevokeUserSessions(ctx, "user-cut", now); !errors.Is(err, store.ErrRevocationPending) {
+		t.Fatalf("RevokeUserSessions: %v, want store.ErrRevocationPending", err)
+	}
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.IsAccessTokenRevoked(ctx, ref); err != nil || !r {
+		t.Fatalf("own check after recovery: revoked=%v, %v; want revoked", r, err)
+	}
+	if r, err := b.IsAccessTokenRevoked(ctx, ref); err != nil || !r {
+		t.Fatalf("other instance after the first instance wrote it: revoked=%v, %v; want revoked", r, err)
 	}
 }

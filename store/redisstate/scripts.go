@@ -18,14 +18,42 @@ redis.call('PEXPIRE', KEYS[1], ARGV[10])
 return 1
 `)
 
-// indexSessionScript: KEYS user index; ARGV sid, ttl ms. Adds the session and
-// never shortens the index's lifetime.
+// indexSessionScript: KEYS user's families (zset), user's cut-off; ARGV sid, created ms, index ttl ms, cap (0 = none). Refuses
+// ({-1}) a family created at or before the cut-off; otherwise adds it, scored
+// by creation, never shortens the index's lifetime, and when the user holds
+// more than cap families pops the oldest: returns {n, popped sids...}.
 var indexSessionScript = redis.NewScript(`
-redis.call('SADD', KEYS[1], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local cut = redis.call('GET', KEYS[2])
+if cut and tonumber(ARGV[2]) <= tonumber(cut) then return {-1} end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-return 1
+local cap = tonumber(ARGV[4])
+local out = {0}
+if cap > 0 then
+  local n = redis.call('ZCARD', KEYS[1])
+  if n > cap then
+    local popped = redis.call('ZPOPMIN', KEYS[1], n - cap)
+    for i = 1, #popped, 2 do table.insert(out, popped[i]) end
+  end
+end
+out[1] = #out - 1
+return out
+`)
+
+// userSessionsScript: KEYS user's families (zset), user's cut-off, legacy
+// family set; ARGV cut-off ms, expiry ms. Moves the cut-off forward (never
+// back) and returns every family id of the user, atomically with
+// indexSessionScript: a family indexed later was refused by the cut-off.
+var userSessionsScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[2])
+if not cur or tonumber(cur) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[2])
+end
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, v in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(ids, v) end
+return ids
 `)
 
 // Rotation outcomes as the rotate script reports them (same values as
@@ -59,8 +87,13 @@ if p == cur then
     nix = now + it
     if it < ttl then ttl = it end
   end
-  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4], 'sealed', ARGV[3],
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4],
     'ix', string.format('%d', nix))
+  if tonumber(ARGV[5]) > 0 then
+    redis.call('HSET', KEYS[1], 'sealed', ARGV[3])
+  else
+    redis.call('HDEL', KEYS[1], 'sealed')
+  end
   redis.call('SADD', KEYS[2], cur)
   redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
   redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))

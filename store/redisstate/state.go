@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,6 +21,12 @@ import (
 const (
 	DefaultPrefix            = "pc:"
 	DefaultMaxAccessTokenTTL = 24 * time.Hour
+)
+
+// Background retry of revocations Redis did not take.
+const (
+	defaultRetryPeriod = 250 * time.Millisecond
+	maxRetryPeriod     = time.Second
 )
 
 // rebuildBatch is how many revocation records one rebuild script writes.
@@ -35,9 +42,14 @@ type Options struct {
 	// empty. Nil only in tests that do not exercise durability.
 	Log store.RevocationLog
 	// MaxAccessTokenTTL bounds the lifetime of any access token (default
-	// 24h); session and user revocations are kept this long after they are
-	// made, when no token they affect can still be valid.
+	// 24h): the revocation horizon. Session and user revocations are kept
+	// this long after they are made, when no token they affect can still be
+	// valid; it must be at least the longest lifetime any client's tokens
+	// may have (PORTCULLIS_MAX_CLIENT_TOKEN_TTL).
 	MaxAccessTokenTTL time.Duration
+	// MaxSessionsPerUser caps a user's live refresh families (0: no cap):
+	// creating one more ends the oldest.
+	MaxSessionsPerUser int
 	// Now is the clock for the times the interface does not pass in (the
 	// revocation time of a jti, the rebuild's notion of "active"). Default
 	// time.Now.
@@ -52,9 +64,19 @@ type State struct {
 	prefix string
 	log    store.RevocationLog
 	maxAT  time.Duration
+	maxSes int
 	now    func() time.Time
 
 	rebuildMu sync.Mutex // one rebuild at a time per instance
+
+	// pending holds revocations recorded durably whose Redis write failed;
+	// they are written before this instance answers any revocation check,
+	// and retried in the background until Redis takes them.
+	pendingMu   sync.Mutex
+	pending     []store.Revocation
+	retrying    bool
+	hasPending  atomic.Bool
+	retryPeriod time.Duration
 }
 
 var _ store.TokenState = (*State)(nil)
@@ -73,7 +95,8 @@ func New(client redis.UniversalClient, opts Options) *State {
 	if now == nil {
 		now = time.Now
 	}
-	return &State{c: client, prefix: prefix, log: opts.Log, maxAT: maxAT, now: now}
+	return &State{c: client, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
+		now: now, retryPeriod: defaultRetryPeriod}
 }
 
 // Key layout. Keys a script touches together share a hash tag ({…}), so
@@ -82,7 +105,9 @@ func New(client redis.UniversalClient, opts Options) *State {
 //	<p>{<sid>}:fam       hash: one refresh family (user, client, scopes, times,
 //	                     current and previous token hash, sealed successor, revoked)
 //	<p>{<sid>}:used      set: hashes of the family's rotated tokens
-//	<p>{u:<uid>}:sids    set: the user's family ids
+//	<p>{u:<uid>}:fams    sorted set: the user's family ids by creation (ms)
+//	<p>{u:<uid>}:cut     the user's cut-off (Unix ms) for new families
+//	<p>{u:<uid>}:sids    set: the user's family ids (index of earlier versions, read only)
 //	<p>{rv}:jti:<jti>    revoked access token, until it expires
 //	<p>{rv}:sid:<sid>    revoked session, until its last access token expires
 //	<p>{rv}:user:<uid>   the user's cut-off (Unix ms), until tokens before it expire
@@ -97,12 +122,14 @@ func (s *State) usedKey(sid string) string { return s.prefix + "{" + sid + "}:us
 func (s *State) userSidsKey(uid string) string {
 	return s.prefix + "{u:" + uid + "}:sids"
 }
-func (s *State) jtiKey(jti string) string   { return s.prefix + "{rv}:jti:" + jti }
-func (s *State) sidKey(sid string) string   { return s.prefix + "{rv}:sid:" + sid }
-func (s *State) userKey(uid string) string  { return s.prefix + "{rv}:user:" + uid }
-func (s *State) readyKey() string           { return s.prefix + "{rv}:ready" }
-func (s *State) genKey() string             { return s.prefix + "{rv}:gen" }
-func (s *State) counterKey(k string) string { return s.prefix + "rl:" + k }
+func (s *State) userFamsKey(uid string) string { return s.prefix + "{u:" + uid + "}:fams" }
+func (s *State) userCutKey(uid string) string  { return s.prefix + "{u:" + uid + "}:cut" }
+func (s *State) jtiKey(jti string) string      { return s.prefix + "{rv}:jti:" + jti }
+func (s *State) sidKey(sid string) string      { return s.prefix + "{rv}:sid:" + sid }
+func (s *State) userKey(uid string) string     { return s.prefix + "{rv}:user:" + uid }
+func (s *State) readyKey() string              { return s.prefix + "{rv}:ready" }
+func (s *State) genKey() string                { return s.prefix + "{rv}:gen" }
+func (s *State) counterKey(k string) string    { return s.prefix + "rl:" + k }
 
 // validFamilyID reports whether id can name a family: non-empty and without
 // braces, which would move its keys off their shared hash tag.
@@ -117,6 +144,11 @@ func unavailable(op string, err error) error {
 // CreateFamily implements store.TokenState. It fails with store.ErrAlreadyExists
 // when the id is taken. An IdleTTL of zero means no idle expiry. The
 // family's keys expire with it (Redis TTL from CreatedAt, not Redis's clock).
+//
+// The family is written first, then indexed under its user by one script
+// that also checks the user's cut-off and the session cap, so a concurrent
+// RevokeUserSessions either lists it (and revokes it) or its cut-off
+// refuses it; a refused family is revoked before it is ever handed out.
 func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, firstHash []byte) error {
 	if !validFamilyID(fam.ID) {
 		return errors.New("redis token state: create family: invalid family id")
@@ -140,14 +172,6 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	if ttl <= 0 {
 		return errors.New("redis token state: create family: already expired")
 	}
-	// Index first: a RevokeUserSessions that starts after CreateFamily
-	// returns always finds the family.
-	if fam.UserID != "" {
-		life := fam.AbsoluteExpiry.UnixMilli() - created.UnixMilli()
-		if err := indexSessionScript.Run(ctx, s.c, []string{s.userSidsKey(fam.UserID)}, fam.ID, life).Err(); err != nil {
-			return unavailable("create family: index session", err)
-		}
-	}
 	n, err := createFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)},
 		fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
 		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl).Int64()
@@ -156,6 +180,107 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	}
 	if n == 0 {
 		return fmt.Errorf("redis token state: create family: %w", store.ErrAlreadyExists)
+	}
+	if fam.UserID == "" {
+		return nil
+	}
+	evicted, err := s.index(ctx, fam, created)
+	if err != nil {
+		// Never hand out a family that is not bound to its user's cut-off.
+		if rerr := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)}).Err(); rerr != nil {
+			err = errors.Join(err, unavailable("create family: revoke unindexed family", rerr))
+		}
+		return err
+	}
+	if len(evicted) > 0 {
+		if err := s.revokeSessions(ctx, evicted, created); err != nil {
+			return fmt.Errorf("create family: end the oldest sessions over the cap: %w", err)
+		}
+	}
+	return nil
+}
+
+// index adds a created family to its user's index, refusing it when it
+// began at or before the user's cut-off, and returns the families the cap
+// pushes out (possibly this one).
+func (s *State) index(ctx context.Context, fam store.RefreshFamily, created time.Time) ([]string, error) {
+	keys := []string{s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)}
+	if s.maxSes > 0 {
+		if err := s.pruneIndex(ctx, fam.UserID, fam.ID); err != nil {
+			return nil, err
+		}
+	}
+	life := max(fam.AbsoluteExpiry.UnixMilli()-created.UnixMilli(), 1)
+	raw, err := indexSessionScript.Run(ctx, s.c, keys, fam.ID, created.UnixMilli(), life, s.maxSes).Slice()
+	if err != nil {
+		return nil, unavailable("create family: index session", err)
+	}
+	if len(raw) == 0 {
+		return nil, unavailable("create family: index session", errors.New("empty script reply"))
+	}
+	if code, _ := raw[0].(int64); code < 0 {
+		return nil, fmt.Errorf("redis token state: create family: %w", store.ErrSessionsEnded)
+	}
+	evicted := make([]string, 0, len(raw)-1)
+	for _, v := range raw[1:] {
+		if sid, ok := v.(string); ok {
+			evicted = append(evicted, sid)
+		}
+	}
+	return evicted, nil
+}
+
+// pruneIndex drops the user's families that are expired or revoked from
+// the index, so the cap counts live ones. A dead family never comes back to
+// life, so removing it outside the index script is safe.
+func (s *State) pruneIndex(ctx context.Context, userID, skip string) error {
+	key := s.userFamsKey(userID)
+	n, err := s.c.ZCard(ctx, key).Result()
+	if err != nil {
+		return unavailable("create family: count sessions", err)
+	}
+	if n < int64(s.maxSes) {
+		return nil
+	}
+	ids, err := s.c.ZRange(ctx, key, 0, -1).Result()
+	if err != nil {
+		return unavailable("create family: list sessions", err)
+	}
+	// One round trip: a family whose hash is gone (expired) or marked
+	// revoked is dead.
+	states := make(map[string]*redis.StringCmd, len(ids))
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, sid := range ids {
+			if sid != skip && validFamilyID(sid) {
+				states[sid] = p.HGet(ctx, s.famKey(sid), "rv")
+			}
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return unavailable("create family: check sessions", err)
+	}
+	var dead []interface{}
+	for _, sid := range ids {
+		if sid == skip {
+			continue
+		}
+		cmd, ok := states[sid]
+		if !ok {
+			dead = append(dead, sid) // not a family id
+			continue
+		}
+		rv, err := cmd.Result()
+		switch {
+		case errors.Is(err, redis.Nil), err == nil && rv == "1":
+			dead = append(dead, sid)
+		case err != nil:
+			return unavailable("create family: check session", err)
+		}
+	}
+	if len(dead) > 0 {
+		if err := s.c.ZRem(ctx, key, dead...).Err(); err != nil {
+			return unavailable("create family: prune sessions", err)
+		}
 	}
 	return nil
 }
@@ -260,28 +385,174 @@ func (s *State) record(ctx context.Context, revs []store.Revocation) error {
 	return nil
 }
 
-// revokeSessions revokes the access tokens of the sessions: durable record
-// first, then Redis. Should the durable write fail, Redis is still written
-// (the revocation holds until Redis loses its data) and the error returned.
-func (s *State) revokeSessions(ctx context.Context, sids []string, now time.Time) error {
-	logErr := s.recordSessions(ctx, sids, now)
-	return errors.Join(logErr, s.writeSessions(ctx, sids, now))
+// revoke is the one path of every revocation: the durable record first,
+// then Redis. Should the durable write fail, Redis is still written (the
+// revocation holds until Redis loses its data) and the error returned.
+// Should the Redis write fail, the revocation is queued: it is written
+// before this instance answers its next revocation check and retried in the
+// background until Redis takes it, and the error says so
+// (store.ErrRevocationPending when the durable record holds it).
+func (s *State) revoke(ctx context.Context, revs []store.Revocation) error {
+	logErr := s.record(ctx, revs)
+	if err := s.flushPending(ctx); err != nil {
+		s.queue(revs)
+		return errors.Join(logErr, s.pendingErr(logErr, err))
+	}
+	if err := s.apply(ctx, revs); err != nil {
+		s.queue(revs)
+		return errors.Join(logErr, s.pendingErr(logErr, err))
+	}
+	return logErr
 }
 
-func (s *State) recordSessions(ctx context.Context, sids []string, now time.Time) error {
+// pendingErr describes a Redis write that failed after the durable write
+// (logErr) was attempted.
+func (s *State) pendingErr(logErr, err error) error {
+	if s.log != nil && logErr == nil {
+		return fmt.Errorf("redis token state: %w: %w", store.ErrRevocationPending, err)
+	}
+	return err
+}
+
+// apply writes revocations to Redis. It is idempotent, so a queued
+// revocation may be applied again.
+func (s *State) apply(ctx context.Context, revs []store.Revocation) error {
+	for _, r := range revs {
+		var err error
+		switch r.Kind {
+		case store.RevokedJTI:
+			if err = s.setUntil(ctx, s.jtiKey(r.Value), r.ExpiresAt); err != nil {
+				err = unavailable("revoke access token", err)
+			}
+		case store.RevokedSession:
+			err = s.applySession(ctx, r.Value, r.ExpiresAt)
+		case store.RevokedUser:
+			err = s.applyUser(ctx, r)
+		default:
+			err = fmt.Errorf("redis token state: unknown revocation kind %q", r.Kind)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applySession marks the family revoked and denies its access tokens.
+func (s *State) applySession(ctx context.Context, sid string, exp time.Time) error {
+	if validFamilyID(sid) {
+		if err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(sid)}).Err(); err != nil {
+			return unavailable("revoke family", err)
+		}
+	}
+	if err := s.setUntil(ctx, s.sidKey(sid), exp); err != nil {
+		return unavailable("revoke session", err)
+	}
+	return nil
+}
+
+// applyUser sets the user's cut-off for access tokens and for new
+// families, then ends every family in the user's index and revokes their
+// sessions' access tokens too (durably first), as the SQL state does: a
+// token issued by a rotation racing the cut-off still dies.
+func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
+	uid, cut, exp := r.Value, r.At.UnixMilli(), r.ExpiresAt.UnixMilli()
+	if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(uid)}, cut, exp).Err(); err != nil {
+		return unavailable("revoke user sessions: cut-off", err)
+	}
+	keys := []string{s.userFamsKey(uid), s.userCutKey(uid), s.userSidsKey(uid)}
+	sids, err := userSessionsScript.Run(ctx, s.c, keys, cut, exp).StringSlice()
+	if err != nil {
+		return unavailable("revoke user sessions: list sessions", err)
+	}
+	var ended []string
+	for _, sid := range sids {
+		if !validFamilyID(sid) {
+			continue
+		}
+		n, err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(sid)}).Int64()
+		if err != nil {
+			return unavailable("revoke user sessions: revoke family", err)
+		}
+		if n == 1 {
+			ended = append(ended, sid)
+		}
+	}
+	if len(ended) == 0 {
+		return nil
+	}
+	revs := s.sessionRevocations(ended, r.At)
+	if err := s.record(ctx, revs); err != nil {
+		return err
+	}
+	return s.apply(ctx, revs)
+}
+
+func (s *State) sessionRevocations(sids []string, now time.Time) []store.Revocation {
 	revs := make([]store.Revocation, len(sids))
 	for i, sid := range sids {
 		revs[i] = store.Revocation{Kind: store.RevokedSession, Value: sid, At: now, ExpiresAt: now.Add(s.maxAT)}
 	}
-	return s.record(ctx, revs)
+	return revs
 }
 
-func (s *State) writeSessions(ctx context.Context, sids []string, now time.Time) error {
-	for _, sid := range sids {
-		if err := s.setUntil(ctx, s.sidKey(sid), now.Add(s.maxAT)); err != nil {
-			return unavailable("revoke session", err)
-		}
+// revokeSessions revokes the sessions and their access tokens.
+func (s *State) revokeSessions(ctx context.Context, sids []string, now time.Time) error {
+	return s.revoke(ctx, s.sessionRevocations(sids, now))
+}
+
+// queue keeps revocations Redis did not take and starts the background
+// retry when none is running.
+func (s *State) queue(revs []store.Revocation) {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	s.pending = append(s.pending, revs...)
+	s.hasPending.Store(true)
+	if !s.retrying {
+		s.retrying = true
+		go s.retry()
 	}
+}
+
+// retry writes the queued revocations until Redis takes them.
+func (s *State) retry() {
+	wait := s.retryPeriod
+	for {
+		t := time.NewTimer(wait)
+		<-t.C
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.flushPending(ctx)
+		cancel()
+		s.pendingMu.Lock()
+		if err == nil && len(s.pending) == 0 {
+			s.retrying = false
+			s.pendingMu.Unlock()
+			return
+		}
+		s.pendingMu.Unlock()
+		wait = min(2*wait, maxRetryPeriod)
+	}
+}
+
+// Reconcile writes the revocations whose Redis write failed earlier (a
+// no-op when there are none). Checks on this instance call it first, and a
+// background retry calls it until it succeeds.
+func (s *State) Reconcile(ctx context.Context) error { return s.flushPending(ctx) }
+
+func (s *State) flushPending(ctx context.Context) error {
+	if !s.hasPending.Load() {
+		return nil
+	}
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if len(s.pending) == 0 {
+		return nil
+	}
+	if err := s.apply(ctx, s.pending); err != nil {
+		return fmt.Errorf("redis token state: apply queued revocations: %w", err)
+	}
+	s.pending = nil
+	s.hasPending.Store(false)
 	return nil
 }
 
@@ -296,56 +567,17 @@ func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time
 	if familyID == "" {
 		return nil
 	}
-	logErr := s.recordSessions(ctx, []string{familyID}, now)
-	if validFamilyID(familyID) {
-		if err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(familyID)}).Err(); err != nil {
-			return errors.Join(logErr, unavailable("revoke family", err))
-		}
-	}
-	return errors.Join(logErr, s.writeSessions(ctx, []string{familyID}, now))
+	return s.revokeSessions(ctx, []string{familyID}, now)
 }
 
 // RevokeUserSessions implements store.TokenState. The cut-off is recorded
-// durably first; then every family in the user's index is marked revoked.
+// durably first; then it is set in Redis and every family in the user's
+// index is marked revoked.
 func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff time.Time) error {
 	if userID == "" {
 		return errors.New("redis token state: revoke user sessions: empty user id")
 	}
-	exp := cutoff.Add(s.maxAT)
-	logErr := s.record(ctx, []store.Revocation{{Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: exp}})
-	if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(userID)}, cutoff.UnixMilli(), exp.UnixMilli()).Err(); err != nil {
-		return errors.Join(logErr, unavailable("revoke user sessions: cut-off", err))
-	}
-	sids, err := s.c.SMembers(ctx, s.userSidsKey(userID)).Result()
-	if err != nil {
-		return errors.Join(logErr, unavailable("revoke user sessions: list sessions", err))
-	}
-	var stale []interface{}
-	var ended []string
-	for _, sid := range sids {
-		if !validFamilyID(sid) {
-			continue
-		}
-		n, err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(sid)}).Int64()
-		if err != nil {
-			return errors.Join(logErr, unavailable("revoke user sessions: revoke family", err))
-		}
-		if n == 0 {
-			stale = append(stale, sid)
-		} else {
-			ended = append(ended, sid)
-		}
-	}
-	if len(stale) > 0 {
-		// Families that expired: drop them from the index (best effort).
-		_ = s.c.SRem(ctx, s.userSidsKey(userID), stale...).Err()
-	}
-	// Revoke the sessions' access tokens too, as the SQL state does: a token
-	// issued by a rotation racing this call, after the cut-off, still dies.
-	if len(ended) > 0 {
-		logErr = errors.Join(logErr, s.revokeSessions(ctx, ended, cutoff))
-	}
-	return logErr
+	return s.revoke(ctx, []store.Revocation{{Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: cutoff.Add(s.maxAT)}})
 }
 
 // RevokeAccessToken implements store.TokenState.
@@ -357,17 +589,16 @@ func (s *State) RevokeAccessToken(ctx context.Context, jti string, expiresAt tim
 	if !expiresAt.After(now) {
 		return nil // already expired: nothing to deny
 	}
-	logErr := s.record(ctx, []store.Revocation{{Kind: store.RevokedJTI, Value: jti, At: now, ExpiresAt: expiresAt}})
-	if err := s.setUntil(ctx, s.jtiKey(jti), expiresAt); err != nil {
-		return errors.Join(logErr, unavailable("revoke access token", err))
-	}
-	return logErr
+	return s.revoke(ctx, []store.Revocation{{Kind: store.RevokedJTI, Value: jti, At: now, ExpiresAt: expiresAt}})
 }
 
 // IsAccessTokenRevoked implements store.TokenState. When Redis has lost the
 // revocation set (restart without persistence, FLUSHALL) it is rebuilt from
 // the durable log before the first answer.
 func (s *State) IsAccessTokenRevoked(ctx context.Context, ref store.AccessTokenRef) (bool, error) {
+	if err := s.flushPending(ctx); err != nil {
+		return true, err // fail closed until Redis takes the queued revocations
+	}
 	keys := []string{s.readyKey(), s.jtiKey(ref.JTI), s.sidKey(ref.SID), s.userKey(ref.UserID)}
 	args := []interface{}{flag(ref.JTI != ""), flag(ref.SID != ""), flag(ref.UserID != ""), ref.IssuedAt.UnixMilli()}
 	for attempt := 0; attempt < 3; attempt++ {

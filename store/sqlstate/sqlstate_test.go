@@ -47,8 +47,25 @@ func openStore(t *testing.T, url string) *sqlstore.Store {
 func TestTokenStateConformance(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			storetest.RunTokenStateTests(t, func(t *testing.T) store.TokenState {
-				return New(openStore(t, b.url(t)).DB())
+			storetest.RunTokenStateTests(t, func(t *testing.T, cfg storetest.Config) storetest.Backend {
+				db := openStore(t, b.url(t)).DB()
+				st := New(db, WithMaxSessionsPerUser(cfg.MaxSessionsPerUser), WithMaxAccessTokenTTL(cfg.Horizon))
+				return storetest.Backend{State: st, Stored: func(t *testing.T, sid string) []byte {
+					t.Helper()
+					var f familyRow
+					if err := db.Where("id = ?", sid).Take(&f).Error; err != nil {
+						t.Fatalf("read family: %v", err)
+					}
+					out := fmt.Appendf(nil, "%+v", f)
+					var used []usedTokenRow
+					if err := db.Where("family_id = ?", sid).Find(&used).Error; err != nil {
+						t.Fatalf("read used tokens: %v", err)
+					}
+					for _, u := range used {
+						out = append(out, u.TokenHash...)
+					}
+					return append(append(out, f.SuccessorSealed...), f.CurrentHash...)
+				}}
 			})
 		})
 	}

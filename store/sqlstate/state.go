@@ -25,9 +25,10 @@ const rotateAttempts = 3
 // State is the SQL token state and revocation log. It is safe for concurrent
 // use and for any number of processes sharing the database.
 type State struct {
-	db    *gorm.DB
-	maxAT time.Duration
-	now   func() time.Time
+	db     *gorm.DB
+	maxAT  time.Duration
+	maxSes int
+	now    func() time.Time
 }
 
 var (
@@ -48,6 +49,12 @@ func WithMaxAccessTokenTTL(d time.Duration) Option {
 			s.maxAT = d
 		}
 	}
+}
+
+// WithMaxSessionsPerUser caps a user's live refresh families (0, the
+// default: no cap): creating one more ends the oldest.
+func WithMaxSessionsPerUser(n int) Option {
+	return func(s *State) { s.maxSes = max(n, 0) }
 }
 
 // WithClock sets the clock for the times the interface does not pass in
@@ -149,23 +156,90 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	if created.IsZero() {
 		created = s.now()
 	}
+	created = ms(created)
 	row := familyRow{
 		ID:             fam.ID,
 		UserID:         fam.UserID,
 		ClientID:       fam.ClientID,
 		Scope:          fam.Scope,
 		RequestedScope: fam.RequestedScope,
-		CreatedAt:      ms(created),
+		CreatedAt:      created,
 		AbsoluteExpiry: ms(fam.AbsoluteExpiry),
 		IdleTTLMS:      fam.IdleTTL.Milliseconds(),
 		IdleExpiresAt:  idleExpiry(created, fam.IdleTTL, ms(fam.AbsoluteExpiry)),
 		CurrentHash:    firstHash,
 	}
-	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
-		if sqlstore.IsUniqueViolation(err) {
-			return fmt.Errorf("sql token state: create family: %w", store.ErrAlreadyExists)
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		if fam.UserID != "" {
+			if err := s.lockUser(tx, fam.UserID); err != nil {
+				return err
+			}
+			if err := checkCutoff(tx, fam.UserID, created); err != nil {
+				return err
+			}
+			if err := s.makeRoom(tx, fam.UserID, created); err != nil {
+				return err
+			}
 		}
+		return tx.Create(&row).Error
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrSessionsEnded):
+		return fmt.Errorf("sql token state: create family: %w", err)
+	case sqlstore.IsUniqueViolation(err):
+		return fmt.Errorf("sql token state: create family: %w", store.ErrAlreadyExists)
+	default:
 		return dbErr("create family", err)
+	}
+}
+
+// lockUser serialises the transactions that create a user's families with
+// those that end them (on SQLite every transaction already holds the write
+// lock).
+func (s *State) lockUser(tx *gorm.DB, userID string) error {
+	if tx.Dialector.Name() != "postgres" {
+		return nil
+	}
+	if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", "portcullis-user-sessions:"+userID).Error; err != nil {
+		return fmt.Errorf("lock user sessions: %w", err)
+	}
+	return nil
+}
+
+// checkCutoff refuses a family whose login began at or before the user's
+// cut-off.
+func checkCutoff(tx *gorm.DB, userID string, created time.Time) error {
+	var n int64
+	err := tx.Model(&revocationRow{}).Where("kind = ? AND value = ? AND at >= ?", string(store.RevokedUser), userID, created).
+		Count(&n).Error
+	if err != nil {
+		return fmt.Errorf("read cut-off: %w", err)
+	}
+	if n > 0 {
+		return store.ErrSessionsEnded
+	}
+	return nil
+}
+
+// makeRoom ends the user's oldest live families so that one more fits
+// under the cap.
+func (s *State) makeRoom(tx *gorm.DB, userID string, now time.Time) error {
+	if s.maxSes <= 0 {
+		return nil
+	}
+	var ids []string
+	err := tx.Model(&familyRow{}).
+		Where("user_id = ? AND revoked_at IS NULL AND absolute_expiry > ? AND idle_expires_at > ?", userID, now, now).
+		Order("created_at").Order("id").Pluck("id", &ids).Error
+	if err != nil {
+		return fmt.Errorf("list live sessions: %w", err)
+	}
+	for i := 0; i < len(ids)-s.maxSes+1; i++ {
+		if err := s.revokeFamilyTx(tx, ids[i], now); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -332,6 +406,9 @@ func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff ti
 	cutoff = ms(cutoff)
 	now := ms(s.now())
 	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		if err := s.lockUser(tx, userID); err != nil {
+			return err
+		}
 		var ids []string
 		if err := tx.Model(&familyRow{}).Where("user_id = ? AND revoked_at IS NULL", userID).
 			Order("id").Pluck("id", &ids).Error; err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"testing"
@@ -32,7 +33,13 @@ import (
 //     millisecond precision, is at or before the cut-off; a later cut-off
 //     replaces an earlier one, an earlier one never moves it back;
 //   - Hit's window starts at the first hit after the previous window ended.
-func RunTokenStateTests(t *testing.T, newState func(t *testing.T) store.TokenState) {
+//   - CreateFamily refuses (store.ErrSessionsEnded) a family created at or
+//     before its user's cut-off, however the two calls interleave;
+//   - past Config.MaxSessionsPerUser live families, CreateFamily ends the
+//     oldest; revoked and expired families do not count;
+//   - with a Grace of zero the sealed successor is never stored;
+//   - revocations are kept for Config.Horizon.
+func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	t.Helper()
 	tests := []struct {
 		name string
@@ -65,9 +72,42 @@ func RunTokenStateTests(t *testing.T, newState func(t *testing.T) store.TokenSta
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.run(t, newState(t))
+			tc.run(t, newBackend(t, Config{}).State)
 		})
 	}
+	configured := []struct {
+		name string
+		run  func(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend)
+	}{
+		{"fail/family_started_before_cutoff", testFamilyBeforeCutoff},
+		{"race/create_family_vs_end_sessions", testConcurrentCreateVsCutoff},
+		{"ok/session_cap_ends_oldest", testSessionCap},
+		{"race/session_cap_concurrent_logins", testConcurrentSessionCap},
+		{"ok/no_sealed_successor_without_grace", testNoSealedWithoutGrace},
+		{"ok/revocations_kept_for_horizon", testRevocationHorizon},
+	}
+	for _, tc := range configured {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend) })
+	}
+}
+
+// Config is what a subtest asks of the state it gets; zero values are the
+// backend's defaults.
+type Config struct {
+	// MaxSessionsPerUser caps a user's live refresh families (0: no cap).
+	MaxSessionsPerUser int
+	// Horizon is how long revocations are kept (the backend's
+	// MaxAccessTokenTTL; 0: its default).
+	Horizon time.Duration
+}
+
+// Backend is a fresh, empty token state under test, safe for concurrent
+// use, and a view of what it stores.
+type Backend struct {
+	State store.TokenState
+	// Stored returns every byte the backend keeps for the family (for checks
+	// that a secret is not kept).
+	Stored func(t *testing.T, familyID string) []byte
 }
 
 // RunRevocationLogTests runs the conformance suite of the durable revocation
@@ -929,5 +969,220 @@ func testPeek(t *testing.T, st store.TokenState) {
 	}
 	if n, _, err := st.Peek(ctx(t), key, base.Add(time.Minute)); err != nil || n != 0 {
 		t.Fatalf("Peek after the window: %d %v", n, err)
+	}
+}
+
+// ---- cut-off, session cap, sealed successor, horizon ----
+
+func wantLive(t *testing.T, st store.TokenState, what string, fam store.RefreshFamily, tok token, now time.Time, live bool) {
+	t.Helper()
+	_, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now)
+	switch {
+	case live && err != nil:
+		t.Fatalf("%s: FindRefresh: %v, want the session live", what, err)
+	case !live && !errors.Is(err, store.ErrNotFound):
+		t.Fatalf("%s: FindRefresh: %v, want ErrNotFound (session ended)", what, err)
+	}
+}
+
+// testFamilyBeforeCutoff: a login that began at or before the user's
+// cut-off gets no live family; one that began after it does.
+func testFamilyBeforeCutoff(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	st := newBackend(t, Config{}).State
+	base := baseTime()
+	user, other := randomID("u-"), randomID("u-")
+	cutoff := base.Add(10 * time.Millisecond)
+	if err := st.RevokeUserSessions(ctx(t), user, cutoff); err != nil {
+		t.Fatalf("RevokeUserSessions: %v", err)
+	}
+	for _, tc := range []struct {
+		name    string
+		user    string
+		created time.Time
+		wantErr error
+	}{
+		{"started before the cut-off", user, base, store.ErrSessionsEnded},
+		{"started in the cut-off's millisecond", user, cutoff, store.ErrSessionsEnded},
+		{"started after the cut-off", user, cutoff.Add(time.Millisecond), nil},
+		{"another user", other, base, nil},
+	} {
+		fam := newFamily(tc.user, tc.created)
+		first := newToken()
+		err := st.CreateFamily(ctx(t), fam, first.hash)
+		if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+			t.Fatalf("%s: CreateFamily: %v, want %v", tc.name, err, tc.wantErr)
+		}
+		now := cutoff.Add(time.Second)
+		wantLive(t, st, tc.name, fam, first, now, tc.wantErr == nil)
+		if tc.wantErr != nil {
+			wantOutcome(t, tc.name+": rotate", rotate(t, st, fam.ID, first, newToken(), now, 0), store.RotateInvalid)
+			wantRevoked(t, st, tc.name+": its access token",
+				store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID, UserID: tc.user, IssuedAt: tc.created}, true)
+		}
+	}
+}
+
+// testConcurrentCreateVsCutoff races logins that began before a cut-off
+// against the call that sets it: whichever finishes first, no family of
+// theirs is live afterwards.
+func testConcurrentCreateVsCutoff(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	st := newBackend(t, Config{}).State
+	for round := 0; round < 5; round++ {
+		base := baseTime()
+		user := randomID("u-")
+		const logins = 24
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		fams := make([]store.RefreshFamily, logins)
+		toks := make([]token, logins)
+		errs := make([]error, logins)
+		for i := range fams {
+			fams[i], toks[i] = newFamily(user, base), newToken()
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				<-start
+				errs[i] = st.CreateFamily(ctx(t), fams[i], toks[i].hash)
+			}(i)
+		}
+		var revokeErr error
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			revokeErr = st.RevokeUserSessions(ctx(t), user, base.Add(time.Millisecond))
+		}()
+		close(start)
+		wg.Wait()
+		if revokeErr != nil {
+			t.Fatalf("RevokeUserSessions: %v", revokeErr)
+		}
+		for i := range fams {
+			if errs[i] != nil && !errors.Is(errs[i], store.ErrSessionsEnded) {
+				t.Fatalf("CreateFamily: %v, want nil or ErrSessionsEnded", errs[i])
+			}
+			wantLive(t, st, "family of a login that began before the cut-off", fams[i], toks[i], base.Add(time.Second), false)
+		}
+	}
+}
+
+// testSessionCap: past the cap the oldest live family ends, refresh and
+// access tokens alike; ended and other users' families do not count.
+func testSessionCap(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	st := newBackend(t, Config{MaxSessionsPerUser: 3}).State
+	base := baseTime()
+	user, other := randomID("u-"), randomID("u-")
+	var fams []store.RefreshFamily
+	var toks []token
+	login := func(u string, at time.Time) {
+		fam := newFamily(u, at)
+		toks = append(toks, create(t, st, fam))
+		fams = append(fams, fam)
+	}
+	for i := 0; i < 4; i++ {
+		login(user, base.Add(time.Duration(i)*time.Millisecond))
+	}
+	login(other, base) // #4: another user's session never counts
+	now := base.Add(time.Second)
+	live := func(want ...bool) {
+		t.Helper()
+		for i, w := range want {
+			wantLive(t, st, fmt.Sprintf("session #%d", i), fams[i], toks[i], now, w)
+		}
+	}
+	live(false, true, true, true, true)
+	wantRevoked(t, st, "access token of the session the cap ended",
+		store.AccessTokenRef{JTI: randomID("j-"), SID: fams[0].ID, IssuedAt: base}, true)
+	wantRevoked(t, st, "access token of a session under the cap",
+		store.AccessTokenRef{JTI: randomID("j-"), SID: fams[1].ID, IssuedAt: base}, false)
+	// An ended session frees its place.
+	if err := st.RevokeFamily(ctx(t), fams[1].ID, now); err != nil {
+		t.Fatal(err)
+	}
+	login(user, base.Add(10*time.Millisecond)) // #5
+	live(false, false, true, true, true, true)
+	login(user, base.Add(11*time.Millisecond)) // #6 ends #2, the oldest live
+	live(false, false, false, true, true, true, true)
+}
+
+// testConcurrentSessionCap: however many logins of one user run at once,
+// at most the cap of their families are live afterwards.
+func testConcurrentSessionCap(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	const limit, logins = 4, 24
+	st := newBackend(t, Config{MaxSessionsPerUser: limit}).State
+	base := baseTime()
+	user := randomID("u-")
+	fams := make([]store.RefreshFamily, logins)
+	toks := make([]token, logins)
+	errs := make([]error, logins)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range fams {
+		fams[i], toks[i] = newFamily(user, base.Add(time.Duration(i%3)*time.Millisecond)), newToken()
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			errs[i] = st.CreateFamily(ctx(t), fams[i], toks[i].hash)
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	n := 0
+	for i := range fams {
+		if errs[i] != nil {
+			t.Fatalf("CreateFamily: %v", errs[i])
+		}
+		if _, err := st.FindRefresh(ctx(t), fams[i].ID, toks[i].hash, base.Add(time.Second)); err == nil {
+			n++
+		}
+	}
+	if n != limit {
+		t.Fatalf("%d live sessions after %d concurrent logins, want exactly the cap %d", n, logins, limit)
+	}
+}
+
+// testNoSealedWithoutGrace: with a grace of zero the sealed successor is
+// not stored at all; with a grace window it is (so the check can see it).
+func testNoSealedWithoutGrace(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	b := newBackend(t, Config{})
+	st := b.State
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	cur := create(t, st, fam)
+	for i, grace := range []time.Duration{0, 0, 5 * time.Second, 0} {
+		next := newToken()
+		wantOutcome(t, "rotate", rotate(t, st, fam.ID, cur, next, base.Add(time.Duration(i+1)*time.Second), grace), store.RotateOK)
+		stored := b.Stored(t, fam.ID)
+		if len(stored) == 0 {
+			t.Fatal("Stored returned nothing for a live family: the check proves nothing")
+		}
+		if kept := bytes.Contains(stored, next.sealed); kept != (grace > 0) {
+			t.Fatalf("rotation %d with grace %v: sealed successor stored = %v, want %v", i, grace, kept, grace > 0)
+		}
+		cur = next
+	}
+}
+
+// testRevocationHorizon: a user cut-off and a session revocation made
+// almost a horizon ago still revoke; the log (when the state is one) still
+// lists them.
+func testRevocationHorizon(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	const horizon = 72 * time.Hour
+	st := newBackend(t, Config{Horizon: horizon}).State
+	now := baseTime()
+	at := now.Add(-horizon + time.Hour) // 71 h ago: past any default
+	user, sid := randomID("u-"), randomID("sid-")
+	if err := st.RevokeUserSessions(ctx(t), user, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RevokeFamily(ctx(t), sid, at); err != nil {
+		t.Fatal(err)
+	}
+	wantRevoked(t, st, "token before a cut-off made 71 h ago", store.AccessTokenRef{JTI: randomID("j-"), UserID: user, IssuedAt: at.Add(-time.Second)}, true)
+	wantRevoked(t, st, "token of a session revoked 71 h ago", store.AccessTokenRef{JTI: randomID("j-"), SID: sid, IssuedAt: at.Add(-time.Second)}, true)
+	if l, ok := st.(store.RevocationLog); ok {
+		got := active(t, l, now.Add(30*time.Minute))
+		wantListed(t, got, store.Revocation{Kind: store.RevokedUser, Value: user, At: at, ExpiresAt: at.Add(horizon)})
 	}
 }
