@@ -57,9 +57,9 @@ type Sessions interface {
 
 // Hasher hashes and verifies passwords (*password.Hasher implements it).
 type Hasher interface {
-	Hash(password string) (string, error)
-	Verify(hash, password string) (ok, needsRehash bool, err error)
-	DummyVerify(password string)
+	Hash(ctx context.Context, password string) (string, error)
+	Verify(ctx context.Context, hash, password string) (ok, needsRehash bool, err error)
+	DummyVerify(ctx context.Context, password string)
 }
 
 // PasswordRules decides whether a new password is acceptable

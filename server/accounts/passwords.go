@@ -92,6 +92,12 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 // against the rules with the user's email), clears must_change_password,
 // marks the email verified (the link reached it) and ends every session of
 // the user. A password the rules refuse leaves the link usable.
+//
+// The link and the rules are checked before the password is hashed, so an
+// unknown, used or expired link (or a weak password) costs no hash: a dry
+// run of the consume that rolls back (errLinkUsable), then the hash outside
+// any transaction (no row lock is held for it), then the real, atomic
+// consume, which checks everything again.
 func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword string) error {
 	if err := s.limit(ctx, LimitResetPassword, m, ""); err != nil {
 		return err
@@ -103,14 +109,31 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 	if newPassword == "" {
 		return apierr.ErrInvalidRequest.WithDescription("new_password is required.")
 	}
-	// Hash outside the transaction: the row lock is not held for the hash.
-	hash, err := s.hasher.Hash(newPassword)
+	check := func(u *store.User) error {
+		if err := s.rules.Check(newPassword, u.Email); err != nil {
+			return weakPassword(err)
+		}
+		return nil
+	}
+	_, err := s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
+		if err := check(u); err != nil {
+			return err
+		}
+		return errLinkUsable // roll back: this was the dry run
+	})
+	switch {
+	case err == nil: // the store ignored apply's error: never hash or consume on that
+		return internal("check reset link", errors.New("the dry run was committed"))
+	case !errors.Is(err, errLinkUsable):
+		return oneTimeTokenErr(kind, err)
+	}
+	hash, err := s.hasher.Hash(ctx, newPassword)
 	if err != nil {
 		return internal("hash password", err)
 	}
 	u, err := s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
-		if err := s.rules.Check(newPassword, u.Email); err != nil {
-			return weakPassword(err)
+		if err := check(u); err != nil {
+			return err
 		}
 		u.PasswordHash = hash
 		u.MustChangePassword = false
@@ -128,6 +151,9 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 	return nil
 }
 
+// errLinkUsable ends the dry run of ResetPassword's consume (rolling it back).
+var errLinkUsable = errors.New("reset link usable (dry run)")
+
 // SetTemporaryPassword sets a password the user must change at their next
 // login (must_change_password), for a user the actor may manage, and ends
 // every session of the user.
@@ -142,7 +168,7 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 	if err := s.rules.Check(pw, t.Email); err != nil {
 		return User{}, weakPassword(err)
 	}
-	hash, err := s.hasher.Hash(pw)
+	hash, err := s.hasher.Hash(ctx, pw)
 	if err != nil {
 		return User{}, internal("hash password", err)
 	}
@@ -193,7 +219,7 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	if !u.Active {
 		return token.Response{}, errActorInactive
 	}
-	ok, _, err := s.hasher.Verify(u.PasswordHash, req.CurrentPassword)
+	ok, _, err := s.hasher.Verify(ctx, u.PasswordHash, req.CurrentPassword)
 	if err != nil {
 		s.log.Warn("password hash unreadable", "user_id", u.ID, "err", err)
 		ok = false
@@ -216,7 +242,7 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	if err := checkScope(req.Scope, s.policy.Permissions(u.Roles), client); err != nil {
 		return token.Response{}, err
 	}
-	hash, err := s.hasher.Hash(req.NewPassword)
+	hash, err := s.hasher.Hash(ctx, req.NewPassword)
 	if err != nil {
 		return token.Response{}, internal("hash password", err)
 	}

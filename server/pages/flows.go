@@ -315,7 +315,7 @@ func (p *Pages) changePost(c echo.Context) error {
 		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
 	}
 	if err != nil || !u.Active {
-		p.d.Passwords.DummyVerify(current)
+		p.d.Passwords.DummyVerify(ctx, current)
 		reason := "unknown_account"
 		if err == nil {
 			reason = "inactive"

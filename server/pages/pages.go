@@ -72,7 +72,7 @@ type Users interface {
 // Passwords spends the time of a password verification for an unknown
 // account (*password.Hasher), so the change-password page answers alike.
 type Passwords interface {
-	DummyVerify(password string)
+	DummyVerify(ctx context.Context, password string)
 }
 
 // LoginThrottle is the password grant's throttle (*ratelimit.Limiter): the

@@ -53,14 +53,14 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	ok := false
 	needsRehash := false
 	if err == nil {
-		ok, needsRehash, err = s.passwords.Verify(user.PasswordHash, req.Password)
+		ok, needsRehash, err = s.passwords.Verify(ctx, user.PasswordHash, req.Password)
 		if err != nil {
 			s.log.Warn("password hash unreadable", "user_id", user.ID, "err", err)
 			ok = false
 		}
 	} else {
 		// Unknown account: spend the same time as a real verification.
-		s.passwords.DummyVerify(req.Password)
+		s.passwords.DummyVerify(ctx, req.Password)
 	}
 	if !ok || !user.Active {
 		s.metrics.LoginFailed()
@@ -100,7 +100,7 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 
 // rehash upgrades an outdated password hash after a successful login.
 func (s *Service) rehash(ctx context.Context, userID, password string) {
-	h, err := s.passwords.Hash(password)
+	h, err := s.passwords.Hash(ctx, password)
 	if err != nil {
 		s.log.Warn("rehash password", "user_id", userID, "err", err)
 		return

@@ -47,9 +47,9 @@ type Sealer interface {
 
 // Passwords verifies password hashes in constant time.
 type Passwords interface {
-	Verify(hash, password string) (ok bool, needsRehash bool, err error)
-	DummyVerify(password string)
-	Hash(password string) (string, error)
+	Verify(ctx context.Context, hash, password string) (ok bool, needsRehash bool, err error)
+	DummyVerify(ctx context.Context, password string)
+	Hash(ctx context.Context, password string) (string, error)
 }
 
 // Permissions expands a user's roles into concrete permissions.
