@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -105,6 +106,24 @@ func (l *Limiter) Allow(ctx context.Context, endpoint, subject string, rule Rule
 	return nil
 }
 
+// AddressKey is the subject of every per-address limit: an IPv4 address as
+// is, an IPv4-mapped IPv6 address as its IPv4 address, and any other IPv6
+// address as its /64 network (one customer's allocation, which a client can
+// walk through freely, rotating its address within it). Anything that does
+// not parse is keyed as given (the caller decides what the client address
+// is; it is never empty behind net/http).
+func AddressKey(ip string) string {
+	a, err := netip.ParseAddr(strings.TrimSpace(ip))
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return a.String()
+	}
+	return netip.PrefixFrom(a, 64).Masked().String()
+}
+
 // Hash makes a subject (IP, login, email) safe to use in a key: no personal
 // data is stored in the clear. Logins and emails compare case-insensitively.
 func Hash(subject string) string {
@@ -124,7 +143,7 @@ func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 	if l == nil {
 		return nil
 	}
-	if err := l.Allow(ctx, "login_ip", ip, l.rules.LoginPerIP); err != nil {
+	if err := l.Allow(ctx, "login_ip", AddressKey(ip), l.rules.LoginPerIP); err != nil {
 		return err
 	}
 	n, reset, err := l.c.Peek(ctx, "rl:login_lock:"+Hash(login), l.now())
@@ -194,7 +213,7 @@ func (l *Limiter) Check(ctx context.Context, action, ip, email string) error {
 	default: // password_reset, password_change, email_verify
 		rule = l.rules.ResetPerIP
 	}
-	if err := l.Allow(ctx, action+"_ip", ip, rule); err != nil {
+	if err := l.Allow(ctx, action+"_ip", AddressKey(ip), rule); err != nil {
 		return err
 	}
 	if action == "password_forgot" && email != "" {

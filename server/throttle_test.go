@@ -1,0 +1,53 @@
+package server_test
+
+import (
+	"fmt"
+	"testing"
+
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+// throttleBackends are the deployments every throttle boundary is proven on:
+// production (PostgreSQL + Redis) and the embedded store.
+var throttleBackends = []st.Backend{st.PostgresRedis, st.SQLite}
+
+// proxied starts an instance that believes X-Forwarded-For from loopback, so
+// a test can speak for many client addresses.
+func proxied(t *testing.T, b st.Backend, extra map[string]string) *st.Instance {
+	t.Helper()
+	env := st.NewEnv(t, b)
+	env["PORTCULLIS_TRUSTED_PROXIES"] = "127.0.0.1/32"
+	for k, v := range extra {
+		env[k] = v
+	}
+	return st.Start(t, env)
+}
+
+// TestPerAddressLimitKeysIPv6By64: two addresses in one IPv6 /64 share one
+// per-address budget (rotating through the /64 does not buy more requests);
+// another /64, and an IPv4 client, have their own; an IPv4-mapped address
+// counts as its IPv4 address. Fails before this change: each /128 had its
+// own budget.
+func TestPerAddressLimitKeysIPv6By64(t *testing.T) {
+	for _, b := range throttleBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			c := proxied(t, b, nil).Client(t)
+			forgot := func(ip string, i int) *st.Response {
+				return c.PostJSON("/auth/password/forgot", map[string]string{"email": fmt.Sprintf("someone%d@example.com", i)},
+					st.WithHeader("X-Forwarded-For", ip))
+			}
+			// The forgot-password budget is 10 a minute per address.
+			for i := 0; i < 10; i++ {
+				forgot(fmt.Sprintf("2001:db8:aa:1::%x", i+1), i).ExpectStatus(202)
+			}
+			forgot("2001:db8:aa:1:ffff:ffff:ffff:ffff", 10).ExpectError(429, "rate_limited")
+			forgot("2001:db8:aa:2::1", 11).ExpectStatus(202) // another /64
+			for i := 0; i < 10; i++ {
+				forgot("203.0.113.50", 20+i).ExpectStatus(202)
+			}
+			forgot("::ffff:203.0.113.50", 30).ExpectError(429, "rate_limited") // the same IPv4 client
+			forgot("203.0.113.51", 31).ExpectStatus(202)
+		})
+	}
+}
