@@ -2,8 +2,11 @@ package server_test
 
 import (
 	"fmt"
+	"strconv"
+	"sync"
 	"testing"
 
+	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
 
@@ -48,6 +51,67 @@ func TestPerAddressLimitKeysIPv6By64(t *testing.T) {
 			}
 			forgot("::ffff:203.0.113.50", 30).ExpectError(429, "rate_limited") // the same IPv4 client
 			forgot("203.0.113.51", 31).ExpectStatus(202)
+		})
+	}
+}
+
+// TestLoginThrottleAdmitsOneGuessAtOnce: one failure short of the limit,
+// wrong guesses of one account sent at once from many addresses (through a
+// trusted proxy) get exactly one evaluated (400 invalid_grant); every other
+// one is 429 rate_limited with Retry-After; and while that delay runs, a
+// second wave gets none. Fails before this change: every racer passed the
+// throttle's peek before the first failure set the delay.
+func TestLoginThrottleAdmitsOneGuessAtOnce(t *testing.T) {
+	const racers = 12
+	for _, b := range throttleBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			in := proxied(t, b, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": "2"})
+			fx := st.NewFixtures(t, in.App.Core)
+			fx.User(t, userEmail, userPass, "user")
+			web := st.Basic("web", fx.Client(t, clients.Spec{ID: "web"}))
+			c := in.Client(t)
+			guess := func(i int) *st.Response {
+				return c.PostForm("/oauth2/token", st.PasswordForm(userEmail, fmt.Sprintf("wrong guess %d", i), ""), web,
+					st.WithHeader("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i+1)))
+			}
+			guess(200).ExpectError(400, "invalid_grant") // one failure: one free attempt left
+			wave := func() (evaluated int) {
+				var start, done sync.WaitGroup
+				start.Add(1)
+				got := make([]*st.Response, racers)
+				for i := range racers {
+					done.Add(1)
+					go func() {
+						defer done.Done()
+						start.Wait()
+						got[i] = guess(i)
+					}()
+				}
+				start.Done()
+				done.Wait()
+				for _, r := range got {
+					switch r.StatusCode {
+					case 400:
+						r.ExpectError(400, "invalid_grant")
+						evaluated++
+					case 429:
+						r.ExpectError(429, "rate_limited")
+						if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 {
+							t.Fatalf("Retry-After %q", r.Header.Get("Retry-After"))
+						}
+					default:
+						t.Fatalf("status %d: %s", r.StatusCode, r.Body)
+					}
+				}
+				return evaluated
+			}
+			if n := wave(); n != 1 {
+				t.Fatalf("%d of %d simultaneous guesses evaluated, want exactly 1", n, racers)
+			}
+			if n := wave(); n != 0 {
+				t.Fatalf("%d guesses evaluated during the delay, want 0", n)
+			}
 		})
 	}
 }

@@ -331,9 +331,6 @@ func (p *Pages) changePost(c echo.Context) error {
 	case is(err, apierr.ErrInvalidGrant), is(err, apierr.ErrForbidden):
 		// A wrong current password (recorded by the service), or an account
 		// deactivated since the lookup.
-		if p.d.Throttle != nil {
-			p.d.Throttle.LoginFailed(ctx, m.IP, email)
-		}
 		ps.add("current_password", badCredentials)
 		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
 	case is(err, accounts.ErrWeakPassword):
@@ -357,9 +354,6 @@ func (p *Pages) changePost(c echo.Context) error {
 // passwords of known accounts itself).
 func (p *Pages) loginFailed(c echo.Context, userID, login, reason string) {
 	ctx, m := c.Request().Context(), meta(c)
-	if p.d.Throttle != nil {
-		p.d.Throttle.LoginFailed(ctx, m.IP, login)
-	}
 	if p.d.Audit != nil {
 		p.d.Audit.Record(ctx, store.AuditEvent{Action: "password.changed", Outcome: store.OutcomeFailure, ActorID: userID,
 			TargetID: userID, IP: m.IP, UserAgent: m.UserAgent, Details: map[string]string{"reason": reason, "via": "page"}})

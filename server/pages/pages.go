@@ -80,7 +80,6 @@ type Passwords interface {
 // limits.
 type LoginThrottle interface {
 	CheckLogin(ctx context.Context, ip, login string) error
-	LoginFailed(ctx context.Context, ip, login string)
 	LoginSucceeded(ctx context.Context, ip, login string)
 }
 

@@ -64,9 +64,6 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	}
 	if !ok || !user.Active {
 		s.metrics.LoginFailed()
-		if s.throttle != nil {
-			s.throttle.LoginFailed(ctx, meta.IP, login)
-		}
 		details := map[string]string{"reason": "bad_credentials"}
 		target := ""
 		if user.ID != "" {

@@ -69,11 +69,11 @@ type Metrics interface {
 	LoginFailed()
 }
 
-// LoginThrottle guards the password grant against guessing. CheckLogin is
-// called before the password is verified; LoginFailed or LoginSucceeded after.
+// LoginThrottle guards the password grant against guessing. CheckLogin
+// reserves an attempt (counted as a failure) before the password is
+// verified; LoginSucceeded clears the account's failures after a success.
 type LoginThrottle interface {
 	CheckLogin(ctx context.Context, ip, login string) error
-	LoginFailed(ctx context.Context, ip, login string)
 	LoginSucceeded(ctx context.Context, ip, login string)
 }
 
