@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -189,6 +190,9 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 
 // ChangePasswordRequest is a password change by the user themself.
 type ChangePasswordRequest struct {
+	// Login names the account when the request carries no bearer token (the
+	// change-password page); empty: the actor's own account.
+	Login           string
 	CurrentPassword string
 	NewPassword     string
 	// Scope is the requested scope of the fresh session (nil: every
@@ -196,39 +200,46 @@ type ChangePasswordRequest struct {
 	Scope []string
 }
 
-// ChangePassword changes the actor's own password: the current one must
-// match, the new one must pass the rules and differ from it. It clears
+// ChangePassword changes a user's own password: the current one must match,
+// the new one must pass the rules and differ from it. It clears
 // must_change_password, ends every session of the user and starts a fresh
 // one through the client of the presented token (the first-party client if
 // that client no longer exists). It accepts the restricted token of a user
 // who must change their password.
+//
+// The account is the actor's (a bearer token) or, with req.Login, the one
+// that login names (the change-password page). Either way the current
+// password is checked by the one password check, under the login throttle,
+// and the per-address limit is spent before anything is looked up: an
+// unknown or deactivated account, or a wrong password, spend the same limits
+// and get the same answer (400 invalid_grant).
 func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePasswordRequest) (token.Response, error) {
-	if err := s.limit(ctx, LimitChangePassword, actor.Meta, actor.ID); err != nil {
+	if err := s.limit(ctx, LimitChangePassword, actor.Meta, ""); err != nil {
 		return token.Response{}, err
 	}
 	if req.CurrentPassword == "" || req.NewPassword == "" {
 		return token.Response{}, apierr.ErrInvalidRequest.WithDescription("current_password and new_password are required.")
 	}
-	if actor.ID == "" || len(actor.ID) > maxIDLen {
+	attempt := passcheck.Attempt{Password: req.CurrentPassword, IP: actor.Meta.IP, UserAgent: actor.Meta.UserAgent,
+		ClientID: actor.Meta.ClientID, FailureAction: "password.changed"}
+	switch {
+	case req.Login != "":
+		attempt.Login, attempt.Via = req.Login, "page"
+	case actor.ID == "" || len(actor.ID) > maxIDLen:
 		return token.Response{}, errActorUnknown
+	default:
+		attempt.UserID = actor.ID
 	}
-	u, err := s.store.GetUser(ctx, actor.ID)
-	if err != nil {
-		return token.Response{}, storeErr("load user", err, errActorUnknown)
-	}
-	if !u.Active {
-		return token.Response{}, errActorInactive
-	}
-	ok, _, err := s.hasher.Verify(ctx, u.PasswordHash, req.CurrentPassword)
-	if err != nil {
-		s.log.Warn("password hash unreadable", "user_id", u.ID, "err", err)
-		ok = false
-	}
-	if !ok {
-		s.record(ctx, "password.changed", store.OutcomeFailure, u.ID, u.ID, actor.Meta,
-			map[string]string{"reason": "wrong_current_password"})
+	res, err := s.checker.Check(ctx, attempt)
+	switch {
+	case errors.Is(err, passcheck.ErrBadCredentials):
 		return token.Response{}, errCurrentPassword
+	case errors.Is(err, passcheck.ErrUnknownUser):
+		return token.Response{}, errActorUnknown
+	case err != nil:
+		return token.Response{}, err
 	}
+	u := res.User
 	if req.NewPassword == req.CurrentPassword {
 		return token.Response{}, errSamePassword
 	}
