@@ -115,3 +115,64 @@ func TestLoginThrottleAdmitsOneGuessAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestPasswordChangeUnderLoginThrottle: POST /auth/password/change checks
+// the current password under the login throttle, shared with the password
+// grant: a thief holding a user's access token gets the same delay as a
+// guesser at the token endpoint (failures on either side count on both), and
+// guesses sent at once get exactly one evaluated. Fails before this change:
+// the endpoint answered 400 to every guess, outside the throttle.
+func TestPasswordChangeUnderLoginThrottle(t *testing.T) {
+	const racers = 8
+	for _, b := range throttleBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			in := proxied(t, b, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": "3"})
+			fx := st.NewFixtures(t, in.App.Core)
+			fx.User(t, userEmail, userPass, "user")
+			web := st.Basic("web", fx.Client(t, clients.Spec{ID: "web"}))
+			c := in.Client(t)
+			stolen := c.PostForm("/oauth2/token", st.PasswordForm(userEmail, userPass, ""), web).Token().AccessToken
+			change := func(i int) *st.Response {
+				return c.PostJSON("/auth/password/change",
+					map[string]string{"current_password": fmt.Sprintf("guess %d", i), "new_password": "a thief's new passphrase"},
+					st.Bearer(stolen), st.WithHeader("X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i+1)))
+			}
+			change(100).ExpectError(400, "invalid_grant")
+			c.PostForm("/oauth2/token", st.PasswordForm(userEmail, "guess at the token endpoint", ""), web).
+				ExpectError(400, "invalid_grant")
+			// One attempt is left before the delay: of the guesses sent at
+			// once, exactly one is evaluated.
+			var start, done sync.WaitGroup
+			start.Add(1)
+			got := make([]*st.Response, racers)
+			for i := range racers {
+				done.Add(1)
+				go func() {
+					defer done.Done()
+					start.Wait()
+					got[i] = change(i)
+				}()
+			}
+			start.Done()
+			done.Wait()
+			evaluated := 0
+			for _, r := range got {
+				if r.StatusCode == 400 {
+					r.ExpectError(400, "invalid_grant")
+					evaluated++
+					continue
+				}
+				r.ExpectError(429, "rate_limited")
+				if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 {
+					t.Fatalf("Retry-After %q", r.Header.Get("Retry-After"))
+				}
+			}
+			// Exactly one: the free attempts were spent at both doors (were
+			// the grant's failure not counted here, two would pass).
+			if evaluated != 1 {
+				t.Fatalf("%d of %d simultaneous guesses evaluated, want exactly 1", evaluated, racers)
+			}
+		})
+	}
+}
