@@ -60,7 +60,7 @@ type recorder struct {
 }
 
 func (r *recorder) Record(_ context.Context, e store.AuditEvent) { r.events = append(r.events, e) }
-func (r *recorder) LoginFailed()                                { r.failed++ }
+func (r *recorder) LoginFailed()                                 { r.failed++ }
 
 // TestCheck: every path spends the throttle first; an unknown account, a
 // deactivated one and a wrong password answer alike (ErrBadCredentials),
