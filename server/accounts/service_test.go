@@ -14,6 +14,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/app"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/mail/mailtest"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/testservers"
@@ -30,6 +31,16 @@ func deployment(t *testing.T) (*st.Instance, *st.Fixtures, *mailtest.Server) {
 	env["PORTCULLIS_SMTP_URL"] = smtp.URL()
 	in := st.Start(t, env)
 	return in, st.NewFixtures(t, in.App.Core), smtp
+}
+
+// checker is the one password check over the instance's store.
+func checker(t *testing.T, in *st.Instance, h passcheck.Hasher) *passcheck.Checker {
+	t.Helper()
+	c, err := passcheck.New(passcheck.Deps{Users: in.App.Core.Store, Hasher: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func actor(u store.User) accounts.Actor {
@@ -146,7 +157,7 @@ func TestForgotPasswordInBackground(t *testing.T) {
 	core := in.App.Core
 	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour,
 		VerifyEmailTTL: time.Hour, MaxBackground: 1, BackgroundTimeout: 20 * time.Second},
-		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Rules: password.DefaultRules(),
+		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Checker: checker(t, in, hasher), Rules: password.DefaultRules(),
 			Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit})
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +248,7 @@ func TestResetChecksLinkBeforeHashing(t *testing.T) {
 	core := in.App.Core
 	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour,
 		VerifyEmailTTL: time.Hour},
-		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Rules: password.DefaultRules(),
+		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Checker: checker(t, in, real), Rules: password.DefaultRules(),
 			Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit,
 			Now: func() time.Time { return time.Unix(0, clock.Load()) }})
 	if err != nil {
