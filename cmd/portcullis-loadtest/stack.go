@@ -325,11 +325,11 @@ func measureBounds() Bounds {
 	}
 	h, err := password.NewHasher(b.Argon2)
 	if err == nil {
-		hash, _ := h.Hash("bench password that is long")
+		hash, _ := h.Hash(context.Background(), "bench password that is long")
 		r := testing.Benchmark(func(tb *testing.B) {
 			tb.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					_, _, _ = h.Verify(hash, "bench password that is long")
+					_, _, _ = h.Verify(context.Background(), hash, "bench password that is long")
 				}
 			})
 		})

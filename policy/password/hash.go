@@ -1,6 +1,7 @@
 package password
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -95,11 +96,24 @@ type Hasher struct {
 	slots chan struct{}
 }
 
-// compute runs one hash under a slot.
-func (h *Hasher) compute(f func()) {
-	h.slots <- struct{}{}
+// compute runs one hash under a slot. It never starts a hash for a request
+// that is already gone: it returns ctx's error when ctx is done before a slot
+// is free, or once it has one (a hash, once started, runs to its end).
+func (h *Hasher) compute(ctx context.Context, f func()) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("password: %w", err)
+	}
+	select {
+	case h.slots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("password: waiting for a hashing slot: %w", ctx.Err())
+	}
 	defer func() { <-h.slots }()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("password: %w", err)
+	}
 	f()
+	return nil
 }
 
 // NewHasher returns a Hasher for the parameters; it computes one dummy hash, so it costs one hash.
@@ -108,7 +122,7 @@ func NewHasher(p Params) (*Hasher, error) {
 		return nil, fmt.Errorf("password hasher: %w", err)
 	}
 	h := &Hasher{params: p, slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
-	dummy, err := h.Hash(rand.Text())
+	dummy, err := h.Hash(context.Background(), rand.Text())
 	if err != nil {
 		return nil, fmt.Errorf("password hasher: dummy hash: %w", err)
 	}
@@ -120,8 +134,9 @@ func NewHasher(p Params) (*Hasher, error) {
 func (h *Hasher) Params() Params { return h.params }
 
 // Hash returns the PHC string of the argon2id hash of the NFKC-normalized password under a fresh
-// random salt.
-func (h *Hasher) Hash(password string) (string, error) {
+// random salt. It returns ctx's error (wrapped) without hashing when ctx is
+// done before the hash starts.
+func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	if len(password) > MaxInputBytes {
 		return "", fmt.Errorf("password: longer than %d bytes", MaxInputBytes)
 	}
@@ -131,9 +146,11 @@ func (h *Hasher) Hash(password string) (string, error) {
 	}
 	p := h.params
 	var key []byte
-	h.compute(func() {
+	if err := h.compute(ctx, func() {
 		key = argon2.IDKey([]byte(norm.NFKC.String(password)), salt, p.Time, p.Memory, p.Threads, p.KeyLength)
-	})
+	}); err != nil {
+		return "", err
+	}
 	return encodePHC("argon2id", p, salt, key), nil
 }
 
@@ -146,26 +163,28 @@ func encodePHC(alg string, p Params, salt, key []byte) string {
 // ok is true when the password matches; needsRehash is true when it matched but the hash uses
 // another algorithm, other parameters, or was made from the unnormalized password: the caller should
 // then store Hash(password). A wrong password is (false, false, nil); err is ErrMalformedHash or
-// ErrUnsupportedHash (wrapped) when the stored hash cannot be checked.
-func (h *Hasher) Verify(hash, password string) (ok, needsRehash bool, err error) {
+// ErrUnsupportedHash (wrapped) when the stored hash cannot be checked, or
+// ctx's error (wrapped) when ctx is done before a hash starts.
+func (h *Hasher) Verify(ctx context.Context, hash, password string) (ok, needsRehash bool, err error) {
 	if len(password) > MaxInputBytes {
 		return false, false, nil
 	}
 	normalized := norm.NFKC.String(password)
-	ok, needsRehash, err = h.verifyOne(hash, normalized)
+	ok, needsRehash, err = h.verifyOne(ctx, hash, normalized)
 	if err != nil || ok || normalized == password {
 		return ok, needsRehash, err
 	}
 	// A hash made before normalization (imported, or from an older version) still verifies, and is
 	// then replaced by a hash of the normalized form.
-	ok, _, err = h.verifyOne(hash, password)
+	ok, _, err = h.verifyOne(ctx, hash, password)
 	return ok, ok, err
 }
 
 // DummyVerify performs a verification against a precomputed hash of a random password and discards
-// the result, so a request for an unknown account costs what a real one costs.
-func (h *Hasher) DummyVerify(password string) {
-	_, _, _ = h.Verify(h.dummy, password)
+// the result, so a request for an unknown account costs what a real one costs (and, like Verify,
+// nothing once ctx is done).
+func (h *Hasher) DummyVerify(ctx context.Context, password string) {
+	_, _, _ = h.Verify(ctx, h.dummy, password)
 }
 
 // NeedsRehash reports whether a stored hash should be replaced by a hash with the current
@@ -185,7 +204,7 @@ func (h *Hasher) differs(p Params, salt, key []byte) bool {
 }
 
 // verifyOne checks one form of the password.
-func (h *Hasher) verifyOne(hash, password string) (ok, needsRehash bool, err error) {
+func (h *Hasher) verifyOne(ctx context.Context, hash, password string) (ok, needsRehash bool, err error) {
 	switch {
 	case strings.HasPrefix(hash, "$argon2id$"):
 		p, salt, key, err := decodeArgon2(strings.TrimPrefix(hash, "$argon2id$"))
@@ -193,7 +212,9 @@ func (h *Hasher) verifyOne(hash, password string) (ok, needsRehash bool, err err
 			return false, false, err
 		}
 		var got []byte
-		h.compute(func() { got = argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key))) })
+		if err := h.compute(ctx, func() { got = argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key))) }); err != nil {
+			return false, false, err
+		}
 		if subtle.ConstantTimeCompare(got, key) != 1 {
 			return false, false, nil
 		}
@@ -204,12 +225,16 @@ func (h *Hasher) verifyOne(hash, password string) (ok, needsRehash bool, err err
 			return false, false, err
 		}
 		var got []byte
-		h.compute(func() { got = argon2.Key([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key))) })
+		if err := h.compute(ctx, func() { got = argon2.Key([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key))) }); err != nil {
+			return false, false, err
+		}
 		ok := subtle.ConstantTimeCompare(got, key) == 1
 		return ok, ok, nil
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
 		var err error
-		h.compute(func() { err = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) })
+		if cerr := h.compute(ctx, func() { err = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) }); cerr != nil {
+			return false, false, cerr
+		}
 		switch {
 		case err == nil:
 			return true, true, nil

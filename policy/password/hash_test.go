@@ -1,6 +1,7 @@
 package password
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +13,9 @@ import (
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
+
+// ctx is the context of the tests that are not about cancellation.
+var ctx = context.Background()
 
 // fastParams keep the unit tests quick; DefaultParams are exercised by TestDefaultParams and the
 // benchmarks.
@@ -35,14 +39,14 @@ func TestDefaultParams(t *testing.T) {
 		t.Fatalf("DefaultParams invalid or below OWASP: %v", err)
 	}
 	h := newHasher(t, p)
-	hash, err := h.Hash("correct horse battery staple")
+	hash, err := h.Hash(ctx, "correct horse battery staple")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(hash, "$argon2id$v=19$m=19456,t=2,p=1$") {
 		t.Fatalf("hash %q is not a PHC argon2id string with the default parameters", hash)
 	}
-	ok, rehash, err := h.Verify(hash, "correct horse battery staple")
+	ok, rehash, err := h.Verify(ctx, hash, "correct horse battery staple")
 	if !ok || rehash || err != nil {
 		t.Fatalf("Verify = %v, %v, %v", ok, rehash, err)
 	}
@@ -86,11 +90,11 @@ func TestParamsValidate(t *testing.T) {
 
 func TestHashVerify(t *testing.T) {
 	h := newHasher(t, fastParams)
-	a, err := h.Hash("hunter2 hunter2")
+	a, err := h.Hash(ctx, "hunter2 hunter2")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := h.Hash("hunter2 hunter2")
+	b, _ := h.Hash(ctx, "hunter2 hunter2")
 	if a == b {
 		t.Fatal("two hashes of one password are equal: the salt is not random")
 	}
@@ -112,13 +116,13 @@ func TestHashVerify(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ok, rehash, err := h.Verify(a, tt.pw)
+			ok, rehash, err := h.Verify(ctx, a, tt.pw)
 			if err != nil || ok != tt.ok || rehash != tt.rehash {
 				t.Fatalf("Verify = %v, %v, %v; want %v, %v, nil", ok, rehash, err, tt.ok, tt.rehash)
 			}
 		})
 	}
-	if _, err := h.Hash(strings.Repeat("x", MaxInputBytes+1)); err == nil {
+	if _, err := h.Hash(ctx, strings.Repeat("x", MaxInputBytes+1)); err == nil {
 		t.Fatal("Hash accepted an over-long password")
 	}
 	if h.NeedsRehash(a) {
@@ -130,11 +134,11 @@ func TestUnicodeNormalization(t *testing.T) {
 	h := newHasher(t, fastParams)
 	composed := "caf\u00e9 au lait" // é as one code point
 	decomposed := "cafe\u0301 au lait"
-	hash, err := h.Hash(decomposed)
+	hash, err := h.Hash(ctx, decomposed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok, rehash, err := h.Verify(hash, composed)
+	ok, rehash, err := h.Verify(ctx, hash, composed)
 	if !ok || rehash || err != nil {
 		t.Fatalf("composed form does not verify against the decomposed hash: %v %v %v", ok, rehash, err)
 	}
@@ -143,11 +147,11 @@ func TestUnicodeNormalization(t *testing.T) {
 	salt := []byte("0123456789abcdef")
 	key := argon2.IDKey([]byte(decomposed), salt, fastParams.Time, fastParams.Memory, fastParams.Threads, fastParams.KeyLength)
 	legacy := encodePHC("argon2id", fastParams, salt, key)
-	ok, rehash, err = h.Verify(legacy, decomposed)
+	ok, rehash, err = h.Verify(ctx, legacy, decomposed)
 	if !ok || !rehash || err != nil {
 		t.Fatalf("unnormalized legacy hash: %v %v %v; want ok and rehash", ok, rehash, err)
 	}
-	ok, _, _ = h.Verify(legacy, "cafe au lait")
+	ok, _, _ = h.Verify(ctx, legacy, "cafe au lait")
 	if ok {
 		t.Fatal("wrong password verified")
 	}
@@ -196,7 +200,7 @@ func TestVerifyRehash(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ok, rehash, err := h.Verify(tt.hash, tt.pw)
+			ok, rehash, err := h.Verify(ctx, tt.hash, tt.pw)
 			if err != nil || ok != tt.ok || rehash != tt.rehash {
 				t.Fatalf("Verify = %v, %v, %v; want %v, %v, nil", ok, rehash, err, tt.ok, tt.rehash)
 			}
@@ -209,7 +213,7 @@ func TestVerifyRehash(t *testing.T) {
 
 func TestVerifyMalformed(t *testing.T) {
 	h := newHasher(t, fastParams)
-	good, _ := h.Hash("a good password")
+	good, _ := h.Hash(ctx, "a good password")
 	parts := strings.Split(good, "$") // "", argon2id, v=19, m=..., salt, hash
 	b64 := base64.RawStdEncoding
 	with := func(i int, v string) string {
@@ -247,7 +251,7 @@ func TestVerifyMalformed(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ok, rehash, err := h.Verify(tt.hash, "a good password")
+			ok, rehash, err := h.Verify(ctx, tt.hash, "a good password")
 			if ok || rehash || !errors.Is(err, tt.want) {
 				t.Fatalf("Verify = %v, %v, %v; want %v", ok, rehash, err, tt.want)
 			}
@@ -266,7 +270,7 @@ func TestVerifyMalformed(t *testing.T) {
 func TestDummyVerifyCost(t *testing.T) {
 	p := Params{Memory: 4096, Time: 2, Threads: 1, SaltLength: 16, KeyLength: 32}
 	h := newHasher(t, p)
-	hash, err := h.Hash("some user password")
+	hash, err := h.Hash(ctx, "some user password")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,10 +278,10 @@ func TestDummyVerifyCost(t *testing.T) {
 	var real, dummy []time.Duration
 	for range 15 {
 		start := time.Now()
-		_, _, _ = h.Verify(hash, "a wrong password")
+		_, _, _ = h.Verify(ctx, hash, "a wrong password")
 		real = append(real, time.Since(start))
 		start = time.Now()
-		h.DummyVerify("a wrong password")
+		h.DummyVerify(ctx, "a wrong password")
 		dummy = append(dummy, time.Since(start))
 	}
 	ratio := float64(median(dummy)) / float64(median(real))
@@ -298,7 +302,7 @@ func median(ds []time.Duration) time.Duration {
 func BenchmarkHash(b *testing.B) {
 	h := newHasher(b, DefaultParams())
 	for b.Loop() {
-		if _, err := h.Hash("correct horse battery staple"); err != nil {
+		if _, err := h.Hash(ctx, "correct horse battery staple"); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -306,12 +310,12 @@ func BenchmarkHash(b *testing.B) {
 
 func BenchmarkVerify(b *testing.B) {
 	h := newHasher(b, DefaultParams())
-	hash, err := h.Hash("correct horse battery staple")
+	hash, err := h.Hash(ctx, "correct horse battery staple")
 	if err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if ok, _, _ := h.Verify(hash, "correct horse battery staple"); !ok {
+		if ok, _, _ := h.Verify(ctx, hash, "correct horse battery staple"); !ok {
 			b.Fatal("no match")
 		}
 	}
@@ -324,8 +328,81 @@ func BenchmarkVerifyBcryptCost10(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if ok, _, _ := h.Verify(string(hash), "correct horse battery staple"); !ok {
+		if ok, _, _ := h.Verify(ctx, string(hash), "correct horse battery staple"); !ok {
 			b.Fatal("no match")
 		}
 	}
+}
+
+// TestHashHonoursCancellation: a request that is gone starts no hash. With
+// every slot taken, Hash, Verify and DummyVerify waiting for a slot return
+// when their context is cancelled, and a context cancelled before the call
+// returns at once even when a slot is free.
+func TestHashHonoursCancellation(t *testing.T) {
+	h := newHasher(t, fastParams)
+	good, err := h.Hash(ctx, "a good password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]func(context.Context) error{
+		"hash": func(c context.Context) error { _, err := h.Hash(c, "a good password"); return err },
+		"verify": func(c context.Context) error {
+			ok, _, err := h.Verify(c, good, "a good password")
+			if ok {
+				return errors.New("verified under a cancelled context")
+			}
+			return err
+		},
+		"dummy": func(c context.Context) error { h.DummyVerify(c, "a good password"); return context.Canceled },
+	}
+	for name, call := range calls {
+		t.Run("fail/cancelled_before/"+name, func(t *testing.T) {
+			c, cancel := context.WithCancel(ctx)
+			cancel()
+			if err := call(c); !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want context.Canceled", err)
+			}
+		})
+		t.Run("fail/cancelled_while_waiting/"+name, func(t *testing.T) {
+			// Take every slot, so the call waits.
+			for range cap(h.slots) {
+				h.slots <- struct{}{}
+			}
+			defer func() {
+				for range cap(h.slots) {
+					<-h.slots
+				}
+			}()
+			inner, cancel := context.WithCancel(ctx)
+			c := waitingCtx{Context: inner, waiting: make(chan struct{}, 1)}
+			done := make(chan error, 1)
+			go func() { done <- call(c) }()
+			<-c.waiting // the call is waiting for a slot
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want context.Canceled", err)
+			}
+			if len(h.slots) != cap(h.slots) {
+				t.Fatal("a cancelled call took a slot")
+			}
+		})
+	}
+	// With the slots free again, the hasher works.
+	if ok, _, err := h.Verify(ctx, good, "a good password"); !ok || err != nil {
+		t.Fatalf("Verify after cancellations: %v %v", ok, err)
+	}
+}
+
+// waitingCtx reports when someone starts waiting on its Done channel.
+type waitingCtx struct {
+	context.Context
+	waiting chan struct{}
+}
+
+func (c waitingCtx) Done() <-chan struct{} {
+	select {
+	case c.waiting <- struct{}{}:
+	default:
+	}
+	return c.Context.Done()
 }

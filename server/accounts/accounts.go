@@ -13,6 +13,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/mail"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -59,11 +60,15 @@ type Sessions interface {
 	EndUserSessions(ctx context.Context, userID string) error
 }
 
-// Hasher hashes and verifies passwords (*password.Hasher implements it).
+// Hasher hashes new passwords (*password.Hasher implements it).
 type Hasher interface {
-	Hash(password string) (string, error)
-	Verify(hash, password string) (ok, needsRehash bool, err error)
-	DummyVerify(password string)
+	Hash(ctx context.Context, password string) (string, error)
+}
+
+// PasswordChecker is the one password check (*passcheck.Checker): the login
+// throttle, equal-time unknown accounts, the failure metric and audit.
+type PasswordChecker interface {
+	Check(ctx context.Context, a passcheck.Attempt) (passcheck.Result, error)
 }
 
 // PasswordRules decides whether a new password is acceptable
@@ -145,7 +150,9 @@ type Deps struct {
 	Policy   *policy.Policy
 	Sessions Sessions
 	Hasher   Hasher
-	Rules    PasswordRules
+	// Checker checks the current password of a password change.
+	Checker PasswordChecker
+	Rules   PasswordRules
 	// Mail delivers the emails; Templates renders them.
 	Mail      mail.Sender
 	Templates *mail.Templates
@@ -163,6 +170,7 @@ type Service struct {
 	policy   *policy.Policy
 	sessions Sessions
 	hasher   Hasher
+	checker  PasswordChecker
 	rules    PasswordRules
 	mail     mail.Sender
 	tmpl     *mail.Templates
@@ -179,7 +187,7 @@ type Service struct {
 // New checks cfg and d and returns a Service.
 func New(cfg Config, d Deps) (*Service, error) {
 	var missing []string
-	for name, v := range map[string]any{"Store": d.Store, "Sessions": d.Sessions, "Hasher": d.Hasher,
+	for name, v := range map[string]any{"Store": d.Store, "Sessions": d.Sessions, "Hasher": d.Hasher, "Checker": d.Checker,
 		"Rules": d.Rules, "Mail": d.Mail, "Keys": d.Keys, "Audit": d.Audit} {
 		if v == nil {
 			missing = append(missing, name)
@@ -210,7 +218,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if cfg.MaxBackground <= 0 {
 		cfg.MaxBackground = 64
 	}
-	s := &Service{cfg: cfg, store: d.Store, policy: d.Policy, sessions: d.Sessions, hasher: d.Hasher, rules: d.Rules,
+	s := &Service{cfg: cfg, store: d.Store, policy: d.Policy, sessions: d.Sessions, hasher: d.Hasher, checker: d.Checker, rules: d.Rules,
 		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger, now: d.Now,
 		bgSlots: make(chan struct{}, cfg.MaxBackground)}
 	if s.log == nil {

@@ -227,7 +227,7 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	if err := checkScope(req.Scope, s.policy.Permissions([]string{inv.Role}), client); err != nil {
 		return token.Response{}, err
 	}
-	hash, err := s.hasher.Hash(req.Password)
+	hash, err := s.hasher.Hash(ctx, req.Password)
 	if err != nil {
 		return token.Response{}, internal("hash password", err)
 	}

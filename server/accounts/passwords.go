@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -92,6 +93,12 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 // against the rules with the user's email), clears must_change_password,
 // marks the email verified (the link reached it) and ends every session of
 // the user. A password the rules refuse leaves the link usable.
+//
+// The link and the rules are checked before the password is hashed, so an
+// unknown, used or expired link (or a weak password) costs no hash: a dry
+// run of the consume that rolls back (errLinkUsable), then the hash outside
+// any transaction (no row lock is held for it), then the real, atomic
+// consume, which checks everything again.
 func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword string) error {
 	if err := s.limit(ctx, LimitResetPassword, m, ""); err != nil {
 		return err
@@ -103,14 +110,31 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 	if newPassword == "" {
 		return apierr.ErrInvalidRequest.WithDescription("new_password is required.")
 	}
-	// Hash outside the transaction: the row lock is not held for the hash.
-	hash, err := s.hasher.Hash(newPassword)
+	check := func(u *store.User) error {
+		if err := s.rules.Check(newPassword, u.Email); err != nil {
+			return weakPassword(err)
+		}
+		return nil
+	}
+	_, err := s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
+		if err := check(u); err != nil {
+			return err
+		}
+		return errLinkUsable // roll back: this was the dry run
+	})
+	switch {
+	case err == nil: // the store ignored apply's error: never hash or consume on that
+		return internal("check reset link", errors.New("the dry run was committed"))
+	case !errors.Is(err, errLinkUsable):
+		return oneTimeTokenErr(kind, err)
+	}
+	hash, err := s.hasher.Hash(ctx, newPassword)
 	if err != nil {
 		return internal("hash password", err)
 	}
 	u, err := s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
-		if err := s.rules.Check(newPassword, u.Email); err != nil {
-			return weakPassword(err)
+		if err := check(u); err != nil {
+			return err
 		}
 		u.PasswordHash = hash
 		u.MustChangePassword = false
@@ -128,6 +152,9 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 	return nil
 }
 
+// errLinkUsable ends the dry run of ResetPassword's consume (rolling it back).
+var errLinkUsable = errors.New("reset link usable (dry run)")
+
 // SetTemporaryPassword sets a password the user must change at their next
 // login (must_change_password), for a user the actor may manage, and ends
 // every session of the user.
@@ -142,7 +169,7 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 	if err := s.rules.Check(pw, t.Email); err != nil {
 		return User{}, weakPassword(err)
 	}
-	hash, err := s.hasher.Hash(pw)
+	hash, err := s.hasher.Hash(ctx, pw)
 	if err != nil {
 		return User{}, internal("hash password", err)
 	}
@@ -163,6 +190,9 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 
 // ChangePasswordRequest is a password change by the user themself.
 type ChangePasswordRequest struct {
+	// Login names the account when the request carries no bearer token (the
+	// change-password page); empty: the actor's own account.
+	Login           string
 	CurrentPassword string
 	NewPassword     string
 	// Scope is the requested scope of the fresh session (nil: every
@@ -170,39 +200,46 @@ type ChangePasswordRequest struct {
 	Scope []string
 }
 
-// ChangePassword changes the actor's own password: the current one must
-// match, the new one must pass the rules and differ from it. It clears
+// ChangePassword changes a user's own password: the current one must match,
+// the new one must pass the rules and differ from it. It clears
 // must_change_password, ends every session of the user and starts a fresh
 // one through the client of the presented token (the first-party client if
 // that client no longer exists). It accepts the restricted token of a user
 // who must change their password.
+//
+// The account is the actor's (a bearer token) or, with req.Login, the one
+// that login names (the change-password page). Either way the current
+// password is checked by the one password check, under the login throttle,
+// and the per-address limit is spent before anything is looked up: an
+// unknown or deactivated account, or a wrong password, spend the same limits
+// and get the same answer (400 invalid_grant).
 func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePasswordRequest) (token.Response, error) {
-	if err := s.limit(ctx, LimitChangePassword, actor.Meta, actor.ID); err != nil {
+	if err := s.limit(ctx, LimitChangePassword, actor.Meta, ""); err != nil {
 		return token.Response{}, err
 	}
 	if req.CurrentPassword == "" || req.NewPassword == "" {
 		return token.Response{}, apierr.ErrInvalidRequest.WithDescription("current_password and new_password are required.")
 	}
-	if actor.ID == "" || len(actor.ID) > maxIDLen {
+	attempt := passcheck.Attempt{Password: req.CurrentPassword, IP: actor.Meta.IP, UserAgent: actor.Meta.UserAgent,
+		ClientID: actor.Meta.ClientID, FailureAction: "password.changed"}
+	switch {
+	case req.Login != "":
+		attempt.Login, attempt.Via = req.Login, "page"
+	case actor.ID == "" || len(actor.ID) > maxIDLen:
 		return token.Response{}, errActorUnknown
+	default:
+		attempt.UserID = actor.ID
 	}
-	u, err := s.store.GetUser(ctx, actor.ID)
-	if err != nil {
-		return token.Response{}, storeErr("load user", err, errActorUnknown)
-	}
-	if !u.Active {
-		return token.Response{}, errActorInactive
-	}
-	ok, _, err := s.hasher.Verify(u.PasswordHash, req.CurrentPassword)
-	if err != nil {
-		s.log.Warn("password hash unreadable", "user_id", u.ID, "err", err)
-		ok = false
-	}
-	if !ok {
-		s.record(ctx, "password.changed", store.OutcomeFailure, u.ID, u.ID, actor.Meta,
-			map[string]string{"reason": "wrong_current_password"})
+	res, err := s.checker.Check(ctx, attempt)
+	switch {
+	case errors.Is(err, passcheck.ErrBadCredentials):
 		return token.Response{}, errCurrentPassword
+	case errors.Is(err, passcheck.ErrUnknownUser):
+		return token.Response{}, errActorUnknown
+	case err != nil:
+		return token.Response{}, err
 	}
+	u := res.User
 	if req.NewPassword == req.CurrentPassword {
 		return token.Response{}, errSamePassword
 	}
@@ -216,7 +253,7 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	if err := checkScope(req.Scope, s.policy.Permissions(u.Roles), client); err != nil {
 		return token.Response{}, err
 	}
-	hash, err := s.hasher.Hash(req.NewPassword)
+	hash, err := s.hasher.Hash(ctx, req.NewPassword)
 	if err != nil {
 		return token.Response{}, internal("hash password", err)
 	}

@@ -43,7 +43,7 @@ func (s *Service) Register(ctx context.Context, m Meta, req RegisterRequest) (Us
 	if err := s.rules.Check(req.Password, email); err != nil {
 		return User{}, weakPassword(err)
 	}
-	hash, err := s.hasher.Hash(req.Password)
+	hash, err := s.hasher.Hash(ctx, req.Password)
 	if err != nil {
 		return User{}, internal("hash password", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/app"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/mail/mailtest"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/testservers"
@@ -29,6 +31,16 @@ func deployment(t *testing.T) (*st.Instance, *st.Fixtures, *mailtest.Server) {
 	env["PORTCULLIS_SMTP_URL"] = smtp.URL()
 	in := st.Start(t, env)
 	return in, st.NewFixtures(t, in.App.Core), smtp
+}
+
+// checker is the one password check over the instance's store.
+func checker(t *testing.T, in *st.Instance, h passcheck.Hasher) *passcheck.Checker {
+	t.Helper()
+	c, err := passcheck.New(passcheck.Deps{Users: in.App.Core.Store, Hasher: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func actor(u store.User) accounts.Actor {
@@ -145,7 +157,7 @@ func TestForgotPasswordInBackground(t *testing.T) {
 	core := in.App.Core
 	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour,
 		VerifyEmailTTL: time.Hour, MaxBackground: 1, BackgroundTimeout: 20 * time.Second},
-		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Rules: password.DefaultRules(),
+		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Checker: checker(t, in, hasher), Rules: password.DefaultRules(),
 			Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit})
 	if err != nil {
 		t.Fatal(err)
@@ -197,4 +209,86 @@ func TestNewChecksDependencies(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "Store") || !strings.Contains(err.Error(), "Templates") {
 		t.Fatalf("missing deps: %v", err)
 	}
+}
+
+// countingHasher counts the hashes computed by Hash.
+type countingHasher struct {
+	accounts.Hasher
+	hashes atomic.Int64
+}
+
+func (h *countingHasher) Hash(ctx context.Context, pw string) (string, error) {
+	h.hashes.Add(1)
+	return h.Hasher.Hash(ctx, pw)
+}
+
+// TestResetChecksLinkBeforeHashing: an unknown, expired or used reset link,
+// or a password the rules refuse, costs no password hash; a usable link
+// costs one and is consumed once. Fails before this change: every request
+// with a well-formed link hashed the new password before looking at it.
+func TestResetChecksLinkBeforeHashing(t *testing.T) {
+	in, fx, smtp := deployment(t)
+	ctx := context.Background()
+	u := fx.User(t, "rosa@example.com", "rosa long passphrase", "user")
+	real, err := app.NewHasher(in.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hasher := &countingHasher{Hasher: real}
+	tmpl, err := mail.NewTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := mail.NewSMTPSender(smtp.URL(), "Portcullis <no-reply@example.com>", mail.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	core := in.App.Core
+	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour,
+		VerifyEmailTTL: time.Hour},
+		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Checker: checker(t, in, real), Rules: password.DefaultRules(),
+			Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit,
+			Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := fx.User(t, "root@example.com", "root long passphrase", "super_admin")
+	link := func() string {
+		t.Helper()
+		if _, err := svc.RequestPasswordReset(ctx, actor(root), u.ID); err != nil {
+			t.Fatal(err)
+		}
+		msgs := smtp.Messages()
+		l := msgs[len(msgs)-1].Link(t)
+		return l[strings.Index(l, "token=")+len("token="):]
+	}
+	m := accounts.Meta{IP: "192.0.2.9", UserAgent: "test"}
+	const good = "a brand new long passphrase"
+	expect := func(name string, err error, wantHashes int64) {
+		t.Helper()
+		if n := hasher.hashes.Load(); n != wantHashes {
+			t.Fatalf("%s: %d hashes, want %d", name, n, wantHashes)
+		}
+		if wantHashes == 0 && !errors.Is(err, apierr.ErrOneTimeTokenInvalid) && !errors.Is(err, accounts.ErrWeakPassword) {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	expect("fail/unknown_link", svc.ResetPassword(ctx, m, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", good), 0)
+	tok := link()
+	expect("fail/weak_password", svc.ResetPassword(ctx, m, tok, "short"), 0)
+	expired := link()
+	clock.Add(int64(2 * time.Hour))
+	expect("fail/expired_link", svc.ResetPassword(ctx, m, expired, good), 0)
+	clock.Add(-int64(2 * time.Hour))
+	fresh := link()
+	if err := svc.ResetPassword(ctx, m, fresh, good); err != nil {
+		t.Fatalf("ok/usable_link: %v", err)
+	}
+	expect("ok/usable_link", nil, 1)
+	if err := svc.ResetPassword(ctx, m, fresh, good); !errors.Is(err, apierr.ErrOneTimeTokenInvalid) {
+		t.Fatalf("fail/used_link: %v", err)
+	}
+	expect("fail/used_link", nil, 1)
 }

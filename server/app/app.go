@@ -32,6 +32,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/metrics"
 	"github.com/portcullis-auth/portcullis/server/pages"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -257,10 +258,15 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, err
 	}
+	checker, err := passcheck.New(passcheck.Deps{Users: core.Store, Hasher: hasher, Throttle: limiter, Audit: core.Audit,
+		Metrics: m, Logger: log})
+	if err != nil {
+		return nil, err
+	}
 	clientCache := clients.NewCache(core.Store, ClientCacheTTL)
 	tokens := token.NewService(tokenConfig(cfg), token.Deps{
 		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
-		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Throttle: limiter,
+		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Checker: checker,
 	})
 	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m, Checks: []server.Check{
 		{Name: "database", Check: core.Store.Ping},
@@ -268,13 +274,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	}})
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge})
 	srv.MountOAuth(tokens)
-	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, limiter)
+	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter)
 	if err != nil {
 		return nil, err
 	}
 	srv.MountAccounts(acc, tokens)
-	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Users: core.Store,
-		Passwords: hasher, Throttle: limiter, Audit: core.Audit, Logger: log}); err != nil {
+	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log}); err != nil {
 		return nil, err
 	}
 	srv.MountAdmin(acc, tokens)
@@ -318,7 +323,7 @@ func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash 
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
 // built-in first-party client is created when missing.
 func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, tokens *token.Service,
-	hasher *password.Hasher, limiter *ratelimit.Limiter) (*accounts.Service, error) {
+	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter) (*accounts.Service, error) {
 	var sender mail.Sender
 	if cfg.SMTPURL != "" {
 		smtp, err := mail.NewSMTPSender(cfg.SMTPURL, cfg.MailFrom, mail.Options{})
@@ -338,7 +343,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		return nil, err
 	}
 	acc, err := accounts.New(accountsConfig(cfg), accounts.Deps{
-		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: rules, Mail: sender,
+		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
 	})
 	if err != nil {
@@ -389,8 +394,14 @@ func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("email templates: %w", err)
 	}
+	// The operator checks no passwords; the checker is there because the
+	// service needs one, unthrottled as the CLI is.
+	checker, err := passcheck.New(passcheck.Deps{Users: core.Store, Hasher: hasher, Audit: core.Audit, Logger: log})
+	if err != nil {
+		return nil, err
+	}
 	return accounts.New(accountsConfig(cfg), accounts.Deps{
-		Store: core.Store, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Rules: PasswordRules(cfg),
+		Store: core.Store, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: PasswordRules(cfg),
 		// The CLI sends no mail; a discarding logger keeps the log sender's warning out of its output.
 		Mail: mail.NewLogSender(slog.New(slog.DiscardHandler)), Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log,
 	})

@@ -44,7 +44,7 @@ func Bootstrap(ctx context.Context, core *Core, email, pw string, rules password
 	if err := rules.Check(pw, email); err != nil {
 		return res, err
 	}
-	hash, err := hasher.Hash(pw)
+	hash, err := hasher.Hash(ctx, pw)
 	if err != nil {
 		return res, fmt.Errorf("hash password: %w", err)
 	}

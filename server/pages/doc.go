@@ -25,11 +25,12 @@
 //     stylesheet only), X-Frame-Options DENY, Referrer-Policy no-referrer and
 //     Cache-Control no-store.
 //
-// The change-password page has no bearer token to offer: it checks the email
-// address and current password the way the password grant does (same login
-// throttle, a dummy verification for an unknown or deactivated account, one
-// answer for all three) and then calls the same ChangePassword as
-// POST /auth/password/change. Sessions that accepting an invite or changing
+// The change-password page has no bearer token to offer: it hands the email
+// address and current password to the same ChangePassword as
+// POST /auth/password/change, whose one password check (server/passcheck) is
+// the password grant's: same login throttle, a dummy verification for an
+// unknown or deactivated account, one answer and the same limits spent for
+// all three. The page never checks a password itself. Sessions that accepting an invite or changing
 // a password start are ended at once: a page has no application to hand
 // their tokens to, so the person signs in afresh (at PORTCULLIS_APP_URL).
 //

@@ -1,7 +1,6 @@
 package pages
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 
@@ -10,7 +9,6 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mail"
-	"github.com/portcullis-auth/portcullis/store"
 )
 
 // badCredentials answers an unknown email address, a deactivated account
@@ -280,13 +278,12 @@ func (p *Pages) changeGet(c echo.Context) error {
 }
 
 // changePost changes a password with the email address and current password
-// instead of a bearer token. The current password is checked the way the
-// password grant checks it, under the same throttle: the account is looked
-// up by login; an unknown or deactivated account spends a dummy
-// verification and gets the same answer as a wrong password. The change
-// itself is ChangePassword, which verifies the current password, applies
-// the rules, ends every session and starts a fresh one, which the page ends
-// too: the person signs in again in their application.
+// instead of a bearer token: ChangePassword with the login, so the current
+// password goes through the one password check (the password grant's
+// throttle, equal-time unknown accounts, audit) and the page spends the same
+// limits and answers alike for an unknown, a deactivated or a known account.
+// ChangePassword ends every session and starts a fresh one, which the page
+// ends too: the person signs in again in their application.
 func (p *Pages) changePost(c echo.Context) error {
 	if !p.checkCSRF(c) {
 		return p.refuseCSRF(c, ChangePasswordPath)
@@ -305,35 +302,11 @@ func (p *Pages) changePost(c echo.Context) error {
 		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
 	}
 	ctx, m := r.Context(), meta(c)
-	if p.d.Throttle != nil {
-		if err := p.d.Throttle.CheckLogin(ctx, m.IP, email); err != nil {
-			return p.fail(c, err)
-		}
-	}
-	u, err := p.d.Users.GetUserByLogin(ctx, email)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
-	}
-	if err != nil || !u.Active {
-		p.d.Passwords.DummyVerify(current)
-		reason := "unknown_account"
-		if err == nil {
-			reason = "inactive"
-		}
-		p.loginFailed(c, u.ID, email, reason)
-		ps.add("current_password", badCredentials)
-		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
-	}
-	resp, err := p.d.Accounts.ChangePassword(ctx, accounts.Actor{ID: u.ID, Meta: m},
-		accounts.ChangePasswordRequest{CurrentPassword: current, NewPassword: pw})
+	resp, err := p.d.Accounts.ChangePassword(ctx, accounts.Actor{Meta: m},
+		accounts.ChangePasswordRequest{Login: email, CurrentPassword: current, NewPassword: pw})
 	switch {
 	case err == nil:
-	case is(err, apierr.ErrInvalidGrant), is(err, apierr.ErrForbidden):
-		// A wrong current password (recorded by the service), or an account
-		// deactivated since the lookup.
-		if p.d.Throttle != nil {
-			p.d.Throttle.LoginFailed(ctx, m.IP, email)
-		}
+	case is(err, apierr.ErrInvalidGrant):
 		ps.add("current_password", badCredentials)
 		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
 	case is(err, accounts.ErrWeakPassword):
@@ -342,28 +315,11 @@ func (p *Pages) changePost(c echo.Context) error {
 	default:
 		return p.fail(c, err)
 	}
-	if p.d.Throttle != nil {
-		p.d.Throttle.LoginSucceeded(ctx, m.IP, email)
-	}
 	p.endSession(ctx, resp, m)
 	return p.render(c, http.StatusOK, view{Kind: "success", Heading: "Your password has been changed",
 		Intro: []string{"You have been signed out everywhere: every session of your account has ended.",
 			"Sign in again with your new password."},
 		Primary: p.signIn("Continue to sign in")})
-}
-
-// loginFailed feeds the throttle and the audit log with a failed check of
-// an unknown or deactivated account's password (the service records wrong
-// passwords of known accounts itself).
-func (p *Pages) loginFailed(c echo.Context, userID, login, reason string) {
-	ctx, m := c.Request().Context(), meta(c)
-	if p.d.Throttle != nil {
-		p.d.Throttle.LoginFailed(ctx, m.IP, login)
-	}
-	if p.d.Audit != nil {
-		p.d.Audit.Record(ctx, store.AuditEvent{Action: "password.changed", Outcome: store.OutcomeFailure, ActorID: userID,
-			TargetID: userID, IP: m.IP, UserAgent: m.UserAgent, Details: map[string]string{"reason": reason, "via": "page"}})
-	}
 }
 
 // ---- /forgot-password ----

@@ -48,8 +48,14 @@ type deployment struct {
 
 func newDeployment(t *testing.T, settings map[string]string) *deployment {
 	t.Helper()
+	return newDeploymentOn(t, st.PostgresRedis, settings)
+}
+
+// newDeploymentOn is newDeployment on backend b.
+func newDeploymentOn(t *testing.T, b st.Backend, settings map[string]string) *deployment {
+	t.Helper()
 	smtp := mailtest.NewServer(t)
-	env := st.NewEnv(t, st.PostgresRedis)
+	env := st.NewEnv(t, b)
 	env["PORTCULLIS_SMTP_URL"] = smtp.URL()
 	for k, v := range settings {
 		env[k] = v

@@ -21,7 +21,6 @@ import (
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/token"
-	"github.com/portcullis-auth/portcullis/store"
 )
 
 //go:embed templates/*.html
@@ -63,42 +62,11 @@ type Sessions interface {
 	Logout(ctx context.Context, c token.AccessClaims, meta token.RequestMeta) error
 }
 
-// Users finds the account named on the change-password page
-// (*sqlstore.Store).
-type Users interface {
-	GetUserByLogin(ctx context.Context, login string) (store.User, error)
-}
-
-// Passwords spends the time of a password verification for an unknown
-// account (*password.Hasher), so the change-password page answers alike.
-type Passwords interface {
-	DummyVerify(password string)
-}
-
-// LoginThrottle is the password grant's throttle (*ratelimit.Limiter): the
-// change-password page checks a password too, so it counts under the same
-// limits.
-type LoginThrottle interface {
-	CheckLogin(ctx context.Context, ip, login string) error
-	LoginFailed(ctx context.Context, ip, login string)
-	LoginSucceeded(ctx context.Context, ip, login string)
-}
-
-// Auditor records security-relevant events (*app.Auditor).
-type Auditor interface {
-	Record(ctx context.Context, e store.AuditEvent)
-}
-
-// Deps are the collaborators of the pages. Throttle, Audit and Logger may be
-// nil.
+// Deps are the collaborators of the pages. Logger may be nil.
 type Deps struct {
-	Accounts  Accounts
-	Sessions  Sessions
-	Users     Users
-	Passwords Passwords
-	Throttle  LoginThrottle
-	Audit     Auditor
-	Logger    *slog.Logger
+	Accounts Accounts
+	Sessions Sessions
+	Logger   *slog.Logger
 }
 
 // Config holds what the pages show and where they send people.
@@ -150,12 +118,6 @@ func New(cfg Config, d Deps) (*Pages, error) {
 	}
 	if d.Sessions == nil {
 		missing = append(missing, "Sessions")
-	}
-	if d.Users == nil {
-		missing = append(missing, "Users")
-	}
-	if d.Passwords == nil {
-		missing = append(missing, "Passwords")
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("pages: missing dependencies %v", missing)

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -369,8 +370,17 @@ func TestLinkProblems(t *testing.T) {
 // after the failure limit the page answers 429 with Retry-After, and the
 // token endpoint counts the page's failures as its own.
 func TestChangePasswordThrottle(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			testChangePasswordThrottle(t, b)
+		})
+	}
+}
+
+func testChangePasswordThrottle(t *testing.T, b st.Backend) {
 	const limit = 2
-	d := newDeployment(t, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": strconv.Itoa(limit)})
+	d := newDeploymentOn(t, b, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": strconv.Itoa(limit)})
 	const email, pw = "thea@example.com", "thea's long passphrase"
 	d.fx.User(t, email, pw, "user")
 	for _, login := range []string{email, "ghost@example.com"} {
@@ -436,5 +446,47 @@ func TestBranding(t *testing.T) {
 	css := get(t, hc, d.in.URL+stylesheet.FindStringSubmatch(p.Body)[1]).Body
 	if !strings.HasPrefix(css, ":root{--brand:#ffd700;--on-brand:#0b0c0c;--focus:#0b0c0c;--link:#0b0c0c}") {
 		t.Fatalf("stylesheet starts %q", css[:min(len(css), 120)])
+	}
+}
+
+// TestChangePasswordPageNoExistenceOracle: the change-password page answers
+// a known and an unknown account alike, attempt after attempt, and both
+// spend the same limits: the same statuses in the same order, 400 "incorrect"
+// until the per-address limit, then 429 with Retry-After, on PostgreSQL+Redis
+// and on the embedded store. (The account throttle is set out of reach so the
+// per-address limit shows.) Fails before this change: only a known account
+// spent the password_change limit (429 known, 400 unknown).
+func TestChangePasswordPageNoExistenceOracle(t *testing.T) {
+	const attempts = 22 // the password_change limit is 20 a minute per address
+	const known = "thea@example.com"
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			answers := map[string][]int{}
+			for _, login := range []string{known, "ghost@example.com"} {
+				d := newDeploymentOn(t, b, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": "1000"})
+				d.fx.User(t, known, "thea's long passphrase", "user")
+				hc := browserClient(t)
+				for i := 0; i < attempts; i++ {
+					tok := csrfOf(t, get(t, hc, d.in.URL+"/change-password"))
+					p := post(t, hc, d.in.URL+"/change-password", url.Values{"csrf_token": {tok}, "email": {login},
+						"current_password": {"wrong password"}, "password": {goodPassword}, "confirm_password": {goodPassword}})
+					switch {
+					case p.StatusCode == http.StatusBadRequest && strings.Contains(p.Body, "incorrect"):
+					case p.StatusCode == http.StatusTooManyRequests && p.Header.Get("Retry-After") != "":
+					default:
+						t.Fatalf("%s attempt %d: %d\n%s", login, i+1, p.StatusCode, p.Body)
+					}
+					answers[login] = append(answers[login], p.StatusCode)
+				}
+			}
+			k, u := answers[known], answers["ghost@example.com"]
+			if !slices.Equal(k, u) {
+				t.Fatalf("known and unknown accounts are told apart:\nknown   %v\nunknown %v", k, u)
+			}
+			if !slices.Contains(k, http.StatusTooManyRequests) {
+				t.Fatalf("the per-address limit never applied: %v", k)
+			}
+		})
 	}
 }

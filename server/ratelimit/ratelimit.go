@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -105,6 +106,24 @@ func (l *Limiter) Allow(ctx context.Context, endpoint, subject string, rule Rule
 	return nil
 }
 
+// AddressKey is the subject of every per-address limit: an IPv4 address as
+// is, an IPv4-mapped IPv6 address as its IPv4 address, and any other IPv6
+// address as its /64 network (one customer's allocation, which a client can
+// walk through freely, rotating its address within it). Anything that does
+// not parse is keyed as given (the caller decides what the client address
+// is; it is never empty behind net/http).
+func AddressKey(ip string) string {
+	a, err := netip.ParseAddr(strings.TrimSpace(ip))
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return a.String()
+	}
+	return netip.PrefixFrom(a, 64).Masked().String()
+}
+
 // Hash makes a subject (IP, login, email) safe to use in a key: no personal
 // data is stored in the clear. Logins and emails compare case-insensitively.
 func Hash(subject string) string {
@@ -116,43 +135,66 @@ func Hash(subject string) string {
 // LoginFailureWindow, each further attempt must wait a delay that doubles
 // with every failure (1 s, 2 s, 4 s …) up to MaxLockout. The throttle is the
 // same whether or not the account exists, and a success clears it. The cap
-// bounds how long an attacker can keep a real user out; the per-IP limit
+// bounds how long an attacker can keep a real user out; the per-address limit
 // bounds how fast one client can guess.
+//
+// The throttle reserves, it does not peek: CheckLogin counts the attempt as a
+// failure before the password is checked (LoginSucceeded takes it back), and
+// from the limit on an attempt is admitted only if it is the first to open
+// the account's delay window. Both steps are one atomic Hit of the shared
+// token state, so however many attempts arrive at once, from however many
+// addresses and instances, exactly one is admitted per window.
 
-// CheckLogin is called before a password is verified.
+// CheckLogin reserves one password check of login by a client at ip, or
+// refuses it (429 with Retry-After; 503 when the token state cannot be
+// reached). Call it before the password is verified, and LoginSucceeded
+// after a success; a failure needs nothing more.
 func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 	if l == nil {
 		return nil
 	}
-	if err := l.Allow(ctx, "login_ip", ip, l.rules.LoginPerIP); err != nil {
+	if err := l.Allow(ctx, "login_ip", AddressKey(ip), l.rules.LoginPerIP); err != nil {
 		return err
 	}
-	n, reset, err := l.c.Peek(ctx, "rl:login_lock:"+Hash(login), l.now())
+	key := Hash(login)
+	now := l.now()
+	// A live delay refuses without counting the attempt (so a person who
+	// retries while throttled does not lengthen their own delay). This peek
+	// only saves work: the decision is the Hit below.
+	n, reset, err := l.c.Peek(ctx, "rl:login_lock:"+key, now)
 	if err != nil {
 		return unavailable(err)
 	}
 	if n > 0 {
-		l.observe("login_account")
-		return limited(reset).(*apierr.Error).WithDescription("Too many failed logins; try again later.")
+		return l.throttled(reset)
+	}
+	n, _, err = l.c.Hit(ctx, "rl:login_fail:"+key, l.rules.LoginFailureWindow, now)
+	if err != nil {
+		return unavailable(err)
+	}
+	if n < l.rules.LoginFailureLimit {
+		return nil
+	}
+	// The n-th attempt (n ≥ limit) opens the next delay window; of the
+	// attempts racing for it, only the one whose Hit starts it goes on.
+	won, reset, err := l.c.Hit(ctx, "rl:login_lock:"+key, LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), now)
+	if err != nil {
+		return unavailable(err)
+	}
+	if won > 1 {
+		return l.throttled(reset)
 	}
 	return nil
 }
 
-// LoginFailed records a failed login and starts the account's delay once the
-// failure limit is reached.
-func (l *Limiter) LoginFailed(ctx context.Context, ip, login string) {
-	if l == nil {
-		return
-	}
-	key := Hash(login)
-	n, _, err := l.c.Hit(ctx, "rl:login_fail:"+key, l.rules.LoginFailureWindow, l.now())
-	if err != nil || n < l.rules.LoginFailureLimit {
-		return
-	}
-	_, _, _ = l.c.Hit(ctx, "rl:login_lock:"+key, LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), l.now())
+// throttled is the answer to an attempt on an account in its delay.
+func (l *Limiter) throttled(reset time.Duration) error {
+	l.observe("login_account")
+	return limited(reset).(*apierr.Error).WithDescription("Too many failed logins; try again later.")
 }
 
-// LoginSucceeded clears the account's failures.
+// LoginSucceeded clears the account's failures (and the attempt CheckLogin
+// counted).
 func (l *Limiter) LoginSucceeded(ctx context.Context, ip, login string) {
 	if l == nil {
 		return
@@ -194,7 +236,7 @@ func (l *Limiter) Check(ctx context.Context, action, ip, email string) error {
 	default: // password_reset, password_change, email_verify
 		rule = l.rules.ResetPerIP
 	}
-	if err := l.Allow(ctx, action+"_ip", ip, rule); err != nil {
+	if err := l.Allow(ctx, action+"_ip", AddressKey(ip), rule); err != nil {
 		return err
 	}
 	if action == "password_forgot" && email != "" {

@@ -28,3 +28,23 @@ func TestHashHidesSubjectAndFoldsCase(t *testing.T) {
 		t.Fatalf("hash %q", h)
 	}
 }
+
+func TestAddressKey(t *testing.T) {
+	cases := []struct{ name, ip, want string }{
+		{"ok/ipv4_as_is", "203.0.113.7", "203.0.113.7"},
+		{"ok/ipv4_mapped_is_ipv4", "::ffff:203.0.113.7", "203.0.113.7"},
+		{"ok/ipv6_by_64", "2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"ok/ipv6_same_64", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"},
+		{"ok/ipv6_other_64", "2001:db8:1:3::1", "2001:db8:1:3::/64"},
+		{"ok/ipv6_zone_dropped", "fe80::1%eth0", "fe80::/64"},
+		{"ok/ipv6_loopback", "::1", "::/64"},
+		{"fail/not_an_address", "unknown", "unknown"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := AddressKey(c.ip); got != c.want {
+				t.Fatalf("AddressKey(%q) = %q, want %q", c.ip, got, c.want)
+			}
+		})
+	}
+}

@@ -31,7 +31,7 @@ func NewFixtures(t testing.TB, core *app.Core) *Fixtures {
 // User creates an active user with a verified email and the given roles.
 func (f *Fixtures) User(t testing.TB, email, pw string, roles ...string) store.User {
 	t.Helper()
-	hash, err := f.hasher.Hash(pw)
+	hash, err := f.hasher.Hash(context.Background(), pw)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -39,49 +40,19 @@ func (s *Service) Exchange(ctx context.Context, req TokenRequest, meta RequestMe
 }
 
 func (s *Service) passwordGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
-	login := strings.TrimSpace(req.Username)
-	if s.throttle != nil {
-		if err := s.throttle.CheckLogin(ctx, meta.IP, login); err != nil {
-			return Response{}, err
-		}
+	if s.checker == nil {
+		return Response{}, apierr.ErrServer.WithCause(errors.New("password grant: no password checker"))
 	}
-	now := s.now()
-	user, err := s.users.GetUserByLogin(ctx, login)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
-	}
-	ok := false
-	needsRehash := false
-	if err == nil {
-		ok, needsRehash, err = s.passwords.Verify(user.PasswordHash, req.Password)
-		if err != nil {
-			s.log.Warn("password hash unreadable", "user_id", user.ID, "err", err)
-			ok = false
-		}
-	} else {
-		// Unknown account: spend the same time as a real verification.
-		s.passwords.DummyVerify(req.Password)
-	}
-	if !ok || !user.Active {
-		s.metrics.LoginFailed()
-		if s.throttle != nil {
-			s.throttle.LoginFailed(ctx, meta.IP, login)
-		}
-		details := map[string]string{"reason": "bad_credentials"}
-		target := ""
-		if user.ID != "" {
-			target = user.ID
-			if ok && !user.Active {
-				details["reason"] = "inactive"
-			}
-		}
-		s.audit.Record(ctx, store.AuditEvent{Action: "login.failed", Outcome: store.OutcomeFailure, TargetID: target,
-			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details})
+	now := s.now() // the login starts before the password (hash) is read
+	res, err := s.checker.Check(ctx, passcheck.Attempt{Login: req.Username, Password: req.Password,
+		IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID, FailureAction: "login.failed"})
+	if errors.Is(err, passcheck.ErrBadCredentials) {
 		return Response{}, apierr.ErrInvalidGrant.WithDescription("The username or password is incorrect.")
 	}
-	if s.throttle != nil {
-		s.throttle.LoginSucceeded(ctx, meta.IP, login)
+	if err != nil {
+		return Response{}, err
 	}
+	user, needsRehash := res.User, res.NeedsRehash
 	if needsRehash {
 		s.rehash(ctx, user.ID, req.Password)
 	}
@@ -100,7 +71,7 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 
 // rehash upgrades an outdated password hash after a successful login.
 func (s *Service) rehash(ctx context.Context, userID, password string) {
-	h, err := s.passwords.Hash(password)
+	h, err := s.passwords.Hash(ctx, password)
 	if err != nil {
 		s.log.Warn("rehash password", "user_id", userID, "err", err)
 		return

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -45,11 +46,15 @@ type Sealer interface {
 	Open(sealed, aad []byte) ([]byte, error)
 }
 
-// Passwords verifies password hashes in constant time.
+// Passwords hashes passwords (the rehash after a login with an outdated hash).
 type Passwords interface {
-	Verify(hash, password string) (ok bool, needsRehash bool, err error)
-	DummyVerify(password string)
-	Hash(password string) (string, error)
+	Hash(ctx context.Context, password string) (string, error)
+}
+
+// PasswordChecker is the one password check (*passcheck.Checker): throttle,
+// equal-time unknown accounts, failure metric and audit.
+type PasswordChecker interface {
+	Check(ctx context.Context, a passcheck.Attempt) (passcheck.Result, error)
 }
 
 // Permissions expands a user's roles into concrete permissions.
@@ -69,15 +74,6 @@ type Auditor interface {
 type Metrics interface {
 	TokenIssued(grant string)
 	RefreshReuseDetected()
-	LoginFailed()
-}
-
-// LoginThrottle guards the password grant against guessing. CheckLogin is
-// called before the password is verified; LoginFailed or LoginSucceeded after.
-type LoginThrottle interface {
-	CheckLogin(ctx context.Context, ip, login string) error
-	LoginFailed(ctx context.Context, ip, login string)
-	LoginSucceeded(ctx context.Context, ip, login string)
 }
 
 // Config holds the token settings.
@@ -107,12 +103,13 @@ type Service struct {
 	perms     Permissions
 	audit     Auditor
 	metrics   Metrics
-	throttle  LoginThrottle
+	checker   PasswordChecker
 	log       *slog.Logger
 	now       func() time.Time
 }
 
-// Deps are the collaborators of a Service. Metrics, Throttle, Audit and Logger may be nil.
+// Deps are the collaborators of a Service. Metrics, Audit and Logger may be
+// nil; Checker is needed by the password grant.
 type Deps struct {
 	Clients     ClientStore
 	Users       UserStore
@@ -123,7 +120,7 @@ type Deps struct {
 	Permissions Permissions
 	Audit       Auditor
 	Metrics     Metrics
-	Throttle    LoginThrottle
+	Checker     PasswordChecker
 	Logger      *slog.Logger
 	Now         func() time.Time
 }
@@ -131,7 +128,7 @@ type Deps struct {
 // NewService returns a token service.
 func NewService(cfg Config, d Deps) *Service {
 	s := &Service{cfg: cfg, clients: d.Clients, users: d.Users, state: d.State, signer: d.Signer, sealer: d.Sealer,
-		passwords: d.Passwords, perms: d.Permissions, audit: d.Audit, metrics: d.Metrics, throttle: d.Throttle,
+		passwords: d.Passwords, perms: d.Permissions, audit: d.Audit, metrics: d.Metrics, checker: d.Checker,
 		log: d.Logger, now: d.Now}
 	if s.now == nil {
 		s.now = time.Now
@@ -165,7 +162,6 @@ type discardMetrics struct{}
 
 func (discardMetrics) TokenIssued(string)    {}
 func (discardMetrics) RefreshReuseDetected() {}
-func (discardMetrics) LoginFailed()          {}
 
 // HashSecret is how client secrets and opaque tokens are stored: SHA-256.
 // A slow hash adds nothing for a random 256-bit value.

@@ -69,6 +69,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"race/rotate_same_token_no_grace", testConcurrentRotateNoGrace},
 		{"race/rotate_same_token_with_grace", testConcurrentRotateGrace},
 		{"race/hit_counts_exactly", testConcurrentHit},
+		{"race/hit_reopens_window_once", testConcurrentHitReopens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -798,6 +799,46 @@ func testConcurrentHit(t *testing.T, st store.TokenState) {
 		}
 	}
 	wantHit(t, st, key, time.Minute, base, n+1, time.Minute)
+}
+
+// testConcurrentHitReopens: when a window has ended, of many hits racing
+// for the next one exactly one opens it (count 1). The login throttle admits
+// one guess per delay window on this.
+func testConcurrentHitReopens(t *testing.T, st store.TokenState) {
+	const n = 30
+	base := baseTime()
+	key := randomID("race:")
+	wantHit(t, st, key, time.Second, base, 1, time.Second)
+	wantHit(t, st, key, time.Second, base, 2, time.Second)
+	later := base.Add(2 * time.Second) // the window has ended
+	c := ctx(t)
+	counts := make([]int64, n)
+	errs := make([]error, n)
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for i := 0; i < n; i++ {
+		done.Add(1)
+		go func(i int) {
+			defer done.Done()
+			start.Wait()
+			counts[i], _, errs[i] = st.Hit(c, key, time.Minute, later)
+		}(i)
+	}
+	start.Done()
+	done.Wait()
+	opened := 0
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Hit %d: %v", i, err)
+		}
+		if counts[i] == 1 {
+			opened++
+		}
+	}
+	if opened != 1 {
+		t.Fatalf("%d of %d racing hits opened the new window (counts %v), want exactly 1", opened, n, counts)
+	}
+	wantHit(t, st, key, time.Minute, later, n+1, time.Minute)
 }
 
 // ---- revocation log ----

@@ -1,0 +1,191 @@
+package passcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// ErrBadCredentials is the answer to a wrong password, an unknown login or a
+// deactivated account alike. Callers turn it into their own refusal
+// (invalid_grant, "current password incorrect").
+var ErrBadCredentials = errors.New("passcheck: the login or password is incorrect")
+
+// ErrUnknownUser answers a check by user id (Attempt.UserID) whose user no
+// longer exists: the caller named the account by a token of its own, so
+// saying so reveals nothing.
+var ErrUnknownUser = errors.New("passcheck: the user no longer exists")
+
+// Users finds accounts (*sqlstore.Store).
+type Users interface {
+	GetUser(ctx context.Context, id string) (store.User, error)
+	GetUserByLogin(ctx context.Context, login string) (store.User, error)
+}
+
+// Hasher verifies password hashes (*password.Hasher).
+type Hasher interface {
+	Verify(ctx context.Context, hash, password string) (ok, needsRehash bool, err error)
+	DummyVerify(ctx context.Context, password string)
+}
+
+// Throttle is the login throttle (*ratelimit.Limiter): CheckLogin reserves
+// an attempt of login from ip (counted as a failure) or refuses it;
+// LoginSucceeded clears the account's failures.
+type Throttle interface {
+	CheckLogin(ctx context.Context, ip, login string) error
+	LoginSucceeded(ctx context.Context, ip, login string)
+}
+
+// Auditor records security-relevant events (*app.Auditor).
+type Auditor interface {
+	Record(ctx context.Context, e store.AuditEvent)
+}
+
+// Metrics counts failed checks (*metrics.Metrics).
+type Metrics interface {
+	LoginFailed()
+}
+
+// Deps are the collaborators of a Checker. Throttle, Audit, Metrics and
+// Logger may be nil (rate limits off; nothing recorded).
+type Deps struct {
+	Users    Users
+	Hasher   Hasher
+	Throttle Throttle
+	Audit    Auditor
+	Metrics  Metrics
+	Logger   *slog.Logger
+}
+
+// Checker checks passwords. It is safe for concurrent use.
+type Checker struct {
+	d Deps
+}
+
+// New returns a Checker; Users and Hasher are required.
+func New(d Deps) (*Checker, error) {
+	if d.Users == nil || d.Hasher == nil {
+		return nil, errors.New("passcheck: Users and Hasher are required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Checker{d: d}, nil
+}
+
+// Attempt is one password check. Exactly one of Login and UserID names the
+// account.
+type Attempt struct {
+	// Login is the login as the person typed it (email or username).
+	Login string
+	// UserID names the account by the subject of a bearer token instead; the
+	// throttle then counts under the account's email, as a login would.
+	UserID   string
+	Password string
+	// Who asked, for the throttle and the audit event.
+	IP        string
+	UserAgent string
+	ClientID  string
+	// FailureAction is the audit action of a failure ("login.failed",
+	// "password.changed"); Via, if set, is added to its details.
+	FailureAction string
+	Via           string
+}
+
+// Result is a successful check.
+type Result struct {
+	// User is the account, password hash included.
+	User store.User
+	// NeedsRehash says the stored hash should be replaced by a fresh one.
+	NeedsRehash bool
+}
+
+// Check reserves the attempt under the throttle (its refusal, a 429 or 503
+// *apierr.Error, is returned as is), finds the account and verifies the
+// password, spending a dummy verification for an unknown account. A wrong
+// password, an unknown login or a deactivated account count one failure
+// (metric, audit event) and return ErrBadCredentials; a success clears the
+// account's failures. A store failure is a 503.
+func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
+	var (
+		u     store.User
+		found bool
+		err   error
+	)
+	key := strings.TrimSpace(a.Login)
+	if a.UserID != "" {
+		// The account is the caller's own: load it first to count under its login.
+		u, err = c.d.Users.GetUser(ctx, a.UserID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return Result{}, ErrUnknownUser
+		case err != nil:
+			return Result{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+		}
+		found, key = true, u.Email
+	}
+	if c.d.Throttle != nil {
+		if err := c.d.Throttle.CheckLogin(ctx, a.IP, key); err != nil {
+			return Result{}, err
+		}
+	}
+	if !found {
+		u, err = c.d.Users.GetUserByLogin(ctx, key)
+		switch {
+		case err == nil:
+			found = true
+		case !errors.Is(err, store.ErrNotFound):
+			return Result{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+		}
+	}
+	ok, needsRehash := false, false
+	if found {
+		ok, needsRehash, err = c.d.Hasher.Verify(ctx, u.PasswordHash, a.Password)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Result{}, apierr.ErrTemporarilyUnavailable.WithCause(err) // the request is gone
+			}
+			c.d.Logger.Warn("password hash unreadable", "user_id", u.ID, "err", err)
+			ok = false
+		}
+	} else {
+		c.d.Hasher.DummyVerify(ctx, a.Password) // an unknown account costs the same time
+	}
+	if !ok || !u.Active {
+		c.failed(ctx, a, u, ok)
+		return Result{}, ErrBadCredentials
+	}
+	if c.d.Throttle != nil {
+		c.d.Throttle.LoginSucceeded(ctx, a.IP, key)
+	}
+	return Result{User: u, NeedsRehash: needsRehash}, nil
+}
+
+// failed counts and records a failed check. The event names the account when
+// it exists; its reason says "inactive" only when the password was right.
+func (c *Checker) failed(ctx context.Context, a Attempt, u store.User, passwordOK bool) {
+	if c.d.Metrics != nil {
+		c.d.Metrics.LoginFailed()
+	}
+	if c.d.Audit == nil || a.FailureAction == "" {
+		return
+	}
+	details := map[string]string{"reason": "bad_credentials"}
+	if u.ID != "" && passwordOK {
+		details["reason"] = "inactive"
+	}
+	if a.Via != "" {
+		details["via"] = a.Via
+	}
+	e := store.AuditEvent{Action: a.FailureAction, Outcome: store.OutcomeFailure, TargetID: u.ID,
+		ClientID: a.ClientID, IP: a.IP, UserAgent: a.UserAgent, Details: details}
+	if a.UserID != "" {
+		e.ActorID = u.ID
+	}
+	c.d.Audit.Record(ctx, e)
+}

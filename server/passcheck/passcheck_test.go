@@ -1,0 +1,132 @@
+package passcheck
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+type fakeUsers map[string]store.User // by id
+
+func (f fakeUsers) GetUser(_ context.Context, id string) (store.User, error) {
+	if u, ok := f[id]; ok {
+		return u, nil
+	}
+	return store.User{}, store.ErrNotFound
+}
+
+func (f fakeUsers) GetUserByLogin(_ context.Context, login string) (store.User, error) {
+	for _, u := range f {
+		if u.Email == login {
+			return u, nil
+		}
+	}
+	return store.User{}, store.ErrNotFound
+}
+
+// fakeHasher: the hash of a password is "h:" + password.
+type fakeHasher struct{ verified, dummies int }
+
+func (h *fakeHasher) Verify(_ context.Context, hash, pw string) (bool, bool, error) {
+	h.verified++
+	return hash == "h:"+pw, false, nil
+}
+
+func (h *fakeHasher) DummyVerify(context.Context, string) { h.dummies++ }
+
+type fakeThrottle struct {
+	refuse    error
+	checked   []string
+	succeeded []string
+}
+
+func (f *fakeThrottle) CheckLogin(_ context.Context, _, login string) error {
+	f.checked = append(f.checked, login)
+	return f.refuse
+}
+
+func (f *fakeThrottle) LoginSucceeded(_ context.Context, _, login string) {
+	f.succeeded = append(f.succeeded, login)
+}
+
+type recorder struct {
+	mu     sync.Mutex
+	events []store.AuditEvent
+	failed int
+}
+
+func (r *recorder) Record(_ context.Context, e store.AuditEvent) { r.events = append(r.events, e) }
+func (r *recorder) LoginFailed()                                 { r.failed++ }
+
+// TestCheck: every path spends the throttle first; an unknown account, a
+// deactivated one and a wrong password answer alike (ErrBadCredentials),
+// each spending one verification (a dummy one for the unknown account), a
+// failure metric and an audit event; a success clears the throttle.
+func TestCheck(t *testing.T) {
+	users := fakeUsers{
+		"usr_1": {ID: "usr_1", Email: "ann@example.com", PasswordHash: "h:right", Active: true},
+		"usr_2": {ID: "usr_2", Email: "bob@example.com", PasswordHash: "h:right", Active: false},
+	}
+	refused := apierr.ErrRateLimited.WithRetryAfter(3)
+	cases := []struct {
+		name       string
+		a          Attempt
+		refuse     error
+		want       error // nil: success
+		throttleOn string
+		dummy      bool
+		reason     string
+	}{
+		{"ok/login", Attempt{Login: " ann@example.com ", Password: "right"}, nil, nil, "ann@example.com", false, ""},
+		{"ok/user_id_counts_under_email", Attempt{UserID: "usr_1", Password: "right"}, nil, nil, "ann@example.com", false, ""},
+		{"fail/wrong_password", Attempt{Login: "ann@example.com", Password: "wrong"}, nil, ErrBadCredentials, "ann@example.com", false, "bad_credentials"},
+		{"fail/unknown_login", Attempt{Login: "ghost@example.com", Password: "right"}, nil, ErrBadCredentials, "ghost@example.com", true, "bad_credentials"},
+		{"fail/inactive_right_password", Attempt{Login: "bob@example.com", Password: "right"}, nil, ErrBadCredentials, "bob@example.com", false, "inactive"},
+		{"fail/inactive_wrong_password", Attempt{Login: "bob@example.com", Password: "wrong"}, nil, ErrBadCredentials, "bob@example.com", false, "bad_credentials"},
+		{"fail/throttled", Attempt{Login: "ann@example.com", Password: "right"}, refused, apierr.ErrRateLimited, "ann@example.com", false, ""},
+		{"fail/unknown_user_id", Attempt{UserID: "usr_9", Password: "right"}, nil, ErrUnknownUser, "", false, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h, th, rec := &fakeHasher{}, &fakeThrottle{refuse: tc.refuse}, &recorder{}
+			c, err := New(Deps{Users: users, Hasher: h, Throttle: th, Audit: rec, Metrics: rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.a.FailureAction = "login.failed"
+			res, err := c.Check(context.Background(), tc.a)
+			if tc.want == nil {
+				if err != nil || res.User.ID == "" {
+					t.Fatalf("Check = %+v, %v", res, err)
+				}
+				if len(th.succeeded) != 1 || th.succeeded[0] != tc.throttleOn {
+					t.Fatalf("success cleared %v, want %q", th.succeeded, tc.throttleOn)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if tc.throttleOn != "" && (len(th.checked) != 1 || th.checked[0] != tc.throttleOn) {
+				t.Fatalf("throttle checked %v, want %q", th.checked, tc.throttleOn)
+			}
+			if tc.reason == "" { // refused before any verification, nothing counted
+				if h.verified+h.dummies != 0 || rec.failed != 0 || len(rec.events) != 0 {
+					t.Fatalf("verified %d, dummies %d, failures %d, events %d", h.verified, h.dummies, rec.failed, len(rec.events))
+				}
+				return
+			}
+			if h.verified+h.dummies != 1 || (h.dummies == 1) != tc.dummy {
+				t.Fatalf("verified %d, dummies %d; want one verification (dummy %v)", h.verified, h.dummies, tc.dummy)
+			}
+			if rec.failed != 1 || len(rec.events) != 1 || rec.events[0].Details["reason"] != tc.reason ||
+				rec.events[0].Outcome != store.OutcomeFailure || len(th.succeeded) != 0 {
+				t.Fatalf("failures %d, events %+v, cleared %v", rec.failed, rec.events, th.succeeded)
+			}
+		})
+	}
+}
