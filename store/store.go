@@ -78,9 +78,27 @@ type Client struct {
 	AccessTokenTTL time.Duration
 	RefreshIdleTTL time.Duration
 	RefreshMaxAge  time.Duration
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+
+	// Browser and native clients of the authorization code flow (contract,
+	// "Browser sign-in").
+	RedirectURIs           []string // exact strings; loopback IP literals match on any port
+	PostLogoutRedirectURIs []string
+	FirstParty             bool   // never shows consent; scopes follow the password grant
+	ApplicationType        string // ApplicationWeb or ApplicationNative
+	RequirePKCE            bool   // public clients always need PKCE whatever this says
+	BackchannelLogoutURI   string
+	LogoURI                string
+	ClientURI              string
+
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
+
+// Client application types (OIDC Dynamic Client Registration §2, RFC 8252).
+const (
+	ApplicationWeb    = "web"
+	ApplicationNative = "native"
+)
 
 // KeyState is the lifecycle state of a signing key.
 type KeyState string

@@ -1,0 +1,95 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// Single-use kinds: what a SingleUse record holds.
+const (
+	// OnceAuthCode is an authorization code (RFC 6749 §4.1.2).
+	OnceAuthCode = "code"
+	// OnceAuthRequest is a pending authorization request waiting for the
+	// login or consent page.
+	OnceAuthRequest = "authreq"
+)
+
+// SingleUse keeps small values that may be taken exactly once, across every
+// instance: authorization codes, pending authorization requests and, later,
+// MFA challenges. Keys are hashes of secrets the caller holds; values are
+// opaque to the store. A taken record is kept until it expires so that a
+// second take can be told apart from an unknown key (a replayed code must
+// revoke what the first redemption issued).
+type SingleUse interface {
+	// PutOnce stores value under (kind, keyHash) until expiresAt.
+	// ErrAlreadyExists when the key is already present.
+	PutOnce(ctx context.Context, kind string, keyHash, value []byte, expiresAt time.Time) error
+	// TakeOnce atomically marks the record taken and returns its value. An
+	// unknown or expired key is ErrNotFound; a key taken before returns the
+	// value with ErrTokenUsed. Of any number of concurrent takes, on any
+	// number of instances, exactly one gets a nil error.
+	TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error)
+	// PeekOnce returns the value without taking it: ErrNotFound when unknown
+	// or expired, the value with ErrTokenUsed when taken.
+	PeekOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error)
+}
+
+// BrowserSession is a person's single sign-on session at Portcullis,
+// identified to the browser by an opaque cookie of which only the hash is
+// stored.
+type BrowserSession struct {
+	ID       string // opaque id (the `sid` of the tokens issued in it); never the cookie
+	UserID   string
+	AuthTime time.Time // when the person last authenticated in this session
+	AMR      []string  // authentication methods (RFC 8176), e.g. ["pwd"]
+	// Remember: the person ticked "Keep me signed in" (a persistent cookie).
+	Remember       bool
+	CreatedAt      time.Time
+	LastUsedAt     time.Time
+	IdleTTL        time.Duration
+	AbsoluteExpiry time.Time
+	IP             string
+	UserAgent      string
+	// ClientIDs are the clients granted codes in this session, in order of first grant.
+	ClientIDs []string
+}
+
+// BrowserSessions keeps browser (SSO) sessions in the token state. Ending
+// every session of a user (RevokeUserSessions) ends their browser sessions
+// too: a session whose AuthTime is at or before the user's cut-off is never
+// found again.
+type BrowserSessions interface {
+	// CreateBrowserSession stores a new session reachable by cookieHash.
+	CreateBrowserSession(ctx context.Context, s BrowserSession, cookieHash []byte) error
+	// FindBrowserSession returns the live session of cookieHash at now and
+	// extends its idle expiry (LastUsedAt = now). ErrNotFound when unknown,
+	// ended, idle for longer than its IdleTTL, past AbsoluteExpiry, or ended
+	// by the user's cut-off.
+	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (BrowserSession, error)
+	// AddBrowserSessionClient records that clientID was granted a code in the session.
+	AddBrowserSessionClient(ctx context.Context, id, clientID string) error
+	// EndBrowserSession ends the session; unknown ids are not an error.
+	EndBrowserSession(ctx context.Context, id string, now time.Time) error
+	// ListBrowserSessions returns the user's live sessions, newest first.
+	ListBrowserSessions(ctx context.Context, userID string, now time.Time) ([]BrowserSession, error)
+}
+
+// Consent is a person's remembered consent to a third-party client for a set of scopes.
+type Consent struct {
+	UserID    string
+	ClientID  string
+	Scopes    []string // sorted, without duplicates
+	GrantedAt time.Time
+}
+
+// Consents keeps remembered consents in the relational store.
+type Consents interface {
+	// GetConsent returns the consent of user to client, or ErrNotFound.
+	GetConsent(ctx context.Context, userID, clientID string) (Consent, error)
+	// PutConsent creates or replaces the consent of (c.UserID, c.ClientID).
+	PutConsent(ctx context.Context, c Consent) error
+	// DeleteConsent forgets the consent; ErrNotFound when there was none.
+	DeleteConsent(ctx context.Context, userID, clientID string) error
+	// ListConsents returns the user's consents, newest first.
+	ListConsents(ctx context.Context, userID string) ([]Consent, error)
+}
