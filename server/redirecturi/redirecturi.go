@@ -1,0 +1,152 @@
+// Package redirecturi holds the rules for the URIs a browser is sent back
+// to: which ones a client may register (redirect, post-logout and
+// back-channel logout URIs) and how a presented redirect_uri is matched
+// against the registered ones (exact string match, RFC 6749 §3.1.2.3 and
+// RFC 9700 §4.1.3, except that the port of a loopback IP literal is ignored,
+// RFC 8252 §7.3). It is the one place these rules live: client registration,
+// the authorization endpoint and logout all call it.
+package redirecturi
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Kind says what a URI is registered for; it only changes the wording of errors.
+type Kind string
+
+// Kinds of registered URIs.
+const (
+	Redirect          Kind = "redirect URI"
+	PostLogout        Kind = "post-logout redirect URI"
+	BackchannelLogout Kind = "back-channel logout URI"
+)
+
+// maxLen bounds a registered URI.
+const maxLen = 2000
+
+// Validate checks a URI a client registers. It refuses relative URIs,
+// fragments, wildcards, user information, the javascript:, data:, file: (and
+// other script-capable) schemes, and plain http except on the loopback IP
+// literals 127.0.0.1 and [::1] (RFC 8252 §8.3). A native client may use a
+// private-use scheme, which must contain a period (RFC 8252 §7.1); a web
+// client may use only https (or loopback http). A back-channel logout URI is
+// always https or loopback http.
+func Validate(raw string, kind Kind, native bool) error {
+	if raw == "" || len(raw) > maxLen {
+		return fmt.Errorf("%s must be 1-%d characters", kind, maxLen)
+	}
+	if strings.ContainsAny(raw, "*\x00 \t\r\n\\") {
+		return fmt.Errorf("%s %q may not contain wildcards, spaces or control characters", kind, raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() {
+		return fmt.Errorf("%s %q must be an absolute URI", kind, raw)
+	}
+	if u.Fragment != "" || strings.Contains(raw, "#") {
+		return fmt.Errorf("%s %q must not contain a fragment", kind, raw)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%s %q must not contain user information", kind, raw)
+	}
+	scheme := u.Scheme // url.Parse lowers it; the registered string must already be lower case
+	if !strings.HasPrefix(raw, scheme+":") {
+		return fmt.Errorf("%s %q: write the scheme in lower case", kind, raw)
+	}
+	switch scheme {
+	case "https":
+		if u.Host == "" {
+			return fmt.Errorf("%s %q has no host", kind, raw)
+		}
+		return nil
+	case "http":
+		if !IsLoopbackIP(u.Hostname()) {
+			return fmt.Errorf("%s %q: plain http is allowed only on the loopback IP literals 127.0.0.1 and [::1] (RFC 8252 §8.3)", kind, raw)
+		}
+		return nil
+	case "javascript", "data", "file", "vbscript", "blob", "about", "filesystem":
+		return fmt.Errorf("%s %q: the %s scheme is not allowed", kind, raw, scheme)
+	}
+	if kind == BackchannelLogout || !native {
+		return fmt.Errorf("%s %q: use https (or http on 127.0.0.1 or [::1])", kind, raw)
+	}
+	if !strings.Contains(scheme, ".") {
+		return fmt.Errorf("%s %q: a private-use scheme must contain a period, such as com.example.app (RFC 8252 §7.1)", kind, raw)
+	}
+	return nil
+}
+
+// IsLoopbackIP reports whether host (without port or brackets) is one of
+// the loopback IP literals 127.0.0.1 or ::1. Host names such as localhost
+// are not: they can be resolved elsewhere (RFC 8252 §8.3).
+func IsLoopbackIP(host string) bool {
+	return host == "127.0.0.1" || host == "::1"
+}
+
+// ErrNoMatch means the presented URI matches none of the registered ones.
+var ErrNoMatch = errors.New("redirect_uri does not match a registered redirect URI")
+
+// Match returns the registered URI that presented matches: the same string,
+// or for a registered loopback IP literal over http the same URI on any port
+// (RFC 8252 §7.3). Nothing else is normalised: case, trailing slashes,
+// percent-encoding, default ports and added query parameters all fail.
+func Match(registered []string, presented string) (string, error) {
+	for _, r := range registered {
+		if r == presented {
+			return r, nil
+		}
+	}
+	p, err := url.Parse(presented)
+	if err != nil || p.Scheme != "http" || !IsLoopbackIP(p.Hostname()) {
+		return "", ErrNoMatch
+	}
+	for _, r := range registered {
+		ru, err := url.Parse(r)
+		if err != nil || ru.Scheme != "http" || !IsLoopbackIP(ru.Hostname()) {
+			continue
+		}
+		if withoutPort(ru) == withoutPort(p) && validPort(p.Port()) {
+			return r, nil
+		}
+	}
+	return "", ErrNoMatch
+}
+
+// withoutPort is u as a string with its port removed.
+func withoutPort(u *url.URL) string {
+	c := *u
+	c.Host = u.Hostname()
+	if strings.Contains(c.Host, ":") {
+		c.Host = "[" + c.Host + "]"
+	}
+	return c.String()
+}
+
+func validPort(p string) bool {
+	if p == "" {
+		return true
+	}
+	if len(p) > 5 || p[0] == '0' {
+		return false
+	}
+	n := 0
+	for _, r := range p {
+		if r < '0' || r > '9' {
+			return false
+		}
+		n = n*10 + int(r-'0')
+	}
+	return n >= 1 && n <= 65535
+}
+
+// Origin is the origin (scheme://host[:port]) of an absolute URI, for a
+// Content-Security-Policy form-action source; "" when it has none.
+func Origin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}

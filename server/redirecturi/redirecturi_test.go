@@ -1,0 +1,106 @@
+package redirecturi
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		raw    string
+		kind   Kind
+		native bool
+		ok     bool
+	}{
+		{"https://app.example.com/callback", Redirect, false, true},
+		{"https://app.example.com/cb?tenant=a", Redirect, false, true},
+		{"http://127.0.0.1/callback", Redirect, false, true},
+		{"http://127.0.0.1:8765/callback", Redirect, true, true},
+		{"http://[::1]:8765/callback", Redirect, true, true},
+		{"com.example.app:/oauth2redirect", Redirect, true, true},
+		{"com.example.app:/oauth2redirect", Redirect, false, false}, // private-use scheme on a web client
+		{"myapp:/callback", Redirect, true, false},                  // no period (RFC 8252 §7.1)
+		{"http://localhost:8080/cb", Redirect, true, false},         // host name, not an IP literal
+		{"http://app.example.com/cb", Redirect, false, false},
+		{"https://app.example.com/cb#frag", Redirect, false, false},
+		{"https://app.example.com/cb#", Redirect, false, false},
+		{"https://*.example.com/cb", Redirect, false, false},
+		{"/callback", Redirect, false, false},
+		{"app.example.com/callback", Redirect, false, false},
+		{"javascript:alert(1)", Redirect, true, false},
+		{"data:text/html,hi", Redirect, true, false},
+		{"file:///etc/passwd", Redirect, true, false},
+		{"HTTPS://app.example.com/cb", Redirect, false, false},
+		{"https://user:pw@app.example.com/cb", Redirect, false, false},
+		{"https:///cb", Redirect, false, false},
+		{"", Redirect, false, false},
+		{"https://app.example.com/a b", Redirect, false, false},
+		{"https://app.example.com/logged-out", PostLogout, false, true},
+		{"com.example.app:/bye", PostLogout, true, true},
+		{"https://app.example.com/backchannel", BackchannelLogout, false, true},
+		{"com.example.app:/bc", BackchannelLogout, true, false},
+		{"http://127.0.0.1:9000/bc", BackchannelLogout, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(string(tc.kind)+" "+tc.raw, func(t *testing.T) {
+			err := Validate(tc.raw, tc.kind, tc.native)
+			if (err == nil) != tc.ok {
+				t.Fatalf("Validate(%q, native=%v) = %v, want ok=%v", tc.raw, tc.native, err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestMatch(t *testing.T) {
+	registered := []string{"https://app.example.com/cb", "http://127.0.0.1/native", "http://[::1]:1234/v6", "com.example.app:/r"}
+	cases := []struct {
+		presented string
+		want      string
+	}{
+		{"https://app.example.com/cb", "https://app.example.com/cb"},
+		{"com.example.app:/r", "com.example.app:/r"},
+		{"http://127.0.0.1:49152/native", "http://127.0.0.1/native"},
+		{"http://127.0.0.1/native", "http://127.0.0.1/native"},
+		{"http://[::1]:5555/v6", "http://[::1]:1234/v6"},
+		{"https://app.example.com/cb/", ""},
+		{"https://APP.example.com/cb", ""},
+		{"https://app.example.com:443/cb", ""},
+		{"https://app.example.com/cb?x=1", ""},
+		{"https://app.example.com/%63b", ""},
+		{"http://127.0.0.1:49152/native?x=1", ""},
+		{"http://127.0.0.1:49152/other", ""},
+		{"http://127.0.0.1:0/native", ""},
+		{"http://127.0.0.1:99999/native", ""},
+		{"http://localhost:49152/native", ""},
+		{"https://127.0.0.1:49152/native", ""},
+		{"http://127.0.0.2:49152/native", ""},
+		{"", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.presented, func(t *testing.T) {
+			got, err := Match(registered, tc.presented)
+			if tc.want == "" {
+				if !errors.Is(err, ErrNoMatch) {
+					t.Fatalf("Match(%q) = %q, %v; want no match", tc.presented, got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Match(%q) = %q, %v; want %q", tc.presented, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestOrigin(t *testing.T) {
+	for raw, want := range map[string]string{
+		"https://app.example.com/cb?x=1": "https://app.example.com",
+		"http://127.0.0.1:8765/cb":       "http://127.0.0.1:8765",
+		"com.example.app:/r":             "",
+		"::":                             "",
+	} {
+		if got := Origin(raw); got != want {
+			t.Errorf("Origin(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}
