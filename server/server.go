@@ -109,20 +109,31 @@ func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    8 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	return s.serveUntilDone(ctx, hs, ln, nil, "metrics listener")
+}
+
+// serveUntilDone serves hs on ln until ctx is cancelled or serving fails,
+// then shuts down gracefully: in-flight requests finish within the shutdown
+// timeout. ready, when not nil, receives the bound address once serving.
+func (s *Server) serveUntilDone(ctx context.Context, hs *http.Server, ln net.Listener, ready func(net.Addr), what string) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	if ready != nil {
+		ready(ln.Addr())
+	}
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve metrics: %w", err)
+		return fmt.Errorf("serve %s: %w", what, err)
 	case <-ctx.Done():
 	}
+	s.log.Info("shutting down: finishing in-flight requests", "listener", what, "timeout", s.cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("graceful shutdown of the metrics listener: %w", err)
+		return fmt.Errorf("graceful shutdown of the %s: %w", what, err)
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve metrics: %w", err)
+		return fmt.Errorf("serve %s: %w", what, err)
 	}
 	return nil
 }
@@ -174,26 +185,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener, ready func(
 		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 		ln = tls.NewListener(ln, hs.TLSConfig)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	if ready != nil {
-		ready(ln.Addr())
-	}
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	s.log.Info("shutting down: finishing in-flight requests", "timeout", s.cfg.ShutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		return fmt.Errorf("graceful shutdown: %w", err)
-	}
-	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	return nil
+	return s.serveUntilDone(ctx, hs, ln, ready, "public listener")
 }
 
 func (s *Server) healthz(c echo.Context) error {
