@@ -72,6 +72,11 @@ type Config struct {
 	ProductName         string
 	BrandColor          string
 	LoginFailureLimit   int
+	// Browser sign-in (the authorization code flow).
+	AuthCodeTTL         time.Duration // lifetime of an authorization code
+	AuthorizeRequestTTL time.Duration // how long a pending authorization request waits for login and consent
+	SessionIdleTTL      time.Duration // a browser session unused this long ends
+	SessionMaxAge       time.Duration // absolute lifetime of a browser session
 }
 
 // Embedded reports whether the configuration uses the embedded SQLite store.
@@ -180,6 +185,10 @@ var settings = []Setting{
 	{Env: "PORTCULLIS_REFRESH_REUSE_GRACE", Default: "0s", Help: "window in which presenting the just-rotated refresh token again is a concurrent retry, not theft", apply: durationSetting(0, 5*time.Minute, func(c *Config) *time.Duration { return &c.RefreshReuseGrace })},
 	{Env: "PORTCULLIS_MAX_CLIENT_TOKEN_TTL", Default: "24h", Help: "longest access_token_ttl a client may be given; revocations and retired keys are kept at least this long", apply: durationSetting(time.Second, 720*time.Hour, func(c *Config) *time.Duration { return &c.MaxClientTokenTTL })},
 	{Env: "PORTCULLIS_MAX_SESSIONS_PER_USER", Default: "100", Help: "live sessions (refresh families) per user; a new login past it ends the oldest", apply: uintSetting(1, 100000, func(c *Config, n uint64) { c.MaxSessionsPerUser = int(n) })},
+	{Env: "PORTCULLIS_AUTH_CODE_TTL", Default: "60s", Help: "lifetime of an authorization code (at most 10m, RFC 6749 §4.1.2)", apply: durationSetting(time.Second, 10*time.Minute, func(c *Config) *time.Duration { return &c.AuthCodeTTL })},
+	{Env: "PORTCULLIS_AUTHORIZE_REQUEST_TTL", Default: "30m", Help: "how long a pending authorization request waits for the person to sign in and consent; after it the client is answered access_denied", apply: durationSetting(time.Second, 0, func(c *Config) *time.Duration { return &c.AuthorizeRequestTTL })},
+	{Env: "PORTCULLIS_SESSION_IDLE_TTL", Default: "8h", Help: "a browser (single sign-on) session unused this long ends", apply: durationSetting(time.Second, 0, func(c *Config) *time.Duration { return &c.SessionIdleTTL })},
+	{Env: "PORTCULLIS_SESSION_MAX_AGE", Default: "168h", Help: "absolute lifetime of a browser (single sign-on) session, and of its \"Keep me signed in\" cookie", apply: durationSetting(time.Second, 0, func(c *Config) *time.Duration { return &c.SessionMaxAge })},
 	{Env: "PORTCULLIS_KEY_ROTATION_INTERVAL", Default: "0", Help: "automatic signing-key rotation period (0: manual)", apply: durationSetting(0, 0, func(c *Config) *time.Duration { return &c.KeyRotationInterval })},
 	{Env: "PORTCULLIS_JWKS_MAX_AGE", Default: "5m", Help: "Cache-Control max-age of the JWKS; a next key is published at least this long before it signs", apply: durationSetting(0, 24*time.Hour, func(c *Config) *time.Duration { return &c.JWKSMaxAge })},
 	{Env: "PORTCULLIS_KEY_SYNC_INTERVAL", Default: "10s", Help: "how often an instance reloads key state", apply: durationSetting(100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.KeySyncInterval })},

@@ -96,6 +96,26 @@ func TestLoad(t *testing.T) {
 		{name: "fail/bad rate limits", env: map[string]string{"PORTCULLIS_RATE_LIMITS": "maybe"}, wantErr: "PORTCULLIS_RATE_LIMITS"},
 		{name: "fail/tls half", env: map[string]string{"PORTCULLIS_TLS_CERT": "/x"}, wantErr: "PORTCULLIS_TLS_CERT"},
 		{name: "fail/default audience is the issuer", env: map[string]string{"PORTCULLIS_ISSUER": "https://id.example", "PORTCULLIS_DEFAULT_AUDIENCE": "https://id.example"}, wantErr: "PORTCULLIS_DEFAULT_AUDIENCE"},
+		{name: "ok/browser sign-in defaults", check: func(t *testing.T, c Config) {
+			if c.AuthCodeTTL != time.Minute || c.AuthorizeRequestTTL != 30*time.Minute || c.SessionIdleTTL != 8*time.Hour || c.SessionMaxAge != 168*time.Hour {
+				t.Fatalf("code %v, request %v, idle %v, max age %v", c.AuthCodeTTL, c.AuthorizeRequestTTL, c.SessionIdleTTL, c.SessionMaxAge)
+			}
+		}},
+		{name: "ok/browser sign-in from 1s", env: map[string]string{"PORTCULLIS_AUTH_CODE_TTL": "1s", "PORTCULLIS_AUTHORIZE_REQUEST_TTL": "1s", "PORTCULLIS_SESSION_IDLE_TTL": "1s", "PORTCULLIS_SESSION_MAX_AGE": "1s"}, check: func(t *testing.T, c Config) {
+			if c.AuthCodeTTL != time.Second || c.AuthorizeRequestTTL != time.Second || c.SessionIdleTTL != time.Second || c.SessionMaxAge != time.Second {
+				t.Fatalf("code %v, request %v, idle %v, max age %v", c.AuthCodeTTL, c.AuthorizeRequestTTL, c.SessionIdleTTL, c.SessionMaxAge)
+			}
+		}},
+		{name: "ok/auth code ttl 10m", args: []string{"--auth-code-ttl", "10m"}, check: func(t *testing.T, c Config) {
+			if c.AuthCodeTTL != 10*time.Minute {
+				t.Fatalf("code ttl %v", c.AuthCodeTTL)
+			}
+		}},
+		{name: "fail/auth code ttl over 10m", env: map[string]string{"PORTCULLIS_AUTH_CODE_TTL": "10m1s"}, wantErr: "PORTCULLIS_AUTH_CODE_TTL"},
+		{name: "fail/auth code ttl under 1s", env: map[string]string{"PORTCULLIS_AUTH_CODE_TTL": "500ms"}, wantErr: "PORTCULLIS_AUTH_CODE_TTL"},
+		{name: "fail/authorize request ttl 0", env: map[string]string{"PORTCULLIS_AUTHORIZE_REQUEST_TTL": "0"}, wantErr: "PORTCULLIS_AUTHORIZE_REQUEST_TTL"},
+		{name: "fail/session idle ttl bad", args: []string{"--session-idle-ttl", "a while"}, wantErr: "PORTCULLIS_SESSION_IDLE_TTL"},
+		{name: "fail/session max age under 1s", env: map[string]string{"PORTCULLIS_SESSION_MAX_AGE": "999ms"}, wantErr: "PORTCULLIS_SESSION_MAX_AGE"},
 		{name: "fail/cors origin with path", env: map[string]string{"PORTCULLIS_CORS_ORIGINS": "https://a.example/app"}, wantErr: "PORTCULLIS_CORS_ORIGINS"},
 	}
 	for _, tc := range cases {
