@@ -1,0 +1,195 @@
+package browsersession
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Cookie names.
+const (
+	// CookieName is the cookie over HTTPS: the __Host- prefix makes the
+	// browser accept it only from this host, Secure, for Path=/.
+	CookieName = "__Host-portcullis-session"
+	// InsecureCookieName is the cookie over plain HTTP (development).
+	InsecureCookieName = "portcullis-session"
+)
+
+// valueBytes is the entropy of a cookie value: 256 bits.
+const valueBytes = 32
+
+// valueLen is the length of a cookie value: base64url without padding.
+var valueLen = base64.RawURLEncoding.EncodedLen(valueBytes)
+
+// ErrNoSession means the request holds no live session: no cookie, a
+// malformed one, or one whose session is unknown, ended or expired.
+var ErrNoSession = errors.New("browsersession: no live session")
+
+// Store keeps the sessions (the token state: *redisstate.State or *sqlstate.State).
+type Store interface {
+	CreateBrowserSession(ctx context.Context, s store.BrowserSession, cookieHash []byte) error
+	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (store.BrowserSession, error)
+	EndBrowserSession(ctx context.Context, id string, now time.Time) error
+}
+
+// Config holds the lifetimes (PORTCULLIS_SESSION_IDLE_TTL,
+// PORTCULLIS_SESSION_MAX_AGE).
+type Config struct {
+	IdleTTL time.Duration
+	MaxAge  time.Duration
+	// Now and Rand replace the clock and the random source in tests.
+	Now  func() time.Time
+	Rand func(b []byte) error
+}
+
+// Manager starts, finds and ends browser sessions. It is safe for concurrent use.
+type Manager struct {
+	st   Store
+	cfg  Config
+	now  func() time.Time
+	rand func([]byte) error
+}
+
+// New returns a Manager over st; both lifetimes must be positive.
+func New(st Store, cfg Config) (*Manager, error) {
+	if st == nil {
+		return nil, errors.New("browsersession: a store is required")
+	}
+	if cfg.IdleTTL <= 0 || cfg.MaxAge <= 0 {
+		return nil, fmt.Errorf("browsersession: idle TTL %v and max age %v must be positive", cfg.IdleTTL, cfg.MaxAge)
+	}
+	m := &Manager{st: st, cfg: cfg, now: cfg.Now, rand: cfg.Rand}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.rand == nil {
+		m.rand = func(b []byte) error { _, err := rand.Read(b); return err }
+	}
+	return m, nil
+}
+
+// Name is the cookie's name over HTTPS (secure) or plain HTTP.
+func Name(secure bool) string {
+	if secure {
+		return CookieName
+	}
+	return InsecureCookieName
+}
+
+// Start is what a new session records.
+type Start struct {
+	UserID   string
+	AuthTime time.Time // when the person authenticated; zero: now
+	AMR      []string  // e.g. ["pwd"]
+	Remember bool      // "Keep me signed in"
+	// Who asked, shown in the list of the person's sessions.
+	IP        string
+	UserAgent string
+}
+
+// Start stores a new session under a fresh random cookie value and returns
+// it with the cookie to set. secure says the browser talks HTTPS to us.
+func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.BrowserSession, *http.Cookie, error) {
+	if s.UserID == "" {
+		return store.BrowserSession{}, nil, errors.New("browsersession: start: a user is required")
+	}
+	raw := make([]byte, valueBytes)
+	if err := m.rand(raw); err != nil {
+		return store.BrowserSession{}, nil, fmt.Errorf("browsersession: random cookie value: %w", err)
+	}
+	value := base64.RawURLEncoding.EncodeToString(raw)
+	idRaw := make([]byte, 16)
+	if err := m.rand(idRaw); err != nil {
+		return store.BrowserSession{}, nil, fmt.Errorf("browsersession: random session id: %w", err)
+	}
+	now := m.now()
+	auth := s.AuthTime
+	if auth.IsZero() {
+		auth = now
+	}
+	bs := store.BrowserSession{
+		ID: base64.RawURLEncoding.EncodeToString(idRaw), UserID: s.UserID, AuthTime: auth, AMR: slices.Clone(s.AMR),
+		Remember: s.Remember, CreatedAt: now, LastUsedAt: now, IdleTTL: m.cfg.IdleTTL, AbsoluteExpiry: now.Add(m.cfg.MaxAge),
+		IP: s.IP, UserAgent: s.UserAgent,
+	}
+	if err := m.st.CreateBrowserSession(ctx, bs, Hash(value)); err != nil {
+		return store.BrowserSession{}, nil, fmt.Errorf("browsersession: store the session: %w", err)
+	}
+	return bs, m.cookie(value, bs, secure), nil
+}
+
+// cookie is the Set-Cookie of a session: a browser-session cookie unless
+// the person asked to be remembered, then one that lasts until the
+// session's absolute expiry.
+func (m *Manager) cookie(value string, bs store.BrowserSession, secure bool) *http.Cookie {
+	ck := &http.Cookie{Name: Name(secure), Value: value, Path: "/", HttpOnly: true, Secure: secure,
+		SameSite: http.SameSiteLaxMode}
+	if bs.Remember {
+		left := bs.AbsoluteExpiry.Sub(m.now())
+		ck.MaxAge = max(int(left/time.Second), 1)
+	}
+	return ck
+}
+
+// Find returns the live session the request's cookie names, extending its
+// idle expiry. ErrNoSession when there is none; another error when the
+// store cannot answer (the caller must fail closed, not treat it as a
+// signed-out browser it could sign in again).
+func (m *Manager) Find(ctx context.Context, r *http.Request, secure bool) (store.BrowserSession, error) {
+	value := m.value(r, secure)
+	if value == "" {
+		return store.BrowserSession{}, ErrNoSession
+	}
+	bs, err := m.st.FindBrowserSession(ctx, Hash(value), m.now())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.BrowserSession{}, ErrNoSession
+	case err != nil:
+		return store.BrowserSession{}, fmt.Errorf("browsersession: find the session: %w", err)
+	}
+	return bs, nil
+}
+
+// value returns the request's well-formed cookie value, or "".
+func (m *Manager) value(r *http.Request, secure bool) string {
+	ck, err := r.Cookie(Name(secure))
+	if err != nil || len(ck.Value) != valueLen {
+		return ""
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(ck.Value); err != nil {
+		return ""
+	}
+	return ck.Value
+}
+
+// End ends the session id; ending an unknown one is not an error.
+func (m *Manager) End(ctx context.Context, id string) error {
+	if id == "" {
+		return nil
+	}
+	if err := m.st.EndBrowserSession(ctx, id, m.now()); err != nil {
+		return fmt.Errorf("browsersession: end the session: %w", err)
+	}
+	return nil
+}
+
+// Clear is the Set-Cookie that deletes the cookie.
+func Clear(secure bool) *http.Cookie {
+	return &http.Cookie{Name: Name(secure), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure,
+		SameSite: http.SameSiteLaxMode}
+}
+
+// Hash is how a cookie value is stored: SHA-256. A slow hash adds nothing
+// for a random 256-bit value.
+func Hash(value string) []byte {
+	h := sha256.Sum256([]byte(value))
+	return h[:]
+}
