@@ -92,9 +92,11 @@ type Attempt struct {
 	UserAgent string
 	ClientID  string
 	// FailureAction is the audit action of a failure ("login.failed",
-	// "password.changed"); Via, if set, is added to its details.
+	// "password.changed"); Via and Method, if set, are added to its details
+	// (Method "page": the login page of browser sign-in).
 	FailureAction string
 	Via           string
+	Method        string
 }
 
 // Result is a successful check.
@@ -181,6 +183,9 @@ func (c *Checker) failed(ctx context.Context, a Attempt, u store.User, passwordO
 	}
 	if a.Via != "" {
 		details["via"] = a.Via
+	}
+	if a.Method != "" {
+		details["method"] = a.Method
 	}
 	e := store.AuditEvent{Action: a.FailureAction, Outcome: store.OutcomeFailure, TargetID: u.ID,
 		ClientID: a.ClientID, IP: a.IP, UserAgent: a.UserAgent, Details: details}

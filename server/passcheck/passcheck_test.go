@@ -88,6 +88,7 @@ func TestCheck(t *testing.T) {
 		{"fail/inactive_right_password", Attempt{Login: "bob@example.com", Password: "right"}, nil, ErrBadCredentials, "bob@example.com", false, "inactive"},
 		{"fail/inactive_wrong_password", Attempt{Login: "bob@example.com", Password: "wrong"}, nil, ErrBadCredentials, "bob@example.com", false, "bad_credentials"},
 		{"fail/throttled", Attempt{Login: "ann@example.com", Password: "right"}, refused, apierr.ErrRateLimited, "ann@example.com", false, ""},
+		{"fail/page_login_says_method", Attempt{Login: "ghost@example.com", Password: "right", Method: "page"}, nil, ErrBadCredentials, "ghost@example.com", true, "bad_credentials"},
 		{"fail/unknown_user_id", Attempt{UserID: "usr_9", Password: "right"}, nil, ErrUnknownUser, "", false, ""},
 	}
 	for _, tc := range cases {
@@ -126,6 +127,9 @@ func TestCheck(t *testing.T) {
 			if rec.failed != 1 || len(rec.events) != 1 || rec.events[0].Details["reason"] != tc.reason ||
 				rec.events[0].Outcome != store.OutcomeFailure || len(th.succeeded) != 0 {
 				t.Fatalf("failures %d, events %+v, cleared %v", rec.failed, rec.events, th.succeeded)
+			}
+			if rec.events[0].Details["method"] != tc.a.Method {
+				t.Fatalf("details.method %q, want %q", rec.events[0].Details["method"], tc.a.Method)
 			}
 		})
 	}
