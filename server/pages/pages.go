@@ -21,6 +21,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 //go:embed templates/*.html
@@ -67,6 +68,9 @@ type Deps struct {
 	Accounts Accounts
 	Sessions Sessions
 	Logger   *slog.Logger
+	// SignIn serves browser sign-in (/oauth2/authorize, /login, /consent)
+	// when its Flow is set.
+	SignIn SignInDeps
 }
 
 // Config holds what the pages show and where they send people.
@@ -102,6 +106,7 @@ func ConfigFrom(c config.Config) Config {
 type Pages struct {
 	cfg          Config
 	d            Deps
+	si           SignInDeps
 	log          *slog.Logger
 	tmpl         *template.Template
 	theme        theme
@@ -118,6 +123,20 @@ func New(cfg Config, d Deps) (*Pages, error) {
 	}
 	if d.Sessions == nil {
 		missing = append(missing, "Sessions")
+	}
+	if si := d.SignIn; si.Flow != nil {
+		if si.Browser == nil {
+			missing = append(missing, "SignIn.Browser")
+		}
+		if si.Checker == nil {
+			missing = append(missing, "SignIn.Checker")
+		}
+		if si.Users == nil {
+			missing = append(missing, "SignIn.Users")
+		}
+		if si.Audit == nil {
+			d.SignIn.Audit = discardAudit{}
+		}
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("pages: missing dependencies %v", missing)
@@ -138,7 +157,7 @@ func New(cfg Config, d Deps) (*Pages, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pages: parse templates: %w", err)
 	}
-	p := &Pages{cfg: cfg, d: d, log: d.Logger, tmpl: tmpl, theme: newTheme(cfg.BrandColor)}
+	p := &Pages{cfg: cfg, d: d, si: d.SignIn, log: d.Logger, tmpl: tmpl, theme: newTheme(cfg.BrandColor)}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -179,7 +198,14 @@ func (p *Pages) Register(e *echo.Echo) {
 	e.GET(ForgotPasswordPath, p.forgotGet, h)
 	e.POST(ForgotPasswordPath, p.forgotPost, h)
 	e.GET(AssetsPath+":name", p.asset)
+	if p.si.Flow != nil {
+		p.registerSignIn(e)
+	}
 }
+
+type discardAudit struct{}
+
+func (discardAudit) Record(context.Context, store.AuditEvent) {}
 
 // StylesheetPath is the path of the current stylesheet (its name changes
 // with its content, so it may be cached for good).
@@ -230,6 +256,23 @@ type view struct {
 	CSRF    string
 	Primary *link
 	Links   []link
+	// Browser sign-in: hidden fields, named buttons instead of Submit, the
+	// client's logo, and a list (the scopes asked) with text after it.
+	Hidden      []hidden
+	Buttons     []button
+	Logo        string
+	ListHeading string
+	List        []string
+	After       []string
+}
+
+// hidden is a hidden form field.
+type hidden struct{ Name, Value string }
+
+// button is one of several submit buttons; Name=Value is what it submits.
+type button struct {
+	ID, Name, Value, Text string
+	Secondary             bool
 }
 
 type link struct{ Href, Text string }

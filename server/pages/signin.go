@@ -1,0 +1,696 @@
+package pages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/browsersession"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/redirecturi"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Paths of browser sign-in.
+const (
+	AuthorizePath = "/oauth2/authorize"
+	LoginPath     = "/login"
+	ConsentPath   = "/consent"
+)
+
+// Form fields of browser sign-in (the contract's automation hooks).
+const (
+	// requestField carries the pending authorization request's id.
+	requestField = "request"
+	// stepField tells the forms posted to /login apart: the login form (no
+	// step), the account chooser and the change-password step.
+	stepField          = "step"
+	stepSelectAccount  = "select_account"
+	stepChangePassword = "change_password"
+	decisionField      = "decision"
+)
+
+// Done is what the person just did, for Flow.Proceed.
+type Done int
+
+// What the person did.
+const (
+	// DoneNothing: the request is (re)opened; nothing new happened.
+	DoneNothing Done = iota
+	// DoneLogin: the person signed in during this request (a fresh
+	// authentication: it satisfies prompt=login, max_age, select_account).
+	DoneLogin
+	// DoneAccountChosen: "Continue as X" on the account chooser.
+	DoneAccountChosen
+	// DoneConsent: the person allowed the client on the consent page.
+	DoneConsent
+	// DoneDeny: the person refused (access_denied to the client).
+	DoneDeny
+)
+
+// StepKind is what the browser is shown next.
+type StepKind int
+
+// Steps of browser sign-in.
+const (
+	// StepLogin shows the login form.
+	StepLogin StepKind = iota + 1
+	// StepSelectAccount shows "Continue as X / Use another account".
+	StepSelectAccount
+	// StepChangePassword shows the change-password step (the user must
+	// change a temporary password before going on).
+	StepChangePassword
+	// StepConsent shows the consent page.
+	StepConsent
+	// StepRedirect answers 303 to Location (a code or an error, with iss).
+	StepRedirect
+	// StepFormPost answers the self-submitting form_post document.
+	StepFormPost
+	// StepError answers the HTML error page (400): the request cannot be
+	// answered at any redirect URI.
+	StepError
+)
+
+// Client is what the pages show of the client asking.
+type Client struct {
+	ID, Name  string
+	LogoURI   string // https, registered by an administrator; may be ""
+	ClientURI string
+}
+
+// Pending is a pending authorization request as the pages show it.
+type Pending struct {
+	ID     string
+	Client Client
+	// Scopes are the scopes asked for (consent lists them).
+	Scopes []string
+	// RedirectURI is the validated redirect URI; its origin is added to the
+	// form-action of the pages (Chrome applies form-action to the 303 that
+	// follows a form POST).
+	RedirectURI string
+	// LoginHint pre-fills the login form.
+	LoginHint string
+}
+
+// Step is what the flow decided: a page to show or an answer to send.
+type Step struct {
+	Kind    StepKind
+	Request Pending
+	// Location is the URL of a StepRedirect.
+	Location string
+	// FormPost is the document of a StepFormPost and ScriptHash the CSP
+	// source of its one script ('sha256-…').
+	FormPost   []byte
+	ScriptHash string
+	// Message says, on a StepError page, what is wrong (for a person, no
+	// secret); RedirectURI's origin is the form_post target's.
+	Message string
+}
+
+// Flow is the authorization request machinery (server/authorize) as the
+// pages see it: they render steps and never decide them.
+type Flow interface {
+	// Authorize validates the authorization request r (GET query or POST
+	// form, in the contract's order) and stores it as pending. It returns
+	// the pending request's id, or the Step that ends the request at once
+	// (the error page, or an error delivered to the redirect URI).
+	Authorize(ctx context.Context, r *http.Request) (id string, stop *Step, err error)
+	// Proceed decides what comes next for the pending request id, given the
+	// browser session (nil: none) and what the person just did. A request
+	// that expired or was completed answers its own Step (access_denied
+	// with its state, or the error page).
+	Proceed(ctx context.Context, id string, bs *store.BrowserSession, done Done, m accounts.Meta) (Step, error)
+	// Lookup returns the pending request id for a page, deciding nothing. A
+	// request that expired or was completed answers its Step instead.
+	Lookup(ctx context.Context, id string) (Pending, *Step, error)
+}
+
+// BrowserSessions starts, finds and ends browser sessions (*browsersession.Manager).
+type BrowserSessions interface {
+	Start(ctx context.Context, s browsersession.Start, secure bool) (store.BrowserSession, *http.Cookie, error)
+	Find(ctx context.Context, r *http.Request, secure bool) (store.BrowserSession, error)
+	End(ctx context.Context, id string) error
+}
+
+// PasswordChecker is the one password check (*passcheck.Checker), shared
+// with the password grant.
+type PasswordChecker interface {
+	Check(ctx context.Context, a passcheck.Attempt) (passcheck.Result, error)
+}
+
+// Users reads users and records logins (*sqlstore.Store).
+type Users interface {
+	GetUser(ctx context.Context, id string) (store.User, error)
+	RecordLogin(ctx context.Context, id string, at time.Time) error
+}
+
+// Auditor records security-relevant events (*app.Auditor).
+type Auditor interface {
+	Record(ctx context.Context, e store.AuditEvent)
+}
+
+// SignInDeps are the collaborators of browser sign-in. When Flow is nil,
+// the sign-in pages are not served.
+type SignInDeps struct {
+	Flow     Flow
+	Browser  BrowserSessions
+	Checker  PasswordChecker
+	Users    Users
+	Audit    Auditor
+	Now      func() time.Time
+	Accounts Accounts // ChangePassword of the change-password step; Deps.Accounts when nil
+}
+
+// badLogin answers a wrong password, an unknown login and a deactivated
+// account alike on the login page.
+const badLogin = "The email address or password is incorrect."
+
+// registerSignIn adds the routes of browser sign-in.
+func (p *Pages) registerSignIn(e *echo.Echo) {
+	h := p.headers
+	e.GET(AuthorizePath, p.authorize, h)
+	e.POST(AuthorizePath, p.authorize, h)
+	e.GET(LoginPath, p.resume, h)
+	e.POST(LoginPath, p.loginPost, h)
+	e.GET(ConsentPath, p.resume, h)
+	e.POST(ConsentPath, p.consentPost, h)
+}
+
+// flowCSP is the policy of the pages of the flow: the strict page policy,
+// with the validated redirect URI's origin added to form-action (the 303
+// after a form POST is subject to it) and the client's logo origin to
+// img-src.
+func flowCSP(redirectURI, logoURI string) string {
+	formAction := "'self'"
+	if o := formOrigin(redirectURI); o != "" {
+		formAction += " " + o
+	}
+	img := "'self'"
+	if o := redirecturi.Origin(logoURI); strings.HasPrefix(o, "https://") {
+		img += " " + o
+	}
+	return "default-src 'none'; style-src 'self'; img-src " + img + "; form-action " + formAction +
+		"; frame-ancestors 'none'; base-uri 'none'"
+}
+
+// formOrigin is the CSP source of a redirect URI: its origin, or for a
+// private-use scheme (com.example.app:/cb) the scheme alone.
+func formOrigin(raw string) string {
+	if o := redirecturi.Origin(raw); o != "" {
+		return o
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || !strings.Contains(u.Scheme, ".") {
+		return ""
+	}
+	return u.Scheme + ":"
+}
+
+// formPostCSP allows the form_post document's one script (by hash) and its
+// submission to the redirect URI's origin, nothing else.
+func formPostCSP(scriptHash, redirectURI string) string {
+	formAction := "'none'"
+	if o := formOrigin(redirectURI); o != "" {
+		formAction = o
+	}
+	return "default-src 'none'; script-src '" + strings.Trim(scriptHash, "'") + "'; form-action " + formAction +
+		"; frame-ancestors 'none'; base-uri 'none'"
+}
+
+// sessionOf returns the browser session of the request, nil when there is
+// none. A token state that cannot answer is an error: the caller fails
+// closed rather than treat the browser as signed out.
+func (p *Pages) sessionOf(c echo.Context) (*store.BrowserSession, error) {
+	bs, err := p.si.Browser.Find(c.Request().Context(), c.Request(), p.secure(c))
+	switch {
+	case errors.Is(err, browsersession.ErrNoSession):
+		return nil, nil
+	case err != nil:
+		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	return &bs, nil
+}
+
+// authorize is GET and POST /oauth2/authorize: validate and store the
+// request, then proceed with the browser's session. A POST from another
+// site carries no SameSite=Lax cookie, so it is answered with a 303 to the
+// same-site GET /login?request=…, which sees the session (SSO works for
+// POSTed requests too).
+func (p *Pages) authorize(c echo.Context) error {
+	ctx := c.Request().Context()
+	id, stop, err := p.si.Flow.Authorize(ctx, c.Request())
+	if err != nil {
+		return p.fail(c, err)
+	}
+	if stop != nil {
+		return p.respond(c, *stop, nil)
+	}
+	if c.Request().Method == http.MethodPost {
+		return p.redirect(c, p.base+LoginPath+"?"+url.Values{requestField: {id}}.Encode())
+	}
+	return p.proceed(c, id, DoneNothing)
+}
+
+// resume is GET /login?request=… and GET /consent?request=…: the pending
+// request continues with the browser's session (SSO after a POSTed
+// request, a reloaded page, the back button).
+func (p *Pages) resume(c echo.Context) error {
+	id := c.QueryParam(requestField)
+	if id == "" {
+		return p.noRequest(c)
+	}
+	return p.proceed(c, id, DoneNothing)
+}
+
+// proceed asks the flow for the next step of request id and answers it.
+func (p *Pages) proceed(c echo.Context, id string, done Done) error {
+	bs, err := p.sessionOf(c)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	return p.proceedWith(c, id, bs, done)
+}
+
+func (p *Pages) proceedWith(c echo.Context, id string, bs *store.BrowserSession, done Done) error {
+	step, err := p.si.Flow.Proceed(c.Request().Context(), id, bs, done, meta(c))
+	if err != nil {
+		return p.fail(c, err)
+	}
+	return p.respond(c, step, bs)
+}
+
+// respond answers a step: a page of the flow, a redirect or the form_post
+// document.
+func (p *Pages) respond(c echo.Context, s Step, bs *store.BrowserSession) error {
+	h := c.Response().Header()
+	h.Set("Content-Security-Policy", flowCSP(s.Request.RedirectURI, s.Request.Client.LogoURI))
+	switch s.Kind {
+	case StepRedirect:
+		return p.redirect(c, s.Location)
+	case StepFormPost:
+		h.Set("Content-Security-Policy", formPostCSP(s.ScriptHash, s.Request.RedirectURI))
+		return c.HTMLBlob(http.StatusOK, s.FormPost)
+	case StepError:
+		return p.errorPage(c, s.Message)
+	case StepLogin:
+		return p.loginForm(c, http.StatusOK, s.Request, s.Request.LoginHint, nil)
+	case StepSelectAccount:
+		if bs == nil {
+			return p.loginForm(c, http.StatusOK, s.Request, s.Request.LoginHint, nil)
+		}
+		return p.chooser(c, s.Request, bs)
+	case StepChangePassword:
+		return p.changeStep(c, http.StatusOK, s.Request, nil)
+	case StepConsent:
+		return p.consentForm(c, s.Request)
+	}
+	return p.fail(c, apierr.ErrServer.WithCause(fmt.Errorf("unknown sign-in step %d", s.Kind)))
+}
+
+// redirect answers 303 See Other (never 307: the POST that led here carried
+// a password, RFC 9700 §4.12).
+func (p *Pages) redirect(c echo.Context, location string) error {
+	c.Response().Header().Set(echo.HeaderLocation, location)
+	return c.NoContent(http.StatusSeeOther)
+}
+
+// errorPage is the HTML error page of an authorization request that cannot
+// be answered at a redirect URI (a repeated parameter, an unknown client, a
+// redirect URI that is not registered): 400, never a redirect.
+func (p *Pages) errorPage(c echo.Context, msg string) error {
+	intro := []string{}
+	if msg != "" {
+		intro = append(intro, msg)
+	}
+	intro = append(intro, "The application that sent you here made a request that cannot be answered, so you have not been sent back to it. Go back to the application and try again; if this happens again, tell its administrator.")
+	return p.render(c, http.StatusBadRequest, view{Kind: "error", Heading: "This sign-in request is not valid",
+		Intro: intro, Primary: p.signIn("Go to the application")})
+}
+
+// noRequest answers /login or /consent opened without a pending request.
+func (p *Pages) noRequest(c echo.Context) error {
+	return p.render(c, http.StatusBadRequest, view{Kind: "problem", Heading: "Start from your application",
+		Intro:   []string{"Sign-in starts in the application you want to use: go back to it and choose to sign in there."},
+		Primary: p.signIn("Go to the application")})
+}
+
+// ---- the login form ----
+
+func (p *Pages) loginView(pr Pending, login string) view {
+	heading := "Sign in"
+	intro := []string{}
+	if pr.Client.Name != "" {
+		heading = "Sign in to continue to " + pr.Client.Name
+	}
+	return view{Heading: heading, Submit: "Sign in", Intro: intro,
+		Hidden: []hidden{{Name: requestField, Value: pr.ID}},
+		Fields: []field{
+			{ID: "username", Label: "Email address", Type: "text", Autocomplete: "username", Value: login,
+				Required: true, Plain: true},
+			{ID: "password", Label: "Password", Type: "password", Autocomplete: "current-password", Required: true},
+			{ID: "remember", Label: "Keep me signed in", Type: "checkbox",
+				Hint: []string{"Only on a device you do not share. Otherwise you are signed out when you close the browser."}},
+		},
+		Links: []link{{Href: p.base + ForgotPasswordPath, Text: "Forgotten your password?"}}}
+}
+
+func (p *Pages) loginForm(c echo.Context, status int, pr Pending, login string, ps problems) error {
+	v := p.loginView(pr, login)
+	if len(ps) > 0 {
+		v = v.withErrors(ps)
+	}
+	return p.renderForm(c, status, v, LoginPath)
+}
+
+// loginPost is POST /login: the login form, the account chooser and the
+// change-password step, told apart by the hidden step field.
+func (p *Pages) loginPost(c echo.Context) error {
+	r := c.Request()
+	id := r.PostFormValue(requestField)
+	if !p.checkCSRF(c) {
+		return p.refuseFlowCSRF(c, id)
+	}
+	if id == "" {
+		return p.noRequest(c)
+	}
+	switch r.PostFormValue(stepField) {
+	case stepSelectAccount:
+		return p.choose(c, id)
+	case stepChangePassword:
+		return p.changeStepPost(c, id)
+	}
+	return p.login(c, id)
+}
+
+// refuseFlowCSRF answers a form of the flow that failed the CSRF check: the
+// person reopens the request (its pending id is not secret from them).
+func (p *Pages) refuseFlowCSRF(c echo.Context, id string) error {
+	again := &link{Href: p.base + LoginPath, Text: "Open the form again"}
+	if id != "" {
+		again.Href += "?" + url.Values{requestField: {id}}.Encode()
+	}
+	return p.render(c, http.StatusForbidden, view{Kind: "error", Heading: "This form has expired",
+		Intro: []string{"For your security, the form was not accepted: it was open too long, or it was not sent from this page. Nothing was changed.",
+			"Open the form again and send it from there."},
+		Primary: again})
+}
+
+// pendingOf returns the pending request id for a page. A request that
+// cannot go on is answered by its Step (stop).
+func (p *Pages) pendingOf(c echo.Context, id string) (Pending, *Step, error) {
+	return p.si.Flow.Lookup(c.Request().Context(), id)
+}
+
+// login checks the login form through the one password check (the
+// password grant's throttle, equal-time unknown accounts and audit), ends
+// the browser's old session, starts a new one under a new cookie and
+// proceeds (or shows the change-password step for a temporary password).
+func (p *Pages) login(c echo.Context, id string) error {
+	r := c.Request()
+	ctx, m := r.Context(), meta(c)
+	old, err := p.sessionOf(c)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	pr, stop, err := p.pendingOf(c, id)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	if stop != nil {
+		return p.respond(c, *stop, old)
+	}
+	c.Response().Header().Set("Content-Security-Policy", flowCSP(pr.RedirectURI, pr.Client.LogoURI))
+	login, pw := strings.TrimSpace(r.PostFormValue("username")), r.PostFormValue("password")
+	var ps problems
+	if login == "" {
+		ps.add("username", "Enter your email address.")
+	}
+	if pw == "" {
+		ps.add("password", "Enter your password.")
+	}
+	if len(ps) > 0 {
+		return p.loginForm(c, http.StatusBadRequest, pr, login, ps)
+	}
+	now := p.now()
+	res, err := p.si.Checker.Check(ctx, passcheck.Attempt{Login: login, Password: pw, IP: m.IP, UserAgent: m.UserAgent,
+		ClientID: pr.Client.ID, FailureAction: "login.failed", Method: "page"})
+	switch {
+	case errors.Is(err, passcheck.ErrBadCredentials):
+		ps.add("password", badLogin)
+		return p.loginForm(c, http.StatusBadRequest, pr, login, ps)
+	case err != nil:
+		return p.fail(c, err)
+	}
+	u := res.User
+	bs, err := p.startSession(c, old, u.ID, now, r.PostFormValue("remember") != "", pr.Client.ID)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	if err := p.si.Users.RecordLogin(ctx, u.ID, now); err != nil {
+		p.log.Warn("record login", "user_id", u.ID, "err", err)
+	}
+	p.si.Audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: u.ID,
+		TargetID: u.ID, ClientID: pr.Client.ID, IP: m.IP, UserAgent: m.UserAgent,
+		Details: map[string]string{"method": "page", "sid": bs.ID}})
+	if u.MustChangePassword {
+		return p.changeStep(c, http.StatusOK, pr, nil)
+	}
+	return p.proceedWith(c, id, bs, DoneLogin)
+}
+
+// startSession ends the browser's old session (signing in, as another user
+// or again, never keeps the old cookie value: no session fixation), starts
+// a new one and sets its cookie. It records session.started.
+func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID string, authTime time.Time,
+	remember bool, clientID string) (*store.BrowserSession, error) {
+	ctx, m := c.Request().Context(), meta(c)
+	if old != nil {
+		if err := p.si.Browser.End(ctx, old.ID); err != nil {
+			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
+		reason := "login"
+		if old.UserID != userID {
+			reason = "another_user"
+		}
+		p.si.Audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: userID,
+			TargetID: old.UserID, ClientID: clientID, IP: m.IP, UserAgent: m.UserAgent,
+			Details: map[string]string{"sid": old.ID, "reason": reason, "kind": "browser"}})
+	}
+	bs, ck, err := p.si.Browser.Start(ctx, browsersession.Start{UserID: userID, AuthTime: authTime, AMR: []string{"pwd"},
+		Remember: remember, IP: m.IP, UserAgent: m.UserAgent}, p.secure(c))
+	if err != nil {
+		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	c.SetCookie(ck)
+	p.si.Audit.Record(ctx, store.AuditEvent{Action: "session.started", Outcome: store.OutcomeSuccess, ActorID: userID,
+		TargetID: userID, ClientID: clientID, IP: m.IP, UserAgent: m.UserAgent,
+		Details: map[string]string{"sid": bs.ID, "method": "page"}})
+	return &bs, nil
+}
+
+func (p *Pages) now() time.Time {
+	if p.si.Now != nil {
+		return p.si.Now()
+	}
+	return time.Now()
+}
+
+// ---- select account ----
+
+// chooser shows "Continue as X / Use another account".
+func (p *Pages) chooser(c echo.Context, pr Pending, bs *store.BrowserSession) error {
+	u, err := p.si.Users.GetUser(c.Request().Context(), bs.UserID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return p.loginForm(c, http.StatusOK, pr, "", nil)
+		}
+		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+	}
+	who := u.Email
+	if u.Name != "" {
+		who = u.Name + " (" + u.Email + ")"
+	}
+	heading := "Choose an account"
+	if pr.Client.Name != "" {
+		heading += " to continue to " + pr.Client.Name
+	}
+	return p.renderForm(c, http.StatusOK, view{Heading: heading,
+		Intro:  []string{"You are signed in as " + who + "."},
+		Hidden: []hidden{{Name: requestField, Value: pr.ID}, {Name: stepField, Value: stepSelectAccount}},
+		Buttons: []button{
+			{ID: "continue", Name: decisionField, Value: "continue", Text: "Continue as " + u.Email},
+			{ID: "switch", Name: decisionField, Value: "switch", Text: "Use another account", Secondary: true},
+		}}, LoginPath)
+}
+
+// choose answers the account chooser.
+func (p *Pages) choose(c echo.Context, id string) error {
+	bs, err := p.sessionOf(c)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	if c.Request().PostFormValue(decisionField) == "continue" && bs != nil {
+		return p.proceedWith(c, id, bs, DoneAccountChosen)
+	}
+	pr, stop, err := p.pendingOf(c, id)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	if stop != nil {
+		return p.respond(c, *stop, bs)
+	}
+	c.Response().Header().Set("Content-Security-Policy", flowCSP(pr.RedirectURI, pr.Client.LogoURI))
+	return p.loginForm(c, http.StatusOK, pr, "", nil)
+}
+
+// ---- the change-password step ----
+
+func (p *Pages) changeStepView(pr Pending) view {
+	return view{Heading: "Choose a new password", Submit: "Change my password and continue",
+		Intro:  []string{"You signed in with a temporary password. Choose your own password to continue."},
+		Hidden: []hidden{{Name: requestField, Value: pr.ID}, {Name: stepField, Value: stepChangePassword}},
+		Fields: append([]field{
+			{ID: "current_password", Label: "Temporary password", Type: "password", Autocomplete: "current-password",
+				Required: true, Hint: []string{"The password you just signed in with."}},
+		}, p.newPasswordFields()...)}
+}
+
+func (p *Pages) changeStep(c echo.Context, status int, pr Pending, ps problems) error {
+	v := p.changeStepView(pr)
+	if len(ps) > 0 {
+		v = v.withErrors(ps)
+	}
+	return p.renderForm(c, status, v, LoginPath)
+}
+
+// changeStepPost changes the temporary password of the session's user
+// through the same ChangePassword as POST /auth/password/change (the
+// current password goes through the one password check). Changing it ends
+// every session of the user, this browser session included, so a new one
+// is started (the person has just proved the password) and the request
+// proceeds.
+func (p *Pages) changeStepPost(c echo.Context, id string) error {
+	r := c.Request()
+	ctx, m := r.Context(), meta(c)
+	bs, err := p.sessionOf(c)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	pr, stop, err := p.pendingOf(c, id)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	if stop != nil {
+		return p.respond(c, *stop, bs)
+	}
+	c.Response().Header().Set("Content-Security-Policy", flowCSP(pr.RedirectURI, pr.Client.LogoURI))
+	if bs == nil {
+		return p.loginForm(c, http.StatusOK, pr, "", nil)
+	}
+	current, pw := r.PostFormValue("current_password"), r.PostFormValue("password")
+	var ps problems
+	if current == "" {
+		ps.add("current_password", "Enter the temporary password you signed in with.")
+	}
+	checkNewPassword(&ps, pw, r.PostFormValue("confirm_password"))
+	if len(ps) > 0 {
+		return p.changeStep(c, http.StatusBadRequest, pr, ps)
+	}
+	resp, err := p.accounts().ChangePassword(ctx, accounts.Actor{ID: bs.UserID, Meta: m},
+		accounts.ChangePasswordRequest{CurrentPassword: current, NewPassword: pw})
+	switch {
+	case err == nil:
+	case is(err, apierr.ErrInvalidGrant):
+		ps.add("current_password", "The temporary password is incorrect.")
+		return p.changeStep(c, http.StatusBadRequest, pr, ps)
+	case is(err, accounts.ErrWeakPassword), is(err, apierr.ErrInvalidRequest):
+		ps.add("password", apierr.From(err).Description)
+		return p.changeStep(c, http.StatusBadRequest, pr, ps)
+	default:
+		return p.fail(c, err)
+	}
+	p.endSession(ctx, resp, m) // the page has no application to hand these tokens to
+	next, err := p.startSession(c, bs, bs.UserID, p.now(), bs.Remember, pr.Client.ID)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	return p.proceedWith(c, id, next, DoneLogin)
+}
+
+func (p *Pages) accounts() Accounts {
+	if p.si.Accounts != nil {
+		return p.si.Accounts
+	}
+	return p.d.Accounts
+}
+
+// ---- consent ----
+
+// scopeText describes the OpenID Connect scopes for people; a permission
+// is shown by its name.
+var scopeText = map[string]string{
+	"openid":         "Know who you are (your account's identifier)",
+	"profile":        "See your name",
+	"email":          "See your email address and whether it is confirmed",
+	"offline_access": "Stay connected when you are not using it",
+}
+
+func (p *Pages) consentForm(c echo.Context, pr Pending) error {
+	name := pr.Client.Name
+	if name == "" {
+		name = pr.Client.ID
+	}
+	var list []string
+	for _, s := range pr.Scopes {
+		if t, ok := scopeText[s]; ok {
+			list = append(list, t)
+		} else {
+			list = append(list, "Use the permission "+s)
+		}
+	}
+	v := view{Heading: name + " wants to access your account", Logo: pr.Client.LogoURI,
+		Intro:       []string{"Allow " + name + " to act on your behalf, as listed below?"},
+		ListHeading: name + " will be able to:", List: list,
+		After:  []string{"You can withdraw this permission at any time."},
+		Hidden: []hidden{{Name: requestField, Value: pr.ID}},
+		Buttons: []button{
+			{ID: "allow", Name: decisionField, Value: "allow", Text: "Allow"},
+			{ID: "deny", Name: decisionField, Value: "deny", Text: "Deny", Secondary: true},
+		}}
+	if len(list) == 0 {
+		v.ListHeading, v.List = "", nil
+		v.Intro = []string{"Allow " + name + " to know that you signed in?"}
+	}
+	if pr.Client.ClientURI != "" && strings.HasPrefix(pr.Client.ClientURI, "https://") {
+		v.Links = []link{{Href: pr.Client.ClientURI, Text: "About " + name}}
+	}
+	return p.renderForm(c, http.StatusOK, v, ConsentPath)
+}
+
+// consentPost is POST /consent: "allow" or "deny", all or nothing.
+func (p *Pages) consentPost(c echo.Context) error {
+	r := c.Request()
+	id := r.PostFormValue(requestField)
+	if !p.checkCSRF(c) {
+		return p.refuseFlowCSRF(c, id)
+	}
+	if id == "" {
+		return p.noRequest(c)
+	}
+	done := DoneNothing
+	switch r.PostFormValue(decisionField) {
+	case "allow":
+		done = DoneConsent
+	case "deny":
+		done = DoneDeny
+	}
+	return p.proceed(c, id, done)
+}
