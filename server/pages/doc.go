@@ -4,6 +4,23 @@
 // plus change a required (temporary) password (/change-password) and ask
 // for a reset link (/forgot-password).
 //
+// It also serves the HTTP face of browser sign-in (signin.go): the
+// authorization endpoint (GET and POST /oauth2/authorize) and the login,
+// account-selection, change-password and consent pages it leads to (/login,
+// /consent). Those handlers are thin: the request's validation, the
+// decision of what comes next and the responses are server/authorize's,
+// reached through the small Flow interface; the pages render its steps,
+// keep the browser session cookie (server/browsersession) and check the
+// password with the password grant's one check (server/passcheck, audit
+// details.method "page"). Signing in always ends the browser's old session
+// and sets a new cookie value. Pages of the flow send frame-ancestors
+// 'none' and a form-action allowing 'self' and the validated redirect URI's
+// origin (Chrome applies form-action to the 303 that follows a form POST);
+// the form_post document's CSP allows only its own script, by hash. An
+// authorization request that cannot be answered at a redirect URI gets the
+// HTML error page (400) and is never redirected. A token state that cannot
+// answer fails closed (503), never "signed out".
+//
 // The pages are server-rendered with html/template from templates and a
 // stylesheet embedded in the binary: no JavaScript, no CDN. They call the
 // same account service methods as the JSON endpoints under /auth and hold no
