@@ -110,9 +110,15 @@ type Step struct {
 	// source of its one script ('sha256-…').
 	FormPost   []byte
 	ScriptHash string
+	// CSP, when set, replaces the policy of a StepFormPost (server/authorize
+	// builds it with the document).
+	CSP string
 	// Message says, on a StepError page, what is wrong (for a person, no
-	// secret); RedirectURI's origin is the form_post target's.
+	// secret); Status is its HTTP status (400 when 0) and Heading its title
+	// (a generic one when "").
 	Message string
+	Status  int
+	Heading string
 }
 
 // Flow is the authorization request machinery (server/authorize) as the
@@ -296,10 +302,14 @@ func (p *Pages) respond(c echo.Context, s Step, bs *store.BrowserSession) error 
 	case StepRedirect:
 		return p.redirect(c, s.Location)
 	case StepFormPost:
-		h.Set("Content-Security-Policy", formPostCSP(s.ScriptHash, s.Request.RedirectURI))
+		csp := s.CSP
+		if csp == "" {
+			csp = formPostCSP(s.ScriptHash, s.Request.RedirectURI)
+		}
+		h.Set("Content-Security-Policy", csp)
 		return c.HTMLBlob(http.StatusOK, s.FormPost)
 	case StepError:
-		return p.errorPage(c, s.Message)
+		return p.errorPage(c, s)
 	case StepLogin:
 		return p.loginForm(c, http.StatusOK, s.Request, s.Request.LoginHint, nil)
 	case StepSelectAccount:
@@ -324,15 +334,32 @@ func (p *Pages) redirect(c echo.Context, location string) error {
 
 // errorPage is the HTML error page of an authorization request that cannot
 // be answered at a redirect URI (a repeated parameter, an unknown client, a
-// redirect URI that is not registered): 400, never a redirect.
-func (p *Pages) errorPage(c echo.Context, msg string) error {
+// redirect URI that is not registered): 400 unless the step says
+// otherwise, never a redirect. A step with a heading and a 2xx status is a
+// message ("You are signed in").
+func (p *Pages) errorPage(c echo.Context, s Step) error {
+	status := s.Status
+	if status == 0 {
+		status = http.StatusBadRequest
+	}
+	if status < 300 {
+		return p.render(c, status, view{Kind: "success", Heading: s.Heading, Intro: []string{s.Message},
+			Primary: p.signIn("Go to the application")})
+	}
+	if status >= 500 {
+		return p.render(c, status, view{Kind: "error", Heading: "Something went wrong on our side",
+			Intro: []string{"Signing in could not go on. Try again in a few minutes."}})
+	}
 	intro := []string{}
-	if msg != "" {
-		intro = append(intro, msg)
+	if s.Message != "" {
+		intro = append(intro, s.Message)
 	}
 	intro = append(intro, "The application that sent you here made a request that cannot be answered, so you have not been sent back to it. Go back to the application and try again; if this happens again, tell its administrator.")
-	return p.render(c, http.StatusBadRequest, view{Kind: "error", Heading: "This sign-in request is not valid",
-		Intro: intro, Primary: p.signIn("Go to the application")})
+	heading := s.Heading
+	if heading == "" {
+		heading = "This sign-in request is not valid"
+	}
+	return p.render(c, status, view{Kind: "error", Heading: heading, Intro: intro, Primary: p.signIn("Go to the application")})
 }
 
 // noRequest answers /login or /consent opened without a pending request.
