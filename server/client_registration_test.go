@@ -35,7 +35,7 @@ func TestClientRegistrationCodeFlow(t *testing.T) {
 
 			// Creation with each field.
 			spa := c.PostJSON("/admin/clients", map[string]any{"client_id": "spa", "public": true, "grants": code,
-				"redirect_uris": []string{"https://app.example.com/callback", "http://127.0.0.1/cb"},
+				"redirect_uris":             []string{"https://app.example.com/callback", "http://127.0.0.1/cb"},
 				"post_logout_redirect_uris": []string{"https://app.example.com/bye"}, "first_party": true,
 				"backchannel_logout_uri": "https://app.example.com/bcl", "logo_uri": "https://cdn.example.com/logo.png",
 				"client_uri": "https://app.example.com/"}, st.Bearer(root)).ExpectStatus(http.StatusCreated)
