@@ -136,7 +136,7 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 		return CreatedClient{}, storeErr("create client", err, nil)
 	}
 	s.record(ctx, "client.created", store.OutcomeSuccess, a.id, c.ID, actor.Meta,
-		map[string]string{"via": a.via, "public": fmt.Sprint(c.Public)})
+		map[string]string{"via": a.via, "public": fmt.Sprint(c.Public), "first_party": fmt.Sprint(c.FirstParty)})
 	return CreatedClient{ClientView: clients.View(c), ClientSecret: secret}, nil
 }
 

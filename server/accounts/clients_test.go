@@ -8,6 +8,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // TestClientCeiling: the one rule for what a client may carry, as the admin
@@ -48,6 +49,10 @@ func TestClientCeiling(t *testing.T) {
 				t.Fatalf("CreateClient: %v, want %v", err, tc.want)
 			}
 		})
+	}
+	page, err := in.App.Core.Store.ListAudit(t.Context(), store.AuditFilter{TargetID: "client-6"})
+	if err != nil || len(page.Items) != 1 || page.Items[0].Details["first_party"] != "true" {
+		t.Fatalf("audit of the first-party client: %+v, %v", page.Items, err)
 	}
 	if c, err := in.App.Core.Store.GetClient(t.Context(), "portcullis"); err != nil || !c.FirstParty {
 		t.Fatalf("the built-in client is not first-party: %+v, %v", c, err)
