@@ -313,6 +313,12 @@ func (c clientChanges) SetClientAudiences(ctx context.Context, id string, audien
 	return c.Store.SetClientAudiences(ctx, id, audiences)
 }
 
+// SetClientFirstParty changes the first-party flag and forgets the client here.
+func (c clientChanges) SetClientFirstParty(ctx context.Context, id string, firstParty bool) error {
+	defer c.cache.Forget(id)
+	return c.Store.SetClientFirstParty(ctx, id, firstParty)
+}
+
 // SetClientSecretHash replaces the secret and forgets the client here.
 func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash []byte) error {
 	defer c.cache.Forget(id)
