@@ -45,6 +45,7 @@ func Migrations() []Migration {
 	ms := []Migration{
 		{Version: 1, Name: "relational_schema", Up: migrate0001},
 		{Version: 2, Name: "token_state", Up: migrate0002},
+		{Version: 4, Name: "browser_sign_in", Up: migrate0004},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms
