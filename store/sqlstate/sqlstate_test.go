@@ -48,9 +48,13 @@ func TestTokenStateConformance(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			storetest.RunTokenStateTests(t, func(t *testing.T, cfg storetest.Config) storetest.Backend {
-				db := openStore(t, b.url(t)).DB()
-				st := New(db, WithMaxSessionsPerUser(cfg.MaxSessionsPerUser), WithMaxAccessTokenTTL(cfg.Horizon))
-				return storetest.Backend{State: st, Stored: func(t *testing.T, sid string) []byte {
+				url := b.url(t)
+				db := openStore(t, url).DB()
+				opts := []Option{WithMaxSessionsPerUser(cfg.MaxSessionsPerUser), WithMaxAccessTokenTTL(cfg.Horizon)}
+				st := New(db, opts...)
+				// A second process: its own connection pool on the same database.
+				again := func(t *testing.T) store.TokenState { return New(openStore(t, url).DB(), opts...) }
+				return storetest.Backend{State: st, Again: again, Stored: func(t *testing.T, sid string) []byte {
 					t.Helper()
 					var f familyRow
 					if err := db.Where("id = ?", sid).Take(&f).Error; err != nil {
