@@ -35,7 +35,7 @@ var (
 func (s *State) onceKey(kind string, h []byte) string {
 	return s.prefix + "{o:" + kind + ":" + hex.EncodeToString(h) + "}"
 }
-func (s *State) cookieKey(h []byte) string  { return s.prefix + "{bc:" + hex.EncodeToString(h) + "}" }
+func (s *State) cookieKey(h []byte) string   { return s.prefix + "{bc:" + hex.EncodeToString(h) + "}" }
 func (s *State) bsOwnerKey(id string) string { return s.prefix + "{bs:" + id + "}" }
 func (s *State) userBSKey(uid string) string { return s.prefix + "{u:" + uid + "}:bs" }
 

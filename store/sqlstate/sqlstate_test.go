@@ -385,3 +385,49 @@ func TestPostgresDown(t *testing.T) {
 		t.Fatalf("after recovery: %v %v", r, err)
 	}
 }
+
+// TestPurgeBrowserSignIn: Purge deletes expired single-use records and
+// ended, idle or expired browser sessions, and keeps the live ones working.
+func TestPurgeBrowserSignIn(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			now := time.Now().UTC().Truncate(time.Millisecond)
+			st := New(openStore(t, b.url(t)).DB(), WithClock(func() time.Time { return now.Add(-time.Hour) }))
+			c := testCtx(t)
+			if err := st.PutOnce(c, store.OnceAuthCode, hashOf("live"), []byte("v"), now.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.PutOnce(c, store.OnceAuthCode, hashOf("expired"), []byte("v"), now.Add(-time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			mk := func(id string, created time.Time, idle time.Duration, abs time.Time) {
+				t.Helper()
+				bs := store.BrowserSession{ID: id, UserID: "u", AuthTime: created, CreatedAt: created, LastUsedAt: created,
+					IdleTTL: idle, AbsoluteExpiry: abs}
+				if err := st.CreateBrowserSession(c, bs, hashOf("cookie-"+id)); err != nil {
+					t.Fatalf("CreateBrowserSession(%s): %v", id, err)
+				}
+			}
+			mk("live", now, time.Hour, now.Add(time.Hour))
+			mk("ended", now, time.Hour, now.Add(time.Hour))
+			mk("idle", now.Add(-2*time.Hour), time.Hour, now.Add(time.Hour))
+			mk("expired", now.Add(-2*time.Hour), 0, now.Add(-time.Minute))
+			if err := st.EndBrowserSession(c, "ended", now); err != nil {
+				t.Fatal(err)
+			}
+			pr, err := st.Purge(c, now)
+			if err != nil {
+				t.Fatalf("Purge: %v", err)
+			}
+			if pr.Once != 1 || pr.Browser != 3 {
+				t.Fatalf("Purge = %+v, want Once 1, Browser 3", pr)
+			}
+			if _, err := st.TakeOnce(c, store.OnceAuthCode, hashOf("live"), now); err != nil {
+				t.Fatalf("live record after purge: %v", err)
+			}
+			if _, err := st.FindBrowserSession(c, hashOf("cookie-live"), now); err != nil {
+				t.Fatalf("live session after purge: %v", err)
+			}
+		})
+	}
+}
