@@ -289,6 +289,15 @@ func createClient(svc *accounts.Service, c echo.Context) error {
 		Scopes         []string `json:"scopes"` // absent or null: every permission; []: none
 		Audiences      []string `json:"audiences"`
 		AccessTokenTTL int64    `json:"access_token_ttl"` // seconds; 0: the server default
+
+		RedirectURIs           []string `json:"redirect_uris"`
+		PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris"`
+		FirstParty             bool     `json:"first_party"`
+		ApplicationType        string   `json:"application_type"` // absent: web
+		RequirePKCE            *bool    `json:"require_pkce"`     // absent or null: true
+		BackchannelLogoutURI   string   `json:"backchannel_logout_uri"`
+		LogoURI                string   `json:"logo_uri"`
+		ClientURI              string   `json:"client_uri"`
 	}
 	if err := decodeJSON(c, &body, false); err != nil {
 		return err
@@ -300,7 +309,10 @@ func createClient(svc *accounts.Service, c echo.Context) error {
 	}
 	created, err := svc.CreateClient(ctx(c), actorOf(c), clients.Spec{ID: body.ClientID, Name: body.Name, Public: body.Public,
 		Grants: body.Grants, Scopes: body.Scopes, Audiences: body.Audiences,
-		AccessTokenTTL: time.Duration(body.AccessTokenTTL) * time.Second})
+		AccessTokenTTL: time.Duration(body.AccessTokenTTL) * time.Second,
+		RedirectURIs:   body.RedirectURIs, PostLogoutRedirectURIs: body.PostLogoutRedirectURIs,
+		FirstParty: body.FirstParty, ApplicationType: body.ApplicationType, RequirePKCE: body.RequirePKCE,
+		BackchannelLogoutURI: body.BackchannelLogoutURI, LogoURI: body.LogoURI, ClientURI: body.ClientURI})
 	if err != nil {
 		return err
 	}

@@ -147,6 +147,8 @@ func TestKillDuringLoad(t *testing.T) {
 	var registered sync.Map // emails that got 201
 	var lastGood sync.Map   // worker -> last refresh token that came back with 200
 	var n atomic.Int64
+	const loaded = 40 // requests answered before the kill
+	enough := make(chan struct{})
 	for w := 0; w < 6; w++ {
 		wg.Add(1)
 		go func(w int) {
@@ -170,17 +172,22 @@ func TestKillDuringLoad(t *testing.T) {
 					rt = tr.RefreshToken
 					lastGood.Store(w, rt)
 				}
-				n.Add(1)
+				if n.Add(1) == loaded {
+					close(enough)
+				}
 			}
 		}(w)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	select { // kill it under load, however slow the machine
+	case <-enough:
+	case <-time.After(2 * time.Minute):
+		cancel()
+		wg.Wait()
+		t.Fatalf("only %d requests in two minutes: no load", n.Load())
+	}
 	p.Kill()
 	cancel()
 	wg.Wait()
-	if n.Load() < 20 {
-		t.Fatalf("only %d requests before the kill: no load", n.Load())
-	}
 	p.Start()
 
 	// Nothing committed is lost.

@@ -127,6 +127,11 @@ func etagMatches(values []string, etag string) bool {
 	return false
 }
 
+// advertisedGrants are the grants discovery lists: those that work end to
+// end. authorization_code, which clients may already be registered with
+// (token.SupportedGrants), joins when /oauth2/authorize is served.
+var advertisedGrants = []string{token.GrantPassword, token.GrantRefreshToken, token.GrantClientCredentials}
+
 // metadata builds the RFC 8414 / OIDC Discovery document: only what the
 // server really supports.
 func (d *discovery) metadata() []byte {
@@ -143,7 +148,7 @@ func (d *discovery) metadata() []byte {
 		"introspection_endpoint":                        iss + "/oauth2/introspect",
 		"userinfo_endpoint":                             iss + "/userinfo",
 		"response_types_supported":                      []string{},
-		"grant_types_supported":                         token.SupportedGrants,
+		"grant_types_supported":                         advertisedGrants,
 		"token_endpoint_auth_methods_supported":         []string{"client_secret_basic", "client_secret_post", "none"},
 		"revocation_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post", "none"},
 		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},

@@ -2,9 +2,12 @@ package server_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -173,20 +176,37 @@ func TestGracefulShutdown(t *testing.T) {
 	secret := fx.Client(t, clients.Spec{ID: "web"})
 	p := st.StartProcess(t, env)
 	c := p.Client(t)
+	// Each request asks "Expect: 100-continue" and sends its body only once
+	// the server answers "100 Continue", which it does when the handler
+	// starts reading the body: once every request has had its 100, every one
+	// is being handled, and none is still waiting in the listen queue
+	// (which a shutdown rightly refuses). No sleep decides when they are in
+	// flight.
+	c.HTTP.Transport = &http.Transport{DisableKeepAlives: true, ExpectContinueTimeout: 30 * time.Second}
 	const n = 12
 	results := make(chan int, n)
+	var handling sync.WaitGroup
+	handling.Add(n)
 	for i := 0; i < n; i++ {
 		go func() {
+			var once sync.Once
+			trace := &httptrace.ClientTrace{Got100Continue: func() { once.Do(handling.Done) }}
+			inFlight := func(r *http.Request) {
+				r.Header.Set("Expect", "100-continue")
+				*r = *r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
+			}
 			r, err := c.TryDo("POST", "/oauth2/token", []byte(st.PasswordForm(userEmail, userPass, "").Encode()),
-				"application/x-www-form-urlencoded", st.Basic("web", secret))
+				"application/x-www-form-urlencoded", st.Basic("web", secret), inFlight)
+			once.Do(handling.Done)
 			if err != nil {
+				t.Logf("in-flight request: %v", err)
 				results <- 0
 				return
 			}
 			results <- r.StatusCode
 		}()
 	}
-	time.Sleep(30 * time.Millisecond) // the requests are in flight (n logins take far longer on 2 cores)
+	handling.Wait() // n logins at the real argon2id cost take far longer than their start on 2 cores
 	p.Stop()
 	if exited, state := p.Exited(); !exited || (state != nil && !state.Success()) {
 		t.Fatalf("server did not exit cleanly on SIGTERM: %v", state)

@@ -22,7 +22,8 @@ const (
 // revoke what the first redemption issued).
 type SingleUse interface {
 	// PutOnce stores value under (kind, keyHash) until expiresAt.
-	// ErrAlreadyExists when the key is already present.
+	// ErrAlreadyExists when the key is already present (taken or not); an
+	// expiresAt not after the backend's clock is refused.
 	PutOnce(ctx context.Context, kind string, keyHash, value []byte, expiresAt time.Time) error
 	// TakeOnce atomically marks the record taken and returns its value. An
 	// unknown or expired key is ErrNotFound; a key taken before returns the
@@ -60,13 +61,18 @@ type BrowserSession struct {
 // found again.
 type BrowserSessions interface {
 	// CreateBrowserSession stores a new session reachable by cookieHash.
+	// ErrAlreadyExists when the id or the cookie hash is taken;
+	// ErrSessionsEnded (storing nothing findable) when s.AuthTime is at or
+	// before the user's cut-off, atomically with RevokeUserSessions.
 	CreateBrowserSession(ctx context.Context, s BrowserSession, cookieHash []byte) error
 	// FindBrowserSession returns the live session of cookieHash at now and
 	// extends its idle expiry (LastUsedAt = now). ErrNotFound when unknown,
 	// ended, idle for longer than its IdleTTL, past AbsoluteExpiry, or ended
 	// by the user's cut-off.
 	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (BrowserSession, error)
-	// AddBrowserSessionClient records that clientID was granted a code in the session.
+	// AddBrowserSessionClient records that clientID was granted a code in the
+	// session (once; later grants keep the first position). ErrNotFound when
+	// the session is unknown or ended.
 	AddBrowserSessionClient(ctx context.Context, id, clientID string) error
 	// EndBrowserSession ends the session; unknown ids are not an error.
 	EndBrowserSession(ctx context.Context, id string, now time.Time) error

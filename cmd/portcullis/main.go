@@ -39,6 +39,8 @@ Usage:
   portcullis migrate [status]                        apply pending migrations, or list them
   portcullis bootstrap --email E --password-stdin    create the first super_admin (idempotent)
   portcullis clients create --id ID --name NAME [--public] [--grants g1,g2] [--scopes "a b"] [--audience AUD]...
+      [--redirect-uri U]... [--post-logout-redirect-uri U]... [--first-party] [--native] [--no-pkce]
+      [--backchannel-logout-uri U] [--logo-uri U] [--client-uri U]
   portcullis clients list | delete ID | rotate-secret ID
   portcullis keys list | rotate [--force] | revoke KID | reencrypt
   portcullis version
@@ -316,6 +318,17 @@ func (r *repeatedFlag) Set(v string) error {
 	return nil
 }
 
+// uriFlag collects a URI flag that may be given more than once; unlike
+// repeatedFlag it never splits a value (a URI may hold a comma).
+type uriFlag []string
+
+func (u *uriFlag) String() string { return strings.Join(*u, " ") }
+
+func (u *uriFlag) Set(v string) error {
+	*u = append(*u, v)
+	return nil
+}
+
 // cmdClients runs `portcullis clients …` through the accounts service, the
 // one the admin API uses, as the operator (accounts.Operator): the same
 // rules (a client's scopes must be permissions the policy knows; the
@@ -330,7 +343,8 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var spec clients.Spec
 	var grants, scopes *string
 	var audiences repeatedFlag
-	var public *bool
+	var redirectURIs, postLogoutURIs uriFlag
+	var public, native, noPKCE *bool
 	if sub == "create" {
 		cf.StringVar(&spec.ID, "id", "", "client id (3-64 of a-z 0-9 . _ -)")
 		cf.StringVar(&spec.Name, "name", "", "display name")
@@ -338,6 +352,14 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		grants = cf.String("grants", "password,refresh_token", "comma-separated grant types")
 		scopes = cf.String("scopes", "", "space-separated permissions the client may receive, each known to the policy (default: every permission)")
 		cf.Var(&audiences, "audience", "aud of its access tokens; repeat it (or separate with commas) for several; the issuer lets its tokens use the admin API (default: PORTCULLIS_DEFAULT_AUDIENCE)")
+		cf.Var(&redirectURIs, "redirect-uri", "a redirect URI of the authorization code flow (needs --grants authorization_code); repeat it for several")
+		cf.Var(&postLogoutURIs, "post-logout-redirect-uri", "where logout may send the browser back; repeat it for several")
+		cf.BoolVar(&spec.FirstParty, "first-party", false, "a first-party client: never asks users for consent")
+		native = cf.Bool("native", false, "a native app (application_type native): private-use scheme redirect URIs such as com.example.app:/cb")
+		noPKCE = cf.Bool("no-pkce", false, "do not require PKCE (confidential clients only; public clients always need it)")
+		cf.StringVar(&spec.BackchannelLogoutURI, "backchannel-logout-uri", "", "OIDC back-channel logout URI (https)")
+		cf.StringVar(&spec.LogoURI, "logo-uri", "", "logo shown on the consent page (https)")
+		cf.StringVar(&spec.ClientURI, "client-uri", "", "the client's home page (https)")
 	}
 	cfg, err := cf.load(args)
 	if err != nil {
@@ -369,6 +391,13 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 		})
 		spec.Audiences = audiences
+		spec.RedirectURIs, spec.PostLogoutRedirectURIs = redirectURIs, postLogoutURIs
+		if *native {
+			spec.ApplicationType = store.ApplicationNative
+		}
+		if *noPKCE {
+			spec.RequirePKCE = new(bool)
+		}
 		created, err := svc.CreateClient(ctx, operator, spec)
 		if err != nil {
 			return operatorError(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/config"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
@@ -232,6 +234,80 @@ func TestClientsCommandsRunAsOperator(t *testing.T) {
 			}
 			if want := []string{"client.deleted", "client.secret_rotated", "client.created"}; !slices.Equal(actions, want) {
 				t.Fatalf("operator audit actions %v, want %v (newest first)", actions, want)
+			}
+		})
+	}
+}
+
+// TestClientsCreateCodeFlow: `clients create` registers clients of the
+// authorization code flow with every flag of the contract (--redirect-uri
+// and --post-logout-redirect-uri repeat and keep commas, --first-party is
+// allowed to the operator, --native, --no-pkce on a confidential client);
+// `clients list` shows the fields; what registration refuses exits 2 with a
+// message that says why. Fails before this change: the flags were unknown.
+func TestClientsCreateCodeFlow(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			in := st.Start(t, env)
+			_, stderr, code := st.RunCLI(t, env, "", "clients", "create", "--id", "spa", "--public", "--first-party",
+				"--grants", "authorization_code,refresh_token",
+				"--redirect-uri", "https://app.example.com/cb?a=1,2", "--redirect-uri", "http://127.0.0.1/cb",
+				"--post-logout-redirect-uri", "https://app.example.com/bye",
+				"--backchannel-logout-uri", "https://app.example.com/bcl",
+				"--logo-uri", "https://cdn.example.com/logo.png", "--client-uri", "https://app.example.com/")
+			if code != 0 {
+				t.Fatalf("clients create spa: exit %d, %s", code, stderr)
+			}
+			out, stderr, code := st.RunCLI(t, env, "", "clients", "create", "--id", "desktop", "--native", "--no-pkce",
+				"--grants", "authorization_code", "--redirect-uri", "com.example.desktop:/cb")
+			if code != 0 || !strings.Contains(out, "client_secret") {
+				t.Fatalf("clients create desktop: exit %d, %s %s", code, out, stderr)
+			}
+			spa, err := in.App.Core.Store.GetClient(t.Context(), "spa")
+			if err != nil || !spa.FirstParty || !spa.RequirePKCE || spa.ApplicationType != store.ApplicationWeb ||
+				!slices.Equal(spa.RedirectURIs, []string{"https://app.example.com/cb?a=1,2", "http://127.0.0.1/cb"}) ||
+				!slices.Equal(spa.PostLogoutRedirectURIs, []string{"https://app.example.com/bye"}) ||
+				spa.BackchannelLogoutURI != "https://app.example.com/bcl" || spa.LogoURI != "https://cdn.example.com/logo.png" ||
+				spa.ClientURI != "https://app.example.com/" {
+				t.Fatalf("spa stored as %+v, %v", spa, err)
+			}
+			desktop, err := in.App.Core.Store.GetClient(t.Context(), "desktop")
+			if err != nil || desktop.RequirePKCE || desktop.ApplicationType != store.ApplicationNative || desktop.FirstParty {
+				t.Fatalf("desktop stored as %+v, %v", desktop, err)
+			}
+
+			out, stderr, code = st.RunCLI(t, env, "", "clients", "list")
+			var views []clients.ClientView
+			if code != 0 || json.Unmarshal([]byte(out), &views) != nil {
+				t.Fatalf("clients list: exit %d, %s %s", code, out, stderr)
+			}
+			i := slices.IndexFunc(views, func(v clients.ClientView) bool { return v.ClientID == "desktop" })
+			if i < 0 || views[i].ApplicationType != "native" || views[i].RequirePKCE ||
+				!slices.Equal(views[i].RedirectURIs, []string{"com.example.desktop:/cb"}) {
+				t.Fatalf("clients list: %s", out)
+			}
+
+			for _, tc := range []struct {
+				name string
+				args []string
+				want string
+			}{
+				{"fail/no_pkce_on_public", []string{"--public", "--no-pkce", "--grants", "authorization_code", "--redirect-uri", "https://a.example.com/cb"}, "always needs PKCE"},
+				{"fail/redirect_uri_without_grant", []string{"--redirect-uri", "https://a.example.com/cb"}, "authorization_code grant"},
+				{"fail/wildcard", []string{"--grants", "authorization_code", "--redirect-uri", "https://*.example.com/cb"}, "wildcard"},
+				{"fail/http_not_loopback", []string{"--grants", "authorization_code", "--redirect-uri", "http://a.example.com/cb"}, "plain http"},
+				{"fail/native_scheme_without_period", []string{"--native", "--grants", "authorization_code", "--redirect-uri", "myapp:/cb"}, "period"},
+				{"fail/logo_http", []string{"--grants", "authorization_code", "--redirect-uri", "https://a.example.com/cb", "--logo-uri", "http://a.example.com/l.png"}, "absolute https URI"},
+			} {
+				args := append([]string{"clients", "create", "--id", "refused"}, tc.args...)
+				if _, stderr, code := st.RunCLI(t, env, "", args...); code != 2 || !strings.Contains(stderr, tc.want) {
+					t.Fatalf("%s: exit %d, %s", tc.name, code, stderr)
+				}
+			}
+			if _, err := in.App.Core.Store.GetClient(t.Context(), "refused"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("a refused client was created: %v", err)
 			}
 		})
 	}

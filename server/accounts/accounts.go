@@ -45,6 +45,9 @@ type Store interface {
 	// SetClientAudiences replaces a client's audiences (start-up
 	// reconciliation of the built-in client).
 	SetClientAudiences(ctx context.Context, id string, audiences []string) error
+	// SetClientFirstParty marks a client first-party (start-up
+	// reconciliation of the built-in client).
+	SetClientFirstParty(ctx context.Context, id string, firstParty bool) error
 
 	clients.Store
 }

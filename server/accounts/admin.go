@@ -64,9 +64,10 @@ func (s *Service) loadClientActor(ctx context.Context, actor Actor) (clientActor
 // CLI alike. First, for every actor: each scope listed on the client must be
 // a permission the policy knows (else 400 invalid_request). Then, for a user
 // (the operator is bound only by the first rule): each listed scope must be
-// one the user holds now, and listing the issuer among the audiences, which
-// gives the client's tokens access to the admin API, needs every admin
-// permission (else 403 forbidden). So no one can mint, through a client, a
+// one the user holds now; listing the issuer among the audiences, which
+// gives the client's tokens access to the admin API, and marking the client
+// first-party, which lets it skip every user's consent, each need every
+// admin permission (else 403 forbidden). So no one can mint, through a client, a
 // permission or an admin token they could not get themselves.
 func (s *Service) checkClientCeiling(a clientActor, spec clients.Spec) error {
 	known := s.policy.AllPermissions()
@@ -86,14 +87,29 @@ func (s *Service) checkClientCeiling(a clientActor, spec clients.Spec) error {
 		}
 	}
 	if s.cfg.Issuer != "" && slices.Contains(spec.Audiences, s.cfg.Issuer) {
-		for _, p := range policy.AdminPermissions() {
-			if _, ok := slices.BinarySearch(a.perms, p); !ok {
-				return apierr.ErrForbidden.WithDescription(
-					"Listing the issuer among a client's audiences gives its tokens access to the admin API, which needs every admin permission; you do not hold %q.", p)
-			}
+		if p, ok := a.missingAdminPermission(); !ok {
+			return apierr.ErrForbidden.WithDescription(
+				"Listing the issuer among a client's audiences gives its tokens access to the admin API, which needs every admin permission; you do not hold %q.", p)
+		}
+	}
+	if spec.FirstParty {
+		if p, ok := a.missingAdminPermission(); !ok {
+			return apierr.ErrForbidden.WithDescription(
+				"A first-party client never asks users for consent, so marking a client first-party needs every admin permission; you do not hold %q.", p)
 		}
 	}
 	return nil
+}
+
+// missingAdminPermission returns the first admin permission the actor lacks
+// and false, or "" and true when they hold every one.
+func (a clientActor) missingAdminPermission() (string, bool) {
+	for _, p := range policy.AdminPermissions() {
+		if _, ok := slices.BinarySearch(a.perms, p); !ok {
+			return p, false
+		}
+	}
+	return "", true
 }
 
 // CreateClient creates an OAuth client for a user of the admin API or for the
@@ -120,7 +136,7 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 		return CreatedClient{}, storeErr("create client", err, nil)
 	}
 	s.record(ctx, "client.created", store.OutcomeSuccess, a.id, c.ID, actor.Meta,
-		map[string]string{"via": a.via, "public": fmt.Sprint(c.Public)})
+		map[string]string{"via": a.via, "public": fmt.Sprint(c.Public), "first_party": fmt.Sprint(c.FirstParty)})
 	return CreatedClient{ClientView: clients.View(c), ClientSecret: secret}, nil
 }
 

@@ -107,10 +107,12 @@ func listErr(what string, err error) error {
 // used for the password grant), allowed every permission, and listing the
 // issuer among its audiences (its tokens are the ones the admin API
 // accepts). It is idempotent and safe with many instances starting at once.
-// An existing client with that id keeps its settings, except that the issuer
+// It is first-party (it never shows consent). An existing client with that
+// id keeps its settings, except that it is marked first-party and the issuer
 // is added to its audiences when missing: a database created before the
-// admin API had its own audience, or a changed PORTCULLIS_ISSUER, is
-// reconciled at start-up.
+// admin API had its own audience or before the code flow (migration 3 marks
+// only the default id), a renamed built-in client, or a changed
+// PORTCULLIS_ISSUER, is reconciled at start-up.
 func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 	id := s.cfg.FirstPartyClientID
 	var audiences []string
@@ -120,6 +122,12 @@ func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 	existing, err := s.store.GetClient(ctx, id)
 	switch {
 	case err == nil:
+		if !existing.FirstParty {
+			if err := s.store.SetClientFirstParty(ctx, id, true); err != nil {
+				return fmt.Errorf("mark the built-in client %q first-party: %w", id, err)
+			}
+			s.log.Info("marked the built-in client first-party", "client_id", id)
+		}
 		if s.cfg.Issuer == "" || slices.Contains(existing.Audiences, s.cfg.Issuer) {
 			return nil
 		}
@@ -133,7 +141,7 @@ func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 		return fmt.Errorf("load the first-party client %q: %w", id, err)
 	}
 	_, _, err = clients.Create(ctx, s.store, clients.Spec{ID: id, Name: "Portcullis (first-party)", Public: true,
-		Grants: []string{token.GrantRefreshToken}, Audiences: audiences})
+		Grants: []string{token.GrantRefreshToken}, Audiences: audiences, FirstParty: true})
 	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
 		return fmt.Errorf("create the first-party client %q: %w", id, err)
 	}

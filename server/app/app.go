@@ -185,6 +185,12 @@ type TokenStates struct {
 	State State
 	SQL   *sqlstate.State
 	Close func() error
+
+	// Once and Browser are the same backend as State: single-use records
+	// (authorization codes, pending authorization requests) and browser
+	// sessions, bound to the user's cut-off like State's families.
+	Once    store.SingleUse
+	Browser store.BrowserSessions
 }
 
 // OpenTokenState returns the Redis token state (with durable revocations in
@@ -193,7 +199,7 @@ func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (
 	horizon := cfg.RevocationHorizon()
 	sql := sqlstate.New(st.DB(), sqlstate.WithMaxAccessTokenTTL(horizon), sqlstate.WithMaxSessionsPerUser(cfg.MaxSessionsPerUser))
 	if cfg.RedisURL == "" {
-		return TokenStates{State: sql, SQL: sql, Close: func() error { return nil }}, nil
+		return TokenStates{State: sql, Once: sql, Browser: sql, SQL: sql, Close: func() error { return nil }}, nil
 	}
 	client, err := redisstate.NewClient(cfg.RedisURL)
 	if err != nil {
@@ -204,7 +210,7 @@ func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (
 	}
 	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql, MaxAccessTokenTTL: horizon,
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser})
-	return TokenStates{State: rs, SQL: sql, Close: client.Close}, nil
+	return TokenStates{State: rs, Once: rs, Browser: rs, SQL: sql, Close: client.Close}, nil
 }
 
 // quietRedisLogger drops go-redis's own log lines (printed to stderr outside
@@ -223,6 +229,11 @@ type App struct {
 	State    State
 	Accounts *accounts.Service
 	states   TokenStates
+
+	// Once and BrowserSessions live in the token state beside State;
+	// remembered consents are Core.Store's (store.Consents).
+	Once            store.SingleUse
+	BrowserSessions store.BrowserSessions
 
 	metricsAddr atomic.Pointer[net.Addr] // bound PORTCULLIS_METRICS_ADDR, once listening
 }
@@ -286,7 +297,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err := srv.MountOpenAPI(); err != nil {
 		return nil, err
 	}
-	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, states: states}, nil
+	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, states: states,
+		Once: states.Once, BrowserSessions: states.Browser}, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client
@@ -311,6 +323,12 @@ func (c clientChanges) DeleteClient(ctx context.Context, id string) error {
 func (c clientChanges) SetClientAudiences(ctx context.Context, id string, audiences []string) error {
 	defer c.cache.Forget(id)
 	return c.Store.SetClientAudiences(ctx, id, audiences)
+}
+
+// SetClientFirstParty changes the first-party flag and forgets the client here.
+func (c clientChanges) SetClientFirstParty(ctx context.Context, id string, firstParty bool) error {
+	defer c.cache.Forget(id)
+	return c.Store.SetClientFirstParty(ctx, id, firstParty)
 }
 
 // SetClientSecretHash replaces the secret and forgets the client here.

@@ -11,10 +11,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/server/redirecturi"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -42,7 +44,22 @@ type Spec struct {
 	// zero: DefaultMaxAccessTokenTTL). Revocations are kept this long, so no
 	// client may outlive it.
 	MaxAccessTokenTTL time.Duration
+
+	// The authorization code flow (contract, "Browser sign-in").
+	RedirectURIs           []string // only with the authorization_code grant, which needs at least one
+	PostLogoutRedirectURIs []string
+	FirstParty             bool   // never shows consent; the admin API needs every admin permission to set it
+	ApplicationType        string // "" (web), store.ApplicationWeb or store.ApplicationNative
+	// RequirePKCE: nil means true. A public client always requires PKCE;
+	// false on one is refused.
+	RequirePKCE          *bool
+	BackchannelLogoutURI string
+	LogoURI              string // https only
+	ClientURI            string // https only
 }
+
+// maxURIs bounds each list of registered URIs.
+const maxURIs = 32
 
 // DefaultMaxAccessTokenTTL is the default cap on a client's access-token
 // lifetime (PORTCULLIS_MAX_CLIENT_TOKEN_TTL).
@@ -90,7 +107,7 @@ func (s *Spec) Validate() error {
 	}
 	for _, g := range s.Grants {
 		if !slices.Contains(token.SupportedGrants, g) {
-			return &ValidationError{fmt.Sprintf("unsupported grant type %q (use password, refresh_token, client_credentials)", g)}
+			return &ValidationError{fmt.Sprintf("unsupported grant type %q (use %s)", g, strings.Join(token.SupportedGrants, ", "))}
 		}
 		if g == token.GrantClientCredentials && s.Public {
 			return &ValidationError{"a public client cannot use client_credentials"}
@@ -118,8 +135,82 @@ func (s *Spec) Validate() error {
 		return &ValidationError{fmt.Sprintf("access token lifetime must be between 0 and %d seconds (PORTCULLIS_MAX_CLIENT_TOKEN_TTL)",
 			int64(ceiling.Seconds()))}
 	}
+	return s.validateCodeFlow()
+}
+
+// validateCodeFlow checks the fields of the authorization code flow and
+// fills their defaults: application type web, PKCE required. Every URI rule
+// is redirecturi.Validate's.
+func (s *Spec) validateCodeFlow() error {
+	switch s.ApplicationType {
+	case "":
+		s.ApplicationType = store.ApplicationWeb
+	case store.ApplicationWeb, store.ApplicationNative:
+	default:
+		return &ValidationError{fmt.Sprintf("application type %q must be web or native", s.ApplicationType)}
+	}
+	native := s.ApplicationType == store.ApplicationNative
+	codeFlow := slices.Contains(s.Grants, token.GrantAuthorizationCode)
+	if len(s.RedirectURIs) > 0 && !codeFlow {
+		return &ValidationError{"redirect URIs need the authorization_code grant (add it to the grants, or drop the redirect URIs)"}
+	}
+	if codeFlow && len(s.RedirectURIs) == 0 {
+		return &ValidationError{"a client with the authorization_code grant needs at least one redirect URI"}
+	}
+	var err error
+	if s.RedirectURIs, err = validURIs(s.RedirectURIs, redirecturi.Redirect, native); err != nil {
+		return err
+	}
+	if s.PostLogoutRedirectURIs, err = validURIs(s.PostLogoutRedirectURIs, redirecturi.PostLogout, native); err != nil {
+		return err
+	}
+	if s.BackchannelLogoutURI != "" {
+		if err := redirecturi.Validate(s.BackchannelLogoutURI, redirecturi.BackchannelLogout, native); err != nil {
+			return &ValidationError{err.Error()}
+		}
+	}
+	for _, u := range []struct{ name, value string }{{"logo URI", s.LogoURI}, {"client URI", s.ClientURI}} {
+		if u.value != "" && !httpsURI(u.value) {
+			return &ValidationError{fmt.Sprintf("%s %q must be an absolute https URI without user information", u.name, u.value)}
+		}
+	}
+	if s.RequirePKCE == nil {
+		s.RequirePKCE = ptr(true)
+	}
+	if s.Public && !*s.RequirePKCE {
+		return &ValidationError{"a public client always needs PKCE: require_pkce false (--no-pkce) is only for confidential clients"}
+	}
 	return nil
 }
+
+// validURIs checks each URI and drops repeats, keeping the order.
+func validURIs(list []string, kind redirecturi.Kind, native bool) ([]string, error) {
+	if len(list) > maxURIs {
+		return nil, &ValidationError{fmt.Sprintf("at most %d %ss", maxURIs, kind)}
+	}
+	var out []string
+	for _, u := range list {
+		if err := redirecturi.Validate(u, kind, native); err != nil {
+			return nil, &ValidationError{err.Error()}
+		}
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// httpsURI reports whether raw is an absolute https URI with a host, no user
+// information and no spaces or control characters.
+func httpsURI(raw string) bool {
+	if len(raw) > 2000 || strings.ContainsAny(raw, " \t\r\n\x00\\") {
+		return false
+	}
+	u, err := url.Parse(raw)
+	return err == nil && u.Scheme == "https" && strings.HasPrefix(raw, "https://") && u.Host != "" && u.User == nil
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // NewSecret returns a client secret of 256 random bits.
 func NewSecret() string {
@@ -135,7 +226,10 @@ func Create(ctx context.Context, st Store, spec Spec) (store.Client, string, err
 		return store.Client{}, "", err
 	}
 	c := store.Client{ID: spec.ID, Name: spec.Name, Public: spec.Public, Grants: spec.Grants, Scopes: spec.Scopes,
-		Audiences: spec.Audiences, AccessTokenTTL: spec.AccessTokenTTL}
+		Audiences: spec.Audiences, AccessTokenTTL: spec.AccessTokenTTL,
+		RedirectURIs: spec.RedirectURIs, PostLogoutRedirectURIs: spec.PostLogoutRedirectURIs,
+		FirstParty: spec.FirstParty, ApplicationType: spec.ApplicationType, RequirePKCE: *spec.RequirePKCE,
+		BackchannelLogoutURI: spec.BackchannelLogoutURI, LogoURI: spec.LogoURI, ClientURI: spec.ClientURI}
 	var secret string
 	if !spec.Public {
 		secret = NewSecret()
@@ -168,14 +262,24 @@ func RotateSecret(ctx context.Context, st Store, id string) (string, error) {
 
 // ClientView is a client as the API and CLI show it: never its secret hash.
 type ClientView struct {
-	ClientID       string    `json:"client_id"`
-	Name           string    `json:"name"`
-	Public         bool      `json:"public"`
-	Grants         []string  `json:"grants"`
-	Scopes         []string  `json:"scopes"` // null: every permission
-	Audiences      []string  `json:"audiences"`
-	AccessTokenTTL int64     `json:"access_token_ttl,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
+	ClientID       string   `json:"client_id"`
+	Name           string   `json:"name"`
+	Public         bool     `json:"public"`
+	Grants         []string `json:"grants"`
+	Scopes         []string `json:"scopes"` // null: every permission
+	Audiences      []string `json:"audiences"`
+	AccessTokenTTL int64    `json:"access_token_ttl,omitempty"`
+
+	RedirectURIs           []string `json:"redirect_uris"`
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris"`
+	FirstParty             bool     `json:"first_party"`
+	ApplicationType        string   `json:"application_type"`
+	RequirePKCE            bool     `json:"require_pkce"` // true for every public client
+	BackchannelLogoutURI   string   `json:"backchannel_logout_uri,omitempty"`
+	LogoURI                string   `json:"logo_uri,omitempty"`
+	ClientURI              string   `json:"client_uri,omitempty"`
+
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // View returns the public view of c.
@@ -184,6 +288,22 @@ func View(c store.Client) ClientView {
 	if aud == nil {
 		aud = []string{}
 	}
+	appType := c.ApplicationType
+	if appType == "" {
+		appType = store.ApplicationWeb
+	}
 	return ClientView{ClientID: c.ID, Name: c.Name, Public: c.Public, Grants: c.Grants, Scopes: c.Scopes,
-		Audiences: aud, AccessTokenTTL: int64(c.AccessTokenTTL.Seconds()), CreatedAt: c.CreatedAt}
+		Audiences: aud, AccessTokenTTL: int64(c.AccessTokenTTL.Seconds()),
+		RedirectURIs: orEmpty(c.RedirectURIs), PostLogoutRedirectURIs: orEmpty(c.PostLogoutRedirectURIs),
+		FirstParty: c.FirstParty, ApplicationType: appType, RequirePKCE: c.RequirePKCE || c.Public,
+		BackchannelLogoutURI: c.BackchannelLogoutURI, LogoURI: c.LogoURI, ClientURI: c.ClientURI,
+		CreatedAt: c.CreatedAt}
+}
+
+// orEmpty returns l, or an empty list for nil (a JSON array, never null).
+func orEmpty(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
 }

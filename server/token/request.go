@@ -13,10 +13,11 @@ const (
 	GrantPassword          = "password"
 	GrantRefreshToken      = "refresh_token"
 	GrantClientCredentials = "client_credentials"
+	GrantAuthorizationCode = "authorization_code"
 )
 
-// SupportedGrants lists the grant types, for discovery.
-var SupportedGrants = []string{GrantPassword, GrantRefreshToken, GrantClientCredentials}
+// SupportedGrants lists the grant types a client may be registered with.
+var SupportedGrants = []string{GrantPassword, GrantRefreshToken, GrantClientCredentials, GrantAuthorizationCode}
 
 // maxParamLen bounds every parameter (tokens included): no legitimate value comes near it.
 const maxParamLen = 32 << 10

@@ -1,6 +1,8 @@
 // Package redisstate is the Redis implementation of store.TokenState (refresh
 // families with rotation and reuse detection, access-token revocation, user
-// cut-offs, rate-limit counters), shared by any number of server instances.
+// cut-offs, rate-limit counters), of store.SingleUse (authorization codes,
+// pending authorization requests) and of store.BrowserSessions, shared by any
+// number of server instances.
 //
 // Every check-and-set is one Lua script on one hash slot, so it is atomic on
 // a single server, under Sentinel and on Cluster. Times come from the caller
@@ -8,7 +10,11 @@
 // Every revocation is written to the durable store.RevocationLog before
 // Redis; when Redis comes back empty, the revocation set is rebuilt from the
 // log before any check answers, and refresh families that were lost fail
-// closed (RotateInvalid).
+// closed (RotateInvalid). Browser sessions and single-use records lost with
+// Redis are gone (people sign in again, codes are refused); a browser session
+// is found only when authenticated after its user's cut-off both in Redis and
+// in the rebuilt revocation set, so one created after data loss by a sign-in
+// that began before a recorded cut-off is never found.
 //
 // It must never store a refresh token (only SHA-256 hashes and the caller's
 // sealed successor), never put a password or token in an error or log, never

@@ -54,8 +54,10 @@ func TestTokenStateConformance(t *testing.T) {
 // conformanceBackend is a state for the conformance suite, with a view of
 // the family's keys.
 func conformanceBackend(c redis.UniversalClient, prefix string, log store.RevocationLog, cfg storetest.Config) storetest.Backend {
-	st := New(c, Options{Prefix: prefix, Log: log, MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxAccessTokenTTL: cfg.Horizon})
-	return storetest.Backend{State: st, Stored: func(t *testing.T, sid string) []byte {
+	opts := Options{Prefix: prefix, Log: log, MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxAccessTokenTTL: cfg.Horizon}
+	st := New(c, opts)
+	again := func(t *testing.T) store.TokenState { return New(c, opts) }
+	return storetest.Backend{State: st, Again: again, Stored: func(t *testing.T, sid string) []byte {
 		t.Helper()
 		ctx := testCtx(t)
 		var out []byte

@@ -190,3 +190,130 @@ redis.call('HSET', KEYS[1], 'n', string.format('%d', n), 'r', string.format('%d'
 redis.call('PEXPIRE', KEYS[1], string.format('%d', r - now))
 return {n, r - now}
 `)
+
+// putOnceScript: KEYS record; ARGV value, expiry ms, ttl ms. Returns 1, or 0
+// when the key is present.
+var putOnceScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'x', ARGV[2], 't', '0')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`)
+
+// takeOnceScript: KEYS record; ARGV now ms. Returns {0} when unknown or
+// expired, {2, value} when taken before, else marks it taken (keeping it
+// and its TTL) and returns {1, value}.
+var takeOnceScript = redis.NewScript(`
+local f = redis.call('HMGET', KEYS[1], 'v', 'x', 't')
+if not f[1] or not f[2] or tonumber(ARGV[1]) >= tonumber(f[2]) then return {0} end
+if f[3] == '1' then return {2, f[1]} end
+redis.call('HSET', KEYS[1], 't', '1')
+return {1, f[1]}
+`)
+
+// Browser sessions live in one hash per user (see browser.go): field <id>
+// holds "auth:last:abs:idle:created" (ms), <id>:d the data, <id>:c the
+// client ids. sessionLive (inlined in the scripts below) judges a header.
+const sessionLua = `
+local function parse(h)
+  local a, l, x, i, c = string.match(h, '^(%d+):(%d+):(%d+):(%d+):(%d+)$')
+  if not a then return nil end
+  return tonumber(a), tonumber(l), tonumber(x), tonumber(i), c
+end
+local function live(h, now, cut)
+  local a, l, x, i = parse(h)
+  if not a then return false end
+  if now >= x then return false end
+  if i > 0 and now >= l + i then return false end
+  if cut and a <= tonumber(cut) then return false end
+  return true
+end
+local function drop(k, id)
+  redis.call('HDEL', k, id, id .. ':d', id .. ':c')
+end
+`
+
+// createBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV
+// id, header, data, client ids, auth ms, now ms, ttl ms. Refuses ({-1}) a
+// session authenticated at or before the cut-off; drops the user's dead
+// sessions; stores the session and never shortens the hash's lifetime.
+var createBrowserSessionScript = redis.NewScript(sessionLua + `
+local cut = redis.call('GET', KEYS[2])
+if cut and tonumber(ARGV[5]) <= tonumber(cut) then return -1 end
+local now = tonumber(ARGV[6])
+local all = redis.call('HGETALL', KEYS[1])
+for j = 1, #all, 2 do
+  local f = all[j]
+  if not string.find(f, ':', 1, true) and not live(all[j + 1], now, cut) then drop(KEYS[1], f) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':d', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':c', ARGV[4]) end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[7]) then redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
+return 1
+`)
+
+// findBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV id,
+// now ms. Returns {} when the session is unknown, dead or ended by the
+// cut-off (dropping it), else moves its last use forward (never back) and
+// returns {header, data, client ids}.
+var findBrowserSessionScript = redis.NewScript(sessionLua + `
+local h = redis.call('HGET', KEYS[1], ARGV[1])
+if not h then return {} end
+local now = tonumber(ARGV[2])
+if not live(h, now, redis.call('GET', KEYS[2])) then drop(KEYS[1], ARGV[1]) return {} end
+local a, l, x, i, c = parse(h)
+if now > l then
+  h = string.format('%d:%d:%d:%d:%s', a, now, x, i, c)
+  redis.call('HSET', KEYS[1], ARGV[1], h)
+end
+local d = redis.call('HGET', KEYS[1], ARGV[1] .. ':d') or '{}'
+local cl = redis.call('HGET', KEYS[1], ARGV[1] .. ':c') or ''
+return {h, d, cl}
+`)
+
+// addBrowserSessionClientScript: KEYS user's sessions; ARGV id, client id.
+// Returns 0 when the session is unknown or ended, else appends the client
+// once and returns 1.
+var addBrowserSessionClientScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+local f = ARGV[1] .. ':c'
+local cur = redis.call('HGET', KEYS[1], f)
+if not cur or cur == '' then redis.call('HSET', KEYS[1], f, ARGV[2]) return 1 end
+if string.find('\n' .. cur .. '\n', '\n' .. ARGV[2] .. '\n', 1, true) then return 1 end
+redis.call('HSET', KEYS[1], f, cur .. '\n' .. ARGV[2])
+return 1
+`)
+
+// listBrowserSessionsScript: KEYS user's sessions, user's cut-off; ARGV now
+// ms. Returns {id, header, data, client ids, ...} of the live sessions.
+var listBrowserSessionsScript = redis.NewScript(sessionLua + `
+local now = tonumber(ARGV[1])
+local cut = redis.call('GET', KEYS[2])
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for j = 1, #all, 2 do
+  local f = all[j]
+  if not string.find(f, ':', 1, true) and live(all[j + 1], now, cut) then
+    table.insert(out, f)
+    table.insert(out, all[j + 1])
+    table.insert(out, redis.call('HGET', KEYS[1], f .. ':d') or '{}')
+    table.insert(out, redis.call('HGET', KEYS[1], f .. ':c') or '')
+  end
+end
+return out
+`)
+
+// endUserBrowserSessionsScript: KEYS user's sessions; ARGV cut-off ms.
+// Drops every session authenticated at or before the cut-off.
+var endUserBrowserSessionsScript = redis.NewScript(sessionLua + `
+local cut = tonumber(ARGV[1])
+local all = redis.call('HGETALL', KEYS[1])
+for j = 1, #all, 2 do
+  local f = all[j]
+  if not string.find(f, ':', 1, true) then
+    local a = parse(all[j + 1])
+    if not a or a <= cut then drop(KEYS[1], f) end
+  end
+end
+return 1
+`)

@@ -452,7 +452,8 @@ func (s *State) applySession(ctx context.Context, sid string, exp time.Time) err
 }
 
 // applyUser sets the user's cut-off for access tokens and for new
-// families, then ends every family in the user's index and revokes their
+// families and browser sessions, drops the user's browser sessions
+// authenticated at or before it, then ends every family in the user's index and revokes their
 // sessions' access tokens too (durably first), as the SQL state does: a
 // token issued by a rotation racing the cut-off still dies.
 func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
@@ -464,6 +465,9 @@ func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
 	sids, err := userSessionsScript.Run(ctx, s.c, keys, cut, exp).StringSlice()
 	if err != nil {
 		return unavailable("revoke user sessions: list sessions", err)
+	}
+	if err := s.endUserBrowserSessions(ctx, uid, cut); err != nil {
+		return err
 	}
 	var ended []string
 	for _, sid := range sids {

@@ -48,9 +48,13 @@ func TestTokenStateConformance(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			storetest.RunTokenStateTests(t, func(t *testing.T, cfg storetest.Config) storetest.Backend {
-				db := openStore(t, b.url(t)).DB()
-				st := New(db, WithMaxSessionsPerUser(cfg.MaxSessionsPerUser), WithMaxAccessTokenTTL(cfg.Horizon))
-				return storetest.Backend{State: st, Stored: func(t *testing.T, sid string) []byte {
+				url := b.url(t)
+				db := openStore(t, url).DB()
+				opts := []Option{WithMaxSessionsPerUser(cfg.MaxSessionsPerUser), WithMaxAccessTokenTTL(cfg.Horizon)}
+				st := New(db, opts...)
+				// A second process: its own connection pool on the same database.
+				again := func(t *testing.T) store.TokenState { return New(openStore(t, url).DB(), opts...) }
+				return storetest.Backend{State: st, Again: again, Stored: func(t *testing.T, sid string) []byte {
 					t.Helper()
 					var f familyRow
 					if err := db.Where("id = ?", sid).Take(&f).Error; err != nil {
@@ -379,5 +383,51 @@ func TestPostgresDown(t *testing.T) {
 	}
 	if r, err := st.IsAccessTokenRevoked(c, store.AccessTokenRef{JTI: "j1"}); err != nil || !r {
 		t.Fatalf("after recovery: %v %v", r, err)
+	}
+}
+
+// TestPurgeBrowserSignIn: Purge deletes expired single-use records and
+// ended, idle or expired browser sessions, and keeps the live ones working.
+func TestPurgeBrowserSignIn(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			now := time.Now().UTC().Truncate(time.Millisecond)
+			st := New(openStore(t, b.url(t)).DB(), WithClock(func() time.Time { return now.Add(-time.Hour) }))
+			c := testCtx(t)
+			if err := st.PutOnce(c, store.OnceAuthCode, hashOf("live"), []byte("v"), now.Add(time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.PutOnce(c, store.OnceAuthCode, hashOf("expired"), []byte("v"), now.Add(-time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			mk := func(id string, created time.Time, idle time.Duration, abs time.Time) {
+				t.Helper()
+				bs := store.BrowserSession{ID: id, UserID: "u", AuthTime: created, CreatedAt: created, LastUsedAt: created,
+					IdleTTL: idle, AbsoluteExpiry: abs}
+				if err := st.CreateBrowserSession(c, bs, hashOf("cookie-"+id)); err != nil {
+					t.Fatalf("CreateBrowserSession(%s): %v", id, err)
+				}
+			}
+			mk("live", now, time.Hour, now.Add(time.Hour))
+			mk("ended", now, time.Hour, now.Add(time.Hour))
+			mk("idle", now.Add(-2*time.Hour), time.Hour, now.Add(time.Hour))
+			mk("expired", now.Add(-2*time.Hour), 0, now.Add(-time.Minute))
+			if err := st.EndBrowserSession(c, "ended", now); err != nil {
+				t.Fatal(err)
+			}
+			pr, err := st.Purge(c, now)
+			if err != nil {
+				t.Fatalf("Purge: %v", err)
+			}
+			if pr.Once != 1 || pr.Browser != 3 {
+				t.Fatalf("Purge = %+v, want Once 1, Browser 3", pr)
+			}
+			if _, err := st.TakeOnce(c, store.OnceAuthCode, hashOf("live"), now); err != nil {
+				t.Fatalf("live record after purge: %v", err)
+			}
+			if _, err := st.FindBrowserSession(c, hashOf("cookie-live"), now); err != nil {
+				t.Fatalf("live session after purge: %v", err)
+			}
+		})
 	}
 }

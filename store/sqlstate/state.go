@@ -395,7 +395,8 @@ func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time
 }
 
 // RevokeUserSessions implements store.TokenState: every family of the user
-// that exists now is revoked (with its sid), and the user's access tokens
+// that exists now is revoked (with its sid), every browser session of the
+// user authenticated at or before cutoff ends, and the user's access tokens
 // issued at or before cutoff (millisecond precision) are revoked until
 // cutoff + MaxAccessTokenTTL. A later cut-off replaces an earlier one; an
 // earlier one never moves it back.
@@ -422,6 +423,9 @@ func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff ti
 			if err := s.revokeFamilyTx(tx, id, at); err != nil {
 				return err
 			}
+		}
+		if err := endUserBrowserSessions(tx, userID, cutoff, at); err != nil {
+			return err
 		}
 		return upsertRevocation(tx, store.Revocation{
 			Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: cutoff.Add(s.maxAT),
@@ -566,10 +570,13 @@ type PurgeResult struct {
 	Counters    int64 // ended counter windows
 	Families    int64 // expired or revoked refresh families (with their used hashes)
 	Successors  int64 // grace-window successors past their window, cleared
+	Once        int64 // expired single-use records (codes, pending requests)
+	Browser     int64 // ended or expired browser sessions
 }
 
 // Purge deletes what can no longer matter at now: expired revocations, ended
-// counter windows, refresh families that are revoked or expired (their
+// counter windows, expired single-use records, ended or expired browser
+// sessions, refresh families that are revoked or expired (their
 // tokens answer RotateInvalid either way; their sessions' access tokens stay
 // revoked by the sid records), and clears sealed successors whose grace
 // window has passed. Run it periodically; it is safe on many instances.
@@ -604,6 +611,16 @@ func (s *State) Purge(ctx context.Context, now time.Time) (PurgeResult, error) {
 			return fmt.Errorf("clear grace successors: %w", res.Error)
 		}
 		pr.Successors = res.RowsAffected
+		res = tx.Exec("DELETE FROM once_records WHERE expires_at <= ?", now)
+		if res.Error != nil {
+			return fmt.Errorf("purge single-use records: %w", res.Error)
+		}
+		pr.Once = res.RowsAffected
+		res = tx.Exec("DELETE FROM browser_sessions WHERE ended_at IS NOT NULL OR absolute_expiry <= ? OR idle_expires_at <= ?", now, now)
+		if res.Error != nil {
+			return fmt.Errorf("purge browser sessions: %w", res.Error)
+		}
+		pr.Browser = res.RowsAffected
 		return nil
 	})
 	if err != nil {

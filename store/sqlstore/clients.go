@@ -104,3 +104,17 @@ func (s *Store) SetClientAudiences(ctx context.Context, id string, audiences []s
 	}
 	return nil
 }
+
+// SetClientFirstParty marks the client first-party (it never shows consent)
+// or third-party; an unknown id is store.ErrNotFound.
+func (s *Store) SetClientFirstParty(ctx context.Context, id string, firstParty bool) error {
+	res := s.db.WithContext(ctx).Model(&clientRow{}).Where("id = ?", id).
+		Updates(map[string]any{"first_party": firstParty, "updated_at": s.clock()})
+	if res.Error != nil {
+		return mapErr("set client first-party", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("set client first-party: %w", store.ErrNotFound)
+	}
+	return nil
+}

@@ -45,6 +45,8 @@ func Migrations() []Migration {
 	ms := []Migration{
 		{Version: 1, Name: "relational_schema", Up: migrate0001},
 		{Version: 2, Name: "token_state", Up: migrate0002},
+		{Version: 3, Name: "client_code_flow", Up: migrate0003},
+		{Version: 4, Name: "browser_sign_in", Up: migrate0004},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms

@@ -150,6 +150,15 @@ type clientRow struct {
 	RefreshMaxAgeMS  int64     `gorm:"column:refresh_max_age_ms"`
 	CreatedAt        time.Time `gorm:"column:created_at;autoCreateTime:false"`
 	UpdatedAt        time.Time `gorm:"column:updated_at;autoUpdateTime:false"`
+
+	RedirectURIs           *string `gorm:"column:redirect_uris"`
+	PostLogoutRedirectURIs *string `gorm:"column:post_logout_redirect_uris"`
+	FirstParty             bool    `gorm:"column:first_party"`
+	ApplicationType        string  `gorm:"column:application_type"`
+	RequirePKCE            bool    `gorm:"column:require_pkce"`
+	BackchannelLogoutURI   string  `gorm:"column:backchannel_logout_uri"`
+	LogoURI                string  `gorm:"column:logo_uri"`
+	ClientURI              string  `gorm:"column:client_uri"`
 }
 
 func (clientRow) TableName() string { return "oauth_clients" }
@@ -190,6 +199,15 @@ func clientToRow(c *store.Client) clientRow {
 		RefreshMaxAgeMS:  c.RefreshMaxAge.Milliseconds(),
 		CreatedAt:        dbTime(c.CreatedAt),
 		UpdatedAt:        dbTime(c.UpdatedAt),
+
+		RedirectURIs:           encodeList(c.RedirectURIs),
+		PostLogoutRedirectURIs: encodeList(c.PostLogoutRedirectURIs),
+		FirstParty:             c.FirstParty,
+		ApplicationType:        c.ApplicationType,
+		RequirePKCE:            c.RequirePKCE,
+		BackchannelLogoutURI:   c.BackchannelLogoutURI,
+		LogoURI:                c.LogoURI,
+		ClientURI:              c.ClientURI,
 	}
 }
 
@@ -204,6 +222,13 @@ func (r clientRow) toClient() (store.Client, error) {
 		RefreshMaxAge:  time.Duration(r.RefreshMaxAgeMS) * time.Millisecond,
 		CreatedAt:      readTime(r.CreatedAt),
 		UpdatedAt:      readTime(r.UpdatedAt),
+
+		FirstParty:           r.FirstParty,
+		ApplicationType:      r.ApplicationType,
+		RequirePKCE:          r.RequirePKCE,
+		BackchannelLogoutURI: r.BackchannelLogoutURI,
+		LogoURI:              r.LogoURI,
+		ClientURI:            r.ClientURI,
 	}
 	var err error
 	if c.Grants, err = decodeList(r.Grants); err != nil {
@@ -214,6 +239,12 @@ func (r clientRow) toClient() (store.Client, error) {
 	}
 	if c.Audiences, err = decodeList(r.Audiences); err != nil {
 		return c, fmt.Errorf("client %s audiences: %w", r.ID, err)
+	}
+	if c.RedirectURIs, err = decodeList(r.RedirectURIs); err != nil {
+		return c, fmt.Errorf("client %s redirect URIs: %w", r.ID, err)
+	}
+	if c.PostLogoutRedirectURIs, err = decodeList(r.PostLogoutRedirectURIs); err != nil {
+		return c, fmt.Errorf("client %s post-logout redirect URIs: %w", r.ID, err)
 	}
 	return c, nil
 }

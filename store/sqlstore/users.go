@@ -367,6 +367,9 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 		if err := tx.Where("user_id = ?", id).Delete(&userRoleRow{}).Error; err != nil {
 			return mapErr("delete user roles", err)
 		}
+		if err := tx.Where("user_id = ?", id).Delete(&consentRow{}).Error; err != nil {
+			return mapErr("delete consents", err)
+		}
 		if err := tx.Where("user_id = ? OR email_lower = ?", id, row.EmailLower).Delete(&inviteRow{}).Error; err != nil {
 			return mapErr("delete invites", err)
 		}

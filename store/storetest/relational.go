@@ -65,6 +65,9 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/user_tokens", testUserTokenFail},
 		{"ok/audit_append_list_filter_page", testAudit},
 		{"ok/audit_scrub_pii", testAuditScrub},
+		{"ok/consents_put_get_replace_list", testConsents},
+		{"fail/consents", testConsentsFail},
+		{"ok/consents_end_with_user_or_client", testConsentsCascade},
 		{"race/users_update_serialises", testRaceUserUpdate},
 		{"race/invites_accept_once", testRaceInviteAccept},
 		{"race/invites_replace_never_supersedes_unchecked", testRaceInviteReplace},
@@ -827,6 +830,16 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 		{ID: "all-perms", Name: "All", SecretHash: hash, Grants: []string{"password", "refresh_token"},
 			Scopes: nil, RefreshIdleTTL: 2 * time.Hour, RefreshMaxAge: 48 * time.Hour},
 		{ID: "no_perms", Name: "None", Public: true, Grants: []string{"password"}, Scopes: []string{}, Audiences: []string{}},
+		// Every field of the authorization code flow (contract, "Browser sign-in").
+		{ID: "spa.web", Name: "SPA", Public: true, Grants: []string{"authorization_code", "refresh_token"},
+			RedirectURIs:           []string{"https://app.example.com/callback", "http://127.0.0.1/cb?x=1,2"},
+			PostLogoutRedirectURIs: []string{"https://app.example.com/bye"}, FirstParty: true,
+			ApplicationType: store.ApplicationWeb, RequirePKCE: true,
+			BackchannelLogoutURI: "https://app.example.com/bcl", LogoURI: "https://app.example.com/logo.png",
+			ClientURI: "https://app.example.com/"},
+		{ID: "native.app", Name: "Native", SecretHash: hash, Grants: []string{"authorization_code"},
+			RedirectURIs: []string{"com.example.app:/cb"}, PostLogoutRedirectURIs: []string{},
+			ApplicationType: store.ApplicationNative, RequirePKCE: false},
 	}
 	for _, cl := range clients {
 		want := *cl
@@ -848,8 +861,26 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 	if got, _ := s.GetClient(c, "no_perms"); got.Scopes == nil || len(got.Scopes) != 0 {
 		t.Fatalf("empty Scopes came back as %#v", got.Scopes)
 	}
+	if got, _ := s.GetClient(c, "all-perms"); got.RedirectURIs != nil || got.PostLogoutRedirectURIs != nil {
+		t.Fatalf("nil URI lists came back as %#v, %#v", got.RedirectURIs, got.PostLogoutRedirectURIs)
+	}
+	if got, _ := s.GetClient(c, "native.app"); got.PostLogoutRedirectURIs == nil || got.RequirePKCE || got.FirstParty {
+		t.Fatalf("native client came back as %#v", got)
+	}
+	if err := s.SetClientFirstParty(c, "native.app", true); err != nil {
+		t.Fatalf("SetClientFirstParty: %v", err)
+	}
+	if got, _ := s.GetClient(c, "native.app"); !got.FirstParty || got.UpdatedAt.Before(got.CreatedAt) {
+		t.Fatalf("first-party flag not set: %#v", got)
+	}
+	if err := s.SetClientFirstParty(c, "native.app", false); err != nil {
+		t.Fatalf("SetClientFirstParty(false): %v", err)
+	}
+	if got, _ := s.GetClient(c, "native.app"); got.FirstParty {
+		t.Fatalf("first-party flag not cleared: %#v", got)
+	}
 	list, err := s.ListClients(c)
-	if err != nil || len(list) != 3 {
+	if err != nil || len(list) != 5 {
 		t.Fatalf("ListClients: %d, %v", len(list), err)
 	}
 	for i, cl := range list {
@@ -889,6 +920,7 @@ func testClientsFail(t *testing.T, s *sqlstore.Store) {
 		{"fail/get_missing", func() error { _, err := s.GetClient(c, "missing"); return err }(), store.ErrNotFound},
 		{"fail/delete_missing", s.DeleteClient(c, "missing"), store.ErrNotFound},
 		{"fail/secret_missing", s.SetClientSecretHash(c, "missing", []byte("x")), store.ErrNotFound},
+		{"fail/first_party_missing", s.SetClientFirstParty(c, "missing", true), store.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantErr(t, tc.name, tc.err, tc.want) })
 	}

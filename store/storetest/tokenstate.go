@@ -90,6 +90,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	for _, tc := range configured {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend) })
 	}
+	runBrowserStateTests(t, newBackend)
 }
 
 // Config is what a subtest asks of the state it gets; zero values are the
@@ -109,6 +110,9 @@ type Backend struct {
 	// Stored returns every byte the backend keeps for the family (for checks
 	// that a secret is not kept).
 	Stored func(t *testing.T, familyID string) []byte
+	// Again, when set, returns a second instance of the state over the same
+	// backend (another server process), for races across instances.
+	Again func(t *testing.T) store.TokenState
 }
 
 // RunRevocationLogTests runs the conformance suite of the durable revocation

@@ -1,0 +1,132 @@
+package clients_test
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// codeSpec is a valid confidential web client of the code flow; each case
+// changes one thing.
+func codeSpec(change func(s *clients.Spec)) clients.Spec {
+	s := clients.Spec{ID: "web-app", Grants: []string{"authorization_code", "refresh_token"},
+		RedirectURIs: []string{"https://app.example.com/callback"}}
+	if change != nil {
+		change(&s)
+	}
+	return s
+}
+
+func TestValidateCodeFlow(t *testing.T) {
+	tests := []struct {
+		name string
+		spec clients.Spec
+		want string // "" when valid; else a fragment of the refusal
+	}{
+		{"ok/confidential_web", codeSpec(nil), ""},
+		{"ok/public_spa", codeSpec(func(s *clients.Spec) { s.Public = true }), ""},
+		{"ok/every_field", codeSpec(func(s *clients.Spec) {
+			s.PostLogoutRedirectURIs = []string{"https://app.example.com/bye"}
+			s.FirstParty = true
+			s.BackchannelLogoutURI = "https://app.example.com/bcl"
+			s.LogoURI = "https://cdn.example.com/logo.png"
+			s.ClientURI = "https://app.example.com/"
+			s.RequirePKCE = ptr(false)
+		}), ""},
+		{"ok/loopback_http", codeSpec(func(s *clients.Spec) {
+			s.RedirectURIs = []string{"http://127.0.0.1/cb", "http://[::1]:8080/cb"}
+		}), ""},
+		{"ok/native_private_use_scheme", codeSpec(func(s *clients.Spec) {
+			s.Public, s.ApplicationType = true, store.ApplicationNative
+			s.RedirectURIs = []string{"com.example.app:/oauth2redirect", "http://127.0.0.1/cb"}
+			s.PostLogoutRedirectURIs = []string{"com.example.app:/signed-out"}
+		}), ""},
+		{"ok/no_code_flow_no_uris", clients.Spec{ID: "svc", Grants: []string{"client_credentials"}}, ""},
+		{"fail/wildcard", codeSpec(func(s *clients.Spec) { s.RedirectURIs = []string{"https://*.example.com/cb"} }), "wildcard"},
+		{"fail/fragment", codeSpec(func(s *clients.Spec) { s.RedirectURIs = []string{"https://app.example.com/cb#x"} }), "fragment"},
+		{"fail/relative", codeSpec(func(s *clients.Spec) { s.RedirectURIs = []string{"/callback"} }), "absolute"},
+		{"fail/javascript", codeSpec(func(s *clients.Spec) { s.RedirectURIs = []string{"javascript:alert(1)"} }), "javascript"},
+		{"fail/data", codeSpec(func(s *clients.Spec) { s.RedirectURIs = []string{"data:text/html,hi"} }), "data"},
+		{"fail/file", codeSpec(func(s *clients.Spec) { s.RedirectURIs = []string{"file:///etc/passwd"} }), "file"},
+		{"fail/http_not_loopback", codeSpec(func(s *clients.Spec) { s.RedirectURIs = []string{"http://app.example.com/cb"} }), "plain http"},
+		{"fail/http_localhost_name", codeSpec(func(s *clients.Spec) { s.RedirectURIs = []string{"http://localhost/cb"} }), "plain http"},
+		{"fail/custom_scheme_on_web_client", codeSpec(func(s *clients.Spec) { s.RedirectURIs = []string{"com.example.app:/cb"} }), "use https"},
+		{"fail/native_scheme_without_period", codeSpec(func(s *clients.Spec) {
+			s.ApplicationType = store.ApplicationNative
+			s.RedirectURIs = []string{"myapp:/cb"}
+		}), "period"},
+		{"fail/redirect_uris_without_grant", clients.Spec{ID: "pw-app", RedirectURIs: []string{"https://app.example.com/cb"}}, "authorization_code grant"},
+		{"fail/code_grant_without_redirect_uris", codeSpec(func(s *clients.Spec) { s.RedirectURIs = nil }), "at least one redirect URI"},
+		{"fail/no_pkce_on_public", codeSpec(func(s *clients.Spec) { s.Public, s.RequirePKCE = true, ptr(false) }), "always needs PKCE"},
+		{"fail/application_type", codeSpec(func(s *clients.Spec) { s.ApplicationType = "browser" }), "web or native"},
+		{"fail/post_logout_http", codeSpec(func(s *clients.Spec) { s.PostLogoutRedirectURIs = []string{"http://app.example.com/bye"} }), "post-logout"},
+		{"fail/post_logout_fragment", codeSpec(func(s *clients.Spec) { s.PostLogoutRedirectURIs = []string{"https://app.example.com/bye#x"} }), "fragment"},
+		{"fail/backchannel_custom_scheme", codeSpec(func(s *clients.Spec) {
+			s.ApplicationType = store.ApplicationNative
+			s.BackchannelLogoutURI = "com.example.app:/bcl"
+		}), "back-channel"},
+		{"fail/logo_http", codeSpec(func(s *clients.Spec) { s.LogoURI = "http://cdn.example.com/logo.png" }), "logo URI"},
+		{"fail/logo_javascript", codeSpec(func(s *clients.Spec) { s.LogoURI = "javascript:alert(1)" }), "logo URI"},
+		{"fail/client_uri_relative", codeSpec(func(s *clients.Spec) { s.ClientURI = "/home" }), "client URI"},
+		{"fail/client_uri_userinfo", codeSpec(func(s *clients.Spec) { s.ClientURI = "https://u:p@app.example.com/" }), "client URI"},
+		{"fail/too_many_uris", codeSpec(func(s *clients.Spec) {
+			s.RedirectURIs = nil
+			for i := range 33 {
+				s.RedirectURIs = append(s.RedirectURIs, "https://app.example.com/cb"+strings.Repeat("x", i))
+			}
+		}), "at most"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := tc.spec
+			err := spec.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			var ve *clients.ValidationError
+			if !errors.As(err, &ve) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want a ValidationError mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestValidateCodeFlowDefaults: web and PKCE by default, repeats dropped,
+// order kept.
+func TestValidateCodeFlowDefaults(t *testing.T) {
+	s := codeSpec(func(s *clients.Spec) {
+		s.RedirectURIs = []string{"https://b.example.com/cb", "https://a.example.com/cb", "https://b.example.com/cb"}
+	})
+	if err := s.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if s.ApplicationType != store.ApplicationWeb || s.RequirePKCE == nil || !*s.RequirePKCE {
+		t.Fatalf("defaults: application type %q, require PKCE %v", s.ApplicationType, s.RequirePKCE)
+	}
+	if !slices.Equal(s.RedirectURIs, []string{"https://b.example.com/cb", "https://a.example.com/cb"}) {
+		t.Fatalf("redirect URIs %v", s.RedirectURIs)
+	}
+	public := codeSpec(func(s *clients.Spec) { s.Public = true })
+	if err := public.Validate(); err != nil || !*public.RequirePKCE {
+		t.Fatalf("public client: %v, require PKCE %v", err, public.RequirePKCE)
+	}
+}
+
+// TestViewCodeFlowFields: the view shows every field, lists as arrays, and
+// a public client as requiring PKCE.
+func TestViewCodeFlowFields(t *testing.T) {
+	v := clients.View(store.Client{ID: "spa", Public: true, FirstParty: true, LogoURI: "https://x.example/l.png"})
+	if v.RedirectURIs == nil || v.PostLogoutRedirectURIs == nil || !v.RequirePKCE || !v.FirstParty ||
+		v.ApplicationType != store.ApplicationWeb || v.LogoURI != "https://x.example/l.png" {
+		t.Fatalf("view %+v", v)
+	}
+}

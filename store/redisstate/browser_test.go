@@ -1,0 +1,66 @@
+package redisstate
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/testservers"
+)
+
+// TestBrowserSessionsAfterDataLoss: when Redis loses its data, the user's
+// cut-off that lived beside the sessions is gone too, but a browser session
+// authenticated at or before the durable cut-off is still never found (the
+// revocation set is rebuilt from the log first); sessions Redis lost are
+// simply gone (people sign in again); with Redis down, finding fails closed.
+func TestBrowserSessionsAfterDataLoss(t *testing.T) {
+	ctx := testCtx(t)
+	log, _ := revocationLog(t)
+	rd := testservers.NewRedis(t)
+	st := New(openClient(t, rd.URL()), Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	now := time.UnixMilli(time.Now().UnixMilli()).UTC()
+	cutoff := now.Add(-time.Minute)
+	session := func(id, user string, auth time.Time) store.BrowserSession {
+		return store.BrowserSession{ID: id, UserID: user, AuthTime: auth, CreatedAt: now, LastUsedAt: now,
+			IdleTTL: time.Hour, AbsoluteExpiry: now.Add(24 * time.Hour)}
+	}
+	create := func(bs store.BrowserSession) []byte {
+		t.Helper()
+		cookie := hashOf("cookie-" + bs.ID)
+		if err := st.CreateBrowserSession(ctx, bs, cookie); err != nil {
+			t.Fatalf("CreateBrowserSession(%s): %v", bs.ID, err)
+		}
+		return cookie
+	}
+	find := func(what string, cookie []byte, want error) {
+		t.Helper()
+		_, err := st.FindBrowserSession(ctx, cookie, now)
+		if want == nil && err != nil || want != nil && !errors.Is(err, want) {
+			t.Fatalf("%s: FindBrowserSession: %v, want %v", what, err, want)
+		}
+	}
+	other := create(session("bs-other", "user-2", now))
+	if err := st.RevokeUserSessions(ctx, "user-1", cutoff); err != nil {
+		t.Fatalf("RevokeUserSessions: %v", err)
+	}
+	flushAll(t, rd)
+
+	// A sign-in authenticated before the cut-off that finishes after the
+	// flush: Redis no longer holds the cut-off, so the create goes through,
+	// but the session is never found nor listed.
+	stale := create(session("bs-stale", "user-1", cutoff.Add(-time.Second)))
+	find("session authenticated before the durable cut-off", stale, store.ErrNotFound)
+	fresh := create(session("bs-fresh", "user-1", cutoff.Add(time.Millisecond)))
+	find("session authenticated after the cut-off", fresh, nil)
+	list, err := st.ListBrowserSessions(ctx, "user-1", now)
+	if err != nil || len(list) != 1 || list[0].ID != "bs-fresh" {
+		t.Fatalf("ListBrowserSessions = %+v, %v; want only bs-fresh", list, err)
+	}
+	find("a session Redis lost", other, store.ErrNotFound)
+
+	if err := rd.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	find("Redis down", fresh, store.ErrUnavailable)
+}

@@ -1,0 +1,324 @@
+package sqlstate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/sqlstore"
+)
+
+var (
+	_ store.SingleUse       = (*State)(nil)
+	_ store.BrowserSessions = (*State)(nil)
+)
+
+type onceRow struct {
+	Kind      string     `gorm:"column:kind;primaryKey"`
+	KeyHash   []byte     `gorm:"column:key_hash;primaryKey"`
+	Value     []byte     `gorm:"column:value"`
+	ExpiresAt time.Time  `gorm:"column:expires_at"`
+	TakenAt   *time.Time `gorm:"column:taken_at"`
+}
+
+func (onceRow) TableName() string { return "once_records" }
+
+// PutOnce implements store.SingleUse. A value that expires at or before
+// the state's clock is refused.
+func (s *State) PutOnce(ctx context.Context, kind string, keyHash, value []byte, expiresAt time.Time) error {
+	if kind == "" || len(keyHash) == 0 {
+		return errors.New("sql token state: put once: kind and key hash are required")
+	}
+	if !expiresAt.After(s.now()) {
+		return errors.New("sql token state: put once: already expired")
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	row := onceRow{Kind: kind, KeyHash: keyHash, Value: value, ExpiresAt: ms(expiresAt)}
+	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
+		if sqlstore.IsUniqueViolation(err) {
+			return fmt.Errorf("sql token state: put once: %w", store.ErrAlreadyExists)
+		}
+		return dbErr("put once", err)
+	}
+	return nil
+}
+
+// TakeOnce implements store.SingleUse with one conditional UPDATE … WHERE
+// taken_at IS NULL: of concurrent takes, on any number of processes, the
+// database lets exactly one change the row.
+func (s *State) TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error) {
+	if len(keyHash) == 0 {
+		return nil, fmt.Errorf("sql token state: take once: %w", store.ErrNotFound)
+	}
+	now = ms(now)
+	var won []struct {
+		Value []byte `gorm:"column:value"`
+	}
+	err := s.db.WithContext(ctx).Raw(`UPDATE once_records SET taken_at = ?
+		WHERE kind = ? AND key_hash = ? AND taken_at IS NULL AND expires_at > ?
+		RETURNING value`, now, kind, keyHash, now).Scan(&won).Error
+	if err != nil {
+		return nil, dbErr("take once", err)
+	}
+	if len(won) == 1 {
+		return won[0].Value, nil
+	}
+	v, err := s.PeekOnce(ctx, kind, keyHash, now)
+	if err == nil {
+		// Not taken, yet the update changed nothing: it expired meanwhile.
+		return nil, fmt.Errorf("sql token state: take once: %w", store.ErrNotFound)
+	}
+	return v, err
+}
+
+// PeekOnce implements store.SingleUse.
+func (s *State) PeekOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error) {
+	var row onceRow
+	err := s.db.WithContext(ctx).Where("kind = ? AND key_hash = ?", kind, keyHash).Take(&row).Error
+	switch {
+	case errors.Is(err, gorm.ErrRecordNotFound):
+		return nil, fmt.Errorf("sql token state: peek once: %w", store.ErrNotFound)
+	case err != nil:
+		return nil, dbErr("peek once", err)
+	case !ms(now).Before(ms(row.ExpiresAt)):
+		return nil, fmt.Errorf("sql token state: peek once: %w", store.ErrNotFound)
+	case row.TakenAt != nil:
+		return row.Value, fmt.Errorf("sql token state: once: %w", store.ErrTokenUsed)
+	}
+	return row.Value, nil
+}
+
+type browserSessionRow struct {
+	ID             string     `gorm:"column:id;primaryKey"`
+	CookieHash     []byte     `gorm:"column:cookie_hash"`
+	UserID         string     `gorm:"column:user_id"`
+	AuthTime       time.Time  `gorm:"column:auth_time"`
+	AMR            string     `gorm:"column:amr"`
+	Remember       bool       `gorm:"column:remember"`
+	CreatedAt      time.Time  `gorm:"column:created_at;autoCreateTime:false"`
+	LastUsedAt     time.Time  `gorm:"column:last_used_at"`
+	IdleTTLMS      int64      `gorm:"column:idle_ttl_ms"`
+	IdleExpiresAt  time.Time  `gorm:"column:idle_expires_at"`
+	AbsoluteExpiry time.Time  `gorm:"column:absolute_expiry"`
+	IP             string     `gorm:"column:ip"`
+	UserAgent      string     `gorm:"column:user_agent"`
+	ClientIDs      string     `gorm:"column:client_ids"`
+	EndedAt        *time.Time `gorm:"column:ended_at"`
+}
+
+func (browserSessionRow) TableName() string { return "browser_sessions" }
+
+func encodeStrings(l []string) string {
+	if l == nil {
+		l = []string{}
+	}
+	b, _ := json.Marshal(l) // cannot fail for []string
+	return string(b)
+}
+
+func decodeStrings(s string) ([]string, error) {
+	var out []string
+	if err := json.Unmarshal([]byte(s), &out); err != nil {
+		return nil, fmt.Errorf("corrupt browser session: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+func (r browserSessionRow) toSession() (store.BrowserSession, error) {
+	amr, err := decodeStrings(r.AMR)
+	if err != nil {
+		return store.BrowserSession{}, err
+	}
+	clients, err := decodeStrings(r.ClientIDs)
+	if err != nil {
+		return store.BrowserSession{}, err
+	}
+	return store.BrowserSession{
+		ID: r.ID, UserID: r.UserID, AuthTime: ms(r.AuthTime), AMR: amr, Remember: r.Remember,
+		CreatedAt: ms(r.CreatedAt), LastUsedAt: ms(r.LastUsedAt), IdleTTL: time.Duration(r.IdleTTLMS) * time.Millisecond,
+		AbsoluteExpiry: ms(r.AbsoluteExpiry), IP: r.IP, UserAgent: r.UserAgent, ClientIDs: clients,
+	}, nil
+}
+
+// liveSession is the condition of a session that may be found at now: not
+// ended, not idle or past its absolute expiry, and authenticated after the
+// user's cut-off (the durable record of RevokeUserSessions).
+const liveSession = `ended_at IS NULL AND absolute_expiry > ? AND idle_expires_at > ?
+	AND NOT EXISTS (SELECT 1 FROM token_revocations r
+		WHERE r.kind = 'user' AND r.value = browser_sessions.user_id AND r.at >= browser_sessions.auth_time)`
+
+// CreateBrowserSession implements store.BrowserSessions. A session whose
+// AuthTime is at or before its user's cut-off is refused with
+// store.ErrSessionsEnded, under the same per-user lock as CreateFamily and
+// RevokeUserSessions; a taken id or cookie hash is store.ErrAlreadyExists.
+func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSession, cookieHash []byte) error {
+	if bs.ID == "" || bs.UserID == "" || len(cookieHash) == 0 || bs.AbsoluteExpiry.IsZero() {
+		return errors.New("sql token state: create browser session: id, user, cookie hash and absolute expiry are required")
+	}
+	created := bs.CreatedAt
+	if created.IsZero() {
+		created = s.now()
+	}
+	created = ms(created)
+	last := ms(bs.LastUsedAt)
+	if bs.LastUsedAt.IsZero() {
+		last = created
+	}
+	auth := ms(bs.AuthTime)
+	if bs.AuthTime.IsZero() {
+		auth = created
+	}
+	row := browserSessionRow{
+		ID: bs.ID, CookieHash: cookieHash, UserID: bs.UserID, AuthTime: auth, AMR: encodeStrings(bs.AMR),
+		Remember: bs.Remember, CreatedAt: created, LastUsedAt: last, IdleTTLMS: bs.IdleTTL.Milliseconds(),
+		IdleExpiresAt: idleExpiry(last, bs.IdleTTL, ms(bs.AbsoluteExpiry)), AbsoluteExpiry: ms(bs.AbsoluteExpiry),
+		IP: bs.IP, UserAgent: bs.UserAgent, ClientIDs: encodeStrings(bs.ClientIDs),
+	}
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		if err := s.lockUser(tx, bs.UserID); err != nil {
+			return err
+		}
+		if err := checkCutoff(tx, bs.UserID, auth); err != nil {
+			return err
+		}
+		return tx.Create(&row).Error
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrSessionsEnded):
+		return fmt.Errorf("sql token state: create browser session: %w", err)
+	case sqlstore.IsUniqueViolation(err):
+		return fmt.Errorf("sql token state: create browser session: %w", store.ErrAlreadyExists)
+	default:
+		return dbErr("create browser session", err)
+	}
+}
+
+// FindBrowserSession implements store.BrowserSessions: one query finds the
+// live session, one conditional update moves LastUsedAt (never back) and the
+// idle expiry forward.
+func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (store.BrowserSession, error) {
+	if len(cookieHash) == 0 {
+		return store.BrowserSession{}, fmt.Errorf("sql token state: find browser session: %w", store.ErrNotFound)
+	}
+	now = ms(now)
+	db := s.db.WithContext(ctx)
+	var row browserSessionRow
+	err := db.Where("cookie_hash = ? AND "+liveSession, cookieHash, now, now).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return store.BrowserSession{}, fmt.Errorf("sql token state: find browser session: %w", store.ErrNotFound)
+	}
+	if err != nil {
+		return store.BrowserSession{}, dbErr("find browser session", err)
+	}
+	if now.After(ms(row.LastUsedAt)) {
+		idle := idleExpiry(now, time.Duration(row.IdleTTLMS)*time.Millisecond, ms(row.AbsoluteExpiry))
+		res := db.Exec(`UPDATE browser_sessions SET last_used_at = ?, idle_expires_at = ?
+			WHERE id = ? AND ended_at IS NULL AND last_used_at < ?`, now, idle, row.ID, now)
+		if res.Error != nil {
+			return store.BrowserSession{}, dbErr("touch browser session", res.Error)
+		}
+		row.LastUsedAt = now
+	}
+	bs, err := row.toSession()
+	if err != nil {
+		return store.BrowserSession{}, fmt.Errorf("sql token state: find browser session: %w", err)
+	}
+	return bs, nil
+}
+
+// AddBrowserSessionClient implements store.BrowserSessions; an unknown or
+// ended session is store.ErrNotFound. Concurrent additions all land (a
+// compare-and-swap on the list, retried).
+func (s *State) AddBrowserSessionClient(ctx context.Context, id, clientID string) error {
+	if clientID == "" {
+		return errors.New("sql token state: add browser session client: empty client id")
+	}
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		for attempt := 0; attempt < 10; attempt++ {
+			var row browserSessionRow
+			if err := tx.Where("id = ? AND ended_at IS NULL", id).Take(&row).Error; err != nil {
+				if errors.Is(err, gorm.ErrRecordNotFound) {
+					return store.ErrNotFound
+				}
+				return err
+			}
+			ids, err := decodeStrings(row.ClientIDs)
+			if err != nil {
+				return err
+			}
+			if slices.Contains(ids, clientID) {
+				return nil
+			}
+			res := tx.Exec("UPDATE browser_sessions SET client_ids = ? WHERE id = ? AND client_ids = ?",
+				encodeStrings(append(ids, clientID)), id, row.ClientIDs)
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected == 1 {
+				return nil
+			}
+		}
+		return errors.New("kept losing to concurrent additions")
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("sql token state: add browser session client: %w", store.ErrNotFound)
+	}
+	if err != nil {
+		return dbErr("add browser session client", err)
+	}
+	return nil
+}
+
+// EndBrowserSession implements store.BrowserSessions.
+func (s *State) EndBrowserSession(ctx context.Context, id string, now time.Time) error {
+	err := s.db.WithContext(ctx).Exec("UPDATE browser_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL", ms(now), id).Error
+	if err != nil {
+		return dbErr("end browser session", err)
+	}
+	return nil
+}
+
+// ListBrowserSessions implements store.BrowserSessions: newest first (by
+// CreatedAt, then id).
+func (s *State) ListBrowserSessions(ctx context.Context, userID string, now time.Time) ([]store.BrowserSession, error) {
+	now = ms(now)
+	var rows []browserSessionRow
+	err := s.db.WithContext(ctx).Where("user_id = ? AND "+liveSession, userID, now, now).
+		Order("created_at DESC").Order("id DESC").Find(&rows).Error
+	if err != nil {
+		return nil, dbErr("list browser sessions", err)
+	}
+	out := make([]store.BrowserSession, 0, len(rows))
+	for _, r := range rows {
+		bs, err := r.toSession()
+		if err != nil {
+			return nil, fmt.Errorf("sql token state: list browser sessions: %w", err)
+		}
+		out = append(out, bs)
+	}
+	return out, nil
+}
+
+// endUserBrowserSessions ends the user's browser sessions authenticated at
+// or before cutoff (inside RevokeUserSessions's transaction).
+func endUserBrowserSessions(tx *gorm.DB, userID string, cutoff, now time.Time) error {
+	err := tx.Exec("UPDATE browser_sessions SET ended_at = ? WHERE user_id = ? AND ended_at IS NULL AND auth_time <= ?",
+		now, userID, cutoff).Error
+	if err != nil {
+		return fmt.Errorf("end browser sessions: %w", err)
+	}
+	return nil
+}

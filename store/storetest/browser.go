@@ -1,0 +1,448 @@
+package storetest
+
+import (
+	"errors"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// runBrowserStateTests runs the browser sign-in cases of the token-state
+// suite: store.SingleUse and store.BrowserSessions, which every token state
+// implements. It pins:
+//   - a single-use record is live while now is before its expiry; a taken
+//     one answers its value with store.ErrTokenUsed until then;
+//   - a browser session is found while now is before its absolute expiry
+//     and before LastUsedAt + IdleTTL (no idle expiry when IdleTTL is 0);
+//     finding it sets LastUsedAt to now;
+//   - RevokeUserSessions ends every browser session of the user whose
+//     AuthTime is at or before the cut-off, and refuses to create one
+//     (store.ErrSessionsEnded), however the calls interleave.
+func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	tests := []struct {
+		name string
+		run  func(t *testing.T, b Backend)
+	}{
+		{"ok/once_put_take_peek", testOncePutTakePeek},
+		{"fail/once_expiry", testOnceExpiry},
+		{"fail/once_duplicate_put", testOnceDuplicate},
+		{"race/once_take_exactly_one", testOnceRace},
+		{"ok/browser_session_roundtrip", testBSRoundtrip},
+		{"fail/browser_session_idle_expiry", testBSIdle},
+		{"fail/browser_session_absolute_expiry", testBSAbsolute},
+		{"ok/browser_session_end", testBSEnd},
+		{"ok/browser_session_list_newest_first", testBSList},
+		{"ok/browser_session_clients", testBSClients},
+		{"fail/browser_session_duplicate", testBSDuplicate},
+		{"fail/browser_session_cutoff_ends_sessions", testBSCutoff},
+		{"race/browser_session_create_vs_cutoff", testBSCreateVsCutoff},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend(t, Config{})) })
+	}
+}
+
+func onceOf(t *testing.T, st store.TokenState) store.SingleUse {
+	t.Helper()
+	o, ok := st.(store.SingleUse)
+	if !ok {
+		t.Fatalf("%T does not implement store.SingleUse", st)
+	}
+	return o
+}
+
+func sessionsOf(t *testing.T, st store.TokenState) store.BrowserSessions {
+	t.Helper()
+	s, ok := st.(store.BrowserSessions)
+	if !ok {
+		t.Fatalf("%T does not implement store.BrowserSessions", st)
+	}
+	return s
+}
+
+func wantOnce(t *testing.T, what string, got []byte, err error, wantVal []byte, wantErr error) {
+	t.Helper()
+	if wantErr == nil && err != nil || wantErr != nil && !errors.Is(err, wantErr) {
+		t.Fatalf("%s: error %v, want %v", what, err, wantErr)
+	}
+	if string(got) != string(wantVal) {
+		t.Fatalf("%s: value %q, want %q", what, got, wantVal)
+	}
+}
+
+func testOncePutTakePeek(t *testing.T, b Backend) {
+	o := onceOf(t, b.State)
+	c, now := ctx(t), baseTime()
+	key, other := newToken().hash, newToken().hash
+	val := []byte("code-record\x00\xff binary")
+	if err := o.PutOnce(c, store.OnceAuthCode, key, val, now.Add(time.Minute)); err != nil {
+		t.Fatalf("PutOnce: %v", err)
+	}
+	steps := []struct {
+		name    string
+		call    func() ([]byte, error)
+		wantVal []byte
+		wantErr error
+	}{
+		{"peek before take", func() ([]byte, error) { return o.PeekOnce(c, store.OnceAuthCode, key, now) }, val, nil},
+		{"unknown key", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, other, now) }, nil, store.ErrNotFound},
+		{"other kind", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthRequest, key, now) }, nil, store.ErrNotFound},
+		{"first take", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, key, now.Add(time.Second)) }, val, nil},
+		{"second take", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, key, now.Add(2*time.Second)) }, val, store.ErrTokenUsed},
+		{"peek after take", func() ([]byte, error) { return o.PeekOnce(c, store.OnceAuthCode, key, now.Add(3*time.Second)) }, val, store.ErrTokenUsed},
+		{"taken record gone at expiry", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, key, now.Add(time.Minute)) }, nil, store.ErrNotFound},
+	}
+	for _, s := range steps {
+		v, err := s.call()
+		wantOnce(t, s.name, v, err, s.wantVal, s.wantErr)
+	}
+}
+
+func testOnceExpiry(t *testing.T, b Backend) {
+	o := onceOf(t, b.State)
+	c, now := ctx(t), baseTime()
+	key := newToken().hash
+	if err := o.PutOnce(c, store.OnceAuthRequest, key, []byte("req"), now.Add(time.Minute)); err != nil {
+		t.Fatalf("PutOnce: %v", err)
+	}
+	v, err := o.PeekOnce(c, store.OnceAuthRequest, key, now.Add(time.Minute-time.Millisecond))
+	wantOnce(t, "peek 1 ms before expiry", v, err, []byte("req"), nil)
+	v, err = o.PeekOnce(c, store.OnceAuthRequest, key, now.Add(time.Minute))
+	wantOnce(t, "peek at expiry", v, err, nil, store.ErrNotFound)
+	v, err = o.TakeOnce(c, store.OnceAuthRequest, key, now.Add(time.Minute))
+	wantOnce(t, "take at expiry", v, err, nil, store.ErrNotFound)
+	v, err = o.TakeOnce(c, store.OnceAuthRequest, key, now.Add(time.Minute-time.Millisecond))
+	wantOnce(t, "take 1 ms before expiry (the late take changed nothing)", v, err, []byte("req"), nil)
+}
+
+func testOnceDuplicate(t *testing.T, b Backend) {
+	o := onceOf(t, b.State)
+	c, now := ctx(t), baseTime()
+	key := newToken().hash
+	if err := o.PutOnce(c, store.OnceAuthCode, key, []byte("first"), now.Add(time.Minute)); err != nil {
+		t.Fatalf("PutOnce: %v", err)
+	}
+	if err := o.PutOnce(c, store.OnceAuthCode, key, []byte("second"), now.Add(time.Hour)); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("second PutOnce: %v, want ErrAlreadyExists", err)
+	}
+	if _, err := o.TakeOnce(c, store.OnceAuthCode, key, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.PutOnce(c, store.OnceAuthCode, key, []byte("third"), now.Add(time.Hour)); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("PutOnce over a taken record: %v, want ErrAlreadyExists", err)
+	}
+	v, err := o.PeekOnce(c, store.OnceAuthCode, key, now.Add(time.Second))
+	wantOnce(t, "the first value stays", v, err, []byte("first"), store.ErrTokenUsed)
+}
+
+// testOnceRace: 32 takes of one code, released together (on two instances
+// of the state when the backend offers a second), get exactly one nil
+// error; every other take gets the value with ErrTokenUsed.
+func testOnceRace(t *testing.T, b Backend) {
+	states := []store.SingleUse{onceOf(t, b.State)}
+	if b.Again != nil {
+		states = append(states, onceOf(t, b.Again(t)))
+	}
+	c, now := ctx(t), baseTime()
+	for round := 0; round < 3; round++ {
+		key, val := newToken().hash, []byte("the code's record")
+		if err := states[0].PutOnce(c, store.OnceAuthCode, key, val, now.Add(time.Minute)); err != nil {
+			t.Fatalf("PutOnce: %v", err)
+		}
+		const n = 32
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		vals, errs := make([][]byte, n), make([]error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				<-start
+				vals[i], errs[i] = states[i%len(states)].TakeOnce(c, store.OnceAuthCode, key, now.Add(time.Second))
+			}(i)
+		}
+		close(start)
+		wg.Wait()
+		winners := 0
+		for i := range errs {
+			switch {
+			case errs[i] == nil:
+				winners++
+			case !errors.Is(errs[i], store.ErrTokenUsed):
+				t.Fatalf("take %d: %v, want nil or ErrTokenUsed", i, errs[i])
+			}
+			if string(vals[i]) != string(val) {
+				t.Fatalf("take %d: value %q, want %q", i, vals[i], val)
+			}
+		}
+		if winners != 1 {
+			t.Fatalf("%d takes won, want exactly 1 (instances: %d)", winners, len(states))
+		}
+	}
+}
+
+func newBrowserSession(userID string, base time.Time) store.BrowserSession {
+	return store.BrowserSession{
+		ID:             randomID("bs-"),
+		UserID:         userID,
+		AuthTime:       base,
+		AMR:            []string{"pwd"},
+		Remember:       true,
+		CreatedAt:      base,
+		LastUsedAt:     base,
+		IdleTTL:        8 * time.Hour,
+		AbsoluteExpiry: base.Add(7 * 24 * time.Hour),
+		IP:             "192.0.2.1",
+		UserAgent:      "Mozilla/5.0 (test)",
+	}
+}
+
+func createBS(t *testing.T, s store.BrowserSessions, bs store.BrowserSession) []byte {
+	t.Helper()
+	cookie := newToken().hash
+	if err := s.CreateBrowserSession(ctx(t), bs, cookie); err != nil {
+		t.Fatalf("CreateBrowserSession: %v", err)
+	}
+	return cookie
+}
+
+func findBS(t *testing.T, s store.BrowserSessions, what string, cookie []byte, now time.Time, live bool) store.BrowserSession {
+	t.Helper()
+	got, err := s.FindBrowserSession(ctx(t), cookie, now)
+	switch {
+	case live && err != nil:
+		t.Fatalf("%s: FindBrowserSession: %v, want the session", what, err)
+	case !live && !errors.Is(err, store.ErrNotFound):
+		t.Fatalf("%s: FindBrowserSession: %v (%+v), want ErrNotFound", what, err, got)
+	}
+	return got
+}
+
+func testBSRoundtrip(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	bs := newBrowserSession(randomID("u-"), base)
+	bs.AuthTime = base.Add(-time.Minute)
+	cookie := createBS(t, s, bs)
+	got := findBS(t, s, "fresh session", cookie, base.Add(time.Minute), true)
+	want := bs
+	want.LastUsedAt = base.Add(time.Minute)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("FindBrowserSession:\n got %+v\nwant %+v", got, want)
+	}
+	findBS(t, s, "unknown cookie", newToken().hash, base, false)
+}
+
+func testBSIdle(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	bs := newBrowserSession(randomID("u-"), base)
+	bs.IdleTTL = time.Hour
+	cookie := createBS(t, s, bs)
+	t1 := base.Add(time.Hour - time.Millisecond)
+	findBS(t, s, "1 ms before idle expiry", cookie, t1, true)
+	t2 := t1.Add(time.Hour - time.Millisecond)
+	findBS(t, s, "the find extended idle expiry", cookie, t2, true)
+	findBS(t, s, "idle for IdleTTL since the last find", cookie, t2.Add(time.Hour), false)
+
+	noIdle := newBrowserSession(bs.UserID, base)
+	noIdle.IdleTTL = 0
+	cookie = createBS(t, s, noIdle)
+	findBS(t, s, "no idle expiry when IdleTTL is 0", cookie, base.Add(6*24*time.Hour), true)
+}
+
+func testBSAbsolute(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	bs := newBrowserSession(randomID("u-"), base)
+	bs.IdleTTL, bs.AbsoluteExpiry = time.Hour, base.Add(90*time.Minute)
+	cookie := createBS(t, s, bs)
+	findBS(t, s, "in use", cookie, base.Add(50*time.Minute), true)
+	findBS(t, s, "1 ms before absolute expiry", cookie, bs.AbsoluteExpiry.Add(-time.Millisecond), true)
+	findBS(t, s, "at absolute expiry though recently used", cookie, bs.AbsoluteExpiry, false)
+}
+
+func testBSEnd(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	user := randomID("u-")
+	bs, keep := newBrowserSession(user, base), newBrowserSession(user, base)
+	cookie, keepCookie := createBS(t, s, bs), createBS(t, s, keep)
+	if err := s.EndBrowserSession(ctx(t), bs.ID, base); err != nil {
+		t.Fatalf("EndBrowserSession: %v", err)
+	}
+	findBS(t, s, "ended session", cookie, base.Add(time.Second), false)
+	findBS(t, s, "the user's other session", keepCookie, base.Add(time.Second), true)
+	if err := s.EndBrowserSession(ctx(t), bs.ID, base); err != nil {
+		t.Fatalf("EndBrowserSession again: %v", err)
+	}
+	if err := s.EndBrowserSession(ctx(t), randomID("bs-"), base); err != nil {
+		t.Fatalf("EndBrowserSession of an unknown id: %v", err)
+	}
+	if err := s.AddBrowserSessionClient(ctx(t), bs.ID, "app"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("AddBrowserSessionClient to an ended session: %v, want ErrNotFound", err)
+	}
+}
+
+func listBS(t *testing.T, s store.BrowserSessions, user string, now time.Time) []string {
+	t.Helper()
+	got, err := s.ListBrowserSessions(ctx(t), user, now)
+	if err != nil {
+		t.Fatalf("ListBrowserSessions: %v", err)
+	}
+	ids := []string{}
+	for _, bs := range got {
+		if bs.UserID != user {
+			t.Fatalf("listed a session of %q for %q", bs.UserID, user)
+		}
+		ids = append(ids, bs.ID)
+	}
+	return ids
+}
+
+func testBSList(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	user, other := randomID("u-"), randomID("u-")
+	var ids []string
+	for i := 0; i < 4; i++ {
+		bs := newBrowserSession(user, base.Add(time.Duration(i)*time.Minute))
+		if i == 1 {
+			bs.IdleTTL = 10 * time.Minute // idle by the time of the list
+		}
+		createBS(t, s, bs)
+		ids = append(ids, bs.ID)
+	}
+	if err := s.EndBrowserSession(ctx(t), ids[2], base); err != nil {
+		t.Fatal(err)
+	}
+	createBS(t, s, newBrowserSession(other, base))
+	got := listBS(t, s, user, base.Add(time.Hour))
+	if want := []string{ids[3], ids[0]}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ListBrowserSessions = %v, want %v (newest first, no ended or idle session)", got, want)
+	}
+	if got := listBS(t, s, randomID("u-"), base); len(got) != 0 {
+		t.Fatalf("sessions of an unknown user: %v", got)
+	}
+}
+
+func testBSClients(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	bs := newBrowserSession(randomID("u-"), base)
+	cookie := createBS(t, s, bs)
+	for _, c := range []string{"web-app", "cli.native", "web-app"} {
+		if err := s.AddBrowserSessionClient(ctx(t), bs.ID, c); err != nil {
+			t.Fatalf("AddBrowserSessionClient(%s): %v", c, err)
+		}
+	}
+	got := findBS(t, s, "session with clients", cookie, base.Add(time.Second), true)
+	if want := []string{"web-app", "cli.native"}; !reflect.DeepEqual(got.ClientIDs, want) {
+		t.Fatalf("ClientIDs = %v, want %v (order of first grant, once each)", got.ClientIDs, want)
+	}
+	if err := s.AddBrowserSessionClient(ctx(t), randomID("bs-"), "web-app"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("AddBrowserSessionClient to an unknown session: %v, want ErrNotFound", err)
+	}
+}
+
+func testBSDuplicate(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	bs := newBrowserSession(randomID("u-"), base)
+	cookie := createBS(t, s, bs)
+	again := newBrowserSession(bs.UserID, base)
+	if err := s.CreateBrowserSession(ctx(t), again, cookie); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("second session on one cookie: %v, want ErrAlreadyExists", err)
+	}
+	if err := s.CreateBrowserSession(ctx(t), bs, newToken().hash); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("second session with one id: %v, want ErrAlreadyExists", err)
+	}
+	if got := findBS(t, s, "the first session", cookie, base, true); got.ID != bs.ID {
+		t.Fatalf("cookie finds %q, want %q", got.ID, bs.ID)
+	}
+}
+
+// testBSCutoff: ending every session of a user ends the browser sessions
+// authenticated at or before the cut-off (found and listed no more) and
+// refuses new ones authenticated then; later ones and other users' live.
+func testBSCutoff(t *testing.T, b Backend) {
+	st := b.State
+	s := sessionsOf(t, st)
+	base := baseTime()
+	user, other := randomID("u-"), randomID("u-")
+	before, at := newBrowserSession(user, base.Add(-time.Second)), newBrowserSession(user, base)
+	otherBS := newBrowserSession(other, base.Add(-time.Second))
+	cBefore, cAt, cOther := createBS(t, s, before), createBS(t, s, at), createBS(t, s, otherBS)
+	if err := st.RevokeUserSessions(ctx(t), user, base); err != nil {
+		t.Fatalf("RevokeUserSessions: %v", err)
+	}
+	now := base.Add(time.Minute)
+	findBS(t, s, "authenticated before the cut-off", cBefore, now, false)
+	findBS(t, s, "authenticated at the cut-off", cAt, now, false)
+	findBS(t, s, "another user's session", cOther, now, true)
+	if got := listBS(t, s, user, now); len(got) != 0 {
+		t.Fatalf("ended sessions listed: %v", got)
+	}
+	late := newBrowserSession(user, base)
+	late.CreatedAt, late.LastUsedAt = now, now // a login that began before the cut-off, finishing after it
+	if err := s.CreateBrowserSession(ctx(t), late, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
+		t.Fatalf("session authenticated at the cut-off: %v, want ErrSessionsEnded", err)
+	}
+	after := newBrowserSession(user, base.Add(time.Millisecond))
+	cAfter := createBS(t, s, after)
+	findBS(t, s, "authenticated after the cut-off", cAfter, now, true)
+	if got := listBS(t, s, user, now); !reflect.DeepEqual(got, []string{after.ID}) {
+		t.Fatalf("listed %v, want only %s", got, after.ID)
+	}
+}
+
+// testBSCreateVsCutoff races sign-ins authenticated before a cut-off
+// against the call that sets it: whichever wins, none of their sessions is
+// found afterwards.
+func testBSCreateVsCutoff(t *testing.T, b Backend) {
+	st := b.State
+	s := sessionsOf(t, st)
+	for round := 0; round < 5; round++ {
+		base := baseTime()
+		user := randomID("u-")
+		const logins = 24
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		cookies := make([][]byte, logins)
+		errs := make([]error, logins)
+		for i := range cookies {
+			cookies[i] = newToken().hash
+			bs := newBrowserSession(user, base)
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				<-start
+				errs[i] = s.CreateBrowserSession(ctx(t), bs, cookies[i])
+			}(i)
+		}
+		var revokeErr error
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			revokeErr = st.RevokeUserSessions(ctx(t), user, base.Add(time.Millisecond))
+		}()
+		close(start)
+		wg.Wait()
+		if revokeErr != nil {
+			t.Fatalf("RevokeUserSessions: %v", revokeErr)
+		}
+		for i := range cookies {
+			if errs[i] != nil && !errors.Is(errs[i], store.ErrSessionsEnded) {
+				t.Fatalf("CreateBrowserSession: %v, want nil or ErrSessionsEnded", errs[i])
+			}
+			findBS(t, s, "session of a sign-in authenticated before the cut-off", cookies[i], base.Add(time.Second), false)
+		}
+		if got := listBS(t, s, user, base.Add(time.Second)); len(got) != 0 {
+			t.Fatalf("listed %v after the cut-off", got)
+		}
+	}
+}
