@@ -66,7 +66,7 @@ func TestDiscoveryMetadata(t *testing.T) {
 			t.Fatalf("algs %v", algs)
 		}
 		grants := m["grant_types_supported"].([]any)
-		if len(grants) != 3 {
+		if len(grants) != 4 {
 			t.Fatalf("grants %v", grants)
 		}
 	}
