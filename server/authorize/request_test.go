@@ -41,10 +41,10 @@ var odd = (`a b%20&c=d+e"'<>/?#` + "ü€" + strings.Repeat("~", 128))[:128]
 
 func TestParseRequest(t *testing.T) {
 	type want struct {
-		page   bool   // HTML page, no redirect
-		code   string // redirect error code; "" = success
-		mode   string // mode of the error (query by default)
-		check  func(t *testing.T, r *Request)
+		page  bool   // HTML page, no redirect
+		code  string // redirect error code; "" = success
+		mode  string // mode of the error (query by default)
+		check func(t *testing.T, r *Request)
 	}
 	set := func(kv ...string) func(url.Values) {
 		return func(v url.Values) {
