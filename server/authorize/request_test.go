@@ -252,3 +252,34 @@ func TestParseRequestStoreDown(t *testing.T) {
 		t.Fatalf("store down: %v", err)
 	}
 }
+
+// FuzzParseRequest: any query never panics, and every refusal is a page or
+// a redirect error (never a bare error that could become a 500).
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{baseParams().Encode(), "client_id=web&client_id=web", "client_id=web&redirect_uri=https%3A%2F%2Fapp.example%2Fcb&response_type=code&prompt=none+login",
+		"client_id=native&redirect_uri=http%3A%2F%2F127.0.0.1%3A0%2Fcb", "max_age=%ff&client_id=web", "=&&=="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			return
+		}
+		r, err := ParseRequest(context.Background(), v, testEnv(), testNow)
+		var pe *PageError
+		var re *RedirectError
+		switch {
+		case err == nil:
+			if r.RedirectURI == "" || r.ClientID == "" {
+				t.Fatalf("accepted without a redirect URI: %+v", r)
+			}
+		case errors.As(err, &pe):
+		case errors.As(err, &re):
+			if re.RedirectURI == "" || re.Issuer != issuer {
+				t.Fatalf("redirect error without a target: %+v", re)
+			}
+		default:
+			t.Fatalf("refusal %v is neither a page nor a redirect", err)
+		}
+	})
+}

@@ -234,20 +234,25 @@ func TestCodeReuseRevokesTheGrant(t *testing.T) {
 }
 
 // TestCodeConcurrentRedemption: 32 redemptions of one code released at
-// once through an atomic single-use store yield exactly one token response.
+// once, over two service instances sharing an atomic single-use store and
+// token state, yield exactly one token response.
 func TestCodeConcurrentRedemption(t *testing.T) {
 	e := newCodeEnv(t, "EdDSA")
-	code, _ := e.putCode(t, nil)
+	code, rec := e.putCode(t, nil)
+	sid := rec.SID
+	second := newCodeEnv(t, "EdDSA")
+	instances := []*Service{e.svc, NewService(e.svc.Config(), Deps{Clients: e.dir, Users: e.dir, State: e.state,
+		Signer: fakeSigner{alg: "EdDSA"}, Sealer: plainSealer{}, Permissions: fakePerms{}, Audit: second.audit, Codes: e.once, Now: e.clock.Now})}
 	const n = 32
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	results := make(chan error, n)
-	for range n {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-start
-			_, err := e.exchange(codeRequest("web", code, "code", code))
+			_, err := instances[i%2].Exchange(context.Background(), codeRequest("web", code, "code", code), RequestMeta{})
 			results <- err
 		}()
 	}
@@ -264,6 +269,10 @@ func TestCodeConcurrentRedemption(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Fatalf("%d successes, want exactly 1", ok)
+	}
+	// The replays revoked what the one success issued, whenever they ran.
+	if !e.state.familyRevoked(sid) {
+		t.Fatal("the grant outlived the replays")
 	}
 }
 
@@ -419,5 +428,30 @@ func TestVerifyIDTokenHint(t *testing.T) {
 		if _, err := e.svc.VerifyIDTokenHint(bad); err == nil {
 			t.Fatalf("%s hint accepted", name)
 		}
+	}
+}
+
+// TestCodeReplayDuringRedemption: a replay that arrives after the first
+// redemption took the code but before it created the family still leaves
+// nothing alive: the family created afterwards is revoked too, while the
+// first redemption still answers (exactly one token response).
+func TestCodeReplayDuringRedemption(t *testing.T) {
+	e := newCodeEnv(t, "RS256")
+	code, rec := e.putCode(t, nil)
+	var replayErr error
+	e.state.beforeCreate = func() {
+		_, replayErr = e.exchange(codeRequest("web", code, "code", code))
+	}
+	resp, err := e.exchange(codeRequest("web", code, "code", code))
+	if err != nil {
+		t.Fatalf("first redemption: %v", err)
+	}
+	wantOAuthError(t, replayErr, "invalid_grant")
+	if !e.state.familyRevoked(rec.SID) {
+		t.Fatal("the family created after the replay is alive")
+	}
+	at := decodeClaims[AccessClaims](t, resp.AccessToken)
+	if r, _ := e.state.IsAccessTokenRevoked(context.Background(), store.AccessTokenRef{JTI: at.JTI, SID: at.SID}); !r {
+		t.Fatal("the access token is alive")
 	}
 }

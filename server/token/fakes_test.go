@@ -78,6 +78,8 @@ type fakeState struct {
 	fams             map[string]*famRec
 	revokedSIDs      map[string]bool
 	cutoffs          map[string]time.Time
+	// beforeCreate, when set, runs (once) at the start of CreateFamily.
+	beforeCreate func()
 }
 
 type famRec struct {
@@ -91,6 +93,10 @@ func newFakeState() *fakeState {
 }
 
 func (f *fakeState) CreateFamily(_ context.Context, fam store.RefreshFamily, first []byte) error {
+	if hook := f.beforeCreate; hook != nil {
+		f.beforeCreate = nil
+		hook()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c, ok := f.cutoffs[fam.UserID]; ok && !fam.CreatedAt.After(c) {
@@ -99,7 +105,9 @@ func (f *fakeState) CreateFamily(_ context.Context, fam store.RefreshFamily, fir
 	if _, ok := f.fams[fam.ID]; ok {
 		return store.ErrAlreadyExists
 	}
-	f.fams[fam.ID] = &famRec{fam: fam, current: first, revoked: f.revokedSIDs[fam.ID]}
+	// Like a backend that keeps no tombstone of a revoked unknown id: a
+	// family created after RevokeFamily of its id starts alive.
+	f.fams[fam.ID] = &famRec{fam: fam, current: first}
 	return nil
 }
 
@@ -151,8 +159,10 @@ func (f *fakeState) IsAccessTokenRevoked(_ context.Context, ref store.AccessToke
 func (f *fakeState) familyRevoked(id string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	r, ok := f.fams[id]
-	return f.revokedSIDs[id] || ok && r.revoked
+	if r, ok := f.fams[id]; ok {
+		return r.revoked
+	}
+	return f.revokedSIDs[id]
 }
 
 // fakeSigner makes unsigned-but-shaped JWS with a chosen alg; verification

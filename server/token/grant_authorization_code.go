@@ -80,10 +80,12 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 	if err != nil {
 		return Response{}, err
 	}
-	// What was just issued is void when, meanwhile, a replay of the code
-	// revoked its sid, or every session of the user was ended after the
-	// login (a client without refresh tokens has no family for the token
-	// state's own cut-off check to refuse).
+	// A replay of the code that ran while this redemption was issuing
+	// revoked its sid, perhaps before the family existed: revoke again so the
+	// family is dead too. The response still goes out (exactly one
+	// redemption answers 200); its tokens are revoked. A cut-off of the user
+	// after the login voids the grant (a client without refresh tokens has
+	// no family for the token state's own cut-off check to refuse).
 	revoked, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(code.AuthTime), SID: code.SID,
 		UserID: user.ID, IssuedAt: code.AuthTime})
 	if err != nil {
@@ -93,7 +95,13 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 		if err := s.revocationFailed(s.state.RevokeFamily(ctx, code.SID, now), "revoke the grant of a voided code"); err != nil {
 			return Response{}, err
 		}
-		return Response{}, invalid.WithDescription("The account's sessions were ended while signing in. Sign in again.")
+		cut, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(code.AuthTime), UserID: user.ID, IssuedAt: code.AuthTime})
+		if err != nil {
+			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the grant: %w", err))
+		}
+		if cut {
+			return Response{}, invalid.WithDescription("The account's sessions were ended while signing in. Sign in again.")
+		}
 	}
 	return resp, nil
 }
