@@ -46,6 +46,14 @@ type UserState struct {
 	MustChangePassword bool
 }
 
+// StateOf is the UserState of a user read from the store (nil: not found).
+func StateOf(u *store.User) UserState {
+	if u == nil {
+		return UserState{}
+	}
+	return UserState{Exists: true, Active: u.Active, MustChangePassword: u.MustChangePassword}
+}
+
 // Inputs are the facts Decide weighs besides the request.
 type Inputs struct {
 	// Session is the live browser session (nil: none).

@@ -129,3 +129,12 @@ func TestDecide(t *testing.T) {
 		}
 	}
 }
+
+func TestStateOf(t *testing.T) {
+	if StateOf(nil) != (UserState{}) {
+		t.Fatal("nil user")
+	}
+	if got := StateOf(&store.User{Active: true, MustChangePassword: true}); got != (UserState{Exists: true, Active: true, MustChangePassword: true}) {
+		t.Fatalf("%+v", got)
+	}
+}

@@ -455,3 +455,10 @@ func TestCodeReplayDuringRedemption(t *testing.T) {
 		t.Fatal("the access token is alive")
 	}
 }
+
+func TestCodeGrantWithoutCodeStore(t *testing.T) {
+	e := newCodeEnv(t, "RS256")
+	e.svc.codes = nil
+	_, err := e.exchange(codeRequest("web", "whatever", "code", "whatever"))
+	wantOAuthError(t, err, "invalid_grant")
+}

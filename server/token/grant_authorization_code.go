@@ -41,7 +41,9 @@ const maxCodeLen = 256
 func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
 	invalid := apierr.ErrInvalidGrant.WithDescription("The authorization code is invalid, expired or already used.")
 	if s.codes == nil {
-		return Response{}, apierr.ErrServer.WithCause(errors.New("authorization_code grant: no code store"))
+		// No code store, so no code was ever issued here: the code is unknown.
+		s.log.Warn("authorization_code grant used but the token service has no code store")
+		return Response{}, invalid
 	}
 	if len(req.Code) > maxCodeLen {
 		return Response{}, invalid

@@ -123,7 +123,7 @@ type Deps struct {
 	Metrics     Metrics
 	Checker     PasswordChecker
 	// Codes is where the authorization_code grant takes codes
-	// (store.SingleUse); nil leaves the grant answering server_error.
+	// (store.SingleUse); nil: every code is unknown (invalid_grant).
 	Codes  CodeStore
 	Logger *slog.Logger
 	Now    func() time.Time
