@@ -44,6 +44,12 @@ func TestDecide(t *testing.T) {
 			in: Inputs{Session: live(time.Millisecond), User: active}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
 		{name: "max_age not exceeded (SSO)", req: func(r *Request) { r.HasMaxAge, r.MaxAge = true, 10000*time.Second; r.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
+		{name: "prompt=login satisfied by a login stored at second precision", req: func(r *Request) {
+			r.Prompt.Login = true
+			r.FirstParty = true
+			r.ReceivedAt = received.Add(700 * time.Millisecond)
+		},
+			in: Inputs{Session: live(0), User: active}, want: ActIssueCode},
 		{name: "max_age satisfied by a login after the request", req: func(r *Request) { r.HasMaxAge = true; r.FirstParty = true },
 			in: Inputs{Session: live(0), User: active}, want: ActIssueCode},
 		{name: "id_token_hint names another user", req: func(r *Request) { r.HintSubject = "u2"; r.FirstParty = true },
