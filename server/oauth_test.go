@@ -187,7 +187,7 @@ func TestTokenErrorMatrix(t *testing.T) {
 		www    bool
 	}{
 		{name: "fail/no grant_type", body: form("username", "x").Encode(), opts: []st.Option{good}, status: 400, code: "invalid_request"},
-		{name: "fail/unsupported grant", body: form("grant_type", "authorization_code", "code", "x").Encode(), opts: []st.Option{good}, status: 400, code: "unsupported_grant_type"},
+		{name: "fail/unsupported grant", body: form("grant_type", "urn:ietf:params:oauth:grant-type:device_code", "device_code", "x").Encode(), opts: []st.Option{good}, status: 400, code: "unsupported_grant_type"},
 		{name: "fail/repeated parameter", body: "grant_type=password&username=a&username=b&password=p", opts: []st.Option{good}, status: 400, code: "invalid_request"},
 		{name: "fail/missing password", body: form("grant_type", "password", "username", userEmail).Encode(), opts: []st.Option{good}, status: 400, code: "invalid_request"},
 		{name: "fail/wrong password", body: st.PasswordForm(userEmail, "wrong password!", "").Encode(), opts: []st.Option{good}, status: 400, code: "invalid_grant"},

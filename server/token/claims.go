@@ -2,6 +2,8 @@ package token
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -84,6 +86,9 @@ type IDClaims struct {
 	AuthTime      int64    `json:"auth_time,omitempty"`
 	AuthorizedBy  string   `json:"azp,omitempty"`
 	SID           string   `json:"sid,omitempty"`
+	Nonce         string   `json:"nonce,omitempty"`
+	AtHash        string   `json:"at_hash,omitempty"`
+	AMR           []string `json:"amr,omitempty"`
 	Email         string   `json:"email,omitempty"`
 	EmailVerified *bool    `json:"email_verified,omitempty"`
 	Name          string   `json:"name,omitempty"`
@@ -122,4 +127,43 @@ func randomID(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// AtHash is the OIDC §3.1.3.6 at_hash of an access token for an id token
+// signed with alg: the left half of the hash that alg uses, base64url.
+// RS256 and ES256 hash with SHA-256; EdDSA (Ed25519) with SHA-512, as
+// coreos/go-oidc verifies it.
+func AtHash(alg, accessToken string) string {
+	var sum []byte
+	switch alg {
+	case "EdDSA", "RS512", "ES512", "PS512":
+		h := sha512.Sum512([]byte(accessToken))
+		sum = h[:]
+	case "RS384", "ES384", "PS384":
+		h := sha512.Sum384([]byte(accessToken))
+		sum = h[:]
+	default:
+		h := sha256.Sum256([]byte(accessToken))
+		sum = h[:]
+	}
+	return base64.RawURLEncoding.EncodeToString(sum[:len(sum)/2])
+}
+
+// jwsAlg returns the alg of a compact JWS's protected header ("" when unreadable).
+func jwsAlg(token string) string {
+	hdr, _, ok := strings.Cut(token, ".")
+	if !ok {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(hdr)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(b, &h) != nil {
+		return ""
+	}
+	return h.Alg
 }

@@ -32,6 +32,10 @@ type grantSet struct {
 	roles       []string
 	sid         string
 	authTime    time.Time
+	// nonce and amr go into the id token (code flow); nonce only on the
+	// response to the code, never on a refresh (OIDC §12.2).
+	nonce string
+	amr   []string
 }
 
 func (g grantSet) scope() string {
@@ -75,8 +79,9 @@ func (s *Service) issueAccessToken(g grantSet, now time.Time) (string, int64, er
 	return tok, ttl, nil
 }
 
-// issueIDToken signs an OIDC id token for the client (aud = client id).
-func (s *Service) issueIDToken(g grantSet, now time.Time) (string, error) {
+// issueIDToken signs an OIDC id token for the client (aud = client id),
+// with the at_hash of accessToken (OIDC §3.1.3.6).
+func (s *Service) issueIDToken(g grantSet, accessToken string, now time.Time) (string, error) {
 	ttl := s.cfg.IDTokenTTL
 	if ttl <= 0 {
 		ttl = s.cfg.AccessTokenTTL
@@ -89,6 +94,8 @@ func (s *Service) issueIDToken(g grantSet, now time.Time) (string, error) {
 		IssuedAt:     now.Unix(),
 		AuthorizedBy: g.client.ID,
 		SID:          g.sid,
+		Nonce:        g.nonce,
+		AMR:          g.amr,
 	}
 	if !g.authTime.IsZero() {
 		c.AuthTime = g.authTime.Unix()
@@ -101,11 +108,23 @@ func (s *Service) issueIDToken(g grantSet, now time.Time) (string, error) {
 		c.Name = g.user.Name
 		c.Roles = g.roles
 	}
-	tok, err := s.signer.Sign(c, TypeIDToken)
-	if err != nil {
-		return "", fmt.Errorf("sign id token: %w", err)
+	// at_hash depends on the algorithm of the key that signs the id token:
+	// hash for the access token's algorithm, and sign again in the rare case
+	// a key rotation between the two signatures changed the algorithm.
+	alg := jwsAlg(accessToken)
+	for range 3 {
+		c.AtHash = AtHash(alg, accessToken)
+		tok, err := s.signer.Sign(c, TypeIDToken)
+		if err != nil {
+			return "", fmt.Errorf("sign id token: %w", err)
+		}
+		got := jwsAlg(tok)
+		if got == alg {
+			return tok, nil
+		}
+		alg = got
 	}
-	return tok, nil
+	return "", errors.New("sign id token: the signing algorithm keeps changing")
 }
 
 // respond builds the token response for g, with refreshToken when not empty.
@@ -120,7 +139,7 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 	}
 	resp := Response{AccessToken: at, TokenType: "Bearer", ExpiresIn: ttl, RefreshToken: refreshToken, Scope: g.scope()}
 	if g.user != nil && slices.Contains(g.oidc, "openid") {
-		if resp.IDToken, err = s.issueIDToken(g, now); err != nil {
+		if resp.IDToken, err = s.issueIDToken(g, at, now); err != nil {
 			return Response{}, apierr.ErrServer.WithCause(err)
 		}
 	}
@@ -129,8 +148,19 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 
 // startSession creates a refresh family for g and returns its first token.
 // requested is the scope the client asked for, kept so refreshes can narrow it.
+// The family's id is g.sid when the grant pre-assigned one (a code), else a
+// new one. Its CreatedAt is the login's time (g.authTime): the token state
+// refuses a family whose login is at or before the user's cut-off, so a
+// login (or a code from it) that predates "end every session" yields no
+// session, and refreshes keep auth_time. Its absolute expiry counts from now.
 func (s *Service) startSession(ctx context.Context, g *grantSet, requested []string, now time.Time) (string, error) {
-	g.sid = newSID()
+	if g.sid == "" {
+		g.sid = newSID()
+	}
+	created := g.authTime
+	if created.IsZero() || created.After(now) {
+		created = now
+	}
 	rt := newRefreshToken(g.sid)
 	idle, maxAge := s.cfg.RefreshIdleTTL, s.cfg.RefreshMaxAge
 	if g.client.RefreshIdleTTL > 0 {
@@ -145,7 +175,7 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 		ClientID:       g.client.ID,
 		Scope:          strings.Join(g.permissions, " "),
 		RequestedScope: strings.Join(requested, " "),
-		CreatedAt:      now,
+		CreatedAt:      created,
 		AbsoluteExpiry: now.Add(maxAge),
 		IdleTTL:        idle,
 	}

@@ -38,6 +38,12 @@ type TokenRequest struct {
 	Username     string
 	Password     string
 	RefreshToken string
+	// Code, RedirectURI and CodeVerifier are the authorization_code grant's
+	// parameters (RFC 6749 §4.1.3, RFC 7636 §4.5); RedirectURI is "" when
+	// not sent.
+	Code         string
+	RedirectURI  string
+	CodeVerifier string
 	Scope        []string // requested scope tokens, nil when absent
 	ScopeGiven   bool
 }
@@ -112,20 +118,12 @@ func ParseTokenRequest(params map[string]string, client ClientCredentials) (Toke
 		}
 		req.Scope, req.ScopeGiven = scopes, true
 	}
-	switch req.GrantType {
-	case GrantPassword:
-		req.Username, req.Password = params["username"], params["password"]
-		if req.Username == "" || req.Password == "" {
-			return req, apierr.ErrInvalidRequest.WithDescription("The password grant needs username and password.")
-		}
-	case GrantRefreshToken:
-		req.RefreshToken = params["refresh_token"]
-		if req.RefreshToken == "" {
-			return req, apierr.ErrInvalidRequest.WithDescription("The refresh_token parameter is missing.")
-		}
-	case GrantClientCredentials:
-	default:
+	h, ok := grantRegistry[req.GrantType]
+	if !ok {
 		return req, apierr.ErrUnsupportedGrantType.WithDescription("The grant type %q is not supported.", safeName(req.GrantType))
+	}
+	if err := h.parse(params, &req); err != nil {
+		return req, err
 	}
 	return req, nil
 }

@@ -104,6 +104,7 @@ type Service struct {
 	audit     Auditor
 	metrics   Metrics
 	checker   PasswordChecker
+	codes     CodeStore
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -121,15 +122,18 @@ type Deps struct {
 	Audit       Auditor
 	Metrics     Metrics
 	Checker     PasswordChecker
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Codes is where the authorization_code grant takes codes
+	// (store.SingleUse); nil: every code is unknown (invalid_grant).
+	Codes  CodeStore
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // NewService returns a token service.
 func NewService(cfg Config, d Deps) *Service {
 	s := &Service{cfg: cfg, clients: d.Clients, users: d.Users, state: d.State, signer: d.Signer, sealer: d.Sealer,
 		passwords: d.Passwords, perms: d.Permissions, audit: d.Audit, metrics: d.Metrics, checker: d.Checker,
-		log: d.Logger, now: d.Now}
+		codes: d.Codes, log: d.Logger, now: d.Now}
 	if s.now == nil {
 		s.now = time.Now
 	}

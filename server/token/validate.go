@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -292,7 +293,23 @@ func (s *Service) IssueForUser(ctx context.Context, client store.Client, user st
 // their password gets a token with no permissions and no roles, and no
 // refresh token.
 func (s *Service) issueSession(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time) (Response, grantSet, error) {
-	g := grantSet{client: client, user: &user, authTime: now, roles: []string{}}
+	return s.issueLogin(ctx, client, user, scope, now, loginInfo{authTime: now})
+}
+
+// loginInfo is what the login behind an issuance fixed: its time, and for
+// the code flow the pre-assigned sid, nonce, amr and whether a client that
+// named no permission gets none (a third-party client of the code flow).
+type loginInfo struct {
+	authTime       time.Time
+	sid            string
+	nonce          string
+	amr            []string
+	onlyPermsNamed bool
+}
+
+// issueLogin is issueSession for a login described by li.
+func (s *Service) issueLogin(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time, li loginInfo) (Response, grantSet, error) {
+	g := grantSet{client: client, user: &user, authTime: li.authTime, roles: []string{}, sid: li.sid, nonce: li.nonce, amr: li.amr}
 	var grant policy.ScopeGrant
 	var err error
 	if user.MustChangePassword {
@@ -300,6 +317,9 @@ func (s *Service) issueSession(ctx context.Context, client store.Client, user st
 	} else {
 		grant, err = policy.ResolveScope(scope, s.perms.Permissions(user.Roles), client.Scopes)
 		g.roles = append([]string{}, user.Roles...)
+		if err == nil && li.onlyPermsNamed && !namesPermission(scope) {
+			grant.Permissions = []string{}
+		}
 	}
 	if err != nil {
 		return Response{}, g, scopeError(err)
@@ -317,6 +337,11 @@ func (s *Service) issueSession(ctx context.Context, client store.Client, user st
 	}
 	resp.MustChangePassword = user.MustChangePassword
 	return resp, g, nil
+}
+
+// namesPermission reports whether scope names a permission (anything but an OIDC scope).
+func namesPermission(scope []string) bool {
+	return slices.ContainsFunc(scope, func(s string) bool { return !policy.IsOIDCScope(s) })
 }
 
 // UserInfo answers OIDC UserInfo for a verified user access token: sub,
@@ -344,4 +369,25 @@ func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any,
 		out["name"] = u.Name
 	}
 	return out, nil
+}
+
+// VerifyIDTokenHint checks an id_token_hint (OIDC §3.1.2.1): signed by one of
+// the published, non-revoked keys, typ JWT, issued by this issuer. An
+// expired hint is fine (it only names the user). It returns the subject.
+func (s *Service) VerifyIDTokenHint(raw string) (string, error) {
+	if raw == "" || len(raw) > maxTokenLen || strings.Count(raw, ".") != 2 {
+		return "", errTokenInvalid
+	}
+	payload, _, err := s.signer.VerifyTyped(raw, TypeIDToken)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errTokenInvalid, err)
+	}
+	var c IDClaims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return "", fmt.Errorf("%w: claims: %v", errTokenInvalid, err)
+	}
+	if c.Issuer != s.cfg.Issuer || c.Subject == "" {
+		return "", fmt.Errorf("%w: issuer or subject", errTokenInvalid)
+	}
+	return c.Subject, nil
 }

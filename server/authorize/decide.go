@@ -1,0 +1,160 @@
+package authorize
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Action is what a request needs next.
+type Action int
+
+// Actions of Decide.
+const (
+	// ActIssueCode: issue a code now (IssueCode) and answer Request.Success.
+	ActIssueCode Action = iota
+	// ShowLogin: the login page; the login starts a new auth_time. Reason says why.
+	ShowLogin
+	// ShowConsent: the consent page (third-party clients).
+	ShowConsent
+	// ShowChangePassword: the change-password step, then on.
+	ShowChangePassword
+	// SelectAccount: "Continue as X / Use another account".
+	SelectAccount
+	// Refuse: prompt=none could not be honoured; deliver Decision.Error.
+	Refuse
+)
+
+// String names the action for logs and tests.
+func (a Action) String() string {
+	return [...]string{"issue_code", "show_login", "show_consent", "show_change_password", "select_account", "refuse"}[a]
+}
+
+// Login reasons (Decision.Reason of ShowLogin).
+const (
+	ReasonNoSession      = "no_session"     // no live browser session (or its user cannot sign in)
+	ReasonReauthenticate = "reauthenticate" // prompt=login or max_age exceeded
+	ReasonHintMismatch   = "hint_mismatch"  // id_token_hint names another user
+)
+
+// UserState is what Decide needs to know of the session's user.
+type UserState struct {
+	Exists             bool
+	Active             bool
+	MustChangePassword bool
+}
+
+// StateOf is the UserState of a user read from the store (nil: not found).
+func StateOf(u *store.User) UserState {
+	if u == nil {
+		return UserState{}
+	}
+	return UserState{Exists: true, Active: u.Active, MustChangePassword: u.MustChangePassword}
+}
+
+// Inputs are the facts Decide weighs besides the request.
+type Inputs struct {
+	// Session is the live browser session (nil: none).
+	Session *store.BrowserSession
+	// User is the session's user as stored now.
+	User UserState
+	// Consent is the user's remembered consent to the client (nil: none).
+	Consent *store.Consent
+	// AccountSelected: the person chose an account on the select-account
+	// page for this request (prompt=select_account is then satisfied).
+	AccountSelected bool
+}
+
+// Decision is the outcome of Decide.
+type Decision struct {
+	Action Action
+	// Reason explains ShowLogin (a Reason… constant).
+	Reason string
+	// Error is set for Refuse: login_required, consent_required,
+	// interaction_required or account_selection_required.
+	Error *RedirectError
+}
+
+// Decide applies the contract's table ("situation at /authorize") to a
+// validated request; the first matching row wins:
+//
+//  1. no live session, or its user is gone or deactivated: login
+//  2. prompt=login or max_age exceeded, unless the login happened after the
+//     request arrived: login (new auth_time)
+//  3. id_token_hint names another user: login
+//  4. prompt=select_account not yet answered: select account
+//  5. the user must change the password: change-password step
+//  6. third-party client without remembered consent covering the scopes,
+//     or prompt=consent / offline_access / a native (private-use scheme)
+//     redirect of a public client without consent given for this request:
+//     consent
+//  7. otherwise: issue a code
+//
+// With prompt=none every row but the last is an error instead:
+// login_required (1-3), account_selection_required (4),
+// interaction_required (5), consent_required (6).
+func Decide(req *Request, in Inputs, now time.Time) Decision {
+	s := in.Session
+	// Stores may keep times to the millisecond or the second: an event in
+	// the request's own second counts as after it (no endless login loop).
+	received := req.ReceivedAt.Truncate(time.Second)
+	switch {
+	case s == nil || !in.User.Exists || !in.User.Active || s.UserID == "":
+		return req.interact(ShowLogin, ReasonNoSession, ErrLoginRequired, "The user is not signed in.")
+	case s.AuthTime.Before(received) && (req.Prompt.Login || req.HasMaxAge && now.Sub(s.AuthTime) > req.MaxAge):
+		return req.interact(ShowLogin, ReasonReauthenticate, ErrLoginRequired, "The user must sign in again.")
+	case req.HintSubject != "" && req.HintSubject != s.UserID:
+		return req.interact(ShowLogin, ReasonHintMismatch, ErrLoginRequired, "The signed-in user is not the one the id_token_hint names.")
+	case req.Prompt.SelectAccount && !in.AccountSelected:
+		return req.interact(SelectAccount, "", ErrAccountSelectionRequired, "The user must choose an account.")
+	case in.User.MustChangePassword:
+		return req.interact(ShowChangePassword, "", ErrInteractionRequired, "The user must change their password.")
+	case needsConsent(req, in.Consent):
+		return req.interact(ShowConsent, "", ErrConsentRequired, "The user has not consented to this application's access.")
+	}
+	return Decision{Action: ActIssueCode}
+}
+
+// interact is action for an interactive request, or the prompt=none error.
+func (r *Request) interact(a Action, reason, code, desc string) Decision {
+	if r.Prompt.None {
+		return Decision{Action: Refuse, Error: r.Fail(code, desc)}
+	}
+	return Decision{Action: a, Reason: reason}
+}
+
+// needsConsent: first-party clients never ask; a third-party client needs a
+// remembered consent covering every scope asked; prompt=consent,
+// offline_access and a public client's private-use-scheme redirect (RFC
+// 8252 §8.6: another app may claim the scheme) need consent given for this
+// very request.
+func needsConsent(req *Request, c *store.Consent) bool {
+	if req.FirstParty {
+		return false
+	}
+	if c == nil || !covers(c.Scopes, req.Scopes) {
+		return true
+	}
+	fresh := !c.GrantedAt.Before(req.ReceivedAt.Truncate(time.Second))
+	if req.Prompt.Consent || req.WantsOffline() || req.Public && privateUseScheme(req.RedirectURI) {
+		return !fresh
+	}
+	return false
+}
+
+func covers(granted, asked []string) bool {
+	for _, s := range asked {
+		if !slices.Contains(granted, s) {
+			return false
+		}
+	}
+	return true
+}
+
+func privateUseScheme(uri string) bool {
+	scheme, _, _ := strings.Cut(uri, ":")
+	scheme = strings.ToLower(scheme)
+	return scheme != "http" && scheme != "https"
+}

@@ -1,0 +1,146 @@
+package authorize
+
+import (
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// TestDecide is the contract's table "situation at /authorize", each row
+// interactive and with prompt=none.
+func TestDecide(t *testing.T) {
+	received := testNow
+	now := received.Add(time.Second)
+	live := func(authAgo time.Duration) *store.BrowserSession {
+		return &store.BrowserSession{ID: "bs1", UserID: "u1", AuthTime: received.Add(-authAgo), AMR: []string{"pwd"}}
+	}
+	active := UserState{Exists: true, Active: true}
+	consent := func(grantedAgo time.Duration, scopes ...string) *store.Consent {
+		return &store.Consent{UserID: "u1", ClientID: "tp", Scopes: scopes, GrantedAt: received.Add(-grantedAgo)}
+	}
+	base := func() *Request {
+		return &Request{ClientID: "tp", RedirectURI: "https://app.example/cb", ResponseMode: ModeQuery, Scopes: []string{"openid", "docs:read"},
+			State: "st", Issuer: issuer, ReceivedAt: received}
+	}
+	cases := []struct {
+		name     string
+		req      func(r *Request)
+		in       Inputs
+		want     Action
+		reason   string
+		noneCode string // the prompt=none answer; "" = a code
+	}{
+		{name: "no session", in: Inputs{}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
+		{name: "session of a deactivated user", in: Inputs{Session: live(time.Hour), User: UserState{Exists: true}}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
+		{name: "session of a deleted user", in: Inputs{Session: live(time.Hour)}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
+		{name: "prompt=login with an older login", req: func(r *Request) { r.Prompt.Login = true },
+			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
+		{name: "prompt=login satisfied by a login after the request", req: func(r *Request) { r.Prompt.Login = true; r.FirstParty = true },
+			in: Inputs{Session: live(-time.Millisecond), User: active}, want: ActIssueCode},
+		{name: "max_age exceeded", req: func(r *Request) { r.HasMaxAge, r.MaxAge = true, time.Second; r.FirstParty = true },
+			in: Inputs{Session: live(2 * time.Second), User: active}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
+		{name: "max_age=0 forces a login", req: func(r *Request) { r.HasMaxAge = true; r.FirstParty = true },
+			in: Inputs{Session: live(time.Millisecond), User: active}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
+		{name: "max_age not exceeded (SSO)", req: func(r *Request) { r.HasMaxAge, r.MaxAge = true, 10000*time.Second; r.FirstParty = true },
+			in: Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
+		{name: "prompt=login satisfied by a login stored at second precision", req: func(r *Request) {
+			r.Prompt.Login = true
+			r.FirstParty = true
+			r.ReceivedAt = received.Add(700 * time.Millisecond)
+		},
+			in: Inputs{Session: live(0), User: active}, want: ActIssueCode},
+		{name: "max_age satisfied by a login after the request", req: func(r *Request) { r.HasMaxAge = true; r.FirstParty = true },
+			in: Inputs{Session: live(0), User: active}, want: ActIssueCode},
+		{name: "id_token_hint names another user", req: func(r *Request) { r.HintSubject = "u2"; r.FirstParty = true },
+			in: Inputs{Session: live(time.Hour), User: active}, want: ShowLogin, reason: ReasonHintMismatch, noneCode: ErrLoginRequired},
+		{name: "id_token_hint names the session's user", req: func(r *Request) { r.HintSubject = "u1"; r.FirstParty = true },
+			in: Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
+		{name: "must change password", req: func(r *Request) { r.FirstParty = true },
+			in: Inputs{Session: live(time.Hour), User: UserState{Exists: true, Active: true, MustChangePassword: true}}, want: ShowChangePassword, noneCode: ErrInteractionRequired},
+		{name: "select_account", req: func(r *Request) { r.Prompt.SelectAccount = true; r.FirstParty = true },
+			in: Inputs{Session: live(time.Hour), User: active}, want: SelectAccount, noneCode: ErrAccountSelectionRequired},
+		{name: "select_account without a session: login", req: func(r *Request) { r.Prompt.SelectAccount = true },
+			in: Inputs{}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
+		{name: "select_account answered", req: func(r *Request) { r.Prompt.SelectAccount = true; r.FirstParty = true },
+			in: Inputs{Session: live(time.Hour), User: active, AccountSelected: true}, want: ActIssueCode},
+		{name: "third-party without consent", in: Inputs{Session: live(time.Hour), User: active}, want: ShowConsent, noneCode: ErrConsentRequired},
+		{name: "third-party, consent not covering the scopes", in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "openid")},
+			want: ShowConsent, noneCode: ErrConsentRequired},
+		{name: "third-party, remembered consent covers", in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid", "email")},
+			want: ActIssueCode},
+		{name: "third-party, prompt=consent with remembered consent", req: func(r *Request) { r.Prompt.Consent = true },
+			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
+		{name: "third-party, prompt=consent answered for this request", req: func(r *Request) { r.Prompt.Consent = true },
+			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(-time.Millisecond, "docs:read", "openid")}, want: ActIssueCode},
+		{name: "third-party, offline_access always asks", req: func(r *Request) { r.Scopes = append(r.Scopes, "offline_access") },
+			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "offline_access", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
+		{name: "public client with a private-use scheme: remembered consent not reused", req: func(r *Request) { r.Public, r.RedirectURI = true, "com.example.app:/cb" },
+			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
+		{name: "first-party never shows consent", req: func(r *Request) {
+			r.FirstParty = true
+			r.Prompt.Consent = true
+			r.Scopes = append(r.Scopes, "offline_access")
+		},
+			in: Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
+		{name: "prompt=none with select_account (not produced by ParseRequest)", req: func(r *Request) { r.Prompt = Prompt{None: true, SelectAccount: true}; r.FirstParty = true },
+			in: Inputs{Session: live(time.Hour), User: active}, want: Refuse},
+		{name: "login wins over consent", in: Inputs{User: active}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
+	}
+	for _, tc := range cases {
+		probe := base()
+		if tc.req != nil {
+			tc.req(probe)
+		}
+		variants := []bool{false}
+		if probe.Prompt == (Prompt{}) {
+			variants = append(variants, true) // prompt=none stands alone
+		}
+		for _, none := range variants {
+			name := tc.name
+			if none {
+				name += "/prompt=none"
+			}
+			t.Run(name, func(t *testing.T) {
+				r := base()
+				if tc.req != nil {
+					tc.req(r)
+				}
+				if none {
+					r.Prompt.None = true
+				}
+				d := Decide(r, tc.in, now)
+				if tc.want == Refuse {
+					if d.Action != Refuse || d.Error.Code != ErrAccountSelectionRequired {
+						t.Fatalf("%v %+v", d.Action, d.Error)
+					}
+					return
+				}
+				if !none {
+					if d.Action != tc.want || d.Reason != tc.reason || d.Error != nil {
+						t.Fatalf("decision %v %q %v, want %v %q", d.Action, d.Reason, d.Error, tc.want, tc.reason)
+					}
+					return
+				}
+				if tc.noneCode == "" || tc.want == ActIssueCode {
+					if d.Action != ActIssueCode {
+						t.Fatalf("prompt=none: %v %v, want a code", d.Action, d.Error)
+					}
+					return
+				}
+				if d.Action != Refuse || d.Error == nil || d.Error.Code != tc.noneCode || d.Error.State != "st" || d.Error.Issuer != issuer {
+					t.Fatalf("prompt=none: %v %+v, want %s", d.Action, d.Error, tc.noneCode)
+				}
+			})
+		}
+	}
+}
+
+func TestStateOf(t *testing.T) {
+	if StateOf(nil) != (UserState{}) {
+		t.Fatal("nil user")
+	}
+	if got := StateOf(&store.User{Active: true, MustChangePassword: true}); got != (UserState{Exists: true, Active: true, MustChangePassword: true}) {
+		t.Fatalf("%+v", got)
+	}
+}

@@ -1,0 +1,86 @@
+package authorize
+
+import (
+	"fmt"
+	"net/http"
+)
+
+// Error codes of the authorization endpoint (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
+const (
+	ErrInvalidRequest           = "invalid_request"
+	ErrUnauthorizedClient       = "unauthorized_client"
+	ErrAccessDenied             = "access_denied"
+	ErrUnsupportedResponseType  = "unsupported_response_type"
+	ErrInvalidScope             = "invalid_scope"
+	ErrServerError              = "server_error"
+	ErrTemporarilyUnavailable   = "temporarily_unavailable"
+	ErrLoginRequired            = "login_required"
+	ErrConsentRequired          = "consent_required"
+	ErrInteractionRequired      = "interaction_required"
+	ErrAccountSelectionRequired = "account_selection_required"
+	ErrRequestNotSupported      = "request_not_supported"
+	ErrRequestURINotSupported   = "request_uri_not_supported"
+	ErrRegistrationNotSupported = "registration_not_supported"
+)
+
+// PageError is a failure that must not be redirected (a repeated parameter,
+// an oversize request, an unknown client or redirect URI, an expired pending
+// request without its tombstone): the HTTP layer answers an HTML error page
+// with Status. Message is a sentence for a person; it never lists the
+// client's registered URIs.
+type PageError struct {
+	Status  int
+	Message string
+	cause   error
+}
+
+// Error implements error (the cause is for logs only).
+func (e *PageError) Error() string {
+	if e.cause != nil {
+		return fmt.Sprintf("authorize page error %d: %s: %v", e.Status, e.Message, e.cause)
+	}
+	return fmt.Sprintf("authorize page error %d: %s", e.Status, e.Message)
+}
+
+// Unwrap returns the cause.
+func (e *PageError) Unwrap() error { return e.cause }
+
+func pageError(msg string) *PageError { return &PageError{Status: http.StatusBadRequest, Message: msg} }
+
+// RedirectError is a failure delivered to the client at RedirectURI
+// (RFC 6749 §4.1.2.1) in Mode, with error, error_description, state (byte
+// for byte as received) and iss (RFC 9207). Response builds the answer.
+type RedirectError struct {
+	RedirectURI string
+	Mode        string // ModeQuery or ModeFormPost
+	Code        string
+	Description string
+	State       string
+	Issuer      string
+}
+
+// Error implements error.
+func (e *RedirectError) Error() string {
+	return "authorize redirect error: " + e.Code + ": " + e.Description
+}
+
+// Response is the HTTP answer carrying the error to the client.
+func (e *RedirectError) Response() Response {
+	p := [][2]string{{"error", e.Code}}
+	if d := cleanDescription(e.Description); d != "" {
+		p = append(p, [2]string{"error_description", d})
+	}
+	return respond(e.RedirectURI, e.Mode, e.State, e.Issuer, p)
+}
+
+// cleanDescription keeps only the characters RFC 6749 §4.1.2.1 allows in
+// error_description (%x20-21 / %x23-5B / %x5D-7E).
+func cleanDescription(d string) string {
+	b := make([]byte, 0, len(d))
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,384 @@
+package authorize
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/redirecturi"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Response modes (OAuth 2.0 Multiple Response Types §2.1, Form Post Response Mode).
+const (
+	ModeQuery    = "query"
+	ModeFormPost = "form_post"
+)
+
+// grantAuthorizationCode is the client grant that allows the endpoint (token.GrantAuthorizationCode).
+const grantAuthorizationCode = "authorization_code"
+
+// Limits on a request (contract step 1; design brief step 14).
+const (
+	MaxRequestBytes = 16 << 10
+	maxStateBytes   = 4 << 10
+	maxNonceBytes   = 1 << 10
+	maxLoginHint    = 320
+	challengeLen    = 43
+)
+
+// Clients reads OAuth clients (store.Clients).
+type Clients interface {
+	GetClient(ctx context.Context, id string) (store.Client, error)
+}
+
+// HintVerifier verifies an id_token_hint: signed by one of our published
+// keys, typ JWT, our iss; an expired hint is fine. It returns the subject
+// (token.Service.VerifyIDTokenHint).
+type HintVerifier interface {
+	VerifyIDTokenHint(raw string) (subject string, err error)
+}
+
+// Permissions lists the permissions the policy knows (policy.Policy.AllPermissions).
+type Permissions interface {
+	AllPermissions() []string
+}
+
+// Env is what ParseRequest checks a request against.
+type Env struct {
+	Issuer      string
+	Clients     Clients
+	Hints       HintVerifier
+	Permissions Permissions
+}
+
+// Prompt is the set of prompt values (OIDC Core §3.1.2.1).
+type Prompt struct {
+	None          bool `json:"none,omitempty"`
+	Login         bool `json:"login,omitempty"`
+	Consent       bool `json:"consent,omitempty"`
+	SelectAccount bool `json:"select_account,omitempty"`
+}
+
+// Request is a validated authorization request. It is JSON so it can be
+// kept server-side while the person signs in (SavePending).
+type Request struct {
+	ClientID string `json:"client_id"`
+	// FirstParty and Public are the client's flags when the request arrived.
+	FirstParty bool `json:"first_party,omitempty"`
+	Public     bool `json:"public,omitempty"`
+	// RedirectURI is where responses go: the redirect_uri as sent (a
+	// loopback one keeps its port) or, when omitted, the client's only one.
+	RedirectURI string `json:"redirect_uri"`
+	// RedirectURISent is redirect_uri exactly as sent, "" when omitted; the
+	// token endpoint compares it.
+	RedirectURISent string `json:"redirect_uri_sent,omitempty"`
+	ResponseMode    string `json:"response_mode"`
+	// Scopes are the scope tokens named, in order, without duplicates.
+	Scopes        []string `json:"scopes"`
+	State         string   `json:"state,omitempty"`
+	Nonce         string   `json:"nonce,omitempty"`
+	CodeChallenge string   `json:"code_challenge,omitempty"`
+	Prompt        Prompt   `json:"prompt"`
+	// MaxAge is max_age when HasMaxAge.
+	MaxAge    time.Duration `json:"max_age,omitempty"`
+	HasMaxAge bool          `json:"has_max_age,omitempty"`
+	// HintSubject is the sub of a verified id_token_hint.
+	HintSubject string `json:"hint_subject,omitempty"`
+	// LoginHint pre-fills the login form; it reveals nothing about accounts.
+	LoginHint string `json:"login_hint,omitempty"`
+	Issuer    string `json:"issuer"`
+	// ReceivedAt is when the request arrived: a login or consent given at or
+	// after it satisfies prompt=login, max_age and prompt=consent.
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+// WantsOpenID reports whether the request asked for openid.
+func (r *Request) WantsOpenID() bool { return slices.Contains(r.Scopes, policy.ScopeOpenID) }
+
+// WantsOffline reports whether the request asked for offline_access.
+func (r *Request) WantsOffline() bool { return slices.Contains(r.Scopes, policy.ScopeOfflineAccess) }
+
+// Fail returns the error code delivered to the client for this request.
+func (r *Request) Fail(code, description string) *RedirectError {
+	return &RedirectError{RedirectURI: r.RedirectURI, Mode: r.ResponseMode, Code: code, Description: description,
+		State: r.State, Issuer: r.Issuer}
+}
+
+// ParseRequest validates an authorization request (GET query or POST form,
+// parsed once by the caller) in the contract's order; the first failure
+// wins. Steps 1-3 fail with a *PageError (never redirected); later steps
+// with a *RedirectError (step 4's in query mode). A store failure while
+// reading the client is a *PageError with status 503.
+func ParseRequest(ctx context.Context, form url.Values, env Env, now time.Time) (*Request, error) {
+	// 1. One value per parameter, at most 16 KiB, UTF-8 without NUL.
+	p, err := singleValues(form)
+	if err != nil {
+		return nil, err
+	}
+	// 2. client_id names a client.
+	clientID := p["client_id"]
+	if clientID == "" {
+		return nil, pageError("The request names no client (client_id is missing).")
+	}
+	if !plausibleClientID(clientID) {
+		return nil, pageError("The application that sent you here is not known to this server.")
+	}
+	client, err := env.Clients.GetClient(ctx, clientID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, pageError("The application that sent you here is not known to this server.")
+	}
+	if err != nil {
+		return nil, &PageError{Status: http.StatusServiceUnavailable, Message: "The service is temporarily unavailable; try again shortly.",
+			cause: fmt.Errorf("read client: %w", err)}
+	}
+	// 3. redirect_uri matches a registered one (loopback IP: any port); it
+	// may be omitted only with exactly one registered and no openid.
+	req := &Request{ClientID: client.ID, FirstParty: client.FirstParty, Public: client.Public, Issuer: env.Issuer,
+		State: p["state"], ReceivedAt: now, ResponseMode: ModeQuery}
+	if sent, ok := p["redirect_uri"]; ok {
+		if _, err := redirecturi.Match(client.RedirectURIs, sent); err != nil {
+			return nil, &PageError{Status: http.StatusBadRequest,
+				Message: "The redirect URI of this request is not registered for the application.", cause: err}
+		}
+		req.RedirectURI, req.RedirectURISent = sent, sent
+	} else {
+		switch {
+		case len(client.RedirectURIs) != 1:
+			return nil, pageError("The request must name its redirect URI (redirect_uri is missing).")
+		case slices.Contains(strings.Split(p["scope"], " "), policy.ScopeOpenID):
+			return nil, pageError("An OpenID Connect request must name its redirect URI (redirect_uri is missing).")
+		}
+		req.RedirectURI = client.RedirectURIs[0]
+	}
+	// 4. response_mode: absent, query or form_post (a failure goes in query mode).
+	switch m := p["response_mode"]; m {
+	case "", ModeQuery, ModeFormPost:
+		if m != "" {
+			req.ResponseMode = m
+		}
+	default:
+		return nil, req.Fail(ErrInvalidRequest, "response_mode must be query or form_post.")
+	}
+	// 5. response_type=code.
+	switch rt := p["response_type"]; rt {
+	case "code":
+	case "":
+		return nil, req.Fail(ErrInvalidRequest, "The response_type parameter is missing.")
+	default:
+		return nil, req.Fail(ErrUnsupportedResponseType, "Only response_type=code is supported.")
+	}
+	// 6. The client may use the code flow.
+	if !slices.Contains(client.Grants, grantAuthorizationCode) {
+		return nil, req.Fail(ErrUnauthorizedClient, "The client may not use the authorization code flow.")
+	}
+	// 7. No request objects, request_uri (outside PAR) or dynamic registration.
+	switch {
+	case p["request"] != "":
+		return nil, req.Fail(ErrRequestNotSupported, "Request objects are not supported.")
+	case p["request_uri"] != "":
+		return nil, req.Fail(ErrRequestURINotSupported, "request_uri is not supported.")
+	case p["registration"] != "":
+		return nil, req.Fail(ErrRegistrationNotSupported, "The registration parameter is not supported.")
+	}
+	// 8. Scopes known and allowed to the client.
+	if req.Scopes, err = checkScopes(p["scope"], client.Scopes, env.Permissions); err != nil {
+		return nil, req.Fail(ErrInvalidScope, err.Error())
+	}
+	// 9. PKCE S256 with a 43-character base64url challenge; required for
+	// public clients and require_pkce.
+	if err := checkPKCE(p["code_challenge"], p["code_challenge_method"], client.Public || client.RequirePKCE); err != nil {
+		return nil, req.Fail(ErrInvalidRequest, err.Error())
+	}
+	req.CodeChallenge = p["code_challenge"]
+	// 10. prompt, max_age, id_token_hint, and the length of what is echoed or kept.
+	if req.Prompt, err = parsePrompt(p["prompt"]); err != nil {
+		return nil, req.Fail(ErrInvalidRequest, err.Error())
+	}
+	if v, ok := p["max_age"]; ok {
+		n, err := parseMaxAge(v)
+		if err != nil {
+			return nil, req.Fail(ErrInvalidRequest, err.Error())
+		}
+		req.MaxAge, req.HasMaxAge = n, true
+	}
+	if hint, ok := p["id_token_hint"]; ok {
+		sub, err := env.Hints.VerifyIDTokenHint(hint)
+		if err != nil {
+			return nil, req.Fail(ErrInvalidRequest, "The id_token_hint is not an id token issued by this server.")
+		}
+		req.HintSubject = sub
+	}
+	switch {
+	case len(req.State) > maxStateBytes:
+		return nil, req.Fail(ErrInvalidRequest, fmt.Sprintf("state is longer than %d bytes.", maxStateBytes))
+	case len(p["nonce"]) > maxNonceBytes:
+		return nil, req.Fail(ErrInvalidRequest, fmt.Sprintf("nonce is longer than %d bytes.", maxNonceBytes))
+	case len(p["login_hint"]) > maxLoginHint:
+		return nil, req.Fail(ErrInvalidRequest, fmt.Sprintf("login_hint is longer than %d bytes.", maxLoginHint))
+	}
+	req.Nonce, req.LoginHint = p["nonce"], p["login_hint"]
+	return req, nil
+}
+
+// singleValues is step 1: every parameter once, the whole request at most
+// MaxRequestBytes, values valid UTF-8 without NUL. Empty values count as
+// absent (they are left out of the result).
+func singleValues(form url.Values) (map[string]string, error) {
+	size := 0
+	out := make(map[string]string, len(form))
+	for k, vs := range form {
+		size += len(k) + 2
+		for _, v := range vs {
+			size += len(v)
+		}
+		if size > MaxRequestBytes {
+			return nil, pageError("The request is too large.")
+		}
+		if len(vs) > 1 {
+			return nil, pageError(fmt.Sprintf("The parameter %q is included more than once.", safeName(k)))
+		}
+		if len(vs) == 0 || vs[0] == "" {
+			continue
+		}
+		if !utf8.ValidString(vs[0]) || strings.ContainsRune(vs[0], 0) {
+			return nil, pageError(fmt.Sprintf("The parameter %q is not valid UTF-8 text.", safeName(k)))
+		}
+		out[k] = vs[0]
+	}
+	return out, nil
+}
+
+// checkScopes parses scope and requires each token to be an OIDC scope or a
+// permission the policy knows and the client may receive (nil client
+// scopes: every permission). Wildcards are refused.
+func checkScopes(raw string, clientScopes []string, perms Permissions) ([]string, error) {
+	scopes, err := policy.ParseScope(raw)
+	if err != nil {
+		return nil, err
+	}
+	var known []string
+	for _, s := range scopes {
+		switch {
+		case policy.IsOIDCScope(s):
+		case policy.ValidPermission(s):
+			if known == nil {
+				known = perms.AllPermissions()
+			}
+			if !slices.Contains(known, s) {
+				return nil, &policy.ScopeError{Scope: s, Reason: "unknown permission"}
+			}
+			if clientScopes != nil && !policy.Matches(clientScopes, s) {
+				return nil, &policy.ScopeError{Scope: s, Reason: "this client may not receive this permission"}
+			}
+		default:
+			return nil, &policy.ScopeError{Scope: s, Reason: "unknown scope; scopes are openid, profile, email, offline_access or permissions of the form resource:action"}
+		}
+	}
+	return scopes, nil
+}
+
+// checkPKCE is step 9 (RFC 7636 §4.2-4.4.1, S256 only).
+func checkPKCE(challenge, method string, required bool) error {
+	switch {
+	case challenge == "" && method != "":
+		return errors.New("code_challenge_method was sent without a code_challenge.")
+	case challenge == "" && required:
+		return errors.New("This client must use PKCE: send code_challenge and code_challenge_method=S256.")
+	case challenge == "":
+		return nil
+	case method != "S256":
+		return errors.New("code_challenge_method must be S256.")
+	case !validChallenge(challenge):
+		return errors.New("code_challenge must be 43 characters of base64url (the S256 hash of the verifier).")
+	}
+	return nil
+}
+
+func validChallenge(c string) bool {
+	if len(c) != challengeLen {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		b := c[i]
+		if !(b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '-' || b == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// parsePrompt: values in {none, login, consent, select_account}, none alone.
+func parsePrompt(raw string) (Prompt, error) {
+	var p Prompt
+	n := 0
+	for v := range strings.SplitSeq(raw, " ") {
+		switch v {
+		case "":
+			continue
+		case "none":
+			p.None = true
+		case "login":
+			p.Login = true
+		case "consent":
+			p.Consent = true
+		case "select_account":
+			p.SelectAccount = true
+		default:
+			return Prompt{}, errors.New("prompt values are none, login, consent and select_account.")
+		}
+		n++
+	}
+	if p.None && n > 1 {
+		return Prompt{}, errors.New("prompt=none cannot be combined with other values.")
+	}
+	return p, nil
+}
+
+// parseMaxAge: a non-negative integer of seconds.
+func parseMaxAge(v string) (time.Duration, error) {
+	bad := errors.New("max_age must be a non-negative integer (seconds).")
+	if len(v) > 9 || strings.TrimLeft(v, "0123456789") != "" {
+		return 0, bad
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, bad
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
+// plausibleClientID: 3-64 characters of a-z 0-9 . _ - (every client id's shape).
+func plausibleClientID(id string) bool {
+	if len(id) < 3 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// safeName makes a parameter name safe to show on a page.
+func safeName(k string) string {
+	if len(k) > 40 || !utf8.ValidString(k) {
+		return "(unnamed)"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
+			return -1
+		}
+		return r
+	}, k)
+}

@@ -1,0 +1,159 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/redirecturi"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// CodeStore takes authorization codes once (store.SingleUse; the codes are
+// put there by the authorization endpoint).
+type CodeStore interface {
+	// TakeOnce atomically marks the record taken and returns its value:
+	// ErrNotFound when unknown or expired, the value with ErrTokenUsed when
+	// taken before.
+	TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error)
+}
+
+// parseAuthorizationCodeGrant reads code, redirect_uri and code_verifier
+// (RFC 6749 §4.1.3, RFC 7636 §4.5). Their meaning is checked at exchange.
+func parseAuthorizationCodeGrant(params map[string]string, req *TokenRequest) error {
+	req.Code, req.RedirectURI, req.CodeVerifier = params["code"], params["redirect_uri"], params["code_verifier"]
+	if req.Code == "" {
+		return apierr.ErrInvalidRequest.WithDescription("The code parameter is missing.")
+	}
+	return nil
+}
+
+// maxCodeLen bounds a presented code; Portcullis's codes are far shorter.
+const maxCodeLen = 256
+
+// authorizationCodeGrant redeems an authorization code (RFC 6749 §4.1.3).
+// The code is consumed first and checked after, so each code gets exactly
+// one attempt (no guessing the PKCE verifier). Every failure is
+// invalid_grant; a code presented a second time also revokes everything the
+// first redemption issued (its sid: refresh family and access tokens).
+func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
+	invalid := apierr.ErrInvalidGrant.WithDescription("The authorization code is invalid, expired or already used.")
+	if s.codes == nil {
+		// No code store, so no code was ever issued here: the code is unknown.
+		s.log.Warn("authorization_code grant used but the token service has no code store")
+		return Response{}, invalid
+	}
+	if len(req.Code) > maxCodeLen {
+		return Response{}, invalid
+	}
+	now := s.now()
+	raw, err := s.codes.TakeOnce(ctx, store.OnceAuthCode, HashSecret(req.Code), now)
+	switch {
+	case err == nil:
+	case errors.Is(err, store.ErrNotFound):
+		return Response{}, invalid
+	case errors.Is(err, store.ErrTokenUsed):
+		return Response{}, s.codeReused(ctx, raw, client, meta, now, invalid)
+	default:
+		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("take authorization code: %w", err))
+	}
+	code, err := ParseAuthCode(raw)
+	if err != nil {
+		return Response{}, invalid.WithCause(err)
+	}
+	if err := checkCodeRedemption(code, client, req); err != nil {
+		return Response{}, err
+	}
+	user, err := s.users.GetUser(ctx, code.UserID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Response{}, invalid.WithDescription("The account that signed in no longer exists.")
+		}
+		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+	}
+	if !user.Active {
+		return Response{}, invalid.WithDescription("The account that signed in is deactivated.")
+	}
+	resp, _, err := s.issueLogin(ctx, client, user, code.Scopes, now, loginInfo{
+		authTime: code.AuthTime, sid: code.SID, nonce: code.Nonce, amr: code.AMR, onlyPermsNamed: !client.FirstParty,
+	})
+	if err != nil {
+		return Response{}, err
+	}
+	// A replay of the code that ran while this redemption was issuing
+	// revoked its sid, perhaps before the family existed: revoke again so the
+	// family is dead too. The response still goes out (exactly one
+	// redemption answers 200); its tokens are revoked. A cut-off of the user
+	// after the login voids the grant (a client without refresh tokens has
+	// no family for the token state's own cut-off check to refuse).
+	revoked, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(code.AuthTime), SID: code.SID,
+		UserID: user.ID, IssuedAt: code.AuthTime})
+	if err != nil {
+		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the grant: %w", err))
+	}
+	if revoked {
+		if err := s.revocationFailed(s.state.RevokeFamily(ctx, code.SID, now), "revoke the grant of a voided code"); err != nil {
+			return Response{}, err
+		}
+		cut, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(code.AuthTime), UserID: user.ID, IssuedAt: code.AuthTime})
+		if err != nil {
+			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the grant: %w", err))
+		}
+		if cut {
+			return Response{}, invalid.WithDescription("The account's sessions were ended while signing in. Sign in again.")
+		}
+	}
+	return resp, nil
+}
+
+// checkCodeRedemption applies RFC 6749 §4.1.3 and RFC 7636 §4.6 to a taken
+// code: issued to this client, the same redirect_uri as at /authorize, and
+// a code_verifier matching the stored challenge (none without one).
+func checkCodeRedemption(code AuthCode, client store.Client, req TokenRequest) error {
+	invalid := apierr.ErrInvalidGrant
+	if code.ClientID != client.ID {
+		return invalid.WithDescription("The authorization code was issued to another client.")
+	}
+	switch {
+	case code.RedirectURI != "":
+		if req.RedirectURI != code.RedirectURI {
+			return invalid.WithDescription("redirect_uri must be identical to the one sent in the authorization request.")
+		}
+	case req.RedirectURI != "":
+		if _, err := redirecturi.Match(client.RedirectURIs, req.RedirectURI); err != nil {
+			return invalid.WithDescription("redirect_uri is not a registered redirect URI of this client.")
+		}
+	}
+	switch {
+	case code.CodeChallenge == "" && req.CodeVerifier != "":
+		return invalid.WithDescription("A code_verifier was sent but the authorization request had no code_challenge.")
+	case code.CodeChallenge == "":
+		return nil
+	case req.CodeVerifier == "":
+		return invalid.WithDescription("The code_verifier is missing.")
+	case !ValidCodeVerifier(req.CodeVerifier):
+		return invalid.WithDescription("The code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~.")
+	case !verifierMatches(req.CodeVerifier, code.CodeChallenge):
+		return invalid.WithDescription("The code_verifier does not match the code_challenge.")
+	}
+	return nil
+}
+
+// codeReused answers a second redemption: it revokes what the code issued
+// (the refresh family and access tokens of its sid) on every instance and
+// records token.code_reuse_detected.
+func (s *Service) codeReused(ctx context.Context, raw []byte, client store.Client, meta RequestMeta, now time.Time, invalid *apierr.Error) error {
+	code, err := ParseAuthCode(raw)
+	if err != nil {
+		return invalid.WithCause(err)
+	}
+	if err := s.revocationFailed(s.state.RevokeFamily(ctx, code.SID, now), "revoke the grant of a reused authorization code"); err != nil {
+		return err
+	}
+	s.audit.Record(ctx, store.AuditEvent{Action: "token.code_reuse_detected", Outcome: store.OutcomeFailure,
+		TargetID: code.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+		Details: map[string]string{"sid": code.SID, "code_client_id": code.ClientID}})
+	return invalid.WithDescription("The authorization code was already used; the tokens issued for it are revoked.")
+}

@@ -1,0 +1,102 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+	"slices"
+	"strings"
+)
+
+// parseRefreshGrant reads refresh_token (RFC 6749 §6).
+func parseRefreshGrant(params map[string]string, req *TokenRequest) error {
+	req.RefreshToken = params["refresh_token"]
+	if req.RefreshToken == "" {
+		return apierr.ErrInvalidRequest.WithDescription("The refresh_token parameter is missing.")
+	}
+	return nil
+}
+
+func (s *Service) refreshGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
+	invalid := apierr.ErrInvalidGrant.WithDescription("The refresh token is invalid, expired or revoked.")
+	sid, ok := parseRefreshToken(req.RefreshToken)
+	if !ok {
+		return Response{}, invalid
+	}
+	now := s.now()
+	next := newRefreshToken(sid)
+	sealed, err := s.sealer.Seal([]byte(next), []byte("refresh:"+sid))
+	if err != nil {
+		return Response{}, apierr.ErrServer.WithCause(fmt.Errorf("seal successor: %w", err))
+	}
+	res, err := s.state.RotateRefresh(ctx, store.RotateRequest{
+		FamilyID: sid, PresentedHash: HashSecret(req.RefreshToken), NextHash: HashSecret(next), NextSealed: sealed,
+		Now: now, Grace: s.cfg.RefreshReuseGrace,
+	})
+	if err != nil {
+		if res.Outcome != store.RotateReuseDetected {
+			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("rotate refresh token: %w", err))
+		}
+		// Reuse revoked the family; its access tokens' revocation may be
+		// pending in the token state.
+		if err := s.revocationFailed(err, "revoke the session of a reused refresh token"); err != nil {
+			return Response{}, err
+		}
+	}
+	fam := res.Family
+	switch res.Outcome {
+	case store.RotateOK:
+	case store.RotateGraceReplay:
+		plain, err := s.sealer.Open(res.SuccessorSealed, []byte("refresh:"+sid))
+		if err != nil {
+			return Response{}, invalid.WithCause(fmt.Errorf("open sealed successor: %w", err))
+		}
+		next = string(plain)
+	case store.RotateReuseDetected:
+		s.metrics.RefreshReuseDetected()
+		s.audit.Record(ctx, store.AuditEvent{Action: "token.refresh_reuse_detected", Outcome: store.OutcomeFailure,
+			TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+			Details: map[string]string{"sid": sid}})
+		return Response{}, invalid
+	default:
+		return Response{}, invalid
+	}
+	if fam.ClientID != client.ID {
+		// A token presented by a client it was not issued to is compromised.
+		if err := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "revoke a refresh token presented by another client"); err != nil {
+			return Response{}, err
+		}
+		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeFailure, TargetID: fam.UserID,
+			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+			Details: map[string]string{"sid": sid, "reason": "refresh token presented by another client"}})
+		return Response{}, invalid
+	}
+	user, err := s.users.GetUser(ctx, fam.UserID)
+	if err != nil || !user.Active || user.MustChangePassword {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+		}
+		if rerr := s.state.RevokeFamily(ctx, sid, now); rerr != nil {
+			s.log.Warn("revoke family of unusable user", "err", rerr)
+		}
+		return Response{}, invalid
+	}
+	// The session follows the user's current permissions (or keeps to the
+	// ones it named); a refresh may narrow the scope, never widen it.
+	scope, err := policy.NarrowOnRefresh(strings.Fields(fam.RequestedScope), req.Scope, s.perms.Permissions(user.Roles), client.Scopes)
+	if err != nil {
+		return Response{}, scopeError(err)
+	}
+	if !client.FirstParty && clientAllowsGrant(client, GrantAuthorizationCode) {
+		// A third-party client of the code flow keeps to what the person
+		// consented to at login: a new role of the user does not reach it.
+		granted := strings.Fields(fam.Scope)
+		scope.Permissions = slices.DeleteFunc(scope.Permissions, func(p string) bool { return !slices.Contains(granted, p) })
+	}
+	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
+		sid: sid, authTime: fam.CreatedAt}
+	return s.respond(g, next, now)
+}
