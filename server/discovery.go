@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -28,6 +29,9 @@ type KeySource interface {
 type DiscoveryOptions struct {
 	Issuer     string
 	JWKSMaxAge time.Duration
+	// BrowserSignIn: /oauth2/authorize is served (the authorization code
+	// flow with PKCE), so its metadata is advertised.
+	BrowserSignIn bool
 }
 
 // discovery serves the JWKS and the metadata documents from cached bytes:
@@ -129,8 +133,12 @@ func etagMatches(values []string, etag string) bool {
 
 // advertisedGrants are the grants discovery lists: those that work end to
 // end. authorization_code, which clients may already be registered with
-// (token.SupportedGrants), joins when /oauth2/authorize is served.
+// (token.SupportedGrants), joins when /oauth2/authorize is served
+// (DiscoveryOptions.BrowserSignIn).
 var advertisedGrants = []string{token.GrantPassword, token.GrantRefreshToken, token.GrantClientCredentials}
+
+// promptValues are the prompt values /oauth2/authorize honours.
+var promptValues = []string{"none", "login", "consent", "select_account"}
 
 // metadata builds the RFC 8414 / OIDC Discovery document: only what the
 // server really supports.
@@ -158,6 +166,20 @@ func (d *discovery) metadata() []byte {
 		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "sid", "email",
 			"email_verified", "name", "roles", "scope", "client_id", "jti"},
 		"service_documentation": iss + "/docs",
+	}
+	if d.opts.BrowserSignIn {
+		m["authorization_endpoint"] = iss + "/oauth2/authorize"
+		m["response_types_supported"] = []string{"code"}
+		m["response_modes_supported"] = []string{"query", "form_post"}
+		m["grant_types_supported"] = append(slices.Clone(advertisedGrants), token.GrantAuthorizationCode)
+		m["code_challenge_methods_supported"] = []string{"S256"}
+		m["prompt_values_supported"] = promptValues
+		m["authorization_response_iss_parameter_supported"] = true
+		m["request_parameter_supported"] = false
+		m["request_uri_parameter_supported"] = false
+		m["claims_parameter_supported"] = false
+		m["claims_supported"] = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "amr",
+			"azp", "email", "email_verified", "name", "roles", "scope", "client_id", "jti"}
 	}
 	b, _ := json.Marshal(m)
 	return b

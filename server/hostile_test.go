@@ -238,7 +238,7 @@ func TestHostileInput(t *testing.T) {
 	})
 	t.Run("unknown paths and methods", func(t *testing.T) {
 		expect4xx(t, "unknown path", d.c.Get("/../../etc/passwd"))
-		expect4xx(t, "unknown path 2", d.c.Get("/oauth2/authorize?response_type=code"))
+		expect4xx(t, "authorize without a client", d.c.Get("/oauth2/authorize?response_type=code"))
 		expect4xx(t, "wrong method", d.c.Do(http.MethodPut, "/oauth2/token", nil, ""))
 		expect4xx(t, "wrong content type", d.c.Do(http.MethodPost, "/oauth2/token", []byte("grant_type=password"), "text/plain", web))
 	})

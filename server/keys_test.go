@@ -66,10 +66,13 @@ func TestDiscoveryMetadata(t *testing.T) {
 		if algs := m["id_token_signing_alg_values_supported"].([]any); len(algs) != 1 || algs[0] != "EdDSA" {
 			t.Fatalf("algs %v", algs)
 		}
-		// Only grants that work end to end are advertised: authorization_code
-		// joins when /oauth2/authorize is served.
-		if grants := fmt.Sprint(m["grant_types_supported"]); grants != "[password refresh_token client_credentials]" {
+		// Only grants that work end to end are advertised; /oauth2/authorize
+		// is served, so authorization_code is one of them.
+		if grants := fmt.Sprint(m["grant_types_supported"]); grants != "[password refresh_token client_credentials authorization_code]" {
 			t.Fatalf("grants %v", grants)
+		}
+		if m["authorization_endpoint"] != iss+"/oauth2/authorize" || fmt.Sprint(m["response_types_supported"]) != "[code]" {
+			t.Fatalf("%s: authorization endpoint %v, response types %v", path, m["authorization_endpoint"], m["response_types_supported"])
 		}
 	}
 }

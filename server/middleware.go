@@ -147,14 +147,24 @@ func securityHeaders(tls bool) echo.MiddlewareFunc {
 	}
 }
 
+// pageQuery are the routes whose query a browser sends and whose handler
+// answers a malformed one with an HTML page: the authorization endpoint and
+// the sign-in pages.
+var pageQuery = map[string]bool{"/oauth2/authorize": true, "/login": true, "/consent": true}
+
 // cleanQuery refuses query strings no endpoint can use: unparseable, with
 // invalid UTF-8 or NUL bytes (which PostgreSQL refuses in text), so hostile
 // input gets a 400 here instead of reaching the store.
+//
+// The browser sign-in routes are left to themselves: a person's browser
+// must get the HTML error page there, never a JSON body, and the
+// authorization endpoint checks its parameters itself (server/authorize,
+// step 1: the same refusals, as a page).
 func cleanQuery() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			raw := c.Request().URL.RawQuery
-			if raw == "" {
+			if raw == "" || pageQuery[c.Path()] {
 				return next(c)
 			}
 			vals, err := url.ParseQuery(raw)

@@ -27,6 +27,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server"
 	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/mail"
@@ -278,19 +279,24 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	tokens := token.NewService(tokenConfig(cfg), token.Deps{
 		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Checker: checker,
+		Codes: states.Once,
 	})
 	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m, Checks: []server.Check{
 		{Name: "database", Check: core.Store.Ping},
 		{Name: "token_state", Check: states.State.Ping},
 	}})
-	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge})
+	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true})
 	srv.MountOAuth(tokens)
 	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter)
 	if err != nil {
 		return nil, err
 	}
 	srv.MountAccounts(acc, tokens)
-	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log}); err != nil {
+	signIn, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker)
+	if err != nil {
+		return nil, err
+	}
+	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn}); err != nil {
 		return nil, err
 	}
 	srv.MountAdmin(acc, tokens)
@@ -299,6 +305,21 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, states: states,
 		Once: states.Once, BrowserSessions: states.Browser}, nil
+}
+
+// signInDeps wires browser sign-in: the browser session cookie over the
+// token state, and server/authorize over the clients, the id token hints,
+// the policy, the single-use records and the remembered consents.
+func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, cl *clients.Cache,
+	tokens *token.Service, checker *passcheck.Checker) (pages.SignInDeps, error) {
+	browser, err := browsersession.New(states.Browser, browsersession.Config{IdleTTL: cfg.SessionIdleTTL, MaxAge: cfg.SessionMaxAge})
+	if err != nil {
+		return pages.SignInDeps{}, err
+	}
+	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
+		Sessions: states.Browser, Users: core.Store, Consents: core.Store, Audit: core.Audit, CodeTTL: cfg.AuthCodeTTL,
+		RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
+	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit}, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client

@@ -13,6 +13,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/authorize"
 	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
@@ -106,13 +107,11 @@ type Step struct {
 	Request Pending
 	// Location is the URL of a StepRedirect.
 	Location string
-	// FormPost is the document of a StepFormPost and ScriptHash the CSP
-	// source of its one script ('sha256-…').
-	FormPost   []byte
-	ScriptHash string
-	// CSP, when set, replaces the policy of a StepFormPost (server/authorize
-	// builds it with the document).
-	CSP string
+	// FormPost is the document of a StepFormPost and CSP its policy
+	// (server/authorize builds both: only the document's script, by hash,
+	// may run, and the form may post only to the redirect URI's origin).
+	FormPost []byte
+	CSP      string
 	// Message says, on a StepError page, what is wrong (for a person, no
 	// secret); Status is its HTTP status (400 when 0) and Heading its title
 	// (a generic one when "").
@@ -207,29 +206,22 @@ func flowCSP(redirectURI, logoURI string) string {
 		"; frame-ancestors 'none'; base-uri 'none'"
 }
 
-// formOrigin is the CSP source of a redirect URI: its origin, or for a
-// private-use scheme (com.example.app:/cb) the scheme alone.
+// formOrigin is the form-action source of a redirect URI
+// (authorize.FormAction: its origin, or "scheme:" for a private-use
+// scheme); "" when it has none.
 func formOrigin(raw string) string {
-	if o := redirecturi.Origin(raw); o != "" {
-		return o
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" || !strings.Contains(u.Scheme, ".") {
+	if raw == "" {
 		return ""
 	}
-	return u.Scheme + ":"
+	if o := authorize.FormAction(raw); o != "'none'" {
+		return o
+	}
+	return ""
 }
 
-// formPostCSP allows the form_post document's one script (by hash) and its
-// submission to the redirect URI's origin, nothing else.
-func formPostCSP(scriptHash, redirectURI string) string {
-	formAction := "'none'"
-	if o := formOrigin(redirectURI); o != "" {
-		formAction = o
-	}
-	return "default-src 'none'; script-src '" + strings.Trim(scriptHash, "'") + "'; form-action " + formAction +
-		"; frame-ancestors 'none'; base-uri 'none'"
-}
+// noScriptCSP answers a form_post document that came without its policy:
+// nothing runs, nothing is sent (fail closed).
+const noScriptCSP = "default-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 
 // sessionOf returns the browser session of the request, nil when there is
 // none. A token state that cannot answer is an error: the caller fails
@@ -304,7 +296,7 @@ func (p *Pages) respond(c echo.Context, s Step, bs *store.BrowserSession) error 
 	case StepFormPost:
 		csp := s.CSP
 		if csp == "" {
-			csp = formPostCSP(s.ScriptHash, s.Request.RedirectURI)
+			csp = noScriptCSP
 		}
 		h.Set("Content-Security-Policy", csp)
 		return c.HTMLBlob(http.StatusOK, s.FormPost)

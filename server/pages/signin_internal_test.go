@@ -605,12 +605,17 @@ func TestAuthorizeAnswers(t *testing.T) {
 	t.Run("ok/form_post", func(t *testing.T) {
 		env := newSigninEnv(t)
 		doc := `<!doctype html><form method="post" action="` + testRedirect + `"></form><script>document.forms[0].submit()</script>`
-		env.flow.step = &Step{Kind: StepFormPost, Request: testPending, FormPost: []byte(doc), ScriptHash: "sha256-abc="}
+		const policy = "default-src 'none'; script-src 'sha256-abc='; form-action https://app.example.com; frame-ancestors 'none'; base-uri 'none'"
+		env.flow.step = &Step{Kind: StepFormPost, Request: testPending, FormPost: []byte(doc), CSP: policy}
 		a := env.do(t, env.browser(t), http.MethodGet, "/oauth2/authorize?client_id=third", nil)
-		csp := a.Header.Get("Content-Security-Policy")
-		if a.StatusCode != http.StatusOK || a.body != doc ||
-			csp != "default-src 'none'; script-src 'sha256-abc='; form-action https://app.example.com; frame-ancestors 'none'; base-uri 'none'" {
+		if csp := a.Header.Get("Content-Security-Policy"); a.StatusCode != http.StatusOK || a.body != doc || csp != policy {
 			t.Fatalf("%d CSP %q\n%s", a.StatusCode, csp, a.body)
+		}
+		// A document without its policy runs nothing and posts nowhere.
+		env.flow.step.CSP = ""
+		a = env.do(t, env.browser(t), http.MethodGet, "/oauth2/authorize?client_id=third", nil)
+		if csp := a.Header.Get("Content-Security-Policy"); csp != noScriptCSP {
+			t.Fatalf("CSP %q", csp)
 		}
 	})
 	t.Run("ok/expired_request_answers_its_step", func(t *testing.T) {

@@ -1,0 +1,277 @@
+package pages
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/authorize"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// AuthorizeFlow is the Flow of browser sign-in over server/authorize: it
+// parses and keeps requests, weighs the session, the user and the
+// remembered consent with authorize.Decide, and issues codes. It holds no
+// rule of its own beyond remembering the consent the person gave.
+type AuthorizeFlow struct {
+	Issuer      string
+	Clients     authorize.Clients
+	Hints       authorize.HintVerifier
+	Permissions authorize.Permissions
+	// Once keeps pending requests and codes (store.SingleUse).
+	Once store.SingleUse
+	// Sessions records the clients granted codes in a browser session.
+	Sessions interface {
+		AddBrowserSessionClient(ctx context.Context, id, clientID string) error
+	}
+	Users interface {
+		GetUser(ctx context.Context, id string) (store.User, error)
+	}
+	Consents interface {
+		GetConsent(ctx context.Context, userID, clientID string) (store.Consent, error)
+		PutConsent(ctx context.Context, c store.Consent) error
+	}
+	Audit Auditor
+	// CodeTTL is PORTCULLIS_AUTH_CODE_TTL, RequestTTL PORTCULLIS_AUTHORIZE_REQUEST_TTL.
+	CodeTTL    time.Duration
+	RequestTTL time.Duration
+	Now        func() time.Time
+	Logger     *slog.Logger
+}
+
+var _ Flow = (*AuthorizeFlow)(nil)
+
+func (f *AuthorizeFlow) now() time.Time {
+	if f.Now != nil {
+		return f.Now()
+	}
+	return time.Now()
+}
+
+func (f *AuthorizeFlow) log() *slog.Logger {
+	if f.Logger != nil {
+		return f.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Authorize implements Flow: the query of a GET, the form body of a POST.
+func (f *AuthorizeFlow) Authorize(ctx context.Context, r *http.Request) (string, *Step, error) {
+	var form url.Values
+	if r.Method == http.MethodPost {
+		if err := r.ParseForm(); err != nil {
+			return "", &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request could not be read (too large, or not a form)."}, nil
+		}
+		form = r.PostForm
+	} else {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return "", &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request's query string is malformed."}, nil
+		}
+		form = q
+	}
+	now := f.now()
+	req, err := authorize.ParseRequest(ctx, form, authorize.Env{Issuer: f.Issuer, Clients: f.Clients, Hints: f.Hints,
+		Permissions: f.Permissions}, now)
+	if err != nil {
+		s, err := f.stop(err)
+		return "", s, err
+	}
+	id, err := authorize.SavePending(ctx, f.Once, req, f.RequestTTL, now)
+	if err != nil {
+		return "", nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	return id, nil, nil
+}
+
+// stop turns an error of server/authorize into the Step that answers it.
+func (f *AuthorizeFlow) stop(err error) (*Step, error) {
+	var pe *authorize.PageError
+	var re *authorize.RedirectError
+	switch {
+	case errors.As(err, &re):
+		s := responseStep(re.Response(), re.RedirectURI)
+		return &s, nil
+	case errors.As(err, &pe):
+		if pe.Status >= 500 {
+			f.log().Error("authorization request failed", "err", err)
+		}
+		return &Step{Kind: StepError, Status: pe.Status, Message: pe.Message}, nil
+	case errors.Is(err, authorize.ErrPendingDone):
+		return &Step{Kind: StepError, Status: http.StatusOK, Heading: "You are signed in",
+			Message: "This sign-in is complete. Return to the application; you can close this page."}, nil
+	}
+	return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+}
+
+// responseStep is the Step of an authorization response.
+func responseStep(r authorize.Response, redirectURI string) Step {
+	s := Step{Request: Pending{RedirectURI: redirectURI}}
+	if r.Status == http.StatusSeeOther {
+		s.Kind, s.Location = StepRedirect, r.Location
+		return s
+	}
+	s.Kind, s.FormPost, s.CSP = StepFormPost, r.Body, r.CSP
+	return s
+}
+
+// Lookup implements Flow.
+func (f *AuthorizeFlow) Lookup(ctx context.Context, id string) (Pending, *Step, error) {
+	req, err := authorize.LoadPending(ctx, f.Once, id, f.now())
+	if err != nil {
+		s, err := f.stop(err)
+		return Pending{}, s, err
+	}
+	p, err := f.view(ctx, id, req)
+	return p, nil, err
+}
+
+// view is what the pages show of req.
+func (f *AuthorizeFlow) view(ctx context.Context, id string, req *authorize.Request) (Pending, error) {
+	p := Pending{ID: id, Client: Client{ID: req.ClientID}, Scopes: slices.Clone(req.Scopes), RedirectURI: req.RedirectURI,
+		LoginHint: req.LoginHint}
+	c, err := f.Clients.GetClient(ctx, req.ClientID)
+	switch {
+	case err == nil:
+		p.Client.Name, p.Client.LogoURI, p.Client.ClientURI = c.Name, c.LogoURI, c.ClientURI
+	case errors.Is(err, store.ErrNotFound):
+		// Deleted while the person signed in: Decide still answers; the
+		// pages show the id.
+	default:
+		return Pending{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	return p, nil
+}
+
+// Proceed implements Flow.
+func (f *AuthorizeFlow) Proceed(ctx context.Context, id string, bs *store.BrowserSession, done Done, m accounts.Meta) (Step, error) {
+	now := f.now()
+	req, err := authorize.LoadPending(ctx, f.Once, id, now)
+	if err != nil {
+		return f.stopped(err)
+	}
+	if done == DoneDeny {
+		return f.finish(ctx, id, now, func(r *authorize.Request) (authorize.Response, error) {
+			return r.Fail(authorize.ErrAccessDenied, "The user denied the request.").Response(), nil
+		})
+	}
+	in := authorize.Inputs{Session: bs}
+	if bs != nil {
+		u, err := f.Users.GetUser(ctx, bs.UserID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			in.User = authorize.StateOf(nil)
+		case err != nil:
+			return Step{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		default:
+			in.User = authorize.StateOf(&u)
+		}
+		if done == DoneConsent && in.User.Exists && in.User.Active && !in.User.MustChangePassword && !req.FirstParty {
+			if err := f.remember(ctx, bs.UserID, req, now, m); err != nil {
+				return Step{}, err
+			}
+		}
+		if !req.FirstParty {
+			c, err := f.Consents.GetConsent(ctx, bs.UserID, req.ClientID)
+			switch {
+			case err == nil:
+				in.Consent = &c
+			case !errors.Is(err, store.ErrNotFound):
+				return Step{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+			}
+		}
+		// The account is chosen when the person signed in during this
+		// request or answered a page of it (the chooser comes before consent).
+		in.AccountSelected = done != DoneNothing || !bs.AuthTime.Before(req.ReceivedAt)
+	}
+	dec := authorize.Decide(req, in, now)
+	switch dec.Action {
+	case authorize.ActIssueCode:
+		return f.finish(ctx, id, now, func(r *authorize.Request) (authorize.Response, error) {
+			code, _, err := authorize.IssueCode(ctx, f.Once, r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
+				AMR: bs.AMR, BrowserSessionID: bs.ID}, f.CodeTTL, now)
+			if err != nil {
+				return authorize.Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+			}
+			if err := f.Sessions.AddBrowserSessionClient(ctx, bs.ID, r.ClientID); err != nil {
+				f.log().Warn("record the client of a browser session", "err", err)
+			}
+			return r.Success(code), nil
+		})
+	case authorize.Refuse:
+		return f.finish(ctx, id, now, func(*authorize.Request) (authorize.Response, error) {
+			return dec.Error.Response(), nil
+		})
+	}
+	p, err := f.view(ctx, id, req)
+	if err != nil {
+		return Step{}, err
+	}
+	s := Step{Request: p}
+	switch dec.Action {
+	case authorize.ShowLogin:
+		s.Kind = StepLogin
+	case authorize.ShowConsent:
+		s.Kind = StepConsent
+	case authorize.ShowChangePassword:
+		s.Kind = StepChangePassword
+	case authorize.SelectAccount:
+		s.Kind = StepSelectAccount
+	default:
+		return Step{}, apierr.ErrServer.WithDescription("unknown decision %v", dec.Action)
+	}
+	return s, nil
+}
+
+// stopped is Proceed's answer to a request that cannot go on.
+func (f *AuthorizeFlow) stopped(err error) (Step, error) {
+	s, err := f.stop(err)
+	if err != nil {
+		return Step{}, err
+	}
+	return *s, nil
+}
+
+// finish takes the pending request (once: a second submit or a racing tab
+// gets "you are signed in", never a second answer) and answers it.
+func (f *AuthorizeFlow) finish(ctx context.Context, id string, now time.Time,
+	answer func(*authorize.Request) (authorize.Response, error)) (Step, error) {
+	req, err := authorize.FinishPending(ctx, f.Once, id, now)
+	if err != nil {
+		return f.stopped(err)
+	}
+	resp, err := answer(req)
+	if err != nil {
+		return Step{}, err
+	}
+	return responseStep(resp, req.RedirectURI), nil
+}
+
+// remember keeps the consent the person gave to req's client, all or
+// nothing, adding the scopes asked to those remembered.
+func (f *AuthorizeFlow) remember(ctx context.Context, userID string, req *authorize.Request, now time.Time, m accounts.Meta) error {
+	scopes := slices.Clone(req.Scopes)
+	if old, err := f.Consents.GetConsent(ctx, userID, req.ClientID); err == nil {
+		scopes = append(scopes, old.Scopes...)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	slices.Sort(scopes)
+	scopes = slices.Compact(scopes)
+	if err := f.Consents.PutConsent(ctx, store.Consent{UserID: userID, ClientID: req.ClientID, Scopes: scopes, GrantedAt: now}); err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	if f.Audit != nil {
+		f.Audit.Record(ctx, store.AuditEvent{Action: "consent.granted", Outcome: store.OutcomeSuccess, ActorID: userID,
+			TargetID: userID, ClientID: req.ClientID, IP: m.IP, UserAgent: m.UserAgent,
+			Details: map[string]string{"scopes": strings.Join(req.Scopes, " ")}})
+	}
+	return nil
+}
