@@ -278,6 +278,36 @@ func TestBrowserSignInCodeFlow(t *testing.T) {
 			if q3 := d.callback(t, siGet(t, hc, conf.AuthCodeURL("s3", oauth2.S256ChallengeOption(v3), oidc.Nonce("n3")))); q3.Get("code") == "" {
 				t.Fatalf("remembered consent: %v", q3)
 			}
+
+			// prompt=select_account with a third-party client not yet
+			// consented to: the chooser, then consent, then the code; never the
+			// chooser twice.
+			spa := d.oauth("spa", "", oidc.ScopeOpenID)
+			v5 := oauth2.GenerateVerifier()
+			chooser := siGet(t, hc, spa.AuthCodeURL("s5", oauth2.S256ChallengeOption(v5),
+				oauth2.SetAuthURLParam("prompt", "select_account")))
+			if chooser.StatusCode != http.StatusOK || !strings.Contains(chooser.body, "Continue as "+siEmail) {
+				t.Fatalf("select_account: %d\n%s", chooser.StatusCode, chooser.body)
+			}
+			asked := chooser.submit(t, hc, url.Values{"decision": {"continue"}})
+			if asked.StatusCode != http.StatusOK || !strings.Contains(asked.body, `value="allow"`) {
+				t.Fatalf("after the chooser: %d, want the consent page\n%s", asked.StatusCode, asked.body)
+			}
+			if q5 := d.callback(t, asked.submit(t, hc, url.Values{"decision": {"allow"}})); q5.Get("code") == "" || q5.Get("state") != "s5" {
+				t.Fatalf("after consent: %v", q5)
+			}
+
+			// Nothing secret reached the log.
+			logs := d.in.Logs.String()
+			if !strings.Contains(logs, `"msg":"request"`) {
+				t.Fatal("no request log lines captured; the check would prove nothing")
+			}
+			for name, secret := range map[string]string{"password": siPassword, "code": q.Get("code"), "cookie": session.Value,
+				"verifier": verifier, "client secret": d.thirdSecret, "id token": raw, "access token": tok.AccessToken} {
+				if strings.Contains(logs, secret) {
+					t.Fatalf("the server log holds the %s", name)
+				}
+			}
 		})
 	}
 }
