@@ -131,7 +131,7 @@ func (f *fakeChecker) Check(_ context.Context, a passcheck.Attempt) (passcheck.R
 	case a.Login == "ann@example.com" && a.Password == "right":
 		return passcheck.Result{User: testUsers["usr_ann"]}, nil
 	case a.Login == "bob@example.com" && a.Password == "right":
-		return passcheck.Result{User: testUsers["usr_bob"]}, nil
+		return passcheck.Result{User: testUsers["usr_bob"], NeedsRehash: true}, nil
 	case a.Login == "tmp@example.com" && a.Password == "temp":
 		return passcheck.Result{User: testUsers["usr_tmp"]}, nil
 	}
@@ -156,6 +156,17 @@ func (f *fakeUsers) GetUser(_ context.Context, id string) (store.User, error) {
 func (f *fakeUsers) RecordLogin(_ context.Context, id string, _ time.Time) error {
 	f.logins = append(f.logins, id)
 	return nil
+}
+
+type rehashes struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *rehashes) Rehash(_ context.Context, userID, password string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, userID+":"+password)
 }
 
 type auditLog struct {
@@ -239,18 +250,21 @@ type signinEnv struct {
 	audit   *auditLog
 	store   *memSessions
 	acc     *fakeAccounts
+	rehash  *rehashes
 }
 
 func newSigninEnv(t *testing.T) *signinEnv {
 	t.Helper()
 	env := &signinEnv{flow: &scriptedFlow{}, checker: &fakeChecker{}, users: &fakeUsers{}, audit: &auditLog{},
-		store: &memSessions{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}, acc: &fakeAccounts{}}
+		store: &memSessions{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}, acc: &fakeAccounts{},
+		rehash: &rehashes{}}
 	mgr, err := browsersession.New(env.store, browsersession.Config{IdleTTL: time.Hour, MaxAge: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := New(Config{ProductName: "Portcullis"}, Deps{Accounts: env.acc, Sessions: noSessions{},
-		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit}})
+		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit,
+			Rehasher: env.rehash}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,6 +486,11 @@ func TestLoginEndsTheOldSession(t *testing.T) {
 			}
 			sids := env.audit.of("session.started")
 			ended := env.audit.of("session.ended")
+			// An outdated hash (bob's) is upgraded with the password just checked, and only then.
+			if want := map[string]int{"bob@example.com": 1, "ann@example.com": 0}[tc.second]; len(env.rehash.calls) != want ||
+				want == 1 && env.rehash.calls[0] != "usr_bob:right" {
+				t.Fatalf("rehashes %v", env.rehash.calls)
+			}
 			if len(sids) != 2 || len(ended) != 1 || ended[0].Details["sid"] != sids[0].Details["sid"] ||
 				ended[0].Details["reason"] != tc.reason || !env.store.ended[sids[0].Details["sid"]] {
 				t.Fatalf("started %+v, ended %+v", sids, ended)
