@@ -45,9 +45,15 @@ type siDeployment struct {
 	firstSecret string
 }
 
-func newSignIn(t *testing.T, backend st.Backend) *siDeployment {
+func newSignIn(t *testing.T, backend st.Backend, settings ...map[string]string) *siDeployment {
 	t.Helper()
-	in := st.Start(t, st.NewEnv(t, backend))
+	env := st.NewEnv(t, backend)
+	for _, m := range settings {
+		for k, v := range m {
+			env[k] = v
+		}
+	}
+	in := st.Start(t, env)
 	fx := st.NewFixtures(t, in.App.Core)
 	fx.User(t, siEmail, siPassword, "user")
 	code := []string{"authorization_code", "refresh_token"}
@@ -575,6 +581,43 @@ func TestBrowserSignInSessions(t *testing.T) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// TestBrowserSignInSharesTheThrottle: failures on the login page count
+// under the password grant's throttle (one check, one throttle): after
+// them, the password grant refuses the right password with 429, and so does
+// the page; an unknown account is throttled alike.
+func TestBrowserSignInSharesTheThrottle(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": "3"})
+			pwSecret := st.NewFixtures(t, d.in.App.Core).Client(t, clients.Spec{ID: "pwd"})
+			first := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+			api := d.in.Client(t)
+			for _, login := range []string{siEmail, "ghost@example.com"} {
+				hc := siBrowser(t)
+				page := siGet(t, hc, first.AuthCodeURL("t", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+				for i := 0; i < 3; i++ {
+					page = page.submit(t, hc, url.Values{"username": {login}, "password": {"not the password"}})
+					if page.StatusCode != http.StatusBadRequest {
+						t.Fatalf("%s: failure %d answered %d", login, i+1, page.StatusCode)
+					}
+				}
+				api.PostForm("/oauth2/token", st.PasswordForm(login, siPassword, ""), st.Basic("pwd", pwSecret)).
+					ExpectError(http.StatusTooManyRequests, "rate_limited")
+				again := page.submit(t, hc, url.Values{"username": {login}, "password": {siPassword}})
+				if again.StatusCode != http.StatusTooManyRequests || again.Header.Get("Retry-After") == "" {
+					t.Fatalf("%s: the page after the limit answered %d", login, again.StatusCode)
+				}
+				for _, c := range again.Cookies() {
+					if c.Name == "portcullis-session" && c.Value != "" {
+						t.Fatalf("%s: a throttled login started a session", login)
+					}
+				}
+			}
 		})
 	}
 }
