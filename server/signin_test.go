@@ -499,6 +499,37 @@ func TestBrowserSignInSessions(t *testing.T) {
 					t.Fatalf("prompt=none without consent: %v", none)
 				}
 			})
+			t.Run("ok/another_user_ends_the_old_session", func(t *testing.T) {
+				st.NewFixtures(t, d.in.App.Core).User(t, "bob@example.com", "bob's own passphrase 2", "user")
+				hc := siBrowser(t)
+				login := siGet(t, hc, first.AuthCodeURL("a", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+				signedIn := login.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}})
+				d.callback(t, signedIn)
+				var annCookie *http.Cookie
+				for _, c := range signedIn.Cookies() {
+					if c.Name == "portcullis-session" {
+						annCookie = c
+					}
+				}
+				chooser := siGet(t, hc, first.AuthCodeURL("b", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+					oauth2.SetAuthURLParam("prompt", "select_account")))
+				other := chooser.submit(t, hc, url.Values{"decision": {"switch"}})
+				if other.StatusCode != http.StatusOK || !strings.Contains(other.body, `name="password"`) {
+					t.Fatalf("use another account: %d", other.StatusCode)
+				}
+				if q := d.callback(t, other.submit(t, hc, url.Values{"username": {"bob@example.com"}, "password": {"bob's own passphrase 2"}})); q.Get("state") != "b" {
+					t.Fatalf("bob: %v", q)
+				}
+				// Ann's cookie, replayed from another browser, opens nothing.
+				old := siBrowser(t)
+				base, _ := url.Parse(d.in.URL)
+				old.Jar.SetCookies(base, []*http.Cookie{{Name: annCookie.Name, Value: annCookie.Value}})
+				q := d.callback(t, siGet(t, old, first.AuthCodeURL("c", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+					oauth2.SetAuthURLParam("prompt", "none"))))
+				if q.Get("error") != "login_required" {
+					t.Fatalf("the old session still works: %v", q)
+				}
+			})
 			t.Run("ok/temporary_password", func(t *testing.T) {
 				fx := st.NewFixtures(t, d.in.App.Core)
 				u := fx.User(t, "tmp@example.com", "a temporary password 1", "user")
