@@ -714,3 +714,71 @@ func TestFlowCSP(t *testing.T) {
 		})
 	}
 }
+
+// sameSiteBrowser keeps cookies as a browser does for one site, with the
+// part of SameSite that matters here: a top-level navigation from another
+// site (the client's) carries Lax cookies but not Strict ones.
+type sameSiteBrowser struct {
+	env     *signinEnv
+	cookies map[string]*http.Cookie
+}
+
+func (b *sameSiteBrowser) send(t *testing.T, method, path string, form url.Values, crossSite bool) answer {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, b.env.srv.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for _, c := range b.cookies {
+		if crossSite && c.SameSite == http.SameSiteStrictMode {
+			continue
+		}
+		req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	for _, c := range resp.Cookies() {
+		if c.MaxAge < 0 {
+			delete(b.cookies, c.Name)
+		} else {
+			b.cookies[c.Name] = c
+		}
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	return answer{resp, string(raw)}
+}
+
+// TestTwoTabsFromTheClientSite: a person opens the sign-in twice from the
+// client's site (two tabs, each a cross-site navigation) and submits the
+// first tab's form: it is accepted. With a SameSite=Strict CSRF cookie the
+// second navigation, which does not carry it, minted a new token over it
+// and the first form was refused as expired.
+func TestTwoTabsFromTheClientSite(t *testing.T) {
+	env := newSigninEnv(t)
+	b := &sameSiteBrowser{env: env, cookies: map[string]*http.Cookie{}}
+	tabA := b.send(t, http.MethodGet, "/oauth2/authorize?client_id=third", nil, true)
+	tabB := b.send(t, http.MethodGet, "/oauth2/authorize?client_id=third", nil, true)
+	if tabA.StatusCode != http.StatusOK || tabB.StatusCode != http.StatusOK {
+		t.Fatalf("tabs: %d %d", tabA.StatusCode, tabB.StatusCode)
+	}
+	for _, tab := range []answer{tabA, tabB} {
+		a := b.send(t, http.MethodPost, "/login", url.Values{"csrf_token": {csrfIn(t, tab)}, "request": {"req1"},
+			"username": {"ann@example.com"}, "password": {"right"}}, false)
+		if a.StatusCode == http.StatusForbidden {
+			t.Fatalf("a tab's login form was refused as expired (%d)", a.StatusCode)
+		}
+	}
+	if n := len(env.checker.attempts); n != 2 {
+		t.Fatalf("%d logins checked, want both tabs'", n)
+	}
+}
