@@ -342,6 +342,7 @@ func TestBrowserSignInChromium(t *testing.T) {
 			}
 			mustContain(t, "the login page", text(t, tb.ctx), "Sign in to continue to Photo Album", "Email address", "Password")
 			tb.noViolation(t, "login page")
+			accessible(t, tb.ctx, "username", "password", "remember", "Sign in")
 			// Before signing in there is no session cookie.
 			for _, c := range tb.cookies(t, issuer) {
 				if strings.Contains(c.Name, "portcullis-session") {
@@ -370,6 +371,7 @@ func TestBrowserSignInChromium(t *testing.T) {
 				t.Fatalf("consent page at %q", loc)
 			}
 			tb.noViolation(t, "consent page")
+			accessible(t, tb.ctx, "Allow", "Deny")
 
 			// The session cookie, as the browser keeps it.
 			ck := tb.sessionCookie(t, issuer)
@@ -481,5 +483,33 @@ func TestBrowserSignInChromium(t *testing.T) {
 			kept.noViolation(t, "remembered sign-in")
 			d.assertNoSecretInLogs(t, goodPassword)
 		})
+	}
+}
+
+// accessible checks a page of the flow with the keyboard: every visible
+// form control has a label, and Tab from the top of the page reaches the
+// controls in order (an id for a field, the text for a button), each with
+// a visible focus indicator.
+func accessible(t *testing.T, ctx context.Context, order ...string) {
+	t.Helper()
+	unlabelled := value(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+		.filter((e) => e.labels.length === 0 || e.labels[0].textContent.trim() === '').map((e) => e.id || e.name)`))
+	if len(unlabelled) > 0 {
+		t.Fatalf("form controls without a label: %v", unlabelled)
+	}
+	browse(t, ctx, chromedp.Evaluate[chromedp.Void](`document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); null`))
+	for i, want := range order {
+		browse(t, ctx, chromedp.KeyEvent("\t"))
+		got := value(t, ctx, chromedp.Evaluate[string](`document.activeElement.id || ''`))
+		if got != want {
+			got = value(t, ctx, chromedp.Evaluate[string](`document.activeElement.textContent.trim()`))
+		}
+		if got != want {
+			t.Fatalf("Tab %d focuses %q, want %q", i+1, got, want)
+		}
+		outline := value(t, ctx, chromedp.Evaluate[string](`getComputedStyle(document.activeElement).outlineStyle`))
+		if outline == "none" || outline == "" {
+			t.Fatalf("focused %q has no visible outline", want)
+		}
 	}
 }
