@@ -38,7 +38,8 @@ import (
 type rpPending struct{ verifier, nonce string }
 
 // relyingParty is a small web app: "/" has a "Sign in" link, "/signin"
-// redirects to Portcullis with state, nonce and an S256 challenge, and
+// redirects to Portcullis with state, nonce and an S256 challenge (and the
+// response_mode of its query, if any), and
 // "/callback" checks iss and state, exchanges the code with the verifier,
 // verifies the id token and its nonce, and shows the subject.
 type relyingParty struct {
@@ -72,6 +73,7 @@ func newRelyingParty(t *testing.T, issuer string, ln net.Listener, id, secret st
 	})
 	mux.HandleFunc("GET /signin", rp.signIn)
 	mux.HandleFunc("GET /callback", rp.callback)
+	mux.HandleFunc("POST /callback", rp.callback) // response_mode=form_post
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -105,11 +107,22 @@ func (rp *relyingParty) signIn(w http.ResponseWriter, r *http.Request) {
 	rp.mu.Lock()
 	rp.pending[state] = p
 	rp.mu.Unlock()
-	http.Redirect(w, r, rp.conf.AuthCodeURL(state, oauth2.S256ChallengeOption(p.verifier), oidc.Nonce(p.nonce)), http.StatusFound)
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(p.verifier), oidc.Nonce(p.nonce)}
+	if mode := r.URL.Query().Get("response_mode"); mode != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("response_mode", mode))
+	}
+	http.Redirect(w, r, rp.conf.AuthCodeURL(state, opts...), http.StatusFound)
 }
 
 func (rp *relyingParty) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if r.Method == http.MethodPost {
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		q = r.PostForm
+	}
 	rp.mu.Lock()
 	rp.callbacks = append(rp.callbacks, q)
 	p, ok := rp.pending[q.Get("state")]
@@ -308,7 +321,8 @@ func (tb *tab) sessionCookie(t *testing.T, u string) *network.Cookie {
 // is portcullis-session over http: HttpOnly, SameSite=Lax, Path=/, host-only,
 // a browser-session cookie; scripts cannot read it. A second (first-party,
 // public) client on yet another origin then gets to its callback with no
-// page shown (single sign-on). "Keep me signed in" gives the cookie an
+// page shown (single sign-on), and with response_mode=form_post through
+// Portcullis's self-submitting document. "Keep me signed in" gives the cookie an
 // expiry of the session's maximum age. No page of the flow reports a
 // Content-Security-Policy violation, and the listener is shown to catch one.
 func TestBrowserSignInChromium(t *testing.T) {
@@ -425,6 +439,34 @@ func TestBrowserSignInChromium(t *testing.T) {
 				t.Fatalf("SSO authorization response %v", q)
 			}
 			tb.noViolation(t, "single sign-on")
+
+			// response_mode=form_post in a real browser: Portcullis answers
+			// its self-submitting document (its one script allowed by hash,
+			// its form-action the client's origin), which posts code, state
+			// and iss to the relying party.
+			if status := open(t, tb.ctx, notes.URL+"/signin?response_mode=form_post"); status != http.StatusOK {
+				t.Fatalf("form_post: %d", status)
+			}
+			browse(t, tb.ctx, chromedp.WaitVisible(chromedp.ID("sub")))
+			if loc := location(t, tb.ctx); loc != notes.URL+"/callback" {
+				t.Fatalf("form_post: the browser is at %q, want the callback it posted to", loc)
+			}
+			if sub := value(t, tb.ctx, chromedp.Text(chromedp.ID("sub"))); sub != user.ID {
+				t.Fatalf("form_post: subject %q", sub)
+			}
+			if q := notes.lastCallback(t); q.Get("iss") != issuer || q.Get("code") == "" || !strings.HasPrefix(q.Get("state"), "st/a+t e~") {
+				t.Fatalf("form_post authorization response %v", q)
+			}
+			var fromPortcullis []string
+			for _, doc := range tb.seen() {
+				if strings.Contains(doc, issuer) {
+					fromPortcullis = append(fromPortcullis, doc)
+				}
+			}
+			if len(fromPortcullis) != 1 || !strings.HasPrefix(fromPortcullis[0], "200 "+issuer+"/oauth2/authorize?") {
+				t.Fatalf("form_post: Portcullis documents %v, want only the self-submitting one", fromPortcullis)
+			}
+			tb.noViolation(t, "form_post")
 
 			// The error page of a request that cannot be answered (an
 			// unregistered redirect URI): 400, no redirect, no violation.
