@@ -65,7 +65,8 @@ func nodeProject(t *testing.T) (node, dir string) {
 }
 
 // TestNodeCodeFlow: panva's openid-client completes browser sign-in with
-// PKCE against Portcullis, with RS256 and EdDSA id tokens (authcode.mjs):
+// PKCE against Portcullis, with RS256 and EdDSA id tokens, as a
+// confidential and as a public client (authcode.mjs):
 // discovery, the authorization URL, the login and consent forms submitted
 // over HTTP with a cookie jar, the callback validated by openid-client
 // (state and iss, tampered ones refused), the code exchanged once, the id
@@ -83,11 +84,15 @@ func TestNodeCodeFlow(t *testing.T) {
 			const callback = "http://127.0.0.1:9/node/callback" // never fetched: openid-client reads the redirect
 			secret := fx.Client(t, clients.Spec{ID: "node-web", Name: "Node Web", RedirectURIs: []string{callback},
 				Grants: []string{"authorization_code", "refresh_token"}})
-			run := exec.Command(node, "authcode.mjs", in.Config.Issuer, "node-web", secret, callback, userEmail, userPass, alg)
-			run.Dir = dir
-			out, err := run.CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "OK") {
-				t.Fatalf("openid-client's code flow against Portcullis (%s): %v\n%s", alg, err, out)
+			fx.Client(t, clients.Spec{ID: "node-spa", Name: "Node SPA", Public: true, RedirectURIs: []string{callback},
+				Grants: []string{"authorization_code", "refresh_token"}})
+			for id, secret := range map[string]string{"node-web": secret, "node-spa": "-"} {
+				run := exec.Command(node, "authcode.mjs", in.Config.Issuer, id, secret, callback, userEmail, userPass, alg)
+				run.Dir = dir
+				out, err := run.CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "OK") {
+					t.Fatalf("openid-client's code flow against Portcullis (%s, %s): %v\n%s", alg, id, err, out)
+				}
 			}
 			if logs := in.Logs.String(); strings.Contains(logs, userPass) {
 				t.Fatal("the server log holds the password")

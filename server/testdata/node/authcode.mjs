@@ -5,7 +5,7 @@
 // validated by openid-client (state and the RFC 9207 iss), the code
 // exchanged, the id token validated; then a refresh. Tampered callbacks
 // (another state, another iss) are refused by openid-client.
-// Usage: node authcode.mjs ISSUER CLIENT_ID CLIENT_SECRET REDIRECT_URI USERNAME PASSWORD ALG
+// Usage: node authcode.mjs ISSUER CLIENT_ID CLIENT_SECRET|- REDIRECT_URI USERNAME PASSWORD ALG
 import { Issuer, generators } from 'openid-client';
 
 const [issuerURL, clientID, clientSecret, redirectURI, username, password, alg] = process.argv.slice(2);
@@ -15,8 +15,10 @@ const issuer = await Issuer.discover(issuerURL);
 if (issuer.issuer !== issuerURL) fail(`issuer ${issuer.issuer} != ${issuerURL}`);
 if (issuer.metadata.authorization_response_iss_parameter_supported !== true) fail('discovery does not advertise the iss parameter');
 if (!issuer.metadata.code_challenge_methods_supported?.includes('S256')) fail('discovery does not list S256');
-const client = new issuer.Client({ client_id: clientID, client_secret: clientSecret, redirect_uris: [redirectURI],
-  response_types: ['code'], token_endpoint_auth_method: 'client_secret_basic', id_token_signed_response_alg: alg });
+// CLIENT_SECRET "-" is a public client (no secret: PKCE alone binds the code).
+const metadata = { client_id: clientID, redirect_uris: [redirectURI], response_types: ['code'], id_token_signed_response_alg: alg };
+const client = new issuer.Client(clientSecret === '-' ? { ...metadata, token_endpoint_auth_method: 'none' }
+  : { ...metadata, client_secret: clientSecret, token_endpoint_auth_method: 'client_secret_basic' });
 
 // ---- a browser: a cookie jar over fetch, redirects followed by hand ----
 const jar = new Map();
