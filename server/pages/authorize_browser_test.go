@@ -322,7 +322,8 @@ func (tb *tab) sessionCookie(t *testing.T, u string) *network.Cookie {
 // a browser-session cookie; scripts cannot read it. A second (first-party,
 // public) client on yet another origin then gets to its callback with no
 // page shown (single sign-on), and with response_mode=form_post through
-// Portcullis's self-submitting document. "Keep me signed in" gives the cookie an
+// Portcullis's self-submitting document; a third-party client after SSO
+// shows only consent, and Deny brings access_denied with state and iss. "Keep me signed in" gives the cookie an
 // expiry of the session's maximum age. No page of the flow reports a
 // Content-Security-Policy violation, and the listener is shown to catch one.
 func TestBrowserSignInChromium(t *testing.T) {
@@ -333,14 +334,17 @@ func TestBrowserSignInChromium(t *testing.T) {
 			const email = "sam@example.com"
 			user := d.fx.User(t, email, goodPassword, "user")
 			code := []string{"authorization_code", "refresh_token"}
-			ln1, ln2 := listenIPv6(t), listenIPv6(t)
+			ln1, ln2, ln3 := listenIPv6(t), listenIPv6(t), listenIPv6(t)
 			secret := d.fx.Client(t, clients.Spec{ID: "photos", Name: "Photo Album", Grants: code,
 				RedirectURIs: []string{"http://" + ln1.Addr().String() + "/callback"}})
 			d.fx.Client(t, clients.Spec{ID: "notes", Name: "Notes", Public: true, FirstParty: true, Grants: code,
 				RedirectURIs: []string{"http://" + ln2.Addr().String() + "/callback"}})
+			d.fx.Client(t, clients.Spec{ID: "calendar", Name: "Calendar", Public: true, Grants: code,
+				RedirectURIs: []string{"http://" + ln3.Addr().String() + "/callback"}})
 			issuer := d.in.Config.Issuer
 			photos := newRelyingParty(t, issuer, ln1, "photos", secret, oidc.ScopeOpenID, "email")
 			notes := newRelyingParty(t, issuer, ln2, "notes", "", oidc.ScopeOpenID)
+			calendar := newRelyingParty(t, issuer, ln3, "calendar", "", oidc.ScopeOpenID, "profile")
 
 			tb := newTab(t, browser)
 			if status := open(t, tb.ctx, photos.URL+"/"); status != http.StatusOK {
@@ -467,6 +471,27 @@ func TestBrowserSignInChromium(t *testing.T) {
 				t.Fatalf("form_post: Portcullis documents %v, want only the self-submitting one", fromPortcullis)
 			}
 			tb.noViolation(t, "form_post")
+
+			// A third-party public client: SSO skips the login, consent is
+			// asked; Deny sends access_denied with state and iss back.
+			open(t, tb.ctx, calendar.URL+"/")
+			if status := tb.click(t, "#signin"); status != http.StatusOK {
+				t.Fatalf("consent for calendar: %d", status)
+			}
+			mustContain(t, "the consent page", text(t, tb.ctx), "Calendar wants to access your account")
+			tb.noViolation(t, "consent page (SSO)")
+			if status := tb.click(t, "#deny"); status != http.StatusBadRequest {
+				t.Fatalf("deny: the relying party answered %d, want its refusal page", status)
+			}
+			calendar.mu.Lock()
+			denied := calendar.callbacks[len(calendar.callbacks)-1]
+			calendar.errs = nil
+			calendar.mu.Unlock()
+			if denied.Get("error") != "access_denied" || denied.Get("iss") != issuer || denied.Get("code") != "" ||
+				!strings.HasPrefix(denied.Get("state"), "st/a+t e~") {
+				t.Fatalf("deny: authorization response %v", denied)
+			}
+			tb.noViolation(t, "deny")
 
 			// The error page of a request that cannot be answered (an
 			// unregistered redirect URI): 400, no redirect, no violation.
