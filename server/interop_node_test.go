@@ -20,22 +20,7 @@ import (
 // Debian's packages and the two libraries from the npm registry, pinned by
 // server/testdata/node/package-lock.json.
 func TestNodeClients(t *testing.T) {
-	node, npm := nodeTools(t)
-	dir := t.TempDir()
-	for _, f := range []string{"package.json", "package-lock.json", "interop.mjs"} {
-		b, err := os.ReadFile(filepath.Join("testdata", "node", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	install := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--prefer-offline")
-	install.Dir = dir
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("npm ci: %v\n%s", err, out)
-	}
+	node, dir := nodeProject(t)
 	for _, alg := range []string{"RS256", "EdDSA"} {
 		t.Run(alg, func(t *testing.T) {
 			env := st.NewEnv(t, st.PostgresRedis)
@@ -50,6 +35,67 @@ func TestNodeClients(t *testing.T) {
 			out, err := run.CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "OK") {
 				t.Fatalf("Node clients against Portcullis (%s): %v\n%s", alg, err, out)
+			}
+		})
+	}
+}
+
+// nodeProject copies server/testdata/node into a temporary directory and
+// installs its pinned packages there with npm ci; it returns node's path
+// and the directory.
+func nodeProject(t *testing.T) (node, dir string) {
+	t.Helper()
+	node, npm := nodeTools(t)
+	dir = t.TempDir()
+	for _, f := range []string{"package.json", "package-lock.json", "interop.mjs", "authcode.mjs"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "node", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install := exec.Command(npm, "ci", "--no-audit", "--no-fund", "--prefer-offline")
+	install.Dir = dir
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("npm ci: %v\n%s", err, out)
+	}
+	return node, dir
+}
+
+// TestNodeCodeFlow: panva's openid-client completes browser sign-in with
+// PKCE against Portcullis, with RS256 and EdDSA id tokens, as a
+// confidential and as a public client (authcode.mjs):
+// discovery, the authorization URL, the login and consent forms submitted
+// over HTTP with a cookie jar, the callback validated by openid-client
+// (state and iss, tampered ones refused), the code exchanged once, the id
+// token validated (nonce, auth_time, sid, at_hash), userinfo, a refresh
+// that keeps auth_time, and single sign-on for the next request.
+func TestNodeCodeFlow(t *testing.T) {
+	node, dir := nodeProject(t)
+	for _, alg := range []string{"RS256", "EdDSA"} {
+		t.Run(alg, func(t *testing.T) {
+			env := st.NewEnv(t, st.PostgresRedis)
+			env["PORTCULLIS_SIGNING_ALG"] = alg
+			in := st.Start(t, env)
+			fx := st.NewFixtures(t, in.App.Core)
+			fx.User(t, userEmail, userPass, "user")
+			const callback = "http://127.0.0.1:9/node/callback" // never fetched: openid-client reads the redirect
+			secret := fx.Client(t, clients.Spec{ID: "node-web", Name: "Node Web", RedirectURIs: []string{callback},
+				Grants: []string{"authorization_code", "refresh_token"}})
+			fx.Client(t, clients.Spec{ID: "node-spa", Name: "Node SPA", Public: true, RedirectURIs: []string{callback},
+				Grants: []string{"authorization_code", "refresh_token"}})
+			for id, secret := range map[string]string{"node-web": secret, "node-spa": "-"} {
+				run := exec.Command(node, "authcode.mjs", in.Config.Issuer, id, secret, callback, userEmail, userPass, alg)
+				run.Dir = dir
+				out, err := run.CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "OK") {
+					t.Fatalf("openid-client's code flow against Portcullis (%s, %s): %v\n%s", alg, id, err, out)
+				}
+			}
+			if logs := in.Logs.String(); strings.Contains(logs, userPass) {
+				t.Fatal("the server log holds the password")
 			}
 		})
 	}

@@ -87,9 +87,16 @@ func formPost(redirectURI string, params [][2]string) Response {
 
 // FormAction is the CSP form-action source that allows posting or
 // redirecting to redirectURI: its origin, or "scheme:" for a private-use
-// scheme (RFC 8252 §7.1). Pages of the flow add it after 'self'.
+// scheme (RFC 8252 §7.1). Pages of the flow add it after 'self'. A CSP
+// host-source cannot name an IPv6 literal (CSP3 §2.3.1: host-char is
+// ALPHA / DIGIT / "-"; Chromium ignores "http://[::1]:port" as invalid and
+// then refuses the redirect), so the loopback http://[::1] redirect URI of
+// RFC 8252 §7.3 gets the narrowest source CSP can express, "http:".
 func FormAction(redirectURI string) string {
 	if o := redirecturi.Origin(redirectURI); o != "" {
+		if u, err := url.Parse(o); err == nil && strings.Contains(u.Host, "[") {
+			return u.Scheme + ":"
+		}
 		return o
 	}
 	if scheme, _, ok := strings.Cut(redirectURI, ":"); ok && scheme != "" {

@@ -5,12 +5,15 @@ import (
 	"flag"
 	"image/png"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/chromedp/chromedp"
+	"golang.org/x/oauth2"
 
+	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
 
@@ -137,6 +140,38 @@ func TestScreenshots(t *testing.T) {
 		fill("password", goodPassword), fill("confirm_password", goodPassword))
 	expect(submit(t, ctx), http.StatusOK, "changed")
 	shoot("change-password-done")
+
+	// Browser sign-in: the login page, a refused password, the consent page
+	// of a third-party client, the account chooser (prompt=select_account
+	// with a session), and the error page of a request that cannot
+	// be answered (an unregistered redirect URI). The client's redirect URI
+	// is never followed.
+	d.fx.User(t, "lena@example.com", goodPassword, "user")
+	d.fx.Client(t, clients.Spec{ID: "photos", Name: "Photo Album", Grants: []string{"authorization_code", "refresh_token"},
+		RedirectURIs: []string{"https://photos.example.com/callback"}})
+	authorize := func(redirectURI string, extra ...string) string {
+		q := url.Values{"response_type": {"code"}, "client_id": {"photos"},
+			"redirect_uri": {redirectURI}, "scope": {"openid email profile"}, "state": {"s"},
+			"code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"}}
+		for i := 0; i+1 < len(extra); i += 2 {
+			q.Set(extra[i], extra[i+1])
+		}
+		return d.in.URL + "/oauth2/authorize?" + q.Encode()
+	}
+	expect(open(t, ctx, authorize("https://photos.example.com/callback")), http.StatusOK, "login")
+	shoot("login")
+	browse(t, ctx, fill("username", "lena@example.com"), fill("password", "not her password"))
+	expect(submit(t, ctx), http.StatusBadRequest, "wrong password")
+	shoot("login-wrong-password")
+	browse(t, ctx, fill("password", goodPassword))
+	expect(submit(t, ctx), http.StatusOK, "consent")
+	mustContain(t, "the consent page", text(t, ctx), "Photo Album wants to access your account")
+	shoot("consent")
+	expect(open(t, ctx, authorize("https://photos.example.com/callback", "prompt", "select_account")), http.StatusOK, "chooser")
+	mustContain(t, "the account chooser", text(t, ctx), "Continue as lena@example.com", "Use another account")
+	shoot("choose-account")
+	expect(open(t, ctx, authorize("https://evil.example/callback")), http.StatusBadRequest, "authorize error")
+	shoot("authorize-error")
 
 	// Every screenshot has its committed counterpart.
 	for _, n := range names {

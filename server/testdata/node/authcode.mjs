@@ -1,0 +1,124 @@
+// Drives browser sign-in at a running Portcullis with panva's openid-client,
+// as a Node web app would: discovery, an authorization URL with PKCE (S256),
+// state and nonce; the login and consent forms submitted over HTTP with a
+// cookie jar (Node's fetch, cookies kept by hand); the callback parameters
+// validated by openid-client (state and the RFC 9207 iss), the code
+// exchanged, the id token validated; then a refresh. Tampered callbacks
+// (another state, another iss) are refused by openid-client.
+// Usage: node authcode.mjs ISSUER CLIENT_ID CLIENT_SECRET|- REDIRECT_URI USERNAME PASSWORD ALG
+import { Issuer, generators } from 'openid-client';
+
+const [issuerURL, clientID, clientSecret, redirectURI, username, password, alg] = process.argv.slice(2);
+const fail = (msg) => { console.error('FAIL: ' + msg); process.exit(1); };
+
+const issuer = await Issuer.discover(issuerURL);
+if (issuer.issuer !== issuerURL) fail(`issuer ${issuer.issuer} != ${issuerURL}`);
+if (issuer.metadata.authorization_response_iss_parameter_supported !== true) fail('discovery does not advertise the iss parameter');
+if (!issuer.metadata.code_challenge_methods_supported?.includes('S256')) fail('discovery does not list S256');
+// CLIENT_SECRET "-" is a public client (no secret: PKCE alone binds the code).
+const metadata = { client_id: clientID, redirect_uris: [redirectURI], response_types: ['code'], id_token_signed_response_alg: alg };
+const client = new issuer.Client(clientSecret === '-' ? { ...metadata, token_endpoint_auth_method: 'none' }
+  : { ...metadata, client_secret: clientSecret, token_endpoint_auth_method: 'client_secret_basic' });
+
+// ---- a browser: a cookie jar over fetch, redirects followed by hand ----
+const jar = new Map();
+const keep = (res) => {
+  for (const line of res.headers.getSetCookie()) {
+    const [pair, ...attrs] = line.split(';');
+    const i = pair.indexOf('=');
+    const name = pair.slice(0, i).trim(), value = pair.slice(i + 1).trim();
+    if (attrs.some((a) => /^\s*max-age=(-|0$)/i.test(a)) || value === '') jar.delete(name); else jar.set(name, value);
+  }
+};
+const cookie = () => [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+const origin = new URL(issuerURL).origin;
+const request = async (url, init = {}) => {
+  const res = await fetch(url, { ...init, redirect: 'manual', headers: { ...(init.headers || {}), cookie: cookie() } });
+  keep(res);
+  return { status: res.status, location: res.headers.get('location'), body: await res.text(), url };
+};
+const unescape = (s) => s.replace(/&#43;/g, '+').replace(/&#39;/g, "'").replace(/&#34;/g, '"').replace(/&lt;/g, '<')
+  .replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+// submit posts the page's form as served (its hidden fields plus fields).
+const submit = (page, fields) => {
+  const action = page.body.match(/<form method="post" action="([^"]+)"/);
+  if (!action) fail(`no form on the page (${page.status}): ${page.body.slice(0, 300)}`);
+  const form = new URLSearchParams();
+  for (const m of page.body.matchAll(/<input type="hidden" name="([a-z_]+)" value="([^"]*)">/g)) form.set(m[1], unescape(m[2]));
+  for (const [k, v] of Object.entries(fields)) form.set(k, v);
+  return request(new URL(unescape(action[1]), page.url).href, { method: 'POST', body: form.toString(),
+    headers: { 'content-type': 'application/x-www-form-urlencoded', origin } });
+};
+// follow goes through Portcullis's redirects and returns the page shown, or
+// the URL of the redirect to the client.
+const follow = async (page) => {
+  for (let i = 0; i < 10 && page.status === 303; i++) {
+    const next = new URL(page.location, page.url).href;
+    if (next.startsWith(redirectURI)) return { callback: next };
+    page = await request(next);
+  }
+  return page;
+};
+
+// signIn runs the flow in the browser and returns the callback URL and the
+// values the client keeps (verifier, state, nonce).
+const signIn = async (expectLogin) => {
+  const code_verifier = generators.codeVerifier();
+  const state = generators.state(), nonce = generators.nonce();
+  const url = client.authorizationUrl({ scope: 'openid email', code_challenge: generators.codeChallenge(code_verifier),
+    code_challenge_method: 'S256', state, nonce });
+  let page = await follow(await request(url));
+  if (expectLogin) {
+    if (page.status !== 200 || !page.body.includes('name="username"')) fail(`login page: ${page.status} ${page.body.slice(0, 300)}`);
+    page = await follow(await submit(page, { username, password }));
+    if (page.status !== 200 || !page.body.includes('value="allow"')) fail(`consent page: ${page.status} ${page.body.slice(0, 300)}`);
+    page = await follow(await submit(page, { decision: 'allow' }));
+  }
+  if (!page.callback) fail(`no redirect to the client: ${page.status} ${page.body?.slice(0, 300)}`);
+  return { callback: page.callback, checks: { code_verifier, state, nonce } };
+};
+
+const first = await signIn(true);
+if (!jar.has('portcullis-session')) fail('no session cookie: ' + [...jar.keys()]);
+const params = client.callbackParams(first.callback);
+if (params.iss !== issuerURL || !params.code || params.state !== first.checks.state) fail('callback ' + JSON.stringify(params));
+
+// Tampered callbacks are refused by openid-client before any exchange.
+const refused = async (what, p, checks, why) => {
+  try { await client.callback(redirectURI, p, checks); } catch (e) { if (e.name === 'RPError' && why.test(e.message)) return; throw e; }
+  fail(`openid-client accepted a callback with ${what}`);
+};
+await refused('another state', { ...params }, { ...first.checks, state: 'another state' }, /state mismatch/);
+await refused('another iss', { ...params, iss: 'https://mix-up.example' }, first.checks, /iss mismatch/);
+await refused('no iss', { code: params.code, state: params.state }, first.checks, /iss missing/);
+
+const tokens = await client.callback(redirectURI, params, first.checks);
+const claims = tokens.claims();
+if (claims.iss !== issuerURL || claims.aud !== clientID || claims.nonce !== first.checks.nonce || !claims.sub ||
+  !claims.auth_time || !claims.sid || !claims.at_hash || claims.email !== username) fail('id token claims ' + JSON.stringify(claims));
+if (JSON.parse(Buffer.from(tokens.id_token.split('.')[0], 'base64url')).alg !== alg) fail('id token alg');
+if (!tokens.refresh_token) fail('no refresh token');
+const info = await client.userinfo(tokens.access_token);
+if (info.sub !== claims.sub || info.email !== username) fail('userinfo ' + JSON.stringify(info));
+
+// A refresh: a new id token for the same person, auth_time kept.
+const next = await client.refresh(tokens.refresh_token);
+if (next.refresh_token === tokens.refresh_token) fail('refresh token not rotated');
+const again = next.claims();
+if (again.sub !== claims.sub || again.auth_time !== claims.auth_time || again.aud !== clientID) fail('refreshed id token ' + JSON.stringify(again));
+
+// The code is single use, and its reuse revokes what it issued: the
+// rotated refresh token is then refused too.
+try { await client.callback(redirectURI, params, first.checks); fail('a used code was exchanged again'); } catch (e) { if (e.error !== 'invalid_grant') throw e; }
+try { await client.refresh(next.refresh_token); fail('the grant outlived the reuse of its code'); } catch (e) { if (e.error !== 'invalid_grant') throw e; }
+
+// Single sign-on: the next request goes to the client with no page (the
+// consent was remembered).
+const sso = await signIn(false);
+const ssoTokens = await client.callback(redirectURI, client.callbackParams(sso.callback), sso.checks);
+// The same person and sign-in (auth_time); a new grant, so its own sid
+// (the contract: the id token's sid is the grant's).
+const ssoClaims = ssoTokens.claims();
+if (ssoClaims.sub !== claims.sub || ssoClaims.auth_time !== claims.auth_time || ssoClaims.sid === claims.sid ||
+  ssoClaims.nonce !== sso.checks.nonce) fail('SSO id token ' + JSON.stringify(ssoClaims));
+console.log('OK');
