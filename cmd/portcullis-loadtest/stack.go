@@ -174,7 +174,7 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	if err != nil {
 		return StackResult{}, err
 	}
-	out, err = cli("", "clients", "create", "--id", "bench-svc", "--name", "bench svc", "--grants", "client_credentials", "--scopes", "reports:read")
+	out, err = cli("", "clients", "create", "--id", "bench-svc", "--name", "bench svc", "--grants", "client_credentials", "--scopes", "users:read")
 	if err != nil {
 		return StackResult{}, err
 	}
