@@ -32,16 +32,16 @@ import (
 //     access, id and refresh tokens). Two HTTP requests per iteration.
 //   - code_redemption: one iteration is the token-exchange leg alone, one
 //     POST /oauth2/token per iteration. The codes are minted before the
-//     clock starts, by the same authorize request as sso, for at most
-//     mintFor (never longer than the warm-up plus the run, and well inside
-//     the codes' 60 s lifetime); when they run out the scenario ends and its
-//     rate is over the time it ran. The rate is therefore of redemption with
-//     no authorization requests competing for the server.
+//     clock starts, by the same authorize request as sso, for twice the
+//     warm-up plus the run (less when that would let the oldest code pass
+//     the codes' 60 s lifetime before its turn: codes are redeemed oldest
+//     first); when they run out the scenario ends and its rate is over the
+//     time it ran. The rate is therefore of redemption with no
+//     authorization requests competing for the server.
 
-// ssoMintLimit bounds the minting phase of code_redemption so that the
-// first codes minted are still alive (PORTCULLIS_AUTH_CODE_TTL, 60 s by
-// default) when the last are redeemed.
-const ssoMintLimit = 25 * time.Second
+// codeLifetime is the server's default PORTCULLIS_AUTH_CODE_TTL, less a
+// margin: no minted code may be older when its turn comes.
+const codeLifetime = 55 * time.Second
 
 // benchRedirectURI is the code-flow client's redirect URI. Nothing listens
 // there: the driver reads the 303's Location and never follows it.
@@ -204,15 +204,18 @@ func signIn(ctx context.Context, c *http.Client, o Options) ([]*browser, error) 
 type mintedCode struct{ code, verifier string }
 
 // codeRedemptionWorker is the code_redemption scenario: before the clock
-// starts, o.Concurrency browsers mint codes for min(warm-up + duration,
-// ssoMintLimit); each iteration redeems one. When none are left the worker
+// starts, o.Concurrency browsers mint codes (see mintTime); each
+// iteration redeems one. When none are left the worker
 // ends the scenario (end), which the driver times up to then.
 func codeRedemptionWorker(ctx context.Context, c *http.Client, o Options, end func()) (func() (worker, error), error) {
 	browsers, err := signIn(ctx, c, o)
 	if err != nil {
 		return nil, err
 	}
-	mintFor := min(o.Warmup+o.Duration, ssoMintLimit)
+	mintFor := mintTime(o.Warmup + o.Duration)
+	if mintFor < time.Second {
+		return nil, fmt.Errorf("a run of %s would redeem codes past their lifetime; use a shorter -duration", o.Warmup+o.Duration)
+	}
 	mintCtx, cancel := context.WithTimeout(ctx, mintFor)
 	defer cancel()
 	var (
@@ -267,4 +270,12 @@ func codeRedemptionWorker(ctx context.Context, c *http.Client, o Options, end fu
 			return b.redeem(ctx, mc.code, mc.verifier)
 		}, nil
 	}, nil
+}
+
+// mintTime is how long code_redemption mints codes for a run of run:
+// twice the run, so that redemption faster than minting still has codes
+// to the end, but never so long that a code minted first and redeemed
+// last (at most mintTime + run later, oldest first) outlives codeLifetime.
+func mintTime(run time.Duration) time.Duration {
+	return min(2*run, codeLifetime-run)
 }
