@@ -45,9 +45,15 @@ type siDeployment struct {
 	firstSecret string
 }
 
-func newSignIn(t *testing.T, backend st.Backend) *siDeployment {
+func newSignIn(t *testing.T, backend st.Backend, settings ...map[string]string) *siDeployment {
 	t.Helper()
-	in := st.Start(t, st.NewEnv(t, backend))
+	env := st.NewEnv(t, backend)
+	for _, m := range settings {
+		for k, v := range m {
+			env[k] = v
+		}
+	}
+	in := st.Start(t, env)
 	fx := st.NewFixtures(t, in.App.Core)
 	fx.User(t, siEmail, siPassword, "user")
 	code := []string{"authorization_code", "refresh_token"}
@@ -278,6 +284,36 @@ func TestBrowserSignInCodeFlow(t *testing.T) {
 			if q3 := d.callback(t, siGet(t, hc, conf.AuthCodeURL("s3", oauth2.S256ChallengeOption(v3), oidc.Nonce("n3")))); q3.Get("code") == "" {
 				t.Fatalf("remembered consent: %v", q3)
 			}
+
+			// prompt=select_account with a third-party client not yet
+			// consented to: the chooser, then consent, then the code; never the
+			// chooser twice.
+			spa := d.oauth("spa", "", oidc.ScopeOpenID)
+			v5 := oauth2.GenerateVerifier()
+			chooser := siGet(t, hc, spa.AuthCodeURL("s5", oauth2.S256ChallengeOption(v5),
+				oauth2.SetAuthURLParam("prompt", "select_account")))
+			if chooser.StatusCode != http.StatusOK || !strings.Contains(chooser.body, "Continue as "+siEmail) {
+				t.Fatalf("select_account: %d\n%s", chooser.StatusCode, chooser.body)
+			}
+			asked := chooser.submit(t, hc, url.Values{"decision": {"continue"}})
+			if asked.StatusCode != http.StatusOK || !strings.Contains(asked.body, `value="allow"`) {
+				t.Fatalf("after the chooser: %d, want the consent page\n%s", asked.StatusCode, asked.body)
+			}
+			if q5 := d.callback(t, asked.submit(t, hc, url.Values{"decision": {"allow"}})); q5.Get("code") == "" || q5.Get("state") != "s5" {
+				t.Fatalf("after consent: %v", q5)
+			}
+
+			// Nothing secret reached the log.
+			logs := d.in.Logs.String()
+			if !strings.Contains(logs, `"msg":"request"`) {
+				t.Fatal("no request log lines captured; the check would prove nothing")
+			}
+			for name, secret := range map[string]string{"password": siPassword, "code": q.Get("code"), "cookie": session.Value,
+				"verifier": verifier, "client secret": d.thirdSecret, "id token": raw, "access token": tok.AccessToken} {
+				if strings.Contains(logs, secret) {
+					t.Fatalf("the server log holds the %s", name)
+				}
+			}
 		})
 	}
 }
@@ -463,6 +499,37 @@ func TestBrowserSignInSessions(t *testing.T) {
 					t.Fatalf("prompt=none without consent: %v", none)
 				}
 			})
+			t.Run("ok/another_user_ends_the_old_session", func(t *testing.T) {
+				st.NewFixtures(t, d.in.App.Core).User(t, "bob@example.com", "bob's own passphrase 2", "user")
+				hc := siBrowser(t)
+				login := siGet(t, hc, first.AuthCodeURL("a", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+				signedIn := login.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}})
+				d.callback(t, signedIn)
+				var annCookie *http.Cookie
+				for _, c := range signedIn.Cookies() {
+					if c.Name == "portcullis-session" {
+						annCookie = c
+					}
+				}
+				chooser := siGet(t, hc, first.AuthCodeURL("b", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+					oauth2.SetAuthURLParam("prompt", "select_account")))
+				other := chooser.submit(t, hc, url.Values{"decision": {"switch"}})
+				if other.StatusCode != http.StatusOK || !strings.Contains(other.body, `name="password"`) {
+					t.Fatalf("use another account: %d", other.StatusCode)
+				}
+				if q := d.callback(t, other.submit(t, hc, url.Values{"username": {"bob@example.com"}, "password": {"bob's own passphrase 2"}})); q.Get("state") != "b" {
+					t.Fatalf("bob: %v", q)
+				}
+				// Ann's cookie, replayed from another browser, opens nothing.
+				old := siBrowser(t)
+				base, _ := url.Parse(d.in.URL)
+				old.Jar.SetCookies(base, []*http.Cookie{{Name: annCookie.Name, Value: annCookie.Value}})
+				q := d.callback(t, siGet(t, old, first.AuthCodeURL("c", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+					oauth2.SetAuthURLParam("prompt", "none"))))
+				if q.Get("error") != "login_required" {
+					t.Fatalf("the old session still works: %v", q)
+				}
+			})
 			t.Run("ok/temporary_password", func(t *testing.T) {
 				fx := st.NewFixtures(t, d.in.App.Core)
 				u := fx.User(t, "tmp@example.com", "a temporary password 1", "user")
@@ -545,6 +612,43 @@ func TestBrowserSignInSessions(t *testing.T) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// TestBrowserSignInSharesTheThrottle: failures on the login page count
+// under the password grant's throttle (one check, one throttle): after
+// them, the password grant refuses the right password with 429, and so does
+// the page; an unknown account is throttled alike.
+func TestBrowserSignInSharesTheThrottle(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": "3"})
+			pwSecret := st.NewFixtures(t, d.in.App.Core).Client(t, clients.Spec{ID: "pwd"})
+			first := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+			api := d.in.Client(t)
+			for _, login := range []string{siEmail, "ghost@example.com"} {
+				hc := siBrowser(t)
+				page := siGet(t, hc, first.AuthCodeURL("t", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+				for i := 0; i < 3; i++ {
+					page = page.submit(t, hc, url.Values{"username": {login}, "password": {"not the password"}})
+					if page.StatusCode != http.StatusBadRequest {
+						t.Fatalf("%s: failure %d answered %d", login, i+1, page.StatusCode)
+					}
+				}
+				api.PostForm("/oauth2/token", st.PasswordForm(login, siPassword, ""), st.Basic("pwd", pwSecret)).
+					ExpectError(http.StatusTooManyRequests, "rate_limited")
+				again := page.submit(t, hc, url.Values{"username": {login}, "password": {siPassword}})
+				if again.StatusCode != http.StatusTooManyRequests || again.Header.Get("Retry-After") == "" {
+					t.Fatalf("%s: the page after the limit answered %d", login, again.StatusCode)
+				}
+				for _, c := range again.Cookies() {
+					if c.Name == "portcullis-session" && c.Value != "" {
+						t.Fatalf("%s: a throttled login started a session", login)
+					}
+				}
+			}
 		})
 	}
 }

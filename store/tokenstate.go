@@ -18,7 +18,14 @@ type RefreshFamily struct {
 	// permission): a session that asked for nothing follows the user's
 	// current permissions.
 	RequestedScope string
-	CreatedAt      time.Time
+	// CreatedAt is when the family was issued; its idle window starts here.
+	CreatedAt time.Time
+	// AuthTime is when the person proved who they are for this session: the
+	// start of a password grant, or the browser login a code was issued
+	// from. The user's cut-off compares it (a family whose AuthTime is at or
+	// before the cut-off is never created), and refreshes keep it as the id
+	// token's auth_time. Zero means CreatedAt.
+	AuthTime       time.Time
 	AbsoluteExpiry time.Time     // the session ends here whatever happens
 	IdleTTL        time.Duration // a token unused this long expires
 }

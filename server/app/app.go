@@ -319,7 +319,8 @@ func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenSta
 	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
 		Sessions: states.Browser, Users: core.Store, Consents: core.Store, Audit: core.Audit, CodeTTL: cfg.AuthCodeTTL,
 		RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
-	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit}, nil
+	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
+		Rehasher: tokens}, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client

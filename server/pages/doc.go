@@ -38,6 +38,10 @@
 //   - Every form carries a CSRF token checked against a cookie in constant
 //     time (double submit, no per-process key, so any instance can check it),
 //     and cross-site submissions are refused on Sec-Fetch-Site and Origin.
+//     The CSRF cookie is SameSite=Lax (never sent with a cross-site POST):
+//     a Strict one is withheld from the cross-site navigations that open
+//     pages, so each would mint a new token and break forms open in other
+//     tabs (TestTwoTabsFromTheClientSite).
 //   - Every page answers with a strict Content-Security-Policy (its own
 //     stylesheet only), X-Frame-Options DENY, Referrer-Policy no-referrer and
 //     Cache-Control no-store.

@@ -124,8 +124,15 @@ func cookieSafe(s string) bool {
 
 // csrfToken returns the CSRF token for a form: the one in the request's
 // cookie when there is a well-formed one, else a new random one set in the
-// cookie (HttpOnly, SameSite=Strict, Path=/). The form repeats it in a
-// hidden field; checkCSRF compares the two.
+// cookie (HttpOnly, SameSite=Lax, Path=/). The form repeats it in a hidden
+// field; checkCSRF compares the two.
+//
+// Lax, not Strict: pages are opened by navigations from other sites (the
+// client sending the browser to /oauth2/authorize, a link in an email), and
+// a browser withholds Strict cookies on those, so each such navigation
+// would mint a new token over the cookie and refuse, as expired, a form
+// already open in another tab (two tabs signing in at once). Lax cookies
+// are still never sent with a cross-site POST.
 func (p *Pages) csrfToken(c echo.Context) (string, error) {
 	if ck, err := c.Cookie(p.csrfCookieName(c)); err == nil && validCSRF(ck.Value) {
 		return ck.Value, nil
@@ -136,7 +143,7 @@ func (p *Pages) csrfToken(c echo.Context) (string, error) {
 	}
 	tok := base64.RawURLEncoding.EncodeToString(b[:])
 	c.SetCookie(&http.Cookie{Name: p.csrfCookieName(c), Value: tok, Path: "/", MaxAge: int(csrfTTL / time.Second),
-		HttpOnly: true, Secure: p.secure(c), SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: p.secure(c), SameSite: http.SameSiteLaxMode})
 	return tok, nil
 }
 
@@ -152,7 +159,7 @@ func validCSRF(s string) bool {
 // the browser does not call it cross-site or same-site (Sec-Fetch-Site),
 // names no foreign Origin ("null" is what a same-origin POST from a
 // no-referrer page sends), and the form's csrf_token equals the cookie's
-// (constant-time). The cookie is SameSite=Strict, so a cross-site POST never
+// (constant-time). The cookie is SameSite=Lax, so a cross-site POST never
 // carries it.
 func (p *Pages) checkCSRF(c echo.Context) bool {
 	r := c.Request()

@@ -157,6 +157,12 @@ type Users interface {
 	RecordLogin(ctx context.Context, id string, at time.Time) error
 }
 
+// Rehasher upgrades an outdated password hash after a successful login
+// (*token.Service, the password grant's upgrade).
+type Rehasher interface {
+	Rehash(ctx context.Context, userID, password string)
+}
+
 // Auditor records security-relevant events (*app.Auditor).
 type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
@@ -170,6 +176,7 @@ type SignInDeps struct {
 	Checker  PasswordChecker
 	Users    Users
 	Audit    Auditor
+	Rehasher Rehasher // may be nil: hashes are then upgraded at the next password grant
 	Now      func() time.Time
 	Accounts Accounts // ChangePassword of the change-password step; Deps.Accounts when nil
 }
@@ -469,6 +476,9 @@ func (p *Pages) login(c echo.Context, id string) error {
 		return p.fail(c, err)
 	}
 	u := res.User
+	if res.NeedsRehash && p.si.Rehasher != nil {
+		p.si.Rehasher.Rehash(ctx, u.ID, pw)
+	}
 	bs, err := p.startSession(c, old, u.ID, now, r.PostFormValue("remember") != "", pr.Client.ID)
 	if err != nil {
 		return p.fail(c, err)

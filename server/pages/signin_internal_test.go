@@ -131,7 +131,7 @@ func (f *fakeChecker) Check(_ context.Context, a passcheck.Attempt) (passcheck.R
 	case a.Login == "ann@example.com" && a.Password == "right":
 		return passcheck.Result{User: testUsers["usr_ann"]}, nil
 	case a.Login == "bob@example.com" && a.Password == "right":
-		return passcheck.Result{User: testUsers["usr_bob"]}, nil
+		return passcheck.Result{User: testUsers["usr_bob"], NeedsRehash: true}, nil
 	case a.Login == "tmp@example.com" && a.Password == "temp":
 		return passcheck.Result{User: testUsers["usr_tmp"]}, nil
 	}
@@ -156,6 +156,17 @@ func (f *fakeUsers) GetUser(_ context.Context, id string) (store.User, error) {
 func (f *fakeUsers) RecordLogin(_ context.Context, id string, _ time.Time) error {
 	f.logins = append(f.logins, id)
 	return nil
+}
+
+type rehashes struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *rehashes) Rehash(_ context.Context, userID, password string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, userID+":"+password)
 }
 
 type auditLog struct {
@@ -239,18 +250,21 @@ type signinEnv struct {
 	audit   *auditLog
 	store   *memSessions
 	acc     *fakeAccounts
+	rehash  *rehashes
 }
 
 func newSigninEnv(t *testing.T) *signinEnv {
 	t.Helper()
 	env := &signinEnv{flow: &scriptedFlow{}, checker: &fakeChecker{}, users: &fakeUsers{}, audit: &auditLog{},
-		store: &memSessions{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}, acc: &fakeAccounts{}}
+		store: &memSessions{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}, acc: &fakeAccounts{},
+		rehash: &rehashes{}}
 	mgr, err := browsersession.New(env.store, browsersession.Config{IdleTTL: time.Hour, MaxAge: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := New(Config{ProductName: "Portcullis"}, Deps{Accounts: env.acc, Sessions: noSessions{},
-		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit}})
+		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit,
+			Rehasher: env.rehash}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,6 +486,11 @@ func TestLoginEndsTheOldSession(t *testing.T) {
 			}
 			sids := env.audit.of("session.started")
 			ended := env.audit.of("session.ended")
+			// An outdated hash (bob's) is upgraded with the password just checked, and only then.
+			if want := map[string]int{"bob@example.com": 1, "ann@example.com": 0}[tc.second]; len(env.rehash.calls) != want ||
+				want == 1 && env.rehash.calls[0] != "usr_bob:right" {
+				t.Fatalf("rehashes %v", env.rehash.calls)
+			}
 			if len(sids) != 2 || len(ended) != 1 || ended[0].Details["sid"] != sids[0].Details["sid"] ||
 				ended[0].Details["reason"] != tc.reason || !env.store.ended[sids[0].Details["sid"]] {
 				t.Fatalf("started %+v, ended %+v", sids, ended)
@@ -693,5 +712,73 @@ func TestFlowCSP(t *testing.T) {
 				t.Fatalf("%q lacks %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// sameSiteBrowser keeps cookies as a browser does for one site, with the
+// part of SameSite that matters here: a top-level navigation from another
+// site (the client's) carries Lax cookies but not Strict ones.
+type sameSiteBrowser struct {
+	env     *signinEnv
+	cookies map[string]*http.Cookie
+}
+
+func (b *sameSiteBrowser) send(t *testing.T, method, path string, form url.Values, crossSite bool) answer {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, b.env.srv.URL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for _, c := range b.cookies {
+		if crossSite && c.SameSite == http.SameSiteStrictMode {
+			continue
+		}
+		req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	for _, c := range resp.Cookies() {
+		if c.MaxAge < 0 {
+			delete(b.cookies, c.Name)
+		} else {
+			b.cookies[c.Name] = c
+		}
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	return answer{resp, string(raw)}
+}
+
+// TestTwoTabsFromTheClientSite: a person opens the sign-in twice from the
+// client's site (two tabs, each a cross-site navigation) and submits the
+// first tab's form: it is accepted. With a SameSite=Strict CSRF cookie the
+// second navigation, which does not carry it, minted a new token over it
+// and the first form was refused as expired.
+func TestTwoTabsFromTheClientSite(t *testing.T) {
+	env := newSigninEnv(t)
+	b := &sameSiteBrowser{env: env, cookies: map[string]*http.Cookie{}}
+	tabA := b.send(t, http.MethodGet, "/oauth2/authorize?client_id=third", nil, true)
+	tabB := b.send(t, http.MethodGet, "/oauth2/authorize?client_id=third", nil, true)
+	if tabA.StatusCode != http.StatusOK || tabB.StatusCode != http.StatusOK {
+		t.Fatalf("tabs: %d %d", tabA.StatusCode, tabB.StatusCode)
+	}
+	for _, tab := range []answer{tabA, tabB} {
+		a := b.send(t, http.MethodPost, "/login", url.Values{"csrf_token": {csrfIn(t, tab)}, "request": {"req1"},
+			"username": {"ann@example.com"}, "password": {"right"}}, false)
+		if a.StatusCode == http.StatusForbidden {
+			t.Fatalf("a tab's login form was refused as expired (%d)", a.StatusCode)
+		}
+	}
+	if n := len(env.checker.attempts); n != 2 {
+		t.Fatalf("%d logins checked, want both tabs'", n)
 	}
 }

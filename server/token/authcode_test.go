@@ -320,6 +320,12 @@ func TestCodeIDTokenClaims(t *testing.T) {
 			case id.Email != "ada@example.com":
 				t.Fatalf("email %q", id.Email)
 			}
+			// The session is issued now from the earlier login: its idle
+			// window counts from now, the cut-off and auth_time from the login.
+			fam := e.state.fams[rec.SID].fam
+			if !fam.CreatedAt.Equal(e.clock.Now()) || !fam.AuthTime.Equal(rec.AuthTime) {
+				t.Fatalf("family created %v (want %v), auth time %v (want %v)", fam.CreatedAt, e.clock.Now(), fam.AuthTime, rec.AuthTime)
+			}
 			// at_hash by hand: the left half of SHA-256 (RS256, ES256) or SHA-512 (EdDSA).
 			if want := map[string]int{"RS256": 22, "ES256": 22, "EdDSA": 43}[alg]; len(id.AtHash) != want {
 				t.Fatalf("at_hash length %d, want %d", len(id.AtHash), want)

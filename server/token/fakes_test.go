@@ -99,7 +99,11 @@ func (f *fakeState) CreateFamily(_ context.Context, fam store.RefreshFamily, fir
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c, ok := f.cutoffs[fam.UserID]; ok && !fam.CreatedAt.After(c) {
+	authTime := fam.AuthTime
+	if authTime.IsZero() {
+		authTime = fam.CreatedAt
+	}
+	if c, ok := f.cutoffs[fam.UserID]; ok && !authTime.After(c) {
 		return store.ErrSessionsEnded
 	}
 	if _, ok := f.fams[fam.ID]; ok {

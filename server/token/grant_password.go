@@ -47,6 +47,13 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	return resp, nil
 }
 
+// Rehash upgrades an outdated password hash after a successful login
+// elsewhere (the login page): the password grant's own upgrade, so both
+// logins keep hashes current the same way. Failures are logged.
+func (s *Service) Rehash(ctx context.Context, userID, password string) {
+	s.rehash(ctx, userID, password)
+}
+
 // rehash upgrades an outdated password hash after a successful login.
 func (s *Service) rehash(ctx context.Context, userID, password string) {
 	h, err := s.passwords.Hash(ctx, password)

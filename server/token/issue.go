@@ -149,17 +149,18 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 // startSession creates a refresh family for g and returns its first token.
 // requested is the scope the client asked for, kept so refreshes can narrow it.
 // The family's id is g.sid when the grant pre-assigned one (a code), else a
-// new one. Its CreatedAt is the login's time (g.authTime): the token state
+// new one. Its AuthTime is the login's time (g.authTime): the token state
 // refuses a family whose login is at or before the user's cut-off, so a
 // login (or a code from it) that predates "end every session" yields no
-// session, and refreshes keep auth_time. Its absolute expiry counts from now.
+// session, and refreshes keep auth_time. It is issued now: its idle window
+// and absolute expiry count from now, however old the browser login is.
 func (s *Service) startSession(ctx context.Context, g *grantSet, requested []string, now time.Time) (string, error) {
 	if g.sid == "" {
 		g.sid = newSID()
 	}
-	created := g.authTime
-	if created.IsZero() || created.After(now) {
-		created = now
+	authTime := g.authTime
+	if authTime.IsZero() || authTime.After(now) {
+		authTime = now
 	}
 	rt := newRefreshToken(g.sid)
 	idle, maxAge := s.cfg.RefreshIdleTTL, s.cfg.RefreshMaxAge
@@ -175,7 +176,8 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 		ClientID:       g.client.ID,
 		Scope:          strings.Join(g.permissions, " "),
 		RequestedScope: strings.Join(requested, " "),
-		CreatedAt:      created,
+		CreatedAt:      now,
+		AuthTime:       authTime,
 		AbsoluteExpiry: now.Add(maxAge),
 		IdleTTL:        idle,
 	}

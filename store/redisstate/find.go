@@ -16,9 +16,12 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	if !validFamilyID(familyID) || len(hash) == 0 {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
-	vals, err := s.c.HMGet(ctx, s.famKey(familyID), "cur", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca").Result()
+	vals, err := s.c.HMGet(ctx, s.famKey(familyID), "cur", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at").Result()
 	if err != nil {
 		return store.RefreshFamily{}, unavailable("find refresh token", err)
+	}
+	if vals[10] == nil { // a family written before auth times were kept
+		vals[10] = vals[9]
 	}
 	str := make([]string, len(vals))
 	for i, v := range vals {
@@ -28,22 +31,22 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 		}
 		str[i] = sv
 	}
-	nums := make([]int64, 0, 4)
-	for _, sv := range []string{str[2], str[3], str[4], str[9]} {
+	nums := make([]int64, 0, 5)
+	for _, sv := range []string{str[2], str[3], str[4], str[9], str[10]} {
 		n, err := strconv.ParseInt(sv, 10, 64)
 		if err != nil {
 			return store.RefreshFamily{}, fmt.Errorf("find refresh token: corrupt family: %w", err)
 		}
 		nums = append(nums, n)
 	}
-	ax, it, ix, ca := nums[0], nums[1], nums[2], nums[3]
+	ax, it, ix, ca, at := nums[0], nums[1], nums[2], nums[3], nums[4]
 	nowMS := now.UnixMilli()
 	if str[1] == "1" || str[0] != string(hash) || nowMS >= ax || (it > 0 && nowMS >= ix) {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
 	return store.RefreshFamily{
 		ID: familyID, UserID: str[5], ClientID: str[6], Scope: str[7], RequestedScope: str[8],
-		CreatedAt: time.UnixMilli(ca).UTC(), AbsoluteExpiry: time.UnixMilli(ax).UTC(), IdleTTL: time.Duration(it) * time.Millisecond,
+		CreatedAt: time.UnixMilli(ca).UTC(), AuthTime: time.UnixMilli(at).UTC(), AbsoluteExpiry: time.UnixMilli(ax).UTC(), IdleTTL: time.Duration(it) * time.Millisecond,
 	}, nil
 }
 

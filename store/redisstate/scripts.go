@@ -8,23 +8,25 @@ import "github.com/redis/go-redis/v9"
 // every number written back is formatted with %d so none is rounded.
 
 // createFamilyScript: KEYS fam; ARGV user, client, scope, requested scope,
-// created, absolute expiry, idle ttl, idle expiry (0 = none), first hash, key ttl.
+// created, absolute expiry, idle ttl, idle expiry (0 = none), first hash, key
+// ttl, auth time.
 // Returns 1, or 0 when the family already exists.
 var createFamilyScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'u', ARGV[1], 'c', ARGV[2], 's', ARGV[3], 'rs', ARGV[4],
-  'ca', ARGV[5], 'ax', ARGV[6], 'it', ARGV[7], 'ix', ARGV[8], 'cur', ARGV[9], 'rv', '0')
+  'ca', ARGV[5], 'ax', ARGV[6], 'it', ARGV[7], 'ix', ARGV[8], 'cur', ARGV[9], 'rv', '0', 'at', ARGV[11])
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 return 1
 `)
 
-// indexSessionScript: KEYS user's families (zset), user's cut-off; ARGV sid, created ms, index ttl ms, cap (0 = none). Refuses
-// ({-1}) a family created at or before the cut-off; otherwise adds it, scored
+// indexSessionScript: KEYS user's families (zset), user's cut-off; ARGV sid,
+// created ms, index ttl ms, cap (0 = none), auth time ms. Refuses ({-1}) a
+// family authenticated at or before the cut-off; otherwise adds it, scored
 // by creation, never shortens the index's lifetime, and when the user holds
 // more than cap families pops the oldest: returns {n, popped sids...}.
 var indexSessionScript = redis.NewScript(`
 local cut = redis.call('GET', KEYS[2])
-if cut and tonumber(ARGV[2]) <= tonumber(cut) then return {-1} end
+if cut and tonumber(ARGV[5]) <= tonumber(cut) then return {-1} end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -68,11 +70,13 @@ const (
 // rotateScript: KEYS fam, used; ARGV presented hash, next hash, next sealed,
 // now ms, grace ms. Returns {outcome} for invalid, otherwise
 // {outcome, user, client, scope, requested scope, created, abs expiry,
-// idle ttl[, sealed successor]}.
+// idle ttl, auth time[, sealed successor]} (a family written before auth
+// times were kept answers its creation time).
 var rotateScript = redis.NewScript(`
 local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
-  'u', 'c', 's', 'rs', 'ca')
+  'u', 'c', 's', 'rs', 'ca', 'at')
 local cur = f[1]
+local at = f[14] or f[13]
 if not cur or f[7] == '1' then return {0} end
 local now = tonumber(ARGV[4])
 local ax, it, ix = tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
@@ -97,16 +101,16 @@ if p == cur then
   redis.call('SADD', KEYS[2], cur)
   redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
   redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
-  return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5]}
+  return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at}
 end
 local grace = tonumber(ARGV[5])
 if grace > 0 and f[2] and p == f[2] and now - tonumber(f[3]) < grace then
-  return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], f[8] or ''}
+  return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, f[8] or ''}
 end
 if redis.call('SISMEMBER', KEYS[2], p) == 1 then
   redis.call('HSET', KEYS[1], 'rv', '1')
   redis.call('HDEL', KEYS[1], 'sealed')
-  return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5]}
+  return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at}
 end
 return {0}
 `)

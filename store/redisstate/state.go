@@ -137,6 +137,14 @@ func validFamilyID(id string) bool {
 	return id != "" && !strings.ContainsAny(id, "{}")
 }
 
+// authTimeOf is the family's AuthTime, or created when it has none.
+func authTimeOf(fam store.RefreshFamily, created time.Time) time.Time {
+	if fam.AuthTime.IsZero() {
+		return created
+	}
+	return fam.AuthTime
+}
+
 func unavailable(op string, err error) error {
 	return fmt.Errorf("redis token state: %s: %w: %w", op, store.ErrUnavailable, err)
 }
@@ -174,7 +182,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	}
 	n, err := createFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)},
 		fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
-		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl).Int64()
+		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl, authTimeOf(fam, created).UnixMilli()).Int64()
 	if err != nil {
 		return unavailable("create family", err)
 	}
@@ -211,7 +219,7 @@ func (s *State) index(ctx context.Context, fam store.RefreshFamily, created time
 		}
 	}
 	life := max(fam.AbsoluteExpiry.UnixMilli()-created.UnixMilli(), 1)
-	raw, err := indexSessionScript.Run(ctx, s.c, keys, fam.ID, created.UnixMilli(), life, s.maxSes).Slice()
+	raw, err := indexSessionScript.Run(ctx, s.c, keys, fam.ID, created.UnixMilli(), life, s.maxSes, authTimeOf(fam, created).UnixMilli()).Slice()
 	if err != nil {
 		return nil, unavailable("create family: index session", err)
 	}
@@ -328,7 +336,7 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 	if code == scriptInvalid {
 		return store.RotateResult{Outcome: store.RotateInvalid}, nil
 	}
-	if len(raw) < 8 {
+	if len(raw) < 9 {
 		return store.RotateResult{}, fmt.Errorf("short script reply (%d values)", len(raw))
 	}
 	str := make([]string, len(raw)-1)
@@ -339,8 +347,8 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 		}
 		str[i] = sv
 	}
-	var nums [3]int64
-	for i, sv := range str[4:7] {
+	var nums [4]int64
+	for i, sv := range str[4:8] {
 		n, err := strconv.ParseInt(sv, 10, 64)
 		if err != nil {
 			return store.RotateResult{}, fmt.Errorf("corrupt family time: %w", err)
@@ -356,16 +364,17 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 		CreatedAt:      time.UnixMilli(nums[0]).UTC(),
 		AbsoluteExpiry: time.UnixMilli(nums[1]).UTC(),
 		IdleTTL:        time.Duration(nums[2]) * time.Millisecond,
+		AuthTime:       time.UnixMilli(nums[3]).UTC(),
 	}}
 	switch code {
 	case scriptOK:
 		res.Outcome = store.RotateOK
 	case scriptGrace:
-		if len(str) < 8 {
+		if len(str) < 9 {
 			return store.RotateResult{}, errors.New("grace replay without successor")
 		}
 		res.Outcome = store.RotateGraceReplay
-		res.SuccessorSealed = []byte(str[7])
+		res.SuccessorSealed = []byte(str[8])
 	case scriptReuse:
 		res.Outcome = store.RotateReuseDetected
 	default:

@@ -95,6 +95,7 @@ type familyRow struct {
 	Scope           string     `gorm:"column:scope"`
 	RequestedScope  string     `gorm:"column:requested_scope"`
 	CreatedAt       time.Time  `gorm:"column:created_at;autoCreateTime:false"`
+	AuthTime        *time.Time `gorm:"column:auth_time"`
 	AbsoluteExpiry  time.Time  `gorm:"column:absolute_expiry"`
 	IdleTTLMS       int64      `gorm:"column:idle_ttl_ms"`
 	IdleExpiresAt   time.Time  `gorm:"column:idle_expires_at"`
@@ -109,16 +110,21 @@ type familyRow struct {
 func (familyRow) TableName() string { return "refresh_families" }
 
 func (r familyRow) toFamily() store.RefreshFamily {
-	return store.RefreshFamily{
+	f := store.RefreshFamily{
 		ID:             r.ID,
 		UserID:         r.UserID,
 		ClientID:       r.ClientID,
 		Scope:          r.Scope,
 		RequestedScope: r.RequestedScope,
 		CreatedAt:      ms(r.CreatedAt),
+		AuthTime:       ms(r.CreatedAt),
 		AbsoluteExpiry: ms(r.AbsoluteExpiry),
 		IdleTTL:        time.Duration(r.IdleTTLMS) * time.Millisecond,
 	}
+	if r.AuthTime != nil {
+		f.AuthTime = ms(*r.AuthTime)
+	}
+	return f
 }
 
 type usedTokenRow struct {
@@ -157,6 +163,10 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		created = s.now()
 	}
 	created = ms(created)
+	authTime := created
+	if !fam.AuthTime.IsZero() {
+		authTime = ms(fam.AuthTime)
+	}
 	row := familyRow{
 		ID:             fam.ID,
 		UserID:         fam.UserID,
@@ -164,6 +174,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		Scope:          fam.Scope,
 		RequestedScope: fam.RequestedScope,
 		CreatedAt:      created,
+		AuthTime:       &authTime,
 		AbsoluteExpiry: ms(fam.AbsoluteExpiry),
 		IdleTTLMS:      fam.IdleTTL.Milliseconds(),
 		IdleExpiresAt:  idleExpiry(created, fam.IdleTTL, ms(fam.AbsoluteExpiry)),
@@ -174,7 +185,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 			if err := s.lockUser(tx, fam.UserID); err != nil {
 				return err
 			}
-			if err := checkCutoff(tx, fam.UserID, created); err != nil {
+			if err := checkCutoff(tx, fam.UserID, authTime); err != nil {
 				return err
 			}
 			if err := s.makeRoom(tx, fam.UserID, created); err != nil {
@@ -210,9 +221,9 @@ func (s *State) lockUser(tx *gorm.DB, userID string) error {
 
 // checkCutoff refuses a family whose login began at or before the user's
 // cut-off.
-func checkCutoff(tx *gorm.DB, userID string, created time.Time) error {
+func checkCutoff(tx *gorm.DB, userID string, authTime time.Time) error {
 	var n int64
-	err := tx.Model(&revocationRow{}).Where("kind = ? AND value = ? AND at >= ?", string(store.RevokedUser), userID, created).
+	err := tx.Model(&revocationRow{}).Where("kind = ? AND value = ? AND at >= ?", string(store.RevokedUser), userID, authTime).
 		Count(&n).Error
 	if err != nil {
 		return fmt.Errorf("read cut-off: %w", err)

@@ -81,6 +81,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		run  func(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend)
 	}{
 		{"fail/family_started_before_cutoff", testFamilyBeforeCutoff},
+		{"ok/family_auth_time", testFamilyAuthTime},
 		{"race/create_family_vs_end_sessions", testConcurrentCreateVsCutoff},
 		{"ok/session_cap_ends_oldest", testSessionCap},
 		{"race/session_cap_concurrent_logins", testConcurrentSessionCap},
@@ -1065,6 +1066,57 @@ func testFamilyBeforeCutoff(t *testing.T, newBackend func(t *testing.T, cfg Conf
 				store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID, UserID: tc.user, IssuedAt: tc.created}, true)
 		}
 	}
+}
+
+// testFamilyAuthTime: a family issued now from an older login (a code from a
+// browser session) keeps its AuthTime apart from CreatedAt: the user's
+// cut-off compares the AuthTime, every read returns it, and the idle window
+// counts from CreatedAt, so a login older than the idle lifetime still gives
+// a live first refresh token.
+func testFamilyAuthTime(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	st := newBackend(t, Config{}).State
+	issued := baseTime()
+	login := issued.Add(-48 * time.Hour)
+	user := randomID("u-")
+
+	fam := newFamily(user, issued)
+	fam.AuthTime = login
+	fam.IdleTTL = time.Hour // far shorter than the login's age
+	first := create(t, st, fam)
+	found, err := st.FindRefresh(ctx(t), fam.ID, first.hash, issued.Add(time.Minute))
+	if err != nil {
+		t.Fatalf("FindRefresh of a family from a 48 h old login with a 1 h idle lifetime: %v", err)
+	}
+	if !found.AuthTime.Equal(login) || !found.CreatedAt.Equal(issued) {
+		t.Fatalf("FindRefresh: auth time %v, created %v; want %v, %v", found.AuthTime, found.CreatedAt, login, issued)
+	}
+	res := rotate(t, st, fam.ID, first, newToken(), issued.Add(time.Minute), 0)
+	wantOutcome(t, "rotate", res, store.RotateOK)
+	if !res.Family.AuthTime.Equal(login) {
+		t.Fatalf("rotate: auth time %v, want %v", res.Family.AuthTime, login)
+	}
+
+	// Without an AuthTime the family was authenticated when it was created.
+	plain := newFamily(user, issued)
+	tok := create(t, st, plain)
+	if f, err := st.FindRefresh(ctx(t), plain.ID, tok.hash, issued); err != nil || !f.AuthTime.Equal(issued) {
+		t.Fatalf("FindRefresh without an auth time: %v, %v; want it equal to the creation %v", f.AuthTime, err, issued)
+	}
+
+	// The cut-off compares the login, not the issue: a code redeemed after
+	// "end every session" from a login before it yields no session.
+	cutoff := issued.Add(time.Second)
+	if err := st.RevokeUserSessions(ctx(t), user, cutoff); err != nil {
+		t.Fatalf("RevokeUserSessions: %v", err)
+	}
+	late := newFamily(user, cutoff.Add(time.Minute))
+	late.AuthTime = cutoff.Add(-time.Minute)
+	if err := st.CreateFamily(ctx(t), late, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
+		t.Fatalf("CreateFamily issued after the cut-off from a login before it: %v, want ErrSessionsEnded", err)
+	}
+	fresh := newFamily(user, cutoff.Add(time.Minute))
+	fresh.AuthTime = cutoff.Add(time.Millisecond)
+	create(t, st, fresh)
 }
 
 // testConcurrentCreateVsCutoff races logins that began before a cut-off

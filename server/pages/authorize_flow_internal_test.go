@@ -1,0 +1,410 @@
+package pages
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/authorize"
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// AuthorizeFlow with an injected clock and in-memory stores: what the pages'
+// continuation does with time (expired and completed requests, prompt=login
+// and max_age against the session's auth_time) and with the person's
+// answers (deny, consent remembered all or nothing). The HTTP tests in
+// package server run the same flow on the real backends.
+
+const flowIssuer = "https://id.example.com"
+
+// onceMem is an in-memory store.SingleUse (one mutex: TakeOnce is atomic).
+type onceMem struct {
+	mu   sync.Mutex
+	recs map[string]*onceRecord
+}
+
+type onceRecord struct {
+	kind  string
+	val   []byte
+	exp   time.Time
+	taken bool
+}
+
+func (o *onceMem) PutOnce(_ context.Context, kind string, key, val []byte, exp time.Time) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	k := kind + "/" + string(key)
+	if _, ok := o.recs[k]; ok {
+		return store.ErrAlreadyExists
+	}
+	o.recs[k] = &onceRecord{kind: kind, val: append([]byte(nil), val...), exp: exp}
+	return nil
+}
+
+func (o *onceMem) get(kind string, key []byte, now time.Time, take bool) ([]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r, ok := o.recs[kind+"/"+string(key)]
+	if !ok || !now.Before(r.exp) {
+		return nil, store.ErrNotFound
+	}
+	if r.taken {
+		return r.val, store.ErrTokenUsed
+	}
+	r.taken = r.taken || take
+	return r.val, nil
+}
+
+func (o *onceMem) TakeOnce(_ context.Context, kind string, key []byte, now time.Time) ([]byte, error) {
+	return o.get(kind, key, now, true)
+}
+
+func (o *onceMem) PeekOnce(_ context.Context, kind string, key []byte, now time.Time) ([]byte, error) {
+	return o.get(kind, key, now, false)
+}
+
+// codes returns the authorization code records stored.
+func (o *onceMem) codes(t *testing.T) []token.AuthCode {
+	t.Helper()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []token.AuthCode
+	for _, r := range o.recs {
+		if r.kind != store.OnceAuthCode {
+			continue
+		}
+		c, err := token.ParseAuthCode(r.val)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+type clientMap map[string]store.Client
+
+func (m clientMap) GetClient(_ context.Context, id string) (store.Client, error) {
+	if c, ok := m[id]; ok {
+		return c, nil
+	}
+	return store.Client{}, store.ErrNotFound
+}
+
+type noHints struct{}
+
+func (noHints) VerifyIDTokenHint(string) (string, error) { return "", errors.New("no hints here") }
+
+type somePerms []string
+
+func (p somePerms) AllPermissions() []string { return slices.Clone(p) }
+
+type consentMem struct {
+	mu sync.Mutex
+	m  map[string]store.Consent
+}
+
+func (c *consentMem) GetConsent(_ context.Context, u, cl string) (store.Consent, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.m[u+"/"+cl]; ok {
+		return v, nil
+	}
+	return store.Consent{}, store.ErrNotFound
+}
+
+func (c *consentMem) PutConsent(_ context.Context, v store.Consent) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[v.UserID+"/"+v.ClientID] = v
+	return nil
+}
+
+type sessionClients struct{ added []string }
+
+func (s *sessionClients) AddBrowserSessionClient(_ context.Context, id, clientID string) error {
+	s.added = append(s.added, id+"/"+clientID)
+	return nil
+}
+
+// brokenUsers cannot answer.
+type brokenUsers struct{}
+
+func (brokenUsers) GetUser(context.Context, string) (store.User, error) {
+	return store.User{}, errors.New("connection refused")
+}
+
+type flowEnv struct {
+	f        *AuthorizeFlow
+	now      time.Time
+	once     *onceMem
+	consents *consentMem
+	audit    *auditLog
+	sessions *sessionClients
+}
+
+func newFlowEnv() *flowEnv {
+	env := &flowEnv{now: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC), once: &onceMem{recs: map[string]*onceRecord{}},
+		consents: &consentMem{m: map[string]store.Consent{}}, audit: &auditLog{}, sessions: &sessionClients{}}
+	code := []string{"authorization_code"}
+	env.f = &AuthorizeFlow{Issuer: flowIssuer,
+		Clients: clientMap{
+			"third": {ID: "third", Name: "Third App", Grants: code, RedirectURIs: []string{testRedirect}, RequirePKCE: true},
+			"first": {ID: "first", Name: "First App", Grants: code, RedirectURIs: []string{testRedirect}, FirstParty: true},
+		},
+		Hints: noHints{}, Permissions: somePerms{"projects:read", "projects:write"}, Once: env.once,
+		Sessions: env.sessions, Users: &fakeUsers{}, Consents: env.consents, Audit: env.audit,
+		CodeTTL: time.Minute, RequestTTL: 30 * time.Minute, Now: func() time.Time { return env.now }}
+	return env
+}
+
+var flowChallenge = strings.Repeat("A", 43)
+
+// authorize starts a request for client with extra parameters and returns its pending id.
+func (env *flowEnv) authorize(t *testing.T, client string, extra ...string) string {
+	t.Helper()
+	q := url.Values{"client_id": {client}, "redirect_uri": {testRedirect}, "response_type": {"code"}, "scope": {"openid"},
+		"state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}
+	for i := 0; i+1 < len(extra); i += 2 {
+		q.Set(extra[i], extra[i+1])
+	}
+	id, stop, err := env.f.Authorize(context.Background(), httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil))
+	if err != nil || stop != nil || id == "" {
+		t.Fatalf("Authorize: %q, %+v, %v", id, stop, err)
+	}
+	return id
+}
+
+func (env *flowEnv) proceed(t *testing.T, id string, bs *store.BrowserSession, done Done) Step {
+	t.Helper()
+	s, err := env.f.Proceed(context.Background(), id, bs, done, accounts.Meta{IP: "192.0.2.1"})
+	if err != nil {
+		t.Fatalf("Proceed: %v", err)
+	}
+	return s
+}
+
+// clientAnswer is the query of a StepRedirect to the redirect URI (with iss).
+func clientAnswer(t *testing.T, s Step) url.Values {
+	t.Helper()
+	if s.Kind != StepRedirect || !strings.HasPrefix(s.Location, testRedirect+"?") {
+		t.Fatalf("step %+v, want a redirect to the client", s)
+	}
+	u, err := url.Parse(s.Location)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	if q.Get("iss") != flowIssuer || q.Get("state") != "st" {
+		t.Fatalf("answer %v without iss or state", q)
+	}
+	return q
+}
+
+func session(user string, authTime time.Time) *store.BrowserSession {
+	return &store.BrowserSession{ID: "bs-" + user, UserID: user, AuthTime: authTime, AMR: []string{"pwd"}}
+}
+
+// TestAuthorizeFlowTime: the pending request's lifetime, the completed
+// request, and re-authentication against the session's auth_time.
+func TestAuthorizeFlowTime(t *testing.T) {
+	t.Run("fail/expired_request_is_access_denied_with_state", func(t *testing.T) {
+		env := newFlowEnv()
+		id := env.authorize(t, "first")
+		env.now = env.now.Add(30*time.Minute + time.Second)
+		q := clientAnswer(t, env.proceed(t, id, session("usr_ann", env.now), DoneLogin))
+		if q.Get("error") != "access_denied" || q.Get("code") != "" {
+			t.Fatalf("expired: %v", q)
+		}
+		if _, stop, err := env.f.Lookup(context.Background(), id); err != nil || stop == nil || stop.Kind != StepRedirect {
+			t.Fatalf("Lookup of an expired request: %+v, %v", stop, err)
+		}
+	})
+	t.Run("fail/long_gone_request_is_the_error_page", func(t *testing.T) {
+		env := newFlowEnv()
+		id := env.authorize(t, "first")
+		env.now = env.now.Add(30*time.Minute + authorize.TombstoneTTL + time.Second)
+		if s := env.proceed(t, id, nil, DoneNothing); s.Kind != StepError || s.Status != http.StatusBadRequest || s.Location != "" {
+			t.Fatalf("step %+v", s)
+		}
+	})
+	t.Run("fail/completed_request_never_answers_twice", func(t *testing.T) {
+		env := newFlowEnv()
+		id := env.authorize(t, "first")
+		bs := session("usr_ann", env.now)
+		if q := clientAnswer(t, env.proceed(t, id, bs, DoneLogin)); q.Get("code") == "" {
+			t.Fatalf("first: %v", q)
+		}
+		for _, done := range []Done{DoneNothing, DoneLogin, DoneConsent} {
+			if s := env.proceed(t, id, bs, done); s.Kind != StepError || s.Status != http.StatusOK || s.Location != "" {
+				t.Fatalf("again (%d): %+v, want the 'you are signed in' page", done, s)
+			}
+		}
+		if n := len(env.once.codes(t)); n != 1 {
+			t.Fatalf("%d codes issued, want 1", n)
+		}
+	})
+	t.Run("ok/prompt_login_until_a_fresh_login", func(t *testing.T) {
+		env := newFlowEnv()
+		old := session("usr_ann", env.now)
+		env.now = env.now.Add(10 * time.Second)
+		id := env.authorize(t, "first", "prompt", "login")
+		if s := env.proceed(t, id, old, DoneNothing); s.Kind != StepLogin || s.Request.ID != id || s.Request.Client.Name != "First App" {
+			t.Fatalf("prompt=login with an older session: %+v", s)
+		}
+		env.now = env.now.Add(2 * time.Second)
+		fresh := session("usr_ann", env.now)
+		if q := clientAnswer(t, env.proceed(t, id, fresh, DoneLogin)); q.Get("code") == "" {
+			t.Fatalf("after a fresh login: %v", q)
+		}
+		codes := env.once.codes(t)
+		if len(codes) != 1 || !codes[0].AuthTime.Equal(fresh.AuthTime) || codes[0].BrowserSessionID != fresh.ID ||
+			!slices.Equal(codes[0].AMR, []string{"pwd"}) || codes[0].UserID != "usr_ann" {
+			t.Fatalf("code records %+v", codes)
+		}
+		if !slices.Equal(env.sessions.added, []string{"bs-usr_ann/first"}) {
+			t.Fatalf("session clients %v", env.sessions.added)
+		}
+	})
+	t.Run("ok/max_age", func(t *testing.T) {
+		env := newFlowEnv()
+		bs := session("usr_ann", env.now)
+		env.now = env.now.Add(10 * time.Second)
+		if s := env.proceed(t, env.authorize(t, "first", "max_age", "5"), bs, DoneNothing); s.Kind != StepLogin {
+			t.Fatalf("max_age exceeded: %+v", s)
+		}
+		if q := clientAnswer(t, env.proceed(t, env.authorize(t, "first", "max_age", "60"), bs, DoneNothing)); q.Get("code") == "" {
+			t.Fatalf("max_age not exceeded: %v", q)
+		}
+	})
+}
+
+// TestAuthorizeFlowAnswers: deny, consent remembered all or nothing (and
+// never for a first-party client), prompt=none, the account chooser, a
+// user who must change the password, and failures.
+func TestAuthorizeFlowAnswers(t *testing.T) {
+	ctx := context.Background()
+	t.Run("ok/deny", func(t *testing.T) {
+		env := newFlowEnv()
+		id := env.authorize(t, "third")
+		if q := clientAnswer(t, env.proceed(t, id, session("usr_ann", env.now), DoneDeny)); q.Get("error") != "access_denied" {
+			t.Fatalf("deny: %v", q)
+		}
+		if len(env.consents.m) != 0 || len(env.once.codes(t)) != 0 {
+			t.Fatal("a denial remembered a consent or issued a code")
+		}
+	})
+	t.Run("ok/consent_remembered_all_or_nothing", func(t *testing.T) {
+		env := newFlowEnv()
+		bs := session("usr_ann", env.now)
+		env.consents.m["usr_ann/third"] = store.Consent{UserID: "usr_ann", ClientID: "third", Scopes: []string{"projects:write"}}
+		id := env.authorize(t, "third", "scope", "openid projects:read")
+		if s := env.proceed(t, id, bs, DoneNothing); s.Kind != StepConsent || !slices.Equal(s.Request.Scopes, []string{"openid", "projects:read"}) {
+			t.Fatalf("not covered: %+v", s)
+		}
+		if q := clientAnswer(t, env.proceed(t, id, bs, DoneConsent)); q.Get("code") == "" {
+			t.Fatalf("after consent: %v", q)
+		}
+		c := env.consents.m["usr_ann/third"]
+		if !slices.Equal(c.Scopes, []string{"openid", "projects:read", "projects:write"}) || !c.GrantedAt.Equal(env.now) {
+			t.Fatalf("remembered %+v", c)
+		}
+		if ev := env.audit.of("consent.granted"); len(ev) != 1 || ev[0].ClientID != "third" || ev[0].Details["scopes"] != "openid projects:read" {
+			t.Fatalf("audit %+v", ev)
+		}
+		// The next request for those scopes needs no page.
+		if q := clientAnswer(t, env.proceed(t, env.authorize(t, "third", "scope", "projects:read"), bs, DoneNothing)); q.Get("code") == "" {
+			t.Fatalf("remembered consent not used: %v", q)
+		}
+	})
+	t.Run("ok/first_party_never_remembers", func(t *testing.T) {
+		env := newFlowEnv()
+		if q := clientAnswer(t, env.proceed(t, env.authorize(t, "first"), session("usr_ann", env.now), DoneConsent)); q.Get("code") == "" {
+			t.Fatalf("first party: %v", q)
+		}
+		if len(env.consents.m) != 0 {
+			t.Fatal("a consent was remembered for a first-party client")
+		}
+	})
+	t.Run("fail/prompt_none_is_answered_once", func(t *testing.T) {
+		env := newFlowEnv()
+		id := env.authorize(t, "first", "prompt", "none")
+		if q := clientAnswer(t, env.proceed(t, id, nil, DoneNothing)); q.Get("error") != "login_required" {
+			t.Fatalf("prompt=none: %v", q)
+		}
+		if s := env.proceed(t, id, session("usr_ann", env.now), DoneLogin); s.Kind != StepError {
+			t.Fatalf("a prompt=none request went on after its answer: %+v", s)
+		}
+	})
+	t.Run("ok/select_account_then_consent_then_code", func(t *testing.T) {
+		env := newFlowEnv()
+		bs := session("usr_ann", env.now)
+		env.now = env.now.Add(time.Minute)
+		id := env.authorize(t, "third", "prompt", "select_account")
+		if s := env.proceed(t, id, bs, DoneNothing); s.Kind != StepSelectAccount {
+			t.Fatalf("%+v", s)
+		}
+		if s := env.proceed(t, id, bs, DoneAccountChosen); s.Kind != StepConsent {
+			t.Fatalf("after choosing: %+v", s)
+		}
+		if q := clientAnswer(t, env.proceed(t, id, bs, DoneConsent)); q.Get("code") == "" {
+			t.Fatalf("after consent: %v", q)
+		}
+	})
+	t.Run("ok/must_change_password", func(t *testing.T) {
+		env := newFlowEnv()
+		if s := env.proceed(t, env.authorize(t, "first"), session("usr_tmp", env.now), DoneLogin); s.Kind != StepChangePassword {
+			t.Fatalf("%+v", s)
+		}
+	})
+	t.Run("fail/deleted_user_signs_in_again", func(t *testing.T) {
+		env := newFlowEnv()
+		if s := env.proceed(t, env.authorize(t, "first"), session("usr_gone", env.now), DoneNothing); s.Kind != StepLogin {
+			t.Fatalf("%+v", s)
+		}
+	})
+	t.Run("fail/user_store_down_fails_closed", func(t *testing.T) {
+		env := newFlowEnv()
+		id := env.authorize(t, "first")
+		env.f.Users = brokenUsers{}
+		if _, err := env.f.Proceed(ctx, id, session("usr_ann", env.now), DoneNothing, accounts.Meta{}); err == nil {
+			t.Fatal("a user store failure answered a step")
+		}
+	})
+	t.Run("fail/authorize_stops", func(t *testing.T) {
+		env := newFlowEnv()
+		for _, tc := range []struct {
+			name, target string
+			kind         StepKind
+		}{
+			{"malformed_query", "/oauth2/authorize?client_id=%zz", StepError},
+			{"unknown_client", "/oauth2/authorize?client_id=nobody", StepError},
+			{"unregistered_redirect", "/oauth2/authorize?client_id=third&redirect_uri=https%3A%2F%2Fevil.example%2F", StepError},
+			{"no_response_type", "/oauth2/authorize?client_id=third&redirect_uri=" + url.QueryEscape(testRedirect) + "&state=st", StepRedirect},
+		} {
+			id, stop, err := env.f.Authorize(ctx, httptest.NewRequest(http.MethodGet, tc.target, nil))
+			if err != nil || id != "" || stop == nil || stop.Kind != tc.kind {
+				t.Fatalf("%s: %q %+v %v", tc.name, id, stop, err)
+			}
+			if tc.kind == StepError && (stop.Location != "" || stop.Status != http.StatusBadRequest) {
+				t.Fatalf("%s: %+v", tc.name, stop)
+			}
+		}
+		form := url.Values{"client_id": {"first"}, "redirect_uri": {testRedirect}, "response_type": {"code"},
+			"code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}
+		r := httptest.NewRequest(http.MethodPost, "/oauth2/authorize", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if id, stop, err := env.f.Authorize(ctx, r); err != nil || stop != nil || id == "" {
+			t.Fatalf("POST: %q %+v %v", id, stop, err)
+		}
+	})
+}
