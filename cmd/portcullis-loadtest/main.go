@@ -3,7 +3,7 @@
 // scenario and prints requests/s with p50/p99 latency.
 //
 // Scenarios: password, refresh, client_credentials, introspection, userinfo,
-// jwks. It needs a user and clients (see -help); `make bench` sets all of it
+// jwks, sso and code_redemption (browser sign-in, see sso.go). It needs a user and clients (see -help); `make bench` sets all of it
 // up on real PostgreSQL + Redis and writes docs/benchmarks.md. Against a
 // server of your own, raise PORTCULLIS_MAX_SESSIONS_PER_USER: the one test
 // user's logins would otherwise end the sessions the refresh workers use.
@@ -41,9 +41,15 @@ type Options struct {
 	UserSecret  string
 	CCClient    string // confidential client with client_credentials
 	CCSecret    string
-	MaxRequests int64 // safety bound on requests per scenario
+	CodeClient  string // confidential first-party client of the code flow (sso, code_redemption)
+	CodeSecret  string
+	RedirectURI string // its registered redirect URI
+	MaxRequests int64  // safety bound on requests per scenario
 	// Rate, when positive, paces all workers together to this many requests/s (open loop).
 	Rate float64
+	// OnMeasure, when set, is called (on its own goroutine) when the
+	// warm-up ends and measuring starts.
+	OnMeasure func()
 }
 
 // Result is one scenario's figures.
@@ -70,6 +76,9 @@ func main() {
 	flag.StringVar(&o.UserSecret, "user-secret", "", "its secret")
 	flag.StringVar(&o.CCClient, "cc-client", "bench-svc", "client_credentials client (also introspects)")
 	flag.StringVar(&o.CCSecret, "cc-secret", "", "its secret")
+	flag.StringVar(&o.CodeClient, "code-client", "bench-app", "first-party client with authorization_code (sso, code_redemption)")
+	flag.StringVar(&o.CodeSecret, "code-secret", "", "its secret")
+	flag.StringVar(&o.RedirectURI, "redirect-uri", benchRedirectURI, "its registered redirect URI")
 	flag.Int64Var(&o.MaxRequests, "max-requests", 5_000_000, "stop a scenario after this many requests")
 	stack := flag.String("stack", "", "path of a portcullis binary: start it on TEST_DATABASE_URL + TEST_REDIS_URL, seed it and load it")
 	algs := flag.String("algs", "EdDSA,RS256", "with -stack: signing algorithms to run the stack with")
@@ -145,7 +154,12 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 		MaxIdleConns: o.Concurrency * 2, MaxIdleConnsPerHost: o.Concurrency * 2, IdleConnTimeout: time.Minute,
 	}}
 	defer client.CloseIdleConnections()
-	mk, err := scenarioWorker(ctx, client, o, scenario)
+	// A scenario with a finite supply (code_redemption's minted codes) calls
+	// end when it runs out; the run stops then and is timed up to there.
+	ended := make(chan struct{})
+	var endOnce sync.Once
+	end := func() { endOnce.Do(func() { close(ended) }) }
+	mk, err := scenarioWorker(ctx, client, o, scenario, end)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", scenario, err)
 	}
@@ -158,8 +172,21 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 	)
 	runCtx, cancel := context.WithTimeout(ctx, o.Warmup+o.Duration)
 	defer cancel()
+	go func() {
+		select {
+		case <-ended:
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
 	var start time.Time
-	time.AfterFunc(o.Warmup, func() { start = time.Now(); measuring.Store(true) })
+	time.AfterFunc(o.Warmup, func() {
+		start = time.Now()
+		measuring.Store(true)
+		if o.OnMeasure != nil {
+			o.OnMeasure()
+		}
+	})
 	var pace chan struct{}
 	if o.Rate > 0 {
 		pace = make(chan struct{}, o.Concurrency)
@@ -218,6 +245,9 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 		}()
 	}
 	wg.Wait()
+	if !measuring.Load() {
+		return Result{}, fmt.Errorf("%s: the run ended during the warm-up", scenario)
+	}
 	elapsed := time.Since(start)
 	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
 	r := Result{Scenario: scenario, Requests: requests.Load(), Errors: errors.Load(), Duration: elapsed, Concurrency: o.Concurrency}
@@ -228,7 +258,7 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 	return r, nil
 }
 
-func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario string) (func() (worker, error), error) {
+func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario string, end func()) (func() (worker, error), error) {
 	tokenURL := o.URL + "/oauth2/token"
 	switch scenario {
 	case "jwks":
@@ -287,6 +317,10 @@ func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario str
 				return code == 200 && bytes.Contains(body, []byte(`"active":true`))
 			}, nil
 		}, nil
+	case "sso":
+		return ssoWorker(ctx, c, o)
+	case "code_redemption":
+		return codeRedemptionWorker(ctx, c, o, end)
 	case "userinfo":
 		tok, err := login(ctx, c, o)
 		if err != nil {
@@ -302,7 +336,7 @@ func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario str
 		parts := []string{"client_credentials", "introspection", "userinfo", "refresh", "jwks"}
 		makers := map[string]func() (worker, error){}
 		for _, p := range append(parts, "password") {
-			mk, err := scenarioWorker(ctx, c, o, p)
+			mk, err := scenarioWorker(ctx, c, o, p, end)
 			if err != nil {
 				return nil, err
 			}

@@ -44,8 +44,9 @@ type StackOptions struct {
 type StackResult struct {
 	Alg     string
 	Results []Result
-	// Profile is `go tool pprof -top` of the server during the password scenario.
-	Profile string
+	// Profiles are `go tool pprof -top` of the server during the profiled
+	// scenarios (profiledScenarios), by scenario.
+	Profiles map[string]string
 	// RSS samples of the server process (every 10 s), for soak runs.
 	RSS []int64
 }
@@ -174,11 +175,20 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	if err != nil {
 		return StackResult{}, err
 	}
-	out, err = cli("", "clients", "create", "--id", "bench-svc", "--name", "bench svc", "--grants", "client_credentials", "--scopes", "reports:read")
+	out, err = cli("", "clients", "create", "--id", "bench-svc", "--name", "bench svc", "--grants", "client_credentials", "--scopes", "users:read")
 	if err != nil {
 		return StackResult{}, err
 	}
 	svcSecret, err := secretOf(out)
+	if err != nil {
+		return StackResult{}, err
+	}
+	out, err = cli("", "clients", "create", "--id", "bench-app", "--name", "bench app", "--first-party",
+		"--grants", "authorization_code,refresh_token", "--redirect-uri", benchRedirectURI)
+	if err != nil {
+		return StackResult{}, err
+	}
+	appSecret, err := secretOf(out)
 	if err != nil {
 		return StackResult{}, err
 	}
@@ -199,8 +209,9 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	}
 	o := Options{URL: base, Duration: so.Duration, Warmup: 2 * time.Second, Concurrency: so.Concurrency,
 		Username: user, Password: pw, UserClient: "bench-web", UserSecret: webSecret, CCClient: "bench-svc", CCSecret: svcSecret,
+		CodeClient: "bench-app", CodeSecret: appSecret, RedirectURI: benchRedirectURI,
 		MaxRequests: 50_000_000, Rate: so.Rate}
-	sr := StackResult{Alg: alg}
+	sr := StackResult{Alg: alg, Profiles: map[string]string{}}
 	stopSampling := make(chan struct{})
 	sampled := make(chan []int64, 1)
 	go func() {
@@ -219,16 +230,17 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	}()
 	for _, sc := range so.Scenarios {
 		var profiled chan string
-		if sc == "password" && so.Rate == 0 {
+		ro := o
+		if profiledScenarios[sc] != "" && so.Rate == 0 {
 			profiled = make(chan string, 1)
-			go func() { profiled <- cpuProfile(so.Binary, debugAddr, alg, o.Warmup, o.Duration) }()
+			ro.OnMeasure = func() { profiled <- cpuProfile(so.Binary, debugAddr, alg, sc, o.Duration) }
 		}
-		r, err := Run(context.Background(), o, sc)
+		r, err := Run(context.Background(), ro, sc)
 		if err != nil {
 			return sr, err
 		}
 		if profiled != nil {
-			sr.Profile = <-profiled
+			sr.Profiles[sc] = <-profiled
 		}
 		fmt.Fprintf(os.Stderr, "%s %s\n", alg, r)
 		sr.Results = append(sr.Results, r)
@@ -238,10 +250,14 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	return sr, nil
 }
 
-// cpuProfile records the server's CPU profile for most of a scenario and
-// returns `go tool pprof -top` of it (or why it could not).
-func cpuProfile(binary, debugAddr, alg string, warmup, duration time.Duration) string {
-	time.Sleep(warmup)
+// profiledScenarios are the scenarios whose server CPU profile the report
+// shows, with how the report names them.
+var profiledScenarios = map[string]string{"password": "the password grant", "sso": "the SSO round trip"}
+
+// cpuProfile records the server's CPU profile for most of a scenario's
+// measured time (it is called when measuring starts) and returns
+// `go tool pprof -top` of it (or why it could not).
+func cpuProfile(binary, debugAddr, alg, scenario string, duration time.Duration) string {
 	secs := int((duration - time.Second).Seconds())
 	if secs < 1 {
 		secs = 1
@@ -252,7 +268,7 @@ func cpuProfile(binary, debugAddr, alg string, warmup, duration time.Duration) s
 	}
 	defer resp.Body.Close()
 	_ = os.MkdirAll(".bench", 0o755)
-	path := fmt.Sprintf(".bench/cpu-%s-password.pprof", alg)
+	path := fmt.Sprintf(".bench/cpu-%s-%s.pprof", alg, scenario)
 	f, err := os.Create(path)
 	if err != nil {
 		return "profile not saved: " + err.Error()
@@ -383,11 +399,14 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 		return w.String() // a soak checks errors and memory, not the throughput targets
 	}
 	for _, s := range all {
-		if s.Profile != "" {
-			fmt.Fprintf(&w, "\nWhere the time goes in the password grant (%s): the server's CPU profile over the scenario (`.bench/cpu-%s-password.pprof`):\n\n```\n%s\n```\n", s.Alg, s.Alg, s.Profile)
+		for _, sc := range so.Scenarios {
+			if p := s.Profiles[sc]; p != "" {
+				fmt.Fprintf(&w, "\nWhere the time goes in %s (%s): the server's CPU profile over the scenario (`.bench/cpu-%s-%s.pprof`):\n\n```\n%s\n```\n",
+					profiledScenarios[sc], s.Alg, s.Alg, sc, p)
+			}
 		}
 	}
-	w.WriteString("\nTargets (issue 4):\n\n")
+	w.WriteString("\nTargets (issue 4; sso: issue 13):\n\n")
 	for _, s := range all {
 		for _, r := range s.Results {
 			switch {
@@ -395,6 +414,8 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 				fmt.Fprintf(&w, "- EdDSA client_credentials %.0f/s (target ≥ 4,000/s): %s\n", r.RPS, verdict(r.RPS >= 4000))
 			case s.Alg == "EdDSA" && r.Scenario == "refresh":
 				fmt.Fprintf(&w, "- EdDSA refresh %.0f/s (target ≥ 1,500/s): %s\n", r.RPS, verdict(r.RPS >= 1500))
+			case s.Alg == "EdDSA" && r.Scenario == "sso":
+				fmt.Fprintf(&w, "- EdDSA SSO round trips %.0f/s (target ≥ 1,500/s, 0 errors): %s\n", r.RPS, verdict(r.RPS >= 1500 && r.Errors == 0))
 			case s.Alg == "EdDSA" && r.Scenario == "introspection":
 				fmt.Fprintf(&w, "- EdDSA introspection %.0f/s (target ≥ 4,000/s): %s\n", r.RPS, verdict(r.RPS >= 4000))
 			case s.Alg == "RS256" && r.Scenario == "client_credentials":
