@@ -200,8 +200,10 @@ func (f *AuthorizeFlow) Proceed(ctx context.Context, id string, bs *store.Browse
 			if err != nil {
 				return authorize.Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 			}
-			if err := f.Sessions.AddBrowserSessionClient(ctx, bs.ID, r.ClientID); err != nil {
-				f.log().Warn("record the client of a browser session", "err", err)
+			if !slices.Contains(bs.ClientIDs, r.ClientID) { // already recorded: no write on every SSO round trip
+				if err := f.Sessions.AddBrowserSessionClient(ctx, bs.ID, r.ClientID); err != nil {
+					f.log().Warn("record the client of a browser session", "err", err)
+				}
 			}
 			return r.Success(code), nil
 		})
