@@ -14,6 +14,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
+	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -129,7 +130,7 @@ func ParseRequest(ctx context.Context, form url.Values, env Env, now time.Time) 
 	if clientID == "" {
 		return nil, pageError("The request names no client (client_id is missing).")
 	}
-	if !plausibleClientID(clientID) {
+	if !token.PlausibleClientID(clientID) {
 		return nil, pageError("The application that sent you here is not known to this server.")
 	}
 	client, err := env.Clients.GetClient(ctx, clientID)
@@ -244,13 +245,13 @@ func singleValues(form url.Values) (map[string]string, error) {
 			return nil, pageError("The request is too large.")
 		}
 		if len(vs) > 1 {
-			return nil, pageError(fmt.Sprintf("The parameter %q is included more than once.", safeName(k)))
+			return nil, pageError(fmt.Sprintf("The parameter %q is included more than once.", token.SafeParamName(k)))
 		}
 		if len(vs) == 0 || vs[0] == "" {
 			continue
 		}
 		if !utf8.ValidString(vs[0]) || strings.ContainsRune(vs[0], 0) {
-			return nil, pageError(fmt.Sprintf("The parameter %q is not valid UTF-8 text.", safeName(k)))
+			return nil, pageError(fmt.Sprintf("The parameter %q is not valid UTF-8 text.", token.SafeParamName(k)))
 		}
 		out[k] = vs[0]
 	}
@@ -354,31 +355,4 @@ func parseMaxAge(v string) (time.Duration, error) {
 		return 0, bad
 	}
 	return time.Duration(n) * time.Second, nil
-}
-
-// plausibleClientID: 3-64 characters of a-z 0-9 . _ - (every client id's shape).
-func plausibleClientID(id string) bool {
-	if len(id) < 3 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// safeName makes a parameter name safe to show on a page.
-func safeName(k string) string {
-	if len(k) > 40 || !utf8.ValidString(k) {
-		return "(unnamed)"
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
-			return -1
-		}
-		return r
-	}, k)
 }

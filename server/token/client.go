@@ -18,7 +18,7 @@ func (s *Service) AuthenticateClient(ctx context.Context, cred ClientCredentials
 	if cred.Basic {
 		fail = fail.Challenging(apierr.Basic)
 	}
-	if !plausibleClientID(cred.ID) {
+	if !PlausibleClientID(cred.ID) {
 		secretMatches(cred.Secret, nil)
 		return store.Client{}, fail
 	}
@@ -76,9 +76,9 @@ func (s *Service) accessTTL(c store.Client) int64 {
 	return int64(s.cfg.AccessTokenTTL.Seconds())
 }
 
-// plausibleClientID reports whether id has the shape every client id has
+// PlausibleClientID reports whether id has the shape every client id has
 // (3–64 characters of a-z 0-9 . _ -); anything else cannot name a client.
-func plausibleClientID(id string) bool {
+func PlausibleClientID(id string) bool {
 	if len(id) < 3 || len(id) > 64 {
 		return false
 	}

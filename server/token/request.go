@@ -55,19 +55,21 @@ func ParseForm(form url.Values) (map[string]string, error) {
 	out := make(map[string]string, len(form))
 	for k, vs := range form {
 		if len(vs) > 1 {
-			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is included more than once.", safeName(k))
+			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is included more than once.", SafeParamName(k))
 		}
 		v := vs[0]
 		if len(v) > maxParamLen || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is too long or not valid UTF-8.", safeName(k))
+			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is too long or not valid UTF-8.", SafeParamName(k))
 		}
 		out[k] = v
 	}
 	return out, nil
 }
 
-// safeName makes a parameter name safe to echo in a description.
-func safeName(k string) string {
+// SafeParamName makes a parameter name safe to echo in a description or on
+// a page (at most 40 characters of valid UTF-8, no control characters,
+// quotes or backslashes).
+func SafeParamName(k string) string {
 	if len(k) > 40 || !utf8.ValidString(k) {
 		return "(unnamed)"
 	}
@@ -120,7 +122,7 @@ func ParseTokenRequest(params map[string]string, client ClientCredentials) (Toke
 	}
 	h, ok := grantRegistry[req.GrantType]
 	if !ok {
-		return req, apierr.ErrUnsupportedGrantType.WithDescription("The grant type %q is not supported.", safeName(req.GrantType))
+		return req, apierr.ErrUnsupportedGrantType.WithDescription("The grant type %q is not supported.", SafeParamName(req.GrantType))
 	}
 	if err := h.parse(params, &req); err != nil {
 		return req, err
