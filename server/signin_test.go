@@ -133,10 +133,7 @@ func (p siPage) submit(t *testing.T, hc *http.Client, fields url.Values) siPage 
 	if m == nil {
 		t.Fatalf("no form on the page (%d):\n%s", p.StatusCode, p.body)
 	}
-	form := url.Values{}
-	for _, h := range siHidden.FindAllStringSubmatch(p.body, -1) {
-		form.Set(h[1], unescapeHTML(h[2]))
-	}
+	form := p.hiddenFields()
 	for k, v := range fields {
 		form[k] = v
 	}
@@ -152,6 +149,15 @@ func (p siPage) submit(t *testing.T, hc *http.Client, fields url.Values) siPage 
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", p.Request.URL.Scheme+"://"+p.Request.URL.Host)
 	return siDo(t, hc, req, body)
+}
+
+// hiddenFields are the page's hidden form fields, unescaped.
+func (p siPage) hiddenFields() url.Values {
+	form := url.Values{}
+	for _, h := range siHidden.FindAllStringSubmatch(p.body, -1) {
+		form.Set(h[1], unescapeHTML(h[2]))
+	}
+	return form
 }
 
 func unescapeHTML(s string) string {
