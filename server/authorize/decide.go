@@ -65,6 +65,11 @@ type Inputs struct {
 	// AccountSelected: the person chose an account on the select-account
 	// page for this request (prompt=select_account is then satisfied).
 	AccountSelected bool
+	// ConsentGiven: the person allowed this very request on the consent page
+	// (prompt=consent, offline_access and a private-use-scheme redirect are
+	// then satisfied). A consent remembered from another request, however
+	// recent, is not.
+	ConsentGiven bool
 }
 
 // Decision is the outcome of Decide.
@@ -111,7 +116,7 @@ func Decide(req *Request, in Inputs, now time.Time) Decision {
 		return req.interact(SelectAccount, "", ErrAccountSelectionRequired, "The user must choose an account.")
 	case in.User.MustChangePassword:
 		return req.interact(ShowChangePassword, "", ErrInteractionRequired, "The user must change their password.")
-	case needsConsent(req, in.Consent):
+	case needsConsent(req, in):
 		return req.interact(ShowConsent, "", ErrConsentRequired, "The user has not consented to this application's access.")
 	}
 	return Decision{Action: ActIssueCode}
@@ -130,16 +135,15 @@ func (r *Request) interact(a Action, reason, code, desc string) Decision {
 // offline_access and a public client's private-use-scheme redirect (RFC
 // 8252 §8.6: another app may claim the scheme) need consent given for this
 // very request.
-func needsConsent(req *Request, c *store.Consent) bool {
+func needsConsent(req *Request, in Inputs) bool {
 	if req.FirstParty {
 		return false
 	}
-	if c == nil || !covers(c.Scopes, req.Scopes) {
+	if c := in.Consent; c == nil || !covers(c.Scopes, req.Scopes) {
 		return true
 	}
-	fresh := !c.GrantedAt.Before(req.ReceivedAt.Truncate(time.Second))
 	if req.Prompt.Consent || req.WantsOffline() || req.Public && privateUseScheme(req.RedirectURI) {
-		return !fresh
+		return !in.ConsentGiven
 	}
 	return false
 }

@@ -190,6 +190,7 @@ func (f *AuthorizeFlow) Proceed(ctx context.Context, id string, bs *store.Browse
 		// The account is chosen when the person signed in during this
 		// request or answered a page of it (the chooser comes before consent).
 		in.AccountSelected = done != DoneNothing || !bs.AuthTime.Before(req.ReceivedAt)
+		in.ConsentGiven = done == DoneConsent
 	}
 	dec := authorize.Decide(req, in, now)
 	switch dec.Action {
