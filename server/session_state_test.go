@@ -303,3 +303,34 @@ func TestClientTokenLifetimeClampedAtIssue(t *testing.T) {
 		})
 	}
 }
+
+// TestRevocationOutlivesTheServerTokenLifetime (trust boundary "revocation
+// horizon", over HTTP): the server's own access tokens live 2 s, a client's
+// 30 s. After an admin ends every session of a user, the client's token is
+// refused at /userinfo — and still refused once the server's lifetime (the
+// old retention of a revocation) has passed, while the token has not
+// expired. Time is the behaviour here: the test waits 4 s for real.
+func TestRevocationOutlivesTheServerTokenLifetime(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			a := newAcctEnvOn(t, b, map[string]string{"PORTCULLIS_ACCESS_TOKEN_TTL": "2s", "PORTCULLIS_ID_TOKEN_TTL": "2s",
+				"PORTCULLIS_MAX_CLIENT_TOKEN_TTL": "1m"})
+			root := a.login(t, rootEmail, rootPass).AccessToken
+			created := a.c.PostJSON("/admin/clients", map[string]any{"client_id": "long-lived", "access_token_ttl": 30},
+				st.Bearer(root)).ExpectStatus(http.StatusCreated).Map()
+			user := a.fx.User(t, "long@example.com", "a long enough passphrase", "user")
+			tok := a.c.PostForm("/oauth2/token", st.PasswordForm("long@example.com", "a long enough passphrase", ""),
+				st.Basic("long-lived", created["client_secret"].(string))).Token()
+			if tok.ExpiresIn != 30 {
+				t.Fatalf("expires_in %d, want 30", tok.ExpiresIn)
+			}
+			a.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(http.StatusOK)
+			root = a.login(t, rootEmail, rootPass).AccessToken // the 2 s admin token may have expired
+			a.c.PostJSON("/admin/users/"+user.ID+"/sessions/revoke", nil, st.Bearer(root)).ExpectStatus(http.StatusNoContent)
+			a.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
+			time.Sleep(4 * time.Second) // past the server's access-token lifetime, well within the client's
+			a.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
+		})
+	}
+}
