@@ -70,8 +70,9 @@ func (s *Server) MountOAuth(svc *token.Service) {
 		}
 		return c.JSON(http.StatusOK, info)
 	}
-	e.GET("/userinfo", userinfo, noStore, bearer)
-	e.POST("/userinfo", userinfo, noStore, bearer)
+	userinfoBearer := RequireUserInfoBearer(svc)
+	e.GET("/userinfo", userinfo, noStore, userinfoBearer)
+	e.POST("/userinfo", userinfo, noStore, userinfoBearer)
 	e.POST("/auth/logout", func(c echo.Context) error {
 		if err := svc.Logout(c.Request().Context(), Claims(c), meta(c)); err != nil {
 			return err
@@ -132,20 +133,35 @@ func meta(c echo.Context) token.RequestMeta {
 // leaves its claims in the context. No token: 401 with a bare
 // WWW-Authenticate: Bearer; a bad one: 401 invalid_token.
 func RequireBearer(svc *token.Service) echo.MiddlewareFunc {
-	return requireUserBearer(svc.AuthenticateBearer)
+	return requireUserBearer(svc.AuthenticateBearer, false)
+}
+
+// RequireUserInfoBearer is RequireBearer for /userinfo, which also takes the
+// token as access_token in a form-encoded POST body (RFC 6750 §2.2, OIDC
+// Core §5.3.1). A request that uses both ways is 400 invalid_request (RFC
+// 6750 §2: a client MUST NOT use more than one).
+func RequireUserInfoBearer(svc *token.Service) echo.MiddlewareFunc {
+	return requireUserBearer(svc.AuthenticateBearer, true)
 }
 
 // RequireAdminBearer is RequireBearer for /admin: the token's aud must also
 // hold the issuer (token.Service.AuthenticateAdmin), else 401 invalid_token.
 func RequireAdminBearer(svc *token.Service) echo.MiddlewareFunc {
-	return requireUserBearer(svc.AuthenticateAdmin)
+	return requireUserBearer(svc.AuthenticateAdmin, false)
 }
 
-// requireUserBearer authenticates a user's bearer token with authenticate.
-func requireUserBearer(authenticate func(ctx context.Context, raw string) (token.AccessClaims, error)) echo.MiddlewareFunc {
+// requireUserBearer authenticates a user's bearer token with authenticate;
+// with inBody, a form-encoded POST may carry it as access_token instead.
+func requireUserBearer(authenticate func(ctx context.Context, raw string) (token.AccessClaims, error), inBody bool) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			raw, ok := bearerToken(c.Request())
+			if inBody {
+				var err error
+				if raw, ok, err = bodyBearerToken(c.Request(), raw, ok); err != nil {
+					return err
+				}
+			}
 			if !ok {
 				return apierr.ErrUnauthorized.
 					WithDescription("A bearer access token is required.")
@@ -168,6 +184,31 @@ func requireUserBearer(authenticate func(ctx context.Context, raw string) (token
 func Claims(c echo.Context) token.AccessClaims {
 	claims, _ := c.Get(claimsKey).(token.AccessClaims)
 	return claims
+}
+
+// bodyBearerToken reads access_token from a form-encoded POST body (RFC
+// 6750 §2.2) when the request carries one; header and ok are what the
+// Authorization header gave.
+func bodyBearerToken(r *http.Request, header string, ok bool) (string, bool, error) {
+	if r.Method != http.MethodPost {
+		return header, ok, nil
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
+		return header, ok, nil
+	}
+	if err := r.ParseForm(); err != nil {
+		return "", false, apierr.ErrInvalidRequest.Challenging(apierr.Bearer).WithDescription("The form body is malformed.")
+	}
+	vs := r.PostForm["access_token"]
+	switch {
+	case len(vs) == 0:
+		return header, ok, nil
+	case ok || len(vs) > 1:
+		return "", false, apierr.ErrInvalidRequest.Challenging(apierr.Bearer).
+			WithDescription("Send the access token once: in the Authorization header or in the body, not both.")
+	}
+	tok := strings.TrimSpace(vs[0])
+	return tok, tok != "", nil
 }
 
 func bearerToken(r *http.Request) (string, bool) {

@@ -274,12 +274,19 @@ var oidccModules = []oidccModule{
 		}
 	}},
 	{"oidcc-userinfo-post-body", func(t *testing.T, e *oidccEnv) {
-		// RFC 6750 §2.2's form-body token is optional (the suite warns);
-		// Portcullis takes bearer tokens in the Authorization header only,
-		// so the body form is 401 invalid_token.
+		// RFC 6750 §2.2's form-body token (the contract: "or in a form body
+		// on POST"); both ways at once is 400 invalid_request (RFC 6750 §2).
 		l := e.signIn(t, e.d.oauth("third", e.d.thirdSecret, oidc.ScopeOpenID))
-		e.d.in.Client(t).PostForm("/userinfo", url.Values{"access_token": {l.tok.AccessToken}}).
-			ExpectStatus(http.StatusUnauthorized)
+		c := e.d.in.Client(t)
+		info := c.PostForm("/userinfo", url.Values{"access_token": {l.tok.AccessToken}}).ExpectStatus(http.StatusOK).Map()
+		if info["sub"] != l.idt.Subject {
+			t.Fatalf("userinfo sub %v, want %s", info["sub"], l.idt.Subject)
+		}
+		r := c.PostForm("/userinfo", url.Values{"access_token": {l.tok.AccessToken}}, st.Bearer(l.tok.AccessToken)).
+			ExpectError(http.StatusBadRequest, "invalid_request")
+		if h := r.Header.Get("WWW-Authenticate"); h != `Bearer error="invalid_request"` {
+			t.Fatalf("WWW-Authenticate %q", h)
+		}
 	}},
 	{"oidcc-ensure-request-without-nonce-succeeds-for-code-flow", func(t *testing.T, e *oidccEnv) {
 		conf := e.d.oauth("third", e.d.thirdSecret, oidc.ScopeOpenID)
