@@ -429,10 +429,20 @@ func (p *Pages) refuseFlowCSRF(c echo.Context, id string) error {
 		Primary: again})
 }
 
-// pendingOf returns the pending request id for a page. A request that
-// cannot go on is answered by its Step (stop).
-func (p *Pages) pendingOf(c echo.Context, id string) (Pending, *Step, error) {
-	return p.si.Flow.Lookup(c.Request().Context(), id)
+// pendingPage looks up the pending request a form of the flow posts to. When
+// the request cannot go on (expired, done, unknown) or the lookup fails, it
+// answers and reports answered; else it sets the flow's CSP for pr's
+// redirect URI and the handler goes on with pr.
+func (p *Pages) pendingPage(c echo.Context, id string, bs *store.BrowserSession) (pr Pending, answered bool, err error) {
+	pr, stop, err := p.si.Flow.Lookup(c.Request().Context(), id)
+	if err != nil {
+		return pr, true, p.fail(c, err)
+	}
+	if stop != nil {
+		return pr, true, p.respond(c, *stop, bs)
+	}
+	c.Response().Header().Set("Content-Security-Policy", flowCSP(pr.RedirectURI, pr.Client.LogoURI))
+	return pr, false, nil
 }
 
 // login checks the login form through the one password check (the
@@ -446,14 +456,10 @@ func (p *Pages) login(c echo.Context, id string) error {
 	if err != nil {
 		return p.fail(c, err)
 	}
-	pr, stop, err := p.pendingOf(c, id)
-	if err != nil {
-		return p.fail(c, err)
+	pr, answered, err := p.pendingPage(c, id, old)
+	if answered {
+		return err
 	}
-	if stop != nil {
-		return p.respond(c, *stop, old)
-	}
-	c.Response().Header().Set("Content-Security-Policy", flowCSP(pr.RedirectURI, pr.Client.LogoURI))
 	login, pw := strings.TrimSpace(r.PostFormValue("username")), r.PostFormValue("password")
 	var ps problems
 	if login == "" {
@@ -569,14 +575,10 @@ func (p *Pages) choose(c echo.Context, id string) error {
 	if c.Request().PostFormValue(decisionField) == "continue" && bs != nil {
 		return p.proceedWith(c, id, bs, DoneAccountChosen)
 	}
-	pr, stop, err := p.pendingOf(c, id)
-	if err != nil {
-		return p.fail(c, err)
+	pr, answered, err := p.pendingPage(c, id, bs)
+	if answered {
+		return err
 	}
-	if stop != nil {
-		return p.respond(c, *stop, bs)
-	}
-	c.Response().Header().Set("Content-Security-Policy", flowCSP(pr.RedirectURI, pr.Client.LogoURI))
 	return p.loginForm(c, http.StatusOK, pr, "", nil)
 }
 
@@ -613,14 +615,10 @@ func (p *Pages) changeStepPost(c echo.Context, id string) error {
 	if err != nil {
 		return p.fail(c, err)
 	}
-	pr, stop, err := p.pendingOf(c, id)
-	if err != nil {
-		return p.fail(c, err)
+	pr, answered, err := p.pendingPage(c, id, bs)
+	if answered {
+		return err
 	}
-	if stop != nil {
-		return p.respond(c, *stop, bs)
-	}
-	c.Response().Header().Set("Content-Security-Policy", flowCSP(pr.RedirectURI, pr.Client.LogoURI))
 	if bs == nil {
 		return p.loginForm(c, http.StatusOK, pr, "", nil)
 	}
