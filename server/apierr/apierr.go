@@ -118,7 +118,7 @@ func (e *Error) Challenge() string {
 		}
 		v := `Bearer error="` + e.Code + `"`
 		if e.scope != "" {
-			v += `, scope="` + challengeValue(e.scope) + `"`
+			v += `, scope="` + SafeText(e.scope) + `"`
 		}
 		return v
 	case Basic:
@@ -127,9 +127,11 @@ func (e *Error) Challenge() string {
 	return ""
 }
 
-// challengeValue keeps only the characters RFC 6750 §3 allows in a quoted
-// attribute value (%x20-21 / %x23-5B / %x5D-7E).
-func challengeValue(v string) string {
+// SafeText keeps only the characters OAuth allows in error_description
+// (RFC 6749 §4.1.2.1, §5.2) and in a challenge's quoted values (RFC 6750
+// §3): %x20-21 / %x23-5B / %x5D-7E, that is printable ASCII without '"'
+// and the backslash.
+func SafeText(v string) string {
 	b := make([]byte, 0, len(v))
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {

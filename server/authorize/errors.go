@@ -3,6 +3,8 @@ package authorize
 import (
 	"fmt"
 	"net/http"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
 )
 
 // Error codes of the authorization endpoint (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6).
@@ -67,20 +69,8 @@ func (e *RedirectError) Error() string {
 // Response is the HTTP answer carrying the error to the client.
 func (e *RedirectError) Response() Response {
 	p := [][2]string{{"error", e.Code}}
-	if d := cleanDescription(e.Description); d != "" {
+	if d := apierr.SafeText(e.Description); d != "" {
 		p = append(p, [2]string{"error_description", d})
 	}
 	return respond(e.RedirectURI, e.Mode, e.State, e.Issuer, p)
-}
-
-// cleanDescription keeps only the characters RFC 6749 §4.1.2.1 allows in
-// error_description (%x20-21 / %x23-5B / %x5D-7E).
-func cleanDescription(d string) string {
-	b := make([]byte, 0, len(d))
-	for i := 0; i < len(d); i++ {
-		if c := d[i]; c >= 0x20 && c <= 0x7e && c != '"' && c != '\\' {
-			b = append(b, c)
-		}
-	}
-	return string(b)
 }
