@@ -185,25 +185,7 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 		IdleExpiresAt: idleExpiry(last, bs.IdleTTL, ms(bs.AbsoluteExpiry)), AbsoluteExpiry: ms(bs.AbsoluteExpiry),
 		IP: bs.IP, UserAgent: bs.UserAgent, ClientIDs: encodeStrings(bs.ClientIDs),
 	}
-	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
-		if err := s.lockUser(tx, bs.UserID); err != nil {
-			return err
-		}
-		if err := checkCutoff(tx, bs.UserID, auth); err != nil {
-			return err
-		}
-		return tx.Create(&row).Error
-	})
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, store.ErrSessionsEnded):
-		return fmt.Errorf("sql token state: create browser session: %w", err)
-	case sqlstore.IsUniqueViolation(err):
-		return fmt.Errorf("sql token state: create browser session: %w", store.ErrAlreadyExists)
-	default:
-		return dbErr("create browser session", err)
-	}
+	return s.createForUser(ctx, "create browser session", bs.UserID, auth, nil, &row)
 }
 
 // FindBrowserSession implements store.BrowserSessions: one query finds the

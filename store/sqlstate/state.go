@@ -180,29 +180,45 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		IdleExpiresAt:  idleExpiry(created, fam.IdleTTL, ms(fam.AbsoluteExpiry)),
 		CurrentHash:    firstHash,
 	}
+	var makeRoom func(tx *gorm.DB) error
+	if fam.UserID != "" {
+		makeRoom = func(tx *gorm.DB) error { return s.makeRoom(tx, fam.UserID, created) }
+	}
+	return s.createForUser(ctx, "create family", fam.UserID, authTime, makeRoom, &row)
+}
+
+// createForUser inserts row (a refresh family, a browser session) for
+// userID in one transaction under the user's lock: refused with
+// store.ErrSessionsEnded when authTime is at or before the user's cut-off,
+// atomically with RevokeUserSessions; then before (when set) runs, then the
+// insert. An empty userID skips the lock and the cut-off. A taken id is
+// store.ErrAlreadyExists.
+func (s *State) createForUser(ctx context.Context, what, userID string, authTime time.Time, before func(tx *gorm.DB) error, row any) error {
 	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
-		if fam.UserID != "" {
-			if err := s.lockUser(tx, fam.UserID); err != nil {
+		if userID != "" {
+			if err := s.lockUser(tx, userID); err != nil {
 				return err
 			}
-			if err := checkCutoff(tx, fam.UserID, authTime); err != nil {
-				return err
-			}
-			if err := s.makeRoom(tx, fam.UserID, created); err != nil {
+			if err := checkCutoff(tx, userID, authTime); err != nil {
 				return err
 			}
 		}
-		return tx.Create(&row).Error
+		if before != nil {
+			if err := before(tx); err != nil {
+				return err
+			}
+		}
+		return tx.Create(row).Error
 	})
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, store.ErrSessionsEnded):
-		return fmt.Errorf("sql token state: create family: %w", err)
+		return fmt.Errorf("sql token state: %s: %w", what, err)
 	case sqlstore.IsUniqueViolation(err):
-		return fmt.Errorf("sql token state: create family: %w", store.ErrAlreadyExists)
+		return fmt.Errorf("sql token state: %s: %w", what, store.ErrAlreadyExists)
 	default:
-		return dbErr("create family", err)
+		return dbErr(what, err)
 	}
 }
 
