@@ -53,7 +53,29 @@ type BrowserSession struct {
 	UserAgent      string
 	// ClientIDs are the clients granted codes in this session, in order of first grant.
 	ClientIDs []string
+	// Grants are the grants (codes issued) in this session, oldest first: the
+	// sids that ending the session revokes and names in back-channel logout
+	// tokens.
+	Grants []SessionGrant
 }
+
+// SessionGrant is one grant made in a browser session: an authorization code
+// issued to a client, whose sid is the grant's refresh family and the `sid`
+// of its access and id tokens.
+type SessionGrant struct {
+	SID      string
+	ClientID string
+	// Offline: the grant included offline_access, so its refresh family
+	// outlives the browser session.
+	Offline   bool
+	GrantedAt time.Time
+}
+
+// MaxSessionGrants bounds the grants a browser session keeps. Recording one
+// more drops the oldest, which the caller ends (AddBrowserSessionGrant
+// returns it), so that a long-lived session's record stays small and no
+// grant outlives its session unnoticed.
+const MaxSessionGrants = 500
 
 // BrowserSessions keeps browser (SSO) sessions in the token state. Ending
 // every session of a user (RevokeUserSessions) ends their browser sessions
@@ -78,6 +100,15 @@ type BrowserSessions interface {
 	EndBrowserSession(ctx context.Context, id string, now time.Time) error
 	// ListBrowserSessions returns the user's live sessions, newest first.
 	ListBrowserSessions(ctx context.Context, userID string, now time.Time) ([]BrowserSession, error)
+}
+
+// BrowserSessionGrants records grants in browser sessions.
+type BrowserSessionGrants interface {
+	// AddBrowserSessionGrant appends g to the session's Grants and its client
+	// to ClientIDs (once), atomically. When the session then holds more than
+	// MaxSessionGrants grants the oldest are removed and returned, for the
+	// caller to end. ErrNotFound when the session is unknown or ended.
+	AddBrowserSessionGrant(ctx context.Context, id string, g SessionGrant) (dropped []SessionGrant, err error)
 }
 
 // Consent is a person's remembered consent to a third-party client for a set of scopes.
