@@ -49,51 +49,40 @@ type Ender struct {
 	Now         func() time.Time
 }
 
-// ErrIncomplete wraps the failure of a step after the session record was
-// ended: the browser is signed out, but a grant or a back-channel delivery
-// could not be dealt with. The caller answers 503 (the person may retry;
-// every step is idempotent).
-var ErrIncomplete = errors.New("signout: the session ended but not everything it granted")
-
-// End ends bs: first its record (the cookie signs in no more), then the
-// refresh families of its grants that lack offline_access (their access
-// tokens follow, on every instance), then back-channel logout tokens are
-// queued for each grant of a client with a backchannel_logout_uri (offline
-// grants included: the application's own login session ends with the
-// browser session), and session.ended is recorded.
+// End ends bs: the refresh families of its grants that lack offline_access
+// (their access tokens follow, on every instance), back-channel logout
+// tokens queued for each grant of a client with a backchannel_logout_uri
+// (offline grants included: the application's own login session ends with
+// the browser session), then the session record (the cookie signs in no
+// more), and session.ended is recorded. Each step is idempotent and a
+// failure stops before the record is ended, so the person is not told they
+// are signed out while something they granted lives on, and can try again.
 func (e *Ender) End(ctx context.Context, bs store.BrowserSession, r Reason) error {
 	now := e.now()
-	if err := e.Sessions.EndBrowserSession(ctx, bs.ID, now); err != nil {
-		return fmt.Errorf("signout: end the browser session: %w", err)
-	}
 	var sids []string
 	for _, g := range bs.Grants {
 		if !g.Offline {
 			sids = append(sids, g.SID)
 		}
 	}
-	var errs []error
 	if len(sids) > 0 {
 		if err := e.Grants.EndGrants(ctx, sids); err != nil {
-			errs = append(errs, fmt.Errorf("end the session's grants: %w", err))
+			return fmt.Errorf("signout: end the session's grants: %w", err)
 		}
 	}
 	if err := e.queueBackchannel(ctx, bs, now); err != nil {
-		errs = append(errs, err)
+		return fmt.Errorf("signout: %w", err)
+	}
+	if err := e.Sessions.EndBrowserSession(ctx, bs.ID, now); err != nil {
+		return fmt.Errorf("signout: end the browser session: %w", err)
 	}
 	actor := r.ActorID
 	if actor == "" {
 		actor = bs.UserID
 	}
-	details := map[string]string{"sid": bs.ID, "reason": r.Why, "kind": "browser"}
-	if len(errs) > 0 {
-		details["incomplete"] = "true"
-	}
 	e.Audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: actor,
-		TargetID: bs.UserID, ClientID: r.ClientID, IP: r.IP, UserAgent: r.UserAgent, Details: details})
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", ErrIncomplete, errors.Join(errs...))
-	}
+		TargetID: bs.UserID, ClientID: r.ClientID, IP: r.IP, UserAgent: r.UserAgent,
+		Details: map[string]string{"sid": bs.ID, "reason": r.Why, "kind": "browser"}})
 	return nil
 }
 

@@ -89,20 +89,18 @@ func TestEnderEnd(t *testing.T) {
 		wantQueued  []string // sids
 		wantCalls   []string
 	}{
-		{name: "ends record, non-offline grants, queues back-channel for clients with a URI",
+		{name: "non-offline grants, back-channel for clients with a URI, then the record",
 			wantRevoked: []string{"s1", "s3", "s4"}, wantQueued: []string{"s1", "s3"},
-			wantCalls: []string{"end", "grants", "queue", "audit"}},
-		{name: "the record failing stops everything", setup: func(r *recorder) { r.endErr = boom },
-			wantErr: boom, wantCalls: []string{"end"}},
-		{name: "grants failing: still queued and audited, incomplete", setup: func(r *recorder) { r.grantsErr = boom },
-			wantErr: signout.ErrIncomplete, wantQueued: []string{"s1", "s3"},
-			wantCalls: []string{"end", "grants", "queue", "audit"}},
-		{name: "clients unreadable: nothing queued, incomplete", setup: func(r *recorder) { r.clientsErr = boom },
-			wantErr: signout.ErrIncomplete, wantRevoked: []string{"s1", "s3", "s4"},
-			wantCalls: []string{"end", "grants", "audit"}},
-		{name: "queue failing: incomplete", setup: func(r *recorder) { r.queueErr = boom },
-			wantErr: signout.ErrIncomplete, wantRevoked: []string{"s1", "s3", "s4"},
-			wantCalls: []string{"end", "grants", "queue", "audit"}},
+			wantCalls: []string{"grants", "queue", "end", "audit"}},
+		{name: "grants failing: the session stays for a retry", setup: func(r *recorder) { r.grantsErr = boom },
+			wantErr: boom, wantCalls: []string{"grants"}},
+		{name: "clients unreadable: nothing queued, the session stays", setup: func(r *recorder) { r.clientsErr = boom },
+			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantCalls: []string{"grants"}},
+		{name: "queue failing: the session stays", setup: func(r *recorder) { r.queueErr = boom },
+			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantCalls: []string{"grants", "queue"}},
+		{name: "the record failing: no audit", setup: func(r *recorder) { r.endErr = boom },
+			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantQueued: []string{"s1", "s3"},
+			wantCalls: []string{"grants", "queue", "end"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,13 +130,13 @@ func TestEnderEnd(t *testing.T) {
 			if !reflect.DeepEqual(sids, tc.wantQueued) {
 				t.Fatalf("queued sids %v, want %v", sids, tc.wantQueued)
 			}
-			if tc.wantErr == nil || errors.Is(tc.wantErr, signout.ErrIncomplete) {
+			if tc.wantErr == nil {
 				if len(r.events) != 1 || r.events[0].Action != "session.ended" || r.events[0].Details["reason"] != "logout" ||
 					r.events[0].Details["sid"] != "bs1" || r.events[0].ActorID != "u1" {
 					t.Fatalf("audit %+v", r.events)
 				}
-				if (tc.wantErr != nil) != (r.events[0].Details["incomplete"] == "true") {
-					t.Fatalf("incomplete flag %+v", r.events[0].Details)
+				if len(r.ended) != 1 || r.ended[0] != "bs1" {
+					t.Fatalf("ended %v", r.ended)
 				}
 			}
 		})
