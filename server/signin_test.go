@@ -613,11 +613,10 @@ func TestBrowserSignInSessions(t *testing.T) {
 						t.Errorf("claims_supported %s lacks %s", claims, c)
 					}
 				}
-				for _, absent := range []string{"end_session_endpoint", "pushed_authorization_request_endpoint",
-					"backchannel_logout_supported", "backchannel_logout_session_supported"} {
-					if _, ok := m[absent]; ok {
-						t.Errorf("%s is advertised but not served", absent)
-					}
+				if m["end_session_endpoint"] != d.in.Config.Issuer+"/oauth2/logout" || m["backchannel_logout_supported"] != true ||
+					m["backchannel_logout_session_supported"] != true {
+					t.Errorf("logout metadata %v %v %v", m["end_session_endpoint"], m["backchannel_logout_supported"],
+						m["backchannel_logout_session_supported"])
 				}
 			})
 		})
