@@ -164,7 +164,9 @@ func New(cfg Config) (*Notifier, error) {
 }
 
 // Enqueue stores the deliveries durably (all or none), due now, and wakes
-// Run. It sets each one's ID, CreatedAt and NextAttemptAt.
+// Run. It sets each one's ID, CreatedAt and NextAttemptAt. A delivery
+// without a client id, an absolute http(s) URI, or a sub or sid is refused
+// (nothing is stored): it could never be delivered.
 func (n *Notifier) Enqueue(ctx context.Context, ds []store.BackchannelLogout) error {
 	if len(ds) == 0 {
 		return nil
@@ -172,6 +174,9 @@ func (n *Notifier) Enqueue(ctx context.Context, ds []store.BackchannelLogout) er
 	now := n.cfg.Now()
 	out := make([]store.BackchannelLogout, len(ds))
 	for i, d := range ds {
+		if err := deliverable(d); err != nil {
+			return fmt.Errorf("backchannel: enqueue: delivery %d to %q: %w", i, d.ClientID, err)
+		}
 		id, err := randomID()
 		if err != nil {
 			return fmt.Errorf("backchannel: enqueue: %w", err)
@@ -184,6 +189,21 @@ func (n *Notifier) Enqueue(ctx context.Context, ds []store.BackchannelLogout) er
 	}
 	copy(ds, out)
 	n.signal()
+	return nil
+}
+
+// deliverable says why d could never be delivered, or nil.
+func deliverable(d store.BackchannelLogout) error {
+	if d.ClientID == "" {
+		return errors.New("no client id")
+	}
+	if d.Subject == "" && d.SID == "" {
+		return errors.New("neither sub nor sid")
+	}
+	u, err := url.Parse(d.URI)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return errors.New("the back-channel logout URI is not an absolute http(s) URL")
+	}
 	return nil
 }
 

@@ -365,3 +365,45 @@ func (tg tagged) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.Header.Set("X-Instance", string(tg))
 	return http.DefaultTransport.RoundTrip(r)
 }
+
+// Enqueue refuses deliveries that could never be made, storing none of the
+// batch; New refuses an incomplete Config.
+func TestNotifierRefuses(t *testing.T) {
+	km := newKeyManager(t)
+	good := store.BackchannelLogout{ClientID: "rp-1", URI: "https://rp.example/bcl", Subject: "usr_1", SID: "sid-1"}
+	tests := []struct {
+		name   string
+		change func(*store.BackchannelLogout)
+	}{
+		{"fail/no client id", func(d *store.BackchannelLogout) { d.ClientID = "" }},
+		{"fail/neither sub nor sid", func(d *store.BackchannelLogout) { d.Subject, d.SID = "", "" }},
+		{"fail/no uri", func(d *store.BackchannelLogout) { d.URI = "" }},
+		{"fail/relative uri", func(d *store.BackchannelLogout) { d.URI = "/bcl" }},
+		{"fail/javascript uri", func(d *store.BackchannelLogout) { d.URI = "javascript:alert(1)" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, newMemQueue(), km, nil)
+			bad := good
+			tt.change(&bad)
+			if err := h.n.Enqueue(context.Background(), []store.BackchannelLogout{good, bad}); err == nil {
+				t.Fatal("Enqueue accepted it")
+			}
+			if n := h.q.len(); n != 0 {
+				t.Fatalf("%d deliveries stored, want none", n)
+			}
+		})
+	}
+	for _, cfg := range []backchannel.Config{
+		{Signer: km, Queue: newMemQueue(), Audit: &memAudit{}},
+		{Issuer: issuer, Queue: newMemQueue(), Audit: &memAudit{}},
+		{Issuer: issuer, Signer: km, Audit: &memAudit{}},
+		{Issuer: issuer, Signer: km, Queue: newMemQueue()},
+		{Issuer: issuer, Signer: km, Queue: newMemQueue(), Audit: &memAudit{}, Backoff: []time.Duration{0}},
+		{Issuer: issuer, Signer: km, Queue: newMemQueue(), Audit: &memAudit{}, Timeout: -time.Second},
+	} {
+		if _, err := backchannel.New(cfg); err == nil {
+			t.Errorf("New(%+v) accepted an incomplete config", cfg)
+		}
+	}
+}
