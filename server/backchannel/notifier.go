@@ -327,8 +327,13 @@ type statusError struct{ status int }
 
 func (e *statusError) Error() string { return "HTTP " + strconv.Itoa(e.status) }
 
-// errMint is a logout token that could not be made (no signing key yet).
-var errMint = errors.New("logout token not minted")
+// Failures before any request is sent.
+var (
+	// errMint is a logout token that could not be made (no signing key yet).
+	errMint = errors.New("logout token not minted")
+	// errBadURI is a URI no request can be made to.
+	errBadURI = errors.New("invalid uri")
+)
 
 // deliver mints a fresh logout token for d and POSTs it (BCL §2.5); only
 // 200 and 204 are success (BCL §2.8).
@@ -343,7 +348,7 @@ func (n *Notifier) deliver(ctx context.Context, d store.BackchannelLogout) error
 	body := url.Values{"logout_token": {tok}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URI, strings.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("build request: %w", err)
+		return fmt.Errorf("%w: %w", errBadURI, err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, err := n.client.Do(req)
@@ -363,16 +368,15 @@ func (n *Notifier) deliver(ctx context.Context, d store.BackchannelLogout) error
 func errorClass(err error) string {
 	var se *statusError
 	var ne net.Error
-	var ue *url.Error
 	switch {
 	case errors.As(err, &se):
 		return se.Error()
 	case errors.Is(err, errMint):
 		return "token not minted"
+	case errors.Is(err, errBadURI):
+		return "invalid uri"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
-	case errors.As(err, &ue) && ue.Op == "parse", strings.HasPrefix(err.Error(), "build request"):
-		return "invalid uri"
 	default:
 		return "network error"
 	}

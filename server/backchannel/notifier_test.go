@@ -407,3 +407,25 @@ func TestNotifierRefuses(t *testing.T) {
 		}
 	}
 }
+
+// An unreachable receiver is a failed attempt ("network error"); with an
+// empty Backoff the first failure abandons the delivery.
+func TestNotifierUnreachable(t *testing.T) {
+	km := newKeyManager(t)
+	closed := httptest.NewServer(http.NotFoundHandler())
+	uri := closed.URL + "/bcl"
+	closed.Close()
+	h := newHarness(t, newMemQueue(), km, func(c *backchannel.Config) { c.Backoff = []time.Duration{} })
+	h.run(t)
+	if err := h.n.Enqueue(context.Background(), []store.BackchannelLogout{{ClientID: "rp-1", URI: uri, SID: "sid-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if e := h.q.next(t); e.op != "complete" {
+		t.Fatalf("queue operation %s, want complete (abandoned)", e.op)
+	}
+	got := h.audit.all()
+	want := map[string]string{"attempt": "1", "error": "network error", "will_retry": "false", "sid": "sid-1"}
+	if len(got) != 1 || !maps.Equal(got[0].Details, want) {
+		t.Fatalf("audit %+v, want details %v", got, want)
+	}
+}
