@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -146,10 +147,23 @@ func (v *LogoutVerifier) Verify(ctx context.Context, token string) (*LogoutClaim
 		if errors.Is(err, ErrKeySetUnavailable) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: %w", ErrInvalidLogoutToken, err)
+		return nil, &logoutError{err: err}
 	}
 	return c, nil
 }
+
+// logoutError is a refused logout token: it is ErrInvalidLogoutToken and
+// its cause (ErrExpired, …), and its text speaks of a logout token where the
+// shared sentinels name an access token.
+type logoutError struct{ err error }
+
+var logoutTextFixer = strings.NewReplacer(ErrWrongType.Error(), "typ is not "+LogoutTokenType, "access token", "logout token")
+
+func (e *logoutError) Error() string {
+	return ErrInvalidLogoutToken.Error() + ": " + logoutTextFixer.Replace(e.err.Error())
+}
+
+func (e *logoutError) Unwrap() []error { return []error{ErrInvalidLogoutToken, e.err} }
 
 func (v *LogoutVerifier) check(ctx context.Context, token string) (*LogoutClaims, error) {
 	bufp := scratch.Get().(*[]byte)

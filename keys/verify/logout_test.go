@@ -113,6 +113,9 @@ func TestLogoutVerify(t *testing.T) {
 			if !errors.Is(err, tc.want) || !errors.Is(err, verify.ErrInvalidLogoutToken) || c != nil {
 				t.Fatalf("Verify = %v, %v; want %v (and ErrInvalidLogoutToken)", c, err, tc.want)
 			}
+			if msg := err.Error(); !strings.HasPrefix(msg, "invalid logout token: ") || strings.Contains(msg, "access token") || strings.Contains(msg, tc.token) {
+				t.Fatalf("error text %q", msg)
+			}
 		})
 	}
 }
