@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -98,5 +100,107 @@ func TestDemoAPIBackchannelLogout(t *testing.T) {
 	}
 	if strings.Contains(s.logs.String(), good) {
 		t.Fatal("the demo logged a logout token")
+	}
+}
+
+// queue is a minimal in-memory back-channel queue for the end-to-end test;
+// every Complete or Retry is reported on done.
+type queue struct {
+	mu    sync.Mutex
+	items map[string]store.BackchannelLogout
+	done  chan string
+}
+
+func (q *queue) EnqueueBackchannelLogouts(_ context.Context, ds []store.BackchannelLogout) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, d := range ds {
+		q.items[d.ID] = d
+	}
+	return nil
+}
+
+func (q *queue) ClaimBackchannelLogouts(_ context.Context, now time.Time, limit int, lease time.Duration) ([]store.BackchannelLogout, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []store.BackchannelLogout
+	for id, d := range q.items {
+		if len(out) < limit && !d.NextAttemptAt.After(now) {
+			d.NextAttemptAt = now.Add(lease)
+			q.items[id] = d
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+func (q *queue) CompleteBackchannelLogout(_ context.Context, id string) error {
+	q.mu.Lock()
+	delete(q.items, id)
+	q.mu.Unlock()
+	q.done <- "complete"
+	return nil
+}
+
+func (q *queue) RetryBackchannelLogout(_ context.Context, id string, next time.Time, lastErr string) error {
+	q.mu.Lock()
+	delete(q.items, id) // one attempt is all this test makes
+	q.mu.Unlock()
+	q.done <- "retry: " + lastErr
+	return nil
+}
+
+type audits struct {
+	mu     sync.Mutex
+	events []store.AuditEvent
+}
+
+func (a *audits) Record(_ context.Context, e store.AuditEvent) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.events = append(a.events, e)
+}
+
+// TestDemoAPIBackchannelLogoutEndToEnd: Portcullis's Notifier, signing with
+// Portcullis's keys, delivers a logout token to the demo's endpoint over
+// HTTP; the demo answers 200 (the delivery completes at the first attempt,
+// nothing is audited) and refuses the session's access token from then on.
+func TestDemoAPIBackchannelLogoutEndToEnd(t *testing.T) {
+	s := startStack(t, nil)
+	tok := s.login(t, "web", "editor", "").AccessToken
+	claims := jwtPart(t, tok, 1)
+	if a := s.call(t, "GET", "/me", tok, nil); a.status != http.StatusOK {
+		t.Fatalf("before the logout: %d", a.status)
+	}
+	q := &queue{items: map[string]store.BackchannelLogout{}, done: make(chan string, 4)}
+	au := &audits{}
+	n, err := backchannel.New(backchannel.Config{Issuer: s.in.Config.Issuer, Signer: s.in.App.Core.Keys, Queue: q, Audit: au})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	err = n.Enqueue(ctx, []store.BackchannelLogout{{ClientID: "demo-api", URI: s.apiURL + "/backchannel-logout",
+		Subject: claims["sub"].(string), SID: claims["sid"].(string)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-q.done:
+		if got != "complete" {
+			t.Fatalf("delivery: %s", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery")
+	}
+	au.mu.Lock()
+	if len(au.events) != 0 {
+		t.Fatalf("audited %+v", au.events)
+	}
+	au.mu.Unlock()
+	if a := s.call(t, "GET", "/me", tok, nil); a.status != http.StatusUnauthorized || a.body["error"] != "invalid_token" {
+		t.Fatalf("after the logout: %d %s", a.status, a.raw)
 	}
 }
