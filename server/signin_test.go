@@ -596,6 +596,8 @@ func TestBrowserSignInSessions(t *testing.T) {
 					"request_parameter_supported":                    "false",
 					"request_uri_parameter_supported":                "false",
 					"claims_parameter_supported":                     "false",
+					"pushed_authorization_request_endpoint":          iss + "/oauth2/par",
+					"require_pushed_authorization_requests":          "false",
 				}
 				for k, v := range want {
 					if got := fmt.Sprint(m[k]); got != v {
@@ -611,7 +613,7 @@ func TestBrowserSignInSessions(t *testing.T) {
 						t.Errorf("claims_supported %s lacks %s", claims, c)
 					}
 				}
-				for _, absent := range []string{"end_session_endpoint", "pushed_authorization_request_endpoint",
+				for _, absent := range []string{"end_session_endpoint",
 					"backchannel_logout_supported", "backchannel_logout_session_supported"} {
 					if _, ok := m[absent]; ok {
 						t.Errorf("%s is advertised but not served", absent)
