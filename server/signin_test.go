@@ -598,6 +598,8 @@ func TestBrowserSignInSessions(t *testing.T) {
 					"request_parameter_supported":                    "false",
 					"request_uri_parameter_supported":                "false",
 					"claims_parameter_supported":                     "false",
+					"pushed_authorization_request_endpoint":          iss + "/oauth2/par",
+					"require_pushed_authorization_requests":          "false",
 				}
 				for k, v := range want {
 					if got := fmt.Sprint(m[k]); got != v {

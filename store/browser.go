@@ -12,6 +12,9 @@ const (
 	// OnceAuthRequest is a pending authorization request waiting for the
 	// login or consent page.
 	OnceAuthRequest = "authreq"
+	// OncePushedRequest is an authorization request pushed to /oauth2/par
+	// (RFC 9126), waiting for its request_uri at /oauth2/authorize.
+	OncePushedRequest = "par"
 )
 
 // SingleUse keeps small values that may be taken exactly once, across every

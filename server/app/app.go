@@ -297,10 +297,11 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	}
 	srv.MountAccounts(acc, tokens)
 	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Audit: core.Audit}
-	signIn, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker, ender)
+	signIn, flow, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker, ender)
 	if err != nil {
 		return nil, err
 	}
+	srv.MountPAR(tokens, flow)
 	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn}); err != nil {
 		return nil, err
 	}
@@ -314,18 +315,19 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 
 // signInDeps wires browser sign-in: the browser session cookie over the
 // token state, and server/authorize over the clients, the id token hints,
-// the policy, the single-use records and the remembered consents.
+// the policy, the single-use records and the remembered consents. The flow
+// also serves /oauth2/par.
 func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, cl *clients.Cache,
-	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender) (pages.SignInDeps, error) {
+	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender) (pages.SignInDeps, *pages.AuthorizeFlow, error) {
 	browser, err := browsersession.New(states.Browser, browsersession.Config{IdleTTL: cfg.SessionIdleTTL, MaxAge: cfg.SessionMaxAge})
 	if err != nil {
-		return pages.SignInDeps{}, err
+		return pages.SignInDeps{}, nil, err
 	}
 	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
 		Sessions: states.Browser, Users: core.Store, Consents: core.Store, Audit: core.Audit, CodeTTL: cfg.AuthCodeTTL,
 		RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
-		Rehasher: tokens, Hints: tokens, Clients: cl, Ender: ender}, nil
+		Rehasher: tokens, Hints: tokens, Clients: cl, Ender: ender}, flow, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client

@@ -109,13 +109,25 @@ func (f *AuthorizeFlow) parse(ctx context.Context, r *http.Request, now time.Tim
 		}
 		form = q
 	}
-	req, err := authorize.ParseRequest(ctx, form, authorize.Env{Issuer: f.Issuer, Clients: f.Clients, Hints: f.Hints,
-		Permissions: f.Permissions}, now)
+	req, err := authorize.ParseRequest(ctx, form, f.env(), now)
 	if err != nil {
 		s, err := f.stop(err)
 		return nil, s, err
 	}
 	return req, nil, nil
+}
+
+// env is what authorize checks requests against; pushed requests are kept
+// in f.Once.
+func (f *AuthorizeFlow) env() authorize.Env {
+	return authorize.Env{Issuer: f.Issuer, Clients: f.Clients, Hints: f.Hints, Permissions: f.Permissions, Pushed: f.Once}
+}
+
+// Push serves /oauth2/par for client, authenticated by the caller: the
+// request is validated as at Authorize and kept once for
+// authorize.PushedRequestTTL (authorize.Push).
+func (f *AuthorizeFlow) Push(ctx context.Context, form url.Values, client store.Client) (authorize.Pushed, error) {
+	return authorize.Push(ctx, form, client, f.env(), authorize.PushedRequestTTL, f.now())
 }
 
 // stop turns an error of server/authorize into the Step that answers it.

@@ -229,6 +229,39 @@ func TestAuthorizeFlowTime(t *testing.T) {
 			t.Fatalf("Lookup of an expired request: %+v, %v", stop, err)
 		}
 	})
+	t.Run("pushed_request_lives_60s_from_the_push", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			after time.Duration
+			ok    bool
+		}{{"ok/59s", 59 * time.Second, true}, {"fail/60s", authorize.PushedRequestTTL, false}} {
+			t.Run(tc.name, func(t *testing.T) {
+				env := newFlowEnv()
+				third, _ := env.f.Clients.GetClient(context.Background(), "third")
+				p, err := env.f.Push(context.Background(), url.Values{"redirect_uri": {testRedirect}, "response_type": {"code"},
+					"scope": {"openid"}, "state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}, third)
+				if err != nil || p.ExpiresIn != 60 {
+					t.Fatalf("Push: %+v, %v", p, err)
+				}
+				env.now = env.now.Add(tc.after)
+				q := url.Values{"client_id": {"third"}, "request_uri": {p.RequestURI}}
+				id, stop, err := env.f.Authorize(context.Background(), httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil))
+				switch {
+				case err != nil:
+					t.Fatalf("Authorize: %v", err)
+				case tc.ok && (stop != nil || id == ""):
+					t.Fatalf("a pushed request within its lifetime: %+v", stop)
+				case !tc.ok && (stop == nil || stop.Kind != StepError || stop.Status != http.StatusBadRequest || stop.Location != ""):
+					t.Fatalf("an expired pushed request: %+v, want the error page (400), never a redirect", stop)
+				}
+				if tc.ok {
+					if s := env.proceed(t, id, nil, DoneNothing); s.Kind != StepLogin {
+						t.Fatalf("the pushed request goes on to the login page: %+v", s)
+					}
+				}
+			})
+		}
+	})
 	t.Run("fail/long_gone_request_is_the_error_page", func(t *testing.T) {
 		env := newFlowEnv()
 		id := env.authorize(t, "first")

@@ -836,7 +836,7 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 			PostLogoutRedirectURIs: []string{"https://app.example.com/bye"}, FirstParty: true,
 			ApplicationType: store.ApplicationWeb, RequirePKCE: true,
 			BackchannelLogoutURI: "https://app.example.com/bcl", LogoURI: "https://app.example.com/logo.png",
-			ClientURI: "https://app.example.com/"},
+			ClientURI: "https://app.example.com/", RequirePushedAuthorizationRequests: true},
 		{ID: "native.app", Name: "Native", SecretHash: hash, Grants: []string{"authorization_code"},
 			RedirectURIs: []string{"com.example.app:/cb"}, PostLogoutRedirectURIs: []string{},
 			ApplicationType: store.ApplicationNative, RequirePKCE: false},
@@ -864,7 +864,8 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 	if got, _ := s.GetClient(c, "all-perms"); got.RedirectURIs != nil || got.PostLogoutRedirectURIs != nil {
 		t.Fatalf("nil URI lists came back as %#v, %#v", got.RedirectURIs, got.PostLogoutRedirectURIs)
 	}
-	if got, _ := s.GetClient(c, "native.app"); got.PostLogoutRedirectURIs == nil || got.RequirePKCE || got.FirstParty {
+	if got, _ := s.GetClient(c, "native.app"); got.PostLogoutRedirectURIs == nil || got.RequirePKCE || got.FirstParty ||
+		got.RequirePushedAuthorizationRequests {
 		t.Fatalf("native client came back as %#v", got)
 	}
 	if err := s.SetClientFirstParty(c, "native.app", true); err != nil {
