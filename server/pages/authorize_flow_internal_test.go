@@ -509,3 +509,84 @@ func TestAuthorizeFlowGrants(t *testing.T) {
 		})
 	}
 }
+
+// pending counts the pending requests stored.
+func (o *onceMem) pending() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, r := range o.recs {
+		if r.kind == store.OnceAuthRequest {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAuthorizeNow: a request the browser session answers at once (single
+// sign-on, prompt=none without a session, a refusal) stores no pending
+// request; one that needs a page stores exactly one (the request and its
+// tombstone) and the page carries its id, which then proceeds as usual.
+func TestAuthorizeNow(t *testing.T) {
+	start := func(env *flowEnv, bs *store.BrowserSession, client string, extra ...string) Step {
+		t.Helper()
+		q := url.Values{"client_id": {client}, "redirect_uri": {testRedirect}, "response_type": {"code"}, "scope": {"openid"},
+			"state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}
+		for i := 0; i+1 < len(extra); i += 2 {
+			q.Set(extra[i], extra[i+1])
+		}
+		s, err := env.f.AuthorizeNow(context.Background(), httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil),
+			bs, accounts.Meta{})
+		if err != nil {
+			t.Fatalf("AuthorizeNow: %v", err)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name      string
+		client    string
+		signedIn  bool
+		extra     []string
+		kind      StepKind
+		code      bool
+		errorCode string
+		pending   int
+	}{
+		{name: "ok/sso_first_party_code_nothing_stored", client: "first", signedIn: true, kind: StepRedirect, code: true},
+		{name: "ok/prompt_none_without_session_nothing_stored", client: "first", extra: []string{"prompt", "none"},
+			kind: StepRedirect, errorCode: "login_required"},
+		{name: "ok/bad_scope_nothing_stored", client: "first", signedIn: true, extra: []string{"scope", "openid nope"},
+			kind: StepRedirect, errorCode: "invalid_scope"},
+		{name: "ok/login_page_stores_the_request", client: "first", kind: StepLogin, pending: 2},
+		{name: "ok/consent_page_stores_the_request", client: "third", signedIn: true, kind: StepConsent, pending: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newFlowEnv()
+			var bs *store.BrowserSession
+			if tc.signedIn {
+				bs = session("usr_ann", env.now.Add(-time.Minute))
+			}
+			s := start(env, bs, tc.client, tc.extra...)
+			if s.Kind != tc.kind {
+				t.Fatalf("step %+v, want kind %d", s, tc.kind)
+			}
+			if tc.kind == StepRedirect {
+				q := clientAnswer(t, s)
+				if (q.Get("code") != "") != tc.code || q.Get("error") != tc.errorCode {
+					t.Fatalf("answer %v", q)
+				}
+			}
+			if n := env.once.pending(); n != tc.pending {
+				t.Fatalf("%d pending records stored, want %d", n, tc.pending)
+			}
+			if tc.pending > 0 {
+				if s.Request.ID == "" {
+					t.Fatal("the page carries no pending id")
+				}
+				if q := clientAnswer(t, env.proceed(t, s.Request.ID, session("usr_ann", env.now), DoneConsent)); q.Get("code") == "" {
+					t.Fatalf("the stored request did not proceed: %v", q)
+				}
+			}
+		})
+	}
+}

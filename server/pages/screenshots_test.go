@@ -173,6 +173,29 @@ func TestScreenshots(t *testing.T) {
 	expect(open(t, ctx, authorize("https://evil.example/callback")), http.StatusBadRequest, "authorize error")
 	shoot("authorize-error")
 
+	// Signing out: the confirmation page, "Stay signed in", the signed-out
+	// page, and a logout request that cannot be read (a repeated parameter).
+	expect(open(t, ctx, d.in.URL+"/oauth2/logout?client_id=photos&state=s"), http.StatusOK, "logout confirmation")
+	mustContain(t, "the logout confirmation", text(t, ctx), "Sign out?")
+	shoot("logout-confirm")
+	click := func(id string) int64 {
+		t.Helper()
+		resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID(id)))
+		if err != nil {
+			t.Fatalf("click %s: %v", id, err)
+		}
+		return resp.Status
+	}
+	expect(click("stay"), http.StatusOK, "stay signed in")
+	mustContain(t, "stay signed in", text(t, ctx), "You are still signed in")
+	shoot("logout-stay")
+	expect(open(t, ctx, d.in.URL+"/oauth2/logout"), http.StatusOK, "logout confirmation")
+	expect(click("logout"), http.StatusOK, "signed out")
+	mustContain(t, "the signed-out page", text(t, ctx), "You are signed out")
+	shoot("logout-done")
+	expect(open(t, ctx, d.in.URL+"/oauth2/logout?state=a&state=b"), http.StatusBadRequest, "logout error")
+	shoot("logout-error")
+
 	// Every screenshot has its committed counterpart.
 	for _, n := range names {
 		if _, err := os.Stat(filepath.Join(screenshotDir, n)); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
+	"github.com/portcullis-auth/portcullis/server/signout"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -128,6 +129,12 @@ type Flow interface {
 	// the pending request's id, or the Step that ends the request at once
 	// (the error page, or an error delivered to the redirect URI).
 	Authorize(ctx context.Context, r *http.Request) (id string, stop *Step, err error)
+	// AuthorizeNow validates the authorization request r and decides it at
+	// once with the browser session bs (nil: none): a request the session
+	// answers (single sign-on, prompt=none's errors) is answered without a
+	// pending request being stored; one that needs a page is stored and its
+	// page step returned.
+	AuthorizeNow(ctx context.Context, r *http.Request, bs *store.BrowserSession, m accounts.Meta) (Step, error)
 	// Proceed decides what comes next for the pending request id, given the
 	// browser session (nil: none) and what the person just did. A request
 	// that expired or was completed answers its own Step (access_denied
@@ -179,6 +186,12 @@ type SignInDeps struct {
 	Rehasher Rehasher // may be nil: hashes are then upgraded at the next password grant
 	Now      func() time.Time
 	Accounts Accounts // ChangePassword of the change-password step; Deps.Accounts when nil
+	// Signing out: id_token_hint checks, clients' post-logout URIs and the
+	// one routine that ends a browser session (also at a login as someone
+	// else).
+	Hints   HintParser
+	Clients ClientReader
+	Ender   SessionEnder
 }
 
 // badLogin answers a wrong password, an unknown login and a deactivated
@@ -244,13 +257,24 @@ func (p *Pages) sessionOf(c echo.Context) (*store.BrowserSession, error) {
 	return &bs, nil
 }
 
-// authorize is GET and POST /oauth2/authorize: validate and store the
-// request, then proceed with the browser's session. A POST from another
-// site carries no SameSite=Lax cookie, so it is answered with a 303 to the
-// same-site GET /login?request=…, which sees the session (SSO works for
-// POSTed requests too).
+// authorize is GET and POST /oauth2/authorize. A GET is decided at once
+// with the browser's session (single sign-on stores no pending request). A
+// POST from another site carries no SameSite=Lax cookie, so it is stored
+// and answered with a 303 to the same-site GET /login?request=…, which sees
+// the session (SSO works for POSTed requests too).
 func (p *Pages) authorize(c echo.Context) error {
 	ctx := c.Request().Context()
+	if c.Request().Method != http.MethodPost {
+		bs, err := p.sessionOf(c)
+		if err != nil {
+			return p.fail(c, err)
+		}
+		step, err := p.si.Flow.AuthorizeNow(ctx, c.Request(), bs, meta(c))
+		if err != nil {
+			return p.fail(c, err)
+		}
+		return p.respond(c, step, bs)
+	}
 	id, stop, err := p.si.Flow.Authorize(ctx, c.Request())
 	if err != nil {
 		return p.fail(c, err)
@@ -258,10 +282,7 @@ func (p *Pages) authorize(c echo.Context) error {
 	if stop != nil {
 		return p.respond(c, *stop, nil)
 	}
-	if c.Request().Method == http.MethodPost {
-		return p.redirect(c, p.base+LoginPath+"?"+url.Values{requestField: {id}}.Encode())
-	}
-	return p.proceed(c, id, DoneNothing)
+	return p.redirect(c, p.base+LoginPath+"?"+url.Values{requestField: {id}}.Encode())
 }
 
 // resume is GET /login?request=… and GET /consent?request=…: the pending
@@ -503,24 +524,32 @@ func (p *Pages) login(c echo.Context, id string) error {
 
 // startSession ends the browser's old session (signing in, as another user
 // or again, never keeps the old cookie value: no session fixation), starts
-// a new one and sets its cookie. It records session.started.
+// a new one and sets its cookie. A login as someone else ends the old
+// session through the one routine (its grants end, back-channel logout is
+// sent); a new login of the same person carries the old session's grants
+// into the new one, so signing out later still ends them. It records
+// session.started.
 func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID string, authTime time.Time,
 	remember bool, clientID string) (*store.BrowserSession, error) {
 	ctx, m := c.Request().Context(), meta(c)
-	if old != nil {
+	m.ClientID = clientID
+	clientIDs, grants := signout.CarryGrants(old, userID)
+	switch {
+	case old == nil:
+	case old.UserID != userID:
+		if err := p.si.Ender.End(ctx, *old, signout.Reason{Why: signout.WhyAnotherUser, ActorID: userID, Meta: m}); err != nil {
+			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
+	default:
 		if err := p.si.Browser.End(ctx, old.ID); err != nil {
 			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 		}
-		reason := "login"
-		if old.UserID != userID {
-			reason = "another_user"
-		}
 		p.si.Audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: userID,
 			TargetID: old.UserID, ClientID: clientID, IP: m.IP, UserAgent: m.UserAgent,
-			Details: map[string]string{"sid": old.ID, "reason": reason, "kind": "browser"}})
+			Details: map[string]string{"sid": old.ID, "reason": signout.WhyLogin, "kind": "browser"}})
 	}
 	bs, ck, err := p.si.Browser.Start(ctx, browsersession.Start{UserID: userID, AuthTime: authTime, AMR: []string{"pwd"},
-		Remember: remember, IP: m.IP, UserAgent: m.UserAgent}, p.secure(c))
+		Remember: remember, IP: m.IP, UserAgent: m.UserAgent, ClientIDs: clientIDs, Grants: grants}, p.secure(c))
 	if err != nil {
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
