@@ -9,7 +9,8 @@ import (
 )
 
 // What the lead wires together fits: the key manager signs, the store's
-// queue (the relational store's) is a Queue, and the Notifier is signout.Ender's Backchannel.
+// queue (sqlstore.Store's) is a Queue, and the Notifier is signout.Ender's
+// Backchannel.
 var (
 	_ backchannel.Signer     = (*keys.Manager)(nil)
 	_ backchannel.Queue      = store.BackchannelQueue(nil)
