@@ -282,7 +282,8 @@ func TestBrowserSignInCodeFlow(t *testing.T) {
 				t.Fatal(err)
 			}
 			var c2 struct {
-				AuthTime int64 `json:"auth_time"`
+				AuthTime int64  `json:"auth_time"`
+				SID      string `json:"sid"`
 			}
 			if err := idt2.Claims(&c2); err != nil || idt2.Subject != idt.Subject || c2.AuthTime != claims.AuthTime {
 				t.Fatalf("SSO id token: sub %q (want %q), auth_time %d (want the login's %d)", idt2.Subject, idt.Subject, c2.AuthTime, claims.AuthTime)
@@ -309,6 +310,23 @@ func TestBrowserSignInCodeFlow(t *testing.T) {
 			}
 			if q5 := d.callback(t, asked.submit(t, hc, url.Values{"decision": {"allow"}})); q5.Get("code") == "" || q5.Get("state") != "s5" {
 				t.Fatalf("after consent: %v", q5)
+			}
+
+			// Every code's grant is in the browser session, oldest first:
+			// the sids of the tokens, each client once.
+			live, err := d.in.App.BrowserSessions.ListBrowserSessions(ctx, idt.Subject, time.Now())
+			if err != nil || len(live) != 1 {
+				t.Fatalf("browser sessions of %s: %+v, %v; want one", idt.Subject, live, err)
+			}
+			var grantClients []string
+			for _, g := range live[0].Grants {
+				grantClients = append(grantClients, g.ClientID)
+			}
+			if gs := live[0].Grants; !slices.Equal(grantClients, []string{"third", "first", "third", "spa"}) ||
+				gs[0].SID != claims.SID || gs[1].SID != c2.SID || gs[0].Offline || gs[1].Offline ||
+				!slices.Equal(live[0].ClientIDs, []string{"third", "first", "spa"}) {
+				t.Fatalf("session grants %+v, clients %v; want the four codes' grants (sids %s, %s, …)", gs, live[0].ClientIDs,
+					claims.SID, c2.SID)
 			}
 
 			// Nothing secret reached the log.

@@ -3,6 +3,7 @@ package pages
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/authorize"
+	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -27,9 +29,15 @@ type AuthorizeFlow struct {
 	Permissions authorize.Permissions
 	// Once keeps pending requests and codes (store.SingleUse).
 	Once store.SingleUse
-	// Sessions records the clients granted codes in a browser session.
+	// Sessions records each code's grant in its browser session, so that
+	// ending the session can end the grant.
 	Sessions interface {
-		AddBrowserSessionClient(ctx context.Context, id, clientID string) error
+		AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error)
+	}
+	// Families ends the grants a session drops beyond
+	// store.MaxSessionGrants (the token state).
+	Families interface {
+		RevokeFamily(ctx context.Context, familyID string, now time.Time) error
 	}
 	Users interface {
 		GetUser(ctx context.Context, id string) (store.User, error)
@@ -218,15 +226,13 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 	switch dec.Action {
 	case authorize.ActIssueCode:
 		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
-			code, _, err := authorize.IssueCode(ctx, f.Once, r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
+			code, rec, err := authorize.IssueCode(ctx, f.Once, r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
 				AMR: bs.AMR, BrowserSessionID: bs.ID}, f.CodeTTL, now)
 			if err != nil {
 				return authorize.Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 			}
-			if !slices.Contains(bs.ClientIDs, r.ClientID) { // already recorded: no write on every SSO round trip
-				if err := f.Sessions.AddBrowserSessionClient(ctx, bs.ID, r.ClientID); err != nil {
-					f.log().Warn("record the client of a browser session", "err", err)
-				}
+			if err := f.recordGrant(ctx, bs.ID, rec, now); err != nil {
+				return authorize.Response{}, err
 			}
 			return r.Success(code), nil
 		})
@@ -258,6 +264,28 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 		return Step{}, apierr.ErrServer.WithDescription("unknown decision %v", dec.Action)
 	}
 	return s, nil
+}
+
+// recordGrant records the grant of the code rec in browser session id and
+// ends the grants the session drops to make room. It fails closed: a grant
+// not recorded could not be ended with the session, so its code is never
+// answered (the code stays unused until it expires).
+func (f *AuthorizeFlow) recordGrant(ctx context.Context, id string, rec token.AuthCode, now time.Time) error {
+	dropped, err := f.Sessions.AddBrowserSessionGrant(ctx, id, store.SessionGrant{SID: rec.SID, ClientID: rec.ClientID,
+		Offline: rec.Offline, GrantedAt: now})
+	if err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("record the grant in its browser session: %w", err))
+	}
+	var errs []error
+	for _, g := range dropped {
+		if err := f.Families.RevokeFamily(ctx, g.SID, now); err != nil {
+			errs = append(errs, fmt.Errorf("end grant %s dropped from its browser session: %w", g.SID, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	return nil
 }
 
 // inputs gathers what authorize.Decide weighs besides the request: the

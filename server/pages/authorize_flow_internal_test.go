@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/authorize"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -129,10 +130,37 @@ func (c *consentMem) PutConsent(_ context.Context, v store.Consent) error {
 	return nil
 }
 
-type sessionClients struct{ added []string }
+// sessionGrants records the grants added to browser sessions; err fails
+// every addition, drop is what the next addition drops.
+type sessionGrants struct {
+	added  []string // "<session id>/<client id>"
+	grants []store.SessionGrant
+	drop   []store.SessionGrant
+	err    error
+}
 
-func (s *sessionClients) AddBrowserSessionClient(_ context.Context, id, clientID string) error {
-	s.added = append(s.added, id+"/"+clientID)
+func (s *sessionGrants) AddBrowserSessionGrant(_ context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	s.added = append(s.added, id+"/"+g.ClientID)
+	s.grants = append(s.grants, g)
+	d := s.drop
+	s.drop = nil
+	return d, nil
+}
+
+// families records the families revoked; failing ones cannot be revoked.
+type families struct {
+	revoked []string
+	failing map[string]bool
+}
+
+func (f *families) RevokeFamily(_ context.Context, id string, _ time.Time) error {
+	if f.failing[id] {
+		return errors.New("connection refused")
+	}
+	f.revoked = append(f.revoked, id)
 	return nil
 }
 
@@ -149,12 +177,14 @@ type flowEnv struct {
 	once     *onceMem
 	consents *consentMem
 	audit    *auditLog
-	sessions *sessionClients
+	sessions *sessionGrants
+	families *families
 }
 
 func newFlowEnv() *flowEnv {
 	env := &flowEnv{now: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC), once: &onceMem{recs: map[string]*onceRecord{}},
-		consents: &consentMem{m: map[string]store.Consent{}}, audit: &auditLog{}, sessions: &sessionClients{}}
+		consents: &consentMem{m: map[string]store.Consent{}}, audit: &auditLog{}, sessions: &sessionGrants{},
+		families: &families{}}
 	code := []string{"authorization_code"}
 	env.f = &AuthorizeFlow{Issuer: flowIssuer,
 		Clients: clientMap{
@@ -162,7 +192,7 @@ func newFlowEnv() *flowEnv {
 			"first": {ID: "first", Name: "First App", Grants: code, RedirectURIs: []string{testRedirect}, FirstParty: true},
 		},
 		Hints: noHints{}, Permissions: somePerms{"projects:read", "projects:write"}, Once: env.once,
-		Sessions: env.sessions, Users: &fakeUsers{}, Consents: env.consents, Audit: env.audit,
+		Sessions: env.sessions, Families: env.families, Users: &fakeUsers{}, Consents: env.consents, Audit: env.audit,
 		CodeTTL: time.Minute, RequestTTL: 30 * time.Minute, Now: func() time.Time { return env.now }}
 	return env
 }
@@ -305,7 +335,7 @@ func TestAuthorizeFlowTime(t *testing.T) {
 			t.Fatalf("code records %+v", codes)
 		}
 		if !slices.Equal(env.sessions.added, []string{"bs-usr_ann/first"}) {
-			t.Fatalf("session clients %v", env.sessions.added)
+			t.Fatalf("session grants %v", env.sessions.added)
 		}
 	})
 	t.Run("ok/max_age", func(t *testing.T) {
@@ -440,6 +470,77 @@ func TestAuthorizeFlowAnswers(t *testing.T) {
 			t.Fatalf("POST: %q %+v %v", id, stop, err)
 		}
 	})
+}
+
+// TestAuthorizeFlowGrants: every code's grant is recorded in its browser
+// session (its sid, client, offline_access, time), the grants the session
+// drops are ended, and a grant that cannot be recorded or a dropped grant
+// that cannot be ended answers no code (fail closed).
+func TestAuthorizeFlowGrants(t *testing.T) {
+	ctx := context.Background()
+	t.Run("ok/every_code_records_its_grant", func(t *testing.T) {
+		env := newFlowEnv()
+		bs := session("usr_ann", env.now)
+		bs.ClientIDs = []string{"first"} // recorded before: a new code's grant is recorded all the same
+		for _, scope := range []string{"openid", "openid offline_access"} {
+			if q := clientAnswer(t, env.proceed(t, env.authorize(t, "first", "scope", scope), bs, DoneNothing)); q.Get("code") == "" {
+				t.Fatalf("%s: %v", scope, q)
+			}
+			env.now = env.now.Add(time.Second)
+		}
+		codes := env.once.codes(t)
+		slices.SortFunc(codes, func(a, b token.AuthCode) int { return a.IssuedAt.Compare(b.IssuedAt) })
+		if len(codes) != 2 || len(env.sessions.grants) != 2 {
+			t.Fatalf("%d codes, %d grants recorded, want 2 and 2", len(codes), len(env.sessions.grants))
+		}
+		for i, g := range env.sessions.grants {
+			want := store.SessionGrant{SID: codes[i].SID, ClientID: "first", Offline: i == 1, GrantedAt: codes[i].IssuedAt}
+			if g != want || codes[i].SID == "" || codes[i].Offline != want.Offline {
+				t.Fatalf("grant %d = %+v, want %+v (code %+v)", i, g, want, codes[i])
+			}
+		}
+		if !slices.Equal(env.sessions.added, []string{"bs-usr_ann/first", "bs-usr_ann/first"}) {
+			t.Fatalf("grants recorded in %v", env.sessions.added)
+		}
+		if len(env.families.revoked) != 0 {
+			t.Fatalf("revoked %v, want none", env.families.revoked)
+		}
+	})
+	t.Run("ok/dropped_grants_are_ended", func(t *testing.T) {
+		env := newFlowEnv()
+		env.sessions.drop = []store.SessionGrant{{SID: "sid-old-1", ClientID: "first"}, {SID: "sid-old-2", ClientID: "third", Offline: true}}
+		if q := clientAnswer(t, env.proceed(t, env.authorize(t, "first"), session("usr_ann", env.now), DoneNothing)); q.Get("code") == "" {
+			t.Fatalf("%v", q)
+		}
+		if !slices.Equal(env.families.revoked, []string{"sid-old-1", "sid-old-2"}) {
+			t.Fatalf("revoked %v, want both dropped grants", env.families.revoked)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		breaks func(env *flowEnv)
+	}{
+		{"fail/grant_not_recorded_answers_no_code", func(env *flowEnv) { env.sessions.err = errors.New("connection refused") }},
+		{"fail/ended_session_answers_no_code", func(env *flowEnv) { env.sessions.err = store.ErrNotFound }},
+		{"fail/dropped_grant_not_ended_answers_no_code", func(env *flowEnv) {
+			env.sessions.drop = []store.SessionGrant{{SID: "sid-a"}, {SID: "sid-b"}}
+			env.families.failing = map[string]bool{"sid-a": true}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newFlowEnv()
+			id := env.authorize(t, "first")
+			tc.breaks(env)
+			s, err := env.f.Proceed(ctx, id, session("usr_ann", env.now), DoneNothing, accounts.Meta{})
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.Code != "temporarily_unavailable" {
+				t.Fatalf("Proceed = %+v, %v; want 503 temporarily_unavailable", s, err)
+			}
+			if env.families.failing != nil && !slices.Equal(env.families.revoked, []string{"sid-b"}) {
+				t.Fatalf("revoked %v: one failure must not keep the other dropped grants alive", env.families.revoked)
+			}
+		})
+	}
 }
 
 // pending counts the pending requests stored.

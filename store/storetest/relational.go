@@ -28,7 +28,9 @@ import (
 //     the writing call returned;
 //   - every user read carries sorted roles, and only GetUser* a password hash;
 //   - of concurrent invite acceptances, token consumptions, first-key
-//     creations and key rotations from one state, exactly one wins.
+//     creations and key rotations from one state, exactly one wins;
+//   - of concurrent back-channel logout claims, each due delivery goes to
+//     exactly one caller.
 func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 	t.Helper()
 	tests := []struct {
@@ -68,12 +70,17 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/consents_put_get_replace_list", testConsents},
 		{"fail/consents", testConsentsFail},
 		{"ok/consents_end_with_user_or_client", testConsentsCascade},
+		{"ok/backchannel_claim_oldest_due_then_complete", testBCLClaimComplete},
+		{"ok/backchannel_lease", testBCLLease},
+		{"ok/backchannel_retry", testBCLRetry},
+		{"fail/backchannel_enqueue_all_or_none", testBCLEnqueueAllOrNone},
 		{"race/users_update_serialises", testRaceUserUpdate},
 		{"race/invites_accept_once", testRaceInviteAccept},
 		{"race/invites_replace_never_supersedes_unchecked", testRaceInviteReplace},
 		{"race/user_tokens_consume_once", testRaceUserToken},
 		{"race/signing_keys_first_key_one_winner", testRaceFirstKey},
 		{"race/signing_keys_rotation_one_winner", testRaceRotation},
+		{"race/backchannel_claim_once", testBCLClaimRace},
 	}
 	t.Run("ok/migrate_then_nothing_pending", func(t *testing.T) { testMigrate(t, open(t)) })
 	for _, tc := range tests {
