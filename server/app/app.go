@@ -27,6 +27,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server"
 	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/backchannel"
 	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/config"
@@ -239,6 +240,8 @@ type App struct {
 	// Ender is the one routine that ends a browser session (logout, the
 	// session views, a login as someone else).
 	Ender *signout.Ender
+	// Backchannel delivers queued back-channel logout tokens; Run runs it.
+	Backchannel *backchannel.Notifier
 
 	metricsAddr atomic.Pointer[net.Addr] // bound PORTCULLIS_METRICS_ADDR, once listening
 }
@@ -296,7 +299,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	srv.MountAccounts(acc, tokens)
-	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Audit: core.Audit}
+	bcl, err := backchannel.New(backchannel.Config{Issuer: cfg.Issuer, Signer: core.Keys, Queue: core.Store,
+		Audit: core.Audit, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("back-channel logout: %w", err)
+	}
+	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Backchannel: bcl, Audit: core.Audit}
 	signIn, flow, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker, ender)
 	if err != nil {
 		return nil, err
@@ -310,7 +318,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, states: states,
-		Once: states.Once, BrowserSessions: states.Browser, Ender: ender}, nil
+		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl}, nil
 }
 
 // signInDeps wires browser sign-in: the browser session cookie over the
@@ -462,6 +470,13 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go a.Keys.Run(kctx)
+	if a.Backchannel != nil {
+		// Deliveries in flight finish (or are left to their lease) before
+		// Run returns and the stores are closed.
+		done := make(chan struct{})
+		go func() { defer close(done); a.Backchannel.Run(kctx) }()
+		defer func() { cancel(); <-done }()
+	}
 	go a.purgeLoop(kctx, 10*time.Minute)
 	if a.Config.DebugAddr != "" {
 		if err := a.serveProfiler(kctx); err != nil {
