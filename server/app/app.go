@@ -332,7 +332,7 @@ func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenSta
 		return pages.SignInDeps{}, nil, err
 	}
 	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
-		Sessions: states.Browser, Families: states.State, Users: core.Store, Consents: core.Store, Audit: core.Audit,
+		Sessions: states.Browser, Grants: tokens, Users: core.Store, Consents: core.Store, Audit: core.Audit,
 		CodeTTL: cfg.AuthCodeTTL, RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
 		Rehasher: tokens, Hints: tokens, Clients: cl, Ender: ender}, flow, nil

@@ -34,10 +34,10 @@ type AuthorizeFlow struct {
 	Sessions interface {
 		AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error)
 	}
-	// Families ends the grants a session drops beyond
-	// store.MaxSessionGrants (the token state).
-	Families interface {
-		RevokeFamily(ctx context.Context, familyID string, now time.Time) error
+	// Grants ends the grants a session drops beyond store.MaxSessionGrants
+	// (*token.Service.EndGrants).
+	Grants interface {
+		EndGrants(ctx context.Context, sids []string) error
 	}
 	Users interface {
 		GetUser(ctx context.Context, id string) (store.User, error)
@@ -276,14 +276,19 @@ func (f *AuthorizeFlow) recordGrant(ctx context.Context, id string, rec token.Au
 	if err != nil {
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("record the grant in its browser session: %w", err))
 	}
-	var errs []error
+	// A dropped grant could no longer be ended with its session, so it ends
+	// now, unless it has offline_access (it outlives the session anyway).
+	var sids []string
 	for _, g := range dropped {
-		if err := f.Families.RevokeFamily(ctx, g.SID, now); err != nil {
-			errs = append(errs, fmt.Errorf("end grant %s dropped from its browser session: %w", g.SID, err))
+		if !g.Offline {
+			sids = append(sids, g.SID)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	if len(sids) == 0 {
+		return nil
+	}
+	if err := f.Grants.EndGrants(ctx, sids); err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end grants dropped from their browser session: %w", err))
 	}
 	return nil
 }

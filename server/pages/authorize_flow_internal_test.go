@@ -150,17 +150,25 @@ func (s *sessionGrants) AddBrowserSessionGrant(_ context.Context, id string, g s
 	return d, nil
 }
 
-// families records the families revoked; failing ones cannot be revoked.
+// families records the grants ended; failing ones cannot be ended (the
+// others still are, as token.Service.EndGrants does).
 type families struct {
 	revoked []string
 	failing map[string]bool
 }
 
-func (f *families) RevokeFamily(_ context.Context, id string, _ time.Time) error {
-	if f.failing[id] {
+func (f *families) EndGrants(_ context.Context, sids []string) error {
+	var failed bool
+	for _, id := range sids {
+		if f.failing[id] {
+			failed = true
+			continue
+		}
+		f.revoked = append(f.revoked, id)
+	}
+	if failed {
 		return errors.New("connection refused")
 	}
-	f.revoked = append(f.revoked, id)
 	return nil
 }
 
@@ -192,7 +200,7 @@ func newFlowEnv() *flowEnv {
 			"first": {ID: "first", Name: "First App", Grants: code, RedirectURIs: []string{testRedirect}, FirstParty: true},
 		},
 		Hints: noHints{}, Permissions: somePerms{"projects:read", "projects:write"}, Once: env.once,
-		Sessions: env.sessions, Families: env.families, Users: &fakeUsers{}, Consents: env.consents, Audit: env.audit,
+		Sessions: env.sessions, Grants: env.families, Users: &fakeUsers{}, Consents: env.consents, Audit: env.audit,
 		CodeTTL: time.Minute, RequestTTL: 30 * time.Minute, Now: func() time.Time { return env.now }}
 	return env
 }
@@ -506,14 +514,15 @@ func TestAuthorizeFlowGrants(t *testing.T) {
 			t.Fatalf("revoked %v, want none", env.families.revoked)
 		}
 	})
-	t.Run("ok/dropped_grants_are_ended", func(t *testing.T) {
+	t.Run("ok/dropped_grants_are_ended_but_offline_ones", func(t *testing.T) {
 		env := newFlowEnv()
-		env.sessions.drop = []store.SessionGrant{{SID: "sid-old-1", ClientID: "first"}, {SID: "sid-old-2", ClientID: "third", Offline: true}}
+		env.sessions.drop = []store.SessionGrant{{SID: "sid-old-1", ClientID: "first"}, {SID: "sid-old-2", ClientID: "third", Offline: true},
+			{SID: "sid-old-3", ClientID: "third"}}
 		if q := clientAnswer(t, env.proceed(t, env.authorize(t, "first"), session("usr_ann", env.now), DoneNothing)); q.Get("code") == "" {
 			t.Fatalf("%v", q)
 		}
-		if !slices.Equal(env.families.revoked, []string{"sid-old-1", "sid-old-2"}) {
-			t.Fatalf("revoked %v, want both dropped grants", env.families.revoked)
+		if !slices.Equal(env.families.revoked, []string{"sid-old-1", "sid-old-3"}) {
+			t.Fatalf("revoked %v, want the dropped grants without offline_access", env.families.revoked)
 		}
 	})
 	for _, tc := range []struct {
