@@ -300,6 +300,9 @@ func createClient(svc *accounts.Service, c echo.Context) error {
 		ClientURI              string   `json:"client_uri"`
 
 		RequirePAR bool `json:"require_pushed_authorization_requests"`
+
+		RefreshTokenDelivery string   `json:"refresh_token_delivery"` // absent: body
+		AllowedOrigins       []string `json:"allowed_origins"`
 	}
 	if err := decodeJSON(c, &body, false); err != nil {
 		return err
@@ -315,7 +318,8 @@ func createClient(svc *accounts.Service, c echo.Context) error {
 		RedirectURIs:   body.RedirectURIs, PostLogoutRedirectURIs: body.PostLogoutRedirectURIs,
 		FirstParty: body.FirstParty, ApplicationType: body.ApplicationType, RequirePKCE: body.RequirePKCE,
 		BackchannelLogoutURI: body.BackchannelLogoutURI, LogoURI: body.LogoURI, ClientURI: body.ClientURI,
-		RequirePushedAuthorizationRequests: body.RequirePAR})
+		RequirePushedAuthorizationRequests: body.RequirePAR,
+		RefreshTokenDelivery:               body.RefreshTokenDelivery, AllowedOrigins: body.AllowedOrigins})
 	if err != nil {
 		return err
 	}

@@ -21,31 +21,8 @@ const claimsKey = "portcullis.claims"
 // MountOAuth mounts the token, revocation, introspection, userinfo and logout endpoints.
 func (s *Server) MountOAuth(svc *token.Service) {
 	e := s.echo
-	e.POST("/oauth2/token", func(c echo.Context) error {
-		params, cred, err := s.clientForm(c)
-		if err != nil {
-			return err
-		}
-		req, err := token.ParseTokenRequest(params, cred)
-		if err != nil {
-			return err
-		}
-		resp, err := svc.Exchange(c.Request().Context(), req, meta(c))
-		if err != nil {
-			return err
-		}
-		return c.JSON(http.StatusOK, resp)
-	}, noStore)
-	e.POST("/oauth2/revoke", func(c echo.Context) error {
-		cred, tok, err := s.tokenForm(c)
-		if err != nil {
-			return err
-		}
-		if err := svc.Revoke(c.Request().Context(), cred, tok, meta(c)); err != nil {
-			return err
-		}
-		return c.NoContent(http.StatusOK)
-	}, noStore)
+	e.POST("/oauth2/token", s.tokenEndpoint(svc), noStore)
+	e.POST("/oauth2/revoke", s.revokeEndpoint(svc), noStore)
 	e.POST("/oauth2/introspect", func(c echo.Context) error {
 		cred, tok, err := s.tokenForm(c)
 		if err != nil {
@@ -68,12 +45,7 @@ func (s *Server) MountOAuth(svc *token.Service) {
 	userinfoBearer := RequireUserInfoBearer(svc)
 	e.GET("/userinfo", userinfo, noStore, userinfoBearer)
 	e.POST("/userinfo", userinfo, noStore, userinfoBearer)
-	e.POST("/auth/logout", func(c echo.Context) error {
-		if err := svc.Logout(c.Request().Context(), Claims(c), meta(c)); err != nil {
-			return err
-		}
-		return c.NoContent(http.StatusNoContent)
-	}, noStore, bearer)
+	e.POST("/auth/logout", s.logoutEndpoint(svc), noStore, bearer)
 }
 
 // noStore marks every answer of an endpoint uncacheable (RFC 6749 §5.1).

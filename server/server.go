@@ -23,8 +23,10 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/metrics"
+	"github.com/portcullis-auth/portcullis/server/rtcookie"
 )
 
 // Check is a named readiness probe (the database, the token state).
@@ -40,6 +42,8 @@ type Server struct {
 	log     *slog.Logger
 	checks  []Check
 	metrics *metrics.Metrics
+	clients rtcookie.Lister
+	https   browsersession.HTTPS
 }
 
 // Options are the parts the server is built from.
@@ -52,6 +56,9 @@ type Options struct {
 	// /metrics, on this server unless Config.MetricsAddr names a separate
 	// listener (see ServeMetrics).
 	Metrics *metrics.Metrics
+	// Clients, when set, lists the clients whose allowed origins get
+	// credentialed CORS on the refresh-token cookie's endpoints.
+	Clients rtcookie.Lister
 }
 
 // New builds the Echo application with middleware and the health endpoints.
@@ -60,7 +67,8 @@ func New(opts Options) *Server {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	s := &Server{echo: e, cfg: opts.Config, log: opts.Logger, checks: opts.Checks, metrics: opts.Metrics}
+	s := &Server{echo: e, cfg: opts.Config, log: opts.Logger, checks: opts.Checks, metrics: opts.Metrics,
+		clients: opts.Clients, https: browsersession.HTTPSFor(opts.Config.TLSCert != "", opts.Config.PublicURL)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -75,15 +83,7 @@ func New(opts Options) *Server {
 	if opts.Config.RequestTimeout > 0 {
 		e.Use(requestTimeout(opts.Config.RequestTimeout))
 	}
-	if len(opts.Config.CORSOrigins) > 0 {
-		e.Use(middleware.CORSWithConfig(middleware.CORSConfig{
-			AllowOrigins:  opts.Config.CORSOrigins,
-			AllowMethods:  []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
-			AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType},
-			ExposeHeaders: []string{"Retry-After", echo.HeaderWWWAuthenticate, echo.HeaderXRequestID},
-			MaxAge:        600,
-		}))
-	}
+	e.Use(s.cors())
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	if opts.Metrics != nil && opts.Config.MetricsAddr == "" {

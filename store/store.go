@@ -94,9 +94,28 @@ type Client struct {
 	// client only requests pushed to /oauth2/par first (RFC 9126 §6).
 	RequirePushedAuthorizationRequests bool
 
+	// RefreshTokenDelivery is how refresh tokens reach the client:
+	// RefreshDeliveryBody (the JSON body, also for "") or
+	// RefreshDeliveryCookie (an HttpOnly cookie; contract, "Browser apps
+	// without tokens in storage").
+	RefreshTokenDelivery string
+	// AllowedOrigins are the exact browser origins (scheme://host[:port])
+	// a cookie client's requests must come from.
+	AllowedOrigins []string
+
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
+
+// Refresh-token deliveries of a client.
+const (
+	RefreshDeliveryBody   = "body"
+	RefreshDeliveryCookie = "cookie"
+)
+
+// RefreshByCookie reports whether the client gets its refresh tokens in the
+// HttpOnly cookie rather than the JSON body.
+func (c Client) RefreshByCookie() bool { return c.RefreshTokenDelivery == RefreshDeliveryCookie }
 
 // Client application types (OIDC Dynamic Client Registration §2, RFC 8252).
 const (

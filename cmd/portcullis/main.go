@@ -343,8 +343,8 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	var spec clients.Spec
 	var grants, scopes *string
 	var audiences repeatedFlag
-	var redirectURIs, postLogoutURIs uriFlag
-	var public, native, noPKCE *bool
+	var redirectURIs, postLogoutURIs, allowedOrigins uriFlag
+	var public, native, noPKCE, refreshCookie *bool
 	if sub == "create" {
 		cf.StringVar(&spec.ID, "id", "", "client id (3-64 of a-z 0-9 . _ -)")
 		cf.StringVar(&spec.Name, "name", "", "display name")
@@ -359,6 +359,9 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		noPKCE = cf.Bool("no-pkce", false, "do not require PKCE (confidential clients only; public clients always need it)")
 		cf.BoolVar(&spec.RequirePushedAuthorizationRequests, "require-par", false,
 			"accept only pushed authorization requests (RFC 9126: POST /oauth2/par first; needs --grants authorization_code)")
+		refreshCookie = cf.Bool("refresh-cookie", false,
+			"deliver refresh tokens in an HttpOnly cookie, never in the JSON body (a browser app; needs --allowed-origin and PORTCULLIS_REFRESH_REUSE_GRACE of at least 2s)")
+		cf.Var(&allowedOrigins, "allowed-origin", "an exact origin (https://app.example.com) the browser app of a --refresh-cookie client runs on; repeat it for several")
 		cf.StringVar(&spec.BackchannelLogoutURI, "backchannel-logout-uri", "", "OIDC back-channel logout URI (https)")
 		cf.StringVar(&spec.LogoURI, "logo-uri", "", "logo shown on the consent page (https)")
 		cf.StringVar(&spec.ClientURI, "client-uri", "", "the client's home page (https)")
@@ -400,6 +403,10 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if *noPKCE {
 			spec.RequirePKCE = new(bool)
 		}
+		if *refreshCookie {
+			spec.RefreshTokenDelivery = store.RefreshDeliveryCookie
+		}
+		spec.AllowedOrigins = allowedOrigins
 		created, err := svc.CreateClient(ctx, operator, spec)
 		if err != nil {
 			return operatorError(err)

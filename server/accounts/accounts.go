@@ -132,6 +132,9 @@ type Config struct {
 	// MaxClientTokenTTL caps a client's access_token_ttl
 	// (PORTCULLIS_MAX_CLIENT_TOKEN_TTL; zero: clients.DefaultMaxAccessTokenTTL).
 	MaxClientTokenTTL time.Duration
+	// RefreshReuseGrace is PORTCULLIS_REFRESH_REUSE_GRACE: a cookie client
+	// needs at least clients.MinCookieReuseGrace.
+	RefreshReuseGrace time.Duration
 	// FirstPartyClientID names the built-in client (default "portcullis").
 	FirstPartyClientID string
 	// Issuer is PORTCULLIS_ISSUER: the audience of the admin API, which the

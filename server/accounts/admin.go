@@ -124,6 +124,7 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 		return CreatedClient{}, err
 	}
 	spec.MaxAccessTokenTTL = s.cfg.MaxClientTokenTTL
+	spec.RefreshReuseGrace = s.cfg.RefreshReuseGrace
 	c, secret, err := clients.Create(ctx, s.store, spec)
 	if err != nil {
 		var ve *clients.ValidationError

@@ -260,6 +260,9 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 			}
 		}
 	}()
+	if err := checkCookieClients(ctx, core.Store, cfg.RefreshReuseGrace); err != nil {
+		return nil, err
+	}
 	m := metrics.New(core.Keys.ActiveKeyAge)
 	if err := m.InstrumentGORM(core.Store.DB()); err != nil {
 		return nil, fmt.Errorf("instrument the database: %w", err)
@@ -288,7 +291,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Checker: checker,
 		Codes: states.Once,
 	})
-	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m, Checks: []server.Check{
+	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m, Clients: core.Store, Checks: []server.Check{
 		{Name: "database", Check: core.Store.Ping},
 		{Name: "token_state", Check: states.State.Ping},
 	}})
@@ -410,6 +413,28 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	return acc, nil
 }
 
+// checkCookieClients refuses to start while a client takes its refresh
+// token in the cookie and PORTCULLIS_REFRESH_REUSE_GRACE is shorter than
+// clients.MinCookieReuseGrace: its browser tabs, refreshing at once with the
+// one cookie, would revoke each other's session.
+func checkCookieClients(ctx context.Context, st interface {
+	ListClients(ctx context.Context) ([]store.Client, error)
+}, grace time.Duration) error {
+	if clients.CookieGraceError(grace) == nil {
+		return nil
+	}
+	list, err := st.ListClients(ctx)
+	if err != nil {
+		return fmt.Errorf("list clients: %w", err)
+	}
+	for _, c := range list {
+		if c.RefreshByCookie() {
+			return fmt.Errorf("client %q: %w", c.ID, clients.CookieGraceError(grace))
+		}
+	}
+	return nil
+}
+
 // tokenConfig is the token service's part of the settings, the same for the
 // server and the CLI.
 func tokenConfig(cfg config.Config) token.Config {
@@ -426,7 +451,7 @@ func accountsConfig(cfg config.Config) accounts.Config {
 	return accounts.Config{
 		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
 		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration, Issuer: cfg.Issuer,
-		MaxClientTokenTTL: cfg.MaxClientTokenTTL,
+		MaxClientTokenTTL: cfg.MaxClientTokenTTL, RefreshReuseGrace: cfg.RefreshReuseGrace,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"time"
 
@@ -82,6 +83,31 @@ func Name(secure bool) string {
 		return CookieName
 	}
 	return InsecureCookieName
+}
+
+// HTTPS decides whether the browser talks HTTPS to Portcullis, which sets
+// every cookie's Secure flag and its __Host- prefix (the session cookie, the
+// pages' cookies, the refresh-token cookie): the one rule for all of them.
+type HTTPS struct {
+	// ServerTLS: Portcullis terminates TLS itself (PORTCULLIS_TLS_CERT).
+	ServerTLS bool
+	// PublicURL: PORTCULLIS_PUBLIC_URL is https.
+	PublicURL bool
+}
+
+// HTTPSFor is HTTPS for a server that terminates TLS itself (serverTLS) or
+// not, and its public URL (PORTCULLIS_PUBLIC_URL, may be "").
+func HTTPSFor(serverTLS bool, publicURL string) HTTPS {
+	u, err := url.Parse(publicURL)
+	return HTTPS{ServerTLS: serverTLS, PublicURL: err == nil && u.Scheme == "https" && u.Host != ""}
+}
+
+// Secure reports whether the browser talks HTTPS to us: the server
+// terminates TLS, the public URL is https, the request came over TLS
+// (requestTLS), or a proxy says so (scheme, as Echo's Context.Scheme reads
+// it).
+func (h HTTPS) Secure(requestTLS bool, scheme string) bool {
+	return h.ServerTLS || h.PublicURL || requestTLS || scheme == "https"
 }
 
 // Start is what a new session records.

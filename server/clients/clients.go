@@ -61,6 +61,32 @@ type Spec struct {
 	// requests pushed to /oauth2/par first (RFC 9126 §6); needs the
 	// authorization_code grant.
 	RequirePushedAuthorizationRequests bool
+
+	// RefreshTokenDelivery is "" or store.RefreshDeliveryBody (the JSON
+	// body), or store.RefreshDeliveryCookie (the HttpOnly cookie, which needs
+	// AllowedOrigins and a reuse grace of at least MinCookieReuseGrace).
+	RefreshTokenDelivery string
+	// AllowedOrigins are exact browser origins (scheme://host[:port]; https,
+	// or http on a loopback host) a cookie client's requests come from.
+	AllowedOrigins []string
+	// RefreshReuseGrace is the server's PORTCULLIS_REFRESH_REUSE_GRACE,
+	// which a cookie client needs at MinCookieReuseGrace or more.
+	RefreshReuseGrace time.Duration
+}
+
+// MinCookieReuseGrace is the least PORTCULLIS_REFRESH_REUSE_GRACE a cookie
+// client works with: browser tabs share the one cookie and refresh at once,
+// and only a grace replay gives each of them the same successor.
+const MinCookieReuseGrace = 2 * time.Second
+
+// CookieGraceError is the one explanation of a reuse grace too short for
+// cookie clients, for creation and for start-up.
+func CookieGraceError(grace time.Duration) error {
+	if grace >= MinCookieReuseGrace {
+		return nil
+	}
+	return &ValidationError{fmt.Sprintf("refresh_token_delivery cookie needs PORTCULLIS_REFRESH_REUSE_GRACE of at least %s (it is %s): "+
+		"browser tabs refresh at once with the one cookie", MinCookieReuseGrace, grace)}
 }
 
 // maxURIs bounds each list of registered URIs.
@@ -140,7 +166,73 @@ func (s *Spec) Validate() error {
 		return &ValidationError{fmt.Sprintf("access token lifetime must be between 0 and %d seconds (PORTCULLIS_MAX_CLIENT_TOKEN_TTL)",
 			int64(ceiling.Seconds()))}
 	}
-	return s.validateCodeFlow()
+	if err := s.validateCodeFlow(); err != nil {
+		return err
+	}
+	return s.validateDelivery()
+}
+
+// validateDelivery checks the refresh-token delivery and the allowed
+// origins, and fills the default delivery (body).
+func (s *Spec) validateDelivery() error {
+	switch s.RefreshTokenDelivery {
+	case "":
+		s.RefreshTokenDelivery = store.RefreshDeliveryBody
+	case store.RefreshDeliveryBody, store.RefreshDeliveryCookie:
+	default:
+		return &ValidationError{fmt.Sprintf("refresh_token_delivery %q must be body or cookie", s.RefreshTokenDelivery)}
+	}
+	if len(s.AllowedOrigins) > maxURIs {
+		return &ValidationError{fmt.Sprintf("at most %d allowed origins", maxURIs)}
+	}
+	var origins []string
+	for _, o := range s.AllowedOrigins {
+		if !ValidOrigin(o) {
+			return &ValidationError{fmt.Sprintf("allowed origin %q must be an exact origin scheme://host[:port] without a path: https, or http on a loopback host", o)}
+		}
+		if !slices.Contains(origins, o) {
+			origins = append(origins, o)
+		}
+	}
+	s.AllowedOrigins = origins
+	if s.RefreshTokenDelivery != store.RefreshDeliveryCookie {
+		if len(s.AllowedOrigins) > 0 {
+			return &ValidationError{"allowed origins are for refresh_token_delivery cookie (--refresh-cookie)"}
+		}
+		return nil
+	}
+	if len(s.AllowedOrigins) == 0 {
+		return &ValidationError{"refresh_token_delivery cookie needs at least one allowed origin (--allowed-origin)"}
+	}
+	if !slices.Contains(s.Grants, token.GrantRefreshToken) {
+		return &ValidationError{"refresh_token_delivery cookie needs the refresh_token grant"}
+	}
+	return CookieGraceError(s.RefreshReuseGrace)
+}
+
+// ValidOrigin reports whether o is an exact, serialised browser origin:
+// lower-case scheme://host[:port] without user information, path, query or
+// fragment; https, or http on a loopback host (localhost, 127.0.0.1, [::1]).
+func ValidOrigin(o string) bool {
+	if len(o) > 200 || strings.ContainsAny(o, " \t\r\n\x00\\") {
+		return false
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.User != nil || u.Host == "" || u.Opaque != "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" ||
+		strings.HasSuffix(o, "?") || strings.HasSuffix(o, "#") {
+		return false
+	}
+	if o != u.Scheme+"://"+u.Host || u.Host != strings.ToLower(u.Host) || strings.HasSuffix(u.Host, ":") {
+		return false
+	}
+	switch u.Scheme {
+	case "https":
+		return true
+	case "http":
+		h := u.Hostname()
+		return h == "localhost" || h == "127.0.0.1" || h == "::1"
+	}
+	return false
 }
 
 // validateCodeFlow checks the fields of the authorization code flow and
@@ -239,6 +331,7 @@ func Create(ctx context.Context, st Store, spec Spec) (store.Client, string, err
 		FirstParty: spec.FirstParty, ApplicationType: spec.ApplicationType, RequirePKCE: *spec.RequirePKCE,
 		BackchannelLogoutURI: spec.BackchannelLogoutURI, LogoURI: spec.LogoURI, ClientURI: spec.ClientURI}
 	c.RequirePushedAuthorizationRequests = spec.RequirePushedAuthorizationRequests
+	c.RefreshTokenDelivery, c.AllowedOrigins = spec.RefreshTokenDelivery, spec.AllowedOrigins
 	var secret string
 	if !spec.Public {
 		secret = NewSecret()
@@ -291,6 +384,11 @@ type ClientView struct {
 	// RequirePushedAuthorizationRequests is RFC 9126 §6's client metadata.
 	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests"`
 
+	// RefreshTokenDelivery is body or cookie; AllowedOrigins the exact
+	// origins a cookie client's requests must come from.
+	RefreshTokenDelivery string   `json:"refresh_token_delivery"`
+	AllowedOrigins       []string `json:"allowed_origins"`
+
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -304,12 +402,17 @@ func View(c store.Client) ClientView {
 	if appType == "" {
 		appType = store.ApplicationWeb
 	}
+	delivery := store.RefreshDeliveryBody
+	if c.RefreshByCookie() {
+		delivery = store.RefreshDeliveryCookie
+	}
 	return ClientView{ClientID: c.ID, Name: c.Name, Public: c.Public, Grants: c.Grants, Scopes: c.Scopes,
 		Audiences: aud, AccessTokenTTL: int64(c.AccessTokenTTL.Seconds()),
 		RedirectURIs: orEmpty(c.RedirectURIs), PostLogoutRedirectURIs: orEmpty(c.PostLogoutRedirectURIs),
 		FirstParty: c.FirstParty, ApplicationType: appType, RequirePKCE: c.RequirePKCE || c.Public,
 		BackchannelLogoutURI: c.BackchannelLogoutURI, LogoURI: c.LogoURI, ClientURI: c.ClientURI,
-		RequirePushedAuthorizationRequests: c.RequirePushedAuthorizationRequests, CreatedAt: c.CreatedAt}
+		RequirePushedAuthorizationRequests: c.RequirePushedAuthorizationRequests, CreatedAt: c.CreatedAt,
+		RefreshTokenDelivery: delivery, AllowedOrigins: orEmpty(c.AllowedOrigins)}
 }
 
 // orEmpty returns l, or an empty list for nil (a JSON array, never null).

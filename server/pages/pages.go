@@ -18,6 +18,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/token"
@@ -112,7 +113,7 @@ type Pages struct {
 	theme        theme
 	base         string // path prefix from PublicURL, "" or "/…" without a trailing slash
 	publicOrigin string // scheme://host of PublicURL
-	publicHTTPS  bool
+	https        browsersession.HTTPS
 }
 
 // New checks cfg and d, parses the embedded templates and returns the pages.
@@ -166,7 +167,8 @@ func New(cfg Config, d Deps) (*Pages, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pages: parse templates: %w", err)
 	}
-	p := &Pages{cfg: cfg, d: d, si: d.SignIn, log: d.Logger, tmpl: tmpl, theme: newTheme(cfg.BrandColor)}
+	p := &Pages{cfg: cfg, d: d, si: d.SignIn, log: d.Logger, tmpl: tmpl, theme: newTheme(cfg.BrandColor),
+		https: browsersession.HTTPSFor(cfg.TLS, cfg.PublicURL)}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -177,7 +179,6 @@ func New(cfg Config, d Deps) (*Pages, error) {
 		}
 		p.base = strings.TrimSuffix(u.EscapedPath(), "/")
 		p.publicOrigin = u.Scheme + "://" + u.Host
-		p.publicHTTPS = u.Scheme == "https"
 	}
 	return p, nil
 }

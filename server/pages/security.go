@@ -46,7 +46,7 @@ var (
 // secure reports whether the browser talks HTTPS to us: the server
 // terminates TLS, a proxy says so, or the public URL is https.
 func (p *Pages) secure(c echo.Context) bool {
-	return p.cfg.TLS || p.publicHTTPS || c.IsTLS() || c.Scheme() == "https"
+	return p.https.Secure(c.IsTLS(), c.Scheme())
 }
 
 func (p *Pages) csrfCookieName(c echo.Context) string {

@@ -3,6 +3,7 @@ package servertest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -125,6 +126,15 @@ func Start(t testing.TB, env Env) *Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return StartOn(t, env, ln)
+}
+
+// StartOn is Start on a listener the test opened (so that it knows the port
+// before the settings, for an issuer such as https://auth.app.test:PORT).
+// With PORTCULLIS_TLS_CERT in env the instance serves HTTPS, its URL is
+// https and readiness is checked without verifying the certificate.
+func StartOn(t testing.TB, env Env, ln net.Listener) *Instance {
+	t.Helper()
 	cfg := env.Config(t, ln.Addr().String())
 	logs := &SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -135,7 +145,11 @@ func Start(t testing.TB, env Env) *Instance {
 		ln.Close()
 		t.Fatalf("build server: %v", err)
 	}
-	in := &Instance{App: a, URL: "http://" + ln.Addr().String(), Config: cfg, Logs: logs, cancel: cancel, done: make(chan error, 1)}
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	in := &Instance{App: a, URL: scheme + "://" + ln.Addr().String(), Config: cfg, Logs: logs, cancel: cancel, done: make(chan error, 1)}
 	go func() { in.done <- a.Run(ctx, ln, nil) }()
 	t.Cleanup(in.Stop)
 	waitReady(t, in.URL, 15*time.Second)
@@ -168,6 +182,10 @@ func waitReady(t testing.TB, base string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	hc := &http.Client{Timeout: time.Second}
+	if strings.HasPrefix(base, "https:") {
+		// A test certificate for test host names: readiness only.
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // test harness
+	}
 	for time.Now().Before(deadline) {
 		resp, err := hc.Get(base + "/readyz")
 		if err == nil {

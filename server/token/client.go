@@ -3,6 +3,7 @@ package token
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -38,6 +39,21 @@ func (s *Service) AuthenticateClient(ctx context.Context, cred ClientCredentials
 	}
 	if cred.Secret == "" || !secretMatches(cred.Secret, c.SecretHash) {
 		return store.Client{}, fail
+	}
+	return c, nil
+}
+
+// LookupClient returns the client an id names, without authenticating it:
+// only for choosing how to answer (the refresh-token cookie's defences),
+// never for granting anything. An implausible or unknown id is
+// store.ErrNotFound.
+func (s *Service) LookupClient(ctx context.Context, id string) (store.Client, error) {
+	if !PlausibleClientID(id) {
+		return store.Client{}, store.ErrNotFound
+	}
+	c, err := s.clients.GetClient(ctx, id)
+	if err != nil {
+		return store.Client{}, fmt.Errorf("load client: %w", err)
 	}
 	return c, nil
 }

@@ -21,6 +21,9 @@ type Response struct {
 	Scope              string `json:"scope,omitempty"`
 	IDToken            string `json:"id_token,omitempty"`
 	MustChangePassword bool   `json:"must_change_password,omitempty"`
+	// RefreshLifetime is what remains of the refresh family's absolute
+	// lifetime when RefreshToken is set (the cookie's Max-Age); never sent.
+	RefreshLifetime time.Duration `json:"-"`
 }
 
 // grantSet is what one issuance grants.
@@ -36,6 +39,9 @@ type grantSet struct {
 	// response to the code, never on a refresh (OIDC §12.2).
 	nonce string
 	amr   []string
+	// refreshExpiry is the family's absolute expiry (startSession, or the
+	// rotated family's), for Response.RefreshLifetime.
+	refreshExpiry time.Time
 }
 
 func (g grantSet) scope() string {
@@ -138,6 +144,9 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 		return Response{}, apierr.ErrServer.WithCause(err)
 	}
 	resp := Response{AccessToken: at, TokenType: "Bearer", ExpiresIn: ttl, RefreshToken: refreshToken, Scope: g.scope()}
+	if refreshToken != "" {
+		resp.RefreshLifetime = max(g.refreshExpiry.Sub(now), 0)
+	}
 	if g.user != nil && slices.Contains(g.oidc, "openid") {
 		if resp.IDToken, err = s.issueIDToken(g, at, now); err != nil {
 			return Response{}, apierr.ErrServer.WithCause(err)
@@ -189,5 +198,6 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 		}
 		return "", apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("create refresh family: %w", err))
 	}
+	g.refreshExpiry = fam.AbsoluteExpiry
 	return rt, nil
 }

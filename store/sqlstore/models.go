@@ -160,6 +160,9 @@ type clientRow struct {
 	BackchannelLogoutURI   string  `gorm:"column:backchannel_logout_uri"`
 	LogoURI                string  `gorm:"column:logo_uri"`
 	ClientURI              string  `gorm:"column:client_uri"`
+
+	RefreshTokenDelivery string  `gorm:"column:refresh_token_delivery"`
+	AllowedOrigins       *string `gorm:"column:allowed_origins"`
 }
 
 func (clientRow) TableName() string { return "oauth_clients" }
@@ -210,6 +213,9 @@ func clientToRow(c *store.Client) clientRow {
 		BackchannelLogoutURI:   c.BackchannelLogoutURI,
 		LogoURI:                c.LogoURI,
 		ClientURI:              c.ClientURI,
+
+		RefreshTokenDelivery: c.RefreshTokenDelivery,
+		AllowedOrigins:       encodeList(c.AllowedOrigins),
 	}
 }
 
@@ -233,6 +239,7 @@ func (r clientRow) toClient() (store.Client, error) {
 		ClientURI:            r.ClientURI,
 
 		RequirePushedAuthorizationRequests: r.RequirePAR,
+		RefreshTokenDelivery:               r.RefreshTokenDelivery,
 	}
 	var err error
 	if c.Grants, err = decodeList(r.Grants); err != nil {
@@ -249,6 +256,9 @@ func (r clientRow) toClient() (store.Client, error) {
 	}
 	if c.PostLogoutRedirectURIs, err = decodeList(r.PostLogoutRedirectURIs); err != nil {
 		return c, fmt.Errorf("client %s post-logout redirect URIs: %w", r.ID, err)
+	}
+	if c.AllowedOrigins, err = decodeList(r.AllowedOrigins); err != nil {
+		return c, fmt.Errorf("client %s allowed origins: %w", r.ID, err)
 	}
 	return c, nil
 }

@@ -1,0 +1,202 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/rtcookie"
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// cookiePaths are the endpoints that read or set the refresh-token cookie,
+// and so answer credentialed CORS to the allowed origins of cookie clients.
+var cookiePaths = map[string]bool{"/oauth2/token": true, "/oauth2/revoke": true, "/auth/logout": true}
+
+// cors is the one place CORS is answered. On the cookie endpoints an Origin
+// that is an exact allowed origin of a cookie client gets that origin with
+// credentials (and X-Portcullis-CSRF among the allowed headers); any other
+// origin there, and every origin elsewhere, gets what
+// PORTCULLIS_CORS_ORIGINS allows (never credentials), or nothing.
+func (s *Server) cors() echo.MiddlewareFunc {
+	var static echo.MiddlewareFunc
+	if len(s.cfg.CORSOrigins) > 0 {
+		static = middleware.CORSWithConfig(middleware.CORSConfig{
+			AllowOrigins:  s.cfg.CORSOrigins,
+			AllowMethods:  []string{http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete},
+			AllowHeaders:  []string{echo.HeaderAuthorization, echo.HeaderContentType},
+			ExposeHeaders: []string{"Retry-After", echo.HeaderWWWAuthenticate, echo.HeaderXRequestID},
+			MaxAge:        600,
+		})
+	}
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		fallback := next
+		if static != nil {
+			fallback = static(next)
+		}
+		return func(c echo.Context) error {
+			r := c.Request()
+			if !cookiePaths[r.URL.Path] {
+				return fallback(c)
+			}
+			h := c.Response().Header()
+			h.Add(echo.HeaderVary, echo.HeaderOrigin)
+			origin := r.Header.Get(echo.HeaderOrigin)
+			if origin == "" || s.clients == nil {
+				return fallback(c)
+			}
+			ok, err := rtcookie.AllowedOrigin(r.Context(), s.clients, origin)
+			if err != nil {
+				// Fail closed: no CORS headers; the request itself still
+				// meets every other check.
+				s.log.Warn("CORS: cannot read the allowed origins of cookie clients", "err", err)
+				return next(c)
+			}
+			if !ok {
+				return fallback(c)
+			}
+			h.Set(echo.HeaderAccessControlAllowOrigin, origin)
+			h.Set(echo.HeaderAccessControlAllowCredentials, "true")
+			if r.Method == http.MethodOptions && r.Header.Get(echo.HeaderAccessControlRequestMethod) != "" {
+				h.Set(echo.HeaderAccessControlAllowMethods, http.MethodPost)
+				h.Set(echo.HeaderAccessControlAllowHeaders, strings.Join([]string{
+					rtcookie.CSRFHeader, echo.HeaderContentType, echo.HeaderAuthorization}, ", "))
+				h.Set(echo.HeaderAccessControlMaxAge, strconv.Itoa(600))
+				return c.NoContent(http.StatusNoContent)
+			}
+			h.Set(echo.HeaderAccessControlExposeHeaders, strings.Join([]string{
+				"Retry-After", echo.HeaderWWWAuthenticate, echo.HeaderXRequestID}, ", "))
+			return next(c)
+		}
+	}
+}
+
+// secure reports whether the browser talks HTTPS to us (the rule of every
+// cookie, browsersession.HTTPS).
+func (s *Server) secure(c echo.Context) bool {
+	return s.https.Secure(c.IsTLS(), c.Scheme())
+}
+
+// cookieClient returns the client id names and whether it takes its
+// refresh token in the cookie; for such a client it first runs
+// rtcookie.Guard. The client is not authenticated here (the endpoint does
+// that next): an unknown id is a body client, so the endpoint answers as it
+// always did.
+func (s *Server) cookieClient(c echo.Context, svc *token.Service, id string) (store.Client, bool, error) {
+	if id == "" {
+		return store.Client{}, false, nil
+	}
+	cl, err := svc.LookupClient(c.Request().Context(), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.Client{}, false, nil
+	case err != nil:
+		return store.Client{}, false, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	case !cl.RefreshByCookie():
+		return cl, false, nil
+	}
+	if err := rtcookie.Guard(c.Request(), cl); err != nil {
+		return cl, true, err
+	}
+	return cl, true, nil
+}
+
+// tokenEndpoint is POST /oauth2/token. For a cookie client (after Guard),
+// grant_type=refresh_token without refresh_token takes the cookie's, and
+// an issued refresh token goes into the cookie, never the body.
+func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		params, cred, err := s.clientForm(c)
+		if err != nil {
+			return err
+		}
+		_, byCookie, err := s.cookieClient(c, svc, cred.ID)
+		if err != nil {
+			return err
+		}
+		secure := s.secure(c)
+		if byCookie && params["grant_type"] == token.GrantRefreshToken && params["refresh_token"] == "" {
+			if rt := rtcookie.Read(c.Request(), secure); rt != "" {
+				params["refresh_token"] = rt
+			}
+		}
+		req, err := token.ParseTokenRequest(params, cred)
+		if err != nil {
+			return err
+		}
+		resp, err := svc.Exchange(c.Request().Context(), req, meta(c))
+		if err != nil {
+			return err
+		}
+		if byCookie && resp.RefreshToken != "" {
+			c.SetCookie(rtcookie.Set(resp.RefreshToken, resp.RefreshLifetime, secure))
+			resp.RefreshToken = ""
+		}
+		return c.JSON(http.StatusOK, resp)
+	}
+}
+
+// revokeEndpoint is POST /oauth2/revoke (RFC 7009). A cookie client (after
+// Guard) may omit token: the cookie's refresh token is revoked; either way
+// its answer clears the cookie.
+func (s *Server) revokeEndpoint(svc *token.Service) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		params, cred, err := s.clientForm(c)
+		if err != nil {
+			return err
+		}
+		_, byCookie, err := s.cookieClient(c, svc, cred.ID)
+		if err != nil {
+			return err
+		}
+		ctx, secure := c.Request().Context(), s.secure(c)
+		tok := params["token"]
+		if byCookie && tok == "" {
+			tok = rtcookie.Read(c.Request(), secure)
+			if tok == "" {
+				// Nothing to revoke (RFC 7009 §2.2 answers 200 for that);
+				// the client must still be who it says.
+				if _, err := svc.AuthenticateClient(ctx, cred); err != nil {
+					return err
+				}
+				c.SetCookie(rtcookie.Clear(secure))
+				return c.NoContent(http.StatusOK)
+			}
+		}
+		if tok == "" {
+			return apierr.ErrInvalidRequest.WithDescription("The token parameter is missing.")
+		}
+		if err := svc.Revoke(ctx, cred, tok, meta(c)); err != nil {
+			return err
+		}
+		if byCookie {
+			c.SetCookie(rtcookie.Clear(secure))
+		}
+		return c.NoContent(http.StatusOK)
+	}
+}
+
+// logoutEndpoint is POST /auth/logout: it ends the bearer token's session;
+// for a cookie client (after Guard) its answer clears the cookie.
+func (s *Server) logoutEndpoint(svc *token.Service) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		claims := Claims(c)
+		_, byCookie, err := s.cookieClient(c, svc, claims.ClientID)
+		if err != nil {
+			return err
+		}
+		if err := svc.Logout(c.Request().Context(), claims, meta(c)); err != nil {
+			return err
+		}
+		if byCookie {
+			c.SetCookie(rtcookie.Clear(s.secure(c)))
+		}
+		return c.NoContent(http.StatusNoContent)
+	}
+}
