@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -225,11 +226,14 @@ func ValidOrigin(o string) bool {
 	if o != u.Scheme+"://"+u.Host || u.Host != strings.ToLower(u.Host) || strings.HasSuffix(u.Host, ":") {
 		return false
 	}
+	h := u.Hostname()
+	if net.ParseIP(h) == nil && strings.Trim(h, "abcdefghijklmnopqrstuvwxyz0123456789.-") != "" {
+		return false
+	}
 	switch u.Scheme {
 	case "https":
 		return true
 	case "http":
-		h := u.Hostname()
 		return h == "localhost" || h == "127.0.0.1" || h == "::1"
 	}
 	return false
