@@ -45,7 +45,11 @@ func TestValidateRefreshDelivery(t *testing.T) {
 			s.Grants = []string{"password"}
 			return s
 		}(), "needs the refresh_token grant"},
-		{"grace too short", func() clients.Spec { s := cookie("https://app.example.com"); s.RefreshReuseGrace = 1999 * time.Millisecond; return s }(),
+		{"grace too short", func() clients.Spec {
+			s := cookie("https://app.example.com")
+			s.RefreshReuseGrace = 1999 * time.Millisecond
+			return s
+		}(),
 			"PORTCULLIS_REFRESH_REUSE_GRACE"},
 	}
 	for _, tc := range tests {
