@@ -247,8 +247,9 @@ func chromiumPath(t testing.TB) string {
 
 // newBrowser starts a headless Chromium with a fresh profile for the test
 // and returns a context for its first tab; the browser stops when the test
-// ends.
-func newBrowser(t *testing.T) context.Context {
+// ends. extra adds allocator options (host resolver rules, a trusted test
+// certificate).
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	profile := t.TempDir()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -263,6 +264,7 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(1280, 900),
 	)
+	opts = append(opts, extra...)
 	if os.Geteuid() == 0 {
 		opts = append(opts, chromedp.NoSandbox)
 	}
