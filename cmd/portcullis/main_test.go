@@ -315,3 +315,41 @@ func TestClientsCreateCodeFlow(t *testing.T) {
 		})
 	}
 }
+
+// TestClientsCreateRefreshCookie: `clients create --refresh-cookie
+// --allowed-origin O` (repeatable) registers a cookie client; without the
+// 2 s reuse grace, without an origin, or with an origin that is not exact it
+// exits 2 saying why. Fails before this change: the flags were unknown.
+func TestClientsCreateRefreshCookie(t *testing.T) {
+	t.Parallel()
+	env := st.NewEnv(t, st.SQLite)
+	env["PORTCULLIS_REFRESH_REUSE_GRACE"] = "2s"
+	in := st.Start(t, env)
+	_, stderr, code := st.RunCLI(t, env, "", "clients", "create", "--id", "spa", "--public", "--refresh-cookie",
+		"--allowed-origin", "https://app.example.com", "--allowed-origin", "http://localhost:5173")
+	if code != 0 {
+		t.Fatalf("clients create spa: exit %d, %s", code, stderr)
+	}
+	spa, err := in.App.Core.Store.GetClient(t.Context(), "spa")
+	if err != nil || !spa.RefreshByCookie() || !slices.Equal(spa.AllowedOrigins, []string{"https://app.example.com", "http://localhost:5173"}) {
+		t.Fatalf("spa stored as %+v, %v", spa, err)
+	}
+	short := env.Clone()
+	short["PORTCULLIS_REFRESH_REUSE_GRACE"] = "1s"
+	for _, tc := range []struct {
+		name string
+		env  st.Env
+		args []string
+		want string
+	}{
+		{"grace", short, []string{"--refresh-cookie", "--allowed-origin", "https://app.example.com"}, "PORTCULLIS_REFRESH_REUSE_GRACE"},
+		{"no origin", env, []string{"--refresh-cookie"}, "--allowed-origin"},
+		{"path", env, []string{"--refresh-cookie", "--allowed-origin", "https://app.example.com/app"}, "exact origin"},
+		{"origin without cookie", env, []string{"--allowed-origin", "https://app.example.com"}, "--refresh-cookie"},
+	} {
+		args := append([]string{"clients", "create", "--id", "refused", "--public"}, tc.args...)
+		if _, stderr, code := st.RunCLI(t, tc.env, "", args...); code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Fatalf("%s: exit %d, %s", tc.name, code, stderr)
+		}
+	}
+}
