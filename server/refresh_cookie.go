@@ -48,10 +48,10 @@ func (s *Server) cors() echo.MiddlewareFunc {
 			h := c.Response().Header()
 			h.Add(echo.HeaderVary, echo.HeaderOrigin)
 			origin := r.Header.Get(echo.HeaderOrigin)
-			if origin == "" || s.clients == nil {
+			if origin == "" || s.origins == nil {
 				return fallback(c)
 			}
-			ok, err := rtcookie.AllowedOrigin(r.Context(), s.clients, origin)
+			ok, err := s.origins.Allowed(r.Context(), origin)
 			if err != nil {
 				// Fail closed: no CORS headers; the request itself still
 				// meets every other check.

@@ -42,7 +42,7 @@ type Server struct {
 	log     *slog.Logger
 	checks  []Check
 	metrics *metrics.Metrics
-	clients rtcookie.Lister
+	origins *rtcookie.Origins
 	https   browsersession.HTTPS
 }
 
@@ -56,9 +56,9 @@ type Options struct {
 	// /metrics, on this server unless Config.MetricsAddr names a separate
 	// listener (see ServeMetrics).
 	Metrics *metrics.Metrics
-	// Clients, when set, lists the clients whose allowed origins get
-	// credentialed CORS on the refresh-token cookie's endpoints.
-	Clients rtcookie.Lister
+	// Origins, when set, are the allowed origins of the cookie clients,
+	// which get credentialed CORS on the refresh-token cookie's endpoints.
+	Origins *rtcookie.Origins
 }
 
 // New builds the Echo application with middleware and the health endpoints.
@@ -68,7 +68,7 @@ func New(opts Options) *Server {
 	e.HideBanner = true
 	e.HidePort = true
 	s := &Server{echo: e, cfg: opts.Config, log: opts.Logger, checks: opts.Checks, metrics: opts.Metrics,
-		clients: opts.Clients, https: browsersession.HTTPSFor(opts.Config.TLSCert != "", opts.Config.PublicURL)}
+		origins: opts.Origins, https: browsersession.HTTPSFor(opts.Config.TLSCert != "", opts.Config.PublicURL)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/pages"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
+	"github.com/portcullis-auth/portcullis/server/rtcookie"
 	"github.com/portcullis-auth/portcullis/server/signout"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -291,10 +292,11 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Checker: checker,
 		Codes: states.Once,
 	})
-	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m, Clients: core.Store, Checks: []server.Check{
-		{Name: "database", Check: core.Store.Ping},
-		{Name: "token_state", Check: states.State.Ping},
-	}})
+	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m,
+		Origins: rtcookie.NewOrigins(core.Store, ClientCacheTTL, nil), Checks: []server.Check{
+			{Name: "database", Check: core.Store.Ping},
+			{Name: "token_state", Check: states.State.Ping},
+		}})
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true})
 	srv.MountOAuth(tokens)
 	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter)

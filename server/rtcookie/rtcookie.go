@@ -18,6 +18,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -94,17 +95,55 @@ type Lister interface {
 	ListClients(ctx context.Context) ([]store.Client, error)
 }
 
-// AllowedOrigin reports whether origin is an allowed origin of some cookie
-// client, the only origins credentialed CORS answers.
-func AllowedOrigin(ctx context.Context, l Lister, origin string) (bool, error) {
-	list, err := l.ListClients(ctx)
+// Origins knows the allowed origins of every cookie client, the only
+// origins credentialed CORS answers. It keeps them in memory: the set is
+// read again when older than its TTL, and an origin it does not hold reads
+// it again at most once per MissReload, so a new client's origin works
+// within that time on every instance while a flood of foreign origins costs
+// at most one read of the clients per MissReload.
+type Origins struct {
+	list       Lister
+	ttl        time.Duration
+	missReload time.Duration
+	now        func() time.Time
+
+	mu     sync.Mutex
+	set    map[string]bool
+	loaded time.Time
+}
+
+// MissReload is how often at most an unknown origin reads the clients again.
+const MissReload = time.Second
+
+// NewOrigins returns the allowed origins of the cookie clients l lists,
+// kept for ttl; now is the clock (nil: time.Now).
+func NewOrigins(l Lister, ttl time.Duration, now func() time.Time) *Origins {
+	if now == nil {
+		now = time.Now
+	}
+	return &Origins{list: l, ttl: ttl, missReload: min(MissReload, ttl), now: now}
+}
+
+// Allowed reports whether origin is an allowed origin of some cookie client.
+func (o *Origins) Allowed(ctx context.Context, origin string) (bool, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	age := o.now().Sub(o.loaded)
+	if o.set != nil && age < o.ttl && (o.set[origin] || age < o.missReload) {
+		return o.set[origin], nil
+	}
+	list, err := o.list.ListClients(ctx)
 	if err != nil {
 		return false, fmt.Errorf("list clients for CORS: %w", err)
 	}
+	set := map[string]bool{}
 	for _, c := range list {
-		if c.RefreshByCookie() && slices.Contains(c.AllowedOrigins, origin) {
-			return true, nil
+		if c.RefreshByCookie() {
+			for _, a := range c.AllowedOrigins {
+				set[a] = true
+			}
 		}
 	}
-	return false, nil
+	o.set, o.loaded = set, o.now()
+	return set[origin], nil
 }
