@@ -69,8 +69,10 @@ func TestMigration0003ExistingClients(t *testing.T) {
 				}
 				if c.FirstParty != tc.firstParty || c.ApplicationType != store.ApplicationWeb || !c.RequirePKCE ||
 					c.RedirectURIs != nil || c.PostLogoutRedirectURIs != nil ||
-					c.BackchannelLogoutURI != "" || c.LogoURI != "" || c.ClientURI != "" {
-					t.Fatalf("%s after migration 3: %#v", tc.id, c)
+					c.BackchannelLogoutURI != "" || c.LogoURI != "" || c.ClientURI != "" ||
+					// migration 8: existing clients keep the body delivery.
+					c.RefreshTokenDelivery != store.RefreshDeliveryBody || c.RefreshByCookie() || c.AllowedOrigins != nil {
+					t.Fatalf("%s after migrations 3 to 8: %#v", tc.id, c)
 				}
 			}
 		})

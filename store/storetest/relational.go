@@ -844,6 +844,9 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 			ApplicationType: store.ApplicationWeb, RequirePKCE: true,
 			BackchannelLogoutURI: "https://app.example.com/bcl", LogoURI: "https://app.example.com/logo.png",
 			ClientURI: "https://app.example.com/", RequirePushedAuthorizationRequests: true},
+		{ID: "spa.cookie", Name: "SPA", Public: true, Grants: []string{"password", "refresh_token"},
+			ApplicationType: store.ApplicationWeb, RequirePKCE: true, RefreshTokenDelivery: store.RefreshDeliveryCookie,
+			AllowedOrigins: []string{"https://app.example.com", "http://localhost:5173"}},
 		{ID: "native.app", Name: "Native", SecretHash: hash, Grants: []string{"authorization_code"},
 			RedirectURIs: []string{"com.example.app:/cb"}, PostLogoutRedirectURIs: []string{},
 			ApplicationType: store.ApplicationNative, RequirePKCE: false},
@@ -888,8 +891,13 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 		t.Fatalf("first-party flag not cleared: %#v", got)
 	}
 	list, err := s.ListClients(c)
-	if err != nil || len(list) != 5 {
+	if err != nil || len(list) != 6 {
 		t.Fatalf("ListClients: %d, %v", len(list), err)
+	}
+	for _, cl := range list {
+		if cl.ID == "spa.cookie" && (!cl.RefreshByCookie() || len(cl.AllowedOrigins) != 2) {
+			t.Fatalf("ListClients lost the cookie delivery: %#v", cl)
+		}
 	}
 	for i, cl := range list {
 		if cl.SecretHash != nil {
