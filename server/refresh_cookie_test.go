@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/portcullis-auth/portcullis/server/app"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/rtcookie"
@@ -437,4 +439,36 @@ func TestRefreshCookieNeedsGrace(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRefreshCookieCodeFlow: the authorization_code grant of a cookie
+// client (public, PKCE) sets the cookie and leaves the refresh token out of
+// the body; the code exchange without the defences is refused and the code
+// stays unspent; the cookie then refreshes.
+func TestRefreshCookieCodeFlow(t *testing.T) {
+	t.Parallel()
+	for _, b := range cookieBackends() {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b, map[string]string{"PORTCULLIS_REFRESH_REUSE_GRACE": cookieGrace.String()})
+			st.NewFixtures(t, d.in.App.Core).Client(t, clients.Spec{ID: "spa.cookie", Public: true, FirstParty: true,
+				Grants: []string{"authorization_code", "refresh_token"}, RedirectURIs: []string{siCallback},
+				RefreshTokenDelivery: store.RefreshDeliveryCookie, AllowedOrigins: []string{spaOrigin}, RefreshReuseGrace: cookieGrace})
+			conf := d.oauth("spa.cookie", "", "openid")
+			verifier := oauth2.GenerateVerifier()
+			hc := siBrowser(t)
+			login := siGet(t, hc, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
+			q := d.callback(t, login.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}}))
+			e := cookieEnv{in: d.in, c: d.in.Client(t)}
+			form := url.Values{"grant_type": {"authorization_code"}, "client_id": {"spa.cookie"}, "code": {q.Get("code")},
+				"redirect_uri": {siCallback}, "code_verifier": {verifier}}
+			e.post("/oauth2/token", form, map[string]string{"Origin": spaOrigin}, "").ExpectError(http.StatusForbidden, "invalid_request")
+			tok, rt := cookieAnswer(t, e.post("/oauth2/token", form, spaHeaders(), ""), d.in.Config.RefreshMaxAge)
+			if tok.IDToken == "" {
+				t.Fatal("no id token from the code exchange")
+			}
+			refresh := url.Values{"grant_type": {"refresh_token"}, "client_id": {"spa.cookie"}}
+			cookieAnswer(t, e.post("/oauth2/token", refresh, spaHeaders(), rt), d.in.Config.RefreshMaxAge)
+		})
+	}
 }
