@@ -179,6 +179,8 @@ type SignInDeps struct {
 	Rehasher Rehasher // may be nil: hashes are then upgraded at the next password grant
 	Now      func() time.Time
 	Accounts Accounts // ChangePassword of the change-password step; Deps.Accounts when nil
+	// Views serves /account/sessions when set.
+	Views SessionViews
 }
 
 // badLogin answers a wrong password, an unknown login and a deactivated
@@ -194,6 +196,10 @@ func (p *Pages) registerSignIn(e *echo.Echo) {
 	e.POST(LoginPath, p.loginPost, h)
 	e.GET(ConsentPath, p.resume, h)
 	e.POST(ConsentPath, p.consentPost, h)
+	if p.si.Views != nil {
+		e.GET(AccountSessionsPath, p.accountSessions, h)
+		e.POST(AccountSessionsPath, p.accountSessionsPost, h)
+	}
 }
 
 // flowCSP is the policy of the pages of the flow: the strict page policy,
