@@ -1,0 +1,379 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// The session and consent views over HTTP: GET/DELETE /auth/sessions and
+// /auth/consents for the caller, and the /admin/users/{id}/… equivalents,
+// on both backends. Sessions are started through the login page.
+
+// svDeployment is a sign-in deployment with a password-grant client whose
+// tokens are accepted at /auth and /admin.
+type svDeployment struct {
+	*siDeployment
+	fx        *st.Fixtures
+	c         *st.Client
+	webSecret string
+}
+
+func newSessionViews(t *testing.T, b st.Backend) *svDeployment {
+	t.Helper()
+	d := newSignIn(t, b)
+	fx := st.NewFixtures(t, d.in.App.Core)
+	return &svDeployment{siDeployment: d, fx: fx, c: d.in.Client(t), webSecret: fx.AdminClient(t, "web")}
+}
+
+// bearer is a password-grant access token of email (issuer audience).
+func (d *svDeployment) bearer(t *testing.T, email, pw string) st.Option {
+	t.Helper()
+	return st.Bearer(d.c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", d.webSecret)).Token().AccessToken)
+}
+
+// uaTransport sends every request with its own User-Agent, so that a test
+// can tell its browsers' sessions apart in the lists.
+type uaTransport struct{ ua string }
+
+func (u uaTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("User-Agent", u.ua)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// browser signs email in through the login page of the first-party client
+// in a new browser whose User-Agent is ua, and returns the browser and the
+// grant's tokens (openid, no offline_access).
+func (d *svDeployment) browser(t *testing.T, email, pw, ua string) (*http.Client, *oauth2.Token) {
+	t.Helper()
+	hc := siBrowser(t)
+	hc.Transport = uaTransport{ua}
+	first := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+	v := oauth2.GenerateVerifier()
+	login := siGet(t, hc, first.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
+	q := d.callback(t, login.submit(t, hc, url.Values{"username": {email}, "password": {pw}}))
+	tok, err := first.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(v))
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	return hc, tok
+}
+
+// silent asks the first-party client's authorization with prompt=none in
+// hc: a code when hc's session is alive, login_required when not.
+func (d *svDeployment) silent(t *testing.T, hc *http.Client) url.Values {
+	t.Helper()
+	first := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+	return d.callback(t, siGet(t, hc, first.AuthCodeURL("quiet", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+		oauth2.SetAuthURLParam("prompt", "none"))))
+}
+
+type svSession struct {
+	SID        string    `json:"sid"`
+	ClientIDs  []string  `json:"client_ids"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastUsedAt time.Time `json:"last_used_at"`
+	IP         string    `json:"ip"`
+	UserAgent  string    `json:"user_agent"`
+	AMR        []string  `json:"amr"`
+}
+
+type svSessionList struct {
+	Items      []svSession `json:"items"`
+	NextCursor string      `json:"next_cursor"`
+}
+
+type svConsentList struct {
+	Items []struct {
+		ClientID  string    `json:"client_id"`
+		Scopes    []string  `json:"scopes"`
+		GrantedAt time.Time `json:"granted_at"`
+	} `json:"items"`
+	NextCursor string `json:"next_cursor"`
+}
+
+// sessions lists the sessions at path.
+func (d *svDeployment) sessions(t *testing.T, path string, auth st.Option) svSessionList {
+	t.Helper()
+	var l svSessionList
+	d.c.Get(path, auth).ExpectStatus(http.StatusOK).JSON(&l)
+	return l
+}
+
+// sid is the id of the session of the browser with user agent ua.
+func (l svSessionList) sid(t *testing.T, ua string) string {
+	t.Helper()
+	for _, s := range l.Items {
+		if s.UserAgent == ua {
+			return s.SID
+		}
+	}
+	t.Fatalf("no session of %q in %+v", ua, l.Items)
+	return ""
+}
+
+// TestOwnSessions: a person lists the sessions they started through the
+// login page (sid, client_ids, amr, ip, user_agent, times), pages through
+// them, ends one (its cookie no longer signs in: prompt=none answers
+// login_required; the other session keeps working), and can neither see
+// nor end another person's session (404, as for an unknown sid).
+func TestOwnSessions(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSessionViews(t, b)
+			d.fx.User(t, "bob@example.com", "bob's own passphrase 2", "user")
+			before := time.Now().Add(-time.Second)
+			hcA, _ := d.browser(t, siEmail, siPassword, "browser-a")
+			hcB, _ := d.browser(t, siEmail, siPassword, "browser-b")
+			hcBob, _ := d.browser(t, "bob@example.com", "bob's own passphrase 2", "browser-bob")
+			ann := d.bearer(t, siEmail, siPassword)
+			bob := d.bearer(t, "bob@example.com", "bob's own passphrase 2")
+
+			all := d.sessions(t, "/auth/sessions", ann)
+			if len(all.Items) != 2 || all.NextCursor != "" {
+				t.Fatalf("ann's sessions %+v", all)
+			}
+			for _, s := range all.Items {
+				if s.SID == "" || !slices.Equal(s.ClientIDs, []string{"first"}) || !slices.Equal(s.AMR, []string{"pwd"}) ||
+					s.IP == "" || s.CreatedAt.Before(before) || s.LastUsedAt.Before(s.CreatedAt) {
+					t.Fatalf("session %+v", s)
+				}
+			}
+			sidA, sidB := all.sid(t, "browser-a"), all.sid(t, "browser-b")
+			bobSID := d.sessions(t, "/auth/sessions", bob).sid(t, "browser-bob")
+
+			// Cursor pages: one at a time, the two together, then nothing more.
+			p1 := d.sessions(t, "/auth/sessions?limit=1", ann)
+			if len(p1.Items) != 1 || p1.NextCursor == "" {
+				t.Fatalf("page 1 %+v", p1)
+			}
+			p2 := d.sessions(t, "/auth/sessions?limit=1&cursor="+url.QueryEscape(p1.NextCursor), ann)
+			if len(p2.Items) != 1 || p2.NextCursor != "" || p2.Items[0].SID == p1.Items[0].SID {
+				t.Fatalf("page 2 %+v after %+v", p2, p1)
+			}
+
+			for _, tc := range []struct {
+				name, method, path string
+				auth               []st.Option
+				status             int
+				code               string
+			}{
+				{"fail/no_token", http.MethodGet, "/auth/sessions", nil, 401, "unauthorized"},
+				{"fail/bad_token", http.MethodGet, "/auth/sessions", []st.Option{st.Bearer("not.a.token")}, 401, "invalid_token"},
+				{"fail/bad_cursor", http.MethodGet, "/auth/sessions?cursor=%21", []st.Option{ann}, 400, "invalid_request"},
+				{"fail/bad_limit", http.MethodGet, "/auth/sessions?limit=0", []st.Option{ann}, 400, "invalid_request"},
+				{"fail/delete_no_token", http.MethodDelete, "/auth/sessions/" + sidA, nil, 401, "unauthorized"},
+				{"fail/unknown_sid", http.MethodDelete, "/auth/sessions/no-such-session", []st.Option{ann}, 404, "not_found"},
+				{"fail/another_users_sid", http.MethodDelete, "/auth/sessions/" + bobSID, []st.Option{ann}, 404, "not_found"},
+				{"fail/long_sid", http.MethodDelete, "/auth/sessions/" + strings.Repeat("x", 300), []st.Option{ann}, 404, "not_found"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					d.c.Do(tc.method, tc.path, nil, "", tc.auth...).ExpectError(tc.status, tc.code)
+				})
+			}
+			// Bob's session was not touched by Ann's attempt.
+			if q := d.silent(t, hcBob); q.Get("code") == "" {
+				t.Fatalf("bob's session ended by another user's request: %v", q)
+			}
+
+			d.c.Delete("/auth/sessions/"+sidA, ann).ExpectStatus(http.StatusNoContent)
+			if q := d.silent(t, hcA); q.Get("error") != "login_required" {
+				t.Fatalf("the ended session's cookie still signs in: %v", q)
+			}
+			if q := d.silent(t, hcB); q.Get("code") == "" {
+				t.Fatalf("the other session ended too: %v", q)
+			}
+			left := d.sessions(t, "/auth/sessions", ann)
+			if len(left.Items) != 1 || left.Items[0].SID != sidB {
+				t.Fatalf("after ending A: %+v", left)
+			}
+			d.c.Delete("/auth/sessions/"+sidA, ann).ExpectError(http.StatusNotFound, "not_found")
+
+			ev := lastAudit(t, d.siDeployment, "session.ended")
+			if ev.TargetID == "" || ev.Details["sid"] != sidA || ev.Details["reason"] != "self_service" {
+				t.Fatalf("session.ended %+v", ev)
+			}
+		})
+	}
+}
+
+// lastAudit is the newest audit event of action.
+func lastAudit(t *testing.T, d *siDeployment, action string) store.AuditEvent {
+	t.Helper()
+	page, err := d.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: action, Limit: 1})
+	if err != nil || len(page.Items) == 0 {
+		t.Fatalf("no %s event: %v", action, err)
+	}
+	return page.Items[0]
+}
+
+// TestOwnConsents: a consent given on the consent page is listed, withdrawn
+// (audit consent.revoked with actor, target and client_id), and the
+// client's next authorization request shows the consent page again.
+func TestOwnConsents(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSessionViews(t, b)
+			hc := siBrowser(t)
+			third := d.oauth("third", d.thirdSecret, oidc.ScopeOpenID, "email")
+			login := siGet(t, hc, third.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+			consent := login.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}})
+			d.callback(t, consent.submit(t, hc, url.Values{"decision": {"allow"}}))
+			ann := d.bearer(t, siEmail, siPassword)
+			annUser, err := d.in.App.Core.Store.GetUserByEmail(context.Background(), siEmail)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			var l svConsentList
+			d.c.Get("/auth/consents", ann).ExpectStatus(http.StatusOK).JSON(&l)
+			if len(l.Items) != 1 || l.Items[0].ClientID != "third" || !slices.Equal(l.Items[0].Scopes, []string{"email", "openid"}) ||
+				l.Items[0].GrantedAt.IsZero() || l.NextCursor != "" {
+				t.Fatalf("consents %+v", l)
+			}
+			// Remembered: the next request is answered at once.
+			if q := d.callback(t, siGet(t, hc, third.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))); q.Get("code") == "" {
+				t.Fatalf("remembered consent: %v", q)
+			}
+
+			for _, tc := range []struct {
+				name, path string
+				auth       []st.Option
+				status     int
+				code       string
+			}{
+				{"fail/no_token", "/auth/consents/third", nil, 401, "unauthorized"},
+				{"fail/unknown_client", "/auth/consents/nope", []st.Option{ann}, 404, "not_found"},
+				{"fail/client_without_consent", "/auth/consents/first", []st.Option{ann}, 404, "not_found"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					d.c.Do(http.MethodDelete, tc.path, nil, "", tc.auth...).ExpectError(tc.status, tc.code)
+				})
+			}
+
+			d.c.Delete("/auth/consents/third", ann).ExpectStatus(http.StatusNoContent)
+			ev := lastAudit(t, d.siDeployment, "consent.revoked")
+			if ev.ActorID != annUser.ID || ev.TargetID != annUser.ID || ev.Details["client_id"] != "third" {
+				t.Fatalf("consent.revoked %+v", ev)
+			}
+			d.c.Get("/auth/consents", ann).ExpectStatus(http.StatusOK).JSON(&l)
+			if len(l.Items) != 0 {
+				t.Fatalf("after withdrawal: %+v", l)
+			}
+			again := siGet(t, hc, third.AuthCodeURL("s3", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+			if again.StatusCode != http.StatusOK || !strings.Contains(again.body, `value="allow"`) {
+				t.Fatalf("after withdrawal: %d, want the consent page", again.StatusCode)
+			}
+			d.c.Delete("/auth/consents/third", ann).ExpectError(http.StatusNotFound, "not_found")
+		})
+	}
+}
+
+// TestAdminSessionViews: the admin routes need users:read to list and
+// users:write to end or withdraw (403 insufficient_scope without), and the
+// privilege ceiling for the latter (an admin cannot end a super_admin's
+// session nor their own through /admin: 403 forbidden); an unknown user,
+// sid or client, and another user's sid, are 404.
+func TestAdminSessionViews(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSessionViews(t, b)
+			ctx := context.Background()
+			ann, err := d.in.App.Core.Store.GetUserByEmail(ctx, siEmail)
+			if err != nil {
+				t.Fatal(err)
+			}
+			adm := d.fx.User(t, "adm@example.com", "admin user passphrase", "admin")
+			root := d.fx.User(t, "root@example.com", "root user passphrase", "super_admin")
+			d.fx.User(t, "plain@example.com", "plain user passphrase", "user")
+			hcAnn, _ := d.browser(t, siEmail, siPassword, "ann-a")
+			d.browser(t, "adm@example.com", "admin user passphrase", "adm-a")
+			d.browser(t, "root@example.com", "root user passphrase", "root-a")
+			// Ann's consent to the third-party client (SSO: her session is live).
+			third := d.oauth("third", d.thirdSecret, oidc.ScopeOpenID)
+			consent := siGet(t, hcAnn, third.AuthCodeURL("c", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+			d.callback(t, consent.submit(t, hcAnn, url.Values{"decision": {"allow"}}))
+
+			admTok := d.bearer(t, "adm@example.com", "admin user passphrase")
+			rootTok := d.bearer(t, "root@example.com", "root user passphrase")
+			plainTok := d.bearer(t, "plain@example.com", "plain user passphrase")
+			annSID := d.sessions(t, "/admin/users/"+ann.ID+"/sessions", admTok).sid(t, "ann-a")
+			admSID := d.sessions(t, "/admin/users/"+adm.ID+"/sessions", rootTok).sid(t, "adm-a")
+			rootSID := d.sessions(t, "/admin/users/"+root.ID+"/sessions", admTok).sid(t, "root-a")
+
+			for _, tc := range []struct {
+				name, method, path string
+				auth               st.Option
+				status             int
+				code               string
+			}{
+				{"fail/list_without_users_read", http.MethodGet, "/admin/users/" + ann.ID + "/sessions", plainTok, 403, "insufficient_scope"},
+				{"fail/end_without_users_write", http.MethodDelete, "/admin/users/" + ann.ID + "/sessions/" + annSID, plainTok, 403, "insufficient_scope"},
+				{"fail/consents_without_users_read", http.MethodGet, "/admin/users/" + ann.ID + "/consents", plainTok, 403, "insufficient_scope"},
+				{"fail/withdraw_without_users_write", http.MethodDelete, "/admin/users/" + ann.ID + "/consents/third", plainTok, 403, "insufficient_scope"},
+				{"fail/end_above_the_ceiling", http.MethodDelete, "/admin/users/" + root.ID + "/sessions/" + rootSID, admTok, 403, "forbidden"},
+				{"fail/end_own_through_admin", http.MethodDelete, "/admin/users/" + adm.ID + "/sessions/" + admSID, admTok, 403, "forbidden"},
+				{"fail/withdraw_above_the_ceiling", http.MethodDelete, "/admin/users/" + root.ID + "/consents/third", admTok, 403, "forbidden"},
+				{"fail/unknown_user_list", http.MethodGet, "/admin/users/usr_nobody/sessions", admTok, 404, "not_found"},
+				{"fail/unknown_user_end", http.MethodDelete, "/admin/users/usr_nobody/sessions/" + annSID, admTok, 404, "not_found"},
+				{"fail/unknown_sid", http.MethodDelete, "/admin/users/" + ann.ID + "/sessions/nope", admTok, 404, "not_found"},
+				{"fail/another_users_sid", http.MethodDelete, "/admin/users/" + ann.ID + "/sessions/" + rootSID, admTok, 404, "not_found"},
+				{"fail/unknown_consent", http.MethodDelete, "/admin/users/" + ann.ID + "/consents/first", admTok, 404, "not_found"},
+				{"fail/bad_cursor", http.MethodGet, "/admin/users/" + ann.ID + "/consents?cursor=x", admTok, 400, "invalid_request"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					d.c.Do(tc.method, tc.path, nil, "", tc.auth).ExpectError(tc.status, tc.code)
+				})
+			}
+			// The refused requests ended nothing.
+			for who, tok := range map[string]st.Option{"root": admTok, "adm": rootTok} {
+				id := map[string]string{"root": root.ID, "adm": adm.ID}[who]
+				if l := d.sessions(t, "/admin/users/"+id+"/sessions", tok); len(l.Items) != 1 {
+					t.Fatalf("%s's sessions after refusals: %+v", who, l)
+				}
+			}
+			if q := d.silent(t, hcAnn); q.Get("code") == "" {
+				t.Fatalf("ann's session ended by a refused request: %v", q)
+			}
+
+			var cl svConsentList
+			d.c.Get("/admin/users/"+ann.ID+"/consents", admTok).ExpectStatus(http.StatusOK).JSON(&cl)
+			if len(cl.Items) != 1 || cl.Items[0].ClientID != "third" {
+				t.Fatalf("ann's consents %+v", cl)
+			}
+			d.c.Delete("/admin/users/"+ann.ID+"/consents/third", admTok).ExpectStatus(http.StatusNoContent)
+			if ev := lastAudit(t, d.siDeployment, "consent.revoked"); ev.ActorID != adm.ID || ev.TargetID != ann.ID ||
+				ev.Details["client_id"] != "third" || ev.Details["via"] != "admin" {
+				t.Fatalf("consent.revoked %+v", ev)
+			}
+
+			d.c.Delete("/admin/users/"+ann.ID+"/sessions/"+annSID, admTok).ExpectStatus(http.StatusNoContent)
+			if q := d.silent(t, hcAnn); q.Get("error") != "login_required" {
+				t.Fatalf("the session an admin ended still signs in: %v", q)
+			}
+			if ev := lastAudit(t, d.siDeployment, "session.ended"); ev.ActorID != adm.ID || ev.TargetID != ann.ID ||
+				ev.Details["sid"] != annSID || ev.Details["reason"] != "admin" {
+				t.Fatalf("session.ended %+v", ev)
+			}
+			if l := d.sessions(t, "/admin/users/"+ann.ID+"/sessions", admTok); len(l.Items) != 0 {
+				t.Fatalf("after the admin ended it: %+v", l)
+			}
+			// A super_admin may end an admin's session.
+			d.c.Delete("/admin/users/"+adm.ID+"/sessions/"+admSID, rootTok).ExpectStatus(http.StatusNoContent)
+		})
+	}
+}
