@@ -377,3 +377,132 @@ func TestAdminSessionViews(t *testing.T) {
 		})
 	}
 }
+
+// postAccount posts the /account/sessions form with fields in hc, from
+// the page's own origin (origin "" sends none).
+func (d *svDeployment) postAccount(t *testing.T, hc *http.Client, origin string, fields url.Values) siPage {
+	t.Helper()
+	body := []byte(fields.Encode())
+	req, err := http.NewRequest(http.MethodPost, d.in.URL+"/account/sessions", strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	return siDo(t, hc, req, body)
+}
+
+// TestAccountSessionsPage: /account/sessions shows the person of the
+// browser session cookie their sessions (this one marked "This device",
+// with the user agent and the applications' names) and consents; its
+// forms refuse a POST without the CSRF token or from another site; "Sign
+// out" ends another session, "Withdraw" forgets a consent, and signing out
+// this device clears the cookie. Without a session: "You are not signed
+// in", no form.
+func TestAccountSessionsPage(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSessionViews(t, b)
+			d.fx.User(t, "bob@example.com", "bob's own passphrase 2", "user")
+			hcA, _ := d.browser(t, siEmail, siPassword, "browser-a")
+			hcB, _ := d.browser(t, siEmail, siPassword, "browser-b")
+			hcBob, _ := d.browser(t, "bob@example.com", "bob's own passphrase 2", "browser-bob")
+			third := d.oauth("third", d.thirdSecret, oidc.ScopeOpenID)
+			consent := siGet(t, hcA, third.AuthCodeURL("c", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+			d.callback(t, consent.submit(t, hcA, url.Values{"decision": {"allow"}}))
+			ann := d.bearer(t, siEmail, siPassword)
+			list := d.sessions(t, "/auth/sessions", ann)
+			sidA, sidB := list.sid(t, "browser-a"), list.sid(t, "browser-b")
+			bobSID := d.sessions(t, "/auth/sessions", d.bearer(t, "bob@example.com", "bob's own passphrase 2")).sid(t, "browser-bob")
+
+			anon := siGet(t, siBrowser(t), d.in.URL+"/account/sessions")
+			if anon.StatusCode != http.StatusOK || !strings.Contains(anon.body, "You are not signed in") || strings.Contains(anon.body, "<form") {
+				t.Fatalf("without a session: %d\n%s", anon.StatusCode, anon.body)
+			}
+
+			page := siGet(t, hcA, d.in.URL+"/account/sessions")
+			if page.StatusCode != http.StatusOK {
+				t.Fatalf("page: %d\n%s", page.StatusCode, page.body)
+			}
+			if csp := page.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") ||
+				!strings.Contains(csp, "form-action 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+				t.Fatalf("CSP %q", csp)
+			}
+			for _, want := range []string{"This device", "browser-a", "browser-b", "First App", "Third App",
+				`name="sid" value="` + sidA + `"`, `name="sid" value="` + sidB + `"`, `name="client_id" value="third"`} {
+				if !strings.Contains(page.body, want) {
+					t.Fatalf("the page lacks %q:\n%s", want, page.body)
+				}
+			}
+			if strings.Contains(page.body, bobSID) || strings.Contains(page.body, "browser-bob") {
+				t.Fatal("the page shows another person's session")
+			}
+			csrf := page.hiddenFields().Get("csrf_token")
+			self := d.in.URL
+
+			for _, tc := range []struct {
+				name   string
+				origin string
+				fields url.Values
+				status int
+			}{
+				{"fail/no_csrf_token", self, url.Values{"action": {"end_session"}, "sid": {sidB}}, http.StatusForbidden},
+				{"fail/wrong_csrf_token", self, url.Values{"csrf_token": {strings.Repeat("A", 43)}, "action": {"end_session"}, "sid": {sidB}}, http.StatusForbidden},
+				{"fail/cross_site", "https://evil.example", url.Values{"csrf_token": {csrf}, "action": {"end_session"}, "sid": {sidB}}, http.StatusForbidden},
+				{"fail/no_action", self, url.Values{"csrf_token": {csrf}, "sid": {sidB}}, http.StatusBadRequest},
+				// Another person's sid ends nothing (the page answers as for an ended one).
+				{"ok/another_users_sid", self, url.Values{"csrf_token": {csrf}, "action": {"end_session"}, "sid": {bobSID}}, http.StatusSeeOther},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					if got := d.postAccount(t, hcA, tc.origin, tc.fields); got.StatusCode != tc.status {
+						t.Fatalf("status %d, want %d\n%s", got.StatusCode, tc.status, got.body)
+					}
+				})
+			}
+			for name, hc := range map[string]*http.Client{"B": hcB, "bob": hcBob} {
+				if q := d.silent(t, hc); q.Get("code") == "" {
+					t.Fatalf("session %s ended by a refused form: %v", name, q)
+				}
+			}
+
+			if got := d.postAccount(t, hcA, self, url.Values{"csrf_token": {csrf}, "action": {"end_session"}, "sid": {sidB}}); got.StatusCode != http.StatusSeeOther ||
+				got.Header.Get("Location") != "/account/sessions" {
+				t.Fatalf("sign out B: %d %q", got.StatusCode, got.Header.Get("Location"))
+			}
+			if q := d.silent(t, hcB); q.Get("error") != "login_required" {
+				t.Fatalf("B still signed in: %v", q)
+			}
+			if got := d.postAccount(t, hcA, self, url.Values{"csrf_token": {csrf}, "action": {"withdraw"}, "client_id": {"third"}}); got.StatusCode != http.StatusSeeOther {
+				t.Fatalf("withdraw: %d\n%s", got.StatusCode, got.body)
+			}
+			if ev := lastAudit(t, d.siDeployment, "consent.revoked"); ev.Details["client_id"] != "third" || ev.Details["via"] != "self_service" {
+				t.Fatalf("consent.revoked %+v", ev)
+			}
+			after := siGet(t, hcA, d.in.URL+"/account/sessions")
+			if strings.Contains(after.body, sidB) || strings.Contains(after.body, `name="client_id"`) || !strings.Contains(after.body, sidA) {
+				t.Fatalf("after signing out B and withdrawing:\n%s", after.body)
+			}
+
+			out := d.postAccount(t, hcA, self, url.Values{"csrf_token": {csrf}, "action": {"end_session"}, "sid": {sidA}})
+			if out.StatusCode != http.StatusOK || !strings.Contains(out.body, "You are signed out") {
+				t.Fatalf("sign out this device: %d\n%s", out.StatusCode, out.body)
+			}
+			var cleared bool
+			for _, c := range out.Cookies() {
+				cleared = cleared || c.Name == "portcullis-session" && c.MaxAge < 0
+			}
+			if !cleared {
+				t.Fatalf("signing out this device kept the cookie: %v", out.Header["Set-Cookie"])
+			}
+			if q := d.silent(t, hcA); q.Get("error") != "login_required" {
+				t.Fatalf("A still signed in: %v", q)
+			}
+			if l := d.sessions(t, "/auth/sessions", ann); len(l.Items) != 0 {
+				t.Fatalf("sessions left %+v", l)
+			}
+		})
+	}
+}

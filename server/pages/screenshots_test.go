@@ -2,6 +2,8 @@ package pages_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"flag"
 	"image/png"
 	"net/http"
@@ -9,12 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 var updateScreenshots = flag.Bool("update-screenshots", false,
@@ -173,10 +177,63 @@ func TestScreenshots(t *testing.T) {
 	expect(open(t, ctx, authorize("https://evil.example/callback")), http.StatusBadRequest, "authorize error")
 	shoot("authorize-error")
 
+	// The sessions page: Lena's session in this browser (with the photo
+	// album she used) and one on her phone, her consent to the album; then
+	// signing out this device, and the page without a session.
+	seedAccount(t, d, "lena@example.com", "photos")
+	expect(open(t, ctx, d.in.URL+"/account/sessions"), http.StatusOK, "account sessions")
+	mustContain(t, "the sessions page", text(t, ctx), "This device", "Photo Album", "iPhone", "Withdraw")
+	shoot("account-sessions")
+	expect(submit(t, ctx), http.StatusOK, "sign out this device") // the first button: this device
+	mustContain(t, "signed out", text(t, ctx), "You are signed out")
+	shoot("account-signed-out")
+	expect(open(t, ctx, d.in.URL+"/account/sessions"), http.StatusOK, "account sessions, signed out")
+	mustContain(t, "not signed in", text(t, ctx), "You are not signed in")
+	shoot("account-not-signed-in")
+
 	// Every screenshot has its committed counterpart.
 	for _, n := range names {
 		if _, err := os.Stat(filepath.Join(screenshotDir, n)); err != nil {
 			t.Errorf("docs/screenshots/%s is missing; run: go test ./server/pages -run TestScreenshots -update-screenshots", n)
 		}
+	}
+}
+
+// seedAccount gives the user's live browser session a grant to clientID,
+// a second session on a phone and a remembered consent to clientID, for
+// the sessions page's screenshots.
+func seedAccount(t *testing.T, d *deployment, email, clientID string) {
+	t.Helper()
+	ctx := context.Background()
+	core := d.in.App.Core
+	u, err := core.Store.GetUserByEmail(ctx, email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	live, err := d.in.App.BrowserSessions.ListBrowserSessions(ctx, u.ID, now)
+	if err != nil || len(live) != 1 {
+		t.Fatalf("%s's sessions: %v, %v", email, live, err)
+	}
+	if err := d.in.App.BrowserSessions.AddBrowserSessionClient(ctx, live[0].ID, clientID); err != nil {
+		t.Fatal(err)
+	}
+	cookie := make([]byte, 32)
+	if _, err := rand.Read(cookie); err != nil {
+		t.Fatal(err)
+	}
+	phone := store.BrowserSession{ID: "phone-session", UserID: u.ID, AuthTime: now.Add(-26 * time.Hour), AMR: []string{"pwd"},
+		Remember: true, CreatedAt: now.Add(-26 * time.Hour), LastUsedAt: now.Add(-3 * time.Hour), IdleTTL: 48 * time.Hour,
+		AbsoluteExpiry: now.Add(100 * time.Hour), IP: "203.0.113.7",
+		UserAgent: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"}
+	if err := d.in.App.BrowserSessions.CreateBrowserSession(ctx, phone, cookie); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.in.App.BrowserSessions.AddBrowserSessionClient(ctx, phone.ID, clientID); err != nil {
+		t.Fatal(err)
+	}
+	if err := core.Store.PutConsent(ctx, store.Consent{UserID: u.ID, ClientID: clientID,
+		Scopes: []string{"email", "openid", "profile"}, GrantedAt: now.Add(-26 * time.Hour)}); err != nil {
+		t.Fatal(err)
 	}
 }
