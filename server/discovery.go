@@ -180,6 +180,9 @@ func (d *discovery) metadata() []byte {
 		m["claims_parameter_supported"] = false
 		m["claims_supported"] = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "amr",
 			"azp", "email", "email_verified", "name", "roles", "scope", "client_id", "jti"}
+		m["end_session_endpoint"] = iss + "/oauth2/logout"
+		m["backchannel_logout_supported"] = true
+		m["backchannel_logout_session_supported"] = true
 	}
 	b, _ := json.Marshal(m)
 	return b

@@ -33,6 +33,8 @@ const (
 	// siCallback is the relying parties' redirect URI; the tests never
 	// follow it, they read the 303's Location (or the form_post document).
 	siCallback = "https://rp.example/callback"
+	// siPostLogout is "first" and "third"'s registered post-logout URI.
+	siPostLogout = "https://rp.example/post_logout_redirect"
 )
 
 // siDeployment is a running instance with a user and three code-flow
@@ -59,9 +61,9 @@ func newSignIn(t *testing.T, backend st.Backend, settings ...map[string]string) 
 	code := []string{"authorization_code", "refresh_token"}
 	d := &siDeployment{in: in}
 	d.thirdSecret = fx.Client(t, clients.Spec{ID: "third", Name: "Third App", Grants: code, RedirectURIs: []string{siCallback},
-		LogoURI: "https://rp.example/logo.png"})
+		PostLogoutRedirectURIs: []string{siPostLogout}, LogoURI: "https://rp.example/logo.png"})
 	d.firstSecret = fx.Client(t, clients.Spec{ID: "first", Name: "First App", Grants: code, RedirectURIs: []string{siCallback},
-		FirstParty: true})
+		PostLogoutRedirectURIs: []string{siPostLogout}, FirstParty: true})
 	fx.Client(t, clients.Spec{ID: "spa", Name: "SPA", Public: true, Grants: code, RedirectURIs: []string{siCallback}})
 	p, err := oidc.NewProvider(context.Background(), in.Config.Issuer)
 	if err != nil {

@@ -30,14 +30,13 @@ type Consents interface {
 
 // SessionEnder ends one browser session: the one routine of server/signout
 // (signout.Ender.End, adapted in server/app because package signout
-// imports this one). why is a signout.Why* constant; actorID and m are the
-// event's actor and request.
+// imports this one). byAdmin picks the reason (signout.WhyAdmin, else
+// signout.WhySelfService); actorID and m are the event's actor and request.
 type SessionEnder interface {
-	EndBrowserSession(ctx context.Context, bs store.BrowserSession, why, actorID string, m Meta) error
+	EndBrowserSession(ctx context.Context, bs store.BrowserSession, byAdmin bool, actorID string, m Meta) error
 }
 
-// Reasons a session view ends a browser session (signout.WhySelfService,
-// signout.WhyAdmin; repeated here because signout imports this package).
+// details.via of consent.revoked: the person themself or an admin.
 const (
 	viaSelfService = "self_service"
 	viaAdmin       = "admin"
@@ -103,7 +102,7 @@ func (s *Service) EndOwnSession(ctx context.Context, actor Actor, sid string) er
 	if err != nil {
 		return err
 	}
-	return s.endSession(ctx, a.ID, sid, viaSelfService, actor)
+	return s.endSession(ctx, a.ID, sid, false, actor)
 }
 
 // OwnConsents returns one page of the actor's remembered consents, newest
@@ -148,7 +147,7 @@ func (s *Service) EndUserSession(ctx context.Context, actor Actor, userID, sid s
 	if err != nil {
 		return err
 	}
-	return s.endSession(ctx, t.ID, sid, viaAdmin, Actor{ID: a.ID, Meta: actor.Meta})
+	return s.endSession(ctx, t.ID, sid, true, Actor{ID: a.ID, Meta: actor.Meta})
 }
 
 // UserConsents returns one page of a user's remembered consents (404 for an
@@ -204,7 +203,7 @@ func (s *Service) consentPage(ctx context.Context, userID, cursor string, limit 
 // endSession ends the live browser session sid of userID through the one
 // signout routine. A sid that is not one of userID's live sessions is 404,
 // so another user's session is never revealed.
-func (s *Service) endSession(ctx context.Context, userID, sid, why string, actor Actor) error {
+func (s *Service) endSession(ctx context.Context, userID, sid string, byAdmin bool, actor Actor) error {
 	if s.browser == nil || s.ender == nil {
 		return internal("end a browser session", errors.New("no browser session store or ender"))
 	}
@@ -219,7 +218,7 @@ func (s *Service) endSession(ctx context.Context, userID, sid, why string, actor
 	if i < 0 {
 		return errSessionNotFound
 	}
-	if err := s.ender.EndBrowserSession(ctx, list[i], why, actor.ID, actor.Meta); err != nil {
+	if err := s.ender.EndBrowserSession(ctx, list[i], byAdmin, actor.ID, actor.Meta); err != nil {
 		return storeErr("end a browser session", err, nil)
 	}
 	return nil

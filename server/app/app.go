@@ -35,6 +35,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/pages"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
+	"github.com/portcullis-auth/portcullis/server/signout"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/redisstate"
@@ -235,6 +236,9 @@ type App struct {
 	// remembered consents are Core.Store's (store.Consents).
 	Once            store.SingleUse
 	BrowserSessions store.BrowserSessions
+	// Ender is the one routine that ends a browser session (logout, the
+	// session views, a login as someone else).
+	Ender *signout.Ender
 
 	metricsAddr atomic.Pointer[net.Addr] // bound PORTCULLIS_METRICS_ADDR, once listening
 }
@@ -287,14 +291,14 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	}})
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true})
 	srv.MountOAuth(tokens)
-	ender := interimEnder{st: states.Browser, audit: core.Audit}
+	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Audit: core.Audit}
 	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter,
 		accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}})
 	if err != nil {
 		return nil, err
 	}
 	srv.MountAccounts(acc, tokens)
-	signIn, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker)
+	signIn, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker, ender)
 	if err != nil {
 		return nil, err
 	}
@@ -307,14 +311,14 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, states: states,
-		Once: states.Once, BrowserSessions: states.Browser}, nil
+		Once: states.Once, BrowserSessions: states.Browser, Ender: ender}, nil
 }
 
 // signInDeps wires browser sign-in: the browser session cookie over the
 // token state, and server/authorize over the clients, the id token hints,
 // the policy, the single-use records and the remembered consents.
 func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, cl *clients.Cache,
-	tokens *token.Service, checker *passcheck.Checker) (pages.SignInDeps, error) {
+	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender) (pages.SignInDeps, error) {
 	browser, err := browsersession.New(states.Browser, browsersession.Config{IdleTTL: cfg.SessionIdleTTL, MaxAge: cfg.SessionMaxAge})
 	if err != nil {
 		return pages.SignInDeps{}, err
@@ -323,7 +327,7 @@ func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenSta
 		Sessions: states.Browser, Users: core.Store, Consents: core.Store, Audit: core.Audit, CodeTTL: cfg.AuthCodeTTL,
 		RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
-		Rehasher: tokens}, nil
+		Rehasher: tokens, Hints: tokens, Clients: cl, Ender: ender}, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client

@@ -93,6 +93,11 @@ type Start struct {
 	// Who asked, shown in the list of the person's sessions.
 	IP        string
 	UserAgent string
+	// ClientIDs and Grants a re-login of the same person carries over from
+	// the session it replaces (signout.CarryGrants), so that ending the new
+	// session still ends them.
+	ClientIDs []string
+	Grants    []store.SessionGrant
 }
 
 // Start stores a new session under a fresh random cookie value and returns
@@ -118,7 +123,7 @@ func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.Browse
 	bs := store.BrowserSession{
 		ID: base64.RawURLEncoding.EncodeToString(idRaw), UserID: s.UserID, AuthTime: auth, AMR: slices.Clone(s.AMR),
 		Remember: s.Remember, CreatedAt: now, LastUsedAt: now, IdleTTL: m.cfg.IdleTTL, AbsoluteExpiry: now.Add(m.cfg.MaxAge),
-		IP: s.IP, UserAgent: s.UserAgent,
+		IP: s.IP, UserAgent: s.UserAgent, ClientIDs: slices.Clone(s.ClientIDs), Grants: slices.Clone(s.Grants),
 	}
 	if err := m.st.CreateBrowserSession(ctx, bs, Hash(value)); err != nil {
 		return store.BrowserSession{}, nil, fmt.Errorf("browsersession: store the session: %w", err)

@@ -53,6 +53,9 @@ type relyingParty struct {
 	pending   map[string]rpPending
 	callbacks []url.Values // every authorization response received
 	errs      []string
+	tokens    []*oauth2.Token // every token response, with its id token
+	idTokens  []string
+	logouts   int
 }
 
 // newRelyingParty serves a relying party for client id (secret "" for a
@@ -74,6 +77,10 @@ func newRelyingParty(t *testing.T, issuer string, ln net.Listener, id, secret st
 	mux.HandleFunc("GET /signin", rp.signIn)
 	mux.HandleFunc("GET /callback", rp.callback)
 	mux.HandleFunc("POST /callback", rp.callback) // response_mode=form_post
+	mux.HandleFunc("GET /logout", rp.logout)
+	mux.HandleFunc("GET /logged-out", func(w http.ResponseWriter, r *http.Request) {
+		rp.page(w, http.StatusOK, `<p>Signed out; state <span id="state">`+html.EscapeString(r.URL.Query().Get("state"))+`</span></p>`)
+	})
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -165,7 +172,37 @@ func (rp *relyingParty) callback(w http.ResponseWriter, r *http.Request) {
 		fail("at_hash: %v", err)
 		return
 	}
+	rp.mu.Lock()
+	rp.tokens, rp.idTokens = append(rp.tokens, tok), append(rp.idTokens, raw)
+	rp.mu.Unlock()
 	rp.page(w, http.StatusOK, `<p>Signed in as <span id="sub">`+html.EscapeString(idt.Subject)+`</span></p>`)
+}
+
+// PostLogoutURI is where the relying party asks to come back after signing out.
+func (rp *relyingParty) PostLogoutURI() string { return rp.URL + "/logged-out" }
+
+// logout is RP-initiated logout: the last id token as id_token_hint, the
+// registered post-logout URI and a fresh state.
+func (rp *relyingParty) logout(w http.ResponseWriter, r *http.Request) {
+	rp.mu.Lock()
+	rp.logouts++
+	q := url.Values{"post_logout_redirect_uri": {rp.PostLogoutURI()}, "state": {fmt.Sprintf("bye-%d", rp.logouts)}}
+	if n := len(rp.idTokens); n > 0 {
+		q.Set("id_token_hint", rp.idTokens[n-1])
+	}
+	rp.mu.Unlock()
+	http.Redirect(w, r, rp.issuer+"/oauth2/logout?"+q.Encode(), http.StatusFound)
+}
+
+// lastToken is the last token response the relying party got.
+func (rp *relyingParty) lastToken(t *testing.T) *oauth2.Token {
+	t.Helper()
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if len(rp.tokens) == 0 {
+		t.Fatal("the relying party got no tokens")
+	}
+	return rp.tokens[len(rp.tokens)-1]
 }
 
 // lastCallback is the last authorization response the relying party got.

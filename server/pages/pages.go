@@ -134,6 +134,15 @@ func New(cfg Config, d Deps) (*Pages, error) {
 		if si.Users == nil {
 			missing = append(missing, "SignIn.Users")
 		}
+		if si.Ender == nil {
+			missing = append(missing, "SignIn.Ender")
+		}
+		if si.Hints == nil {
+			missing = append(missing, "SignIn.Hints")
+		}
+		if si.Clients == nil {
+			missing = append(missing, "SignIn.Clients")
+		}
 		if si.Audit == nil {
 			d.SignIn.Audit = discardAudit{}
 		}
@@ -200,6 +209,7 @@ func (p *Pages) Register(e *echo.Echo) {
 	e.GET(AssetsPath+":name", p.asset)
 	if p.si.Flow != nil {
 		p.registerSignIn(e)
+		p.registerLogout(e)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
+	"github.com/portcullis-auth/portcullis/server/signout"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -179,6 +180,12 @@ type SignInDeps struct {
 	Rehasher Rehasher // may be nil: hashes are then upgraded at the next password grant
 	Now      func() time.Time
 	Accounts Accounts // ChangePassword of the change-password step; Deps.Accounts when nil
+	// Signing out: id_token_hint checks, clients' post-logout URIs and the
+	// one routine that ends a browser session (also at a login as someone
+	// else).
+	Hints   HintParser
+	Clients ClientReader
+	Ender   SessionEnder
 	// Views serves /account/sessions when set.
 	Views SessionViews
 }
@@ -509,24 +516,32 @@ func (p *Pages) login(c echo.Context, id string) error {
 
 // startSession ends the browser's old session (signing in, as another user
 // or again, never keeps the old cookie value: no session fixation), starts
-// a new one and sets its cookie. It records session.started.
+// a new one and sets its cookie. A login as someone else ends the old
+// session through the one routine (its grants end, back-channel logout is
+// sent); a new login of the same person carries the old session's grants
+// into the new one, so signing out later still ends them. It records
+// session.started.
 func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID string, authTime time.Time,
 	remember bool, clientID string) (*store.BrowserSession, error) {
 	ctx, m := c.Request().Context(), meta(c)
-	if old != nil {
+	m.ClientID = clientID
+	clientIDs, grants := signout.CarryGrants(old, userID)
+	switch {
+	case old == nil:
+	case old.UserID != userID:
+		if err := p.si.Ender.End(ctx, *old, signout.Reason{Why: signout.WhyAnotherUser, ActorID: userID, Meta: m}); err != nil {
+			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
+	default:
 		if err := p.si.Browser.End(ctx, old.ID); err != nil {
 			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 		}
-		reason := "login"
-		if old.UserID != userID {
-			reason = "another_user"
-		}
 		p.si.Audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: userID,
 			TargetID: old.UserID, ClientID: clientID, IP: m.IP, UserAgent: m.UserAgent,
-			Details: map[string]string{"sid": old.ID, "reason": reason, "kind": "browser"}})
+			Details: map[string]string{"sid": old.ID, "reason": signout.WhyLogin, "kind": "browser"}})
 	}
 	bs, ck, err := p.si.Browser.Start(ctx, browsersession.Start{UserID: userID, AuthTime: authTime, AMR: []string{"pwd"},
-		Remember: remember, IP: m.IP, UserAgent: m.UserAgent}, p.secure(c))
+		Remember: remember, IP: m.IP, UserAgent: m.UserAgent, ClientIDs: clientIDs, Grants: grants}, p.secure(c))
 	if err != nil {
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}

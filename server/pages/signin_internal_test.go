@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/signout"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -228,6 +230,58 @@ func (m *memSessions) EndBrowserSession(_ context.Context, id string, _ time.Tim
 	return nil
 }
 
+// addGrants gives every live session of user the grants (as the flow
+// records them when it issues codes).
+func (m *memSessions) addGrants(userID string, gs ...store.SessionGrant) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for h, s := range m.byHash {
+		if s.UserID == userID && !m.ended[s.ID] {
+			s.Grants = append(s.Grants, gs...)
+			m.byHash[h] = s
+		}
+	}
+}
+
+// grantsOf returns the grants of user's live sessions.
+func (m *memSessions) grantsOf(userID string) []store.SessionGrant {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.SessionGrant
+	for _, s := range m.byHash {
+		if s.UserID == userID && !m.ended[s.ID] {
+			out = append(out, s.Grants...)
+		}
+	}
+	return out
+}
+
+// endedGrants records the sids signout.Ender ends.
+type endedGrants struct {
+	mu   sync.Mutex
+	sids []string
+}
+
+func (e *endedGrants) EndGrants(_ context.Context, sids []string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.sids = append(e.sids, sids...)
+	return nil
+}
+
+// refusedHints refuses every id_token_hint; noClients knows no client.
+type refusedHints struct{}
+
+func (refusedHints) ParseIDTokenHint(string) (token.IDClaims, error) {
+	return token.IDClaims{}, errors.New("not ours")
+}
+
+type noClients struct{}
+
+func (noClients) GetClient(context.Context, string) (store.Client, error) {
+	return store.Client{}, store.ErrNotFound
+}
+
 // fakeAccounts implements the change-password step's ChangePassword.
 type fakeAccounts struct {
 	Accounts
@@ -251,20 +305,22 @@ type signinEnv struct {
 	store   *memSessions
 	acc     *fakeAccounts
 	rehash  *rehashes
+	grants  *endedGrants
 }
 
 func newSigninEnv(t *testing.T) *signinEnv {
 	t.Helper()
 	env := &signinEnv{flow: &scriptedFlow{}, checker: &fakeChecker{}, users: &fakeUsers{}, audit: &auditLog{},
 		store: &memSessions{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}, acc: &fakeAccounts{},
-		rehash: &rehashes{}}
+		rehash: &rehashes{}, grants: &endedGrants{}}
 	mgr, err := browsersession.New(env.store, browsersession.Config{IdleTTL: time.Hour, MaxAge: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := New(Config{ProductName: "Portcullis"}, Deps{Accounts: env.acc, Sessions: noSessions{},
 		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit,
-			Rehasher: env.rehash}})
+			Rehasher: env.rehash, Hints: refusedHints{}, Clients: noClients{},
+			Ender: &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,17 +526,31 @@ func TestLogin(t *testing.T) {
 
 // TestLoginEndsTheOldSession: signing in again, as another user or the
 // same one, ends the browser's old session first and sets a new cookie
-// value (no session fixation).
+// value (no session fixation). A login as someone else ends the old
+// session's non-offline grants; a new login of the same person carries
+// them into the new session.
 func TestLoginEndsTheOldSession(t *testing.T) {
-	for _, tc := range []struct{ name, second, reason string }{
-		{"ok/another_user", "bob@example.com", "another_user"},
-		{"ok/same_user_again", "ann@example.com", "login"},
+	grants := []store.SessionGrant{{SID: "g-online", ClientID: "web"}, {SID: "g-offline", ClientID: "web", Offline: true}}
+	for _, tc := range []struct {
+		name, second, reason string
+		ended                []string
+		carried              int
+	}{
+		{"ok/another_user", "bob@example.com", "another_user", []string{"g-online"}, 0},
+		{"ok/same_user_again", "ann@example.com", "login", nil, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := newSigninEnv(t)
 			hc := env.browser(t)
 			first := sessionCookie(env.signIn(t, hc, "ann@example.com", "right", false))
+			env.store.addGrants("usr_ann", grants...)
 			second := sessionCookie(env.signIn(t, hc, tc.second, "right", false))
+			if !slices.Equal(env.grants.sids, tc.ended) {
+				t.Fatalf("grants ended %v, want %v", env.grants.sids, tc.ended)
+			}
+			if got := env.store.grantsOf("usr_ann"); len(got) != tc.carried {
+				t.Fatalf("grants in ann's live session %v, want %d", got, tc.carried)
+			}
 			if first == nil || second == nil || first.Value == second.Value {
 				t.Fatalf("cookies %v / %v: want two different values", first, second)
 			}

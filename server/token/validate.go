@@ -375,19 +375,41 @@ func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any,
 // the published, non-revoked keys, typ JWT, issued by this issuer. An
 // expired hint is fine (it only names the user). It returns the subject.
 func (s *Service) VerifyIDTokenHint(raw string) (string, error) {
+	c, err := s.ParseIDTokenHint(raw)
+	return c.Subject, err
+}
+
+// ParseIDTokenHint is VerifyIDTokenHint returning the hint's claims (RP-Initiated
+// Logout 1.0 §2 compares its aud with client_id and its sid with the
+// browser session's grants).
+func (s *Service) ParseIDTokenHint(raw string) (IDClaims, error) {
 	if raw == "" || len(raw) > maxTokenLen || strings.Count(raw, ".") != 2 {
-		return "", errTokenInvalid
+		return IDClaims{}, errTokenInvalid
 	}
 	payload, _, err := s.signer.VerifyTyped(raw, TypeIDToken)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errTokenInvalid, err)
+		return IDClaims{}, fmt.Errorf("%w: %v", errTokenInvalid, err)
 	}
 	var c IDClaims
 	if err := json.Unmarshal(payload, &c); err != nil {
-		return "", fmt.Errorf("%w: claims: %v", errTokenInvalid, err)
+		return IDClaims{}, fmt.Errorf("%w: claims: %v", errTokenInvalid, err)
 	}
 	if c.Issuer != s.cfg.Issuer || c.Subject == "" {
-		return "", fmt.Errorf("%w: issuer or subject", errTokenInvalid)
+		return IDClaims{}, fmt.Errorf("%w: issuer or subject", errTokenInvalid)
 	}
-	return c.Subject, nil
+	return c, nil
+}
+
+// EndGrants ends the sessions (refresh families, and every access token
+// carrying their sid) of the given grants, on every instance: the grants of
+// an ended browser session. Unknown sids are not an error: a code not yet
+// redeemed is voided too (its redemption revokes what it issues).
+func (s *Service) EndGrants(ctx context.Context, sids []string) error {
+	now := s.now()
+	for _, sid := range sids {
+		if err := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "end a grant of a browser session", "sid", sid); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -1,0 +1,297 @@
+package server_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"golang.org/x/oauth2"
+
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+// The OpenID Foundation's RP-Initiated Logout plan
+// (oidcc-rp-initiated-logout-certification-test-plan), mirrored like
+// TestOIDCConformance: each module a subtest named like it, with the
+// suite's checks, against the real server with x/oauth2 + go-oidc as the
+// relying party. Each module signs in through the login page, then sends
+// the logout request of the module from the same browser, and checks that
+// the browser is signed out afterwards (prompt=none answers login_required)
+// or, where the module expects a confirmation, that nothing redirects
+// before it and only the registered URI after it.
+
+// logoutEnv is one logout module's browser signed in at "first".
+type logoutEnv struct {
+	*oidccEnv
+	conf  *oauth2.Config
+	login oidccLogin
+}
+
+// logoutURL is the end_session_endpoint with params.
+func (l *logoutEnv) logoutURL(params url.Values) string {
+	u := l.d.in.URL + "/oauth2/logout"
+	if len(params) > 0 {
+		u += "?" + params.Encode()
+	}
+	return u
+}
+
+// expectSignedOut checks that the browser's session is over: prompt=none
+// answers login_required, and the grant's refresh token (no
+// offline_access) is dead.
+func (l *logoutEnv) expectSignedOut(t *testing.T) {
+	t.Helper()
+	r := l.run(t, l.authURL(l.conf, "after", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+		oauth2.SetAuthURLParam("prompt", "none")))
+	expectError(t, r, "after", "login_required")
+	if l.login.tok.RefreshToken != "" {
+		l.d.in.Client(t).PostForm("/oauth2/token", st.RefreshForm(l.login.tok.RefreshToken), st.Basic("first", l.d.firstSecret)).
+			ExpectError(http.StatusBadRequest, "invalid_grant")
+	}
+	l.d.in.Client(t).Get("/userinfo", st.Bearer(l.login.tok.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
+}
+
+// expectSignedIn checks that the browser's session still works.
+func (l *logoutEnv) expectSignedIn(t *testing.T) {
+	t.Helper()
+	r := l.run(t, l.authURL(l.conf, "still", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+		oauth2.SetAuthURLParam("prompt", "none")))
+	if r.params.Get("code") == "" {
+		t.Fatalf("the session ended before the confirmation: %v", r.params)
+	}
+}
+
+// expectConfirmation checks p is the confirmation page (200, no
+// redirect), confirms it, and returns the answer to the confirmation.
+func (l *logoutEnv) expectConfirmation(t *testing.T, p siPage) siPage {
+	t.Helper()
+	if p.StatusCode != http.StatusOK || p.Header.Get("Location") != "" ||
+		!strings.Contains(p.body, `name="decision" value="logout"`) {
+		t.Fatalf("want the confirmation page, got %d (Location %q):\n%s", p.StatusCode, p.Header.Get("Location"), p.body)
+	}
+	l.expectSignedIn(t)
+	return p.submit(t, l.hc, url.Values{"decision": {"logout"}})
+}
+
+// expectSignedOutPage checks p is the signed-out page, not a redirect.
+func expectSignedOutPage(t *testing.T, p siPage) {
+	t.Helper()
+	if p.StatusCode != http.StatusOK || p.Header.Get("Location") != "" || !strings.Contains(p.body, "You are signed out") {
+		t.Fatalf("want the signed-out page, got %d (Location %q):\n%s", p.StatusCode, p.Header.Get("Location"), p.body)
+	}
+}
+
+// expectPostLogoutRedirect checks p is a 303 to the registered post-logout
+// URI with exactly the state sent (none when "").
+func expectPostLogoutRedirect(t *testing.T, p siPage, state string) {
+	t.Helper()
+	loc := p.Header.Get("Location")
+	u, err := url.Parse(loc)
+	if p.StatusCode != http.StatusSeeOther || err != nil || u.Scheme+"://"+u.Host+u.Path != siPostLogout {
+		t.Fatalf("want 303 to %s, got %d Location %q:\n%s", siPostLogout, p.StatusCode, loc, p.body)
+	}
+	if got := u.Query(); got.Get("state") != state || (state == "" && got.Has("state")) || len(got) > 1 {
+		t.Fatalf("post-logout redirect query %v, want state %q only", got, state)
+	}
+}
+
+// forgeHint returns the id token re-signed by a key that is not ours (same
+// claims, a kid of ours).
+func forgeHint(t *testing.T, raw string) string {
+	t.Helper()
+	parts := strings.Split(raw, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	var h struct{ Kid string }
+	_ = json.Unmarshal(head, &h)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: priv},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", h.Kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	out, err := jwt.Signed(sig).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// unsignedHint is oidcc-rp-initiated-logout-modified-id-token-hint's
+// hint: the id token with alg none and no signature.
+func unsignedHint(raw string) string {
+	parts := strings.Split(raw, ".")
+	head := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
+	return head + "." + parts[1] + "."
+}
+
+var logoutModules = []struct {
+	name string
+	run  func(t *testing.T, l *logoutEnv)
+}{
+	{"oidcc-rp-initiated-logout", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"id_token_hint": {l.login.raw},
+			"post_logout_redirect_uri": {siPostLogout}, "state": {"s t&a=te"}}))
+		expectPostLogoutRedirect(t, p, "s t&a=te")
+		l.expectSignedOut(t)
+	}},
+	{"oidcc-rp-initiated-logout-no-state", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"id_token_hint": {l.login.raw}, "post_logout_redirect_uri": {siPostLogout}}))
+		expectPostLogoutRedirect(t, p, "")
+		l.expectSignedOut(t)
+	}},
+	{"oidcc-rp-initiated-logout-bad-post-logout-redirect-uri", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"id_token_hint": {l.login.raw},
+			"post_logout_redirect_uri": {"https://rp.example/elsewhere"}, "state": {"x"}}))
+		expectSignedOutPage(t, l.expectConfirmation(t, p))
+		l.expectSignedOut(t)
+	}},
+	{"oidcc-rp-initiated-logout-query-added-to-post-logout-redirect-uri", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"id_token_hint": {l.login.raw},
+			"post_logout_redirect_uri": {siPostLogout + "?foo=bar"}, "state": {"x"}}))
+		expectSignedOutPage(t, l.expectConfirmation(t, p))
+		l.expectSignedOut(t)
+	}},
+	{"oidcc-rp-initiated-logout-modified-id-token-hint", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"id_token_hint": {unsignedHint(l.login.raw)},
+			"post_logout_redirect_uri": {siPostLogout}, "state": {"x"}}))
+		expectSignedOutPage(t, l.expectConfirmation(t, p))
+		l.expectSignedOut(t)
+	}},
+	{"oidcc-rp-initiated-logout-bad-id-token-hint", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"id_token_hint": {forgeHint(t, l.login.raw)},
+			"post_logout_redirect_uri": {siPostLogout}, "state": {"x"}}))
+		expectSignedOutPage(t, l.expectConfirmation(t, p))
+		l.expectSignedOut(t)
+	}},
+	{"oidcc-rp-initiated-logout-no-id-token-hint", func(t *testing.T, l *logoutEnv) {
+		// client_id confirms the URI, so after the confirmation the
+		// person goes back to it with state.
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"client_id": {"first"},
+			"post_logout_redirect_uri": {siPostLogout}, "state": {"nohint"}}))
+		expectPostLogoutRedirect(t, l.expectConfirmation(t, p), "nohint")
+		l.expectSignedOut(t)
+	}},
+	{"oidcc-rp-initiated-logout-no-params", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(nil))
+		expectSignedOutPage(t, l.expectConfirmation(t, p))
+		l.expectSignedOut(t)
+	}},
+	{"oidcc-rp-initiated-logout-no-post-logout-redirect-uri", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"id_token_hint": {l.login.raw}, "state": {"x"}}))
+		expectSignedOutPage(t, p)
+		l.expectSignedOut(t)
+	}},
+	{"oidcc-rp-initiated-logout-only-state", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"state": {"only"}}))
+		expectSignedOutPage(t, l.expectConfirmation(t, p))
+		l.expectSignedOut(t)
+	}},
+	// Not modules of the plan; the contract's other refusals.
+	{"portcullis-logout-hint-aud-differs-from-client-id", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"id_token_hint": {l.login.raw}, "client_id": {"third"},
+			"post_logout_redirect_uri": {siPostLogout}, "state": {"x"}}))
+		expectSignedOutPage(t, l.expectConfirmation(t, p))
+		l.expectSignedOut(t)
+	}},
+	{"portcullis-logout-post-form", func(t *testing.T, l *logoutEnv) {
+		body := []byte(url.Values{"id_token_hint": {l.login.raw}, "post_logout_redirect_uri": {siPostLogout},
+			"state": {"posted"}}.Encode())
+		req, err := http.NewRequest(http.MethodPost, l.logoutURL(nil), strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		expectPostLogoutRedirect(t, siDo(t, l.hc, req, body), "posted")
+		l.expectSignedOut(t)
+	}},
+	{"portcullis-logout-repeated-parameter", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(nil)+"?state=a&state=b")
+		if p.StatusCode != http.StatusBadRequest || p.Header.Get("Location") != "" {
+			t.Fatalf("repeated state: %d (Location %q)", p.StatusCode, p.Header.Get("Location"))
+		}
+		l.expectSignedIn(t)
+	}},
+	{"portcullis-logout-stay-signed-in", func(t *testing.T, l *logoutEnv) {
+		p := siGet(t, l.hc, l.logoutURL(nil))
+		stay := p.submit(t, l.hc, url.Values{"decision": {"stay"}})
+		if stay.StatusCode != http.StatusOK || !strings.Contains(stay.body, "still signed in") {
+			t.Fatalf("stay: %d\n%s", stay.StatusCode, stay.body)
+		}
+		l.expectSignedIn(t)
+	}},
+	{"portcullis-logout-confirmation-needs-csrf", func(t *testing.T, l *logoutEnv) {
+		body := []byte(url.Values{"decision": {"logout"}, "csrf_token": {strings.Repeat("A", 43)}}.Encode())
+		req, err := http.NewRequest(http.MethodPost, l.d.in.URL+"/logout", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if p := siDo(t, l.hc, req, body); p.StatusCode != http.StatusForbidden {
+			t.Fatalf("a confirmation without the page's CSRF token: %d", p.StatusCode)
+		}
+		l.expectSignedIn(t)
+	}},
+	{"portcullis-logout-keeps-offline-grants", func(t *testing.T, l *logoutEnv) {
+		offline := l.signIn(t, l.d.oauth("first", l.d.firstSecret, oidc.ScopeOpenID, oidc.ScopeOfflineAccess))
+		p := siGet(t, l.hc, l.logoutURL(url.Values{"id_token_hint": {l.login.raw}, "post_logout_redirect_uri": {siPostLogout}}))
+		expectPostLogoutRedirect(t, p, "")
+		l.expectSignedOut(t)
+		l.d.in.Client(t).PostForm("/oauth2/token", st.RefreshForm(offline.tok.RefreshToken), st.Basic("first", l.d.firstSecret)).
+			ExpectStatus(http.StatusOK)
+	}},
+}
+
+// TestRPInitiatedLogout runs the RP-Initiated Logout plan on PostgreSQL +
+// Redis and on the embedded store.
+func TestRPInitiatedLogout(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b)
+			fx := st.NewFixtures(t, d.in.App.Core)
+			t.Run("oidcc-rp-initiated-logout-discovery-endpoint-verification", func(t *testing.T) {
+				t.Parallel()
+				var m struct {
+					EndSession string `json:"end_session_endpoint"`
+				}
+				if err := d.provider.Claims(&m); err != nil || m.EndSession != d.in.Config.Issuer+"/oauth2/logout" {
+					t.Fatalf("end_session_endpoint %q (%v)", m.EndSession, err)
+				}
+			})
+			for i, m := range logoutModules {
+				t.Run(m.name, func(t *testing.T) {
+					t.Parallel()
+					email := fmt.Sprintf("lo%d@example.com", i)
+					fx.User(t, email, siPassword, "user")
+					e := &oidccEnv{d: d, mode: "query", hc: siBrowser(t), email: email}
+					conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+					l := &logoutEnv{oidccEnv: e, conf: conf, login: e.signIn(t, conf)}
+					if l.login.tok.RefreshToken == "" {
+						t.Fatal("the grant has no refresh token to show dying")
+					}
+					m.run(t, l)
+				})
+			}
+		})
+	}
+}

@@ -1,0 +1,158 @@
+package signout_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/signout"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+type recorder struct {
+	calls      []string
+	ended      []string
+	revoked    []string
+	queued     []store.BackchannelLogout
+	events     []store.AuditEvent
+	endErr     error
+	grantsErr  error
+	queueErr   error
+	clientsErr error
+	clients    map[string]store.Client
+}
+
+func (r *recorder) EndBrowserSession(_ context.Context, id string, _ time.Time) error {
+	r.calls = append(r.calls, "end")
+	if r.endErr != nil {
+		return r.endErr
+	}
+	r.ended = append(r.ended, id)
+	return nil
+}
+
+func (r *recorder) EndGrants(_ context.Context, sids []string) error {
+	r.calls = append(r.calls, "grants")
+	if r.grantsErr != nil {
+		return r.grantsErr
+	}
+	r.revoked = append(r.revoked, sids...)
+	return nil
+}
+
+func (r *recorder) GetClient(_ context.Context, id string) (store.Client, error) {
+	if r.clientsErr != nil {
+		return store.Client{}, r.clientsErr
+	}
+	c, ok := r.clients[id]
+	if !ok {
+		return store.Client{}, store.ErrNotFound
+	}
+	return c, nil
+}
+
+func (r *recorder) Enqueue(_ context.Context, ds []store.BackchannelLogout) error {
+	r.calls = append(r.calls, "queue")
+	if r.queueErr != nil {
+		return r.queueErr
+	}
+	r.queued = append(r.queued, ds...)
+	return nil
+}
+
+func (r *recorder) Record(_ context.Context, e store.AuditEvent) {
+	r.calls = append(r.calls, "audit")
+	r.events = append(r.events, e)
+}
+
+func TestEnderEnd(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	bs := store.BrowserSession{ID: "bs1", UserID: "u1", Grants: []store.SessionGrant{
+		{SID: "s1", ClientID: "web"},
+		{SID: "s2", ClientID: "mobile.app", Offline: true},
+		{SID: "s3", ClientID: "web"},
+		{SID: "s4", ClientID: "gone"},
+	}}
+	clients := map[string]store.Client{
+		"web":        {ID: "web", BackchannelLogoutURI: "https://web.example/bcl"},
+		"mobile.app": {ID: "mobile.app"},
+	}
+	boom := errors.New("boom")
+	tests := []struct {
+		name        string
+		setup       func(*recorder)
+		wantErr     error
+		wantRevoked []string
+		wantQueued  []string // sids
+		wantCalls   []string
+	}{
+		{name: "non-offline grants, back-channel for clients with a URI, then the record",
+			wantRevoked: []string{"s1", "s3", "s4"}, wantQueued: []string{"s1", "s3"},
+			wantCalls: []string{"grants", "queue", "end", "audit"}},
+		{name: "grants failing: the session stays for a retry", setup: func(r *recorder) { r.grantsErr = boom },
+			wantErr: boom, wantCalls: []string{"grants"}},
+		{name: "clients unreadable: nothing queued, the session stays", setup: func(r *recorder) { r.clientsErr = boom },
+			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantCalls: []string{"grants"}},
+		{name: "queue failing: the session stays", setup: func(r *recorder) { r.queueErr = boom },
+			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantCalls: []string{"grants", "queue"}},
+		{name: "the record failing: no audit", setup: func(r *recorder) { r.endErr = boom },
+			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantQueued: []string{"s1", "s3"},
+			wantCalls: []string{"grants", "queue", "end"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := &recorder{clients: clients}
+			if tc.setup != nil {
+				tc.setup(r)
+			}
+			e := &signout.Ender{Sessions: r, Grants: r, Clients: r, Backchannel: r, Audit: r, Now: func() time.Time { return now }}
+			err := e.End(context.Background(), bs, signout.Reason{Why: signout.WhyLogout})
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("End = %v, want %v", err, tc.wantErr)
+			}
+			if !reflect.DeepEqual(r.calls, tc.wantCalls) {
+				t.Fatalf("calls %v, want %v", r.calls, tc.wantCalls)
+			}
+			if !reflect.DeepEqual(r.revoked, tc.wantRevoked) {
+				t.Fatalf("revoked %v, want %v", r.revoked, tc.wantRevoked)
+			}
+			var sids []string
+			for _, d := range r.queued {
+				if d.Subject != "u1" || d.ClientID != "web" || d.URI != "https://web.example/bcl" || !d.NextAttemptAt.Equal(now) {
+					t.Fatalf("queued %+v", d)
+				}
+				sids = append(sids, d.SID)
+			}
+			if !reflect.DeepEqual(sids, tc.wantQueued) {
+				t.Fatalf("queued sids %v, want %v", sids, tc.wantQueued)
+			}
+			if tc.wantErr == nil {
+				if len(r.events) != 1 || r.events[0].Action != "session.ended" || r.events[0].Details["reason"] != "logout" ||
+					r.events[0].Details["sid"] != "bs1" || r.events[0].ActorID != "u1" {
+					t.Fatalf("audit %+v", r.events)
+				}
+				if len(r.ended) != 1 || r.ended[0] != "bs1" {
+					t.Fatalf("ended %v", r.ended)
+				}
+			}
+		})
+	}
+}
+
+func TestCarryGrants(t *testing.T) {
+	t.Parallel()
+	old := &store.BrowserSession{UserID: "u1", ClientIDs: []string{"web"}, Grants: []store.SessionGrant{{SID: "s1", ClientID: "web"}}}
+	if ids, gs := signout.CarryGrants(old, "u1"); len(ids) != 1 || len(gs) != 1 {
+		t.Fatalf("same person: %v %v", ids, gs)
+	}
+	if ids, gs := signout.CarryGrants(old, "u2"); ids != nil || gs != nil {
+		t.Fatalf("another person carries nothing: %v %v", ids, gs)
+	}
+	if ids, gs := signout.CarryGrants(nil, "u1"); ids != nil || gs != nil {
+		t.Fatalf("no old session: %v %v", ids, gs)
+	}
+}
