@@ -126,8 +126,9 @@ func (l svSessionList) sid(t *testing.T, ua string) string {
 // TestOwnSessions: a person lists the sessions they started through the
 // login page (sid, client_ids, amr, ip, user_agent, times), pages through
 // them, ends one (its cookie no longer signs in: prompt=none answers
-// login_required; the other session keeps working), and can neither see
-// nor end another person's session (404, as for an unknown sid).
+// login_required; its grant without offline_access can no longer refresh;
+// its offline grant and the other session keep working), and can neither
+// see nor end another person's session (404, as for an unknown sid).
 func TestOwnSessions(t *testing.T) {
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
 		t.Run(b.String(), func(t *testing.T) {
@@ -135,11 +136,19 @@ func TestOwnSessions(t *testing.T) {
 			d := newSessionViews(t, b)
 			d.fx.User(t, "bob@example.com", "bob's own passphrase 2", "user")
 			before := time.Now().Add(-time.Second)
-			hcA, _ := d.browser(t, siEmail, siPassword, "browser-a")
-			hcB, _ := d.browser(t, siEmail, siPassword, "browser-b")
+			hcA, tokA := d.browser(t, siEmail, siPassword, "browser-a")
+			hcB, tokB := d.browser(t, siEmail, siPassword, "browser-b")
 			hcBob, _ := d.browser(t, "bob@example.com", "bob's own passphrase 2", "browser-bob")
 			ann := d.bearer(t, siEmail, siPassword)
 			bob := d.bearer(t, "bob@example.com", "bob's own passphrase 2")
+			// An offline grant in browser A (single sign-on: no page).
+			offline := d.oauth("first", d.firstSecret, oidc.ScopeOpenID, oidc.ScopeOfflineAccess)
+			vo := oauth2.GenerateVerifier()
+			qo := d.callback(t, siGet(t, hcA, offline.AuthCodeURL("o", oauth2.S256ChallengeOption(vo))))
+			tokOffline, err := offline.Exchange(context.Background(), qo.Get("code"), oauth2.VerifierOption(vo))
+			if err != nil {
+				t.Fatalf("offline exchange: %v", err)
+			}
 
 			all := d.sessions(t, "/auth/sessions", ann)
 			if len(all.Items) != 2 || all.NextCursor != "" {
@@ -195,6 +204,18 @@ func TestOwnSessions(t *testing.T) {
 			if q := d.silent(t, hcB); q.Get("code") == "" {
 				t.Fatalf("the other session ended too: %v", q)
 			}
+			// A's grant without offline_access ended with it; its offline
+			// grant and B's grant did not.
+			first := d.oauth("first", d.firstSecret)
+			if err := refresh(first, tokA); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+				t.Fatalf("the ended session's refresh token: %v, want invalid_grant", err)
+			}
+			if err := refresh(first, tokB); err != nil {
+				t.Fatalf("the other session's refresh token: %v", err)
+			}
+			if err := refresh(first, tokOffline); err != nil {
+				t.Fatalf("the offline grant's refresh token: %v", err)
+			}
 			left := d.sessions(t, "/auth/sessions", ann)
 			if len(left.Items) != 1 || left.Items[0].SID != sidB {
 				t.Fatalf("after ending A: %+v", left)
@@ -207,6 +228,12 @@ func TestOwnSessions(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refresh redeems tok's refresh token at the token endpoint.
+func refresh(conf *oauth2.Config, tok *oauth2.Token) error {
+	_, err := conf.TokenSource(context.Background(), &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+	return err
 }
 
 // lastAudit is the newest audit event of action.

@@ -215,9 +215,7 @@ func seedAccount(t *testing.T, d *deployment, email, clientID string) {
 	if err != nil || len(live) != 1 {
 		t.Fatalf("%s's sessions: %v, %v", email, live, err)
 	}
-	if err := d.in.App.BrowserSessions.AddBrowserSessionClient(ctx, live[0].ID, clientID); err != nil {
-		t.Fatal(err)
-	}
+	addClient(t, d.in.App.BrowserSessions, live[0].ID, clientID)
 	cookie := make([]byte, 32)
 	if _, err := rand.Read(cookie); err != nil {
 		t.Fatal(err)
@@ -229,11 +227,33 @@ func seedAccount(t *testing.T, d *deployment, email, clientID string) {
 	if err := d.in.App.BrowserSessions.CreateBrowserSession(ctx, phone, cookie); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.in.App.BrowserSessions.AddBrowserSessionClient(ctx, phone.ID, clientID); err != nil {
-		t.Fatal(err)
-	}
+	addClient(t, d.in.App.BrowserSessions, phone.ID, clientID)
 	if err := core.Store.PutConsent(ctx, store.Consent{UserID: u.ID, ClientID: clientID,
 		Scopes: []string{"email", "openid", "profile"}, GrantedAt: now.Add(-26 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addClient records that clientID was granted a code in the browser session
+// id, through whichever method the token state has: AddBrowserSessionClient
+// is being folded into AddBrowserSessionGrant (issue 14).
+func addClient(t *testing.T, sessions any, id, clientID string) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	switch s := sessions.(type) {
+	case interface {
+		AddBrowserSessionGrant(context.Context, string, store.SessionGrant) ([]store.SessionGrant, error)
+	}:
+		_, err = s.AddBrowserSessionGrant(ctx, id, store.SessionGrant{SID: "grant-" + id, ClientID: clientID, GrantedAt: time.Now()})
+	case interface {
+		AddBrowserSessionClient(context.Context, string, string) error
+	}:
+		err = s.AddBrowserSessionClient(ctx, id, clientID)
+	default:
+		t.Fatalf("the token state %T records no grants", sessions)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }
