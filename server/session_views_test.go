@@ -338,6 +338,9 @@ func TestAdminSessionViews(t *testing.T) {
 			admTok := d.bearer(t, "adm@example.com", "admin user passphrase")
 			rootTok := d.bearer(t, "root@example.com", "root user passphrase")
 			plainTok := d.bearer(t, "plain@example.com", "plain user passphrase")
+			// The admin's token narrowed to users:read: lists, but ends nothing.
+			readTok := st.Bearer(d.c.PostForm("/oauth2/token", st.PasswordForm("adm@example.com", "admin user passphrase", "users:read"),
+				st.Basic("web", d.webSecret)).Token().AccessToken)
 			annSID := d.sessions(t, "/admin/users/"+ann.ID+"/sessions", admTok).sid(t, "ann-a")
 			admSID := d.sessions(t, "/admin/users/"+adm.ID+"/sessions", rootTok).sid(t, "adm-a")
 			rootSID := d.sessions(t, "/admin/users/"+root.ID+"/sessions", admTok).sid(t, "root-a")
@@ -352,6 +355,8 @@ func TestAdminSessionViews(t *testing.T) {
 				{"fail/end_without_users_write", http.MethodDelete, "/admin/users/" + ann.ID + "/sessions/" + annSID, plainTok, 403, "insufficient_scope"},
 				{"fail/consents_without_users_read", http.MethodGet, "/admin/users/" + ann.ID + "/consents", plainTok, 403, "insufficient_scope"},
 				{"fail/withdraw_without_users_write", http.MethodDelete, "/admin/users/" + ann.ID + "/consents/third", plainTok, 403, "insufficient_scope"},
+				{"fail/end_with_users_read_only", http.MethodDelete, "/admin/users/" + ann.ID + "/sessions/" + annSID, readTok, 403, "insufficient_scope"},
+				{"fail/withdraw_with_users_read_only", http.MethodDelete, "/admin/users/" + ann.ID + "/consents/third", readTok, 403, "insufficient_scope"},
 				{"fail/end_above_the_ceiling", http.MethodDelete, "/admin/users/" + root.ID + "/sessions/" + rootSID, admTok, 403, "forbidden"},
 				{"fail/end_own_through_admin", http.MethodDelete, "/admin/users/" + adm.ID + "/sessions/" + admSID, admTok, 403, "forbidden"},
 				{"fail/withdraw_above_the_ceiling", http.MethodDelete, "/admin/users/" + root.ID + "/consents/third", admTok, 403, "forbidden"},
@@ -377,7 +382,14 @@ func TestAdminSessionViews(t *testing.T) {
 				t.Fatalf("ann's session ended by a refused request: %v", q)
 			}
 
+			if l := d.sessions(t, "/admin/users/"+ann.ID+"/sessions", readTok); len(l.Items) != 1 || l.Items[0].SID != annSID {
+				t.Fatalf("ann's sessions read with users:read %+v", l)
+			}
 			var cl svConsentList
+			d.c.Get("/admin/users/"+ann.ID+"/consents", readTok).ExpectStatus(http.StatusOK).JSON(&cl)
+			if len(cl.Items) != 1 {
+				t.Fatalf("ann's consents read with users:read %+v", cl)
+			}
 			d.c.Get("/admin/users/"+ann.ID+"/consents", admTok).ExpectStatus(http.StatusOK).JSON(&cl)
 			if len(cl.Items) != 1 || cl.Items[0].ClientID != "third" {
 				t.Fatalf("ann's consents %+v", cl)
