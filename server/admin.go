@@ -302,6 +302,8 @@ func createClient(svc *accounts.Service, c echo.Context) error {
 		BackchannelLogoutURI   string   `json:"backchannel_logout_uri"`
 		LogoURI                string   `json:"logo_uri"`
 		ClientURI              string   `json:"client_uri"`
+
+		RequirePAR bool `json:"require_pushed_authorization_requests"`
 	}
 	if err := decodeJSON(c, &body, false); err != nil {
 		return err
@@ -316,7 +318,8 @@ func createClient(svc *accounts.Service, c echo.Context) error {
 		AccessTokenTTL: time.Duration(body.AccessTokenTTL) * time.Second,
 		RedirectURIs:   body.RedirectURIs, PostLogoutRedirectURIs: body.PostLogoutRedirectURIs,
 		FirstParty: body.FirstParty, ApplicationType: body.ApplicationType, RequirePKCE: body.RequirePKCE,
-		BackchannelLogoutURI: body.BackchannelLogoutURI, LogoURI: body.LogoURI, ClientURI: body.ClientURI})
+		BackchannelLogoutURI: body.BackchannelLogoutURI, LogoURI: body.LogoURI, ClientURI: body.ClientURI,
+		RequirePushedAuthorizationRequests: body.RequirePAR})
 	if err != nil {
 		return err
 	}

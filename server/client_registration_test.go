@@ -49,8 +49,9 @@ func TestClientRegistrationCodeFlow(t *testing.T) {
 				t.Fatalf("spa as created: %+v", created)
 			}
 			web := c.PostJSON("/admin/clients", map[string]any{"client_id": "web", "grants": code, "redirect_uris": cb,
-				"require_pkce": false}, st.Bearer(admin)).ExpectStatus(http.StatusCreated).Map()
-			if web["client_secret"] == "" || web["require_pkce"] != false || web["first_party"] != false {
+				"require_pkce": false, "require_pushed_authorization_requests": true}, st.Bearer(admin)).ExpectStatus(http.StatusCreated).Map()
+			if web["client_secret"] == "" || web["require_pkce"] != false || web["first_party"] != false ||
+				web["require_pushed_authorization_requests"] != true {
 				t.Fatalf("confidential web client: %v", web)
 			}
 			c.PostJSON("/admin/clients", map[string]any{"client_id": "native", "public": true, "grants": code,
@@ -83,6 +84,10 @@ func TestClientRegistrationCodeFlow(t *testing.T) {
 					"backchannel_logout_uri": "http://app.example.com/bcl"}, 400, "invalid_request"},
 				{"fail/logo_http", root, map[string]any{"grants": code, "redirect_uris": cb, "logo_uri": "http://cdn.example.com/l.png"}, 400, "invalid_request"},
 				{"fail/client_uri_javascript", root, map[string]any{"grants": code, "redirect_uris": cb, "client_uri": "javascript:alert(1)"}, 400, "invalid_request"},
+				{"fail/require_par_without_code_grant", root, map[string]any{"grants": []string{"client_credentials"},
+					"require_pushed_authorization_requests": true}, 400, "invalid_request"},
+				{"fail/require_par_not_boolean", root, map[string]any{"grants": code, "redirect_uris": cb,
+					"require_pushed_authorization_requests": "yes"}, 400, "invalid_request"},
 				{"fail/require_pkce_not_boolean", root, map[string]any{"grants": code, "redirect_uris": cb, "require_pkce": "no"}, 400, "invalid_request"},
 				{"fail/first_party_by_admin", admin, map[string]any{"grants": code, "redirect_uris": cb, "first_party": true}, 403, "forbidden"},
 			} {
@@ -106,7 +111,7 @@ func TestClientRegistrationCodeFlow(t *testing.T) {
 				v.ClientURI != "https://app.example.com/" || !slices.Equal(v.PostLogoutRedirectURIs, []string{"https://app.example.com/bye"}) {
 				t.Fatalf("spa listed as %+v", v)
 			}
-			if v := byID["web"]; v.RequirePKCE || v.FirstParty || !slices.Equal(v.RedirectURIs, cb) {
+			if v := byID["web"]; v.RequirePKCE || v.FirstParty || !slices.Equal(v.RedirectURIs, cb) || !v.RequirePushedAuthorizationRequests {
 				t.Fatalf("web listed as %+v", v)
 			}
 			if v := byID["native"]; v.ApplicationType != store.ApplicationNative || !v.RequirePKCE ||
@@ -118,7 +123,8 @@ func TestClientRegistrationCodeFlow(t *testing.T) {
 			}
 			// What phase 2 reads: the stored record.
 			stored, err := in.App.Core.Store.GetClient(t.Context(), "native")
-			if err != nil || !stored.RequirePKCE || stored.ApplicationType != store.ApplicationNative || stored.FirstParty {
+			if err != nil || !stored.RequirePKCE || stored.ApplicationType != store.ApplicationNative || stored.FirstParty ||
+				stored.RequirePushedAuthorizationRequests {
 				t.Fatalf("stored native client %+v, %v", stored, err)
 			}
 		})

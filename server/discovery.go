@@ -29,8 +29,9 @@ type KeySource interface {
 type DiscoveryOptions struct {
 	Issuer     string
 	JWKSMaxAge time.Duration
-	// BrowserSignIn: /oauth2/authorize is served (the authorization code
-	// flow with PKCE), so its metadata is advertised.
+	// BrowserSignIn: /oauth2/authorize and /oauth2/par are served (the
+	// authorization code flow with PKCE, pushed authorization requests), so
+	// their metadata is advertised.
 	BrowserSignIn bool
 }
 
@@ -169,6 +170,8 @@ func (d *discovery) metadata() []byte {
 	}
 	if d.opts.BrowserSignIn {
 		m["authorization_endpoint"] = iss + "/oauth2/authorize"
+		m["pushed_authorization_request_endpoint"] = iss + "/oauth2/par"
+		m["require_pushed_authorization_requests"] = false
 		m["response_types_supported"] = []string{"code"}
 		m["response_modes_supported"] = []string{"query", "form_post"}
 		m["grant_types_supported"] = append(slices.Clone(advertisedGrants), token.GrantAuthorizationCode)

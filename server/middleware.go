@@ -107,6 +107,7 @@ func (s *Server) accessLog() echo.MiddlewareFunc {
 var sensitiveParams = map[string]bool{
 	"token": true, "access_token": true, "refresh_token": true, "id_token": true, "code": true,
 	"password": true, "client_secret": true, "secret": true, "new_password": true, "current_password": true,
+	"request_uri": true, // a pushed request's single-use reference (RFC 9126)
 }
 
 // RedactQuery replaces the values of sensitive query parameters (token,

@@ -4,12 +4,15 @@ import (
 	"context"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/authorize"
 	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // claimsKey is where the bearer middleware leaves the verified claims.
@@ -18,14 +21,6 @@ const claimsKey = "portcullis.claims"
 // MountOAuth mounts the token, revocation, introspection, userinfo and logout endpoints.
 func (s *Server) MountOAuth(svc *token.Service) {
 	e := s.echo
-	noStore := func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			h := c.Response().Header()
-			h.Set("Cache-Control", "no-store")
-			h.Set("Pragma", "no-cache")
-			return next(c)
-		}
-	}
 	e.POST("/oauth2/token", func(c echo.Context) error {
 		params, cred, err := s.clientForm(c)
 		if err != nil {
@@ -79,6 +74,45 @@ func (s *Server) MountOAuth(svc *token.Service) {
 		}
 		return c.NoContent(http.StatusNoContent)
 	}, noStore, bearer)
+}
+
+// noStore marks every answer of an endpoint uncacheable (RFC 6749 §5.1).
+func noStore(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("Pragma", "no-cache")
+		return next(c)
+	}
+}
+
+// Pusher validates and keeps an authorization request pushed by an
+// authenticated client (pages.AuthorizeFlow.Push over authorize.Push).
+type Pusher interface {
+	Push(ctx context.Context, form url.Values, client store.Client) (authorize.Pushed, error)
+}
+
+// MountPAR mounts POST /oauth2/par (RFC 9126): the client authenticates
+// exactly as at the token endpoint (a public client with client_id alone),
+// the form body is the authorization request, and the answer is 201 with
+// the request_uri or a JSON error (RFC 9126 §2.3).
+func (s *Server) MountPAR(svc *token.Service, par Pusher) {
+	s.echo.POST("/oauth2/par", func(c echo.Context) error {
+		_, cred, err := s.clientForm(c)
+		if err != nil {
+			return err
+		}
+		ctx := c.Request().Context()
+		client, err := svc.AuthenticateClient(ctx, cred)
+		if err != nil {
+			return err
+		}
+		out, err := par.Push(ctx, c.Request().PostForm, client)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusCreated, out)
+	}, noStore)
 }
 
 // tokenForm is clientForm for the endpoints that take a token (RFC 7009, RFC 7662).

@@ -7,15 +7,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
 
+	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
 
@@ -292,6 +295,112 @@ func TestRPInitiatedLogout(t *testing.T) {
 					m.run(t, l)
 				})
 			}
+		})
+	}
+}
+
+// TestBackchannelLogoutConformance mirrors the back-channel plan
+// (oidcc-backchannel-rp-initiated-logout-certification-test-plan) on both
+// backends: discovery advertises back-channel logout with sessions, and
+// RP-initiated logout POSTs a logout token to the client's
+// backchannel_logout_uri, verified here with go-jose against the JWKS: typ
+// logout+jwt, iss, aud, iat, exp within 2 minutes, jti, sub and sid equal
+// to the id token's, the back-channel event, no nonce; then the browser is
+// redirected with state and prompt=none fails.
+func TestBackchannelLogoutConformance(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b)
+			t.Run("oidcc-backchannel-rp-initiated-logout-discovery-endpoint-verification", func(t *testing.T) {
+				var m struct {
+					Supported bool `json:"backchannel_logout_supported"`
+					Session   bool `json:"backchannel_logout_session_supported"`
+				}
+				if err := d.provider.Claims(&m); err != nil || !m.Supported || !m.Session {
+					t.Fatalf("back-channel metadata %+v (%v)", m, err)
+				}
+			})
+			t.Run("oidcc-backchannel-rp-initiated-logout", func(t *testing.T) {
+				received := make(chan url.Values, 4)
+				rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if err := r.ParseForm(); err != nil || r.Method != http.MethodPost ||
+						r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
+						http.Error(w, "bad request", http.StatusBadRequest)
+						return
+					}
+					received <- r.PostForm
+					w.Header().Set("Cache-Control", "no-store")
+				}))
+				t.Cleanup(rcv.Close)
+				fx := st.NewFixtures(t, d.in.App.Core)
+				secret := fx.Client(t, clients.Spec{ID: "bcl-rp", Name: "BCL RP", FirstParty: true,
+					Grants: []string{"authorization_code", "refresh_token"}, RedirectURIs: []string{siCallback},
+					PostLogoutRedirectURIs: []string{siPostLogout}, BackchannelLogoutURI: rcv.URL + "/bcl"})
+				fx.User(t, "bcl@example.com", siPassword, "user")
+				e := &oidccEnv{d: d, mode: "query", hc: siBrowser(t), email: "bcl@example.com"}
+				conf := d.oauth("bcl-rp", secret, oidc.ScopeOpenID)
+				login := e.signIn(t, conf)
+				var idc struct {
+					SID string `json:"sid"`
+				}
+				if err := login.idt.Claims(&idc); err != nil || idc.SID == "" {
+					t.Fatalf("id token sid: %v", err)
+				}
+				p := siGet(t, e.hc, d.in.URL+"/oauth2/logout?"+url.Values{"id_token_hint": {login.raw},
+					"post_logout_redirect_uri": {siPostLogout}, "state": {"bcl"}}.Encode())
+				expectPostLogoutRedirect(t, p, "bcl")
+				var form url.Values
+				select {
+				case form = <-received:
+				case <-time.After(20 * time.Second):
+					t.Fatal("no logout token was posted to the back-channel logout URI")
+				}
+				if len(form["logout_token"]) != 1 || len(form) != 1 {
+					t.Fatalf("back-channel body %v, want one logout_token", form)
+				}
+				raw := form.Get("logout_token")
+				jws, err := jose.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.EdDSA})
+				if err != nil {
+					t.Fatalf("logout token: %v", err)
+				}
+				h := jws.Signatures[0].Protected
+				if h.ExtraHeaders[jose.HeaderType] != "logout+jwt" || h.KeyID == "" {
+					t.Fatalf("logout token header %+v", h)
+				}
+				jwks := siGet(t, siBrowser(t), d.in.URL+"/.well-known/jwks.json")
+				var set jose.JSONWebKeySet
+				if err := json.Unmarshal([]byte(jwks.body), &set); err != nil {
+					t.Fatal(err)
+				}
+				keys := set.Key(h.KeyID)
+				if len(keys) != 1 {
+					t.Fatalf("kid %q not in the JWKS", h.KeyID)
+				}
+				payload, err := jws.Verify(keys[0])
+				if err != nil {
+					t.Fatalf("the logout token's signature does not verify against the JWKS: %v", err)
+				}
+				var c map[string]any
+				if err := json.Unmarshal(payload, &c); err != nil {
+					t.Fatal(err)
+				}
+				events, _ := c["events"].(map[string]any)
+				ev, isObject := events["http://schemas.openid.net/event/backchannel-logout"].(map[string]any)
+				iat, _ := c["iat"].(float64)
+				exp, _ := c["exp"].(float64)
+				if c["iss"] != d.in.Config.Issuer || c["aud"] != "bcl-rp" || c["sub"] != login.idt.Subject ||
+					c["sid"] != idc.SID || !isObject || len(ev) != 0 || c["jti"] == "" || c["jti"] == nil ||
+					iat == 0 || exp <= iat || exp-iat > 120 || time.Since(time.Unix(int64(iat), 0)) > time.Minute {
+					t.Fatalf("logout token claims %v", c)
+				}
+				if _, ok := c["nonce"]; ok {
+					t.Fatalf("a logout token with a nonce: %v", c)
+				}
+				r := e.run(t, e.authURL(conf, "after", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+					oauth2.SetAuthURLParam("prompt", "none")))
+				expectError(t, r, "after", "login_required")
+			})
 		})
 	}
 }

@@ -282,7 +282,8 @@ func TestBrowserSignInCodeFlow(t *testing.T) {
 				t.Fatal(err)
 			}
 			var c2 struct {
-				AuthTime int64 `json:"auth_time"`
+				AuthTime int64  `json:"auth_time"`
+				SID      string `json:"sid"`
 			}
 			if err := idt2.Claims(&c2); err != nil || idt2.Subject != idt.Subject || c2.AuthTime != claims.AuthTime {
 				t.Fatalf("SSO id token: sub %q (want %q), auth_time %d (want the login's %d)", idt2.Subject, idt.Subject, c2.AuthTime, claims.AuthTime)
@@ -309,6 +310,23 @@ func TestBrowserSignInCodeFlow(t *testing.T) {
 			}
 			if q5 := d.callback(t, asked.submit(t, hc, url.Values{"decision": {"allow"}})); q5.Get("code") == "" || q5.Get("state") != "s5" {
 				t.Fatalf("after consent: %v", q5)
+			}
+
+			// Every code's grant is in the browser session, oldest first:
+			// the sids of the tokens, each client once.
+			live, err := d.in.App.BrowserSessions.ListBrowserSessions(ctx, idt.Subject, time.Now())
+			if err != nil || len(live) != 1 {
+				t.Fatalf("browser sessions of %s: %+v, %v; want one", idt.Subject, live, err)
+			}
+			var grantClients []string
+			for _, g := range live[0].Grants {
+				grantClients = append(grantClients, g.ClientID)
+			}
+			if gs := live[0].Grants; !slices.Equal(grantClients, []string{"third", "first", "third", "spa"}) ||
+				gs[0].SID != claims.SID || gs[1].SID != c2.SID || gs[0].Offline || gs[1].Offline ||
+				!slices.Equal(live[0].ClientIDs, []string{"third", "first", "spa"}) {
+				t.Fatalf("session grants %+v, clients %v; want the four codes' grants (sids %s, %s, …)", gs, live[0].ClientIDs,
+					claims.SID, c2.SID)
 			}
 
 			// Nothing secret reached the log.
@@ -598,6 +616,8 @@ func TestBrowserSignInSessions(t *testing.T) {
 					"request_parameter_supported":                    "false",
 					"request_uri_parameter_supported":                "false",
 					"claims_parameter_supported":                     "false",
+					"pushed_authorization_request_endpoint":          iss + "/oauth2/par",
+					"require_pushed_authorization_requests":          "false",
 				}
 				for k, v := range want {
 					if got := fmt.Sprint(m[k]); got != v {
@@ -613,11 +633,10 @@ func TestBrowserSignInSessions(t *testing.T) {
 						t.Errorf("claims_supported %s lacks %s", claims, c)
 					}
 				}
-				for _, absent := range []string{"end_session_endpoint", "pushed_authorization_request_endpoint",
-					"backchannel_logout_supported", "backchannel_logout_session_supported"} {
-					if _, ok := m[absent]; ok {
-						t.Errorf("%s is advertised but not served", absent)
-					}
+				if m["end_session_endpoint"] != d.in.Config.Issuer+"/oauth2/logout" || m["backchannel_logout_supported"] != true ||
+					m["backchannel_logout_session_supported"] != true {
+					t.Errorf("logout metadata %v %v %v", m["end_session_endpoint"], m["backchannel_logout_supported"],
+						m["backchannel_logout_session_supported"])
 				}
 			})
 		})

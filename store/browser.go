@@ -12,6 +12,9 @@ const (
 	// OnceAuthRequest is a pending authorization request waiting for the
 	// login or consent page.
 	OnceAuthRequest = "authreq"
+	// OncePushedRequest is an authorization request pushed to /oauth2/par
+	// (RFC 9126), waiting for its request_uri at /oauth2/authorize.
+	OncePushedRequest = "par"
 )
 
 // SingleUse keeps small values that may be taken exactly once, across every
@@ -82,33 +85,28 @@ const MaxSessionGrants = 500
 // too: a session whose AuthTime is at or before the user's cut-off is never
 // found again.
 type BrowserSessions interface {
-	// CreateBrowserSession stores a new session reachable by cookieHash.
+	// CreateBrowserSession stores a new session reachable by cookieHash,
+	// with s.Grants and s.ClientIDs as given.
 	// ErrAlreadyExists when the id or the cookie hash is taken;
 	// ErrSessionsEnded (storing nothing findable) when s.AuthTime is at or
 	// before the user's cut-off, atomically with RevokeUserSessions.
 	CreateBrowserSession(ctx context.Context, s BrowserSession, cookieHash []byte) error
-	// FindBrowserSession returns the live session of cookieHash at now and
-	// extends its idle expiry (LastUsedAt = now). ErrNotFound when unknown,
-	// ended, idle for longer than its IdleTTL, past AbsoluteExpiry, or ended
-	// by the user's cut-off.
+	// FindBrowserSession returns the live session of cookieHash at now, with
+	// its Grants, and extends its idle expiry (LastUsedAt = now). ErrNotFound
+	// when unknown, ended, idle for longer than its IdleTTL, past
+	// AbsoluteExpiry, or ended by the user's cut-off.
 	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (BrowserSession, error)
-	// AddBrowserSessionClient records that clientID was granted a code in the
-	// session (once; later grants keep the first position). ErrNotFound when
-	// the session is unknown or ended.
-	AddBrowserSessionClient(ctx context.Context, id, clientID string) error
-	// EndBrowserSession ends the session; unknown ids are not an error.
-	EndBrowserSession(ctx context.Context, id string, now time.Time) error
-	// ListBrowserSessions returns the user's live sessions, newest first.
-	ListBrowserSessions(ctx context.Context, userID string, now time.Time) ([]BrowserSession, error)
-}
-
-// BrowserSessionGrants records grants in browser sessions.
-type BrowserSessionGrants interface {
 	// AddBrowserSessionGrant appends g to the session's Grants and its client
-	// to ClientIDs (once), atomically. When the session then holds more than
+	// to ClientIDs (once; later grants keep the first position), atomically:
+	// concurrent additions all land. When the session then holds more than
 	// MaxSessionGrants grants the oldest are removed and returned, for the
 	// caller to end. ErrNotFound when the session is unknown or ended.
 	AddBrowserSessionGrant(ctx context.Context, id string, g SessionGrant) (dropped []SessionGrant, err error)
+	// EndBrowserSession ends the session; unknown ids are not an error.
+	EndBrowserSession(ctx context.Context, id string, now time.Time) error
+	// ListBrowserSessions returns the user's live sessions (with their
+	// Grants), newest first.
+	ListBrowserSessions(ctx context.Context, userID string, now time.Time) ([]BrowserSession, error)
 }
 
 // Consent is a person's remembered consent to a third-party client for a set of scopes.

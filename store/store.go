@@ -90,6 +90,10 @@ type Client struct {
 	LogoURI                string
 	ClientURI              string
 
+	// RequirePushedAuthorizationRequests: /oauth2/authorize serves this
+	// client only requests pushed to /oauth2/par first (RFC 9126 §6).
+	RequirePushedAuthorizationRequests bool
+
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }

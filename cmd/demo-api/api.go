@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,12 @@ type config struct {
 	Addr     string
 	Issuer   string
 	Audience string
+	// ClientID is the demo's client id at the issuer: the aud of the
+	// back-channel logout tokens it accepts.
+	ClientID string
+	// MaxTokenTTL is the longest access token lifetime of the issuer: how
+	// long a back-channel logout is remembered.
+	MaxTokenTTL time.Duration
 }
 
 // loadConfig reads DEMO_API_… settings through lookup, reporting every bad one at once.
@@ -37,8 +44,15 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 		Addr:     get("DEMO_API_ADDR", "127.0.0.1:8081"),
 		Issuer:   get("DEMO_API_ISSUER", "http://127.0.0.1:8080"),
 		Audience: get("DEMO_API_AUDIENCE", "api"),
+		ClientID: get("DEMO_API_CLIENT_ID", "demo-api"),
 	}
 	var errs []error
+	ttl := get("DEMO_API_MAX_TOKEN_TTL", "24h")
+	if d, err := time.ParseDuration(ttl); err != nil || d <= 0 {
+		errs = append(errs, fmt.Errorf("DEMO_API_MAX_TOKEN_TTL %q is not a positive duration", ttl))
+	} else {
+		cfg.MaxTokenTTL = d
+	}
 	if _, port, err := net.SplitHostPort(cfg.Addr); err != nil || port == "" {
 		errs = append(errs, fmt.Errorf("DEMO_API_ADDR %q is not host:port", cfg.Addr))
 	}
@@ -73,6 +87,11 @@ type api struct {
 
 	requests atomic.Int64
 	denied   sync.Map // status → *atomic.Int64
+
+	// loggedOut holds the sessions ended by back-channel logout; the Guard
+	// refuses their access tokens.
+	loggedOut *verify.LoggedOut
+	logouts   atomic.Int64
 }
 
 // newAPI builds the demo for cfg. now is the clock of token checks (tests
@@ -87,14 +106,23 @@ func newAPI(cfg config, now func() time.Time, log *slog.Logger) (*api, error) {
 		keys.Close()
 		return nil, fmt.Errorf("verifier: %w", err)
 	}
-	a := &api{keys: keys, log: log, now: now, started: now()}
-	g := verify.NewGuard(v, verify.GuardOptions{Roles: roleLevels, OnDenied: a.onDenied})
+	lv, err := verify.NewLogoutVerifier(keys, verify.LogoutConfig{Issuer: cfg.Issuer, ClientID: cfg.ClientID, Now: now})
+	if err != nil {
+		keys.Close()
+		return nil, fmt.Errorf("logout verifier: %w", err)
+	}
+	a := &api{keys: keys, log: log, now: now, started: now(),
+		loggedOut: verify.NewLoggedOut(verify.LoggedOutOptions{MaxAccessTokenLifetime: cfg.MaxTokenTTL, Now: now})}
+	// The one place requests are authenticated: the Guard, which also
+	// refuses the tokens of sessions ended by back-channel logout.
+	g := verify.NewGuard(v, verify.GuardOptions{Roles: roleLevels, OnDenied: a.onDenied, Revocations: a.loggedOut})
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /me", g.Authenticate(http.HandlerFunc(a.me)))
 	mux.Handle("GET /projects", g.RequireScope("projects:read")(http.HandlerFunc(a.listProjects)))
 	mux.Handle("POST /projects", g.RequireScope("projects:write")(http.HandlerFunc(a.createProject)))
 	mux.Handle("GET /admin/metrics", g.RequireRole("admin")(http.HandlerFunc(a.metrics)))
+	mux.Handle("POST /backchannel-logout", verify.LogoutHandler(lv, a.backchannelLogout))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -123,6 +151,19 @@ func (a *api) onDenied(r *http.Request, d *verify.Denial) {
 		level = slog.LevelWarn
 	}
 	a.log.Log(r.Context(), level, "request refused", "method", r.Method, "path", r.URL.Path, "status", d.Status, "error", d.Code, "reason", d.Err)
+}
+
+// backchannelLogout ends what the demo keeps of the logged-out session: it
+// holds nothing per session but the tokens' validity, so the session joins
+// the logged-out set the Guard consults.
+func (a *api) backchannelLogout(ctx context.Context, c *verify.LogoutClaims) error {
+	if err := a.loggedOut.Add(c); err != nil {
+		a.log.WarnContext(ctx, "back-channel logout not recorded", "sid", c.SessionID, "sub", c.Subject, "error", err)
+		return err
+	}
+	a.logouts.Add(1)
+	a.log.InfoContext(ctx, "back-channel logout", "sid", c.SessionID, "sub", c.Subject)
+	return nil
 }
 
 func claimsOf(r *http.Request) *verify.Claims {
@@ -186,6 +227,7 @@ func (a *api) metrics(w http.ResponseWriter, r *http.Request) {
 	slices.Sort(kids)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"requests":       a.requests.Load(),
+		"logouts":        a.logouts.Load(),
 		"denied":         denied,
 		"projects":       projects,
 		"jwks_fetches":   a.keys.Fetches(),

@@ -7,6 +7,8 @@
 //	DEMO_API_ADDR      listen address            (default 127.0.0.1:8081)
 //	DEMO_API_ISSUER    the Portcullis issuer URL  (default http://127.0.0.1:8080); the JWKS is found through discovery
 //	DEMO_API_AUDIENCE  the aud tokens must carry (default api)
+//	DEMO_API_CLIENT_ID the demo's client id at the issuer, the aud of its logout tokens (default demo-api)
+//	DEMO_API_MAX_TOKEN_TTL the issuer's longest access token lifetime: how long a logout is remembered (default 24h)
 //
 // Routes:
 //
@@ -15,6 +17,10 @@
 //	POST /projects       permission projects:write; body {"name": "..."}
 //	GET  /admin/metrics  role admin or higher (levels of docs/examples/demo-policy.yaml)
 //	GET  /healthz        no token
+//	POST /backchannel-logout  OpenID Connect Back-Channel Logout 1.0: a form with
+//	                     logout_token; the access tokens of the logged-out session
+//	                     (sid) are refused from then on (register the URL as the
+//	                     client's backchannel_logout_uri)
 //
 // Errors follow RFC 6750 (401 with WWW-Authenticate: Bearer
 // error="invalid_token", 403 with error="insufficient_scope"). It never logs

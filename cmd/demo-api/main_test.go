@@ -80,7 +80,8 @@ func startStack(t *testing.T, settings map[string]string) *stack {
 	s.secrets["reports"] = fx.Client(t, clients.Spec{ID: "reports", Name: "Reports", Grants: []string{"client_credentials"}, Scopes: []string{"projects:read"}})
 	s.secrets["reader-web"] = fx.Client(t, clients.Spec{ID: "reader-web", Name: "Reader", Scopes: []string{"projects:read"}})
 
-	a, err := newAPI(config{Addr: "127.0.0.1:0", Issuer: in.Config.Issuer, Audience: "api"}, s.clock.Now, slog.New(slog.NewJSONHandler(s.logs, nil)))
+	a, err := newAPI(config{Addr: "127.0.0.1:0", Issuer: in.Config.Issuer, Audience: "api", ClientID: "demo-api", MaxTokenTTL: time.Hour},
+		s.clock.Now, slog.New(slog.NewJSONHandler(s.logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,9 +548,12 @@ func TestLoadConfig(t *testing.T) {
 		want config
 		err  string
 	}{
-		{"ok/defaults", nil, config{Addr: "127.0.0.1:8081", Issuer: "http://127.0.0.1:8080", Audience: "api"}, ""},
-		{"ok/set", map[string]string{"DEMO_API_ADDR": ":9000", "DEMO_API_ISSUER": "https://auth.example.com", "DEMO_API_AUDIENCE": "projects"},
-			config{Addr: ":9000", Issuer: "https://auth.example.com", Audience: "projects"}, ""},
+		{"ok/defaults", nil, config{Addr: "127.0.0.1:8081", Issuer: "http://127.0.0.1:8080", Audience: "api", ClientID: "demo-api", MaxTokenTTL: 24 * time.Hour}, ""},
+		{"ok/set", map[string]string{"DEMO_API_ADDR": ":9000", "DEMO_API_ISSUER": "https://auth.example.com", "DEMO_API_AUDIENCE": "projects",
+			"DEMO_API_CLIENT_ID": "projects-api", "DEMO_API_MAX_TOKEN_TTL": "15m"},
+			config{Addr: ":9000", Issuer: "https://auth.example.com", Audience: "projects", ClientID: "projects-api", MaxTokenTTL: 15 * time.Minute}, ""},
+		{"fail/max token ttl", map[string]string{"DEMO_API_MAX_TOKEN_TTL": "forever"}, config{}, "DEMO_API_MAX_TOKEN_TTL"},
+		{"fail/max token ttl not positive", map[string]string{"DEMO_API_MAX_TOKEN_TTL": "0s"}, config{}, "DEMO_API_MAX_TOKEN_TTL"},
 		{"fail/addr", map[string]string{"DEMO_API_ADDR": "8081"}, config{}, "DEMO_API_ADDR"},
 		{"fail/issuer", map[string]string{"DEMO_API_ISSUER": "auth.example.com"}, config{}, "DEMO_API_ISSUER"},
 	}

@@ -357,6 +357,8 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		cf.BoolVar(&spec.FirstParty, "first-party", false, "a first-party client: never asks users for consent")
 		native = cf.Bool("native", false, "a native app (application_type native): private-use scheme redirect URIs such as com.example.app:/cb")
 		noPKCE = cf.Bool("no-pkce", false, "do not require PKCE (confidential clients only; public clients always need it)")
+		cf.BoolVar(&spec.RequirePushedAuthorizationRequests, "require-par", false,
+			"accept only pushed authorization requests (RFC 9126: POST /oauth2/par first; needs --grants authorization_code)")
 		cf.StringVar(&spec.BackchannelLogoutURI, "backchannel-logout-uri", "", "OIDC back-channel logout URI (https)")
 		cf.StringVar(&spec.LogoURI, "logo-uri", "", "logo shown on the consent page (https)")
 		cf.StringVar(&spec.ClientURI, "client-uri", "", "the client's home page (https)")

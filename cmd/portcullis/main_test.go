@@ -242,7 +242,8 @@ func TestClientsCommandsRunAsOperator(t *testing.T) {
 // TestClientsCreateCodeFlow: `clients create` registers clients of the
 // authorization code flow with every flag of the contract (--redirect-uri
 // and --post-logout-redirect-uri repeat and keep commas, --first-party is
-// allowed to the operator, --native, --no-pkce on a confidential client);
+// allowed to the operator, --native, --no-pkce on a confidential client,
+// --require-par);
 // `clients list` shows the fields; what registration refuses exits 2 with a
 // message that says why. Fails before this change: the flags were unknown.
 func TestClientsCreateCodeFlow(t *testing.T) {
@@ -260,7 +261,7 @@ func TestClientsCreateCodeFlow(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("clients create spa: exit %d, %s", code, stderr)
 			}
-			out, stderr, code := st.RunCLI(t, env, "", "clients", "create", "--id", "desktop", "--native", "--no-pkce",
+			out, stderr, code := st.RunCLI(t, env, "", "clients", "create", "--id", "desktop", "--native", "--no-pkce", "--require-par",
 				"--grants", "authorization_code", "--redirect-uri", "com.example.desktop:/cb")
 			if code != 0 || !strings.Contains(out, "client_secret") {
 				t.Fatalf("clients create desktop: exit %d, %s %s", code, out, stderr)
@@ -274,7 +275,8 @@ func TestClientsCreateCodeFlow(t *testing.T) {
 				t.Fatalf("spa stored as %+v, %v", spa, err)
 			}
 			desktop, err := in.App.Core.Store.GetClient(t.Context(), "desktop")
-			if err != nil || desktop.RequirePKCE || desktop.ApplicationType != store.ApplicationNative || desktop.FirstParty {
+			if err != nil || desktop.RequirePKCE || desktop.ApplicationType != store.ApplicationNative || desktop.FirstParty ||
+				!desktop.RequirePushedAuthorizationRequests || spa.RequirePushedAuthorizationRequests {
 				t.Fatalf("desktop stored as %+v, %v", desktop, err)
 			}
 
@@ -284,7 +286,7 @@ func TestClientsCreateCodeFlow(t *testing.T) {
 				t.Fatalf("clients list: exit %d, %s %s", code, out, stderr)
 			}
 			i := slices.IndexFunc(views, func(v clients.ClientView) bool { return v.ClientID == "desktop" })
-			if i < 0 || views[i].ApplicationType != "native" || views[i].RequirePKCE ||
+			if i < 0 || views[i].ApplicationType != "native" || views[i].RequirePKCE || !views[i].RequirePushedAuthorizationRequests ||
 				!slices.Equal(views[i].RedirectURIs, []string{"com.example.desktop:/cb"}) {
 				t.Fatalf("clients list: %s", out)
 			}
@@ -295,6 +297,7 @@ func TestClientsCreateCodeFlow(t *testing.T) {
 				want string
 			}{
 				{"fail/no_pkce_on_public", []string{"--public", "--no-pkce", "--grants", "authorization_code", "--redirect-uri", "https://a.example.com/cb"}, "always needs PKCE"},
+				{"fail/require_par_without_code_grant", []string{"--require-par"}, "needs the authorization_code grant"},
 				{"fail/redirect_uri_without_grant", []string{"--redirect-uri", "https://a.example.com/cb"}, "authorization_code grant"},
 				{"fail/wildcard", []string{"--grants", "authorization_code", "--redirect-uri", "https://*.example.com/cb"}, "wildcard"},
 				{"fail/http_not_loopback", []string{"--grants", "authorization_code", "--redirect-uri", "http://a.example.com/cb"}, "plain http"},

@@ -2,7 +2,7 @@
 // (an API that receives Portcullis access tokens) imports to check them
 // offline and to enforce permissions and roles.
 //
-// It has four parts:
+// It has five parts:
 //
 //   - RemoteKeySet fetches the issuer's JWKS (found through OpenID Connect
 //     discovery or given explicitly), honours Cache-Control max-age and ETag,
@@ -25,6 +25,13 @@
 //     token is still active, for routes that must see a revocation at once;
 //     answers are cached briefly by token hash, and an unreachable endpoint
 //     fails closed.
+//   - LogoutVerifier and LogoutHandler are a relying party's OpenID Connect
+//     Back-Channel Logout 1.0 endpoint: the logout token is checked with the
+//     same key lookup and signature check as access tokens, then as BCL §2.6
+//     says (typ logout+jwt, iss, aud, iat, exp, the events member, no nonce,
+//     sub or sid, a jti never accepted before). LoggedOut remembers the
+//     sessions so ended and, as GuardOptions.Revocations, makes a Guard
+//     refuse their access tokens.
 //
 // Every URL it fetches (issuer, JWKS, introspection endpoint, discovered
 // endpoints, redirects) must be https://; plain http:// is accepted only for

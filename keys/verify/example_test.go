@@ -130,3 +130,34 @@ func ExampleGuardOptions_onDenied() {
 func listProjects(w http.ResponseWriter, r *http.Request)  {}
 func createProject(w http.ResponseWriter, r *http.Request) {}
 func metrics(w http.ResponseWriter, r *http.Request)       {}
+
+// A resource server that is also a relying party with a back-channel logout
+// endpoint: the logout ends the session, and the Guard refuses its access
+// tokens from then on.
+func ExampleLogoutHandler() {
+	keys, err := verify.NewRemoteKeySet(verify.RemoteKeySetOptions{Issuer: "https://id.example.com"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer keys.Close()
+	access, err := verify.New(keys, verify.Config{Issuer: "https://id.example.com", Audience: "api"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	logout, err := verify.NewLogoutVerifier(keys, verify.LogoutConfig{Issuer: "https://id.example.com", ClientID: "my-api"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	loggedOut := verify.NewLoggedOut(verify.LoggedOutOptions{MaxAccessTokenLifetime: 15 * time.Minute})
+	guard := verify.NewGuard(access, verify.GuardOptions{Revocations: loggedOut})
+
+	mux := http.NewServeMux()
+	mux.Handle("POST /backchannel-logout", verify.LogoutHandler(logout, func(_ context.Context, c *verify.LogoutClaims) error {
+		return loggedOut.Add(c) // and drop whatever else is kept for c.SessionID
+	}))
+	mux.Handle("GET /me", guard.Authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := verify.ClaimsFromContext(r.Context())
+		fmt.Fprintln(w, c.Subject)
+	})))
+	_ = mux // http.ListenAndServe(":8081", mux)
+}

@@ -18,9 +18,20 @@ type GuardOptions struct {
 	Introspector *Introspector
 	// Realm, when set, is sent as the realm of WWW-Authenticate.
 	Realm string
+	// Revocations, when set, is asked about every token that verified; an
+	// error refuses it with 401 invalid_token (LoggedOut refuses the tokens
+	// of sessions ended by back-channel logout).
+	Revocations Revocations
 	// OnDenied, when set, is called for every denied request (for logs and
 	// metrics; the Denial's Err says why, and never contains the token).
 	OnDenied func(r *http.Request, d *Denial)
+}
+
+// Revocations says whether a verified access token was revoked by
+// something learnt out of band, such as a back-channel logout. Revoked
+// returns nil for a token still good, else an error that wraps ErrInactive.
+type Revocations interface {
+	Revoked(c *Claims) error
 }
 
 // Guard authenticates requests with RFC 6750 bearer tokens and enforces
@@ -96,6 +107,9 @@ func (g *Guard) check(r *http.Request, reqs []Requirement) (*Claims, *Denial) {
 		return nil, d
 	}
 	claims, err := g.v.Verify(r.Context(), token)
+	if err == nil && g.opts.Revocations != nil {
+		err = g.opts.Revocations.Revoked(claims)
+	}
 	if err != nil {
 		return nil, verifyDenial(err)
 	}

@@ -129,15 +129,15 @@ func TestCacheMaxAge(t *testing.T) {
 // maxCachedHeaders, and never the header of a token that failed.
 func TestHeaderCacheBounded(t *testing.T) {
 	v := &Verifier{}
-	v.headers.Store(&map[string]jwsHeader{})
+	v.jws.headers.Store(&map[string]jwsHeader{})
 	for i := 0; i < 3*maxCachedHeaders; i++ {
-		v.rememberHeader(string(rune('a'+i%26))+string(rune('a'+i/26)), jwsHeader{Alg: "ES256"})
-		if n := len(*v.headers.Load()); n > maxCachedHeaders {
+		v.jws.rememberHeader(string(rune('a'+i%26))+string(rune('a'+i/26)), jwsHeader{Alg: "ES256"})
+		if n := len(*v.jws.headers.Load()); n > maxCachedHeaders {
 			t.Fatalf("%d cached headers", n)
 		}
 	}
-	v.rememberHeader(string(make([]byte, maxCachedHeaderLen+1)), jwsHeader{})
-	if _, ok := (*v.headers.Load())[string(make([]byte, maxCachedHeaderLen+1))]; ok {
+	v.jws.rememberHeader(string(make([]byte, maxCachedHeaderLen+1)), jwsHeader{})
+	if _, ok := (*v.jws.headers.Load())[string(make([]byte, maxCachedHeaderLen+1))]; ok {
 		t.Fatal("an oversized header was cached")
 	}
 }

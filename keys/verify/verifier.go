@@ -44,14 +44,26 @@ type Config struct {
 // Verifier checks RFC 9068 JWT access tokens against a key set. It is safe
 // for concurrent use.
 type Verifier struct {
-	// headers caches the protected headers of verified tokens (an issuer
-	// uses a handful), so a token whose header was seen skips its decoding.
-	headers  atomic.Pointer[map[string]jwsHeader]
-	keys     KeySet
+	jws      jwsVerifier
 	issuer   string
 	audience string
 	leeway   time.Duration
 	now      func() time.Time
+}
+
+// jwsVerifier checks compact JWS signatures against a key set: the one
+// signature check of every token kind (access tokens, logout tokens).
+type jwsVerifier struct {
+	// headers caches the protected headers of verified tokens (an issuer
+	// uses a handful), so a token whose header was seen skips its decoding.
+	headers atomic.Pointer[map[string]jwsHeader]
+	keys    KeySet
+}
+
+// init sets the key set and an empty header cache.
+func (j *jwsVerifier) init(keys KeySet) {
+	j.keys = keys
+	j.headers.Store(&map[string]jwsHeader{})
 }
 
 // New returns a Verifier for tokens of cfg.Issuer meant for cfg.Audience,
@@ -67,23 +79,34 @@ func New(keys KeySet, cfg Config) (*Verifier, error) {
 	if cfg.Audience == "" {
 		errs = append(errs, errors.New("Config.Audience is required"))
 	}
-	switch {
-	case cfg.Leeway == 0:
-		cfg.Leeway = DefaultLeeway
-	case cfg.Leeway == NoLeeway:
-		cfg.Leeway = 0
-	case cfg.Leeway < 0 || cfg.Leeway > MaxLeeway:
-		errs = append(errs, fmt.Errorf("Config.Leeway must be between 0 and %s", MaxLeeway))
+	leeway, err := leewayOf(cfg.Leeway)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("Config.%w", err))
 	}
+	cfg.Leeway = leeway
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("verifier: %w", err)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	v := &Verifier{keys: keys, issuer: cfg.Issuer, audience: cfg.Audience, leeway: cfg.Leeway, now: cfg.Now}
-	v.headers.Store(&map[string]jwsHeader{})
+	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience, leeway: cfg.Leeway, now: cfg.Now}
+	v.jws.init(keys)
 	return v, nil
+}
+
+// leewayOf resolves a configured leeway: zero means DefaultLeeway, NoLeeway
+// means none, anything else must be within [0, MaxLeeway].
+func leewayOf(l time.Duration) (time.Duration, error) {
+	switch {
+	case l == 0:
+		return DefaultLeeway, nil
+	case l == NoLeeway:
+		return 0, nil
+	case l < 0 || l > MaxLeeway:
+		return 0, fmt.Errorf("Leeway must be between 0 and %s", MaxLeeway)
+	}
+	return l, nil
 }
 
 // jwsHeader is the part of the protected header read. jku, x5u, x5c and jwk
@@ -102,69 +125,16 @@ type jwsHeader struct {
 // Only a kid missing from the key set can cause a network call (see
 // RemoteKeySet); ctx bounds that wait.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
-	if len(token) == 0 || len(token) > MaxTokenSize {
-		return nil, fmt.Errorf("%w: empty or longer than %d bytes", ErrMalformed, MaxTokenSize)
-	}
-	dot1 := strings.IndexByte(token, '.')
-	dot2 := -1
-	if dot1 > 0 {
-		if i := strings.IndexByte(token[dot1+1:], '.'); i > 0 {
-			dot2 = dot1 + 1 + i
-		}
-	}
-	if dot2 < 0 || dot2 == len(token)-1 || strings.IndexByte(token[dot2+1:], '.') >= 0 {
-		return nil, fmt.Errorf("%w: not a compact JWS", ErrMalformed)
-	}
-	h, known := (*v.headers.Load())[token[:dot1]]
-	if !known {
-		var err error
-		if h, err = parseHeader(token[:dot1]); err != nil {
-			return nil, err
-		}
-	}
-	if algSpecs[h.Alg] == nil {
-		return nil, fmt.Errorf("%w: the token's algorithm is not accepted", ErrBadSignature)
-	}
-	key, err := v.keys.lookup(ctx, h.Kid)
+	bufp := scratch.Get().(*[]byte)
+	defer releaseScratch(bufp)
+	payload, seg, err := v.jws.verify(ctx, token, isAccessTokenType, bufp)
 	if err != nil {
 		return nil, err
 	}
-	if key.spec.name != h.Alg {
-		return nil, fmt.Errorf("%w: the token's alg is not its key's algorithm", ErrBadSignature)
-	}
-	// One pooled buffer holds the token's bytes, then the decoded signature
-	// and payload: nothing of it outlives this call (json copies strings).
-	bufp := scratch.Get().(*[]byte)
-	defer releaseScratch(bufp)
-	need := len(token) + b64.DecodedLen(len(token)-dot2-1) + b64.DecodedLen(dot2-dot1-1)
-	if cap(*bufp) < need {
-		*bufp = make([]byte, 0, need)
-	}
-	buf := (*bufp)[:need]
-	tok := buf[:copy(buf, token)]
-	rest := buf[len(tok):]
-	n, err := b64.Decode(rest, tok[dot2+1:])
-	if err != nil {
-		return nil, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
-	}
-	sig, rest := rest[:n], rest[n:]
-	if !key.verifySignature(tok[:dot2], sig) {
-		return nil, ErrBadSignature
-	}
-	if !known {
-		v.rememberHeader(token[:dot1], h)
-	}
-	if !isAccessTokenType(h.Typ) {
-		return nil, ErrWrongType
-	}
-	n, err = b64.Decode(rest, tok[dot1+1:dot2])
-	if err != nil {
-		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
-	}
 	var w wireClaims
-	if !scanClaims(rest[:n], &w) {
+	if !scanClaims(payload, &w) {
 		w = wireClaims{}
-		if err := json.Unmarshal(rest[:n], &w); err != nil {
+		if err := json.Unmarshal(payload, &w); err != nil {
 			return nil, fmt.Errorf("%w: payload is not a JSON object of valid claims", ErrMalformed)
 		}
 	}
@@ -187,7 +157,73 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if now.Add(v.leeway).Before(w.Iat.t) {
 		return nil, fmt.Errorf("%w: iat is in the future", ErrNotYetValid)
 	}
-	return w.claims(token[dot1+1 : dot2]), nil
+	return w.claims(seg), nil
+}
+
+// verify checks token's shape, algorithm, key (by kid), signature and typ
+// (isType), in that order, and returns the decoded payload, which lives in
+// *bufp (from scratch, released by the caller), and the payload's base64url
+// segment. Errors wrap ErrMalformed, ErrUnknownKey, ErrBadSignature,
+// ErrKeySetUnavailable or ErrWrongType.
+func (j *jwsVerifier) verify(ctx context.Context, token string, isType func(string) bool, bufp *[]byte) (payload []byte, seg string, err error) {
+	if len(token) == 0 || len(token) > MaxTokenSize {
+		return nil, "", fmt.Errorf("%w: empty or longer than %d bytes", ErrMalformed, MaxTokenSize)
+	}
+	dot1 := strings.IndexByte(token, '.')
+	dot2 := -1
+	if dot1 > 0 {
+		if i := strings.IndexByte(token[dot1+1:], '.'); i > 0 {
+			dot2 = dot1 + 1 + i
+		}
+	}
+	if dot2 < 0 || dot2 == len(token)-1 || strings.IndexByte(token[dot2+1:], '.') >= 0 {
+		return nil, "", fmt.Errorf("%w: not a compact JWS", ErrMalformed)
+	}
+	h, known := (*j.headers.Load())[token[:dot1]]
+	if !known {
+		if h, err = parseHeader(token[:dot1]); err != nil {
+			return nil, "", err
+		}
+	}
+	if algSpecs[h.Alg] == nil {
+		return nil, "", fmt.Errorf("%w: the token's algorithm is not accepted", ErrBadSignature)
+	}
+	key, err := j.keys.lookup(ctx, h.Kid)
+	if err != nil {
+		return nil, "", err
+	}
+	if key.spec.name != h.Alg {
+		return nil, "", fmt.Errorf("%w: the token's alg is not its key's algorithm", ErrBadSignature)
+	}
+	// One pooled buffer holds the token's bytes, then the decoded signature
+	// and payload: nothing of it outlives the caller's use (json copies
+	// strings).
+	need := len(token) + b64.DecodedLen(len(token)-dot2-1) + b64.DecodedLen(dot2-dot1-1)
+	if cap(*bufp) < need {
+		*bufp = make([]byte, 0, need)
+	}
+	buf := (*bufp)[:need]
+	tok := buf[:copy(buf, token)]
+	rest := buf[len(tok):]
+	n, err := b64.Decode(rest, tok[dot2+1:])
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: signature is not base64url", ErrMalformed)
+	}
+	sig, rest := rest[:n], rest[n:]
+	if !key.verifySignature(tok[:dot2], sig) {
+		return nil, "", ErrBadSignature
+	}
+	if !known {
+		j.rememberHeader(token[:dot1], h)
+	}
+	if !isType(h.Typ) {
+		return nil, "", ErrWrongType
+	}
+	n, err = b64.Decode(rest, tok[dot1+1:dot2])
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: payload is not base64url", ErrMalformed)
+	}
+	return rest[:n], token[dot1+1 : dot2], nil
 }
 
 // scratch holds per-call buffers of Verify.
@@ -224,12 +260,12 @@ const (
 // rememberHeader caches the header of a token whose signature verified (so
 // only the issuer can add entries). The map is copied on write; when full
 // it starts over.
-func (v *Verifier) rememberHeader(seg string, h jwsHeader) {
+func (j *jwsVerifier) rememberHeader(seg string, h jwsHeader) {
 	if len(seg) > maxCachedHeaderLen {
 		return
 	}
 	for {
-		old := v.headers.Load()
+		old := j.headers.Load()
 		next := make(map[string]jwsHeader, len(*old)+1)
 		if len(*old) < maxCachedHeaders {
 			for k, e := range *old {
@@ -237,18 +273,21 @@ func (v *Verifier) rememberHeader(seg string, h jwsHeader) {
 			}
 		}
 		next[strings.Clone(seg)] = h
-		if v.headers.CompareAndSwap(old, &next) {
+		if j.headers.CompareAndSwap(old, &next) {
 			return
 		}
 	}
 }
 
-// isAccessTokenType reports whether typ is at+jwt, compared as RFC 7515
+// isAccessTokenType reports whether typ is at+jwt.
+func isAccessTokenType(typ string) bool { return typIs(typ, "at+jwt") }
+
+// typIs reports whether the header typ is want, compared as RFC 7515
 // §4.1.9 says: case-insensitively, with an optional "application/" prefix.
-func isAccessTokenType(typ string) bool {
+func typIs(typ, want string) bool {
 	const prefix = "application/"
 	if len(typ) > len(prefix) && strings.EqualFold(typ[:len(prefix)], prefix) {
 		typ = typ[len(prefix):]
 	}
-	return strings.EqualFold(typ, "at+jwt")
+	return strings.EqualFold(typ, want)
 }

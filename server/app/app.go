@@ -27,6 +27,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server"
 	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/backchannel"
 	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/config"
@@ -239,6 +240,8 @@ type App struct {
 	// Ender is the one routine that ends a browser session (logout, the
 	// session views, a login as someone else).
 	Ender *signout.Ender
+	// Backchannel delivers queued back-channel logout tokens; Run runs it.
+	Backchannel *backchannel.Notifier
 
 	metricsAddr atomic.Pointer[net.Addr] // bound PORTCULLIS_METRICS_ADDR, once listening
 }
@@ -291,18 +294,24 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	}})
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true})
 	srv.MountOAuth(tokens)
-	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Audit: core.Audit}
+	bcl, err := backchannel.New(backchannel.Config{Issuer: cfg.Issuer, Signer: core.Keys, Queue: core.Store,
+		Audit: core.Audit, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("back-channel logout: %w", err)
+	}
+	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Backchannel: bcl, Audit: core.Audit}
 	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter,
 		accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}})
 	if err != nil {
 		return nil, err
 	}
 	srv.MountAccounts(acc, tokens)
-	signIn, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker, ender)
+	signIn, flow, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker, ender)
 	if err != nil {
 		return nil, err
 	}
 	signIn.Views = acc
+	srv.MountPAR(tokens, flow)
 	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn}); err != nil {
 		return nil, err
 	}
@@ -311,23 +320,24 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, states: states,
-		Once: states.Once, BrowserSessions: states.Browser, Ender: ender}, nil
+		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl}, nil
 }
 
 // signInDeps wires browser sign-in: the browser session cookie over the
 // token state, and server/authorize over the clients, the id token hints,
-// the policy, the single-use records and the remembered consents.
+// the policy, the single-use records and the remembered consents. The flow
+// also serves /oauth2/par.
 func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, cl *clients.Cache,
-	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender) (pages.SignInDeps, error) {
+	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender) (pages.SignInDeps, *pages.AuthorizeFlow, error) {
 	browser, err := browsersession.New(states.Browser, browsersession.Config{IdleTTL: cfg.SessionIdleTTL, MaxAge: cfg.SessionMaxAge})
 	if err != nil {
-		return pages.SignInDeps{}, err
+		return pages.SignInDeps{}, nil, err
 	}
 	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
-		Sessions: states.Browser, Users: core.Store, Consents: core.Store, Audit: core.Audit, CodeTTL: cfg.AuthCodeTTL,
-		RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
+		Sessions: states.Browser, Grants: tokens, Users: core.Store, Consents: core.Store, Audit: core.Audit,
+		CodeTTL: cfg.AuthCodeTTL, RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
-		Rehasher: tokens, Hints: tokens, Clients: cl, Ender: ender}, nil
+		Rehasher: tokens, Hints: tokens, Clients: cl, Ender: ender}, flow, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client
@@ -464,6 +474,13 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go a.Keys.Run(kctx)
+	if a.Backchannel != nil {
+		// Deliveries in flight finish (or are left to their lease) before
+		// Run returns and the stores are closed.
+		done := make(chan struct{})
+		go func() { defer close(done); a.Backchannel.Run(kctx) }()
+		defer func() { cancel(); <-done }()
+	}
 	go a.purgeLoop(kctx, 10*time.Minute)
 	if a.Config.DebugAddr != "" {
 		if err := a.serveProfiler(kctx); err != nil {

@@ -59,6 +59,10 @@ type Env struct {
 	Clients     Clients
 	Hints       HintVerifier
 	Permissions Permissions
+	// Pushed keeps requests pushed to /oauth2/par (store.SingleUse, kind
+	// store.OncePushedRequest); nil: a PAR request_uri is not served
+	// (request_uri_not_supported, like any other request_uri).
+	Pushed PendingStore
 }
 
 // Prompt is the set of prompt values (OIDC Core §3.1.2.1).
@@ -119,7 +123,20 @@ func (r *Request) Fail(code, description string) *RedirectError {
 // wins. Steps 1-3 fail with a *PageError (never redirected); later steps
 // with a *RedirectError (step 4's in query mode). A store failure while
 // reading the client is a *PageError with status 503.
+//
+// A request_uri of /oauth2/par (RFC 9126 §4) with the client_id it was
+// pushed by is the pushed request, taken once; every other parameter is
+// ignored. One that is unknown, used, expired or another client's is a
+// *PageError (400). A client that must push its requests
+// (RequirePushedAuthorizationRequests) is refused anything else with
+// invalid_request at its redirect URI.
 func ParseRequest(ctx context.Context, form url.Values, env Env, now time.Time) (*Request, error) {
+	return parse(ctx, form, env, now, false)
+}
+
+// parse is ParseRequest; pushing is true at /oauth2/par (Push), where a
+// request_uri is invalid_request and the requirement to push is met.
+func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing bool) (*Request, error) {
 	// 1. One value per parameter, at most 16 KiB, UTF-8 without NUL.
 	p, err := singleValues(form)
 	if err != nil {
@@ -140,6 +157,10 @@ func ParseRequest(ctx context.Context, form url.Values, env Env, now time.Time) 
 	if err != nil {
 		return nil, &PageError{Status: http.StatusServiceUnavailable, Message: "The service is temporarily unavailable; try again shortly.",
 			cause: fmt.Errorf("read client: %w", err)}
+	}
+	// A pushed request (RFC 9126 §4) stands in for every other parameter.
+	if !pushing && env.Pushed != nil && strings.HasPrefix(p["request_uri"], RequestURIPrefix) {
+		return takePushed(ctx, env.Pushed, client.ID, p["request_uri"], now)
 	}
 	// 3. redirect_uri matches a registered one (loopback IP: any port); it
 	// may be omitted only with exactly one registered and no openid.
@@ -181,14 +202,19 @@ func ParseRequest(ctx context.Context, form url.Values, env Env, now time.Time) 
 	if !slices.Contains(client.Grants, grantAuthorizationCode) {
 		return nil, req.Fail(ErrUnauthorizedClient, "The client may not use the authorization code flow.")
 	}
-	// 7. No request objects, request_uri (outside PAR) or dynamic registration.
+	// 7. No request objects, request_uri (outside PAR) or dynamic
+	// registration; a client that must push its requests pushes them.
 	switch {
 	case p["request"] != "":
 		return nil, req.Fail(ErrRequestNotSupported, "Request objects are not supported.")
+	case p["request_uri"] != "" && pushing:
+		return nil, req.Fail(ErrInvalidRequest, "A pushed authorization request must not contain request_uri.")
 	case p["request_uri"] != "":
 		return nil, req.Fail(ErrRequestURINotSupported, "request_uri is not supported.")
 	case p["registration"] != "":
 		return nil, req.Fail(ErrRegistrationNotSupported, "The registration parameter is not supported.")
+	case client.RequirePushedAuthorizationRequests && !pushing:
+		return nil, req.Fail(ErrInvalidRequest, "This client must use pushed authorization requests.")
 	}
 	// 8. Scopes known and allowed to the client.
 	if req.Scopes, err = checkScopes(p["scope"], client.Scopes, env.Permissions); err != nil {

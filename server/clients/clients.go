@@ -56,6 +56,11 @@ type Spec struct {
 	BackchannelLogoutURI string
 	LogoURI              string // https only
 	ClientURI            string // https only
+
+	// RequirePushedAuthorizationRequests: /oauth2/authorize serves only
+	// requests pushed to /oauth2/par first (RFC 9126 §6); needs the
+	// authorization_code grant.
+	RequirePushedAuthorizationRequests bool
 }
 
 // maxURIs bounds each list of registered URIs.
@@ -151,6 +156,9 @@ func (s *Spec) validateCodeFlow() error {
 	}
 	native := s.ApplicationType == store.ApplicationNative
 	codeFlow := slices.Contains(s.Grants, token.GrantAuthorizationCode)
+	if s.RequirePushedAuthorizationRequests && !codeFlow {
+		return &ValidationError{"require_pushed_authorization_requests (--require-par) needs the authorization_code grant"}
+	}
 	if len(s.RedirectURIs) > 0 && !codeFlow {
 		return &ValidationError{"redirect URIs need the authorization_code grant (add it to the grants, or drop the redirect URIs)"}
 	}
@@ -230,6 +238,7 @@ func Create(ctx context.Context, st Store, spec Spec) (store.Client, string, err
 		RedirectURIs: spec.RedirectURIs, PostLogoutRedirectURIs: spec.PostLogoutRedirectURIs,
 		FirstParty: spec.FirstParty, ApplicationType: spec.ApplicationType, RequirePKCE: *spec.RequirePKCE,
 		BackchannelLogoutURI: spec.BackchannelLogoutURI, LogoURI: spec.LogoURI, ClientURI: spec.ClientURI}
+	c.RequirePushedAuthorizationRequests = spec.RequirePushedAuthorizationRequests
 	var secret string
 	if !spec.Public {
 		secret = NewSecret()
@@ -279,6 +288,9 @@ type ClientView struct {
 	LogoURI                string   `json:"logo_uri,omitempty"`
 	ClientURI              string   `json:"client_uri,omitempty"`
 
+	// RequirePushedAuthorizationRequests is RFC 9126 §6's client metadata.
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests"`
+
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -297,7 +309,7 @@ func View(c store.Client) ClientView {
 		RedirectURIs: orEmpty(c.RedirectURIs), PostLogoutRedirectURIs: orEmpty(c.PostLogoutRedirectURIs),
 		FirstParty: c.FirstParty, ApplicationType: appType, RequirePKCE: c.RequirePKCE || c.Public,
 		BackchannelLogoutURI: c.BackchannelLogoutURI, LogoURI: c.LogoURI, ClientURI: c.ClientURI,
-		CreatedAt: c.CreatedAt}
+		RequirePushedAuthorizationRequests: c.RequirePushedAuthorizationRequests, CreatedAt: c.CreatedAt}
 }
 
 // orEmpty returns l, or an empty list for nil (a JSON array, never null).

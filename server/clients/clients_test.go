@@ -38,6 +38,7 @@ func TestValidateCodeFlow(t *testing.T) {
 			s.LogoURI = "https://cdn.example.com/logo.png"
 			s.ClientURI = "https://app.example.com/"
 			s.RequirePKCE = ptr(false)
+			s.RequirePushedAuthorizationRequests = true
 		}), ""},
 		{"ok/loopback_http", codeSpec(func(s *clients.Spec) {
 			s.RedirectURIs = []string{"http://127.0.0.1/cb", "http://[::1]:8080/cb"}
@@ -63,6 +64,8 @@ func TestValidateCodeFlow(t *testing.T) {
 		}), "period"},
 		{"fail/redirect_uris_without_grant", clients.Spec{ID: "pw-app", RedirectURIs: []string{"https://app.example.com/cb"}}, "authorization_code grant"},
 		{"fail/code_grant_without_redirect_uris", codeSpec(func(s *clients.Spec) { s.RedirectURIs = nil }), "at least one redirect URI"},
+		{"fail/require_par_without_code_grant", clients.Spec{ID: "svc", Grants: []string{"client_credentials"},
+			RequirePushedAuthorizationRequests: true}, "--require-par"},
 		{"fail/no_pkce_on_public", codeSpec(func(s *clients.Spec) { s.Public, s.RequirePKCE = true, ptr(false) }), "always needs PKCE"},
 		{"fail/application_type", codeSpec(func(s *clients.Spec) { s.ApplicationType = "browser" }), "web or native"},
 		{"fail/post_logout_http", codeSpec(func(s *clients.Spec) { s.PostLogoutRedirectURIs = []string{"http://app.example.com/bye"} }), "post-logout"},

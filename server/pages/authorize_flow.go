@@ -3,6 +3,7 @@ package pages
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/authorize"
+	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -27,9 +29,15 @@ type AuthorizeFlow struct {
 	Permissions authorize.Permissions
 	// Once keeps pending requests and codes (store.SingleUse).
 	Once store.SingleUse
-	// Sessions records the clients granted codes in a browser session.
+	// Sessions records each code's grant in its browser session, so that
+	// ending the session can end the grant.
 	Sessions interface {
-		AddBrowserSessionClient(ctx context.Context, id, clientID string) error
+		AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error)
+	}
+	// Grants ends the grants a session drops beyond store.MaxSessionGrants
+	// (*token.Service.EndGrants).
+	Grants interface {
+		EndGrants(ctx context.Context, sids []string) error
 	}
 	Users interface {
 		GetUser(ctx context.Context, id string) (store.User, error)
@@ -64,31 +72,70 @@ func (f *AuthorizeFlow) log() *slog.Logger {
 
 // Authorize implements Flow: the query of a GET, the form body of a POST.
 func (f *AuthorizeFlow) Authorize(ctx context.Context, r *http.Request) (string, *Step, error) {
-	var form url.Values
-	if r.Method == http.MethodPost {
-		if err := r.ParseForm(); err != nil {
-			return "", &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request could not be read (too large, or not a form)."}, nil
-		}
-		form = r.PostForm
-	} else {
-		q, err := url.ParseQuery(r.URL.RawQuery)
-		if err != nil {
-			return "", &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request's query string is malformed."}, nil
-		}
-		form = q
-	}
 	now := f.now()
-	req, err := authorize.ParseRequest(ctx, form, authorize.Env{Issuer: f.Issuer, Clients: f.Clients, Hints: f.Hints,
-		Permissions: f.Permissions}, now)
-	if err != nil {
-		s, err := f.stop(err)
-		return "", s, err
+	req, stop, err := f.parse(ctx, r, now)
+	if stop != nil || err != nil {
+		return "", stop, err
 	}
 	id, err := authorize.SavePending(ctx, f.Once, req, f.RequestTTL, now)
 	if err != nil {
 		return "", nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
 	return id, nil, nil
+}
+
+// AuthorizeNow implements Flow: a request the browser session answers at
+// once (single sign-on, or an error such as login_required) is answered
+// without storing a pending request; one that needs a page is stored and
+// its page step returned.
+func (f *AuthorizeFlow) AuthorizeNow(ctx context.Context, r *http.Request, bs *store.BrowserSession, m accounts.Meta) (Step, error) {
+	now := f.now()
+	req, stop, err := f.parse(ctx, r, now)
+	if stop != nil || err != nil {
+		if stop != nil {
+			return *stop, nil
+		}
+		return Step{}, err
+	}
+	return f.next(ctx, "", req, bs, DoneNothing, m, now)
+}
+
+// parse reads and validates the authorization request r (the query of a
+// GET, the form body of a POST): the request, or the Step that ends it at
+// once (the error page, or an error delivered to the redirect URI).
+func (f *AuthorizeFlow) parse(ctx context.Context, r *http.Request, now time.Time) (*authorize.Request, *Step, error) {
+	var form url.Values
+	if r.Method == http.MethodPost {
+		if err := r.ParseForm(); err != nil {
+			return nil, &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request could not be read (too large, or not a form)."}, nil
+		}
+		form = r.PostForm
+	} else {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return nil, &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request's query string is malformed."}, nil
+		}
+		form = q
+	}
+	req, err := authorize.ParseRequest(ctx, form, f.env(), now)
+	if err != nil {
+		s, err := f.stop(err)
+		return nil, s, err
+	}
+	return req, nil, nil
+}
+
+// env is what authorize checks requests against; pushed requests are kept
+// in f.Once.
+func (f *AuthorizeFlow) env() authorize.Env {
+	return authorize.Env{Issuer: f.Issuer, Clients: f.Clients, Hints: f.Hints, Permissions: f.Permissions, Pushed: f.Once}
+}
+
+// Push serves /oauth2/par for client, authenticated by the caller: the
+// request is validated as at Authorize and kept once for
+// authorize.PushedRequestTTL (authorize.Push).
+func (f *AuthorizeFlow) Push(ctx context.Context, form url.Values, client store.Client) (authorize.Pushed, error) {
+	return authorize.Push(ctx, form, client, f.env(), authorize.PushedRequestTTL, f.now())
 }
 
 // stop turns an error of server/authorize into the Step that answers it.
@@ -157,61 +204,47 @@ func (f *AuthorizeFlow) Proceed(ctx context.Context, id string, bs *store.Browse
 	if err != nil {
 		return f.stopped(err)
 	}
+	return f.next(ctx, id, req, bs, done, m, now)
+}
+
+// next decides what comes next for req given the browser session and what
+// the person just did: a code or an error at the redirect URI (taking the
+// pending request id first, when there is one), or a page (storing req as
+// pending first when id is "").
+func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Request, bs *store.BrowserSession, done Done,
+	m accounts.Meta, now time.Time) (Step, error) {
 	if done == DoneDeny {
-		return f.finish(ctx, id, now, func(r *authorize.Request) (authorize.Response, error) {
+		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
 			return r.Fail(authorize.ErrAccessDenied, "The user denied the request.").Response(), nil
 		})
 	}
-	in := authorize.Inputs{Session: bs}
-	if bs != nil {
-		u, err := f.Users.GetUser(ctx, bs.UserID)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			in.User = authorize.StateOf(nil)
-		case err != nil:
-			return Step{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
-		default:
-			in.User = authorize.StateOf(&u)
-		}
-		if done == DoneConsent && in.User.Exists && in.User.Active && !in.User.MustChangePassword && !req.FirstParty {
-			if err := f.remember(ctx, bs.UserID, req, now, m); err != nil {
-				return Step{}, err
-			}
-		}
-		if !req.FirstParty {
-			c, err := f.Consents.GetConsent(ctx, bs.UserID, req.ClientID)
-			switch {
-			case err == nil:
-				in.Consent = &c
-			case !errors.Is(err, store.ErrNotFound):
-				return Step{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
-			}
-		}
-		// The account is chosen when the person signed in during this
-		// request or answered a page of it (the chooser comes before consent).
-		in.AccountSelected = done != DoneNothing || !bs.AuthTime.Before(req.ReceivedAt)
-		in.ConsentGiven = done == DoneConsent
+	in, err := f.inputs(ctx, req, bs, done, m, now)
+	if err != nil {
+		return Step{}, err
 	}
 	dec := authorize.Decide(req, in, now)
 	switch dec.Action {
 	case authorize.ActIssueCode:
-		return f.finish(ctx, id, now, func(r *authorize.Request) (authorize.Response, error) {
-			code, _, err := authorize.IssueCode(ctx, f.Once, r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
+		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
+			code, rec, err := authorize.IssueCode(ctx, f.Once, r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
 				AMR: bs.AMR, BrowserSessionID: bs.ID}, f.CodeTTL, now)
 			if err != nil {
 				return authorize.Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 			}
-			if !slices.Contains(bs.ClientIDs, r.ClientID) { // already recorded: no write on every SSO round trip
-				if err := f.Sessions.AddBrowserSessionClient(ctx, bs.ID, r.ClientID); err != nil {
-					f.log().Warn("record the client of a browser session", "err", err)
-				}
+			if err := f.recordGrant(ctx, bs.ID, rec, now); err != nil {
+				return authorize.Response{}, err
 			}
 			return r.Success(code), nil
 		})
 	case authorize.Refuse:
-		return f.finish(ctx, id, now, func(*authorize.Request) (authorize.Response, error) {
+		return f.finish(ctx, id, req, now, func(*authorize.Request) (authorize.Response, error) {
 			return dec.Error.Response(), nil
 		})
+	}
+	if id == "" {
+		if id, err = authorize.SavePending(ctx, f.Once, req, f.RequestTTL, now); err != nil {
+			return Step{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
 	}
 	p, err := f.view(ctx, id, req)
 	if err != nil {
@@ -233,6 +266,72 @@ func (f *AuthorizeFlow) Proceed(ctx context.Context, id string, bs *store.Browse
 	return s, nil
 }
 
+// recordGrant records the grant of the code rec in browser session id and
+// ends the grants the session drops to make room. It fails closed: a grant
+// not recorded could not be ended with the session, so its code is never
+// answered (the code stays unused until it expires).
+func (f *AuthorizeFlow) recordGrant(ctx context.Context, id string, rec token.AuthCode, now time.Time) error {
+	dropped, err := f.Sessions.AddBrowserSessionGrant(ctx, id, store.SessionGrant{SID: rec.SID, ClientID: rec.ClientID,
+		Offline: rec.Offline, GrantedAt: now})
+	if err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("record the grant in its browser session: %w", err))
+	}
+	// A dropped grant could no longer be ended with its session, so it ends
+	// now, unless it has offline_access (it outlives the session anyway).
+	var sids []string
+	for _, g := range dropped {
+		if !g.Offline {
+			sids = append(sids, g.SID)
+		}
+	}
+	if len(sids) == 0 {
+		return nil
+	}
+	if err := f.Grants.EndGrants(ctx, sids); err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end grants dropped from their browser session: %w", err))
+	}
+	return nil
+}
+
+// inputs gathers what authorize.Decide weighs besides the request: the
+// session's user, the remembered consent (after remembering the one just
+// given), and whether the account was chosen during this request.
+func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, bs *store.BrowserSession, done Done,
+	m accounts.Meta, now time.Time) (authorize.Inputs, error) {
+	in := authorize.Inputs{Session: bs}
+	if bs == nil {
+		return in, nil
+	}
+	u, err := f.Users.GetUser(ctx, bs.UserID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		in.User = authorize.StateOf(nil)
+	case err != nil:
+		return in, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	default:
+		in.User = authorize.StateOf(&u)
+	}
+	if done == DoneConsent && in.User.Exists && in.User.Active && !in.User.MustChangePassword && !req.FirstParty {
+		if err := f.remember(ctx, bs.UserID, req, now, m); err != nil {
+			return in, err
+		}
+	}
+	if !req.FirstParty {
+		c, err := f.Consents.GetConsent(ctx, bs.UserID, req.ClientID)
+		switch {
+		case err == nil:
+			in.Consent = &c
+		case !errors.Is(err, store.ErrNotFound):
+			return in, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
+	}
+	// The account is chosen when the person signed in during this request
+	// or answered a page of it (the chooser comes before consent).
+	in.AccountSelected = done != DoneNothing || !bs.AuthTime.Before(req.ReceivedAt)
+	in.ConsentGiven = done == DoneConsent
+	return in, nil
+}
+
 // stopped is Proceed's answer to a request that cannot go on.
 func (f *AuthorizeFlow) stopped(err error) (Step, error) {
 	s, err := f.stop(err)
@@ -242,13 +341,17 @@ func (f *AuthorizeFlow) stopped(err error) (Step, error) {
 	return *s, nil
 }
 
-// finish takes the pending request (once: a second submit or a racing tab
-// gets "you are signed in", never a second answer) and answers it.
-func (f *AuthorizeFlow) finish(ctx context.Context, id string, now time.Time,
+// finish answers req: a stored pending request id is taken first (once: a
+// second submit or a racing tab gets "you are signed in", never a second
+// answer); a request answered at once (id "") was never stored.
+func (f *AuthorizeFlow) finish(ctx context.Context, id string, req *authorize.Request, now time.Time,
 	answer func(*authorize.Request) (authorize.Response, error)) (Step, error) {
-	req, err := authorize.FinishPending(ctx, f.Once, id, now)
-	if err != nil {
-		return f.stopped(err)
+	if id != "" {
+		taken, err := authorize.FinishPending(ctx, f.Once, id, now)
+		if err != nil {
+			return f.stopped(err)
+		}
+		req = taken
 	}
 	resp, err := answer(req)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/authorize"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -129,10 +130,45 @@ func (c *consentMem) PutConsent(_ context.Context, v store.Consent) error {
 	return nil
 }
 
-type sessionClients struct{ added []string }
+// sessionGrants records the grants added to browser sessions; err fails
+// every addition, drop is what the next addition drops.
+type sessionGrants struct {
+	added  []string // "<session id>/<client id>"
+	grants []store.SessionGrant
+	drop   []store.SessionGrant
+	err    error
+}
 
-func (s *sessionClients) AddBrowserSessionClient(_ context.Context, id, clientID string) error {
-	s.added = append(s.added, id+"/"+clientID)
+func (s *sessionGrants) AddBrowserSessionGrant(_ context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	s.added = append(s.added, id+"/"+g.ClientID)
+	s.grants = append(s.grants, g)
+	d := s.drop
+	s.drop = nil
+	return d, nil
+}
+
+// families records the grants ended; failing ones cannot be ended (the
+// others still are, as token.Service.EndGrants does).
+type families struct {
+	revoked []string
+	failing map[string]bool
+}
+
+func (f *families) EndGrants(_ context.Context, sids []string) error {
+	var failed bool
+	for _, id := range sids {
+		if f.failing[id] {
+			failed = true
+			continue
+		}
+		f.revoked = append(f.revoked, id)
+	}
+	if failed {
+		return errors.New("connection refused")
+	}
 	return nil
 }
 
@@ -149,12 +185,14 @@ type flowEnv struct {
 	once     *onceMem
 	consents *consentMem
 	audit    *auditLog
-	sessions *sessionClients
+	sessions *sessionGrants
+	families *families
 }
 
 func newFlowEnv() *flowEnv {
 	env := &flowEnv{now: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC), once: &onceMem{recs: map[string]*onceRecord{}},
-		consents: &consentMem{m: map[string]store.Consent{}}, audit: &auditLog{}, sessions: &sessionClients{}}
+		consents: &consentMem{m: map[string]store.Consent{}}, audit: &auditLog{}, sessions: &sessionGrants{},
+		families: &families{}}
 	code := []string{"authorization_code"}
 	env.f = &AuthorizeFlow{Issuer: flowIssuer,
 		Clients: clientMap{
@@ -162,7 +200,7 @@ func newFlowEnv() *flowEnv {
 			"first": {ID: "first", Name: "First App", Grants: code, RedirectURIs: []string{testRedirect}, FirstParty: true},
 		},
 		Hints: noHints{}, Permissions: somePerms{"projects:read", "projects:write"}, Once: env.once,
-		Sessions: env.sessions, Users: &fakeUsers{}, Consents: env.consents, Audit: env.audit,
+		Sessions: env.sessions, Grants: env.families, Users: &fakeUsers{}, Consents: env.consents, Audit: env.audit,
 		CodeTTL: time.Minute, RequestTTL: 30 * time.Minute, Now: func() time.Time { return env.now }}
 	return env
 }
@@ -229,6 +267,39 @@ func TestAuthorizeFlowTime(t *testing.T) {
 			t.Fatalf("Lookup of an expired request: %+v, %v", stop, err)
 		}
 	})
+	t.Run("pushed_request_lives_60s_from_the_push", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			after time.Duration
+			ok    bool
+		}{{"ok/59s", 59 * time.Second, true}, {"fail/60s", authorize.PushedRequestTTL, false}} {
+			t.Run(tc.name, func(t *testing.T) {
+				env := newFlowEnv()
+				third, _ := env.f.Clients.GetClient(context.Background(), "third")
+				p, err := env.f.Push(context.Background(), url.Values{"redirect_uri": {testRedirect}, "response_type": {"code"},
+					"scope": {"openid"}, "state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}, third)
+				if err != nil || p.ExpiresIn != 60 {
+					t.Fatalf("Push: %+v, %v", p, err)
+				}
+				env.now = env.now.Add(tc.after)
+				q := url.Values{"client_id": {"third"}, "request_uri": {p.RequestURI}}
+				id, stop, err := env.f.Authorize(context.Background(), httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil))
+				switch {
+				case err != nil:
+					t.Fatalf("Authorize: %v", err)
+				case tc.ok && (stop != nil || id == ""):
+					t.Fatalf("a pushed request within its lifetime: %+v", stop)
+				case !tc.ok && (stop == nil || stop.Kind != StepError || stop.Status != http.StatusBadRequest || stop.Location != ""):
+					t.Fatalf("an expired pushed request: %+v, want the error page (400), never a redirect", stop)
+				}
+				if tc.ok {
+					if s := env.proceed(t, id, nil, DoneNothing); s.Kind != StepLogin {
+						t.Fatalf("the pushed request goes on to the login page: %+v", s)
+					}
+				}
+			})
+		}
+	})
 	t.Run("fail/long_gone_request_is_the_error_page", func(t *testing.T) {
 		env := newFlowEnv()
 		id := env.authorize(t, "first")
@@ -272,7 +343,7 @@ func TestAuthorizeFlowTime(t *testing.T) {
 			t.Fatalf("code records %+v", codes)
 		}
 		if !slices.Equal(env.sessions.added, []string{"bs-usr_ann/first"}) {
-			t.Fatalf("session clients %v", env.sessions.added)
+			t.Fatalf("session grants %v", env.sessions.added)
 		}
 	})
 	t.Run("ok/max_age", func(t *testing.T) {
@@ -407,4 +478,157 @@ func TestAuthorizeFlowAnswers(t *testing.T) {
 			t.Fatalf("POST: %q %+v %v", id, stop, err)
 		}
 	})
+}
+
+// TestAuthorizeFlowGrants: every code's grant is recorded in its browser
+// session (its sid, client, offline_access, time), the grants the session
+// drops are ended, and a grant that cannot be recorded or a dropped grant
+// that cannot be ended answers no code (fail closed).
+func TestAuthorizeFlowGrants(t *testing.T) {
+	ctx := context.Background()
+	t.Run("ok/every_code_records_its_grant", func(t *testing.T) {
+		env := newFlowEnv()
+		bs := session("usr_ann", env.now)
+		bs.ClientIDs = []string{"first"} // recorded before: a new code's grant is recorded all the same
+		for _, scope := range []string{"openid", "openid offline_access"} {
+			if q := clientAnswer(t, env.proceed(t, env.authorize(t, "first", "scope", scope), bs, DoneNothing)); q.Get("code") == "" {
+				t.Fatalf("%s: %v", scope, q)
+			}
+			env.now = env.now.Add(time.Second)
+		}
+		codes := env.once.codes(t)
+		slices.SortFunc(codes, func(a, b token.AuthCode) int { return a.IssuedAt.Compare(b.IssuedAt) })
+		if len(codes) != 2 || len(env.sessions.grants) != 2 {
+			t.Fatalf("%d codes, %d grants recorded, want 2 and 2", len(codes), len(env.sessions.grants))
+		}
+		for i, g := range env.sessions.grants {
+			want := store.SessionGrant{SID: codes[i].SID, ClientID: "first", Offline: i == 1, GrantedAt: codes[i].IssuedAt}
+			if g != want || codes[i].SID == "" || codes[i].Offline != want.Offline {
+				t.Fatalf("grant %d = %+v, want %+v (code %+v)", i, g, want, codes[i])
+			}
+		}
+		if !slices.Equal(env.sessions.added, []string{"bs-usr_ann/first", "bs-usr_ann/first"}) {
+			t.Fatalf("grants recorded in %v", env.sessions.added)
+		}
+		if len(env.families.revoked) != 0 {
+			t.Fatalf("revoked %v, want none", env.families.revoked)
+		}
+	})
+	t.Run("ok/dropped_grants_are_ended_but_offline_ones", func(t *testing.T) {
+		env := newFlowEnv()
+		env.sessions.drop = []store.SessionGrant{{SID: "sid-old-1", ClientID: "first"}, {SID: "sid-old-2", ClientID: "third", Offline: true},
+			{SID: "sid-old-3", ClientID: "third"}}
+		if q := clientAnswer(t, env.proceed(t, env.authorize(t, "first"), session("usr_ann", env.now), DoneNothing)); q.Get("code") == "" {
+			t.Fatalf("%v", q)
+		}
+		if !slices.Equal(env.families.revoked, []string{"sid-old-1", "sid-old-3"}) {
+			t.Fatalf("revoked %v, want the dropped grants without offline_access", env.families.revoked)
+		}
+	})
+	for _, tc := range []struct {
+		name   string
+		breaks func(env *flowEnv)
+	}{
+		{"fail/grant_not_recorded_answers_no_code", func(env *flowEnv) { env.sessions.err = errors.New("connection refused") }},
+		{"fail/ended_session_answers_no_code", func(env *flowEnv) { env.sessions.err = store.ErrNotFound }},
+		{"fail/dropped_grant_not_ended_answers_no_code", func(env *flowEnv) {
+			env.sessions.drop = []store.SessionGrant{{SID: "sid-a"}, {SID: "sid-b"}}
+			env.families.failing = map[string]bool{"sid-a": true}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newFlowEnv()
+			id := env.authorize(t, "first")
+			tc.breaks(env)
+			s, err := env.f.Proceed(ctx, id, session("usr_ann", env.now), DoneNothing, accounts.Meta{})
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.Code != "temporarily_unavailable" {
+				t.Fatalf("Proceed = %+v, %v; want 503 temporarily_unavailable", s, err)
+			}
+			if env.families.failing != nil && !slices.Equal(env.families.revoked, []string{"sid-b"}) {
+				t.Fatalf("revoked %v: one failure must not keep the other dropped grants alive", env.families.revoked)
+			}
+		})
+	}
+}
+
+// pending counts the pending requests stored.
+func (o *onceMem) pending() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, r := range o.recs {
+		if r.kind == store.OnceAuthRequest {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAuthorizeNow: a request the browser session answers at once (single
+// sign-on, prompt=none without a session, a refusal) stores no pending
+// request; one that needs a page stores exactly one (the request and its
+// tombstone) and the page carries its id, which then proceeds as usual.
+func TestAuthorizeNow(t *testing.T) {
+	start := func(env *flowEnv, bs *store.BrowserSession, client string, extra ...string) Step {
+		t.Helper()
+		q := url.Values{"client_id": {client}, "redirect_uri": {testRedirect}, "response_type": {"code"}, "scope": {"openid"},
+			"state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}
+		for i := 0; i+1 < len(extra); i += 2 {
+			q.Set(extra[i], extra[i+1])
+		}
+		s, err := env.f.AuthorizeNow(context.Background(), httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil),
+			bs, accounts.Meta{})
+		if err != nil {
+			t.Fatalf("AuthorizeNow: %v", err)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name      string
+		client    string
+		signedIn  bool
+		extra     []string
+		kind      StepKind
+		code      bool
+		errorCode string
+		pending   int
+	}{
+		{name: "ok/sso_first_party_code_nothing_stored", client: "first", signedIn: true, kind: StepRedirect, code: true},
+		{name: "ok/prompt_none_without_session_nothing_stored", client: "first", extra: []string{"prompt", "none"},
+			kind: StepRedirect, errorCode: "login_required"},
+		{name: "ok/bad_scope_nothing_stored", client: "first", signedIn: true, extra: []string{"scope", "openid nope"},
+			kind: StepRedirect, errorCode: "invalid_scope"},
+		{name: "ok/login_page_stores_the_request", client: "first", kind: StepLogin, pending: 2},
+		{name: "ok/consent_page_stores_the_request", client: "third", signedIn: true, kind: StepConsent, pending: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newFlowEnv()
+			var bs *store.BrowserSession
+			if tc.signedIn {
+				bs = session("usr_ann", env.now.Add(-time.Minute))
+			}
+			s := start(env, bs, tc.client, tc.extra...)
+			if s.Kind != tc.kind {
+				t.Fatalf("step %+v, want kind %d", s, tc.kind)
+			}
+			if tc.kind == StepRedirect {
+				q := clientAnswer(t, s)
+				if (q.Get("code") != "") != tc.code || q.Get("error") != tc.errorCode {
+					t.Fatalf("answer %v", q)
+				}
+			}
+			if n := env.once.pending(); n != tc.pending {
+				t.Fatalf("%d pending records stored, want %d", n, tc.pending)
+			}
+			if tc.pending > 0 {
+				if s.Request.ID == "" {
+					t.Fatal("the page carries no pending id")
+				}
+				if q := clientAnswer(t, env.proceed(t, s.Request.ID, session("usr_ann", env.now), DoneConsent)); q.Get("code") == "" {
+					t.Fatalf("the stored request did not proceed: %v", q)
+				}
+			}
+		})
+	}
 }

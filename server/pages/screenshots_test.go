@@ -177,12 +177,45 @@ func TestScreenshots(t *testing.T) {
 	expect(open(t, ctx, authorize("https://evil.example/callback")), http.StatusBadRequest, "authorize error")
 	shoot("authorize-error")
 
-	// The sessions page: Lena's session in this browser (with the photo
-	// album she used) and one on her phone, her consent to the album; then
-	// signing out this device, and the page without a session.
+	// Signing out: the confirmation page, "Stay signed in", the signed-out
+	// page, and a logout request that cannot be read (a repeated parameter).
+	expect(open(t, ctx, d.in.URL+"/oauth2/logout?client_id=photos&state=s"), http.StatusOK, "logout confirmation")
+	mustContain(t, "the logout confirmation", text(t, ctx), "Sign out?")
+	shoot("logout-confirm")
+	click := func(id string) int64 {
+		t.Helper()
+		resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID(id)))
+		if err != nil {
+			t.Fatalf("click %s: %v", id, err)
+		}
+		return resp.Status
+	}
+	expect(click("stay"), http.StatusOK, "stay signed in")
+	mustContain(t, "stay signed in", text(t, ctx), "You are still signed in")
+	shoot("logout-stay")
+	expect(open(t, ctx, d.in.URL+"/oauth2/logout"), http.StatusOK, "logout confirmation")
+	expect(click("logout"), http.StatusOK, "signed out")
+	mustContain(t, "the signed-out page", text(t, ctx), "You are signed out")
+	shoot("logout-done")
+	expect(open(t, ctx, d.in.URL+"/oauth2/logout?state=a&state=b"), http.StatusBadRequest, "logout error")
+	shoot("logout-error")
+
+	// The sessions page: Lena signs in again (to a first-party client whose
+	// redirect URI is this server's /healthz, so the browser lands
+	// somewhere), her session also lists the photo album, she has one on
+	// her phone and a consent to the album; then signing out this device,
+	// and the page without a session.
+	d.fx.Client(t, clients.Spec{ID: "notes", Name: "Notes", Grants: []string{"authorization_code", "refresh_token"},
+		RedirectURIs: []string{d.in.URL + "/healthz"}, FirstParty: true})
+	notes := url.Values{"response_type": {"code"}, "client_id": {"notes"}, "redirect_uri": {d.in.URL + "/healthz"},
+		"scope": {"openid"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())},
+		"code_challenge_method": {"S256"}}
+	expect(open(t, ctx, d.in.URL+"/oauth2/authorize?"+notes.Encode()), http.StatusOK, "login for the sessions page")
+	browse(t, ctx, fill("username", "lena@example.com"), fill("password", goodPassword))
+	expect(submit(t, ctx), http.StatusOK, "signed in to notes")
 	seedAccount(t, d, "lena@example.com", "photos")
 	expect(open(t, ctx, d.in.URL+"/account/sessions"), http.StatusOK, "account sessions")
-	mustContain(t, "the sessions page", text(t, ctx), "This device", "Photo Album", "iPhone", "Withdraw")
+	mustContain(t, "the sessions page", text(t, ctx), "This device", "Notes", "Photo Album", "iPhone", "Withdraw")
 	shoot("account-sessions")
 	expect(submit(t, ctx), http.StatusOK, "sign out this device") // the first button: this device
 	mustContain(t, "signed out", text(t, ctx), "You are signed out")
@@ -205,17 +238,16 @@ func TestScreenshots(t *testing.T) {
 func seedAccount(t *testing.T, d *deployment, email, clientID string) {
 	t.Helper()
 	ctx := context.Background()
-	core := d.in.App.Core
-	u, err := core.Store.GetUserByEmail(ctx, email)
+	sessions := d.in.App.BrowserSessions
+	u, err := d.in.App.Core.Store.GetUserByEmail(ctx, email)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	live, err := d.in.App.BrowserSessions.ListBrowserSessions(ctx, u.ID, now)
+	live, err := sessions.ListBrowserSessions(ctx, u.ID, now)
 	if err != nil || len(live) != 1 {
 		t.Fatalf("%s's sessions: %v, %v", email, live, err)
 	}
-	addClient(t, d.in.App.BrowserSessions, live[0].ID, clientID)
 	cookie := make([]byte, 32)
 	if _, err := rand.Read(cookie); err != nil {
 		t.Fatal(err)
@@ -224,36 +256,16 @@ func seedAccount(t *testing.T, d *deployment, email, clientID string) {
 		Remember: true, CreatedAt: now.Add(-26 * time.Hour), LastUsedAt: now.Add(-3 * time.Hour), IdleTTL: 48 * time.Hour,
 		AbsoluteExpiry: now.Add(100 * time.Hour), IP: "203.0.113.7",
 		UserAgent: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"}
-	if err := d.in.App.BrowserSessions.CreateBrowserSession(ctx, phone, cookie); err != nil {
+	if err := sessions.CreateBrowserSession(ctx, phone, cookie); err != nil {
 		t.Fatal(err)
 	}
-	addClient(t, d.in.App.BrowserSessions, phone.ID, clientID)
-	if err := core.Store.PutConsent(ctx, store.Consent{UserID: u.ID, ClientID: clientID,
+	for _, id := range []string{live[0].ID, phone.ID} {
+		if _, err := sessions.AddBrowserSessionGrant(ctx, id, store.SessionGrant{SID: "grant-" + id, ClientID: clientID, GrantedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.in.App.Core.Store.PutConsent(ctx, store.Consent{UserID: u.ID, ClientID: clientID,
 		Scopes: []string{"email", "openid", "profile"}, GrantedAt: now.Add(-26 * time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// addClient records that clientID was granted a code in the browser session
-// id, through whichever method the token state has: AddBrowserSessionClient
-// is being folded into AddBrowserSessionGrant (issue 14).
-func addClient(t *testing.T, sessions any, id, clientID string) {
-	t.Helper()
-	ctx := context.Background()
-	var err error
-	switch s := sessions.(type) {
-	case interface {
-		AddBrowserSessionGrant(context.Context, string, store.SessionGrant) ([]store.SessionGrant, error)
-	}:
-		_, err = s.AddBrowserSessionGrant(ctx, id, store.SessionGrant{SID: "grant-" + id, ClientID: clientID, GrantedAt: time.Now()})
-	case interface {
-		AddBrowserSessionClient(context.Context, string, string) error
-	}:
-		err = s.AddBrowserSessionClient(ctx, id, clientID)
-	default:
-		t.Fatalf("the token state %T records no grants", sessions)
-	}
-	if err != nil {
 		t.Fatal(err)
 	}
 }

@@ -129,6 +129,12 @@ type Flow interface {
 	// the pending request's id, or the Step that ends the request at once
 	// (the error page, or an error delivered to the redirect URI).
 	Authorize(ctx context.Context, r *http.Request) (id string, stop *Step, err error)
+	// AuthorizeNow validates the authorization request r and decides it at
+	// once with the browser session bs (nil: none): a request the session
+	// answers (single sign-on, prompt=none's errors) is answered without a
+	// pending request being stored; one that needs a page is stored and its
+	// page step returned.
+	AuthorizeNow(ctx context.Context, r *http.Request, bs *store.BrowserSession, m accounts.Meta) (Step, error)
 	// Proceed decides what comes next for the pending request id, given the
 	// browser session (nil: none) and what the person just did. A request
 	// that expired or was completed answers its own Step (access_denied
@@ -257,13 +263,24 @@ func (p *Pages) sessionOf(c echo.Context) (*store.BrowserSession, error) {
 	return &bs, nil
 }
 
-// authorize is GET and POST /oauth2/authorize: validate and store the
-// request, then proceed with the browser's session. A POST from another
-// site carries no SameSite=Lax cookie, so it is answered with a 303 to the
-// same-site GET /login?request=…, which sees the session (SSO works for
-// POSTed requests too).
+// authorize is GET and POST /oauth2/authorize. A GET is decided at once
+// with the browser's session (single sign-on stores no pending request). A
+// POST from another site carries no SameSite=Lax cookie, so it is stored
+// and answered with a 303 to the same-site GET /login?request=…, which sees
+// the session (SSO works for POSTed requests too).
 func (p *Pages) authorize(c echo.Context) error {
 	ctx := c.Request().Context()
+	if c.Request().Method != http.MethodPost {
+		bs, err := p.sessionOf(c)
+		if err != nil {
+			return p.fail(c, err)
+		}
+		step, err := p.si.Flow.AuthorizeNow(ctx, c.Request(), bs, meta(c))
+		if err != nil {
+			return p.fail(c, err)
+		}
+		return p.respond(c, step, bs)
+	}
 	id, stop, err := p.si.Flow.Authorize(ctx, c.Request())
 	if err != nil {
 		return p.fail(c, err)
@@ -271,10 +288,7 @@ func (p *Pages) authorize(c echo.Context) error {
 	if stop != nil {
 		return p.respond(c, *stop, nil)
 	}
-	if c.Request().Method == http.MethodPost {
-		return p.redirect(c, p.base+LoginPath+"?"+url.Values{requestField: {id}}.Encode())
-	}
-	return p.proceed(c, id, DoneNothing)
+	return p.redirect(c, p.base+LoginPath+"?"+url.Values{requestField: {id}}.Encode())
 }
 
 // resume is GET /login?request=… and GET /consent?request=…: the pending

@@ -70,6 +70,17 @@ func (f *scriptedFlow) Authorize(_ context.Context, r *http.Request) (string, *S
 	return testPending.ID, nil, nil
 }
 
+func (f *scriptedFlow) AuthorizeNow(ctx context.Context, r *http.Request, bs *store.BrowserSession, m accounts.Meta) (Step, error) {
+	id, stop, err := f.Authorize(ctx, r)
+	if err != nil || stop != nil {
+		if stop != nil {
+			return *stop, nil
+		}
+		return Step{}, err
+	}
+	return f.Proceed(ctx, id, bs, DoneNothing, m)
+}
+
 func (f *scriptedFlow) Proceed(_ context.Context, id string, bs *store.BrowserSession, done Done, _ accounts.Meta) (Step, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -467,4 +469,37 @@ func TestCodeGrantWithoutCodeStore(t *testing.T) {
 	e.svc.codes = nil
 	_, err := e.exchange(codeRequest("web", "whatever", "code", "whatever"))
 	wantOAuthError(t, err, "invalid_grant")
+}
+
+// TestEndGrants: the grants of an ended browser session end (their sids are
+// revoked); a revocation recorded durably but not yet applied counts as
+// done; one that fails does not keep the others alive, and the answer is
+// 503.
+func TestEndGrants(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		errs    map[string]error
+		revoked []string
+		fails   bool
+	}{
+		{name: "ok/all", revoked: []string{"g1", "g2", "g3"}},
+		{name: "ok/pending_counts_as_done", errs: map[string]error{"g2": fmt.Errorf("redis down: %w", store.ErrRevocationPending)},
+			revoked: []string{"g1", "g2", "g3"}},
+		{name: "fail/one_fails_the_others_still_end", errs: map[string]error{"g2": errors.New("connection refused")},
+			revoked: []string{"g1", "g3"}, fails: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newCodeEnv(t, "EdDSA")
+			e.state.revokeErr = tc.errs
+			err := e.svc.EndGrants(context.Background(), []string{"g1", "g2", "g3"})
+			if tc.fails != (err != nil) || (err != nil && apierr.From(err).Status != http.StatusServiceUnavailable) {
+				t.Fatalf("EndGrants = %v, want failure %v (503)", err, tc.fails)
+			}
+			for _, sid := range []string{"g1", "g2", "g3"} {
+				if want := slices.Contains(tc.revoked, sid); e.state.revokedSIDs[sid] != want {
+					t.Fatalf("sid %s revoked %v, want %v", sid, e.state.revokedSIDs[sid], want)
+				}
+			}
+		})
+	}
 }

@@ -80,6 +80,8 @@ type fakeState struct {
 	cutoffs          map[string]time.Time
 	// beforeCreate, when set, runs (once) at the start of CreateFamily.
 	beforeCreate func()
+	// revokeErr, when set, answers RevokeFamily of these ids.
+	revokeErr map[string]error
 }
 
 type famRec struct {
@@ -129,11 +131,15 @@ func (f *fakeState) RotateRefresh(_ context.Context, req store.RotateRequest) (s
 func (f *fakeState) RevokeFamily(_ context.Context, id string, _ time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	err := f.revokeErr[id]
+	if err != nil && !errors.Is(err, store.ErrRevocationPending) {
+		return err
+	}
 	f.revokedSIDs[id] = true
 	if r, ok := f.fams[id]; ok {
 		r.revoked = true
 	}
-	return nil
+	return err // nil, or "recorded durably, applied later"
 }
 
 func (f *fakeState) RevokeUserSessions(_ context.Context, user string, cutoff time.Time) error {

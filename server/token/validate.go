@@ -406,10 +406,15 @@ func (s *Service) ParseIDTokenHint(raw string) (IDClaims, error) {
 // redeemed is voided too (its redemption revokes what it issues).
 func (s *Service) EndGrants(ctx context.Context, sids []string) error {
 	now := s.now()
+	var failed []error
 	for _, sid := range sids {
+		// Every grant is tried: one that fails does not keep the others alive.
 		if err := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "end a grant of a browser session", "sid", sid); err != nil {
-			return err
+			failed = append(failed, err)
 		}
+	}
+	if len(failed) > 0 {
+		return apierr.ErrTemporarilyUnavailable.WithCause(errors.Join(failed...))
 	}
 	return nil
 }

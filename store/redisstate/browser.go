@@ -28,7 +28,9 @@ var (
 //	<p>{bs:<id>}              the user id of a browser session
 //	<p>{u:<uid>}:bs           hash: the user's browser sessions: field <id> the
 //	                          times "auth:last:abs:idle:created" (ms), <id>:d the
-//	                          rest (JSON), <id>:c the client ids (one per line)
+//	                          rest (JSON), <id>:c the client ids (one per line),
+//	                          <id>:g the grants, oldest first (one per line:
+//	                          "sid<TAB>client<TAB>offline 0|1<TAB>granted ms")
 //
 // A user's sessions share the slot of the user's cut-off ({u:<uid>}:cut), so
 // the scripts that create and find them check it atomically.
@@ -154,6 +156,14 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 			return errors.New("redis token state: create browser session: invalid client id")
 		}
 	}
+	grants := make([]string, len(bs.Grants))
+	for i, g := range bs.Grants {
+		line, err := grantLine(g)
+		if err != nil {
+			return fmt.Errorf("redis token state: create browser session: %w", err)
+		}
+		grants[i] = line
+	}
 	data, err := json.Marshal(sessionData{AMR: bs.AMR, Remember: bs.Remember, IP: bs.IP, UserAgent: bs.UserAgent})
 	if err != nil {
 		return fmt.Errorf("redis token state: create browser session: %w", err)
@@ -177,7 +187,8 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 	header := fmt.Sprintf("%d:%d:%d:%d:%d", auth.UnixMilli(), last.UnixMilli(), bs.AbsoluteExpiry.UnixMilli(),
 		bs.IdleTTL.Milliseconds(), created.UnixMilli())
 	n, err := createBrowserSessionScript.Run(ctx, s.c, []string{s.userBSKey(bs.UserID), s.userCutKey(bs.UserID)},
-		bs.ID, header, data, strings.Join(bs.ClientIDs, "\n"), auth.UnixMilli(), last.UnixMilli(), ttl).Int64()
+		bs.ID, header, data, strings.Join(bs.ClientIDs, "\n"), auth.UnixMilli(), last.UnixMilli(), ttl,
+		strings.Join(grants, "\n")).Int64()
 	if err != nil || n < 0 {
 		_ = s.c.Del(ctx, ck, ok).Err() // best effort: an orphan cookie finds nothing anyway
 	}
@@ -215,14 +226,14 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	if err != nil {
 		return store.BrowserSession{}, unavailable("find browser session", err)
 	}
-	if len(raw) < 3 {
+	if len(raw) < 4 {
 		return store.BrowserSession{}, notFound
 	}
-	str := make([]string, 3)
+	str := make([]string, 4)
 	for i := range str {
 		str[i], _ = raw[i].(string)
 	}
-	bs, err := parseSession(uid, id, str[0], str[1], str[2])
+	bs, err := parseSession(uid, id, str[0], str[1], str[2], str[3])
 	if err != nil {
 		return store.BrowserSession{}, fmt.Errorf("redis token state: find browser session: %w", err)
 	}
@@ -244,7 +255,7 @@ func (s *State) checkSessionCutoff(ctx context.Context, bs store.BrowserSession)
 	return nil
 }
 
-func parseSession(uid, id, header, data, clients string) (store.BrowserSession, error) {
+func parseSession(uid, id, header, data, clients, grants string) (store.BrowserSession, error) {
 	parts := strings.Split(header, ":")
 	if len(parts) != 5 {
 		return store.BrowserSession{}, errors.New("corrupt browser session")
@@ -265,12 +276,46 @@ func parseSession(uid, id, header, data, clients string) (store.BrowserSession, 
 	if clients != "" {
 		ids = strings.Split(clients, "\n")
 	}
+	var gs []store.SessionGrant
+	if grants != "" {
+		for _, line := range strings.Split(grants, "\n") {
+			g, err := parseGrant(line)
+			if err != nil {
+				return store.BrowserSession{}, err
+			}
+			gs = append(gs, g)
+		}
+	}
 	return store.BrowserSession{
 		ID: id, UserID: uid, AuthTime: time.UnixMilli(n[0]).UTC(), AMR: d.AMR, Remember: d.Remember,
 		CreatedAt: time.UnixMilli(n[4]).UTC(), LastUsedAt: time.UnixMilli(n[1]).UTC(),
 		IdleTTL: time.Duration(n[3]) * time.Millisecond, AbsoluteExpiry: time.UnixMilli(n[2]).UTC(),
-		IP: d.IP, UserAgent: d.UserAgent, ClientIDs: ids,
+		IP: d.IP, UserAgent: d.UserAgent, ClientIDs: ids, Grants: gs,
 	}, nil
+}
+
+// grantLine is g as the session hash keeps it: "sid\tclient\toffline\tms".
+func grantLine(g store.SessionGrant) (string, error) {
+	if g.SID == "" || g.ClientID == "" || strings.ContainsAny(g.SID, "\t\n") || strings.ContainsAny(g.ClientID, "\t\n") {
+		return "", errors.New("invalid grant: sid and client id are required, without tabs or newlines")
+	}
+	off := "0"
+	if g.Offline {
+		off = "1"
+	}
+	return g.SID + "\t" + g.ClientID + "\t" + off + "\t" + strconv.FormatInt(g.GrantedAt.UnixMilli(), 10), nil
+}
+
+func parseGrant(line string) (store.SessionGrant, error) {
+	f := strings.Split(line, "\t")
+	if len(f) != 4 || f[0] == "" || f[1] == "" || (f[2] != "0" && f[2] != "1") {
+		return store.SessionGrant{}, errors.New("corrupt browser session grant")
+	}
+	at, err := strconv.ParseInt(f[3], 10, 64)
+	if err != nil {
+		return store.SessionGrant{}, fmt.Errorf("corrupt browser session grant: %w", err)
+	}
+	return store.SessionGrant{SID: f[0], ClientID: f[1], Offline: f[2] == "1", GrantedAt: time.UnixMilli(at).UTC()}, nil
 }
 
 // owner returns the user of session id ("" when unknown).
@@ -288,27 +333,46 @@ func (s *State) owner(ctx context.Context, op, id string) (string, error) {
 	return uid, nil
 }
 
-// AddBrowserSessionClient implements store.BrowserSessions; an unknown or
-// ended session is store.ErrNotFound.
-func (s *State) AddBrowserSessionClient(ctx context.Context, id, clientID string) error {
-	if clientID == "" || strings.Contains(clientID, "\n") {
-		return errors.New("redis token state: add browser session client: invalid client id")
-	}
-	uid, err := s.owner(ctx, "add browser session client", id)
+// AddBrowserSessionGrant implements store.BrowserSessions: after the
+// session's owner is looked up (its id names no user, and the session lives
+// in its user's slot), one script on the user's slot checks the session and
+// the user's cut-off, records the client and the grant and drops the oldest
+// grants beyond store.MaxSessionGrants, so that it is atomic with
+// EndBrowserSession and RevokeUserSessions: a session ended first takes no
+// grant (store.ErrNotFound).
+func (s *State) AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
+	line, err := grantLine(g)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("redis token state: add browser session grant: %w", err)
+	}
+	uid, err := s.owner(ctx, "add browser session grant", id)
+	if err != nil {
+		return nil, err
 	}
 	if uid == "" {
-		return fmt.Errorf("redis token state: add browser session client: %w", store.ErrNotFound)
+		return nil, fmt.Errorf("redis token state: add browser session grant: %w", store.ErrNotFound)
 	}
-	n, err := addBrowserSessionClientScript.Run(ctx, s.c, []string{s.userBSKey(uid)}, id, clientID).Int64()
+	raw, err := addBrowserSessionGrantScript.Run(ctx, s.c, []string{s.userBSKey(uid), s.userCutKey(uid)},
+		id, g.ClientID, line, store.MaxSessionGrants).Slice()
 	if err != nil {
-		return unavailable("add browser session client", err)
+		return nil, unavailable("add browser session grant", err)
 	}
-	if n == 0 {
-		return fmt.Errorf("redis token state: add browser session client: %w", store.ErrNotFound)
+	if len(raw) == 0 {
+		return nil, unavailable("add browser session grant", errors.New("empty script reply"))
 	}
-	return nil
+	if code, _ := raw[0].(int64); code != 1 {
+		return nil, fmt.Errorf("redis token state: add browser session grant: %w", store.ErrNotFound)
+	}
+	var dropped []store.SessionGrant
+	for _, v := range raw[1:] {
+		str, _ := v.(string)
+		d, err := parseGrant(str)
+		if err != nil {
+			return nil, fmt.Errorf("redis token state: add browser session grant: %w", err)
+		}
+		dropped = append(dropped, d)
+	}
+	return dropped, nil
 }
 
 // EndBrowserSession implements store.BrowserSessions.
@@ -317,7 +381,7 @@ func (s *State) EndBrowserSession(ctx context.Context, id string, _ time.Time) e
 	if err != nil || uid == "" {
 		return err
 	}
-	if err := s.c.HDel(ctx, s.userBSKey(uid), id, id+":d", id+":c").Err(); err != nil {
+	if err := s.c.HDel(ctx, s.userBSKey(uid), id, id+":d", id+":c", id+":g").Err(); err != nil {
 		return unavailable("end browser session", err)
 	}
 	return nil
@@ -333,9 +397,9 @@ func (s *State) ListBrowserSessions(ctx context.Context, userID string, now time
 	if err != nil {
 		return nil, unavailable("list browser sessions", err)
 	}
-	out := make([]store.BrowserSession, 0, len(raw)/4)
-	for i := 0; i+3 < len(raw); i += 4 {
-		bs, err := parseSession(userID, raw[i], raw[i+1], raw[i+2], raw[i+3])
+	out := make([]store.BrowserSession, 0, len(raw)/5)
+	for i := 0; i+4 < len(raw); i += 5 {
+		bs, err := parseSession(userID, raw[i], raw[i+1], raw[i+2], raw[i+3], raw[i+4])
 		if err != nil {
 			return nil, fmt.Errorf("redis token state: list browser sessions: %w", err)
 		}

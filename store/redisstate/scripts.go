@@ -217,7 +217,8 @@ return {1, f[1]}
 
 // Browser sessions live in one hash per user (see browser.go): field <id>
 // holds "auth:last:abs:idle:created" (ms), <id>:d the data, <id>:c the
-// client ids. sessionLive (inlined in the scripts below) judges a header.
+// client ids, <id>:g the grants. live (inlined in the scripts below) judges
+// a header; drop removes a session's fields.
 const sessionLua = `
 local function parse(h)
   local a, l, x, i, c = string.match(h, '^(%d+):(%d+):(%d+):(%d+):(%d+)$')
@@ -233,12 +234,12 @@ local function live(h, now, cut)
   return true
 end
 local function drop(k, id)
-  redis.call('HDEL', k, id, id .. ':d', id .. ':c')
+  redis.call('HDEL', k, id, id .. ':d', id .. ':c', id .. ':g')
 end
 `
 
 // createBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV
-// id, header, data, client ids, auth ms, now ms, ttl ms. Refuses ({-1}) a
+// id, header, data, client ids, auth ms, now ms, ttl ms, grants. Refuses ({-1}) a
 // session authenticated at or before the cut-off; drops the user's dead
 // sessions; stores the session and never shortens the hash's lifetime.
 var createBrowserSessionScript = redis.NewScript(sessionLua + `
@@ -252,6 +253,7 @@ for j = 1, #all, 2 do
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':d', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':c', ARGV[4]) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':g', ARGV[8]) end
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[7]) then redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
 return 1
 `)
@@ -259,7 +261,7 @@ return 1
 // findBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV id,
 // now ms. Returns {} when the session is unknown, dead or ended by the
 // cut-off (dropping it), else moves its last use forward (never back) and
-// returns {header, data, client ids}.
+// returns {header, data, client ids, grants}.
 var findBrowserSessionScript = redis.NewScript(sessionLua + `
 local h = redis.call('HGET', KEYS[1], ARGV[1])
 if not h then return {} end
@@ -272,24 +274,45 @@ if now > l then
 end
 local d = redis.call('HGET', KEYS[1], ARGV[1] .. ':d') or '{}'
 local cl = redis.call('HGET', KEYS[1], ARGV[1] .. ':c') or ''
-return {h, d, cl}
+local g = redis.call('HGET', KEYS[1], ARGV[1] .. ':g') or ''
+return {h, d, cl, g}
 `)
 
-// addBrowserSessionClientScript: KEYS user's sessions; ARGV id, client id.
-// Returns 0 when the session is unknown or ended, else appends the client
-// once and returns 1.
-var addBrowserSessionClientScript = redis.NewScript(`
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-local f = ARGV[1] .. ':c'
-local cur = redis.call('HGET', KEYS[1], f)
-if not cur or cur == '' then redis.call('HSET', KEYS[1], f, ARGV[2]) return 1 end
-if string.find('\n' .. cur .. '\n', '\n' .. ARGV[2] .. '\n', 1, true) then return 1 end
-redis.call('HSET', KEYS[1], f, cur .. '\n' .. ARGV[2])
-return 1
+// addBrowserSessionGrantScript: KEYS user's sessions, user's cut-off; ARGV
+// id, client id, grant (one line), max grants. Returns {0} when the session
+// is unknown, ended, or ended by the cut-off; else appends the client once
+// and the grant, drops the oldest grants beyond max and returns
+// {1, dropped grants...}.
+var addBrowserSessionGrantScript = redis.NewScript(sessionLua + `
+local h = redis.call('HGET', KEYS[1], ARGV[1])
+if not h then return {0} end
+local a = parse(h)
+local cut = redis.call('GET', KEYS[2])
+if not a or (cut and a <= tonumber(cut)) then return {0} end
+local cf = ARGV[1] .. ':c'
+local cl = redis.call('HGET', KEYS[1], cf)
+if not cl or cl == '' then
+  redis.call('HSET', KEYS[1], cf, ARGV[2])
+elseif not string.find('\n' .. cl .. '\n', '\n' .. ARGV[2] .. '\n', 1, true) then
+  redis.call('HSET', KEYS[1], cf, cl .. '\n' .. ARGV[2])
+end
+local gf = ARGV[1] .. ':g'
+local lines = {}
+for l in string.gmatch(redis.call('HGET', KEYS[1], gf) or '', '[^\n]+') do table.insert(lines, l) end
+table.insert(lines, ARGV[3])
+local out = {1}
+local over = #lines - tonumber(ARGV[4])
+local keep = {}
+for i = 1, #lines do
+  if i <= over then table.insert(out, lines[i]) else table.insert(keep, lines[i]) end
+end
+redis.call('HSET', KEYS[1], gf, table.concat(keep, '\n'))
+return out
 `)
 
 // listBrowserSessionsScript: KEYS user's sessions, user's cut-off; ARGV now
-// ms. Returns {id, header, data, client ids, ...} of the live sessions.
+// ms. Returns {id, header, data, client ids, grants, ...} of the live
+// sessions.
 var listBrowserSessionsScript = redis.NewScript(sessionLua + `
 local now = tonumber(ARGV[1])
 local cut = redis.call('GET', KEYS[2])
@@ -302,6 +325,7 @@ for j = 1, #all, 2 do
     table.insert(out, all[j + 1])
     table.insert(out, redis.call('HGET', KEYS[1], f .. ':d') or '{}')
     table.insert(out, redis.call('HGET', KEYS[1], f .. ':c') or '')
+    table.insert(out, redis.call('HGET', KEYS[1], f .. ':g') or '')
   end
 end
 return out

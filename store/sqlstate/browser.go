@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/sqlstore"
@@ -111,6 +112,7 @@ type browserSessionRow struct {
 	IP             string     `gorm:"column:ip"`
 	UserAgent      string     `gorm:"column:user_agent"`
 	ClientIDs      string     `gorm:"column:client_ids"`
+	Grants         string     `gorm:"column:grants"`
 	EndedAt        *time.Time `gorm:"column:ended_at"`
 }
 
@@ -135,6 +137,44 @@ func decodeStrings(s string) ([]string, error) {
 	return out, nil
 }
 
+// grantJSON is a store.SessionGrant as browser_sessions.grants keeps it.
+type grantJSON struct {
+	SID       string `json:"sid"`
+	ClientID  string `json:"client_id"`
+	Offline   bool   `json:"offline,omitempty"`
+	GrantedAt int64  `json:"granted_at"` // Unix ms
+}
+
+func encodeGrants(gs []store.SessionGrant) (string, error) {
+	out := make([]grantJSON, len(gs))
+	for i, g := range gs {
+		if g.SID == "" || g.ClientID == "" {
+			return "", errors.New("invalid grant: sid and client id are required")
+		}
+		out[i] = grantJSON{SID: g.SID, ClientID: g.ClientID, Offline: g.Offline, GrantedAt: g.GrantedAt.UnixMilli()}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return "", fmt.Errorf("encode grants: %w", err)
+	}
+	return string(b), nil
+}
+
+func decodeGrants(s string) ([]store.SessionGrant, error) {
+	var in []grantJSON
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, fmt.Errorf("corrupt browser session grants: %w", err)
+	}
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := make([]store.SessionGrant, len(in))
+	for i, g := range in {
+		out[i] = store.SessionGrant{SID: g.SID, ClientID: g.ClientID, Offline: g.Offline, GrantedAt: time.UnixMilli(g.GrantedAt).UTC()}
+	}
+	return out, nil
+}
+
 func (r browserSessionRow) toSession() (store.BrowserSession, error) {
 	amr, err := decodeStrings(r.AMR)
 	if err != nil {
@@ -144,10 +184,14 @@ func (r browserSessionRow) toSession() (store.BrowserSession, error) {
 	if err != nil {
 		return store.BrowserSession{}, err
 	}
+	grants, err := decodeGrants(r.Grants)
+	if err != nil {
+		return store.BrowserSession{}, err
+	}
 	return store.BrowserSession{
 		ID: r.ID, UserID: r.UserID, AuthTime: ms(r.AuthTime), AMR: amr, Remember: r.Remember,
 		CreatedAt: ms(r.CreatedAt), LastUsedAt: ms(r.LastUsedAt), IdleTTL: time.Duration(r.IdleTTLMS) * time.Millisecond,
-		AbsoluteExpiry: ms(r.AbsoluteExpiry), IP: r.IP, UserAgent: r.UserAgent, ClientIDs: clients,
+		AbsoluteExpiry: ms(r.AbsoluteExpiry), IP: r.IP, UserAgent: r.UserAgent, ClientIDs: clients, Grants: grants,
 	}, nil
 }
 
@@ -179,11 +223,15 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 	if bs.AuthTime.IsZero() {
 		auth = created
 	}
+	grants, err := encodeGrants(bs.Grants)
+	if err != nil {
+		return fmt.Errorf("sql token state: create browser session: %w", err)
+	}
 	row := browserSessionRow{
 		ID: bs.ID, CookieHash: cookieHash, UserID: bs.UserID, AuthTime: auth, AMR: encodeStrings(bs.AMR),
 		Remember: bs.Remember, CreatedAt: created, LastUsedAt: last, IdleTTLMS: bs.IdleTTL.Milliseconds(),
 		IdleExpiresAt: idleExpiry(last, bs.IdleTTL, ms(bs.AbsoluteExpiry)), AbsoluteExpiry: ms(bs.AbsoluteExpiry),
-		IP: bs.IP, UserAgent: bs.UserAgent, ClientIDs: encodeStrings(bs.ClientIDs),
+		IP: bs.IP, UserAgent: bs.UserAgent, ClientIDs: encodeStrings(bs.ClientIDs), Grants: grants,
 	}
 	return s.createForUser(ctx, "create browser session", bs.UserID, auth, nil, &row)
 }
@@ -221,47 +269,55 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	return bs, nil
 }
 
-// AddBrowserSessionClient implements store.BrowserSessions; an unknown or
-// ended session is store.ErrNotFound. Concurrent additions all land (a
-// compare-and-swap on the list, retried).
-func (s *State) AddBrowserSessionClient(ctx context.Context, id, clientID string) error {
-	if clientID == "" {
-		return errors.New("sql token state: add browser session client: empty client id")
+// AddBrowserSessionGrant implements store.BrowserSessions in one
+// transaction that locks the session's row (SELECT … FOR UPDATE on
+// PostgreSQL; on SQLite every transaction holds the write lock), so that
+// concurrent additions all land and none lands in a session ended (by
+// EndBrowserSession or RevokeUserSessions, which update the same row)
+// before it: store.ErrNotFound.
+func (s *State) AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
+	if g.SID == "" || g.ClientID == "" {
+		return nil, errors.New("sql token state: add browser session grant: sid and client id are required")
 	}
+	var dropped []store.SessionGrant
 	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
-		for attempt := 0; attempt < 10; attempt++ {
-			var row browserSessionRow
-			if err := tx.Where("id = ? AND ended_at IS NULL", id).Take(&row).Error; err != nil {
-				if errors.Is(err, gorm.ErrRecordNotFound) {
-					return store.ErrNotFound
-				}
-				return err
-			}
-			ids, err := decodeStrings(row.ClientIDs)
-			if err != nil {
-				return err
-			}
-			if slices.Contains(ids, clientID) {
-				return nil
-			}
-			res := tx.Exec("UPDATE browser_sessions SET client_ids = ? WHERE id = ? AND client_ids = ?",
-				encodeStrings(append(ids, clientID)), id, row.ClientIDs)
-			if res.Error != nil {
-				return res.Error
-			}
-			if res.RowsAffected == 1 {
-				return nil
-			}
+		dropped = nil
+		var row browserSessionRow
+		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ? AND ended_at IS NULL", id).Take(&row).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return store.ErrNotFound
 		}
-		return errors.New("kept losing to concurrent additions")
+		if err != nil {
+			return err
+		}
+		ids, err := decodeStrings(row.ClientIDs)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(ids, g.ClientID) {
+			ids = append(ids, g.ClientID)
+		}
+		grants, err := decodeGrants(row.Grants)
+		if err != nil {
+			return err
+		}
+		grants = append(grants, store.SessionGrant{SID: g.SID, ClientID: g.ClientID, Offline: g.Offline, GrantedAt: ms(g.GrantedAt)})
+		if over := len(grants) - store.MaxSessionGrants; over > 0 {
+			dropped, grants = slices.Clone(grants[:over]), grants[over:]
+		}
+		enc, err := encodeGrants(grants)
+		if err != nil {
+			return err
+		}
+		return tx.Exec("UPDATE browser_sessions SET client_ids = ?, grants = ? WHERE id = ?", encodeStrings(ids), enc, id).Error
 	})
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("sql token state: add browser session client: %w", store.ErrNotFound)
+		return nil, fmt.Errorf("sql token state: add browser session grant: %w", store.ErrNotFound)
 	}
 	if err != nil {
-		return dbErr("add browser session client", err)
+		return nil, dbErr("add browser session grant", err)
 	}
-	return nil
+	return dropped, nil
 }
 
 // EndBrowserSession implements store.BrowserSessions.

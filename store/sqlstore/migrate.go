@@ -48,6 +48,8 @@ func Migrations() []Migration {
 		{Version: 3, Name: "client_code_flow", Up: migrate0003},
 		{Version: 4, Name: "browser_sign_in", Up: migrate0004},
 		{Version: 5, Name: "refresh_family_auth_time", Up: migrate0005},
+		{Version: 6, Name: "session_grants_backchannel_logouts", Up: migrate0006},
+		{Version: 7, Name: "client_require_par", Up: migrate0007},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms

@@ -156,6 +156,7 @@ type clientRow struct {
 	FirstParty             bool    `gorm:"column:first_party"`
 	ApplicationType        string  `gorm:"column:application_type"`
 	RequirePKCE            bool    `gorm:"column:require_pkce"`
+	RequirePAR             bool    `gorm:"column:require_pushed_authorization_requests"`
 	BackchannelLogoutURI   string  `gorm:"column:backchannel_logout_uri"`
 	LogoURI                string  `gorm:"column:logo_uri"`
 	ClientURI              string  `gorm:"column:client_uri"`
@@ -205,6 +206,7 @@ func clientToRow(c *store.Client) clientRow {
 		FirstParty:             c.FirstParty,
 		ApplicationType:        c.ApplicationType,
 		RequirePKCE:            c.RequirePKCE,
+		RequirePAR:             c.RequirePushedAuthorizationRequests,
 		BackchannelLogoutURI:   c.BackchannelLogoutURI,
 		LogoURI:                c.LogoURI,
 		ClientURI:              c.ClientURI,
@@ -229,6 +231,8 @@ func (r clientRow) toClient() (store.Client, error) {
 		BackchannelLogoutURI: r.BackchannelLogoutURI,
 		LogoURI:              r.LogoURI,
 		ClientURI:            r.ClientURI,
+
+		RequirePushedAuthorizationRequests: r.RequirePAR,
 	}
 	var err error
 	if c.Grants, err = decodeList(r.Grants); err != nil {

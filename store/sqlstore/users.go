@@ -95,16 +95,35 @@ func (s *Store) getUserWhere(ctx context.Context, what, query string, args ...an
 			return store.User{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
 		}
 	}
-	db := s.db.WithContext(ctx)
-	var row userRow
-	if err := db.Where(query, args...).Take(&row).Error; err != nil {
-		return store.User{}, mapErr(what, err)
-	}
-	roles, err := rolesOf(db, row.ID)
+	// One round trip: the user's row once per role (a LEFT JOIN, so a user
+	// without roles is one row), roles sorted. The user row and its roles are
+	// read in one statement, so they are consistent with each other.
+	var rows []userWithRole
+	err := s.db.WithContext(ctx).Table("users").Select("users.*, user_roles.role AS role_name").
+		Joins("LEFT JOIN user_roles ON user_roles.user_id = users.id").
+		Where("users."+query, args...).Order("user_roles.role").Find(&rows).Error
 	if err != nil {
 		return store.User{}, mapErr(what, err)
 	}
-	return row.toUser(roles[row.ID]), nil
+	if len(rows) == 0 {
+		return store.User{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	var roles []string
+	for _, r := range rows {
+		if r.User.ID != rows[0].User.ID {
+			return store.User{}, fmt.Errorf("%s: more than one user matches", what)
+		}
+		if r.RoleName != nil {
+			roles = append(roles, *r.RoleName)
+		}
+	}
+	return rows[0].User.toUser(roles), nil
+}
+
+// userWithRole is a row of the users ⟕ user_roles join of getUserWhere.
+type userWithRole struct {
+	User     userRow `gorm:"embedded"`
+	RoleName *string `gorm:"column:role_name"`
 }
 
 // GetUser returns the user with the given id, with its password hash (for

@@ -3,6 +3,8 @@ package storetest
 import (
 	"errors"
 	"reflect"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -20,7 +22,10 @@ import (
 //     finding it sets LastUsedAt to now;
 //   - RevokeUserSessions ends every browser session of the user whose
 //     AuthTime is at or before the cut-off, and refuses to create one
-//     (store.ErrSessionsEnded), however the calls interleave.
+//     (store.ErrSessionsEnded), however the calls interleave;
+//   - a session keeps its grants oldest first and each client once, drops
+//     exactly the oldest beyond store.MaxSessionGrants, takes none once
+//     ended, and loses none to concurrent additions.
 func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	tests := []struct {
 		name string
@@ -35,7 +40,10 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 		{"fail/browser_session_absolute_expiry", testBSAbsolute},
 		{"ok/browser_session_end", testBSEnd},
 		{"ok/browser_session_list_newest_first", testBSList},
-		{"ok/browser_session_clients", testBSClients},
+		{"ok/browser_session_grants", testBSGrants},
+		{"ok/browser_session_grants_drop_oldest", testBSGrantsDrop},
+		{"fail/browser_session_grant_to_ended_session", testBSGrantEnded},
+		{"race/browser_session_grants_none_lost", testBSGrantsRace},
 		{"fail/browser_session_duplicate", testBSDuplicate},
 		{"fail/browser_session_cutoff_ends_sessions", testBSCutoff},
 		{"race/browser_session_create_vs_cutoff", testBSCreateVsCutoff},
@@ -226,6 +234,12 @@ func testBSRoundtrip(t *testing.T, b Backend) {
 	base := baseTime()
 	bs := newBrowserSession(randomID("u-"), base)
 	bs.AuthTime = base.Add(-time.Minute)
+	// Grants and clients carried over from an earlier session are kept as given.
+	bs.ClientIDs = []string{"web-app", "cli.native"}
+	bs.Grants = []store.SessionGrant{
+		{SID: randomID("sid-"), ClientID: "web-app", GrantedAt: base.Add(-2 * time.Hour)},
+		{SID: randomID("sid-"), ClientID: "cli.native", Offline: true, GrantedAt: base.Add(-time.Hour)},
+	}
 	cookie := createBS(t, s, bs)
 	got := findBS(t, s, "fresh session", cookie, base.Add(time.Minute), true)
 	want := bs
@@ -282,9 +296,6 @@ func testBSEnd(t *testing.T, b Backend) {
 	if err := s.EndBrowserSession(ctx(t), randomID("bs-"), base); err != nil {
 		t.Fatalf("EndBrowserSession of an unknown id: %v", err)
 	}
-	if err := s.AddBrowserSessionClient(ctx(t), bs.ID, "app"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("AddBrowserSessionClient to an ended session: %v, want ErrNotFound", err)
-	}
 }
 
 func listBS(t *testing.T, s store.BrowserSessions, user string, now time.Time) []string {
@@ -329,22 +340,189 @@ func testBSList(t *testing.T, b Backend) {
 	}
 }
 
-func testBSClients(t *testing.T, b Backend) {
+func addGrant(t *testing.T, s store.BrowserSessions, id string, g store.SessionGrant) []store.SessionGrant {
+	t.Helper()
+	dropped, err := s.AddBrowserSessionGrant(ctx(t), id, g)
+	if err != nil {
+		t.Fatalf("AddBrowserSessionGrant(%s, %s): %v", g.SID, g.ClientID, err)
+	}
+	return dropped
+}
+
+func newGrant(client string, at time.Time) store.SessionGrant {
+	return store.SessionGrant{SID: randomID("sid-"), ClientID: client, GrantedAt: at}
+}
+
+// testBSGrants: grants are kept oldest first, every client once in order of
+// first grant, and found and listed with the session.
+func testBSGrants(t *testing.T, b Backend) {
 	s := sessionsOf(t, b.State)
 	base := baseTime()
 	bs := newBrowserSession(randomID("u-"), base)
 	cookie := createBS(t, s, bs)
-	for _, c := range []string{"web-app", "cli.native", "web-app"} {
-		if err := s.AddBrowserSessionClient(ctx(t), bs.ID, c); err != nil {
-			t.Fatalf("AddBrowserSessionClient(%s): %v", c, err)
+	var want []store.SessionGrant
+	for i, c := range []string{"web-app", "cli.native", "web-app", "third:party"} {
+		g := newGrant(c, base.Add(time.Duration(i)*time.Second))
+		g.Offline = i == 1
+		if dropped := addGrant(t, s, bs.ID, g); len(dropped) != 0 {
+			t.Fatalf("grant %d dropped %+v, want none", i, dropped)
+		}
+		want = append(want, g)
+	}
+	got := findBS(t, s, "session with grants", cookie, base.Add(time.Minute), true)
+	if !reflect.DeepEqual(got.Grants, want) {
+		t.Fatalf("Grants = %+v\nwant %+v (oldest first)", got.Grants, want)
+	}
+	if wantIDs := []string{"web-app", "cli.native", "third:party"}; !reflect.DeepEqual(got.ClientIDs, wantIDs) {
+		t.Fatalf("ClientIDs = %v, want %v (order of first grant, once each)", got.ClientIDs, wantIDs)
+	}
+	list, err := s.ListBrowserSessions(ctx(t), bs.UserID, base.Add(time.Minute))
+	if err != nil {
+		t.Fatalf("ListBrowserSessions: %v", err)
+	}
+	if len(list) != 1 || !reflect.DeepEqual(list[0].Grants, want) || !reflect.DeepEqual(list[0].ClientIDs, got.ClientIDs) {
+		t.Fatalf("ListBrowserSessions = %+v, want the session with its grants %+v", list, want)
+	}
+}
+
+// testBSGrantsDrop: a session fills up to store.MaxSessionGrants without
+// dropping any, then drops exactly its oldest grant at each addition, and
+// returns it.
+func testBSGrantsDrop(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	bs := newBrowserSession(randomID("u-"), base)
+	const added = 3 // by AddBrowserSessionGrant; the rest carried in at creation
+	for i := 0; i < store.MaxSessionGrants-added; i++ {
+		bs.Grants = append(bs.Grants, newGrant("app-0", base.Add(-time.Hour+time.Duration(i)*time.Millisecond)))
+	}
+	bs.ClientIDs = []string{"app-0"}
+	cookie := createBS(t, s, bs)
+	all := slices.Clone(bs.Grants)
+	for i := 1; i <= added; i++ {
+		g := newGrant("app-"+strconv.Itoa(i%3), base.Add(time.Duration(i)*time.Millisecond))
+		if dropped := addGrant(t, s, bs.ID, g); len(dropped) != 0 {
+			t.Fatalf("grant %d of %d dropped %+v, want none", len(all)+1, store.MaxSessionGrants, dropped)
+		}
+		all = append(all, g)
+	}
+	for i := 0; i < 2; i++ {
+		g := newGrant("late", base.Add(time.Minute+time.Duration(i)*time.Millisecond))
+		dropped := addGrant(t, s, bs.ID, g)
+		if want := all[i : i+1]; !reflect.DeepEqual(dropped, want) {
+			t.Fatalf("grant %d over the bound dropped %+v, want exactly the oldest %+v", i+1, dropped, want)
+		}
+		all = append(all, g)
+	}
+	got := findBS(t, s, "full session", cookie, base.Add(2*time.Minute), true)
+	if want := all[2:]; !reflect.DeepEqual(got.Grants, want) {
+		t.Fatalf("kept %d grants (first %+v), want the newest %d", len(got.Grants), got.Grants[:1], len(want))
+	}
+	if want := []string{"app-0", "app-1", "app-2", "late"}; !reflect.DeepEqual(got.ClientIDs, want) {
+		t.Fatalf("ClientIDs = %v, want %v", got.ClientIDs, want)
+	}
+}
+
+// testBSGrantEnded: no grant is recorded in an unknown session, one ended
+// by EndBrowserSession, or one ended by the user's cut-off.
+func testBSGrantEnded(t *testing.T, b Backend) {
+	st := b.State
+	s := sessionsOf(t, st)
+	base := baseTime()
+	ended, cut := newBrowserSession(randomID("u-"), base), newBrowserSession(randomID("u-"), base)
+	createBS(t, s, ended)
+	createBS(t, s, cut)
+	addGrant(t, s, ended.ID, newGrant("web-app", base))
+	addGrant(t, s, cut.ID, newGrant("web-app", base))
+	if err := s.EndBrowserSession(ctx(t), ended.ID, base.Add(time.Second)); err != nil {
+		t.Fatalf("EndBrowserSession: %v", err)
+	}
+	if err := st.RevokeUserSessions(ctx(t), cut.UserID, base.Add(time.Second)); err != nil {
+		t.Fatalf("RevokeUserSessions: %v", err)
+	}
+	for _, tc := range []struct{ name, id string }{
+		{"unknown session", randomID("bs-")},
+		{"ended session", ended.ID},
+		{"session ended by the cut-off", cut.ID},
+	} {
+		dropped, err := s.AddBrowserSessionGrant(ctx(t), tc.id, newGrant("web-app", base.Add(2*time.Second)))
+		if !errors.Is(err, store.ErrNotFound) || len(dropped) != 0 {
+			t.Fatalf("AddBrowserSessionGrant to an %s: %+v, %v, want ErrNotFound", tc.name, dropped, err)
 		}
 	}
-	got := findBS(t, s, "session with clients", cookie, base.Add(time.Second), true)
-	if want := []string{"web-app", "cli.native"}; !reflect.DeepEqual(got.ClientIDs, want) {
-		t.Fatalf("ClientIDs = %v, want %v (order of first grant, once each)", got.ClientIDs, want)
+}
+
+// testBSGrantsRace: 32 additions to one session, released together (on two
+// instances of the state when the backend offers a second), all land, each
+// client once; with the session 16 below the bound, exactly the 16 grants
+// it held first are dropped, each once.
+func testBSGrantsRace(t *testing.T, b Backend) {
+	sessions := []store.BrowserSessions{sessionsOf(t, b.State)}
+	if b.Again != nil {
+		sessions = append(sessions, sessionsOf(t, b.Again(t)))
 	}
-	if err := s.AddBrowserSessionClient(ctx(t), randomID("bs-"), "web-app"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("AddBrowserSessionClient to an unknown session: %v, want ErrNotFound", err)
+	const n, room = 32, 16
+	base := baseTime()
+	bs := newBrowserSession(randomID("u-"), base)
+	for i := 0; i < store.MaxSessionGrants-room; i++ {
+		bs.Grants = append(bs.Grants, newGrant("old", base.Add(-time.Hour+time.Duration(i)*time.Millisecond)))
+	}
+	bs.ClientIDs = []string{"old"}
+	cookie := createBS(t, sessions[0], bs)
+	grants := make([]store.SessionGrant, n)
+	for i := range grants {
+		grants[i] = newGrant("app-"+strconv.Itoa(i%4), base.Add(time.Second))
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	dropped, errs := make([][]store.SessionGrant, n), make([]error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			dropped[i], errs[i] = sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.ID, grants[i])
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	droppedSIDs := map[string]int{}
+	for i := range errs {
+		if errs[i] != nil {
+			t.Fatalf("addition %d: %v", i, errs[i])
+		}
+		for _, d := range dropped[i] {
+			droppedSIDs[d.SID]++
+		}
+	}
+	wantDropped := map[string]int{}
+	for _, g := range bs.Grants[:n-room] {
+		wantDropped[g.SID] = 1
+	}
+	if !reflect.DeepEqual(droppedSIDs, wantDropped) {
+		t.Fatalf("dropped %d grants %v, want the %d oldest once each", len(droppedSIDs), droppedSIDs, len(wantDropped))
+	}
+	got := findBS(t, sessions[0], "session after the race", cookie, base.Add(time.Minute), true)
+	if len(got.Grants) != store.MaxSessionGrants {
+		t.Fatalf("kept %d grants, want %d", len(got.Grants), store.MaxSessionGrants)
+	}
+	if !reflect.DeepEqual(got.Grants[:len(bs.Grants)-(n-room)], bs.Grants[n-room:]) {
+		t.Fatal("the surviving earlier grants are not kept oldest first")
+	}
+	kept := map[string]bool{}
+	for _, g := range got.Grants[len(bs.Grants)-(n-room):] {
+		kept[g.SID] = true
+	}
+	for i, g := range grants {
+		if !kept[g.SID] {
+			t.Fatalf("addition %d (%s) was lost", i, g.SID)
+		}
+	}
+	want := []string{"old", "app-0", "app-1", "app-2", "app-3"}
+	sorted := slices.Clone(got.ClientIDs)
+	slices.Sort(sorted[min(1, len(sorted)):])
+	if !slices.Equal(sorted, want) {
+		t.Fatalf("ClientIDs = %v, want %v (after old in any order), once each", got.ClientIDs, want)
 	}
 }
 

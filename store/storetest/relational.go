@@ -28,7 +28,9 @@ import (
 //     the writing call returned;
 //   - every user read carries sorted roles, and only GetUser* a password hash;
 //   - of concurrent invite acceptances, token consumptions, first-key
-//     creations and key rotations from one state, exactly one wins.
+//     creations and key rotations from one state, exactly one wins;
+//   - of concurrent back-channel logout claims, each due delivery goes to
+//     exactly one caller.
 func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 	t.Helper()
 	tests := []struct {
@@ -68,12 +70,17 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/consents_put_get_replace_list", testConsents},
 		{"fail/consents", testConsentsFail},
 		{"ok/consents_end_with_user_or_client", testConsentsCascade},
+		{"ok/backchannel_claim_oldest_due_then_complete", testBCLClaimComplete},
+		{"ok/backchannel_lease", testBCLLease},
+		{"ok/backchannel_retry", testBCLRetry},
+		{"fail/backchannel_enqueue_all_or_none", testBCLEnqueueAllOrNone},
 		{"race/users_update_serialises", testRaceUserUpdate},
 		{"race/invites_accept_once", testRaceInviteAccept},
 		{"race/invites_replace_never_supersedes_unchecked", testRaceInviteReplace},
 		{"race/user_tokens_consume_once", testRaceUserToken},
 		{"race/signing_keys_first_key_one_winner", testRaceFirstKey},
 		{"race/signing_keys_rotation_one_winner", testRaceRotation},
+		{"race/backchannel_claim_once", testBCLClaimRace},
 	}
 	t.Run("ok/migrate_then_nothing_pending", func(t *testing.T) { testMigrate(t, open(t)) })
 	for _, tc := range tests {
@@ -836,7 +843,7 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 			PostLogoutRedirectURIs: []string{"https://app.example.com/bye"}, FirstParty: true,
 			ApplicationType: store.ApplicationWeb, RequirePKCE: true,
 			BackchannelLogoutURI: "https://app.example.com/bcl", LogoURI: "https://app.example.com/logo.png",
-			ClientURI: "https://app.example.com/"},
+			ClientURI: "https://app.example.com/", RequirePushedAuthorizationRequests: true},
 		{ID: "native.app", Name: "Native", SecretHash: hash, Grants: []string{"authorization_code"},
 			RedirectURIs: []string{"com.example.app:/cb"}, PostLogoutRedirectURIs: []string{},
 			ApplicationType: store.ApplicationNative, RequirePKCE: false},
@@ -864,7 +871,8 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 	if got, _ := s.GetClient(c, "all-perms"); got.RedirectURIs != nil || got.PostLogoutRedirectURIs != nil {
 		t.Fatalf("nil URI lists came back as %#v, %#v", got.RedirectURIs, got.PostLogoutRedirectURIs)
 	}
-	if got, _ := s.GetClient(c, "native.app"); got.PostLogoutRedirectURIs == nil || got.RequirePKCE || got.FirstParty {
+	if got, _ := s.GetClient(c, "native.app"); got.PostLogoutRedirectURIs == nil || got.RequirePKCE || got.FirstParty ||
+		got.RequirePushedAuthorizationRequests {
 		t.Fatalf("native client came back as %#v", got)
 	}
 	if err := s.SetClientFirstParty(c, "native.app", true); err != nil {

@@ -1,0 +1,383 @@
+package backchannel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Defaults of Config.
+const (
+	// DefaultTimeout bounds one delivery: connecting, sending and reading
+	// the answer (the contract's 5 s).
+	DefaultTimeout = 5 * time.Second
+	// DefaultConcurrency is how many deliveries an instance makes at once.
+	DefaultConcurrency = 8
+	// DefaultPollInterval is how often Run looks for deliveries due (other
+	// instances' entries, retries), besides being woken by Enqueue.
+	DefaultPollInterval = time.Second
+	// DefaultLease is how long a claimed delivery stays hidden from other
+	// instances: longer than one attempt, so it is claimed again only when
+	// the instance that claimed it stopped.
+	DefaultLease = time.Minute
+)
+
+// DefaultBackoff is the wait after each failed attempt; after the last one
+// the delivery is abandoned. Eleven attempts over about 19 minutes.
+var DefaultBackoff = []time.Duration{
+	time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 15 * time.Second, 30 * time.Second,
+	time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute,
+}
+
+// AuditAction is the audit action of a failed delivery attempt.
+const AuditAction = "logout.backchannel_failed"
+
+// Queue is the durable queue of deliveries; store.BackchannelQueue documents
+// the semantics (sqlstore implements it).
+type Queue interface {
+	EnqueueBackchannelLogouts(ctx context.Context, ds []store.BackchannelLogout) error
+	ClaimBackchannelLogouts(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]store.BackchannelLogout, error)
+	CompleteBackchannelLogout(ctx context.Context, id string) error
+	RetryBackchannelLogout(ctx context.Context, id string, next time.Time, lastErr string) error
+}
+
+// Auditor records audit events (*app.Auditor).
+type Auditor interface {
+	Record(ctx context.Context, e store.AuditEvent)
+}
+
+// Config configures a Notifier. Issuer, Signer, Queue and Audit are required.
+type Config struct {
+	Issuer string  // the logout tokens' iss
+	Signer Signer  // *keys.Manager
+	Queue  Queue   // the durable queue shared by every instance
+	Audit  Auditor // records logout.backchannel_failed
+	Log    *slog.Logger
+
+	// Timeout bounds one delivery (default DefaultTimeout).
+	Timeout time.Duration
+	// Backoff is the wait after the 1st, 2nd, … failed attempt; when it is
+	// exhausted the delivery is abandoned (default DefaultBackoff).
+	Backoff []time.Duration
+	// Concurrency bounds the deliveries in flight (default DefaultConcurrency).
+	Concurrency int
+	// PollInterval is how often Run looks for due deliveries (default
+	// DefaultPollInterval).
+	PollInterval time.Duration
+	// Lease is how long a claimed delivery is hidden from other claimers
+	// (default DefaultLease; at least Timeout).
+	Lease time.Duration
+	// Transport sends the requests (default http.DefaultTransport). Whatever
+	// it is, redirects are never followed and Timeout applies.
+	Transport http.RoundTripper
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// NewTicker returns the poll ticker's channel and its stop function
+	// (default a time.Ticker); tests drive Run with it.
+	NewTicker func(d time.Duration) (<-chan time.Time, func())
+}
+
+// Notifier delivers queued logout tokens. Enqueue may be called from any
+// goroutine; Run runs the deliveries until its context ends.
+type Notifier struct {
+	cfg    Config
+	client *http.Client
+	wake   chan struct{}
+}
+
+// New returns a Notifier for cfg, or the list of what is wrong with cfg.
+func New(cfg Config) (*Notifier, error) {
+	var errs []error
+	if cfg.Issuer == "" {
+		errs = append(errs, errors.New("Issuer is required"))
+	}
+	if cfg.Signer == nil {
+		errs = append(errs, errors.New("Signer is required"))
+	}
+	if cfg.Queue == nil {
+		errs = append(errs, errors.New("Queue is required"))
+	}
+	if cfg.Audit == nil {
+		errs = append(errs, errors.New("Audit is required"))
+	}
+	for _, d := range cfg.Backoff {
+		if d <= 0 {
+			errs = append(errs, errors.New("Backoff durations must be positive"))
+			break
+		}
+	}
+	if cfg.Timeout < 0 || cfg.Concurrency < 0 || cfg.PollInterval < 0 || cfg.Lease < 0 {
+		errs = append(errs, errors.New("Timeout, Concurrency, PollInterval and Lease must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("backchannel: %w", err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = DefaultBackoff
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
+	}
+	cfg.Lease = max(cfg.Lease, cfg.Timeout+cfg.Timeout)
+	if cfg.Transport == nil {
+		cfg.Transport = http.DefaultTransport
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.NewTicker == nil {
+		cfg.NewTicker = func(d time.Duration) (<-chan time.Time, func()) {
+			t := time.NewTicker(d)
+			return t.C, t.Stop
+		}
+	}
+	client := &http.Client{
+		Transport: cfg.Transport,
+		// BCL §2.5 / the contract: a redirect is an answer, and not 200.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       cfg.Timeout,
+	}
+	return &Notifier{cfg: cfg, client: client, wake: make(chan struct{}, 1)}, nil
+}
+
+// Enqueue stores the deliveries durably (all or none), due now, and wakes
+// Run. It sets each one's ID, CreatedAt and NextAttemptAt. A delivery
+// without a client id, an absolute http(s) URI, or a sub or sid is refused
+// (nothing is stored): it could never be delivered.
+func (n *Notifier) Enqueue(ctx context.Context, ds []store.BackchannelLogout) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	now := n.cfg.Now()
+	out := make([]store.BackchannelLogout, len(ds))
+	for i, d := range ds {
+		if err := deliverable(d); err != nil {
+			return fmt.Errorf("backchannel: enqueue: delivery %d to %q: %w", i, d.ClientID, err)
+		}
+		id, err := randomID()
+		if err != nil {
+			return fmt.Errorf("backchannel: enqueue: %w", err)
+		}
+		d.ID, d.CreatedAt, d.NextAttemptAt, d.Attempts, d.LastError = "bcl_"+id, now, now, 0, ""
+		out[i] = d
+	}
+	if err := n.cfg.Queue.EnqueueBackchannelLogouts(ctx, out); err != nil {
+		return fmt.Errorf("backchannel: enqueue: %w", err)
+	}
+	copy(ds, out)
+	n.signal()
+	return nil
+}
+
+// deliverable says why d could never be delivered, or nil.
+func deliverable(d store.BackchannelLogout) error {
+	if d.ClientID == "" {
+		return errors.New("no client id")
+	}
+	if d.Subject == "" && d.SID == "" {
+		return errors.New("neither sub nor sid")
+	}
+	u, err := url.Parse(d.URI)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return errors.New("the back-channel logout URI is not an absolute http(s) URL")
+	}
+	return nil
+}
+
+func (n *Notifier) signal() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers due deliveries until ctx ends, then waits for the attempts in
+// flight (which ctx cancels; their lease runs out and another attempt
+// follows). It looks for work when Enqueue wakes it, when a delivery
+// finishes, and every PollInterval.
+func (n *Notifier) Run(ctx context.Context) {
+	tick, stop := n.cfg.NewTicker(n.cfg.PollInterval)
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, n.cfg.Concurrency)
+	freed := make(chan struct{}, 1)
+	for {
+		n.fill(ctx, slots, freed, &wg)
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.wake:
+		case <-freed:
+		case <-tick:
+		}
+	}
+}
+
+// fill claims as many due deliveries as there are free slots, and starts
+// them, until the queue has no more due.
+func (n *Notifier) fill(ctx context.Context, slots, freed chan struct{}, wg *sync.WaitGroup) {
+	for ctx.Err() == nil {
+		free := cap(slots) - len(slots) // only this goroutine adds to slots
+		if free == 0 {
+			return
+		}
+		ds, err := n.cfg.Queue.ClaimBackchannelLogouts(ctx, n.cfg.Now(), free, n.cfg.Lease)
+		if err != nil {
+			if ctx.Err() == nil {
+				n.cfg.Log.Error("back-channel logout: claim due deliveries", "err", err)
+			}
+			return
+		}
+		for _, d := range ds {
+			slots <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() {
+					<-slots
+					select {
+					case freed <- struct{}{}:
+					default:
+					}
+					wg.Done()
+				}()
+				n.attempt(ctx, d)
+			}()
+		}
+		if len(ds) < free {
+			return
+		}
+	}
+}
+
+// attempt makes one delivery attempt of d and records its outcome.
+func (n *Notifier) attempt(ctx context.Context, d store.BackchannelLogout) {
+	err := n.deliver(ctx, d)
+	if err == nil {
+		n.finish(ctx, d, "delivered")
+		n.cfg.Log.Info("back-channel logout delivered", "client_id", d.ClientID, "sid", d.SID, "attempt", d.Attempts+1)
+		return
+	}
+	if ctx.Err() != nil {
+		// Shutting down: not the client's failure. The lease runs out and
+		// the delivery is attempted again.
+		return
+	}
+	class := errorClass(err)
+	attempt := d.Attempts + 1
+	willRetry := d.Attempts < len(n.cfg.Backoff)
+	// The outcome must be recorded even when ctx ends meanwhile.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if willRetry {
+		next := n.cfg.Now().Add(n.cfg.Backoff[d.Attempts])
+		if rerr := n.cfg.Queue.RetryBackchannelLogout(wctx, d.ID, next, class); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+			n.cfg.Log.Error("back-channel logout: record failed attempt", "client_id", d.ClientID, "err", rerr)
+		}
+	} else {
+		n.finish(wctx, d, "abandoned")
+	}
+	details := map[string]string{"attempt": strconv.Itoa(attempt), "will_retry": strconv.FormatBool(willRetry), "sid": d.SID}
+	var se *statusError
+	if errors.As(err, &se) {
+		details["status"] = strconv.Itoa(se.status)
+	} else {
+		details["error"] = class
+	}
+	n.cfg.Audit.Record(wctx, store.AuditEvent{Action: AuditAction, Outcome: store.OutcomeFailure,
+		TargetID: d.Subject, ClientID: d.ClientID, Details: details})
+	n.cfg.Log.Warn("back-channel logout attempt failed", "client_id", d.ClientID, "sid", d.SID,
+		"attempt", attempt, "will_retry", willRetry, "reason", class)
+}
+
+// finish removes d from the queue.
+func (n *Notifier) finish(ctx context.Context, d store.BackchannelLogout, why string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := n.cfg.Queue.CompleteBackchannelLogout(ctx, d.ID); err != nil {
+		n.cfg.Log.Error("back-channel logout: remove "+why+" delivery", "client_id", d.ClientID, "err", err)
+	}
+}
+
+// statusError is an answer other than 200 or 204.
+type statusError struct{ status int }
+
+func (e *statusError) Error() string { return "HTTP " + strconv.Itoa(e.status) }
+
+// Failures before any request is sent.
+var (
+	// errMint is a logout token that could not be made (no signing key yet).
+	errMint = errors.New("logout token not minted")
+	// errBadURI is a URI no request can be made to.
+	errBadURI = errors.New("invalid uri")
+)
+
+// deliver mints a fresh logout token for d and POSTs it (BCL §2.5); only
+// 200 and 204 are success (BCL §2.8).
+func (n *Notifier) deliver(ctx context.Context, d store.BackchannelLogout) error {
+	tok, err := Mint(n.cfg.Signer, n.cfg.Issuer, d, n.cfg.Now())
+	if err != nil {
+		n.cfg.Log.Error("back-channel logout: mint token", "client_id", d.ClientID, "err", err)
+		return errMint
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
+	defer cancel()
+	body := url.Values{"logout_token": {tok}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.URI, strings.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%w: %w", errBadURI, err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := n.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNoContent {
+		return &statusError{status: resp.StatusCode}
+	}
+	return nil
+}
+
+// errorClass names why an attempt failed, without the token, the URI or
+// anything a client's answer said.
+func errorClass(err error) string {
+	var se *statusError
+	var ne net.Error
+	switch {
+	case errors.As(err, &se):
+		return se.Error()
+	case errors.Is(err, errMint):
+		return "token not minted"
+	case errors.Is(err, errBadURI):
+		return "invalid uri"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	default:
+		return "network error"
+	}
+}
