@@ -545,3 +545,45 @@ func TestAccountSessionsPage(t *testing.T) {
 		})
 	}
 }
+
+// TestSelfServiceNeedsFirstPartyToken: a third-party application holding
+// the person's access token can neither list nor end their sessions nor see
+// or withdraw their consents (403 forbidden, nothing changed); the same
+// person's first-party token can.
+func TestSelfServiceNeedsFirstPartyToken(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSessionViews(t, b)
+			hc, firstTok := d.browser(t, siEmail, siPassword, "browser-a")
+			// The third-party client's token, through the consent page.
+			third := d.oauth("third", d.thirdSecret, oidc.ScopeOpenID)
+			v := oauth2.GenerateVerifier()
+			consent := siGet(t, hc, third.AuthCodeURL("t", oauth2.S256ChallengeOption(v)))
+			q := d.callback(t, consent.submit(t, hc, url.Values{"decision": {"allow"}}))
+			thirdTok, err := third.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			own := st.Bearer(firstTok.AccessToken)
+			sid := d.sessions(t, "/auth/sessions", own).sid(t, "browser-a")
+			foreign := st.Bearer(thirdTok.AccessToken)
+			for _, r := range []struct{ method, path string }{
+				{http.MethodGet, "/auth/sessions"},
+				{http.MethodDelete, "/auth/sessions/" + sid},
+				{http.MethodGet, "/auth/consents"},
+				{http.MethodDelete, "/auth/consents/third"},
+			} {
+				d.c.Do(r.method, r.path, nil, "", foreign).ExpectError(http.StatusForbidden, "forbidden")
+			}
+			if q := d.silent(t, hc); q.Get("code") == "" {
+				t.Fatalf("the session ended after a refused request: %v", q)
+			}
+			var consents svConsentList
+			d.c.Get("/auth/consents", own).ExpectStatus(http.StatusOK).JSON(&consents)
+			if len(consents.Items) != 1 || consents.Items[0].ClientID != "third" {
+				t.Fatalf("consents after the refused withdrawal: %+v", consents.Items)
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/sqlstore"
 )
@@ -84,10 +85,38 @@ var (
 
 // ---- the person's own ----
 
+// errThirdPartyToken refuses a third-party client's token at the
+// self-service views: an application the person let act for them must not
+// see their other sessions (IP addresses, browsers) or end them.
+var errThirdPartyToken = apierr.ErrForbidden.WithDescription(
+	"This token was issued to a third-party application, which cannot see or change your sessions and consents.")
+
+// loadSelf is loadActor for the self-service session and consent views: the
+// acting token must not come from a third-party application, that is a
+// client the person grants access on the consent page (the authorization
+// code grant without first_party). The built-in client, first-party
+// clients and the password-grant front-ends the person types their password
+// into are theirs; Portcullis's own /account/sessions page acts with no
+// client.
+func (s *Service) loadSelf(ctx context.Context, actor Actor) (store.User, error) {
+	u, err := s.loadActor(ctx, actor)
+	if err != nil || actor.ClientID == "" {
+		return u, err
+	}
+	c, err := s.store.GetClient(ctx, actor.ClientID)
+	if err != nil {
+		return store.User{}, storeErr("load the token's client", err, errThirdPartyToken)
+	}
+	if !c.FirstParty && slices.Contains(c.Grants, token.GrantAuthorizationCode) {
+		return store.User{}, errThirdPartyToken
+	}
+	return u, nil
+}
+
 // OwnSessions returns one page of the actor's live browser sessions,
 // newest first.
 func (s *Service) OwnSessions(ctx context.Context, actor Actor, cursor string, limit int) (Page[BrowserSession], error) {
-	a, err := s.loadActor(ctx, actor)
+	a, err := s.loadSelf(ctx, actor)
 	if err != nil {
 		return Page[BrowserSession]{}, err
 	}
@@ -98,7 +127,7 @@ func (s *Service) OwnSessions(ctx context.Context, actor Actor, cursor string, l
 // self_service). A sid that is not one of the actor's live sessions is 404,
 // whether or not it exists.
 func (s *Service) EndOwnSession(ctx context.Context, actor Actor, sid string) error {
-	a, err := s.loadActor(ctx, actor)
+	a, err := s.loadSelf(ctx, actor)
 	if err != nil {
 		return err
 	}
@@ -108,7 +137,7 @@ func (s *Service) EndOwnSession(ctx context.Context, actor Actor, sid string) er
 // OwnConsents returns one page of the actor's remembered consents, newest
 // first.
 func (s *Service) OwnConsents(ctx context.Context, actor Actor, cursor string, limit int) (Page[Consent], error) {
-	a, err := s.loadActor(ctx, actor)
+	a, err := s.loadSelf(ctx, actor)
 	if err != nil {
 		return Page[Consent]{}, err
 	}
@@ -119,7 +148,7 @@ func (s *Service) OwnConsents(ctx context.Context, actor Actor, cursor string, l
 // is none), so that the client's next authorization request asks again.
 // Tokens already issued are left alone.
 func (s *Service) WithdrawOwnConsent(ctx context.Context, actor Actor, clientID string) error {
-	a, err := s.loadActor(ctx, actor)
+	a, err := s.loadSelf(ctx, actor)
 	if err != nil {
 		return err
 	}
