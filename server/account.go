@@ -23,7 +23,8 @@ const maxJSONBody = 16 << 10
 
 // MountAccounts mounts the self-service account endpoints under /auth:
 // invite acceptance, password forgot/reset/change, email verification and
-// (answering 403 registration_disabled unless it is on) registration.
+// (answering 403 registration_disabled unless it is on) registration, and
+// the caller's own browser sessions and remembered consents.
 func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 	e := s.echo
 	bearer := RequireBearer(tokens)
@@ -150,6 +151,7 @@ func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 		}
 		return c.JSON(http.StatusCreated, u)
 	}, noCache)
+	mountSessionViews(e, svc, bearer)
 }
 
 // noCache marks an answer as never to be cached (RFC 6749 §5.1; the

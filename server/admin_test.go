@@ -28,6 +28,8 @@ func adminPath(p, userID string) string {
 	p = strings.ReplaceAll(p, "/users/:id", "/users/"+userID)
 	p = strings.ReplaceAll(p, "/invites/:id", "/invites/inv_aaaaaaaaaaaaaaaaaaaaaaaaaa")
 	p = strings.ReplaceAll(p, "/clients/:id", "/clients/nope")
+	p = strings.ReplaceAll(p, ":sid", "nosuchsession")
+	p = strings.ReplaceAll(p, ":client_id", "nope")
 	return strings.ReplaceAll(p, ":role", "user")
 }
 

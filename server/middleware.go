@@ -108,6 +108,11 @@ var sensitiveParams = map[string]bool{
 	"token": true, "access_token": true, "refresh_token": true, "id_token": true, "code": true,
 	"password": true, "client_secret": true, "secret": true, "new_password": true, "current_password": true,
 	"request_uri": true, // a pushed request's single-use reference (RFC 9126)
+	// Sign-in and logout requests: an id token (personal data, and what
+	// makes a logout trusted), the person's email address, and the values
+	// that bind a response to the browser that asked.
+	"id_token_hint": true, "login_hint": true, "logout_hint": true, "state": true, "nonce": true,
+	"code_verifier": true,
 }
 
 // RedactQuery replaces the values of sensitive query parameters (token,

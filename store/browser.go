@@ -104,6 +104,12 @@ type BrowserSessions interface {
 	AddBrowserSessionGrant(ctx context.Context, id string, g SessionGrant) (dropped []SessionGrant, err error)
 	// EndBrowserSession ends the session; unknown ids are not an error.
 	EndBrowserSession(ctx context.Context, id string, now time.Time) error
+	// EndBrowserSessionGrants ends the session like EndBrowserSession and
+	// returns the grants it held when it ended, atomically with
+	// AddBrowserSessionGrant: a grant recorded before the end is returned,
+	// none can be recorded after it. An unknown or already ended session
+	// returns no grants and no error.
+	EndBrowserSessionGrants(ctx context.Context, id string, now time.Time) ([]SessionGrant, error)
 	// ListBrowserSessions returns the user's live sessions (with their
 	// Grants), newest first.
 	ListBrowserSessions(ctx context.Context, userID string, now time.Time) ([]BrowserSession, error)

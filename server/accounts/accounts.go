@@ -167,6 +167,12 @@ type Deps struct {
 	Limiter   Limiter
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// Browser, Consents and Ender serve the session and consent views
+	// (/auth/sessions, /auth/consents and their admin equivalents); when nil,
+	// those operations answer 500 (the CLI needs none of them).
+	Browser  BrowserSessionLister
+	Consents Consents
+	Ender    SessionEnder
 }
 
 // Service implements the account and admin operations.
@@ -185,6 +191,9 @@ type Service struct {
 	limiter  Limiter
 	log      *slog.Logger
 	now      func() time.Time
+	browser  BrowserSessionLister
+	consents Consents
+	ender    SessionEnder
 
 	bgSlots chan struct{}
 	bgWG    sync.WaitGroup
@@ -226,6 +235,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, store: d.Store, policy: d.Policy, sessions: d.Sessions, hasher: d.Hasher, checker: d.Checker, rules: d.Rules,
 		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger, now: d.Now,
+		browser: d.Browser, consents: d.Consents, ender: d.Ender,
 		bgSlots: make(chan struct{}, cfg.MaxBackground)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

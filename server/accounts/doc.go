@@ -1,7 +1,11 @@
 // Package accounts is Portcullis's account and administration logic, free of
 // HTTP: invitations, password resets and temporary passwords, password
 // changes, email verification, optional public registration, and the admin
-// operations on users, roles, OAuth clients, signing keys and the audit log.
+// operations on users, roles, OAuth clients, signing keys and the audit log,
+// and the session and consent views (browser.go): a person's own browser
+// sessions and remembered consents, and an admin's view of a user's, whose
+// changes pass the privilege ceiling of RevokeSessions and end sessions
+// through the one signout routine (SessionEnder).
 //
 // Every administrative change is checked against the privilege ceiling of
 // package policy with the actor's current roles, read from the store at the

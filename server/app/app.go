@@ -299,21 +299,23 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		}})
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true})
 	srv.MountOAuth(tokens)
-	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter)
-	if err != nil {
-		return nil, err
-	}
-	srv.MountAccounts(acc, tokens)
 	bcl, err := backchannel.New(backchannel.Config{Issuer: cfg.Issuer, Signer: core.Keys, Queue: core.Store,
 		Audit: core.Audit, Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("back-channel logout: %w", err)
 	}
 	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Backchannel: bcl, Audit: core.Audit}
+	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter,
+		accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}})
+	if err != nil {
+		return nil, err
+	}
+	srv.MountAccounts(acc, tokens)
 	signIn, flow, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker, ender)
 	if err != nil {
 		return nil, err
 	}
+	signIn.Views = acc
 	srv.MountPAR(tokens, flow)
 	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn}); err != nil {
 		return nil, err
@@ -381,9 +383,10 @@ func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash 
 
 // buildAccounts builds the account and admin service. Emails go out over
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
-// built-in first-party client is created when missing.
+// built-in first-party client is created when missing. views holds the
+// session views' collaborators (Browser, Consents, Ender).
 func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, tokens *token.Service,
-	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter) (*accounts.Service, error) {
+	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter, views accounts.Deps) (*accounts.Service, error) {
 	var sender mail.Sender
 	if cfg.SMTPURL != "" {
 		smtp, err := mail.NewSMTPSender(cfg.SMTPURL, cfg.MailFrom, mail.Options{})
@@ -405,6 +408,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	acc, err := accounts.New(accountsConfig(cfg), accounts.Deps{
 		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
+		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender,
 	})
 	if err != nil {
 		return nil, err

@@ -21,6 +21,12 @@
 // HTML error page (400) and is never redirected. A token state that cannot
 // answer fails closed (503), never "signed out".
 //
+// /account/sessions (account.go) shows the person of the browser session
+// cookie their sessions and remembered consents, through the same account
+// service methods as GET/DELETE /auth/sessions and /auth/consents; its
+// "Sign out" and "Withdraw" forms carry the CSRF token, and signing out
+// this browser's session clears its cookie.
+//
 // The pages are server-rendered with html/template from templates and a
 // stylesheet embedded in the binary: no JavaScript, no CDN. They call the
 // same account service methods as the JSON endpoints under /auth and hold no

@@ -275,6 +275,9 @@ type view struct {
 	ListHeading string
 	List        []string
 	After       []string
+	// Account is the sessions page (/account/sessions): its lists, each
+	// item with its own form.
+	Account *accountView
 }
 
 // hidden is a hidden form field.

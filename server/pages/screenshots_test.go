@@ -2,6 +2,8 @@ package pages_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"flag"
 	"image/png"
 	"net/http"
@@ -9,12 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 var updateScreenshots = flag.Bool("update-screenshots", false,
@@ -196,10 +200,72 @@ func TestScreenshots(t *testing.T) {
 	expect(open(t, ctx, d.in.URL+"/oauth2/logout?state=a&state=b"), http.StatusBadRequest, "logout error")
 	shoot("logout-error")
 
+	// The sessions page: Lena signs in again (to a first-party client whose
+	// redirect URI is this server's /healthz, so the browser lands
+	// somewhere), her session also lists the photo album, she has one on
+	// her phone and a consent to the album; then signing out this device,
+	// and the page without a session.
+	d.fx.Client(t, clients.Spec{ID: "notes", Name: "Notes", Grants: []string{"authorization_code", "refresh_token"},
+		RedirectURIs: []string{d.in.URL + "/healthz"}, FirstParty: true})
+	notes := url.Values{"response_type": {"code"}, "client_id": {"notes"}, "redirect_uri": {d.in.URL + "/healthz"},
+		"scope": {"openid"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())},
+		"code_challenge_method": {"S256"}}
+	expect(open(t, ctx, d.in.URL+"/oauth2/authorize?"+notes.Encode()), http.StatusOK, "login for the sessions page")
+	browse(t, ctx, fill("username", "lena@example.com"), fill("password", goodPassword))
+	expect(submit(t, ctx), http.StatusOK, "signed in to notes")
+	seedAccount(t, d, "lena@example.com", "photos")
+	expect(open(t, ctx, d.in.URL+"/account/sessions"), http.StatusOK, "account sessions")
+	mustContain(t, "the sessions page", text(t, ctx), "This device", "Notes", "Photo Album", "iPhone", "Withdraw")
+	shoot("account-sessions")
+	expect(submit(t, ctx), http.StatusOK, "sign out this device") // the first button: this device
+	mustContain(t, "signed out", text(t, ctx), "You are signed out")
+	shoot("account-signed-out")
+	expect(open(t, ctx, d.in.URL+"/account/sessions"), http.StatusOK, "account sessions, signed out")
+	mustContain(t, "not signed in", text(t, ctx), "You are not signed in")
+	shoot("account-not-signed-in")
+
 	// Every screenshot has its committed counterpart.
 	for _, n := range names {
 		if _, err := os.Stat(filepath.Join(screenshotDir, n)); err != nil {
 			t.Errorf("docs/screenshots/%s is missing; run: go test ./server/pages -run TestScreenshots -update-screenshots", n)
 		}
+	}
+}
+
+// seedAccount gives the user's live browser session a grant to clientID,
+// a second session on a phone and a remembered consent to clientID, for
+// the sessions page's screenshots.
+func seedAccount(t *testing.T, d *deployment, email, clientID string) {
+	t.Helper()
+	ctx := context.Background()
+	sessions := d.in.App.BrowserSessions
+	u, err := d.in.App.Core.Store.GetUserByEmail(ctx, email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	live, err := sessions.ListBrowserSessions(ctx, u.ID, now)
+	if err != nil || len(live) != 1 {
+		t.Fatalf("%s's sessions: %v, %v", email, live, err)
+	}
+	cookie := make([]byte, 32)
+	if _, err := rand.Read(cookie); err != nil {
+		t.Fatal(err)
+	}
+	phone := store.BrowserSession{ID: "phone-session", UserID: u.ID, AuthTime: now.Add(-26 * time.Hour), AMR: []string{"pwd"},
+		Remember: true, CreatedAt: now.Add(-26 * time.Hour), LastUsedAt: now.Add(-3 * time.Hour), IdleTTL: 48 * time.Hour,
+		AbsoluteExpiry: now.Add(100 * time.Hour), IP: "203.0.113.7",
+		UserAgent: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"}
+	if err := sessions.CreateBrowserSession(ctx, phone, cookie); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{live[0].ID, phone.ID} {
+		if _, err := sessions.AddBrowserSessionGrant(ctx, id, store.SessionGrant{SID: "grant-" + id, ClientID: clientID, GrantedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.in.App.Core.Store.PutConsent(ctx, store.Consent{UserID: u.ID, ClientID: clientID,
+		Scopes: []string{"email", "openid", "profile"}, GrantedAt: now.Add(-26 * time.Hour)}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -192,6 +192,8 @@ type SignInDeps struct {
 	Hints   HintParser
 	Clients ClientReader
 	Ender   SessionEnder
+	// Views serves /account/sessions when set.
+	Views SessionViews
 }
 
 // badLogin answers a wrong password, an unknown login and a deactivated
@@ -207,6 +209,10 @@ func (p *Pages) registerSignIn(e *echo.Echo) {
 	e.POST(LoginPath, p.loginPost, h)
 	e.GET(ConsentPath, p.resume, h)
 	e.POST(ConsentPath, p.consentPost, h)
+	if p.si.Views != nil {
+		e.GET(AccountSessionsPath, p.accountSessions, h)
+		e.POST(AccountSessionsPath, p.accountSessionsPost, h)
+	}
 }
 
 // flowCSP is the policy of the pages of the flow: the strict page policy,

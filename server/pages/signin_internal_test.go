@@ -241,6 +241,21 @@ func (m *memSessions) EndBrowserSession(_ context.Context, id string, _ time.Tim
 	return nil
 }
 
+func (m *memSessions) EndBrowserSessionGrants(_ context.Context, id string, _ time.Time) ([]store.SessionGrant, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ended[id] {
+		return nil, nil
+	}
+	m.ended[id] = true
+	for _, s := range m.byHash {
+		if s.ID == id {
+			return s.Grants, nil
+		}
+	}
+	return nil, nil
+}
+
 // addGrants gives every live session of user the grants (as the flow
 // records them when it issues codes).
 func (m *memSessions) addGrants(userID string, gs ...store.SessionGrant) {

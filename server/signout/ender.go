@@ -10,9 +10,10 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// Sessions ends browser session records (store.BrowserSessions).
+// Sessions ends browser session records (store.BrowserSessions): atomically
+// with the recording of grants, so the grants it returns are all there were.
 type Sessions interface {
-	EndBrowserSession(ctx context.Context, id string, now time.Time) error
+	EndBrowserSessionGrants(ctx context.Context, id string, now time.Time) ([]store.SessionGrant, error)
 }
 
 // Grants ends the refresh families and access tokens of grants
@@ -55,12 +56,49 @@ type Ender struct {
 // (offline grants included: the application's own login session ends with
 // the browser session), then the session record (the cookie signs in no
 // more), and session.ended is recorded. Each step is idempotent and a
-// failure stops before the record is ended, so the person is not told they
-// are signed out while something they granted lives on, and can try again.
+// failure before the record is ended leaves the session for the person to
+// try again. The record's end returns the grants it held, atomically with
+// their recording, so a grant made meanwhile in another tab is ended too.
 func (e *Ender) End(ctx context.Context, bs store.BrowserSession, r Reason) error {
 	now := e.now()
-	var sids []string
+	if err := e.endGrants(ctx, bs, bs.Grants, now); err != nil {
+		return err
+	}
+	final, err := e.Sessions.EndBrowserSessionGrants(ctx, bs.ID, now)
+	if err != nil {
+		return fmt.Errorf("signout: end the browser session: %w", err)
+	}
+	seen := make(map[string]bool, len(bs.Grants))
 	for _, g := range bs.Grants {
+		seen[g.SID] = true
+	}
+	var late []store.SessionGrant
+	for _, g := range final {
+		if !seen[g.SID] {
+			late = append(late, g)
+		}
+	}
+	actor := r.ActorID
+	if actor == "" {
+		actor = bs.UserID
+	}
+	e.Audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: actor,
+		TargetID: bs.UserID, ClientID: r.ClientID, IP: r.IP, UserAgent: r.UserAgent,
+		Details: map[string]string{"sid": bs.ID, "reason": r.Why, "kind": "browser"}})
+	// Grants recorded after bs was read: the session is over, so a failure
+	// here cannot be retried through it; it is reported (503) and the
+	// revocations already written stand.
+	if err := e.endGrants(ctx, bs, late, now); err != nil {
+		return fmt.Errorf("signout: grants recorded while the session ended: %w", err)
+	}
+	return nil
+}
+
+// endGrants ends grants of bs: the families of those without
+// offline_access, then back-channel logout queued for all of them.
+func (e *Ender) endGrants(ctx context.Context, bs store.BrowserSession, grants []store.SessionGrant, now time.Time) error {
+	var sids []string
+	for _, g := range grants {
 		if !g.Offline {
 			sids = append(sids, g.SID)
 		}
@@ -70,33 +108,23 @@ func (e *Ender) End(ctx context.Context, bs store.BrowserSession, r Reason) erro
 			return fmt.Errorf("signout: end the session's grants: %w", err)
 		}
 	}
-	if err := e.queueBackchannel(ctx, bs, now); err != nil {
+	if err := e.queueBackchannel(ctx, bs.UserID, grants, now); err != nil {
 		return fmt.Errorf("signout: %w", err)
 	}
-	if err := e.Sessions.EndBrowserSession(ctx, bs.ID, now); err != nil {
-		return fmt.Errorf("signout: end the browser session: %w", err)
-	}
-	actor := r.ActorID
-	if actor == "" {
-		actor = bs.UserID
-	}
-	e.Audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: actor,
-		TargetID: bs.UserID, ClientID: r.ClientID, IP: r.IP, UserAgent: r.UserAgent,
-		Details: map[string]string{"sid": bs.ID, "reason": r.Why, "kind": "browser"}})
 	return nil
 }
 
 // queueBackchannel queues one logout token per grant whose client has a
 // back-channel logout URI. A client that cannot be read fails the whole
 // queueing (nothing half-queued: the queue takes all or none).
-func (e *Ender) queueBackchannel(ctx context.Context, bs store.BrowserSession, now time.Time) error {
-	if e.Backchannel == nil || len(bs.Grants) == 0 {
+func (e *Ender) queueBackchannel(ctx context.Context, userID string, grants []store.SessionGrant, now time.Time) error {
+	if e.Backchannel == nil || len(grants) == 0 {
 		return nil
 	}
 	uris := map[string]string{}
 	var ds []store.BackchannelLogout
 	seen := map[string]bool{}
-	for _, g := range bs.Grants {
+	for _, g := range grants {
 		if seen[g.SID] {
 			continue
 		}
@@ -117,7 +145,7 @@ func (e *Ender) queueBackchannel(ctx context.Context, bs store.BrowserSession, n
 		if uri == "" {
 			continue
 		}
-		ds = append(ds, store.BackchannelLogout{ClientID: g.ClientID, URI: uri, Subject: bs.UserID, SID: g.SID,
+		ds = append(ds, store.BackchannelLogout{ClientID: g.ClientID, URI: uri, Subject: userID, SID: g.SID,
 			NextAttemptAt: now, CreatedAt: now})
 	}
 	if len(ds) == 0 {

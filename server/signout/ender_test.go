@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -22,15 +23,16 @@ type recorder struct {
 	queueErr   error
 	clientsErr error
 	clients    map[string]store.Client
+	final      []store.SessionGrant // what the record held when it ended
 }
 
-func (r *recorder) EndBrowserSession(_ context.Context, id string, _ time.Time) error {
+func (r *recorder) EndBrowserSessionGrants(_ context.Context, id string, _ time.Time) ([]store.SessionGrant, error) {
 	r.calls = append(r.calls, "end")
 	if r.endErr != nil {
-		return r.endErr
+		return nil, r.endErr
 	}
 	r.ended = append(r.ended, id)
-	return nil
+	return r.final, nil
 }
 
 func (r *recorder) EndGrants(_ context.Context, sids []string) error {
@@ -105,7 +107,7 @@ func TestEnderEnd(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := &recorder{clients: clients}
+			r := &recorder{clients: clients, final: bs.Grants}
 			if tc.setup != nil {
 				tc.setup(r)
 			}
@@ -140,6 +142,34 @@ func TestEnderEnd(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEnderEndsLateGrants: a grant recorded in another tab after the
+// session was read (the record's end returns it) is ended too, after the
+// record, with its back-channel logout.
+func TestEnderEndsLateGrants(t *testing.T) {
+	t.Parallel()
+	bs := store.BrowserSession{ID: "bs1", UserID: "u1", Grants: []store.SessionGrant{{SID: "s1", ClientID: "web"}}}
+	r := &recorder{clients: map[string]store.Client{"web": {ID: "web", BackchannelLogoutURI: "https://web.example/bcl"}},
+		final: append(slices.Clone(bs.Grants), store.SessionGrant{SID: "late", ClientID: "web"},
+			store.SessionGrant{SID: "late-offline", ClientID: "web", Offline: true})}
+	e := &signout.Ender{Sessions: r, Grants: r, Clients: r, Backchannel: r, Audit: r}
+	if err := e.End(context.Background(), bs, signout.Reason{Why: signout.WhyLogout}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"s1", "late"}; !reflect.DeepEqual(r.revoked, want) {
+		t.Fatalf("revoked %v, want %v", r.revoked, want)
+	}
+	var queued []string
+	for _, d := range r.queued {
+		queued = append(queued, d.SID)
+	}
+	if want := []string{"s1", "late", "late-offline"}; !reflect.DeepEqual(queued, want) {
+		t.Fatalf("back-channel for %v, want %v", queued, want)
+	}
+	if want := []string{"grants", "queue", "end", "audit", "grants", "queue"}; !reflect.DeepEqual(r.calls, want) {
+		t.Fatalf("calls %v, want %v", r.calls, want)
 	}
 }
 

@@ -375,6 +375,32 @@ func (s *State) AddBrowserSessionGrant(ctx context.Context, id string, g store.S
 	return dropped, nil
 }
 
+// EndBrowserSessionGrants implements store.BrowserSessions: one script on
+// the user's slot reads the grants and removes the session, so no
+// AddBrowserSessionGrant (a script on the same slot) falls between.
+func (s *State) EndBrowserSessionGrants(ctx context.Context, id string, _ time.Time) ([]store.SessionGrant, error) {
+	uid, err := s.owner(ctx, "end browser session", id)
+	if err != nil || uid == "" {
+		return nil, err
+	}
+	raw, err := endBrowserSessionScript.Run(ctx, s.c, []string{s.userBSKey(uid)}, id).Text()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable("end browser session", err)
+	}
+	if raw == "" {
+		return nil, nil
+	}
+	var gs []store.SessionGrant
+	for _, line := range strings.Split(raw, "\n") {
+		g, err := parseGrant(line)
+		if err != nil {
+			return nil, fmt.Errorf("redis token state: end browser session: %w", err)
+		}
+		gs = append(gs, g)
+	}
+	return gs, nil
+}
+
 // EndBrowserSession implements store.BrowserSessions.
 func (s *State) EndBrowserSession(ctx context.Context, id string, _ time.Time) error {
 	uid, err := s.owner(ctx, "end browser session", id)

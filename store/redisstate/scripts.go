@@ -345,3 +345,14 @@ for j = 1, #all, 2 do
 end
 return 1
 `)
+
+// endBrowserSessionScript removes browser session ARGV[1] from the user's
+// hash KEYS[1] and returns its grants field ("" when none): reading and
+// removing in one step, so no grant is recorded in between.
+var endBrowserSessionScript = redis.NewScript(`
+local id = ARGV[1]
+local grants = redis.call('HGET', KEYS[1], id .. ':g')
+redis.call('HDEL', KEYS[1], id, id .. ':d', id .. ':c', id .. ':g')
+if not grants then return '' end
+return grants
+`)

@@ -329,6 +329,28 @@ func (s *State) EndBrowserSession(ctx context.Context, id string, now time.Time)
 	return nil
 }
 
+// EndBrowserSessionGrants implements store.BrowserSessions: one UPDATE …
+// RETURNING (PostgreSQL, SQLite ≥ 3.35) ends the session and reads its
+// grants; AddBrowserSessionGrant locks the same row, so none falls between.
+func (s *State) EndBrowserSessionGrants(ctx context.Context, id string, now time.Time) ([]store.SessionGrant, error) {
+	var rows []struct {
+		Grants string `gorm:"column:grants"`
+	}
+	err := s.db.WithContext(ctx).Raw("UPDATE browser_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL RETURNING grants",
+		ms(now), id).Scan(&rows).Error
+	if err != nil {
+		return nil, dbErr("end browser session", err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	gs, err := decodeGrants(rows[0].Grants)
+	if err != nil {
+		return nil, fmt.Errorf("sql token state: end browser session: %w", err)
+	}
+	return gs, nil
+}
+
 // ListBrowserSessions implements store.BrowserSessions: newest first (by
 // CreatedAt, then id).
 func (s *State) ListBrowserSessions(ctx context.Context, userID string, now time.Time) ([]store.BrowserSession, error) {

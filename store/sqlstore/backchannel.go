@@ -97,16 +97,8 @@ func (s *Store) ClaimBackchannelLogouts(ctx context.Context, now time.Time, limi
 	until := dbTime(now.Add(lease))
 	// claimed is a claimed row with when it was due (what the order is by).
 	type claimed struct {
-		ID            string    `gorm:"column:id"`
-		ClientID      string    `gorm:"column:client_id"`
-		URI           string    `gorm:"column:uri"`
-		Subject       string    `gorm:"column:subject"`
-		SID           string    `gorm:"column:sid"`
-		Attempts      int       `gorm:"column:attempts"`
-		NextAttemptAt time.Time `gorm:"column:next_attempt_at"`
-		CreatedAt     time.Time `gorm:"column:created_at"`
-		LastError     string    `gorm:"column:last_error"`
-		Due           time.Time `gorm:"column:due"`
+		Row backchannelRow `gorm:"embedded"`
+		Due time.Time      `gorm:"column:due"`
 	}
 	var got []claimed
 	var err error
@@ -131,8 +123,9 @@ func (s *Store) ClaimBackchannelLogouts(ctx context.Context, now time.Time, limi
 			ids := make([]string, len(rows))
 			for i, r := range rows {
 				ids[i] = r.ID
-				got = append(got, claimed{ID: r.ID, ClientID: r.ClientID, URI: r.URI, Subject: r.Subject, SID: r.SID,
-					Attempts: r.Attempts, NextAttemptAt: until, CreatedAt: r.CreatedAt, LastError: r.LastError, Due: r.NextAttemptAt})
+				c := claimed{Row: r, Due: r.NextAttemptAt}
+				c.Row.NextAttemptAt = until
+				got = append(got, c)
 			}
 			return tx.Model(&backchannelRow{}).Where("id IN ?", ids).Update("next_attempt_at", until).Error
 		})
@@ -144,12 +137,11 @@ func (s *Store) ClaimBackchannelLogouts(ctx context.Context, now time.Time, limi
 		if c := a.Due.Compare(b.Due); c != 0 {
 			return c
 		}
-		return strings.Compare(a.ID, b.ID)
+		return strings.Compare(a.Row.ID, b.Row.ID)
 	})
 	out := make([]store.BackchannelLogout, len(got))
 	for i, r := range got {
-		out[i] = backchannelRow{ID: r.ID, ClientID: r.ClientID, URI: r.URI, Subject: r.Subject, SID: r.SID,
-			Attempts: r.Attempts, NextAttemptAt: r.NextAttemptAt, CreatedAt: r.CreatedAt, LastError: r.LastError}.toDelivery()
+		out[i] = r.Row.toDelivery()
 	}
 	return out, nil
 }

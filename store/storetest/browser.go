@@ -44,6 +44,8 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 		{"ok/browser_session_grants_drop_oldest", testBSGrantsDrop},
 		{"fail/browser_session_grant_to_ended_session", testBSGrantEnded},
 		{"race/browser_session_grants_none_lost", testBSGrantsRace},
+		{"ok/browser_session_end_returns_grants", testBSEndGrants},
+		{"race/browser_session_end_vs_grants", testBSEndVsGrants},
 		{"fail/browser_session_duplicate", testBSDuplicate},
 		{"fail/browser_session_cutoff_ends_sessions", testBSCutoff},
 		{"race/browser_session_create_vs_cutoff", testBSCreateVsCutoff},
@@ -523,6 +525,92 @@ func testBSGrantsRace(t *testing.T, b Backend) {
 	slices.Sort(sorted[min(1, len(sorted)):])
 	if !slices.Equal(sorted, want) {
 		t.Fatalf("ClientIDs = %v, want %v (after old in any order), once each", got.ClientIDs, want)
+	}
+}
+
+// testBSEndGrants: ending a session returns the grants it held, once; it
+// is then found no more and takes no grant.
+func testBSEndGrants(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	bs := newBrowserSession(randomID("u-"), base)
+	cookie := createBS(t, s, bs)
+	var want []store.SessionGrant
+	for i := 0; i < 3; i++ {
+		g := newGrant("app-"+strconv.Itoa(i), base.Add(time.Duration(i)*time.Second))
+		g.Offline = i == 1
+		addGrant(t, s, bs.ID, g)
+		want = append(want, g)
+	}
+	got, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, base.Add(time.Minute))
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("EndBrowserSessionGrants = %+v, %v; want %+v", got, err, want)
+	}
+	findBS(t, s, "ended session", cookie, base.Add(time.Minute), false)
+	if again, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, base.Add(time.Minute)); err != nil || len(again) != 0 {
+		t.Fatalf("ending again = %+v, %v; want no grants, no error", again, err)
+	}
+	if _, err := s.AddBrowserSessionGrant(ctx(t), bs.ID, newGrant("late", base.Add(2*time.Minute))); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a grant after the end: %v, want ErrNotFound", err)
+	}
+	if got, err := s.EndBrowserSessionGrants(ctx(t), randomID("bs-"), base); err != nil || len(got) != 0 {
+		t.Fatalf("ending an unknown session = %+v, %v", got, err)
+	}
+}
+
+// testBSEndVsGrants: grants recorded while the session ends (on any
+// instance) are either returned by the end or refused with ErrNotFound:
+// none is recorded and missed.
+func testBSEndVsGrants(t *testing.T, b Backend) {
+	sessions := []store.BrowserSessions{sessionsOf(t, b.State)}
+	if b.Again != nil {
+		sessions = append(sessions, sessionsOf(t, b.Again(t)))
+	}
+	const n = 24
+	base := baseTime()
+	for round := 0; round < 3; round++ {
+		bs := newBrowserSession(randomID("u-"), base)
+		createBS(t, sessions[0], bs)
+		grants := make([]store.SessionGrant, n)
+		errs := make([]error, n)
+		var ended []store.SessionGrant
+		var endErr error
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			grants[i] = newGrant("app", base.Add(time.Second))
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				<-start
+				_, errs[i] = sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.ID, grants[i])
+			}(i)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			ended, endErr = sessions[len(sessions)-1].EndBrowserSessionGrants(ctx(t), bs.ID, base.Add(time.Minute))
+		}()
+		close(start)
+		wg.Wait()
+		if endErr != nil {
+			t.Fatalf("EndBrowserSessionGrants: %v", endErr)
+		}
+		returned := map[string]bool{}
+		for _, g := range ended {
+			returned[g.SID] = true
+		}
+		for i, err := range errs {
+			switch {
+			case err == nil && !returned[grants[i].SID]:
+				t.Fatalf("round %d: grant %d was recorded but not returned by the end: it would outlive the logout", round, i)
+			case err != nil && !errors.Is(err, store.ErrNotFound):
+				t.Fatalf("round %d: grant %d: %v", round, i, err)
+			case err != nil && returned[grants[i].SID]:
+				t.Fatalf("round %d: grant %d was refused but returned", round, i)
+			}
+		}
 	}
 }
 
