@@ -399,7 +399,8 @@ func TestRefreshCookieConcurrentTabs(t *testing.T) {
 // TestRefreshCookieNeedsGrace: while PORTCULLIS_REFRESH_REUSE_GRACE is under
 // 2 s, creating a cookie client answers 400 invalid_request naming the
 // setting (admin API; CLI through the same service), and serve refuses to
-// start while one exists.
+// start while one exists; with the grace it starts and warns when an
+// allowed origin is another site than Portcullis.
 func TestRefreshCookieNeedsGrace(t *testing.T) {
 	t.Parallel()
 	t.Run("creation", func(t *testing.T) {
@@ -436,6 +437,18 @@ func TestRefreshCookieNeedsGrace(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), "PORTCULLIS_REFRESH_REUSE_GRACE") || !strings.Contains(err.Error(), fmt.Sprintf("%q", spaClientID)) {
 				t.Fatalf("%s: the refusal %q does not name the setting and the client", b, err)
+			}
+			// With the grace it starts, and warns that the app's origin is
+			// another site than Portcullis (the deployment rule).
+			env["PORTCULLIS_REFRESH_REUSE_GRACE"] = "2s"
+			var logs st.SyncBuffer
+			built, err = app.Build(context.Background(), env.Config(t, "127.0.0.1:0"), slog.New(slog.NewJSONHandler(&logs, nil)))
+			if err != nil {
+				t.Fatalf("%s: with a 2 s grace: %v", b, err)
+			}
+			_ = built.Close()
+			if !strings.Contains(logs.String(), "another site than Portcullis") || !strings.Contains(logs.String(), spaOrigin) {
+				t.Fatalf("%s: no deployment-rule warning in %s", b, logs.String())
 			}
 		}
 	})

@@ -261,7 +261,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 			}
 		}
 	}()
-	if err := checkCookieClients(ctx, core.Store, cfg.RefreshReuseGrace); err != nil {
+	if err := checkCookieClients(ctx, core.Store, cfg, log); err != nil {
 		return nil, err
 	}
 	m := metrics.New(core.Keys.ActiveKeyAge)
@@ -422,20 +422,32 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 // checkCookieClients refuses to start while a client takes its refresh
 // token in the cookie and PORTCULLIS_REFRESH_REUSE_GRACE is shorter than
 // clients.MinCookieReuseGrace: its browser tabs, refreshing at once with the
-// one cookie, would revoke each other's session.
+// one cookie, would revoke each other's session. It warns about an allowed
+// origin on another site than the URL browsers reach Portcullis at: the
+// browser would not send the SameSite=Strict cookie (the deployment rule).
 func checkCookieClients(ctx context.Context, st interface {
 	ListClients(ctx context.Context) ([]store.Client, error)
-}, grace time.Duration) error {
-	if clients.CookieGraceError(grace) == nil {
-		return nil
-	}
+}, cfg config.Config, log *slog.Logger) error {
 	list, err := st.ListClients(ctx)
 	if err != nil {
 		return fmt.Errorf("list clients: %w", err)
 	}
+	public := cfg.PublicURL
+	if public == "" {
+		public = cfg.Issuer
+	}
 	for _, c := range list {
-		if c.RefreshByCookie() {
-			return fmt.Errorf("client %q: %w", c.ID, clients.CookieGraceError(grace))
+		if !c.RefreshByCookie() {
+			continue
+		}
+		if err := clients.CookieGraceError(cfg.RefreshReuseGrace); err != nil {
+			return fmt.Errorf("client %q: %w", c.ID, err)
+		}
+		for _, o := range c.AllowedOrigins {
+			if !rtcookie.SameSite(o, public) {
+				log.Warn("a refresh-cookie client's origin is another site than Portcullis: browsers will not send its cookie "+
+					"(serve both from one site, or Portcullis behind the app's origin)", "client_id", c.ID, "origin", o, "portcullis", public)
+			}
 		}
 	}
 	return nil

@@ -16,10 +16,14 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/net/publicsuffix"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
@@ -146,4 +150,27 @@ func (o *Origins) Allowed(ctx context.Context, origin string) (bool, error) {
 	}
 	o.set, o.loaded = set, o.now()
 	return set[origin], nil
+}
+
+// SameSite reports whether a browser counts origin and the issuer URL as
+// the same site (the same scheme and registrable domain, by the public
+// suffix list): only then does it send the SameSite=Strict cookie on the
+// app's requests, and third-party cookie blocking (Safari's ITP) leave it
+// alone. Loopback hosts count as one site (development).
+func SameSite(origin, issuer string) bool {
+	o, err1 := url.Parse(origin)
+	i, err2 := url.Parse(issuer)
+	if err1 != nil || err2 != nil || o.Scheme != i.Scheme {
+		return false
+	}
+	site := func(host string) string {
+		if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+			return "loopback"
+		}
+		if s, err := publicsuffix.EffectiveTLDPlusOne(host); err == nil {
+			return s
+		}
+		return host
+	}
+	return site(o.Hostname()) == site(i.Hostname())
 }

@@ -96,3 +96,27 @@ func TestOrigins(t *testing.T) {
 	l.clients = l.clients[1:] // spa deleted
 	check("https://app.example.com", false, 3)
 }
+
+// TestSameSite: the deployment rule's check (a start-up warning when an
+// allowed origin is another site than the issuer).
+func TestSameSite(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		origin, issuer string
+		want           bool
+	}{
+		{"https://app.example.com", "https://auth.example.com", true},
+		{"https://example.com", "https://auth.example.com", true},
+		{"https://app.example.com:8443", "https://auth.example.com/base", true},
+		{"https://app.example.com", "https://auth.example.org", false},
+		{"https://app.github.io", "https://auth.github.io", false}, // a public suffix: different sites
+		{"http://app.example.com", "https://auth.example.com", false},
+		{"http://localhost:5173", "http://127.0.0.1:8080", true},
+		{"https://app.test", "https://auth.app.test", true},
+		{"https://evil.test", "https://auth.app.test", false},
+	} {
+		if got := rtcookie.SameSite(tc.origin, tc.issuer); got != tc.want {
+			t.Errorf("SameSite(%s, %s) = %v, want %v", tc.origin, tc.issuer, got, tc.want)
+		}
+	}
+}
