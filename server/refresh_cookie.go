@@ -46,21 +46,25 @@ func (s *Server) cors() echo.MiddlewareFunc {
 				return fallback(c)
 			}
 			h := c.Response().Header()
-			h.Add(echo.HeaderVary, echo.HeaderOrigin)
 			origin := r.Header.Get(echo.HeaderOrigin)
-			if origin == "" || s.origins == nil {
-				return fallback(c)
-			}
-			ok, err := s.origins.Allowed(r.Context(), origin)
-			if err != nil {
-				// Fail closed: no CORS headers; the request itself still
-				// meets every other check.
-				s.log.Warn("CORS: cannot read the allowed origins of cookie clients", "err", err)
-				return next(c)
+			ok := false
+			if origin != "" && s.origins != nil {
+				var err error
+				if ok, err = s.origins.Allowed(r.Context(), origin); err != nil {
+					// Fail closed: no credentialed CORS; the request itself
+					// still meets every other check.
+					s.log.Warn("CORS: cannot read the allowed origins of cookie clients", "err", err)
+				}
 			}
 			if !ok {
+				if static == nil {
+					// The answer depends on the Origin (the static CORS
+					// middleware says so itself).
+					h.Add(echo.HeaderVary, echo.HeaderOrigin)
+				}
 				return fallback(c)
 			}
+			h.Add(echo.HeaderVary, echo.HeaderOrigin)
 			h.Set(echo.HeaderAccessControlAllowOrigin, origin)
 			h.Set(echo.HeaderAccessControlAllowCredentials, "true")
 			if r.Method == http.MethodOptions && r.Header.Get(echo.HeaderAccessControlRequestMethod) != "" {

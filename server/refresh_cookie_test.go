@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 )
 
 const (
+	bodyOrigin  = "https://body.example.test"
 	spaOrigin   = "https://app.example.test"
 	spaClientID = "spa"
 	cookieGrace = 10 * time.Second
@@ -36,10 +38,15 @@ type cookieEnv struct {
 	webSecret string
 }
 
-func newCookieEnv(t *testing.T, b st.Backend) cookieEnv {
+func newCookieEnv(t *testing.T, b st.Backend, settings ...map[string]string) cookieEnv {
 	t.Helper()
 	env := st.NewEnv(t, b)
 	env["PORTCULLIS_REFRESH_REUSE_GRACE"] = cookieGrace.String()
+	for _, m := range settings {
+		for k, v := range m {
+			env[k] = v
+		}
+	}
 	in := st.Start(t, env)
 	fx := st.NewFixtures(t, in.App.Core)
 	fx.User(t, userEmail, userPass, "user")
@@ -278,8 +285,16 @@ func TestRefreshCookieBodyClientUnchanged(t *testing.T) {
 	for _, b := range cookieBackends() {
 		t.Run(b.String(), func(t *testing.T) {
 			t.Parallel()
-			e := newCookieEnv(t, b)
+			e := newCookieEnv(t, b, map[string]string{"PORTCULLIS_CORS_ORIGINS": bodyOrigin})
 			basic := st.Basic("web", e.webSecret)
+			// PORTCULLIS_CORS_ORIGINS still answers the token endpoint as
+			// before: that origin, never with credentials.
+			pre := e.c.Do(http.MethodOptions, "/oauth2/token", nil, "", st.WithHeader("Origin", bodyOrigin),
+				st.WithHeader("Access-Control-Request-Method", "POST")).ExpectStatus(204)
+			if pre.Header.Get("Access-Control-Allow-Origin") != bodyOrigin || pre.Header.Get("Access-Control-Allow-Credentials") != "" ||
+				!slices.Equal(pre.Header.Values("Vary"), []string{"Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers"}) {
+				t.Fatalf("preflight for a PORTCULLIS_CORS_ORIGINS origin: %v", pre.Header)
+			}
 			noCookie := func(t *testing.T, r *st.Response) {
 				t.Helper()
 				if sc := r.Header.Values("Set-Cookie"); len(sc) != 0 {
