@@ -475,19 +475,12 @@ func testBSGrantsRace(t *testing.T, b Backend) {
 	for i := range grants {
 		grants[i] = newGrant("app-"+strconv.Itoa(i%4), base.Add(time.Second))
 	}
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	dropped, errs := make([][]store.SessionGrant, n), make([]error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			<-start
-			dropped[i], errs[i] = sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.ID, grants[i])
-		}(i)
-	}
-	close(start)
-	wg.Wait()
+	dropped := make([][]store.SessionGrant, n)
+	errs := race(n, func(i int) error {
+		var err error
+		dropped[i], err = sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.ID, grants[i])
+		return err
+	})
 	droppedSIDs := map[string]int{}
 	for i := range errs {
 		if errs[i] != nil {
@@ -572,28 +565,21 @@ func testBSEndVsGrants(t *testing.T, b Backend) {
 		bs := newBrowserSession(randomID("u-"), base)
 		createBS(t, sessions[0], bs)
 		grants := make([]store.SessionGrant, n)
-		errs := make([]error, n)
-		var ended []store.SessionGrant
-		var endErr error
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := 0; i < n; i++ {
+		for i := range grants {
 			grants[i] = newGrant("app", base.Add(time.Second))
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				<-start
-				_, errs[i] = sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.ID, grants[i])
-			}(i)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-start
-			ended, endErr = sessions[len(sessions)-1].EndBrowserSessionGrants(ctx(t), bs.ID, base.Add(time.Minute))
-		}()
-		close(start)
-		wg.Wait()
+		var ended []store.SessionGrant
+		errs := race(n+1, func(i int) error {
+			if i == n {
+				var err error
+				ended, err = sessions[len(sessions)-1].EndBrowserSessionGrants(ctx(t), bs.ID, base.Add(time.Minute))
+				return err
+			}
+			_, err := sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.ID, grants[i])
+			return err
+		})
+		endErr := errs[n]
+		errs = errs[:n]
 		if endErr != nil {
 			t.Fatalf("EndBrowserSessionGrants: %v", endErr)
 		}
