@@ -102,10 +102,8 @@ type BrowserSessions interface {
 	// MaxSessionGrants grants the oldest are removed and returned, for the
 	// caller to end. ErrNotFound when the session is unknown or ended.
 	AddBrowserSessionGrant(ctx context.Context, id string, g SessionGrant) (dropped []SessionGrant, err error)
-	// EndBrowserSession ends the session; unknown ids are not an error.
-	EndBrowserSession(ctx context.Context, id string, now time.Time) error
-	// EndBrowserSessionGrants ends the session like EndBrowserSession and
-	// returns the grants it held when it ended, atomically with
+	// EndBrowserSessionGrants ends the session and returns the grants it
+	// held when it ended, atomically with
 	// AddBrowserSessionGrant: a grant recorded before the end is returned,
 	// none can be recorded after it. An unknown or already ended session
 	// returns no grants and no error.

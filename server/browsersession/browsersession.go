@@ -38,7 +38,7 @@ var ErrNoSession = errors.New("browsersession: no live session")
 type Store interface {
 	CreateBrowserSession(ctx context.Context, s store.BrowserSession, cookieHash []byte) error
 	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (store.BrowserSession, error)
-	EndBrowserSession(ctx context.Context, id string, now time.Time) error
+	EndBrowserSessionGrants(ctx context.Context, id string, now time.Time) ([]store.SessionGrant, error)
 }
 
 // Config holds the lifetimes (PORTCULLIS_SESSION_IDLE_TTL,
@@ -201,15 +201,17 @@ func (m *Manager) value(r *http.Request, secure bool) string {
 	return ck.Value
 }
 
-// End ends the session id; ending an unknown one is not an error.
-func (m *Manager) End(ctx context.Context, id string) error {
+// End ends the session id and returns the grants it held when it ended
+// (atomically with their recording); ending an unknown one is not an error.
+func (m *Manager) End(ctx context.Context, id string) ([]store.SessionGrant, error) {
 	if id == "" {
-		return nil
+		return nil, nil
 	}
-	if err := m.st.EndBrowserSession(ctx, id, m.now()); err != nil {
-		return fmt.Errorf("browsersession: end the session: %w", err)
+	held, err := m.st.EndBrowserSessionGrants(ctx, id, m.now())
+	if err != nil {
+		return nil, fmt.Errorf("browsersession: end the session: %w", err)
 	}
-	return nil
+	return held, nil
 }
 
 // Clear is the Set-Cookie that deletes the cookie.

@@ -54,11 +54,11 @@ func (m *memStore) FindBrowserSession(_ context.Context, h []byte, now time.Time
 	return s, nil
 }
 
-func (m *memStore) EndBrowserSession(_ context.Context, id string, _ time.Time) error {
+func (m *memStore) EndBrowserSessionGrants(_ context.Context, id string, _ time.Time) ([]store.SessionGrant, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.ended[id] = true
-	return nil
+	return nil, nil
 }
 
 type clock struct{ t time.Time }
@@ -181,7 +181,7 @@ func TestFind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.End(ctx, endedSession.ID); err != nil {
+	if _, err := m.End(ctx, endedSession.ID); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

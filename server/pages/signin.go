@@ -149,7 +149,7 @@ type Flow interface {
 type BrowserSessions interface {
 	Start(ctx context.Context, s browsersession.Start, secure bool) (store.BrowserSession, *http.Cookie, error)
 	Find(ctx context.Context, r *http.Request, secure bool) (store.BrowserSession, error)
-	End(ctx context.Context, id string) error
+	End(ctx context.Context, id string) ([]store.SessionGrant, error)
 }
 
 // PasswordChecker is the one password check (*passcheck.Checker), shared
@@ -539,7 +539,8 @@ func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID s
 	remember bool, clientID string) (*store.BrowserSession, error) {
 	ctx, m := c.Request().Context(), meta(c)
 	m.ClientID = clientID
-	clientIDs, grants := signout.CarryGrants(old, userID)
+	var clientIDs []string
+	var grants []store.SessionGrant
 	switch {
 	case old == nil:
 	case old.UserID != userID:
@@ -547,9 +548,11 @@ func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID s
 			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 		}
 	default:
-		if err := p.si.Browser.End(ctx, old.ID); err != nil {
+		held, err := p.si.Browser.End(ctx, old.ID)
+		if err != nil {
 			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 		}
+		clientIDs, grants = signout.CarryGrants(old.ClientIDs, held)
 		p.si.Audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: userID,
 			TargetID: old.UserID, ClientID: clientID, IP: m.IP, UserAgent: m.UserAgent,
 			Details: map[string]string{"sid": old.ID, "reason": signout.WhyLogin, "kind": "browser"}})

@@ -234,13 +234,6 @@ func (m *memSessions) FindBrowserSession(_ context.Context, h []byte, _ time.Tim
 	return s, nil
 }
 
-func (m *memSessions) EndBrowserSession(_ context.Context, id string, _ time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.ended[id] = true
-	return nil
-}
-
 func (m *memSessions) EndBrowserSessionGrants(_ context.Context, id string, _ time.Time) ([]store.SessionGrant, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

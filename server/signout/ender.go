@@ -157,15 +157,19 @@ func (e *Ender) queueBackchannel(ctx context.Context, userID string, grants []st
 	return nil
 }
 
-// CarryGrants returns the grants of old that a new session of the same person
-// takes over at a re-login (prompt=login, max_age): ending the new session
-// then still ends them. A login as someone else carries nothing (the old
-// session is ended with End instead).
-func CarryGrants(old *store.BrowserSession, userID string) (clientIDs []string, grants []store.SessionGrant) {
-	if old == nil || old.UserID != userID {
-		return nil, nil
+// CarryGrants is what a new session of the same person takes over at a
+// re-login (prompt=login, max_age) from the one it replaces: the grants the
+// old session held when it ended (so that ending the new session still ends
+// them) and its clients, with those of grants recorded meanwhile. A login
+// as someone else carries nothing: the old session is ended with End.
+func CarryGrants(clientIDs []string, held []store.SessionGrant) ([]string, []store.SessionGrant) {
+	ids := slices.Clone(clientIDs)
+	for _, g := range held {
+		if !slices.Contains(ids, g.ClientID) {
+			ids = append(ids, g.ClientID)
+		}
 	}
-	return slices.Clone(old.ClientIDs), slices.Clone(old.Grants)
+	return ids, slices.Clone(held)
 }
 
 func (e *Ender) now() time.Time {

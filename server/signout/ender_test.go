@@ -175,14 +175,12 @@ func TestEnderEndsLateGrants(t *testing.T) {
 
 func TestCarryGrants(t *testing.T) {
 	t.Parallel()
-	old := &store.BrowserSession{UserID: "u1", ClientIDs: []string{"web"}, Grants: []store.SessionGrant{{SID: "s1", ClientID: "web"}}}
-	if ids, gs := signout.CarryGrants(old, "u1"); len(ids) != 1 || len(gs) != 1 {
-		t.Fatalf("same person: %v %v", ids, gs)
+	held := []store.SessionGrant{{SID: "s1", ClientID: "web"}, {SID: "s2", ClientID: "mobile.app"}}
+	ids, gs := signout.CarryGrants([]string{"web"}, held)
+	if !reflect.DeepEqual(ids, []string{"web", "mobile.app"}) || !reflect.DeepEqual(gs, held) {
+		t.Fatalf("carried %v %v", ids, gs)
 	}
-	if ids, gs := signout.CarryGrants(old, "u2"); ids != nil || gs != nil {
-		t.Fatalf("another person carries nothing: %v %v", ids, gs)
-	}
-	if ids, gs := signout.CarryGrants(nil, "u1"); ids != nil || gs != nil {
-		t.Fatalf("no old session: %v %v", ids, gs)
+	if ids, gs := signout.CarryGrants(nil, nil); len(ids) != 0 || len(gs) != 0 {
+		t.Fatalf("nothing held: %v %v", ids, gs)
 	}
 }

@@ -338,7 +338,7 @@ func (s *State) owner(ctx context.Context, op, id string) (string, error) {
 // in its user's slot), one script on the user's slot checks the session and
 // the user's cut-off, records the client and the grant and drops the oldest
 // grants beyond store.MaxSessionGrants, so that it is atomic with
-// EndBrowserSession and RevokeUserSessions: a session ended first takes no
+// EndBrowserSessionGrants and RevokeUserSessions: a session ended first takes no
 // grant (store.ErrNotFound).
 func (s *State) AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
 	line, err := grantLine(g)
@@ -399,18 +399,6 @@ func (s *State) EndBrowserSessionGrants(ctx context.Context, id string, _ time.T
 		gs = append(gs, g)
 	}
 	return gs, nil
-}
-
-// EndBrowserSession implements store.BrowserSessions.
-func (s *State) EndBrowserSession(ctx context.Context, id string, _ time.Time) error {
-	uid, err := s.owner(ctx, "end browser session", id)
-	if err != nil || uid == "" {
-		return err
-	}
-	if err := s.c.HDel(ctx, s.userBSKey(uid), id, id+":d", id+":c", id+":g").Err(); err != nil {
-		return unavailable("end browser session", err)
-	}
-	return nil
 }
 
 // ListBrowserSessions implements store.BrowserSessions: newest first (by

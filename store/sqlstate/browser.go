@@ -273,7 +273,7 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 // transaction that locks the session's row (SELECT … FOR UPDATE on
 // PostgreSQL; on SQLite every transaction holds the write lock), so that
 // concurrent additions all land and none lands in a session ended (by
-// EndBrowserSession or RevokeUserSessions, which update the same row)
+// EndBrowserSessionGrants or RevokeUserSessions, which update the same row)
 // before it: store.ErrNotFound.
 func (s *State) AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
 	if g.SID == "" || g.ClientID == "" {
@@ -318,15 +318,6 @@ func (s *State) AddBrowserSessionGrant(ctx context.Context, id string, g store.S
 		return nil, dbErr("add browser session grant", err)
 	}
 	return dropped, nil
-}
-
-// EndBrowserSession implements store.BrowserSessions.
-func (s *State) EndBrowserSession(ctx context.Context, id string, now time.Time) error {
-	err := s.db.WithContext(ctx).Exec("UPDATE browser_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL", ms(now), id).Error
-	if err != nil {
-		return dbErr("end browser session", err)
-	}
-	return nil
 }
 
 // EndBrowserSessionGrants implements store.BrowserSessions: one UPDATE …

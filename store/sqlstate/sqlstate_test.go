@@ -412,7 +412,7 @@ func TestPurgeBrowserSignIn(t *testing.T) {
 			mk("ended", now, time.Hour, now.Add(time.Hour))
 			mk("idle", now.Add(-2*time.Hour), time.Hour, now.Add(time.Hour))
 			mk("expired", now.Add(-2*time.Hour), 0, now.Add(-time.Minute))
-			if err := st.EndBrowserSession(c, "ended", now); err != nil {
+			if _, err := st.EndBrowserSessionGrants(c, "ended", now); err != nil {
 				t.Fatal(err)
 			}
 			pr, err := st.Purge(c, now)

@@ -287,16 +287,16 @@ func testBSEnd(t *testing.T, b Backend) {
 	user := randomID("u-")
 	bs, keep := newBrowserSession(user, base), newBrowserSession(user, base)
 	cookie, keepCookie := createBS(t, s, bs), createBS(t, s, keep)
-	if err := s.EndBrowserSession(ctx(t), bs.ID, base); err != nil {
-		t.Fatalf("EndBrowserSession: %v", err)
+	if _, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, base); err != nil {
+		t.Fatalf("EndBrowserSessionGrants: %v", err)
 	}
 	findBS(t, s, "ended session", cookie, base.Add(time.Second), false)
 	findBS(t, s, "the user's other session", keepCookie, base.Add(time.Second), true)
-	if err := s.EndBrowserSession(ctx(t), bs.ID, base); err != nil {
-		t.Fatalf("EndBrowserSession again: %v", err)
+	if _, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, base); err != nil {
+		t.Fatalf("EndBrowserSessionGrants again: %v", err)
 	}
-	if err := s.EndBrowserSession(ctx(t), randomID("bs-"), base); err != nil {
-		t.Fatalf("EndBrowserSession of an unknown id: %v", err)
+	if _, err := s.EndBrowserSessionGrants(ctx(t), randomID("bs-"), base); err != nil {
+		t.Fatalf("EndBrowserSessionGrants of an unknown id: %v", err)
 	}
 }
 
@@ -329,7 +329,7 @@ func testBSList(t *testing.T, b Backend) {
 		createBS(t, s, bs)
 		ids = append(ids, bs.ID)
 	}
-	if err := s.EndBrowserSession(ctx(t), ids[2], base); err != nil {
+	if _, err := s.EndBrowserSessionGrants(ctx(t), ids[2], base); err != nil {
 		t.Fatal(err)
 	}
 	createBS(t, s, newBrowserSession(other, base))
@@ -426,7 +426,7 @@ func testBSGrantsDrop(t *testing.T, b Backend) {
 }
 
 // testBSGrantEnded: no grant is recorded in an unknown session, one ended
-// by EndBrowserSession, or one ended by the user's cut-off.
+// by EndBrowserSessionGrants, or one ended by the user's cut-off.
 func testBSGrantEnded(t *testing.T, b Backend) {
 	st := b.State
 	s := sessionsOf(t, st)
@@ -436,8 +436,8 @@ func testBSGrantEnded(t *testing.T, b Backend) {
 	createBS(t, s, cut)
 	addGrant(t, s, ended.ID, newGrant("web-app", base))
 	addGrant(t, s, cut.ID, newGrant("web-app", base))
-	if err := s.EndBrowserSession(ctx(t), ended.ID, base.Add(time.Second)); err != nil {
-		t.Fatalf("EndBrowserSession: %v", err)
+	if _, err := s.EndBrowserSessionGrants(ctx(t), ended.ID, base.Add(time.Second)); err != nil {
+		t.Fatalf("EndBrowserSessionGrants: %v", err)
 	}
 	if err := st.RevokeUserSessions(ctx(t), cut.UserID, base.Add(time.Second)); err != nil {
 		t.Fatalf("RevokeUserSessions: %v", err)
