@@ -101,7 +101,9 @@ type BrowserSessions interface {
 	// concurrent additions all land. When the session then holds more than
 	// MaxSessionGrants grants the oldest are removed and returned, for the
 	// caller to end. ErrNotFound when the session is unknown or ended.
-	AddBrowserSessionGrant(ctx context.Context, id string, g SessionGrant) (dropped []SessionGrant, err error)
+	// userID is the session's user (a session of another user is not
+	// found).
+	AddBrowserSessionGrant(ctx context.Context, userID, id string, g SessionGrant) (dropped []SessionGrant, err error)
 	// EndBrowserSessionGrants ends the session and returns the grants it
 	// held when it ended, atomically with
 	// AddBrowserSessionGrant: a grant recorded before the end is returned,

@@ -32,7 +32,7 @@ type AuthorizeFlow struct {
 	// Sessions records each code's grant in its browser session, so that
 	// ending the session can end the grant.
 	Sessions interface {
-		AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error)
+		AddBrowserSessionGrant(ctx context.Context, userID, id string, g store.SessionGrant) ([]store.SessionGrant, error)
 	}
 	// Grants ends the grants a session drops beyond store.MaxSessionGrants
 	// (*token.Service.EndGrants).
@@ -231,7 +231,7 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 			if err != nil {
 				return authorize.Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 			}
-			if err := f.recordGrant(ctx, bs.ID, rec, now); err != nil {
+			if err := f.recordGrant(ctx, bs, rec, now); err != nil {
 				return authorize.Response{}, err
 			}
 			return r.Success(code), nil
@@ -270,8 +270,8 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 // ends the grants the session drops to make room. It fails closed: a grant
 // not recorded could not be ended with the session, so its code is never
 // answered (the code stays unused until it expires).
-func (f *AuthorizeFlow) recordGrant(ctx context.Context, id string, rec token.AuthCode, now time.Time) error {
-	dropped, err := f.Sessions.AddBrowserSessionGrant(ctx, id, store.SessionGrant{SID: rec.SID, ClientID: rec.ClientID,
+func (f *AuthorizeFlow) recordGrant(ctx context.Context, bs *store.BrowserSession, rec token.AuthCode, now time.Time) error {
+	dropped, err := f.Sessions.AddBrowserSessionGrant(ctx, bs.UserID, bs.ID, store.SessionGrant{SID: rec.SID, ClientID: rec.ClientID,
 		Offline: rec.Offline, GrantedAt: now})
 	if err != nil {
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("record the grant in its browser session: %w", err))

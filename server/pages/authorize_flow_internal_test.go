@@ -139,7 +139,7 @@ type sessionGrants struct {
 	err    error
 }
 
-func (s *sessionGrants) AddBrowserSessionGrant(_ context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
+func (s *sessionGrants) AddBrowserSessionGrant(_ context.Context, _, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
 	if s.err != nil {
 		return nil, s.err
 	}

@@ -260,7 +260,7 @@ func seedAccount(t *testing.T, d *deployment, email, clientID string) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{live[0].ID, phone.ID} {
-		if _, err := sessions.AddBrowserSessionGrant(ctx, id, store.SessionGrant{SID: "grant-" + id, ClientID: clientID, GrantedAt: now}); err != nil {
+		if _, err := sessions.AddBrowserSessionGrant(ctx, u.ID, id, store.SessionGrant{SID: "grant-" + id, ClientID: clientID, GrantedAt: now}); err != nil {
 			t.Fatal(err)
 		}
 	}

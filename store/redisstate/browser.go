@@ -333,23 +333,19 @@ func (s *State) owner(ctx context.Context, op, id string) (string, error) {
 	return uid, nil
 }
 
-// AddBrowserSessionGrant implements store.BrowserSessions: after the
-// session's owner is looked up (its id names no user, and the session lives
-// in its user's slot), one script on the user's slot checks the session and
-// the user's cut-off, records the client and the grant and drops the oldest
-// grants beyond store.MaxSessionGrants, so that it is atomic with
-// EndBrowserSessionGrants and RevokeUserSessions: a session ended first takes no
-// grant (store.ErrNotFound).
-func (s *State) AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
+// AddBrowserSessionGrant implements store.BrowserSessions: one script on
+// the user's slot (the session lives in its user's hash) checks the session
+// and the user's cut-off, records the client and the grant and drops the
+// oldest grants beyond store.MaxSessionGrants, so that it is atomic with
+// EndBrowserSessionGrants and RevokeUserSessions: a session ended first
+// takes no grant (store.ErrNotFound), and so does a session of another
+// user.
+func (s *State) AddBrowserSessionGrant(ctx context.Context, uid, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
 	line, err := grantLine(g)
 	if err != nil {
 		return nil, fmt.Errorf("redis token state: add browser session grant: %w", err)
 	}
-	uid, err := s.owner(ctx, "add browser session grant", id)
-	if err != nil {
-		return nil, err
-	}
-	if uid == "" {
+	if uid == "" || !validSessionPart(id) {
 		return nil, fmt.Errorf("redis token state: add browser session grant: %w", store.ErrNotFound)
 	}
 	raw, err := addBrowserSessionGrantScript.Run(ctx, s.c, []string{s.userBSKey(uid), s.userCutKey(uid)},

@@ -20,13 +20,17 @@ return 1
 `)
 
 // indexSessionScript: KEYS user's families (zset), user's cut-off; ARGV sid,
-// created ms, index ttl ms, cap (0 = none), auth time ms. Refuses ({-1}) a
-// family authenticated at or before the cut-off; otherwise adds it, scored
-// by creation, never shortens the index's lifetime, and when the user holds
-// more than cap families pops the oldest: returns {n, popped sids...}.
+// created ms, index ttl ms, cap (0 = none), auth time ms, pruned ("1" when
+// the caller has just dropped dead families from the index). Refuses
+// ({-1}) a family authenticated at or before the cut-off; asks for a prune
+// first ({-2}, nothing changed) when the index is full and was not just
+// pruned; otherwise adds it, scored by creation, never shortens the index's
+// lifetime, and when the user holds more than cap families pops the oldest:
+// returns {n, popped sids...}.
 var indexSessionScript = redis.NewScript(`
 local cut = redis.call('GET', KEYS[2])
 if cut and tonumber(ARGV[5]) <= tonumber(cut) then return {-1} end
+if tonumber(ARGV[4]) > 0 and ARGV[6] ~= '1' and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return {-2} end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])

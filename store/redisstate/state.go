@@ -213,18 +213,26 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 // pushes out (possibly this one).
 func (s *State) index(ctx context.Context, fam store.RefreshFamily, created time.Time) ([]string, error) {
 	keys := []string{s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)}
-	if s.maxSes > 0 {
+	life := max(fam.AbsoluteExpiry.UnixMilli()-created.UnixMilli(), 1)
+	// One round trip while the user is under the cap; at the cap, the dead
+	// families are pruned first so that the cap counts live ones.
+	var raw []interface{}
+	for pruned := "0"; ; pruned = "1" {
+		var err error
+		raw, err = indexSessionScript.Run(ctx, s.c, keys, fam.ID, created.UnixMilli(), life, s.maxSes,
+			authTimeOf(fam, created).UnixMilli(), pruned).Slice()
+		if err != nil {
+			return nil, unavailable("create family: index session", err)
+		}
+		if len(raw) == 0 {
+			return nil, unavailable("create family: index session", errors.New("empty script reply"))
+		}
+		if code, _ := raw[0].(int64); code != -2 || pruned == "1" {
+			break
+		}
 		if err := s.pruneIndex(ctx, fam.UserID, fam.ID); err != nil {
 			return nil, err
 		}
-	}
-	life := max(fam.AbsoluteExpiry.UnixMilli()-created.UnixMilli(), 1)
-	raw, err := indexSessionScript.Run(ctx, s.c, keys, fam.ID, created.UnixMilli(), life, s.maxSes, authTimeOf(fam, created).UnixMilli()).Slice()
-	if err != nil {
-		return nil, unavailable("create family: index session", err)
-	}
-	if len(raw) == 0 {
-		return nil, unavailable("create family: index session", errors.New("empty script reply"))
 	}
 	if code, _ := raw[0].(int64); code < 0 {
 		return nil, fmt.Errorf("redis token state: create family: %w", store.ErrSessionsEnded)

@@ -275,7 +275,7 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 // concurrent additions all land and none lands in a session ended (by
 // EndBrowserSessionGrants or RevokeUserSessions, which update the same row)
 // before it: store.ErrNotFound.
-func (s *State) AddBrowserSessionGrant(ctx context.Context, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
+func (s *State) AddBrowserSessionGrant(ctx context.Context, userID, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
 	if g.SID == "" || g.ClientID == "" {
 		return nil, errors.New("sql token state: add browser session grant: sid and client id are required")
 	}
@@ -283,7 +283,7 @@ func (s *State) AddBrowserSessionGrant(ctx context.Context, id string, g store.S
 	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
 		dropped = nil
 		var row browserSessionRow
-		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ? AND ended_at IS NULL", id).Take(&row).Error
+		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ? AND user_id = ? AND ended_at IS NULL", id, userID).Take(&row).Error
 		if errors.Is(err, gorm.ErrRecordNotFound) {
 			return store.ErrNotFound
 		}

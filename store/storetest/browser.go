@@ -342,9 +342,9 @@ func testBSList(t *testing.T, b Backend) {
 	}
 }
 
-func addGrant(t *testing.T, s store.BrowserSessions, id string, g store.SessionGrant) []store.SessionGrant {
+func addGrant(t *testing.T, s store.BrowserSessions, bs store.BrowserSession, g store.SessionGrant) []store.SessionGrant {
 	t.Helper()
-	dropped, err := s.AddBrowserSessionGrant(ctx(t), id, g)
+	dropped, err := s.AddBrowserSessionGrant(ctx(t), bs.UserID, bs.ID, g)
 	if err != nil {
 		t.Fatalf("AddBrowserSessionGrant(%s, %s): %v", g.SID, g.ClientID, err)
 	}
@@ -366,7 +366,7 @@ func testBSGrants(t *testing.T, b Backend) {
 	for i, c := range []string{"web-app", "cli.native", "web-app", "third:party"} {
 		g := newGrant(c, base.Add(time.Duration(i)*time.Second))
 		g.Offline = i == 1
-		if dropped := addGrant(t, s, bs.ID, g); len(dropped) != 0 {
+		if dropped := addGrant(t, s, bs, g); len(dropped) != 0 {
 			t.Fatalf("grant %d dropped %+v, want none", i, dropped)
 		}
 		want = append(want, g)
@@ -403,14 +403,14 @@ func testBSGrantsDrop(t *testing.T, b Backend) {
 	all := slices.Clone(bs.Grants)
 	for i := 1; i <= added; i++ {
 		g := newGrant("app-"+strconv.Itoa(i%3), base.Add(time.Duration(i)*time.Millisecond))
-		if dropped := addGrant(t, s, bs.ID, g); len(dropped) != 0 {
+		if dropped := addGrant(t, s, bs, g); len(dropped) != 0 {
 			t.Fatalf("grant %d of %d dropped %+v, want none", len(all)+1, store.MaxSessionGrants, dropped)
 		}
 		all = append(all, g)
 	}
 	for i := 0; i < 2; i++ {
 		g := newGrant("late", base.Add(time.Minute+time.Duration(i)*time.Millisecond))
-		dropped := addGrant(t, s, bs.ID, g)
+		dropped := addGrant(t, s, bs, g)
 		if want := all[i : i+1]; !reflect.DeepEqual(dropped, want) {
 			t.Fatalf("grant %d over the bound dropped %+v, want exactly the oldest %+v", i+1, dropped, want)
 		}
@@ -432,26 +432,31 @@ func testBSGrantEnded(t *testing.T, b Backend) {
 	s := sessionsOf(t, st)
 	base := baseTime()
 	ended, cut := newBrowserSession(randomID("u-"), base), newBrowserSession(randomID("u-"), base)
+	live := newBrowserSession(randomID("u-"), base)
 	createBS(t, s, ended)
 	createBS(t, s, cut)
-	addGrant(t, s, ended.ID, newGrant("web-app", base))
-	addGrant(t, s, cut.ID, newGrant("web-app", base))
+	createBS(t, s, live)
+	addGrant(t, s, ended, newGrant("web-app", base))
+	addGrant(t, s, cut, newGrant("web-app", base))
 	if _, err := s.EndBrowserSessionGrants(ctx(t), ended.ID, base.Add(time.Second)); err != nil {
 		t.Fatalf("EndBrowserSessionGrants: %v", err)
 	}
 	if err := st.RevokeUserSessions(ctx(t), cut.UserID, base.Add(time.Second)); err != nil {
 		t.Fatalf("RevokeUserSessions: %v", err)
 	}
-	for _, tc := range []struct{ name, id string }{
-		{"unknown session", randomID("bs-")},
-		{"ended session", ended.ID},
-		{"session ended by the cut-off", cut.ID},
+	for _, tc := range []struct{ name, user, id string }{
+		{"an unknown session", ended.UserID, randomID("bs-")},
+		{"an ended session", ended.UserID, ended.ID},
+		{"session ended by the cut-off", cut.UserID, cut.ID},
+		{"live session named with another user", ended.UserID, live.ID},
+		{"live session named without its user", "", live.ID},
 	} {
-		dropped, err := s.AddBrowserSessionGrant(ctx(t), tc.id, newGrant("web-app", base.Add(2*time.Second)))
+		dropped, err := s.AddBrowserSessionGrant(ctx(t), tc.user, tc.id, newGrant("web-app", base.Add(2*time.Second)))
 		if !errors.Is(err, store.ErrNotFound) || len(dropped) != 0 {
-			t.Fatalf("AddBrowserSessionGrant to an %s: %+v, %v, want ErrNotFound", tc.name, dropped, err)
+			t.Fatalf("AddBrowserSessionGrant to a %s: %+v, %v, want ErrNotFound", tc.name, dropped, err)
 		}
 	}
+	addGrant(t, s, live, newGrant("web-app", base.Add(3*time.Second)))
 }
 
 // testBSGrantsRace: 32 additions to one session, released together (on two
@@ -478,7 +483,7 @@ func testBSGrantsRace(t *testing.T, b Backend) {
 	dropped := make([][]store.SessionGrant, n)
 	errs := race(n, func(i int) error {
 		var err error
-		dropped[i], err = sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.ID, grants[i])
+		dropped[i], err = sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.UserID, bs.ID, grants[i])
 		return err
 	})
 	droppedSIDs := map[string]int{}
@@ -532,7 +537,7 @@ func testBSEndGrants(t *testing.T, b Backend) {
 	for i := 0; i < 3; i++ {
 		g := newGrant("app-"+strconv.Itoa(i), base.Add(time.Duration(i)*time.Second))
 		g.Offline = i == 1
-		addGrant(t, s, bs.ID, g)
+		addGrant(t, s, bs, g)
 		want = append(want, g)
 	}
 	got, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, base.Add(time.Minute))
@@ -543,7 +548,7 @@ func testBSEndGrants(t *testing.T, b Backend) {
 	if again, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, base.Add(time.Minute)); err != nil || len(again) != 0 {
 		t.Fatalf("ending again = %+v, %v; want no grants, no error", again, err)
 	}
-	if _, err := s.AddBrowserSessionGrant(ctx(t), bs.ID, newGrant("late", base.Add(2*time.Minute))); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.AddBrowserSessionGrant(ctx(t), bs.UserID, bs.ID, newGrant("late", base.Add(2*time.Minute))); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a grant after the end: %v, want ErrNotFound", err)
 	}
 	if got, err := s.EndBrowserSessionGrants(ctx(t), randomID("bs-"), base); err != nil || len(got) != 0 {
@@ -575,7 +580,7 @@ func testBSEndVsGrants(t *testing.T, b Backend) {
 				ended, err = sessions[len(sessions)-1].EndBrowserSessionGrants(ctx(t), bs.ID, base.Add(time.Minute))
 				return err
 			}
-			_, err := sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.ID, grants[i])
+			_, err := sessions[i%len(sessions)].AddBrowserSessionGrant(ctx(t), bs.UserID, bs.ID, grants[i])
 			return err
 		})
 		endErr := errs[n]
