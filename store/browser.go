@@ -91,8 +91,9 @@ type BrowserSessions interface {
 	// ErrSessionsEnded (storing nothing findable) when s.AuthTime is at or
 	// before the user's cut-off, atomically with RevokeUserSessions.
 	CreateBrowserSession(ctx context.Context, s BrowserSession, cookieHash []byte) error
-	// FindBrowserSession returns the live session of cookieHash at now, with
-	// its Grants, and extends its idle expiry (LastUsedAt = now). ErrNotFound
+	// FindBrowserSession returns the live session of cookieHash at now,
+	// without its Grants (BrowserSessionGrants reads them: most requests
+	// need none), and extends its idle expiry (LastUsedAt = now). ErrNotFound
 	// when unknown, ended, idle for longer than its IdleTTL, past
 	// AbsoluteExpiry, or ended by the user's cut-off.
 	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (BrowserSession, error)
@@ -104,6 +105,10 @@ type BrowserSessions interface {
 	// userID is the session's user (a session of another user is not
 	// found).
 	AddBrowserSessionGrant(ctx context.Context, userID, id string, g SessionGrant) (dropped []SessionGrant, err error)
+	// BrowserSessionGrants returns the grants of the live session id of
+	// userID, oldest first; ErrNotFound when it is unknown, ended or
+	// another user's.
+	BrowserSessionGrants(ctx context.Context, userID, id string) ([]SessionGrant, error)
 	// EndBrowserSessionGrants ends the session and returns the grants it
 	// held when it ended, atomically with
 	// AddBrowserSessionGrant: a grant recorded before the end is returned,

@@ -38,6 +38,7 @@ var ErrNoSession = errors.New("browsersession: no live session")
 type Store interface {
 	CreateBrowserSession(ctx context.Context, s store.BrowserSession, cookieHash []byte) error
 	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (store.BrowserSession, error)
+	BrowserSessionGrants(ctx context.Context, userID, id string) ([]store.SessionGrant, error)
 	EndBrowserSessionGrants(ctx context.Context, id string, now time.Time) ([]store.SessionGrant, error)
 }
 
@@ -212,6 +213,16 @@ func (m *Manager) End(ctx context.Context, id string) ([]store.SessionGrant, err
 		return nil, fmt.Errorf("browsersession: end the session: %w", err)
 	}
 	return held, nil
+}
+
+// Grants returns the grants made in session bs (Find returns none: most
+// requests need none).
+func (m *Manager) Grants(ctx context.Context, bs store.BrowserSession) ([]store.SessionGrant, error) {
+	gs, err := m.st.BrowserSessionGrants(ctx, bs.UserID, bs.ID)
+	if err != nil {
+		return nil, fmt.Errorf("browsersession: read the session's grants: %w", err)
+	}
+	return gs, nil
 }
 
 // Clear is the Set-Cookie that deletes the cookie.

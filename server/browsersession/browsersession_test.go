@@ -54,6 +54,15 @@ func (m *memStore) FindBrowserSession(_ context.Context, h []byte, now time.Time
 	return s, nil
 }
 
+func (m *memStore) BrowserSessionGrants(_ context.Context, _, id string) ([]store.SessionGrant, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ended[id] {
+		return nil, store.ErrNotFound
+	}
+	return nil, nil
+}
+
 func (m *memStore) EndBrowserSessionGrants(_ context.Context, id string, _ time.Time) ([]store.SessionGrant, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

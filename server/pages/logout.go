@@ -124,6 +124,18 @@ func (p *Pages) rpLogout(c echo.Context) error {
 	if in.Client, err = p.logoutClient(ctx, clientID); err != nil {
 		return p.fail(c, err)
 	}
+	if bs != nil && in.Hint != nil {
+		// Whether the hint is of this session: its sid among the grants.
+		gs, err := p.si.Browser.Grants(ctx, *bs)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			in.Session = nil // ended meanwhile
+		case err != nil:
+			return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+		default:
+			bs.Grants = gs
+		}
+	}
 	d := signout.DecideLogout(in)
 	c.Response().Header().Set("Content-Security-Policy", flowCSP(d.RedirectURI, ""))
 	if d.Action == signout.LogoutConfirm {

@@ -150,6 +150,7 @@ type BrowserSessions interface {
 	Start(ctx context.Context, s browsersession.Start, secure bool) (store.BrowserSession, *http.Cookie, error)
 	Find(ctx context.Context, r *http.Request, secure bool) (store.BrowserSession, error)
 	End(ctx context.Context, id string) ([]store.SessionGrant, error)
+	Grants(ctx context.Context, bs store.BrowserSession) ([]store.SessionGrant, error)
 }
 
 // PasswordChecker is the one password check (*passcheck.Checker), shared

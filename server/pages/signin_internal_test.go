@@ -234,6 +234,17 @@ func (m *memSessions) FindBrowserSession(_ context.Context, h []byte, _ time.Tim
 	return s, nil
 }
 
+func (m *memSessions) BrowserSessionGrants(_ context.Context, userID, id string) ([]store.SessionGrant, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.byHash {
+		if s.ID == id && s.UserID == userID && !m.ended[id] {
+			return s.Grants, nil
+		}
+	}
+	return nil, store.ErrNotFound
+}
+
 func (m *memSessions) EndBrowserSessionGrants(_ context.Context, id string, _ time.Time) ([]store.SessionGrant, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

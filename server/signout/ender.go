@@ -13,6 +13,7 @@ import (
 // Sessions ends browser session records (store.BrowserSessions): atomically
 // with the recording of grants, so the grants it returns are all there were.
 type Sessions interface {
+	BrowserSessionGrants(ctx context.Context, userID, id string) ([]store.SessionGrant, error)
 	EndBrowserSessionGrants(ctx context.Context, id string, now time.Time) ([]store.SessionGrant, error)
 }
 
@@ -61,15 +62,22 @@ type Ender struct {
 // their recording, so a grant made meanwhile in another tab is ended too.
 func (e *Ender) End(ctx context.Context, bs store.BrowserSession, r Reason) error {
 	now := e.now()
-	if err := e.endGrants(ctx, bs, bs.Grants, now); err != nil {
+	grants, err := e.Sessions.BrowserSessionGrants(ctx, bs.UserID, bs.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		grants = nil // ended meanwhile: its end below returns nothing either
+	case err != nil:
+		return fmt.Errorf("signout: read the session's grants: %w", err)
+	}
+	if err := e.endGrants(ctx, bs, grants, now); err != nil {
 		return err
 	}
 	final, err := e.Sessions.EndBrowserSessionGrants(ctx, bs.ID, now)
 	if err != nil {
 		return fmt.Errorf("signout: end the browser session: %w", err)
 	}
-	seen := make(map[string]bool, len(bs.Grants))
-	for _, g := range bs.Grants {
+	seen := make(map[string]bool, len(grants))
+	for _, g := range grants {
 		seen[g.SID] = true
 	}
 	var late []store.SessionGrant

@@ -23,7 +23,14 @@ type recorder struct {
 	queueErr   error
 	clientsErr error
 	clients    map[string]store.Client
+	read       []store.SessionGrant // what the session held when the Ender read it
+	readErr    error
 	final      []store.SessionGrant // what the record held when it ended
+}
+
+func (r *recorder) BrowserSessionGrants(_ context.Context, _, _ string) ([]store.SessionGrant, error) {
+	r.calls = append(r.calls, "read")
+	return r.read, r.readErr
 }
 
 func (r *recorder) EndBrowserSessionGrants(_ context.Context, id string, _ time.Time) ([]store.SessionGrant, error) {
@@ -93,21 +100,26 @@ func TestEnderEnd(t *testing.T) {
 	}{
 		{name: "non-offline grants, back-channel for clients with a URI, then the record",
 			wantRevoked: []string{"s1", "s3", "s4"}, wantQueued: []string{"s1", "s3"},
-			wantCalls: []string{"grants", "queue", "end", "audit"}},
+			wantCalls: []string{"read", "grants", "queue", "end", "audit"}},
+		{name: "reading the grants fails: nothing is done", setup: func(r *recorder) { r.readErr = boom },
+			wantErr: boom, wantCalls: []string{"read"}},
+		{name: "the session ended meanwhile: nothing to end but the record", setup: func(r *recorder) {
+			r.read, r.readErr, r.final = nil, store.ErrNotFound, nil
+		}, wantCalls: []string{"read", "end", "audit"}},
 		{name: "grants failing: the session stays for a retry", setup: func(r *recorder) { r.grantsErr = boom },
-			wantErr: boom, wantCalls: []string{"grants"}},
+			wantErr: boom, wantCalls: []string{"read", "grants"}},
 		{name: "clients unreadable: nothing queued, the session stays", setup: func(r *recorder) { r.clientsErr = boom },
-			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantCalls: []string{"grants"}},
+			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantCalls: []string{"read", "grants"}},
 		{name: "queue failing: the session stays", setup: func(r *recorder) { r.queueErr = boom },
-			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantCalls: []string{"grants", "queue"}},
+			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantCalls: []string{"read", "grants", "queue"}},
 		{name: "the record failing: no audit", setup: func(r *recorder) { r.endErr = boom },
 			wantErr: boom, wantRevoked: []string{"s1", "s3", "s4"}, wantQueued: []string{"s1", "s3"},
-			wantCalls: []string{"grants", "queue", "end"}},
+			wantCalls: []string{"read", "grants", "queue", "end"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := &recorder{clients: clients, final: bs.Grants}
+			r := &recorder{clients: clients, read: bs.Grants, final: bs.Grants}
 			if tc.setup != nil {
 				tc.setup(r)
 			}
@@ -152,7 +164,7 @@ func TestEnderEndsLateGrants(t *testing.T) {
 	t.Parallel()
 	bs := store.BrowserSession{ID: "bs1", UserID: "u1", Grants: []store.SessionGrant{{SID: "s1", ClientID: "web"}}}
 	r := &recorder{clients: map[string]store.Client{"web": {ID: "web", BackchannelLogoutURI: "https://web.example/bcl"}},
-		final: append(slices.Clone(bs.Grants), store.SessionGrant{SID: "late", ClientID: "web"},
+		read: bs.Grants, final: append(slices.Clone(bs.Grants), store.SessionGrant{SID: "late", ClientID: "web"},
 			store.SessionGrant{SID: "late-offline", ClientID: "web", Offline: true})}
 	e := &signout.Ender{Sessions: r, Grants: r, Clients: r, Backchannel: r, Audit: r}
 	if err := e.End(context.Background(), bs, signout.Reason{Why: signout.WhyLogout}); err != nil {
@@ -168,7 +180,7 @@ func TestEnderEndsLateGrants(t *testing.T) {
 	if want := []string{"s1", "late", "late-offline"}; !reflect.DeepEqual(queued, want) {
 		t.Fatalf("back-channel for %v, want %v", queued, want)
 	}
-	if want := []string{"grants", "queue", "end", "audit", "grants", "queue"}; !reflect.DeepEqual(r.calls, want) {
+	if want := []string{"read", "grants", "queue", "end", "audit", "grants", "queue"}; !reflect.DeepEqual(r.calls, want) {
 		t.Fatalf("calls %v, want %v", r.calls, want)
 	}
 }

@@ -226,14 +226,14 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	if err != nil {
 		return store.BrowserSession{}, unavailable("find browser session", err)
 	}
-	if len(raw) < 4 {
+	if len(raw) < 3 {
 		return store.BrowserSession{}, notFound
 	}
-	str := make([]string, 4)
+	str := make([]string, 3)
 	for i := range str {
 		str[i], _ = raw[i].(string)
 	}
-	bs, err := parseSession(uid, id, str[0], str[1], str[2], str[3])
+	bs, err := parseSession(uid, id, str[0], str[1], str[2], "")
 	if err != nil {
 		return store.BrowserSession{}, fmt.Errorf("redis token state: find browser session: %w", err)
 	}
@@ -276,15 +276,9 @@ func parseSession(uid, id, header, data, clients, grants string) (store.BrowserS
 	if clients != "" {
 		ids = strings.Split(clients, "\n")
 	}
-	var gs []store.SessionGrant
-	if grants != "" {
-		for _, line := range strings.Split(grants, "\n") {
-			g, err := parseGrant(line)
-			if err != nil {
-				return store.BrowserSession{}, err
-			}
-			gs = append(gs, g)
-		}
+	gs, err := parseGrants(grants)
+	if err != nil {
+		return store.BrowserSession{}, err
 	}
 	return store.BrowserSession{
 		ID: id, UserID: uid, AuthTime: time.UnixMilli(n[0]).UTC(), AMR: d.AMR, Remember: d.Remember,
@@ -383,14 +377,44 @@ func (s *State) EndBrowserSessionGrants(ctx context.Context, id string, _ time.T
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable("end browser session", err)
 	}
-	if raw == "" {
+	gs, err := parseGrants(raw)
+	if err != nil {
+		return nil, fmt.Errorf("redis token state: end browser session: %w", err)
+	}
+	return gs, nil
+}
+
+// BrowserSessionGrants implements store.BrowserSessions.
+func (s *State) BrowserSessionGrants(ctx context.Context, uid, id string) ([]store.SessionGrant, error) {
+	notFound := fmt.Errorf("redis token state: browser session grants: %w", store.ErrNotFound)
+	if uid == "" || !validSessionPart(id) {
+		return nil, notFound
+	}
+	raw, err := sessionGrantsScript.Run(ctx, s.c, []string{s.userBSKey(uid), s.userCutKey(uid)}, id, s.now().UnixMilli()).Slice()
+	if err != nil {
+		return nil, unavailable("browser session grants", err)
+	}
+	if len(raw) < 2 {
+		return nil, notFound
+	}
+	lines, _ := raw[1].(string)
+	gs, err := parseGrants(lines)
+	if err != nil {
+		return nil, fmt.Errorf("redis token state: browser session grants: %w", err)
+	}
+	return gs, nil
+}
+
+// parseGrants reads a session's grants field: one grant a line, oldest first.
+func parseGrants(lines string) ([]store.SessionGrant, error) {
+	if lines == "" {
 		return nil, nil
 	}
 	var gs []store.SessionGrant
-	for _, line := range strings.Split(raw, "\n") {
+	for _, line := range strings.Split(lines, "\n") {
 		g, err := parseGrant(line)
 		if err != nil {
-			return nil, fmt.Errorf("redis token state: end browser session: %w", err)
+			return nil, err
 		}
 		gs = append(gs, g)
 	}

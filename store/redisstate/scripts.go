@@ -278,8 +278,7 @@ if now > l then
 end
 local d = redis.call('HGET', KEYS[1], ARGV[1] .. ':d') or '{}'
 local cl = redis.call('HGET', KEYS[1], ARGV[1] .. ':c') or ''
-local g = redis.call('HGET', KEYS[1], ARGV[1] .. ':g') or ''
-return {h, d, cl, g}
+return {h, d, cl}
 `)
 
 // addBrowserSessionGrantScript: KEYS user's sessions, user's cut-off; ARGV
@@ -359,4 +358,13 @@ local grants = redis.call('HGET', KEYS[1], id .. ':g')
 redis.call('HDEL', KEYS[1], id, id .. ':d', id .. ':c', id .. ':g')
 if not grants then return '' end
 return grants
+`)
+
+// sessionGrantsScript: KEYS user's sessions, user's cut-off; ARGV id, now
+// ms. Returns {1, grants} for a live session ({0} otherwise).
+var sessionGrantsScript = redis.NewScript(sessionLua + `
+local h = redis.call('HGET', KEYS[1], ARGV[1])
+if not h then return {0} end
+if not live(h, tonumber(ARGV[2]), redis.call('GET', KEYS[2])) then return {0} end
+return {1, redis.call('HGET', KEYS[1], ARGV[1] .. ':g') or ''}
 `)

@@ -161,6 +161,9 @@ func encodeGrants(gs []store.SessionGrant) (string, error) {
 }
 
 func decodeGrants(s string) ([]store.SessionGrant, error) {
+	if s == "" { // not read (FindBrowserSession omits the column)
+		return nil, nil
+	}
 	var in []grantJSON
 	if err := json.Unmarshal([]byte(s), &in); err != nil {
 		return nil, fmt.Errorf("corrupt browser session grants: %w", err)
@@ -246,7 +249,7 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	now = ms(now)
 	db := s.db.WithContext(ctx)
 	var row browserSessionRow
-	err := db.Where("cookie_hash = ? AND "+liveSession, cookieHash, now, now).Take(&row).Error
+	err := db.Omit("grants").Where("cookie_hash = ? AND "+liveSession, cookieHash, now, now).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return store.BrowserSession{}, fmt.Errorf("sql token state: find browser session: %w", store.ErrNotFound)
 	}
@@ -318,6 +321,27 @@ func (s *State) AddBrowserSessionGrant(ctx context.Context, userID, id string, g
 		return nil, dbErr("add browser session grant", err)
 	}
 	return dropped, nil
+}
+
+// BrowserSessionGrants implements store.BrowserSessions.
+func (s *State) BrowserSessionGrants(ctx context.Context, userID, id string) ([]store.SessionGrant, error) {
+	now := ms(s.now())
+	var rows []struct {
+		Grants string `gorm:"column:grants"`
+	}
+	err := s.db.WithContext(ctx).Model(&browserSessionRow{}).Select("grants").
+		Where("id = ? AND user_id = ? AND "+liveSession, id, userID, now, now).Find(&rows).Error
+	if err != nil {
+		return nil, dbErr("browser session grants", err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("sql token state: browser session grants: %w", store.ErrNotFound)
+	}
+	gs, err := decodeGrants(rows[0].Grants)
+	if err != nil {
+		return nil, fmt.Errorf("sql token state: browser session grants: %w", err)
+	}
+	return gs, nil
 }
 
 // EndBrowserSessionGrants implements store.BrowserSessions: one UPDATE …

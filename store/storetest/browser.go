@@ -246,8 +246,12 @@ func testBSRoundtrip(t *testing.T, b Backend) {
 	got := findBS(t, s, "fresh session", cookie, base.Add(time.Minute), true)
 	want := bs
 	want.LastUsedAt = base.Add(time.Minute)
+	want.Grants = nil // FindBrowserSession leaves them out
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("FindBrowserSession:\n got %+v\nwant %+v", got, want)
+	}
+	if gs := grantsOf(t, s, bs); !reflect.DeepEqual(gs, bs.Grants) {
+		t.Fatalf("BrowserSessionGrants = %+v, want %+v", gs, bs.Grants)
 	}
 	findBS(t, s, "unknown cookie", newToken().hash, base, false)
 }
@@ -351,12 +355,23 @@ func addGrant(t *testing.T, s store.BrowserSessions, bs store.BrowserSession, g 
 	return dropped
 }
 
+// grantsOf reads the grants of a live session.
+func grantsOf(t *testing.T, s store.BrowserSessions, bs store.BrowserSession) []store.SessionGrant {
+	t.Helper()
+	gs, err := s.BrowserSessionGrants(ctx(t), bs.UserID, bs.ID)
+	if err != nil {
+		t.Fatalf("BrowserSessionGrants(%s): %v", bs.ID, err)
+	}
+	return gs
+}
+
 func newGrant(client string, at time.Time) store.SessionGrant {
 	return store.SessionGrant{SID: randomID("sid-"), ClientID: client, GrantedAt: at}
 }
 
 // testBSGrants: grants are kept oldest first, every client once in order of
-// first grant, and found and listed with the session.
+// first grant, read with BrowserSessionGrants and listed with the session
+// (FindBrowserSession leaves them out).
 func testBSGrants(t *testing.T, b Backend) {
 	s := sessionsOf(t, b.State)
 	base := baseTime()
@@ -372,8 +387,14 @@ func testBSGrants(t *testing.T, b Backend) {
 		want = append(want, g)
 	}
 	got := findBS(t, s, "session with grants", cookie, base.Add(time.Minute), true)
-	if !reflect.DeepEqual(got.Grants, want) {
-		t.Fatalf("Grants = %+v\nwant %+v (oldest first)", got.Grants, want)
+	if len(got.Grants) != 0 {
+		t.Fatalf("FindBrowserSession returned grants %+v", got.Grants)
+	}
+	if gs := grantsOf(t, s, bs); !reflect.DeepEqual(gs, want) {
+		t.Fatalf("Grants = %+v\nwant %+v (oldest first)", gs, want)
+	}
+	if _, err := s.BrowserSessionGrants(ctx(t), randomID("u-"), bs.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("BrowserSessionGrants named with another user: %v, want ErrNotFound", err)
 	}
 	if wantIDs := []string{"web-app", "cli.native", "third:party"}; !reflect.DeepEqual(got.ClientIDs, wantIDs) {
 		t.Fatalf("ClientIDs = %v, want %v (order of first grant, once each)", got.ClientIDs, wantIDs)
@@ -417,8 +438,8 @@ func testBSGrantsDrop(t *testing.T, b Backend) {
 		all = append(all, g)
 	}
 	got := findBS(t, s, "full session", cookie, base.Add(2*time.Minute), true)
-	if want := all[2:]; !reflect.DeepEqual(got.Grants, want) {
-		t.Fatalf("kept %d grants (first %+v), want the newest %d", len(got.Grants), got.Grants[:1], len(want))
+	if kept, want := grantsOf(t, s, bs), all[2:]; !reflect.DeepEqual(kept, want) {
+		t.Fatalf("kept %d grants, want the newest %d", len(kept), len(want))
 	}
 	if want := []string{"app-0", "app-1", "app-2", "late"}; !reflect.DeepEqual(got.ClientIDs, want) {
 		t.Fatalf("ClientIDs = %v, want %v", got.ClientIDs, want)
@@ -503,18 +524,19 @@ func testBSGrantsRace(t *testing.T, b Backend) {
 		t.Fatalf("dropped %d grants %v, want the %d oldest once each", len(droppedSIDs), droppedSIDs, len(wantDropped))
 	}
 	got := findBS(t, sessions[0], "session after the race", cookie, base.Add(time.Minute), true)
-	if len(got.Grants) != store.MaxSessionGrants {
-		t.Fatalf("kept %d grants, want %d", len(got.Grants), store.MaxSessionGrants)
+	kept := grantsOf(t, sessions[0], bs)
+	if len(kept) != store.MaxSessionGrants {
+		t.Fatalf("kept %d grants, want %d", len(kept), store.MaxSessionGrants)
 	}
-	if !reflect.DeepEqual(got.Grants[:len(bs.Grants)-(n-room)], bs.Grants[n-room:]) {
+	if !reflect.DeepEqual(kept[:len(bs.Grants)-(n-room)], bs.Grants[n-room:]) {
 		t.Fatal("the surviving earlier grants are not kept oldest first")
 	}
-	kept := map[string]bool{}
-	for _, g := range got.Grants[len(bs.Grants)-(n-room):] {
-		kept[g.SID] = true
+	added := map[string]bool{}
+	for _, g := range kept[len(bs.Grants)-(n-room):] {
+		added[g.SID] = true
 	}
 	for i, g := range grants {
-		if !kept[g.SID] {
+		if !added[g.SID] {
 			t.Fatalf("addition %d (%s) was lost", i, g.SID)
 		}
 	}
@@ -545,6 +567,9 @@ func testBSEndGrants(t *testing.T, b Backend) {
 		t.Fatalf("EndBrowserSessionGrants = %+v, %v; want %+v", got, err, want)
 	}
 	findBS(t, s, "ended session", cookie, base.Add(time.Minute), false)
+	if _, err := s.BrowserSessionGrants(ctx(t), bs.UserID, bs.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("BrowserSessionGrants of an ended session: %v, want ErrNotFound", err)
+	}
 	if again, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, base.Add(time.Minute)); err != nil || len(again) != 0 {
 		t.Fatalf("ending again = %+v, %v; want no grants, no error", again, err)
 	}
