@@ -3,11 +3,8 @@ package sqlstore
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/portcullis-auth/portcullis/store/testservers"
 )
 
 // TestMigration0006ExistingSessions applies migrations 1 to 5, writes a
@@ -15,34 +12,12 @@ import (
 // keeps its clients and has no grants ('[]'), and the back-channel logout
 // queue starts empty.
 func TestMigration0006ExistingSessions(t *testing.T) {
-	for _, b := range []struct {
-		name string
-		url  func(t *testing.T) string
-	}{
-		{"postgres", func(t *testing.T) string { return testservers.PostgresURL(t) }},
-		{"sqlite", func(t *testing.T) string { return "sqlite://" + filepath.Join(t.TempDir(), "portcullis.db") }},
-	} {
+	for _, b := range migrationBackends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			s, err := Open(ctx, b.url(t))
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
-			defer s.Close()
-			db := s.DB().WithContext(ctx)
-			if err := db.Migrator().CreateTable(&schemaMigration{}); err != nil {
-				t.Fatalf("create schema_migrations: %v", err)
-			}
-			for _, m := range Migrations()[:5] {
-				if err := m.Up(db); err != nil {
-					t.Fatalf("migration %d: %v", m.Version, err)
-				}
-				if err := db.Create(&schemaMigration{Version: m.Version, Name: m.Name, AppliedAt: time.Now()}).Error; err != nil {
-					t.Fatalf("record migration %d: %v", m.Version, err)
-				}
-			}
+			s, db := openAtVersion(t, ctx, b.url(t), 5)
 			now := time.Now().UTC()
 			old := v4BrowserSession{ID: "bs-old", CookieHash: []byte("cookie"), UserID: "usr_old", AuthTime: now, AMR: `["pwd"]`,
 				CreatedAt: now, LastUsedAt: now, IdleExpiresAt: now.Add(time.Hour), AbsoluteExpiry: now.Add(time.Hour),
@@ -73,15 +48,4 @@ func TestMigration0006ExistingSessions(t *testing.T) {
 			}
 		})
 	}
-}
-
-// versionsFrom lists the known migration versions from v on.
-func versionsFrom(v int) []int {
-	var out []int
-	for _, m := range Migrations() {
-		if m.Version >= v {
-			out = append(out, m.Version)
-		}
-	}
-	return out
 }
