@@ -3,7 +3,6 @@ package sqlstate
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -96,26 +95,6 @@ func hashOf(s string) []byte {
 	return h[:]
 }
 
-// warm opens n connections in the store's pool at once, so racers start
-// together instead of queueing behind connection set-up.
-func warm(t *testing.T, s *sqlstore.Store, n int) {
-	t.Helper()
-	sqlDB, err := s.DB().DB()
-	if err != nil {
-		t.Fatalf("DB: %v", err)
-	}
-	sqlDB.SetMaxIdleConns(n)
-	conns := make([]*sql.Conn, n)
-	for i := range conns {
-		if conns[i], err = sqlDB.Conn(testCtx(t)); err != nil {
-			t.Fatalf("warm connection: %v", err)
-		}
-	}
-	for _, c := range conns {
-		_ = c.Close()
-	}
-}
-
 func testFamily(id string, now time.Time) store.RefreshFamily {
 	return store.RefreshFamily{
 		ID: id, UserID: "usr_" + id, ClientID: "web", Scope: "openid", CreatedAt: now,
@@ -135,7 +114,7 @@ func TestRotateRaceAcrossInstances(t *testing.T) {
 			states := make([]*State, instances)
 			for i := range states {
 				s := openStore(t, url)
-				warm(t, s, perInstance)
+				storetest.WarmPool(t, s, perInstance)
 				states[i] = New(s.DB())
 			}
 			now := time.Now().UTC()

@@ -168,9 +168,9 @@ func testBCLEnqueueAllOrNone(t *testing.T, s *sqlstore.Store) {
 	}
 }
 
-// warmPool opens n connections of the store's pool at once, so that racing
+// WarmPool opens n connections of the store's pool at once, so that racing
 // callers start together instead of queueing behind connection set-up.
-func warmPool(t *testing.T, s *sqlstore.Store, n int) {
+func WarmPool(t *testing.T, s *sqlstore.Store, n int) {
 	t.Helper()
 	sqlDB, err := s.DB().DB()
 	if err != nil {
@@ -193,7 +193,7 @@ func warmPool(t *testing.T, s *sqlstore.Store, n int) {
 // exactly once (five rounds).
 func testBCLClaimRace(t *testing.T, s *sqlstore.Store) {
 	const n, callers = 50, 8
-	warmPool(t, s, callers)
+	WarmPool(t, s, callers)
 	for round := 0; round < 5; round++ {
 		now := bclTime()
 		var ds []store.BackchannelLogout
