@@ -54,11 +54,7 @@ func respond(redirectURI, mode, state, issuer string, params [][2]string) Respon
 	for _, kv := range params {
 		q.Set(kv[0], kv[1])
 	}
-	sep := "?"
-	if strings.Contains(redirectURI, "?") {
-		sep = "&"
-	}
-	return Response{Status: http.StatusSeeOther, Location: redirectURI + sep + q.Encode()}
+	return Response{Status: http.StatusSeeOther, Location: redirecturi.WithQuery(redirectURI, q)}
 }
 
 // formPost is the Form Post Response Mode document: a form posting params to

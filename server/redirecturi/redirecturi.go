@@ -150,3 +150,17 @@ func Origin(raw string) string {
 	}
 	return u.Scheme + "://" + u.Host
 }
+
+// WithQuery returns uri with q added to its query. The URI's own query is
+// kept byte for byte (RFC 6749 §3.1.2: a registered redirect URI's query
+// must be retained), and no parameter of q is added when q is empty.
+func WithQuery(uri string, q url.Values) string {
+	if len(q) == 0 {
+		return uri
+	}
+	sep := "?"
+	if strings.Contains(uri, "?") {
+		sep = "&"
+	}
+	return uri + sep + q.Encode()
+}

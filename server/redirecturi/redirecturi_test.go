@@ -2,6 +2,7 @@ package redirecturi
 
 import (
 	"errors"
+	"net/url"
 	"testing"
 )
 
@@ -101,6 +102,24 @@ func TestOrigin(t *testing.T) {
 	} {
 		if got := Origin(raw); got != want {
 			t.Errorf("Origin(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
+// TestWithQuery: parameters are appended; a registered URI's own query is
+// kept byte for byte (not re-encoded or reordered).
+func TestWithQuery(t *testing.T) {
+	for _, tc := range []struct {
+		uri  string
+		q    url.Values
+		want string
+	}{
+		{"https://a.example/cb", url.Values{"state": {"s 1"}}, "https://a.example/cb?state=s+1"},
+		{"https://a.example/cb?z=1&a=%2F", url.Values{"state": {"x"}}, "https://a.example/cb?z=1&a=%2F&state=x"},
+		{"https://a.example/cb?z=1", nil, "https://a.example/cb?z=1"},
+	} {
+		if got := WithQuery(tc.uri, tc.q); got != tc.want {
+			t.Errorf("WithQuery(%q, %v) = %q, want %q", tc.uri, tc.q, got, tc.want)
 		}
 	}
 }

@@ -123,17 +123,10 @@ func hintBelongs(h Hint, bs store.BrowserSession) bool {
 }
 
 // WithState adds state (when not empty) to a post-logout redirect URI's
-// query, keeping what the registered URI has.
+// query, keeping what the registered URI has byte for byte.
 func WithState(uri, state string) string {
 	if state == "" {
 		return uri
 	}
-	u, err := url.Parse(uri)
-	if err != nil {
-		return uri
-	}
-	q := u.Query()
-	q.Set("state", state)
-	u.RawQuery = q.Encode()
-	return u.String()
+	return redirecturi.WithQuery(uri, url.Values{"state": {state}})
 }
