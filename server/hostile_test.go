@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -260,15 +261,23 @@ func TestLoginTimingHidesAccounts(t *testing.T) {
 		c.PostForm("/oauth2/token", st.PasswordForm(login, "not the password", ""), st.Basic("web", secret)).ExpectError(400, "invalid_grant")
 		return time.Since(start)
 	}
-	var known, unknown []time.Duration
-	for i := 0; i < 15; i++ { // interleaved so drift hits both alike
-		known = append(known, measure(userEmail))
-		unknown = append(unknown, measure("nobody-"+string(rune('a'+i))+"@example.com"))
+	// Other tests share the two cores, so one round can be skewed by a burst of
+	// their work; a real leak (no dummy verification: an unknown account
+	// answered in a millisecond against tens for a real one) fails every round,
+	// so the test fails only when three rounds in a row disagree.
+	var mk, mu time.Duration
+	for round := 0; round < 3; round++ {
+		var known, unknown []time.Duration
+		for i := 0; i < 15; i++ { // interleaved so drift hits both alike
+			known = append(known, measure(userEmail))
+			unknown = append(unknown, measure(fmt.Sprintf("nobody-%d-%d@example.com", round, i)))
+		}
+		mk, mu = median(known), median(unknown)
+		ratio := float64(mu) / float64(mk)
+		t.Logf("round %d: median wrong password for a real account %s, unknown account %s (ratio %.2f)", round, mk, mu, ratio)
+		if ratio >= 0.7 && ratio <= 1.3 {
+			return
+		}
 	}
-	mk, mu := median(known), median(unknown)
-	ratio := float64(mu) / float64(mk)
-	t.Logf("median wrong password for a real account %s, unknown account %s (ratio %.2f)", mk, mu, ratio)
-	if ratio < 0.7 || ratio > 1.3 {
-		t.Fatalf("login timing reveals accounts: known %s vs unknown %s", mk, mu)
-	}
+	t.Fatalf("login timing reveals accounts in three rounds: known %s vs unknown %s", mk, mu)
 }
