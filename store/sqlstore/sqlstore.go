@@ -33,7 +33,13 @@ const (
 // Pool and retry settings.
 const (
 	postgresMaxOpenConns = 20
-	postgresMaxIdleConns = 10
+	// Every open connection may stay idle: with fewer idle slots than open
+	// ones, a burst above the idle count closes the surplus after each query
+	// and opens it again on the next, and each PostgreSQL connection is a
+	// forked backend (measured: 43% of the machine in system time and
+	// userinfo at 800/s under 32 workers). Idle ones are closed after
+	// ConnMaxIdleTime.
+	postgresMaxIdleConns = postgresMaxOpenConns
 	sqliteMaxOpenConns   = 8
 	sqliteBusyTimeoutMS  = 10000
 	txMaxAttempts        = 5

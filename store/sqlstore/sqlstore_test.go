@@ -296,3 +296,44 @@ func TestRunInTxRetriesDeadlock(t *testing.T) {
 		t.Fatalf("rows %v, want both transactions' increments [2 2]", ns)
 	}
 }
+
+// TestPoolKeepsBusyConnections: a burst that uses every connection of the
+// PostgreSQL pool at once leaves them all open for the next burst. With fewer
+// idle slots than open connections the surplus was closed after each burst
+// and forked again by PostgreSQL on the next (userinfo fell from 4,000/s to
+// 800/s under 32 workers).
+func TestPoolKeepsBusyConnections(t *testing.T) {
+	t.Parallel()
+	s := open(t, testservers.PostgresURL(t))
+	c := testCtx(t)
+	sqlDB, err := s.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := sqlDB.Stats().MaxOpenConnections
+	for burst := 0; burst < 2; burst++ {
+		var all sync.WaitGroup
+		all.Add(n)
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			go func() {
+				tx, err := sqlDB.BeginTx(c, nil)
+				all.Done()
+				if err != nil {
+					errs <- err
+					return
+				}
+				all.Wait() // every connection of the pool is held at once
+				errs <- tx.Commit()
+			}()
+		}
+		for i := 0; i < n; i++ {
+			if err := <-errs; err != nil {
+				t.Fatalf("burst %d: %v", burst, err)
+			}
+		}
+		if st := sqlDB.Stats(); st.MaxIdleClosed != 0 || st.Idle != n {
+			t.Fatalf("after burst %d of %d connections: %d idle, %d closed for want of an idle slot", burst, n, st.Idle, st.MaxIdleClosed)
+		}
+	}
+}
