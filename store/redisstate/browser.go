@@ -30,7 +30,8 @@ var (
 //	                          times "auth:last:abs:idle:created" (ms), <id>:d the
 //	                          rest (JSON), <id>:c the client ids (one per line),
 //	                          <id>:g the grants, oldest first (one per line:
-//	                          "sid<TAB>client<TAB>offline 0|1<TAB>granted ms")
+//	                          "sid<TAB>client<TAB>offline 0|1<TAB>granted ms"),
+//	                          <id>:gn how many lines <id>:g holds
 //
 // A user's sessions share the slot of the user's cut-off ({u:<uid>}:cut), so
 // the scripts that create and find them check it atomically.
