@@ -212,8 +212,6 @@ func (e *env) user(t *testing.T, roles ...string) store.User {
 	return u
 }
 
-
-
 // enrolled gives u a confirmed TOTP factor, the confirming code taken ten
 // minutes before the env's clock (so the steps around now are free), and
 // returns the secret and the recovery codes.
