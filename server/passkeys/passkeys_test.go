@@ -612,7 +612,11 @@ func (f *fakeCreds) ReplaceRecoveryCodes(_ context.Context, userID string, hashe
 	return nil
 }
 
-func (f *fakeCreds) codesLeft(userID string) int { f.mu.Lock(); defer f.mu.Unlock(); return f.codes[userID] }
+func (f *fakeCreds) codesLeft(userID string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.codes[userID]
+}
 
 func (f *fakeCreds) barrier(n int) {
 	f.wait = &sync.WaitGroup{}
