@@ -33,6 +33,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/metrics"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/pages"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/passkeys"
@@ -233,7 +234,10 @@ type App struct {
 	Tokens   *token.Service
 	State    State
 	Accounts *accounts.Service
-	states   TokenStates
+	// MFA is multi-factor authentication (TOTP, recovery codes, the
+	// mfa_token of the second step).
+	MFA    *mfa.Service
+	states TokenStates
 
 	// Once and BrowserSessions live in the token state beside State;
 	// remembered consents are Core.Store's (store.Consents).
@@ -292,6 +296,11 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, err
 	}
+	mfaService, err := mfa.New(mfa.Deps{Factors: core.Store, Once: states.Once, Counter: states.State, KEKs: core.KEKs,
+		Policy: core.Policy, Throttle: limiter, Audit: core.Audit, Issuer: cfg.MFAIssuer, TokenTTL: cfg.MFATokenTTL, Now: time.Now})
+	if err != nil {
+		return nil, fmt.Errorf("mfa: %w", err)
+	}
 	clientCache := clients.NewCache(core.Store, ClientCacheTTL)
 	tokens := token.NewService(tokenConfig(cfg), token.Deps{
 		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
@@ -315,7 +324,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, err
 	}
-	views := accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}}
+	views := accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}, MFA: mfaService}
 	if pk != nil {
 		views.Passkeys = pk
 	}
@@ -337,7 +346,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err := srv.MountOpenAPI(); err != nil {
 		return nil, err
 	}
-	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, states: states,
+	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, MFA: mfaService, states: states,
 		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, Passkeys: pk}, nil
 }
 
@@ -414,7 +423,8 @@ func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash 
 // buildAccounts builds the account and admin service. Emails go out over
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
 // built-in first-party client is created when missing. views holds the
-// session views' collaborators (Browser, Consents, Ender).
+// collaborators of the session views (Browser, Consents, Ender) and of the
+// second factors (MFA, Passkeys).
 func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, tokens *token.Service,
 	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter, views accounts.Deps) (*accounts.Service, error) {
 	var sender mail.Sender
