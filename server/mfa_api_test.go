@@ -56,16 +56,7 @@ func newMFADeployment(t *testing.T, b st.Backend, requiredLevel int) *mfaDeploym
 	env["PORTCULLIS_WEBAUTHN_RP_ID"] = "localhost"
 	env["PORTCULLIS_WEBAUTHN_ORIGINS"] = mfaOrigin
 	if requiredLevel > 0 {
-		def, err := os.ReadFile("../policy/default.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(t.TempDir(), "policy.yaml")
-		pol := string(def) + "mfa:\n  required_for_level: " + strconv.Itoa(requiredLevel) + "\n"
-		if err := os.WriteFile(path, []byte(pol), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		env["PORTCULLIS_POLICY_FILE"] = path
+		env["PORTCULLIS_POLICY_FILE"] = mfaPolicyFile(t, requiredLevel)
 	}
 	in := st.Start(t, env)
 	fx := st.NewFixtures(t, in.App.Core)
@@ -517,6 +508,78 @@ func TestAdminMFAReset(t *testing.T) {
 			}
 			// The super_admin may reset the admin.
 			d.c.PostJSON("/admin/users/"+d.adm.ID+"/mfa/reset", nil, root).ExpectStatus(http.StatusNoContent)
+		})
+	}
+}
+
+// mfaPolicyFile writes the default policy with mfa.required_for_level.
+func mfaPolicyFile(t *testing.T, level int) string {
+	t.Helper()
+	def, err := os.ReadFile("../policy/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, append(def, []byte("mfa:\n  required_for_level: "+strconv.Itoa(level)+"\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestInviteToAnMFARoleAsksForEnrolment: accepting an invite to a role at
+// or above mfa.required_for_level creates the account but answers 400
+// mfa_required with mfa_enrollment_required and an mfa_token that enrols a
+// factor; an invite to a role below it answers tokens.
+func TestInviteToAnMFARoleAsksForEnrolment(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			a := newAcctEnvOn(t, b, map[string]string{"PORTCULLIS_POLICY_FILE": mfaPolicyFile(t, 50)})
+			ctx := context.Background()
+			web, err := a.in.App.Core.Store.GetClient(ctx, "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The super_admin's token without the password grant (which asks
+			// a super_admin for a second factor under this policy).
+			rootTok, err := a.in.App.Tokens.IssueForUser(ctx, web, a.root, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			link := a.invite(t, rootTok.AccessToken, "newadmin@example.com", "admin")
+			r := a.c.PostJSON("/auth/invites/accept", map[string]string{"token": link, "password": "new admin passphrase 1", "name": "New Admin"}).
+				ExpectError(http.StatusBadRequest, "mfa_required")
+			var ans struct {
+				Token   string   `json:"mfa_token"`
+				Enrol   bool     `json:"mfa_enrollment_required"`
+				Methods []string `json:"mfa_methods"`
+				Access  string   `json:"access_token"`
+			}
+			r.JSON(&ans)
+			if ans.Token == "" || !ans.Enrol || len(ans.Methods) != 0 || ans.Access != "" {
+				t.Fatalf("answer %s", r.Body)
+			}
+			u, err := a.in.App.Core.Store.GetUserByEmail(ctx, "newadmin@example.com")
+			if err != nil || !slices.Equal(u.Roles, []string{"admin"}) {
+				t.Fatalf("the account: %+v %v", u, err)
+			}
+			// The link is used; the mfa_token enrols an authenticator app.
+			a.c.PostJSON("/auth/invites/accept", map[string]string{"token": link, "password": "new admin passphrase 1"}).
+				ExpectError(http.StatusBadRequest, "invalid_token")
+			mt := st.Bearer(ans.Token)
+			var en totpEnrolment
+			a.c.PostJSON("/auth/mfa/totp", nil, mt).ExpectStatus(http.StatusCreated).JSON(&en)
+			code, _ := totp.GenerateCode(en.Secret, time.Now())
+			a.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": code}, mt).ExpectStatus(http.StatusOK)
+			if s, err := a.in.App.MFA.Status(ctx, u.ID); err != nil || !s.TOTP {
+				t.Fatalf("status %+v %v", s, err)
+			}
+
+			// Below the level: tokens, as before.
+			link = a.invite(t, rootTok.AccessToken, "newuser@example.com", "user")
+			if tok := a.accept(t, link, "new user passphrase 1"); tok.AccessToken == "" {
+				t.Fatal("no token for a user invite")
+			}
 		})
 	}
 }
