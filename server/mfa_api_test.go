@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"image/png"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passkeys/passkeystest"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
@@ -583,3 +585,87 @@ func TestInviteToAnMFARoleAsksForEnrolment(t *testing.T) {
 		})
 	}
 }
+
+// TestPasskeyAsSecondFactor: the passkey registered over HTTP finishes a
+// password login through mfa.Service.Complete with the real stores (amr
+// pwd, hwk, user, mfa; the counter stored); a cloned authenticator whose
+// counter does not grow is refused; of two assertions raced on the same
+// credential exactly one wins (the store's compare-and-set).
+func TestPasskeyAsSecondFactor(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 0)
+			ctx := context.Background()
+			ann := d.token(t, d.ann, "web")
+			key, _ := passkeystest.New(mfaOrigin)
+			var opts passkeyOptions
+			d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, ann).ExpectStatus(http.StatusOK).JSON(&opts)
+			resp, _ := key.Create(opts.Options)
+			body, _ := json.Marshal(map[string]any{"handle": opts.Handle, "name": "Key", "credential": json.RawMessage(resp)})
+			d.c.Do(http.MethodPost, "/auth/mfa/webauthn/register/finish", body, "application/json", ann).ExpectStatus(http.StatusCreated)
+
+			pk := d.in.App.Passkeys
+			// assert answers a login ceremony with a and returns the factor.
+			assert := func(a *passkeystest.Authenticator) mfaFactor {
+				t.Helper()
+				lopts, handle, err := pk.BeginLogin(ctx, d.ann.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := a.Get(lopts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return pk.Assertion(handle, r)
+			}
+			clone := key.Clone()
+			tok, _ := d.mfaToken(t, d.ann)
+			done, err := d.in.App.MFA.Complete(ctx, tok, "web", assert(key), mfaMeta())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(done.AMR, []string{"pwd", "hwk", "user", "mfa"}) || done.UserID != d.ann.ID {
+				t.Fatalf("completed %+v", done)
+			}
+			if s := d.status(t, ann); len(s.WebAuthn) != 1 || s.WebAuthn[0].LastUsedAt == nil {
+				t.Fatalf("after the login: %+v", s)
+			}
+			// The clone's counter (1) does not exceed the stored 1.
+			tok, _ = d.mfaToken(t, d.ann)
+			if _, err := d.in.App.MFA.Complete(ctx, tok, "web", assert(clone), mfaMeta()); err == nil {
+				t.Fatal("a cloned authenticator finished a login")
+			}
+			if !d.audited(t, "mfa.failed", store.OutcomeFailure, d.ann.ID, map[string]string{"method": "webauthn"}) {
+				t.Fatal("the refused assertion is not audited")
+			}
+			// The authenticator and its clone (both at counter 1) answer at
+			// once with counter 2 against the stored 1: whichever order the
+			// store sees them in, exactly one is accepted (the second either
+			// finds 2 stored, or loses the compare-and-set).
+			f1, f2 := assert(key), assert(clone)
+			start := make(chan struct{})
+			errs := make(chan error, 2)
+			for _, f := range []mfaFactor{f1, f2} {
+				go func() { <-start; _, err := f.Verify(ctx, d.ann.ID); errs <- err }()
+			}
+			close(start)
+			ok := 0
+			for range 2 {
+				switch err := <-errs; {
+				case err == nil:
+					ok++
+				case !errors.Is(err, mfa.ErrBadCode):
+					t.Fatalf("refused with %v", err)
+				}
+			}
+			if ok != 1 {
+				t.Fatalf("%d of 2 assertions with the same counter accepted", ok)
+			}
+		})
+	}
+}
+
+type mfaFactor = mfa.Factor
+
+func mfaMeta() mfa.Meta { return mfa.Meta{IP: "192.0.2.1", UserAgent: "mfa-api-test"} }
