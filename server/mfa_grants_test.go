@@ -27,17 +27,17 @@ const (
 	mfaPass          = "second factor passphrase"
 )
 
-// mfaDeployment is a Portcullis with the demo policy requiring a second
+// grantsDeployment is a Portcullis with the demo policy requiring a second
 // factor from level 80 (admin), clients app and app2 (password and
 // refresh_token) and svc (client_credentials).
-type mfaDeployment struct {
+type grantsDeployment struct {
 	in      *st.Instance
 	c       *st.Client
 	fx      *st.Fixtures
 	secrets map[string]string
 }
 
-func newMFADeployment(t *testing.T, b st.Backend) *mfaDeployment {
+func newGrantsDeployment(t *testing.T, b st.Backend) *grantsDeployment {
 	t.Helper()
 	raw, err := os.ReadFile("../docs/examples/demo-policy.yaml")
 	if err != nil {
@@ -54,7 +54,7 @@ func newMFADeployment(t *testing.T, b st.Backend) *mfaDeployment {
 	env := st.NewEnv(t, b)
 	env["PORTCULLIS_POLICY_FILE"] = path
 	in := st.Start(t, env)
-	d := &mfaDeployment{in: in, c: in.Client(t), fx: st.NewFixtures(t, in.App.Core), secrets: map[string]string{}}
+	d := &grantsDeployment{in: in, c: in.Client(t), fx: st.NewFixtures(t, in.App.Core), secrets: map[string]string{}}
 	d.secrets["app"] = d.fx.Client(t, clients.Spec{ID: "app", Name: "App"})
 	d.secrets["app2"] = d.fx.Client(t, clients.Spec{ID: "app2", Name: "App 2"})
 	d.secrets["svc"] = d.fx.Client(t, clients.Spec{ID: "svc", Name: "Service", Grants: []string{"client_credentials"}, Scopes: []string{"projects:read"}})
@@ -63,7 +63,7 @@ func newMFADeployment(t *testing.T, b st.Backend) *mfaDeployment {
 
 // totpUser creates an editor with TOTP enrolled and returns it, its TOTP
 // secret and its recovery codes.
-func (d *mfaDeployment) totpUser(t *testing.T, email string) (store.User, string, []string) {
+func (d *grantsDeployment) totpUser(t *testing.T, email string) (store.User, string, []string) {
 	t.Helper()
 	u := d.fx.User(t, email, mfaPass, "editor")
 	secret, codes := st.EnrolTOTP(t, d.in.App.MFA, u)
@@ -71,14 +71,14 @@ func (d *mfaDeployment) totpUser(t *testing.T, email string) (store.User, string
 }
 
 // password runs a password grant through client.
-func (d *mfaDeployment) password(t *testing.T, client, email, scope string) *st.Response {
+func (d *grantsDeployment) password(t *testing.T, client, email, scope string) *st.Response {
 	t.Helper()
 	return d.c.PostForm("/oauth2/token", st.PasswordForm(email, mfaPass, scope), st.Basic(client, d.secrets[client]))
 }
 
 // mfaRequired runs a password grant that must answer mfa_required (and no
 // token) and returns its body.
-func (d *mfaDeployment) mfaRequired(t *testing.T, client, email, scope string) map[string]any {
+func (d *grantsDeployment) mfaRequired(t *testing.T, client, email, scope string) map[string]any {
 	t.Helper()
 	r := d.password(t, client, email, scope).ExpectError(400, "mfa_required")
 	if cc := r.Header.Get("Cache-Control"); cc != "no-store" {
@@ -94,7 +94,7 @@ func (d *mfaDeployment) mfaRequired(t *testing.T, client, email, scope string) m
 	return m
 }
 
-func (d *mfaDeployment) mfaGrant(t *testing.T, client, grant, tok, param, code string) *st.Response {
+func (d *grantsDeployment) mfaGrant(t *testing.T, client, grant, tok, param, code string) *st.Response {
 	t.Helper()
 	form := url.Values{"grant_type": {grant}}
 	if tok != "" {
@@ -106,7 +106,7 @@ func (d *mfaDeployment) mfaGrant(t *testing.T, client, grant, tok, param, code s
 	return d.c.PostForm("/oauth2/token", form, st.Basic(client, d.secrets[client]))
 }
 
-func (d *mfaDeployment) otp(t *testing.T, client, tok, code string) *st.Response {
+func (d *grantsDeployment) otp(t *testing.T, client, tok, code string) *st.Response {
 	t.Helper()
 	return d.mfaGrant(t, client, grantMFAOTP, tok, "otp", code)
 }
@@ -136,7 +136,7 @@ func TestMFAGrants(t *testing.T) {
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
 		t.Run(b.String(), func(t *testing.T) {
 			t.Parallel()
-			d := newMFADeployment(t, b)
+			d := newGrantsDeployment(t, b)
 			ctx := context.Background()
 
 			t.Run("ok/otp", func(t *testing.T) {
@@ -325,7 +325,7 @@ func TestMFAGrants(t *testing.T) {
 // mfa.Service over the deployment's stores whose clock reads six minutes
 // ago issues it (the single-use record is kept longer, so that it is the
 // token's own expiry that refuses it).
-func staleMFAToken(t *testing.T, d *mfaDeployment, u store.User, client string) string {
+func staleMFAToken(t *testing.T, d *grantsDeployment, u store.User, client string) string {
 	t.Helper()
 	core := d.in.App.Core
 	past := func() time.Time { return time.Now().Add(-6 * time.Minute) }
