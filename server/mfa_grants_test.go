@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,6 +232,49 @@ func TestMFAGrants(t *testing.T) {
 							t.Fatalf("a refused MFA grant came with a token: %s", r.Body)
 						}
 					})
+				}
+			})
+
+			t.Run("race/one_login_per_token", func(t *testing.T) {
+				// The same mfa_token and code sent at once by several
+				// requests (a double submit, a replay racing the original):
+				// exactly one gets tokens.
+				u, _, codes := d.totpUser(t, "race@example.com")
+				tok := d.mfaRequired(t, "app", u.Email, "")["mfa_token"].(string)
+				const n = 5 // the token's attempts
+				form := url.Values{"grant_type": {grantMFARecovery}, "mfa_token": {tok}, "recovery_code": {codes[0]}}
+				var ready, start sync.WaitGroup
+				ready.Add(n)
+				start.Add(1)
+				statuses := make([]int, n)
+				var wg sync.WaitGroup
+				for i := range n {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						ready.Done()
+						start.Wait()
+						r, err := d.c.TryDo("POST", "/oauth2/token", []byte(form.Encode()), "application/x-www-form-urlencoded", st.Basic("app", d.secrets["app"]))
+						if err == nil {
+							statuses[i] = r.StatusCode
+						}
+					}()
+				}
+				ready.Wait()
+				start.Done()
+				wg.Wait()
+				ok := 0
+				for _, s := range statuses {
+					switch s {
+					case 200:
+						ok++
+					case 400:
+					default:
+						t.Fatalf("statuses %v: want one 200 and 400s", statuses)
+					}
+				}
+				if ok != 1 {
+					t.Fatalf("statuses %v: %d logins from one mfa_token, want exactly 1", statuses, ok)
 				}
 			})
 
