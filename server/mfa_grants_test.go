@@ -169,9 +169,15 @@ func TestMFAGrants(t *testing.T) {
 				if in["acr"] != "mfa" || !slices.Equal(claimStrings(t, in, "amr"), []string{"mfa", "otp", "pwd"}) {
 					t.Fatalf("introspection %v", in)
 				}
+				if !d.audited(t, "login.succeeded", store.OutcomeSuccess, u.ID, map[string]string{"grant": grantMFAOTP, "method": "totp"}) {
+					t.Fatal("no login.succeeded audited for the mfa-otp grant")
+				}
 				// The code the login used cannot log in again (a new password step).
 				m = d.mfaRequired(t, "app", u.Email, "")
 				d.otp(t, "app", m["mfa_token"].(string), code).ExpectError(400, "invalid_grant")
+				if !d.audited(t, "mfa.failed", store.OutcomeFailure, u.ID, nil) {
+					t.Fatal("the replayed code's refusal is not audited")
+				}
 			})
 
 			t.Run("ok/recovery_code", func(t *testing.T) {
@@ -189,6 +195,9 @@ func TestMFAGrants(t *testing.T) {
 				wantLogin(t, "id token", tok.IDToken, want, "mfa")
 				if tok.RecoveryCodesLeft == nil || *tok.RecoveryCodesLeft != len(codes)-1 {
 					t.Fatalf("recovery_codes_left %v, want %d", tok.RecoveryCodesLeft, len(codes)-1)
+				}
+				if !d.audited(t, "login.succeeded", store.OutcomeSuccess, u.ID, map[string]string{"grant": grantMFARecovery, "method": "recovery_code"}) {
+					t.Fatal("no login.succeeded audited for the mfa-recovery-code grant")
 				}
 				// A used recovery code is refused; another one works.
 				m = d.mfaRequired(t, "app", u.Email, "")
@@ -363,6 +372,27 @@ func TestMFAGrants(t *testing.T) {
 			})
 		})
 	}
+}
+
+// audited reports whether an audit event of action with this outcome,
+// target and details (a subset) was recorded.
+func (d *grantsDeployment) audited(t *testing.T, action string, outcome store.Outcome, target string, details map[string]string) bool {
+	t.Helper()
+	page, err := d.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: action, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.ContainsFunc(page.Items, func(e store.AuditEvent) bool {
+		if e.Outcome != outcome || e.TargetID != target {
+			return false
+		}
+		for k, v := range details {
+			if e.Details[k] != v {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // staleMFAToken is an mfa_token for u at client whose lifetime is over: an
