@@ -262,6 +262,44 @@ func TestEnrolment(t *testing.T) {
 				t.Fatalf("ConfirmTOTP: %v", err)
 			}
 		})
+		t.Run("concurrent_confirmations_once", func(t *testing.T) {
+			u := e.user(t)
+			en, _ := e.svc.StartTOTP(tctx(t), u, meta)
+			code := e.code(t, decodeSecret(t, en.Secret), 0)
+			const n = 8
+			got := make([][]string, n)
+			errs := race(n, func(i int) error {
+				var err error
+				got[i], err = e.svc.ConfirmTOTP(tctx(t), u, code, meta)
+				return err
+			})
+			if won := winners(t, errs, ErrBadCode, ErrNotEnrolled); won != 1 {
+				t.Fatalf("%d of %d concurrent confirmations succeeded, want 1", won, n)
+			}
+			for i, err := range errs {
+				if err == nil {
+					if _, err := e.svc.RecoveryCode(got[i][0]).Verify(tctx(t), u.ID); err != nil {
+						t.Fatalf("the winner's recovery codes are not the stored ones: %v", err)
+					}
+				}
+			}
+		})
+		t.Run("bad_confirmation_audited", func(t *testing.T) {
+			u := e.user(t)
+			if _, err := e.svc.StartTOTP(tctx(t), u, meta); err != nil {
+				t.Fatalf("StartTOTP: %v", err)
+			}
+			_, _ = e.svc.ConfirmTOTP(tctx(t), u, "12345x", meta)
+			found := false
+			for _, ev := range e.audit.find("mfa.failed", reasonBadCode) {
+				if ev.TargetID == u.ID && ev.Details["stage"] == "enrol" && ev.Outcome == store.OutcomeFailure {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatal("a refused confirmation was not audited")
+			}
+		})
 		t.Run("remove", func(t *testing.T) {
 			u := e.user(t)
 			secret, codes := e.enrolled(t, u)
@@ -689,4 +727,34 @@ func TestReset(t *testing.T) {
 			t.Fatalf("mfa.reset events %+v", ev)
 		}
 	})
+}
+
+// downCounter is a counter whose backend is unreachable.
+type downCounter struct{}
+
+func (downCounter) Hit(context.Context, string, time.Duration, time.Time) (int64, time.Duration, error) {
+	return 0, 0, store.ErrUnavailable
+}
+
+func (downCounter) Peek(context.Context, string, time.Time) (int64, time.Duration, error) {
+	return 0, 0, store.ErrUnavailable
+}
+
+// TestFailsClosed: with the attempt counter down, no second step is
+// accepted (503), and the code is not used up.
+func TestFailsClosed(t *testing.T) {
+	st, state := backends[0].open(t)
+	e := newEnv(t, st, state, downCounter{})
+	u := e.user(t)
+	secret, _ := e.enrolled(t, u)
+	ch := e.begin(t, u)
+	if _, err := e.svc.Peek(tctx(t), ch.Token, "app"); !isStatusDeep(err, http.StatusServiceUnavailable) {
+		t.Fatalf("Peek with the counter down: %v, want 503", err)
+	}
+	if _, err := e.svc.Complete(tctx(t), ch.Token, "app", e.svc.TOTPCode(e.code(t, secret, 0)), meta); !isStatusDeep(err, http.StatusServiceUnavailable) {
+		t.Fatalf("Complete with the counter down: %v, want 503", err)
+	}
+	if _, err := e.svc.TOTPCode(e.code(t, secret, 0)).Verify(tctx(t), u.ID); err != nil {
+		t.Fatalf("the code was used by a refused attempt: %v", err)
+	}
 }
