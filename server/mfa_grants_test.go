@@ -18,6 +18,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -284,6 +285,36 @@ func TestMFAGrants(t *testing.T) {
 				}
 				if ok != 1 {
 					t.Fatalf("statuses %v: %d logins from one mfa_token, want exactly 1", statuses, ok)
+				}
+			})
+
+			t.Run("fail/throttle_survives_a_new_password_step", func(t *testing.T) {
+				// Wrong second factors count in the account's login throttle,
+				// and a correct password does not wipe them: else each new
+				// mfa_token would bring five fresh guesses. A completed login
+				// clears them.
+				u, secret, _ := d.totpUser(t, "throttle@example.com")
+				failures := func() int64 {
+					n, _, err := d.in.App.State.Peek(ctx, "rl:login_fail:"+ratelimit.Hash(u.Email), time.Now())
+					if err != nil {
+						t.Fatal(err)
+					}
+					return n
+				}
+				code := st.NextTOTPCode(t, secret)
+				wrong := []byte(code)
+				wrong[0] = '0' + (wrong[0]-'0'+5)%10
+				tok := d.mfaRequired(t, "app", u.Email, "")["mfa_token"].(string)
+				for range 2 {
+					d.otp(t, "app", tok, string(wrong)).ExpectError(400, "invalid_grant")
+				}
+				tok = d.mfaRequired(t, "app", u.Email, "")["mfa_token"].(string)
+				if n := failures(); n != 4 { // two password steps not yet finished, two wrong codes
+					t.Fatalf("the account's throttle counts %d after a new password step, want 4", n)
+				}
+				d.otp(t, "app", tok, code).Token()
+				if n := failures(); n != 0 {
+					t.Fatalf("the throttle counts %d after a completed login, want 0", n)
 				}
 			})
 
