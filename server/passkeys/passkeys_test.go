@@ -588,7 +588,7 @@ func (a *fakeAudit) has(action string, outcome store.Outcome, target string) boo
 type fakeCreds struct {
 	mu    sync.Mutex
 	recs  []store.WebAuthnCredential
-	wait  *sync.WaitGroup // when set, List waits until that many Lists have begun
+	wait  *sync.WaitGroup // when set, List returns once that many Lists have read
 	totp  map[string]bool // users with a confirmed TOTP factor
 	codes map[string]int  // recovery codes left per user
 }
@@ -634,17 +634,17 @@ func (f *fakeCreds) AddWebAuthnCredential(_ context.Context, c store.WebAuthnCre
 }
 
 func (f *fakeCreds) ListWebAuthnCredentials(_ context.Context, userID string) ([]store.WebAuthnCredential, error) {
-	if w := f.wait; w != nil {
-		w.Done()
-		w.Wait()
-	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	var out []store.WebAuthnCredential
 	for _, r := range f.recs {
 		if r.UserID == userID {
 			out = append(out, r)
 		}
+	}
+	f.mu.Unlock()
+	if w := f.wait; w != nil {
+		w.Done()
+		w.Wait()
 	}
 	return out, nil
 }
