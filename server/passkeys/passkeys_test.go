@@ -276,6 +276,19 @@ func TestRegistrationCeremonyIsSingleUseAndPersonal(t *testing.T) {
 	})
 }
 
+func TestCredentialLimit(t *testing.T) {
+	e := newEnv(t)
+	for range passkeys.MaxCredentials {
+		e.register(t, alice)
+	}
+	if _, _, err := e.svc.BeginRegistration(context.Background(), alice); !errors.Is(err, apierr.ErrConflict) {
+		t.Fatalf("credential %d: %v", passkeys.MaxCredentials+1, err)
+	}
+	if _, _, err := e.svc.BeginRegistration(context.Background(), bob); err != nil {
+		t.Fatalf("another user: %v", err)
+	}
+}
+
 func TestCredentialName(t *testing.T) {
 	cases := []struct {
 		name, in, want string
