@@ -52,9 +52,14 @@ type mfaDeployment struct {
 
 // newMFADeployment starts one; requiredLevel > 0 writes a policy (the
 // default roles) whose mfa.required_for_level is that level.
-func newMFADeployment(t *testing.T, b st.Backend, requiredLevel int) *mfaDeployment {
+func newMFADeployment(t *testing.T, b st.Backend, requiredLevel int, settings ...map[string]string) *mfaDeployment {
 	t.Helper()
 	env := st.NewEnv(t, b)
+	for _, m := range settings {
+		for k, v := range m {
+			env[k] = v
+		}
+	}
 	env["PORTCULLIS_WEBAUTHN_RP_ID"] = "localhost"
 	env["PORTCULLIS_WEBAUTHN_ORIGINS"] = mfaOrigin
 	if requiredLevel > 0 {
@@ -252,6 +257,31 @@ func TestMFATOTPSelfService(t *testing.T) {
 				t.Fatal("no mfa.removed event")
 			}
 			d.c.Do(http.MethodDelete, "/auth/mfa/totp", body, "application/json", ann).ExpectError(http.StatusNotFound, "not_found")
+		})
+	}
+}
+
+// TestFactorRemovalUnderLoginThrottle: the current password of a factor's
+// removal is checked under the account's login throttle (a thief holding a
+// token cannot guess it freely): past the limit even the right password is
+// 429, and the factors stay.
+func TestFactorRemovalUnderLoginThrottle(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 0, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": "2"})
+			ann := d.token(t, d.ann, "web")
+			d.enrolTOTP(t, ann)
+			remove := func(pw string) *st.Response {
+				body, _ := json.Marshal(map[string]string{"current_password": pw})
+				return d.c.Do(http.MethodDelete, "/auth/mfa/totp", body, "application/json", ann)
+			}
+			remove("guess one").ExpectError(http.StatusBadRequest, "invalid_grant")
+			remove("guess two").ExpectError(http.StatusBadRequest, "invalid_grant")
+			remove(mfaAnnPass).ExpectError(http.StatusTooManyRequests, "rate_limited")
+			if s := d.status(t, ann); !s.TOTP {
+				t.Fatal("removed past the throttle")
+			}
 		})
 	}
 }
