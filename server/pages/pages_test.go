@@ -514,4 +514,3 @@ func TestChangePasswordPageNeedsSecondFactor(t *testing.T) {
 	d.api.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", d.webSecret)).
 		ExpectError(http.StatusBadRequest, "mfa_required")
 }
-
