@@ -1,0 +1,20 @@
+// Package upstream is sign-in through upstream OpenID Connect providers
+// ("Sign in with Google", Entra ID, GitLab, any OpenID provider): the
+// providers file (providers.go), id token verification with go-oidc
+// (verify.go), the one linking core that decides what a verified upstream
+// identity may do here (decide.go) and the operations that apply its
+// decision (apply.go), the browser path's start and callback (browser.go)
+// and the RFC 8693 token-exchange handler for upstream id tokens
+// (exchange.go).
+//
+// Linking follows the contract's "Upstream identity providers": a user is
+// found by (provider, sub) and never by email; an unknown sub is linked to
+// a local account only after that person proves it, or automatically under
+// every condition of verified_email_auto; a local account whose email is
+// unverified is never linked; just-in-time creation is off unless the
+// provider turns it on.
+//
+// It must never log or return a client secret, an upstream token or an
+// authorization code, and it never decides anything from an unverified
+// token.
+package upstream
