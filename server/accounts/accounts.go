@@ -50,6 +50,8 @@ type Store interface {
 	SetClientFirstParty(ctx context.Context, id string, firstParty bool) error
 
 	clients.Store
+	// The links of users to upstream identity providers.
+	store.FederatedIdentities
 }
 
 // Sessions issues and ends sessions (*token.Service implements it).
