@@ -33,6 +33,9 @@ type DiscoveryOptions struct {
 	// authorization code flow with PKCE, pushed authorization requests), so
 	// their metadata is advertised.
 	BrowserSignIn bool
+	// TokenExchange: a subject_token_type is served (upstream identity
+	// providers are configured), so the RFC 8693 grant is advertised.
+	TokenExchange bool
 }
 
 // discovery serves the JWKS and the metadata documents from cached bytes:
@@ -149,6 +152,13 @@ func (d *discovery) metadata() []byte {
 	if len(algs) == 0 {
 		algs = []string{"RS256"}
 	}
+	grants := slices.Clone(advertisedGrants)
+	if d.opts.BrowserSignIn {
+		grants = append(grants, token.GrantAuthorizationCode)
+	}
+	if d.opts.TokenExchange {
+		grants = append(grants, token.GrantTokenExchange)
+	}
 	m := map[string]any{
 		"issuer":                                        d.opts.Issuer,
 		"token_endpoint":                                iss + "/oauth2/token",
@@ -157,7 +167,7 @@ func (d *discovery) metadata() []byte {
 		"introspection_endpoint":                        iss + "/oauth2/introspect",
 		"userinfo_endpoint":                             iss + "/userinfo",
 		"response_types_supported":                      []string{},
-		"grant_types_supported":                         advertisedGrants,
+		"grant_types_supported":                         grants,
 		"token_endpoint_auth_methods_supported":         []string{"client_secret_basic", "client_secret_post", "none"},
 		"revocation_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post", "none"},
 		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
@@ -174,7 +184,6 @@ func (d *discovery) metadata() []byte {
 		m["require_pushed_authorization_requests"] = false
 		m["response_types_supported"] = []string{"code"}
 		m["response_modes_supported"] = []string{"query", "form_post"}
-		m["grant_types_supported"] = append(slices.Clone(advertisedGrants), token.GrantAuthorizationCode)
 		m["code_challenge_methods_supported"] = []string{"S256"}
 		m["prompt_values_supported"] = promptValues
 		m["authorization_response_iss_parameter_supported"] = true

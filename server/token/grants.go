@@ -23,6 +23,7 @@ var grantRegistry = map[string]grantHandler{
 	GrantRefreshToken:      {parse: parseRefreshGrant, exchange: (*Service).refreshGrant},
 	GrantClientCredentials: {parse: parseClientCredentialsGrant, exchange: (*Service).clientCredentialsGrant},
 	GrantAuthorizationCode: {parse: parseAuthorizationCodeGrant, exchange: (*Service).authorizationCodeGrant},
+	GrantTokenExchange:     {parse: parseTokenExchange, exchange: (*Service).tokenExchangeGrant},
 }
 
 // Exchange runs the token endpoint for an authenticated request.

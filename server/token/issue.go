@@ -21,6 +21,8 @@ type Response struct {
 	Scope              string `json:"scope,omitempty"`
 	IDToken            string `json:"id_token,omitempty"`
 	MustChangePassword bool   `json:"must_change_password,omitempty"`
+	// IssuedTokenType is set on a token-exchange answer (RFC 8693 §2.2.1).
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
 	// RefreshLifetime is what remains of the refresh family's absolute
 	// lifetime when RefreshToken is set (the cookie's Max-Age); never sent.
 	RefreshLifetime time.Duration `json:"-"`

@@ -134,6 +134,11 @@ func (ps *Providers) ForToken(iss string, aud []string) (*Provider, bool) {
 	if ps == nil {
 		return nil, false
 	}
+	if iss == "accounts.google.com" {
+		// Google's id tokens may name the issuer without its scheme (go-oidc
+		// accepts this for Google only).
+		iss = "https://accounts.google.com"
+	}
 	for _, p := range ps.list {
 		if p.Issuer == iss && slices.Contains(aud, p.ClientID) {
 			return p, true
