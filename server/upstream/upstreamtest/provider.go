@@ -96,7 +96,7 @@ func New(t testing.TB) *Provider {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Provider{ClientID: "portcullis-test-client", ClientSecret: "upstream-client-secret-" + random(), key: key, kid: "k1",
+	p := &Provider{ClientID: "portcullis-test-client-" + random()[:8], ClientSecret: "upstream-client-secret-" + random(), key: key, kid: "k1",
 		stranger: stranger, now: time.Now, codes: map[string]codeGrant{}, access: map[string]Token{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.serveDiscovery)
