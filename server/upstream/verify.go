@@ -3,12 +3,14 @@ package upstream
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -150,6 +152,26 @@ type rawClaims struct {
 	AZP           string          `json:"azp"`
 }
 
+// headerType is the JWS header's typ, lower case without an
+// "application/" prefix; "" when absent or unreadable.
+func headerType(raw string) string {
+	head, _, ok := strings.Cut(raw, ".")
+	if !ok {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	if json.Unmarshal(b, &h) != nil {
+		return ""
+	}
+	return strings.TrimPrefix(strings.ToLower(h.Typ), "application/")
+}
+
 // verifiedTrue reads email_verified: JSON true, or the string "true" some
 // providers send; anything else (false, missing, garbage) is false.
 func verifiedTrue(raw json.RawMessage) bool {
@@ -167,6 +189,11 @@ func verifiedTrue(raw json.RawMessage) bool {
 // ErrInvalidToken; a provider that cannot be reached one wrapping
 // ErrUnavailable.
 func (v *Verifier) VerifyIDToken(ctx context.Context, p *Provider, raw, nonce string) (Claims, error) {
+	if typ := headerType(raw); typ != "" && typ != "jwt" {
+		// An RFC 9068 access token (at+jwt), a logout token (logout+jwt)…
+		// is never an id token, whatever its aud says (RFC 8725 §3.11).
+		return Claims{}, fmt.Errorf("%w: a %q token is not an id token", ErrInvalidToken, typ)
+	}
 	r, err := v.discover(ctx, p)
 	if err != nil {
 		return Claims{}, err

@@ -52,6 +52,7 @@ func TestVerifyIDTokenRefuses(t *testing.T) {
 		{"fail/azp_of_another_client", with(func(tk *upstreamtest.Token) {
 			tk.Audience, tk.AZP = []string{op.ClientID, "other"}, "other"
 		}), "n-1"},
+		{"fail/access_token_typ", with(func(tk *upstreamtest.Token) { tk.Typ = "at+jwt" }), "n-1"},
 		{"fail/no_sub", with(func(tk *upstreamtest.Token) { tk.Subject = "" }), "n-1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -78,6 +78,8 @@ type Token struct {
 	Alg string
 	// UnknownKey signs with a key that is not in the JWKS (same kid).
 	UnknownKey bool
+	// Typ is the JWS header's typ (default "JWT").
+	Typ string
 	// Extra claims, added last.
 	Extra map[string]any
 }
@@ -209,8 +211,12 @@ func (p *Provider) mint(tok Token) (string, error) {
 	if tok.UnknownKey {
 		key = p.stranger
 	}
+	typ := jose.ContentType("JWT")
+	if tok.Typ != "" {
+		typ = jose.ContentType(tok.Typ)
+	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", p.kid))
+		(&jose.SignerOptions{}).WithType(typ).WithHeader("kid", p.kid))
 	if err != nil {
 		return "", err
 	}
