@@ -2,12 +2,15 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -338,5 +341,55 @@ func TestUpstreamProvidersFileRefusedAtStart(t *testing.T) {
 	}
 	if strings.Contains(stderr, "hunter2-upstream-secret") {
 		t.Fatalf("stderr shows the client secret:\n%s", stderr)
+	}
+}
+
+// TestUpstreamTokenExchangeConcurrentFirstSignIn: the same new upstream
+// account exchanged by many requests at once creates one account; every
+// request signs in to it (the losers of the creation race find the link).
+func TestUpstreamTokenExchangeConcurrentFirstSignIn(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			raw := e.op.IDToken(t, upstreamtest.Token{Subject: "sub-race", Email: "race@example.com", EmailVerified: upstreamtest.Bool(true)})
+			const n = 8
+			subs := make([]string, n)
+			codes := make([]int, n)
+			var start, done sync.WaitGroup
+			start.Add(1)
+			for i := range n {
+				done.Add(1)
+				go func() {
+					defer done.Done()
+					start.Wait()
+					resp, err := http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raw))
+					if err != nil {
+						return
+					}
+					defer resp.Body.Close()
+					codes[i] = resp.StatusCode
+					var tr st.TokenResponse
+					body, _ := io.ReadAll(resp.Body)
+					if resp.StatusCode != http.StatusOK {
+						t.Logf("racer %d: %s", i, body)
+					}
+					if json.Unmarshal(body, &tr) == nil && tr.AccessToken != "" {
+						subs[i], _ = decodeClaims(t, tr.AccessToken)["sub"].(string)
+					}
+				}()
+			}
+			start.Done()
+			done.Wait()
+			for i := range n {
+				if codes[i] != http.StatusOK || subs[i] == "" || subs[i] != subs[0] {
+					t.Fatalf("racer %d: status %d sub %q (racer 0: %q)", i, codes[i], subs[i], subs[0])
+				}
+			}
+			page, err := e.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: "user.jit_created", Limit: 50})
+			if err != nil || len(page.Items) != 1 {
+				t.Fatalf("user.jit_created events = %d, %v; want exactly one", len(page.Items), err)
+			}
+		})
 	}
 }

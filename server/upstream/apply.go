@@ -122,6 +122,43 @@ func (s *Service) Apply(ctx context.Context, d Decision, m Meta) (store.User, er
 	return store.User{}, fmt.Errorf("upstream: outcome %q is not applied here", d.Outcome)
 }
 
+// SignIn decides on in and applies the decision: the user who signs in.
+// OutcomeConfirm returns the decision with ErrNeedsConfirmation (show the
+// confirm page for d.User; then LinkConfirmed); OutcomeAcceptInvite returns
+// it with ErrInviteAcceptance (the invite acceptance owns it). When a
+// concurrent sign-in of the same upstream account linked or created it
+// first (the store lets exactly one win), it decides once more: the account
+// now exists, so this one signs in to it like a returning user. Refusals
+// are *Refusal (audit them with RecordRefusal).
+func (s *Service) SignIn(ctx context.Context, in Input, m Meta) (store.User, Decision, error) {
+	for attempt := 0; ; attempt++ {
+		d, err := s.Decide(ctx, in)
+		if err == nil {
+			switch d.Outcome {
+			case OutcomeConfirm:
+				return store.User{}, d, ErrNeedsConfirmation
+			case OutcomeAcceptInvite:
+				return store.User{}, d, ErrInviteAcceptance
+			}
+			var u store.User
+			u, err = s.Apply(ctx, d, m)
+			if err == nil {
+				return u, d, nil
+			}
+		}
+		var r *Refusal
+		if attempt == 0 && errors.As(err, &r) && r.Reason == ReasonAlreadyLinked {
+			// Another sign-in of this upstream account may have just linked
+			// it (seen half-way by Decide, or lost to it in Apply).
+			continue
+		}
+		return store.User{}, d, err
+	}
+}
+
+// ErrInviteAcceptance is SignIn's answer to OutcomeAcceptInvite.
+var ErrInviteAcceptance = errors.New("upstream: the sign-in accepts an invite")
+
 // LinkConfirmed links the upstream identity of c at p to userID after the
 // person proved that local account (its password, and its second factor
 // when enrolled — the caller's check, through passcheck and mfa). It

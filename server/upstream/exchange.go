@@ -55,14 +55,11 @@ func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User,
 		}
 		return store.User{}, p, c, err
 	}
-	d, err := s.Decide(ctx, Input{Provider: p, Claims: c})
-	if err != nil {
-		return store.User{}, p, c, err
-	}
-	if d.Outcome == OutcomeConfirm {
+	u, d, err := s.SignIn(ctx, Input{Provider: p, Claims: c}, m)
+	if errors.Is(err, ErrNeedsConfirmation) {
+		// No page to confirm on: refused.
 		return store.User{}, p, c, refuse(ReasonNeedsConfirmation, p, d.User.ID, nil)
 	}
-	u, err := s.Apply(ctx, d, m)
 	return u, p, c, err
 }
 
