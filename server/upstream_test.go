@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -17,6 +18,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/server/upstream"
 	"github.com/portcullis-auth/portcullis/server/upstream/upstreamtest"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -389,6 +391,92 @@ func TestUpstreamTokenExchangeConcurrentFirstSignIn(t *testing.T) {
 			page, err := e.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: "user.jit_created", Limit: 50})
 			if err != nil || len(page.Items) != 1 {
 				t.Fatalf("user.jit_created events = %d, %v; want exactly one", len(page.Items), err)
+			}
+		})
+	}
+}
+
+// browseTestProvider follows a Begin URL at the test provider and returns
+// its redirect's query (the provider signs in whoever NextLogin names).
+func browseTestProvider(t *testing.T, authURL string) url.Values {
+	t.Helper()
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("test provider answered %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	return loc.Query()
+}
+
+// TestUpstreamInviteAcceptance: an invite is accepted by signing in at a
+// provider whose verified email is the invite's (through the browser core,
+// on both backends): the invited account is created with the invite's role,
+// no password, linked; another address, an unverified one and a used invite
+// are refused, and nothing is created for them.
+func TestUpstreamInviteAcceptance(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			svc := e.in.App.Upstream
+			ctx := context.Background()
+			m := upstream.Meta{IP: "192.0.2.20", ClientID: "portcullis"}
+			signIn := func(tok upstreamtest.Token) upstream.Verified {
+				t.Helper()
+				e.op2.NextLogin(tok)
+				u, err := svc.Begin(ctx, "plain", siCallback, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, err := svc.Callback(ctx, "plain", browseTestProvider(t, u), m)
+				if err != nil {
+					t.Fatalf("Callback: %v", err)
+				}
+				return v
+			}
+			inviteTok := e.invite(t, e.root, "invited@example.org", "admin")
+
+			// Another address, and the invited address unverified: refused.
+			_, _, err := svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-other", Email: "other@example.org", EmailVerified: upstreamtest.Bool(true)}), inviteTok, m)
+			if r := (*upstream.Refusal)(nil); !errors.As(err, &r) || r.Reason != upstream.ReasonInviteMismatch {
+				t.Fatalf("another address: %v", err)
+			}
+			_, _, err = svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-inv", Email: "invited@example.org"}), inviteTok, m)
+			if r := (*upstream.Refusal)(nil); !errors.As(err, &r) || r.Reason != upstream.ReasonEmailUnverified {
+				t.Fatalf("unverified address: %v", err)
+			}
+			if _, err := e.in.App.Core.Store.GetUserByEmail(ctx, "invited@example.org"); err == nil {
+				t.Fatal("a refused acceptance created the account")
+			}
+
+			u, d, err := svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-inv", Email: "Invited@Example.org", EmailVerified: upstreamtest.Bool(true)}), inviteTok, m)
+			if err != nil || d.Outcome != upstream.OutcomeAcceptInvite {
+				t.Fatalf("AcceptInvite = %+v, %v", d, err)
+			}
+			got, err := e.in.App.Core.Store.GetUser(ctx, u.ID)
+			if err != nil || got.Email != "invited@example.org" || !got.EmailVerified || got.PasswordHash != "" || len(got.Roles) != 1 || got.Roles[0] != "admin" {
+				t.Fatalf("invited user = %+v, %v", got, err)
+			}
+			if ids := e.identities(t, u.ID); len(ids) != 1 || ids[0]["subject"] != "sub-inv" {
+				t.Fatalf("identities = %v", ids)
+			}
+			if ev := e.lastAudit(t, "invite.accepted"); ev.TargetID != u.ID || ev.Details["provider"] != "plain" {
+				t.Fatalf("invite.accepted = %+v", ev)
+			}
+			// The invite is used: a second acceptance (another upstream account) is refused.
+			_, _, err = svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-inv2", Email: "invited@example.org", EmailVerified: upstreamtest.Bool(true)}), inviteTok, m)
+			if err == nil || !strings.Contains(err.Error(), "invalid_token") {
+				t.Fatalf("used invite: %v", err)
+			}
+			// The invited person now signs in by sub (token exchange too).
+			tr := e.exchange(t, e.op2.IDToken(t, upstreamtest.Token{Subject: "sub-inv"})).Token()
+			if decodeClaims(t, tr.AccessToken)["sub"] != u.ID {
+				t.Fatal("the invited account does not sign in by sub")
 			}
 		})
 	}

@@ -41,6 +41,13 @@ type FederatedIdentities interface {
 	// is created when either fails. ErrAlreadyExists when the email is taken
 	// or (provider, subject) is linked already.
 	CreateUserWithIdentity(ctx context.Context, u *User, fi *FederatedIdentity) error
+	// AcceptInviteWithIdentity accepts the pending invite whose token hashes
+	// to tokenHash as AcceptInvite does (the user gets the invite's email,
+	// verified, and role) and links fi to the created user, in one
+	// transaction; ErrAlreadyExists when the email has an account or
+	// (provider, subject) is linked already, the invite's one-time-token
+	// errors otherwise.
+	AcceptInviteWithIdentity(ctx context.Context, tokenHash []byte, now time.Time, u *User, fi *FederatedIdentity) (Invite, error)
 	// ListFederatedIdentities returns the user's identities, by provider.
 	ListFederatedIdentities(ctx context.Context, userID string) ([]FederatedIdentity, error)
 	// DeleteFederatedIdentity removes the user's identity at provider and

@@ -18,9 +18,12 @@ type Store interface {
 	LinkFederatedIdentity(ctx context.Context, fi *store.FederatedIdentity) error
 }
 
-// Accounts creates users just in time (*accounts.Service implements it).
+// Accounts creates users just in time and accepts invites by upstream
+// sign-in (*accounts.Service implements it).
 type Accounts interface {
 	CreateFederatedUser(ctx context.Context, m accounts.Meta, f accounts.FederatedUser) (store.User, error)
+	PendingInvite(ctx context.Context, tok string) (store.Invite, error)
+	AcceptInviteFederated(ctx context.Context, m accounts.Meta, tok string, f accounts.FederatedUser) (store.User, error)
 }
 
 // Auditor records security-relevant events.
@@ -154,6 +157,29 @@ func (s *Service) SignIn(ctx context.Context, in Input, m Meta) (store.User, Dec
 		}
 		return store.User{}, d, err
 	}
+}
+
+// AcceptInvite is a sign-in at an upstream provider by a person who came
+// from an invite link (inviteToken, the emailed token): the core decides
+// with the invite as context, and when no account has the verified email
+// and it is the invite's, the invited account is created (the invite's
+// role, no password) and linked in one step (accounts.AcceptInviteFederated).
+// A person who already has an account signs in as SignIn would (the invite
+// stays pending). An unusable invite is the accounts service's 400
+// invalid_token; refusals are *Refusal (audit them with RecordRefusal).
+func (s *Service) AcceptInvite(ctx context.Context, v Verified, inviteToken string, m Meta) (store.User, Decision, error) {
+	inv, err := s.d.Accounts.PendingInvite(ctx, inviteToken)
+	if err != nil {
+		return store.User{}, Decision{}, err
+	}
+	in := Input{Provider: v.Provider, Claims: v.Claims, Invite: &inv}
+	u, d, err := s.SignIn(ctx, in, m)
+	if !errors.Is(err, ErrInviteAcceptance) {
+		return u, d, err
+	}
+	u, err = s.d.Accounts.AcceptInviteFederated(ctx, accounts.Meta(m), inviteToken, accounts.FederatedUser{Email: d.Claims.Email,
+		Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Subject: d.Claims.Subject})
+	return u, d, err
 }
 
 // ErrInviteAcceptance is SignIn's answer to OutcomeAcceptInvite.

@@ -167,6 +167,14 @@ func (noAccounts) CreateFederatedUser(context.Context, accounts.Meta, accounts.F
 	return store.User{}, errors.New("not in this test")
 }
 
+func (noAccounts) PendingInvite(context.Context, string) (store.Invite, error) {
+	return store.Invite{}, errors.New("not in this test")
+}
+
+func (noAccounts) AcceptInviteFederated(context.Context, accounts.Meta, string, accounts.FederatedUser) (store.User, error) {
+	return store.User{}, errors.New("not in this test")
+}
+
 type auditLog struct {
 	mu     sync.Mutex
 	events []store.AuditEvent

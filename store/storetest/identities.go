@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/sqlstore"
@@ -28,6 +29,7 @@ func RunFederatedIdentityTests(t *testing.T, open func(t *testing.T) *sqlstore.S
 		{"ok/create_user_with_identity", testIdentityCreateUser},
 		{"fail/create_user_with_identity_is_atomic", testIdentityCreateUserAtomic},
 		{"ok/deleted_with_the_user", testIdentityDeletedWithUser},
+		{"ok/accept_invite_with_identity", testIdentityAcceptInvite},
 		{"race/double_link_one_wins", testIdentityLinkRace},
 		{"race/double_jit_one_wins", testIdentityCreateRace},
 	}
@@ -227,5 +229,45 @@ func testIdentityCreateRace(t *testing.T, s *sqlstore.Store) {
 	page, err := s.ListUsers(c, store.UserFilter{Limit: 100})
 	if err != nil || len(page.Items) != 1 || page.Items[0].Email != fmt.Sprintf("jit%d@example.com", w) {
 		t.Fatalf("users after the race = %+v, %v; want only the winner", page.Items, err)
+	}
+}
+
+func testIdentityAcceptInvite(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	admin := mustCreateUser(t, s, newUser("root@example.com", "super_admin"))
+	taken := mustCreateUser(t, s, newUser("taken@example.com", "user"))
+	if err := s.LinkFederatedIdentity(c, &store.FederatedIdentity{Provider: "google", Subject: "linked", UserID: taken.ID}); err != nil {
+		t.Fatal(err)
+	}
+	inv := &store.Invite{Email: "Inv@Example.com", Role: "admin", InvitedBy: admin.ID, ExpiresAt: time.Now().Add(time.Hour)}
+	_, hash := secret()
+	inv.TokenHash = hash
+	if err := s.CreateInvite(c, inv, nil); err != nil {
+		t.Fatalf("CreateInvite: %v", err)
+	}
+	// An upstream account linked already: nothing happens, the invite stays pending.
+	u := &store.User{Active: true}
+	if _, err := s.AcceptInviteWithIdentity(c, hash, time.Now(), u, &store.FederatedIdentity{Provider: "google", Subject: "linked"}); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("AcceptInviteWithIdentity(linked subject) = %v, want ErrAlreadyExists", err)
+	}
+	if got, err := s.GetInvite(c, inv.ID); err != nil || got.Status != store.InvitePending {
+		t.Fatalf("invite after a failed acceptance: %+v, %v", got, err)
+	}
+	if _, err := s.GetUserByEmail(c, "inv@example.com"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a user was left behind: %v", err)
+	}
+	fi := &store.FederatedIdentity{Provider: "google", Subject: "new", Email: "inv@example.com"}
+	accepted, err := s.AcceptInviteWithIdentity(c, hash, time.Now(), u, fi)
+	if err != nil || accepted.Status != store.InviteAccepted || accepted.UserID != u.ID {
+		t.Fatalf("AcceptInviteWithIdentity = %+v, %v", accepted, err)
+	}
+	if u.Email != "Inv@Example.com" || !u.EmailVerified || len(u.Roles) != 1 || u.Roles[0] != "admin" || fi.UserID != u.ID || fi.LinkedAt.IsZero() {
+		t.Fatalf("user %+v identity %+v", u, fi)
+	}
+	if got, err := s.GetFederatedIdentity(c, "google", "new"); err != nil || got.UserID != u.ID {
+		t.Fatalf("GetFederatedIdentity = %+v, %v", got, err)
+	}
+	if _, err := s.AcceptInviteWithIdentity(c, hash, time.Now(), &store.User{Active: true}, &store.FederatedIdentity{Provider: "google", Subject: "again"}); !errors.Is(err, store.ErrTokenUsed) {
+		t.Fatalf("second acceptance = %v, want ErrTokenUsed", err)
 	}
 }
