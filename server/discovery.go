@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/token"
 )
 
@@ -33,6 +34,9 @@ type DiscoveryOptions struct {
 	// authorization code flow with PKCE, pushed authorization requests), so
 	// their metadata is advertised.
 	BrowserSignIn bool
+	// MFA: the password grant's second step is served, so the two MFA
+	// grants are advertised.
+	MFA bool
 	// TokenExchange: a subject_token_type is served (upstream identity
 	// providers are configured), so the RFC 8693 grant is advertised.
 	TokenExchange bool
@@ -141,6 +145,10 @@ func etagMatches(values []string, etag string) bool {
 // (DiscoveryOptions.BrowserSignIn).
 var advertisedGrants = []string{token.GrantPassword, token.GrantRefreshToken, token.GrantClientCredentials}
 
+// acrValues are the acr values tokens carry (mfa.ACR): a password alone, or
+// a password and a second factor.
+var acrValues = []string{mfa.ACRPassword, mfa.ACRMFA}
+
 // promptValues are the prompt values /oauth2/authorize honours.
 var promptValues = []string{"none", "login", "consent", "select_account"}
 
@@ -155,6 +163,9 @@ func (d *discovery) metadata() []byte {
 	grants := slices.Clone(advertisedGrants)
 	if d.opts.BrowserSignIn {
 		grants = append(grants, token.GrantAuthorizationCode)
+	}
+	if d.opts.MFA {
+		grants = append(grants, token.MFAGrants...)
 	}
 	if d.opts.TokenExchange {
 		grants = append(grants, token.GrantTokenExchange)
@@ -174,8 +185,9 @@ func (d *discovery) metadata() []byte {
 		"scopes_supported":                              policy.OIDCScopes(),
 		"subject_types_supported":                       []string{"public"},
 		"id_token_signing_alg_values_supported":         algs,
-		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "sid", "email",
+		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "sid", "amr", "acr", "email",
 			"email_verified", "name", "roles", "scope", "client_id", "jti"},
+		"acr_values_supported":  acrValues,
 		"service_documentation": iss + "/docs",
 	}
 	if d.opts.BrowserSignIn {
@@ -190,7 +202,7 @@ func (d *discovery) metadata() []byte {
 		m["request_parameter_supported"] = false
 		m["request_uri_parameter_supported"] = false
 		m["claims_parameter_supported"] = false
-		m["claims_supported"] = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "amr",
+		m["claims_supported"] = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "amr", "acr",
 			"azp", "email", "email_verified", "name", "roles", "scope", "client_id", "jti"}
 		m["end_session_endpoint"] = iss + "/oauth2/logout"
 		m["backchannel_logout_supported"] = true

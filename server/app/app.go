@@ -36,6 +36,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/pages"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/passkeys"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/rtcookie"
 	"github.com/portcullis-auth/portcullis/server/signout"
@@ -248,6 +249,11 @@ type App struct {
 	Ender *signout.Ender
 	// Backchannel delivers queued back-channel logout tokens; Run runs it.
 	Backchannel *backchannel.Notifier
+	// Passkeys runs the WebAuthn ceremonies (registration on
+	// /auth/mfa/webauthn/… and /account/security, assertions as the second
+	// step of a login); nil when the server has no WebAuthn relying party
+	// (config.Config.WebAuthnRPID is empty).
+	Passkeys *passkeys.Service
 	// Upstream is sign-in through the upstream identity providers of
 	// PORTCULLIS_IDENTITY_PROVIDERS_FILE (nil without one): the token
 	// exchange of their id tokens is registered, and the browser path
@@ -325,8 +331,15 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, fmt.Errorf("back-channel logout: %w", err)
 	}
 	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Backchannel: bcl, Audit: core.Audit}
-	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter,
-		accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}})
+	pk, err := buildPasskeys(cfg, log, core, states)
+	if err != nil {
+		return nil, err
+	}
+	views := accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}, MFA: mfaService}
+	if pk != nil {
+		views.Passkeys = pk
+	}
+	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter, views)
 	if err != nil {
 		return nil, err
 	}
@@ -354,7 +367,24 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, MFA: mfaService, states: states,
-		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, Upstream: ups}, nil
+		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, Passkeys: pk, Upstream: ups}, nil
+}
+
+// buildPasskeys builds the WebAuthn relying party of
+// PORTCULLIS_WEBAUTHN_RP_ID and PORTCULLIS_WEBAUTHN_ORIGINS over the
+// second-factor store and the single-use records; nil (with a warning) when
+// there is no RP ID (an issuer whose host is an IP address).
+func buildPasskeys(cfg config.Config, log *slog.Logger, core *Core, states TokenStates) (*passkeys.Service, error) {
+	if cfg.WebAuthnRPID == "" {
+		log.Warn("passkeys and security keys are off: the issuer's host is an IP address, which cannot be a WebAuthn relying party; set PORTCULLIS_WEBAUTHN_RP_ID (and PORTCULLIS_WEBAUTHN_ORIGINS) to turn them on")
+		return nil, nil
+	}
+	pk, err := passkeys.New(passkeys.Config{RPID: cfg.WebAuthnRPID, Origins: cfg.WebAuthnOrigins, RPName: cfg.ProductName},
+		passkeys.Deps{Credentials: core.Store, Once: states.Once, Audit: core.Audit})
+	if err != nil {
+		return nil, fmt.Errorf("PORTCULLIS_WEBAUTHN_RP_ID / PORTCULLIS_WEBAUTHN_ORIGINS: %w", err)
+	}
+	return pk, nil
 }
 
 // loadProviders reads PORTCULLIS_IDENTITY_PROVIDERS_FILE (none when unset),
@@ -433,7 +463,8 @@ func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash 
 // buildAccounts builds the account and admin service. Emails go out over
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
 // built-in first-party client is created when missing. views holds the
-// session views' collaborators (Browser, Consents, Ender).
+// collaborators of the session views (Browser, Consents, Ender) and of the
+// second factors (MFA, Passkeys).
 func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, tokens *token.Service,
 	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter, views accounts.Deps) (*accounts.Service, error) {
 	var sender mail.Sender
@@ -457,7 +488,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	acc, err := accounts.New(accountsConfig(cfg), accounts.Deps{
 		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
-		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender,
+		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender, MFA: views.MFA, Passkeys: views.Passkeys,
 	})
 	if err != nil {
 		return nil, err
