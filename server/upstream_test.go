@@ -123,6 +123,16 @@ func TestUpstreamTokenExchange(t *testing.T) {
 			if !slices.Equal(claimStrings(t, decodeClaims(t, tr.IDToken), "amr"), []string{"fed", "mfa"}) {
 				t.Fatalf("amr = %v, want fed and the trusted upstream mfa", decodeClaims(t, tr.IDToken)["amr"])
 			}
+			// A refresh keeps the federated login's amr.
+			rf := st.RefreshForm(tr.RefreshToken)
+			rf.Set("client_id", "portcullis")
+			refreshed := e.c.PostForm("/oauth2/token", rf).Token()
+			if amr := claimStrings(t, decodeClaims(t, refreshed.IDToken), "amr"); !slices.Equal(amr, []string{"fed", "mfa"}) {
+				t.Fatalf("amr after refresh = %v", amr)
+			}
+			if acr := decodeClaims(t, refreshed.AccessToken)["acr"]; acr != "mfa" {
+				t.Fatalf("acr after refresh = %v", acr)
+			}
 			u, err := e.in.App.Core.Store.GetUser(context.Background(), newID)
 			if err != nil || u.Email != "new@example.com" || !u.EmailVerified || u.PasswordHash != "" || !slices.Equal(u.Roles, []string{"user"}) {
 				t.Fatalf("created user = %+v, %v", u, err)
