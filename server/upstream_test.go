@@ -110,8 +110,9 @@ func TestUpstreamTokenExchange(t *testing.T) {
 			}
 
 			// Just-in-time creation: a new verified address of an allowed domain.
-			resp := e.exchange(t, op.IDToken(t, upstreamtest.Token{Subject: "sub-new", Email: "new@example.com",
-				EmailVerified: verified, AMR: []string{"pwd", "mfa"}}))
+			jitRaw := op.IDToken(t, upstreamtest.Token{Subject: "sub-new", Email: "new@example.com",
+				EmailVerified: verified, AMR: []string{"pwd", "mfa"}})
+			resp := e.exchange(t, jitRaw)
 			tr := resp.Token()
 			var raw map[string]any
 			resp.JSON(&raw)
@@ -242,6 +243,15 @@ func TestUpstreamTokenExchange(t *testing.T) {
 			form = exchangeForm(op.IDToken(t, good))
 			form.Del("subject_token")
 			e.c.PostForm("/oauth2/token", form).ExpectError(http.StatusBadRequest, "invalid_request")
+
+			// Neither the client secrets nor an exchanged id token reach the
+			// log (a refused exchange logs at warn, which the harness keeps).
+			logs := e.in.Logs.String()
+			for _, secret := range []string{op.ClientSecret, e.op2.ClientSecret, strings.Split(jitRaw, ".")[1], strings.Split(jitRaw, ".")[2]} {
+				if strings.Contains(logs, secret) {
+					t.Fatalf("the log holds a secret or token: %q", secret)
+				}
+			}
 		})
 	}
 }
@@ -489,5 +499,27 @@ func TestUpstreamInviteAcceptance(t *testing.T) {
 				t.Fatal("the invited account does not sign in by sub")
 			}
 		})
+	}
+}
+
+// TestBuiltInClientGainsTokenExchange: the built-in client is created with
+// the token-exchange grant, and one created before it existed gains it at
+// start-up (and still never the password grant).
+func TestBuiltInClientGainsTokenExchange(t *testing.T) {
+	env := st.NewEnv(t, st.SQLite)
+	in := st.Start(t, env)
+	ctx := context.Background()
+	c, err := in.App.Core.Store.GetClient(ctx, "portcullis")
+	if err != nil || !slices.Contains(c.Grants, token.GrantTokenExchange) || slices.Contains(c.Grants, token.GrantPassword) {
+		t.Fatalf("built-in client grants %v, %v", c.Grants, err)
+	}
+	if err := in.App.Core.Store.SetClientGrants(ctx, "portcullis", []string{token.GrantRefreshToken}); err != nil {
+		t.Fatal(err)
+	}
+	in.Stop()
+	in2 := st.Start(t, env)
+	c, err = in2.App.Core.Store.GetClient(ctx, "portcullis")
+	if err != nil || !slices.Equal(c.Grants, []string{token.GrantRefreshToken, token.GrantTokenExchange}) {
+		t.Fatalf("reconciled grants %v, %v", c.Grants, err)
 	}
 }
