@@ -76,7 +76,7 @@ func TestTokenExchangeFramework(t *testing.T) {
 	if last.Action != "login.succeeded" || last.Details["method"] != "stub" || last.Details["grant"] != GrantTokenExchange {
 		t.Fatalf("audit %+v", last)
 	}
-	if e.metrics.n[GrantTokenExchange] != 1 {
+	if e.metrics.n["token_exchange"] != 1 {
 		t.Fatalf("metrics %v", e.metrics.n)
 	}
 
