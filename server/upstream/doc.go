@@ -14,6 +14,22 @@
 // unverified is never linked; just-in-time creation is off unless the
 // provider turns it on.
 //
+// The browser path (GET /login/{provider} and its callback) uses it so:
+//
+//   - start: Service.Begin(ctx, providerID, callbackURL, ret) stores state,
+//     nonce and PKCE verifier (and ret, e.g. the pending authorization
+//     request or an invite token) in the single-use store and returns the
+//     provider's authorization URL (404 for an unknown provider);
+//   - callback: Service.Callback(ctx, providerID, query, meta) takes the
+//     state once and verifies everything, returning Verified (provider,
+//     claims, ret) or an audited *Refusal; then Service.SignIn (or
+//     Service.AcceptInvite with the invite token) decides and applies:
+//     a user to start the session for (amr AMR(provider, claims)), or
+//     ErrNeedsConfirmation with the Decision naming the local account;
+//   - confirm: after the person proves that account (passcheck, and the
+//     second factor when enrolled), Service.LinkConfirmed re-decides and
+//     links. Refusals are recorded with Service.RecordRefusal.
+//
 // It must never log or return a client secret, an upstream token or an
 // authorization code, and it never decides anything from an unverified
 // token.
