@@ -466,6 +466,9 @@ func TestUpstreamInviteAcceptance(t *testing.T) {
 			if r := (*upstream.Refusal)(nil); !errors.As(err, &r) || r.Reason != upstream.ReasonInviteMismatch {
 				t.Fatalf("another address: %v", err)
 			}
+			if ev := e.lastAudit(t, "login.failed"); ev.Details["method"] != "upstream" || ev.Details["reason"] != upstream.ReasonInviteMismatch {
+				t.Fatalf("login.failed = %+v", ev)
+			}
 			_, _, err = svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-inv", Email: "invited@example.org"}), inviteTok, m)
 			if r := (*upstream.Refusal)(nil); !errors.As(err, &r) || r.Reason != upstream.ReasonEmailUnverified {
 				t.Fatalf("unverified address: %v", err)

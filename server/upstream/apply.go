@@ -132,8 +132,26 @@ func (s *Service) Apply(ctx context.Context, d Decision, m Meta) (store.User, er
 // concurrent sign-in of the same upstream account linked or created it
 // first (the store lets exactly one win), it decides once more: the account
 // now exists, so this one signs in to it like a returning user. Refusals
-// are *Refusal (audit them with RecordRefusal).
+// are *Refusal, audited here (login.failed, details.method upstream).
 func (s *Service) SignIn(ctx context.Context, in Input, m Meta) (store.User, Decision, error) {
+	u, d, err := s.signIn(ctx, in, m)
+	return u, d, s.recordUnlessPending(ctx, m, in.Provider, err)
+}
+
+// recordUnlessPending audits a failed sign-in; a decision waiting for the
+// person (confirmation, invite acceptance) is not a failure.
+func (s *Service) recordUnlessPending(ctx context.Context, m Meta, p *Provider, err error) error {
+	if err == nil || errors.Is(err, ErrNeedsConfirmation) || errors.Is(err, ErrInviteAcceptance) {
+		return err
+	}
+	pid := ""
+	if p != nil {
+		pid = p.ID
+	}
+	return s.RecordRefusal(ctx, m, pid, err)
+}
+
+func (s *Service) signIn(ctx context.Context, in Input, m Meta) (store.User, Decision, error) {
 	for attempt := 0; ; attempt++ {
 		d, err := s.Decide(ctx, in)
 		if err == nil {
@@ -166,16 +184,16 @@ func (s *Service) SignIn(ctx context.Context, in Input, m Meta) (store.User, Dec
 // role, no password) and linked in one step (accounts.AcceptInviteFederated).
 // A person who already has an account signs in as SignIn would (the invite
 // stays pending). An unusable invite is the accounts service's 400
-// invalid_token; refusals are *Refusal (audit them with RecordRefusal).
+// invalid_token; refusals are *Refusal, audited here.
 func (s *Service) AcceptInvite(ctx context.Context, v Verified, inviteToken string, m Meta) (store.User, Decision, error) {
 	inv, err := s.d.Accounts.PendingInvite(ctx, inviteToken)
 	if err != nil {
 		return store.User{}, Decision{}, err
 	}
 	in := Input{Provider: v.Provider, Claims: v.Claims, Invite: &inv}
-	u, d, err := s.SignIn(ctx, in, m)
+	u, d, err := s.signIn(ctx, in, m)
 	if !errors.Is(err, ErrInviteAcceptance) {
-		return u, d, err
+		return u, d, s.recordUnlessPending(ctx, m, v.Provider, err)
 	}
 	u, err = s.d.Accounts.AcceptInviteFederated(ctx, accounts.Meta(m), inviteToken, accounts.FederatedUser{Email: d.Claims.Email,
 		Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Subject: d.Claims.Subject})
@@ -190,8 +208,14 @@ var ErrInviteAcceptance = errors.New("upstream: the sign-in accepts an invite")
 // when enrolled — the caller's check, through passcheck and mfa). It
 // decides again first, so a link is made only when the core still says
 // OutcomeConfirm for that very user (the account was not deactivated,
-// linked or changed meanwhile). Audit identity.linked, via confirm.
+// linked or changed meanwhile). Audit identity.linked, via confirm; a
+// refusal is audited (login.failed, details.method upstream).
 func (s *Service) LinkConfirmed(ctx context.Context, p *Provider, c Claims, userID string, m Meta) (store.User, error) {
+	u, err := s.linkConfirmed(ctx, p, c, userID, m)
+	return u, s.recordUnlessPending(ctx, m, p, err)
+}
+
+func (s *Service) linkConfirmed(ctx context.Context, p *Provider, c Claims, userID string, m Meta) (store.User, error) {
 	d, err := s.Decide(ctx, Input{Provider: p, Claims: c})
 	if err != nil {
 		return store.User{}, err

@@ -28,7 +28,9 @@
 //     ErrNeedsConfirmation with the Decision naming the local account;
 //   - confirm: after the person proves that account (passcheck, and the
 //     second factor when enrolled), Service.LinkConfirmed re-decides and
-//     links. Refusals are recorded with Service.RecordRefusal.
+//     links. Each of these audits its own refusals (login.failed,
+//     details.method upstream); RecordRefusal is there for the caller's
+//     own (an unknown provider at the callback's route, say).
 //
 // It must never log or return a client secret, an upstream token or an
 // authorization code, and it never decides anything from an unverified

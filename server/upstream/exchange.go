@@ -55,7 +55,7 @@ func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User,
 		}
 		return store.User{}, p, c, err
 	}
-	u, d, err := s.SignIn(ctx, Input{Provider: p, Claims: c}, m)
+	u, d, err := s.signIn(ctx, Input{Provider: p, Claims: c}, m)
 	if errors.Is(err, ErrNeedsConfirmation) {
 		// No page to confirm on: refused.
 		return store.User{}, p, c, refuse(ReasonNeedsConfirmation, p, d.User.ID, nil)
