@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/token"
@@ -524,5 +525,34 @@ func TestBuiltInClientGainsTokenExchange(t *testing.T) {
 	c, err = in2.App.Core.Store.GetClient(ctx, "portcullis")
 	if err != nil || !slices.Equal(c.Grants, []string{token.GrantRefreshToken, token.GrantTokenExchange}) {
 		t.Fatalf("reconciled grants %v, %v", c.Grants, err)
+	}
+}
+
+// TestCreateFederatedUserUnderTheCeiling: just-in-time creation re-checks
+// the role against the policy in force: a role the top role may not grant,
+// or one the policy lacks, creates nothing.
+func TestCreateFederatedUserUnderTheCeiling(t *testing.T) {
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, []byte("version: 1\nroles:\n  owner: {level: 100, permissions: [\"*\"]}\n  member: {level: 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := st.NewEnv(t, st.SQLite)
+	env["PORTCULLIS_POLICY_FILE"] = pol
+	in := st.Start(t, env)
+	ctx := context.Background()
+	for _, role := range []string{"owner", "wizard"} {
+		_, err := in.App.Accounts.CreateFederatedUser(ctx, accounts.Meta{}, accounts.FederatedUser{Email: role + "@example.com",
+			EmailVerified: true, Role: role, Provider: "p", Subject: role})
+		if err == nil || !strings.Contains(err.Error(), "forbidden") {
+			t.Fatalf("role %s: %v, want forbidden", role, err)
+		}
+		if _, err := in.App.Core.Store.GetUserByEmail(ctx, role+"@example.com"); err == nil {
+			t.Fatalf("role %s: a user was created", role)
+		}
+	}
+	u, err := in.App.Accounts.CreateFederatedUser(ctx, accounts.Meta{}, accounts.FederatedUser{Email: "m@example.com",
+		EmailVerified: true, Role: "member", Provider: "p", Subject: "m"})
+	if err != nil || len(u.Roles) != 1 || u.Roles[0] != "member" || u.PasswordHash != "" {
+		t.Fatalf("member: %+v, %v", u, err)
 	}
 }
