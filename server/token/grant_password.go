@@ -26,8 +26,10 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 		return Response{}, apierr.ErrServer.WithCause(errors.New("password grant: no password checker"))
 	}
 	now := s.now() // the login starts before the password (hash) is read
+	// The throttle's failures are cleared only once no second factor
+	// follows: the second step's failures count there too.
 	res, err := s.checker.Check(ctx, passcheck.Attempt{Login: req.Username, Password: req.Password,
-		IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID, FailureAction: "login.failed"})
+		IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID, FailureAction: "login.failed", DeferSuccess: true})
 	if errors.Is(err, passcheck.ErrBadCredentials) {
 		return Response{}, apierr.ErrInvalidGrant.WithDescription("The username or password is incorrect.")
 	}
@@ -41,6 +43,7 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	if err := s.secondStep(ctx, client, user, req.Scope, now); err != nil {
 		return Response{}, err
 	}
+	s.checker.Succeeded(ctx, res)
 	return s.finishLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: passwordAMR()}, meta, GrantPassword, "")
 }
 

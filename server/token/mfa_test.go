@@ -29,6 +29,8 @@ func (c fakeChecker) Check(ctx context.Context, a passcheck.Attempt) (passcheck.
 	return passcheck.Result{User: u}, nil
 }
 
+func (fakeChecker) Succeeded(context.Context, passcheck.Result) {}
+
 // fakeMFA is a SecondFactor: users in enrolled have TOTP code "123456"
 // and recovery codes "rc-1".."rc-3"; tokens are single use, bound to
 // their client, five attempts.

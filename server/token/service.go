@@ -56,6 +56,9 @@ type Passwords interface {
 // equal-time unknown accounts, failure metric and audit.
 type PasswordChecker interface {
 	Check(ctx context.Context, a passcheck.Attempt) (passcheck.Result, error)
+	// Succeeded clears the account's failures after a check with
+	// DeferSuccess (a login that needed no second factor).
+	Succeeded(ctx context.Context, r passcheck.Result)
 }
 
 // Permissions expands a user's roles into concrete permissions.
