@@ -556,3 +556,47 @@ func TestCreateFederatedUserUnderTheCeiling(t *testing.T) {
 		t.Fatalf("member: %+v, %v", u, err)
 	}
 }
+
+// TestUpstreamTokenExchangeOwesSecondFactor: a user whose role requires a
+// second factor is refused by token exchange (no page to give it on)
+// unless the provider is trusted for MFA and its token says mfa.
+func TestUpstreamTokenExchangeOwesSecondFactor(t *testing.T) {
+	def, err := os.ReadFile("../policy/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, append(def, []byte("mfa:\n  required_for_level: 50\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	op, op2 := upstreamtest.New(t), upstreamtest.New(t)
+	file := filepath.Join(t.TempDir(), "providers.yaml")
+	if err := os.WriteFile(file, []byte("providers:\n"+op.ProviderYAML("trusted", "    trust_mfa: true")+op2.ProviderYAML("plain")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := st.NewEnv(t, st.SQLite)
+	env["PORTCULLIS_POLICY_FILE"] = pol
+	env["PORTCULLIS_IDENTITY_PROVIDERS_FILE"] = file
+	in := st.Start(t, env)
+	fx := st.NewFixtures(t, in.App.Core)
+	ctx := context.Background()
+	adm := fx.User(t, "adm@example.org", "admin's long passphrase", "admin")
+	for _, l := range []store.FederatedIdentity{{Provider: "trusted", Subject: "s-adm", UserID: adm.ID}, {Provider: "plain", Subject: "s-adm", UserID: adm.ID}} {
+		if err := in.App.Core.Store.LinkFederatedIdentity(ctx, &l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := in.Client(t)
+	c.PostForm("/oauth2/token", exchangeForm(op2.IDToken(t, upstreamtest.Token{Subject: "s-adm", AMR: []string{"mfa"}}))).
+		ExpectError(http.StatusBadRequest, "invalid_request")
+	page, err := in.App.Core.Store.ListAudit(ctx, store.AuditFilter{Action: "login.failed", Limit: 1})
+	if err != nil || len(page.Items) != 1 || page.Items[0].Details["reason"] != "mfa_required" || page.Items[0].TargetID != adm.ID {
+		t.Fatalf("login.failed = %+v, %v", page.Items, err)
+	}
+	c.PostForm("/oauth2/token", exchangeForm(op.IDToken(t, upstreamtest.Token{Subject: "s-adm"}))).
+		ExpectError(http.StatusBadRequest, "invalid_request")
+	tr := c.PostForm("/oauth2/token", exchangeForm(op.IDToken(t, upstreamtest.Token{Subject: "s-adm", AMR: []string{"pwd", "mfa"}}))).Token()
+	if acr := decodeClaims(t, tr.AccessToken)["acr"]; acr != "mfa" {
+		t.Fatalf("acr = %v", acr)
+	}
+}

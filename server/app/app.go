@@ -347,7 +347,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	var ups *upstream.Service
 	if providers.Len() > 0 {
 		ups, err = upstream.New(upstream.Deps{Providers: providers, Verifier: upstream.NewVerifier(nil, nil), Store: core.Store,
-			Accounts: acc, Audit: core.Audit, Once: states.Once, Logger: log})
+			Accounts: acc, Audit: core.Audit, Once: states.Once, MFA: mfaService, Logger: log})
 		if err != nil {
 			return nil, err
 		}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -31,6 +33,13 @@ type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
 }
 
+// SecondFactors tells whether a user must give a second factor
+// (*mfa.Service implements it).
+type SecondFactors interface {
+	Status(ctx context.Context, userID string) (mfa.Status, error)
+	Required(roles []string) bool
+}
+
 // Meta is who is signing in, for the audit events.
 type Meta struct {
 	IP        string
@@ -48,8 +57,10 @@ type Deps struct {
 	Accounts  Accounts
 	Audit     Auditor
 	Once      store.SingleUse
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// MFA tells whether a user owes a second factor; nil: nobody does.
+	MFA    SecondFactors
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Service is sign-in through upstream providers: verification, the linking
@@ -198,6 +209,25 @@ func (s *Service) AcceptInvite(ctx context.Context, v Verified, inviteToken stri
 	u, err = s.d.Accounts.AcceptInviteFederated(ctx, accounts.Meta(m), inviteToken, accounts.FederatedUser{Email: d.Claims.Email,
 		Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Subject: d.Claims.Subject})
 	return u, d, err
+}
+
+// NeedsSecondFactor reports whether a sign-in of u with amr still owes
+// Portcullis's own second factor: the user has one enrolled, or the policy
+// requires one for their roles, and amr has no "mfa" (the provider's MFA
+// counts only with trust_mfa, see AMR). The browser path then runs the
+// login page's second step; token exchange, which has no page, refuses.
+func (s *Service) NeedsSecondFactor(ctx context.Context, u store.User, amr []string) (bool, error) {
+	if s.d.MFA == nil || slices.Contains(amr, mfa.AMRMFA) {
+		return false, nil
+	}
+	if s.d.MFA.Required(u.Roles) {
+		return true, nil
+	}
+	st, err := s.d.MFA.Status(ctx, u.ID)
+	if err != nil {
+		return false, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("read the second factors: %w", err))
+	}
+	return st.Enrolled(), nil
 }
 
 // ErrInviteAcceptance is SignIn's answer to OutcomeAcceptInvite.

@@ -63,6 +63,7 @@ const (
 	ReasonReplayedCallback     = "replayed_callback"
 	ReasonUpstreamError        = "upstream_error"
 	ReasonUnavailable          = "provider_unavailable"
+	ReasonSecondFactor         = "mfa_required"
 )
 
 // Refusal is a sign-in the core refuses. Reason is one of the Reason
@@ -112,6 +113,8 @@ func (r *Refusal) Description() string {
 		return "The identity provider did not sign you in."
 	case ReasonUnavailable:
 		return "The identity provider could not be reached. Try again shortly."
+	case ReasonSecondFactor:
+		return "The account needs its second factor, which cannot be given here: sign in through the login page."
 	}
 	return "The sign-in was refused."
 }

@@ -60,7 +60,18 @@ func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User,
 		// No page to confirm on: refused.
 		return store.User{}, p, c, refuse(ReasonNeedsConfirmation, p, d.User.ID, nil)
 	}
-	return u, p, c, err
+	if err != nil {
+		return u, p, c, err
+	}
+	// No page for a second factor either: a user who owes one is refused.
+	owes, err := s.NeedsSecondFactor(ctx, u, AMR(p, c))
+	if err != nil {
+		return store.User{}, p, c, err
+	}
+	if owes {
+		return store.User{}, p, c, refuse(ReasonSecondFactor, p, u.ID, nil)
+	}
+	return u, p, c, nil
 }
 
 // exchangeError answers a refused exchange: 400 invalid_request saying why
