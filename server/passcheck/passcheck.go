@@ -116,6 +116,11 @@ type Result struct {
 	ip, key string
 }
 
+// ThrottleKey is the key the login throttle counted the attempt under (the
+// login as typed, or the account's email): a second step counts its
+// failures, and clears them, under the same key.
+func (r Result) ThrottleKey() string { return r.key }
+
 // Succeeded clears the account's failures after a check made with
 // DeferSuccess, once the login it began needs nothing more.
 func (c *Checker) Succeeded(ctx context.Context, r Result) {

@@ -40,7 +40,7 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	if needsRehash {
 		s.rehash(ctx, user.ID, req.Password)
 	}
-	if err := s.secondStep(ctx, client, user, req.Scope, now); err != nil {
+	if err := s.secondStep(ctx, client, user, res.ThrottleKey(), req.Scope, now); err != nil {
 		return Response{}, err
 	}
 	s.checker.Succeeded(ctx, res)
@@ -49,16 +49,18 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 
 // secondStep asks for the second factor after a correct password: nil when
 // the user needs none, else mfa_required with the challenge (and no token).
+// login is the password step's throttle key, which the second step counts
+// under too.
 // A scope the login could not be granted is refused first, so that no
 // second factor is spent on it.
-func (s *Service) secondStep(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time) error {
+func (s *Service) secondStep(ctx context.Context, client store.Client, user store.User, login string, scope []string, now time.Time) error {
 	if s.mfa == nil {
 		return nil
 	}
 	if _, err := s.loginScope(client, user, scope, false); err != nil {
 		return err
 	}
-	ch, err := s.mfa.Begin(ctx, user, client.ID, strings.Join(scope, " "), now)
+	ch, err := s.mfa.Begin(ctx, user, login, client.ID, strings.Join(scope, " "), now)
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) {

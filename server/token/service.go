@@ -75,7 +75,7 @@ type Permissions interface {
 type SecondFactor interface {
 	// Begin returns nil when the user needs no second factor, else the
 	// mfa_token challenge (bound to user, client and scope).
-	Begin(ctx context.Context, u store.User, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
+	Begin(ctx context.Context, u store.User, login, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
 	// Complete makes one attempt of the factor f on the mfa_token for
 	// clientID; errors wrap mfa.ErrInvalidToken or mfa.ErrBadCode, or are
 	// 429/503 *apierr.Error.
