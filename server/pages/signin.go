@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/authorize"
 	"github.com/portcullis-auth/portcullis/server/browsersession"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
 	"github.com/portcullis-auth/portcullis/server/signout"
@@ -195,6 +196,11 @@ type SignInDeps struct {
 	Ender   SessionEnder
 	// Views serves /account/sessions when set.
 	Views SessionViews
+	// MFA is the second factor of the login page and of /account/security
+	// (required: a login page without it would skip a user's second
+	// factor). Passkeys adds WebAuthn to both; nil: no passkeys.
+	MFA      MFA
+	Passkeys Passkeys
 }
 
 // badLogin answers a wrong password, an unknown login and a deactivated
@@ -214,6 +220,8 @@ func (p *Pages) registerSignIn(e *echo.Echo) {
 		e.GET(AccountSessionsPath, p.accountSessions, h)
 		e.POST(AccountSessionsPath, p.accountSessionsPost, h)
 	}
+	e.GET(AccountSecurityPath, p.accountSecurity, h)
+	e.POST(AccountSecurityPath, p.accountSecurityPost, h)
 }
 
 // flowCSP is the policy of the pages of the flow: the strict page policy,
@@ -440,6 +448,10 @@ func (p *Pages) loginPost(c echo.Context) error {
 		return p.choose(c, id)
 	case stepChangePassword:
 		return p.changeStepPost(c, id)
+	case stepMFA:
+		return p.mfaPost(c, id)
+	case stepMFAEnrol:
+		return p.enrolPost(c, id)
 	}
 	return p.login(c, id)
 }
@@ -513,20 +525,11 @@ func (p *Pages) login(c echo.Context, id string) error {
 	if res.NeedsRehash && p.si.Rehasher != nil {
 		p.si.Rehasher.Rehash(ctx, u.ID, pw)
 	}
-	bs, err := p.startSession(c, old, u.ID, now, r.PostFormValue("remember") != "", pr.Client.ID)
-	if err != nil {
-		return p.fail(c, err)
+	remember := r.PostFormValue(rememberField) != ""
+	if handled, err := p.beginMFA(c, pr, u, now, remember); handled {
+		return err
 	}
-	if err := p.si.Users.RecordLogin(ctx, u.ID, now); err != nil {
-		p.log.Warn("record login", "user_id", u.ID, "err", err)
-	}
-	p.si.Audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: u.ID,
-		TargetID: u.ID, ClientID: pr.Client.ID, IP: m.IP, UserAgent: m.UserAgent,
-		Details: map[string]string{"method": "page", "sid": bs.ID}})
-	if u.MustChangePassword {
-		return p.changeStep(c, http.StatusOK, pr, nil)
-	}
-	return p.proceedWith(c, id, bs, DoneLogin)
+	return p.finishLogin(c, old, pr, u, now, []string{mfa.AMRPassword}, remember)
 }
 
 // startSession ends the browser's old session (signing in, as another user
@@ -537,7 +540,7 @@ func (p *Pages) login(c echo.Context, id string) error {
 // into the new one, so signing out later still ends them. It records
 // session.started.
 func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID string, authTime time.Time,
-	remember bool, clientID string) (*store.BrowserSession, error) {
+	amr []string, remember bool, clientID string) (*store.BrowserSession, error) {
 	ctx, m := c.Request().Context(), meta(c)
 	m.ClientID = clientID
 	var clientIDs []string
@@ -558,7 +561,7 @@ func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID s
 			TargetID: old.UserID, ClientID: clientID, IP: m.IP, UserAgent: m.UserAgent,
 			Details: map[string]string{"sid": old.ID, "reason": signout.WhyLogin, "kind": "browser"}})
 	}
-	bs, ck, err := p.si.Browser.Start(ctx, browsersession.Start{UserID: userID, AuthTime: authTime, AMR: []string{"pwd"},
+	bs, ck, err := p.si.Browser.Start(ctx, browsersession.Start{UserID: userID, AuthTime: authTime, AMR: amr,
 		Remember: remember, IP: m.IP, UserAgent: m.UserAgent, ClientIDs: clientIDs, Grants: grants}, p.secure(c))
 	if err != nil {
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
@@ -684,7 +687,7 @@ func (p *Pages) changeStepPost(c echo.Context, id string) error {
 		return p.fail(c, err)
 	}
 	p.endSession(ctx, resp, m) // the page has no application to hand these tokens to
-	next, err := p.startSession(c, bs, bs.UserID, p.now(), bs.Remember, pr.Client.ID)
+	next, err := p.startSession(c, bs, bs.UserID, p.now(), bs.AMR, bs.Remember, pr.Client.ID)
 	if err != nil {
 		return p.fail(c, err)
 	}

@@ -1,0 +1,270 @@
+package pages
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// AccountSecurityPath is the page of the signed-in person's second factors.
+const AccountSecurityPath = "/account/security"
+
+// Actions of the /account/security forms.
+const (
+	actionTOTPStart      = "totp_start"
+	actionTOTPConfirm    = "totp_confirm"
+	actionTOTPRemove     = "totp_remove"
+	actionRecoveryRegen  = "recovery_regenerate"
+	actionPasskeyBegin   = "passkey_begin"
+	actionPasskeyFinish  = "passkey_finish"
+	actionPasskeyRemove  = "passkey_remove"
+	currentPasswordField = "current_password"
+	passkeyNameField     = "name"
+	passkeyIDField       = "id"
+	maxPasskeyName       = 64
+)
+
+// securityView is what /account/security shows.
+type securityView struct {
+	TOTP         bool
+	Enrolled     bool
+	RecoveryLeft int
+	Passkeys     []passkeyItem
+	// CanPasskeys: passkeys are configured (server/passkeys is wired).
+	CanPasskeys bool
+}
+
+// passkeyItem is one registered passkey or security key.
+type passkeyItem struct {
+	ID, Name string
+	Added    stamp
+	LastUsed *stamp
+}
+
+// accountSecurity is GET /account/security: the person of the browser
+// session cookie sees their second factors, each with its forms.
+func (p *Pages) accountSecurity(c echo.Context) error {
+	bs, err := p.sessionOf(c)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	if bs == nil {
+		return p.notSignedIn(c)
+	}
+	st, err := p.si.MFA.Status(c.Request().Context(), bs.UserID)
+	if err != nil {
+		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+	}
+	sv := &securityView{TOTP: st.TOTP, Enrolled: st.Enrolled(), RecoveryLeft: st.RecoveryCodesLeft, CanPasskeys: p.si.Passkeys != nil}
+	for _, cr := range st.WebAuthn {
+		it := passkeyItem{ID: cr.ID, Name: cr.Name, Added: stampOf(cr.CreatedAt)}
+		if it.Name == "" {
+			it.Name = "Passkey"
+		}
+		if cr.LastUsedAt != nil {
+			s := stampOf(*cr.LastUsedAt)
+			it.LastUsed = &s
+		}
+		sv.Passkeys = append(sv.Passkeys, it)
+	}
+	v, err := p.formView(c, view{Heading: "Two-step verification", Security: sv}, AccountSecurityPath)
+	if err != nil {
+		return p.fail(c, apierr.ErrServer.WithCause(err))
+	}
+	return p.render(c, http.StatusOK, v)
+}
+
+// accountSecurityPost is POST /account/security: every change goes
+// through mfa.Service or server/passkeys; removing a factor first checks
+// the current password with the one password check (the login throttle
+// counts a wrong one).
+func (p *Pages) accountSecurityPost(c echo.Context) error {
+	if !p.checkCSRF(c) {
+		return p.refuseCSRF(c, AccountSecurityPath)
+	}
+	bs, err := p.sessionOf(c)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	if bs == nil {
+		return p.notSignedIn(c)
+	}
+	r := c.Request()
+	ctx, m := r.Context(), mfaMeta(c, bs.UserID, "")
+	u, err := p.si.Users.GetUser(ctx, bs.UserID)
+	if err != nil {
+		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+	}
+	action := r.PostFormValue(accountActionField)
+	switch action {
+	case actionTOTPStart:
+		en, err := p.si.MFA.StartTOTP(ctx, u, m)
+		if err != nil {
+			return p.fail(c, err)
+		}
+		return p.securityEnrol(c, http.StatusOK, en, nil)
+	case actionTOTPConfirm:
+		code := strings.TrimSpace(r.PostFormValue(codeField))
+		var ps problems
+		if code == "" {
+			ps.add(codeField, "Enter the 6-digit code from your authenticator app.")
+			return p.securityEnrol(c, http.StatusBadRequest, enrolmentFromForm(r), ps)
+		}
+		codes, err := p.si.MFA.ConfirmTOTP(ctx, u, code, m)
+		switch {
+		case errors.Is(err, mfa.ErrBadCode):
+			ps.add(codeField, "That code is not right. Check that your app shows a code for this account, then enter the newest code.")
+			return p.securityEnrol(c, http.StatusBadRequest, enrolmentFromForm(r), ps)
+		case errors.Is(err, mfa.ErrNotEnrolled):
+			return p.securityProblem(c, "The setup was started again in another tab. Start it again here.")
+		case err != nil:
+			return p.fail(c, err)
+		}
+		return p.showCodes(c, "Your authenticator app is set up", codes)
+	case actionRecoveryRegen:
+		codes, err := p.si.MFA.RegenerateRecoveryCodes(ctx, u.ID, m)
+		if errors.Is(err, mfa.ErrNotEnrolled) {
+			return p.securityProblem(c, "Recovery codes come with an authenticator app or a passkey: set one up first.")
+		}
+		if err != nil {
+			return p.fail(c, err)
+		}
+		return p.showCodes(c, "Your new recovery codes", codes)
+	case actionTOTPRemove, actionPasskeyRemove:
+		return p.securityRemove(c, u, action, m)
+	case actionPasskeyBegin, actionPasskeyFinish:
+		if p.si.Passkeys == nil {
+			break
+		}
+		return p.securityPasskey(c, u, action, m)
+	}
+	return p.securityProblem(c, "The form did not say what to do. Open the page again and use its buttons.")
+}
+
+// securityEnrol shows a started TOTP enrolment with its confirm form.
+func (p *Pages) securityEnrol(c echo.Context, status int, en mfa.Enrolment, ps problems) error {
+	v := view{Heading: "Set up an authenticator app",
+		Intro: []string{"Scan this QR code with an authenticator app (such as Google Authenticator, Microsoft Authenticator or 1Password), then enter the 6-digit code it shows."},
+		Hidden: []hidden{{Name: accountActionField, Value: actionTOTPConfirm}, {Name: secretField, Value: en.Secret},
+			{Name: otpauthURIField, Value: en.URI}},
+		Enrolment: enrolmentOf(en),
+		Fields: []field{{ID: codeField, Label: "Code from your authenticator app", Type: "text", Autocomplete: "one-time-code",
+			Required: true, Plain: true, InputMode: "numeric"}},
+		Submit: "Turn on the authenticator app",
+		Links:  []link{{Href: p.base + AccountSecurityPath, Text: "Cancel"}}}
+	if len(ps) > 0 {
+		v = v.withErrors(ps)
+	}
+	return p.renderForm(c, status, v, AccountSecurityPath)
+}
+
+// showCodes shows new recovery codes, once.
+func (p *Pages) showCodes(c echo.Context, heading string, codes []string) error {
+	return p.render(c, http.StatusOK, view{Kind: "success", Heading: heading,
+		Intro: []string{"Save these recovery codes somewhere safe, such as a password manager. Each one signs you in once if you lose your authenticator app or passkey. They are shown only now; any older codes no longer work."},
+		Codes:   codes,
+		Primary: &link{Href: p.base + AccountSecurityPath, Text: "I have saved my codes"}})
+}
+
+// securityProblem answers a form that could not be used.
+func (p *Pages) securityProblem(c echo.Context, msg string) error {
+	return p.render(c, http.StatusBadRequest, view{Kind: "problem", Heading: "This could not be done",
+		Intro:   []string{msg},
+		Primary: &link{Href: p.base + AccountSecurityPath, Text: "Back to two-step verification"}})
+}
+
+// securityRemove turns off the authenticator app or removes a passkey:
+// first a confirmation asking for the current password, then, with it,
+// the change.
+func (p *Pages) securityRemove(c echo.Context, u store.User, action string, m mfa.Meta) error {
+	r := c.Request()
+	ctx := r.Context()
+	id := r.PostFormValue(passkeyIDField)
+	if action == actionPasskeyRemove && (id == "" || p.si.Passkeys == nil) {
+		return p.securityProblem(c, "The form did not say which passkey to remove. Open the page again and use its buttons.")
+	}
+	v := view{Heading: "Turn off the authenticator app?", Submit: "Turn it off",
+		Intro:  []string{"You will no longer be asked for a code from your app when you sign in. Enter your password to confirm."},
+		Hidden: []hidden{{Name: accountActionField, Value: action}, {Name: "confirm", Value: "1"}},
+		Fields: []field{{ID: currentPasswordField, Label: "Your password", Type: "password", Autocomplete: "current-password", Required: true}},
+		Links:  []link{{Href: p.base + AccountSecurityPath, Text: "Cancel"}}}
+	if action == actionPasskeyRemove {
+		v.Heading, v.Submit = "Remove this passkey?", "Remove the passkey"
+		v.Intro = []string{"It will no longer sign you in. Enter your password to confirm."}
+		v.Hidden = append(v.Hidden, hidden{Name: passkeyIDField, Value: id})
+	}
+	if r.PostFormValue("confirm") == "" {
+		return p.renderForm(c, http.StatusOK, v, AccountSecurityPath)
+	}
+	pw := r.PostFormValue(currentPasswordField)
+	var ps problems
+	if pw == "" {
+		ps.add(currentPasswordField, "Enter your password.")
+		return p.renderForm(c, http.StatusBadRequest, v.withErrors(ps), AccountSecurityPath)
+	}
+	_, err := p.si.Checker.Check(ctx, passcheck.Attempt{UserID: u.ID, Password: pw, IP: m.IP, UserAgent: m.UserAgent,
+		FailureAction: "mfa.removed", Method: "page"})
+	switch {
+	case errors.Is(err, passcheck.ErrBadCredentials):
+		ps.add(currentPasswordField, "The password is incorrect.")
+		return p.renderForm(c, http.StatusBadRequest, v.withErrors(ps), AccountSecurityPath)
+	case err != nil:
+		return p.fail(c, err)
+	}
+	if action == actionPasskeyRemove {
+		err = p.si.Passkeys.Remove(ctx, u.ID, id, m)
+	} else {
+		err = p.si.MFA.RemoveTOTP(ctx, u.ID, m)
+	}
+	// Already gone (another tab): the page shows what is left.
+	if err != nil && !errors.Is(err, mfa.ErrNotEnrolled) && !errors.Is(err, store.ErrNotFound) &&
+		apierr.From(err).Status != http.StatusNotFound {
+		return p.fail(c, err)
+	}
+	return p.redirect(c, p.base+AccountSecurityPath)
+}
+
+// securityPasskey registers a passkey: passkey_begin (with its name) shows
+// the page whose button the script drives; its result comes back as
+// passkey_finish.
+func (p *Pages) securityPasskey(c echo.Context, u store.User, action string, m mfa.Meta) error {
+	r := c.Request()
+	ctx := r.Context()
+	name := strings.TrimSpace(r.PostFormValue(passkeyNameField))
+	if len([]rune(name)) > maxPasskeyName {
+		name = string([]rune(name)[:maxPasskeyName])
+	}
+	if name == "" {
+		name = "Passkey"
+	}
+	if action == actionPasskeyFinish {
+		resp := r.PostFormValue(webauthnField)
+		if resp == "" || len(resp) > maxWebAuthnResponse {
+			return p.securityProblem(c, "Your browser did not create a passkey. Try again.")
+		}
+		if _, err := p.si.Passkeys.FinishRegistration(ctx, u, name, []byte(resp), m); err != nil {
+			if ae := apierr.From(err); ae.Status >= 500 || ae.Status == http.StatusTooManyRequests {
+				return p.fail(c, err)
+			}
+			return p.securityProblem(c, "The passkey could not be added. Try again; if your browser offers several, choose this device or your security key.")
+		}
+		return p.redirect(c, p.base+AccountSecurityPath)
+	}
+	opts, err := p.si.Passkeys.BeginRegistration(ctx, u)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	return p.renderForm(c, http.StatusOK, view{Heading: "Add a passkey",
+		Intro:    []string{"Press the button, then follow your browser: it may ask for your fingerprint, face, screen lock or security key. The passkey will be called “" + name + "”."},
+		Hidden:   []hidden{{Name: accountActionField, Value: actionPasskeyFinish}, {Name: passkeyNameField, Value: name}},
+		WebAuthn: &webauthnView{Mode: "create", Options: string(opts), Text: "Create the passkey"},
+		Script:   p.ScriptPath(),
+		Links:    []link{{Href: p.base + AccountSecurityPath, Text: "Cancel"}}}, AccountSecurityPath)
+}
