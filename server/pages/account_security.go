@@ -168,7 +168,7 @@ func (p *Pages) securityEnrol(c echo.Context, status int, en mfa.Enrolment, ps p
 // showCodes shows new recovery codes, once.
 func (p *Pages) showCodes(c echo.Context, heading string, codes []string) error {
 	return p.render(c, http.StatusOK, view{Kind: "success", Heading: heading,
-		Intro: []string{"Save these recovery codes somewhere safe, such as a password manager. Each one signs you in once if you lose your authenticator app or passkey. They are shown only now; any older codes no longer work."},
+		Intro:   []string{"Save these recovery codes somewhere safe, such as a password manager. Each one signs you in once if you lose your authenticator app or passkey. They are shown only now; any older codes no longer work."},
 		Codes:   codes,
 		Primary: &link{Href: p.base + AccountSecurityPath, Text: "I have saved my codes"}})
 }

@@ -426,9 +426,9 @@ func (p *Pages) enrolPost(c echo.Context, id string) error {
 	}
 	again := p.base + LoginPath + "?" + url.Values{requestField: {pr.ID}}.Encode()
 	return p.render(c, http.StatusOK, view{Kind: "success", Heading: "Two-step verification is on",
-		Intro: []string{"Save these recovery codes somewhere safe, such as a password manager. Each one signs you in once if you lose your authenticator app. They are shown only now."},
-		Codes: codes,
-		After: []string{"Then sign in again with your password and a code from your app."},
+		Intro:   []string{"Save these recovery codes somewhere safe, such as a password manager. Each one signs you in once if you lose your authenticator app. They are shown only now."},
+		Codes:   codes,
+		After:   []string{"Then sign in again with your password and a code from your app."},
 		Primary: &link{Href: again, Text: "I have saved my codes: sign in"}})
 }
 
