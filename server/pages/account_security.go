@@ -28,7 +28,6 @@ const (
 	currentPasswordField = "current_password"
 	passkeyNameField     = "name"
 	passkeyIDField       = "id"
-	maxPasskeyName       = 64
 )
 
 // securityView is what /account/security shows.
@@ -238,33 +237,29 @@ func (p *Pages) securityPasskey(c echo.Context, u store.User, action string, m m
 	r := c.Request()
 	ctx := r.Context()
 	name := strings.TrimSpace(r.PostFormValue(passkeyNameField))
-	if len([]rune(name)) > maxPasskeyName {
-		name = string([]rune(name)[:maxPasskeyName])
-	}
-	if name == "" {
-		name = "Passkey"
-	}
 	if action == actionPasskeyFinish {
 		resp := r.PostFormValue(webauthnField)
 		if resp == "" || len(resp) > maxWebAuthnResponse {
 			return p.securityProblem(c, "Your browser did not create a passkey. Try again.")
 		}
-		if _, err := p.si.Passkeys.FinishRegistration(ctx, u, name, []byte(resp), m); err != nil {
-			if ae := apierr.From(err); ae.Status >= 500 || ae.Status == http.StatusTooManyRequests {
-				return p.fail(c, err)
-			}
-			return p.securityProblem(c, "The passkey could not be added. Try again; if your browser offers several, choose this device or your security key.")
+		_, err := p.si.Passkeys.FinishRegistration(ctx, u, r.PostFormValue(handleField), name, []byte(resp), m)
+		if ae := apierr.From(err); err != nil && (ae.Status >= 500 || ae.Status == http.StatusTooManyRequests) {
+			return p.fail(c, err)
+		} else if err != nil {
+			return p.securityProblem(c, "The passkey could not be added: "+ae.Description+" Try again.")
 		}
 		return p.redirect(c, p.base+AccountSecurityPath)
 	}
-	opts, err := p.si.Passkeys.BeginRegistration(ctx, u)
-	if err != nil {
+	opts, handle, err := p.si.Passkeys.BeginRegistration(ctx, u)
+	if ae := apierr.From(err); err != nil && ae.Status < 500 && ae.Status != http.StatusTooManyRequests {
+		return p.securityProblem(c, ae.Description)
+	} else if err != nil {
 		return p.fail(c, err)
 	}
 	return p.renderForm(c, http.StatusOK, view{Heading: "Add a passkey",
 		Intro:    []string{"Press the button, then follow your browser: it may ask for your fingerprint, face, screen lock or security key. The passkey will be called “" + name + "”."},
 		Hidden:   []hidden{{Name: accountActionField, Value: actionPasskeyFinish}, {Name: passkeyNameField, Value: name}},
-		WebAuthn: &webauthnView{Mode: "create", Options: string(opts), Text: "Create the passkey"},
+		WebAuthn: &webauthnView{Mode: "create", Options: string(opts), Handle: handle, Text: "Create the passkey"},
 		Script:   p.ScriptPath(),
 		Links:    []link{{Href: p.base + AccountSecurityPath, Text: "Cancel"}}}, AccountSecurityPath)
 }

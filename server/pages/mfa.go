@@ -35,23 +35,16 @@ type MFA interface {
 	RegenerateRecoveryCodes(ctx context.Context, userID string, m mfa.Meta) ([]string, error)
 }
 
-// Passkeys is the WebAuthn ceremonies (server/passkeys) as the pages use
-// them. Options are the JSON the browser's navigator.credentials.create or
-// .get takes ({"publicKey":{…}}, binary members base64url); a response is
-// the JSON the page's script makes of the browser's credential.
+// Passkeys is the WebAuthn ceremonies (*passkeys.Service) as the pages use
+// them. Options are the JSON navigator.credentials.create or .get takes
+// ({"publicKey":{…}}, binary members base64url) and the handle names the
+// begun ceremony (single use, bound to the user); a response is the JSON
+// the page's script makes of the browser's credential.
 type Passkeys interface {
-	// BeginLogin starts an assertion for the user's credentials.
-	BeginLogin(ctx context.Context, userID string) (options []byte, err error)
-	// Assertion is the response to a BeginLogin as a second factor for
-	// mfa.Service.Complete (its Verify checks the ceremony, the origin, the
-	// RP ID and the sign counter).
-	Assertion(ctx context.Context, userID string, response []byte) (mfa.Factor, error)
-	// BeginRegistration starts registering a credential for u.
-	BeginRegistration(ctx context.Context, u store.User) (options []byte, err error)
-	// FinishRegistration checks the response to a BeginRegistration and
-	// stores the credential under name.
-	FinishRegistration(ctx context.Context, u store.User, name string, response []byte, m mfa.Meta) (store.WebAuthnCredential, error)
-	// Remove deletes one credential of the user.
+	BeginLogin(ctx context.Context, userID string) (optionsJSON []byte, handle string, err error)
+	Assertion(handle string, responseJSON []byte) mfa.Factor
+	BeginRegistration(ctx context.Context, u store.User) (optionsJSON []byte, handle string, err error)
+	FinishRegistration(ctx context.Context, u store.User, handle, name string, responseJSON []byte, m mfa.Meta) (store.WebAuthnCredential, error)
 	Remove(ctx context.Context, userID, id string, m mfa.Meta) error
 }
 
@@ -66,6 +59,8 @@ const (
 	// webauthnField carries the browser's credential as JSON, filled by
 	// the script.
 	webauthnField = "webauthn_response"
+	// handleField names the begun WebAuthn ceremony.
+	handleField = "webauthn_handle"
 	// actionField names the button pressed on the second step.
 	mfaActionField  = "mfa_action"
 	actionVerify    = "verify"
@@ -94,6 +89,7 @@ type webauthnView struct {
 	// Mode is "get" (sign in) or "create" (register).
 	Mode    string
 	Options string
+	Handle  string
 	Text    string
 }
 
@@ -141,11 +137,11 @@ func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, 
 		v.Heading = "Confirm it is you to continue to " + pr.Client.Name
 	}
 	if hasMethod(s.Methods, mfa.MethodWebAuthn) && p.si.Passkeys != nil {
-		opts, err := p.si.Passkeys.BeginLogin(c.Request().Context(), s.UserID)
+		opts, handle, err := p.si.Passkeys.BeginLogin(c.Request().Context(), s.UserID)
 		if err != nil {
-			return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+			return p.fail(c, err)
 		}
-		v.WebAuthn = &webauthnView{Mode: "get", Options: string(opts), Text: "Use your passkey"}
+		v.WebAuthn = &webauthnView{Mode: "get", Options: string(opts), Handle: handle, Text: "Use your passkey"}
 		v.Script = p.ScriptPath()
 	}
 	switch s.Method {
@@ -252,10 +248,7 @@ func (p *Pages) mfaPost(c echo.Context, id string) error {
 			ps.add("", "Your passkey could not be used. Try again.")
 			return p.mfaStep(c, http.StatusBadRequest, pr, s, ps)
 		}
-		if f, err = p.si.Passkeys.Assertion(ctx, pend.UserID, []byte(resp)); err != nil {
-			ps.add("", "Your passkey could not be used. Try again, or enter a code instead.")
-			return p.mfaStep(c, http.StatusBadRequest, pr, s, ps)
-		}
+		f = p.si.Passkeys.Assertion(r.PostFormValue(handleField), []byte(resp))
 	} else {
 		code := strings.TrimSpace(r.PostFormValue(codeField))
 		switch {
