@@ -145,6 +145,10 @@ func (f *fakeChecker) Check(_ context.Context, a passcheck.Attempt) (passcheck.R
 		return passcheck.Result{User: testUsers["usr_ann"]}, nil
 	case a.Login == "bob@example.com" && a.Password == "right":
 		return passcheck.Result{User: testUsers["usr_bob"], NeedsRehash: true}, nil
+	case a.UserID != "" && a.Password == "right":
+		if u, ok := testUsers[a.UserID]; ok {
+			return passcheck.Result{User: u}, nil
+		}
 	case a.Login == "tmp@example.com" && a.Password == "temp":
 		return passcheck.Result{User: testUsers["usr_tmp"]}, nil
 	}
@@ -336,13 +340,15 @@ type signinEnv struct {
 	acc     *fakeAccounts
 	rehash  *rehashes
 	grants  *endedGrants
+	mfa     *fakeMFA
+	keys    *fakePasskeys
 }
 
 func newSigninEnv(t *testing.T) *signinEnv {
 	t.Helper()
 	env := &signinEnv{flow: &scriptedFlow{}, checker: &fakeChecker{}, users: &fakeUsers{}, audit: &auditLog{},
 		store: &memSessions{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}, acc: &fakeAccounts{},
-		rehash: &rehashes{}, grants: &endedGrants{}}
+		rehash: &rehashes{}, grants: &endedGrants{}, mfa: newFakeMFA(), keys: &fakePasskeys{}}
 	mgr, err := browsersession.New(env.store, browsersession.Config{IdleTTL: time.Hour, MaxAge: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -350,7 +356,8 @@ func newSigninEnv(t *testing.T) *signinEnv {
 	p, err := New(Config{ProductName: "Portcullis"}, Deps{Accounts: env.acc, Sessions: noSessions{},
 		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit,
 			Rehasher: env.rehash, Hints: refusedHints{}, Clients: noClients{},
-			Ender: &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit}}})
+			Ender: &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit},
+			MFA:   env.mfa, Passkeys: env.keys}})
 	if err != nil {
 		t.Fatal(err)
 	}
