@@ -1,0 +1,272 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+	"golang.org/x/oauth2"
+
+	"github.com/portcullis-auth/portcullis/server/mfa"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// totpAt is the RFC 6238 code of secret at t (SHA-1, 6 digits, 30 s).
+func totpAt(t *testing.T, secret string, at time.Time) string {
+	t.Helper()
+	code, err := totp.GenerateCodeCustom(secret, at, totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// enrolTOTP turns on TOTP for u through the MFA service and returns the
+// secret. The confirming code is the previous step's (accepted within the
+// ±1 skew), so the current step's code is still unused for the login.
+func enrolTOTP(t *testing.T, in *st.Instance, u store.User) string {
+	t.Helper()
+	ctx := context.Background()
+	en, err := in.App.MFA.StartTOTP(ctx, u, mfa.Meta{ActorID: u.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.App.MFA.ConfirmTOTP(ctx, u, totpAt(t, en.Secret, time.Now().Add(-30*time.Second)), mfa.Meta{ActorID: u.ID}); err != nil {
+		t.Fatalf("confirm the enrolment: %v", err)
+	}
+	return en.Secret
+}
+
+func siUser(t *testing.T, d *siDeployment, email string) store.User {
+	t.Helper()
+	u, err := d.in.App.Core.Store.GetUserByEmail(context.Background(), email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func sessionCookieOf(p siPage) *http.Cookie {
+	for _, c := range p.Cookies() {
+		if strings.Contains(c.Name, "portcullis-session") {
+			return c
+		}
+	}
+	return nil
+}
+
+var siMFAToken = regexp.MustCompile(`name="mfa_token" value="([^"]+)"`)
+
+// TestBrowserSignInMFA: on PostgreSQL+Redis and SQLite, a TOTP user signs
+// in with a plain HTTP client through /oauth2/authorize, the login page and
+// its second step to the callback; the code's id token (checked by go-oidc)
+// has amr [pwd otp mfa] and the password step's auth_time. A correct
+// password starts no session; a wrong code stays on the step; the step's
+// mfa_token cannot be used for another client's pending request; a
+// recovery code also finishes a login (amr [pwd mfa]). Fails on the old
+// code: the password alone led to the callback with amr [pwd].
+func TestBrowserSignInMFA(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b)
+			ctx := context.Background()
+			secret := enrolTOTP(t, d.in, siUser(t, d, siEmail))
+			hc := siBrowser(t)
+			conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+			verifier := oauth2.GenerateVerifier()
+			before := time.Now().Add(-time.Second).Truncate(time.Second)
+
+			login := siGet(t, hc, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
+			step := login.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}})
+			if step.StatusCode != http.StatusOK || !strings.Contains(step.body, `name="step" value="mfa"`) ||
+				!strings.Contains(step.body, `autocomplete="one-time-code"`) || sessionCookieOf(step) != nil {
+				t.Fatalf("after the password: %d (cookie %v), want the second step:\n%s", step.StatusCode, sessionCookieOf(step), step.body)
+			}
+			tok := siMFAToken.FindStringSubmatch(step.body)[1]
+
+			// A wrong code stays on the step, with its error and no session.
+			good := totpAt(t, secret, time.Now())
+			bad := "000000"
+			if bad == good {
+				bad = "111111"
+			}
+			wrong := step.submit(t, hc, url.Values{"code": {bad}, "mfa_action": {"verify"}})
+			if wrong.StatusCode != http.StatusBadRequest || !strings.Contains(wrong.body, "That code is not right") ||
+				!strings.Contains(wrong.body, tok) || sessionCookieOf(wrong) != nil {
+				t.Fatalf("wrong code: %d:\n%s", wrong.StatusCode, wrong.body)
+			}
+
+			// The step's mfa_token is bound to "first": sent with a pending
+			// request of "third" (whose own step it replaces), it is refused
+			// and the person is back at the login form.
+			third := d.oauth("third", d.thirdSecret, oidc.ScopeOpenID)
+			other := siGet(t, hc, third.AuthCodeURL("st3", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+			otherStep := other.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}})
+			stolen := otherStep.submit(t, hc, url.Values{"mfa_token": {tok}, "code": {good}, "mfa_action": {"verify"}})
+			if stolen.StatusCode != http.StatusBadRequest || !strings.Contains(stolen.body, "Sign in again") ||
+				!strings.Contains(stolen.body, `name="password"`) || sessionCookieOf(stolen) != nil {
+				t.Fatalf("another client's mfa_token: %d:\n%s", stolen.StatusCode, stolen.body)
+			}
+
+			// The right code: the session starts and the code comes back.
+			q := d.callback(t, wrong.submit(t, hc, url.Values{"code": {good}, "mfa_action": {"verify"}}))
+			tr, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+			if err != nil {
+				t.Fatalf("exchange: %v", err)
+			}
+			idt, err := d.provider.Verifier(&oidc.Config{ClientID: "first"}).Verify(ctx, tr.Extra("id_token").(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var claims struct {
+				AMR      []string `json:"amr"`
+				AuthTime int64    `json:"auth_time"`
+			}
+			if err := idt.Claims(&claims); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(claims.AMR, "otp") || !slices.Contains(claims.AMR, "mfa") || claims.AMR[0] != "pwd" ||
+				time.Unix(claims.AuthTime, 0).Before(before) || time.Unix(claims.AuthTime, 0).After(time.Now()) {
+				t.Fatalf("id token amr %v auth_time %d", claims.AMR, claims.AuthTime)
+			}
+			// The code of the step cannot be used again, nor its token.
+			again := wrong.submit(t, hc, url.Values{"code": {good}, "mfa_action": {"verify"}})
+			if loc := again.Header.Get("Location"); strings.Contains(loc, "code=") || sessionCookieOf(again) != nil {
+				t.Fatalf("the used step again: %d %q", again.StatusCode, loc)
+			}
+
+			// A recovery code finishes a login too: amr [pwd mfa].
+			codes, err := d.in.App.MFA.RegenerateRecoveryCodes(ctx, siUser(t, d, siEmail).ID, mfa.Meta{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hc2 := siBrowser(t)
+			v2 := oauth2.GenerateVerifier()
+			step2 := siGet(t, hc2, conf.AuthCodeURL("st2", oauth2.S256ChallengeOption(v2))).
+				submit(t, hc2, url.Values{"username": {siEmail}, "password": {siPassword}})
+			recovery := step2.submit(t, hc2, url.Values{"mfa_action": {"use_recovery_code"}})
+			if recovery.StatusCode != http.StatusOK || !strings.Contains(recovery.body, `<label for="code">Recovery code`) {
+				t.Fatalf("recovery code form: %d:\n%s", recovery.StatusCode, recovery.body)
+			}
+			q2 := d.callback(t, recovery.submit(t, hc2, url.Values{"code": {codes[0]}, "mfa_action": {"verify"}}))
+			tr2, err := conf.Exchange(ctx, q2.Get("code"), oauth2.VerifierOption(v2))
+			if err != nil {
+				t.Fatal(err)
+			}
+			idt2, err := d.provider.Verifier(&oidc.Config{ClientID: "first"}).Verify(ctx, tr2.Extra("id_token").(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := idt2.Claims(&claims); err != nil || !slices.Equal(claims.AMR, []string{"pwd", "mfa"}) {
+				t.Fatalf("recovery code login amr %v (%v)", claims.AMR, err)
+			}
+		})
+	}
+}
+
+// mfaPolicy writes the built-in policy with mfa.required_for_level 50
+// (admin and super_admin must use a second factor) and returns its path.
+func mfaPolicy(t *testing.T) string {
+	t.Helper()
+	base, err := os.ReadFile("../policy/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, append(base, []byte("\nmfa:\n  required_for_level: 50\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var (
+	siSecretField = regexp.MustCompile(`name="secret" value="([A-Z2-7]+)"`)
+	siCodes       = regexp.MustCompile(`<li><code>([^<]+)</code></li>`)
+	siPrimary     = regexp.MustCompile(`<a class="button" href="([^"]+)"`)
+)
+
+// TestBrowserSignInMFAEnrolment: with mfa.required_for_level, an admin
+// without a second factor is taken through enrolment on the login page
+// after the password (QR code as a data: PNG, allowed by that page's CSP
+// only; the secret as text), with no session; a wrong first code shows the
+// step again; the right one shows ten recovery codes once; the person
+// then signs in again with the password and a code of the new factor and
+// reaches the callback with amr [pwd otp mfa]. Fails on the old code: the
+// password alone signed the admin in.
+func TestBrowserSignInMFAEnrolment(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b, map[string]string{"PORTCULLIS_POLICY_FILE": mfaPolicy(t)})
+			const email, pw = "ada@example.com", "ada's long admin passphrase"
+			st.NewFixtures(t, d.in.App.Core).User(t, email, pw, "admin")
+			ctx := context.Background()
+			hc := siBrowser(t)
+			conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+			verifier := oauth2.GenerateVerifier()
+			login := siGet(t, hc, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier)))
+			enrol := login.submit(t, hc, url.Values{"username": {email}, "password": {pw}})
+			if enrol.StatusCode != http.StatusOK || !strings.Contains(enrol.body, "Set up two-step verification") ||
+				!strings.Contains(enrol.body, `<img class="qr" src="data:image/png;base64,`) || sessionCookieOf(enrol) != nil {
+				t.Fatalf("after the password: %d, want the enrolment step:\n%s", enrol.StatusCode, enrol.body)
+			}
+			if csp := enrol.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "img-src 'self' data:") ||
+				strings.Contains(login.Header.Get("Content-Security-Policy"), "data:") {
+				t.Fatalf("CSP of the enrolment step %q (login page %q)", csp, login.Header.Get("Content-Security-Policy"))
+			}
+			secret := siSecretField.FindStringSubmatch(enrol.body)[1]
+			good := totpAt(t, secret, time.Now())
+			bad := "000000"
+			if bad == good {
+				bad = "111111"
+			}
+			wrong := enrol.submit(t, hc, url.Values{"code": {bad}})
+			if wrong.StatusCode != http.StatusBadRequest || !strings.Contains(wrong.body, "That code is not right") ||
+				!strings.Contains(wrong.body, `src="data:image/png;base64,`) {
+				t.Fatalf("wrong first code: %d:\n%s", wrong.StatusCode, wrong.body)
+			}
+			done := wrong.submit(t, hc, url.Values{"code": {good}})
+			codes := siCodes.FindAllStringSubmatch(done.body, -1)
+			if done.StatusCode != http.StatusOK || len(codes) != 10 || sessionCookieOf(done) != nil {
+				t.Fatalf("confirmed: %d, %d codes:\n%s", done.StatusCode, len(codes), done.body)
+			}
+			// Sign in again: the password, then a code of the new factor
+			// (the next step's: the enrolment used this one).
+			again := siGet(t, hc, d.in.URL+unescapeHTML(siPrimary.FindStringSubmatch(done.body)[1]))
+			step := again.submit(t, hc, url.Values{"username": {email}, "password": {pw}})
+			if step.StatusCode != http.StatusOK || !strings.Contains(step.body, `name="step" value="mfa"`) {
+				t.Fatalf("sign in again: %d:\n%s", step.StatusCode, step.body)
+			}
+			if reused := step.submit(t, hc, url.Values{"code": {good}}); reused.StatusCode != http.StatusBadRequest {
+				t.Fatalf("the enrolment code was accepted to sign in: %d", reused.StatusCode)
+			}
+			q := d.callback(t, step.submit(t, hc, url.Values{"code": {totpAt(t, secret, time.Now().Add(30*time.Second))}}))
+			tr, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+			if err != nil {
+				t.Fatal(err)
+			}
+			idt, err := d.provider.Verifier(&oidc.Config{ClientID: "first"}).Verify(ctx, tr.Extra("id_token").(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var claims struct {
+				AMR []string `json:"amr"`
+			}
+			if err := idt.Claims(&claims); err != nil || !slices.Equal(claims.AMR, []string{"pwd", "otp", "mfa"}) {
+				t.Fatalf("amr %v (%v)", claims.AMR, err)
+			}
+		})
+	}
+}
