@@ -148,6 +148,8 @@ type rawPolicy struct {
 	hasCatalogue    bool
 	roles           []*rawRole
 	rolesNode       *yaml.Node
+	// mfaLevel is mfa.required_for_level (NoLevel when unset).
+	mfaLevel int
 }
 
 type rawRole struct {
@@ -259,7 +261,7 @@ func (ps *parser) document(doc *yaml.Node) *rawPolicy {
 		ps.errorf(nil, "empty policy: it must define roles")
 		return nil
 	}
-	raw := &rawPolicy{}
+	raw := &rawPolicy{mfaLevel: NoLevel}
 	ps.mapping(root, "policy", func(key string, k, v *yaml.Node) {
 		switch key {
 		case "version":
@@ -283,14 +285,41 @@ func (ps *parser) document(doc *yaml.Node) *rawPolicy {
 			ps.mapping(v, "roles", func(name string, k, v *yaml.Node) {
 				raw.roles = append(raw.roles, ps.role(name, k, v))
 			})
+		case "mfa":
+			raw.mfaLevel = ps.mfa(v)
 		default:
-			ps.errorf(k, "unknown field %q (expected version, default_role, permissions or roles)", key)
+			ps.errorf(k, "unknown field %q (expected version, default_role, permissions, roles or mfa)", key)
 		}
 	})
 	if raw.rolesNode == nil && len(ps.errs) == 0 {
 		ps.errorf(nil, "the policy defines no roles (missing roles:)")
 	}
 	return raw
+}
+
+// mfa reads the mfa section: {required_for_level: N}, the role level from
+// which users must use a second factor (NoLevel when absent). A level no
+// role has is allowed.
+func (ps *parser) mfa(v *yaml.Node) int {
+	level := NoLevel
+	ps.mapping(v, "mfa", func(key string, fk, fv *yaml.Node) {
+		switch key {
+		case "required_for_level":
+			var n int
+			if fv.Kind != yaml.ScalarNode || fv.Tag != "!!int" || fv.Decode(&n) != nil {
+				ps.errorf(fv, "mfa: required_for_level must be an integer")
+				return
+			}
+			if n < 0 || n > MaxLevel {
+				ps.errorf(fv, "mfa: required_for_level must be between 0 and %d", MaxLevel)
+				return
+			}
+			level = n
+		default:
+			ps.errorf(fk, "mfa: unknown field %q (expected required_for_level)", key)
+		}
+	})
+	return level
 }
 
 // role reads one role definition.
@@ -476,6 +505,7 @@ func (ps *parser) build(raw *rawPolicy) *Policy {
 		}
 	}
 	p.defaultRole = raw.defaultRole
+	p.mfaLevel, p.mfaSet = raw.mfaLevel, raw.mfaLevel != NoLevel
 	return p
 }
 

@@ -16,6 +16,8 @@ type Policy struct {
 	roles       map[string]*roleDef
 	ordered     []*roleDef // level descending, then name ascending
 	known       []string   // sorted concrete permissions
+	mfaLevel    int        // mfa.required_for_level, when mfaSet
+	mfaSet      bool
 }
 
 // roleDef is one role as the policy defines it.
@@ -44,6 +46,23 @@ func (p *Policy) Source() string { return p.source }
 
 // DefaultRole returns the role self-registered users get, and false when the policy names none.
 func (p *Policy) DefaultRole() (string, bool) { return p.defaultRole, p.defaultRole != "" }
+
+// MFARequiredLevel returns mfa.required_for_level, and false when the policy
+// requires a second factor of nobody.
+func (p *Policy) MFARequiredLevel() (int, bool) {
+	if !p.mfaSet {
+		return NoLevel, false
+	}
+	return p.mfaLevel, true
+}
+
+// MFARequired reports whether a user holding roles must use a second
+// factor: the policy sets mfa.required_for_level and the highest level among
+// roles (ignoring roles the policy does not define) is at or above it.
+func (p *Policy) MFARequired(roles []string) bool {
+	level, ok := p.MFARequiredLevel()
+	return ok && p.HighestLevel(roles) >= level
+}
 
 // HasRole reports whether the policy defines the role.
 func (p *Policy) HasRole(name string) bool {

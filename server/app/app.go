@@ -33,6 +33,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/metrics"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/pages"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
@@ -232,7 +233,10 @@ type App struct {
 	Tokens   *token.Service
 	State    State
 	Accounts *accounts.Service
-	states   TokenStates
+	// MFA is multi-factor authentication (TOTP, recovery codes, the
+	// mfa_token of the second step).
+	MFA    *mfa.Service
+	states TokenStates
 
 	// Once and BrowserSessions live in the token state beside State;
 	// remembered consents are Core.Store's (store.Consents).
@@ -286,6 +290,11 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, err
 	}
+	mfaService, err := mfa.New(mfa.Deps{Factors: core.Store, Once: states.Once, Counter: states.State, KEKs: core.KEKs,
+		Policy: core.Policy, Throttle: limiter, Audit: core.Audit, Issuer: cfg.MFAIssuer, TokenTTL: cfg.MFATokenTTL, Now: time.Now})
+	if err != nil {
+		return nil, fmt.Errorf("mfa: %w", err)
+	}
 	clientCache := clients.NewCache(core.Store, ClientCacheTTL)
 	tokens := token.NewService(tokenConfig(cfg), token.Deps{
 		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
@@ -324,7 +333,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err := srv.MountOpenAPI(); err != nil {
 		return nil, err
 	}
-	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, states: states,
+	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, MFA: mfaService, states: states,
 		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl}, nil
 }
 

@@ -51,6 +51,8 @@ type Config struct {
 	InviteTTL           time.Duration
 	ResetTTL            time.Duration
 	VerifyEmailTTL      time.Duration
+	MFAIssuer           string        // the issuer (label) of otpauth:// URIs
+	MFATokenTTL         time.Duration // lifetime of an mfa_token
 	TrustedProxies      []netip.Prefix
 	RateLimits          bool
 	CORSOrigins         []string
@@ -221,6 +223,15 @@ var settings = []Setting{
 	{Env: "PORTCULLIS_INVITE_TTL", Default: "48h", Help: "lifetime of an invite link", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.InviteTTL })},
 	{Env: "PORTCULLIS_RESET_TTL", Default: "1h", Help: "lifetime of a password-reset link", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.ResetTTL })},
 	{Env: "PORTCULLIS_VERIFY_EMAIL_TTL", Default: "48h", Help: "lifetime of an email-verification link", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.VerifyEmailTTL })},
+	{Env: "PORTCULLIS_MFA_ISSUER", Default: "Portcullis", Help: "the issuer shown by authenticator apps for a TOTP enrolment (the otpauth:// label)", apply: func(c *Config, v string) error {
+		v = strings.TrimSpace(v)
+		if v == "" || len(v) > 64 || strings.ContainsAny(v, ":\x00\r\n") {
+			return errors.New("expects a name of 1 to 64 characters without ':' or control characters")
+		}
+		c.MFAIssuer = v
+		return nil
+	}},
+	{Env: "PORTCULLIS_MFA_TOKEN_TTL", Default: "5m", Help: "lifetime of an mfa_token (a correct password waiting for its second factor)", apply: durationSetting(30*time.Second, time.Hour, func(c *Config) *time.Duration { return &c.MFATokenTTL })},
 	{Env: "PORTCULLIS_TRUSTED_PROXIES", Default: "", Help: "comma-separated CIDRs whose X-Forwarded-For is believed for the client IP", apply: func(c *Config, v string) error {
 		c.TrustedProxies = nil
 		for _, part := range splitList(v) {

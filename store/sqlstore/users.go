@@ -370,7 +370,7 @@ func (s *Store) RecordLogin(ctx context.Context, id string, at time.Time) error 
 }
 
 // DeleteUser removes the user and their personal data for good, in one
-// transaction: the user row, roles, one-time tokens, the invites sent to
+// transaction: the user row, roles, one-time tokens, second factors, the invites sent to
 // their address or accepted by them, and the personal data in audit events
 // about them (see ScrubAuditPII; the events keep only ids). An unknown id is
 // store.ErrNotFound.
@@ -382,6 +382,9 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 		}
 		if err := tx.Where("user_id = ?", id).Delete(&userTokenRow{}).Error; err != nil {
 			return mapErr("delete user tokens", err)
+		}
+		if err := deleteAllFactorsTx(tx, id); err != nil {
+			return err
 		}
 		if err := tx.Where("user_id = ?", id).Delete(&userRoleRow{}).Error; err != nil {
 			return mapErr("delete user roles", err)

@@ -1,0 +1,250 @@
+package mfa
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Counter counts attempts in a fixed window (store.TokenState).
+type Counter interface {
+	Hit(ctx context.Context, key string, window time.Duration, now time.Time) (count int64, resetIn time.Duration, err error)
+	Peek(ctx context.Context, key string, now time.Time) (count int64, resetIn time.Duration, err error)
+}
+
+// Sealer seals secrets under the key-encryption key (keys.KEKRing).
+type Sealer interface {
+	Seal(plaintext, aad []byte) ([]byte, error)
+	Open(sealed, aad []byte) ([]byte, error)
+}
+
+// Policy says whose roles require a second factor (*policy.Policy).
+type Policy interface {
+	MFARequired(roles []string) bool
+}
+
+// Throttle is the login throttle (*ratelimit.Limiter), as server/passcheck
+// uses it: CheckLogin reserves an attempt (counted as a failure) or refuses
+// it with a 429 or 503 *apierr.Error; LoginSucceeded clears the failures.
+type Throttle interface {
+	CheckLogin(ctx context.Context, ip, login string) error
+	LoginSucceeded(ctx context.Context, ip, login string)
+}
+
+// Auditor records security-relevant events (*app.Auditor).
+type Auditor interface {
+	Record(ctx context.Context, e store.AuditEvent)
+}
+
+// Deps are the collaborators and settings of a Service. Throttle and Audit
+// may be nil (no login throttle; nothing recorded); the rest are required
+// except Issuer, TokenTTL and Now, which default to "Portcullis", 5 minutes
+// and time.Now.
+type Deps struct {
+	Factors  store.MFAFactors
+	Once     store.SingleUse
+	Counter  Counter
+	KEKs     Sealer
+	Policy   Policy
+	Throttle Throttle
+	Audit    Auditor
+	// Issuer labels TOTP enrolments (PORTCULLIS_MFA_ISSUER).
+	Issuer string
+	// TokenTTL is the lifetime of an mfa_token (PORTCULLIS_MFA_TOKEN_TTL).
+	TokenTTL time.Duration
+	Now      func() time.Time
+}
+
+// Service is multi-factor authentication. It is safe for concurrent use,
+// and every check it makes holds across instances sharing the stores.
+type Service struct {
+	d Deps
+}
+
+// New returns a Service.
+func New(d Deps) (*Service, error) {
+	if d.Factors == nil || d.Once == nil || d.Counter == nil || d.KEKs == nil || d.Policy == nil {
+		return nil, errors.New("mfa: Factors, Once, Counter, KEKs and Policy are required")
+	}
+	if d.Issuer == "" {
+		d.Issuer = "Portcullis"
+	}
+	if d.TokenTTL <= 0 {
+		d.TokenTTL = 5 * time.Minute
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	return &Service{d: d}, nil
+}
+
+// Required reports whether the policy requires a second factor of a user
+// holding roles (mfa.required_for_level).
+func (s *Service) Required(roles []string) bool { return s.d.Policy.MFARequired(roles) }
+
+// Status returns the second factors the user has.
+func (s *Service) Status(ctx context.Context, userID string) (Status, error) {
+	var st Status
+	rec, err := s.d.Factors.GetTOTP(ctx, userID)
+	switch {
+	case err == nil:
+		st.TOTP = rec.Confirmed()
+	case !errors.Is(err, store.ErrNotFound):
+		return Status{}, unavailable("load totp factor", err)
+	}
+	if st.WebAuthn, err = s.d.Factors.ListWebAuthnCredentials(ctx, userID); err != nil {
+		return Status{}, unavailable("list webauthn credentials", err)
+	}
+	if st.RecoveryCodesLeft, err = s.d.Factors.RecoveryCodesLeft(ctx, userID); err != nil {
+		return Status{}, unavailable("count recovery codes", err)
+	}
+	return st, nil
+}
+
+// Begin follows a correct password. It returns (nil, nil) when the user has
+// no second factor and the policy requires none; otherwise a Challenge
+// with a fresh mfa_token (single use, TokenTTL, bound to the user, client
+// and scope) and the methods it allows, or EnrollmentRequired (and no
+// methods) when the policy requires a factor the user does not have.
+func (s *Service) Begin(ctx context.Context, u store.User, clientID, scope string, authTime time.Time) (*Challenge, error) {
+	st, err := s.Status(ctx, u.ID)
+	if err != nil {
+		return nil, err
+	}
+	enrolled := st.Enrolled()
+	if !enrolled && !s.Required(u.Roles) {
+		return nil, nil
+	}
+	rec := tokenRecord{User: u.ID, Login: u.Email, Client: clientID, Scope: scope, AuthTime: authTime.UTC(),
+		EnrollmentRequired: !enrolled, ExpiresAt: s.d.Now().Add(s.d.TokenTTL).UTC()}
+	if enrolled {
+		rec.Methods = st.Methods()
+	}
+	token, err := s.issueToken(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return &Challenge{Token: token, EnrollmentRequired: rec.EnrollmentRequired, Methods: rec.Methods, ExpiresAt: rec.ExpiresAt}, nil
+}
+
+// Reasons of mfa.failed.
+const (
+	reasonBadCode         = "bad_code"
+	reasonInvalidToken    = "invalid_token"
+	reasonTooManyAttempts = "too_many_attempts"
+)
+
+// Complete is one attempt at the second step: the token is read (bound to
+// clientID when not ""), the attempt counted (at most 5 per token, counted
+// atomically; a 6th is ErrInvalidToken and the token is dead), reserved
+// under the account's login throttle, the factor verified and used up,
+// then the token taken (of concurrent correct attempts exactly one
+// completes; a lost race is ErrInvalidToken). Every refusal is audited
+// mfa.failed. Errors wrap ErrInvalidToken or ErrBadCode, or are 429/503
+// *apierr.Error from the throttle or a store.
+func (s *Service) Complete(ctx context.Context, token, clientID string, f Factor, m Meta) (Completed, error) {
+	rec, hash, err := s.peekToken(ctx, token, clientID)
+	if err != nil {
+		if errors.Is(err, ErrInvalidToken) {
+			s.failed(ctx, m, rec.User, reasonInvalidToken, f.Method(), "")
+		}
+		return Completed{}, err
+	}
+	if rec.EnrollmentRequired {
+		s.failed(ctx, m, rec.User, reasonInvalidToken, f.Method(), "")
+		return Completed{}, fmt.Errorf("%w: the token allows enrolment only", ErrInvalidToken)
+	}
+	n, _, err := s.d.Counter.Hit(ctx, attemptsKey(hash), s.d.TokenTTL, s.d.Now())
+	if err != nil {
+		return Completed{}, unavailable("count mfa_token attempt", err)
+	}
+	if n > maxAttempts {
+		s.failed(ctx, m, rec.User, reasonTooManyAttempts, f.Method(), "")
+		return Completed{}, fmt.Errorf("%w: out of attempts", ErrInvalidToken)
+	}
+	if s.d.Throttle != nil {
+		if err := s.d.Throttle.CheckLogin(ctx, m.IP, rec.Login); err != nil {
+			return Completed{}, err
+		}
+	}
+	amr, err := f.Verify(ctx, rec.User)
+	if err != nil {
+		if errors.Is(err, ErrBadCode) {
+			s.failed(ctx, m, rec.User, reasonBadCode, f.Method(), "")
+		}
+		return Completed{}, fmt.Errorf("mfa %s: %w", f.Method(), err)
+	}
+	switch _, err := s.d.Once.TakeOnce(ctx, store.OnceMFAToken, hash, s.d.Now()); {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenUsed):
+		s.failed(ctx, m, rec.User, reasonInvalidToken, f.Method(), "")
+		return Completed{}, fmt.Errorf("%w: used meanwhile", ErrInvalidToken)
+	case err != nil:
+		return Completed{}, unavailable("take mfa_token", err)
+	}
+	if s.d.Throttle != nil {
+		s.d.Throttle.LoginSucceeded(ctx, m.IP, rec.Login)
+	}
+	done := Completed{Pending: rec.pending(), AMR: loginAMR(amr), RecoveryCodesLeft: -1}
+	if rf, ok := f.(*recoveryFactor); ok {
+		done.RecoveryCodesLeft = rf.left
+		s.record(ctx, m, "mfa.recovery_code_used", rec.User, map[string]string{"left": fmt.Sprint(rf.left)})
+	}
+	return done, nil
+}
+
+// loginAMR is the one place a login's amr is built: "pwd", the factor's
+// methods, "mfa" (RFC 8176), each once.
+func loginAMR(factor []string) []string {
+	amr := []string{AMRPassword}
+	for _, a := range factor {
+		if a != AMRPassword && a != AMRMFA && !contains(amr, a) {
+			amr = append(amr, a)
+		}
+	}
+	return append(amr, AMRMFA)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Reset removes every factor and recovery code of the user (an
+// administrator's MFA reset), audited mfa.reset. The caller ends the
+// user's sessions.
+func (s *Service) Reset(ctx context.Context, userID string, m Meta) error {
+	if err := s.d.Factors.DeleteAllFactors(ctx, userID); err != nil {
+		return unavailable("reset mfa", err)
+	}
+	s.record(ctx, m, "mfa.reset", userID, nil)
+	return nil
+}
+
+// record audits a success about target.
+func (s *Service) record(ctx context.Context, m Meta, action, target string, details map[string]string) {
+	if s.d.Audit == nil {
+		return
+	}
+	s.d.Audit.Record(ctx, store.AuditEvent{Action: action, Outcome: store.OutcomeSuccess, ActorID: m.ActorID,
+		TargetID: target, ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details})
+}
+
+// failed audits a refused second factor (mfa.failed); never the code.
+func (s *Service) failed(ctx context.Context, m Meta, target, reason, method, stage string) {
+	if s.d.Audit == nil {
+		return
+	}
+	details := map[string]string{"reason": reason, "method": method}
+	if stage != "" {
+		details["stage"] = stage
+	}
+	s.d.Audit.Record(ctx, store.AuditEvent{Action: "mfa.failed", Outcome: store.OutcomeFailure, ActorID: m.ActorID,
+		TargetID: target, ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details})
+}

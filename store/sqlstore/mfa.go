@@ -1,0 +1,314 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Row models of the second factors (migration 9).
+
+type mfaTOTPRow struct {
+	UserID           string     `gorm:"column:user_id;primaryKey"`
+	SecretSealed     []byte     `gorm:"column:secret_sealed"`
+	ConfirmedAt      *time.Time `gorm:"column:confirmed_at"`
+	PendingSealed    []byte     `gorm:"column:pending_sealed"`
+	PendingCreatedAt *time.Time `gorm:"column:pending_created_at"`
+	LastStep         int64      `gorm:"column:last_step"`
+	CreatedAt        time.Time  `gorm:"column:created_at;autoCreateTime:false"`
+	UpdatedAt        time.Time  `gorm:"column:updated_at;autoUpdateTime:false"`
+}
+
+func (mfaTOTPRow) TableName() string { return "mfa_totp" }
+
+type mfaRecoveryCodeRow struct {
+	UserID    string     `gorm:"column:user_id;primaryKey"`
+	CodeHash  []byte     `gorm:"column:code_hash;primaryKey"`
+	CreatedAt time.Time  `gorm:"column:created_at;autoCreateTime:false"`
+	UsedAt    *time.Time `gorm:"column:used_at"`
+}
+
+func (mfaRecoveryCodeRow) TableName() string { return "mfa_recovery_codes" }
+
+type webAuthnCredentialRow struct {
+	ID         string     `gorm:"column:id;primaryKey"`
+	UserID     string     `gorm:"column:user_id"`
+	Name       string     `gorm:"column:name"`
+	Credential []byte     `gorm:"column:credential"`
+	SignCount  int64      `gorm:"column:sign_count"`
+	CreatedAt  time.Time  `gorm:"column:created_at;autoCreateTime:false"`
+	LastUsedAt *time.Time `gorm:"column:last_used_at"`
+}
+
+func (webAuthnCredentialRow) TableName() string { return "webauthn_credentials" }
+
+func (r webAuthnCredentialRow) toCredential() store.WebAuthnCredential {
+	return store.WebAuthnCredential{ID: r.ID, UserID: r.UserID, Name: r.Name, Credential: r.Credential,
+		SignCount: uint32(r.SignCount), CreatedAt: readTime(r.CreatedAt), LastUsedAt: readTimePtr(r.LastUsedAt)}
+}
+
+var _ store.MFAFactors = (*Store)(nil)
+
+// GetTOTP returns the user's TOTP record, or store.ErrNotFound.
+func (s *Store) GetTOTP(ctx context.Context, userID string) (store.TOTPFactor, error) {
+	var r mfaTOTPRow
+	if err := s.db.WithContext(ctx).Where("user_id = ?", userID).Take(&r).Error; err != nil {
+		return store.TOTPFactor{}, mapErr("get totp", err)
+	}
+	return store.TOTPFactor{UserID: r.UserID, SecretSealed: r.SecretSealed, ConfirmedAt: readTimePtr(r.ConfirmedAt),
+		PendingSealed: r.PendingSealed, PendingCreatedAt: readTimePtr(r.PendingCreatedAt), LastStep: r.LastStep,
+		CreatedAt: readTime(r.CreatedAt), UpdatedAt: readTime(r.UpdatedAt)}, nil
+}
+
+// PutPendingTOTP records an enrolment for the user in one statement (an
+// upsert), replacing any earlier pending one and leaving a confirmed secret
+// and LastStep as they are. An unknown user is store.ErrNotFound.
+func (s *Store) PutPendingTOTP(ctx context.Context, userID string, sealed []byte, now time.Time) error {
+	if len(sealed) == 0 {
+		return errors.New("put pending totp: the sealed secret is required")
+	}
+	now = dbTime(now)
+	row := mfaTOTPRow{UserID: userID, PendingSealed: sealed, PendingCreatedAt: &now, CreatedAt: now, UpdatedAt: now}
+	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "user_id"}},
+		DoUpdates: clause.AssignmentColumns([]string{"pending_sealed", "pending_created_at", "updated_at"}),
+	}).Create(&row).Error
+	if IsForeignKeyViolation(err) {
+		return fmt.Errorf("put pending totp: user %q: %w", userID, store.ErrNotFound)
+	}
+	return mapErr("put pending totp", err)
+}
+
+// totpMiss tells apart why a compare-and-set on mfa_totp changed no row:
+// store.ErrNotFound when there is no row or the column want is NULL,
+// store.ErrConflict otherwise.
+func totpMiss(db *gorm.DB, what, userID, column string) error {
+	var n int64
+	if err := db.Model(&mfaTOTPRow{}).Where("user_id = ? AND "+column+" IS NOT NULL", userID).Count(&n).Error; err != nil {
+		return mapErr(what, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", what, store.ErrConflict)
+}
+
+// ConfirmTOTP makes the pending secret the confirmed one, raises LastStep to
+// step and replaces the recovery codes, in one transaction whose first
+// statement is the compare-and-set on the pending secret and LastStep (so
+// of concurrent confirmations, or a confirmation and a login on the same
+// step, at most one succeeds).
+func (s *Store) ConfirmTOTP(ctx context.Context, userID string, pendingSealed []byte, step int64, codeHashes [][]byte, now time.Time) error {
+	if len(pendingSealed) == 0 {
+		return errors.New("confirm totp: the pending sealed secret is required")
+	}
+	now = dbTime(now)
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		res := tx.Model(&mfaTOTPRow{}).
+			Where("user_id = ? AND pending_sealed = ? AND last_step < ?", userID, pendingSealed, step).
+			Updates(map[string]any{
+				"secret_sealed":      gorm.Expr("pending_sealed"),
+				"confirmed_at":       now,
+				"pending_sealed":     nil,
+				"pending_created_at": nil,
+				"last_step":          step,
+				"updated_at":         now,
+			})
+		if res.Error != nil {
+			return mapErr("confirm totp", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return totpMiss(tx, "confirm totp", userID, "pending_sealed")
+		}
+		return replaceRecoveryCodesTx(tx, userID, codeHashes, now)
+	})
+	if err != nil {
+		return mapErr("confirm totp", err)
+	}
+	return nil
+}
+
+// UseTOTPStep raises LastStep to step with one compare-and-set statement
+// (UPDATE … WHERE last_step < step): of concurrent uses of one step, on any
+// number of instances, exactly one changes the row.
+func (s *Store) UseTOTPStep(ctx context.Context, userID string, step int64, now time.Time) error {
+	db := s.db.WithContext(ctx)
+	res := db.Model(&mfaTOTPRow{}).
+		Where("user_id = ? AND secret_sealed IS NOT NULL AND last_step < ?", userID, step).
+		Updates(map[string]any{"last_step": step, "updated_at": dbTime(now)})
+	if res.Error != nil {
+		return mapErr("use totp step", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return totpMiss(db, "use totp step", userID, "secret_sealed")
+	}
+	return nil
+}
+
+// DeleteTOTP removes the user's TOTP factor, confirmed and pending.
+func (s *Store) DeleteTOTP(ctx context.Context, userID string) error {
+	res := s.db.WithContext(ctx).Where("user_id = ?", userID).Delete(&mfaTOTPRow{})
+	if res.Error != nil {
+		return mapErr("delete totp", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("delete totp: %w", store.ErrNotFound)
+	}
+	return nil
+}
+
+// ReplaceRecoveryCodes replaces all the user's recovery codes in one
+// transaction. An unknown user is store.ErrNotFound.
+func (s *Store) ReplaceRecoveryCodes(ctx context.Context, userID string, codeHashes [][]byte, now time.Time) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		return replaceRecoveryCodesTx(tx, userID, codeHashes, dbTime(now))
+	})
+	if err != nil {
+		return mapErr("replace recovery codes", err)
+	}
+	return nil
+}
+
+func replaceRecoveryCodesTx(tx *gorm.DB, userID string, codeHashes [][]byte, now time.Time) error {
+	if err := tx.Where("user_id = ?", userID).Delete(&mfaRecoveryCodeRow{}).Error; err != nil {
+		return mapErr("delete recovery codes", err)
+	}
+	if len(codeHashes) == 0 {
+		return nil
+	}
+	rows := make([]mfaRecoveryCodeRow, len(codeHashes))
+	for i, h := range codeHashes {
+		rows[i] = mfaRecoveryCodeRow{UserID: userID, CodeHash: h, CreatedAt: now}
+	}
+	if err := tx.Create(&rows).Error; err != nil {
+		if IsForeignKeyViolation(err) {
+			return fmt.Errorf("insert recovery codes: user %q: %w", userID, store.ErrNotFound)
+		}
+		return mapErr("insert recovery codes", err)
+	}
+	return nil
+}
+
+// UseRecoveryCode marks the unused code with codeHash used with one
+// compare-and-set statement (… WHERE used_at IS NULL) and counts the unused
+// codes left, in one transaction.
+func (s *Store) UseRecoveryCode(ctx context.Context, userID string, codeHash []byte, now time.Time) (int, error) {
+	var left int64
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		res := tx.Model(&mfaRecoveryCodeRow{}).
+			Where("user_id = ? AND code_hash = ? AND used_at IS NULL", userID, codeHash).
+			Update("used_at", dbTime(now))
+		if res.Error != nil {
+			return mapErr("use recovery code", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("use recovery code: %w", store.ErrNotFound)
+		}
+		return tx.Model(&mfaRecoveryCodeRow{}).Where("user_id = ? AND used_at IS NULL", userID).Count(&left).Error
+	})
+	if err != nil {
+		return 0, mapErr("use recovery code", err)
+	}
+	return int(left), nil
+}
+
+// RecoveryCodesLeft counts the user's unused recovery codes.
+func (s *Store) RecoveryCodesLeft(ctx context.Context, userID string) (int, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Model(&mfaRecoveryCodeRow{}).Where("user_id = ? AND used_at IS NULL", userID).Count(&n).Error
+	if err != nil {
+		return 0, mapErr("count recovery codes", err)
+	}
+	return int(n), nil
+}
+
+// AddWebAuthnCredential stores a new credential; a registered id is
+// store.ErrAlreadyExists, an unknown user store.ErrNotFound.
+func (s *Store) AddWebAuthnCredential(ctx context.Context, c store.WebAuthnCredential) error {
+	if c.ID == "" || c.UserID == "" || len(c.Credential) == 0 {
+		return errors.New("add webauthn credential: id, user and credential are required")
+	}
+	row := webAuthnCredentialRow{ID: c.ID, UserID: c.UserID, Name: c.Name, Credential: c.Credential,
+		SignCount: int64(c.SignCount), CreatedAt: dbTime(c.CreatedAt), LastUsedAt: dbTimePtr(c.LastUsedAt)}
+	if row.CreatedAt.IsZero() {
+		row.CreatedAt = s.clock()
+	}
+	err := s.db.WithContext(ctx).Create(&row).Error
+	if IsForeignKeyViolation(err) {
+		return fmt.Errorf("add webauthn credential: user %q: %w", c.UserID, store.ErrNotFound)
+	}
+	return mapErr("add webauthn credential", err)
+}
+
+// ListWebAuthnCredentials returns the user's credentials, oldest first.
+func (s *Store) ListWebAuthnCredentials(ctx context.Context, userID string) ([]store.WebAuthnCredential, error) {
+	var rows []webAuthnCredentialRow
+	if err := s.db.WithContext(ctx).Where("user_id = ?", userID).Order("created_at, id").Find(&rows).Error; err != nil {
+		return nil, mapErr("list webauthn credentials", err)
+	}
+	out := make([]store.WebAuthnCredential, len(rows))
+	for i, r := range rows {
+		out[i] = r.toCredential()
+	}
+	return out, nil
+}
+
+// UseWebAuthnCredential records an assertion with one compare-and-set
+// statement on the stored sign count.
+func (s *Store) UseWebAuthnCredential(ctx context.Context, userID, id string, oldCount, signCount uint32, credential []byte, now time.Time) error {
+	db := s.db.WithContext(ctx)
+	now = dbTime(now)
+	res := db.Model(&webAuthnCredentialRow{}).
+		Where("user_id = ? AND id = ? AND sign_count = ?", userID, id, int64(oldCount)).
+		Updates(map[string]any{"credential": credential, "sign_count": int64(signCount), "last_used_at": now})
+	if res.Error != nil {
+		return mapErr("use webauthn credential", res.Error)
+	}
+	if res.RowsAffected == 1 {
+		return nil
+	}
+	var n int64
+	if err := db.Model(&webAuthnCredentialRow{}).Where("user_id = ? AND id = ?", userID, id).Count(&n).Error; err != nil {
+		return mapErr("use webauthn credential", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("use webauthn credential: %w", store.ErrNotFound)
+	}
+	return fmt.Errorf("use webauthn credential: sign count changed: %w", store.ErrConflict)
+}
+
+// DeleteWebAuthnCredential removes one credential of the user.
+func (s *Store) DeleteWebAuthnCredential(ctx context.Context, userID, id string) error {
+	res := s.db.WithContext(ctx).Where("user_id = ? AND id = ?", userID, id).Delete(&webAuthnCredentialRow{})
+	if res.Error != nil {
+		return mapErr("delete webauthn credential", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("delete webauthn credential: %w", store.ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteAllFactors removes every factor and recovery code of the user in
+// one transaction.
+func (s *Store) DeleteAllFactors(ctx context.Context, userID string) error {
+	if err := s.tx(ctx, func(tx *gorm.DB) error { return deleteAllFactorsTx(tx, userID) }); err != nil {
+		return mapErr("delete all factors", err)
+	}
+	return nil
+}
+
+func deleteAllFactorsTx(tx *gorm.DB, userID string) error {
+	for _, m := range []any{&mfaTOTPRow{}, &mfaRecoveryCodeRow{}, &webAuthnCredentialRow{}} {
+		if err := tx.Where("user_id = ?", userID).Delete(m).Error; err != nil {
+			return mapErr(fmt.Sprintf("delete %T", m), err)
+		}
+	}
+	return nil
+}

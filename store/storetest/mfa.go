@@ -1,0 +1,452 @@
+package storetest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/sqlstore"
+)
+
+// RunMFAFactorsTests runs the conformance suite of store.MFAFactors on the
+// relational store. open must return a store on a fresh, empty (unmigrated)
+// database for every call; each subtest migrates it.
+//
+// Besides the behaviour documented on store.MFAFactors, the suite pins that
+// of concurrent uses of one TOTP step, one recovery code or one WebAuthn
+// sign count, exactly one wins, and that deleting a user removes their
+// factors.
+func RunMFAFactorsTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
+	t.Helper()
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s *sqlstore.Store)
+	}{
+		{"ok/totp_enrol_confirm_use", testMFATOTPLifecycle},
+		{"fail/totp_confirm", testMFATOTPConfirmFail},
+		{"fail/totp_step_replayed_or_old", testMFATOTPStepFail},
+		{"ok/totp_reenrol_keeps_confirmed_secret", testMFATOTPReenrol},
+		{"fail/totp_unknown_user", testMFATOTPUnknownUser},
+		{"ok/recovery_codes", testMFARecoveryCodes},
+		{"ok/webauthn_credentials", testMFAWebAuthn},
+		{"fail/webauthn_credentials", testMFAWebAuthnFail},
+		{"ok/delete_all_factors_and_user", testMFADeleteAll},
+		{"race/totp_step_once", testMFARaceTOTPStep},
+		{"race/totp_confirm_once", testMFARaceTOTPConfirm},
+		{"race/recovery_code_once", testMFARaceRecoveryCode},
+		{"race/webauthn_count_once", testMFARaceWebAuthn},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t)
+			if _, err := s.Migrate(rctx(t)); err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+			tc.run(t, s)
+		})
+	}
+}
+
+func mfaTime() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+func codeHashes(prefix string, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		h := sha256.Sum256(fmt.Appendf(nil, "%s-%d", prefix, i))
+		out[i] = h[:]
+	}
+	return out
+}
+
+// enrolled creates a user with a confirmed TOTP secret at step 100 and ten
+// recovery codes (codeHashes("rc", 10)).
+func enrolled(t *testing.T, s *sqlstore.Store, email string) store.User {
+	t.Helper()
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser(email))
+	if err := s.PutPendingTOTP(c, u.ID, []byte("sealed-1"), mfaTime()); err != nil {
+		t.Fatalf("PutPendingTOTP: %v", err)
+	}
+	if err := s.ConfirmTOTP(c, u.ID, []byte("sealed-1"), 100, codeHashes("rc", 10), mfaTime()); err != nil {
+		t.Fatalf("ConfirmTOTP: %v", err)
+	}
+	return u
+}
+
+func testMFATOTPLifecycle(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("totp@example.com"))
+	_, err := s.GetTOTP(c, u.ID)
+	wantErr(t, "GetTOTP before enrolment", err, store.ErrNotFound)
+	wantErr(t, "UseTOTPStep before enrolment", s.UseTOTPStep(c, u.ID, 5, mfaTime()), store.ErrNotFound)
+
+	t0 := mfaTime()
+	if err := s.PutPendingTOTP(c, u.ID, []byte("sealed-a"), t0); err != nil {
+		t.Fatalf("PutPendingTOTP: %v", err)
+	}
+	f, err := s.GetTOTP(c, u.ID)
+	if err != nil || f.Confirmed() || !bytes.Equal(f.PendingSealed, []byte("sealed-a")) || f.PendingCreatedAt == nil ||
+		!f.PendingCreatedAt.Equal(t0) || f.PendingCreatedAt.Location() != time.UTC || f.LastStep != 0 {
+		t.Fatalf("pending factor %+v, %v", f, err)
+	}
+	// A pending enrolment is no factor: no step can be used with it.
+	wantErr(t, "UseTOTPStep with only a pending secret", s.UseTOTPStep(c, u.ID, 5, mfaTime()), store.ErrNotFound)
+	// A second enrolment replaces the first.
+	if err := s.PutPendingTOTP(c, u.ID, []byte("sealed-b"), t0); err != nil {
+		t.Fatalf("PutPendingTOTP again: %v", err)
+	}
+	wantErr(t, "ConfirmTOTP of a replaced enrolment",
+		s.ConfirmTOTP(c, u.ID, []byte("sealed-a"), 10, codeHashes("x", 10), mfaTime()), store.ErrConflict)
+
+	t1 := mfaTime()
+	if err := s.ConfirmTOTP(c, u.ID, []byte("sealed-b"), 10, codeHashes("x", 10), t1); err != nil {
+		t.Fatalf("ConfirmTOTP: %v", err)
+	}
+	f, err = s.GetTOTP(c, u.ID)
+	if err != nil || !f.Confirmed() || !bytes.Equal(f.SecretSealed, []byte("sealed-b")) || f.PendingSealed != nil ||
+		f.PendingCreatedAt != nil || f.ConfirmedAt == nil || !f.ConfirmedAt.Equal(t1) || f.LastStep != 10 {
+		t.Fatalf("confirmed factor %+v, %v", f, err)
+	}
+	if n, err := s.RecoveryCodesLeft(c, u.ID); err != nil || n != 10 {
+		t.Fatalf("RecoveryCodesLeft after confirmation = %d, %v; want 10", n, err)
+	}
+	// The confirming step is used up.
+	wantErr(t, "UseTOTPStep of the confirming step", s.UseTOTPStep(c, u.ID, 10, mfaTime()), store.ErrConflict)
+	if err := s.UseTOTPStep(c, u.ID, 11, mfaTime()); err != nil {
+		t.Fatalf("UseTOTPStep(11): %v", err)
+	}
+	if f, _ := s.GetTOTP(c, u.ID); f.LastStep != 11 {
+		t.Fatalf("LastStep %d, want 11", f.LastStep)
+	}
+	if err := s.DeleteTOTP(c, u.ID); err != nil {
+		t.Fatalf("DeleteTOTP: %v", err)
+	}
+	_, err = s.GetTOTP(c, u.ID)
+	wantErr(t, "GetTOTP after DeleteTOTP", err, store.ErrNotFound)
+	wantErr(t, "DeleteTOTP twice", s.DeleteTOTP(c, u.ID), store.ErrNotFound)
+}
+
+func testMFATOTPConfirmFail(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("confirm@example.com"))
+	wantErr(t, "ConfirmTOTP without enrolment",
+		s.ConfirmTOTP(c, u.ID, []byte("sealed"), 1, nil, mfaTime()), store.ErrNotFound)
+	v := enrolled(t, s, "confirm2@example.com")
+	wantErr(t, "ConfirmTOTP with nothing pending",
+		s.ConfirmTOTP(c, v.ID, []byte("sealed-1"), 200, nil, mfaTime()), store.ErrNotFound)
+	// A new enrolment cannot be confirmed with a step at or below LastStep.
+	if err := s.PutPendingTOTP(c, v.ID, []byte("sealed-2"), mfaTime()); err != nil {
+		t.Fatalf("PutPendingTOTP: %v", err)
+	}
+	for _, step := range []int64{99, 100} {
+		wantErr(t, fmt.Sprintf("ConfirmTOTP at step %d (LastStep 100)", step),
+			s.ConfirmTOTP(c, v.ID, []byte("sealed-2"), step, codeHashes("new", 10), mfaTime()), store.ErrConflict)
+	}
+	// Refused confirmations changed nothing: old secret, old codes.
+	f, _ := s.GetTOTP(c, v.ID)
+	if !bytes.Equal(f.SecretSealed, []byte("sealed-1")) || !bytes.Equal(f.PendingSealed, []byte("sealed-2")) || f.LastStep != 100 {
+		t.Fatalf("after refused confirmations: %+v", f)
+	}
+	if _, err := s.UseRecoveryCode(c, v.ID, codeHashes("new", 10)[0], mfaTime()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a refused confirmation's recovery code works: %v", err)
+	}
+}
+
+func testMFATOTPStepFail(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := enrolled(t, s, "step@example.com")
+	if err := s.UseTOTPStep(c, u.ID, 105, mfaTime()); err != nil {
+		t.Fatalf("UseTOTPStep(105): %v", err)
+	}
+	for _, step := range []int64{105, 104, 100, 1} {
+		wantErr(t, fmt.Sprintf("UseTOTPStep(%d) after 105", step), s.UseTOTPStep(c, u.ID, step, mfaTime()), store.ErrConflict)
+	}
+	other := mustCreateUser(t, s, newUser("other@example.com"))
+	wantErr(t, "UseTOTPStep of a user without TOTP", s.UseTOTPStep(c, other.ID, 106, mfaTime()), store.ErrNotFound)
+}
+
+func testMFATOTPReenrol(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := enrolled(t, s, "reenrol@example.com")
+	if err := s.PutPendingTOTP(c, u.ID, []byte("sealed-2"), mfaTime()); err != nil {
+		t.Fatalf("PutPendingTOTP: %v", err)
+	}
+	f, _ := s.GetTOTP(c, u.ID)
+	if !bytes.Equal(f.SecretSealed, []byte("sealed-1")) || f.LastStep != 100 {
+		t.Fatalf("a pending enrolment changed the confirmed factor: %+v", f)
+	}
+	// The confirmed secret keeps working while the new one is pending.
+	if err := s.UseTOTPStep(c, u.ID, 101, mfaTime()); err != nil {
+		t.Fatalf("UseTOTPStep with a pending enrolment: %v", err)
+	}
+	if err := s.ConfirmTOTP(c, u.ID, []byte("sealed-2"), 102, codeHashes("new", 10), mfaTime()); err != nil {
+		t.Fatalf("ConfirmTOTP: %v", err)
+	}
+	if _, err := s.UseRecoveryCode(c, u.ID, codeHashes("rc", 10)[0], mfaTime()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("an old recovery code works after re-enrolment: %v", err)
+	}
+	if left, err := s.UseRecoveryCode(c, u.ID, codeHashes("new", 10)[0], mfaTime()); err != nil || left != 9 {
+		t.Fatalf("a new recovery code: %d left, %v", left, err)
+	}
+}
+
+func testMFATOTPUnknownUser(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	wantErr(t, "PutPendingTOTP for an unknown user", s.PutPendingTOTP(c, "usr_nobody", []byte("x"), mfaTime()), store.ErrNotFound)
+	wantErr(t, "ReplaceRecoveryCodes for an unknown user",
+		s.ReplaceRecoveryCodes(c, "usr_nobody", codeHashes("x", 2), mfaTime()), store.ErrNotFound)
+	wantErr(t, "AddWebAuthnCredential for an unknown user", s.AddWebAuthnCredential(c, store.WebAuthnCredential{
+		ID: rid("cred"), UserID: "usr_nobody", Credential: []byte("{}")}), store.ErrNotFound)
+}
+
+func testMFARecoveryCodes(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("rc@example.com"))
+	v := mustCreateUser(t, s, newUser("rc2@example.com"))
+	if n, err := s.RecoveryCodesLeft(c, u.ID); err != nil || n != 0 {
+		t.Fatalf("RecoveryCodesLeft without codes = %d, %v", n, err)
+	}
+	codes := codeHashes("one", 3)
+	if err := s.ReplaceRecoveryCodes(c, u.ID, codes, mfaTime()); err != nil {
+		t.Fatalf("ReplaceRecoveryCodes: %v", err)
+	}
+	if err := s.ReplaceRecoveryCodes(c, v.ID, codes, mfaTime()); err != nil {
+		t.Fatalf("ReplaceRecoveryCodes for another user with the same hashes: %v", err)
+	}
+	for i, want := range []int{2, 1} {
+		if left, err := s.UseRecoveryCode(c, u.ID, codes[i], mfaTime()); err != nil || left != want {
+			t.Fatalf("UseRecoveryCode(%d) = %d, %v; want %d", i, left, err, want)
+		}
+		_, err := s.UseRecoveryCode(c, u.ID, codes[i], mfaTime())
+		wantErr(t, fmt.Sprintf("UseRecoveryCode(%d) twice", i), err, store.ErrNotFound)
+	}
+	_, err := s.UseRecoveryCode(c, u.ID, codeHashes("other", 1)[0], mfaTime())
+	wantErr(t, "UseRecoveryCode of an unknown code", err, store.ErrNotFound)
+	// Another user's codes are theirs: using u's codes left v's intact.
+	if n, _ := s.RecoveryCodesLeft(c, v.ID); n != 3 {
+		t.Fatalf("the other user has %d codes left, want 3", n)
+	}
+	fresh := codeHashes("two", 10)
+	if err := s.ReplaceRecoveryCodes(c, u.ID, fresh, mfaTime()); err != nil {
+		t.Fatalf("ReplaceRecoveryCodes again: %v", err)
+	}
+	_, err = s.UseRecoveryCode(c, u.ID, codes[2], mfaTime())
+	wantErr(t, "UseRecoveryCode of a replaced code", err, store.ErrNotFound)
+	if n, err := s.RecoveryCodesLeft(c, u.ID); err != nil || n != 10 {
+		t.Fatalf("RecoveryCodesLeft after replacing = %d, %v; want 10", n, err)
+	}
+	if err := s.ReplaceRecoveryCodes(c, u.ID, nil, mfaTime()); err != nil {
+		t.Fatalf("ReplaceRecoveryCodes(nil): %v", err)
+	}
+	if n, _ := s.RecoveryCodesLeft(c, u.ID); n != 0 {
+		t.Fatalf("RecoveryCodesLeft after clearing = %d", n)
+	}
+}
+
+func newCredential(userID string, created time.Time) store.WebAuthnCredential {
+	return store.WebAuthnCredential{ID: rid("cred_"), UserID: userID, Name: "Key", Credential: []byte(`{"v":0}`), CreatedAt: created}
+}
+
+func testMFAWebAuthn(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("wa@example.com"))
+	base := mfaTime()
+	a, b := newCredential(u.ID, base.Add(time.Second)), newCredential(u.ID, base)
+	a.SignCount = 7
+	for _, cr := range []store.WebAuthnCredential{a, b} {
+		if err := s.AddWebAuthnCredential(c, cr); err != nil {
+			t.Fatalf("AddWebAuthnCredential: %v", err)
+		}
+	}
+	got, err := s.ListWebAuthnCredentials(c, u.ID)
+	if err != nil || len(got) != 2 || got[0].ID != b.ID || got[1].ID != a.ID || got[1].SignCount != 7 ||
+		!got[0].CreatedAt.Equal(base) || got[0].CreatedAt.Location() != time.UTC || got[0].LastUsedAt != nil {
+		t.Fatalf("ListWebAuthnCredentials = %+v, %v; want b then a", got, err)
+	}
+	at := mfaTime()
+	if err := s.UseWebAuthnCredential(c, u.ID, a.ID, 7, 8, []byte(`{"v":8}`), at); err != nil {
+		t.Fatalf("UseWebAuthnCredential: %v", err)
+	}
+	// Counters beyond 2^31 survive the round trip.
+	if err := s.UseWebAuthnCredential(c, u.ID, a.ID, 8, 1<<32-1, []byte(`{"v":"max"}`), at); err != nil {
+		t.Fatalf("UseWebAuthnCredential to 2^32-1: %v", err)
+	}
+	got, _ = s.ListWebAuthnCredentials(c, u.ID)
+	if got[1].SignCount != 1<<32-1 || string(got[1].Credential) != `{"v":"max"}` || got[1].LastUsedAt == nil || !got[1].LastUsedAt.Equal(at) {
+		t.Fatalf("after use: %+v", got[1])
+	}
+	if err := s.DeleteWebAuthnCredential(c, u.ID, b.ID); err != nil {
+		t.Fatalf("DeleteWebAuthnCredential: %v", err)
+	}
+	if got, _ := s.ListWebAuthnCredentials(c, u.ID); len(got) != 1 || got[0].ID != a.ID {
+		t.Fatalf("after delete: %+v", got)
+	}
+	if got, err := s.ListWebAuthnCredentials(c, "usr_nobody"); err != nil || len(got) != 0 {
+		t.Fatalf("ListWebAuthnCredentials of nobody = %+v, %v", got, err)
+	}
+}
+
+func testMFAWebAuthnFail(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("waf@example.com"))
+	v := mustCreateUser(t, s, newUser("waf2@example.com"))
+	a := newCredential(u.ID, mfaTime())
+	a.SignCount = 5
+	if err := s.AddWebAuthnCredential(c, a); err != nil {
+		t.Fatalf("AddWebAuthnCredential: %v", err)
+	}
+	dup := a
+	dup.UserID = v.ID
+	wantErr(t, "AddWebAuthnCredential of a registered id (another user)", s.AddWebAuthnCredential(c, dup), store.ErrAlreadyExists)
+	wantErr(t, "UseWebAuthnCredential with a stale count",
+		s.UseWebAuthnCredential(c, u.ID, a.ID, 4, 6, []byte("{}"), mfaTime()), store.ErrConflict)
+	wantErr(t, "UseWebAuthnCredential by another user",
+		s.UseWebAuthnCredential(c, v.ID, a.ID, 5, 6, []byte("{}"), mfaTime()), store.ErrNotFound)
+	wantErr(t, "UseWebAuthnCredential of an unknown id",
+		s.UseWebAuthnCredential(c, u.ID, "nope", 5, 6, []byte("{}"), mfaTime()), store.ErrNotFound)
+	wantErr(t, "DeleteWebAuthnCredential by another user", s.DeleteWebAuthnCredential(c, v.ID, a.ID), store.ErrNotFound)
+	if got, _ := s.ListWebAuthnCredentials(c, u.ID); len(got) != 1 || got[0].SignCount != 5 || string(got[0].Credential) != `{"v":0}` {
+		t.Fatalf("refused calls changed the credential: %+v", got)
+	}
+}
+
+func testMFADeleteAll(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := enrolled(t, s, "all@example.com")
+	keep := enrolled(t, s, "keep@example.com")
+	for _, id := range []string{u.ID, keep.ID} {
+		if err := s.AddWebAuthnCredential(c, newCredential(id, mfaTime())); err != nil {
+			t.Fatalf("AddWebAuthnCredential: %v", err)
+		}
+	}
+	if err := s.DeleteAllFactors(c, u.ID); err != nil {
+		t.Fatalf("DeleteAllFactors: %v", err)
+	}
+	assertNoFactors(t, s, u.ID)
+	if err := s.DeleteAllFactors(c, u.ID); err != nil {
+		t.Fatalf("DeleteAllFactors without factors: %v", err)
+	}
+	if _, err := s.GetTOTP(c, keep.ID); err != nil {
+		t.Fatalf("another user's TOTP is gone: %v", err)
+	}
+	if n, _ := s.RecoveryCodesLeft(c, keep.ID); n != 10 {
+		t.Fatalf("another user's codes: %d left", n)
+	}
+	if err := s.DeleteUser(c, keep.ID); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	assertNoFactors(t, s, keep.ID)
+}
+
+func assertNoFactors(t *testing.T, s *sqlstore.Store, userID string) {
+	t.Helper()
+	c := rctx(t)
+	_, err := s.GetTOTP(c, userID)
+	wantErr(t, "GetTOTP", err, store.ErrNotFound)
+	for _, table := range []string{"mfa_totp", "mfa_recovery_codes", "webauthn_credentials"} {
+		var n int64
+		if err := s.DB().WithContext(c).Raw("SELECT count(*) FROM "+table+" WHERE user_id = ?", userID).Scan(&n).Error; err != nil || n != 0 {
+			t.Fatalf("%s has %d rows of the user, %v", table, n, err)
+		}
+	}
+}
+
+// ---- concurrency ----
+
+func testMFARaceTOTPStep(t *testing.T, s *sqlstore.Store) {
+	WarmPool(t, s, 8) // the SQLite pool holds 8
+	c := rctx(t)
+	u := enrolled(t, s, "racestep@example.com")
+	errs := race(relRacers, func(int) error { return s.UseTOTPStep(c, u.ID, 101, mfaTime()) })
+	oneWinner(t, "UseTOTPStep", errs, store.ErrConflict)
+	// Racers on different steps: the highest step ends up stored, and each
+	// winner raised the step (a lower step never wins after a higher one).
+	errs = race(relRacers, func(i int) error { return s.UseTOTPStep(c, u.ID, int64(102+i), mfaTime()) })
+	won := 0
+	for i, err := range errs {
+		if err == nil {
+			won++
+		} else if !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("racer %d: %v", i, err)
+		}
+	}
+	if f, _ := s.GetTOTP(c, u.ID); won == 0 || f.LastStep > int64(101+relRacers) {
+		t.Fatalf("%d winners, LastStep %d", won, f.LastStep)
+	}
+	if f, _ := s.GetTOTP(c, u.ID); errs[relRacers-1] == nil && f.LastStep != int64(101+relRacers) {
+		t.Fatalf("the highest step won, yet LastStep is %d", f.LastStep)
+	}
+}
+
+func testMFARaceTOTPConfirm(t *testing.T, s *sqlstore.Store) {
+	WarmPool(t, s, 8) // the SQLite pool holds 8
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("raceconfirm@example.com"))
+	if err := s.PutPendingTOTP(c, u.ID, []byte("sealed"), mfaTime()); err != nil {
+		t.Fatalf("PutPendingTOTP: %v", err)
+	}
+	errs := race(relRacers, func(i int) error {
+		return s.ConfirmTOTP(c, u.ID, []byte("sealed"), 50, codeHashes(fmt.Sprint("racer", i), 10), mfaTime())
+	})
+	w := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && w >= 0:
+			t.Fatalf("racers %d and %d both confirmed", w, i)
+		case err == nil:
+			w = i
+		case !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound):
+			t.Fatalf("racer %d: %v", i, err)
+		}
+	}
+	if w < 0 {
+		t.Fatalf("nobody confirmed")
+	}
+	if left, err := s.UseRecoveryCode(c, u.ID, codeHashes(fmt.Sprint("racer", w), 10)[0], mfaTime()); err != nil || left != 9 {
+		t.Fatalf("the winner's recovery codes: %d, %v", left, err)
+	}
+	wantErr(t, "the confirming step afterwards", s.UseTOTPStep(c, u.ID, 50, mfaTime()), store.ErrConflict)
+}
+
+func testMFARaceRecoveryCode(t *testing.T, s *sqlstore.Store) {
+	WarmPool(t, s, 8) // the SQLite pool holds 8
+	c := rctx(t)
+	u := enrolled(t, s, "racerc@example.com")
+	code := codeHashes("rc", 10)[3]
+	lefts := make([]int, relRacers)
+	errs := race(relRacers, func(i int) error {
+		var err error
+		lefts[i], err = s.UseRecoveryCode(c, u.ID, code, mfaTime())
+		return err
+	})
+	w := oneWinner(t, "UseRecoveryCode", errs, store.ErrNotFound)
+	if lefts[w] != 9 {
+		t.Fatalf("the winner saw %d codes left, want 9", lefts[w])
+	}
+	if n, _ := s.RecoveryCodesLeft(c, u.ID); n != 9 {
+		t.Fatalf("RecoveryCodesLeft = %d, want 9", n)
+	}
+}
+
+func testMFARaceWebAuthn(t *testing.T, s *sqlstore.Store) {
+	WarmPool(t, s, 8) // the SQLite pool holds 8
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("racewa@example.com"))
+	cr := newCredential(u.ID, mfaTime())
+	cr.SignCount = 3
+	if err := s.AddWebAuthnCredential(c, cr); err != nil {
+		t.Fatalf("AddWebAuthnCredential: %v", err)
+	}
+	errs := race(relRacers, func(i int) error {
+		return s.UseWebAuthnCredential(c, u.ID, cr.ID, 3, uint32(4+i), fmt.Appendf(nil, `{"racer":%d}`, i), mfaTime())
+	})
+	w := oneWinner(t, "UseWebAuthnCredential", errs, store.ErrConflict)
+	got, _ := s.ListWebAuthnCredentials(c, u.ID)
+	if len(got) != 1 || got[0].SignCount != uint32(4+w) || string(got[0].Credential) != fmt.Sprintf(`{"racer":%d}`, w) {
+		t.Fatalf("after the race: %+v; want the winner's (%d)", got, w)
+	}
+}
