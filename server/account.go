@@ -23,8 +23,9 @@ const maxJSONBody = 16 << 10
 
 // MountAccounts mounts the self-service account endpoints under /auth:
 // invite acceptance, password forgot/reset/change, email verification and
-// (answering 403 registration_disabled unless it is on) registration, and
-// the caller's own browser sessions and remembered consents.
+// (answering 403 registration_disabled unless it is on) registration, the
+// caller's own browser sessions and remembered consents, and their second
+// factors (/auth/mfa…).
 func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 	e := s.echo
 	bearer := RequireBearer(tokens)
@@ -152,6 +153,7 @@ func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 		return c.JSON(http.StatusCreated, u)
 	}, noCache)
 	mountSessionViews(e, svc, bearer)
+	mountMFA(e, svc, tokens, bearer)
 }
 
 // noCache marks an answer as never to be cached (RFC 6749 §5.1; the

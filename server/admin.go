@@ -40,6 +40,7 @@ var adminRoutes = []adminRoute{
 	{AdminRoute{http.MethodPost, "/admin/users/:id/temp-password", policy.PermUsersWrite}, setTempPassword},
 	{AdminRoute{http.MethodPost, "/admin/users/:id/password-reset", policy.PermUsersWrite}, requestReset},
 	{AdminRoute{http.MethodPost, "/admin/users/:id/sessions/revoke", policy.PermUsersWrite}, revokeSessions},
+	{AdminRoute{http.MethodPost, "/admin/users/:id/mfa/reset", policy.PermUsersWrite}, resetMFA},
 	{AdminRoute{http.MethodGet, "/admin/users/:id/sessions", policy.PermUsersRead}, listUserSessions},
 	{AdminRoute{http.MethodDelete, "/admin/users/:id/sessions/:sid", policy.PermUsersWrite}, endUserSession},
 	{AdminRoute{http.MethodGet, "/admin/users/:id/consents", policy.PermUsersRead}, listUserConsents},
@@ -228,6 +229,16 @@ func revokeSessions(svc *accounts.Service, c echo.Context) error {
 		return err
 	}
 	if err := svc.RevokeSessions(ctx(c), actorOf(c), c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func resetMFA(svc *accounts.Service, c echo.Context) error {
+	if err := decodeJSON(c, &struct{}{}, true); err != nil {
+		return err
+	}
+	if err := svc.ResetMFA(ctx(c), actorOf(c), c.Param("id")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -173,6 +173,13 @@ type Deps struct {
 	Browser  BrowserSessionLister
 	Consents Consents
 	Ender    SessionEnder
+	// MFA serves the second-factor operations (/auth/mfa…, the admin
+	// reset) and asks an invited user to enrol when the policy requires it;
+	// when nil, the MFA operations answer 503 and invites need no second
+	// factor (the CLI needs none of them). Passkeys, when nil, makes the
+	// passkey operations answer 400 (no WebAuthn relying party).
+	MFA      MFA
+	Passkeys Passkeys
 }
 
 // Service implements the account and admin operations.
@@ -194,6 +201,8 @@ type Service struct {
 	browser  BrowserSessionLister
 	consents Consents
 	ender    SessionEnder
+	mfa      MFA
+	passkeys Passkeys
 
 	bgSlots chan struct{}
 	bgWG    sync.WaitGroup
@@ -235,7 +244,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, store: d.Store, policy: d.Policy, sessions: d.Sessions, hasher: d.Hasher, checker: d.Checker, rules: d.Rules,
 		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger, now: d.Now,
-		browser: d.Browser, consents: d.Consents, ender: d.Ender,
+		browser: d.Browser, consents: d.Consents, ender: d.Ender, mfa: d.MFA, passkeys: d.Passkeys,
 		bgSlots: make(chan struct{}, cfg.MaxBackground)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -268,6 +277,9 @@ type Actor struct {
 	ID string
 	Meta
 	operator bool
+	// mfaEnrolment: the actor presented an mfa_token whose enrolment is
+	// required (MFATokenActor), not an access token.
+	mfaEnrolment bool
 }
 
 // OperatorActorID is the actor_id of the audit events of operations the

@@ -36,6 +36,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/pages"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/passkeys"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/rtcookie"
 	"github.com/portcullis-auth/portcullis/server/signout"
@@ -247,6 +248,11 @@ type App struct {
 	Ender *signout.Ender
 	// Backchannel delivers queued back-channel logout tokens; Run runs it.
 	Backchannel *backchannel.Notifier
+	// Passkeys runs the WebAuthn ceremonies (registration on
+	// /auth/mfa/webauthn/… and /account/security, assertions as the second
+	// step of a login); nil when the server has no WebAuthn relying party
+	// (config.Config.WebAuthnRPID is empty).
+	Passkeys *passkeys.Service
 
 	metricsAddr atomic.Pointer[net.Addr] // bound PORTCULLIS_METRICS_ADDR, once listening
 }
@@ -314,8 +320,15 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, fmt.Errorf("back-channel logout: %w", err)
 	}
 	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Backchannel: bcl, Audit: core.Audit}
-	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter,
-		accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}})
+	pk, err := buildPasskeys(cfg, log, core, states)
+	if err != nil {
+		return nil, err
+	}
+	views := accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}}
+	if pk != nil {
+		views.Passkeys = pk
+	}
+	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter, views)
 	if err != nil {
 		return nil, err
 	}
@@ -325,6 +338,10 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	signIn.Views = acc
+	signIn.MFA = mfaService
+	if pk != nil { // never a typed nil in the interface
+		signIn.Passkeys = pk
+	}
 	srv.MountPAR(tokens, flow)
 	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn}); err != nil {
 		return nil, err
@@ -334,7 +351,24 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, MFA: mfaService, states: states,
-		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl}, nil
+		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, Passkeys: pk}, nil
+}
+
+// buildPasskeys builds the WebAuthn relying party of
+// PORTCULLIS_WEBAUTHN_RP_ID and PORTCULLIS_WEBAUTHN_ORIGINS over the
+// second-factor store and the single-use records; nil (with a warning) when
+// there is no RP ID (an issuer whose host is an IP address).
+func buildPasskeys(cfg config.Config, log *slog.Logger, core *Core, states TokenStates) (*passkeys.Service, error) {
+	if cfg.WebAuthnRPID == "" {
+		log.Warn("passkeys and security keys are off: the issuer's host is an IP address, which cannot be a WebAuthn relying party; set PORTCULLIS_WEBAUTHN_RP_ID (and PORTCULLIS_WEBAUTHN_ORIGINS) to turn them on")
+		return nil, nil
+	}
+	pk, err := passkeys.New(passkeys.Config{RPID: cfg.WebAuthnRPID, Origins: cfg.WebAuthnOrigins, RPName: cfg.ProductName},
+		passkeys.Deps{Credentials: core.Store, Once: states.Once, Audit: core.Audit})
+	if err != nil {
+		return nil, fmt.Errorf("PORTCULLIS_WEBAUTHN_RP_ID / PORTCULLIS_WEBAUTHN_ORIGINS: %w", err)
+	}
+	return pk, nil
 }
 
 // signInDeps wires browser sign-in: the browser session cookie over the
@@ -417,7 +451,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	acc, err := accounts.New(accountsConfig(cfg), accounts.Deps{
 		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
-		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender,
+		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender, MFA: views.MFA, Passkeys: views.Passkeys,
 	})
 	if err != nil {
 		return nil, err

@@ -79,6 +79,11 @@ type Config struct {
 	AuthorizeRequestTTL time.Duration // how long a pending authorization request waits for login and consent
 	SessionIdleTTL      time.Duration // a browser session unused this long ends
 	SessionMaxAge       time.Duration // absolute lifetime of a browser session
+	// WebAuthn (passkeys and security keys). WebAuthnRPID is "" when it is
+	// neither set nor derivable (an issuer whose host is an IP address):
+	// passkeys are then off.
+	WebAuthnRPID    string
+	WebAuthnOrigins []string
 }
 
 // Embedded reports whether the configuration uses the embedded SQLite store.
@@ -191,6 +196,24 @@ var settings = []Setting{
 	{Env: "PORTCULLIS_AUTHORIZE_REQUEST_TTL", Default: "30m", Help: "how long a pending authorization request waits for the person to sign in and consent; after it the client is answered access_denied", apply: durationSetting(time.Second, 0, func(c *Config) *time.Duration { return &c.AuthorizeRequestTTL })},
 	{Env: "PORTCULLIS_SESSION_IDLE_TTL", Default: "8h", Help: "a browser (single sign-on) session unused this long ends", apply: durationSetting(time.Second, 0, func(c *Config) *time.Duration { return &c.SessionIdleTTL })},
 	{Env: "PORTCULLIS_SESSION_MAX_AGE", Default: "168h", Help: "absolute lifetime of a browser (single sign-on) session, and of its \"Keep me signed in\" cookie", apply: durationSetting(time.Second, 0, func(c *Config) *time.Duration { return &c.SessionMaxAge })},
+	{Env: "PORTCULLIS_WEBAUTHN_RP_ID", Default: "", Help: "WebAuthn relying party id of passkeys and security keys: the domain of the sign-in pages or a registrable suffix of it (default: the issuer's host; passkeys are off when that is an IP address)", apply: func(c *Config, v string) error {
+		if v != "" && !validRPID(v) {
+			return errors.New("expects a domain name such as example.com or auth.example.com (no scheme, port or path; not an IP address)")
+		}
+		c.WebAuthnRPID = strings.ToLower(v)
+		return nil
+	}},
+	{Env: "PORTCULLIS_WEBAUTHN_ORIGINS", Default: "", Help: "comma-separated origins where browsers register and use passkeys, each on the RP ID's domain (default: the issuer's origin)", apply: func(c *Config, v string) error {
+		c.WebAuthnOrigins = nil
+		for _, o := range splitList(v) {
+			u, err := url.Parse(o)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+				return fmt.Errorf("expects origins such as https://auth.example.com; %q is not one", o)
+			}
+			c.WebAuthnOrigins = append(c.WebAuthnOrigins, strings.ToLower(u.Scheme+"://"+u.Host))
+		}
+		return nil
+	}},
 	{Env: "PORTCULLIS_KEY_ROTATION_INTERVAL", Default: "0", Help: "automatic signing-key rotation period (0: manual)", apply: durationSetting(0, 0, func(c *Config) *time.Duration { return &c.KeyRotationInterval })},
 	{Env: "PORTCULLIS_JWKS_MAX_AGE", Default: "5m", Help: "Cache-Control max-age of the JWKS; a next key is published at least this long before it signs", apply: durationSetting(0, 24*time.Hour, func(c *Config) *time.Duration { return &c.JWKSMaxAge })},
 	{Env: "PORTCULLIS_KEY_SYNC_INTERVAL", Default: "10s", Help: "how often an instance reloads key state", apply: durationSetting(100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.KeySyncInterval })},
@@ -472,10 +495,56 @@ func (c *Config) derive() []string {
 	if c.KeyRotationInterval > 0 && c.KeyRotationInterval < 2*c.PublicationDelay() {
 		errs = append(errs, fmt.Sprintf("PORTCULLIS_KEY_ROTATION_INTERVAL (--key-rotation-interval): must be 0 or at least twice the publication delay (key sync interval + JWKS max age = %s), so at least %s", c.PublicationDelay(), 2*c.PublicationDelay()))
 	}
+	errs = append(errs, c.deriveWebAuthn()...)
 	if c.PasswordMinLength > c.PasswordMaxLength && c.PasswordMaxLength > 0 {
 		errs = append(errs, "PORTCULLIS_PASSWORD_MIN_LENGTH (--password-min-length): must not exceed PORTCULLIS_PASSWORD_MAX_LENGTH")
 	}
 	return errs
+}
+
+// deriveWebAuthn fills the WebAuthn relying party from the issuer (its host
+// and origin) when unset, and checks that every origin is on the RP ID's
+// domain (WebAuthn §5.1.3: the RP ID is the origin's host or a registrable
+// suffix of it).
+func (c *Config) deriveWebAuthn() []string {
+	iss, err := url.Parse(c.Issuer)
+	if err != nil || c.Issuer == "" {
+		return nil // reported with the issuer
+	}
+	if c.WebAuthnRPID == "" {
+		if host := strings.ToLower(iss.Hostname()); validRPID(host) {
+			c.WebAuthnRPID = host
+		}
+	}
+	if c.WebAuthnRPID == "" {
+		c.WebAuthnOrigins = nil
+		return nil
+	}
+	if len(c.WebAuthnOrigins) == 0 {
+		c.WebAuthnOrigins = []string{strings.ToLower(iss.Scheme + "://" + iss.Host)}
+	}
+	var errs []string
+	for _, o := range c.WebAuthnOrigins {
+		u, _ := url.Parse(o)
+		if h := u.Hostname(); h != c.WebAuthnRPID && !strings.HasSuffix(h, "."+c.WebAuthnRPID) {
+			errs = append(errs, fmt.Sprintf("PORTCULLIS_WEBAUTHN_ORIGINS (--webauthn-origins): the origin %q is not on the domain of the RP ID %q (PORTCULLIS_WEBAUTHN_RP_ID); list the origins of the sign-in pages", o, c.WebAuthnRPID))
+		}
+	}
+	return errs
+}
+
+// validRPID reports whether v can be a WebAuthn RP ID: a domain name of
+// letters, digits, hyphens and dots, not an IP address.
+func validRPID(v string) bool {
+	if v == "" || len(v) > 253 || net.ParseIP(v) != nil || strings.HasPrefix(v, ".") || strings.HasSuffix(v, ".") || strings.Contains(v, "..") {
+		return false
+	}
+	for _, r := range strings.ToLower(v) {
+		if !(r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func validIssuer(v string) error {

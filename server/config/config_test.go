@@ -167,3 +167,51 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func TestWebAuthnRelyingParty(t *testing.T) {
+	cases := []struct {
+		name        string
+		env         map[string]string
+		wantErr     string
+		rpID        string
+		wantOrigins []string
+	}{
+		{name: "ok/derived from the issuer", env: map[string]string{"PORTCULLIS_ISSUER": "https://Auth.Example.com"},
+			rpID: "auth.example.com", wantOrigins: []string{"https://auth.example.com"}},
+		{name: "ok/derived with a port", env: map[string]string{"PORTCULLIS_ISSUER": "http://localhost:8080"},
+			rpID: "localhost", wantOrigins: []string{"http://localhost:8080"}},
+		{name: "ok/an IP issuer turns passkeys off", env: map[string]string{"PORTCULLIS_ISSUER": "http://127.0.0.1:8080"}},
+		{name: "ok/registrable suffix with the issuer's origin", env: map[string]string{"PORTCULLIS_ISSUER": "https://auth.example.com",
+			"PORTCULLIS_WEBAUTHN_RP_ID": "example.com"}, rpID: "example.com", wantOrigins: []string{"https://auth.example.com"}},
+		{name: "ok/listed origins", env: map[string]string{"PORTCULLIS_ISSUER": "https://auth.example.com", "PORTCULLIS_WEBAUTHN_RP_ID": "example.com",
+			"PORTCULLIS_WEBAUTHN_ORIGINS": "https://auth.example.com, https://app.example.com/"}, rpID: "example.com",
+			wantOrigins: []string{"https://auth.example.com", "https://app.example.com"}},
+		{name: "fail/RP ID with a scheme", env: map[string]string{"PORTCULLIS_WEBAUTHN_RP_ID": "https://example.com"}, wantErr: "PORTCULLIS_WEBAUTHN_RP_ID"},
+		{name: "fail/RP ID with a port", env: map[string]string{"PORTCULLIS_WEBAUTHN_RP_ID": "example.com:443"}, wantErr: "PORTCULLIS_WEBAUTHN_RP_ID"},
+		{name: "fail/RP ID an IP address", env: map[string]string{"PORTCULLIS_WEBAUTHN_RP_ID": "10.0.0.1"}, wantErr: "PORTCULLIS_WEBAUTHN_RP_ID"},
+		{name: "fail/origin with a path", env: map[string]string{"PORTCULLIS_WEBAUTHN_ORIGINS": "https://example.com/login"}, wantErr: "PORTCULLIS_WEBAUTHN_ORIGINS"},
+		{name: "fail/origin off the RP ID's domain", env: map[string]string{"PORTCULLIS_ISSUER": "https://auth.example.com",
+			"PORTCULLIS_WEBAUTHN_ORIGINS": "https://auth.example.com.evil.test"}, wantErr: "PORTCULLIS_WEBAUTHN_ORIGINS"},
+		{name: "fail/an RP ID the IP issuer's origin is not on", env: map[string]string{"PORTCULLIS_ISSUER": "http://127.0.0.1:8080",
+			"PORTCULLIS_WEBAUTHN_RP_ID": "localhost"}, wantErr: "PORTCULLIS_WEBAUTHN_ORIGINS"},
+		{name: "fail/suffix trick", env: map[string]string{"PORTCULLIS_ISSUER": "https://auth.example.com",
+			"PORTCULLIS_WEBAUTHN_RP_ID": "ample.com"}, wantErr: "PORTCULLIS_WEBAUTHN_ORIGINS"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(nil, envOf(tc.env))
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want one naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.WebAuthnRPID != tc.rpID || strings.Join(c.WebAuthnOrigins, " ") != strings.Join(tc.wantOrigins, " ") {
+				t.Fatalf("rp id %q origins %v", c.WebAuthnRPID, c.WebAuthnOrigins)
+			}
+		})
+	}
+}

@@ -506,8 +506,41 @@ func TestRemove(t *testing.T) {
 	}
 }
 
+// Recovery codes stand in for a lost factor: they go with the last one.
+func TestRemovingTheLastFactorDropsRecoveryCodes(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name      string
+		keys      int
+		totp      bool
+		wantCodes int
+	}{
+		{"last passkey, no app: codes dropped", 1, false, 0},
+		{"another passkey left: codes kept", 2, false, 10},
+		{"an app left: codes kept", 1, true, 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			var rec store.WebAuthnCredential
+			for range tc.keys {
+				_, rec = e.register(t, alice)
+			}
+			e.creds.totp = map[string]bool{alice.ID: tc.totp}
+			_ = e.creds.ReplaceRecoveryCodes(ctx, alice.ID, make([][]byte, 10), time.Time{})
+			if err := e.svc.Remove(ctx, alice.ID, rec.ID, mfa.Meta{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.creds.codesLeft(alice.ID); got != tc.wantCodes {
+				t.Fatalf("codes left %d, want %d", got, tc.wantCodes)
+			}
+		})
+	}
+}
+
 func TestNewRefusesABadRelyingParty(t *testing.T) {
 	d := passkeys.Deps{Credentials: &fakeCreds{}, Once: &fakeOnce{}, Audit: &fakeAudit{}}
+	var _ passkeys.Credentials = store.MFAFactors(nil) // the second-factor store serves it
 	for _, cfg := range []passkeys.Config{
 		{RPID: "", Origins: []string{origin}},
 		{RPID: "127.0.0.1", Origins: []string{"http://127.0.0.1"}},
@@ -553,9 +586,36 @@ func (a *fakeAudit) has(action string, outcome store.Outcome, target string) boo
 
 // fakeCreds keeps credentials in memory with the store's compare-and-set.
 type fakeCreds struct {
-	mu   sync.Mutex
-	recs []store.WebAuthnCredential
-	wait *sync.WaitGroup // when set, List waits until that many Lists have begun
+	mu    sync.Mutex
+	recs  []store.WebAuthnCredential
+	wait  *sync.WaitGroup // when set, List waits until that many Lists have begun
+	totp  map[string]bool // users with a confirmed TOTP factor
+	codes map[string]int  // recovery codes left per user
+}
+
+func (f *fakeCreds) GetTOTP(_ context.Context, userID string) (store.TOTPFactor, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.totp[userID] {
+		return store.TOTPFactor{}, store.ErrNotFound
+	}
+	return store.TOTPFactor{UserID: userID, SecretSealed: []byte("sealed")}, nil
+}
+
+func (f *fakeCreds) ReplaceRecoveryCodes(_ context.Context, userID string, hashes [][]byte, _ time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.codes == nil {
+		f.codes = map[string]int{}
+	}
+	f.codes[userID] = len(hashes)
+	return nil
+}
+
+func (f *fakeCreds) codesLeft(userID string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.codes[userID]
 }
 
 func (f *fakeCreds) barrier(n int) {

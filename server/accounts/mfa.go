@@ -1,0 +1,336 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// MFA is the second-factor service (*mfa.Service): the parts the account
+// operations use.
+type MFA interface {
+	Begin(ctx context.Context, u store.User, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
+	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
+	Status(ctx context.Context, userID string) (mfa.Status, error)
+	StartTOTP(ctx context.Context, u store.User, m mfa.Meta) (mfa.Enrolment, error)
+	ConfirmTOTP(ctx context.Context, u store.User, code string, m mfa.Meta) ([]string, error)
+	RemoveTOTP(ctx context.Context, userID string, m mfa.Meta) error
+	RegenerateRecoveryCodes(ctx context.Context, userID string, m mfa.Meta) ([]string, error)
+	Reset(ctx context.Context, userID string, m mfa.Meta) error
+}
+
+// Passkeys runs the WebAuthn registration ceremony and removes credentials
+// (*passkeys.Service).
+type Passkeys interface {
+	BeginRegistration(ctx context.Context, u store.User) (optionsJSON []byte, handle string, err error)
+	FinishRegistration(ctx context.Context, u store.User, handle, name string, responseJSON []byte, m mfa.Meta) (store.WebAuthnCredential, error)
+	Remove(ctx context.Context, userID, id string, m mfa.Meta) error
+}
+
+// Errors of the MFA operations.
+var (
+	errMFAUnavailable = apierr.ErrTemporarilyUnavailable.WithDescription("Multi-factor authentication is not available right now.")
+	errNoPasskeys     = apierr.ErrInvalidRequest.WithDescription(
+		"Passkeys are not available on this server: it has no WebAuthn relying party (set PORTCULLIS_WEBAUTHN_RP_ID).")
+	errMFATokenNotForEnrolment = apierr.ErrForbidden.WithDescription(
+		"An mfa_token is accepted here only while its login must enrol a second factor; finish the login at the token endpoint.")
+	errMFATokenEnrolled = apierr.ErrForbidden.WithDescription(
+		"A second factor is enrolled already: sign in with it to change your factors.")
+	errTOTPConfirmed = apierr.ErrConflict.WithDescription(
+		"An authenticator app is set up already; remove it first (DELETE /auth/mfa/totp with your current password).")
+	errNoTOTPPending = apierr.ErrConflict.WithDescription(
+		"No authenticator app enrolment is waiting for its code; start again with POST /auth/mfa/totp.")
+	errNoTOTP      = apierr.ErrNotFound.WithDescription("No authenticator app is set up for your account.")
+	errNotEnrolled = apierr.ErrConflict.WithDescription(
+		"Recovery codes come with a second factor: set up an authenticator app or a passkey first.")
+	errBadTOTPCode = apierr.ErrInvalidRequest.WithDescription(
+		"The code is wrong or was used already; enter the current code from your authenticator app.")
+	errPasswordRequired = apierr.ErrInvalidRequest.WithDescription("current_password is required.")
+)
+
+// MFATokenActor is the actor of an mfa_token presented as the bearer of the
+// enrolment endpoints (StartTOTP, ConfirmTOTP, nothing else): the token's
+// login must be one whose enrolment the policy requires
+// (mfa.Pending.EnrollmentRequired), else 403; an unknown, expired, used or
+// exhausted token is 401 invalid_token. The token is not used up: after the
+// enrolment the login takes a new password grant.
+func (s *Service) MFATokenActor(ctx context.Context, token string, m Meta) (Actor, error) {
+	if s.mfa == nil {
+		return Actor{}, errMFAUnavailable
+	}
+	p, err := s.mfa.Peek(ctx, token, "")
+	switch {
+	case errors.Is(err, mfa.ErrInvalidToken):
+		return Actor{}, apierr.ErrInvalidToken.WithDescription("The access token or mfa_token is invalid, expired or used.").WithCause(err)
+	case err != nil:
+		return Actor{}, mfaErr("read the mfa_token", err)
+	case !p.EnrollmentRequired:
+		return Actor{}, errMFATokenNotForEnrolment
+	}
+	m.ClientID = p.ClientID
+	return Actor{ID: p.UserID, Meta: m, mfaEnrolment: true}, nil
+}
+
+// loadMFASelf is loadSelf for the MFA operations, which also need the MFA
+// service. An mfa_token's actor (MFATokenActor) passes only where enrol
+// is true, and only while the user has no second factor (checked now, not
+// when the token was issued: an mfa_token must never replace a factor).
+func (s *Service) loadMFASelf(ctx context.Context, actor Actor, enrol bool) (store.User, error) {
+	if s.mfa == nil {
+		return store.User{}, errMFAUnavailable
+	}
+	if actor.mfaEnrolment && !enrol {
+		return store.User{}, errMFATokenNotForEnrolment
+	}
+	u, err := s.loadSelf(ctx, actor)
+	if err != nil || !actor.mfaEnrolment {
+		return u, err
+	}
+	st, err := s.mfa.Status(ctx, u.ID)
+	if err != nil {
+		return store.User{}, mfaErr("read the second factors", err)
+	}
+	if st.Enrolled() {
+		return store.User{}, errMFATokenEnrolled
+	}
+	return u, nil
+}
+
+func mfaMeta(actorID string, m Meta) mfa.Meta {
+	return mfa.Meta{ActorID: actorID, IP: m.IP, UserAgent: m.UserAgent, ClientID: m.ClientID}
+}
+
+// MFAStatus is what GET /auth/mfa shows.
+type MFAStatus struct {
+	TOTP              bool      `json:"totp"`
+	WebAuthn          []Passkey `json:"webauthn"`
+	RecoveryCodesLeft int       `json:"recovery_codes_left"`
+}
+
+// Passkey is a registered WebAuthn credential as the API shows it.
+type Passkey struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+// ViewPasskey is the API view of a credential.
+func ViewPasskey(c store.WebAuthnCredential) Passkey {
+	return Passkey{ID: c.ID, Name: c.Name, CreatedAt: c.CreatedAt, LastUsedAt: c.LastUsedAt}
+}
+
+// OwnMFA returns the actor's second factors.
+func (s *Service) OwnMFA(ctx context.Context, actor Actor) (MFAStatus, error) {
+	u, err := s.loadMFASelf(ctx, actor, false)
+	if err != nil {
+		return MFAStatus{}, err
+	}
+	st, err := s.mfa.Status(ctx, u.ID)
+	if err != nil {
+		return MFAStatus{}, mfaErr("read the second factors", err)
+	}
+	out := MFAStatus{TOTP: st.TOTP, WebAuthn: make([]Passkey, 0, len(st.WebAuthn)), RecoveryCodesLeft: st.RecoveryCodesLeft}
+	for _, c := range st.WebAuthn {
+		out.WebAuthn = append(out.WebAuthn, ViewPasskey(c))
+	}
+	return out, nil
+}
+
+// StartTOTP starts enrolling an authenticator app for the actor (a bearer
+// token, or an mfa_token whose enrolment is required): a new secret, its
+// otpauth:// URI and a QR code. It changes nothing until ConfirmTOTP. A
+// confirmed app must be removed first (409): replacing it would remove a
+// factor without the password.
+func (s *Service) StartTOTP(ctx context.Context, actor Actor) (mfa.Enrolment, error) {
+	u, err := s.loadMFASelf(ctx, actor, true)
+	if err != nil {
+		return mfa.Enrolment{}, err
+	}
+	st, err := s.mfa.Status(ctx, u.ID)
+	if err != nil {
+		return mfa.Enrolment{}, mfaErr("read the second factors", err)
+	}
+	if st.TOTP {
+		return mfa.Enrolment{}, errTOTPConfirmed
+	}
+	en, err := s.mfa.StartTOTP(ctx, u, mfaMeta(u.ID, actor.Meta))
+	if err != nil {
+		return mfa.Enrolment{}, mfaErr("start a TOTP enrolment", err)
+	}
+	return en, nil
+}
+
+// ConfirmTOTP confirms the actor's pending enrolment with a first code and
+// returns the ten recovery codes (shown once). A wrong or used code is 400
+// and changes nothing; no pending enrolment, or a confirmed app, is 409.
+func (s *Service) ConfirmTOTP(ctx context.Context, actor Actor, code string) ([]string, error) {
+	if code == "" || len(code) > 16 {
+		return nil, apierr.ErrInvalidRequest.WithDescription("code is required: the 6 digits your authenticator app shows.")
+	}
+	u, err := s.loadMFASelf(ctx, actor, true)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.mfa.Status(ctx, u.ID)
+	if err != nil {
+		return nil, mfaErr("read the second factors", err)
+	}
+	if st.TOTP {
+		return nil, errTOTPConfirmed
+	}
+	codes, err := s.mfa.ConfirmTOTP(ctx, u, code, mfaMeta(u.ID, actor.Meta))
+	switch {
+	case errors.Is(err, mfa.ErrBadCode):
+		return nil, errBadTOTPCode.WithCause(err)
+	case errors.Is(err, mfa.ErrNotEnrolled):
+		return nil, errNoTOTPPending.WithCause(err)
+	case err != nil:
+		return nil, mfaErr("confirm a TOTP enrolment", err)
+	}
+	return codes, nil
+}
+
+// RemoveTOTP removes the actor's authenticator app after checking their
+// current password (the one password check, under the login throttle; a
+// wrong one is 400 invalid_grant and removes nothing).
+func (s *Service) RemoveTOTP(ctx context.Context, actor Actor, currentPassword string) error {
+	u, err := s.loadMFASelf(ctx, actor, false)
+	if err != nil {
+		return err
+	}
+	if err := s.checkCurrentPassword(ctx, actor, u.ID, currentPassword, "mfa.removed"); err != nil {
+		return err
+	}
+	err = s.mfa.RemoveTOTP(ctx, u.ID, mfaMeta(u.ID, actor.Meta))
+	switch {
+	case errors.Is(err, mfa.ErrNotEnrolled), errors.Is(err, store.ErrNotFound):
+		return errNoTOTP
+	case err != nil:
+		return mfaErr("remove the TOTP factor", err)
+	}
+	return nil
+}
+
+// RegenerateRecoveryCodes replaces the actor's recovery codes with ten new
+// ones (shown once). Without a second factor it is 409.
+func (s *Service) RegenerateRecoveryCodes(ctx context.Context, actor Actor) ([]string, error) {
+	u, err := s.loadMFASelf(ctx, actor, false)
+	if err != nil {
+		return nil, err
+	}
+	codes, err := s.mfa.RegenerateRecoveryCodes(ctx, u.ID, mfaMeta(u.ID, actor.Meta))
+	switch {
+	case errors.Is(err, mfa.ErrNotEnrolled):
+		return nil, errNotEnrolled.WithCause(err)
+	case err != nil:
+		return nil, mfaErr("regenerate recovery codes", err)
+	}
+	return codes, nil
+}
+
+// BeginPasskeyRegistration starts registering a passkey or security key for
+// the actor: the options for navigator.credentials.create and the
+// ceremony's handle.
+func (s *Service) BeginPasskeyRegistration(ctx context.Context, actor Actor) (optionsJSON []byte, handle string, err error) {
+	u, err := s.loadPasskeySelf(ctx, actor)
+	if err != nil {
+		return nil, "", err
+	}
+	opts, handle, err := s.passkeys.BeginRegistration(ctx, u)
+	if err != nil {
+		return nil, "", mfaErr("begin a passkey registration", err)
+	}
+	return opts, handle, nil
+}
+
+// FinishPasskeyRegistration verifies the browser's answer and stores the
+// credential under name.
+func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor Actor, handle, name string, responseJSON []byte) (Passkey, error) {
+	u, err := s.loadPasskeySelf(ctx, actor)
+	if err != nil {
+		return Passkey{}, err
+	}
+	c, err := s.passkeys.FinishRegistration(ctx, u, handle, name, responseJSON, mfaMeta(u.ID, actor.Meta))
+	if err != nil {
+		return Passkey{}, mfaErr("finish a passkey registration", err)
+	}
+	return ViewPasskey(c), nil
+}
+
+// RemovePasskey removes one of the actor's passkeys after checking their
+// current password; another user's id is 404.
+func (s *Service) RemovePasskey(ctx context.Context, actor Actor, id, currentPassword string) error {
+	u, err := s.loadPasskeySelf(ctx, actor)
+	if err != nil {
+		return err
+	}
+	if err := s.checkCurrentPassword(ctx, actor, u.ID, currentPassword, "mfa.removed"); err != nil {
+		return err
+	}
+	if err := s.passkeys.Remove(ctx, u.ID, id, mfaMeta(u.ID, actor.Meta)); err != nil {
+		return mfaErr("remove a passkey", err)
+	}
+	return nil
+}
+
+func (s *Service) loadPasskeySelf(ctx context.Context, actor Actor) (store.User, error) {
+	u, err := s.loadMFASelf(ctx, actor, false)
+	if err != nil {
+		return store.User{}, err
+	}
+	if s.passkeys == nil {
+		return store.User{}, errNoPasskeys
+	}
+	return u, nil
+}
+
+// checkCurrentPassword is the current-password check of a factor's
+// removal: the one password check (throttle, audit as failureAction).
+func (s *Service) checkCurrentPassword(ctx context.Context, actor Actor, userID, password, failureAction string) error {
+	if password == "" {
+		return errPasswordRequired
+	}
+	_, err := s.checker.Check(ctx, passcheck.Attempt{UserID: userID, Password: password, IP: actor.Meta.IP,
+		UserAgent: actor.Meta.UserAgent, ClientID: actor.Meta.ClientID, FailureAction: failureAction})
+	switch {
+	case errors.Is(err, passcheck.ErrBadCredentials):
+		return errCurrentPassword
+	case errors.Is(err, passcheck.ErrUnknownUser):
+		return errActorUnknown
+	}
+	return err
+}
+
+// ResetMFA removes every second factor of a user the actor may manage (the
+// privilege ceiling of the other admin user operations: strictly above
+// them, never themself) and ends every session of theirs. mfa.Service
+// records mfa.reset. Refused (403), nothing changes.
+func (s *Service) ResetMFA(ctx context.Context, actor Actor, userID string) error {
+	if s.mfa == nil {
+		return errMFAUnavailable
+	}
+	a, t, err := s.actorAndTarget(ctx, actor, userID)
+	if err != nil {
+		return err
+	}
+	if err := s.mfa.Reset(ctx, t.ID, mfaMeta(a.ID, actor.Meta)); err != nil {
+		return mfaErr("reset the second factors", err)
+	}
+	if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
+		s.log.Error("MFA reset: the factors are removed but the sessions could not be ended", "user_id", t.ID, "err", err)
+		return err
+	}
+	return nil
+}
+
+// mfaErr answers a failure of the MFA service: its *apierr.Error as is, a
+// store that cannot be reached 503, anything else 500.
+func mfaErr(what string, err error) error {
+	return storeErr(what, err, nil)
+}
