@@ -338,7 +338,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	signIn.Views = acc
-	signIn.MFA = mfaService
+	signIn.MFA, signIn.Security = mfaService, acc
 	if pk != nil { // never a typed nil in the interface
 		signIn.Passkeys = pk
 	}

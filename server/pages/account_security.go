@@ -1,16 +1,16 @@
 package pages
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
-	"github.com/portcullis-auth/portcullis/server/passcheck"
-	"github.com/portcullis-auth/portcullis/store"
 )
 
 // AccountSecurityPath is the page of the signed-in person's second factors.
@@ -29,6 +29,23 @@ const (
 	passkeyNameField     = "name"
 	passkeyIDField       = "id"
 )
+
+// SecurityAccounts is the account service's second-factor operations
+// (*accounts.Service): the same methods, and so the same rules, as the
+// JSON endpoints under /auth/mfa (a confirmed app is removed before a new
+// one is set up, removing a factor needs the current password, an
+// mfa_token enrols only a user without a factor).
+type SecurityAccounts interface {
+	OwnMFA(ctx context.Context, actor accounts.Actor) (accounts.MFAStatus, error)
+	MFATokenActor(ctx context.Context, token string, m accounts.Meta) (accounts.Actor, error)
+	StartTOTP(ctx context.Context, actor accounts.Actor) (mfa.Enrolment, error)
+	ConfirmTOTP(ctx context.Context, actor accounts.Actor, code string) ([]string, error)
+	RemoveTOTP(ctx context.Context, actor accounts.Actor, currentPassword string) error
+	RegenerateRecoveryCodes(ctx context.Context, actor accounts.Actor) ([]string, error)
+	BeginPasskeyRegistration(ctx context.Context, actor accounts.Actor) (optionsJSON []byte, handle string, err error)
+	FinishPasskeyRegistration(ctx context.Context, actor accounts.Actor, handle, name string, responseJSON []byte) (accounts.Passkey, error)
+	RemovePasskey(ctx context.Context, actor accounts.Actor, id, currentPassword string) error
+}
 
 // securityView is what /account/security shows.
 type securityView struct {
@@ -57,16 +74,14 @@ func (p *Pages) accountSecurity(c echo.Context) error {
 	if bs == nil {
 		return p.notSignedIn(c)
 	}
-	st, err := p.si.MFA.Status(c.Request().Context(), bs.UserID)
+	st, err := p.si.Security.OwnMFA(c.Request().Context(), accounts.Actor{ID: bs.UserID, Meta: meta(c)})
 	if err != nil {
-		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+		return p.fail(c, err)
 	}
-	sv := &securityView{TOTP: st.TOTP, Enrolled: st.Enrolled(), RecoveryLeft: st.RecoveryCodesLeft, CanPasskeys: p.si.Passkeys != nil}
+	sv := &securityView{TOTP: st.TOTP, Enrolled: st.TOTP || len(st.WebAuthn) > 0, RecoveryLeft: st.RecoveryCodesLeft,
+		CanPasskeys: p.si.Passkeys != nil}
 	for _, cr := range st.WebAuthn {
 		it := passkeyItem{ID: cr.ID, Name: cr.Name, Added: stampOf(cr.CreatedAt)}
-		if it.Name == "" {
-			it.Name = "Passkey"
-		}
 		if cr.LastUsedAt != nil {
 			s := stampOf(*cr.LastUsedAt)
 			it.LastUsed = &s
@@ -81,9 +96,8 @@ func (p *Pages) accountSecurity(c echo.Context) error {
 }
 
 // accountSecurityPost is POST /account/security: every change goes
-// through mfa.Service or server/passkeys; removing a factor first checks
-// the current password with the one password check (the login throttle
-// counts a wrong one).
+// through the account service's second-factor operations (the JSON
+// endpoints' rules); this handler only renders their answers.
 func (p *Pages) accountSecurityPost(c echo.Context) error {
 	if !p.checkCSRF(c) {
 		return p.refuseCSRF(c, AccountSecurityPath)
@@ -96,17 +110,13 @@ func (p *Pages) accountSecurityPost(c echo.Context) error {
 		return p.notSignedIn(c)
 	}
 	r := c.Request()
-	ctx, m := r.Context(), mfaMeta(c, bs.UserID, "")
-	u, err := p.si.Users.GetUser(ctx, bs.UserID)
-	if err != nil {
-		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
-	}
-	action := r.PostFormValue(accountActionField)
-	switch action {
+	ctx, actor := r.Context(), accounts.Actor{ID: bs.UserID, Meta: meta(c)}
+	sec := p.si.Security
+	switch action := r.PostFormValue(accountActionField); action {
 	case actionTOTPStart:
-		en, err := p.si.MFA.StartTOTP(ctx, u, m)
+		en, err := sec.StartTOTP(ctx, actor)
 		if err != nil {
-			return p.fail(c, err)
+			return p.securityFailed(c, err)
 		}
 		return p.securityEnrol(c, http.StatusOK, en, nil)
 	case actionTOTPConfirm:
@@ -116,35 +126,42 @@ func (p *Pages) accountSecurityPost(c echo.Context) error {
 			ps.add(codeField, "Enter the 6-digit code from your authenticator app.")
 			return p.securityEnrol(c, http.StatusBadRequest, enrolmentFromForm(r), ps)
 		}
-		codes, err := p.si.MFA.ConfirmTOTP(ctx, u, code, m)
-		switch {
-		case errors.Is(err, mfa.ErrBadCode):
-			ps.add(codeField, "That code is not right. Check that your app shows a code for this account, then enter the newest code.")
+		codes, err := sec.ConfirmTOTP(ctx, actor, code)
+		if errors.Is(err, mfa.ErrBadCode) {
+			ps.add(codeField, wrongEnrolmentCode)
 			return p.securityEnrol(c, http.StatusBadRequest, enrolmentFromForm(r), ps)
-		case errors.Is(err, mfa.ErrNotEnrolled):
-			return p.securityProblem(c, "The setup was started again in another tab. Start it again here.")
-		case err != nil:
-			return p.fail(c, err)
+		}
+		if err != nil {
+			return p.securityFailed(c, err)
 		}
 		return p.showCodes(c, "Your authenticator app is set up", codes)
 	case actionRecoveryRegen:
-		codes, err := p.si.MFA.RegenerateRecoveryCodes(ctx, u.ID, m)
-		if errors.Is(err, mfa.ErrNotEnrolled) {
-			return p.securityProblem(c, "Recovery codes come with an authenticator app or a passkey: set one up first.")
-		}
+		codes, err := sec.RegenerateRecoveryCodes(ctx, actor)
 		if err != nil {
-			return p.fail(c, err)
+			return p.securityFailed(c, err)
 		}
 		return p.showCodes(c, "Your new recovery codes", codes)
 	case actionTOTPRemove, actionPasskeyRemove:
-		return p.securityRemove(c, u, action, m)
+		return p.securityRemove(c, actor, action)
 	case actionPasskeyBegin, actionPasskeyFinish:
-		if p.si.Passkeys == nil {
-			break
+		if p.si.Passkeys != nil {
+			return p.securityPasskey(c, actor, action)
 		}
-		return p.securityPasskey(c, u, action, m)
 	}
 	return p.securityProblem(c, "The form did not say what to do. Open the page again and use its buttons.")
+}
+
+// wrongEnrolmentCode is what a wrong first code of an enrolment says.
+const wrongEnrolmentCode = "That code is not right. Check that your app shows a code for this account, then enter the newest code."
+
+// securityFailed answers a refusal of the account service with its reason
+// (a 4xx: the page shows its description), or a failure (429, 5xx).
+func (p *Pages) securityFailed(c echo.Context, err error) error {
+	ae := apierr.From(err)
+	if ae.Status >= 500 || ae.Status == http.StatusTooManyRequests || ae.Status == http.StatusUnauthorized {
+		return p.fail(c, err)
+	}
+	return p.securityProblem(c, ae.Description)
 }
 
 // securityEnrol shows a started TOTP enrolment with its confirm form.
@@ -181,12 +198,12 @@ func (p *Pages) securityProblem(c echo.Context, msg string) error {
 
 // securityRemove turns off the authenticator app or removes a passkey:
 // first a confirmation asking for the current password, then, with it,
-// the change.
-func (p *Pages) securityRemove(c echo.Context, u store.User, action string, m mfa.Meta) error {
+// the account service's removal (which checks the password).
+func (p *Pages) securityRemove(c echo.Context, actor accounts.Actor, action string) error {
 	r := c.Request()
 	ctx := r.Context()
 	id := r.PostFormValue(passkeyIDField)
-	if action == actionPasskeyRemove && (id == "" || p.si.Passkeys == nil) {
+	if action == actionPasskeyRemove && id == "" {
 		return p.securityProblem(c, "The form did not say which passkey to remove. Open the page again and use its buttons.")
 	}
 	v := view{Heading: "Turn off the authenticator app?", Submit: "Turn it off",
@@ -208,32 +225,27 @@ func (p *Pages) securityRemove(c echo.Context, u store.User, action string, m mf
 		ps.add(currentPasswordField, "Enter your password.")
 		return p.renderForm(c, http.StatusBadRequest, v.withErrors(ps), AccountSecurityPath)
 	}
-	_, err := p.si.Checker.Check(ctx, passcheck.Attempt{UserID: u.ID, Password: pw, IP: m.IP, UserAgent: m.UserAgent,
-		FailureAction: "mfa.removed", Method: "page"})
+	var err error
+	if action == actionPasskeyRemove {
+		err = p.si.Security.RemovePasskey(ctx, actor, id, pw)
+	} else {
+		err = p.si.Security.RemoveTOTP(ctx, actor, pw)
+	}
 	switch {
-	case errors.Is(err, passcheck.ErrBadCredentials):
+	case err == nil, apierr.From(err).Status == http.StatusNotFound:
+		// Removed, or gone already (another tab): the page shows what is left.
+		return p.redirect(c, p.base+AccountSecurityPath)
+	case is(err, apierr.ErrInvalidGrant):
 		ps.add(currentPasswordField, "The password is incorrect.")
 		return p.renderForm(c, http.StatusBadRequest, v.withErrors(ps), AccountSecurityPath)
-	case err != nil:
-		return p.fail(c, err)
 	}
-	if action == actionPasskeyRemove {
-		err = p.si.Passkeys.Remove(ctx, u.ID, id, m)
-	} else {
-		err = p.si.MFA.RemoveTOTP(ctx, u.ID, m)
-	}
-	// Already gone (another tab): the page shows what is left.
-	if err != nil && !errors.Is(err, mfa.ErrNotEnrolled) && !errors.Is(err, store.ErrNotFound) &&
-		apierr.From(err).Status != http.StatusNotFound {
-		return p.fail(c, err)
-	}
-	return p.redirect(c, p.base+AccountSecurityPath)
+	return p.securityFailed(c, err)
 }
 
 // securityPasskey registers a passkey: passkey_begin (with its name) shows
 // the page whose button the script drives; its result comes back as
 // passkey_finish.
-func (p *Pages) securityPasskey(c echo.Context, u store.User, action string, m mfa.Meta) error {
+func (p *Pages) securityPasskey(c echo.Context, actor accounts.Actor, action string) error {
 	r := c.Request()
 	ctx := r.Context()
 	name := strings.TrimSpace(r.PostFormValue(passkeyNameField))
@@ -242,22 +254,21 @@ func (p *Pages) securityPasskey(c echo.Context, u store.User, action string, m m
 		if resp == "" || len(resp) > maxWebAuthnResponse {
 			return p.securityProblem(c, "Your browser did not create a passkey. Try again.")
 		}
-		_, err := p.si.Passkeys.FinishRegistration(ctx, u, r.PostFormValue(handleField), name, []byte(resp), m)
-		if ae := apierr.From(err); err != nil && (ae.Status >= 500 || ae.Status == http.StatusTooManyRequests) {
-			return p.fail(c, err)
-		} else if err != nil {
-			return p.securityProblem(c, "The passkey could not be added: "+ae.Description+" Try again.")
+		if _, err := p.si.Security.FinishPasskeyRegistration(ctx, actor, r.PostFormValue(handleField), name, []byte(resp)); err != nil {
+			return p.securityFailed(c, err)
 		}
 		return p.redirect(c, p.base+AccountSecurityPath)
 	}
-	opts, handle, err := p.si.Passkeys.BeginRegistration(ctx, u)
-	if ae := apierr.From(err); err != nil && ae.Status < 500 && ae.Status != http.StatusTooManyRequests {
-		return p.securityProblem(c, ae.Description)
-	} else if err != nil {
-		return p.fail(c, err)
+	opts, handle, err := p.si.Security.BeginPasskeyRegistration(ctx, actor)
+	if err != nil {
+		return p.securityFailed(c, err)
+	}
+	shown := name
+	if shown == "" {
+		shown = "Passkey"
 	}
 	return p.renderForm(c, http.StatusOK, view{Heading: "Add a passkey",
-		Intro:    []string{"Press the button, then follow your browser: it may ask for your fingerprint, face, screen lock or security key. The passkey will be called “" + name + "”."},
+		Intro:    []string{"Press the button, then follow your browser: it may ask for your fingerprint, face, screen lock or security key. The passkey will be called “" + shown + "”."},
 		Hidden:   []hidden{{Name: accountActionField, Value: actionPasskeyFinish}, {Name: passkeyNameField, Value: name}},
 		WebAuthn: &webauthnView{Mode: "create", Options: string(opts), Handle: handle, Text: "Create the passkey"},
 		Script:   p.ScriptPath(),

@@ -20,32 +20,26 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// MFA is the second-factor service (*mfa.Service): the login page's second
-// step and /account/security call it and keep none of its rules.
+// MFA is the second-factor service (*mfa.Service) as the login page's
+// second step uses it: the page keeps none of its rules (attempts, the
+// token's binding, replays).
 type MFA interface {
 	Begin(ctx context.Context, u store.User, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
 	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
 	Complete(ctx context.Context, token, clientID string, f mfa.Factor, m mfa.Meta) (mfa.Completed, error)
 	TOTPCode(code string) mfa.Factor
 	RecoveryCode(code string) mfa.Factor
-	Status(ctx context.Context, userID string) (mfa.Status, error)
-	StartTOTP(ctx context.Context, u store.User, m mfa.Meta) (mfa.Enrolment, error)
-	ConfirmTOTP(ctx context.Context, u store.User, code string, m mfa.Meta) ([]string, error)
-	RemoveTOTP(ctx context.Context, userID string, m mfa.Meta) error
-	RegenerateRecoveryCodes(ctx context.Context, userID string, m mfa.Meta) ([]string, error)
 }
 
-// Passkeys is the WebAuthn ceremonies (*passkeys.Service) as the pages use
-// them. Options are the JSON navigator.credentials.create or .get takes
+// Passkeys is the WebAuthn login ceremony (*passkeys.Service) of the second
+// step. Options are the JSON navigator.credentials.get takes
 // ({"publicKey":{…}}, binary members base64url) and the handle names the
 // begun ceremony (single use, bound to the user); a response is the JSON
-// the page's script makes of the browser's credential.
+// the page's script makes of the browser's credential. Registration goes
+// through SecurityAccounts.
 type Passkeys interface {
 	BeginLogin(ctx context.Context, userID string) (optionsJSON []byte, handle string, err error)
 	Assertion(handle string, responseJSON []byte) mfa.Factor
-	BeginRegistration(ctx context.Context, u store.User) (optionsJSON []byte, handle string, err error)
-	FinishRegistration(ctx context.Context, u store.User, handle, name string, responseJSON []byte, m mfa.Meta) (store.WebAuthnCredential, error)
-	Remove(ctx context.Context, userID, id string, m mfa.Meta) error
 }
 
 // Form fields and steps of the second factor on the login page.
@@ -198,9 +192,13 @@ func (p *Pages) beginMFA(c echo.Context, pr Pending, u store.User, authTime time
 	}
 	s := mfaStepState{Token: ch.Token, Remember: remember, UserID: u.ID, Methods: ch.Methods}
 	if ch.EnrollmentRequired {
-		en, err := p.si.MFA.StartTOTP(ctx, u, mfaMeta(c, u.ID, pr.Client.ID))
+		actor, err := p.si.Security.MFATokenActor(ctx, ch.Token, meta(c))
 		if err != nil {
-			return true, p.fail(c, err)
+			return true, p.mfaLost(c, pr, err)
+		}
+		en, err := p.si.Security.StartTOTP(ctx, actor)
+		if err != nil {
+			return true, p.mfaLost(c, pr, err)
 		}
 		return true, p.enrolStep(c, http.StatusOK, pr, s, en, nil)
 	}
@@ -288,9 +286,10 @@ func (p *Pages) mfaPost(c echo.Context, id string) error {
 }
 
 // mfaLost answers an mfa_token that cannot be used (the login form with a
-// message) or a failure of the service (429, 503).
+// message: unknown, expired, used, out of attempts, another client's, or
+// no longer allowed to enrol) or a failure of the service (429, 5xx).
 func (p *Pages) mfaLost(c echo.Context, pr Pending, err error) error {
-	if errors.Is(err, mfa.ErrInvalidToken) {
+	if st := apierr.From(err).Status; errors.Is(err, mfa.ErrInvalidToken) || (st >= 400 && st < 500 && st != http.StatusTooManyRequests) {
 		var ps problems
 		ps.add("", expiredMFA)
 		return p.loginForm(c, http.StatusBadRequest, pr, "", ps)
@@ -387,13 +386,17 @@ func (p *Pages) enrolPost(c echo.Context, id string) error {
 	if answered {
 		return err
 	}
+	// The token is bound to this pending request's client (Peek); the
+	// account service decides whether it may enrol (only a login whose
+	// enrolment is required, of a user who has no factor yet).
 	tok := r.PostFormValue(mfaTokenField)
 	pend, err := p.si.MFA.Peek(ctx, tok, pr.Client.ID)
 	if err != nil {
 		return p.mfaLost(c, pr, err)
 	}
-	if !pend.EnrollmentRequired {
-		return p.mfaLost(c, pr, mfa.ErrInvalidToken)
+	actor, err := p.si.Security.MFATokenActor(ctx, tok, meta(c))
+	if err != nil {
+		return p.mfaLost(c, pr, err)
 	}
 	s := mfaStepState{Token: tok, Remember: r.PostFormValue(rememberField) != "", UserID: pend.UserID}
 	code := strings.TrimSpace(r.PostFormValue(codeField))
@@ -402,20 +405,13 @@ func (p *Pages) enrolPost(c echo.Context, id string) error {
 		ps.add(codeField, "Enter the 6-digit code from your authenticator app.")
 		return p.enrolStep(c, http.StatusBadRequest, pr, s, enrolmentFromForm(r), ps)
 	}
-	u, err := p.si.Users.GetUser(ctx, pend.UserID)
-	if err != nil {
-		return p.mfaLost(c, pr, mfa.ErrInvalidToken)
-	}
-	codes, err := p.si.MFA.ConfirmTOTP(ctx, u, code, mfaMeta(c, u.ID, pr.Client.ID))
+	codes, err := p.si.Security.ConfirmTOTP(ctx, actor, code)
 	switch {
 	case errors.Is(err, mfa.ErrBadCode):
-		ps.add(codeField, "That code is not right. Check that your app shows a code for this account, then enter the newest code.")
+		ps.add(codeField, wrongEnrolmentCode)
 		return p.enrolStep(c, http.StatusBadRequest, pr, s, enrolmentFromForm(r), ps)
-	case errors.Is(err, mfa.ErrNotEnrolled):
-		ps.add("", "The setup was started again somewhere else. Sign in again to set it up.")
-		return p.loginForm(c, http.StatusBadRequest, pr, "", ps)
 	case err != nil:
-		return p.fail(c, err)
+		return p.mfaLost(c, pr, err)
 	}
 	again := p.base + LoginPath + "?" + url.Values{requestField: {pr.ID}}.Encode()
 	return p.render(c, http.StatusOK, view{Kind: "success", Heading: "Two-step verification is on",

@@ -147,6 +147,9 @@ func New(cfg Config, d Deps) (*Pages, error) {
 		if si.MFA == nil {
 			missing = append(missing, "SignIn.MFA")
 		}
+		if si.Security == nil {
+			missing = append(missing, "SignIn.Security")
+		}
 		if si.Audit == nil {
 			d.SignIn.Audit = discardAudit{}
 		}

@@ -201,6 +201,9 @@ type SignInDeps struct {
 	// factor). Passkeys adds WebAuthn to both; nil: no passkeys.
 	MFA      MFA
 	Passkeys Passkeys
+	// Security serves /account/security when set, and enrols a second
+	// factor on the login page (required with MFA).
+	Security SecurityAccounts
 }
 
 // badLogin answers a wrong password, an unknown login and a deactivated
@@ -220,8 +223,10 @@ func (p *Pages) registerSignIn(e *echo.Echo) {
 		e.GET(AccountSessionsPath, p.accountSessions, h)
 		e.POST(AccountSessionsPath, p.accountSessionsPost, h)
 	}
-	e.GET(AccountSecurityPath, p.accountSecurity, h)
-	e.POST(AccountSecurityPath, p.accountSecurityPost, h)
+	if p.si.Security != nil {
+		e.GET(AccountSecurityPath, p.accountSecurity, h)
+		e.POST(AccountSecurityPath, p.accountSecurityPost, h)
+	}
 }
 
 // flowCSP is the policy of the pages of the flow: the strict page policy,

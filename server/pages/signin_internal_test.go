@@ -145,10 +145,6 @@ func (f *fakeChecker) Check(_ context.Context, a passcheck.Attempt) (passcheck.R
 		return passcheck.Result{User: testUsers["usr_ann"]}, nil
 	case a.Login == "bob@example.com" && a.Password == "right":
 		return passcheck.Result{User: testUsers["usr_bob"], NeedsRehash: true}, nil
-	case a.UserID != "" && a.Password == "right":
-		if u, ok := testUsers[a.UserID]; ok {
-			return passcheck.Result{User: u}, nil
-		}
 	case a.Login == "tmp@example.com" && a.Password == "temp":
 		return passcheck.Result{User: testUsers["usr_tmp"]}, nil
 	}
@@ -357,7 +353,7 @@ func newSigninEnv(t *testing.T) *signinEnv {
 		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit,
 			Rehasher: env.rehash, Hints: refusedHints{}, Clients: noClients{},
 			Ender: &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit},
-			MFA:   env.mfa, Passkeys: env.keys}})
+			MFA:   env.mfa, Passkeys: env.keys, Security: fakeSecurity{m: env.mfa, keys: env.keys}}})
 	if err != nil {
 		t.Fatal(err)
 	}
