@@ -324,7 +324,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, err
 	}
-	views := accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}}
+	views := accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}, MFA: mfaService}
 	if pk != nil {
 		views.Passkeys = pk
 	}
@@ -427,7 +427,8 @@ func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash 
 // buildAccounts builds the account and admin service. Emails go out over
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
 // built-in first-party client is created when missing. views holds the
-// session views' collaborators (Browser, Consents, Ender).
+// collaborators of the session views (Browser, Consents, Ender) and of the
+// second factors (MFA, Passkeys).
 func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, tokens *token.Service,
 	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter, views accounts.Deps) (*accounts.Service, error) {
 	var sender mail.Sender

@@ -1,0 +1,522 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"image/png"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/passkeys/passkeystest"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// The self-service MFA endpoints (/auth/mfa…) and the admin MFA reset over
+// HTTP, on PostgreSQL + Redis and on SQLite. Tokens are minted with the
+// token service (IssueForUser) rather than the password grant, so that the
+// tests hold whatever the password grant asks of a user with MFA.
+
+var mfaBackends = []st.Backend{st.PostgresRedis, st.SQLite}
+
+const (
+	mfaOrigin   = "http://localhost:7443" // where the "browser" runs the WebAuthn ceremonies
+	mfaRootPass = "root passphrase for mfa tests"
+	mfaAdmPass  = "admin passphrase for mfa tests"
+	mfaAnnPass  = "ann passphrase for mfa tests"
+)
+
+// mfaDeployment is a running instance with passkeys on (RP ID localhost),
+// a super_admin, an admin and a user, the password-grant client "web"
+// (issuer audience) and "third", a third-party client (authorization code,
+// not first-party) that also has the password grant.
+type mfaDeployment struct {
+	in             *st.Instance
+	c              *st.Client
+	fx             *st.Fixtures
+	root, adm, ann store.User
+}
+
+// newMFADeployment starts one; requiredLevel > 0 writes a policy (the
+// default roles) whose mfa.required_for_level is that level.
+func newMFADeployment(t *testing.T, b st.Backend, requiredLevel int) *mfaDeployment {
+	t.Helper()
+	env := st.NewEnv(t, b)
+	env["PORTCULLIS_WEBAUTHN_RP_ID"] = "localhost"
+	env["PORTCULLIS_WEBAUTHN_ORIGINS"] = mfaOrigin
+	if requiredLevel > 0 {
+		def, err := os.ReadFile("../policy/default.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "policy.yaml")
+		pol := string(def) + "mfa:\n  required_for_level: " + strconv.Itoa(requiredLevel) + "\n"
+		if err := os.WriteFile(path, []byte(pol), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		env["PORTCULLIS_POLICY_FILE"] = path
+	}
+	in := st.Start(t, env)
+	fx := st.NewFixtures(t, in.App.Core)
+	d := &mfaDeployment{in: in, c: in.Client(t), fx: fx}
+	d.root = fx.User(t, "root@example.com", mfaRootPass, "super_admin")
+	d.adm = fx.User(t, "adm@example.com", mfaAdmPass, "admin")
+	d.ann = fx.User(t, "ann@example.com", mfaAnnPass, "user")
+	fx.AdminClient(t, "web")
+	fx.Client(t, clients.Spec{ID: "third", Name: "Third", Grants: []string{"password", "authorization_code", "refresh_token"},
+		RedirectURIs: []string{"https://rp.example/callback"}})
+	return d
+}
+
+// token is an access token of u issued through clientID.
+func (d *mfaDeployment) token(t *testing.T, u store.User, clientID string) st.Option {
+	t.Helper()
+	ctx := context.Background()
+	c, err := d.in.App.Core.Store.GetClient(ctx, clientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := d.in.App.Tokens.IssueForUser(ctx, c, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Bearer(resp.AccessToken)
+}
+
+// mfaToken is an mfa_token of u's password login through "web" (the
+// second step the password grant answers with mfa_required).
+func (d *mfaDeployment) mfaToken(t *testing.T, u store.User) (string, bool) {
+	t.Helper()
+	ch, err := d.in.App.MFA.Begin(context.Background(), u, "web", "", time.Now())
+	if err != nil || ch == nil {
+		t.Fatalf("begin: %v %v", ch, err)
+	}
+	return ch.Token, ch.EnrollmentRequired
+}
+
+type mfaStatus struct {
+	TOTP     bool `json:"totp"`
+	WebAuthn []struct {
+		ID         string     `json:"id"`
+		Name       string     `json:"name"`
+		CreatedAt  time.Time  `json:"created_at"`
+		LastUsedAt *time.Time `json:"last_used_at"`
+	} `json:"webauthn"`
+	RecoveryCodesLeft int `json:"recovery_codes_left"`
+}
+
+func (d *mfaDeployment) status(t *testing.T, auth st.Option) mfaStatus {
+	t.Helper()
+	var s mfaStatus
+	d.c.Get("/auth/mfa", auth).ExpectStatus(http.StatusOK).JSON(&s)
+	return s
+}
+
+type totpEnrolment struct {
+	Secret string `json:"secret"`
+	URI    string `json:"otpauth_uri"`
+	QRPNG  string `json:"qr_png"`
+}
+
+// enrolTOTP starts and confirms an authenticator app for auth, returning
+// the secret and the recovery codes.
+func (d *mfaDeployment) enrolTOTP(t *testing.T, auth st.Option) (string, []string) {
+	t.Helper()
+	var en totpEnrolment
+	d.c.PostJSON("/auth/mfa/totp", nil, auth).ExpectStatus(http.StatusCreated).JSON(&en)
+	code, err := totp.GenerateCode(en.Secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rc struct {
+		Codes []string `json:"recovery_codes"`
+	}
+	d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": code}, auth).ExpectStatus(http.StatusOK).JSON(&rc)
+	if len(rc.Codes) != 10 {
+		t.Fatalf("%d recovery codes", len(rc.Codes))
+	}
+	return en.Secret, rc.Codes
+}
+
+// audited reports whether the store holds an event of action with outcome
+// about target.
+func (d *mfaDeployment) audited(t *testing.T, action string, outcome store.Outcome, target string, details map[string]string) bool {
+	t.Helper()
+	page, err := d.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: action, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.ContainsFunc(page.Items, func(e store.AuditEvent) bool {
+		if e.Outcome != outcome || e.TargetID != target {
+			return false
+		}
+		for k, v := range details {
+			if e.Details[k] != v {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestMFATOTPSelfService: a person sets up an authenticator app (a wrong
+// first code changes nothing), reads their factors, replaces their recovery
+// codes, and removes the app only with their current password.
+func TestMFATOTPSelfService(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 0)
+			ann := d.token(t, d.ann, "web")
+			if s := d.status(t, ann); s.TOTP || len(s.WebAuthn) != 0 || s.RecoveryCodesLeft != 0 {
+				t.Fatalf("fresh status %+v", s)
+			}
+			d.c.PostJSON("/auth/mfa/recovery-codes", nil, ann).ExpectError(http.StatusConflict, "conflict")
+
+			var en totpEnrolment
+			d.c.PostJSON("/auth/mfa/totp", nil, ann).ExpectStatus(http.StatusCreated).JSON(&en)
+			raw, err := base64.StdEncoding.DecodeString(en.QRPNG)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := png.Decode(bytes.NewReader(raw)); err != nil {
+				t.Fatalf("qr_png is not a PNG: %v", err)
+			}
+			if !strings.HasPrefix(en.URI, "otpauth://totp/") || !strings.Contains(en.URI, "secret="+en.Secret) || len(en.Secret) < 32 {
+				t.Fatalf("enrolment %+v", en)
+			}
+			// Bad input: 400, and nothing changes.
+			d.c.Do(http.MethodPost, "/auth/mfa/totp/confirm", nil, "", ann).ExpectError(http.StatusUnsupportedMediaType, "invalid_request")
+			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{}, ann).ExpectError(http.StatusBadRequest, "invalid_request")
+			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]any{"code": 123456}, ann).ExpectError(http.StatusBadRequest, "invalid_request")
+			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": "12345678901234567"}, ann).ExpectError(http.StatusBadRequest, "invalid_request")
+			good, err := totp.GenerateCode(en.Secret, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			wrong := "000000"
+			if good == wrong {
+				wrong = "111111"
+			}
+			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": wrong}, ann).ExpectError(http.StatusBadRequest, "invalid_request")
+			if s := d.status(t, ann); s.TOTP || s.RecoveryCodesLeft != 0 {
+				t.Fatalf("a wrong code changed the factors: %+v", s)
+			}
+			var rc struct {
+				Codes []string `json:"recovery_codes"`
+			}
+			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": good}, ann).ExpectStatus(http.StatusOK).JSON(&rc)
+			if len(rc.Codes) != 10 {
+				t.Fatalf("recovery codes %v", rc.Codes)
+			}
+			if s := d.status(t, ann); !s.TOTP || s.RecoveryCodesLeft != 10 {
+				t.Fatalf("after confirming: %+v", s)
+			}
+			if !d.audited(t, "mfa.enrolled", store.OutcomeSuccess, d.ann.ID, map[string]string{"method": "totp"}) {
+				t.Fatal("no mfa.enrolled event")
+			}
+			// A confirmed app is replaced only by removing it first.
+			d.c.PostJSON("/auth/mfa/totp", nil, ann).ExpectError(http.StatusConflict, "conflict")
+			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": good}, ann).ExpectError(http.StatusConflict, "conflict")
+
+			var again struct {
+				Codes []string `json:"recovery_codes"`
+			}
+			d.c.PostJSON("/auth/mfa/recovery-codes", nil, ann).ExpectStatus(http.StatusOK).JSON(&again)
+			if len(again.Codes) != 10 || slices.ContainsFunc(again.Codes, func(c string) bool { return slices.Contains(rc.Codes, c) }) {
+				t.Fatalf("regenerated codes %v (old %v)", again.Codes, rc.Codes)
+			}
+			d.c.PostJSON("/auth/mfa/recovery-codes", map[string]string{"x": "y"}, ann).ExpectError(http.StatusBadRequest, "invalid_request")
+
+			// Removal needs the current password.
+			d.c.Do(http.MethodDelete, "/auth/mfa/totp", nil, "", ann).ExpectError(http.StatusUnsupportedMediaType, "invalid_request")
+			d.c.Do(http.MethodDelete, "/auth/mfa/totp", []byte(`{}`), "application/json", ann).ExpectError(http.StatusBadRequest, "invalid_request")
+			d.c.Do(http.MethodDelete, "/auth/mfa/totp", []byte(`{"current_password":"wrong password!"}`), "application/json", ann).
+				ExpectError(http.StatusBadRequest, "invalid_grant")
+			if s := d.status(t, ann); !s.TOTP {
+				t.Fatal("removed with a wrong password")
+			}
+			if !d.audited(t, "mfa.removed", store.OutcomeFailure, d.ann.ID, nil) {
+				t.Fatal("the wrong password is not audited")
+			}
+			body, _ := json.Marshal(map[string]string{"current_password": mfaAnnPass})
+			d.c.Do(http.MethodDelete, "/auth/mfa/totp", body, "application/json", ann).ExpectStatus(http.StatusNoContent)
+			if s := d.status(t, ann); s.TOTP || s.RecoveryCodesLeft != 0 {
+				t.Fatalf("after removal: %+v", s)
+			}
+			if !d.audited(t, "mfa.removed", store.OutcomeSuccess, d.ann.ID, map[string]string{"method": "totp"}) {
+				t.Fatal("no mfa.removed event")
+			}
+			d.c.Do(http.MethodDelete, "/auth/mfa/totp", body, "application/json", ann).ExpectError(http.StatusNotFound, "not_found")
+		})
+	}
+}
+
+// TestMFAEndpointsNeedAFirstPartyUserToken: no token is 401; a third-party
+// application's token is 403 at every /auth/mfa endpoint and changes
+// nothing.
+func TestMFAEndpointsNeedAFirstPartyUserToken(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 0)
+			own := d.token(t, d.ann, "web")
+			d.enrolTOTP(t, own)
+			foreign := d.token(t, d.ann, "third")
+			pw, _ := json.Marshal(map[string]string{"current_password": mfaAnnPass})
+			routes := []struct {
+				method, path string
+				body         []byte
+			}{
+				{http.MethodGet, "/auth/mfa", nil},
+				{http.MethodPost, "/auth/mfa/totp", nil},
+				{http.MethodPost, "/auth/mfa/totp/confirm", []byte(`{"code":"123456"}`)},
+				{http.MethodDelete, "/auth/mfa/totp", pw},
+				{http.MethodPost, "/auth/mfa/recovery-codes", nil},
+				{http.MethodPost, "/auth/mfa/webauthn/register/begin", nil},
+				{http.MethodPost, "/auth/mfa/webauthn/register/finish", []byte(`{"handle":"h","credential":{}}`)},
+				{http.MethodDelete, "/auth/mfa/webauthn/abc", pw},
+			}
+			for _, r := range routes {
+				ct := ""
+				if r.body != nil {
+					ct = "application/json"
+				}
+				d.c.Do(r.method, r.path, r.body, ct).ExpectError(http.StatusUnauthorized, "unauthorized")
+				d.c.Do(r.method, r.path, r.body, ct, foreign).ExpectError(http.StatusForbidden, "forbidden")
+			}
+			if s := d.status(t, own); !s.TOTP || s.RecoveryCodesLeft != 10 {
+				t.Fatalf("a refused request changed the factors: %+v", s)
+			}
+		})
+	}
+}
+
+// TestMFATokenOnlyEnrols: an mfa_token is accepted as the bearer only at
+// POST /auth/mfa/totp and …/confirm, only while its login must enrol, and
+// only until a factor is enrolled; everywhere else it is 401 invalid_token.
+func TestMFATokenOnlyEnrols(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 50) // admin and above must use MFA
+			tok, enrol := d.mfaToken(t, d.adm)
+			if !enrol {
+				t.Fatal("the admin's login does not require enrolment")
+			}
+			mt := st.Bearer(tok)
+			pw, _ := json.Marshal(map[string]string{"current_password": mfaAdmPass})
+			for _, r := range []struct {
+				method, path string
+				body         []byte
+			}{
+				{http.MethodGet, "/userinfo", nil},
+				{http.MethodGet, "/auth/mfa", nil},
+				{http.MethodDelete, "/auth/mfa/totp", pw},
+				{http.MethodPost, "/auth/mfa/recovery-codes", nil},
+				{http.MethodPost, "/auth/mfa/webauthn/register/begin", nil},
+				{http.MethodDelete, "/auth/mfa/webauthn/abc", pw},
+				{http.MethodGet, "/auth/sessions", nil},
+				{http.MethodPost, "/auth/logout", nil},
+				{http.MethodPost, "/auth/password/change", []byte(`{"current_password":"` + mfaAdmPass + `","new_password":"a brand new passphrase"}`)},
+				{http.MethodGet, "/admin/users", nil},
+			} {
+				ct := ""
+				if r.body != nil {
+					ct = "application/json"
+				}
+				d.c.Do(r.method, r.path, r.body, ct, mt).ExpectError(http.StatusUnauthorized, "invalid_token")
+			}
+			// A token that is neither an access token nor an mfa_token.
+			d.c.PostJSON("/auth/mfa/totp", nil, st.Bearer("not-a-token")).ExpectError(http.StatusUnauthorized, "invalid_token")
+
+			// Enrolment with it: start, a wrong code, the right one.
+			var en totpEnrolment
+			d.c.PostJSON("/auth/mfa/totp", nil, mt).ExpectStatus(http.StatusCreated).JSON(&en)
+			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": "12"}, mt).ExpectError(http.StatusBadRequest, "invalid_request")
+			code, _ := totp.GenerateCode(en.Secret, time.Now())
+			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": code}, mt).ExpectStatus(http.StatusOK)
+			st2, err := d.in.App.MFA.Status(context.Background(), d.adm.ID)
+			if err != nil || !st2.TOTP {
+				t.Fatalf("status after enrolling with the mfa_token: %+v %v", st2, err)
+			}
+			// Enrolled now: the same token can no longer start (and so
+			// never replace) a factor.
+			d.c.PostJSON("/auth/mfa/totp", nil, mt).ExpectError(http.StatusForbidden, "forbidden")
+			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": code}, mt).ExpectError(http.StatusForbidden, "forbidden")
+
+			// An mfa_token of a login that only needs its second factor.
+			tok2, enrol2 := d.mfaToken(t, d.adm)
+			if enrol2 {
+				t.Fatal("enrolment still required")
+			}
+			d.c.PostJSON("/auth/mfa/totp", nil, st.Bearer(tok2)).ExpectError(http.StatusForbidden, "forbidden")
+			d.c.Get("/userinfo", st.Bearer(tok2)).ExpectError(http.StatusUnauthorized, "invalid_token")
+		})
+	}
+}
+
+type passkeyOptions struct {
+	Handle  string          `json:"handle"`
+	Options json.RawMessage `json:"options"`
+}
+
+// TestPasskeyRegistrationOverHTTP: a person registers a passkey with a
+// software authenticator; a wrong origin, a replayed ceremony and bad input
+// are refused with 400 and store nothing; removal needs the current
+// password and the id of one of the person's own credentials.
+func TestPasskeyRegistrationOverHTTP(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 0)
+			ann := d.token(t, d.ann, "web")
+			key, err := passkeystest.New(mfaOrigin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var opts passkeyOptions
+			d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, ann).ExpectStatus(http.StatusOK).JSON(&opts)
+			resp, err := key.Create(opts.Options)
+			if err != nil {
+				t.Fatal(err)
+			}
+			finish := func(handle, name string, cred []byte) *st.Response {
+				body, _ := json.Marshal(map[string]any{"handle": handle, "name": name, "credential": json.RawMessage(cred)})
+				return d.c.Do(http.MethodPost, "/auth/mfa/webauthn/register/finish", body, "application/json", ann)
+			}
+			var pk struct {
+				ID         string     `json:"id"`
+				Name       string     `json:"name"`
+				LastUsedAt *time.Time `json:"last_used_at"`
+			}
+			finish(opts.Handle, "Laptop", resp).ExpectStatus(http.StatusCreated).JSON(&pk)
+			if pk.Name != "Laptop" || pk.ID != base64.RawURLEncoding.EncodeToString(key.ID) || pk.LastUsedAt != nil {
+				t.Fatalf("registered %+v", pk)
+			}
+			if s := d.status(t, ann); len(s.WebAuthn) != 1 || s.WebAuthn[0].ID != pk.ID || s.WebAuthn[0].Name != "Laptop" {
+				t.Fatalf("status %+v", s)
+			}
+			if !d.audited(t, "mfa.enrolled", store.OutcomeSuccess, d.ann.ID, map[string]string{"method": "webauthn"}) {
+				t.Fatal("no mfa.enrolled event")
+			}
+			// The ceremony was used up.
+			finish(opts.Handle, "Again", resp).ExpectError(http.StatusBadRequest, "invalid_request")
+
+			// A wrong origin: refused, audited, nothing stored.
+			evil, _ := passkeystest.New("https://evil.example")
+			d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, ann).ExpectStatus(http.StatusOK).JSON(&opts)
+			resp2, _ := evil.Create(opts.Options)
+			finish(opts.Handle, "Evil", resp2).ExpectError(http.StatusBadRequest, "invalid_request")
+			if !d.audited(t, "mfa.enrolled", store.OutcomeFailure, d.ann.ID, map[string]string{"method": "webauthn"}) {
+				t.Fatal("the refusal is not audited")
+			}
+			// Bad input.
+			d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, ann).ExpectStatus(http.StatusOK).JSON(&opts)
+			finish("", "x", resp).ExpectError(http.StatusBadRequest, "invalid_request")
+			finish(opts.Handle, "x", []byte(`"a string"`)).ExpectError(http.StatusBadRequest, "invalid_request")
+			finish(opts.Handle, strings.Repeat("n", 65), resp).ExpectError(http.StatusBadRequest, "invalid_request")
+			finish(opts.Handle, "x", []byte(`{"id":"garbage"}`)).ExpectError(http.StatusBadRequest, "invalid_request")
+			if s := d.status(t, ann); len(s.WebAuthn) != 1 {
+				t.Fatalf("refused registrations stored credentials: %+v", s)
+			}
+
+			// The options exclude the registered credential.
+			d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, ann).ExpectStatus(http.StatusOK).JSON(&opts)
+			if !strings.Contains(string(opts.Options), pk.ID) {
+				t.Fatalf("options do not exclude the credential: %s", opts.Options)
+			}
+
+			// Removal: the current password, one's own credential.
+			del := func(id, pw string, auth st.Option) *st.Response {
+				body, _ := json.Marshal(map[string]string{"current_password": pw})
+				return d.c.Do(http.MethodDelete, "/auth/mfa/webauthn/"+id, body, "application/json", auth)
+			}
+			d.c.Do(http.MethodDelete, "/auth/mfa/webauthn/"+pk.ID, nil, "", ann).ExpectError(http.StatusUnsupportedMediaType, "invalid_request")
+			d.c.Do(http.MethodDelete, "/auth/mfa/webauthn/"+pk.ID, []byte(`{}`), "application/json", ann).ExpectError(http.StatusBadRequest, "invalid_request")
+			del(pk.ID, "wrong password!", ann).ExpectError(http.StatusBadRequest, "invalid_grant")
+			adm := d.token(t, d.adm, "web")
+			del(pk.ID, mfaAdmPass, adm).ExpectError(http.StatusNotFound, "not_found") // not the admin's
+			if s := d.status(t, ann); len(s.WebAuthn) != 1 {
+				t.Fatal("removed by a refused request")
+			}
+			del(pk.ID, mfaAnnPass, ann).ExpectStatus(http.StatusNoContent)
+			if s := d.status(t, ann); len(s.WebAuthn) != 0 {
+				t.Fatalf("after removal %+v", s)
+			}
+			if !d.audited(t, "mfa.removed", store.OutcomeSuccess, d.ann.ID, map[string]string{"method": "webauthn"}) {
+				t.Fatal("no mfa.removed event")
+			}
+		})
+	}
+}
+
+// TestPasskeysOffWithoutRelyingParty: an instance whose issuer is an IP
+// address has no WebAuthn RP ID; registration answers 400.
+func TestPasskeysOffWithoutRelyingParty(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.SQLite))
+	if in.App.Passkeys != nil {
+		t.Fatal("passkeys on without an RP ID")
+	}
+	fx := st.NewFixtures(t, in.App.Core)
+	u := fx.User(t, "ann@example.com", mfaAnnPass, "user")
+	fx.AdminClient(t, "web")
+	d := &mfaDeployment{in: in, c: in.Client(t), fx: fx}
+	d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, d.token(t, u, "web")).ExpectError(http.StatusBadRequest, "invalid_request")
+}
+
+// TestAdminMFAReset: an admin resets a user's factors, which ends the
+// user's sessions and is audited; above the privilege ceiling (a
+// super_admin), on themself or on nobody it is refused and nothing changes.
+func TestAdminMFAReset(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 0)
+			ctx := context.Background()
+			ann := d.token(t, d.ann, "web")
+			d.enrolTOTP(t, ann)
+			root := d.token(t, d.root, "web")
+			d.enrolTOTP(t, root)
+			adm := d.token(t, d.adm, "web")
+
+			// Above the ceiling: refused, the super_admin keeps every factor
+			// and their session.
+			d.c.PostJSON("/admin/users/"+d.root.ID+"/mfa/reset", nil, adm).ExpectError(http.StatusForbidden, "forbidden")
+			if s, err := d.in.App.MFA.Status(ctx, d.root.ID); err != nil || !s.TOTP || s.RecoveryCodesLeft != 10 {
+				t.Fatalf("root's factors after a refused reset: %+v %v", s, err)
+			}
+			d.c.Get("/userinfo", root).ExpectStatus(http.StatusOK)
+			d.c.PostJSON("/admin/users/"+d.adm.ID+"/mfa/reset", nil, adm).ExpectError(http.StatusForbidden, "forbidden") // themself
+			d.c.PostJSON("/admin/users/usr_nobody/mfa/reset", nil, adm).ExpectError(http.StatusNotFound, "not_found")
+			d.c.PostJSON("/admin/users/"+d.ann.ID+"/mfa/reset", nil, ann).ExpectError(http.StatusForbidden, "insufficient_scope")
+			d.c.PostJSON("/admin/users/"+d.ann.ID+"/mfa/reset", map[string]string{"x": "y"}, adm).ExpectError(http.StatusBadRequest, "invalid_request")
+			if s, _ := d.in.App.MFA.Status(ctx, d.ann.ID); !s.TOTP {
+				t.Fatal("a refused reset removed ann's factor")
+			}
+
+			d.c.PostJSON("/admin/users/"+d.ann.ID+"/mfa/reset", nil, adm).ExpectStatus(http.StatusNoContent)
+			if s, err := d.in.App.MFA.Status(ctx, d.ann.ID); err != nil || s.TOTP || s.RecoveryCodesLeft != 0 || len(s.WebAuthn) != 0 {
+				t.Fatalf("ann's factors after the reset: %+v %v", s, err)
+			}
+			d.c.Get("/userinfo", ann).ExpectError(http.StatusUnauthorized, "invalid_token")
+			if !d.audited(t, "mfa.reset", store.OutcomeSuccess, d.ann.ID, nil) {
+				t.Fatal("no mfa.reset event")
+			}
+			// The super_admin may reset the admin.
+			d.c.PostJSON("/admin/users/"+d.adm.ID+"/mfa/reset", nil, root).ExpectStatus(http.StatusNoContent)
+		})
+	}
+}
