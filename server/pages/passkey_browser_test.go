@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // Passkeys in headless Chromium, with a CDP virtual authenticator (CTAP2,
@@ -28,7 +30,9 @@ import (
 // reached as http://localhost:PORT (a WebAuthn RP ID is a domain, never an
 // IP address; localhost and *.localhost are secure contexts), with
 // PORTCULLIS_WEBAUTHN_RP_ID=localhost and PORTCULLIS_WEBAUTHN_ORIGINS
-// listing http://localhost:PORT and http://auth.localhost:PORT only.
+// listing http://localhost:PORT and http://auth.localhost:PORT only. Each
+// refusal is the server's: the browser makes a valid assertion, which
+// Portcullis refuses.
 
 // authenticator is a virtual authenticator in a tab.
 type authenticator struct {
@@ -72,7 +76,16 @@ func (a *authenticator) replace(t *testing.T, c webauthn.Credential) {
 		if _, err := cdp.Call(ctx, tg, webauthn.ClearCredentials, webauthn.ClearCredentialsParams{AuthenticatorID: a.id}); err != nil {
 			return err
 		}
-		_, err := cdp.Call(ctx, tg, webauthn.AddCredential, webauthn.AddCredentialParams{AuthenticatorID: a.id, Credential: &c})
+		// Only the credential itself: this Chromium refuses the CMTG
+		// members GetCredentials reports, even empty.
+		cred := map[string]any{"credentialId": base64.StdEncoding.EncodeToString(c.CredentialID),
+			"isResidentCredential": c.IsResidentCredential, "rpId": c.RpID,
+			"privateKey": base64.StdEncoding.EncodeToString(c.PrivateKey), "signCount": c.SignCount}
+		if len(c.UserHandle) > 0 {
+			cred["userHandle"] = base64.StdEncoding.EncodeToString(c.UserHandle)
+		}
+		_, err := cdp.Call(ctx, tg, cdp.Command[map[string]any, cdp.Empty]{Method: webauthn.CommandAddCredential},
+			map[string]any{"authenticatorId": a.id, "credential": cred})
 		return err
 	}))
 }
@@ -85,6 +98,36 @@ func (tb *tab) signOut(t *testing.T) {
 		_, err := cdp.Call(ctx, tg, network.ClearBrowserCookies, cdp.Empty{})
 		return err
 	}))
+}
+
+// forward relays a new loopback port to addr, byte for byte (the Host
+// header names the new port), and returns the port.
+func forward(t *testing.T, addr string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c) }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // claimsOf decodes the payload of a JWT the test received over TLS-less
@@ -256,12 +299,13 @@ func TestBrowserPasskey(t *testing.T) {
 	auth.replace(t, clone)
 	refused(t, "cloned authenticator", issuer, "")
 
-	// A wrong origin: other.localhost is a valid origin for the RP ID, but
-	// not one of PORTCULLIS_WEBAUTHN_ORIGINS.
+	// A wrong origin: the same server through another port of localhost
+	// (the RP ID holds for it, but it is not one of
+	// PORTCULLIS_WEBAUTHN_ORIGINS).
 	fresh := good
 	fresh.SignCount = good.SignCount + 100
 	auth.replace(t, fresh)
-	refused(t, "wrong origin", "http://other.localhost:"+port, "")
+	refused(t, "wrong origin", "http://localhost:"+forward(t, ln.Addr().String()), "")
 
 	// A wrong RP ID: at an allowed origin, the assertion is made for
 	// auth.localhost (the key copied under that RP ID, the page's options
@@ -273,6 +317,20 @@ func TestBrowserPasskey(t *testing.T) {
 	refused(t, "wrong RP ID", "http://auth.localhost:"+port,
 		`(() => { const b = document.getElementById('webauthn'); const o = JSON.parse(b.dataset.options);
 		  o.publicKey.rpId = 'auth.localhost'; b.dataset.options = JSON.stringify(o); })()`)
+
+	// Each was the server's refusal of the assertion, audited mfa.failed.
+	failed, err := in.App.Core.Store.ListAudit(t.Context(), store.AuditFilter{Action: "mfa.failed", TargetID: user.ID, Limit: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(failed.Items) != 3 {
+		t.Fatalf("mfa.failed events %+v, want the three refusals", failed.Items)
+	}
+	for _, e := range failed.Items {
+		if e.Details["method"] != "webauthn" || e.Details["reason"] != "bad_code" {
+			t.Fatalf("mfa.failed %+v", e)
+		}
+	}
 
 	// The real key still works afterwards (none of the refusals changed
 	// the stored counter past it).
