@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,8 +121,53 @@ func TestBrowserSignInMFA(t *testing.T) {
 				t.Fatalf("another client's mfa_token: %d:\n%s", stolen.StatusCode, stolen.body)
 			}
 
-			// The right code: the session starts and the code comes back.
-			q := d.callback(t, wrong.submit(t, hc, url.Values{"code": {good}, "mfa_action": {"verify"}}))
+			// The right code, sent twice at once (two tabs, a double click):
+			// exactly one finishes the login; the session starts and the
+			// code comes back to the client.
+			form := wrong.hiddenFields()
+			form.Set("code", good)
+			form.Set("mfa_action", "verify")
+			start := make(chan struct{})
+			answers := make([]*http.Response, 2)
+			var wg sync.WaitGroup
+			for i := range answers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req, _ := http.NewRequest(http.MethodPost, d.in.URL+"/login", strings.NewReader(form.Encode()))
+					req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+					<-start
+					resp, err := hc.Do(req)
+					if err != nil {
+						t.Errorf("concurrent submit: %v", err)
+						return
+					}
+					resp.Body.Close()
+					answers[i] = resp
+				}()
+			}
+			close(start)
+			wg.Wait()
+			var won *http.Response
+			for _, a := range answers {
+				switch {
+				case a == nil:
+					t.FailNow()
+				case a.StatusCode == http.StatusSeeOther && strings.Contains(a.Header.Get("Location"), "code="):
+					if won != nil {
+						t.Fatal("both concurrent submits of one code finished the login")
+					}
+					won = a
+				case sessionCookieOf(siPage{Response: a}) != nil || a.StatusCode >= 500:
+					// The loser is refused (400), or finds the request already
+					// answered ("You are signed in"): never a second login.
+					t.Fatalf("the losing submit answered %d with a session cookie", a.StatusCode)
+				}
+			}
+			if won == nil {
+				t.Fatalf("neither concurrent submit finished the login: %d, %d", answers[0].StatusCode, answers[1].StatusCode)
+			}
+			q := d.callback(t, siPage{Response: won})
 			tr, err := conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
 			if err != nil {
 				t.Fatalf("exchange: %v", err)
@@ -145,6 +191,12 @@ func TestBrowserSignInMFA(t *testing.T) {
 			again := wrong.submit(t, hc, url.Values{"code": {good}, "mfa_action": {"verify"}})
 			if loc := again.Header.Get("Location"); strings.Contains(loc, "code=") || sessionCookieOf(again) != nil {
 				t.Fatalf("the used step again: %d %q", again.StatusCode, loc)
+			}
+
+			if logs := d.in.Logs.String(); !strings.Contains(logs, `"msg":"request"`) {
+				t.Fatal("no request log lines captured; the check below would prove nothing")
+			} else if strings.Contains(logs, tok) || strings.Contains(logs, good) {
+				t.Fatal("the server log holds the mfa_token or the code")
 			}
 
 			// A recovery code finishes a login too: amr [pwd mfa].

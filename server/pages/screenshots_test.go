@@ -242,6 +242,10 @@ func TestScreenshots(t *testing.T) {
 	expect(submit(t, ctx), http.StatusOK, "second step")
 	mustContain(t, "the second step", text(t, ctx), "Confirm it is you to continue to Notes", "Use your passkey",
 		"Code from your authenticator app", "Use a recovery code instead")
+	// The script ran (it shows the button) under the page's CSP.
+	if hidden := value(t, ctx, chromedp.Evaluate[bool](`document.getElementById('webauthn').hidden`)); hidden {
+		t.Fatal("the passkey button is hidden: the script did not run")
+	}
 	shoot("mfa-step")
 	accessible(t, ctx, "webauthn", "code", "Continue", "Use a recovery code instead")
 	browse(t, ctx, fill("code", "000000"))
@@ -276,6 +280,10 @@ func TestScreenshots(t *testing.T) {
 	browse(t, ctx, fill("username", "ada@example.com"), fill("password", goodPassword))
 	expect(submit(t, ctx), http.StatusOK, "enrolment step")
 	mustContain(t, "the enrolment step", text(t, ctx), "Set up two-step verification", "Cannot scan it?")
+	// The QR code (a data: PNG) loaded: this page's CSP allows it.
+	if w := value(t, ctx, chromedp.Evaluate[int](`document.querySelector('img.qr').naturalWidth`)); w == 0 {
+		t.Fatal("the QR code did not load")
+	}
 	shoot("mfa-enrol")
 	accessible(t, ctx, "code", "Turn on two-step verification")
 	secret := value(t, ctx, chromedp.Evaluate[string](`document.querySelector('input[name=secret]').value`))
