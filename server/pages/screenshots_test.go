@@ -62,7 +62,10 @@ func TestScreenshots(t *testing.T) {
 		"PORTCULLIS_WEBAUTHN_RP_ID":   "localhost",
 		"PORTCULLIS_WEBAUTHN_ORIGINS": "http://localhost:1",
 	})
-	ctx := newBrowser(t)
+	// A tab that records Content-Security-Policy violations: the two-step
+	// verification pages are checked to report none.
+	tb := newTab(t, newBrowser(t))
+	ctx := tb.ctx
 	var names []string
 	shoot := func(name string) {
 		t.Helper()
@@ -246,6 +249,7 @@ func TestScreenshots(t *testing.T) {
 	if hidden := value(t, ctx, chromedp.Evaluate[bool](`document.getElementById('webauthn').hidden`)); hidden {
 		t.Fatal("the passkey button is hidden: the script did not run")
 	}
+	tb.noViolation(t, "the second step")
 	shoot("mfa-step")
 	accessible(t, ctx, "webauthn", "code", "Continue", "Use a recovery code instead")
 	browse(t, ctx, fill("code", "000000"))
@@ -259,6 +263,7 @@ func TestScreenshots(t *testing.T) {
 	expect(submit(t, ctx), http.StatusOK, "signed in with a recovery code")
 	expect(open(t, ctx, d.in.URL+"/account/security"), http.StatusOK, "account security")
 	mustContain(t, "the security page", text(t, ctx), "Turn off the authenticator app", "Work laptop", "9 unused recovery codes")
+	tb.noViolation(t, "/account/security")
 	shoot("account-security")
 	accessible(t, ctx, "totp-remove", "Remove the passkey Work laptop", "name", "passkey-add", "recovery-regenerate")
 	expect(click("totp-remove"), http.StatusOK, "turn off the app")
@@ -284,6 +289,7 @@ func TestScreenshots(t *testing.T) {
 	if w := value(t, ctx, chromedp.Evaluate[int](`document.querySelector('img.qr').naturalWidth`)); w == 0 {
 		t.Fatal("the QR code did not load")
 	}
+	tb.noViolation(t, "the enrolment step")
 	shoot("mfa-enrol")
 	accessible(t, ctx, "code", "Turn on two-step verification")
 	secret := value(t, ctx, chromedp.Evaluate[string](`document.querySelector('input[name=secret]').value`))
@@ -291,6 +297,7 @@ func TestScreenshots(t *testing.T) {
 	expect(submit(t, ctx), http.StatusOK, "enrolled")
 	mustContain(t, "the recovery codes", text(t, ctx), "Two-step verification is on", "I have saved my codes: sign in")
 	shoot("mfa-enrol-codes")
+	tb.noViolation(t, "the recovery codes")
 
 	// Every screenshot has its committed counterpart.
 	for _, n := range names {
