@@ -632,3 +632,27 @@ func TestWidenCSP(t *testing.T) {
 		t.Fatalf("widenCSP: %q", got)
 	}
 }
+
+// TestMFAThenTemporaryPassword: a user with a temporary password and a
+// second factor passes both steps, then gets the change-password step; the
+// session the change starts keeps the login's amr. Fails on the old code:
+// the change-password step started its new session with amr ["pwd"].
+func TestMFAThenTemporaryPassword(t *testing.T) {
+	env := newSigninEnv(t)
+	env.mfa.methods["usr_tmp"] = []string{mfa.MethodTOTP}
+	hc := env.browser(t)
+	form := mfaForm(t, env.signIn(t, hc, "tmp@example.com", "temp", false))
+	a := env.do(t, hc, http.MethodPost, "/login", with(form, "code", fakeTOTP))
+	if a.StatusCode != http.StatusOK || !strings.Contains(a.body, `name="step" value="change_password"`) || sessionCookie(a) == nil {
+		t.Fatalf("after the code: %d:\n%s", a.StatusCode, a.body)
+	}
+	change := url.Values{"csrf_token": {csrfIn(t, a)}, "request": {"req1"}, "step": {"change_password"},
+		"current_password": {"temp"}, "password": {"a new good password"}, "confirm_password": {"a new good password"}}
+	if a := env.do(t, hc, http.MethodPost, "/login", change); a.StatusCode != http.StatusOK || !strings.Contains(a.body, `value="allow"`) {
+		t.Fatalf("after the change: %d:\n%s", a.StatusCode, a.body)
+	}
+	ss := env.store.sessionsOf("usr_tmp")
+	if len(ss) != 1 || !slices.Equal(ss[0].AMR, []string{"pwd", "otp", "mfa"}) {
+		t.Fatalf("sessions after the change %+v, want one with amr [pwd otp mfa]", ss)
+	}
+}
