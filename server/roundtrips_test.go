@@ -84,7 +84,7 @@ func TestSSORoundTrips(t *testing.T) {
 		what      string
 		got, want int
 	}{
-		{"authorize leg, Redis", authRedis, 5},
+		{"authorize leg, Redis", authRedis, 4},
 		{"authorize leg, SQL", authDB, 1},
 		{"token leg, Redis", tokRedis, 4},
 		{"token leg, SQL", tokDB, 1},

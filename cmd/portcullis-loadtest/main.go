@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -86,7 +87,20 @@ func main() {
 	section := flag.String("section", "http", "with -report: the section of the file to replace")
 	goBench := flag.String("go-bench", "", "write this `go test -bench` output as the \"go\" section of -report and exit")
 	flag.Float64Var(&o.Rate, "rate", 0, "steady request rate for all workers together (0: as fast as possible)")
+	cpuProfile := flag.String("cpuprofile", "", "write the load driver's own CPU profile here")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "portcullis-loadtest:", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "portcullis-loadtest:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *goBench != "" {
 		out, err := os.ReadFile(*goBench)
 		if err == nil {

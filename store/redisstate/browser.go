@@ -223,7 +223,7 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	if !found {
 		return store.BrowserSession{}, notFound
 	}
-	raw, err := findBrowserSessionScript.Run(ctx, s.c, []string{s.userBSKey(uid), s.userCutKey(uid)}, id, now.UnixMilli()).Slice()
+	raw, cut, err := s.findSession(ctx, uid, id, now)
 	if err != nil {
 		return store.BrowserSession{}, unavailable("find browser session", err)
 	}
@@ -238,10 +238,54 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	if err != nil {
 		return store.BrowserSession{}, fmt.Errorf("redis token state: find browser session: %w", err)
 	}
-	if err := s.checkSessionCutoff(ctx, bs); err != nil {
-		return store.BrowserSession{}, err
+	if cut < 0 { // the revocation set is being rebuilt: the full check waits for it
+		if err := s.checkSessionCutoff(ctx, bs); err != nil {
+			return store.BrowserSession{}, err
+		}
+	} else if bs.AuthTime.UnixMilli() <= cut {
+		return store.BrowserSession{}, notFound
 	}
 	return bs, nil
+}
+
+// findSession runs the find script on the user's sessions and reads the
+// user's durable cut-off from the revocation set in one round trip (a
+// pipeline; the two live in different slots). cut is the cut-off in Unix
+// ms (0: none), or -1 when the revocation set is not (re)built. Revocations
+// queued after a failed write are applied first, as IsAccessTokenRevoked
+// does.
+func (s *State) findSession(ctx context.Context, uid, id string, now time.Time) (raw []any, cut int64, err error) {
+	if err := s.flushPending(ctx); err != nil {
+		return nil, 0, err
+	}
+	for attempt := 0; ; attempt++ {
+		var find, cutoff *redis.Cmd
+		_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			find = findBrowserSessionScript.EvalSha(ctx, p, []string{s.userBSKey(uid), s.userCutKey(uid)}, id, now.UnixMilli())
+			cutoff = userCutoffReadScript.EvalSha(ctx, p, []string{s.readyKey(), s.userKey(uid)})
+			return nil
+		})
+		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// A Redis that restarted or flushed its scripts: load both and
+			// run again (finding a session twice only moves its last use).
+			for _, sc := range []*redis.Script{findBrowserSessionScript, userCutoffReadScript} {
+				if err := sc.Load(ctx, s.c).Err(); err != nil {
+					return nil, 0, err
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if raw, err = find.Slice(); err != nil {
+			return nil, 0, err
+		}
+		if cut, err = cutoff.Int64(); err != nil {
+			return nil, 0, err
+		}
+		return raw, cut, nil
+	}
 }
 
 // checkSessionCutoff refuses a session the user's durable cut-off ends.

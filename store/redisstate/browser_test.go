@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/testservers"
 )
@@ -53,6 +55,25 @@ func TestBrowserSessionsAfterDataLoss(t *testing.T) {
 	find("session authenticated before the durable cut-off", stale, store.ErrNotFound)
 	fresh := create(session("bs-fresh", "user-1", cutoff.Add(time.Millisecond)))
 	find("session authenticated after the cut-off", fresh, nil)
+	// Once the set is rebuilt the cut-off is read beside the session (one
+	// round trip) and compared here: at or before it, never found.
+	find("session authenticated before the durable cut-off, set rebuilt", stale, store.ErrNotFound)
+	atCut := create(session("bs-at-cut", "user-1", cutoff))
+	find("session authenticated at the durable cut-off", atCut, store.ErrNotFound)
+	// Scripts flushed (a restarted Redis keeps data but not scripts): the
+	// pipelined lookup loads them and still decides the same.
+	c := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
+	_ = c.Close()
+	find("after SCRIPT FLUSH, a live session", fresh, nil)
+	c = redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
+	_ = c.Close()
+	find("after SCRIPT FLUSH, a session before the cut-off", stale, store.ErrNotFound)
 	list, err := st.ListBrowserSessions(ctx, "user-1", now)
 	if err != nil || len(list) != 1 || list[0].ID != "bs-fresh" {
 		t.Fatalf("ListBrowserSessions = %+v, %v; want only bs-fresh", list, err)

@@ -151,6 +151,17 @@ end
 return 0
 `)
 
+// userCutoffReadScript: KEYS ready, user's cut-off in the revocation set.
+// Returns -1 when the revocation set is not (re)built, else the user's
+// cut-off in ms (0 when none): checkScript's user check, with the
+// comparison left to the caller (so it can run beside the session lookup).
+var userCutoffReadScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local c = redis.call('GET', KEYS[2])
+if not c then return 0 end
+return tonumber(c)
+`)
+
 // generationScript: KEYS gen; ARGV candidate. Returns the generation of the
 // revocation set, creating it when Redis has none (it came back empty).
 var generationScript = redis.NewScript(`

