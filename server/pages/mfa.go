@@ -9,6 +9,7 @@ import (
 	"image/png"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,15 +107,6 @@ func (s mfaStepState) hidden(pr Pending) []hidden {
 	return h
 }
 
-func hasMethod(methods []string, m string) bool {
-	for _, x := range methods {
-		if x == m {
-			return true
-		}
-	}
-	return false
-}
-
 // mfaStep shows the second step: the code field for the chosen method, a
 // button to switch between an authenticator code and a recovery code, and
 // the passkey button when the user has a passkey (its options are a new
@@ -122,7 +114,7 @@ func hasMethod(methods []string, m string) bool {
 func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, ps problems) error {
 	if s.Method == "" {
 		s.Method = mfa.MethodTOTP
-		if !hasMethod(s.Methods, mfa.MethodTOTP) && !hasMethod(s.Methods, mfa.MethodWebAuthn) {
+		if !slices.Contains(s.Methods, mfa.MethodTOTP) && !slices.Contains(s.Methods, mfa.MethodWebAuthn) {
 			s.Method = mfa.MethodRecoveryCode
 		}
 	}
@@ -130,7 +122,7 @@ func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, 
 	if pr.Client.Name != "" {
 		v.Heading = "Confirm it is you to continue to " + pr.Client.Name
 	}
-	if hasMethod(s.Methods, mfa.MethodWebAuthn) && p.si.Passkeys != nil {
+	if slices.Contains(s.Methods, mfa.MethodWebAuthn) && p.si.Passkeys != nil {
 		opts, handle, err := p.si.Passkeys.BeginLogin(c.Request().Context(), s.UserID)
 		if err != nil {
 			return p.fail(c, err)
@@ -143,31 +135,30 @@ func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, 
 		v.Intro = []string{"Enter one of the recovery codes you saved when you set up two-step verification. Each code works once."}
 		v.Fields = []field{{ID: codeField, Label: "Recovery code", Type: "text", Autocomplete: "off", Required: true, Plain: true,
 			Hint: []string{"16 letters and digits; spaces and dashes do not matter."}}}
-		if hasMethod(s.Methods, mfa.MethodTOTP) {
+		if slices.Contains(s.Methods, mfa.MethodTOTP) {
 			v.Buttons = []button{{ID: "verify", Name: mfaActionField, Value: actionVerify, Text: "Continue"},
 				{ID: "use-totp", Name: mfaActionField, Value: actionTOTP, Text: "Use your authenticator app instead", Secondary: true}}
 		}
 	default:
-		v.Intro = []string{"Enter the 6-digit code from your authenticator app."}
-		if v.WebAuthn != nil {
+		switch {
+		case !slices.Contains(s.Methods, mfa.MethodTOTP):
+			v.Intro = []string{"Use your passkey to continue."}
+		case v.WebAuthn != nil:
 			v.Intro = []string{"Use your passkey, or enter the 6-digit code from your authenticator app."}
+		default:
+			v.Intro = []string{"Enter the 6-digit code from your authenticator app."}
 		}
-		if hasMethod(s.Methods, mfa.MethodTOTP) {
+		if slices.Contains(s.Methods, mfa.MethodTOTP) {
 			v.Fields = []field{{ID: codeField, Label: "Code from your authenticator app", Type: "text", Autocomplete: "one-time-code",
 				Required: true, Plain: true, InputMode: "numeric"}}
-		} else {
-			v.Intro = []string{"Use your passkey to continue."}
+			v.Buttons = []button{{ID: "verify", Name: mfaActionField, Value: actionVerify, Text: "Continue"}}
 		}
-		v.Buttons = []button{{ID: "verify", Name: mfaActionField, Value: actionVerify, Text: "Continue"}}
-		if !hasMethod(s.Methods, mfa.MethodTOTP) {
-			v.Buttons = nil
-		}
-		if hasMethod(s.Methods, mfa.MethodRecoveryCode) {
+		if slices.Contains(s.Methods, mfa.MethodRecoveryCode) {
 			v.Buttons = append(v.Buttons, button{ID: "use-recovery-code", Name: mfaActionField, Value: actionRecovery,
 				Text: "Use a recovery code instead", Secondary: true})
 		}
 	}
-	if v.Buttons == nil {
+	if v.Buttons == nil && v.Fields != nil {
 		v.Submit = "Continue"
 	}
 	if len(ps) > 0 {
