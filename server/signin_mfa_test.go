@@ -322,3 +322,104 @@ func TestBrowserSignInMFAEnrolment(t *testing.T) {
 		})
 	}
 }
+
+// form returns the page's form whose hidden action field is action, as
+// a page of its own (submit posts that form).
+func (p siPage) form(t *testing.T, action string) siPage {
+	t.Helper()
+	for _, f := range regexp.MustCompile(`(?s)<form .*?</form>`).FindAllString(p.body, -1) {
+		if strings.Contains(f, `name="action" value="`+action+`"`) {
+			return siPage{Response: p.Response, body: f}
+		}
+	}
+	t.Fatalf("no %s form on the page:\n%s", action, p.body)
+	return siPage{}
+}
+
+// TestAccountSecurityPage: on PostgreSQL+Redis and SQLite, with the login
+// page's browser session, /account/security enrols an authenticator app
+// (a wrong first code changes nothing), shows ten recovery codes once,
+// makes new ones, refuses a second enrolment while one is on (the account
+// service's rule), and turns the app off only with the current password.
+// Without the session there is no form; without the CSRF token nothing
+// changes.
+func TestAccountSecurityPage(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b)
+			ctx := context.Background()
+			u := siUser(t, d, siEmail)
+			hc := siBrowser(t)
+			if p := siGet(t, hc, d.in.URL+"/account/security"); p.StatusCode != http.StatusOK ||
+				!strings.Contains(p.body, "You are not signed in") || strings.Contains(p.body, "<form") {
+				t.Fatalf("without a session: %d:\n%s", p.StatusCode, p.body)
+			}
+			conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+			d.callback(t, siGet(t, hc, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).
+				submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}}))
+			status := func() mfa.Status {
+				st, err := d.in.App.MFA.Status(ctx, u.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}
+
+			page := siGet(t, hc, d.in.URL+"/account/security")
+			if page.StatusCode != http.StatusOK || !strings.Contains(page.body, "Set up an authenticator app") {
+				t.Fatalf("security page: %d:\n%s", page.StatusCode, page.body)
+			}
+			if p := page.form(t, "totp_start").submit(t, hc, url.Values{"csrf_token": {"x"}}); p.StatusCode != http.StatusForbidden {
+				t.Fatalf("without the CSRF token: %d", p.StatusCode)
+			}
+			enrol := page.form(t, "totp_start").submit(t, hc, nil)
+			if enrol.StatusCode != http.StatusOK || !strings.Contains(enrol.body, `src="data:image/png;base64,`) ||
+				!strings.Contains(enrol.Header.Get("Content-Security-Policy"), "img-src 'self' data:") {
+				t.Fatalf("start: %d:\n%s", enrol.StatusCode, enrol.body)
+			}
+			secret := siSecretField.FindStringSubmatch(enrol.body)[1]
+			good := totpAt(t, secret, time.Now())
+			bad := "000000"
+			if bad == good {
+				bad = "111111"
+			}
+			if p := enrol.submit(t, hc, url.Values{"code": {bad}}); p.StatusCode != http.StatusBadRequest || status().TOTP {
+				t.Fatalf("wrong first code: %d", p.StatusCode)
+			}
+			done := enrol.submit(t, hc, url.Values{"code": {good}})
+			if codes := siCodes.FindAllStringSubmatch(done.body, -1); done.StatusCode != http.StatusOK || len(codes) != 10 || !status().TOTP {
+				t.Fatalf("confirm: %d, %d codes", done.StatusCode, len(codes))
+			}
+			page = siGet(t, hc, d.in.URL+"/account/security")
+			if !strings.Contains(page.body, "10 unused recovery codes") || strings.Contains(page.body, `value="totp_start"`) {
+				t.Fatalf("after enrolment:\n%s", page.body)
+			}
+			regen := page.form(t, "recovery_regenerate").submit(t, hc, nil)
+			if codes := siCodes.FindAllStringSubmatch(regen.body, -1); regen.StatusCode != http.StatusOK || len(codes) != 10 {
+				t.Fatalf("new recovery codes: %d, %d codes", regen.StatusCode, len(codes))
+			}
+			// A second enrolment while the app is on (a form from a stale
+			// tab): the account service refuses it (it would replace a
+			// factor without the password).
+			again := siPage{Response: page.Response, body: strings.Replace(page.form(t, "recovery_regenerate").body,
+				`value="recovery_regenerate"`, `value="totp_start"`, 1)}.submit(t, hc, nil)
+			if again.StatusCode != http.StatusBadRequest || !strings.Contains(again.body, "remove it first") {
+				t.Fatalf("a second enrolment: %d:\n%s", again.StatusCode, again.body)
+			}
+
+			// Turning it off needs the current password.
+			confirm := page.form(t, "totp_remove").submit(t, hc, nil)
+			if confirm.StatusCode != http.StatusOK || !strings.Contains(confirm.body, `autocomplete="current-password"`) || !status().TOTP {
+				t.Fatalf("confirmation: %d:\n%s", confirm.StatusCode, confirm.body)
+			}
+			if p := confirm.submit(t, hc, url.Values{"current_password": {"not the password"}}); p.StatusCode != http.StatusBadRequest ||
+				!strings.Contains(p.body, "The password is incorrect") || !status().TOTP {
+				t.Fatalf("wrong password: %d", p.StatusCode)
+			}
+			if p := confirm.submit(t, hc, url.Values{"current_password": {siPassword}}); p.StatusCode != http.StatusSeeOther || status().TOTP {
+				t.Fatalf("remove: %d (TOTP on: %v)", p.StatusCode, status().TOTP)
+			}
+		})
+	}
+}
