@@ -47,6 +47,10 @@ type SecurityAccounts interface {
 	RemovePasskey(ctx context.Context, actor accounts.Actor, id, currentPassword string) error
 }
 
+// securityAbout says what /account/security is for, to a person who is
+// not signed in.
+const securityAbout = "This page sets up the second step of your sign-in: an authenticator app, passkeys and recovery codes."
+
 // securityView is what /account/security shows.
 type securityView struct {
 	TOTP         bool
@@ -72,7 +76,7 @@ func (p *Pages) accountSecurity(c echo.Context) error {
 		return p.fail(c, err)
 	}
 	if bs == nil {
-		return p.notSignedIn(c)
+		return p.notSignedInTo(c, securityAbout)
 	}
 	st, err := p.si.Security.OwnMFA(c.Request().Context(), accounts.Actor{ID: bs.UserID, Meta: meta(c)})
 	if err != nil {
@@ -107,7 +111,7 @@ func (p *Pages) accountSecurityPost(c echo.Context) error {
 		return p.fail(c, err)
 	}
 	if bs == nil {
-		return p.notSignedIn(c)
+		return p.notSignedInTo(c, securityAbout)
 	}
 	r := c.Request()
 	ctx, actor := r.Context(), accounts.Actor{ID: bs.UserID, Meta: meta(c)}
