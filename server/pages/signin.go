@@ -196,13 +196,15 @@ type SignInDeps struct {
 	Ender   SessionEnder
 	// Views serves /account/sessions when set.
 	Views SessionViews
-	// MFA is the second factor of the login page and of /account/security
-	// (required: a login page without it would skip a user's second
-	// factor). Passkeys adds WebAuthn to both; nil: no passkeys.
+	// MFA is the login page's second step (required: a login page
+	// without it would skip a user's second factor). Passkeys adds the
+	// WebAuthn prompt to it and the passkey forms to /account/security;
+	// nil: no passkeys.
 	MFA      MFA
 	Passkeys Passkeys
-	// Security serves /account/security when set, and enrols a second
-	// factor on the login page (required with MFA).
+	// Security is the account service's second-factor operations: it
+	// serves /account/security and the enrolment step of the login page
+	// (required).
 	Security SecurityAccounts
 }
 
@@ -223,10 +225,8 @@ func (p *Pages) registerSignIn(e *echo.Echo) {
 		e.GET(AccountSessionsPath, p.accountSessions, h)
 		e.POST(AccountSessionsPath, p.accountSessionsPost, h)
 	}
-	if p.si.Security != nil {
-		e.GET(AccountSecurityPath, p.accountSecurity, h)
-		e.POST(AccountSecurityPath, p.accountSecurityPost, h)
-	}
+	e.GET(AccountSecurityPath, p.accountSecurity, h)
+	e.POST(AccountSecurityPath, p.accountSecurityPost, h)
 }
 
 // flowCSP is the policy of the pages of the flow: the strict page policy,
