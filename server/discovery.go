@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/token"
 )
 
@@ -33,6 +34,9 @@ type DiscoveryOptions struct {
 	// authorization code flow with PKCE, pushed authorization requests), so
 	// their metadata is advertised.
 	BrowserSignIn bool
+	// MFA: the password grant's second step is served, so the two MFA
+	// grants are advertised.
+	MFA bool
 }
 
 // discovery serves the JWKS and the metadata documents from cached bytes:
@@ -138,6 +142,10 @@ func etagMatches(values []string, etag string) bool {
 // (DiscoveryOptions.BrowserSignIn).
 var advertisedGrants = []string{token.GrantPassword, token.GrantRefreshToken, token.GrantClientCredentials}
 
+// acrValues are the acr values tokens carry (mfa.ACR): a password alone, or
+// a password and a second factor.
+var acrValues = []string{mfa.ACRPassword, mfa.ACRMFA}
+
 // promptValues are the prompt values /oauth2/authorize honours.
 var promptValues = []string{"none", "login", "consent", "select_account"}
 
@@ -149,6 +157,13 @@ func (d *discovery) metadata() []byte {
 	if len(algs) == 0 {
 		algs = []string{"RS256"}
 	}
+	grants := slices.Clone(advertisedGrants)
+	if d.opts.BrowserSignIn {
+		grants = append(grants, token.GrantAuthorizationCode)
+	}
+	if d.opts.MFA {
+		grants = append(grants, token.MFAGrants...)
+	}
 	m := map[string]any{
 		"issuer":                                        d.opts.Issuer,
 		"token_endpoint":                                iss + "/oauth2/token",
@@ -157,15 +172,16 @@ func (d *discovery) metadata() []byte {
 		"introspection_endpoint":                        iss + "/oauth2/introspect",
 		"userinfo_endpoint":                             iss + "/userinfo",
 		"response_types_supported":                      []string{},
-		"grant_types_supported":                         advertisedGrants,
+		"grant_types_supported":                         grants,
 		"token_endpoint_auth_methods_supported":         []string{"client_secret_basic", "client_secret_post", "none"},
 		"revocation_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post", "none"},
 		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
 		"scopes_supported":                              policy.OIDCScopes(),
 		"subject_types_supported":                       []string{"public"},
 		"id_token_signing_alg_values_supported":         algs,
-		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "sid", "email",
+		"claims_supported": []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "sid", "amr", "acr", "email",
 			"email_verified", "name", "roles", "scope", "client_id", "jti"},
+		"acr_values_supported":  acrValues,
 		"service_documentation": iss + "/docs",
 	}
 	if d.opts.BrowserSignIn {
@@ -174,14 +190,13 @@ func (d *discovery) metadata() []byte {
 		m["require_pushed_authorization_requests"] = false
 		m["response_types_supported"] = []string{"code"}
 		m["response_modes_supported"] = []string{"query", "form_post"}
-		m["grant_types_supported"] = append(slices.Clone(advertisedGrants), token.GrantAuthorizationCode)
 		m["code_challenge_methods_supported"] = []string{"S256"}
 		m["prompt_values_supported"] = promptValues
 		m["authorization_response_iss_parameter_supported"] = true
 		m["request_parameter_supported"] = false
 		m["request_uri_parameter_supported"] = false
 		m["claims_parameter_supported"] = false
-		m["claims_supported"] = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "amr",
+		m["claims_supported"] = []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "amr", "acr",
 			"azp", "email", "email_verified", "name", "roles", "scope", "client_id", "jti"}
 		m["end_session_endpoint"] = iss + "/oauth2/logout"
 		m["backchannel_logout_supported"] = true

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"image/png"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passkeys/passkeystest"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
@@ -50,22 +52,18 @@ type mfaDeployment struct {
 
 // newMFADeployment starts one; requiredLevel > 0 writes a policy (the
 // default roles) whose mfa.required_for_level is that level.
-func newMFADeployment(t *testing.T, b st.Backend, requiredLevel int) *mfaDeployment {
+func newMFADeployment(t *testing.T, b st.Backend, requiredLevel int, settings ...map[string]string) *mfaDeployment {
 	t.Helper()
 	env := st.NewEnv(t, b)
+	for _, m := range settings {
+		for k, v := range m {
+			env[k] = v
+		}
+	}
 	env["PORTCULLIS_WEBAUTHN_RP_ID"] = "localhost"
 	env["PORTCULLIS_WEBAUTHN_ORIGINS"] = mfaOrigin
 	if requiredLevel > 0 {
-		def, err := os.ReadFile("../policy/default.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(t.TempDir(), "policy.yaml")
-		pol := string(def) + "mfa:\n  required_for_level: " + strconv.Itoa(requiredLevel) + "\n"
-		if err := os.WriteFile(path, []byte(pol), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		env["PORTCULLIS_POLICY_FILE"] = path
+		env["PORTCULLIS_POLICY_FILE"] = mfaPolicyFile(t, requiredLevel)
 	}
 	in := st.Start(t, env)
 	fx := st.NewFixtures(t, in.App.Core)
@@ -263,6 +261,31 @@ func TestMFATOTPSelfService(t *testing.T) {
 	}
 }
 
+// TestFactorRemovalUnderLoginThrottle: the current password of a factor's
+// removal is checked under the account's login throttle (a thief holding a
+// token cannot guess it freely): past the limit even the right password is
+// 429, and the factors stay.
+func TestFactorRemovalUnderLoginThrottle(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 0, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": "2"})
+			ann := d.token(t, d.ann, "web")
+			d.enrolTOTP(t, ann)
+			remove := func(pw string) *st.Response {
+				body, _ := json.Marshal(map[string]string{"current_password": pw})
+				return d.c.Do(http.MethodDelete, "/auth/mfa/totp", body, "application/json", ann)
+			}
+			remove("guess one").ExpectError(http.StatusBadRequest, "invalid_grant")
+			remove("guess two").ExpectError(http.StatusBadRequest, "invalid_grant")
+			remove(mfaAnnPass).ExpectError(http.StatusTooManyRequests, "rate_limited")
+			if s := d.status(t, ann); !s.TOTP {
+				t.Fatal("removed past the throttle")
+			}
+		})
+	}
+}
+
 // TestMFAEndpointsNeedAFirstPartyUserToken: no token is 401; a third-party
 // application's token is 403 at every /auth/mfa endpoint and changes
 // nothing.
@@ -316,27 +339,32 @@ func TestMFATokenOnlyEnrols(t *testing.T) {
 				t.Fatal("the admin's login does not require enrolment")
 			}
 			mt := st.Bearer(tok)
-			pw, _ := json.Marshal(map[string]string{"current_password": mfaAdmPass})
-			for _, r := range []struct {
-				method, path string
-				body         []byte
-			}{
-				{http.MethodGet, "/userinfo", nil},
-				{http.MethodGet, "/auth/mfa", nil},
-				{http.MethodDelete, "/auth/mfa/totp", pw},
-				{http.MethodPost, "/auth/mfa/recovery-codes", nil},
-				{http.MethodPost, "/auth/mfa/webauthn/register/begin", nil},
-				{http.MethodDelete, "/auth/mfa/webauthn/abc", pw},
-				{http.MethodGet, "/auth/sessions", nil},
-				{http.MethodPost, "/auth/logout", nil},
-				{http.MethodPost, "/auth/password/change", []byte(`{"current_password":"` + mfaAdmPass + `","new_password":"a brand new passphrase"}`)},
-				{http.MethodGet, "/admin/users", nil},
-			} {
-				ct := ""
-				if r.body != nil {
-					ct = "application/json"
+			// Every other route of the API that takes a bearer refuses it as
+			// an invalid token; the public ones do nothing with it.
+			checked := 0
+			for _, r := range d.in.App.Server.Echo().Routes() {
+				path := echoParam.ReplaceAllString(r.Path, "x")
+				if !strings.HasPrefix(path, "/auth/") && !strings.HasPrefix(path, "/admin/") && path != "/userinfo" ||
+					mfaEnrolRoutes[r.Method+" "+r.Path] || r.Method == http.MethodOptions || r.Method == "echo_route_any" {
+					continue
 				}
-				d.c.Do(r.method, r.path, r.body, ct, mt).ExpectError(http.StatusUnauthorized, "invalid_token")
+				var body []byte
+				ct := ""
+				if r.Method != http.MethodGet && r.Method != http.MethodHead {
+					body, ct = []byte(`{}`), "application/json"
+				}
+				resp := d.c.Do(r.Method, path, body, ct, mt)
+				if publicAccountRoutes[r.Method+" "+r.Path] {
+					if resp.StatusCode < 400 {
+						t.Errorf("%s %s with an mfa_token: %d", r.Method, path, resp.StatusCode)
+					}
+					continue
+				}
+				resp.ExpectError(http.StatusUnauthorized, "invalid_token")
+				checked++
+			}
+			if checked < 30 {
+				t.Fatalf("only %d routes checked", checked)
 			}
 			// A token that is neither an access token nor an mfa_token.
 			d.c.PostJSON("/auth/mfa/totp", nil, st.Bearer("not-a-token")).ExpectError(http.StatusUnauthorized, "invalid_token")
@@ -519,4 +547,169 @@ func TestAdminMFAReset(t *testing.T) {
 			d.c.PostJSON("/admin/users/"+d.adm.ID+"/mfa/reset", nil, root).ExpectStatus(http.StatusNoContent)
 		})
 	}
+}
+
+// mfaPolicyFile writes the default policy with mfa.required_for_level.
+func mfaPolicyFile(t *testing.T, level int) string {
+	t.Helper()
+	def, err := os.ReadFile("../policy/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, append(def, []byte("mfa:\n  required_for_level: "+strconv.Itoa(level)+"\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestInviteToAnMFARoleAsksForEnrolment: accepting an invite to a role at
+// or above mfa.required_for_level creates the account but answers 400
+// mfa_required with mfa_enrollment_required and an mfa_token that enrols a
+// factor; an invite to a role below it answers tokens.
+func TestInviteToAnMFARoleAsksForEnrolment(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			a := newAcctEnvOn(t, b, map[string]string{"PORTCULLIS_POLICY_FILE": mfaPolicyFile(t, 50)})
+			ctx := context.Background()
+			web, err := a.in.App.Core.Store.GetClient(ctx, "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The super_admin's token without the password grant (which asks
+			// a super_admin for a second factor under this policy).
+			rootTok, err := a.in.App.Tokens.IssueForUser(ctx, web, a.root, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			link := a.invite(t, rootTok.AccessToken, "newadmin@example.com", "admin")
+			r := a.c.PostJSON("/auth/invites/accept", map[string]string{"token": link, "password": "new admin passphrase 1", "name": "New Admin"}).
+				ExpectError(http.StatusBadRequest, "mfa_required")
+			var ans struct {
+				Token   string   `json:"mfa_token"`
+				Enrol   bool     `json:"mfa_enrollment_required"`
+				Methods []string `json:"mfa_methods"`
+				Access  string   `json:"access_token"`
+			}
+			r.JSON(&ans)
+			if ans.Token == "" || !ans.Enrol || len(ans.Methods) != 0 || ans.Access != "" {
+				t.Fatalf("answer %s", r.Body)
+			}
+			u, err := a.in.App.Core.Store.GetUserByEmail(ctx, "newadmin@example.com")
+			if err != nil || !slices.Equal(u.Roles, []string{"admin"}) {
+				t.Fatalf("the account: %+v %v", u, err)
+			}
+			// The link is used; the mfa_token enrols an authenticator app.
+			a.c.PostJSON("/auth/invites/accept", map[string]string{"token": link, "password": "new admin passphrase 1"}).
+				ExpectError(http.StatusBadRequest, "invalid_token")
+			mt := st.Bearer(ans.Token)
+			var en totpEnrolment
+			a.c.PostJSON("/auth/mfa/totp", nil, mt).ExpectStatus(http.StatusCreated).JSON(&en)
+			code, _ := totp.GenerateCode(en.Secret, time.Now())
+			a.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": code}, mt).ExpectStatus(http.StatusOK)
+			if s, err := a.in.App.MFA.Status(ctx, u.ID); err != nil || !s.TOTP {
+				t.Fatalf("status %+v %v", s, err)
+			}
+
+			// Below the level: tokens, as before.
+			link = a.invite(t, rootTok.AccessToken, "newuser@example.com", "user")
+			if tok := a.accept(t, link, "new user passphrase 1"); tok.AccessToken == "" {
+				t.Fatal("no token for a user invite")
+			}
+		})
+	}
+}
+
+// TestPasskeyAsSecondFactor: the passkey registered over HTTP finishes a
+// password login through mfa.Service.Complete with the real stores (amr
+// pwd, hwk, user, mfa; the counter stored); a cloned authenticator whose
+// counter does not grow is refused; of two assertions raced on the same
+// credential exactly one wins (the store's compare-and-set).
+func TestPasskeyAsSecondFactor(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 0)
+			ctx := context.Background()
+			ann := d.token(t, d.ann, "web")
+			key, _ := passkeystest.New(mfaOrigin)
+			var opts passkeyOptions
+			d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, ann).ExpectStatus(http.StatusOK).JSON(&opts)
+			resp, _ := key.Create(opts.Options)
+			body, _ := json.Marshal(map[string]any{"handle": opts.Handle, "name": "Key", "credential": json.RawMessage(resp)})
+			d.c.Do(http.MethodPost, "/auth/mfa/webauthn/register/finish", body, "application/json", ann).ExpectStatus(http.StatusCreated)
+
+			pk := d.in.App.Passkeys
+			// assert answers a login ceremony with a and returns the factor.
+			assert := func(a *passkeystest.Authenticator) mfaFactor {
+				t.Helper()
+				lopts, handle, err := pk.BeginLogin(ctx, d.ann.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := a.Get(lopts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return pk.Assertion(handle, r)
+			}
+			clone := key.Clone()
+			tok, _ := d.mfaToken(t, d.ann)
+			done, err := d.in.App.MFA.Complete(ctx, tok, "web", assert(key), mfaMeta())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(done.AMR, []string{"pwd", "hwk", "user", "mfa"}) || done.UserID != d.ann.ID {
+				t.Fatalf("completed %+v", done)
+			}
+			if s := d.status(t, ann); len(s.WebAuthn) != 1 || s.WebAuthn[0].LastUsedAt == nil {
+				t.Fatalf("after the login: %+v", s)
+			}
+			// The clone's counter (1) does not exceed the stored 1.
+			tok, _ = d.mfaToken(t, d.ann)
+			if _, err := d.in.App.MFA.Complete(ctx, tok, "web", assert(clone), mfaMeta()); err == nil {
+				t.Fatal("a cloned authenticator finished a login")
+			}
+			if !d.audited(t, "mfa.failed", store.OutcomeFailure, d.ann.ID, map[string]string{"method": "webauthn"}) {
+				t.Fatal("the refused assertion is not audited")
+			}
+			// The authenticator and its clone (both at counter 1) answer at
+			// once with counter 2 against the stored 1: whichever order the
+			// store sees them in, exactly one is accepted (the second either
+			// finds 2 stored, or loses the compare-and-set).
+			f1, f2 := assert(key), assert(clone)
+			start := make(chan struct{})
+			errs := make(chan error, 2)
+			for _, f := range []mfaFactor{f1, f2} {
+				go func() { <-start; _, err := f.Verify(ctx, d.ann.ID); errs <- err }()
+			}
+			close(start)
+			ok := 0
+			for range 2 {
+				switch err := <-errs; {
+				case err == nil:
+					ok++
+				case !errors.Is(err, mfa.ErrBadCode):
+					t.Fatalf("refused with %v", err)
+				}
+			}
+			if ok != 1 {
+				t.Fatalf("%d of 2 assertions with the same counter accepted", ok)
+			}
+		})
+	}
+}
+
+type mfaFactor = mfa.Factor
+
+func mfaMeta() mfa.Meta { return mfa.Meta{IP: "192.0.2.1", UserAgent: "mfa-api-test"} }
+
+// mfaEnrolRoutes are the only routes that take an mfa_token as the bearer.
+var mfaEnrolRoutes = map[string]bool{"POST /auth/mfa/totp": true, "POST /auth/mfa/totp/confirm": true}
+
+// publicAccountRoutes take no bearer at all.
+var publicAccountRoutes = map[string]bool{
+	"POST /auth/invites/accept": true, "POST /auth/password/forgot": true, "POST /auth/password/reset": true,
+	"POST /auth/email/verify": true, "POST /auth/register": true,
 }

@@ -628,7 +628,10 @@ func TestBrowserSignInSessions(t *testing.T) {
 				if !strings.Contains(grants, "authorization_code") {
 					t.Errorf("grant_types_supported %s", grants)
 				}
-				for _, c := range []string{"nonce", "auth_time", "at_hash", "sid", "amr"} {
+				if fmt.Sprint(m["acr_values_supported"]) != "[pwd mfa]" {
+					t.Errorf("acr_values_supported %v", m["acr_values_supported"])
+				}
+				for _, c := range []string{"nonce", "auth_time", "at_hash", "sid", "amr", "acr"} {
 					if !strings.Contains(claims, c) {
 						t.Errorf("claims_supported %s lacks %s", claims, c)
 					}

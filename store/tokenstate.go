@@ -25,7 +25,12 @@ type RefreshFamily struct {
 	// from. The user's cut-off compares it (a family whose AuthTime is at or
 	// before the cut-off is never created), and refreshes keep it as the id
 	// token's auth_time. Zero means CreatedAt.
-	AuthTime       time.Time
+	AuthTime time.Time
+	// AMR is how the person proved who they are for this session (RFC 8176
+	// method references, e.g. ["pwd","otp","mfa"]), kept so that refreshed
+	// tokens carry the login's amr and acr. Nil for a family written before
+	// it was kept.
+	AMR            []string
 	AbsoluteExpiry time.Time     // the session ends here whatever happens
 	IdleTTL        time.Duration // a token unused this long expires
 }

@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/token"
@@ -184,7 +185,11 @@ type AcceptInviteRequest struct {
 // email (verified) and role and the chosen password, all at once, and starts
 // a session for them. A used, expired, revoked or unknown invite is 400
 // invalid_token saying which; a password the rules refuse is 400
-// weak_password and leaves the invite usable.
+// weak_password and leaves the invite usable. When the policy requires a
+// second factor of the invite's role (mfa.required_for_level), the account
+// is created but no token issued: the answer is 400 mfa_required with
+// mfa_enrollment_required and the mfa_token that enrols the factor (at POST
+// /auth/mfa/totp), after which the person signs in with the password grant.
 func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequest) (token.Response, error) {
 	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
 		return token.Response{}, err
@@ -242,9 +247,35 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	m.ClientID = client.ID
 	s.record(ctx, "invite.accepted", store.OutcomeSuccess, u.ID, u.ID, m,
 		map[string]string{"invite_id": accepted.ID, "role": accepted.Role})
+	if err := s.inviteSecondFactor(ctx, client, u, req.Scope); err != nil {
+		return token.Response{}, err
+	}
 	resp, err := s.sessions.IssueForUser(ctx, client, u, req.Scope)
 	if err != nil {
 		return token.Response{}, err
 	}
 	return resp, nil
+}
+
+// inviteSecondFactor is the password step of a login for a user who just
+// accepted an invite: nil when no second factor is due, else the
+// mfa_required answer with the mfa_token (mfa.Service.Begin decides, as at
+// the password grant).
+func (s *Service) inviteSecondFactor(ctx context.Context, client store.Client, u store.User, scope []string) error {
+	if s.mfa == nil {
+		return nil
+	}
+	ch, err := s.mfa.Begin(ctx, u, client.ID, strings.Join(scope, " "), s.now())
+	if err != nil {
+		return mfaErr("begin the second factor", err)
+	}
+	if ch == nil {
+		return nil
+	}
+	desc := "Your account is ready. Its role requires a second factor: set one up with the mfa_token (POST /auth/mfa/totp), then sign in."
+	if !ch.EnrollmentRequired {
+		desc = "Your account is ready. Sign in with your second factor."
+	}
+	return apierr.ErrMFARequired.WithDescription("%s", desc).WithMFA(apierr.MFAChallenge{
+		Token: ch.Token, EnrollmentRequired: ch.EnrollmentRequired, Methods: ch.Methods})
 }

@@ -170,12 +170,12 @@ func (s *Service) StartTOTP(ctx context.Context, actor Actor) (mfa.Enrolment, er
 // returns the ten recovery codes (shown once). A wrong or used code is 400
 // and changes nothing; no pending enrolment, or a confirmed app, is 409.
 func (s *Service) ConfirmTOTP(ctx context.Context, actor Actor, code string) ([]string, error) {
-	if code == "" || len(code) > 16 {
-		return nil, apierr.ErrInvalidRequest.WithDescription("code is required: the 6 digits your authenticator app shows.")
-	}
 	u, err := s.loadMFASelf(ctx, actor, true)
 	if err != nil {
 		return nil, err
+	}
+	if code == "" || len(code) > 16 {
+		return nil, apierr.ErrInvalidRequest.WithDescription("code is required: the 6 digits your authenticator app shows.")
 	}
 	st, err := s.mfa.Status(ctx, u.ID)
 	if err != nil {

@@ -24,6 +24,17 @@ type Error struct {
 	scheme Scheme
 	scope  string
 	cause  error
+	// mfa, when set, adds the members of an mfa_required answer to the body.
+	mfa *MFAChallenge
+}
+
+// MFAChallenge is what an mfa_required answer adds to the error body: the
+// single-use token that carries the correct password to its second factor
+// and what that token allows (contract, "Multi-factor authentication").
+type MFAChallenge struct {
+	Token              string   `json:"mfa_token,omitempty"`
+	EnrollmentRequired bool     `json:"mfa_enrollment_required"`
+	Methods            []string `json:"mfa_methods"`
 }
 
 // Scheme is the authentication scheme an error challenges the client with.
@@ -85,6 +96,20 @@ func (e *Error) WithStatus(status int) *Error {
 	c.Status = status
 	return &c
 }
+
+// WithMFA returns a copy whose body carries the members of an mfa_required
+// answer (Body.MFA).
+func (e *Error) WithMFA(m MFAChallenge) *Error {
+	c := *e
+	if m.Methods == nil {
+		m.Methods = []string{}
+	}
+	c.mfa = &m
+	return &c
+}
+
+// MFA returns the mfa_required members the error carries (nil for none).
+func (e *Error) MFA() *MFAChallenge { return e.mfa }
 
 // Challenging returns a copy that challenges with scheme (sent as
 // WWW-Authenticate). invalid_token, insufficient_scope and the no-token 401
@@ -155,10 +180,14 @@ func (e *Error) WithRetryAfter(seconds int) *Error {
 type Body struct {
 	Error            string `json:"error"`
 	ErrorDescription string `json:"error_description,omitempty"`
+	// MFA, when set, puts the mfa_required members beside error (inline).
+	*MFAChallenge
 }
 
 // Body returns the JSON body for the client.
-func (e *Error) Body() Body { return Body{Error: e.Code, ErrorDescription: e.Description} }
+func (e *Error) Body() Body {
+	return Body{Error: e.Code, ErrorDescription: e.Description, MFAChallenge: e.mfa}
+}
 
 // From converts any error into an *Error: an *Error in the chain is returned
 // as is; anything else is a 500 server_error that reveals nothing.
@@ -193,5 +222,8 @@ var (
 	ErrServer                 = &Error{Code: "server_error", Status: http.StatusInternalServerError, Description: "An internal error occurred."}
 	ErrOneTimeTokenInvalid    = &Error{Code: "invalid_token", Status: http.StatusBadRequest, Description: "The link is invalid."}
 	ErrRegistrationDisabled   = &Error{Code: "registration_disabled", Status: http.StatusForbidden, Description: "Public registration is disabled."}
+	// ErrMFARequired is a correct password that needs a second factor (or
+	// an enrolment) before any token; add the members with WithMFA.
+	ErrMFARequired            = &Error{Code: "mfa_required", Status: http.StatusBadRequest, Description: "A second factor is required to finish signing in."}
 	ErrPasswordChangeRequired = &Error{Code: "password_change_required", Status: http.StatusForbidden, Description: "The password must be changed first."}
 )

@@ -1,6 +1,7 @@
 package apierr
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 )
@@ -36,5 +37,32 @@ func TestBuildersDoNotMutateSentinels(t *testing.T) {
 	_ = ErrInsufficientScope.WithRequiredScope("x")
 	if ErrInvalidClient.Challenge() != "" || ErrInsufficientScope.Challenge() != `Bearer error="insufficient_scope"` {
 		t.Fatal("a builder changed a sentinel")
+	}
+}
+
+// TestMFABody: an mfa_required answer carries its members beside error and
+// error_description; every other error's body has only those two.
+func TestMFABody(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  *Error
+		want string
+	}{
+		{"ok/challenge", ErrMFARequired.WithDescription("Second factor.").WithMFA(MFAChallenge{Token: "tok", Methods: []string{"totp", "recovery_code"}}),
+			`{"error":"mfa_required","error_description":"Second factor.","mfa_token":"tok","mfa_enrollment_required":false,"mfa_methods":["totp","recovery_code"]}`},
+		{"ok/enrolment_required", ErrMFARequired.WithMFA(MFAChallenge{Token: "tok", EnrollmentRequired: true}),
+			`{"error":"mfa_required","error_description":"A second factor is required to finish signing in.","mfa_token":"tok","mfa_enrollment_required":true,"mfa_methods":[]}`},
+		{"ok/plain_error", ErrInvalidGrant, `{"error":"invalid_grant","error_description":"The grant is invalid, expired or revoked."}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := json.Marshal(tc.err.Body())
+			if err != nil || string(got) != tc.want {
+				t.Fatalf("body %s (%v), want %s", got, err, tc.want)
+			}
+		})
+	}
+	_ = ErrMFARequired.WithMFA(MFAChallenge{Token: "x"})
+	if ErrMFARequired.MFA() != nil {
+		t.Fatal("WithMFA changed the sentinel")
 	}
 }

@@ -159,7 +159,7 @@ func (s *Service) BeginRegistration(ctx context.Context, u store.User) (optionsJ
 		return nil, "", apierr.ErrConflict.WithDescription(
 			"You have %d passkeys and security keys, the most allowed; remove one first.", len(list))
 	}
-	user, err := newUser(u.ID, u.Email, u.Name, list)
+	user, err := newUser(u.ID, accountName(u), u.Name, list)
 	if err != nil {
 		return nil, "", err
 	}
@@ -193,7 +193,7 @@ func (s *Service) FinishRegistration(ctx context.Context, u store.User, handle, 
 	if err != nil {
 		return store.WebAuthnCredential{}, fmt.Errorf("passkeys: list credentials: %w", err)
 	}
-	user, err := newUser(u.ID, u.Email, u.Name, list)
+	user, err := newUser(u.ID, accountName(u), u.Name, list)
 	if err != nil {
 		return store.WebAuthnCredential{}, err
 	}
@@ -478,6 +478,18 @@ func credentialName(name string) (string, error) {
 	return name, nil
 }
 
+// accountName is what the authenticator shows for the account: the email
+// address, else the username, else the id.
+func accountName(u store.User) string {
+	switch {
+	case u.Email != "":
+		return u.Email
+	case u.Username != "":
+		return u.Username
+	}
+	return u.ID
+}
+
 // user is a person as the library sees them.
 type user struct {
 	id, name, display string
@@ -486,10 +498,10 @@ type user struct {
 
 // newUser decodes the stored credentials; the stored counter, not the one in
 // the JSON, is the one the library compares with.
-func newUser(id, email, name string, list []store.WebAuthnCredential) (*user, error) {
-	u := &user{id: id, name: email, display: name}
+func newUser(id, account, name string, list []store.WebAuthnCredential) (*user, error) {
+	u := &user{id: id, name: account, display: name}
 	if u.display == "" {
-		u.display = email
+		u.display = account
 	}
 	for _, rec := range list {
 		var c webauthn.Credential

@@ -276,6 +276,19 @@ func TestRegistrationCeremonyIsSingleUseAndPersonal(t *testing.T) {
 	})
 }
 
+func TestCredentialLimit(t *testing.T) {
+	e := newEnv(t)
+	for range passkeys.MaxCredentials {
+		e.register(t, alice)
+	}
+	if _, _, err := e.svc.BeginRegistration(context.Background(), alice); !errors.Is(err, apierr.ErrConflict) {
+		t.Fatalf("credential %d: %v", passkeys.MaxCredentials+1, err)
+	}
+	if _, _, err := e.svc.BeginRegistration(context.Background(), bob); err != nil {
+		t.Fatalf("another user: %v", err)
+	}
+}
+
 func TestCredentialName(t *testing.T) {
 	cases := []struct {
 		name, in, want string
@@ -588,7 +601,7 @@ func (a *fakeAudit) has(action string, outcome store.Outcome, target string) boo
 type fakeCreds struct {
 	mu    sync.Mutex
 	recs  []store.WebAuthnCredential
-	wait  *sync.WaitGroup // when set, List waits until that many Lists have begun
+	wait  *sync.WaitGroup // when set, List returns once that many Lists have read
 	totp  map[string]bool // users with a confirmed TOTP factor
 	codes map[string]int  // recovery codes left per user
 }
@@ -634,17 +647,17 @@ func (f *fakeCreds) AddWebAuthnCredential(_ context.Context, c store.WebAuthnCre
 }
 
 func (f *fakeCreds) ListWebAuthnCredentials(_ context.Context, userID string) ([]store.WebAuthnCredential, error) {
-	if w := f.wait; w != nil {
-		w.Done()
-		w.Wait()
-	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	var out []store.WebAuthnCredential
 	for _, r := range f.recs {
 		if r.UserID == userID {
 			out = append(out, r)
 		}
+	}
+	f.mu.Unlock()
+	if w := f.wait; w != nil {
+		w.Done()
+		w.Wait()
 	}
 	return out, nil
 }

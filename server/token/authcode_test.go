@@ -332,8 +332,8 @@ func TestCodeIDTokenClaims(t *testing.T) {
 			if want := map[string]int{"RS256": 22, "ES256": 22, "EdDSA": 43}[alg]; len(id.AtHash) != want {
 				t.Fatalf("at_hash length %d, want %d", len(id.AtHash), want)
 			}
-			if _, ok := raw["acr"]; ok {
-				t.Fatal("acr must be omitted")
+			if raw["acr"] != "pwd" {
+				t.Fatalf("acr %v, want pwd (the login's amr is [pwd])", raw["acr"])
 			}
 			// Refresh: same iss, sub, aud, azp, auth_time, sid; newer iat; no nonce.
 			e.clock.Add(10 * time.Minute)
@@ -351,6 +351,11 @@ func TestCodeIDTokenClaims(t *testing.T) {
 				t.Fatalf("refreshed iat %d not after %d", id2.IssuedAt, id.IssuedAt)
 			case id2.Nonce != "":
 				t.Fatal("refreshed id token carries a nonce")
+			case !slices.Equal(id2.AMR, id.AMR) || id2.ACR != "pwd":
+				t.Fatalf("refreshed amr %v acr %q, want %v pwd", id2.AMR, id2.ACR, id.AMR)
+			}
+			if at := decodeClaims[AccessClaims](t, r2.AccessToken); !slices.Equal(at.AMR, id.AMR) || at.ACR != "pwd" {
+				t.Fatalf("refreshed access token amr %v acr %q", at.AMR, at.ACR)
 			}
 		})
 	}

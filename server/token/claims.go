@@ -68,6 +68,11 @@ type AccessClaims struct {
 	Roles     []string `json:"roles"`
 	SID       string   `json:"sid,omitempty"`
 	AuthTime  int64    `json:"auth_time,omitempty"`
+	// AMR and ACR say how the user signed in (RFC 8176 method references;
+	// acr "pwd" or "mfa"), as RFC 9068 §2.2.1 allows; absent on
+	// client_credentials tokens.
+	AMR []string `json:"amr,omitempty"`
+	ACR string   `json:"acr,omitempty"`
 }
 
 // IsUser reports whether the token was issued to a user (not client_credentials).
@@ -89,6 +94,7 @@ type IDClaims struct {
 	Nonce         string   `json:"nonce,omitempty"`
 	AtHash        string   `json:"at_hash,omitempty"`
 	AMR           []string `json:"amr,omitempty"`
+	ACR           string   `json:"acr,omitempty"`
 	Email         string   `json:"email,omitempty"`
 	EmailVerified *bool    `json:"email_verified,omitempty"`
 	Name          string   `json:"name,omitempty"`

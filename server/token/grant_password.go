@@ -3,6 +3,10 @@ package token
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"time"
+
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/store"
@@ -34,16 +38,61 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	if needsRehash {
 		s.rehash(ctx, user.ID, req.Password)
 	}
+	if err := s.secondStep(ctx, client, user, req.Scope, now); err != nil {
+		return Response{}, err
+	}
+	return s.finishLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: passwordAMR()}, meta, GrantPassword, "")
+}
+
+// secondStep asks for the second factor after a correct password: nil when
+// the user needs none, else mfa_required with the challenge (and no token).
+// A scope the login could not be granted is refused first, so that no
+// second factor is spent on it.
+func (s *Service) secondStep(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time) error {
+	if s.mfa == nil {
+		return nil
+	}
+	if _, err := s.loginScope(client, user, scope, false); err != nil {
+		return err
+	}
+	ch, err := s.mfa.Begin(ctx, user, client.ID, strings.Join(scope, " "), now)
+	if err != nil {
+		var ae *apierr.Error
+		if errors.As(err, &ae) {
+			return err
+		}
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("begin the second factor: %w", err))
+	}
+	if ch == nil {
+		return nil
+	}
+	desc := "A second factor is required to finish signing in: send the mfa_token with a code to the token endpoint."
+	if ch.EnrollmentRequired {
+		desc = "A second factor must be enrolled before signing in: enrol one with the mfa_token, then sign in again."
+	}
+	return apierr.ErrMFARequired.WithDescription("%s", desc).WithMFA(apierr.MFAChallenge{
+		Token: ch.Token, EnrollmentRequired: ch.EnrollmentRequired, Methods: ch.Methods})
+}
+
+// finishLogin is where every login of the token endpoint that proved the
+// user (the password grant, the MFA grants) gets its session: the login is
+// recorded, the tokens issued (amr and auth_time from li) and
+// login.succeeded audited with the grant (and the second factor's method).
+func (s *Service) finishLogin(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time,
+	li loginInfo, meta RequestMeta, grant, method string) (Response, error) {
 	if err := s.users.RecordLogin(ctx, user.ID, now); err != nil {
 		s.log.Warn("record login", "user_id", user.ID, "err", err)
 	}
-	resp, g, err := s.issueSession(ctx, client, user, req.Scope, now)
+	resp, g, err := s.issueLogin(ctx, client, user, scope, now, li)
 	if err != nil {
 		return Response{}, err
 	}
+	details := map[string]string{"sid": g.sid, "grant": grant}
+	if method != "" {
+		details["method"] = method
+	}
 	s.audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: user.ID,
-		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
-		Details: map[string]string{"sid": g.sid, "grant": GrantPassword}})
+		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details})
 	return resp, nil
 }
 

@@ -97,6 +97,6 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		scope.Permissions = slices.DeleteFunc(scope.Permissions, func(p string) bool { return !slices.Contains(granted, p) })
 	}
 	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
-		sid: sid, authTime: fam.AuthTime, refreshExpiry: fam.AbsoluteExpiry}
+		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry}
 	return s.respond(g, next, now)
 }

@@ -11,18 +11,27 @@ import (
 // grantHandler is one grant type of the token endpoint, in its own file
 // (grant_*.go). parse reads the grant's own parameters into req (shape only);
 // exchange runs the grant for a client that authenticated and may use it.
+// A grant no client is registered with names the registered grant that
+// allows it (via) and the metrics label it counts under (label).
 type grantHandler struct {
 	parse    func(params map[string]string, req *TokenRequest) error
 	exchange func(s *Service, ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error)
+	via      string
+	label    string
 }
 
 // grantRegistry is the one list of grant types: parsing, dispatch and
-// SupportedGrants (a test keeps it equal to this list) all read it.
+// SupportedGrants (a test keeps the grants without via equal to it) all
+// read it.
 var grantRegistry = map[string]grantHandler{
 	GrantPassword:          {parse: parsePasswordGrant, exchange: (*Service).passwordGrant},
 	GrantRefreshToken:      {parse: parseRefreshGrant, exchange: (*Service).refreshGrant},
 	GrantClientCredentials: {parse: parseClientCredentialsGrant, exchange: (*Service).clientCredentialsGrant},
 	GrantAuthorizationCode: {parse: parseAuthorizationCodeGrant, exchange: (*Service).authorizationCodeGrant},
+	GrantMFAOTP: {parse: parseMFAGrant("otp"), exchange: (*Service).mfaOTPGrant,
+		via: GrantPassword, label: "mfa_otp"},
+	GrantMFARecoveryCode: {parse: parseMFAGrant("recovery_code"), exchange: (*Service).mfaRecoveryCodeGrant,
+		via: GrantPassword, label: "mfa_recovery_code"},
 }
 
 // Exchange runs the token endpoint for an authenticated request.
@@ -35,20 +44,28 @@ func (s *Service) Exchange(ctx context.Context, req TokenRequest, meta RequestMe
 	if !ok {
 		return Response{}, apierr.ErrUnsupportedGrantType
 	}
-	if !clientAllowsGrant(client, req.GrantType) {
+	registered, label := req.GrantType, req.GrantType
+	if h.via != "" {
+		registered, label = h.via, h.label
+	}
+	if !clientAllowsGrant(client, registered) {
 		return Response{}, apierr.ErrUnauthorizedClient.WithDescription("The client may not use the %s grant.", req.GrantType)
 	}
 	resp, err := h.exchange(s, ctx, client, req, meta)
 	if err == nil {
-		s.metrics.TokenIssued(req.GrantType)
+		s.metrics.TokenIssued(label)
 	}
 	return resp, err
 }
 
-// registeredGrants returns the registry's grant types, sorted (for tests).
+// registeredGrants returns the grant types a client is registered with,
+// sorted (for tests).
 func registeredGrants() []string {
 	out := make([]string, 0, len(grantRegistry))
-	for g := range grantRegistry {
+	for g, h := range grantRegistry {
+		if h.via != "" {
+			continue
+		}
 		out = append(out, g)
 	}
 	slices.Sort(out)

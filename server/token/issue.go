@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -21,6 +22,9 @@ type Response struct {
 	Scope              string `json:"scope,omitempty"`
 	IDToken            string `json:"id_token,omitempty"`
 	MustChangePassword bool   `json:"must_change_password,omitempty"`
+	// RecoveryCodesLeft is how many recovery codes the user has left, on
+	// the answer to the mfa-recovery-code grant only.
+	RecoveryCodesLeft *int `json:"recovery_codes_left,omitempty"`
 	// RefreshLifetime is what remains of the refresh family's absolute
 	// lifetime when RefreshToken is set (the cookie's Max-Age); never sent.
 	RefreshLifetime time.Duration `json:"-"`
@@ -35,8 +39,9 @@ type grantSet struct {
 	roles       []string
 	sid         string
 	authTime    time.Time
-	// nonce and amr go into the id token (code flow); nonce only on the
-	// response to the code, never on a refresh (OIDC §12.2).
+	// nonce goes into the id token of the code flow, only on the response
+	// to the code, never on a refresh (OIDC §12.2). amr is how the user
+	// signed in (a user's tokens carry it and its acr; refreshes keep it).
 	nonce string
 	amr   []string
 	// refreshExpiry is the family's absolute expiry (startSession, or the
@@ -78,6 +83,9 @@ func (s *Service) issueAccessToken(g grantSet, now time.Time) (string, int64, er
 	if !g.authTime.IsZero() {
 		claims.AuthTime = g.authTime.Unix()
 	}
+	if g.user != nil && len(g.amr) > 0 {
+		claims.AMR, claims.ACR = g.amr, mfa.ACR(g.amr)
+	}
 	tok, err := s.signer.Sign(claims, TypeAccessToken)
 	if err != nil {
 		return "", 0, fmt.Errorf("sign access token: %w", err)
@@ -105,6 +113,9 @@ func (s *Service) issueIDToken(g grantSet, accessToken string, now time.Time) (s
 	}
 	if !g.authTime.IsZero() {
 		c.AuthTime = g.authTime.Unix()
+	}
+	if len(g.amr) > 0 {
+		c.ACR = mfa.ACR(g.amr)
 	}
 	if slices.Contains(g.oidc, "email") {
 		v := g.user.EmailVerified
@@ -187,6 +198,7 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 		RequestedScope: strings.Join(requested, " "),
 		CreatedAt:      now,
 		AuthTime:       authTime,
+		AMR:            g.amr,
 		AbsoluteExpiry: now.Add(maxAge),
 		IdleTTL:        idle,
 	}

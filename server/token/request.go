@@ -14,7 +14,16 @@ const (
 	GrantRefreshToken      = "refresh_token"
 	GrantClientCredentials = "client_credentials"
 	GrantAuthorizationCode = "authorization_code"
+	// GrantMFAOTP and GrantMFARecoveryCode finish a password login that
+	// answered mfa_required (contract, "Multi-factor authentication"). A
+	// client is never registered with them: any client that has the
+	// password grant may use them.
+	GrantMFAOTP          = "urn:portcullis:params:oauth:grant-type:mfa-otp"
+	GrantMFARecoveryCode = "urn:portcullis:params:oauth:grant-type:mfa-recovery-code"
 )
+
+// MFAGrants are the grants that finish a password login with a second factor.
+var MFAGrants = []string{GrantMFAOTP, GrantMFARecoveryCode}
 
 // SupportedGrants lists the grant types a client may be registered with.
 var SupportedGrants = []string{GrantPassword, GrantRefreshToken, GrantClientCredentials, GrantAuthorizationCode}
@@ -44,8 +53,12 @@ type TokenRequest struct {
 	Code         string
 	RedirectURI  string
 	CodeVerifier string
-	Scope        []string // requested scope tokens, nil when absent
-	ScopeGiven   bool
+	// MFAToken and MFACode are the MFA grants' parameters: the mfa_token of
+	// the password step and the otp or recovery_code.
+	MFAToken   string
+	MFACode    string
+	Scope      []string // requested scope tokens, nil when absent
+	ScopeGiven bool
 }
 
 // ParseForm checks a form for repeated parameters (RFC 6749 §3.1: parameters

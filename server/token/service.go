@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -65,6 +66,22 @@ type Permissions interface {
 	CoveredRoles(userRoles, granted []string) []string
 }
 
+// SecondFactor is the second step of a password login (*mfa.Service): after
+// a correct password Begin says whether a second factor is needed, and the
+// MFA grants finish the login with Complete.
+type SecondFactor interface {
+	// Begin returns nil when the user needs no second factor, else the
+	// mfa_token challenge (bound to user, client and scope).
+	Begin(ctx context.Context, u store.User, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
+	// Complete makes one attempt of the factor f on the mfa_token for
+	// clientID; errors wrap mfa.ErrInvalidToken or mfa.ErrBadCode, or are
+	// 429/503 *apierr.Error.
+	Complete(ctx context.Context, token, clientID string, f mfa.Factor, m mfa.Meta) (mfa.Completed, error)
+	// TOTPCode and RecoveryCode are the factors of the two MFA grants.
+	TOTPCode(code string) mfa.Factor
+	RecoveryCode(code string) mfa.Factor
+}
+
 // Auditor records security-relevant events.
 type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
@@ -105,6 +122,7 @@ type Service struct {
 	metrics   Metrics
 	checker   PasswordChecker
 	codes     CodeStore
+	mfa       SecondFactor
 	log       *slog.Logger
 	now       func() time.Time
 }
@@ -124,7 +142,10 @@ type Deps struct {
 	Checker     PasswordChecker
 	// Codes is where the authorization_code grant takes codes
 	// (store.SingleUse); nil: every code is unknown (invalid_grant).
-	Codes  CodeStore
+	Codes CodeStore
+	// MFA is the second step of a password login; nil: no user has a
+	// second factor (every mfa_token is unknown: invalid_grant).
+	MFA    SecondFactor
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -133,7 +154,7 @@ type Deps struct {
 func NewService(cfg Config, d Deps) *Service {
 	s := &Service{cfg: cfg, clients: d.Clients, users: d.Users, state: d.State, signer: d.Signer, sealer: d.Sealer,
 		passwords: d.Passwords, perms: d.Permissions, audit: d.Audit, metrics: d.Metrics, checker: d.Checker,
-		codes: d.Codes, log: d.Logger, now: d.Now}
+		codes: d.Codes, mfa: d.MFA, log: d.Logger, now: d.Now}
 	if s.now == nil {
 		s.now = time.Now
 	}

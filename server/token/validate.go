@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -143,6 +144,9 @@ func (s *Service) Introspect(ctx context.Context, cred ClientCredentials, raw st
 	}
 	if c.SID != "" {
 		out["sid"] = c.SID
+	}
+	if len(c.AMR) > 0 {
+		out["amr"], out["acr"] = c.AMR, c.ACR
 	}
 	return out, nil
 }
@@ -287,14 +291,17 @@ func (s *Service) IssueForUser(ctx context.Context, client store.Client, user st
 	return resp, err
 }
 
-// issueSession grants an authenticated user the scope they may have through
-// client: a session (refresh family) when the client may refresh, an access
-// token, and an id token when openid was asked for. A user who must change
-// their password gets a token with no permissions and no roles, and no
-// refresh token.
+// issueSession grants a user who just proved who they are by password the
+// scope they may have through client: a session (refresh family) when the
+// client may refresh, an access token, and an id token when openid was
+// asked for. A user who must change their password gets a token with no
+// permissions and no roles, and no refresh token.
 func (s *Service) issueSession(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time) (Response, grantSet, error) {
-	return s.issueLogin(ctx, client, user, scope, now, loginInfo{authTime: now})
+	return s.issueLogin(ctx, client, user, scope, now, loginInfo{authTime: now, amr: passwordAMR()})
 }
+
+// passwordAMR is the amr of a login by password alone (RFC 8176).
+func passwordAMR() []string { return []string{mfa.AMRPassword} }
 
 // loginInfo is what the login behind an issuance fixed: its time, and for
 // the code flow the pre-assigned sid, nonce, amr and whether a client that
@@ -310,19 +317,12 @@ type loginInfo struct {
 // issueLogin is issueSession for a login described by li.
 func (s *Service) issueLogin(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time, li loginInfo) (Response, grantSet, error) {
 	g := grantSet{client: client, user: &user, authTime: li.authTime, roles: []string{}, sid: li.sid, nonce: li.nonce, amr: li.amr}
-	var grant policy.ScopeGrant
-	var err error
-	if user.MustChangePassword {
-		grant, err = policy.ResolveRestrictedScope(scope)
-	} else {
-		grant, err = policy.ResolveScope(scope, s.perms.Permissions(user.Roles), client.Scopes)
+	if !user.MustChangePassword {
 		g.roles = append([]string{}, user.Roles...)
-		if err == nil && li.onlyPermsNamed && !namesPermission(scope) {
-			grant.Permissions = []string{}
-		}
 	}
+	grant, err := s.loginScope(client, user, scope, li.onlyPermsNamed)
 	if err != nil {
-		return Response{}, g, scopeError(err)
+		return Response{}, g, err
 	}
 	g.permissions, g.oidc = grant.Permissions, grant.OIDC
 	var rt string
@@ -337,6 +337,28 @@ func (s *Service) issueLogin(ctx context.Context, client store.Client, user stor
 	}
 	resp.MustChangePassword = user.MustChangePassword
 	return resp, g, nil
+}
+
+// loginScope resolves what a login of user through client grants for the
+// requested scope (invalid_scope when it asks what it may not have): no
+// permission for a user who must change their password, none for a
+// third-party client of the code flow that named none (onlyPermsNamed).
+func (s *Service) loginScope(client store.Client, user store.User, scope []string, onlyPermsNamed bool) (policy.ScopeGrant, error) {
+	if user.MustChangePassword {
+		grant, err := policy.ResolveRestrictedScope(scope)
+		if err != nil {
+			return grant, scopeError(err)
+		}
+		return grant, nil
+	}
+	grant, err := policy.ResolveScope(scope, s.perms.Permissions(user.Roles), client.Scopes)
+	if err != nil {
+		return grant, scopeError(err)
+	}
+	if onlyPermsNamed && !namesPermission(scope) {
+		grant.Permissions = []string{}
+	}
+	return grant, nil
 }
 
 // namesPermission reports whether scope names a permission (anything but an OIDC scope).

@@ -16,12 +16,15 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	if !validFamilyID(familyID) || len(hash) == 0 {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
-	vals, err := s.c.HMGet(ctx, s.famKey(familyID), "cur", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at").Result()
+	vals, err := s.c.HMGet(ctx, s.famKey(familyID), "cur", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr").Result()
 	if err != nil {
 		return store.RefreshFamily{}, unavailable("find refresh token", err)
 	}
 	if vals[10] == nil { // a family written before auth times were kept
 		vals[10] = vals[9]
+	}
+	if vals[11] == nil { // a family written before amr was kept
+		vals[11] = ""
 	}
 	str := make([]string, len(vals))
 	for i, v := range vals {
@@ -44,9 +47,14 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	if str[1] == "1" || str[0] != string(hash) || nowMS >= ax || (it > 0 && nowMS >= ix) {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
+	amr, err := decodeAMR(str[11])
+	if err != nil {
+		return store.RefreshFamily{}, fmt.Errorf("find refresh token: %w", err)
+	}
 	return store.RefreshFamily{
 		ID: familyID, UserID: str[5], ClientID: str[6], Scope: str[7], RequestedScope: str[8],
 		CreatedAt: time.UnixMilli(ca).UTC(), AuthTime: time.UnixMilli(at).UTC(), AbsoluteExpiry: time.UnixMilli(ax).UTC(), IdleTTL: time.Duration(it) * time.Millisecond,
+		AMR: amr,
 	}, nil
 }
 

@@ -330,3 +330,27 @@ func TestRedisHung(t *testing.T) {
 		})
 	}
 }
+
+// TestFamilyWithoutAMR: a family written before the amr was kept (no amr
+// field in its hash) still rotates and is found, answering no amr.
+func TestFamilyWithoutAMR(t *testing.T) {
+	st, c, _ := sharedState(t, nil)
+	ctx := testCtx(t)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	fam := family("old-amr", "u-old", now)
+	fam.AMR = []string{"pwd"}
+	if err := st.CreateFamily(ctx, fam, hashOf("first")); err != nil {
+		t.Fatalf("CreateFamily: %v", err)
+	}
+	if err := c.HDel(ctx, st.famKey(fam.ID), "amr").Err(); err != nil {
+		t.Fatalf("drop the amr field: %v", err)
+	}
+	res, err := st.RotateRefresh(ctx, store.RotateRequest{FamilyID: fam.ID, PresentedHash: hashOf("first"), NextHash: hashOf("second"), Now: now})
+	if err != nil || res.Outcome != store.RotateOK || res.Family.AMR != nil || res.Family.UserID != "u-old" {
+		t.Fatalf("rotate a family without amr: %+v, %v; want ok with no amr", res, err)
+	}
+	found, err := st.FindRefresh(ctx, fam.ID, hashOf("second"), now)
+	if err != nil || found.AMR != nil {
+		t.Fatalf("FindRefresh of a family without amr: %+v, %v; want no amr", found, err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -137,6 +138,29 @@ func validFamilyID(id string) bool {
 	return id != "" && !strings.ContainsAny(id, "{}")
 }
 
+// encodeAMR is how a family's AMR is kept in its hash: a JSON array, or ""
+// for none.
+func encodeAMR(amr []string) string {
+	if len(amr) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(amr) // cannot fail for []string
+	return string(b)
+}
+
+// decodeAMR reads encodeAMR's value; "" (none, or a family written before
+// the amr was kept) is nil.
+func decodeAMR(v string) ([]string, error) {
+	if v == "" {
+		return nil, nil
+	}
+	var amr []string
+	if err := json.Unmarshal([]byte(v), &amr); err != nil {
+		return nil, fmt.Errorf("corrupt family amr: %w", err)
+	}
+	return amr, nil
+}
+
 // authTimeOf is the family's AuthTime, or created when it has none.
 func authTimeOf(fam store.RefreshFamily, created time.Time) time.Time {
 	if fam.AuthTime.IsZero() {
@@ -182,7 +206,8 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	}
 	n, err := createFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)},
 		fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
-		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl, authTimeOf(fam, created).UnixMilli()).Int64()
+		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl, authTimeOf(fam, created).UnixMilli(),
+		encodeAMR(fam.AMR)).Int64()
 	if err != nil {
 		return unavailable("create family", err)
 	}
@@ -344,7 +369,7 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 	if code == scriptInvalid {
 		return store.RotateResult{Outcome: store.RotateInvalid}, nil
 	}
-	if len(raw) < 9 {
+	if len(raw) < 10 {
 		return store.RotateResult{}, fmt.Errorf("short script reply (%d values)", len(raw))
 	}
 	str := make([]string, len(raw)-1)
@@ -374,15 +399,20 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 		IdleTTL:        time.Duration(nums[2]) * time.Millisecond,
 		AuthTime:       time.UnixMilli(nums[3]).UTC(),
 	}}
+	amr, err := decodeAMR(str[8])
+	if err != nil {
+		return store.RotateResult{}, err
+	}
+	res.Family.AMR = amr
 	switch code {
 	case scriptOK:
 		res.Outcome = store.RotateOK
 	case scriptGrace:
-		if len(str) < 9 {
+		if len(str) < 10 {
 			return store.RotateResult{}, errors.New("grace replay without successor")
 		}
 		res.Outcome = store.RotateGraceReplay
-		res.SuccessorSealed = []byte(str[8])
+		res.SuccessorSealed = []byte(str[9])
 	case scriptReuse:
 		res.Outcome = store.RotateReuseDetected
 	default:

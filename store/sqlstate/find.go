@@ -3,6 +3,7 @@ package sqlstate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"gorm.io/gorm"
@@ -28,7 +29,11 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	if f.RevokedAt != nil || !now.Before(f.AbsoluteExpiry) || !now.Before(f.IdleExpiresAt) || !hashEqual(hash, f.CurrentHash) {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
-	return f.toFamily(), nil
+	fam, err := f.toFamily()
+	if err != nil {
+		return store.RefreshFamily{}, fmt.Errorf("sql token state: find refresh token: %w", err)
+	}
+	return fam, nil
 }
 
 // Peek reports the count of key's current window and the time until it

@@ -3,6 +3,7 @@ package sqlstate
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -96,6 +97,7 @@ type familyRow struct {
 	RequestedScope  string     `gorm:"column:requested_scope"`
 	CreatedAt       time.Time  `gorm:"column:created_at;autoCreateTime:false"`
 	AuthTime        *time.Time `gorm:"column:auth_time"`
+	AMR             *string    `gorm:"column:amr"` // JSON array; NULL for none (and families older than migration 10)
 	AbsoluteExpiry  time.Time  `gorm:"column:absolute_expiry"`
 	IdleTTLMS       int64      `gorm:"column:idle_ttl_ms"`
 	IdleExpiresAt   time.Time  `gorm:"column:idle_expires_at"`
@@ -109,7 +111,7 @@ type familyRow struct {
 
 func (familyRow) TableName() string { return "refresh_families" }
 
-func (r familyRow) toFamily() store.RefreshFamily {
+func (r familyRow) toFamily() (store.RefreshFamily, error) {
 	f := store.RefreshFamily{
 		ID:             r.ID,
 		UserID:         r.UserID,
@@ -124,7 +126,21 @@ func (r familyRow) toFamily() store.RefreshFamily {
 	if r.AuthTime != nil {
 		f.AuthTime = ms(*r.AuthTime)
 	}
-	return f
+	if r.AMR != nil {
+		if err := json.Unmarshal([]byte(*r.AMR), &f.AMR); err != nil {
+			return store.RefreshFamily{}, fmt.Errorf("corrupt refresh family amr: %w", err)
+		}
+	}
+	return f, nil
+}
+
+// familyAMR is how refresh_families.amr keeps a family's AMR: NULL for none.
+func familyAMR(amr []string) *string {
+	if len(amr) == 0 {
+		return nil
+	}
+	v := encodeStrings(amr)
+	return &v
 }
 
 type usedTokenRow struct {
@@ -175,6 +191,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		RequestedScope: fam.RequestedScope,
 		CreatedAt:      created,
 		AuthTime:       &authTime,
+		AMR:            familyAMR(fam.AMR),
 		AbsoluteExpiry: ms(fam.AbsoluteExpiry),
 		IdleTTLMS:      fam.IdleTTL.Milliseconds(),
 		IdleExpiresAt:  idleExpiry(created, fam.IdleTTL, ms(fam.AbsoluteExpiry)),
@@ -304,7 +321,10 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 			if f.RevokedAt != nil || !now.Before(f.AbsoluteExpiry) || !now.Before(f.IdleExpiresAt) {
 				return nil
 			}
-			fam := f.toFamily()
+			fam, err := f.toFamily()
+			if err != nil {
+				return err
+			}
 			switch {
 			case hashEqual(req.PresentedHash, f.CurrentHash):
 				won, err := s.casRotate(tx, f, req, now)

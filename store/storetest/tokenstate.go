@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -82,6 +83,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	}{
 		{"fail/family_started_before_cutoff", testFamilyBeforeCutoff},
 		{"ok/family_auth_time", testFamilyAuthTime},
+		{"ok/family_amr_survives_rotation", testFamilyAMR},
 		{"race/create_family_vs_end_sessions", testConcurrentCreateVsCutoff},
 		{"ok/session_cap_ends_oldest", testSessionCap},
 		{"race/session_cap_concurrent_logins", testConcurrentSessionCap},
@@ -183,6 +185,7 @@ func newFamily(userID string, base time.Time) store.RefreshFamily {
 		ClientID:       "client-" + userID,
 		Scope:          "openid profile users:read",
 		RequestedScope: "users:read",
+		AMR:            []string{"pwd", "otp", "mfa"},
 		CreatedAt:      base,
 		AbsoluteExpiry: base.Add(30 * 24 * time.Hour),
 		IdleTTL:        7 * 24 * time.Hour,
@@ -240,7 +243,7 @@ func wantFamily(t *testing.T, got, want store.RefreshFamily) {
 	if got.ID != want.ID || got.UserID != want.UserID || got.ClientID != want.ClientID ||
 		got.Scope != want.Scope || got.RequestedScope != want.RequestedScope ||
 		!got.CreatedAt.Equal(want.CreatedAt) || !got.AbsoluteExpiry.Equal(want.AbsoluteExpiry) ||
-		got.IdleTTL != want.IdleTTL {
+		got.IdleTTL != want.IdleTTL || !slices.Equal(got.AMR, want.AMR) {
 		t.Fatalf("family:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -1117,6 +1120,52 @@ func testFamilyAuthTime(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	fresh := newFamily(user, cutoff.Add(time.Minute))
 	fresh.AuthTime = cutoff.Add(time.Millisecond)
 	create(t, st, fresh)
+}
+
+// testFamilyAMR: the login's amr comes back unchanged from every rotation
+// outcome that returns the family (current token, grace replay, reuse) and
+// from FindRefresh, however long the chain; a family without one answers
+// none.
+func testFamilyAMR(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	st := newBackend(t, Config{}).State
+	base := baseTime()
+	for _, tc := range []struct {
+		name string
+		amr  []string
+	}{
+		{"mfa_otp", []string{"pwd", "otp", "mfa"}},
+		{"mfa_hwk", []string{"pwd", "hwk", "user", "mfa"}},
+		{"password", []string{"pwd"}},
+		{"none", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fam := newFamily(randomID("u-"), base)
+			fam.AMR = tc.amr
+			tok := create(t, st, fam)
+			now := base
+			for i := 0; i < 3; i++ {
+				now = now.Add(time.Minute)
+				next := newToken()
+				res := rotate(t, st, fam.ID, tok, next, now, 0)
+				wantOutcome(t, "rotate", res, store.RotateOK)
+				wantFamily(t, res.Family, fam)
+				tok = next
+			}
+			found, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now)
+			if err != nil {
+				t.Fatalf("FindRefresh: %v", err)
+			}
+			wantFamily(t, found, fam)
+			next := newToken()
+			wantOutcome(t, "rotate", rotate(t, st, fam.ID, tok, next, now, time.Minute), store.RotateOK)
+			replay := rotate(t, st, fam.ID, tok, newToken(), now.Add(time.Second), time.Minute)
+			wantOutcome(t, "grace replay", replay, store.RotateGraceReplay)
+			wantFamily(t, replay.Family, fam)
+			reuse := rotate(t, st, fam.ID, tok, newToken(), now.Add(2*time.Minute), time.Minute)
+			wantOutcome(t, "reuse", reuse, store.RotateReuseDetected)
+			wantFamily(t, reuse.Family, fam)
+		})
+	}
 }
 
 // testConcurrentCreateVsCutoff races logins that began before a cut-off

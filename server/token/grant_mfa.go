@@ -1,0 +1,105 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// maxMFAParamLen bounds a presented mfa_token or code; Portcullis's are far shorter.
+const maxMFAParamLen = 512
+
+// parseMFAGrant reads an MFA grant's mfa_token and its code parameter
+// (otp or recovery_code): both are required (invalid_request).
+func parseMFAGrant(codeParam string) func(params map[string]string, req *TokenRequest) error {
+	return func(params map[string]string, req *TokenRequest) error {
+		req.MFAToken, req.MFACode = params["mfa_token"], params[codeParam]
+		if req.MFAToken == "" || req.MFACode == "" {
+			return apierr.ErrInvalidRequest.WithDescription("This grant needs mfa_token and %s.", codeParam)
+		}
+		return nil
+	}
+}
+
+// mfaOTPGrant finishes a password login with a TOTP code.
+func (s *Service) mfaOTPGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
+	if s.mfa == nil {
+		return Response{}, mfaInvalid
+	}
+	return s.mfaGrant(ctx, client, req, meta, GrantMFAOTP, s.mfa.TOTPCode(req.MFACode))
+}
+
+// mfaRecoveryCodeGrant finishes a password login with a recovery code; the
+// answer says how many codes are left.
+func (s *Service) mfaRecoveryCodeGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
+	if s.mfa == nil {
+		return Response{}, mfaInvalid
+	}
+	return s.mfaGrant(ctx, client, req, meta, GrantMFARecoveryCode, s.mfa.RecoveryCode(req.MFACode))
+}
+
+// mfaInvalid is every refusal of an MFA grant (contract: invalid_grant).
+var mfaInvalid = apierr.ErrInvalidGrant.WithDescription("The mfa_token or the code is invalid, expired or already used.")
+
+// mfaGrant spends one attempt of the mfa_token with the factor f (the
+// mfa.Service counts attempts, the login throttle and audits failures),
+// then issues the login the token stands for exactly as the password grant
+// would: the scope asked for at the password step, its auth_time, and the
+// amr the factor proved.
+func (s *Service) mfaGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta, grant string, f mfa.Factor) (Response, error) {
+	if len(req.MFAToken) > maxMFAParamLen || len(req.MFACode) > maxMFAParamLen {
+		return Response{}, mfaInvalid
+	}
+	done, err := s.mfa.Complete(ctx, req.MFAToken, client.ID, f, mfa.Meta{IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID})
+	if err != nil {
+		var ae *apierr.Error
+		switch {
+		case errors.Is(err, mfa.ErrInvalidToken), errors.Is(err, mfa.ErrBadCode), errors.Is(err, mfa.ErrNotEnrolled):
+			return Response{}, mfaInvalid.WithCause(err)
+		case errors.As(err, &ae):
+			return Response{}, err
+		default:
+			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("complete the second factor: %w", err))
+		}
+	}
+	user, err := s.users.GetUser(ctx, done.UserID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Response{}, mfaInvalid.WithDescription("The account that signed in no longer exists.")
+		}
+		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+	}
+	if !user.Active {
+		return Response{}, mfaInvalid.WithDescription("The account that signed in is deactivated.")
+	}
+	// Every session of the user ended after the password step (a password
+	// reset, say): the login yields nothing, as a password grant that began
+	// before the cut-off would (a family is refused by the token state; this
+	// covers clients without refresh tokens too).
+	cut, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(done.AuthTime), UserID: user.ID, IssuedAt: done.AuthTime})
+	if err != nil {
+		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the user's cut-off: %w", err))
+	}
+	if cut {
+		return Response{}, mfaInvalid.WithDescription("The account's sessions were ended while signing in. Sign in again.")
+	}
+	method := mfa.MethodTOTP
+	if grant == GrantMFARecoveryCode {
+		method = mfa.MethodRecoveryCode
+	}
+	resp, err := s.finishLogin(ctx, client, user, strings.Fields(done.Scope), s.now(),
+		loginInfo{authTime: done.AuthTime, amr: done.AMR}, meta, grant, method)
+	if err != nil {
+		return Response{}, err
+	}
+	if grant == GrantMFARecoveryCode && done.RecoveryCodesLeft >= 0 {
+		left := done.RecoveryCodesLeft
+		resp.RecoveryCodesLeft = &left
+	}
+	return resp, nil
+}
