@@ -67,8 +67,10 @@ func TestDiscoveryMetadata(t *testing.T) {
 			t.Fatalf("algs %v", algs)
 		}
 		// Only grants that work end to end are advertised; /oauth2/authorize
-		// is served, so authorization_code is one of them.
-		if grants := fmt.Sprint(m["grant_types_supported"]); grants != "[password refresh_token client_credentials authorization_code]" {
+		// is served, so authorization_code is one of them, and so are the
+		// password grant's MFA grants.
+		if grants := fmt.Sprint(m["grant_types_supported"]); grants != "[password refresh_token client_credentials authorization_code "+
+			"urn:portcullis:params:oauth:grant-type:mfa-otp urn:portcullis:params:oauth:grant-type:mfa-recovery-code]" {
 			t.Fatalf("grants %v", grants)
 		}
 		if m["authorization_endpoint"] != iss+"/oauth2/authorize" || fmt.Sprint(m["response_types_supported"]) != "[code]" {

@@ -121,7 +121,7 @@ func newAPI(cfg config, now func() time.Time, log *slog.Logger) (*api, error) {
 	mux.Handle("GET /me", g.Authenticate(http.HandlerFunc(a.me)))
 	mux.Handle("GET /projects", g.RequireScope("projects:read")(http.HandlerFunc(a.listProjects)))
 	mux.Handle("POST /projects", g.RequireScope("projects:write")(http.HandlerFunc(a.createProject)))
-	mux.Handle("GET /admin/metrics", g.RequireRole("admin")(http.HandlerFunc(a.metrics)))
+	mux.Handle("GET /admin/metrics", g.Require(verify.Role("admin"), verify.MFA())(http.HandlerFunc(a.metrics)))
 	mux.Handle("POST /backchannel-logout", verify.LogoutHandler(lv, a.backchannelLogout))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -15,7 +15,8 @@
 //	GET  /me             any valid access token: its sub, client_id, roles and scope
 //	GET  /projects       permission projects:read
 //	POST /projects       permission projects:write; body {"name": "..."}
-//	GET  /admin/metrics  role admin or higher (levels of docs/examples/demo-policy.yaml)
+//	GET  /admin/metrics  role admin or higher (levels of docs/examples/demo-policy.yaml),
+//	                     signed in with a second factor (acr mfa)
 //	GET  /healthz        no token
 //	POST /backchannel-logout  OpenID Connect Back-Channel Logout 1.0: a form with
 //	                     logout_token; the access tokens of the logged-out session
@@ -23,8 +24,10 @@
 //	                     client's backchannel_logout_uri)
 //
 // Errors follow RFC 6750 (401 with WWW-Authenticate: Bearer
-// error="invalid_token", 403 with error="insufficient_scope"). It never logs
-// a token, and stops gracefully on SIGINT or SIGTERM.
+// error="invalid_token", 403 with error="insufficient_scope") and RFC 9470
+// (401 with error="insufficient_user_authentication" and acr_values="mfa"
+// for an admin token from a password alone). It never logs a token, and
+// stops gracefully on SIGINT or SIGTERM.
 package main
 
 import (

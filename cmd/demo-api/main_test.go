@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,6 +96,42 @@ func startStack(t *testing.T, settings map[string]string) *stack {
 func (s *stack) login(t *testing.T, client, role, scope string) st.TokenResponse {
 	t.Helper()
 	return s.pc.PostForm("/oauth2/token", st.PasswordForm(role+"@example.com", password, scope), st.Basic(client, s.secrets[client])).Token()
+}
+
+// secondFactor is a user's TOTP enrolment: its secret, whether a TOTP
+// login used the step after the enrolment, and the recovery codes left.
+type secondFactor struct {
+	secret   string
+	otpUsed  bool
+	recovery []string
+}
+
+// enrolMFA enrols TOTP for the role's user (through Portcullis's
+// mfa.Service); its password alone then answers mfa_required.
+func (s *stack) enrolMFA(t *testing.T, role string) *secondFactor {
+	t.Helper()
+	secret, codes := st.EnrolTOTP(t, s.in.App.MFA, s.users[role])
+	return &secondFactor{secret: secret, recovery: codes}
+}
+
+// mfaLogin is a login of an enrolled user with a second factor: the
+// password grant answers mfa_required, then the mfa-otp grant finishes it
+// (the mfa-recovery-code grant after the first: a TOTP step logs in once).
+func (s *stack) mfaLogin(t *testing.T, client, role, scope string, f *secondFactor) st.TokenResponse {
+	t.Helper()
+	r := s.pc.PostForm("/oauth2/token", st.PasswordForm(role+"@example.com", password, scope), st.Basic(client, s.secrets[client]))
+	tok, _ := r.ExpectError(400, "mfa_required").Map()["mfa_token"].(string)
+	form := url.Values{"mfa_token": {tok}}
+	if !f.otpUsed {
+		f.otpUsed = true
+		form.Set("grant_type", "urn:portcullis:params:oauth:grant-type:mfa-otp")
+		form.Set("otp", st.NextTOTPCode(t, f.secret))
+	} else {
+		form.Set("grant_type", "urn:portcullis:params:oauth:grant-type:mfa-recovery-code")
+		form.Set("recovery_code", f.recovery[0])
+		f.recovery = f.recovery[1:]
+	}
+	return s.pc.PostForm("/oauth2/token", form, st.Basic(client, s.secrets[client])).Token()
 }
 
 // answer is a response of the demo API.
@@ -185,18 +222,24 @@ func forge(t *testing.T, claims map[string]any, kid string) string {
 // TestDemoAPI: tokens of a running Portcullis are accepted by what they
 // grant (a super_admin's read-only token names no role, so the role-guarded
 // /admin/metrics refuses it; before roles followed the grant it was
-// accepted), and expired, tampered, wrong-audience, wrong-typ and unknown-kid
-// tokens are refused with RFC 6750 answers.
+// accepted; /admin/metrics also needs a sign-in with a second factor, and
+// an admin's password-only token gets RFC 9470 insufficient_user_authentication),
+// and expired, tampered, wrong-audience, wrong-typ and unknown-kid tokens
+// are refused with RFC 6750 answers.
 func TestDemoAPI(t *testing.T) {
 	s := startStack(t, nil)
+	s.users["pwd_admin"] = st.NewFixtures(t, s.in.App.Core).User(t, "pwd_admin@example.com", password, "admin")
+	adminMFA, rootMFA := s.enrolMFA(t, "admin"), s.enrolMFA(t, "super_admin")
 	viewer := s.login(t, "web", "viewer", "")
 	editor := s.login(t, "web", "editor", "")
-	admin := s.login(t, "web", "admin", "")
-	root := s.login(t, "web", "super_admin", "")
+	admin := s.mfaLogin(t, "web", "admin", "", adminMFA)
+	root := s.mfaLogin(t, "web", "super_admin", "", rootMFA)
+	adminPwd := s.login(t, "web", "pwd_admin", "")
 	idTok := s.login(t, "web", "viewer", "openid").IDToken
 	// Read-only tokens of a super_admin: by the scope asked, and by the client's scopes.
-	rootReadOnly := s.login(t, "web", "super_admin", "projects:read")
-	rootViaReader := s.login(t, "reader-web", "super_admin", "")
+	rootReadOnly := s.mfaLogin(t, "web", "super_admin", "projects:read", rootMFA)
+	rootViaReader := s.mfaLogin(t, "reader-web", "super_admin", "", rootMFA)
+	needMFA := `Bearer error="insufficient_user_authentication", error_description="This request needs a sign-in with a second factor (multi-factor authentication).", acr_values="mfa"`
 	billing := s.pc.PostForm("/oauth2/token", st.PasswordForm("viewer@example.com", password, ""), st.Basic("billing-web", s.secrets["billing-web"])).Token()
 	service := s.pc.PostForm("/oauth2/token", map[string][]string{"grant_type": {"client_credentials"}}, st.Basic("reports", s.secrets["reports"])).Token()
 	if aud := jwtPart(t, billing.AccessToken, 1)["aud"]; fmt.Sprint(aud) == "api" || fmt.Sprint(aud) == "[api]" {
@@ -235,6 +278,8 @@ func TestDemoAPI(t *testing.T) {
 		{"fail/unknown kid", "GET", "/me", forged, nil, 401, invalid("The access token was signed by an unknown key.")},
 		{"fail/viewer writes", "POST", "/projects", viewer.AccessToken, map[string]string{"name": "x"}, 403,
 			`Bearer error="insufficient_scope", scope="projects:write", error_description="This request needs the permission projects:write."`},
+		{"fail/admin metrics with a password-only token", "GET", "/admin/metrics", adminPwd.AccessToken, nil, 401, needMFA},
+		{"ok/password-only admin reads (MFA only where required)", "GET", "/projects", adminPwd.AccessToken, nil, 200, ""},
 		{"fail/editor metrics", "GET", "/admin/metrics", editor.AccessToken, nil, 403,
 			`Bearer error="insufficient_scope", error_description="This request needs the role admin or higher."`},
 		{"fail/client_credentials metrics (no roles)", "GET", "/admin/metrics", service.AccessToken, nil, 403,

@@ -3,7 +3,8 @@
 // scenario and prints requests/s with p50/p99 latency.
 //
 // Scenarios: password, refresh, client_credentials, introspection, userinfo,
-// jwks, sso and code_redemption (browser sign-in, see sso.go). It needs a user and clients (see -help); `make bench` sets all of it
+// jwks, sso and code_redemption (browser sign-in, see sso.go), and mfa (the
+// mfa-recovery-code grant, see mfa.go). It needs a user and clients (see -help); `make bench` sets all of it
 // up on real PostgreSQL + Redis and writes docs/benchmarks.md. Against a
 // server of your own, raise PORTCULLIS_MAX_SESSIONS_PER_USER: the one test
 // user's logins would otherwise end the sessions the refresh workers use.
@@ -168,17 +169,18 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 		MaxIdleConns: o.Concurrency * 2, MaxIdleConnsPerHost: o.Concurrency * 2, IdleConnTimeout: time.Minute,
 	}}
 	defer client.CloseIdleConnections()
-	// A scenario with a finite supply (code_redemption's minted codes) calls
+	// A scenario with a finite supply (code_redemption's minted codes, mfa's
+	// minted mfa_tokens) calls
 	// end when it runs out; the run stops then and is timed up to there.
-	ended := make(chan struct{})
+	ended, measuring := make(chan struct{}), make(chan struct{})
 	var endOnce sync.Once
-	end := func() { endOnce.Do(func() { close(ended) }) }
-	mk, err := scenarioWorker(ctx, client, o, scenario, end)
+	fin := finite{end: func() { endOnce.Do(func() { close(ended) }) }, measuring: measuring}
+	mk, err := scenarioWorker(ctx, client, o, scenario, fin)
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", scenario, err)
 	}
 	var (
-		measuring atomic.Bool
+		measured  atomic.Bool
 		requests  atomic.Int64
 		errors    atomic.Int64
 		mu        sync.Mutex
@@ -196,7 +198,8 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 	var start time.Time
 	time.AfterFunc(o.Warmup, func() {
 		start = time.Now()
-		measuring.Store(true)
+		measured.Store(true)
+		close(measuring)
 		if o.OnMeasure != nil {
 			o.OnMeasure()
 		}
@@ -239,10 +242,11 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 						continue
 					}
 				}
+				counted := measured.Load() // a request begun in the warm-up is not measured
 				t0 := time.Now()
 				ok := w(runCtx)
 				d := time.Since(t0)
-				if !measuring.Load() || runCtx.Err() != nil {
+				if !counted || runCtx.Err() != nil {
 					continue
 				}
 				if requests.Add(1) > o.MaxRequests {
@@ -259,7 +263,7 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 		}()
 	}
 	wg.Wait()
-	if !measuring.Load() {
+	if !measured.Load() {
 		return Result{}, fmt.Errorf("%s: the run ended during the warm-up", scenario)
 	}
 	elapsed := time.Since(start)
@@ -272,7 +276,16 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 	return r, nil
 }
 
-func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario string, end func()) (func() (worker, error), error) {
+// finite is what a scenario with a finite supply (minted codes or
+// mfa_tokens) needs of the run: end stops it when the supply runs out, and
+// measuring is closed when the warm-up ends (a scenario may spare its
+// supply until then).
+type finite struct {
+	end       func()
+	measuring <-chan struct{}
+}
+
+func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario string, fin finite) (func() (worker, error), error) {
 	tokenURL := o.URL + "/oauth2/token"
 	switch scenario {
 	case "jwks":
@@ -334,7 +347,9 @@ func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario str
 	case "sso":
 		return ssoWorker(ctx, c, o)
 	case "code_redemption":
-		return codeRedemptionWorker(ctx, c, o, end)
+		return codeRedemptionWorker(ctx, c, o, fin.end)
+	case "mfa":
+		return mfaWorker(ctx, c, o, fin)
 	case "userinfo":
 		tok, err := login(ctx, c, o)
 		if err != nil {
@@ -350,7 +365,7 @@ func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario str
 		parts := []string{"client_credentials", "introspection", "userinfo", "refresh", "jwks"}
 		makers := map[string]func() (worker, error){}
 		for _, p := range append(parts, "password") {
-			mk, err := scenarioWorker(ctx, c, o, p, end)
+			mk, err := scenarioWorker(ctx, c, o, p, fin)
 			if err != nil {
 				return nil, err
 			}

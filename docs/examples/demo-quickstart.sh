@@ -69,8 +69,10 @@ echo "# permissions: projects:read and projects:write"
 expect 201 POST /projects "$ALL" '{"name":"Apollo"}'
 expect 200 GET /projects "$READ_ONLY"
 expect 403 POST /projects "$READ_ONLY" '{"name":"Gemini"}'
-echo "# role admin or higher (super_admin is higher)"
-expect 200 GET /admin/metrics "$ALL"
+echo "# role admin or higher (super_admin is higher), signed in with a second factor: a password"
+echo "# alone is 401 insufficient_user_authentication, acr_values=\"mfa\" (RFC 9470); enrol TOTP"
+echo "# (POST /auth/mfa/totp) and sign in with the mfa-otp grant for a token it accepts"
+expect 401 GET /admin/metrics "$ALL"
 echo "# roles follow the grant: the read-only token names no role, so 403"
 expect 403 GET /admin/metrics "$READ_ONLY"
 echo "# a token whose permissions were widened: 401 invalid_token"

@@ -24,11 +24,17 @@ type Claims struct {
 	Scopes    []string  // scope, split
 	Roles     []string  // roles
 	SessionID string    // sid; empty for client_credentials tokens
+	AMR       []string  // amr: how the user signed in (RFC 8176), e.g. ["pwd","otp","mfa"]
+	ACR       string    // acr: "pwd" or "mfa" for Portcullis's user tokens
 	payload   string    // the base64url payload segment of the token
 }
 
 // HasScope reports whether the token grants the permission.
 func (c *Claims) HasScope(perm string) bool { return contains(c.Scopes, perm) }
+
+// HasMFA reports whether the user signed in with a second factor: acr is
+// "mfa" and amr names "mfa" (RFC 8176).
+func (c *Claims) HasMFA() bool { return c.ACR == "mfa" && contains(c.AMR, "mfa") }
 
 // HasRole reports whether the token carries the role exactly (see
 // RoleLevels.AtLeast for "this role or higher").
@@ -66,6 +72,8 @@ type wireClaims struct {
 	Scope    string      `json:"scope"`
 	Roles    []string    `json:"roles"`
 	Sid      string      `json:"sid"`
+	AMR      []string    `json:"amr"`
+	ACR      string      `json:"acr"`
 }
 
 // audience is aud: one string or an array of strings.
@@ -165,7 +173,8 @@ func (w *wireClaims) missingClaim() string {
 func (w *wireClaims) claims(payload string) *Claims {
 	c := &Claims{
 		Issuer: w.Iss, Subject: w.Sub, Audience: w.Aud.list, ExpiresAt: w.Exp.t, IssuedAt: w.Iat.t,
-		ID: w.Jti, ClientID: w.ClientID, Scope: w.Scope, Roles: w.Roles, SessionID: w.Sid, payload: payload,
+		ID: w.Jti, ClientID: w.ClientID, Scope: w.Scope, Roles: w.Roles, SessionID: w.Sid, AMR: w.AMR, ACR: w.ACR,
+		payload: payload,
 	}
 	if w.Nbf.set {
 		c.NotBefore = w.Nbf.t

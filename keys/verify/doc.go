@@ -16,11 +16,13 @@
 //     kid is known costs no network call.
 //   - Guard is net/http middleware (and, through package echoguard, Echo
 //     middleware) that answers RFC 6750 errors: 401 with WWW-Authenticate
-//     Bearer error="invalid_token", 403 with error="insufficient_scope", and
+//     Bearer error="invalid_token", 403 with error="insufficient_scope", 401
+//     with error="insufficient_user_authentication" and acr_values="mfa" (RFC
+//     9470) when MFA is required and the login had no second factor, and
 //     puts the verified Claims in the request context (ClaimsFromContext).
-//     Requirements (Scope, AnyScope, Role, AnyRole, All, Any, Online) combine
-//     freely; Role honours a role hierarchy (RoleLevels) as "this role or
-//     higher".
+//     Requirements (Scope, AnyScope, Role, AnyRole, MFA, All, Any, Online)
+//     combine freely; Role honours a role hierarchy (RoleLevels) as "this
+//     role or higher".
 //   - Introspector asks the issuer's RFC 7662 introspection endpoint whether a
 //     token is still active, for routes that must see a revocation at once;
 //     answers are cached briefly by token hash, and an unreachable endpoint

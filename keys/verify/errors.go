@@ -30,6 +30,10 @@ var (
 	// ErrInsufficientScope is the cause of a Guard's 403: the token is valid
 	// but lacks the permission or role required.
 	ErrInsufficientScope = errors.New("access token lacks the permission or role required")
+	// ErrInsufficientUserAuthentication is the cause of a Guard's 401
+	// insufficient_user_authentication (RFC 9470): the token is valid but
+	// its login had no second factor (MFA).
+	ErrInsufficientUserAuthentication = errors.New("access token's login lacks the second factor required")
 	// ErrInactive: the introspection endpoint says the token is not active
 	// (revoked, expired or unknown).
 	ErrInactive = errors.New("access token not active")

@@ -77,7 +77,7 @@ func ExampleNewGuard() {
 	})))
 	mux.Handle("GET /projects", g.RequireScope("projects:read")(http.HandlerFunc(listProjects)))
 	mux.Handle("POST /projects", g.RequireScope("projects:write")(http.HandlerFunc(createProject)))
-	mux.Handle("GET /admin/metrics", g.RequireRole("admin")(http.HandlerFunc(metrics)))
+	mux.Handle("GET /admin/metrics", g.Require(verify.Role("admin"), verify.MFA())(http.HandlerFunc(metrics)))
 	log.Fatal(http.ListenAndServe("127.0.0.1:8081", mux))
 }
 
@@ -91,6 +91,16 @@ func ExampleGuard_Require() {
 		verify.Online(),
 	)
 	http.Handle("POST /projects/{id}/archive", archive(http.HandlerFunc(createProject)))
+}
+
+// Sensitive routes can ask for a sign-in with a second factor: a token from
+// a password alone gets 401 with `WWW-Authenticate: Bearer
+// error="insufficient_user_authentication", …, acr_values="mfa"` (RFC
+// 9470), telling the client to sign the user in again with MFA.
+func ExampleGuard_RequireMFA() {
+	var g *verify.Guard // from NewGuard
+	http.Handle("POST /keys/rotate", g.RequireMFA()(http.HandlerFunc(createProject)))
+	http.Handle("GET /admin/audit", g.Require(verify.Role("admin"), verify.MFA())(http.HandlerFunc(metrics)))
 }
 
 // Routes that must see a revocation at once ask the issuer's introspection

@@ -36,7 +36,8 @@ type Revocations interface {
 
 // Guard authenticates requests with RFC 6750 bearer tokens and enforces
 // Requirements. It answers 401 (WWW-Authenticate: Bearer, with
-// error="invalid_token" when a token was given but is not valid), 403
+// error="invalid_token" when a token was given but is not valid, or
+// error="insufficient_user_authentication" for an unmet MFA), 403
 // (error="insufficient_scope") and, when the key set or the introspection
 // endpoint cannot be reached, 503; each with a JSON body {"error",
 // "error_description"}. It is safe for concurrent use.
@@ -61,6 +62,13 @@ func (g *Guard) RequireScope(perms ...string) func(http.Handler) http.Handler {
 // RequireAnyScope is middleware that admits tokens granting at least one of perms.
 func (g *Guard) RequireAnyScope(perms ...string) func(http.Handler) http.Handler {
 	return g.Require(AnyScope(perms...))
+}
+
+// RequireMFA is middleware that admits tokens whose user signed in with a
+// second factor (see MFA); others get 401 insufficient_user_authentication
+// with acr_values="mfa" (RFC 9470).
+func (g *Guard) RequireMFA() func(http.Handler) http.Handler {
+	return g.Require(MFA())
 }
 
 // RequireRole is middleware that admits tokens carrying role or, with
@@ -189,13 +197,17 @@ type Denial struct {
 	// Status is 400, 401, 403 or 503.
 	Status int
 	// Code is the error code of the JSON body: invalid_request,
-	// unauthorized (no token), invalid_token, insufficient_scope or
+	// unauthorized (no token), invalid_token, insufficient_scope,
+	// insufficient_user_authentication (RFC 9470, 401) or
 	// temporarily_unavailable.
 	Code string
 	// Description is the error_description: safe to show, no token in it.
 	Description string
 	// Scope, for insufficient_scope, lists the permissions that would do.
 	Scope string
+	// ACRValues, for insufficient_user_authentication, lists the acr values
+	// that would do (RFC 9470 §3: "mfa").
+	ACRValues string
 	// Err is the cause, for logs; it is never sent.
 	Err   error
 	realm string
@@ -229,6 +241,9 @@ func (d *Denial) WWWAuthenticate() string {
 			params = append(params, `scope="`+quote(d.Scope)+`"`)
 		}
 		params = append(params, `error_description="`+quote(d.Description)+`"`)
+		if d.ACRValues != "" {
+			params = append(params, `acr_values="`+quote(d.ACRValues)+`"`)
+		}
 	}
 	if len(params) == 0 {
 		return "Bearer"

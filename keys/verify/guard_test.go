@@ -40,11 +40,17 @@ func newGuardFixture(t *testing.T) *guardFixture {
 		"editor":      f.signer.sign(t, with(base, map[string]any{"scope": "projects:read projects:write", "roles": []string{"editor"}}), nil),
 		"admin":       f.signer.sign(t, with(base, map[string]any{"scope": "projects:read projects:write users:read", "roles": []string{"admin"}}), nil),
 		"super_admin": f.signer.sign(t, with(base, map[string]any{"scope": "projects:read projects:write users:read", "roles": []string{"super_admin"}}), nil),
-		"service":     f.signer.sign(t, with(base, map[string]any{"sub": "svc", "client_id": "svc", "scope": "projects:read", "roles": nil, "sid": nil}), nil),
-		"expired":     f.signer.sign(t, with(base, map[string]any{"exp": f.now.Add(-time.Hour).Unix()}), nil),
-		"id token":    f.signer.sign(t, base, map[string]any{"typ": "JWT"}),
-		"other aud":   f.signer.sign(t, with(base, map[string]any{"aud": "billing"}), nil),
-		"forged kid":  newSigner(t, jose.ES256, "forged").sign(t, base, nil),
+		"admin mfa": f.signer.sign(t, with(base, map[string]any{"scope": "projects:read projects:write users:read", "roles": []string{"admin"},
+			"amr": []string{"pwd", "otp", "mfa"}, "acr": "mfa"}), nil),
+		"admin pwd": f.signer.sign(t, with(base, map[string]any{"scope": "projects:read projects:write users:read", "roles": []string{"admin"},
+			"amr": []string{"pwd"}, "acr": "pwd"}), nil),
+		"acr without amr": f.signer.sign(t, with(base, map[string]any{"amr": []string{"pwd"}, "acr": "mfa"}), nil),
+		"amr without acr": f.signer.sign(t, with(base, map[string]any{"amr": []string{"pwd", "mfa"}, "acr": "pwd"}), nil),
+		"service":         f.signer.sign(t, with(base, map[string]any{"sub": "svc", "client_id": "svc", "scope": "projects:read", "roles": nil, "sid": nil}), nil),
+		"expired":         f.signer.sign(t, with(base, map[string]any{"exp": f.now.Add(-time.Hour).Unix()}), nil),
+		"id token":        f.signer.sign(t, base, map[string]any{"typ": "JWT"}),
+		"other aud":       f.signer.sign(t, with(base, map[string]any{"aud": "billing"}), nil),
+		"forged kid":      newSigner(t, jose.ES256, "forged").sign(t, base, nil),
 	}
 	// The viewer's header and signature around a payload that claims super_admin.
 	viewer := strings.Split(f.tokens["viewer"], ".")
@@ -89,6 +95,8 @@ func TestGuard(t *testing.T) {
 	bearer := func(name string) string { return "Bearer " + f.tokens[name] }
 	const (
 		invalid = `Bearer error="invalid_token", error_description=`
+		// RFC 9470 §3.
+		mfaChallenge = `Bearer error="insufficient_user_authentication", error_description="This request needs a sign-in with a second factor (multi-factor authentication).", acr_values="mfa"`
 	)
 	tests := []struct {
 		name      string
@@ -108,6 +116,19 @@ func TestGuard(t *testing.T) {
 		{"ok/role higher", g.RequireRole("admin"), []string{bearer("super_admin")}, 204, "", "", nil},
 		{"ok/role much higher", g.RequireRole("viewer"), []string{bearer("admin")}, 204, "", "", nil},
 		{"ok/client_credentials scope", g.RequireScope("projects:read"), []string{bearer("service")}, 204, "", "", nil},
+
+		{"ok/mfa", g.RequireMFA(), []string{bearer("admin mfa")}, 204, "", "", nil},
+		{"ok/mfa and role", g.Require(verify.Role("admin"), verify.MFA()), []string{bearer("admin mfa")}, 204, "", "", nil},
+
+		{"fail/mfa: password only", g.RequireMFA(), []string{bearer("admin pwd")}, 401, mfaChallenge, "insufficient_user_authentication", verify.ErrInsufficientUserAuthentication},
+		{"fail/mfa: no amr or acr", g.RequireMFA(), []string{bearer("admin")}, 401, mfaChallenge, "insufficient_user_authentication", verify.ErrInsufficientUserAuthentication},
+		{"fail/mfa: acr mfa without amr mfa", g.RequireMFA(), []string{bearer("acr without amr")}, 401, mfaChallenge, "insufficient_user_authentication", verify.ErrInsufficientUserAuthentication},
+		{"fail/mfa: amr mfa with acr pwd", g.RequireMFA(), []string{bearer("amr without acr")}, 401, mfaChallenge, "insufficient_user_authentication", verify.ErrInsufficientUserAuthentication},
+		{"fail/mfa: client_credentials", g.RequireMFA(), []string{bearer("service")}, 401, mfaChallenge, "insufficient_user_authentication", verify.ErrInsufficientUserAuthentication},
+		{"fail/mfa: invalid token first", g.RequireMFA(), []string{bearer("expired")}, 401, invalid + `"The access token expired."`, "invalid_token", verify.ErrExpired},
+		{"fail/mfa: role checked first", g.Require(verify.Role("admin"), verify.MFA()), []string{bearer("editor")}, 403,
+			`Bearer error="insufficient_scope", error_description="This request needs the role admin or higher."`, "insufficient_scope", verify.ErrInsufficientScope},
+		{"fail/mfa after the role", g.Require(verify.Role("admin"), verify.MFA()), []string{bearer("admin pwd")}, 401, mfaChallenge, "insufficient_user_authentication", verify.ErrInsufficientUserAuthentication},
 
 		{"fail/no Authorization", g.Authenticate, nil, 401, "Bearer", "unauthorized", nil},
 		{"fail/Basic instead of Bearer", g.Authenticate, []string{"Basic dXNlcjpwYXNz"}, 401, "Bearer", "unauthorized", nil},
@@ -195,6 +216,10 @@ func TestGuardCombinations(t *testing.T) {
 		{"ok/any role", []verify.Requirement{verify.AnyRole("auditor", "editor")}, "admin", 204, ""},
 		{"fail/any with nothing", []verify.Requirement{verify.Any()}, "super_admin", 403, ""},
 		{"ok/all with nothing", []verify.Requirement{verify.All()}, "viewer", 204, ""},
+		{"ok/any: mfa", []verify.Requirement{verify.Any(verify.MFA(), verify.Role("super_admin"))}, "admin mfa", 204, ""},
+		{"ok/any: role without mfa", []verify.Requirement{verify.Any(verify.MFA(), verify.Role("admin"))}, "admin pwd", 204, ""},
+		{"fail/any: neither mfa nor scope", []verify.Requirement{verify.Any(verify.MFA(), verify.Scope("users:write"))}, "admin pwd", 403, "users:write"},
+		{"fail/any: mfa only", []verify.Requirement{verify.Any(verify.MFA())}, "admin pwd", 401, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -145,7 +145,7 @@ func TestHeaderCacheBounded(t *testing.T) {
 // scanSeeds are payloads for FuzzScanClaims: typical tokens and the corners
 // where a hand-written parser could differ from encoding/json.
 var scanSeeds = []string{
-	`{"iss":"http://127.0.0.1:8080","sub":"usr_1","aud":"api","exp":1900000000,"iat":1899999100,"nbf":1899999100,"jti":"AaIBX91zMBVUc81M8_qtZA","client_id":"web","scope":"projects:read projects:write","roles":["admin"],"sid":"s1","auth_time":1899999100}`,
+	`{"iss":"http://127.0.0.1:8080","sub":"usr_1","aud":"api","exp":1900000000,"iat":1899999100,"nbf":1899999100,"jti":"AaIBX91zMBVUc81M8_qtZA","client_id":"web","scope":"projects:read projects:write","roles":["admin"],"sid":"s1","auth_time":1899999100,"amr":["pwd","otp","mfa"],"acr":"mfa"}`,
 	`{"aud":["a","b"],"roles":[],"exp":1.5,"iat":0}`,
 	` { "iss" : "x" , "aud" : [ "a" ] } `,
 	`{}`,
@@ -173,6 +173,10 @@ var scanSeeds = []string{
 	`{"x":tru}`,
 	`{"aud":[1]}`,
 	`{"roles":"admin"}`,
+	`{"amr":"pwd"}`,
+	`{"amr":["pwd"],"AMR":["mfa"]}`,
+	`{"acr":["mfa"]}`,
+	`{"ACR":"mfa"}`,
 }
 
 // FuzzScanClaims: whenever the fast path accepts a payload, encoding/json
@@ -192,7 +196,8 @@ func FuzzScanClaims(f *testing.F) {
 		}
 		if fast.Iss != slow.Iss || fast.Sub != slow.Sub || fast.Jti != slow.Jti || fast.ClientID != slow.ClientID ||
 			fast.Scope != slow.Scope || fast.Sid != slow.Sid || fast.Aud.set != slow.Aud.set || !slices.Equal(fast.Aud.list, slow.Aud.list) ||
-			!slices.Equal(fast.Roles, slow.Roles) || (fast.Roles == nil) != (slow.Roles == nil) {
+			!slices.Equal(fast.Roles, slow.Roles) || (fast.Roles == nil) != (slow.Roles == nil) ||
+			!slices.Equal(fast.AMR, slow.AMR) || (fast.AMR == nil) != (slow.AMR == nil) || fast.ACR != slow.ACR {
 			t.Fatalf("%q:\nfast %+v\nslow %+v", p, fast, slow)
 		}
 		for _, d := range [][2]numericDate{{fast.Exp, slow.Exp}, {fast.Iat, slow.Iat}, {fast.Nbf, slow.Nbf}} {
@@ -214,7 +219,8 @@ func TestScanClaimsCoversTypicalTokens(t *testing.T) {
 	}
 	var w wireClaims
 	if !scanClaims([]byte(scanSeeds[0]), &w) || w.Iss != "http://127.0.0.1:8080" || w.Aud.list[0] != "api" || w.Roles[0] != "admin" ||
-		w.Exp.t.Unix() != 1900000000 || !w.Nbf.set || w.Scope != "projects:read projects:write" {
+		w.Exp.t.Unix() != 1900000000 || !w.Nbf.set || w.Scope != "projects:read projects:write" ||
+		!slices.Equal(w.AMR, []string{"pwd", "otp", "mfa"}) || w.ACR != "mfa" {
 		t.Fatalf("%+v", w)
 	}
 }

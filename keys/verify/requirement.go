@@ -8,7 +8,7 @@ import (
 )
 
 // Requirement is a condition on a verified access token, built with Scope,
-// AnyScope, Role, AnyRole, Online, All and Any.
+// AnyScope, Role, AnyRole, MFA, Online, All and Any.
 type Requirement interface {
 	// eval returns nil when the requirement is met, else the denial.
 	eval(e *evaluation) *Denial
@@ -36,6 +36,12 @@ func Role(role string) Requirement { return roleReq{roles: []string{role}} }
 
 // AnyRole is met by a token meeting Role for at least one of roles.
 func AnyRole(roles ...string) Requirement { return roleReq{roles: roles} }
+
+// MFA is met by a token whose user signed in with a second factor (acr
+// "mfa", amr naming "mfa"). Any other token is refused with 401
+// insufficient_user_authentication and acr_values="mfa" (RFC 9470 §3): the
+// client should sign the user in again with a second factor.
+func MFA() Requirement { return mfaReq{} }
 
 // All is met when every requirement is; they are checked in order and the
 // first unmet one is reported (put Online last: it is the costly one).
@@ -126,16 +132,24 @@ type anyReq []Requirement
 
 // eval returns nil at the first requirement met. When none is, a 401 or 503
 // from one of them wins (it is not the token's permissions that failed);
-// otherwise the 403 lists every alternative's scopes.
+// otherwise the 403 lists every alternative's scopes. An unmet MFA is like
+// a missing permission: the other alternatives are still tried, and it is
+// answered only when no alternative was a 403.
 func (r anyReq) eval(e *evaluation) *Denial {
 	var (
-		first  *Denial
-		scopes []string
+		first, mfa *Denial
+		scopes     []string
 	)
 	for _, req := range r {
 		d := req.eval(e)
 		if d == nil {
 			return nil
+		}
+		if d.Code == codeInsufficientUserAuthentication {
+			if mfa == nil {
+				mfa = d
+			}
+			continue
 		}
 		if d.Status != http.StatusForbidden {
 			return d
@@ -146,6 +160,9 @@ func (r anyReq) eval(e *evaluation) *Denial {
 		if d.Scope != "" {
 			scopes = append(scopes, strings.Fields(d.Scope)...)
 		}
+	}
+	if first == nil && mfa != nil {
+		return mfa
 	}
 	if len(r) == 1 {
 		return first
@@ -159,6 +176,22 @@ func (r anyReq) describe(l RoleLevels) string {
 	}
 	return "either " + joinDescriptions(r, l, ", or ")
 }
+
+// codeInsufficientUserAuthentication is RFC 9470's error code.
+const codeInsufficientUserAuthentication = "insufficient_user_authentication"
+
+type mfaReq struct{}
+
+func (mfaReq) eval(e *evaluation) *Denial {
+	if e.claims.HasMFA() {
+		return nil
+	}
+	return &Denial{Status: http.StatusUnauthorized, Code: codeInsufficientUserAuthentication,
+		Description: "This request needs a sign-in with a second factor (multi-factor authentication).",
+		ACRValues:   "mfa", Err: ErrInsufficientUserAuthentication}
+}
+
+func (mfaReq) describe(RoleLevels) string { return "a sign-in with a second factor" }
 
 type onlineReq struct{}
 

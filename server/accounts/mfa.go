@@ -14,7 +14,7 @@ import (
 // MFA is the second-factor service (*mfa.Service): the parts the account
 // operations use.
 type MFA interface {
-	Begin(ctx context.Context, u store.User, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
+	Begin(ctx context.Context, u store.User, login, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
 	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
 	Status(ctx context.Context, userID string) (mfa.Status, error)
 	StartTOTP(ctx context.Context, u store.User, m mfa.Meta) (mfa.Enrolment, error)
@@ -51,7 +51,30 @@ var (
 	errBadTOTPCode = apierr.ErrInvalidRequest.WithDescription(
 		"The code is wrong or was used already; enter the current code from your authenticator app.")
 	errPasswordRequired = apierr.ErrInvalidRequest.WithDescription("current_password is required.")
+	// ErrSignInToChangePassword refuses a password change proved by the
+	// password alone (the hosted /change-password page) for an account
+	// with a second factor.
+	ErrSignInToChangePassword = apierr.ErrInvalidRequest.WithDescription(
+		"This account uses two-step verification: sign in, then change your password from your account (or reset it by email).")
 )
+
+// passwordIsNotEnough refuses to let the password alone change what
+// protects an account that has a second factor: the person proves both
+// factors by signing in first (the bearer path), or resets the password by
+// email. Fails closed when the factors cannot be read.
+func (s *Service) passwordIsNotEnough(ctx context.Context, u store.User) error {
+	if s.mfa == nil {
+		return nil
+	}
+	st, err := s.mfa.Status(ctx, u.ID)
+	if err != nil {
+		return errMFAUnavailable.WithCause(err)
+	}
+	if st.Enrolled() {
+		return ErrSignInToChangePassword
+	}
+	return nil
+}
 
 // MFATokenActor is the actor of an mfa_token presented as the bearer of the
 // enrolment endpoints (StartTOTP, ConfirmTOTP, nothing else): the token's

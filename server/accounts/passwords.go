@@ -240,6 +240,11 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 		return token.Response{}, err
 	}
 	u := res.User
+	if req.Login != "" {
+		if err := s.passwordIsNotEnough(ctx, u); err != nil {
+			return token.Response{}, err
+		}
+	}
 	if req.NewPassword == req.CurrentPassword {
 		return token.Response{}, errSamePassword
 	}

@@ -305,14 +305,14 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	tokens := token.NewService(tokenConfig(cfg), token.Deps{
 		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Checker: checker,
-		Codes: states.Once,
+		Codes: states.Once, MFA: mfaService,
 	})
 	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m,
 		Origins: rtcookie.NewOrigins(core.Store, ClientCacheTTL, nil), Checks: []server.Check{
 			{Name: "database", Check: core.Store.Ping},
 			{Name: "token_state", Check: states.State.Ping},
 		}})
-	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true})
+	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true, MFA: true})
 	srv.MountOAuth(tokens)
 	bcl, err := backchannel.New(backchannel.Config{Issuer: cfg.Issuer, Signer: core.Keys, Queue: core.Store,
 		Audit: core.Audit, Log: log})

@@ -109,7 +109,11 @@ func (s *Service) Status(ctx context.Context, userID string) (Status, error) {
 // with a fresh mfa_token (single use, TokenTTL, bound to the user, client
 // and scope) and the methods it allows, or EnrollmentRequired (and no
 // methods) when the policy requires a factor the user does not have.
-func (s *Service) Begin(ctx context.Context, u store.User, clientID, scope string, authTime time.Time) (*Challenge, error) {
+// login is what the login throttle counted the password step under (the
+// login as typed: passcheck.Result.ThrottleKey), so that the second step's
+// failures and its success count under the same key; "" means the
+// account's email.
+func (s *Service) Begin(ctx context.Context, u store.User, login, clientID, scope string, authTime time.Time) (*Challenge, error) {
 	st, err := s.Status(ctx, u.ID)
 	if err != nil {
 		return nil, err
@@ -118,7 +122,10 @@ func (s *Service) Begin(ctx context.Context, u store.User, clientID, scope strin
 	if !enrolled && !s.Required(u.Roles) {
 		return nil, nil
 	}
-	rec := tokenRecord{User: u.ID, Login: u.Email, Client: clientID, Scope: scope, AuthTime: authTime.UTC(),
+	if login == "" {
+		login = u.Email
+	}
+	rec := tokenRecord{User: u.ID, Login: login, Client: clientID, Scope: scope, AuthTime: authTime.UTC(),
 		EnrollmentRequired: !enrolled, ExpiresAt: s.d.Now().Add(s.d.TokenTTL).UTC()}
 	if enrolled {
 		rec.Methods = st.Methods()

@@ -312,6 +312,9 @@ func (p *Pages) changePost(c echo.Context) error {
 	case is(err, accounts.ErrWeakPassword):
 		ps.add("password", apierr.From(err).Description)
 		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
+	case is(err, accounts.ErrSignInToChangePassword):
+		ps.add("current_password", apierr.From(err).Description)
+		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)
 	default:
 		return p.fail(c, err)
 	}

@@ -492,3 +492,25 @@ func TestChangePasswordPageNoExistenceOracle(t *testing.T) {
 		})
 	}
 }
+
+// TestChangePasswordPageNeedsSecondFactor: the /change-password page proves
+// the account by its password alone, so it refuses an account with a second
+// factor (sign in first, or reset by email): someone who learned the
+// password must not change it and end every session of the account. Nothing
+// changes: the old password still signs in (to the second step).
+func TestChangePasswordPageNeedsSecondFactor(t *testing.T) {
+	t.Parallel()
+	d := newDeploymentOn(t, st.PostgresRedis, nil)
+	const email, pw = "mfa-change@example.com", "mfa-change's long passphrase"
+	u := d.fx.User(t, email, pw, "user")
+	st.EnrolTOTP(t, d.in.App.MFA, u)
+	hc := browserClient(t)
+	tok := csrfOf(t, get(t, hc, d.in.URL+"/change-password"))
+	p := post(t, hc, d.in.URL+"/change-password", url.Values{"csrf_token": {tok}, "email": {email},
+		"current_password": {pw}, "password": {goodPassword}, "confirm_password": {goodPassword}})
+	if p.StatusCode != http.StatusBadRequest || !strings.Contains(p.Body, "two-step verification") {
+		t.Fatalf("change-password for an account with a second factor: %d\n%s", p.StatusCode, p.Body)
+	}
+	d.api.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", d.webSecret)).
+		ExpectError(http.StatusBadRequest, "mfa_required")
+}

@@ -97,6 +97,13 @@ type Attempt struct {
 	FailureAction string
 	Via           string
 	Method        string
+	// DeferSuccess: a correct password does not clear the account's
+	// failures yet, because a second factor may follow whose failures count
+	// in the same throttle (a correct password must not wipe them, or each
+	// new mfa_token would bring fresh guesses). The caller calls Succeeded
+	// once the login needs nothing more; a second step that succeeds clears
+	// them itself.
+	DeferSuccess bool
 }
 
 // Result is a successful check.
@@ -105,6 +112,21 @@ type Result struct {
 	User store.User
 	// NeedsRehash says the stored hash should be replaced by a fresh one.
 	NeedsRehash bool
+	// ip and key are what the throttle counted the attempt under.
+	ip, key string
+}
+
+// ThrottleKey is the key the login throttle counted the attempt under (the
+// login as typed, or the account's email): a second step counts its
+// failures, and clears them, under the same key.
+func (r Result) ThrottleKey() string { return r.key }
+
+// Succeeded clears the account's failures after a check made with
+// DeferSuccess, once the login it began needs nothing more.
+func (c *Checker) Succeeded(ctx context.Context, r Result) {
+	if c.d.Throttle != nil && r.key != "" {
+		c.d.Throttle.LoginSucceeded(ctx, r.ip, r.key)
+	}
 }
 
 // Check reserves the attempt under the throttle (its refusal, a 429 or 503
@@ -112,7 +134,8 @@ type Result struct {
 // password, spending a dummy verification for an unknown account. A wrong
 // password, an unknown login or a deactivated account count one failure
 // (metric, audit event) and return ErrBadCredentials; a success clears the
-// account's failures. A store failure is a 503.
+// account's failures (unless DeferSuccess: see Succeeded). A store failure
+// is a 503.
 func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	var (
 		u     store.User
@@ -162,10 +185,11 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		c.failed(ctx, a, u, ok)
 		return Result{}, ErrBadCredentials
 	}
-	if c.d.Throttle != nil {
-		c.d.Throttle.LoginSucceeded(ctx, a.IP, key)
+	res := Result{User: u, NeedsRehash: needsRehash, ip: a.IP, key: key}
+	if !a.DeferSuccess {
+		c.Succeeded(ctx, res)
 	}
-	return Result{User: u, NeedsRehash: needsRehash}, nil
+	return res, nil
 }
 
 // failed counts and records a failed check. The event names the account when

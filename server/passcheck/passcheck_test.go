@@ -134,3 +134,30 @@ func TestCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestDeferSuccess: with DeferSuccess a correct password leaves the
+// account's failures (a second factor follows and counts there too) until
+// Succeeded clears them under the key the attempt was counted under.
+func TestDeferSuccess(t *testing.T) {
+	users := fakeUsers{"usr_1": {ID: "usr_1", Email: "ann@example.com", PasswordHash: "h:right", Active: true}}
+	th := &fakeThrottle{}
+	c, err := New(Deps{Users: users, Hasher: &fakeHasher{}, Throttle: th})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Check(context.Background(), Attempt{Login: " ann@example.com ", Password: "right", DeferSuccess: true})
+	if err != nil || res.User.ID != "usr_1" {
+		t.Fatalf("Check = %+v, %v", res, err)
+	}
+	if len(th.succeeded) != 0 {
+		t.Fatalf("a deferred success cleared %v", th.succeeded)
+	}
+	c.Succeeded(context.Background(), res)
+	if len(th.succeeded) != 1 || th.succeeded[0] != "ann@example.com" {
+		t.Fatalf("Succeeded cleared %v, want ann@example.com", th.succeeded)
+	}
+	c.Succeeded(context.Background(), Result{}) // not a check's result: nothing to clear
+	if len(th.succeeded) != 1 {
+		t.Fatalf("an empty result cleared %v", th.succeeded)
+	}
+}

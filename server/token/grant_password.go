@@ -26,8 +26,10 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 		return Response{}, apierr.ErrServer.WithCause(errors.New("password grant: no password checker"))
 	}
 	now := s.now() // the login starts before the password (hash) is read
+	// The throttle's failures are cleared only once no second factor
+	// follows: the second step's failures count there too.
 	res, err := s.checker.Check(ctx, passcheck.Attempt{Login: req.Username, Password: req.Password,
-		IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID, FailureAction: "login.failed"})
+		IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID, FailureAction: "login.failed", DeferSuccess: true})
 	if errors.Is(err, passcheck.ErrBadCredentials) {
 		return Response{}, apierr.ErrInvalidGrant.WithDescription("The username or password is incorrect.")
 	}
@@ -38,24 +40,27 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	if needsRehash {
 		s.rehash(ctx, user.ID, req.Password)
 	}
-	if err := s.secondStep(ctx, client, user, req.Scope, now); err != nil {
+	if err := s.secondStep(ctx, client, user, res.ThrottleKey(), req.Scope, now); err != nil {
 		return Response{}, err
 	}
+	s.checker.Succeeded(ctx, res)
 	return s.finishLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: passwordAMR()}, meta, GrantPassword, "")
 }
 
 // secondStep asks for the second factor after a correct password: nil when
 // the user needs none, else mfa_required with the challenge (and no token).
+// login is the password step's throttle key, which the second step counts
+// under too.
 // A scope the login could not be granted is refused first, so that no
 // second factor is spent on it.
-func (s *Service) secondStep(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time) error {
+func (s *Service) secondStep(ctx context.Context, client store.Client, user store.User, login string, scope []string, now time.Time) error {
 	if s.mfa == nil {
 		return nil
 	}
 	if _, err := s.loginScope(client, user, scope, false); err != nil {
 		return err
 	}
-	ch, err := s.mfa.Begin(ctx, user, client.ID, strings.Join(scope, " "), now)
+	ch, err := s.mfa.Begin(ctx, user, login, client.ID, strings.Join(scope, " "), now)
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) {

@@ -29,6 +29,8 @@ func (c fakeChecker) Check(ctx context.Context, a passcheck.Attempt) (passcheck.
 	return passcheck.Result{User: u}, nil
 }
 
+func (fakeChecker) Succeeded(context.Context, passcheck.Result) {}
+
 // fakeMFA is a SecondFactor: users in enrolled have TOTP code "123456"
 // and recovery codes "rc-1".."rc-3"; tokens are single use, bound to
 // their client, five attempts.
@@ -38,6 +40,7 @@ type fakeMFA struct {
 	tokens   map[string]*fakePending
 	codes    map[string]int // recovery codes left by user
 	n        int
+	logins   []string // the throttle key each Begin was given
 }
 
 type fakePending struct {
@@ -63,9 +66,10 @@ func (f fakeFactor) Verify(_ context.Context, userID string) ([]string, error) {
 	return nil, mfa.ErrBadCode
 }
 
-func (m *fakeMFA) Begin(_ context.Context, u store.User, clientID, scope string, at time.Time) (*mfa.Challenge, error) {
+func (m *fakeMFA) Begin(_ context.Context, u store.User, login, clientID, scope string, at time.Time) (*mfa.Challenge, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.logins = append(m.logins, login)
 	if !m.enrolled[u.ID] {
 		return nil, nil
 	}
@@ -180,6 +184,11 @@ func wantAMR(t *testing.T, what string, c map[string]any, amr []string, acr stri
 func TestPasswordGrantAsksForSecondFactor(t *testing.T) {
 	e := newMFAEnv(t)
 	tok := e.challenge(t, "app", "u1", "openid docs:read")
+	// The second step counts under the key the password step was throttled
+	// under (the login as typed, not the email), so its success clears that one.
+	if l := e.mfa.logins; len(l) != 1 || l[0] != "u1" {
+		t.Fatalf("Begin given throttle keys %q, want the login as typed", l)
+	}
 	if p := e.mfa.tokens[tok].p; p.Scope != "openid docs:read" || p.ClientID != "app" || !p.AuthTime.Equal(e.clock.Now()) {
 		t.Fatalf("challenge bound to %+v", p)
 	}
@@ -351,7 +360,7 @@ type failingMFA struct {
 	err error
 }
 
-func (f failingMFA) Begin(context.Context, store.User, string, string, time.Time) (*mfa.Challenge, error) {
+func (f failingMFA) Begin(context.Context, store.User, string, string, string, time.Time) (*mfa.Challenge, error) {
 	return nil, f.err
 }
 func (f failingMFA) Complete(context.Context, string, string, mfa.Factor, mfa.Meta) (mfa.Completed, error) {

@@ -56,6 +56,9 @@ type Passwords interface {
 // equal-time unknown accounts, failure metric and audit.
 type PasswordChecker interface {
 	Check(ctx context.Context, a passcheck.Attempt) (passcheck.Result, error)
+	// Succeeded clears the account's failures after a check with
+	// DeferSuccess (a login that needed no second factor).
+	Succeeded(ctx context.Context, r passcheck.Result)
 }
 
 // Permissions expands a user's roles into concrete permissions.
@@ -72,7 +75,7 @@ type Permissions interface {
 type SecondFactor interface {
 	// Begin returns nil when the user needs no second factor, else the
 	// mfa_token challenge (bound to user, client and scope).
-	Begin(ctx context.Context, u store.User, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
+	Begin(ctx context.Context, u store.User, login, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
 	// Complete makes one attempt of the factor f on the mfa_token for
 	// clientID; errors wrap mfa.ErrInvalidToken or mfa.ErrBadCode, or are
 	// 429/503 *apierr.Error.

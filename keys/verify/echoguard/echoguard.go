@@ -23,6 +23,10 @@ func (eg *Guard) RequireScope(perms ...string) echo.MiddlewareFunc {
 	return eg.Require(verify.Scope(perms...))
 }
 
+// RequireMFA admits tokens whose user signed in with a second factor
+// (verify.MFA); others get 401 insufficient_user_authentication.
+func (eg *Guard) RequireMFA() echo.MiddlewareFunc { return eg.Require(verify.MFA()) }
+
 // RequireAnyScope admits tokens granting at least one of perms.
 func (eg *Guard) RequireAnyScope(perms ...string) echo.MiddlewareFunc {
 	return eg.Require(verify.AnyScope(perms...))
