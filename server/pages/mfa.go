@@ -18,6 +18,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -25,7 +26,7 @@ import (
 // second step uses it: the page keeps none of its rules (attempts, the
 // token's binding, replays).
 type MFA interface {
-	Begin(ctx context.Context, u store.User, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
+	Begin(ctx context.Context, u store.User, login, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
 	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
 	Complete(ctx context.Context, token, clientID string, f mfa.Factor, m mfa.Meta) (mfa.Completed, error)
 	TOTPCode(code string) mfa.Factor
@@ -170,11 +171,12 @@ func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, 
 // beginMFA is called after a correct password: it asks the MFA service
 // whether a second factor is needed. handled reports that it answered (the
 // second step, the enrolment step, or a failure); otherwise the login goes
-// on as a password login. No browser session is started before the second
+// on as a password login. The second step's failures count under the
+// throttle key of the password step (res.ThrottleKey()). No browser session is started before the second
 // factor.
-func (p *Pages) beginMFA(c echo.Context, pr Pending, u store.User, authTime time.Time, remember bool) (handled bool, err error) {
-	ctx := c.Request().Context()
-	ch, err := p.si.MFA.Begin(ctx, u, pr.Client.ID, strings.Join(pr.Scopes, " "), authTime)
+func (p *Pages) beginMFA(c echo.Context, pr Pending, res passcheck.Result, authTime time.Time, remember bool) (handled bool, err error) {
+	ctx, u := c.Request().Context(), res.User
+	ch, err := p.si.MFA.Begin(ctx, u, res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), authTime)
 	if err != nil {
 		return true, p.fail(c, err)
 	}

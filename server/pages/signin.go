@@ -531,7 +531,7 @@ func (p *Pages) login(c echo.Context, id string) error {
 		p.si.Rehasher.Rehash(ctx, u.ID, pw)
 	}
 	remember := r.PostFormValue(rememberField) != ""
-	if handled, err := p.beginMFA(c, pr, u, now, remember); handled {
+	if handled, err := p.beginMFA(c, pr, res, now, remember); handled {
 		return err
 	}
 	return p.finishLogin(c, old, pr, u, now, []string{mfa.AMRPassword}, remember)
