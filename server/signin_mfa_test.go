@@ -72,7 +72,7 @@ var siMFAToken = regexp.MustCompile(`name="mfa_token" value="([^"]+)"`)
 // TestBrowserSignInMFA: on PostgreSQL+Redis and SQLite, a TOTP user signs
 // in with a plain HTTP client through /oauth2/authorize, the login page and
 // its second step to the callback; the code's id token (checked by go-oidc)
-// has amr [pwd otp mfa] and the password step's auth_time. A correct
+// has amr [pwd otp mfa], acr mfa and the password step's auth_time. A correct
 // password starts no session; a wrong code stays on the step; the step's
 // mfa_token cannot be used for another client's pending request; a
 // recovery code also finishes a login (amr [pwd mfa]). Fails on the old
@@ -178,14 +178,15 @@ func TestBrowserSignInMFA(t *testing.T) {
 			}
 			var claims struct {
 				AMR      []string `json:"amr"`
+				ACR      string   `json:"acr"`
 				AuthTime int64    `json:"auth_time"`
 			}
 			if err := idt.Claims(&claims); err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Contains(claims.AMR, "otp") || !slices.Contains(claims.AMR, "mfa") || claims.AMR[0] != "pwd" ||
+			if !slices.Contains(claims.AMR, "otp") || !slices.Contains(claims.AMR, "mfa") || claims.AMR[0] != "pwd" || claims.ACR != "mfa" ||
 				time.Unix(claims.AuthTime, 0).Before(before) || time.Unix(claims.AuthTime, 0).After(time.Now()) {
-				t.Fatalf("id token amr %v auth_time %d", claims.AMR, claims.AuthTime)
+				t.Fatalf("id token amr %v acr %q auth_time %d", claims.AMR, claims.ACR, claims.AuthTime)
 			}
 			// The code of the step cannot be used again, nor its token.
 			again := wrong.submit(t, hc, url.Values{"code": {good}, "mfa_action": {"verify"}})
@@ -221,8 +222,8 @@ func TestBrowserSignInMFA(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := idt2.Claims(&claims); err != nil || !slices.Equal(claims.AMR, []string{"pwd", "mfa"}) {
-				t.Fatalf("recovery code login amr %v (%v)", claims.AMR, err)
+			if err := idt2.Claims(&claims); err != nil || !slices.Equal(claims.AMR, []string{"pwd", "mfa"}) || claims.ACR != "mfa" {
+				t.Fatalf("recovery code login amr %v acr %q (%v)", claims.AMR, claims.ACR, err)
 			}
 		})
 	}
@@ -315,9 +316,10 @@ func TestBrowserSignInMFAEnrolment(t *testing.T) {
 			}
 			var claims struct {
 				AMR []string `json:"amr"`
+				ACR string   `json:"acr"`
 			}
-			if err := idt.Claims(&claims); err != nil || !slices.Equal(claims.AMR, []string{"pwd", "otp", "mfa"}) {
-				t.Fatalf("amr %v (%v)", claims.AMR, err)
+			if err := idt.Claims(&claims); err != nil || !slices.Equal(claims.AMR, []string{"pwd", "otp", "mfa"}) || claims.ACR != "mfa" {
+				t.Fatalf("amr %v acr %q (%v)", claims.AMR, claims.ACR, err)
 			}
 		})
 	}

@@ -162,7 +162,8 @@ func amrOf(t *testing.T, raw string) []string {
 
 // TestBrowserPasskey: a person registers a passkey on /account/security and
 // signs in with it on the login page (password, then "Use your passkey"),
-// reaching the relying party's callback with amr [pwd hwk user mfa]; a
+// reaching the relying party's callback with amr [pwd hwk user mfa] and
+// acr mfa; a
 // cloned authenticator (the credential re-added with a lower sign count),
 // a wrong origin (one PORTCULLIS_WEBAUTHN_ORIGINS does not list) and a
 // wrong RP ID are each refused on the second step, which shows the step
@@ -255,8 +256,8 @@ func TestBrowserPasskey(t *testing.T) {
 	notes.mu.Lock()
 	idt := notes.idTokens[len(notes.idTokens)-1]
 	notes.mu.Unlock()
-	if amr := amrOf(t, idt); !slices.Equal(amr, []string{"pwd", "hwk", "user", "mfa"}) {
-		t.Fatalf("id token amr %v, want [pwd hwk user mfa]", amr)
+	if amr := amrOf(t, idt); !slices.Equal(amr, []string{"pwd", "hwk", "user", "mfa"}) || claimsOf(t, idt)["acr"] != "mfa" {
+		t.Fatalf("id token amr %v acr %v, want [pwd hwk user mfa] and mfa", amr, claimsOf(t, idt)["acr"])
 	}
 	tb.noViolation(t, "signed in with the passkey")
 	good := *auth.credentials(t)[0]
