@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -421,6 +422,73 @@ func TestAccountSecurityPage(t *testing.T) {
 			}
 			if p := confirm.submit(t, hc, url.Values{"current_password": {siPassword}}); p.StatusCode != http.StatusSeeOther || status().TOTP {
 				t.Fatalf("remove: %d (TOTP on: %v)", p.StatusCode, status().TOTP)
+			}
+		})
+	}
+}
+
+// TestBrowserSignInMFAThrottle: on the login page, wrong second factors
+// count in the account's login throttle and a correct password does not
+// wipe them (else each new mfa_token would bring fresh guesses); the
+// completed login clears them, under the key the password step counted
+// (a login typed as a username too). Fails on the old page: its password
+// check cleared the failures at once.
+func TestBrowserSignInMFAThrottle(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b)
+			ctx := context.Background()
+			u := siUser(t, d, siEmail)
+			if _, err := d.in.App.Core.Store.UpdateUser(ctx, u.ID, func(u *store.User) error {
+				u.Username = "ann"
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			secret := enrolTOTP(t, d.in, u)
+			failures := func(key string) int64 {
+				n, _, err := d.in.App.State.Peek(ctx, "rl:login_fail:"+ratelimit.Hash(key), time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+			step := func(hc *http.Client, login string) siPage {
+				return siGet(t, hc, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).
+					submit(t, hc, url.Values{"username": {login}, "password": {siPassword}})
+			}
+			good := totpAt(t, secret, time.Now())
+			bad := "000000"
+			if bad == good {
+				bad = "111111"
+			}
+			hc := siBrowser(t)
+			first := step(hc, siEmail)
+			for range 2 {
+				if p := first.submit(t, hc, url.Values{"code": {bad}}); p.StatusCode != http.StatusBadRequest {
+					t.Fatalf("wrong code: %d", p.StatusCode)
+				}
+			}
+			second := step(hc, siEmail)
+			if n := failures(siEmail); n != 4 { // two password steps not yet finished, two wrong codes
+				t.Fatalf("the account's throttle counts %d after a new password step, want 4", n)
+			}
+			d.callback(t, second.submit(t, hc, url.Values{"code": {good}}))
+			if n := failures(siEmail); n != 0 {
+				t.Fatalf("the throttle counts %d after a completed login, want 0", n)
+			}
+
+			// By username: counted and cleared under the username.
+			hc2 := siBrowser(t)
+			byName := step(hc2, "ann")
+			if n := failures("ann"); n != 1 {
+				t.Fatalf("the username's throttle counts %d during the second step, want 1", n)
+			}
+			d.callback(t, byName.submit(t, hc2, url.Values{"code": {totpAt(t, secret, time.Now().Add(30*time.Second))}}))
+			if n := failures("ann"); n != 0 {
+				t.Fatalf("the username's throttle counts %d after a completed login, want 0", n)
 			}
 		})
 	}

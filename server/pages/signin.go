@@ -158,6 +158,9 @@ type BrowserSessions interface {
 // with the password grant.
 type PasswordChecker interface {
 	Check(ctx context.Context, a passcheck.Attempt) (passcheck.Result, error)
+	// Succeeded clears the account's throttle failures after a check made
+	// with DeferSuccess, once the login needs nothing more.
+	Succeeded(ctx context.Context, r passcheck.Result)
 }
 
 // Users reads users and records logins (*sqlstore.Store).
@@ -518,7 +521,7 @@ func (p *Pages) login(c echo.Context, id string) error {
 	}
 	now := p.now()
 	res, err := p.si.Checker.Check(ctx, passcheck.Attempt{Login: login, Password: pw, IP: m.IP, UserAgent: m.UserAgent,
-		ClientID: pr.Client.ID, FailureAction: "login.failed", Method: "page"})
+		ClientID: pr.Client.ID, FailureAction: "login.failed", Method: "page", DeferSuccess: true})
 	switch {
 	case errors.Is(err, passcheck.ErrBadCredentials):
 		ps.add("password", badLogin)
@@ -531,9 +534,13 @@ func (p *Pages) login(c echo.Context, id string) error {
 		p.si.Rehasher.Rehash(ctx, u.ID, pw)
 	}
 	remember := r.PostFormValue(rememberField) != ""
+	// A correct password clears the account's throttle failures only when
+	// no second step follows (else each new mfa_token would bring fresh
+	// guesses); a completed second step clears them itself.
 	if handled, err := p.beginMFA(c, pr, res, now, remember); handled {
 		return err
 	}
+	p.si.Checker.Succeeded(ctx, res)
 	return p.finishLogin(c, old, pr, u, now, []string{mfa.AMRPassword}, remember)
 }
 

@@ -128,9 +128,16 @@ func (f *scriptedFlow) last() call {
 // fakeChecker knows ann (right password "right") and tmp (a temporary
 // password "temp"); it records attempts.
 type fakeChecker struct {
-	mu       sync.Mutex
-	attempts []passcheck.Attempt
-	refuse   error
+	mu        sync.Mutex
+	attempts  []passcheck.Attempt
+	refuse    error
+	succeeded []string // users whose deferred success was confirmed
+}
+
+func (f *fakeChecker) Succeeded(_ context.Context, r passcheck.Result) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.succeeded = append(f.succeeded, r.User.ID)
 }
 
 func (f *fakeChecker) Check(_ context.Context, a passcheck.Attempt) (passcheck.Result, error) {
@@ -552,6 +559,11 @@ func TestLogin(t *testing.T) {
 			}
 			if len(env.users.logins) != 1 {
 				t.Fatalf("logins recorded %v", env.users.logins)
+			}
+			// No second step follows: the correct password clears the
+			// throttle's failures (checked with DeferSuccess, then Succeeded).
+			if !at.DeferSuccess || len(env.checker.succeeded) != 1 || env.checker.succeeded[0] != "usr_ann" {
+				t.Fatalf("attempt %+v, throttle cleared for %v", at, env.checker.succeeded)
 			}
 		})
 	}
