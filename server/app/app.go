@@ -362,6 +362,9 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if pk != nil { // never a typed nil in the interface
 		signIn.Passkeys = pk
 	}
+	if ups != nil {
+		signIn.Upstream, signIn.Once = ups, states.Once
+	}
 	srv.MountPAR(tokens, flow)
 	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn}); err != nil {
 		return nil, err

@@ -183,19 +183,27 @@ func (p *Pages) beginMFA(c echo.Context, pr Pending, res passcheck.Result, authT
 	if ch == nil {
 		return false, nil
 	}
-	s := mfaStepState{Token: ch.Token, Remember: remember, UserID: u.ID, Methods: ch.Methods}
+	return true, p.secondStep(c, pr, u.ID, ch, remember)
+}
+
+// secondStep shows the step a begun challenge asks for: the enrolment step
+// when the policy requires a factor the user lacks, else the second step.
+// Password and upstream sign-ins share it.
+func (p *Pages) secondStep(c echo.Context, pr Pending, userID string, ch *mfa.Challenge, remember bool) error {
+	ctx := c.Request().Context()
+	s := mfaStepState{Token: ch.Token, Remember: remember, UserID: userID, Methods: ch.Methods}
 	if ch.EnrollmentRequired {
 		actor, err := p.si.Security.MFATokenActor(ctx, ch.Token, meta(c))
 		if err != nil {
-			return true, p.mfaLost(c, pr, err)
+			return p.mfaLost(c, pr, err)
 		}
 		en, err := p.si.Security.StartTOTP(ctx, actor)
 		if err != nil {
-			return true, p.mfaLost(c, pr, err)
+			return p.mfaLost(c, pr, err)
 		}
-		return true, p.enrolStep(c, http.StatusOK, pr, s, en, nil)
+		return p.enrolStep(c, http.StatusOK, pr, s, en, nil)
 	}
-	return true, p.mfaStep(c, http.StatusOK, pr, s, nil)
+	return p.mfaStep(c, http.StatusOK, pr, s, nil)
 }
 
 // mfaPost is the second step's form: a button switching between code kinds
@@ -271,11 +279,20 @@ func (p *Pages) mfaPost(c echo.Context, id string) error {
 	case err != nil:
 		return p.mfaLost(c, pr, err)
 	}
+	// An upstream sign-in that owed this step: "fed" is its first factor,
+	// and an identity waiting for it is linked now.
+	amr, fed, err := p.upstreamAfterMFA(c, tok, pr, done)
+	if err != nil {
+		if fed {
+			return p.upstreamRefused(c, err, pr.ID)
+		}
+		return p.fail(c, err)
+	}
 	u, err := p.si.Users.GetUser(ctx, done.UserID)
 	if err != nil {
 		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
 	}
-	return p.finishLogin(c, old, pr, u, done.AuthTime, done.AMR, s.Remember)
+	return p.finishLogin(c, old, pr, u, done.AuthTime, amr, s.Remember)
 }
 
 // mfaLost answers an mfa_token that cannot be used (the login form with a
@@ -432,9 +449,18 @@ func (p *Pages) finishLogin(c echo.Context, old *store.BrowserSession, pr Pendin
 	}
 	p.si.Audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: u.ID,
 		TargetID: u.ID, ClientID: pr.Client.ID, IP: m.IP, UserAgent: m.UserAgent,
-		Details: map[string]string{"method": "page", "sid": bs.ID, "amr": strings.Join(amr, " ")}})
+		Details: map[string]string{"method": loginMethod(amr), "sid": bs.ID, "amr": strings.Join(amr, " ")}})
 	if u.MustChangePassword {
 		return p.changeStep(c, http.StatusOK, pr, nil)
 	}
 	return p.proceedWith(c, pr.ID, bs, DoneLogin)
+}
+
+// loginMethod is login.succeeded's details.method: "upstream" for a
+// sign-in through an identity provider, else "page".
+func loginMethod(amr []string) string {
+	if federated(amr) {
+		return "upstream"
+	}
+	return "page"
 }

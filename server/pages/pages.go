@@ -94,13 +94,16 @@ type Config struct {
 	ResetTTL time.Duration
 	// TLS is true when the server itself terminates HTTPS.
 	TLS bool
+	// Issuer (PORTCULLIS_ISSUER) is the base of the callback registered at
+	// upstream identity providers: {issuer}/login/{provider}/callback.
+	Issuer string
 }
 
 // ConfigFrom takes the pages' settings from the server configuration.
 func ConfigFrom(c config.Config) Config {
 	return Config{ProductName: c.ProductName, BrandColor: c.BrandColor, AppURL: c.AppURL, PublicURL: c.PublicURL,
 		PasswordMinLength: c.PasswordMinLength, PasswordMaxLength: c.PasswordMaxLength, ResetTTL: c.ResetTTL,
-		TLS: c.TLSCert != ""}
+		TLS: c.TLSCert != "", Issuer: c.Issuer}
 }
 
 // Pages serves the hosted pages.
@@ -149,6 +152,9 @@ func New(cfg Config, d Deps) (*Pages, error) {
 		}
 		if si.Security == nil {
 			missing = append(missing, "SignIn.Security")
+		}
+		if si.Upstream != nil && si.Once == nil {
+			missing = append(missing, "SignIn.Once")
 		}
 		if si.Audit == nil {
 			d.SignIn.Audit = discardAudit{}
@@ -300,6 +306,9 @@ type view struct {
 	Enrolment *enrolmentView
 	Codes     []string
 	Security  *securityView
+	// Providers are the login page's "sign in with" links, one per
+	// upstream identity provider.
+	Providers []link
 }
 
 // hidden is a hidden form field.

@@ -209,6 +209,11 @@ type SignInDeps struct {
 	// serves /account/security and the enrolment step of the login page
 	// (required).
 	Security SecurityAccounts
+	// Upstream adds a button per identity provider to the login page and
+	// serves /login/{provider} and its callback; nil: no providers. Once
+	// keeps the confirm-link page's record (required with Upstream).
+	Upstream Upstream
+	Once     store.SingleUse
 }
 
 // badLogin answers a wrong password, an unknown login and a deactivated
@@ -230,6 +235,7 @@ func (p *Pages) registerSignIn(e *echo.Echo) {
 	}
 	e.GET(AccountSecurityPath, p.accountSecurity, h)
 	e.POST(AccountSecurityPath, p.accountSecurityPost, h)
+	p.registerUpstream(e)
 }
 
 // flowCSP is the policy of the pages of the flow: the strict page policy,
@@ -429,7 +435,8 @@ func (p *Pages) loginView(pr Pending, login string) view {
 			{ID: "remember", Label: "Keep me signed in", Type: "checkbox",
 				Hint: []string{"Only on a device you do not share. Otherwise you are signed out when you close the browser."}},
 		},
-		Links: []link{{Href: p.base + ForgotPasswordPath, Text: "Forgotten your password?"}}}
+		Links:     []link{{Href: p.base + ForgotPasswordPath, Text: "Forgotten your password?"}},
+		Providers: p.providerLinks(pr)}
 }
 
 func (p *Pages) loginForm(c echo.Context, status int, pr Pending, login string, ps problems) error {
@@ -460,6 +467,8 @@ func (p *Pages) loginPost(c echo.Context) error {
 		return p.mfaPost(c, id)
 	case stepMFAEnrol:
 		return p.enrolPost(c, id)
+	case stepLink:
+		return p.linkPost(c, id)
 	}
 	return p.login(c, id)
 }
