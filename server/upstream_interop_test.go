@@ -22,11 +22,17 @@ import (
 // until the provider redirects to siCallback, and returns that query.
 func upstreamBrowse(t *testing.T, hc *http.Client, u, login, password string) url.Values {
 	t.Helper()
+	return upstreamBrowseTo(t, hc, u, siCallback, login, password)
+}
+
+// upstreamBrowseTo is upstreamBrowse up to a redirect to target.
+func upstreamBrowseTo(t *testing.T, hc *http.Client, u, target, login, password string) url.Values {
+	t.Helper()
 	p := siGet(t, hc, u)
 	for range 10 {
 		loc := p.Header.Get("Location")
 		switch {
-		case (p.StatusCode == http.StatusSeeOther || p.StatusCode == http.StatusFound) && strings.HasPrefix(loc, siCallback):
+		case (p.StatusCode == http.StatusSeeOther || p.StatusCode == http.StatusFound) && strings.HasPrefix(loc, target):
 			back, err := url.Parse(loc)
 			if err != nil {
 				t.Fatal(err)

@@ -43,6 +43,12 @@ var zitadelAuthRequestID = regexp.MustCompile(`name="id" value="([^"]+)"`)
 // and returns the query of its redirect to siCallback.
 func zitadelBrowse(t *testing.T, u string) url.Values {
 	t.Helper()
+	return zitadelBrowseTo(t, u, siCallback)
+}
+
+// zitadelBrowseTo is zitadelBrowse up to a redirect to target.
+func zitadelBrowseTo(t *testing.T, u, target string) url.Values {
+	t.Helper()
 	hc := siBrowser(t)
 	for range 10 {
 		resp, err := hc.Get(u)
@@ -53,7 +59,7 @@ func zitadelBrowse(t *testing.T, u string) url.Values {
 		resp.Body.Close()
 		loc := resp.Header.Get("Location")
 		switch {
-		case resp.StatusCode/100 == 3 && strings.HasPrefix(loc, siCallback):
+		case resp.StatusCode/100 == 3 && strings.HasPrefix(loc, target):
 			back, _ := url.Parse(loc)
 			return back.Query()
 		case resp.StatusCode/100 == 3:

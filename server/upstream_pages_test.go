@@ -1,0 +1,443 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/zitadel/oidc/v3/example/server/exampleop"
+	"github.com/zitadel/oidc/v3/example/server/storage"
+	"github.com/zitadel/oidc/v3/pkg/op"
+	"golang.org/x/oauth2"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/server/upstream"
+	"github.com/portcullis-auth/portcullis/server/upstream/upstreamtest"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// The browser path of upstream identity providers through the login page,
+// over plain HTTP with a cookie jar: the client's authorization request,
+// the login page's provider button, the provider, the callback, then the
+// client's callback with a code and tokens whose amr has "fed".
+
+// fedDeployment is a sign-in deployment (siDeployment: ann with a
+// password, the clients) with the test provider "corp" (just-in-time
+// creation with the role user, allowed_domains example.com, linking by
+// confirmation).
+type fedDeployment struct {
+	*siDeployment
+	op *upstreamtest.Provider
+}
+
+func newFedSignIn(t *testing.T, b st.Backend) *fedDeployment {
+	t.Helper()
+	op := upstreamtest.New(t)
+	file := filepath.Join(t.TempDir(), "providers.yaml")
+	yaml := "providers:\n" + op.ProviderYAML("corp", "    allowed_domains: [example.com]", "    jit: {enabled: true, default_role: user}")
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &fedDeployment{siDeployment: newSignIn(t, b, map[string]string{"PORTCULLIS_IDENTITY_PROVIDERS_FILE": file}), op: op}
+}
+
+// fedFlow is one client sign-in in progress.
+type fedFlow struct {
+	conf            *oauth2.Config
+	verifier, nonce string
+}
+
+var fedButton = regexp.MustCompile(`<a class="button button-secondary" href="([^"]*/login/([a-z0-9-]+)\?request=[^"]+)">([^<]+)</a>`)
+
+// openLogin starts the "first" client's authorization request in hc and
+// returns the login page.
+func (d *siDeployment) openLogin(t *testing.T, hc *http.Client) (fedFlow, siPage) {
+	t.Helper()
+	f := fedFlow{conf: d.oauth("first", d.firstSecret, "openid", "email"), verifier: oauth2.GenerateVerifier(),
+		nonce: "n-" + oauth2.GenerateVerifier()[:12]}
+	page := siGet(t, hc, f.conf.AuthCodeURL("st-1", oauth2.S256ChallengeOption(f.verifier), oidc.Nonce(f.nonce)))
+	if page.StatusCode != http.StatusOK {
+		t.Fatalf("login page: %d\n%s", page.StatusCode, page.body)
+	}
+	return f, page
+}
+
+// pressProvider follows the login page's button for provider and returns
+// the 303 to the provider's authorization endpoint.
+func pressProvider(t *testing.T, hc *http.Client, page siPage, provider string) string {
+	t.Helper()
+	for _, m := range fedButton.FindAllStringSubmatch(page.body, -1) {
+		if m[2] != provider {
+			continue
+		}
+		u, err := page.Request.URL.Parse(unescapeHTML(m[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := siGet(t, hc, u.String())
+		if to.StatusCode != http.StatusSeeOther {
+			t.Fatalf("GET /login/%s: %d\n%s", provider, to.StatusCode, to.body)
+		}
+		return to.Header.Get("Location")
+	}
+	t.Fatalf("no button for %s on the login page:\n%s", provider, page.body)
+	return ""
+}
+
+// viaTestProvider runs a sign-in of who at the test provider through the
+// login page up to Portcullis's callback URL (not yet opened).
+func (d *fedDeployment) viaTestProvider(t *testing.T, hc *http.Client, who upstreamtest.Token) (fedFlow, string) {
+	t.Helper()
+	f, page := d.openLogin(t, hc)
+	d.op.NextLogin(who)
+	q := browseTestProvider(t, pressProvider(t, hc, page, "corp"))
+	return f, d.in.Config.Issuer + "/login/corp/callback?" + q.Encode()
+}
+
+// tokens redeems the client's callback and returns the id token's claims
+// (verified by go-oidc with the nonce) and the access token's.
+func (d *siDeployment) tokens(t *testing.T, f fedFlow, p siPage) (idc, atc map[string]any) {
+	t.Helper()
+	q := d.callback(t, p)
+	tok, err := f.conf.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(f.verifier))
+	if err != nil {
+		t.Fatalf("code exchange: %v", err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	idt, err := d.provider.Verifier(&oidc.Config{ClientID: "first"}).Verify(context.Background(), raw)
+	if err != nil || idt.Nonce != f.nonce {
+		t.Fatalf("id token: %v (nonce %q)", err, idt.Nonce)
+	}
+	return decodeClaims(t, raw), decodeClaims(t, tok.AccessToken)
+}
+
+func amrOf(c map[string]any) []string {
+	var out []string
+	list, _ := c["amr"].([]any)
+	for _, a := range list {
+		s, _ := a.(string)
+		out = append(out, s)
+	}
+	return out
+}
+
+// sessionCookie reports whether hc holds a browser session of d.
+func (d *siDeployment) sessionCookie(t *testing.T, hc *http.Client) bool {
+	t.Helper()
+	u, _ := url.Parse(d.in.Config.Issuer)
+	for _, c := range hc.Jar.Cookies(u) {
+		if strings.Contains(c.Name, "portcullis-session") {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *siDeployment) lastEvent(t *testing.T, action string) store.AuditEvent {
+	t.Helper()
+	page, err := d.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: action, Limit: 1})
+	if err != nil || len(page.Items) == 0 {
+		t.Fatalf("no %s event: %v", action, err)
+	}
+	return page.Items[0]
+}
+
+func (d *siDeployment) linked(t *testing.T, userID string) []store.FederatedIdentity {
+	t.Helper()
+	ids, err := d.in.App.Core.Store.ListFederatedIdentities(context.Background(), userID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// TestUpstreamSignInPages: through the login page over HTTP, on
+// PostgreSQL+Redis and SQLite: the provider's button; just-in-time
+// creation ending at the client's callback with amr ["fed"]; the
+// confirm-link page (a wrong password links nothing and starts no session,
+// the right one links and signs in with amr fed+pwd; the linked identity
+// then signs in directly); a user with a second factor is asked for it
+// (after the confirm-link page, and again at each upstream sign-in).
+func TestUpstreamSignInPages(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newFedSignIn(t, b)
+			ctx := context.Background()
+
+			// The button: a link to /login/corp labelled with its name.
+			_, page := d.openLogin(t, siBrowser(t))
+			if m := fedButton.FindStringSubmatch(page.body); m == nil || m[2] != "corp" || m[3] != "Test corp" {
+				t.Fatalf("login page has no provider button:\n%s", page.body)
+			}
+
+			// Just-in-time creation, straight to the client.
+			hc := siBrowser(t)
+			f, cb := d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "sub-new", Email: "new@example.com", EmailVerified: upstreamtest.Bool(true)})
+			idc, atc := d.tokens(t, f, siGet(t, hc, cb))
+			created, err := d.in.App.Core.Store.GetUserByEmail(ctx, "new@example.com")
+			if err != nil || idc["sub"] != created.ID {
+				t.Fatalf("JIT user %+v, %v; id token %v", created, err, idc)
+			}
+			if !slices.Equal(amrOf(idc), []string{"fed"}) || !slices.Equal(amrOf(atc), []string{"fed"}) {
+				t.Fatalf("amr = %v / %v, want [fed]", amrOf(idc), amrOf(atc))
+			}
+			if ev := d.lastEvent(t, "login.succeeded"); ev.ActorID != created.ID || ev.Details["method"] != "upstream" {
+				t.Fatalf("login.succeeded = %+v", ev)
+			}
+
+			// ann exists with a password: the confirm-link page.
+			ann := siUser(t, d.siDeployment, siEmail)
+			hc = siBrowser(t)
+			f, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "sub-ann", Email: siEmail, EmailVerified: upstreamtest.Bool(true)})
+			confirm := siGet(t, hc, cb)
+			if confirm.StatusCode != http.StatusOK || !strings.Contains(confirm.body, `name="password"`) ||
+				!strings.Contains(confirm.body, `value="upstream_link"`) {
+				t.Fatalf("confirm-link page: %d\n%s", confirm.StatusCode, confirm.body)
+			}
+			if csp := confirm.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") {
+				t.Fatalf("CSP %q", csp)
+			}
+			wrong := confirm.submit(t, hc, url.Values{"password": {"not the password"}})
+			if wrong.StatusCode != http.StatusBadRequest || !strings.Contains(wrong.body, "The password is incorrect.") {
+				t.Fatalf("wrong password: %d\n%s", wrong.StatusCode, wrong.body)
+			}
+			if len(d.linked(t, ann.ID)) != 0 || d.sessionCookie(t, hc) {
+				t.Fatal("a wrong password linked the identity or started a session")
+			}
+			if ev := d.lastEvent(t, "login.failed"); ev.TargetID != ann.ID {
+				t.Fatalf("login.failed = %+v (the password check's)", ev)
+			}
+			idc, _ = d.tokens(t, f, wrong.submit(t, hc, url.Values{"password": {siPassword}}))
+			if idc["sub"] != ann.ID || !slices.Equal(amrOf(idc), []string{"fed", "pwd"}) {
+				t.Fatalf("linked sign-in: sub %v amr %v", idc["sub"], amrOf(idc))
+			}
+			if ids := d.linked(t, ann.ID); len(ids) != 1 || ids[0].Subject != "sub-ann" || ids[0].Provider != "corp" {
+				t.Fatalf("identities = %+v", ids)
+			}
+			if ev := d.lastEvent(t, "identity.linked"); ev.TargetID != ann.ID || ev.Details["via"] != "confirm" {
+				t.Fatalf("identity.linked = %+v", ev)
+			}
+			// The form's record is single use: posting it again links nothing more and signs nobody in.
+			again := wrong.submit(t, hc, url.Values{"password": {siPassword}})
+			if again.StatusCode != http.StatusBadRequest || !strings.Contains(again.body, "Linking was not completed") {
+				t.Fatalf("a used confirm-link form: %d\n%s", again.StatusCode, again.body)
+			}
+			// Linked: the next sign-in goes straight through (by sub).
+			hc = siBrowser(t)
+			f, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "sub-ann", Email: "changed@example.com", EmailVerified: upstreamtest.Bool(true)})
+			if idc, _ = d.tokens(t, f, siGet(t, hc, cb)); idc["sub"] != ann.ID {
+				t.Fatalf("returning sign-in: %v", idc)
+			}
+
+			// A user with TOTP: confirm-link, then the second step; later sign-ins owe it too.
+			fx := st.NewFixtures(t, d.in.App.Core)
+			bob := fx.User(t, "bob@example.com", siPassword, "user")
+			secret := enrolTOTP(t, d.in, bob)
+			hc = siBrowser(t)
+			f, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "sub-bob", Email: "bob@example.com", EmailVerified: upstreamtest.Bool(true)})
+			step := siGet(t, hc, cb).submit(t, hc, url.Values{"password": {siPassword}})
+			if step.StatusCode != http.StatusOK || !siMFAToken.MatchString(step.body) || d.sessionCookie(t, hc) {
+				t.Fatalf("second step after confirm-link: %d\n%s", step.StatusCode, step.body)
+			}
+			if len(d.linked(t, bob.ID)) != 0 {
+				t.Fatal("linked before the second factor")
+			}
+			idc, _ = d.tokens(t, f, step.submit(t, hc, url.Values{"code": {totpAt(t, secret, time.Now())}, "mfa_action": {"verify"}}))
+			if idc["sub"] != bob.ID || !slices.Equal(amrOf(idc), []string{"fed", "pwd", "otp", "mfa"}) {
+				t.Fatalf("confirm-link with MFA: sub %v amr %v", idc["sub"], amrOf(idc))
+			}
+			if len(d.linked(t, bob.ID)) != 1 {
+				t.Fatal("not linked after the second factor")
+			}
+			hc = siBrowser(t)
+			f, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "sub-bob", Email: "bob@example.com", EmailVerified: upstreamtest.Bool(true),
+				AMR: []string{"pwd", "otp", "mfa"}}) // corp is not trusted for MFA
+			step = siGet(t, hc, cb)
+			if step.StatusCode != http.StatusOK || !siMFAToken.MatchString(step.body) || d.sessionCookie(t, hc) {
+				t.Fatalf("a linked MFA user was not asked for the second factor: %d\n%s", step.StatusCode, step.body)
+			}
+			idc, _ = d.tokens(t, f, step.submit(t, hc, url.Values{"code": {totpAt(t, secret, time.Now().Add(30*time.Second))}, "mfa_action": {"verify"}}))
+			if idc["sub"] != bob.ID || !slices.Equal(amrOf(idc), []string{"fed", "otp", "mfa"}) {
+				t.Fatalf("upstream + second factor: sub %v amr %v", idc["sub"], amrOf(idc))
+			}
+		})
+	}
+}
+
+// TestUpstreamSignInPagesRefusals: the hostile cases through the login
+// page with the test provider: an unknown provider, a state mismatch, a
+// replayed callback, a wrong nonce, email_verified false, a deactivated
+// local user, a domain outside allowed_domains. Each answers a 4xx page
+// saying why, records login.failed with details.method upstream and the
+// reason, and sets no session cookie.
+func TestUpstreamSignInPagesRefusals(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newFedSignIn(t, b)
+			ctx := context.Background()
+			refused := func(t *testing.T, hc *http.Client, p siPage, status int, reason string) {
+				t.Helper()
+				r := &upstream.Refusal{Reason: reason}
+				if p.StatusCode != status || !strings.Contains(p.body, "You could not be signed in") ||
+					!strings.Contains(p.body, unescapeHTMLText(r.Description())) {
+					t.Fatalf("status %d, want %d with %q:\n%s", p.StatusCode, status, r.Description(), p.body)
+				}
+				if d.sessionCookie(t, hc) {
+					t.Fatal("a refused sign-in set a session cookie")
+				}
+				if ev := d.lastEvent(t, "login.failed"); ev.Details["method"] != "upstream" || ev.Details["reason"] != reason ||
+					time.Since(ev.Time) > time.Minute {
+					t.Fatalf("login.failed = %+v, want reason %s", ev, reason)
+				}
+			}
+			verified := upstreamtest.Bool(true)
+
+			// An unknown provider: 404 at the start and at the callback.
+			hc := siBrowser(t)
+			if p := siGet(t, hc, d.in.Config.Issuer+"/login/nope?request=x"); p.StatusCode != http.StatusNotFound {
+				t.Fatalf("unknown provider start: %d", p.StatusCode)
+			}
+			if p := siGet(t, hc, d.in.Config.Issuer+"/login/nope/callback?state=s&code=c"); p.StatusCode != http.StatusNotFound {
+				t.Fatalf("unknown provider callback: %d", p.StatusCode)
+			}
+			if ev := d.lastEvent(t, "login.failed"); ev.Details["method"] != "upstream" || ev.Details["reason"] != upstream.ReasonUnknownProvider {
+				t.Fatalf("login.failed = %+v", ev)
+			}
+
+			// State mismatch: the provider's answer with another state.
+			hc = siBrowser(t)
+			_, cb := d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "s1", Email: "s1@example.com", EmailVerified: verified})
+			u, _ := url.Parse(cb)
+			q := u.Query()
+			q.Set("state", q.Get("state")+"x")
+			u.RawQuery = q.Encode()
+			refused(t, hc, siGet(t, hc, u.String()), http.StatusBadRequest, upstream.ReasonInvalidState)
+
+			// A replayed callback: the first use signs in, the second (another browser) is refused.
+			hc = siBrowser(t)
+			f, cb := d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "s2", Email: "s2@example.com", EmailVerified: verified})
+			d.tokens(t, f, siGet(t, hc, cb))
+			hc = siBrowser(t)
+			refused(t, hc, siGet(t, hc, cb), http.StatusBadRequest, upstream.ReasonReplayedCallback)
+
+			// A wrong nonce in the id token.
+			hc = siBrowser(t)
+			_, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "s3", Email: "s3@example.com", EmailVerified: verified, Nonce: "not-the-nonce"})
+			refused(t, hc, siGet(t, hc, cb), http.StatusBadRequest, upstream.ReasonInvalidToken)
+
+			// email_verified false: no account is created.
+			hc = siBrowser(t)
+			_, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "s4", Email: "s4@example.com", EmailVerified: upstreamtest.Bool(false)})
+			refused(t, hc, siGet(t, hc, cb), http.StatusForbidden, upstream.ReasonEmailUnverified)
+			if _, err := d.in.App.Core.Store.GetUserByEmail(ctx, "s4@example.com"); err == nil {
+				t.Fatal("an unverified email created an account")
+			}
+
+			// A domain outside allowed_domains.
+			hc = siBrowser(t)
+			_, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "s5", Email: "s5@elsewhere.org", EmailVerified: verified})
+			refused(t, hc, siGet(t, hc, cb), http.StatusForbidden, upstream.ReasonDomainNotAllowed)
+
+			// A deactivated local user whose identity is linked.
+			fx := st.NewFixtures(t, d.in.App.Core)
+			carl := fx.User(t, "carl@example.com", siPassword, "user")
+			if err := d.in.App.Core.Store.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "corp", Subject: "s6",
+				UserID: carl.ID, Email: carl.Email}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.in.App.Core.Store.UpdateUser(ctx, carl.ID, func(u *store.User) error { u.Active = false; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			hc = siBrowser(t)
+			_, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "s6", Email: "carl@example.com", EmailVerified: verified})
+			refused(t, hc, siGet(t, hc, cb), http.StatusForbidden, upstream.ReasonDeactivated)
+		})
+	}
+}
+
+// unescapeHTMLText is s as html/template writes it in text.
+func unescapeHTMLText(s string) string {
+	return strings.NewReplacer("'", "&#39;", `"`, "&#34;").Replace(s)
+}
+
+// TestUpstreamSignInPagesInterop signs in through the login page at two
+// OpenID providers Portcullis's upstream package did not write, over HTTP
+// with a cookie jar: a second Portcullis instance (its own login page and
+// code flow) and the example provider of github.com/zitadel/oidc/v3 in the
+// test process; each ends at the client's callback with tokens whose amr
+// has "fed": ann, who has an account here too, through the confirm-link
+// page and then by sub; test-user2 of the example provider created just in
+// time.
+func TestUpstreamSignInPagesInterop(t *testing.T) {
+	// The example provider keeps its clients in a map it reads; this one is
+	// filled once the downstream's callback is known.
+	zsrv := httptest.NewUnstartedServer(nil)
+	zIssuer := "http://" + zsrv.Listener.Addr().String() + "/"
+	zClients := map[string]*storage.Client{}
+	zsrv.Config.Handler = exampleop.SetupServer(zIssuer, storage.NewStorageWithClients(storage.NewUserStore(zIssuer), zClients), nil, false, op.WithAllowInsecure())
+	zsrv.Start()
+	t.Cleanup(zsrv.Close)
+
+	// The second Portcullis: its confidential client "down" may redirect to
+	// the downstream's callback (a loopback IP: any port).
+	up := newSignIn(t, st.SQLite)
+	upSecret := st.NewFixtures(t, up.in.App.Core).Client(t, clients.Spec{ID: "down", Name: "Downstream",
+		Grants: []string{"authorization_code"}, RedirectURIs: []string{"http://127.0.0.1/login/up/callback"}, FirstParty: true})
+
+	file := filepath.Join(t.TempDir(), "providers.yaml")
+	yaml := "providers:\n  - id: up\n    name: Upstream Portcullis\n    issuer: " + up.in.Config.Issuer +
+		"\n    client_id: down\n    client_secret_env: UP_SECRET\n    jit: {enabled: true, default_role: user}\n" +
+		"  - id: zitadel\n    name: Zitadel example\n    issuer: " + zIssuer +
+		"\n    client_id: portcullis-pages\n    client_secret: zitadel-client-secret\n    jit: {enabled: true, default_role: user}\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := newSignIn(t, st.SQLite, map[string]string{"PORTCULLIS_IDENTITY_PROVIDERS_FILE": file, "UP_SECRET": upSecret})
+	zClients["portcullis-pages"] = storage.WebClient("portcullis-pages", "zitadel-client-secret", d.in.Config.Issuer+"/login/zitadel/callback")
+
+	// Through the second Portcullis: its login page signs ann in there.
+	hc := siBrowser(t)
+	f, page := d.openLogin(t, hc)
+	q := upstreamBrowseTo(t, siBrowser(t), pressProvider(t, hc, page, "up"), d.in.Config.Issuer+"/login/up/callback", siEmail, siPassword)
+	// ann also has an account here, with the same verified email: the
+	// confirm-link page, then her password here links and signs her in.
+	confirm := siGet(t, hc, d.in.Config.Issuer+"/login/up/callback?"+q.Encode())
+	if confirm.StatusCode != http.StatusOK || !strings.Contains(confirm.body, `name="password"`) {
+		t.Fatalf("confirm-link page: %d\n%s", confirm.StatusCode, confirm.body)
+	}
+	idc, _ := d.tokens(t, f, confirm.submit(t, hc, url.Values{"password": {siPassword}}))
+	ann := siUser(t, d, siEmail)
+	if idc["sub"] != ann.ID || !slices.Equal(amrOf(idc), []string{"fed", "pwd"}) || len(d.linked(t, ann.ID)) != 1 {
+		t.Fatalf("second Portcullis: id token %v", idc)
+	}
+	// Linked: the next sign-in there is by sub, amr ["fed"].
+	hc = siBrowser(t)
+	f, page = d.openLogin(t, hc)
+	q = upstreamBrowseTo(t, siBrowser(t), pressProvider(t, hc, page, "up"), d.in.Config.Issuer+"/login/up/callback", siEmail, siPassword)
+	if idc, _ = d.tokens(t, f, siGet(t, hc, d.in.Config.Issuer+"/login/up/callback?"+q.Encode())); idc["sub"] != ann.ID ||
+		!slices.Equal(amrOf(idc), []string{"fed"}) {
+		t.Fatalf("second Portcullis, linked: id token %v", idc)
+	}
+
+	// Through the zitadel example provider (its login page, test-user2).
+	hc = siBrowser(t)
+	f, page = d.openLogin(t, hc)
+	q = zitadelBrowseTo(t, pressProvider(t, hc, page, "zitadel"), d.in.Config.Issuer+"/login/zitadel/callback")
+	idc, _ = d.tokens(t, f, siGet(t, hc, d.in.Config.Issuer+"/login/zitadel/callback?"+q.Encode()))
+	zu, err := d.in.App.Core.Store.GetUserByEmail(context.Background(), "test-user2@zitadel.ch")
+	if err != nil || idc["sub"] != zu.ID || !slices.Equal(amrOf(idc), []string{"fed"}) {
+		t.Fatalf("zitadel: user %+v, %v; id token %v", zu, err, idc)
+	}
+}
