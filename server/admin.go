@@ -45,6 +45,8 @@ var adminRoutes = []adminRoute{
 	{AdminRoute{http.MethodDelete, "/admin/users/:id/sessions/:sid", policy.PermUsersWrite}, endUserSession},
 	{AdminRoute{http.MethodGet, "/admin/users/:id/consents", policy.PermUsersRead}, listUserConsents},
 	{AdminRoute{http.MethodDelete, "/admin/users/:id/consents/:client_id", policy.PermUsersWrite}, withdrawUserConsent},
+	{AdminRoute{http.MethodGet, "/admin/users/:id/identities", policy.PermUsersRead}, listUserIdentities},
+	{AdminRoute{http.MethodDelete, "/admin/users/:id/identities/:provider", policy.PermUsersWrite}, unlinkUserIdentity},
 	{AdminRoute{http.MethodPost, "/admin/invites", policy.PermUsersInvite}, createInvite},
 	{AdminRoute{http.MethodGet, "/admin/invites", policy.PermUsersInvite}, listInvites},
 	{AdminRoute{http.MethodDelete, "/admin/invites/:id", policy.PermUsersInvite}, revokeInvite},

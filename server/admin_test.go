@@ -30,6 +30,7 @@ func adminPath(p, userID string) string {
 	p = strings.ReplaceAll(p, "/clients/:id", "/clients/nope")
 	p = strings.ReplaceAll(p, ":sid", "nosuchsession")
 	p = strings.ReplaceAll(p, ":client_id", "nope")
+	p = strings.ReplaceAll(p, ":provider", "nope")
 	return strings.ReplaceAll(p, ":role", "user")
 }
 

@@ -37,6 +37,9 @@ type DiscoveryOptions struct {
 	// MFA: the password grant's second step is served, so the two MFA
 	// grants are advertised.
 	MFA bool
+	// TokenExchange: a subject_token_type is served (upstream identity
+	// providers are configured), so the RFC 8693 grant is advertised.
+	TokenExchange bool
 }
 
 // discovery serves the JWKS and the metadata documents from cached bytes:
@@ -163,6 +166,9 @@ func (d *discovery) metadata() []byte {
 	}
 	if d.opts.MFA {
 		grants = append(grants, token.MFAGrants...)
+	}
+	if d.opts.TokenExchange {
+		grants = append(grants, token.GrantTokenExchange)
 	}
 	m := map[string]any{
 		"issuer":                                        d.opts.Issuer,

@@ -48,8 +48,13 @@ type Store interface {
 	// SetClientFirstParty marks a client first-party (start-up
 	// reconciliation of the built-in client).
 	SetClientFirstParty(ctx context.Context, id string, firstParty bool) error
+	// SetClientGrants replaces a client's grants (start-up reconciliation
+	// of the built-in client).
+	SetClientGrants(ctx context.Context, id string, grants []string) error
 
 	clients.Store
+	// The links of users to upstream identity providers.
+	store.FederatedIdentities
 }
 
 // Sessions issues and ends sessions (*token.Service implements it).
@@ -113,8 +118,9 @@ const (
 
 // DefaultFirstPartyClientID is the built-in public client that issues the
 // tokens of invite acceptance, password change and registration when the
-// request names no client. Its only grant is refresh_token, so it can never
-// be used for the password grant.
+// request names no client. Its grants are refresh_token and token exchange
+// (RFC 8693: a front-end exchanges an upstream id token), so it can never be
+// used for the password grant.
 const DefaultFirstPartyClientID = "portcullis"
 
 // Config holds the account settings.

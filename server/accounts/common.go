@@ -103,8 +103,9 @@ func listErr(what string, err error) error {
 }
 
 // EnsureFirstPartyClient creates the built-in first-party client when it does
-// not exist: public, with the refresh_token grant only (so it can never be
-// used for the password grant), allowed every permission, and listing the
+// not exist: public, with the refresh_token and token-exchange grants only
+// (so it can never be used for the password grant; an existing one gains
+// token exchange), allowed every permission, and listing the
 // issuer among its audiences (its tokens are the ones the admin API
 // accepts). It is idempotent and safe with many instances starting at once.
 // It is first-party (it never shows consent). An existing client with that
@@ -128,6 +129,13 @@ func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 			}
 			s.log.Info("marked the built-in client first-party", "client_id", id)
 		}
+		if !slices.Contains(existing.Grants, token.GrantTokenExchange) {
+			grants := append(slices.Clone(existing.Grants), token.GrantTokenExchange)
+			if err := s.store.SetClientGrants(ctx, id, grants); err != nil {
+				return fmt.Errorf("add token exchange to the grants of the built-in client %q: %w", id, err)
+			}
+			s.log.Info("added token exchange to the grants of the built-in client", "client_id", id)
+		}
 		if s.cfg.Issuer == "" || slices.Contains(existing.Audiences, s.cfg.Issuer) {
 			return nil
 		}
@@ -141,7 +149,7 @@ func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 		return fmt.Errorf("load the first-party client %q: %w", id, err)
 	}
 	_, _, err = clients.Create(ctx, s.store, clients.Spec{ID: id, Name: "Portcullis (first-party)", Public: true,
-		Grants: []string{token.GrantRefreshToken}, Audiences: audiences, FirstParty: true})
+		Grants: []string{token.GrantRefreshToken, token.GrantTokenExchange}, Audiences: audiences, FirstParty: true})
 	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
 		return fmt.Errorf("create the first-party client %q: %w", id, err)
 	}

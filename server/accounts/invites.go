@@ -194,27 +194,9 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
 		return token.Response{}, err
 	}
-	const kind = "invitation"
-	id, secret, ok := parseInviteToken(req.Token)
-	if !ok {
-		return token.Response{}, oneTimeTokenErr(kind, store.ErrNotFound)
-	}
-	inv, err := s.store.GetInvite(ctx, id)
+	inv, secret, err := s.usableInvite(ctx, req.Token)
 	if err != nil {
-		return token.Response{}, oneTimeTokenErr(kind, err)
-	}
-	if !secretMatches(secret, inv.TokenHash) {
-		return token.Response{}, oneTimeTokenErr(kind, store.ErrNotFound)
-	}
-	// The state is checked again, atomically, by the store; these checks give
-	// a clear answer before any work.
-	switch {
-	case inv.Status == store.InviteAccepted || inv.Status == store.InviteSuperseded:
-		return token.Response{}, oneTimeTokenErr(kind, store.ErrTokenUsed)
-	case inv.Status == store.InviteRevoked:
-		return token.Response{}, oneTimeTokenErr(kind, store.ErrTokenRevoked)
-	case !s.now().Before(inv.ExpiresAt):
-		return token.Response{}, oneTimeTokenErr(kind, store.ErrTokenExpired)
+		return token.Response{}, err
 	}
 	name, err := normaliseName(req.Name)
 	if err != nil {
@@ -242,7 +224,7 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return token.Response{}, errAccountExists.WithDescription("An account with this email address already exists; sign in instead.")
 		}
-		return token.Response{}, oneTimeTokenErr(kind, err)
+		return token.Response{}, oneTimeTokenErr(inviteKind, err)
 	}
 	m.ClientID = client.ID
 	s.record(ctx, "invite.accepted", store.OutcomeSuccess, u.ID, u.ID, m,
@@ -255,6 +237,83 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 		return token.Response{}, err
 	}
 	return resp, nil
+}
+
+const inviteKind = "invitation"
+
+// usableInvite returns the pending, unexpired invite an emailed token names
+// and the token's secret; 400 invalid_token saying why not. The state is
+// checked again, atomically, by the store when the invite is accepted; this
+// gives a clear answer before any work.
+func (s *Service) usableInvite(ctx context.Context, tok string) (store.Invite, string, error) {
+	id, secret, ok := parseInviteToken(tok)
+	if !ok {
+		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrNotFound)
+	}
+	inv, err := s.store.GetInvite(ctx, id)
+	if err != nil {
+		return store.Invite{}, "", oneTimeTokenErr(inviteKind, err)
+	}
+	if !secretMatches(secret, inv.TokenHash) {
+		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrNotFound)
+	}
+	switch {
+	case inv.Status == store.InviteAccepted || inv.Status == store.InviteSuperseded:
+		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrTokenUsed)
+	case inv.Status == store.InviteRevoked:
+		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrTokenRevoked)
+	case !s.now().Before(inv.ExpiresAt):
+		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrTokenExpired)
+	}
+	return inv, secret, nil
+}
+
+// PendingInvite returns the usable invite an emailed token names (the
+// invite context of a sign-in through an upstream provider), or 400
+// invalid_token saying why not.
+func (s *Service) PendingInvite(ctx context.Context, tok string) (store.Invite, error) {
+	inv, _, err := s.usableInvite(ctx, tok)
+	return inv, err
+}
+
+// AcceptInviteFederated accepts an invite by a sign-in at an upstream
+// provider whose verified email is the invite's (contract: "An invite can
+// be accepted by signing in with a provider whose verified email equals the
+// invite's"): it creates the user with the invite's email (verified) and
+// role, without a password, linked to (f.Provider, f.Subject), in one
+// transaction. An address that is not verified or not the invite's is 403
+// forbidden; an unusable invite 400 invalid_token; an email with an account
+// or an upstream account linked already 409. Audit invite.accepted and
+// identity.linked. The caller starts the session.
+func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string, f FederatedUser) (store.User, error) {
+	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
+		return store.User{}, err
+	}
+	inv, secret, err := s.usableInvite(ctx, tok)
+	if err != nil {
+		return store.User{}, err
+	}
+	if !f.EmailVerified || !strings.EqualFold(strings.TrimSpace(f.Email), strings.TrimSpace(inv.Email)) {
+		return store.User{}, apierr.ErrForbidden.WithDescription("The invite is for another email address.")
+	}
+	name, err := normaliseName(f.Name)
+	if err != nil {
+		name = ""
+	}
+	u := store.User{Name: name, Active: true}
+	fi := store.FederatedIdentity{Provider: f.Provider, Subject: f.Subject, Email: f.Email}
+	accepted, err := s.store.AcceptInviteWithIdentity(ctx, hashSecret(secret), s.now(), &u, &fi)
+	if err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			return store.User{}, apierr.ErrConflict.WithDescription("An account with this email address or upstream identity already exists.").WithCause(err)
+		}
+		return store.User{}, oneTimeTokenErr(inviteKind, err)
+	}
+	s.record(ctx, "invite.accepted", store.OutcomeSuccess, u.ID, u.ID, m,
+		map[string]string{"invite_id": accepted.ID, "role": accepted.Role, "provider": f.Provider})
+	s.record(ctx, "identity.linked", store.OutcomeSuccess, u.ID, u.ID, m,
+		map[string]string{"provider": f.Provider, "subject": f.Subject, "via": "invite"})
+	return u, nil
 }
 
 // inviteSecondFactor is the password step of a login for a user who just

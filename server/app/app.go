@@ -41,6 +41,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/rtcookie"
 	"github.com/portcullis-auth/portcullis/server/signout"
 	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/server/upstream"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/redisstate"
 	"github.com/portcullis-auth/portcullis/store/sqlstate"
@@ -253,6 +254,11 @@ type App struct {
 	// step of a login); nil when the server has no WebAuthn relying party
 	// (config.Config.WebAuthnRPID is empty).
 	Passkeys *passkeys.Service
+	// Upstream is sign-in through the upstream identity providers of
+	// PORTCULLIS_IDENTITY_PROVIDERS_FILE (nil without one): the token
+	// exchange of their id tokens is registered, and the browser path
+	// (/login/{provider}) uses it.
+	Upstream *upstream.Service
 
 	metricsAddr atomic.Pointer[net.Addr] // bound PORTCULLIS_METRICS_ADDR, once listening
 }
@@ -272,6 +278,10 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		}
 	}()
 	if err := checkCookieClients(ctx, core.Store, cfg, log); err != nil {
+		return nil, err
+	}
+	providers, err := loadProviders(cfg, core.Policy)
+	if err != nil {
 		return nil, err
 	}
 	m := metrics.New(core.Keys.ActiveKeyAge)
@@ -312,7 +322,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 			{Name: "database", Check: core.Store.Ping},
 			{Name: "token_state", Check: states.State.Ping},
 		}})
-	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true, MFA: true})
+	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true, MFA: true,
+		TokenExchange: providers.Len() > 0})
 	srv.MountOAuth(tokens)
 	bcl, err := backchannel.New(backchannel.Config{Issuer: cfg.Issuer, Signer: core.Keys, Queue: core.Store,
 		Audit: core.Audit, Log: log})
@@ -333,6 +344,15 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	srv.MountAccounts(acc, tokens)
+	var ups *upstream.Service
+	if providers.Len() > 0 {
+		ups, err = upstream.New(upstream.Deps{Providers: providers, Verifier: upstream.NewVerifier(nil, nil), Store: core.Store,
+			Accounts: acc, Audit: core.Audit, Once: states.Once, MFA: mfaService, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		tokens.RegisterSubjectTokenType(token.TokenTypeIDToken, ups)
+	}
 	signIn, flow, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker, ender)
 	if err != nil {
 		return nil, err
@@ -351,7 +371,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, MFA: mfaService, states: states,
-		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, Passkeys: pk}, nil
+		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, Passkeys: pk, Upstream: ups}, nil
 }
 
 // buildPasskeys builds the WebAuthn relying party of
@@ -369,6 +389,20 @@ func buildPasskeys(cfg config.Config, log *slog.Logger, core *Core, states Token
 		return nil, fmt.Errorf("PORTCULLIS_WEBAUTHN_RP_ID / PORTCULLIS_WEBAUTHN_ORIGINS: %w", err)
 	}
 	return pk, nil
+}
+
+// loadProviders reads PORTCULLIS_IDENTITY_PROVIDERS_FILE (none when unset),
+// validated against the policy; client_secret_env names are looked up in
+// the environment the settings were read from.
+func loadProviders(cfg config.Config, pol *policy.Policy) (*upstream.Providers, error) {
+	if cfg.IdentityProvidersFile == "" {
+		return nil, nil
+	}
+	ps, err := upstream.Load(cfg.IdentityProvidersFile, pol, cfg.LookupEnv)
+	if err != nil {
+		return nil, fmt.Errorf("PORTCULLIS_IDENTITY_PROVIDERS_FILE: %w", err)
+	}
+	return ps, nil
 }
 
 // signInDeps wires browser sign-in: the browser session cookie over the
@@ -416,6 +450,12 @@ func (c clientChanges) SetClientAudiences(ctx context.Context, id string, audien
 func (c clientChanges) SetClientFirstParty(ctx context.Context, id string, firstParty bool) error {
 	defer c.cache.Forget(id)
 	return c.Store.SetClientFirstParty(ctx, id, firstParty)
+}
+
+// SetClientGrants replaces the grants and forgets the client here.
+func (c clientChanges) SetClientGrants(ctx context.Context, id string, grants []string) error {
+	defer c.cache.Forget(id)
+	return c.Store.SetClientGrants(ctx, id, grants)
 }
 
 // SetClientSecretHash replaces the secret and forgets the client here.

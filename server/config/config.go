@@ -84,6 +84,14 @@ type Config struct {
 	// passkeys are then off.
 	WebAuthnRPID    string
 	WebAuthnOrigins []string
+
+	// IdentityProvidersFile is the upstream OpenID providers (YAML); empty:
+	// none.
+	IdentityProvidersFile string
+	// LookupEnv is the environment lookup the settings were read with: the
+	// providers file's client_secret_env names are resolved through it (so
+	// nothing past cmd reads the process environment). Nil: none is set.
+	LookupEnv func(string) (string, bool)
 }
 
 // Embedded reports whether the configuration uses the embedded SQLite store.
@@ -225,6 +233,7 @@ var settings = []Setting{
 		return nil
 	}},
 	{Env: "PORTCULLIS_POLICY_FILE", Default: "", Help: "roles and permissions (YAML); empty: the built-in policy", apply: stringSetting(func(c *Config) *string { return &c.PolicyFile })},
+	{Env: "PORTCULLIS_IDENTITY_PROVIDERS_FILE", Default: "", Help: "upstream OpenID providers for \"Sign in with …\" and token exchange (YAML: providers: [{id, name, issuer, client_id, client_secret or client_secret_env, scopes, allowed_domains, jit, link, trust_mfa}]); empty: none", apply: stringSetting(func(c *Config) *string { return &c.IdentityProvidersFile })},
 	{Env: "PORTCULLIS_SMTP_URL", Default: "", Help: "smtp://user:pass@host:port (STARTTLS required unless the host is loopback), smtps://… (implicit TLS) or smtp+insecure://host:port (plain text allowed, no credentials off loopback); empty: emails are written to the log, marked not sent", Secret: true, apply: func(c *Config, v string) error {
 		if v != "" {
 			u, err := url.Parse(v)
@@ -426,6 +435,7 @@ func FromFlagSet(fs *flag.FlagSet, env func(string) (string, bool)) (Config, err
 		sort.Strings(errs)
 		return Config{}, &Error{Problems: errs}
 	}
+	c.LookupEnv = env
 	return c, nil
 }
 

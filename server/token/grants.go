@@ -12,7 +12,8 @@ import (
 // (grant_*.go). parse reads the grant's own parameters into req (shape only);
 // exchange runs the grant for a client that authenticated and may use it.
 // A grant no client is registered with names the registered grant that
-// allows it (via) and the metrics label it counts under (label).
+// allows it (via); label is the metrics label a grant whose name is a URN
+// counts under.
 type grantHandler struct {
 	parse    func(params map[string]string, req *TokenRequest) error
 	exchange func(s *Service, ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error)
@@ -32,6 +33,7 @@ var grantRegistry = map[string]grantHandler{
 		via: GrantPassword, label: "mfa_otp"},
 	GrantMFARecoveryCode: {parse: parseMFAGrant("recovery_code"), exchange: (*Service).mfaRecoveryCodeGrant,
 		via: GrantPassword, label: "mfa_recovery_code"},
+	GrantTokenExchange: {parse: parseTokenExchange, exchange: (*Service).tokenExchangeGrant, label: "token_exchange"},
 }
 
 // Exchange runs the token endpoint for an authenticated request.
@@ -46,7 +48,10 @@ func (s *Service) Exchange(ctx context.Context, req TokenRequest, meta RequestMe
 	}
 	registered, label := req.GrantType, req.GrantType
 	if h.via != "" {
-		registered, label = h.via, h.label
+		registered = h.via
+	}
+	if h.label != "" {
+		label = h.label
 	}
 	if !clientAllowsGrant(client, registered) {
 		return Response{}, apierr.ErrUnauthorizedClient.WithDescription("The client may not use the %s grant.", req.GrantType)

@@ -25,6 +25,8 @@ type Response struct {
 	// RecoveryCodesLeft is how many recovery codes the user has left, on
 	// the answer to the mfa-recovery-code grant only.
 	RecoveryCodesLeft *int `json:"recovery_codes_left,omitempty"`
+	// IssuedTokenType is set on a token-exchange answer (RFC 8693 §2.2.1).
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
 	// RefreshLifetime is what remains of the refresh family's absolute
 	// lifetime when RefreshToken is set (the cookie's Max-Age); never sent.
 	RefreshLifetime time.Duration `json:"-"`

@@ -26,7 +26,7 @@ const (
 var MFAGrants = []string{GrantMFAOTP, GrantMFARecoveryCode}
 
 // SupportedGrants lists the grant types a client may be registered with.
-var SupportedGrants = []string{GrantPassword, GrantRefreshToken, GrantClientCredentials, GrantAuthorizationCode}
+var SupportedGrants = []string{GrantPassword, GrantRefreshToken, GrantClientCredentials, GrantAuthorizationCode, GrantTokenExchange}
 
 // maxParamLen bounds every parameter (tokens included): no legitimate value comes near it.
 const maxParamLen = 32 << 10
@@ -59,6 +59,10 @@ type TokenRequest struct {
 	MFACode    string
 	Scope      []string // requested scope tokens, nil when absent
 	ScopeGiven bool
+	// SubjectToken and SubjectTokenType are the token-exchange grant's
+	// (RFC 8693 §2.1).
+	SubjectToken     string
+	SubjectTokenType string
 }
 
 // ParseForm checks a form for repeated parameters (RFC 6749 §3.1: parameters

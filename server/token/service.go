@@ -126,8 +126,10 @@ type Service struct {
 	checker   PasswordChecker
 	codes     CodeStore
 	mfa       SecondFactor
-	log       *slog.Logger
-	now       func() time.Time
+	// subjectTokens are the token-exchange handlers by subject_token_type.
+	subjectTokens map[string]SubjectTokenHandler
+	log           *slog.Logger
+	now           func() time.Time
 }
 
 // Deps are the collaborators of a Service. Metrics, Audit and Logger may be

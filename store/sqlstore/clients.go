@@ -118,3 +118,17 @@ func (s *Store) SetClientFirstParty(ctx context.Context, id string, firstParty b
 	}
 	return nil
 }
+
+// SetClientGrants replaces the client's grant types; an unknown id is
+// store.ErrNotFound.
+func (s *Store) SetClientGrants(ctx context.Context, id string, grants []string) error {
+	res := s.db.WithContext(ctx).Model(&clientRow{}).Where("id = ?", id).
+		Updates(map[string]any{"grants": encodeList(grants), "updated_at": s.clock()})
+	if res.Error != nil {
+		return mapErr("set client grants", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("set client grants: %w", store.ErrNotFound)
+	}
+	return nil
+}

@@ -157,6 +157,21 @@ func (s *Store) RevokeInvite(ctx context.Context, id string) error {
 // has an account store.ErrAlreadyExists. Of concurrent acceptances of one
 // invite exactly one succeeds.
 func (s *Store) AcceptInvite(ctx context.Context, tokenHash []byte, now time.Time, u *store.User) (store.Invite, error) {
+	return s.acceptInvite(ctx, tokenHash, now, u, nil)
+}
+
+// AcceptInviteWithIdentity is AcceptInvite that also links fi (an upstream
+// identity; UserID and LinkedAt are filled) to the created user, in the same
+// transaction: nothing happens when (provider, subject) is linked already
+// (store.ErrAlreadyExists).
+func (s *Store) AcceptInviteWithIdentity(ctx context.Context, tokenHash []byte, now time.Time, u *store.User, fi *store.FederatedIdentity) (store.Invite, error) {
+	if err := validIdentity(fi, false); err != nil {
+		return store.Invite{}, fmt.Errorf("accept invite: %w", err)
+	}
+	return s.acceptInvite(ctx, tokenHash, now, u, fi)
+}
+
+func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Time, u *store.User, fi *store.FederatedIdentity) (store.Invite, error) {
 	if u == nil {
 		return store.Invite{}, fmt.Errorf("accept invite: %w: nil user", ErrInvalidUser)
 	}
@@ -165,6 +180,7 @@ func (s *Store) AcceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 	}
 	var accepted store.Invite
 	var created store.User
+	var linked store.FederatedIdentity
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		var row inviteRow
 		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("token_hash = ?", tokenHash).Take(&row).Error; err != nil {
@@ -195,6 +211,14 @@ func (s *Store) AcceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 		if err := createUserTx(tx, &nu, ts); err != nil {
 			return err
 		}
+		if fi != nil {
+			nfi := *fi
+			nfi.UserID, nfi.LinkedAt = nu.ID, ts
+			if err := insertIdentity(tx, &nfi); err != nil {
+				return err
+			}
+			linked = nfi
+		}
 		at := dbTime(now)
 		res := tx.Model(&inviteRow{}).
 			Where("id = ? AND status = ?", row.ID, string(store.InvitePending)).
@@ -214,5 +238,8 @@ func (s *Store) AcceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 		return store.Invite{}, mapErr("accept invite", err)
 	}
 	*u = created
+	if fi != nil {
+		*fi = linked
+	}
 	return accepted, nil
 }

@@ -53,6 +53,7 @@ func Migrations() []Migration {
 		{Version: 8, Name: "client_refresh_cookie", Up: migrate0008},
 		{Version: 9, Name: "mfa_factors", Up: migrate0009},
 		{Version: 10, Name: "refresh_family_amr", Up: migrate0010},
+		{Version: 11, Name: "federated_identities", Up: migrate0011},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms

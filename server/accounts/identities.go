@@ -1,0 +1,115 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Identity is a user's link to an upstream identity provider, as the admin
+// API shows it.
+type Identity struct {
+	Provider string    `json:"provider"`
+	Subject  string    `json:"subject"`
+	Email    string    `json:"email"`
+	LinkedAt time.Time `json:"linked_at"`
+}
+
+// IdentityList is the answer of GET /admin/users/{id}/identities.
+type IdentityList struct {
+	Items []Identity `json:"items"`
+}
+
+var errIdentityNotFound = apierr.ErrNotFound.WithDescription("The user has no identity at this provider.")
+
+// UserIdentities lists a user's upstream identities (404 for an unknown
+// user); reading needs only the route's permission, like GetUser.
+func (s *Service) UserIdentities(ctx context.Context, userID string) (IdentityList, error) {
+	t, err := s.loadTarget(ctx, userID)
+	if err != nil {
+		return IdentityList{}, err
+	}
+	list, err := s.store.ListFederatedIdentities(ctx, t.ID)
+	if err != nil {
+		return IdentityList{}, storeErr("list identities", err, nil)
+	}
+	out := IdentityList{Items: make([]Identity, 0, len(list))}
+	for _, fi := range list {
+		out.Items = append(out.Items, Identity{Provider: fi.Provider, Subject: fi.Subject, Email: fi.Email, LinkedAt: fi.LinkedAt})
+	}
+	return out, nil
+}
+
+// UnlinkIdentity removes a user's identity at provider, for an actor who
+// may manage the user (the privilege ceiling: strictly above them, never
+// themself); audit identity.unlinked. The person can no longer sign in
+// through that upstream account (signing in with it again is an unknown sub,
+// decided afresh); their sessions are left as they are. Unknown user or no
+// identity at provider is 404.
+func (s *Service) UnlinkIdentity(ctx context.Context, actor Actor, userID, provider string) error {
+	a, t, err := s.actorAndTarget(ctx, actor, userID)
+	if err != nil {
+		return err
+	}
+	if provider == "" || len(provider) > maxIDLen {
+		return errIdentityNotFound
+	}
+	fi, err := s.store.DeleteFederatedIdentity(ctx, t.ID, provider)
+	if err != nil {
+		return storeErr("unlink identity", err, errIdentityNotFound)
+	}
+	s.record(ctx, "identity.unlinked", store.OutcomeSuccess, a.ID, t.ID, actor.Meta,
+		map[string]string{"provider": fi.Provider, "subject": fi.Subject, "via": viaAdmin})
+	return nil
+}
+
+// FederatedUser is a user to create just in time for an upstream identity.
+type FederatedUser struct {
+	Email         string
+	Name          string
+	EmailVerified bool
+	// Role is the provider's jit.default_role.
+	Role     string
+	Provider string
+	Subject  string
+}
+
+// CreateFederatedUser creates, just in time, an active user without a
+// password holding f.Role and linked to (f.Provider, f.Subject), in one
+// transaction: the provider file's validation already checked the role
+// against the top role's privilege ceiling, and it is checked again here
+// against the policy in force. Audit user.jit_created (the user as target)
+// and identity.linked. A taken email or an upstream account linked
+// meanwhile is 409 conflict; nothing is created then.
+func (s *Service) CreateFederatedUser(ctx context.Context, m Meta, f FederatedUser) (store.User, error) {
+	email, err := normaliseEmail(f.Email)
+	if err != nil {
+		return store.User{}, err
+	}
+	name := strings.TrimSpace(f.Name)
+	if n, err := normaliseName(name); err == nil {
+		name = n
+	} else {
+		name = "" // an upstream name we cannot keep is dropped, not fatal
+	}
+	if names := s.policy.RoleNames(); len(names) == 0 || s.policy.CanAssign(names[:1], f.Role) != nil {
+		return store.User{}, apierr.ErrForbidden.WithDescription("The provider's default role %q may not be granted.", f.Role)
+	}
+	u := store.User{Email: email, Name: name, Active: true, EmailVerified: f.EmailVerified, Roles: []string{f.Role}}
+	fi := store.FederatedIdentity{Provider: f.Provider, Subject: f.Subject, Email: f.Email}
+	if err := s.store.CreateUserWithIdentity(ctx, &u, &fi); err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			return store.User{}, apierr.ErrConflict.WithDescription("An account with this email address or upstream identity already exists.").WithCause(err)
+		}
+		return store.User{}, storeErr("create user with identity", err, nil)
+	}
+	details := map[string]string{"provider": f.Provider, "subject": f.Subject, "roles": f.Role}
+	s.record(ctx, "user.jit_created", store.OutcomeSuccess, u.ID, u.ID, m, details)
+	s.record(ctx, "identity.linked", store.OutcomeSuccess, u.ID, u.ID, m,
+		map[string]string{"provider": f.Provider, "subject": f.Subject, "via": "jit"})
+	return u, nil
+}

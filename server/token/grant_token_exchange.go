@@ -1,0 +1,122 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"net/http"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// RFC 8693 names.
+const (
+	// GrantTokenExchange is the token-exchange grant (RFC 8693 §2.1).
+	GrantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	// TokenTypeAccessToken is the only token type Portcullis issues by
+	// exchange (issued_token_type).
+	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
+	// TokenTypeIDToken is an OpenID Connect id token as the subject token
+	// (an upstream identity provider's).
+	TokenTypeIDToken = "urn:ietf:params:oauth:token-type:id_token"
+)
+
+// errInvalidTarget answers an audience or resource Portcullis cannot issue
+// for (RFC 8693 §2.2.2).
+var errInvalidTarget = &apierr.Error{Code: "invalid_target", Status: http.StatusBadRequest,
+	Description: "The audience and resource parameters are not supported; the token's audience is the client's."}
+
+// SubjectTokenHandler turns one type of subject token into the user it
+// stands for (RFC 8693 with pluggable subject_token_type handlers: upstream
+// id tokens, API keys).
+type SubjectTokenHandler interface {
+	// ExchangeSubjectToken validates subjectToken for the authenticated
+	// client and returns the user to issue for. Any refusal of the token
+	// (invalid, unknown, revoked, expired, refused) is answered 400
+	// invalid_request (§2.2.2): return an *apierr.Error with that code and a
+	// description, or any error that is not an *apierr.Error (then a generic
+	// description is used). An *apierr.Error with another code (a 503 when
+	// a dependency is down) is answered as is. The handler records its own
+	// refusals in the audit log.
+	ExchangeSubjectToken(ctx context.Context, client store.Client, subjectToken string, meta RequestMeta) (ExchangedSubject, error)
+}
+
+// ExchangedSubject is the user a subject token stands for, and how the
+// login is described.
+type ExchangedSubject struct {
+	User store.User
+	// AMR is the login's authentication methods (RFC 8176), kept in the
+	// tokens (and on refresh).
+	AMR []string
+	// Details are added to the login.succeeded event (method, provider…).
+	Details map[string]string
+}
+
+// RegisterSubjectTokenType installs the handler for a subject_token_type.
+// Call it while wiring, before the service serves requests.
+func (s *Service) RegisterSubjectTokenType(tokenType string, h SubjectTokenHandler) {
+	if s.subjectTokens == nil {
+		s.subjectTokens = map[string]SubjectTokenHandler{}
+	}
+	s.subjectTokens[tokenType] = h
+}
+
+// SubjectTokenTypes reports whether any subject_token_type is served (so
+// discovery advertises the grant).
+func (s *Service) SubjectTokenTypes() int { return len(s.subjectTokens) }
+
+// parseTokenExchange reads the RFC 8693 §2.1 parameters (shape only).
+func parseTokenExchange(params map[string]string, req *TokenRequest) error {
+	req.SubjectToken, req.SubjectTokenType = params["subject_token"], params["subject_token_type"]
+	switch {
+	case req.SubjectToken == "":
+		return apierr.ErrInvalidRequest.WithDescription("The subject_token parameter is missing.")
+	case req.SubjectTokenType == "":
+		return apierr.ErrInvalidRequest.WithDescription("The subject_token_type parameter is missing.")
+	case params["actor_token"] != "" || params["actor_token_type"] != "":
+		return apierr.ErrInvalidRequest.WithDescription("Delegation (actor_token) is not supported.")
+	case params["requested_token_type"] != "" && params["requested_token_type"] != TokenTypeAccessToken:
+		return apierr.ErrInvalidRequest.WithDescription("Only access tokens are issued (requested_token_type %s).", TokenTypeAccessToken)
+	case params["audience"] != "" || params["resource"] != "":
+		return errInvalidTarget
+	}
+	return nil
+}
+
+// tokenExchangeGrant exchanges a subject token for a session of the user it
+// stands for (RFC 8693 §2): the handler of its type finds the user, then the
+// one issuance path issues as for any login, with the handler's amr and this
+// moment as auth_time. A third-party client that names no permission gets
+// none (as in the code flow). The answer adds issued_token_type.
+func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
+	h, ok := s.subjectTokens[req.SubjectTokenType]
+	if !ok {
+		return Response{}, apierr.ErrInvalidRequest.WithDescription("The subject_token_type %q is not supported.", SafeParamName(req.SubjectTokenType))
+	}
+	now := s.now()
+	subj, err := h.ExchangeSubjectToken(ctx, client, req.SubjectToken, meta)
+	if err != nil {
+		var ae *apierr.Error
+		if errors.As(err, &ae) {
+			return Response{}, err
+		}
+		return Response{}, apierr.ErrInvalidRequest.WithDescription("The subject token is invalid, expired or refused.").WithCause(err)
+	}
+	if !subj.User.Active {
+		return Response{}, apierr.ErrInvalidRequest.WithDescription("The account is deactivated.")
+	}
+	if err := s.users.RecordLogin(ctx, subj.User.ID, now); err != nil {
+		s.log.Warn("record login", "user_id", subj.User.ID, "err", err)
+	}
+	resp, g, err := s.issueLogin(ctx, client, subj.User, req.Scope, now, loginInfo{authTime: now, amr: subj.AMR, onlyPermsNamed: !client.FirstParty})
+	if err != nil {
+		return Response{}, err
+	}
+	resp.IssuedTokenType = TokenTypeAccessToken
+	details := map[string]string{"sid": g.sid, "grant": GrantTokenExchange, "subject_token_type": req.SubjectTokenType}
+	maps.Copy(details, subj.Details)
+	s.audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: subj.User.ID,
+		TargetID: subj.User.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details})
+	return resp, nil
+}

@@ -1,0 +1,128 @@
+package token
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// stubSubject is a SubjectTokenHandler that knows one token.
+type stubSubject struct {
+	user store.User
+	err  error
+}
+
+func (h stubSubject) ExchangeSubjectToken(_ context.Context, _ store.Client, tok string, _ RequestMeta) (ExchangedSubject, error) {
+	if h.err != nil {
+		return ExchangedSubject{}, h.err
+	}
+	if tok != "good" {
+		return ExchangedSubject{}, errors.New("unknown subject token")
+	}
+	return ExchangedSubject{User: h.user, AMR: []string{"fed"}, Details: map[string]string{"method": "stub"}}, nil
+}
+
+func exchangeReq(t *testing.T, client, subject, typ string, extra map[string]string) (TokenRequest, error) {
+	t.Helper()
+	params := map[string]string{"grant_type": GrantTokenExchange, "subject_token": subject, "subject_token_type": typ}
+	for k, v := range extra {
+		params[k] = v
+	}
+	return ParseTokenRequest(params, ClientCredentials{ID: client, Secret: "s3cret"})
+}
+
+// TestTokenExchangeFramework: a registered subject_token_type's handler
+// decides the user and the one issuance path issues (amr kept,
+// issued_token_type set, login.succeeded with the handler's details);
+// refusals are invalid_request, other apierr answers pass through, an
+// unregistered type is invalid_request, a client without the grant is
+// unauthorized_client, and the parameters are checked.
+func TestTokenExchangeFramework(t *testing.T) {
+	e := newCodeEnv(t, "RS256")
+	e.dir.clients["xchg"] = store.Client{ID: "xchg", SecretHash: HashSecret("s3cret"), Grants: []string{GrantTokenExchange}}
+	u1 := e.dir.users["u1"]
+	e.svc.RegisterSubjectTokenType(TokenTypeIDToken, stubSubject{user: u1})
+	e.svc.RegisterSubjectTokenType("urn:test:down", stubSubject{err: apierr.ErrTemporarilyUnavailable})
+	e.svc.RegisterSubjectTokenType("urn:test:inactive", stubSubject{user: e.dir.users["u2"]})
+	ctx := context.Background()
+
+	req, err := exchangeReq(t, "xchg", "good", TokenTypeIDToken, map[string]string{"scope": "openid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.svc.Exchange(ctx, req, RequestMeta{IP: "192.0.2.1"})
+	if err != nil {
+		t.Fatalf("Exchange: %v", err)
+	}
+	if resp.IssuedTokenType != TokenTypeAccessToken || resp.AccessToken == "" || resp.IDToken == "" || resp.RefreshToken != "" {
+		t.Fatalf("response %+v", resp)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(resp.IDToken, ".")[1])
+	var idc struct {
+		Sub string   `json:"sub"`
+		AMR []string `json:"amr"`
+	}
+	if err != nil || json.Unmarshal(payload, &idc) != nil || idc.Sub != "u1" || !slices.Equal(idc.AMR, []string{"fed"}) {
+		t.Fatalf("id token claims %s", payload)
+	}
+	last := e.audit.events[len(e.audit.events)-1]
+	if last.Action != "login.succeeded" || last.Details["method"] != "stub" || last.Details["grant"] != GrantTokenExchange {
+		t.Fatalf("audit %+v", last)
+	}
+	if e.metrics.n["token_exchange"] != 1 {
+		t.Fatalf("metrics %v", e.metrics.n)
+	}
+
+	for _, tc := range []struct {
+		name, client, subject, typ string
+		extra                      map[string]string
+		code                       string
+	}{
+		{"fail/refused_subject_token", "xchg", "bad", TokenTypeIDToken, nil, "invalid_request"},
+		{"fail/unregistered_type", "xchg", "good", "urn:test:nope", nil, "invalid_request"},
+		{"fail/handler_unavailable_passes_through", "xchg", "good", "urn:test:down", nil, "temporarily_unavailable"},
+		{"fail/deactivated_user", "xchg", "good", "urn:test:inactive", nil, "invalid_request"},
+		{"fail/client_without_grant", "web", "good", TokenTypeIDToken, nil, "unauthorized_client"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := exchangeReq(t, tc.client, tc.subject, tc.typ, tc.extra)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.svc.Exchange(ctx, req, RequestMeta{})
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || ae.Code != tc.code {
+				t.Fatalf("Exchange = %v, want %s", err, tc.code)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name    string
+		subject string
+		typ     string
+		extra   map[string]string
+		code    string
+	}{
+		{"fail/no_subject_token", "", TokenTypeIDToken, nil, "invalid_request"},
+		{"fail/no_subject_token_type", "good", "", nil, "invalid_request"},
+		{"fail/actor_token", "good", TokenTypeIDToken, map[string]string{"actor_token": "x", "actor_token_type": TokenTypeIDToken}, "invalid_request"},
+		{"fail/requested_refresh_token", "good", TokenTypeIDToken, map[string]string{"requested_token_type": "urn:ietf:params:oauth:token-type:refresh_token"}, "invalid_request"},
+		{"fail/audience", "good", TokenTypeIDToken, map[string]string{"audience": "api"}, "invalid_target"},
+		{"fail/resource", "good", TokenTypeIDToken, map[string]string{"resource": "https://api.example"}, "invalid_target"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := exchangeReq(t, "xchg", tc.subject, tc.typ, tc.extra)
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || ae.Code != tc.code {
+				t.Fatalf("ParseTokenRequest = %v, want %s", err, tc.code)
+			}
+		})
+	}
+}

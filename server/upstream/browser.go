@@ -1,0 +1,169 @@
+package upstream
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// LoginTTL is how long a sign-in sent to a provider may take to come back.
+const LoginTTL = 10 * time.Minute
+
+// pendingLogin is the single-use record of a started sign-in, stored under
+// the SHA-256 of its state.
+type pendingLogin struct {
+	Provider    string `json:"p"`
+	Nonce       string `json:"n"`
+	Verifier    string `json:"v"`
+	RedirectURL string `json:"r"`
+	Return      []byte `json:"a,omitempty"`
+}
+
+// Begin starts the authorization code flow with PKCE at the provider: it
+// stores state, nonce and PKCE verifier (and ret, the caller's own data,
+// such as its pending authorization request) in the single-use store for
+// LoginTTL and returns the provider's authorization URL to redirect the
+// browser to. redirectURL is the callback (/login/{provider}/callback).
+// An unknown provider is 404.
+func (s *Service) Begin(ctx context.Context, providerID, redirectURL string, ret []byte) (string, error) {
+	p, ok := s.d.Providers.Get(providerID)
+	if !ok {
+		return "", apierr.ErrNotFound.WithDescription("No identity provider has this id.")
+	}
+	if s.d.Once == nil {
+		return "", apierr.ErrTemporarilyUnavailable.WithCause(errors.New("upstream: no single-use store"))
+	}
+	cfg, err := s.d.Verifier.oauth2Config(ctx, p, redirectURL)
+	if err != nil {
+		return "", apierr.ErrTemporarilyUnavailable.WithDescription("The identity provider could not be reached. Try again shortly.").WithCause(err)
+	}
+	state, nonce := random(), random()
+	pl := pendingLogin{Provider: p.ID, Nonce: nonce, Verifier: oauth2.GenerateVerifier(), RedirectURL: redirectURL, Return: ret}
+	val, err := json.Marshal(pl)
+	if err != nil {
+		return "", apierr.ErrServer.WithCause(err)
+	}
+	if err := s.d.Once.PutOnce(ctx, store.OnceUpstreamLogin, hash(state), val, s.d.Now().Add(LoginTTL)); err != nil {
+		return "", apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("store the upstream sign-in: %w", err))
+	}
+	return cfg.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(pl.Verifier)), nil
+}
+
+// Verified is a callback whose id token passed every check: the provider,
+// its claims, and the caller's data given to Begin. Run Decide on it (with
+// an invite when ret says the person is accepting one), then Apply, or
+// LinkConfirmed after the person proves the local account.
+type Verified struct {
+	Provider *Provider
+	Claims   Claims
+	Return   []byte
+}
+
+// Callback completes a sign-in at the provider's redirect back to
+// /login/{provider}/callback: it takes the state once (an unknown or
+// expired state, or one begun for another provider, is invalid_state; a
+// second use replayed_callback), refuses an error answer and an iss
+// parameter (RFC 9207) other than the provider's, redeems the code with the
+// PKCE verifier, and verifies the id token with the stored nonce; email
+// comes from the id token, else from userinfo for the same sub. Every
+// refusal is a *Refusal, audited (login.failed, details.method upstream);
+// an unreachable provider is an error wrapping ErrUnavailable (audited).
+func (s *Service) Callback(ctx context.Context, providerID string, q url.Values, m Meta) (Verified, error) {
+	v, err := s.callback(ctx, providerID, q)
+	if err != nil {
+		return Verified{}, s.RecordRefusal(ctx, m, providerID, err)
+	}
+	return v, nil
+}
+
+func (s *Service) callback(ctx context.Context, providerID string, q url.Values) (Verified, error) {
+	p, ok := s.d.Providers.Get(providerID)
+	if !ok {
+		return Verified{}, refuse(ReasonUnknownProvider, nil, "", nil)
+	}
+	if s.d.Once == nil {
+		return Verified{}, fmt.Errorf("%w: no single-use store", ErrUnavailable)
+	}
+	state := q.Get("state")
+	if state == "" || len(state) > 512 {
+		return Verified{}, refuse(ReasonInvalidState, p, "", nil)
+	}
+	raw, err := s.d.Once.TakeOnce(ctx, store.OnceUpstreamLogin, hash(state), s.d.Now())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Verified{}, refuse(ReasonInvalidState, p, "", nil)
+	case errors.Is(err, store.ErrTokenUsed):
+		return Verified{}, refuse(ReasonReplayedCallback, p, "", nil)
+	case err != nil:
+		return Verified{}, fmt.Errorf("%w: take the sign-in state: %v", ErrUnavailable, err)
+	}
+	var pl pendingLogin
+	if err := json.Unmarshal(raw, &pl); err != nil || pl.Provider != p.ID {
+		// A state begun for another provider (IdP mix-up) is refused.
+		return Verified{}, refuse(ReasonInvalidState, p, "", err)
+	}
+	if q.Get("error") != "" {
+		return Verified{}, refuse(ReasonUpstreamError, p, "", nil)
+	}
+	if iss := q.Get("iss"); iss != "" && iss != p.Issuer {
+		return Verified{}, refuse(ReasonInvalidState, p, "", errors.New("iss parameter of another issuer"))
+	}
+	code := q.Get("code")
+	if code == "" {
+		return Verified{}, refuse(ReasonUpstreamError, p, "", nil)
+	}
+	cfg, err := s.d.Verifier.oauth2Config(ctx, p, pl.RedirectURL)
+	if err != nil {
+		return Verified{}, err
+	}
+	tok, err := cfg.Exchange(s.d.Verifier.ctx(ctx), code, oauth2.VerifierOption(pl.Verifier))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) {
+			return Verified{}, refuse(ReasonInvalidToken, p, "", fmt.Errorf("code exchange: %s", re.ErrorCode))
+		}
+		return Verified{}, fmt.Errorf("%w: code exchange: %v", ErrUnavailable, err)
+	}
+	rawID, _ := tok.Extra("id_token").(string)
+	if rawID == "" {
+		return Verified{}, refuse(ReasonInvalidToken, p, "", errors.New("no id_token in the token response"))
+	}
+	c, err := s.d.Verifier.VerifyIDToken(ctx, p, rawID, pl.Nonce)
+	if err != nil {
+		if errors.Is(err, ErrInvalidToken) {
+			return Verified{}, refuse(ReasonInvalidToken, p, "", err)
+		}
+		return Verified{}, err
+	}
+	c, err = s.d.Verifier.FillFromUserInfo(ctx, p, c, cfg.TokenSource(s.d.Verifier.ctx(ctx), tok))
+	if err != nil {
+		if errors.Is(err, ErrInvalidToken) {
+			return Verified{}, refuse(ReasonInvalidToken, p, "", err)
+		}
+		return Verified{}, err
+	}
+	return Verified{Provider: p, Claims: c, Return: pl.Return}, nil
+}
+
+func random() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func hash(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}

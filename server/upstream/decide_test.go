@@ -1,0 +1,174 @@
+package upstream_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-auth/portcullis/server/upstream"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// directory is an in-memory upstream.Directory.
+type directory struct {
+	users []store.User
+	links []store.FederatedIdentity
+	fail  error
+}
+
+func (d *directory) GetFederatedIdentity(_ context.Context, provider, subject string) (store.FederatedIdentity, error) {
+	if d.fail != nil {
+		return store.FederatedIdentity{}, d.fail
+	}
+	for _, l := range d.links {
+		if l.Provider == provider && l.Subject == subject {
+			return l, nil
+		}
+	}
+	return store.FederatedIdentity{}, store.ErrNotFound
+}
+
+func (d *directory) ListFederatedIdentities(_ context.Context, userID string) ([]store.FederatedIdentity, error) {
+	var out []store.FederatedIdentity
+	for _, l := range d.links {
+		if l.UserID == userID {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+func (d *directory) GetUser(_ context.Context, id string) (store.User, error) {
+	for _, u := range d.users {
+		if u.ID == id {
+			return u, nil
+		}
+	}
+	return store.User{}, store.ErrNotFound
+}
+
+func (d *directory) GetUserByEmail(_ context.Context, email string) (store.User, error) {
+	for _, u := range d.users {
+		if strings.EqualFold(u.Email, email) {
+			return u, nil
+		}
+	}
+	return store.User{}, store.ErrNotFound
+}
+
+func TestDecide(t *testing.T) {
+	ann := store.User{ID: "usr_ann", Email: "ann@example.com", Active: true, EmailVerified: true}
+	bob := store.User{ID: "usr_bob", Email: "bob@example.com", Active: true, EmailVerified: false}
+	cyd := store.User{ID: "usr_cyd", Email: "cyd@example.com", Active: false, EmailVerified: true}
+	dan := store.User{ID: "usr_dan", Email: "dan@corp.example", Active: true, EmailVerified: true}
+	eve := store.User{ID: "usr_eve", Email: "eve@example.com", Active: true, EmailVerified: true}
+	dir := &directory{
+		users: []store.User{ann, bob, cyd, dan, eve},
+		links: []store.FederatedIdentity{
+			{Provider: "google", Subject: "g-ann", UserID: ann.ID},
+			{Provider: "google", Subject: "g-cyd", UserID: cyd.ID},
+			{Provider: "corp", Subject: "c-dan-old", UserID: dan.ID},
+		},
+	}
+	google := &upstream.Provider{ID: "google", Link: upstream.LinkConfirm}
+	jit := &upstream.Provider{ID: "google", Link: upstream.LinkConfirm, JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
+	auto := &upstream.Provider{ID: "google", Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"example.com"}}
+	autoNoDomains := &upstream.Provider{ID: "google", Link: upstream.LinkVerifiedEmailAuto}
+	corp := &upstream.Provider{ID: "corp", Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"corp.example"}}
+	verified := func(sub, email string) upstream.Claims {
+		return upstream.Claims{Subject: sub, Email: email, EmailVerified: true}
+	}
+	unverified := func(sub, email string) upstream.Claims { return upstream.Claims{Subject: sub, Email: email} }
+	invite := &store.Invite{ID: "inv_1", Email: "New@Example.com", Role: "admin", Status: store.InvitePending}
+
+	for _, tc := range []struct {
+		name     string
+		in       upstream.Input
+		outcome  upstream.Outcome
+		userID   string
+		role     string
+		refusal  string
+		refuseID string
+	}{
+		{"ok/known_sub_logs_in", upstream.Input{Provider: google, Claims: verified("g-ann", "ann@example.com")}, upstream.OutcomeLogin, ann.ID, "", "", ""},
+		{"ok/known_sub_after_upstream_email_change", upstream.Input{Provider: google, Claims: unverified("g-ann", "someone-else@example.com")}, upstream.OutcomeLogin, ann.ID, "", "", ""},
+		{"ok/known_sub_without_email", upstream.Input{Provider: google, Claims: upstream.Claims{Subject: "g-ann"}}, upstream.OutcomeLogin, ann.ID, "", "", ""},
+		{"fail/known_sub_deactivated", upstream.Input{Provider: google, Claims: verified("g-cyd", "cyd@example.com")}, "", "", "", upstream.ReasonDeactivated, cyd.ID},
+		{"fail/same_sub_other_provider_is_unknown", upstream.Input{Provider: corp, Claims: verified("g-ann", "x@corp.example")}, "", "", "", upstream.ReasonNoAccount, ""},
+		{"ok/unknown_sub_verified_email_needs_confirmation", upstream.Input{Provider: google, Claims: verified("g-new", "EVE@example.com")}, upstream.OutcomeConfirm, eve.ID, "", "", ""},
+		{"fail/nOAuth_unverified_email_of_a_local_user_is_not_linked", upstream.Input{Provider: google, Claims: unverified("g-evil", "eve@example.com")}, "", "", "", upstream.ReasonEmailUnverified, ""},
+		{"fail/nOAuth_even_with_auto_link", upstream.Input{Provider: auto, Claims: unverified("g-evil", "ann@example.com")}, "", "", "", upstream.ReasonEmailUnverified, ""},
+		{"fail/unverified_email_even_with_jit", upstream.Input{Provider: jit, Claims: unverified("g-new", "new@example.com")}, "", "", "", upstream.ReasonEmailUnverified, ""},
+		{"fail/no_email", upstream.Input{Provider: jit, Claims: upstream.Claims{Subject: "g-new"}}, "", "", "", upstream.ReasonEmailUnverified, ""},
+		{"fail/local_email_unverified_never_linked", upstream.Input{Provider: auto, Claims: verified("g-bob", "bob@example.com")}, "", "", "", upstream.ReasonLocalEmailUnverified, bob.ID},
+		{"fail/local_email_unverified_not_even_confirmed", upstream.Input{Provider: google, Claims: verified("g-bob", "bob@example.com")}, "", "", "", upstream.ReasonLocalEmailUnverified, bob.ID},
+		{"fail/local_user_deactivated", upstream.Input{Provider: auto, Claims: verified("g-cyd2", "cyd@example.com")}, "", "", "", upstream.ReasonDeactivated, cyd.ID},
+		{"ok/auto_link_every_condition", upstream.Input{Provider: auto, Claims: verified("g-ann2", "eve@example.com")}, upstream.OutcomeAutoLink, eve.ID, "", "", ""},
+		{"ok/auto_link_without_allowed_domains_falls_back_to_confirm", upstream.Input{Provider: autoNoDomains, Claims: verified("g-ann2", "eve@example.com")}, upstream.OutcomeConfirm, eve.ID, "", "", ""},
+		{"fail/domain_outside_allowed_domains", upstream.Input{Provider: auto, Claims: verified("g-x", "x@other.example")}, "", "", "", upstream.ReasonDomainNotAllowed, ""},
+		{"fail/allowed_domains_need_a_verified_email", upstream.Input{Provider: auto, Claims: unverified("g-ann", "ann@example.com")}, "", "", "", upstream.ReasonEmailUnverified, ""},
+		{"fail/allowed_domains_apply_to_known_subs", upstream.Input{Provider: corp, Claims: verified("c-dan-old", "dan@elsewhere.example")}, "", "", "", upstream.ReasonDomainNotAllowed, ""},
+		{"fail/already_linked_at_provider", upstream.Input{Provider: corp, Claims: verified("c-dan-new", "dan@corp.example")}, "", "", "", upstream.ReasonAlreadyLinked, dan.ID},
+		{"fail/other_account_already_linked_gets_confirmation_not_login", upstream.Input{Provider: google, Claims: verified("g-evil", "ann@example.com")}, "", "", "", upstream.ReasonAlreadyLinked, ann.ID},
+		{"fail/jit_off", upstream.Input{Provider: google, Claims: verified("g-new", "new@example.com")}, "", "", "", upstream.ReasonNoAccount, ""},
+		{"ok/jit_on", upstream.Input{Provider: jit, Claims: verified("g-new", "new@example.com")}, upstream.OutcomeCreate, "", "user", "", ""},
+		{"ok/jit_never_for_an_existing_email", upstream.Input{Provider: jit, Claims: verified("g-new", "eve@example.com")}, upstream.OutcomeConfirm, eve.ID, "", "", ""},
+		{"ok/invite_for_the_verified_email", upstream.Input{Provider: google, Claims: verified("g-new", "new@example.com"), Invite: invite}, upstream.OutcomeAcceptInvite, "", "admin", "", ""},
+		{"fail/invite_for_another_email", upstream.Input{Provider: jit, Claims: verified("g-new", "other@example.com"), Invite: invite}, "", "", "", upstream.ReasonInviteMismatch, ""},
+		{"fail/invite_with_unverified_email", upstream.Input{Provider: google, Claims: unverified("g-new", "new@example.com"), Invite: invite}, "", "", "", upstream.ReasonEmailUnverified, ""},
+		{"fail/unknown_provider", upstream.Input{Claims: verified("g-ann", "ann@example.com")}, "", "", "", upstream.ReasonUnknownProvider, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := upstream.Decide(context.Background(), dir, tc.in)
+			if tc.refusal != "" {
+				var r *upstream.Refusal
+				if !errors.As(err, &r) || r.Reason != tc.refusal || r.UserID != tc.refuseID {
+					t.Fatalf("Decide = %+v, %v; want refusal %s (user %q)", d.Outcome, err, tc.refusal, tc.refuseID)
+				}
+				if strings.Contains(r.Error(), "@") {
+					t.Fatalf("refusal %q names an address", r.Error())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Decide: %v", err)
+			}
+			if d.Outcome != tc.outcome || d.User.ID != tc.userID || d.Role != tc.role {
+				t.Fatalf("Decide = %s user %q role %q; want %s user %q role %q", d.Outcome, d.User.ID, d.Role, tc.outcome, tc.userID, tc.role)
+			}
+		})
+	}
+	t.Run("fail/store_down_is_not_a_refusal", func(t *testing.T) {
+		down := &directory{fail: store.ErrUnavailable}
+		_, err := upstream.Decide(context.Background(), down, upstream.Input{Provider: google, Claims: verified("x", "x@example.com")})
+		var r *upstream.Refusal
+		if err == nil || errors.As(err, &r) || !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Decide = %v; want the store error", err)
+		}
+	})
+}
+
+func TestAMR(t *testing.T) {
+	trusted := &upstream.Provider{ID: "p", TrustMFA: true}
+	plain := &upstream.Provider{ID: "p"}
+	for _, tc := range []struct {
+		name string
+		p    *upstream.Provider
+		amr  []string
+		want []string
+	}{
+		{"ok/fed_alone", plain, nil, []string{"fed"}},
+		{"ok/upstream_mfa_ignored_without_trust", plain, []string{"pwd", "otp", "mfa"}, []string{"fed"}},
+		{"ok/upstream_mfa_counts_with_trust", trusted, []string{"pwd", "otp", "mfa"}, []string{"fed", "otp", "mfa"}},
+		{"ok/trusted_without_mfa_claim", trusted, []string{"pwd", "otp"}, []string{"fed"}},
+		{"ok/never_pwd", trusted, []string{"pwd", "mfa"}, []string{"fed", "mfa"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := upstream.AMR(tc.p, upstream.Claims{AMR: tc.amr}); !slices.Equal(got, tc.want) {
+				t.Fatalf("AMR = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,123 @@
+package upstream
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+var _ token.SubjectTokenHandler = (*Service)(nil)
+
+// maxIDTokenLen bounds a presented id token (real ones are a few KiB).
+const maxIDTokenLen = 16 << 10
+
+// ExchangeSubjectToken is the token-exchange handler of upstream id tokens
+// (subject_token_type urn:ietf:params:oauth:token-type:id_token): the
+// provider is the one whose issuer is the token's iss and whose client_id
+// is in its aud; the token is verified without a nonce (the front-end that
+// got it checked its own), then decided by the same linking core as the
+// browser path. A decision that needs confirmation is refused here (there
+// is no page to confirm on). Every refusal is audited (login.failed,
+// details.method upstream) and answered 400 invalid_request with the
+// reason; a provider that cannot be reached is 503.
+func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client, raw string, meta token.RequestMeta) (token.ExchangedSubject, error) {
+	m := Meta{IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID}
+	user, p, c, err := s.exchange(ctx, raw, m)
+	if err != nil {
+		pid := ""
+		if p != nil {
+			pid = p.ID
+		}
+		return token.ExchangedSubject{}, exchangeError(s.RecordRefusal(ctx, m, pid, err))
+	}
+	return token.ExchangedSubject{User: user, AMR: AMR(p, c), Details: map[string]string{"method": "upstream", "provider": p.ID}}, nil
+}
+
+func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User, *Provider, Claims, error) {
+	iss, aud, ok := peekIssuerAudience(raw)
+	if !ok {
+		return store.User{}, nil, Claims{}, refuse(ReasonInvalidToken, nil, "", errors.New("not a JWT with iss and aud"))
+	}
+	p, ok := s.d.Providers.ForToken(iss, aud)
+	if !ok {
+		return store.User{}, nil, Claims{}, refuse(ReasonUnknownProvider, nil, "", nil)
+	}
+	c, err := s.d.Verifier.VerifyIDToken(ctx, p, raw, "")
+	if err != nil {
+		if errors.Is(err, ErrInvalidToken) {
+			return store.User{}, p, c, refuse(ReasonInvalidToken, p, "", err)
+		}
+		return store.User{}, p, c, err
+	}
+	u, d, err := s.signIn(ctx, Input{Provider: p, Claims: c}, m)
+	if errors.Is(err, ErrNeedsConfirmation) {
+		// No page to confirm on: refused.
+		return store.User{}, p, c, refuse(ReasonNeedsConfirmation, p, d.User.ID, nil)
+	}
+	if err != nil {
+		return u, p, c, err
+	}
+	// No page for a second factor either: a user who owes one is refused.
+	owes, err := s.NeedsSecondFactor(ctx, u, AMR(p, c))
+	if err != nil {
+		return store.User{}, p, c, err
+	}
+	if owes {
+		return store.User{}, p, c, refuse(ReasonSecondFactor, p, u.ID, nil)
+	}
+	return u, p, c, nil
+}
+
+// exchangeError answers a refused exchange: 400 invalid_request saying why
+// (RFC 8693 §2.2.2), 503 when the provider or the store could not be
+// reached.
+func exchangeError(err error) error {
+	var r *Refusal
+	var ae *apierr.Error
+	switch {
+	case errors.As(err, &r):
+		return apierr.ErrInvalidRequest.WithDescription("%s", r.Description()).WithCause(err)
+	case errors.Is(err, ErrUnavailable):
+		return apierr.ErrTemporarilyUnavailable.WithDescription("The identity provider could not be reached. Try again shortly.").WithCause(err)
+	case errors.As(err, &ae):
+		return err
+	}
+	return apierr.ErrTemporarilyUnavailable.WithCause(err)
+}
+
+// peekIssuerAudience reads iss and aud from a JWT's payload without
+// verifying it, only to choose the provider whose keys then verify it.
+func peekIssuerAudience(raw string) (string, []string, bool) {
+	if len(raw) > maxIDTokenLen {
+		return "", nil, false
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return "", nil, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", nil, false
+	}
+	var c struct {
+		Iss string          `json:"iss"`
+		Aud json.RawMessage `json:"aud"`
+	}
+	if json.Unmarshal(payload, &c) != nil || c.Iss == "" {
+		return "", nil, false
+	}
+	var aud []string
+	var one string
+	if json.Unmarshal(c.Aud, &one) == nil {
+		aud = []string{one}
+	} else if json.Unmarshal(c.Aud, &aud) != nil {
+		return "", nil, false
+	}
+	return c.Iss, aud, len(aud) > 0
+}

@@ -1,0 +1,270 @@
+package upstream
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+
+	"github.com/portcullis-auth/portcullis/server/redirecturi"
+)
+
+// Claims is what Portcullis takes from a verified upstream id token (and,
+// for email, the provider's userinfo for the same sub).
+type Claims struct {
+	// Provider is the id of the provider that issued the token.
+	Provider string `json:"provider"`
+	Subject  string `json:"sub"`
+	Email    string `json:"email,omitempty"`
+	// EmailVerified is true only when the provider said so (a missing
+	// claim is false).
+	EmailVerified bool   `json:"email_verified,omitempty"`
+	Name          string `json:"name,omitempty"`
+	// AMR is the provider's own amr claim, as sent.
+	AMR []string `json:"amr,omitempty"`
+	// AuthTime is the provider's auth_time, zero when absent.
+	AuthTime time.Time `json:"auth_time,omitzero"`
+}
+
+// Verifier verifies upstream id tokens with go-oidc: issuer, audience (the
+// provider's client_id), expiry, signature with a key of the provider's
+// JWKS, and an algorithm the provider's discovery document publishes. The
+// nonce is the caller's to require (VerifyIDToken's nonce).
+type Verifier struct {
+	client *http.Client
+	now    func() time.Time
+
+	mu      sync.Mutex
+	remotes map[string]*remote // by provider id
+}
+
+// remote is a provider's discovered endpoints and verifier.
+type remote struct {
+	oidc     *oidc.Provider
+	verifier *oidc.IDTokenVerifier
+}
+
+// NewVerifier returns a Verifier using client for every request to
+// providers (nil: a client with a 10 s timeout that follows only https or
+// loopback redirects) and now as the clock (nil: time.Now).
+func NewVerifier(client *http.Client, now func() time.Time) *Verifier {
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("stopped after 5 redirects")
+			}
+			return checkEndpoint(req.URL.String())
+		}}
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Verifier{client: client, now: now, remotes: map[string]*remote{}}
+}
+
+// ErrUnavailable wraps a failure to reach a provider (discovery, keys,
+// token or userinfo endpoint): the sign-in fails closed, as a temporary
+// problem rather than a bad token.
+var ErrUnavailable = errors.New("upstream: the identity provider could not be reached")
+
+// ErrInvalidToken wraps every reason an id token is refused.
+var ErrInvalidToken = errors.New("upstream: invalid id token")
+
+// ctx gives go-oidc and oauth2 the Verifier's HTTP client.
+func (v *Verifier) ctx(ctx context.Context) context.Context {
+	ctx = oidc.ClientContext(ctx, v.client)
+	return context.WithValue(ctx, oauth2.HTTPClient, v.client)
+}
+
+// discover returns the provider's discovered configuration, fetching it on
+// first use (a failure is retried on the next use). The discovery
+// document's issuer must equal the configured one (go-oidc), and its
+// endpoints must be https (or http on a loopback IP).
+func (v *Verifier) discover(ctx context.Context, p *Provider) (*remote, error) {
+	v.mu.Lock()
+	r, ok := v.remotes[p.ID]
+	v.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	// The keys are fetched later with whatever context Verify gets; the
+	// provider keeps the HTTP client, not this request's context.
+	op, err := oidc.NewProvider(v.ctx(context.WithoutCancel(ctx)), p.Issuer)
+	if err != nil {
+		var mismatch *oidc.IssuerMismatchError
+		if errors.As(err, &mismatch) {
+			return nil, fmt.Errorf("%w: provider %q: discovery names another issuer", ErrUnavailable, p.ID)
+		}
+		return nil, fmt.Errorf("%w: provider %q: discovery: %v", ErrUnavailable, p.ID, err)
+	}
+	var meta struct {
+		JWKS     string `json:"jwks_uri"`
+		UserInfo string `json:"userinfo_endpoint"`
+	}
+	if err := op.Claims(&meta); err != nil {
+		return nil, fmt.Errorf("%w: provider %q: discovery: %v", ErrUnavailable, p.ID, err)
+	}
+	for _, u := range []string{op.Endpoint().AuthURL, op.Endpoint().TokenURL, meta.JWKS, meta.UserInfo} {
+		if u == "" {
+			continue
+		}
+		if err := checkEndpoint(u); err != nil {
+			return nil, fmt.Errorf("%w: provider %q: discovery: %v", ErrUnavailable, p.ID, err)
+		}
+	}
+	r = &remote{oidc: op, verifier: op.Verifier(&oidc.Config{ClientID: p.ClientID, Now: v.now})}
+	v.mu.Lock()
+	v.remotes[p.ID] = r
+	v.mu.Unlock()
+	return r, nil
+}
+
+// checkEndpoint accepts https URLs and http on loopback IP literals.
+func checkEndpoint(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	}
+	if u.Scheme == "https" || (u.Scheme == "http" && redirecturi.IsLoopbackIP(u.Hostname())) {
+		return nil
+	}
+	return fmt.Errorf("%q is not https", raw)
+}
+
+// rawClaims are the id token claims read beside go-oidc's.
+type rawClaims struct {
+	Email         string          `json:"email"`
+	EmailVerified json.RawMessage `json:"email_verified"`
+	Name          string          `json:"name"`
+	AMR           []string        `json:"amr"`
+	AuthTime      json.Number     `json:"auth_time"`
+	AZP           string          `json:"azp"`
+}
+
+// headerType is the JWS header's typ, lower case without an
+// "application/" prefix; "" when absent or unreadable.
+func headerType(raw string) string {
+	head, _, ok := strings.Cut(raw, ".")
+	if !ok {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return ""
+	}
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	if json.Unmarshal(b, &h) != nil {
+		return ""
+	}
+	return strings.TrimPrefix(strings.ToLower(h.Typ), "application/")
+}
+
+// verifiedTrue reads email_verified: JSON true, or the string "true" some
+// providers send; anything else (false, missing, garbage) is false.
+func verifiedTrue(raw json.RawMessage) bool {
+	var b bool
+	if json.Unmarshal(raw, &b) == nil {
+		return b
+	}
+	var s string
+	return json.Unmarshal(raw, &s) == nil && s == "true"
+}
+
+// VerifyIDToken verifies raw as an id token of p and returns its claims.
+// nonce, when not empty, must equal the token's nonce (the browser path);
+// the token-exchange path passes "". A refused token is an error wrapping
+// ErrInvalidToken; a provider that cannot be reached one wrapping
+// ErrUnavailable.
+func (v *Verifier) VerifyIDToken(ctx context.Context, p *Provider, raw, nonce string) (Claims, error) {
+	if typ := headerType(raw); typ != "" && typ != "jwt" {
+		// An RFC 9068 access token (at+jwt), a logout token (logout+jwt)…
+		// is never an id token, whatever its aud says (RFC 8725 §3.11).
+		return Claims{}, fmt.Errorf("%w: a %q token is not an id token", ErrInvalidToken, typ)
+	}
+	r, err := v.discover(ctx, p)
+	if err != nil {
+		return Claims{}, err
+	}
+	tok, err := r.verifier.Verify(v.ctx(ctx), raw)
+	if err != nil {
+		var expired *oidc.TokenExpiredError
+		if errors.As(err, &expired) {
+			return Claims{}, fmt.Errorf("%w: expired", ErrInvalidToken)
+		}
+		return Claims{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	if nonce != "" && subtle.ConstantTimeCompare([]byte(tok.Nonce), []byte(nonce)) != 1 {
+		return Claims{}, fmt.Errorf("%w: the nonce does not match", ErrInvalidToken)
+	}
+	if tok.Subject == "" || len(tok.Subject) > 255 {
+		return Claims{}, fmt.Errorf("%w: no usable sub", ErrInvalidToken)
+	}
+	var rc rawClaims
+	if err := tok.Claims(&rc); err != nil {
+		return Claims{}, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
+	}
+	// OIDC Core §3.1.3.7 (4, 5): with several audiences, an azp that names
+	// another client means the token was issued to that client.
+	if len(tok.Audience) > 1 && rc.AZP != "" && rc.AZP != p.ClientID {
+		return Claims{}, fmt.Errorf("%w: issued to another client (azp)", ErrInvalidToken)
+	}
+	c := Claims{Provider: p.ID, Subject: tok.Subject, Email: rc.Email, EmailVerified: rc.Email != "" && verifiedTrue(rc.EmailVerified),
+		Name: rc.Name, AMR: rc.AMR}
+	if at, err := rc.AuthTime.Int64(); err == nil && at > 0 {
+		c.AuthTime = time.Unix(at, 0).UTC()
+	}
+	return c, nil
+}
+
+// FillFromUserInfo completes c's email from the provider's userinfo
+// endpoint when the id token had none: only a userinfo answer for the same
+// sub counts (OIDC Core §5.3.2). Without a userinfo endpoint c is returned
+// unchanged.
+func (v *Verifier) FillFromUserInfo(ctx context.Context, p *Provider, c Claims, ts oauth2.TokenSource) (Claims, error) {
+	if c.Email != "" {
+		return c, nil
+	}
+	r, err := v.discover(ctx, p)
+	if err != nil {
+		return c, err
+	}
+	if r.oidc.UserInfoEndpoint() == "" {
+		return c, nil
+	}
+	ui, err := r.oidc.UserInfo(v.ctx(ctx), ts)
+	if err != nil {
+		return c, fmt.Errorf("%w: provider %q: userinfo: %v", ErrUnavailable, p.ID, err)
+	}
+	if ui.Subject != c.Subject {
+		return c, fmt.Errorf("%w: userinfo is about another sub", ErrInvalidToken)
+	}
+	var extra struct {
+		EmailVerified json.RawMessage `json:"email_verified"`
+	}
+	_ = ui.Claims(&extra)
+	c.Email, c.EmailVerified = ui.Email, ui.Email != "" && verifiedTrue(extra.EmailVerified)
+	return c, nil
+}
+
+// oauth2Config is the provider's code flow client configuration.
+func (v *Verifier) oauth2Config(ctx context.Context, p *Provider, redirectURL string) (*oauth2.Config, error) {
+	r, err := v.discover(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return &oauth2.Config{ClientID: p.ClientID, ClientSecret: p.ClientSecret.Reveal(), Endpoint: r.oidc.Endpoint(),
+		RedirectURL: redirectURL, Scopes: slices.Clone(p.Scopes)}, nil
+}

@@ -1,0 +1,602 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/clients"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/server/upstream"
+	"github.com/portcullis-auth/portcullis/server/upstream/upstreamtest"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// idpEnv is a deployment with upstream identity providers: "corp" (the
+// test provider op: verified_email_auto, just-in-time creation with the
+// role user, allowed_domains example.com, trust_mfa) and "plain" (op2:
+// link by confirmation, no JIT, no domain restriction).
+type idpEnv struct {
+	*acctEnv
+	op, op2 *upstreamtest.Provider
+	root    string // a super_admin's token (issuer audience)
+}
+
+func newIDPEnv(t *testing.T, backend st.Backend) *idpEnv {
+	t.Helper()
+	op, op2 := upstreamtest.New(t), upstreamtest.New(t)
+	file := filepath.Join(t.TempDir(), "providers.yaml")
+	yaml := "providers:\n" +
+		op.ProviderYAML("corp", "    link: verified_email_auto", "    allowed_domains: [example.com]",
+			"    jit: {enabled: true, default_role: user}", "    trust_mfa: true") +
+		op2.ProviderYAML("plain")
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := newAcctEnvOn(t, backend, map[string]string{"PORTCULLIS_IDENTITY_PROVIDERS_FILE": file})
+	return &idpEnv{acctEnv: a, op: op, op2: op2, root: a.login(t, rootEmail, rootPass).AccessToken}
+}
+
+func exchangeForm(idToken string) url.Values {
+	return url.Values{"grant_type": {token.GrantTokenExchange}, "client_id": {"portcullis"},
+		"subject_token": {idToken}, "subject_token_type": {token.TokenTypeIDToken}, "scope": {"openid"}}
+}
+
+// exchange runs the token exchange through the built-in client.
+func (e *idpEnv) exchange(t *testing.T, idToken string) *st.Response {
+	t.Helper()
+	return e.c.PostForm("/oauth2/token", exchangeForm(idToken))
+}
+
+// lastAudit returns the newest audit event with the action.
+func (e *idpEnv) lastAudit(t *testing.T, action string) store.AuditEvent {
+	t.Helper()
+	page, err := e.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: action, Limit: 1})
+	if err != nil || len(page.Items) == 0 {
+		t.Fatalf("no %s event: %v", action, err)
+	}
+	return page.Items[0]
+}
+
+func (e *idpEnv) identities(t *testing.T, userID string) []map[string]any {
+	t.Helper()
+	var list struct {
+		Items []map[string]any `json:"items"`
+	}
+	e.c.Get("/admin/users/"+userID+"/identities", st.Bearer(e.root)).ExpectStatus(200).JSON(&list)
+	return list.Items
+}
+
+// refused checks a 400 invalid_request and the login.failed event with
+// details.method upstream and the reason.
+func (e *idpEnv) refused(t *testing.T, r *st.Response, reason string) {
+	t.Helper()
+	r.ExpectError(http.StatusBadRequest, "invalid_request")
+	ev := e.lastAudit(t, "login.failed")
+	if ev.Details["method"] != "upstream" || ev.Details["reason"] != reason || time.Since(ev.Time) > time.Minute {
+		t.Fatalf("login.failed = %+v, want method upstream, reason %s", ev, reason)
+	}
+}
+
+// TestUpstreamTokenExchange runs the token-exchange path of upstream id
+// tokens end to end, on PostgreSQL+Redis and on SQLite: just-in-time
+// creation, returning by sub after the upstream email changes,
+// verified_email_auto linking, and every hostile case refused with
+// invalid_request and an audit event.
+func TestUpstreamTokenExchange(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			op := e.op
+			verified := upstreamtest.Bool(true)
+
+			// Discovery lists the grant.
+			var meta map[string]any
+			e.c.Get("/.well-known/openid-configuration").ExpectStatus(200).JSON(&meta)
+			if !slices.Contains(claimStrings(t, meta, "grant_types_supported"), token.GrantTokenExchange) {
+				t.Fatalf("discovery does not list token exchange: %v", meta["grant_types_supported"])
+			}
+
+			// Just-in-time creation: a new verified address of an allowed domain.
+			jitRaw := op.IDToken(t, upstreamtest.Token{Subject: "sub-new", Email: "new@example.com",
+				EmailVerified: verified, AMR: []string{"pwd", "mfa"}})
+			resp := e.exchange(t, jitRaw)
+			tr := resp.Token()
+			var raw map[string]any
+			resp.JSON(&raw)
+			if raw["issued_token_type"] != token.TokenTypeAccessToken || tr.RefreshToken == "" || tr.IDToken == "" {
+				t.Fatalf("exchange answer = %s", resp.Body)
+			}
+			at := decodeClaims(t, tr.AccessToken)
+			newID, _ := at["sub"].(string)
+			if !slices.Equal(claimStrings(t, decodeClaims(t, tr.IDToken), "amr"), []string{"fed", "mfa"}) {
+				t.Fatalf("amr = %v, want fed and the trusted upstream mfa", decodeClaims(t, tr.IDToken)["amr"])
+			}
+			// A refresh keeps the federated login's amr.
+			rf := st.RefreshForm(tr.RefreshToken)
+			rf.Set("client_id", "portcullis")
+			refreshed := e.c.PostForm("/oauth2/token", rf).Token()
+			if amr := claimStrings(t, decodeClaims(t, refreshed.IDToken), "amr"); !slices.Equal(amr, []string{"fed", "mfa"}) {
+				t.Fatalf("amr after refresh = %v", amr)
+			}
+			if acr := decodeClaims(t, refreshed.AccessToken)["acr"]; acr != "mfa" {
+				t.Fatalf("acr after refresh = %v", acr)
+			}
+			u, err := e.in.App.Core.Store.GetUser(context.Background(), newID)
+			if err != nil || u.Email != "new@example.com" || !u.EmailVerified || u.PasswordHash != "" || !slices.Equal(u.Roles, []string{"user"}) {
+				t.Fatalf("created user = %+v, %v", u, err)
+			}
+			if ev := e.lastAudit(t, "user.jit_created"); ev.TargetID != newID || ev.Details["provider"] != "corp" {
+				t.Fatalf("user.jit_created = %+v", ev)
+			}
+			ids := e.identities(t, newID)
+			if len(ids) != 1 || ids[0]["provider"] != "corp" || ids[0]["subject"] != "sub-new" || ids[0]["email"] != "new@example.com" {
+				t.Fatalf("identities = %v", ids)
+			}
+			// The JIT user has no password: the password grant refuses any.
+			e.c.PostForm("/oauth2/token", st.PasswordForm("new@example.com", "anything at all", ""), st.Basic("web", e.webSecret)).
+				ExpectError(http.StatusBadRequest, "invalid_grant")
+
+			// Returning by sub after the upstream email changed: the same user.
+			tr = e.exchange(t, op.IDToken(t, upstreamtest.Token{Subject: "sub-new", Email: "renamed@example.com", EmailVerified: verified})).Token()
+			if decodeClaims(t, tr.AccessToken)["sub"] != newID {
+				t.Fatal("a returning user was not found by sub")
+			}
+
+			// verified_email_auto: a local verified account of an allowed domain.
+			eve := e.fx.User(t, "eve@example.com", "eve's long passphrase", "user")
+			tr = e.exchange(t, op.IDToken(t, upstreamtest.Token{Subject: "sub-eve", Email: "Eve@Example.com", EmailVerified: verified})).Token()
+			if decodeClaims(t, tr.AccessToken)["sub"] != eve.ID {
+				t.Fatal("verified_email_auto did not sign in the local account")
+			}
+			if ev := e.lastAudit(t, "identity.linked"); ev.TargetID != eve.ID || ev.Details["via"] != "auto" {
+				t.Fatalf("identity.linked = %+v", ev)
+			}
+
+			// Hostile cases, each refused and audited.
+			victim := e.fx.User(t, "victim@example.com", "victim's long passphrase", "admin")
+			unverifiedLocal := e.fx.User(t, "unverified@example.com", "unverified passphrase", "user")
+			if _, err := e.in.App.Core.Store.UpdateUser(context.Background(), unverifiedLocal.ID, func(u *store.User) error {
+				u.EmailVerified = false
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			gone := e.fx.User(t, "gone@example.com", "deactivated passphrase", "user")
+			if _, err := e.in.App.Core.Store.UpdateUser(context.Background(), gone.ID, func(u *store.User) error {
+				u.Active = false
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			good := upstreamtest.Token{Subject: "sub-x", Email: "x@example.com", EmailVerified: verified}
+			with := func(f func(*upstreamtest.Token)) upstreamtest.Token { tok := good; f(&tok); return tok }
+			for _, tc := range []struct {
+				name   string
+				raw    string
+				reason string
+			}{
+				{"wrong_iss", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Issuer = "https://evil.example" })), "unknown_provider"},
+				{"wrong_aud", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Audience = []string{"another-app"} })), "unknown_provider"},
+				{"another_providers_client", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Audience = []string{e.op2.ClientID} })), "unknown_provider"},
+				{"expired", op.IDToken(t, with(func(tk *upstreamtest.Token) {
+					tk.IssuedAt, tk.Expiry = time.Now().Add(-time.Hour), time.Now().Add(-time.Minute)
+				})), "invalid_token"},
+				{"alg_none", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Alg = "none" })), "invalid_token"},
+				{"key_not_in_jwks", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.UnknownKey = true })), "invalid_token"},
+				{"email_verified_false", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.EmailVerified = upstreamtest.Bool(false) })), "email_unverified"},
+				{"email_verified_missing", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.EmailVerified = nil })), "email_unverified"},
+				{"nOAuth_email_changed_to_a_local_users", op.IDToken(t, upstreamtest.Token{Subject: "sub-attacker", Email: "victim@example.com"}), "email_unverified"},
+				{"local_email_unverified_never_linked", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "unverified@example.com" })), "local_email_unverified"},
+				{"deactivated_local_user", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "gone@example.com" })), "deactivated"},
+				{"domain_outside_allowed_domains", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "x@elsewhere.example" })), "domain_not_allowed"},
+				{"not_a_jwt", "garbage", "invalid_token"},
+				// plain: confirmation needed (no page to confirm on), JIT off.
+				{"confirmation_needed", e.op2.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "victim@example.com" })), "confirmation_required"},
+				{"jit_off", e.op2.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "nobody@example.org" })), "jit_disabled"},
+			} {
+				t.Log(tc.name)
+				e.refused(t, e.exchange(t, tc.raw), tc.reason)
+			}
+			if ids := e.identities(t, victim.ID); len(ids) != 0 {
+				t.Fatalf("the victim's account was linked: %v", ids)
+			}
+			if ids := e.identities(t, unverifiedLocal.ID); len(ids) != 0 {
+				t.Fatalf("an unverified local account was linked: %v", ids)
+			}
+
+			// A deactivated user found by sub is refused too.
+			if _, err := e.in.App.Core.Store.UpdateUser(context.Background(), newID, func(u *store.User) error {
+				u.Active = false
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			e.refused(t, e.exchange(t, op.IDToken(t, upstreamtest.Token{Subject: "sub-new", Email: "new@example.com", EmailVerified: verified})), "deactivated")
+
+			// A client whose grants do not list token exchange may not use it.
+			form := exchangeForm(op.IDToken(t, good))
+			form.Del("client_id")
+			e.c.PostForm("/oauth2/token", form, st.Basic("web", e.webSecret)).ExpectError(http.StatusBadRequest, "unauthorized_client")
+			// Shapes: unknown subject_token_type, delegation, audience.
+			form = exchangeForm(op.IDToken(t, good))
+			form.Set("subject_token_type", "urn:ietf:params:oauth:token-type:saml2")
+			e.c.PostForm("/oauth2/token", form).ExpectError(http.StatusBadRequest, "invalid_request")
+			form = exchangeForm(op.IDToken(t, good))
+			form.Set("actor_token", "x")
+			e.c.PostForm("/oauth2/token", form).ExpectError(http.StatusBadRequest, "invalid_request")
+			form = exchangeForm(op.IDToken(t, good))
+			form.Set("audience", "api")
+			e.c.PostForm("/oauth2/token", form).ExpectError(http.StatusBadRequest, "invalid_target")
+			form = exchangeForm(op.IDToken(t, good))
+			form.Del("subject_token")
+			e.c.PostForm("/oauth2/token", form).ExpectError(http.StatusBadRequest, "invalid_request")
+
+			// Neither the client secrets nor an exchanged id token reach the
+			// log (a refused exchange logs at warn, which the harness keeps).
+			logs := e.in.Logs.String()
+			for _, secret := range []string{op.ClientSecret, e.op2.ClientSecret, strings.Split(jitRaw, ".")[1], strings.Split(jitRaw, ".")[2]} {
+				if strings.Contains(logs, secret) {
+					t.Fatalf("the log holds a secret or token: %q", secret)
+				}
+			}
+		})
+	}
+}
+
+// TestUpstreamTokenExchangeConfidentialClient: a confidential client whose
+// grants list token exchange may exchange; without trust_mfa the upstream
+// mfa does not count.
+func TestUpstreamTokenExchangeConfidentialClient(t *testing.T) {
+	e := newIDPEnv(t, st.SQLite)
+	secret := e.fx.Client(t, clients.Spec{ID: "front", Name: "Front", Grants: []string{token.GrantTokenExchange}})
+	ann := e.fx.User(t, "ann@example.org", "ann's long passphrase", "user")
+	if err := e.in.App.Core.Store.LinkFederatedIdentity(context.Background(), &store.FederatedIdentity{Provider: "plain", Subject: "sub-ann", UserID: ann.ID}); err != nil {
+		t.Fatal(err)
+	}
+	form := exchangeForm(e.op2.IDToken(t, upstreamtest.Token{Subject: "sub-ann", AMR: []string{"mfa"}}))
+	form.Del("client_id")
+	tr := e.c.PostForm("/oauth2/token", form, st.Basic("front", secret)).Token()
+	at := decodeClaims(t, tr.AccessToken)
+	if at["sub"] != ann.ID || tr.RefreshToken != "" {
+		t.Fatalf("access token %v, refresh %q", at, tr.RefreshToken)
+	}
+	if amr := claimStrings(t, decodeClaims(t, tr.IDToken), "amr"); !slices.Equal(amr, []string{"fed"}) {
+		t.Fatalf("amr = %v: the upstream mfa counted without trust_mfa", amr)
+	}
+	ev := e.lastAudit(t, "login.succeeded")
+	if ev.Details["method"] != "upstream" || ev.Details["provider"] != "plain" || ev.ClientID != "front" {
+		t.Fatalf("login.succeeded = %+v", ev)
+	}
+}
+
+// TestAdminUserIdentities: listing needs users:read; unlinking needs
+// users:write and the privilege ceiling (an admin cannot unlink a
+// super_admin's identity), is audited, and the upstream account no longer
+// signs in as that user.
+func TestAdminUserIdentities(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			ctx := context.Background()
+			boss := e.fx.User(t, "boss@example.org", "boss's long passphrase", "super_admin")
+			ann := e.fx.User(t, "ann@example.org", "ann's long passphrase", "user")
+			e.fx.User(t, "adm@example.org", "admin's long passphrase", "admin")
+			for _, l := range []store.FederatedIdentity{{Provider: "plain", Subject: "sub-boss", UserID: boss.ID, Email: "boss@upstream.example"},
+				{Provider: "plain", Subject: "sub-ann", UserID: ann.ID}} {
+				if err := e.in.App.Core.Store.LinkFederatedIdentity(ctx, &l); err != nil {
+					t.Fatal(err)
+				}
+			}
+			adm := e.login(t, "adm@example.org", "admin's long passphrase").AccessToken
+			user := e.login(t, "ann@example.org", "ann's long passphrase").AccessToken
+
+			ids := e.identities(t, boss.ID)
+			if len(ids) != 1 || ids[0]["subject"] != "sub-boss" || ids[0]["email"] != "boss@upstream.example" || ids[0]["linked_at"] == "" {
+				t.Fatalf("identities = %v", ids)
+			}
+			e.c.Get("/admin/users/"+boss.ID+"/identities", st.Bearer(user)).ExpectError(http.StatusForbidden, "insufficient_scope")
+			e.c.Get("/admin/users/usr_nobody/identities", st.Bearer(e.root)).ExpectError(http.StatusNotFound, "not_found")
+
+			// The ceiling: an admin may not unlink a super_admin's identity.
+			e.c.Delete("/admin/users/"+boss.ID+"/identities/plain", st.Bearer(adm)).ExpectError(http.StatusForbidden, "forbidden")
+			e.c.Delete("/admin/users/"+boss.ID+"/identities/plain", st.Bearer(user)).ExpectError(http.StatusForbidden, "insufficient_scope")
+			if len(e.identities(t, boss.ID)) != 1 {
+				t.Fatal("a refused unlink removed the identity")
+			}
+			e.c.Delete("/admin/users/"+ann.ID+"/identities/corp", st.Bearer(adm)).ExpectError(http.StatusNotFound, "not_found")
+
+			// Signing in through the link works, then not after unlinking.
+			e.exchange(t, e.op2.IDToken(t, upstreamtest.Token{Subject: "sub-ann"})).Token()
+			e.c.Delete("/admin/users/"+ann.ID+"/identities/plain", st.Bearer(adm)).ExpectStatus(http.StatusNoContent)
+			ev := e.lastAudit(t, "identity.unlinked")
+			if ev.TargetID != ann.ID || ev.Details["provider"] != "plain" || ev.Details["subject"] != "sub-ann" || ev.ActorID == "" {
+				t.Fatalf("identity.unlinked = %+v", ev)
+			}
+			if len(e.identities(t, ann.ID)) != 0 {
+				t.Fatal("the identity is still listed")
+			}
+			e.refused(t, e.exchange(t, e.op2.IDToken(t, upstreamtest.Token{Subject: "sub-ann"})), "email_unverified")
+			// Deleting the user removes their identities.
+			if err := e.in.App.Core.Store.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "corp", Subject: "sub-ann2", UserID: ann.ID}); err != nil {
+				t.Fatal(err)
+			}
+			e.c.Delete("/admin/users/"+ann.ID, st.Bearer(adm)).ExpectStatus(http.StatusNoContent)
+			if _, err := e.in.App.Core.Store.GetFederatedIdentity(ctx, "corp", "sub-ann2"); err == nil {
+				t.Fatal("the deleted user's identity remains")
+			}
+		})
+	}
+}
+
+// TestUpstreamProvidersFileRefusedAtStart: a bad providers file stops the
+// server with located errors and never shows the secret.
+func TestUpstreamProvidersFileRefusedAtStart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "providers.yaml")
+	body := "providers:\n  - id: Bad Id\n    name: X\n    issuer: http://idp.example.com\n    client_id: c\n    client_secret: hunter2-upstream-secret\n    color: blue\n"
+	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := st.NewEnv(t, st.SQLite)
+	env["PORTCULLIS_IDENTITY_PROVIDERS_FILE"] = file
+	_, stderr, code := st.RunCLI(t, env, "", "serve")
+	if code == 0 {
+		t.Fatal("serve started with a bad providers file")
+	}
+	for _, want := range []string{"PORTCULLIS_IDENTITY_PROVIDERS_FILE", "providers.yaml:2:9", "providers.yaml:4:13", "providers.yaml:7:5"} {
+		if !strings.Contains(stderr, want) {
+			t.Fatalf("stderr does not name %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "hunter2-upstream-secret") {
+		t.Fatalf("stderr shows the client secret:\n%s", stderr)
+	}
+}
+
+// TestUpstreamTokenExchangeConcurrentFirstSignIn: the same new upstream
+// account exchanged by many requests at once creates one account; every
+// request signs in to it (the losers of the creation race find the link).
+func TestUpstreamTokenExchangeConcurrentFirstSignIn(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			raw := e.op.IDToken(t, upstreamtest.Token{Subject: "sub-race", Email: "race@example.com", EmailVerified: upstreamtest.Bool(true)})
+			const n = 8
+			subs := make([]string, n)
+			codes := make([]int, n)
+			var start, done sync.WaitGroup
+			start.Add(1)
+			for i := range n {
+				done.Add(1)
+				go func() {
+					defer done.Done()
+					start.Wait()
+					resp, err := http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raw))
+					if err != nil {
+						return
+					}
+					defer resp.Body.Close()
+					codes[i] = resp.StatusCode
+					var tr st.TokenResponse
+					body, _ := io.ReadAll(resp.Body)
+					if resp.StatusCode != http.StatusOK {
+						t.Logf("racer %d: %s", i, body)
+					}
+					if json.Unmarshal(body, &tr) == nil && tr.AccessToken != "" {
+						subs[i], _ = decodeClaims(t, tr.AccessToken)["sub"].(string)
+					}
+				}()
+			}
+			start.Done()
+			done.Wait()
+			for i := range n {
+				if codes[i] != http.StatusOK || subs[i] == "" || subs[i] != subs[0] {
+					t.Fatalf("racer %d: status %d sub %q (racer 0: %q)", i, codes[i], subs[i], subs[0])
+				}
+			}
+			page, err := e.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: "user.jit_created", Limit: 50})
+			if err != nil || len(page.Items) != 1 {
+				t.Fatalf("user.jit_created events = %d, %v; want exactly one", len(page.Items), err)
+			}
+		})
+	}
+}
+
+// browseTestProvider follows a Begin URL at the test provider and returns
+// its redirect's query (the provider signs in whoever NextLogin names).
+func browseTestProvider(t *testing.T, authURL string) url.Values {
+	t.Helper()
+	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := hc.Get(authURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("test provider answered %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	return loc.Query()
+}
+
+// TestUpstreamInviteAcceptance: an invite is accepted by signing in at a
+// provider whose verified email is the invite's (through the browser core,
+// on both backends): the invited account is created with the invite's role,
+// no password, linked; another address, an unverified one and a used invite
+// are refused, and nothing is created for them.
+func TestUpstreamInviteAcceptance(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			svc := e.in.App.Upstream
+			ctx := context.Background()
+			m := upstream.Meta{IP: "192.0.2.20", ClientID: "portcullis"}
+			signIn := func(tok upstreamtest.Token) upstream.Verified {
+				t.Helper()
+				e.op2.NextLogin(tok)
+				u, err := svc.Begin(ctx, "plain", siCallback, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				v, err := svc.Callback(ctx, "plain", browseTestProvider(t, u), m)
+				if err != nil {
+					t.Fatalf("Callback: %v", err)
+				}
+				return v
+			}
+			inviteTok := e.invite(t, e.root, "invited@example.org", "admin")
+
+			// Another address, and the invited address unverified: refused.
+			_, _, err := svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-other", Email: "other@example.org", EmailVerified: upstreamtest.Bool(true)}), inviteTok, m)
+			if r := (*upstream.Refusal)(nil); !errors.As(err, &r) || r.Reason != upstream.ReasonInviteMismatch {
+				t.Fatalf("another address: %v", err)
+			}
+			if ev := e.lastAudit(t, "login.failed"); ev.Details["method"] != "upstream" || ev.Details["reason"] != upstream.ReasonInviteMismatch {
+				t.Fatalf("login.failed = %+v", ev)
+			}
+			_, _, err = svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-inv", Email: "invited@example.org"}), inviteTok, m)
+			if r := (*upstream.Refusal)(nil); !errors.As(err, &r) || r.Reason != upstream.ReasonEmailUnverified {
+				t.Fatalf("unverified address: %v", err)
+			}
+			if _, err := e.in.App.Core.Store.GetUserByEmail(ctx, "invited@example.org"); err == nil {
+				t.Fatal("a refused acceptance created the account")
+			}
+
+			u, d, err := svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-inv", Email: "Invited@Example.org", EmailVerified: upstreamtest.Bool(true)}), inviteTok, m)
+			if err != nil || d.Outcome != upstream.OutcomeAcceptInvite {
+				t.Fatalf("AcceptInvite = %+v, %v", d, err)
+			}
+			got, err := e.in.App.Core.Store.GetUser(ctx, u.ID)
+			if err != nil || got.Email != "invited@example.org" || !got.EmailVerified || got.PasswordHash != "" || len(got.Roles) != 1 || got.Roles[0] != "admin" {
+				t.Fatalf("invited user = %+v, %v", got, err)
+			}
+			if ids := e.identities(t, u.ID); len(ids) != 1 || ids[0]["subject"] != "sub-inv" {
+				t.Fatalf("identities = %v", ids)
+			}
+			if ev := e.lastAudit(t, "invite.accepted"); ev.TargetID != u.ID || ev.Details["provider"] != "plain" {
+				t.Fatalf("invite.accepted = %+v", ev)
+			}
+			// The invite is used: a second acceptance (another upstream account) is refused.
+			_, _, err = svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-inv2", Email: "invited@example.org", EmailVerified: upstreamtest.Bool(true)}), inviteTok, m)
+			if err == nil || !strings.Contains(err.Error(), "invalid_token") {
+				t.Fatalf("used invite: %v", err)
+			}
+			// The invited person now signs in by sub (token exchange too).
+			tr := e.exchange(t, e.op2.IDToken(t, upstreamtest.Token{Subject: "sub-inv"})).Token()
+			if decodeClaims(t, tr.AccessToken)["sub"] != u.ID {
+				t.Fatal("the invited account does not sign in by sub")
+			}
+		})
+	}
+}
+
+// TestBuiltInClientGainsTokenExchange: the built-in client is created with
+// the token-exchange grant, and one created before it existed gains it at
+// start-up (and still never the password grant).
+func TestBuiltInClientGainsTokenExchange(t *testing.T) {
+	env := st.NewEnv(t, st.SQLite)
+	in := st.Start(t, env)
+	ctx := context.Background()
+	c, err := in.App.Core.Store.GetClient(ctx, "portcullis")
+	if err != nil || !slices.Contains(c.Grants, token.GrantTokenExchange) || slices.Contains(c.Grants, token.GrantPassword) {
+		t.Fatalf("built-in client grants %v, %v", c.Grants, err)
+	}
+	if err := in.App.Core.Store.SetClientGrants(ctx, "portcullis", []string{token.GrantRefreshToken}); err != nil {
+		t.Fatal(err)
+	}
+	in.Stop()
+	in2 := st.Start(t, env)
+	c, err = in2.App.Core.Store.GetClient(ctx, "portcullis")
+	if err != nil || !slices.Equal(c.Grants, []string{token.GrantRefreshToken, token.GrantTokenExchange}) {
+		t.Fatalf("reconciled grants %v, %v", c.Grants, err)
+	}
+}
+
+// TestCreateFederatedUserUnderTheCeiling: just-in-time creation re-checks
+// the role against the policy in force: a role the top role may not grant,
+// or one the policy lacks, creates nothing.
+func TestCreateFederatedUserUnderTheCeiling(t *testing.T) {
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, []byte("version: 1\nroles:\n  owner: {level: 100, permissions: [\"*\"]}\n  member: {level: 1}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := st.NewEnv(t, st.SQLite)
+	env["PORTCULLIS_POLICY_FILE"] = pol
+	in := st.Start(t, env)
+	ctx := context.Background()
+	for _, role := range []string{"owner", "wizard"} {
+		_, err := in.App.Accounts.CreateFederatedUser(ctx, accounts.Meta{}, accounts.FederatedUser{Email: role + "@example.com",
+			EmailVerified: true, Role: role, Provider: "p", Subject: role})
+		if err == nil || !strings.Contains(err.Error(), "forbidden") {
+			t.Fatalf("role %s: %v, want forbidden", role, err)
+		}
+		if _, err := in.App.Core.Store.GetUserByEmail(ctx, role+"@example.com"); err == nil {
+			t.Fatalf("role %s: a user was created", role)
+		}
+	}
+	u, err := in.App.Accounts.CreateFederatedUser(ctx, accounts.Meta{}, accounts.FederatedUser{Email: "m@example.com",
+		EmailVerified: true, Role: "member", Provider: "p", Subject: "m"})
+	if err != nil || len(u.Roles) != 1 || u.Roles[0] != "member" || u.PasswordHash != "" {
+		t.Fatalf("member: %+v, %v", u, err)
+	}
+}
+
+// TestUpstreamTokenExchangeOwesSecondFactor: a user whose role requires a
+// second factor is refused by token exchange (no page to give it on)
+// unless the provider is trusted for MFA and its token says mfa.
+func TestUpstreamTokenExchangeOwesSecondFactor(t *testing.T) {
+	def, err := os.ReadFile("../policy/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, append(def, []byte("mfa:\n  required_for_level: 50\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	op, op2 := upstreamtest.New(t), upstreamtest.New(t)
+	file := filepath.Join(t.TempDir(), "providers.yaml")
+	if err := os.WriteFile(file, []byte("providers:\n"+op.ProviderYAML("trusted", "    trust_mfa: true")+op2.ProviderYAML("plain")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := st.NewEnv(t, st.SQLite)
+	env["PORTCULLIS_POLICY_FILE"] = pol
+	env["PORTCULLIS_IDENTITY_PROVIDERS_FILE"] = file
+	in := st.Start(t, env)
+	fx := st.NewFixtures(t, in.App.Core)
+	ctx := context.Background()
+	adm := fx.User(t, "adm@example.org", "admin's long passphrase", "admin")
+	for _, l := range []store.FederatedIdentity{{Provider: "trusted", Subject: "s-adm", UserID: adm.ID}, {Provider: "plain", Subject: "s-adm", UserID: adm.ID}} {
+		if err := in.App.Core.Store.LinkFederatedIdentity(ctx, &l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := in.Client(t)
+	c.PostForm("/oauth2/token", exchangeForm(op2.IDToken(t, upstreamtest.Token{Subject: "s-adm", AMR: []string{"mfa"}}))).
+		ExpectError(http.StatusBadRequest, "invalid_request")
+	page, err := in.App.Core.Store.ListAudit(ctx, store.AuditFilter{Action: "login.failed", Limit: 1})
+	if err != nil || len(page.Items) != 1 || page.Items[0].Details["reason"] != "mfa_required" || page.Items[0].TargetID != adm.ID {
+		t.Fatalf("login.failed = %+v, %v", page.Items, err)
+	}
+	c.PostForm("/oauth2/token", exchangeForm(op.IDToken(t, upstreamtest.Token{Subject: "s-adm"}))).
+		ExpectError(http.StatusBadRequest, "invalid_request")
+	tr := c.PostForm("/oauth2/token", exchangeForm(op.IDToken(t, upstreamtest.Token{Subject: "s-adm", AMR: []string{"pwd", "mfa"}}))).Token()
+	if acr := decodeClaims(t, tr.AccessToken)["acr"]; acr != "mfa" {
+		t.Fatalf("acr = %v", acr)
+	}
+}
