@@ -358,6 +358,10 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	signIn.Views = acc
+	signIn.MFA, signIn.Security = mfaService, acc
+	if pk != nil { // never a typed nil in the interface
+		signIn.Passkeys = pk
+	}
 	srv.MountPAR(tokens, flow)
 	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn}); err != nil {
 		return nil, err

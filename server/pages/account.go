@@ -135,8 +135,14 @@ func (p *Pages) accountSessionsPost(c echo.Context) error {
 // notSignedIn answers the sessions page without a browser session: a
 // message, no form.
 func (p *Pages) notSignedIn(c echo.Context) error {
+	return p.notSignedInTo(c, "This page lists the devices where you are signed in and the applications you have allowed.")
+}
+
+// notSignedInTo answers an account page without a browser session; about
+// says what the page is for.
+func (p *Pages) notSignedInTo(c echo.Context, about string) error {
 	return p.render(c, http.StatusOK, view{Kind: "problem", Heading: "You are not signed in",
-		Intro: []string{"This page lists the devices where you are signed in and the applications you have allowed.",
+		Intro: []string{about,
 			"Sign in to an application first, then come back to this page in the same browser."},
 		Primary: p.signIn("Go to the application")})
 }

@@ -27,8 +27,33 @@
 // "Sign out" and "Withdraw" forms carry the CSRF token, and signing out
 // this browser's session clears its cookie.
 //
+// Multi-factor authentication (mfa.go, account_security.go): after a
+// correct password the login form asks mfa.Service.Begin whether a second
+// factor is needed. If so, no browser session starts yet: the second step
+// is shown, its CSRF-protected form carrying the mfa_token (single use,
+// short-lived, bound to the user and to this pending request's client:
+// every use passes that client, so another client's request cannot spend
+// it) with the remember flag. A hidden field rather than server-side state
+// keyed by a cookie: the token is already all that state, two tabs keep
+// their own, and the page is no-store with no referrer. It offers a TOTP
+// code, a recovery code (a button switches, using nothing up) and, when
+// the user has a passkey, "Use your passkey", driven by the one script.
+// mfa.Service.Complete decides each attempt (counting, replays, the
+// throttle); a wrong factor shows the step again, a token that cannot be
+// used any more sends the person back to the login form, and success
+// starts the session with the login's amr and the password step's auth
+// time, then proceeds like a password login. A user the policy requires
+// to enrol is shown the TOTP enrolment instead (QR code as a data: PNG, the
+// only page allowing data: images), then the recovery codes once, then
+// signs in again from the password. /account/security shows and changes
+// the person's factors through the account service's second-factor
+// operations (the rules of the JSON endpoints under /auth/mfa).
+//
 // The pages are server-rendered with html/template from templates and a
-// stylesheet embedded in the binary: no JavaScript, no CDN. They call the
+// stylesheet embedded in the binary, no CDN. The one script
+// (assets/webauthn.js, no build) runs the WebAuthn prompt; only the pages
+// with a passkey button allow it (script-src 'self'), and every other
+// page works without JavaScript. They call the
 // same account service methods as the JSON endpoints under /auth and hold no
 // account logic of their own beyond what a form needs (required fields, the
 // two copies of a new password matching).

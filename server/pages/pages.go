@@ -144,6 +144,12 @@ func New(cfg Config, d Deps) (*Pages, error) {
 		if si.Clients == nil {
 			missing = append(missing, "SignIn.Clients")
 		}
+		if si.MFA == nil {
+			missing = append(missing, "SignIn.MFA")
+		}
+		if si.Security == nil {
+			missing = append(missing, "SignIn.Security")
+		}
 		if si.Audit == nil {
 			d.SignIn.Audit = discardAudit{}
 		}
@@ -238,16 +244,24 @@ func (p *Pages) headers(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// asset serves the stylesheet; any other name is unknown.
+// asset serves the stylesheet and the WebAuthn script; any other name is
+// unknown.
 func (p *Pages) asset(c echo.Context) error {
-	if c.Param("name") != p.theme.name {
+	var typ string
+	var body []byte
+	switch c.Param("name") {
+	case p.theme.name:
+		typ, body = "text/css; charset=utf-8", p.theme.css
+	case webauthnScript.name:
+		typ, body = "text/javascript; charset=utf-8", webauthnScript.body
+	default:
 		return echo.ErrNotFound
 	}
 	h := c.Response().Header()
 	h.Set("Cache-Control", "public, max-age=31536000, immutable")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
-	return c.Blob(http.StatusOK, "text/css; charset=utf-8", p.theme.css)
+	return c.Blob(http.StatusOK, typ, body)
 }
 
 // view is what the page template shows: a form when Submit is set, else a
@@ -278,6 +292,14 @@ type view struct {
 	// Account is the sessions page (/account/sessions): its lists, each
 	// item with its own form.
 	Account *accountView
+	// Second factors: the passkey button the script drives (Script is the
+	// script's URL), a TOTP enrolment's QR code and secret, recovery codes
+	// shown once, and the /account/security page.
+	WebAuthn  *webauthnView
+	Script    string
+	Enrolment *enrolmentView
+	Codes     []string
+	Security  *securityView
 }
 
 // hidden is a hidden form field.
@@ -305,7 +327,8 @@ type field struct {
 	Hint         []string
 	Error        string
 	Required     bool
-	Plain        bool // no spell checking or capitalisation (email addresses)
+	Plain        bool   // no spell checking or capitalisation (email addresses)
+	InputMode    string // the keyboard a phone shows ("numeric" for a code)
 }
 
 // DescribedBy lists the hint and error that describe the input.
@@ -347,6 +370,11 @@ func (v view) withErrors(ps problems) view {
 func (p *Pages) render(c echo.Context, status int, v view) error {
 	v.Product = p.cfg.ProductName
 	v.StyleURL = p.StylesheetPath()
+	if v.Script != "" || (v.Enrolment != nil && v.Enrolment.QR != "") {
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", widenCSP(h.Get("Content-Security-Policy"), v.Script != "",
+			v.Enrolment != nil && v.Enrolment.QR != ""))
+	}
 	var buf bytes.Buffer
 	if err := p.tmpl.ExecuteTemplate(&buf, "page", v); err != nil {
 		p.log.Error("render page", "path", c.Path(), "err", err)

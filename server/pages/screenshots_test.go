@@ -14,9 +14,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -55,8 +58,14 @@ func TestScreenshots(t *testing.T) {
 	d := newDeployment(t, map[string]string{
 		"PORTCULLIS_APP_URL":             "https://app.example.com/login",
 		"PORTCULLIS_PUBLIC_REGISTRATION": "true",
+		// Passkeys on (the pages offer them); none is used here.
+		"PORTCULLIS_WEBAUTHN_RP_ID":   "localhost",
+		"PORTCULLIS_WEBAUTHN_ORIGINS": "http://localhost:1",
 	})
-	ctx := newBrowser(t)
+	// A tab that records Content-Security-Policy violations: the two-step
+	// verification pages are checked to report none.
+	tb := newTab(t, newBrowser(t))
+	ctx := tb.ctx
 	var names []string
 	shoot := func(name string) {
 		t.Helper()
@@ -224,12 +233,126 @@ func TestScreenshots(t *testing.T) {
 	mustContain(t, "not signed in", text(t, ctx), "You are not signed in")
 	shoot("account-not-signed-in")
 
+	// Two-step verification: Mia has an authenticator app, recovery codes
+	// and a passkey. The second step of the login page (the passkey
+	// button, the code field, the switch to a recovery code), a wrong
+	// code, the recovery code form; then /account/security and the
+	// confirmation that turns the app off.
+	mia := d.fx.User(t, "mia@example.com", goodPassword, "user")
+	codes := enrolForScreenshots(t, d, mia)
+	expect(open(t, ctx, d.in.URL+"/oauth2/authorize?"+notes.Encode()), http.StatusOK, "login for the second step")
+	browse(t, ctx, fill("username", "mia@example.com"), fill("password", goodPassword))
+	expect(submit(t, ctx), http.StatusOK, "second step")
+	mustContain(t, "the second step", text(t, ctx), "Confirm it is you to continue to Notes", "Use your passkey",
+		"Code from your authenticator app", "Use a recovery code instead")
+	// The script ran (it shows the button) under the page's CSP.
+	if hidden := value(t, ctx, chromedp.Evaluate[bool](`document.getElementById('webauthn').hidden`)); hidden {
+		t.Fatal("the passkey button is hidden: the script did not run")
+	}
+	tb.noViolation(t, "the second step")
+	shoot("mfa-step")
+	accessible(t, ctx, "webauthn", "code", "Continue", "Use a recovery code instead")
+	browse(t, ctx, fill("code", "000000"))
+	expect(submit(t, ctx), http.StatusBadRequest, "wrong code")
+	mustContain(t, "the wrong code", text(t, ctx), "That code is not right")
+	shoot("mfa-step-wrong-code")
+	expect(click("use-recovery-code"), http.StatusOK, "recovery code form")
+	mustContain(t, "the recovery code form", text(t, ctx), "Recovery code", "Use your authenticator app instead")
+	shoot("mfa-recovery-code")
+	browse(t, ctx, fill("code", codes[0]))
+	expect(submit(t, ctx), http.StatusOK, "signed in with a recovery code")
+	expect(open(t, ctx, d.in.URL+"/account/security"), http.StatusOK, "account security")
+	mustContain(t, "the security page", text(t, ctx), "Turn off the authenticator app", "Work laptop", "9 unused recovery codes")
+	tb.noViolation(t, "/account/security")
+	shoot("account-security")
+	accessible(t, ctx, "totp-remove", "Remove the passkey Work laptop", "name", "passkey-add", "recovery-regenerate")
+	expect(click("totp-remove"), http.StatusOK, "turn off the app")
+	mustContain(t, "the confirmation", text(t, ctx), "Turn off the authenticator app?", "Your password")
+	shoot("account-security-remove")
+	expect(open(t, ctx, d.in.URL+"/account/security"), http.StatusOK, "account security")
+	expect(click("recovery-regenerate"), http.StatusOK, "new recovery codes")
+	mustContain(t, "the new codes", text(t, ctx), "Your new recovery codes")
+	shoot("account-security-recovery-codes")
+
+	// Enrolment required by the policy (mfa.required_for_level) at the
+	// login page: the QR code and key, then the recovery codes.
+	md := newDeployment(t, map[string]string{"PORTCULLIS_POLICY_FILE": mfaPolicyFile(t)})
+	md.fx.User(t, "ada@example.com", goodPassword, "admin")
+	md.fx.Client(t, clients.Spec{ID: "notes", Name: "Notes", Grants: []string{"authorization_code", "refresh_token"},
+		RedirectURIs: []string{md.in.URL + "/healthz"}, FirstParty: true})
+	notes.Set("redirect_uri", md.in.URL+"/healthz")
+	expect(open(t, ctx, md.in.URL+"/oauth2/authorize?"+notes.Encode()), http.StatusOK, "login for enrolment")
+	browse(t, ctx, fill("username", "ada@example.com"), fill("password", goodPassword))
+	expect(submit(t, ctx), http.StatusOK, "enrolment step")
+	mustContain(t, "the enrolment step", text(t, ctx), "Set up two-step verification", "Cannot scan it?")
+	// The QR code (a data: PNG) loaded: this page's CSP allows it.
+	if w := value(t, ctx, chromedp.Evaluate[int](`document.querySelector('img.qr').naturalWidth`)); w == 0 {
+		t.Fatal("the QR code did not load")
+	}
+	tb.noViolation(t, "the enrolment step")
+	shoot("mfa-enrol")
+	accessible(t, ctx, "code", "Turn on two-step verification")
+	secret := value(t, ctx, chromedp.Evaluate[string](`document.querySelector('input[name=secret]').value`))
+	browse(t, ctx, fill("code", totpCode(t, secret, time.Now())))
+	expect(submit(t, ctx), http.StatusOK, "enrolled")
+	mustContain(t, "the recovery codes", text(t, ctx), "Two-step verification is on", "I have saved my codes: sign in")
+	shoot("mfa-enrol-codes")
+	tb.noViolation(t, "the recovery codes")
+
 	// Every screenshot has its committed counterpart.
 	for _, n := range names {
 		if _, err := os.Stat(filepath.Join(screenshotDir, n)); err != nil {
 			t.Errorf("docs/screenshots/%s is missing; run: go test ./server/pages -run TestScreenshots -update-screenshots", n)
 		}
 	}
+}
+
+// enrolForScreenshots gives u an authenticator app (through the MFA
+// service), its recovery codes (returned) and a passkey record "Work
+// laptop" (only listed and offered: never used).
+func enrolForScreenshots(t *testing.T, d *deployment, u store.User) []string {
+	t.Helper()
+	ctx := context.Background()
+	en, err := d.in.App.MFA.StartTOTP(ctx, u, mfa.Meta{ActorID: u.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes, err := d.in.App.MFA.ConfirmTOTP(ctx, u, totpCode(t, en.Secret, time.Now().Add(-30*time.Second)), mfa.Meta{ActorID: u.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := time.Now().Add(-2 * time.Hour)
+	if err := d.in.App.Core.Store.AddWebAuthnCredential(ctx, store.WebAuthnCredential{ID: "AQIDBAUGBwg", UserID: u.ID,
+		Name: "Work laptop", Credential: []byte(`{"id":"AQIDBAUGBwg=","publicKey":"AQID"}`), SignCount: 3,
+		CreatedAt: time.Now().Add(-72 * time.Hour), LastUsedAt: &used}); err != nil {
+		t.Fatal(err)
+	}
+	return codes
+}
+
+// totpCode is the RFC 6238 code of secret at t.
+func totpCode(t *testing.T, secret string, at time.Time) string {
+	t.Helper()
+	code, err := totp.GenerateCodeCustom(secret, at, totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// mfaPolicyFile is the built-in policy with mfa.required_for_level 50
+// (admin and super_admin must use a second factor).
+func mfaPolicyFile(t *testing.T) string {
+	t.Helper()
+	base, err := os.ReadFile("../../policy/default.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, append(base, []byte("\nmfa:\n  required_for_level: 50\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // seedAccount gives the user's live browser session a grant to clientID,

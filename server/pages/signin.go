@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/authorize"
 	"github.com/portcullis-auth/portcullis/server/browsersession"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
 	"github.com/portcullis-auth/portcullis/server/signout"
@@ -157,6 +158,9 @@ type BrowserSessions interface {
 // with the password grant.
 type PasswordChecker interface {
 	Check(ctx context.Context, a passcheck.Attempt) (passcheck.Result, error)
+	// Succeeded clears the account's throttle failures after a check made
+	// with DeferSuccess, once the login needs nothing more.
+	Succeeded(ctx context.Context, r passcheck.Result)
 }
 
 // Users reads users and records logins (*sqlstore.Store).
@@ -195,6 +199,16 @@ type SignInDeps struct {
 	Ender   SessionEnder
 	// Views serves /account/sessions when set.
 	Views SessionViews
+	// MFA is the login page's second step (required: a login page
+	// without it would skip a user's second factor). Passkeys adds the
+	// WebAuthn prompt to it and the passkey forms to /account/security;
+	// nil: no passkeys.
+	MFA      MFA
+	Passkeys Passkeys
+	// Security is the account service's second-factor operations: it
+	// serves /account/security and the enrolment step of the login page
+	// (required).
+	Security SecurityAccounts
 }
 
 // badLogin answers a wrong password, an unknown login and a deactivated
@@ -214,6 +228,8 @@ func (p *Pages) registerSignIn(e *echo.Echo) {
 		e.GET(AccountSessionsPath, p.accountSessions, h)
 		e.POST(AccountSessionsPath, p.accountSessionsPost, h)
 	}
+	e.GET(AccountSecurityPath, p.accountSecurity, h)
+	e.POST(AccountSecurityPath, p.accountSecurityPost, h)
 }
 
 // flowCSP is the policy of the pages of the flow: the strict page policy,
@@ -440,6 +456,10 @@ func (p *Pages) loginPost(c echo.Context) error {
 		return p.choose(c, id)
 	case stepChangePassword:
 		return p.changeStepPost(c, id)
+	case stepMFA:
+		return p.mfaPost(c, id)
+	case stepMFAEnrol:
+		return p.enrolPost(c, id)
 	}
 	return p.login(c, id)
 }
@@ -501,7 +521,7 @@ func (p *Pages) login(c echo.Context, id string) error {
 	}
 	now := p.now()
 	res, err := p.si.Checker.Check(ctx, passcheck.Attempt{Login: login, Password: pw, IP: m.IP, UserAgent: m.UserAgent,
-		ClientID: pr.Client.ID, FailureAction: "login.failed", Method: "page"})
+		ClientID: pr.Client.ID, FailureAction: "login.failed", Method: "page", DeferSuccess: true})
 	switch {
 	case errors.Is(err, passcheck.ErrBadCredentials):
 		ps.add("password", badLogin)
@@ -513,20 +533,15 @@ func (p *Pages) login(c echo.Context, id string) error {
 	if res.NeedsRehash && p.si.Rehasher != nil {
 		p.si.Rehasher.Rehash(ctx, u.ID, pw)
 	}
-	bs, err := p.startSession(c, old, u.ID, now, r.PostFormValue("remember") != "", pr.Client.ID)
-	if err != nil {
-		return p.fail(c, err)
+	remember := r.PostFormValue(rememberField) != ""
+	// A correct password clears the account's throttle failures only when
+	// no second step follows (else each new mfa_token would bring fresh
+	// guesses); a completed second step clears them itself.
+	if handled, err := p.beginMFA(c, pr, res, now, remember); handled {
+		return err
 	}
-	if err := p.si.Users.RecordLogin(ctx, u.ID, now); err != nil {
-		p.log.Warn("record login", "user_id", u.ID, "err", err)
-	}
-	p.si.Audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: u.ID,
-		TargetID: u.ID, ClientID: pr.Client.ID, IP: m.IP, UserAgent: m.UserAgent,
-		Details: map[string]string{"method": "page", "sid": bs.ID}})
-	if u.MustChangePassword {
-		return p.changeStep(c, http.StatusOK, pr, nil)
-	}
-	return p.proceedWith(c, id, bs, DoneLogin)
+	p.si.Checker.Succeeded(ctx, res)
+	return p.finishLogin(c, old, pr, u, now, []string{mfa.AMRPassword}, remember)
 }
 
 // startSession ends the browser's old session (signing in, as another user
@@ -537,7 +552,7 @@ func (p *Pages) login(c echo.Context, id string) error {
 // into the new one, so signing out later still ends them. It records
 // session.started.
 func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID string, authTime time.Time,
-	remember bool, clientID string) (*store.BrowserSession, error) {
+	amr []string, remember bool, clientID string) (*store.BrowserSession, error) {
 	ctx, m := c.Request().Context(), meta(c)
 	m.ClientID = clientID
 	var clientIDs []string
@@ -558,7 +573,7 @@ func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID s
 			TargetID: old.UserID, ClientID: clientID, IP: m.IP, UserAgent: m.UserAgent,
 			Details: map[string]string{"sid": old.ID, "reason": signout.WhyLogin, "kind": "browser"}})
 	}
-	bs, ck, err := p.si.Browser.Start(ctx, browsersession.Start{UserID: userID, AuthTime: authTime, AMR: []string{"pwd"},
+	bs, ck, err := p.si.Browser.Start(ctx, browsersession.Start{UserID: userID, AuthTime: authTime, AMR: amr,
 		Remember: remember, IP: m.IP, UserAgent: m.UserAgent, ClientIDs: clientIDs, Grants: grants}, p.secure(c))
 	if err != nil {
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
@@ -684,7 +699,7 @@ func (p *Pages) changeStepPost(c echo.Context, id string) error {
 		return p.fail(c, err)
 	}
 	p.endSession(ctx, resp, m) // the page has no application to hand these tokens to
-	next, err := p.startSession(c, bs, bs.UserID, p.now(), bs.Remember, pr.Client.ID)
+	next, err := p.startSession(c, bs, bs.UserID, p.now(), bs.AMR, bs.Remember, pr.Client.ID)
 	if err != nil {
 		return p.fail(c, err)
 	}

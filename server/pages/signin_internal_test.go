@@ -128,9 +128,16 @@ func (f *scriptedFlow) last() call {
 // fakeChecker knows ann (right password "right") and tmp (a temporary
 // password "temp"); it records attempts.
 type fakeChecker struct {
-	mu       sync.Mutex
-	attempts []passcheck.Attempt
-	refuse   error
+	mu        sync.Mutex
+	attempts  []passcheck.Attempt
+	refuse    error
+	succeeded []string // users whose deferred success was confirmed
+}
+
+func (f *fakeChecker) Succeeded(_ context.Context, r passcheck.Result) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.succeeded = append(f.succeeded, r.User.ID)
 }
 
 func (f *fakeChecker) Check(_ context.Context, a passcheck.Attempt) (passcheck.Result, error) {
@@ -336,13 +343,15 @@ type signinEnv struct {
 	acc     *fakeAccounts
 	rehash  *rehashes
 	grants  *endedGrants
+	mfa     *fakeMFA
+	keys    *fakePasskeys
 }
 
 func newSigninEnv(t *testing.T) *signinEnv {
 	t.Helper()
 	env := &signinEnv{flow: &scriptedFlow{}, checker: &fakeChecker{}, users: &fakeUsers{}, audit: &auditLog{},
 		store: &memSessions{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}, acc: &fakeAccounts{},
-		rehash: &rehashes{}, grants: &endedGrants{}}
+		rehash: &rehashes{}, grants: &endedGrants{}, mfa: newFakeMFA(), keys: &fakePasskeys{}}
 	mgr, err := browsersession.New(env.store, browsersession.Config{IdleTTL: time.Hour, MaxAge: 24 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -350,7 +359,8 @@ func newSigninEnv(t *testing.T) *signinEnv {
 	p, err := New(Config{ProductName: "Portcullis"}, Deps{Accounts: env.acc, Sessions: noSessions{},
 		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit,
 			Rehasher: env.rehash, Hints: refusedHints{}, Clients: noClients{},
-			Ender: &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit}}})
+			Ender: &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit},
+			MFA:   env.mfa, Passkeys: env.keys, Security: fakeSecurity{m: env.mfa, keys: env.keys}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -549,6 +559,11 @@ func TestLogin(t *testing.T) {
 			}
 			if len(env.users.logins) != 1 {
 				t.Fatalf("logins recorded %v", env.users.logins)
+			}
+			// No second step follows: the correct password clears the
+			// throttle's failures (checked with DeferSuccess, then Succeeded).
+			if !at.DeferSuccess || len(env.checker.succeeded) != 1 || env.checker.succeeded[0] != "usr_ann" {
+				t.Fatalf("attempt %+v, throttle cleared for %v", at, env.checker.succeeded)
 			}
 		})
 	}

@@ -57,3 +57,25 @@ func TestContrast(t *testing.T) {
 		})
 	}
 }
+
+// TestContrastOfTwoStepPages: the fixed colours the two-step verification
+// pages add keep WCAG AA (4.5:1) for their text: the "On" tag, the TOTP key
+// on its grey box, a hint (the passkey prompt's status) on the card.
+func TestContrastOfTwoStepPages(t *testing.T) {
+	for _, tc := range []struct {
+		name, rule, fg, bg string
+	}{
+		{"on_tag", ".tag-on {\n  background: #00703c;\n  color: #ffffff;", "#ffffff", "#00703c"},
+		{"secret_key", "code.secret {\n  display: block;\n  margin-top: 0.5rem;\n  padding: 0.5rem 0.75rem;\n  background: #f3f4f6;", "#0b0c0c", "#f3f4f6"},
+		{"hint_on_card", ".hint {\n  color: #505a5f;", "#505a5f", "#ffffff"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(baseCSS, tc.rule) {
+				t.Fatalf("the stylesheet no longer has %q: update this test with the new colours", tc.rule)
+			}
+			if c := contrast(rgb(tc.fg), rgb(tc.bg)); c < 4.5 {
+				t.Fatalf("%s on %s: %.2f:1, want at least 4.5:1", tc.fg, tc.bg, c)
+			}
+		})
+	}
+}
