@@ -179,6 +179,9 @@ func TestBrowserPasskey(t *testing.T) {
 	env["PORTCULLIS_ISSUER"] = issuer
 	env["PORTCULLIS_WEBAUTHN_RP_ID"] = "localhost"
 	env["PORTCULLIS_WEBAUTHN_ORIGINS"] = issuer + ",http://auth.localhost:" + port
+	// Each refused passkey and each password step not yet finished count
+	// in the account's login throttle: room for the three refusals.
+	env["PORTCULLIS_LOGIN_FAILURE_LIMIT"] = "20"
 	in := st.StartOn(t, env, ln)
 	fx := st.NewFixtures(t, in.App.Core)
 	const email = "pia@example.com"
