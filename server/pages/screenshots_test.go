@@ -21,6 +21,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/server/upstream/upstreamtest"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -298,6 +299,26 @@ func TestScreenshots(t *testing.T) {
 	mustContain(t, "the recovery codes", text(t, ctx), "Two-step verification is on", "I have saved my codes: sign in")
 	shoot("mfa-enrol-codes")
 	tb.noViolation(t, "the recovery codes")
+
+	// Sign in with an identity provider: the login page's buttons, the
+	// confirm-link page (and a wrong password on it) and a refused sign-in.
+	fd := newFedDeployment(t)
+	fd.fx.User(t, "lena@example.com", goodPassword, "user")
+	expect(open(t, ctx, fd.oauth().AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))), http.StatusOK, "login with providers")
+	mustContain(t, "the login page", text(t, ctx), "Or sign in with", "Corp Login")
+	tb.noViolation(t, "the login page with providers")
+	shoot("login-providers")
+	fd.op.NextLogin(upstreamtest.Token{Subject: "sub-lena", Email: "lena@example.com", EmailVerified: upstreamtest.Bool(true)})
+	expect(clickProvider(t, ctx), http.StatusOK, "confirm-link page")
+	mustContain(t, "the confirm-link page", text(t, ctx), "Link your Corp Login account")
+	tb.noViolation(t, "the confirm-link page")
+	shoot("upstream-link")
+	browse(t, ctx, fill("password", "not her password"))
+	expect(submit(t, ctx), http.StatusBadRequest, "confirm-link, wrong password")
+	shoot("upstream-link-wrong-password")
+	expect(open(t, ctx, fd.in.URL+"/login/corp/callback?state=forged&code=c"), http.StatusBadRequest, "refused")
+	tb.noViolation(t, "the refusal page")
+	shoot("upstream-refused")
 
 	// Every screenshot has its committed counterpart.
 	for _, n := range names {
