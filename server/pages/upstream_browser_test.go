@@ -132,6 +132,12 @@ func TestBrowserUpstreamSignIn(t *testing.T) {
 	v := start()
 	mustContain(t, "the login page", text(t, ctx), "Or sign in with", "Corp Login")
 	tb.noViolation(t, "the login page with providers")
+	// The button comes after the form in the keyboard order, with a visible
+	// focus, and its text keeps its contrast (WCAG AA, 4.5:1).
+	accessible(t, ctx, "username", "password", "remember", "Sign in", "Corp Login")
+	if c := value(t, ctx, chromedp.Evaluate[float64](contrastJS+`contrastOf(document.querySelector('a[href*="/login/corp?"]'))`)); c < 4.5 {
+		t.Fatalf("the provider button's contrast is %.2f, want at least 4.5", c)
+	}
 	d.op.NextLogin(upstreamtest.Token{Subject: "sub-new", Email: "new@example.com", EmailVerified: verified})
 	if st := clickProvider(t, ctx); st != http.StatusOK {
 		t.Fatalf("JIT sign-in landed with %d at %s", st, location(t, ctx))
@@ -251,3 +257,15 @@ func providerAnswer(t *testing.T, start string) string {
 	}
 	return u
 }
+
+// contrastJS defines contrastOf(el): the WCAG contrast ratio of el's text
+// colour on its background colour (both computed; opaque colours).
+const contrastJS = `function contrastOf(el) {
+	const rgb = (c) => c.match(/[0-9.]+/g).slice(0, 3).map(Number);
+	const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); })
+		.reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+	const s = getComputedStyle(el);
+	const a = lum(rgb(s.color)), b = lum(rgb(s.backgroundColor));
+	return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}
+`
