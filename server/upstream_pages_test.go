@@ -278,7 +278,8 @@ func TestUpstreamSignInPages(t *testing.T) {
 
 // TestUpstreamSignInPagesRefusals: the hostile cases through the login
 // page with the test provider: an unknown provider, a state mismatch, a
-// replayed callback, a wrong nonce, email_verified false, a deactivated
+// replayed callback, the provider's answer opened in another browser than
+// the one that began the sign-in, a wrong nonce, email_verified false, a deactivated
 // local user, a domain outside allowed_domains. Each answers a 4xx page
 // saying why, records login.failed with details.method upstream and the
 // reason, and sets no session cookie.
@@ -331,6 +332,17 @@ func TestUpstreamSignInPagesRefusals(t *testing.T) {
 			f, cb := d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "s2", Email: "s2@example.com", EmailVerified: verified})
 			d.tokens(t, f, siGet(t, hc, cb))
 			hc = siBrowser(t)
+			refused(t, hc, siGet(t, hc, cb), http.StatusBadRequest, upstream.ReasonReplayedCallback)
+
+			// The provider's answer opened in another browser (login CSRF):
+			// refused and used up; the browser that began it cannot use it either.
+			hc = siBrowser(t)
+			_, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "s2b", Email: "s2b@example.com", EmailVerified: verified})
+			other := siBrowser(t)
+			refused(t, other, siGet(t, other, cb), http.StatusBadRequest, upstream.ReasonInvalidState)
+			if _, err := d.in.App.Core.Store.GetUserByEmail(ctx, "s2b@example.com"); err == nil {
+				t.Fatal("an answer opened in another browser created an account")
+			}
 			refused(t, hc, siGet(t, hc, cb), http.StatusBadRequest, upstream.ReasonReplayedCallback)
 
 			// A wrong nonce in the id token.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,22 @@ const linkTTL = 10 * time.Minute
 // authorization request the sign-in continues.
 type upstreamReturn struct {
 	Request string `json:"r"`
+	// Browser is the SHA-256 of the browser's CSRF cookie when the
+	// sign-in began: the callback is accepted only in that browser (RFC
+	// 6749 §10.12), so a provider's answer for someone else's sign-in,
+	// sent to a victim, signs nobody in there.
+	Browser []byte `json:"b"`
+}
+
+// browserBinding is the SHA-256 of the request's CSRF cookie, nil when it
+// has none.
+func (p *Pages) browserBinding(c echo.Context) []byte {
+	ck, err := c.Cookie(p.csrfCookieName(c))
+	if err != nil || !validCSRF(ck.Value) {
+		return nil
+	}
+	h := sha256.Sum256([]byte(ck.Value))
+	return h[:]
 }
 
 // upstreamRecord is kept server-side (single-use store, kind
@@ -133,7 +150,14 @@ func (p *Pages) upstreamStart(c echo.Context) error {
 	if answered {
 		return err
 	}
-	ret, err := json.Marshal(upstreamReturn{Request: pr.ID})
+	// The browser's CSRF cookie (set now when missing) binds the sign-in to
+	// this browser.
+	tok, err := p.csrfToken(c)
+	if err != nil {
+		return p.fail(c, apierr.ErrServer.WithCause(err))
+	}
+	bind := sha256.Sum256([]byte(tok))
+	ret, err := json.Marshal(upstreamReturn{Request: pr.ID, Browser: bind[:]})
 	if err != nil {
 		return p.fail(c, apierr.ErrServer.WithCause(err))
 	}
@@ -199,6 +223,12 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 	var ret upstreamReturn
 	if err := json.Unmarshal(v.Return, &ret); err != nil || ret.Request == "" {
 		return p.noRequest(c)
+	}
+	if b := p.browserBinding(c); b == nil || subtle.ConstantTimeCompare(b, ret.Browser) != 1 {
+		// Begun in another browser: the answer is used up and signs nobody in.
+		err := p.si.Upstream.RecordRefusal(ctx, upstreamMeta(c, ""), id,
+			&upstream.Refusal{Reason: upstream.ReasonInvalidState, Provider: id})
+		return p.upstreamRefused(c, err, "")
 	}
 	old, err := p.sessionOf(c)
 	if err != nil {

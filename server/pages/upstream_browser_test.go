@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -202,13 +203,30 @@ func TestBrowserUpstreamSignIn(t *testing.T) {
 	// A replayed callback: the provider's answer opened a second time.
 	fresh()
 	d.op.NextLogin(upstreamtest.Token{Subject: "sub-new", Email: "new@example.com", EmailVerified: verified})
-	// The provider's answer is fetched outside the browser, so that its
-	// address is known; the browser opens it once (signed in), then again.
-	cb := providerAnswer(t, value(t, ctx, chromedp.Evaluate[string](`document.querySelector('a[href*="/login/corp?"]').href`)))
-	if st := open(t, ctx, cb); st != http.StatusOK || !strings.Contains(location(t, ctx), "code=") {
+	// The provider's answer (its redirect to the callback) is recorded as
+	// the browser requests it; the browser signs in with it, then opens it
+	// again.
+	var mu sync.Mutex
+	var callbacks []string
+	chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*network.EventRequestWillBeSent); ok && e.Request != nil && strings.Contains(e.Request.URL, "/login/corp/callback?") {
+			mu.Lock()
+			callbacks = append(callbacks, e.Request.URL)
+			mu.Unlock()
+		}
+	})
+	d.op.NextLogin(upstreamtest.Token{Subject: "sub-new", Email: "new@example.com", EmailVerified: verified})
+	if st := clickProvider(t, ctx); st != http.StatusOK || !strings.Contains(location(t, ctx), "code=") {
 		t.Fatalf("first use of the callback: %d at %s", st, location(t, ctx))
 	}
-	tb.signOut(t)
+	mu.Lock()
+	if len(callbacks) == 0 {
+		mu.Unlock()
+		t.Fatal("the callback was not seen")
+	}
+	cb := callbacks[len(callbacks)-1]
+	mu.Unlock()
+	tb.signOut(t) // (the state is taken before the browser is looked at)
 	refused("replayed callback", open(t, ctx, cb), upstream.ReasonReplayedCallback)
 	// A wrong nonce, email_verified false, a domain not allowed.
 	for _, c := range []struct {
@@ -238,25 +256,6 @@ func hasSession(t *testing.T, tb *tab, u string) bool {
 	return slices.ContainsFunc(tb.cookies(t, u), func(c *network.Cookie) bool { return strings.Contains(c.Name, "portcullis-session") })
 }
 
-// providerAnswer follows the start link and the test provider's redirect
-// without a browser and returns the callback URL the provider sent back.
-func providerAnswer(t *testing.T, start string) string {
-	t.Helper()
-	hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	u := start
-	for range 2 {
-		resp, err := hc.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusSeeOther {
-			t.Fatalf("GET %s: %d", u, resp.StatusCode)
-		}
-		u = resp.Header.Get("Location")
-	}
-	return u
-}
 
 // contrastJS defines contrastOf(el): the WCAG contrast ratio of el's text
 // colour on its background colour (both computed; opaque colours).
