@@ -256,7 +256,6 @@ func hasSession(t *testing.T, tb *tab, u string) bool {
 	return slices.ContainsFunc(tb.cookies(t, u), func(c *network.Cookie) bool { return strings.Contains(c.Name, "portcullis-session") })
 }
 
-
 // contrastJS defines contrastOf(el): the WCAG contrast ratio of el's text
 // colour on its background colour (both computed; opaque colours).
 const contrastJS = `function contrastOf(el) {
