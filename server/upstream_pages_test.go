@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -452,5 +453,59 @@ func TestUpstreamSignInPagesInterop(t *testing.T) {
 	zu, err := d.in.App.Core.Store.GetUserByEmail(context.Background(), "test-user2@zitadel.ch")
 	if err != nil || idc["sub"] != zu.ID || !slices.Equal(amrOf(idc), []string{"fed"}) {
 		t.Fatalf("zitadel: user %+v, %v; id token %v", zu, err, idc)
+	}
+}
+
+// TestUpstreamConfirmLinkOnce: the confirm-link form is single use. The
+// same form posted twice at once with the right password (real
+// concurrency, released together) signs in exactly once: one answer goes
+// to the client with a code, the other does not, and one identity.linked
+// is recorded.
+func TestUpstreamConfirmLinkOnce(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newFedSignIn(t, b)
+			hc := siBrowser(t)
+			_, cb := d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "sub-ann", Email: siEmail, EmailVerified: upstreamtest.Bool(true)})
+			confirm := siGet(t, hc, cb)
+			if confirm.StatusCode != http.StatusOK {
+				t.Fatalf("confirm-link page: %d", confirm.StatusCode)
+			}
+			const n = 2
+			start := make(chan struct{})
+			statuses := make(chan int, n)
+			var wg sync.WaitGroup
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					statuses <- confirm.submit(t, hc, url.Values{"password": {siPassword}}).StatusCode
+				}()
+			}
+			close(start)
+			wg.Wait()
+			close(statuses)
+			var got []int
+			for s := range statuses {
+				got = append(got, s)
+			}
+			// The other answer is the login form again (400) or, when the
+			// first already completed the request, that request's own page.
+			codes := 0
+			for _, s := range got {
+				if s == http.StatusSeeOther {
+					codes++
+				}
+			}
+			if codes != 1 {
+				t.Fatalf("answers %v, want exactly one 303 to the client", got)
+			}
+			page, err := d.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: "identity.linked", Limit: 10})
+			if err != nil || len(page.Items) != 1 {
+				t.Fatalf("identity.linked events: %d, %v", len(page.Items), err)
+			}
+		})
 	}
 }
