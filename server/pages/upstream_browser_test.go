@@ -38,16 +38,29 @@ type fedDeployment struct {
 func newFedDeployment(t *testing.T) *fedDeployment {
 	t.Helper()
 	op := upstreamtest.New(t)
+	d := newProvidersDeployment(t, "  - id: corp\n    name: Corp Login\n    issuer: "+op.Issuer+"\n    client_id: "+op.ClientID+
+		"\n    client_secret: "+op.ClientSecret+"\n    allowed_domains: [example.com]\n    jit: {enabled: true, default_role: user}\n", nil)
+	d.op = op
+	return d
+}
+
+// newProvidersDeployment is a deployment whose providers file lists
+// providers (YAML list items), with settings, and the client "notes" (no
+// test provider: op is nil).
+func newProvidersDeployment(t *testing.T, providers string, settings map[string]string) *fedDeployment {
+	t.Helper()
 	file := filepath.Join(t.TempDir(), "providers.yaml")
-	yaml := "providers:\n  - id: corp\n    name: Corp Login\n    issuer: " + op.Issuer + "\n    client_id: " + op.ClientID +
-		"\n    client_secret: " + op.ClientSecret + "\n    allowed_domains: [example.com]\n    jit: {enabled: true, default_role: user}\n"
-	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("providers:\n"+providers), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := newDeployment(t, map[string]string{"PORTCULLIS_IDENTITY_PROVIDERS_FILE": file})
+	env := map[string]string{"PORTCULLIS_IDENTITY_PROVIDERS_FILE": file}
+	for k, v := range settings {
+		env[k] = v
+	}
+	d := newDeployment(t, env)
 	secret := d.fx.Client(t, clients.Spec{ID: "notes", Name: "Notes", Grants: []string{"authorization_code"},
 		RedirectURIs: []string{d.in.URL + "/healthz"}, FirstParty: true})
-	return &fedDeployment{deployment: d, op: op, notesSecret: secret}
+	return &fedDeployment{deployment: d, notesSecret: secret}
 }
 
 func (d *fedDeployment) oauth() *oauth2.Config {
@@ -56,9 +69,15 @@ func (d *fedDeployment) oauth() *oauth2.Config {
 		Endpoint: oauth2.Endpoint{AuthURL: d.in.URL + "/oauth2/authorize", TokenURL: d.in.URL + "/oauth2/token"}}
 }
 
-// amrOfCode redeems the code in the browser's location and returns the id
-// token's amr.
-func (d *fedDeployment) amrOfCode(t *testing.T, ctx context.Context, verifier string) []string {
+// idClaims are the id token claims the upstream tests look at.
+type idClaims struct {
+	Sub string   `json:"sub"`
+	AMR []string `json:"amr"`
+}
+
+// idOfCode redeems the code in the browser's location with
+// golang.org/x/oauth2 and returns the id token's sub and amr.
+func (d *fedDeployment) idOfCode(t *testing.T, ctx context.Context, verifier string) idClaims {
 	t.Helper()
 	loc, err := url.Parse(location(t, ctx))
 	if err != nil || loc.Query().Get("code") == "" {
@@ -74,13 +93,11 @@ func (d *fedDeployment) amrOfCode(t *testing.T, ctx context.Context, verifier st
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c struct {
-		AMR []string `json:"amr"`
-	}
+	var c idClaims
 	if err := json.Unmarshal(b, &c); err != nil {
 		t.Fatal(err)
 	}
-	return c.AMR
+	return c
 }
 
 func (d *fedDeployment) lastFailure(t *testing.T) store.AuditEvent {
@@ -143,7 +160,7 @@ func TestBrowserUpstreamSignIn(t *testing.T) {
 	if st := clickProvider(t, ctx); st != http.StatusOK {
 		t.Fatalf("JIT sign-in landed with %d at %s", st, location(t, ctx))
 	}
-	if amr := d.amrOfCode(t, ctx, v); !slices.Equal(amr, []string{"fed"}) {
+	if amr := d.idOfCode(t, ctx, v).AMR; !slices.Equal(amr, []string{"fed"}) {
 		t.Fatalf("amr %v", amr)
 	}
 
@@ -170,7 +187,7 @@ func TestBrowserUpstreamSignIn(t *testing.T) {
 	if st := submit(t, ctx); st != http.StatusOK {
 		t.Fatalf("right password: %d", st)
 	}
-	if amr := d.amrOfCode(t, ctx, v); !slices.Equal(amr, []string{"fed", "pwd"}) {
+	if amr := d.idOfCode(t, ctx, v).AMR; !slices.Equal(amr, []string{"fed", "pwd"}) {
 		t.Fatalf("amr %v", amr)
 	}
 	if ids, _ := d.in.App.Core.Store.ListFederatedIdentities(context.Background(), lena.ID); len(ids) != 1 {
