@@ -509,3 +509,22 @@ func TestUpstreamConfirmLinkOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamPathsWithoutProviders: a server without a providers file
+// still serves /login/{provider} and its callback (they are in its API
+// description), and every name there is unknown: a 404 page, no redirect,
+// no session cookie.
+func TestUpstreamPathsWithoutProviders(t *testing.T) {
+	t.Parallel()
+	d := newSignIn(t, st.SQLite)
+	hc := siBrowser(t)
+	for _, path := range []string{"/login/google?request=x", "/login/google/callback?state=s&code=c"} {
+		p := siGet(t, hc, d.in.Config.Issuer+path)
+		if p.StatusCode != http.StatusNotFound || !strings.Contains(p.body, "This sign-in option does not exist") {
+			t.Fatalf("%s: %d\n%s", path, p.StatusCode, p.body)
+		}
+		if d.sessionCookie(t, hc) {
+			t.Fatalf("%s set a session cookie", path)
+		}
+	}
+}

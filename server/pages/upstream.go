@@ -98,11 +98,9 @@ func randomHandle() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// registerUpstream adds GET /login/{provider} and its callback.
+// registerUpstream adds GET /login/{provider} and its callback. They are
+// served without providers too: every name is then unknown (404 page).
 func (p *Pages) registerUpstream(e *echo.Echo) {
-	if p.si.Upstream == nil {
-		return
-	}
 	e.GET(LoginPath+"/:provider", p.upstreamStart, p.headers)
 	e.GET(LoginPath+"/:provider"+upstreamCallback, p.upstreamCallback, p.headers)
 }
@@ -139,6 +137,9 @@ func (p *Pages) callbackURL(providerID string) string {
 func (p *Pages) upstreamStart(c echo.Context) error {
 	ctx := c.Request().Context()
 	id := c.Param("provider")
+	if p.si.Upstream == nil {
+		return p.unknownProvider(c)
+	}
 	if _, ok := p.si.Upstream.Providers().Get(id); !ok {
 		return p.unknownProvider(c)
 	}
@@ -211,6 +212,9 @@ func (p *Pages) upstreamRefused(c echo.Context, err error, requestID string) err
 func (p *Pages) upstreamCallback(c echo.Context) error {
 	ctx := c.Request().Context()
 	id := c.Param("provider")
+	if p.si.Upstream == nil {
+		return p.unknownProvider(c)
+	}
 	if _, ok := p.si.Upstream.Providers().Get(id); !ok {
 		_ = p.si.Upstream.RecordRefusal(ctx, upstreamMeta(c, ""), id,
 			&upstream.Refusal{Reason: upstream.ReasonUnknownProvider, Provider: id})
