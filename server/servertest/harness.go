@@ -78,7 +78,7 @@ func NewEnv(t testing.TB, backend Backend) Env {
 	case PostgresRedis:
 		env["PORTCULLIS_DATABASE_URL"] = testservers.PostgresURL(t)
 		u, prefix := testservers.RedisURL(t)
-		env["PORTCULLIS_REDIS_URL"] = u
+		env["PORTCULLIS_REDIS_URL"] = withRedisTimeouts(u)
 		env["PORTCULLIS_REDIS_KEY_PREFIX"] = prefix
 	case Postgres:
 		env["PORTCULLIS_DATABASE_URL"] = testservers.PostgresURL(t)
@@ -86,6 +86,25 @@ func NewEnv(t testing.TB, backend Backend) Env {
 		env["PORTCULLIS_DATABASE_URL"] = "sqlite://" + filepath.Join(t.TempDir(), "portcullis.db")
 	}
 	return env
+}
+
+// sharedRedisTimeout bounds each call to the shared test Redis. The
+// product's one-second default fails a request closed (503) when Redis
+// is slow; with every suite running in parallel on two cores a healthy but
+// starved Redis can take that long, and the request would fail for the
+// machine, not for Portcullis. Tests of a slow or absent Redis start
+// their own server and keep the defaults.
+const sharedRedisTimeout = "5s"
+
+// withRedisTimeouts is the Redis URL u with sharedRedisTimeout for
+// dialling, reading, writing and waiting for a pooled connection.
+func withRedisTimeouts(u string) string {
+	sep := "?"
+	if strings.Contains(u, "?") {
+		sep = "&"
+	}
+	t := sharedRedisTimeout
+	return u + sep + "dial_timeout=" + t + "&read_timeout=" + t + "&write_timeout=" + t + "&pool_timeout=" + t
 }
 
 // Config validates env into a Config for addr.
