@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
+	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
 
@@ -92,5 +94,79 @@ func TestSSORoundTrips(t *testing.T) {
 		if c.got > c.want {
 			t.Errorf("%s: %d round trips, at most %d", c.what, c.got, c.want)
 		}
+	}
+}
+
+// TestGrantRoundTrips counts the storage round trips of each token
+// endpoint path on PostgreSQL + Redis, as TestSSORoundTrips does for the
+// code flow: a change that adds a Redis command or an SQL statement to a
+// grant fails here with the number. Each case prepares what its request
+// needs (a fresh refresh token, an access token) outside the count; each
+// count is the smallest of several tries, so background work (key sync)
+// cannot inflate it. The bounds are the counts measured when the test was
+// written (2026-12-05): lower one when a change removes a round trip.
+func TestGrantRoundTrips(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
+	fx := st.NewFixtures(t, in.App.Core)
+	api := in.Client(t)
+	fx.User(t, "rt@example.com", "a-long-passphrase-rt", "user")
+	web := st.Basic("web", fx.Client(t, clients.Spec{ID: "web", Name: "Web"}))
+	svc := st.Basic("svc", fx.Client(t, clients.Spec{ID: "svc", Name: "Svc", Grants: []string{"client_credentials"},
+		Scopes: []string{"reports:read"}}))
+	login := func() st.TokenResponse {
+		return api.PostForm("/oauth2/token", st.PasswordForm("rt@example.com", "a-long-passphrase-rt", ""), web).Token()
+	}
+	for _, tc := range []struct {
+		name string
+		// prepare runs outside the count and returns the counted request.
+		prepare          func() func()
+		maxRedis, maxSQL int
+	}{
+		{"password", func() func() {
+			return func() { login() }
+		}, 7, 6},
+		{"refresh", func() func() {
+			rt := login().RefreshToken
+			return func() { api.PostForm("/oauth2/token", st.RefreshForm(rt), web).Token() }
+		}, 1, 1},
+		{"client_credentials", func() func() {
+			return func() {
+				api.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, svc).Token()
+			}
+		}, 0, 0},
+		{"introspection", func() func() {
+			at := login().AccessToken
+			return func() {
+				if api.PostForm("/oauth2/introspect", url.Values{"token": {at}}, web).ExpectStatus(http.StatusOK).Map()["active"] != true {
+					t.Fatal("introspection: not active")
+				}
+			}
+		}, 1, 0},
+		{"userinfo", func() func() {
+			at := login().AccessToken
+			return func() { api.Get("/userinfo", st.Bearer(at)).ExpectStatus(http.StatusOK) }
+		}, 1, 1},
+		{"revoke_refresh_token", func() func() {
+			rt := login().RefreshToken
+			return func() {
+				api.PostForm("/oauth2/revoke", url.Values{"token": {rt}}, web).ExpectStatus(http.StatusOK)
+			}
+		}, 3, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			redis, sql := 1<<30, 1<<30
+			for range 5 {
+				do := tc.prepare()
+				r0, d0 := dependencyCalls(t, in)
+				do()
+				r1, d1 := dependencyCalls(t, in)
+				redis, sql = min(redis, r1-r0), min(sql, d1-d0)
+			}
+			t.Logf("%s: %d Redis, %d SQL", tc.name, redis, sql)
+			if redis > tc.maxRedis || sql > tc.maxSQL {
+				t.Errorf("%s: %d Redis and %d SQL round trips, at most %d and %d", tc.name, redis, sql, tc.maxRedis, tc.maxSQL)
+			}
+		})
 	}
 }
