@@ -61,6 +61,10 @@ type Introspector struct {
 	endpoint string
 	cache    map[[sha256.Size]byte]cacheEntry
 	inflight map[[sha256.Size]byte]*introspectionCall
+
+	// waitHook, set by tests only, runs when a lookup starts waiting for
+	// another's request.
+	waitHook func()
 }
 
 // cacheEntry is a cached answer: from at, good until until.
@@ -216,6 +220,9 @@ func (in *Introspector) lookup(ctx context.Context, token string, ttl time.Durat
 		in.mu.Unlock()
 		if !waiting {
 			return in.askAndCache(ctx, key, token, hint, call)
+		}
+		if in.waitHook != nil {
+			in.waitHook()
 		}
 		select {
 		case <-call.done:
