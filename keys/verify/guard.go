@@ -30,9 +30,10 @@ type GuardOptions struct {
 	APIKeys *Introspector
 	// Realm, when set, is sent as the realm of WWW-Authenticate.
 	Realm string
-	// Revocations, when set, is asked about every token that verified; an
-	// error refuses it with 401 invalid_token (LoggedOut refuses the tokens
-	// of sessions ended by back-channel logout).
+	// Revocations, when set, is asked about every token that verified (and
+	// every API key, whose claims' IssuedAt is when the issuer confirmed
+	// it); an error refuses it with 401 invalid_token (LoggedOut refuses the
+	// tokens of sessions ended by back-channel logout).
 	Revocations Revocations
 	// OnDenied, when set, is called for every denied request (for logs and
 	// metrics; the Denial's Err says why, and never contains the token).

@@ -41,7 +41,8 @@ type IntrospectorOptions struct {
 	HTTPClient *http.Client
 	// CacheTTL is how long an answer is reused, keyed by the token's
 	// SHA-256 (default DefaultIntrospectionCacheTTL; NoCache to disable).
-	// A revocation takes effect within it.
+	// A revocation takes effect within it. VerifyAPIKey reuses an answer
+	// for at most MaxAPIKeyCacheTTL even when CacheTTL is longer.
 	CacheTTL time.Duration
 	// MaxCacheEntries bounds the cache (default DefaultIntrospectionCacheMax).
 	MaxCacheEntries int
