@@ -25,12 +25,24 @@ type config struct {
 	Issuer   string
 	Audience string
 	// ClientID is the demo's client id at the issuer: the aud of the
-	// back-channel logout tokens it accepts.
+	// back-channel logout tokens it accepts and, with ClientSecret, the
+	// confidential client it introspects API keys with.
 	ClientID string
+	// ClientSecret is ClientID's secret. Set, the demo accepts API keys
+	// (X-API-Key or Authorization: Bearer pcak_…) through introspection;
+	// empty, it accepts access tokens only (a request with only an
+	// X-API-Key has no credential: 401).
+	ClientSecret string
 	// MaxTokenTTL is the longest access token lifetime of the issuer: how
 	// long a back-channel logout is remembered.
 	MaxTokenTTL time.Duration
+	// IntrospectionClient, when set, asks the introspection endpoint (tests
+	// count its requests); nil: keys/verify's default client.
+	IntrospectionClient *http.Client
 }
+
+// apiKeys reports whether the demo accepts API keys.
+func (c config) apiKeys() bool { return c.ClientSecret != "" }
 
 // loadConfig reads DEMO_API_… settings through lookup, reporting every bad one at once.
 func loadConfig(lookup func(string) (string, bool)) (config, error) {
@@ -45,6 +57,8 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 		Issuer:   get("DEMO_API_ISSUER", "http://127.0.0.1:8080"),
 		Audience: get("DEMO_API_AUDIENCE", "api"),
 		ClientID: get("DEMO_API_CLIENT_ID", "demo-api"),
+		// No default: without a secret, API keys are not accepted.
+		ClientSecret: get("DEMO_API_CLIENT_SECRET", ""),
 	}
 	var errs []error
 	ttl := get("DEMO_API_MAX_TOKEN_TTL", "24h")
@@ -111,11 +125,24 @@ func newAPI(cfg config, now func() time.Time, log *slog.Logger) (*api, error) {
 		keys.Close()
 		return nil, fmt.Errorf("logout verifier: %w", err)
 	}
+	// API keys are checked through introspection, with the demo's own
+	// confidential client; without its secret, keys are not accepted.
+	var introspector *verify.Introspector
+	if cfg.apiKeys() {
+		introspector, err = verify.NewIntrospector(verify.IntrospectorOptions{Issuer: cfg.Issuer, ClientID: cfg.ClientID,
+			ClientSecret: cfg.ClientSecret, HTTPClient: cfg.IntrospectionClient, Now: now})
+		if err != nil {
+			keys.Close()
+			return nil, fmt.Errorf("API keys: %w", err)
+		}
+	}
 	a := &api{keys: keys, log: log, now: now, started: now(),
 		loggedOut: verify.NewLoggedOut(verify.LoggedOutOptions{MaxAccessTokenLifetime: cfg.MaxTokenTTL, Now: now})}
 	// The one place requests are authenticated: the Guard, which also
-	// refuses the tokens of sessions ended by back-channel logout.
-	g := verify.NewGuard(v, verify.GuardOptions{Roles: roleLevels, OnDenied: a.onDenied, Revocations: a.loggedOut})
+	// refuses the tokens of sessions ended by back-channel logout, and
+	// accepts API keys with the same scope requirements (never a role).
+	g := verify.NewGuard(v, verify.GuardOptions{Roles: roleLevels, OnDenied: a.onDenied, Revocations: a.loggedOut,
+		APIKeys: introspector})
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /me", g.Authenticate(http.HandlerFunc(a.me)))
@@ -142,7 +169,8 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.handler.ServeHTTP(w, r)
 }
 
-// onDenied counts and logs refusals: why, never the token.
+// onDenied counts and logs refusals: why, never the token or key (a
+// Denial holds neither).
 func (a *api) onDenied(r *http.Request, d *verify.Denial) {
 	n, _ := a.denied.LoadOrStore(d.Status, new(atomic.Int64))
 	n.(*atomic.Int64).Add(1)

@@ -8,13 +8,17 @@
 //	DEMO_API_ISSUER    the Portcullis issuer URL  (default http://127.0.0.1:8080); the JWKS is found through discovery
 //	DEMO_API_AUDIENCE  the aud tokens must carry (default api)
 //	DEMO_API_CLIENT_ID the demo's client id at the issuer, the aud of its logout tokens (default demo-api)
+//	DEMO_API_CLIENT_SECRET that client's secret: set, API keys are accepted, checked through
+//	                   the issuer's introspection endpoint (the client must be confidential);
+//	                   unset, only access tokens are (an X-API-Key alone answers 401)
 //	DEMO_API_MAX_TOKEN_TTL the issuer's longest access token lifetime: how long a logout is remembered (default 24h)
 //
 // Routes:
 //
 //	GET  /me             any valid access token: its sub, client_id, roles and scope
-//	GET  /projects       permission projects:read
-//	POST /projects       permission projects:write; body {"name": "..."}
+//	GET  /projects       permission projects:read; an access token or an API key
+//	                     (X-API-Key: pcak_… or Authorization: Bearer pcak_…)
+//	POST /projects       permission projects:write; body {"name": "..."}; a token or a key
 //	GET  /admin/metrics  role admin or higher (levels of docs/examples/demo-policy.yaml),
 //	                     signed in with a second factor (acr mfa)
 //	GET  /healthz        no token
@@ -23,11 +27,17 @@
 //	                     (sid) are refused from then on (register the URL as the
 //	                     client's backchannel_logout_uri)
 //
+// With DEMO_API_CLIENT_SECRET, every guarded route takes an API key as it
+// takes an access token, with the same permission requirements; a key
+// carries no roles, so /admin/metrics refuses every key (403). A request
+// with both a key and an Authorization header is refused (400).
+//
 // Errors follow RFC 6750 (401 with WWW-Authenticate: Bearer
 // error="invalid_token", 403 with error="insufficient_scope") and RFC 9470
 // (401 with error="insufficient_user_authentication" and acr_values="mfa"
-// for an admin token from a password alone). It never logs a token, and
-// stops gracefully on SIGINT or SIGTERM.
+// for an admin token from a password alone); 503 when the issuer's keys or
+// introspection endpoint cannot be reached. It never logs a token, a key or
+// the client secret, and stops gracefully on SIGINT or SIGTERM.
 package main
 
 import (
@@ -83,7 +93,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("demo-api listening", "addr", ln.Addr().String(), "issuer", cfg.Issuer, "audience", cfg.Audience)
+	log.Info("demo-api listening", "addr", ln.Addr().String(), "issuer", cfg.Issuer, "audience", cfg.Audience,
+		"api_keys", cfg.apiKeys())
 	// Fetch the issuer's keys early; requests would fetch them anyway.
 	go func() {
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)

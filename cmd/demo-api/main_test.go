@@ -597,6 +597,12 @@ func TestLoadConfig(t *testing.T) {
 		{"ok/set", map[string]string{"DEMO_API_ADDR": ":9000", "DEMO_API_ISSUER": "https://auth.example.com", "DEMO_API_AUDIENCE": "projects",
 			"DEMO_API_CLIENT_ID": "projects-api", "DEMO_API_MAX_TOKEN_TTL": "15m"},
 			config{Addr: ":9000", Issuer: "https://auth.example.com", Audience: "projects", ClientID: "projects-api", MaxTokenTTL: 15 * time.Minute}, ""},
+		{"ok/API keys: client and secret", map[string]string{"DEMO_API_CLIENT_ID": "projects-api", "DEMO_API_CLIENT_SECRET": "s3cret"},
+			config{Addr: "127.0.0.1:8081", Issuer: "http://127.0.0.1:8080", Audience: "api", ClientID: "projects-api", ClientSecret: "s3cret", MaxTokenTTL: 24 * time.Hour}, ""},
+		{"ok/API keys: the secret of the default client", map[string]string{"DEMO_API_CLIENT_SECRET": "s3cret"},
+			config{Addr: "127.0.0.1:8081", Issuer: "http://127.0.0.1:8080", Audience: "api", ClientID: "demo-api", ClientSecret: "s3cret", MaxTokenTTL: 24 * time.Hour}, ""},
+		{"ok/API keys: an empty secret is none", map[string]string{"DEMO_API_CLIENT_ID": "projects-api", "DEMO_API_CLIENT_SECRET": ""},
+			config{Addr: "127.0.0.1:8081", Issuer: "http://127.0.0.1:8080", Audience: "api", ClientID: "projects-api", MaxTokenTTL: 24 * time.Hour}, ""},
 		{"fail/max token ttl", map[string]string{"DEMO_API_MAX_TOKEN_TTL": "forever"}, config{}, "DEMO_API_MAX_TOKEN_TTL"},
 		{"fail/max token ttl not positive", map[string]string{"DEMO_API_MAX_TOKEN_TTL": "0s"}, config{}, "DEMO_API_MAX_TOKEN_TTL"},
 		{"fail/addr", map[string]string{"DEMO_API_ADDR": "8081"}, config{}, "DEMO_API_ADDR"},
@@ -613,6 +619,9 @@ func TestLoadConfig(t *testing.T) {
 			}
 			if err != nil || got != tc.want {
 				t.Fatalf("%+v %v", got, err)
+			}
+			if got.apiKeys() != (tc.env["DEMO_API_CLIENT_SECRET"] != "") {
+				t.Fatalf("apiKeys() = %v", got.apiKeys())
 			}
 		})
 	}

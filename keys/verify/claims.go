@@ -9,14 +9,17 @@ import (
 	"time"
 )
 
-// Claims are the verified claims of an RFC 9068 access token. The Guard
-// shares one *Claims per request: treat it as read-only.
+// Claims are the verified claims of an RFC 9068 access token, or of an API
+// key (Introspector.VerifyAPIKey): the same type, so that requirements work
+// on both. A key's claims have no Audience, ID, SessionID, AMR, ACR or
+// Roles (a key meets no Role or MFA requirement), and APIKeyID set. The
+// Guard shares one *Claims per request: treat it as read-only.
 type Claims struct {
 	Issuer    string    // iss
 	Subject   string    // sub: the user's id, or the client id for client_credentials
 	Audience  []string  // aud
 	ExpiresAt time.Time // exp
-	IssuedAt  time.Time // iat
+	IssuedAt  time.Time // iat; for an API key, when the issuer last confirmed it
 	NotBefore time.Time // nbf; zero when absent
 	ID        string    // jti
 	ClientID  string    // client_id
@@ -26,8 +29,13 @@ type Claims struct {
 	SessionID string    // sid; empty for client_credentials tokens
 	AMR       []string  // amr: how the user signed in (RFC 8176), e.g. ["pwd","otp","mfa"]
 	ACR       string    // acr: "pwd" or "mfa" for Portcullis's user tokens
+	APIKeyID  string    // the API key's id (ClientID is "apikey:<id>"); empty for access tokens
 	payload   string    // the base64url payload segment of the token
 }
+
+// IsAPIKey reports whether the claims are an API key's rather than an
+// access token's.
+func (c *Claims) IsAPIKey() bool { return c.APIKeyID != "" }
 
 // HasScope reports whether the token grants the permission.
 func (c *Claims) HasScope(perm string) bool { return contains(c.Scopes, perm) }
@@ -41,7 +49,7 @@ func (c *Claims) HasMFA() bool { return c.ACR == "mfa" && contains(c.AMR, "mfa")
 func (c *Claims) HasRole(role string) bool { return contains(c.Roles, role) }
 
 // Raw returns the token's payload: the JSON object of every claim (nil for
-// Claims not made by Verify).
+// Claims not made by Verify, such as an API key's).
 func (c *Claims) Raw() json.RawMessage {
 	raw, err := b64.DecodeString(c.payload)
 	if err != nil || len(raw) == 0 {

@@ -2,7 +2,7 @@
 // (an API that receives Portcullis access tokens) imports to check them
 // offline and to enforce permissions and roles.
 //
-// It has five parts:
+// It has six parts:
 //
 //   - RemoteKeySet fetches the issuer's JWKS (found through OpenID Connect
 //     discovery or given explicitly), honours Cache-Control max-age and ETag,
@@ -27,6 +27,14 @@
 //     token is still active, for routes that must see a revocation at once;
 //     answers are cached briefly by token hash, and an unreachable endpoint
 //     fails closed.
+//   - API keys (pcak_…, see CheckAPIKey for the format): with
+//     GuardOptions.APIKeys a Guard also accepts a key in an X-API-Key header
+//     or as "Authorization: Bearer pcak_…". The format and checksum are
+//     checked locally (a malformed key costs no request), then
+//     Introspector.VerifyAPIKey asks the issuer, caching its answer at most
+//     5 s by the key's SHA-256, and yields the same Claims as a token (no
+//     roles, so a key never meets a Role requirement) with the same RFC 6750
+//     answers; an unreachable endpoint fails closed (503).
 //   - LogoutVerifier and LogoutHandler are a relying party's OpenID Connect
 //     Back-Channel Logout 1.0 endpoint: the logout token is checked with the
 //     same key lookup and signature check as access tokens, then as BCL §2.6
@@ -43,6 +51,7 @@
 // This package must never import Portcullis's server or store packages, GORM
 // or Redis (a test checks its import graph), never choose a key or an
 // algorithm from the token itself (jku, x5u, jwk, x5c headers are ignored),
-// never make a network call for a token whose key it holds, and never log,
-// print or put a token or a client secret in an error.
+// never make a network call for a token whose key it holds or for a
+// malformed API key, and never log, print or put a token, an API key or a
+// client secret in an error.
 package verify

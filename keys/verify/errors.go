@@ -1,6 +1,9 @@
 package verify
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Verification errors. Verify wraps one of them with detail, so test with
 // errors.Is. None of them ever contains the token.
@@ -41,3 +44,8 @@ var (
 	// asked or gave no usable answer; callers must fail closed.
 	ErrIntrospectionUnavailable = errors.New("token introspection unavailable")
 )
+
+// ErrMalformedAPIKey: the string is not an API key of Portcullis's format
+// (prefix, length, base62 alphabet, checksum; see CheckAPIKey). It is found
+// locally, without asking the issuer. It wraps ErrMalformed.
+var ErrMalformedAPIKey = fmt.Errorf("%w: not a Portcullis API key", ErrMalformed)

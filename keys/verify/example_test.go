@@ -171,3 +171,39 @@ func ExampleLogoutHandler() {
 	})))
 	_ = mux // http.ListenAndServe(":8081", mux)
 }
+
+// Scripts and CI jobs call the API with a Portcullis API key, in an
+// X-API-Key header or as "Authorization: Bearer pcak_…". The guard checks
+// the key's format locally, asks the issuer through introspection (the
+// answer cached at most 5 s), and hands the handler the same Claims as for
+// an access token, so the scope requirements need no change; a key carries
+// no roles, so role-guarded routes stay closed to it.
+func ExampleGuardOptions_apiKeys() {
+	in, err := verify.NewIntrospector(verify.IntrospectorOptions{
+		Issuer:       "https://auth.example.com",
+		ClientID:     "projects-api", // a confidential client of the issuer
+		ClientSecret: os.Getenv("PROJECTS_API_CLIENT_SECRET"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var v *verify.Verifier // from New: access tokens keep being checked offline
+	g := verify.NewGuard(v, verify.GuardOptions{APIKeys: in})
+	http.Handle("GET /projects", g.RequireScope("projects:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := verify.ClaimsFromContext(r.Context())
+		if c.IsAPIKey() {
+			log.Printf("projects listed by %s with the API key %s", c.Subject, c.APIKeyID) // the id, never the key
+		}
+	})))
+	http.Handle("GET /admin/metrics", g.RequireRole("admin")(http.HandlerFunc(metrics))) // 403 for every key
+}
+
+// A key's format (prefix, base62, CRC-32 checksum) is checked without any
+// request, as secret scanners do.
+func ExampleCheckAPIKey() {
+	fmt.Println(verify.CheckAPIKey("pcak_0123456789ABCDEFGHIJKLMNOPQRSTUV3bzNgN") == nil)
+	fmt.Println(verify.CheckAPIKey("pcak_0123456789ABCDEFGHIJKLMNOPQRSTUV3bzNgM") == nil)
+	// Output:
+	// true
+	// false
+}

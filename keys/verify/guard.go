@@ -16,11 +16,24 @@ type GuardOptions struct {
 	// Introspector answers Online requirements; nil: an Online requirement
 	// denies every request with 503 (fail closed).
 	Introspector *Introspector
+	// APIKeys, when set, makes the Guard accept Portcullis API keys too, in
+	// an X-API-Key header or as "Authorization: Bearer pcak_…", checked by
+	// APIKeys.VerifyAPIKey (format first, then the issuer's introspection
+	// endpoint, cached at most MaxAPIKeyCacheTTL). A key's claims meet Scope
+	// requirements like a token's, never Role or MFA ones; Online is met by
+	// the introspection just made. A request carrying both an X-API-Key and
+	// an Authorization header is refused with 400 invalid_request (RFC 6750
+	// §2: one method per request). It may be the same Introspector as
+	// Introspector. nil: X-API-Key is not read (a request with only that
+	// header has no credential: 401), and the Guard works exactly as
+	// without API keys.
+	APIKeys *Introspector
 	// Realm, when set, is sent as the realm of WWW-Authenticate.
 	Realm string
-	// Revocations, when set, is asked about every token that verified; an
-	// error refuses it with 401 invalid_token (LoggedOut refuses the tokens
-	// of sessions ended by back-channel logout).
+	// Revocations, when set, is asked about every token that verified (and
+	// every API key, whose claims' IssuedAt is when the issuer confirmed
+	// it); an error refuses it with 401 invalid_token (LoggedOut refuses the
+	// tokens of sessions ended by back-channel logout).
 	Revocations Revocations
 	// OnDenied, when set, is called for every denied request (for logs and
 	// metrics; the Denial's Err says why, and never contains the token).
@@ -34,13 +47,13 @@ type Revocations interface {
 	Revoked(c *Claims) error
 }
 
-// Guard authenticates requests with RFC 6750 bearer tokens and enforces
-// Requirements. It answers 401 (WWW-Authenticate: Bearer, with
-// error="invalid_token" when a token was given but is not valid, or
-// error="insufficient_user_authentication" for an unmet MFA), 403
-// (error="insufficient_scope") and, when the key set or the introspection
-// endpoint cannot be reached, 503; each with a JSON body {"error",
-// "error_description"}. It is safe for concurrent use.
+// Guard authenticates requests with RFC 6750 bearer tokens (and, with
+// GuardOptions.APIKeys, API keys) and enforces Requirements. It answers 401
+// (WWW-Authenticate: Bearer, with error="invalid_token" when a token or key
+// was given but is not valid, or error="insufficient_user_authentication"
+// for an unmet MFA), 403 (error="insufficient_scope") and, when the key set
+// or the introspection endpoint cannot be reached, 503; each with a JSON
+// body {"error", "error_description"}. It is safe for concurrent use.
 type Guard struct {
 	v    *Verifier
 	opts GuardOptions
@@ -110,18 +123,38 @@ func (g *Guard) Check(r *http.Request, reqs ...Requirement) (*Claims, *Denial) {
 }
 
 func (g *Guard) check(r *http.Request, reqs []Requirement) (*Claims, *Denial) {
-	token, d := bearerToken(r)
+	var (
+		token  string
+		apiKey bool
+		d      *Denial
+	)
+	if g.opts.APIKeys == nil {
+		token, d = bearerToken(r)
+	} else {
+		token, apiKey, d = credential(r)
+	}
 	if d != nil {
 		return nil, d
 	}
-	claims, err := g.v.Verify(r.Context(), token)
+	var (
+		claims *Claims
+		err    error
+	)
+	if apiKey {
+		claims, err = g.opts.APIKeys.VerifyAPIKey(r.Context(), token)
+	} else {
+		claims, err = g.v.Verify(r.Context(), token)
+	}
 	if err == nil && g.opts.Revocations != nil {
 		err = g.opts.Revocations.Revoked(claims)
 	}
 	if err != nil {
+		if apiKey {
+			return nil, apiKeyDenial(err)
+		}
 		return nil, verifyDenial(err)
 	}
-	e := &evaluation{ctx: r.Context(), g: g, claims: claims, token: token}
+	e := &evaluation{ctx: r.Context(), g: g, claims: claims, token: token, apiKey: apiKey}
 	for _, req := range reqs {
 		if out := req.eval(e); out != nil {
 			return nil, out
@@ -151,6 +184,41 @@ func bearerToken(r *http.Request) (string, *Denial) {
 			Description: "The Bearer authorization has no token.", Err: errors.New("empty bearer token")}
 	}
 	return token, nil
+}
+
+// apiKeyHeader is the header an API key may come in (canonical form).
+const apiKeyHeader = "X-Api-Key"
+
+// credential reads the one credential of a request when API keys are
+// accepted: an X-API-Key header, or an Authorization Bearer token (an API
+// key when it has the key prefix, else an access token).
+func credential(r *http.Request) (token string, apiKey bool, d *Denial) {
+	keys := r.Header[apiKeyHeader]
+	if len(keys) == 0 {
+		token, d = bearerToken(r)
+		if d != nil {
+			if d.Err == errNoToken {
+				d.Description = "An access token or an API key is required."
+			}
+			return "", false, d
+		}
+		return token, IsAPIKeyLike(token), nil
+	}
+	switch {
+	case len(r.Header["Authorization"]) > 0:
+		return "", false, &Denial{Status: http.StatusBadRequest, Code: "invalid_request",
+			Description: "Send one credential: an Authorization header or an X-API-Key header, not both.",
+			Err:         errors.New("both an Authorization and an X-API-Key header")}
+	case len(keys) > 1:
+		return "", false, &Denial{Status: http.StatusBadRequest, Code: "invalid_request",
+			Description: "Send one X-API-Key header.", Err: errors.New("more than one X-API-Key header")}
+	}
+	key := strings.TrimSpace(keys[0])
+	if key == "" {
+		return "", false, &Denial{Status: http.StatusBadRequest, Code: "invalid_request",
+			Description: "The X-API-Key header is empty.", Err: errors.New("empty X-API-Key header")}
+	}
+	return key, true, nil
 }
 
 var errNoToken = errors.New("no bearer token")
@@ -187,6 +255,25 @@ func verifyDenial(err error) *Denial {
 	return &Denial{Status: http.StatusUnauthorized, Code: "invalid_token", Description: desc, Err: err}
 }
 
+// apiKeyDenial turns an API key's verification error into its answer.
+func apiKeyDenial(err error) *Denial {
+	if errors.Is(err, ErrIntrospectionUnavailable) {
+		return unavailable("The API key cannot be checked right now; try again shortly.", err)
+	}
+	desc := "The API key is invalid."
+	switch {
+	case errors.Is(err, ErrMalformed):
+		desc = "The API key is malformed."
+	case errors.Is(err, ErrExpired):
+		desc = "The API key expired."
+	case errors.Is(err, ErrWrongType):
+		desc = "The credential is not an API key."
+	case errors.Is(err, ErrInactive):
+		desc = "The API key is not active."
+	}
+	return &Denial{Status: http.StatusUnauthorized, Code: "invalid_token", Description: desc, Err: err}
+}
+
 func unavailable(desc string, err error) *Denial {
 	return &Denial{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: desc, Err: err}
 }
@@ -201,7 +288,7 @@ type Denial struct {
 	// insufficient_user_authentication (RFC 9470, 401) or
 	// temporarily_unavailable.
 	Code string
-	// Description is the error_description: safe to show, no token in it.
+	// Description is the error_description: safe to show, no token or key in it.
 	Description string
 	// Scope, for insufficient_scope, lists the permissions that would do.
 	Scope string

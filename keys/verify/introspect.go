@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +41,8 @@ type IntrospectorOptions struct {
 	HTTPClient *http.Client
 	// CacheTTL is how long an answer is reused, keyed by the token's
 	// SHA-256 (default DefaultIntrospectionCacheTTL; NoCache to disable).
-	// A revocation takes effect within it.
+	// A revocation takes effect within it. VerifyAPIKey reuses an answer
+	// for at most MaxAPIKeyCacheTTL even when CacheTTL is longer.
 	CacheTTL time.Duration
 	// MaxCacheEntries bounds the cache (default DefaultIntrospectionCacheMax).
 	MaxCacheEntries int
@@ -48,8 +50,9 @@ type IntrospectorOptions struct {
 	Now func() time.Time
 }
 
-// Introspector asks the issuer whether tokens are still active (RFC 7662).
-// It is safe for concurrent use.
+// Introspector asks the issuer whether tokens are still active (RFC 7662),
+// and checks API keys (VerifyAPIKey). Concurrent checks of one token that
+// is not cached share one request. It is safe for concurrent use.
 type Introspector struct {
 	opts   IntrospectorOptions
 	client *http.Client
@@ -58,11 +61,39 @@ type Introspector struct {
 	mu       sync.Mutex
 	endpoint string
 	cache    map[[sha256.Size]byte]cacheEntry
+	inflight map[[sha256.Size]byte]*introspectionCall
+
+	// waitHook, set by tests only, runs when a lookup starts waiting for
+	// another's request.
+	waitHook func()
 }
 
+// cacheEntry is a cached answer: from at, good until until.
 type cacheEntry struct {
+	res   *introspection
+	at    time.Time
+	until time.Time
+}
+
+// introspection is one answer of the endpoint, read once.
+type introspection struct {
 	active bool
-	until  time.Time
+	// claims are those of an active api_key answer, built once per answer
+	// (shared: VerifyAPIKey hands out copies); keyErr says why an active
+	// answer gives none.
+	claims *Claims
+	keyErr error
+}
+
+// introspectionCall is a request in flight that concurrent checks of the
+// same token wait for.
+type introspectionCall struct {
+	done chan struct{}
+	res  *introspection
+	err  error
+	// cancelled: the asking request's own context ended, so the error says
+	// nothing about the endpoint and a waiter still alive asks again.
+	cancelled bool
 }
 
 // NewIntrospector checks the options; it makes no network call.
@@ -93,7 +124,7 @@ func NewIntrospector(opts IntrospectorOptions) (*Introspector, error) {
 		opts.MaxCacheEntries = DefaultIntrospectionCacheMax
 	}
 	in := &Introspector{opts: opts, client: opts.HTTPClient, now: opts.Now, endpoint: opts.Endpoint,
-		cache: map[[sha256.Size]byte]cacheEntry{}}
+		cache: map[[sha256.Size]byte]cacheEntry{}, inflight: map[[sha256.Size]byte]*introspectionCall{}}
 	if in.client == nil {
 		in.client = &http.Client{Timeout: DefaultIntrospectionTimeout, CheckRedirect: refuseInsecureRedirect}
 	}
@@ -107,48 +138,168 @@ func NewIntrospector(opts IntrospectorOptions) (*Introspector, error) {
 // get an answer is an error wrapping ErrIntrospectionUnavailable, and the
 // caller must then refuse the request (fail closed).
 func (in *Introspector) Active(ctx context.Context, token string) (bool, error) {
-	key := sha256.Sum256([]byte(token))
-	if in.opts.CacheTTL > 0 {
-		in.mu.Lock()
-		e, ok := in.cache[key]
-		in.mu.Unlock()
-		if ok && in.now().Before(e.until) {
-			return e.active, nil
-		}
-	}
-	active, err := in.ask(ctx, token)
-	if err != nil {
-		return false, fmt.Errorf("%w: %w", ErrIntrospectionUnavailable, err)
-	}
-	if in.opts.CacheTTL > 0 {
-		now := in.now()
-		in.mu.Lock()
-		if len(in.cache) >= in.opts.MaxCacheEntries {
-			for k, e := range in.cache {
-				if !now.Before(e.until) {
-					delete(in.cache, k)
-				}
-			}
-			if len(in.cache) >= in.opts.MaxCacheEntries {
-				clear(in.cache)
-			}
-		}
-		in.cache[key] = cacheEntry{active: active, until: now.Add(in.opts.CacheTTL)}
-		in.mu.Unlock()
-	}
-	return active, nil
-}
-
-// ask makes one introspection request.
-func (in *Introspector) ask(ctx context.Context, token string) (bool, error) {
-	endpoint, err := in.location(ctx)
+	res, err := in.lookup(ctx, token, in.opts.CacheTTL, "access_token")
 	if err != nil {
 		return false, err
 	}
-	form := url.Values{"token": {token}, "token_type_hint": {"access_token"}}
+	return res.active, nil
+}
+
+// MaxAPIKeyCacheTTL bounds how long VerifyAPIKey reuses an answer, whatever
+// IntrospectorOptions.CacheTTL says: a revoked key, or one whose owner was
+// deactivated or demoted, takes effect within it.
+const MaxAPIKeyCacheTTL = 5 * time.Second
+
+// VerifyAPIKey checks a Portcullis API key and returns its claims: the same
+// Claims as an access token's, with Subject (the owner's user id), Scope and
+// Scopes (the key's effective permissions), ExpiresAt, ClientID
+// ("apikey:<key id>"), APIKeyID, Issuer (the answer's iss, else
+// IntrospectorOptions.Issuer) and IssuedAt (when the issuer confirmed the
+// key), and never any Roles, AMR or ACR: a key meets no Role or MFA
+// requirement, whoever owns it.
+//
+// The format is checked first (CheckAPIKey): a malformed key costs no
+// request and gets an error wrapping ErrMalformedAPIKey. Then the issuer is
+// asked, and its answer reused for at most MaxAPIKeyCacheTTL (and
+// IntrospectorOptions.CacheTTL, and never past the key's exp), keyed by the
+// key's SHA-256; the key itself is never kept. Errors wrap ErrInactive (the
+// issuer says revoked, expired or unknown), ErrExpired, ErrWrongType (the
+// issuer knows the string, but not as an API key) or
+// ErrIntrospectionUnavailable (no usable answer: the caller must refuse the
+// request). None contains the key.
+func (in *Introspector) VerifyAPIKey(ctx context.Context, key string) (*Claims, error) {
+	if err := CheckAPIKey(key); err != nil {
+		return nil, err
+	}
+	ttl := min(in.opts.CacheTTL, MaxAPIKeyCacheTTL)
+	res, err := in.lookup(ctx, key, ttl, "")
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !res.active:
+		return nil, errKeyInactive
+	case res.keyErr != nil:
+		return nil, res.keyErr
+	}
+	// The issuer decides; this only keeps an answer that outlived the
+	// key's exp (a slow request, a skewed clock) from being trusted.
+	if in.now().After(res.claims.ExpiresAt.Add(DefaultLeeway)) {
+		return nil, fmt.Errorf("API key: %w", ErrExpired)
+	}
+	c := *res.claims
+	return &c, nil
+}
+
+// lookup returns the answer for token: cached when younger than ttl (and
+// not past its own end), else asked, one request for all concurrent
+// lookups of the token. hint is the token_type_hint ("" for none).
+func (in *Introspector) lookup(ctx context.Context, token string, ttl time.Duration, hint string) (*introspection, error) {
+	key := sha256.Sum256([]byte(token))
+	if ttl <= 0 {
+		// Not cached: every check asks, and is not merged with others.
+		res, err := in.ask(ctx, token, hint)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrIntrospectionUnavailable, err)
+		}
+		return res, nil
+	}
+	for retried := false; ; retried = true {
+		in.mu.Lock()
+		if e, ok := in.cache[key]; ok {
+			now := in.now()
+			if now.Before(e.until) && now.Before(e.at.Add(ttl)) {
+				in.mu.Unlock()
+				return e.res, nil
+			}
+		}
+		call, waiting := in.inflight[key]
+		if !waiting {
+			call = &introspectionCall{done: make(chan struct{})}
+			in.inflight[key] = call
+		}
+		in.mu.Unlock()
+		if !waiting {
+			return in.askAndCache(ctx, key, token, hint, call)
+		}
+		if in.waitHook != nil {
+			in.waitHook()
+		}
+		select {
+		case <-call.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrIntrospectionUnavailable, ctx.Err())
+		}
+		// The request waited for was abandoned by its own caller: ask again
+		// (once), as this caller is still waiting for an answer.
+		if call.err != nil && call.cancelled && !retried && ctx.Err() == nil {
+			continue
+		}
+		if call.err != nil {
+			return nil, call.err
+		}
+		return call.res, nil
+	}
+}
+
+// askAndCache makes the request of call, caches its answer and wakes the
+// lookups waiting for it.
+func (in *Introspector) askAndCache(ctx context.Context, key [sha256.Size]byte, token, hint string, call *introspectionCall) (*introspection, error) {
+	res, err := in.ask(ctx, token, hint)
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrIntrospectionUnavailable, err)
+	}
+	now := in.now()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	delete(in.inflight, key)
+	call.res, call.err, call.cancelled = res, err, err != nil && ctx.Err() != nil
+	close(call.done)
+	if err != nil {
+		return nil, err
+	}
+	until := now.Add(in.opts.CacheTTL)
+	if res.claims != nil && res.claims.ExpiresAt.Before(until) {
+		until = res.claims.ExpiresAt
+	}
+	if len(in.cache) >= in.opts.MaxCacheEntries {
+		for k, e := range in.cache {
+			if !now.Before(e.until) {
+				delete(in.cache, k)
+			}
+		}
+		if len(in.cache) >= in.opts.MaxCacheEntries {
+			clear(in.cache)
+		}
+	}
+	in.cache[key] = cacheEntry{res: res, at: now, until: until}
+	return res, nil
+}
+
+// introspectionAnswer is the members of an RFC 7662 answer that are read.
+type introspectionAnswer struct {
+	Active    *bool           `json:"active"`
+	TokenType string          `json:"token_type"`
+	Iss       string          `json:"iss"`
+	Sub       string          `json:"sub"`
+	Scope     string          `json:"scope"`
+	ClientID  string          `json:"client_id"`
+	Exp       json.RawMessage `json:"exp"`
+}
+
+// ask makes one introspection request.
+func (in *Introspector) ask(ctx context.Context, token, hint string) (*introspection, error) {
+	endpoint, err := in.location(ctx)
+	if err != nil {
+		return nil, err
+	}
+	form := url.Values{"token": {token}}
+	if hint != "" {
+		form.Set("token_type_hint", hint)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
-		return false, fmt.Errorf("introspect: %w", err)
+		return nil, fmt.Errorf("introspect: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
@@ -156,27 +307,59 @@ func (in *Introspector) ask(ctx context.Context, token string) (bool, error) {
 	req.SetBasicAuth(url.QueryEscape(in.opts.ClientID), url.QueryEscape(in.opts.ClientSecret))
 	resp, err := in.client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("introspect: %w", err)
+		return nil, fmt.Errorf("introspect: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
-		return false, fmt.Errorf("introspect: read answer: %w", err)
+		return nil, fmt.Errorf("introspect: read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
 			Error string `json:"error"`
 		}
 		_ = json.Unmarshal(body, &e)
-		return false, fmt.Errorf("introspect: status %d %s", resp.StatusCode, quote(e.Error))
+		return nil, fmt.Errorf("introspect: status %d %s", resp.StatusCode, quote(e.Error))
 	}
-	var out struct {
-		Active *bool `json:"active"`
-	}
+	var out introspectionAnswer
 	if err := json.Unmarshal(body, &out); err != nil || out.Active == nil {
-		return false, errors.New("introspect: the answer has no boolean active member")
+		return nil, errors.New("introspect: the answer has no boolean active member")
 	}
-	return *out.Active, nil
+	res := &introspection{active: *out.Active}
+	if res.active {
+		res.claims, res.keyErr = in.keyClaims(&out)
+	}
+	return res, nil
+}
+
+// keyClaims reads an active answer as an API key's claims.
+func (in *Introspector) keyClaims(out *introspectionAnswer) (*Claims, error) {
+	if out.TokenType != "api_key" {
+		return nil, errNotAPIKeyAnswer
+	}
+	var exp numericDate
+	if len(out.Exp) == 0 || exp.UnmarshalJSON(out.Exp) != nil || !exp.set {
+		return nil, errUnusableKeyAnswer("exp")
+	}
+	id, ok := strings.CutPrefix(out.ClientID, apiKeyClientPrefix)
+	if !ok || id == "" {
+		return nil, errUnusableKeyAnswer("client_id")
+	}
+	if out.Sub == "" {
+		return nil, errUnusableKeyAnswer("sub")
+	}
+	iss := out.Iss
+	if iss == "" {
+		iss = in.opts.Issuer
+	}
+	c := &Claims{Issuer: iss, Subject: out.Sub, ExpiresAt: exp.t, IssuedAt: in.now(), ClientID: out.ClientID,
+		APIKeyID: id, Scope: out.Scope}
+	if out.Scope != "" {
+		// Clipped, so that a handler appending to a copy's Scopes never
+		// writes into the cached slice.
+		c.Scopes = slices.Clip(strings.Fields(out.Scope))
+	}
+	return c, nil
 }
 
 // location returns the endpoint, discovering it once when not configured.

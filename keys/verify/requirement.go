@@ -22,6 +22,8 @@ type evaluation struct {
 	g      *Guard
 	claims *Claims
 	token  string
+	// apiKey: token is an API key, just confirmed by introspection.
+	apiKey bool
 }
 
 // Scope is met by a token granting every one of perms.
@@ -31,7 +33,7 @@ func Scope(perms ...string) Requirement { return scopeReq{perms: perms, all: tru
 func AnyScope(perms ...string) Requirement { return scopeReq{perms: perms} }
 
 // Role is met by a token carrying role or, given the Guard's RoleLevels, a
-// role of an equal or higher level.
+// role of an equal or higher level. An API key never meets it.
 func Role(role string) Requirement { return roleReq{roles: []string{role}} }
 
 // AnyRole is met by a token meeting Role for at least one of roles.
@@ -40,7 +42,8 @@ func AnyRole(roles ...string) Requirement { return roleReq{roles: roles} }
 // MFA is met by a token whose user signed in with a second factor (acr
 // "mfa", amr naming "mfa"). Any other token is refused with 401
 // insufficient_user_authentication and acr_values="mfa" (RFC 9470 §3): the
-// client should sign the user in again with a second factor.
+// client should sign the user in again with a second factor. An API key
+// never meets it.
 func MFA() Requirement { return mfaReq{} }
 
 // All is met when every requirement is; they are checked in order and the
@@ -52,7 +55,8 @@ func Any(reqs ...Requirement) Requirement { return anyReq(reqs) }
 
 // Online is met when the issuer's introspection endpoint says the token is
 // still active (see Introspector), so a revoked token is refused at once.
-// When the endpoint cannot be asked, the request is refused with 503.
+// When the endpoint cannot be asked, the request is refused with 503. An
+// API key meets it: it is accepted only on the issuer's word.
 func Online() Requirement { return onlineReq{} }
 
 type scopeReq struct {
@@ -93,6 +97,10 @@ func (r scopeReq) describe(RoleLevels) string {
 type roleReq struct{ roles []string }
 
 func (r roleReq) eval(e *evaluation) *Denial {
+	if e.apiKey {
+		// Never met by a key, whatever its claims say.
+		return forbidden(nil, "This request needs "+r.describe(e.g.opts.Roles)+"; an API key carries no roles.")
+	}
 	for _, role := range r.roles {
 		if e.g.opts.Roles.AtLeast(e.claims.Roles, role) {
 			return nil
@@ -196,6 +204,11 @@ func (mfaReq) describe(RoleLevels) string { return "a sign-in with a second fact
 type onlineReq struct{}
 
 func (onlineReq) eval(e *evaluation) *Denial {
+	if e.apiKey {
+		// An API key is only ever accepted on the issuer's word, at most
+		// MaxAPIKeyCacheTTL old: that is the online check.
+		return nil
+	}
 	in := e.g.opts.Introspector
 	if in == nil {
 		return unavailable("The access token cannot be checked right now; try again shortly.",

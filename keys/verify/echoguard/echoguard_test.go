@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,6 +120,70 @@ func TestEchoGuard(t *testing.T) {
 			}
 			if strings.Contains(w.Body.String(), "rewritten") {
 				t.Fatal("the error handler rewrote the answer")
+			}
+		})
+	}
+}
+
+// TestEchoGuardAPIKeys: through the Echo adapter, an API key in X-API-Key
+// meets a scope requirement and is refused by a role one, and a malformed
+// key is refused without asking the issuer.
+func TestEchoGuardAPIKeys(t *testing.T) {
+	const key = "pcak_0123456789ABCDEFGHIJKLMNOPQRSTUV3bzNgN"
+	var asked atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		if r.FormValue("token") != key {
+			_, _ = w.Write([]byte(`{"active":false}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"active":true,"token_type":"api_key","sub":"usr_1","scope":"projects:read","exp":4102444800,"client_id":"apikey:ak_1"}`))
+	}))
+	t.Cleanup(srv.Close)
+	in, err := verify.NewIntrospector(verify.IntrospectorOptions{Endpoint: srv.URL, ClientID: "rs", ClientSecret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: sk.Public(), KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+	keys, err := verify.NewStaticKeySet(jwks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := verify.New(keys, verify.Config{Issuer: "https://issuer.example", Audience: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := echoguard.New(verify.NewGuard(v, verify.GuardOptions{APIKeys: in}))
+	e := echo.New()
+	me := func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]any{"sub": echoguard.Claims(c).Subject, "key": echoguard.Claims(c).APIKeyID})
+	}
+	e.GET("/projects", me, g.RequireScope("projects:read"))
+	e.GET("/admin", me, g.RequireRole("admin"))
+	for _, tc := range []struct {
+		name, path, key string
+		status          int
+		asked           int64
+	}{
+		{"ok/scope", "/projects", key, 200, 1},
+		{"fail/role", "/admin", key, 403, 1},
+		{"fail/malformed", "/projects", key[:42] + "x", 401, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, tc.path, nil)
+			r.Header.Set("X-API-Key", tc.key)
+			w := httptest.NewRecorder()
+			e.ServeHTTP(w, r)
+			if w.Code != tc.status || asked.Load() != tc.asked {
+				t.Fatalf("%d %s, %d introspection requests", w.Code, w.Body, asked.Load())
+			}
+			if tc.status == 200 && !strings.Contains(w.Body.String(), `"key":"ak_1"`) {
+				t.Fatalf("body %s", w.Body)
 			}
 		})
 	}
