@@ -60,7 +60,7 @@ soak: build
 ## fuzz: every fuzz target for FUZZTIME each (make test runs their seed corpora)
 FUZZTIME ?= 30s
 FUZZ_TARGETS := ./server/config:FuzzLoad ./server/token:FuzzTokenForm ./keys:FuzzVerify \
-	./policy:FuzzMatches ./policy:FuzzParse ./policy:FuzzParseScope ./policy/password:FuzzCheck
+	./policy:FuzzMatches ./policy:FuzzParse ./policy:FuzzParseScope ./policy/password:FuzzCheck ./apikey:FuzzParse
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS) $(EXTRA_FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg)"; \
