@@ -158,7 +158,7 @@ func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
 }
 
 // byEmail finds a user by email. It names the condition of the partial
-// unique index (email_lower <> ”), so both planners use the index, and so
+// unique index (a non-empty email_lower), so both planners use the index, and so
 // an empty address (a machine user's) finds nobody.
 const byEmail = "email_lower = ? AND u.email_lower <> ''"
 
