@@ -143,8 +143,8 @@ type Service struct {
 	// apiKeys answers API keys at introspection and revocation (nil: every
 	// key is inactive, and revoking one does nothing).
 	apiKeys APIKeys
-	log           *slog.Logger
-	now           func() time.Time
+	log     *slog.Logger
+	now     func() time.Time
 }
 
 // Deps are the collaborators of a Service. Metrics, Audit and Logger may be
