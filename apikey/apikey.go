@@ -143,8 +143,11 @@ func SessionID(keyID string) string { return SessionPrefix + keyID }
 // KeyIDOfSession returns the key id of a sid made by SessionID; ok is false
 // for any other sid (a login's session).
 func KeyIDOfSession(sid string) (keyID string, ok bool) {
-	id, ok := strings.CutPrefix(sid, SessionPrefix)
-	return id, ok && id != ""
+	id, found := strings.CutPrefix(sid, SessionPrefix)
+	if !found || id == "" {
+		return "", false
+	}
+	return id, true
 }
 
 // ClientID is the client_id introspection answers for a key: "apikey:<id>".

@@ -180,7 +180,7 @@ func TestSessionAndClientID(t *testing.T) {
 		{"", "", false},
 	} {
 		id, ok := KeyIDOfSession(tc.sid)
-		if id != tc.id && ok || ok != tc.ok {
+		if id != tc.id || ok != tc.ok {
 			t.Fatalf("KeyIDOfSession(%q) = %q, %v", tc.sid, id, ok)
 		}
 	}

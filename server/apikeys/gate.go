@@ -7,17 +7,20 @@ import (
 
 // gate admits one event per name per interval, in this instance's memory
 // (last_used_at writes, rejection audits): N uses of a key within a minute
-// cost one write. Names not seen for an interval are forgotten.
+// cost one write. Names not seen for an interval are forgotten; past max
+// names remembered at once, new names are refused until some are
+// forgotten (so a flood of distinct names cannot grow it without bound).
 type gate struct {
 	every time.Duration
+	max   int
 
 	mu      sync.Mutex
 	last    map[string]time.Time
 	sweepAt time.Time
 }
 
-func newGate(every time.Duration) *gate {
-	return &gate{every: every, last: map[string]time.Time{}}
+func newGate(every time.Duration, max int) *gate {
+	return &gate{every: every, max: max, last: map[string]time.Time{}}
 }
 
 // allow reports whether an event for name at now may pass (and records it).
@@ -32,7 +35,11 @@ func (g *gate) allow(name string, now time.Time) bool {
 		}
 		g.sweepAt = now.Add(g.every)
 	}
-	if t, ok := g.last[name]; ok && now.Sub(t) < g.every && !now.Before(t) {
+	t, ok := g.last[name]
+	if ok && now.Sub(t) < g.every && !now.Before(t) {
+		return false
+	}
+	if !ok && len(g.last) >= g.max {
 		return false
 	}
 	g.last[name] = now

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -34,6 +35,18 @@ const (
 	// TouchEvery is how often an instance writes a key's last_used_at at
 	// most (and audits the rejections of one key for one reason).
 	TouchEvery = time.Minute
+)
+
+// Bounds of the work a flood of refused keys can cause.
+const (
+	// maxGateNames bounds the keys each once-a-minute gate remembers.
+	maxGateNames = 100_000
+	// maxExplaining bounds the background lookups of keys that were not
+	// live (to audit a revoked one) running at once; beyond it they are
+	// skipped.
+	maxExplaining = 8
+	// explainTimeout bounds one background lookup.
+	explainTimeout = 5 * time.Second
 )
 
 // maxNameLen bounds a key's name.
@@ -87,8 +100,13 @@ type Deps struct {
 type Service struct {
 	cfg     Config
 	d       Deps
-	touched *gate // last_used_at writes
-	refused *gate // api_key.rejected events
+	touched *gate // last_used_at writes, by key id
+	refused *gate // api_key.rejected events, by key id and reason
+	// explained gates the background lookups of keys that were not live,
+	// by key hash; explaining bounds how many run at once.
+	explained  *gate
+	explaining chan struct{}
+	bg         sync.WaitGroup
 }
 
 var (
@@ -113,8 +131,13 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, d: d, touched: newGate(TouchEvery), refused: newGate(TouchEvery)}, nil
+	return &Service{cfg: cfg, d: d, touched: newGate(TouchEvery, maxGateNames), refused: newGate(TouchEvery, maxGateNames),
+		explained: newGate(TouchEvery, maxGateNames), explaining: make(chan struct{}, maxExplaining)}, nil
 }
+
+// Wait blocks until the background lookups (audits of revoked keys) have
+// finished. Call it before closing the store.
+func (s *Service) Wait() { s.bg.Wait() }
 
 // Meta says who acts and how, for audit events.
 type Meta struct {
@@ -357,12 +380,19 @@ func (s *Service) RevokeAPIKeyByValue(ctx context.Context, raw string, meta toke
 
 // ---- use ----
 
-// Refusal reasons of Authenticate (details.reason of api_key.rejected).
+// Refusal reasons of Authenticate; the last three are also the
+// details.reason of api_key.rejected.
 const (
-	ReasonMalformed        = "malformed"
-	ReasonUnknown          = "unknown"
-	ReasonRevoked          = "revoked"
-	ReasonExpired          = "expired"
+	// ReasonMalformed: not shaped like a key, or a wrong checksum.
+	ReasonMalformed = "malformed"
+	// ReasonNotLive: no live key has this hash: unknown, or revoked (the
+	// two are answered alike; a revoked one is audited after the answer).
+	ReasonNotLive = "not_live"
+	// ReasonRevoked: the key is revoked.
+	ReasonRevoked = "revoked"
+	// ReasonExpired: the key is past its expiry.
+	ReasonExpired = "expired"
+	// ReasonOwnerDeactivated: the key's owner is deactivated.
 	ReasonOwnerDeactivated = "owner_deactivated"
 )
 
@@ -388,12 +418,14 @@ type Authenticated struct {
 }
 
 // Authenticate is the one check of a presented key. The checksum is checked
-// first: a malformed key costs no lookup. Then the key is looked up by its
-// hash (an unknown and a revoked key cost the same: one lookup each), a
-// revoked or expired key or a deactivated owner is refused (audit
-// api_key.rejected, at most once a minute per key, reason and instance),
-// and the effective scope is computed from the owner's current roles. A
-// use writes last_used_at at most once a minute per key and instance.
+// first: a malformed key costs no lookup. Then the live keys are searched
+// by the key's hash: an unknown and a revoked key both miss that index and
+// cost the same (ReasonNotLive), and which of the two it was is looked up
+// after the answer, in the background, to audit a revoked key. An expired
+// key or a deactivated owner is refused. Every rejection of a known key is
+// audited as api_key.rejected, at most once a minute per key, reason and
+// instance. The effective scope is computed from the owner's current roles;
+// a use writes last_used_at at most once a minute per key and instance.
 // Refusals wrap ErrRefused (a *Refusal); a store failure is a 503
 // *apierr.Error.
 func (s *Service) Authenticate(ctx context.Context, raw string, m Meta) (Authenticated, error) {
@@ -401,23 +433,25 @@ func (s *Service) Authenticate(ctx context.Context, raw string, m Meta) (Authent
 	if err != nil {
 		return Authenticated{}, &Refusal{Reason: ReasonMalformed}
 	}
-	k, err := s.d.Store.GetAPIKeyByHash(ctx, key.Hash())
+	hash := key.Hash()
+	k, err := s.d.Store.FindLiveAPIKey(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
-		return Authenticated{}, &Refusal{Reason: ReasonUnknown}
+		s.explainLater(ctx, hash, m)
+		return Authenticated{}, &Refusal{Reason: ReasonNotLive}
 	}
 	if err != nil {
 		return Authenticated{}, storeErr("look up the API key", err, nil)
 	}
 	now := s.d.Now()
 	switch {
-	case k.Revoked():
+	case k.Revoked(): // revoked since the lookup read it
 		return Authenticated{}, s.reject(ctx, k, ReasonRevoked, now, m)
 	case !now.Before(k.ExpiresAt):
 		return Authenticated{}, s.reject(ctx, k, ReasonExpired, now, m)
 	}
 	owner, err := s.d.Store.GetUser(ctx, k.OwnerID)
 	if errors.Is(err, store.ErrNotFound) {
-		return Authenticated{}, &Refusal{Reason: ReasonUnknown} // deleted with its owner meanwhile
+		return Authenticated{}, &Refusal{Reason: ReasonNotLive} // deleted with its owner meanwhile
 	}
 	if err != nil {
 		return Authenticated{}, storeErr("load the API key's owner", err, nil)
@@ -441,6 +475,37 @@ func EffectiveScope(keyScopes, ownerPermissions []string) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// explainLater looks a key that was not live up after the request, to
+// audit it when it is a revoked key (a leak signal): at most once a minute
+// per key hash and instance, at most maxExplaining at once (more are
+// skipped), never delaying the answer, so an unknown and a revoked key are
+// answered alike.
+func (s *Service) explainLater(ctx context.Context, hash []byte, m Meta) {
+	if !s.explained.allow(string(hash), s.d.Now()) {
+		return
+	}
+	select {
+	case s.explaining <- struct{}{}:
+	default:
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer func() { <-s.explaining }()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), explainTimeout)
+		defer cancel()
+		k, err := s.d.Store.GetAPIKeyByHash(ctx, hash)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			s.d.Logger.Warn("look up a refused API key to audit it", "err", err)
+		case k.Revoked():
+			s.reject(ctx, k, ReasonRevoked, s.d.Now(), m)
+		}
+	}()
 }
 
 // reject audits a refused key (a leak signal) at most once a minute per

@@ -27,6 +27,8 @@ type memStore struct {
 	seq   int
 	now   func() time.Time
 	down  bool
+	// block, when set, holds every GetAPIKeyByHash until it is closed.
+	block chan struct{}
 }
 
 func newMemStore(now func() time.Time) *memStore {
@@ -86,7 +88,27 @@ func (m *memStore) CreateAPIKey(_ context.Context, k *store.APIKey) error {
 	return nil
 }
 
+func (m *memStore) FindLiveAPIKey(_ context.Context, hash []byte) (store.APIKey, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.count("FindLiveAPIKey"); err != nil {
+		return store.APIKey{}, err
+	}
+	for _, k := range m.keys {
+		if bytes.Equal(k.Hash, hash) && k.RevokedAt == nil {
+			return *k, nil
+		}
+	}
+	return store.APIKey{}, store.ErrNotFound
+}
+
 func (m *memStore) GetAPIKeyByHash(_ context.Context, hash []byte) (store.APIKey, error) {
+	m.mu.Lock()
+	block := m.block
+	m.mu.Unlock()
+	if block != nil {
+		<-block
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.count("GetAPIKeyByHash"); err != nil {
@@ -301,8 +323,8 @@ func TestCreate(t *testing.T) {
 }
 
 // TestMalformedKeyCostsNoStoreCall: a key with a wrong prefix, length,
-// alphabet or checksum is refused before any store call, wherever it is
-// presented.
+// alphabet or checksum is refused before any store call (counted by the
+// store), wherever it is presented.
 func TestMalformedKeyCostsNoStoreCall(t *testing.T) {
 	e := newEnv(t, 0)
 	good := e.create(t, "users:read").Key
@@ -373,6 +395,10 @@ func TestAuthenticate(t *testing.T) {
 			}
 		}, ReasonRevoked},
 	} {
+		answered := tc.reason
+		if tc.reason == ReasonRevoked {
+			answered = ReasonNotLive // answered as an unknown key, audited after the answer
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, 0)
 			c := e.create(t, "users:read")
@@ -382,9 +408,10 @@ func TestAuthenticate(t *testing.T) {
 			tc.break_(e, c)
 			_, err := e.svc.Authenticate(ctx, c.Key, Meta{ClientID: "rs", Via: "introspection"})
 			var r *Refusal
-			if !errors.As(err, &r) || r.Reason != tc.reason || !errors.Is(err, ErrRefused) {
-				t.Fatalf("Authenticate = %v, want the refusal %s", err, tc.reason)
+			if !errors.As(err, &r) || r.Reason != answered || !errors.Is(err, ErrRefused) {
+				t.Fatalf("Authenticate = %v, want the refusal %s", err, answered)
 			}
+			e.svc.Wait()
 			ev := e.audit.of("api_key.rejected")
 			if len(ev) != 1 || ev[0].Outcome != store.OutcomeFailure || ev[0].Details["reason"] != tc.reason ||
 				ev[0].Details["key_id"] != c.ID || ev[0].TargetID != e.ann.ID || ev[0].ClientID != "rs" {
@@ -401,11 +428,13 @@ func TestAuthenticate(t *testing.T) {
 	t.Run("fail/unknown_key_not_audited", func(t *testing.T) {
 		e := newEnv(t, 0)
 		k, _ := apikey.Generate()
-		if _, err := e.svc.Authenticate(ctx, k.String(), Meta{}); !errors.Is(err, ErrRefused) {
+		var r *Refusal
+		if _, err := e.svc.Authenticate(ctx, k.String(), Meta{}); !errors.As(err, &r) || r.Reason != ReasonNotLive {
 			t.Fatalf("Authenticate(unknown) = %v", err)
 		}
-		if e.st.calledN("GetAPIKeyByHash") != 1 || len(e.audit.events) != 0 {
-			t.Fatalf("unknown key: %d lookups, events %v", e.st.calledN("GetAPIKeyByHash"), e.audit.events)
+		e.svc.Wait()
+		if e.st.calledN("FindLiveAPIKey") != 1 || e.st.calledN("GetAPIKeyByHash") != 1 || len(e.audit.events) != 0 {
+			t.Fatalf("unknown key: %v lookups, events %v", e.st.calls, e.audit.events)
 		}
 	})
 	t.Run("fail/store_down_is_503", func(t *testing.T) {
@@ -418,6 +447,40 @@ func TestAuthenticate(t *testing.T) {
 			t.Fatal("introspection answered while the store is down")
 		}
 	})
+}
+
+// TestUnknownAndRevokedAnsweredAlike: an unknown and a revoked key cost the
+// request the same work, one search of the live keys each, and are answered
+// the same; the lookup that tells a revoked key (to audit it) runs after the
+// answer, which never waits for it.
+func TestUnknownAndRevokedAnsweredAlike(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, 0)
+	c := e.create(t, "users:read")
+	if err := e.svc.Revoke(ctx, e.ann.ID, c.ID, Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	unknown, _ := apikey.Generate()
+	e.st.block = make(chan struct{})
+	for _, raw := range []string{unknown.String(), c.Key} {
+		before := e.st.calledN("FindLiveAPIKey")
+		_, err := e.svc.Authenticate(ctx, raw, Meta{})
+		var r *Refusal
+		if !errors.As(err, &r) || r.Reason != ReasonNotLive {
+			t.Fatalf("Authenticate = %v, want %s", err, ReasonNotLive)
+		}
+		if n := e.st.calledN("FindLiveAPIKey") - before; n != 1 {
+			t.Fatalf("%d searches of the live keys, want 1", n)
+		}
+	}
+	if e.st.calledN("GetAPIKeyByHash") != 0 || len(e.audit.of("api_key.rejected")) != 0 {
+		t.Fatal("an answer waited for the background lookup")
+	}
+	close(e.st.block)
+	e.svc.Wait()
+	if ev := e.audit.of("api_key.rejected"); len(ev) != 1 || ev[0].Details["reason"] != ReasonRevoked || ev[0].Details["key_id"] != c.ID {
+		t.Fatalf("after the background lookups: %+v, want one rejection of the revoked key", ev)
+	}
 }
 
 // TestLastUsedOncePerMinute: N uses of a key within a minute write
@@ -456,21 +519,34 @@ func TestLastUsedOncePerMinute(t *testing.T) {
 	if err := e.svc.Revoke(ctx, e.ann.ID, c.ID, Meta{}); err != nil {
 		t.Fatal(err)
 	}
+	lookups := e.st.calledN("GetAPIKeyByHash")
 	for i := 0; i < 20; i++ {
 		_, _ = e.svc.Authenticate(ctx, c.Key, Meta{})
 	}
+	e.svc.Wait()
 	if n := len(e.audit.of("api_key.rejected")); n != 1 {
 		t.Fatalf("20 uses of a revoked key: %d rejection events, want 1", n)
 	}
+	if n := e.st.calledN("GetAPIKeyByHash") - lookups; n != 1 {
+		t.Fatalf("20 uses of a revoked key: %d background lookups, want 1", n)
+	}
 	e.clk.add(time.Minute)
 	_, _ = e.svc.Authenticate(ctx, c.Key, Meta{})
+	e.svc.Wait()
 	if n := len(e.audit.of("api_key.rejected")); n != 2 {
 		t.Fatalf("a minute later: %d rejection events, want 2", n)
 	}
 }
 
 func TestGateForgets(t *testing.T) {
-	g := newGate(time.Minute)
+	full := newGate(time.Minute, 2)
+	if !full.allow("a", time.Unix(0, 0)) || !full.allow("b", time.Unix(0, 0)) || full.allow("c", time.Unix(1, 0)) {
+		t.Fatal("a full gate admitted a new name")
+	}
+	if !full.allow("c", time.Unix(61, 0)) {
+		t.Fatal("a gate whose names were forgotten refused a new one")
+	}
+	g := newGate(time.Minute, 1000)
 	t0 := time.Unix(1000, 0)
 	for i := 0; i < 100; i++ {
 		g.allow(fmt.Sprint(i), t0)

@@ -710,6 +710,9 @@ func (a *App) Close() error {
 	if a.Accounts != nil {
 		a.Accounts.Wait() // background emails finish before the store closes
 	}
+	if a.APIKeys != nil {
+		a.APIKeys.Wait() // and the background audits of refused keys
+	}
 	err := a.states.Close()
 	return errors.Join(err, a.Core.Close())
 }

@@ -28,6 +28,7 @@ type apiKeyRow struct {
 	Name        string     `gorm:"column:name"`
 	Hint        string     `gorm:"column:hint"`
 	Hash        []byte     `gorm:"column:hash"`
+	LiveHash    []byte     `gorm:"column:live_hash"`
 	Scopes      string     `gorm:"column:scopes"`
 	ExpiresAt   time.Time  `gorm:"column:expires_at"`
 	CreatedAt   time.Time  `gorm:"column:created_at;autoCreateTime:false"`
@@ -97,7 +98,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *store.APIKey) error {
 	nk.ExpiresAt = dbTime(k.ExpiresAt)
 	nk.Scopes = scopes
 	nk.LastUsedAt, nk.RevokedAt, nk.RevokedBy = nil, nil, ""
-	row := apiKeyRow{ID: nk.ID, OwnerUserID: nk.OwnerID, Name: nk.Name, Hint: nk.Hint, Hash: nk.Hash,
+	row := apiKeyRow{ID: nk.ID, OwnerUserID: nk.OwnerID, Name: nk.Name, Hint: nk.Hint, Hash: nk.Hash, LiveHash: nk.Hash,
 		Scopes: *encodeList(scopes), ExpiresAt: nk.ExpiresAt, CreatedAt: nk.CreatedAt, CreatedBy: nk.CreatedBy}
 	err := s.db.WithContext(ctx).Create(&row).Error
 	if IsForeignKeyViolation(err) {
@@ -110,15 +111,25 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *store.APIKey) error {
 	return nil
 }
 
-// GetAPIKeyByHash implements store.APIKeys. It is on the path of every use
-// of a key, so the statement is written out and scanned by hand.
+// FindLiveAPIKey implements store.APIKeys. It is on the path of every use
+// of a key, so the statement is written out and scanned by hand; it
+// searches live_hash, which revocation clears.
+func (s *Store) FindLiveAPIKey(ctx context.Context, hash []byte) (store.APIKey, error) {
+	return s.apiKeyWhere(ctx, "find live API key", "live_hash = ?", hash)
+}
+
+// GetAPIKeyByHash implements store.APIKeys.
 func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (store.APIKey, error) {
-	row, err := scanAPIKey(s.db.WithContext(ctx).Raw(`SELECT `+apiKeyColumns+` FROM api_keys WHERE hash = ?`, hash).Row())
+	return s.apiKeyWhere(ctx, "get API key", "hash = ?", hash)
+}
+
+func (s *Store) apiKeyWhere(ctx context.Context, what, where string, args ...any) (store.APIKey, error) {
+	row, err := scanAPIKey(s.db.WithContext(ctx).Raw(`SELECT `+apiKeyColumns+` FROM api_keys WHERE `+where, args...).Row())
 	if errors.Is(err, sql.ErrNoRows) {
-		return store.APIKey{}, fmt.Errorf("get API key: %w", store.ErrNotFound)
+		return store.APIKey{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
 	}
 	if err != nil {
-		return store.APIKey{}, mapErr("get API key", err)
+		return store.APIKey{}, mapErr(what, err)
 	}
 	return row.apiKey()
 }
@@ -156,7 +167,8 @@ func (s *Store) ListAPIKeys(ctx context.Context, ownerID, cursor string, limit i
 }
 
 // RevokeAPIKey implements store.APIKeys: a conditional UPDATE (revoked_at
-// still NULL) decides which of concurrent revocations changes the key.
+// still NULL) decides which of concurrent revocations changes the key; it
+// clears live_hash, so FindLiveAPIKey no longer finds the key.
 func (s *Store) RevokeAPIKey(ctx context.Context, ownerID, id, by string, at time.Time) (store.APIKey, bool, error) {
 	var (
 		out     store.APIKey
@@ -167,7 +179,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, ownerID, id, by string, at tim
 	}
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		res := tx.Model(&apiKeyRow{}).Where("id = ? AND owner_user_id = ? AND revoked_at IS NULL", id, ownerID).
-			Updates(map[string]any{"revoked_at": dbTime(at), "revoked_by": by})
+			Updates(map[string]any{"revoked_at": dbTime(at), "revoked_by": by, "live_hash": nil})
 		if res.Error != nil {
 			return mapErr("revoke API key", res.Error)
 		}

@@ -19,14 +19,18 @@ type v12User struct {
 func (v12User) TableName() string { return "users" }
 
 // v12APIKey is one API key: only the SHA-256 of the key (unique) and its
-// display hint are kept; removed with its owner.
+// display hint are kept; removed with its owner. live_hash is the hash
+// while the key is not revoked (NULL after): the lookup of every use
+// searches it, so a revoked key misses the index exactly as an unknown one
+// does, and costs the same.
 type v12APIKey struct {
 	ID          string     `gorm:"column:id;primaryKey;not null"`
 	OwnerUserID string     `gorm:"column:owner_user_id;not null;index:api_keys_owner_idx,priority:1"`
 	Name        string     `gorm:"column:name;not null"`
 	Hint        string     `gorm:"column:hint;not null"`
 	Hash        []byte     `gorm:"column:hash;not null;uniqueIndex:api_keys_hash_key"`
-	Scopes      string     `gorm:"column:scopes;not null"` // JSON array
+	LiveHash    []byte     `gorm:"column:live_hash;uniqueIndex:api_keys_live_hash_key"` // the hash while not revoked, else NULL
+	Scopes      string     `gorm:"column:scopes;not null"`                              // JSON array
 	ExpiresAt   time.Time  `gorm:"column:expires_at;not null"`
 	CreatedAt   time.Time  `gorm:"column:created_at;not null;autoCreateTime:false;index:api_keys_owner_idx,priority:2"`
 	CreatedBy   string     `gorm:"column:created_by;not null"`

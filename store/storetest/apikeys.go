@@ -16,7 +16,8 @@ import (
 // return a store on a fresh, empty (unmigrated) database for every call.
 //
 // Besides the documented behaviour it pins: times come back in UTC at
-// microsecond precision; of concurrent revocations of one key exactly one
+// microsecond precision; a revoked key is found by its hash but is not
+// live; of concurrent revocations of one key exactly one
 // reports the change; a key's last use only moves forward; keys go with
 // their owner.
 func RunAPIKeyTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
@@ -101,6 +102,11 @@ func testAPIKeyCreateGet(t *testing.T, s *sqlstore.Store) {
 	}
 	sameAPIKey(t, "GetAPIKeyByHash", got, created)
 	wantUTC(t, "read CreatedAt", got.CreatedAt)
+	live, err := s.FindLiveAPIKey(c, created.Hash)
+	if err != nil {
+		t.Fatalf("FindLiveAPIKey: %v", err)
+	}
+	sameAPIKey(t, "FindLiveAPIKey", live, created)
 	// No scopes is an empty list, never nil.
 	empty := mustAPIKey(t, s, &store.APIKey{OwnerID: ann.ID, Name: "none", Hint: "h", Hash: []byte("other hash"),
 		ExpiresAt: time.Now().Add(time.Hour), CreatedBy: ann.ID})
@@ -110,6 +116,9 @@ func testAPIKeyCreateGet(t *testing.T, s *sqlstore.Store) {
 	for _, h := range [][]byte{nil, {}, []byte("unknown"), created.Hash[:31]} {
 		if _, err := s.GetAPIKeyByHash(c, h); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("GetAPIKeyByHash(%x) = %v, want ErrNotFound", h, err)
+		}
+		if _, err := s.FindLiveAPIKey(c, h); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("FindLiveAPIKey(%x) = %v, want ErrNotFound", h, err)
 		}
 	}
 }
@@ -208,6 +217,15 @@ func testAPIKeyRevoke(t *testing.T, s *sqlstore.Store) {
 	byHash, err := s.GetAPIKeyByHash(c, k.Hash)
 	if err != nil || !byHash.Revoked() {
 		t.Fatalf("GetAPIKeyByHash after revoking = %+v, %v", byHash, err)
+	}
+	// A revoked key is no longer live: the lookup of a use misses it as it
+	// misses an unknown key.
+	if _, err := s.FindLiveAPIKey(c, k.Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindLiveAPIKey after revoking = %v, want ErrNotFound", err)
+	}
+	other := mustAPIKey(t, s, newAPIKey(ann.ID, "other"))
+	if _, err := s.FindLiveAPIKey(c, other.Hash); err != nil {
+		t.Fatalf("another key is no longer live: %v", err)
 	}
 	// A revocation by value names nobody.
 	v := mustAPIKey(t, s, newAPIKey(ann.ID, "by value"))
