@@ -159,8 +159,9 @@ func wantInactive(t *testing.T, what string, m map[string]any) {
 // scopes within their permissions, expiry rules), lists keys without the
 // key, introspects and exchanges it (the exchanged token verifies offline
 // with go-jose against the JWKS, carries no roles, the exchanging client's
-// client_id and audience, sid ak_<id>, at most 15 minutes), and revokes it:
-// the key and its exchanged token die at once.
+// client_id and audience, sid ak_<id>, at most 15 minutes, and manages
+// neither keys nor the owner's sessions or factors), and revokes it: the
+// key and its exchanged token die at once.
 func TestAPIKeysSelfService(t *testing.T) {
 	for _, b := range keyBackends {
 		t.Run(b.String(), func(t *testing.T) {
@@ -265,6 +266,12 @@ func TestAPIKeysSelfService(t *testing.T) {
 			e.c.PostJSON("/auth/api-keys", map[string]any{"name": "escalate", "scopes": []string{"projects:write"}}, keyTok).ExpectError(http.StatusForbidden, "forbidden")
 			e.c.Get("/auth/api-keys", keyTok).ExpectError(http.StatusForbidden, "forbidden")
 			e.c.Delete("/auth/api-keys/"+withExpiry.ID, keyTok).ExpectError(http.StatusForbidden, "forbidden")
+			// Nor the owner's sessions, consents or second factors: a leaked key
+			// must not end the owner's sign-ins or enrol a factor on the account.
+			e.c.Get("/auth/sessions", keyTok).ExpectError(http.StatusForbidden, "forbidden")
+			e.c.Get("/auth/consents", keyTok).ExpectError(http.StatusForbidden, "forbidden")
+			e.c.Get("/auth/mfa", keyTok).ExpectError(http.StatusForbidden, "forbidden")
+			e.c.PostJSON("/auth/mfa/totp", nil, keyTok).ExpectError(http.StatusForbidden, "forbidden")
 
 			// The list shows the use.
 			e.c.Get("/auth/api-keys", ann).ExpectStatus(http.StatusOK).JSON(&list)
@@ -479,6 +486,11 @@ func TestMachineUsers(t *testing.T) {
 			e.c.PostJSON("/admin/users", map[string]any{"kind": "machine", "name": "x"}, ann).ExpectError(http.StatusForbidden, "insufficient_scope")
 			if got := e.c.Get("/admin/users/"+e.ann.ID, root).ExpectStatus(http.StatusOK).Map(); got["kind"] != "human" {
 				t.Fatalf("a person's kind %v", got["kind"])
+			}
+
+			e.c.PatchJSON("/admin/users/"+ed.ID, map[string]string{"name": " "}, adm).ExpectError(http.StatusBadRequest, "invalid_request")
+			if got := e.c.PatchJSON("/admin/users/"+ed.ID, map[string]string{"name": "ci editor 2"}, adm).ExpectStatus(http.StatusOK).Map(); got["kind"] != "machine" || got["name"] != "ci editor 2" {
+				t.Fatalf("renamed machine user %v", got)
 			}
 
 			// No password, no email flows.

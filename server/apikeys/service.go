@@ -346,8 +346,12 @@ func (s *Service) revoke(ctx context.Context, ownerID, keyID string, m Meta) err
 	if changed {
 		s.record(ctx, "api_key.revoked", store.OutcomeSuccess, k.OwnerID, m, map[string]string{"key_id": k.ID})
 	}
-	// Every time, not only the first: a revocation whose sid could not be
-	// ended is completed by trying again.
+	// Not only the first time: a revocation whose sid could not be ended
+	// is completed by trying again, for as long as a token exchanged
+	// before it may live (after that there is nothing left to revoke).
+	if !changed && k.RevokedAt != nil && s.d.Now().Sub(*k.RevokedAt) > ExchangedTokenTTL {
+		return nil
+	}
 	if err := s.d.Grants.EndGrants(ctx, []string{apikey.SessionID(k.ID)}); err != nil {
 		s.d.Logger.Error("API key revoked, but the tokens exchanged from it could not be revoked", "key_id", k.ID, "err", err)
 		return err

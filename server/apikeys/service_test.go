@@ -585,6 +585,12 @@ func TestRevoke(t *testing.T) {
 	if want := []string{"ak_" + c.ID, "ak_" + c.ID}; !slices.Equal(e.grants.ended, want) {
 		t.Fatalf("ended sids %v, want %v", e.grants.ended, want)
 	}
+	// Once no token exchanged before the revocation can live, revoking
+	// again writes nothing more.
+	e.clk.add(ExchangedTokenTTL + time.Second)
+	if err := e.svc.Revoke(ctx, e.ann.ID, c.ID, Meta{}); err != nil || len(e.grants.ended) != 2 {
+		t.Fatalf("a late revocation again: %v, ended %v", err, e.grants.ended)
+	}
 	// A failed sid revocation: the key is revoked all the same, and the caller told.
 	d := e.create(t, "users:read")
 	e.grants.err = apierr.ErrTemporarilyUnavailable
