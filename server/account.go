@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/portcullis-auth/portcullis/keys/verify/apikey"
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/token"
@@ -154,6 +155,7 @@ func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 	}, noCache)
 	mountSessionViews(e, svc, bearer)
 	mountMFA(e, svc, tokens, bearer)
+	mountOwnAPIKeys(e, svc, bearer)
 }
 
 // noCache marks an answer as never to be cached (RFC 6749 §5.1; the
@@ -173,11 +175,14 @@ func accountMeta(c echo.Context) accounts.Meta {
 	return accounts.Meta{IP: m.IP, UserAgent: m.UserAgent}
 }
 
-// actorOf is the user of the verified bearer token, with the request's metadata.
+// actorOf is the user of the verified bearer token, with the request's
+// metadata and, for a token exchanged from an API key, the key's id.
 func actorOf(c echo.Context) accounts.Actor {
 	claims := Claims(c)
 	m := meta(c)
-	return accounts.Actor{ID: claims.Subject, Meta: accounts.Meta{IP: m.IP, UserAgent: m.UserAgent, ClientID: claims.ClientID}}
+	keyID, _ := apikey.KeyIDOfSession(claims.SID)
+	return accounts.Actor{ID: claims.Subject, APIKey: keyID,
+		Meta: accounts.Meta{IP: m.IP, UserAgent: m.UserAgent, ClientID: claims.ClientID}}
 }
 
 // jsonClient returns the client credentials of a JSON request that may name

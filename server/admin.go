@@ -32,6 +32,7 @@ type adminRoute struct {
 
 var adminRoutes = []adminRoute{
 	{AdminRoute{http.MethodGet, "/admin/users", policy.PermUsersRead}, listUsers},
+	{AdminRoute{http.MethodPost, "/admin/users", policy.PermUsersWrite}, createUser},
 	{AdminRoute{http.MethodGet, "/admin/users/:id", policy.PermUsersRead}, getUser},
 	{AdminRoute{http.MethodPatch, "/admin/users/:id", policy.PermUsersWrite}, patchUser},
 	{AdminRoute{http.MethodDelete, "/admin/users/:id", policy.PermUsersWrite}, deleteUser},
@@ -47,6 +48,9 @@ var adminRoutes = []adminRoute{
 	{AdminRoute{http.MethodDelete, "/admin/users/:id/consents/:client_id", policy.PermUsersWrite}, withdrawUserConsent},
 	{AdminRoute{http.MethodGet, "/admin/users/:id/identities", policy.PermUsersRead}, listUserIdentities},
 	{AdminRoute{http.MethodDelete, "/admin/users/:id/identities/:provider", policy.PermUsersWrite}, unlinkUserIdentity},
+	{AdminRoute{http.MethodPost, "/admin/users/:id/api-keys", policy.PermUsersWrite}, createMachineAPIKey},
+	{AdminRoute{http.MethodGet, "/admin/users/:id/api-keys", policy.PermUsersRead}, listMachineAPIKeys},
+	{AdminRoute{http.MethodDelete, "/admin/users/:id/api-keys/:key_id", policy.PermUsersWrite}, revokeMachineAPIKey},
 	{AdminRoute{http.MethodPost, "/admin/invites", policy.PermUsersInvite}, createInvite},
 	{AdminRoute{http.MethodGet, "/admin/invites", policy.PermUsersInvite}, listInvites},
 	{AdminRoute{http.MethodDelete, "/admin/invites/:id", policy.PermUsersInvite}, revokeInvite},
@@ -147,6 +151,22 @@ func listUsers(svc *accounts.Service, c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, page)
+}
+
+func createUser(svc *accounts.Service, c echo.Context) error {
+	var body struct {
+		Kind  string   `json:"kind"`
+		Name  string   `json:"name"`
+		Roles []string `json:"roles"`
+	}
+	if err := decodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	u, err := svc.CreateUser(ctx(c), actorOf(c), accounts.NewUser{Kind: body.Kind, Name: body.Name, Roles: body.Roles})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, u)
 }
 
 func getUser(svc *accounts.Service, c echo.Context) error {
@@ -250,11 +270,12 @@ func createInvite(svc *accounts.Service, c echo.Context) error {
 	var body struct {
 		Email string `json:"email"`
 		Role  string `json:"role"`
+		Kind  string `json:"kind"`
 	}
 	if err := decodeJSON(c, &body, false); err != nil {
 		return err
 	}
-	inv, err := svc.CreateInvite(ctx(c), actorOf(c), body.Email, body.Role)
+	inv, err := svc.CreateInviteOfKind(ctx(c), actorOf(c), body.Kind, body.Email, body.Role)
 	if err != nil {
 		return err
 	}

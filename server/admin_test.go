@@ -289,12 +289,15 @@ func TestAdminUsersListAndDelete(t *testing.T) {
 		a.c.Get("/admin/users?limit=2&cursor="+cursor, st.Bearer(root)).ExpectStatus(200).JSON(&p)
 		for _, u := range p.Items {
 			seen = append(seen, u["email"].(string))
-			for _, k := range []string{"id", "email", "name", "roles", "active", "email_verified", "must_change_password", "created_at", "updated_at", "last_login_at"} {
+			for _, k := range []string{"id", "kind", "email", "name", "roles", "active", "email_verified", "must_change_password", "created_at", "updated_at", "last_login_at"} {
 				if _, ok := u[k]; !ok {
 					t.Fatalf("user object lacks %s: %v", k, u)
 				}
 			}
-			if len(u) != 10 {
+			if u["kind"] != "human" {
+				t.Fatalf("a person's kind %v", u["kind"])
+			}
+			if len(u) != 11 {
 				t.Fatalf("user object has other fields: %v", u)
 			}
 		}

@@ -37,8 +37,9 @@ type DiscoveryOptions struct {
 	// MFA: the password grant's second step is served, so the two MFA
 	// grants are advertised.
 	MFA bool
-	// TokenExchange: a subject_token_type is served (upstream identity
-	// providers are configured), so the RFC 8693 grant is advertised.
+	// TokenExchange: a subject_token_type is served (API keys always, and
+	// upstream id tokens when providers are configured), so the RFC 8693
+	// grant is advertised.
 	TokenExchange bool
 }
 

@@ -68,9 +68,10 @@ func TestDiscoveryMetadata(t *testing.T) {
 		}
 		// Only grants that work end to end are advertised; /oauth2/authorize
 		// is served, so authorization_code is one of them, and so are the
-		// password grant's MFA grants.
+		// password grant's MFA grants, and token exchange (of API keys).
 		if grants := fmt.Sprint(m["grant_types_supported"]); grants != "[password refresh_token client_credentials authorization_code "+
-			"urn:portcullis:params:oauth:grant-type:mfa-otp urn:portcullis:params:oauth:grant-type:mfa-recovery-code]" {
+			"urn:portcullis:params:oauth:grant-type:mfa-otp urn:portcullis:params:oauth:grant-type:mfa-recovery-code "+
+			"urn:ietf:params:oauth:grant-type:token-exchange]" {
 			t.Fatalf("grants %v", grants)
 		}
 		if m["authorization_endpoint"] != iss+"/oauth2/authorize" || fmt.Sprint(m["response_types_supported"]) != "[code]" {

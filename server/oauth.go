@@ -103,28 +103,45 @@ func (s *Server) tokenForm(c echo.Context) (token.ClientCredentials, string, err
 // clientForm reads a form-encoded POST body once, rejecting repeated
 // parameters, and extracts the client's credentials.
 func (s *Server) clientForm(c echo.Context) (map[string]string, token.ClientCredentials, error) {
-	r := c.Request()
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/x-www-form-urlencoded" {
-		return nil, token.ClientCredentials{}, apierr.ErrInvalidRequest.WithDescription("The body must be application/x-www-form-urlencoded.")
-	}
-	if err := r.ParseForm(); err != nil {
-		if strings.Contains(err.Error(), "too large") {
-			return nil, token.ClientCredentials{}, apierr.ErrTooLarge
-		}
-		return nil, token.ClientCredentials{}, apierr.ErrInvalidRequest.WithDescription("The form body is malformed.")
-	}
-	params, err := token.ParseForm(r.PostForm)
+	params, err := formParams(c)
 	if err != nil {
 		return nil, token.ClientCredentials{}, err
 	}
+	cred, err := clientCredentials(c, params)
+	return params, cred, err
+}
+
+// formParams reads a form-encoded POST body once, rejecting repeated
+// parameters (RFC 6749 §3.1), and returns the single value of each.
+func formParams(c echo.Context) (map[string]string, error) {
+	r := c.Request()
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, apierr.ErrInvalidRequest.WithDescription("The body must be application/x-www-form-urlencoded.")
+	}
+	if err := r.ParseForm(); err != nil {
+		if strings.Contains(err.Error(), "too large") {
+			return nil, apierr.ErrTooLarge
+		}
+		return nil, apierr.ErrInvalidRequest.WithDescription("The form body is malformed.")
+	}
+	params, err := token.ParseForm(r.PostForm)
+	if err != nil {
+		return nil, err
+	}
+	return params, nil
+}
+
+// clientCredentials extracts the client's credentials from HTTP Basic or
+// the form's client_id and client_secret.
+func clientCredentials(c echo.Context, params map[string]string) (token.ClientCredentials, error) {
+	r := c.Request()
 	user, pass, hasBasic := r.BasicAuth()
 	if !hasBasic && r.Header.Get("Authorization") != "" {
-		return nil, token.ClientCredentials{}, apierr.ErrInvalidClient.Challenging(apierr.Basic).
+		return token.ClientCredentials{}, apierr.ErrInvalidClient.Challenging(apierr.Basic).
 			WithDescription("Unsupported Authorization scheme; use HTTP Basic.")
 	}
-	cred, err := token.ClientFromRequest(user, pass, hasBasic, params)
-	return params, cred, err
+	return token.ClientFromRequest(user, pass, hasBasic, params)
 }
 
 func meta(c echo.Context) token.RequestMeta {

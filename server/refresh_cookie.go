@@ -146,12 +146,23 @@ func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 	}
 }
 
-// revokeEndpoint is POST /oauth2/revoke (RFC 7009). A cookie client (after
-// Guard) may omit token: the cookie's refresh token is revoked; either way
-// its answer clears the cookie.
+// revokeEndpoint is POST /oauth2/revoke (RFC 7009). An API key (pcak_…) is
+// revoked by value before any client authentication: whoever holds a key
+// may kill it. A cookie client (after Guard) may omit token: the cookie's
+// refresh token is revoked; either way its answer clears the cookie.
 func (s *Server) revokeEndpoint(svc *token.Service) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		params, cred, err := s.clientForm(c)
+		params, err := formParams(c)
+		if err != nil {
+			return err
+		}
+		if handled, err := svc.RevokeAPIKey(c.Request().Context(), params["token"], meta(c)); handled {
+			if err != nil {
+				return err
+			}
+			return c.NoContent(http.StatusOK)
+		}
+		cred, err := clientCredentials(c, params)
 		if err != nil {
 			return err
 		}

@@ -40,10 +40,15 @@ var (
 	ErrRevocationPending = errors.New("store: revocation recorded durably, not yet applied to the token state")
 )
 
-// User is a person who can log in.
+// User is a person who can log in, or a machine user (Kind UserMachine):
+// an account of a script or service that holds roles and signs in only
+// with API keys.
 type User struct {
-	ID                 string // stable opaque id, the `sub` of the user's tokens
-	Email              string // as entered; uniqueness is case-insensitive
+	ID string // stable opaque id, the `sub` of the user's tokens
+	// Kind is UserHuman (also for "") or UserMachine. A machine user has no
+	// email, username or password.
+	Kind               string
+	Email              string // as entered; uniqueness is case-insensitive; empty for a machine user
 	Username           string // optional; empty when unset
 	Name               string
 	PasswordHash       string // PHC / modular crypt format
@@ -55,6 +60,15 @@ type User struct {
 	UpdatedAt          time.Time
 	LastLoginAt        *time.Time
 }
+
+// User kinds.
+const (
+	UserHuman   = "human"
+	UserMachine = "machine"
+)
+
+// IsMachine reports whether u is a machine user.
+func (u User) IsMachine() bool { return u.Kind == UserMachine }
 
 // Role is a policy role synced into the database.
 type Role struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/keys"
 	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/apikeys"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
@@ -66,6 +67,14 @@ type Sessions interface {
 	// EndUserSessions ends every session of the user and revokes every access
 	// token issued to them before now.
 	EndUserSessions(ctx context.Context, userID string) error
+}
+
+// APIKeys creates, lists and revokes API keys (*apikeys.Service). Who may
+// manage whose keys is decided here before it is called.
+type APIKeys interface {
+	Create(ctx context.Context, owner store.User, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
+	List(ctx context.Context, ownerID, cursor string, limit int) (apikeys.Page, error)
+	Revoke(ctx context.Context, ownerID, keyID string, m apikeys.Meta) error
 }
 
 // Hasher hashes new passwords (*password.Hasher implements it).
@@ -186,6 +195,10 @@ type Deps struct {
 	// passkey operations answer 400 (no WebAuthn relying party).
 	MFA      MFA
 	Passkeys Passkeys
+	// APIKeys serves the API key operations (/auth/api-keys and
+	// /admin/users/{id}/api-keys); when nil they answer 503 (the CLI needs
+	// none of them).
+	APIKeys APIKeys
 }
 
 // Service implements the account and admin operations.
@@ -209,6 +222,7 @@ type Service struct {
 	ender    SessionEnder
 	mfa      MFA
 	passkeys Passkeys
+	apiKeys  APIKeys
 
 	bgSlots chan struct{}
 	bgWG    sync.WaitGroup
@@ -250,7 +264,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, store: d.Store, policy: d.Policy, sessions: d.Sessions, hasher: d.Hasher, checker: d.Checker, rules: d.Rules,
 		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger, now: d.Now,
-		browser: d.Browser, consents: d.Consents, ender: d.Ender, mfa: d.MFA, passkeys: d.Passkeys,
+		browser: d.Browser, consents: d.Consents, ender: d.Ender, mfa: d.MFA, passkeys: d.Passkeys, apiKeys: d.APIKeys,
 		bgSlots: make(chan struct{}, cfg.MaxBackground)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -282,6 +296,9 @@ type Meta struct {
 type Actor struct {
 	ID string
 	Meta
+	// APIKey is the id of the API key the acting token was exchanged from
+	// ("" for a token of a login): such a token never manages API keys.
+	APIKey   string
 	operator bool
 	// mfaEnrolment: the actor presented an mfa_token whose enrolment is
 	// required (MFATokenActor), not an access token.

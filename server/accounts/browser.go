@@ -91,14 +91,23 @@ var (
 var errThirdPartyToken = apierr.ErrForbidden.WithDescription(
 	"This token was issued to a third-party application, which cannot see or change your sessions and consents.")
 
-// loadSelf is loadActor for the self-service session and consent views: the
-// acting token must not come from a third-party application, that is a
-// client the person grants access on the consent page (the authorization
-// code grant without first_party). The built-in client, first-party
-// clients and the password-grant front-ends the person types their password
-// into are theirs; Portcullis's own /account/sessions page acts with no
-// client.
+// errKeyTokenSelfService refuses a token exchanged from an API key at the
+// self-service views: a key (perhaps a leaked read-only one) must not end
+// its owner's sessions, enrol a second factor on the account or make keys.
+var errKeyTokenSelfService = apierr.ErrForbidden.WithDescription(
+	"A token obtained from an API key cannot manage the account's sessions, consents, second factors or API keys: sign in as a person.")
+
+// loadSelf is loadActor for the self-service session, consent, second-factor
+// and API key operations: the acting token must not come from a third-party
+// application, that is a client the person grants access on the consent
+// page (the authorization code grant without first_party), nor from an API
+// key. The built-in client, first-party clients and the password-grant
+// front-ends the person types their password into are theirs; Portcullis's
+// own /account/sessions page acts with no client.
 func (s *Service) loadSelf(ctx context.Context, actor Actor) (store.User, error) {
+	if actor.APIKey != "" {
+		return store.User{}, errKeyTokenSelfService
+	}
 	u, err := s.loadActor(ctx, actor)
 	if err != nil || actor.ClientID == "" {
 		return u, err

@@ -19,6 +19,16 @@ import (
 // cannot be sent the invite is revoked at once and the answer is 503, so an
 // invite nobody received never stays pending.
 func (s *Service) CreateInvite(ctx context.Context, actor Actor, email, role string) (Invite, error) {
+	return s.CreateInviteOfKind(ctx, actor, store.UserHuman, email, role)
+}
+
+// CreateInviteOfKind is CreateInvite for POST /admin/invites, whose body may
+// name the kind of account: only people are invited (a machine user is
+// created with CreateUser), so any kind but human ("" too) is 400.
+func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, email, role string) (Invite, error) {
+	if kind != "" && kind != store.UserHuman {
+		return Invite{}, errMachinesAreNotInvited
+	}
 	email, err := normaliseEmail(email)
 	if err != nil {
 		return Invite{}, err

@@ -66,7 +66,8 @@ type ResetSent struct {
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// RequestPasswordReset emails a reset link to a user the actor may manage.
+// RequestPasswordReset emails a reset link to a user the actor may manage
+// (not a machine user: 400).
 // The user's older reset links stop working. When the email cannot be sent
 // the answer is 503 (the link nobody received is useless and is replaced by
 // the next request).
@@ -74,6 +75,9 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 	a, t, err := s.actorAndTarget(ctx, actor, userID)
 	if err != nil {
 		return ResetSent{}, err
+	}
+	if t.IsMachine() {
+		return ResetSent{}, errMachineNoPassword
 	}
 	secret, exp, err := s.issueUserToken(ctx, t.ID, store.PurposePasswordReset, s.cfg.ResetTTL)
 	if err != nil {
@@ -156,12 +160,15 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 var errLinkUsable = errors.New("reset link usable (dry run)")
 
 // SetTemporaryPassword sets a password the user must change at their next
-// login (must_change_password), for a user the actor may manage, and ends
-// every session of the user.
+// login (must_change_password), for a user the actor may manage (not a
+// machine user: 400), and ends every session of the user.
 func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID, pw string) (User, error) {
 	a, t, err := s.actorAndTarget(ctx, actor, userID)
 	if err != nil {
 		return User{}, err
+	}
+	if t.IsMachine() {
+		return User{}, errMachineNoPassword
 	}
 	if pw == "" {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("password is required.")

@@ -66,6 +66,9 @@ func (s *Service) UpdateUser(ctx context.Context, actor Actor, id string, p User
 	if err != nil {
 		return User{}, err
 	}
+	if t.IsMachine() && p.Name != nil && name == "" {
+		return User{}, apierr.ErrInvalidRequest.WithDescription("A machine user needs a name: it is how people tell machine users apart.")
+	}
 	var wasActive bool
 	var oldName string
 	u, err := s.store.UpdateUser(ctx, t.ID, func(u *store.User) error {

@@ -14,6 +14,7 @@ import (
 // the password hash.
 type User struct {
 	ID                 string     `json:"id"`
+	Kind               string     `json:"kind"` // human or machine
 	Email              string     `json:"email"`
 	Name               string     `json:"name"`
 	Roles              []string   `json:"roles"`
@@ -31,7 +32,11 @@ func ViewUser(u store.User) User {
 	if roles == nil {
 		roles = []string{}
 	}
-	return User{ID: u.ID, Email: u.Email, Name: u.Name, Roles: roles, Active: u.Active, EmailVerified: u.EmailVerified,
+	kind := u.Kind
+	if kind == "" {
+		kind = store.UserHuman
+	}
+	return User{ID: u.ID, Kind: kind, Email: u.Email, Name: u.Name, Roles: roles, Active: u.Active, EmailVerified: u.EmailVerified,
 		MustChangePassword: u.MustChangePassword, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, LastLoginAt: u.LastLoginAt}
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server"
 	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apikeys"
 	"github.com/portcullis-auth/portcullis/server/backchannel"
 	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/clients"
@@ -259,6 +260,9 @@ type App struct {
 	// exchange of their id tokens is registered, and the browser path
 	// (/login/{provider}) uses it.
 	Upstream *upstream.Service
+	// APIKeys checks and manages API keys (introspection, token exchange
+	// and revocation of keys; /auth/api-keys and the admin's machine keys).
+	APIKeys *apikeys.Service
 
 	metricsAddr atomic.Pointer[net.Addr] // bound PORTCULLIS_METRICS_ADDR, once listening
 }
@@ -317,13 +321,22 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Checker: checker,
 		Codes: states.Once, MFA: mfaService,
 	})
+	apiKeys, err := apikeys.New(apikeys.Config{Issuer: cfg.Issuer, MaxTTL: cfg.APIKeyMaxTTL},
+		apikeys.Deps{Store: core.Store, Permissions: core.Policy, Grants: tokens, Audit: core.Audit, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("API keys: %w", err)
+	}
+	tokens.SetAPIKeys(apiKeys)
+	tokens.RegisterSubjectTokenType(token.TokenTypeAPIKey, apiKeys)
 	srv := server.New(server.Options{Config: cfg, Logger: log, Metrics: m,
 		Origins: rtcookie.NewOrigins(core.Store, ClientCacheTTL, nil), Checks: []server.Check{
 			{Name: "database", Check: core.Store.Ping},
 			{Name: "token_state", Check: states.State.Ping},
 		}})
+	// Token exchange is always served: API keys are exchanged for access
+	// tokens (and upstream id tokens when providers are configured).
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true, MFA: true,
-		TokenExchange: providers.Len() > 0})
+		TokenExchange: true})
 	srv.MountOAuth(tokens)
 	bcl, err := backchannel.New(backchannel.Config{Issuer: cfg.Issuer, Signer: core.Keys, Queue: core.Store,
 		Audit: core.Audit, Log: log})
@@ -335,7 +348,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, err
 	}
-	views := accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}, MFA: mfaService}
+	views := accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}, MFA: mfaService,
+		APIKeys: apiKeys}
 	if pk != nil {
 		views.Passkeys = pk
 	}
@@ -374,7 +388,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, MFA: mfaService, states: states,
-		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, Passkeys: pk, Upstream: ups}, nil
+		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, Passkeys: pk, Upstream: ups,
+		APIKeys: apiKeys}, nil
 }
 
 // buildPasskeys builds the WebAuthn relying party of
@@ -470,8 +485,8 @@ func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash 
 // buildAccounts builds the account and admin service. Emails go out over
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
 // built-in first-party client is created when missing. views holds the
-// collaborators of the session views (Browser, Consents, Ender) and of the
-// second factors (MFA, Passkeys).
+// collaborators of the session views (Browser, Consents, Ender), of the
+// second factors (MFA, Passkeys) and of API keys (APIKeys).
 func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, tokens *token.Service,
 	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter, views accounts.Deps) (*accounts.Service, error) {
 	var sender mail.Sender
@@ -496,6 +511,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
 		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender, MFA: views.MFA, Passkeys: views.Passkeys,
+		APIKeys: views.APIKeys,
 	})
 	if err != nil {
 		return nil, err
@@ -693,6 +709,9 @@ func (a *App) purgeLoop(ctx context.Context, every time.Duration) {
 func (a *App) Close() error {
 	if a.Accounts != nil {
 		a.Accounts.Wait() // background emails finish before the store closes
+	}
+	if a.APIKeys != nil {
+		a.APIKeys.Wait() // and the background audits of refused keys
 	}
 	err := a.states.Close()
 	return errors.Join(err, a.Core.Close())

@@ -53,6 +53,7 @@ type Config struct {
 	VerifyEmailTTL      time.Duration
 	MFAIssuer           string        // the issuer (label) of otpauth:// URIs
 	MFATokenTTL         time.Duration // lifetime of an mfa_token
+	APIKeyMaxTTL        time.Duration // the longest lifetime an API key may be given
 	TrustedProxies      []netip.Prefix
 	RateLimits          bool
 	CORSOrigins         []string
@@ -264,6 +265,7 @@ var settings = []Setting{
 		return nil
 	}},
 	{Env: "PORTCULLIS_MFA_TOKEN_TTL", Default: "5m", Help: "lifetime of an mfa_token (a correct password waiting for its second factor)", apply: durationSetting(30*time.Second, time.Hour, func(c *Config) *time.Duration { return &c.MFATokenTTL })},
+	{Env: "PORTCULLIS_API_KEY_MAX_TTL", Default: "8760h", Help: "the longest lifetime an API key may be given (its expires_at; a key without one gets 90 days, or this when shorter); from 1h to 87600h", apply: durationSetting(time.Hour, 87600*time.Hour, func(c *Config) *time.Duration { return &c.APIKeyMaxTTL })},
 	{Env: "PORTCULLIS_TRUSTED_PROXIES", Default: "", Help: "comma-separated CIDRs whose X-Forwarded-For is believed for the client IP", apply: func(c *Config, v string) error {
 		c.TrustedProxies = nil
 		for _, part := range splitList(v) {

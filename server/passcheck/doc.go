@@ -6,7 +6,8 @@
 // (per address and per account, an atomic reservation), the lookup of the
 // account, a verification that costs the same for an unknown account
 // (DummyVerify), the failure metric and the audit event. An unknown, a
-// deactivated account and a wrong password spend the same limits and give
+// deactivated account, a machine user (which has no password and signs in
+// only with API keys) and a wrong password spend the same limits and give
 // the same answer (ErrBadCredentials), so neither the answer nor the rate
 // limits reveal whether an account exists.
 //

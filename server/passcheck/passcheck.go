@@ -131,8 +131,9 @@ func (c *Checker) Succeeded(ctx context.Context, r Result) {
 
 // Check reserves the attempt under the throttle (its refusal, a 429 or 503
 // *apierr.Error, is returned as is), finds the account and verifies the
-// password, spending a dummy verification for an unknown account. A wrong
-// password, an unknown login or a deactivated account count one failure
+// password, spending a dummy verification for an unknown account and for a
+// machine user (which has no password). A wrong password, an unknown login,
+// a machine user or a deactivated account count one failure
 // (metric, audit event) and return ErrBadCredentials; a success clears the
 // account's failures (unless DeferSuccess: see Succeeded). A store failure
 // is a 503.
@@ -169,7 +170,13 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		}
 	}
 	ok, needsRehash := false, false
-	if found {
+	machine := found && u.IsMachine()
+	if machine {
+		// A machine user has no password and signs in only with API keys:
+		// refused here, so every path that checks a password refuses it, at
+		// the cost of an unknown account.
+		c.d.Hasher.DummyVerify(ctx, a.Password)
+	} else if found {
 		ok, needsRehash, err = c.d.Hasher.Verify(ctx, u.PasswordHash, a.Password)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -182,7 +189,7 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		c.d.Hasher.DummyVerify(ctx, a.Password) // an unknown account costs the same time
 	}
 	if !ok || !u.Active {
-		c.failed(ctx, a, u, ok)
+		c.failed(ctx, a, u, ok, machine)
 		return Result{}, ErrBadCredentials
 	}
 	res := Result{User: u, NeedsRehash: needsRehash, ip: a.IP, key: key}
@@ -194,7 +201,7 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 
 // failed counts and records a failed check. The event names the account when
 // it exists; its reason says "inactive" only when the password was right.
-func (c *Checker) failed(ctx context.Context, a Attempt, u store.User, passwordOK bool) {
+func (c *Checker) failed(ctx context.Context, a Attempt, u store.User, passwordOK, machine bool) {
 	if c.d.Metrics != nil {
 		c.d.Metrics.LoginFailed()
 	}
@@ -202,7 +209,10 @@ func (c *Checker) failed(ctx context.Context, a Attempt, u store.User, passwordO
 		return
 	}
 	details := map[string]string{"reason": "bad_credentials"}
-	if u.ID != "" && passwordOK {
+	switch {
+	case machine:
+		details["reason"] = "machine_user"
+	case u.ID != "" && passwordOK:
 		details["reason"] = "inactive"
 	}
 	if a.Via != "" {

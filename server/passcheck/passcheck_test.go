@@ -63,13 +63,16 @@ func (r *recorder) Record(_ context.Context, e store.AuditEvent) { r.events = ap
 func (r *recorder) LoginFailed()                                 { r.failed++ }
 
 // TestCheck: every path spends the throttle first; an unknown account, a
-// deactivated one and a wrong password answer alike (ErrBadCredentials),
+// deactivated one, a machine user and a wrong password answer alike (ErrBadCredentials),
 // each spending one verification (a dummy one for the unknown account), a
 // failure metric and an audit event; a success clears the throttle.
 func TestCheck(t *testing.T) {
 	users := fakeUsers{
 		"usr_1": {ID: "usr_1", Email: "ann@example.com", PasswordHash: "h:right", Active: true},
 		"usr_2": {ID: "usr_2", Email: "bob@example.com", PasswordHash: "h:right", Active: false},
+		// A machine user the store would never let have a login or a
+		// password: the check refuses it even so.
+		"usr_3": {ID: "usr_3", Kind: store.UserMachine, Email: "bot", PasswordHash: "h:right", Active: true},
 	}
 	refused := apierr.ErrRateLimited.WithRetryAfter(3)
 	cases := []struct {
@@ -90,6 +93,8 @@ func TestCheck(t *testing.T) {
 		{"fail/throttled", Attempt{Login: "ann@example.com", Password: "right"}, refused, apierr.ErrRateLimited, "ann@example.com", false, ""},
 		{"fail/page_login_says_method", Attempt{Login: "ghost@example.com", Password: "right", Method: "page"}, nil, ErrBadCredentials, "ghost@example.com", true, "bad_credentials"},
 		{"fail/unknown_user_id", Attempt{UserID: "usr_9", Password: "right"}, nil, ErrUnknownUser, "", false, ""},
+		{"fail/machine_user_by_login", Attempt{Login: "bot", Password: "right"}, nil, ErrBadCredentials, "bot", true, "machine_user"},
+		{"fail/machine_user_by_id", Attempt{UserID: "usr_3", Password: "right"}, nil, ErrBadCredentials, "bot", true, "machine_user"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

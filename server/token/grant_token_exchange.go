@@ -5,7 +5,10 @@ import (
 	"errors"
 	"maps"
 	"net/http"
+	"slices"
+	"time"
 
+	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -20,6 +23,8 @@ const (
 	// TokenTypeIDToken is an OpenID Connect id token as the subject token
 	// (an upstream identity provider's).
 	TokenTypeIDToken = "urn:ietf:params:oauth:token-type:id_token"
+	// TokenTypeAPIKey is a Portcullis API key (pcak_…) as the subject token.
+	TokenTypeAPIKey = "urn:portcullis:params:oauth:token-type:api_key"
 )
 
 // errInvalidTarget answers an audience or resource Portcullis cannot issue
@@ -51,6 +56,28 @@ type ExchangedSubject struct {
 	AMR []string
 	// Details are added to the login.succeeded event (method, provider…).
 	Details map[string]string
+	// Bound, when set, makes the exchange issue one access token bound to
+	// a credential (an API key) instead of starting a login: see
+	// BoundIssuance.
+	Bound *BoundIssuance
+}
+
+// BoundIssuance is the exchange of a credential that is not a login (an API
+// key): one short-lived access token and nothing else (no refresh token,
+// no id token, no roles, no login recorded), whose sid is the credential's,
+// so revoking that sid kills every token it gave.
+type BoundIssuance struct {
+	// SID is the tokens' sid (apikey.SessionID of the key).
+	SID string
+	// Permissions are the most the token may carry (the key's effective
+	// scope); a request naming permissions narrows it, and the client's
+	// own scopes bound it.
+	Permissions []string
+	// MaxTTL caps the token's lifetime below the client's (0: no cap).
+	MaxTTL time.Duration
+	// NotAfter: the token never outlives it (the key's expiry; zero: no
+	// bound).
+	NotAfter time.Time
 }
 
 // RegisterSubjectTokenType installs the handler for a subject_token_type.
@@ -106,6 +133,14 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 	if !subj.User.Active {
 		return Response{}, apierr.ErrInvalidRequest.WithDescription("The account is deactivated.")
 	}
+	if subj.Bound != nil {
+		resp, err := s.issueBound(client, subj.User, *subj.Bound, req.Scope, now)
+		if err != nil {
+			return Response{}, err
+		}
+		resp.IssuedTokenType = TokenTypeAccessToken
+		return resp, nil
+	}
 	if err := s.users.RecordLogin(ctx, subj.User.ID, now); err != nil {
 		s.log.Warn("record login", "user_id", subj.User.ID, "err", err)
 	}
@@ -119,4 +154,35 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 	s.audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: subj.User.ID,
 		TargetID: subj.User.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details})
 	return resp, nil
+}
+
+// issueBound issues the one access token of a BoundIssuance for user
+// through client: the credential's permissions, narrowed to those the
+// request names (when it names any; OIDC scopes are ignored, there is no id
+// token) and to those the client may receive; no roles; the credential's
+// sid; the client's lifetime capped by MaxTTL and NotAfter. Nothing else:
+// no refresh token, no login recorded.
+func (s *Service) issueBound(client store.Client, user store.User, b BoundIssuance, requested []string, now time.Time) (Response, error) {
+	perms := slices.Clone(b.Permissions)
+	if named := slices.DeleteFunc(slices.Clone(requested), policy.IsOIDCScope); len(named) > 0 {
+		perms = slices.DeleteFunc(perms, func(p string) bool { return !slices.Contains(named, p) })
+	}
+	if client.Scopes != nil {
+		perms = slices.DeleteFunc(perms, func(p string) bool { return !policy.Matches(client.Scopes, p) })
+	}
+	if perms == nil {
+		perms = []string{}
+	}
+	ttl := time.Duration(s.accessTTL(client)) * time.Second
+	if b.MaxTTL > 0 {
+		ttl = min(ttl, b.MaxTTL)
+	}
+	if !b.NotAfter.IsZero() {
+		ttl = min(ttl, b.NotAfter.Sub(now).Truncate(time.Second))
+	}
+	if ttl < time.Second {
+		return Response{}, apierr.ErrInvalidRequest.WithDescription("The subject token expires now.")
+	}
+	g := grantSet{client: client, user: &user, permissions: perms, roles: []string{}, sid: b.SID, ttl: ttl}
+	return s.respond(g, "", now)
 }

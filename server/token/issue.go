@@ -49,6 +49,9 @@ type grantSet struct {
 	// refreshExpiry is the family's absolute expiry (startSession, or the
 	// rotated family's), for Response.RefreshLifetime.
 	refreshExpiry time.Time
+	// ttl, when set, is the access token's lifetime instead of the
+	// client's (a bound issuance, at most the client's).
+	ttl time.Duration
 }
 
 func (g grantSet) scope() string {
@@ -58,6 +61,9 @@ func (g grantSet) scope() string {
 // issueAccessToken signs an RFC 9068 access token.
 func (s *Service) issueAccessToken(g grantSet, now time.Time) (string, int64, error) {
 	ttl := s.accessTTL(g.client)
+	if g.ttl > 0 {
+		ttl = int64(g.ttl / time.Second)
+	}
 	sub := g.client.ID
 	if g.user != nil {
 		sub = g.user.ID

@@ -85,6 +85,18 @@ type SecondFactor interface {
 	RecoveryCode(code string) mfa.Factor
 }
 
+// APIKeys answers API keys (pcak_…) where a token is presented: at
+// introspection and at revocation (*apikeys.Service).
+type APIKeys interface {
+	// IntrospectAPIKey answers RFC 7662 for a key presented by the
+	// authenticated client: {"active": false} and nothing else unless the
+	// key is valid now; an error only when a dependency is down (503).
+	IntrospectAPIKey(ctx context.Context, client store.Client, raw string) (map[string]any, error)
+	// RevokeAPIKeyByValue revokes the key raw is, whoever presents it (RFC
+	// 7009: a malformed, unknown or revoked key is not an error).
+	RevokeAPIKeyByValue(ctx context.Context, raw string, meta RequestMeta) error
+}
+
 // Auditor records security-relevant events.
 type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
@@ -128,8 +140,11 @@ type Service struct {
 	mfa       SecondFactor
 	// subjectTokens are the token-exchange handlers by subject_token_type.
 	subjectTokens map[string]SubjectTokenHandler
-	log           *slog.Logger
-	now           func() time.Time
+	// apiKeys answers API keys at introspection and revocation (nil: every
+	// key is inactive, and revoking one does nothing).
+	apiKeys APIKeys
+	log     *slog.Logger
+	now     func() time.Time
 }
 
 // Deps are the collaborators of a Service. Metrics, Audit and Logger may be

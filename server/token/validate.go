@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/keys/verify/apikey"
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
@@ -117,6 +118,12 @@ func (s *Service) Introspect(ctx context.Context, cred ClientCredentials, raw st
 	if strings.HasPrefix(raw, RefreshTokenPrefix) {
 		return s.introspectRefresh(ctx, client, raw)
 	}
+	if apikey.HasPrefix(raw) {
+		if s.apiKeys == nil {
+			return inactive, nil
+		}
+		return s.apiKeys.IntrospectAPIKey(ctx, client, raw)
+	}
 	c, err := s.verifyAccessToken(raw, s.now())
 	if err != nil {
 		return inactive, nil
@@ -149,6 +156,25 @@ func (s *Service) Introspect(ctx context.Context, cred ClientCredentials, raw st
 		out["amr"], out["acr"] = c.AMR, c.ACR
 	}
 	return out, nil
+}
+
+// SetAPIKeys installs what answers API keys at introspection and revocation.
+// Call it while wiring, before the service serves requests.
+func (s *Service) SetAPIKeys(k APIKeys) { s.apiKeys = k }
+
+// RevokeAPIKey is the revocation endpoint for an API key presented by value
+// (contract, "API keys and machine users"): whoever holds a key may kill
+// it, so no client authentication is asked. handled is false when raw is
+// not shaped like a key (the caller then goes on with Revoke); a malformed,
+// unknown or revoked key is handled and not an error (RFC 7009 §2.2).
+func (s *Service) RevokeAPIKey(ctx context.Context, raw string, meta RequestMeta) (handled bool, err error) {
+	if !apikey.HasPrefix(raw) {
+		return false, nil
+	}
+	if s.apiKeys == nil {
+		return true, nil
+	}
+	return true, s.apiKeys.RevokeAPIKeyByValue(ctx, raw, meta)
 }
 
 // Revoke implements RFC 7009: revoking a refresh token ends its session

@@ -54,6 +54,7 @@ func Migrations() []Migration {
 		{Version: 9, Name: "mfa_factors", Up: migrate0009},
 		{Version: 10, Name: "refresh_family_amr", Up: migrate0010},
 		{Version: 11, Name: "federated_identities", Up: migrate0011},
+		{Version: 12, Name: "machine_users_api_keys", Up: migrate0012},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms

@@ -19,10 +19,7 @@ func TestMigration0009ExistingUsers(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			s, db := openAtVersion(t, ctx, b.url(t), 8)
-			u := store.User{Email: "old@example.com", Name: "Old", Active: true}
-			if err := s.CreateUser(ctx, &u); err != nil {
-				t.Fatalf("create a version-8 user: %v", err)
-			}
+			u := store.User{ID: createOldUser(t, db, "old@example.com")}
 			applied, err := s.Migrate(ctx)
 			if err != nil || fmt.Sprint(applied) != fmt.Sprint(versionsFrom(9)) {
 				t.Fatalf("Migrate applied %v, %v; want %v", applied, err, versionsFrom(9))

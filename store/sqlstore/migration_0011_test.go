@@ -21,14 +21,8 @@ func TestMigration0011ExistingUsers(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			s, db := openAtVersion(t, ctx, b.url(t), 10)
-			u := store.User{Email: "old@example.com", Name: "Old", Active: true}
-			if err := s.CreateUser(ctx, &u); err != nil {
-				t.Fatalf("create a version-10 user: %v", err)
-			}
-			other := store.User{Email: "other@example.com", Active: true}
-			if err := s.CreateUser(ctx, &other); err != nil {
-				t.Fatal(err)
-			}
+			u := store.User{ID: createOldUser(t, db, "old@example.com")}
+			other := store.User{ID: createOldUser(t, db, "other@example.com")}
 			applied, err := s.Migrate(ctx)
 			if err != nil || fmt.Sprint(applied) != fmt.Sprint(versionsFrom(11)) {
 				t.Fatalf("Migrate applied %v, %v; want %v", applied, err, versionsFrom(11))

@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,4 +56,18 @@ func versionsFrom(v int) []int {
 		}
 	}
 	return out
+}
+
+// createOldUser inserts an active user as binaries before migration 12
+// wrote it (the users table of migration 1, no kind column) and returns
+// its id: the repository's CreateUser writes columns later migrations add.
+func createOldUser(t *testing.T, db *gorm.DB, email string) string {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	u := v1User{ID: newID(UserIDPrefix), Email: email, EmailLower: strings.ToLower(email), Name: "Old " + email,
+		NameLower: strings.ToLower("Old " + email), Active: true, CreatedAt: now, UpdatedAt: now}
+	if err := db.Create(&u).Error; err != nil {
+		t.Fatalf("create an old user %s: %v", email, err)
+	}
+	return u.ID
 }

@@ -16,6 +16,7 @@ import (
 
 type userRow struct {
 	ID                 string     `gorm:"column:id;primaryKey"`
+	Kind               string     `gorm:"column:kind"`
 	Email              string     `gorm:"column:email"`
 	EmailLower         string     `gorm:"column:email_lower"`
 	Username           *string    `gorm:"column:username"`
@@ -40,6 +41,7 @@ func userToRow(u *store.User) userRow {
 	}
 	return userRow{
 		ID:                 u.ID,
+		Kind:               userKind(u.Kind),
 		Email:              u.Email,
 		EmailLower:         strings.ToLower(u.Email),
 		Username:           username,
@@ -58,6 +60,7 @@ func userToRow(u *store.User) userRow {
 func (r userRow) toUser(roles []string) store.User {
 	u := store.User{
 		ID:                 r.ID,
+		Kind:               userKind(r.Kind),
 		Email:              r.Email,
 		Name:               r.Name,
 		PasswordHash:       r.PasswordHash,
@@ -76,6 +79,14 @@ func (r userRow) toUser(roles []string) store.User {
 		u.Roles = []string{}
 	}
 	return u
+}
+
+// userKind is the stored kind of an account: "" is a human.
+func userKind(k string) string {
+	if k == "" {
+		return store.UserHuman
+	}
+	return k
 }
 
 type roleRow struct {

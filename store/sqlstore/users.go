@@ -15,10 +15,21 @@ import (
 )
 
 // ErrInvalidUser means a user record breaks a rule the store relies on
-// (missing email, a username containing "@").
+// (missing email, a username containing "@", a machine user with an email,
+// username or password).
 var ErrInvalidUser = errors.New("sqlstore: invalid user")
 
 func validateUser(u *store.User) error {
+	switch userKind(u.Kind) {
+	case store.UserHuman:
+	case store.UserMachine:
+		if u.Email != "" || u.Username != "" || u.PasswordHash != "" {
+			return fmt.Errorf("%w: a machine user has no email, username or password", ErrInvalidUser)
+		}
+		return nil
+	default:
+		return fmt.Errorf("%w: kind must be %s or %s", ErrInvalidUser, store.UserHuman, store.UserMachine)
+	}
 	if strings.TrimSpace(u.Email) == "" {
 		return fmt.Errorf("%w: email is required", ErrInvalidUser)
 	}
@@ -44,6 +55,7 @@ func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 	now := s.clock()
 	nu := *u
 	nu.ID = newID(UserIDPrefix)
+	nu.Kind = userKind(u.Kind)
 	nu.CreatedAt, nu.UpdatedAt = now, now
 	nu.Roles = normaliseRoles(u.Roles)
 	err := s.tx(ctx, func(tx *gorm.DB) error { return createUserTx(tx, &nu, now) })
@@ -101,7 +113,7 @@ func (s *Store) getUserWhere(ctx context.Context, what, query string, args ...an
 	// token issuance, refresh and userinfo reads a user, so the statement is
 	// written out and scanned by hand: GORM's statement building and
 	// reflective scan were ≈8% of the server's CPU in an SSO round trip.
-	rows, err := s.db.WithContext(ctx).Raw(`SELECT u.id, u.email, u.username, u.name, u.password_hash, u.active,
+	rows, err := s.db.WithContext(ctx).Raw(`SELECT u.id, u.kind, u.email, u.username, u.name, u.password_hash, u.active,
 		u.email_verified, u.must_change_password, u.created_at, u.updated_at, u.last_login_at, r.role
 		FROM users u LEFT JOIN user_roles r ON r.user_id = u.id
 		WHERE u.`+query+` ORDER BY r.role`, args...).Rows()
@@ -117,7 +129,7 @@ func (s *Store) getUserWhere(ctx context.Context, what, query string, args ...an
 		role  *string
 	)
 	for rows.Next() {
-		if err := rows.Scan(&row.ID, &row.Email, &row.Username, &row.Name, &row.PasswordHash, &row.Active,
+		if err := rows.Scan(&row.ID, &row.Kind, &row.Email, &row.Username, &row.Name, &row.PasswordHash, &row.Active,
 			&row.EmailVerified, &row.MustChangePassword, &row.CreatedAt, &row.UpdatedAt, &row.LastLoginAt, &role); err != nil {
 			return store.User{}, mapErr(what, err)
 		}
@@ -145,10 +157,15 @@ func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
 	return s.getUserWhere(ctx, "get user", "id = ?", id)
 }
 
+// byEmail finds a user by email. It names the condition of the partial
+// unique index (a non-empty email_lower), so both planners use the index, and so
+// an empty address (a machine user's) finds nobody.
+const byEmail = "email_lower = ? AND u.email_lower <> ''"
+
 // GetUserByEmail returns the user with the email, compared case-insensitively,
-// with its password hash.
+// with its password hash. Machine users have no email: they are never found.
 func (s *Store) GetUserByEmail(ctx context.Context, email string) (store.User, error) {
-	return s.getUserWhere(ctx, "get user by email", "email_lower = ?", strings.ToLower(email))
+	return s.getUserWhere(ctx, "get user by email", byEmail, strings.ToLower(email))
 }
 
 // GetUserByLogin returns the user whose email (case-insensitive; any login
@@ -158,7 +175,7 @@ func (s *Store) GetUserByLogin(ctx context.Context, login string) (store.User, e
 		return store.User{}, fmt.Errorf("get user by login: %w", store.ErrNotFound)
 	}
 	if strings.Contains(login, "@") {
-		return s.getUserWhere(ctx, "get user by login", "email_lower = ?", strings.ToLower(login))
+		return s.getUserWhere(ctx, "get user by login", byEmail, strings.ToLower(login))
 	}
 	return s.getUserWhere(ctx, "get user by login", "username = ?", login)
 }
@@ -270,7 +287,7 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User
 			fnErr = err
 			return err
 		}
-		u.ID, u.CreatedAt, u.Roles = row.ID, readTime(row.CreatedAt), roles[id]
+		u.ID, u.Kind, u.CreatedAt, u.Roles = row.ID, userKind(row.Kind), readTime(row.CreatedAt), roles[id]
 		u.UpdatedAt = s.clock()
 		if err := saveUserTx(tx, &u); err != nil {
 			return err
@@ -383,7 +400,7 @@ func (s *Store) RecordLogin(ctx context.Context, id string, at time.Time) error 
 }
 
 // DeleteUser removes the user and their personal data for good, in one
-// transaction: the user row, roles, one-time tokens, second factors, the invites sent to
+// transaction: the user row, roles, one-time tokens, second factors, API keys, the invites sent to
 // their address or accepted by them, and the personal data in audit events
 // about them (see ScrubAuditPII; the events keep only ids). An unknown id is
 // store.ErrNotFound.
@@ -399,13 +416,20 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 		if err := deleteAllFactorsTx(tx, id); err != nil {
 			return err
 		}
+		if err := tx.Where("owner_user_id = ?", id).Delete(&apiKeyRow{}).Error; err != nil {
+			return mapErr("delete API keys", err)
+		}
 		if err := tx.Where("user_id = ?", id).Delete(&userRoleRow{}).Error; err != nil {
 			return mapErr("delete user roles", err)
 		}
 		if err := tx.Where("user_id = ?", id).Delete(&consentRow{}).Error; err != nil {
 			return mapErr("delete consents", err)
 		}
-		if err := tx.Where("user_id = ? OR email_lower = ?", id, row.EmailLower).Delete(&inviteRow{}).Error; err != nil {
+		invites := tx.Where("user_id = ?", id)
+		if row.EmailLower != "" {
+			invites = tx.Where("user_id = ? OR email_lower = ?", id, row.EmailLower)
+		}
+		if err := invites.Delete(&inviteRow{}).Error; err != nil {
 			return mapErr("delete invites", err)
 		}
 		if err := scrubAuditTx(tx, id); err != nil {

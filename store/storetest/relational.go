@@ -30,7 +30,9 @@ import (
 //   - of concurrent invite acceptances, token consumptions, first-key
 //     creations and key rotations from one state, exactly one wins;
 //   - of concurrent back-channel logout claims, each due delivery goes to
-//     exactly one caller.
+//     exactly one caller;
+//   - machine users have no email, so any number of them live beside the
+//     unique addresses of people, and no lookup by email finds one.
 func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 	t.Helper()
 	tests := []struct {
@@ -43,6 +45,8 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/users_unknown_role_creates_nothing", testUserUnknownRole},
 		{"fail/users_invalid", testUserInvalid},
 		{"fail/users_missing", testUserMissing},
+		{"ok/users_machine_kind", testMachineUsers},
+		{"fail/users_machine_invalid", testMachineUsersInvalid},
 		{"ok/users_list_pages", testUserListPages},
 		{"ok/users_list_filters", testUserListFilters},
 		{"ok/users_list_limits", testUserListLimits},
@@ -178,7 +182,13 @@ func sameUser(t *testing.T, what string, got, want store.User) {
 		}
 		return a.Equal(*b)
 	}
-	if got.ID != want.ID || got.Email != want.Email || got.Username != want.Username || got.Name != want.Name ||
+	kind := func(u store.User) string {
+		if u.Kind == "" {
+			return store.UserHuman
+		}
+		return u.Kind
+	}
+	if got.ID != want.ID || kind(got) != kind(want) || got.Email != want.Email || got.Username != want.Username || got.Name != want.Name ||
 		got.PasswordHash != want.PasswordHash || got.Active != want.Active || got.EmailVerified != want.EmailVerified ||
 		got.MustChangePassword != want.MustChangePassword || !reflect.DeepEqual(got.Roles, want.Roles) ||
 		!got.CreatedAt.Equal(want.CreatedAt) || !got.UpdatedAt.Equal(want.UpdatedAt) || !eqPtr(got.LastLoginAt, want.LastLoginAt) {

@@ -1,0 +1,190 @@
+package accounts
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/apikeys"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Refusals of the machine-user and API key operations.
+var (
+	errAPIKeysUnavailable  = apierr.ErrTemporarilyUnavailable.WithDescription("API keys are not available on this server.")
+	errKeyTokenManagesKeys = apierr.ErrForbidden.WithDescription(
+		"A token obtained from an API key cannot create, list or revoke API keys: sign in as a person.")
+	errNotMachine = apierr.ErrInvalidRequest.WithDescription(
+		"Only machine users' API keys are managed here; people manage their own at /auth/api-keys.")
+	errOwnMachineKeys    = apierr.ErrForbidden.WithDescription("You may not manage your own API keys through /admin.")
+	errMachineNoPassword = apierr.ErrInvalidRequest.WithDescription(
+		"A machine user has no password and no email: it signs in only with API keys.")
+	errHumansAreInvited = apierr.ErrInvalidRequest.WithDescription(
+		`Only machine users are created here ({"kind":"machine","name":…}); invite people with POST /admin/invites.`)
+	errMachinesAreNotInvited = apierr.ErrInvalidRequest.WithDescription(
+		"Machine users are not invited: create one with POST /admin/users {\"kind\":\"machine\",\"name\":…}.")
+)
+
+// NewUser is a user created by an admin: only machine users are (people are
+// invited).
+type NewUser struct {
+	Kind  string
+	Name  string
+	Roles []string
+}
+
+// CreateUser creates a machine user: a name, no email and no password; it
+// holds roles, each of which the actor must be allowed to grant (the
+// privilege ceiling, as for an invite), and uses only the API keys admins
+// give it. Any other kind is 400 (people are invited). Audit user.created.
+func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User, error) {
+	if nu.Kind != store.UserMachine {
+		return User{}, errHumansAreInvited
+	}
+	name, err := normaliseName(nu.Name)
+	if err != nil {
+		return User{}, err
+	}
+	if name == "" {
+		return User{}, apierr.ErrInvalidRequest.WithDescription("A name is required: it is how people tell machine users apart.")
+	}
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return User{}, err
+	}
+	for _, role := range nu.Roles {
+		if role == "" {
+			return User{}, apierr.ErrInvalidRequest.WithDescription("A role name is empty.")
+		}
+		if err := s.policy.CanAssign(a.Roles, role); err != nil {
+			return User{}, ceilingErr(err)
+		}
+	}
+	u := store.User{Kind: store.UserMachine, Name: name, Active: true, Roles: nu.Roles}
+	if err := s.store.CreateUser(ctx, &u); err != nil {
+		return User{}, storeErr("create machine user", err, nil)
+	}
+	s.record(ctx, "user.created", store.OutcomeSuccess, a.ID, u.ID, actor.Meta,
+		map[string]string{"kind": store.UserMachine, "roles": strings.Join(u.Roles, " ")})
+	return ViewUser(u), nil
+}
+
+// machineKeyOwner loads the actor and the machine user whose API keys they
+// manage through /admin: refused for a token exchanged from an API key
+// (403), a person (400: people manage their own keys), oneself (403), and
+// unless the actor may grant every role the machine holds (the privilege
+// ceiling's CanAssign, the rule of invites and role grants; roles the
+// policy no longer defines count for nothing).
+func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID string) (store.User, store.User, error) {
+	if s.apiKeys == nil {
+		return store.User{}, store.User{}, errAPIKeysUnavailable
+	}
+	if actor.APIKey != "" {
+		return store.User{}, store.User{}, errKeyTokenManagesKeys
+	}
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return store.User{}, store.User{}, err
+	}
+	m, err := s.loadTarget(ctx, userID)
+	if err != nil {
+		return store.User{}, store.User{}, err
+	}
+	if !m.IsMachine() {
+		return store.User{}, store.User{}, errNotMachine
+	}
+	if a.ID == m.ID {
+		return store.User{}, store.User{}, errOwnMachineKeys
+	}
+	for _, role := range m.Roles {
+		if !s.policy.HasRole(role) {
+			continue
+		}
+		if err := s.policy.CanAssign(a.Roles, role); err != nil {
+			return store.User{}, store.User{}, ceilingErr(fmt.Errorf("manage the API keys of a machine user holding %q: %w", role, err))
+		}
+	}
+	return a, m, nil
+}
+
+// keyMeta is the audit metadata of a key operation by actor.
+func keyMeta(actor Actor, via string) apikeys.Meta {
+	return apikeys.Meta{ActorID: actor.ID, IP: actor.IP, UserAgent: actor.UserAgent, ClientID: actor.ClientID, Via: via}
+}
+
+// CreateMachineAPIKey creates an API key for a machine user under the
+// privilege ceiling (machineKeyOwner); the key is in the answer, once.
+func (s *Service) CreateMachineAPIKey(ctx context.Context, actor Actor, userID string, req apikeys.CreateRequest) (apikeys.Created, error) {
+	_, m, err := s.machineKeyOwner(ctx, actor, userID)
+	if err != nil {
+		return apikeys.Created{}, err
+	}
+	return s.apiKeys.Create(ctx, m, req, keyMeta(actor, "admin"))
+}
+
+// ListMachineAPIKeys lists a machine user's API keys (never the keys) under
+// the privilege ceiling (machineKeyOwner).
+func (s *Service) ListMachineAPIKeys(ctx context.Context, actor Actor, userID, cursor string, limit int) (apikeys.Page, error) {
+	_, m, err := s.machineKeyOwner(ctx, actor, userID)
+	if err != nil {
+		return apikeys.Page{}, err
+	}
+	return s.apiKeys.List(ctx, m.ID, cursor, limit)
+}
+
+// RevokeMachineAPIKey revokes a machine user's API key under the privilege
+// ceiling (machineKeyOwner).
+func (s *Service) RevokeMachineAPIKey(ctx context.Context, actor Actor, userID, keyID string) error {
+	_, m, err := s.machineKeyOwner(ctx, actor, userID)
+	if err != nil {
+		return err
+	}
+	return s.apiKeys.Revoke(ctx, m.ID, keyID, keyMeta(actor, "admin"))
+}
+
+// keySelf loads the person managing their own API keys: not with a token
+// exchanged from an API key (403), nor a third-party application's token
+// (loadSelf).
+func (s *Service) keySelf(ctx context.Context, actor Actor) (store.User, error) {
+	if s.apiKeys == nil {
+		return store.User{}, errAPIKeysUnavailable
+	}
+	if actor.APIKey != "" {
+		return store.User{}, errKeyTokenManagesKeys
+	}
+	return s.loadSelf(ctx, actor)
+}
+
+// CreateOwnAPIKey creates an API key for the actor themself, whose scopes
+// must be among their current permissions; the key is in the answer, once.
+// A user who must change their password first gets 403
+// password_change_required.
+func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.CreateRequest) (apikeys.Created, error) {
+	u, err := s.keySelf(ctx, actor)
+	if err != nil {
+		return apikeys.Created{}, err
+	}
+	if u.MustChangePassword {
+		return apikeys.Created{}, apierr.ErrPasswordChangeRequired.WithDescription("Change your password before creating API keys.")
+	}
+	return s.apiKeys.Create(ctx, u, req, keyMeta(actor, "self"))
+}
+
+// ListOwnAPIKeys lists the actor's own API keys (never the keys).
+func (s *Service) ListOwnAPIKeys(ctx context.Context, actor Actor, cursor string, limit int) (apikeys.Page, error) {
+	u, err := s.keySelf(ctx, actor)
+	if err != nil {
+		return apikeys.Page{}, err
+	}
+	return s.apiKeys.List(ctx, u.ID, cursor, limit)
+}
+
+// RevokeOwnAPIKey revokes one of the actor's own API keys.
+func (s *Service) RevokeOwnAPIKey(ctx context.Context, actor Actor, keyID string) error {
+	u, err := s.keySelf(ctx, actor)
+	if err != nil {
+		return err
+	}
+	return s.apiKeys.Revoke(ctx, u.ID, keyID, keyMeta(actor, "self"))
+}

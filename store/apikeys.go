@@ -1,0 +1,58 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// APIKey is a long-lived credential of a user (a person or a machine
+// user). The key itself is never stored: only its SHA-256 (Hash) and a
+// display hint.
+type APIKey struct {
+	ID      string // "apk_…"
+	OwnerID string // the user the key acts as
+	Name    string
+	Hint    string // the first 8 and last 4 characters of the key
+	Hash    []byte // SHA-256 of the whole key; unique
+	// Scopes are the permissions the key was given (a subset of the
+	// owner's at creation); at each use only those the owner still holds
+	// count.
+	Scopes     []string
+	ExpiresAt  time.Time
+	CreatedAt  time.Time
+	CreatedBy  string // the user who created it (the owner, or an admin)
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
+	RevokedBy  string // "" while not revoked, and for a revocation by value
+}
+
+// Revoked reports whether the key has been revoked.
+func (k APIKey) Revoked() bool { return k.RevokedAt != nil }
+
+// APIKeys stores API keys. Every method is atomic across any number of
+// server instances sharing the database. Keys are removed with their owner.
+type APIKeys interface {
+	// CreateAPIKey stores k (ID and CreatedAt are set by the store and
+	// written back). ErrAlreadyExists when its hash is stored already;
+	// ErrNotFound when the owner does not exist.
+	CreateAPIKey(ctx context.Context, k *APIKey) error
+	// FindLiveAPIKey returns the key whose hash is hash unless it is
+	// revoked (expired ones included); ErrNotFound for an unknown and a
+	// revoked key alike, which cost the same: one miss in the same index.
+	FindLiveAPIKey(ctx context.Context, hash []byte) (APIKey, error)
+	// GetAPIKeyByHash returns the key whose hash is hash (revoked and
+	// expired ones included), or ErrNotFound.
+	GetAPIKeyByHash(ctx context.Context, hash []byte) (APIKey, error)
+	// ListAPIKeys returns one page of the owner's keys (revoked and expired
+	// ones included), newest first. Limit defaults to 50 and is capped at
+	// 200.
+	ListAPIKeys(ctx context.Context, ownerID, cursor string, limit int) (Page[APIKey], error)
+	// RevokeAPIKey revokes the owner's key id at at, by by ("" for a
+	// revocation by value), and returns the key. changed is false when it
+	// was revoked already (of concurrent revocations exactly one changes
+	// it); ErrNotFound when the owner has no key with that id.
+	RevokeAPIKey(ctx context.Context, ownerID, id, by string, at time.Time) (k APIKey, changed bool, err error)
+	// TouchAPIKey sets the key's last use to at unless a later one is
+	// recorded; an unknown id is not an error.
+	TouchAPIKey(ctx context.Context, id string, at time.Time) error
+}

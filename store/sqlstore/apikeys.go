@@ -1,0 +1,213 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+var _ store.APIKeys = (*Store)(nil)
+
+// APIKeyIDPrefix starts every API key id.
+const APIKeyIDPrefix = "apk_"
+
+// ErrInvalidAPIKey means an API key record lacks what the store relies on
+// (its owner, name, hash, hint or expiry).
+var ErrInvalidAPIKey = errors.New("sqlstore: invalid API key")
+
+// apiKeyRow is a row of api_keys (migration 12).
+type apiKeyRow struct {
+	ID          string     `gorm:"column:id;primaryKey"`
+	OwnerUserID string     `gorm:"column:owner_user_id"`
+	Name        string     `gorm:"column:name"`
+	Hint        string     `gorm:"column:hint"`
+	Hash        []byte     `gorm:"column:hash"`
+	LiveHash    []byte     `gorm:"column:live_hash"`
+	Scopes      string     `gorm:"column:scopes"`
+	ExpiresAt   time.Time  `gorm:"column:expires_at"`
+	CreatedAt   time.Time  `gorm:"column:created_at;autoCreateTime:false"`
+	CreatedBy   string     `gorm:"column:created_by"`
+	LastUsedAt  *time.Time `gorm:"column:last_used_at"`
+	RevokedAt   *time.Time `gorm:"column:revoked_at"`
+	RevokedBy   string     `gorm:"column:revoked_by"`
+}
+
+func (apiKeyRow) TableName() string { return "api_keys" }
+
+// apiKeyColumns are the columns scanAPIKey reads, in its order.
+const apiKeyColumns = `id, owner_user_id, name, hint, hash, scopes, expires_at, created_at, created_by,
+	last_used_at, revoked_at, revoked_by`
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanAPIKey(r rowScanner) (apiKeyRow, error) {
+	var row apiKeyRow
+	err := r.Scan(&row.ID, &row.OwnerUserID, &row.Name, &row.Hint, &row.Hash, &row.Scopes, &row.ExpiresAt,
+		&row.CreatedAt, &row.CreatedBy, &row.LastUsedAt, &row.RevokedAt, &row.RevokedBy)
+	return row, err
+}
+
+func (r apiKeyRow) apiKey() (store.APIKey, error) {
+	k := store.APIKey{ID: r.ID, OwnerID: r.OwnerUserID, Name: r.Name, Hint: r.Hint, Hash: r.Hash,
+		ExpiresAt: readTime(r.ExpiresAt), CreatedAt: readTime(r.CreatedAt), CreatedBy: r.CreatedBy,
+		LastUsedAt: readTimePtr(r.LastUsedAt), RevokedAt: readTimePtr(r.RevokedAt), RevokedBy: r.RevokedBy}
+	scopes, err := decodeList(&r.Scopes)
+	if err != nil {
+		return k, fmt.Errorf("API key %s scopes: %w", r.ID, err)
+	}
+	k.Scopes = scopes
+	return k, nil
+}
+
+func validAPIKey(k *store.APIKey) error {
+	switch {
+	case k == nil:
+		return fmt.Errorf("%w: nil key", ErrInvalidAPIKey)
+	case k.OwnerID == "" || k.Name == "" || k.Hint == "" || len(k.Hash) == 0 || k.ExpiresAt.IsZero():
+		return fmt.Errorf("%w: a key needs its owner, name, hint, hash and expiry", ErrInvalidAPIKey)
+	case !storableText(k.Name) || !storableText(k.Hint) || !storableText(k.CreatedBy):
+		return fmt.Errorf("%w: name, hint and creator must be valid UTF-8 without NUL", ErrInvalidAPIKey)
+	}
+	for _, s := range k.Scopes {
+		if !storableText(s) {
+			return fmt.Errorf("%w: scopes must be valid UTF-8 without NUL", ErrInvalidAPIKey)
+		}
+	}
+	return nil
+}
+
+// CreateAPIKey implements store.APIKeys: one INSERT, so the unique hash and
+// the owner's foreign key decide.
+func (s *Store) CreateAPIKey(ctx context.Context, k *store.APIKey) error {
+	if err := validAPIKey(k); err != nil {
+		return fmt.Errorf("create API key: %w", err)
+	}
+	scopes := k.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	nk := *k
+	nk.ID = newID(APIKeyIDPrefix)
+	nk.CreatedAt = s.clock()
+	nk.ExpiresAt = dbTime(k.ExpiresAt)
+	nk.Scopes = scopes
+	nk.LastUsedAt, nk.RevokedAt, nk.RevokedBy = nil, nil, ""
+	row := apiKeyRow{ID: nk.ID, OwnerUserID: nk.OwnerID, Name: nk.Name, Hint: nk.Hint, Hash: nk.Hash, LiveHash: nk.Hash,
+		Scopes: *encodeList(scopes), ExpiresAt: nk.ExpiresAt, CreatedAt: nk.CreatedAt, CreatedBy: nk.CreatedBy}
+	err := s.db.WithContext(ctx).Create(&row).Error
+	if IsForeignKeyViolation(err) {
+		return fmt.Errorf("create API key: unknown owner %q: %w", k.OwnerID, store.ErrNotFound)
+	}
+	if err != nil {
+		return mapErr("create API key", err)
+	}
+	*k = nk
+	return nil
+}
+
+// FindLiveAPIKey implements store.APIKeys. It is on the path of every use
+// of a key, so the statement is written out and scanned by hand; it
+// searches live_hash, which revocation clears.
+func (s *Store) FindLiveAPIKey(ctx context.Context, hash []byte) (store.APIKey, error) {
+	return s.apiKeyWhere(ctx, "find live API key", "live_hash = ?", hash)
+}
+
+// GetAPIKeyByHash implements store.APIKeys.
+func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (store.APIKey, error) {
+	return s.apiKeyWhere(ctx, "get API key", "hash = ?", hash)
+}
+
+func (s *Store) apiKeyWhere(ctx context.Context, what, where string, args ...any) (store.APIKey, error) {
+	row, err := scanAPIKey(s.db.WithContext(ctx).Raw(`SELECT `+apiKeyColumns+` FROM api_keys WHERE `+where, args...).Row())
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.APIKey{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.APIKey{}, mapErr(what, err)
+	}
+	return row.apiKey()
+}
+
+// ListAPIKeys implements store.APIKeys.
+func (s *Store) ListAPIKeys(ctx context.Context, ownerID, cursor string, limit int) (store.Page[store.APIKey], error) {
+	var page store.Page[store.APIKey]
+	cur, hasCur, err := decodeCursor(cursor)
+	if err != nil {
+		return page, fmt.Errorf("list API keys: %w", err)
+	}
+	limit = pageLimit(limit)
+	q := s.db.WithContext(ctx).Model(&apiKeyRow{}).Where("owner_user_id = ?", ownerID)
+	if hasCur {
+		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", cur.T, cur.T, cur.I)
+	}
+	var rows []apiKeyRow
+	if err := q.Order("created_at DESC, id DESC").Limit(limit + 1).Find(&rows).Error; err != nil {
+		return page, mapErr("list API keys", err)
+	}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		last := rows[len(rows)-1]
+		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+	}
+	page.Items = make([]store.APIKey, 0, len(rows))
+	for _, r := range rows {
+		k, err := r.apiKey()
+		if err != nil {
+			return page, fmt.Errorf("list API keys: %w", err)
+		}
+		page.Items = append(page.Items, k)
+	}
+	return page, nil
+}
+
+// RevokeAPIKey implements store.APIKeys: a conditional UPDATE (revoked_at
+// still NULL) decides which of concurrent revocations changes the key; it
+// clears live_hash, so FindLiveAPIKey no longer finds the key.
+func (s *Store) RevokeAPIKey(ctx context.Context, ownerID, id, by string, at time.Time) (store.APIKey, bool, error) {
+	var (
+		out     store.APIKey
+		changed bool
+	)
+	if !storableText(ownerID) || !storableText(id) || !storableText(by) {
+		return out, false, fmt.Errorf("revoke API key: %w", store.ErrNotFound)
+	}
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		res := tx.Model(&apiKeyRow{}).Where("id = ? AND owner_user_id = ? AND revoked_at IS NULL", id, ownerID).
+			Updates(map[string]any{"revoked_at": dbTime(at), "revoked_by": by, "live_hash": nil})
+		if res.Error != nil {
+			return mapErr("revoke API key", res.Error)
+		}
+		changed = res.RowsAffected == 1
+		row, err := scanAPIKey(tx.Raw(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ? AND owner_user_id = ?`, id, ownerID).Row())
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return mapErr("read revoked API key", err)
+		}
+		out, err = row.apiKey()
+		return err
+	})
+	if err != nil {
+		return store.APIKey{}, false, mapErr("revoke API key", err)
+	}
+	return out, changed, nil
+}
+
+// TouchAPIKey implements store.APIKeys.
+func (s *Store) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
+	at = dbTime(at)
+	err := s.db.WithContext(ctx).Model(&apiKeyRow{}).
+		Where("id = ? AND (last_used_at IS NULL OR last_used_at < ?)", id, at).
+		Update("last_used_at", at).Error
+	if err != nil {
+		return mapErr("record API key use", err)
+	}
+	return nil
+}

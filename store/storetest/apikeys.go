@@ -1,0 +1,323 @@
+package storetest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/sqlstore"
+)
+
+// RunAPIKeyTests runs the conformance suite of store.APIKeys. open must
+// return a store on a fresh, empty (unmigrated) database for every call.
+//
+// Besides the documented behaviour it pins: times come back in UTC at
+// microsecond precision; a revoked key is found by its hash but is not
+// live; of concurrent revocations of one key exactly one
+// reports the change; a key's last use only moves forward; keys go with
+// their owner.
+func RunAPIKeyTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
+	t.Helper()
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s *sqlstore.Store)
+	}{
+		{"ok/create_get", testAPIKeyCreateGet},
+		{"fail/create", testAPIKeyCreateFail},
+		{"ok/list_pages_newest_first", testAPIKeyList},
+		{"fail/list_bad_cursor", testAPIKeyListBadCursor},
+		{"ok/revoke", testAPIKeyRevoke},
+		{"fail/revoke_other_owner_or_unknown", testAPIKeyRevokeFail},
+		{"ok/touch_only_forward", testAPIKeyTouch},
+		{"ok/deleted_with_the_owner", testAPIKeyDeletedWithOwner},
+		{"race/revoke_changes_once", testAPIKeyRevokeRace},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := open(t)
+			if _, err := s.Migrate(rctx(t)); err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+			syncDefaultRoles(t, s)
+			tc.run(t, s)
+		})
+	}
+}
+
+// newAPIKey is a key of owner with a random hash, expiring in a day.
+func newAPIKey(owner, name string, scopes ...string) *store.APIKey {
+	_, hash := secret()
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return &store.APIKey{OwnerID: owner, Name: name, Hint: "pcak_abc...wxyz", Hash: hash, Scopes: scopes,
+		ExpiresAt: time.Now().Add(24 * time.Hour), CreatedBy: owner}
+}
+
+func mustAPIKey(t *testing.T, s *sqlstore.Store, k *store.APIKey) store.APIKey {
+	t.Helper()
+	if err := s.CreateAPIKey(rctx(t), k); err != nil {
+		t.Fatalf("CreateAPIKey(%s): %v", k.Name, err)
+	}
+	return *k
+}
+
+func sameAPIKey(t *testing.T, what string, got, want store.APIKey) {
+	t.Helper()
+	eqPtr := func(a, b *time.Time) bool {
+		if a == nil || b == nil {
+			return a == nil && b == nil
+		}
+		return a.Equal(*b)
+	}
+	if got.ID != want.ID || got.OwnerID != want.OwnerID || got.Name != want.Name || got.Hint != want.Hint ||
+		!bytes.Equal(got.Hash, want.Hash) || !slices.Equal(got.Scopes, want.Scopes) || !got.ExpiresAt.Equal(want.ExpiresAt) ||
+		!got.CreatedAt.Equal(want.CreatedAt) || got.CreatedBy != want.CreatedBy || !eqPtr(got.LastUsedAt, want.LastUsedAt) ||
+		!eqPtr(got.RevokedAt, want.RevokedAt) || got.RevokedBy != want.RevokedBy {
+		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+}
+
+func testAPIKeyCreateGet(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	admin := mustCreateUser(t, s, newUser("root@example.com", "super_admin"))
+	k := newAPIKey(ann.ID, "deploy", "projects:read", "projects:write")
+	k.CreatedBy = admin.ID
+	k.ExpiresAt = time.Now().Add(90 * 24 * time.Hour)
+	created := mustAPIKey(t, s, k)
+	if len(created.ID) < 8 || created.ID[:4] != sqlstore.APIKeyIDPrefix || created.Revoked() || created.LastUsedAt != nil {
+		t.Fatalf("created %+v", created)
+	}
+	wantUTC(t, "CreatedAt", created.CreatedAt)
+	wantUTC(t, "ExpiresAt", created.ExpiresAt)
+	got, err := s.GetAPIKeyByHash(c, created.Hash)
+	if err != nil {
+		t.Fatalf("GetAPIKeyByHash: %v", err)
+	}
+	sameAPIKey(t, "GetAPIKeyByHash", got, created)
+	wantUTC(t, "read CreatedAt", got.CreatedAt)
+	live, err := s.FindLiveAPIKey(c, created.Hash)
+	if err != nil {
+		t.Fatalf("FindLiveAPIKey: %v", err)
+	}
+	sameAPIKey(t, "FindLiveAPIKey", live, created)
+	// No scopes is an empty list, never nil.
+	empty := mustAPIKey(t, s, &store.APIKey{OwnerID: ann.ID, Name: "none", Hint: "h", Hash: []byte("other hash"),
+		ExpiresAt: time.Now().Add(time.Hour), CreatedBy: ann.ID})
+	if got, err := s.GetAPIKeyByHash(c, empty.Hash); err != nil || got.Scopes == nil || len(got.Scopes) != 0 {
+		t.Fatalf("a key without scopes reads back %+v, %v", got.Scopes, err)
+	}
+	for _, h := range [][]byte{nil, {}, []byte("unknown"), created.Hash[:31]} {
+		if _, err := s.GetAPIKeyByHash(c, h); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("GetAPIKeyByHash(%x) = %v, want ErrNotFound", h, err)
+		}
+		if _, err := s.FindLiveAPIKey(c, h); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("FindLiveAPIKey(%x) = %v, want ErrNotFound", h, err)
+		}
+	}
+}
+
+func testAPIKeyCreateFail(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	first := mustAPIKey(t, s, newAPIKey(ann.ID, "first"))
+	dup := newAPIKey(ann.ID, "dup")
+	dup.Hash = first.Hash
+	wantErr(t, "the same hash again", s.CreateAPIKey(c, dup), store.ErrAlreadyExists)
+	wantErr(t, "an unknown owner", s.CreateAPIKey(c, newAPIKey("usr_nobody", "ghost")), store.ErrNotFound)
+	for name, k := range map[string]*store.APIKey{
+		"nil":        nil,
+		"no_owner":   {Name: "x", Hint: "h", Hash: []byte("h1"), ExpiresAt: time.Now()},
+		"no_name":    {OwnerID: ann.ID, Hint: "h", Hash: []byte("h2"), ExpiresAt: time.Now()},
+		"no_hash":    {OwnerID: ann.ID, Name: "x", Hint: "h", ExpiresAt: time.Now()},
+		"no_hint":    {OwnerID: ann.ID, Name: "x", Hash: []byte("h3"), ExpiresAt: time.Now()},
+		"no_expiry":  {OwnerID: ann.ID, Name: "x", Hint: "h", Hash: []byte("h4")},
+		"nul_name":   {OwnerID: ann.ID, Name: "x\x00y", Hint: "h", Hash: []byte("h5"), ExpiresAt: time.Now()},
+		"bad_scopes": {OwnerID: ann.ID, Name: "x", Hint: "h", Hash: []byte("h6"), ExpiresAt: time.Now(), Scopes: []string{"\xff"}},
+	} {
+		wantErr(t, "invalid key "+name, s.CreateAPIKey(c, k), sqlstore.ErrInvalidAPIKey)
+	}
+	page, err := s.ListAPIKeys(c, ann.ID, "", 0)
+	if err != nil || len(page.Items) != 1 {
+		t.Fatalf("refused keys were stored: %d keys, %v", len(page.Items), err)
+	}
+}
+
+func testAPIKeyList(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	bob := mustCreateUser(t, s, newUser("bob@example.com", "user"))
+	var want []string
+	for i := 0; i < 5; i++ {
+		want = append(want, mustAPIKey(t, s, newAPIKey(ann.ID, fmt.Sprintf("k%d", i))).ID)
+	}
+	mustAPIKey(t, s, newAPIKey(bob.ID, "bob's"))
+	if _, _, err := s.RevokeAPIKey(c, ann.ID, want[1], ann.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	cursor, pages := "", 0
+	for {
+		page, err := s.ListAPIKeys(c, ann.ID, cursor, 2)
+		if err != nil {
+			t.Fatalf("ListAPIKeys: %v", err)
+		}
+		pages++
+		for _, k := range page.Items {
+			if k.OwnerID != ann.ID {
+				t.Fatalf("another owner's key listed: %+v", k)
+			}
+			got = append(got, k.ID)
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		cursor = page.NextCursor
+	}
+	// Newest first; a revoked key is still listed.
+	sortedNewestFirst := slices.Clone(want)
+	slices.Reverse(sortedNewestFirst)
+	if pages != 3 || !slices.Equal(got, sortedNewestFirst) {
+		t.Fatalf("listed %v in %d pages, want %v in 3", got, pages, sortedNewestFirst)
+	}
+	if page, err := s.ListAPIKeys(c, "usr_nobody", "", 0); err != nil || len(page.Items) != 0 || page.Items == nil {
+		t.Fatalf("ListAPIKeys(unknown owner) = %+v, %v; want an empty list", page, err)
+	}
+}
+
+func testAPIKeyListBadCursor(t *testing.T, s *sqlstore.Store) {
+	for _, cur := range []string{"!!", "e30", "bm90IGpzb24"} {
+		if _, err := s.ListAPIKeys(rctx(t), "usr_x", cur, 0); !errors.Is(err, sqlstore.ErrInvalidCursor) {
+			t.Fatalf("ListAPIKeys(cursor %q) = %v, want ErrInvalidCursor", cur, err)
+		}
+	}
+}
+
+func testAPIKeyRevoke(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	admin := mustCreateUser(t, s, newUser("root@example.com", "super_admin"))
+	k := mustAPIKey(t, s, newAPIKey(ann.ID, "k"))
+	at := time.Now().Add(-time.Minute)
+	got, changed, err := s.RevokeAPIKey(c, ann.ID, k.ID, admin.ID, at)
+	if err != nil || !changed || !got.Revoked() || got.RevokedBy != admin.ID || !got.RevokedAt.Equal(at.UTC().Truncate(time.Microsecond)) {
+		t.Fatalf("RevokeAPIKey = %+v, %v, %v", got, changed, err)
+	}
+	wantUTC(t, "RevokedAt", *got.RevokedAt)
+	again, changed, err := s.RevokeAPIKey(c, ann.ID, k.ID, ann.ID, time.Now())
+	if err != nil || changed || !again.RevokedAt.Equal(*got.RevokedAt) || again.RevokedBy != admin.ID {
+		t.Fatalf("a second revocation = %+v, %v, %v; want the first one kept", again, changed, err)
+	}
+	byHash, err := s.GetAPIKeyByHash(c, k.Hash)
+	if err != nil || !byHash.Revoked() {
+		t.Fatalf("GetAPIKeyByHash after revoking = %+v, %v", byHash, err)
+	}
+	// A revoked key is no longer live: the lookup of a use misses it as it
+	// misses an unknown key.
+	if _, err := s.FindLiveAPIKey(c, k.Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindLiveAPIKey after revoking = %v, want ErrNotFound", err)
+	}
+	other := mustAPIKey(t, s, newAPIKey(ann.ID, "other"))
+	if _, err := s.FindLiveAPIKey(c, other.Hash); err != nil {
+		t.Fatalf("another key is no longer live: %v", err)
+	}
+	// A revocation by value names nobody.
+	v := mustAPIKey(t, s, newAPIKey(ann.ID, "by value"))
+	if got, changed, err := s.RevokeAPIKey(c, ann.ID, v.ID, "", time.Now()); err != nil || !changed || got.RevokedBy != "" {
+		t.Fatalf("RevokeAPIKey by value = %+v, %v, %v", got, changed, err)
+	}
+}
+
+func testAPIKeyRevokeFail(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	bob := mustCreateUser(t, s, newUser("bob@example.com", "user"))
+	k := mustAPIKey(t, s, newAPIKey(ann.ID, "k"))
+	for _, tc := range []struct{ owner, id string }{
+		{bob.ID, k.ID},
+		{ann.ID, "apk_unknown"},
+		{ann.ID, ""},
+		{ann.ID, "apk_\x00"},
+	} {
+		if _, _, err := s.RevokeAPIKey(c, tc.owner, tc.id, bob.ID, time.Now()); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("RevokeAPIKey(%q, %q) = %v, want ErrNotFound", tc.owner, tc.id, err)
+		}
+	}
+	if got, err := s.GetAPIKeyByHash(c, k.Hash); err != nil || got.Revoked() {
+		t.Fatalf("another owner revoked the key: %+v, %v", got, err)
+	}
+}
+
+func testAPIKeyTouch(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	k := mustAPIKey(t, s, newAPIKey(ann.ID, "k"))
+	t1 := time.Now().Add(time.Minute).UTC().Truncate(time.Microsecond)
+	if err := s.TouchAPIKey(c, k.ID, t1); err != nil {
+		t.Fatalf("TouchAPIKey: %v", err)
+	}
+	if err := s.TouchAPIKey(c, k.ID, t1.Add(-30*time.Second)); err != nil {
+		t.Fatalf("TouchAPIKey(earlier): %v", err)
+	}
+	got, err := s.GetAPIKeyByHash(c, k.Hash)
+	if err != nil || got.LastUsedAt == nil || !got.LastUsedAt.Equal(t1) {
+		t.Fatalf("LastUsedAt = %v, %v; want %v (an earlier use never moves it back)", got.LastUsedAt, err, t1)
+	}
+	wantUTC(t, "LastUsedAt", *got.LastUsedAt)
+	t2 := t1.Add(time.Minute)
+	if err := s.TouchAPIKey(c, k.ID, t2); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetAPIKeyByHash(c, k.Hash); !got.LastUsedAt.Equal(t2) {
+		t.Fatalf("LastUsedAt = %v, want %v", got.LastUsedAt, t2)
+	}
+	if err := s.TouchAPIKey(c, "apk_unknown", time.Now()); err != nil {
+		t.Fatalf("TouchAPIKey(unknown) = %v, want nil", err)
+	}
+}
+
+func testAPIKeyDeletedWithOwner(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	bot := mustCreateUser(t, s, &store.User{Kind: store.UserMachine, Name: "bot", Active: true, Roles: []string{"user"}})
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	k := mustAPIKey(t, s, newAPIKey(bot.ID, "bot key"))
+	kept := mustAPIKey(t, s, newAPIKey(ann.ID, "ann's key"))
+	if err := s.DeleteUser(c, bot.ID); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	if _, err := s.GetAPIKeyByHash(c, k.Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the key outlived its owner: %v", err)
+	}
+	if _, err := s.GetAPIKeyByHash(c, kept.Hash); err != nil {
+		t.Fatalf("another owner's key went too: %v", err)
+	}
+}
+
+func testAPIKeyRevokeRace(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	k := mustAPIKey(t, s, newAPIKey(ann.ID, "k"))
+	errNotChanged := errors.New("not changed")
+	errs := race(relRacers, func(i int) error {
+		got, changed, err := s.RevokeAPIKey(c, ann.ID, k.ID, fmt.Sprintf("usr_racer%d", i), time.Now())
+		switch {
+		case err != nil:
+			return err
+		case !got.Revoked():
+			return errors.New("the key is not revoked")
+		case !changed:
+			return errNotChanged
+		}
+		return nil
+	})
+	w := oneWinner(t, "revoke one key", errs, errNotChanged)
+	if got, err := s.GetAPIKeyByHash(c, k.Hash); err != nil || got.RevokedBy != fmt.Sprintf("usr_racer%d", w) {
+		t.Fatalf("the key records %+v, %v; want the winner's revocation", got, err)
+	}
+}
