@@ -3,8 +3,10 @@
 // scenario and prints requests/s with p50/p99 latency.
 //
 // Scenarios: password, refresh, client_credentials, introspection, userinfo,
-// jwks, sso and code_redemption (browser sign-in, see sso.go), and mfa (the
-// mfa-recovery-code grant, see mfa.go). It needs a user and clients (see -help); `make bench` sets all of it
+// jwks, sso and code_redemption (browser sign-in, see sso.go), mfa (the
+// mfa-recovery-code grant, see mfa.go), and apikey_introspection and
+// apikey_verify (API keys at introspection and through keys/verify, see
+// apikeys.go). It needs a user and clients (see -help); `make bench` sets all of it
 // up on real PostgreSQL + Redis and writes docs/benchmarks.md. Against a
 // server of your own, raise PORTCULLIS_MAX_SESSIONS_PER_USER: the one test
 // user's logins would otherwise end the sessions the refresh workers use.
@@ -350,6 +352,10 @@ func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario str
 		return codeRedemptionWorker(ctx, c, o, fin.end)
 	case "mfa":
 		return mfaWorker(ctx, c, o, fin)
+	case "apikey_introspection":
+		return apiKeyIntrospectionWorker(ctx, c, o)
+	case "apikey_verify":
+		return apiKeyVerifyWorker(ctx, c, o)
 	case "userinfo":
 		tok, err := login(ctx, c, o)
 		if err != nil {
