@@ -110,12 +110,15 @@ func TestGrantRoundTrips(t *testing.T) {
 	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
 	fx := st.NewFixtures(t, in.App.Core)
 	api := in.Client(t)
-	fx.User(t, "rt@example.com", "a-long-passphrase-rt", "user")
+	fx.User(t, "rt@example.com", "a-long-passphrase-rt", "admin")
 	web := st.Basic("web", fx.Client(t, clients.Spec{ID: "web", Name: "Web"}))
 	svc := st.Basic("svc", fx.Client(t, clients.Spec{ID: "svc", Name: "Svc", Grants: []string{"client_credentials"},
 		Scopes: []string{"reports:read"}}))
 	login := func() st.TokenResponse {
 		return api.PostForm("/oauth2/token", st.PasswordForm("rt@example.com", "a-long-passphrase-rt", ""), web).Token()
+	}
+	var created struct {
+		Key string `json:"key"`
 	}
 	for _, tc := range []struct {
 		name string
@@ -147,6 +150,19 @@ func TestGrantRoundTrips(t *testing.T) {
 			at := login().AccessToken
 			return func() { api.Get("/userinfo", st.Bearer(at)).ExpectStatus(http.StatusOK) }
 		}, 1, 1},
+		// One key for every try: its first use records last_used_at (at
+		// most once a minute), the later ones only read.
+		{"introspection_of_an_api_key", func() func() {
+			if created.Key == "" {
+				api.PostJSON("/auth/api-keys", map[string]any{"name": "rt", "scopes": []string{"users:read"}},
+					st.Bearer(login().AccessToken)).ExpectStatus(http.StatusCreated).JSON(&created)
+			}
+			return func() {
+				if api.PostForm("/oauth2/introspect", url.Values{"token": {created.Key}}, web).ExpectStatus(http.StatusOK).Map()["active"] != true {
+					t.Fatal("introspection of an API key: not active")
+				}
+			}
+		}, 0, 1},
 		{"revoke_refresh_token", func() func() {
 			rt := login().RefreshToken
 			return func() {

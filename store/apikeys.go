@@ -37,9 +37,11 @@ type APIKeys interface {
 	// ErrNotFound when the owner does not exist.
 	CreateAPIKey(ctx context.Context, k *APIKey) error
 	// FindLiveAPIKey returns the key whose hash is hash unless it is
-	// revoked (expired ones included); ErrNotFound for an unknown and a
-	// revoked key alike, which cost the same: one miss in the same index.
-	FindLiveAPIKey(ctx context.Context, hash []byte) (APIKey, error)
+	// revoked (expired ones included), with its owner (roles sorted, no
+	// password hash), read together in one statement: every use of a key
+	// needs both. ErrNotFound for an unknown and a revoked key alike, which
+	// cost the same: one miss in the same index.
+	FindLiveAPIKey(ctx context.Context, hash []byte) (APIKey, User, error)
 	// GetAPIKeyByHash returns the key whose hash is hash (revoked and
 	// expired ones included), or ErrNotFound.
 	GetAPIKeyByHash(ctx context.Context, hash []byte) (APIKey, error)

@@ -438,7 +438,7 @@ func (s *Service) Authenticate(ctx context.Context, raw string, m Meta) (Authent
 		return Authenticated{}, &Refusal{Reason: ReasonMalformed}
 	}
 	hash := key.Hash()
-	k, err := s.d.Store.FindLiveAPIKey(ctx, hash)
+	k, owner, err := s.d.Store.FindLiveAPIKey(ctx, hash)
 	if errors.Is(err, store.ErrNotFound) {
 		s.explainLater(ctx, hash, m)
 		return Authenticated{}, &Refusal{Reason: ReasonNotLive}
@@ -453,17 +453,9 @@ func (s *Service) Authenticate(ctx context.Context, raw string, m Meta) (Authent
 	case !now.Before(k.ExpiresAt):
 		return Authenticated{}, s.reject(ctx, k, ReasonExpired, now, m)
 	}
-	owner, err := s.d.Store.GetUser(ctx, k.OwnerID)
-	if errors.Is(err, store.ErrNotFound) {
-		return Authenticated{}, &Refusal{Reason: ReasonNotLive} // deleted with its owner meanwhile
-	}
-	if err != nil {
-		return Authenticated{}, storeErr("load the API key's owner", err, nil)
-	}
 	if !owner.Active {
 		return Authenticated{}, s.reject(ctx, k, ReasonOwnerDeactivated, now, m)
 	}
-	owner.PasswordHash = ""
 	s.touch(ctx, k.ID, now)
 	return Authenticated{Key: k, Owner: owner, Scopes: EffectiveScope(k.Scopes, s.d.Permissions.Permissions(owner.Roles))}, nil
 }

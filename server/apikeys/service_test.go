@@ -88,18 +88,23 @@ func (m *memStore) CreateAPIKey(_ context.Context, k *store.APIKey) error {
 	return nil
 }
 
-func (m *memStore) FindLiveAPIKey(_ context.Context, hash []byte) (store.APIKey, error) {
+func (m *memStore) FindLiveAPIKey(_ context.Context, hash []byte) (store.APIKey, store.User, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.count("FindLiveAPIKey"); err != nil {
-		return store.APIKey{}, err
+		return store.APIKey{}, store.User{}, err
 	}
 	for _, k := range m.keys {
 		if bytes.Equal(k.Hash, hash) && k.RevokedAt == nil {
-			return *k, nil
+			owner, ok := m.users[k.OwnerID]
+			if !ok {
+				return store.APIKey{}, store.User{}, store.ErrNotFound
+			}
+			owner.PasswordHash = ""
+			return *k, owner, nil
 		}
 	}
-	return store.APIKey{}, store.ErrNotFound
+	return store.APIKey{}, store.User{}, store.ErrNotFound
 }
 
 func (m *memStore) GetAPIKeyByHash(_ context.Context, hash []byte) (store.APIKey, error) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -48,9 +49,14 @@ type rowScanner interface{ Scan(dest ...any) error }
 
 func scanAPIKey(r rowScanner) (apiKeyRow, error) {
 	var row apiKeyRow
-	err := r.Scan(&row.ID, &row.OwnerUserID, &row.Name, &row.Hint, &row.Hash, &row.Scopes, &row.ExpiresAt,
-		&row.CreatedAt, &row.CreatedBy, &row.LastUsedAt, &row.RevokedAt, &row.RevokedBy)
+	err := r.Scan(apiKeyRowFields(&row)...)
 	return row, err
+}
+
+// apiKeyRowFields are the scan destinations of apiKeyColumns, in order.
+func apiKeyRowFields(row *apiKeyRow) []any {
+	return []any{&row.ID, &row.OwnerUserID, &row.Name, &row.Hint, &row.Hash, &row.Scopes, &row.ExpiresAt,
+		&row.CreatedAt, &row.CreatedBy, &row.LastUsedAt, &row.RevokedAt, &row.RevokedBy}
 }
 
 func (r apiKeyRow) apiKey() (store.APIKey, error) {
@@ -114,8 +120,34 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *store.APIKey) error {
 // FindLiveAPIKey implements store.APIKeys. It is on the path of every use
 // of a key, so the statement is written out and scanned by hand; it
 // searches live_hash, which revocation clears.
-func (s *Store) FindLiveAPIKey(ctx context.Context, hash []byte) (store.APIKey, error) {
-	return s.apiKeyWhere(ctx, "find live API key", "live_hash = ?", hash)
+func (s *Store) FindLiveAPIKey(ctx context.Context, hash []byte) (store.APIKey, store.User, error) {
+	const what = "find live API key"
+	rows, err := s.db.WithContext(ctx).Raw(`SELECT `+qualified("k.", apiKeyColumns)+`, `+userWithRolesColumns+`
+		FROM api_keys k JOIN users u ON u.id = k.owner_user_id LEFT JOIN user_roles r ON r.user_id = u.id
+		WHERE k.live_hash = ? ORDER BY r.role`, hash).Rows()
+	if err != nil {
+		return store.APIKey{}, store.User{}, mapErr(what, err)
+	}
+	var row apiKeyRow
+	owner, err := scanUserWithRoles(rows, what, apiKeyRowFields(&row)...)
+	if err != nil {
+		return store.APIKey{}, store.User{}, err
+	}
+	k, err := row.apiKey()
+	if err != nil {
+		return store.APIKey{}, store.User{}, err
+	}
+	owner.PasswordHash = ""
+	return k, owner, nil
+}
+
+// qualified prefixes every column of the comma-separated list cols.
+func qualified(prefix, cols string) string {
+	parts := strings.Split(cols, ",")
+	for i, c := range parts {
+		parts[i] = prefix + strings.TrimSpace(c)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // GetAPIKeyByHash implements store.APIKeys.

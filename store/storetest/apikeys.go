@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,11 +103,19 @@ func testAPIKeyCreateGet(t *testing.T, s *sqlstore.Store) {
 	}
 	sameAPIKey(t, "GetAPIKeyByHash", got, created)
 	wantUTC(t, "read CreatedAt", got.CreatedAt)
-	live, err := s.FindLiveAPIKey(c, created.Hash)
+	live, owner, err := s.FindLiveAPIKey(c, created.Hash)
 	if err != nil {
 		t.Fatalf("FindLiveAPIKey: %v", err)
 	}
 	sameAPIKey(t, "FindLiveAPIKey", live, created)
+	// The owner comes with the key, roles sorted, without a password hash.
+	if _, err := s.GrantRole(c, ann.ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, owner, err = s.FindLiveAPIKey(c, created.Hash); err != nil || owner.ID != ann.ID || owner.Email != ann.Email ||
+		!owner.Active || owner.PasswordHash != "" || strings.Join(owner.Roles, ",") != "admin,user" {
+		t.Fatalf("FindLiveAPIKey's owner = %+v, %v", owner, err)
+	}
 	// No scopes is an empty list, never nil.
 	empty := mustAPIKey(t, s, &store.APIKey{OwnerID: ann.ID, Name: "none", Hint: "h", Hash: []byte("other hash"),
 		ExpiresAt: time.Now().Add(time.Hour), CreatedBy: ann.ID})
@@ -117,7 +126,7 @@ func testAPIKeyCreateGet(t *testing.T, s *sqlstore.Store) {
 		if _, err := s.GetAPIKeyByHash(c, h); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("GetAPIKeyByHash(%x) = %v, want ErrNotFound", h, err)
 		}
-		if _, err := s.FindLiveAPIKey(c, h); !errors.Is(err, store.ErrNotFound) {
+		if _, _, err := s.FindLiveAPIKey(c, h); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("FindLiveAPIKey(%x) = %v, want ErrNotFound", h, err)
 		}
 	}
@@ -220,11 +229,11 @@ func testAPIKeyRevoke(t *testing.T, s *sqlstore.Store) {
 	}
 	// A revoked key is no longer live: the lookup of a use misses it as it
 	// misses an unknown key.
-	if _, err := s.FindLiveAPIKey(c, k.Hash); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := s.FindLiveAPIKey(c, k.Hash); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("FindLiveAPIKey after revoking = %v, want ErrNotFound", err)
 	}
 	other := mustAPIKey(t, s, newAPIKey(ann.ID, "other"))
-	if _, err := s.FindLiveAPIKey(c, other.Hash); err != nil {
+	if _, _, err := s.FindLiveAPIKey(c, other.Hash); err != nil {
 		t.Fatalf("another key is no longer live: %v", err)
 	}
 	// A revocation by value names nobody.
