@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/portcullis-auth/portcullis/keys/verify"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // countingTransport counts the requests it carries.
@@ -208,6 +211,156 @@ func TestDemoAPIKeys(t *testing.T) {
 			if strings.Contains(logs, k) {
 				t.Fatal("a key or the secret reached the demo's log")
 			}
+		}
+	})
+}
+
+// TestDemoAPIKeysFromPortcullis runs keys minted by a running Portcullis
+// (POST /auth/api-keys and, for a machine user, /admin/users/{id}/api-keys)
+// through the demo API: a key passes the scope requirements a token of the
+// same scope passes and no role requirement; /me shows the key's client
+// and no roles; a revoked key (DELETE and /oauth2/revoke by value), a
+// deactivated owner and a demoted owner take effect once the demo's
+// cached answer ages out (at most 5 s), not before; a token exchanged from
+// a key (RFC 8693) verifies offline in the demo.
+func TestDemoAPIKeysFromPortcullis(t *testing.T) {
+	s := startStack(t, nil)
+	fx := st.NewFixtures(t, s.in.App.Core)
+	secret := fx.Client(t, clients.Spec{ID: "demo-api", Name: "Demo API", Grants: []string{"client_credentials"}, Scopes: []string{}})
+	d := s.startDemo(t, "demo-api", secret)
+	mint := func(t *testing.T, path, bearer string, scopes ...string) (id, key string) {
+		t.Helper()
+		var created struct{ ID, Key string }
+		s.pc.PostJSON(path, map[string]any{"name": "demo " + strings.Join(scopes, " "), "scopes": scopes}, st.Bearer(bearer)).
+			ExpectStatus(http.StatusCreated).JSON(&created)
+		if verify.CheckAPIKey(created.Key) != nil {
+			t.Fatalf("a minted key fails keys/verify's format check: %q", created.Key)
+		}
+		return created.ID, created.Key
+	}
+	afterCache := func(t *testing.T) {
+		t.Helper()
+		s.clock.Set(time.Duration(s.clock.offset.Load()) + verify.MaxAPIKeyCacheTTL + time.Second)
+	}
+	t.Cleanup(func() { s.clock.Set(0) })
+	viewerTok := s.login(t, "web", "viewer", "").AccessToken
+	editorTok := s.login(t, "web", "editor", "").AccessToken
+	rootTok := s.login(t, "web", "super_admin", "").AccessToken
+	viewerID, viewerKey := mint(t, "/auth/api-keys", viewerTok, "projects:read")
+	_, editorKey := mint(t, "/auth/api-keys", editorTok, "projects:read", "projects:write")
+	_, rootKey := mint(t, "/auth/api-keys", rootTok, "projects:read", "projects:write", "users:read")
+
+	scopeErr := `Bearer error="insufficient_scope", scope="projects:write", error_description="This request needs the permission projects:write."`
+	for _, tc := range []struct {
+		name, method, path string
+		headers            []string
+		status             int
+		challenge          string
+	}{
+		{"ok/a viewer's key reads, in X-API-Key", "GET", "/projects", []string{"X-API-Key", viewerKey}, 200, ""},
+		{"ok/and as a Bearer key", "GET", "/projects", []string{"Authorization", "Bearer " + viewerKey}, 200, ""},
+		{"fail/a viewer's key does not write", "POST", "/projects", []string{"X-API-Key", viewerKey}, 403, scopeErr},
+		{"ok/an editor's key writes", "POST", "/projects", []string{"X-API-Key", editorKey}, 201, ""},
+		{"fail/a super_admin's key names no role", "GET", "/admin/metrics", []string{"X-API-Key", rootKey}, 403, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := d.send(t, tc.method, tc.path, tc.headers...)
+			if a.status != tc.status || (tc.challenge != "" && a.challenge != tc.challenge) {
+				t.Fatalf("%d %q; %s", a.status, a.challenge, a.raw)
+			}
+		})
+	}
+	t.Run("ok/me shows the key's client and no roles", func(t *testing.T) {
+		a := d.send(t, "GET", "/me", "X-API-Key", viewerKey)
+		roles, _ := a.body["roles"].([]any)
+		if a.status != 200 || a.body["client_id"] != "apikey:"+viewerID || a.body["sub"] != s.users["viewer"].ID || roles == nil || len(roles) != 0 ||
+			a.body["scope"] != "projects:read" {
+			t.Fatalf("%d %s", a.status, a.raw)
+		}
+	})
+	t.Run("ok/a token exchanged from a key verifies offline", func(t *testing.T) {
+		exchange := "urn:ietf:params:oauth:grant-type:token-exchange"
+		gwSecret := fx.Client(t, clients.Spec{ID: "gateway", Name: "Gateway", Grants: []string{exchange}})
+		tok := s.pc.PostForm("/oauth2/token", url.Values{"grant_type": {exchange},
+			"subject_token": {editorKey}, "subject_token_type": {"urn:portcullis:params:oauth:token-type:api_key"}},
+			st.Basic("gateway", gwSecret)).Map()
+		at, _ := tok["access_token"].(string)
+		if at == "" || tok["refresh_token"] != nil {
+			t.Fatalf("token exchange: %v", tok)
+		}
+		if a := s.call(t, "GET", "/projects", at, nil); a.status != 200 {
+			t.Fatalf("%d %s", a.status, a.raw)
+		}
+		if a := s.call(t, "GET", "/me", at, nil); a.status != 200 || a.body["client_id"] != "gateway" || len(a.body["roles"].([]any)) != 0 {
+			t.Fatalf("/me with the exchanged token: %d %s", a.status, a.raw)
+		}
+	})
+	t.Run("fail/revoked by value: refused once the cached answer ages out", func(t *testing.T) {
+		_, key := mint(t, "/auth/api-keys", viewerTok, "projects:read")
+		if a := d.send(t, "GET", "/projects", "X-API-Key", key); a.status != 200 {
+			t.Fatalf("before revoking: %d %s", a.status, a.raw)
+		}
+		s.pc.PostForm("/oauth2/revoke", url.Values{"token": {key}}).ExpectStatus(http.StatusOK)
+		if a := d.send(t, "GET", "/projects", "X-API-Key", key); a.status != 200 {
+			t.Fatalf("within the cache: %d (the demo caches for at most 5 s)", a.status)
+		}
+		afterCache(t)
+		if a := d.send(t, "GET", "/projects", "X-API-Key", key); a.status != 401 {
+			t.Fatalf("after the cache: %d %s", a.status, a.raw)
+		}
+	})
+	t.Run("fail/revoked by its owner", func(t *testing.T) {
+		id, key := mint(t, "/auth/api-keys", viewerTok, "projects:read")
+		s.pc.Delete("/auth/api-keys/"+id, st.Bearer(viewerTok)).ExpectStatus(http.StatusNoContent)
+		afterCache(t)
+		if a := d.send(t, "GET", "/projects", "X-API-Key", key); a.status != 401 {
+			t.Fatalf("%d %s", a.status, a.raw)
+		}
+	})
+	t.Run("fail/a demoted owner's key narrows", func(t *testing.T) {
+		ed := fx.User(t, "ed2@example.com", password, "editor")
+		tok := s.pc.PostForm("/oauth2/token", st.PasswordForm("ed2@example.com", password, ""), st.Basic("web", s.secrets["web"])).Token().AccessToken
+		_, key := mint(t, "/auth/api-keys", tok, "projects:read", "projects:write")
+		if a := d.send(t, "POST", "/projects", "X-API-Key", key); a.status != 201 {
+			t.Fatalf("before the demotion: %d %s", a.status, a.raw)
+		}
+		if _, err := s.in.App.Core.Store.RevokeRole(context.Background(), ed.ID, "editor"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.in.App.Core.Store.GrantRole(context.Background(), ed.ID, "viewer"); err != nil {
+			t.Fatal(err)
+		}
+		afterCache(t)
+		if a := d.send(t, "POST", "/projects", "X-API-Key", key); a.status != 403 || a.challenge != scopeErr {
+			t.Fatalf("after the demotion: %d %q", a.status, a.challenge)
+		}
+		if a := d.send(t, "GET", "/projects", "X-API-Key", key); a.status != 200 {
+			t.Fatalf("reading after the demotion: %d", a.status)
+		}
+	})
+	t.Run("fail/a deactivated owner's key", func(t *testing.T) {
+		v2 := fx.User(t, "v2@example.com", password, "viewer")
+		tok := s.pc.PostForm("/oauth2/token", st.PasswordForm("v2@example.com", password, ""), st.Basic("web", s.secrets["web"])).Token().AccessToken
+		_, key := mint(t, "/auth/api-keys", tok, "projects:read")
+		if _, err := s.in.App.Core.Store.UpdateUser(context.Background(), v2.ID, func(u *store.User) error { u.Active = false; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		afterCache(t)
+		if a := d.send(t, "GET", "/projects", "X-API-Key", key); a.status != 401 {
+			t.Fatalf("%d %s", a.status, a.raw)
+		}
+	})
+	t.Run("ok/a machine user's key", func(t *testing.T) {
+		admin := st.Bearer(s.pc.PostForm("/oauth2/token", st.PasswordForm("super_admin@example.com", password, ""),
+			st.Basic("admin-tools", fx.AdminClient(t, "admin-tools"))).Token().AccessToken)
+		var m struct{ ID string }
+		s.pc.PostJSON("/admin/users", map[string]any{"kind": "machine", "name": "ci", "roles": []string{"editor"}}, admin).
+			ExpectStatus(http.StatusCreated).JSON(&m)
+		var created struct{ Key string }
+		s.pc.PostJSON("/admin/users/"+m.ID+"/api-keys", map[string]any{"name": "deploy", "scopes": []string{"projects:write"}}, admin).
+			ExpectStatus(http.StatusCreated).JSON(&created)
+		if a := d.send(t, "POST", "/projects", "X-API-Key", created.Key); a.status != 201 || a.body["owner"] != m.ID {
+			t.Fatalf("%d %s", a.status, a.raw)
 		}
 	})
 }
