@@ -423,7 +423,8 @@ type Authenticated struct {
 
 // Authenticate is the one check of a presented key. The checksum is checked
 // first: a malformed key costs no lookup. Then the live keys are searched
-// by the key's hash: an unknown and a revoked key both miss that index and
+// by the key's hash, the owner and its roles read in the same statement
+// (one round trip per use): an unknown and a revoked key both miss that index and
 // cost the same (ReasonNotLive), and which of the two it was is looked up
 // after the answer, in the background, to audit a revoked key. An expired
 // key or a deactivated owner is refused. Every rejection of a known key is
