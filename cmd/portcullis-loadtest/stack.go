@@ -254,7 +254,8 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 
 // profiledScenarios are the scenarios whose server CPU profile the report
 // shows, with how the report names them.
-var profiledScenarios = map[string]string{"password": "the password grant", "sso": "the SSO round trip", "userinfo": "userinfo", "refresh": "the refresh grant"}
+var profiledScenarios = map[string]string{"password": "the password grant", "sso": "the SSO round trip", "userinfo": "userinfo", "refresh": "the refresh grant",
+	"apikey_introspection": "the introspection of an API key"}
 
 // cpuProfile records the server's CPU profile for most of a scenario's
 // measured time (it is called when measuring starts) and returns
