@@ -130,7 +130,7 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 		var ve *clients.ValidationError
 		switch {
 		case errors.As(err, &ve):
-			return CreatedClient{}, apierr.ErrInvalidRequest.WithDescription("%s", sentence(ve.Reason))
+			return CreatedClient{}, apierr.ErrInvalidRequest.WithDescription("%s", apierr.Sentence(ve.Reason))
 		case errors.Is(err, store.ErrAlreadyExists):
 			return CreatedClient{}, apierr.ErrConflict.WithDescription("A client with this id already exists.")
 		}
@@ -178,7 +178,7 @@ func (s *Service) RotateClientSecret(ctx context.Context, actor Actor, id string
 	if err != nil {
 		var ve *clients.ValidationError
 		if errors.As(err, &ve) {
-			return "", apierr.ErrInvalidRequest.WithDescription("%s", sentence(ve.Reason))
+			return "", apierr.ErrInvalidRequest.WithDescription("%s", apierr.Sentence(ve.Reason))
 		}
 		return "", storeErr("rotate client secret", err, errClientNotFound)
 	}

@@ -89,7 +89,7 @@ func (s *Service) firstPartyClient(ctx context.Context) (store.Client, error) {
 // session about to be issued could not receive.
 func checkScope(requested, userPerms []string, client store.Client) error {
 	if _, err := policy.ResolveScope(requested, userPerms, client.Scopes); err != nil {
-		return apierr.ErrInvalidScope.WithDescription("%s", sentence(err.Error())).WithCause(err)
+		return apierr.ErrInvalidScope.WithDescription("%s", apierr.Sentence(err.Error())).WithCause(err)
 	}
 	return nil
 }

@@ -4,9 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -34,21 +31,7 @@ var (
 // weakPassword turns a refusal of the password rules into a 400 weak_password
 // whose description is the rule's reason.
 func weakPassword(err error) error {
-	return ErrWeakPassword.WithDescription("%s", sentence(err.Error())).WithCause(err)
-}
-
-// sentence capitalises a reason and ends it with a full stop.
-func sentence(s string) string {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return s
-	}
-	r, n := utf8.DecodeRuneInString(s)
-	s = string(unicode.ToUpper(r)) + s[n:]
-	if !strings.HasSuffix(s, ".") {
-		s += "."
-	}
-	return s
+	return ErrWeakPassword.WithDescription("%s", apierr.Sentence(err.Error())).WithCause(err)
 }
 
 // ceilingErr answers a refusal of the privilege ceiling (403) or an unknown
@@ -58,7 +41,7 @@ func ceilingErr(err error) error {
 	var ue *policy.UnknownRoleError
 	switch {
 	case errors.As(err, &ce):
-		return apierr.ErrForbidden.WithDescription("%s", sentence(ce.Reason)).WithCause(err)
+		return apierr.ErrForbidden.WithDescription("%s", apierr.Sentence(ce.Reason)).WithCause(err)
 	case errors.As(err, &ue):
 		return apierr.ErrInvalidRequest.WithDescription("The policy has no role %q.", ue.Role).WithCause(err)
 	}

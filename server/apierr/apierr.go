@@ -10,6 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Error is an error answered to a client as
@@ -164,6 +167,21 @@ func SafeText(v string) string {
 		}
 	}
 	return string(b)
+}
+
+// Sentence makes a reason (an error's text, such as a policy rule's) an
+// error_description: trimmed, capitalised, ending with a full stop.
+func Sentence(s string) string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return s
+	}
+	r, n := utf8.DecodeRuneInString(s)
+	s = string(unicode.ToUpper(r)) + s[n:]
+	if !strings.HasSuffix(s, ".") {
+		s += "."
+	}
+	return s
 }
 
 // WithRetryAfter returns a copy that sends Retry-After.

@@ -66,3 +66,19 @@ func TestMFABody(t *testing.T) {
 		t.Fatal("WithMFA changed the sentinel")
 	}
 }
+
+// TestSentence: a reason becomes an error_description, trimmed,
+// capitalised and ending with one full stop.
+func TestSentence(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"  ", ""},
+		{"scope x: not a permission", "Scope x: not a permission."},
+		{"Already a sentence.", "Already a sentence."},
+		{" élan needed ", "Élan needed."},
+	} {
+		if got := Sentence(tc.in); got != tc.want {
+			t.Errorf("Sentence(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -273,12 +273,13 @@ func (s *Service) keyScopes(owner store.User, requested []string) ([]string, err
 	}
 	for _, sc := range requested {
 		if policy.IsOIDCScope(sc) {
-			return nil, apierr.ErrInvalidScope.WithDescription("Scope %q: an API key carries permissions only.", safe(sc))
+			// sc is one of policy's OIDC scope names: safe to echo.
+			return nil, apierr.ErrInvalidScope.WithDescription("Scope %q: an API key carries permissions only.", sc)
 		}
 	}
 	grant, err := policy.ResolveScope(requested, s.d.Permissions.Permissions(owner.Roles), nil)
 	if err != nil {
-		return nil, apierr.ErrInvalidScope.WithDescription("%s", sentence(err.Error())).WithCause(err)
+		return nil, apierr.ErrInvalidScope.WithDescription("%s", apierr.Sentence(err.Error())).WithCause(err)
 	}
 	return grant.Permissions, nil
 }
@@ -589,32 +590,4 @@ func storeErr(what string, err error, notFound error) error {
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("%s: %w", what, err))
 	}
 	return apierr.ErrServer.WithCause(fmt.Errorf("%s: %w", what, err))
-}
-
-// sentence capitalises a reason and ends it with a full stop.
-func sentence(s string) string {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return s
-	}
-	r, n := utf8.DecodeRuneInString(s)
-	s = string(unicode.ToUpper(r)) + s[n:]
-	if !strings.HasSuffix(s, ".") {
-		s += "."
-	}
-	return s
-}
-
-// safe makes a requested scope safe to echo (at most 64 bytes of printable
-// ASCII).
-func safe(s string) string {
-	if len(s) > 64 {
-		s = s[:64]
-	}
-	return strings.Map(func(r rune) rune {
-		if r < 0x21 || r > 0x7e || r == '"' || r == '\\' {
-			return -1
-		}
-		return r
-	}, s)
 }
