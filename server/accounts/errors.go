@@ -48,19 +48,9 @@ func ceilingErr(err error) error {
 	return internal("check the privilege ceiling", err)
 }
 
-// storeErr answers a store failure: notFound when the record is missing,
-// 503 when the store cannot be reached, 500 otherwise.
+// storeErr is apierr.FromStore: a store failure as an answer.
 func storeErr(what string, err error, notFound error) error {
-	var ae *apierr.Error
-	switch {
-	case errors.As(err, &ae):
-		return err
-	case errors.Is(err, store.ErrNotFound) && notFound != nil:
-		return notFound
-	case errors.Is(err, store.ErrUnavailable):
-		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("%s: %w", what, err))
-	}
-	return internal(what, err)
+	return apierr.FromStore(what, err, notFound)
 }
 
 // internal is a 500 whose cause is logged, never sent.

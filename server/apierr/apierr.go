@@ -13,6 +13,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // Error is an error answered to a client as
@@ -167,6 +169,24 @@ func SafeText(v string) string {
 		}
 	}
 	return string(b)
+}
+
+// FromStore answers a store failure of the operation what: err itself when
+// it is already an *Error, notFound when the record is missing (and
+// notFound is not nil), 503 temporarily_unavailable when the store cannot
+// be reached (store.ErrUnavailable), 500 otherwise. The cause is kept for
+// the log, never sent.
+func FromStore(what string, err, notFound error) error {
+	var ae *Error
+	switch {
+	case errors.As(err, &ae):
+		return err
+	case errors.Is(err, store.ErrNotFound) && notFound != nil:
+		return notFound
+	case errors.Is(err, store.ErrUnavailable):
+		return ErrTemporarilyUnavailable.WithCause(fmt.Errorf("%s: %w", what, err))
+	}
+	return ErrServer.WithCause(fmt.Errorf("%s: %w", what, err))
 }
 
 // Sentence makes a reason (an error's text, such as a policy rule's) an

@@ -3,7 +3,10 @@ package apierr
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
+
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 func TestChallenge(t *testing.T) {
@@ -80,5 +83,31 @@ func TestSentence(t *testing.T) {
 		if got := Sentence(tc.in); got != tc.want {
 			t.Errorf("Sentence(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestFromStore: a store failure becomes the right answer, and an answer
+// already decided passes through.
+func TestFromStore(t *testing.T) {
+	gone := ErrInvalidRequest.WithDescription("No such thing.")
+	decided := ErrForbidden.WithDescription("No.")
+	for _, tc := range []struct {
+		name     string
+		err      error
+		notFound error
+		want     *Error
+	}{
+		{"missing_record", fmt.Errorf("get: %w", store.ErrNotFound), gone, gone},
+		{"missing_record_without_an_answer_is_500", fmt.Errorf("get: %w", store.ErrNotFound), nil, ErrServer},
+		{"unreachable_is_503", fmt.Errorf("get: %w", store.ErrUnavailable), gone, ErrTemporarilyUnavailable},
+		{"anything_else_is_500", errors.New("disk on fire"), gone, ErrServer},
+		{"a_decided_answer_passes", decided, gone, decided},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got *Error
+			if !errors.As(FromStore("get", tc.err, tc.notFound), &got) || got.Code != tc.want.Code || got.Status != tc.want.Status {
+				t.Fatalf("FromStore = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

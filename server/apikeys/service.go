@@ -576,18 +576,7 @@ func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client,
 
 // ---- errors ----
 
-// storeErr answers a store failure: notFound when the record is missing,
-// 503 when the store cannot be reached, 500 otherwise (cause logged, never
-// sent).
+// storeErr is apierr.FromStore: a store failure as an answer.
 func storeErr(what string, err error, notFound error) error {
-	var ae *apierr.Error
-	switch {
-	case errors.As(err, &ae):
-		return err
-	case errors.Is(err, store.ErrNotFound) && notFound != nil:
-		return notFound
-	case errors.Is(err, store.ErrUnavailable):
-		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("%s: %w", what, err))
-	}
-	return apierr.ErrServer.WithCause(fmt.Errorf("%s: %w", what, err))
+	return apierr.FromStore(what, err, notFound)
 }
