@@ -120,21 +120,27 @@ func (ps *parser) errorf(n *yaml.Node, format string, args ...any) {
 	ps.errs = append(ps.errs, e)
 }
 
-func (ps *parser) err() error {
-	if len(ps.errs) == 0 {
+func (ps *parser) err() error { return JoinParseErrors(ps.errs) }
+
+// JoinParseErrors is every problem found in a file as one error, in the
+// order of the file (line, then column): nil for none, the ParseError
+// itself for one, an errors.Join of them for more. Other files validated
+// the same way (the identity providers file) report with it too.
+func JoinParseErrors(found []*ParseError) error {
+	if len(found) == 0 {
 		return nil
 	}
-	slices.SortStableFunc(ps.errs, func(a, b *ParseError) int {
+	slices.SortStableFunc(found, func(a, b *ParseError) int {
 		if a.Line != b.Line {
 			return a.Line - b.Line
 		}
 		return a.Column - b.Column
 	})
-	if len(ps.errs) == 1 {
-		return ps.errs[0]
+	if len(found) == 1 {
+		return found[0]
 	}
-	errs := make([]error, len(ps.errs))
-	for i, e := range ps.errs {
+	errs := make([]error, len(found))
+	for i, e := range found {
 		errs[i] = e
 	}
 	return errors.Join(errs...)

@@ -250,25 +250,7 @@ func (pr *parser) errorf(n *yaml.Node, format string, args ...any) {
 	pr.errs = append(pr.errs, e)
 }
 
-func (pr *parser) err() error {
-	if len(pr.errs) == 0 {
-		return nil
-	}
-	slices.SortStableFunc(pr.errs, func(a, b *policy.ParseError) int {
-		if a.Line != b.Line {
-			return a.Line - b.Line
-		}
-		return a.Column - b.Column
-	})
-	if len(pr.errs) == 1 {
-		return pr.errs[0]
-	}
-	errs := make([]error, len(pr.errs))
-	for i, e := range pr.errs {
-		errs[i] = e
-	}
-	return errors.Join(errs...)
-}
+func (pr *parser) err() error { return policy.JoinParseErrors(pr.errs) }
 
 // mapping iterates a mapping node's pairs, refusing aliases, merge keys,
 // non-string and duplicate keys.
