@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -383,31 +382,22 @@ func TestUpstreamTokenExchangeConcurrentFirstSignIn(t *testing.T) {
 			}
 			subs := make([]string, n)
 			codes := make([]int, n)
-			var start, done sync.WaitGroup
-			start.Add(1)
-			for i := range n {
-				done.Add(1)
-				go func() {
-					defer done.Done()
-					start.Wait()
-					resp, err := http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raws[i]))
-					if err != nil {
-						return
-					}
-					defer resp.Body.Close()
-					codes[i] = resp.StatusCode
-					var tr st.TokenResponse
-					body, _ := io.ReadAll(resp.Body)
-					if resp.StatusCode != http.StatusOK {
-						t.Logf("racer %d: %s", i, body)
-					}
-					if json.Unmarshal(body, &tr) == nil && tr.AccessToken != "" {
-						subs[i], _ = decodeClaims(t, tr.AccessToken)["sub"].(string)
-					}
-				}()
-			}
-			start.Done()
-			done.Wait()
+			st.AtOnce(n, func(i int) {
+				resp, err := http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raws[i]))
+				if err != nil {
+					return
+				}
+				defer resp.Body.Close()
+				codes[i] = resp.StatusCode
+				var tr st.TokenResponse
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != http.StatusOK {
+					t.Logf("racer %d: %s", i, body)
+				}
+				if json.Unmarshal(body, &tr) == nil && tr.AccessToken != "" {
+					subs[i], _ = decodeClaims(t, tr.AccessToken)["sub"].(string)
+				}
+			})
 			for i := range n {
 				if codes[i] != http.StatusOK || subs[i] == "" || subs[i] != subs[0] {
 					t.Fatalf("racer %d: status %d sub %q (racer 0: %q)", i, codes[i], subs[i], subs[0])
@@ -438,23 +428,14 @@ func TestUpstreamIDTokenSignsInOnce(t *testing.T) {
 			raw := mint()
 			const n = 8
 			codes := make([]int, n)
-			var start, done sync.WaitGroup
-			start.Add(1)
-			for i := range n {
-				done.Add(1)
-				go func() {
-					defer done.Done()
-					start.Wait()
-					resp, err := http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raw))
-					if err != nil {
-						return
-					}
-					resp.Body.Close()
-					codes[i] = resp.StatusCode
-				}()
-			}
-			start.Done()
-			done.Wait()
+			st.AtOnce(n, func(i int) {
+				resp, err := http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raw))
+				if err != nil {
+					return
+				}
+				resp.Body.Close()
+				codes[i] = resp.StatusCode
+			})
 			ok, refused := 0, 0
 			for _, c := range codes {
 				switch c {
