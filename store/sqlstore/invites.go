@@ -43,13 +43,14 @@ func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite, mayReplace 
 		Status:     string(store.InvitePending),
 		ExpiresAt:  dbTime(inv.ExpiresAt),
 		CreatedAt:  now,
+		TenantID:   inv.TenantID,
 	}
 	var refused error // mayReplace's answer, returned as is
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		refused = nil
 		var pending []inviteRow
 		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
-			Where("email_lower = ? AND status = ?", row.EmailLower, string(store.InvitePending)).
+			Where("email_lower = ? AND status = ? AND tenant_id = ?", row.EmailLower, string(store.InvitePending), row.TenantID).
 			Order("created_at, id").Find(&pending).Error
 		if err != nil {
 			return mapErr("find pending invites", err)
@@ -97,6 +98,15 @@ func (s *Store) GetInvite(ctx context.Context, id string) (store.Invite, error) 
 // ListInvites returns one page of invites, newest first. Limit defaults to 50
 // and is capped at 200.
 func (s *Store) ListInvites(ctx context.Context, cursor string, limit int) (store.Page[store.Invite], error) {
+	return s.listInvites(ctx, nil, cursor, limit)
+}
+
+// ListTenantInvites is ListInvites of one tenant's invites only.
+func (s *Store) ListTenantInvites(ctx context.Context, tenantID, cursor string, limit int) (store.Page[store.Invite], error) {
+	return s.listInvites(ctx, &tenantID, cursor, limit)
+}
+
+func (s *Store) listInvites(ctx context.Context, tenantID *string, cursor string, limit int) (store.Page[store.Invite], error) {
 	var page store.Page[store.Invite]
 	cur, hasCur, err := decodeCursor(cursor)
 	if err != nil {
@@ -104,6 +114,9 @@ func (s *Store) ListInvites(ctx context.Context, cursor string, limit int) (stor
 	}
 	limit = pageLimit(limit)
 	q := s.db.WithContext(ctx).Model(&inviteRow{})
+	if tenantID != nil {
+		q = q.Where("tenant_id = ?", *tenantID)
+	}
 	if hasCur {
 		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", cur.T, cur.T, cur.I)
 	}
@@ -203,6 +216,9 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 		nu.Email = row.Email
 		nu.EmailVerified = true
 		nu.Roles = []string{row.Role}
+		if row.TenantID != "" { // the role is held inside the invite's tenant
+			nu.Roles = []string{}
+		}
 		ts := s.clock()
 		nu.CreatedAt, nu.UpdatedAt = ts, ts
 		if err := validateUser(&nu); err != nil {
@@ -210,6 +226,12 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 		}
 		if err := createUserTx(tx, &nu, ts); err != nil {
 			return err
+		}
+		if row.TenantID != "" {
+			tr := tenantRoleRow{TenantID: row.TenantID, UserID: nu.ID, Role: row.Role, CreatedAt: ts}
+			if err := tx.Create(&tr).Error; err != nil {
+				return mapErr("give the invited role in the tenant", err)
+			}
 		}
 		if fi != nil {
 			nfi := *fi

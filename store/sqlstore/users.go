@@ -204,7 +204,8 @@ func (s *Store) GetUserByLogin(ctx context.Context, login string) (store.User, e
 }
 
 // ListUsers returns one page of users, oldest first (stable by created_at,
-// then id), without password hashes. Limit defaults to 50 and is capped at 200.
+// then id), without password hashes. With a TenantID it lists only the
+// tenant's members, and their Roles are the ones they hold in that tenant. Limit defaults to 50 and is capped at 200.
 func (s *Store) ListUsers(ctx context.Context, f store.UserFilter) (store.Page[store.User], error) {
 	var page store.Page[store.User]
 	cur, hasCur, err := decodeCursor(f.Cursor)
@@ -220,6 +221,9 @@ func (s *Store) ListUsers(ctx context.Context, f store.UserFilter) (store.Page[s
 	if f.Query != "" {
 		p := likePattern(strings.ToLower(f.Query))
 		q = q.Where(`(email_lower LIKE ? ESCAPE '\' OR name_lower LIKE ? ESCAPE '\')`, p, p)
+	}
+	if f.TenantID != "" {
+		q = q.Where("EXISTS (SELECT 1 FROM tenant_roles WHERE tenant_roles.user_id = users.id AND tenant_roles.tenant_id = ?)", f.TenantID)
 	}
 	if hasCur {
 		q = q.Where("(created_at > ? OR (created_at = ? AND id > ?))", cur.T, cur.T, cur.I)
@@ -237,7 +241,12 @@ func (s *Store) ListUsers(ctx context.Context, f store.UserFilter) (store.Page[s
 	for i, r := range rows {
 		ids[i] = r.ID
 	}
-	roles, err := rolesOf(db, ids...)
+	var roles map[string][]string
+	if f.TenantID != "" {
+		roles, err = tenantRolesOf(db, f.TenantID, ids...)
+	} else {
+		roles, err = rolesOf(db, ids...)
+	}
 	if err != nil {
 		return page, mapErr("list users", err)
 	}
