@@ -75,7 +75,7 @@ const (
 // rotateScript: KEYS fam, used; ARGV presented hash, next hash, next sealed,
 // now ms, grace ms. Returns {outcome} for invalid, otherwise
 // {outcome, user, client, scope, requested scope, created, abs expiry,
-// idle ttl, auth time, amr, sealed successor (” unless a grace replay),
+// idle ttl, auth time, amr, sealed successor (empty unless a grace replay),
 // tenant id} (a family written before auth times were kept answers its
 // creation time; one written before amr or the tenant was kept answers an
 // empty one).

@@ -68,7 +68,7 @@ type v13RefreshFamily struct {
 
 func (v13RefreshFamily) TableName() string { return "refresh_families" }
 
-// migrate0013 creates tenants and tenant_roles and adds tenant_id (” for
+// migrate0013 creates tenants and tenant_roles and adds tenant_id (empty for
 // every existing row: platform) to clients, invites, audit events and
 // refresh families, with an index for the audit query of a tenant.
 func migrate0013(tx *gorm.DB) error {
