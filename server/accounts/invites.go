@@ -25,7 +25,18 @@ func (s *Service) CreateInvite(ctx context.Context, actor Actor, email, role str
 // CreateInviteOfKind is CreateInvite for POST /admin/invites, whose body may
 // name the kind of account: only people are invited (a machine user is
 // created with CreateUser), so any kind but human ("" too) is 400.
+// Inside an organisation the invite is to it: the role is held there once
+// accepted.
 func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, email, role string) (Invite, error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return Invite{}, err
+	}
+	return s.createInvite(ctx, sc, actor.Meta, kind, email, role)
+}
+
+// createInvite is CreateInviteOfKind in scope sc.
+func (s *Service) createInvite(ctx context.Context, sc actorScope, m Meta, kind, email, role string) (Invite, error) {
 	if kind != "" && kind != store.UserHuman {
 		return Invite{}, errMachinesAreNotInvited
 	}
@@ -36,10 +47,10 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 	if role == "" {
 		return Invite{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
 	}
-	a, err := s.loadActor(ctx, actor)
-	if err != nil {
+	if err := s.roleFits(sc, role); err != nil {
 		return Invite{}, err
 	}
+	a := sc.actor
 	if err := s.policy.CanAssign(a.Roles, role); err != nil {
 		return Invite{}, ceilingErr(err)
 	}
@@ -53,7 +64,7 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 		return Invite{}, internal("invite token", err)
 	}
 	inv := store.Invite{Email: email, Role: role, TokenHash: hashSecret(secret), InvitedBy: a.ID,
-		ExpiresAt: s.now().Add(s.cfg.InviteTTL)}
+		ExpiresAt: s.now().Add(s.cfg.InviteTTL), TenantID: sc.tenant.ID}
 	// Checked inside the store's transaction, on the pending invites it is
 	// about to supersede, so a pending invite created meanwhile is either
 	// checked or left alone.
@@ -69,7 +80,7 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 	})
 	var refusal *apierr.Error
 	if errors.As(err, &refusal) {
-		s.record(ctx, "invite.created", store.OutcomeFailure, a.ID, "", actor.Meta,
+		s.recordIn(ctx, sc, "invite.created", store.OutcomeFailure, "", m,
 			map[string]string{"role": role, "reason": "pending_invite_not_revocable"})
 		return Invite{}, refusal
 	}
@@ -77,7 +88,7 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 		return Invite{}, storeErr("create invite", err, nil)
 	}
 	for _, p := range replaced {
-		s.record(ctx, "invite.revoked", store.OutcomeSuccess, a.ID, p.ID, actor.Meta,
+		s.recordIn(ctx, sc, "invite.revoked", store.OutcomeSuccess, p.ID, m,
 			map[string]string{"role": p.Role, "reason": "replaced", "replaced_by": inv.ID})
 	}
 	if err := s.sendInvite(ctx, email, inviteToken(inv.ID, secret), role); err != nil {
@@ -87,18 +98,35 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 		if rerr := s.store.RevokeInvite(rctx, inv.ID); rerr != nil {
 			s.log.Error("revoke unsent invite", "invite_id", inv.ID, "err", rerr)
 		}
-		s.record(ctx, "invite.created", store.OutcomeFailure, a.ID, inv.ID, actor.Meta,
+		s.recordIn(ctx, sc, "invite.created", store.OutcomeFailure, inv.ID, m,
 			map[string]string{"role": role, "reason": "email_not_sent"})
 		return Invite{}, apierr.ErrTemporarilyUnavailable.WithDescription(
 			"The invitation email could not be sent, so no invite was created. Try again later.").WithCause(err)
 	}
-	s.record(ctx, "invite.created", store.OutcomeSuccess, a.ID, inv.ID, actor.Meta, map[string]string{"role": role})
+	s.recordIn(ctx, sc, "invite.created", store.OutcomeSuccess, inv.ID, m, map[string]string{"role": role})
 	return viewInvite(inv, s.now()), nil
 }
 
-// ListInvites returns one page of invites, newest first.
+// ListInvites returns one page of the invites of the whole instance,
+// newest first. The admin API lists with ListInvitesAs.
 func (s *Service) ListInvites(ctx context.Context, cursor string, limit int) (Page[Invite], error) {
-	page, err := s.store.ListInvites(ctx, cursor, limit)
+	return s.invitePage(s.store.ListInvites(ctx, cursor, limit))
+}
+
+// ListInvitesAs is ListInvites for actor: inside an organisation only its
+// invites.
+func (s *Service) ListInvitesAs(ctx context.Context, actor Actor, cursor string, limit int) (Page[Invite], error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return Page[Invite]{}, err
+	}
+	if !sc.inTenant() {
+		return s.ListInvites(ctx, cursor, limit)
+	}
+	return s.invitePage(s.store.ListTenantInvites(ctx, sc.tenant.ID, cursor, limit))
+}
+
+func (s *Service) invitePage(page store.Page[store.Invite], err error) (Page[Invite], error) {
 	if err != nil {
 		return Page[Invite]{}, listErr("list invites", err)
 	}
@@ -114,12 +142,16 @@ func (s *Service) ListInvites(ctx context.Context, cursor string, limit int) (Pa
 // ceiling. Revoking a revoked invite again is not an error; an accepted or
 // superseded invite is 409.
 func (s *Service) RevokeInvite(ctx context.Context, actor Actor, id string) (Invite, error) {
-	a, err := s.loadActor(ctx, actor)
+	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
 		return Invite{}, err
 	}
+	a := sc.actor
 	inv, err := s.getInvite(ctx, id)
 	if err != nil {
+		return Invite{}, err
+	}
+	if err := sc.ownsRecord(inv.TenantID, errInviteNotFound); err != nil {
 		return Invite{}, err
 	}
 	if err := s.mayRevokeInvite(a, inv); err != nil {

@@ -104,3 +104,9 @@ func (r *Resolver) within(ctx context.Context, u store.User, t store.Tenant, err
 	u.Roles = roles
 	return u, t, nil
 }
+
+// GetTenant returns the tenant with this id (store.ErrNotFound when there
+// is none): the tenant of a client.
+func (r *Resolver) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
+	return r.store.GetTenant(ctx, id)
+}

@@ -37,6 +37,9 @@ type AuthCode struct {
 	// BrowserSessionID is the browser (SSO) session the code was issued in.
 	BrowserSessionID string    `json:"browser_session_id,omitempty"`
 	IssuedAt         time.Time `json:"issued_at"`
+	// Tenant is the organisation slug the authorization request named
+	// (`tenant`, organisations on); "" for none.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // Marshal encodes the record for store.SingleUse.

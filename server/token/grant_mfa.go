@@ -90,7 +90,7 @@ func (s *Service) mfaGrant(ctx context.Context, client store.Client, req TokenRe
 	}
 	// The organisation is named again on this grant (`tenant`), as on the
 	// password step; a login naming none gets the platform roles.
-	user, tn, err := s.loginTenant(ctx, user, req.Tenant)
+	user, tn, err := s.loginTenant(ctx, client, user, req.Tenant)
 	if err != nil {
 		return Response{}, err
 	}

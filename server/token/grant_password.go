@@ -40,7 +40,7 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	if needsRehash {
 		s.rehash(ctx, user.ID, req.Password)
 	}
-	user, tn, err := s.loginTenant(ctx, user, req.Tenant)
+	user, tn, err := s.loginTenant(ctx, client, user, req.Tenant)
 	if err != nil {
 		s.audit.Record(ctx, store.AuditEvent{Action: "login.failed", Outcome: store.OutcomeFailure, ActorID: res.User.ID,
 			TargetID: res.User.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,

@@ -147,7 +147,7 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 		resp.IssuedTokenType = TokenTypeAccessToken
 		return resp, nil
 	}
-	user, tn, err := s.loginTenant(ctx, subj.User, req.Tenant)
+	user, tn, err := s.loginTenant(ctx, client, subj.User, req.Tenant)
 	if err != nil {
 		return Response{}, err
 	}

@@ -30,12 +30,24 @@ func tenancyErr(err error) error {
 	return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("tenant: %w", err))
 }
 
-// loginTenant gives user the roles of a login naming the tenant slug:
-// with organisations off the user as is (the parameter means nothing);
-// on, the tenant's roles, or the platform roles when slug is "".
-func (s *Service) loginTenant(ctx context.Context, user store.User, slug string) (store.User, store.Tenant, error) {
+// loginTenant gives user the roles of a login through client naming the
+// tenant slug: with organisations off the user as is (the parameter means
+// nothing); on, the tenant's roles, or the platform roles when slug is "".
+// A client of an organisation logs in only to it: naming none means its
+// own, naming another is refused.
+func (s *Service) loginTenant(ctx context.Context, client store.Client, user store.User, slug string) (store.User, store.Tenant, error) {
 	if s.tenancy == nil {
 		return user, store.Tenant{}, nil
+	}
+	if client.TenantID != "" {
+		own, err := s.clientTenant(ctx, client)
+		if err != nil {
+			return store.User{}, store.Tenant{}, err
+		}
+		if slug != "" && slug != own.Slug {
+			return store.User{}, store.Tenant{}, errTenantRefused.WithCause(errors.New("the client belongs to another organisation"))
+		}
+		slug = own.Slug
 	}
 	u, t, err := s.tenancy.ForLogin(ctx, user, slug)
 	return u, t, tenancyErr(err)
@@ -115,7 +127,7 @@ func (s *Service) switchTenant(ctx context.Context, client store.Client, req Tok
 	if !user.Active || user.MustChangePassword {
 		return Response{}, refused.WithDescription("The account cannot switch organisation now.")
 	}
-	user, tn, err := s.loginTenant(ctx, user, req.Tenant)
+	user, tn, err := s.loginTenant(ctx, client, user, req.Tenant)
 	if err != nil {
 		return Response{}, err
 	}
