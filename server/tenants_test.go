@@ -1,12 +1,15 @@
 package server_test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server"
 	"github.com/portcullis-auth/portcullis/server/clients"
@@ -399,6 +402,57 @@ func TestTenantsTurnedOnKeepAccess(t *testing.T) {
 			login(again.Client(t), "usr@example.com", "default").ExpectError(http.StatusBadRequest, "invalid_grant")
 			wantTenantToken(t, "admin after restart", login(again.Client(t), "adm@example.com", "default").Token().AccessToken, "default", "admin")
 			_ = adm
+		})
+	}
+}
+
+// TestTenantCodeFlow: /authorize takes `tenant` too: the code's tokens
+// carry that organisation and its roles; naming one the user is not in
+// fails at the token endpoint (invalid_grant), never widening.
+func TestTenantCodeFlow(t *testing.T) {
+	for _, b := range tenantBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b, map[string]string{"PORTCULLIS_TENANTS": "on"})
+			core := d.in.App.Core
+			u, err := core.Store.GetUserByEmail(t.Context(), siEmail)
+			if err != nil {
+				t.Fatal(err)
+			}
+			acme := store.Tenant{Slug: "acme", Name: "Acme", Active: true}
+			if err := core.Store.CreateTenant(t.Context(), &acme); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := core.Store.GrantTenantRole(t.Context(), acme.ID, u.ID, "admin"); err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range []struct {
+				name, tenant string
+				ok           bool
+			}{{"ok/member", "acme", true}, {"fail/not a member", "default", false}, {"fail/unknown", "nope", false}} {
+				t.Run(tc.name, func(t *testing.T) {
+					hc := siBrowser(t)
+					conf := d.oauth("first", d.firstSecret, "openid")
+					verifier := oauth2.GenerateVerifier()
+					login := siGet(t, hc, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("tenant", tc.tenant)))
+					q := d.callback(t, login.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}}))
+					tok, err := conf.Exchange(t.Context(), q.Get("code"), oauth2.VerifierOption(verifier))
+					if !tc.ok {
+						var re *oauth2.RetrieveError
+						if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+							t.Fatalf("exchange naming %q: %v, want invalid_grant", tc.tenant, err)
+						}
+						return
+					}
+					if err != nil {
+						t.Fatalf("exchange: %v", err)
+					}
+					wantTenantToken(t, "code flow into acme", tok.AccessToken, "acme", "admin")
+					if idt, _ := tok.Extra("id_token").(string); decodeClaims(t, idt)["tenant"] != "acme" {
+						t.Fatalf("id token tenant %v", decodeClaims(t, idt)["tenant"])
+					}
+				})
+			}
 		})
 	}
 }
