@@ -145,12 +145,8 @@ func (s *Store) UserTenantIDs(ctx context.Context, userID string) ([]string, err
 
 // GrantTenantRole implements store.Tenants. The role must be one the roles
 // table holds (ErrNotFound otherwise), as for a global grant.
-func (s *Store) GrantTenantRole(ctx context.Context, tenantID, userID, role string) (changed bool, err error) {
-	err = s.tx(ctx, func(tx *gorm.DB) error {
-		changed = false
-		if _, err := lockUser(tx, userID); err != nil {
-			return mapErr("load user", err)
-		}
+func (s *Store) GrantTenantRole(ctx context.Context, tenantID, userID, role string) (bool, error) {
+	tenantExists := func(tx *gorm.DB) error {
 		var n int64
 		if err := tx.Model(&tenantRow{}).Where("id = ?", tenantID).Count(&n).Error; err != nil {
 			return mapErr("look up tenant", err)
@@ -158,27 +154,10 @@ func (s *Store) GrantTenantRole(ctx context.Context, tenantID, userID, role stri
 		if n == 0 {
 			return fmt.Errorf("tenant %q: %w", tenantID, store.ErrNotFound)
 		}
-		if err := tx.Model(&roleRow{}).Where("name = ?", role).Count(&n).Error; err != nil {
-			return mapErr("look up role", err)
-		}
-		if n == 0 {
-			return fmt.Errorf("role %q: %w", role, store.ErrNotFound)
-		}
-		res := tx.Clauses(clause.OnConflict{DoNothing: true}).
-			Create(&tenantRoleRow{TenantID: tenantID, UserID: userID, Role: role, CreatedAt: s.clock()})
-		if res.Error != nil {
-			return mapErr("insert tenant role", res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return nil
-		}
-		changed = true
-		return s.touchUser(tx, userID)
-	})
-	if err != nil {
-		return false, mapErr("grant tenant role", err)
+		return nil
 	}
-	return changed, nil
+	return s.grantRoleRow(ctx, "grant tenant role", userID, role, tenantExists,
+		&tenantRoleRow{TenantID: tenantID, UserID: userID, Role: role, CreatedAt: s.clock()})
 }
 
 // RevokeTenantRole implements store.Tenants.

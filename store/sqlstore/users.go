@@ -357,10 +357,24 @@ func (s *Store) touchUser(tx *gorm.DB, id string) error {
 // GrantRole gives the user the role; changed is false when the user already
 // held it. An unknown user or role is store.ErrNotFound.
 func (s *Store) GrantRole(ctx context.Context, userID, role string) (changed bool, err error) {
+	return s.grantRoleRow(ctx, "grant role", userID, role, nil, &userRoleRow{UserID: userID, Role: role, CreatedAt: s.clock()})
+}
+
+// grantRoleRow is the one grant of a role assignment (global or in a
+// tenant): in one transaction it locks the user, checks that the role is
+// known and check (when given) passes, and inserts row unless it is there;
+// changed says whether it was inserted. Unknown user or role is
+// store.ErrNotFound.
+func (s *Store) grantRoleRow(ctx context.Context, what, userID, role string, check func(tx *gorm.DB) error, row any) (changed bool, err error) {
 	err = s.tx(ctx, func(tx *gorm.DB) error {
 		changed = false
 		if _, err := lockUser(tx, userID); err != nil {
 			return mapErr("load user", err)
+		}
+		if check != nil {
+			if err := check(tx); err != nil {
+				return err
+			}
 		}
 		var n int64
 		if err := tx.Model(&roleRow{}).Where("name = ?", role).Count(&n).Error; err != nil {
@@ -369,10 +383,9 @@ func (s *Store) GrantRole(ctx context.Context, userID, role string) (changed boo
 		if n == 0 {
 			return fmt.Errorf("role %q: %w", role, store.ErrNotFound)
 		}
-		res := tx.Clauses(clause.OnConflict{DoNothing: true}).
-			Create(&userRoleRow{UserID: userID, Role: role, CreatedAt: s.clock()})
+		res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(row)
 		if res.Error != nil {
-			return mapErr("insert user role", res.Error)
+			return mapErr("insert role assignment", res.Error)
 		}
 		if res.RowsAffected == 0 {
 			return nil
@@ -381,7 +394,7 @@ func (s *Store) GrantRole(ctx context.Context, userID, role string) (changed boo
 		return s.touchUser(tx, userID)
 	})
 	if err != nil {
-		return false, mapErr("grant role", err)
+		return false, mapErr(what, err)
 	}
 	return changed, nil
 }
