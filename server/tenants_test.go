@@ -400,8 +400,21 @@ func TestTenantsTurnedOnKeepAccess(t *testing.T) {
 			in.Stop()
 			again := st.Start(t, on)
 			login(again.Client(t), "usr@example.com", "default").ExpectError(http.StatusBadRequest, "invalid_grant")
-			wantTenantToken(t, "admin after restart", login(again.Client(t), "adm@example.com", "default").Token().AccessToken, "default", "admin")
-			_ = adm
+			inDefault := login(again.Client(t), "adm@example.com", "default").Token()
+			wantTenantToken(t, "admin after restart", inDefault.AccessToken, "default", "admin")
+			again.Stop()
+
+			// Turned off again: tokens of an organisation are refused (nothing
+			// would confine them), the roles from before are back.
+			offAgain := st.Start(t, env)
+			oc := offAgain.Client(t)
+			oc.Get("/userinfo", st.Bearer(inDefault.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
+			oc.PostForm("/oauth2/token", st.RefreshForm(inDefault.RefreshToken), st.Basic("web", secret)).
+				ExpectError(http.StatusBadRequest, "invalid_grant")
+			wantTenantToken(t, "off again", login(oc, "adm@example.com", "").Token().AccessToken, "", "admin")
+			if adm.ID == "" {
+				t.Fatal("no admin")
+			}
 		})
 	}
 }
