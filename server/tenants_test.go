@@ -239,7 +239,7 @@ func TestTenantAdminSweep(t *testing.T) {
 				"POST /admin/users/:id/roles":                  `{"role":"user"}`,
 				"POST /admin/users/:id/temp-password":          `{"password":"a temporary passphrase 1"}`,
 				"POST /admin/users/:id/api-keys":               `{"name":"k","scopes":["users:read"]}`,
-				"POST /admin/invites":                          `{"email":"user-b@example.com","role":"user"}`,
+				"POST /admin/invites":                          `{"email":"fresh@example.com","role":"user"}`,
 				"POST /admin/clients":                          `{"client_id":"sneaky","name":"x","audiences":["` + e.fx.Issuer() + `"]}`,
 				"POST /admin/keys/rotate":                      `{}`,
 				"POST /admin/tenants":                          `{"slug":"mine","name":"Mine"}`,
@@ -345,6 +345,21 @@ func TestTenantAdminSweep(t *testing.T) {
 			// admin-a, member-a, shared, and the machine user the sweep made inside acme.
 			if len(members.Items) != 4 {
 				t.Fatalf("acme's members: %+v", members.Items)
+			}
+
+			// Inviting an address that has an account (in globex) answers as for
+			// any address (no oracle of accounts elsewhere); joining takes that
+			// account's password and gives the role in acme only.
+			joinTok := e.invite(t, tokA, "user-b@example.com", "user")
+			e.invite(t, tokA, "nobody-yet@example.com", "user")
+			e.c.PostJSON("/auth/invites/accept", map[string]string{"token": joinTok, "password": "not the account's password"}).
+				ExpectError(http.StatusBadRequest, "invalid_grant")
+			e.accept(t, joinTok, tenantPass)
+			if roles, _ := e.in.App.Core.Store.TenantRoles(t.Context(), a, userB.ID); !slices.Equal(roles, []string{"user"}) {
+				t.Fatalf("after joining acme: %v", roles)
+			}
+			if roles, _ := e.in.App.Core.Store.TenantRoles(t.Context(), b, userB.ID); !slices.Equal(roles, []string{"user"}) {
+				t.Fatalf("joining acme changed globex: %v", roles)
 			}
 		})
 	}

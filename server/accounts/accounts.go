@@ -47,6 +47,7 @@ type Store interface {
 	// Organisations (used only while they are on).
 	store.Tenants
 	ListTenantInvites(ctx context.Context, tenantID, cursor string, limit int) (store.Page[store.Invite], error)
+	AcceptTenantInvite(ctx context.Context, tokenHash []byte, now time.Time, userID string) (store.Invite, error)
 
 	// SetClientAudiences replaces a client's audiences (start-up
 	// reconciliation of the built-in client).

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -54,10 +55,15 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, m Meta, kind,
 	if err := s.policy.CanAssign(a.Roles, role); err != nil {
 		return Invite{}, ceilingErr(err)
 	}
-	if _, err := s.store.GetUserByEmail(ctx, email); err == nil {
-		return Invite{}, errAccountExists
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return Invite{}, storeErr("look up email", err, nil)
+	// Inside an organisation an address with an account is invited too
+	// (accepting proves the account's password): a 409 there would tell
+	// one organisation's admin who has an account elsewhere.
+	if !sc.inTenant() {
+		if _, err := s.store.GetUserByEmail(ctx, email); err == nil {
+			return Invite{}, errAccountExists
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return Invite{}, storeErr("look up email", err, nil)
+		}
 	}
 	secret, err := newSecret()
 	if err != nil {
@@ -240,6 +246,13 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	if err != nil {
 		return token.Response{}, err
 	}
+	if inv.TenantID != "" {
+		if existing, err := s.store.GetUserByEmail(ctx, inv.Email); err == nil {
+			return s.joinTenant(ctx, m, req, inv, secret, existing)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return token.Response{}, storeErr("look up email", err, nil)
+		}
+	}
 	name, err := normaliseName(req.Name)
 	if err != nil {
 		return token.Response{}, err
@@ -282,6 +295,36 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 }
 
 const inviteKind = "invitation"
+
+// joinTenant accepts an invite to an organisation for an address that
+// already has an account: the request's password must be that account's
+// (the one password check, with its throttle; else 400 invalid_grant and
+// the invite stays usable); the account then gets the invite's role in the
+// organisation, and a session as after any acceptance.
+func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteRequest, inv store.Invite, secret string, u store.User) (token.Response, error) {
+	client, err := s.resolveClient(ctx, req.Client)
+	if err != nil {
+		return token.Response{}, err
+	}
+	res, err := s.checker.Check(ctx, passcheck.Attempt{Login: inv.Email, Password: req.Password, IP: m.IP, UserAgent: m.UserAgent,
+		ClientID: client.ID, FailureAction: "invite.accept_failed", Via: "invite"})
+	if errors.Is(err, passcheck.ErrBadCredentials) || err == nil && res.User.ID != u.ID {
+		return token.Response{}, apierr.ErrInvalidGrant.WithDescription(
+			"This address already has an account: accept with that account's password.")
+	}
+	if err != nil {
+		return token.Response{}, err
+	}
+	accepted, err := s.store.AcceptTenantInvite(ctx, hashSecret(secret), s.now(), u.ID)
+	if err != nil {
+		return token.Response{}, oneTimeTokenErr(inviteKind, err)
+	}
+	m.ClientID = client.ID
+	s.audit.Record(ctx, store.AuditEvent{Action: "invite.accepted", Outcome: store.OutcomeSuccess, ActorID: u.ID, TargetID: u.ID,
+		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, TenantID: accepted.TenantID,
+		Details: map[string]string{"invite_id": accepted.ID, "role": accepted.Role, "existing_account": "true"}})
+	return s.sessions.IssueForUser(ctx, client, res.User, req.Scope)
+}
 
 // usableInvite returns the pending, unexpired invite an emailed token names
 // and the token's secret; 400 invalid_token saying why not. The state is

@@ -195,21 +195,9 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 	var created store.User
 	var linked store.FederatedIdentity
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		var row inviteRow
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("token_hash = ?", tokenHash).Take(&row).Error; err != nil {
-			return mapErr("find invite", err)
-		}
-		switch store.InviteStatus(row.Status) {
-		case store.InviteAccepted, store.InviteSuperseded:
-			return store.ErrTokenUsed
-		case store.InviteRevoked:
-			return store.ErrTokenRevoked
-		case store.InvitePending:
-		default:
-			return fmt.Errorf("invite in unknown status %q", row.Status)
-		}
-		if !now.Before(row.ExpiresAt) {
-			return store.ErrTokenExpired
+		row, err := takePendingInvite(tx, tokenHash, now)
+		if err != nil {
+			return err
 		}
 		nu := *u
 		nu.ID = newID(UserIDPrefix)
@@ -241,18 +229,9 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 			}
 			linked = nfi
 		}
-		at := dbTime(now)
-		res := tx.Model(&inviteRow{}).
-			Where("id = ? AND status = ?", row.ID, string(store.InvitePending)).
-			Updates(map[string]any{"status": string(store.InviteAccepted), "accepted_at": at, "user_id": nu.ID})
-		if res.Error != nil {
-			return mapErr("mark invite accepted", res.Error)
+		if accepted, err = markInviteAccepted(tx, row, nu.ID, now); err != nil {
+			return err
 		}
-		if res.RowsAffected == 0 {
-			return store.ErrTokenUsed
-		}
-		row.Status, row.AcceptedAt, row.UserID = string(store.InviteAccepted), &at, nu.ID
-		accepted = row.toInvite()
 		created = nu
 		return nil
 	})
@@ -262,6 +241,80 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 	*u = created
 	if fi != nil {
 		*fi = linked
+	}
+	return accepted, nil
+}
+
+// takePendingInvite locks the invite whose token hashes to tokenHash and
+// returns it while it is pending and unexpired at now; otherwise the
+// one-time-token error saying why.
+func takePendingInvite(tx *gorm.DB, tokenHash []byte, now time.Time) (inviteRow, error) {
+	var row inviteRow
+	if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("token_hash = ?", tokenHash).Take(&row).Error; err != nil {
+		return row, mapErr("find invite", err)
+	}
+	switch store.InviteStatus(row.Status) {
+	case store.InviteAccepted, store.InviteSuperseded:
+		return row, store.ErrTokenUsed
+	case store.InviteRevoked:
+		return row, store.ErrTokenRevoked
+	case store.InvitePending:
+	default:
+		return row, fmt.Errorf("invite in unknown status %q", row.Status)
+	}
+	if !now.Before(row.ExpiresAt) {
+		return row, store.ErrTokenExpired
+	}
+	return row, nil
+}
+
+// markInviteAccepted marks a pending invite accepted by userID at now.
+func markInviteAccepted(tx *gorm.DB, row inviteRow, userID string, now time.Time) (store.Invite, error) {
+	at := dbTime(now)
+	res := tx.Model(&inviteRow{}).
+		Where("id = ? AND status = ?", row.ID, string(store.InvitePending)).
+		Updates(map[string]any{"status": string(store.InviteAccepted), "accepted_at": at, "user_id": userID})
+	if res.Error != nil {
+		return store.Invite{}, mapErr("mark invite accepted", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return store.Invite{}, store.ErrTokenUsed
+	}
+	row.Status, row.AcceptedAt, row.UserID = string(store.InviteAccepted), &at, userID
+	return row.toInvite(), nil
+}
+
+// AcceptTenantInvite accepts, for the existing user userID (whose email
+// must be the invite's), the pending invite to an organisation whose token
+// hashes to tokenHash: the user gets the invite's role in its tenant, and
+// the invite is marked accepted, in one transaction. An invite of no
+// organisation, or to another address, is store.ErrNotFound; the
+// one-time-token errors otherwise.
+func (s *Store) AcceptTenantInvite(ctx context.Context, tokenHash []byte, now time.Time, userID string) (store.Invite, error) {
+	var accepted store.Invite
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		row, err := takePendingInvite(tx, tokenHash, now)
+		if err != nil {
+			return err
+		}
+		u, err := lockUser(tx, userID)
+		if err != nil {
+			return mapErr("load user", err)
+		}
+		if row.TenantID == "" || u.EmailLower != row.EmailLower {
+			return fmt.Errorf("invite for another address or of no organisation: %w", store.ErrNotFound)
+		}
+		tr := tenantRoleRow{TenantID: row.TenantID, UserID: userID, Role: row.Role, CreatedAt: s.clock()}
+		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&tr).Error; err != nil {
+			return mapErr("give the invited role in the tenant", err)
+		}
+		if accepted, err = markInviteAccepted(tx, row, userID, now); err != nil {
+			return err
+		}
+		return s.touchUser(tx, userID)
+	})
+	if err != nil {
+		return store.Invite{}, mapErr("accept tenant invite", err)
 	}
 	return accepted, nil
 }

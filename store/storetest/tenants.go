@@ -33,6 +33,7 @@ func RunTenantTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/memberships_go_with_the_user", testTenantMemberDeleted},
 		{"ok/invites_audit_clients_carry_the_tenant", testTenantRecords},
 		{"ok/default_tenant_moves_assignments_once", testDefaultTenant},
+		{"ok/tenant_invite_of_an_existing_account", testTenantInviteExisting},
 		{"race/default_tenant_once", testDefaultTenantRace},
 	}
 	for _, tc := range tests {
@@ -388,4 +389,32 @@ func testDefaultTenantRace(t *testing.T, s *sqlstore.Store) {
 	if got, _ := s.TenantRoles(rctx(t), def.ID, u.ID); !slices.Equal(got, []string{"admin", "user"}) {
 		t.Fatalf("roles in default: %v", got)
 	}
+}
+
+func testTenantInviteExisting(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	a := mustTenant(t, s, "a")
+	boss := mustCreateUser(t, s, newUser("boss@example.com", "super_admin"))
+	ann := mustCreateUser(t, s, newUser("Ann@example.com", "user"))
+	other := mustCreateUser(t, s, newUser("other@example.com"))
+	_, h := secret()
+	inv := &store.Invite{Email: "ann@example.com", Role: "admin", TokenHash: h, InvitedBy: boss.ID,
+		ExpiresAt: time.Now().Add(time.Hour), TenantID: a.ID}
+	if err := s.CreateInvite(c, inv, func([]store.Invite) error { return nil }); err != nil {
+		t.Fatalf("CreateInvite: %v", err)
+	}
+	_, err := s.AcceptTenantInvite(c, h, time.Now(), other.ID)
+	wantErr(t, "AcceptTenantInvite(another address)", err, store.ErrNotFound)
+	got, err := s.AcceptTenantInvite(c, h, time.Now(), ann.ID)
+	if err != nil || got.Status != store.InviteAccepted || got.UserID != ann.ID {
+		t.Fatalf("AcceptTenantInvite = %+v, %v", got, err)
+	}
+	if roles, _ := s.TenantRoles(c, a.ID, ann.ID); !slices.Equal(roles, []string{"admin"}) {
+		t.Fatalf("roles in a: %v", roles)
+	}
+	if u, _ := s.GetUser(c, ann.ID); !slices.Equal(u.Roles, []string{"user"}) {
+		t.Fatalf("global roles changed: %v", u.Roles)
+	}
+	_, err = s.AcceptTenantInvite(c, h, time.Now(), ann.ID)
+	wantErr(t, "AcceptTenantInvite(again)", err, store.ErrTokenUsed)
 }
