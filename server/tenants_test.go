@@ -213,6 +213,7 @@ func TestTenantAdminSweep(t *testing.T) {
 			var clientB struct {
 				ClientID string `json:"client_id"`
 				TenantID string `json:"tenant_id"`
+				Secret   string `json:"client_secret"`
 			}
 			e.c.PostJSON("/admin/clients", map[string]any{"client_id": "globex-app", "name": "Globex app",
 				"grants": []string{"client_credentials"}, "scopes": []string{"users:read"}}, st.Bearer(tokB)).
@@ -220,6 +221,9 @@ func TestTenantAdminSweep(t *testing.T) {
 			if clientB.TenantID != b {
 				t.Fatalf("a client made with globex's token belongs to %q, want %s", clientB.TenantID, b)
 			}
+			// Its client_credentials tokens always carry globex.
+			cc := e.c.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic(clientB.ClientID, clientB.Secret)).Token()
+			wantTenantToken(t, "globex's client_credentials", cc.AccessToken, "globex")
 			e.c.PostJSON("/admin/users/"+userB.ID+"/roles", map[string]string{"role": "user"}, st.Bearer(tokB)).ExpectStatus(http.StatusOK)
 
 			tokA := e.loginTo(t, "admin-a@example.com", "acme").Token().AccessToken
@@ -286,6 +290,8 @@ func TestTenantAdminSweep(t *testing.T) {
 					}
 				})
 			}
+			// Platform clients are the whole instance's: 403.
+			e.c.Delete("/admin/clients/web", st.Bearer(tokA)).ExpectError(http.StatusForbidden, "forbidden")
 			// An account shared with B is B's too: acme's admin may see it, not change it.
 			e.c.Get("/admin/users/"+shared.ID, st.Bearer(tokA)).ExpectStatus(http.StatusOK)
 			e.c.PatchJSON("/admin/users/"+shared.ID, map[string]any{"active": false}, st.Bearer(tokA)).ExpectError(http.StatusForbidden, "forbidden")
