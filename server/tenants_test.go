@@ -143,6 +143,10 @@ func TestTenantLogins(t *testing.T) {
 			e.c.PostJSON("/admin/tenants/"+a+"/members", map[string]string{"user_id": both.ID, "role": "super_admin"}, st.Bearer(e.rootTok)).
 				ExpectError(http.StatusBadRequest, "invalid_request")
 
+			// API keys act in no organisation: not made with a tenant's token.
+			e.c.PostJSON("/auth/api-keys", map[string]any{"name": "k", "scopes": []string{"users:read"}}, st.Bearer(inA.AccessToken)).
+				ExpectError(http.StatusForbidden, "forbidden")
+
 			// Refresh is bound to the login's tenant: a tenant parameter is ignored.
 			form := st.RefreshForm(inA.RefreshToken)
 			form.Set("tenant", "globex")

@@ -134,6 +134,9 @@ func keyMeta(actor Actor, via string) apikeys.Meta {
 // CreateMachineAPIKey creates an API key for a machine user under the
 // privilege ceiling (machineKeyOwner); the key is in the answer, once.
 func (s *Service) CreateMachineAPIKey(ctx context.Context, actor Actor, userID string, req apikeys.CreateRequest) (apikeys.Created, error) {
+	if err := s.keysActInNoTenant(actor); err != nil {
+		return apikeys.Created{}, err
+	}
 	_, m, err := s.machineKeyOwner(ctx, actor, userID)
 	if err != nil {
 		return apikeys.Created{}, err
@@ -161,6 +164,17 @@ func (s *Service) RevokeMachineAPIKey(ctx context.Context, actor Actor, userID, 
 	return s.apiKeys.Revoke(ctx, m.ID, keyID, keyMeta(actor, "admin"))
 }
 
+// keysActInNoTenant refuses (403) to create an API key with an
+// organisation's token: a key acts in no organisation (its scope is bound
+// by its owner's platform roles while organisations are on), so a key made
+// with a tenant's permissions would claim what it can never use.
+func (s *Service) keysActInNoTenant(actor Actor) error {
+	if s.tenancy != nil && actor.Tenant != "" {
+		return apierr.ErrForbidden.WithDescription("API keys act in no organisation: create them with a token that names none.")
+	}
+	return nil
+}
+
 // keySelf loads the person managing their own API keys: not with a token
 // exchanged from an API key (403), nor a third-party application's token
 // (loadSelf).
@@ -185,6 +199,9 @@ func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.
 	}
 	if u.MustChangePassword {
 		return apikeys.Created{}, apierr.ErrPasswordChangeRequired.WithDescription("Change your password before creating API keys.")
+	}
+	if err := s.keysActInNoTenant(actor); err != nil {
+		return apikeys.Created{}, err
 	}
 	return s.apiKeys.Create(ctx, u, req, keyMeta(actor, "self"))
 }

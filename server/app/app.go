@@ -327,8 +327,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		tokenDeps.Tenancy = tenants
 	}
 	tokens := token.NewService(tokenConfig(cfg), tokenDeps)
+	var keyStore apikeys.Store = core.Store
+	if tenants != nil {
+		keyStore = platformOwners{Store: core.Store, tenancy: tenants}
+	}
 	apiKeys, err := apikeys.New(apikeys.Config{Issuer: cfg.Issuer, MaxTTL: cfg.APIKeyMaxTTL},
-		apikeys.Deps{Store: core.Store, Permissions: core.Policy, Grants: tokens, Audit: core.Audit, Logger: log})
+		apikeys.Deps{Store: keyStore, Permissions: core.Policy, Grants: tokens, Audit: core.Audit, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("API keys: %w", err)
 	}
@@ -533,6 +537,24 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		log.Info("organisations turned on: existing role assignments moved into the organisation " + store.DefaultTenantSlug)
 	}
 	return acc, nil
+}
+
+// platformOwners is the store as the API keys see it while organisations
+// are on: a key's owner holds only their platform roles, so a key acts in no
+// organisation and its effective scope never draws on roles held in one (or
+// on the global assignments organisations replaced).
+type platformOwners struct {
+	*sqlstore.Store
+	tenancy *tenancy.Resolver
+}
+
+// GetUser returns the user with their platform roles only.
+func (p platformOwners) GetUser(ctx context.Context, id string) (store.User, error) {
+	u, err := p.Store.GetUser(ctx, id)
+	if err != nil {
+		return u, err
+	}
+	return p.tenancy.Platform(u), nil
 }
 
 // buildTenancy returns the organisation rules when PORTCULLIS_TENANTS is
