@@ -78,18 +78,11 @@ func (s *Store) ListTenants(ctx context.Context, cursor string, limit int) (stor
 	}
 	n := pageLimit(limit)
 	q := s.db.WithContext(ctx).Model(&tenantRow{})
-	if hasCur {
-		q = q.Where("(created_at > ? OR (created_at = ? AND id > ?))", cur.T, cur.T, cur.I)
-	}
-	var rows []tenantRow
-	if err := q.Order("created_at ASC, id ASC").Limit(n + 1).Find(&rows).Error; err != nil {
+	rows, next, err := oldestFirst(q, cur, hasCur, n, func(r tenantRow) (time.Time, string) { return r.CreatedAt, r.ID })
+	if err != nil {
 		return page, mapErr("list tenants", err)
 	}
-	if len(rows) > n {
-		rows = rows[:n]
-		last := rows[len(rows)-1]
-		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
-	}
+	page.NextCursor = next
 	page.Items = make([]store.Tenant, 0, len(rows))
 	for _, r := range rows {
 		page.Items = append(page.Items, r.toTenant())

@@ -225,18 +225,11 @@ func (s *Store) ListUsers(ctx context.Context, f store.UserFilter) (store.Page[s
 	if f.TenantID != "" {
 		q = q.Where("EXISTS (SELECT 1 FROM tenant_roles WHERE tenant_roles.user_id = users.id AND tenant_roles.tenant_id = ?)", f.TenantID)
 	}
-	if hasCur {
-		q = q.Where("(created_at > ? OR (created_at = ? AND id > ?))", cur.T, cur.T, cur.I)
-	}
-	var rows []userRow
-	if err := q.Order("created_at ASC, id ASC").Limit(limit + 1).Find(&rows).Error; err != nil {
+	rows, next, err := oldestFirst(q, cur, hasCur, limit, func(r userRow) (time.Time, string) { return r.CreatedAt, r.ID })
+	if err != nil {
 		return page, mapErr("list users", err)
 	}
-	if len(rows) > limit {
-		rows = rows[:limit]
-		last := rows[len(rows)-1]
-		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
-	}
+	page.NextCursor = next
 	ids := make([]string, len(rows))
 	for i, r := range rows {
 		ids[i] = r.ID
