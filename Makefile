@@ -61,7 +61,7 @@ soak: build
 FUZZTIME ?= 30s
 FUZZ_TARGETS := ./server/config:FuzzLoad ./server/token:FuzzTokenForm ./keys:FuzzVerify \
 	./policy:FuzzMatches ./policy:FuzzParse ./policy:FuzzParseScope ./policy/password:FuzzCheck \
-	./keys/verify:FuzzCheckAPIKey ./keys/verify/apikey:FuzzParse
+	./keys/verify:FuzzCheckAPIKey ./keys/verify:FuzzRequireTenant ./keys/verify/apikey:FuzzParse
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS) $(EXTRA_FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg)"; \

@@ -167,6 +167,7 @@ type rawRole struct {
 	permissions  []rawItem
 	inherits     []rawItem
 	assignableBy []rawItem
+	platform     bool
 }
 
 type rawItem struct {
@@ -366,8 +367,12 @@ func (ps *parser) role(name string, k, v *yaml.Node) *rawRole {
 			r.inherits = ps.list(fv, what+": inherits")
 		case "assignable_by":
 			r.assignableBy = ps.list(fv, what+": assignable_by")
+		case "platform":
+			if fv.Kind != yaml.ScalarNode || fv.Tag != "!!bool" || fv.Decode(&r.platform) != nil {
+				ps.errorf(fv, "%s: platform must be true or false", what)
+			}
 		default:
-			ps.errorf(fk, "%s: unknown field %q (expected level, description, permissions, inherits or assignable_by)", what, key)
+			ps.errorf(fk, "%s: unknown field %q (expected level, description, permissions, inherits, assignable_by or platform)", what, key)
 		}
 	})
 	if v.Kind == yaml.MappingNode && !r.levelSet && !ps.hasErrorAt(v) {
@@ -398,7 +403,7 @@ func (ps *parser) build(raw *rawPolicy) *Policy {
 	byName := map[string]*rawRole{}
 	for _, r := range raw.roles {
 		byName[r.name] = r
-		def := &roleDef{name: r.name, level: r.level, description: r.description}
+		def := &roleDef{name: r.name, level: r.level, description: r.description, platform: r.platform}
 		for _, it := range r.permissions {
 			def.patterns = append(def.patterns, it.value)
 		}

@@ -28,6 +28,7 @@ type roleDef struct {
 	patterns     []string // permissions as written, may hold wildcards
 	inherits     []string
 	assignableBy []string
+	platform     bool     // held globally, never inside a tenant (organisations)
 	perms        []string // expanded (inheritance and wildcards), sorted, concrete
 }
 
@@ -39,6 +40,10 @@ type Role struct {
 	Permissions  []string `json:"permissions"`             // expanded: inheritance and wildcards resolved, sorted
 	Inherits     []string `json:"inherits,omitempty"`      // as written in the policy
 	AssignableBy []string `json:"assignable_by,omitempty"` // as written in the policy
+	// Platform: with organisations on, the role is held globally (an
+	// operator of the whole instance) and never inside a tenant or in a
+	// tenant's token. Not part of the JSON view, which stays as it was.
+	Platform bool `json:"-"`
 }
 
 // Source names where the policy came from: a file path, the name given to Parse, or "built-in".
@@ -154,7 +159,41 @@ func (r *roleDef) public() Role {
 		Permissions:  nonNil(slices.Clone(r.perms)),
 		Inherits:     nonNil(slices.Clone(r.inherits)),
 		AssignableBy: nonNil(slices.Clone(r.assignableBy)),
+		Platform:     r.platform,
 	}
+}
+
+// PlatformRoles returns the roles marked `platform: true`, highest level
+// first: with organisations on they are held globally, never inside a
+// tenant, and never appear in a tenant's tokens.
+func (p *Policy) PlatformRoles() []string {
+	out := []string{}
+	for _, r := range p.ordered {
+		if r.platform {
+			out = append(out, r.name)
+		}
+	}
+	return out
+}
+
+// IsPlatformRole reports whether the policy marks role `platform: true`.
+func (p *Policy) IsPlatformRole(role string) bool {
+	r, ok := p.roles[role]
+	return ok && r.platform
+}
+
+// SplitPlatform splits roles into the policy's platform roles and the
+// others, keeping their order.
+func (p *Policy) SplitPlatform(roles []string) (platform, other []string) {
+	platform, other = []string{}, []string{}
+	for _, r := range roles {
+		if p.IsPlatformRole(r) {
+			platform = append(platform, r)
+		} else {
+			other = append(other, r)
+		}
+	}
+	return platform, other
 }
 
 // AllPermissions returns every concrete permission the policy knows (every permission it mentions

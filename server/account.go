@@ -182,7 +182,7 @@ func actorOf(c echo.Context) accounts.Actor {
 	m := meta(c)
 	keyID, _ := apikey.KeyIDOfSession(claims.SID)
 	return accounts.Actor{ID: claims.Subject, APIKey: keyID,
-		Meta: accounts.Meta{IP: m.IP, UserAgent: m.UserAgent, ClientID: claims.ClientID}}
+		Meta: accounts.Meta{IP: m.IP, UserAgent: m.UserAgent, ClientID: claims.ClientID, Tenant: claims.Tenant}}
 }
 
 // jsonClient returns the client credentials of a JSON request that may name

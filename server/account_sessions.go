@@ -53,7 +53,7 @@ func listUserSessions(svc *accounts.Service, c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	page, err := svc.UserSessions(ctx(c), c.Param("id"), cursor, limit)
+	page, err := svc.UserSessionsAs(ctx(c), actorOf(c), c.Param("id"), cursor, limit)
 	if err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func listUserConsents(svc *accounts.Service, c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	page, err := svc.UserConsents(ctx(c), c.Param("id"), cursor, limit)
+	page, err := svc.UserConsentsAs(ctx(c), actorOf(c), c.Param("id"), cursor, limit)
 	if err != nil {
 		return err
 	}

@@ -61,6 +61,12 @@ var adminRoutes = []adminRoute{
 	{AdminRoute{http.MethodGet, "/admin/keys", policy.PermKeysRead}, listKeys},
 	{AdminRoute{http.MethodPost, "/admin/keys/rotate", policy.PermKeysRotate}, rotateKeys},
 	{AdminRoute{http.MethodGet, "/admin/audit", policy.PermAuditRead}, listAudit},
+	// Organisations (PORTCULLIS_TENANTS=on; 404 while off).
+	{AdminRoute{http.MethodPost, "/admin/tenants", policy.PermUsersWrite}, createTenant},
+	{AdminRoute{http.MethodGet, "/admin/tenants", policy.PermUsersRead}, listTenants},
+	{AdminRoute{http.MethodGet, "/admin/tenants/:id/members", policy.PermUsersRead}, listTenantMembers},
+	{AdminRoute{http.MethodPost, "/admin/tenants/:id/members", policy.PermRolesAssign}, addTenantMember},
+	{AdminRoute{http.MethodDelete, "/admin/tenants/:id/members/:user_id", policy.PermRolesAssign}, removeTenantMember},
 }
 
 // AdminRoutes lists every /admin endpoint with the permission it requires.
@@ -146,7 +152,7 @@ func listUsers(svc *accounts.Service, c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	page, err := svc.ListUsers(ctx(c), accounts.UserQuery{Email: email, Query: q, Cursor: cursor, Limit: limit})
+	page, err := svc.ListUsersAs(ctx(c), actorOf(c), accounts.UserQuery{Email: email, Query: q, Cursor: cursor, Limit: limit})
 	if err != nil {
 		return err
 	}
@@ -170,7 +176,7 @@ func createUser(svc *accounts.Service, c echo.Context) error {
 }
 
 func getUser(svc *accounts.Service, c echo.Context) error {
-	u, err := svc.GetUser(ctx(c), c.Param("id"))
+	u, err := svc.GetUserAs(ctx(c), actorOf(c), c.Param("id"))
 	if err != nil {
 		return err
 	}
@@ -287,7 +293,7 @@ func listInvites(svc *accounts.Service, c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	page, err := svc.ListInvites(ctx(c), cursor, limit)
+	page, err := svc.ListInvitesAs(ctx(c), actorOf(c), cursor, limit)
 	if err != nil {
 		return err
 	}
@@ -307,7 +313,7 @@ func listRoles(svc *accounts.Service, c echo.Context) error {
 }
 
 func listClients(svc *accounts.Service, c echo.Context) error {
-	list, err := svc.ListClients(ctx(c))
+	list, err := svc.ListClientsAs(ctx(c), actorOf(c))
 	if err != nil {
 		return err
 	}
@@ -372,7 +378,7 @@ func deleteClient(svc *accounts.Service, c echo.Context) error {
 }
 
 func listKeys(svc *accounts.Service, c echo.Context) error {
-	list, err := svc.ListKeys(ctx(c))
+	list, err := svc.ListKeysAs(ctx(c), actorOf(c))
 	if err != nil {
 		return err
 	}
@@ -418,7 +424,7 @@ func listAudit(svc *accounts.Service, c echo.Context) error {
 		}
 		*dst = t
 	}
-	page, err := svc.ListAudit(ctx(c), q)
+	page, err := svc.ListAuditAs(ctx(c), actorOf(c), q)
 	if err != nil {
 		return err
 	}

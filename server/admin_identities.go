@@ -11,7 +11,7 @@ import (
 // listUserIdentities answers GET /admin/users/{id}/identities: the user's
 // links to upstream identity providers.
 func listUserIdentities(svc *accounts.Service, c echo.Context) error {
-	list, err := svc.UserIdentities(ctx(c), c.Param("id"))
+	list, err := svc.UserIdentitiesAs(ctx(c), actorOf(c), c.Param("id"))
 	if err != nil {
 		return err
 	}

@@ -117,6 +117,11 @@ type Client struct {
 	// a cookie client's requests must come from.
 	AllowedOrigins []string
 
+	// TenantID binds the client to a tenant (organisations on): its
+	// client_credentials tokens always carry that tenant. "" for a platform
+	// client.
+	TenantID string
+
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
@@ -188,6 +193,9 @@ type Invite struct {
 	CreatedAt  time.Time
 	AcceptedAt *time.Time
 	UserID     string // the user created on acceptance
+	// TenantID is the tenant the invite is to ("" for a global role): on
+	// acceptance the role is held inside that tenant.
+	TenantID string
 }
 
 // UserTokenPurpose says what a one-time user token is for.
@@ -231,6 +239,9 @@ type AuditEvent struct {
 	IP        string            `json:"ip"`
 	UserAgent string            `json:"user_agent"`
 	Details   map[string]string `json:"details"`
+	// TenantID is the tenant the event happened in (the acting token's, or
+	// the login's); "" for platform events. Omitted from JSON when empty.
+	TenantID string `json:"tenant_id,omitempty"`
 }
 
 // AuditFilter selects audit events. Zero fields do not filter.
@@ -240,16 +251,20 @@ type AuditFilter struct {
 	TargetID string
 	Since    time.Time
 	Until    time.Time
+	// TenantID keeps only the events of this tenant (organisations on).
+	TenantID string
 	Cursor   string // opaque, from a previous page
 	Limit    int
 }
 
 // UserFilter selects users for admin listing.
 type UserFilter struct {
-	Email  string // exact, case-insensitive
-	Query  string // substring of email or name, case-insensitive
-	Cursor string
-	Limit  int
+	Email string // exact, case-insensitive
+	Query string // substring of email or name, case-insensitive
+	// TenantID keeps only the members of this tenant (organisations on).
+	TenantID string
+	Cursor   string
+	Limit    int
 }
 
 // Page is one page of a cursor-paginated list.

@@ -30,7 +30,11 @@ type RefreshFamily struct {
 	// method references, e.g. ["pwd","otp","mfa"]), kept so that refreshed
 	// tokens carry the login's amr and acr. Nil for a family written before
 	// it was kept.
-	AMR            []string
+	AMR []string
+	// TenantID binds the session to the tenant its login named
+	// (organisations on); "" for a login that named none. Refreshes keep
+	// it whatever they ask.
+	TenantID       string
 	AbsoluteExpiry time.Time     // the session ends here whatever happens
 	IdleTTL        time.Duration // a token unused this long expires
 }

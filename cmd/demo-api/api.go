@@ -86,6 +86,9 @@ type project struct {
 	Name      string    `json:"name"`
 	Owner     string    `json:"owner"`
 	CreatedAt time.Time `json:"created_at"`
+	// Tenant is the organisation of the token that created it (absent
+	// for none): GET /tenants/{tenant}/projects lists these.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // api is the demo resource server: its handler and the key set it owns.
@@ -148,6 +151,10 @@ func newAPI(cfg config, now func() time.Time, log *slog.Logger) (*api, error) {
 	mux.Handle("GET /me", g.Authenticate(http.HandlerFunc(a.me)))
 	mux.Handle("GET /projects", g.RequireScope("projects:read")(http.HandlerFunc(a.listProjects)))
 	mux.Handle("POST /projects", g.RequireScope("projects:write")(http.HandlerFunc(a.createProject)))
+	// An organisation's projects: its token only, checked against the
+	// route by the guard, never by the handler.
+	mux.Handle("GET /tenants/{tenant}/projects", g.Require(verify.Scope("projects:read"),
+		verify.Tenant(func(r *http.Request) string { return r.PathValue("tenant") }))(http.HandlerFunc(a.listTenantProjects)))
 	mux.Handle("GET /admin/metrics", g.Require(verify.Role("admin"), verify.MFA())(http.HandlerFunc(a.metrics)))
 	mux.Handle("POST /backchannel-logout", verify.LogoutHandler(lv, a.backchannelLogout))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -218,6 +225,21 @@ func (a *api) listProjects(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"items": items})
 }
 
+// listTenantProjects lists the projects created with tokens of the
+// route's organisation (which the guard has matched to the token's).
+func (a *api) listTenantProjects(w http.ResponseWriter, r *http.Request) {
+	tenant := claimsOf(r).Tenant
+	a.mu.Lock()
+	items := []project{}
+	for _, p := range a.projects {
+		if p.Tenant == tenant {
+			items = append(items, p)
+		}
+	}
+	a.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+}
+
 // maxProjectName bounds a project name (characters).
 const maxProjectName = 100
 
@@ -236,7 +258,7 @@ func (a *api) createProject(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.mu.Lock()
-	p := project{ID: len(a.projects) + 1, Name: in.Name, Owner: claimsOf(r).Subject, CreatedAt: a.now().UTC()}
+	p := project{ID: len(a.projects) + 1, Name: in.Name, Owner: claimsOf(r).Subject, CreatedAt: a.now().UTC(), Tenant: claimsOf(r).Tenant}
 	a.projects = append(a.projects, p)
 	a.mu.Unlock()
 	writeJSON(w, http.StatusCreated, p)

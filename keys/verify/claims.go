@@ -30,6 +30,7 @@ type Claims struct {
 	AMR       []string  // amr: how the user signed in (RFC 8176), e.g. ["pwd","otp","mfa"]
 	ACR       string    // acr: "pwd" or "mfa" for Portcullis's user tokens
 	APIKeyID  string    // the API key's id (ClientID is "apikey:<id>"); empty for access tokens
+	Tenant    string    // tenant: the organisation's slug the token acts in; empty for none
 	payload   string    // the base64url payload segment of the token
 }
 
@@ -82,6 +83,7 @@ type wireClaims struct {
 	Sid      string      `json:"sid"`
 	AMR      []string    `json:"amr"`
 	ACR      string      `json:"acr"`
+	Tenant   string      `json:"tenant"`
 }
 
 // audience is aud: one string or an array of strings.
@@ -182,7 +184,7 @@ func (w *wireClaims) claims(payload string) *Claims {
 	c := &Claims{
 		Issuer: w.Iss, Subject: w.Sub, Audience: w.Aud.list, ExpiresAt: w.Exp.t, IssuedAt: w.Iat.t,
 		ID: w.Jti, ClientID: w.ClientID, Scope: w.Scope, Roles: w.Roles, SessionID: w.Sid, AMR: w.AMR, ACR: w.ACR,
-		payload: payload,
+		Tenant: w.Tenant, payload: payload,
 	}
 	if w.Nbf.set {
 		c.NotBefore = w.Nbf.t

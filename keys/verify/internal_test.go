@@ -197,7 +197,8 @@ func FuzzScanClaims(f *testing.F) {
 		if fast.Iss != slow.Iss || fast.Sub != slow.Sub || fast.Jti != slow.Jti || fast.ClientID != slow.ClientID ||
 			fast.Scope != slow.Scope || fast.Sid != slow.Sid || fast.Aud.set != slow.Aud.set || !slices.Equal(fast.Aud.list, slow.Aud.list) ||
 			!slices.Equal(fast.Roles, slow.Roles) || (fast.Roles == nil) != (slow.Roles == nil) ||
-			!slices.Equal(fast.AMR, slow.AMR) || (fast.AMR == nil) != (slow.AMR == nil) || fast.ACR != slow.ACR {
+			!slices.Equal(fast.AMR, slow.AMR) || (fast.AMR == nil) != (slow.AMR == nil) || fast.ACR != slow.ACR ||
+			fast.Tenant != slow.Tenant {
 			t.Fatalf("%q:\nfast %+v\nslow %+v", p, fast, slow)
 		}
 		for _, d := range [][2]numericDate{{fast.Exp, slow.Exp}, {fast.Iat, slow.Iat}, {fast.Nbf, slow.Nbf}} {

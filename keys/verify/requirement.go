@@ -19,6 +19,7 @@ type Requirement interface {
 // evaluation is one request being checked.
 type evaluation struct {
 	ctx    context.Context
+	r      *http.Request
 	g      *Guard
 	claims *Claims
 	token  string
@@ -45,6 +46,14 @@ func AnyRole(roles ...string) Requirement { return roleReq{roles: roles} }
 // client should sign the user in again with a second factor. An API key
 // never meets it.
 func MFA() Requirement { return mfaReq{} }
+
+// Tenant is met by a token whose `tenant` claim (the organisation it acts
+// in) equals, byte for byte, the value from takes from the request (a path
+// segment, say). A token without the claim, an API key, an empty or
+// different value, and a from that is nil are refused with 403, so a
+// tenant's token never reaches another tenant's data through a route that
+// names it (the cross-tenant IDOR).
+func Tenant(from func(*http.Request) string) Requirement { return tenantReq{from: from} }
 
 // All is met when every requirement is; they are checked in order and the
 // first unmet one is reported (put Online last: it is the costly one).
@@ -184,6 +193,24 @@ func (r anyReq) describe(l RoleLevels) string {
 	}
 	return "either " + joinDescriptions(r, l, ", or ")
 }
+
+type tenantReq struct{ from func(*http.Request) string }
+
+func (r tenantReq) eval(e *evaluation) *Denial {
+	if e.claims.Tenant == "" {
+		return forbidden(nil, "This request needs a token of the organisation it names; this token belongs to none.")
+	}
+	if r.from == nil || e.r == nil {
+		return forbidden(nil, "This request names no organisation.")
+	}
+	want := r.from(e.r)
+	if want == "" || want != e.claims.Tenant {
+		return forbidden(nil, "This request needs a token of the organisation it names.")
+	}
+	return nil
+}
+
+func (tenantReq) describe(RoleLevels) string { return "a token of the organisation the request names" }
 
 // codeInsufficientUserAuthentication is RFC 9470's error code.
 const codeInsufficientUserAuthentication = "insufficient_user_authentication"

@@ -49,7 +49,7 @@ type scanner struct {
 	i int
 }
 
-var knownClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "roles", "sid", "amr", "acr"}
+var knownClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope", "roles", "sid", "amr", "acr", "tenant"}
 
 // claim reads the value of key into w, or skips it for an unknown key.
 func (s *scanner) claim(key []byte, w *wireClaims) bool {
@@ -91,6 +91,8 @@ func (s *scanner) claim(key []byte, w *wireClaims) bool {
 		w.AMR, ok = s.stringArray()
 	case "acr":
 		w.ACR, ok = s.plainString()
+	case "tenant":
+		w.Tenant, ok = s.plainString()
 	default:
 		// encoding/json matches keys case-insensitively: leave such a key to it.
 		for _, k := range knownClaims {

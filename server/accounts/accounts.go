@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/tenancy"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -42,6 +43,11 @@ type Store interface {
 		apply func(u *store.User) error) (store.User, error)
 
 	ListAudit(ctx context.Context, f store.AuditFilter) (store.Page[store.AuditEvent], error)
+
+	// Organisations (used only while they are on).
+	store.Tenants
+	ListTenantInvites(ctx context.Context, tenantID, cursor string, limit int) (store.Page[store.Invite], error)
+	AcceptTenantInvite(ctx context.Context, tokenHash []byte, now time.Time, userID string) (store.Invite, error)
 
 	// SetClientAudiences replaces a client's audiences (start-up
 	// reconciliation of the built-in client).
@@ -201,6 +207,10 @@ type Deps struct {
 	// /admin/users/{id}/api-keys); when nil they answer 503 (the CLI needs
 	// none of them).
 	APIKeys APIKeys
+	// Tenancy turns organisations on (PORTCULLIS_TENANTS=on): every admin
+	// operation is confined to the acting token's tenant (see scopeOf).
+	// Nil: off, and a token naming a tenant acts nowhere.
+	Tenancy *tenancy.Resolver
 }
 
 // Service implements the account and admin operations.
@@ -225,6 +235,7 @@ type Service struct {
 	mfa      MFA
 	passkeys Passkeys
 	apiKeys  APIKeys
+	tenancy  *tenancy.Resolver
 
 	bgSlots chan struct{}
 	bgWG    sync.WaitGroup
@@ -267,6 +278,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	s := &Service{cfg: cfg, store: d.Store, policy: d.Policy, sessions: d.Sessions, hasher: d.Hasher, checker: d.Checker, rules: d.Rules,
 		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger, now: d.Now,
 		browser: d.Browser, consents: d.Consents, ender: d.Ender, mfa: d.MFA, passkeys: d.Passkeys, apiKeys: d.APIKeys,
+		tenancy: d.Tenancy,
 		bgSlots: make(chan struct{}, cfg.MaxBackground)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -290,6 +302,10 @@ type Meta struct {
 	UserAgent string
 	// ClientID is the OAuth client of the caller's token, when there is one.
 	ClientID string
+	// Tenant is the `tenant` claim (an organisation's slug) of the
+	// caller's token, when there is one: the organisation an admin
+	// operation is confined to, and the tenant of its audit events.
+	Tenant string
 }
 
 // Actor is the authenticated user performing an operation (the sub of their
@@ -330,9 +346,27 @@ func (s *Service) limit(ctx context.Context, action string, m Meta, key string) 
 }
 
 // record writes an audit event with the request's metadata.
+// An event of a request made with an organisation's token carries that
+// organisation (its id), so that its admins find it and no one else's do.
 func (s *Service) record(ctx context.Context, action string, outcome store.Outcome, actorID, targetID string, m Meta, details map[string]string) {
-	s.audit.Record(ctx, store.AuditEvent{Action: action, Outcome: outcome, ActorID: actorID, TargetID: targetID,
-		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details})
+	e := store.AuditEvent{Action: action, Outcome: outcome, ActorID: actorID, TargetID: targetID,
+		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details}
+	if m.Tenant != "" && s.tenancy != nil {
+		if t, err := s.store.GetTenantBySlug(ctx, m.Tenant); err == nil {
+			e.TenantID = t.ID
+		} else {
+			s.log.Warn("audit: the event's organisation could not be read", "action", action, "err", err)
+		}
+	}
+	s.audit.Record(ctx, e)
+}
+
+// recordIn writes an audit event of an operation in scope sc by its actor:
+// the event carries sc's organisation, also when a platform admin acts on
+// one (so that its admins find it).
+func (s *Service) recordIn(ctx context.Context, sc actorScope, action string, outcome store.Outcome, targetID string, m Meta, details map[string]string) {
+	s.audit.Record(ctx, store.AuditEvent{Action: action, Outcome: outcome, ActorID: sc.actor.ID, TargetID: targetID,
+		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details, TenantID: sc.tenant.ID})
 }
 
 // Background jobs start once the request that started them is over: when

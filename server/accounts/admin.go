@@ -18,15 +18,32 @@ import (
 // expanded permissions.
 func (s *Service) Roles() []policy.Role { return s.policy.Roles() }
 
-// ListClients returns every OAuth client, without secrets.
+// ListClients returns every OAuth client, without secrets. The admin API
+// lists with ListClientsAs.
 func (s *Service) ListClients(ctx context.Context) ([]clients.ClientView, error) {
+	return s.listClients(ctx, actorScope{})
+}
+
+// ListClientsAs is ListClients for actor: inside an organisation only its
+// clients.
+func (s *Service) ListClientsAs(ctx context.Context, actor Actor) ([]clients.ClientView, error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return nil, err
+	}
+	return s.listClients(ctx, sc)
+}
+
+func (s *Service) listClients(ctx context.Context, sc actorScope) ([]clients.ClientView, error) {
 	list, err := s.store.ListClients(ctx)
 	if err != nil {
 		return nil, storeErr("list clients", err, nil)
 	}
 	out := make([]clients.ClientView, 0, len(list))
 	for _, c := range list {
-		out = append(out, clients.View(c))
+		if sc.ownsRecord(c.TenantID, errClientNotFound) == nil {
+			out = append(out, clients.View(c))
+		}
 	}
 	return out, nil
 }
@@ -45,6 +62,7 @@ type clientActor struct {
 	via      string // "admin" (the API) or "cli"
 	operator bool
 	perms    []string // concrete, sorted; unused for the operator
+	scope    actorScope
 }
 
 // loadClientActor loads a user actor (401/403 as loadActor) or returns the operator.
@@ -52,11 +70,24 @@ func (s *Service) loadClientActor(ctx context.Context, actor Actor) (clientActor
 	if actor.operator {
 		return clientActor{id: OperatorActorID, via: "cli", operator: true}, nil
 	}
-	a, err := s.loadActor(ctx, actor)
+	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
 		return clientActor{}, err
 	}
-	return clientActor{id: a.ID, via: "admin", perms: s.policy.Permissions(a.Roles)}, nil
+	return clientActor{id: sc.actor.ID, via: "admin", perms: s.policy.Permissions(sc.actor.Roles), scope: sc}, nil
+}
+
+// clientInScope refuses a client a's scope does not own (ownsRecord: a
+// platform client 403, another organisation's 404); unknown is 404.
+func (s *Service) clientInScope(ctx context.Context, a clientActor, id string) error {
+	if !a.scope.inTenant() {
+		return nil
+	}
+	c, err := s.store.GetClient(ctx, id)
+	if err != nil {
+		return storeErr("load client", err, errClientNotFound)
+	}
+	return a.scope.ownsRecord(c.TenantID, errClientNotFound)
 }
 
 // checkClientCeiling is the one rule for what a new client may carry
@@ -123,6 +154,7 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 	if err := s.checkClientCeiling(a, spec); err != nil {
 		return CreatedClient{}, err
 	}
+	spec.TenantID = a.scope.tenant.ID // inside an organisation, its client
 	spec.MaxAccessTokenTTL = s.cfg.MaxClientTokenTTL
 	spec.RefreshReuseGrace = s.cfg.RefreshReuseGrace
 	c, secret, err := clients.Create(ctx, s.store, spec)
@@ -156,6 +188,9 @@ func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) erro
 	if id == "" || len(id) > maxIDLen {
 		return errClientNotFound
 	}
+	if err := s.clientInScope(ctx, a, id); err != nil {
+		return err
+	}
 	if err := s.store.DeleteClient(ctx, id); err != nil {
 		return storeErr("delete client", err, errClientNotFound)
 	}
@@ -174,6 +209,9 @@ func (s *Service) RotateClientSecret(ctx context.Context, actor Actor, id string
 	if id == "" || len(id) > maxIDLen {
 		return "", errClientNotFound
 	}
+	if err := s.clientInScope(ctx, a, id); err != nil {
+		return "", err
+	}
 	secret, err := clients.RotateSecret(ctx, s.store, id)
 	if err != nil {
 		var ve *clients.ValidationError
@@ -184,6 +222,18 @@ func (s *Service) RotateClientSecret(ctx context.Context, actor Actor, id string
 	}
 	s.record(ctx, "client.secret_rotated", store.OutcomeSuccess, a.id, id, actor.Meta, map[string]string{"via": a.via})
 	return secret, nil
+}
+
+// ListKeysAs is ListKeys for actor: an organisation's token may not (403).
+func (s *Service) ListKeysAs(ctx context.Context, actor Actor) ([]keys.KeyInfo, error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return nil, err
+	}
+	if err := sc.platformOnly(); err != nil {
+		return nil, err
+	}
+	return s.ListKeys(ctx)
 }
 
 // ListKeys returns every signing key without private material.
@@ -208,10 +258,14 @@ type Rotation struct {
 // while the next key has not been published long enough; force breaks
 // verifiers that cached the JWKS until they refetch.
 func (s *Service) RotateKeys(ctx context.Context, actor Actor, force bool) (Rotation, error) {
-	a, err := s.loadActor(ctx, actor)
+	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
 		return Rotation{}, err
 	}
+	if err := sc.platformOnly(); err != nil {
+		return Rotation{}, err
+	}
+	a := sc.actor
 	rot, err := s.keys.Rotate(ctx, force)
 	if err != nil {
 		var early *keys.TooEarlyError
@@ -246,8 +300,23 @@ type AuditQuery struct {
 	Limit    int
 }
 
-// ListAudit returns one page of audit events, newest first.
+// ListAuditAs is ListAudit for actor: inside an organisation only its
+// events, whatever the query says.
+func (s *Service) ListAuditAs(ctx context.Context, actor Actor, q AuditQuery) (Page[store.AuditEvent], error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return Page[store.AuditEvent]{}, err
+	}
+	return s.listAudit(ctx, sc.tenant.ID, q)
+}
+
+// ListAudit returns one page of the audit events of the whole instance,
+// newest first. The admin API lists with ListAuditAs.
 func (s *Service) ListAudit(ctx context.Context, q AuditQuery) (Page[store.AuditEvent], error) {
+	return s.listAudit(ctx, "", q)
+}
+
+func (s *Service) listAudit(ctx context.Context, tenantID string, q AuditQuery) (Page[store.AuditEvent], error) {
 	for _, v := range []string{q.Action, q.ActorID, q.TargetID} {
 		if len(v) > 128 {
 			return Page[store.AuditEvent]{}, apierr.ErrInvalidRequest.WithDescription("A filter is longer than 128 characters.")
@@ -257,7 +326,7 @@ func (s *Service) ListAudit(ctx context.Context, q AuditQuery) (Page[store.Audit
 		return Page[store.AuditEvent]{}, apierr.ErrInvalidRequest.WithDescription("since must be before until.")
 	}
 	page, err := s.store.ListAudit(ctx, store.AuditFilter{Action: q.Action, ActorID: q.ActorID, TargetID: q.TargetID,
-		Since: q.Since, Until: q.Until, Cursor: q.Cursor, Limit: q.Limit})
+		Since: q.Since, Until: q.Until, TenantID: tenantID, Cursor: q.Cursor, Limit: q.Limit})
 	if err != nil {
 		return Page[store.AuditEvent]{}, listErr("list audit events", err)
 	}

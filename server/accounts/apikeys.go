@@ -49,23 +49,40 @@ func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User
 	if name == "" {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("A name is required: it is how people tell machine users apart.")
 	}
-	a, err := s.loadActor(ctx, actor)
+	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
 		return User{}, err
+	}
+	if sc.inTenant() && len(nu.Roles) == 0 {
+		return User{}, apierr.ErrInvalidRequest.WithDescription("A machine user of an organisation needs a role there.")
 	}
 	for _, role := range nu.Roles {
 		if role == "" {
 			return User{}, apierr.ErrInvalidRequest.WithDescription("A role name is empty.")
 		}
-		if err := s.policy.CanAssign(a.Roles, role); err != nil {
+		if err := s.roleFits(sc, role); err != nil {
+			return User{}, err
+		}
+		if err := s.policy.CanAssign(sc.actor.Roles, role); err != nil {
 			return User{}, ceilingErr(err)
 		}
 	}
 	u := store.User{Kind: store.UserMachine, Name: name, Active: true, Roles: nu.Roles}
+	if sc.inTenant() {
+		u.Roles = nil // created bare, then given its roles inside the organisation
+	}
 	if err := s.store.CreateUser(ctx, &u); err != nil {
 		return User{}, storeErr("create machine user", err, nil)
 	}
-	s.record(ctx, "user.created", store.OutcomeSuccess, a.ID, u.ID, actor.Meta,
+	if sc.inTenant() {
+		for _, role := range nu.Roles {
+			if _, err := s.store.GrantTenantRole(ctx, sc.tenant.ID, u.ID, role); err != nil {
+				return User{}, storeErr("give the machine user its role in the organisation", err, nil)
+			}
+		}
+		u.Roles = nu.Roles
+	}
+	s.recordIn(ctx, sc, "user.created", store.OutcomeSuccess, u.ID, actor.Meta,
 		map[string]string{"kind": store.UserMachine, "roles": strings.Join(u.Roles, " ")})
 	return ViewUser(u), nil
 }
@@ -83,11 +100,12 @@ func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID strin
 	if actor.APIKey != "" {
 		return store.User{}, store.User{}, errKeyTokenManagesKeys
 	}
-	a, err := s.loadActor(ctx, actor)
+	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
 		return store.User{}, store.User{}, err
 	}
-	m, err := s.loadTarget(ctx, userID)
+	a := sc.actor
+	m, err := s.target(ctx, sc, userID, true)
 	if err != nil {
 		return store.User{}, store.User{}, err
 	}
@@ -116,6 +134,9 @@ func keyMeta(actor Actor, via string) apikeys.Meta {
 // CreateMachineAPIKey creates an API key for a machine user under the
 // privilege ceiling (machineKeyOwner); the key is in the answer, once.
 func (s *Service) CreateMachineAPIKey(ctx context.Context, actor Actor, userID string, req apikeys.CreateRequest) (apikeys.Created, error) {
+	if err := s.keysActInNoTenant(actor); err != nil {
+		return apikeys.Created{}, err
+	}
 	_, m, err := s.machineKeyOwner(ctx, actor, userID)
 	if err != nil {
 		return apikeys.Created{}, err
@@ -143,6 +164,17 @@ func (s *Service) RevokeMachineAPIKey(ctx context.Context, actor Actor, userID, 
 	return s.apiKeys.Revoke(ctx, m.ID, keyID, keyMeta(actor, "admin"))
 }
 
+// keysActInNoTenant refuses (403) to create an API key with an
+// organisation's token: a key acts in no organisation (its scope is bound
+// by its owner's platform roles while organisations are on), so a key made
+// with a tenant's permissions would claim what it can never use.
+func (s *Service) keysActInNoTenant(actor Actor) error {
+	if s.tenancy != nil && actor.Tenant != "" {
+		return apierr.ErrForbidden.WithDescription("API keys act in no organisation: create them with a token that names none.")
+	}
+	return nil
+}
+
 // keySelf loads the person managing their own API keys: not with a token
 // exchanged from an API key (403), nor a third-party application's token
 // (loadSelf).
@@ -167,6 +199,9 @@ func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.
 	}
 	if u.MustChangePassword {
 		return apikeys.Created{}, apierr.ErrPasswordChangeRequired.WithDescription("Change your password before creating API keys.")
+	}
+	if err := s.keysActInNoTenant(actor); err != nil {
+		return apikeys.Created{}, err
 	}
 	return s.apiKeys.Create(ctx, u, req, keyMeta(actor, "self"))
 }

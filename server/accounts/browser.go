@@ -178,6 +178,17 @@ func (s *Service) UserSessions(ctx context.Context, userID, cursor string, limit
 	return s.sessionPage(ctx, t.ID, cursor, limit)
 }
 
+// UserSessionsAs is UserSessions for actor: inside an organisation only of
+// an account that belongs to it alone (a session shows where else the
+// person signs in).
+func (s *Service) UserSessionsAs(ctx context.Context, actor Actor, userID, cursor string, limit int) (Page[BrowserSession], error) {
+	t, err := s.accountAs(ctx, actor, userID)
+	if err != nil {
+		return Page[BrowserSession]{}, err
+	}
+	return s.sessionPage(ctx, t.ID, cursor, limit)
+}
+
 // EndUserSession ends one browser session of a user the actor may manage
 // (the privilege ceiling of RevokeSessions: strictly above them, never
 // themself); signout reason admin. Another user's sid is 404.
@@ -193,6 +204,15 @@ func (s *Service) EndUserSession(ctx context.Context, actor Actor, userID, sid s
 // unknown user).
 func (s *Service) UserConsents(ctx context.Context, userID, cursor string, limit int) (Page[Consent], error) {
 	t, err := s.loadTarget(ctx, userID)
+	if err != nil {
+		return Page[Consent]{}, err
+	}
+	return s.consentPage(ctx, t.ID, cursor, limit)
+}
+
+// UserConsentsAs is UserConsents for actor, confined as UserSessionsAs.
+func (s *Service) UserConsentsAs(ctx context.Context, actor Actor, userID, cursor string, limit int) (Page[Consent], error) {
+	t, err := s.accountAs(ctx, actor, userID)
 	if err != nil {
 		return Page[Consent]{}, err
 	}

@@ -18,8 +18,19 @@ import (
 const maxIDLen = 64
 
 // loadActor reads the actor's current record: their roles as they are now,
-// not as their token says. A deleted actor is 401, a deactivated one 403.
+// not as their token says, and where they act (scopeOf: with organisations
+// on, the roles of their token's tenant, or their platform roles). A
+// deleted actor is 401, a deactivated one 403.
 func (s *Service) loadActor(ctx context.Context, actor Actor) (store.User, error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return store.User{}, err
+	}
+	return sc.actor, nil
+}
+
+// loadActorRecord reads the actor's stored record, roles as stored.
+func (s *Service) loadActorRecord(ctx context.Context, actor Actor) (store.User, error) {
 	if actor.ID == "" || len(actor.ID) > maxIDLen {
 		return store.User{}, errActorUnknown
 	}
@@ -34,34 +45,28 @@ func (s *Service) loadActor(ctx context.Context, actor Actor) (store.User, error
 	return u, nil
 }
 
-// loadTarget reads the user an admin operation acts on; unknown is 404.
+// loadTarget reads the user an operation of the whole instance acts on
+// (the views that name no actor); unknown is 404.
 func (s *Service) loadTarget(ctx context.Context, id string) (store.User, error) {
-	if id == "" || len(id) > maxIDLen {
-		return store.User{}, errUserNotFound
-	}
-	u, err := s.store.GetUser(ctx, id)
-	if err != nil {
-		return store.User{}, storeErr("load user", err, errUserNotFound)
-	}
-	u.PasswordHash = ""
-	return u, nil
+	return s.target(ctx, actorScope{}, id, false)
 }
 
-// actorAndTarget loads both and checks that the actor may manage the target
-// (strictly above them, never themself).
+// actorAndTarget loads both, the target within the actor's scope as an
+// account the operation changes (scopeOf, target), and checks that the
+// actor may manage the target (strictly above them, never themself).
 func (s *Service) actorAndTarget(ctx context.Context, actor Actor, id string) (store.User, store.User, error) {
-	a, err := s.loadActor(ctx, actor)
+	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
 		return store.User{}, store.User{}, err
 	}
-	t, err := s.loadTarget(ctx, id)
+	t, err := s.target(ctx, sc, id, true)
 	if err != nil {
 		return store.User{}, store.User{}, err
 	}
-	if err := s.policy.CanManage(subject(a), subject(t)); err != nil {
+	if err := s.policy.CanManage(subject(sc.actor), subject(t)); err != nil {
 		return store.User{}, store.User{}, ceilingErr(err)
 	}
-	return a, t, nil
+	return sc.actor, t, nil
 }
 
 func subject(u store.User) policy.Subject { return policy.Subject{ID: u.ID, Roles: u.Roles} }

@@ -33,6 +33,19 @@ func (s *Service) UserIdentities(ctx context.Context, userID string) (IdentityLi
 	if err != nil {
 		return IdentityList{}, err
 	}
+	return s.identities(ctx, t)
+}
+
+// UserIdentitiesAs is UserIdentities for actor, confined as UserSessionsAs.
+func (s *Service) UserIdentitiesAs(ctx context.Context, actor Actor, userID string) (IdentityList, error) {
+	t, err := s.accountAs(ctx, actor, userID)
+	if err != nil {
+		return IdentityList{}, err
+	}
+	return s.identities(ctx, t)
+}
+
+func (s *Service) identities(ctx context.Context, t store.User) (IdentityList, error) {
 	list, err := s.store.ListFederatedIdentities(ctx, t.ID)
 	if err != nil {
 		return IdentityList{}, storeErr("list identities", err, nil)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -25,7 +26,18 @@ func (s *Service) CreateInvite(ctx context.Context, actor Actor, email, role str
 // CreateInviteOfKind is CreateInvite for POST /admin/invites, whose body may
 // name the kind of account: only people are invited (a machine user is
 // created with CreateUser), so any kind but human ("" too) is 400.
+// Inside an organisation the invite is to it: the role is held there once
+// accepted.
 func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, email, role string) (Invite, error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return Invite{}, err
+	}
+	return s.createInvite(ctx, sc, actor.Meta, kind, email, role)
+}
+
+// createInvite is CreateInviteOfKind in scope sc.
+func (s *Service) createInvite(ctx context.Context, sc actorScope, m Meta, kind, email, role string) (Invite, error) {
 	if kind != "" && kind != store.UserHuman {
 		return Invite{}, errMachinesAreNotInvited
 	}
@@ -36,24 +48,29 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 	if role == "" {
 		return Invite{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
 	}
-	a, err := s.loadActor(ctx, actor)
-	if err != nil {
+	if err := s.roleFits(sc, role); err != nil {
 		return Invite{}, err
 	}
+	a := sc.actor
 	if err := s.policy.CanAssign(a.Roles, role); err != nil {
 		return Invite{}, ceilingErr(err)
 	}
-	if _, err := s.store.GetUserByEmail(ctx, email); err == nil {
-		return Invite{}, errAccountExists
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return Invite{}, storeErr("look up email", err, nil)
+	// Inside an organisation an address with an account is invited too
+	// (accepting proves the account's password): a 409 there would tell
+	// one organisation's admin who has an account elsewhere.
+	if !sc.inTenant() {
+		if _, err := s.store.GetUserByEmail(ctx, email); err == nil {
+			return Invite{}, errAccountExists
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return Invite{}, storeErr("look up email", err, nil)
+		}
 	}
 	secret, err := newSecret()
 	if err != nil {
 		return Invite{}, internal("invite token", err)
 	}
 	inv := store.Invite{Email: email, Role: role, TokenHash: hashSecret(secret), InvitedBy: a.ID,
-		ExpiresAt: s.now().Add(s.cfg.InviteTTL)}
+		ExpiresAt: s.now().Add(s.cfg.InviteTTL), TenantID: sc.tenant.ID}
 	// Checked inside the store's transaction, on the pending invites it is
 	// about to supersede, so a pending invite created meanwhile is either
 	// checked or left alone.
@@ -69,7 +86,7 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 	})
 	var refusal *apierr.Error
 	if errors.As(err, &refusal) {
-		s.record(ctx, "invite.created", store.OutcomeFailure, a.ID, "", actor.Meta,
+		s.recordIn(ctx, sc, "invite.created", store.OutcomeFailure, "", m,
 			map[string]string{"role": role, "reason": "pending_invite_not_revocable"})
 		return Invite{}, refusal
 	}
@@ -77,7 +94,7 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 		return Invite{}, storeErr("create invite", err, nil)
 	}
 	for _, p := range replaced {
-		s.record(ctx, "invite.revoked", store.OutcomeSuccess, a.ID, p.ID, actor.Meta,
+		s.recordIn(ctx, sc, "invite.revoked", store.OutcomeSuccess, p.ID, m,
 			map[string]string{"role": p.Role, "reason": "replaced", "replaced_by": inv.ID})
 	}
 	if err := s.sendInvite(ctx, email, inviteToken(inv.ID, secret), role); err != nil {
@@ -87,18 +104,35 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 		if rerr := s.store.RevokeInvite(rctx, inv.ID); rerr != nil {
 			s.log.Error("revoke unsent invite", "invite_id", inv.ID, "err", rerr)
 		}
-		s.record(ctx, "invite.created", store.OutcomeFailure, a.ID, inv.ID, actor.Meta,
+		s.recordIn(ctx, sc, "invite.created", store.OutcomeFailure, inv.ID, m,
 			map[string]string{"role": role, "reason": "email_not_sent"})
 		return Invite{}, apierr.ErrTemporarilyUnavailable.WithDescription(
 			"The invitation email could not be sent, so no invite was created. Try again later.").WithCause(err)
 	}
-	s.record(ctx, "invite.created", store.OutcomeSuccess, a.ID, inv.ID, actor.Meta, map[string]string{"role": role})
+	s.recordIn(ctx, sc, "invite.created", store.OutcomeSuccess, inv.ID, m, map[string]string{"role": role})
 	return viewInvite(inv, s.now()), nil
 }
 
-// ListInvites returns one page of invites, newest first.
+// ListInvites returns one page of the invites of the whole instance,
+// newest first. The admin API lists with ListInvitesAs.
 func (s *Service) ListInvites(ctx context.Context, cursor string, limit int) (Page[Invite], error) {
-	page, err := s.store.ListInvites(ctx, cursor, limit)
+	return s.invitePage(s.store.ListInvites(ctx, cursor, limit))
+}
+
+// ListInvitesAs is ListInvites for actor: inside an organisation only its
+// invites.
+func (s *Service) ListInvitesAs(ctx context.Context, actor Actor, cursor string, limit int) (Page[Invite], error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return Page[Invite]{}, err
+	}
+	if !sc.inTenant() {
+		return s.ListInvites(ctx, cursor, limit)
+	}
+	return s.invitePage(s.store.ListTenantInvites(ctx, sc.tenant.ID, cursor, limit))
+}
+
+func (s *Service) invitePage(page store.Page[store.Invite], err error) (Page[Invite], error) {
 	if err != nil {
 		return Page[Invite]{}, listErr("list invites", err)
 	}
@@ -114,12 +148,16 @@ func (s *Service) ListInvites(ctx context.Context, cursor string, limit int) (Pa
 // ceiling. Revoking a revoked invite again is not an error; an accepted or
 // superseded invite is 409.
 func (s *Service) RevokeInvite(ctx context.Context, actor Actor, id string) (Invite, error) {
-	a, err := s.loadActor(ctx, actor)
+	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
 		return Invite{}, err
 	}
+	a := sc.actor
 	inv, err := s.getInvite(ctx, id)
 	if err != nil {
+		return Invite{}, err
+	}
+	if err := sc.ownsRecord(inv.TenantID, errInviteNotFound); err != nil {
 		return Invite{}, err
 	}
 	if err := s.mayRevokeInvite(a, inv); err != nil {
@@ -208,6 +246,13 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	if err != nil {
 		return token.Response{}, err
 	}
+	if inv.TenantID != "" {
+		if existing, err := s.store.GetUserByEmail(ctx, inv.Email); err == nil {
+			return s.joinTenant(ctx, m, req, inv, secret, existing)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return token.Response{}, storeErr("look up email", err, nil)
+		}
+	}
 	name, err := normaliseName(req.Name)
 	if err != nil {
 		return token.Response{}, err
@@ -250,6 +295,36 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 }
 
 const inviteKind = "invitation"
+
+// joinTenant accepts an invite to an organisation for an address that
+// already has an account: the request's password must be that account's
+// (the one password check, with its throttle; else 400 invalid_grant and
+// the invite stays usable); the account then gets the invite's role in the
+// organisation, and a session as after any acceptance.
+func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteRequest, inv store.Invite, secret string, u store.User) (token.Response, error) {
+	client, err := s.resolveClient(ctx, req.Client)
+	if err != nil {
+		return token.Response{}, err
+	}
+	res, err := s.checker.Check(ctx, passcheck.Attempt{Login: inv.Email, Password: req.Password, IP: m.IP, UserAgent: m.UserAgent,
+		ClientID: client.ID, FailureAction: "invite.accept_failed", Via: "invite"})
+	if errors.Is(err, passcheck.ErrBadCredentials) || err == nil && res.User.ID != u.ID {
+		return token.Response{}, apierr.ErrInvalidGrant.WithDescription(
+			"This address already has an account: accept with that account's password.")
+	}
+	if err != nil {
+		return token.Response{}, err
+	}
+	accepted, err := s.store.AcceptTenantInvite(ctx, hashSecret(secret), s.now(), u.ID)
+	if err != nil {
+		return token.Response{}, oneTimeTokenErr(inviteKind, err)
+	}
+	m.ClientID = client.ID
+	s.audit.Record(ctx, store.AuditEvent{Action: "invite.accepted", Outcome: store.OutcomeSuccess, ActorID: u.ID, TargetID: u.ID,
+		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, TenantID: accepted.TenantID,
+		Details: map[string]string{"invite_id": accepted.ID, "role": accepted.Role, "existing_account": "true"}})
+	return s.sessions.IssueForUser(ctx, client, res.User, req.Scope)
+}
 
 // usableInvite returns the pending, unexpired invite an emailed token names
 // and the token's secret; 400 invalid_token saying why not. The state is

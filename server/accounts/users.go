@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"context"
+	"errors"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
@@ -18,12 +19,28 @@ type UserQuery struct {
 // maxQueryLen bounds a search string.
 const maxQueryLen = 254
 
-// ListUsers returns one page of users, oldest first.
+// ListUsers returns one page of users of the whole instance, oldest
+// first. The admin API lists with ListUsersAs, confined to the actor's
+// organisation.
 func (s *Service) ListUsers(ctx context.Context, q UserQuery) (Page[User], error) {
+	return s.listUsers(ctx, "", q)
+}
+
+// ListUsersAs is ListUsers for actor: inside an organisation only its
+// members, with the roles they hold there.
+func (s *Service) ListUsersAs(ctx context.Context, actor Actor, q UserQuery) (Page[User], error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return Page[User]{}, err
+	}
+	return s.listUsers(ctx, sc.tenant.ID, q)
+}
+
+func (s *Service) listUsers(ctx context.Context, tenantID string, q UserQuery) (Page[User], error) {
 	if len(q.Email) > maxQueryLen || len(q.Query) > maxQueryLen {
 		return Page[User]{}, apierr.ErrInvalidRequest.WithDescription("The search is longer than %d characters.", maxQueryLen)
 	}
-	page, err := s.store.ListUsers(ctx, store.UserFilter{Email: q.Email, Query: q.Query, Cursor: q.Cursor, Limit: q.Limit})
+	page, err := s.store.ListUsers(ctx, store.UserFilter{Email: q.Email, Query: q.Query, TenantID: tenantID, Cursor: q.Cursor, Limit: q.Limit})
 	if err != nil {
 		return Page[User]{}, listErr("list users", err)
 	}
@@ -34,9 +51,25 @@ func (s *Service) ListUsers(ctx context.Context, q UserQuery) (Page[User], error
 	return out, nil
 }
 
-// GetUser returns one user; unknown is 404.
+// GetUser returns one user of the whole instance; unknown is 404. The
+// admin API reads with GetUserAs.
 func (s *Service) GetUser(ctx context.Context, id string) (User, error) {
-	u, err := s.loadTarget(ctx, id)
+	return s.viewIn(ctx, actorScope{}, id)
+}
+
+// GetUserAs is GetUser for actor: inside an organisation only a member
+// (else 404), with the roles they hold there.
+func (s *Service) GetUserAs(ctx context.Context, actor Actor, id string) (User, error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return User{}, err
+	}
+	return s.viewIn(ctx, sc, id)
+}
+
+// viewIn is the user as scope sc sees them.
+func (s *Service) viewIn(ctx context.Context, sc actorScope, id string) (User, error) {
+	u, err := s.target(ctx, sc, id, false)
 	if err != nil {
 		return User{}, err
 	}
@@ -120,57 +153,102 @@ func (s *Service) DeleteUser(ctx context.Context, actor Actor, id string) error 
 
 // GrantRole gives a user a role under the ceiling (policy.CanChangeRole;
 // nobody changes their own roles). Granting a role the user holds is an
-// idempotent success. The grant shows in the user's next refresh.
+// idempotent success. The grant shows in the user's next refresh. Inside
+// an organisation the role is held there (the user must be a member; a
+// platform role is 400); with organisations on, on the whole instance only
+// a platform role may be granted (the others are held in organisations).
 func (s *Service) GrantRole(ctx context.Context, actor Actor, id, role string) (User, error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return User{}, err
+	}
+	return s.grantIn(ctx, sc, actor.Meta, id, role, true)
+}
+
+// grantIn is GrantRole in scope sc; member: the user must already be a
+// member of sc's organisation (false when adding a member).
+func (s *Service) grantIn(ctx context.Context, sc actorScope, m Meta, id, role string, member bool) (User, error) {
 	if role == "" {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
 	}
-	a, err := s.loadActor(ctx, actor)
-	if err != nil {
+	if err := s.roleFits(sc, role); err != nil {
 		return User{}, err
 	}
-	t, err := s.loadTarget(ctx, id)
-	if err != nil {
+	t, err := s.target(ctx, sc, id, false)
+	if member && err != nil || !member && err != nil && !errors.Is(err, errUserNotFound) {
 		return User{}, err
 	}
-	if err := s.policy.CanChangeRole(subject(a), subject(t), role); err != nil {
+	if !member && err != nil { // a new member: a user of the instance
+		if t, err = s.target(ctx, actorScope{}, id, false); err != nil {
+			return User{}, err
+		}
+		t.Roles = []string{}
+	}
+	if err := s.policy.CanChangeRole(subject(sc.actor), subject(t), role); err != nil {
 		return User{}, ceilingErr(err)
 	}
-	changed, err := s.store.GrantRole(ctx, t.ID, role)
+	var changed bool
+	if sc.inTenant() {
+		changed, err = s.store.GrantTenantRole(ctx, sc.tenant.ID, t.ID, role)
+	} else {
+		changed, err = s.store.GrantRole(ctx, t.ID, role)
+	}
 	if err != nil {
 		return User{}, storeErr("grant role", err, errUserNotFound)
 	}
 	if changed {
-		s.record(ctx, "role.granted", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, map[string]string{"role": role})
+		s.recordIn(ctx, sc, "role.granted", store.OutcomeSuccess, t.ID, m, map[string]string{"role": role})
 	}
-	return s.GetUser(ctx, t.ID)
+	return s.viewIn(ctx, sc, t.ID)
+}
+
+// roleFits refuses a role that cannot be held where sc acts: a platform
+// role inside an organisation, or (organisations on) any other role on the
+// whole instance.
+func (s *Service) roleFits(sc actorScope, role string) error {
+	if s.tenancy == nil || !s.policy.HasRole(role) {
+		return nil
+	}
+	platform := s.policy.IsPlatformRole(role)
+	switch {
+	case sc.inTenant() && platform:
+		return errPlatformRoleInTenant
+	case !sc.inTenant() && !platform:
+		return errTenantRoleGlobally
+	}
+	return nil
 }
 
 // RevokeRole takes a role from a user under the ceiling; revoking a role the
 // user lacks is an idempotent success. A removal ends every session of the
 // user. A role the policy no longer defines may be removed by anyone who may
-// manage the user.
+// manage the user. Inside an organisation it is the role held there.
 func (s *Service) RevokeRole(ctx context.Context, actor Actor, id, role string) (User, error) {
 	if role == "" {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
 	}
-	a, err := s.loadActor(ctx, actor)
+	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
 		return User{}, err
 	}
-	t, err := s.loadTarget(ctx, id)
+	t, err := s.target(ctx, sc, id, false)
 	if err != nil {
 		return User{}, err
 	}
 	if s.policy.HasRole(role) {
-		err = s.policy.CanChangeRole(subject(a), subject(t), role)
+		err = s.policy.CanChangeRole(subject(sc.actor), subject(t), role)
 	} else {
-		err = s.policy.CanManage(subject(a), subject(t))
+		err = s.policy.CanManage(subject(sc.actor), subject(t))
 	}
 	if err != nil {
 		return User{}, ceilingErr(err)
 	}
-	changed, err := s.store.RevokeRole(ctx, t.ID, role)
+	var changed bool
+	if sc.inTenant() {
+		changed, err = s.store.RevokeTenantRole(ctx, sc.tenant.ID, t.ID, role)
+	} else {
+		changed, err = s.store.RevokeRole(ctx, t.ID, role)
+	}
 	if err != nil {
 		return User{}, storeErr("revoke role", err, errUserNotFound)
 	}
@@ -179,9 +257,15 @@ func (s *Service) RevokeRole(ctx context.Context, actor Actor, id, role string) 
 			s.log.Error("role removal: the role is removed but the sessions could not be ended", "user_id", t.ID, "err", err)
 			return User{}, err
 		}
-		s.record(ctx, "role.revoked", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, map[string]string{"role": role})
+		s.recordIn(ctx, sc, "role.revoked", store.OutcomeSuccess, t.ID, actor.Meta, map[string]string{"role": role})
 	}
-	return s.GetUser(ctx, t.ID)
+	u, err := s.viewIn(ctx, sc, t.ID)
+	if errors.Is(err, errUserNotFound) && sc.inTenant() {
+		// The last role there is gone: no longer a member.
+		t.Roles = []string{}
+		return ViewUser(t), nil
+	}
+	return u, err
 }
 
 // RevokeSessions ends every session of a user the actor may manage and

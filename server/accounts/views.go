@@ -53,6 +53,8 @@ type Invite struct {
 	CreatedAt  time.Time  `json:"created_at"`
 	AcceptedAt *time.Time `json:"accepted_at"`
 	UserID     string     `json:"user_id,omitempty"`
+	// TenantID is the organisation the invite is to; absent otherwise.
+	TenantID string `json:"tenant_id,omitempty"`
 }
 
 // Invite status shown for a pending invite past its expiry.
@@ -64,7 +66,8 @@ func viewInvite(inv store.Invite, now time.Time) Invite {
 		status = inviteExpired
 	}
 	return Invite{ID: inv.ID, Email: inv.Email, Role: inv.Role, Status: status, InvitedBy: inv.InvitedBy,
-		ExpiresAt: inv.ExpiresAt, CreatedAt: inv.CreatedAt, AcceptedAt: inv.AcceptedAt, UserID: inv.UserID}
+		ExpiresAt: inv.ExpiresAt, CreatedAt: inv.CreatedAt, AcceptedAt: inv.AcceptedAt, UserID: inv.UserID,
+		TenantID: inv.TenantID}
 }
 
 // Page is one page of a cursor-paginated list, as the API shows it.

@@ -41,6 +41,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/rtcookie"
 	"github.com/portcullis-auth/portcullis/server/signout"
+	"github.com/portcullis-auth/portcullis/server/tenancy"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/server/upstream"
 	"github.com/portcullis-auth/portcullis/store"
@@ -318,13 +319,22 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, fmt.Errorf("mfa: %w", err)
 	}
 	clientCache := clients.NewCache(core.Store, ClientCacheTTL)
-	tokens := token.NewService(tokenConfig(cfg), token.Deps{
+	tenants := buildTenancy(cfg, log, core)
+	tokenDeps := token.Deps{
 		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Checker: checker,
 		Codes: states.Once, MFA: mfaService,
-	})
+	}
+	if tenants != nil { // a nil *Resolver in the interface would not be nil
+		tokenDeps.Tenancy = tenants
+	}
+	tokens := token.NewService(tokenConfig(cfg), tokenDeps)
+	var keyStore apikeys.Store = core.Store
+	if tenants != nil {
+		keyStore = platformOwners{Store: core.Store, tenancy: tenants}
+	}
 	apiKeys, err := apikeys.New(apikeys.Config{Issuer: cfg.Issuer, MaxTTL: cfg.APIKeyMaxTTL},
-		apikeys.Deps{Store: core.Store, Permissions: core.Policy, Grants: tokens, Audit: core.Audit, Logger: log})
+		apikeys.Deps{Store: keyStore, Permissions: core.Policy, Grants: tokens, Audit: core.Audit, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("API keys: %w", err)
 	}
@@ -351,7 +361,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	views := accounts.Deps{Browser: states.Browser, Consents: core.Store, Ender: accountsEnder{ender}, MFA: mfaService,
-		APIKeys: apiKeys}
+		APIKeys: apiKeys, Tenancy: tenants}
 	if pk != nil {
 		views.Passkeys = pk
 	}
@@ -510,13 +520,20 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
 		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender, MFA: views.MFA, Passkeys: views.Passkeys,
-		APIKeys: views.APIKeys,
+		APIKeys: views.APIKeys, Tenancy: views.Tenancy,
 	})
 	if err != nil {
 		return nil, err
 	}
 	if err := acc.EnsureFirstPartyClient(ctx); err != nil {
 		return nil, err
+	}
+	moved, err := acc.EnsureDefaultTenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if moved {
+		log.Info("organisations turned on: existing role assignments moved into the organisation " + store.DefaultTenantSlug)
 	}
 	return acc, nil
 }
@@ -537,6 +554,38 @@ func newMail(cfg config.Config, log *slog.Logger) (mail.Sender, *mail.Templates,
 		return nil, nil, fmt.Errorf("email templates: %w", err)
 	}
 	return sender, tmpl, nil
+}
+
+// platformOwners is the store as the API keys see it while organisations
+// are on: a key's owner holds only their platform roles, so a key acts in no
+// organisation and its effective scope never draws on roles held in one (or
+// on the global assignments organisations replaced).
+type platformOwners struct {
+	*sqlstore.Store
+	tenancy *tenancy.Resolver
+}
+
+// GetUser returns the user with their platform roles only.
+func (p platformOwners) GetUser(ctx context.Context, id string) (store.User, error) {
+	u, err := p.Store.GetUser(ctx, id)
+	if err != nil {
+		return u, err
+	}
+	return p.tenancy.Platform(u), nil
+}
+
+// buildTenancy returns the organisation rules when PORTCULLIS_TENANTS is
+// on, else nil. It warns when the policy marks no platform role: nobody
+// could then administer the whole instance (create organisations, rotate
+// keys) while organisations are on.
+func buildTenancy(cfg config.Config, log *slog.Logger, core *Core) *tenancy.Resolver {
+	if !cfg.Tenants {
+		return nil
+	}
+	if len(core.Policy.PlatformRoles()) == 0 {
+		log.Warn("PORTCULLIS_TENANTS=on but the policy marks no role platform: true; no one can administer the whole instance")
+	}
+	return tenancy.New(core.Store, core.Policy)
 }
 
 // checkCookieClients refuses to start while a client takes its refresh

@@ -48,7 +48,7 @@ func IssueCode(ctx context.Context, codes CodeStore, req *Request, login Login, 
 		ClientID: req.ClientID, UserID: login.UserID, RedirectURI: req.RedirectURISent,
 		Scopes: slices.Clone(req.Scopes), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
 		AuthTime: login.AuthTime, AMR: slices.Clone(login.AMR), SID: token.NewSID(), Offline: req.WantsOffline(),
-		BrowserSessionID: login.BrowserSessionID, IssuedAt: now,
+		BrowserSessionID: login.BrowserSessionID, IssuedAt: now, Tenant: req.Tenant,
 	}
 	if login.User != nil {
 		if login.User.ID != login.UserID {

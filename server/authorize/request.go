@@ -100,7 +100,12 @@ type Request struct {
 	HintSubject string `json:"hint_subject,omitempty"`
 	// LoginHint pre-fills the login form; it reveals nothing about accounts.
 	LoginHint string `json:"login_hint,omitempty"`
-	Issuer    string `json:"issuer"`
+	// Tenant is the `tenant` parameter: the organisation the login is to
+	// (organisations on). It is checked when the code is redeemed (an
+	// unknown organisation, or one the user is not a member of, is
+	// invalid_grant there); with organisations off it means nothing.
+	Tenant string `json:"tenant,omitempty"`
+	Issuer string `json:"issuer"`
 	// ReceivedAt is when the request arrived: a login or consent given at or
 	// after it satisfies prompt=login, max_age and prompt=consent.
 	ReceivedAt time.Time `json:"received_at"`
@@ -252,7 +257,7 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 	case len(p["login_hint"]) > maxLoginHint:
 		return nil, req.Fail(ErrInvalidRequest, fmt.Sprintf("login_hint is longer than %d bytes.", maxLoginHint))
 	}
-	req.Nonce, req.LoginHint = p["nonce"], p["login_hint"]
+	req.Nonce, req.LoginHint, req.Tenant = p["nonce"], p["login_hint"], p["tenant"]
 	return req, nil
 }
 

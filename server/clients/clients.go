@@ -70,6 +70,9 @@ type Spec struct {
 	// AllowedOrigins are exact browser origins (scheme://host[:port]; https,
 	// or http on a loopback host) a cookie client's requests come from.
 	AllowedOrigins []string
+	// TenantID binds the client to an organisation (set by the accounts
+	// service for a tenant admin; "" for a platform client).
+	TenantID string
 	// RefreshReuseGrace is the server's PORTCULLIS_REFRESH_REUSE_GRACE,
 	// which a cookie client needs at MinCookieReuseGrace or more.
 	RefreshReuseGrace time.Duration
@@ -336,6 +339,7 @@ func Create(ctx context.Context, st Store, spec Spec) (store.Client, string, err
 		BackchannelLogoutURI: spec.BackchannelLogoutURI, LogoURI: spec.LogoURI, ClientURI: spec.ClientURI}
 	c.RequirePushedAuthorizationRequests = spec.RequirePushedAuthorizationRequests
 	c.RefreshTokenDelivery, c.AllowedOrigins = spec.RefreshTokenDelivery, spec.AllowedOrigins
+	c.TenantID = spec.TenantID
 	var secret string
 	if !spec.Public {
 		secret = NewSecret()
@@ -393,6 +397,10 @@ type ClientView struct {
 	RefreshTokenDelivery string   `json:"refresh_token_delivery"`
 	AllowedOrigins       []string `json:"allowed_origins"`
 
+	// TenantID is the organisation the client belongs to; absent for a
+	// platform client (and always while organisations are off).
+	TenantID string `json:"tenant_id,omitempty"`
+
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -416,6 +424,7 @@ func View(c store.Client) ClientView {
 		FirstParty: c.FirstParty, ApplicationType: appType, RequirePKCE: c.RequirePKCE || c.Public,
 		BackchannelLogoutURI: c.BackchannelLogoutURI, LogoURI: c.LogoURI, ClientURI: c.ClientURI,
 		RequirePushedAuthorizationRequests: c.RequirePushedAuthorizationRequests, CreatedAt: c.CreatedAt,
+		TenantID:             c.TenantID,
 		RefreshTokenDelivery: delivery, AllowedOrigins: orEmpty(c.AllowedOrigins)}
 }
 

@@ -56,25 +56,28 @@ type Config struct {
 	APIKeyMaxTTL        time.Duration // the longest lifetime an API key may be given
 	TrustedProxies      []netip.Prefix
 	RateLimits          bool
-	CORSOrigins         []string
-	LogFormat           string // "text", "json" or "" (auto)
-	LogLevel            string
-	DebugAddr           string
-	MetricsAddr         string // "": /metrics on Addr
-	AppURL              string
-	TLSCert             string
-	TLSKey              string
-	BodyLimitBytes      int64
-	RequestTimeout      time.Duration
-	ShutdownTimeout     time.Duration
-	Argon2MemoryKiB     uint32
-	Argon2Time          uint32
-	Argon2Threads       uint8
-	PasswordMinLength   int
-	PasswordMaxLength   int
-	ProductName         string
-	BrandColor          string
-	LoginFailureLimit   int
+	// Tenants turns organisations on (PORTCULLIS_TENANTS=on): logins name a
+	// tenant, tokens carry it, admins are confined to theirs.
+	Tenants           bool
+	CORSOrigins       []string
+	LogFormat         string // "text", "json" or "" (auto)
+	LogLevel          string
+	DebugAddr         string
+	MetricsAddr       string // "": /metrics on Addr
+	AppURL            string
+	TLSCert           string
+	TLSKey            string
+	BodyLimitBytes    int64
+	RequestTimeout    time.Duration
+	ShutdownTimeout   time.Duration
+	Argon2MemoryKiB   uint32
+	Argon2Time        uint32
+	Argon2Threads     uint8
+	PasswordMinLength int
+	PasswordMaxLength int
+	ProductName       string
+	BrandColor        string
+	LoginFailureLimit int
 	// Browser sign-in (the authorization code flow).
 	AuthCodeTTL         time.Duration // lifetime of an authorization code
 	AuthorizeRequestTTL time.Duration // how long a pending authorization request waits for login and consent
@@ -281,17 +284,8 @@ var settings = []Setting{
 		}
 		return nil
 	}},
-	{Env: "PORTCULLIS_RATE_LIMITS", Default: "on", Help: "off turns every rate limit and login throttle off", apply: func(c *Config, v string) error {
-		switch strings.ToLower(v) {
-		case "on", "true", "1":
-			c.RateLimits = true
-		case "off", "false", "0":
-			c.RateLimits = false
-		default:
-			return errors.New("expects on or off")
-		}
-		return nil
-	}},
+	{Env: "PORTCULLIS_RATE_LIMITS", Default: "on", Help: "off turns every rate limit and login throttle off", apply: onOffSetting(func(c *Config) *bool { return &c.RateLimits })},
+	{Env: "PORTCULLIS_TENANTS", Default: "off", Help: "on turns organisations (tenants) on: logins name a tenant and tokens carry it; turning it on moves existing role assignments into the tenant default", apply: onOffSetting(func(c *Config) *bool { return &c.Tenants })},
 	{Env: "PORTCULLIS_CORS_ORIGINS", Default: "", Help: "comma-separated origins allowed to call the API from a browser", apply: func(c *Config, v string) error {
 		c.CORSOrigins = nil
 		for _, o := range splitList(v) {
@@ -592,6 +586,21 @@ func boolSetting(field func(*Config) *bool) func(*Config, string) error {
 			return errors.New("expects true or false")
 		}
 		*field(c) = b
+		return nil
+	}
+}
+
+// onOffSetting reads an on/off switch (also true/false and 1/0, any case).
+func onOffSetting(field func(*Config) *bool) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		switch strings.ToLower(v) {
+		case "on", "true", "1":
+			*field(c) = true
+		case "off", "false", "0":
+			*field(c) = false
+		default:
+			return errors.New("expects on or off")
+		}
 		return nil
 	}
 }

@@ -94,6 +94,17 @@ func TestLoad(t *testing.T) {
 		{name: "fail/no sessions", env: map[string]string{"PORTCULLIS_MAX_SESSIONS_PER_USER": "0"}, wantErr: "PORTCULLIS_MAX_SESSIONS_PER_USER"},
 		{name: "fail/bad proxies", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "everyone"}, wantErr: "PORTCULLIS_TRUSTED_PROXIES"},
 		{name: "fail/bad rate limits", env: map[string]string{"PORTCULLIS_RATE_LIMITS": "maybe"}, wantErr: "PORTCULLIS_RATE_LIMITS"},
+		{name: "fail/bad tenants", env: map[string]string{"PORTCULLIS_TENANTS": "maybe"}, wantErr: "PORTCULLIS_TENANTS"},
+		{name: "ok/tenants off by default", check: func(t *testing.T, c Config) {
+			if c.Tenants {
+				t.Fatal("organisations are on by default")
+			}
+		}},
+		{name: "ok/tenants on", env: map[string]string{"PORTCULLIS_TENANTS": "ON"}, check: func(t *testing.T, c Config) {
+			if !c.Tenants {
+				t.Fatal("PORTCULLIS_TENANTS=ON left organisations off")
+			}
+		}},
 		{name: "fail/tls half", env: map[string]string{"PORTCULLIS_TLS_CERT": "/x"}, wantErr: "PORTCULLIS_TLS_CERT"},
 		{name: "fail/default audience is the issuer", env: map[string]string{"PORTCULLIS_ISSUER": "https://id.example", "PORTCULLIS_DEFAULT_AUDIENCE": "https://id.example"}, wantErr: "PORTCULLIS_DEFAULT_AUDIENCE"},
 		{name: "ok/browser sign-in defaults", check: func(t *testing.T, c Config) {

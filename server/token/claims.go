@@ -73,6 +73,9 @@ type AccessClaims struct {
 	// client_credentials tokens.
 	AMR []string `json:"amr,omitempty"`
 	ACR string   `json:"acr,omitempty"`
+	// Tenant is the slug of the organisation the token acts in
+	// (organisations on); absent for a platform token.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // IsUser reports whether the token was issued to a user (not client_credentials).
@@ -99,6 +102,7 @@ type IDClaims struct {
 	EmailVerified *bool    `json:"email_verified,omitempty"`
 	Name          string   `json:"name,omitempty"`
 	Roles         []string `json:"roles,omitempty"`
+	Tenant        string   `json:"tenant,omitempty"`
 }
 
 // newJTI returns a unique token id whose first 6 bytes are the issue time in

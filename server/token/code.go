@@ -44,6 +44,9 @@ type AuthCode struct {
 	// issued without it): the redemption issues from it instead of reading
 	// the account again. See CodeUser for why that is safe.
 	User *CodeUser `json:"user,omitempty"`
+	// Tenant is the organisation slug the authorization request named
+	// (`tenant`, organisations on); "" for none.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // CodeUser is the part of an account that a code's tokens are issued from,

@@ -76,8 +76,13 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 	if !user.Active {
 		return Response{}, invalid.WithDescription("The account that signed in is deactivated.")
 	}
+	user, tn, err := s.loginTenant(ctx, client, user, code.Tenant)
+	if err != nil {
+		return Response{}, err
+	}
 	resp, _, err := s.issueLogin(ctx, client, user, code.Scopes, now, loginInfo{
 		authTime: code.AuthTime, sid: code.SID, nonce: code.Nonce, amr: code.AMR, onlyPermsNamed: !client.FirstParty,
+		tenant: tn,
 	})
 	if err != nil {
 		return Response{}, err

@@ -10,7 +10,7 @@ import (
 // parseClientCredentialsGrant: the grant has no parameters of its own (RFC 6749 §4.4.2).
 func parseClientCredentialsGrant(map[string]string, *TokenRequest) error { return nil }
 
-func (s *Service) clientCredentialsGrant(_ context.Context, client store.Client, req TokenRequest, _ RequestMeta) (Response, error) {
+func (s *Service) clientCredentialsGrant(ctx context.Context, client store.Client, req TokenRequest, _ RequestMeta) (Response, error) {
 	if client.Public {
 		return Response{}, apierr.ErrUnauthorizedClient.WithDescription("Public clients may not use client_credentials.")
 	}
@@ -23,6 +23,11 @@ func (s *Service) clientCredentialsGrant(_ context.Context, client store.Client,
 	if err != nil {
 		return Response{}, scopeError(err)
 	}
-	g := grantSet{client: client, permissions: grant.Permissions, roles: []string{}}
+	// A client of an organisation always acts in it.
+	tn, err := s.clientTenant(ctx, client)
+	if err != nil {
+		return Response{}, err
+	}
+	g := grantSet{client: client, permissions: grant.Permissions, roles: []string{}, tenant: tn}
 	return s.respond(g, "", s.now())
 }

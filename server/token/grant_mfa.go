@@ -88,12 +88,18 @@ func (s *Service) mfaGrant(ctx context.Context, client store.Client, req TokenRe
 	if cut {
 		return Response{}, mfaInvalid.WithDescription("The account's sessions were ended while signing in. Sign in again.")
 	}
+	// The organisation is named again on this grant (`tenant`), as on the
+	// password step; a login naming none gets the platform roles.
+	user, tn, err := s.loginTenant(ctx, client, user, req.Tenant)
+	if err != nil {
+		return Response{}, err
+	}
 	method := mfa.MethodTOTP
 	if grant == GrantMFARecoveryCode {
 		method = mfa.MethodRecoveryCode
 	}
 	resp, err := s.finishLogin(ctx, client, user, strings.Fields(done.Scope), s.now(),
-		loginInfo{authTime: done.AuthTime, amr: done.AMR}, meta, grant, method)
+		loginInfo{authTime: done.AuthTime, amr: done.AMR, tenant: tn}, meta, grant, method)
 	if err != nil {
 		return Response{}, err
 	}

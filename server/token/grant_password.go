@@ -40,11 +40,18 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	if needsRehash {
 		s.rehash(ctx, user.ID, req.Password)
 	}
+	user, tn, err := s.loginTenant(ctx, client, user, req.Tenant)
+	if err != nil {
+		s.audit.Record(ctx, store.AuditEvent{Action: "login.failed", Outcome: store.OutcomeFailure, ActorID: res.User.ID,
+			TargetID: res.User.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+			Details: map[string]string{"grant": GrantPassword, "reason": "tenant"}})
+		return Response{}, err
+	}
 	if err := s.secondStep(ctx, client, user, res.ThrottleKey(), req.Scope, now); err != nil {
 		return Response{}, err
 	}
 	s.checker.Succeeded(ctx, res)
-	return s.finishLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: passwordAMR()}, meta, GrantPassword, "")
+	return s.finishLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: passwordAMR(), tenant: tn}, meta, GrantPassword, "")
 }
 
 // secondStep asks for the second factor after a correct password: nil when
@@ -97,7 +104,7 @@ func (s *Service) finishLogin(ctx context.Context, client store.Client, user sto
 		details["method"] = method
 	}
 	s.audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: user.ID,
-		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details})
+		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details, TenantID: li.tenant.ID})
 	return resp, nil
 }
 

@@ -84,6 +84,20 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		}
 		return Response{}, invalid
 	}
+	// The session stays in the tenant its login named, whatever this
+	// request says, with the roles the user holds there now: a removed
+	// member (or a deactivated tenant) gets nothing.
+	user, tn, err := s.sessionTenant(ctx, user, fam.TenantID)
+	if err != nil {
+		var ae *apierr.Error
+		if errors.As(err, &ae) && ae.Code == apierr.ErrInvalidGrant.Code {
+			if rerr := s.state.RevokeFamily(ctx, sid, now); rerr != nil {
+				s.log.Warn("revoke the family of a refused tenant session", "err", rerr)
+			}
+			return Response{}, invalid.WithCause(err)
+		}
+		return Response{}, err
+	}
 	// The session follows the user's current permissions (or keeps to the
 	// ones it named); a refresh may narrow the scope, never widen it.
 	scope, err := policy.NarrowOnRefresh(strings.Fields(fam.RequestedScope), req.Scope, s.perms.Permissions(user.Roles), client.Scopes)
@@ -97,6 +111,6 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		scope.Permissions = slices.DeleteFunc(scope.Permissions, func(p string) bool { return !slices.Contains(granted, p) })
 	}
 	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
-		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry}
+		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry, tenant: tn}
 	return s.respond(g, next, now)
 }

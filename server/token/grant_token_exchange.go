@@ -117,6 +117,9 @@ func parseTokenExchange(params map[string]string, req *TokenRequest) error {
 // moment as auth_time. A third-party client that names no permission gets
 // none (as in the code flow). The answer adds issued_token_type.
 func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
+	if s.tenancy != nil && req.SubjectTokenType == TokenTypeAccessToken {
+		return s.switchTenant(ctx, client, req, meta)
+	}
 	h, ok := s.subjectTokens[req.SubjectTokenType]
 	if !ok {
 		return Response{}, apierr.ErrInvalidRequest.WithDescription("The subject_token_type %q is not supported.", SafeParamName(req.SubjectTokenType))
@@ -134,6 +137,9 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 		return Response{}, apierr.ErrInvalidRequest.WithDescription("The account is deactivated.")
 	}
 	if subj.Bound != nil {
+		if s.tenancy != nil && req.Tenant != "" {
+			return Response{}, apierr.ErrInvalidRequest.WithDescription("A token exchanged from an API key acts in no organisation; drop the tenant parameter.")
+		}
 		resp, err := s.issueBound(client, subj.User, *subj.Bound, req.Scope, now)
 		if err != nil {
 			return Response{}, err
@@ -141,18 +147,22 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 		resp.IssuedTokenType = TokenTypeAccessToken
 		return resp, nil
 	}
-	if err := s.users.RecordLogin(ctx, subj.User.ID, now); err != nil {
-		s.log.Warn("record login", "user_id", subj.User.ID, "err", err)
+	user, tn, err := s.loginTenant(ctx, client, subj.User, req.Tenant)
+	if err != nil {
+		return Response{}, err
 	}
-	resp, g, err := s.issueLogin(ctx, client, subj.User, req.Scope, now, loginInfo{authTime: now, amr: subj.AMR, onlyPermsNamed: !client.FirstParty})
+	if err := s.users.RecordLogin(ctx, user.ID, now); err != nil {
+		s.log.Warn("record login", "user_id", user.ID, "err", err)
+	}
+	resp, g, err := s.issueLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: subj.AMR, onlyPermsNamed: !client.FirstParty, tenant: tn})
 	if err != nil {
 		return Response{}, err
 	}
 	resp.IssuedTokenType = TokenTypeAccessToken
 	details := map[string]string{"sid": g.sid, "grant": GrantTokenExchange, "subject_token_type": req.SubjectTokenType}
 	maps.Copy(details, subj.Details)
-	s.audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: subj.User.ID,
-		TargetID: subj.User.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details})
+	s.audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: user.ID,
+		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details, TenantID: tn.ID})
 	return resp, nil
 }
 

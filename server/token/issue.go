@@ -52,6 +52,9 @@ type grantSet struct {
 	// ttl, when set, is the access token's lifetime instead of the
 	// client's (a bound issuance, at most the client's).
 	ttl time.Duration
+	// tenant is the organisation the tokens act in (zero: none); its
+	// slug is their `tenant` claim and its id binds the refresh family.
+	tenant store.Tenant
 }
 
 func (g grantSet) scope() string {
@@ -84,6 +87,7 @@ func (s *Service) issueAccessToken(g grantSet, now time.Time) (string, int64, er
 		Scope:     strings.Join(g.permissions, " "),
 		Roles:     roles,
 		SID:       g.sid,
+		Tenant:    g.tenant.Slug,
 	}
 	if len(g.oidc) > 0 {
 		claims.Scope = g.scope()
@@ -118,6 +122,7 @@ func (s *Service) issueIDToken(g grantSet, accessToken string, now time.Time) (s
 		SID:          g.sid,
 		Nonce:        g.nonce,
 		AMR:          g.amr,
+		Tenant:       g.tenant.Slug,
 	}
 	if !g.authTime.IsZero() {
 		c.AuthTime = g.authTime.Unix()
@@ -207,6 +212,7 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 		CreatedAt:      now,
 		AuthTime:       authTime,
 		AMR:            g.amr,
+		TenantID:       g.tenant.ID,
 		AbsoluteExpiry: now.Add(maxAge),
 		IdleTTL:        idle,
 	}

@@ -63,6 +63,9 @@ type TokenRequest struct {
 	// (RFC 8693 §2.1).
 	SubjectToken     string
 	SubjectTokenType string
+	// Tenant is the `tenant` parameter: the slug of the organisation a
+	// login names (organisations on). A refresh ignores it.
+	Tenant string
 }
 
 // ParseForm checks a form for repeated parameters (RFC 6749 §3.1: parameters
@@ -126,7 +129,7 @@ func ClientFromRequest(basicUser, basicPass string, hasBasic bool, params map[st
 // ParseTokenRequest builds a TokenRequest from the form parameters and the
 // client's credentials. It checks shape only; grants check meaning.
 func ParseTokenRequest(params map[string]string, client ClientCredentials) (TokenRequest, error) {
-	req := TokenRequest{GrantType: params["grant_type"], Client: client}
+	req := TokenRequest{GrantType: params["grant_type"], Client: client, Tenant: params["tenant"]}
 	if req.GrantType == "" {
 		return req, apierr.ErrInvalidRequest.WithDescription("The grant_type parameter is missing.")
 	}

@@ -97,6 +97,22 @@ type APIKeys interface {
 	RevokeAPIKeyByValue(ctx context.Context, raw string, meta RequestMeta) error
 }
 
+// Tenancy decides a user's roles in a login or session that names a tenant
+// or none (*tenancy.Resolver); installed only when organisations are on.
+// Its errors are tenancy.ErrRefused (answered invalid_grant) or an
+// unreachable store.
+type Tenancy interface {
+	// Platform returns u holding only its platform roles.
+	Platform(u store.User) store.User
+	// ForLogin returns u with the roles of a login naming slug ("": its
+	// platform roles, no tenant) and the tenant.
+	ForLogin(ctx context.Context, u store.User, slug string) (store.User, store.Tenant, error)
+	// ForSession is ForLogin for a session bound to a tenant id.
+	ForSession(ctx context.Context, u store.User, tenantID string) (store.User, store.Tenant, error)
+	// GetTenant returns a tenant by id (the tenant of a client).
+	GetTenant(ctx context.Context, id string) (store.Tenant, error)
+}
+
 // Auditor records security-relevant events.
 type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
@@ -143,6 +159,8 @@ type Service struct {
 	// apiKeys answers API keys at introspection and revocation (nil: every
 	// key is inactive, and revoking one does nothing).
 	apiKeys APIKeys
+	// tenancy is nil while organisations are off.
+	tenancy Tenancy
 	log     *slog.Logger
 	now     func() time.Time
 }
@@ -165,16 +183,19 @@ type Deps struct {
 	Codes CodeStore
 	// MFA is the second step of a password login; nil: no user has a
 	// second factor (every mfa_token is unknown: invalid_grant).
-	MFA    SecondFactor
-	Logger *slog.Logger
-	Now    func() time.Time
+	MFA SecondFactor
+	// Tenancy turns organisations on (PORTCULLIS_TENANTS=on); nil: off,
+	// no token carries a tenant and a tenant token is refused.
+	Tenancy Tenancy
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // NewService returns a token service.
 func NewService(cfg Config, d Deps) *Service {
 	s := &Service{cfg: cfg, clients: d.Clients, users: d.Users, state: d.State, signer: d.Signer, sealer: d.Sealer,
 		passwords: d.Passwords, perms: d.Permissions, audit: d.Audit, metrics: d.Metrics, checker: d.Checker,
-		codes: d.Codes, mfa: d.MFA, log: d.Logger, now: d.Now}
+		codes: d.Codes, mfa: d.MFA, tenancy: d.Tenancy, log: d.Logger, now: d.Now}
 	if s.now == nil {
 		s.now = time.Now
 	}

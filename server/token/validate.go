@@ -13,6 +13,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/tenancy"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -91,6 +92,11 @@ func (s *Service) authenticateBearer(ctx context.Context, raw string, admin bool
 	if err != nil {
 		return AccessClaims{}, apierr.ErrInvalidToken.WithCause(err)
 	}
+	if c.Tenant != "" && s.tenancy == nil {
+		// Issued while organisations were on: with them off nothing
+		// would confine it to its tenant, so it is refused (fail closed).
+		return AccessClaims{}, apierr.ErrInvalidToken.WithDescription("This token belongs to an organisation, and organisations are off.")
+	}
 	if admin && !c.Audience.Contains(s.cfg.Issuer) {
 		return AccessClaims{}, apierr.ErrInvalidToken.WithDescription("This token is not meant for Portcullis's admin API: its audience does not include %s.", s.cfg.Issuer)
 	}
@@ -151,6 +157,12 @@ func (s *Service) Introspect(ctx context.Context, cred ClientCredentials, raw st
 	}
 	if c.SID != "" {
 		out["sid"] = c.SID
+	}
+	if c.Tenant != "" {
+		if s.tenancy == nil {
+			return inactive, nil
+		}
+		out["tenant"] = c.Tenant
 	}
 	if len(c.AMR) > 0 {
 		out["amr"], out["acr"] = c.AMR, c.ACR
@@ -332,6 +344,9 @@ func (s *Service) IssueForUser(ctx context.Context, client store.Client, user st
 // asked for. A user who must change their password gets a token with no
 // permissions and no roles, and no refresh token.
 func (s *Service) issueSession(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time) (Response, grantSet, error) {
+	if s.tenancy != nil { // these logins name no tenant
+		user = s.tenancy.Platform(user)
+	}
 	return s.issueLogin(ctx, client, user, scope, now, loginInfo{authTime: now, amr: passwordAMR()})
 }
 
@@ -347,11 +362,15 @@ type loginInfo struct {
 	nonce          string
 	amr            []string
 	onlyPermsNamed bool
+	// tenant is the organisation the login named (zero: none); the user
+	// given to issueLogin already holds that tenant's roles.
+	tenant store.Tenant
 }
 
 // issueLogin is issueSession for a login described by li.
 func (s *Service) issueLogin(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time, li loginInfo) (Response, grantSet, error) {
-	g := grantSet{client: client, user: &user, authTime: li.authTime, roles: []string{}, sid: li.sid, nonce: li.nonce, amr: li.amr}
+	g := grantSet{client: client, user: &user, authTime: li.authTime, roles: []string{}, sid: li.sid, nonce: li.nonce, amr: li.amr,
+		tenant: li.tenant}
 	if !user.MustChangePassword {
 		g.roles = append([]string{}, user.Roles...)
 	}
@@ -414,6 +433,17 @@ func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any,
 	}
 	if !u.Active {
 		return nil, apierr.ErrInvalidToken.WithDescription("The user is deactivated.")
+	}
+	if s.tenancy != nil {
+		// The roles of the token's tenant (or the platform roles), as
+		// in the token itself.
+		var err error
+		if u, _, err = s.tenancy.ForLogin(ctx, u, c.Tenant); err != nil {
+			if errors.Is(err, tenancy.ErrRefused) {
+				return nil, apierr.ErrInvalidToken.WithDescription("The account is no longer a member of the token's organisation.")
+			}
+			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		}
 	}
 	// The roles the presented token covers, as in the token itself: a
 	// narrowed token does not learn here the roles it was not given.

@@ -47,6 +47,11 @@ type Meta struct {
 	ClientID  string
 }
 
+// accounts is m as the accounts service takes it.
+func (m Meta) accounts() accounts.Meta {
+	return accounts.Meta{IP: m.IP, UserAgent: m.UserAgent, ClientID: m.ClientID}
+}
+
 // Deps are the Service's collaborators. Once (the single-use records of the
 // browser path) and Logger may be nil; without Once the browser path
 // answers 503.
@@ -121,7 +126,7 @@ func (s *Service) Apply(ctx context.Context, d Decision, m Meta) (store.User, er
 		}
 		return d.User, nil
 	case OutcomeCreate:
-		u, err := s.d.Accounts.CreateFederatedUser(ctx, accounts.Meta(m), accounts.FederatedUser{Email: d.Claims.Email,
+		u, err := s.d.Accounts.CreateFederatedUser(ctx, m.accounts(), accounts.FederatedUser{Email: d.Claims.Email,
 			Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Subject: d.Claims.Subject})
 		if err != nil {
 			if errors.Is(err, apierr.ErrConflict) {
@@ -206,7 +211,7 @@ func (s *Service) AcceptInvite(ctx context.Context, v Verified, inviteToken stri
 	if !errors.Is(err, ErrInviteAcceptance) {
 		return u, d, s.recordUnlessPending(ctx, m, v.Provider, err)
 	}
-	u, err = s.d.Accounts.AcceptInviteFederated(ctx, accounts.Meta(m), inviteToken, accounts.FederatedUser{Email: d.Claims.Email,
+	u, err = s.d.Accounts.AcceptInviteFederated(ctx, m.accounts(), inviteToken, accounts.FederatedUser{Email: d.Claims.Email,
 		Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Subject: d.Claims.Subject})
 	return u, d, err
 }

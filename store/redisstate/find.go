@@ -16,7 +16,7 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	if !validFamilyID(familyID) || len(hash) == 0 {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
-	vals, err := s.c.HMGet(ctx, s.famKey(familyID), "cur", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr").Result()
+	vals, err := s.c.HMGet(ctx, s.famKey(familyID), "cur", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn").Result()
 	if err != nil {
 		return store.RefreshFamily{}, unavailable("find refresh token", err)
 	}
@@ -25,6 +25,9 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	}
 	if vals[11] == nil { // a family written before amr was kept
 		vals[11] = ""
+	}
+	if vals[12] == nil { // a family written before the tenant was kept
+		vals[12] = ""
 	}
 	str := make([]string, len(vals))
 	for i, v := range vals {
@@ -54,7 +57,7 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	return store.RefreshFamily{
 		ID: familyID, UserID: str[5], ClientID: str[6], Scope: str[7], RequestedScope: str[8],
 		CreatedAt: time.UnixMilli(ca).UTC(), AuthTime: time.UnixMilli(at).UTC(), AbsoluteExpiry: time.UnixMilli(ax).UTC(), IdleTTL: time.Duration(it) * time.Millisecond,
-		AMR: amr,
+		AMR: amr, TenantID: str[12],
 	}, nil
 }
 

@@ -9,13 +9,13 @@ import "github.com/redis/go-redis/v9"
 
 // createFamilyScript: KEYS fam; ARGV user, client, scope, requested scope,
 // created, absolute expiry, idle ttl, idle expiry (0 = none), first hash, key
-// ttl, auth time, amr (encoded, see encodeAMR).
+// ttl, auth time, amr (encoded, see encodeAMR), tenant id.
 // Returns 1, or 0 when the family already exists.
 var createFamilyScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'u', ARGV[1], 'c', ARGV[2], 's', ARGV[3], 'rs', ARGV[4],
   'ca', ARGV[5], 'ax', ARGV[6], 'it', ARGV[7], 'ix', ARGV[8], 'cur', ARGV[9], 'rv', '0', 'at', ARGV[11],
-  'amr', ARGV[12])
+  'amr', ARGV[12], 'tn', ARGV[13])
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 return 1
 `)
@@ -75,15 +75,17 @@ const (
 // rotateScript: KEYS fam, used; ARGV presented hash, next hash, next sealed,
 // now ms, grace ms. Returns {outcome} for invalid, otherwise
 // {outcome, user, client, scope, requested scope, created, abs expiry,
-// idle ttl, auth time, amr[, sealed successor]} (a family written before
-// auth times were kept answers its creation time; one written before amr
-// was kept answers an empty amr).
+// idle ttl, auth time, amr, sealed successor (empty unless a grace replay),
+// tenant id} (a family written before auth times were kept answers its
+// creation time; one written before amr or the tenant was kept answers an
+// empty one).
 var rotateScript = redis.NewScript(`
 local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
-  'u', 'c', 's', 'rs', 'ca', 'at', 'amr')
+  'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn')
 local cur = f[1]
 local at = f[14] or f[13]
 local amr = f[15] or ''
+local tn = f[16] or ''
 if not cur or f[7] == '1' then return {0} end
 local now = tonumber(ARGV[4])
 local ax, it, ix = tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
@@ -108,16 +110,16 @@ if p == cur then
   redis.call('SADD', KEYS[2], cur)
   redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
   redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
-  return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr}
+  return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn}
 end
 local grace = tonumber(ARGV[5])
 if grace > 0 and f[2] and p == f[2] and now - tonumber(f[3]) < grace then
-  return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8] or ''}
+  return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8] or '', tn}
 end
 if redis.call('SISMEMBER', KEYS[2], p) == 1 then
   redis.call('HSET', KEYS[1], 'rv', '1')
   redis.call('HDEL', KEYS[1], 'sealed')
-  return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr}
+  return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn}
 end
 return {0}
 `)

@@ -207,7 +207,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	n, err := createFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)},
 		fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
 		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl, authTimeOf(fam, created).UnixMilli(),
-		encodeAMR(fam.AMR)).Int64()
+		encodeAMR(fam.AMR), fam.TenantID).Int64()
 	if err != nil {
 		return unavailable("create family", err)
 	}
@@ -369,7 +369,7 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 	if code == scriptInvalid {
 		return store.RotateResult{Outcome: store.RotateInvalid}, nil
 	}
-	if len(raw) < 10 {
+	if len(raw) < 12 {
 		return store.RotateResult{}, fmt.Errorf("short script reply (%d values)", len(raw))
 	}
 	str := make([]string, len(raw)-1)
@@ -404,13 +404,11 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 		return store.RotateResult{}, err
 	}
 	res.Family.AMR = amr
+	res.Family.TenantID = str[10]
 	switch code {
 	case scriptOK:
 		res.Outcome = store.RotateOK
 	case scriptGrace:
-		if len(str) < 10 {
-			return store.RotateResult{}, errors.New("grace replay without successor")
-		}
 		res.Outcome = store.RotateGraceReplay
 		res.SuccessorSealed = []byte(str[9])
 	case scriptReuse:

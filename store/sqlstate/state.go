@@ -98,6 +98,7 @@ type familyRow struct {
 	CreatedAt       time.Time  `gorm:"column:created_at;autoCreateTime:false"`
 	AuthTime        *time.Time `gorm:"column:auth_time"`
 	AMR             *string    `gorm:"column:amr"` // JSON array; NULL for none (and families older than migration 10)
+	TenantID        string     `gorm:"column:tenant_id"`
 	AbsoluteExpiry  time.Time  `gorm:"column:absolute_expiry"`
 	IdleTTLMS       int64      `gorm:"column:idle_ttl_ms"`
 	IdleExpiresAt   time.Time  `gorm:"column:idle_expires_at"`
@@ -122,6 +123,7 @@ func (r familyRow) toFamily() (store.RefreshFamily, error) {
 		AuthTime:       ms(r.CreatedAt),
 		AbsoluteExpiry: ms(r.AbsoluteExpiry),
 		IdleTTL:        time.Duration(r.IdleTTLMS) * time.Millisecond,
+		TenantID:       r.TenantID,
 	}
 	if r.AuthTime != nil {
 		f.AuthTime = ms(*r.AuthTime)
@@ -192,6 +194,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		CreatedAt:      created,
 		AuthTime:       &authTime,
 		AMR:            familyAMR(fam.AMR),
+		TenantID:       fam.TenantID,
 		AbsoluteExpiry: ms(fam.AbsoluteExpiry),
 		IdleTTLMS:      fam.IdleTTL.Milliseconds(),
 		IdleExpiresAt:  idleExpiry(created, fam.IdleTTL, ms(fam.AbsoluteExpiry)),

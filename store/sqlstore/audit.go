@@ -38,6 +38,7 @@ func (s *Store) AppendAudit(ctx context.Context, e *store.AuditEvent) error {
 		IP:         e.IP,
 		UserAgent:  e.UserAgent,
 		Details:    string(b),
+		TenantID:   e.TenantID,
 	}
 	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
 		return mapErr("append audit", err)
@@ -65,6 +66,9 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) (store.Page[
 	}
 	if f.TargetID != "" {
 		q = q.Where("target_id = ?", f.TargetID)
+	}
+	if f.TenantID != "" {
+		q = q.Where("tenant_id = ?", f.TenantID)
 	}
 	if !f.Since.IsZero() {
 		q = q.Where("occurred_at >= ?", dbTime(f.Since))

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 // ErrInvalidCursor means a pagination cursor was not one this store issued.
@@ -44,6 +46,24 @@ func decodeCursor(s string) (c pageCursor, ok bool, err error) {
 	}
 	c.T = dbTime(c.T)
 	return c, true, nil
+}
+
+// oldestFirst reads one page of q's rows, oldest first by created_at then
+// id, after the cursor (when hasCur), at most limit of them; next is the
+// cursor of the following page ("" on the last). key gives a row's
+// created_at and id.
+func oldestFirst[R any](q *gorm.DB, cur pageCursor, hasCur bool, limit int, key func(R) (time.Time, string)) (rows []R, next string, err error) {
+	if hasCur {
+		q = q.Where("(created_at > ? OR (created_at = ? AND id > ?))", cur.T, cur.T, cur.I)
+	}
+	if err := q.Order("created_at ASC, id ASC").Limit(limit + 1).Find(&rows).Error; err != nil {
+		return nil, "", err
+	}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		next = encodeCursor(key(rows[len(rows)-1]))
+	}
+	return rows, next, nil
 }
 
 func pageLimit(limit int) int {

@@ -43,13 +43,14 @@ func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite, mayReplace 
 		Status:     string(store.InvitePending),
 		ExpiresAt:  dbTime(inv.ExpiresAt),
 		CreatedAt:  now,
+		TenantID:   inv.TenantID,
 	}
 	var refused error // mayReplace's answer, returned as is
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		refused = nil
 		var pending []inviteRow
 		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
-			Where("email_lower = ? AND status = ?", row.EmailLower, string(store.InvitePending)).
+			Where("email_lower = ? AND status = ? AND tenant_id = ?", row.EmailLower, string(store.InvitePending), row.TenantID).
 			Order("created_at, id").Find(&pending).Error
 		if err != nil {
 			return mapErr("find pending invites", err)
@@ -97,6 +98,15 @@ func (s *Store) GetInvite(ctx context.Context, id string) (store.Invite, error) 
 // ListInvites returns one page of invites, newest first. Limit defaults to 50
 // and is capped at 200.
 func (s *Store) ListInvites(ctx context.Context, cursor string, limit int) (store.Page[store.Invite], error) {
+	return s.listInvites(ctx, nil, cursor, limit)
+}
+
+// ListTenantInvites is ListInvites of one tenant's invites only.
+func (s *Store) ListTenantInvites(ctx context.Context, tenantID, cursor string, limit int) (store.Page[store.Invite], error) {
+	return s.listInvites(ctx, &tenantID, cursor, limit)
+}
+
+func (s *Store) listInvites(ctx context.Context, tenantID *string, cursor string, limit int) (store.Page[store.Invite], error) {
 	var page store.Page[store.Invite]
 	cur, hasCur, err := decodeCursor(cursor)
 	if err != nil {
@@ -104,6 +114,9 @@ func (s *Store) ListInvites(ctx context.Context, cursor string, limit int) (stor
 	}
 	limit = pageLimit(limit)
 	q := s.db.WithContext(ctx).Model(&inviteRow{})
+	if tenantID != nil {
+		q = q.Where("tenant_id = ?", *tenantID)
+	}
 	if hasCur {
 		q = q.Where("(created_at < ? OR (created_at = ? AND id < ?))", cur.T, cur.T, cur.I)
 	}
@@ -182,27 +195,18 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 	var created store.User
 	var linked store.FederatedIdentity
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		var row inviteRow
-		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("token_hash = ?", tokenHash).Take(&row).Error; err != nil {
-			return mapErr("find invite", err)
-		}
-		switch store.InviteStatus(row.Status) {
-		case store.InviteAccepted, store.InviteSuperseded:
-			return store.ErrTokenUsed
-		case store.InviteRevoked:
-			return store.ErrTokenRevoked
-		case store.InvitePending:
-		default:
-			return fmt.Errorf("invite in unknown status %q", row.Status)
-		}
-		if !now.Before(row.ExpiresAt) {
-			return store.ErrTokenExpired
+		row, err := takePendingInvite(tx, tokenHash, now)
+		if err != nil {
+			return err
 		}
 		nu := *u
 		nu.ID = newID(UserIDPrefix)
 		nu.Email = row.Email
 		nu.EmailVerified = true
 		nu.Roles = []string{row.Role}
+		if row.TenantID != "" { // the role is held inside the invite's tenant
+			nu.Roles = []string{}
+		}
 		ts := s.clock()
 		nu.CreatedAt, nu.UpdatedAt = ts, ts
 		if err := validateUser(&nu); err != nil {
@@ -210,6 +214,12 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 		}
 		if err := createUserTx(tx, &nu, ts); err != nil {
 			return err
+		}
+		if row.TenantID != "" {
+			tr := tenantRoleRow{TenantID: row.TenantID, UserID: nu.ID, Role: row.Role, CreatedAt: ts}
+			if err := tx.Create(&tr).Error; err != nil {
+				return mapErr("give the invited role in the tenant", err)
+			}
 		}
 		if fi != nil {
 			nfi := *fi
@@ -219,18 +229,9 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 			}
 			linked = nfi
 		}
-		at := dbTime(now)
-		res := tx.Model(&inviteRow{}).
-			Where("id = ? AND status = ?", row.ID, string(store.InvitePending)).
-			Updates(map[string]any{"status": string(store.InviteAccepted), "accepted_at": at, "user_id": nu.ID})
-		if res.Error != nil {
-			return mapErr("mark invite accepted", res.Error)
+		if accepted, err = markInviteAccepted(tx, row, nu.ID, now); err != nil {
+			return err
 		}
-		if res.RowsAffected == 0 {
-			return store.ErrTokenUsed
-		}
-		row.Status, row.AcceptedAt, row.UserID = string(store.InviteAccepted), &at, nu.ID
-		accepted = row.toInvite()
 		created = nu
 		return nil
 	})
@@ -240,6 +241,80 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 	*u = created
 	if fi != nil {
 		*fi = linked
+	}
+	return accepted, nil
+}
+
+// takePendingInvite locks the invite whose token hashes to tokenHash and
+// returns it while it is pending and unexpired at now; otherwise the
+// one-time-token error saying why.
+func takePendingInvite(tx *gorm.DB, tokenHash []byte, now time.Time) (inviteRow, error) {
+	var row inviteRow
+	if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("token_hash = ?", tokenHash).Take(&row).Error; err != nil {
+		return row, mapErr("find invite", err)
+	}
+	switch store.InviteStatus(row.Status) {
+	case store.InviteAccepted, store.InviteSuperseded:
+		return row, store.ErrTokenUsed
+	case store.InviteRevoked:
+		return row, store.ErrTokenRevoked
+	case store.InvitePending:
+	default:
+		return row, fmt.Errorf("invite in unknown status %q", row.Status)
+	}
+	if !now.Before(row.ExpiresAt) {
+		return row, store.ErrTokenExpired
+	}
+	return row, nil
+}
+
+// markInviteAccepted marks a pending invite accepted by userID at now.
+func markInviteAccepted(tx *gorm.DB, row inviteRow, userID string, now time.Time) (store.Invite, error) {
+	at := dbTime(now)
+	res := tx.Model(&inviteRow{}).
+		Where("id = ? AND status = ?", row.ID, string(store.InvitePending)).
+		Updates(map[string]any{"status": string(store.InviteAccepted), "accepted_at": at, "user_id": userID})
+	if res.Error != nil {
+		return store.Invite{}, mapErr("mark invite accepted", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return store.Invite{}, store.ErrTokenUsed
+	}
+	row.Status, row.AcceptedAt, row.UserID = string(store.InviteAccepted), &at, userID
+	return row.toInvite(), nil
+}
+
+// AcceptTenantInvite accepts, for the existing user userID (whose email
+// must be the invite's), the pending invite to an organisation whose token
+// hashes to tokenHash: the user gets the invite's role in its tenant, and
+// the invite is marked accepted, in one transaction. An invite of no
+// organisation, or to another address, is store.ErrNotFound; the
+// one-time-token errors otherwise.
+func (s *Store) AcceptTenantInvite(ctx context.Context, tokenHash []byte, now time.Time, userID string) (store.Invite, error) {
+	var accepted store.Invite
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		row, err := takePendingInvite(tx, tokenHash, now)
+		if err != nil {
+			return err
+		}
+		u, err := lockUser(tx, userID)
+		if err != nil {
+			return mapErr("load user", err)
+		}
+		if row.TenantID == "" || u.EmailLower != row.EmailLower {
+			return fmt.Errorf("invite for another address or of no organisation: %w", store.ErrNotFound)
+		}
+		tr := tenantRoleRow{TenantID: row.TenantID, UserID: userID, Role: row.Role, CreatedAt: s.clock()}
+		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&tr).Error; err != nil {
+			return mapErr("give the invited role in the tenant", err)
+		}
+		if accepted, err = markInviteAccepted(tx, row, userID, now); err != nil {
+			return err
+		}
+		return s.touchUser(tx, userID)
+	})
+	if err != nil {
+		return store.Invite{}, mapErr("accept tenant invite", err)
 	}
 	return accepted, nil
 }

@@ -117,6 +117,7 @@ type inviteRow struct {
 	CreatedAt  time.Time  `gorm:"column:created_at;autoCreateTime:false"`
 	AcceptedAt *time.Time `gorm:"column:accepted_at"`
 	UserID     string     `gorm:"column:user_id"`
+	TenantID   string     `gorm:"column:tenant_id"`
 }
 
 func (inviteRow) TableName() string { return "invites" }
@@ -133,6 +134,7 @@ func (r inviteRow) toInvite() store.Invite {
 		CreatedAt:  readTime(r.CreatedAt),
 		AcceptedAt: readTimePtr(r.AcceptedAt),
 		UserID:     r.UserID,
+		TenantID:   r.TenantID,
 	}
 }
 
@@ -174,6 +176,8 @@ type clientRow struct {
 
 	RefreshTokenDelivery string  `gorm:"column:refresh_token_delivery"`
 	AllowedOrigins       *string `gorm:"column:allowed_origins"`
+
+	TenantID string `gorm:"column:tenant_id"`
 }
 
 func (clientRow) TableName() string { return "oauth_clients" }
@@ -227,6 +231,8 @@ func clientToRow(c *store.Client) clientRow {
 
 		RefreshTokenDelivery: c.RefreshTokenDelivery,
 		AllowedOrigins:       encodeList(c.AllowedOrigins),
+
+		TenantID: c.TenantID,
 	}
 }
 
@@ -251,6 +257,7 @@ func (r clientRow) toClient() (store.Client, error) {
 
 		RequirePushedAuthorizationRequests: r.RequirePAR,
 		RefreshTokenDelivery:               r.RefreshTokenDelivery,
+		TenantID:                           r.TenantID,
 	}
 	var err error
 	if c.Grants, err = decodeList(r.Grants); err != nil {
@@ -333,6 +340,7 @@ type auditRow struct {
 	IP         string    `gorm:"column:ip"`
 	UserAgent  string    `gorm:"column:user_agent"`
 	Details    string    `gorm:"column:details"`
+	TenantID   string    `gorm:"column:tenant_id"`
 }
 
 func (auditRow) TableName() string { return "audit_events" }
@@ -349,6 +357,7 @@ func (r auditRow) toEvent() (store.AuditEvent, error) {
 		IP:        r.IP,
 		UserAgent: r.UserAgent,
 		Details:   map[string]string{},
+		TenantID:  r.TenantID,
 	}
 	if r.Details != "" {
 		if err := json.Unmarshal([]byte(r.Details), &e.Details); err != nil {

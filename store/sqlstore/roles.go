@@ -16,7 +16,7 @@ var ErrInvalidRole = errors.New("sqlstore: invalid role")
 
 // SyncRoles makes the roles table match the policy in one transaction:
 // every given role is inserted or updated; a stored role that is not given
-// is deleted unless some user still holds it, in which case it is kept
+// is deleted unless some user still holds it (globally or in a tenant), in which case it is kept
 // (and no error is returned) so that no user silently loses a role.
 func (s *Store) SyncRoles(ctx context.Context, roles []store.Role) error {
 	names := make([]string, 0, len(roles))
@@ -39,7 +39,8 @@ func (s *Store) SyncRoles(ctx context.Context, roles []store.Role) error {
 				return mapErr("upsert role "+r.Name, err)
 			}
 		}
-		q := tx.Where("NOT EXISTS (SELECT 1 FROM user_roles WHERE user_roles.role = roles.name)")
+		q := tx.Where("NOT EXISTS (SELECT 1 FROM user_roles WHERE user_roles.role = roles.name)").
+			Where("NOT EXISTS (SELECT 1 FROM tenant_roles WHERE tenant_roles.role = roles.name)")
 		if len(names) > 0 {
 			q = q.Where("name NOT IN ?", names)
 		}

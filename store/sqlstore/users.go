@@ -204,7 +204,8 @@ func (s *Store) GetUserByLogin(ctx context.Context, login string) (store.User, e
 }
 
 // ListUsers returns one page of users, oldest first (stable by created_at,
-// then id), without password hashes. Limit defaults to 50 and is capped at 200.
+// then id), without password hashes. With a TenantID it lists only the
+// tenant's members, and their Roles are the ones they hold in that tenant. Limit defaults to 50 and is capped at 200.
 func (s *Store) ListUsers(ctx context.Context, f store.UserFilter) (store.Page[store.User], error) {
 	var page store.Page[store.User]
 	cur, hasCur, err := decodeCursor(f.Cursor)
@@ -221,23 +222,24 @@ func (s *Store) ListUsers(ctx context.Context, f store.UserFilter) (store.Page[s
 		p := likePattern(strings.ToLower(f.Query))
 		q = q.Where(`(email_lower LIKE ? ESCAPE '\' OR name_lower LIKE ? ESCAPE '\')`, p, p)
 	}
-	if hasCur {
-		q = q.Where("(created_at > ? OR (created_at = ? AND id > ?))", cur.T, cur.T, cur.I)
+	if f.TenantID != "" {
+		q = q.Where("EXISTS (SELECT 1 FROM tenant_roles WHERE tenant_roles.user_id = users.id AND tenant_roles.tenant_id = ?)", f.TenantID)
 	}
-	var rows []userRow
-	if err := q.Order("created_at ASC, id ASC").Limit(limit + 1).Find(&rows).Error; err != nil {
+	rows, next, err := oldestFirst(q, cur, hasCur, limit, func(r userRow) (time.Time, string) { return r.CreatedAt, r.ID })
+	if err != nil {
 		return page, mapErr("list users", err)
 	}
-	if len(rows) > limit {
-		rows = rows[:limit]
-		last := rows[len(rows)-1]
-		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
-	}
+	page.NextCursor = next
 	ids := make([]string, len(rows))
 	for i, r := range rows {
 		ids[i] = r.ID
 	}
-	roles, err := rolesOf(db, ids...)
+	var roles map[string][]string
+	if f.TenantID != "" {
+		roles, err = tenantRolesOf(db, f.TenantID, ids...)
+	} else {
+		roles, err = rolesOf(db, ids...)
+	}
 	if err != nil {
 		return page, mapErr("list users", err)
 	}
@@ -348,10 +350,24 @@ func (s *Store) touchUser(tx *gorm.DB, id string) error {
 // GrantRole gives the user the role; changed is false when the user already
 // held it. An unknown user or role is store.ErrNotFound.
 func (s *Store) GrantRole(ctx context.Context, userID, role string) (changed bool, err error) {
+	return s.grantRoleRow(ctx, "grant role", userID, role, nil, &userRoleRow{UserID: userID, Role: role, CreatedAt: s.clock()})
+}
+
+// grantRoleRow is the one grant of a role assignment (global or in a
+// tenant): in one transaction it locks the user, checks that the role is
+// known and check (when given) passes, and inserts row unless it is there;
+// changed says whether it was inserted. Unknown user or role is
+// store.ErrNotFound.
+func (s *Store) grantRoleRow(ctx context.Context, what, userID, role string, check func(tx *gorm.DB) error, row any) (changed bool, err error) {
 	err = s.tx(ctx, func(tx *gorm.DB) error {
 		changed = false
 		if _, err := lockUser(tx, userID); err != nil {
 			return mapErr("load user", err)
+		}
+		if check != nil {
+			if err := check(tx); err != nil {
+				return err
+			}
 		}
 		var n int64
 		if err := tx.Model(&roleRow{}).Where("name = ?", role).Count(&n).Error; err != nil {
@@ -360,10 +376,9 @@ func (s *Store) GrantRole(ctx context.Context, userID, role string) (changed boo
 		if n == 0 {
 			return fmt.Errorf("role %q: %w", role, store.ErrNotFound)
 		}
-		res := tx.Clauses(clause.OnConflict{DoNothing: true}).
-			Create(&userRoleRow{UserID: userID, Role: role, CreatedAt: s.clock()})
+		res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(row)
 		if res.Error != nil {
-			return mapErr("insert user role", res.Error)
+			return mapErr("insert role assignment", res.Error)
 		}
 		if res.RowsAffected == 0 {
 			return nil
@@ -372,7 +387,7 @@ func (s *Store) GrantRole(ctx context.Context, userID, role string) (changed boo
 		return s.touchUser(tx, userID)
 	})
 	if err != nil {
-		return false, mapErr("grant role", err)
+		return false, mapErr(what, err)
 	}
 	return changed, nil
 }

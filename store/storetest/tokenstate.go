@@ -85,6 +85,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"fail/family_started_before_cutoff", testFamilyBeforeCutoff},
 		{"ok/family_auth_time", testFamilyAuthTime},
 		{"ok/family_amr_survives_rotation", testFamilyAMR},
+		{"ok/family_tenant_survives_rotation", testFamilyAMR},
 		{"race/create_family_vs_end_sessions", testConcurrentCreateVsCutoff},
 		{"ok/session_cap_ends_oldest", testSessionCap},
 		{"race/session_cap_concurrent_logins", testConcurrentSessionCap},
@@ -187,6 +188,7 @@ func newFamily(userID string, base time.Time) store.RefreshFamily {
 		Scope:          "openid profile users:read",
 		RequestedScope: "users:read",
 		AMR:            []string{"pwd", "otp", "mfa"},
+		TenantID:       "ten_" + userID,
 		CreatedAt:      base,
 		AbsoluteExpiry: base.Add(30 * 24 * time.Hour),
 		IdleTTL:        7 * 24 * time.Hour,
@@ -244,7 +246,7 @@ func wantFamily(t *testing.T, got, want store.RefreshFamily) {
 	if got.ID != want.ID || got.UserID != want.UserID || got.ClientID != want.ClientID ||
 		got.Scope != want.Scope || got.RequestedScope != want.RequestedScope ||
 		!got.CreatedAt.Equal(want.CreatedAt) || !got.AbsoluteExpiry.Equal(want.AbsoluteExpiry) ||
-		got.IdleTTL != want.IdleTTL || !slices.Equal(got.AMR, want.AMR) {
+		got.IdleTTL != want.IdleTTL || !slices.Equal(got.AMR, want.AMR) || got.TenantID != want.TenantID {
 		t.Fatalf("family:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -1156,25 +1158,26 @@ func testFamilyAuthTime(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	create(t, st, fresh)
 }
 
-// testFamilyAMR: the login's amr comes back unchanged from every rotation
-// outcome that returns the family (current token, grace replay, reuse) and
-// from FindRefresh, however long the chain; a family without one answers
-// none.
+// testFamilyAMR: the login's amr and tenant come back unchanged from every
+// rotation outcome that returns the family (current token, grace replay,
+// reuse) and from FindRefresh, however long the chain; a family without
+// one answers none.
 func testFamilyAMR(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	st := newBackend(t, Config{}).State
 	base := baseTime()
 	for _, tc := range []struct {
-		name string
-		amr  []string
+		name   string
+		amr    []string
+		tenant string
 	}{
-		{"mfa_otp", []string{"pwd", "otp", "mfa"}},
-		{"mfa_hwk", []string{"pwd", "hwk", "user", "mfa"}},
-		{"password", []string{"pwd"}},
-		{"none", nil},
+		{"mfa_otp", []string{"pwd", "otp", "mfa"}, "ten_a"},
+		{"mfa_hwk", []string{"pwd", "hwk", "user", "mfa"}, ""},
+		{"password", []string{"pwd"}, "ten_b"},
+		{"none", nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fam := newFamily(randomID("u-"), base)
-			fam.AMR = tc.amr
+			fam.AMR, fam.TenantID = tc.amr, tc.tenant
 			tok := create(t, st, fam)
 			now := base
 			for i := 0; i < 3; i++ {

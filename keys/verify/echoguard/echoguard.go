@@ -1,6 +1,9 @@
 package echoguard
 
 import (
+	"net/http"
+	"slices"
+
 	"github.com/labstack/echo/v4"
 
 	"github.com/portcullis-auth/portcullis/keys/verify"
@@ -35,6 +38,20 @@ func (eg *Guard) RequireAnyScope(perms ...string) echo.MiddlewareFunc {
 // RequireRole admits tokens carrying role or a higher one (see verify.RoleLevels).
 func (eg *Guard) RequireRole(role string) echo.MiddlewareFunc {
 	return eg.Require(verify.Role(role))
+}
+
+// RequireTenant admits tokens whose `tenant` claim equals, exactly, the
+// route parameter param (verify.Tenant); a missing claim, an empty
+// parameter or another organisation's token is 403. Other requirements
+// may be added: eg.RequireTenant("tenant", verify.Scope("projects:read")).
+func (eg *Guard) RequireTenant(param string, reqs ...verify.Requirement) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			value := c.Param(param)
+			tenant := verify.Tenant(func(*http.Request) string { return value })
+			return eg.Require(append(slices.Clone(reqs), tenant)...)(next)(c)
+		}
+	}
 }
 
 // Require admits valid tokens meeting every requirement. A refused request

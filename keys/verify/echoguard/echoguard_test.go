@@ -71,6 +71,7 @@ func TestEchoGuard(t *testing.T) {
 	e.POST("/projects", me, g.RequireScope("projects:write"))
 	e.GET("/admin", me, g.RequireRole("admin"))
 	e.GET("/either", me, g.Require(verify.Any(verify.Role("admin"), verify.Scope("projects:write"))))
+	e.GET("/tenants/:tenant/projects", me, g.RequireTenant("tenant", verify.Scope("projects:read")))
 
 	now := time.Now()
 	claims := func(scope string, roles ...string) map[string]any {
@@ -80,6 +81,13 @@ func TestEchoGuard(t *testing.T) {
 	viewer := sign(t, key, "k1", claims("projects:read", "viewer"))
 	admin := sign(t, key, "k1", claims("projects:read projects:write users:read", "admin"))
 	expired := sign(t, key, "k1", func() map[string]any { c := claims("projects:read"); c["exp"] = now.Add(-time.Hour).Unix(); return c }())
+	ofTenant := func(tenant, scope string) string {
+		c := claims(scope, "viewer")
+		c["tenant"] = tenant
+		return sign(t, key, "k1", c)
+	}
+	acme, acmeWrite := ofTenant("acme", "projects:read"), ofTenant("acme", "projects:write")
+	const tenantRefused = `Bearer error="insufficient_scope", error_description="This request needs a token of the organisation it names."`
 
 	tests := []struct {
 		name, method, path, token string
@@ -95,6 +103,12 @@ func TestEchoGuard(t *testing.T) {
 		{"fail/expired", "GET", "/me", expired, 401, `Bearer error="invalid_token", error_description="The access token expired."`},
 		{"fail/scope", "POST", "/projects", viewer, 403, `Bearer error="insufficient_scope", scope="projects:write", error_description="This request needs the permission projects:write."`},
 		{"fail/role", "GET", "/admin", viewer, 403, `Bearer error="insufficient_scope", error_description="This request needs the role admin or higher."`},
+		{"ok/tenant", "GET", "/tenants/acme/projects", acme, 200, ""},
+		{"fail/tenant A on route B", "GET", "/tenants/globex/projects", acme, 403, tenantRefused},
+		{"fail/tenant missing", "GET", "/tenants/acme/projects", viewer, 403,
+			`Bearer error="insufficient_scope", error_description="This request needs a token of the organisation it names; this token belongs to none."`},
+		{"fail/tenant scope checked first", "GET", "/tenants/acme/projects", acmeWrite, 403,
+			`Bearer error="insufficient_scope", scope="projects:read", error_description="This request needs the permission projects:read."`},
 		{"fail/neither role nor scope", "GET", "/either", viewer, 403, `Bearer error="insufficient_scope", scope="projects:write", error_description="This request needs either the role admin or higher, or the permission projects:write."`},
 	}
 	for _, tc := range tests {

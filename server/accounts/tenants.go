@@ -1,0 +1,372 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/tenancy"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// Answers of the organisation rules.
+var (
+	errNotInTenant = apierr.ErrForbidden.WithDescription(
+		"Your account no longer holds a role in this token's organisation.")
+	errTenantsOff = apierr.ErrForbidden.WithDescription(
+		"This token belongs to an organisation, and organisations are off.")
+	errPlatformOnly = apierr.ErrForbidden.WithDescription(
+		"This is an operation of the whole instance; an organisation's token cannot do it.")
+	errOutsideTenant = apierr.ErrForbidden.WithDescription(
+		"This belongs to another organisation or to the whole instance.")
+	errSharedAccount = apierr.ErrForbidden.WithDescription(
+		"This account also belongs to another organisation or holds a platform role, so only a platform admin can change it.")
+	errPlatformRoleInTenant = apierr.ErrInvalidRequest.WithDescription(
+		"A platform role is held across the whole instance, never inside an organisation.")
+	errTenantRoleGlobally = apierr.ErrInvalidRequest.WithDescription(
+		"With organisations on, this role is held inside an organisation: grant it with POST /admin/tenants/{id}/members.")
+	errTenantNotFound = apierr.ErrNotFound.WithDescription("No organisation has this id.")
+)
+
+// actorScope is where an admin operation acts: the whole instance (zero
+// tenant) or one organisation. actor holds the roles the acting user has
+// there (with organisations on: the tenant's roles, or the platform roles
+// of a token naming no tenant).
+type actorScope struct {
+	actor  store.User
+	tenant store.Tenant
+}
+
+// inTenant reports whether the scope is one organisation.
+func (sc actorScope) inTenant() bool { return sc.tenant.ID != "" }
+
+// scopeOf is the one rule of organisations for /admin: every admin
+// operation learns from it who acts and where, and is confined to that.
+// With organisations off, the actor acts on the whole instance with their
+// stored roles, and a token naming a tenant acts nowhere (403). With them
+// on, a token naming no tenant acts on the whole instance with the actor's
+// platform roles only; a token naming a tenant acts inside it with the
+// roles held there, and holding none any more is 403 at once (not at the
+// token's expiry).
+func (s *Service) scopeOf(ctx context.Context, actor Actor) (actorScope, error) {
+	u, err := s.loadActorRecord(ctx, actor)
+	if err != nil {
+		return actorScope{}, err
+	}
+	if s.tenancy == nil {
+		if actor.Tenant != "" {
+			return actorScope{}, errTenantsOff
+		}
+		return actorScope{actor: u}, nil
+	}
+	u, t, err := s.tenancy.ForLogin(ctx, u, actor.Tenant)
+	switch {
+	case errors.Is(err, tenancy.ErrRefused):
+		return actorScope{}, errNotInTenant
+	case err != nil:
+		return actorScope{}, storeErr("load the actor's organisation", err, nil)
+	}
+	return actorScope{actor: u, tenant: t}, nil
+}
+
+// platformOnly refuses (403) an operation of the whole instance (signing
+// keys, creating organisations) to a scope inside an organisation.
+func (sc actorScope) platformOnly() error {
+	if sc.inTenant() {
+		return errPlatformOnly
+	}
+	return nil
+}
+
+// target loads the user an operation in scope sc acts on; unknown is 404.
+// In an organisation, a user who is not a member is 404 as well (nothing
+// tells the tenant admin the account exists), their Roles are the ones
+// they hold there, and when own is set (the operation changes or reveals
+// the account itself: its password, sessions, factors, keys, consents,
+// identities, active state, existence) the account must belong to this
+// organisation alone and hold no platform role, else 403.
+func (s *Service) target(ctx context.Context, sc actorScope, id string, own bool) (store.User, error) {
+	if id == "" || len(id) > maxIDLen {
+		return store.User{}, errUserNotFound
+	}
+	u, err := s.store.GetUser(ctx, id)
+	if err != nil {
+		return store.User{}, storeErr("load user", err, errUserNotFound)
+	}
+	u.PasswordHash = ""
+	if !sc.inTenant() {
+		return u, nil
+	}
+	global := u.Roles
+	if u.Roles, err = s.store.TenantRoles(ctx, sc.tenant.ID, u.ID); err != nil {
+		return store.User{}, storeErr("load the user's roles in the organisation", err, nil)
+	}
+	if len(u.Roles) == 0 {
+		return store.User{}, errUserNotFound
+	}
+	if !own {
+		return u, nil
+	}
+	if platform, _ := s.policy.SplitPlatform(global); len(platform) > 0 {
+		return store.User{}, errSharedAccount
+	}
+	ids, err := s.store.UserTenantIDs(ctx, u.ID)
+	if err != nil {
+		return store.User{}, storeErr("load the user's organisations", err, nil)
+	}
+	if !slices.Equal(ids, []string{sc.tenant.ID}) {
+		return store.User{}, errSharedAccount
+	}
+	return u, nil
+}
+
+// accountAs loads, for a read by actor that reveals the account itself
+// (sessions, consents, identities), the user in the actor's scope (target
+// with own).
+func (s *Service) accountAs(ctx context.Context, actor Actor, id string) (store.User, error) {
+	sc, err := s.scopeOf(ctx, actor)
+	if err != nil {
+		return store.User{}, err
+	}
+	return s.target(ctx, sc, id, true)
+}
+
+// tenantFor returns the organisation an operation in scope sc names by id
+// (the /admin/tenants/{id}/… routes): inside an organisation only its own
+// (another is 403); on the whole instance any existing one (unknown 404).
+func (s *Service) tenantFor(ctx context.Context, sc actorScope, id string) (store.Tenant, error) {
+	if sc.inTenant() {
+		if id != sc.tenant.ID {
+			return store.Tenant{}, errOutsideTenant
+		}
+		return sc.tenant, nil
+	}
+	if id == "" || len(id) > maxIDLen {
+		return store.Tenant{}, errTenantNotFound
+	}
+	t, err := s.store.GetTenant(ctx, id)
+	if err != nil {
+		return store.Tenant{}, storeErr("load organisation", err, errTenantNotFound)
+	}
+	return t, nil
+}
+
+// inTenantOf scopes sc to organisation t for an operation of a platform
+// actor on it (their platform roles stand above any tenant role).
+func (sc actorScope) inTenantOf(t store.Tenant) actorScope {
+	sc.tenant = t
+	return sc
+}
+
+// ownsRecord refuses (403 for a record of the whole instance, 404 for
+// another organisation's) a record (client, invite) whose tenant is
+// recordTenant to a scope inside an organisation; the whole instance owns
+// every record.
+func (sc actorScope) ownsRecord(recordTenant string, notFound error) error {
+	switch {
+	case !sc.inTenant() || recordTenant == sc.tenant.ID:
+		return nil
+	case recordTenant == "":
+		return errOutsideTenant
+	}
+	return notFound
+}
+
+// Tenant is an organisation as the API shows it.
+type Tenant struct {
+	ID     string `json:"id"`
+	Slug   string `json:"slug"`
+	Name   string `json:"name"`
+	Active bool   `json:"active"`
+}
+
+func viewTenant(t store.Tenant) Tenant {
+	return Tenant{ID: t.ID, Slug: t.Slug, Name: t.Name, Active: t.Active}
+}
+
+// Member is a member of an organisation as the API shows it.
+type Member struct {
+	UserID string   `json:"user_id"`
+	Email  string   `json:"email"`
+	Roles  []string `json:"roles"`
+}
+
+// errTenantsDisabled answers the organisation routes while they are off.
+var errTenantsDisabled = apierr.ErrNotFound.WithDescription("Organisations are off (PORTCULLIS_TENANTS).")
+
+// tenantScope is scopeOf for the organisation operations, which exist only
+// while organisations are on (else 404).
+func (s *Service) tenantScope(ctx context.Context, actor Actor) (actorScope, error) {
+	if s.tenancy == nil {
+		return actorScope{}, errTenantsDisabled
+	}
+	return s.scopeOf(ctx, actor)
+}
+
+// CreateTenant creates an active organisation: an operation of the whole
+// instance (403 to an organisation's token). The slug is its tokens'
+// `tenant` claim: 1 to 63 of a-z 0-9 and '-' (400 otherwise); a taken slug
+// is 409. Audit tenant.created.
+func (s *Service) CreateTenant(ctx context.Context, actor Actor, slug, name string) (Tenant, error) {
+	sc, err := s.tenantScope(ctx, actor)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if err := sc.platformOnly(); err != nil {
+		return Tenant{}, err
+	}
+	if !tenancy.ValidSlug(slug) {
+		return Tenant{}, apierr.ErrInvalidRequest.WithDescription(
+			"The slug must be 1 to %d lower-case letters, digits and hyphens, starting and ending with a letter or digit.", tenancy.MaxSlugLen)
+	}
+	if name, err = normaliseName(name); err != nil {
+		return Tenant{}, err
+	}
+	if name == "" {
+		return Tenant{}, apierr.ErrInvalidRequest.WithDescription("A name is required.")
+	}
+	t := store.Tenant{Slug: slug, Name: name, Active: true}
+	if err := s.store.CreateTenant(ctx, &t); err != nil {
+		if errors.Is(err, store.ErrAlreadyExists) {
+			return Tenant{}, apierr.ErrConflict.WithDescription("An organisation with this slug already exists.")
+		}
+		return Tenant{}, storeErr("create organisation", err, nil)
+	}
+	s.recordIn(ctx, sc.inTenantOf(t), "tenant.created", store.OutcomeSuccess, t.ID, actor.Meta, map[string]string{"slug": t.Slug})
+	return viewTenant(t), nil
+}
+
+// ListTenants returns one page of organisations, oldest first: all of
+// them on the whole instance, only its own to an organisation's token.
+func (s *Service) ListTenants(ctx context.Context, actor Actor, cursor string, limit int) (Page[Tenant], error) {
+	sc, err := s.tenantScope(ctx, actor)
+	if err != nil {
+		return Page[Tenant]{}, err
+	}
+	if sc.inTenant() {
+		return Page[Tenant]{Items: []Tenant{viewTenant(sc.tenant)}}, nil
+	}
+	page, err := s.store.ListTenants(ctx, cursor, limit)
+	if err != nil {
+		return Page[Tenant]{}, listErr("list organisations", err)
+	}
+	out := Page[Tenant]{Items: make([]Tenant, 0, len(page.Items)), NextCursor: page.NextCursor}
+	for _, t := range page.Items {
+		out.Items = append(out.Items, viewTenant(t))
+	}
+	return out, nil
+}
+
+// TenantMembers returns one page of an organisation's members with their
+// roles there (tenantFor: only one's own organisation inside one).
+func (s *Service) TenantMembers(ctx context.Context, actor Actor, tenantID, cursor string, limit int) (Page[Member], error) {
+	sc, err := s.tenantScope(ctx, actor)
+	if err != nil {
+		return Page[Member]{}, err
+	}
+	t, err := s.tenantFor(ctx, sc, tenantID)
+	if err != nil {
+		return Page[Member]{}, err
+	}
+	page, err := s.store.ListTenantMembers(ctx, t.ID, cursor, limit)
+	if err != nil {
+		return Page[Member]{}, listErr("list members", err)
+	}
+	out := Page[Member]{Items: make([]Member, 0, len(page.Items)), NextCursor: page.NextCursor}
+	for _, m := range page.Items {
+		out.Items = append(out.Items, Member{UserID: m.UserID, Email: m.Email, Roles: m.Roles})
+	}
+	return out, nil
+}
+
+// AddTenantMember gives an existing user (any user of the instance, by
+// id) a role in the organisation, under the privilege ceiling there (as
+// GrantRole); the answer is the member. A platform role is 400.
+func (s *Service) AddTenantMember(ctx context.Context, actor Actor, tenantID, userID, role string) (Member, error) {
+	sc, err := s.tenantScope(ctx, actor)
+	if err != nil {
+		return Member{}, err
+	}
+	t, err := s.tenantFor(ctx, sc, tenantID)
+	if err != nil {
+		return Member{}, err
+	}
+	u, err := s.grantIn(ctx, sc.inTenantOf(t), actor.Meta, userID, role, false)
+	if err != nil {
+		return Member{}, err
+	}
+	return Member{UserID: u.ID, Email: u.Email, Roles: u.Roles}, nil
+}
+
+// InviteTenantMember invites an email address to the organisation with a
+// role (CreateInvite's rules, the role held there once accepted).
+func (s *Service) InviteTenantMember(ctx context.Context, actor Actor, tenantID, email, role string) (Invite, error) {
+	sc, err := s.tenantScope(ctx, actor)
+	if err != nil {
+		return Invite{}, err
+	}
+	t, err := s.tenantFor(ctx, sc, tenantID)
+	if err != nil {
+		return Invite{}, err
+	}
+	return s.createInvite(ctx, sc.inTenantOf(t), actor.Meta, store.UserHuman, email, role)
+}
+
+// RemoveTenantMember takes every role in the organisation from a member
+// the actor may manage there (the privilege ceiling; never oneself) and
+// ends every session of the user, as a role removal does: their next
+// refresh in the organisation fails. Not a member is 404. Audit
+// tenant.member_removed.
+func (s *Service) RemoveTenantMember(ctx context.Context, actor Actor, tenantID, userID string) error {
+	sc, err := s.tenantScope(ctx, actor)
+	if err != nil {
+		return err
+	}
+	t, err := s.tenantFor(ctx, sc, tenantID)
+	if err != nil {
+		return err
+	}
+	sc = sc.inTenantOf(t)
+	m, err := s.target(ctx, sc, userID, false)
+	if err != nil {
+		return err
+	}
+	if err := s.policy.CanManage(subject(sc.actor), subject(m)); err != nil {
+		return ceilingErr(err)
+	}
+	removed, err := s.store.RemoveTenantMember(ctx, t.ID, m.ID)
+	if err != nil {
+		return storeErr("remove member", err, errUserNotFound)
+	}
+	if !removed {
+		return nil
+	}
+	if err := s.sessions.EndUserSessions(ctx, m.ID); err != nil {
+		s.log.Error("member removal: the member is removed but the sessions could not be ended", "user_id", m.ID, "err", err)
+		return err
+	}
+	s.recordIn(ctx, sc, "tenant.member_removed", store.OutcomeSuccess, m.ID, actor.Meta,
+		map[string]string{"roles": strings.Join(m.Roles, " ")})
+	return nil
+}
+
+// EnsureDefaultTenant runs the one-time move of today's role assignments
+// into the organisation `default` when organisations are on (idempotent;
+// the platform roles stay global). It reports whether this call moved them.
+func (s *Service) EnsureDefaultTenant(ctx context.Context) (bool, error) {
+	if s.tenancy == nil {
+		return false, nil
+	}
+	moved, err := s.store.EnsureDefaultTenant(ctx, "Default", s.policy.PlatformRoles())
+	if err != nil {
+		return false, fmt.Errorf("move role assignments into the default organisation: %w", err)
+	}
+	if moved {
+		s.record(ctx, "tenant.created", store.OutcomeSuccess, OperatorActorID, store.DefaultTenantSlug, Meta{},
+			map[string]string{"slug": store.DefaultTenantSlug, "reason": "organisations turned on: existing role assignments moved in"})
+	}
+	return moved, nil
+}

@@ -1,0 +1,159 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/keys/verify/apikey"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/tenancy"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// errTenantRefused answers a login or refresh whose tenant is unknown,
+// inactive, or one the user is not a member of: the same words in every
+// case, so they tell nobody which tenants exist.
+var errTenantRefused = apierr.ErrInvalidGrant.WithDescription(
+	"The organisation is unknown or inactive, or the account is not a member of it.")
+
+// tenancyErr turns an error of the tenancy rules into the answer.
+func tenancyErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, tenancy.ErrRefused):
+		return errTenantRefused.WithCause(err)
+	}
+	return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("tenant: %w", err))
+}
+
+// loginTenant gives user the roles of a login through client naming the
+// tenant slug: with organisations off the user as is (the parameter means
+// nothing); on, the tenant's roles, or the platform roles when slug is "".
+// A client of an organisation logs in only to it: naming none means its
+// own, naming another is refused.
+func (s *Service) loginTenant(ctx context.Context, client store.Client, user store.User, slug string) (store.User, store.Tenant, error) {
+	if s.tenancy == nil {
+		return user, store.Tenant{}, nil
+	}
+	if client.TenantID != "" {
+		own, err := s.clientTenant(ctx, client)
+		if err != nil {
+			return store.User{}, store.Tenant{}, err
+		}
+		if slug != "" && slug != own.Slug {
+			return store.User{}, store.Tenant{}, errTenantRefused.WithCause(errors.New("the client belongs to another organisation"))
+		}
+		slug = own.Slug
+	}
+	u, t, err := s.tenancy.ForLogin(ctx, user, slug)
+	return u, t, tenancyErr(err)
+}
+
+// sessionTenant is loginTenant for a refresh family bound to tenantID. A
+// family bound to a tenant while organisations are off is refused: nothing
+// would keep it to its tenant.
+func (s *Service) sessionTenant(ctx context.Context, user store.User, tenantID string) (store.User, store.Tenant, error) {
+	if s.tenancy == nil {
+		if tenantID != "" {
+			return store.User{}, store.Tenant{}, errTenantRefused.WithCause(errors.New("organisations are off"))
+		}
+		return user, store.Tenant{}, nil
+	}
+	u, t, err := s.tenancy.ForSession(ctx, user, tenantID)
+	return u, t, tenancyErr(err)
+}
+
+// clientTenant is the tenant a client belongs to (zero for a platform
+// client): its client_credentials tokens always carry it. A client of an
+// unknown or inactive tenant, or of a tenant while organisations are off,
+// gets nothing.
+func (s *Service) clientTenant(ctx context.Context, client store.Client) (store.Tenant, error) {
+	if client.TenantID == "" {
+		return store.Tenant{}, nil
+	}
+	refused := apierr.ErrUnauthorizedClient.WithDescription("The client's organisation is inactive or organisations are off.")
+	if s.tenancy == nil {
+		return store.Tenant{}, refused
+	}
+	t, err := s.tenancy.GetTenant(ctx, client.TenantID)
+	if errors.Is(err, store.ErrNotFound) || err == nil && !t.Active {
+		return store.Tenant{}, refused
+	}
+	if err != nil {
+		return store.Tenant{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load the client's tenant: %w", err))
+	}
+	return t, nil
+}
+
+// switchTenant exchanges a user's access token of this issuer (not
+// revoked, issued to this very client, not one exchanged from an API key)
+// for one access token of the organisation req.Tenant names: the user must
+// hold a role there (else invalid_grant, as a login naming it). The new
+// token holds that tenant's roles and at most the permissions the
+// presented token holds (narrowed by a named scope and the client's),
+// keeps its sid (ending that session ends this token too), amr and
+// auth_time, and lives no longer than it. No refresh token and no id
+// token: a session in the new tenant takes a new login, so an access
+// token can never be turned into a longer session this way.
+func (s *Service) switchTenant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
+	refused := apierr.ErrInvalidRequest.WithDescription("The subject token is invalid, expired or refused.")
+	now := s.now()
+	c, err := s.verifyAccessToken(req.SubjectToken, now)
+	if err != nil {
+		return Response{}, refused.WithCause(err)
+	}
+	if !c.IsUser() || c.SID == "" || c.ClientID != client.ID {
+		return Response{}, refused.WithDescription("Only a user's access token issued to this client can switch organisation.")
+	}
+	if _, fromKey := apikey.KeyIDOfSession(c.SID); fromKey {
+		return Response{}, refused.WithDescription("A token exchanged from an API key cannot switch organisation.")
+	}
+	if gone, err := s.revoked(ctx, c); err != nil {
+		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	} else if gone {
+		return Response{}, refused.WithDescription("The subject token has been revoked.")
+	}
+	user, err := s.users.GetUser(ctx, c.Subject)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Response{}, refused
+		}
+		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+	}
+	if !user.Active || user.MustChangePassword {
+		return Response{}, refused.WithDescription("The account cannot switch organisation now.")
+	}
+	user, tn, err := s.loginTenant(ctx, client, user, req.Tenant)
+	if err != nil {
+		return Response{}, err
+	}
+	grant, err := s.loginScope(client, user, req.Scope, false)
+	if err != nil {
+		return Response{}, err
+	}
+	held := c.Scopes()
+	perms := slices.DeleteFunc(grant.Permissions, func(p string) bool { return !slices.Contains(held, p) })
+	ttl := time.Duration(s.accessTTL(client)) * time.Second
+	ttl = min(ttl, time.Unix(c.Expiry, 0).Sub(now).Truncate(time.Second))
+	if ttl < time.Second {
+		return Response{}, refused.WithDescription("The subject token expires now.")
+	}
+	g := grantSet{client: client, user: &user, permissions: perms, roles: slices.Clone(user.Roles), sid: c.SID,
+		amr: c.AMR, tenant: tn, ttl: ttl}
+	if c.AuthTime != 0 {
+		g.authTime = time.Unix(c.AuthTime, 0)
+	}
+	resp, err := s.respond(g, "", now)
+	if err != nil {
+		return Response{}, err
+	}
+	resp.IssuedTokenType = TokenTypeAccessToken
+	s.audit.Record(ctx, store.AuditEvent{Action: "tenant.switched", Outcome: store.OutcomeSuccess, ActorID: user.ID,
+		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: tn.ID,
+		Details: map[string]string{"sid": c.SID, "from_tenant": c.Tenant, "grant": GrantTokenExchange}})
+	return resp, nil
+}
