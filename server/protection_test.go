@@ -147,7 +147,9 @@ func TestMetrics(t *testing.T) {
 	// two, sent at once, the throttle admits one (which fails) and refuses
 	// the other, whatever the timing (a sequential third guess would find
 	// the 1 s delay over when argon2id runs slow on a loaded machine).
-	guess := func(int) { d.c.PostForm("/oauth2/token", st.PasswordForm("mallory@example.com", "guess guess guess", ""), web) }
+	guess := func(int) {
+		d.c.PostForm("/oauth2/token", st.PasswordForm("mallory@example.com", "guess guess guess", ""), web)
+	}
 	guess(0)
 	st.AtOnce(2, guess)
 	after := scrape(t, d.c)
