@@ -68,19 +68,20 @@ func NewExpiryNotices(d NoticeDeps) (*ExpiryNotices, error) {
 	return &ExpiryNotices{d: d}, nil
 }
 
-// Run sends a round of notices at once and then every NoticeEvery, until
-// ctx ends.
+// Run sends a round of notices every NoticeEvery until ctx ends (the first
+// an interval after the start: with a week's notice an hour is nothing, and
+// a fleet restarting together does not crowd the database).
 func (n *ExpiryNotices) Run(ctx context.Context) {
 	t := time.NewTicker(NoticeEvery)
 	defer t.Stop()
 	for {
-		if _, err := n.RunOnce(ctx); err != nil && ctx.Err() == nil {
-			n.d.Logger.Warn("API key expiry notices: a round failed; the next one retries", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if _, err := n.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			n.d.Logger.Warn("API key expiry notices: a round failed; the next one retries", "err", err)
 		}
 	}
 }
@@ -96,7 +97,17 @@ func (n *ExpiryNotices) RunOnce(ctx context.Context) (int, error) {
 			return sent, fmt.Errorf("claim API keys about to expire: %w", err)
 		}
 		var failed []error
-		for _, e := range due {
+		for i, e := range due {
+			if ctx.Err() != nil {
+				// Shutting down: the keys not yet notified go back for the
+				// next round, here or on another instance.
+				for _, rest := range due[i:] {
+					if err := n.d.Keys.ReleaseExpiringAPIKey(context.WithoutCancel(ctx), rest.Key.ID); err != nil {
+						failed = append(failed, err)
+					}
+				}
+				return sent, errors.Join(append(failed, ctx.Err())...)
+			}
 			ok, err := n.notify(ctx, e)
 			if ok {
 				sent++
@@ -136,7 +147,10 @@ func (n *ExpiryNotices) notify(ctx context.Context, e store.ExpiringAPIKey) (boo
 	}
 	msg, err := n.d.Templates.APIKeyExpiring(data)
 	if err == nil {
-		sctx, cancel := context.WithTimeout(ctx, noticeTimeout)
+		// A notice begun is finished even while the server stops (within
+		// noticeTimeout): cutting it off could leave it delivered but
+		// released, to be sent again.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), noticeTimeout)
 		err = n.d.Mail.Send(sctx, msg)
 		cancel()
 	}

@@ -120,3 +120,32 @@ func TestExpiryNotices(t *testing.T) {
 		})
 	}
 }
+
+// TestExpiryNoticesStopping: a round whose context ends (the server
+// stopping) sends nothing more and releases every key it claimed but did
+// not notify, for the next round.
+func TestExpiryNoticesStopping(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	tmpl, err := mail.NewTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	due := []store.ExpiringAPIKey{
+		{Key: store.APIKey{ID: "apk_1", OwnerID: "usr_a", Name: "a", Hint: "h", ExpiresAt: now.Add(time.Hour)}, ToOwner: true, Notify: "a@example.com"},
+		{Key: store.APIKey{ID: "apk_2", OwnerID: "usr_b", Name: "b", Hint: "h", ExpiresAt: now.Add(time.Hour)}, ToOwner: true, Notify: "b@example.com"},
+	}
+	keys, box := &dueKeys{t: t, now: now, due: due}, &outbox{}
+	n, err := NewExpiryNotices(NoticeDeps{Keys: keys, Mail: box, Templates: tmpl, Audit: &fakeAudit{}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	sent, err := n.RunOnce(ctx)
+	if sent != 0 || len(box.sent) != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("RunOnce = %d, %v; %d sent", sent, err, len(box.sent))
+	}
+	if len(keys.released) != 2 || keys.released[0] != "apk_1" || keys.released[1] != "apk_2" {
+		t.Fatalf("released %v, want both", keys.released)
+	}
+}
