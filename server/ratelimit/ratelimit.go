@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -196,12 +197,18 @@ func (l *Limiter) throttled(reset time.Duration) error {
 // LoginSucceeded clears the account's failures (and the attempt CheckLogin
 // counted).
 func (l *Limiter) LoginSucceeded(ctx context.Context, ip, login string) {
+	_ = l.ClearLogin(ctx, login)
+}
+
+// ClearLogin forgets the account's failed logins and any delay they
+// started (after a success, or when an administrator clears the throttle).
+// A nil Limiter (rate limits off) has nothing to clear.
+func (l *Limiter) ClearLogin(ctx context.Context, login string) error {
 	if l == nil {
-		return
+		return nil
 	}
 	key := Hash(login)
-	_ = l.c.ResetCounter(ctx, "rl:login_fail:"+key)
-	_ = l.c.ResetCounter(ctx, "rl:login_lock:"+key)
+	return errors.Join(l.c.ResetCounter(ctx, "rl:login_fail:"+key), l.c.ResetCounter(ctx, "rl:login_lock:"+key))
 }
 
 // LockoutDelay is the wait after the (over+1)-th failure past the limit:
