@@ -49,7 +49,9 @@ type clientForm struct {
 // clientGrants are the grants the create form offers.
 var clientGrants = []string{token.GrantAuthorizationCode, token.GrantRefreshToken, token.GrantClientCredentials, token.GrantPassword}
 
-func (c *Console) clientsScreen(r *request) error { return c.showClients(r, http.StatusOK, view{}, clientForm{}) }
+func (c *Console) clientsScreen(r *request) error {
+	return c.showClients(r, http.StatusOK, view{}, clientForm{})
+}
 
 func (c *Console) showClients(r *request, status int, v view, f clientForm) error {
 	if ok, err := c.allow(r, policy.PermClientsRead); !ok {
