@@ -171,7 +171,14 @@ func (c *Console) callback(ec echo.Context) error {
 	}
 	start := browsersession.Start{UserID: claims.Subject, AMR: claims.AMR, IP: m.IP, UserAgent: m.UserAgent}
 	if claims.AuthTime > 0 {
-		start.AuthTime = time.Unix(claims.AuthTime, 0)
+		// auth_time has whole seconds: the end of its second (never after
+		// now), so that a sign-in just after a cut-off (an MFA reset, say)
+		// is not taken for one before it. A sign-in that began before a
+		// cut-off never gets here: its access token is revoked.
+		start.AuthTime = time.Unix(claims.AuthTime, int64(time.Second-1))
+		if now := c.now(); start.AuthTime.After(now) {
+			start.AuthTime = now
+		}
 	}
 	_, cookie, err := c.sessions.Start(ctx, start, secure)
 	if err != nil {

@@ -1,0 +1,269 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/console"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+const consolePassword = "console operator password 1"
+
+// follow follows the 303s from p (GETs, as a browser does) to the page
+// that is not a redirect.
+func follow(t *testing.T, hc *http.Client, p siPage) siPage {
+	t.Helper()
+	for i := 0; p.StatusCode >= 300 && p.StatusCode < 400; i++ {
+		if i > 10 {
+			t.Fatalf("too many redirects, last to %s", p.Header.Get("Location"))
+		}
+		next, err := p.Request.URL.Parse(p.Header.Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p = siGet(t, hc, next.String())
+	}
+	return p
+}
+
+// consoleSignIn signs the person in to the console with hc through the
+// hosted login (and its TOTP step when secret is set) and returns the page
+// the sign-in ends on, and the console cookie the callback set.
+func consoleSignIn(t *testing.T, in *st.Instance, hc *http.Client, email, secret, path string) (siPage, *http.Cookie) {
+	t.Helper()
+	start := siGet(t, hc, in.URL+path)
+	if start.StatusCode != http.StatusSeeOther || !strings.HasPrefix(start.Header.Get("Location"), "/console/login?next=") {
+		t.Fatalf("%s without a session: %d to %q, want 303 to the console sign-in", path, start.StatusCode, start.Header.Get("Location"))
+	}
+	login := follow(t, hc, start)
+	step := login.submit(t, hc, url.Values{"username": {email}, "password": {consolePassword}})
+	if secret != "" {
+		step = step.submit(t, hc, url.Values{"code": {totpAt(t, secret, time.Now())}, "mfa_action": {"verify"}})
+	}
+	if step.StatusCode != http.StatusSeeOther || !strings.HasPrefix(step.Header.Get("Location"), console.CallbackURL(in.Config.Issuer)+"?") {
+		t.Fatalf("after the login: %d to %q, want 303 to the console's callback:\n%s", step.StatusCode, step.Header.Get("Location"), step.body)
+	}
+	next, _ := step.Request.URL.Parse(step.Header.Get("Location"))
+	cb := siGet(t, hc, next.String())
+	var cookie *http.Cookie
+	for _, c := range cb.Cookies() {
+		if strings.Contains(c.Name, "portcullis-console") && c.Name != "portcullis-console-login" {
+			cookie = c
+		}
+	}
+	return follow(t, hc, cb), cookie
+}
+
+// auditCount counts the audit events of action about target made through
+// the console.
+func auditCount(t *testing.T, in *st.Instance, action, target string) int {
+	t.Helper()
+	page, err := in.App.Accounts.ListAudit(context.Background(), accounts.AuditQuery{Action: action, TargetID: target, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range page.Items {
+		if e.ClientID == console.ClientID {
+			n++
+		}
+	}
+	return n
+}
+
+// TestConsole: on PostgreSQL+Redis and SQLite, without a browser. Without
+// a session every screen answers 303 to the sign-in, which goes through
+// /oauth2/authorize, the hosted login and its TOTP step to the callback,
+// then back to the screen asked for. The console cookie is exactly
+// portcullis-console (plain HTTP), HttpOnly, SameSite=Strict, Path=/,
+// host-only, a browser-session cookie of 43 characters. Actions carry
+// client_id console in the audit. Refusals change nothing: a form with a
+// wrong or no CSRF field, or sent cross-site, is 403; a person with no admin
+// permission gets the 403 page; a sign-in older than five minutes (an
+// injected clock) makes key revocation, secret rotation and MFA reset
+// answer the "confirm it is you" page (403) with nothing changed; a typed
+// confirmation that differs from the kid is 400. Logout ends the session
+// on the server: its cookie, sent again, leads to the sign-in.
+func TestConsole(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			in := st.Start(t, st.NewEnv(t, b))
+			fx := st.NewFixtures(t, in.App.Core)
+			root := fx.User(t, "root@example.com", consolePassword, "super_admin")
+			secret := enrolTOTP(t, in, root)
+			plain := fx.User(t, "plain@example.com", consolePassword, "user")
+			enrolTOTP(t, in, plain)
+			webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
+			ctx := context.Background()
+
+			// Every screen needs a session: 303 to the sign-in, and back.
+			hc := siBrowser(t)
+			for _, path := range []string{"/console", "/console/users", "/console/users/" + root.ID, "/console/invites",
+				"/console/sessions", "/console/audit", "/console/clients", "/console/roles", "/console/keys"} {
+				p := siGet(t, hc, in.URL+path)
+				if p.StatusCode != http.StatusSeeOther || !strings.HasPrefix(p.Header.Get("Location"), "/console/login") {
+					t.Fatalf("%s without a session: %d %q", path, p.StatusCode, p.Header.Get("Location"))
+				}
+			}
+			users, cookie := consoleSignIn(t, in, hc, root.Email, secret, "/console/users")
+			if users.StatusCode != http.StatusOK || users.Request.URL.Path != "/console/users" || !strings.Contains(users.body, root.Email) {
+				t.Fatalf("after the sign-in: %d %s:\n%s", users.StatusCode, users.Request.URL, users.body)
+			}
+			if cookie == nil || cookie.Name != console.InsecureCookieName || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode ||
+				cookie.Path != "/" || cookie.Domain != "" || cookie.MaxAge != 0 || !cookie.Expires.IsZero() || cookie.Secure ||
+				len(cookie.Value) != 43 {
+				t.Fatalf("console cookie %+v (raw %q)", cookie, cookie.Raw)
+			}
+			if csp := users.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") ||
+				strings.Contains(csp, "unsafe-inline") || users.Header.Get("X-Frame-Options") != "DENY" {
+				t.Fatalf("headers %v", users.Header)
+			}
+
+			// An invite through the console: audited with client_id console.
+			invites := siGet(t, hc, in.URL+"/console/invites")
+			created := invites.form(t, "create").submit(t, hc, url.Values{"email": {"new@example.com"}, "role": {"user"}})
+			if created.StatusCode != http.StatusOK || !strings.Contains(created.body, "Invited new@example.com") {
+				t.Fatalf("invite: %d:\n%s", created.StatusCode, created.body)
+			}
+			if n := auditCount(t, in, "invite.created", ""); n != 1 {
+				t.Fatalf("%d invite.created events with client_id console, want 1", n)
+			}
+
+			// Refused forms change nothing.
+			form := invites.form(t, "create")
+			for _, tc := range []struct {
+				name   string
+				fields url.Values
+				header [2]string
+			}{
+				{"fail/wrong_csrf", url.Values{"csrf_token": {strings.Repeat("A", 43)}}, [2]string{}},
+				{"fail/no_csrf", url.Values{"csrf_token": {""}}, [2]string{}},
+				{"fail/cross_site", nil, [2]string{"Sec-Fetch-Site", "cross-site"}},
+				{"fail/foreign_origin", nil, [2]string{"Origin", "https://evil.example"}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					fields := url.Values{"email": {"csrf@example.com"}, "role": {"user"}}
+					for k, v := range tc.fields {
+						fields[k] = v
+					}
+					p := form.submitWith(t, hc, fields, tc.header)
+					if p.StatusCode != http.StatusForbidden || !strings.Contains(p.body, "Nothing was changed") {
+						t.Fatalf("%d:\n%s", p.StatusCode, p.body)
+					}
+				})
+			}
+			list, err := in.App.Accounts.ListInvites(ctx, "", 100)
+			if err != nil || len(list.Items) != 1 {
+				t.Fatalf("invites after refused forms: %+v %v", list.Items, err)
+			}
+
+			// Stale sign-in: the three sensitive actions ask to sign in again.
+			in.App.Console.SetClock(func() time.Time { return time.Now().Add(console.ReauthWindow + time.Minute) })
+			keyList, err := in.App.Accounts.ListKeys(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kid := keyList[0].KID
+			stale := []struct{ name, path, action string }{
+				{"fail/key_revoke", "/console/keys", "revoke"},
+				{"fail/secret_rotation", "/console/clients", "rotate"},
+				{"fail/mfa_reset", "/console/users/" + plain.ID, "mfa_reset"},
+			}
+			for _, tc := range stale {
+				t.Run(tc.name, func(t *testing.T) {
+					page := siGet(t, hc, in.URL+tc.path)
+					p := page.form(t, tc.action).submit(t, hc, url.Values{"kid": {kid}, "confirm": {kid}, "client_id": {"web"}})
+					if p.StatusCode != http.StatusForbidden || !strings.Contains(p.body, "Confirm it is you") ||
+						!strings.Contains(p.body, "reauth=1") {
+						t.Fatalf("%d:\n%s", p.StatusCode, p.body)
+					}
+				})
+			}
+			in.App.Console.SetClock(time.Now)
+			for _, action := range []string{"key.revoked", "client.secret_rotated", "mfa.reset"} {
+				if n := auditCount(t, in, action, ""); n != 0 {
+					t.Fatalf("%d %s events after stale attempts", n, action)
+				}
+			}
+			if after, _ := in.App.Accounts.ListKeys(ctx); after[0].State != keyList[0].State || after[0].RevokedAt != nil {
+				t.Fatalf("key changed: %+v", after[0])
+			}
+			in.Client(t).PostForm("/oauth2/introspect", url.Values{"token": {"x"}}, st.Basic("web", webSecret)).ExpectStatus(http.StatusOK)
+
+			// A typed confirmation that differs is 400; nothing revoked.
+			keys := siGet(t, hc, in.URL+"/console/keys")
+			wrong := keys.form(t, "revoke").submit(t, hc, url.Values{"kid": {kid}, "confirm": {kid + "x"}})
+			if wrong.StatusCode != http.StatusBadRequest || auditCount(t, in, "key.revoked", "") != 0 {
+				t.Fatalf("wrong confirmation: %d:\n%s", wrong.StatusCode, wrong.body)
+			}
+			// Fresh: the MFA reset goes through, audited with client_id console.
+			detail := siGet(t, hc, in.URL+"/console/users/"+plain.ID)
+			reset := detail.form(t, "mfa_reset").submit(t, hc, nil)
+			if reset.StatusCode != http.StatusOK || auditCount(t, in, "mfa.reset", plain.ID) != 1 {
+				t.Fatalf("MFA reset: %d:\n%s", reset.StatusCode, reset.body)
+			}
+
+			// A person without admin permissions: the 403 page, no screen.
+			other := siBrowser(t)
+			refused, _ := consoleSignIn(t, in, other, plain.Email, "", "/console/users")
+			if refused.StatusCode != http.StatusForbidden || !strings.Contains(refused.body, "Not an operator") ||
+				strings.Contains(refused.body, root.Email) {
+				t.Fatalf("a user without admin permissions: %d:\n%s", refused.StatusCode, refused.body)
+			}
+
+			// Logout ends the session on the server.
+			out := siGet(t, hc, in.URL+"/console/roles")
+			bye := out.submit(t, hc, nil) // the first form: Sign out
+			if bye.StatusCode != http.StatusOK || !strings.Contains(bye.body, "Signed out") {
+				t.Fatalf("logout: %d:\n%s", bye.StatusCode, bye.body)
+			}
+			replay := siBrowser(t)
+			replay.Jar.SetCookies(mustURL(t, in.URL), []*http.Cookie{{Name: cookie.Name, Value: cookie.Value, Path: "/"}})
+			if p := siGet(t, replay, in.URL+"/console/users"); p.StatusCode != http.StatusSeeOther {
+				t.Fatalf("the ended session's cookie: %d", p.StatusCode)
+			}
+			if _, err := in.App.BrowserSessions.FindBrowserSession(ctx, []byte(cookie.Value), time.Now()); err == nil {
+				t.Fatal("a session is stored under the raw cookie value")
+			}
+		})
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// submitWith is submit with fields, and header set on the request.
+func (p siPage) submitWith(t *testing.T, hc *http.Client, fields url.Values, header [2]string) siPage {
+	t.Helper()
+	if header[0] == "" {
+		return p.submit(t, hc, fields)
+	}
+	hc2 := *hc
+	hc2.Transport = headerTransport{header: header, base: http.DefaultTransport}
+	return p.submit(t, &hc2, fields)
+}
+
+type headerTransport struct {
+	header [2]string
+	base   http.RoundTripper
+}
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(h.header[0], h.header[1])
+	return h.base.RoundTrip(r)
+}
