@@ -112,6 +112,7 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Helper()
 		tb.noViolation(t, name)
 		walkByKeyboard(t, ctx, name)
+		browse(t, ctx, chromedp.Evaluate[chromedp.Void](`document.activeElement.blur(); window.scrollTo(0, 0); null`))
 		shots = append(shots, screenshot(t, ctx, dir, "console-"+name)...)
 	}
 	expect := func(ctx context.Context, status, want int64, what string) {
