@@ -89,8 +89,9 @@ func auditCount(t *testing.T, in *st.Instance, action, target string) int {
 // permission gets the 403 page; a sign-in older than five minutes (an
 // injected clock) makes key revocation, secret rotation and MFA reset
 // answer the "confirm it is you" page (403) with nothing changed; a typed
-// confirmation that differs from the kid is 400. Logout ends the session
-// on the server: its cookie, sent again, leads to the sign-in.
+// confirmation that differs from the kid is 400. Deactivating an operator
+// ends their console session. Logout ends the session on the server: its
+// cookie, sent again, leads to the sign-in.
 func TestConsole(t *testing.T) {
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
 		t.Run(b.String(), func(t *testing.T) {
@@ -217,6 +218,20 @@ func TestConsole(t *testing.T) {
 			if refused.StatusCode != http.StatusForbidden || !strings.Contains(refused.body, "Not an operator") ||
 				strings.Contains(refused.body, root.Email) {
 				t.Fatalf("a user without admin permissions: %d:\n%s", refused.StatusCode, refused.body)
+			}
+
+			// Deactivating an operator ends their console session at once.
+			ops := fx.User(t, "ops@example.com", consolePassword, "admin")
+			opsBrowser := siBrowser(t)
+			if p, _ := consoleSignIn(t, in, opsBrowser, ops.Email, "", "/console/roles"); p.StatusCode != http.StatusOK {
+				t.Fatalf("the admin's sign-in: %d", p.StatusCode)
+			}
+			off := false
+			if _, err := in.App.Accounts.UpdateUser(ctx, accounts.Actor{ID: root.ID}, ops.ID, accounts.UserPatch{Active: &off}); err != nil {
+				t.Fatal(err)
+			}
+			if p := siGet(t, opsBrowser, in.URL+"/console/roles"); p.StatusCode != http.StatusSeeOther {
+				t.Fatalf("a deactivated operator's console session: %d:\n%s", p.StatusCode, p.body)
 			}
 
 			// Logout ends the session on the server.
