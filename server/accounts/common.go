@@ -162,7 +162,7 @@ func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 // reconcileFirstPartyFlows gives the built-in client the token-exchange
 // grant and, when the server has redirect URIs for it (the console's
 // callback), the authorization_code grant and exactly those redirect URIs
-// besides any it already has. They are the server's own URLs, set here
+// (none other: a former issuer's are dropped). They are the server's own URLs, set here
 // rather than through registration (PORTCULLIS_ISSUER may be a plain-http
 // development host that registration refuses).
 func (s *Service) reconcileFirstPartyFlows(ctx context.Context, c store.Client) error {
@@ -182,13 +182,10 @@ func (s *Service) reconcileFirstPartyFlows(ctx context.Context, c store.Client) 
 		}
 		s.log.Info("reconciled the grants of the built-in client", "client_id", c.ID, "grants", grants)
 	}
-	uris := slices.Clone(c.RedirectURIs)
-	for _, u := range s.cfg.FirstPartyRedirectURIs {
-		if !slices.Contains(uris, u) {
-			uris = append(uris, u)
-		}
-	}
-	if len(uris) != len(c.RedirectURIs) {
+	// Exactly the server's own: a redirect URI left from a former issuer
+	// would let whoever holds that origin now receive codes of this client.
+	uris := s.cfg.FirstPartyRedirectURIs
+	if len(uris) > 0 && !slices.Equal(uris, c.RedirectURIs) {
 		if err := s.store.SetClientRedirectURIs(ctx, c.ID, uris); err != nil {
 			return fmt.Errorf("set the redirect URIs of the built-in client %q: %w", c.ID, err)
 		}
