@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -281,4 +283,36 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set(h.header[0], h.header[1])
 	return h.base.RoundTrip(r)
+}
+
+// TestConsoleCookieOverHTTPS: served over TLS, the console cookie is
+// exactly __Host-portcullis-console: Secure, HttpOnly, SameSite=Strict,
+// Path=/, host-only, a browser-session cookie.
+func TestConsoleCookieOverHTTPS(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile := selfSignedCert(t)
+	env := st.NewEnv(t, st.SQLite)
+	env["PORTCULLIS_TLS_CERT"], env["PORTCULLIS_TLS_KEY"] = certFile, keyFile
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env["PORTCULLIS_ISSUER"] = "https://" + ln.Addr().String()
+	in := st.StartOn(t, env, ln)
+	if !strings.HasPrefix(in.URL, "https://") || !strings.HasPrefix(in.Config.Issuer, "https://") {
+		t.Fatalf("instance %s, issuer %s: want HTTPS", in.URL, in.Config.Issuer)
+	}
+	fx := st.NewFixtures(t, in.App.Core)
+	root := fx.User(t, "root@example.com", consolePassword, "super_admin")
+	hc := siBrowser(t)
+	hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	page, cookie := consoleSignIn(t, in, hc, root.Email, "", "/console/keys")
+	if page.StatusCode != http.StatusOK || page.Request.URL.Path != "/console/keys" {
+		t.Fatalf("after the sign-in: %d %s", page.StatusCode, page.Request.URL)
+	}
+	if cookie == nil || cookie.Name != console.CookieName || !cookie.Secure || !cookie.HttpOnly ||
+		cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" || cookie.Domain != "" || cookie.MaxAge != 0 ||
+		!cookie.Expires.IsZero() || len(cookie.Value) != 43 {
+		t.Fatalf("console cookie over HTTPS %+v (raw %q)", cookie, cookie.Raw)
+	}
 }

@@ -92,7 +92,7 @@ func TestContrastOfConsole(t *testing.T) {
 		{"warning_button", ".button-warning {\n  color: #ffffff;\n  background: #b3261e;", "#ffffff", "#b3261e"},
 		{"current_screen", ".console-nav a[aria-current=\"page\"] {\n  color: #0b0c0c;", "#0b0c0c", "#ffffff"},
 		{"skip_link", ".skip-link {\n  position: absolute;\n  left: 0.5rem;\n  top: -4rem;\n  padding: 0.5rem 0.75rem;\n  background: #ffffff;\n  color: #0b0c0c;", "#0b0c0c", "#ffffff"},
-		{"secret_box", ".secret {\n  border: 3px solid #0b0c0c;\n  border-radius: 0.25rem;\n  padding: 0.75rem 1.25rem;\n  margin: 0 0 1.5rem;\n  background: #f3f4f6;", "#0b0c0c", "#f3f4f6"},
+		{"secret_box", ".secret-box {\n  border: 3px solid #0b0c0c;\n  border-radius: 0.25rem;\n  padding: 0.75rem 1.25rem;\n  margin: 0 0 1.5rem;\n  background: #f3f4f6;", "#0b0c0c", "#f3f4f6"},
 		{"hint_on_main", ".console-main {\n  margin: 0 auto;\n  padding: 1.5rem 1.25rem 3rem;\n  background: #ffffff;", "#505a5f", "#ffffff"},
 	} {
 		t.Run("ok/"+tc.name, func(t *testing.T) {
