@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/coreos/go-oidc/v3/oidc"
 
+	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/console"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
@@ -87,8 +89,9 @@ func pressEnter(t *testing.T, ctx context.Context) int64 {
 // a person as admin, who accepts the emailed link in a second browser
 // context, signs in to the console there and tries to grant super_admin
 // (above an admin's ceiling): the refusal is shown and the database is
-// unchanged. The super_admin ends every session of a user (their access
-// token is then inactive at /oauth2/introspect), creates a client (its
+// unchanged. The super_admin ends a user's browser session (the access
+// token its application holds is then inactive at /oauth2/introspect) and
+// every session of the user (a password-grant token too), creates a client (its
 // secret shown once), rotates the signing keys (the JWKS then serves the
 // new next key) and finds the invite, acceptance, session end and rotation
 // in the audit screen, filtered by action. Every screen is walked by
@@ -173,19 +176,41 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("tom after the refused grant: %v %v", u.Roles, err)
 	}
 
-	// The user's page and the sessions screen: ending every session of
-	// tom makes his access token inactive.
-	at := d.login(t, "tom@example.com", goodPassword).Token().AccessToken
+	// Tom signs in to an application (a first-party client, code flow) in
+	// a third browser context, and through the password grant elsewhere.
+	ln := listenIPv6(t)
+	d.fx.Client(t, clients.Spec{ID: "notes", Name: "Notes", Public: true, FirstParty: true,
+		Grants: []string{"authorization_code", "refresh_token"}, RedirectURIs: []string{"http://" + ln.Addr().String() + "/callback"}})
+	notes := newRelyingParty(t, d.in.Config.Issuer, ln, "notes", "", oidc.ScopeOpenID)
+	tomTab := newTab(t, browser)
+	expect(tomTab.ctx, open(t, tomTab.ctx, notes.URL+"/"), http.StatusOK, "the application")
+	expect(tomTab.ctx, tomTab.click(t, "#signin"), http.StatusOK, "the login page")
+	browse(t, tomTab.ctx, fill("username", "tom@example.com"), fill("password", goodPassword))
+	expect(tomTab.ctx, submit(t, tomTab.ctx), http.StatusOK, "back at the application")
+	browserToken := notes.lastToken(t).AccessToken
+	passwordToken := d.login(t, "tom@example.com", goodPassword).Token().AccessToken
+	inactive := func(tok, what string) {
+		t.Helper()
+		intro := d.api.PostForm("/oauth2/introspect", url.Values{"token": {tok}}, st.Basic("web", d.webSecret)).ExpectStatus(http.StatusOK).Map()
+		if intro["active"] != false {
+			t.Fatalf("%s: %v", what, intro)
+		}
+	}
+
+	// Ending his browser session on the sessions screen makes that
+	// session's access token inactive at once; "End every session" then
+	// ends the password grant's too.
 	expect(ctx, open(t, ctx, d.in.URL+"/console/users/"+tom.ID), http.StatusOK, "tom's page")
 	shoot("user")
 	expect(ctx, open(t, ctx, d.in.URL+"/console/sessions?user="+url.QueryEscape("tom@example.com")), http.StatusOK, "sessions")
+	mustContain(t, "the sessions screen", text(t, ctx), "notes")
 	shoot("sessions")
+	expect(ctx, tb.click(t, "button[data-sid]"), http.StatusOK, "end the session")
+	mustContain(t, "the sessions screen", text(t, ctx), "Ended the session", "No live session")
+	inactive(browserToken, "the access token of the session the console ended")
 	expect(ctx, tb.click(t, "#end-all"), http.StatusOK, "end every session")
 	mustContain(t, "the sessions screen", text(t, ctx), "Ended every session")
-	intro := d.api.PostForm("/oauth2/introspect", url.Values{"token": {at}}, st.Basic("web", d.webSecret)).ExpectStatus(http.StatusOK).Map()
-	if intro["active"] != false {
-		t.Fatalf("tom's access token after the console ended his sessions: %v", intro)
-	}
+	inactive(passwordToken, "tom's password-grant token after the console ended every session")
 
 	// A client: its secret shown once.
 	expect(ctx, open(t, ctx, d.in.URL+"/console/clients"), http.StatusOK, "clients")
