@@ -91,14 +91,17 @@ func auditCount(t *testing.T, in *st.Instance, action, target string) int {
 // permission gets the 403 page; a sign-in older than five minutes (an
 // injected clock) makes key revocation, secret rotation and MFA reset
 // answer the "confirm it is you" page (403) with nothing changed; a typed
-// confirmation that differs from the kid is 400. Deactivating an operator
+// confirmation that differs from the kid is 400. "Clear failed logins" lets
+// a throttled account sign in at once. Deactivating an operator
 // ends their console session. Logout ends the session on the server: its
 // cookie, sent again, leads to the sign-in.
 func TestConsole(t *testing.T) {
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
 		t.Run(b.String(), func(t *testing.T) {
 			t.Parallel()
-			in := st.Start(t, st.NewEnv(t, b))
+			env := st.NewEnv(t, b)
+			env["PORTCULLIS_LOGIN_FAILURE_LIMIT"] = "3"
+			in := st.Start(t, env)
 			fx := st.NewFixtures(t, in.App.Core)
 			root := fx.User(t, "root@example.com", consolePassword, "super_admin")
 			secret := enrolTOTP(t, in, root)
@@ -213,6 +216,23 @@ func TestConsole(t *testing.T) {
 			if reset.StatusCode != http.StatusOK || auditCount(t, in, "mfa.reset", plain.ID) != 1 {
 				t.Fatalf("MFA reset: %d:\n%s", reset.StatusCode, reset.body)
 			}
+
+			// Clear failed logins: a throttled account may sign in at once.
+			locked := fx.User(t, "locked@example.com", consolePassword, "user")
+			api := in.Client(t)
+			for i := 0; i < 3; i++ {
+				api.PostForm("/oauth2/token", st.PasswordForm(locked.Email, "not the password", ""), st.Basic("web", webSecret)).
+					ExpectError(http.StatusBadRequest, "invalid_grant")
+			}
+			api.PostForm("/oauth2/token", st.PasswordForm(locked.Email, consolePassword, ""), st.Basic("web", webSecret)).
+				ExpectError(http.StatusTooManyRequests, "rate_limited")
+			lockedPage := siGet(t, hc, in.URL+"/console/users/"+locked.ID)
+			cleared := lockedPage.form(t, "clear_throttle").submit(t, hc, nil)
+			if cleared.StatusCode != http.StatusOK || auditCount(t, in, "login.throttle_cleared", locked.ID) != 1 {
+				t.Fatalf("clear failed logins: %d:\n%s", cleared.StatusCode, cleared.body)
+			}
+			api.PostForm("/oauth2/token", st.PasswordForm(locked.Email, consolePassword, ""), st.Basic("web", webSecret)).
+				ExpectStatus(http.StatusOK)
 
 			// A person without admin permissions: the 403 page, no screen.
 			other := siBrowser(t)

@@ -319,7 +319,7 @@ func (c *Console) render(r *request, status int, v view) error {
 	v.Base = c.base()
 	v.CSRF = r.csrf
 	v.CSRFField = pages.CSRFField
-	if r.perms != nil {
+	if r.session.ID != "" {
 		v.Nav = c.nav(r, v.Screen)
 		v.SignedIn = true
 	}
