@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,13 @@ import (
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/console"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 const consolePassword = "console operator password 1"
+
+// consoleSecret finds the secret a console page shows once.
+var consoleSecret = regexp.MustCompile(`id="secret-value">([^<]+)<`)
 
 // follow follows the 303s from p (GETs, as a browser does) to the page
 // that is not a redirect.
@@ -91,7 +96,9 @@ func auditCount(t *testing.T, in *st.Instance, action, target string) int {
 // permission gets the 403 page; a sign-in older than five minutes (an
 // injected clock) makes key revocation, secret rotation and MFA reset
 // answer the "confirm it is you" page (403) with nothing changed; a typed
-// confirmation that differs from the kid is 400. "Clear failed logins" lets
+// confirmation that differs from the kid is 400; signed in recently, the
+// next key is revoked (gone from the JWKS) and a client secret rotated (the
+// new one shown once, the old one refused). "Clear failed logins" lets
 // a throttled account sign in at once. Deactivating an operator
 // ends their console session. Logout ends the session on the server: its
 // cookie, sent again, leads to the sign-in.
@@ -215,6 +222,36 @@ func TestConsole(t *testing.T) {
 			reset := detail.form(t, "mfa_reset").submit(t, hc, nil)
 			if reset.StatusCode != http.StatusOK || auditCount(t, in, "mfa.reset", plain.ID) != 1 {
 				t.Fatalf("MFA reset: %d:\n%s", reset.StatusCode, reset.body)
+			}
+
+			// Fresh: the next key is revoked (it leaves the JWKS) and web's
+			// secret rotated (the new one shown once, the old one refused).
+			var next string
+			for _, k := range keyList {
+				if k.State == store.KeyNext {
+					next = k.KID
+				}
+			}
+			keys = siGet(t, hc, in.URL+"/console/keys")
+			revoked := keys.form(t, "revoke").submit(t, hc, url.Values{"kid": {next}, "confirm": {next}})
+			if revoked.StatusCode != http.StatusOK || auditCount(t, in, "key.revoked", next) != 1 {
+				t.Fatalf("revoke the next key: %d:\n%s", revoked.StatusCode, revoked.body)
+			}
+			if jwks := in.Client(t).Get("/.well-known/jwks.json").ExpectStatus(http.StatusOK); strings.Contains(string(jwks.Body), next) {
+				t.Fatalf("the revoked key %s is still published", next)
+			}
+			clientsPage := siGet(t, hc, in.URL+"/console/clients")
+			rotated := clientsPage.form(t, "rotate").submit(t, hc, nil)
+			m := consoleSecret.FindStringSubmatch(rotated.body)
+			if rotated.StatusCode != http.StatusOK || m == nil || auditCount(t, in, "client.secret_rotated", "web") != 1 {
+				t.Fatalf("rotate web's secret: %d:\n%s", rotated.StatusCode, rotated.body)
+			}
+			in.Client(t).PostForm("/oauth2/introspect", url.Values{"token": {"x"}}, st.Basic("web", webSecret)).
+				ExpectError(http.StatusUnauthorized, "invalid_client")
+			webSecret = unescapeHTML(m[1])
+			in.Client(t).PostForm("/oauth2/introspect", url.Values{"token": {"x"}}, st.Basic("web", webSecret)).ExpectStatus(http.StatusOK)
+			if again := siGet(t, hc, in.URL+"/console/clients"); strings.Contains(again.body, webSecret) {
+				t.Fatal("the secret is shown again")
 			}
 
 			// Clear failed logins: a throttled account may sign in at once.
