@@ -254,6 +254,39 @@ func TestConsole(t *testing.T) {
 				t.Fatal("the secret is shown again")
 			}
 
+			// Bad input is a clear 4xx page, never a fault.
+			for _, tc := range []struct {
+				name, path, form string
+				fields          url.Values
+				want            int
+			}{
+				{"fail/unknown_user", "/console/users/usr_nobody", "", nil, http.StatusNotFound},
+				{"fail/bad_user_cursor", "/console/users?cursor=not-a-cursor", "", nil, http.StatusBadRequest},
+				{"fail/bad_invite_cursor", "/console/invites?cursor=not-a-cursor", "", nil, http.StatusBadRequest},
+				{"fail/bad_audit_cursor", "/console/audit?cursor=not-a-cursor", "", nil, http.StatusBadRequest},
+				{"fail/bad_since", "/console/audit?since=yesterday", "", nil, http.StatusBadRequest},
+				{"fail/since_after_until", "/console/audit?since=2026-01-02T00:00&until=2026-01-01T00:00", "", nil, http.StatusBadRequest},
+				{"fail/unknown_session_user", "/console/sessions?user=nobody@example.com", "", nil, http.StatusNotFound},
+				{"fail/unknown_action", "/console/users/" + plain.ID, "grant_role", url.Values{"action": {"explode"}}, http.StatusBadRequest},
+				{"fail/unknown_role", "/console/users/" + plain.ID, "grant_role", url.Values{"role": {"emperor"}}, http.StatusBadRequest},
+				{"fail/self_role", "/console/users/" + root.ID, "revoke_role", url.Values{"role": {"super_admin"}}, http.StatusForbidden},
+				{"fail/bad_email", "/console/invites", "create", url.Values{"email": {"not an address"}}, http.StatusBadRequest},
+				{"fail/taken_client_id", "/console/clients", "create", url.Values{"client_id": {"web"}, "name": {"Web"}}, http.StatusConflict},
+				{"fail/bad_redirect_uri", "/console/clients", "create", url.Values{"client_id": {"bad"}, "name": {"Bad"},
+					"grants": {"authorization_code"}, "redirect_uris": {"javascript:alert(1)"}}, http.StatusBadRequest},
+				{"fail/unknown_kid", "/console/keys", "revoke", url.Values{"kid": {"nope"}, "confirm": {"nope"}}, http.StatusNotFound},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					p := siGet(t, hc, in.URL+tc.path)
+					if tc.form != "" {
+						p = p.form(t, tc.form).submit(t, hc, tc.fields)
+					}
+					if p.StatusCode != tc.want || !strings.Contains(p.body, "<main") {
+						t.Fatalf("%d, want %d:\n%s", p.StatusCode, tc.want, p.body)
+					}
+				})
+			}
+
 			// Clear failed logins: a throttled account may sign in at once.
 			locked := fx.User(t, "locked@example.com", consolePassword, "user")
 			api := in.Client(t)
