@@ -257,8 +257,8 @@ func TestConsole(t *testing.T) {
 			// Bad input is a clear 4xx page, never a fault.
 			for _, tc := range []struct {
 				name, path, form string
-				fields          url.Values
-				want            int
+				fields           url.Values
+				want             int
 			}{
 				{"fail/unknown_user", "/console/users/usr_nobody", "", nil, http.StatusNotFound},
 				{"fail/bad_user_cursor", "/console/users?cursor=not-a-cursor", "", nil, http.StatusBadRequest},
