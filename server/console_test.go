@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -98,7 +99,9 @@ func auditCount(t *testing.T, in *st.Instance, action, target string) int {
 // answer the "confirm it is you" page (403) with nothing changed; a typed
 // confirmation that differs from the kid is 400; signed in recently, the
 // next key is revoked (gone from the JWKS) and a client secret rotated (the
-// new one shown once, the old one refused). "Clear failed logins" lets
+// new one shown once, the old one refused); a code-flow client's redirect
+// URIs are replaced under registration's rules (never the built-in
+// client's, never a first-party client's by an admin). "Clear failed logins" lets
 // a throttled account sign in at once. Deactivating an operator
 // ends their console session. Logout ends the session on the server: its
 // cookie, sent again, leads to the sign-in.
@@ -287,6 +290,43 @@ func TestConsole(t *testing.T) {
 				})
 			}
 
+			// Redirect URIs of a code-flow client: replaced through the
+			// console under registration's rules; the built-in client's never.
+			code := []string{"authorization_code", "refresh_token"}
+			fx.Client(t, clients.Spec{ID: "spa", Name: "SPA", Public: true, Grants: code, RedirectURIs: []string{"http://127.0.0.1:9/cb"}})
+			fx.Client(t, clients.Spec{ID: "home", Name: "Home", Public: true, FirstParty: true, Grants: code,
+				RedirectURIs: []string{"http://127.0.0.1:9/home"}})
+			uris := func(id string) []string {
+				c, err := in.App.Core.Store.GetClient(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c.RedirectURIs
+			}
+			for _, tc := range []struct {
+				name, client, uris string
+				want               int
+				after              []string
+			}{
+				{"ok/replace", "spa", "http://127.0.0.1:9/new\nhttps://app.example.com/cb", http.StatusOK,
+					[]string{"http://127.0.0.1:9/new", "https://app.example.com/cb"}},
+				{"fail/javascript", "spa", "javascript:alert(1)", http.StatusBadRequest, []string{"http://127.0.0.1:9/new", "https://app.example.com/cb"}},
+				{"fail/none", "spa", "", http.StatusBadRequest, []string{"http://127.0.0.1:9/new", "https://app.example.com/cb"}},
+				{"fail/no_code_grant", "web", "https://app.example.com/cb", http.StatusBadRequest, nil},
+				{"fail/built_in", "portcullis", "https://evil.example/cb", http.StatusConflict, []string{console.CallbackURL(in.Config.Issuer)}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					p := siGet(t, hc, in.URL+"/console/clients").form(t, "redirect_uris").
+						submit(t, hc, url.Values{"client_id": {tc.client}, "redirect_uris": {tc.uris}})
+					if p.StatusCode != tc.want || !slices.Equal(uris(tc.client), tc.after) {
+						t.Fatalf("%d (want %d), redirect URIs now %v:\n%s", p.StatusCode, tc.want, uris(tc.client), p.body)
+					}
+				})
+			}
+			if n := auditCount(t, in, "client.updated", "spa"); n != 1 {
+				t.Fatalf("%d client.updated events", n)
+			}
+
 			// Clear failed logins: a throttled account may sign in at once.
 			locked := fx.User(t, "locked@example.com", consolePassword, "user")
 			api := in.Client(t)
@@ -317,6 +357,13 @@ func TestConsole(t *testing.T) {
 			opsBrowser := siBrowser(t)
 			if p, _ := consoleSignIn(t, in, opsBrowser, ops.Email, "", "/console/roles"); p.StatusCode != http.StatusOK {
 				t.Fatalf("the admin's sign-in: %d", p.StatusCode)
+			}
+			// An admin (not every admin permission) may not redirect a
+			// first-party client's codes elsewhere.
+			home := siGet(t, opsBrowser, in.URL+"/console/clients").form(t, "redirect_uris").
+				submit(t, opsBrowser, url.Values{"client_id": {"home"}, "redirect_uris": {"https://evil.example/cb"}})
+			if home.StatusCode != http.StatusForbidden || !slices.Equal(uris("home"), []string{"http://127.0.0.1:9/home"}) {
+				t.Fatalf("an admin redirecting a first-party client: %d, %v", home.StatusCode, uris("home"))
 			}
 			off := false
 			if _, err := in.App.Accounts.UpdateUser(ctx, accounts.Actor{ID: root.ID}, ops.ID, accounts.UserPatch{Active: &off}); err != nil {

@@ -39,6 +39,9 @@ type clientsData struct {
 	MayWrite bool
 	Grants   []string
 	Form     clientForm
+	// CodeClients are the clients whose redirect URIs may be changed: those
+	// of the code flow but the built-in one.
+	CodeClients []clients.ClientView
 }
 
 type clientForm struct {
@@ -65,6 +68,11 @@ func (c *Console) showClients(r *request, status int, v view, f clientForm) erro
 	var next string
 	d.Clients, next = cursorPage(list, func(cv clients.ClientView) string { return cv.ClientID }, r.QueryParam("cursor"))
 	d.Next = nextPage(r, "cursor", next)
+	for _, cv := range list {
+		if cv.ClientID != c.cfg.ClientID && slices.Contains(cv.Grants, token.GrantAuthorizationCode) {
+			d.CodeClients = append(d.CodeClients, cv)
+		}
+	}
 	v.Title, v.Screen, v.Data = "Clients", "clients", d
 	return c.render(r, status, v)
 }
@@ -104,6 +112,13 @@ func (c *Console) clientAction(r *request) error {
 		}
 		return c.showClients(r, http.StatusOK, view{Notice: "Rotated the secret of " + id + "; the old one stopped working.",
 			Secret: &secret{Label: "New client secret of " + id, Value: s, Note: "Copy it now: it is shown this once."}}, clientForm{})
+	case "redirect_uris":
+		id := r.FormValue("client_id")
+		cv, err := c.d.Accounts.SetClientRedirectURIs(r.ctx(), r.actor, id, strings.Fields(r.FormValue("redirect_uris")))
+		if err != nil {
+			return c.clientRefused(r, clientForm{}, err)
+		}
+		return c.showClients(r, http.StatusOK, view{Notice: "Changed the redirect URIs of " + cv.ClientID + "."}, clientForm{})
 	}
 	return c.showClients(r, http.StatusBadRequest, view{Error: "Unknown action."}, clientForm{})
 }
