@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/console"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/testservers"
 )
 
 const consolePassword = "console operator password 1"
@@ -451,5 +452,30 @@ func TestConsoleCookieOverHTTPS(t *testing.T) {
 		cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" || cookie.Domain != "" || cookie.MaxAge != 0 ||
 		!cookie.Expires.IsZero() || len(cookie.Value) != 43 {
 		t.Fatalf("console cookie over HTTPS %+v (raw %q)", cookie, cookie.Raw)
+	}
+}
+
+// TestConsoleFailsClosed: when the token state (Redis) cannot be reached,
+// a console request with a session cookie answers 503 and reveals nothing;
+// it is never taken for "signed out" (no redirect to a sign-in that could
+// not work either).
+func TestConsoleFailsClosed(t *testing.T) {
+	t.Parallel()
+	redis := testservers.NewRedis(t)
+	env := st.NewEnv(t, st.PostgresRedis)
+	env["PORTCULLIS_REDIS_URL"] = redis.URL()
+	in := st.Start(t, env)
+	root := st.NewFixtures(t, in.App.Core).User(t, "root@example.com", consolePassword, "super_admin")
+	hc := siBrowser(t)
+	if p, _ := consoleSignIn(t, in, hc, root.Email, "", "/console/audit"); p.StatusCode != http.StatusOK {
+		t.Fatalf("sign-in: %d", p.StatusCode)
+	}
+	if err := redis.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	p := siGet(t, hc, in.URL+"/console/audit")
+	if p.StatusCode != http.StatusServiceUnavailable || p.Header.Get("Location") != "" ||
+		!strings.Contains(p.body, "Something went wrong on our side") {
+		t.Fatalf("with the token state down: %d %q:\n%s", p.StatusCode, p.Header.Get("Location"), p.body)
 	}
 }

@@ -213,7 +213,7 @@ func (c *Console) signedIn(next echo.HandlerFunc) echo.HandlerFunc {
 		actor := accounts.Actor{ID: bs.UserID, Meta: c.meta(ec)}
 		perms, err := c.d.Accounts.ActorPermissions(ec.Request().Context(), actor)
 		if err != nil {
-			if ae := apierr.From(err); ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden {
+			if ae := answer(err); ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden {
 				_, _ = c.sessions.End(ec.Request().Context(), bs.ID)
 				ec.SetCookie(c.sessions.Clear(secure))
 			}
@@ -288,7 +288,7 @@ func (c *Console) fail(ec echo.Context, r *request, err error) error {
 	if r == nil {
 		r = &request{Context: ec}
 	}
-	ae := apierr.From(err)
+	ae := answer(err)
 	if ae.Status >= 500 {
 		c.log.Error("console request failed", "path", ec.Path(), "err", err,
 			"request_id", ec.Response().Header().Get(echo.HeaderXRequestID))
@@ -301,7 +301,7 @@ func (c *Console) fail(ec echo.Context, r *request, err error) error {
 // refused renders a screen again with the refusal of a service call on
 // it (status of the refusal), or fails for a server fault.
 func (c *Console) refused(r *request, status int, v view, err error) error {
-	ae := apierr.From(err)
+	ae := answer(err)
 	if ae.Status >= 500 {
 		return c.fail(r.Context, r, err)
 	}
@@ -353,8 +353,12 @@ func (c *Console) nav(r *request, current string) []navLink {
 	return out
 }
 
+// answer is the answer to an error: a refusal as it is, an unreachable
+// store 503 (fail closed), anything else 500 (apierr.FromStore).
+func answer(err error) *apierr.Error { return apierr.From(apierr.FromStore("console", err, nil)) }
+
 // errorStatus is the HTTP status an error answers with.
-func errorStatus(err error) int { return apierr.From(err).Status }
+func errorStatus(err error) int { return answer(err).Status }
 
 // errorText is the description of a refusal, for a person.
-func errorText(err error) string { return apierr.From(err).Description }
+func errorText(err error) string { return answer(err).Description }
