@@ -97,7 +97,9 @@ func auditCount(t *testing.T, in *st.Instance, action, target string) int {
 // wrong or no CSRF field, or sent cross-site, is 403; a person with no admin
 // permission gets the 403 page; a sign-in older than five minutes (an
 // injected clock) makes key revocation, secret rotation and MFA reset
-// answer the "confirm it is you" page (403) with nothing changed; a typed
+// answer the "confirm it is you" page (403) with nothing changed, and its
+// "Sign in again" goes through the hosted login with prompt=login, then
+// back to the screen; a typed
 // confirmation that differs from the kid is 400; signed in recently, the
 // next key is revoked (gone from the JWKS) and a client secret rotated (the
 // new one shown once, the old one refused); a code-flow client's redirect
@@ -203,6 +205,22 @@ func TestConsole(t *testing.T) {
 						t.Fatalf("%d:\n%s", p.StatusCode, p.body)
 					}
 				})
+			}
+			// "Sign in again" sends prompt=login (the hosted login then asks
+			// for the password although the browser is signed in, unless that
+			// sign-in is from this very second) and comes back to the screen.
+			first := siGet(t, hc, in.URL+"/console/login?reauth=1&next=%2Fconsole%2Fkeys")
+			if loc := first.Header.Get("Location"); first.StatusCode != http.StatusSeeOther || !strings.Contains(loc, "prompt=login") {
+				t.Fatalf("re-authentication: %d to %q, want 303 to /oauth2/authorize with prompt=login", first.StatusCode, loc)
+			}
+			back := follow(t, hc, first)
+			if strings.Contains(back.body, `name="password"`) {
+				step := back.submit(t, hc, url.Values{"username": {root.Email}, "password": {consolePassword}})
+				step = step.submit(t, hc, url.Values{"code": {totpAt(t, secret, time.Now().Add(30*time.Second))}, "mfa_action": {"verify"}})
+				back = follow(t, hc, step)
+			}
+			if back.StatusCode != http.StatusOK || back.Request.URL.Path != "/console/keys" {
+				t.Fatalf("after re-authenticating: %d %s", back.StatusCode, back.Request.URL)
 			}
 			in.App.Console.SetClock(time.Now)
 			for _, action := range []string{"key.revoked", "client.secret_rotated", "mfa.reset"} {
