@@ -104,7 +104,8 @@ func auditCount(t *testing.T, in *st.Instance, action, target string) int {
 // next key is revoked (gone from the JWKS) and a client secret rotated (the
 // new one shown once, the old one refused); a code-flow client's redirect
 // URIs are replaced under registration's rules (never the built-in
-// client's, never a first-party client's by an admin). "Clear failed logins" lets
+// client's, never a first-party client's by an admin); a machine user is
+// created and given an API key (shown once), which is then revoked. "Clear failed logins" lets
 // a throttled account sign in at once. Deactivating an operator
 // ends their console session. Logout ends the session on the server: its
 // cookie, sent again, leads to the sign-in.
@@ -344,6 +345,33 @@ func TestConsole(t *testing.T) {
 			}
 			if n := auditCount(t, in, "client.updated", "spa"); n != 1 {
 				t.Fatalf("%d client.updated events", n)
+			}
+
+			// A machine user and its API key: the key shown once, then
+			// listed by its hint only; revoking it is audited.
+			usersPage := siGet(t, hc, in.URL+"/console/users")
+			made := usersPage.form(t, "create_machine").submit(t, hc, url.Values{"name": {"Nightly export"}, "role": {"admin"}})
+			if made.StatusCode != http.StatusCreated || !strings.Contains(made.body, "Created the machine user Nightly export") {
+				t.Fatalf("create a machine user: %d:\n%s", made.StatusCode, made.body)
+			}
+			machines, err := in.App.Accounts.ListUsers(ctx, accounts.UserQuery{Query: "Nightly", Limit: 10})
+			if err != nil || len(machines.Items) != 1 || machines.Items[0].Kind != store.UserMachine {
+				t.Fatalf("machine users: %+v %v", machines.Items, err)
+			}
+			machine := machines.Items[0]
+			keyPage := siGet(t, hc, in.URL+"/console/users/"+machine.ID).form(t, "create_api_key").
+				submit(t, hc, url.Values{"name": {"export"}, "scopes": {"users:read"}})
+			km := consoleSecret.FindStringSubmatch(keyPage.body)
+			if keyPage.StatusCode != http.StatusOK || km == nil || !strings.HasPrefix(km[1], "pcak_") {
+				t.Fatalf("create an API key: %d:\n%s", keyPage.StatusCode, keyPage.body)
+			}
+			listed := siGet(t, hc, in.URL+"/console/users/"+machine.ID)
+			if strings.Contains(listed.body, km[1]) || !strings.Contains(listed.body, "export") {
+				t.Fatalf("the key page after creation shows the key again, or not its name:\n%s", listed.body)
+			}
+			if p := listed.form(t, "revoke_api_key").submit(t, hc, nil); p.StatusCode != http.StatusOK ||
+				auditCount(t, in, "api_key.revoked", "") != 1 {
+				t.Fatalf("revoke the API key: %d:\n%s", p.StatusCode, p.body)
 			}
 
 			// Clear failed logins: a throttled account may sign in at once.

@@ -163,7 +163,7 @@ type screen struct {
 type handler func(c *Console, r *request) error
 
 var screens = []screen{
-	{Path + "/users", (*Console).users, nil},
+	{Path + "/users", (*Console).users, (*Console).newMachineUser},
 	{Path + "/users/:id", (*Console).user, (*Console).userAction},
 	{Path + "/invites", (*Console).invites, (*Console).inviteAction},
 	{Path + "/sessions", (*Console).sessionsScreen, (*Console).sessionAction},

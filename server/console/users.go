@@ -8,6 +8,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apikeys"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // allow renders the 403 page unless the operator holds perm
@@ -35,23 +36,52 @@ func nextPage(r *request, name, cursor string) string {
 }
 
 type usersData struct {
-	Query string
-	Users []accounts.User
-	Next  string
+	Query    string
+	Users    []accounts.User
+	Next     string
+	MayWrite bool
+	Roles    []string // for a new machine user
 }
 
-func (c *Console) users(r *request) error {
+func (c *Console) users(r *request) error { return c.showUsers(r, http.StatusOK, view{}) }
+
+func (c *Console) showUsers(r *request, status int, v view) error {
 	if ok, err := c.allow(r, policy.PermUsersRead); !ok {
 		return err
 	}
 	q := strings.TrimSpace(r.QueryParam("q"))
-	v := view{Title: "Users", Screen: "users"}
+	v.Title, v.Screen = "Users", "users"
 	page, err := c.d.Accounts.ListUsers(r.ctx(), accounts.UserQuery{Query: q, Cursor: r.QueryParam("cursor"), Limit: PageSize})
-	v.Data = usersData{Query: q, Users: page.Items, Next: nextPage(r, "cursor", page.NextCursor)}
+	d := usersData{Query: q, Users: page.Items, Next: nextPage(r, "cursor", page.NextCursor), MayWrite: r.may(policy.PermUsersWrite)}
+	for _, role := range c.d.Accounts.Roles() {
+		d.Roles = append(d.Roles, role.Name)
+	}
+	v.Data = d
 	if err != nil {
 		return c.refused(r, 0, v, err)
 	}
-	return c.render(r, http.StatusOK, v)
+	return c.render(r, status, v)
+}
+
+// newMachineUser creates a machine user (people are invited) holding the
+// role chosen, if any, under the privilege ceiling; its API keys are then
+// made on its page.
+func (c *Console) newMachineUser(r *request) error {
+	if ok, err := c.allow(r, policy.PermUsersWrite); !ok {
+		return err
+	}
+	nu := accounts.NewUser{Kind: store.UserMachine, Name: r.FormValue("name")}
+	if role := r.FormValue("role"); role != "" {
+		nu.Roles = []string{role}
+	}
+	u, err := c.d.Accounts.CreateUser(r.ctx(), r.actor, nu)
+	if err != nil {
+		if errorStatus(err) >= 500 {
+			return c.fail(r.Context, r, err)
+		}
+		return c.showUsers(r, errorStatus(err), view{Error: errorText(err)})
+	}
+	return c.showUsers(r, http.StatusCreated, view{Notice: "Created the machine user " + u.Name + " (" + u.ID + "); give it API keys on its page."})
 }
 
 type userData struct {
