@@ -95,7 +95,8 @@ func auditCount(t *testing.T, in *st.Instance, action, target string) int {
 // host-only, a browser-session cookie of 43 characters. Actions carry
 // client_id console in the audit. Refusals change nothing: a form with a
 // wrong or no CSRF field, or sent cross-site, is 403; a person with no admin
-// permission gets the 403 page; a sign-in older than five minutes (an
+// permission gets the 403 page; "Send again" replaces a pending invite; a
+// sign-in older than five minutes (an
 // injected clock) makes key revocation, secret rotation and MFA reset
 // answer the "confirm it is you" page (403) with nothing changed, and its
 // "Sign in again" goes through the hosted login with prompt=login, then
@@ -183,6 +184,24 @@ func TestConsole(t *testing.T) {
 			list, err := in.App.Accounts.ListInvites(ctx, "", 100)
 			if err != nil || len(list.Items) != 1 {
 				t.Fatalf("invites after refused forms: %+v %v", list.Items, err)
+			}
+			// "Send again" replaces the pending invite with a new one.
+			var resend siPage
+			current := siGet(t, hc, in.URL+"/console/invites")
+			for _, f := range regexp.MustCompile(`(?s)<form .*?</form>`).FindAllString(current.body, -1) {
+				if strings.Contains(f, "Send again to new@example.com") {
+					resend = siPage{Response: current.Response, body: f}
+				}
+			}
+			if resend.Response == nil {
+				t.Fatalf("no Send again form:\n%s", current.body)
+			}
+			if p := resend.submit(t, hc, nil); p.StatusCode != http.StatusOK || !strings.Contains(p.body, "Invited new@example.com as user") {
+				t.Fatalf("send again: %d:\n%s", p.StatusCode, p.body)
+			}
+			if list, err = in.App.Accounts.ListInvites(ctx, "", 100); err != nil || len(list.Items) != 2 ||
+				list.Items[0].Status != "pending" || list.Items[1].Status == "pending" {
+				t.Fatalf("invites after sending again: %+v %v", list.Items, err)
 			}
 
 			// Stale sign-in: the three sensitive actions ask to sign in again.
