@@ -544,3 +544,52 @@ func TestConsoleFailsClosed(t *testing.T) {
 		t.Fatalf("with the token state down: %d %q:\n%s", p.StatusCode, p.Header.Get("Location"), p.body)
 	}
 }
+
+// TestConsoleCallbackRefusals: the sign-in's callback answers 400 (and
+// starts no session) for a state it does not know, none at all, a
+// cancelled sign-in, a callback opened in another browser than the one
+// that started the sign-in (which leaves that browser's sign-in usable),
+// and a callback used twice.
+func TestConsoleCallbackRefusals(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.SQLite))
+	root := st.NewFixtures(t, in.App.Core).User(t, "root@example.com", consolePassword, "super_admin")
+	hc := siBrowser(t)
+	step := follow(t, hc, siGet(t, hc, in.URL+"/console/login?next=%2Fconsole%2Froles")).
+		submit(t, hc, url.Values{"username": {root.Email}, "password": {consolePassword}})
+	callback := step.Header.Get("Location")
+	if step.StatusCode != http.StatusSeeOther || !strings.HasPrefix(callback, console.CallbackURL(in.Config.Issuer)+"?") {
+		t.Fatalf("after the login: %d %q", step.StatusCode, callback)
+	}
+	refused := func(t *testing.T, hc *http.Client, u, says string) {
+		t.Helper()
+		p := siGet(t, hc, u)
+		if p.StatusCode != http.StatusBadRequest || !strings.Contains(p.body, says) {
+			t.Fatalf("%s: %d:\n%s", u, p.StatusCode, p.body)
+		}
+		for _, c := range p.Cookies() {
+			if c.Name == console.InsecureCookieName && c.Value != "" {
+				t.Fatalf("%s started a console session", u)
+			}
+		}
+	}
+	t.Run("fail/another_browser", func(t *testing.T) {
+		refused(t, siBrowser(t), callback, "started in another browser")
+	})
+	if p := follow(t, hc, siGet(t, hc, callback)); p.StatusCode != http.StatusOK || p.Request.URL.Path != "/console/roles" {
+		t.Fatalf("the right browser after another tried: %d %s", p.StatusCode, p.Request.URL)
+	}
+	cancelled := siGet(t, hc, in.URL+"/console/login")
+	state, err := url.Parse(cancelled.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, query, says string }{
+		{"fail/used_twice", strings.TrimPrefix(callback, console.CallbackURL(in.Config.Issuer)), "already used"},
+		{"fail/no_state", "?code=x", "incomplete"},
+		{"fail/unknown_state", "?code=x&state=unknown", "expired or was already used"},
+		{"fail/cancelled", "?error=access_denied&state=" + url.QueryEscape(state.Query().Get("state")), "cancelled or refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { refused(t, hc, in.URL+console.CallbackPath+tc.query, tc.says) })
+	}
+}

@@ -124,15 +124,16 @@ func (c *Console) callback(ec echo.Context) error {
 	if len(q["state"]) != 1 || len(q["state"][0]) > 128 {
 		return problem("The answer from the sign-in page is incomplete.")
 	}
-	raw, err := c.d.Once.TakeOnce(ctx, onceLogin, hash(q.Get("state")), c.now())
+	// Read first, take once bound: a state seen elsewhere (a log, a
+	// shoulder) cannot use up this browser's sign-in.
+	key := hash(q.Get("state"))
+	raw, err := c.d.Once.PeekOnce(ctx, onceLogin, key, c.now())
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenUsed):
 		return problem("This sign-in has expired or was already used.")
 	case err != nil:
-		return c.fail(ec, nil, fmt.Errorf("console: take the pending sign-in: %w", err))
+		return c.fail(ec, nil, fmt.Errorf("console: read the pending sign-in: %w", err))
 	}
-	ec.SetCookie(&http.Cookie{Name: loginCookieName(secure), Path: c.base() + Path, MaxAge: -1, HttpOnly: true, Secure: secure,
-		SameSite: http.SameSiteLaxMode})
 	var p pendingLogin
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return c.fail(ec, nil, fmt.Errorf("console: decode the pending sign-in: %w", err))
@@ -141,6 +142,14 @@ func (c *Console) callback(ec echo.Context) error {
 	if err != nil || subtle.ConstantTimeCompare(hash(ck.Value), p.BindingHash) != 1 {
 		return problem("This sign-in was started in another browser.")
 	}
+	switch _, err := c.d.Once.TakeOnce(ctx, onceLogin, key, c.now()); {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenUsed):
+		return problem("This sign-in has expired or was already used.")
+	case err != nil:
+		return c.fail(ec, nil, fmt.Errorf("console: take the pending sign-in: %w", err))
+	}
+	ec.SetCookie(&http.Cookie{Name: loginCookieName(secure), Path: c.base() + Path, MaxAge: -1, HttpOnly: true, Secure: secure,
+		SameSite: http.SameSiteLaxMode})
 	if q.Get("error") != "" || len(q["code"]) != 1 {
 		return problem("The sign-in was cancelled or refused.")
 	}
