@@ -105,7 +105,9 @@ func auditCount(t *testing.T, in *st.Instance, action, target string) int {
 // next key is revoked (gone from the JWKS) and a client secret rotated (the
 // new one shown once, the old one refused); a code-flow client's redirect
 // URIs are replaced under registration's rules (never the built-in
-// client's, never a first-party client's by an admin); a machine user is
+// client's, never a first-party client's by an admin); every form of a
+// user's page (roles, deactivate, activate, temporary password, reset link,
+// end every session) changes the store and is audited; a machine user is
 // created and given an API key (shown once), which is then revoked. "Clear failed logins" lets
 // a throttled account sign in at once. Deactivating an operator
 // ends their console session. Logout ends the session on the server: its
@@ -409,6 +411,35 @@ func TestConsole(t *testing.T) {
 			}
 			api.PostForm("/oauth2/token", st.PasswordForm(locked.Email, consolePassword, ""), st.Basic("web", webSecret)).
 				ExpectStatus(http.StatusOK)
+
+			// Each form of a user's page goes through its service method:
+			// audited with client_id console, the change in the store.
+			subject := fx.User(t, "subject@example.com", consolePassword, "user")
+			for _, tc := range []struct {
+				name, action, audit string
+				fields              url.Values
+				check               func(u store.User) bool
+			}{
+				{"ok/grant_role", "grant_role", "role.granted", url.Values{"role": {"admin"}},
+					func(u store.User) bool { return slices.Contains(u.Roles, "admin") }},
+				{"ok/revoke_role", "revoke_role", "role.revoked", url.Values{"role": {"admin"}},
+					func(u store.User) bool { return !slices.Contains(u.Roles, "admin") }},
+				{"ok/deactivate", "deactivate", "user.deactivated", nil, func(u store.User) bool { return !u.Active }},
+				{"ok/activate", "activate", "user.reactivated", nil, func(u store.User) bool { return u.Active }},
+				{"ok/temp_password", "temp_password", "password.temp_set", url.Values{"password": {"a temporary password 7"}},
+					func(u store.User) bool { return u.MustChangePassword }},
+				{"ok/reset_link", "reset_link", "password.reset_requested", nil, func(store.User) bool { return true }},
+				{"ok/revoke_sessions", "revoke_sessions", "session.ended", nil, func(store.User) bool { return true }},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					page := siGet(t, hc, in.URL+"/console/users/"+subject.ID)
+					p := page.form(t, tc.action).submit(t, hc, tc.fields)
+					u, err := in.App.Core.Store.GetUser(ctx, subject.ID)
+					if p.StatusCode != http.StatusOK || err != nil || !tc.check(u) || auditCount(t, in, tc.audit, subject.ID) < 1 {
+						t.Fatalf("%d (%v), user %+v:\n%s", p.StatusCode, err, u, p.body)
+					}
+				})
+			}
 
 			// A person without admin permissions: the 403 page, no screen.
 			other := siBrowser(t)
