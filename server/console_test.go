@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -622,5 +623,45 @@ func TestConsoleCallbackRefusals(t *testing.T) {
 		{"fail/cancelled", "?error=access_denied&state=" + url.QueryEscape(state.Query().Get("state")), "cancelled or refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { refused(t, hc, in.URL+console.CallbackPath+tc.query, tc.says) })
+	}
+}
+
+// TestConsoleListPages: a list longer than a page is fetched one cursor
+// page at a time; following "Next page" shows every user exactly once.
+func TestConsoleListPages(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.SQLite))
+	fx := st.NewFixtures(t, in.App.Core)
+	root := fx.User(t, "root@example.com", consolePassword, "super_admin")
+	want := []string{root.Email}
+	for i := range console.PageSize + 5 {
+		want = append(want, fx.User(t, fmt.Sprintf("user%02d@example.com", i), consolePassword, "user").Email)
+	}
+	hc := siBrowser(t)
+	page, _ := consoleSignIn(t, in, hc, root.Email, "", "/console/users")
+	next := regexp.MustCompile(`<a href="([^"]+)" class="next"`)
+	email := regexp.MustCompile(`<td data-label="User"><a href="[^"]+">([^<]+)</a>`)
+	var seen []string
+	for pages := 1; ; pages++ {
+		rows := email.FindAllStringSubmatch(page.body, -1)
+		if len(rows) > console.PageSize {
+			t.Fatalf("page %d has %d rows", pages, len(rows))
+		}
+		for _, r := range rows {
+			seen = append(seen, r[1])
+		}
+		m := next.FindStringSubmatch(page.body)
+		if m == nil {
+			break
+		}
+		if pages > 5 {
+			t.Fatal("too many pages")
+		}
+		page = siGet(t, hc, in.URL+unescapeHTML(m[1]))
+	}
+	slices.Sort(seen)
+	slices.Sort(want)
+	if !slices.Equal(seen, want) {
+		t.Fatalf("users across pages: %v, want %v", seen, want)
 	}
 }

@@ -31,7 +31,7 @@ func (c *Console) showInvites(r *request, status int, v view) error {
 	if err != nil {
 		return c.fail(r.Context, r, err)
 	}
-	d.Invites, d.Next = page.Items, nextPage(r, "cursor", page.NextCursor)
+	d.Invites, d.Next = page.Items, c.nextPage(r, "cursor", page.NextCursor)
 	if v.Error != "" {
 		d.Email = r.FormValue("email")
 	}
@@ -97,7 +97,7 @@ func (c *Console) showSessions(r *request, status int, v view) error {
 		if err != nil {
 			return c.fail(r.Context, r, err)
 		}
-		d.Sessions, d.Next = page.Items, nextPage(r, "cursor", page.NextCursor)
+		d.Sessions, d.Next = page.Items, c.nextPage(r, "cursor", page.NextCursor)
 	}
 	v.Data = d
 	return c.render(r, status, v)
@@ -179,7 +179,7 @@ func (c *Console) audit(r *request) error {
 	if err != nil {
 		return c.refused(r, 0, v, err)
 	}
-	d.Events, d.Next = page.Items, nextPage(r, "cursor", page.NextCursor)
+	d.Events, d.Next = page.Items, c.nextPage(r, "cursor", page.NextCursor)
 	v.Data = d
 	return c.render(r, http.StatusOK, v)
 }

@@ -67,7 +67,7 @@ func (c *Console) showClients(r *request, status int, v view, f clientForm) erro
 	d := clientsData{MayWrite: r.may(policy.PermClientsWrite), Grants: clientGrants, Form: f}
 	var next string
 	d.Clients, next = cursorPage(list, func(cv clients.ClientView) string { return cv.ClientID }, r.QueryParam("cursor"))
-	d.Next = nextPage(r, "cursor", next)
+	d.Next = c.nextPage(r, "cursor", next)
 	for _, cv := range list {
 		if cv.ClientID != c.cfg.ClientID && slices.Contains(cv.Grants, token.GrantAuthorizationCode) {
 			d.CodeClients = append(d.CodeClients, cv)

@@ -23,7 +23,7 @@ func (c *Console) allow(r *request, perm string) (ok bool, err error) {
 
 // nextPage is the link to the page after this one, keeping the query but
 // the cursor named name ("" when there is none).
-func nextPage(r *request, name, cursor string) string {
+func (c *Console) nextPage(r *request, name, cursor string) string {
 	if cursor == "" {
 		return ""
 	}
@@ -32,7 +32,7 @@ func nextPage(r *request, name, cursor string) string {
 		q[k] = v
 	}
 	q.Set(name, cursor)
-	return r.Request().URL.Path + "?" + q.Encode()
+	return c.base() + r.Request().URL.Path + "?" + q.Encode()
 }
 
 type usersData struct {
@@ -52,7 +52,7 @@ func (c *Console) showUsers(r *request, status int, v view) error {
 	q := strings.TrimSpace(r.QueryParam("q"))
 	v.Title, v.Screen = "Users", "users"
 	page, err := c.d.Accounts.ListUsers(r.ctx(), accounts.UserQuery{Query: q, Cursor: r.QueryParam("cursor"), Limit: PageSize})
-	d := usersData{Query: q, Users: page.Items, Next: nextPage(r, "cursor", page.NextCursor), MayWrite: r.may(policy.PermUsersWrite)}
+	d := usersData{Query: q, Users: page.Items, Next: c.nextPage(r, "cursor", page.NextCursor), MayWrite: r.may(policy.PermUsersWrite)}
 	for _, role := range c.d.Accounts.Roles() {
 		d.Roles = append(d.Roles, role.Name)
 	}
@@ -121,13 +121,13 @@ func (c *Console) showUser(r *request, status int, v view) error {
 	if err != nil {
 		d.SessionsError = errorText(err)
 	}
-	d.Sessions, d.SessionsNext = sp.Items, nextPage(r, "sessions_cursor", sp.NextCursor)
+	d.Sessions, d.SessionsNext = sp.Items, c.nextPage(r, "sessions_cursor", sp.NextCursor)
 	if d.Machine {
 		kp, err := c.d.Accounts.ListMachineAPIKeys(r.ctx(), r.actor, u.ID, r.QueryParam("keys_cursor"), PageSize)
 		if err != nil {
 			d.KeysError = errorText(err)
 		}
-		d.Keys, d.KeysNext = kp.Items, nextPage(r, "keys_cursor", kp.NextCursor)
+		d.Keys, d.KeysNext = kp.Items, c.nextPage(r, "keys_cursor", kp.NextCursor)
 	}
 	v.Title, v.Screen, v.Data = "User "+displayName(u), "user", d
 	return c.render(r, status, v)
