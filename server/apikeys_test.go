@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/keys/verify/apikey"
 	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/mail/mailtest"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -49,7 +50,7 @@ type keyEnv struct {
 	rootTok, admTok, annTok string // access tokens through "web"
 }
 
-func newKeyEnv(t *testing.T, b st.Backend) *keyEnv {
+func newKeyEnv(t *testing.T, b st.Backend, extra ...map[string]string) *keyEnv {
 	t.Helper()
 	policyFile, err := filepath.Abs("../docs/examples/demo-policy.yaml")
 	if err != nil {
@@ -57,6 +58,11 @@ func newKeyEnv(t *testing.T, b st.Backend) *keyEnv {
 	}
 	env := st.NewEnv(t, b)
 	env["PORTCULLIS_POLICY_FILE"] = policyFile
+	for _, m := range extra {
+		for k, v := range m {
+			env[k] = v
+		}
+	}
 	in := st.Start(t, env)
 	fx := st.NewFixtures(t, in.App.Core)
 	e := &keyEnv{env: env, in: in, c: in.Client(t), fx: fx}
@@ -600,4 +606,59 @@ func TestAPIKeyTimingUnknownVsRevoked(t *testing.T) {
 		}
 	}
 	t.Fatalf("unknown and revoked keys differ by more than 10%% in three rounds: revoked %s vs unknown %s", mr, mu)
+}
+
+// TestAPIKeyExpiryNotices: a week before a key expires, the people who use
+// it get one email, over real SMTP, on PostgreSQL+Redis and on SQLite: a
+// person's own key is announced to them, a machine user's to the admin who
+// created it. Two instances running their rounds at once send each notice
+// once; no notice holds the key itself; a key far from its expiry is not
+// announced.
+func TestAPIKeyExpiryNotices(t *testing.T) {
+	for _, b := range keyBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			smtp := mailtest.NewServer(t)
+			e := newKeyEnv(t, b, map[string]string{"PORTCULLIS_SMTP_URL": smtp.URL()})
+			in := func(d time.Duration) string { return time.Now().Add(d).UTC().Format(time.RFC3339) }
+			deploy := e.createKey(t, "/auth/api-keys", e.annTok, map[string]any{"name": "deploy", "scopes": []string{"projects:read"},
+				"expires_at": in(72 * time.Hour)})
+			e.createKey(t, "/auth/api-keys", e.annTok, map[string]any{"name": "long-lived", "scopes": []string{"projects:read"}})
+			var bot struct {
+				ID string `json:"id"`
+			}
+			e.c.PostJSON("/admin/users", map[string]any{"kind": "machine", "name": "ci-bot", "roles": []string{"viewer"}},
+				st.Bearer(e.admTok)).ExpectStatus(http.StatusCreated).JSON(&bot)
+			botKey := e.createKey(t, "/admin/users/"+bot.ID+"/api-keys", e.admTok, map[string]any{"name": "ci",
+				"scopes": []string{"projects:read"}, "expires_at": in(48 * time.Hour)})
+
+			second := st.Start(t, e.env)
+			instances := []*st.Instance{e.in, second}
+			st.AtOnce(len(instances), func(i int) {
+				if _, err := instances[i].App.KeyNotices.RunOnce(context.Background()); err != nil {
+					t.Errorf("instance %d: %v", i, err)
+				}
+			})
+			own := smtp.WaitFor(t, "ann@example.com", 10*time.Second)
+			if !strings.Contains(own.Text, `"deploy" (`+deploy.Hint+`)`) || strings.Contains(string(own.Raw), deploy.Key) ||
+				!strings.Contains(own.Subject, "expires soon") {
+				t.Fatalf("the owner's notice:\n%s", own.Text)
+			}
+			forBot := smtp.WaitFor(t, "adm@example.com", 10*time.Second)
+			if !strings.Contains(forBot.Text, "the machine user ci-bot") || strings.Contains(string(forBot.Raw), botKey.Key) {
+				t.Fatalf("the creator's notice:\n%s", forBot.Text)
+			}
+			// Once each: another round anywhere sends nothing more.
+			if n, err := second.App.KeyNotices.RunOnce(context.Background()); err != nil || n != 0 {
+				t.Fatalf("a later round sent %d, %v", n, err)
+			}
+			if msgs := smtp.Messages(); len(msgs) != 2 {
+				t.Fatalf("%d emails, want 2 (one per key about to expire)", len(msgs))
+			}
+			page, err := e.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: "api_key.expiry_notified", Limit: 10})
+			if err != nil || len(page.Items) != 2 {
+				t.Fatalf("api_key.expiry_notified events: %d, %v", len(page.Items), err)
+			}
+		})
+	}
 }

@@ -143,9 +143,15 @@ func TestMetrics(t *testing.T) {
 	d.c.PostForm("/oauth2/token", st.RefreshForm(tok.RefreshToken), web).Token()
 	d.c.PostForm("/oauth2/token", st.RefreshForm(tok.RefreshToken), web).ExpectError(400, "invalid_grant") // reuse
 	d.c.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic("svc", d.svcSecret)).Token()
-	for i := 0; i < 3; i++ {
+	// Three wrong guesses with a limit of 2: the first fails; of the next
+	// two, sent at once, the throttle admits one (which fails) and refuses
+	// the other, whatever the timing (a sequential third guess would find
+	// the 1 s delay over when argon2id runs slow on a loaded machine).
+	guess := func(int) {
 		d.c.PostForm("/oauth2/token", st.PasswordForm("mallory@example.com", "guess guess guess", ""), web)
 	}
+	guess(0)
+	st.AtOnce(2, guess)
 	after := scrape(t, d.c)
 	moved := []struct {
 		name   string

@@ -309,6 +309,44 @@ func TestOwnConsents(t *testing.T) {
 	}
 }
 
+// TestWithdrawingConsentEndsTheClientsGrants: withdrawing consent to a
+// third-party client takes its access away, on PostgreSQL+Redis and on
+// SQLite: its refresh token (offline_access, which outlives any browser
+// session) is refused and its access token is refused at /userinfo, while
+// the person's own first-party session goes on.
+func TestWithdrawingConsentEndsTheClientsGrants(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSessionViews(t, b)
+			ctx := context.Background()
+			hc := siBrowser(t)
+			third := d.oauth("third", d.thirdSecret, oidc.ScopeOpenID, oidc.ScopeOfflineAccess)
+			verifier := oauth2.GenerateVerifier()
+			login := siGet(t, hc, third.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier)))
+			consent := login.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}})
+			q := d.callback(t, consent.submit(t, hc, url.Values{"decision": {"allow"}}))
+			tok, err := third.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(verifier))
+			if err != nil || tok.RefreshToken == "" {
+				t.Fatalf("code exchange: %v (refresh token %t)", err, tok != nil && tok.RefreshToken != "")
+			}
+			own := d.c.PostForm("/oauth2/token", st.PasswordForm(siEmail, siPassword, ""), st.Basic("web", d.webSecret)).Token()
+			d.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(http.StatusOK)
+
+			d.c.Delete("/auth/consents/third", st.Bearer(own.AccessToken)).ExpectStatus(http.StatusNoContent)
+
+			if _, err := third.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err == nil {
+				t.Fatal("the third-party client refreshed after the consent was withdrawn")
+			}
+			d.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(http.StatusUnauthorized)
+			// The person's own session at another client is untouched.
+			d.c.Get("/auth/consents", st.Bearer(own.AccessToken)).ExpectStatus(http.StatusOK)
+			d.c.PostForm("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {own.RefreshToken}},
+				st.Basic("web", d.webSecret)).ExpectStatus(http.StatusOK)
+		})
+	}
+}
+
 // TestAdminSessionViews: the admin routes need users:read to list and
 // users:write to end or withdraw (403 insufficient_scope without), and the
 // privilege ceiling for the latter (an admin cannot end a super_admin's

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -369,42 +368,37 @@ func TestUpstreamProvidersFileRefusedAtStart(t *testing.T) {
 }
 
 // TestUpstreamTokenExchangeConcurrentFirstSignIn: the same new upstream
-// account exchanged by many requests at once creates one account; every
-// request signs in to it (the losers of the creation race find the link).
+// account exchanged by many requests at once (each with its own id token,
+// as separate sign-ins at the provider) creates one account; every request
+// signs in to it (the losers of the creation race find the link).
 func TestUpstreamTokenExchangeConcurrentFirstSignIn(t *testing.T) {
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
 		t.Run(b.String(), func(t *testing.T) {
 			t.Parallel()
 			e := newIDPEnv(t, b)
-			raw := e.op.IDToken(t, upstreamtest.Token{Subject: "sub-race", Email: "race@example.com", EmailVerified: upstreamtest.Bool(true)})
 			const n = 8
+			raws := make([]string, n)
+			for i := range raws {
+				raws[i] = e.op.IDToken(t, upstreamtest.Token{Subject: "sub-race", Email: "race@example.com", EmailVerified: upstreamtest.Bool(true)})
+			}
 			subs := make([]string, n)
 			codes := make([]int, n)
-			var start, done sync.WaitGroup
-			start.Add(1)
-			for i := range n {
-				done.Add(1)
-				go func() {
-					defer done.Done()
-					start.Wait()
-					resp, err := http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raw))
-					if err != nil {
-						return
-					}
-					defer resp.Body.Close()
-					codes[i] = resp.StatusCode
-					var tr st.TokenResponse
-					body, _ := io.ReadAll(resp.Body)
-					if resp.StatusCode != http.StatusOK {
-						t.Logf("racer %d: %s", i, body)
-					}
-					if json.Unmarshal(body, &tr) == nil && tr.AccessToken != "" {
-						subs[i], _ = decodeClaims(t, tr.AccessToken)["sub"].(string)
-					}
-				}()
-			}
-			start.Done()
-			done.Wait()
+			st.AtOnce(n, func(i int) {
+				resp, err := http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raws[i]))
+				if err != nil {
+					return
+				}
+				defer resp.Body.Close()
+				codes[i] = resp.StatusCode
+				var tr st.TokenResponse
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != http.StatusOK {
+					t.Logf("racer %d: %s", i, body)
+				}
+				if json.Unmarshal(body, &tr) == nil && tr.AccessToken != "" {
+					subs[i], _ = decodeClaims(t, tr.AccessToken)["sub"].(string)
+				}
+			})
 			for i := range n {
 				if codes[i] != http.StatusOK || subs[i] == "" || subs[i] != subs[0] {
 					t.Fatalf("racer %d: status %d sub %q (racer 0: %q)", i, codes[i], subs[i], subs[0])
@@ -414,6 +408,49 @@ func TestUpstreamTokenExchangeConcurrentFirstSignIn(t *testing.T) {
 			if err != nil || len(page.Items) != 1 {
 				t.Fatalf("user.jit_created events = %d, %v; want exactly one", len(page.Items), err)
 			}
+		})
+	}
+}
+
+// TestUpstreamIDTokenSignsInOnce: an upstream id token signs in once. The
+// same token sent by 8 requests at once, on PostgreSQL+Redis and on SQLite,
+// opens exactly one session; the others, and a later replay, are refused
+// with invalid_request and a login.failed event of reason replayed_token,
+// while a new token of the same account still signs in.
+func TestUpstreamIDTokenSignsInOnce(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			mint := func() string {
+				return e.op.IDToken(t, upstreamtest.Token{Subject: "sub-once", Email: "once@example.com", EmailVerified: upstreamtest.Bool(true)})
+			}
+			e.exchange(t, mint()).ExpectStatus(http.StatusOK) // the account exists before the race
+			raw := mint()
+			const n = 8
+			codes := make([]int, n)
+			st.AtOnce(n, func(i int) {
+				resp, err := http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raw))
+				if err != nil {
+					return
+				}
+				resp.Body.Close()
+				codes[i] = resp.StatusCode
+			})
+			ok, refused := 0, 0
+			for _, c := range codes {
+				switch c {
+				case http.StatusOK:
+					ok++
+				case http.StatusBadRequest:
+					refused++
+				}
+			}
+			if ok != 1 || refused != n-1 {
+				t.Fatalf("statuses %v: want exactly one 200 and %d × 400", codes, n-1)
+			}
+			e.refused(t, e.exchange(t, raw), upstream.ReasonReplayedToken)
+			e.exchange(t, mint()).ExpectStatus(http.StatusOK)
 		})
 	}
 }

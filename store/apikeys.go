@@ -57,4 +57,26 @@ type APIKeys interface {
 	// TouchAPIKey sets the key's last use to at unless a later one is
 	// recorded; an unknown id is not an error.
 	TouchAPIKey(ctx context.Context, id string, at time.Time) error
+	// ClaimExpiringAPIKeys claims, for announcing, at most limit keys that
+	// are not revoked, not expired at now, expire at or before before, and
+	// were never claimed so; it returns them with the address to tell.
+	// Each key is claimed once: of concurrent claims on any number of
+	// instances, exactly one gets it. A key whose owner and creator have
+	// no email is claimed with an empty address.
+	ClaimExpiringAPIKeys(ctx context.Context, now, before time.Time, limit int) ([]ExpiringAPIKey, error)
+	// ReleaseExpiringAPIKey undoes the claim of id (its notice could not be
+	// sent), so that a later claim gets it again.
+	ReleaseExpiringAPIKey(ctx context.Context, id string) error
+}
+
+// ExpiringAPIKey is a key claimed by ClaimExpiringAPIKeys and where to tell
+// of its coming expiry: the owner's email, or for an owner without one (a
+// machine user) the email of the person who created the key.
+type ExpiringAPIKey struct {
+	Key APIKey
+	// OwnerName is the owner's display name; ToOwner says Notify is the
+	// owner's own address (else the creator's).
+	OwnerName string
+	ToOwner   bool
+	Notify    string
 }

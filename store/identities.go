@@ -10,6 +10,11 @@ import (
 // its callback.
 const OnceUpstreamLogin = "upstream"
 
+// OnceUpstreamIDToken is the record of an upstream id token spent by a token
+// exchange (the value is the provider's id), kept until the token expires so
+// that it signs in once.
+const OnceUpstreamIDToken = "upstream-idt"
+
 // FederatedIdentity links an account at an upstream OpenID provider, named
 // by the provider's id and the account's stable `sub` there, to a local
 // user. A user is found by (Provider, Subject), never by email; a user has at

@@ -120,6 +120,10 @@ type TokenState interface {
 	// RevokeFamily ends one session: its refresh tokens stop working and every
 	// access token carrying its sid is revoked. Unknown ids are not an error.
 	RevokeFamily(ctx context.Context, familyID string, now time.Time) error
+	// RevokeClientFamilies ends, as RevokeFamily does, every live session
+	// of the user at the client (withdrawing consent to a client) and
+	// returns how many it ended. The user's other sessions go on.
+	RevokeClientFamilies(ctx context.Context, userID, clientID string, now time.Time) (int, error)
 	// RevokeUserSessions ends every session of the user and revokes every
 	// access token of the user issued before cutoff; no family whose
 	// CreatedAt is at or before cutoff can be created afterwards.

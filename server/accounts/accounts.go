@@ -70,6 +70,8 @@ type Sessions interface {
 	// EndUserSessions ends every session of the user and revokes every access
 	// token issued to them before now.
 	EndUserSessions(ctx context.Context, userID string) error
+	// EndClientGrants ends every session of the user at one client.
+	EndClientGrants(ctx context.Context, userID, clientID string) error
 }
 
 // APIKeys creates, lists and revokes API keys (*apikeys.Service). Who may

@@ -25,6 +25,7 @@ type BrowserSessionLister interface {
 
 // Consents lists and forgets remembered consents (*sqlstore.Store).
 type Consents interface {
+	GetConsent(ctx context.Context, userID, clientID string) (store.Consent, error)
 	ListConsents(ctx context.Context, userID string) ([]store.Consent, error)
 	DeleteConsent(ctx context.Context, userID, clientID string) error
 }
@@ -262,14 +263,24 @@ func (s *Service) endSession(ctx context.Context, userID, sid string, byAdmin bo
 	return nil
 }
 
-// withdrawConsent forgets userID's consent to clientID and records
-// consent.revoked.
+// withdrawConsent ends userID's sessions at clientID (their refresh and
+// access tokens die on every instance), then forgets the consent and
+// records consent.revoked: withdrawing consent takes the client's access
+// away, not only its next consent screen. Grants end first, so a failure
+// leaves the consent in place to withdraw again; an unknown consent
+// changes nothing.
 func (s *Service) withdrawConsent(ctx context.Context, userID, clientID, via string, actor Actor) error {
 	if s.consents == nil {
 		return internal("withdraw a consent", errors.New("no consent store"))
 	}
 	if clientID == "" || len(clientID) > maxIDLen {
 		return errConsentNotFound
+	}
+	if _, err := s.consents.GetConsent(ctx, userID, clientID); err != nil {
+		return storeErr("withdraw a consent", err, errConsentNotFound)
+	}
+	if err := s.sessions.EndClientGrants(ctx, userID, clientID); err != nil {
+		return err
 	}
 	if err := s.consents.DeleteConsent(ctx, userID, clientID); err != nil {
 		return storeErr("withdraw a consent", err, errConsentNotFound)

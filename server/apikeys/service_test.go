@@ -171,6 +171,14 @@ func (m *memStore) TouchAPIKey(_ context.Context, id string, at time.Time) error
 	return nil
 }
 
+func (m *memStore) ClaimExpiringAPIKeys(context.Context, time.Time, time.Time, int) ([]store.ExpiringAPIKey, error) {
+	return nil, errors.New("memStore: expiry notices are tested with their own fake")
+}
+
+func (m *memStore) ReleaseExpiringAPIKey(context.Context, string) error {
+	return errors.New("memStore: expiry notices are tested with their own fake")
+}
+
 type fakeGrants struct {
 	mu    sync.Mutex
 	ended []string

@@ -251,6 +251,8 @@ type App struct {
 	Ender *signout.Ender
 	// Backchannel delivers queued back-channel logout tokens; Run runs it.
 	Backchannel *backchannel.Notifier
+	// KeyNotices emails the coming expiry of API keys; Run runs it.
+	KeyNotices *apikeys.ExpiryNotices
 	// Passkeys runs the WebAuthn ceremonies (registration on
 	// /auth/mfa/webauthn/… and /account/security, assertions as the second
 	// step of a login); nil when the server has no WebAuthn relying party
@@ -357,7 +359,17 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if pk != nil {
 		views.Passkeys = pk
 	}
-	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter, views)
+	sender, tmpl, err := newMail(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	keyNotices, err := apikeys.NewExpiryNotices(apikeys.NoticeDeps{Keys: core.Store, Mail: sender, Templates: tmpl,
+		Audit: core.Audit, ProductName: cfg.ProductName, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter, views,
+		sender, tmpl)
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +411,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, MFA: mfaService, states: states,
-		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, Passkeys: pk, Upstream: ups,
+		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, KeyNotices: keyNotices, Passkeys: pk, Upstream: ups,
 		APIKeys: apiKeys, Console: cons}, nil
 }
 
@@ -506,21 +518,8 @@ func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash 
 // collaborators of the session views (Browser, Consents, Ender), of the
 // second factors (MFA, Passkeys) and of API keys (APIKeys).
 func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, tokens *token.Service,
-	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter, views accounts.Deps) (*accounts.Service, error) {
-	var sender mail.Sender
-	if cfg.SMTPURL != "" {
-		smtp, err := mail.NewSMTPSender(cfg.SMTPURL, cfg.MailFrom, mail.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("PORTCULLIS_SMTP_URL: %w", err)
-		}
-		sender = smtp
-	} else {
-		sender = mail.NewLogSender(log)
-	}
-	tmpl, err := mail.NewTemplates()
-	if err != nil {
-		return nil, fmt.Errorf("email templates: %w", err)
-	}
+	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter, views accounts.Deps,
+	sender mail.Sender, tmpl *mail.Templates) (*accounts.Service, error) {
 	rules := PasswordRules(cfg)
 	if err := rules.Validate(); err != nil {
 		return nil, err
@@ -541,6 +540,24 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		return nil, err
 	}
 	return acc, nil
+}
+
+// newMail returns the sender of every email: SMTP when PORTCULLIS_SMTP_URL
+// is set, else the log (marked not sent); and the templates.
+func newMail(cfg config.Config, log *slog.Logger) (mail.Sender, *mail.Templates, error) {
+	var sender mail.Sender = mail.NewLogSender(log)
+	if cfg.SMTPURL != "" {
+		smtp, err := mail.NewSMTPSender(cfg.SMTPURL, cfg.MailFrom, mail.Options{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("PORTCULLIS_SMTP_URL: %w", err)
+		}
+		sender = smtp
+	}
+	tmpl, err := mail.NewTemplates()
+	if err != nil {
+		return nil, nil, fmt.Errorf("email templates: %w", err)
+	}
+	return sender, tmpl, nil
 }
 
 // checkCookieClients refuses to start while a client takes its refresh
@@ -642,6 +659,12 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 		// Run returns and the stores are closed.
 		done := make(chan struct{})
 		go func() { defer close(done); a.Backchannel.Run(kctx) }()
+		defer func() { cancel(); <-done }()
+	}
+	if a.KeyNotices != nil {
+		// A round in flight ends before the stores are closed.
+		done := make(chan struct{})
+		go func() { defer close(done); a.KeyNotices.Run(kctx) }()
 		defer func() { cancel(); <-done }()
 	}
 	go a.purgeLoop(kctx, 10*time.Minute)

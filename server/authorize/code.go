@@ -25,6 +25,9 @@ type Login struct {
 	AuthTime         time.Time
 	AMR              []string
 	BrowserSessionID string
+	// User is the account as read for this request's decision (nil: the
+	// redemption reads it again); the code carries it (token.CodeUser).
+	User *store.User
 }
 
 // NewCode returns a new authorization code: 256 random bits, base64url.
@@ -46,6 +49,12 @@ func IssueCode(ctx context.Context, codes CodeStore, req *Request, login Login, 
 		Scopes: slices.Clone(req.Scopes), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
 		AuthTime: login.AuthTime, AMR: slices.Clone(login.AMR), SID: token.NewSID(), Offline: req.WantsOffline(),
 		BrowserSessionID: login.BrowserSessionID, IssuedAt: now,
+	}
+	if login.User != nil {
+		if login.User.ID != login.UserID {
+			return "", token.AuthCode{}, errors.New("issue code: the account read is not the one that signed in")
+		}
+		rec.User = token.SnapshotUser(*login.User)
 	}
 	if rec.Scopes == nil {
 		rec.Scopes = []string{}

@@ -203,6 +203,47 @@ func TestIssueCode(t *testing.T) {
 	if rec3.RedirectURI != "" {
 		t.Fatal(rec3.RedirectURI)
 	}
+	if got.User != nil {
+		t.Fatalf("a login without the account read carries a snapshot: %+v", got.User)
+	}
+}
+
+// TestIssueCodeCarriesTheAccount: the account read for the decision goes
+// into the code (token.CodeUser), and only the account that signed in.
+func TestIssueCodeCarriesTheAccount(t *testing.T) {
+	st := newFakeOnce()
+	r := parsedRequest(t, "scope", "openid")
+	u := store.User{ID: "u1", Email: "ada@example.com", Name: "Ada", Active: true, EmailVerified: true,
+		Roles: []string{"editor"}, PasswordHash: "$argon2id$secret"}
+	login := Login{UserID: "u1", AuthTime: testNow.Add(-time.Hour), User: &u}
+	code, _, err := IssueCode(context.Background(), st, r, login, time.Minute, testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := st.TakeOnce(context.Background(), store.OnceAuthCode, token.HashSecret(code), testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), "argon2id") {
+		t.Fatal("the code record holds the password hash")
+	}
+	got, err := token.ParseAuthCode(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.User == nil {
+		t.Fatal("no account snapshot in the code")
+	}
+	back := got.User.StoreUser(got.UserID)
+	if back.ID != "u1" || back.Email != u.Email || back.Name != u.Name || !back.Active || !back.EmailVerified ||
+		!slices.Equal(back.Roles, u.Roles) || back.PasswordHash != "" {
+		t.Fatalf("snapshot %+v", back)
+	}
+	other := store.User{ID: "u2", Active: true}
+	login.User = &other
+	if _, _, err := IssueCode(context.Background(), st, r, login, time.Minute, testNow); err == nil {
+		t.Fatal("a code was issued with another account's snapshot")
+	}
 }
 
 func TestPendingTwoTabsBothComplete(t *testing.T) {

@@ -43,6 +43,18 @@ type VerifyData struct {
 	ExpiresIn   time.Duration
 }
 
+// APIKeyExpiryData fills the notice of an API key's coming expiry.
+type APIKeyExpiryData struct {
+	ProductName string
+	To          string
+	KeyName     string // the name its owner gave it
+	KeyHint     string // the display hint (never the key)
+	// Owner names the machine user the key acts as, for a notice sent to
+	// the person who created it; "" when the reader owns the key.
+	Owner     string
+	ExpiresAt time.Time
+}
+
 // Paths of the pages the emailed links open (see the contract).
 const (
 	InvitePath        = "/invite"
@@ -53,7 +65,7 @@ const (
 // Templates renders the account emails, each as a plain-text and an HTML
 // body (html/template: every value is escaped). It is safe for concurrent use.
 type Templates struct {
-	invite, reset, verify pair
+	invite, reset, verify, apiKeyExpiring pair
 }
 
 type pair struct {
@@ -64,6 +76,8 @@ type pair struct {
 // view is what the templates see.
 type view struct {
 	ProductName, To, Link, Role, Expires, Subject string
+	// The API key expiry notice's.
+	KeyName, KeyHint, Owner, ExpiresOn string
 }
 
 // NewTemplates parses the embedded templates.
@@ -99,7 +113,31 @@ func NewTemplates() (*Templates, error) {
 	if t.verify, err = load("verify"); err != nil {
 		return nil, err
 	}
+	if t.apiKeyExpiring, err = load("apikey_expiring"); err != nil {
+		return nil, err
+	}
 	return t, nil
+}
+
+// APIKeyExpiring renders the notice of d's key's coming expiry to d.To. It
+// carries no link and never the key, only its name and hint.
+func (t *Templates) APIKeyExpiring(d APIKeyExpiryData) (Message, error) {
+	if strings.TrimSpace(d.KeyName) == "" || d.KeyHint == "" || d.ExpiresAt.IsZero() {
+		return Message{}, fmt.Errorf("API key expiry email: %w: the key's name, hint and expiry are required", ErrInvalidMessage)
+	}
+	msg, err := t.apiKeyExpiring.execute(view{ProductName: productName(d.ProductName), To: d.To, KeyName: d.KeyName,
+		KeyHint: d.KeyHint, Owner: d.Owner, ExpiresOn: d.ExpiresAt.UTC().Format("Monday 2 January 2006, 15:04 UTC")})
+	if err != nil {
+		return Message{}, fmt.Errorf("API key expiry email: %w", err)
+	}
+	return msg, nil
+}
+
+func productName(p string) string {
+	if p == "" {
+		return DefaultProductName
+	}
+	return p
 }
 
 // Invite renders the invitation to d.To.
@@ -133,17 +171,17 @@ func (t *Templates) VerifyEmail(d VerifyData) (Message, error) {
 }
 
 func (p pair) render(product, to, link, role string, expiresIn time.Duration) (Message, error) {
-	if product == "" {
-		product = DefaultProductName
-	}
 	if expiresIn <= 0 {
 		return Message{}, fmt.Errorf("%w: the link's lifetime must be positive", ErrInvalidMessage)
 	}
 	if u, err := url.Parse(link); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return Message{}, fmt.Errorf("%w: the link must be an absolute http(s) URL", ErrInvalidMessage)
 	}
-	v := view{ProductName: product, To: to, Link: link, Role: role, Expires: HumanDuration(expiresIn)}
+	return p.execute(view{ProductName: productName(product), To: to, Link: link, Role: role, Expires: HumanDuration(expiresIn)})
+}
 
+// execute renders the subject, the text and the HTML body of v.
+func (p pair) execute(v view) (Message, error) {
 	var subject, text, html bytes.Buffer
 	if err := p.text.ExecuteTemplate(&subject, "subject", v); err != nil {
 		return Message{}, fmt.Errorf("render subject: %w", err)
@@ -155,7 +193,7 @@ func (p pair) render(product, to, link, role string, expiresIn time.Duration) (M
 	if err := p.html.Execute(&html, v); err != nil {
 		return Message{}, fmt.Errorf("render html: %w", err)
 	}
-	msg := Message{To: to, Subject: v.Subject, Text: text.String(), HTML: html.String()}
+	msg := Message{To: v.To, Subject: v.Subject, Text: text.String(), HTML: html.String()}
 	if _, err := checkMessage(msg); err != nil {
 		return Message{}, err
 	}

@@ -30,6 +30,10 @@ func TestTemplatesEscapeHTML(t *testing.T) {
 		"verify": func() (mail.Message, error) {
 			return tpl.VerifyEmail(mail.VerifyData{ProductName: hostileName, To: hostileTo, Link: link, ExpiresIn: time.Hour})
 		},
+		"apikey_expiring": func() (mail.Message, error) {
+			return tpl.APIKeyExpiring(mail.APIKeyExpiryData{ProductName: hostileName, To: hostileTo, KeyName: hostileRole,
+				KeyHint: "pcak_abc...wxyz", Owner: hostileRole, ExpiresAt: time.Now().Add(72 * time.Hour)})
+		},
 	}
 	for name, fn := range render {
 		t.Run("ok/"+name, func(t *testing.T) {
@@ -86,6 +90,23 @@ func TestTemplatesRefuseBadData(t *testing.T) {
 	}
 	if _, err := tpl.VerifyEmail(mail.VerifyData{To: "a@example.com", Link: "https://x/verify-email?token=t", ExpiresIn: -time.Hour}); !errors.Is(err, mail.ErrInvalidMessage) {
 		t.Errorf("verify with negative lifetime: err = %v", err)
+	}
+	key := mail.APIKeyExpiryData{To: "a@example.com", KeyName: "deploy", KeyHint: "pcak_abc...wxyz", ExpiresAt: time.Now()}
+	for name, change := range map[string]func(d *mail.APIKeyExpiryData){
+		"no key name":  func(d *mail.APIKeyExpiryData) { d.KeyName = " " },
+		"no hint":      func(d *mail.APIKeyExpiryData) { d.KeyHint = "" },
+		"no expiry":    func(d *mail.APIKeyExpiryData) { d.ExpiresAt = time.Time{} },
+		"no recipient": func(d *mail.APIKeyExpiryData) { d.To = "" },
+	} {
+		d := key
+		change(&d)
+		if _, err := tpl.APIKeyExpiring(d); !errors.Is(err, mail.ErrInvalidMessage) {
+			t.Errorf("API key expiry email with %s: err = %v", name, err)
+		}
+	}
+	msg, err := tpl.APIKeyExpiring(key)
+	if err != nil || !strings.Contains(msg.Text, `"deploy" (pcak_abc...wxyz)`) || strings.Contains(msg.HTML, "copy this link") {
+		t.Errorf("API key expiry email: %v\n%s\n%s", err, msg.Text, msg.HTML)
 	}
 }
 

@@ -218,7 +218,7 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 			return r.Fail(authorize.ErrAccessDenied, "The user denied the request.").Response(), nil
 		})
 	}
-	in, err := f.inputs(ctx, req, bs, done, m, now)
+	in, user, err := f.inputs(ctx, req, bs, done, m, now)
 	if err != nil {
 		return Step{}, err
 	}
@@ -227,7 +227,7 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 	case authorize.ActIssueCode:
 		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
 			code, rec, err := authorize.IssueCode(ctx, f.Once, r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
-				AMR: bs.AMR, BrowserSessionID: bs.ID}, f.CodeTTL, now)
+				AMR: bs.AMR, BrowserSessionID: bs.ID, User: user}, f.CodeTTL, now)
 			if err != nil {
 				return authorize.Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 			}
@@ -295,25 +295,27 @@ func (f *AuthorizeFlow) recordGrant(ctx context.Context, bs *store.BrowserSessio
 
 // inputs gathers what authorize.Decide weighs besides the request: the
 // session's user, the remembered consent (after remembering the one just
-// given), and whether the account was chosen during this request.
+// given), and whether the account was chosen during this request. It also
+// returns the user as read (nil: none), which a code issued now carries.
 func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, bs *store.BrowserSession, done Done,
-	m accounts.Meta, now time.Time) (authorize.Inputs, error) {
+	m accounts.Meta, now time.Time) (authorize.Inputs, *store.User, error) {
 	in := authorize.Inputs{Session: bs}
 	if bs == nil {
-		return in, nil
+		return in, nil, nil
 	}
+	var user *store.User
 	u, err := f.Users.GetUser(ctx, bs.UserID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		in.User = authorize.StateOf(nil)
 	case err != nil:
-		return in, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		return in, nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	default:
-		in.User = authorize.StateOf(&u)
+		in.User, user = authorize.StateOf(&u), &u
 	}
 	if done == DoneConsent && in.User.Exists && in.User.Active && !in.User.MustChangePassword && !req.FirstParty {
 		if err := f.remember(ctx, bs.UserID, req, now, m); err != nil {
-			return in, err
+			return in, nil, err
 		}
 	}
 	if !req.FirstParty {
@@ -322,14 +324,14 @@ func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, bs *
 		case err == nil:
 			in.Consent = &c
 		case !errors.Is(err, store.ErrNotFound):
-			return in, apierr.ErrTemporarilyUnavailable.WithCause(err)
+			return in, nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 		}
 	}
 	// The account is chosen when the person signed in during this request
 	// or answered a page of it (the chooser comes before consent).
 	in.AccountSelected = done != DoneNothing || !bs.AuthTime.Before(req.ReceivedAt)
 	in.ConsentGiven = done == DoneConsent
-	return in, nil
+	return in, user, nil
 }
 
 // stopped is Proceed's answer to a request that cannot go on.

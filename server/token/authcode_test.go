@@ -508,3 +508,73 @@ func TestEndGrants(t *testing.T) {
 		})
 	}
 }
+
+// TestCodeRedemptionFromTheAccountSnapshot: a code that carries the account
+// as the authorization request read it (CodeUser) is redeemed without
+// reading the account again, and its tokens show the snapshot; what keeps
+// that safe is the user's cut-off, so a code whose account was deactivated,
+// demoted or reset meanwhile (every such change ends the user's sessions) is
+// refused, its family revoked, even when the change lands while it issues.
+func TestCodeRedemptionFromTheAccountSnapshot(t *testing.T) {
+	snapshot := &CodeUser{Email: "snap@example.com", Active: true, EmailVerified: true, Roles: []string{"editor"}}
+	endSessions := func(e *codeEnv) {
+		_ = e.state.RevokeUserSessions(context.Background(), "u1", e.clock.Now().Add(-time.Second))
+	}
+	cases := []struct {
+		name string
+		user *CodeUser
+		// before runs before the redemption; during, inside it (just
+		// before the family is created).
+		before, during func(e *codeEnv)
+		err            string
+	}{
+		{name: "ok/issued from the snapshot", user: snapshot},
+		{name: "fail/snapshot of a deactivated account", user: &CodeUser{Email: "snap@example.com", Roles: []string{}}, err: "invalid_grant"},
+		{name: "fail/sessions ended after the snapshot", user: snapshot, before: endSessions, err: "invalid_grant"},
+		{name: "fail/sessions ended while issuing", user: snapshot, during: endSessions, err: "invalid_grant"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newCodeEnv(t, "EdDSA")
+			code, rec := e.putCode(t, func(c *AuthCode) { c.User = tc.user })
+			if tc.before != nil {
+				tc.before(e)
+			}
+			if tc.during != nil {
+				e.state.beforeCreate = func() { tc.during(e) }
+			}
+			resp, err := e.exchange(codeRequest("web", code, "code", code))
+			if reads := e.dir.userReads; reads != 0 {
+				t.Fatalf("the account was read %d times; the code carries it", reads)
+			}
+			if tc.err != "" {
+				wantOAuthError(t, err, tc.err)
+				if !e.state.familyRevoked(rec.SID) && e.state.fams[rec.SID] != nil {
+					t.Fatal("the refused redemption left a live refresh family")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("redeem: %v", err)
+			}
+			claims := decodeClaims[struct {
+				Email string `json:"email"`
+			}](t, resp.IDToken)
+			if claims.Email != "snap@example.com" {
+				t.Fatalf("id token email %q, want the snapshot's", claims.Email)
+			}
+		})
+	}
+	t.Run("ok/a code without a snapshot reads the account", func(t *testing.T) {
+		t.Parallel()
+		e := newCodeEnv(t, "EdDSA")
+		code, _ := e.putCode(t, nil)
+		if _, err := e.exchange(codeRequest("web", code, "code", code)); err != nil {
+			t.Fatal(err)
+		}
+		if e.dir.userReads != 1 {
+			t.Fatalf("account reads %d, want 1", e.dir.userReads)
+		}
+	})
+}

@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // AuthCode is what an authorization code stands for. The authorization
@@ -37,6 +40,47 @@ type AuthCode struct {
 	// BrowserSessionID is the browser (SSO) session the code was issued in.
 	BrowserSessionID string    `json:"browser_session_id,omitempty"`
 	IssuedAt         time.Time `json:"issued_at"`
+	// User is the account as read when the code was issued (nil in a code
+	// issued without it): the redemption issues from it instead of reading
+	// the account again. See CodeUser for why that is safe.
+	User *CodeUser `json:"user,omitempty"`
+}
+
+// CodeUser is the part of an account that a code's tokens are issued from,
+// read by the authorization request that issued the code moments before.
+// Issuing from it is safe because every change that must stop a redemption
+// (deactivation, deletion, role removal, a password change or reset, a
+// temporary password, an MFA reset) ends the user's sessions, which moves
+// the user's cut-off past the code's auth_time; the redemption checks that
+// cut-off after issuing and refuses. A change that ends nothing (a role
+// added, a name or email changed, the email verified) shows from the next
+// refresh on, as it would for a token issued a moment earlier.
+type CodeUser struct {
+	Kind               string   `json:"kind,omitempty"`
+	Email              string   `json:"email,omitempty"`
+	Username           string   `json:"username,omitempty"`
+	Name               string   `json:"name,omitempty"`
+	Active             bool     `json:"active"`
+	EmailVerified      bool     `json:"email_verified,omitempty"`
+	MustChangePassword bool     `json:"must_change_password,omitempty"`
+	Roles              []string `json:"roles"`
+}
+
+// SnapshotUser is the CodeUser of u.
+func SnapshotUser(u store.User) *CodeUser {
+	roles := slices.Clone(u.Roles)
+	if roles == nil {
+		roles = []string{}
+	}
+	return &CodeUser{Kind: u.Kind, Email: u.Email, Username: u.Username, Name: u.Name, Active: u.Active,
+		EmailVerified: u.EmailVerified, MustChangePassword: u.MustChangePassword, Roles: roles}
+}
+
+// StoreUser is the account with id as the snapshot saw it (no password
+// hash and no timestamps: issuing needs neither).
+func (c *CodeUser) StoreUser(id string) store.User {
+	return store.User{ID: id, Kind: c.Kind, Email: c.Email, Username: c.Username, Name: c.Name, Active: c.Active,
+		EmailVerified: c.EmailVerified, MustChangePassword: c.MustChangePassword, Roles: slices.Clone(c.Roles)}
 }
 
 // Marshal encodes the record for store.SingleUse.

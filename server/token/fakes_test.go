@@ -214,6 +214,8 @@ type fakeDirectory struct {
 	mu      sync.Mutex
 	clients map[string]store.Client
 	users   map[string]store.User
+	// userReads counts GetUser calls.
+	userReads int
 }
 
 func (d *fakeDirectory) GetClient(_ context.Context, id string) (store.Client, error) {
@@ -229,6 +231,7 @@ func (d *fakeDirectory) GetClient(_ context.Context, id string) (store.Client, e
 func (d *fakeDirectory) GetUser(_ context.Context, id string) (store.User, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.userReads++
 	u, ok := d.users[id]
 	if !ok {
 		return store.User{}, store.ErrNotFound

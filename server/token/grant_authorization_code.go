@@ -66,7 +66,7 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 	if err := checkCodeRedemption(code, client, req); err != nil {
 		return Response{}, err
 	}
-	user, err := s.users.GetUser(ctx, code.UserID)
+	user, err := s.codeUser(ctx, code)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return Response{}, invalid.WithDescription("The account that signed in no longer exists.")
@@ -87,7 +87,9 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 	// family is dead too. The response still goes out (exactly one
 	// redemption answers 200); its tokens are revoked. A cut-off of the user
 	// after the login voids the grant (a client without refresh tokens has
-	// no family for the token state's own cut-off check to refuse).
+	// no family for the token state's own cut-off check to refuse); it is
+	// also what stops a code whose account snapshot went stale in a way that
+	// matters (CodeUser).
 	revoked, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(code.AuthTime), SID: code.SID,
 		UserID: user.ID, IssuedAt: code.AuthTime})
 	if err != nil {
@@ -106,6 +108,17 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 		}
 	}
 	return resp, nil
+}
+
+// codeUser is the account a code's tokens are issued from: the snapshot the
+// authorization request took (see CodeUser; the cut-off check after issuing
+// is what keeps it safe), or the account as stored now for a code issued
+// without one.
+func (s *Service) codeUser(ctx context.Context, code AuthCode) (store.User, error) {
+	if code.User != nil {
+		return code.User.StoreUser(code.UserID), nil
+	}
+	return s.users.GetUser(ctx, code.UserID)
 }
 
 // checkCodeRedemption applies RFC 6749 §4.1.3 and RFC 7636 §4.6 to a taken

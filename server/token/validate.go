@@ -287,6 +287,15 @@ func (s *Service) revocationFailed(err error, what string, attrs ...any) error {
 	}
 }
 
+// EndClientGrants ends every session of a user at one client (the user
+// withdrew their consent to it): its refresh tokens stop working and the
+// access tokens of those sessions are revoked, on every instance. The
+// user's sessions at other clients go on.
+func (s *Service) EndClientGrants(ctx context.Context, userID, clientID string) error {
+	_, err := s.state.RevokeClientFamilies(ctx, userID, clientID, s.now())
+	return s.revocationFailed(err, "end the grants of a client", "client_id", clientID)
+}
+
 // EndUserSessions ends every session of a user and revokes every access token
 // issued to them up to now (password change or reset, deactivation, role
 // removal, deletion, admin revoke). A login that began before the cut-off

@@ -61,6 +61,7 @@ const (
 	ReasonNeedsConfirmation    = "confirmation_required"
 	ReasonInvalidState         = "invalid_state"
 	ReasonReplayedCallback     = "replayed_callback"
+	ReasonReplayedToken        = "replayed_token"
 	ReasonUpstreamError        = "upstream_error"
 	ReasonUnavailable          = "provider_unavailable"
 	ReasonSecondFactor         = "mfa_required"
@@ -109,6 +110,8 @@ func (r *Refusal) Description() string {
 		return "The sign-in request is unknown or expired. Start again."
 	case ReasonReplayedCallback:
 		return "This sign-in response was used already. Start again."
+	case ReasonReplayedToken:
+		return "This id token was exchanged already. Get a new one from the identity provider."
 	case ReasonUpstreamError:
 		return "The identity provider did not sign you in."
 	case ReasonUnavailable:

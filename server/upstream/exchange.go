@@ -2,10 +2,13 @@ package upstream
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/token"
@@ -22,8 +25,11 @@ const maxIDTokenLen = 16 << 10
 // provider is the one whose issuer is the token's iss and whose client_id
 // is in its aud; the token is verified without a nonce (the front-end that
 // got it checked its own), then decided by the same linking core as the
-// browser path. A decision that needs confirmation is refused here (there
-// is no page to confirm on). Every refusal is audited (login.failed,
+// browser path. An id token signs in once: its SHA-256 is spent in the
+// single-use store until it expires, so a token copied from a log, a
+// crash report or a proxy cannot open more sessions (a replay is refused
+// with reason replayed_token). A decision that needs confirmation is
+// refused here (there is no page to confirm on). Every refusal is audited (login.failed,
 // details.method upstream) and answered 400 invalid_request with the
 // reason; a provider that cannot be reached is 503.
 func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client, raw string, meta token.RequestMeta) (token.ExchangedSubject, error) {
@@ -55,6 +61,9 @@ func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User,
 		}
 		return store.User{}, p, c, err
 	}
+	if err := s.spendIDToken(ctx, p, raw, c.Expiry); err != nil {
+		return store.User{}, p, c, err
+	}
 	u, d, err := s.signIn(ctx, Input{Provider: p, Claims: c}, m)
 	if errors.Is(err, ErrNeedsConfirmation) {
 		// No page to confirm on: refused.
@@ -72,6 +81,30 @@ func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User,
 		return store.User{}, p, c, refuse(ReasonSecondFactor, p, u.ID, nil)
 	}
 	return u, p, c, nil
+}
+
+// spendIDToken records the exchange of raw, a verified id token of p,
+// until it expires (at least a minute, for clock skew between instances and
+// the store). A token spent before is refused; a store that cannot record it
+// fails the exchange (503), since a token that cannot be spent could be
+// replayed.
+func (s *Service) spendIDToken(ctx context.Context, p *Provider, raw string, exp time.Time) error {
+	if s.d.Once == nil {
+		return errors.New("upstream: no single-use store to spend exchanged id tokens")
+	}
+	sum := sha256.Sum256([]byte(raw))
+	until := s.d.Now().Add(time.Minute)
+	if exp.After(until) {
+		until = exp
+	}
+	err := s.d.Once.PutOnce(ctx, store.OnceUpstreamIDToken, sum[:], []byte(p.ID), until)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrAlreadyExists):
+		return refuse(ReasonReplayedToken, p, "", nil)
+	}
+	return fmt.Errorf("upstream: spend the exchanged id token: %w", err)
 }
 
 // exchangeError answers a refused exchange: 400 invalid_request saying why

@@ -35,6 +35,8 @@ type Claims struct {
 	AMR []string `json:"amr,omitempty"`
 	// AuthTime is the provider's auth_time, zero when absent.
 	AuthTime time.Time `json:"auth_time,omitzero"`
+	// Expiry is the token's exp.
+	Expiry time.Time `json:"-"`
 }
 
 // Verifier verifies upstream id tokens with go-oidc: issuer, audience (the
@@ -222,7 +224,7 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, p *Provider, raw, nonce st
 		return Claims{}, fmt.Errorf("%w: issued to another client (azp)", ErrInvalidToken)
 	}
 	c := Claims{Provider: p.ID, Subject: tok.Subject, Email: rc.Email, EmailVerified: rc.Email != "" && verifiedTrue(rc.EmailVerified),
-		Name: rc.Name, AMR: rc.AMR}
+		Name: rc.Name, AMR: rc.AMR, Expiry: tok.Expiry}
 	if at, err := rc.AuthTime.Int64(); err == nil && at > 0 {
 		c.AuthTime = time.Unix(at, 0).UTC()
 	}

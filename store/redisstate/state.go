@@ -621,6 +621,48 @@ func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time
 	return s.revokeSessions(ctx, []string{familyID}, now)
 }
 
+// RevokeClientFamilies implements store.TokenState: the user's index
+// names their families; one pipelined read finds those of the client that
+// are not revoked, and they are revoked together (durably first, like
+// RevokeFamily).
+func (s *State) RevokeClientFamilies(ctx context.Context, userID, clientID string, now time.Time) (int, error) {
+	if userID == "" || clientID == "" {
+		return 0, errors.New("redis token state: revoke client families: empty user or client id")
+	}
+	ids, err := s.c.ZRange(ctx, s.userFamsKey(userID), 0, -1).Result()
+	if err != nil {
+		return 0, unavailable("revoke client families: list the user's families", err)
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	reads := make([]*redis.SliceCmd, len(ids))
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			reads[i] = p.HMGet(ctx, s.famKey(id), "c", "rv")
+		}
+		return nil
+	}); err != nil {
+		return 0, unavailable("revoke client families: read the user's families", err)
+	}
+	var match []string
+	for i, r := range reads {
+		v := r.Val()
+		if c, _ := v[0].(string); c == clientID {
+			if rv, _ := v[1].(string); rv != "1" {
+				match = append(match, ids[i])
+			}
+		}
+	}
+	if len(match) == 0 {
+		return 0, nil
+	}
+	if err := s.revokeSessions(ctx, match, now); err != nil {
+		return 0, err
+	}
+	return len(match), nil
+}
+
 // RevokeUserSessions implements store.TokenState. The cut-off is recorded
 // durably first; then it is set in Redis and every family in the user's
 // index is marked revoked.

@@ -441,6 +441,35 @@ func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time
 	return nil
 }
 
+// RevokeClientFamilies implements store.TokenState: the user's live
+// families at the client are revoked in one transaction, each with its sid
+// (as RevokeFamily).
+func (s *State) RevokeClientFamilies(ctx context.Context, userID, clientID string, now time.Time) (int, error) {
+	if userID == "" || clientID == "" {
+		return 0, errors.New("sql token state: revoke client families: empty user or client id")
+	}
+	now = ms(now)
+	var n int
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		var ids []string
+		if err := tx.Raw(`SELECT id FROM refresh_families WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL`,
+			userID, clientID).Scan(&ids).Error; err != nil {
+			return fmt.Errorf("list the user's families at the client: %w", err)
+		}
+		for _, id := range ids {
+			if err := s.revokeFamilyTx(tx, id, now); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, dbErr("revoke client families", err)
+	}
+	return n, nil
+}
+
 // RevokeUserSessions implements store.TokenState: every family of the user
 // that exists now is revoked (with its sid), every browser session of the
 // user authenticated at or before cutoff ends, and the user's access tokens

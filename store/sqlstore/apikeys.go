@@ -243,3 +243,74 @@ func (s *Store) TouchAPIKey(ctx context.Context, id string, at time.Time) error 
 	}
 	return nil
 }
+
+// ClaimExpiringAPIKeys implements store.APIKeys. Candidates are read first;
+// each is then claimed by its own conditional UPDATE (expiry_notified_at
+// still NULL), which decides between concurrent claimers without holding
+// locks across the batch; the claimed keys are read back with the owner's
+// email, or the creator's when the owner has none.
+func (s *Store) ClaimExpiringAPIKeys(ctx context.Context, now, before time.Time, limit int) ([]store.ExpiringAPIKey, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	now, before = dbTime(now), dbTime(before)
+	db := s.db.WithContext(ctx)
+	var ids []string
+	err := db.Raw(`SELECT id FROM api_keys WHERE revoked_at IS NULL AND expiry_notified_at IS NULL
+		AND expires_at > ? AND expires_at <= ? ORDER BY expires_at, id LIMIT ?`, now, before, limit).Scan(&ids).Error
+	if err != nil {
+		return nil, mapErr("find API keys about to expire", err)
+	}
+	var claimed []string
+	for _, id := range ids {
+		res := db.Exec(`UPDATE api_keys SET expiry_notified_at = ? WHERE id = ? AND expiry_notified_at IS NULL
+			AND revoked_at IS NULL`, now, id)
+		if res.Error != nil {
+			return nil, mapErr("claim an API key about to expire", res.Error)
+		}
+		if res.RowsAffected == 1 {
+			claimed = append(claimed, id)
+		}
+	}
+	if len(claimed) == 0 {
+		return nil, nil
+	}
+	rows, err := db.Raw(`SELECT `+qualified("k.", apiKeyColumns)+`, COALESCE(o.name, ''), COALESCE(o.email, ''), COALESCE(c.email, '')
+		FROM api_keys k JOIN users o ON o.id = k.owner_user_id LEFT JOIN users c ON c.id = k.created_by
+		WHERE k.id IN ? ORDER BY k.expires_at, k.id`, claimed).Rows()
+	if err != nil {
+		return nil, mapErr("read the claimed API keys", err)
+	}
+	defer rows.Close()
+	var out []store.ExpiringAPIKey
+	for rows.Next() {
+		var (
+			row                               apiKeyRow
+			ownerName, ownerMail, creatorMail string
+		)
+		if err := rows.Scan(append(apiKeyRowFields(&row), &ownerName, &ownerMail, &creatorMail)...); err != nil {
+			return nil, mapErr("read a claimed API key", err)
+		}
+		k, err := row.apiKey()
+		if err != nil {
+			return nil, err
+		}
+		e := store.ExpiringAPIKey{Key: k, OwnerName: ownerName, ToOwner: ownerMail != "", Notify: ownerMail}
+		if !e.ToOwner {
+			e.Notify = creatorMail
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("read the claimed API keys", err)
+	}
+	return out, nil
+}
+
+// ReleaseExpiringAPIKey implements store.APIKeys.
+func (s *Store) ReleaseExpiringAPIKey(ctx context.Context, id string) error {
+	if err := s.db.WithContext(ctx).Exec(`UPDATE api_keys SET expiry_notified_at = NULL WHERE id = ?`, id).Error; err != nil {
+		return mapErr("release an API key's expiry notice", err)
+	}
+	return nil
+}

@@ -55,6 +55,7 @@ func Migrations() []Migration {
 		{Version: 10, Name: "refresh_family_amr", Up: migrate0010},
 		{Version: 11, Name: "federated_identities", Up: migrate0011},
 		{Version: 12, Name: "machine_users_api_keys", Up: migrate0012},
+		{Version: 14, Name: "api_key_expiry_notice", Up: migrate0014},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,8 @@ func RunAPIKeyTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/touch_only_forward", testAPIKeyTouch},
 		{"ok/deleted_with_the_owner", testAPIKeyDeletedWithOwner},
 		{"race/revoke_changes_once", testAPIKeyRevokeRace},
+		{"ok/claim_expiring_once", testAPIKeyClaimExpiring},
+		{"race/claim_expiring_each_key_once", testAPIKeyClaimExpiringRace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -328,5 +331,94 @@ func testAPIKeyRevokeRace(t *testing.T, s *sqlstore.Store) {
 	w := oneWinner(t, "revoke one key", errs, errNotChanged)
 	if got, err := s.GetAPIKeyByHash(c, k.Hash); err != nil || got.RevokedBy != fmt.Sprintf("usr_racer%d", w) {
 		t.Fatalf("the key records %+v, %v; want the winner's revocation", got, err)
+	}
+}
+
+func testAPIKeyClaimExpiring(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	now := time.Now().Truncate(time.Millisecond)
+	week := now.Add(7 * 24 * time.Hour)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	bot := mustCreateUser(t, s, &store.User{Kind: store.UserMachine, Name: "bot", Active: true, Roles: []string{"user"}})
+	expiring := func(owner store.User, name string, in time.Duration) store.APIKey {
+		k := newAPIKey(owner.ID, name)
+		k.ExpiresAt, k.CreatedBy = now.Add(in), ann.ID
+		return mustAPIKey(t, s, k)
+	}
+	botKey := expiring(bot, "bot key", 2*24*time.Hour)
+	soon := expiring(ann, "soon", 3*24*time.Hour)
+	expiring(ann, "later", 30*24*time.Hour)
+	expiring(ann, "expired", -time.Hour)
+	revoked := expiring(ann, "revoked", 24*time.Hour)
+	if _, _, err := s.RevokeAPIKey(c, ann.ID, revoked.ID, ann.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ClaimExpiringAPIKeys(c, now, week, 10)
+	if err != nil {
+		t.Fatalf("ClaimExpiringAPIKeys: %v", err)
+	}
+	if len(got) != 2 || got[0].Key.ID != botKey.ID || got[1].Key.ID != soon.ID {
+		t.Fatalf("claimed %+v; want the bot's key, then soon (by expiry)", got)
+	}
+	// A machine owner has no email: its key's creator is told.
+	if got[0].Notify != "ann@example.com" || got[0].ToOwner || got[0].OwnerName != "bot" ||
+		got[1].Notify != "ann@example.com" || !got[1].ToOwner || got[1].Key.Name != "soon" {
+		t.Fatalf("claimed %+v", got)
+	}
+	if again, err := s.ClaimExpiringAPIKeys(c, now, week, 10); err != nil || len(again) != 0 {
+		t.Fatalf("a second claim = %+v, %v; want none", again, err)
+	}
+	// A released claim (the notice could not be sent) is claimed again.
+	if err := s.ReleaseExpiringAPIKey(c, soon.ID); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.ClaimExpiringAPIKeys(c, now, week, 10); err != nil || len(again) != 1 || again[0].Key.ID != soon.ID {
+		t.Fatalf("the claim after a release = %+v, %v; want soon", again, err)
+	}
+	// The limit caps a claim; the rest come with the next one.
+	for i := range 3 {
+		expiring(ann, fmt.Sprintf("batch %d", i), time.Duration(4+i)*24*time.Hour)
+	}
+	if first, err := s.ClaimExpiringAPIKeys(c, now, week, 2); err != nil || len(first) != 2 {
+		t.Fatalf("claim of 2 = %d, %v", len(first), err)
+	}
+	if rest, err := s.ClaimExpiringAPIKeys(c, now, week, 2); err != nil || len(rest) != 1 || rest[0].Key.Name != "batch 2" {
+		t.Fatalf("the rest = %+v, %v", rest, err)
+	}
+}
+
+func testAPIKeyClaimExpiringRace(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	now := time.Now()
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	const keys = 5
+	for i := range keys {
+		k := newAPIKey(ann.ID, fmt.Sprintf("k%d", i))
+		k.ExpiresAt = now.Add(time.Duration(i+1) * time.Hour)
+		mustAPIKey(t, s, k)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	errs := race(relRacers, func(int) error {
+		got, err := s.ClaimExpiringAPIKeys(c, now, now.Add(7*24*time.Hour), keys)
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range got {
+			seen[e.Key.ID]++
+		}
+		return err
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("racer %d: %v", i, err)
+		}
+	}
+	if len(seen) != keys {
+		t.Fatalf("%d of %d keys claimed", len(seen), keys)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("key %s claimed %d times", id, n)
+		}
 	}
 }

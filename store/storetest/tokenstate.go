@@ -59,6 +59,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"fail/absolute_expiry", testAbsoluteExpiry},
 		{"ok/revoke_family", testRevokeFamily},
 		{"ok/revoke_user_sessions", testRevokeUserSessions},
+		{"ok/revoke_client_families", testRevokeClientFamilies},
 		{"ok/user_cutoff_never_moves_back", testUserCutoffMonotonic},
 		{"ok/revoke_access_token", testRevokeAccessToken},
 		{"ok/nothing_revoked_on_fresh_state", testNothingRevoked},
@@ -506,6 +507,39 @@ func testRevokeFamily(t *testing.T, st store.TokenState) {
 	wantRevoked(t, st, "access token of unknown revoked session", store.AccessTokenRef{
 		JTI: randomID("j-"), SID: unknown, IssuedAt: base.Add(time.Minute),
 	}, true)
+}
+
+func testRevokeClientFamilies(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	user, bystander := randomID("u-"), randomID("u-")
+	const app = "third-party-app"
+	fa, fb := newFamily(user, base), newFamily(user, base)
+	fa.ClientID, fb.ClientID = app, app
+	other := newFamily(user, base) // another client of the same user
+	theirs := newFamily(bystander, base)
+	theirs.ClientID = app // the same client, another user
+	ta, tb, to, tt := create(t, st, fa), create(t, st, fb), create(t, st, other), create(t, st, theirs)
+	ta = mustRotate(t, st, fa.ID, ta, base.Add(time.Minute))
+	n, err := st.RevokeClientFamilies(ctx(t), user, app, base.Add(2*time.Minute))
+	if err != nil || n != 2 {
+		t.Fatalf("RevokeClientFamilies = %d, %v; want 2", n, err)
+	}
+	later := base.Add(3 * time.Minute)
+	wantInvalid(t, st, "refresh token of the client's first family", fa.ID, ta, later)
+	wantInvalid(t, st, "refresh token of the client's second family", fb.ID, tb, later)
+	wantRevoked(t, st, "access token of the client's family", store.AccessTokenRef{
+		JTI: randomID("j-"), SID: fa.ID, UserID: user, IssuedAt: base.Add(time.Minute)}, true)
+	wantRevoked(t, st, "access token of the user's other client", store.AccessTokenRef{
+		JTI: randomID("j-"), SID: other.ID, UserID: user, IssuedAt: base.Add(time.Minute)}, false)
+	mustRotate(t, st, other.ID, to, later)
+	mustRotate(t, st, theirs.ID, tt, later)
+	// Nothing left to end: 0, and no error; the same for a user with none.
+	if n, err := st.RevokeClientFamilies(ctx(t), user, app, later); err != nil || n != 0 {
+		t.Fatalf("RevokeClientFamilies again = %d, %v; want 0", n, err)
+	}
+	if n, err := st.RevokeClientFamilies(ctx(t), randomID("u-"), app, later); err != nil || n != 0 {
+		t.Fatalf("RevokeClientFamilies of a user without families = %d, %v; want 0", n, err)
+	}
 }
 
 func testRevokeUserSessions(t *testing.T, st store.TokenState) {
