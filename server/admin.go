@@ -95,14 +95,13 @@ func (s *Server) MountAdmin(svc *accounts.Service, tokens *token.Service) {
 }
 
 // requirePermission answers 403 insufficient_scope (RFC 6750 §3.1) unless the
-// token's scope covers perm.
+// token's scope covers perm: accounts.RequirePermission, the one check the
+// console makes too.
 func requirePermission(perm string) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			if !policy.Matches(Claims(c).Scopes(), perm) {
-				return apierr.ErrInsufficientScope.
-					WithRequiredScope(perm).
-					WithDescription("This needs the permission %s.", perm)
+			if err := accounts.RequirePermission(Claims(c).Scopes(), perm); err != nil {
+				return err
 			}
 			return next(c)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/console"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/server/upstream"
@@ -545,7 +546,8 @@ func TestUpstreamInviteAcceptance(t *testing.T) {
 
 // TestBuiltInClientGainsTokenExchange: the built-in client is created with
 // the token-exchange grant, and one created before it existed gains it at
-// start-up (and still never the password grant).
+// start-up (and still never the password grant), with the authorization
+// code grant and the console's callback as its redirect URI.
 func TestBuiltInClientGainsTokenExchange(t *testing.T) {
 	env := st.NewEnv(t, st.SQLite)
 	in := st.Start(t, env)
@@ -560,8 +562,10 @@ func TestBuiltInClientGainsTokenExchange(t *testing.T) {
 	in.Stop()
 	in2 := st.Start(t, env)
 	c, err = in2.App.Core.Store.GetClient(ctx, "portcullis")
-	if err != nil || !slices.Equal(c.Grants, []string{token.GrantRefreshToken, token.GrantTokenExchange}) {
-		t.Fatalf("reconciled grants %v, %v", c.Grants, err)
+	// The console's sign-in adds the code flow, to the console's callback only.
+	if err != nil || !slices.Equal(c.Grants, []string{token.GrantRefreshToken, token.GrantTokenExchange, token.GrantAuthorizationCode}) ||
+		!slices.Equal(c.RedirectURIs, []string{console.CallbackURL(in2.Config.Issuer)}) {
+		t.Fatalf("reconciled grants %v, redirect URIs %v, %v", c.Grants, c.RedirectURIs, err)
 	}
 }
 

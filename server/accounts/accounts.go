@@ -58,6 +58,9 @@ type Store interface {
 	// SetClientGrants replaces a client's grants (start-up reconciliation
 	// of the built-in client).
 	SetClientGrants(ctx context.Context, id string, grants []string) error
+	// SetClientRedirectURIs replaces a client's redirect URIs (start-up
+	// reconciliation of the built-in client: the console's callback).
+	SetClientRedirectURIs(ctx context.Context, id string, uris []string) error
 
 	clients.Store
 	// The links of users to upstream identity providers.
@@ -160,6 +163,10 @@ type Config struct {
 	RefreshReuseGrace time.Duration
 	// FirstPartyClientID names the built-in client (default "portcullis").
 	FirstPartyClientID string
+	// FirstPartyRedirectURIs are the redirect URIs of the built-in client
+	// (the console's callback): with any, it also has the
+	// authorization_code grant. Kept in sync at start-up.
+	FirstPartyRedirectURIs []string
 	// Issuer is PORTCULLIS_ISSUER: the audience of the admin API, which the
 	// built-in client lists and other clients list only when an actor
 	// holding every admin permission (or the operator) gives it to them.
@@ -211,6 +218,11 @@ type Deps struct {
 	// operation is confined to the acting token's tenant (see scopeOf).
 	// Nil: off, and a token naming a tenant acts nowhere.
 	Tenancy *tenancy.Resolver
+	// Revoker revokes signing keys (the console's emergency revoke); when
+	// nil RevokeKey answers 503. Throttle clears an account's failed
+	// logins; when nil (rate limits off) there is nothing to clear.
+	Revoker  KeyRevoker
+	Throttle LoginThrottle
 }
 
 // Service implements the account and admin operations.
@@ -236,6 +248,8 @@ type Service struct {
 	passkeys Passkeys
 	apiKeys  APIKeys
 	tenancy  *tenancy.Resolver
+	revoker  KeyRevoker
+	throttle LoginThrottle
 
 	bgSlots chan struct{}
 	bgWG    sync.WaitGroup
@@ -279,6 +293,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger, now: d.Now,
 		browser: d.Browser, consents: d.Consents, ender: d.Ender, mfa: d.MFA, passkeys: d.Passkeys, apiKeys: d.APIKeys,
 		tenancy: d.Tenancy,
+		revoker: d.Revoker, throttle: d.Throttle,
 		bgSlots: make(chan struct{}, cfg.MaxBackground)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

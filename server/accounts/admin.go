@@ -236,6 +236,44 @@ func (s *Service) ListKeysAs(ctx context.Context, actor Actor) ([]keys.KeyInfo, 
 	return s.ListKeys(ctx)
 }
 
+// SetClientRedirectURIs replaces the redirect URIs of a client of the
+// authorization code flow, under the rule that bounds what a new client may
+// carry (checkClientCeiling, on the client as it is: changing where a
+// first-party or admin-audience client's codes go needs every admin
+// permission). The built-in client's are the server's own (409); unknown
+// is 404, bad URIs 400. Audit client.updated.
+func (s *Service) SetClientRedirectURIs(ctx context.Context, actor Actor, id string, uris []string) (clients.ClientView, error) {
+	a, err := s.loadClientActor(ctx, actor)
+	if err != nil {
+		return clients.ClientView{}, err
+	}
+	if id == s.cfg.FirstPartyClientID {
+		return clients.ClientView{}, apierr.ErrConflict.WithDescription("The built-in client's redirect URIs are the server's own.")
+	}
+	if id == "" || len(id) > maxIDLen {
+		return clients.ClientView{}, errClientNotFound
+	}
+	existing, err := s.store.GetClient(ctx, id)
+	if err != nil {
+		return clients.ClientView{}, storeErr("load client", err, errClientNotFound)
+	}
+	if err := s.checkClientCeiling(a, clients.Spec{Scopes: existing.Scopes, Audiences: existing.Audiences,
+		FirstParty: existing.FirstParty}); err != nil {
+		return clients.ClientView{}, err
+	}
+	c, err := clients.SetRedirectURIs(ctx, s.store, id, uris)
+	if err != nil {
+		var ve *clients.ValidationError
+		if errors.As(err, &ve) {
+			return clients.ClientView{}, apierr.ErrInvalidRequest.WithDescription("%s", apierr.Sentence(ve.Reason))
+		}
+		return clients.ClientView{}, storeErr("set client redirect URIs", err, errClientNotFound)
+	}
+	s.record(ctx, "client.updated", store.OutcomeSuccess, a.id, id, actor.Meta,
+		map[string]string{"via": a.via, "redirect_uris": fmt.Sprint(len(c.RedirectURIs))})
+	return clients.View(c), nil
+}
+
 // ListKeys returns every signing key without private material.
 func (s *Service) ListKeys(ctx context.Context) ([]keys.KeyInfo, error) {
 	list, err := s.keys.List(ctx)

@@ -134,12 +134,8 @@ func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 			}
 			s.log.Info("marked the built-in client first-party", "client_id", id)
 		}
-		if !slices.Contains(existing.Grants, token.GrantTokenExchange) {
-			grants := append(slices.Clone(existing.Grants), token.GrantTokenExchange)
-			if err := s.store.SetClientGrants(ctx, id, grants); err != nil {
-				return fmt.Errorf("add token exchange to the grants of the built-in client %q: %w", id, err)
-			}
-			s.log.Info("added token exchange to the grants of the built-in client", "client_id", id)
+		if err := s.reconcileFirstPartyFlows(ctx, existing); err != nil {
+			return err
 		}
 		if s.cfg.Issuer == "" || slices.Contains(existing.Audiences, s.cfg.Issuer) {
 			return nil
@@ -157,6 +153,48 @@ func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 		Grants: []string{token.GrantRefreshToken, token.GrantTokenExchange}, Audiences: audiences, FirstParty: true})
 	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
 		return fmt.Errorf("create the first-party client %q: %w", id, err)
+	}
+	if len(s.cfg.FirstPartyRedirectURIs) == 0 {
+		return nil
+	}
+	created, err := s.store.GetClient(ctx, id)
+	if err != nil {
+		return fmt.Errorf("load the first-party client %q: %w", id, err)
+	}
+	return s.reconcileFirstPartyFlows(ctx, created)
+}
+
+// reconcileFirstPartyFlows gives the built-in client the token-exchange
+// grant and, when the server has redirect URIs for it (the console's
+// callback), the authorization_code grant and exactly those redirect URIs
+// (none other: a former issuer's are dropped). They are the server's own URLs, set here
+// rather than through registration (PORTCULLIS_ISSUER may be a plain-http
+// development host that registration refuses).
+func (s *Service) reconcileFirstPartyFlows(ctx context.Context, c store.Client) error {
+	want := []string{token.GrantTokenExchange}
+	if len(s.cfg.FirstPartyRedirectURIs) > 0 {
+		want = append(want, token.GrantAuthorizationCode)
+	}
+	grants := slices.Clone(c.Grants)
+	for _, g := range want {
+		if !slices.Contains(grants, g) {
+			grants = append(grants, g)
+		}
+	}
+	if len(grants) != len(c.Grants) {
+		if err := s.store.SetClientGrants(ctx, c.ID, grants); err != nil {
+			return fmt.Errorf("add %v to the grants of the built-in client %q: %w", want, c.ID, err)
+		}
+		s.log.Info("reconciled the grants of the built-in client", "client_id", c.ID, "grants", grants)
+	}
+	// Exactly the server's own: a redirect URI left from a former issuer
+	// would let whoever holds that origin now receive codes of this client.
+	uris := s.cfg.FirstPartyRedirectURIs
+	if len(uris) > 0 && !slices.Equal(uris, c.RedirectURIs) {
+		if err := s.store.SetClientRedirectURIs(ctx, c.ID, uris); err != nil {
+			return fmt.Errorf("set the redirect URIs of the built-in client %q: %w", c.ID, err)
+		}
+		s.log.Info("reconciled the redirect URIs of the built-in client", "client_id", c.ID, "redirect_uris", uris)
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/browsersession"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/config"
+	"github.com/portcullis-auth/portcullis/server/console"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/metrics"
 	"github.com/portcullis-auth/portcullis/server/mfa"
@@ -267,6 +268,9 @@ type App struct {
 	// and revocation of keys; /auth/api-keys and the admin's machine keys).
 	APIKeys *apikeys.Service
 
+	// Console is the admin console (/console).
+	Console *console.Console
+
 	metricsAddr atomic.Pointer[net.Addr] // bound PORTCULLIS_METRICS_ADDR, once listening
 }
 
@@ -402,16 +406,23 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		signIn.Upstream, signIn.Once = ups, states.Once
 	}
 	srv.MountPAR(tokens, flow)
-	if err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn}); err != nil {
+	hosted, err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn})
+	if err != nil {
 		return nil, err
 	}
+	cons, err := console.New(console.Config{Issuer: cfg.Issuer}, console.Deps{Pages: hosted, Accounts: acc, Tokens: tokens,
+		Sessions: states.Browser, Once: states.Once, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	cons.Register(srv.Echo())
 	srv.MountAdmin(acc, tokens)
 	if err := srv.MountOpenAPI(); err != nil {
 		return nil, err
 	}
 	return &App{Core: core, Server: srv, Tokens: tokens, State: states.State, Accounts: acc, MFA: mfaService, states: states,
 		Once: states.Once, BrowserSessions: states.Browser, Ender: ender, Backchannel: bcl, KeyNotices: keyNotices, Passkeys: pk, Upstream: ups,
-		APIKeys: apiKeys}, nil
+		APIKeys: apiKeys, Console: cons}, nil
 }
 
 // buildPasskeys builds the WebAuthn relying party of
@@ -499,6 +510,13 @@ func (c clientChanges) SetClientGrants(ctx context.Context, id string, grants []
 }
 
 // SetClientSecretHash replaces the secret and forgets the client here.
+// SetClientRedirectURIs replaces the redirect URIs and forgets the client here.
+func (c clientChanges) SetClientRedirectURIs(ctx context.Context, id string, uris []string) error {
+	defer c.cache.Forget(id)
+	return c.Store.SetClientRedirectURIs(ctx, id, uris)
+}
+
+// SetClientSecretHash replaces the secret and forgets the client here.
 func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash []byte) error {
 	defer c.cache.Forget(id)
 	return c.Store.SetClientSecretHash(ctx, id, hash)
@@ -516,9 +534,12 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	if err := rules.Validate(); err != nil {
 		return nil, err
 	}
-	acc, err := accounts.New(accountsConfig(cfg), accounts.Deps{
+	acfg := accountsConfig(cfg)
+	acfg.FirstPartyRedirectURIs = []string{console.CallbackURL(cfg.Issuer)}
+	acc, err := accounts.New(acfg, accounts.Deps{
 		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
+		Revoker: core.Keys, Throttle: limiter,
 		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender, MFA: views.MFA, Passkeys: views.Passkeys,
 		APIKeys: views.APIKeys, Tenancy: views.Tenancy,
 	})

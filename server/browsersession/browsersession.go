@@ -50,6 +50,17 @@ type Config struct {
 	// Now and Rand replace the clock and the random source in tests.
 	Now  func() time.Time
 	Rand func(b []byte) error
+	// Cookie names the cookie and its SameSite; zero: the browser session
+	// cookie (CookieName, InsecureCookieName, Lax). The admin console keeps
+	// its own sessions in the same store under its own cookie.
+	Cookie Cookie
+}
+
+// Cookie is the name of a session cookie over HTTPS (with the __Host-
+// prefix) and over plain HTTP, and its SameSite attribute.
+type Cookie struct {
+	Secure, Insecure string
+	SameSite         http.SameSite
 }
 
 // Manager starts, finds and ends browser sessions. It is safe for concurrent use.
@@ -67,6 +78,12 @@ func New(st Store, cfg Config) (*Manager, error) {
 	}
 	if cfg.IdleTTL <= 0 || cfg.MaxAge <= 0 {
 		return nil, fmt.Errorf("browsersession: idle TTL %v and max age %v must be positive", cfg.IdleTTL, cfg.MaxAge)
+	}
+	if cfg.Cookie.Secure == "" || cfg.Cookie.Insecure == "" {
+		cfg.Cookie = Cookie{Secure: CookieName, Insecure: InsecureCookieName, SameSite: http.SameSiteLaxMode}
+	}
+	if cfg.Cookie.SameSite == 0 {
+		cfg.Cookie.SameSite = http.SameSiteLaxMode
 	}
 	m := &Manager{st: st, cfg: cfg, now: cfg.Now, rand: cfg.Rand}
 	if m.now == nil {
@@ -162,8 +179,8 @@ func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.Browse
 // the person asked to be remembered, then one that lasts until the
 // session's absolute expiry.
 func (m *Manager) cookie(value string, bs store.BrowserSession, secure bool) *http.Cookie {
-	ck := &http.Cookie{Name: Name(secure), Value: value, Path: "/", HttpOnly: true, Secure: secure,
-		SameSite: http.SameSiteLaxMode}
+	ck := &http.Cookie{Name: m.Name(secure), Value: value, Path: "/", HttpOnly: true, Secure: secure,
+		SameSite: m.cfg.Cookie.SameSite}
 	if bs.Remember {
 		left := bs.AbsoluteExpiry.Sub(m.now())
 		ck.MaxAge = max(int(left/time.Second), 1)
@@ -192,7 +209,7 @@ func (m *Manager) Find(ctx context.Context, r *http.Request, secure bool) (store
 
 // value returns the request's well-formed cookie value, or "".
 func (m *Manager) value(r *http.Request, secure bool) string {
-	ck, err := r.Cookie(Name(secure))
+	ck, err := r.Cookie(m.Name(secure))
 	if err != nil || len(ck.Value) != valueLen {
 		return ""
 	}
@@ -225,7 +242,21 @@ func (m *Manager) Grants(ctx context.Context, bs store.BrowserSession) ([]store.
 	return gs, nil
 }
 
-// Clear is the Set-Cookie that deletes the cookie.
+// Name is the manager's cookie name over HTTPS (secure) or plain HTTP.
+func (m *Manager) Name(secure bool) string {
+	if secure {
+		return m.cfg.Cookie.Secure
+	}
+	return m.cfg.Cookie.Insecure
+}
+
+// Clear is the Set-Cookie that deletes the manager's cookie.
+func (m *Manager) Clear(secure bool) *http.Cookie {
+	return &http.Cookie{Name: m.Name(secure), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure,
+		SameSite: m.cfg.Cookie.SameSite}
+}
+
+// Clear is the Set-Cookie that deletes the browser session cookie.
 func Clear(secure bool) *http.Cookie {
 	return &http.Cookie{Name: Name(secure), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: secure,
 		SameSite: http.SameSiteLaxMode}

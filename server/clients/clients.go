@@ -370,6 +370,39 @@ func RotateSecret(ctx context.Context, st Store, id string) (string, error) {
 	return secret, nil
 }
 
+// RedirectURIStore reads a client and replaces its redirect URIs
+// (*sqlstore.Store implements it).
+type RedirectURIStore interface {
+	GetClient(ctx context.Context, id string) (store.Client, error)
+	SetClientRedirectURIs(ctx context.Context, id string, uris []string) error
+}
+
+// SetRedirectURIs replaces the redirect URIs of a client of the
+// authorization code flow, checked by the rules of registration (at least
+// one, each valid for the client's application type), and returns the
+// client as changed.
+func SetRedirectURIs(ctx context.Context, st RedirectURIStore, id string, uris []string) (store.Client, error) {
+	c, err := st.GetClient(ctx, id)
+	if err != nil {
+		return store.Client{}, fmt.Errorf("load client %q: %w", id, err)
+	}
+	if !slices.Contains(c.Grants, token.GrantAuthorizationCode) {
+		return store.Client{}, &ValidationError{"redirect URIs are only for a client with the authorization_code grant"}
+	}
+	if len(uris) == 0 {
+		return store.Client{}, &ValidationError{"a client with the authorization_code grant needs at least one redirect URI"}
+	}
+	valid, err := validURIs(uris, redirecturi.Redirect, c.ApplicationType == store.ApplicationNative)
+	if err != nil {
+		return store.Client{}, err
+	}
+	if err := st.SetClientRedirectURIs(ctx, id, valid); err != nil {
+		return store.Client{}, fmt.Errorf("store redirect URIs: %w", err)
+	}
+	c.RedirectURIs = valid
+	return c, nil
+}
+
 // ClientView is a client as the API and CLI show it: never its secret hash.
 type ClientView struct {
 	ClientID       string   `json:"client_id"`

@@ -86,6 +86,10 @@
 // a password start are ended at once: a page has no application to hand
 // their tokens to, so the person signs in afresh (at PORTCULLIS_APP_URL).
 //
+// The admin console (server/console) reuses the pages' security headers,
+// CSRF double submit, HTTPS decision and stylesheet through shared.go, so
+// each of those rules has one place.
+//
 // It must never log, render or put in an error a one-time token or a
 // password, and must never redeem a one-time token on GET (link scanners
 // prefetch links): redemption happens only on a POST of its form.

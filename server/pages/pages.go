@@ -195,15 +195,16 @@ func New(cfg Config, d Deps) (*Pages, error) {
 	return p, nil
 }
 
-// Mount builds the pages from the server configuration and registers them
-// on e.
-func Mount(e *echo.Echo, cfg config.Config, d Deps) error {
+// Mount builds the pages from the server configuration, registers them on
+// e and returns them (the admin console reuses their headers, CSRF and
+// stylesheet).
+func Mount(e *echo.Echo, cfg config.Config, d Deps) (*Pages, error) {
 	p, err := New(ConfigFrom(cfg), d)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p.Register(e)
-	return nil
+	return p, nil
 }
 
 // Register adds the pages' routes to e.

@@ -70,31 +70,7 @@ func TestScreenshots(t *testing.T) {
 	var names []string
 	shoot := func(name string) {
 		t.Helper()
-		for _, vp := range viewports {
-			opts := []chromedp.EmulateViewportOption{chromedp.EmulatePortrait}
-			if vp.mobile {
-				opts = append(opts, chromedp.EmulateMobile)
-			}
-			browse(t, ctx, chromedp.EmulateViewport(vp.width, vp.height, opts...))
-			img := value(t, ctx, chromedp.FullScreenshot(100))
-			cfg, err := png.DecodeConfig(bytes.NewReader(img))
-			if err != nil {
-				t.Fatalf("%s at %s: not a PNG: %v", name, vp.name, err)
-			}
-			if int64(cfg.Width) != vp.width || int64(cfg.Height) < vp.height/2 {
-				t.Fatalf("%s at %s: %dx%d, want %d wide", name, vp.name, cfg.Width, cfg.Height, vp.width)
-			}
-			// Nothing may overflow sideways: the page fits the width.
-			if w := value(t, ctx, chromedp.Evaluate[int64](`document.documentElement.scrollWidth`)); w > vp.width {
-				t.Fatalf("%s at %s: the page is %d px wide, more than the %d px viewport", name, vp.name, w, vp.width)
-			}
-			file := name + "-" + vp.name + ".png"
-			if err := os.WriteFile(filepath.Join(dir, file), img, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			names = append(names, file)
-		}
-		browse(t, ctx, chromedp.EmulateViewport(1280, 800))
+		names = append(names, screenshot(t, ctx, dir, name)...)
 	}
 	expect := func(status, want int64, what string) {
 		t.Helper()
@@ -412,4 +388,39 @@ func seedAccount(t *testing.T, d *deployment, email, clientID string) {
 		Scopes: []string{"email", "openid", "profile"}, GrantedAt: now.Add(-26 * time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// screenshot takes a full-page screenshot of the tab at each of the
+// viewports into dir as name-desktop.png and name-phone.png, checking that
+// each is a PNG of the viewport's width and that nothing overflows
+// sideways, and returns the file names.
+func screenshot(t *testing.T, ctx context.Context, dir, name string) []string {
+	t.Helper()
+	var names []string
+	for _, vp := range viewports {
+		opts := []chromedp.EmulateViewportOption{chromedp.EmulatePortrait}
+		if vp.mobile {
+			opts = append(opts, chromedp.EmulateMobile)
+		}
+		browse(t, ctx, chromedp.EmulateViewport(vp.width, vp.height, opts...))
+		img := value(t, ctx, chromedp.FullScreenshot(100))
+		cfg, err := png.DecodeConfig(bytes.NewReader(img))
+		if err != nil {
+			t.Fatalf("%s at %s: not a PNG: %v", name, vp.name, err)
+		}
+		if int64(cfg.Width) != vp.width || int64(cfg.Height) < vp.height/2 {
+			t.Fatalf("%s at %s: %dx%d, want %d wide", name, vp.name, cfg.Width, cfg.Height, vp.width)
+		}
+		// Nothing may overflow sideways: the page fits the width.
+		if w := value(t, ctx, chromedp.Evaluate[int64](`document.documentElement.scrollWidth`)); w > vp.width {
+			t.Fatalf("%s at %s: the page is %d px wide, more than the %d px viewport", name, vp.name, w, vp.width)
+		}
+		file := name + "-" + vp.name + ".png"
+		if err := os.WriteFile(filepath.Join(dir, file), img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, file)
+	}
+	browse(t, ctx, chromedp.EmulateViewport(1280, 800))
+	return names
 }

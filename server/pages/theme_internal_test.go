@@ -1,6 +1,7 @@
 package pages
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -77,5 +78,43 @@ func TestContrastOfTwoStepPages(t *testing.T) {
 				t.Fatalf("%s on %s: %.2f:1, want at least 4.5:1", tc.fg, tc.bg, c)
 			}
 		})
+	}
+}
+
+// TestContrastOfConsole: the colours the admin console adds to the
+// stylesheet keep WCAG AA (4.5:1) for text, and the focus ring in the
+// masthead is drawn in the colour chosen against the brand colour, for
+// every brand colour the theme derives.
+func TestContrastOfConsole(t *testing.T) {
+	for _, tc := range []struct {
+		name, rule, fg, bg string
+	}{
+		{"warning_button", ".button-warning {\n  color: #ffffff;\n  background: #b3261e;", "#ffffff", "#b3261e"},
+		{"current_screen", ".console-nav a[aria-current=\"page\"] {\n  color: #0b0c0c;", "#0b0c0c", "#ffffff"},
+		{"skip_link", ".skip-link {\n  position: absolute;\n  left: 0.5rem;\n  top: -4rem;\n  padding: 0.5rem 0.75rem;\n  background: #ffffff;\n  color: #0b0c0c;", "#0b0c0c", "#ffffff"},
+		{"secret_box", ".secret-box {\n  border: 3px solid #0b0c0c;\n  border-radius: 0.25rem;\n  padding: 0.75rem 1.25rem;\n  margin: 0 0 1.5rem;\n  background: #f3f4f6;", "#0b0c0c", "#f3f4f6"},
+		{"hint_on_main", ".console-main {\n  margin: 0 auto;\n  padding: 1.5rem 1.25rem 3rem;\n  background: #ffffff;", "#505a5f", "#ffffff"},
+	} {
+		t.Run("ok/"+tc.name, func(t *testing.T) {
+			if !strings.Contains(baseCSS, tc.rule) {
+				t.Fatalf("the stylesheet no longer has %q: update this test with the new colours", tc.rule)
+			}
+			if c := contrast(rgb(tc.fg), rgb(tc.bg)); c < 4.5 {
+				t.Fatalf("%s on %s: %.2f:1, want at least 4.5:1", tc.fg, tc.bg, c)
+			}
+		})
+	}
+	if !strings.Contains(baseCSS, ".console-masthead .button:focus-visible {\n  outline-color: var(--on-brand);") {
+		t.Fatal("the masthead's focus ring must use --on-brand")
+	}
+	for _, brand := range []string{DefaultBrandColor, "#ffffff", "#ffcc00", "#000000", "#00703c"} {
+		th := newTheme(brand)
+		var onBrand string
+		if _, err := fmt.Sscanf(strings.SplitN(string(th.css), "--on-brand:", 2)[1], "%7s", &onBrand); err != nil {
+			t.Fatal(err)
+		}
+		if c := contrast(rgb(onBrand), rgb(brand)); c < 3 {
+			t.Errorf("brand %s: the masthead focus ring %s has %.2f:1, want at least 3:1 (WCAG 1.4.11)", brand, onBrand, c)
+		}
 	}
 }

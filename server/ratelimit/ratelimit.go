@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -156,19 +157,19 @@ func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 	if err := l.Allow(ctx, "login_ip", AddressKey(ip), l.rules.LoginPerIP); err != nil {
 		return err
 	}
-	key := Hash(login)
+	failKey, lockKey := LoginKeys(login)
 	now := l.now()
 	// A live delay refuses without counting the attempt (so a person who
 	// retries while throttled does not lengthen their own delay). This peek
 	// only saves work: the decision is the Hit below.
-	n, reset, err := l.c.Peek(ctx, "rl:login_lock:"+key, now)
+	n, reset, err := l.c.Peek(ctx, lockKey, now)
 	if err != nil {
 		return unavailable(err)
 	}
 	if n > 0 {
 		return l.throttled(reset)
 	}
-	n, _, err = l.c.Hit(ctx, "rl:login_fail:"+key, l.rules.LoginFailureWindow, now)
+	n, _, err = l.c.Hit(ctx, failKey, l.rules.LoginFailureWindow, now)
 	if err != nil {
 		return unavailable(err)
 	}
@@ -177,7 +178,7 @@ func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 	}
 	// The n-th attempt (n ≥ limit) opens the next delay window; of the
 	// attempts racing for it, only the one whose Hit starts it goes on.
-	won, reset, err := l.c.Hit(ctx, "rl:login_lock:"+key, LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), now)
+	won, reset, err := l.c.Hit(ctx, lockKey, LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), now)
 	if err != nil {
 		return unavailable(err)
 	}
@@ -196,12 +197,25 @@ func (l *Limiter) throttled(reset time.Duration) error {
 // LoginSucceeded clears the account's failures (and the attempt CheckLogin
 // counted).
 func (l *Limiter) LoginSucceeded(ctx context.Context, ip, login string) {
+	_ = l.ClearLogin(ctx, login)
+}
+
+// ClearLogin forgets the account's failed logins and any delay they
+// started (after a success, or when an administrator clears the throttle).
+// A nil Limiter (rate limits off) has nothing to clear.
+func (l *Limiter) ClearLogin(ctx context.Context, login string) error {
 	if l == nil {
-		return
+		return nil
 	}
+	failKey, lockKey := LoginKeys(login)
+	return errors.Join(l.c.ResetCounter(ctx, failKey), l.c.ResetCounter(ctx, lockKey))
+}
+
+// LoginKeys are the counters of an account's login throttle: its failures
+// in the window, and its current delay.
+func LoginKeys(login string) (fail, lock string) {
 	key := Hash(login)
-	_ = l.c.ResetCounter(ctx, "rl:login_fail:"+key)
-	_ = l.c.ResetCounter(ctx, "rl:login_lock:"+key)
+	return "rl:login_fail:" + key, "rl:login_lock:" + key
 }
 
 // LockoutDelay is the wait after the (over+1)-th failure past the limit:

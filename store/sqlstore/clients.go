@@ -132,3 +132,17 @@ func (s *Store) SetClientGrants(ctx context.Context, id string, grants []string)
 	}
 	return nil
 }
+
+// SetClientRedirectURIs replaces the client's redirect URIs (exact strings);
+// an unknown id is store.ErrNotFound.
+func (s *Store) SetClientRedirectURIs(ctx context.Context, id string, uris []string) error {
+	res := s.db.WithContext(ctx).Model(&clientRow{}).Where("id = ?", id).
+		Updates(map[string]any{"redirect_uris": encodeList(uris), "updated_at": s.clock()})
+	if res.Error != nil {
+		return mapErr("set client redirect URIs", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("set client redirect URIs: %w", store.ErrNotFound)
+	}
+	return nil
+}

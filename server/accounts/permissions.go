@@ -1,0 +1,89 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// RequirePermission is the one check of an admin operation's permission,
+// used by the /admin API (on the token's scope) and by the console (on the
+// signed-in person's current permissions): nil when held covers perm, else
+// 403 insufficient_scope naming it (RFC 6750 §3.1). Permissions are
+// checked, never role names.
+func RequirePermission(held []string, perm string) error {
+	if policy.Matches(held, perm) {
+		return nil
+	}
+	return apierr.ErrInsufficientScope.WithRequiredScope(perm).WithDescription("This needs the permission %s.", perm)
+}
+
+// ActorPermissions returns the concrete permissions of the actor's current
+// roles, re-read from the store (a deleted actor is 401, a deactivated one
+// 403): what a session that named no permission holds after a refresh.
+func (s *Service) ActorPermissions(ctx context.Context, actor Actor) ([]string, error) {
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return nil, err
+	}
+	return s.policy.Permissions(a.Roles), nil
+}
+
+// KeyRevoker revokes a signing key (*keys.Manager implements it).
+type KeyRevoker interface {
+	Revoke(ctx context.Context, kid string) (keys.Revocation, error)
+}
+
+// RevokeKey revokes a compromised signing key (the CLI's keys revoke): it
+// leaves the JWKS and every token it signed is refused; revoking the active
+// key promotes the next one at once. An unknown kid is 404. Audit
+// key.revoked.
+func (s *Service) RevokeKey(ctx context.Context, actor Actor, kid string) (keys.Revocation, error) {
+	a, err := s.loadActor(ctx, actor)
+	if err != nil {
+		return keys.Revocation{}, err
+	}
+	if s.revoker == nil {
+		return keys.Revocation{}, apierr.ErrTemporarilyUnavailable.WithDescription("Revoking keys is not available here.")
+	}
+	rev, err := s.revoker.Revoke(ctx, kid)
+	if err != nil {
+		if errors.Is(err, keys.ErrKeyNotFound) || errors.Is(err, store.ErrNotFound) {
+			return keys.Revocation{}, apierr.ErrNotFound.WithDescription("No signing key has this kid.").WithCause(err)
+		}
+		return keys.Revocation{}, storeErr("revoke signing key", err, nil)
+	}
+	s.record(ctx, "key.revoked", store.OutcomeSuccess, a.ID, rev.Revoked.KID, actor.Meta,
+		map[string]string{"via": "admin", "previous_state": string(rev.PreviousState),
+			"already_revoked": fmt.Sprint(rev.AlreadyRevoked)})
+	return rev, nil
+}
+
+// LoginThrottle forgets an account's failed logins (*ratelimit.Limiter).
+type LoginThrottle interface {
+	ClearLogin(ctx context.Context, login string) error
+}
+
+// ClearLoginThrottle forgets the failed logins of a user, so that a person
+// locked out by the login throttle may try again at once (the "unban" of
+// other servers). The actor must be allowed to manage the user (the
+// privilege ceiling); without a throttle (rate limits off) there is
+// nothing to clear. Audit login.throttle_cleared.
+func (s *Service) ClearLoginThrottle(ctx context.Context, actor Actor, userID string) error {
+	a, t, err := s.actorAndTarget(ctx, actor, userID)
+	if err != nil {
+		return err
+	}
+	if s.throttle != nil && t.Email != "" {
+		if err := s.throttle.ClearLogin(ctx, t.Email); err != nil {
+			return storeErr("clear the login throttle", err, nil)
+		}
+	}
+	s.record(ctx, "login.throttle_cleared", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, map[string]string{"via": "admin"})
+	return nil
+}
