@@ -84,8 +84,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	}{
 		{"fail/family_started_before_cutoff", testFamilyBeforeCutoff},
 		{"ok/family_auth_time", testFamilyAuthTime},
-		{"ok/family_amr_survives_rotation", testFamilyAMR},
-		{"ok/family_tenant_survives_rotation", testFamilyAMR},
+		{"ok/family_amr_and_tenant_survive_rotation", testFamilyAMRAndTenant},
 		{"race/create_family_vs_end_sessions", testConcurrentCreateVsCutoff},
 		{"ok/session_cap_ends_oldest", testSessionCap},
 		{"race/session_cap_concurrent_logins", testConcurrentSessionCap},
@@ -1158,11 +1157,11 @@ func testFamilyAuthTime(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	create(t, st, fresh)
 }
 
-// testFamilyAMR: the login's amr and tenant come back unchanged from every
+// testFamilyAMRAndTenant: the login's amr and tenant come back unchanged from every
 // rotation outcome that returns the family (current token, grace replay,
 // reuse) and from FindRefresh, however long the chain; a family without
 // one answers none.
-func testFamilyAMR(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+func testFamilyAMRAndTenant(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	st := newBackend(t, Config{}).State
 	base := baseTime()
 	for _, tc := range []struct {
