@@ -24,10 +24,7 @@ import (
 // their owner.
 func RunAPIKeyTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 	t.Helper()
-	tests := []struct {
-		name string
-		run  func(t *testing.T, s *sqlstore.Store)
-	}{
+	tests := []seededCase{
 		{"ok/create_get", testAPIKeyCreateGet},
 		{"fail/create", testAPIKeyCreateFail},
 		{"ok/list_pages_newest_first", testAPIKeyList},
@@ -40,17 +37,7 @@ func RunAPIKeyTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/claim_expiring_once", testAPIKeyClaimExpiring},
 		{"race/claim_expiring_each_key_once", testAPIKeyClaimExpiringRace},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s := open(t)
-			if _, err := s.Migrate(rctx(t)); err != nil {
-				t.Fatalf("Migrate: %v", err)
-			}
-			syncDefaultRoles(t, s)
-			tc.run(t, s)
-		})
-	}
+	runSeeded(t, open, tests)
 }
 
 // newAPIKey is a key of owner with a random hash, expiring in a day.

@@ -20,10 +20,7 @@ import (
 // nothing behind; identities go with their user.
 func RunFederatedIdentityTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 	t.Helper()
-	tests := []struct {
-		name string
-		run  func(t *testing.T, s *sqlstore.Store)
-	}{
+	tests := []seededCase{
 		{"ok/link_get_list_delete", testIdentityRoundTrip},
 		{"fail/link_conflicts", testIdentityConflicts},
 		{"ok/create_user_with_identity", testIdentityCreateUser},
@@ -33,17 +30,7 @@ func RunFederatedIdentityTests(t *testing.T, open func(t *testing.T) *sqlstore.S
 		{"race/double_link_one_wins", testIdentityLinkRace},
 		{"race/double_jit_one_wins", testIdentityCreateRace},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s := open(t)
-			if _, err := s.Migrate(rctx(t)); err != nil {
-				t.Fatalf("Migrate: %v", err)
-			}
-			syncDefaultRoles(t, s)
-			tc.run(t, s)
-		})
-	}
+	runSeeded(t, open, tests)
 }
 
 func testIdentityRoundTrip(t *testing.T, s *sqlstore.Store) {

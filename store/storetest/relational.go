@@ -100,6 +100,29 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 
 // ---- helpers ----
 
+// seededCase is one case of a suite run by runSeeded.
+type seededCase struct {
+	name string
+	run  func(t *testing.T, s *sqlstore.Store)
+}
+
+// runSeeded runs each case in parallel on its own store from open,
+// migrated and holding the default policy's roles.
+func runSeeded(t *testing.T, open func(t *testing.T) *sqlstore.Store, cases []seededCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := open(t)
+			if _, err := s.Migrate(rctx(t)); err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+			syncDefaultRoles(t, s)
+			tc.run(t, s)
+		})
+	}
+}
+
 func rctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)

@@ -21,10 +21,7 @@ import (
 // platform roles global.
 func RunTenantTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 	t.Helper()
-	tests := []struct {
-		name string
-		run  func(t *testing.T, s *sqlstore.Store)
-	}{
+	tests := []seededCase{
 		{"ok/create_get_list", testTenantRoundTrip},
 		{"fail/create_get", testTenantFail},
 		{"ok/roles_per_tenant", testTenantRoles},
@@ -36,17 +33,7 @@ func RunTenantTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/tenant_invite_of_an_existing_account", testTenantInviteExisting},
 		{"race/default_tenant_once", testDefaultTenantRace},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s := open(t)
-			if _, err := s.Migrate(rctx(t)); err != nil {
-				t.Fatalf("Migrate: %v", err)
-			}
-			syncDefaultRoles(t, s)
-			tc.run(t, s)
-		})
-	}
+	runSeeded(t, open, tests)
 }
 
 func mustTenant(t *testing.T, s *sqlstore.Store, slug string) store.Tenant {
