@@ -27,7 +27,7 @@ func (c *Console) showInvites(r *request, status int, v view) error {
 	for _, role := range c.d.Accounts.Roles() {
 		d.Roles = append(d.Roles, role.Name)
 	}
-	page, err := c.d.Accounts.ListInvites(r.ctx(), r.QueryParam("cursor"), PageSize)
+	page, err := c.d.Accounts.ListInvitesAs(r.ctx(), r.actor, r.QueryParam("cursor"), PageSize)
 	if err != nil {
 		return c.fail(r.Context, r, err)
 	}
@@ -93,7 +93,7 @@ func (c *Console) showSessions(r *request, status int, v view) error {
 			return c.refused(r, 0, v, err)
 		}
 		d.User = &u
-		page, err := c.d.Accounts.UserSessions(r.ctx(), u.ID, r.QueryParam("cursor"), PageSize)
+		page, err := c.d.Accounts.UserSessionsAs(r.ctx(), r.actor, u.ID, r.QueryParam("cursor"), PageSize)
 		if err != nil {
 			return c.fail(r.Context, r, err)
 		}
@@ -106,7 +106,7 @@ func (c *Console) showSessions(r *request, status int, v view) error {
 // findUser finds a user by email address, else by id.
 func (c *Console) findUser(r *request, s string) (accounts.User, error) {
 	if strings.Contains(s, "@") {
-		page, err := c.d.Accounts.ListUsers(r.ctx(), accounts.UserQuery{Email: s, Limit: 1})
+		page, err := c.d.Accounts.ListUsersAs(r.ctx(), r.actor, accounts.UserQuery{Email: s, Limit: 1})
 		if err != nil {
 			return accounts.User{}, err
 		}
@@ -114,7 +114,7 @@ func (c *Console) findUser(r *request, s string) (accounts.User, error) {
 			return page.Items[0], nil
 		}
 	}
-	return c.d.Accounts.GetUser(r.ctx(), s)
+	return c.d.Accounts.GetUserAs(r.ctx(), r.actor, s)
 }
 
 func (c *Console) sessionAction(r *request) error {
@@ -175,7 +175,7 @@ func (c *Console) audit(r *request) error {
 		}
 		*f.dst = t.UTC()
 	}
-	page, err := c.d.Accounts.ListAudit(r.ctx(), q)
+	page, err := c.d.Accounts.ListAuditAs(r.ctx(), r.actor, q)
 	if err != nil {
 		return c.refused(r, 0, v, err)
 	}

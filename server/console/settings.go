@@ -60,7 +60,7 @@ func (c *Console) showClients(r *request, status int, v view, f clientForm) erro
 	if ok, err := c.allow(r, policy.PermClientsRead); !ok {
 		return err
 	}
-	list, err := c.d.Accounts.ListClients(r.ctx())
+	list, err := c.d.Accounts.ListClientsAs(r.ctx(), r.actor)
 	if err != nil {
 		return c.fail(r.Context, r, err)
 	}
@@ -149,7 +149,7 @@ func (c *Console) showKeys(r *request, status int, v view) error {
 	if ok, err := c.allow(r, policy.PermKeysRead); !ok {
 		return err
 	}
-	list, err := c.d.Accounts.ListKeys(r.ctx())
+	list, err := c.d.Accounts.ListKeysAs(r.ctx(), r.actor)
 	if err != nil {
 		return c.fail(r.Context, r, err)
 	}

@@ -51,7 +51,7 @@ func (c *Console) showUsers(r *request, status int, v view) error {
 	}
 	q := strings.TrimSpace(r.QueryParam("q"))
 	v.Title, v.Screen = "Users", "users"
-	page, err := c.d.Accounts.ListUsers(r.ctx(), accounts.UserQuery{Query: q, Cursor: r.QueryParam("cursor"), Limit: PageSize})
+	page, err := c.d.Accounts.ListUsersAs(r.ctx(), r.actor, accounts.UserQuery{Query: q, Cursor: r.QueryParam("cursor"), Limit: PageSize})
 	d := usersData{Query: q, Users: page.Items, Next: c.nextPage(r, "cursor", page.NextCursor), MayWrite: r.may(policy.PermUsersWrite)}
 	for _, role := range c.d.Accounts.Roles() {
 		d.Roles = append(d.Roles, role.Name)
@@ -107,7 +107,7 @@ func (c *Console) showUser(r *request, status int, v view) error {
 		return err
 	}
 	id := r.Param("id")
-	u, err := c.d.Accounts.GetUser(r.ctx(), id)
+	u, err := c.d.Accounts.GetUserAs(r.ctx(), r.actor, id)
 	if err != nil {
 		return c.fail(r.Context, r, err)
 	}
@@ -117,7 +117,7 @@ func (c *Console) showUser(r *request, status int, v view) error {
 	for _, role := range c.d.Accounts.Roles() {
 		d.Roles = append(d.Roles, role.Name)
 	}
-	sp, err := c.d.Accounts.UserSessions(r.ctx(), u.ID, r.QueryParam("sessions_cursor"), PageSize)
+	sp, err := c.d.Accounts.UserSessionsAs(r.ctx(), r.actor, u.ID, r.QueryParam("sessions_cursor"), PageSize)
 	if err != nil {
 		d.SessionsError = errorText(err)
 	}
