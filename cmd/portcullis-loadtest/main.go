@@ -65,6 +65,11 @@ type Result struct {
 	RPS         float64
 	P50, P99    time.Duration
 	Concurrency int
+	// CPU is where the machine's CPU went during the measured time (-stack
+	// runs only); Profile the server's `go tool pprof -top`, when taken.
+	CPU     *CPUUse
+	Profile string
+	Shares  []CPUShare // the server profile by category, when taken
 }
 
 func main() {
@@ -91,7 +96,16 @@ func main() {
 	goBench := flag.String("go-bench", "", "write this `go test -bench` output as the \"go\" section of -report and exit")
 	flag.Float64Var(&o.Rate, "rate", 0, "steady request rate for all workers together (0: as fast as possible)")
 	cpuProfile := flag.String("cpuprofile", "", "write the load driver's own CPU profile here")
+	ceilingAddr := flag.String("serve-ceiling", "", "run the bare HTTP server of the http_ceiling scenario on this address (used by -stack)")
+	ceilingResponse := flag.String("ceiling-response", "", "with -serve-ceiling: the recorded response to replay")
 	flag.Parse()
+	if *ceilingAddr != "" {
+		if err := serveCeiling(*ceilingAddr, *ceilingResponse); err != nil {
+			fmt.Fprintln(os.Stderr, "portcullis-loadtest:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -181,6 +195,14 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%s: %w", scenario, err)
 	}
+	return run(ctx, o, scenario, mk, ended, measuring)
+}
+
+// run drives the workers mk makes: all of them prepared first, then a
+// warm-up, then the measured time (or until ended is closed); measuring is
+// closed when the warm-up ends.
+func run(ctx context.Context, o Options, scenario string, mk func() (worker, error), ended <-chan struct{}, measuring chan struct{}) (Result, error) {
+	var err error
 	var (
 		measured  atomic.Bool
 		requests  atomic.Int64
@@ -188,6 +210,15 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 		mu        sync.Mutex
 		latencies = make([]time.Duration, 0, 1<<16)
 	)
+	// Every worker is prepared before the clock starts: a worker's
+	// preparation (a password login for refresh) would otherwise compete
+	// with the others' measured requests.
+	workers := make([]worker, o.Concurrency)
+	for i := range workers {
+		if workers[i], err = mk(); err != nil {
+			return Result{}, fmt.Errorf("%s: prepare worker: %w", scenario, err)
+		}
+	}
 	runCtx, cancel := context.WithTimeout(ctx, o.Warmup+o.Duration)
 	defer cancel()
 	go func() {
@@ -227,11 +258,7 @@ func Run(ctx context.Context, o Options, scenario string) (Result, error) {
 		}()
 	}
 	var wg sync.WaitGroup
-	for i := 0; i < o.Concurrency; i++ {
-		w, err := mk()
-		if err != nil {
-			return Result{}, fmt.Errorf("%s: prepare worker: %w", scenario, err)
-		}
+	for _, w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

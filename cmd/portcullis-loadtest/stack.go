@@ -58,6 +58,7 @@ type StackResult struct {
 // 1/Cost operations per second.
 type Bounds struct {
 	SignPerAlg   map[string]time.Duration
+	VerifyPerAlg map[string]time.Duration
 	PasswordHash time.Duration // argon2id verify with the server's parameters
 	Argon2       password.Params
 }
@@ -231,18 +232,23 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 		}
 	}()
 	for _, sc := range so.Scenarios {
-		var profiled chan string
-		ro := o
-		if profiledScenarios[sc] != "" && so.Rate == 0 {
-			profiled = make(chan string, 1)
-			ro.OnMeasure = func() { profiled <- cpuProfile(so.Binary, debugAddr, alg, sc, o.Duration) }
+		var r Result
+		var err error
+		if sc == "http_ceiling" {
+			r, err = measureCeiling(o, base)
+		} else {
+			r, err = measureScenario(o, sc, srv.Process.Pid, func() (string, string) {
+				if profiledScenarios[sc] == "" || so.Rate > 0 {
+					return "", ""
+				}
+				return cpuProfile(so.Binary, debugAddr, alg, sc, o.Duration)
+			})
 		}
-		r, err := Run(context.Background(), ro, sc)
 		if err != nil {
 			return sr, err
 		}
-		if profiled != nil {
-			sr.Profiles[sc] = <-profiled
+		if r.Profile != "" {
+			sr.Profiles[sc] = r.Profile
 		}
 		fmt.Fprintf(os.Stderr, "%s %s\n", alg, r)
 		sr.Results = append(sr.Results, r)
@@ -252,40 +258,98 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	return sr, nil
 }
 
+// measureScenario runs scenario sc with the CPU of the stack's processes
+// read over its measured time (serverPid: the server's process) and,
+// when profile returns one (its top and its file), the server's CPU
+// profile taken meanwhile, split by categories.
+func measureScenario(o Options, sc string, serverPid int, profile func() (top, file string)) (Result, error) {
+	started := make(chan *CPUUse, 1)
+	profiled := make(chan [2]string, 1)
+	o.OnMeasure = func() {
+		started <- startCPU(serverPid)
+		top, file := profile()
+		profiled <- [2]string{top, file}
+	}
+	r, err := Run(context.Background(), o, sc)
+	if err != nil {
+		return r, err
+	}
+	cpu := <-started // Run succeeds only after measuring started
+	cpu.stop()
+	r.CPU = cpu
+	p := <-profiled
+	r.Profile = p[0]
+	if p[1] != "" {
+		if r.Shares, err = categorize(p[1]); err != nil {
+			r.Profile += "\n(" + err.Error() + ")"
+		}
+	}
+	return r, nil
+}
+
+// measureCeiling measures the HTTP ceiling (ceiling.go) with the JWKS
+// response of the server at base: the jwks scenario against the bare server.
+func measureCeiling(o Options, base string) (Result, error) {
+	f, err := os.CreateTemp("", "portcullis-ceiling-*.json")
+	if err != nil {
+		return Result{}, err
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	if err := recordJWKS(base, f.Name()); err != nil {
+		return Result{}, err
+	}
+	port, err := testservers.FreePort()
+	if err != nil {
+		return Result{}, err
+	}
+	url, stop, pid, err := startCeiling(f.Name(), port)
+	if err != nil {
+		return Result{}, err
+	}
+	defer stop()
+	o.URL = url
+	r, err := measureScenario(o, "jwks", pid, func() (string, string) { return "", "" })
+	r.Scenario = "http_ceiling"
+	return r, err
+}
+
 // profiledScenarios are the scenarios whose server CPU profile the report
 // shows, with how the report names them.
 var profiledScenarios = map[string]string{"password": "the password grant", "sso": "the SSO round trip", "userinfo": "userinfo", "refresh": "the refresh grant",
+	"jwks": "the JWKS", "client_credentials": "the client_credentials grant", "introspection": "introspection",
 	"apikey_introspection": "the introspection of an API key"}
 
 // cpuProfile records the server's CPU profile for most of a scenario's
 // measured time (it is called when measuring starts) and returns
-// `go tool pprof -top` of it (or why it could not).
-func cpuProfile(binary, debugAddr, alg, scenario string, duration time.Duration) string {
+// `go tool pprof -top` of it (or why it could not) and its file ("" when
+// not saved).
+func cpuProfile(binary, debugAddr, alg, scenario string, duration time.Duration) (top, file string) {
 	secs := int((duration - time.Second).Seconds())
 	if secs < 1 {
 		secs = 1
 	}
 	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, secs))
 	if err != nil {
-		return "profile not taken: " + err.Error()
+		return "profile not taken: " + err.Error(), ""
 	}
 	defer resp.Body.Close()
 	_ = os.MkdirAll(".bench", 0o755)
 	path := fmt.Sprintf(".bench/cpu-%s-%s.pprof", alg, scenario)
 	f, err := os.Create(path)
 	if err != nil {
-		return "profile not saved: " + err.Error()
+		return "profile not saved: " + err.Error(), ""
 	}
 	_, err = io.Copy(f, resp.Body)
 	f.Close()
 	if err != nil {
-		return "profile not saved: " + err.Error()
+		return "profile not saved: " + err.Error(), ""
 	}
 	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=12", binary, path).CombinedOutput()
 	if err != nil {
-		return "pprof failed: " + err.Error()
+		return "pprof failed: " + err.Error(), path
 	}
-	return strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out)), path
 }
 
 // rssKiB reads a process's resident set size from /proc.
@@ -322,7 +386,7 @@ func waitReady(base string, within time.Duration) error {
 // measureBounds times signatures per algorithm and password verification
 // with the server's default parameters, on all cores at once.
 func measureBounds() Bounds {
-	b := Bounds{SignPerAlg: map[string]time.Duration{}, Argon2: password.DefaultParams()}
+	b := Bounds{SignPerAlg: map[string]time.Duration{}, VerifyPerAlg: map[string]time.Duration{}, Argon2: password.DefaultParams()}
 	digest := sha256.Sum256([]byte(`{"iss":"http://127.0.0.1:8080","sub":"usr_x","aud":"api","scope":"reports:read"}`))
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -332,7 +396,15 @@ func measureBounds() Bounds {
 		"ES256": func() { _, _ = ecdsa.SignASN1(rand.Reader, ecKey, digest[:]) },
 		"EdDSA": func() { _ = ed25519.Sign(edKey, digest[:]) },
 	}
-	for alg, f := range signers {
+	rsaSig, _ := rsa.SignPKCS1v15(rand.Reader, rsaKey, crypto.SHA256, digest[:])
+	ecSig, _ := ecdsa.SignASN1(rand.Reader, ecKey, digest[:])
+	edSig := ed25519.Sign(edKey, digest[:])
+	verifiers := map[string]func(){
+		"RS256": func() { _ = rsa.VerifyPKCS1v15(&rsaKey.PublicKey, crypto.SHA256, digest[:], rsaSig) },
+		"ES256": func() { _ = ecdsa.VerifyASN1(&ecKey.PublicKey, digest[:], ecSig) },
+		"EdDSA": func() { _ = ed25519.Verify(edKey.Public().(ed25519.PublicKey), digest[:], edSig) },
+	}
+	parallel := func(f func()) time.Duration {
 		r := testing.Benchmark(func(tb *testing.B) {
 			tb.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -340,7 +412,13 @@ func measureBounds() Bounds {
 				}
 			})
 		})
-		b.SignPerAlg[alg] = time.Duration(r.NsPerOp())
+		return time.Duration(r.NsPerOp())
+	}
+	for alg, f := range signers {
+		b.SignPerAlg[alg] = parallel(f)
+	}
+	for alg, f := range verifiers {
+		b.VerifyPerAlg[alg] = parallel(f)
 	}
 	h, err := password.NewHasher(b.Argon2)
 	if err == nil {
@@ -369,18 +447,36 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 		"%d workers%s, %s per scenario after a 2 s warm-up, rate limits off, argon2id %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, cores, cpuModel(), runtime.Version(),
 		so.Concurrency, pacing(so.Rate), so.Duration, b.Argon2)
-	fmt.Fprintf(&w, "| alg | scenario | req/s | p50 | p99 | errors |\n|---|---|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&w, "| alg | scenario | req/s | p50 | p99 | errors | server CPU per request | whole stack's CPU per request | cores: server / driver / Redis / PostgreSQL, machine |\n"+
+		"|---|---|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, s := range all {
 		for _, r := range s.Results {
-			fmt.Fprintf(&w, "| %s | %s | %.0f | %s | %s | %d |\n", s.Alg, r.Scenario, r.RPS, r.P50.Round(10*time.Microsecond), r.P99.Round(10*time.Microsecond), r.Errors)
+			server, stack, split := "", "", ""
+			if r.CPU != nil && r.Requests > 0 {
+				server = perRequest(r.CPU.Server, r.Requests).String()
+				stack = perRequest(r.CPU.Server+r.CPU.Driver+r.CPU.Redis+r.CPU.Postgres, r.Requests).String()
+				split = r.CPU.String()
+			}
+			fmt.Fprintf(&w, "| %s | %s | %.0f | %s | %s | %d | %s | %s | %s |\n", s.Alg, r.Scenario, r.RPS, r.P50.Round(10*time.Microsecond),
+				r.P99.Round(10*time.Microsecond), r.Errors, server, stack, split)
 		}
 	}
+	fmt.Fprintf(&w, "\nCPU is read from /proc over each scenario's measured time: the server's process (for http_ceiling, the bare server's), "+
+		"this driver, every Redis and every PostgreSQL process, and how busy the whole machine was. The whole stack's CPU per request "+
+		"is the four together over the requests completed; %d cores divided by it is the most the machine could complete at that cost "+
+		"(the stack bound below). http_ceiling is the jwks scenario against a bare net/http server in its own process that replays "+
+		"the real server's JWKS response (same bytes and headers, no Echo, no middleware): no request can be cheaper on this machine.\n", cores)
 	fmt.Fprintf(&w, "\nBounds measured in the same run, with nothing else running: the operation alone on all %d cores at once "+
 		"(Go `RunParallel`), so a bound is what the machine could do if the server did nothing but that operation:\n\n", cores)
 	fmt.Fprintf(&w, "| operation | wall time per op, %d cores busy | bound |\n|---|---:|---:|\n", cores)
 	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
 		if d := b.SignPerAlg[alg]; d > 0 {
 			fmt.Fprintf(&w, "| sign %s | %s | %.0f/s |\n", alg, d.Round(time.Microsecond), 1/d.Seconds())
+		}
+	}
+	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+		if d := b.VerifyPerAlg[alg]; d > 0 {
+			fmt.Fprintf(&w, "| verify %s | %s | %.0f/s |\n", alg, d.Round(time.Microsecond), 1/d.Seconds())
 		}
 	}
 	if b.PasswordHash > 0 {
@@ -402,11 +498,19 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 		return w.String() // a soak checks errors and memory, not the throughput targets
 	}
 	for _, s := range all {
-		for _, sc := range so.Scenarios {
-			if p := s.Profiles[sc]; p != "" {
-				fmt.Fprintf(&w, "\nWhere the time goes in %s (%s): the server's CPU profile over the scenario (`.bench/cpu-%s-%s.pprof`):\n\n```\n%s\n```\n",
-					profiledScenarios[sc], s.Alg, s.Alg, sc, p)
+		for _, r := range s.Results {
+			p := s.Profiles[r.Scenario]
+			if p == "" {
+				continue
 			}
+			fmt.Fprintf(&w, "\nWhere the time goes in %s (%s): the server's CPU profile over the scenario (`.bench/cpu-%s-%s.pprof`)",
+				profiledScenarios[r.Scenario], s.Alg, s.Alg, r.Scenario)
+			if len(r.Shares) > 0 && r.CPU != nil {
+				fmt.Fprintf(&w, ", by what the samples were doing (each sample counted once, cmd/portcullis-loadtest/profilecat.go), then its top functions:\n\n%s", shareTable(r.Shares, perRequest(r.CPU.Server, r.Requests)))
+			} else {
+				w.WriteString(":\n")
+			}
+			fmt.Fprintf(&w, "\n```\n%s\n```\n", p)
 		}
 	}
 	for _, s := range all {
@@ -417,6 +521,7 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 			}
 		}
 	}
+	writeIssue21(&w, all, b, cores)
 	w.WriteString("\nTargets (issue 4; sso: issue 13; API keys: issue 18):\n\n")
 	for _, s := range all {
 		for _, r := range s.Results {

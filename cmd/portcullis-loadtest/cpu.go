@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// CPUUse is the CPU time each part of the stack used during a scenario's
+// measured time, read from /proc: the server (or the ceiling server), this
+// driver, Redis and PostgreSQL (every process of each), and how busy the
+// whole machine was. It is what says where a path's limit is: a path whose
+// machine is busy is bound by what its requests cost, and the split says
+// whose cost it is.
+type CPUUse struct {
+	Wall                            time.Duration
+	Server, Driver, Redis, Postgres time.Duration
+	MachineBusy                     float64 // fraction of all cores not idle
+
+	serverPid                      int
+	startTime                      time.Time
+	startServer, startDriver       time.Duration
+	startRedis, startPostgres      time.Duration
+	startMachine, startMachineIdle uint64
+}
+
+// clockTick is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// startCPU takes the first reading.
+func startCPU(serverPid int) *CPUUse {
+	u := &CPUUse{serverPid: serverPid, startTime: time.Now()}
+	u.startServer, u.startDriver = procCPU(serverPid), procCPU(os.Getpid())
+	u.startRedis, u.startPostgres = namedCPU("redis-server"), namedCPU("postgres")
+	u.startMachine, u.startMachineIdle = machineCPU()
+	return u
+}
+
+// stop takes the second reading and fills in the differences.
+func (u *CPUUse) stop() {
+	u.Wall = time.Since(u.startTime)
+	u.Server = procCPU(u.serverPid) - u.startServer
+	u.Driver = procCPU(os.Getpid()) - u.startDriver
+	u.Redis = namedCPU("redis-server") - u.startRedis
+	u.Postgres = namedCPU("postgres") - u.startPostgres
+	total, idle := machineCPU()
+	if d := total - u.startMachine; d > 0 {
+		u.MachineBusy = 1 - float64(idle-u.startMachineIdle)/float64(d)
+	}
+}
+
+// cores is d as cores busy over the measured time.
+func (u *CPUUse) cores(d time.Duration) float64 {
+	if u.Wall <= 0 {
+		return 0
+	}
+	return d.Seconds() / u.Wall.Seconds()
+}
+
+// String is the split as the report shows it.
+func (u *CPUUse) String() string {
+	return fmt.Sprintf("%.2f / %.2f / %.2f / %.2f, %.0f%% busy", u.cores(u.Server), u.cores(u.Driver), u.cores(u.Redis),
+		u.cores(u.Postgres), 100*u.MachineBusy)
+}
+
+// procCPU is the user+system CPU time process pid has used (0 when gone).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 { // fields 14 and 15 of stat: utime, stime
+		return 0
+	}
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return time.Duration(ut+st) * clockTick
+}
+
+// namedCPU is the CPU time used by every process whose command is name.
+func namedCPU(name string) time.Duration {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || strings.TrimSpace(string(comm)) != name {
+			continue
+		}
+		sum += procCPU(pid)
+	}
+	return sum
+}
+
+// machineCPU is the machine's total and idle (idle + iowait) ticks.
+func machineCPU() (total, idle uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		total += n
+		if i == 3 || i == 4 {
+			idle += n
+		}
+	}
+	return total, idle
+}

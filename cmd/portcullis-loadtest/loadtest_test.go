@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+var sink int // keeps the busy loop below from being optimised away
+
+// TestCPUReadings: the readings from /proc see this process's own work
+// and the machine's, and the split adds up.
+func TestCPUReadings(t *testing.T) {
+	u := startCPU(os.Getpid())
+	deadline := time.Now().Add(5 * time.Second)
+	for procCPU(os.Getpid())-u.startDriver < 3*clockTick {
+		if time.Now().After(deadline) {
+			t.Fatal("no CPU time seen for a busy loop in 5 s")
+		}
+		for i := 0; i < 1e6; i++ {
+			sink += i * i
+		}
+	}
+	u.stop()
+	if u.Driver < 3*clockTick || u.Server != u.Driver {
+		t.Errorf("driver %v, server (the same process) %v: want at least %v, equal", u.Driver, u.Server, 3*clockTick)
+	}
+	if u.MachineBusy <= 0 || u.MachineBusy > 1 {
+		t.Errorf("machine busy %v, want in (0, 1]", u.MachineBusy)
+	}
+	if c := u.cores(u.Driver); c <= 0 || c > 2.5 {
+		t.Errorf("driver %v cores over %v", c, u.Wall)
+	}
+	if procCPU(1<<30) != 0 || namedCPU("no-such-command-here") != 0 {
+		t.Error("a process that does not exist used CPU")
+	}
+}
+
+// TestCostReason: the stack's cost per request, the bound it sets, and
+// the cut a target needs, from measured CPU.
+func TestCostReason(t *testing.T) {
+	r := Result{Scenario: "sso", Requests: 1000, CPU: &CPUUse{Wall: time.Second, Server: 800 * time.Millisecond,
+		Driver: 300 * time.Millisecond, Redis: 350 * time.Millisecond, Postgres: 150 * time.Millisecond, MachineBusy: 0.9}}
+	if got := stackCost(r); got != 1600*time.Microsecond {
+		t.Fatalf("stack cost %v, want 1.6ms", got)
+	}
+	if got := stackBound(r, 2); got < 1249 || got > 1251 {
+		t.Fatalf("bound %v/s, want 1250", got)
+	}
+	for _, tc := range []struct {
+		target float64
+		want   []string
+		not    string
+	}{
+		{1500, []string{"1.6ms of CPU", "server 800µs", "driver 300µs", "Redis 350µs", "PostgreSQL 150µs", "90% busy",
+			"at most 1250/s", "at or under 1.333ms", "(17% less)"}, ""},
+		{1000, []string{"at most 1250/s"}, "less)"},
+	} {
+		got := costReason(r, tc.target, 2)
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("target %v: %q lacks %q", tc.target, got, w)
+			}
+		}
+		if tc.not != "" && strings.Contains(got, tc.not) {
+			t.Errorf("target %v under the bound: %q says a cut is needed", tc.target, got)
+		}
+	}
+	if costReason(Result{Requests: 10}, 1, 2) != "" || stackBound(Result{}, 2) != 0 {
+		t.Error("a result without CPU readings gave a reason")
+	}
+}
+
+// TestCategorize: each sample counts once, for the first category that
+// matches anywhere on its stack.
+func TestCategorize(t *testing.T) {
+	fns := map[string]*profile.Function{}
+	var locs []*profile.Location
+	loc := func(name string) *profile.Location {
+		f, ok := fns[name]
+		if !ok {
+			f = &profile.Function{ID: uint64(len(fns) + 1), Name: name}
+			fns[name] = f
+		}
+		l := &profile.Location{ID: uint64(len(locs) + 1), Line: []profile.Line{{Function: f}}}
+		locs = append(locs, l)
+		return l
+	}
+	stack := func(names ...string) []*profile.Location { // leaf first
+		var out []*profile.Location
+		for _, n := range names {
+			out = append(out, loc(n))
+		}
+		return out
+	}
+	p := &profile.Profile{SampleType: []*profile.ValueType{{Type: "samples", Unit: "count"}, {Type: "cpu", Unit: "nanoseconds"}},
+		Sample: []*profile.Sample{
+			// A signature made inside a Redis call counts as signing.
+			{Value: []int64{1, 40}, Location: stack("crypto/ed25519.Sign", "github.com/redis/go-redis/v9.(*Client).Process",
+				"github.com/labstack/echo/v4.(*Echo).ServeHTTP", "net/http.(*conn).serve")},
+			{Value: []int64{1, 30}, Location: stack("syscall.Syscall6", "github.com/redis/go-redis/v9.(*Client).Process",
+				"github.com/labstack/echo/v4.(*Echo).ServeHTTP", "net/http.(*conn).serve")},
+			{Value: []int64{1, 10}, Location: stack("strings.Cut", "github.com/labstack/echo/v4.(*Echo).ServeHTTP", "net/http.(*conn).serve")},
+			{Value: []int64{1, 10}, Location: stack("syscall.Syscall6", "net/http.(*conn).serve")},
+			{Value: []int64{1, 10}, Location: stack("runtime.futex", "runtime.schedule")},
+		}}
+	p.Function = make([]*profile.Function, 0, len(fns))
+	for _, f := range fns {
+		p.Function = append(p.Function, f)
+	}
+	p.Location = locs
+	file := filepath.Join(t.TempDir(), "cpu.pprof")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	shares, err := categorize(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"signing and verifying": 0.4, "Redis client, its system calls included": 0.3,
+		"handlers and middleware (Echo and Portcullis)": 0.1, "HTTP server: reading requests, writing responses": 0.1,
+		"other (scheduler, timers, background work)": 0.1}
+	var sum float64
+	for _, s := range shares {
+		sum += s.Share
+		if d := s.Share - want[s.Category]; d > 1e-9 || d < -1e-9 {
+			t.Errorf("%s: %.2f, want %.2f", s.Category, s.Share, want[s.Category])
+		}
+	}
+	if sum < 0.999 || sum > 1.001 {
+		t.Errorf("shares add up to %v", sum)
+	}
+	table := shareTable(shares, 100*time.Microsecond)
+	if !strings.Contains(table, "| signing and verifying | 40% | 40µs |") || strings.Index(table, "signing") > strings.Index(table, "Redis") {
+		t.Errorf("table not sorted by share or missing the cost per request:\n%s", table)
+	}
+	if _, err := categorize(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("a missing profile categorized")
+	}
+}
+
+// TestCeilingReplaysTheResponse: the bare server sends back exactly the
+// recorded body and headers, whatever is asked.
+func TestCeilingReplaysTheResponse(t *testing.T) {
+	real := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/.well-known/jwks.json" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = io.WriteString(w, `{"keys":[{"kty":"OKP","crv":"Ed25519","x":"abc"}]}`)
+	}))
+	defer real.Close()
+	file := filepath.Join(t.TempDir(), "jwks.json")
+	if err := recordJWKS(real.URL, file); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r replay
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Header.Get("Date") != "" || r.Header.Get("Content-Length") != "" {
+		t.Errorf("recorded headers net/http sets itself: %v", r.Header)
+	}
+	bare := httptest.NewServer(r)
+	defer bare.Close()
+	resp, err := http.Get(bare.URL + "/anything")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != `{"keys":[{"kty":"OKP","crv":"Ed25519","x":"abc"}]}` ||
+		resp.Header.Get("Cache-Control") != "public, max-age=300" || resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("replayed %d %v %q", resp.StatusCode, resp.Header, body)
+	}
+	broken := httptest.NewServer(http.NotFoundHandler())
+	defer broken.Close()
+	if err := recordJWKS(broken.URL, file); err == nil {
+		t.Error("a 404 was recorded as the JWKS")
+	}
+}
+
+// TestRunPreparesWorkersFirst: every worker is prepared before the
+// warm-up starts, so slow preparation (a password login per refresh
+// worker) never competes with measured requests.
+func TestRunPreparesWorkersFirst(t *testing.T) {
+	var mu sync.Mutex
+	var prepared []time.Time
+	var measureAt time.Time
+	o := Options{Concurrency: 4, Warmup: 20 * time.Millisecond, Duration: 50 * time.Millisecond, MaxRequests: 1 << 30,
+		OnMeasure: func() { mu.Lock(); measureAt = time.Now(); mu.Unlock() }}
+	mk := func() (worker, error) {
+		time.Sleep(30 * time.Millisecond) // longer than the warm-up
+		mu.Lock()
+		prepared = append(prepared, time.Now())
+		mu.Unlock()
+		return func(context.Context) bool { time.Sleep(time.Millisecond); return true }, nil
+	}
+	r, err := run(context.Background(), o, "fake", mk, make(chan struct{}), make(chan struct{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(prepared) != 4 {
+		t.Fatalf("%d workers prepared", len(prepared))
+	}
+	for i, p := range prepared {
+		if !p.Before(measureAt) {
+			t.Errorf("worker %d prepared %v after measuring started", i, p.Sub(measureAt))
+		}
+	}
+	if r.Requests == 0 || r.Errors != 0 {
+		t.Errorf("result %+v", r)
+	}
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// perRequest is d spread over n requests.
+func perRequest(d time.Duration, n int64) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return (d / time.Duration(n)).Round(time.Microsecond)
+}
+
+// stackCost is the CPU the whole stack (server, driver, Redis,
+// PostgreSQL) spent per completed request of r.
+func stackCost(r Result) time.Duration {
+	if r.CPU == nil || r.Requests == 0 {
+		return 0
+	}
+	return perRequest(r.CPU.Server+r.CPU.Driver+r.CPU.Redis+r.CPU.Postgres, r.Requests)
+}
+
+// stackBound is the most requests/s the machine's cores could complete at
+// r's measured cost per request (0 when unmeasured).
+func stackBound(r Result, cores int) float64 {
+	c := stackCost(r)
+	if c <= 0 {
+		return 0
+	}
+	return float64(cores) / c.Seconds()
+}
+
+// costReason says, for a rate target r misses, what the measurements of
+// the run say about why: the stack's cost per request, whose it is, the
+// most the cores allow at that cost, and how much cheaper a request must
+// get for the target.
+func costReason(r Result, target float64, cores int) string {
+	c, bound := stackCost(r), stackBound(r, cores)
+	if c <= 0 {
+		return ""
+	}
+	per := func(d time.Duration) string { return perRequest(d, r.Requests).String() }
+	s := fmt.Sprintf("each request cost the stack %s of CPU (server %s, driver %s, Redis %s, PostgreSQL %s) with the machine %.0f%% busy; "+
+		"at that cost %d cores complete at most %.0f/s", c, per(r.CPU.Server), per(r.CPU.Driver), per(r.CPU.Redis), per(r.CPU.Postgres),
+		100*r.CPU.MachineBusy, cores, bound)
+	if bound < target {
+		need := time.Duration(float64(cores) / target * float64(time.Second))
+		s += fmt.Sprintf(", so the target needs a request at or under %s of the whole stack's CPU (%.0f%% less)", need.Round(time.Microsecond),
+			100*(1-need.Seconds()/c.Seconds()))
+	}
+	return s
+}
+
+// writeIssue21 writes issue 21's targets for EdDSA, each against the
+// bounds measured in the same run, with the measured reason for a target
+// missed.
+func writeIssue21(w *strings.Builder, all []StackResult, b Bounds, cores int) {
+	var results []Result
+	for _, s := range all {
+		if s.Alg == "EdDSA" {
+			results = s.Results
+		}
+	}
+	get := func(sc string) *Result {
+		for i := range results {
+			if results[i].Scenario == sc {
+				return &results[i]
+			}
+		}
+		return nil
+	}
+	ceiling := get("http_ceiling")
+	if len(results) == 0 || ceiling == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nIssue 21's targets (EdDSA), each against what this run measured; the HTTP ceiling is %.0f/s "+
+		"(the bare server %.2f cores, the driver %.2f, the machine %.0f%% busy):\n\n",
+		ceiling.RPS, ceiling.CPU.cores(ceiling.CPU.Server), ceiling.CPU.cores(ceiling.CPU.Driver), 100*ceiling.CPU.MachineBusy)
+	aboveCeiling := func(target float64) string {
+		if target > ceiling.RPS {
+			return fmt.Sprintf(" The target is above the HTTP ceiling of this run (%.0f/s): no path can meet it on this machine while the driver shares its cores.", ceiling.RPS)
+		}
+		return ""
+	}
+	if r := get("jwks"); r != nil {
+		fmt.Fprintf(w, "- JWKS %.0f/s (target ≥ 40,000/s): %s. It is %.0f%% of the HTTP ceiling; the server spends %s per request against the bare server's %s.%s\n",
+			r.RPS, verdict(r.RPS >= 40000), 100*r.RPS/ceiling.RPS, perRequest(r.CPU.Server, r.Requests), perRequest(ceiling.CPU.Server, ceiling.Requests),
+			aboveCeiling(40000))
+	}
+	if r := get("introspection"); r != nil {
+		line := fmt.Sprintf("- introspection %.0f/s (target ≥ 20,000/s, half the EdDSA verify rate of both cores", r.RPS)
+		if d := b.VerifyPerAlg["EdDSA"]; d > 0 {
+			line += fmt.Sprintf(": %.0f/s in this run", 0.5/d.Seconds())
+		}
+		line += fmt.Sprintf("): %s", verdict(r.RPS >= 20000))
+		if r.RPS < 20000 {
+			line += "; " + costReason(*r, 20000, cores) + "." + aboveCeiling(20000)
+		}
+		w.WriteString(line + "\n")
+	}
+	if r, j := get("client_credentials"), get("jwks"); r != nil && j != nil {
+		line := fmt.Sprintf("- client_credentials %.0f/s = %.0f%% of the JWKS rate of this run (target ≥ 60%%): %s", r.RPS, 100*r.RPS/j.RPS, verdict(r.RPS >= 0.6*j.RPS))
+		if r.RPS < 0.6*j.RPS {
+			line += "; " + costReason(*r, 0.6*j.RPS, cores) + "."
+		}
+		w.WriteString(line + "\n")
+	}
+	for _, t := range []struct {
+		scenario, name string
+		target         float64
+	}{{"refresh", "refresh", 6000}, {"sso", "SSO round trips", 1500}} {
+		r := get(t.scenario)
+		if r == nil {
+			continue
+		}
+		line := fmt.Sprintf("- %s %.0f/s (target ≥ %.0f/s): %s", t.name, r.RPS, t.target, verdict(r.RPS >= t.target && r.Errors == 0))
+		if r.RPS < t.target {
+			line += "; " + costReason(*r, t.target, cores) + "."
+		}
+		w.WriteString(line + "\n")
+	}
+}
