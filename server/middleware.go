@@ -90,6 +90,9 @@ func (s *Server) accessLog() echo.MiddlewareFunc {
 			if status >= 500 {
 				level = slog.LevelError
 			}
+			if !s.log.Enabled(req.Context(), level) {
+				return nil // nothing to build: redacting the query costs a parse
+			}
 			s.log.LogAttrs(req.Context(), level, "request",
 				slog.String("method", req.Method),
 				slog.String("path", req.URL.Path),
