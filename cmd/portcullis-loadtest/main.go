@@ -374,7 +374,7 @@ func scenarioWorker(ctx context.Context, c *http.Client, o Options, scenario str
 			}, nil
 		}, nil
 	case "sso":
-		return ssoWorker(ctx, c, o)
+		return ssoWorker(ctx, c, o, fin.end)
 	case "code_redemption":
 		return codeRedemptionWorker(ctx, c, o, fin.end)
 	case "mfa":

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // Browser sign-in scenarios (issue 13). Both use a confidential
@@ -170,27 +172,51 @@ func pkce() (verifier, challenge string) {
 	return verifier, base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// ssoWorker is the sso scenario: each worker's browser signs in once
-// before the clock starts; each iteration is authorize with that session, then the code exchange.
-func ssoWorker(ctx context.Context, c *http.Client, o Options) (func() (worker, error), error) {
-	browsers, err := signIn(ctx, c, o)
+// browsersPerWorker is how many browser sessions each worker signs in
+// before the clock and uses in turn, and grantsPerBrowser how many codes
+// one session may be asked for in a run (its sign-in holds one grant more).
+// A browser session keeps at most store.MaxSessionGrants grants: past
+// that, each new code drops the session's oldest grant and ends it (a
+// revocation, with its durable SQL write), which is the cost of an abusive
+// browser, not of a single sign-on, and a code_redemption code minted before
+// its grant was dropped redeems into revoked tokens. So no session is taken
+// past the cap: a worker whose sessions are all used up ends the run, which
+// is then timed up to there.
+const (
+	browsersPerWorker = 4
+	grantsPerBrowser  = store.MaxSessionGrants - 10
+)
+
+// ssoWorker is the sso scenario: each worker's browsers sign in once
+// before the clock starts; each iteration is authorize with the next of
+// those sessions, then the code exchange.
+func ssoWorker(ctx context.Context, c *http.Client, o Options, end func()) (func() (worker, error), error) {
+	browsers, err := signIn(ctx, c, o, browsersPerWorker*o.Concurrency)
 	if err != nil {
 		return nil, err
 	}
 	i := 0
 	return func() (worker, error) {
-		b := browsers[i%len(browsers)]
+		mine := browsers[i*browsersPerWorker : (i+1)*browsersPerWorker]
 		i++
+		n := 0
 		return func(ctx context.Context) bool {
+			if n == len(mine)*grantsPerBrowser {
+				end() // every session of this worker is at its cap
+				<-ctx.Done()
+				return false
+			}
+			b := mine[n%len(mine)]
+			n++
 			code, verifier, ok := b.code(ctx)
 			return ok && b.redeem(ctx, code, verifier)
 		}, nil
 	}, nil
 }
 
-// signIn starts one browser session per worker, before the run's clock.
-func signIn(ctx context.Context, c *http.Client, o Options) ([]*browser, error) {
-	browsers := make([]*browser, o.Concurrency)
+// signIn starts n browser sessions, before the run's clock.
+func signIn(ctx context.Context, c *http.Client, o Options, n int) ([]*browser, error) {
+	browsers := make([]*browser, n)
 	for i := range browsers {
 		b, err := newBrowser(ctx, c, o)
 		if err != nil {
@@ -204,11 +230,12 @@ func signIn(ctx context.Context, c *http.Client, o Options) ([]*browser, error) 
 type mintedCode struct{ code, verifier string }
 
 // codeRedemptionWorker is the code_redemption scenario: before the clock
-// starts, o.Concurrency browsers mint codes (see mintTime); each
+// starts, browsersPerWorker × o.Concurrency browsers mint codes (see
+// mintTime; at most grantsPerBrowser each); each
 // iteration redeems one. When none are left the worker
 // ends the scenario (end), which the driver times up to then.
 func codeRedemptionWorker(ctx context.Context, c *http.Client, o Options, end func()) (func() (worker, error), error) {
-	browsers, err := signIn(ctx, c, o)
+	browsers, err := signIn(ctx, c, o, browsersPerWorker*o.Concurrency)
 	if err != nil {
 		return nil, err
 	}
@@ -228,12 +255,13 @@ func codeRedemptionWorker(ctx context.Context, c *http.Client, o Options, end fu
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for mintCtx.Err() == nil {
+			for minted := 0; minted < grantsPerBrowser && mintCtx.Err() == nil; {
 				code, verifier, ok := b.code(mintCtx)
 				mu.Lock()
 				switch {
 				case ok:
 					pool = append(pool, mintedCode{code, verifier})
+					minted++
 				case mintCtx.Err() == nil:
 					failures++
 				}

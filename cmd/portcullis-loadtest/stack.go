@@ -318,6 +318,7 @@ func measureCeiling(o Options, base string) (Result, error) {
 // shows, with how the report names them.
 var profiledScenarios = map[string]string{"password": "the password grant", "sso": "the SSO round trip", "userinfo": "userinfo", "refresh": "the refresh grant",
 	"jwks": "the JWKS", "client_credentials": "the client_credentials grant", "introspection": "introspection",
+	"code_redemption": "code redemption", "mfa": "the MFA grant",
 	"apikey_introspection": "the introspection of an API key"}
 
 // cpuProfile records the server's CPU profile for most of a scenario's
