@@ -88,7 +88,7 @@ func TestSSORoundTrips(t *testing.T) {
 	}{
 		{"authorize leg, Redis", authRedis, 4},
 		{"authorize leg, SQL", authDB, 1},
-		{"token leg, Redis", tokRedis, 4},
+		{"token leg, Redis", tokRedis, 3},
 		{"token leg, SQL", tokDB, 0},
 	} {
 		if c.got > c.want {
@@ -128,7 +128,7 @@ func TestGrantRoundTrips(t *testing.T) {
 	}{
 		{"password", func() func() {
 			return func() { login() }
-		}, 7, 6},
+		}, 6, 6},
 		{"refresh", func() func() {
 			rt := login().RefreshToken
 			return func() { api.PostForm("/oauth2/token", st.RefreshForm(rt), web).Token() }

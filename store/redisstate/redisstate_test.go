@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -352,5 +353,78 @@ func TestFamilyWithoutAMR(t *testing.T) {
 	found, err := st.FindRefresh(ctx, fam.ID, hashOf("second"), now)
 	if err != nil || found.AMR != nil {
 		t.Fatalf("FindRefresh of a family without amr: %+v, %v; want no amr", found, err)
+	}
+}
+
+// countingHook counts the commands and pipelines a client sends.
+type countingHook struct{ n *atomic.Int64 }
+
+func (h countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+// TestCreateFamilyOneRoundTrip: without Cluster, creating a user's family
+// and indexing it under the user are one script, so a family the user's
+// cut-off refuses never exists, not even revoked; with the index full,
+// pruning first still works.
+func TestCreateFamilyOneRoundTrip(t *testing.T) {
+	u, prefix := testservers.RedisURL(t)
+	c := openClient(t, u)
+	st := New(c, Options{Prefix: prefix, MaxSessionsPerUser: 2})
+	var calls atomic.Int64
+	c.AddHook(countingHook{&calls})
+	ctx := testCtx(t)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	if err := st.CreateFamily(ctx, family("rt-warm", "u-rt", now.Add(-time.Millisecond)), hashOf("w")); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	calls.Store(0)
+	if err := st.CreateFamily(ctx, family("rt-1", "u-rt", now), hashOf("1")); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("creating and indexing a family took %d round trips, want 1", n)
+	}
+	if score, err := c.ZScore(ctx, st.userFamsKey("u-rt"), "rt-1").Result(); err != nil || score != float64(now.UnixMilli()) {
+		t.Errorf("family not indexed under its user: %v, %v", score, err)
+	}
+
+	// The index is full (cap 2) of live families: the oldest is pushed out
+	// and revoked; of dead ones, a prune makes room first.
+	if err := st.CreateFamily(ctx, family("rt-2", "u-rt", now.Add(time.Millisecond)), hashOf("2")); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.ZCard(ctx, st.userFamsKey("u-rt")).Result(); n != 2 {
+		t.Errorf("index holds %d families, want the cap, 2", n)
+	}
+	if res, err := st.RotateRefresh(ctx, store.RotateRequest{FamilyID: "rt-warm", PresentedHash: hashOf("w"), NextHash: hashOf("w2"), Now: now}); err != nil ||
+		res.Outcome == store.RotateOK {
+		t.Errorf("the oldest family, pushed out by the cap, still rotates: %+v, %v", res, err)
+	}
+	if res, err := st.RotateRefresh(ctx, store.RotateRequest{FamilyID: "rt-1", PresentedHash: hashOf("1"), NextHash: hashOf("1b"), Now: now}); err != nil ||
+		res.Outcome != store.RotateOK {
+		t.Errorf("a family within the cap does not rotate: %+v, %v", res, err)
+	}
+
+	// A family the user's cut-off refuses leaves nothing behind.
+	if err := c.Set(ctx, st.userCutKey("u-cut"), now.UnixMilli(), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	calls.Store(0)
+	if err := st.CreateFamily(ctx, family("rt-cut", "u-cut", now), hashOf("c")); !errors.Is(err, store.ErrSessionsEnded) {
+		t.Fatalf("CreateFamily before the cut-off: %v, want ErrSessionsEnded", err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("a refused family took %d round trips, want 1", n)
+	}
+	if n, _ := c.Exists(ctx, st.famKey("rt-cut")).Result(); n != 0 {
+		t.Error("the refused family's hash exists")
+	}
+	if _, err := c.ZScore(ctx, st.userFamsKey("u-cut"), "rt-cut").Result(); !errors.Is(err, redis.Nil) {
+		t.Errorf("the refused family is indexed: %v", err)
 	}
 }

@@ -11,14 +11,20 @@ import "github.com/redis/go-redis/v9"
 // created, absolute expiry, idle ttl, idle expiry (0 = none), first hash, key
 // ttl, auth time, amr (encoded, see encodeAMR), tenant id.
 // Returns 1, or 0 when the family already exists.
-var createFamilyScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'u', ARGV[1], 'c', ARGV[2], 's', ARGV[3], 'rs', ARGV[4],
-  'ca', ARGV[5], 'ax', ARGV[6], 'it', ARGV[7], 'ix', ARGV[8], 'cur', ARGV[9], 'rv', '0', 'at', ARGV[11],
-  'amr', ARGV[12], 'tn', ARGV[13])
-redis.call('PEXPIRE', KEYS[1], ARGV[10])
-return 1
-`)
+var createFamilyScript = redis.NewScript(createFamilyLua + `return createFamily(KEYS[1], ARGV)`)
+
+// createFamilyLua defines createFamily(k, a): createFamilyScript's work on
+// family key k with its arguments a.
+const createFamilyLua = `
+local function createFamily(k, a)
+  if redis.call('EXISTS', k) == 1 then return 0 end
+  redis.call('HSET', k, 'u', a[1], 'c', a[2], 's', a[3], 'rs', a[4],
+    'ca', a[5], 'ax', a[6], 'it', a[7], 'ix', a[8], 'cur', a[9], 'rv', '0', 'at', a[11],
+    'amr', a[12], 'tn', a[13])
+  redis.call('PEXPIRE', k, a[10])
+  return 1
+end
+`
 
 // indexSessionScript: KEYS user's families (zset), user's cut-off; ARGV sid,
 // created ms, index ttl ms, cap (0 = none), auth time ms, pruned ("1" when
@@ -28,25 +34,45 @@ return 1
 // pruned; otherwise adds it, scored by creation, never shortens the index's
 // lifetime, and when the user holds more than cap families pops the oldest:
 // returns {n, popped sids...}.
-var indexSessionScript = redis.NewScript(`
-local cut = redis.call('GET', KEYS[2])
-if cut and tonumber(ARGV[5]) <= tonumber(cut) then return {-1} end
-if tonumber(ARGV[4]) > 0 and ARGV[6] ~= '1' and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return {-2} end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-end
-local cap = tonumber(ARGV[4])
-local out = {0}
-if cap > 0 then
-  local n = redis.call('ZCARD', KEYS[1])
-  if n > cap then
-    local popped = redis.call('ZPOPMIN', KEYS[1], n - cap)
-    for i = 1, #popped, 2 do table.insert(out, popped[i]) end
+var indexSessionScript = redis.NewScript(indexSessionLua + `return indexSession(KEYS[1], KEYS[2], ARGV)`)
+
+// indexSessionLua defines indexSession(fams, cut, a): indexSessionScript's
+// work on the user's families fams and cut-off cut with its arguments a.
+const indexSessionLua = `
+local function indexSession(fams, cutKey, a)
+  local cut = redis.call('GET', cutKey)
+  if cut and tonumber(a[5]) <= tonumber(cut) then return {-1} end
+  if tonumber(a[4]) > 0 and a[6] ~= '1' and redis.call('ZCARD', fams) >= tonumber(a[4]) then return {-2} end
+  redis.call('ZADD', fams, a[2], a[1])
+  if redis.call('PTTL', fams) < tonumber(a[3]) then
+    redis.call('PEXPIRE', fams, a[3])
   end
+  local cap = tonumber(a[4])
+  local out = {0}
+  if cap > 0 then
+    local n = redis.call('ZCARD', fams)
+    if n > cap then
+      local popped = redis.call('ZPOPMIN', fams, n - cap)
+      for i = 1, #popped, 2 do table.insert(out, popped[i]) end
+    end
+  end
+  out[1] = #out - 1
+  return out
 end
-out[1] = #out - 1
-return out
+`
+
+// createIndexedFamilyScript is createFamilyScript then indexSessionScript
+// as one atomic script, for a Redis without Cluster (its keys are in
+// different slots): KEYS fam, user's families, user's cut-off; ARGV the 13
+// of createFamilyScript then the 6 of indexSessionScript. Returns {-3}
+// when the family exists, else indexSessionScript's reply; when that
+// refuses the family ({-1} cut-off, {-2} prune first) the family is
+// deleted in the same script, so no one ever sees it.
+var createIndexedFamilyScript = redis.NewScript(createFamilyLua + indexSessionLua + `
+if createFamily(KEYS[1], ARGV) == 0 then return {-3} end
+local r = indexSession(KEYS[2], KEYS[3], {ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19]})
+if r[1] < 0 then redis.call('DEL', KEYS[1]) end
+return r
 `)
 
 // userSessionsScript: KEYS user's families (zset), user's cut-off, legacy

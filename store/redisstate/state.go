@@ -61,12 +61,13 @@ type Options struct {
 // number of server instances sharing one Redis (single node, Sentinel or
 // Cluster).
 type State struct {
-	c      redis.UniversalClient
-	prefix string
-	log    store.RevocationLog
-	maxAT  time.Duration
-	maxSes int
-	now    func() time.Time
+	c       redis.UniversalClient
+	cluster bool // keys of different slots may not meet in one script
+	prefix  string
+	log     store.RevocationLog
+	maxAT   time.Duration
+	maxSes  int
+	now     func() time.Time
 
 	rebuildMu sync.Mutex // one rebuild at a time per instance
 
@@ -96,7 +97,8 @@ func New(client redis.UniversalClient, opts Options) *State {
 	if now == nil {
 		now = time.Now
 	}
-	return &State{c: client, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
+	_, cluster := client.(*redis.ClusterClient)
+	return &State{c: client, cluster: cluster, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
 		now: now, retryPeriod: defaultRetryPeriod}
 }
 
@@ -177,10 +179,13 @@ func unavailable(op string, err error) error {
 // when the id is taken. An IdleTTL of zero means no idle expiry. The
 // family's keys expire with it (Redis TTL from CreatedAt, not Redis's clock).
 //
-// The family is written first, then indexed under its user by one script
-// that also checks the user's cut-off and the session cap, so a concurrent
-// RevokeUserSessions either lists it (and revokes it) or its cut-off
-// refuses it; a refused family is revoked before it is ever handed out.
+// A family is indexed under its user by a script that also checks the
+// user's cut-off and the session cap, so a concurrent RevokeUserSessions
+// either lists it (and revokes it) or its cut-off refuses it. Without
+// Cluster, creating and indexing are one script (one round trip, and a
+// refused family never exists); on Cluster the family's keys and its user's
+// are in different slots, so it is written first, then indexed, and a
+// refused family is revoked before it is ever handed out.
 func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, firstHash []byte) error {
 	if !validFamilyID(fam.ID) {
 		return errors.New("redis token state: create family: invalid family id")
@@ -204,10 +209,13 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	if ttl <= 0 {
 		return errors.New("redis token state: create family: already expired")
 	}
-	n, err := createFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)},
-		fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
+	createArgs := []any{fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
 		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl, authTimeOf(fam, created).UnixMilli(),
-		encodeAMR(fam.AMR), fam.TenantID).Int64()
+		encodeAMR(fam.AMR), fam.TenantID}
+	if fam.UserID != "" && !s.cluster {
+		return s.createIndexedFamily(ctx, fam, created, createArgs)
+	}
+	n, err := createFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)}, createArgs...).Int64()
 	if err != nil {
 		return unavailable("create family", err)
 	}
@@ -225,10 +233,45 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		}
 		return err
 	}
-	if len(evicted) > 0 {
-		if err := s.revokeSessions(ctx, evicted, created); err != nil {
-			return fmt.Errorf("create family: end the oldest sessions over the cap: %w", err)
+	return s.evict(ctx, evicted, created)
+}
+
+// createIndexedFamily creates and indexes a user's family in one script
+// (createIndexedFamilyScript), pruning the index first when it is full.
+func (s *State) createIndexedFamily(ctx context.Context, fam store.RefreshFamily, created time.Time, createArgs []any) error {
+	keys := []string{s.famKey(fam.ID), s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)}
+	for pruned := "0"; ; pruned = "1" {
+		raw, err := createIndexedFamilyScript.Run(ctx, s.c, keys, append(createArgs, s.indexArgs(fam, created, pruned)...)...).Slice()
+		if err != nil {
+			return unavailable("create family", err)
 		}
+		if len(raw) == 0 {
+			return unavailable("create family", errors.New("empty script reply"))
+		}
+		switch code, _ := raw[0].(int64); {
+		case code == -3:
+			return fmt.Errorf("redis token state: create family: %w", store.ErrAlreadyExists)
+		case code == -2 && pruned == "0":
+			if err := s.pruneIndex(ctx, fam.UserID, fam.ID); err != nil {
+				return err
+			}
+			continue
+		}
+		evicted, err := indexOutcome(raw)
+		if err != nil {
+			return err
+		}
+		return s.evict(ctx, evicted, created)
+	}
+}
+
+// evict ends the families the session cap pushed out of their user's index.
+func (s *State) evict(ctx context.Context, evicted []string, now time.Time) error {
+	if len(evicted) == 0 {
+		return nil
+	}
+	if err := s.revokeSessions(ctx, evicted, now); err != nil {
+		return fmt.Errorf("create family: end the oldest sessions over the cap: %w", err)
 	}
 	return nil
 }
@@ -238,14 +281,12 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 // pushes out (possibly this one).
 func (s *State) index(ctx context.Context, fam store.RefreshFamily, created time.Time) ([]string, error) {
 	keys := []string{s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)}
-	life := max(fam.AbsoluteExpiry.UnixMilli()-created.UnixMilli(), 1)
 	// One round trip while the user is under the cap; at the cap, the dead
 	// families are pruned first so that the cap counts live ones.
 	var raw []interface{}
 	for pruned := "0"; ; pruned = "1" {
 		var err error
-		raw, err = indexSessionScript.Run(ctx, s.c, keys, fam.ID, created.UnixMilli(), life, s.maxSes,
-			authTimeOf(fam, created).UnixMilli(), pruned).Slice()
+		raw, err = indexSessionScript.Run(ctx, s.c, keys, s.indexArgs(fam, created, pruned)...).Slice()
 		if err != nil {
 			return nil, unavailable("create family: index session", err)
 		}
@@ -259,6 +300,19 @@ func (s *State) index(ctx context.Context, fam store.RefreshFamily, created time
 			return nil, err
 		}
 	}
+	return indexOutcome(raw)
+}
+
+// indexArgs are indexSessionScript's arguments for fam (pruned: "1" when
+// the index was just pruned).
+func (s *State) indexArgs(fam store.RefreshFamily, created time.Time, pruned string) []any {
+	life := max(fam.AbsoluteExpiry.UnixMilli()-created.UnixMilli(), 1)
+	return []any{fam.ID, created.UnixMilli(), life, s.maxSes, authTimeOf(fam, created).UnixMilli(), pruned}
+}
+
+// indexOutcome reads indexSessionScript's reply: the families the cap
+// pushed out, or store.ErrSessionsEnded when the cut-off refused it.
+func indexOutcome(raw []interface{}) ([]string, error) {
 	if code, _ := raw[0].(int64); code < 0 {
 		return nil, fmt.Errorf("redis token state: create family: %w", store.ErrSessionsEnded)
 	}
