@@ -63,7 +63,9 @@ func TestCostReason(t *testing.T) {
 		not    string
 	}{
 		{1500, []string{"1.6ms of CPU", "server 800µs", "driver 300µs", "Redis 350µs", "PostgreSQL 150µs", "90% busy",
-			"at most 1250/s", "at or under 1.333ms", "(17% less)"}, ""},
+			"at most 1250/s", "at or under 1.333ms", "(17% less) even with no idle time", "at the 90% busy measured, at or under 1.2ms (25% less)"}, ""},
+		// Under the fully busy bound, but over what the measured 90% allows.
+		{1200, []string{"at most 1250/s", "at the 90% busy measured, at or under 1.5ms (6% less)"}, "no idle time"},
 		{1000, []string{"at most 1250/s"}, "less)"},
 	} {
 		got := costReason(r, tc.target, 2)

@@ -44,12 +44,20 @@ func costReason(r Result, target float64, cores int) string {
 	}
 	per := func(d time.Duration) string { return perRequest(d, r.Requests).String() }
 	s := fmt.Sprintf("each request cost the stack %s of CPU (server %s, driver %s, Redis %s, PostgreSQL %s) with the machine %.0f%% busy; "+
-		"at that cost %d cores complete at most %.0f/s", c, per(r.CPU.Server), per(r.CPU.Driver), per(r.CPU.Redis), per(r.CPU.Postgres),
+		"at that cost %d fully busy cores complete at most %.0f/s", c, per(r.CPU.Server), per(r.CPU.Driver), per(r.CPU.Redis), per(r.CPU.Postgres),
 		100*r.CPU.MachineBusy, cores, bound)
+	cut := func(busy float64) (time.Duration, float64) {
+		need := time.Duration(busy * float64(cores) / target * float64(time.Second))
+		return need.Round(time.Microsecond), 100 * (1 - need.Seconds()/c.Seconds())
+	}
 	if bound < target {
-		need := time.Duration(float64(cores) / target * float64(time.Second))
-		s += fmt.Sprintf(", so the target needs a request at or under %s of the whole stack's CPU (%.0f%% less)", need.Round(time.Microsecond),
-			100*(1-need.Seconds()/c.Seconds()))
+		need, less := cut(1)
+		s += fmt.Sprintf(", so the target needs a request at or under %s of the whole stack's CPU (%.0f%% less) even with no idle time", need, less)
+	}
+	if b := r.CPU.MachineBusy; b > 0 && b < 1 {
+		if need, less := cut(b); less > 0 {
+			s += fmt.Sprintf("; at the %.0f%% busy measured, at or under %s (%.0f%% less)", 100*b, need, less)
+		}
 	}
 	return s
 }
