@@ -303,12 +303,12 @@ func measureCeiling(o Options, base string) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	url, stop, pid, err := startCeiling(f.Name(), port)
+	ceilingURL, stop, pid, err := startCeiling(f.Name(), port)
 	if err != nil {
 		return Result{}, err
 	}
 	defer stop()
-	o.URL = url
+	o.URL = ceilingURL
 	r, err := measureScenario(o, "jwks", pid, func() (string, string) { return "", "" })
 	r.Scenario = "http_ceiling"
 	return r, err
