@@ -466,7 +466,8 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 		"this driver, every Redis and every PostgreSQL process, and how busy the whole machine was. The whole stack's CPU per request "+
 		"is the four together over the requests completed; %d cores divided by it is the most the machine could complete at that cost "+
 		"(the stack bound below). http_ceiling is the jwks scenario against a bare net/http server in its own process that replays "+
-		"the real server's JWKS response (same bytes and headers, no Echo, no middleware): no request can be cheaper on this machine.\n", cores)
+		"the real server's JWKS response (same bytes and headers, no Echo, no middleware): no request can be cheaper on this machine. "+
+		"apikey_verify runs keys/verify inside this driver (the downstream service's side), so its cost is the driver's.\n", cores)
 	fmt.Fprintf(&w, "\nBounds measured in the same run, with nothing else running: the operation alone on all %d cores at once "+
 		"(Go `RunParallel`), so a bound is what the machine could do if the server did nothing but that operation:\n\n", cores)
 	fmt.Fprintf(&w, "| operation | wall time per op, %d cores busy | bound |\n|---|---:|---:|\n", cores)
