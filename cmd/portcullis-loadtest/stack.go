@@ -455,7 +455,7 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 			server, stack, split := "", "", ""
 			if r.CPU != nil && r.Requests > 0 {
 				server = perRequest(r.CPU.Server, r.Requests).String()
-				stack = perRequest(r.CPU.Server+r.CPU.Driver+r.CPU.Redis+r.CPU.Postgres, r.Requests).String()
+				stack = stackCost(r).String()
 				split = r.CPU.String()
 			}
 			fmt.Fprintf(&w, "| %s | %s | %.0f | %s | %s | %d | %s | %s | %s |\n", s.Alg, r.Scenario, r.RPS, r.P50.Round(10*time.Microsecond),
