@@ -38,6 +38,15 @@ type SingleUse interface {
 	PeekOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error)
 }
 
+// OnceRecord is one SingleUse.PutOnce: value under (Kind, KeyHash) until
+// ExpiresAt.
+type OnceRecord struct {
+	Kind      string
+	KeyHash   []byte
+	Value     []byte
+	ExpiresAt time.Time
+}
+
 // BrowserSession is a person's single sign-on session at Portcullis,
 // identified to the browser by an opaque cookie of which only the hash is
 // stored.
@@ -105,6 +114,13 @@ type BrowserSessions interface {
 	// userID is the session's user (a session of another user is not
 	// found).
 	AddBrowserSessionGrant(ctx context.Context, userID, id string, g SessionGrant) (dropped []SessionGrant, err error)
+	// AddBrowserSessionGrantWithCode is AddBrowserSessionGrant for the grant
+	// of an authorization code, storing the code's single-use record (as
+	// SingleUse.PutOnce) in the same round trip where the store can. It
+	// fails when either fails, and then either may have happened alone: the
+	// caller never hands out the code, which expires unused, and a grant
+	// recorded without its code has no tokens to end.
+	AddBrowserSessionGrantWithCode(ctx context.Context, userID, id string, g SessionGrant, code OnceRecord) (dropped []SessionGrant, err error)
 	// BrowserSessionGrants returns the grants of the live session id of
 	// userID, oldest first; ErrNotFound when it is unknown, ended or
 	// another user's.

@@ -38,11 +38,35 @@ func NewCode() string { return randomToken(32) }
 // record. The record pre-assigns the grant's sid. The caller answers
 // req.Success(code).
 func IssueCode(ctx context.Context, codes CodeStore, req *Request, login Login, ttl time.Duration, now time.Time) (string, token.AuthCode, error) {
+	p, err := PrepareCode(req, login, ttl, now)
+	if err != nil {
+		return "", token.AuthCode{}, err
+	}
+	if err := codes.PutOnce(ctx, p.Once.Kind, p.Once.KeyHash, p.Once.Value, p.Once.ExpiresAt); err != nil {
+		return "", token.AuthCode{}, fmt.Errorf("store authorization code: %w", err)
+	}
+	return p.Code, p.Record, nil
+}
+
+// PreparedCode is a new code not stored yet: what IssueCode stores, for a
+// caller that stores it together with other writes (the grant's record in
+// its browser session).
+type PreparedCode struct {
+	Code   string
+	Record token.AuthCode
+	// Once is the single-use record to store: keyed by the code's SHA-256,
+	// until the code expires.
+	Once store.OnceRecord
+}
+
+// PrepareCode creates a code for req and login valid for ttl from now, and
+// its record, without storing them (IssueCode does both).
+func PrepareCode(req *Request, login Login, ttl time.Duration, now time.Time) (PreparedCode, error) {
 	if ttl <= 0 {
-		return "", token.AuthCode{}, errors.New("issue code: the code lifetime must be positive")
+		return PreparedCode{}, errors.New("issue code: the code lifetime must be positive")
 	}
 	if login.UserID == "" || login.AuthTime.IsZero() {
-		return "", token.AuthCode{}, errors.New("issue code: user and auth time are required")
+		return PreparedCode{}, errors.New("issue code: user and auth time are required")
 	}
 	rec := token.AuthCode{
 		ClientID: req.ClientID, UserID: login.UserID, RedirectURI: req.RedirectURISent,
@@ -52,7 +76,7 @@ func IssueCode(ctx context.Context, codes CodeStore, req *Request, login Login, 
 	}
 	if login.User != nil {
 		if login.User.ID != login.UserID {
-			return "", token.AuthCode{}, errors.New("issue code: the account read is not the one that signed in")
+			return PreparedCode{}, errors.New("issue code: the account read is not the one that signed in")
 		}
 		rec.User = token.SnapshotUser(*login.User)
 	}
@@ -61,13 +85,11 @@ func IssueCode(ctx context.Context, codes CodeStore, req *Request, login Login, 
 	}
 	val, err := rec.Marshal()
 	if err != nil {
-		return "", token.AuthCode{}, err
+		return PreparedCode{}, err
 	}
 	code := NewCode()
-	if err := codes.PutOnce(ctx, store.OnceAuthCode, token.HashSecret(code), val, now.Add(ttl)); err != nil {
-		return "", token.AuthCode{}, fmt.Errorf("store authorization code: %w", err)
-	}
-	return code, rec, nil
+	return PreparedCode{Code: code, Record: rec,
+		Once: store.OnceRecord{Kind: store.OnceAuthCode, KeyHash: token.HashSecret(code), Value: val, ExpiresAt: now.Add(ttl)}}, nil
 }
 
 func randomToken(n int) string {

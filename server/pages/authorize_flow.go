@@ -14,7 +14,6 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/authorize"
-	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -29,10 +28,11 @@ type AuthorizeFlow struct {
 	Permissions authorize.Permissions
 	// Once keeps pending requests and codes (store.SingleUse).
 	Once store.SingleUse
-	// Sessions records each code's grant in its browser session, so that
-	// ending the session can end the grant.
+	// Sessions stores each code with its grant's record in its browser
+	// session (one round trip on Redis), so that ending the session can end
+	// the grant.
 	Sessions interface {
-		AddBrowserSessionGrant(ctx context.Context, userID, id string, g store.SessionGrant) ([]store.SessionGrant, error)
+		AddBrowserSessionGrantWithCode(ctx context.Context, userID, id string, g store.SessionGrant, code store.OnceRecord) ([]store.SessionGrant, error)
 	}
 	// Grants ends the grants a session drops beyond store.MaxSessionGrants
 	// (*token.Service.EndGrants).
@@ -226,15 +226,15 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 	switch dec.Action {
 	case authorize.ActIssueCode:
 		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
-			code, rec, err := authorize.IssueCode(ctx, f.Once, r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
+			code, err := authorize.PrepareCode(r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
 				AMR: bs.AMR, BrowserSessionID: bs.ID, User: user}, f.CodeTTL, now)
 			if err != nil {
 				return authorize.Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 			}
-			if err := f.recordGrant(ctx, bs, rec, now); err != nil {
+			if err := f.issueWithGrant(ctx, bs, code, now); err != nil {
 				return authorize.Response{}, err
 			}
-			return r.Success(code), nil
+			return r.Success(code.Code), nil
 		})
 	case authorize.Refuse:
 		return f.finish(ctx, id, req, now, func(*authorize.Request) (authorize.Response, error) {
@@ -266,15 +266,17 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 	return s, nil
 }
 
-// recordGrant records the grant of the code rec in browser session id and
-// ends the grants the session drops to make room. It fails closed: a grant
-// not recorded could not be ended with the session, so its code is never
-// answered (the code stays unused until it expires).
-func (f *AuthorizeFlow) recordGrant(ctx context.Context, bs *store.BrowserSession, rec token.AuthCode, now time.Time) error {
-	dropped, err := f.Sessions.AddBrowserSessionGrant(ctx, bs.UserID, bs.ID, store.SessionGrant{SID: rec.SID, ClientID: rec.ClientID,
-		Offline: rec.Offline, GrantedAt: now})
+// issueWithGrant stores code and records its grant in browser session bs
+// (one store call), and ends the grants the session drops to make room. It
+// fails closed: a grant not recorded could not be ended with the session,
+// so its code is never answered (if stored, it stays unused until it
+// expires).
+func (f *AuthorizeFlow) issueWithGrant(ctx context.Context, bs *store.BrowserSession, code authorize.PreparedCode, now time.Time) error {
+	rec := code.Record
+	dropped, err := f.Sessions.AddBrowserSessionGrantWithCode(ctx, bs.UserID, bs.ID, store.SessionGrant{SID: rec.SID, ClientID: rec.ClientID,
+		Offline: rec.Offline, GrantedAt: now}, code.Once)
 	if err != nil {
-		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("record the grant in its browser session: %w", err))
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("store the code and record its grant in its browser session: %w", err))
 	}
 	// A dropped grant could no longer be ended with its session, so it ends
 	// now, unless it has offline_access (it outlives the session anyway).

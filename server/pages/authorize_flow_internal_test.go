@@ -130,16 +130,21 @@ func (c *consentMem) PutConsent(_ context.Context, v store.Consent) error {
 	return nil
 }
 
-// sessionGrants records the grants added to browser sessions; err fails
-// every addition, drop is what the next addition drops.
+// sessionGrants records the grants added to browser sessions, storing each
+// code in codes as it comes; err fails every addition (the code is
+// stored first, as a store may do), drop is what the next addition drops.
 type sessionGrants struct {
+	codes  *onceMem
 	added  []string // "<session id>/<client id>"
 	grants []store.SessionGrant
 	drop   []store.SessionGrant
 	err    error
 }
 
-func (s *sessionGrants) AddBrowserSessionGrant(_ context.Context, _, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
+func (s *sessionGrants) AddBrowserSessionGrantWithCode(ctx context.Context, _, id string, g store.SessionGrant, code store.OnceRecord) ([]store.SessionGrant, error) {
+	if err := s.codes.PutOnce(ctx, code.Kind, code.KeyHash, code.Value, code.ExpiresAt); err != nil {
+		return nil, err
+	}
 	if s.err != nil {
 		return nil, s.err
 	}
@@ -190,8 +195,9 @@ type flowEnv struct {
 }
 
 func newFlowEnv() *flowEnv {
-	env := &flowEnv{now: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC), once: &onceMem{recs: map[string]*onceRecord{}},
-		consents: &consentMem{m: map[string]store.Consent{}}, audit: &auditLog{}, sessions: &sessionGrants{},
+	once := &onceMem{recs: map[string]*onceRecord{}}
+	env := &flowEnv{now: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC), once: once,
+		consents: &consentMem{m: map[string]store.Consent{}}, audit: &auditLog{}, sessions: &sessionGrants{codes: once},
 		families: &families{}}
 	code := []string{"authorization_code"}
 	env.f = &AuthorizeFlow{Issuer: flowIssuer,

@@ -45,14 +45,28 @@ func (s *State) userBSKey(uid string) string { return s.prefix + "{u:" + uid + "
 // PutOnce implements store.SingleUse. The record's Redis TTL is expiresAt
 // by the state's clock; a value already expired by it is refused.
 func (s *State) PutOnce(ctx context.Context, kind string, keyHash, value []byte, expiresAt time.Time) error {
-	if kind == "" || strings.ContainsAny(kind, "{}") || len(keyHash) == 0 {
-		return errors.New("redis token state: put once: invalid kind or empty key hash")
+	call, err := s.putOnceCall(store.OnceRecord{Kind: kind, KeyHash: keyHash, Value: value, ExpiresAt: expiresAt})
+	if err != nil {
+		return err
 	}
-	ttl := expiresAt.UnixMilli() - s.now().UnixMilli()
+	return putOnceOutcome(call.run(ctx, s.c))
+}
+
+// putOnceCall is the script call of PutOnce(r).
+func (s *State) putOnceCall(r store.OnceRecord) (scriptCall, error) {
+	if r.Kind == "" || strings.ContainsAny(r.Kind, "{}") || len(r.KeyHash) == 0 {
+		return scriptCall{}, errors.New("redis token state: put once: invalid kind or empty key hash")
+	}
+	ttl := r.ExpiresAt.UnixMilli() - s.now().UnixMilli()
 	if ttl <= 0 {
-		return errors.New("redis token state: put once: already expired")
+		return scriptCall{}, errors.New("redis token state: put once: already expired")
 	}
-	n, err := putOnceScript.Run(ctx, s.c, []string{s.onceKey(kind, keyHash)}, value, expiresAt.UnixMilli(), ttl).Int64()
+	return scriptCall{putOnceScript, []string{s.onceKey(r.Kind, r.KeyHash)}, []any{r.Value, r.ExpiresAt.UnixMilli(), ttl}}, nil
+}
+
+// putOnceOutcome reads putOnceScript's reply.
+func putOnceOutcome(cmd *redis.Cmd) error {
+	n, err := cmd.Int64()
 	if err != nil {
 		return unavailable("put once", err)
 	}
@@ -258,34 +272,16 @@ func (s *State) findSession(ctx context.Context, uid, id string, now time.Time) 
 	if err := s.flushPending(ctx); err != nil {
 		return nil, 0, err
 	}
-	for attempt := 0; ; attempt++ {
-		var find, cutoff *redis.Cmd
-		_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			find = findBrowserSessionScript.EvalSha(ctx, p, []string{s.userBSKey(uid), s.userCutKey(uid)}, id, now.UnixMilli())
-			cutoff = userCutoffReadScript.EvalSha(ctx, p, []string{s.readyKey(), s.userKey(uid)})
-			return nil
-		})
-		if err != nil && attempt == 0 && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// A Redis that restarted or flushed its scripts: load both and
-			// run again (finding a session twice only moves its last use).
-			for _, sc := range []*redis.Script{findBrowserSessionScript, userCutoffReadScript} {
-				if err := sc.Load(ctx, s.c).Err(); err != nil {
-					return nil, 0, err
-				}
-			}
-			continue
-		}
-		if err != nil {
-			return nil, 0, err
-		}
-		if raw, err = find.Slice(); err != nil {
-			return nil, 0, err
-		}
-		if cut, err = cutoff.Int64(); err != nil {
-			return nil, 0, err
-		}
-		return raw, cut, nil
+	cmds := s.evalPipelined(ctx,
+		scriptCall{findBrowserSessionScript, []string{s.userBSKey(uid), s.userCutKey(uid)}, []any{id, now.UnixMilli()}},
+		scriptCall{userCutoffReadScript, []string{s.readyKey(), s.userKey(uid)}, nil})
+	if raw, err = cmds[0].Slice(); err != nil {
+		return nil, 0, err
 	}
+	if cut, err = cmds[1].Int64(); err != nil {
+		return nil, 0, err
+	}
+	return raw, cut, nil
 }
 
 // checkSessionCutoff refuses a session the user's durable cut-off ends.
@@ -380,15 +376,49 @@ func (s *State) owner(ctx context.Context, op, id string) (string, error) {
 // takes no grant (store.ErrNotFound), and so does a session of another
 // user.
 func (s *State) AddBrowserSessionGrant(ctx context.Context, uid, id string, g store.SessionGrant) ([]store.SessionGrant, error) {
+	call, err := s.grantCall(uid, id, g)
+	if err != nil {
+		return nil, err
+	}
+	return grantOutcome(call.run(ctx, s.c))
+}
+
+// AddBrowserSessionGrantWithCode implements store.BrowserSessions: the
+// code's PutOnce and the grant's script in one pipeline, one round trip
+// (on Cluster, one per node, at once).
+func (s *State) AddBrowserSessionGrantWithCode(ctx context.Context, uid, id string, g store.SessionGrant, code store.OnceRecord) ([]store.SessionGrant, error) {
+	put, err := s.putOnceCall(code)
+	if err != nil {
+		return nil, err
+	}
+	grant, err := s.grantCall(uid, id, g)
+	if err != nil {
+		return nil, err
+	}
+	cmds := s.evalPipelined(ctx, put, grant)
+	if err := putOnceOutcome(cmds[0]); err != nil {
+		return nil, err
+	}
+	return grantOutcome(cmds[1])
+}
+
+// grantCall is the script call of AddBrowserSessionGrant(uid, id, g).
+func (s *State) grantCall(uid, id string, g store.SessionGrant) (scriptCall, error) {
 	line, err := grantLine(g)
 	if err != nil {
-		return nil, fmt.Errorf("redis token state: add browser session grant: %w", err)
+		return scriptCall{}, fmt.Errorf("redis token state: add browser session grant: %w", err)
 	}
 	if uid == "" || !validSessionPart(id) {
-		return nil, fmt.Errorf("redis token state: add browser session grant: %w", store.ErrNotFound)
+		return scriptCall{}, fmt.Errorf("redis token state: add browser session grant: %w", store.ErrNotFound)
 	}
-	raw, err := addBrowserSessionGrantScript.Run(ctx, s.c, []string{s.userBSKey(uid), s.userCutKey(uid)},
-		id, g.ClientID, line, store.MaxSessionGrants).Slice()
+	return scriptCall{addBrowserSessionGrantScript, []string{s.userBSKey(uid), s.userCutKey(uid)},
+		[]any{id, g.ClientID, line, store.MaxSessionGrants}}, nil
+}
+
+// grantOutcome reads addBrowserSessionGrantScript's reply: the grants
+// dropped.
+func grantOutcome(cmd *redis.Cmd) ([]store.SessionGrant, error) {
+	raw, err := cmd.Slice()
 	if err != nil {
 		return nil, unavailable("add browser session grant", err)
 	}

@@ -2,6 +2,8 @@ package redisstate
 
 import (
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,4 +86,52 @@ func TestBrowserSessionsAfterDataLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	find("Redis down", fresh, store.ErrUnavailable)
+}
+
+// TestGrantWithCodeOneRoundTrip: a code and its grant are one round trip,
+// and still both land after Redis lost its scripts (SCRIPT FLUSH, as after
+// a restart), each script loaded again.
+func TestGrantWithCodeOneRoundTrip(t *testing.T) {
+	ctx := testCtx(t)
+	rd := testservers.NewRedis(t)
+	c := openClient(t, rd.URL())
+	st := New(c, Options{MaxAccessTokenTTL: time.Hour})
+	var calls atomic.Int64
+	c.AddHook(countingHook{&calls})
+	now := time.UnixMilli(time.Now().UnixMilli()).UTC()
+	bs := store.BrowserSession{ID: "bs-code", UserID: "user-code", AuthTime: now, CreatedAt: now, LastUsedAt: now,
+		IdleTTL: time.Hour, AbsoluteExpiry: now.Add(24 * time.Hour)}
+	if err := st.CreateBrowserSession(ctx, bs, hashOf("cookie-code")); err != nil {
+		t.Fatal(err)
+	}
+	for i, flush := range []bool{false, false, true} {
+		if flush {
+			if err := c.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatalf("SCRIPT FLUSH: %v", err)
+			}
+		}
+		code := store.OnceRecord{Kind: store.OnceAuthCode, KeyHash: hashOf(fmt.Sprint("code-", i)), Value: []byte("rec"), ExpiresAt: now.Add(time.Minute)}
+		g := store.SessionGrant{SID: fmt.Sprint("sid-", i), ClientID: "app", GrantedAt: now}
+		calls.Store(0)
+		if _, err := st.AddBrowserSessionGrantWithCode(ctx, bs.UserID, bs.ID, g, code); err != nil {
+			t.Fatalf("grant %d (scripts flushed: %v): %v", i, flush, err)
+		}
+		// The first call finds this new Redis without the scripts and the
+		// one after the flush finds them gone: each then runs the two
+		// scripts again on their own, loading them. In between, one
+		// pipeline.
+		switch n := calls.Load(); {
+		case i == 1 && n != 1:
+			t.Errorf("a code and its grant took %d round trips, want 1", n)
+		case i != 1 && n == 1:
+			t.Errorf("grant %d: no script was loaded again", i)
+		}
+		if v, err := st.TakeOnce(ctx, store.OnceAuthCode, code.KeyHash, now); err != nil || string(v) != "rec" {
+			t.Fatalf("grant %d: the code was not stored: %q, %v", i, v, err)
+		}
+	}
+	gs, err := st.BrowserSessionGrants(ctx, bs.UserID, bs.ID)
+	if err != nil || len(gs) != 3 {
+		t.Fatalf("grants %+v, %v; want 3", gs, err)
+	}
 }

@@ -272,6 +272,16 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	return bs, nil
 }
 
+// AddBrowserSessionGrantWithCode implements store.BrowserSessions: the
+// code first, then the grant (a database round trip costs what it costs
+// either way).
+func (s *State) AddBrowserSessionGrantWithCode(ctx context.Context, userID, id string, g store.SessionGrant, code store.OnceRecord) ([]store.SessionGrant, error) {
+	if err := s.PutOnce(ctx, code.Kind, code.KeyHash, code.Value, code.ExpiresAt); err != nil {
+		return nil, err
+	}
+	return s.AddBrowserSessionGrant(ctx, userID, id, g)
+}
+
 // AddBrowserSessionGrant implements store.BrowserSessions in one
 // transaction that locks the session's row (SELECT … FOR UPDATE on
 // PostgreSQL; on SQLite every transaction holds the write lock), so that

@@ -25,7 +25,8 @@ import (
 //     (store.ErrSessionsEnded), however the calls interleave;
 //   - a session keeps its grants oldest first and each client once, drops
 //     exactly the oldest beyond store.MaxSessionGrants, takes none once
-//     ended, and loses none to concurrent additions.
+//     ended, and loses none to concurrent additions; a grant added with its
+//     authorization code stores the code as PutOnce does.
 func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	tests := []struct {
 		name string
@@ -43,6 +44,7 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 		{"ok/browser_session_grants", testBSGrants},
 		{"ok/browser_session_grants_drop_oldest", testBSGrantsDrop},
 		{"fail/browser_session_grant_to_ended_session", testBSGrantEnded},
+		{"ok/browser_session_grant_with_code", testBSGrantWithCode},
 		{"race/browser_session_grants_none_lost", testBSGrantsRace},
 		{"ok/browser_session_end_returns_grants", testBSEndGrants},
 		{"race/browser_session_end_vs_grants", testBSEndVsGrants},
@@ -443,6 +445,44 @@ func testBSGrantsDrop(t *testing.T, b Backend) {
 	}
 	if want := []string{"app-0", "app-1", "app-2", "late"}; !reflect.DeepEqual(got.ClientIDs, want) {
 		t.Fatalf("ClientIDs = %v, want %v", got.ClientIDs, want)
+	}
+}
+
+// testBSGrantWithCode: AddBrowserSessionGrantWithCode stores the code's
+// single-use record and records its grant, as PutOnce and
+// AddBrowserSessionGrant would; a code already stored is
+// store.ErrAlreadyExists, an unknown session store.ErrNotFound, and a
+// session at store.MaxSessionGrants drops its oldest grant as ever.
+func testBSGrantWithCode(t *testing.T, b Backend) {
+	s, o := sessionsOf(t, b.State), onceOf(t, b.State)
+	base := baseTime()
+	bs := newBrowserSession(randomID("u-"), base)
+	for i := 0; i < store.MaxSessionGrants; i++ {
+		bs.Grants = append(bs.Grants, newGrant("app-0", base.Add(-time.Hour+time.Duration(i)*time.Millisecond)))
+	}
+	bs.ClientIDs = []string{"app-0"}
+	createBS(t, s, bs)
+	code := store.OnceRecord{Kind: store.OnceAuthCode, KeyHash: newToken().hash, Value: []byte("code record"), ExpiresAt: base.Add(time.Minute)}
+	g := newGrant("app-1", base)
+	dropped, err := s.AddBrowserSessionGrantWithCode(ctx(t), bs.UserID, bs.ID, g, code)
+	if err != nil {
+		t.Fatalf("AddBrowserSessionGrantWithCode: %v", err)
+	}
+	if want := bs.Grants[:1]; !reflect.DeepEqual(dropped, want) {
+		t.Fatalf("dropped %+v, want the oldest grant %+v", dropped, want)
+	}
+	if gs := grantsOf(t, s, bs); len(gs) != store.MaxSessionGrants || !reflect.DeepEqual(gs[len(gs)-1], g) {
+		t.Fatalf("grants end with %+v (%d of them), want %+v last of %d", gs[len(gs)-1], len(gs), g, store.MaxSessionGrants)
+	}
+	v, err := o.TakeOnce(ctx(t), store.OnceAuthCode, code.KeyHash, base.Add(time.Second))
+	wantOnce(t, "take the code", v, err, code.Value, nil)
+
+	if _, err := s.AddBrowserSessionGrantWithCode(ctx(t), bs.UserID, bs.ID, newGrant("app-1", base), code); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("the same code again: %v, want ErrAlreadyExists", err)
+	}
+	other := store.OnceRecord{Kind: store.OnceAuthCode, KeyHash: newToken().hash, Value: []byte("x"), ExpiresAt: base.Add(time.Minute)}
+	if _, err := s.AddBrowserSessionGrantWithCode(ctx(t), bs.UserID, randomID("bs-"), newGrant("app-1", base), other); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("an unknown session: %v, want ErrNotFound", err)
 	}
 }
 
