@@ -119,7 +119,8 @@ type BrowserSessions interface {
 	// SingleUse.PutOnce) in the same round trip where the store can. It
 	// fails when either fails, and then either may have happened alone: the
 	// caller never hands out the code, which expires unused, and a grant
-	// recorded without its code has no tokens to end.
+	// recorded without its code has no tokens to end. The grants the session
+	// dropped are returned with an error too, for the caller to end.
 	AddBrowserSessionGrantWithCode(ctx context.Context, userID, id string, g SessionGrant, code OnceRecord) (dropped []SessionGrant, err error)
 	// BrowserSessionGrants returns the grants of the live session id of
 	// userID, oldest first; ErrNotFound when it is unknown, ended or

@@ -26,7 +26,8 @@ type AuthorizeFlow struct {
 	Clients     authorize.Clients
 	Hints       authorize.HintVerifier
 	Permissions authorize.Permissions
-	// Once keeps pending requests and codes (store.SingleUse).
+	// Once keeps pending requests (store.SingleUse); codes are stored with
+	// their grants through Sessions.
 	Once store.SingleUse
 	// Sessions stores each code with its grant's record in its browser
 	// session (one round trip on Redis), so that ending the session can end

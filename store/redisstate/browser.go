@@ -396,10 +396,13 @@ func (s *State) AddBrowserSessionGrantWithCode(ctx context.Context, uid, id stri
 		return nil, err
 	}
 	cmds := s.evalPipelined(ctx, put, grant)
-	if err := putOnceOutcome(cmds[0]); err != nil {
-		return nil, err
+	dropped, err := grantOutcome(cmds[1])
+	if perr := putOnceOutcome(cmds[0]); perr != nil {
+		// The grant may have landed all the same (on Cluster the code's
+		// node can fail alone): what it dropped still goes to the caller.
+		return dropped, perr
 	}
-	return grantOutcome(cmds[1])
+	return dropped, err
 }
 
 // grantCall is the script call of AddBrowserSessionGrant(uid, id, g).
