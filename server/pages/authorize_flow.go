@@ -277,23 +277,23 @@ func (f *AuthorizeFlow) issueWithGrant(ctx context.Context, bs *store.BrowserSes
 	dropped, err := f.Sessions.AddBrowserSessionGrantWithCode(ctx, bs.UserID, bs.ID, store.SessionGrant{SID: rec.SID, ClientID: rec.ClientID,
 		Offline: rec.Offline, GrantedAt: now}, code.Once)
 	if err != nil {
-		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("store the code and record its grant in its browser session: %w", err))
+		err = apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("store the code and record its grant in its browser session: %w", err))
 	}
 	// A dropped grant could no longer be ended with its session, so it ends
-	// now, unless it has offline_access (it outlives the session anyway).
+	// now (even when the code failed: the grant may have landed), unless it
+	// has offline_access (it outlives the session anyway).
 	var sids []string
 	for _, g := range dropped {
 		if !g.Offline {
 			sids = append(sids, g.SID)
 		}
 	}
-	if len(sids) == 0 {
-		return nil
+	if len(sids) > 0 {
+		if eerr := f.Grants.EndGrants(ctx, sids); eerr != nil && err == nil {
+			err = apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end grants dropped from their browser session: %w", eerr))
+		}
 	}
-	if err := f.Grants.EndGrants(ctx, sids); err != nil {
-		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end grants dropped from their browser session: %w", err))
-	}
-	return nil
+	return err
 }
 
 // inputs gathers what authorize.Decide weighs besides the request: the

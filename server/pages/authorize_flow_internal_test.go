@@ -134,16 +134,19 @@ func (c *consentMem) PutConsent(_ context.Context, v store.Consent) error {
 // code in codes as it comes; err fails every addition (the code is
 // stored first, as a store may do), drop is what the next addition drops.
 type sessionGrants struct {
-	codes  *onceMem
-	added  []string // "<session id>/<client id>"
-	grants []store.SessionGrant
-	drop   []store.SessionGrant
-	err    error
+	codes   *onceMem
+	added   []string // "<session id>/<client id>"
+	grants  []store.SessionGrant
+	drop    []store.SessionGrant
+	err     error
+	codeErr error // the code is not stored, the grant is (as a pipeline may leave them)
 }
 
 func (s *sessionGrants) AddBrowserSessionGrantWithCode(ctx context.Context, _, id string, g store.SessionGrant, code store.OnceRecord) ([]store.SessionGrant, error) {
-	if err := s.codes.PutOnce(ctx, code.Kind, code.KeyHash, code.Value, code.ExpiresAt); err != nil {
-		return nil, err
+	if s.codeErr == nil {
+		if err := s.codes.PutOnce(ctx, code.Kind, code.KeyHash, code.Value, code.ExpiresAt); err != nil {
+			return nil, err
+		}
 	}
 	if s.err != nil {
 		return nil, s.err
@@ -152,7 +155,7 @@ func (s *sessionGrants) AddBrowserSessionGrantWithCode(ctx context.Context, _, i
 	s.grants = append(s.grants, g)
 	d := s.drop
 	s.drop = nil
-	return d, nil
+	return d, s.codeErr
 }
 
 // families records the grants ended; failing ones cannot be ended (the
@@ -541,6 +544,13 @@ func TestAuthorizeFlowGrants(t *testing.T) {
 			env.sessions.drop = []store.SessionGrant{{SID: "sid-a"}, {SID: "sid-b"}}
 			env.families.failing = map[string]bool{"sid-a": true}
 		}},
+		// The code's write failed but the grant landed and made room: the
+		// grants it dropped are still ended.
+		{"fail/code_not_stored_answers_no_code_and_ends_dropped_grants", func(env *flowEnv) {
+			env.sessions.codeErr = errors.New("connection refused")
+			env.sessions.drop = []store.SessionGrant{{SID: "sid-a"}, {SID: "sid-b"}}
+			env.families.failing = map[string]bool{}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := newFlowEnv()
@@ -551,8 +561,14 @@ func TestAuthorizeFlowGrants(t *testing.T) {
 			if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.Code != "temporarily_unavailable" {
 				t.Fatalf("Proceed = %+v, %v; want 503 temporarily_unavailable", s, err)
 			}
-			if env.families.failing != nil && !slices.Equal(env.families.revoked, []string{"sid-b"}) {
-				t.Fatalf("revoked %v: one failure must not keep the other dropped grants alive", env.families.revoked)
+			if env.families.failing != nil {
+				want := []string{"sid-a", "sid-b"}
+				if env.families.failing["sid-a"] {
+					want = want[1:]
+				}
+				if !slices.Equal(env.families.revoked, want) {
+					t.Fatalf("revoked %v, want %v: a failure must not keep the dropped grants alive", env.families.revoked, want)
+				}
 			}
 		})
 	}
