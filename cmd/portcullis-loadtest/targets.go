@@ -110,7 +110,7 @@ func writeIssue21(w *strings.Builder, all []StackResult, b Bounds, cores int) {
 		w.WriteString(line + "\n")
 	}
 	if r, j := get("client_credentials"), get("jwks"); r != nil && j != nil {
-		line := fmt.Sprintf("- client_credentials %.0f/s = %.0f%% of the JWKS rate of this run (target ≥ 60%%): %s", r.RPS, 100*r.RPS/j.RPS, verdict(r.RPS >= 0.6*j.RPS))
+		line := fmt.Sprintf("- client_credentials %.0f/s = %.1f%% of the JWKS rate of this run (target ≥ 60%%): %s", r.RPS, 100*r.RPS/j.RPS, verdict(r.RPS >= 0.6*j.RPS))
 		if r.RPS < 0.6*j.RPS {
 			line += "; " + costReason(*r, 0.6*j.RPS, cores) + "."
 		}
