@@ -289,17 +289,11 @@ func (n *Notifier) attempt(ctx context.Context, d store.BackchannelLogout) {
 	class := errorClass(err)
 	attempt := d.Attempts + 1
 	willRetry := d.Attempts < len(n.cfg.Backoff)
-	// The outcome must be recorded even when ctx ends meanwhile.
+	// The outcome must be recorded even when ctx ends meanwhile: first in
+	// the audit, then in the queue, so that whoever sees the queue move on
+	// (another instance, a test) finds the attempt audited.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if willRetry {
-		next := n.cfg.Now().Add(n.cfg.Backoff[d.Attempts])
-		if rerr := n.cfg.Queue.RetryBackchannelLogout(wctx, d.ID, next, class); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
-			n.cfg.Log.Error("back-channel logout: record failed attempt", "client_id", d.ClientID, "err", rerr)
-		}
-	} else {
-		n.finish(wctx, d, "abandoned")
-	}
 	details := map[string]string{"attempt": strconv.Itoa(attempt), "will_retry": strconv.FormatBool(willRetry), "sid": d.SID}
 	var se *statusError
 	if errors.As(err, &se) {
@@ -311,6 +305,14 @@ func (n *Notifier) attempt(ctx context.Context, d store.BackchannelLogout) {
 		TargetID: d.Subject, ClientID: d.ClientID, Details: details})
 	n.cfg.Log.Warn("back-channel logout attempt failed", "client_id", d.ClientID, "sid", d.SID,
 		"attempt", attempt, "will_retry", willRetry, "reason", class)
+	if willRetry {
+		next := n.cfg.Now().Add(n.cfg.Backoff[d.Attempts])
+		if rerr := n.cfg.Queue.RetryBackchannelLogout(wctx, d.ID, next, class); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+			n.cfg.Log.Error("back-channel logout: record failed attempt", "client_id", d.ClientID, "err", rerr)
+		}
+	} else {
+		n.finish(wctx, d, "abandoned")
+	}
 }
 
 // finish removes d from the queue.
