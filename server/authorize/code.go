@@ -1,22 +1,15 @@
 package authorize
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
-
-// CodeStore keeps codes once (store.SingleUse).
-type CodeStore interface {
-	PutOnce(ctx context.Context, kind string, keyHash, value []byte, expiresAt time.Time) error
-}
 
 // Login is the authentication behind a code: who signed in, when, how, and
 // in which browser session.
@@ -33,24 +26,10 @@ type Login struct {
 // NewCode returns a new authorization code: 256 random bits, base64url.
 func NewCode() string { return randomToken(32) }
 
-// IssueCode creates a code for req and login, stores its record (only the
-// code's SHA-256 is the key) until now+ttl, and returns the code and the
-// record. The record pre-assigns the grant's sid. The caller answers
-// req.Success(code).
-func IssueCode(ctx context.Context, codes CodeStore, req *Request, login Login, ttl time.Duration, now time.Time) (string, token.AuthCode, error) {
-	p, err := PrepareCode(req, login, ttl, now)
-	if err != nil {
-		return "", token.AuthCode{}, err
-	}
-	if err := codes.PutOnce(ctx, p.Once.Kind, p.Once.KeyHash, p.Once.Value, p.Once.ExpiresAt); err != nil {
-		return "", token.AuthCode{}, fmt.Errorf("store authorization code: %w", err)
-	}
-	return p.Code, p.Record, nil
-}
-
-// PreparedCode is a new code not stored yet: what IssueCode stores, for a
-// caller that stores it together with other writes (the grant's record in
-// its browser session).
+// PreparedCode is a new code, not stored yet: the caller stores Once
+// together with the grant's record in its browser session
+// (store.BrowserSessions.AddBrowserSessionGrantWithCode) and answers
+// req.Success(Code). The record pre-assigns the grant's sid.
 type PreparedCode struct {
 	Code   string
 	Record token.AuthCode
@@ -60,7 +39,8 @@ type PreparedCode struct {
 }
 
 // PrepareCode creates a code for req and login valid for ttl from now, and
-// its record, without storing them (IssueCode does both).
+// its record, without storing them. Only the code's SHA-256 is the key
+// the record is stored under.
 func PrepareCode(req *Request, login Login, ttl time.Duration, now time.Time) (PreparedCode, error) {
 	if ttl <= 0 {
 		return PreparedCode{}, errors.New("issue code: the code lifetime must be positive")

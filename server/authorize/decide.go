@@ -13,7 +13,7 @@ type Action int
 
 // Actions of Decide.
 const (
-	// ActIssueCode: issue a code now (IssueCode) and answer Request.Success.
+	// ActIssueCode: issue a code now (PrepareCode, stored with its grant) and answer Request.Success.
 	ActIssueCode Action = iota
 	// ShowLogin: the login page; the login starts a new auth_time. Reason says why.
 	ShowLogin

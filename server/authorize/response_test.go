@@ -159,11 +159,25 @@ func TestFormAction(t *testing.T) {
 	}
 }
 
+// issueCode prepares a code and stores it in st, as the authorize flow's
+// store call does with the grant beside it.
+func issueCode(t *testing.T, st *fakeOnce, r *Request, login Login, ttl time.Duration, now time.Time) (string, token.AuthCode, error) {
+	t.Helper()
+	p, err := PrepareCode(r, login, ttl, now)
+	if err != nil {
+		return "", token.AuthCode{}, err
+	}
+	if err := st.PutOnce(context.Background(), p.Once.Kind, p.Once.KeyHash, p.Once.Value, p.Once.ExpiresAt); err != nil {
+		t.Fatalf("store the code: %v", err)
+	}
+	return p.Code, p.Record, nil
+}
+
 func TestIssueCode(t *testing.T) {
 	st := newFakeOnce()
 	r := parsedRequest(t, "scope", "openid offline_access docs:read", "nonce", "n1")
 	login := Login{UserID: "u1", AuthTime: testNow.Add(-time.Hour), AMR: []string{"pwd"}, BrowserSessionID: "bs1"}
-	code, rec, err := IssueCode(context.Background(), st, r, login, time.Minute, testNow)
+	code, rec, err := issueCode(t, st, r, login, time.Minute, testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +203,7 @@ func TestIssueCode(t *testing.T) {
 		t.Fatalf("record %+v", got)
 	}
 	// Expired after the TTL.
-	code2, _, _ := IssueCode(context.Background(), st, r, login, time.Minute, testNow)
+	code2, _, _ := issueCode(t, st, r, login, time.Minute, testNow)
 	if _, err := st.TakeOnce(context.Background(), store.OnceAuthCode, token.HashSecret(code2), testNow.Add(time.Minute)); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("code after its TTL: %v", err)
 	}
@@ -199,7 +213,7 @@ func TestIssueCode(t *testing.T) {
 	// The redirect_uri omitted at /authorize is recorded as omitted.
 	r3 := parsedRequest(t, "client_id", "one", "redirect_uri", "https://one.example/cb", "scope", "docs:read")
 	r3.RedirectURISent = ""
-	_, rec3, _ := IssueCode(context.Background(), st, r3, login, time.Minute, testNow)
+	_, rec3, _ := issueCode(t, st, r3, login, time.Minute, testNow)
 	if rec3.RedirectURI != "" {
 		t.Fatal(rec3.RedirectURI)
 	}
@@ -216,7 +230,7 @@ func TestIssueCodeCarriesTheAccount(t *testing.T) {
 	u := store.User{ID: "u1", Email: "ada@example.com", Name: "Ada", Active: true, EmailVerified: true,
 		Roles: []string{"editor"}, PasswordHash: "$argon2id$secret"}
 	login := Login{UserID: "u1", AuthTime: testNow.Add(-time.Hour), User: &u}
-	code, _, err := IssueCode(context.Background(), st, r, login, time.Minute, testNow)
+	code, _, err := issueCode(t, st, r, login, time.Minute, testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +255,7 @@ func TestIssueCodeCarriesTheAccount(t *testing.T) {
 	}
 	other := store.User{ID: "u2", Active: true}
 	login.User = &other
-	if _, _, err := IssueCode(context.Background(), st, r, login, time.Minute, testNow); err == nil {
+	if _, _, err := issueCode(t, st, r, login, time.Minute, testNow); err == nil {
 		t.Fatal("a code was issued with another account's snapshot")
 	}
 }
