@@ -240,29 +240,20 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 // (createIndexedFamilyScript), pruning the index first when it is full.
 func (s *State) createIndexedFamily(ctx context.Context, fam store.RefreshFamily, created time.Time, createArgs []any) error {
 	keys := []string{s.famKey(fam.ID), s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)}
-	for pruned := "0"; ; pruned = "1" {
-		raw, err := createIndexedFamilyScript.Run(ctx, s.c, keys, append(createArgs, s.indexArgs(fam, created, pruned)...)...).Slice()
-		if err != nil {
-			return unavailable("create family", err)
-		}
-		if len(raw) == 0 {
-			return unavailable("create family", errors.New("empty script reply"))
-		}
-		switch code, _ := raw[0].(int64); {
-		case code == -3:
-			return fmt.Errorf("redis token state: create family: %w", store.ErrAlreadyExists)
-		case code == -2 && pruned == "0":
-			if err := s.pruneIndex(ctx, fam.UserID, fam.ID); err != nil {
-				return err
-			}
-			continue
-		}
-		evicted, err := indexOutcome(raw)
-		if err != nil {
-			return err
-		}
-		return s.evict(ctx, evicted, created)
+	raw, err := s.indexPruning(ctx, fam, "create family", func(pruned string) *redis.Cmd {
+		return createIndexedFamilyScript.Run(ctx, s.c, keys, append(createArgs, s.indexArgs(fam, created, pruned)...)...)
+	})
+	if err != nil {
+		return err
 	}
+	if code, _ := raw[0].(int64); code == -3 {
+		return fmt.Errorf("redis token state: create family: %w", store.ErrAlreadyExists)
+	}
+	evicted, err := indexOutcome(raw)
+	if err != nil {
+		return err
+	}
+	return s.evict(ctx, evicted, created)
 }
 
 // evict ends the families the session cap pushed out of their user's index.
@@ -281,26 +272,35 @@ func (s *State) evict(ctx context.Context, evicted []string, now time.Time) erro
 // pushes out (possibly this one).
 func (s *State) index(ctx context.Context, fam store.RefreshFamily, created time.Time) ([]string, error) {
 	keys := []string{s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)}
-	// One round trip while the user is under the cap; at the cap, the dead
-	// families are pruned first so that the cap counts live ones.
-	var raw []interface{}
+	raw, err := s.indexPruning(ctx, fam, "create family: index session", func(pruned string) *redis.Cmd {
+		return indexSessionScript.Run(ctx, s.c, keys, s.indexArgs(fam, created, pruned)...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return indexOutcome(raw)
+}
+
+// indexPruning runs an indexing script (run, given whether the index was
+// just pruned): one round trip while the user is under the session cap; at
+// the cap ({-2}, the script changed nothing) the dead families are pruned
+// first, so that the cap counts live ones, and the script runs once more.
+func (s *State) indexPruning(ctx context.Context, fam store.RefreshFamily, op string, run func(pruned string) *redis.Cmd) ([]interface{}, error) {
 	for pruned := "0"; ; pruned = "1" {
-		var err error
-		raw, err = indexSessionScript.Run(ctx, s.c, keys, s.indexArgs(fam, created, pruned)...).Slice()
+		raw, err := run(pruned).Slice()
 		if err != nil {
-			return nil, unavailable("create family: index session", err)
+			return nil, unavailable(op, err)
 		}
 		if len(raw) == 0 {
-			return nil, unavailable("create family: index session", errors.New("empty script reply"))
+			return nil, unavailable(op, errors.New("empty script reply"))
 		}
 		if code, _ := raw[0].(int64); code != -2 || pruned == "1" {
-			break
+			return raw, nil
 		}
 		if err := s.pruneIndex(ctx, fam.UserID, fam.ID); err != nil {
 			return nil, err
 		}
 	}
-	return indexOutcome(raw)
 }
 
 // indexArgs are indexSessionScript's arguments for fam (pruned: "1" when
