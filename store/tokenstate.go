@@ -114,6 +114,15 @@ type TokenState interface {
 	// (refresh tokens and access tokens, as RevokeFamily does) so that the
 	// new one fits.
 	CreateFamily(ctx context.Context, fam RefreshFamily, firstHash []byte) error
+	// CreateFamilyAndCheck is CreateFamily then IsAccessTokenRevoked(check),
+	// in that order, in one round trip where the backend can. A grant that
+	// must see a revocation racing its issuance (a replayed authorization
+	// code revokes the sid being created) checks once the family exists:
+	// a revocation before the check is seen by it, one after finds the
+	// family to end. When CreateFamily fails its error is returned and
+	// revoked is true; when only the check fails, the family exists and
+	// revoked is true with the check's error (fail closed).
+	CreateFamilyAndCheck(ctx context.Context, fam RefreshFamily, firstHash []byte, check AccessTokenRef) (revoked bool, err error)
 	// RotateRefresh atomically replaces the current token; see RotateOutcome.
 	RotateRefresh(ctx context.Context, req RotateRequest) (RotateResult, error)
 	// FindRefresh returns the family whose current refresh token hashes to
@@ -174,4 +183,23 @@ type Revocation struct {
 type RevocationLog interface {
 	RecordRevocations(ctx context.Context, revs []Revocation) error
 	ActiveRevocations(ctx context.Context, now time.Time) ([]Revocation, error)
+}
+
+// familyCreatorChecker is the part of TokenState CreateFamilyThenCheck uses.
+type familyCreatorChecker interface {
+	CreateFamily(ctx context.Context, fam RefreshFamily, firstHash []byte) error
+	IsAccessTokenRevoked(ctx context.Context, ref AccessTokenRef) (bool, error)
+}
+
+// CreateFamilyThenCheck is TokenState.CreateFamilyAndCheck as two calls in
+// order, for a backend (or a configuration of one) without a shorter path.
+func CreateFamilyThenCheck(ctx context.Context, st familyCreatorChecker, fam RefreshFamily, firstHash []byte, check AccessTokenRef) (bool, error) {
+	if err := st.CreateFamily(ctx, fam, firstHash); err != nil {
+		return true, err
+	}
+	revoked, err := st.IsAccessTokenRevoked(ctx, check)
+	if err != nil {
+		return true, err
+	}
+	return revoked, nil
 }

@@ -154,6 +154,10 @@ func (f *fakeState) RevokeUserSessions(_ context.Context, user string, cutoff ti
 	return nil
 }
 
+func (f *fakeState) CreateFamilyAndCheck(ctx context.Context, fam store.RefreshFamily, firstHash []byte, check store.AccessTokenRef) (bool, error) {
+	return store.CreateFamilyThenCheck(ctx, f, fam, firstHash, check)
+}
+
 func (f *fakeState) IsAccessTokenRevoked(_ context.Context, ref store.AccessTokenRef) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

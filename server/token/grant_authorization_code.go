@@ -80,9 +80,9 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 	if err != nil {
 		return Response{}, err
 	}
-	resp, _, err := s.issueLogin(ctx, client, user, code.Scopes, now, loginInfo{
+	resp, g, err := s.issueLogin(ctx, client, user, code.Scopes, now, loginInfo{
 		authTime: code.AuthTime, sid: code.SID, nonce: code.Nonce, amr: code.AMR, onlyPermsNamed: !client.FirstParty,
-		tenant: tn,
+		tenant: tn, recheck: &store.AccessTokenRef{JTI: newJTI(code.AuthTime), SID: code.SID, UserID: user.ID, IssuedAt: code.AuthTime},
 	})
 	if err != nil {
 		return Response{}, err
@@ -95,8 +95,7 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 	// no family for the token state's own cut-off check to refuse); it is
 	// also what stops a code whose account snapshot went stale in a way that
 	// matters (CodeUser).
-	revoked, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(code.AuthTime), SID: code.SID,
-		UserID: user.ID, IssuedAt: code.AuthTime})
+	revoked, err := s.revokedAfterIssue(ctx, g)
 	if err != nil {
 		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the grant: %w", err))
 	}
@@ -113,6 +112,15 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 		}
 	}
 	return resp, nil
+}
+
+// revokedAfterIssue reads g's recheck (loginInfo.recheck), unless
+// startSession read it already with the family's creation.
+func (s *Service) revokedAfterIssue(ctx context.Context, g grantSet) (bool, error) {
+	if g.rechecked {
+		return g.recheckRevoked, nil
+	}
+	return s.state.IsAccessTokenRevoked(ctx, *g.recheck)
 }
 
 // codeUser is the account a code's tokens are issued from: the snapshot the

@@ -55,6 +55,10 @@ type grantSet struct {
 	// tenant is the organisation the tokens act in (zero: none); its
 	// slug is their `tenant` claim and its id binds the refresh family.
 	tenant store.Tenant
+	// recheck is loginInfo.recheck. When startSession read it with the
+	// family's creation, rechecked is set and recheckRevoked is its answer.
+	recheck                   *store.AccessTokenRef
+	rechecked, recheckRevoked bool
 }
 
 func (g grantSet) scope() string {
@@ -216,7 +220,16 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 		AbsoluteExpiry: now.Add(maxAge),
 		IdleTTL:        idle,
 	}
-	if err := s.state.CreateFamily(ctx, fam, HashSecret(rt)); err != nil {
+	var err error
+	if g.recheck != nil {
+		// A failed check fails the grant like a failed creation: its
+		// refresh token is never handed out.
+		g.recheckRevoked, err = s.state.CreateFamilyAndCheck(ctx, fam, HashSecret(rt), *g.recheck)
+		g.rechecked = err == nil
+	} else {
+		err = s.state.CreateFamily(ctx, fam, HashSecret(rt))
+	}
+	if err != nil {
 		if errors.Is(err, store.ErrSessionsEnded) {
 			// The login began before every session of the user was ended
 			// (a password change or reset, say): it yields no session.

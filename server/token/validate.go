@@ -365,12 +365,16 @@ type loginInfo struct {
 	// tenant is the organisation the login named (zero: none); the user
 	// given to issueLogin already holds that tenant's roles.
 	tenant store.Tenant
+	// recheck, when set, is a revocation the grant reads once its session
+	// exists (see Service.revokedAfterIssue): startSession reads it with
+	// the family's creation, in one round trip where the store can.
+	recheck *store.AccessTokenRef
 }
 
 // issueLogin is issueSession for a login described by li.
 func (s *Service) issueLogin(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time, li loginInfo) (Response, grantSet, error) {
 	g := grantSet{client: client, user: &user, authTime: li.authTime, roles: []string{}, sid: li.sid, nonce: li.nonce, amr: li.amr,
-		tenant: li.tenant}
+		tenant: li.tenant, recheck: li.recheck}
 	if !user.MustChangePassword {
 		g.roles = append([]string{}, user.Roles...)
 	}

@@ -187,33 +187,12 @@ func unavailable(op string, err error) error {
 // are in different slots, so it is written first, then indexed, and a
 // refused family is revoked before it is ever handed out.
 func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, firstHash []byte) error {
-	if !validFamilyID(fam.ID) {
-		return errors.New("redis token state: create family: invalid family id")
+	created, createArgs, err := s.familyArgs(fam, firstHash)
+	if err != nil {
+		return err
 	}
-	if len(firstHash) == 0 {
-		return errors.New("redis token state: create family: empty token hash")
-	}
-	created := fam.CreatedAt
-	if created.IsZero() {
-		created = s.now()
-	}
-	end := fam.AbsoluteExpiry
-	idleMS, idleExp := fam.IdleTTL.Milliseconds(), int64(0)
-	if idleMS > 0 {
-		idleExp = created.UnixMilli() + idleMS
-		if t := time.UnixMilli(idleExp); t.Before(end) {
-			end = t
-		}
-	}
-	ttl := end.UnixMilli() - created.UnixMilli()
-	if ttl <= 0 {
-		return errors.New("redis token state: create family: already expired")
-	}
-	createArgs := []any{fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
-		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl, authTimeOf(fam, created).UnixMilli(),
-		encodeAMR(fam.AMR), fam.TenantID}
 	if fam.UserID != "" && !s.cluster {
-		return s.createIndexedFamily(ctx, fam, created, createArgs)
+		return s.createIndexedFamily(ctx, fam, created, createArgs, s.createIndexedFamilyCall(fam, created, createArgs, "0").run(ctx, s.c))
 	}
 	n, err := createFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)}, createArgs...).Int64()
 	if err != nil {
@@ -236,12 +215,86 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	return s.evict(ctx, evicted, created)
 }
 
-// createIndexedFamily creates and indexes a user's family in one script
-// (createIndexedFamilyScript), pruning the index first when it is full.
-func (s *State) createIndexedFamily(ctx context.Context, fam store.RefreshFamily, created time.Time, createArgs []any) error {
-	keys := []string{s.famKey(fam.ID), s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)}
-	raw, err := s.indexPruning(ctx, fam, "create family", func(pruned string) *redis.Cmd {
-		return createIndexedFamilyScript.Run(ctx, s.c, keys, append(createArgs, s.indexArgs(fam, created, pruned)...)...)
+// CreateFamilyAndCheck implements store.TokenState. Without Cluster the
+// family's script and the revocation check go in one pipeline, which Redis
+// runs in order: one round trip. When the family's script has to wait for
+// a prune of the user's index, or the revocation set is being rebuilt, or
+// revocations are queued for Redis, the check runs again on its own once
+// the family exists. On Cluster the two scripts' slots differ and a
+// pipeline would not keep their order, so it is CreateFamily then
+// IsAccessTokenRevoked.
+func (s *State) CreateFamilyAndCheck(ctx context.Context, fam store.RefreshFamily, firstHash []byte, check store.AccessTokenRef) (bool, error) {
+	if fam.UserID == "" || s.cluster || s.hasPending.Load() {
+		return store.CreateFamilyThenCheck(ctx, s, fam, firstHash, check)
+	}
+	created, createArgs, err := s.familyArgs(fam, firstHash)
+	if err != nil {
+		return true, err
+	}
+	cmds := s.evalPipelined(ctx, s.createIndexedFamilyCall(fam, created, createArgs, "0"), s.checkCall(check))
+	if err := s.createIndexedFamily(ctx, fam, created, createArgs, cmds[0]); err != nil {
+		return true, err
+	}
+	if first, _ := cmds[0].Slice(); len(first) > 0 {
+		if code, _ := first[0].(int64); code == -2 {
+			// The family was created after a prune, so after the
+			// pipeline's check: check again.
+			return s.IsAccessTokenRevoked(ctx, check)
+		}
+	}
+	n, err := cmds[1].Int64()
+	if err != nil {
+		return true, unavailable("check revocation", err)
+	}
+	if n < 0 {
+		return s.IsAccessTokenRevoked(ctx, check) // rebuilds the set first
+	}
+	return n == 1, nil
+}
+
+// familyArgs validates fam and returns its creation time and
+// createFamilyScript's arguments.
+func (s *State) familyArgs(fam store.RefreshFamily, firstHash []byte) (time.Time, []any, error) {
+	if !validFamilyID(fam.ID) {
+		return time.Time{}, nil, errors.New("redis token state: create family: invalid family id")
+	}
+	if len(firstHash) == 0 {
+		return time.Time{}, nil, errors.New("redis token state: create family: empty token hash")
+	}
+	created := fam.CreatedAt
+	if created.IsZero() {
+		created = s.now()
+	}
+	end := fam.AbsoluteExpiry
+	idleMS, idleExp := fam.IdleTTL.Milliseconds(), int64(0)
+	if idleMS > 0 {
+		idleExp = created.UnixMilli() + idleMS
+		if t := time.UnixMilli(idleExp); t.Before(end) {
+			end = t
+		}
+	}
+	ttl := end.UnixMilli() - created.UnixMilli()
+	if ttl <= 0 {
+		return time.Time{}, nil, errors.New("redis token state: create family: already expired")
+	}
+	return created, []any{fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
+		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl, authTimeOf(fam, created).UnixMilli(),
+		encodeAMR(fam.AMR), fam.TenantID}, nil
+}
+
+// createIndexedFamilyCall is createIndexedFamilyScript's call for fam
+// (pruned: "1" when the user's index was just pruned).
+func (s *State) createIndexedFamilyCall(fam store.RefreshFamily, created time.Time, createArgs []any, pruned string) scriptCall {
+	return scriptCall{createIndexedFamilyScript, []string{s.famKey(fam.ID), s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)},
+		append(createArgs[:len(createArgs):len(createArgs)], s.indexArgs(fam, created, pruned)...)}
+}
+
+// createIndexedFamily finishes creating and indexing a user's family in
+// one script (createIndexedFamilyScript) given the reply of its first run:
+// when the index was full it is pruned and the script runs again.
+func (s *State) createIndexedFamily(ctx context.Context, fam store.RefreshFamily, created time.Time, createArgs []any, first *redis.Cmd) error {
+	raw, err := s.indexPruningAfter(ctx, fam, "create family", first, func(pruned string) *redis.Cmd {
+		return s.createIndexedFamilyCall(fam, created, createArgs, pruned).run(ctx, s.c)
 	})
 	if err != nil {
 		return err
@@ -286,8 +339,15 @@ func (s *State) index(ctx context.Context, fam store.RefreshFamily, created time
 // the cap ({-2}, the script changed nothing) the dead families are pruned
 // first, so that the cap counts live ones, and the script runs once more.
 func (s *State) indexPruning(ctx context.Context, fam store.RefreshFamily, op string, run func(pruned string) *redis.Cmd) ([]interface{}, error) {
+	return s.indexPruningAfter(ctx, fam, op, run("0"), run)
+}
+
+// indexPruningAfter is indexPruning given the reply of the script's first
+// run (not pruned), which the caller may have sent in a pipeline.
+func (s *State) indexPruningAfter(ctx context.Context, fam store.RefreshFamily, op string, first *redis.Cmd, run func(pruned string) *redis.Cmd) ([]interface{}, error) {
+	cmd := first
 	for pruned := "0"; ; pruned = "1" {
-		raw, err := run(pruned).Slice()
+		raw, err := cmd.Slice()
 		if err != nil {
 			return nil, unavailable(op, err)
 		}
@@ -300,6 +360,7 @@ func (s *State) indexPruning(ctx context.Context, fam store.RefreshFamily, op st
 		if err := s.pruneIndex(ctx, fam.UserID, fam.ID); err != nil {
 			return nil, err
 		}
+		cmd = run("1")
 	}
 }
 
@@ -537,15 +598,19 @@ func (s *State) apply(ctx context.Context, revs []store.Revocation) error {
 	return nil
 }
 
-// applySession marks the family revoked and denies its access tokens.
+// applySession denies the session's access tokens, then marks its family
+// revoked. In that order: a family created while this runs is either
+// there to be marked, or created before a check that then sees the
+// session revoked (CreateFamilyAndCheck's promise; marking first left a
+// family created in between live with the check answering "not revoked").
 func (s *State) applySession(ctx context.Context, sid string, exp time.Time) error {
+	if err := s.setUntil(ctx, s.sidKey(sid), exp); err != nil {
+		return unavailable("revoke session", err)
+	}
 	if validFamilyID(sid) {
 		if err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(sid)}).Err(); err != nil {
 			return unavailable("revoke family", err)
 		}
-	}
-	if err := s.setUntil(ctx, s.sidKey(sid), exp); err != nil {
-		return unavailable("revoke session", err)
 	}
 	return nil
 }
@@ -744,10 +809,9 @@ func (s *State) IsAccessTokenRevoked(ctx context.Context, ref store.AccessTokenR
 	if err := s.flushPending(ctx); err != nil {
 		return true, err // fail closed until Redis takes the queued revocations
 	}
-	keys := []string{s.readyKey(), s.jtiKey(ref.JTI), s.sidKey(ref.SID), s.userKey(ref.UserID)}
-	args := []interface{}{flag(ref.JTI != ""), flag(ref.SID != ""), flag(ref.UserID != ""), ref.IssuedAt.UnixMilli()}
+	check := s.checkCall(ref)
 	for attempt := 0; attempt < 3; attempt++ {
-		n, err := checkScript.Run(ctx, s.c, keys, args...).Int64()
+		n, err := check.run(ctx, s.c).Int64()
 		if err != nil {
 			return true, unavailable("check revocation", err)
 		}
@@ -759,6 +823,12 @@ func (s *State) IsAccessTokenRevoked(ctx context.Context, ref store.AccessTokenR
 		}
 	}
 	return true, unavailable("check revocation", errors.New("revocation set lost again during rebuild"))
+}
+
+// checkCall is checkScript's call for ref.
+func (s *State) checkCall(ref store.AccessTokenRef) scriptCall {
+	return scriptCall{checkScript, []string{s.readyKey(), s.jtiKey(ref.JTI), s.sidKey(ref.SID), s.userKey(ref.UserID)},
+		[]any{flag(ref.JTI != ""), flag(ref.SID != ""), flag(ref.UserID != ""), ref.IssuedAt.UnixMilli()}}
 }
 
 func flag(b bool) string {

@@ -200,11 +200,16 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		IdleExpiresAt:  idleExpiry(created, fam.IdleTTL, ms(fam.AbsoluteExpiry)),
 		CurrentHash:    firstHash,
 	}
-	var makeRoom func(tx *gorm.DB) error
-	if fam.UserID != "" {
-		makeRoom = func(tx *gorm.DB) error { return s.makeRoom(tx, fam.UserID, created) }
+	before := func(tx *gorm.DB) error {
+		if err := lockSession(tx, fam.ID); err != nil {
+			return err
+		}
+		if fam.UserID == "" {
+			return nil
+		}
+		return s.makeRoom(tx, fam.UserID, created)
 	}
-	return s.createForUser(ctx, "create family", fam.UserID, authTime, makeRoom, &row)
+	return s.createForUser(ctx, "create family", fam.UserID, authTime, before, &row)
 }
 
 // createForUser inserts row (a refresh family, a browser session) for
@@ -251,6 +256,23 @@ func (s *State) lockUser(tx *gorm.DB, userID string) error {
 	}
 	if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", "portcullis-user-sessions:"+userID).Error; err != nil {
 		return fmt.Errorf("lock user sessions: %w", err)
+	}
+	return nil
+}
+
+// lockSession serialises creating a family with revoking its session, on
+// PostgreSQL (on SQLite every transaction already holds the write lock).
+// A session may be revoked before its family exists (a replayed code
+// racing the first redemption): without the lock, the revocation's update
+// could miss the family while its record, not yet committed, is missed by
+// the check CreateFamilyAndCheck makes after the creation, leaving the
+// family live. With it, one commits before the other starts.
+func lockSession(tx *gorm.DB, sid string) error {
+	if tx.Dialector.Name() != "postgres" {
+		return nil
+	}
+	if err := tx.Exec("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", "portcullis-session:"+sid).Error; err != nil {
+		return fmt.Errorf("lock session: %w", err)
 	}
 	return nil
 }
@@ -405,6 +427,9 @@ func (s *State) casRotate(tx *gorm.DB, f familyRow, req store.RotateRequest, now
 // revokeFamilyTx marks the family revoked, forgets its grace successor and
 // revokes the session's access tokens.
 func (s *State) revokeFamilyTx(tx *gorm.DB, familyID string, now time.Time) error {
+	if err := lockSession(tx, familyID); err != nil {
+		return err
+	}
 	err := tx.Exec(`UPDATE refresh_families SET revoked_at = ?, successor_sealed = NULL
 		WHERE id = ? AND revoked_at IS NULL`, now, familyID).Error
 	if err != nil {
@@ -455,7 +480,7 @@ func (s *State) RevokeClientFamilies(ctx context.Context, userID, clientID strin
 	var n int
 	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
 		var ids []string
-		if err := tx.Raw(`SELECT id FROM refresh_families WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL`,
+		if err := tx.Raw(`SELECT id FROM refresh_families WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL ORDER BY id`,
 			userID, clientID).Scan(&ids).Error; err != nil {
 			return fmt.Errorf("list the user's families at the client: %w", err)
 		}
@@ -526,6 +551,12 @@ func (s *State) RevokeAccessToken(ctx context.Context, jti string, expiresAt tim
 		return dbErr("revoke access token", err)
 	}
 	return nil
+}
+
+// CreateFamilyAndCheck implements store.TokenState: CreateFamily then
+// IsAccessTokenRevoked in order.
+func (s *State) CreateFamilyAndCheck(ctx context.Context, fam store.RefreshFamily, firstHash []byte, check store.AccessTokenRef) (bool, error) {
+	return store.CreateFamilyThenCheck(ctx, s, fam, firstHash, check)
 }
 
 // IsAccessTokenRevoked implements store.TokenState with one query: the

@@ -38,6 +38,8 @@ import (
 //     before its user's cut-off, however the two calls interleave;
 //   - past Config.MaxSessionsPerUser live families, CreateFamily ends the
 //     oldest; revoked and expired families do not count;
+//   - CreateFamilyAndCheck creates as CreateFamily does and answers the
+//     check as read once the family exists;
 //   - with a Grace of zero the sealed successor is never stored;
 //   - revocations are kept for Config.Horizon.
 func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
@@ -89,6 +91,8 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/session_cap_ends_oldest", testSessionCap},
 		{"race/session_cap_concurrent_logins", testConcurrentSessionCap},
 		{"ok/no_sealed_successor_without_grace", testNoSealedWithoutGrace},
+		{"ok/create_family_and_check", testCreateFamilyAndCheck},
+		{"race/create_family_and_check_vs_revoke", testConcurrentCreateAndCheckVsRevoke},
 		{"ok/revocations_kept_for_horizon", testRevocationHorizon},
 	}
 	for _, tc := range configured {
@@ -1285,6 +1289,122 @@ func testSessionCap(t *testing.T, newBackend func(t *testing.T, cfg Config) Back
 	live(false, false, true, true, true, true)
 	login(user, base.Add(11*time.Millisecond)) // #6 ends #2, the oldest live
 	live(false, false, false, true, true, true, true)
+}
+
+// testCreateFamilyAndCheck: CreateFamilyAndCheck creates the family as
+// CreateFamily does and answers the check as read once it exists: a sid
+// revoked before its family existed (a replayed code), a revoked jti, a
+// user cut-off later than the checked issue time. A family the cut-off
+// refuses, or a taken id, fails with revoked set. With the user's index
+// full of ended families (a prune first, on a store with an index) the
+// answer is still read after the creation.
+func testCreateFamilyAndCheck(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	st := newBackend(t, Config{MaxSessionsPerUser: 2}).State
+	base := baseTime()
+	user := randomID("u-")
+	createChecked := func(what string, fam store.RefreshFamily, ref store.AccessTokenRef, want bool) token {
+		t.Helper()
+		tok := newToken()
+		got, err := st.CreateFamilyAndCheck(ctx(t), fam, tok.hash, ref)
+		if err != nil {
+			t.Fatalf("%s: CreateFamilyAndCheck: %v", what, err)
+		}
+		if got != want {
+			t.Fatalf("%s: CreateFamilyAndCheck answered revoked=%v, want %v", what, got, want)
+		}
+		wantLive(t, st, what, fam, tok, base.Add(time.Second), true)
+		return tok
+	}
+	refOf := func(fam store.RefreshFamily) store.AccessTokenRef {
+		return store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID, UserID: fam.UserID, IssuedAt: fam.CreatedAt}
+	}
+	revokeFamily := func(id string) {
+		t.Helper()
+		if err := st.RevokeFamily(ctx(t), id, base); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	first := newFamily(user, base)
+	createChecked("nothing revoked", first, refOf(first), false)
+	replayed := newFamily(user, base.Add(time.Millisecond))
+	revokeFamily(replayed.ID) // before the family exists
+	createChecked("sid revoked before the family existed", replayed, refOf(replayed), true)
+
+	// The user's index (cap 2) holds only ended families: it is pruned
+	// before this one is indexed, and the answer still comes after.
+	revokeFamily(first.ID)
+	revokeFamily(replayed.ID)
+	pruned := newFamily(user, base.Add(2*time.Millisecond))
+	revokeFamily(pruned.ID)
+	createChecked("sid revoked, index pruned first", pruned, refOf(pruned), true)
+
+	jti := newFamily(user, base.Add(3*time.Millisecond))
+	ref := refOf(jti)
+	if err := st.RevokeAccessToken(ctx(t), ref.JTI, base.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	createChecked("jti revoked", jti, ref, true)
+
+	if _, err := st.CreateFamilyAndCheck(ctx(t), jti, newToken().hash, refOf(jti)); !errors.Is(err, store.ErrAlreadyExists) {
+		t.Fatalf("CreateFamilyAndCheck of a taken id: %v, want ErrAlreadyExists", err)
+	}
+
+	// A cut-off after the checked issue time but before the family's login.
+	cutoff := base.Add(4 * time.Millisecond)
+	if err := st.RevokeUserSessions(ctx(t), user, cutoff); err != nil {
+		t.Fatal(err)
+	}
+	late := newFamily(user, base.Add(5*time.Millisecond))
+	createChecked("user cut-off after the checked issue time", late,
+		store.AccessTokenRef{JTI: randomID("j-"), SID: late.ID, UserID: user, IssuedAt: base}, true)
+	other := newFamily(randomID("u-"), base)
+	createChecked("another user's family", other, refOf(other), false)
+
+	refused := newFamily(user, cutoff)
+	revoked, err := st.CreateFamilyAndCheck(ctx(t), refused, newToken().hash, refOf(refused))
+	if !errors.Is(err, store.ErrSessionsEnded) || !revoked {
+		t.Fatalf("CreateFamilyAndCheck at the user's cut-off: revoked=%v, %v; want true, ErrSessionsEnded", revoked, err)
+	}
+}
+
+// testConcurrentCreateAndCheckVsRevoke: a session revoked while
+// CreateFamilyAndCheck creates it either shows in the answer or finds the
+// family and ends it; never is the answer "not revoked" with the family
+// live afterwards (a replayed code racing the first redemption).
+func testConcurrentCreateAndCheckVsRevoke(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	st := newBackend(t, Config{}).State
+	base := baseTime()
+	user := randomID("u-")
+	for i := range 40 {
+		fam := newFamily(user, base.Add(time.Duration(i)*time.Millisecond))
+		tok := newToken()
+		var (
+			wg      sync.WaitGroup
+			revoked bool
+			cerr    error
+		)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			revoked, cerr = st.CreateFamilyAndCheck(ctx(t), fam, tok.hash,
+				store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID, UserID: user, IssuedAt: fam.CreatedAt})
+		}()
+		go func() {
+			defer wg.Done()
+			if err := st.RevokeFamily(ctx(t), fam.ID, base); err != nil {
+				t.Error(err)
+			}
+		}()
+		wg.Wait()
+		if cerr != nil {
+			t.Fatalf("CreateFamilyAndCheck: %v", cerr)
+		}
+		_, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, base.Add(time.Second))
+		if !revoked && err == nil {
+			t.Fatalf("round %d: the check answered not revoked and the revoked session's family is live", i)
+		}
+	}
 }
 
 // testConcurrentSessionCap: however many logins of one user run at once,
