@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -145,7 +146,7 @@ func TestConsole(t *testing.T) {
 			}
 			if cookie == nil || cookie.Name != console.InsecureCookieName || !cookie.HttpOnly || cookie.SameSite != http.SameSiteStrictMode ||
 				cookie.Path != "/" || cookie.Domain != "" || cookie.MaxAge != 0 || !cookie.Expires.IsZero() || cookie.Secure ||
-				len(cookie.Value) != 43 {
+				!secretThenHint(cookie.Value) {
 				t.Fatalf("console cookie %+v (raw %q)", cookie, cookie.Raw)
 			}
 			if csp := users.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-ancestors 'none'") ||
@@ -566,7 +567,7 @@ func TestConsoleCookieOverHTTPS(t *testing.T) {
 	}
 	if cookie == nil || cookie.Name != console.CookieName || !cookie.Secure || !cookie.HttpOnly ||
 		cookie.SameSite != http.SameSiteStrictMode || cookie.Path != "/" || cookie.Domain != "" || cookie.MaxAge != 0 ||
-		!cookie.Expires.IsZero() || len(cookie.Value) != 43 {
+		!cookie.Expires.IsZero() || !secretThenHint(cookie.Value) {
 		t.Fatalf("console cookie over HTTPS %+v (raw %q)", cookie, cookie.Raw)
 	}
 }
@@ -683,4 +684,13 @@ func TestConsoleListPages(t *testing.T) {
 	if !slices.Equal(seen, want) {
 		t.Fatalf("users across pages: %v, want %v", seen, want)
 	}
+}
+
+// secretThenHint reports whether a session cookie's value is a 256-bit
+// base64url secret, a dot and a base64url hint (browsersession.Manager).
+func secretThenHint(v string) bool {
+	secret, hint, ok := strings.Cut(v, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(secret)
+	_, herr := base64.RawURLEncoding.DecodeString(hint)
+	return ok && err == nil && len(raw) == 32 && hint != "" && herr == nil
 }

@@ -86,7 +86,7 @@ func TestSSORoundTrips(t *testing.T) {
 		what      string
 		got, want int
 	}{
-		{"authorize leg, Redis", authRedis, 3},
+		{"authorize leg, Redis", authRedis, 2},
 		{"authorize leg, SQL", authDB, 1},
 		{"token leg, Redis", tokRedis, 2},
 		{"token leg, SQL", tokDB, 0},

@@ -31,7 +31,9 @@ var (
 //	                          rest (JSON), <id>:c the client ids (one per line),
 //	                          <id>:g the grants, oldest first (one per line:
 //	                          "sid<TAB>client<TAB>offline 0|1<TAB>granted ms"),
-//	                          <id>:gn how many lines <id>:g holds
+//	                          <id>:gn how many lines <id>:g holds, <id>:k the
+//	                          cookie's hash (absent from sessions created before
+//	                          2026-12-05, which only their {bc:} key finds)
 //
 // A user's sessions share the slot of the user's cut-off ({u:<uid>}:cut), so
 // the scripts that create and find them check it atomically.
@@ -203,7 +205,7 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 		bs.IdleTTL.Milliseconds(), created.UnixMilli())
 	n, err := createBrowserSessionScript.Run(ctx, s.c, []string{s.userBSKey(bs.UserID), s.userCutKey(bs.UserID)},
 		bs.ID, header, data, strings.Join(bs.ClientIDs, "\n"), auth.UnixMilli(), last.UnixMilli(), ttl,
-		strings.Join(grants, "\n")).Int64()
+		strings.Join(grants, "\n"), cookieHash).Int64()
 	if err != nil || n < 0 {
 		_ = s.c.Del(ctx, ck, ok).Err() // best effort: an orphan cookie finds nothing anyway
 	}
@@ -237,7 +239,25 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	if !found {
 		return store.BrowserSession{}, notFound
 	}
-	raw, cut, err := s.findSession(ctx, uid, id, now)
+	return s.findBrowserSession(ctx, uid, id, nil, now)
+}
+
+// FindBrowserSessionOf implements store.BrowserSessions: the session
+// script checks the cookie's hash against the one the session keeps, so
+// the cookie needs no lookup of its own (one round trip, not two).
+func (s *State) FindBrowserSessionOf(ctx context.Context, uid, id string, cookieHash []byte, now time.Time) (store.BrowserSession, error) {
+	if len(cookieHash) == 0 || !validUserID(uid) || !validSessionPart(id) {
+		return store.BrowserSession{}, fmt.Errorf("redis token state: find browser session: %w", store.ErrNotFound)
+	}
+	return s.findBrowserSession(ctx, uid, id, cookieHash, now)
+}
+
+// findBrowserSession finds user uid's session id, live at now and not
+// ended by the user's cut-off, when cookieHash (nil: not checked) is its
+// cookie's.
+func (s *State) findBrowserSession(ctx context.Context, uid, id string, cookieHash []byte, now time.Time) (store.BrowserSession, error) {
+	notFound := fmt.Errorf("redis token state: find browser session: %w", store.ErrNotFound)
+	raw, cut, err := s.findSession(ctx, uid, id, cookieHash, now)
 	if err != nil {
 		return store.BrowserSession{}, unavailable("find browser session", err)
 	}
@@ -268,12 +288,12 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 // ms (0: none), or -1 when the revocation set is not (re)built. Revocations
 // queued after a failed write are applied first, as IsAccessTokenRevoked
 // does.
-func (s *State) findSession(ctx context.Context, uid, id string, now time.Time) (raw []any, cut int64, err error) {
+func (s *State) findSession(ctx context.Context, uid, id string, cookieHash []byte, now time.Time) (raw []any, cut int64, err error) {
 	if err := s.flushPending(ctx); err != nil {
 		return nil, 0, err
 	}
 	cmds := s.evalPipelined(ctx,
-		scriptCall{findBrowserSessionScript, []string{s.userBSKey(uid), s.userCutKey(uid)}, []any{id, now.UnixMilli()}},
+		scriptCall{findBrowserSessionScript, []string{s.userBSKey(uid), s.userCutKey(uid)}, []any{id, now.UnixMilli(), cookieHash}},
 		scriptCall{userCutoffReadScript, []string{s.readyKey(), s.userKey(uid)}, nil})
 	if raw, err = cmds[0].Slice(); err != nil {
 		return nil, 0, err

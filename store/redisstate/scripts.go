@@ -280,12 +280,13 @@ local function live(h, now, cut)
   return true
 end
 local function drop(k, id)
-  redis.call('HDEL', k, id, id .. ':d', id .. ':c', id .. ':g', id .. ':gn')
+  redis.call('HDEL', k, id, id .. ':d', id .. ':c', id .. ':g', id .. ':gn', id .. ':k')
 end
 `
 
 // createBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV
-// id, header, data, client ids, auth ms, now ms, ttl ms, grants. Refuses ({-1}) a
+// id, header, data, client ids, auth ms, now ms, ttl ms, grants, cookie
+// hash. Refuses ({-1}) a
 // session authenticated at or before the cut-off; drops the user's dead
 // sessions; stores the session and never shortens the hash's lifetime.
 var createBrowserSessionScript = redis.NewScript(sessionLua + `
@@ -297,7 +298,7 @@ for j = 1, #all, 2 do
   local f = all[j]
   if not string.find(f, ':', 1, true) and not live(all[j + 1], now, cut) then drop(KEYS[1], f) end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':d', ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':d', ARGV[3], ARGV[1] .. ':k', ARGV[9])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':c', ARGV[4]) end
 redis.call('HDEL', KEYS[1], ARGV[1] .. ':gn')
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':g', ARGV[8]) end
@@ -306,12 +307,14 @@ return 1
 `)
 
 // findBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV id,
-// now ms. Returns {} when the session is unknown, dead or ended by the
-// cut-off (dropping it), else moves its last use forward (never back) and
-// returns {header, data, client ids, grants}.
+// now ms, cookie hash ("": not checked, the caller found the session by
+// its cookie). Returns {} when the session is unknown, is not the
+// cookie's, or is dead or ended by the cut-off (dropping it), else moves
+// its last use forward (never back) and returns {header, data, client ids}.
 var findBrowserSessionScript = redis.NewScript(sessionLua + `
 local h = redis.call('HGET', KEYS[1], ARGV[1])
 if not h then return {} end
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], ARGV[1] .. ':k') ~= ARGV[3] then return {} end
 local now = tonumber(ARGV[2])
 if not live(h, now, redis.call('GET', KEYS[2])) then drop(KEYS[1], ARGV[1]) return {} end
 local a, l, x, i, c = parse(h)
@@ -412,7 +415,7 @@ return 1
 var endBrowserSessionScript = redis.NewScript(`
 local id = ARGV[1]
 local grants = redis.call('HGET', KEYS[1], id .. ':g')
-redis.call('HDEL', KEYS[1], id, id .. ':d', id .. ':c', id .. ':g', id .. ':gn')
+redis.call('HDEL', KEYS[1], id, id .. ':d', id .. ':c', id .. ':g', id .. ':gn', id .. ':k')
 if not grants then return '' end
 return grants
 `)
