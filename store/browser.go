@@ -106,11 +106,6 @@ type BrowserSessions interface {
 	// when unknown, ended, idle for longer than its IdleTTL, past
 	// AbsoluteExpiry, or ended by the user's cut-off.
 	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (BrowserSession, error)
-	// FindBrowserSessionOf is FindBrowserSession for a cookie that names
-	// the session it was issued for (userID, id), which a store may use to
-	// find it without looking the cookie up first: ErrNotFound too when
-	// cookieHash is not that session's cookie.
-	FindBrowserSessionOf(ctx context.Context, userID, id string, cookieHash []byte, now time.Time) (BrowserSession, error)
 	// AddBrowserSessionGrant appends g to the session's Grants and its client
 	// to ClientIDs (once; later grants keep the first position), atomically:
 	// concurrent additions all land. When the session then holds more than

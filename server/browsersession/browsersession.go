@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/store"
@@ -28,20 +27,8 @@ const (
 // valueBytes is the entropy of a cookie value: 256 bits.
 const valueBytes = 32
 
-// secretLen is the length of a cookie's secret: base64url without padding.
-var secretLen = base64.RawURLEncoding.EncodedLen(valueBytes)
-
-// maxValueLen bounds a cookie value: the secret, a dot and the hint of a
-// user id and session id (see Manager.Start); anything longer is not ours.
-const maxValueLen = 512
-
-// A cookie value is "<secret>.<hint>": the secret (only its SHA-256 is
-// stored) then, base64url, "<user id>\n<session id>", the session it was
-// issued for. The hint lets the store go straight to the session (one
-// round trip, not two) and proves nothing: the store finds the session
-// only when the secret's hash is the one it keeps for it. A cookie of the
-// secret alone (set before 2026-12-05) is looked up by its hash.
-const hintSep = "."
+// valueLen is the length of a cookie value: base64url without padding.
+var valueLen = base64.RawURLEncoding.EncodedLen(valueBytes)
 
 // ErrNoSession means the request holds no live session: no cookie, a
 // malformed one, or one whose session is unknown, ended or expired.
@@ -51,7 +38,6 @@ var ErrNoSession = errors.New("browsersession: no live session")
 type Store interface {
 	CreateBrowserSession(ctx context.Context, s store.BrowserSession, cookieHash []byte) error
 	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (store.BrowserSession, error)
-	FindBrowserSessionOf(ctx context.Context, userID, id string, cookieHash []byte, now time.Time) (store.BrowserSession, error)
 	BrowserSessionGrants(ctx context.Context, userID, id string) ([]store.SessionGrant, error)
 	EndBrowserSessionGrants(ctx context.Context, id string, now time.Time) ([]store.SessionGrant, error)
 }
@@ -158,8 +144,8 @@ type Start struct {
 	Grants    []store.SessionGrant
 }
 
-// Start stores a new session under the hash of a fresh random secret and
-// returns it with the cookie to set (the secret and the session's hint). secure says the browser talks HTTPS to us.
+// Start stores a new session under a fresh random cookie value and returns
+// it with the cookie to set. secure says the browser talks HTTPS to us.
 func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.BrowserSession, *http.Cookie, error) {
 	if s.UserID == "" {
 		return store.BrowserSession{}, nil, errors.New("browsersession: start: a user is required")
@@ -168,7 +154,7 @@ func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.Browse
 	if err := m.rand(raw); err != nil {
 		return store.BrowserSession{}, nil, fmt.Errorf("browsersession: random cookie value: %w", err)
 	}
-	secret := base64.RawURLEncoding.EncodeToString(raw)
+	value := base64.RawURLEncoding.EncodeToString(raw)
 	idRaw := make([]byte, 16)
 	if err := m.rand(idRaw); err != nil {
 		return store.BrowserSession{}, nil, fmt.Errorf("browsersession: random session id: %w", err)
@@ -183,10 +169,10 @@ func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.Browse
 		Remember: s.Remember, CreatedAt: now, LastUsedAt: now, IdleTTL: m.cfg.IdleTTL, AbsoluteExpiry: now.Add(m.cfg.MaxAge),
 		IP: s.IP, UserAgent: s.UserAgent, ClientIDs: slices.Clone(s.ClientIDs), Grants: slices.Clone(s.Grants),
 	}
-	if err := m.st.CreateBrowserSession(ctx, bs, Hash(secret)); err != nil {
+	if err := m.st.CreateBrowserSession(ctx, bs, Hash(value)); err != nil {
 		return store.BrowserSession{}, nil, fmt.Errorf("browsersession: store the session: %w", err)
 	}
-	return bs, m.cookie(secret+hintSep+base64.RawURLEncoding.EncodeToString([]byte(bs.UserID+"\n"+bs.ID)), bs, secure), nil
+	return bs, m.cookie(value, bs, secure), nil
 }
 
 // cookie is the Set-Cookie of a session: a browser-session cookie unless
@@ -207,19 +193,11 @@ func (m *Manager) cookie(value string, bs store.BrowserSession, secure bool) *ht
 // store cannot answer (the caller must fail closed, not treat it as a
 // signed-out browser it could sign in again).
 func (m *Manager) Find(ctx context.Context, r *http.Request, secure bool) (store.BrowserSession, error) {
-	c, ok := m.value(r, secure)
-	if !ok {
+	value := m.value(r, secure)
+	if value == "" {
 		return store.BrowserSession{}, ErrNoSession
 	}
-	var (
-		bs  store.BrowserSession
-		err error
-	)
-	if c.userID == "" {
-		bs, err = m.st.FindBrowserSession(ctx, Hash(c.secret), m.now())
-	} else {
-		bs, err = m.st.FindBrowserSessionOf(ctx, c.userID, c.sessionID, Hash(c.secret), m.now())
-	}
+	bs, err := m.st.FindBrowserSession(ctx, Hash(value), m.now())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return store.BrowserSession{}, ErrNoSession
@@ -229,38 +207,16 @@ func (m *Manager) Find(ctx context.Context, r *http.Request, secure bool) (store
 	return bs, nil
 }
 
-// cookieValue is a parsed cookie value: its secret and the session it
-// names (userID empty: a cookie of the secret alone).
-type cookieValue struct {
-	secret, userID, sessionID string
-}
-
-// value parses the request's cookie; false when it is missing or
-// malformed.
-func (m *Manager) value(r *http.Request, secure bool) (cookieValue, bool) {
+// value returns the request's well-formed cookie value, or "".
+func (m *Manager) value(r *http.Request, secure bool) string {
 	ck, err := r.Cookie(m.Name(secure))
-	if err != nil || len(ck.Value) > maxValueLen {
-		return cookieValue{}, false
+	if err != nil || len(ck.Value) != valueLen {
+		return ""
 	}
-	secret, hint, hinted := strings.Cut(ck.Value, hintSep)
-	if len(secret) != secretLen {
-		return cookieValue{}, false
+	if _, err := base64.RawURLEncoding.DecodeString(ck.Value); err != nil {
+		return ""
 	}
-	if _, err := base64.RawURLEncoding.DecodeString(secret); err != nil {
-		return cookieValue{}, false
-	}
-	if !hinted {
-		return cookieValue{secret: secret}, true
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(hint)
-	if err != nil {
-		return cookieValue{}, false
-	}
-	uid, id, ok := strings.Cut(string(raw), "\n")
-	if !ok || uid == "" || id == "" {
-		return cookieValue{}, false
-	}
-	return cookieValue{secret: secret, userID: uid, sessionID: id}, true
+	return ck.Value
 }
 
 // End ends the session id and returns the grants it held when it ended

@@ -241,14 +241,6 @@ func (m *memSessions) FindBrowserSession(_ context.Context, h []byte, _ time.Tim
 	return s, nil
 }
 
-func (m *memSessions) FindBrowserSessionOf(ctx context.Context, userID, id string, h []byte, now time.Time) (store.BrowserSession, error) {
-	s, err := m.FindBrowserSession(ctx, h, now)
-	if err == nil && (s.UserID != userID || s.ID != id) {
-		return store.BrowserSession{}, store.ErrNotFound
-	}
-	return s, err
-}
-
 func (m *memSessions) BrowserSessionGrants(_ context.Context, userID, id string) ([]store.SessionGrant, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

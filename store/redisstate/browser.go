@@ -31,9 +31,7 @@ var (
 //	                          rest (JSON), <id>:c the client ids (one per line),
 //	                          <id>:g the grants, oldest first (one per line:
 //	                          "sid<TAB>client<TAB>offline 0|1<TAB>granted ms"),
-//	                          <id>:gn how many lines <id>:g holds, <id>:k the
-//	                          cookie's hash (absent from sessions created before
-//	                          2026-12-05, which only their {bc:} key finds)
+//	                          <id>:gn how many lines <id>:g holds
 //
 // A user's sessions share the slot of the user's cut-off ({u:<uid>}:cut), so
 // the scripts that create and find them check it atomically.
@@ -205,7 +203,7 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 		bs.IdleTTL.Milliseconds(), created.UnixMilli())
 	n, err := createBrowserSessionScript.Run(ctx, s.c, []string{s.userBSKey(bs.UserID), s.userCutKey(bs.UserID)},
 		bs.ID, header, data, strings.Join(bs.ClientIDs, "\n"), auth.UnixMilli(), last.UnixMilli(), ttl,
-		strings.Join(grants, "\n"), cookieHash).Int64()
+		strings.Join(grants, "\n")).Int64()
 	if err != nil || n < 0 {
 		_ = s.c.Del(ctx, ck, ok).Err() // best effort: an orphan cookie finds nothing anyway
 	}
@@ -228,40 +226,11 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	if len(cookieHash) == 0 {
 		return store.BrowserSession{}, notFound
 	}
-	ptr, err := s.c.Get(ctx, s.cookieKey(cookieHash)).Result()
-	if errors.Is(err, redis.Nil) {
-		return store.BrowserSession{}, notFound
-	}
+	uid, id, raw, cut, err := s.lookupSession(ctx, cookieHash, now)
 	if err != nil {
 		return store.BrowserSession{}, unavailable("find browser session", err)
 	}
-	id, uid, found := strings.Cut(ptr, "\n")
-	if !found {
-		return store.BrowserSession{}, notFound
-	}
-	return s.findBrowserSession(ctx, uid, id, nil, now)
-}
-
-// FindBrowserSessionOf implements store.BrowserSessions: the session
-// script checks the cookie's hash against the one the session keeps, so
-// the cookie needs no lookup of its own (one round trip, not two).
-func (s *State) FindBrowserSessionOf(ctx context.Context, uid, id string, cookieHash []byte, now time.Time) (store.BrowserSession, error) {
-	if len(cookieHash) == 0 || !validUserID(uid) || !validSessionPart(id) {
-		return store.BrowserSession{}, fmt.Errorf("redis token state: find browser session: %w", store.ErrNotFound)
-	}
-	return s.findBrowserSession(ctx, uid, id, cookieHash, now)
-}
-
-// findBrowserSession finds user uid's session id, live at now and not
-// ended by the user's cut-off, when cookieHash (nil: not checked) is its
-// cookie's.
-func (s *State) findBrowserSession(ctx context.Context, uid, id string, cookieHash []byte, now time.Time) (store.BrowserSession, error) {
-	notFound := fmt.Errorf("redis token state: find browser session: %w", store.ErrNotFound)
-	raw, cut, err := s.findSession(ctx, uid, id, cookieHash, now)
-	if err != nil {
-		return store.BrowserSession{}, unavailable("find browser session", err)
-	}
-	if len(raw) < 3 {
+	if uid == "" || len(raw) < 3 {
 		return store.BrowserSession{}, notFound
 	}
 	str := make([]string, 3)
@@ -282,18 +251,58 @@ func (s *State) findBrowserSession(ctx context.Context, uid, id string, cookieHa
 	return bs, nil
 }
 
+// lookupSession finds the session of the cookie whose hash is cookieHash:
+// its user and id (uid "" when the cookie is unknown), the reply of the
+// find script on the user's sessions (findBrowserSessionScript: empty when
+// the session is unknown, dead or ended) and the user's durable cut-off
+// from the revocation set (Unix ms, 0: none, -1: the set is not
+// (re)built). Revocations queued after a failed write are applied first,
+// as IsAccessTokenRevoked does. Without Cluster it is one round trip
+// (findBrowserSessionByCookieScript); on Cluster, where the cookie, the
+// user's sessions and the revocation set are in different slots, the
+// cookie is read first, then the other two in one pipeline.
+func (s *State) lookupSession(ctx context.Context, cookieHash []byte, now time.Time) (uid, id string, raw []any, cut int64, err error) {
+	if err := s.flushPending(ctx); err != nil {
+		return "", "", nil, 0, err
+	}
+	if !s.cluster {
+		out, err := findBrowserSessionByCookieScript.Run(ctx, s.c, []string{s.cookieKey(cookieHash)}, now.UnixMilli(),
+			s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n")).Slice()
+		if err != nil {
+			return "", "", nil, 0, err
+		}
+		if len(out) < 3 {
+			return "", "", nil, 0, nil
+		}
+		id, _ = out[0].(string)
+		uid, _ = out[1].(string)
+		c, ok := out[2].(int64)
+		if id == "" || uid == "" || !ok {
+			return "", "", nil, 0, errors.New("find browser session: corrupt script reply")
+		}
+		return uid, id, out[3:], c, nil
+	}
+	ptr, err := s.c.Get(ctx, s.cookieKey(cookieHash)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", "", nil, 0, nil
+	}
+	if err != nil {
+		return "", "", nil, 0, err
+	}
+	id, uid, found := strings.Cut(ptr, "\n")
+	if !found {
+		return "", "", nil, 0, nil
+	}
+	raw, cut, err = s.findSession(ctx, uid, id, now)
+	return uid, id, raw, cut, err
+}
+
 // findSession runs the find script on the user's sessions and reads the
 // user's durable cut-off from the revocation set in one round trip (a
-// pipeline; the two live in different slots). cut is the cut-off in Unix
-// ms (0: none), or -1 when the revocation set is not (re)built. Revocations
-// queued after a failed write are applied first, as IsAccessTokenRevoked
-// does.
-func (s *State) findSession(ctx context.Context, uid, id string, cookieHash []byte, now time.Time) (raw []any, cut int64, err error) {
-	if err := s.flushPending(ctx); err != nil {
-		return nil, 0, err
-	}
+// pipeline; the two live in different slots), for lookupSession.
+func (s *State) findSession(ctx context.Context, uid, id string, now time.Time) (raw []any, cut int64, err error) {
 	cmds := s.evalPipelined(ctx,
-		scriptCall{findBrowserSessionScript, []string{s.userBSKey(uid), s.userCutKey(uid)}, []any{id, now.UnixMilli(), cookieHash}},
+		scriptCall{findBrowserSessionScript, []string{s.userBSKey(uid), s.userCutKey(uid)}, []any{id, now.UnixMilli()}},
 		scriptCall{userCutoffReadScript, []string{s.readyKey(), s.userKey(uid)}, nil})
 	if raw, err = cmds[0].Slice(); err != nil {
 		return nil, 0, err

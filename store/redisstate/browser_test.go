@@ -135,3 +135,72 @@ func TestGrantWithCodeOneRoundTrip(t *testing.T) {
 		t.Fatalf("grants %+v, %v; want 3", gs, err)
 	}
 }
+
+// TestFindBrowserSessionOneRoundTrip: without Cluster, finding a session by
+// its cookie (the cookie, the user's sessions and the durable cut-off) is
+// one script, one round trip, and it answers as the three steps would: the
+// session live and touched, an unknown cookie, a session the durable
+// cut-off ends, a session ended in the user's hash.
+func TestFindBrowserSessionOneRoundTrip(t *testing.T) {
+	ctx := testCtx(t)
+	rd := testservers.NewRedis(t)
+	c := openClient(t, rd.URL())
+	st := New(c, Options{MaxAccessTokenTTL: time.Hour, Prefix: "p:"})
+	var calls atomic.Int64
+	c.AddHook(countingHook{&calls})
+	now := time.UnixMilli(time.Now().UnixMilli()).UTC()
+	newSession := func(id, user string, auth time.Time) store.BrowserSession {
+		bs := store.BrowserSession{ID: id, UserID: user, AuthTime: auth, CreatedAt: auth, LastUsedAt: auth,
+			IdleTTL: time.Hour, AbsoluteExpiry: auth.Add(24 * time.Hour), AMR: []string{"pwd"}}
+		if err := st.CreateBrowserSession(ctx, bs, hashOf("cookie-"+id)); err != nil {
+			t.Fatal(err)
+		}
+		return bs
+	}
+	bs := newSession("bs-1", "user-1", now)
+	if _, err := st.FindBrowserSession(ctx, hashOf("cookie-bs-1"), now); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	calls.Store(0)
+	later := now.Add(time.Minute)
+	got, err := st.FindBrowserSession(ctx, hashOf("cookie-bs-1"), later)
+	if err != nil || got.ID != bs.ID || got.UserID != bs.UserID || !got.LastUsedAt.Equal(later) || len(got.AMR) != 1 {
+		t.Fatalf("FindBrowserSession: %+v, %v", got, err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("finding a session took %d round trips, want 1", n)
+	}
+	if again, err := st.FindBrowserSession(ctx, hashOf("cookie-bs-1"), now); err != nil || !again.LastUsedAt.Equal(later) {
+		t.Fatalf("the find did not move the last use forward for good: %+v, %v", again, err)
+	}
+	if _, err := st.FindBrowserSession(ctx, hashOf("unknown"), later); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("an unknown cookie: %v, want ErrNotFound", err)
+	}
+
+	// A durable cut-off the session predates: recorded in the revocation
+	// set only (as after Redis lost the user's own cut-off key).
+	ended := newSession("bs-2", "user-2", now)
+	if err := c.Set(ctx, st.readyKey(), "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, st.userKey("user-2"), now.UnixMilli(), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.FindBrowserSession(ctx, hashOf("cookie-bs-2"), later); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a session the durable cut-off ends: %v, want ErrNotFound", err)
+	}
+	// The revocation set not built: the full check runs (and finds it
+	// ended), never "no cut-off".
+	if err := c.Del(ctx, st.readyKey()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.FindBrowserSession(ctx, hashOf("cookie-bs-2"), later); err == nil {
+		t.Fatalf("session %s found while the revocation set is not built", ended.ID)
+	}
+	if _, err := st.EndBrowserSessionGrants(ctx, bs.ID, later); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.FindBrowserSession(ctx, hashOf("cookie-bs-1"), later); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("an ended session: %v, want ErrNotFound", err)
+	}
+}

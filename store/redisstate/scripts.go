@@ -186,12 +186,18 @@ return 0
 // Returns -1 when the revocation set is not (re)built, else the user's
 // cut-off in ms (0 when none): checkScript's user check, with the
 // comparison left to the caller (so it can run beside the session lookup).
-var userCutoffReadScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local c = redis.call('GET', KEYS[2])
-if not c then return 0 end
-return tonumber(c)
-`)
+var userCutoffReadScript = redis.NewScript(cutoffReadLua + `return cutoffRead(KEYS[1], KEYS[2])`)
+
+// cutoffReadLua defines cutoffRead(ready, user): userCutoffReadScript's
+// work on those keys.
+const cutoffReadLua = `
+local function cutoffRead(ready, user)
+  if redis.call('EXISTS', ready) == 0 then return -1 end
+  local c = redis.call('GET', user)
+  if not c then return 0 end
+  return tonumber(c)
+end
+`
 
 // generationScript: KEYS gen; ARGV candidate. Returns the generation of the
 // revocation set, creating it when Redis has none (it came back empty).
@@ -280,13 +286,12 @@ local function live(h, now, cut)
   return true
 end
 local function drop(k, id)
-  redis.call('HDEL', k, id, id .. ':d', id .. ':c', id .. ':g', id .. ':gn', id .. ':k')
+  redis.call('HDEL', k, id, id .. ':d', id .. ':c', id .. ':g', id .. ':gn')
 end
 `
 
 // createBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV
-// id, header, data, client ids, auth ms, now ms, ttl ms, grants, cookie
-// hash. Refuses ({-1}) a
+// id, header, data, client ids, auth ms, now ms, ttl ms, grants. Refuses ({-1}) a
 // session authenticated at or before the cut-off; drops the user's dead
 // sessions; stores the session and never shortens the hash's lifetime.
 var createBrowserSessionScript = redis.NewScript(sessionLua + `
@@ -298,7 +303,7 @@ for j = 1, #all, 2 do
   local f = all[j]
   if not string.find(f, ':', 1, true) and not live(all[j + 1], now, cut) then drop(KEYS[1], f) end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':d', ARGV[3], ARGV[1] .. ':k', ARGV[9])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':d', ARGV[3])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':c', ARGV[4]) end
 redis.call('HDEL', KEYS[1], ARGV[1] .. ':gn')
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':g', ARGV[8]) end
@@ -307,24 +312,53 @@ return 1
 `)
 
 // findBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV id,
-// now ms, cookie hash ("": not checked, the caller found the session by
-// its cookie). Returns {} when the session is unknown, is not the
-// cookie's, or is dead or ended by the cut-off (dropping it), else moves
-// its last use forward (never back) and returns {header, data, client ids}.
-var findBrowserSessionScript = redis.NewScript(sessionLua + `
-local h = redis.call('HGET', KEYS[1], ARGV[1])
-if not h then return {} end
-if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], ARGV[1] .. ':k') ~= ARGV[3] then return {} end
-local now = tonumber(ARGV[2])
-if not live(h, now, redis.call('GET', KEYS[2])) then drop(KEYS[1], ARGV[1]) return {} end
-local a, l, x, i, c = parse(h)
-if now > l then
-  h = string.format('%d:%d:%d:%d:%s', a, now, x, i, c)
-  redis.call('HSET', KEYS[1], ARGV[1], h)
+// now ms. Returns {} when the session is unknown, dead or ended by the
+// cut-off (dropping it), else moves its last use forward (never back) and
+// returns {header, data, client ids}.
+var findBrowserSessionScript = redis.NewScript(sessionLua + findSessionLua + `return findSession(KEYS[1], KEYS[2], ARGV[1], ARGV[2])`)
+
+// findSessionLua defines findSession(k, cutKey, id, now):
+// findBrowserSessionScript's work on the user's sessions k and cut-off
+// cutKey (needs sessionLua).
+const findSessionLua = `
+local function findSession(k, cutKey, id, nowArg)
+  local h = redis.call('HGET', k, id)
+  if not h then return {} end
+  local now = tonumber(nowArg)
+  if not live(h, now, redis.call('GET', cutKey)) then drop(k, id) return {} end
+  local a, l, x, i, c = parse(h)
+  if now > l then
+    h = string.format('%d:%d:%d:%d:%s', a, now, x, i, c)
+    redis.call('HSET', k, id, h)
+  end
+  local d = redis.call('HGET', k, id .. ':d') or '{}'
+  local cl = redis.call('HGET', k, id .. ':c') or ''
+  return {h, d, cl}
 end
-local d = redis.call('HGET', KEYS[1], ARGV[1] .. ':d') or '{}'
-local cl = redis.call('HGET', KEYS[1], ARGV[1] .. ':c') or ''
-return {h, d, cl}
+`
+
+// findBrowserSessionByCookieScript is, for a Redis without Cluster, the
+// cookie's lookup, findBrowserSessionScript and userCutoffReadScript as
+// one script: KEYS the cookie; ARGV now ms, then the key names of the
+// user's sessions, the user's cut-off, the revocation set's ready marker
+// and the user's durable cut-off, each with "\n" where the user id goes.
+// Returns {} when the cookie is unknown, else {id, user id, durable
+// cut-off (as userCutoffReadScript), then findBrowserSessionScript's
+// reply}. The keys of the user are named in the script, not declared:
+// Redis without Cluster allows it, and Cluster (where they are in other
+// slots) uses the three steps instead.
+var findBrowserSessionByCookieScript = redis.NewScript(sessionLua + findSessionLua + cutoffReadLua + `
+local ptr = redis.call('GET', KEYS[1])
+if not ptr then return {} end
+local id, uid = string.match(ptr, '^([^\n]+)\n([^\n]+)$')
+if not id then return {} end
+local function userKey(t)
+  local i = string.find(t, '\n', 1, true)
+  return string.sub(t, 1, i - 1) .. uid .. string.sub(t, i + 1)
+end
+local out = {id, uid, cutoffRead(ARGV[4], userKey(ARGV[5]))}
+for _, v in ipairs(findSession(userKey(ARGV[2]), userKey(ARGV[3]), id, ARGV[1])) do table.insert(out, v) end
+return out
 `)
 
 // addBrowserSessionGrantScript: KEYS user's sessions, user's cut-off; ARGV
@@ -415,7 +449,7 @@ return 1
 var endBrowserSessionScript = redis.NewScript(`
 local id = ARGV[1]
 local grants = redis.call('HGET', KEYS[1], id .. ':g')
-redis.call('HDEL', KEYS[1], id, id .. ':d', id .. ':c', id .. ':g', id .. ':gn', id .. ':k')
+redis.call('HDEL', KEYS[1], id, id .. ':d', id .. ':c', id .. ':g', id .. ':gn')
 if not grants then return '' end
 return grants
 `)

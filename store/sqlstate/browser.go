@@ -243,31 +243,13 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 // live session, one conditional update moves LastUsedAt (never back) and the
 // idle expiry forward.
 func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (store.BrowserSession, error) {
-	return s.findBrowserSession(ctx, cookieHash, now, "")
-}
-
-// FindBrowserSessionOf implements store.BrowserSessions: the cookie's
-// session, found by its hash as FindBrowserSession does, when it is
-// userID's session id.
-func (s *State) FindBrowserSessionOf(ctx context.Context, userID, id string, cookieHash []byte, now time.Time) (store.BrowserSession, error) {
-	// A hint no stored row can hold (the cookie is the browser's to send)
-	// finds nothing, as on PostgreSQL it would be refused outright.
-	if userID == "" || id == "" || !sqlstore.StorableText(userID) || !sqlstore.StorableText(id) {
-		return store.BrowserSession{}, fmt.Errorf("sql token state: find browser session: %w", store.ErrNotFound)
-	}
-	return s.findBrowserSession(ctx, cookieHash, now, " AND id = ? AND user_id = ?", id, userID)
-}
-
-// findBrowserSession is FindBrowserSession with more conditions (cond,
-// starting with " AND ", and its args).
-func (s *State) findBrowserSession(ctx context.Context, cookieHash []byte, now time.Time, cond string, args ...any) (store.BrowserSession, error) {
 	if len(cookieHash) == 0 {
 		return store.BrowserSession{}, fmt.Errorf("sql token state: find browser session: %w", store.ErrNotFound)
 	}
 	now = ms(now)
 	db := s.db.WithContext(ctx)
 	var row browserSessionRow
-	err := db.Omit("grants").Where("cookie_hash = ? AND "+liveSession+cond, append([]any{cookieHash, now, now}, args...)...).Take(&row).Error
+	err := db.Omit("grants").Where("cookie_hash = ? AND "+liveSession, cookieHash, now, now).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return store.BrowserSession{}, fmt.Errorf("sql token state: find browser session: %w", store.ErrNotFound)
 	}

@@ -77,11 +77,11 @@ func validAPIKey(k *store.APIKey) error {
 		return fmt.Errorf("%w: nil key", ErrInvalidAPIKey)
 	case k.OwnerID == "" || k.Name == "" || k.Hint == "" || len(k.Hash) == 0 || k.ExpiresAt.IsZero():
 		return fmt.Errorf("%w: a key needs its owner, name, hint, hash and expiry", ErrInvalidAPIKey)
-	case !StorableText(k.Name) || !StorableText(k.Hint) || !StorableText(k.CreatedBy):
+	case !storableText(k.Name) || !storableText(k.Hint) || !storableText(k.CreatedBy):
 		return fmt.Errorf("%w: name, hint and creator must be valid UTF-8 without NUL", ErrInvalidAPIKey)
 	}
 	for _, s := range k.Scopes {
-		if !StorableText(s) {
+		if !storableText(s) {
 			return fmt.Errorf("%w: scopes must be valid UTF-8 without NUL", ErrInvalidAPIKey)
 		}
 	}
@@ -206,7 +206,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, ownerID, id, by string, at tim
 		out     store.APIKey
 		changed bool
 	)
-	if !StorableText(ownerID) || !StorableText(id) || !StorableText(by) {
+	if !storableText(ownerID) || !storableText(id) || !storableText(by) {
 		return out, false, fmt.Errorf("revoke API key: %w", store.ErrNotFound)
 	}
 	err := s.tx(ctx, func(tx *gorm.DB) error {

@@ -58,7 +58,7 @@ func (s *Store) GetTenantBySlug(ctx context.Context, slug string) (store.Tenant,
 }
 
 func (s *Store) getTenantWhere(ctx context.Context, what, query, arg string) (store.Tenant, error) {
-	if arg == "" || !StorableText(arg) {
+	if arg == "" || !storableText(arg) {
 		return store.Tenant{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
 	}
 	var row tenantRow
@@ -92,7 +92,7 @@ func (s *Store) ListTenants(ctx context.Context, cursor string, limit int) (stor
 
 // TenantRoles implements store.Tenants.
 func (s *Store) TenantRoles(ctx context.Context, tenantID, userID string) ([]string, error) {
-	if !StorableText(tenantID) || !StorableText(userID) {
+	if !storableText(tenantID) || !storableText(userID) {
 		return []string{}, nil
 	}
 	roles, err := tenantRolesOf(s.db.WithContext(ctx), tenantID, userID)
@@ -125,7 +125,7 @@ func tenantRolesOf(db *gorm.DB, tenantID string, ids ...string) (map[string][]st
 // UserTenantIDs implements store.Tenants.
 func (s *Store) UserTenantIDs(ctx context.Context, userID string) ([]string, error) {
 	out := []string{}
-	if !StorableText(userID) {
+	if !storableText(userID) {
 		return out, nil
 	}
 	err := s.db.WithContext(ctx).Model(&tenantRoleRow{}).Distinct("tenant_id").
@@ -166,7 +166,7 @@ func (s *Store) RemoveTenantMember(ctx context.Context, tenantID, userID string)
 // deleteTenantRoles removes one role (or, with role nil, every role) of the
 // user in the tenant.
 func (s *Store) deleteTenantRoles(ctx context.Context, what, tenantID, userID string, role *string) (changed bool, err error) {
-	if !StorableText(tenantID) || !StorableText(userID) || (role != nil && !StorableText(*role)) {
+	if !storableText(tenantID) || !storableText(userID) || (role != nil && !storableText(*role)) {
 		return false, nil
 	}
 	err = s.tx(ctx, func(tx *gorm.DB) error {

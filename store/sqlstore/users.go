@@ -104,7 +104,7 @@ func (s *Store) getUserWhere(ctx context.Context, what, query string, args ...an
 	// A value no stored row can hold (NUL bytes, invalid UTF-8, which
 	// PostgreSQL refuses outright) finds nothing, the same on every backend.
 	for _, a := range args {
-		if v, ok := a.(string); ok && !StorableText(v) {
+		if v, ok := a.(string); ok && !storableText(v) {
 			return store.User{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
 		}
 	}
@@ -488,8 +488,8 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 	return nil
 }
 
-// StorableText reports whether v can be stored in a text column on every
+// storableText reports whether v can be stored in a text column on every
 // backend: valid UTF-8 without NUL bytes.
-func StorableText(v string) bool {
+func storableText(v string) bool {
 	return utf8.ValidString(v) && !strings.ContainsRune(v, 0)
 }

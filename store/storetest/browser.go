@@ -19,8 +19,7 @@ import (
 //     one answers its value with store.ErrTokenUsed until then;
 //   - a browser session is found while now is before its absolute expiry
 //     and before LastUsedAt + IdleTTL (no idle expiry when IdleTTL is 0);
-//     finding it sets LastUsedAt to now; FindBrowserSessionOf finds it as
-//     FindBrowserSession does, only with its own cookie, user and id;
+//     finding it sets LastUsedAt to now;
 //   - RevokeUserSessions ends every browser session of the user whose
 //     AuthTime is at or before the cut-off, and refuses to create one
 //     (store.ErrSessionsEnded), however the calls interleave;
@@ -38,7 +37,6 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 		{"fail/once_duplicate_put", testOnceDuplicate},
 		{"race/once_take_exactly_one", testOnceRace},
 		{"ok/browser_session_roundtrip", testBSRoundtrip},
-		{"fail/browser_session_find_of_needs_its_own_cookie", testBSFindOf},
 		{"fail/browser_session_idle_expiry", testBSIdle},
 		{"fail/browser_session_absolute_expiry", testBSAbsolute},
 		{"ok/browser_session_end", testBSEnd},
@@ -214,37 +212,17 @@ func newBrowserSession(userID string, base time.Time) store.BrowserSession {
 	}
 }
 
-// cookieSessions maps the cookie hash createBS made (as a string) to the
-// user and id of its session, so findBS can find it both ways.
-var cookieSessions sync.Map
-
 func createBS(t *testing.T, s store.BrowserSessions, bs store.BrowserSession) []byte {
 	t.Helper()
 	cookie := newToken().hash
 	if err := s.CreateBrowserSession(ctx(t), bs, cookie); err != nil {
 		t.Fatalf("CreateBrowserSession: %v", err)
 	}
-	cookieSessions.Store(string(cookie), [2]string{bs.UserID, bs.ID})
 	return cookie
 }
 
-// findBS finds cookie's session with FindBrowserSession and, for a cookie
-// createBS made, with FindBrowserSessionOf too: both must agree.
 func findBS(t *testing.T, s store.BrowserSessions, what string, cookie []byte, now time.Time, live bool) store.BrowserSession {
 	t.Helper()
-	var of store.BrowserSession
-	hint, hinted := cookieSessions.Load(string(cookie))
-	if hinted {
-		h := hint.([2]string)
-		var err error
-		of, err = s.FindBrowserSessionOf(ctx(t), h[0], h[1], cookie, now)
-		switch {
-		case live && err != nil:
-			t.Fatalf("%s: FindBrowserSessionOf: %v, want the session", what, err)
-		case !live && !errors.Is(err, store.ErrNotFound):
-			t.Fatalf("%s: FindBrowserSessionOf: %v (%+v), want ErrNotFound", what, err, of)
-		}
-	}
 	got, err := s.FindBrowserSession(ctx(t), cookie, now)
 	switch {
 	case live && err != nil:
@@ -252,58 +230,7 @@ func findBS(t *testing.T, s store.BrowserSessions, what string, cookie []byte, n
 	case !live && !errors.Is(err, store.ErrNotFound):
 		t.Fatalf("%s: FindBrowserSession: %v (%+v), want ErrNotFound", what, err, got)
 	}
-	if hinted && live && !reflect.DeepEqual(of, got) {
-		t.Fatalf("%s: FindBrowserSessionOf and FindBrowserSession disagree:\n%+v\n%+v", what, of, got)
-	}
 	return got
-}
-
-// testBSFindOf: FindBrowserSessionOf finds a session only with its own
-// cookie, user and id; a mismatch neither ends nor touches it.
-func testBSFindOf(t *testing.T, b Backend) {
-	s := sessionsOf(t, b.State)
-	base := baseTime()
-	user := randomID("u-")
-	bs, other := newBrowserSession(user, base), newBrowserSession(user, base)
-	cookie, otherCookie := createBS(t, s, bs), createBS(t, s, other)
-	stranger := newBrowserSession(randomID("u-"), base)
-	createBS(t, s, stranger)
-	later := base.Add(time.Minute)
-	for _, tc := range []struct {
-		name    string
-		uid, id string
-		cookie  []byte
-	}{
-		{"another_session's_cookie", user, bs.ID, otherCookie},
-		{"unknown_cookie", user, bs.ID, newToken().hash},
-		{"no_cookie", user, bs.ID, nil},
-		{"another_id_of_the_user", user, other.ID, cookie},
-		{"another_user", stranger.UserID, bs.ID, cookie},
-		{"unknown_user", randomID("u-"), bs.ID, cookie},
-		{"empty_user", "", bs.ID, cookie},
-		{"empty_id", user, "", cookie},
-		{"id_with_a_nul_byte", user, bs.ID + "\x00", cookie},
-		{"id_with_invalid_utf8", user, bs.ID + "\xff", cookie},
-		{"user_with_braces", "{" + user + "}", bs.ID, cookie},
-		{"id_with_a_colon", user, bs.ID + ":d", cookie},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := s.FindBrowserSessionOf(ctx(t), tc.uid, tc.id, tc.cookie, later)
-			if !errors.Is(err, store.ErrNotFound) {
-				t.Fatalf("FindBrowserSessionOf: %v (%+v), want ErrNotFound", err, got)
-			}
-		})
-	}
-	// None of those touched the session: its last use is as created.
-	got, err := s.FindBrowserSessionOf(ctx(t), user, bs.ID, cookie, base)
-	if err != nil || !got.LastUsedAt.Equal(base) {
-		t.Fatalf("FindBrowserSessionOf after the mismatches: last used %v, %v; want %v", got.LastUsedAt, err, base)
-	}
-	findBS(t, s, "the session", cookie, later, true)
-	if _, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, later); err != nil {
-		t.Fatal(err)
-	}
-	findBS(t, s, "the ended session", cookie, later, false)
 }
 
 func testBSRoundtrip(t *testing.T, b Backend) {
