@@ -26,7 +26,16 @@ func (c scriptCall) run(ctx context.Context, r redis.Scripter) *redis.Cmd {
 // did nothing) runs again on its own, which loads it. Each command carries
 // its own reply or error, in the order of calls.
 func (s *State) evalPipelined(ctx context.Context, calls ...scriptCall) []*redis.Cmd {
+	cmds, _ := s.evalPipelinedReran(ctx, calls...)
+	return cmds
+}
+
+// evalPipelinedReran is evalPipelined, also reporting which calls ran
+// again on their own: those ran after every call of the pipeline, which a
+// caller that depends on the calls' order must know.
+func (s *State) evalPipelinedReran(ctx context.Context, calls ...scriptCall) ([]*redis.Cmd, []bool) {
 	cmds := make([]*redis.Cmd, len(calls))
+	reran := make([]bool, len(calls))
 	// The pipeline's own error is the first command's error; each command
 	// is read below.
 	_, _ = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -38,7 +47,8 @@ func (s *State) evalPipelined(ctx context.Context, calls ...scriptCall) []*redis
 	for i, c := range calls {
 		if err := cmds[i].Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			cmds[i] = c.run(ctx, s.c)
+			reran[i] = true
 		}
 	}
-	return cmds
+	return cmds, reran
 }

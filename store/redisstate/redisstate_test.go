@@ -428,3 +428,84 @@ func TestCreateFamilyOneRoundTrip(t *testing.T) {
 		t.Errorf("the refused family is indexed: %v", err)
 	}
 }
+
+// revokeBeforeRerunHook revokes a session (through another client) just
+// before the family's script runs on its own, as a concurrent replay of the
+// code could between the pipeline and that run.
+type revokeBeforeRerunHook struct {
+	other redis.UniversalClient
+	st    *State
+	sid   string
+	fired *atomic.Bool
+}
+
+func (h revokeBeforeRerunHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h revokeBeforeRerunHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); (name == "evalsha" || name == "eval") && !h.fired.Load() {
+			for _, a := range cmd.Args() {
+				if a == h.st.famKey(h.sid) {
+					h.fired.Store(true)
+					if err := h.other.Set(ctx, h.st.sidKey(h.sid), "1", time.Hour).Err(); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h revokeBeforeRerunHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestCreateFamilyAndCheckOneRoundTrip: without Cluster, creating a family
+// and reading its session's revocation are one pipeline, the check after
+// the family. When Redis lacks the family's script but has the check's
+// (after a restart or SCRIPT FLUSH), the family's script runs again on its
+// own after the pipeline: the check runs again too, so a revocation landing
+// in between is seen.
+func TestCreateFamilyAndCheckOneRoundTrip(t *testing.T) {
+	u, prefix := testservers.RedisURL(t)
+	c := openClient(t, u)
+	st := New(c, Options{Prefix: prefix, MaxAccessTokenTTL: time.Hour})
+	var calls atomic.Int64
+	c.AddHook(countingHook{&calls})
+	ctx := testCtx(t)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	ref := func(sid string) store.AccessTokenRef {
+		return store.AccessTokenRef{JTI: "jti-" + sid, SID: sid, UserID: "u-cc", IssuedAt: now}
+	}
+	if _, err := st.CreateFamilyAndCheck(ctx, family("cc-warm", "u-cc", now), hashOf("w"), ref("cc-warm")); err != nil { // loads the scripts
+		t.Fatal(err)
+	}
+	calls.Store(0)
+	revoked, err := st.CreateFamilyAndCheck(ctx, family("cc-1", "u-cc", now), hashOf("1"), ref("cc-1"))
+	if err != nil || revoked {
+		t.Fatalf("CreateFamilyAndCheck: %v, %v; want not revoked", revoked, err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("creating a family and checking its session took %d round trips, want 1", n)
+	}
+
+	// The family's script is gone, the check's is loaded again.
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.IsAccessTokenRevoked(ctx, ref("cc-warm")); err != nil {
+		t.Fatal(err)
+	}
+	other := openClient(t, u)
+	var fired atomic.Bool
+	c.AddHook(revokeBeforeRerunHook{other: other, st: st, sid: "cc-2", fired: &fired})
+	revoked, err = st.CreateFamilyAndCheck(ctx, family("cc-2", "u-cc", now), hashOf("2"), ref("cc-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fired.Load() {
+		t.Fatal("the family's script did not run on its own")
+	}
+	if !revoked {
+		t.Fatal("a session revoked before its family was created answered not revoked: the check ran before the family")
+	}
+}

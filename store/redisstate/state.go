@@ -231,9 +231,14 @@ func (s *State) CreateFamilyAndCheck(ctx context.Context, fam store.RefreshFamil
 	if err != nil {
 		return true, err
 	}
-	cmds := s.evalPipelined(ctx, s.createIndexedFamilyCall(fam, created, createArgs, "0"), s.checkCall(check))
+	cmds, reran := s.evalPipelinedReran(ctx, s.createIndexedFamilyCall(fam, created, createArgs, "0"), s.checkCall(check))
 	if err := s.createIndexedFamily(ctx, fam, created, createArgs, cmds[0]); err != nil {
 		return true, err
+	}
+	if reran[0] && !reran[1] {
+		// Redis lacked the family's script (a restart, SCRIPT FLUSH): it
+		// ran on its own after the pipeline's check. Check again.
+		return s.IsAccessTokenRevoked(ctx, check)
 	}
 	if first, _ := cmds[0].Slice(); len(first) > 0 {
 		if code, _ := first[0].(int64); code == -2 {
