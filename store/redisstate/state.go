@@ -218,9 +218,9 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 // CreateFamilyAndCheck implements store.TokenState. Without Cluster the
 // family's script and the revocation check go in one pipeline, which Redis
 // runs in order: one round trip. When the family's script has to wait for
-// a prune of the user's index, or the revocation set is being rebuilt, or
-// revocations are queued for Redis, the check runs again on its own once
-// the family exists. On Cluster the two scripts' slots differ and a
+// a prune of the user's index or ran again on its own (Redis had lost it),
+// or the revocation set is being rebuilt, or revocations are queued for
+// Redis, the check runs (again) on its own once the family exists. On Cluster the two scripts' slots differ and a
 // pipeline would not keep their order, so it is CreateFamily then
 // IsAccessTokenRevoked.
 func (s *State) CreateFamilyAndCheck(ctx context.Context, fam store.RefreshFamily, firstHash []byte, check store.AccessTokenRef) (bool, error) {
