@@ -37,6 +37,9 @@ const rebuildBatch = 500
 type Options struct {
 	// Prefix starts every key (default "pc:"). Braces are removed from it:
 	// they would break the hash tags that keep each script on one slot.
+	// So are newlines: a script that names a user's keys itself
+	// (findBrowserSessionByCookieScript) puts the user id where the key
+	// name's one newline is.
 	Prefix string
 	// Log is the durable record of revocations: every revocation is written
 	// to it before Redis, and Redis is rebuilt from it when it comes back
@@ -85,7 +88,7 @@ var _ store.TokenState = (*State)(nil)
 
 // New returns the token state on client with opts.
 func New(client redis.UniversalClient, opts Options) *State {
-	prefix := strings.NewReplacer("{", "", "}", "").Replace(opts.Prefix)
+	prefix := strings.NewReplacer("{", "", "}", "", "\n", "").Replace(opts.Prefix)
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
@@ -220,9 +223,9 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 // runs in order: one round trip. When the family's script has to wait for
 // a prune of the user's index or ran again on its own (Redis had lost it),
 // or the revocation set is being rebuilt, or revocations are queued for
-// Redis, the check runs (again) on its own once the family exists. On Cluster the two scripts' slots differ and a
-// pipeline would not keep their order, so it is CreateFamily then
-// IsAccessTokenRevoked.
+// Redis, the check runs (again) on its own once the family exists. On
+// Cluster the two scripts' slots differ and a pipeline would not keep
+// their order, so it is CreateFamily then IsAccessTokenRevoked.
 func (s *State) CreateFamilyAndCheck(ctx context.Context, fam store.RefreshFamily, firstHash []byte, check store.AccessTokenRef) (bool, error) {
 	if fam.UserID == "" || s.cluster || s.hasPending.Load() {
 		return store.CreateFamilyThenCheck(ctx, s, fam, firstHash, check)
