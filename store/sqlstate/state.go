@@ -260,8 +260,9 @@ func (s *State) lockUser(tx *gorm.DB, userID string) error {
 	return nil
 }
 
-// lockSession serialises creating a family with revoking its session, on
-// PostgreSQL (on SQLite every transaction already holds the write lock).
+// lockSession serialises creating a family with revoking its session by
+// id (RevokeFamily), on PostgreSQL (on SQLite every transaction already
+// holds the write lock).
 // A session may be revoked before its family exists (a replayed code
 // racing the first redemption): without the lock, the revocation's update
 // could miss the family while its record, not yet committed, is missed by
@@ -427,9 +428,6 @@ func (s *State) casRotate(tx *gorm.DB, f familyRow, req store.RotateRequest, now
 // revokeFamilyTx marks the family revoked, forgets its grace successor and
 // revokes the session's access tokens.
 func (s *State) revokeFamilyTx(tx *gorm.DB, familyID string, now time.Time) error {
-	if err := lockSession(tx, familyID); err != nil {
-		return err
-	}
 	err := tx.Exec(`UPDATE refresh_families SET revoked_at = ?, successor_sealed = NULL
 		WHERE id = ? AND revoked_at IS NULL`, now, familyID).Error
 	if err != nil {
@@ -462,7 +460,14 @@ func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time
 		return nil
 	}
 	now = ms(now)
-	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error { return s.revokeFamilyTx(tx, familyID, now) })
+	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		// The family may not exist yet (see lockSession). The other
+		// revocations end families they have just listed, which exist.
+		if err := lockSession(tx, familyID); err != nil {
+			return err
+		}
+		return s.revokeFamilyTx(tx, familyID, now)
+	})
 	if err != nil {
 		return dbErr("revoke family", err)
 	}
