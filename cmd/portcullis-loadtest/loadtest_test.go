@@ -237,3 +237,55 @@ func TestRunPreparesWorkersFirst(t *testing.T) {
 		t.Errorf("result %+v", r)
 	}
 }
+
+// TestFailureLog: the first n failures of a scenario reach the run's log
+// with their reason, concurrently logged failures included; none after n,
+// none once the run is over; fail always answers false.
+func TestFailureLog(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		n        int32
+		failures int
+		over     bool
+		want     int
+	}{
+		{"ok/fewer_than_n", 3, 2, false, 2},
+		{"ok/capped_at_n", 3, 40, false, 3},
+		{"ok/none_when_n_is_0", 0, 5, false, 0},
+		{"ok/none_once_the_run_is_over", 3, 5, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf strings.Builder
+			var mu sync.Mutex
+			saved := logOut
+			logOut = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return buf.Write(p) })
+			defer func() { logOut = saved }()
+			ctx, cancel := context.WithCancel(context.Background())
+			if tc.over {
+				cancel()
+			}
+			defer cancel()
+			f := newFailureLog("apikey_verify", tc.n)
+			var wg sync.WaitGroup
+			for i := range tc.failures {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if f.fail(ctx, "status %d", 400+i) {
+						t.Error("fail answered true")
+					}
+				}()
+			}
+			wg.Wait()
+			lines := strings.Count(buf.String(), "apikey_verify: a request failed: status 4")
+			if lines != tc.want || strings.Count(buf.String(), "\n") != tc.want {
+				t.Fatalf("logged %d failures, want %d:\n%s", lines, tc.want, buf.String())
+			}
+		})
+	}
+}
+
+// writerFunc is an io.Writer made of a function.
+type writerFunc func(p []byte) (int, error)
+
+func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
