@@ -289,3 +289,32 @@ func TestFailureLog(t *testing.T) {
 type writerFunc func(p []byte) (int, error)
 
 func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
+
+// The probe counts signatures (it cannot report zero work for a real
+// interval), and the report sets each scenario's probe against the run's
+// first one taken.
+func TestProbeReport(t *testing.T) {
+	if got := probeSpeed(20 * time.Millisecond); got <= 0 {
+		t.Fatalf("probeSpeed = %v, want signatures counted", got)
+	}
+	all := []StackResult{
+		{Results: []Result{{Scenario: "http_ceiling"}, {Scenario: "jwks", Probe: 1000}}},
+		{Results: []Result{{Scenario: "sso", Probe: 800}}},
+	}
+	if got := firstProbe(all); got != 1000 {
+		t.Fatalf("firstProbe = %v, want 1000 (the first scenario with a probe)", got)
+	}
+	for _, tc := range []struct {
+		probe, first float64
+		want         string
+	}{
+		{800, 1000, "800/s (80%)"},
+		{1000, 1000, "1000/s (100%)"},
+		{0, 1000, ""},
+		{800, 0, ""},
+	} {
+		if got := probeCell(tc.probe, tc.first); got != tc.want {
+			t.Errorf("probeCell(%v, %v) = %q, want %q", tc.probe, tc.first, got, tc.want)
+		}
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -70,6 +71,9 @@ type Result struct {
 	CPU     *CPUUse
 	Profile string
 	Shares  []CPUShare // the server profile by category, when taken
+	// Probe is the machine's speed just before the scenario (probe.go):
+	// Ed25519 signatures per second on every core, nothing else running.
+	Probe float64
 }
 
 func main() {
@@ -96,9 +100,14 @@ func main() {
 	goBench := flag.String("go-bench", "", "write this `go test -bench` output as the \"go\" section of -report and exit")
 	flag.Float64Var(&o.Rate, "rate", 0, "steady request rate for all workers together (0: as fast as possible)")
 	cpuProfile := flag.String("cpuprofile", "", "write the load driver's own CPU profile here")
+	probe := flag.Bool("probe", false, "print the machine's speed (probe.go: Ed25519 signatures per second on every core, over 1 s) and exit")
 	ceilingAddr := flag.String("serve-ceiling", "", "run the bare HTTP server of the http_ceiling scenario on this address (used by -stack)")
 	ceilingResponse := flag.String("ceiling-response", "", "with -serve-ceiling: the recorded response to replay")
 	flag.Parse()
+	if *probe {
+		fmt.Printf("%.0f Ed25519 signatures/s on %d cores\n", probeSpeed(time.Second), runtime.NumCPU())
+		return
+	}
 	if *ceilingAddr != "" {
 		if err := serveCeiling(*ceilingAddr, *ceilingResponse); err != nil {
 			fmt.Fprintln(os.Stderr, "portcullis-loadtest:", err)

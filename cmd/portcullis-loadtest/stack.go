@@ -263,6 +263,7 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 // when profile returns one (its top and its file), the server's CPU
 // profile taken meanwhile, split by categories.
 func measureScenario(o Options, sc string, serverPid int, profile func() (top, file string)) (Result, error) {
+	probe := probeSpeed(probeDuration)
 	started := make(chan *CPUUse, 1)
 	profiled := make(chan [2]string, 1)
 	o.OnMeasure = func() {
@@ -271,6 +272,7 @@ func measureScenario(o Options, sc string, serverPid int, profile func() (top, f
 		profiled <- [2]string{top, file}
 	}
 	r, err := Run(context.Background(), o, sc)
+	r.Probe = probe
 	if err != nil {
 		return r, err
 	}
@@ -448,8 +450,9 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 		"%d workers%s, %s per scenario after a 2 s warm-up, rate limits off, argon2id %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, cores, cpuModel(), runtime.Version(),
 		so.Concurrency, pacing(so.Rate), so.Duration, b.Argon2)
-	fmt.Fprintf(&w, "| alg | scenario | req/s | p50 | p99 | errors | server CPU per request | whole stack's CPU per request | cores: server / driver / Redis / PostgreSQL, machine |\n"+
-		"|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+	fmt.Fprintf(&w, "| alg | scenario | req/s | p50 | p99 | errors | server CPU per request | whole stack's CPU per request | cores: server / driver / Redis / PostgreSQL, machine | machine speed before it |\n"+
+		"|---|---|---:|---:|---:|---:|---:|---:|---|---:|\n")
+	first := firstProbe(all)
 	for _, s := range all {
 		for _, r := range s.Results {
 			server, stack, split := "", "", ""
@@ -458,9 +461,16 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 				stack = stackCost(r).String()
 				split = r.CPU.String()
 			}
-			fmt.Fprintf(&w, "| %s | %s | %.0f | %s | %s | %d | %s | %s | %s |\n", s.Alg, r.Scenario, r.RPS, r.P50.Round(10*time.Microsecond),
-				r.P99.Round(10*time.Microsecond), r.Errors, server, stack, split)
+			fmt.Fprintf(&w, "| %s | %s | %.0f | %s | %s | %d | %s | %s | %s | %s |\n", s.Alg, r.Scenario, r.RPS, r.P50.Round(10*time.Microsecond),
+				r.P99.Round(10*time.Microsecond), r.Errors, server, stack, split, probeCell(r.Probe, first))
 		}
+	}
+	if first > 0 {
+		fmt.Fprintf(&w, "\nMachine speed before it: the probe (cmd/portcullis-loadtest/probe.go) just before the scenario, with nothing else running: "+
+			"Ed25519 signatures per second on all %d cores for %s, and that as a share of the run's first probe (%.0f/s). "+
+			"The host slows this machine under sustained load without reporting steal time; a probe below the first means "+
+			"every process of that scenario ran on a slower machine. `portcullis-loadtest -probe` measures a rested machine.\n",
+			cores, probeDuration, first)
 	}
 	fmt.Fprintf(&w, "\nCPU is read from /proc over each scenario's measured time: the server's process (for http_ceiling, the bare server's), "+
 		"this driver, every Redis and every PostgreSQL process, and how busy the whole machine was. The whole stack's CPU per request "+
@@ -548,6 +558,27 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 		}
 	}
 	return w.String()
+}
+
+// firstProbe is the run's first machine-speed probe (0 when none was taken).
+func firstProbe(all []StackResult) float64 {
+	for _, s := range all {
+		for _, r := range s.Results {
+			if r.Probe > 0 {
+				return r.Probe
+			}
+		}
+	}
+	return 0
+}
+
+// probeCell is a scenario's probe for the report: the rate and its share
+// of the run's first.
+func probeCell(probe, first float64) string {
+	if probe <= 0 || first <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.0f/s (%.0f%%)", probe, 100*probe/first)
 }
 
 func verdict(ok bool) string {
