@@ -190,9 +190,9 @@ type worker func(ctx context.Context) bool
 
 // Run executes one scenario.
 func Run(ctx context.Context, o Options, scenario string) (Result, error) {
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		MaxIdleConns: o.Concurrency * 2, MaxIdleConnsPerHost: o.Concurrency * 2, IdleConnTimeout: time.Minute,
-	}}
+	// No Client.Timeout: with a transport other than net/http's, the client
+	// would run a timer goroutine per request; the transport applies it.
+	client := &http.Client{Transport: newDirectTransport(10 * time.Second)}
 	defer client.CloseIdleConnections()
 	// A scenario with a finite supply (code_redemption's minted codes, mfa's
 	// minted mfa_tokens) calls

@@ -54,8 +54,9 @@ var logOut io.Writer = os.Stderr
 
 // browser is one worker's user agent: a cookie jar holding its SSO session.
 type browser struct {
-	hc *http.Client
-	o  Options
+	hc    *http.Client
+	o     Options
+	fails *failureLog // the scenario's, shared by its browsers
 }
 
 var (
@@ -66,19 +67,19 @@ var (
 // newBrowser signs in through the login page (GET /oauth2/authorize, then
 // the login form as served) and returns the browser with its session. The
 // code of that first sign-in is left unredeemed.
-func newBrowser(ctx context.Context, c *http.Client, o Options) (*browser, error) {
+func newBrowser(ctx context.Context, c *http.Client, o Options, fails *failureLog) (*browser, error) {
 	jar, err := cookiejar.New(nil)
 	if err != nil {
 		return nil, err
 	}
-	b := &browser{o: o, hc: &http.Client{Transport: c.Transport, Jar: jar, Timeout: c.Timeout,
+	b := &browser{o: o, fails: fails, hc: &http.Client{Transport: c.Transport, Jar: jar, Timeout: c.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	_, challenge := pkce()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.authorizeURL("login", challenge), nil)
 	if err != nil {
 		return nil, err
 	}
-	status, page, _ := b.do(req)
+	status, page, _, _ := b.do(req)
 	m := formAction.FindStringSubmatch(page)
 	if status != http.StatusOK || m == nil {
 		return nil, fmt.Errorf("sso: the authorization request answered %d without the login form", status)
@@ -100,7 +101,7 @@ func newBrowser(ctx context.Context, c *http.Client, o Options) (*browser, error
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", base.Scheme+"://"+base.Host)
-	status, page, loc := b.do(req)
+	status, page, loc, _ := b.do(req)
 	if status != http.StatusSeeOther || !strings.Contains(loc, "code=") {
 		return nil, fmt.Errorf("sso: signing in answered %d (Location %q): %.300s", status, loc, page)
 	}
@@ -121,19 +122,19 @@ func (b *browser) code(ctx context.Context) (code, verifier string, ok bool) {
 	state := verifier[:16]
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.authorizeURL(state, challenge), nil)
 	if err != nil {
-		return "", "", false
+		return "", "", b.fails.fail(ctx, "authorize: %v", err)
 	}
-	status, _, loc := b.do(req)
+	status, page, loc, err := b.do(req)
 	if status != http.StatusSeeOther || !strings.HasPrefix(loc, b.o.RedirectURI+"?") {
-		return "", "", false
+		return "", "", b.fails.fail(ctx, "authorize: status %d, Location %q, error %v: %.200s", status, loc, err, page)
 	}
 	u, err := url.Parse(loc)
 	if err != nil {
-		return "", "", false
+		return "", "", b.fails.fail(ctx, "authorize: Location %q: %v", loc, err)
 	}
 	q := u.Query()
 	if q.Get("state") != state || q.Get("code") == "" {
-		return "", "", false
+		return "", "", b.fails.fail(ctx, "authorize: Location %q lacks the code or the state %q", loc, state)
 	}
 	return q.Get("code"), verifier, true
 }
@@ -144,23 +145,28 @@ func (b *browser) redeem(ctx context.Context, code, verifier string) bool {
 		"code_verifier": {verifier}}.Encode()
 	status, body := post(ctx, b.hc, b.o.URL+"/oauth2/token", form, b.o.CodeClient, b.o.CodeSecret)
 	if status != http.StatusOK {
-		return false
+		return b.fails.fail(ctx, "token: status %d: %.300s", status, body)
 	}
 	var tr struct {
 		AccessToken string `json:"access_token"`
 		IDToken     string `json:"id_token"`
 	}
-	return json.Unmarshal(body, &tr) == nil && tr.AccessToken != "" && tr.IDToken != ""
+	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" || tr.IDToken == "" {
+		return b.fails.fail(ctx, "token: no access and id token (%v): %.300s", err, body)
+	}
+	return true
 }
 
-func (b *browser) do(req *http.Request) (status int, body, location string) {
+// do sends req with the browser's cookies: the answer's status, body and
+// Location, or the error that left none.
+func (b *browser) do(req *http.Request) (status int, body, location string, err error) {
 	resp, err := b.hc.Do(req)
 	if err != nil {
-		return 0, "", ""
+		return 0, "", "", err
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(data), resp.Header.Get("Location")
+	data, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data), resp.Header.Get("Location"), err
 }
 
 // pkce returns a fresh code verifier and its S256 challenge (RFC 7636).
@@ -191,7 +197,7 @@ const (
 // before the clock starts; each iteration is authorize with the next of
 // those sessions, then the code exchange.
 func ssoWorker(ctx context.Context, c *http.Client, o Options, end func()) (func() (worker, error), error) {
-	browsers, err := signIn(ctx, c, o, browsersPerWorker*o.Concurrency)
+	browsers, err := signIn(ctx, c, o, browsersPerWorker*o.Concurrency, newFailureLog("sso", 3))
 	if err != nil {
 		return nil, err
 	}
@@ -215,10 +221,10 @@ func ssoWorker(ctx context.Context, c *http.Client, o Options, end func()) (func
 }
 
 // signIn starts n browser sessions, before the run's clock.
-func signIn(ctx context.Context, c *http.Client, o Options, n int) ([]*browser, error) {
+func signIn(ctx context.Context, c *http.Client, o Options, n int, fails *failureLog) ([]*browser, error) {
 	browsers := make([]*browser, n)
 	for i := range browsers {
-		b, err := newBrowser(ctx, c, o)
+		b, err := newBrowser(ctx, c, o, fails)
 		if err != nil {
 			return nil, err
 		}
@@ -235,7 +241,7 @@ type mintedCode struct{ code, verifier string }
 // iteration redeems one. When none are left the worker
 // ends the scenario (end), which the driver times up to then.
 func codeRedemptionWorker(ctx context.Context, c *http.Client, o Options, end func()) (func() (worker, error), error) {
-	browsers, err := signIn(ctx, c, o, browsersPerWorker*o.Concurrency)
+	browsers, err := signIn(ctx, c, o, browsersPerWorker*o.Concurrency, newFailureLog("code_redemption", 3))
 	if err != nil {
 		return nil, err
 	}
