@@ -127,6 +127,9 @@ func writeIssue21(w *strings.Builder, all []StackResult, b Bounds, cores int) {
 		line := fmt.Sprintf("- %s %.0f/s (target ≥ %.0f/s): %s", t.name, r.RPS, t.target, verdict(r.RPS >= t.target && r.Errors == 0))
 		if r.RPS < t.target {
 			line += "; " + costReason(*r, t.target, cores) + "."
+			if first := firstProbe(all); r.Probe > 0 && first > 0 {
+				line += fmt.Sprintf(" The machine-speed probe before it read %.0f/s, %.0f%% of the run's first.", r.Probe, 100*r.Probe/first)
+			}
 		}
 		w.WriteString(line + "\n")
 	}
