@@ -61,6 +61,8 @@ type Bounds struct {
 	VerifyPerAlg map[string]time.Duration
 	PasswordHash time.Duration // argon2id verify with the server's parameters
 	Argon2       password.Params
+	// Probe is the machine's speed just before the bounds (probe.go).
+	Probe float64
 }
 
 func runStack(so StackOptions) error {
@@ -389,7 +391,8 @@ func waitReady(base string, within time.Duration) error {
 // measureBounds times signatures per algorithm and password verification
 // with the server's default parameters, on all cores at once.
 func measureBounds() Bounds {
-	b := Bounds{SignPerAlg: map[string]time.Duration{}, VerifyPerAlg: map[string]time.Duration{}, Argon2: password.DefaultParams()}
+	b := Bounds{SignPerAlg: map[string]time.Duration{}, VerifyPerAlg: map[string]time.Duration{}, Argon2: password.DefaultParams(),
+		Probe: probeSpeed(probeDuration)}
 	digest := sha256.Sum256([]byte(`{"iss":"http://127.0.0.1:8080","sub":"usr_x","aud":"api","scope":"reports:read"}`))
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -479,7 +482,12 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 		"the real server's JWKS response (same bytes and headers, no Echo, no middleware): no request can be cheaper on this machine. "+
 		"apikey_verify runs keys/verify inside this driver (the downstream service's side), so its cost is the driver's.\n", cores)
 	fmt.Fprintf(&w, "\nBounds measured in the same run, with nothing else running: the operation alone on all %d cores at once "+
-		"(Go `RunParallel`), so a bound is what the machine could do if the server did nothing but that operation:\n\n", cores)
+		"(Go `RunParallel`), so a bound is what the machine could do if the server did nothing but that operation", cores)
+	if first := firstProbe(all); b.Probe > 0 && first > 0 {
+		fmt.Fprintf(&w, ". They are measured after every scenario; the machine-speed probe before them read %.0f/s, %.0f%% of the run's first, "+
+			"so a share of a bound compares a scenario with the machine as it was at the end of the run", b.Probe, 100*b.Probe/first)
+	}
+	w.WriteString(":\n\n")
 	fmt.Fprintf(&w, "| operation | wall time per op, %d cores busy | bound |\n|---|---:|---:|\n", cores)
 	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
 		if d := b.SignPerAlg[alg]; d > 0 {
