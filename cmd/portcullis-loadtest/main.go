@@ -188,11 +188,24 @@ func checkLoopback(raw string) error {
 // worker sends one request and reports whether it succeeded.
 type worker func(ctx context.Context) bool
 
+// driverClient is the HTTP client of a run against o.URL: the driver's own
+// transport for plain http (transport.go), net/http's for https, which
+// directTransport does not speak. Requests time out after 10 s. No
+// Client.Timeout with directTransport: the client would run a timer
+// goroutine per request; the transport applies the timeout itself.
+func driverClient(o Options) *http.Client {
+	const timeout = 10 * time.Second
+	if strings.HasPrefix(o.URL, "https://") {
+		return &http.Client{Timeout: timeout, Transport: &http.Transport{
+			MaxIdleConns: o.Concurrency * 2, MaxIdleConnsPerHost: o.Concurrency * 2, IdleConnTimeout: time.Minute,
+		}}
+	}
+	return &http.Client{Transport: newDirectTransport(timeout)}
+}
+
 // Run executes one scenario.
 func Run(ctx context.Context, o Options, scenario string) (Result, error) {
-	// No Client.Timeout: with a transport other than net/http's, the client
-	// would run a timer goroutine per request; the transport applies it.
-	client := &http.Client{Transport: newDirectTransport(10 * time.Second)}
+	client := driverClient(o)
 	defer client.CloseIdleConnections()
 	// A scenario with a finite supply (code_redemption's minted codes, mfa's
 	// minted mfa_tokens) calls

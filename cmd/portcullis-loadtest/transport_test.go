@@ -159,3 +159,20 @@ func TestDirectTransport(t *testing.T) {
 		}
 	})
 }
+
+// https targets keep net/http's transport, which speaks TLS.
+func TestDriverClient(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url    string
+		direct bool
+	}{
+		{"http://127.0.0.1:8080", true},
+		{"https://127.0.0.1:8443", false},
+	} {
+		_, direct := driverClient(Options{URL: tc.url, Concurrency: 4}).Transport.(*directTransport)
+		if direct != tc.direct {
+			t.Errorf("%s: directTransport %v, want %v", tc.url, direct, tc.direct)
+		}
+	}
+}
