@@ -266,8 +266,8 @@ func (s *State) lookupSession(ctx context.Context, cookieHash []byte, now time.T
 		return "", "", nil, 0, err
 	}
 	if !s.cluster {
-		out, err := findBrowserSessionByCookieScript.Run(ctx, s.c, []string{s.cookieKey(cookieHash)}, now.UnixMilli(),
-			s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n")).Slice()
+		args := append([]any{now.UnixMilli()}, s.findByCookieArgs...)
+		out, err := findBrowserSessionByCookieScript.Run(ctx, s.c, []string{s.cookieKey(cookieHash)}, args...).Slice()
 		if err != nil {
 			return "", "", nil, 0, err
 		}

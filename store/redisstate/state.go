@@ -72,6 +72,10 @@ type State struct {
 	maxSes  int
 	now     func() time.Time
 
+	// findByCookieArgs are findBrowserSessionByCookieScript's key-name
+	// templates (after its time argument), fixed by the prefix.
+	findByCookieArgs []any
+
 	rebuildMu sync.Mutex // one rebuild at a time per instance
 
 	// pending holds revocations recorded durably whose Redis write failed;
@@ -101,8 +105,10 @@ func New(client redis.UniversalClient, opts Options) *State {
 		now = time.Now
 	}
 	_, cluster := client.(*redis.ClusterClient)
-	return &State{c: client, cluster: cluster, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
+	s := &State{c: client, cluster: cluster, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
 		now: now, retryPeriod: defaultRetryPeriod}
+	s.findByCookieArgs = []any{s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n")}
+	return s
 }
 
 // Key layout. Keys a script touches together share a hash tag ({…}), so
