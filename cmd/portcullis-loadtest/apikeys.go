@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
-	"sync/atomic"
 
 	"github.com/portcullis-auth/portcullis/keys/verify"
 )
@@ -126,28 +125,4 @@ func apiKeyVerifyWorker(ctx context.Context, c *http.Client, o Options) (func() 
 			return true
 		}, nil
 	}, nil
-}
-
-// failureLog writes the first few failures of a scenario to logOut, so
-// that an error the report counts has its reason in the run's log.
-type failureLog struct {
-	scenario string
-	left     atomic.Int32
-}
-
-// newFailureLog logs at most n failures of scenario.
-func newFailureLog(scenario string, n int32) *failureLog {
-	f := &failureLog{scenario: scenario}
-	f.left.Store(n)
-	return f
-}
-
-// fail logs one failure (format and args say why) unless the run is over
-// (ctx done: the driver counts nothing then) or n were logged; it returns
-// false, the worker's answer for a failed request.
-func (f *failureLog) fail(ctx context.Context, format string, args ...any) bool {
-	if ctx.Err() == nil && f.left.Add(-1) >= 0 {
-		fmt.Fprintf(logOut, "%s: a request failed: %s\n", f.scenario, fmt.Sprintf(format, args...))
-	}
-	return false
 }

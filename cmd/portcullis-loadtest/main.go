@@ -188,6 +188,30 @@ func checkLoopback(raw string) error {
 // worker sends one request and reports whether it succeeded.
 type worker func(ctx context.Context) bool
 
+// failureLog writes the first few failures of a scenario to logOut, so
+// that an error the report counts has its reason in the run's log.
+type failureLog struct {
+	scenario string
+	left     atomic.Int32
+}
+
+// newFailureLog logs at most n failures of scenario.
+func newFailureLog(scenario string, n int32) *failureLog {
+	f := &failureLog{scenario: scenario}
+	f.left.Store(n)
+	return f
+}
+
+// fail logs one failure (format and args say why) unless the run is over
+// (ctx done: the driver counts nothing then) or n were logged; it returns
+// false, the worker's answer for a failed request.
+func (f *failureLog) fail(ctx context.Context, format string, args ...any) bool {
+	if ctx.Err() == nil && f.left.Add(-1) >= 0 {
+		fmt.Fprintf(logOut, "%s: a request failed: %s\n", f.scenario, fmt.Sprintf(format, args...))
+	}
+	return false
+}
+
 // driverClient is the HTTP client of a run against o.URL: the driver's own
 // transport for plain http (transport.go), net/http's for https, which
 // directTransport does not speak. Requests time out after 10 s. No
