@@ -41,6 +41,7 @@ const (
 // clients: "third" (confidential, third-party: consent), "first"
 // (confidential, first-party: no consent) and "spa" (public, PKCE).
 type siDeployment struct {
+	env         st.Env // more instances of the deployment start from it
 	in          *st.Instance
 	provider    *oidc.Provider
 	thirdSecret string
@@ -59,7 +60,7 @@ func newSignIn(t *testing.T, backend st.Backend, settings ...map[string]string) 
 	fx := st.NewFixtures(t, in.App.Core)
 	fx.User(t, siEmail, siPassword, "user")
 	code := []string{"authorization_code", "refresh_token"}
-	d := &siDeployment{in: in}
+	d := &siDeployment{env: env, in: in}
 	d.thirdSecret = fx.Client(t, clients.Spec{ID: "third", Name: "Third App", Grants: code, RedirectURIs: []string{siCallback},
 		PostLogoutRedirectURIs: []string{siPostLogout}, LogoURI: "https://rp.example/logo.png"})
 	d.firstSecret = fx.Client(t, clients.Spec{ID: "first", Name: "First App", Grants: code, RedirectURIs: []string{siCallback},

@@ -69,6 +69,12 @@ type BrowserSession struct {
 	// sids that ending the session revokes and names in back-channel logout
 	// tokens.
 	Grants []SessionGrant
+
+	// UserVersion is the user's version, when the backend read it with the
+	// session (FindBrowserSession on Redis), so that a copy of the user
+	// kept in memory can be checked without another round trip. It is not
+	// stored.
+	UserVersion UserVersion
 }
 
 // SessionGrant is one grant made in a browser session: an authorization code

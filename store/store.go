@@ -61,6 +61,16 @@ type User struct {
 	LastLoginAt        *time.Time
 }
 
+// UserVersion is a user's version as read beside another record (see
+// store/usercache): every write of the user changes it.
+type UserVersion struct {
+	// Read says the backend read the version; when false, Value means nothing.
+	Read bool
+	// Value is the version; empty while a write of the user is in flight,
+	// when no copy of the user may be used or kept.
+	Value string
+}
+
 // User kinds.
 const (
 	UserHuman   = "human"

@@ -49,6 +49,7 @@ import (
 	"github.com/portcullis-auth/portcullis/store/redisstate"
 	"github.com/portcullis-auth/portcullis/store/sqlstate"
 	"github.com/portcullis-auth/portcullis/store/sqlstore"
+	"github.com/portcullis-auth/portcullis/store/usercache"
 )
 
 // Core is what every command needs: the relational store, the policy and
@@ -201,6 +202,11 @@ type TokenStates struct {
 	// sessions, bound to the user's cut-off like State's families.
 	Once    store.SingleUse
 	Browser store.BrowserSessions
+
+	// UserVersions versions users for copies kept in memory (nil: no
+	// copies are kept): the Redis token state, whose versions every user
+	// write of this process's store changes (sqlstore.UserWriteHooks).
+	UserVersions usercache.Versions
 }
 
 // OpenTokenState returns the Redis token state (with durable revocations in
@@ -220,7 +226,32 @@ func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (
 	}
 	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql, MaxAccessTokenTTL: horizon,
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser})
-	return TokenStates{State: rs, Once: rs, Browser: rs, SQL: sql, Close: client.Close}, nil
+	st.SetUserWriteHooks(rs)
+	return TokenStates{State: rs, Once: rs, Browser: rs, SQL: sql, Close: client.Close, UserVersions: rs}, nil
+}
+
+// cachedUsers is the store with GetUser answered by a user cache.
+type cachedUsers struct {
+	*sqlstore.Store
+	cache *usercache.Cache
+}
+
+// GetUser implements token.UserStore.
+func (c cachedUsers) GetUser(ctx context.Context, id string) (store.User, error) {
+	return c.cache.GetUser(ctx, id)
+}
+
+// GetUserAt implements the authorization flow's reader.
+func (c cachedUsers) GetUserAt(ctx context.Context, id string, v store.UserVersion) (store.User, error) {
+	return c.cache.GetUserAt(ctx, id, v)
+}
+
+// hotUsers is what the paths that read a user on every request (an
+// authorization request with a live session, refresh, userinfo) read users
+// through: copies checked against the token state's versions when it has
+// them (Redis); else (usercache without versions) the store itself.
+func hotUsers(st *sqlstore.Store, states TokenStates) cachedUsers {
+	return cachedUsers{Store: st, cache: usercache.New(st, states.UserVersions, usercache.Options{})}
 }
 
 // quietRedisLogger drops go-redis's own log lines (printed to stderr outside
@@ -323,9 +354,10 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, fmt.Errorf("mfa: %w", err)
 	}
 	clientCache := clients.NewCache(core.Store, ClientCacheTTL)
+	users := hotUsers(core.Store, states)
 	tenants := buildTenancy(cfg, log, core)
 	tokenDeps := token.Deps{
-		Clients: clientCache, Users: core.Store, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
+		Clients: clientCache, Users: users, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Checker: checker,
 		Codes: states.Once, MFA: mfaService,
 	}
@@ -393,7 +425,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		}
 		tokens.RegisterSubjectTokenType(token.TokenTypeIDToken, ups)
 	}
-	signIn, flow, err := signInDeps(cfg, log, core, states, clientCache, tokens, checker, ender)
+	signIn, flow, err := signInDeps(cfg, log, core, states, users, clientCache, tokens, checker, ender)
 	if err != nil {
 		return nil, err
 	}
@@ -460,14 +492,14 @@ func loadProviders(cfg config.Config, pol *policy.Policy) (*upstream.Providers, 
 // token state, and server/authorize over the clients, the id token hints,
 // the policy, the single-use records and the remembered consents. The flow
 // also serves /oauth2/par.
-func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, cl *clients.Cache,
+func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, users cachedUsers, cl *clients.Cache,
 	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender) (pages.SignInDeps, *pages.AuthorizeFlow, error) {
 	browser, err := browsersession.New(states.Browser, browsersession.Config{IdleTTL: cfg.SessionIdleTTL, MaxAge: cfg.SessionMaxAge})
 	if err != nil {
 		return pages.SignInDeps{}, nil, err
 	}
 	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
-		Sessions: states.Browser, Grants: tokens, Users: core.Store, Consents: core.Store, Audit: core.Audit,
+		Sessions: states.Browser, Grants: tokens, Users: users, Consents: core.Store, Audit: core.Audit,
 		CodeTTL: cfg.AuthCodeTTL, RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
 		Rehasher: tokens, Hints: tokens, Clients: cl, Ender: ender}, flow, nil

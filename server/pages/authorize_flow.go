@@ -40,8 +40,12 @@ type AuthorizeFlow struct {
 	Grants interface {
 		EndGrants(ctx context.Context, sids []string) error
 	}
+	// Users reads the session's user as stored, given the user's version
+	// read with the session (store.BrowserSession.UserVersion), so that a
+	// copy kept in memory is checked without another round trip
+	// (*usercache.Cache).
 	Users interface {
-		GetUser(ctx context.Context, id string) (store.User, error)
+		GetUserAt(ctx context.Context, id string, v store.UserVersion) (store.User, error)
 	}
 	Consents interface {
 		GetConsent(ctx context.Context, userID, clientID string) (store.Consent, error)
@@ -307,7 +311,7 @@ func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, bs *
 		return in, nil, nil
 	}
 	var user *store.User
-	u, err := f.Users.GetUser(ctx, bs.UserID)
+	u, err := f.Users.GetUserAt(ctx, bs.UserID, bs.UserVersion)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		in.User = authorize.StateOf(nil)

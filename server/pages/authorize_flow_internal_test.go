@@ -183,7 +183,7 @@ func (f *families) EndGrants(_ context.Context, sids []string) error {
 // brokenUsers cannot answer.
 type brokenUsers struct{}
 
-func (brokenUsers) GetUser(context.Context, string) (store.User, error) {
+func (brokenUsers) GetUserAt(context.Context, string, store.UserVersion) (store.User, error) {
 	return store.User{}, errors.New("connection refused")
 }
 

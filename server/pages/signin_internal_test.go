@@ -173,6 +173,11 @@ func (f *fakeUsers) GetUser(_ context.Context, id string) (store.User, error) {
 	return store.User{}, store.ErrNotFound
 }
 
+// GetUserAt is GetUser: the fake keeps no copies.
+func (f *fakeUsers) GetUserAt(ctx context.Context, id string, _ store.UserVersion) (store.User, error) {
+	return f.GetUser(ctx, id)
+}
+
 func (f *fakeUsers) RecordLogin(_ context.Context, id string, _ time.Time) error {
 	f.logins = append(f.logins, id)
 	return nil

@@ -226,7 +226,7 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	if len(cookieHash) == 0 {
 		return store.BrowserSession{}, notFound
 	}
-	uid, id, raw, cut, err := s.lookupSession(ctx, cookieHash, now)
+	uid, id, raw, cut, version, err := s.lookupSession(ctx, cookieHash, now)
 	if err != nil {
 		return store.BrowserSession{}, unavailable("find browser session", err)
 	}
@@ -248,69 +248,78 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 	} else if bs.AuthTime.UnixMilli() <= cut {
 		return store.BrowserSession{}, notFound
 	}
+	bs.UserVersion = store.UserVersion{Read: true, Value: version}
 	return bs, nil
 }
 
 // lookupSession finds the session of the cookie whose hash is cookieHash:
 // its user and id (uid "" when the cookie is unknown), the reply of the
 // find script on the user's sessions (findBrowserSessionScript: empty when
-// the session is unknown, dead or ended) and the user's durable cut-off
+// the session is unknown, dead or ended), the user's durable cut-off
 // from the revocation set (Unix ms, 0: none, -1: the set is not
-// (re)built). Revocations queued after a failed write are applied first,
-// as IsAccessTokenRevoked does. Without Cluster it is one round trip
-// (findBrowserSessionByCookieScript); on Cluster, where the cookie, the
-// user's sessions and the revocation set are in different slots, the
-// cookie is read first, then the other two in one pipeline.
-func (s *State) lookupSession(ctx context.Context, cookieHash []byte, now time.Time) (uid, id string, raw []any, cut int64, err error) {
+// (re)built) and the user's version (UserVersion). Revocations queued
+// after a failed write are applied first, as IsAccessTokenRevoked does.
+// Without Cluster it is one round trip (findBrowserSessionByCookieScript);
+// on Cluster, where the cookie, the user's keys and the revocation set are
+// in different slots, the cookie is read first, then the rest in one
+// pipeline.
+func (s *State) lookupSession(ctx context.Context, cookieHash []byte, now time.Time) (uid, id string, raw []any, cut int64, version string, err error) {
 	if err := s.flushPending(ctx); err != nil {
-		return "", "", nil, 0, err
+		return "", "", nil, 0, "", err
 	}
 	if !s.cluster {
-		args := append([]any{now.UnixMilli()}, s.findByCookieArgs...)
+		args := make([]any, 0, len(s.findByCookieArgs)+3)
+		args = append(append(append(args, now.UnixMilli()), s.findByCookieArgs...), newUserVersion(), UserVersionTTL.Milliseconds())
 		out, err := findBrowserSessionByCookieScript.Run(ctx, s.c, []string{s.cookieKey(cookieHash)}, args...).Slice()
 		if err != nil {
-			return "", "", nil, 0, err
+			return "", "", nil, 0, "", err
 		}
-		if len(out) < 3 {
-			return "", "", nil, 0, nil
+		if len(out) < 4 {
+			return "", "", nil, 0, "", nil
 		}
 		id, _ = out[0].(string)
 		uid, _ = out[1].(string)
 		c, ok := out[2].(int64)
-		if id == "" || uid == "" || !ok {
-			return "", "", nil, 0, errors.New("find browser session: corrupt script reply")
+		v, vok := out[3].(string)
+		if id == "" || uid == "" || !ok || !vok {
+			return "", "", nil, 0, "", errors.New("find browser session: corrupt script reply")
 		}
-		return uid, id, out[3:], c, nil
+		return uid, id, out[4:], c, v, nil
 	}
 	ptr, err := s.c.Get(ctx, s.cookieKey(cookieHash)).Result()
 	if errors.Is(err, redis.Nil) {
-		return "", "", nil, 0, nil
+		return "", "", nil, 0, "", nil
 	}
 	if err != nil {
-		return "", "", nil, 0, err
+		return "", "", nil, 0, "", err
 	}
 	id, uid, found := strings.Cut(ptr, "\n")
 	if !found {
-		return "", "", nil, 0, nil
+		return "", "", nil, 0, "", nil
 	}
-	raw, cut, err = s.findSession(ctx, uid, id, now)
-	return uid, id, raw, cut, err
+	raw, cut, version, err = s.findSession(ctx, uid, id, now)
+	return uid, id, raw, cut, version, err
 }
 
 // findSession runs the find script on the user's sessions and reads the
-// user's durable cut-off from the revocation set in one round trip (a
-// pipeline; the two live in different slots), for lookupSession.
-func (s *State) findSession(ctx context.Context, uid, id string, now time.Time) (raw []any, cut int64, err error) {
+// user's durable cut-off from the revocation set and the user's version
+// in one round trip (a pipeline; they live in different slots), for
+// lookupSession.
+func (s *State) findSession(ctx context.Context, uid, id string, now time.Time) (raw []any, cut int64, version string, err error) {
 	cmds := s.evalPipelined(ctx,
 		scriptCall{findBrowserSessionScript, []string{s.userBSKey(uid), s.userCutKey(uid)}, []any{id, now.UnixMilli()}},
-		scriptCall{userCutoffReadScript, []string{s.readyKey(), s.userKey(uid)}, nil})
+		scriptCall{userCutoffReadScript, []string{s.readyKey(), s.userKey(uid)}, nil},
+		scriptCall{userVersionScript, []string{s.userVerKey(uid)}, []any{newUserVersion(), UserVersionTTL.Milliseconds()}})
 	if raw, err = cmds[0].Slice(); err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
 	if cut, err = cmds[1].Int64(); err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
-	return raw, cut, nil
+	if version, err = cmds[2].Text(); err != nil {
+		return nil, 0, "", err
+	}
+	return raw, cut, version, nil
 }
 
 // checkSessionCutoff refuses a session the user's durable cut-off ends.

@@ -338,16 +338,17 @@ end
 `
 
 // findBrowserSessionByCookieScript is, for a Redis without Cluster, the
-// cookie's lookup, findBrowserSessionScript and userCutoffReadScript as
-// one script: KEYS the cookie; ARGV now ms, then the key names of the
-// user's sessions, the user's cut-off, the revocation set's ready marker
-// and the user's durable cut-off, each with "\n" where the user id goes.
-// Returns {} when the cookie is unknown, else {id, user id, durable
-// cut-off (as userCutoffReadScript), then findBrowserSessionScript's
-// reply}. The keys of the user are named in the script, not declared:
+// cookie's lookup, findBrowserSessionScript, userCutoffReadScript and
+// userVersionScript as one script: KEYS the cookie; ARGV now ms, then the
+// key names of the user's sessions, the user's cut-off, the revocation
+// set's ready marker, the user's durable cut-off and the user's version,
+// each with "\n" where the user id goes, then userVersionScript's
+// candidate and TTL. Returns {} when the cookie is unknown, else {id, user
+// id, durable cut-off (as userCutoffReadScript), the user's version (as
+// userVersionScript), then findBrowserSessionScript's reply}. The keys of the user are named in the script, not declared:
 // Redis without Cluster allows it, and Cluster (where they are in other
 // slots) uses the three steps instead.
-var findBrowserSessionByCookieScript = redis.NewScript(sessionLua + findSessionLua + cutoffReadLua + `
+var findBrowserSessionByCookieScript = redis.NewScript(sessionLua + findSessionLua + cutoffReadLua + userVersionLua + `
 local ptr = redis.call('GET', KEYS[1])
 if not ptr then return {} end
 local id, uid = string.match(ptr, '^([^\n]+)\n([^\n]+)$')
@@ -356,7 +357,7 @@ local function userKey(t)
   local i = string.find(t, '\n', 1, true)
   return string.sub(t, 1, i - 1) .. uid .. string.sub(t, i + 1)
 end
-local out = {id, uid, cutoffRead(ARGV[4], userKey(ARGV[5]))}
+local out = {id, uid, cutoffRead(ARGV[4], userKey(ARGV[5])), userVersion(userKey(ARGV[6]), ARGV[7], ARGV[8])}
 for _, v in ipairs(findSession(userKey(ARGV[2]), userKey(ARGV[3]), id, ARGV[1])) do table.insert(out, v) end
 return out
 `)

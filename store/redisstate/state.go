@@ -107,7 +107,7 @@ func New(client redis.UniversalClient, opts Options) *State {
 	_, cluster := client.(*redis.ClusterClient)
 	s := &State{c: client, cluster: cluster, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
 		now: now, retryPeriod: defaultRetryPeriod}
-	s.findByCookieArgs = []any{s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n")}
+	s.findByCookieArgs = []any{s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n"), s.userVerKey("\n")}
 	return s
 }
 
@@ -120,6 +120,7 @@ func New(client redis.UniversalClient, opts Options) *State {
 //	<p>{u:<uid>}:fams    sorted set: the user's family ids by creation (ms)
 //	<p>{u:<uid>}:cut     the user's cut-off (Unix ms) for new families
 //	<p>{u:<uid>}:sids    set: the user's family ids (index of earlier versions, read only)
+//	<p>{u:<uid>}:ver     hash: the user's record version (userversion.go)
 //	<p>{rv}:jti:<jti>    revoked access token, until it expires
 //	<p>{rv}:sid:<sid>    revoked session, until its last access token expires
 //	<p>{rv}:user:<uid>   the user's cut-off (Unix ms), until tokens before it expire

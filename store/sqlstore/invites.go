@@ -292,11 +292,12 @@ func markInviteAccepted(tx *gorm.DB, row inviteRow, userID string, now time.Time
 // one-time-token errors otherwise.
 func (s *Store) AcceptTenantInvite(ctx context.Context, tokenHash []byte, now time.Time, userID string) (store.Invite, error) {
 	var accepted store.Invite
-	err := s.tx(ctx, func(tx *gorm.DB) error {
+	err := s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
 		row, err := takePendingInvite(tx, tokenHash, now)
 		if err != nil {
 			return err
 		}
+		changing(userID)
 		u, err := lockUser(tx, userID)
 		if err != nil {
 			return mapErr("load user", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,6 +54,8 @@ type Store struct {
 	db      *gorm.DB
 	dialect string
 	now     func() time.Time
+
+	userWrites atomic.Pointer[userWriteHooksBox] // see SetUserWriteHooks
 }
 
 // Option configures Open.

@@ -169,8 +169,9 @@ func (s *Store) deleteTenantRoles(ctx context.Context, what, tenantID, userID st
 	if !storableText(tenantID) || !storableText(userID) || (role != nil && !storableText(*role)) {
 		return false, nil
 	}
-	err = s.tx(ctx, func(tx *gorm.DB) error {
+	err = s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
 		changed = false
+		changing(userID)
 		q := tx.Where("tenant_id = ? AND user_id = ?", tenantID, userID)
 		if role != nil {
 			q = q.Where("role = ?", *role)

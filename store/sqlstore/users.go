@@ -297,8 +297,9 @@ func saveUserTx(tx *gorm.DB, u *store.User) error {
 func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error) {
 	var out store.User
 	var fnErr error
-	err := s.tx(ctx, func(tx *gorm.DB) error {
+	err := s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
 		fnErr = nil
+		changing(id)
 		row, err := lockUser(tx, id)
 		if err != nil {
 			return mapErr("load user", err)
@@ -359,8 +360,9 @@ func (s *Store) GrantRole(ctx context.Context, userID, role string) (changed boo
 // changed says whether it was inserted. Unknown user or role is
 // store.ErrNotFound.
 func (s *Store) grantRoleRow(ctx context.Context, what, userID, role string, check func(tx *gorm.DB) error, row any) (changed bool, err error) {
-	err = s.tx(ctx, func(tx *gorm.DB) error {
+	err = s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
 		changed = false
+		changing(userID)
 		if _, err := lockUser(tx, userID); err != nil {
 			return mapErr("load user", err)
 		}
@@ -395,8 +397,9 @@ func (s *Store) grantRoleRow(ctx context.Context, what, userID, role string, che
 // RevokeRole takes the role from the user; changed is false when the user did
 // not hold it. An unknown user is store.ErrNotFound.
 func (s *Store) RevokeRole(ctx context.Context, userID, role string) (changed bool, err error) {
-	err = s.tx(ctx, func(tx *gorm.DB) error {
+	err = s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
 		changed = false
+		changing(userID)
 		if _, err := lockUser(tx, userID); err != nil {
 			return mapErr("load user", err)
 		}
@@ -427,14 +430,17 @@ func (s *Store) CountUsersWithRole(ctx context.Context, role string) (int64, err
 
 // RecordLogin sets the user's last login time (UpdatedAt is left alone).
 func (s *Store) RecordLogin(ctx context.Context, id string, at time.Time) error {
-	res := s.db.WithContext(ctx).Model(&userRow{}).Where("id = ?", id).Update("last_login_at", dbTime(at))
-	if res.Error != nil {
-		return mapErr("record login", res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return fmt.Errorf("record login: %w", store.ErrNotFound)
-	}
-	return nil
+	return s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
+		changing(id)
+		res := tx.Model(&userRow{}).Where("id = ?", id).Update("last_login_at", dbTime(at))
+		if res.Error != nil {
+			return mapErr("record login", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("record login: %w", store.ErrNotFound)
+		}
+		return nil
+	})
 }
 
 // DeleteUser removes the user and their personal data for good, in one
@@ -443,7 +449,8 @@ func (s *Store) RecordLogin(ctx context.Context, id string, at time.Time) error 
 // about them (see ScrubAuditPII; the events keep only ids). An unknown id is
 // store.ErrNotFound.
 func (s *Store) DeleteUser(ctx context.Context, id string) error {
-	err := s.tx(ctx, func(tx *gorm.DB) error {
+	err := s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
+		changing(id)
 		row, err := lockUser(tx, id)
 		if err != nil {
 			return mapErr("load user", err)

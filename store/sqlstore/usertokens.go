@@ -72,7 +72,7 @@ func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPur
 	}
 	var out store.User
 	var applyErr error
-	err := s.tx(ctx, func(tx *gorm.DB) error {
+	err := s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
 		applyErr = nil
 		var tok userTokenRow
 		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
@@ -93,6 +93,7 @@ func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPur
 		if res.RowsAffected == 0 {
 			return store.ErrTokenUsed
 		}
+		changing(tok.UserID)
 		row, err := lockUser(tx, tok.UserID)
 		if err != nil {
 			return mapErr("load user", err)
