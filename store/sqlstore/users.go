@@ -430,17 +430,16 @@ func (s *Store) CountUsersWithRole(ctx context.Context, role string) (int64, err
 
 // RecordLogin sets the user's last login time (UpdatedAt is left alone).
 func (s *Store) RecordLogin(ctx context.Context, id string, at time.Time) error {
-	return s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
-		changing(id)
-		res := tx.Model(&userRow{}).Where("id = ?", id).Update("last_login_at", dbTime(at))
-		if res.Error != nil {
-			return mapErr("record login", res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return fmt.Errorf("record login: %w", store.ErrNotFound)
-		}
-		return nil
-	})
+	// One statement, no transaction: announced around it as userTx does.
+	defer s.announceUserWrite(ctx, id)()
+	res := s.db.WithContext(ctx).Model(&userRow{}).Where("id = ?", id).Update("last_login_at", dbTime(at))
+	if res.Error != nil {
+		return mapErr("record login", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("record login: %w", store.ErrNotFound)
+	}
+	return nil
 }
 
 // DeleteUser removes the user and their personal data for good, in one

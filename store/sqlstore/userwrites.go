@@ -63,3 +63,15 @@ func (s *Store) userTx(ctx context.Context, fn func(tx *gorm.DB, changing func(u
 	}
 	return s.tx(ctx, func(tx *gorm.DB) error { return fn(tx, changing) })
 }
+
+// announceUserWrite is userTx for a write of one statement, outside a
+// transaction: it begins the write of userID and returns what ends it,
+// to be deferred.
+func (s *Store) announceUserWrite(ctx context.Context, userID string) (end func()) {
+	box := s.userWrites.Load()
+	if box == nil {
+		return func() {}
+	}
+	_ = box.h.BeginUserWrite(ctx, userID) // see UserWriteHooks: the end follows even when this fails
+	return func() { _ = box.h.EndUserWrite(context.WithoutCancel(ctx), userID) }
+}
