@@ -90,7 +90,8 @@ func newUserVersion() string {
 
 // BeginUserWrite marks a write of the user in flight, before it commits
 // (sqlstore calls it): until EndUserWrite no copy of the user is used.
-// An error means nothing was marked and the write must not happen.
+// On error nothing was marked; sqlstore writes anyway and still calls
+// EndUserWrite (see sqlstore.UserWriteHooks).
 func (s *State) BeginUserWrite(ctx context.Context, userID string) error {
 	err := beginUserWriteScript.Run(ctx, s.c, []string{s.userVerKey(userID)}, newUserVersion(),
 		UserWriteTTL.Milliseconds()).Err()

@@ -8,8 +8,9 @@
 // version around the write (sqlstore.UserWriteHooks): a write through any
 // instance is seen by the next read on every instance, as without the
 // cache. A copy is also never older than MaxAge, which bounds what a write
-// that bypassed the hooks (or a Redis that lost its latest writes) could
-// leave stale.
+// whose hooks both failed (Redis unreachable throughout), a write that
+// bypassed them (the CLI's bootstrap, which has no Redis) or a Redis that
+// lost its latest writes could leave stale.
 package usercache
 
 import (
