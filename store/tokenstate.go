@@ -88,6 +88,10 @@ type RotateResult struct {
 	Outcome         RotateOutcome
 	Family          RefreshFamily // set for every outcome but RotateInvalid
 	SuccessorSealed []byte        // set for RotateGraceReplay
+	// UserVersion is the family's user's version, when the backend read
+	// it with the rotation (Redis without Cluster), for the user's copy
+	// (store/usercache).
+	UserVersion UserVersion
 }
 
 // AccessTokenRef identifies an access token for a revocation check.

@@ -707,7 +707,7 @@ func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 		return nil, err
 	}
 	tokens := token.NewService(tokenConfig(cfg), token.Deps{
-		Clients: core.Store, Users: core.Store, State: sqlstate.New(core.Store.DB()), Signer: core.Keys, Sealer: core.KEKs,
+		Clients: core.Store, Users: hotUsers(core.Store, TokenStates{}), State: sqlstate.New(core.Store.DB()), Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log,
 	})
 	tmpl, err := mail.NewTemplates()

@@ -247,6 +247,11 @@ func (d *fakeDirectory) GetUserByLogin(context.Context, string) (store.User, err
 	return store.User{}, store.ErrNotFound
 }
 func (d *fakeDirectory) RecordLogin(context.Context, string, time.Time) error { return nil }
+
+// GetUserAt is GetUser: the fake keeps no copies.
+func (d *fakeDirectory) GetUserAt(ctx context.Context, id string, _ store.UserVersion) (store.User, error) {
+	return d.GetUser(ctx, id)
+}
 func (d *fakeDirectory) UpdateUser(_ context.Context, id string, fn func(*store.User) error) (store.User, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -74,7 +74,7 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 			Details: map[string]string{"sid": sid, "reason": "refresh token presented by another client"}})
 		return Response{}, invalid
 	}
-	user, err := s.users.GetUser(ctx, fam.UserID)
+	user, err := s.users.GetUserAt(ctx, fam.UserID, res.UserVersion)
 	if err != nil || !user.Active || user.MustChangePassword {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))

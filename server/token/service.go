@@ -28,6 +28,10 @@ type ClientStore interface {
 // UserStore reads users and records logins.
 type UserStore interface {
 	GetUser(ctx context.Context, id string) (store.User, error)
+	// GetUserAt is GetUser given the user's version as a token-state call
+	// already read it (v.Read), so that a copy of the user kept in memory
+	// is checked without another round trip (*usercache.Cache).
+	GetUserAt(ctx context.Context, id string, v store.UserVersion) (store.User, error)
 	GetUserByLogin(ctx context.Context, login string) (store.User, error)
 	RecordLogin(ctx context.Context, id string, at time.Time) error
 	UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error)

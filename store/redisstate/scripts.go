@@ -105,50 +105,71 @@ const (
 // tenant id} (a family written before auth times were kept answers its
 // creation time; one written before amr or the tenant was kept answers an
 // empty one).
-var rotateScript = redis.NewScript(`
-local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
-  'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn')
-local cur = f[1]
-local at = f[14] or f[13]
-local amr = f[15] or ''
-local tn = f[16] or ''
-if not cur or f[7] == '1' then return {0} end
-local now = tonumber(ARGV[4])
-local ax, it, ix = tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
-if now >= ax then return {0} end
-if it > 0 and now >= ix then return {0} end
-local p = ARGV[1]
-if p == '' then return {0} end
-if p == cur then
-  local ttl = ax - now
-  local nix = 0
-  if it > 0 then
-    nix = now + it
-    if it < ttl then ttl = it end
-  end
-  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4],
-    'ix', string.format('%d', nix))
-  if tonumber(ARGV[5]) > 0 then
-    redis.call('HSET', KEYS[1], 'sealed', ARGV[3])
-  else
-    redis.call('HDEL', KEYS[1], 'sealed')
-  end
-  redis.call('SADD', KEYS[2], cur)
-  redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
-  redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
-  return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn}
+var rotateScript = redis.NewScript(rotateLua + `return rotate()`)
+
+// rotateReadingUserVersionScript is rotateScript that also reads the
+// family's user's version (as userVersionScript) for a Redis without
+// Cluster: ARGV as rotateScript's, then the user's version key name with
+// "\n" where the user id goes, userVersionScript's candidate and TTL. A
+// rotation that returns the family (every outcome but invalid) appends
+// the version to rotateScript's reply.
+var rotateReadingUserVersionScript = redis.NewScript(rotateLua + userVersionLua + `
+local r = rotate()
+if r[1] ~= 0 and r[2] then
+  local i = string.find(ARGV[6], '\n', 1, true)
+  local key = string.sub(ARGV[6], 1, i - 1) .. r[2] .. string.sub(ARGV[6], i + 1)
+  table.insert(r, userVersion(key, ARGV[7], ARGV[8]))
 end
-local grace = tonumber(ARGV[5])
-if grace > 0 and f[2] and p == f[2] and now - tonumber(f[3]) < grace then
-  return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8] or '', tn}
-end
-if redis.call('SISMEMBER', KEYS[2], p) == 1 then
-  redis.call('HSET', KEYS[1], 'rv', '1')
-  redis.call('HDEL', KEYS[1], 'sealed')
-  return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn}
-end
-return {0}
+return r
 `)
+
+// rotateLua defines rotate(): rotateScript's work.
+const rotateLua = `
+local function rotate()
+  local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
+    'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn')
+  local cur = f[1]
+  local at = f[14] or f[13]
+  local amr = f[15] or ''
+  local tn = f[16] or ''
+  if not cur or f[7] == '1' then return {0} end
+  local now = tonumber(ARGV[4])
+  local ax, it, ix = tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
+  if now >= ax then return {0} end
+  if it > 0 and now >= ix then return {0} end
+  local p = ARGV[1]
+  if p == '' then return {0} end
+  if p == cur then
+    local ttl = ax - now
+    local nix = 0
+    if it > 0 then
+      nix = now + it
+      if it < ttl then ttl = it end
+    end
+    redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4],
+      'ix', string.format('%d', nix))
+    if tonumber(ARGV[5]) > 0 then
+      redis.call('HSET', KEYS[1], 'sealed', ARGV[3])
+    else
+      redis.call('HDEL', KEYS[1], 'sealed')
+    end
+    redis.call('SADD', KEYS[2], cur)
+    redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
+    redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
+    return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn}
+  end
+  local grace = tonumber(ARGV[5])
+  if grace > 0 and f[2] and p == f[2] and now - tonumber(f[3]) < grace then
+    return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8] or '', tn}
+  end
+  if redis.call('SISMEMBER', KEYS[2], p) == 1 then
+    redis.call('HSET', KEYS[1], 'rv', '1')
+    redis.call('HDEL', KEYS[1], 'sealed')
+    return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn}
+  end
+  return {0}
+end
+`
 
 // revokeFamilyScript: KEYS fam. Marks the family revoked; returns 1 when the
 // family exists, 0 when it does not (expired or never created).

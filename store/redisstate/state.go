@@ -471,8 +471,15 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 	if grace < 0 {
 		grace = 0
 	}
-	raw, err := rotateScript.Run(ctx, s.c, []string{s.famKey(req.FamilyID), s.usedKey(req.FamilyID)},
-		req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace).Slice()
+	keys := []string{s.famKey(req.FamilyID), s.usedKey(req.FamilyID)}
+	var cmd *redis.Cmd
+	if s.cluster { // the user's version is in another slot: the caller reads it
+		cmd = rotateScript.Run(ctx, s.c, keys, req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace)
+	} else {
+		cmd = rotateReadingUserVersionScript.Run(ctx, s.c, keys, req.PresentedHash, req.NextHash, req.NextSealed,
+			req.Now.UnixMilli(), grace, s.userVerKey("\n"), newUserVersion(), UserVersionTTL.Milliseconds())
+	}
+	raw, err := cmd.Slice()
 	if err != nil {
 		return store.RotateResult{}, unavailable("rotate refresh", err)
 	}
@@ -535,6 +542,9 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 	}
 	res.Family.AMR = amr
 	res.Family.TenantID = str[10]
+	if len(str) > 11 { // rotateReadingUserVersionScript
+		res.UserVersion = store.UserVersion{Read: true, Value: str[11]}
+	}
 	switch code {
 	case scriptOK:
 		res.Outcome = store.RotateOK

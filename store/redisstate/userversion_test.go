@@ -126,3 +126,51 @@ func TestFindBrowserSessionReadsUserVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestRotateReadsUserVersion: on one node the rotation carries the family's
+// user's version (no round trip of its own); on Cluster, where the version
+// is in another slot, it carries none and the caller reads it.
+func TestRotateReadsUserVersion(t *testing.T) {
+	t.Parallel()
+	for _, cluster := range []bool{false, true} {
+		ctx := testCtx(t)
+		s, _, _ := sharedState(t, nil)
+		s.cluster = cluster
+		now := time.Now()
+		fam := store.RefreshFamily{ID: "s1", UserID: "u1", ClientID: "web", CreatedAt: now, AuthTime: now,
+			AbsoluteExpiry: now.Add(time.Hour)}
+		if err := s.CreateFamily(ctx, fam, []byte("h0")); err != nil {
+			t.Fatal(err)
+		}
+		want, err := s.UserVersion(ctx, "u1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rotate := func(from, to string) store.RotateResult {
+			t.Helper()
+			res, err := s.RotateRefresh(ctx, store.RotateRequest{FamilyID: "s1", PresentedHash: []byte(from),
+				NextHash: []byte(to), Now: now})
+			if err != nil || res.Outcome != store.RotateOK {
+				t.Fatalf("cluster %v: rotate: %+v, %v", cluster, res, err)
+			}
+			return res
+		}
+		wantRead := store.UserVersion{Read: true, Value: want}
+		if cluster {
+			wantRead = store.UserVersion{}
+		}
+		if got := rotate("h0", "h1").UserVersion; got != wantRead {
+			t.Fatalf("cluster %v: rotation's user version %+v, want %+v", cluster, got, wantRead)
+		}
+		if err := s.BeginUserWrite(ctx, "u1"); err != nil {
+			t.Fatal(err)
+		}
+		if got := rotate("h1", "h2").UserVersion; !cluster && got != (store.UserVersion{Read: true}) {
+			t.Fatalf("during a write the rotation's user version is %+v, want read and empty", got)
+		}
+		if res, err := s.RotateRefresh(ctx, store.RotateRequest{FamilyID: "s1", PresentedHash: []byte("nope"),
+			NextHash: []byte("h3"), Now: now}); err != nil || res.Outcome != store.RotateInvalid || res.UserVersion.Read {
+			t.Fatalf("cluster %v: an invalid rotation: %+v, %v", cluster, res, err)
+		}
+	}
+}
