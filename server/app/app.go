@@ -241,7 +241,7 @@ func (c cachedUsers) GetUser(ctx context.Context, id string) (store.User, error)
 	return c.cache.GetUser(ctx, id)
 }
 
-// GetUserAt implements the authorization flow's reader.
+// GetUserAt implements token.UserStore and the authorization flow's reader.
 func (c cachedUsers) GetUserAt(ctx context.Context, id string, v store.UserVersion) (store.User, error) {
 	return c.cache.GetUserAt(ctx, id, v)
 }
