@@ -2,9 +2,12 @@ package server_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -74,8 +77,12 @@ func TestUserCopiesAcrossInstances(t *testing.T) {
 
 	roles, tok := sso()
 	check("first sign-on", roles, []string{"user"})
+	used := userCopiesUsed(t, d.in)
 	roles, tok = sso() // A now holds a copy
 	check("second sign-on", roles, []string{"user"})
+	if userCopiesUsed(t, d.in) <= used {
+		t.Fatal("the second sign-on did not use A's copy of the user (portcullis_user_copies_total{outcome=\"copy\"})")
+	}
 	check("userinfo", userinfo(tok.AccessToken), []string{"user"})
 	roles, rt := refresh(tok.RefreshToken)
 	check("refresh", roles, []string{"user"})
@@ -101,4 +108,29 @@ func TestUserCopiesAcrossInstances(t *testing.T) {
 	check("userinfo on A after the removal", userinfo(l.tok.AccessToken), []string{"user"})
 	roles, _ = sso()
 	check("sign-on on A after the removal", roles, []string{"user"})
+}
+
+// userCopiesUsed reads portcullis_user_copies_total{outcome="copy"} of the
+// instance.
+func userCopiesUsed(t *testing.T, in *st.Instance) int {
+	t.Helper()
+	resp, err := http.Get(in.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, `portcullis_user_copies_total{outcome="copy"} `); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	return 0
 }

@@ -250,8 +250,8 @@ func (c cachedUsers) GetUserAt(ctx context.Context, id string, v store.UserVersi
 // authorization request with a live session, refresh, userinfo) read users
 // through: copies checked against the token state's versions when it has
 // them (Redis); else (usercache without versions) the store itself.
-func hotUsers(st *sqlstore.Store, states TokenStates) cachedUsers {
-	return cachedUsers{Store: st, cache: usercache.New(st, states.UserVersions, usercache.Options{})}
+func hotUsers(st *sqlstore.Store, states TokenStates, m *metrics.Metrics) cachedUsers {
+	return cachedUsers{Store: st, cache: usercache.New(st, states.UserVersions, usercache.Options{Observe: m.UserCopy})}
 }
 
 // quietRedisLogger drops go-redis's own log lines (printed to stderr outside
@@ -354,7 +354,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, fmt.Errorf("mfa: %w", err)
 	}
 	clientCache := clients.NewCache(core.Store, ClientCacheTTL)
-	users := hotUsers(core.Store, states)
+	users := hotUsers(core.Store, states, m)
 	tenants := buildTenancy(cfg, log, core)
 	tokenDeps := token.Deps{
 		Clients: clientCache, Users: users, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
@@ -707,7 +707,7 @@ func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 		return nil, err
 	}
 	tokens := token.NewService(tokenConfig(cfg), token.Deps{
-		Clients: core.Store, Users: hotUsers(core.Store, TokenStates{}), State: sqlstate.New(core.Store.DB()), Signer: core.Keys, Sealer: core.KEKs,
+		Clients: core.Store, Users: hotUsers(core.Store, TokenStates{}, nil), State: sqlstate.New(core.Store.DB()), Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log,
 	})
 	tmpl, err := mail.NewTemplates()

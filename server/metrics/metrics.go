@@ -32,6 +32,7 @@ type Metrics struct {
 	rateLimited   *prometheus.CounterVec
 	depErrors     *prometheus.CounterVec
 	depDuration   *prometheus.HistogramVec
+	userCopies    *prometheus.CounterVec
 }
 
 // New returns the metrics of one instance. keyAge reports the age of the
@@ -65,9 +66,13 @@ func New(keyAge func() time.Duration) *Metrics {
 			Name: "portcullis_dependency_duration_seconds", Help: "Latency of calls to the database or Redis.",
 			Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"dependency"}),
+		userCopies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portcullis_user_copies_total",
+			Help: "Reads of a user on the authorize leg, refresh and userinfo, by outcome: copy (the instance's copy used), read (read from the database, copy kept), unsure (read from the database, nothing kept).",
+		}, []string{"outcome"}),
 	}
 	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.tokensIssued, m.reuse, m.loginFailures, m.rateLimited,
-		m.depErrors, m.depDuration,
+		m.depErrors, m.depDuration, m.userCopies,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "portcullis_signing_key_age_seconds", Help: "Age of the active signing key.",
 		}, func() float64 { return keyAge().Seconds() }),
@@ -114,6 +119,14 @@ func (m *Metrics) LoginFailed() {
 func (m *Metrics) RateLimited(endpoint string) {
 	if m != nil {
 		m.rateLimited.WithLabelValues(endpoint).Inc()
+	}
+}
+
+// UserCopy counts one read of a user through the instance's copies
+// (store/usercache) by its outcome.
+func (m *Metrics) UserCopy(outcome string) {
+	if m != nil {
+		m.userCopies.WithLabelValues(outcome).Inc()
 	}
 }
 

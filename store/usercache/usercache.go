@@ -39,8 +39,24 @@ const (
 	DefaultMaxEntries = 100_000
 )
 
+// Outcomes of a read, as Options.Observe hears them.
+const (
+	// OutcomeCopy: the copy was used.
+	OutcomeCopy = "copy"
+	// OutcomeRead: the user was read from Source and the copy kept.
+	OutcomeRead = "read"
+	// OutcomeUnsure: the user was read from Source and nothing kept (a
+	// write in flight, a version that could not be read, no Versions, or
+	// a failed read).
+	OutcomeUnsure = "unsure"
+)
+
 // Options tune a Cache; zero values take the defaults.
 type Options struct {
+	// Observe, when set, hears the outcome of every read (OutcomeCopy,
+	// OutcomeRead, OutcomeUnsure): the server counts them in
+	// portcullis_user_copies_total.
+	Observe func(outcome string)
 	// MaxAge is the longest a copy is used, whatever its version says.
 	MaxAge time.Duration
 	// MaxEntries bounds the copies kept; past it, some are dropped.
@@ -56,6 +72,7 @@ type Cache struct {
 	maxAge     time.Duration
 	maxEntries int
 	now        func() time.Time
+	observe    func(string)
 
 	mu     sync.RWMutex
 	copies map[string]copyOf
@@ -79,8 +96,11 @@ func New(src Source, versions Versions, o Options) *Cache {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Observe == nil {
+		o.Observe = func(string) {}
+	}
 	return &Cache{src: src, versions: versions, maxAge: o.MaxAge, maxEntries: o.MaxEntries, now: o.Now,
-		copies: map[string]copyOf{}}
+		observe: o.Observe, copies: map[string]copyOf{}}
 }
 
 // GetUser returns the user as Source would: the copy when the user's
@@ -111,14 +131,17 @@ func (c *Cache) GetUserAt(ctx context.Context, id string, v store.UserVersion) (
 		cp, ok := c.copies[id]
 		c.mu.RUnlock()
 		if ok && cp.version == version && now.Sub(cp.readAt) < c.maxAge && !now.Before(cp.readAt) {
+			c.observe(OutcomeCopy)
 			return clone(cp.user), nil
 		}
 	}
 	u, err := c.src.GetUser(ctx, id)
 	if err != nil || version == "" {
+		c.observe(OutcomeUnsure)
 		return u, err
 	}
 	c.keep(id, copyOf{user: clone(u), version: version, readAt: now})
+	c.observe(OutcomeRead)
 	return u, nil
 }
 

@@ -225,3 +225,22 @@ func TestCacheBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheObserved: every read reports its outcome once.
+func TestCacheObserved(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	src := &source{users: map[string]store.User{"u1": {ID: "u1"}}}
+	ver := &versions{v: map[string]string{"u1": "v1"}}
+	var got []string
+	c := usercache.New(src, ver, usercache.Options{Observe: func(o string) { got = append(got, o) }})
+	_, _ = c.GetUser(ctx, "u1")     // read, kept
+	_, _ = c.GetUser(ctx, "u1")     // copy
+	ver.v["u1"] = ""                // a write in flight
+	_, _ = c.GetUser(ctx, "u1")     // unsure
+	_, _ = c.GetUser(ctx, "nobody") // unsure: not found
+	want := []string{usercache.OutcomeRead, usercache.OutcomeCopy, usercache.OutcomeUnsure, usercache.OutcomeUnsure}
+	if !slices.Equal(got, want) {
+		t.Fatalf("outcomes %v, want %v", got, want)
+	}
+}
