@@ -40,8 +40,10 @@ func (s *Store) SetUserWriteHooks(h UserWriteHooks) {
 // writes anything GetUser(id) reads. The first call per user begins the
 // write with the hooks (once, however often the transaction is retried);
 // every user announced is ended after the transaction, whatever its
-// outcome. This is the one place user writes meet the hooks: every method
-// that writes users or their global roles runs in it.
+// outcome. With announceUserWrite (a single statement outside a
+// transaction: RecordLogin) it is where user writes meet the hooks: every
+// method that writes users or their global roles runs in one of the two
+// (TestUserWritesAnnounced).
 func (s *Store) userTx(ctx context.Context, fn func(tx *gorm.DB, changing func(userID string)) error) error {
 	box := s.userWrites.Load()
 	var announced []string
