@@ -269,7 +269,7 @@ func (s *State) lookupSession(ctx context.Context, cookieHash []byte, now time.T
 	}
 	if !s.cluster {
 		args := make([]any, 0, len(s.findByCookieArgs)+3)
-		args = append(append(append(args, now.UnixMilli()), s.findByCookieArgs...), newUserVersion(), UserVersionTTL.Milliseconds())
+		args = append(append(append(args, now.UnixMilli()), s.findByCookieArgs...), userVersionArgs()...)
 		out, err := findBrowserSessionByCookieScript.Run(ctx, s.c, []string{s.cookieKey(cookieHash)}, args...).Slice()
 		if err != nil {
 			return "", "", nil, 0, "", err
@@ -309,7 +309,7 @@ func (s *State) findSession(ctx context.Context, uid, id string, now time.Time) 
 	cmds := s.evalPipelined(ctx,
 		scriptCall{findBrowserSessionScript, []string{s.userBSKey(uid), s.userCutKey(uid)}, []any{id, now.UnixMilli()}},
 		scriptCall{userCutoffReadScript, []string{s.readyKey(), s.userKey(uid)}, nil},
-		scriptCall{userVersionScript, []string{s.userVerKey(uid)}, []any{newUserVersion(), UserVersionTTL.Milliseconds()}})
+		scriptCall{userVersionScript, []string{s.userVerKey(uid)}, userVersionArgs()})
 	if raw, err = cmds[0].Slice(); err != nil {
 		return nil, 0, "", err
 	}

@@ -113,15 +113,23 @@ var rotateScript = redis.NewScript(rotateLua + `return rotate()`)
 // "\n" where the user id goes, userVersionScript's candidate and TTL. A
 // rotation that returns the family (every outcome but invalid) appends
 // the version to rotateScript's reply.
-var rotateReadingUserVersionScript = redis.NewScript(rotateLua + userVersionLua + `
+var rotateReadingUserVersionScript = redis.NewScript(rotateLua + userVersionLua + userKeyLua + `
 local r = rotate()
 if r[1] ~= 0 and r[2] then
-  local i = string.find(ARGV[6], '\n', 1, true)
-  local key = string.sub(ARGV[6], 1, i - 1) .. r[2] .. string.sub(ARGV[6], i + 1)
-  table.insert(r, userVersion(key, ARGV[7], ARGV[8]))
+  table.insert(r, userVersion(userKeyOf(ARGV[6], r[2]), ARGV[7], ARGV[8]))
 end
 return r
 `)
+
+// userKeyLua defines userKeyOf(template, uid): the key name template (one
+// of a user's keys, with "\n" where the user id goes, as Go passes it to
+// the scripts that name a user's keys themselves) for the user uid.
+const userKeyLua = `
+local function userKeyOf(t, uid)
+  local i = string.find(t, '\n', 1, true)
+  return string.sub(t, 1, i - 1) .. uid .. string.sub(t, i + 1)
+end
+`
 
 // rotateLua defines rotate(): rotateScript's work.
 const rotateLua = `
@@ -369,15 +377,12 @@ end
 // userVersionScript), then findBrowserSessionScript's reply}. The keys of the user are named in the script, not declared:
 // Redis without Cluster allows it, and Cluster (where they are in other
 // slots) uses the three steps instead.
-var findBrowserSessionByCookieScript = redis.NewScript(sessionLua + findSessionLua + cutoffReadLua + userVersionLua + `
+var findBrowserSessionByCookieScript = redis.NewScript(sessionLua + findSessionLua + cutoffReadLua + userVersionLua + userKeyLua + `
 local ptr = redis.call('GET', KEYS[1])
 if not ptr then return {} end
 local id, uid = string.match(ptr, '^([^\n]+)\n([^\n]+)$')
 if not id then return {} end
-local function userKey(t)
-  local i = string.find(t, '\n', 1, true)
-  return string.sub(t, 1, i - 1) .. uid .. string.sub(t, i + 1)
-end
+local function userKey(t) return userKeyOf(t, uid) end
 local out = {id, uid, cutoffRead(ARGV[4], userKey(ARGV[5])), userVersion(userKey(ARGV[6]), ARGV[7], ARGV[8])}
 for _, v in ipairs(findSession(userKey(ARGV[2]), userKey(ARGV[3]), id, ARGV[1])) do table.insert(out, v) end
 return out

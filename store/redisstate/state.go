@@ -476,8 +476,9 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 	if s.cluster { // the user's version is in another slot: the caller reads it
 		cmd = rotateScript.Run(ctx, s.c, keys, req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace)
 	} else {
-		cmd = rotateReadingUserVersionScript.Run(ctx, s.c, keys, req.PresentedHash, req.NextHash, req.NextSealed,
-			req.Now.UnixMilli(), grace, s.userVerKey("\n"), newUserVersion(), UserVersionTTL.Milliseconds())
+		args := append([]any{req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace, s.userVerKey("\n")},
+			userVersionArgs()...)
+		cmd = rotateReadingUserVersionScript.Run(ctx, s.c, keys, args...)
 	}
 	raw, err := cmd.Slice()
 	if err != nil {

@@ -88,6 +88,10 @@ func newUserVersion() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
+// userVersionArgs are the arguments every read of a version passes after
+// its own (userVersionLua's candidate and TTL).
+func userVersionArgs() []any { return []any{newUserVersion(), UserVersionTTL.Milliseconds()} }
+
 // BeginUserWrite marks a write of the user in flight, before it commits
 // (sqlstore calls it): until EndUserWrite no copy of the user is used.
 // On error nothing was marked; sqlstore writes anyway and still calls
@@ -116,8 +120,7 @@ func (s *State) EndUserWrite(ctx context.Context, userID string) error {
 // UserVersion returns the user's current version, or "" while a write of
 // the user is in flight (no copy may be used or kept then).
 func (s *State) UserVersion(ctx context.Context, userID string) (string, error) {
-	v, err := userVersionScript.Run(ctx, s.c, []string{s.userVerKey(userID)}, newUserVersion(),
-		UserVersionTTL.Milliseconds()).Text()
+	v, err := userVersionScript.Run(ctx, s.c, []string{s.userVerKey(userID)}, userVersionArgs()...).Text()
 	if err != nil {
 		return "", unavailable(fmt.Sprintf("read the version of user %q", userID), err)
 	}
