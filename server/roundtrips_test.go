@@ -20,30 +20,36 @@ import (
 // to the database (portcullis_dependency_duration_seconds_count).
 func dependencyCalls(t *testing.T, in *st.Instance) (redis, database int) {
 	t.Helper()
+	calls := metricCounts(t, in, "portcullis_dependency_duration_seconds_count")
+	return calls[`dependency="redis"`], calls[`dependency="database"`]
+}
+
+// metricCounts reads the instance's integer series of the metric name, by
+// their labels as written between the braces.
+func metricCounts(t *testing.T, in *st.Instance, name string) map[string]int {
+	t.Helper()
 	resp, err := http.Get(in.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	out := map[string]int{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "portcullis_dependency_duration_seconds_count{") {
+		rest, ok := strings.CutPrefix(line, name+"{")
+		if !ok {
 			continue
 		}
-		n, err := strconv.Atoi(line[strings.LastIndexByte(line, ' ')+1:])
-		if err != nil {
+		labels, value, ok := strings.Cut(rest, "} ")
+		n, err := strconv.Atoi(value)
+		if !ok || err != nil {
 			t.Fatalf("metrics line %q: %v", line, err)
 		}
-		switch {
-		case strings.Contains(line, `dependency="redis"`):
-			redis = n
-		case strings.Contains(line, `dependency="database"`):
-			database = n
-		}
+		out[labels] = n
 	}
-	return redis, database
+	return out
 }
 
 // TestSSORoundTrips counts the storage round trips of one single sign-on

@@ -2,12 +2,9 @@ package server_test
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -114,23 +111,5 @@ func TestUserCopiesAcrossInstances(t *testing.T) {
 // instance.
 func userCopiesUsed(t *testing.T, in *st.Instance) int {
 	t.Helper()
-	resp, err := http.Get(in.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, `portcullis_user_copies_total{outcome="copy"} `); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatalf("metrics line %q: %v", line, err)
-			}
-			return n
-		}
-	}
-	return 0
+	return metricCounts(t, in, "portcullis_user_copies_total")[`outcome="copy"`]
 }
