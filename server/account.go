@@ -57,7 +57,7 @@ func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, resp)
+		return writeTokenResponse(c, resp)
 	}, noCache)
 	e.POST("/auth/password/forgot", func(c echo.Context) error {
 		var body struct {
@@ -108,7 +108,7 @@ func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, resp)
+		return writeTokenResponse(c, resp)
 	}, noCache, bearer)
 	e.POST("/auth/email/verify", func(c echo.Context) error {
 		var body struct {

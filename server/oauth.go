@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/labstack/echo/v4"
 
@@ -47,6 +48,26 @@ func (s *Server) MountOAuth(svc *token.Service) {
 	e.POST("/userinfo", userinfo, noStore, userinfoBearer)
 	e.POST("/auth/logout", s.logoutEndpoint(svc), noStore, bearer)
 }
+
+// writeTokenResponse answers 200 with resp (RFC 6749 §5.1), encoded by
+// token.Response.AppendJSON: the same bytes as echo's c.JSON, without
+// reflection.
+func writeTokenResponse(c echo.Context, resp token.Response) error {
+	buf := tokenResponseBuffers.Get().(*[]byte)
+	*buf = resp.AppendJSON((*buf)[:0])
+	err := c.Blob(http.StatusOK, echo.MIMEApplicationJSON, *buf)
+	if cap(*buf) <= 64<<10 { // an outsized answer's buffer is not kept
+		tokenResponseBuffers.Put(buf)
+	}
+	return err
+}
+
+// tokenResponseBuffers keeps the buffers writeTokenResponse encodes into;
+// c.Blob has copied the answer out of one when it returns.
+var tokenResponseBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 2048)
+	return &b
+}}
 
 // noStore marks every answer of an endpoint uncacheable (RFC 6749 §5.1).
 func noStore(next echo.HandlerFunc) echo.HandlerFunc {

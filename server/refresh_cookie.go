@@ -142,7 +142,7 @@ func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 			c.SetCookie(rtcookie.Set(resp.RefreshToken, resp.RefreshLifetime, secure))
 			resp.RefreshToken = ""
 		}
-		return c.JSON(http.StatusOK, resp)
+		return writeTokenResponse(c, resp)
 	}
 }
 

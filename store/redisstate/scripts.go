@@ -154,12 +154,13 @@ local function rotate()
       nix = now + it
       if it < ttl then ttl = it end
     end
-    redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4],
-      'ix', string.format('%d', nix))
     if tonumber(ARGV[5]) > 0 then
-      redis.call('HSET', KEYS[1], 'sealed', ARGV[3])
+      redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4],
+        'ix', string.format('%d', nix), 'sealed', ARGV[3])
     else
-      redis.call('HDEL', KEYS[1], 'sealed')
+      redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4],
+        'ix', string.format('%d', nix))
+      if f[8] then redis.call('HDEL', KEYS[1], 'sealed') end
     end
     redis.call('SADD', KEYS[2], cur)
     redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
