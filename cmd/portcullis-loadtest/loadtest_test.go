@@ -85,6 +85,46 @@ func TestCostReason(t *testing.T) {
 
 // TestCategorize: each sample counts once, for the first category that
 // matches anywhere on its stack.
+func TestCCFloor(t *testing.T) {
+	us := time.Microsecond
+	// 10,000 requests each: per-request costs are the totals / 10,000.
+	use := func(server, driver time.Duration) *CPUUse {
+		return &CPUUse{Server: server * 10000, Driver: driver * 10000}
+	}
+	jwks := Result{Requests: 10000, CPU: use(35*us, 29*us)}
+	signing := func(share float64) []CPUShare { return []CPUShare{{Category: categories[0].name, Share: share}} }
+	tests := []struct {
+		name string
+		cc   Result
+		want []string
+	}{
+		{"the floor is above the target's cost", Result{Requests: 10000, CPU: use(100*us, 60*us), Shares: signing(0.3)},
+			// floor = 64 + 30 + 31 = 125 µs: at most 51%
+			[]string{"(64µs)", "the signature (30µs", "(31µs)", "cost 125µs and reach at most 51% of the JWKS rate", "cannot be met"}},
+		{"room left for the rest", Result{Requests: 10000, CPU: use(80*us, 35*us), Shares: signing(0.25)},
+			// floor = 64 + 20 + 6 = 90 µs (71%); the rest is 115 - 90 = 25 µs, the target allows 64/0.6 - 90 = 17 µs
+			[]string{"cost 90µs and reach at most 71%", "cost 25µs and must come to 17µs or less"}},
+		{"a driver cheaper than JWKS's adds nothing", Result{Requests: 10000, CPU: use(80*us, 20*us), Shares: signing(0.25)},
+			[]string{"(0s)", "cost 84µs"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ccFloor(tc.cc, jwks)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("ccFloor = %q\nwant it to contain %q", got, w)
+				}
+			}
+			if strings.Contains(got, "cannot be met") != strings.Contains(strings.Join(tc.want, " "), "cannot be met") {
+				t.Errorf("ccFloor = %q: wrong verdict", got)
+			}
+		})
+	}
+	if got := ccFloor(Result{Requests: 10000, CPU: use(80*us, 35*us)}, jwks); got != "" {
+		t.Errorf("without a profile ccFloor = %q, want nothing", got)
+	}
+}
+
 func TestCategorize(t *testing.T) {
 	fns := map[string]*profile.Function{}
 	var locs []*profile.Location
