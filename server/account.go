@@ -220,9 +220,7 @@ func decodeJSON(c echo.Context, v any, optional bool) error {
 	r := c.Request()
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxJSONBody+1))
 	if err != nil {
-		var mbe *http.MaxBytesError
-		var he *echo.HTTPError
-		if errors.As(err, &mbe) || errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge {
+		if bodyTooLarge(err) {
 			return apierr.ErrTooLarge
 		}
 		return apierr.ErrInvalidRequest.WithDescription("The request body could not be read.").WithCause(err)

@@ -138,18 +138,32 @@ func RedactQuery(raw string) string {
 	return vals.Encode()
 }
 
+// Header values every answer carries, shared by all of them (h.Set would
+// allocate each one per answer). Keys are canonical; a value slice is never
+// written in place: Header.Set replaces it, Header.Add appends to a full
+// slice (a copy), and net/http's Header.Clone copies.
+var (
+	headerNosniff    = []string{"nosniff"}
+	headerDeny       = []string{"DENY"}
+	headerNoReferrer = []string{"no-referrer"}
+	headerAPICSP     = []string{"default-src 'none'; frame-ancestors 'none'"}
+	headerHSTS       = []string{"max-age=63072000; includeSubDomains"}
+	headerNoStore    = []string{"no-store"}
+	headerNoCache    = []string{"no-cache"}
+)
+
 // securityHeaders sets headers that make API answers inert in a browser.
 // Pages set a fuller Content-Security-Policy of their own.
 func securityHeaders(tls bool) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			h := c.Response().Header()
-			h.Set("X-Content-Type-Options", "nosniff")
-			h.Set("X-Frame-Options", "DENY")
-			h.Set("Referrer-Policy", "no-referrer")
-			h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+			h["X-Content-Type-Options"] = headerNosniff
+			h["X-Frame-Options"] = headerDeny
+			h["Referrer-Policy"] = headerNoReferrer
+			h["Content-Security-Policy"] = headerAPICSP
 			if tls {
-				h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+				h["Strict-Transport-Security"] = headerHSTS
 			}
 			return next(c)
 		}

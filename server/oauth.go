@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -73,8 +75,8 @@ var tokenResponseBuffers = sync.Pool{New: func() any {
 func noStore(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		h := c.Response().Header()
-		h.Set("Cache-Control", "no-store")
-		h.Set("Pragma", "no-cache")
+		h["Cache-Control"] = headerNoStore
+		h["Pragma"] = headerNoCache
 		return next(c)
 	}
 }
@@ -133,24 +135,49 @@ func (s *Server) clientForm(c echo.Context) (map[string]string, token.ClientCred
 }
 
 // formParams reads a form-encoded POST body once, rejecting repeated
-// parameters (RFC 6749 §3.1), and returns the single value of each.
+// parameters (RFC 6749 §3.1), and returns the single value of each. The
+// parsed body is left in r.PostForm, as r.ParseForm leaves it (PAR reads
+// it); r.Form is left to be built by whoever asks for it.
 func formParams(c echo.Context) (map[string]string, error) {
 	r := c.Request()
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/x-www-form-urlencoded" {
+	if !isFormBody(r.Header.Get("Content-Type")) {
 		return nil, apierr.ErrInvalidRequest.WithDescription("The body must be application/x-www-form-urlencoded.")
 	}
-	if err := r.ParseForm(); err != nil {
-		if strings.Contains(err.Error(), "too large") {
-			return nil, apierr.ErrTooLarge
+	if r.PostForm == nil {
+		body, err := io.ReadAll(r.Body) // bounded by the body limit middleware
+		if err != nil {
+			if bodyTooLarge(err) {
+				return nil, apierr.ErrTooLarge
+			}
+			return nil, apierr.ErrInvalidRequest.WithDescription("The form body could not be read.").WithCause(err)
 		}
-		return nil, apierr.ErrInvalidRequest.WithDescription("The form body is malformed.")
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, apierr.ErrInvalidRequest.WithDescription("The form body is malformed.")
+		}
+		r.PostForm = form
 	}
-	params, err := token.ParseForm(r.PostForm)
-	if err != nil {
-		return nil, err
+	return token.ParseForm(r.PostForm)
+}
+
+// bodyTooLarge reports whether reading a request body failed because it
+// is over a limit: the body limit middleware's or http.MaxBytesReader's.
+func bodyTooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	var he *echo.HTTPError
+	return errors.As(err, &mbe) || errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge
+}
+
+// isFormBody reports whether contentType is a form body: the media type
+// exactly as every client sends it, or anything mime.ParseMediaType reads
+// as it (other case, parameters, spaces).
+func isFormBody(contentType string) bool {
+	const form = "application/x-www-form-urlencoded"
+	if contentType == form {
+		return true
 	}
-	return params, nil
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == form
 }
 
 // clientCredentials extracts the client's credentials from HTTP Basic or
@@ -237,7 +264,7 @@ func bodyBearerToken(r *http.Request, header string, ok bool) (string, bool, err
 	if r.Method != http.MethodPost {
 		return header, ok, nil
 	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/x-www-form-urlencoded" {
+	if !isFormBody(r.Header.Get("Content-Type")) {
 		return header, ok, nil
 	}
 	if err := r.ParseForm(); err != nil {
