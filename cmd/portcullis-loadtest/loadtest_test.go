@@ -85,43 +85,48 @@ func TestCostReason(t *testing.T) {
 
 // TestCategorize: each sample counts once, for the first category that
 // matches anywhere on its stack.
-func TestCCFloor(t *testing.T) {
+func TestPathFloor(t *testing.T) {
 	us := time.Microsecond
 	// 10,000 requests each: per-request costs are the totals / 10,000.
-	use := func(server, driver time.Duration) *CPUUse {
-		return &CPUUse{Server: server * 10000, Driver: driver * 10000}
+	use := func(server, driver, redis time.Duration) *CPUUse {
+		return &CPUUse{Server: server * 10000, Driver: driver * 10000, Redis: redis * 10000}
 	}
-	jwks := Result{Requests: 10000, CPU: use(35*us, 29*us)}
-	signing := func(share float64) []CPUShare { return []CPUShare{{Category: categories[0].name, Share: share}} }
+	jwks := Result{Requests: 10000, RPS: 25000, CPU: use(35*us, 29*us, 0)}
+	crypto := func(share float64) []CPUShare { return []CPUShare{{Category: categories[0].name, Share: share}} }
 	tests := []struct {
-		name string
-		cc   Result
-		want []string
+		name   string
+		r      Result
+		target float64
+		want   []string
+		cannot bool
 	}{
-		{"the floor is above the target's cost", Result{Requests: 10000, CPU: use(100*us, 60*us), Shares: signing(0.3)},
-			// floor = 64 + 30 + 31 = 125 µs: at most 51%
-			[]string{"(64µs)", "the signature (30µs", "(31µs)", "cost 125µs and reach at most 51% of the JWKS rate", "cannot be met"}},
-		{"room left for the rest", Result{Requests: 10000, CPU: use(80*us, 35*us), Shares: signing(0.25)},
-			// floor = 64 + 20 + 6 = 90 µs (71%); the rest is 115 - 90 = 25 µs, the target allows 64/0.6 - 90 = 17 µs
-			[]string{"cost 90µs and reach at most 71%", "cost 25µs and must come to 17µs or less"}},
-		{"a driver cheaper than JWKS's adds nothing", Result{Requests: 10000, CPU: use(80*us, 20*us), Shares: signing(0.25)},
-			[]string{"(0s)", "cost 84µs"}},
+		{"client_credentials: the floor is above the target's cost", Result{Requests: 10000, CPU: use(100*us, 60*us, 0), Shares: crypto(0.3)}, 15000,
+			// floor = 64 + 30 + 0 + 31 = 125 µs: at most 25,000 × 64/125 = 12,800/s
+			[]string{"(64µs)", "verification (30µs", "(0s)", "(31µs)", "cost 125µs and the path would run at most at 12800/s (51% of the JWKS rate)"}, true},
+		{"client_credentials: room left for the rest", Result{Requests: 10000, CPU: use(80*us, 35*us, 0), Shares: crypto(0.25)}, 15000,
+			// floor = 64 + 20 + 6 = 90 µs; the rest is 115 - 90 = 25 µs; the target allows 64 × 25,000/15,000 - 90 = 16.67 → 17 µs
+			[]string{"cost 90µs", "cost 25µs and must come to 17µs or less"}, false},
+		{"introspection: Redis counts in the floor", Result{Requests: 10000, CPU: use(200*us, 50*us, 25*us), Shares: crypto(0.25)}, 20000,
+			// floor = 64 + 50 + 25 + 21 = 160 µs: at most 25,000 × 64/160 = 10,000/s
+			[]string{"Redis and PostgreSQL (25µs)", "cost 160µs and the path would run at most at 10000/s (40% of the JWKS rate)"}, true},
+		{"a driver cheaper than JWKS's adds nothing", Result{Requests: 10000, CPU: use(80*us, 20*us, 0), Shares: crypto(0.25)}, 15000,
+			[]string{"answer over the JWKS one (0s)", "cost 84µs"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := ccFloor(tc.cc, jwks)
+			got := pathFloor(tc.r, jwks, tc.target)
 			for _, w := range tc.want {
 				if !strings.Contains(got, w) {
-					t.Errorf("ccFloor = %q\nwant it to contain %q", got, w)
+					t.Errorf("pathFloor = %q\nwant it to contain %q", got, w)
 				}
 			}
-			if strings.Contains(got, "cannot be met") != strings.Contains(strings.Join(tc.want, " "), "cannot be met") {
-				t.Errorf("ccFloor = %q: wrong verdict", got)
+			if strings.Contains(got, "cannot be met") != tc.cannot {
+				t.Errorf("pathFloor = %q: want cannot-be-met %v", got, tc.cannot)
 			}
 		})
 	}
-	if got := ccFloor(Result{Requests: 10000, CPU: use(80*us, 35*us)}, jwks); got != "" {
-		t.Errorf("without a profile ccFloor = %q, want nothing", got)
+	if got := pathFloor(Result{Requests: 10000, CPU: use(80*us, 35*us, 0)}, jwks, 15000); got != "" {
+		t.Errorf("without a profile pathFloor = %q, want nothing", got)
 	}
 }
 
