@@ -52,8 +52,8 @@ func (s *Server) MountOAuth(svc *token.Service) {
 }
 
 // writeTokenResponse answers 200 with resp (RFC 6749 §5.1), encoded by
-// token.Response.AppendJSON: the same bytes as echo's c.JSON, without
-// reflection.
+// token.Response.AppendJSON: the bytes echo's c.JSON wrote (without its
+// ?pretty indentation), without reflection.
 func writeTokenResponse(c echo.Context, resp token.Response) error {
 	buf := tokenResponseBuffers.Get().(*[]byte)
 	*buf = resp.AppendJSON((*buf)[:0])

@@ -154,14 +154,14 @@ local function rotate()
       nix = now + it
       if it < ttl then ttl = it end
     end
+    local set = {'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4], 'ix', string.format('%d', nix)}
     if tonumber(ARGV[5]) > 0 then
-      redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4],
-        'ix', string.format('%d', nix), 'sealed', ARGV[3])
-    else
-      redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4],
-        'ix', string.format('%d', nix))
-      if f[8] then redis.call('HDEL', KEYS[1], 'sealed') end
+      set[#set + 1] = 'sealed'
+      set[#set + 1] = ARGV[3]
+    elseif f[8] then
+      redis.call('HDEL', KEYS[1], 'sealed')
     end
+    redis.call('HSET', KEYS[1], unpack(set))
     redis.call('SADD', KEYS[2], cur)
     redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
     redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
