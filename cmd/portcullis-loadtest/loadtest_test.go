@@ -100,21 +100,23 @@ func TestPathFloor(t *testing.T) {
 		want   []string
 		cannot bool
 	}{
-		{"client_credentials: the floor is above the target's cost", Result{Requests: 10000, CPU: use(100*us, 60*us, 0), Shares: crypto(0.3)}, 15000,
-			// floor = 64 + 30 + 0 + 31 = 125 µs: at most 25,000 × 64/125 = 12,800/s
-			[]string{"(64µs)", "verification (30µs", "(0s)", "(31µs)", "cost 125µs and the path would run at most at 12800/s (51% of the JWKS rate)"}, true},
+		{"client_credentials: the floor is above the target's cost", Result{Requests: 10000, CPU: use(100*us, 60*us, 0), Shares: crypto(0.3)}, 17000,
+			// floor = 64 + 30 + 0 + 31 = 125 µs: 25,000 × 64/125 = 12,800/s at JWKS's load, 2/125 µs = 16,000/s on two busy cores
+			[]string{"(64µs)", "verification (30µs", "(0s)", "(31µs)", "cost 125µs and the path would run at 12800/s at the JWKS run's load (51% of the JWKS rate), at most 16000/s"}, true},
 		{"client_credentials: room left for the rest", Result{Requests: 10000, CPU: use(80*us, 35*us, 0), Shares: crypto(0.25)}, 15000,
 			// floor = 64 + 20 + 6 = 90 µs; the rest is 115 - 90 = 25 µs; the target allows 64 × 25,000/15,000 - 90 = 16.67 → 17 µs
 			[]string{"cost 90µs", "cost 25µs and must come to 17µs or less"}, false},
+		{"above the rate at JWKS's load, under the rate of busy cores: not impossible", Result{Requests: 10000, CPU: use(100*us, 60*us, 0), Shares: crypto(0.3)}, 15000,
+			[]string{"at most 16000/s", "even the floor is under the target, which needs the machine busier"}, false},
 		{"introspection: Redis counts in the floor", Result{Requests: 10000, CPU: use(200*us, 50*us, 25*us), Shares: crypto(0.25)}, 20000,
-			// floor = 64 + 50 + 25 + 21 = 160 µs: at most 25,000 × 64/160 = 10,000/s
-			[]string{"Redis and PostgreSQL (25µs)", "cost 160µs and the path would run at most at 10000/s (40% of the JWKS rate)"}, true},
+			// floor = 64 + 50 + 25 + 21 = 160 µs: 10,000/s at JWKS's load, 12,500/s on two busy cores
+			[]string{"Redis and PostgreSQL (25µs)", "cost 160µs and the path would run at 10000/s at the JWKS run's load (40% of the JWKS rate), at most 12500/s"}, true},
 		{"a driver cheaper than JWKS's adds nothing", Result{Requests: 10000, CPU: use(80*us, 20*us, 0), Shares: crypto(0.25)}, 15000,
 			[]string{"answer over the JWKS one (0s)", "cost 84µs"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got := pathFloor(tc.r, jwks, tc.target)
+			got := pathFloor(tc.r, jwks, tc.target, 2)
 			for _, w := range tc.want {
 				if !strings.Contains(got, w) {
 					t.Errorf("pathFloor = %q\nwant it to contain %q", got, w)
@@ -125,7 +127,7 @@ func TestPathFloor(t *testing.T) {
 			}
 		})
 	}
-	if got := pathFloor(Result{Requests: 10000, CPU: use(80*us, 35*us, 0)}, jwks, 15000); got != "" {
+	if got := pathFloor(Result{Requests: 10000, CPU: use(80*us, 35*us, 0)}, jwks, 15000, 2); got != "" {
 		t.Errorf("without a profile pathFloor = %q, want nothing", got)
 	}
 }
