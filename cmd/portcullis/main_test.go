@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/clients"
@@ -89,9 +90,9 @@ func TestEmbeddedDefault(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "data", "portcullis.kek")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("generated key-encryption key missing or readable by others: %v", err)
 	}
-	logs := p.Logs.String()
-	if !strings.Contains(logs, "GENERATED A KEY-ENCRYPTION KEY") || !strings.Contains(logs, "Next steps") {
-		t.Fatalf("missing warning or next steps:\n%s", logs)
+	// The next steps follow the "listening" line, which readiness may beat.
+	if !p.Logs.WaitFor("Next steps", 10*time.Second) || !strings.Contains(p.Logs.String(), "GENERATED A KEY-ENCRYPTION KEY") {
+		t.Fatalf("missing warning or next steps:\n%s", p.Logs.String())
 	}
 	out, stderr, code := st.RunCLIIn(t, dir, env, "a long enough passphrase\n", "bootstrap", "--email", "root@example.com", "--password-stdin")
 	if code != 0 {

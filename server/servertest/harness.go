@@ -220,15 +220,47 @@ func waitReady(t testing.TB, base string, within time.Duration) {
 
 // SyncBuffer is a goroutine-safe log sink.
 type SyncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	written chan struct{} // closed by the next Write (nil: no one waits)
 }
 
 // Write implements io.Writer.
 func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	n, err := b.buf.Write(p)
+	if b.written != nil {
+		close(b.written)
+		b.written = nil
+	}
+	return n, err
+}
+
+// WaitFor reports whether what is written contains s, waiting for it at
+// most within. A server writes its logs from its own goroutines (a child
+// process through a pipe), so a line it prints just after it starts to
+// listen can still be on its way when the readiness check has passed.
+func (b *SyncBuffer) WaitFor(s string, within time.Duration) bool {
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		b.mu.Lock()
+		if strings.Contains(b.buf.String(), s) {
+			b.mu.Unlock()
+			return true
+		}
+		if b.written == nil {
+			b.written = make(chan struct{})
+		}
+		written := b.written
+		b.mu.Unlock()
+		select {
+		case <-written:
+		case <-deadline.C:
+			return strings.Contains(b.String(), s)
+		}
+	}
 }
 
 // String returns everything written so far.
