@@ -70,8 +70,10 @@ func TestFormParams(t *testing.T) {
 				if err != nil || !maps.Equal(got, tt.want) {
 					t.Fatalf("formParams = %v, %v; want %v", got, err, tt.want)
 				}
-				if req.PostForm.Get("a")+req.PostForm.Get("grant_type") == "" {
-					t.Fatalf("the parsed body is not left in PostForm: %v", req.PostForm)
+				for k, v := range tt.want {
+					if req.PostForm.Get(k) != v {
+						t.Fatalf("the parsed body is not left in PostForm: %v", req.PostForm)
+					}
 				}
 				return
 			}
