@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -143,21 +144,38 @@ func formParams(c echo.Context) (map[string]string, error) {
 	if !isFormBody(r.Header.Get("Content-Type")) {
 		return nil, apierr.ErrInvalidRequest.WithDescription("The body must be application/x-www-form-urlencoded.")
 	}
-	if r.PostForm == nil {
-		body, err := io.ReadAll(r.Body) // bounded by the body limit middleware
-		if err != nil {
-			if bodyTooLarge(err) {
-				return nil, apierr.ErrTooLarge
-			}
-			return nil, apierr.ErrInvalidRequest.WithDescription("The form body could not be read.").WithCause(err)
-		}
-		form, err := url.ParseQuery(string(body))
-		if err != nil {
+	if err := readPostForm(r); err != nil {
+		switch {
+		case bodyTooLarge(err):
+			return nil, apierr.ErrTooLarge
+		case errors.Is(err, errMalformedForm):
 			return nil, apierr.ErrInvalidRequest.WithDescription("The form body is malformed.")
 		}
-		r.PostForm = form
+		return nil, apierr.ErrInvalidRequest.WithDescription("The form body could not be read.").WithCause(err)
 	}
 	return token.ParseForm(r.PostForm)
+}
+
+// errMalformedForm is a form body that is not application/x-www-form-urlencoded.
+var errMalformedForm = errors.New("malformed form body")
+
+// readPostForm parses r's form body into r.PostForm once, as r.ParseForm
+// would without also building r.Form (the body limit middleware bounds
+// the read). A body that does not parse is errMalformedForm.
+func readPostForm(r *http.Request) error {
+	if r.PostForm != nil {
+		return nil
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return fmt.Errorf("read the form body: %w", err)
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return fmt.Errorf("%w: %v", errMalformedForm, err)
+	}
+	r.PostForm = form
+	return nil
 }
 
 // bodyTooLarge reports whether reading a request body failed because it
@@ -267,7 +285,7 @@ func bodyBearerToken(r *http.Request, header string, ok bool) (string, bool, err
 	if !isFormBody(r.Header.Get("Content-Type")) {
 		return header, ok, nil
 	}
-	if err := r.ParseForm(); err != nil {
+	if err := readPostForm(r); err != nil {
 		return "", false, apierr.ErrInvalidRequest.Challenging(apierr.Bearer).WithDescription("The form body is malformed.")
 	}
 	vs := r.PostForm["access_token"]

@@ -73,8 +73,11 @@ type State struct {
 	now     func() time.Time
 
 	// findByCookieArgs are findBrowserSessionByCookieScript's key-name
-	// templates (after its time argument), fixed by the prefix.
+	// templates (after its time argument), fixed by the prefix;
+	// userVerTemplate is the user's version key with "\n" where the user id
+	// goes (one of them, and rotateReadingUserVersionScript's too).
 	findByCookieArgs []any
+	userVerTemplate  string
 
 	rebuildMu sync.Mutex // one rebuild at a time per instance
 
@@ -107,7 +110,8 @@ func New(client redis.UniversalClient, opts Options) *State {
 	_, cluster := client.(*redis.ClusterClient)
 	s := &State{c: client, cluster: cluster, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
 		now: now, retryPeriod: defaultRetryPeriod}
-	s.findByCookieArgs = []any{s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n"), s.userVerKey("\n")}
+	s.userVerTemplate = s.userVerKey("\n")
+	s.findByCookieArgs = []any{s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n"), s.userVerTemplate}
 	return s
 }
 
@@ -472,15 +476,12 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 		grace = 0
 	}
 	keys := []string{s.famKey(req.FamilyID), s.usedKey(req.FamilyID)}
-	var cmd *redis.Cmd
-	if s.cluster { // the user's version is in another slot: the caller reads it
-		cmd = rotateScript.Run(ctx, s.c, keys, req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace)
-	} else {
-		args := append([]any{req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace, s.userVerKey("\n")},
-			userVersionArgs()...)
-		cmd = rotateReadingUserVersionScript.Run(ctx, s.c, keys, args...)
+	script, args := rotateScript, []any{req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace}
+	if !s.cluster { // on Cluster the user's version is in another slot: the caller reads it
+		script = rotateReadingUserVersionScript
+		args = append(append(args, s.userVerTemplate), userVersionArgs()...)
 	}
-	raw, err := cmd.Slice()
+	raw, err := script.Run(ctx, s.c, keys, args...).Slice()
 	if err != nil {
 		return store.RotateResult{}, unavailable("rotate refresh", err)
 	}
