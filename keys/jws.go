@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -68,9 +70,13 @@ func validTyp(typ string) bool {
 }
 
 // sign returns a compact JWS of claims (marshalled to a JSON object) with
-// the protected header {"alg","kid","typ"}.
+// the protected header {"alg","kid","typ"}. The payload, the signing input
+// and the token are built in one pooled buffer: the token's string is the
+// only allocation of its own.
 func (a *activeKey) sign(claims any, typ string) (string, error) {
-	payload, err := marshalClaims(claims)
+	scratch := signScratch.Get().(*[]byte)
+	defer putSignScratch(scratch)
+	payload, err := appendClaims((*scratch)[:0], claims)
 	if err != nil {
 		return "", fmt.Errorf("sign: marshal claims: %w", err)
 	}
@@ -83,22 +89,40 @@ func (a *activeKey) sign(claims any, typ string) (string, error) {
 			return "", err
 		}
 	}
-	sigLen := a.signatureLen()
-	size := len(hdr) + 1 + b64.EncodedLen(len(payload)) + 1 + b64.EncodedLen(sigLen)
+	size := len(hdr) + 1 + b64.EncodedLen(len(payload)) + 1 + b64.EncodedLen(a.signatureLen())
 	if size > MaxTokenSize {
 		return "", fmt.Errorf("sign: token would be %d bytes, more than the %d accepted", size, MaxTokenSize)
 	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, hdr...)
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, payload)
-	sig, err := a.signInput(buf)
+	// The token is written after the payload, in room made once, so that
+	// the payload stays where it is while it is encoded.
+	buf := slices.Grow(payload, size)
+	*scratch = buf[:0]
+	payload = buf[:len(payload)]
+	tok := buf[len(payload):len(payload)]
+	tok = append(tok, hdr...)
+	tok = append(tok, '.')
+	tok = b64.AppendEncode(tok, payload)
+	sig, err := a.signInput(tok)
 	if err != nil {
 		return "", err
 	}
-	buf = append(buf, '.')
-	buf = b64.AppendEncode(buf, sig)
-	return string(buf), nil
+	tok = append(tok, '.')
+	tok = b64.AppendEncode(tok, sig)
+	return string(tok), nil
+}
+
+// signScratch keeps sign's buffers.
+var signScratch = sync.Pool{New: func() any {
+	b := make([]byte, 0, 2048)
+	return &b
+}}
+
+// putSignScratch returns a buffer to signScratch unless it grew past what
+// a token of MaxTokenSize and its payload need.
+func putSignScratch(b *[]byte) {
+	if cap(*b) <= 2*MaxTokenSize {
+		signScratch.Put(b)
+	}
 }
 
 // claimsAppender is claims that write their own JSON, the same as
@@ -109,12 +133,16 @@ type claimsAppender interface {
 	AppendJSON(b []byte) []byte
 }
 
-// marshalClaims is the JSON payload of claims.
-func marshalClaims(claims any) ([]byte, error) {
+// appendClaims appends the JSON payload of claims to dst.
+func appendClaims(dst []byte, claims any) ([]byte, error) {
 	if c, ok := claims.(claimsAppender); ok {
-		return c.AppendJSON(make([]byte, 0, 512)), nil
+		return c.AppendJSON(dst), nil
 	}
-	return json.Marshal(claims)
+	b, err := json.Marshal(claims)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, b...), nil
 }
 
 func (a *activeKey) signatureLen() int {
