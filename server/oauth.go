@@ -1,10 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -161,22 +161,32 @@ var errMalformedForm = errors.New("malformed form body")
 
 // readPostForm parses r's form body into r.PostForm once, as r.ParseForm
 // would without also building r.Form (the body limit middleware bounds
-// the read). A body that does not parse is errMalformedForm.
+// the read). A body that does not parse is errMalformedForm. The body is
+// read into a pooled buffer; the parsed values share one copy of it.
 func readPostForm(r *http.Request) error {
 	if r.PostForm != nil {
 		return nil
 	}
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
+	buf := formBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 { // an outsized body's buffer is not kept
+			buf.Reset()
+			formBuffers.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(r.Body); err != nil {
 		return fmt.Errorf("read the form body: %w", err)
 	}
-	form, err := url.ParseQuery(string(body))
+	form, err := url.ParseQuery(buf.String())
 	if err != nil {
 		return fmt.Errorf("%w: %v", errMalformedForm, err)
 	}
 	r.PostForm = form
 	return nil
 }
+
+// formBuffers keeps the buffers readPostForm reads bodies into.
+var formBuffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 1024)) }}
 
 // bodyTooLarge reports whether reading a request body failed because it
 // is over a limit: the body limit middleware's or http.MaxBytesReader's.

@@ -124,9 +124,8 @@ func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		secure := s.secure(c)
 		if byCookie && params["grant_type"] == token.GrantRefreshToken && params["refresh_token"] == "" {
-			if rt := rtcookie.Read(c.Request(), secure); rt != "" {
+			if rt := rtcookie.Read(c.Request(), s.secure(c)); rt != "" {
 				params["refresh_token"] = rt
 			}
 		}
@@ -139,7 +138,7 @@ func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 			return err
 		}
 		if byCookie && resp.RefreshToken != "" {
-			c.SetCookie(rtcookie.Set(resp.RefreshToken, resp.RefreshLifetime, secure))
+			c.SetCookie(rtcookie.Set(resp.RefreshToken, resp.RefreshLifetime, s.secure(c)))
 			resp.RefreshToken = ""
 		}
 		return writeTokenResponse(c, resp)

@@ -15,32 +15,37 @@ import (
 // public client presents only its id (none) and must not present a secret.
 // Unknown clients and wrong secrets cost the same and answer the same.
 func (s *Service) AuthenticateClient(ctx context.Context, cred ClientCredentials) (store.Client, error) {
-	fail := apierr.ErrInvalidClient
-	if cred.Basic {
-		fail = fail.Challenging(apierr.Basic)
-	}
 	if !PlausibleClientID(cred.ID) {
 		secretMatches(cred.Secret, nil)
-		return store.Client{}, fail
+		return store.Client{}, invalidClient(cred)
 	}
 	c, err := s.clients.GetClient(ctx, cred.ID)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			secretMatches(cred.Secret, nil)
-			return store.Client{}, fail
+			return store.Client{}, invalidClient(cred)
 		}
 		return store.Client{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
 	if c.Public {
 		if cred.Secret != "" {
-			return store.Client{}, fail.WithDescription("A public client must not present a secret.")
+			return store.Client{}, invalidClient(cred).WithDescription("A public client must not present a secret.")
 		}
 		return c, nil
 	}
 	if cred.Secret == "" || !secretMatches(cred.Secret, c.SecretHash) {
-		return store.Client{}, fail
+		return store.Client{}, invalidClient(cred)
 	}
 	return c, nil
+}
+
+// invalidClient is the invalid_client refusal of cred: with a Basic
+// challenge when it came in HTTP Basic (RFC 6749 §5.2: 401).
+func invalidClient(cred ClientCredentials) *apierr.Error {
+	if cred.Basic {
+		return apierr.ErrInvalidClient.Challenging(apierr.Basic)
+	}
+	return apierr.ErrInvalidClient
 }
 
 // LookupClient returns the client an id names, without authenticating it:
