@@ -22,12 +22,12 @@ type CodeStore interface {
 
 // parseAuthorizationCodeGrant reads code, redirect_uri and code_verifier
 // (RFC 6749 §4.1.3, RFC 7636 §4.5). Their meaning is checked at exchange.
-func parseAuthorizationCodeGrant(params map[string]string, req *TokenRequest) error {
+func parseAuthorizationCodeGrant(params map[string]string, req TokenRequest) (TokenRequest, error) {
 	req.Code, req.RedirectURI, req.CodeVerifier = params["code"], params["redirect_uri"], params["code_verifier"]
 	if req.Code == "" {
-		return apierr.ErrInvalidRequest.WithDescription("The code parameter is missing.")
+		return req, apierr.ErrInvalidRequest.WithDescription("The code parameter is missing.")
 	}
-	return nil
+	return req, nil
 }
 
 // maxCodeLen bounds a presented code; Portcullis's codes are far shorter.

@@ -8,7 +8,9 @@ import (
 )
 
 // parseClientCredentialsGrant: the grant has no parameters of its own (RFC 6749 §4.4.2).
-func parseClientCredentialsGrant(map[string]string, *TokenRequest) error { return nil }
+func parseClientCredentialsGrant(_ map[string]string, req TokenRequest) (TokenRequest, error) {
+	return req, nil
+}
 
 func (s *Service) clientCredentialsGrant(ctx context.Context, client store.Client, req TokenRequest, _ RequestMeta) (Response, error) {
 	if client.Public {

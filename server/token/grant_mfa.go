@@ -16,13 +16,13 @@ const maxMFAParamLen = 512
 
 // parseMFAGrant reads an MFA grant's mfa_token and its code parameter
 // (otp or recovery_code): both are required (invalid_request).
-func parseMFAGrant(codeParam string) func(params map[string]string, req *TokenRequest) error {
-	return func(params map[string]string, req *TokenRequest) error {
+func parseMFAGrant(codeParam string) func(params map[string]string, req TokenRequest) (TokenRequest, error) {
+	return func(params map[string]string, req TokenRequest) (TokenRequest, error) {
 		req.MFAToken, req.MFACode = params["mfa_token"], params[codeParam]
 		if req.MFAToken == "" || req.MFACode == "" {
-			return apierr.ErrInvalidRequest.WithDescription("This grant needs mfa_token and %s.", codeParam)
+			return req, apierr.ErrInvalidRequest.WithDescription("This grant needs mfa_token and %s.", codeParam)
 		}
-		return nil
+		return req, nil
 	}
 }
 

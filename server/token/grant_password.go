@@ -13,12 +13,12 @@ import (
 )
 
 // parsePasswordGrant reads username and password (RFC 6749 §4.3.2).
-func parsePasswordGrant(params map[string]string, req *TokenRequest) error {
+func parsePasswordGrant(params map[string]string, req TokenRequest) (TokenRequest, error) {
 	req.Username, req.Password = params["username"], params["password"]
 	if req.Username == "" || req.Password == "" {
-		return apierr.ErrInvalidRequest.WithDescription("The password grant needs username and password.")
+		return req, apierr.ErrInvalidRequest.WithDescription("The password grant needs username and password.")
 	}
-	return nil
+	return req, nil
 }
 
 func (s *Service) passwordGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {

@@ -12,12 +12,12 @@ import (
 )
 
 // parseRefreshGrant reads refresh_token (RFC 6749 §6).
-func parseRefreshGrant(params map[string]string, req *TokenRequest) error {
+func parseRefreshGrant(params map[string]string, req TokenRequest) (TokenRequest, error) {
 	req.RefreshToken = params["refresh_token"]
 	if req.RefreshToken == "" {
-		return apierr.ErrInvalidRequest.WithDescription("The refresh_token parameter is missing.")
+		return req, apierr.ErrInvalidRequest.WithDescription("The refresh_token parameter is missing.")
 	}
-	return nil
+	return req, nil
 }
 
 func (s *Service) refreshGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {

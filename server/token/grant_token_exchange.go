@@ -94,21 +94,21 @@ func (s *Service) RegisterSubjectTokenType(tokenType string, h SubjectTokenHandl
 func (s *Service) SubjectTokenTypes() int { return len(s.subjectTokens) }
 
 // parseTokenExchange reads the RFC 8693 §2.1 parameters (shape only).
-func parseTokenExchange(params map[string]string, req *TokenRequest) error {
+func parseTokenExchange(params map[string]string, req TokenRequest) (TokenRequest, error) {
 	req.SubjectToken, req.SubjectTokenType = params["subject_token"], params["subject_token_type"]
 	switch {
 	case req.SubjectToken == "":
-		return apierr.ErrInvalidRequest.WithDescription("The subject_token parameter is missing.")
+		return req, apierr.ErrInvalidRequest.WithDescription("The subject_token parameter is missing.")
 	case req.SubjectTokenType == "":
-		return apierr.ErrInvalidRequest.WithDescription("The subject_token_type parameter is missing.")
+		return req, apierr.ErrInvalidRequest.WithDescription("The subject_token_type parameter is missing.")
 	case params["actor_token"] != "" || params["actor_token_type"] != "":
-		return apierr.ErrInvalidRequest.WithDescription("Delegation (actor_token) is not supported.")
+		return req, apierr.ErrInvalidRequest.WithDescription("Delegation (actor_token) is not supported.")
 	case params["requested_token_type"] != "" && params["requested_token_type"] != TokenTypeAccessToken:
-		return apierr.ErrInvalidRequest.WithDescription("Only access tokens are issued (requested_token_type %s).", TokenTypeAccessToken)
+		return req, apierr.ErrInvalidRequest.WithDescription("Only access tokens are issued (requested_token_type %s).", TokenTypeAccessToken)
 	case params["audience"] != "" || params["resource"] != "":
-		return errInvalidTarget
+		return req, errInvalidTarget
 	}
-	return nil
+	return req, nil
 }
 
 // tokenExchangeGrant exchanges a subject token for a session of the user it

@@ -9,13 +9,14 @@ import (
 )
 
 // grantHandler is one grant type of the token endpoint, in its own file
-// (grant_*.go). parse reads the grant's own parameters into req (shape only);
+// (grant_*.go). parse returns req with the grant's own parameters read into
+// it (shape only; by value, so that the request stays off the heap);
 // exchange runs the grant for a client that authenticated and may use it.
 // A grant no client is registered with names the registered grant that
 // allows it (via); label is the metrics label a grant whose name is a URN
 // counts under.
 type grantHandler struct {
-	parse    func(params map[string]string, req *TokenRequest) error
+	parse    func(params map[string]string, req TokenRequest) (TokenRequest, error)
 	exchange func(s *Service, ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error)
 	via      string
 	label    string

@@ -144,10 +144,7 @@ func ParseTokenRequest(params map[string]string, client ClientCredentials) (Toke
 	if !ok {
 		return req, apierr.ErrUnsupportedGrantType.WithDescription("The grant type %q is not supported.", SafeParamName(req.GrantType))
 	}
-	if err := h.parse(params, &req); err != nil {
-		return req, err
-	}
-	return req, nil
+	return h.parse(params, req)
 }
 
 // ParseScope splits a scope parameter (RFC 6749 §3.3: space-delimited
