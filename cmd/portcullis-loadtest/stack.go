@@ -49,6 +49,8 @@ type StackResult struct {
 	Profiles map[string]string
 	// RSS samples of the server process (every 10 s), for soak runs.
 	RSS []int64
+	// Paired is the cc_paired measurement (paired.go), when run.
+	Paired Paired
 }
 
 // Bounds are the machine's throughput ceilings measured in the same run:
@@ -234,6 +236,18 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 		}
 	}()
 	for _, sc := range so.Scenarios {
+		if sc == pairedScenario {
+			if alg != "EdDSA" { // issue 21's targets are EdDSA's
+				continue
+			}
+			p, err := measurePaired(o, pairedRounds, pairedSlice, pairedWarmup)
+			if err != nil {
+				return sr, err
+			}
+			fmt.Fprintf(os.Stderr, "%s %s: %.1f%% over %d pairs\n", alg, pairedScenario, 100*p.Ratio(), len(p.Pairs))
+			sr.Paired = p
+			continue
+		}
 		var r Result
 		var err error
 		if sc == "http_ceiling" {

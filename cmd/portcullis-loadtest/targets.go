@@ -115,9 +115,10 @@ func pathFloor(r, jwks Result, target float64, cores int) string {
 // missed.
 func writeIssue21(w *strings.Builder, all []StackResult, b Bounds, cores int) {
 	var results []Result
+	var paired Paired
 	for _, s := range all {
 		if s.Alg == "EdDSA" {
-			results = s.Results
+			results, paired = s.Results, s.Paired
 		}
 	}
 	get := func(sc string) *Result {
@@ -167,6 +168,7 @@ func writeIssue21(w *strings.Builder, all []StackResult, b Bounds, cores int) {
 		}
 		w.WriteString(line + "\n")
 	}
+	w.WriteString(pairedLine(paired))
 	for _, t := range []struct {
 		scenario, name string
 		target         float64
