@@ -70,7 +70,7 @@ func TestMeasurePaired(t *testing.T) {
 	}))
 	defer srv.Close()
 	o := Options{URL: srv.URL, Concurrency: 2, MaxRequests: 1 << 30, CCClient: "svc", CCSecret: "s"}
-	p, err := measurePaired(o, 2, 40*time.Millisecond, 10*time.Millisecond)
+	p, err := measurePaired(o, 2, 200*time.Millisecond, 20*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestMeasurePaired(t *testing.T) {
 		t.Fatalf("paths in the order %q, want %q", got, want)
 	}
 	failGrant.Store(true)
-	if _, err := measurePaired(o, 1, 40*time.Millisecond, 10*time.Millisecond); err == nil {
+	if _, err := measurePaired(o, 1, 200*time.Millisecond, 20*time.Millisecond); err == nil {
 		t.Fatal("a failing grant measured")
 	}
 }

@@ -66,11 +66,7 @@ func (s *Service) LookupClient(ctx context.Context, id string) (store.Client, er
 // RequireConfidential answers invalid_client for public clients (introspection).
 func RequireConfidential(c store.Client, cred ClientCredentials) error {
 	if c.Public {
-		e := apierr.ErrInvalidClient.WithDescription("This endpoint requires a confidential client.")
-		if cred.Basic {
-			e = e.Challenging(apierr.Basic)
-		}
-		return e
+		return invalidClient(cred).WithDescription("This endpoint requires a confidential client.")
 	}
 	return nil
 }
