@@ -57,10 +57,13 @@ func (p Paired) Ratio() float64 {
 	return c / j
 }
 
+// runScenario runs one scenario (Run; a fake in tests).
+type runScenario func(ctx context.Context, o Options, scenario string) (Result, error)
+
 // measurePaired runs rounds pairs of a JWKS slice and a client_credentials
-// slice, each measured for slice after a warm-up. A slice with errors
-// fails the measurement: the ratio is of successful requests.
-func measurePaired(o Options, rounds int, slice, warmup time.Duration) (Paired, error) {
+// slice with run, each measured for slice after a warm-up. A slice with
+// errors fails the measurement: the ratio is of successful requests.
+func measurePaired(run runScenario, o Options, rounds int, slice, warmup time.Duration) (Paired, error) {
 	o.Duration, o.Warmup = slice, warmup
 	p := Paired{Slice: slice}
 	for range rounds {
@@ -69,7 +72,7 @@ func measurePaired(o Options, rounds int, slice, warmup time.Duration) (Paired, 
 			name string
 			rate *float64
 		}{{"jwks", &pair.JWKS}, {"client_credentials", &pair.ClientCredentials}} {
-			r, err := Run(context.Background(), o, sc.name)
+			r, err := run(context.Background(), o, sc.name)
 			if err != nil {
 				return p, fmt.Errorf("%s: %w", pairedScenario, err)
 			}

@@ -1,10 +1,11 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -45,24 +46,72 @@ func TestPairedRatio(t *testing.T) {
 	}
 }
 
-// TestMeasurePaired: against a real HTTP server, the slices alternate
-// JWKS then the grant, every round; a grant that fails fails the
-// measurement instead of lowering the ratio.
+// TestMeasurePaired: the slices alternate JWKS then the grant, every
+// round, each with the slice's duration and warm-up; the rates land in
+// their pair; a slice that errs or has errors fails the measurement
+// instead of lowering the ratio.
 func TestMeasurePaired(t *testing.T) {
-	var mu sync.Mutex
-	var order []string // the paths in the order served, repeats collapsed
+	rates := map[string]float64{"jwks": 20000, "client_credentials": 12000}
+	tests := []struct {
+		name    string
+		fail    func(call int, scenario string) (errors int64, err error)
+		wantErr bool
+	}{
+		{name: "ok", fail: func(int, string) (int64, error) { return 0, nil }},
+		{name: "a slice with errors", fail: func(call int, _ string) (int64, error) {
+			if call == 3 {
+				return 1, nil
+			}
+			return 0, nil
+		}, wantErr: true},
+		{name: "a slice that cannot run", fail: func(_ int, sc string) (int64, error) {
+			if sc == "client_credentials" {
+				return 0, errors.New("no client")
+			}
+			return 0, nil
+		}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var order []string
+			run := func(_ context.Context, o Options, sc string) (Result, error) {
+				if o.Duration != 3*time.Second || o.Warmup != time.Second {
+					t.Fatalf("slice %v after %v, want 3s after 1s", o.Duration, o.Warmup)
+				}
+				order = append(order, sc)
+				errs, err := tt.fail(len(order), sc)
+				return Result{Scenario: sc, RPS: rates[sc], Requests: 1000, Errors: errs}, err
+			}
+			p, err := measurePaired(run, Options{Duration: time.Minute}, 3, 3*time.Second, time.Second)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("measured %+v", p)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := strings.Join(order, " "), strings.Repeat("jwks client_credentials ", 3); got+" " != want {
+				t.Fatalf("slices in the order %q, want %q", got, want)
+			}
+			if len(p.Pairs) != 3 || p.Pairs[1] != (Pair{JWKS: 20000, ClientCredentials: 12000}) || p.Ratio() != 0.6 {
+				t.Fatalf("pairs %+v, ratio %v", p.Pairs, p.Ratio())
+			}
+		})
+	}
+}
+
+// TestMeasurePairedOverHTTP: Run's two scenarios, paired against a real
+// HTTP server, both complete; a grant the server refuses fails the
+// measurement.
+func TestMeasurePairedOverHTTP(t *testing.T) {
 	var failGrant atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		path := r.URL.Path
-		mu.Lock()
-		if len(order) == 0 || order[len(order)-1] != path {
-			order = append(order, path)
-		}
-		mu.Unlock()
 		switch {
-		case path == "/.well-known/jwks.json":
+		case r.URL.Path == "/.well-known/jwks.json":
 			_, _ = w.Write([]byte(`{"keys":[]}`))
-		case path == "/oauth2/token" && !failGrant.Load():
+		case r.URL.Path == "/oauth2/token" && !failGrant.Load():
 			_, _ = w.Write([]byte(`{"access_token":"x"}`))
 		default:
 			http.Error(w, "no", http.StatusBadRequest)
@@ -70,21 +119,15 @@ func TestMeasurePaired(t *testing.T) {
 	}))
 	defer srv.Close()
 	o := Options{URL: srv.URL, Concurrency: 2, MaxRequests: 1 << 30, CCClient: "svc", CCSecret: "s"}
-	p, err := measurePaired(o, 2, 200*time.Millisecond, 20*time.Millisecond)
+	p, err := measurePaired(Run, o, 2, 200*time.Millisecond, 20*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Pairs) != 2 || p.Ratio() <= 0 {
+	if len(p.Pairs) != 2 || p.Pairs[0].JWKS <= 0 || p.Pairs[1].ClientCredentials <= 0 {
 		t.Fatalf("pairs %+v", p.Pairs)
 	}
-	mu.Lock()
-	got := strings.Join(order, " ")
-	mu.Unlock()
-	if want := "/.well-known/jwks.json /oauth2/token /.well-known/jwks.json /oauth2/token"; got != want {
-		t.Fatalf("paths in the order %q, want %q", got, want)
-	}
 	failGrant.Store(true)
-	if _, err := measurePaired(o, 1, 200*time.Millisecond, 20*time.Millisecond); err == nil {
+	if _, err := measurePaired(Run, o, 1, 200*time.Millisecond, 20*time.Millisecond); err == nil {
 		t.Fatal("a failing grant measured")
 	}
 }

@@ -240,7 +240,7 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 			if alg != "EdDSA" { // issue 21's targets are EdDSA's
 				continue
 			}
-			p, err := measurePaired(o, pairedRounds, pairedSlice, pairedWarmup)
+			p, err := measurePaired(Run, o, pairedRounds, pairedSlice, pairedWarmup)
 			if err != nil {
 				return sr, err
 			}
