@@ -56,21 +56,28 @@ func (s *Server) MountOAuth(svc *token.Service) {
 // token.Response.AppendJSON: the bytes echo's c.JSON wrote (without its
 // ?pretty indentation), without reflection.
 func writeTokenResponse(c echo.Context, resp token.Response) error {
-	buf := tokenResponseBuffers.Get().(*[]byte)
-	*buf = resp.AppendJSON((*buf)[:0])
-	err := c.Blob(http.StatusOK, echo.MIMEApplicationJSON, *buf)
-	if cap(*buf) <= 64<<10 { // an outsized answer's buffer is not kept
-		tokenResponseBuffers.Put(buf)
-	}
-	return err
+	buf := getScratch()
+	defer putScratch(buf) // c.Blob has written the answer out when it returns
+	buf.Write(resp.AppendJSON(buf.AvailableBuffer()))
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, buf.Bytes())
 }
 
-// tokenResponseBuffers keeps the buffers writeTokenResponse encodes into;
-// c.Blob has copied the answer out of one when it returns.
-var tokenResponseBuffers = sync.Pool{New: func() any {
-	b := make([]byte, 0, 2048)
-	return &b
-}}
+// scratchBuffers keeps the buffers a request's form body is read into
+// (readPostForm) and its answer encoded in (writeTokenResponse): nothing
+// in them outlives the call that took one.
+var scratchBuffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 2048)) }}
+
+// getScratch takes an empty buffer from scratchBuffers.
+func getScratch() *bytes.Buffer { return scratchBuffers.Get().(*bytes.Buffer) }
+
+// putScratch empties buf and returns it to scratchBuffers, unless an
+// outsized body or answer grew it.
+func putScratch(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		buf.Reset()
+		scratchBuffers.Put(buf)
+	}
+}
 
 // noStore marks every answer of an endpoint uncacheable (RFC 6749 §5.1).
 func noStore(next echo.HandlerFunc) echo.HandlerFunc {
@@ -167,13 +174,8 @@ func readPostForm(r *http.Request) error {
 	if r.PostForm != nil {
 		return nil
 	}
-	buf := formBuffers.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 64<<10 { // an outsized body's buffer is not kept
-			buf.Reset()
-			formBuffers.Put(buf)
-		}
-	}()
+	buf := getScratch()
+	defer putScratch(buf) // ParseQuery's values are in a copy of the body
 	if _, err := buf.ReadFrom(r.Body); err != nil {
 		return fmt.Errorf("read the form body: %w", err)
 	}
@@ -184,9 +186,6 @@ func readPostForm(r *http.Request) error {
 	r.PostForm = form
 	return nil
 }
-
-// formBuffers keeps the buffers readPostForm reads bodies into.
-var formBuffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 1024)) }}
 
 // bodyTooLarge reports whether reading a request body failed because it
 // is over a limit: the body limit middleware's or http.MaxBytesReader's.

@@ -124,8 +124,9 @@ func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		secure := byCookie && s.secure(c) // only a cookie client's answer reads or sets the cookie
 		if byCookie && params["grant_type"] == token.GrantRefreshToken && params["refresh_token"] == "" {
-			if rt := rtcookie.Read(c.Request(), s.secure(c)); rt != "" {
+			if rt := rtcookie.Read(c.Request(), secure); rt != "" {
 				params["refresh_token"] = rt
 			}
 		}
@@ -138,7 +139,7 @@ func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 			return err
 		}
 		if byCookie && resp.RefreshToken != "" {
-			c.SetCookie(rtcookie.Set(resp.RefreshToken, resp.RefreshLifetime, s.secure(c)))
+			c.SetCookie(rtcookie.Set(resp.RefreshToken, resp.RefreshLifetime, secure))
 			resp.RefreshToken = ""
 		}
 		return writeTokenResponse(c, resp)
