@@ -38,6 +38,18 @@ type TOTPFactor struct {
 // Confirmed reports whether the factor is in use.
 func (f TOTPFactor) Confirmed() bool { return f.SecretSealed != nil }
 
+// MFASummary counts a user's second factors: what deciding whether a login
+// needs a second step, and which methods it may offer, reads.
+type MFASummary struct {
+	// TOTP is whether the user has a confirmed TOTP secret (a pending
+	// enrolment does not count).
+	TOTP bool
+	// WebAuthnCredentials counts the registered passkeys and security keys.
+	WebAuthnCredentials int
+	// RecoveryCodesLeft counts the unused recovery codes.
+	RecoveryCodesLeft int
+}
+
 // WebAuthnCredential is a registered passkey or security key.
 type WebAuthnCredential struct {
 	// ID is the credential id, base64url without padding.
@@ -89,6 +101,10 @@ type MFAFactors interface {
 	UseRecoveryCode(ctx context.Context, userID string, codeHash []byte, now time.Time) (left int, err error)
 	// RecoveryCodesLeft counts the user's unused recovery codes.
 	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
+	// MFASummary counts the user's factors in one read (one statement: it
+	// is on every password login's path): a user without any is the zero
+	// summary, not ErrNotFound.
+	MFASummary(ctx context.Context, userID string) (MFASummary, error)
 
 	// AddWebAuthnCredential stores a new credential; ErrAlreadyExists when
 	// its id is registered (to anyone).

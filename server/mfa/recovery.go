@@ -92,7 +92,7 @@ func (f *recoveryFactor) Verify(ctx context.Context, userID string) ([]string, e
 // fresh ones, returned formatted to be shown once. A user without a second
 // factor has no use for them: ErrNotEnrolled.
 func (s *Service) RegenerateRecoveryCodes(ctx context.Context, userID string, m Meta) ([]string, error) {
-	st, err := s.Status(ctx, userID)
+	st, err := s.Summary(ctx, userID)
 	if err != nil {
 		return nil, err
 	}

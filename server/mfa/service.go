@@ -85,23 +85,30 @@ func New(d Deps) (*Service, error) {
 // holding roles (mfa.required_for_level).
 func (s *Service) Required(roles []string) bool { return s.d.Policy.MFARequired(roles) }
 
-// Status returns the second factors the user has.
+// Status returns the second factors the user has, the credentials listed.
 func (s *Service) Status(ctx context.Context, userID string) (Status, error) {
-	var st Status
-	rec, err := s.d.Factors.GetTOTP(ctx, userID)
-	switch {
-	case err == nil:
-		st.TOTP = rec.Confirmed()
-	case !errors.Is(err, store.ErrNotFound):
-		return Status{}, unavailable("load totp factor", err)
+	sum, err := s.Summary(ctx, userID)
+	if err != nil {
+		return Status{}, err
 	}
-	if st.WebAuthn, err = s.d.Factors.ListWebAuthnCredentials(ctx, userID); err != nil {
+	creds, err := s.d.Factors.ListWebAuthnCredentials(ctx, userID)
+	if err != nil {
 		return Status{}, unavailable("list webauthn credentials", err)
 	}
-	if st.RecoveryCodesLeft, err = s.d.Factors.RecoveryCodesLeft(ctx, userID); err != nil {
-		return Status{}, unavailable("count recovery codes", err)
+	// The list is what the views show: its count, read after, wins.
+	sum.WebAuthnCredentials = len(creds)
+	return Status{Summary: sum, WebAuthn: creds}, nil
+}
+
+// Summary counts the second factors the user has, in one read: what a
+// login's second step (Begin) and the checks that only ask "enrolled?"
+// need.
+func (s *Service) Summary(ctx context.Context, userID string) (Summary, error) {
+	sum, err := s.d.Factors.MFASummary(ctx, userID)
+	if err != nil {
+		return Summary{}, unavailable("summarise second factors", err)
 	}
-	return st, nil
+	return Summary(sum), nil
 }
 
 // Begin follows a correct password. It returns (nil, nil) when the user has
@@ -114,7 +121,7 @@ func (s *Service) Status(ctx context.Context, userID string) (Status, error) {
 // failures and its success count under the same key; "" means the
 // account's email.
 func (s *Service) Begin(ctx context.Context, u store.User, login, clientID, scope string, authTime time.Time) (*Challenge, error) {
-	st, err := s.Status(ctx, u.ID)
+	st, err := s.Summary(ctx, u.ID)
 	if err != nil {
 		return nil, err
 	}

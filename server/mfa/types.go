@@ -99,25 +99,30 @@ type Completed struct {
 	RecoveryCodesLeft int
 }
 
-// Status is what second factors a user has.
+// Status is what second factors a user has, the credentials listed (the
+// self-service views).
 type Status struct {
-	TOTP              bool
-	WebAuthn          []store.WebAuthnCredential
-	RecoveryCodesLeft int
+	Summary
+	WebAuthn []store.WebAuthnCredential
 }
+
+// Summary counts a user's second factors: what deciding whether a login
+// needs a second step, and which methods it offers, reads (one statement:
+// store.MFAFactors.MFASummary).
+type Summary store.MFASummary
 
 // Enrolled reports whether the user has a second factor (recovery codes
 // alone do not count: they come with a factor and replace it when lost).
-func (s Status) Enrolled() bool { return s.TOTP || len(s.WebAuthn) > 0 }
+func (s Summary) Enrolled() bool { return s.TOTP || s.WebAuthnCredentials > 0 }
 
 // Methods lists the methods the user can finish a login with, in the
 // contract's names.
-func (s Status) Methods() []string {
+func (s Summary) Methods() []string {
 	var m []string
 	if s.TOTP {
 		m = append(m, MethodTOTP)
 	}
-	if len(s.WebAuthn) > 0 {
+	if s.WebAuthnCredentials > 0 {
 		m = append(m, MethodWebAuthn)
 	}
 	if s.RecoveryCodesLeft > 0 {

@@ -123,7 +123,7 @@ func (f *fakeMFA) RecoveryCode(code string) mfa.Factor {
 func (f *fakeMFA) Status(_ context.Context, userID string) (mfa.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	st := mfa.Status{TOTP: f.totp[userID]}
+	st := mfa.Status{Summary: mfa.Summary{TOTP: f.totp[userID]}}
 	if st.TOTP {
 		st.RecoveryCodesLeft = 10
 	}

@@ -36,7 +36,7 @@ type Auditor interface {
 // SecondFactors tells whether a user must give a second factor
 // (*mfa.Service implements it).
 type SecondFactors interface {
-	Status(ctx context.Context, userID string) (mfa.Status, error)
+	Summary(ctx context.Context, userID string) (mfa.Summary, error)
 	Required(roles []string) bool
 }
 
@@ -228,7 +228,7 @@ func (s *Service) NeedsSecondFactor(ctx context.Context, u store.User, amr []str
 	if s.d.MFA.Required(u.Roles) {
 		return true, nil
 	}
-	st, err := s.d.MFA.Status(ctx, u.ID)
+	st, err := s.d.MFA.Summary(ctx, u.ID)
 	if err != nil {
 		return false, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("read the second factors: %w", err))
 	}

@@ -35,6 +35,7 @@ func RunMFAFactorsTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/webauthn_credentials", testMFAWebAuthn},
 		{"fail/webauthn_credentials", testMFAWebAuthnFail},
 		{"ok/delete_all_factors_and_user", testMFADeleteAll},
+		{"ok/summary_follows_the_factors", testMFASummary},
 		{"race/totp_step_once", testMFARaceTOTPStep},
 		{"race/totp_confirm_once", testMFARaceTOTPConfirm},
 		{"race/recovery_code_once", testMFARaceRecoveryCode},
@@ -244,6 +245,69 @@ func testMFARecoveryCodes(t *testing.T, s *sqlstore.Store) {
 	}
 	if n, _ := s.RecoveryCodesLeft(c, u.ID); n != 0 {
 		t.Fatalf("RecoveryCodesLeft after clearing = %d", n)
+	}
+}
+
+// testMFASummary walks one user through every kind of factor change and
+// checks, at each step, that MFASummary says what the factors' own reads
+// say, while another user's factors never count.
+func testMFASummary(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("summary@example.com"))
+	other := enrolled(t, s, "summary-other@example.com")
+	if err := s.AddWebAuthnCredential(c, newCredential(other.ID, mfaTime())); err != nil {
+		t.Fatalf("AddWebAuthnCredential (other user): %v", err)
+	}
+	var cred store.WebAuthnCredential
+	steps := []struct {
+		name   string
+		change func() error
+		want   store.MFASummary
+	}{
+		{"no_factor", func() error { return nil }, store.MFASummary{}},
+		{"pending_totp_is_no_factor", func() error { return s.PutPendingTOTP(c, u.ID, []byte("sealed-s"), mfaTime()) },
+			store.MFASummary{}},
+		{"confirmed_totp_with_codes", func() error {
+			return s.ConfirmTOTP(c, u.ID, []byte("sealed-s"), 10, codeHashes("sum", 10), mfaTime())
+		}, store.MFASummary{TOTP: true, RecoveryCodesLeft: 10}},
+		{"a_code_used", func() error {
+			_, err := s.UseRecoveryCode(c, u.ID, codeHashes("sum", 10)[3], mfaTime())
+			return err
+		}, store.MFASummary{TOTP: true, RecoveryCodesLeft: 9}},
+		{"a_passkey", func() error {
+			cred = newCredential(u.ID, mfaTime())
+			return s.AddWebAuthnCredential(c, cred)
+		}, store.MFASummary{TOTP: true, WebAuthnCredentials: 1, RecoveryCodesLeft: 9}},
+		{"a_second_passkey", func() error { return s.AddWebAuthnCredential(c, newCredential(u.ID, mfaTime())) },
+			store.MFASummary{TOTP: true, WebAuthnCredentials: 2, RecoveryCodesLeft: 9}},
+		{"totp_removed", func() error { return s.DeleteTOTP(c, u.ID) },
+			store.MFASummary{WebAuthnCredentials: 2, RecoveryCodesLeft: 9}},
+		{"a_passkey_removed", func() error { return s.DeleteWebAuthnCredential(c, u.ID, cred.ID) },
+			store.MFASummary{WebAuthnCredentials: 1, RecoveryCodesLeft: 9}},
+		{"all_removed", func() error { return s.DeleteAllFactors(c, u.ID) }, store.MFASummary{}},
+	}
+	for _, st := range steps {
+		if err := st.change(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		got, err := s.MFASummary(c, u.ID)
+		if err != nil || got != st.want {
+			t.Fatalf("%s: MFASummary = %+v, %v; want %+v", st.name, got, err, st.want)
+		}
+		// The summary agrees with the factors' own reads.
+		f, err := s.GetTOTP(c, u.ID)
+		confirmed := err == nil && f.Confirmed()
+		creds, _ := s.ListWebAuthnCredentials(c, u.ID)
+		left, _ := s.RecoveryCodesLeft(c, u.ID)
+		if got.TOTP != confirmed || got.WebAuthnCredentials != len(creds) || got.RecoveryCodesLeft != left {
+			t.Fatalf("%s: MFASummary %+v, but the reads say totp %v, %d credentials, %d codes", st.name, got, confirmed, len(creds), left)
+		}
+	}
+	if got, err := s.MFASummary(c, "usr_unknown"); err != nil || got != (store.MFASummary{}) {
+		t.Fatalf("MFASummary of an unknown user = %+v, %v; want the zero summary", got, err)
+	}
+	if got, err := s.MFASummary(c, other.ID); err != nil || got != (store.MFASummary{TOTP: true, WebAuthnCredentials: 1, RecoveryCodesLeft: 10}) {
+		t.Fatalf("MFASummary of the other user = %+v, %v", got, err)
 	}
 }
 
