@@ -25,7 +25,7 @@ type category struct {
 var categories = []category{
 	{"signing and verifying", []string{"crypto/ed25519.", "crypto/rsa.", "crypto/ecdsa.", "crypto/internal/fips140/ed25519.",
 		"crypto/internal/fips140/rsa.", "crypto/internal/fips140/ecdsa."}},
-	{"password hashing", []string{"golang.org/x/crypto/argon2."}},
+	{"password hashing", []string{"github.com/portcullis-auth/portcullis/policy/password/internal/argon2.", "golang.org/x/crypto/bcrypt."}},
 	{"Redis client, its system calls included", []string{"github.com/redis/go-redis/"}},
 	{"PostgreSQL client, its system calls included", []string{"github.com/jackc/pgx/", "gorm.io/", "database/sql."}},
 	{"JSON", []string{"encoding/json."}},

@@ -11,9 +11,10 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/portcullis-auth/portcullis/policy/password/internal/argon2"
 )
 
 // Errors of Verify. Neither ever carries the hash or the password.
@@ -92,27 +93,32 @@ type Hasher struct {
 	dummy  string // a hash of a random password, verified by DummyVerify
 	// slots bounds the hashes computed at once to the number of CPUs: each
 	// argon2id run takes Memory KiB, and running more at once than there are
-	// cores only adds memory churn and cache misses, not throughput.
-	slots chan struct{}
+	// cores only adds memory churn and cache misses, not throughput. A slot
+	// is the working memory its hash runs in, kept for the next (up to
+	// Memory KiB; a stored hash with more memory allocates its own): the
+	// hasher holds slots × Memory KiB instead of making that much garbage
+	// per hash, which cost a garbage collection every few logins.
+	slots chan *argon2.Memory
 }
 
 // compute runs one hash under a slot. It never starts a hash for a request
 // that is already gone: it returns ctx's error when ctx is done before a slot
 // is free, or once it has one (a hash, once started, runs to its end).
-func (h *Hasher) compute(ctx context.Context, f func()) error {
+func (h *Hasher) compute(ctx context.Context, f func(mem *argon2.Memory)) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("password: %w", err)
 	}
+	var mem *argon2.Memory
 	select {
-	case h.slots <- struct{}{}:
+	case mem = <-h.slots:
 	case <-ctx.Done():
 		return fmt.Errorf("password: waiting for a hashing slot: %w", ctx.Err())
 	}
-	defer func() { <-h.slots }()
+	defer func() { h.slots <- mem }()
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("password: %w", err)
 	}
-	f()
+	f(mem)
 	return nil
 }
 
@@ -121,7 +127,10 @@ func NewHasher(p Params) (*Hasher, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("password hasher: %w", err)
 	}
-	h := &Hasher{params: p, slots: make(chan struct{}, runtime.GOMAXPROCS(0))}
+	h := &Hasher{params: p, slots: make(chan *argon2.Memory, runtime.GOMAXPROCS(0))}
+	for range cap(h.slots) {
+		h.slots <- argon2.NewMemory(p.Memory) // allocated by its first hash
+	}
 	dummy, err := h.Hash(context.Background(), rand.Text())
 	if err != nil {
 		return nil, fmt.Errorf("password hasher: dummy hash: %w", err)
@@ -146,8 +155,8 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	}
 	p := h.params
 	var key []byte
-	if err := h.compute(ctx, func() {
-		key = argon2.IDKey([]byte(norm.NFKC.String(password)), salt, p.Time, p.Memory, p.Threads, p.KeyLength)
+	if err := h.compute(ctx, func(mem *argon2.Memory) {
+		key = mem.IDKey([]byte(norm.NFKC.String(password)), salt, p.Time, p.Memory, p.Threads, p.KeyLength)
 	}); err != nil {
 		return "", err
 	}
@@ -212,7 +221,9 @@ func (h *Hasher) verifyOne(ctx context.Context, hash, password string) (ok, need
 			return false, false, err
 		}
 		var got []byte
-		if err := h.compute(ctx, func() { got = argon2.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key))) }); err != nil {
+		if err := h.compute(ctx, func(mem *argon2.Memory) {
+			got = mem.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
+		}); err != nil {
 			return false, false, err
 		}
 		if subtle.ConstantTimeCompare(got, key) != 1 {
@@ -225,14 +236,16 @@ func (h *Hasher) verifyOne(ctx context.Context, hash, password string) (ok, need
 			return false, false, err
 		}
 		var got []byte
-		if err := h.compute(ctx, func() { got = argon2.Key([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key))) }); err != nil {
+		if err := h.compute(ctx, func(mem *argon2.Memory) {
+			got = mem.Key([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
+		}); err != nil {
 			return false, false, err
 		}
 		ok := subtle.ConstantTimeCompare(got, key) == 1
 		return ok, ok, nil
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
 		var err error
-		if cerr := h.compute(ctx, func() { err = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) }); cerr != nil {
+		if cerr := h.compute(ctx, func(*argon2.Memory) { err = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) }); cerr != nil {
 			return false, false, cerr
 		}
 		switch {
