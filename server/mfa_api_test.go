@@ -424,21 +424,55 @@ func TestPasskeyRegistrationOverHTTP(t *testing.T) {
 				body, _ := json.Marshal(map[string]any{"handle": handle, "name": name, "credential": json.RawMessage(cred)})
 				return d.c.Do(http.MethodPost, "/auth/mfa/webauthn/register/finish", body, "application/json", ann)
 			}
-			var pk struct {
-				ID         string     `json:"id"`
-				Name       string     `json:"name"`
-				LastUsedAt *time.Time `json:"last_used_at"`
+			type registered struct {
+				ID            string     `json:"id"`
+				Name          string     `json:"name"`
+				LastUsedAt    *time.Time `json:"last_used_at"`
+				RecoveryCodes []string   `json:"recovery_codes"`
 			}
+			var pk registered
 			finish(opts.Handle, "Laptop", resp).ExpectStatus(http.StatusCreated).JSON(&pk)
 			if pk.Name != "Laptop" || pk.ID != base64.RawURLEncoding.EncodeToString(key.ID) || pk.LastUsedAt != nil {
 				t.Fatalf("registered %+v", pk)
 			}
-			if s := d.status(t, ann); len(s.WebAuthn) != 1 || s.WebAuthn[0].ID != pk.ID || s.WebAuthn[0].Name != "Laptop" {
+			// A first factor comes with recovery codes, as a TOTP
+			// enrolment does: a lost passkey must not lock the person out.
+			if len(pk.RecoveryCodes) != 10 || len(pk.RecoveryCodes[0]) != 19 {
+				t.Fatalf("the first passkey's recovery codes: %q", pk.RecoveryCodes)
+			}
+			if s := d.status(t, ann); len(s.WebAuthn) != 1 || s.WebAuthn[0].ID != pk.ID || s.WebAuthn[0].Name != "Laptop" || s.RecoveryCodesLeft != 10 {
 				t.Fatalf("status %+v", s)
 			}
-			if !d.audited(t, "mfa.enrolled", store.OutcomeSuccess, d.ann.ID, map[string]string{"method": "webauthn"}) {
-				t.Fatal("no mfa.enrolled event")
+			if !d.audited(t, "mfa.enrolled", store.OutcomeSuccess, d.ann.ID, map[string]string{"method": "webauthn"}) ||
+				!d.audited(t, "mfa.enrolled", store.OutcomeSuccess, d.ann.ID, map[string]string{"method": "recovery_code", "via": "first_factor"}) {
+				t.Fatal("no mfa.enrolled events for the passkey and its codes")
 			}
+			// The codes finish a password login.
+			tok, _ := d.mfaToken(t, d.ann)
+			if done, err := d.in.App.MFA.Complete(context.Background(), tok, "web", d.in.App.MFA.RecoveryCode(pk.RecoveryCodes[4]), mfaMeta()); err != nil || done.RecoveryCodesLeft != 9 {
+				t.Fatalf("a login with a first passkey's recovery code: %+v, %v", done, err)
+			}
+			// A second passkey: the person has unused codes, which stay.
+			second, err := passkeystest.New(mfaOrigin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, ann).ExpectStatus(http.StatusOK).JSON(&opts)
+			resp2nd, err := second.Create(opts.Options)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pk2 registered
+			finish(opts.Handle, "Phone", resp2nd).ExpectStatus(http.StatusCreated).JSON(&pk2)
+			if pk2.Name != "Phone" || pk2.RecoveryCodes != nil {
+				t.Fatalf("the second passkey: %+v", pk2)
+			}
+			if s := d.status(t, ann); len(s.WebAuthn) != 2 || s.RecoveryCodesLeft != 9 {
+				t.Fatalf("status after a second passkey %+v", s)
+			}
+			del2 := map[string]string{"current_password": mfaAnnPass}
+			body2, _ := json.Marshal(del2)
+			d.c.Do(http.MethodDelete, "/auth/mfa/webauthn/"+pk2.ID, body2, "application/json", ann).ExpectStatus(http.StatusNoContent)
 			// The ceremony was used up.
 			finish(opts.Handle, "Again", resp).ExpectError(http.StatusBadRequest, "invalid_request")
 

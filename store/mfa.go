@@ -95,6 +95,12 @@ type MFAFactors interface {
 	// ReplaceRecoveryCodes replaces all the user's recovery codes by
 	// codeHashes (SHA-256 of each code).
 	ReplaceRecoveryCodes(ctx context.Context, userID string, codeHashes [][]byte, now time.Time) error
+	// AddFirstRecoveryCodes stores codeHashes as the user's recovery
+	// codes only when the user has no unused one (a first factor, or codes
+	// all used), in one transaction: of concurrent calls exactly one stores
+	// its codes. added is false when the user had unused codes (they stay);
+	// ErrNotFound for an unknown user.
+	AddFirstRecoveryCodes(ctx context.Context, userID string, codeHashes [][]byte, now time.Time) (added bool, err error)
 	// UseRecoveryCode marks the unused code hashing to codeHash as used
 	// and returns how many unused codes remain; ErrNotFound when no unused
 	// code of the user has that hash (never used twice, even concurrently).

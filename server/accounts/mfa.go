@@ -21,6 +21,7 @@ type MFA interface {
 	ConfirmTOTP(ctx context.Context, u store.User, code string, m mfa.Meta) ([]string, error)
 	RemoveTOTP(ctx context.Context, userID string, m mfa.Meta) error
 	RegenerateRecoveryCodes(ctx context.Context, userID string, m mfa.Meta) ([]string, error)
+	FirstRecoveryCodes(ctx context.Context, userID string, m mfa.Meta) ([]string, error)
 	Reset(ctx context.Context, userID string, m mfa.Meta) error
 }
 
@@ -272,18 +273,35 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, actor Actor) (op
 	return opts, handle, nil
 }
 
+// RegisteredPasskey is a registration's answer: the credential and, when
+// the person had no unused recovery code (a first factor), ten recovery
+// codes, shown this once.
+type RegisteredPasskey struct {
+	Passkey
+	RecoveryCodes []string `json:"recovery_codes,omitempty"`
+}
+
 // FinishPasskeyRegistration verifies the browser's answer and stores the
-// credential under name.
-func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor Actor, handle, name string, responseJSON []byte) (Passkey, error) {
+// credential under name. A person without unused recovery codes gets ten
+// (mfa.Service.FirstRecoveryCodes): a lost first passkey must not leave an
+// administrator's reset as the only way in. Should storing them fail, the
+// passkey is registered all the same (it is stored) and answered without
+// codes; the person can make them on the security page.
+func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor Actor, handle, name string, responseJSON []byte) (RegisteredPasskey, error) {
 	u, err := s.loadPasskeySelf(ctx, actor)
 	if err != nil {
-		return Passkey{}, err
+		return RegisteredPasskey{}, err
 	}
-	c, err := s.passkeys.FinishRegistration(ctx, u, handle, name, responseJSON, mfaMeta(u.ID, actor.Meta))
+	m := mfaMeta(u.ID, actor.Meta)
+	c, err := s.passkeys.FinishRegistration(ctx, u, handle, name, responseJSON, m)
 	if err != nil {
-		return Passkey{}, mfaErr("finish a passkey registration", err)
+		return RegisteredPasskey{}, mfaErr("finish a passkey registration", err)
 	}
-	return ViewPasskey(c), nil
+	out := RegisteredPasskey{Passkey: ViewPasskey(c)}
+	if out.RecoveryCodes, err = s.mfa.FirstRecoveryCodes(ctx, u.ID, m); err != nil {
+		s.log.Error("a passkey was registered without its first recovery codes", "user_id", u.ID, "err", err)
+	}
+	return out, nil
 }
 
 // RemovePasskey removes one of the actor's passkeys after checking their

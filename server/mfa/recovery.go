@@ -88,6 +88,29 @@ func (f *recoveryFactor) Verify(ctx context.Context, userID string) ([]string, e
 	return nil, nil
 }
 
+// FirstRecoveryCodes gives a user who has just enrolled a factor other
+// than TOTP (whose confirmation comes with codes) ten recovery codes,
+// returned formatted to be shown once, when the user has no unused one: a
+// first passkey, lost, would otherwise leave no way in but an
+// administrator's reset. nil when the user has unused codes (they keep
+// them). Of concurrent calls, one stores its codes
+// (store.MFAFactors.AddFirstRecoveryCodes).
+func (s *Service) FirstRecoveryCodes(ctx context.Context, userID string, m Meta) ([]string, error) {
+	codes, hashes, err := newRecoveryCodes()
+	if err != nil {
+		return nil, err
+	}
+	added, err := s.d.Factors.AddFirstRecoveryCodes(ctx, userID, hashes, s.d.Now())
+	if err != nil {
+		return nil, unavailable("add first recovery codes", err)
+	}
+	if !added {
+		return nil, nil
+	}
+	s.record(ctx, m, "mfa.enrolled", userID, map[string]string{"method": MethodRecoveryCode, "via": "first_factor"})
+	return codes, nil
+}
+
 // RegenerateRecoveryCodes replaces all the user's recovery codes with ten
 // fresh ones, returned formatted to be shown once. A user without a second
 // factor has no use for them: ErrNotEnrolled.

@@ -43,7 +43,7 @@ type SecurityAccounts interface {
 	RemoveTOTP(ctx context.Context, actor accounts.Actor, currentPassword string) error
 	RegenerateRecoveryCodes(ctx context.Context, actor accounts.Actor) ([]string, error)
 	BeginPasskeyRegistration(ctx context.Context, actor accounts.Actor) (optionsJSON []byte, handle string, err error)
-	FinishPasskeyRegistration(ctx context.Context, actor accounts.Actor, handle, name string, responseJSON []byte) (accounts.Passkey, error)
+	FinishPasskeyRegistration(ctx context.Context, actor accounts.Actor, handle, name string, responseJSON []byte) (accounts.RegisteredPasskey, error)
 	RemovePasskey(ctx context.Context, actor accounts.Actor, id, currentPassword string) error
 }
 
@@ -258,8 +258,12 @@ func (p *Pages) securityPasskey(c echo.Context, actor accounts.Actor, action str
 		if resp == "" || len(resp) > maxWebAuthnResponse {
 			return p.securityProblem(c, "Your browser did not create a passkey. Try again.")
 		}
-		if _, err := p.si.Security.FinishPasskeyRegistration(ctx, actor, r.PostFormValue(handleField), name, []byte(resp)); err != nil {
+		pk, err := p.si.Security.FinishPasskeyRegistration(ctx, actor, r.PostFormValue(handleField), name, []byte(resp))
+		if err != nil {
 			return p.securityFailed(c, err)
+		}
+		if len(pk.RecoveryCodes) > 0 {
+			return p.showCodes(c, "Your passkey is set up", pk.RecoveryCodes)
 		}
 		return p.redirect(c, p.base+AccountSecurityPath)
 	}

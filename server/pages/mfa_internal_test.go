@@ -214,8 +214,8 @@ func (f fakeSecurity) RegenerateRecoveryCodes(ctx context.Context, a accounts.Ac
 func (f fakeSecurity) BeginPasskeyRegistration(context.Context, accounts.Actor) ([]byte, string, error) {
 	return []byte(`{"publicKey":{"challenge":"Y2hhbGxlbmdl","user":{"id":"dXNy","name":"ann"}}}`), "reg", nil
 }
-func (f fakeSecurity) FinishPasskeyRegistration(context.Context, accounts.Actor, string, string, []byte) (accounts.Passkey, error) {
-	return accounts.Passkey{}, apierr.ErrInvalidRequest.WithDescription("refused")
+func (f fakeSecurity) FinishPasskeyRegistration(context.Context, accounts.Actor, string, string, []byte) (accounts.RegisteredPasskey, error) {
+	return accounts.RegisteredPasskey{}, apierr.ErrInvalidRequest.WithDescription("refused")
 }
 func (f fakeSecurity) RemovePasskey(_ context.Context, a accounts.Actor, id, pw string) error {
 	if pw != "right" {

@@ -230,7 +230,16 @@ func TestBrowserPasskey(t *testing.T) {
 	if loc := location(t, tb.ctx); loc != issuer+"/account/security" {
 		t.Fatalf("after registering: at %s: %s", loc, text(t, tb.ctx))
 	}
-	mustContain(t, "the security page", text(t, tb.ctx), "Laptop", "You have no recovery codes", "Make recovery codes")
+	// A first passkey comes with recovery codes, shown this once.
+	mustContain(t, "the recovery codes", text(t, tb.ctx), "Your passkey is set up", "Save these recovery codes", "I have saved my codes")
+	tb.noViolation(t, "passkey registered, its recovery codes")
+	if n := value(t, tb.ctx, chromedp.Evaluate[int](`document.querySelectorAll('.codes li').length`)); n != 10 {
+		t.Fatalf("%d recovery codes shown, want 10: %s", n, text(t, tb.ctx))
+	}
+	if status := open(t, tb.ctx, value(t, tb.ctx, chromedp.Evaluate[string](`document.querySelector('a.button').href`))); status != http.StatusOK {
+		t.Fatalf("back to the security page: %d", status)
+	}
+	mustContain(t, "the security page", text(t, tb.ctx), "Laptop", "You have 10 unused recovery codes")
 	tb.noViolation(t, "passkey registered")
 	creds := auth.credentials(t)
 	if len(creds) != 1 || creds[0].RpID != "localhost" {

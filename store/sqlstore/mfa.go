@@ -175,6 +175,36 @@ func (s *Store) ReplaceRecoveryCodes(ctx context.Context, userID string, codeHas
 	return nil
 }
 
+// AddFirstRecoveryCodes stores codeHashes as the user's recovery codes
+// when the user has no unused one, in one transaction that holds the user's
+// row (FOR UPDATE; SQLite has one writer), so that of concurrent calls
+// exactly one finds none and stores its codes.
+func (s *Store) AddFirstRecoveryCodes(ctx context.Context, userID string, codeHashes [][]byte, now time.Time) (bool, error) {
+	if len(codeHashes) == 0 {
+		return false, errors.New("add first recovery codes: no codes")
+	}
+	var added bool
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		added = false // a retried transaction starts again
+		if _, err := lockUser(tx, userID); err != nil {
+			return mapErr("lock user", err)
+		}
+		var left int64
+		if err := tx.Model(&mfaRecoveryCodeRow{}).Where("user_id = ? AND used_at IS NULL", userID).Count(&left).Error; err != nil {
+			return mapErr("count recovery codes", err)
+		}
+		if left > 0 {
+			return nil
+		}
+		added = true
+		return replaceRecoveryCodesTx(tx, userID, codeHashes, dbTime(now))
+	})
+	if err != nil {
+		return false, mapErr("add first recovery codes", err)
+	}
+	return added, nil
+}
+
 func replaceRecoveryCodesTx(tx *gorm.DB, userID string, codeHashes [][]byte, now time.Time) error {
 	if err := tx.Where("user_id = ?", userID).Delete(&mfaRecoveryCodeRow{}).Error; err != nil {
 		return mapErr("delete recovery codes", err)

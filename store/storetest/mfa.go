@@ -36,6 +36,8 @@ func RunMFAFactorsTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/webauthn_credentials", testMFAWebAuthnFail},
 		{"ok/delete_all_factors_and_user", testMFADeleteAll},
 		{"ok/summary_follows_the_factors", testMFASummary},
+		{"ok/first_recovery_codes", testMFAFirstRecoveryCodes},
+		{"race/first_recovery_codes_once", testMFARaceFirstRecoveryCodes},
 		{"race/totp_step_once", testMFARaceTOTPStep},
 		{"race/totp_confirm_once", testMFARaceTOTPConfirm},
 		{"race/recovery_code_once", testMFARaceRecoveryCode},
@@ -474,6 +476,64 @@ func testMFARaceTOTPConfirm(t *testing.T, s *sqlstore.Store) {
 		t.Fatalf("the winner's recovery codes: %d, %v", left, err)
 	}
 	wantErr(t, "the confirming step afterwards", s.UseTOTPStep(c, u.ID, 50, mfaTime()), store.ErrConflict)
+}
+
+// testMFAFirstRecoveryCodes: the first codes are stored for a user without
+// any, never over unused ones, and again once all are used.
+func testMFAFirstRecoveryCodes(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("first-rc@example.com"))
+	first := codeHashes("first", 2)
+	if added, err := s.AddFirstRecoveryCodes(c, u.ID, first, mfaTime()); err != nil || !added {
+		t.Fatalf("AddFirstRecoveryCodes without codes = %v, %v; want added", added, err)
+	}
+	if added, err := s.AddFirstRecoveryCodes(c, u.ID, codeHashes("second", 10), mfaTime()); err != nil || added {
+		t.Fatalf("AddFirstRecoveryCodes over unused codes = %v, %v; want not added", added, err)
+	}
+	// The unused codes stayed: the first ones work, the refused ones do not.
+	_, err := s.UseRecoveryCode(c, u.ID, codeHashes("second", 10)[0], mfaTime())
+	wantErr(t, "UseRecoveryCode of a refused code", err, store.ErrNotFound)
+	for i, h := range first {
+		if left, err := s.UseRecoveryCode(c, u.ID, h, mfaTime()); err != nil || left != 1-i {
+			t.Fatalf("UseRecoveryCode(first %d) = %d, %v", i, left, err)
+		}
+	}
+	// All used: new first codes are stored again.
+	if added, err := s.AddFirstRecoveryCodes(c, u.ID, codeHashes("third", 10), mfaTime()); err != nil || !added {
+		t.Fatalf("AddFirstRecoveryCodes with every code used = %v, %v; want added", added, err)
+	}
+	if n, _ := s.RecoveryCodesLeft(c, u.ID); n != 10 {
+		t.Fatalf("RecoveryCodesLeft = %d, want 10", n)
+	}
+	_, err = s.AddFirstRecoveryCodes(c, "usr_unknown", codeHashes("x", 10), mfaTime())
+	wantErr(t, "AddFirstRecoveryCodes of an unknown user", err, store.ErrNotFound)
+}
+
+// testMFARaceFirstRecoveryCodes: of concurrent first codes for one user
+// (two passkeys registered at once), exactly one set is stored, and it is
+// the one its call said it stored.
+func testMFARaceFirstRecoveryCodes(t *testing.T, s *sqlstore.Store) {
+	WarmPool(t, s, 8) // the SQLite pool holds 8
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("race-first-rc@example.com"))
+	sets := make([][][]byte, relRacers)
+	for i := range sets {
+		sets[i] = codeHashes(fmt.Sprintf("racer-%d", i), 10)
+	}
+	errs := race(relRacers, func(i int) error {
+		added, err := s.AddFirstRecoveryCodes(c, u.ID, sets[i], mfaTime())
+		if err == nil && !added {
+			return store.ErrConflict
+		}
+		return err
+	})
+	w := oneWinner(t, "AddFirstRecoveryCodes", errs, store.ErrConflict)
+	if n, _ := s.RecoveryCodesLeft(c, u.ID); n != 10 {
+		t.Fatalf("RecoveryCodesLeft = %d, want 10", n)
+	}
+	if _, err := s.UseRecoveryCode(c, u.ID, sets[w][0], mfaTime()); err != nil {
+		t.Fatalf("the winner's code: %v", err)
+	}
 }
 
 func testMFARaceRecoveryCode(t *testing.T, s *sqlstore.Store) {
