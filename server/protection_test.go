@@ -3,7 +3,9 @@ package server_test
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -193,5 +195,43 @@ func TestMetrics(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestMetricsMethodLabelBounded: a client may send any token as the HTTP
+// method, and each distinct one must not become a series of its own
+// (unbounded label values are a memory and scrape-size denial of service).
+// Methods outside the standard ones are counted as "other", on matched and
+// unmatched routes alike.
+func TestMetricsMethodLabelBounded(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.SQLite))
+	c := in.Client(t)
+	for i := range 20 {
+		for _, path := range []string{"/.well-known/jwks.json", "/no/such/route"} {
+			if r := c.Do(fmt.Sprintf("BREW%d", i), path, nil, ""); r.StatusCode < 400 || r.StatusCode >= 500 {
+				t.Fatalf("BREW%d %s: %d", i, path, r.StatusCode)
+			}
+		}
+	}
+	c.Get("/.well-known/jwks.json").ExpectStatus(http.StatusOK)
+	methods := map[string]bool{}
+	for _, m := range scrape(t, c)["portcullis_http_requests_total"].GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == "method" {
+				methods[lp.GetValue()] = true
+			}
+		}
+	}
+	for m := range methods {
+		if !slices.Contains([]string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}, m) {
+			t.Errorf("method label %q: a client's method became a series", m)
+		}
+	}
+	if !methods["other"] || !methods["GET"] {
+		t.Errorf("method labels %v: want GET and other", methods)
+	}
+	if v := metricValue(scrape(t, c), "portcullis_http_requests_total", map[string]string{"method": "other"}); v != 40 {
+		t.Errorf("%v requests counted as other, want 40", v)
 	}
 }
