@@ -76,9 +76,11 @@ var (
 func (s *Server) MountDiscovery(keys KeySource, opts DiscoveryOptions) {
 	d := &discovery{keys: keys, opts: opts,
 		cacheCtl: []string{"public, max-age=" + strconv.Itoa(int(opts.JWKSMaxAge.Seconds()))}}
-	s.echo.GET("/.well-known/jwks.json", d.serveJWKS)
-	s.echo.GET("/.well-known/openid-configuration", d.serveMetadata)
-	s.echo.GET("/.well-known/oauth-authorization-server", d.serveMetadata)
+	for path, h := range map[string]echo.HandlerFunc{"/.well-known/jwks.json": d.serveJWKS,
+		"/.well-known/openid-configuration": d.serveMetadata, "/.well-known/oauth-authorization-server": d.serveMetadata} {
+		s.echo.GET(path, h)
+		s.fromMemory[path] = true // the key set and metadata are in memory (discovery.current)
+	}
 }
 
 // current returns the cached documents, rebuilding them only when the key set changed.

@@ -44,6 +44,11 @@ type Server struct {
 	metrics *metrics.Metrics
 	origins *rtcookie.Origins
 	https   browsersession.HTTPS
+	// fromMemory are the route templates whose handlers answer from
+	// memory and wait on nothing (JWKS, discovery): the request deadline,
+	// which bounds waiting on the stores, is not set up for them. Written
+	// while routes are mounted, before serving; read-only after.
+	fromMemory map[string]bool
 }
 
 // Options are the parts the server is built from.
@@ -68,7 +73,8 @@ func New(opts Options) *Server {
 	e.HideBanner = true
 	e.HidePort = true
 	s := &Server{echo: e, cfg: opts.Config, log: opts.Logger, checks: opts.Checks, metrics: opts.Metrics,
-		origins: opts.Origins, https: browsersession.HTTPSFor(opts.Config.TLSCert != "", opts.Config.PublicURL)}
+		origins: opts.Origins, https: browsersession.HTTPSFor(opts.Config.TLSCert != "", opts.Config.PublicURL),
+		fromMemory: map[string]bool{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -81,7 +87,7 @@ func New(opts Options) *Server {
 	e.Use(cleanQuery())
 	e.Use(middleware.BodyLimit(strconv.FormatInt(bodyLimitOrDefault(opts.Config.BodyLimitBytes), 10) + "B"))
 	if opts.Config.RequestTimeout > 0 {
-		e.Use(requestTimeout(opts.Config.RequestTimeout))
+		e.Use(requestTimeout(opts.Config.RequestTimeout, func(route string) bool { return s.fromMemory[route] }))
 	}
 	e.Use(s.cors())
 	e.GET("/healthz", s.healthz)
