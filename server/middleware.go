@@ -206,6 +206,20 @@ func cleanQuery() echo.MiddlewareFunc {
 	}
 }
 
+// composed is mws, outermost first, as one middleware built once. Echo
+// applies the middleware of Use to the route's handler on every request,
+// each allocating its closure; this chain is built at start around a last
+// step that calls the handler the router found for the request
+// (Context.Handler, what Echo passes as next), so a request allocates
+// nothing for it.
+func composed(mws ...echo.MiddlewareFunc) echo.MiddlewareFunc {
+	h := func(c echo.Context) error { return c.Handler()(c) }
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	return func(echo.HandlerFunc) echo.HandlerFunc { return h }
+}
+
 // requestTimeout bounds the time a handler may spend on a request, except
 // on the routes fromMemory names (their handlers wait on nothing: a
 // deadline, its timer and the request's copy would be all cost).

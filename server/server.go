@@ -80,16 +80,12 @@ func New(opts Options) *Server {
 	}
 	e.IPExtractor = clientIPExtractor(opts.Config)
 	e.HTTPErrorHandler = s.handleError
-	e.Use(requestID())
-	e.Use(s.recoverer())
-	e.Use(s.accessLog())
-	e.Use(securityHeaders(opts.Config.TLSCert != ""))
-	e.Use(cleanQuery())
-	e.Use(middleware.BodyLimit(strconv.FormatInt(bodyLimitOrDefault(opts.Config.BodyLimitBytes), 10) + "B"))
+	chain := []echo.MiddlewareFunc{requestID(), s.recoverer(), s.accessLog(), securityHeaders(opts.Config.TLSCert != ""), cleanQuery(),
+		middleware.BodyLimit(strconv.FormatInt(bodyLimitOrDefault(opts.Config.BodyLimitBytes), 10) + "B")}
 	if opts.Config.RequestTimeout > 0 {
-		e.Use(requestTimeout(opts.Config.RequestTimeout, func(route string) bool { return s.fromMemory[route] }))
+		chain = append(chain, requestTimeout(opts.Config.RequestTimeout, func(route string) bool { return s.fromMemory[route] }))
 	}
-	e.Use(s.cors())
+	e.Use(composed(append(chain, s.cors())...))
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	if opts.Metrics != nil && opts.Config.MetricsAddr == "" {
