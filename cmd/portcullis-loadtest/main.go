@@ -74,6 +74,10 @@ type Result struct {
 	// Probe is the machine's speed just before the scenario (probe.go):
 	// Ed25519 signatures per second on every core, nothing else running.
 	Probe float64
+	// HashBound is, for the password scenario of a stack run, the
+	// password-hash bound measured just before and just after it
+	// (hashBoundAround).
+	HashBound [2]time.Duration
 }
 
 func main() {

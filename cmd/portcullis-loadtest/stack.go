@@ -250,15 +250,21 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 		}
 		var r Result
 		var err error
-		if sc == "http_ceiling" {
-			r, err = measureCeiling(o, base)
-		} else {
-			r, err = measureScenario(o, sc, srv.Process.Pid, func() (string, string) {
+		scenario := func() (Result, error) {
+			return measureScenario(o, sc, srv.Process.Pid, func() (string, string) {
 				if profiledScenarios[sc] == "" || so.Rate > 0 {
 					return "", ""
 				}
 				return cpuProfile(so.Binary, debugAddr, alg, sc, o.Duration)
 			})
+		}
+		switch {
+		case sc == "http_ceiling":
+			r, err = measureCeiling(o, base)
+		case sc == "password" && so.Rate == 0:
+			r, err = hashBoundAround(func() time.Duration { return measureHashBound(password.DefaultParams()) }, scenario)
+		default:
+			r, err = scenario()
 		}
 		if err != nil {
 			return sr, err
@@ -440,19 +446,45 @@ func measureBounds() Bounds {
 	for alg, f := range verifiers {
 		b.VerifyPerAlg[alg] = parallel(f)
 	}
-	h, err := password.NewHasher(b.Argon2)
-	if err == nil {
-		hash, _ := h.Hash(context.Background(), "bench password that is long")
-		r := testing.Benchmark(func(tb *testing.B) {
-			tb.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					_, _, _ = h.Verify(context.Background(), hash, "bench password that is long")
-				}
-			})
-		})
-		b.PasswordHash = time.Duration(r.NsPerOp())
-	}
+	b.PasswordHash = measureHashBound(b.Argon2)
 	return b
+}
+
+// measureHashBound is the password-hash bound: wall time per argon2id
+// verification with the server's parameters and hasher, both cores
+// verifying (0 when the parameters are refused).
+func measureHashBound(p password.Params) time.Duration {
+	h, err := password.NewHasher(p)
+	if err != nil {
+		return 0
+	}
+	hash, _ := h.Hash(context.Background(), "bench password that is long")
+	r := testing.Benchmark(func(tb *testing.B) {
+		tb.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				_, _, _ = h.Verify(context.Background(), hash, "bench password that is long")
+			}
+		})
+	})
+	return time.Duration(r.NsPerOp())
+}
+
+// hashBoundAround measures the password-hash bound just before and just
+// after run (the password scenario), so that the target compares the
+// scenario with the machine it ran on: this host's speed drifts by a
+// quarter within a run, and the bound measured at the run's start read
+// anywhere from 69% to 192% of the rate that followed.
+func hashBoundAround(measure func() time.Duration, run func() (Result, error)) (Result, error) {
+	before := measure()
+	r, err := run()
+	if err != nil {
+		return r, err
+	}
+	after := measure()
+	if before > 0 && after > 0 {
+		r.HashBound = [2]time.Duration{before, after}
+	}
+	return r, nil
 }
 
 func renderReport(so StackOptions, all []StackResult, b Bounds) string {
@@ -573,6 +605,12 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 			case s.Alg == "RS256" && r.Scenario == "client_credentials":
 				bound := 1 / b.SignPerAlg["RS256"].Seconds()
 				fmt.Fprintf(&w, "- RS256 client_credentials %.0f/s = %.0f%% of the RSA-signing bound %.0f/s (target ≥ 70%%): %s\n", r.RPS, 100*r.RPS/bound, bound, verdict(r.RPS >= 0.7*bound))
+			case r.Scenario == "password" && r.HashBound[0] > 0:
+				before, after := 1/r.HashBound[0].Seconds(), 1/r.HashBound[1].Seconds()
+				bound := (before + after) / 2
+				fmt.Fprintf(&w, "- %s password %.0f/s = %.0f%% of the password-hash bound %.0f/s, measured around the scenario "+
+					"(%.0f/s just before it, %.0f/s just after; %.0f/s at the run's start) (target ≥ 90%%): %s\n",
+					s.Alg, r.RPS, 100*r.RPS/bound, bound, before, after, 1/b.PasswordHash.Seconds(), verdict(r.RPS >= 0.9*bound))
 			case r.Scenario == "password" && b.PasswordHash > 0:
 				bound := 1 / b.PasswordHash.Seconds()
 				fmt.Fprintf(&w, "- %s password %.0f/s = %.0f%% of the password-hash bound %.0f/s (target ≥ 90%%): %s\n", s.Alg, r.RPS, 100*r.RPS/bound, bound, verdict(r.RPS >= 0.9*bound))
