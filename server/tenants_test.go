@@ -8,7 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pquerna/otp/totp"
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server"
@@ -491,6 +493,69 @@ func TestTenantCodeFlow(t *testing.T) {
 					}
 				})
 			}
+		})
+	}
+}
+
+// TestTenantMFALogin: the mfa_token of a password step that named an
+// organisation is bound to it. The MFA grant may name it again or leave it
+// out (the token is then in that organisation); naming another one, even
+// one the person is a member of, is invalid_grant before any attempt is
+// counted or code used; a password step that named none cannot be finished
+// in an organisation.
+func TestTenantMFALogin(t *testing.T) {
+	for _, backend := range tenantBackends {
+		t.Run(backend.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newTenantEnv(t, backend)
+			a, b := e.createTenant(t, "acme"), e.createTenant(t, "globex")
+			const email = "mfa-both@example.com"
+			e.member(t, a, email, "admin")
+			e.member(t, b, email, "user")
+
+			// Turn on the authenticator app; its confirmation gives the codes.
+			own := st.Bearer(e.loginTo(t, email, "").Token().AccessToken)
+			var en struct {
+				Secret string `json:"secret"`
+			}
+			e.c.PostJSON("/auth/mfa/totp", nil, own).ExpectStatus(http.StatusCreated).JSON(&en)
+			code, err := totp.GenerateCode(en.Secret, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rc struct {
+				Codes []string `json:"recovery_codes"`
+			}
+			e.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": code}, own).ExpectStatus(http.StatusOK).JSON(&rc)
+			if len(rc.Codes) != 10 {
+				t.Fatalf("recovery codes %v", rc.Codes)
+			}
+			step := func(tenant string) string {
+				t.Helper()
+				m := e.loginTo(t, email, tenant).ExpectError(http.StatusBadRequest, "mfa_required").Map()
+				tok, _ := m["mfa_token"].(string)
+				if tok == "" {
+					t.Fatalf("no mfa_token: %v", m)
+				}
+				return tok
+			}
+			finish := func(tok, code, tenant string) *st.Response {
+				t.Helper()
+				form := url.Values{"grant_type": {"urn:portcullis:params:oauth:grant-type:mfa-recovery-code"},
+					"mfa_token": {tok}, "recovery_code": {code}}
+				if tenant != "" {
+					form.Set("tenant", tenant)
+				}
+				return e.c.PostForm("/oauth2/token", form, st.Basic("web", e.webSecret))
+			}
+
+			tok := step("acme")
+			finish(tok, rc.Codes[0], "globex").ExpectError(http.StatusBadRequest, "invalid_grant")
+			// Neither the token nor the code was spent by the refusal.
+			wantTenantToken(t, "finished naming none", finish(tok, rc.Codes[0], "").Token().AccessToken, "acme", "admin")
+			wantTenantToken(t, "finished naming acme again", finish(step("acme"), rc.Codes[1], "acme").Token().AccessToken, "acme", "admin")
+			finish(step(""), rc.Codes[2], "acme").ExpectError(http.StatusBadRequest, "invalid_grant")
+			wantTenantToken(t, "a login naming none", finish(step(""), rc.Codes[2], "").Token().AccessToken, "")
 		})
 	}
 }

@@ -119,8 +119,9 @@ func (s *Service) Summary(ctx context.Context, userID string) (Summary, error) {
 // login is what the login throttle counted the password step under (the
 // login as typed: passcheck.Result.ThrottleKey), so that the second step's
 // failures and its success count under the same key; "" means the
-// account's email.
-func (s *Service) Begin(ctx context.Context, u store.User, login, clientID, scope string, authTime time.Time) (*Challenge, error) {
+// account's email. tenant is the organisation the password step named
+// ("" for none): the second step finishes that login, in that tenant.
+func (s *Service) Begin(ctx context.Context, u store.User, login, clientID, scope, tenant string, authTime time.Time) (*Challenge, error) {
 	st, err := s.Summary(ctx, u.ID)
 	if err != nil {
 		return nil, err
@@ -132,7 +133,7 @@ func (s *Service) Begin(ctx context.Context, u store.User, login, clientID, scop
 	if login == "" {
 		login = u.Email
 	}
-	rec := tokenRecord{User: u.ID, Login: login, Client: clientID, Scope: scope, AuthTime: authTime.UTC(),
+	rec := tokenRecord{User: u.ID, Login: login, Client: clientID, Scope: scope, Tenant: tenant, AuthTime: authTime.UTC(),
 		EnrollmentRequired: !enrolled, ExpiresAt: s.d.Now().Add(s.d.TokenTTL).UTC()}
 	if enrolled {
 		rec.Methods = st.Methods()
@@ -160,7 +161,19 @@ const (
 // mfa.failed. Errors wrap ErrInvalidToken or ErrBadCode, or are 429/503
 // *apierr.Error from the throttle or a store.
 func (s *Service) Complete(ctx context.Context, token, clientID string, f Factor, m Meta) (Completed, error) {
+	return s.CompleteForTenant(ctx, token, clientID, "", f, m)
+}
+
+// CompleteForTenant is Complete for a second step that names an
+// organisation (the MFA grants' tenant parameter): the token is bound to
+// the one its password step named, so naming another is ErrInvalidToken
+// before any attempt is counted or factor used. "" names none: the
+// token's own applies (Completed.Tenant).
+func (s *Service) CompleteForTenant(ctx context.Context, token, clientID, tenant string, f Factor, m Meta) (Completed, error) {
 	rec, hash, err := s.peekToken(ctx, token, clientID)
+	if err == nil && tenant != "" && tenant != rec.Tenant {
+		err = fmt.Errorf("%w: the password step named another tenant", ErrInvalidToken)
+	}
 	if err != nil {
 		if errors.Is(err, ErrInvalidToken) {
 			s.failed(ctx, m, rec.User, reasonInvalidToken, f.Method(), "")

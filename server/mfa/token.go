@@ -30,6 +30,7 @@ type tokenRecord struct {
 	Login              string    `json:"login"` // what the login throttle counts under
 	Client             string    `json:"client"`
 	Scope              string    `json:"scope"`
+	Tenant             string    `json:"tenant,omitempty"`
 	AuthTime           time.Time `json:"auth_time"`
 	EnrollmentRequired bool      `json:"enrollment_required"`
 	Methods            []string  `json:"methods"`
@@ -37,7 +38,7 @@ type tokenRecord struct {
 }
 
 func (r tokenRecord) pending() Pending {
-	return Pending{UserID: r.User, ClientID: r.Client, Scope: r.Scope, AuthTime: r.AuthTime,
+	return Pending{UserID: r.User, ClientID: r.Client, Scope: r.Scope, Tenant: r.Tenant, AuthTime: r.AuthTime,
 		EnrollmentRequired: r.EnrollmentRequired, Methods: append([]string(nil), r.Methods...), ExpiresAt: r.ExpiresAt}
 }
 

@@ -70,6 +70,9 @@ type Pending struct {
 	ClientID string
 	// Scope is the scope the password step asked for.
 	Scope string
+	// Tenant is the organisation (slug) the password step named, "" for
+	// none.
+	Tenant string
 	// AuthTime is when the password step began (the login's auth_time).
 	AuthTime           time.Time
 	EnrollmentRequired bool

@@ -55,7 +55,7 @@ func (s *Service) mfaGrant(ctx context.Context, client store.Client, req TokenRe
 	if len(req.MFAToken) > maxMFAParamLen || len(req.MFACode) > maxMFAParamLen {
 		return Response{}, mfaInvalid
 	}
-	done, err := s.mfa.Complete(ctx, req.MFAToken, client.ID, f, mfa.Meta{IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID})
+	done, err := s.mfa.CompleteForTenant(ctx, req.MFAToken, client.ID, req.Tenant, f, mfa.Meta{IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID})
 	if err != nil {
 		var ae *apierr.Error
 		switch {
@@ -88,9 +88,11 @@ func (s *Service) mfaGrant(ctx context.Context, client store.Client, req TokenRe
 	if cut {
 		return Response{}, mfaInvalid.WithDescription("The account's sessions were ended while signing in. Sign in again.")
 	}
-	// The organisation is named again on this grant (`tenant`), as on the
-	// password step; a login naming none gets the platform roles.
-	user, tn, err := s.loginTenant(ctx, client, user, req.Tenant)
+	// The mfa_token is bound to the organisation the password step named,
+	// as to its user, client and scope (CompleteForTenant refused another):
+	// the login is in that tenant, its membership checked again; a login
+	// naming none gets the platform roles.
+	user, tn, err := s.loginTenant(ctx, client, user, done.Tenant)
 	if err != nil {
 		return Response{}, err
 	}

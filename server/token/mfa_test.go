@@ -65,7 +65,7 @@ func (f fakeFactor) Verify(_ context.Context, userID string) ([]string, error) {
 	return nil, mfa.ErrBadCode
 }
 
-func (m *fakeMFA) Begin(_ context.Context, u store.User, _, clientID, scope string, at time.Time) (*mfa.Challenge, error) {
+func (m *fakeMFA) Begin(_ context.Context, u store.User, _, clientID, scope, tenant string, at time.Time) (*mfa.Challenge, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.enrolled[u.ID] {
@@ -73,16 +73,16 @@ func (m *fakeMFA) Begin(_ context.Context, u store.User, _, clientID, scope stri
 	}
 	m.n++
 	tok := fmt.Sprintf("mfa-%d", m.n)
-	m.tokens[tok] = &fakePending{p: mfa.Pending{UserID: u.ID, ClientID: clientID, Scope: scope, AuthTime: at,
+	m.tokens[tok] = &fakePending{p: mfa.Pending{UserID: u.ID, ClientID: clientID, Scope: scope, Tenant: tenant, AuthTime: at,
 		Methods: []string{mfa.MethodTOTP, mfa.MethodRecoveryCode}}}
 	return &mfa.Challenge{Token: tok, Methods: []string{mfa.MethodTOTP, mfa.MethodRecoveryCode}}, nil
 }
 
-func (m *fakeMFA) Complete(ctx context.Context, token, clientID string, f mfa.Factor, _ mfa.Meta) (mfa.Completed, error) {
+func (m *fakeMFA) CompleteForTenant(ctx context.Context, token, clientID, tenant string, f mfa.Factor, _ mfa.Meta) (mfa.Completed, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p, ok := m.tokens[token]
-	if !ok || p.used || p.attempts >= 5 || (clientID != "" && p.p.ClientID != clientID) {
+	if !ok || p.used || p.attempts >= 5 || (clientID != "" && p.p.ClientID != clientID) || (tenant != "" && tenant != p.p.Tenant) {
 		return mfa.Completed{}, mfa.ErrInvalidToken
 	}
 	p.attempts++
@@ -353,9 +353,9 @@ type failingMFA struct {
 	err error
 }
 
-func (f failingMFA) Begin(context.Context, store.User, string, string, string, time.Time) (*mfa.Challenge, error) {
+func (f failingMFA) Begin(context.Context, store.User, string, string, string, string, time.Time) (*mfa.Challenge, error) {
 	return nil, f.err
 }
-func (f failingMFA) Complete(context.Context, string, string, mfa.Factor, mfa.Meta) (mfa.Completed, error) {
+func (f failingMFA) CompleteForTenant(context.Context, string, string, string, mfa.Factor, mfa.Meta) (mfa.Completed, error) {
 	return mfa.Completed{}, f.err
 }

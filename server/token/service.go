@@ -79,11 +79,12 @@ type Permissions interface {
 type SecondFactor interface {
 	// Begin returns nil when the user needs no second factor, else the
 	// mfa_token challenge (bound to user, client and scope).
-	Begin(ctx context.Context, u store.User, login, clientID, scope string, authTime time.Time) (*mfa.Challenge, error)
-	// Complete makes one attempt of the factor f on the mfa_token for
-	// clientID; errors wrap mfa.ErrInvalidToken or mfa.ErrBadCode, or are
-	// 429/503 *apierr.Error.
-	Complete(ctx context.Context, token, clientID string, f mfa.Factor, m mfa.Meta) (mfa.Completed, error)
+	Begin(ctx context.Context, u store.User, login, clientID, scope, tenant string, authTime time.Time) (*mfa.Challenge, error)
+	// CompleteForTenant makes one attempt of the factor f on the mfa_token
+	// for clientID, naming tenant ("": the one the password step named);
+	// errors wrap mfa.ErrInvalidToken or mfa.ErrBadCode, or are 429/503
+	// *apierr.Error.
+	CompleteForTenant(ctx context.Context, token, clientID, tenant string, f mfa.Factor, m mfa.Meta) (mfa.Completed, error)
 	// TOTPCode and RecoveryCode are the factors of the two MFA grants.
 	TOTPCode(code string) mfa.Factor
 	RecoveryCode(code string) mfa.Factor
