@@ -64,6 +64,7 @@ var adminRoutes = []adminRoute{
 	// Organisations (PORTCULLIS_TENANTS=on; 404 while off).
 	{AdminRoute{http.MethodPost, "/admin/tenants", policy.PermUsersWrite}, createTenant},
 	{AdminRoute{http.MethodGet, "/admin/tenants", policy.PermUsersRead}, listTenants},
+	{AdminRoute{http.MethodPatch, "/admin/tenants/:id", policy.PermUsersWrite}, updateTenant},
 	{AdminRoute{http.MethodGet, "/admin/tenants/:id/members", policy.PermUsersRead}, listTenantMembers},
 	{AdminRoute{http.MethodPost, "/admin/tenants/:id/members", policy.PermRolesAssign}, addTenantMember},
 	{AdminRoute{http.MethodDelete, "/admin/tenants/:id/members/:user_id", policy.PermRolesAssign}, removeTenantMember},

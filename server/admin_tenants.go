@@ -24,6 +24,18 @@ func createTenant(svc *accounts.Service, c echo.Context) error {
 	return c.JSON(http.StatusCreated, t)
 }
 
+func updateTenant(svc *accounts.Service, c echo.Context) error {
+	var body accounts.TenantChange
+	if err := decodeJSON(c, &body, false); err != nil {
+		return err
+	}
+	t, err := svc.UpdateTenant(ctx(c), actorOf(c), c.Param("id"), body)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t)
+}
+
 func listTenants(svc *accounts.Service, c echo.Context) error {
 	cursor, limit, err := pageParams(c)
 	if err != nil {

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server"
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/token"
@@ -556,6 +558,86 @@ func TestTenantMFALogin(t *testing.T) {
 			wantTenantToken(t, "finished naming acme again", finish(step("acme"), rc.Codes[1], "acme").Token().AccessToken, "acme", "admin")
 			finish(step(""), rc.Codes[2], "acme").ExpectError(http.StatusBadRequest, "invalid_grant")
 			wantTenantToken(t, "a login naming none", finish(step(""), rc.Codes[2], "").Token().AccessToken, "")
+		})
+	}
+}
+
+// TestTenantDeactivation: a platform admin renames an organisation and
+// turns it off and on (PATCH /admin/tenants/{id}). Off, it refuses new
+// logins into it, its members' next refresh and its clients'
+// client_credentials at once; on again, all work again. Its own admin
+// cannot do it (a platform operation); bad requests change nothing.
+func TestTenantDeactivation(t *testing.T) {
+	for _, backend := range tenantBackends {
+		t.Run(backend.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newTenantEnv(t, backend)
+			a, other := e.createTenant(t, "acme"), e.createTenant(t, "globex")
+			e.member(t, a, "ann@example.com", "admin")
+			e.member(t, other, "ann@example.com", "user")
+			login := e.loginTo(t, "ann@example.com", "acme").Token()
+			var client struct {
+				ClientID string `json:"client_id"`
+				Secret   string `json:"client_secret"`
+			}
+			e.c.PostJSON("/admin/clients", map[string]any{"client_id": "acme-svc", "name": "Acme service",
+				"grants": []string{"client_credentials"}, "scopes": []string{"users:read"}}, st.Bearer(login.AccessToken)).
+				ExpectStatus(http.StatusCreated).JSON(&client)
+			cc := func() *st.Response {
+				return e.c.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic(client.ClientID, client.Secret))
+			}
+			cc().Token()
+			patch := func(bearer string, body any) *st.Response {
+				raw, _ := json.Marshal(body)
+				return e.c.Do(http.MethodPatch, "/admin/tenants/"+a, raw, "application/json", st.Bearer(bearer))
+			}
+			var got accounts.Tenant
+
+			// Refused: the organisation's own admin, nothing to change, bad
+			// names, unknown fields and ids.
+			patch(login.AccessToken, map[string]any{"active": false}).ExpectError(http.StatusForbidden, "forbidden")
+			patch(e.rootTok, map[string]any{}).ExpectError(http.StatusBadRequest, "invalid_request")
+			patch(e.rootTok, map[string]any{"name": "  "}).ExpectError(http.StatusBadRequest, "invalid_request")
+			patch(e.rootTok, map[string]any{"slug": "other"}).ExpectError(http.StatusBadRequest, "invalid_request")
+			e.c.Do(http.MethodPatch, "/admin/tenants/ten_nope", []byte(`{"active":false}`), "application/json", st.Bearer(e.rootTok)).
+				ExpectError(http.StatusNotFound, "not_found")
+			if tn, err := e.in.App.Core.Store.GetTenant(t.Context(), a); err != nil || !tn.Active || tn.Name != "Org acme" {
+				t.Fatalf("refused requests changed the organisation: %+v, %v", tn, err)
+			}
+
+			// A rename keeps the slug and the sessions.
+			patch(e.rootTok, map[string]any{"name": "Acme Corporation"}).ExpectStatus(http.StatusOK).JSON(&got)
+			if got != (accounts.Tenant{ID: a, Slug: "acme", Name: "Acme Corporation", Active: true}) {
+				t.Fatalf("renamed %+v", got)
+			}
+			login = e.c.PostForm("/oauth2/token", st.RefreshForm(login.RefreshToken), st.Basic("web", e.webSecret)).Token()
+
+			// Off: logins, refreshes and the client's grants are refused.
+			patch(e.rootTok, map[string]any{"active": false}).ExpectStatus(http.StatusOK).JSON(&got)
+			if got.Active || got.Name != "Acme Corporation" {
+				t.Fatalf("deactivated %+v", got)
+			}
+			e.loginTo(t, "ann@example.com", "acme").ExpectError(http.StatusBadRequest, "invalid_grant")
+			e.c.PostForm("/oauth2/token", st.RefreshForm(login.RefreshToken), st.Basic("web", e.webSecret)).
+				ExpectError(http.StatusBadRequest, "invalid_grant")
+			cc().ExpectError(http.StatusBadRequest, "unauthorized_client")
+			// Another organisation of the same person is untouched.
+			wantTenantToken(t, "a login to globex", e.loginTo(t, "ann@example.com", "globex").Token().AccessToken, "globex", "user")
+
+			// On again: a new login and the client work again.
+			patch(e.rootTok, map[string]any{"active": true}).ExpectStatus(http.StatusOK).JSON(&got)
+			wantTenantToken(t, "a login after reactivation", e.loginTo(t, "ann@example.com", "acme").Token().AccessToken, "acme", "admin")
+			wantTenantToken(t, "client_credentials after reactivation", cc().Token().AccessToken, "acme")
+
+			var changes []string
+			for _, ev := range auditEvents(t, e.acctEnv, e.rootTok, "action=tenant.updated") {
+				d, _ := ev["details"].(map[string]any)
+				changes = append(changes, fmt.Sprint(d["name"], "/", d["active"]))
+			}
+			slices.Sort(changes)
+			if want := []string{"<nil>/false", "<nil>/true", "Acme Corporation/<nil>"}; !slices.Equal(changes, want) {
+				t.Fatalf("tenant.updated events %v, want %v", changes, want)
+			}
 		})
 	}
 }

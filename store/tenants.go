@@ -34,6 +34,10 @@ type Tenants interface {
 	// CreateTenant stores t (ID and CreatedAt are set by the store and
 	// written back); ErrAlreadyExists when the slug is taken.
 	CreateTenant(ctx context.Context, t *Tenant) error
+	// UpdateTenant writes t's name and active flag over the tenant with
+	// t's id (its slug and creation time stay); ErrNotFound when there is
+	// none.
+	UpdateTenant(ctx context.Context, t Tenant) error
 	// GetTenant returns the tenant with this id, or ErrNotFound.
 	GetTenant(ctx context.Context, id string) (Tenant, error)
 	// GetTenantBySlug returns the tenant with this slug (exact), or ErrNotFound.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -351,6 +352,56 @@ func (s *Service) RemoveTenantMember(ctx context.Context, actor Actor, tenantID,
 	s.recordIn(ctx, sc, "tenant.member_removed", store.OutcomeSuccess, m.ID, actor.Meta,
 		map[string]string{"roles": strings.Join(m.Roles, " ")})
 	return nil
+}
+
+// TenantChange is what UpdateTenant changes: a nil field stays.
+type TenantChange struct {
+	Name   *string `json:"name"`
+	Active *bool   `json:"active"`
+}
+
+// UpdateTenant renames an organisation or turns it off and on: an operation
+// of the whole instance (403 to an organisation's token; an unknown id is
+// 404). Its slug, the `tenant` claim of its tokens, never changes. An
+// inactive organisation refuses new logins into it, its members' next
+// refresh and its clients' client_credentials grants at once, on every
+// instance (they read the organisation from the database); access tokens
+// already issued stay valid until they expire. Audit tenant.updated with
+// what changed.
+func (s *Service) UpdateTenant(ctx context.Context, actor Actor, id string, ch TenantChange) (Tenant, error) {
+	sc, err := s.tenantScope(ctx, actor)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if err := sc.platformOnly(); err != nil {
+		return Tenant{}, err
+	}
+	if ch.Name == nil && ch.Active == nil {
+		return Tenant{}, apierr.ErrInvalidRequest.WithDescription("Nothing to change: send name, active or both.")
+	}
+	t, err := s.tenantFor(ctx, sc, id)
+	if err != nil {
+		return Tenant{}, err
+	}
+	details := map[string]string{"slug": t.Slug}
+	if ch.Name != nil {
+		name, err := normaliseName(*ch.Name)
+		if err != nil {
+			return Tenant{}, err
+		}
+		if name == "" {
+			return Tenant{}, apierr.ErrInvalidRequest.WithDescription("A name is required.")
+		}
+		t.Name, details["name"] = name, name
+	}
+	if ch.Active != nil {
+		t.Active, details["active"] = *ch.Active, strconv.FormatBool(*ch.Active)
+	}
+	if err := s.store.UpdateTenant(ctx, t); err != nil {
+		return Tenant{}, storeErr("update organisation", err, errTenantNotFound)
+	}
+	s.recordIn(ctx, sc.inTenantOf(t), "tenant.updated", store.OutcomeSuccess, t.ID, actor.Meta, details)
+	return viewTenant(t), nil
 }
 
 // EnsureDefaultTenant runs the one-time move of today's role assignments

@@ -47,6 +47,22 @@ func (s *Store) CreateTenant(ctx context.Context, t *store.Tenant) error {
 	return nil
 }
 
+// UpdateTenant implements store.Tenants in one statement.
+func (s *Store) UpdateTenant(ctx context.Context, t store.Tenant) error {
+	if t.ID == "" || !storableText(t.ID) {
+		return fmt.Errorf("update tenant: %w", store.ErrNotFound)
+	}
+	res := s.db.WithContext(ctx).Model(&tenantRow{}).Where("id = ?", t.ID).
+		Updates(map[string]any{"name": t.Name, "active": t.Active})
+	if res.Error != nil {
+		return mapErr("update tenant", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("update tenant: %w", store.ErrNotFound)
+	}
+	return nil
+}
+
 // GetTenant implements store.Tenants.
 func (s *Store) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
 	return s.getTenantWhere(ctx, "get tenant", "id = ?", id)

@@ -67,6 +67,23 @@ func testTenantRoundTrip(t *testing.T, s *sqlstore.Store) {
 			t.Fatalf("%s: %+v, %v; want %+v", name, got, err, a)
 		}
 	}
+	// An update writes the name and the flag, and nothing else.
+	upd := a
+	upd.Name, upd.Active, upd.Slug, upd.CreatedAt = "Acme Corporation", false, "ignored", time.Time{}
+	if err := s.UpdateTenant(c, upd); err != nil {
+		t.Fatalf("UpdateTenant: %v", err)
+	}
+	if got, err := s.GetTenantBySlug(c, "acme"); err != nil || got.ID != a.ID || got.Name != "Acme Corporation" || got.Active ||
+		!got.CreatedAt.Equal(a.CreatedAt) {
+		t.Fatalf("after UpdateTenant: %+v, %v", got, err)
+	}
+	upd.Active = true
+	if err := s.UpdateTenant(c, upd); err != nil {
+		t.Fatalf("UpdateTenant (on again): %v", err)
+	}
+	if got, _ := s.GetTenant(c, a.ID); !got.Active {
+		t.Fatalf("after turning it on again: %+v", got)
+	}
 	b := mustTenant(t, s, "globex")
 	first, err := s.ListTenants(c, "", 1)
 	if err != nil || len(first.Items) != 1 || first.NextCursor == "" {
@@ -97,6 +114,8 @@ func testTenantFail(t *testing.T, s *sqlstore.Store) {
 		_, err := get()
 		wantErr(t, name, err, store.ErrNotFound)
 	}
+	wantErr(t, "UpdateTenant(unknown id)", s.UpdateTenant(c, store.Tenant{ID: "ten_missing", Name: "x", Active: true}), store.ErrNotFound)
+	wantErr(t, "UpdateTenant(no id)", s.UpdateTenant(c, store.Tenant{Name: "x"}), store.ErrNotFound)
 	if _, err := s.ListTenants(c, "garbage", 0); !errors.Is(err, sqlstore.ErrInvalidCursor) {
 		t.Fatalf("ListTenants(bad cursor) = %v, want ErrInvalidCursor", err)
 	}
