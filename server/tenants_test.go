@@ -255,6 +255,7 @@ func TestTenantAdminSweep(t *testing.T) {
 				"POST /admin/clients":                          `{"client_id":"sneaky","name":"x","audiences":["` + e.fx.Issuer() + `"]}`,
 				"POST /admin/keys/rotate":                      `{}`,
 				"POST /admin/tenants":                          `{"slug":"mine","name":"Mine"}`,
+				"PATCH /admin/tenants/:id":                     `{"active":false}`,
 				"POST /admin/tenants/:id/members":              `{"user_id":"` + memberA.ID + `","role":"user"}`,
 				"POST /admin/users/:id/password-reset":         `{}`,
 				"POST /admin/users/:id/sessions/revoke":        `{}`,
@@ -306,6 +307,9 @@ func TestTenantAdminSweep(t *testing.T) {
 			e.c.Get("/admin/users/"+shared.ID+"/sessions", st.Bearer(tokA)).ExpectError(http.StatusForbidden, "forbidden")
 
 			// B is unchanged.
+			if tn, err := e.in.App.Core.Store.GetTenant(t.Context(), b); err != nil || !tn.Active {
+				t.Fatalf("globex after the sweep: %+v, %v", tn, err)
+			}
 			got, err := e.in.App.Core.Store.GetUser(t.Context(), userB.ID)
 			if err != nil || !got.Active {
 				t.Fatalf("globex's user after the sweep: %+v, %v", got, err)
