@@ -85,7 +85,7 @@ func New(opts Options) *Server {
 	if opts.Config.RequestTimeout > 0 {
 		chain = append(chain, requestTimeout(opts.Config.RequestTimeout, func(route string) bool { return s.fromMemory[route] }))
 	}
-	e.Use(composed(append(chain, s.cors())...))
+	e.Use(composed(append(chain, s.cors())...)) // the only Use: see composed
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	if opts.Metrics != nil && opts.Config.MetricsAddr == "" {

@@ -97,7 +97,9 @@ type Hasher struct {
 	// is the working memory its hash runs in, kept for the next (up to
 	// Memory KiB; a stored hash with more memory allocates its own): the
 	// hasher holds slots × Memory KiB instead of making that much garbage
-	// per hash, which cost a garbage collection every few logins.
+	// per hash, which cost a garbage collection every few logins. A slot's
+	// memory holds its last hash's blocks until the next hash overwrites
+	// them, as the garbage held them until reused before.
 	slots chan *argon2.Memory
 }
 

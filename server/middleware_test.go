@@ -3,6 +3,8 @@ package server
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +89,29 @@ func TestComposedMiddleware(t *testing.T) {
 	trail = make([]string, 0, 4096)
 	if allocs := testing.AllocsPerRun(100, func() { trail = trail[:0]; e.ServeHTTP(w, req) }); allocs != 0 {
 		t.Errorf("%.1f allocations per request through the composed chain, want 0", allocs)
+	}
+}
+
+// TestOneUse: composed does not call the middleware after it, so the
+// server's chain must be the only Use of its Echo: a second one in the
+// server's code would be skipped on every request.
+func TestOneUse(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uses := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uses += strings.Count(string(src), ".Use(")
+	}
+	if uses != 1 {
+		t.Fatalf("%d calls of Use in the server's code, want 1 (New's composed chain)", uses)
 	}
 }
