@@ -220,11 +220,33 @@ func ssoWorker(ctx context.Context, c *http.Client, o Options, end func()) (func
 	}, nil
 }
 
-// signIn starts n browser sessions, before the run's clock.
+// browserUsers is how many users the browsers of the code-flow scenarios
+// sign in as, in turn (bench-browser-K@example.com, registered by signIn
+// with the bench user's password). With the bench user alone, a run's
+// families (a hundred thousand in the sso and code_redemption scenarios
+// together) reached the per-user session cap the stack sets
+// (PORTCULLIS_MAX_SESSIONS_PER_USER, at most 100,000), where every new
+// login prunes the whole index: the run measured that instead, with 503s
+// from Redis calls that timed out.
+const browserUsers = 8
+
+// signIn starts n browser sessions, before the run's clock, signed in as
+// the browserUsers users in turn (registered first when new: the server
+// needs PORTCULLIS_PUBLIC_REGISTRATION).
 func signIn(ctx context.Context, c *http.Client, o Options, n int, fails *failureLog) ([]*browser, error) {
+	users := make([]string, browserUsers)
+	for k := range users {
+		users[k] = fmt.Sprintf("bench-browser-%d@example.com", k)
+		status, body := sendJSON(ctx, c, o.URL+"/auth/register", "", map[string]string{"email": users[k], "password": o.Password})
+		if status != http.StatusCreated && status != http.StatusConflict {
+			return nil, fmt.Errorf("register %s: status %d: %.200s (PORTCULLIS_PUBLIC_REGISTRATION must be on)", users[k], status, body)
+		}
+	}
 	browsers := make([]*browser, n)
 	for i := range browsers {
-		b, err := newBrowser(ctx, c, o, fails)
+		as := o
+		as.Username = users[i%len(users)]
+		b, err := newBrowser(ctx, c, as, fails)
 		if err != nil {
 			return nil, err
 		}
