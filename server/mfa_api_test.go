@@ -131,8 +131,14 @@ type totpEnrolment struct {
 // the secret and the recovery codes.
 func (d *mfaDeployment) enrolTOTP(t *testing.T, auth st.Option) (string, []string) {
 	t.Helper()
+	return enrolTOTPWith(t, d.c, auth)
+}
+
+// enrolTOTPWith is enrolTOTP through the client c of any deployment.
+func enrolTOTPWith(t *testing.T, c *st.Client, auth st.Option) (string, []string) {
+	t.Helper()
 	var en totpEnrolment
-	d.c.PostJSON("/auth/mfa/totp", nil, auth).ExpectStatus(http.StatusCreated).JSON(&en)
+	c.PostJSON("/auth/mfa/totp", nil, auth).ExpectStatus(http.StatusCreated).JSON(&en)
 	code, err := totp.GenerateCode(en.Secret, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +146,7 @@ func (d *mfaDeployment) enrolTOTP(t *testing.T, auth st.Option) (string, []strin
 	var rc struct {
 		Codes []string `json:"recovery_codes"`
 	}
-	d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": code}, auth).ExpectStatus(http.StatusOK).JSON(&rc)
+	c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": code}, auth).ExpectStatus(http.StatusOK).JSON(&rc)
 	if len(rc.Codes) != 10 {
 		t.Fatalf("%d recovery codes", len(rc.Codes))
 	}

@@ -9,9 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/pquerna/otp/totp"
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server"
@@ -520,22 +518,7 @@ func TestTenantMFALogin(t *testing.T) {
 			e.member(t, b, email, "user")
 
 			// Turn on the authenticator app; its confirmation gives the codes.
-			own := st.Bearer(e.loginTo(t, email, "").Token().AccessToken)
-			var en struct {
-				Secret string `json:"secret"`
-			}
-			e.c.PostJSON("/auth/mfa/totp", nil, own).ExpectStatus(http.StatusCreated).JSON(&en)
-			code, err := totp.GenerateCode(en.Secret, time.Now())
-			if err != nil {
-				t.Fatal(err)
-			}
-			var rc struct {
-				Codes []string `json:"recovery_codes"`
-			}
-			e.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": code}, own).ExpectStatus(http.StatusOK).JSON(&rc)
-			if len(rc.Codes) != 10 {
-				t.Fatalf("recovery codes %v", rc.Codes)
-			}
+			_, codes := enrolTOTPWith(t, e.c, st.Bearer(e.loginTo(t, email, "").Token().AccessToken))
 			step := func(tenant string) string {
 				t.Helper()
 				m := e.loginTo(t, email, tenant).ExpectError(http.StatusBadRequest, "mfa_required").Map()
@@ -556,12 +539,12 @@ func TestTenantMFALogin(t *testing.T) {
 			}
 
 			tok := step("acme")
-			finish(tok, rc.Codes[0], "globex").ExpectError(http.StatusBadRequest, "invalid_grant")
+			finish(tok, codes[0], "globex").ExpectError(http.StatusBadRequest, "invalid_grant")
 			// Neither the token nor the code was spent by the refusal.
-			wantTenantToken(t, "finished naming none", finish(tok, rc.Codes[0], "").Token().AccessToken, "acme", "admin")
-			wantTenantToken(t, "finished naming acme again", finish(step("acme"), rc.Codes[1], "acme").Token().AccessToken, "acme", "admin")
-			finish(step(""), rc.Codes[2], "acme").ExpectError(http.StatusBadRequest, "invalid_grant")
-			wantTenantToken(t, "a login naming none", finish(step(""), rc.Codes[2], "").Token().AccessToken, "")
+			wantTenantToken(t, "finished naming none", finish(tok, codes[0], "").Token().AccessToken, "acme", "admin")
+			wantTenantToken(t, "finished naming acme again", finish(step("acme"), codes[1], "acme").Token().AccessToken, "acme", "admin")
+			finish(step(""), codes[2], "acme").ExpectError(http.StatusBadRequest, "invalid_grant")
+			wantTenantToken(t, "a login naming none", finish(step(""), codes[2], "").Token().AccessToken, "")
 		})
 	}
 }
