@@ -17,6 +17,7 @@ type MFA interface {
 	Begin(ctx context.Context, u store.User, login, clientID, scope, tenant string, authTime time.Time) (*mfa.Challenge, error)
 	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
 	Status(ctx context.Context, userID string) (mfa.Status, error)
+	Summary(ctx context.Context, userID string) (mfa.Summary, error)
 	StartTOTP(ctx context.Context, u store.User, m mfa.Meta) (mfa.Enrolment, error)
 	ConfirmTOTP(ctx context.Context, u store.User, code string, m mfa.Meta) ([]string, error)
 	RemoveTOTP(ctx context.Context, userID string, m mfa.Meta) error
@@ -67,7 +68,7 @@ func (s *Service) passwordIsNotEnough(ctx context.Context, u store.User) error {
 	if s.mfa == nil {
 		return nil
 	}
-	st, err := s.mfa.Status(ctx, u.ID)
+	st, err := s.mfa.Summary(ctx, u.ID)
 	if err != nil {
 		return errMFAUnavailable.WithCause(err)
 	}
@@ -115,7 +116,7 @@ func (s *Service) loadMFASelf(ctx context.Context, actor Actor, enrol bool) (sto
 	if err != nil || !actor.mfaEnrolment {
 		return u, err
 	}
-	st, err := s.mfa.Status(ctx, u.ID)
+	st, err := s.mfa.Summary(ctx, u.ID)
 	if err != nil {
 		return store.User{}, mfaErr("read the second factors", err)
 	}
@@ -176,7 +177,7 @@ func (s *Service) StartTOTP(ctx context.Context, actor Actor) (mfa.Enrolment, er
 	if err != nil {
 		return mfa.Enrolment{}, err
 	}
-	st, err := s.mfa.Status(ctx, u.ID)
+	st, err := s.mfa.Summary(ctx, u.ID)
 	if err != nil {
 		return mfa.Enrolment{}, mfaErr("read the second factors", err)
 	}
@@ -201,7 +202,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, actor Actor, code string) ([]
 	if code == "" || len(code) > 16 {
 		return nil, apierr.ErrInvalidRequest.WithDescription("code is required: the 6 digits your authenticator app shows.")
 	}
-	st, err := s.mfa.Status(ctx, u.ID)
+	st, err := s.mfa.Summary(ctx, u.ID)
 	if err != nil {
 		return nil, mfaErr("read the second factors", err)
 	}
