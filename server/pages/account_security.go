@@ -82,7 +82,8 @@ func (p *Pages) accountSecurity(c echo.Context) error {
 	if err != nil {
 		return p.fail(c, err)
 	}
-	sv := &securityView{TOTP: st.TOTP, Enrolled: st.TOTP || len(st.WebAuthn) > 0, RecoveryLeft: st.RecoveryCodesLeft,
+	enrolled := mfa.Summary{TOTP: st.TOTP, WebAuthnCredentials: len(st.WebAuthn)}.Enrolled() // the one rule
+	sv := &securityView{TOTP: st.TOTP, Enrolled: enrolled, RecoveryLeft: st.RecoveryCodesLeft,
 		CanPasskeys: p.si.Passkeys != nil}
 	for _, cr := range st.WebAuthn {
 		it := passkeyItem{ID: cr.ID, Name: cr.Name, Added: stampOf(cr.CreatedAt)}
