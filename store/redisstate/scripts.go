@@ -26,26 +26,32 @@ local function createFamily(k, a)
 end
 `
 
-// indexSessionScript: KEYS user's families (zset), user's cut-off; ARGV sid,
-// created ms, index ttl ms, cap (0 = none), auth time ms, pruned ("1" when
-// the caller has just dropped dead families from the index). Refuses
-// ({-1}) a family authenticated at or before the cut-off; asks for a prune
-// first ({-2}, nothing changed) when the index is full and was not just
-// pruned; otherwise adds it, scored by creation, never shortens the index's
-// lifetime, and when the user holds more than cap families pops the oldest:
-// returns {n, popped sids...}.
-var indexSessionScript = redis.NewScript(indexSessionLua + `return indexSession(KEYS[1], KEYS[2], ARGV)`)
+// indexSessionScript: KEYS user's families (zset), user's cut-off, user's
+// families by expiry (zset); ARGV sid, created ms, index ttl ms, cap (0 =
+// none), auth time ms, pruned ("1" when the caller has just dropped dead
+// families from the index), the earliest the family can end (ms: its
+// absolute or first idle expiry). Refuses ({-1}) a family authenticated at
+// or before the cut-off; asks for a prune first ({-2}, nothing changed)
+// when the index is full and was not just pruned; otherwise adds it,
+// scored by creation and, in the second index, by the earliest it can end,
+// never shortens the indexes' lifetime, and when the user holds more than
+// cap families pops the oldest (from both): returns {n, popped sids...}.
+var indexSessionScript = redis.NewScript(indexSessionLua + `return indexSession(KEYS[1], KEYS[2], KEYS[3], ARGV)`)
 
-// indexSessionLua defines indexSession(fams, cut, a): indexSessionScript's
-// work on the user's families fams and cut-off cut with its arguments a.
+// indexSessionLua defines indexSession(fams, cut, ends, a):
+// indexSessionScript's work on the user's families fams, cut-off cut and
+// families by expiry ends with its arguments a.
 const indexSessionLua = `
-local function indexSession(fams, cutKey, a)
+local function indexSession(fams, cutKey, ends, a)
   local cut = redis.call('GET', cutKey)
   if cut and tonumber(a[5]) <= tonumber(cut) then return {-1} end
   if tonumber(a[4]) > 0 and a[6] ~= '1' and redis.call('ZCARD', fams) >= tonumber(a[4]) then return {-2} end
   redis.call('ZADD', fams, a[2], a[1])
-  if redis.call('PTTL', fams) < tonumber(a[3]) then
-    redis.call('PEXPIRE', fams, a[3])
+  redis.call('ZADD', ends, a[7], a[1])
+  for _, k in ipairs({fams, ends}) do
+    if redis.call('PTTL', k) < tonumber(a[3]) then
+      redis.call('PEXPIRE', k, a[3])
+    end
   end
   local cap = tonumber(a[4])
   local out = {0}
@@ -53,7 +59,10 @@ local function indexSession(fams, cutKey, a)
     local n = redis.call('ZCARD', fams)
     if n > cap then
       local popped = redis.call('ZPOPMIN', fams, n - cap)
-      for i = 1, #popped, 2 do table.insert(out, popped[i]) end
+      for i = 1, #popped, 2 do
+        redis.call('ZREM', ends, popped[i])
+        table.insert(out, popped[i])
+      end
     end
   end
   out[1] = #out - 1
@@ -63,14 +72,14 @@ end
 
 // createIndexedFamilyScript is createFamilyScript then indexSessionScript
 // as one atomic script, for a Redis without Cluster (its keys are in
-// different slots): KEYS fam, user's families, user's cut-off; ARGV the 13
-// of createFamilyScript then the 6 of indexSessionScript. Returns {-3}
+// different slots): KEYS fam, then indexSessionScript's three; ARGV the 13
+// of createFamilyScript then the 7 of indexSessionScript. Returns {-3}
 // when the family exists, else indexSessionScript's reply; when that
 // refuses the family ({-1} cut-off, {-2} prune first) the family is
 // deleted in the same script, so no one ever sees it.
 var createIndexedFamilyScript = redis.NewScript(createFamilyLua + indexSessionLua + `
 if createFamily(KEYS[1], ARGV) == 0 then return {-3} end
-local r = indexSession(KEYS[2], KEYS[3], {ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19]})
+local r = indexSession(KEYS[2], KEYS[3], KEYS[4], {ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20]})
 if r[1] < 0 then redis.call('DEL', KEYS[1]) end
 return r
 `)
@@ -180,13 +189,59 @@ local function rotate()
 end
 `
 
-// revokeFamilyScript: KEYS fam. Marks the family revoked; returns 1 when the
-// family exists, 0 when it does not (expired or never created).
-var revokeFamilyScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'rv', '1')
-redis.call('HDEL', KEYS[1], 'sealed')
-return 1
+// revokeFamilyScript: KEYS fam. Marks the family revoked; returns {} when
+// the family does not exist (expired or never created), else {its user id}
+// ("" for a family of no user), whose indexes the caller then drops it
+// from (unindexFamilyScript).
+var revokeFamilyScript = redis.NewScript(revokeFamilyLua + `return revokeFamily(KEYS[1])`)
+
+// revokeFamilyUnindexingScript is revokeFamilyScript that also drops the
+// family from its user's indexes, for a Redis without Cluster (they are in
+// another slot): ARGV the user's two index key names (families, families
+// by expiry), each with "\n" where the user id goes, then the family id.
+// Same reply.
+var revokeFamilyUnindexingScript = redis.NewScript(revokeFamilyLua + userKeyLua + `
+local r = revokeFamily(KEYS[1])
+if r[1] and r[1] ~= '' then
+  redis.call('ZREM', userKeyOf(ARGV[1], r[1]), ARGV[3])
+  redis.call('ZREM', userKeyOf(ARGV[2], r[1]), ARGV[3])
+end
+return r
+`)
+
+// revokeFamilyLua defines revokeFamily(k): revokeFamilyScript's work on
+// family key k.
+const revokeFamilyLua = `
+local function revokeFamily(k)
+  if redis.call('EXISTS', k) == 0 then return {} end
+  redis.call('HSET', k, 'rv', '1')
+  redis.call('HDEL', k, 'sealed')
+  return {redis.call('HGET', k, 'u') or ''}
+end
+`
+
+// unindexFamiliesScript: KEYS user's families, user's families by expiry;
+// ARGV the number of dead families, those family ids, then pairs of a live
+// family id and the earliest it can now end (ms). Drops the dead families
+// from both indexes (a dead family never comes back to life, so this is
+// safe outside the index script) and moves each live family's expiry
+// score to the one given, when it is still indexed (a family revoked
+// meanwhile stays out). Returns how many dead families were indexed.
+var unindexFamiliesScript = redis.NewScript(`
+local dead = tonumber(ARGV[1])
+local n = 0
+for i = 2, dead + 1 do
+  n = n + redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('ZREM', KEYS[2], ARGV[i])
+end
+for i = dead + 2, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
+  end
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 and redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return n
 `)
 
 // userCutoffScript: KEYS user cut-off; ARGV cutoff ms, expiry ms. Keeps the

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +79,9 @@ type State struct {
 	// goes (one of them, and rotateReadingUserVersionScript's too).
 	findByCookieArgs []any
 	userVerTemplate  string
+	// unindexArgs are revokeFamilyUnindexingScript's key-name templates
+	// (the user's two indexes).
+	unindexArgs []any
 
 	rebuildMu sync.Mutex // one rebuild at a time per instance
 
@@ -112,6 +116,7 @@ func New(client redis.UniversalClient, opts Options) *State {
 		now: now, retryPeriod: defaultRetryPeriod}
 	s.userVerTemplate = s.userVerKey("\n")
 	s.findByCookieArgs = []any{s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n"), s.userVerTemplate}
+	s.unindexArgs = []any{s.userFamsKey("\n"), s.userEndsKey("\n")}
 	return s
 }
 
@@ -122,6 +127,8 @@ func New(client redis.UniversalClient, opts Options) *State {
 //	                     current and previous token hash, sealed successor, revoked)
 //	<p>{<sid>}:used      set: hashes of the family's rotated tokens
 //	<p>{u:<uid>}:fams    sorted set: the user's family ids by creation (ms)
+//	<p>{u:<uid>}:ends    sorted set: the same ids by the earliest each can end
+//	                     (ms; a family's idle expiry moves later as it is used)
 //	<p>{u:<uid>}:cut     the user's cut-off (Unix ms) for new families
 //	<p>{u:<uid>}:sids    set: the user's family ids (index of earlier versions, read only)
 //	<p>{u:<uid>}:ver     hash: the user's record version (userversion.go)
@@ -140,6 +147,7 @@ func (s *State) userSidsKey(uid string) string {
 	return s.prefix + "{u:" + uid + "}:sids"
 }
 func (s *State) userFamsKey(uid string) string { return s.prefix + "{u:" + uid + "}:fams" }
+func (s *State) userEndsKey(uid string) string { return s.prefix + "{u:" + uid + "}:ends" }
 func (s *State) userCutKey(uid string) string  { return s.prefix + "{u:" + uid + "}:cut" }
 func (s *State) jtiKey(jti string) string      { return s.prefix + "{rv}:jti:" + jti }
 func (s *State) sidKey(sid string) string      { return s.prefix + "{rv}:sid:" + sid }
@@ -221,7 +229,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	evicted, err := s.index(ctx, fam, created)
 	if err != nil {
 		// Never hand out a family that is not bound to its user's cut-off.
-		if rerr := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(fam.ID)}).Err(); rerr != nil {
+		if _, rerr := s.revokeFamily(ctx, fam.ID); rerr != nil {
 			err = errors.Join(err, unavailable("create family: revoke unindexed family", rerr))
 		}
 		return err
@@ -284,15 +292,11 @@ func (s *State) familyArgs(fam store.RefreshFamily, firstHash []byte) (time.Time
 	if created.IsZero() {
 		created = s.now()
 	}
-	end := fam.AbsoluteExpiry
 	idleMS, idleExp := fam.IdleTTL.Milliseconds(), int64(0)
 	if idleMS > 0 {
 		idleExp = created.UnixMilli() + idleMS
-		if t := time.UnixMilli(idleExp); t.Before(end) {
-			end = t
-		}
 	}
-	ttl := end.UnixMilli() - created.UnixMilli()
+	ttl := familyEnd(fam, created) - created.UnixMilli()
 	if ttl <= 0 {
 		return time.Time{}, nil, errors.New("redis token state: create family: already expired")
 	}
@@ -301,11 +305,27 @@ func (s *State) familyArgs(fam store.RefreshFamily, firstHash []byte) (time.Time
 		encodeAMR(fam.AMR), fam.TenantID}, nil
 }
 
+// familyEnd is the earliest a family created at created can end, in Unix
+// ms: its absolute expiry, or its first idle expiry when that is sooner.
+// Each use moves the idle expiry later; nothing moves it sooner.
+func familyEnd(fam store.RefreshFamily, created time.Time) int64 {
+	end := fam.AbsoluteExpiry.UnixMilli()
+	if idle := fam.IdleTTL.Milliseconds(); idle > 0 {
+		end = min(end, created.UnixMilli()+idle)
+	}
+	return end
+}
+
 // createIndexedFamilyCall is createIndexedFamilyScript's call for fam
 // (pruned: "1" when the user's index was just pruned).
 func (s *State) createIndexedFamilyCall(fam store.RefreshFamily, created time.Time, createArgs []any, pruned string) scriptCall {
-	return scriptCall{createIndexedFamilyScript, []string{s.famKey(fam.ID), s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)},
+	return scriptCall{createIndexedFamilyScript, append([]string{s.famKey(fam.ID)}, s.indexKeys(fam.UserID)...),
 		append(createArgs[:len(createArgs):len(createArgs)], s.indexArgs(fam, created, pruned)...)}
+}
+
+// indexKeys are indexSessionScript's keys for the user.
+func (s *State) indexKeys(userID string) []string {
+	return []string{s.userFamsKey(userID), s.userCutKey(userID), s.userEndsKey(userID)}
 }
 
 // createIndexedFamily finishes creating and indexing a user's family in
@@ -343,7 +363,7 @@ func (s *State) evict(ctx context.Context, evicted []string, now time.Time) erro
 // began at or before the user's cut-off, and returns the families the cap
 // pushes out (possibly this one).
 func (s *State) index(ctx context.Context, fam store.RefreshFamily, created time.Time) ([]string, error) {
-	keys := []string{s.userFamsKey(fam.UserID), s.userCutKey(fam.UserID)}
+	keys := s.indexKeys(fam.UserID)
 	raw, err := s.indexPruning(ctx, fam, "create family: index session", func(pruned string) *redis.Cmd {
 		return indexSessionScript.Run(ctx, s.c, keys, s.indexArgs(fam, created, pruned)...)
 	})
@@ -387,7 +407,7 @@ func (s *State) indexPruningAfter(ctx context.Context, fam store.RefreshFamily, 
 // the index was just pruned).
 func (s *State) indexArgs(fam store.RefreshFamily, created time.Time, pruned string) []any {
 	life := max(fam.AbsoluteExpiry.UnixMilli()-created.UnixMilli(), 1)
-	return []any{fam.ID, created.UnixMilli(), life, s.maxSes, authTimeOf(fam, created).UnixMilli(), pruned}
+	return []any{fam.ID, created.UnixMilli(), life, s.maxSes, authTimeOf(fam, created).UnixMilli(), pruned, familyEnd(fam, created)}
 }
 
 // indexOutcome reads indexSessionScript's reply: the families the cap
@@ -405,59 +425,105 @@ func indexOutcome(raw []interface{}) ([]string, error) {
 	return evicted, nil
 }
 
-// pruneIndex drops the user's families that are expired or revoked from
-// the index, so the cap counts live ones. A dead family never comes back to
-// life, so removing it outside the index script is safe.
+// pruneBatch bounds the families one prune reads: the user's families
+// whose earliest end has passed, oldest end first. More than that can only
+// be due when a user's sessions expired by the thousand since their last
+// login at the cap; the rest are then read by the next prunes, and until
+// then the cap may count a few dead families as live.
+const pruneBatch = 1000
+
+// pruneIndex drops the user's dead families from the index, so the cap
+// counts live ones. Revoking a family drops it from the index (revokeFamily),
+// so what is left to find is expiry: only families whose earliest end (the
+// second index's score) has passed are read. Those that ended are dropped;
+// those still live (used since, so their idle expiry moved) get their new
+// earliest end, and are not read again before it. A prune of a user whose
+// families are all live reads none of them; it costs one pipeline, one read
+// of the due families and one script, however large the cap.
+//
+// Families indexed by an earlier version have no expiry score: when the
+// index holds any (more families than expiry scores), every family is read
+// once and the live ones get their score.
 func (s *State) pruneIndex(ctx context.Context, userID, skip string) error {
-	key := s.userFamsKey(userID)
-	n, err := s.c.ZCard(ctx, key).Result()
-	if err != nil {
+	fams, ends := s.userFamsKey(userID), s.userEndsKey(userID)
+	now := s.now().UnixMilli()
+	var nFams, nEnds *redis.IntCmd
+	var due *redis.StringSliceCmd
+	if _, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		nFams, nEnds = p.ZCard(ctx, fams), p.ZCard(ctx, ends)
+		due = p.ZRangeArgs(ctx, redis.ZRangeArgs{Key: ends, Start: "-inf", Stop: now, ByScore: true, Count: pruneBatch})
+		return nil
+	}); err != nil {
 		return unavailable("create family: count sessions", err)
 	}
-	if n < int64(s.maxSes) {
+	if nFams.Val() < int64(s.maxSes) {
 		return nil
 	}
-	ids, err := s.c.ZRange(ctx, key, 0, -1).Result()
-	if err != nil {
-		return unavailable("create family: list sessions", err)
+	ids := due.Val()
+	if nFams.Val() > nEnds.Val() {
+		all, err := s.c.ZRange(ctx, fams, 0, -1).Result()
+		if err != nil {
+			return unavailable("create family: list sessions", err)
+		}
+		ids = all
 	}
-	// One round trip: a family whose hash is gone (expired) or marked
-	// revoked is dead.
-	states := make(map[string]*redis.StringCmd, len(ids))
+	ids = slices.DeleteFunc(slices.Clone(ids), func(sid string) bool { return sid == skip })
+	if len(ids) == 0 {
+		return nil
+	}
+	reads := make([]*redis.SliceCmd, len(ids))
 	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, sid := range ids {
-			if sid != skip && validFamilyID(sid) {
-				states[sid] = p.HGet(ctx, s.famKey(sid), "rv")
+		for i, sid := range ids {
+			if validFamilyID(sid) {
+				reads[i] = p.HMGet(ctx, s.famKey(sid), "rv", "ax", "ix")
 			}
 		}
 		return nil
-	}); err != nil && !errors.Is(err, redis.Nil) {
+	}); err != nil {
 		return unavailable("create family: check sessions", err)
 	}
-	var dead []interface{}
-	for _, sid := range ids {
-		if sid == skip {
-			continue
-		}
-		cmd, ok := states[sid]
+	var dead, live []any
+	for i, sid := range ids {
+		end, ok := liveFamilyEnd(reads[i])
 		if !ok {
-			dead = append(dead, sid) // not a family id
+			dead = append(dead, sid)
 			continue
 		}
-		rv, err := cmd.Result()
-		switch {
-		case errors.Is(err, redis.Nil), err == nil && rv == "1":
-			dead = append(dead, sid)
-		case err != nil:
-			return unavailable("create family: check session", err)
-		}
+		live = append(live, sid, end)
 	}
-	if len(dead) > 0 {
-		if err := s.c.ZRem(ctx, key, dead...).Err(); err != nil {
-			return unavailable("create family: prune sessions", err)
-		}
+	args := append(append([]any{len(dead)}, dead...), live...)
+	if err := unindexFamiliesScript.Run(ctx, s.c, []string{fams, ends}, args...).Err(); err != nil {
+		return unavailable("create family: prune sessions", err)
 	}
 	return nil
+}
+
+// liveFamilyEnd reads a family's HMGET of rv, ax and ix (nil: not a family
+// id): whether it is live, and if so the earliest it can end (Unix ms). A
+// family is dead when its hash is gone (it expired: its keys expire with
+// it) or it is marked revoked; nothing else, and no clock, drops a family
+// from the index: the index is also the list a user's revocation ends.
+func liveFamilyEnd(read *redis.SliceCmd) (int64, bool) {
+	if read == nil {
+		return 0, false
+	}
+	v := read.Val()
+	if len(v) != 3 || v[1] == nil {
+		return 0, false
+	}
+	if rv, _ := v[0].(string); rv == "1" {
+		return 0, false
+	}
+	ax, _ := v[1].(string)
+	ix, _ := v[2].(string)
+	end, err := strconv.ParseInt(ax, 10, 64)
+	if err != nil {
+		return 0, true // unreadable: due at once, read again by the next prune
+	}
+	if idle, err := strconv.ParseInt(ix, 10, 64); err == nil && idle > 0 {
+		end = min(end, idle)
+	}
+	return end, true
 }
 
 // RotateRefresh implements store.TokenState. When it detects reuse it
@@ -635,11 +701,31 @@ func (s *State) applySession(ctx context.Context, sid string, exp time.Time) err
 		return unavailable("revoke session", err)
 	}
 	if validFamilyID(sid) {
-		if err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(sid)}).Err(); err != nil {
+		if _, err := s.revokeFamily(ctx, sid); err != nil {
 			return unavailable("revoke family", err)
 		}
 	}
 	return nil
+}
+
+// revokeFamily marks the family revoked and drops it from its user's
+// indexes, so that the session cap never counts it again; it reports
+// whether the family existed. Without Cluster that is one script; on
+// Cluster the user's indexes are in another slot, so they are written
+// after (a failure there leaves the family revoked and indexed until a
+// prune finds it, and is returned, so the revocation is retried).
+func (s *State) revokeFamily(ctx context.Context, sid string) (bool, error) {
+	keys := []string{s.famKey(sid)}
+	if !s.cluster {
+		r, err := revokeFamilyUnindexingScript.Run(ctx, s.c, keys, append(s.unindexArgs[:len(s.unindexArgs):len(s.unindexArgs)], sid)...).StringSlice()
+		return len(r) > 0, err
+	}
+	r, err := revokeFamilyScript.Run(ctx, s.c, keys).StringSlice()
+	if err != nil || len(r) == 0 || r[0] == "" {
+		return len(r) > 0, err
+	}
+	uid := r[0]
+	return true, unindexFamiliesScript.Run(ctx, s.c, []string{s.userFamsKey(uid), s.userEndsKey(uid)}, 1, sid).Err()
 }
 
 // applyUser sets the user's cut-off for access tokens and for new
@@ -665,11 +751,11 @@ func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
 		if !validFamilyID(sid) {
 			continue
 		}
-		n, err := revokeFamilyScript.Run(ctx, s.c, []string{s.famKey(sid)}).Int64()
+		existed, err := s.revokeFamily(ctx, sid)
 		if err != nil {
 			return unavailable("revoke user sessions: revoke family", err)
 		}
-		if n == 1 {
+		if existed {
 			ended = append(ended, sid)
 		}
 	}
