@@ -46,7 +46,7 @@ bench: build
 	@set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem -count 1 $(BENCH_PKGS) 2>&1 | grep -E '^(Benchmark|ok|FAIL|goos|goarch|cpu|pkg)' | tee .bench/go.txt
 	./bin/portcullis-loadtest -go-bench .bench/go.txt -report docs/benchmarks.md
 	$(GO) run ./cmd/testenv ./bin/portcullis-loadtest -stack bin/portcullis -algs EdDSA,RS256 \
-		-scenarios http_ceiling,jwks,client_credentials,cc_paired,introspection,userinfo,refresh,password,sso,code_redemption,mfa,apikey_introspection,apikey_verify \
+		-scenarios http_ceiling,jwks,client_credentials,cc_paired,introspection,userinfo,refresh,password,password_paired,sso,code_redemption,mfa,apikey_introspection,apikey_verify \
 		-duration $(BENCH_DURATION) -concurrency $(BENCH_CONCURRENCY) -report docs/benchmarks.md -section http
 
 ## soak: 10 minutes of mixed load at a steady rate; fails on any error; figures into docs/benchmarks.md

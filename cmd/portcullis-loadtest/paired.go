@@ -102,3 +102,111 @@ func pairedLine(p Paired) string {
 		"The single pairs read %.1f%% to %.1f%% (client_credentials/JWKS per second: %s).\n",
 		len(p.Pairs), p.Slice, pairedScenario, 100*p.Ratio(), verdict(p.Ratio() >= 0.6), 100*lo, 100*hi, strings.Join(rates, ", "))
 }
+
+// The password target is a ratio too: the grant's rate against the
+// argon2id bound (the hash alone on every core). Measured around a 10 s
+// scenario, the bound just before and just after it read as far apart as
+// 74/s and 58/s, and the ratio of one binary from 69% to 93% in six quick
+// runs: the machine's speed moves within seconds. The password pairing
+// alternates slices of the bound and of the grant, switching which goes
+// first every round (bound then grant, grant then bound, ...), so that a
+// drift within a round cancels over two.
+
+// passwordPairedScenario is the -scenarios name of the password grant's
+// paired measurement.
+const passwordPairedScenario = "password_paired"
+
+// passwordPairedRounds and passwordPairedSlice are how many pairs of
+// slices the password pairing runs and how long each slice is measured
+// (the grant's after a warm-up of pairedWarmup). A slice holds a few
+// hundred logins: at most the two being hashed when it ends are cut off.
+const (
+	passwordPairedRounds = 6
+	passwordPairedSlice  = 4 * time.Second
+)
+
+// HashPair is one round of the password pairing: the argon2id bound's rate
+// and the password grant's rate measured next to it.
+type HashPair struct {
+	Bound, Password float64
+}
+
+// Ratio is the grant's rate over the bound's in the pair.
+func (p HashPair) Ratio() float64 { return p.Password / p.Bound }
+
+// PasswordPaired is the password pairing.
+type PasswordPaired struct {
+	Pairs []HashPair
+	Slice time.Duration
+}
+
+// Ratio is the grant's rate over the bound's, each summed over the pairs
+// (the slices are equally long), or 0 without pairs.
+func (p PasswordPaired) Ratio() float64 {
+	var b, pw float64
+	for _, pr := range p.Pairs {
+		b += pr.Bound
+		pw += pr.Password
+	}
+	if b == 0 {
+		return 0
+	}
+	return pw / b
+}
+
+// measurePasswordPaired runs rounds pairs of a bound slice (bound: the
+// hash's rate on every core over the given time) and a password grant
+// slice (run), the bound first in even rounds and last in odd ones. A
+// grant slice with errors fails the measurement: the ratio is of
+// successful logins.
+func measurePasswordPaired(run runScenario, bound func(time.Duration) float64, o Options, rounds int, slice, warmup time.Duration) (PasswordPaired, error) {
+	o.Duration, o.Warmup = slice, warmup
+	p := PasswordPaired{Slice: slice}
+	for i := range rounds {
+		var pair HashPair
+		steps := []func() error{
+			func() error { pair.Bound = bound(slice); return nil },
+			func() error {
+				r, err := run(context.Background(), o, "password")
+				if err != nil {
+					return fmt.Errorf("%s: %w", passwordPairedScenario, err)
+				}
+				if r.Errors > 0 || r.RPS == 0 {
+					return fmt.Errorf("%s: password had %d errors in %d requests", passwordPairedScenario, r.Errors, r.Requests)
+				}
+				pair.Password = r.RPS
+				return nil
+			},
+		}
+		if i%2 == 1 {
+			steps[0], steps[1] = steps[1], steps[0]
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return p, err
+			}
+		}
+		if pair.Bound <= 0 {
+			return p, fmt.Errorf("%s: the password-hash bound measured nothing", passwordPairedScenario)
+		}
+		p.Pairs = append(p.Pairs, pair)
+	}
+	return p, nil
+}
+
+// passwordPairedLine is the report's line on the password pairing.
+func passwordPairedLine(p PasswordPaired) string {
+	if len(p.Pairs) == 0 {
+		return ""
+	}
+	lo, hi := p.Pairs[0].Ratio(), p.Pairs[0].Ratio()
+	rates := make([]string, len(p.Pairs))
+	for i, pr := range p.Pairs {
+		lo, hi = min(lo, pr.Ratio()), max(hi, pr.Ratio())
+		rates[i] = fmt.Sprintf("%.0f/%.0f", pr.Password, pr.Bound)
+	}
+	return fmt.Sprintf("- password grant against the argon2id bound in %d interleaved pairs of %s slices (the bound first in every other pair, "+
+		"so that both see the same machine; %s measurement, cmd/portcullis-loadtest/paired.go): %.1f%% of the bound (target ≥ 90%%): %s. "+
+		"The single pairs read %.1f%% to %.1f%% (logins/bound per second: %s).\n",
+		len(p.Pairs), p.Slice, passwordPairedScenario, 100*p.Ratio(), verdict(p.Ratio() >= 0.9), 100*lo, 100*hi, strings.Join(rates, ", "))
+}

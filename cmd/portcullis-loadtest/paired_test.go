@@ -131,3 +131,117 @@ func TestMeasurePairedOverHTTP(t *testing.T) {
 		t.Fatal("a failing grant measured")
 	}
 }
+
+// TestPasswordPairedRatio: the password pairing's ratio is of the rates
+// summed over the pairs; the line gives its verdict and the spread.
+func TestPasswordPairedRatio(t *testing.T) {
+	tests := []struct {
+		name      string
+		pairs     []HashPair
+		ratio     float64
+		want      []string
+		wantEmpty bool
+	}{
+		{name: "none", wantEmpty: true},
+		{name: "met", pairs: []HashPair{{100, 92}, {80, 70}, {20, 18}}, ratio: 0.9,
+			want: []string{"90.0% of the bound", "met", "87.5% to 92.0%", "92/100, 70/80, 18/20", "3 interleaved pairs of 4s"}},
+		{name: "missed", pairs: []HashPair{{100, 80}, {100, 79}}, ratio: 0.795,
+			want: []string{"79.5% of the bound", "**missed**", "79.0% to 80.0%"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := PasswordPaired{Pairs: tt.pairs, Slice: 4 * time.Second}
+			if got := p.Ratio(); got < tt.ratio-1e-9 || got > tt.ratio+1e-9 {
+				t.Fatalf("ratio %v, want %v", got, tt.ratio)
+			}
+			line := passwordPairedLine(p)
+			if tt.wantEmpty != (line == "") {
+				t.Fatalf("line %q", line)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("line %q lacks %q", line, w)
+				}
+			}
+		})
+	}
+}
+
+// TestMeasurePasswordPaired: the bound and the grant alternate which goes
+// first, round by round; each slice is as long as asked (the grant's after
+// its warm-up); the rates land in their pair; a grant slice that errs or
+// has errors, or a bound that measured nothing, fails the measurement.
+func TestMeasurePasswordPaired(t *testing.T) {
+	tests := []struct {
+		name    string
+		errs    func(call int) (int64, error)
+		bound   float64
+		wantErr bool
+	}{
+		{name: "ok", errs: func(int) (int64, error) { return 0, nil }, bound: 100},
+		{name: "a slice with errors", errs: func(call int) (int64, error) {
+			if call == 2 {
+				return 1, nil
+			}
+			return 0, nil
+		}, bound: 100, wantErr: true},
+		{name: "a slice that cannot run", errs: func(int) (int64, error) { return 0, errors.New("no user") }, bound: 100, wantErr: true},
+		{name: "no bound", errs: func(int) (int64, error) { return 0, nil }, bound: 0, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var order []string
+			logins := 0
+			run := func(_ context.Context, o Options, sc string) (Result, error) {
+				if sc != "password" || o.Duration != 4*time.Second || o.Warmup != time.Second {
+					t.Fatalf("slice %s of %v after %v, want password of 4s after 1s", sc, o.Duration, o.Warmup)
+				}
+				order = append(order, "password")
+				logins++
+				errs, err := tt.errs(logins)
+				return Result{Scenario: sc, RPS: 80, Requests: 320, Errors: errs}, err
+			}
+			bound := func(d time.Duration) float64 {
+				if d != 4*time.Second {
+					t.Fatalf("bound slice of %v, want 4s", d)
+				}
+				order = append(order, "bound")
+				return tt.bound
+			}
+			p, err := measurePasswordPaired(run, bound, Options{Duration: time.Minute}, 4, 4*time.Second, time.Second)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("measured %+v", p)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := strings.Join(order, " "), "bound password password bound bound password password bound"; got != want {
+				t.Fatalf("slices in the order %q, want %q", got, want)
+			}
+			if len(p.Pairs) != 4 || p.Pairs[3] != (HashPair{Bound: 100, Password: 80}) || p.Ratio() != 0.8 {
+				t.Fatalf("pairs %+v, ratio %v", p.Pairs, p.Ratio())
+			}
+		})
+	}
+}
+
+// TestHashRate: the bound over a given time verifies on every core, at a
+// rate of the order the hasher allows, and takes about that time.
+func TestHashRate(t *testing.T) {
+	p := stackArgon2
+	p.Memory, p.Time = 64, 1 // cheap parameters: the test measures the measuring
+	rate := hashRate(p)
+	start := time.Now()
+	r := rate(200 * time.Millisecond)
+	if took := time.Since(start); r <= 0 || took < 200*time.Millisecond {
+		t.Fatalf("rate %v/s in %v", r, took)
+	}
+	bad := stackArgon2
+	bad.Time = 0
+	if r := hashRate(bad)(time.Millisecond); r != 0 {
+		t.Fatalf("refused parameters measured %v/s", r)
+	}
+}

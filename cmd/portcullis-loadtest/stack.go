@@ -18,6 +18,8 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -51,6 +53,8 @@ type StackResult struct {
 	RSS []int64
 	// Paired is the cc_paired measurement (paired.go), when run.
 	Paired Paired
+	// PasswordPaired is the password_paired measurement (paired.go), when run.
+	PasswordPaired PasswordPaired
 }
 
 // Bounds are the machine's throughput ceilings measured in the same run:
@@ -246,6 +250,18 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 			}
 			fmt.Fprintf(os.Stderr, "%s %s: %.1f%% over %d pairs\n", alg, pairedScenario, 100*p.Ratio(), len(p.Pairs))
 			sr.Paired = p
+			continue
+		}
+		if sc == passwordPairedScenario {
+			if alg != "EdDSA" || so.Rate > 0 {
+				continue
+			}
+			p, err := measurePasswordPaired(Run, hashRate(stackArgon2), o, passwordPairedRounds, passwordPairedSlice, pairedWarmup)
+			if err != nil {
+				return sr, err
+			}
+			fmt.Fprintf(os.Stderr, "%s %s", alg, passwordPairedLine(p))
+			sr.PasswordPaired = p
 			continue
 		}
 		var r Result
@@ -471,6 +487,40 @@ func measureHashBound(p password.Params) time.Duration {
 		})
 	})
 	return time.Duration(r.NsPerOp())
+}
+
+// hashRate returns the password-hash bound over a given time, for the
+// password pairing: argon2id verifications per second with the server's
+// parameters and hasher, one verifier per core, counted until the last
+// one finishes (0 when the parameters are refused).
+func hashRate(p password.Params) func(time.Duration) float64 {
+	h, err := password.NewHasher(p)
+	if err != nil {
+		return func(time.Duration) float64 { return 0 }
+	}
+	ctx := context.Background()
+	const pw = "bench password that is long"
+	hash, _ := h.Hash(ctx, pw)
+	verifyOnEveryCore := func(until time.Time) int64 {
+		var n atomic.Int64
+		var wg sync.WaitGroup
+		for range runtime.GOMAXPROCS(0) {
+			wg.Go(func() {
+				for first := true; first || time.Now().Before(until); first = false {
+					_, _, _ = h.Verify(ctx, hash, pw)
+					n.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		return n.Load()
+	}
+	verifyOnEveryCore(time.Time{}) // every slot's memory allocated before the first slice
+	return func(d time.Duration) float64 {
+		start := time.Now()
+		n := verifyOnEveryCore(start.Add(d))
+		return float64(n) / time.Since(start).Seconds()
+	}
 }
 
 // hashBoundAround measures the password-hash bound just before and just

@@ -116,9 +116,10 @@ func pathFloor(r, jwks Result, target float64, cores int) string {
 func writeIssue21(w *strings.Builder, all []StackResult, b Bounds, cores int) {
 	var results []Result
 	var paired Paired
+	var passwordPaired PasswordPaired
 	for _, s := range all {
 		if s.Alg == "EdDSA" {
-			results, paired = s.Results, s.Paired
+			results, paired, passwordPaired = s.Results, s.Paired, s.PasswordPaired
 		}
 	}
 	get := func(sc string) *Result {
@@ -169,6 +170,7 @@ func writeIssue21(w *strings.Builder, all []StackResult, b Bounds, cores int) {
 		w.WriteString(line + "\n")
 	}
 	w.WriteString(pairedLine(paired))
+	w.WriteString(passwordPairedLine(passwordPaired))
 	for _, t := range []struct {
 		scenario, name string
 		target         float64
