@@ -17,8 +17,9 @@ import (
 // TestUserCopiesAcrossInstances: instance A keeps a copy of a user
 // (store/usercache) for single sign-on, refresh and userinfo; role changes
 // made through instance B show on A's very next request, with no wait,
-// because every write of the user changes its version in Redis and A
-// checks the version on every read (TestSSORoundTrips and
+// because every write of the user (but the record of a login, whose time
+// the copies do not serve) changes its version in Redis and A checks the
+// version on every read (TestSSORoundTrips and
 // TestGrantRoundTrips show A reading no SQL while the copy holds).
 func TestUserCopiesAcrossInstances(t *testing.T) {
 	t.Parallel()

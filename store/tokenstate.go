@@ -156,8 +156,8 @@ type TokenState interface {
 	// Peek returns the count of key's live window and the time until it
 	// resets without counting anything; (0, 0) when no window is live.
 	Peek(ctx context.Context, key string, now time.Time) (count int64, resetIn time.Duration, err error)
-	// ResetCounter forgets the counter for key.
-	ResetCounter(ctx context.Context, key string) error
+	// ResetCounters forgets the counters of keys (one round trip).
+	ResetCounters(ctx context.Context, keys ...string) error
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error
 }

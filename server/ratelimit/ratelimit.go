@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math"
 	"net/netip"
@@ -25,7 +24,7 @@ import (
 type Counters interface {
 	Hit(ctx context.Context, key string, window time.Duration, now time.Time) (int64, time.Duration, error)
 	Peek(ctx context.Context, key string, now time.Time) (int64, time.Duration, error)
-	ResetCounter(ctx context.Context, key string) error
+	ResetCounters(ctx context.Context, keys ...string) error
 }
 
 // Rule is a fixed-window limit: at most Limit events per Window.
@@ -208,7 +207,7 @@ func (l *Limiter) ClearLogin(ctx context.Context, login string) error {
 		return nil
 	}
 	failKey, lockKey := LoginKeys(login)
-	return errors.Join(l.c.ResetCounter(ctx, failKey), l.c.ResetCounter(ctx, lockKey))
+	return l.c.ResetCounters(ctx, failKey, lockKey)
 }
 
 // LoginKeys are the counters of an account's login throttle: its failures

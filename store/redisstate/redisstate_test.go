@@ -231,7 +231,7 @@ func TestRedisDown(t *testing.T) {
 		{"fail/revoke_family", func() error { return st.RevokeFamily(ctx, "f1", now) }},
 		{"fail/revoke_user", func() error { return st.RevokeUserSessions(ctx, "u", now) }},
 		{"fail/hit", func() error { _, _, err := st.Hit(ctx, "k", time.Minute, now); return err }},
-		{"fail/reset_counter", func() error { return st.ResetCounter(ctx, "k") }},
+		{"fail/reset_counters", func() error { return st.ResetCounters(ctx, "k", "l") }},
 	}
 	for _, tc := range calls {
 		t.Run(tc.name, func(t *testing.T) {

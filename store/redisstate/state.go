@@ -1038,10 +1038,20 @@ func (s *State) Hit(ctx context.Context, key string, window time.Duration, now t
 	return raw[0], time.Duration(raw[1]) * time.Millisecond, nil
 }
 
-// ResetCounter implements store.TokenState.
-func (s *State) ResetCounter(ctx context.Context, key string) error {
-	if err := s.c.Del(ctx, s.counterKey(key)).Err(); err != nil {
-		return unavailable("reset counter", err)
+// ResetCounters implements store.TokenState.
+func (s *State) ResetCounters(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	// One DEL per key in one pipeline: the keys may be in different
+	// Cluster slots, which one DEL of several keys would refuse.
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Del(ctx, s.counterKey(k))
+		}
+		return nil
+	}); err != nil {
+		return unavailable("reset counters", err)
 	}
 	return nil
 }

@@ -625,10 +625,13 @@ func (s *State) Hit(ctx context.Context, key string, window time.Duration, now t
 	return out.Hits, time.Duration(out.ExpiresAtMS-nowMS) * time.Millisecond, nil
 }
 
-// ResetCounter implements store.TokenState.
-func (s *State) ResetCounter(ctx context.Context, key string) error {
-	if err := s.db.WithContext(ctx).Exec("DELETE FROM rate_counters WHERE counter_key = ?", key).Error; err != nil {
-		return dbErr("reset counter", err)
+// ResetCounters implements store.TokenState.
+func (s *State) ResetCounters(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := s.db.WithContext(ctx).Exec("DELETE FROM rate_counters WHERE counter_key IN ?", keys).Error; err != nil {
+		return dbErr("reset counters", err)
 	}
 	return nil
 }

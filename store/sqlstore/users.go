@@ -429,9 +429,10 @@ func (s *Store) CountUsersWithRole(ctx context.Context, role string) (int64, err
 }
 
 // RecordLogin sets the user's last login time (UpdatedAt is left alone).
+// It is the one write of a user the UserWriteHooks do not hear of: a login
+// changes nothing the copies of users serve (store/usercache serves no
+// last-login time), so it leaves them valid, and costs no Redis call.
 func (s *Store) RecordLogin(ctx context.Context, id string, at time.Time) error {
-	// One statement, no transaction: announced around it as userTx does.
-	defer s.announceUserWrite(ctx, id)()
 	res := s.db.WithContext(ctx).Model(&userRow{}).Where("id = ?", id).Update("last_login_at", dbTime(at))
 	if res.Error != nil {
 		return mapErr("record login", res.Error)

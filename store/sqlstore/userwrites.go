@@ -10,6 +10,8 @@ import (
 // UserWriteHooks hear of every write that can change what GetUser returns
 // (the user's row or global roles), so that copies of users kept in memory
 // (store/usercache over the Redis token state) are not used across one.
+// The one write they do not hear of is RecordLogin's: the last-login time
+// is the one field those copies do not serve.
 // BeginUserWrite runs before the write commits and EndUserWrite after the
 // transaction ends, committed or not.
 //
@@ -40,9 +42,8 @@ func (s *Store) SetUserWriteHooks(h UserWriteHooks) {
 // writes anything GetUser(id) reads. The first call per user begins the
 // write with the hooks (once, however often the transaction is retried);
 // every user announced is ended after the transaction, whatever its
-// outcome. With announceUserWrite (a single statement outside a
-// transaction: RecordLogin) it is where user writes meet the hooks: every
-// method that writes users or their global roles runs in one of the two
+// outcome. It is where user writes meet the hooks: every method that
+// writes users or their global roles runs in it, but RecordLogin
 // (TestUserWritesAnnounced).
 func (s *Store) userTx(ctx context.Context, fn func(tx *gorm.DB, changing func(userID string)) error) error {
 	box := s.userWrites.Load()
@@ -66,14 +67,3 @@ func (s *Store) userTx(ctx context.Context, fn func(tx *gorm.DB, changing func(u
 	return s.tx(ctx, func(tx *gorm.DB) error { return fn(tx, changing) })
 }
 
-// announceUserWrite is userTx for a write of one statement, outside a
-// transaction: it begins the write of userID and returns what ends it,
-// to be deferred.
-func (s *Store) announceUserWrite(ctx context.Context, userID string) (end func()) {
-	box := s.userWrites.Load()
-	if box == nil {
-		return func() {}
-	}
-	_ = box.h.BeginUserWrite(ctx, userID) // see UserWriteHooks: the end follows even when this fails
-	return func() { _ = box.h.EndUserWrite(context.WithoutCancel(ctx), userID) }
-}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -85,7 +86,6 @@ func TestUserWritesAnnounced(t *testing.T) {
 				}},
 				{"GrantRole", nil, func(u store.User) error { _, err := s.GrantRole(ctx, u.ID, "admin"); return err }},
 				{"RevokeRole", nil, func(u store.User) error { _, err := s.RevokeRole(ctx, u.ID, "user"); return err }},
-				{"RecordLogin", nil, func(u store.User) error { return s.RecordLogin(ctx, u.ID, now) }},
 				{"DeleteUser", nil, func(u store.User) error { return s.DeleteUser(ctx, u.ID) }},
 				{"GrantTenantRole", nil, func(u store.User) error {
 					_, err := s.GrantTenantRole(ctx, tenant.ID, u.ID, "admin")
@@ -165,3 +165,52 @@ func sameUser(a, b store.User) bool {
 }
 
 var _ sqlstore.UserWriteHooks = (*recordingHooks)(nil)
+
+// TestRecordLoginUnannounced: recording a login is the one user write the
+// hooks do not hear of (a login leaves every instance's copies of the user
+// valid), so it must change nothing but the last-login time, which the
+// copies do not serve (usercache).
+func TestRecordLoginUnannounced(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s := open(t, b.url(t))
+			ctx := testCtx(t)
+			if _, err := s.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SyncRoles(ctx, []store.Role{{Name: "user", Level: 10}}); err != nil {
+				t.Fatal(err)
+			}
+			u := store.User{Email: "login@example.com", Name: "n", PasswordHash: "$argon2id$x", Active: true, Roles: []string{"user"}}
+			if err := s.CreateUser(ctx, &u); err != nil {
+				t.Fatal(err)
+			}
+			before, err := s.GetUser(ctx, u.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := &recordingHooks{}
+			s.SetUserWriteHooks(h)
+			at := time.Now().Add(time.Minute).UTC().Truncate(time.Microsecond)
+			err = s.RecordLogin(ctx, u.ID, at)
+			s.SetUserWriteHooks(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(h.begun)+len(h.ended) != 0 {
+				t.Fatalf("RecordLogin announced a write: begun %v, ended %v", h.begun, h.ended)
+			}
+			after, err := s.GetUser(ctx, u.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.LastLoginAt == nil || !after.LastLoginAt.Equal(at) {
+				t.Fatalf("last login %v, want %v", after.LastLoginAt, at)
+			}
+			after.LastLoginAt = before.LastLoginAt
+			if !reflect.DeepEqual(after, before) {
+				t.Fatalf("RecordLogin changed more than the last-login time:\n%+v\n%+v", before, after)
+			}
+		})
+	}
+}

@@ -66,7 +66,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/revoke_access_token", testRevokeAccessToken},
 		{"ok/nothing_revoked_on_fresh_state", testNothingRevoked},
 		{"ok/hit_counts_in_window", testHitWindow},
-		{"ok/reset_counter", testResetCounter},
+		{"ok/reset_counters", testResetCounters},
 		{"ok/ping", testPing},
 		{"ok/find_refresh_current_only", testFindRefresh},
 		{"ok/peek_counts_nothing", testPeek},
@@ -680,21 +680,28 @@ func testHitWindow(t *testing.T, st store.TokenState) {
 	wantHit(t, st, other, w, base.Add(20*time.Second), 2, 50*time.Second)
 }
 
-func testResetCounter(t *testing.T, st store.TokenState) {
+// testResetCounters: the named counters start over, every one of them;
+// the others keep counting; unknown keys and no keys are no error.
+func testResetCounters(t *testing.T, st store.TokenState) {
 	base := baseTime()
-	key, other := randomID("k-"), randomID("k-")
+	key, second, other := randomID("k-"), randomID("k-"), randomID("k-")
 	w := time.Hour
 	for i := int64(1); i <= 3; i++ {
 		wantHit(t, st, key, w, base, i, w)
+		wantHit(t, st, second, w, base, i, w)
 	}
 	wantHit(t, st, other, w, base, 1, w)
-	if err := st.ResetCounter(ctx(t), key); err != nil {
-		t.Fatalf("ResetCounter: %v", err)
+	if err := st.ResetCounters(ctx(t), key, second); err != nil {
+		t.Fatalf("ResetCounters: %v", err)
 	}
 	wantHit(t, st, key, w, base.Add(time.Second), 1, w)
+	wantHit(t, st, second, w, base.Add(time.Second), 1, w)
 	wantHit(t, st, other, w, base.Add(time.Second), 2, w-time.Second)
-	if err := st.ResetCounter(ctx(t), randomID("never-hit-")); err != nil {
-		t.Fatalf("ResetCounter unknown key: %v", err)
+	if err := st.ResetCounters(ctx(t), randomID("never-hit-")); err != nil {
+		t.Fatalf("ResetCounters unknown key: %v", err)
+	}
+	if err := st.ResetCounters(ctx(t)); err != nil {
+		t.Fatalf("ResetCounters of no key: %v", err)
 	}
 }
 

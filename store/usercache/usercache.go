@@ -7,7 +7,10 @@
 // redisstate.State.UserVersion), and every write of a user changes its
 // version around the write (sqlstore.UserWriteHooks): a write through any
 // instance is seen by the next read on every instance, as without the
-// cache. A copy is also never older than MaxAge, which bounds what a write
+// cache. The one write that does not is the record of a login (its
+// last-login time), so that a login leaves every instance's copy valid:
+// the cache serves users without it (LastLoginAt is nil), and what shows
+// it (the account and admin views) reads the store. A copy is also never older than MaxAge, which bounds what a write
 // whose hooks both failed (Redis unreachable throughout), a write that
 // bypassed them (the CLI's bootstrap, which has no Redis) or a Redis that
 // lost its latest writes could leave stale.
@@ -103,7 +106,8 @@ func New(src Source, versions Versions, o Options) *Cache {
 		observe: o.Observe, copies: map[string]copyOf{}}
 }
 
-// GetUser returns the user as Source would: the copy when the user's
+// GetUser returns the user as Source would, without its last-login time
+// (LastLoginAt nil; see the package doc): the copy when the user's
 // version is the copy's and the copy is young enough, else the user read
 // from Source (kept, unless a write is in flight). When the version cannot
 // be read (or the cache has no Versions), the user is read from Source and
@@ -132,15 +136,20 @@ func (c *Cache) GetUserAt(ctx context.Context, id string, v store.UserVersion) (
 		c.mu.RUnlock()
 		if ok && cp.version == version && now.Sub(cp.readAt) < c.maxAge && !now.Before(cp.readAt) {
 			c.observe(OutcomeCopy)
-			return clone(cp.user), nil
+			return served(cp.user), nil
 		}
 	}
 	u, err := c.src.GetUser(ctx, id)
-	if err != nil || version == "" {
+	if err != nil {
 		c.observe(OutcomeUnsure)
 		return u, err
 	}
-	c.keep(id, copyOf{user: clone(u), version: version, readAt: now})
+	u = served(u)
+	if version == "" {
+		c.observe(OutcomeUnsure)
+		return u, nil
+	}
+	c.keep(id, copyOf{user: served(u), version: version, readAt: now})
 	c.observe(OutcomeRead)
 	return u, nil
 }
@@ -175,12 +184,11 @@ func (c *Cache) Len() int {
 	return len(c.copies)
 }
 
-// clone returns u sharing nothing mutable with it.
-func clone(u store.User) store.User {
+// served is u as the cache serves it: sharing nothing mutable with u, and
+// without the last-login time, which logins write without changing the
+// user's version (sqlstore.Store.RecordLogin).
+func served(u store.User) store.User {
 	u.Roles = slices.Clone(u.Roles)
-	if u.LastLoginAt != nil {
-		t := *u.LastLoginAt
-		u.LastLoginAt = &t
-	}
+	u.LastLoginAt = nil
 	return u
 }

@@ -206,6 +206,36 @@ func TestCacheCopiesShareNothing(t *testing.T) {
 	}
 }
 
+// TestCacheServesNoLastLogin: a login records its time without changing
+// the user's version, so no read through the cache (from the source, kept
+// or not, or from a copy) serves a last-login time, which could be older
+// than the row's.
+func TestCacheServesNoLastLogin(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	login := time.Date(2026, 12, 5, 11, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		version string // "" : a write in flight, nothing kept
+	}{{"read and kept, then the copy", "v1"}, {"read while a write is in flight", ""}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			src, ver, _, c := setup()
+			src.set(store.User{ID: "u1", Name: "Ann", LastLoginAt: &login})
+			ver.v["u1"] = tc.version
+			for i := range 2 {
+				u, err := c.GetUser(ctx, "u1")
+				if err != nil || u.Name != "Ann" {
+					t.Fatalf("read %d: %+v, %v", i, u, err)
+				}
+				if u.LastLoginAt != nil {
+					t.Fatalf("read %d served a last-login time: %v", i, u.LastLoginAt)
+				}
+			}
+		})
+	}
+}
+
 // TestCacheBounded: past MaxEntries, copies are dropped.
 func TestCacheBounded(t *testing.T) {
 	t.Parallel()
