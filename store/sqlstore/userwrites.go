@@ -66,4 +66,3 @@ func (s *Store) userTx(ctx context.Context, fn func(tx *gorm.DB, changing func(u
 	}
 	return s.tx(ctx, func(tx *gorm.DB) error { return fn(tx, changing) })
 }
-
