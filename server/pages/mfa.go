@@ -444,11 +444,8 @@ func (p *Pages) finishLogin(c echo.Context, old *store.BrowserSession, pr Pendin
 	if err != nil {
 		return p.fail(c, err)
 	}
-	if err := p.si.Users.RecordLogin(ctx, u.ID, p.now()); err != nil {
-		p.log.Warn("record login", "user_id", u.ID, "err", err)
-	}
-	p.si.Audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: u.ID,
-		TargetID: u.ID, ClientID: pr.Client.ID, IP: m.IP, UserAgent: m.UserAgent,
+	p.si.Audit.RecordLogin(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: u.ID,
+		TargetID: u.ID, ClientID: pr.Client.ID, IP: m.IP, UserAgent: m.UserAgent, Time: p.now(),
 		Details: map[string]string{"method": loginMethod(amr), "sid": bs.ID, "amr": strings.Join(amr, " ")}})
 	if u.MustChangePassword {
 		return p.changeStep(c, http.StatusOK, pr, nil)

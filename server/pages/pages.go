@@ -231,6 +231,8 @@ type discardAudit struct{}
 
 func (discardAudit) Record(context.Context, store.AuditEvent) {}
 
+func (discardAudit) RecordLogin(context.Context, store.AuditEvent) {}
+
 // StylesheetPath is the path of the current stylesheet (its name changes
 // with its content, so it may be cached for good).
 func (p *Pages) StylesheetPath() string { return p.base + AssetsPath + p.theme.name }

@@ -163,10 +163,9 @@ type PasswordChecker interface {
 	Succeeded(ctx context.Context, r passcheck.Result)
 }
 
-// Users reads users and records logins (*sqlstore.Store).
+// Users reads users (*sqlstore.Store).
 type Users interface {
 	GetUser(ctx context.Context, id string) (store.User, error)
-	RecordLogin(ctx context.Context, id string, at time.Time) error
 }
 
 // Rehasher upgrades an outdated password hash after a successful login
@@ -178,6 +177,10 @@ type Rehasher interface {
 // Auditor records security-relevant events (*app.Auditor).
 type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
+	// RecordLogin records a successful login: e is its login.succeeded
+	// event, e.Time the login's time and e.TargetID the user, whose
+	// last-login time it sets in the same write.
+	RecordLogin(ctx context.Context, e store.AuditEvent)
 }
 
 // SignInDeps are the collaborators of browser sign-in. When Flow is nil,

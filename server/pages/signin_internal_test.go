@@ -164,7 +164,7 @@ var testUsers = map[string]store.User{
 	"usr_tmp": {ID: "usr_tmp", Email: "tmp@example.com", Active: true, MustChangePassword: true},
 }
 
-type fakeUsers struct{ logins []string }
+type fakeUsers struct{}
 
 func (f *fakeUsers) GetUser(_ context.Context, id string) (store.User, error) {
 	if u, ok := testUsers[id]; ok {
@@ -176,11 +176,6 @@ func (f *fakeUsers) GetUser(_ context.Context, id string) (store.User, error) {
 // GetUserAt is GetUser: the fake keeps no copies.
 func (f *fakeUsers) GetUserAt(ctx context.Context, id string, _ store.UserVersion) (store.User, error) {
 	return f.GetUser(ctx, id)
-}
-
-func (f *fakeUsers) RecordLogin(_ context.Context, id string, _ time.Time) error {
-	f.logins = append(f.logins, id)
-	return nil
 }
 
 type rehashes struct {
@@ -197,6 +192,15 @@ func (r *rehashes) Rehash(_ context.Context, userID, password string) {
 type auditLog struct {
 	mu     sync.Mutex
 	events []store.AuditEvent
+	logins []string // the users of RecordLogin's events
+}
+
+// RecordLogin records e as Record does, and its user as a login recorded.
+func (a *auditLog) RecordLogin(ctx context.Context, e store.AuditEvent) {
+	a.Record(ctx, e)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.logins = append(a.logins, e.TargetID)
 }
 
 func (a *auditLog) Record(_ context.Context, e store.AuditEvent) {
@@ -562,8 +566,8 @@ func TestLogin(t *testing.T) {
 			if last := env.flow.last(); last.done != DoneLogin || last.userID != "usr_ann" || last.sid != ok[0].Details["sid"] {
 				t.Fatalf("Proceed %+v, want DoneLogin in the new session", last)
 			}
-			if len(env.users.logins) != 1 {
-				t.Fatalf("logins recorded %v", env.users.logins)
+			if len(env.audit.logins) != 1 || env.audit.logins[0] != "usr_ann" || ok[0].Time.IsZero() {
+				t.Fatalf("logins recorded %v (login.succeeded at %v)", env.audit.logins, ok[0].Time)
 			}
 			// No second step follows: the correct password clears the
 			// throttle's failures (checked with DeferSuccess, then Succeeded).

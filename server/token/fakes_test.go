@@ -246,7 +246,6 @@ func (d *fakeDirectory) GetUser(_ context.Context, id string) (store.User, error
 func (d *fakeDirectory) GetUserByLogin(context.Context, string) (store.User, error) {
 	return store.User{}, store.ErrNotFound
 }
-func (d *fakeDirectory) RecordLogin(context.Context, string, time.Time) error { return nil }
 
 // GetUserAt is GetUser: the fake keeps no copies.
 func (d *fakeDirectory) GetUserAt(ctx context.Context, id string, _ store.UserVersion) (store.User, error) {
@@ -289,6 +288,9 @@ func (a *fakeAudit) Record(_ context.Context, e store.AuditEvent) {
 	a.events = append(a.events, e)
 	a.mu.Unlock()
 }
+
+// RecordLogin records the login's event as Record does.
+func (a *fakeAudit) RecordLogin(ctx context.Context, e store.AuditEvent) { a.Record(ctx, e) }
 
 func (a *fakeAudit) actions() []string {
 	a.mu.Lock()

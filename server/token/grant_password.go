@@ -88,14 +88,12 @@ func (s *Service) secondStep(ctx context.Context, client store.Client, user stor
 }
 
 // finishLogin is where every login of the token endpoint that proved the
-// user (the password grant, the MFA grants) gets its session: the login is
-// recorded, the tokens issued (amr and auth_time from li) and
-// login.succeeded audited with the grant (and the second factor's method).
+// user (the password grant, the MFA grants) gets its session: the tokens
+// issued (amr and auth_time from li), then the login recorded (the user's
+// last-login time and login.succeeded with the grant and the second
+// factor's method, one write).
 func (s *Service) finishLogin(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time,
 	li loginInfo, meta RequestMeta, grant, method string) (Response, error) {
-	if err := s.users.RecordLogin(ctx, user.ID, now); err != nil {
-		s.log.Warn("record login", "user_id", user.ID, "err", err)
-	}
 	resp, g, err := s.issueLogin(ctx, client, user, scope, now, li)
 	if err != nil {
 		return Response{}, err
@@ -104,8 +102,9 @@ func (s *Service) finishLogin(ctx context.Context, client store.Client, user sto
 	if method != "" {
 		details["method"] = method
 	}
-	s.audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: user.ID,
-		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details, TenantID: li.tenant.ID})
+	s.audit.RecordLogin(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: user.ID,
+		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details, TenantID: li.tenant.ID,
+		Time: now})
 	return resp, nil
 }
 

@@ -151,9 +151,6 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 	if err != nil {
 		return Response{}, err
 	}
-	if err := s.users.RecordLogin(ctx, user.ID, now); err != nil {
-		s.log.Warn("record login", "user_id", user.ID, "err", err)
-	}
 	resp, g, err := s.issueLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: subj.AMR, onlyPermsNamed: !client.FirstParty, tenant: tn})
 	if err != nil {
 		return Response{}, err
@@ -161,8 +158,8 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 	resp.IssuedTokenType = TokenTypeAccessToken
 	details := map[string]string{"sid": g.sid, "grant": GrantTokenExchange, "subject_token_type": req.SubjectTokenType}
 	maps.Copy(details, subj.Details)
-	s.audit.Record(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: user.ID,
-		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details, TenantID: tn.ID})
+	s.audit.RecordLogin(ctx, store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: user.ID,
+		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details, TenantID: tn.ID, Time: now})
 	return resp, nil
 }
 

@@ -25,7 +25,7 @@ type ClientStore interface {
 	GetClient(ctx context.Context, id string) (store.Client, error)
 }
 
-// UserStore reads users and records logins.
+// UserStore reads and updates users.
 type UserStore interface {
 	GetUser(ctx context.Context, id string) (store.User, error)
 	// GetUserAt is GetUser given the user's version as a token-state call
@@ -33,7 +33,6 @@ type UserStore interface {
 	// is checked without another round trip (*usercache.Cache).
 	GetUserAt(ctx context.Context, id string, v store.UserVersion) (store.User, error)
 	GetUserByLogin(ctx context.Context, login string) (store.User, error)
-	RecordLogin(ctx context.Context, id string, at time.Time) error
 	UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error)
 }
 
@@ -118,9 +117,13 @@ type Tenancy interface {
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 }
 
-// Auditor records security-relevant events.
+// Auditor records security-relevant events (*app.Auditor).
 type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
+	// RecordLogin records a successful login: e is its login.succeeded
+	// event, e.Time the login's time and e.TargetID the user, whose
+	// last-login time it sets in the same write.
+	RecordLogin(ctx context.Context, e store.AuditEvent)
 }
 
 // Metrics counts what operators alert on. Every method must be safe to call concurrently.
@@ -228,6 +231,8 @@ type RequestMeta struct {
 type discardAudit struct{}
 
 func (discardAudit) Record(context.Context, store.AuditEvent) {}
+
+func (discardAudit) RecordLogin(context.Context, store.AuditEvent) {}
 
 type discardMetrics struct{}
 

@@ -12,8 +12,22 @@ import (
 
 // AppendAudit stores an audit event, filling ID and, when zero, Time.
 func (s *Store) AppendAudit(ctx context.Context, e *store.AuditEvent) error {
+	row, details, err := s.auditRowOf(e)
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
+	}
+	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
+		return mapErr("append audit", err)
+	}
+	e.ID, e.Time, e.Details = row.ID, row.OccurredAt, details
+	return nil
+}
+
+// auditRowOf is the row of a new audit event e (a new ID; Time, when zero,
+// now) and the details it stores.
+func (s *Store) auditRowOf(e *store.AuditEvent) (auditRow, map[string]string, error) {
 	if e == nil || e.Action == "" {
-		return fmt.Errorf("append audit: action is required")
+		return auditRow{}, nil, fmt.Errorf("action is required")
 	}
 	details := e.Details
 	if details == nil {
@@ -21,13 +35,13 @@ func (s *Store) AppendAudit(ctx context.Context, e *store.AuditEvent) error {
 	}
 	b, err := json.Marshal(details)
 	if err != nil {
-		return fmt.Errorf("append audit: encode details: %w", err)
+		return auditRow{}, nil, fmt.Errorf("encode details: %w", err)
 	}
 	t := dbTime(e.Time)
 	if t.IsZero() {
 		t = s.clock()
 	}
-	row := auditRow{
+	return auditRow{
 		ID:         newID(AuditIDPrefix),
 		OccurredAt: t,
 		Action:     e.Action,
@@ -39,12 +53,7 @@ func (s *Store) AppendAudit(ctx context.Context, e *store.AuditEvent) error {
 		UserAgent:  e.UserAgent,
 		Details:    string(b),
 		TenantID:   e.TenantID,
-	}
-	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
-		return mapErr("append audit", err)
-	}
-	e.ID, e.Time, e.Details = row.ID, row.OccurredAt, details
-	return nil
+	}, details, nil
 }
 
 // ListAudit returns one page of audit events, newest first, filtered by

@@ -428,16 +428,43 @@ func (s *Store) CountUsersWithRole(ctx context.Context, role string) (int64, err
 	return n, nil
 }
 
-// RecordLogin sets the user's last login time (UpdatedAt is left alone).
+// RecordLogin records a successful login: the user's last-login time
+// (UpdatedAt is left alone) and the login's audit event e, stored as
+// AppendAudit stores it, with e.Time (now when zero) the login's time. The
+// user is e.TargetID. One statement on PostgreSQL, one transaction on
+// SQLite (whose WITH takes no UPDATE). When the user no longer exists the
+// event is stored all the same and the error is store.ErrNotFound.
+//
 // It is the one write of a user the UserWriteHooks do not hear of: a login
 // changes nothing the copies of users serve (store/usercache serves no
 // last-login time), so it leaves them valid, and costs no Redis call.
-func (s *Store) RecordLogin(ctx context.Context, id string, at time.Time) error {
-	res := s.db.WithContext(ctx).Model(&userRow{}).Where("id = ?", id).Update("last_login_at", dbTime(at))
-	if res.Error != nil {
-		return mapErr("record login", res.Error)
+func (s *Store) RecordLogin(ctx context.Context, e *store.AuditEvent) error {
+	row, details, err := s.auditRowOf(e)
+	if err != nil {
+		return fmt.Errorf("record login: %w", err)
 	}
-	if res.RowsAffected == 0 {
+	var updated int64
+	if s.dialect == DialectPostgres {
+		err = s.db.WithContext(ctx).Raw(`WITH login AS (UPDATE users SET last_login_at = ? WHERE id = ? RETURNING 1)
+INSERT INTO audit_events (id, occurred_at, action, outcome, actor_id, target_id, client_id, ip, user_agent, details, tenant_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING (SELECT count(*) FROM login)`,
+			row.OccurredAt, e.TargetID, row.ID, row.OccurredAt, row.Action, row.Outcome, row.ActorID, row.TargetID,
+			row.ClientID, row.IP, row.UserAgent, row.Details, row.TenantID).Scan(&updated).Error
+	} else {
+		err = s.tx(ctx, func(tx *gorm.DB) error {
+			res := tx.Model(&userRow{}).Where("id = ?", e.TargetID).Update("last_login_at", row.OccurredAt)
+			if res.Error != nil {
+				return res.Error
+			}
+			updated = res.RowsAffected
+			return tx.Create(&row).Error
+		})
+	}
+	if err != nil {
+		return mapErr("record login", err)
+	}
+	e.ID, e.Time, e.Details = row.ID, row.OccurredAt, details
+	if updated == 0 {
 		return fmt.Errorf("record login: %w", store.ErrNotFound)
 	}
 	return nil

@@ -192,7 +192,7 @@ func TestRecordLoginUnannounced(t *testing.T) {
 			h := &recordingHooks{}
 			s.SetUserWriteHooks(h)
 			at := time.Now().Add(time.Minute).UTC().Truncate(time.Microsecond)
-			err = s.RecordLogin(ctx, u.ID, at)
+			err = s.RecordLogin(ctx, &store.AuditEvent{Action: "login.succeeded", ActorID: u.ID, TargetID: u.ID, Time: at})
 			s.SetUserWriteHooks(nil)
 			if err != nil {
 				t.Fatal(err)

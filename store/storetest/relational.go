@@ -687,11 +687,26 @@ func testUserRoles(t *testing.T, s *sqlstore.Store) {
 	}
 }
 
+// testUserRecordLogin: recording a login sets the user's last-login time
+// (UpdatedAt untouched) and stores its audit event, both at the login's
+// time; for a user that no longer exists the event is still stored and the
+// answer is ErrNotFound; an event without an action writes nothing.
 func testUserRecordLogin(t *testing.T, s *sqlstore.Store) {
 	c := rctx(t)
 	u := mustCreateUser(t, s, newUser("ivy@example.com"))
 	at := time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.FixedZone("Y", -7200))
-	if err := s.RecordLogin(c, u.ID, at); err != nil {
+	login := func(userID string, at time.Time) *store.AuditEvent {
+		return &store.AuditEvent{Action: "login.succeeded", Outcome: store.OutcomeSuccess, ActorID: userID, TargetID: userID,
+			ClientID: "web", IP: "192.0.2.9", UserAgent: "ivy-browser", Time: at, Details: map[string]string{"sid": "s-" + userID}}
+	}
+	if err := s.RecordLogin(c, &store.AuditEvent{TargetID: u.ID, Time: at}); err == nil {
+		t.Fatal("RecordLogin without an action: no error")
+	}
+	if got, err := s.GetUser(c, u.ID); err != nil || got.LastLoginAt != nil {
+		t.Fatalf("a refused RecordLogin wrote the last login: %v, %v", got.LastLoginAt, err)
+	}
+	e := login(u.ID, at)
+	if err := s.RecordLogin(c, e); err != nil {
 		t.Fatalf("RecordLogin: %v", err)
 	}
 	got, err := s.GetUser(c, u.ID)
@@ -705,7 +720,26 @@ func testUserRecordLogin(t *testing.T, s *sqlstore.Store) {
 	if !got.UpdatedAt.Equal(u.UpdatedAt) {
 		t.Fatalf("RecordLogin changed UpdatedAt")
 	}
-	wantErr(t, "RecordLogin unknown user", s.RecordLogin(c, "usr_missing", at), store.ErrNotFound)
+	wantEvent := func(target string, want *store.AuditEvent) {
+		t.Helper()
+		page, err := s.ListAudit(c, store.AuditFilter{TargetID: target})
+		if err != nil {
+			t.Fatalf("ListAudit: %v", err)
+		}
+		if len(page.Items) != 1 {
+			t.Fatalf("%d events of %s, want the login's", len(page.Items), target)
+		}
+		ev := page.Items[0]
+		if ev.ID == "" || ev.ID != want.ID || ev.Action != "login.succeeded" || ev.ActorID != target || ev.ClientID != "web" ||
+			ev.IP != "192.0.2.9" || ev.UserAgent != "ivy-browser" || ev.Details["sid"] != "s-"+target ||
+			!ev.Time.Equal(at.Truncate(time.Microsecond)) {
+			t.Fatalf("the login's event %+v, want %+v at %v", ev, want, at)
+		}
+	}
+	wantEvent(u.ID, e)
+	missing := login("usr_missing", at)
+	wantErr(t, "RecordLogin unknown user", s.RecordLogin(c, missing), store.ErrNotFound)
+	wantEvent("usr_missing", missing)
 }
 
 func testUserDelete(t *testing.T, s *sqlstore.Store) {
