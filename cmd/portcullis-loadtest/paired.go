@@ -28,33 +28,46 @@ const (
 	pairedWarmup = time.Second
 )
 
-// Pair is one round of the paired measurement: the JWKS rate, then the
-// client_credentials rate right after it.
+// Pair is one round of a paired measurement: the rate a target compares
+// against (Base: JWKS for client_credentials, the argon2id bound for the
+// password grant) and the path's rate (Path) measured next to it.
 type Pair struct {
-	JWKS, ClientCredentials float64
+	Base, Path float64
 }
 
-// Ratio is the client_credentials rate over the JWKS rate of the pair.
-func (p Pair) Ratio() float64 { return p.ClientCredentials / p.JWKS }
+// Ratio is the path's rate over the base rate of the pair.
+func (p Pair) Ratio() float64 { return p.Path / p.Base }
 
-// Paired is the paired measurement.
+// Paired is a paired measurement.
 type Paired struct {
 	Pairs []Pair
 	Slice time.Duration
 }
 
-// Ratio is the client_credentials rate over the JWKS rate, each summed
-// over the pairs (the slices are equally long), or 0 without pairs.
+// Ratio is the path's rate over the base rate, each summed over the pairs
+// (the slices are equally long), or 0 without pairs.
 func (p Paired) Ratio() float64 {
-	var j, c float64
+	var base, path float64
 	for _, pr := range p.Pairs {
-		j += pr.JWKS
-		c += pr.ClientCredentials
+		base += pr.Base
+		path += pr.Path
 	}
-	if j == 0 {
+	if base == 0 {
 		return 0
 	}
-	return c / j
+	return path / base
+}
+
+// spread is the lowest and highest ratio of the single pairs and their
+// rates as "path/base, ..." for the report.
+func (p Paired) spread() (lo, hi float64, rates string) {
+	lo, hi = p.Pairs[0].Ratio(), p.Pairs[0].Ratio()
+	all := make([]string, len(p.Pairs))
+	for i, pr := range p.Pairs {
+		lo, hi = min(lo, pr.Ratio()), max(hi, pr.Ratio())
+		all[i] = fmt.Sprintf("%.0f/%.0f", pr.Path, pr.Base)
+	}
+	return lo, hi, strings.Join(all, ", ")
 }
 
 // runScenario runs one scenario (Run; a fake in tests).
@@ -71,7 +84,7 @@ func measurePaired(run runScenario, o Options, rounds int, slice, warmup time.Du
 		for _, sc := range []struct {
 			name string
 			rate *float64
-		}{{"jwks", &pair.JWKS}, {"client_credentials", &pair.ClientCredentials}} {
+		}{{"jwks", &pair.Base}, {"client_credentials", &pair.Path}} {
 			r, err := run(context.Background(), o, sc.name)
 			if err != nil {
 				return p, fmt.Errorf("%s: %w", pairedScenario, err)
@@ -91,16 +104,11 @@ func pairedLine(p Paired) string {
 	if len(p.Pairs) == 0 {
 		return ""
 	}
-	lo, hi := p.Pairs[0].Ratio(), p.Pairs[0].Ratio()
-	rates := make([]string, len(p.Pairs))
-	for i, pr := range p.Pairs {
-		lo, hi = min(lo, pr.Ratio()), max(hi, pr.Ratio())
-		rates[i] = fmt.Sprintf("%.0f/%.0f", pr.ClientCredentials, pr.JWKS)
-	}
+	lo, hi, rates := p.spread()
 	return fmt.Sprintf("- client_credentials against JWKS in %d interleaved pairs of %s slices (JWKS, then client_credentials, so that "+
 		"both see the same machine; %s measurement, cmd/portcullis-loadtest/paired.go): %.1f%% of the JWKS rate (target ≥ 60%%): %s. "+
 		"The single pairs read %.1f%% to %.1f%% (client_credentials/JWKS per second: %s).\n",
-		len(p.Pairs), p.Slice, pairedScenario, 100*p.Ratio(), verdict(p.Ratio() >= 0.6), 100*lo, 100*hi, strings.Join(rates, ", "))
+		len(p.Pairs), p.Slice, pairedScenario, 100*p.Ratio(), verdict(p.Ratio() >= 0.6), 100*lo, 100*hi, rates)
 }
 
 // The password target is a ratio too: the grant's rate against the
@@ -125,47 +133,18 @@ const (
 	passwordPairedSlice  = 4 * time.Second
 )
 
-// HashPair is one round of the password pairing: the argon2id bound's rate
-// and the password grant's rate measured next to it.
-type HashPair struct {
-	Bound, Password float64
-}
-
-// Ratio is the grant's rate over the bound's in the pair.
-func (p HashPair) Ratio() float64 { return p.Password / p.Bound }
-
-// PasswordPaired is the password pairing.
-type PasswordPaired struct {
-	Pairs []HashPair
-	Slice time.Duration
-}
-
-// Ratio is the grant's rate over the bound's, each summed over the pairs
-// (the slices are equally long), or 0 without pairs.
-func (p PasswordPaired) Ratio() float64 {
-	var b, pw float64
-	for _, pr := range p.Pairs {
-		b += pr.Bound
-		pw += pr.Password
-	}
-	if b == 0 {
-		return 0
-	}
-	return pw / b
-}
-
 // measurePasswordPaired runs rounds pairs of a bound slice (bound: the
 // hash's rate on every core over the given time) and a password grant
 // slice (run), the bound first in even rounds and last in odd ones. A
 // grant slice with errors fails the measurement: the ratio is of
 // successful logins.
-func measurePasswordPaired(run runScenario, bound func(time.Duration) float64, o Options, rounds int, slice, warmup time.Duration) (PasswordPaired, error) {
+func measurePasswordPaired(run runScenario, bound func(time.Duration) float64, o Options, rounds int, slice, warmup time.Duration) (Paired, error) {
 	o.Duration, o.Warmup = slice, warmup
-	p := PasswordPaired{Slice: slice}
+	p := Paired{Slice: slice}
 	for i := range rounds {
-		var pair HashPair
+		var pair Pair
 		steps := []func() error{
-			func() error { pair.Bound = bound(slice); return nil },
+			func() error { pair.Base = bound(slice); return nil },
 			func() error {
 				r, err := run(context.Background(), o, "password")
 				if err != nil {
@@ -174,7 +153,7 @@ func measurePasswordPaired(run runScenario, bound func(time.Duration) float64, o
 				if r.Errors > 0 || r.RPS == 0 {
 					return fmt.Errorf("%s: password had %d errors in %d requests", passwordPairedScenario, r.Errors, r.Requests)
 				}
-				pair.Password = r.RPS
+				pair.Path = r.RPS
 				return nil
 			},
 		}
@@ -186,7 +165,7 @@ func measurePasswordPaired(run runScenario, bound func(time.Duration) float64, o
 				return p, err
 			}
 		}
-		if pair.Bound <= 0 {
+		if pair.Base <= 0 {
 			return p, fmt.Errorf("%s: the password-hash bound measured nothing", passwordPairedScenario)
 		}
 		p.Pairs = append(p.Pairs, pair)
@@ -195,18 +174,13 @@ func measurePasswordPaired(run runScenario, bound func(time.Duration) float64, o
 }
 
 // passwordPairedLine is the report's line on the password pairing.
-func passwordPairedLine(p PasswordPaired) string {
+func passwordPairedLine(p Paired) string {
 	if len(p.Pairs) == 0 {
 		return ""
 	}
-	lo, hi := p.Pairs[0].Ratio(), p.Pairs[0].Ratio()
-	rates := make([]string, len(p.Pairs))
-	for i, pr := range p.Pairs {
-		lo, hi = min(lo, pr.Ratio()), max(hi, pr.Ratio())
-		rates[i] = fmt.Sprintf("%.0f/%.0f", pr.Password, pr.Bound)
-	}
+	lo, hi, rates := p.spread()
 	return fmt.Sprintf("- password grant against the argon2id bound in %d interleaved pairs of %s slices (the bound first in every other pair, "+
 		"so that both see the same machine; %s measurement, cmd/portcullis-loadtest/paired.go): %.1f%% of the bound (target ≥ 90%%): %s. "+
 		"The single pairs read %.1f%% to %.1f%% (logins/bound per second: %s).\n",
-		len(p.Pairs), p.Slice, passwordPairedScenario, 100*p.Ratio(), verdict(p.Ratio() >= 0.9), 100*lo, 100*hi, strings.Join(rates, ", "))
+		len(p.Pairs), p.Slice, passwordPairedScenario, 100*p.Ratio(), verdict(p.Ratio() >= 0.9), 100*lo, 100*hi, rates)
 }

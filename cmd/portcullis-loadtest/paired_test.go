@@ -11,29 +11,37 @@ import (
 	"time"
 )
 
-// TestPairedRatio: the ratio is of the rates summed over the pairs, the
-// line gives its verdict and the spread of the single pairs.
+// TestPairedRatio: the ratio is of the rates summed over the pairs, each
+// report line (client_credentials against JWKS, the password grant against
+// the argon2id bound) gives its verdict and the spread of the single pairs.
 func TestPairedRatio(t *testing.T) {
 	tests := []struct {
 		name      string
+		line      func(Paired) string
+		slice     time.Duration
 		pairs     []Pair
 		ratio     float64
 		want      []string
 		wantEmpty bool
 	}{
-		{name: "none", wantEmpty: true},
-		{name: "met", pairs: []Pair{{20000, 13000}, {30000, 18000}}, ratio: 0.62,
+		{name: "cc none", line: pairedLine, wantEmpty: true},
+		{name: "cc met", line: pairedLine, slice: 3 * time.Second, pairs: []Pair{{20000, 13000}, {30000, 18000}}, ratio: 0.62,
 			want: []string{"62.0% of the JWKS rate", "met", "60.0% to 65.0%", "13000/20000, 18000/30000", "2 interleaved pairs of 3s"}},
-		{name: "missed", pairs: []Pair{{20000, 10000}, {20000, 12000}, {20000, 11000}}, ratio: 0.55,
+		{name: "cc missed", line: pairedLine, slice: 3 * time.Second, pairs: []Pair{{20000, 10000}, {20000, 12000}, {20000, 11000}}, ratio: 0.55,
 			want: []string{"55.0% of the JWKS rate", "**missed**", "50.0% to 60.0%"}},
+		{name: "password none", line: passwordPairedLine, wantEmpty: true},
+		{name: "password met", line: passwordPairedLine, slice: 4 * time.Second, pairs: []Pair{{100, 92}, {80, 70}, {20, 18}}, ratio: 0.9,
+			want: []string{"90.0% of the bound", "met", "87.5% to 92.0%", "92/100, 70/80, 18/20", "3 interleaved pairs of 4s"}},
+		{name: "password missed", line: passwordPairedLine, slice: 4 * time.Second, pairs: []Pair{{100, 80}, {100, 79}}, ratio: 0.795,
+			want: []string{"79.5% of the bound", "**missed**", "79.0% to 80.0%"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := Paired{Pairs: tt.pairs, Slice: 3 * time.Second}
+			p := Paired{Pairs: tt.pairs, Slice: tt.slice}
 			if got := p.Ratio(); got < tt.ratio-1e-9 || got > tt.ratio+1e-9 {
 				t.Fatalf("ratio %v, want %v", got, tt.ratio)
 			}
-			line := pairedLine(p)
+			line := tt.line(p)
 			if tt.wantEmpty != (line == "") {
 				t.Fatalf("line %q", line)
 			}
@@ -95,7 +103,7 @@ func TestMeasurePaired(t *testing.T) {
 			if got, want := strings.Join(order, " "), strings.Repeat("jwks client_credentials ", 3); got+" " != want {
 				t.Fatalf("slices in the order %q, want %q", got, want)
 			}
-			if len(p.Pairs) != 3 || p.Pairs[1] != (Pair{JWKS: 20000, ClientCredentials: 12000}) || p.Ratio() != 0.6 {
+			if len(p.Pairs) != 3 || p.Pairs[1] != (Pair{Base: 20000, Path: 12000}) || p.Ratio() != 0.6 {
 				t.Fatalf("pairs %+v, ratio %v", p.Pairs, p.Ratio())
 			}
 		})
@@ -123,47 +131,12 @@ func TestMeasurePairedOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Pairs) != 2 || p.Pairs[0].JWKS <= 0 || p.Pairs[1].ClientCredentials <= 0 {
+	if len(p.Pairs) != 2 || p.Pairs[0].Base <= 0 || p.Pairs[1].Path <= 0 {
 		t.Fatalf("pairs %+v", p.Pairs)
 	}
 	failGrant.Store(true)
 	if _, err := measurePaired(Run, o, 1, 200*time.Millisecond, 20*time.Millisecond); err == nil {
 		t.Fatal("a failing grant measured")
-	}
-}
-
-// TestPasswordPairedRatio: the password pairing's ratio is of the rates
-// summed over the pairs; the line gives its verdict and the spread.
-func TestPasswordPairedRatio(t *testing.T) {
-	tests := []struct {
-		name      string
-		pairs     []HashPair
-		ratio     float64
-		want      []string
-		wantEmpty bool
-	}{
-		{name: "none", wantEmpty: true},
-		{name: "met", pairs: []HashPair{{100, 92}, {80, 70}, {20, 18}}, ratio: 0.9,
-			want: []string{"90.0% of the bound", "met", "87.5% to 92.0%", "92/100, 70/80, 18/20", "3 interleaved pairs of 4s"}},
-		{name: "missed", pairs: []HashPair{{100, 80}, {100, 79}}, ratio: 0.795,
-			want: []string{"79.5% of the bound", "**missed**", "79.0% to 80.0%"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := PasswordPaired{Pairs: tt.pairs, Slice: 4 * time.Second}
-			if got := p.Ratio(); got < tt.ratio-1e-9 || got > tt.ratio+1e-9 {
-				t.Fatalf("ratio %v, want %v", got, tt.ratio)
-			}
-			line := passwordPairedLine(p)
-			if tt.wantEmpty != (line == "") {
-				t.Fatalf("line %q", line)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(line, w) {
-					t.Errorf("line %q lacks %q", line, w)
-				}
-			}
-		})
 	}
 }
 
@@ -221,7 +194,7 @@ func TestMeasurePasswordPaired(t *testing.T) {
 			if got, want := strings.Join(order, " "), "bound password password bound bound password password bound"; got != want {
 				t.Fatalf("slices in the order %q, want %q", got, want)
 			}
-			if len(p.Pairs) != 4 || p.Pairs[3] != (HashPair{Bound: 100, Password: 80}) || p.Ratio() != 0.8 {
+			if len(p.Pairs) != 4 || p.Pairs[3] != (Pair{Base: 100, Path: 80}) || p.Ratio() != 0.8 {
 				t.Fatalf("pairs %+v, ratio %v", p.Pairs, p.Ratio())
 			}
 		})

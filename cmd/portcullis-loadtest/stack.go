@@ -54,7 +54,7 @@ type StackResult struct {
 	// Paired is the cc_paired measurement (paired.go), when run.
 	Paired Paired
 	// PasswordPaired is the password_paired measurement (paired.go), when run.
-	PasswordPaired PasswordPaired
+	PasswordPaired Paired
 }
 
 // Bounds are the machine's throughput ceilings measured in the same run:

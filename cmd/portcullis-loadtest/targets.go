@@ -116,7 +116,7 @@ func pathFloor(r, jwks Result, target float64, cores int) string {
 func writeIssue21(w *strings.Builder, all []StackResult, b Bounds, cores int) {
 	var results []Result
 	var paired Paired
-	var passwordPaired PasswordPaired
+	var passwordPaired Paired
 	for _, s := range all {
 		if s.Alg == "EdDSA" {
 			results, paired, passwordPaired = s.Results, s.Paired, s.PasswordPaired
