@@ -218,3 +218,47 @@ func TestHashRate(t *testing.T) {
 		t.Fatalf("refused parameters measured %v/s", r)
 	}
 }
+
+// TestPasswordReason: the password line compares a login's CPU with one
+// hash alone (cores ÷ the bound measured around the scenario), splits it by
+// the server's profile and says the most the ratio could be with the hash
+// at that cost; without a profile it says less, without a bound nothing.
+func TestPasswordReason(t *testing.T) {
+	base := Result{Scenario: "password", RPS: 80, Requests: 1000, HashBound: [2]time.Duration{10 * time.Millisecond, 10 * time.Millisecond},
+		CPU: &CPUUse{Server: 22 * time.Second, Driver: 100 * time.Millisecond, Redis: 300 * time.Millisecond, Postgres: 600 * time.Millisecond, MachineBusy: 0.98},
+		Shares: []CPUShare{{Category: "password hashing", Share: 0.95}}}
+	noProfile := base
+	noProfile.Shares = nil
+	noBound := base
+	noBound.HashBound = [2]time.Duration{}
+	tests := []struct {
+		name string
+		r    Result
+		want []string
+	}{
+		{"profiled", base, []string{"80/s = 80% of the argon2id bound measured around it (100/s)", "**missed**", "23ms of CPU with the machine 98% busy",
+			"against 20ms for one hash alone (2 cores", "the server's hashing 20.9ms", "+4% against the hash alone", "the rest of the login 2.1ms",
+			"Portcullis's own work 1.1ms", "the driver 1ms", "at most 90% of the bound", "the rest at or under 2.222ms"}},
+		{"no profile", noProfile, []string{"80% of the argon2id bound", "against 20ms for one hash alone"}},
+		{"no bound", noBound, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			line := passwordReason(tt.r, 2)
+			if tt.want == nil {
+				if line != "" {
+					t.Fatalf("line %q without a bound", line)
+				}
+				return
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(line, w) {
+					t.Errorf("line %q lacks %q", line, w)
+				}
+			}
+			if tt.r.Shares == nil && strings.Contains(line, "hashing") {
+				t.Errorf("line %q splits a login without a profile", line)
+			}
+		})
+	}
+}

@@ -64,13 +64,52 @@ func costReason(r Result, target float64, cores int) string {
 
 // signingShare is the share of r's server profile spent signing and
 // verifying (0 without a profile).
-func signingShare(r Result) float64 {
+func signingShare(r Result) float64 { return categoryShare(r, categories[0].name) }
+
+// hashingShare is the share of r's server profile spent hashing passwords
+// (0 without a profile).
+func hashingShare(r Result) float64 { return categoryShare(r, categories[1].name) }
+
+// categoryShare is the share of r's server profile in the category named
+// name (0 without a profile).
+func categoryShare(r Result, name string) float64 {
 	for _, sh := range r.Shares {
-		if sh.Category == categories[0].name {
+		if sh.Category == name {
 			return sh.Share
 		}
 	}
 	return 0
+}
+
+// passwordReason is issue 21's line on the password grant from its
+// sequential scenario (the bound measured just before and just after it,
+// the CPU of every process, the server's profile): where a login's CPU
+// went against the bound's cost of one hash (the same verification alone
+// on every core: cores ÷ the bound's rate), and the most the ratio could
+// be with the hash at that cost and the rest of a login as measured.
+func passwordReason(r Result, cores int) string {
+	if r.HashBound[0] <= 0 || r.HashBound[1] <= 0 || stackCost(r) <= 0 {
+		return ""
+	}
+	bound := (1/r.HashBound[0].Seconds() + 1/r.HashBound[1].Seconds()) / 2
+	perHash := time.Duration(float64(cores) / bound * float64(time.Second)).Round(time.Microsecond)
+	c := stackCost(r)
+	s := fmt.Sprintf("- password grant (the sequential scenario) %.0f/s = %.0f%% of the argon2id bound measured around it (%.0f/s), target ≥ 90%%: %s. "+
+		"A login cost the stack %s of CPU with the machine %.0f%% busy, against %s for one hash alone (%d cores ÷ the bound)",
+		r.RPS, 100*r.RPS/bound, bound, verdict(r.RPS >= 0.9*bound), c, 100*r.CPU.MachineBusy, perHash, cores)
+	hs := hashingShare(r)
+	if hs <= 0 {
+		return s + ".\n"
+	}
+	hash := time.Duration(hs * float64(perRequest(r.CPU.Server, r.Requests))).Round(time.Microsecond)
+	rest := c - hash
+	best := perHash.Seconds() / (perHash + rest).Seconds()
+	return s + fmt.Sprintf(": the server's hashing %s (its profile; %+.0f%% against the hash alone, the stack's other processes sharing "+
+		"the cores and their caches), the rest of the login %s (Portcullis's own work %s, Redis, PostgreSQL and the driver %s). "+
+		"With the hash at its cost alone and the rest as measured, a fully busy machine reaches at most %.0f%% of the bound; "+
+		"90%% needs the rest at or under %s.\n",
+		hash, 100*(hash.Seconds()/perHash.Seconds()-1), rest, perRequest(r.CPU.Server, r.Requests)-hash,
+		perRequest(r.CPU.Driver+r.CPU.Redis+r.CPU.Postgres, r.Requests), 100*best, (perHash/9).Round(time.Microsecond))
 }
 
 // pathFloor says what path r cannot shed, from the same run's
@@ -170,6 +209,9 @@ func writeIssue21(w *strings.Builder, all []StackResult, b Bounds, cores int) {
 		w.WriteString(line + "\n")
 	}
 	w.WriteString(pairedLine(paired))
+	if r := get("password"); r != nil {
+		w.WriteString(passwordReason(*r, cores))
+	}
 	w.WriteString(passwordPairedLine(passwordPaired))
 	for _, t := range []struct {
 		scenario, name string
