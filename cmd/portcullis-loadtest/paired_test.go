@@ -225,7 +225,7 @@ func TestHashRate(t *testing.T) {
 // at that cost; without a profile it says less, without a bound nothing.
 func TestPasswordReason(t *testing.T) {
 	base := Result{Scenario: "password", RPS: 80, Requests: 1000, HashBound: [2]time.Duration{10 * time.Millisecond, 10 * time.Millisecond},
-		CPU: &CPUUse{Server: 22 * time.Second, Driver: 100 * time.Millisecond, Redis: 300 * time.Millisecond, Postgres: 600 * time.Millisecond, MachineBusy: 0.98},
+		CPU:    &CPUUse{Server: 22 * time.Second, Driver: 100 * time.Millisecond, Redis: 300 * time.Millisecond, Postgres: 600 * time.Millisecond, MachineBusy: 0.98},
 		Shares: []CPUShare{{Category: "password hashing", Share: 0.95}}}
 	noProfile := base
 	noProfile.Shares = nil
