@@ -192,7 +192,7 @@ end
 // revokeFamilyScript: KEYS fam. Marks the family revoked; returns {} when
 // the family does not exist (expired or never created), else {its user id}
 // ("" for a family of no user), whose indexes the caller then drops it
-// from (unindexFamilyScript).
+// from (unindexFamiliesScript).
 var revokeFamilyScript = redis.NewScript(revokeFamilyLua + `return revokeFamily(KEYS[1])`)
 
 // revokeFamilyUnindexingScript is revokeFamilyScript that also drops the

@@ -10,10 +10,11 @@
 // cache. The one write that does not is the record of a login (its
 // last-login time), so that a login leaves every instance's copy valid:
 // the cache serves users without it (LastLoginAt is nil), and what shows
-// it (the account and admin views) reads the store. A copy is also never older than MaxAge, which bounds what a write
-// whose hooks both failed (Redis unreachable throughout), a write that
-// bypassed them (the CLI's bootstrap, which has no Redis) or a Redis that
-// lost its latest writes could leave stale.
+// it (the account and admin views) reads the store. A copy is also never
+// older than MaxAge, which bounds what a write whose hooks both failed
+// (Redis unreachable throughout), a write that bypassed them (the CLI's
+// bootstrap, which has no Redis) or a Redis that lost its latest writes
+// could leave stale.
 package usercache
 
 import (
