@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -203,6 +204,123 @@ func testSessionCapPrune(t *testing.T, c redis.UniversalClient, prefix string) {
 	}
 	wantIndexes("after the earlier version's index was read", limit)
 	countedLogin("the login after that", 0)
+}
+
+// TestSessionCapPruneRace: logins at the cap (each pruning, and
+// re-scoring families that are due but live) race revocations of the
+// user's families. Afterwards every live family is still in the user's
+// index, so "end every session" finds it; no revoked family is left in it;
+// no expiry score outlives its family's place in the index; at most the
+// cap are live; and ending every session leaves none. On one node and on
+// Cluster.
+func TestSessionCapPruneRace(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		client func(t *testing.T) (redis.UniversalClient, string)
+	}{
+		{"redis", func(t *testing.T) (redis.UniversalClient, string) {
+			u, prefix := testservers.RedisURL(t)
+			return openClient(t, u), prefix
+		}},
+		{"redis-cluster", func(t *testing.T) (redis.UniversalClient, string) {
+			return openClient(t, "redis-cluster://"+startClusterNode(t)), "race:"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c, prefix := tc.client(t)
+			testSessionCapPruneRace(t, c, prefix)
+		})
+	}
+}
+
+func testSessionCapPruneRace(t *testing.T, c redis.UniversalClient, prefix string) {
+	const limit, logins = 6, 60
+	ctx := testCtx(t)
+	base := time.UnixMilli(time.Now().UnixMilli())
+	// Two minutes on, every family of idle 1 min is due: each prune reads
+	// and re-scores those still live while revocations drop them.
+	now := func() time.Time { return base.Add(2 * time.Minute) }
+	st := New(c, Options{Prefix: prefix, MaxSessionsPerUser: limit, Now: now})
+	user := "u-race"
+	ids := make([]string, logins)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("race-%03d", i)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*logins)
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			idle := time.Hour
+			if i%2 == 0 {
+				idle = time.Minute
+			}
+			fam := store.RefreshFamily{ID: id, UserID: user, ClientID: "c", Scope: "openid",
+				CreatedAt: base.Add(time.Duration(i) * time.Millisecond), AbsoluteExpiry: base.Add(24 * time.Hour), IdleTTL: idle}
+			if err := st.CreateFamily(ctx, fam, hashOf(id)); err != nil {
+				errs <- fmt.Errorf("login %s: %w", id, err)
+			}
+		}()
+		if i%3 == 0 && i > 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := st.RevokeFamily(ctx, ids[i-1], now()); err != nil {
+					errs <- fmt.Errorf("revoke %s: %w", ids[i-1], err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	indexed := map[string]bool{}
+	fams, err := c.ZRange(ctx, st.userFamsKey(user), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range fams {
+		indexed[id] = true
+	}
+	ends, err := c.ZRange(ctx, st.userEndsKey(user), 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ends {
+		if !indexed[id] {
+			t.Errorf("%s has an expiry score but no place in the index", id)
+		}
+	}
+	live := 0
+	for _, id := range ids {
+		_, err := st.FindRefresh(ctx, id, hashOf(id), base.Add(time.Second))
+		if err == nil {
+			live++
+			if !indexed[id] {
+				t.Errorf("live family %s is not in its user's index: ending every session would miss it", id)
+			}
+			continue
+		}
+		if rv, _ := c.HGet(ctx, st.famKey(id), "rv").Result(); rv == "1" && indexed[id] {
+			t.Errorf("revoked family %s is still indexed", id)
+		}
+	}
+	if live == 0 || live > limit {
+		t.Fatalf("%d live families after %d logins at a cap of %d", live, logins, limit)
+	}
+	if err := st.RevokeUserSessions(ctx, user, base.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if _, err := st.FindRefresh(ctx, id, hashOf(id), base.Add(time.Second)); err == nil {
+			t.Errorf("family %s outlived ending every session", id)
+		}
+	}
 }
 
 // BenchmarkLoginAtCap is a login of a user whose index is full of live

@@ -206,7 +206,8 @@ func unavailable(op string, err error) error {
 // either lists it (and revokes it) or its cut-off refuses it. Without
 // Cluster, creating and indexing are one script (one round trip, and a
 // refused family never exists); on Cluster the family's keys and its user's
-// are in different slots, so it is written first, then indexed, and a
+// are in different slots, so it is written first, then indexed (then
+// checked for a revocation that came in between: unindexIfEnded), and a
 // refused family is revoked before it is ever handed out.
 func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, firstHash []byte) error {
 	created, createArgs, err := s.familyArgs(fam, firstHash)
@@ -234,7 +235,28 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		}
 		return err
 	}
-	return s.evict(ctx, evicted, created)
+	evictErr := s.evict(ctx, evicted, created)
+	return errors.Join(evictErr, s.unindexIfEnded(ctx, fam))
+}
+
+// unindexIfEnded drops from its user's indexes a family that a revocation
+// ended between its creation and its indexing (on Cluster they are two
+// calls): that revocation found it in no index, and the cap would count
+// it until its earliest end. A revocation after the indexing drops it
+// itself, so one of the two always does.
+func (s *State) unindexIfEnded(ctx context.Context, fam store.RefreshFamily) error {
+	rv, err := s.c.HGet(ctx, s.famKey(fam.ID), "rv").Result()
+	switch {
+	case errors.Is(err, redis.Nil): // gone: ended as well
+	case err != nil:
+		return unavailable("create family: check for a revocation", err)
+	case rv != "1":
+		return nil
+	}
+	if err := unindexFamiliesScript.Run(ctx, s.c, []string{s.userFamsKey(fam.UserID), s.userEndsKey(fam.UserID)}, 1, fam.ID).Err(); err != nil {
+		return unavailable("create family: drop a revoked family from the index", err)
+	}
+	return nil
 }
 
 // CreateFamilyAndCheck implements store.TokenState. Without Cluster the
