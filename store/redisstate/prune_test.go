@@ -45,25 +45,20 @@ func (h familyReadsHook) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 // end. An index written by an earlier version (no expiry scores) is read
 // whole once, then scored. On one node and on Cluster (where the indexes
 // are written after the family).
-func TestSessionCapPrune(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		client func(t *testing.T) (redis.UniversalClient, string)
-	}{
-		{"redis", func(t *testing.T) (redis.UniversalClient, string) {
-			u, prefix := testservers.RedisURL(t)
-			return openClient(t, u), prefix
-		}},
-		{"redis-cluster", func(t *testing.T) (redis.UniversalClient, string) {
-			return openClient(t, "redis-cluster://"+startClusterNode(t)), "prune:"
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			c, prefix := tc.client(t)
-			testSessionCapPrune(t, c, prefix)
-		})
-	}
+func TestSessionCapPrune(t *testing.T) { onNodeAndCluster(t, testSessionCapPrune) }
+
+// onNodeAndCluster runs test in parallel on the shared Redis (under a
+// prefix of its own) and on a one-node Redis Cluster of its own.
+func onNodeAndCluster(t *testing.T, test func(t *testing.T, c redis.UniversalClient, prefix string)) {
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		u, prefix := testservers.RedisURL(t)
+		test(t, openClient(t, u), prefix)
+	})
+	t.Run("redis-cluster", func(t *testing.T) {
+		t.Parallel()
+		test(t, openClient(t, "redis-cluster://"+startClusterNode(t)), "c:")
+	})
 }
 
 func testSessionCapPrune(t *testing.T, c redis.UniversalClient, prefix string) {
@@ -213,26 +208,7 @@ func testSessionCapPrune(t *testing.T, c redis.UniversalClient, prefix string) {
 // no expiry score outlives its family's place in the index; at most the
 // cap are live; and ending every session leaves none. On one node and on
 // Cluster.
-func TestSessionCapPruneRace(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		client func(t *testing.T) (redis.UniversalClient, string)
-	}{
-		{"redis", func(t *testing.T) (redis.UniversalClient, string) {
-			u, prefix := testservers.RedisURL(t)
-			return openClient(t, u), prefix
-		}},
-		{"redis-cluster", func(t *testing.T) (redis.UniversalClient, string) {
-			return openClient(t, "redis-cluster://"+startClusterNode(t)), "race:"
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			c, prefix := tc.client(t)
-			testSessionCapPruneRace(t, c, prefix)
-		})
-	}
-}
+func TestSessionCapPruneRace(t *testing.T) { onNodeAndCluster(t, testSessionCapPruneRace) }
 
 func testSessionCapPruneRace(t *testing.T, c redis.UniversalClient, prefix string) {
 	const limit, logins = 6, 60

@@ -489,7 +489,7 @@ func (s *State) pruneIndex(ctx context.Context, userID, skip string) error {
 		}
 		ids = all
 	}
-	ids = slices.DeleteFunc(slices.Clone(ids), func(sid string) bool { return sid == skip })
+	ids = slices.DeleteFunc(ids, func(sid string) bool { return sid == skip }) // ids are this call's own
 	if len(ids) == 0 {
 		return nil
 	}
