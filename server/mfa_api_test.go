@@ -96,7 +96,7 @@ func (d *mfaDeployment) token(t *testing.T, u store.User, clientID string) st.Op
 // second step the password grant answers with mfa_required).
 func (d *mfaDeployment) mfaToken(t *testing.T, u store.User) (string, bool) {
 	t.Helper()
-	ch, err := d.in.App.MFA.Begin(context.Background(), u, "", "web", "", "", time.Now())
+	ch, err := d.in.App.MFA.Begin(context.Background(), u, nil, "", "web", "", "", time.Now())
 	if err != nil || ch == nil {
 		t.Fatalf("begin: %v %v", ch, err)
 	}

@@ -139,14 +139,14 @@ func TestGrantRoundTrips(t *testing.T) {
 		// delay, its failures; after the login, both of the account's
 		// counters cleared in one pipeline) and the session. Recording
 		// the login changes no user version (8 round trips when it did,
-		// with the two clears apart). SQL: the user, the second
-		// factors' summary (one statement: store.MFAFactors.MFASummary;
-		// three before), the login recorded: its time and its audit
-		// event in one statement (sqlstore.Store.RecordLogin; two
-		// before).
+		// with the two clears apart). SQL: the user with its second
+		// factors counted (one statement: sqlstore.Store.GetUserForLogin;
+		// four before, the factors read on their own), the login
+		// recorded: its time and its audit event in one statement
+		// (sqlstore.Store.RecordLogin; two before).
 		{"password", func() func() {
 			return func() { login() }
-		}, 5, 3},
+		}, 5, 2},
 		// A login leaves the instance's copy of the user valid (it
 		// changes no user version), so the refresh after it reads no
 		// SQL either: the copy is checked against the user's version,

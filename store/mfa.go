@@ -107,9 +107,10 @@ type MFAFactors interface {
 	UseRecoveryCode(ctx context.Context, userID string, codeHash []byte, now time.Time) (left int, err error)
 	// RecoveryCodesLeft counts the user's unused recovery codes.
 	RecoveryCodesLeft(ctx context.Context, userID string) (int, error)
-	// MFASummary counts the user's factors in one read (one statement: it
-	// is on every password login's path): a user without any is the zero
-	// summary, not ErrNotFound.
+	// MFASummary counts the user's factors in one read (one statement;
+	// a password login counts them with the user instead, in the read
+	// that finds it): a user without any is the zero summary, not
+	// ErrNotFound.
 	MFASummary(ctx context.Context, userID string) (MFASummary, error)
 
 	// AddWebAuthnCredential stores a new credential; ErrAlreadyExists when

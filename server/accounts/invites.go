@@ -409,7 +409,7 @@ func (s *Service) inviteSecondFactor(ctx context.Context, client store.Client, u
 	if s.mfa == nil {
 		return nil
 	}
-	ch, err := s.mfa.Begin(ctx, u, "", client.ID, strings.Join(scope, " "), "", s.now())
+	ch, err := s.mfa.Begin(ctx, u, nil, "", client.ID, strings.Join(scope, " "), "", s.now())
 	if err != nil {
 		return mfaErr("begin the second factor", err)
 	}

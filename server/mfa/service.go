@@ -121,10 +121,18 @@ func (s *Service) Summary(ctx context.Context, userID string) (Summary, error) {
 // failures and its success count under the same key; "" means the
 // account's email. tenant is the organisation the password step named
 // ("" for none): the second step finishes that login, in that tenant.
-func (s *Service) Begin(ctx context.Context, u store.User, login, clientID, scope, tenant string, authTime time.Time) (*Challenge, error) {
-	st, err := s.Summary(ctx, u.ID)
-	if err != nil {
-		return nil, err
+// factors is the user's summary when the caller read it with the user
+// (passcheck.Result.Factors: the login's one read, a hash's time earlier);
+// nil reads it here.
+func (s *Service) Begin(ctx context.Context, u store.User, factors *Summary, login, clientID, scope, tenant string, authTime time.Time) (*Challenge, error) {
+	var st Summary
+	if factors != nil {
+		st = *factors
+	} else {
+		var err error
+		if st, err = s.Summary(ctx, u.ID); err != nil {
+			return nil, err
+		}
 	}
 	enrolled := st.Enrolled()
 	if !enrolled && !s.Required(u.Roles) {

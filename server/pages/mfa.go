@@ -26,7 +26,7 @@ import (
 // second step uses it: the page keeps none of its rules (attempts, the
 // token's binding, replays).
 type MFA interface {
-	Begin(ctx context.Context, u store.User, login, clientID, scope, tenant string, authTime time.Time) (*mfa.Challenge, error)
+	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time) (*mfa.Challenge, error)
 	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
 	Complete(ctx context.Context, token, clientID string, f mfa.Factor, m mfa.Meta) (mfa.Completed, error)
 	TOTPCode(code string) mfa.Factor
@@ -176,7 +176,7 @@ func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, 
 // factor.
 func (p *Pages) beginMFA(c echo.Context, pr Pending, res passcheck.Result, authTime time.Time, remember bool) (handled bool, err error) {
 	ctx, u := c.Request().Context(), res.User
-	ch, err := p.si.MFA.Begin(ctx, u, res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", authTime)
+	ch, err := p.si.MFA.Begin(ctx, u, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", authTime)
 	if err != nil {
 		return true, p.fail(c, err)
 	}

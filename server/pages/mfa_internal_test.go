@@ -53,7 +53,7 @@ func newFakeMFA() *fakeMFA {
 		attempts: map[string]int{}, totp: map[string]bool{}}
 }
 
-func (f *fakeMFA) Begin(_ context.Context, u store.User, _, clientID, scope, _ string, authTime time.Time) (*mfa.Challenge, error) {
+func (f *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _, clientID, scope, _ string, authTime time.Time) (*mfa.Challenge, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	methods, has := f.methods[u.ID]

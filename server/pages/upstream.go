@@ -269,7 +269,7 @@ func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr P
 	}
 	now := p.now()
 	if owes {
-		ch, err := p.si.MFA.Begin(ctx, u, "", pr.Client.ID, strings.Join(pr.Scopes, " "), "", now)
+		ch, err := p.si.MFA.Begin(ctx, u, nil, "", pr.Client.ID, strings.Join(pr.Scopes, " "), "", now)
 		if err != nil {
 			return p.fail(c, err)
 		}
@@ -444,7 +444,7 @@ func (p *Pages) linkPost(c echo.Context, id string) error {
 		p.si.Rehasher.Rehash(ctx, u.ID, pw)
 	}
 	rec.Link = true
-	ch, err := p.si.MFA.Begin(ctx, res.User, res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", p.now())
+	ch, err := p.si.MFA.Begin(ctx, res.User, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", p.now())
 	if err != nil {
 		return p.fail(c, err)
 	}

@@ -21,10 +21,11 @@ var ErrBadCredentials = errors.New("passcheck: the login or password is incorrec
 // saying so reveals nothing.
 var ErrUnknownUser = errors.New("passcheck: the user no longer exists")
 
-// Users finds accounts (*sqlstore.Store).
+// Users finds accounts (*sqlstore.Store). GetUserForLogin finds the
+// account a login names and counts its second factors, in one read.
 type Users interface {
 	GetUser(ctx context.Context, id string) (store.User, error)
-	GetUserByLogin(ctx context.Context, login string) (store.User, error)
+	GetUserForLogin(ctx context.Context, login string) (store.User, store.MFASummary, error)
 }
 
 // Hasher verifies password hashes (*password.Hasher).
@@ -112,6 +113,11 @@ type Result struct {
 	User store.User
 	// NeedsRehash says the stored hash should be replaced by a fresh one.
 	NeedsRehash bool
+	// Factors counts the account's second factors, read with the account
+	// (before its password was verified) when the attempt named it by
+	// Login; nil for an attempt by UserID. A login's second step decides
+	// on it instead of reading the factors again (mfa.Service.Begin).
+	Factors *store.MFASummary
 	// ip and key are what the throttle counted the attempt under.
 	ip, key string
 }
@@ -139,9 +145,10 @@ func (c *Checker) Succeeded(ctx context.Context, r Result) {
 // is a 503.
 func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	var (
-		u     store.User
-		found bool
-		err   error
+		u       store.User
+		factors *store.MFASummary
+		found   bool
+		err     error
 	)
 	key := strings.TrimSpace(a.Login)
 	if a.UserID != "" {
@@ -161,10 +168,11 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		}
 	}
 	if !found {
-		u, err = c.d.Users.GetUserByLogin(ctx, key)
+		var sum store.MFASummary
+		u, sum, err = c.d.Users.GetUserForLogin(ctx, key)
 		switch {
 		case err == nil:
-			found = true
+			found, factors = true, &sum
 		case !errors.Is(err, store.ErrNotFound):
 			return Result{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
 		}
@@ -192,7 +200,7 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		c.failed(ctx, a, u, ok, machine)
 		return Result{}, ErrBadCredentials
 	}
-	res := Result{User: u, NeedsRehash: needsRehash, ip: a.IP, key: key}
+	res := Result{User: u, NeedsRehash: needsRehash, Factors: factors, ip: a.IP, key: key}
 	if !a.DeferSuccess {
 		c.Succeeded(ctx, res)
 	}

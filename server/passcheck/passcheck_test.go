@@ -19,13 +19,16 @@ func (f fakeUsers) GetUser(_ context.Context, id string) (store.User, error) {
 	return store.User{}, store.ErrNotFound
 }
 
-func (f fakeUsers) GetUserByLogin(_ context.Context, login string) (store.User, error) {
+// fakeFactors is the summary fakeUsers reads with every user.
+var fakeFactors = store.MFASummary{TOTP: true, RecoveryCodesLeft: 3}
+
+func (f fakeUsers) GetUserForLogin(_ context.Context, login string) (store.User, store.MFASummary, error) {
 	for _, u := range f {
 		if u.Email == login {
-			return u, nil
+			return u, fakeFactors, nil
 		}
 	}
-	return store.User{}, store.ErrNotFound
+	return store.User{}, store.MFASummary{}, store.ErrNotFound
 }
 
 // fakeHasher: the hash of a password is "h:" + password.
@@ -65,7 +68,8 @@ func (r *recorder) LoginFailed()                                 { r.failed++ }
 // TestCheck: every path spends the throttle first; an unknown account, a
 // deactivated one, a machine user and a wrong password answer alike (ErrBadCredentials),
 // each spending one verification (a dummy one for the unknown account), a
-// failure metric and an audit event; a success clears the throttle.
+// failure metric and an audit event; a success clears the throttle, and
+// carries the second factors read with an account named by its login.
 func TestCheck(t *testing.T) {
 	users := fakeUsers{
 		"usr_1": {ID: "usr_1", Email: "ann@example.com", PasswordHash: "h:right", Active: true},
@@ -111,6 +115,11 @@ func TestCheck(t *testing.T) {
 				}
 				if len(th.succeeded) != 1 || th.succeeded[0] != tc.throttleOn {
 					t.Fatalf("success cleared %v, want %q", th.succeeded, tc.throttleOn)
+				}
+				// The factors come with the account a login names; an
+				// attempt by user id read none.
+				if byLogin := tc.a.Login != ""; (res.Factors != nil) != byLogin || (byLogin && *res.Factors != fakeFactors) {
+					t.Fatalf("Factors = %v, want them read (%v) as %+v", res.Factors, byLogin, fakeFactors)
 				}
 				return
 			}

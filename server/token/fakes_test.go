@@ -243,10 +243,6 @@ func (d *fakeDirectory) GetUser(_ context.Context, id string) (store.User, error
 	return u, nil
 }
 
-func (d *fakeDirectory) GetUserByLogin(context.Context, string) (store.User, error) {
-	return store.User{}, store.ErrNotFound
-}
-
 // GetUserAt is GetUser: the fake keeps no copies.
 func (d *fakeDirectory) GetUserAt(ctx context.Context, id string, _ store.UserVersion) (store.User, error) {
 	return d.GetUser(ctx, id)

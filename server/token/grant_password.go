@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -47,7 +48,7 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 			Details: map[string]string{"grant": GrantPassword, "reason": "tenant"}})
 		return Response{}, err
 	}
-	if err := s.secondStep(ctx, client, user, res.ThrottleKey(), req.Scope, req.Tenant, now); err != nil {
+	if err := s.secondStep(ctx, client, user, (*mfa.Summary)(res.Factors), res.ThrottleKey(), req.Scope, req.Tenant, now); err != nil {
 		return Response{}, err
 	}
 	s.checker.Succeeded(ctx, res)
@@ -56,19 +57,20 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 
 // secondStep asks for the second factor after a correct password: nil when
 // the user needs none, else mfa_required with the challenge (and no token).
-// login is the password step's throttle key, which the second step counts
-// under too; tenant the organisation the password step named, which the
-// mfa_token binds.
+// factors are the user's second factors as the password step read them
+// with the user; login is the password step's throttle key, which the
+// second step counts under too; tenant the organisation the password step
+// named, which the mfa_token binds.
 // A scope the login could not be granted is refused first, so that no
 // second factor is spent on it.
-func (s *Service) secondStep(ctx context.Context, client store.Client, user store.User, login string, scope []string, tenant string, now time.Time) error {
+func (s *Service) secondStep(ctx context.Context, client store.Client, user store.User, factors *mfa.Summary, login string, scope []string, tenant string, now time.Time) error {
 	if s.mfa == nil {
 		return nil
 	}
 	if _, err := s.loginScope(client, user, scope, false); err != nil {
 		return err
 	}
-	ch, err := s.mfa.Begin(ctx, user, login, client.ID, strings.Join(scope, " "), tenant, now)
+	ch, err := s.mfa.Begin(ctx, user, factors, login, client.ID, strings.Join(scope, " "), tenant, now)
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) {

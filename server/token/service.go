@@ -32,7 +32,6 @@ type UserStore interface {
 	// already read it (v.Read), so that a copy of the user kept in memory
 	// is checked without another round trip (*usercache.Cache).
 	GetUserAt(ctx context.Context, id string, v store.UserVersion) (store.User, error)
-	GetUserByLogin(ctx context.Context, login string) (store.User, error)
 	UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error)
 }
 
@@ -78,7 +77,7 @@ type Permissions interface {
 type SecondFactor interface {
 	// Begin returns nil when the user needs no second factor, else the
 	// mfa_token challenge (bound to user, client and scope).
-	Begin(ctx context.Context, u store.User, login, clientID, scope, tenant string, authTime time.Time) (*mfa.Challenge, error)
+	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time) (*mfa.Challenge, error)
 	// CompleteForTenant makes one attempt of the factor f on the mfa_token
 	// for clientID, naming tenant ("": the one the password step named);
 	// errors wrap mfa.ErrInvalidToken or mfa.ErrBadCode, or are 429/503

@@ -259,19 +259,30 @@ func (s *Store) RecoveryCodesLeft(ctx context.Context, userID string) (int, erro
 }
 
 // MFASummary counts the user's factors in one statement: three scalar
-// subqueries, so that the counts are of one snapshot and the login pays one
-// round trip, not three.
+// subqueries, so that the counts are of one snapshot.
 func (s *Store) MFASummary(ctx context.Context, userID string) (store.MFASummary, error) {
 	var totp, webauthn, recovery int64
-	err := s.db.WithContext(ctx).Raw(`SELECT
-		(SELECT count(*) FROM mfa_totp WHERE user_id = ? AND secret_sealed IS NOT NULL),
-		(SELECT count(*) FROM webauthn_credentials WHERE user_id = ?),
-		(SELECT count(*) FROM mfa_recovery_codes WHERE user_id = ? AND used_at IS NULL)`,
-		userID, userID, userID).Row().Scan(&totp, &webauthn, &recovery)
+	err := s.db.WithContext(ctx).Raw(`SELECT `+factorCounts("?"), userID, userID, userID).Row().Scan(&totp, &webauthn, &recovery)
 	if err != nil {
 		return store.MFASummary{}, mapErr("summarise second factors", err)
 	}
-	return store.MFASummary{TOTP: totp > 0, WebAuthnCredentials: int(webauthn), RecoveryCodesLeft: int(recovery)}, nil
+	return factorSummary(totp, webauthn, recovery), nil
+}
+
+// factorCounts is the select list that counts the second factors of the
+// user whose id is the expression id (a placeholder, or a column of the
+// outer query): confirmed TOTP secrets, WebAuthn credentials, unused
+// recovery codes. MFASummary and GetUserForLogin both read it, so they
+// count alike.
+func factorCounts(id string) string {
+	return `(SELECT count(*) FROM mfa_totp WHERE mfa_totp.user_id = ` + id + ` AND secret_sealed IS NOT NULL),
+		(SELECT count(*) FROM webauthn_credentials WHERE webauthn_credentials.user_id = ` + id + `),
+		(SELECT count(*) FROM mfa_recovery_codes WHERE mfa_recovery_codes.user_id = ` + id + ` AND used_at IS NULL)`
+}
+
+// factorSummary is the summary of factorCounts' three counts.
+func factorSummary(totp, webauthn, recovery int64) store.MFASummary {
+	return store.MFASummary{TOTP: totp > 0, WebAuthnCredentials: int(webauthn), RecoveryCodesLeft: int(recovery)}
 }
 
 // AddWebAuthnCredential stores a new credential; a registered id is

@@ -100,7 +100,14 @@ func rolesOf(db *gorm.DB, ids ...string) (map[string][]string, error) {
 	return out, nil
 }
 
+// getUserWhere reads the user matching query (a condition on users u).
 func (s *Store) getUserWhere(ctx context.Context, what, query string, args ...any) (store.User, error) {
+	return s.getUserWhereWith(ctx, what, "", nil, query, args...)
+}
+
+// getUserWhereWith is getUserWhere with the caller's own columns (lead, a
+// select list that may name u) read first, into dest.
+func (s *Store) getUserWhereWith(ctx context.Context, what, lead string, dest []any, query string, args ...any) (store.User, error) {
 	// A value no stored row can hold (NUL bytes, invalid UTF-8, which
 	// PostgreSQL refuses outright) finds nothing, the same on every backend.
 	for _, a := range args {
@@ -108,19 +115,22 @@ func (s *Store) getUserWhere(ctx context.Context, what, query string, args ...an
 			return store.User{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
 		}
 	}
+	if lead != "" {
+		lead += ", "
+	}
 	// One round trip: the user's row once per role (a LEFT JOIN, so a user
 	// without roles is one row), roles sorted. The user row and its roles are
 	// read in one statement, so they are consistent with each other. Every
 	// token issuance, refresh and userinfo reads a user, so the statement is
 	// written out and scanned by hand: GORM's statement building and
 	// reflective scan were ≈8% of the server's CPU in an SSO round trip.
-	rows, err := s.db.WithContext(ctx).Raw(`SELECT `+userWithRolesColumns+`
+	rows, err := s.db.WithContext(ctx).Raw(`SELECT `+lead+userWithRolesColumns+`
 		FROM users u LEFT JOIN user_roles r ON r.user_id = u.id
 		WHERE u.`+query+` ORDER BY r.role`, args...).Rows()
 	if err != nil {
 		return store.User{}, mapErr(what, err)
 	}
-	return scanUserWithRoles(rows, what)
+	return scanUserWithRoles(rows, what, dest...)
 }
 
 // userWithRolesColumns are the columns scanUserWithRoles reads, of users u
@@ -197,10 +207,33 @@ func (s *Store) GetUserByLogin(ctx context.Context, login string) (store.User, e
 	if login == "" {
 		return store.User{}, fmt.Errorf("get user by login: %w", store.ErrNotFound)
 	}
-	if strings.Contains(login, "@") {
-		return s.getUserWhere(ctx, "get user by login", byEmail, strings.ToLower(login))
+	query, arg := loginCondition(login)
+	return s.getUserWhere(ctx, "get user by login", query, arg)
+}
+
+// GetUserForLogin is GetUserByLogin with the user's second factors counted
+// (what MFASummary reads) in the same statement, of the same snapshot: a
+// password login needs both, and pays one round trip for them.
+func (s *Store) GetUserForLogin(ctx context.Context, login string) (store.User, store.MFASummary, error) {
+	if login == "" {
+		return store.User{}, store.MFASummary{}, fmt.Errorf("get user for login: %w", store.ErrNotFound)
 	}
-	return s.getUserWhere(ctx, "get user by login", "username = ?", login)
+	query, arg := loginCondition(login)
+	var totp, webauthn, recovery int64
+	u, err := s.getUserWhereWith(ctx, "get user for login", factorCounts("u.id"), []any{&totp, &webauthn, &recovery}, query, arg)
+	if err != nil {
+		return store.User{}, store.MFASummary{}, err
+	}
+	return u, factorSummary(totp, webauthn, recovery), nil
+}
+
+// loginCondition is the condition (on users u) and its argument that find
+// the user a login names: by email when it contains "@", else by username.
+func loginCondition(login string) (query string, arg string) {
+	if strings.Contains(login, "@") {
+		return byEmail, strings.ToLower(login)
+	}
+	return "username = ?", login
 }
 
 // ListUsers returns one page of users, oldest first (stable by created_at,

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -252,10 +253,15 @@ func testMFARecoveryCodes(t *testing.T, s *sqlstore.Store) {
 
 // testMFASummary walks one user through every kind of factor change and
 // checks, at each step, that MFASummary says what the factors' own reads
-// say, while another user's factors never count.
+// say, and that GetUserForLogin (the login's read, by email and by
+// username, of a user with two roles: two joined rows) says the same, while
+// another user's factors never count.
 func testMFASummary(t *testing.T, s *sqlstore.Store) {
 	c := rctx(t)
-	u := mustCreateUser(t, s, newUser("summary@example.com"))
+	syncDefaultRoles(t, s)
+	nu := newUser("summary@example.com", "admin", "user")
+	nu.Username = "summary"
+	u := mustCreateUser(t, s, nu)
 	other := enrolled(t, s, "summary-other@example.com")
 	if err := s.AddWebAuthnCredential(c, newCredential(other.ID, mfaTime())); err != nil {
 		t.Fatalf("AddWebAuthnCredential (other user): %v", err)
@@ -304,6 +310,20 @@ func testMFASummary(t *testing.T, s *sqlstore.Store) {
 		if got.TOTP != confirmed || got.WebAuthnCredentials != len(creds) || got.RecoveryCodesLeft != left {
 			t.Fatalf("%s: MFASummary %+v, but the reads say totp %v, %d credentials, %d codes", st.name, got, confirmed, len(creds), left)
 		}
+		for _, login := range []string{"SUMMARY@example.com", "summary"} {
+			lu, ls, err := s.GetUserForLogin(c, login)
+			if err != nil || lu.ID != u.ID || !reflect.DeepEqual(lu.Roles, []string{"admin", "user"}) || ls != got {
+				t.Fatalf("%s: GetUserForLogin(%q) = %s %v, %+v, %v; want %s [admin user], %+v", st.name, login, lu.ID, lu.Roles, ls, err, u.ID, got)
+			}
+		}
+	}
+	for _, login := range []string{"", "absent@example.com", "absent"} {
+		if _, _, err := s.GetUserForLogin(c, login); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("GetUserForLogin(%q): %v, want ErrNotFound", login, err)
+		}
+	}
+	if _, ls, err := s.GetUserForLogin(c, "summary-other@example.com"); err != nil || ls != (store.MFASummary{TOTP: true, WebAuthnCredentials: 1, RecoveryCodesLeft: 10}) {
+		t.Fatalf("GetUserForLogin of the other user: %+v, %v", ls, err)
 	}
 	if got, err := s.MFASummary(c, "usr_unknown"); err != nil || got != (store.MFASummary{}) {
 		t.Fatalf("MFASummary of an unknown user = %+v, %v; want the zero summary", got, err)
