@@ -136,7 +136,8 @@ func TestGrantRoundTrips(t *testing.T) {
 		maxRedis, maxSQL int
 	}{
 		// Redis: the login throttle (the address's limit, the account's
-		// delay, its failures; after the login, both of the account's
+		// delay and its failures in one script: store.TokenState.CountSteps,
+		// three calls before; after the login, both of the account's
 		// counters cleared in one pipeline) and the session. Recording
 		// the login changes no user version (8 round trips when it did,
 		// with the two clears apart). SQL: the user with its second
@@ -146,7 +147,7 @@ func TestGrantRoundTrips(t *testing.T) {
 		// (sqlstore.Store.RecordLogin; two before).
 		{"password", func() func() {
 			return func() { login() }
-		}, 5, 2},
+		}, 3, 2},
 		// A login leaves the instance's copy of the user valid (it
 		// changes no user version), so the refresh after it reads no
 		// SQL either: the copy is checked against the user's version,

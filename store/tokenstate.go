@@ -156,10 +156,53 @@ type TokenState interface {
 	// Peek returns the count of key's live window and the time until it
 	// resets without counting anything; (0, 0) when no window is live.
 	Peek(ctx context.Context, key string, now time.Time) (count int64, resetIn time.Duration, err error)
+	// CountSteps takes steps in order, each a Hit or a Peek of its key, and
+	// stops after the first whose count is above its StopAbove: it returns
+	// the counts of the steps taken, in order. Each step is atomic, as Hit
+	// is; the steps together are one round trip where the backend can
+	// (one Redis node), else one per step (Cluster, where the keys' slots
+	// differ; SQL).
+	CountSteps(ctx context.Context, now time.Time, steps ...CounterStep) ([]CounterCount, error)
 	// ResetCounters forgets the counters of keys (one round trip).
 	ResetCounters(ctx context.Context, keys ...string) error
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error
+}
+
+// CounterStep is one step of TokenState.CountSteps.
+type CounterStep struct {
+	// Key names the counter, as Hit's and Peek's key does.
+	Key string
+	// Window, if positive, counts one event in a fixed window of that
+	// length, as Hit does; 0 only reads the live count, as Peek does.
+	Window time.Duration
+	// StopAbove: no later step is taken when this step's count is above
+	// it.
+	StopAbove int64
+}
+
+// CounterCount is a counter's count in its live window and the time until
+// that window resets: (0, 0) when no window is live.
+type CounterCount struct {
+	Count   int64
+	ResetIn time.Duration
+}
+
+// CountEach takes steps one at a time with count, stopping as CountSteps
+// does: CountSteps for a backend that takes them in one round trip per step.
+func CountEach(steps []CounterStep, count func(CounterStep) (CounterCount, error)) ([]CounterCount, error) {
+	out := make([]CounterCount, 0, len(steps))
+	for _, st := range steps {
+		c, err := count(st)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+		if c.Count > st.StopAbove {
+			break
+		}
+	}
+	return out, nil
 }
 
 // RevocationKind is what a durable revocation record revokes.

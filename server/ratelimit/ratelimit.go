@@ -18,12 +18,13 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // Counters is the part of the token state the limiter uses.
 type Counters interface {
 	Hit(ctx context.Context, key string, window time.Duration, now time.Time) (int64, time.Duration, error)
-	Peek(ctx context.Context, key string, now time.Time) (int64, time.Duration, error)
+	CountSteps(ctx context.Context, now time.Time, steps ...store.CounterStep) ([]store.CounterCount, error)
 	ResetCounters(ctx context.Context, keys ...string) error
 }
 
@@ -95,7 +96,7 @@ func (l *Limiter) Allow(ctx context.Context, endpoint, subject string, rule Rule
 	if l == nil || rule.Limit <= 0 {
 		return nil
 	}
-	n, reset, err := l.c.Hit(ctx, "rl:"+endpoint+":"+Hash(subject), rule.Window, l.now())
+	n, reset, err := l.c.Hit(ctx, limitKey(endpoint, subject), rule.Window, l.now())
 	if err != nil {
 		return unavailable(err)
 	}
@@ -104,6 +105,12 @@ func (l *Limiter) Allow(ctx context.Context, endpoint, subject string, rule Rule
 		return limited(reset)
 	}
 	return nil
+}
+
+// limitKey is the counter of rule-based limits (Allow) at endpoint for
+// subject.
+func limitKey(endpoint, subject string) string {
+	return "rl:" + endpoint + ":" + Hash(subject)
 }
 
 // AddressKey is the subject of every per-address limit: an IPv4 address as
@@ -153,25 +160,43 @@ func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 	if l == nil {
 		return nil
 	}
-	if err := l.Allow(ctx, "login_ip", AddressKey(ip), l.rules.LoginPerIP); err != nil {
-		return err
-	}
+	// In one round trip where the token state allows: the address's
+	// limit (as Allow counts it), then the account's delay, then its
+	// failures, each step taken only when the one before lets the attempt
+	// through. A live delay refuses without counting the attempt (so a
+	// person who retries while throttled does not lengthen their own
+	// delay); that read only saves work: the decision is the failures'
+	// count below.
 	failKey, lockKey := LoginKeys(login)
 	now := l.now()
-	// A live delay refuses without counting the attempt (so a person who
-	// retries while throttled does not lengthen their own delay). This peek
-	// only saves work: the decision is the Hit below.
-	n, reset, err := l.c.Peek(ctx, lockKey, now)
+	steps := make([]store.CounterStep, 0, 3)
+	perIP := l.rules.LoginPerIP
+	if perIP.Limit > 0 {
+		steps = append(steps, store.CounterStep{Key: limitKey("login_ip", AddressKey(ip)), Window: perIP.Window, StopAbove: perIP.Limit})
+	}
+	steps = append(steps, store.CounterStep{Key: lockKey},
+		store.CounterStep{Key: failKey, Window: l.rules.LoginFailureWindow, StopAbove: math.MaxInt64})
+	counts, err := l.c.CountSteps(ctx, now, steps...)
+	if err == nil && len(counts) > len(steps) {
+		err = fmt.Errorf("%d counts for %d steps", len(counts), len(steps))
+	}
 	if err != nil {
 		return unavailable(err)
 	}
-	if n > 0 {
-		return l.throttled(reset)
+	for i, c := range counts {
+		switch {
+		case c.Count <= steps[i].StopAbove:
+		case steps[i].Key == lockKey:
+			return l.throttled(c.ResetIn)
+		default:
+			l.observe("login_ip")
+			return limited(c.ResetIn)
+		}
 	}
-	n, _, err = l.c.Hit(ctx, failKey, l.rules.LoginFailureWindow, now)
-	if err != nil {
-		return unavailable(err)
+	if len(counts) != len(steps) {
+		return unavailable(fmt.Errorf("%d counts for %d steps, none refused", len(counts), len(steps)))
 	}
+	n := counts[len(counts)-1].Count
 	if n < l.rules.LoginFailureLimit {
 		return nil
 	}

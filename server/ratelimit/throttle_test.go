@@ -132,3 +132,77 @@ func TestLoginThrottleReservesOneGuessPerWindow(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckLoginRefusesInOrder: on every backend, the address's limit
+// refuses first (observed as login_ip) and counts no failure of the
+// account; a live delay refuses next (login_account) and counts none
+// either; only an attempt both let through counts one. With the address
+// limit off, only the account's counters are taken.
+func TestCheckLoginRefusesInOrder(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			clk := &clock{}
+			clk.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+			rules := DefaultRules(3)
+			rules.LoginPerIP = Rule{Limit: 2, Window: time.Minute}
+			c := b.open(t)
+			var observed []string
+			l := New(c, rules, func(endpoint string) { observed = append(observed, endpoint) })
+			l.now = clk.now
+			const login = "order@example.com"
+			failures := func() int64 {
+				t.Helper()
+				fail, _ := LoginKeys(login)
+				n, _, err := c.(interface {
+					Peek(context.Context, string, time.Time) (int64, time.Duration, error)
+				}).Peek(context.Background(), fail, clk.now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			check := func(ip string) error { return l.CheckLogin(context.Background(), ip, login) }
+			for i, step := range []struct {
+				ip       string
+				refused  bool
+				observed string // the refusal's endpoint
+				failures int64  // the account's failures after the check
+			}{
+				{"198.51.100.1", false, "", 1},
+				{"198.51.100.1", false, "", 2},
+				{"198.51.100.1", true, "login_ip", 2}, // over the address's limit: not counted
+				{"198.51.100.2", false, "", 3},        // the third failure opens the delay (1 s)
+				{"198.51.100.3", true, "login_account", 3},
+				{"198.51.100.3", true, "login_account", 3}, // retrying in the delay does not lengthen it
+				{"198.51.100.3", true, "login_ip", 3},      // the address's own limit counts every attempt
+			} {
+				err := check(step.ip)
+				if step.refused != (err != nil) || (err != nil && !errors.Is(err, apierr.ErrRateLimited)) {
+					t.Fatalf("check %d from %s: %v, want refused %v", i, step.ip, err, step.refused)
+				}
+				if got := failures(); got != step.failures {
+					t.Fatalf("check %d: %d failures counted, want %d", i, got, step.failures)
+				}
+				if want := step.observed; want != "" && (len(observed) == 0 || observed[len(observed)-1] != want) {
+					t.Fatalf("check %d: observed %v, want %s last", i, observed, want)
+				}
+			}
+			clk.advance(time.Second)
+			if err := check("198.51.100.4"); err != nil {
+				t.Fatalf("after the delay: %v", err)
+			}
+			// With the address limit off, one address gets through as
+			// often as the account allows.
+			rules.LoginPerIP = Rule{}
+			rules.LoginFailureLimit = 100
+			open := New(c, rules, nil)
+			open.now = clk.now
+			for i := range 5 {
+				if err := open.CheckLogin(context.Background(), "198.51.100.1", "other@example.com"); err != nil {
+					t.Fatalf("address limit off, check %d: %v", i, err)
+				}
+			}
+		})
+	}
+}

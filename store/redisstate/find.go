@@ -60,23 +60,3 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 		AMR: amr, TenantID: str[12],
 	}, nil
 }
-
-// Peek reports the count of key's current window and the time until it
-// resets, without counting anything (0, 0 when there is no live window).
-func (s *State) Peek(ctx context.Context, key string, now time.Time) (int64, time.Duration, error) {
-	vals, err := s.c.HMGet(ctx, s.counterKey(key), "n", "r").Result()
-	if err != nil {
-		return 0, 0, unavailable("peek counter", err)
-	}
-	ns, ok1 := vals[0].(string)
-	rs, ok2 := vals[1].(string)
-	if !ok1 || !ok2 {
-		return 0, 0, nil
-	}
-	n, err1 := strconv.ParseInt(ns, 10, 64)
-	r, err2 := strconv.ParseInt(rs, 10, 64)
-	if err1 != nil || err2 != nil || now.UnixMilli() >= r {
-		return 0, 0, nil
-	}
-	return n, time.Duration(r-now.UnixMilli()) * time.Millisecond, nil
-}

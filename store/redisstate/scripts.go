@@ -316,20 +316,32 @@ if ARGV[2] == '1' then redis.call('SET', KEYS[2], '1') end
 return 1
 `)
 
-// hitScript: KEYS counter; ARGV now ms, window ms. Fixed window starting at
-// the first hit after the previous window ended. Returns {count, reset in ms}.
-var hitScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'n', 'r')
-local now, w = tonumber(ARGV[1]), tonumber(ARGV[2])
-local n, r = tonumber(v[1]), tonumber(v[2])
-if not n or not r or now >= r then
-  n = 0
-  r = now + w
+// countScript: KEYS counters; ARGV now ms, then for each counter its
+// window ms (0: read only) and the count above which no later counter is
+// taken. A counter's window is fixed: it starts at the first hit after the
+// previous window ended. Returns {count, reset in ms} for each counter
+// taken, in order; {0, 0} for a counter read with no live window.
+var countScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local w, stop = tonumber(ARGV[2*i]), tonumber(ARGV[2*i+1])
+  local v = redis.call('HMGET', KEYS[i], 'n', 'r')
+  local n, r = tonumber(v[1]), tonumber(v[2])
+  if not n or not r or now >= r then
+    n = 0
+    r = now + w
+  end
+  if w > 0 then
+    n = n + 1
+    redis.call('HSET', KEYS[i], 'n', string.format('%d', n), 'r', string.format('%d', r))
+    redis.call('PEXPIRE', KEYS[i], string.format('%d', r - now))
+  end
+  out[#out+1] = n
+  out[#out+1] = r - now
+  if n > stop then break end
 end
-n = n + 1
-redis.call('HSET', KEYS[1], 'n', string.format('%d', n), 'r', string.format('%d', r))
-redis.call('PEXPIRE', KEYS[1], string.format('%d', r - now))
-return {n, r - now}
+return out
 `)
 
 // putOnceScript: KEYS record; ARGV value, expiry ms, ttl ms. Returns 1, or 0

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -1050,14 +1051,68 @@ func (s *State) Hit(ctx context.Context, key string, window time.Duration, now t
 	if window < time.Millisecond {
 		return 0, 0, errors.New("redis token state: hit: window shorter than 1ms")
 	}
-	raw, err := hitScript.Run(ctx, s.c, []string{s.counterKey(key)}, now.UnixMilli(), window.Milliseconds()).Int64Slice()
+	c, err := s.countSteps(ctx, now, store.CounterStep{Key: key, Window: window, StopAbove: math.MaxInt64})
 	if err != nil {
-		return 0, 0, unavailable("hit", err)
+		return 0, 0, err
 	}
-	if len(raw) != 2 {
-		return 0, 0, unavailable("hit", fmt.Errorf("unexpected script reply %v", raw))
+	return c[0].Count, c[0].ResetIn, nil
+}
+
+// Peek reports the count of key's current window and the time until it
+// resets, without counting anything (0, 0 when there is no live window).
+func (s *State) Peek(ctx context.Context, key string, now time.Time) (int64, time.Duration, error) {
+	c, err := s.countSteps(ctx, now, store.CounterStep{Key: key, StopAbove: math.MaxInt64})
+	if err != nil {
+		return 0, 0, err
 	}
-	return raw[0], time.Duration(raw[1]) * time.Millisecond, nil
+	return c[0].Count, c[0].ResetIn, nil
+}
+
+// CountSteps implements store.TokenState: one script call on one node; on
+// Cluster, where the counters' slots differ, one per step.
+func (s *State) CountSteps(ctx context.Context, now time.Time, steps ...store.CounterStep) ([]store.CounterCount, error) {
+	for _, st := range steps {
+		if st.Window < 0 || (st.Window > 0 && st.Window < time.Millisecond) {
+			return nil, errors.New("redis token state: count steps: a window is 0 or at least 1ms")
+		}
+	}
+	if !s.cluster {
+		return s.countSteps(ctx, now, steps...)
+	}
+	return store.CountEach(steps, func(st store.CounterStep) (store.CounterCount, error) {
+		c, err := s.countSteps(ctx, now, st)
+		if err != nil {
+			return store.CounterCount{}, err
+		}
+		return c[0], nil
+	})
+}
+
+// countSteps takes steps in one call of countScript; it returns at least
+// one count for at least one step.
+func (s *State) countSteps(ctx context.Context, now time.Time, steps ...store.CounterStep) ([]store.CounterCount, error) {
+	if len(steps) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(steps))
+	args := make([]any, 1, 1+2*len(steps))
+	args[0] = now.UnixMilli()
+	for i, st := range steps {
+		keys[i] = s.counterKey(st.Key)
+		args = append(args, st.Window.Milliseconds(), st.StopAbove)
+	}
+	raw, err := countScript.Run(ctx, s.c, keys, args...).Int64Slice()
+	if err != nil {
+		return nil, unavailable("count", err)
+	}
+	if len(raw) < 2 || len(raw)%2 != 0 || len(raw) > 2*len(steps) {
+		return nil, unavailable("count", fmt.Errorf("unexpected script reply %v", raw))
+	}
+	out := make([]store.CounterCount, len(raw)/2)
+	for i := range out {
+		out[i] = store.CounterCount{Count: raw[2*i], ResetIn: time.Duration(raw[2*i+1]) * time.Millisecond}
+	}
+	return out, nil
 }
 
 // ResetCounters implements store.TokenState.

@@ -625,6 +625,21 @@ func (s *State) Hit(ctx context.Context, key string, window time.Duration, now t
 	return out.Hits, time.Duration(out.ExpiresAtMS-nowMS) * time.Millisecond, nil
 }
 
+// CountSteps implements store.TokenState: one statement per step.
+func (s *State) CountSteps(ctx context.Context, now time.Time, steps ...store.CounterStep) ([]store.CounterCount, error) {
+	return store.CountEach(steps, func(st store.CounterStep) (c store.CounterCount, err error) {
+		if st.Window < 0 {
+			return c, errors.New("sql token state: count steps: negative window")
+		}
+		if st.Window > 0 {
+			c.Count, c.ResetIn, err = s.Hit(ctx, st.Key, st.Window, now)
+		} else {
+			c.Count, c.ResetIn, err = s.Peek(ctx, st.Key, now)
+		}
+		return c, err
+	})
+}
+
 // ResetCounters implements store.TokenState.
 func (s *State) ResetCounters(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {

@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
+	"reflect"
 	"slices"
 	"sort"
 	"sync"
@@ -70,10 +72,13 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/ping", testPing},
 		{"ok/find_refresh_current_only", testFindRefresh},
 		{"ok/peek_counts_nothing", testPeek},
+		{"ok/count_steps", testCountSteps},
+		{"fail/count_steps_bad_window", testCountStepsBadWindow},
 		{"race/rotate_same_token_no_grace", testConcurrentRotateNoGrace},
 		{"race/rotate_same_token_with_grace", testConcurrentRotateGrace},
 		{"race/hit_counts_exactly", testConcurrentHit},
 		{"race/hit_reopens_window_once", testConcurrentHitReopens},
+		{"race/count_steps_stop_exactly", testConcurrentCountSteps},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1065,6 +1070,126 @@ func testPeek(t *testing.T, st store.TokenState) {
 	if n, _, err := st.Peek(ctx(t), key, base.Add(time.Minute)); err != nil || n != 0 {
 		t.Fatalf("Peek after the window: %d %v", n, err)
 	}
+}
+
+// wantCounts checks CountSteps' counts (count, reset) in order.
+func wantCounts(t *testing.T, what string, got []store.CounterCount, err error, want ...store.CounterCount) {
+	t.Helper()
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("%s: CountSteps = %v, %v; want %v", what, got, err, want)
+	}
+}
+
+// testCountSteps: CountSteps hits and peeks as Hit and Peek do, in order,
+// and takes no step after one whose count is above its StopAbove (the
+// login throttle: the address's limit, the account's delay, its failures).
+func testCountSteps(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	addr, lock, fail := randomID("steps-addr-"), randomID("steps-lock-"), randomID("steps-fail-")
+	steps := []store.CounterStep{
+		{Key: addr, Window: time.Minute, StopAbove: 3},
+		{Key: lock},
+		{Key: fail, Window: 15 * time.Minute, StopAbove: math.MaxInt64},
+	}
+	c := func(n int64, reset time.Duration) store.CounterCount {
+		return store.CounterCount{Count: n, ResetIn: reset}
+	}
+	got, err := st.CountSteps(ctx(t), base, steps...)
+	wantCounts(t, "first", got, err, c(1, time.Minute), c(0, 0), c(1, 15*time.Minute))
+	// A live window of the read-only step stops the steps after it, and
+	// counts nothing in it.
+	if _, _, err := st.Hit(ctx(t), lock, 30*time.Second, base.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got, err = st.CountSteps(ctx(t), base.Add(10*time.Second), steps...)
+	wantCounts(t, "in the delay", got, err, c(2, 50*time.Second), c(1, 21*time.Second))
+	if n, _, err := st.Peek(ctx(t), lock, base.Add(10*time.Second)); err != nil || n != 1 {
+		t.Fatalf("the read-only step counted: %d, %v", n, err)
+	}
+	// Past the delay, the steps go on to the failures.
+	got, err = st.CountSteps(ctx(t), base.Add(40*time.Second), steps...)
+	wantCounts(t, "after the delay", got, err, c(3, 20*time.Second), c(0, 0), c(2, 15*time.Minute-40*time.Second))
+	// The first step's count (4) is above its StopAbove: it is the last
+	// step taken.
+	got, err = st.CountSteps(ctx(t), base.Add(50*time.Second), steps...)
+	wantCounts(t, "over the address limit", got, err, c(4, 10*time.Second))
+	if n, reset, err := st.Peek(ctx(t), fail, base.Add(50*time.Second)); err != nil || n != 2 || reset != 15*time.Minute-50*time.Second {
+		t.Fatalf("the failures after a stop: %d %s %v; want 2, not counted", n, reset, err)
+	}
+	// A new window of the first step counts from 1 again.
+	got, err = st.CountSteps(ctx(t), base.Add(time.Minute), steps...)
+	wantCounts(t, "next window", got, err, c(1, time.Minute), c(0, 0), c(3, 14*time.Minute))
+	if got, err := st.CountSteps(ctx(t), base); err != nil || len(got) != 0 {
+		t.Fatalf("CountSteps without steps = %v, %v", got, err)
+	}
+}
+
+// testCountStepsBadWindow: a negative window is refused, and nothing is
+// counted.
+func testCountStepsBadWindow(t *testing.T, st store.TokenState) {
+	key := randomID("steps-bad-")
+	if _, err := st.CountSteps(ctx(t), baseTime(), store.CounterStep{Key: key, Window: -time.Second}); err == nil {
+		t.Fatal("CountSteps accepted a negative window")
+	}
+	if n, _, err := st.Peek(ctx(t), key, baseTime()); err != nil || n != 0 {
+		t.Fatalf("a refused step counted: %d, %v", n, err)
+	}
+}
+
+// testConcurrentCountSteps: of n racing CountSteps whose first step stops
+// above half of n, each first count is taken exactly once, and exactly
+// the calls that counted at most half go on to the second step.
+func testConcurrentCountSteps(t *testing.T, st store.TokenState) {
+	const n = 40
+	base := baseTime()
+	first, second := randomID("race-steps-"), randomID("race-steps-")
+	steps := []store.CounterStep{{Key: first, Window: time.Minute, StopAbove: n / 2}, {Key: second, Window: time.Minute, StopAbove: math.MaxInt64}}
+	got := make([][]store.CounterCount, n)
+	errs := make([]error, n)
+	var start, done sync.WaitGroup
+	start.Add(1)
+	for i := range n {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			start.Wait()
+			got[i], errs[i] = st.CountSteps(ctx(t), base, steps...)
+		}()
+	}
+	start.Done()
+	done.Wait()
+	var firsts, seconds []int64
+	for i, g := range got {
+		if errs[i] != nil {
+			t.Fatalf("CountSteps %d: %v", i, errs[i])
+		}
+		if want := 1 + btoi(g[0].Count <= n/2); len(g) != want {
+			t.Fatalf("CountSteps %d took %d steps with a first count of %d; want %d", i, len(g), g[0].Count, want)
+		}
+		firsts = append(firsts, g[0].Count)
+		if len(g) == 2 {
+			seconds = append(seconds, g[1].Count)
+		}
+	}
+	for what, counts := range map[string][]int64{"first": firsts, "second": seconds} {
+		slices.Sort(counts)
+		for i, c := range counts {
+			if c != int64(i+1) {
+				t.Fatalf("%s step counts %v, want 1..%d each once", what, counts, len(counts))
+			}
+		}
+	}
+	if len(seconds) != n/2 {
+		t.Fatalf("%d calls reached the second step, want %d", len(seconds), n/2)
+	}
+}
+
+// btoi is 1 for true, 0 for false.
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // ---- cut-off, session cap, sealed successor, horizon ----
