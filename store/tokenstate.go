@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -186,6 +187,18 @@ type CounterStep struct {
 type CounterCount struct {
 	Count   int64
 	ResetIn time.Duration
+}
+
+// CheckCounterSteps refuses steps CountSteps cannot take: a window must be
+// 0 (read only) or at least a millisecond. Backends check every step
+// before taking any, so that refused steps count nothing.
+func CheckCounterSteps(steps []CounterStep) error {
+	for _, st := range steps {
+		if st.Window < 0 || (st.Window > 0 && st.Window < time.Millisecond) {
+			return fmt.Errorf("count steps: the window of %q is %s: it must be 0 or at least 1ms", st.Key, st.Window)
+		}
+	}
+	return nil
 }
 
 // CountEach takes steps one at a time with count, stopping as CountSteps

@@ -1071,10 +1071,8 @@ func (s *State) Peek(ctx context.Context, key string, now time.Time) (int64, tim
 // CountSteps implements store.TokenState: one script call on one node; on
 // Cluster, where the counters' slots differ, one per step.
 func (s *State) CountSteps(ctx context.Context, now time.Time, steps ...store.CounterStep) ([]store.CounterCount, error) {
-	for _, st := range steps {
-		if st.Window < 0 || (st.Window > 0 && st.Window < time.Millisecond) {
-			return nil, errors.New("redis token state: count steps: a window is 0 or at least 1ms")
-		}
+	if err := store.CheckCounterSteps(steps); err != nil {
+		return nil, fmt.Errorf("redis token state: %w", err)
 	}
 	if !s.cluster {
 		return s.countSteps(ctx, now, steps...)

@@ -627,10 +627,10 @@ func (s *State) Hit(ctx context.Context, key string, window time.Duration, now t
 
 // CountSteps implements store.TokenState: one statement per step.
 func (s *State) CountSteps(ctx context.Context, now time.Time, steps ...store.CounterStep) ([]store.CounterCount, error) {
+	if err := store.CheckCounterSteps(steps); err != nil {
+		return nil, fmt.Errorf("sql token state: %w", err)
+	}
 	return store.CountEach(steps, func(st store.CounterStep) (c store.CounterCount, err error) {
-		if st.Window < 0 {
-			return c, errors.New("sql token state: count steps: negative window")
-		}
 		if st.Window > 0 {
 			c.Count, c.ResetIn, err = s.Hit(ctx, st.Key, st.Window, now)
 		} else {

@@ -1124,15 +1124,21 @@ func testCountSteps(t *testing.T, st store.TokenState) {
 	}
 }
 
-// testCountStepsBadWindow: a negative window is refused, and nothing is
-// counted.
+// testCountStepsBadWindow: a negative window, or one under a millisecond,
+// is refused before any step is taken: the good steps before it count
+// nothing either.
 func testCountStepsBadWindow(t *testing.T, st store.TokenState) {
-	key := randomID("steps-bad-")
-	if _, err := st.CountSteps(ctx(t), baseTime(), store.CounterStep{Key: key, Window: -time.Second}); err == nil {
-		t.Fatal("CountSteps accepted a negative window")
-	}
-	if n, _, err := st.Peek(ctx(t), key, baseTime()); err != nil || n != 0 {
-		t.Fatalf("a refused step counted: %d, %v", n, err)
+	for _, bad := range []time.Duration{-time.Second, time.Microsecond} {
+		good, key := randomID("steps-good-"), randomID("steps-bad-")
+		if _, err := st.CountSteps(ctx(t), baseTime(), store.CounterStep{Key: good, Window: time.Minute, StopAbove: math.MaxInt64},
+			store.CounterStep{Key: key, Window: bad}); err == nil {
+			t.Fatalf("CountSteps accepted a window of %s", bad)
+		}
+		for _, k := range []string{good, key} {
+			if n, _, err := st.Peek(ctx(t), k, baseTime()); err != nil || n != 0 {
+				t.Fatalf("window %s: a step of a refused call counted: %d, %v", bad, n, err)
+			}
+		}
 	}
 }
 
