@@ -122,8 +122,8 @@ func (s *Service) Summary(ctx context.Context, userID string) (Summary, error) {
 // account's email. tenant is the organisation the password step named
 // ("" for none): the second step finishes that login, in that tenant.
 // factors is the user's summary when the caller read it with the user
-// (passcheck.Result.Factors: the login's one read, a hash's time earlier);
-// nil reads it here.
+// (passcheck.Result.Factors: the login's one read, made before the
+// password was verified); nil reads it here.
 func (s *Service) Begin(ctx context.Context, u store.User, factors *Summary, login, clientID, scope, tenant string, authTime time.Time) (*Challenge, error) {
 	var st Summary
 	if factors != nil {
