@@ -1151,19 +1151,10 @@ func testConcurrentCountSteps(t *testing.T, st store.TokenState) {
 	first, second := randomID("race-steps-"), randomID("race-steps-")
 	steps := []store.CounterStep{{Key: first, Window: time.Minute, StopAbove: n / 2}, {Key: second, Window: time.Minute, StopAbove: math.MaxInt64}}
 	got := make([][]store.CounterCount, n)
-	errs := make([]error, n)
-	var start, done sync.WaitGroup
-	start.Add(1)
-	for i := range n {
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			start.Wait()
-			got[i], errs[i] = st.CountSteps(ctx(t), base, steps...)
-		}()
-	}
-	start.Done()
-	done.Wait()
+	errs := race(n, func(i int) (err error) {
+		got[i], err = st.CountSteps(ctx(t), base, steps...)
+		return err
+	})
 	var firsts, seconds []int64
 	for i, g := range got {
 		if errs[i] != nil {
