@@ -226,7 +226,7 @@ func TestBrowserVerifyEmail(t *testing.T) {
 	link := d.smtp.WaitFor(t, email, mailWithin).Link(t)
 	tok := tokenOf(t, link)
 	verified := func() bool {
-		u, err := d.in.App.Core.Store.GetUserByLogin(t.Context(), email)
+		u, _, err := d.in.App.Core.Store.GetUserForLogin(t.Context(), email)
 		if err != nil {
 			t.Fatal(err)
 		}

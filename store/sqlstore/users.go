@@ -34,7 +34,7 @@ func validateUser(u *store.User) error {
 	if strings.TrimSpace(u.Email) == "" {
 		return fmt.Errorf("%w: email is required", ErrInvalidUser)
 	}
-	// GetUserByLogin treats a login with "@" as an email address; a username
+	// GetUserForLogin treats a login with "@" as an email address; a username
 	// with "@" could then shadow, or be shadowed by, someone's email.
 	if strings.Contains(u.Username, "@") {
 		return fmt.Errorf("%w: username must not contain @", ErrInvalidUser)
@@ -201,19 +201,11 @@ func (s *Store) GetUserByEmail(ctx context.Context, email string) (store.User, e
 	return s.getUserWhere(ctx, "get user by email", byEmail, strings.ToLower(email))
 }
 
-// GetUserByLogin returns the user whose email (case-insensitive; any login
-// containing "@") or username (exact) is login, with its password hash.
-func (s *Store) GetUserByLogin(ctx context.Context, login string) (store.User, error) {
-	if login == "" {
-		return store.User{}, fmt.Errorf("get user by login: %w", store.ErrNotFound)
-	}
-	query, arg := loginCondition(login)
-	return s.getUserWhere(ctx, "get user by login", query, arg)
-}
-
-// GetUserForLogin is GetUserByLogin with the user's second factors counted
-// (what MFASummary reads) in the same statement, of the same snapshot: a
-// password login needs both, and pays one round trip for them.
+// GetUserForLogin returns the user whose email (case-insensitive; any login
+// containing "@") or username (exact) is login, with its password hash, and
+// counts its second factors (what MFASummary reads) in the same statement,
+// of the same snapshot: a password login needs both, and pays one round
+// trip for them.
 func (s *Store) GetUserForLogin(ctx context.Context, login string) (store.User, store.MFASummary, error) {
 	if login == "" {
 		return store.User{}, store.MFASummary{}, fmt.Errorf("get user for login: %w", store.ErrNotFound)

@@ -36,8 +36,8 @@ func testMachineUsers(t *testing.T, s *sqlstore.Store) {
 	}
 	for _, lookup := range []func() (store.User, error){
 		func() (store.User, error) { return s.GetUserByEmail(c, "") },
-		func() (store.User, error) { return s.GetUserByLogin(c, "") },
-		func() (store.User, error) { return s.GetUserByLogin(c, "ci bot 0") },
+		func() (store.User, error) { return userByLogin(c, s, "") },
+		func() (store.User, error) { return userByLogin(c, s, "ci bot 0") },
 	} {
 		if u, err := lookup(); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("a lookup by login found %+v, %v; want ErrNotFound", u, err)
