@@ -101,14 +101,22 @@ func measurePaired(run runScenario, o Options, rounds int, slice, warmup time.Du
 
 // pairedLine is the report's line on the paired measurement.
 func pairedLine(p Paired) string {
+	return p.line("client_credentials against JWKS", "JWKS, then client_credentials", pairedScenario, "the JWKS rate", 0.6,
+		"client_credentials/JWKS")
+}
+
+// line is the report's line on a paired measurement: what was measured
+// against what, in which order, its scenario, what the ratio is of (base)
+// against target, and the pairs' rates (perSecond names them); "" without
+// pairs.
+func (p Paired) line(what, order, scenario, base string, target float64, perSecond string) string {
 	if len(p.Pairs) == 0 {
 		return ""
 	}
 	lo, hi, rates := p.spread()
-	return fmt.Sprintf("- client_credentials against JWKS in %d interleaved pairs of %s slices (JWKS, then client_credentials, so that "+
-		"both see the same machine; %s measurement, cmd/portcullis-loadtest/paired.go): %.1f%% of the JWKS rate (target ≥ 60%%): %s. "+
-		"The single pairs read %.1f%% to %.1f%% (client_credentials/JWKS per second: %s).\n",
-		len(p.Pairs), p.Slice, pairedScenario, 100*p.Ratio(), verdict(p.Ratio() >= 0.6), 100*lo, 100*hi, rates)
+	return fmt.Sprintf("- %s in %d interleaved pairs of %s slices (%s, so that both see the same machine; %s measurement, "+
+		"cmd/portcullis-loadtest/paired.go): %.1f%% of %s (target ≥ %.0f%%): %s. The single pairs read %.1f%% to %.1f%% (%s per second: %s).\n",
+		what, len(p.Pairs), p.Slice, order, scenario, 100*p.Ratio(), base, 100*target, verdict(p.Ratio() >= target), 100*lo, 100*hi, perSecond, rates)
 }
 
 // The password target is a ratio too: the grant's rate against the
@@ -175,12 +183,6 @@ func measurePasswordPaired(run runScenario, bound func(time.Duration) float64, o
 
 // passwordPairedLine is the report's line on the password pairing.
 func passwordPairedLine(p Paired) string {
-	if len(p.Pairs) == 0 {
-		return ""
-	}
-	lo, hi, rates := p.spread()
-	return fmt.Sprintf("- password grant against the argon2id bound in %d interleaved pairs of %s slices (the bound first in every other pair, "+
-		"so that both see the same machine; %s measurement, cmd/portcullis-loadtest/paired.go): %.1f%% of the bound (target ≥ 90%%): %s. "+
-		"The single pairs read %.1f%% to %.1f%% (logins/bound per second: %s).\n",
-		len(p.Pairs), p.Slice, passwordPairedScenario, 100*p.Ratio(), verdict(p.Ratio() >= 0.9), 100*lo, 100*hi, rates)
+	return p.line("password grant against the argon2id bound", "the bound first in every other pair", passwordPairedScenario,
+		"the bound", 0.9, "logins/bound")
 }
