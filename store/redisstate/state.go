@@ -1051,21 +1051,15 @@ func (s *State) Hit(ctx context.Context, key string, window time.Duration, now t
 	if window < time.Millisecond {
 		return 0, 0, errors.New("redis token state: hit: window shorter than 1ms")
 	}
-	c, err := s.countSteps(ctx, now, store.CounterStep{Key: key, Window: window, StopAbove: math.MaxInt64})
-	if err != nil {
-		return 0, 0, err
-	}
-	return c[0].Count, c[0].ResetIn, nil
+	c, err := s.countOne(ctx, now, store.CounterStep{Key: key, Window: window, StopAbove: math.MaxInt64})
+	return c.Count, c.ResetIn, err
 }
 
 // Peek reports the count of key's current window and the time until it
 // resets, without counting anything (0, 0 when there is no live window).
 func (s *State) Peek(ctx context.Context, key string, now time.Time) (int64, time.Duration, error) {
-	c, err := s.countSteps(ctx, now, store.CounterStep{Key: key, StopAbove: math.MaxInt64})
-	if err != nil {
-		return 0, 0, err
-	}
-	return c[0].Count, c[0].ResetIn, nil
+	c, err := s.countOne(ctx, now, store.CounterStep{Key: key, StopAbove: math.MaxInt64})
+	return c.Count, c.ResetIn, err
 }
 
 // CountSteps implements store.TokenState: one script call on one node; on
@@ -1078,12 +1072,17 @@ func (s *State) CountSteps(ctx context.Context, now time.Time, steps ...store.Co
 		return s.countSteps(ctx, now, steps...)
 	}
 	return store.CountEach(steps, func(st store.CounterStep) (store.CounterCount, error) {
-		c, err := s.countSteps(ctx, now, st)
-		if err != nil {
-			return store.CounterCount{}, err
-		}
-		return c[0], nil
+		return s.countOne(ctx, now, st)
 	})
+}
+
+// countOne takes one step in one call of countScript.
+func (s *State) countOne(ctx context.Context, now time.Time, st store.CounterStep) (store.CounterCount, error) {
+	c, err := s.countSteps(ctx, now, st)
+	if err != nil {
+		return store.CounterCount{}, err
+	}
+	return c[0], nil
 }
 
 // countSteps takes steps in one call of countScript; it returns at least

@@ -210,22 +210,16 @@ func (s *Store) GetUserForLogin(ctx context.Context, login string) (store.User, 
 	if login == "" {
 		return store.User{}, store.MFASummary{}, fmt.Errorf("get user for login: %w", store.ErrNotFound)
 	}
-	query, arg := loginCondition(login)
+	query, arg := "username = ?", login
+	if strings.Contains(login, "@") {
+		query, arg = byEmail, strings.ToLower(login)
+	}
 	var totp, webauthn, recovery int64
 	u, err := s.getUserWhereWith(ctx, "get user for login", factorCounts("u.id"), []any{&totp, &webauthn, &recovery}, query, arg)
 	if err != nil {
 		return store.User{}, store.MFASummary{}, err
 	}
 	return u, factorSummary(totp, webauthn, recovery), nil
-}
-
-// loginCondition is the condition (on users u) and its argument that find
-// the user a login names: by email when it contains "@", else by username.
-func loginCondition(login string) (query string, arg string) {
-	if strings.Contains(login, "@") {
-		return byEmail, strings.ToLower(login)
-	}
-	return "username = ?", login
 }
 
 // ListUsers returns one page of users, oldest first (stable by created_at,
