@@ -48,14 +48,7 @@ func (h *recordingHooks) EndUserWrite(_ context.Context, id string) error {
 func TestUserWritesAnnounced(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			s := open(t, b.url(t))
-			ctx := testCtx(t)
-			if _, err := s.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.SyncRoles(ctx, []store.Role{{Name: "admin", Level: 50}, {Name: "user", Level: 10}}); err != nil {
-				t.Fatal(err)
-			}
+			s, ctx := openWithRoles(t, b.url(t), store.Role{Name: "admin", Level: 50}, store.Role{Name: "user", Level: 10})
 			tenant := store.Tenant{Slug: "acme", Name: "Acme", Active: true}
 			if err := s.CreateTenant(ctx, &tenant); err != nil {
 				t.Fatal(err)
@@ -173,14 +166,7 @@ var _ sqlstore.UserWriteHooks = (*recordingHooks)(nil)
 func TestRecordLoginUnannounced(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			s := open(t, b.url(t))
-			ctx := testCtx(t)
-			if _, err := s.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.SyncRoles(ctx, []store.Role{{Name: "user", Level: 10}}); err != nil {
-				t.Fatal(err)
-			}
+			s, ctx := openWithRoles(t, b.url(t), store.Role{Name: "user", Level: 10})
 			u := store.User{Email: "login@example.com", Name: "n", PasswordHash: "$argon2id$x", Active: true, Roles: []string{"user"}}
 			if err := s.CreateUser(ctx, &u); err != nil {
 				t.Fatal(err)
@@ -213,4 +199,19 @@ func TestRecordLoginUnannounced(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openWithRoles opens a migrated store at url with roles synced, and the
+// test's context.
+func openWithRoles(t *testing.T, url string, roles ...store.Role) (*sqlstore.Store, context.Context) {
+	t.Helper()
+	s := open(t, url)
+	ctx := testCtx(t)
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SyncRoles(ctx, roles); err != nil {
+		t.Fatal(err)
+	}
+	return s, ctx
 }
