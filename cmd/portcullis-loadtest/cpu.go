@@ -18,12 +18,19 @@ type CPUUse struct {
 	Wall                            time.Duration
 	Server, Driver, Redis, Postgres time.Duration
 	MachineBusy                     float64 // fraction of all cores not idle
+	// Switches is how many times the machine's cores switched tasks, and
+	// ServerPreempted how many times a thread of the server was switched
+	// out while it could still run. On this virtual machine every switch
+	// onto a core that is hashing slows the hash by far more than the
+	// switch's own CPU (docs/benchmarks.md, the sixteenth session).
+	Switches, ServerPreempted uint64
 
 	serverPid                      int
 	startTime                      time.Time
 	startServer, startDriver       time.Duration
 	startRedis, startPostgres      time.Duration
 	startMachine, startMachineIdle uint64
+	startSwitches, startPreempted  uint64
 }
 
 // clockTick is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
@@ -35,6 +42,7 @@ func startCPU(serverPid int) *CPUUse {
 	u.startServer, u.startDriver = procCPU(serverPid), procCPU(os.Getpid())
 	u.startRedis, u.startPostgres = namedCPU("redis-server"), namedCPU("postgres")
 	u.startMachine, u.startMachineIdle = machineCPU()
+	u.startSwitches, u.startPreempted = machineSwitches(), preemptions(serverPid)
 	return u
 }
 
@@ -49,6 +57,17 @@ func (u *CPUUse) stop() {
 	if d := total - u.startMachine; d > 0 {
 		u.MachineBusy = 1 - float64(idle-u.startMachineIdle)/float64(d)
 	}
+	u.Switches = counted(u.startSwitches, machineSwitches())
+	u.ServerPreempted = counted(u.startPreempted, preemptions(u.serverPid))
+}
+
+// counted is the increase of a counter from start to end, 0 when it went
+// down (a thread that ended took its count with it).
+func counted(start, end uint64) uint64 {
+	if end < start {
+		return 0
+	}
+	return end - start
 }
 
 // cores is d as cores busy over the measured time.
@@ -102,6 +121,46 @@ func namedCPU(name string) time.Duration {
 			continue
 		}
 		sum += procCPU(pid)
+	}
+	return sum
+}
+
+// machineSwitches is how many times the machine's cores have switched
+// tasks since boot (/proc/stat's ctxt; 0 when unreadable).
+func machineSwitches() uint64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	return field(string(b), "ctxt ")
+}
+
+// field is the number after prefix on the first line of text that starts
+// with it (0 when none).
+func field(text, prefix string) uint64 {
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// preemptions is how many times process pid's live threads have been
+// switched out while runnable (nonvoluntary_ctxt_switches, summed over
+// /proc/pid/task; 0 when gone).
+func preemptions(pid int) uint64 {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var sum uint64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err == nil {
+			sum += field(string(b), "nonvoluntary_ctxt_switches:")
+		}
 	}
 	return sum
 }

@@ -46,6 +46,42 @@ func TestCPUReadings(t *testing.T) {
 	if procCPU(1<<30) != 0 || namedCPU("no-such-command-here") != 0 {
 		t.Error("a process that does not exist used CPU")
 	}
+	if preemptions(1<<30) != 0 {
+		t.Error("a process that does not exist was preempted")
+	}
+}
+
+// TestSwitchCounts: the machine's task switches are read from /proc/stat
+// and grow when a thread sleeps; the counters are read from their own
+// lines only; a counter that went down counts nothing.
+func TestSwitchCounts(t *testing.T) {
+	before := machineSwitches()
+	for range 5 {
+		time.Sleep(time.Millisecond) // the thread sleeps: its core switches
+	}
+	if after := machineSwitches(); before == 0 || after <= before {
+		t.Errorf("machine switches %d then %d, want growing", before, after)
+	}
+	status := "Name:\tportcullis\nvoluntary_ctxt_switches:\t900\nnonvoluntary_ctxt_switches:\t42\n"
+	stat := "cpu  1 2 3\nintr 7 8\nctxt 12345\nbtime 1\n"
+	tests := []struct {
+		text, prefix string
+		want         uint64
+	}{
+		{status, "nonvoluntary_ctxt_switches:", 42},
+		{status, "voluntary_ctxt_switches:", 900},
+		{stat, "ctxt ", 12345},
+		{stat, "processes ", 0},
+		{"ctxt x\n", "ctxt ", 0},
+	}
+	for _, tt := range tests {
+		if got := field(tt.text, tt.prefix); got != tt.want {
+			t.Errorf("field(%q, %q) = %d, want %d", tt.text, tt.prefix, got, tt.want)
+		}
+	}
+	if counted(10, 4) != 0 || counted(4, 10) != 6 {
+		t.Error("counted: want 0 for a counter that went down, the increase otherwise")
+	}
 }
 
 // TestCostReason: the stack's cost per request, the bound it sets, and

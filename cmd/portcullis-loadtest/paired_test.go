@@ -225,12 +225,15 @@ func TestHashRate(t *testing.T) {
 // at that cost; without a profile it says less, without a bound nothing.
 func TestPasswordReason(t *testing.T) {
 	base := Result{Scenario: "password", RPS: 80, Requests: 1000, HashBound: [2]time.Duration{10 * time.Millisecond, 10 * time.Millisecond},
-		CPU:    &CPUUse{Server: 22 * time.Second, Driver: 100 * time.Millisecond, Redis: 300 * time.Millisecond, Postgres: 600 * time.Millisecond, MachineBusy: 0.98},
+		CPU: &CPUUse{Wall: 10 * time.Second, Server: 22 * time.Second, Driver: 100 * time.Millisecond, Redis: 300 * time.Millisecond,
+			Postgres: 600 * time.Millisecond, MachineBusy: 0.98, Switches: 50_000, ServerPreempted: 30_000},
 		Shares: []CPUShare{{Category: "password hashing", Share: 0.95}}}
 	noProfile := base
 	noProfile.Shares = nil
 	noBound := base
 	noBound.HashBound = [2]time.Duration{}
+	noSwitches := base
+	noSwitches.CPU = &CPUUse{Wall: 10 * time.Second, Server: 22 * time.Second, MachineBusy: 0.98}
 	tests := []struct {
 		name string
 		r    Result
@@ -238,9 +241,11 @@ func TestPasswordReason(t *testing.T) {
 	}{
 		{"profiled", base, []string{"80/s = 80% of the argon2id bound measured around it (100/s)", "**missed**", "23ms of CPU with the machine 98% busy",
 			"against 20ms for one hash alone (2 cores", "the server's hashing 20.9ms", "+4% against the hash alone", "the rest of the login 2.1ms",
-			"Portcullis's own work 1.1ms", "the driver 1ms", "at most 90% of the bound", "the rest at or under 2.222ms"}},
+			"Portcullis's own work 1.1ms", "the driver 1ms", "at most 90% of the bound", "the rest at or under 2.222ms",
+			"switched tasks 50 times per login (5000/s)", "switched out while runnable 30 times per login"}},
 		{"no profile", noProfile, []string{"80% of the argon2id bound", "against 20ms for one hash alone"}},
 		{"no bound", noBound, nil},
+		{"switches unread", noSwitches, []string{"the server's hashing"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -258,6 +263,9 @@ func TestPasswordReason(t *testing.T) {
 			}
 			if tt.r.Shares == nil && strings.Contains(line, "hashing") {
 				t.Errorf("line %q splits a login without a profile", line)
+			}
+			if tt.r.CPU.Switches == 0 && strings.Contains(line, "switched") {
+				t.Errorf("line %q counts switches it did not read", line)
 			}
 		})
 	}

@@ -107,9 +107,23 @@ func passwordReason(r Result, cores int) string {
 	return s + fmt.Sprintf(": the server's hashing %s (its profile; %+.0f%% against the hash alone, the stack's other processes sharing "+
 		"the cores and their caches), the rest of the login %s (Portcullis's own work %s, Redis, PostgreSQL and the driver %s). "+
 		"With the hash at its cost alone and the rest as measured, a fully busy machine reaches at most %.0f%% of the bound; "+
-		"90%% needs the rest at or under %s.\n",
+		"90%% needs the rest at or under %s.%s\n",
 		hash, 100*(hash.Seconds()/perHash.Seconds()-1), rest, perRequest(r.CPU.Server, r.Requests)-hash,
-		perRequest(r.CPU.Driver+r.CPU.Redis+r.CPU.Postgres, r.Requests), 100*best, (perHash/9).Round(time.Microsecond))
+		perRequest(r.CPU.Driver+r.CPU.Redis+r.CPU.Postgres, r.Requests), 100*best, (perHash/9).Round(time.Microsecond), switchesPerLogin(r))
+}
+
+// switchesPerLogin says how often the cores switched tasks per login of r
+// and how often the server's threads were switched out while runnable:
+// each switch onto a core that is hashing slows that hash ("" when
+// unmeasured).
+func switchesPerLogin(r Result) string {
+	if r.CPU == nil || r.CPU.Switches == 0 || r.Requests == 0 || r.CPU.Wall <= 0 {
+		return ""
+	}
+	n := float64(r.Requests)
+	return fmt.Sprintf(" The cores switched tasks %.0f times per login (%.0f/s), and the server's threads were switched out while runnable %.0f "+
+		"times per login: a switch onto a core that is hashing costs that hash its caches.",
+		float64(r.CPU.Switches)/n, float64(r.CPU.Switches)/r.CPU.Wall.Seconds(), float64(r.CPU.ServerPreempted)/n)
 }
 
 // pathFloor says what path r cannot shed, from the same run's
