@@ -20,9 +20,9 @@ type CPUUse struct {
 	MachineBusy                     float64 // fraction of all cores not idle
 	// Switches is how many times the machine's cores switched tasks, and
 	// ServerPreempted how many times a thread of the server was switched
-	// out while it could still run. On this virtual machine every switch
-	// onto a core that is hashing slows the hash by far more than the
-	// switch's own CPU (docs/benchmarks.md, the sixteenth session).
+	// out while it could still run. On this virtual machine a wakeup on a
+	// core that is hashing slows the hash by far more than the wakeup's own
+	// CPU (docs/benchmarks.md, the sixteenth session).
 	Switches, ServerPreempted uint64
 
 	serverPid                      int

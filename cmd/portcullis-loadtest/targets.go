@@ -113,17 +113,16 @@ func passwordReason(r Result, cores int) string {
 }
 
 // switchesPerLogin says how often the cores switched tasks per login of r
-// and how often the server's threads were switched out while runnable:
-// each switch onto a core that is hashing slows that hash ("" when
-// unmeasured).
+// and how often the server's threads were switched out while runnable
+// ("" when unmeasured): a wakeup on a core that is hashing slows that hash
+// (docs/benchmarks.md, the sixteenth session).
 func switchesPerLogin(r Result) string {
 	if r.CPU == nil || r.CPU.Switches == 0 || r.Requests == 0 || r.CPU.Wall <= 0 {
 		return ""
 	}
 	n := float64(r.Requests)
 	return fmt.Sprintf(" The cores switched tasks %.0f times per login (%.0f/s), and the server's threads were switched out while runnable %.0f "+
-		"times per login: a switch onto a core that is hashing costs that hash its caches.",
-		float64(r.CPU.Switches)/n, float64(r.CPU.Switches)/r.CPU.Wall.Seconds(), float64(r.CPU.ServerPreempted)/n)
+		"times per login.", float64(r.CPU.Switches)/n, float64(r.CPU.Switches)/r.CPU.Wall.Seconds(), float64(r.CPU.ServerPreempted)/n)
 }
 
 // pathFloor says what path r cannot shed, from the same run's
