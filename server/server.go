@@ -27,6 +27,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/server/metrics"
 	"github.com/portcullis-auth/portcullis/server/rtcookie"
+	"github.com/portcullis-auth/portcullis/store/rawconn"
 )
 
 // Check is a named readiness probe (the database, the token state).
@@ -164,8 +165,11 @@ func (s *Server) Serve(ctx context.Context, ready func(addr net.Addr)) error {
 	return s.ServeListener(ctx, ln, ready)
 }
 
-// ServeListener is Serve on an existing listener.
+// ServeListener is Serve on an existing listener. Its TCP connections read
+// and write outside the Go scheduler's system-call state (store/rawconn),
+// under TLS too.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener, ready func(addr net.Addr)) error {
+	ln = rawconn.Listener{Listener: ln}
 	timeout := s.cfg.RequestTimeout
 	if timeout <= 0 {
 		timeout = 15 * time.Second

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/portcullis-auth/portcullis/store/rawconn"
 )
 
 // Timeouts that make a dead or hung Redis fail fast instead of holding
@@ -77,12 +79,14 @@ func newClient(rawURL string) (redis.UniversalClient, error) {
 			// CPU in an SSO round trip).
 			opt.Protocol = 2
 		}
+		opt.Dialer = rawconn.WrapDial(redis.NewDialer(opt))
 		return redis.NewClient(opt), nil
 	case "redis-sentinel", "rediss-sentinel", "redis-cluster", "rediss-cluster":
 		opt, err := parseMultiHost(rawURL)
 		if err != nil {
 			return nil, err
 		}
+		opt.Dialer = rawconn.WrapDial(redis.NewDialer(&redis.Options{DialTimeout: opt.DialTimeout, TLSConfig: opt.TLSConfig}))
 		return redis.NewUniversalClient(opt), nil
 	default:
 		return nil, fmt.Errorf("redis URL: unknown scheme %q: want redis, rediss, redis-sentinel, rediss-sentinel, redis-cluster or rediss-cluster", scheme)

@@ -18,11 +18,14 @@ import (
 	"time"
 
 	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
 	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/rawconn"
 )
 
 // Dialect names returned by (*Store).Dialect.
@@ -83,7 +86,14 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 	switch {
 	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
 		s.dialect = DialectPostgres
-		dialector = postgres.Open(databaseURL)
+		// Connections read and write outside the Go scheduler's
+		// system-call state (store/rawconn); the dial is pgx's own.
+		dialector = postgres.New(postgres.Config{DSN: databaseURL, OptionOpenDB: []stdlib.OptionOpenDB{
+			stdlib.OptionBeforeConnect(func(_ context.Context, cfg *pgx.ConnConfig) error {
+				cfg.DialFunc = rawconn.WrapDial(cfg.DialFunc)
+				return nil
+			}),
+		}})
 	case strings.HasPrefix(databaseURL, "sqlite://"):
 		path := strings.TrimPrefix(databaseURL, "sqlite://")
 		if path == "" || strings.ContainsAny(path, "?#") {
