@@ -8,9 +8,9 @@
 // thread, and then keeps polling every 20 µs instead of every 10 ms. On the
 // benchmark machine that monitor woke about 2,000 times a second during
 // password logins, each wakeup costing the hashing core tens of
-// microseconds: the password grant ran at 86% of the argon2id bound with
-// the usual connections and 91.5% with these (docs/benchmarks.md, the
-// sixteenth session).
+// microseconds: in an A/B the password grant ran at 86% of the argon2id
+// bound with the usual connections and at 91.5% with these
+// (docs/benchmarks.md, the sixteenth session).
 //
 // A wrapped connection reads and writes through its syscall.RawConn with
 // raw system calls on the non-blocking socket: a call never blocks in the
