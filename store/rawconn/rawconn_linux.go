@@ -28,6 +28,7 @@ type conn struct {
 	writeF func(fd uintptr) bool
 }
 
+// wrapTCP wraps tc, or returns it as it is when it has no raw connection.
 func wrapTCP(tc *net.TCPConn) net.Conn {
 	raw, err := tc.SyscallConn()
 	if err != nil {
@@ -49,15 +50,10 @@ func (c *conn) Read(b []byte) (int, error) {
 	err := c.raw.Read(c.readF)
 	n, rerr := c.rn, c.rerr
 	c.rbuf = nil
-	switch {
-	case err != nil:
-		return n, opError(err, "read")
-	case rerr == io.EOF:
+	if err == nil && rerr == io.EOF {
 		return 0, io.EOF
-	case rerr != nil:
-		return n, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", rerr)}
 	}
-	return n, nil
+	return c.result("read", n, err, rerr)
 }
 
 // readOnce is one read(2); false asks the poller to wait for data.
@@ -90,11 +86,18 @@ func (c *conn) Write(b []byte) (int, error) {
 	err := c.raw.Write(c.writeF)
 	n, werr := c.wn, c.werr
 	c.wbuf = nil
+	return c.result("write", n, err, werr)
+}
+
+// result is what Read or Write (op) answers: n, and the poller's error
+// (err: a deadline, a closed connection) or the system call's (errno), each
+// as the standard connection reports it.
+func (c *conn) result(op string, n int, err, errno error) (int, error) {
 	switch {
 	case err != nil:
-		return n, opError(err, "write")
-	case werr != nil:
-		return n, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+		return n, opError(err, op)
+	case errno != nil:
+		return n, &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 	}
 	return n, nil
 }
