@@ -41,8 +41,8 @@ func startCPU(serverPid int) *CPUUse {
 	u := &CPUUse{serverPid: serverPid, startTime: time.Now()}
 	u.startServer, u.startDriver = procCPU(serverPid), procCPU(os.Getpid())
 	u.startRedis, u.startPostgres = namedCPU("redis-server"), namedCPU("postgres")
-	u.startMachine, u.startMachineIdle = machineCPU()
-	u.startSwitches, u.startPreempted = machineSwitches(), preemptions(serverPid)
+	u.startMachine, u.startMachineIdle, u.startSwitches = machineCPU()
+	u.startPreempted = preemptions(serverPid)
 	return u
 }
 
@@ -53,11 +53,11 @@ func (u *CPUUse) stop() {
 	u.Driver = procCPU(os.Getpid()) - u.startDriver
 	u.Redis = namedCPU("redis-server") - u.startRedis
 	u.Postgres = namedCPU("postgres") - u.startPostgres
-	total, idle := machineCPU()
+	total, idle, switches := machineCPU()
 	if d := total - u.startMachine; d > 0 {
 		u.MachineBusy = 1 - float64(idle-u.startMachineIdle)/float64(d)
 	}
-	u.Switches = counted(u.startSwitches, machineSwitches())
+	u.Switches = counted(u.startSwitches, switches)
 	u.ServerPreempted = counted(u.startPreempted, preemptions(u.serverPid))
 }
 
@@ -125,16 +125,6 @@ func namedCPU(name string) time.Duration {
 	return sum
 }
 
-// machineSwitches is how many times the machine's cores have switched
-// tasks since boot (/proc/stat's ctxt; 0 when unreadable).
-func machineSwitches() uint64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	return field(string(b), "ctxt ")
-}
-
 // field is the number after prefix on the first line of text that starts
 // with it (0 when none).
 func field(text, prefix string) uint64 {
@@ -165,12 +155,15 @@ func preemptions(pid int) uint64 {
 	return sum
 }
 
-// machineCPU is the machine's total and idle (idle + iowait) ticks.
-func machineCPU() (total, idle uint64) {
+// machineCPU is the machine's total and idle (idle + iowait) ticks, and
+// how many times its cores have switched tasks since boot (ctxt), from
+// one read of /proc/stat (zeros when unreadable).
+func machineCPU() (total, idle, switches uint64) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
+	switches = field(string(b), "ctxt ")
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line)
 	for i, v := range f[1:] {
@@ -180,5 +173,5 @@ func machineCPU() (total, idle uint64) {
 			idle += n
 		}
 	}
-	return total, idle
+	return total, idle, switches
 }
