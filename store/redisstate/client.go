@@ -1,6 +1,7 @@
 package redisstate
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -79,17 +80,57 @@ func newClient(rawURL string) (redis.UniversalClient, error) {
 			// CPU in an SSO round trip).
 			opt.Protocol = 2
 		}
-		opt.Dialer = rawconn.WrapDial(redis.NewDialer(opt))
+		opt.Dialer = dialer(opt.DialTimeout, opt.TLSConfig)
 		return redis.NewClient(opt), nil
 	case "redis-sentinel", "rediss-sentinel", "redis-cluster", "rediss-cluster":
 		opt, err := parseMultiHost(rawURL)
 		if err != nil {
 			return nil, err
 		}
-		opt.Dialer = rawconn.WrapDial(redis.NewDialer(&redis.Options{DialTimeout: opt.DialTimeout, TLSConfig: opt.TLSConfig}))
+		opt.Dialer = dialer(opt.DialTimeout, opt.TLSConfig)
 		return redis.NewUniversalClient(opt), nil
 	default:
 		return nil, fmt.Errorf("redis URL: unknown scheme %q: want redis, rediss, redis-sentinel, rediss-sentinel, redis-cluster or rediss-cluster", scheme)
+	}
+}
+
+// dialer is how Portcullis dials Redis: go-redis's TCP dial (its timeout
+// and keep-alives) wrapped by store/rawconn, with TLS on top when tlsConfig
+// is set. go-redis dials TLS whole (tls.DialWithDialer), which would leave
+// the TCP connection under a rediss:// one standard; here TLS reads and
+// writes through the raw connection. As with tls.DialWithDialer, timeout
+// bounds the dial and the handshake together, and the server name is the
+// address's host unless tlsConfig names one.
+func dialer(timeout time.Duration, tlsConfig *tls.Config) rawconn.DialFunc {
+	dial := rawconn.WrapDial(redis.NewDialer(&redis.Options{DialTimeout: timeout}))
+	if tlsConfig == nil {
+		return dial
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := tlsConfig
+		if cfg.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				host = addr
+			}
+			cfg = cfg.Clone()
+			cfg.ServerName = host
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("redis TLS handshake with %s: %w", addr, err)
+		}
+		return tc, nil
 	}
 }
 

@@ -15,6 +15,7 @@ package testservers
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"database/sql"
 	"encoding/hex"
 	"errors"
@@ -72,7 +73,7 @@ func StartPostgres() (*Postgres, error) {
 
 // StartRedis starts a Redis server that StopAll stops.
 func StartRedis() (*Redis, error) {
-	rd, err := startRedis()
+	rd, err := startRedis(false)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +145,7 @@ func sharedRedisURL() (string, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	if sharedRD == nil {
-		rd, err := startRedis()
+		rd, err := startRedis(false)
 		if err != nil {
 			return "", err
 		}
@@ -325,24 +326,45 @@ func (p *Postgres) launch() error {
 
 // Redis is a redis-server started by this package.
 type Redis struct {
-	dir  string
-	port int
-	bin  string
-	cmd  *exec.Cmd
-	rmu  sync.Mutex
+	dir     string
+	port    int
+	tlsPort int            // also listens for TLS when not 0 (NewTLSRedis)
+	roots   *x509.CertPool // the authority of its TLS certificate
+	bin     string
+	cmd     *exec.Cmd
+	rmu     sync.Mutex
 }
 
 // NewRedis starts a private Redis server for the test (for tests that stop,
 // restart or flush it); it is removed when the test ends.
 func NewRedis(t testing.TB) *Redis {
 	t.Helper()
-	rd, err := startRedis()
+	rd, err := startRedis(false)
 	if err != nil {
 		t.Fatalf("testservers: Redis: %v", err)
 	}
 	t.Cleanup(rd.stop)
 	return rd
 }
+
+// NewTLSRedis starts a private Redis server that also listens for TLS on
+// TLSAddr, with a certificate for 127.0.0.1 and localhost that only RootCAs
+// trusts (clients are not asked for one); it is removed when the test ends.
+func NewTLSRedis(t testing.TB) *Redis {
+	t.Helper()
+	rd, err := startRedis(true)
+	if err != nil {
+		t.Fatalf("testservers: TLS Redis: %v", err)
+	}
+	t.Cleanup(rd.stop)
+	return rd
+}
+
+// TLSAddr is the host:port of a NewTLSRedis server's TLS listener.
+func (r *Redis) TLSAddr() string { return fmt.Sprintf("127.0.0.1:%d", r.tlsPort) }
+
+// RootCAs trusts a NewTLSRedis server's certificate (and nothing else).
+func (r *Redis) RootCAs() *x509.CertPool { return r.roots }
 
 // URL is the server's redis:// URL.
 func (r *Redis) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
@@ -378,7 +400,7 @@ func (r *Redis) stop() {
 	_ = os.RemoveAll(r.dir)
 }
 
-func startRedis() (*Redis, error) {
+func startRedis(withTLS bool) (*Redis, error) {
 	bin, err := redisBinary()
 	if err != nil {
 		return nil, err
@@ -392,6 +414,14 @@ func startRedis() (*Redis, error) {
 		return nil, err
 	}
 	r := &Redis{dir: dir, port: port, bin: bin}
+	if withTLS {
+		if r.tlsPort, err = FreePort(); err != nil {
+			return nil, err
+		}
+		if r.roots, err = writeSelfSigned(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
+			return nil, fmt.Errorf("TLS certificate: %w", err)
+		}
+	}
 	if err := r.launch(); err != nil {
 		return nil, err
 	}
@@ -402,6 +432,11 @@ func (r *Redis) launch() error {
 	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir, "--protected-mode", "no",
 		"--maxclients", "10000")
+	if r.tlsPort != 0 {
+		crt, key := filepath.Join(r.dir, "tls.crt"), filepath.Join(r.dir, "tls.key")
+		cmd.Args = append(cmd.Args, "--tls-port", strconv.Itoa(r.tlsPort), "--tls-cert-file", crt,
+			"--tls-key-file", key, "--tls-ca-cert-file", crt, "--tls-auth-clients", "no")
+	}
 	logf, err := os.OpenFile(filepath.Join(r.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
