@@ -452,7 +452,7 @@ func TestHashBoundAround(t *testing.T) {
 	// while against the run's start (20 ms: 50/s) it would read 170%.
 	report := renderReport(StackOptions{}, []StackResult{{Alg: "EdDSA", Results: []Result{r}}},
 		Bounds{PasswordHash: 20 * time.Millisecond, SignPerAlg: map[string]time.Duration{}, VerifyPerAlg: map[string]time.Duration{}})
-	want := "- EdDSA password 85/s = 94% of the password-hash bound 90/s, measured around the scenario (100/s just before it, 80/s just after; 50/s at the run's start) (target ≥ 90%): met"
+	want := "- EdDSA password 85/s = 94.4% of the password-hash bound 90/s, measured around the scenario (100/s just before it, 80/s just after; 50/s at the run's start) (target ≥ 90%): met"
 	if !strings.Contains(report, want) {
 		t.Fatalf("report lacks %q:\n%s", want, report)
 	}

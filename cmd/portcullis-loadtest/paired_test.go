@@ -234,18 +234,23 @@ func TestPasswordReason(t *testing.T) {
 	noBound.HashBound = [2]time.Duration{}
 	noSwitches := base
 	noSwitches.CPU = &CPUUse{Wall: 10 * time.Second, Server: 22 * time.Second, MachineBusy: 0.98}
+	// 90/s against a bound of 101/s is 89.1%: shown with its decimal, so
+	// that a miss never reads "90%".
+	justUnder := base
+	justUnder.RPS, justUnder.HashBound = 90, [2]time.Duration{time.Second / 101, time.Second / 101}
 	tests := []struct {
 		name string
 		r    Result
 		want []string
 	}{
-		{"profiled", base, []string{"80/s = 80% of the argon2id bound measured around it (100/s)", "**missed**", "23ms of CPU with the machine 98% busy",
+		{"profiled", base, []string{"80/s = 80.0% of the argon2id bound measured around it (100/s)", "**missed**", "23ms of CPU with the machine 98% busy",
 			"against 20ms for one hash alone (2 cores", "the server's hashing 20.9ms", "+4% against the hash alone", "the rest of the login 2.1ms",
 			"Portcullis's own work 1.1ms", "the driver 1ms", "at most 90% of the bound", "the rest at or under 2.222ms",
 			"switched tasks 50 times per login (5000/s)", "switched out while runnable 30 times per login"}},
-		{"no profile", noProfile, []string{"80% of the argon2id bound", "against 20ms for one hash alone"}},
+		{"no profile", noProfile, []string{"80.0% of the argon2id bound", "against 20ms for one hash alone"}},
 		{"no bound", noBound, nil},
 		{"switches unread", noSwitches, []string{"the server's hashing"}},
+		{"just under the target", justUnder, []string{"90/s = 89.1% of the argon2id bound", "(101/s), target ≥ 90%: **missed**"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -662,12 +662,12 @@ func renderReport(so StackOptions, all []StackResult, b Bounds) string {
 			case r.Scenario == "password" && r.HashBound[0] > 0:
 				before, after := 1/r.HashBound[0].Seconds(), 1/r.HashBound[1].Seconds()
 				bound := (before + after) / 2
-				fmt.Fprintf(&w, "- %s password %.0f/s = %.0f%% of the password-hash bound %.0f/s, measured around the scenario "+
+				fmt.Fprintf(&w, "- %s password %.0f/s = %.1f%% of the password-hash bound %.0f/s, measured around the scenario "+
 					"(%.0f/s just before it, %.0f/s just after; %.0f/s at the run's start) (target ≥ 90%%): %s\n",
 					s.Alg, r.RPS, 100*r.RPS/bound, bound, before, after, 1/b.PasswordHash.Seconds(), verdict(r.RPS >= 0.9*bound))
 			case r.Scenario == "password" && b.PasswordHash > 0:
 				bound := 1 / b.PasswordHash.Seconds()
-				fmt.Fprintf(&w, "- %s password %.0f/s = %.0f%% of the password-hash bound %.0f/s (target ≥ 90%%): %s\n", s.Alg, r.RPS, 100*r.RPS/bound, bound, verdict(r.RPS >= 0.9*bound))
+				fmt.Fprintf(&w, "- %s password %.0f/s = %.1f%% of the password-hash bound %.0f/s (target ≥ 90%%): %s\n", s.Alg, r.RPS, 100*r.RPS/bound, bound, verdict(r.RPS >= 0.9*bound))
 			}
 		}
 	}

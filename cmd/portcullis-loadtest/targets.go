@@ -94,7 +94,7 @@ func passwordReason(r Result, cores int) string {
 	bound := (1/r.HashBound[0].Seconds() + 1/r.HashBound[1].Seconds()) / 2
 	perHash := time.Duration(float64(cores) / bound * float64(time.Second)).Round(time.Microsecond)
 	c := stackCost(r)
-	s := fmt.Sprintf("- password grant (the sequential scenario) %.0f/s = %.0f%% of the argon2id bound measured around it (%.0f/s), target ≥ 90%%: %s. "+
+	s := fmt.Sprintf("- password grant (the sequential scenario) %.0f/s = %.1f%% of the argon2id bound measured around it (%.0f/s), target ≥ 90%%: %s. "+
 		"A login cost the stack %s of CPU with the machine %.0f%% busy, against %s for one hash alone (%d cores ÷ the bound)",
 		r.RPS, 100*r.RPS/bound, bound, verdict(r.RPS >= 0.9*bound), c, 100*r.CPU.MachineBusy, perHash, cores)
 	hs := hashingShare(r)
