@@ -416,9 +416,11 @@ func startRedis(withTLS bool) (*Redis, error) {
 	r := &Redis{dir: dir, port: port, bin: bin}
 	if withTLS {
 		if r.tlsPort, err = FreePort(); err != nil {
+			_ = os.RemoveAll(dir)
 			return nil, err
 		}
-		if r.roots, err = writeSelfSigned(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
+		if r.roots, err = writeSelfSigned(r.tlsFiles()); err != nil {
+			_ = os.RemoveAll(dir)
 			return nil, fmt.Errorf("TLS certificate: %w", err)
 		}
 	}
@@ -428,12 +430,17 @@ func startRedis(withTLS bool) (*Redis, error) {
 	return r, nil
 }
 
+// tlsFiles are the files of a NewTLSRedis server's certificate and key.
+func (r *Redis) tlsFiles() (cert, key string) {
+	return filepath.Join(r.dir, "tls.crt"), filepath.Join(r.dir, "tls.key")
+}
+
 func (r *Redis) launch() error {
 	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir, "--protected-mode", "no",
 		"--maxclients", "10000")
 	if r.tlsPort != 0 {
-		crt, key := filepath.Join(r.dir, "tls.crt"), filepath.Join(r.dir, "tls.key")
+		crt, key := r.tlsFiles()
 		cmd.Args = append(cmd.Args, "--tls-port", strconv.Itoa(r.tlsPort), "--tls-cert-file", crt,
 			"--tls-key-file", key, "--tls-ca-cert-file", crt, "--tls-auth-clients", "no")
 	}
