@@ -88,14 +88,15 @@ func TestDialerTLS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer l.Close()
-		go func() { // accepts, never speaks
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				defer c.Close()
+		silent := make(chan net.Conn, 1)
+		go func() { // accepts once, never speaks
+			c, _ := l.Accept()
+			silent <- c
+		}()
+		defer func() {
+			l.Close()
+			if c := <-silent; c != nil {
+				c.Close()
 			}
 		}()
 		const timeout = 200 * time.Millisecond

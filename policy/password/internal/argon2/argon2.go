@@ -3,11 +3,11 @@
 // license that can be found in the LICENSE file.
 
 // Package argon2 is golang.org/x/crypto/argon2 (v0.58.0, BSD licence in
-// LICENSE) with two changes. First, a derivation runs in working memory its caller
-// owns and reuses (Memory), instead of allocating memory KiB per call
-// (golang/go#36634, open since 2020). A password login with the default
-// parameters allocated 19 MiB that became garbage at once: at tens of
-// logins per second that paid for a garbage collection every few logins
+// LICENSE) with two changes. First, a derivation runs in working memory
+// its caller owns and reuses (Memory), instead of allocating memory KiB per
+// call (golang/go#36634, open since 2020). A password login with the
+// default parameters allocated 19 MiB that became garbage at once: at tens
+// of logins per second that paid for a garbage collection every few logins
 // and for the runtime clearing every fresh block array.
 //
 // So that reused memory needs no clearing, the first pass over the memory
@@ -20,9 +20,9 @@
 // segment and waits for it, eight per hash with t=2, although with one lane
 // there is nothing to run beside it. In a busy server each start and wait
 // goes through the scheduler: in an A/B of the password grant against the
-// argon2id bound (four alternating runs each, docs/benchmarks.md, the
-// seventeenth session) the grant read 89.0% of the bound on average with a
-// goroutine per segment and 92.8% without.
+// argon2id bound on a fresh stack (four alternating runs each,
+// docs/benchmarks.md, the seventeenth session) the grant read 89.0% of the
+// bound on average with a goroutine per segment and 92.8% without.
 //
 // Everything else (the BLAKE2b hashing, the compression function and its
 // assembly) is x/crypto's code unchanged.
