@@ -339,22 +339,25 @@ type Redis struct {
 // restart or flush it); it is removed when the test ends.
 func NewRedis(t testing.TB) *Redis {
 	t.Helper()
-	rd, err := startRedis(false)
-	if err != nil {
-		t.Fatalf("testservers: Redis: %v", err)
-	}
-	t.Cleanup(rd.stop)
-	return rd
+	return privateRedis(t, false)
 }
 
 // NewTLSRedis starts a private Redis server that also listens for TLS on
-// TLSAddr, with a certificate for 127.0.0.1 and localhost that only RootCAs
-// trusts (clients are not asked for one); it is removed when the test ends.
+// TLSAddr, with a certificate for the loopback addresses and localhost that
+// only RootCAs trusts (clients are not asked for one); it is removed when
+// the test ends.
 func NewTLSRedis(t testing.TB) *Redis {
 	t.Helper()
-	rd, err := startRedis(true)
+	return privateRedis(t, true)
+}
+
+// privateRedis starts a Redis server for the test alone, removed when the
+// test ends (NewRedis, NewTLSRedis).
+func privateRedis(t testing.TB, withTLS bool) *Redis {
+	t.Helper()
+	rd, err := startRedis(withTLS)
 	if err != nil {
-		t.Fatalf("testservers: TLS Redis: %v", err)
+		t.Fatalf("testservers: Redis (TLS %t): %v", withTLS, err)
 	}
 	t.Cleanup(rd.stop)
 	return rd
