@@ -188,8 +188,9 @@ func (s *Store) clock() time.Time { return dbTime(s.now()) }
 // DB.Scan swaps in a logger that records every statement it runs, writing
 // the values into the SQL text with regular expressions (for the login's
 // statement about 15 µs and 46 allocations; the password grant's profile
-// showed it), work nothing here reads. Like DB.Scan it goes through DB.Rows, so a statement
-// that fails reaches the callbacks (the database metrics) as an error.
+// showed it), work nothing here reads. Like DB.Scan it goes through
+// DB.Rows, so a statement that fails reaches the callbacks (the database
+// metrics) as an error.
 func scanOne(q *gorm.DB, dest ...any) error {
 	rows, err := q.Rows()
 	if err != nil {
