@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -45,11 +44,15 @@ func (apiKeyRow) TableName() string { return "api_keys" }
 const apiKeyColumns = `id, owner_user_id, name, hint, hash, scopes, expires_at, created_at, created_by,
 	last_used_at, revoked_at, revoked_by`
 
-type rowScanner interface{ Scan(dest ...any) error }
-
-func scanAPIKey(r rowScanner) (apiKeyRow, error) {
+// scanAPIKey reads the key q (a Raw SELECT of apiKeyColumns) finds through
+// scanOne, so a failing statement reaches the database metrics; none is
+// store.ErrNotFound.
+func scanAPIKey(q *gorm.DB) (apiKeyRow, error) {
 	var row apiKeyRow
-	err := r.Scan(apiKeyRowFields(&row)...)
+	found, err := scanOne(q, apiKeyRowFields(&row)...)
+	if err == nil && !found {
+		err = store.ErrNotFound
+	}
 	return row, err
 }
 
@@ -156,10 +159,7 @@ func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (store.APIKey,
 }
 
 func (s *Store) apiKeyWhere(ctx context.Context, what, where string, args ...any) (store.APIKey, error) {
-	row, err := scanAPIKey(s.db.WithContext(ctx).Raw(`SELECT `+apiKeyColumns+` FROM api_keys WHERE `+where, args...).Row())
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.APIKey{}, fmt.Errorf("%s: %w", what, store.ErrNotFound)
-	}
+	row, err := scanAPIKey(s.db.WithContext(ctx).Raw(`SELECT `+apiKeyColumns+` FROM api_keys WHERE `+where, args...))
 	if err != nil {
 		return store.APIKey{}, mapErr(what, err)
 	}
@@ -216,10 +216,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, ownerID, id, by string, at tim
 			return mapErr("revoke API key", res.Error)
 		}
 		changed = res.RowsAffected == 1
-		row, err := scanAPIKey(tx.Raw(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ? AND owner_user_id = ?`, id, ownerID).Row())
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
+		row, err := scanAPIKey(tx.Raw(`SELECT `+apiKeyColumns+` FROM api_keys WHERE id = ? AND owner_user_id = ?`, id, ownerID))
 		if err != nil {
 			return mapErr("read revoked API key", err)
 		}

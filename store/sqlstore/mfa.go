@@ -262,7 +262,7 @@ func (s *Store) RecoveryCodesLeft(ctx context.Context, userID string) (int, erro
 // subqueries, so that the counts are of one snapshot.
 func (s *Store) MFASummary(ctx context.Context, userID string) (store.MFASummary, error) {
 	var totp, webauthn, recovery int64
-	err := scanOne(s.db.WithContext(ctx).Raw(`SELECT `+factorCounts("?"), userID, userID, userID), &totp, &webauthn, &recovery)
+	_, err := scanOne(s.db.WithContext(ctx).Raw(`SELECT `+factorCounts("?"), userID, userID, userID), &totp, &webauthn, &recovery)
 	if err != nil {
 		return store.MFASummary{}, mapErr("summarise second factors", err)
 	}

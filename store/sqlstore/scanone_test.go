@@ -2,15 +2,18 @@ package sqlstore
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"gorm.io/gorm"
+
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // TestScanOne: scanOne scans a statement's first row, leaves its
-// destination alone when there is none, and returns a failing statement's
-// error, which the callbacks after the statement (the database metrics,
-// metrics.InstrumentGORM) see as well.
+// destination alone and reports no row when there is none, and returns a
+// failing statement's error, which the callbacks after the statement (the
+// database metrics, metrics.InstrumentGORM) see as well.
 func TestScanOne(t *testing.T) {
 	for _, b := range migrationBackends {
 		t.Run(b.name, func(t *testing.T) {
@@ -29,22 +32,62 @@ func TestScanOne(t *testing.T) {
 				query   string
 				args    []any
 				want    int64
+				found   bool
 				wantErr bool
 			}{
-				{"one row", "SELECT 41 + ?", []any{1}, 42, false},
-				{"the first of two rows", "SELECT 7 UNION ALL SELECT 8 ORDER BY 1", nil, 7, false},
-				{"no row: the destination is left", "SELECT 1 WHERE 1 = 0", nil, -1, false},
-				{"a failing statement", "SELECT count(*) FROM no_such_table", nil, -1, true},
+				{"one row", "SELECT 41 + ?", []any{1}, 42, true, false},
+				{"the first of two rows", "SELECT 7 UNION ALL SELECT 8 ORDER BY 1", nil, 7, true, false},
+				{"no row: the destination is left", "SELECT 1 WHERE 1 = 0", nil, -1, false, false},
+				{"a failing statement", "SELECT count(*) FROM no_such_table", nil, -1, false, true},
 			} {
 				got := int64(-1)
 				seen = nil
-				err := scanOne(s.DB().WithContext(ctx).Raw(tc.query, tc.args...), &got)
-				if (err != nil) != tc.wantErr || got != tc.want {
-					t.Errorf("%s: %d, %v; want %d, an error %v", tc.name, got, err, tc.want, tc.wantErr)
+				found, err := scanOne(s.DB().WithContext(ctx).Raw(tc.query, tc.args...), &got)
+				if (err != nil) != tc.wantErr || got != tc.want || found != tc.found {
+					t.Errorf("%s: %d, found %v, %v; want %d, found %v, an error %v", tc.name, got, found, err, tc.want, tc.found, tc.wantErr)
 				}
 				if (seen != nil) != tc.wantErr {
 					t.Errorf("%s: the callbacks saw %v, want an error %v", tc.name, seen, tc.wantErr)
 				}
+			}
+		})
+	}
+}
+
+// TestAPIKeyLookupFailureIsCounted: a key nobody holds is store.ErrNotFound
+// with nothing failed, while a lookup whose statement fails is an error that
+// is not ErrNotFound, and the callbacks after the statement (the database
+// metrics) see it: the lookup reads through scanOne, not Row().Scan.
+func TestAPIKeyLookupFailureIsCounted(t *testing.T) {
+	for _, b := range migrationBackends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, err := Open(ctx, b.url(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			if _, err := s.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var seen error
+			if err := s.DB().Callback().Row().After("gorm:row").Register("test:seen", func(tx *gorm.DB) { seen = tx.Error }); err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.GetAPIKeyByHash(ctx, []byte("no such key"))
+			if !errors.Is(err, store.ErrNotFound) || seen != nil {
+				t.Fatalf("unknown key: %v, the callbacks saw %v; want ErrNotFound and nothing failed", err, seen)
+			}
+			if err := s.DB().Exec("DROP TABLE api_keys").Error; err != nil {
+				t.Fatal(err)
+			}
+			seen = nil
+			_, err = s.GetAPIKeyByHash(ctx, []byte("no such key"))
+			if err == nil || errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("failing lookup: %v; want an error other than ErrNotFound", err)
+			}
+			if seen == nil {
+				t.Fatal("the callbacks did not see the failing lookup")
 			}
 		})
 	}

@@ -183,26 +183,29 @@ func (s *Store) Close() error {
 // clock returns the store's current time as stored (UTC, microseconds).
 func (s *Store) clock() time.Time { return dbTime(s.now()) }
 
-// scanOne runs q (a Raw statement) and scans its first row into dest; no
-// row leaves dest as it was. It is gorm's DB.Scan without what that adds:
-// DB.Scan swaps in a logger that records every statement it runs, writing
-// the values into the SQL text with regular expressions (for the login's
-// statement about 15 µs and 46 allocations; the password grant's profile
-// showed it), work nothing here reads. Like DB.Scan it goes through
-// DB.Rows, so a statement that fails reaches the callbacks (the database
-// metrics) as an error.
-func scanOne(q *gorm.DB, dest ...any) error {
+// scanOne runs q (a Raw statement) and scans its first row into dest,
+// reporting whether there was one; no row leaves dest as it was. It is
+// gorm's DB.Scan without what that adds: DB.Scan swaps in a logger that
+// records every statement it runs, writing the values into the SQL text with
+// regular expressions (for the login's statement about 15 µs and 46
+// allocations; the password grant's profile showed it), work nothing here
+// reads. Like DB.Scan, and unlike Row().Scan (whose error sql.Row holds back
+// until after gorm's callbacks have run), it goes through DB.Rows, so a
+// statement that fails reaches the callbacks (the database metrics) as an
+// error.
+func scanOne(q *gorm.DB, dest ...any) (found bool, err error) {
 	rows, err := q.Rows()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() { _ = rows.Close() }()
 	if rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
-			return err
+			return false, err
 		}
+		found = true
 	}
-	return rows.Err()
+	return found, rows.Err()
 }
 
 // tx runs fn in a transaction, retrying PostgreSQL serialization failures

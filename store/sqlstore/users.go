@@ -464,7 +464,7 @@ func (s *Store) RecordLogin(ctx context.Context, e *store.AuditEvent) error {
 	}
 	var updated int64
 	if s.dialect == DialectPostgres {
-		err = scanOne(s.db.WithContext(ctx).Raw(`WITH login AS (UPDATE users SET last_login_at = ? WHERE id = ? RETURNING 1)
+		_, err = scanOne(s.db.WithContext(ctx).Raw(`WITH login AS (UPDATE users SET last_login_at = ? WHERE id = ? RETURNING 1)
 INSERT INTO audit_events (id, occurred_at, action, outcome, actor_id, target_id, client_id, ip, user_agent, details, tenant_id)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING (SELECT count(*) FROM login)`,
 			row.OccurredAt, e.TargetID, row.ID, row.OccurredAt, row.Action, row.Outcome, row.ActorID, row.TargetID,
