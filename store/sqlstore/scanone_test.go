@@ -18,15 +18,7 @@ func TestScanOne(t *testing.T) {
 	for _, b := range migrationBackends {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
-			s, err := Open(ctx, b.url(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = s.Close() })
-			var seen error
-			if err := s.DB().Callback().Row().After("gorm:row").Register("test:seen", func(tx *gorm.DB) { seen = tx.Error }); err != nil {
-				t.Fatal(err)
-			}
+			s, seen := openSeeing(t, b.url(t))
 			for _, tc := range []struct {
 				name    string
 				query   string
@@ -41,13 +33,13 @@ func TestScanOne(t *testing.T) {
 				{"a failing statement", "SELECT count(*) FROM no_such_table", nil, -1, false, true},
 			} {
 				got := int64(-1)
-				seen = nil
+				*seen = nil
 				found, err := scanOne(s.DB().WithContext(ctx).Raw(tc.query, tc.args...), &got)
 				if (err != nil) != tc.wantErr || got != tc.want || found != tc.found {
 					t.Errorf("%s: %d, found %v, %v; want %d, found %v, an error %v", tc.name, got, found, err, tc.want, tc.found, tc.wantErr)
 				}
-				if (seen != nil) != tc.wantErr {
-					t.Errorf("%s: the callbacks saw %v, want an error %v", tc.name, seen, tc.wantErr)
+				if (*seen != nil) != tc.wantErr {
+					t.Errorf("%s: the callbacks saw %v, want an error %v", tc.name, *seen, tc.wantErr)
 				}
 			}
 		})
@@ -62,33 +54,42 @@ func TestAPIKeyLookupFailureIsCounted(t *testing.T) {
 	for _, b := range migrationBackends {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
-			s, err := Open(ctx, b.url(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = s.Close() })
+			s, seen := openSeeing(t, b.url(t))
 			if _, err := s.Migrate(ctx); err != nil {
 				t.Fatal(err)
 			}
-			var seen error
-			if err := s.DB().Callback().Row().After("gorm:row").Register("test:seen", func(tx *gorm.DB) { seen = tx.Error }); err != nil {
-				t.Fatal(err)
-			}
-			_, err = s.GetAPIKeyByHash(ctx, []byte("no such key"))
-			if !errors.Is(err, store.ErrNotFound) || seen != nil {
-				t.Fatalf("unknown key: %v, the callbacks saw %v; want ErrNotFound and nothing failed", err, seen)
+			_, err := s.GetAPIKeyByHash(ctx, []byte("no such key"))
+			if !errors.Is(err, store.ErrNotFound) || *seen != nil {
+				t.Fatalf("unknown key: %v, the callbacks saw %v; want ErrNotFound and nothing failed", err, *seen)
 			}
 			if err := s.DB().Exec("DROP TABLE api_keys").Error; err != nil {
 				t.Fatal(err)
 			}
-			seen = nil
+			*seen = nil
 			_, err = s.GetAPIKeyByHash(ctx, []byte("no such key"))
 			if err == nil || errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("failing lookup: %v; want an error other than ErrNotFound", err)
 			}
-			if seen == nil {
+			if *seen == nil {
 				t.Fatal("the callbacks did not see the failing lookup")
 			}
 		})
 	}
+}
+
+// openSeeing opens a store on url, closed when the test ends, and returns
+// with it where a callback after every row statement (where the database
+// metrics read a statement's outcome) records that statement's error.
+func openSeeing(t *testing.T, url string) (*Store, *error) {
+	t.Helper()
+	s, err := Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	seen := new(error)
+	if err := s.DB().Callback().Row().After("gorm:row").Register("test:seen", func(tx *gorm.DB) { *seen = tx.Error }); err != nil {
+		t.Fatal(err)
+	}
+	return s, seen
 }
