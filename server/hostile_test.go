@@ -161,7 +161,7 @@ var injections = []string{
 // clear 4xx at every endpoint, never a 5xx, and is never accepted.
 func TestHostileInput(t *testing.T) {
 	d := newDeployment(t, st.PostgresRedis)
-	d.fx.User(t, "root@example.com", userPass, "super_admin")
+	root := d.fx.User(t, "root@example.com", userPass, "super_admin")
 	admin := d.c.PostForm("/oauth2/token", st.PasswordForm("root@example.com", userPass, ""), st.Basic("web", d.webSecret)).Token()
 	bearer := st.Bearer(admin.AccessToken)
 	web := st.Basic("web", d.webSecret)
@@ -235,6 +235,23 @@ func TestHostileInput(t *testing.T) {
 		users := d.c.Get("/admin/users", bearer).ExpectStatus(200).Map()
 		if items := users["items"].([]any); len(items) != 2 {
 			t.Fatalf("hostile input changed the users: %d users", len(items))
+		}
+	})
+	t.Run("crafted cursors", func(t *testing.T) {
+		// Cursors that decode (base64url JSON with a time and an id) but
+		// name an id no store holds, or are not JSON objects at all: every
+		// paged list refuses them with 400, PostgreSQL never sees them.
+		cursor := func(js string) string { return base64.RawURLEncoding.EncodeToString([]byte(js)) }
+		bad := []string{cursor(`{"t":"2026-01-01T00:00:00Z","i":"\u0000"}`), cursor(`{"t":"2026-01-01T00:00:00Z","i":"a\u0000b"}`),
+			cursor(`[]`), cursor(`{"t":"not a time","i":"x"}`)}
+		paths := []string{"/admin/users", "/admin/invites", "/admin/audit", "/admin/users/" + root.ID + "/sessions",
+			"/admin/users/" + root.ID + "/consents", "/auth/api-keys", "/auth/sessions", "/auth/consents"}
+		for _, p := range paths {
+			for _, cur := range bad {
+				expect4xx(t, p+" cursor "+cur, d.c.Get(p+"?cursor="+cur, bearer))
+			}
+			// A cursor of the right shape is a page.
+			d.c.Get(p+"?cursor="+cursor(`{"t":"2000-01-01T00:00:00Z","i":"zzz"}`), bearer).ExpectStatus(200)
 		}
 	})
 	t.Run("unknown paths and methods", func(t *testing.T) {

@@ -3,10 +3,7 @@ package accounts
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -312,8 +309,8 @@ func (s *Service) withdrawConsent(ctx context.Context, userID, clientID, via str
 
 // pageKey is an item's position in a list held in memory: its sort time and id.
 type pageKey struct {
-	T time.Time `json:"t"`
-	I string    `json:"i"`
+	T time.Time
+	I string
 }
 
 // paginate returns the page of list after cursor, in order, of at most
@@ -325,10 +322,11 @@ func paginate[T, V any](list []T, key func(T) pageKey, order func(a, b pageKey) 
 	slices.SortFunc(list, func(a, b T) int { return order(key(a), key(b)) })
 	start := 0
 	if cursor != "" {
-		after, err := decodePageKey(cursor)
+		t, id, _, err := sqlstore.DecodeCursor(cursor)
 		if err != nil {
 			return Page[V]{}, listErr("read the cursor", err)
 		}
+		after := pageKey{T: t, I: id}
 		start = len(list)
 		for i, it := range list {
 			if order(key(it), after) > 0 {
@@ -349,22 +347,10 @@ func paginate[T, V any](list []T, key func(T) pageKey, order func(a, b pageKey) 
 		out.Items = append(out.Items, view(it))
 	}
 	if end < len(list) {
-		b, _ := json.Marshal(key(list[end-1])) // cannot fail for these types
-		out.NextCursor = base64.RawURLEncoding.EncodeToString(b)
+		last := key(list[end-1])
+		out.NextCursor = sqlstore.EncodeCursor(last.T, last.I)
 	}
 	return out, nil
-}
-
-func decodePageKey(s string) (pageKey, error) {
-	var k pageKey
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return k, fmt.Errorf("%w: not base64url", sqlstore.ErrInvalidCursor)
-	}
-	if err := json.Unmarshal(b, &k); err != nil || k.I == "" || k.T.IsZero() {
-		return k, fmt.Errorf("%w: malformed", sqlstore.ErrInvalidCursor)
-	}
-	return k, nil
 }
 
 // ClientNames returns the display names of the clients among ids that

@@ -27,25 +27,47 @@ type pageCursor struct {
 	I string    `json:"i"`
 }
 
-func encodeCursor(t time.Time, id string) string {
+func encodeCursor(t time.Time, id string) string { return EncodeCursor(t, id) }
+
+// decodeCursor is DecodeCursor for the store's own queries: the time as
+// the store keeps times (UTC, microseconds).
+func decodeCursor(s string) (c pageCursor, ok bool, err error) {
+	t, id, ok, err := DecodeCursor(s)
+	if !ok || err != nil {
+		return c, false, err
+	}
+	return pageCursor{T: dbTime(t), I: id}, true, nil
+}
+
+// EncodeCursor returns the opaque cursor of the position after an item
+// sorted by time t and then id: base64url of JSON. The stores' pages and the
+// pages of lists held in memory (server/accounts) use the one format.
+func EncodeCursor(t time.Time, id string) string {
 	b, _ := json.Marshal(pageCursor{T: t.UTC(), I: id}) // cannot fail for these types
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// decodeCursor parses a cursor; ok is false for the empty (first page) cursor.
-func decodeCursor(s string) (c pageCursor, ok bool, err error) {
+// DecodeCursor parses a cursor EncodeCursor made; ok is false for the
+// empty cursor (the first page). Anything else that is not one is
+// ErrInvalidCursor: not base64url, not a JSON object with a time and an
+// id, or an id no store holds (not UTF-8, or with a NUL, which PostgreSQL
+// would refuse as an error of its own).
+func DecodeCursor(s string) (t time.Time, id string, ok bool, err error) {
 	if s == "" {
-		return c, false, nil
+		return t, "", false, nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 	if err != nil {
-		return c, false, fmt.Errorf("%w: not base64url", ErrInvalidCursor)
+		return t, "", false, fmt.Errorf("%w: not base64url", ErrInvalidCursor)
 	}
+	var c pageCursor
 	if err := json.Unmarshal(b, &c); err != nil || c.I == "" || c.T.IsZero() {
-		return c, false, fmt.Errorf("%w: malformed", ErrInvalidCursor)
+		return t, "", false, fmt.Errorf("%w: malformed", ErrInvalidCursor)
 	}
-	c.T = dbTime(c.T)
-	return c, true, nil
+	if !storableText(c.I) {
+		return t, "", false, fmt.Errorf("%w: an id no store holds", ErrInvalidCursor)
+	}
+	return c.T, c.I, true, nil
 }
 
 // oldestFirst reads one page of q's rows, oldest first by created_at then

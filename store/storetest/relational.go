@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -540,7 +541,8 @@ func testUserListLimits(t *testing.T, s *sqlstore.Store) {
 }
 
 func testUserListBadCursor(t *testing.T, s *sqlstore.Store) {
-	for _, cur := range []string{"not base64!", "e30", "eyJ0IjoiMjAyNCJ9"} {
+	nul := base64.RawURLEncoding.EncodeToString([]byte(`{"t":"2026-01-01T00:00:00Z","i":"\u0000"}`)) // PostgreSQL refuses NUL in text
+	for _, cur := range []string{"not base64!", "e30", "eyJ0IjoiMjAyNCJ9", nul} {
 		_, err := s.ListUsers(rctx(t), store.UserFilter{Cursor: cur})
 		wantErr(t, "ListUsers bad cursor "+cur, err, sqlstore.ErrInvalidCursor)
 	}
