@@ -262,6 +262,49 @@ func TestHostileInput(t *testing.T) {
 	})
 }
 
+// TestUnstorableIDs: every route that takes an id in its path answers an
+// id no store can hold (a NUL byte, invalid UTF-8, which PostgreSQL refuses
+// as an error of its own) with a 4xx, asked with a super_admin's bearer
+// token and console session alike, and so with the API's and the
+// console's handlers reaching the store.
+func TestUnstorableIDs(t *testing.T) {
+	env := st.NewEnv(t, st.PostgresRedis)
+	env["PORTCULLIS_TENANTS"] = "on"
+	in := st.Start(t, env)
+	fx := st.NewFixtures(t, in.App.Core)
+	secret := enrolTOTP(t, in, fx.User(t, "root@example.com", consolePassword, "super_admin")) // the console's operator
+	fx.User(t, "api@example.com", userPass, "super_admin")                                     // the API's
+	webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}})
+	c := in.Client(t)
+	bearer := st.Bearer(c.PostForm("/oauth2/token", st.PasswordForm("api@example.com", userPass, ""), st.Basic("web", webSecret)).Token().AccessToken)
+	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
+	session := st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
+	routes := 0
+	for _, r := range in.App.Server.Echo().Routes() {
+		if !strings.Contains(r.Path, ":") {
+			continue
+		}
+		routes++
+		for _, v := range []string{"a%00b", "%ff", "%00"} {
+			parts := strings.Split(r.Path, "/")
+			for i, p := range parts {
+				if strings.HasPrefix(p, ":") {
+					parts[i] = v
+				}
+			}
+			path := strings.Join(parts, "/")
+			for _, auth := range []st.Option{bearer, session} {
+				if resp := c.Do(r.Method, path, []byte("{}"), "application/json", auth); resp.StatusCode >= 500 {
+					t.Errorf("%s %s: %d %s", r.Method, path, resp.StatusCode, resp.Body)
+				}
+			}
+		}
+	}
+	if routes < 30 {
+		t.Fatalf("only %d routes take an id: the sweep lost its routes", routes)
+	}
+}
+
 func TestLoginTimingHidesAccounts(t *testing.T) {
 	env := st.NewEnv(t, st.PostgresRedis)
 	env["PORTCULLIS_RATE_LIMITS"] = "off"

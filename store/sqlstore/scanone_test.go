@@ -93,3 +93,27 @@ func openSeeing(t *testing.T, url string) (*Store, *error) {
 	}
 	return s, seen
 }
+
+// TestUnstorableTextFindsNothing: a value no row can hold (a NUL byte,
+// invalid UTF-8) matches nothing on every backend: PostgreSQL refuses it
+// with an error of its own (SQLSTATE 22021), which mapErr makes
+// store.ErrNotFound, as SQLite's empty match is.
+func TestUnstorableTextFindsNothing(t *testing.T) {
+	for _, b := range migrationBackends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, _ := openSeeing(t, b.url(t))
+			if _, err := s.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"a\x00b", "\x00", "\xff"} {
+				if err := s.DeleteClient(ctx, id); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("DeleteClient(%q): %v, want ErrNotFound", id, err)
+				}
+				if _, err := s.GetClient(ctx, id); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("GetClient(%q): %v, want ErrNotFound", id, err)
+				}
+			}
+		})
+	}
+}

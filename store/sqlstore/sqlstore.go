@@ -339,6 +339,13 @@ func IsUniqueViolation(err error) bool {
 		(c&0xff == sqliteConstraint && strings.Contains(err.Error(), "UNIQUE constraint failed"))
 }
 
+// isUnstorableText reports PostgreSQL refusing a text parameter it cannot
+// hold (SQLSTATE 22021: a NUL byte or invalid UTF-8). No row holds such a
+// value, so mapErr makes it match nothing, as it does on SQLite: a request
+// naming such an id gets its 404, not a 500. storableText is the same rule,
+// checked before a statement where a lookup takes names from outside.
+func isUnstorableText(err error) bool { return pgCode(err) == "22021" }
+
 // IsForeignKeyViolation reports whether err is a foreign-key violation.
 func IsForeignKeyViolation(err error) bool {
 	if pgCode(err) == "23503" {
@@ -387,9 +394,10 @@ func WrapUnavailable(err error) error {
 	return err
 }
 
-// mapErr turns driver errors into store sentinels: a missing row becomes
-// ErrNotFound, a unique violation ErrAlreadyExists, an unreachable database
-// ErrUnavailable. Sentinels already present pass through.
+// mapErr turns driver errors into store sentinels: a missing row (or text
+// no row can hold) becomes ErrNotFound, a unique violation ErrAlreadyExists,
+// an unreachable database ErrUnavailable. Sentinels already present pass
+// through.
 func mapErr(what string, err error) error {
 	switch {
 	case err == nil:
@@ -399,7 +407,7 @@ func mapErr(what string, err error) error {
 		errors.Is(err, store.ErrTokenExpired), errors.Is(err, store.ErrTokenUsed),
 		errors.Is(err, store.ErrTokenRevoked), errors.Is(err, ErrInvalidCursor):
 		return fmt.Errorf("%s: %w", what, err)
-	case errors.Is(err, gorm.ErrRecordNotFound):
+	case errors.Is(err, gorm.ErrRecordNotFound), isUnstorableText(err):
 		return fmt.Errorf("%s: %w", what, store.ErrNotFound)
 	case IsUniqueViolation(err):
 		return fmt.Errorf("%s: %w", what, store.ErrAlreadyExists)
