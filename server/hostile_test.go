@@ -262,12 +262,16 @@ func TestHostileInput(t *testing.T) {
 	})
 }
 
-// TestUnstorableIDs: every route that takes an id in its path answers an
-// id no store can hold (a NUL byte, invalid UTF-8, which PostgreSQL refuses
-// as an error of its own) with a 4xx, asked with a super_admin's bearer
-// token and console session alike, and so with the API's and the
-// console's handlers reaching the store.
-func TestUnstorableIDs(t *testing.T) {
+// TestHostileRoutes sweeps every route, asked with a super_admin's bearer
+// token and with a console session alike (so the API's and the console's
+// handlers both run), and every answer is also held to the OpenAPI
+// description by the test client:
+//   - ids no store can hold (a NUL byte, invalid UTF-8, which PostgreSQL
+//     refuses as an error of its own) in every path parameter answer a 4xx;
+//   - a malformed query string (unparseable, a parameter with a NUL byte or
+//     invalid UTF-8) answers 400 invalid_request as JSON on the API, and the
+//     browser pages answer it themselves, with an HTML page.
+func TestHostileRoutes(t *testing.T) {
 	env := st.NewEnv(t, st.PostgresRedis)
 	env["PORTCULLIS_TENANTS"] = "on"
 	in := st.Start(t, env)
@@ -279,30 +283,55 @@ func TestUnstorableIDs(t *testing.T) {
 	bearer := st.Bearer(c.PostForm("/oauth2/token", st.PasswordForm("api@example.com", userPass, ""), st.Basic("web", webSecret)).Token().AccessToken)
 	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
 	session := st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
-	routes := 0
-	for _, r := range in.App.Server.Echo().Routes() {
-		if !strings.Contains(r.Path, ":") {
-			continue
-		}
-		routes++
-		for _, v := range []string{"a%00b", "%ff", "%00"} {
-			parts := strings.Split(r.Path, "/")
-			for i, p := range parts {
-				if strings.HasPrefix(p, ":") {
-					parts[i] = v
-				}
-			}
-			path := strings.Join(parts, "/")
-			for _, auth := range []st.Option{bearer, session} {
-				if resp := c.Do(r.Method, path, []byte("{}"), "application/json", auth); resp.StatusCode >= 500 {
-					t.Errorf("%s %s: %d %s", r.Method, path, resp.StatusCode, resp.Body)
-				}
+	// with is the route's path with every parameter v.
+	with := func(route, v string) string {
+		parts := strings.Split(route, "/")
+		for i, p := range parts {
+			if strings.HasPrefix(p, ":") {
+				parts[i] = v
 			}
 		}
+		return strings.Join(parts, "/")
 	}
-	if routes < 30 {
-		t.Fatalf("only %d routes take an id: the sweep lost its routes", routes)
-	}
+	t.Run("unstorable ids", func(t *testing.T) {
+		routes := 0
+		for _, r := range in.App.Server.Echo().Routes() {
+			if !strings.Contains(r.Path, ":") {
+				continue
+			}
+			routes++
+			for _, v := range []string{"a%00b", "%ff", "%00"} {
+				path := with(r.Path, v)
+				for _, auth := range []st.Option{bearer, session} {
+					if resp := c.Do(r.Method, path, []byte("{}"), "application/json", auth); resp.StatusCode >= 500 {
+						t.Errorf("%s %s: %d %s", r.Method, path, resp.StatusCode, resp.Body)
+					}
+				}
+			}
+		}
+		if routes < 30 {
+			t.Fatalf("only %d routes take an id: the sweep lost its routes", routes)
+		}
+	})
+	t.Run("malformed queries", func(t *testing.T) {
+		for _, r := range in.App.Server.Echo().Routes() {
+			for _, q := range []string{"x=a%00b", "token=%ff", "%zz"} {
+				path := with(r.Path, "x") + "?" + q
+				for _, auth := range []st.Option{bearer, session} {
+					if resp := c.Do(r.Method, path, nil, "", auth); resp.StatusCode >= 500 {
+						t.Errorf("%s %s: %d %s", r.Method, path, resp.StatusCode, resp.Body)
+					}
+				}
+			}
+		}
+		c.Get("/admin/users?q=a%00b", bearer).ExpectError(http.StatusBadRequest, "invalid_request")
+		for _, path := range []string{"/reset-password?token=%ff", "/oauth2/logout?client_id=%00", "/console/users?q=%00"} {
+			page := c.Get(path, session)
+			if ct := page.Header.Get("Content-Type"); page.StatusCode >= 500 || strings.Contains(ct, "json") {
+				t.Fatalf("%s: %d %q, want the page's own answer, never JSON", path, page.StatusCode, ct)
+			}
+		}
+	})
 }
 
 func TestLoginTimingHidesAccounts(t *testing.T) {

@@ -170,34 +170,32 @@ func securityHeaders(tls bool) echo.MiddlewareFunc {
 	}
 }
 
-// pageQuery are the routes whose query a browser sends and whose handler
-// answers a malformed one with an HTML page: the authorization endpoint and
-// the sign-in pages.
-var pageQuery = map[string]bool{"/oauth2/authorize": true, "/login": true, "/consent": true}
+// ownQuery are the pages that check their query themselves and answer a
+// malformed one with the page it calls for: the authorization endpoint
+// (server/authorize, step 1: the same refusals, as a page, or a redirect
+// to the client) and the sign-in steps it leads to.
+var ownQuery = map[string]bool{"/oauth2/authorize": true, "/login": true, "/consent": true}
 
 // cleanQuery refuses query strings no endpoint can use: unparseable, with
 // invalid UTF-8 or NUL bytes (which PostgreSQL refuses in text), so hostile
-// input gets a 400 here instead of reaching the store.
-//
-// The browser sign-in routes are left to themselves: a person's browser
-// must get the HTML error page there, never a JSON body, and the
-// authorization endpoint checks its parameters itself (server/authorize,
-// step 1: the same refusals, as a page).
-func cleanQuery() echo.MiddlewareFunc {
+// input gets a 400 here instead of reaching a handler or the store. refuse
+// answers the refusal: as JSON on the API, with an HTML page on the browser
+// pages (Server.refuse), never a JSON body to a person's browser.
+func cleanQuery(refuse func(c echo.Context, err error) error) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			raw := c.Request().URL.RawQuery
-			if raw == "" || pageQuery[c.Path()] {
+			if raw == "" || ownQuery[c.Path()] {
 				return next(c)
 			}
 			vals, err := url.ParseQuery(raw)
 			if err != nil {
-				return apierr.ErrInvalidRequest.WithDescription("The query string is malformed.")
+				return refuse(c, apierr.ErrInvalidRequest.WithDescription("The query string is malformed."))
 			}
 			for _, vs := range vals {
 				for _, v := range vs {
 					if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-						return apierr.ErrInvalidRequest.WithDescription("A query parameter is not valid UTF-8 text.")
+						return refuse(c, apierr.ErrInvalidRequest.WithDescription("A query parameter is not valid UTF-8 text."))
 					}
 				}
 			}

@@ -267,6 +267,11 @@ func TestOpenAPICheck(t *testing.T) {
 		{"ok/not_modified", "GET", "/.well-known/jwks.json", http.Header{"If-None-Match": {`"x"`}}, 304, http.Header{"Etag": {`"x"`}}, ``, true},
 		{"fail/not_modified_undocumented", "GET", "/healthz", http.Header{"If-None-Match": {`"x"`}}, 304, http.Header{}, ``, false},
 		{"ok/escaped_slash_in_id", "GET", "/admin/users/a%2Fb", nil, 401, http.Header{"Content-Type": {"application/json"}, "Www-Authenticate": {`Bearer realm="portcullis"`}}, `{"error":"unauthorized"}`, true},
+		{"ok/malformed_query_any_api_path", "GET", "/healthz?x=a%00b", nil, 400, jsonHdr, `{"error":"invalid_request","error_description":"x"}`, true},
+		{"ok/malformed_query_unknown_path", "GET", "/nowhere?%zz", nil, 400, jsonHdr, `{"error":"invalid_request"}`, true},
+		{"fail/malformed_query_page_as_json", "GET", "/reset-password?token=%ff", nil, 400, jsonHdr, `{"error":"invalid_request"}`, false},
+		{"fail/well_formed_query_undocumented_400", "GET", "/healthz?x=y", nil, 400, jsonHdr, `{"error":"invalid_request"}`, false},
+		{"fail/malformed_query_without_code", "GET", "/healthz?x=%ff", nil, 400, jsonHdr, `{"error_description":"x"}`, false},
 		{"fail/metrics_as_json", "GET", "/metrics", nil, 200, jsonHdr, `{}`, false},
 		{"ok/metrics", "GET", "/metrics", nil, 200, http.Header{"Content-Type": {"text/plain; version=0.0.4; charset=utf-8"}}, "# HELP x y\n", true},
 	} {

@@ -50,6 +50,12 @@ type Server struct {
 	// which bounds waiting on the stores, is not set up for them. Written
 	// while routes are mounted, before serving; read-only after.
 	fromMemory map[string]bool
+	// pages are the route templates of the browser pages (MarkPages), and
+	// refusePage answers a refusal of theirs with an HTML page
+	// (RefusePagesWith). Written while routes are mounted, before serving;
+	// read-only after.
+	pages      map[string]bool
+	refusePage func(c echo.Context, err error) error
 }
 
 // Options are the parts the server is built from.
@@ -75,13 +81,14 @@ func New(opts Options) *Server {
 	e.HidePort = true
 	s := &Server{echo: e, cfg: opts.Config, log: opts.Logger, checks: opts.Checks, metrics: opts.Metrics,
 		origins: opts.Origins, https: browsersession.HTTPSFor(opts.Config.TLSCert != "", opts.Config.PublicURL),
-		fromMemory: map[string]bool{}}
+		fromMemory: map[string]bool{}, pages: map[string]bool{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	e.IPExtractor = clientIPExtractor(opts.Config)
 	e.HTTPErrorHandler = s.handleError
-	chain := []echo.MiddlewareFunc{requestID(), s.recoverer(), s.accessLog(), securityHeaders(opts.Config.TLSCert != ""), cleanQuery(),
+	chain := []echo.MiddlewareFunc{requestID(), s.recoverer(), s.accessLog(), securityHeaders(opts.Config.TLSCert != ""),
+		cleanQuery(s.refuse),
 		middleware.BodyLimit(strconv.FormatInt(bodyLimitOrDefault(opts.Config.BodyLimitBytes), 10) + "B")}
 	if opts.Config.RequestTimeout > 0 {
 		chain = append(chain, requestTimeout(opts.Config.RequestTimeout, func(route string) bool { return s.fromMemory[route] }))
@@ -93,6 +100,43 @@ func New(opts Options) *Server {
 		e.GET("/metrics", echo.WrapHandler(opts.Metrics.Handler()))
 	}
 	return s
+}
+
+// MarkPages runs mount, which registers the browser pages on the server's
+// Echo, and records every route it added as a page: the server answers a
+// refusal of a page's request before its handler (a malformed query, see
+// cleanQuery) with RefusePagesWith's HTML page. Call it while wiring,
+// before serving.
+func (s *Server) MarkPages(mount func(e *echo.Echo) error) error {
+	before := map[string]bool{}
+	for _, r := range s.echo.Routes() {
+		before[r.Method+" "+r.Path] = true
+	}
+	if err := mount(s.echo); err != nil {
+		return err
+	}
+	for _, r := range s.echo.Routes() {
+		if !before[r.Method+" "+r.Path] {
+			s.pages[r.Path] = true
+		}
+	}
+	return nil
+}
+
+// RefusePagesWith makes refuse the answer to a refusal of a browser page's
+// request that the server makes before the page's handler (MarkPages): the
+// pages' HTML error page, with their headers. Call it while wiring, before
+// serving.
+func (s *Server) RefusePagesWith(refuse func(c echo.Context, err error) error) { s.refusePage = refuse }
+
+// refuse answers err, a refusal made before the route's handler: with the
+// pages' HTML page on a browser page, else as the JSON error every API
+// refusal is (handleError).
+func (s *Server) refuse(c echo.Context, err error) error {
+	if s.refusePage != nil && s.pages[c.Path()] {
+		return s.refusePage(c, err)
+	}
+	return err
 }
 
 // ServeMetrics serves GET /metrics (and nothing else) on ln, for

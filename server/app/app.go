@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/portcullis-auth/portcullis/keys"
@@ -438,16 +439,28 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		signIn.Upstream, signIn.Once = ups, states.Once
 	}
 	srv.MountPAR(tokens, flow)
-	hosted, err := pages.Mount(srv.Echo(), cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn})
+	var (
+		hosted *pages.Pages
+		cons   *console.Console
+	)
+	err = srv.MarkPages(func(e *echo.Echo) error { // the hosted pages and the console are the browser's
+		var err error
+		hosted, err = pages.Mount(e, cfg, pages.Deps{Accounts: acc, Sessions: tokens, Logger: log, SignIn: signIn})
+		if err != nil {
+			return err
+		}
+		cons, err = console.New(console.Config{Issuer: cfg.Issuer}, console.Deps{Pages: hosted, Accounts: acc, Tokens: tokens,
+			Sessions: states.Browser, Once: states.Once, Logger: log})
+		if err != nil {
+			return err
+		}
+		cons.Register(e)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	cons, err := console.New(console.Config{Issuer: cfg.Issuer}, console.Deps{Pages: hosted, Accounts: acc, Tokens: tokens,
-		Sessions: states.Browser, Once: states.Once, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	cons.Register(srv.Echo())
+	srv.RefusePagesWith(hosted.Refuse)
 	srv.MountAdmin(acc, tokens)
 	if err := srv.MountOpenAPI(); err != nil {
 		return nil, err

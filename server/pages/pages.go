@@ -428,6 +428,13 @@ func (p *Pages) fail(c echo.Context, err error) error {
 		Intro: []string{ae.Description}})
 }
 
+// Refuse answers err as a page answers a refusal that is not about its
+// form, with the pages' headers: for the server's refusals of a page's
+// request before the page's handler runs (a malformed query).
+func (p *Pages) Refuse(c echo.Context, err error) error {
+	return p.headers(func(c echo.Context) error { return p.fail(c, err) })(c)
+}
+
 // signIn is the link to the application, when PORTCULLIS_APP_URL is set.
 func (p *Pages) signIn(text string) *link {
 	if p.cfg.AppURL == "" {

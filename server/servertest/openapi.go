@@ -9,9 +9,11 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -67,6 +69,9 @@ type openAPIChecker struct {
 	// transport are the responses of the HTTP server itself, by status
 	// (x-transport-responses): a reference into #/components/responses.
 	transport map[int]*openapi3.ResponseRef
+	// malformedQuery is the 400 answered for a malformed query string on
+	// any path whose operations answer no HTML (x-malformed-query-response).
+	malformedQuery *openapi3.ResponseRef
 
 	mu       sync.Mutex
 	compiler *jsonschema.Compiler
@@ -120,6 +125,13 @@ func newOpenAPIChecker(spec []byte) (*openAPIChecker, error) {
 		}
 		chk.transport[code] = &openapi3.ResponseRef{Ref: ref, Value: doc.Components.Responses[name].Value}
 	}
+	ext2, _ := doc.Extensions["x-malformed-query-response"].(map[string]any)
+	ref, _ := ext2["$ref"].(string)
+	name, ok := strings.CutPrefix(ref, "#/components/responses/")
+	if !ok || doc.Components.Responses[name] == nil {
+		return nil, errors.New("x-malformed-query-response must be a $ref into #/components/responses")
+	}
+	chk.malformedQuery = &openapi3.ResponseRef{Ref: ref, Value: doc.Components.Responses[name].Value}
 	if _, err := chk.schema("#/components/schemas/Error"); err != nil {
 		return nil, err
 	}
@@ -159,6 +171,10 @@ func (chk *openAPIChecker) check(req *http.Request, resp *http.Response, respBod
 		return chk.checkOptions(req, resp, respBody)
 	}
 	route, pathParams, err := chk.router.FindRoute(routingRequest(req))
+	if resp.StatusCode == http.StatusBadRequest && malformedQuery(req.URL.RawQuery) &&
+		chk.malformedQuery.Value.Content.Get(resp.Header.Get("Content-Type")) != nil && (err != nil || !answersHTML(route.Operation)) {
+		return chk.checkBody(chk.malformedQuery, resp, respBody, fmt.Sprintf("%s %s (a malformed query) 400", req.Method, req.URL.Path), "")
+	}
 	if err != nil {
 		var re *routers.RouteError
 		if !errors.As(err, &re) {
@@ -307,6 +323,35 @@ func (chk *openAPIChecker) checkUnrouted(req *http.Request, resp *http.Response,
 		return fmt.Errorf("%s: error %q, want %q", what, body.Error, code)
 	}
 	return nil
+}
+
+// malformedQuery reports whether the server refuses the query string raw
+// before the endpoint sees it: unparseable, or a parameter that is not
+// UTF-8 text or holds a NUL byte.
+func malformedQuery(raw string) bool {
+	vals, err := url.ParseQuery(raw)
+	if err != nil {
+		return true
+	}
+	for _, vs := range vals {
+		for _, v := range vs {
+			if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// answersHTML reports whether any response of op is an HTML page: the
+// operation is one of the browser pages.
+func answersHTML(op *openapi3.Operation) bool {
+	for _, r := range op.Responses.Map() {
+		if r.Value != nil && r.Value.Content.Get("text/html") != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // checkOptions: a CORS preflight is 204 without a body on any path; a plain

@@ -55,9 +55,6 @@ func TestAPIKeyLookupFailureIsCounted(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
 			s, seen := openSeeing(t, b.url(t))
-			if _, err := s.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
 			_, err := s.GetAPIKeyByHash(ctx, []byte("no such key"))
 			if !errors.Is(err, store.ErrNotFound) || *seen != nil {
 				t.Fatalf("unknown key: %v, the callbacks saw %v; want ErrNotFound and nothing failed", err, *seen)
@@ -77,9 +74,10 @@ func TestAPIKeyLookupFailureIsCounted(t *testing.T) {
 	}
 }
 
-// openSeeing opens a store on url, closed when the test ends, and returns
-// with it where a callback after every row statement (where the database
-// metrics read a statement's outcome) records that statement's error.
+// openSeeing opens and migrates a store on url, closed when the test ends,
+// and returns with it where a callback after every row statement (where the
+// database metrics read a statement's outcome) records that statement's
+// error.
 func openSeeing(t *testing.T, url string) (*Store, *error) {
 	t.Helper()
 	s, err := Open(context.Background(), url)
@@ -87,6 +85,9 @@ func openSeeing(t *testing.T, url string) (*Store, *error) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
+	if _, err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	seen := new(error)
 	if err := s.DB().Callback().Row().After("gorm:row").Register("test:seen", func(tx *gorm.DB) { *seen = tx.Error }); err != nil {
 		t.Fatal(err)
@@ -103,9 +104,6 @@ func TestUnstorableTextFindsNothing(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
 			s, _ := openSeeing(t, b.url(t))
-			if _, err := s.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
 			for _, id := range []string{"a\x00b", "\x00", "\xff"} {
 				if err := s.DeleteClient(ctx, id); !errors.Is(err, store.ErrNotFound) {
 					t.Errorf("DeleteClient(%q): %v, want ErrNotFound", id, err)
