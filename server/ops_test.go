@@ -74,6 +74,68 @@ func TestFailsClosedWhileRedisIsDown(t *testing.T) {
 	d.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(200)
 }
 
+// TestEveryRouteFailsClosed sweeps every route with Redis, then PostgreSQL,
+// stopped, asked with a super_admin's bearer token (issued before), their
+// console session and a client's credentials: nothing answers a 5xx other
+// than 503. With Redis down, where revocations and sessions live, nothing
+// that decides on a token or a session (the admin and account APIs, the
+// console, userinfo) answers with success; with PostgreSQL down some can,
+// soundly, from memory checked against Redis (the policy's roles, a copy
+// of the user whose version Redis still vouches for).
+func TestEveryRouteFailsClosed(t *testing.T) {
+	for _, down := range []string{"Redis", "PostgreSQL"} {
+		t.Run(down, func(t *testing.T) {
+			t.Parallel()
+			rd, pg := testservers.NewRedis(t), testservers.NewPostgres(t)
+			dbURL, err := testservers.CreateDatabase(pg.URL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			env := st.NewEnv(t, st.PostgresRedis)
+			env["PORTCULLIS_REDIS_URL"], env["PORTCULLIS_DATABASE_URL"], env["PORTCULLIS_TENANTS"] = rd.URL(), dbURL, "on"
+			in := st.Start(t, env)
+			fx := st.NewFixtures(t, in.App.Core)
+			secret := enrolTOTP(t, in, fx.User(t, "root@example.com", consolePassword, "super_admin")) // the console's operator
+			api := fx.User(t, "api@example.com", userPass, "super_admin")                              // the API's
+			webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}})
+			c := in.Client(t)
+			web := st.Basic("web", webSecret)
+			bearer := st.Bearer(c.PostForm("/oauth2/token", st.PasswordForm("api@example.com", userPass, ""), web).Token().AccessToken)
+			_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
+			session := st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
+			stop := rd.Stop
+			if down == "PostgreSQL" {
+				stop = pg.Stop
+			}
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range in.App.Server.Echo().Routes() {
+				parts := strings.Split(r.Path, "/")
+				for i, p := range parts {
+					if p == ":id" {
+						parts[i] = api.ID
+					} else if strings.HasPrefix(p, ":") {
+						parts[i] = "x"
+					}
+				}
+				path := strings.Join(parts, "/")
+				decides := down == "Redis" && (path == "/userinfo" || strings.HasPrefix(path, "/admin/") ||
+					strings.HasPrefix(path, "/auth/") || (strings.HasPrefix(path, "/console") && path != "/console/login"))
+				for _, auth := range []st.Option{bearer, session, web} {
+					resp := c.Do(r.Method, path, []byte("{}"), "application/json", auth)
+					switch {
+					case resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable:
+						t.Errorf("%s %s with %s down: %d %s", r.Method, path, down, resp.StatusCode, resp.Body)
+					case resp.StatusCode < 300 && decides:
+						t.Errorf("%s %s with %s down: %d, a success it cannot have checked", r.Method, path, down, resp.StatusCode)
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestReadyzFailsWhenPostgresIsDown: the same for the database.
 func TestReadyzFailsWhenPostgresIsDown(t *testing.T) {
 	pg := testservers.NewPostgres(t)
