@@ -571,6 +571,57 @@ func TestConsoleCookieOverHTTPS(t *testing.T) {
 	}
 }
 
+// TestEveryPageFormNeedsCSRF: every form a browser page posts, the
+// console's included, is refused (403) without its CSRF token, even from a
+// browser signed in to the console and the pages; the POSTs without one are
+// the API's, the authorization request and RP-initiated logout, which only
+// shows the page asking to confirm (the session stays).
+func TestEveryPageFormNeedsCSRF(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
+	fx := st.NewFixtures(t, in.App.Core)
+	root := fx.User(t, "root@example.com", consolePassword, "super_admin")
+	secret := enrolTOTP(t, in, root)
+	hc := siBrowser(t)
+	_, consoleCookie := consoleSignIn(t, in, hc, root.Email, secret, "/console")
+	cookies := []string{consoleCookie.Name + "=" + consoleCookie.Value}
+	for _, c := range hc.Jar.Cookies(mustURL(t, in.URL)) { // the pages' session and CSRF cookies
+		cookies = append(cookies, c.Name+"="+c.Value)
+	}
+	browser := st.WithHeader("Cookie", strings.Join(cookies, "; "))
+	noForm := func(path string) bool {
+		return strings.HasPrefix(path, "/admin/") || strings.HasPrefix(path, "/auth/") || path == "/userinfo" ||
+			slices.Contains([]string{"/oauth2/token", "/oauth2/introspect", "/oauth2/revoke", "/oauth2/par", "/oauth2/authorize"}, path)
+	}
+	c := in.Client(t)
+	forms := 0
+	for _, r := range in.App.Server.Echo().Routes() {
+		if r.Method != http.MethodPost || noForm(r.Path) {
+			continue
+		}
+		path := strings.ReplaceAll(r.Path, ":id", root.ID)
+		body := url.Values{"decision": {"logout"}, "name": {"x"}, "email": {"x@example.com"}, "role": {"user"}, "client_id": {"web"},
+			"user_id": {root.ID}, "username": {root.Email}, "password": {consolePassword}}.Encode()
+		resp := c.Do(r.Method, path, []byte(body), "application/x-www-form-urlencoded", browser)
+		if r.Path == "/oauth2/logout" {
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(resp.Body), "Sign out?") {
+				t.Fatalf("RP-initiated logout without an ID token: %d, want the page asking to confirm:\n%s", resp.StatusCode, resp.Body)
+			}
+			continue
+		}
+		forms++
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("POST %s without a CSRF token: %d, want 403", path, resp.StatusCode)
+		}
+	}
+	if forms < 15 {
+		t.Fatalf("only %d page forms: the sweep lost its routes", forms)
+	}
+	if p := siGet(t, hc, in.URL+"/console/users"); p.StatusCode != http.StatusOK {
+		t.Fatalf("the console session after the sweep: %d", p.StatusCode)
+	}
+}
+
 // TestConsoleFailsClosed: when the token state (Redis) cannot be reached,
 // a console request with a session cookie answers 503 and reveals nothing;
 // it is never taken for "signed out" (no redirect to a sign-in that could
