@@ -40,8 +40,8 @@ func (s *Server) MountOpenAPI() error {
 	htmlDoc := staticDoc{body: page, contentType: "text/html; charset=utf-8", etag: strongETag(page),
 		csp: "default-src 'none'; style-src '" + styleHash + "'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"}
 	s.echo.GET("/openapi.yaml", yamlDoc.serve)
-	// The reference is a page a browser opens: a malformed query is left
-	// to it (see cleanQuery), and it reads none.
+	// The reference is a page a browser opens: a malformed query is
+	// answered with the pages' HTML error page (see cleanQuery).
 	return s.MarkPages(func(e *echo.Echo) error {
 		e.GET("/docs", htmlDoc.serve)
 		return nil

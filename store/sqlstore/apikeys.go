@@ -185,7 +185,7 @@ func (s *Store) ListAPIKeys(ctx context.Context, ownerID, cursor string, limit i
 	if len(rows) > limit {
 		rows = rows[:limit]
 		last := rows[len(rows)-1]
-		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+		page.NextCursor = EncodeCursor(last.CreatedAt, last.ID)
 	}
 	page.Items = make([]store.APIKey, 0, len(rows))
 	for _, r := range rows {

@@ -95,7 +95,7 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) (store.Page[
 	if len(rows) > limit {
 		rows = rows[:limit]
 		last := rows[len(rows)-1]
-		page.NextCursor = encodeCursor(last.OccurredAt, last.ID)
+		page.NextCursor = EncodeCursor(last.OccurredAt, last.ID)
 	}
 	page.Items = make([]store.AuditEvent, 0, len(rows))
 	for _, r := range rows {

@@ -27,8 +27,6 @@ type pageCursor struct {
 	I string    `json:"i"`
 }
 
-func encodeCursor(t time.Time, id string) string { return EncodeCursor(t, id) }
-
 // decodeCursor is DecodeCursor for the store's own queries: the time as
 // the store keeps times (UTC, microseconds).
 func decodeCursor(s string) (c pageCursor, ok bool, err error) {
@@ -83,7 +81,7 @@ func oldestFirst[R any](q *gorm.DB, cur pageCursor, hasCur bool, limit int, key 
 	}
 	if len(rows) > limit {
 		rows = rows[:limit]
-		next = encodeCursor(key(rows[len(rows)-1]))
+		next = EncodeCursor(key(rows[len(rows)-1]))
 	}
 	return rows, next, nil
 }

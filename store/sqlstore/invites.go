@@ -127,7 +127,7 @@ func (s *Store) listInvites(ctx context.Context, tenantID *string, cursor string
 	if len(rows) > limit {
 		rows = rows[:limit]
 		last := rows[len(rows)-1]
-		page.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+		page.NextCursor = EncodeCursor(last.CreatedAt, last.ID)
 	}
 	page.Items = make([]store.Invite, len(rows))
 	for i, r := range rows {
