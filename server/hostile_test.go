@@ -267,7 +267,8 @@ func TestHostileInput(t *testing.T) {
 // handlers both run), and every answer is also held to the OpenAPI
 // description by the test client:
 //   - ids no store can hold (a NUL byte, invalid UTF-8, which PostgreSQL
-//     refuses as an error of its own) in every path parameter answer a 4xx;
+//     refuses as an error of its own) in every path parameter never answer a
+//     5xx (nothing holds them: an API that reads the id answers 404);
 //   - a malformed query string (unparseable, a parameter with a NUL byte or
 //     invalid UTF-8) answers 400 invalid_request as JSON on the API, and the
 //     browser pages answer it themselves, with an HTML page.
