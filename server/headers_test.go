@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server"
+	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
 
@@ -96,4 +97,52 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// TestEveryRouteSendsSecurityHeaders sweeps every route, asked with a
+// super_admin's bearer token and with a console session, and holds every
+// answer, refusals included, to the headers the OpenAPI description
+// promises: X-Content-Type-Options nosniff, X-Frame-Options DENY, a
+// Content-Security-Policy (on an HTML page: nothing by default and no
+// framing), an X-Request-Id, and Cache-Control no-store on the admin,
+// account and console answers.
+func TestEveryRouteSendsSecurityHeaders(t *testing.T) {
+	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
+	fx := st.NewFixtures(t, in.App.Core)
+	secret := enrolTOTP(t, in, fx.User(t, "root@example.com", consolePassword, "super_admin")) // the console's operator
+	api := fx.User(t, "api@example.com", userPass, "super_admin")                              // the API's
+	webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}})
+	c := in.Client(t)
+	bearer := st.Bearer(c.PostForm("/oauth2/token", st.PasswordForm("api@example.com", userPass, ""), st.Basic("web", webSecret)).Token().AccessToken)
+	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
+	session := st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
+	for _, r := range in.App.Server.Echo().Routes() {
+		parts := strings.Split(r.Path, "/")
+		for i, p := range parts {
+			if p == ":id" {
+				parts[i] = api.ID
+			} else if strings.HasPrefix(p, ":") {
+				parts[i] = "x"
+			}
+		}
+		path := strings.Join(parts, "/")
+		private := strings.HasPrefix(path, "/admin/") || strings.HasPrefix(path, "/auth/") || strings.HasPrefix(path, "/console")
+		for _, auth := range []st.Option{bearer, session} {
+			resp := c.Do(r.Method, path, nil, "", auth)
+			h, what := resp.Header, r.Method+" "+path+" ("+http.StatusText(resp.StatusCode)+")"
+			csp := h.Get("Content-Security-Policy")
+			switch {
+			case h.Get("X-Content-Type-Options") != "nosniff", h.Get("X-Frame-Options") != "DENY":
+				t.Errorf("%s: X-Content-Type-Options %q, X-Frame-Options %q", what, h.Get("X-Content-Type-Options"), h.Get("X-Frame-Options"))
+			case csp == "",
+				strings.HasPrefix(h.Get("Content-Type"), "text/html") &&
+					(!strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'")):
+				t.Errorf("%s: Content-Security-Policy %q", what, csp)
+			case h.Get("X-Request-Id") == "":
+				t.Errorf("%s: no X-Request-Id", what)
+			case private && !strings.Contains(h.Get("Cache-Control"), "no-store"):
+				t.Errorf("%s: Cache-Control %q", what, h.Get("Cache-Control"))
+			}
+		}
+	}
 }
