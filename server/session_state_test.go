@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -332,5 +333,53 @@ func TestRevocationOutlivesTheServerTokenLifetime(t *testing.T) {
 			time.Sleep(4 * time.Second) // past the server's access-token lifetime, well within the client's
 			a.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectError(http.StatusUnauthorized, "invalid_token")
 		})
+	}
+}
+
+// TestRevocationOnEveryRouteAcrossInstances: an access token revoked
+// through one instance is refused by the other at once on every route that
+// takes a bearer token (found as the routes that answer 401 without one):
+// each answers 401 invalid_token, where a read of each answered otherwise
+// just before. The destructive methods are only tried after the
+// revocation, which they must refuse.
+func TestRevocationOnEveryRouteAcrossInstances(t *testing.T) {
+	env := st.NewEnv(t, st.PostgresRedis)
+	env["PORTCULLIS_ISSUER"] = "http://auth.portcullis.test" // one issuer for the deployment
+	env["PORTCULLIS_TENANTS"] = "on"
+	a, b := st.Start(t, env), st.Start(t, env)
+	fx := st.NewFixtures(t, a.App.Core)
+	api := fx.User(t, "api@example.com", userPass, "super_admin")
+	webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}})
+	ca, cb := a.Client(t), b.Client(t)
+	tok := ca.PostForm("/oauth2/token", st.PasswordForm(api.Email, userPass, ""), st.Basic("web", webSecret)).Token()
+	bearer := st.Bearer(tok.AccessToken)
+	type route struct{ method, path string }
+	var protected []route
+	for _, r := range b.App.Server.Echo().Routes() {
+		parts := strings.Split(r.Path, "/")
+		for i, p := range parts {
+			if p == ":id" {
+				parts[i] = api.ID
+			} else if strings.HasPrefix(p, ":") {
+				parts[i] = "x"
+			}
+		}
+		rt := route{r.Method, strings.Join(parts, "/")}
+		if cb.Do(rt.method, rt.path, nil, "").StatusCode != http.StatusUnauthorized {
+			continue
+		}
+		protected = append(protected, rt)
+		if rt.method == http.MethodGet {
+			if resp := cb.Do(rt.method, rt.path, nil, "", bearer); resp.StatusCode == http.StatusUnauthorized {
+				t.Fatalf("GET %s refuses the live token: %s", rt.path, resp.Body)
+			}
+		}
+	}
+	if len(protected) < 40 {
+		t.Fatalf("only %d routes take a bearer token: the sweep lost its routes", len(protected))
+	}
+	ca.PostForm("/oauth2/revoke", url.Values{"token": {tok.AccessToken}}, st.Basic("web", webSecret)).ExpectStatus(http.StatusOK)
+	for _, rt := range protected {
+		cb.Do(rt.method, rt.path, []byte("{}"), "application/json", bearer).ExpectError(http.StatusUnauthorized, "invalid_token")
 	}
 }
