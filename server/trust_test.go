@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/portcullis-auth/portcullis/server"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
@@ -52,14 +53,12 @@ func TestAdminNeedsIssuerAudience(t *testing.T) {
 			}
 			adminTok := login("console", consoleSecret)
 
-			for _, r := range []struct{ method, path string }{
-				{"GET", "/admin/users"}, {"GET", "/admin/clients"}, {"POST", "/admin/keys/rotate"},
-				{"POST", "/admin/clients"}, {"DELETE", "/admin/clients/console"}, {"GET", "/admin/audit"},
-			} {
-				resp := c.Do(r.method, r.path, []byte(`{}`), "application/json", st.Bearer(apiTok.AccessToken))
+			for _, r := range server.AdminRoutes() {
+				path := adminPath(r.Path, "usr_nobody")
+				resp := c.Do(r.Method, path, []byte(`{}`), "application/json", st.Bearer(apiTok.AccessToken))
 				resp.ExpectError(http.StatusUnauthorized, "invalid_token")
 				if h := resp.Header.Get("WWW-Authenticate"); h != `Bearer error="invalid_token"` {
-					t.Fatalf("%s %s: WWW-Authenticate %q", r.method, r.path, h)
+					t.Fatalf("%s %s: WWW-Authenticate %q", r.Method, path, h)
 				}
 			}
 			var list struct {
