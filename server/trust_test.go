@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/portcullis-auth/portcullis/server"
@@ -229,4 +230,58 @@ func TestRolesFollowGrant(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOnlyUserAccessTokensAuthenticate: at every route of Portcullis that
+// takes a bearer token (the routes that answer 401 without one), the other
+// credentials a super_admin's session or a client holds are refused with
+// 401: an API key of theirs, their refresh token, their ID token and a
+// client_credentials token whose audience names the issuer.
+func TestOnlyUserAccessTokensAuthenticate(t *testing.T) {
+	env := st.NewEnv(t, st.PostgresRedis)
+	env["PORTCULLIS_TENANTS"] = "on"
+	in := st.Start(t, env)
+	fx := st.NewFixtures(t, in.App.Core)
+	root := fx.User(t, rootEmail, rootPass, "super_admin")
+	webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}})
+	svcSecret := fx.Client(t, clients.Spec{ID: "svc", Grants: []string{"client_credentials"}, Audiences: []string{"api", fx.Issuer()}})
+	c := in.Client(t)
+	tok := c.PostForm("/oauth2/token", st.PasswordForm(rootEmail, rootPass, "openid"), st.Basic("web", webSecret)).Token()
+	var key struct {
+		Key string `json:"key"`
+	}
+	c.PostJSON("/auth/api-keys", map[string]any{"name": "k", "scopes": []string{"users:read"}}, st.Bearer(tok.AccessToken)).
+		ExpectStatus(http.StatusCreated).JSON(&key)
+	cc := c.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic("svc", svcSecret)).Token()
+	others := map[string]string{"API key": key.Key, "refresh token": tok.RefreshToken, "ID token": tok.IDToken, "client token": cc.AccessToken}
+	for name, v := range others {
+		if v == "" {
+			t.Fatalf("no %s to try", name)
+		}
+	}
+	routes := 0
+	for _, r := range in.App.Server.Echo().Routes() {
+		parts := strings.Split(r.Path, "/")
+		for i, p := range parts {
+			if p == ":id" {
+				parts[i] = root.ID
+			} else if strings.HasPrefix(p, ":") {
+				parts[i] = "x"
+			}
+		}
+		path := strings.Join(parts, "/")
+		if c.Do(r.Method, path, nil, "").StatusCode != http.StatusUnauthorized {
+			continue
+		}
+		routes++
+		for name, v := range others {
+			if resp := c.Do(r.Method, path, []byte("{}"), "application/json", st.Bearer(v)); resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s %s with the %s: %d %s", r.Method, path, name, resp.StatusCode, resp.Body)
+			}
+		}
+	}
+	if routes < 40 {
+		t.Fatalf("only %d routes take a bearer token: the sweep lost its routes", routes)
+	}
+	c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(http.StatusOK) // the access token itself still works
 }
