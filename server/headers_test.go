@@ -117,15 +117,7 @@ func TestEveryRouteSendsSecurityHeaders(t *testing.T) {
 	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
 	session := st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
 	for _, r := range in.App.Server.Echo().Routes() {
-		parts := strings.Split(r.Path, "/")
-		for i, p := range parts {
-			if p == ":id" {
-				parts[i] = api.ID
-			} else if strings.HasPrefix(p, ":") {
-				parts[i] = "x"
-			}
-		}
-		path := strings.Join(parts, "/")
+		path := routeFor(r.Path, api.ID)
 		private := strings.HasPrefix(path, "/admin/") || strings.HasPrefix(path, "/auth/") || strings.HasPrefix(path, "/console")
 		for _, auth := range []st.Option{bearer, session} {
 			resp := c.Do(r.Method, path, nil, "", auth)

@@ -285,15 +285,7 @@ func TestHostileRoutes(t *testing.T) {
 	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
 	session := st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
 	// with is the route's path with every parameter v.
-	with := func(route, v string) string {
-		parts := strings.Split(route, "/")
-		for i, p := range parts {
-			if strings.HasPrefix(p, ":") {
-				parts[i] = v
-			}
-		}
-		return strings.Join(parts, "/")
-	}
+	with := func(route, v string) string { return fillRoute(route, func(string) string { return v }) }
 	t.Run("unstorable ids", func(t *testing.T) {
 		routes := 0
 		for _, r := range in.App.Server.Echo().Routes() {
@@ -380,4 +372,27 @@ func TestLoginTimingHidesAccounts(t *testing.T) {
 		}
 	}
 	t.Fatalf("login timing reveals accounts in five rounds: known %s vs unknown %s", mk, mu)
+}
+
+// fillRoute is the route template (Echo's, with ":name" parameters) with
+// each parameter replaced by value(name).
+func fillRoute(route string, value func(param string) string) string {
+	parts := strings.Split(route, "/")
+	for i, p := range parts {
+		if name, ok := strings.CutPrefix(p, ":"); ok {
+			parts[i] = value(name)
+		}
+	}
+	return strings.Join(parts, "/")
+}
+
+// routeFor is the route template with its ":id" the user id and every
+// other parameter "x", for the sweeps over every route.
+func routeFor(route, id string) string {
+	return fillRoute(route, func(name string) string {
+		if name == "id" {
+			return id
+		}
+		return "x"
+	})
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -356,15 +355,7 @@ func TestRevocationOnEveryRouteAcrossInstances(t *testing.T) {
 	type route struct{ method, path string }
 	var protected []route
 	for _, r := range b.App.Server.Echo().Routes() {
-		parts := strings.Split(r.Path, "/")
-		for i, p := range parts {
-			if p == ":id" {
-				parts[i] = api.ID
-			} else if strings.HasPrefix(p, ":") {
-				parts[i] = "x"
-			}
-		}
-		rt := route{r.Method, strings.Join(parts, "/")}
+		rt := route{r.Method, routeFor(r.Path, api.ID)}
 		if cb.Do(rt.method, rt.path, nil, "").StatusCode != http.StatusUnauthorized {
 			continue
 		}

@@ -5,7 +5,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/portcullis-auth/portcullis/server"
@@ -261,15 +260,7 @@ func TestOnlyUserAccessTokensAuthenticate(t *testing.T) {
 	}
 	routes := 0
 	for _, r := range in.App.Server.Echo().Routes() {
-		parts := strings.Split(r.Path, "/")
-		for i, p := range parts {
-			if p == ":id" {
-				parts[i] = root.ID
-			} else if strings.HasPrefix(p, ":") {
-				parts[i] = "x"
-			}
-		}
-		path := strings.Join(parts, "/")
+		path := routeFor(r.Path, root.ID)
 		if c.Do(r.Method, path, nil, "").StatusCode != http.StatusUnauthorized {
 			continue
 		}
