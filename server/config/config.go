@@ -514,7 +514,7 @@ func (c *Config) derive() []string {
 // suffix of it).
 func (c *Config) deriveWebAuthn() []string {
 	iss, err := url.Parse(c.Issuer)
-	if err != nil || c.Issuer == "" {
+	if err != nil || validIssuer(c.Issuer) != nil {
 		return nil // reported with the issuer
 	}
 	if c.WebAuthnRPID == "" {
@@ -531,7 +531,11 @@ func (c *Config) deriveWebAuthn() []string {
 	}
 	var errs []string
 	for _, o := range c.WebAuthnOrigins {
-		u, _ := url.Parse(o)
+		u, err := url.Parse(o)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("PORTCULLIS_WEBAUTHN_ORIGINS (--webauthn-origins): %q is not an origin", o))
+			continue
+		}
 		if h := u.Hostname(); h != c.WebAuthnRPID && !strings.HasSuffix(h, "."+c.WebAuthnRPID) {
 			errs = append(errs, fmt.Sprintf("PORTCULLIS_WEBAUTHN_ORIGINS (--webauthn-origins): the origin %q is not on the domain of the RP ID %q (PORTCULLIS_WEBAUTHN_RP_ID); list the origins of the sign-in pages", o, c.WebAuthnRPID))
 		}

@@ -205,6 +205,7 @@ func TestWebAuthnRelyingParty(t *testing.T) {
 			"PORTCULLIS_WEBAUTHN_ORIGINS": "https://auth.example.com.evil.test"}, wantErr: "PORTCULLIS_WEBAUTHN_ORIGINS"},
 		{name: "fail/an RP ID the IP issuer's origin is not on", env: map[string]string{"PORTCULLIS_ISSUER": "http://127.0.0.1:8080",
 			"PORTCULLIS_WEBAUTHN_RP_ID": "localhost"}, wantErr: "PORTCULLIS_WEBAUTHN_ORIGINS"},
+		{name: "fail/issuer without a scheme", env: map[string]string{"PORTCULLIS_ISSUER": "//0"}, wantErr: "PORTCULLIS_ISSUER"}, // FuzzLoad: panicked
 		{name: "fail/suffix trick", env: map[string]string{"PORTCULLIS_ISSUER": "https://auth.example.com",
 			"PORTCULLIS_WEBAUTHN_RP_ID": "ample.com"}, wantErr: "PORTCULLIS_WEBAUTHN_ORIGINS"},
 	}
