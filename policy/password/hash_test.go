@@ -457,3 +457,30 @@ func TestHashesInReusedMemory(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// FuzzDecodeArgon2: a stored hash is input Portcullis did not necessarily
+// write (imported from another system): decoding never panics, refuses what
+// it cannot use with ErrMalformedHash or ErrUnsupportedHash, bounds the
+// cost it accepts, and what it accepts encodes back to the same string
+// (less carriage returns and newlines, which base64 decoding skips).
+func FuzzDecodeArgon2(f *testing.F) {
+	f.Add("v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g")
+	f.Add("v=16$m=8,t=1,p=1$c2FsdA$aGFzaA")
+	f.Add("v=19$m=4294967295,t=1,p=1$$")
+	f.Add("v=19$m=08,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g")
+	f.Fuzz(func(t *testing.T, s string) {
+		p, salt, key, err := decodeArgon2(s)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedHash) && !errors.Is(err, ErrUnsupportedHash) {
+				t.Fatalf("%q: %v, want ErrMalformedHash or ErrUnsupportedHash", s, err)
+			}
+			return
+		}
+		if p.Memory > MaxMemoryKiB || p.Time > MaxTime || p.Threads < 1 {
+			t.Fatalf("%q: accepted parameters %s", s, p)
+		}
+		if got := strings.TrimPrefix(encodePHC("argon2id", p, salt, key), "$argon2id$"); got != strings.NewReplacer("\r", "", "\n", "").Replace(s) {
+			t.Fatalf("%q decodes to %s, which encodes as %q", s, p, got)
+		}
+	})
+}
