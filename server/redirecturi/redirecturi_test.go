@@ -123,3 +123,38 @@ func TestWithQuery(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMatch: a redirect URI from the authorization request matches a
+// registered one only when it is that string, or when both are http
+// loopback IP literals that differ in the port alone (RFC 8252 §7.3): the
+// same host, path, query and fragment, no user information, a valid port.
+func FuzzMatch(f *testing.F) {
+	f.Add("http://127.0.0.1/cb", "http://127.0.0.1:8080/cb")
+	f.Add("http://[::1]/cb?x=1", "http://[::1]:51004/cb?x=1")
+	f.Add("http://127.0.0.1/cb", "http://x@127.0.0.1:9/cb")
+	f.Add("https://app.example/cb", "https://app.example/cb")
+	f.Add("http://127.0.0.1/cb", "http://127.0.0.1:80@evil.example/cb")
+	f.Fuzz(func(t *testing.T, registered, presented string) {
+		got, err := Match([]string{registered}, presented)
+		if err != nil {
+			return
+		}
+		if got != registered {
+			t.Fatalf("Match returned %q, not the registered %q", got, registered)
+		}
+		if presented == registered {
+			return
+		}
+		r, err1 := url.Parse(registered)
+		p, err2 := url.Parse(presented)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%q matched %q, which do not both parse", presented, registered)
+		}
+		same := r.Scheme == "http" && p.Scheme == "http" && IsLoopbackIP(p.Hostname()) && r.Hostname() == p.Hostname() &&
+			p.User == nil && r.User == nil && r.EscapedPath() == p.EscapedPath() && r.RawQuery == p.RawQuery &&
+			r.Fragment == p.Fragment && r.Opaque == "" && p.Opaque == "" && validPort(p.Port())
+		if !same {
+			t.Fatalf("%q matched the registered %q", presented, registered)
+		}
+	})
+}
