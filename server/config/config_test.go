@@ -227,3 +227,20 @@ func TestWebAuthnRelyingParty(t *testing.T) {
 		})
 	}
 }
+
+// FuzzLoadPair is FuzzLoad with two settings at once, for the checks that
+// relate settings (the WebAuthn relying party and the issuer, the token
+// lifetimes, the rotation interval and the publication delay): Load never
+// panics, and a configuration it accepts has an address.
+func FuzzLoadPair(f *testing.F) {
+	f.Add("PORTCULLIS_ISSUER", "https://auth.example.com", "PORTCULLIS_WEBAUTHN_RP_ID", "example.com")
+	f.Add("PORTCULLIS_ISSUER", "http://127.0.0.1:8080", "PORTCULLIS_WEBAUTHN_ORIGINS", "https://a.example")
+	f.Add("PORTCULLIS_ACCESS_TOKEN_TTL", "1h", "PORTCULLIS_MAX_CLIENT_TOKEN_TTL", "1m")
+	f.Add("PORTCULLIS_KEY_ROTATION_INTERVAL", "5s", "PORTCULLIS_KEY_SYNC_INTERVAL", "1h")
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2 string) {
+		c, err := Load(nil, envOf(map[string]string{k1: v1, k2: v2}))
+		if err == nil && c.Addr == "" {
+			t.Fatal("valid config without address")
+		}
+	})
+}
