@@ -9,11 +9,9 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"unicode/utf8"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -171,7 +169,7 @@ func (chk *openAPIChecker) check(req *http.Request, resp *http.Response, respBod
 		return chk.checkOptions(req, resp, respBody)
 	}
 	route, pathParams, err := chk.router.FindRoute(routingRequest(req))
-	if resp.StatusCode == http.StatusBadRequest && malformedQuery(req.URL.RawQuery) &&
+	if resp.StatusCode == http.StatusBadRequest && server.QueryRefusal(req.URL.RawQuery) != nil &&
 		chk.malformedQuery.Value.Content.Get(resp.Header.Get("Content-Type")) != nil && (err != nil || !answersHTML(route.Operation)) {
 		return chk.checkBody(chk.malformedQuery, resp, respBody, fmt.Sprintf("%s %s (a malformed query) 400", req.Method, req.URL.Path), "")
 	}
@@ -323,24 +321,6 @@ func (chk *openAPIChecker) checkUnrouted(req *http.Request, resp *http.Response,
 		return fmt.Errorf("%s: error %q, want %q", what, body.Error, code)
 	}
 	return nil
-}
-
-// malformedQuery reports whether the server refuses the query string raw
-// before the endpoint sees it: unparseable, or a parameter that is not
-// UTF-8 text or holds a NUL byte.
-func malformedQuery(raw string) bool {
-	vals, err := url.ParseQuery(raw)
-	if err != nil {
-		return true
-	}
-	for _, vs := range vals {
-		for _, v := range vs {
-			if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // answersHTML reports whether any response of op is an HTML page: the
