@@ -116,24 +116,31 @@ func newOpenAPIChecker(spec []byte) (*openAPIChecker, error) {
 	ext, _ := doc.Extensions["x-transport-responses"].(map[string]any)
 	for status, v := range ext {
 		code, err := strconv.Atoi(status)
-		ref, _ := v.(map[string]any)["$ref"].(string)
-		name, ok := strings.CutPrefix(ref, "#/components/responses/")
-		if err != nil || !ok || doc.Components.Responses[name] == nil {
+		ref := componentResponse(doc, v)
+		if err != nil || ref == nil {
 			return nil, fmt.Errorf("x-transport-responses: %q must map a status to a $ref into #/components/responses", status)
 		}
-		chk.transport[code] = &openapi3.ResponseRef{Ref: ref, Value: doc.Components.Responses[name].Value}
+		chk.transport[code] = ref
 	}
-	ext2, _ := doc.Extensions["x-malformed-query-response"].(map[string]any)
-	ref, _ := ext2["$ref"].(string)
-	name, ok := strings.CutPrefix(ref, "#/components/responses/")
-	if !ok || doc.Components.Responses[name] == nil {
+	if chk.malformedQuery = componentResponse(doc, doc.Extensions["x-malformed-query-response"]); chk.malformedQuery == nil {
 		return nil, errors.New("x-malformed-query-response must be a $ref into #/components/responses")
 	}
-	chk.malformedQuery = &openapi3.ResponseRef{Ref: ref, Value: doc.Components.Responses[name].Value}
 	if _, err := chk.schema("#/components/schemas/Error"); err != nil {
 		return nil, err
 	}
 	return chk, nil
+}
+
+// componentResponse is the response v (an extension's {"$ref": ...}) names
+// among the document's #/components/responses, or nil.
+func componentResponse(doc *openapi3.T, v any) *openapi3.ResponseRef {
+	m, _ := v.(map[string]any)
+	ref, _ := m["$ref"].(string)
+	name, ok := strings.CutPrefix(ref, "#/components/responses/")
+	if !ok || doc.Components.Responses[name] == nil {
+		return nil
+	}
+	return &openapi3.ResponseRef{Ref: ref, Value: doc.Components.Responses[name].Value}
 }
 
 // schema compiles the schema at a JSON pointer of the document once.
