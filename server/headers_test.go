@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server"
-	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
 
@@ -108,14 +107,8 @@ func selfSignedCert(t *testing.T) (certFile, keyFile string) {
 // account and console answers.
 func TestEveryRouteSendsSecurityHeaders(t *testing.T) {
 	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
-	fx := st.NewFixtures(t, in.App.Core)
-	secret := enrolTOTP(t, in, fx.User(t, "root@example.com", consolePassword, "super_admin")) // the console's operator
-	api := fx.User(t, "api@example.com", userPass, "super_admin")                              // the API's
-	webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}})
-	c := in.Client(t)
-	bearer := st.Bearer(c.PostForm("/oauth2/token", st.PasswordForm("api@example.com", userPass, ""), st.Basic("web", webSecret)).Token().AccessToken)
-	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
-	session := st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
+	who := newSweepActors(t, in)
+	c, api, bearer, session := in.Client(t), who.api, who.bearer, who.session
 	for _, r := range in.App.Server.Echo().Routes() {
 		path := routeFor(r.Path, api.ID)
 		private := strings.HasPrefix(path, "/admin/") || strings.HasPrefix(path, "/auth/") || strings.HasPrefix(path, "/console")

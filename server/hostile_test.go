@@ -16,6 +16,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 var b64 = base64.RawURLEncoding.EncodeToString
@@ -276,14 +277,8 @@ func TestHostileRoutes(t *testing.T) {
 	env := st.NewEnv(t, st.PostgresRedis)
 	env["PORTCULLIS_TENANTS"] = "on"
 	in := st.Start(t, env)
-	fx := st.NewFixtures(t, in.App.Core)
-	secret := enrolTOTP(t, in, fx.User(t, "root@example.com", consolePassword, "super_admin")) // the console's operator
-	fx.User(t, "api@example.com", userPass, "super_admin")                                     // the API's
-	webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}})
-	c := in.Client(t)
-	bearer := st.Bearer(c.PostForm("/oauth2/token", st.PasswordForm("api@example.com", userPass, ""), st.Basic("web", webSecret)).Token().AccessToken)
-	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
-	session := st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
+	who := newSweepActors(t, in)
+	c, bearer, session := in.Client(t), who.bearer, who.session
 	// with is the route's path with every parameter v.
 	with := func(route, v string) string { return fillRoute(route, func(string) string { return v }) }
 	t.Run("unstorable ids", func(t *testing.T) {
@@ -395,4 +390,27 @@ func routeFor(route, id string) string {
 		}
 		return "x"
 	})
+}
+
+// sweepActors are the credentials the route sweeps ask with: a
+// super_admin's bearer token (client "web", whose audiences hold the
+// issuer), another super_admin's console session (TOTP enrolled, as the
+// console asks), and web's client credentials; api is the bearer's user.
+type sweepActors struct {
+	api                  store.User
+	bearer, session, web st.Option
+}
+
+// newSweepActors creates the users and the client of sweepActors on in and
+// signs them in.
+func newSweepActors(t *testing.T, in *st.Instance) sweepActors {
+	t.Helper()
+	fx := st.NewFixtures(t, in.App.Core)
+	secret := enrolTOTP(t, in, fx.User(t, "root@example.com", consolePassword, "super_admin")) // the console's operator
+	a := sweepActors{api: fx.User(t, "api@example.com", userPass, "super_admin")}              // the API's
+	a.web = st.Basic("web", fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}}))
+	a.bearer = st.Bearer(in.Client(t).PostForm("/oauth2/token", st.PasswordForm(a.api.Email, userPass, ""), a.web).Token().AccessToken)
+	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
+	a.session = st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
+	return a
 }

@@ -94,15 +94,8 @@ func TestEveryRouteFailsClosed(t *testing.T) {
 			env := st.NewEnv(t, st.PostgresRedis)
 			env["PORTCULLIS_REDIS_URL"], env["PORTCULLIS_DATABASE_URL"], env["PORTCULLIS_TENANTS"] = rd.URL(), dbURL, "on"
 			in := st.Start(t, env)
-			fx := st.NewFixtures(t, in.App.Core)
-			secret := enrolTOTP(t, in, fx.User(t, "root@example.com", consolePassword, "super_admin")) // the console's operator
-			api := fx.User(t, "api@example.com", userPass, "super_admin")                              // the API's
-			webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}})
-			c := in.Client(t)
-			web := st.Basic("web", webSecret)
-			bearer := st.Bearer(c.PostForm("/oauth2/token", st.PasswordForm("api@example.com", userPass, ""), web).Token().AccessToken)
-			_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
-			session := st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
+			who := newSweepActors(t, in)
+			c, api, bearer, session, web := in.Client(t), who.api, who.bearer, who.session, who.web
 			stop := rd.Stop
 			if down == "PostgreSQL" {
 				stop = pg.Stop
