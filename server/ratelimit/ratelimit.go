@@ -148,9 +148,12 @@ func Hash(subject string) string {
 // The throttle reserves, it does not peek: CheckLogin counts the attempt as a
 // failure before the password is checked (LoginSucceeded takes it back), and
 // from the limit on an attempt is admitted only if it is the first to open
-// the account's delay window. Both steps are one atomic Hit of the shared
+// the account's delay window. Both steps are atomic counts of the shared
 // token state, so however many attempts arrive at once, from however many
-// addresses and instances, exactly one is admitted per window.
+// addresses and instances, exactly one is admitted per window. A success
+// racing with the attempt that opens a window cannot leave that window
+// behind: the attempt reads the failures with its hit and closes a window
+// they no longer warrant.
 
 // CheckLogin reserves one password check of login by a client at ip, or
 // refuses it (429 with Retry-After; 503 when the token state cannot be
@@ -201,13 +204,30 @@ func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 		return nil
 	}
 	// The n-th attempt (n ≥ limit) opens the next delay window; of the
-	// attempts racing for it, only the one whose Hit starts it goes on.
-	won, reset, err := l.c.Hit(ctx, lockKey, LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), now)
+	// attempts racing for it, only the one whose hit starts it goes on.
+	// The failures are read again with that hit (one atomic round trip
+	// where the token state allows): a success may have cleared them
+	// since they were counted above, and a window opened after that
+	// clear belongs to no failures. Left in place, it would refuse the
+	// account's next attempt (the person who has just signed in) for the
+	// whole delay; it is closed at once instead, and this attempt goes on
+	// as the first after a success would.
+	opened, err := l.c.CountSteps(ctx, now,
+		store.CounterStep{Key: lockKey, Window: LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), StopAbove: 1},
+		store.CounterStep{Key: failKey, StopAbove: math.MaxInt64})
 	if err != nil {
 		return unavailable(err)
 	}
-	if won > 1 {
-		return l.throttled(reset)
+	if len(opened) > 0 && opened[0].Count > 1 {
+		return l.throttled(opened[0].ResetIn)
+	}
+	if len(opened) != 2 {
+		return unavailable(fmt.Errorf("%d counts for the delay window's 2 steps", len(opened)))
+	}
+	if opened[1].Count < l.rules.LoginFailureLimit {
+		if err := l.c.ResetCounters(ctx, lockKey); err != nil {
+			return unavailable(err)
+		}
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/redisstate"
 	"github.com/portcullis-auth/portcullis/store/sqlstate"
 	"github.com/portcullis-auth/portcullis/store/sqlstore"
@@ -201,6 +202,127 @@ func TestCheckLoginRefusesInOrder(t *testing.T) {
 			for i := range 5 {
 				if err := open.CheckLogin(context.Background(), "198.51.100.1", "other@example.com"); err != nil {
 					t.Fatalf("address limit off, check %d: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
+// clearBeforeDelay is the token state with a success's clear slipped in
+// just before the hit that opens an account's delay window: the moment a
+// person signs in while another attempt on the account is between
+// counting its failure and opening the window.
+type clearBeforeDelay struct {
+	Counters
+	lockKey string
+	clear   func()
+	cleared atomic.Bool
+}
+
+func (c *clearBeforeDelay) CountSteps(ctx context.Context, now time.Time, steps ...store.CounterStep) ([]store.CounterCount, error) {
+	if len(steps) > 0 && steps[0].Key == c.lockKey && steps[0].Window > 0 && c.cleared.CompareAndSwap(false, true) {
+		c.clear()
+	}
+	return c.Counters.CountSteps(ctx, now, steps...)
+}
+
+func (c *clearBeforeDelay) Hit(ctx context.Context, key string, window time.Duration, now time.Time) (int64, time.Duration, error) {
+	if key == c.lockKey && c.cleared.CompareAndSwap(false, true) {
+		c.clear()
+	}
+	return c.Counters.Hit(ctx, key, window, now)
+}
+
+// TestSuccessRacingTheDelayLeavesNoDelay: on every backend, when a success
+// clears the account between an attempt counting the failure that reaches
+// the limit and that attempt opening the delay window, the attempt goes
+// on and no window is left behind: the account's next attempt, at the same
+// instant, is admitted as the first after a success. Fails on the code
+// before this change: the window opened after the clear refused the next
+// attempt for a second (the browser sign-in test's flake in CI).
+func TestSuccessRacingTheDelayLeavesNoDelay(t *testing.T) {
+	const limit = 3
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			clk := &clock{}
+			clk.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+			const login = "racing@example.com"
+			_, lock := LoginKeys(login)
+			c := &clearBeforeDelay{Counters: b.open(t), lockKey: lock}
+			l := New(c, DefaultRules(limit), nil)
+			l.now = clk.now
+			c.clear = func() { l.LoginSucceeded(context.Background(), "198.51.100.9", login) }
+			ctx := context.Background()
+			for i := range limit {
+				if err := l.CheckLogin(ctx, "198.51.100.1", login); err != nil {
+					t.Fatalf("attempt %d: %v", i+1, err)
+				}
+			}
+			if !c.cleared.Load() {
+				t.Fatal("the attempt reaching the limit opened no delay window; the race was not staged")
+			}
+			if err := l.CheckLogin(ctx, "198.51.100.2", login); err != nil {
+				t.Fatalf("the attempt after the success: %v, want admitted", err)
+			}
+			// The throttle still works from there: the limit's failures
+			// open a real delay.
+			for i := 1; i < limit; i++ {
+				if err := l.CheckLogin(ctx, "198.51.100.2", login); err != nil {
+					t.Fatalf("failure %d after the success: %v", i+1, err)
+				}
+			}
+			if err := l.CheckLogin(ctx, "198.51.100.2", login); !errors.Is(err, apierr.ErrRateLimited) {
+				t.Fatalf("in the delay after %d new failures: %v, want 429", limit, err)
+			}
+		})
+	}
+}
+
+// TestSuccessRacingTheDelayConcurrently: on every backend, rounds of an
+// attempt that reaches the failure limit sent at the same moment as a
+// success's clear; after each round the account's next attempt is
+// admitted, whichever came first. With real goroutines and the real token
+// state, so no ordering the backends allow leaves a delay behind.
+func TestSuccessRacingTheDelayConcurrently(t *testing.T) {
+	const limit, rounds = 3, 40
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			clk := &clock{}
+			clk.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+			rules := DefaultRules(limit)
+			rules.LoginPerIP = Rule{} // every round's attempts come from the same few addresses
+			l := New(b.open(t), rules, nil)
+			l.now = clk.now
+			ctx := context.Background()
+			for round := range rounds {
+				login := fmt.Sprintf("round%d@example.com", round)
+				for i := 1; i < limit; i++ {
+					if err := l.CheckLogin(ctx, "198.51.100.1", login); err != nil {
+						t.Fatalf("round %d, failure %d: %v", round, i, err)
+					}
+				}
+				var start, done sync.WaitGroup
+				start.Add(1)
+				done.Add(2)
+				go func() {
+					defer done.Done()
+					start.Wait()
+					_ = l.CheckLogin(ctx, "198.51.100.2", login)
+				}()
+				go func() {
+					defer done.Done()
+					start.Wait()
+					l.LoginSucceeded(ctx, "198.51.100.3", login)
+				}()
+				start.Done()
+				done.Wait()
+				if err := l.CheckLogin(ctx, "198.51.100.4", login); err != nil {
+					// Left alone, a window opened before the clear would be
+					// ended by it; only one opened after it can refuse here,
+					// and only if its failures still warrant it.
+					t.Fatalf("round %d: the attempt after the race: %v, want admitted", round, err)
 				}
 			}
 		})
