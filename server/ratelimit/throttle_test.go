@@ -61,6 +61,16 @@ type clock struct{ ns atomic.Int64 }
 func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
+// limiterAt is a limiter over c whose clock starts at a fixed instant and
+// moves only when the test advances it.
+func limiterAt(c Counters, rules Rules, observe Observer) (*Limiter, *clock) {
+	clk := &clock{}
+	clk.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
+	l := New(c, rules, observe)
+	l.now = clk.now
+	return l, clk
+}
+
 // race releases n checks of one account from n addresses at once (a
 // barrier) and returns how many were admitted; every refusal must be the
 // 429 with a Retry-After.
@@ -103,12 +113,9 @@ func TestLoginThrottleReservesOneGuessPerWindow(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			clk := &clock{}
-			clk.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
 			rules := DefaultRules(limit)
 			rules.LoginFailureWindow = 24 * time.Hour // failures outlive every delay below
-			l := New(b.open(t), rules, nil)
-			l.now = clk.now
+			l, clk := limiterAt(b.open(t), rules, nil)
 			const login = "victim@example.com"
 			if got := race(t, l, racers, login); got != limit {
 				t.Fatalf("fresh account: %d checks admitted at once, want the %d free attempts", got, limit)
@@ -143,14 +150,11 @@ func TestCheckLoginRefusesInOrder(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			clk := &clock{}
-			clk.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
 			rules := DefaultRules(3)
 			rules.LoginPerIP = Rule{Limit: 2, Window: time.Minute}
 			c := b.open(t)
 			var observed []string
-			l := New(c, rules, func(endpoint string) { observed = append(observed, endpoint) })
-			l.now = clk.now
+			l, clk := limiterAt(c, rules, func(endpoint string) { observed = append(observed, endpoint) })
 			const login = "order@example.com"
 			failures := func() int64 {
 				t.Helper()
@@ -245,13 +249,10 @@ func TestSuccessRacingTheDelayLeavesNoDelay(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			clk := &clock{}
-			clk.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
 			const login = "racing@example.com"
 			_, lock := LoginKeys(login)
 			c := &clearBeforeDelay{Counters: b.open(t), lockKey: lock}
-			l := New(c, DefaultRules(limit), nil)
-			l.now = clk.now
+			l, _ := limiterAt(c, DefaultRules(limit), nil)
 			c.clear = func() { l.LoginSucceeded(context.Background(), "198.51.100.9", login) }
 			ctx := context.Background()
 			for i := range limit {
@@ -289,12 +290,9 @@ func TestSuccessRacingTheDelayConcurrently(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			clk := &clock{}
-			clk.ns.Store(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
 			rules := DefaultRules(limit)
 			rules.LoginPerIP = Rule{} // every round's attempts come from the same few addresses
-			l := New(b.open(t), rules, nil)
-			l.now = clk.now
+			l, _ := limiterAt(b.open(t), rules, nil)
 			ctx := context.Background()
 			for round := range rounds {
 				login := fmt.Sprintf("round%d@example.com", round)
