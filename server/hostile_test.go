@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -413,4 +415,67 @@ func newSweepActors(t *testing.T, in *st.Instance) sweepActors {
 	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")
 	a.session = st.WithHeader("Cookie", cookie.Name+"="+cookie.Value)
 	return a
+}
+
+// unsizedReader hides a body's length, so the request goes out chunked
+// and only reading it finds it over the limit.
+type unsizedReader struct{ r io.Reader }
+
+func (u unsizedReader) Read(p []byte) (int, error) { return u.r.Read(p) }
+
+// TestOversizedFormsAnswerInKind: a form over the body limit, sent to every
+// POST route with a signed-in browser's cookie and a bearer token, answers
+// 413, never a 5xx; on the browser pages it is the pages' HTML error page
+// with their CSP (the test client holds each answer to the OpenAPI
+// description, whose pages list PageTooLarge), on the API the JSON error.
+// Sent chunked, so that the limit is met only while the page reads its
+// form, a page still answers with its HTML page. Fails on the code before
+// this change: the pages answered the API's JSON.
+func TestOversizedFormsAnswerInKind(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
+	who := newSweepActors(t, in)
+	c := in.Client(t)
+	big := []byte("a=" + strings.Repeat("x", 70<<10)) // over the 64 KB default
+	pages := 0
+	for _, r := range in.App.Server.Echo().Routes() {
+		if r.Method != http.MethodPost {
+			continue
+		}
+		path := fillRoute(r.Path, func(string) string { return "x" })
+		for _, auth := range []st.Option{who.bearer, who.session} {
+			resp := c.Do(r.Method, path, big, "application/x-www-form-urlencoded", auth)
+			if resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Errorf("POST %s: %d %s, want 413", path, resp.StatusCode, resp.Body)
+				continue
+			}
+			if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+				pages++
+				if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") ||
+					!strings.Contains(string(resp.Body), "more than this page accepts") {
+					t.Errorf("POST %s: the page's 413 without its CSP or its words (%q):\n%s", path, csp, resp.Body)
+				}
+			}
+		}
+	}
+	// Nineteen forms, each asked twice.
+	if pages != 2*19 {
+		t.Errorf("%d answers were the pages' HTML, want %d", pages, 2*19)
+	}
+	for _, path := range []string{"/login", "/reset-password", "/console/users", "/oauth2/token"} {
+		req, err := http.NewRequest(http.MethodPost, in.URL+path, unsizedReader{bytes.NewReader(big)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		wantHTML := path != "/oauth2/token"
+		if isHTML := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html"); resp.StatusCode >= 500 || isHTML != wantHTML {
+			t.Errorf("POST %s, chunked: %d %q, want HTML %v", path, resp.StatusCode, resp.Header.Get("Content-Type"), wantHTML)
+		}
+	}
 }

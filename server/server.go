@@ -133,10 +133,16 @@ func (s *Server) RefusePagesWith(refuse func(c echo.Context, err error) error) {
 // pages' HTML page on a browser page, else as the JSON error every API
 // refusal is (handleError).
 func (s *Server) refuse(c echo.Context, err error) error {
-	if s.refusePage != nil && s.pages[c.Path()] {
+	if s.isPage(c) {
 		return s.refusePage(c, err)
 	}
 	return err
+}
+
+// isPage reports whether the request is a browser page's (MarkPages) and
+// the pages answer the server's refusals (RefusePagesWith).
+func (s *Server) isPage(c echo.Context) bool {
+	return s.refusePage != nil && s.pages[c.Path()]
 }
 
 // ServeMetrics serves GET /metrics (and nothing else) on ln, for
@@ -291,6 +297,15 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	if ae.Status >= 500 {
 		s.log.Error("request failed", "err", err, "path", c.Path(), "request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+	}
+	if errors.Is(err, echo.ErrStatusRequestEntityTooLarge) && s.isPage(c) {
+		// A form over the body limit (a paste gone wrong) is the one
+		// refusal of the server's a person can meet on a page: it gets
+		// the pages' HTML error page, as a malformed query does.
+		if err := s.refusePage(c, ae); err != nil {
+			s.log.Warn("write error page", "err", err)
+		}
+		return
 	}
 	h := c.Response().Header()
 	if v := ae.Challenge(); v != "" {

@@ -418,6 +418,9 @@ func (p *Pages) fail(c echo.Context, err error) error {
 		}
 		return p.render(c, http.StatusTooManyRequests, view{Kind: "error", Heading: "Too many attempts",
 			Intro: []string{"For your security, this was not tried. Wait " + wait + ", then try again."}})
+	case ae.Status == http.StatusRequestEntityTooLarge:
+		return p.render(c, ae.Status, view{Kind: "error", Heading: "That was more than this page accepts",
+			Intro: []string{"Nothing was changed. Go back, shorten what you typed, and send it again."}})
 	case ae.Status >= 500:
 		p.log.Error("page request failed", "path", c.Path(), "err", err,
 			"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
@@ -430,7 +433,7 @@ func (p *Pages) fail(c echo.Context, err error) error {
 
 // Refuse answers err as a page answers a refusal that is not about its
 // form, with the pages' headers: for the server's refusals of a page's
-// request before the page's handler runs (a malformed query).
+// request (a malformed query, a body over the limit).
 func (p *Pages) Refuse(c echo.Context, err error) error {
 	return p.headers(func(c echo.Context) error { return p.fail(c, err) })(c)
 }
