@@ -164,7 +164,12 @@ type TokenState interface {
 	// (one Redis node), else one per step (Cluster, where the keys' slots
 	// differ; SQL).
 	CountSteps(ctx context.Context, now time.Time, steps ...CounterStep) ([]CounterCount, error)
-	// ResetCounters forgets the counters of keys (one round trip).
+	// ResetCounters forgets the counters of keys in the order given: a
+	// count that starts after a key is forgotten finds every key before it
+	// forgotten too, so a caller that counts a later key and then reads an
+	// earlier one can tell a reset that raced it (the login throttle's
+	// delay and failures). One round trip where the backend keeps that
+	// order in one (one Redis node), else one per key (Cluster, SQL).
 	ResetCounters(ctx context.Context, keys ...string) error
 	// Ping checks that the backend answers.
 	Ping(ctx context.Context) error

@@ -205,13 +205,16 @@ func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 	}
 	// The n-th attempt (n ≥ limit) opens the next delay window; of the
 	// attempts racing for it, only the one whose hit starts it goes on.
-	// The failures are read again with that hit (one atomic round trip
+	// The failures are read again after that hit (in the same round trip
 	// where the token state allows): a success may have cleared them
 	// since they were counted above, and a window opened after that
 	// clear belongs to no failures. Left in place, it would refuse the
 	// account's next attempt (the person who has just signed in) for the
 	// whole delay; it is closed at once instead, and this attempt goes on
-	// as the first after a success would.
+	// as the first after a success would. A success forgets the failures
+	// before the delay (ClearLogin; ResetCounters keeps the order), so a
+	// clear that missed this hit's window has already forgotten the
+	// failures this read finds.
 	opened, err := l.c.CountSteps(ctx, now,
 		store.CounterStep{Key: lockKey, Window: LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), StopAbove: 1},
 		store.CounterStep{Key: failKey, StopAbove: math.MaxInt64})

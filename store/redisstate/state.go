@@ -1112,13 +1112,22 @@ func (s *State) countSteps(ctx context.Context, now time.Time, steps ...store.Co
 	return out, nil
 }
 
-// ResetCounters implements store.TokenState.
+// ResetCounters implements store.TokenState: one DEL per key, in order, in
+// one pipeline on one node (which runs them in order); on Cluster, where
+// the keys' slots differ and a pipeline's nodes run their parts at once,
+// one round trip per key.
 func (s *State) ResetCounters(ctx context.Context, keys ...string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	// One DEL per key in one pipeline: the keys may be in different
-	// Cluster slots, which one DEL of several keys would refuse.
+	if s.cluster {
+		for _, k := range keys {
+			if err := s.c.Del(ctx, s.counterKey(k)).Err(); err != nil {
+				return unavailable("reset counters", err)
+			}
+		}
+		return nil
+	}
 	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, k := range keys {
 			p.Del(ctx, s.counterKey(k))

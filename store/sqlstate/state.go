@@ -640,13 +640,15 @@ func (s *State) CountSteps(ctx context.Context, now time.Time, steps ...store.Co
 	})
 }
 
-// ResetCounters implements store.TokenState.
+// ResetCounters implements store.TokenState: one statement per key, in
+// order. One statement for all of them would not keep the order: it
+// deletes only the rows its snapshot holds, so a later key's row written
+// while it runs would outlive the earlier keys' deletion.
 func (s *State) ResetCounters(ctx context.Context, keys ...string) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	if err := s.db.WithContext(ctx).Exec("DELETE FROM rate_counters WHERE counter_key IN ?", keys).Error; err != nil {
-		return dbErr("reset counters", err)
+	for _, k := range keys {
+		if err := s.db.WithContext(ctx).Exec("DELETE FROM rate_counters WHERE counter_key = ?", k).Error; err != nil {
+			return dbErr("reset counters", err)
+		}
 	}
 	return nil
 }
