@@ -152,7 +152,7 @@ func Hash(subject string) string {
 // token state, so however many attempts arrive at once, from however many
 // addresses and instances, exactly one is admitted per window. A success
 // racing with the attempt that opens a window cannot leave that window
-// behind: the attempt reads the failures with its hit and closes a window
+// behind: the attempt reads the failures after its hit and closes a window
 // they no longer warrant.
 
 // CheckLogin reserves one password check of login by a client at ip, or
