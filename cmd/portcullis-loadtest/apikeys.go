@@ -91,7 +91,12 @@ func apiKeyVerifyWorker(ctx context.Context, c *http.Client, o Options) (func() 
 	if err != nil {
 		return nil, fmt.Errorf("the resource server's introspector: %w", err)
 	}
-	g := verify.NewGuard(v, verify.GuardOptions{APIKeys: in})
+	// The guard's reason for a denial (its Err never holds the key), so
+	// that a failure the report counts says why in the run's log.
+	denials := newFailureLog("apikey_verify (the guard's reason)", 3)
+	g := verify.NewGuard(v, verify.GuardOptions{APIKeys: in, OnDenied: func(_ *http.Request, d *verify.Denial) {
+		denials.fail(ctx, "%d %s: %v", d.Status, d.Code, d.Err)
+	}})
 	api := httptest.NewServer(g.RequireScope(apiKeyScope)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	})))

@@ -462,3 +462,44 @@ func TestHashBoundAround(t *testing.T) {
 		t.Fatalf("a failed scenario: %v, %d bounds measured", err, len(calls))
 	}
 }
+
+// TestReportServerLog: only the server's warnings and errors are written,
+// at most twenty, with how many more; a clean log writes nothing.
+func TestReportServerLog(t *testing.T) {
+	errLine := `{"time":"t","level":"ERROR","msg":"request failed","err":"redis: i/o timeout"}`
+	warnLine := `{"time":"t","level":"WARN","msg":"slow"}`
+	infoLine := `{"time":"t","level":"INFO","msg":"request"}`
+	many := strings.Repeat(errLine+"\n", 25)
+	for _, tc := range []struct {
+		name, logs string
+		want       []string
+		notWant    []string
+	}{
+		{"clean", infoLine + "\nlistening\n", nil, []string{"logged"}},
+		{"empty", "", nil, []string{"logged"}},
+		{"mixed", infoLine + "\n" + errLine + "\n" + warnLine + "\n", []string{"EdDSA: the server logged 2 warnings and errors", "redis: i/o timeout", `"WARN"`}, []string{`"INFO"`, "more"}},
+		{"many", many, []string{"logged 25 warnings", "… and 5 more"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b strings.Builder
+			reportServerLog(&b, "EdDSA", tc.logs)
+			got := b.String()
+			if tc.want == nil && got != "" {
+				t.Fatalf("wrote %q for a clean log", got)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("missing %q in:\n%s", w, got)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("unexpected %q in:\n%s", w, got)
+				}
+			}
+			if n := strings.Count(got, "redis: i/o timeout"); tc.name == "many" && n != 20 {
+				t.Errorf("%d error lines written, want 20", n)
+			}
+		})
+	}
+}

@@ -214,6 +214,7 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	defer func() {
 		_ = srv.Process.Signal(syscall.SIGTERM)
 		_ = srv.Wait()
+		reportServerLog(os.Stderr, alg, logs.String())
 	}()
 	if err := waitReady(base, 30*time.Second); err != nil {
 		return StackResult{}, fmt.Errorf("%w: %s", err, logs.String())
@@ -722,4 +723,28 @@ func pacing(rate float64) string {
 		return fmt.Sprintf(" paced together at %.0f req/s (mixed: client_credentials, introspection, userinfo, refresh, JWKS, and one password login in 20)", rate)
 	}
 	return " in a closed loop"
+}
+
+// reportServerLog writes the server's warnings and errors of a stack run
+// (at most 20 lines, then how many more) to w, so that a request the report
+// counts as an error has the server's side of it in the run's log. The
+// server runs at PORTCULLIS_LOG_LEVEL=error; a clean run writes nothing.
+func reportServerLog(w io.Writer, alg, logs string) {
+	const most = 20
+	var lines []string
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, `"level":"ERROR"`) || strings.Contains(l, `"level":"WARN"`) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%s: the server logged %d warnings and errors:\n", alg, len(lines))
+	for _, l := range lines[:min(most, len(lines))] {
+		fmt.Fprintln(w, "  "+l)
+	}
+	if len(lines) > most {
+		fmt.Fprintf(w, "  … and %d more\n", len(lines)-most)
+	}
 }
