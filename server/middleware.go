@@ -233,16 +233,22 @@ func composed(mws ...echo.MiddlewareFunc) echo.MiddlewareFunc {
 
 // requestTimeout bounds the time a handler may spend on a request, except
 // on the routes fromMemory names (their handlers wait on nothing: a
-// deadline, its timer and the request's copy would be all cost).
+// deadline, its timer and the request's copy would be all cost). The
+// request goes back to its own context when the handler returns: the
+// bounded one is cancelled then, and the error handler, which runs after,
+// must see a cancelled context only when the client went away
+// (apierr.ClientGone).
 func requestTimeout(d time.Duration, fromMemory func(route string) bool) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			if fromMemory(c.Path()) {
 				return next(c)
 			}
-			ctx, cancel := context.WithTimeout(c.Request().Context(), d)
+			req := c.Request()
+			ctx, cancel := context.WithTimeout(req.Context(), d)
 			defer cancel()
-			c.SetRequest(c.Request().WithContext(ctx))
+			c.SetRequest(req.WithContext(ctx))
+			defer c.SetRequest(req)
 			return next(c)
 		}
 	}

@@ -48,6 +48,24 @@ func TestRequestTimeout(t *testing.T) {
 	if w.Code != http.StatusServiceUnavailable || w.Body.String() != "context deadline exceeded" {
 		t.Errorf("a waiting handler: %d %q, want its deadline to end the wait", w.Code, w.Body.String())
 	}
+	// What runs after the handler (the error handler) sees the request's
+	// own context again, not the bounded one its return cancelled: else
+	// every error would read as a client that went away.
+	var after error
+	outer := func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			err := next(c)
+			after = c.Request().Context().Err()
+			return err
+		}
+	}
+	e2 := echo.New()
+	e2.Use(outer, requestTimeout(time.Minute, func(string) bool { return false }))
+	e2.GET("/stores", deadlineOf)
+	e2.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/stores", nil))
+	if after != nil {
+		t.Errorf("after the handler the request's context is %v, want its own (live)", after)
+	}
 }
 
 // TestComposedMiddleware: the chain built once runs its middleware

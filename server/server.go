@@ -281,6 +281,11 @@ func (s *Server) readyz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// StatusClientClosedRequest is the status recorded (in the access log and
+// the request metrics) for a request whose client went away before it was
+// answered: nginx's 499. It never reaches a client.
+const StatusClientClosedRequest = 499
+
 // handleError is the single place errors become responses.
 func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
@@ -294,6 +299,17 @@ func (s *Server) handleError(err error, c echo.Context) {
 		ae = fromEchoError(he)
 	default:
 		ae = apierr.From(err)
+	}
+	if apierr.ClientGone(c.Request().Context()) {
+		// The client went away before the answer (closed the connection,
+		// reset the stream): nobody reads it, and whatever the handler
+		// failed on was cut short by that, not a fault of the server's. It
+		// is recorded as 499, nginx's "client closed request", so that
+		// neither the 5xx metrics nor the error log count it.
+		s.log.Info("client closed the request", "err", err, "path", c.Path(),
+			"request_id", c.Response().Header().Get(echo.HeaderXRequestID))
+		c.Response().WriteHeader(StatusClientClosedRequest)
+		return
 	}
 	if ae.Status >= 500 {
 		s.log.Error("request failed", "err", err, "path", c.Path(), "request_id", c.Response().Header().Get(echo.HeaderXRequestID))

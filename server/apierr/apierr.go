@@ -7,6 +7,7 @@
 package apierr
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -187,6 +188,16 @@ func FromStore(what string, err, notFound error) error {
 		return ErrTemporarilyUnavailable.WithCause(fmt.Errorf("%s: %w", what, err))
 	}
 	return ErrServer.WithCause(fmt.Errorf("%s: %w", what, err))
+}
+
+// ClientGone reports whether the client of a request with context ctx went
+// away before the answer (closed the connection, reset the stream): the
+// request's context is cancelled, not timed out. Whatever failed then was
+// cut short by that, so the error is not a fault of the server's: the one
+// error handler records it as 499 (server.StatusClientClosedRequest), and
+// the pages, which render their own errors, leave it to that handler.
+func ClientGone(ctx context.Context) bool {
+	return errors.Is(ctx.Err(), context.Canceled)
 }
 
 // Sentence makes a reason (an error's text, such as a policy rule's) an

@@ -285,6 +285,9 @@ func (c *Console) reauth(r *request, back string) error {
 // fail renders an error of a service call: the status and description of
 // a refusal, or a page that reveals nothing for a server fault (logged).
 func (c *Console) fail(ec echo.Context, r *request, err error) error {
+	if apierr.ClientGone(ec.Request().Context()) {
+		return err // nobody reads the page: the server's error handler records it
+	}
 	if r == nil {
 		r = &request{Context: ec}
 	}

@@ -408,6 +408,9 @@ func meta(c echo.Context) accounts.Meta {
 // unavailable backend, a server fault (logged, never shown) or an
 // unexpected refusal.
 func (p *Pages) fail(c echo.Context, err error) error {
+	if apierr.ClientGone(c.Request().Context()) {
+		return err // nobody reads the page: the server's error handler records it
+	}
 	ae := apierr.From(err)
 	switch {
 	case ae.Status == http.StatusTooManyRequests:

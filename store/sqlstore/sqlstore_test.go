@@ -337,3 +337,40 @@ func TestPoolKeepsBusyConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolWaitPastDeadlineIsUnavailable: on PostgreSQL and SQLite, a store
+// call whose deadline runs out while every connection of the pool is busy
+// fails with store.ErrUnavailable (the server's 503, retryable), not with
+// an error the server would answer as its own fault (500). database/sql
+// returns the bare context.DeadlineExceeded from the pool's wait; it counts
+// as unavailable only because that error is a net.Error whose Timeout is
+// true (isUnavailable), which this test pins.
+func TestPoolWaitPastDeadlineIsUnavailable(t *testing.T) {
+	t.Parallel()
+	for name, url := range map[string]string{
+		"postgres": testservers.PostgresURL(t),
+		"sqlite":   "sqlite://" + filepath.Join(t.TempDir(), "pool.db"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := open(t, url)
+			sqlDB, err := s.DB().DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := testCtx(t)
+			for range sqlDB.Stats().MaxOpenConnections {
+				conn, err := sqlDB.Conn(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = conn.Close() })
+			}
+			ctx, cancel := context.WithTimeout(c, 50*time.Millisecond) // the deadline is the behaviour
+			defer cancel()
+			_, err = s.GetUser(ctx, "usr_nobody")
+			if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("a lookup past its deadline in the pool's wait: %v, want ErrUnavailable wrapping the deadline", err)
+			}
+		})
+	}
+}
