@@ -131,3 +131,33 @@ func TestEveryRouteSendsSecurityHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadAnswersLikeGet: HEAD on a GET route (an API document, the key
+// set, a page, a refusal, an unknown path) answers the GET's status and
+// header fields, with the Content-Length of the GET's content and none of
+// it (RFC 9110 §9.3.2). Fails on the code before this change: every HEAD
+// was 405.
+func TestHeadAnswersLikeGet(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.SQLite))
+	c := in.Client(t)
+	for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/jwks.json", "/forgot-password", "/admin/users", "/auth/sessions", "/nope"} {
+		get := c.Get(path)
+		head := c.Do(http.MethodHead, path, nil, "")
+		if head.StatusCode != get.StatusCode || len(head.Body) != 0 {
+			t.Errorf("HEAD %s: %d with %d bytes, want GET's %d with none", path, head.StatusCode, len(head.Body), get.StatusCode)
+			continue
+		}
+		for _, h := range []string{"Content-Type", "Cache-Control", "Content-Security-Policy", "X-Content-Type-Options", "WWW-Authenticate"} {
+			if get.StatusCode < 400 && head.Header.Get(h) != get.Header.Get(h) {
+				t.Errorf("HEAD %s: %s %q, GET's %q", path, h, head.Header.Get(h), get.Header.Get(h))
+			}
+		}
+		if get.StatusCode == http.StatusOK && head.ContentLength != int64(len(get.Body)) {
+			t.Errorf("HEAD %s: Content-Length %d, the GET's content is %d bytes", path, head.ContentLength, len(get.Body))
+		}
+		if get.StatusCode == http.StatusUnauthorized && !strings.Contains(head.Header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("HEAD %s: 401 without its challenge (%q)", path, head.Header.Get("WWW-Authenticate"))
+		}
+	}
+}

@@ -87,6 +87,7 @@ func New(opts Options) *Server {
 	}
 	e.IPExtractor = clientIPExtractor(opts.Config)
 	e.HTTPErrorHandler = s.handleError
+	e.OnAddRouteHandler = answerHead(e)
 	chain := []echo.MiddlewareFunc{requestID(), s.recoverer(), s.accessLog(), securityHeaders(opts.Config.TLSCert != ""),
 		cleanQuery(s.refuse),
 		middleware.BodyLimit(strconv.FormatInt(bodyLimitOrDefault(opts.Config.BodyLimitBytes), 10) + "B")}
@@ -100,6 +101,19 @@ func New(opts Options) *Server {
 		e.GET("/metrics", echo.WrapHandler(opts.Metrics.Handler()))
 	}
 	return s
+}
+
+// answerHead makes every GET route of e answer HEAD too, through the same
+// handler and route middleware (RFC 9110 §9.1: a server supports GET and
+// HEAD; §9.3.2: the same status and header fields, no content). Echo routes
+// HEAD to nothing by itself; net/http drops what the handler writes for a
+// HEAD request and keeps the Content-Length it measured.
+func answerHead(e *echo.Echo) func(host string, r echo.Route, h echo.HandlerFunc, mws []echo.MiddlewareFunc) {
+	return func(host string, r echo.Route, h echo.HandlerFunc, mws []echo.MiddlewareFunc) {
+		if r.Method == http.MethodGet && host == "" {
+			e.Add(http.MethodHead, r.Path, h, mws...)
+		}
+	}
 }
 
 // MarkPages runs mount, which registers the browser pages on the server's

@@ -203,7 +203,7 @@ func (c *Console) signedIn(next echo.HandlerFunc) echo.HandlerFunc {
 		switch {
 		case errors.Is(err, browsersession.ErrNoSession):
 			target := c.base() + Path + "/login"
-			if ec.Request().Method == http.MethodGet {
+			if m := ec.Request().Method; m == http.MethodGet || m == http.MethodHead {
 				target += "?next=" + url.QueryEscape(ec.Request().URL.RequestURI())
 			}
 			return ec.Redirect(http.StatusSeeOther, target)

@@ -89,6 +89,17 @@ func (r *Response) ExpectStatus(want int) *Response {
 func (r *Response) ExpectError(status int, code string) *Response {
 	r.t.Helper()
 	r.ExpectStatus(status)
+	if r.Request.Method == http.MethodHead {
+		// A HEAD answer has no content: the code of a bearer token's
+		// refusal is in its challenge (RFC 6750 §3), the others only in
+		// the status.
+		if code == "invalid_token" || code == "insufficient_scope" {
+			if ch := r.Header.Get("WWW-Authenticate"); !strings.Contains(ch, `error="`+code+`"`) {
+				r.t.Fatalf("HEAD %s: WWW-Authenticate %q, want error=%q", r.Request.URL.Path, ch, code)
+			}
+		}
+		return r
+	}
 	var body struct {
 		Error       string `json:"error"`
 		Description string `json:"error_description"`

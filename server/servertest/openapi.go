@@ -176,6 +176,18 @@ func (chk *openAPIChecker) check(req *http.Request, resp *http.Response, respBod
 		return chk.checkOptions(req, resp, respBody)
 	}
 	route, pathParams, err := chk.router.FindRoute(routingRequest(req))
+	if req.Method == http.MethodHead && err != nil {
+		// Every GET answers HEAD too (the description's conventions): the
+		// GET operation's statuses and headers, with no content.
+		get := routingRequest(req)
+		get.Method = http.MethodGet
+		if r, p, gerr := chk.router.FindRoute(get); gerr == nil {
+			route, pathParams, err = r, p, nil
+			if len(respBody) > 0 {
+				return fmt.Errorf("HEAD %s %d has content %.200q", req.URL.Path, resp.StatusCode, respBody)
+			}
+		}
+	}
 	if resp.StatusCode == http.StatusBadRequest && server.QueryRefusal(req.URL.RawQuery) != nil &&
 		chk.malformedQuery.Value.Content.Get(resp.Header.Get("Content-Type")) != nil && (err != nil || !answersHTML(route.Operation)) {
 		return chk.checkBody(chk.malformedQuery, resp, respBody, fmt.Sprintf("%s %s (a malformed query) 400", req.Method, req.URL.Path), "")
