@@ -14,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
-	"github.com/labstack/echo/v4"
 	"gopkg.in/yaml.v3"
 
 	"github.com/portcullis-auth/portcullis/server"
@@ -68,7 +67,7 @@ var echoParam = regexp.MustCompile(`:([A-Za-z_]+)`)
 func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	in := st.Start(t, st.NewEnv(t, st.SQLite))
 	var served []string
-	heads := map[string]bool{}
+	gets, heads := map[string]bool{}, map[string]bool{}
 	for _, r := range in.App.Server.Echo().Routes() {
 		if strings.HasSuffix(r.Path, "/*") || r.Method == "echo_route_any" {
 			t.Errorf("catch-all route %s %s cannot be described", r.Method, r.Path)
@@ -78,16 +77,17 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 			heads[r.Path] = true // described by its GET (the description's conventions)
 			continue
 		}
+		gets[r.Path] = gets[r.Path] || r.Method == http.MethodGet
 		served = append(served, r.Method+" "+echoParam.ReplaceAllString(r.Path, "{$1}"))
 	}
-	for _, r := range in.App.Server.Echo().Routes() {
-		if r.Method == http.MethodGet && !heads[r.Path] {
-			t.Errorf("GET %s does not answer HEAD", r.Path)
+	for path, get := range gets {
+		if get && !heads[path] {
+			t.Errorf("GET %s does not answer HEAD", path)
 		}
-		if r.Method == http.MethodHead {
-			if !slices.ContainsFunc(in.App.Server.Echo().Routes(), func(g *echo.Route) bool { return g.Method == http.MethodGet && g.Path == r.Path }) {
-				t.Errorf("HEAD %s has no GET", r.Path)
-			}
+	}
+	for path := range heads {
+		if !gets[path] {
+			t.Errorf("HEAD %s has no GET", path)
 		}
 	}
 	var root struct {
