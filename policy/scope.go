@@ -242,7 +242,7 @@ func NarrowOnRefresh(sessionRequested, requestedNow, userPermsNow, clientScopes 
 		}
 		for _, s := range oidc {
 			if !slices.Contains(sessionOIDC, s) {
-				return ScopeGrant{}, &ScopeError{Scope: s, Reason: "was not granted to this session; a refresh may narrow the scope, never widen it"}
+				return ScopeGrant{}, widening(s)
 			}
 		}
 	}
@@ -260,13 +260,34 @@ func NarrowOnRefresh(sessionRequested, requestedNow, userPermsNow, clientScopes 
 	}
 	for _, p := range perms {
 		if len(sessionPerms) > 0 && !slices.Contains(sessionPerms, p) {
-			return ScopeGrant{}, &ScopeError{Scope: p, Reason: "was not granted to this session; a refresh may narrow the scope, never widen it"}
+			return ScopeGrant{}, widening(p)
 		}
 		if err := checkGrantable(p, userPermsNow, clientScopes); err != nil {
 			return ScopeGrant{}, err
 		}
 	}
 	return ScopeGrant{Permissions: sortedSet(perms), OIDC: oidc}, nil
+}
+
+// KeepToGranted narrows g, a refresh's grant from NarrowOnRefresh, to the
+// permissions the session's login granted (granted: the family's scope),
+// for a session that must not follow the user's new roles: a permission
+// asked now (requestedNow) that the login did not grant is a *ScopeError,
+// as any widening is; one the user gained since the login is left out.
+func KeepToGranted(g ScopeGrant, requestedNow, granted []string) (ScopeGrant, error) {
+	for _, p := range requestedNow {
+		if !IsOIDCScope(p) && !slices.Contains(granted, p) {
+			return ScopeGrant{}, widening(p)
+		}
+	}
+	g.Permissions = slices.DeleteFunc(g.Permissions, func(p string) bool { return !slices.Contains(granted, p) })
+	return g, nil
+}
+
+// widening is the error for a refresh that asks scope s, which its session
+// was not granted.
+func widening(s string) *ScopeError {
+	return &ScopeError{Scope: s, Reason: "was not granted to this session; a refresh may narrow the scope, never widen it"}
 }
 
 // ResolveClientScope decides what a client_credentials token receives: only the client's own

@@ -227,6 +227,34 @@ func TestNarrowOnRefresh(t *testing.T) {
 	}
 }
 
+func TestKeepToGranted(t *testing.T) {
+	tests := []struct {
+		name    string
+		grant   []string // NarrowOnRefresh's permissions
+		now     string   // scope of the refresh request
+		granted string   // the session's login grant
+		perms   []string
+		bad     string
+	}{
+		{"ok/a login that granted none keeps none", editorPerms, "", "openid", []string{}, ""},
+		{"ok/a role gained since the login stays out", append([]string{"users:read"}, viewerPerms...), "", "projects:read openid", viewerPerms, ""},
+		{"ok/a permission lost since the login stays lost", []string{}, "", "projects:read projects:write", []string{}, ""},
+		{"ok/narrowing within the grant", viewerPerms, "openid projects:read", "projects:read projects:write openid", viewerPerms, ""},
+		{"fail/naming a permission the login did not grant", []string{"projects:write"}, "projects:write", "projects:read openid", nil, "projects:write"},
+		{"fail/naming one beside a granted one", editorPerms, "projects:read projects:write", "projects:read", nil, "projects:write"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now, err := ParseScope(tt.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g, err := KeepToGranted(ScopeGrant{Permissions: slices.Clone(tt.grant), OIDC: []string{}}, now, strings.Fields(tt.granted))
+			checkGrant(t, g, err, tt.perms, []string{}, tt.bad)
+		})
+	}
+}
+
 func TestResolveClientScope(t *testing.T) {
 	tests := []struct {
 		name      string

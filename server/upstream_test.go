@@ -283,6 +283,36 @@ func TestUpstreamTokenExchangeConfidentialClient(t *testing.T) {
 	}
 }
 
+// TestUpstreamExchangeRefreshKeepsToTheGrant: a third-party client
+// exchanging an upstream id token that names no permission gets none, and
+// its refresh token never widens that (RFC 6749 §6), whether the refresh
+// names nothing or a permission the user holds (invalid_scope). The client has no
+// authorization_code grant, which was what used to decide the cap.
+func TestUpstreamExchangeRefreshKeepsToTheGrant(t *testing.T) {
+	e := newIDPEnv(t, st.PostgresRedis)
+	secret := e.fx.Client(t, clients.Spec{ID: "partner", Name: "Partner",
+		Grants: []string{token.GrantTokenExchange, token.GrantRefreshToken}})
+	eve := e.fx.User(t, "eve@example.com", "eve's long passphrase", "admin")
+	form := exchangeForm(e.op.IDToken(t, upstreamtest.Token{Subject: "sub-eve", Email: "eve@example.com",
+		EmailVerified: upstreamtest.Bool(true)}))
+	form.Del("client_id")
+	tr := e.c.PostForm("/oauth2/token", form, st.Basic("partner", secret)).ExpectStatus(http.StatusOK).Token()
+	if at := decodeClaims(t, tr.AccessToken); at["sub"] != eve.ID || tr.Scope != "openid" || tr.RefreshToken == "" {
+		t.Fatalf("exchange: sub %v, scope %q, refresh token %t", at["sub"], tr.Scope, tr.RefreshToken != "")
+	}
+	refreshed := e.c.PostForm("/oauth2/token", st.RefreshForm(tr.RefreshToken), st.Basic("partner", secret)).
+		ExpectStatus(http.StatusOK).Token()
+	if refreshed.Scope != "openid" {
+		t.Fatalf("the refresh widened the grant from %q to %q", tr.Scope, refreshed.Scope)
+	}
+	if roles := claimStrings(t, decodeClaims(t, refreshed.AccessToken), "roles"); len(roles) != 0 {
+		t.Fatalf("the refreshed token carries roles %v", roles)
+	}
+	asking := st.RefreshForm(refreshed.RefreshToken)
+	asking.Set("scope", "users:write")
+	e.c.PostForm("/oauth2/token", asking, st.Basic("partner", secret)).ExpectError(http.StatusBadRequest, "invalid_scope")
+}
+
 // TestAdminUserIdentities: listing needs users:read; unlinking needs
 // users:write and the privilege ceiling (an admin cannot unlink a
 // super_admin's identity), is audited, and the upstream account no longer

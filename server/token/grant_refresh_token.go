@@ -104,11 +104,12 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	if err != nil {
 		return Response{}, scopeError(err)
 	}
-	if !client.FirstParty && clientAllowsGrant(client, GrantAuthorizationCode) {
-		// A third-party client of the code flow keeps to what the person
-		// consented to at login: a new role of the user does not reach it.
-		granted := strings.Fields(fam.Scope)
-		scope.Permissions = slices.DeleteFunc(scope.Permissions, func(p string) bool { return !slices.Contains(granted, p) })
+	if keepsToLoginGrant(client) {
+		// The login may have granted less than the user holds: a new role
+		// of the user does not reach the session.
+		if scope, err = policy.KeepToGranted(scope, req.Scope, strings.Fields(fam.Scope)); err != nil {
+			return Response{}, scopeError(err)
+		}
 	}
 	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
 		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry, tenant: tn}

@@ -126,3 +126,80 @@ func TestTokenExchangeFramework(t *testing.T) {
 		})
 	}
 }
+
+// A session begun by token exchange follows the code flow's rule for a
+// third-party client (naming no permission gets none), and a refresh never
+// widens what the exchange granted (RFC 6749 §6), even when the user gains
+// a role or the refresh names a permission the user holds. A first-party
+// client's exchanged session follows the user, as its password grant does.
+func TestTokenExchangeRefreshKeepsToTheGrant(t *testing.T) {
+	exchangeAndRefresh := []string{GrantTokenExchange, GrantRefreshToken}
+	cases := []struct {
+		name       string
+		client     store.Client
+		scope      string
+		want       string // the exchange's scope, which every refresh keeps
+		wantLater  string // the refresh's scope after the user gains a role
+		widenScope string // a refresh naming this is refused
+	}{
+		{"third-party naming no permission gets none, and keeps none",
+			store.Client{ID: "partner", SecretHash: HashSecret("s3cret"), Grants: exchangeAndRefresh},
+			"openid", "openid", "openid", "docs:read"},
+		{"third-party naming one permission keeps to it",
+			store.Client{ID: "partner", SecretHash: HashSecret("s3cret"), Grants: exchangeAndRefresh},
+			"openid docs:read", "docs:read openid", "docs:read openid", "docs:write"},
+		{"third-party with the password grant too keeps to the exchange's grant",
+			store.Client{ID: "partner", SecretHash: HashSecret("s3cret"), Grants: append([]string{GrantPassword}, exchangeAndRefresh...)},
+			"openid", "openid", "openid", "docs:read"},
+		{"first-party naming no permission follows the user",
+			store.Client{ID: "partner", SecretHash: HashSecret("s3cret"), Grants: exchangeAndRefresh, FirstParty: true},
+			"openid", "docs:read docs:write openid", "docs:read docs:write openid", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newCodeEnv(t, "RS256")
+			e.dir.clients[tc.client.ID] = tc.client
+			e.svc.RegisterSubjectTokenType(TokenTypeIDToken, stubSubject{user: e.dir.users["u1"]})
+			req, err := exchangeReq(t, tc.client.ID, "good", TokenTypeIDToken, map[string]string{"scope": tc.scope})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := e.svc.Exchange(context.Background(), req, RequestMeta{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Scope != tc.want || resp.RefreshToken == "" {
+				t.Fatalf("exchange: scope %q (want %q), refresh token %t", resp.Scope, tc.want, resp.RefreshToken != "")
+			}
+			refresh := func(rt, scope string) (Response, error) {
+				return e.exchange(TokenRequest{GrantType: GrantRefreshToken, Client: ClientCredentials{ID: tc.client.ID, Secret: "s3cret"},
+					RefreshToken: rt, Scope: strings.Fields(scope)})
+			}
+			r2, err := refresh(resp.RefreshToken, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r2.Scope != tc.want {
+				t.Fatalf("refreshed scope %q, want %q", r2.Scope, tc.want)
+			}
+			u := e.dir.users["u1"]
+			u.Roles = []string{"editor", "viewer"}
+			e.dir.users["u1"] = u
+			r3, err := refresh(r2.RefreshToken, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r3.Scope != tc.wantLater {
+				t.Fatalf("refreshed scope after a new role %q, want %q", r3.Scope, tc.wantLater)
+			}
+			if tc.widenScope == "" {
+				return
+			}
+			r4, err := refresh(r3.RefreshToken, tc.widenScope)
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || ae.Code != apierr.ErrInvalidScope.Code {
+				t.Fatalf("a refresh naming %q: scope %q, error %v; want invalid_scope", tc.widenScope, r4.Scope, err)
+			}
+		})
+	}
+}

@@ -419,6 +419,19 @@ func (s *Service) loginScope(client store.Client, user store.User, scope []strin
 	return grant, nil
 }
 
+// keepsToLoginGrant reports whether client's sessions keep, on refresh,
+// to the permissions their login granted (the family's Scope) rather than
+// follow the user's current ones. That is so for a third-party client that
+// can log a person in through a grant where naming no permission gets none
+// (onlyPermsNamed: the code flow, token exchange): such a login may have
+// granted less than the user holds, and a refresh never widens a grant
+// (RFC 6749 §6). A family does not record which grant began it, so the
+// other sessions of such a client (its password logins) keep to their
+// login's grant too: narrower than following the user, never wider.
+func keepsToLoginGrant(client store.Client) bool {
+	return !client.FirstParty && (clientAllowsGrant(client, GrantAuthorizationCode) || clientAllowsGrant(client, GrantTokenExchange))
+}
+
 // namesPermission reports whether scope names a permission (anything but an OIDC scope).
 func namesPermission(scope []string) bool {
 	return slices.ContainsFunc(scope, func(s string) bool { return !policy.IsOIDCScope(s) })
