@@ -313,6 +313,46 @@ func TestUpstreamExchangeRefreshKeepsToTheGrant(t *testing.T) {
 	e.c.PostForm("/oauth2/token", asking, st.Basic("partner", secret)).ExpectError(http.StatusBadRequest, "invalid_scope")
 }
 
+// TestUpstreamExchangeTokenIsNotSelfService: a third-party client that
+// signs people in by token exchange is a third-party application like one
+// of the code flow: its token cannot see or change the person's sessions,
+// consents, second factors or API keys (403, nothing made). The built-in
+// client's exchanged token, first-party, can.
+func TestUpstreamExchangeTokenIsNotSelfService(t *testing.T) {
+	e := newIDPEnv(t, st.SQLite)
+	secret := e.fx.Client(t, clients.Spec{ID: "partner", Name: "Partner", Grants: []string{token.GrantTokenExchange}})
+	e.fx.User(t, "eve@example.com", "eve's long passphrase", "admin")
+	idToken := func() string {
+		return e.op.IDToken(t, upstreamtest.Token{Subject: "sub-eve", Email: "eve@example.com", EmailVerified: upstreamtest.Bool(true)})
+	}
+	form := exchangeForm(idToken())
+	form.Del("client_id")
+	partner := st.Bearer(e.c.PostForm("/oauth2/token", form, st.Basic("partner", secret)).ExpectStatus(http.StatusOK).Token().AccessToken)
+	for _, r := range []struct {
+		method, path string
+		body         any
+	}{ // every other self-service route shares the check (accounts.loadSelf)
+		{http.MethodGet, "/auth/sessions", nil},
+		{http.MethodGet, "/auth/consents", nil},
+		{http.MethodGet, "/auth/mfa", nil},
+		{http.MethodPost, "/auth/mfa/recovery-codes", nil},
+		{http.MethodGet, "/auth/api-keys", nil},
+		{http.MethodPost, "/auth/api-keys", map[string]any{"name": "k", "scopes": []string{"users:read"}}},
+	} {
+		var resp *st.Response
+		switch r.method {
+		case http.MethodGet:
+			resp = e.c.Get(r.path, partner)
+		default:
+			resp = e.c.PostJSON(r.path, r.body, partner)
+		}
+		resp.ExpectError(http.StatusForbidden, "forbidden")
+	}
+	own := st.Bearer(e.exchange(t, idToken()).ExpectStatus(http.StatusOK).Token().AccessToken)
+	e.c.Get("/auth/api-keys", own).ExpectStatus(http.StatusOK)
+	e.c.Get("/auth/mfa", own).ExpectStatus(http.StatusOK)
+}
+
 // TestAdminUserIdentities: listing needs users:read; unlinking needs
 // users:write and the privilege ceiling (an admin cannot unlink a
 // super_admin's identity), is audited, and the upstream account no longer

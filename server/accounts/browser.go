@@ -97,9 +97,9 @@ var errKeyTokenSelfService = apierr.ErrForbidden.WithDescription(
 
 // loadSelf is loadActor for the self-service session, consent, second-factor
 // and API key operations: the acting token must not come from a third-party
-// application, that is a client the person grants access on the consent
-// page (the authorization code grant without first_party), nor from an API
-// key. The built-in client, first-party clients and the password-grant
+// application (token.ThirdPartyApp: a client the person grants access on
+// the consent page, or one that signs them in by token exchange, without
+// first_party), nor from an API key. The built-in client, first-party clients and the password-grant
 // front-ends the person types their password into are theirs; Portcullis's
 // own /account/sessions page acts with no client.
 func (s *Service) loadSelf(ctx context.Context, actor Actor) (store.User, error) {
@@ -114,7 +114,7 @@ func (s *Service) loadSelf(ctx context.Context, actor Actor) (store.User, error)
 	if err != nil {
 		return store.User{}, storeErr("load the token's client", err, errThirdPartyToken)
 	}
-	if !c.FirstParty && slices.Contains(c.Grants, token.GrantAuthorizationCode) {
+	if token.ThirdPartyApp(c) {
 		return store.User{}, errThirdPartyToken
 	}
 	return u, nil

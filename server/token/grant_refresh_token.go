@@ -104,7 +104,7 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	if err != nil {
 		return Response{}, scopeError(err)
 	}
-	if keepsToLoginGrant(client) {
+	if ThirdPartyApp(client) {
 		// The login may have granted less than the user holds: a new role
 		// of the user does not reach the session.
 		if scope, err = policy.KeepToGranted(scope, req.Scope, strings.Fields(fam.Scope)); err != nil {

@@ -419,16 +419,16 @@ func (s *Service) loginScope(client store.Client, user store.User, scope []strin
 	return grant, nil
 }
 
-// keepsToLoginGrant reports whether client's sessions keep, on refresh,
-// to the permissions their login granted (the family's Scope) rather than
-// follow the user's current ones. That is so for a third-party client that
-// can log a person in through a grant where naming no permission gets none
-// (onlyPermsNamed: the code flow, token exchange): such a login may have
-// granted less than the user holds, and a refresh never widens a grant
-// (RFC 6749 §6). A family does not record which grant began it, so the
-// other sessions of such a client (its password logins) keep to their
+// ThirdPartyApp reports whether client is a third-party application: not
+// first-party, and able to sign people in through a grant where a client
+// naming no permission gets none (onlyPermsNamed: the code flow, token
+// exchange), so that a login may grant it less than the user holds. Its
+// sessions keep, on refresh, to what their login granted (a refresh never
+// widens a grant, RFC 6749 §6), and its tokens never act on the account
+// itself (self-service). A family does not record which grant began it, so
+// the other sessions of such a client (its password logins) keep to their
 // login's grant too: narrower than following the user, never wider.
-func keepsToLoginGrant(client store.Client) bool {
+func ThirdPartyApp(client store.Client) bool {
 	return !client.FirstParty && (clientAllowsGrant(client, GrantAuthorizationCode) || clientAllowsGrant(client, GrantTokenExchange))
 }
 
