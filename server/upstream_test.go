@@ -316,8 +316,8 @@ func TestUpstreamExchangeRefreshKeepsToTheGrant(t *testing.T) {
 // TestUpstreamExchangeTokenIsNotSelfService: a third-party client that
 // signs people in by token exchange is a third-party application like one
 // of the code flow: its token cannot see or change the person's sessions,
-// consents, second factors or API keys (403, nothing made). The built-in
-// client's exchanged token, first-party, can.
+// consents, second factors, API keys or password (403, nothing made). The
+// built-in client's exchanged token, first-party, can.
 func TestUpstreamExchangeTokenIsNotSelfService(t *testing.T) {
 	e := newIDPEnv(t, st.SQLite)
 	secret := e.fx.Client(t, clients.Spec{ID: "partner", Name: "Partner", Grants: []string{token.GrantTokenExchange}})
@@ -338,6 +338,7 @@ func TestUpstreamExchangeTokenIsNotSelfService(t *testing.T) {
 		{http.MethodPost, "/auth/mfa/recovery-codes", nil},
 		{http.MethodGet, "/auth/api-keys", nil},
 		{http.MethodPost, "/auth/api-keys", map[string]any{"name": "k", "scopes": []string{"users:read"}}},
+		{http.MethodPost, "/auth/password/change", map[string]string{"current_password": "eve's long passphrase", "new_password": "eve's second passphrase"}},
 	} {
 		var resp *st.Response
 		switch r.method {
@@ -351,6 +352,7 @@ func TestUpstreamExchangeTokenIsNotSelfService(t *testing.T) {
 	own := st.Bearer(e.exchange(t, idToken()).ExpectStatus(http.StatusOK).Token().AccessToken)
 	e.c.Get("/auth/api-keys", own).ExpectStatus(http.StatusOK)
 	e.c.Get("/auth/mfa", own).ExpectStatus(http.StatusOK)
+	e.login(t, "eve@example.com", "eve's long passphrase") // the password did not change
 }
 
 // TestAdminUserIdentities: listing needs users:read; unlinking needs

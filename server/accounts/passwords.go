@@ -212,7 +212,9 @@ type ChangePasswordRequest struct {
 // must_change_password, ends every session of the user and starts a fresh
 // one through the client of the presented token (the first-party client if
 // that client no longer exists). It accepts the restricted token of a user
-// who must change their password.
+// who must change their password, and refuses (403) a token exchanged from
+// an API key or one of a third-party application, as the other
+// self-service operations do.
 //
 // The account is the actor's (a bearer token) or, with req.Login, the one
 // that login names (the change-password page). Either way the current
@@ -237,6 +239,18 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	default:
 		attempt.UserID = actor.ID
 	}
+	// The fresh session continues with the token's client: a key's token
+	// or a third-party application's may not change the account (nor be
+	// handed a session with every permission of the user).
+	client, err := s.sessionClient(ctx, actor.ClientID)
+	switch {
+	case err != nil:
+		return token.Response{}, err
+	case actor.APIKey != "":
+		return token.Response{}, errKeyTokenSelfService
+	case token.ThirdPartyApp(client):
+		return token.Response{}, errThirdPartyToken
+	}
 	res, err := s.checker.Check(ctx, attempt)
 	switch {
 	case errors.Is(err, passcheck.ErrBadCredentials):
@@ -257,10 +271,6 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	}
 	if err := s.rules.Check(req.NewPassword, u.Email); err != nil {
 		return token.Response{}, weakPassword(err)
-	}
-	client, err := s.sessionClient(ctx, actor.ClientID)
-	if err != nil {
-		return token.Response{}, err
 	}
 	if err := checkScope(req.Scope, s.policy.Permissions(u.Roles), client); err != nil {
 		return token.Response{}, err
