@@ -102,13 +102,10 @@ type Decision struct {
 // interaction_required (5), consent_required (6).
 func Decide(req *Request, in Inputs, now time.Time) Decision {
 	s := in.Session
-	// Stores may keep times to the millisecond or the second: an event in
-	// the request's own second counts as after it (no endless login loop).
-	received := req.ReceivedAt.Truncate(time.Second)
 	switch {
 	case s == nil || !in.User.Exists || !in.User.Active || s.UserID == "":
 		return req.interact(ShowLogin, ReasonNoSession, ErrLoginRequired, "The user is not signed in.")
-	case s.AuthTime.Before(received) && (req.Prompt.Login || req.HasMaxAge && now.Sub(s.AuthTime) > req.MaxAge):
+	case !req.SignedInDuring(s.AuthTime) && (req.Prompt.Login || req.HasMaxAge && now.Sub(s.AuthTime) > req.MaxAge):
 		return req.interact(ShowLogin, ReasonReauthenticate, ErrLoginRequired, "The user must sign in again.")
 	case req.HintSubject != "" && req.HintSubject != s.UserID:
 		return req.interact(ShowLogin, ReasonHintMismatch, ErrLoginRequired, "The signed-in user is not the one the id_token_hint names.")

@@ -111,6 +111,15 @@ type Request struct {
 	ReceivedAt time.Time `json:"received_at"`
 }
 
+// SignedInDuring reports whether a login at authTime happened during the
+// request: at or after its arrival (what satisfies prompt=login and
+// max_age in Decide). Stores keep times to the millisecond or the second,
+// so a login in the request's own second counts as during it (no endless
+// login loop).
+func (r *Request) SignedInDuring(authTime time.Time) bool {
+	return !authTime.Before(r.ReceivedAt.Truncate(time.Second))
+}
+
 // WantsOpenID reports whether the request asked for openid.
 func (r *Request) WantsOpenID() bool { return slices.Contains(r.Scopes, policy.ScopeOpenID) }
 

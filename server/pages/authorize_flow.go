@@ -185,6 +185,35 @@ func (f *AuthorizeFlow) Lookup(ctx context.Context, id string) (Pending, *Step, 
 	return p, nil, err
 }
 
+// PasswordChange implements Flow: the step is due when Decide, given the
+// session and the account counted as chosen (the person is answering a
+// page of this request), shows the change-password step; so a session too
+// old for the request's prompt=login or max_age, or of a user who need not
+// change the password, is refused it.
+func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store.BrowserSession) (PasswordChange, *Step, error) {
+	now := f.now()
+	req, err := authorize.LoadPending(ctx, f.Once, id, now)
+	if err != nil {
+		s, err := f.stop(err)
+		return PasswordChange{}, s, err
+	}
+	p, err := f.view(ctx, id, req)
+	if err != nil {
+		return PasswordChange{}, nil, err
+	}
+	pc := PasswordChange{Request: p}
+	if bs == nil {
+		return pc, nil, nil
+	}
+	in, _, err := f.inputs(ctx, req, bs, DonePasswordChanged, accounts.Meta{}, now)
+	if err != nil {
+		return PasswordChange{}, nil, err
+	}
+	pc.Due = authorize.Decide(req, in, now).Action == authorize.ShowChangePassword
+	pc.SignedInDuring = req.SignedInDuring(bs.AuthTime)
+	return pc, nil, nil
+}
+
 // view is what the pages show of req.
 func (f *AuthorizeFlow) view(ctx context.Context, id string, req *authorize.Request) (Pending, error) {
 	p := Pending{ID: id, Client: Client{ID: req.ClientID}, Scopes: slices.Clone(req.Scopes), RedirectURI: req.RedirectURI,

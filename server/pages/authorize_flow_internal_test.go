@@ -654,3 +654,70 @@ func TestAuthorizeNow(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthorizeFlowPasswordChange: the change-password step is due only
+// where Decide shows it (a session of a user who must change the password,
+// recent enough for prompt=login and max_age; the step answers
+// prompt=select_account), and SignedInDuring tells the login made during
+// the request from an older session's. It decides nothing: no code, and
+// the request still proceeds.
+func TestAuthorizeFlowPasswordChange(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		user   string        // "" without a session
+		before time.Duration // how long before the request the session's login was
+		extra  []string
+		due    bool
+		during bool
+	}{
+		{name: "ok/login_during_the_request", user: "usr_tmp", due: true, during: true},
+		{name: "ok/older_session", user: "usr_tmp", before: 10 * time.Second, due: true},
+		{name: "ok/older_session_max_age_not_exceeded", user: "usr_tmp", before: 10 * time.Second, extra: []string{"max_age", "60"}, due: true},
+		{name: "ok/older_session_select_account", user: "usr_tmp", before: 10 * time.Second, extra: []string{"prompt", "select_account"}, due: true},
+		{name: "ok/login_during_a_prompt_login_request", user: "usr_tmp", extra: []string{"prompt", "login"}, due: true, during: true},
+		{name: "fail/no_session"},
+		{name: "fail/no_temporary_password", user: "usr_ann", during: true},
+		{name: "fail/no_temporary_password_prompt_login", user: "usr_ann", before: 10 * time.Second, extra: []string{"prompt", "login"}},
+		{name: "fail/older_session_prompt_login", user: "usr_tmp", before: 10 * time.Second, extra: []string{"prompt", "login"}},
+		{name: "fail/older_session_max_age_exceeded", user: "usr_tmp", before: 10 * time.Second, extra: []string{"max_age", "5"}},
+		{name: "fail/unknown_user", user: "usr_gone", during: true},
+		{name: "fail/prompt_none", user: "usr_tmp", before: 10 * time.Second, extra: []string{"prompt", "none"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newFlowEnv()
+			login := env.now
+			env.now = env.now.Add(tc.before)
+			id := env.authorize(t, "first", tc.extra...)
+			env.now = env.now.Add(2 * time.Second)
+			var bs *store.BrowserSession
+			if tc.user != "" {
+				if tc.before == 0 {
+					login = env.now
+				}
+				bs = session(tc.user, login)
+			}
+			pc, stop, err := env.f.PasswordChange(context.Background(), id, bs)
+			if err != nil || stop != nil {
+				t.Fatalf("PasswordChange: %+v, %v", stop, err)
+			}
+			if pc.Due != tc.due || pc.SignedInDuring != tc.during || pc.Request.ID != id || pc.Request.Client.Name != "First App" {
+				t.Fatalf("PasswordChange %+v, want due %v, signed in during %v", pc, tc.due, tc.during)
+			}
+			if n := len(env.once.codes(t)); n != 0 {
+				t.Fatalf("%d codes issued", n)
+			}
+			if _, stop, err := env.f.Lookup(context.Background(), id); err != nil || stop != nil {
+				t.Fatalf("the request no longer pending: %+v, %v", stop, err)
+			}
+		})
+	}
+	t.Run("fail/expired_request_answers_its_step", func(t *testing.T) {
+		env := newFlowEnv()
+		id := env.authorize(t, "first")
+		env.now = env.now.Add(30*time.Minute + time.Second)
+		if _, stop, err := env.f.PasswordChange(context.Background(), id, session("usr_tmp", env.now)); err != nil ||
+			stop == nil || stop.Kind != StepRedirect {
+			t.Fatalf("an expired request: %+v, %v", stop, err)
+		}
+	})
+}

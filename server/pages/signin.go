@@ -57,6 +57,11 @@ const (
 	DoneConsent
 	// DoneDeny: the person refused (access_denied to the client).
 	DoneDeny
+	// DonePasswordChanged: the person changed a temporary password on the
+	// change-password step of this request. It answers a page of the
+	// request (the account counts as chosen) but is no login: the new
+	// session's auth_time and amr say what it satisfies.
+	DonePasswordChanged
 )
 
 // StepKind is what the browser is shown next.
@@ -144,6 +149,29 @@ type Flow interface {
 	// Lookup returns the pending request id for a page, deciding nothing. A
 	// request that expired or was completed answers its Step instead.
 	Lookup(ctx context.Context, id string) (Pending, *Step, error)
+	// PasswordChange looks up the pending request id for a post of the
+	// change-password step with the browser session bs (nil: none),
+	// deciding nothing: whether the step is due, and whether bs's login
+	// happened during the request. A request that expired or was completed
+	// answers its Step instead.
+	PasswordChange(ctx context.Context, id string, bs *store.BrowserSession) (PasswordChange, *Step, error)
+}
+
+// PasswordChange is what Flow.PasswordChange finds for a post of the
+// change-password step.
+type PasswordChange struct {
+	// Request is the pending request as the pages show it.
+	Request Pending
+	// Due: with this browser session the request is at the change-password
+	// step, as authorize.Decide decides it: a live session whose user must
+	// change the password, signed in recently enough for the request's
+	// prompt=login and max_age, of the user its id_token_hint names. The
+	// step is refused otherwise.
+	Due bool
+	// SignedInDuring: the session's login happened during the request (the
+	// login the step completes), so that login's amr describes the session
+	// the step starts.
+	SignedInDuring bool
 }
 
 // BrowserSessions starts, finds and ends browser sessions (*browsersession.Manager).
@@ -670,10 +698,20 @@ func (p *Pages) changeStep(c echo.Context, status int, pr Pending, ps problems) 
 
 // changeStepPost changes the temporary password of the session's user
 // through the same ChangePassword as POST /auth/password/change (the
-// current password goes through the one password check). Changing it ends
-// every session of the user, this browser session included, so a new one
-// is started (the person has just proved the password) and the request
-// proceeds.
+// current password goes through the one password check), only while the
+// request is at the change-password step with this session
+// (Flow.PasswordChange): a post of the step without a session, by a user
+// who has no temporary password, or to a request that asks for a fresh
+// login first (prompt=login, max_age) gets the login form and changes
+// nothing.
+//
+// Changing the password ends every session of the user, this browser
+// session included, so a new one is started. The step is no login: the
+// new session's auth_time is the change's (after the cut-off the change
+// made, or its codes would be void), and its amr is the session's only
+// when that login happened during this request (the step completes it),
+// else the password the step itself proved, never an older session's
+// factors under a new auth_time.
 func (p *Pages) changeStepPost(c echo.Context, id string) error {
 	r := c.Request()
 	ctx, m := r.Context(), meta(c)
@@ -681,11 +719,16 @@ func (p *Pages) changeStepPost(c echo.Context, id string) error {
 	if err != nil {
 		return p.fail(c, err)
 	}
-	pr, answered, err := p.pendingPage(c, id, bs)
-	if answered {
-		return err
+	pc, stop, err := p.si.Flow.PasswordChange(ctx, id, bs)
+	switch {
+	case err != nil:
+		return p.fail(c, err)
+	case stop != nil:
+		return p.respond(c, *stop, bs)
 	}
-	if bs == nil {
+	pr := pc.Request
+	c.Response().Header().Set("Content-Security-Policy", flowCSP(pr.RedirectURI, pr.Client.LogoURI))
+	if bs == nil || !pc.Due {
 		return p.loginForm(c, http.StatusOK, pr, "", nil)
 	}
 	current, pw := r.PostFormValue("current_password"), r.PostFormValue("password")
@@ -711,11 +754,15 @@ func (p *Pages) changeStepPost(c echo.Context, id string) error {
 		return p.fail(c, err)
 	}
 	p.endSession(ctx, resp, m) // the page has no application to hand these tokens to
-	next, err := p.startSession(c, bs, bs.UserID, p.now(), bs.AMR, bs.Remember, pr.Client.ID)
+	amr := []string{mfa.AMRPassword}
+	if pc.SignedInDuring {
+		amr = bs.AMR
+	}
+	next, err := p.startSession(c, bs, bs.UserID, p.now(), amr, bs.Remember, pr.Client.ID)
 	if err != nil {
 		return p.fail(c, err)
 	}
-	return p.proceedWith(c, id, next, DoneLogin)
+	return p.proceedWith(c, id, next, DonePasswordChanged)
 }
 
 func (p *Pages) accounts() Accounts {

@@ -55,6 +55,10 @@ type scriptedFlow struct {
 	calls     []call
 	consented bool
 	step      *Step // when set, Proceed answers it
+	// notDue refuses the change-password step to every session (as a
+	// request asking for a fresh login does); olderLogin says the
+	// session's login came before the request.
+	notDue, olderLogin bool
 }
 
 func (f *scriptedFlow) Authorize(_ context.Context, r *http.Request) (string, *Step, error) {
@@ -114,6 +118,21 @@ func (f *scriptedFlow) Lookup(_ context.Context, id string) (Pending, *Step, err
 		return Pending{}, &Step{Kind: StepRedirect, Location: testRedirect + "?error=access_denied&state=s&iss=x"}, nil
 	}
 	return testPending, nil, nil
+}
+
+// PasswordChange: the step is due for a session of a user who must change
+// the password, unless notDue.
+func (f *scriptedFlow) PasswordChange(ctx context.Context, id string, bs *store.BrowserSession) (PasswordChange, *Step, error) {
+	pr, stop, err := f.Lookup(ctx, id)
+	if stop != nil || err != nil {
+		return PasswordChange{}, stop, err
+	}
+	pc := PasswordChange{Request: pr}
+	if bs != nil {
+		pc.Due = testUsers[bs.UserID].MustChangePassword && !f.notDue
+		pc.SignedInDuring = !f.olderLogin
+	}
+	return pc, nil, nil
 }
 
 func (f *scriptedFlow) last() call {
@@ -633,7 +652,7 @@ func TestLoginEndsTheOldSession(t *testing.T) {
 
 // TestTemporaryPassword: a temporary password starts the session and shows
 // the change-password step; changing it there starts a new session and
-// proceeds with DoneLogin.
+// proceeds with DonePasswordChanged.
 func TestTemporaryPassword(t *testing.T) {
 	env := newSigninEnv(t)
 	hc := env.browser(t)
@@ -659,11 +678,79 @@ func TestTemporaryPassword(t *testing.T) {
 	if len(env.acc.changed) != 1 || env.acc.changed[0].ID != "usr_tmp" {
 		t.Fatalf("ChangePassword calls %+v", env.acc.changed)
 	}
-	if last := env.flow.last(); last.done != DoneLogin || last.userID != "usr_tmp" {
+	if last := env.flow.last(); last.done != DonePasswordChanged || last.userID != "usr_tmp" {
 		t.Fatalf("Proceed %+v", last)
 	}
 	if n := len(env.audit.of("session.started")); n != 2 {
 		t.Fatalf("sessions started %d, want 2 (the change ends the first)", n)
+	}
+}
+
+// TestChangeStepOnlyWhenDue: a post of the change-password step that the
+// flow does not find due (a user without a temporary password, a request
+// asking for a fresh login first) gets the login form and changes nothing:
+// no ChangePassword, no new session, no Proceed. A due one starts a session
+// whose auth_time is the change's and whose amr is the session's only when
+// its login happened during the request, else [pwd].
+func TestChangeStepOnlyWhenDue(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		login, pw   string
+		user        string
+		notDue      bool
+		olderLogin  bool
+		wantChanged bool
+		wantAMR     []string
+	}{
+		{name: "fail/no_temporary_password", login: "ann@example.com", pw: "right", user: "usr_ann"},
+		{name: "fail/not_due", login: "tmp@example.com", pw: "temp", user: "usr_tmp", notDue: true},
+		{name: "ok/login_during_the_request", login: "tmp@example.com", pw: "temp", user: "usr_tmp", wantChanged: true,
+			wantAMR: []string{"pwd", "otp", "mfa"}},
+		{name: "ok/older_login", login: "tmp@example.com", pw: "temp", user: "usr_tmp", olderLogin: true, wantChanged: true,
+			wantAMR: []string{"pwd"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newSigninEnv(t)
+			env.flow.notDue, env.flow.olderLogin = tc.notDue, tc.olderLogin
+			hc := env.browser(t)
+			page := env.signIn(t, hc, tc.login, tc.pw, false)
+			// The session's login proved a second factor (the fake checker
+			// proves the password only).
+			env.store.mu.Lock()
+			for h, s := range env.store.byHash {
+				if s.UserID == tc.user {
+					s.AMR = []string{"pwd", "otp", "mfa"}
+					env.store.byHash[h] = s
+				}
+			}
+			env.store.mu.Unlock()
+			calls := len(env.flow.calls)
+			before := time.Now()
+			a := env.do(t, hc, http.MethodPost, "/login", url.Values{"csrf_token": {csrfIn(t, page)}, "request": {"req1"},
+				"step": {"change_password"}, "current_password": {"temp"}, "password": {"a new good password"},
+				"confirm_password": {"a new good password"}})
+			if !tc.wantChanged {
+				if a.StatusCode != http.StatusOK || !strings.Contains(a.body, `name="username"`) ||
+					strings.Contains(a.body, `value="change_password"`) || sessionCookie(a) != nil {
+					t.Fatalf("status %d (cookie %v), want the login form:\n%s", a.StatusCode, sessionCookie(a), a.body)
+				}
+				if len(env.acc.changed) != 0 || len(env.audit.of("session.started")) != 1 || len(env.flow.calls) != calls {
+					t.Fatalf("changed %+v, sessions started %d, Proceed calls %+v", env.acc.changed,
+						len(env.audit.of("session.started")), env.flow.calls[calls:])
+				}
+				return
+			}
+			if a.StatusCode != http.StatusOK || len(env.acc.changed) != 1 || sessionCookie(a) == nil {
+				t.Fatalf("status %d, changed %+v", a.StatusCode, env.acc.changed)
+			}
+			live := env.store.sessionsOf(tc.user)
+			if len(live) != 1 || !slices.Equal(live[0].AMR, tc.wantAMR) || live[0].AuthTime.Before(before) {
+				t.Fatalf("the new session %+v, want amr %v and the change's auth_time (after %v)", live, tc.wantAMR, before)
+			}
+			if last := env.flow.last(); last.done != DonePasswordChanged || last.sid != live[0].ID {
+				t.Fatalf("Proceed %+v", last)
+			}
+		})
 	}
 }
 
