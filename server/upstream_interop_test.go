@@ -81,7 +81,7 @@ func TestUpstreamSecondPortcullis(t *testing.T) {
 			ctx := context.Background()
 			m := upstream.Meta{IP: "192.0.2.9", ClientID: "portcullis"}
 
-			authURL, err := svc.Begin(ctx, "up", siCallback, []byte("pending-request"))
+			authURL, err := svc.Begin(ctx, "up", siCallback, upstream.Freshness{}, []byte("pending-request"))
 			if err != nil {
 				t.Fatalf("Begin: %v", err)
 			}

@@ -528,3 +528,63 @@ func TestUpstreamPathsWithoutProviders(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamSignInFreshLogin: a client's prompt=login (and max_age) goes
+// on to the identity provider, and a provider that answers from its own
+// older session (auth_time before the request) signs nobody in: the
+// refusal page, no code. Before, any answer of the provider counted as the
+// fresh login the client asked for, at a browser signed in there. A
+// provider that signs the person in again completes the request.
+func TestUpstreamSignInFreshLogin(t *testing.T) {
+	d := newFedSignIn(t, st.SQLite)
+	hc := siBrowser(t)
+	who := upstreamtest.Token{Subject: "sub-new", Email: "new@example.com", EmailVerified: upstreamtest.Bool(true)}
+	f, cb := d.viaTestProvider(t, hc, who)
+	d.tokens(t, f, siGet(t, hc, cb)) // signed in, at Portcullis and at the provider
+	time.Sleep(secondLater)          // auth_time is whole seconds: a login in the request's own second counts as fresh
+
+	for _, tc := range []struct {
+		name     string
+		param    string
+		value    string
+		authTime time.Time
+		refused  bool
+	}{
+		{"fail/prompt_login_answered_from_the_providers_session", "prompt", "login", time.Now().Add(-time.Hour), true},
+		{"fail/max_age_answered_from_the_providers_session", "max_age", "0", time.Now().Add(-time.Hour), true},
+		{"ok/prompt_login_signed_in_again", "prompt", "login", time.Now(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := fedFlow{conf: d.oauth("first", d.firstSecret, "openid", "email"), verifier: oauth2.GenerateVerifier(),
+				nonce: "n-" + oauth2.GenerateVerifier()[:12]}
+			asked := time.Now().Truncate(time.Second)
+			page := siGet(t, hc, f.conf.AuthCodeURL("st-2", oauth2.S256ChallengeOption(f.verifier), oidc.Nonce(f.nonce),
+				oauth2.SetAuthURLParam(tc.param, tc.value)))
+			if page.StatusCode != http.StatusOK {
+				t.Fatalf("login page: %d %s\n%s", page.StatusCode, page.Header.Get("Location"), page.body)
+			}
+			at := who
+			at.Extra = map[string]any{"auth_time": tc.authTime.Unix()}
+			d.op.NextLogin(at)
+			to := pressProvider(t, hc, page, "corp")
+			if u, err := url.Parse(to); err != nil || u.Query().Get(tc.param) != tc.value {
+				t.Fatalf("the provider was not asked %s=%s: %s", tc.param, tc.value, to)
+			}
+			back := siGet(t, hc, d.in.Config.Issuer+"/login/corp/callback?"+browseTestProvider(t, to).Encode())
+			if !tc.refused {
+				idc, _ := d.tokens(t, f, back)
+				if authTime, _ := idc["auth_time"].(float64); int64(authTime) < asked.Unix() {
+					t.Fatalf("auth_time %v is before the request (%d)", idc["auth_time"], asked.Unix())
+				}
+				return
+			}
+			if back.StatusCode != http.StatusForbidden || !strings.Contains(back.body, "did not confirm one") ||
+				back.Header.Get("Location") != "" {
+				t.Fatalf("a provider answering from its own session: %d %s\n%s", back.StatusCode, back.Header.Get("Location"), back.body)
+			}
+			if ev := d.lastEvent(t, "login.failed"); ev.Details["reason"] != upstream.ReasonStaleLogin {
+				t.Fatalf("login.failed = %+v", ev)
+			}
+		})
+	}
+}

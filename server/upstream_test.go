@@ -560,7 +560,7 @@ func TestUpstreamInviteAcceptance(t *testing.T) {
 			signIn := func(tok upstreamtest.Token) upstream.Verified {
 				t.Helper()
 				e.op2.NextLogin(tok)
-				u, err := svc.Begin(ctx, "plain", siCallback, nil)
+				u, err := svc.Begin(ctx, "plain", siCallback, upstream.Freshness{}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}

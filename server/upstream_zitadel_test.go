@@ -109,7 +109,7 @@ func TestUpstreamZitadelExampleOP(t *testing.T) {
 	ctx := context.Background()
 	m := upstream.Meta{IP: "192.0.2.10", ClientID: "portcullis"}
 
-	authURL, err := svc.Begin(ctx, "zitadel", siCallback, nil)
+	authURL, err := svc.Begin(ctx, "zitadel", siCallback, upstream.Freshness{}, nil)
 	if err != nil {
 		t.Fatalf("Begin: %v", err)
 	}

@@ -218,6 +218,10 @@ func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store
 func (f *AuthorizeFlow) view(ctx context.Context, id string, req *authorize.Request) (Pending, error) {
 	p := Pending{ID: id, Client: Client{ID: req.ClientID}, Scopes: slices.Clone(req.Scopes), RedirectURI: req.RedirectURI,
 		LoginHint: req.LoginHint}
+	if req.Prompt.Login {
+		p.Freshness.Since = req.ReceivedAt.Truncate(time.Second)
+	}
+	p.Freshness.MaxAge, p.Freshness.HasMaxAge = req.MaxAge, req.HasMaxAge
 	c, err := f.Clients.GetClient(ctx, req.ClientID)
 	switch {
 	case err == nil:

@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
 	"github.com/portcullis-auth/portcullis/server/signout"
+	"github.com/portcullis-auth/portcullis/server/upstream"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -106,6 +107,9 @@ type Pending struct {
 	RedirectURI string
 	// LoginHint pre-fills the login form.
 	LoginHint string
+	// Freshness is the request's prompt=login and max_age, which a sign-in
+	// through an identity provider passes on to it and checks.
+	Freshness upstream.Freshness
 }
 
 // Step is what the flow decided: a page to show or an answer to send.

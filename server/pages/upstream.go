@@ -28,7 +28,7 @@ import (
 // verification, linking); they carry the person between its steps.
 type Upstream interface {
 	Providers() *upstream.Providers
-	Begin(ctx context.Context, providerID, callbackURL string, ret []byte) (string, error)
+	Begin(ctx context.Context, providerID, callbackURL string, fresh upstream.Freshness, ret []byte) (string, error)
 	Callback(ctx context.Context, providerID string, q url.Values, m upstream.Meta) (upstream.Verified, error)
 	SignIn(ctx context.Context, in upstream.Input, m upstream.Meta) (store.User, upstream.Decision, error)
 	NeedsSecondFactor(ctx context.Context, u store.User, amr []string) (bool, error)
@@ -162,7 +162,9 @@ func (p *Pages) upstreamStart(c echo.Context) error {
 	if err != nil {
 		return p.fail(c, apierr.ErrServer.WithCause(err))
 	}
-	to, err := p.si.Upstream.Begin(ctx, id, p.callbackURL(id), ret)
+	// The request's prompt=login and max_age go on to the provider, and
+	// its answer must show them.
+	to, err := p.si.Upstream.Begin(ctx, id, p.callbackURL(id), pr.Freshness, ret)
 	if err != nil {
 		return p.fail(c, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -29,6 +30,59 @@ type pendingLogin struct {
 	Verifier    string `json:"v"`
 	RedirectURL string `json:"r"`
 	Return      []byte `json:"a,omitempty"`
+	// Since (Unix seconds) and MaxAge (seconds) are the Freshness the
+	// sign-in was begun with; absent when it asked none.
+	Since  int64  `json:"s,omitempty"`
+	MaxAge *int64 `json:"m,omitempty"`
+}
+
+// Freshness is how recent the person's sign-in at the provider must be for
+// the authorization request the sign-in continues: its prompt=login and
+// max_age (OIDC Core §3.1.2.1). Begin passes both on to the provider, and
+// Callback refuses (ReasonStaleLogin) an id token whose auth_time does not
+// show them: a provider that kept its own session signs nobody in to a
+// request that asked for a fresh login.
+type Freshness struct {
+	// Since is when the request arrived, for its prompt=login: the sign-in
+	// must be at or after it. Zero: not asked.
+	Since time.Time
+	// MaxAge is the request's max_age, when HasMaxAge.
+	MaxAge    time.Duration
+	HasMaxAge bool
+}
+
+// freshnessLeeway is how far the provider's clock may be behind ours:
+// auth_time is compared with this much slack (it is whole seconds, too).
+const freshnessLeeway = 30 * time.Second
+
+// options are the authorization request parameters that pass f on.
+func (f Freshness) options() []oauth2.AuthCodeOption {
+	var opts []oauth2.AuthCodeOption
+	if !f.Since.IsZero() {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
+	}
+	if f.HasMaxAge {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(int64(f.MaxAge/time.Second), 10)))
+	}
+	return opts
+}
+
+// freshEnough checks the id token's auth_time (zero: absent) at now
+// against the Freshness the sign-in was begun with.
+func (pl pendingLogin) freshEnough(authTime, now time.Time) error {
+	if pl.Since == 0 && pl.MaxAge == nil {
+		return nil
+	}
+	if authTime.IsZero() {
+		return errors.New("the id token has no auth_time, and the request asked for a fresh sign-in")
+	}
+	if pl.Since != 0 && authTime.Add(freshnessLeeway).Before(time.Unix(pl.Since, 0)) {
+		return fmt.Errorf("auth_time %d is before the request that asked prompt=login", authTime.Unix())
+	}
+	if pl.MaxAge != nil && now.Sub(authTime) > time.Duration(*pl.MaxAge)*time.Second+freshnessLeeway {
+		return fmt.Errorf("auth_time %d is older than the request's max_age of %d s", authTime.Unix(), *pl.MaxAge)
+	}
+	return nil
 }
 
 // Begin starts the authorization code flow with PKCE at the provider: it
@@ -36,8 +90,10 @@ type pendingLogin struct {
 // such as its pending authorization request) in the single-use store for
 // LoginTTL and returns the provider's authorization URL to redirect the
 // browser to. redirectURL is the callback (/login/{provider}/callback).
+// fresh is the freshness the request asks of the sign-in (the zero
+// Freshness: none), passed on to the provider and checked by Callback.
 // An unknown provider is 404.
-func (s *Service) Begin(ctx context.Context, providerID, redirectURL string, ret []byte) (string, error) {
+func (s *Service) Begin(ctx context.Context, providerID, redirectURL string, fresh Freshness, ret []byte) (string, error) {
 	p, ok := s.d.Providers.Get(providerID)
 	if !ok {
 		return "", apierr.ErrNotFound.WithDescription("No identity provider has this id.")
@@ -51,6 +107,13 @@ func (s *Service) Begin(ctx context.Context, providerID, redirectURL string, ret
 	}
 	state, nonce := random(), random()
 	pl := pendingLogin{Provider: p.ID, Nonce: nonce, Verifier: oauth2.GenerateVerifier(), RedirectURL: redirectURL, Return: ret}
+	if !fresh.Since.IsZero() {
+		pl.Since = fresh.Since.Unix()
+	}
+	if fresh.HasMaxAge {
+		maxAge := int64(fresh.MaxAge / time.Second)
+		pl.MaxAge = &maxAge
+	}
 	val, err := json.Marshal(pl)
 	if err != nil {
 		return "", apierr.ErrServer.WithCause(err)
@@ -58,7 +121,8 @@ func (s *Service) Begin(ctx context.Context, providerID, redirectURL string, ret
 	if err := s.d.Once.PutOnce(ctx, store.OnceUpstreamLogin, hash(state), val, s.d.Now().Add(LoginTTL)); err != nil {
 		return "", apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("store the upstream sign-in: %w", err))
 	}
-	return cfg.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(pl.Verifier)), nil
+	opts := append([]oauth2.AuthCodeOption{oidc.Nonce(nonce), oauth2.S256ChallengeOption(pl.Verifier)}, fresh.options()...)
+	return cfg.AuthCodeURL(state, opts...), nil
 }
 
 // Verified is a callback whose id token passed every check: the provider,
@@ -76,7 +140,8 @@ type Verified struct {
 // expired state, or one begun for another provider, is invalid_state; a
 // second use replayed_callback), refuses an error answer and an iss
 // parameter (RFC 9207) other than the provider's, redeems the code with the
-// PKCE verifier, and verifies the id token with the stored nonce; email
+// PKCE verifier, verifies the id token with the stored nonce and its
+// auth_time against the Freshness Begin was given; email
 // comes from the id token, else from userinfo for the same sub. Every
 // refusal is a *Refusal, audited (login.failed, details.method upstream);
 // an unreachable provider is an error wrapping ErrUnavailable (audited).
@@ -146,6 +211,9 @@ func (s *Service) callback(ctx context.Context, providerID string, q url.Values)
 			return Verified{}, refuse(ReasonInvalidToken, p, "", err)
 		}
 		return Verified{}, err
+	}
+	if err := pl.freshEnough(c.AuthTime, s.d.Now()); err != nil {
+		return Verified{}, refuse(ReasonStaleLogin, p, "", err)
 	}
 	c, err = s.d.Verifier.FillFromUserInfo(ctx, p, c, cfg.TokenSource(s.d.Verifier.ctx(ctx), tok))
 	if err != nil {

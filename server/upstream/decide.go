@@ -65,6 +65,7 @@ const (
 	ReasonUpstreamError        = "upstream_error"
 	ReasonUnavailable          = "provider_unavailable"
 	ReasonSecondFactor         = "mfa_required"
+	ReasonStaleLogin           = "login_not_fresh"
 )
 
 // Refusal is a sign-in the core refuses. Reason is one of the Reason
@@ -116,6 +117,8 @@ func (r *Refusal) Description() string {
 		return "The identity provider did not sign you in."
 	case ReasonUnavailable:
 		return "The identity provider could not be reached. Try again shortly."
+	case ReasonStaleLogin:
+		return "The application asked for a fresh sign-in, and the identity provider did not confirm one. Start again."
 	case ReasonSecondFactor:
 		return "The account needs its second factor, which cannot be given here: sign in through the login page."
 	}

@@ -16,10 +16,11 @@
 //
 // The browser path (GET /login/{provider} and its callback) uses it so:
 //
-//   - start: Service.Begin(ctx, providerID, callbackURL, ret) stores state,
+//   - start: Service.Begin(ctx, providerID, callbackURL, fresh, ret) stores state,
 //     nonce and PKCE verifier (and ret, e.g. the pending authorization
 //     request or an invite token) in the single-use store and returns the
-//     provider's authorization URL (404 for an unknown provider);
+//     provider's authorization URL (404 for an unknown provider), passing
+//     on the request's prompt=login and max_age (fresh);
 //   - callback: Service.Callback(ctx, providerID, query, meta) takes the
 //     state once and verifies everything, returning Verified (provider,
 //     claims, ret) or an audited *Refusal; then Service.SignIn (or

@@ -249,7 +249,7 @@ func TestBrowserPath(t *testing.T) {
 	}
 
 	op.NextLogin(upstreamtest.Token{Subject: "s-ann", Email: "ann@example.com", EmailVerified: upstreamtest.Bool(true)})
-	u, err := svc.Begin(ctx, "test", cb, []byte("authreq-1"))
+	u, err := svc.Begin(ctx, "test", cb, upstream.Freshness{}, []byte("authreq-1"))
 	if err != nil {
 		t.Fatalf("Begin: %v", err)
 	}
@@ -277,7 +277,7 @@ func TestBrowserPath(t *testing.T) {
 	})
 	t.Run("fail/state_of_another_provider", func(t *testing.T) {
 		op2.NextLogin(upstreamtest.Token{Subject: "x"})
-		u, err := svc.Begin(ctx, "other", cb, nil)
+		u, err := svc.Begin(ctx, "other", cb, upstream.Freshness{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -287,7 +287,7 @@ func TestBrowserPath(t *testing.T) {
 	})
 	t.Run("fail/iss_of_another_issuer", func(t *testing.T) {
 		op.NextLogin(upstreamtest.Token{Subject: "s-ann"})
-		u, _ := svc.Begin(ctx, "test", cb, nil)
+		u, _ := svc.Begin(ctx, "test", cb, upstream.Freshness{}, nil)
 		q := browse(t, u)
 		q.Set("iss", "https://evil.example")
 		_, err := svc.Callback(ctx, "test", q, m)
@@ -295,13 +295,13 @@ func TestBrowserPath(t *testing.T) {
 	})
 	t.Run("fail/wrong_nonce", func(t *testing.T) {
 		op.NextLogin(upstreamtest.Token{Subject: "s-ann", Nonce: "not-the-one-sent"})
-		u, _ := svc.Begin(ctx, "test", cb, nil)
+		u, _ := svc.Begin(ctx, "test", cb, upstream.Freshness{}, nil)
 		_, err := svc.Callback(ctx, "test", browse(t, u), m)
 		refused(t, err, upstream.ReasonInvalidToken)
 	})
 	t.Run("fail/provider_error", func(t *testing.T) {
 		op.NextLogin(upstreamtest.Token{Subject: "s-ann"})
-		u, _ := svc.Begin(ctx, "test", cb, nil)
+		u, _ := svc.Begin(ctx, "test", cb, upstream.Freshness{}, nil)
 		q := browse(t, u)
 		q.Del("code")
 		q.Set("error", "access_denied")
@@ -312,7 +312,7 @@ func TestBrowserPath(t *testing.T) {
 		op.NextLogin(upstreamtest.Token{Subject: "s-new"})
 		op.SetUserInfo(map[string]any{"sub": "s-new", "email": "new@example.com", "email_verified": true})
 		defer op.SetUserInfo(nil)
-		u, _ := svc.Begin(ctx, "test", cb, nil)
+		u, _ := svc.Begin(ctx, "test", cb, upstream.Freshness{}, nil)
 		v, err := svc.Callback(ctx, "test", browse(t, u), m)
 		if err != nil || v.Claims.Email != "new@example.com" || !v.Claims.EmailVerified {
 			t.Fatalf("Callback = %+v, %v", v.Claims, err)
@@ -322,12 +322,63 @@ func TestBrowserPath(t *testing.T) {
 		op.NextLogin(upstreamtest.Token{Subject: "s-new"})
 		op.SetUserInfo(map[string]any{"sub": "s-ann", "email": "ann@example.com", "email_verified": true})
 		defer op.SetUserInfo(nil)
-		u, _ := svc.Begin(ctx, "test", cb, nil)
+		u, _ := svc.Begin(ctx, "test", cb, upstream.Freshness{}, nil)
 		_, err := svc.Callback(ctx, "test", browse(t, u), m)
 		refused(t, err, upstream.ReasonInvalidToken)
 	})
+	t.Run("fresh_login", func(t *testing.T) {
+		now := time.Now()
+		asked := upstream.Freshness{Since: now.Add(-time.Second).Truncate(time.Second)}
+		withMaxAge := upstream.Freshness{MaxAge: 10 * time.Minute, HasMaxAge: true}
+		for _, tc := range []struct {
+			name     string
+			fresh    upstream.Freshness
+			authTime any // the id token's auth_time; nil: none
+			refused  bool
+		}{
+			{"ok/prompt_login_shown", asked, now.Unix(), false},
+			{"ok/max_age_shown", withMaxAge, now.Add(-9 * time.Minute).Unix(), false},
+			{"ok/nothing_asked_nothing_checked", upstream.Freshness{}, now.Add(-48 * time.Hour).Unix(), false},
+			{"fail/prompt_login_provider_kept_its_session", asked, now.Add(-time.Hour).Unix(), true},
+			{"fail/max_age_provider_kept_its_session", withMaxAge, now.Add(-time.Hour).Unix(), true},
+			{"fail/prompt_login_no_auth_time", asked, nil, true},
+			{"fail/max_age_no_auth_time", withMaxAge, nil, true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				tok := upstreamtest.Token{Subject: "s-ann"}
+				if tc.authTime != nil {
+					tok.Extra = map[string]any{"auth_time": tc.authTime}
+				}
+				op.NextLogin(tok)
+				u, err := svc.Begin(ctx, "test", cb, tc.fresh, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				q, _ := url.Parse(u)
+				wantPrompt, wantMaxAge := "", ""
+				if !tc.fresh.Since.IsZero() {
+					wantPrompt = "login"
+				}
+				if tc.fresh.HasMaxAge {
+					wantMaxAge = "600"
+				}
+				if q.Query().Get("prompt") != wantPrompt || q.Query().Get("max_age") != wantMaxAge {
+					t.Fatalf("authorization URL passes on prompt %q and max_age %q, want %q and %q", q.Query().Get("prompt"),
+						q.Query().Get("max_age"), wantPrompt, wantMaxAge)
+				}
+				v, err := svc.Callback(ctx, "test", browse(t, u), m)
+				if tc.refused {
+					refused(t, err, upstream.ReasonStaleLogin)
+					return
+				}
+				if err != nil || v.Claims.Subject != "s-ann" {
+					t.Fatalf("Callback = %+v, %v", v.Claims, err)
+				}
+			})
+		}
+	})
 	t.Run("fail/unknown_provider_begin", func(t *testing.T) {
-		if _, err := svc.Begin(ctx, "nope", cb, nil); err == nil || !strings.Contains(err.Error(), "not_found") {
+		if _, err := svc.Begin(ctx, "nope", cb, upstream.Freshness{}, nil); err == nil || !strings.Contains(err.Error(), "not_found") {
 			t.Fatalf("Begin(unknown) = %v, want 404", err)
 		}
 	})
