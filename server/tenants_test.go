@@ -1,11 +1,13 @@
 package server_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -33,11 +35,12 @@ type tenantEnv struct {
 	rootTok string
 }
 
-func newTenantEnv(t *testing.T, backend st.Backend) *tenantEnv {
+func newTenantEnv(t *testing.T, backend st.Backend, extra ...map[string]string) *tenantEnv {
 	t.Helper()
 	// Rate limits off: a refused organisation counts as a failed login in
 	// the account's throttle, and these tests refuse many on purpose.
-	a := newAcctEnvOn(t, backend, map[string]string{"PORTCULLIS_TENANTS": "on", "PORTCULLIS_RATE_LIMITS": "off"})
+	env := append([]map[string]string{{"PORTCULLIS_TENANTS": "on", "PORTCULLIS_RATE_LIMITS": "off"}}, extra...)
+	a := newAcctEnvOn(t, backend, env...)
 	// "web" of newAcctEnvOn has no token exchange: a second client for the switch.
 	a.fx.Client(t, clients.Spec{ID: "switcher", Name: "Switcher", Public: true,
 		Grants: []string{token.GrantPassword, token.GrantRefreshToken, token.GrantTokenExchange}, Audiences: []string{a.fx.Issuer()}})
@@ -190,6 +193,87 @@ func (e *tenantEnv) exchange(t *testing.T, subject, tenant string) *st.Response 
 	t.Helper()
 	return e.c.PostForm("/oauth2/token", url.Values{"grant_type": {token.GrantTokenExchange}, "client_id": {"switcher"},
 		"subject_token": {subject}, "subject_token_type": {token.TokenTypeAccessToken}, "tenant": {tenant}})
+}
+
+// TestTenantMembersByID: POST /admin/tenants/{id}/members {"user_id","role"}
+// with the organisation's own token names only its members (to give one
+// another role); any other id (another organisation's user, the platform
+// super_admin, an account of no organisation) answers exactly as an
+// unknown id does (404, the same body), changes nothing and leaves nothing
+// to read or remove, so "add then remove" can no longer end the sessions of
+// anyone outside. A platform token still adds any user by id. Before the
+// fix acme's admin added all three (201), read them and, by removing root
+// again, ended root's sessions.
+func TestTenantMembersByID(t *testing.T) {
+	policyFile, err := filepath.Abs("../docs/examples/demo-policy.yaml") // admin > editor > viewer in organisations
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, backend := range tenantBackends {
+		t.Run(backend.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newTenantEnv(t, backend, map[string]string{"PORTCULLIS_POLICY_FILE": policyFile})
+			a, b := e.createTenant(t, "acme"), e.createTenant(t, "globex")
+			e.member(t, a, "admin-a@example.com", "admin")
+			memberA := e.member(t, a, "member-a@example.com", "viewer")
+			e.member(t, b, "admin-b@example.com", "admin")
+			userB := e.member(t, b, "user-b@example.com", "viewer")
+			loner := e.fx.User(t, "loner@example.com", tenantPass)
+			tokA := e.loginTo(t, "admin-a@example.com", "acme").Token().AccessToken
+			tokB := e.loginTo(t, "admin-b@example.com", "globex").Token().AccessToken
+			st0 := e.in.App.Core.Store
+			add := func(bearer, tenantID, userID, role string) *st.Response {
+				return e.c.PostJSON("/admin/tenants/"+tenantID+"/members", map[string]string{"user_id": userID, "role": role}, st.Bearer(bearer))
+			}
+			unknown := add(tokA, a, "usr_nosuchuser", "viewer").ExpectError(http.StatusNotFound, "not_found")
+
+			for _, tc := range []struct{ name, id string }{
+				{"fail/another_organisations_user", userB.ID},
+				{"fail/platform_super_admin", e.root.ID},
+				{"fail/account_of_no_organisation", loner.ID},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					c := e.in.Client(t) // failures belong to this subtest
+					before, err := st0.UserTenantIDs(t.Context(), tc.id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, role := range []string{"viewer", "admin"} {
+						resp := add(tokA, a, tc.id, role)
+						if resp.StatusCode != http.StatusNotFound || !bytes.Equal(resp.Body, unknown.Body) {
+							t.Fatalf("adding them as %s: %d %s; want 404 %s, as for an unknown id", role, resp.StatusCode, resp.Body, unknown.Body)
+						}
+					}
+					if after, err := st0.UserTenantIDs(t.Context(), tc.id); err != nil || !slices.Equal(after, before) {
+						t.Fatalf("organisations after the refusal: %v, %v; want %v", after, err, before)
+					}
+					c.Get("/admin/users/"+tc.id, st.Bearer(tokA)).ExpectError(http.StatusNotFound, "not_found")
+					c.Delete("/admin/tenants/"+a+"/members/"+tc.id, st.Bearer(tokA)).ExpectError(http.StatusNotFound, "not_found")
+				})
+			}
+			// Nobody's sessions ended: root's token works, and globex's admin
+			// still manages globex's user (an account of globex alone).
+			e.c.Get("/admin/users", st.Bearer(e.rootTok)).ExpectStatus(http.StatusOK)
+			e.c.PatchJSON("/admin/users/"+userB.ID, map[string]any{"name": "Still globex's"}, st.Bearer(tokB)).ExpectStatus(http.StatusOK)
+
+			var m accounts.Member
+			// A member of acme: another role, by id.
+			add(tokA, a, memberA.ID, "editor").ExpectStatus(http.StatusCreated).JSON(&m)
+			if m.UserID != memberA.ID || !slices.Equal(m.Roles, []string{"editor", "viewer"}) {
+				t.Fatalf("acme's member given editor: %+v", m)
+			}
+			// Above acme's admin: the ceiling, as before.
+			add(tokA, a, memberA.ID, "admin").ExpectError(http.StatusForbidden, "forbidden")
+			// A platform token adds any user of the instance by id.
+			add(e.rootTok, a, userB.ID, "viewer").ExpectStatus(http.StatusCreated).JSON(&m)
+			if m.UserID != userB.ID || !slices.Equal(m.Roles, []string{"viewer"}) {
+				t.Fatalf("globex's user added to acme by root: %+v", m)
+			}
+			if roles, _ := st0.TenantRoles(t.Context(), b, userB.ID); !slices.Equal(roles, []string{"viewer"}) {
+				t.Fatalf("adding to acme changed globex: %v", roles)
+			}
+		})
+	}
 }
 
 // TestTenantAdminSweep: a tenant admin of A, through every /admin route and

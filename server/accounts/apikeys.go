@@ -105,7 +105,7 @@ func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID strin
 		return store.User{}, store.User{}, err
 	}
 	a := sc.actor
-	m, err := s.target(ctx, sc, userID, true)
+	m, err := s.target(ctx, sc, userID, reachAccount)
 	if err != nil {
 		return store.User{}, store.User{}, err
 	}

@@ -48,7 +48,7 @@ func (s *Service) loadActorRecord(ctx context.Context, actor Actor) (store.User,
 // loadTarget reads the user an operation of the whole instance acts on
 // (the views that name no actor); unknown is 404.
 func (s *Service) loadTarget(ctx context.Context, id string) (store.User, error) {
-	return s.target(ctx, actorScope{}, id, false)
+	return s.target(ctx, actorScope{}, id, reachMember)
 }
 
 // actorAndTarget loads both, the target within the actor's scope as an
@@ -59,7 +59,7 @@ func (s *Service) actorAndTarget(ctx context.Context, actor Actor, id string) (s
 	if err != nil {
 		return store.User{}, store.User{}, err
 	}
-	t, err := s.target(ctx, sc, id, true)
+	t, err := s.target(ctx, sc, id, reachAccount)
 	if err != nil {
 		return store.User{}, store.User{}, err
 	}

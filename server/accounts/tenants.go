@@ -39,6 +39,10 @@ var (
 type actorScope struct {
 	actor  store.User
 	tenant store.Tenant
+	// byPlatform: a platform actor (a token naming no organisation) acts
+	// on tenant through /admin/tenants/{id}/… (inTenantOf), not a token
+	// of the organisation itself.
+	byPlatform bool
 }
 
 // inTenant reports whether the scope is one organisation.
@@ -82,14 +86,35 @@ func (sc actorScope) platformOnly() error {
 	return nil
 }
 
-// target loads the user an operation in scope sc acts on; unknown is 404.
-// In an organisation, a user who is not a member is 404 as well (nothing
-// tells the tenant admin the account exists), their Roles are the ones
-// they hold there, and when own is set (the operation changes or reveals
-// the account itself: its password, sessions, factors, keys, consents,
-// identities, active state, existence) the account must belong to this
-// organisation alone and hold no platform role, else 403.
-func (s *Service) target(ctx context.Context, sc actorScope, id string, own bool) (store.User, error) {
+// reach is what an operation does to the user it names, which decides
+// whom target lets it name.
+type reach int
+
+const (
+	// reachMember reads the user or changes their roles where the scope
+	// acts: inside an organisation, only a member.
+	reachMember reach = iota
+	// reachAccount changes or reveals the account itself (its password,
+	// sessions, factors, keys, consents, identities, active state,
+	// existence): inside an organisation, only an account that belongs to
+	// it alone and holds no platform role (else 403).
+	reachAccount
+	// reachJoin gives the user a role in the organisation whether or not
+	// they are a member (AddTenantMember by id). A platform actor acting
+	// on the organisation may name any user of the instance. The
+	// organisation's own token names only its members (to give one
+	// another role): anyone else answers as an unknown id does, so the
+	// answer tells nothing of accounts outside, and an outsider joins only
+	// through an emailed invite, which takes their password.
+	reachJoin
+)
+
+// target loads the user an operation in scope sc acts on, as r allows
+// (see reach); unknown is 404. In an organisation, a user the scope may
+// not name is 404 as well (nothing tells the tenant admin the account
+// exists), and their Roles are the ones they hold there (none for a user
+// a platform actor is adding).
+func (s *Service) target(ctx context.Context, sc actorScope, id string, r reach) (store.User, error) {
 	if id == "" || len(id) > maxIDLen {
 		return store.User{}, errUserNotFound
 	}
@@ -105,10 +130,12 @@ func (s *Service) target(ctx context.Context, sc actorScope, id string, own bool
 	if u.Roles, err = s.store.TenantRoles(ctx, sc.tenant.ID, u.ID); err != nil {
 		return store.User{}, storeErr("load the user's roles in the organisation", err, nil)
 	}
-	if len(u.Roles) == 0 {
+	switch {
+	case len(u.Roles) == 0 && r == reachJoin && sc.byPlatform:
+		return u, nil
+	case len(u.Roles) == 0:
 		return store.User{}, errUserNotFound
-	}
-	if !own {
+	case r != reachAccount:
 		return u, nil
 	}
 	if platform, _ := s.policy.SplitPlatform(global); len(platform) > 0 {
@@ -126,13 +153,13 @@ func (s *Service) target(ctx context.Context, sc actorScope, id string, own bool
 
 // accountAs loads, for a read by actor that reveals the account itself
 // (sessions, consents, identities), the user in the actor's scope (target
-// with own).
+// with reachAccount).
 func (s *Service) accountAs(ctx context.Context, actor Actor, id string) (store.User, error) {
 	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
 		return store.User{}, err
 	}
-	return s.target(ctx, sc, id, true)
+	return s.target(ctx, sc, id, reachAccount)
 }
 
 // tenantFor returns the organisation an operation in scope sc names by id
@@ -155,9 +182,14 @@ func (s *Service) tenantFor(ctx context.Context, sc actorScope, id string) (stor
 	return t, nil
 }
 
-// inTenantOf scopes sc to organisation t for an operation of a platform
-// actor on it (their platform roles stand above any tenant role).
+// inTenantOf scopes sc to organisation t (tenantFor's answer) for an
+// operation on it; a scope of the whole instance becomes a platform
+// actor's on t (byPlatform), and the ceiling there compares their
+// platform roles with the roles held in t.
 func (sc actorScope) inTenantOf(t store.Tenant) actorScope {
+	if !sc.inTenant() {
+		sc.byPlatform = true
+	}
 	sc.tenant = t
 	return sc
 }
@@ -283,9 +315,12 @@ func (s *Service) TenantMembers(ctx context.Context, actor Actor, tenantID, curs
 	return out, nil
 }
 
-// AddTenantMember gives an existing user (any user of the instance, by
-// id) a role in the organisation, under the privilege ceiling there (as
-// GrantRole); the answer is the member. A platform role is 400.
+// AddTenantMember gives an existing user, by id, a role in the
+// organisation, under the privilege ceiling there (as GrantRole); the
+// answer is the member. A platform actor may name any user of the
+// instance; the organisation's own token only its members (reachJoin:
+// anyone else is 404, as an unknown id; outsiders are invited with
+// InviteTenantMember). A platform role is 400.
 func (s *Service) AddTenantMember(ctx context.Context, actor Actor, tenantID, userID, role string) (Member, error) {
 	sc, err := s.tenantScope(ctx, actor)
 	if err != nil {
@@ -295,7 +330,7 @@ func (s *Service) AddTenantMember(ctx context.Context, actor Actor, tenantID, us
 	if err != nil {
 		return Member{}, err
 	}
-	u, err := s.grantIn(ctx, sc.inTenantOf(t), actor.Meta, userID, role, false)
+	u, err := s.grantIn(ctx, sc.inTenantOf(t), actor.Meta, userID, role, reachJoin)
 	if err != nil {
 		return Member{}, err
 	}
@@ -319,8 +354,10 @@ func (s *Service) InviteTenantMember(ctx context.Context, actor Actor, tenantID,
 // RemoveTenantMember takes every role in the organisation from a member
 // the actor may manage there (the privilege ceiling; never oneself) and
 // ends every session of the user, as a role removal does: their next
-// refresh in the organisation fails. Not a member is 404. Audit
-// tenant.member_removed.
+// refresh in the organisation fails. The token state ends all of a user's
+// sessions, not one organisation's, so this signs the person out of their
+// other organisations too; only a member (someone who joined) can be
+// named. Not a member is 404. Audit tenant.member_removed.
 func (s *Service) RemoveTenantMember(ctx context.Context, actor Actor, tenantID, userID string) error {
 	sc, err := s.tenantScope(ctx, actor)
 	if err != nil {
@@ -331,7 +368,7 @@ func (s *Service) RemoveTenantMember(ctx context.Context, actor Actor, tenantID,
 		return err
 	}
 	sc = sc.inTenantOf(t)
-	m, err := s.target(ctx, sc, userID, false)
+	m, err := s.target(ctx, sc, userID, reachMember)
 	if err != nil {
 		return err
 	}

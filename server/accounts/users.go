@@ -69,7 +69,7 @@ func (s *Service) GetUserAs(ctx context.Context, actor Actor, id string) (User, 
 
 // viewIn is the user as scope sc sees them.
 func (s *Service) viewIn(ctx context.Context, sc actorScope, id string) (User, error) {
-	u, err := s.target(ctx, sc, id, false)
+	u, err := s.target(ctx, sc, id, reachMember)
 	if err != nil {
 		return User{}, err
 	}
@@ -162,27 +162,21 @@ func (s *Service) GrantRole(ctx context.Context, actor Actor, id, role string) (
 	if err != nil {
 		return User{}, err
 	}
-	return s.grantIn(ctx, sc, actor.Meta, id, role, true)
+	return s.grantIn(ctx, sc, actor.Meta, id, role, reachMember)
 }
 
-// grantIn is GrantRole in scope sc; member: the user must already be a
-// member of sc's organisation (false when adding a member).
-func (s *Service) grantIn(ctx context.Context, sc actorScope, m Meta, id, role string, member bool) (User, error) {
+// grantIn is GrantRole in scope sc on the user target finds as r allows
+// (reachMember: a member of sc's organisation; reachJoin when adding one).
+func (s *Service) grantIn(ctx context.Context, sc actorScope, m Meta, id, role string, r reach) (User, error) {
 	if role == "" {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
 	}
 	if err := s.roleFits(sc, role); err != nil {
 		return User{}, err
 	}
-	t, err := s.target(ctx, sc, id, false)
-	if member && err != nil || !member && err != nil && !errors.Is(err, errUserNotFound) {
+	t, err := s.target(ctx, sc, id, r)
+	if err != nil {
 		return User{}, err
-	}
-	if !member && err != nil { // a new member: a user of the instance
-		if t, err = s.target(ctx, actorScope{}, id, false); err != nil {
-			return User{}, err
-		}
-		t.Roles = []string{}
 	}
 	if err := s.policy.CanChangeRole(subject(sc.actor), subject(t), role); err != nil {
 		return User{}, ceilingErr(err)
@@ -231,7 +225,7 @@ func (s *Service) RevokeRole(ctx context.Context, actor Actor, id, role string) 
 	if err != nil {
 		return User{}, err
 	}
-	t, err := s.target(ctx, sc, id, false)
+	t, err := s.target(ctx, sc, id, reachMember)
 	if err != nil {
 		return User{}, err
 	}
