@@ -276,6 +276,120 @@ func TestTenantMembersByID(t *testing.T) {
 	}
 }
 
+// TestPlatformRoleBelowTenantRole: a policy may put a platform role
+// (support, 20) below a tenant role (admin, 50). Every operation on a
+// user's whole account compares the actor with every role the user holds,
+// in organisations too, as the role grant inside acme already did: support
+// is refused (403) each of them on acme's admin, who is left unchanged
+// with their session alive, and on the API keys of acme's machine admin.
+// Support still acts on acme's plain member, and root (super_admin) on
+// acme's admin. Before the fix acme's admin held no role at all on the
+// whole instance, so support could set their temporary password (a
+// takeover), reset their factors, deactivate or delete them.
+func TestPlatformRoleBelowTenantRole(t *testing.T) {
+	policyFile, err := filepath.Abs("testdata/platform-support-policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The operations on a whole account, in an order one user can take
+	// them all, and their answer when allowed (404 where the ceiling let
+	// the request through to a session, consent or identity the user does
+	// not have).
+	actions := []struct {
+		name, method, path, body string
+		allowed                  int
+	}{
+		{"rename", http.MethodPatch, "", `{"name":"Renamed"}`, http.StatusOK},
+		{"temp_password", http.MethodPost, "/temp-password", `{"password":"support's chosen passphrase 1"}`, http.StatusOK},
+		{"password_reset", http.MethodPost, "/password-reset", `{}`, http.StatusOK},
+		{"sessions_revoke", http.MethodPost, "/sessions/revoke", `{}`, http.StatusNoContent},
+		{"end_session", http.MethodDelete, "/sessions/nosuchsession", ``, http.StatusNotFound},
+		{"withdraw_consent", http.MethodDelete, "/consents/web", ``, http.StatusNotFound},
+		{"unlink_identity", http.MethodDelete, "/identities/google", ``, http.StatusNotFound},
+		{"mfa_reset", http.MethodPost, "/mfa/reset", `{}`, http.StatusNoContent},
+		{"grant_platform_role", http.MethodPost, "/roles", `{"role":"auditor"}`, http.StatusOK},
+		{"revoke_platform_role", http.MethodDelete, "/roles/auditor", ``, http.StatusOK},
+		{"deactivate", http.MethodPatch, "", `{"active":false}`, http.StatusOK},
+		{"delete", http.MethodDelete, "", ``, http.StatusNoContent},
+	}
+	for _, backend := range tenantBackends {
+		t.Run(backend.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newTenantEnv(t, backend, map[string]string{"PORTCULLIS_POLICY_FILE": policyFile})
+			st0 := e.in.App.Core.Store
+			acme := e.createTenant(t, "acme")
+			e.fx.User(t, "help@example.com", tenantPass, "support")
+			help := e.loginTo(t, "help@example.com", "").Token().AccessToken
+			boss := e.member(t, acme, "boss@example.com", "admin")
+			// A platform role below support, so that support's grant and
+			// revocation of it reach the ceiling.
+			e.c.PostJSON("/admin/users/"+boss.ID+"/roles", map[string]string{"role": "auditor"}, st.Bearer(e.rootTok)).ExpectStatus(http.StatusOK)
+			bossTok := e.loginTo(t, "boss@example.com", "acme").Token().AccessToken
+			plain := e.member(t, acme, "plain@example.com", "user")
+			boss2 := e.member(t, acme, "boss2@example.com", "admin")
+			bot := store.User{Kind: store.UserMachine, Name: "acme-bot", Active: true}
+			if err := st0.CreateUser(t.Context(), &bot); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st0.GrantTenantRole(t.Context(), acme, bot.ID, "admin"); err != nil {
+				t.Fatal(err)
+			}
+			// The ceiling inside acme refused support this already.
+			e.c.PostJSON("/admin/tenants/"+acme+"/members", map[string]string{"user_id": plain.ID, "role": "admin"}, st.Bearer(help)).
+				ExpectError(http.StatusForbidden, "forbidden")
+
+			do := func(c *st.Client, bearer, userID, method, path, body string) *st.Response {
+				ctype := ""
+				if body != "" {
+					ctype = "application/json"
+				}
+				return c.Do(method, "/admin/users/"+userID+path, []byte(body), ctype, st.Bearer(bearer))
+			}
+			for _, a := range actions {
+				t.Run("fail/support_on_acme_admin/"+a.name, func(t *testing.T) {
+					do(e.in.Client(t), help, boss.ID, a.method, a.path, a.body).ExpectError(http.StatusForbidden, "forbidden")
+				})
+			}
+			for _, path := range []string{"/api-keys", "/api-keys/apk_x"} {
+				for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+					if path == "/api-keys" && method == http.MethodDelete || path != "/api-keys" && method != http.MethodDelete {
+						continue
+					}
+					t.Run("fail/support_on_acme_machine_admin/"+method+path, func(t *testing.T) {
+						body := ""
+						if method == http.MethodPost {
+							body = `{"name":"k","scopes":["users:read"]}`
+						}
+						do(e.in.Client(t), help, bot.ID, method, path, body).ExpectError(http.StatusForbidden, "forbidden")
+					})
+				}
+			}
+			// Acme's admin is unchanged, their session alive.
+			got, err := st0.GetUser(t.Context(), boss.ID)
+			if err != nil || !got.Active || got.Name != "" || got.MustChangePassword || !slices.Equal(got.Roles, []string{"auditor"}) {
+				t.Fatalf("acme's admin after support's refused operations: %+v, %v", got, err)
+			}
+			if roles, _ := st0.TenantRoles(t.Context(), acme, boss.ID); !slices.Equal(roles, []string{"admin"}) {
+				t.Fatalf("acme's admin's roles in acme: %v", roles)
+			}
+			e.c.Get("/admin/users", st.Bearer(bossTok)).ExpectStatus(http.StatusOK)
+
+			// Support still acts on a member below it, root on acme's admins.
+			for _, who := range []struct{ name, bearer, id string }{
+				{"support_on_plain_member", help, plain.ID},
+				{"root_on_acme_admin", e.rootTok, boss2.ID},
+			} {
+				for _, a := range actions {
+					t.Run("ok/"+who.name+"/"+a.name, func(t *testing.T) {
+						do(e.in.Client(t), who.bearer, who.id, a.method, a.path, a.body).ExpectStatus(a.allowed)
+					})
+				}
+			}
+			do(e.c, e.rootTok, bot.ID, http.MethodGet, "/api-keys", "").ExpectStatus(http.StatusOK)
+		})
+	}
+}
+
 // TestTenantAdminSweep: a tenant admin of A, through every /admin route and
 // the audit query, can read or change nothing of tenant B (nor of the whole
 // instance): every request naming B's user, invite, client or organisation

@@ -49,6 +49,10 @@ type Tenants interface {
 	TenantRoles(ctx context.Context, tenantID, userID string) ([]string, error)
 	// UserTenantIDs returns the ids of the tenants the user is a member of, sorted.
 	UserTenantIDs(ctx context.Context, userID string) ([]string, error)
+	// UserTenantRoles returns every role the user holds in any tenant
+	// (active or not), each once, sorted; empty (not nil) when none. The
+	// privilege ceiling of an operation on the whole account compares them.
+	UserTenantRoles(ctx context.Context, userID string) ([]string, error)
 	// GrantTenantRole gives the user the role in the tenant and reports
 	// whether it changed anything; ErrNotFound when the user or the tenant
 	// does not exist.

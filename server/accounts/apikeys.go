@@ -91,8 +91,9 @@ func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User
 // manage through /admin: refused for a token exchanged from an API key
 // (403), a person (400: people manage their own keys), oneself (403), and
 // unless the actor may grant every role the machine holds (the privilege
-// ceiling's CanAssign, the rule of invites and role grants; roles the
-// policy no longer defines count for nothing).
+// ceiling's CanAssign, the rule of invites and role grants, over the roles
+// of targetUser.ceiling; roles the policy no longer defines count for
+// nothing).
 func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID string) (store.User, store.User, error) {
 	if s.apiKeys == nil {
 		return store.User{}, store.User{}, errAPIKeysUnavailable
@@ -115,7 +116,7 @@ func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID strin
 	if a.ID == m.ID {
 		return store.User{}, store.User{}, errOwnMachineKeys
 	}
-	for _, role := range m.Roles {
+	for _, role := range m.ceiling.Roles {
 		if !s.policy.HasRole(role) {
 			continue
 		}
@@ -123,7 +124,7 @@ func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID strin
 			return store.User{}, store.User{}, ceilingErr(fmt.Errorf("manage the API keys of a machine user holding %q: %w", role, err))
 		}
 	}
-	return a, m, nil
+	return a, m.User, nil
 }
 
 // keyMeta is the audit metadata of a key operation by actor.

@@ -48,12 +48,15 @@ func (s *Service) loadActorRecord(ctx context.Context, actor Actor) (store.User,
 // loadTarget reads the user an operation of the whole instance acts on
 // (the views that name no actor); unknown is 404.
 func (s *Service) loadTarget(ctx context.Context, id string) (store.User, error) {
-	return s.target(ctx, actorScope{}, id, reachMember)
+	t, err := s.target(ctx, actorScope{}, id, reachMember)
+	return t.User, err
 }
 
 // actorAndTarget loads both, the target within the actor's scope as an
 // account the operation changes (scopeOf, target), and checks that the
-// actor may manage the target (strictly above them, never themself).
+// actor may manage the target (strictly above them, never themself; on
+// the whole instance above every role they hold, in organisations too:
+// targetUser.ceiling).
 func (s *Service) actorAndTarget(ctx context.Context, actor Actor, id string) (store.User, store.User, error) {
 	sc, err := s.scopeOf(ctx, actor)
 	if err != nil {
@@ -63,10 +66,10 @@ func (s *Service) actorAndTarget(ctx context.Context, actor Actor, id string) (s
 	if err != nil {
 		return store.User{}, store.User{}, err
 	}
-	if err := s.policy.CanManage(subject(sc.actor), subject(t)); err != nil {
+	if err := s.policy.CanManage(subject(sc.actor), t.ceiling); err != nil {
 		return store.User{}, store.User{}, ceilingErr(err)
 	}
-	return sc.actor, t, nil
+	return sc.actor, t.User, nil
 }
 
 func subject(u store.User) policy.Subject { return policy.Subject{ID: u.ID, Roles: u.Roles} }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/tenancy"
 	"github.com/portcullis-auth/portcullis/store"
@@ -109,46 +110,82 @@ const (
 	reachJoin
 )
 
+// targetUser is the user an admin operation acts on, as target loads them.
+type targetUser struct {
+	// User is the account; its Roles are those held where the operation
+	// acts: what views show, and what their API keys' scopes follow.
+	store.User
+	// ceiling is the user as the privilege ceiling sees them, the one
+	// thing every check on a target compares. Inside an organisation: the
+	// roles held there. On the whole instance with organisations on:
+	// every role held anywhere, globally and in every organisation, so an
+	// operation on the whole account (its password, sessions, factors,
+	// active state, existence, keys, platform roles) is refused unless the
+	// actor stands above the highest of them; the actor there holds only
+	// platform roles, and a policy may put a platform role below a tenant
+	// role.
+	ceiling policy.Subject
+}
+
 // target loads the user an operation in scope sc acts on, as r allows
 // (see reach); unknown is 404. In an organisation, a user the scope may
 // not name is 404 as well (nothing tells the tenant admin the account
 // exists), and their Roles are the ones they hold there (none for a user
 // a platform actor is adding).
-func (s *Service) target(ctx context.Context, sc actorScope, id string, r reach) (store.User, error) {
+func (s *Service) target(ctx context.Context, sc actorScope, id string, r reach) (targetUser, error) {
 	if id == "" || len(id) > maxIDLen {
-		return store.User{}, errUserNotFound
+		return targetUser{}, errUserNotFound
 	}
 	u, err := s.store.GetUser(ctx, id)
 	if err != nil {
-		return store.User{}, storeErr("load user", err, errUserNotFound)
+		return targetUser{}, storeErr("load user", err, errUserNotFound)
 	}
 	u.PasswordHash = ""
 	if !sc.inTenant() {
-		return u, nil
+		return s.wholeAccount(ctx, u)
 	}
 	global := u.Roles
 	if u.Roles, err = s.store.TenantRoles(ctx, sc.tenant.ID, u.ID); err != nil {
-		return store.User{}, storeErr("load the user's roles in the organisation", err, nil)
+		return targetUser{}, storeErr("load the user's roles in the organisation", err, nil)
 	}
+	t := targetUser{User: u, ceiling: subject(u)}
 	switch {
 	case len(u.Roles) == 0 && r == reachJoin && sc.byPlatform:
-		return u, nil
+		return t, nil
 	case len(u.Roles) == 0:
-		return store.User{}, errUserNotFound
+		return targetUser{}, errUserNotFound
 	case r != reachAccount:
-		return u, nil
+		return t, nil
 	}
 	if platform, _ := s.policy.SplitPlatform(global); len(platform) > 0 {
-		return store.User{}, errSharedAccount
+		return targetUser{}, errSharedAccount
 	}
 	ids, err := s.store.UserTenantIDs(ctx, u.ID)
 	if err != nil {
-		return store.User{}, storeErr("load the user's organisations", err, nil)
+		return targetUser{}, storeErr("load the user's organisations", err, nil)
 	}
 	if !slices.Equal(ids, []string{sc.tenant.ID}) {
-		return store.User{}, errSharedAccount
+		return targetUser{}, errSharedAccount
 	}
-	return u, nil
+	return t, nil
+}
+
+// wholeAccount is target's user on the whole instance: their global roles,
+// and for the ceiling, with organisations on, every role they hold in an
+// organisation too (with them off those roles grant nothing).
+func (s *Service) wholeAccount(ctx context.Context, u store.User) (targetUser, error) {
+	t := targetUser{User: u, ceiling: subject(u)}
+	if s.tenancy == nil {
+		return t, nil
+	}
+	inTenants, err := s.store.UserTenantRoles(ctx, u.ID)
+	if err != nil {
+		return targetUser{}, storeErr("load the user's roles in organisations", err, nil)
+	}
+	roles := slices.Concat(u.Roles, inTenants)
+	slices.Sort(roles)
+	t.ceiling.Roles = slices.Compact(roles)
+	return t, nil
 }
 
 // accountAs loads, for a read by actor that reveals the account itself
@@ -159,7 +196,8 @@ func (s *Service) accountAs(ctx context.Context, actor Actor, id string) (store.
 	if err != nil {
 		return store.User{}, err
 	}
-	return s.target(ctx, sc, id, reachAccount)
+	t, err := s.target(ctx, sc, id, reachAccount)
+	return t.User, err
 }
 
 // tenantFor returns the organisation an operation in scope sc names by id
@@ -372,7 +410,7 @@ func (s *Service) RemoveTenantMember(ctx context.Context, actor Actor, tenantID,
 	if err != nil {
 		return err
 	}
-	if err := s.policy.CanManage(subject(sc.actor), subject(m)); err != nil {
+	if err := s.policy.CanManage(subject(sc.actor), m.ceiling); err != nil {
 		return ceilingErr(err)
 	}
 	removed, err := s.store.RemoveTenantMember(ctx, t.ID, m.ID)

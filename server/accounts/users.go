@@ -73,7 +73,7 @@ func (s *Service) viewIn(ctx context.Context, sc actorScope, id string) (User, e
 	if err != nil {
 		return User{}, err
 	}
-	return ViewUser(u), nil
+	return ViewUser(u.User), nil
 }
 
 // UserPatch changes a user; nil fields are left alone.
@@ -178,7 +178,7 @@ func (s *Service) grantIn(ctx context.Context, sc actorScope, m Meta, id, role s
 	if err != nil {
 		return User{}, err
 	}
-	if err := s.policy.CanChangeRole(subject(sc.actor), subject(t), role); err != nil {
+	if err := s.policy.CanChangeRole(subject(sc.actor), t.ceiling, role); err != nil {
 		return User{}, ceilingErr(err)
 	}
 	var changed bool
@@ -230,9 +230,9 @@ func (s *Service) RevokeRole(ctx context.Context, actor Actor, id, role string) 
 		return User{}, err
 	}
 	if s.policy.HasRole(role) {
-		err = s.policy.CanChangeRole(subject(sc.actor), subject(t), role)
+		err = s.policy.CanChangeRole(subject(sc.actor), t.ceiling, role)
 	} else {
-		err = s.policy.CanManage(subject(sc.actor), subject(t))
+		err = s.policy.CanManage(subject(sc.actor), t.ceiling)
 	}
 	if err != nil {
 		return User{}, ceilingErr(err)
@@ -257,7 +257,7 @@ func (s *Service) RevokeRole(ctx context.Context, actor Actor, id, role string) 
 	if errors.Is(err, errUserNotFound) && sc.inTenant() {
 		// The last role there is gone: no longer a member.
 		t.Roles = []string{}
-		return ViewUser(t), nil
+		return ViewUser(t.User), nil
 	}
 	return u, err
 }

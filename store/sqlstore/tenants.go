@@ -152,6 +152,21 @@ func (s *Store) UserTenantIDs(ctx context.Context, userID string) ([]string, err
 	return out, nil
 }
 
+// UserTenantRoles implements store.Tenants in one statement (the index on
+// tenant_roles.user_id).
+func (s *Store) UserTenantRoles(ctx context.Context, userID string) ([]string, error) {
+	out := []string{}
+	if !storableText(userID) {
+		return out, nil
+	}
+	err := s.db.WithContext(ctx).Model(&tenantRoleRow{}).Distinct("role").
+		Where("user_id = ?", userID).Order("role").Pluck("role", &out).Error
+	if err != nil {
+		return nil, mapErr("tenant roles of user", err)
+	}
+	return out, nil
+}
+
 // GrantTenantRole implements store.Tenants. The role must be one the roles
 // table holds (ErrNotFound otherwise), as for a global grant.
 func (s *Store) GrantTenantRole(ctx context.Context, tenantID, userID, role string) (bool, error) {

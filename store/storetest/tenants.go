@@ -162,9 +162,21 @@ func testTenantRoles(t *testing.T, s *sqlstore.Store) {
 	if err != nil || !slices.Equal(ids, want) {
 		t.Fatalf("UserTenantIDs = %v, %v; want %v", ids, err, want)
 	}
+	if _, err := s.GrantTenantRole(c, b.ID, u.ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.UserTenantRoles(c, u.ID); err != nil || !slices.Equal(got, []string{"admin", "user"}) {
+		t.Fatalf("UserTenantRoles = %v, %v; want [admin user] (each once, global roles left out)", got, err)
+	}
+	if _, err := s.RevokeTenantRole(c, b.ID, u.ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
 	removed, err := s.RemoveTenantMember(c, a.ID, u.ID)
 	if err != nil || !removed {
 		t.Fatalf("RemoveTenantMember = %v, %v", removed, err)
+	}
+	if got, err := s.UserTenantRoles(c, u.ID); err != nil || !slices.Equal(got, []string{"user"}) {
+		t.Fatalf("UserTenantRoles after leaving a = %v, %v; want [user]", got, err)
 	}
 	if removed, err = s.RemoveTenantMember(c, a.ID, u.ID); err != nil || removed {
 		t.Fatalf("RemoveTenantMember again = %v, %v; want false", removed, err)
@@ -263,6 +275,11 @@ func testTenantMemberDeleted(t *testing.T, s *sqlstore.Store) {
 	}
 	if ids, err := s.UserTenantIDs(c, u.ID); err != nil || len(ids) != 0 {
 		t.Fatalf("UserTenantIDs after deletion: %v, %v", ids, err)
+	}
+	for _, id := range []string{u.ID, "usr_missing", "a\x00b", "\xff"} {
+		if roles, err := s.UserTenantRoles(c, id); err != nil || roles == nil || len(roles) != 0 {
+			t.Fatalf("UserTenantRoles(%q) = %#v, %v; want empty, not nil", id, roles, err)
+		}
 	}
 }
 
