@@ -826,3 +826,129 @@ func TestTenantDeactivation(t *testing.T) {
 		})
 	}
 }
+
+// TestTenantInviteJoinAsksForSecondFactor: accepting an organisation's
+// invite with the password of an existing account that has a second factor
+// (here a super_admin with an authenticator app) grants the membership but
+// issues no token: 400 mfa_required with an mfa_token, as the password
+// grant answers. Through a client with the password grant the MFA grant
+// finishes it with the session the acceptance would have issued (no
+// organisation, the platform roles, amr with the factor). An account with
+// no factor whose role needs none still gets tokens at once.
+func TestTenantInviteJoinAsksForSecondFactor(t *testing.T) {
+	for _, backend := range tenantBackends {
+		t.Run(backend.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newTenantEnv(t, backend)
+			acme, globex := e.createTenant(t, "acme"), e.createTenant(t, "globex")
+			e.member(t, acme, "admin-a@example.com", "admin")
+			e.member(t, globex, "admin-g@example.com", "admin")
+			tokA := e.loginTo(t, "admin-a@example.com", "acme").Token().AccessToken
+			tokG := e.loginTo(t, "admin-g@example.com", "globex").Token().AccessToken
+
+			const boss = "boss@example.com"
+			u := e.fx.User(t, boss, tenantPass, "super_admin")
+			_, codes := enrolTOTPWith(t, e.c, st.Bearer(e.loginTo(t, boss, "").Token().AccessToken))
+			e.loginTo(t, boss, "").ExpectError(http.StatusBadRequest, "mfa_required")
+
+			mfaRequired := func(r *st.Response) string {
+				t.Helper()
+				var ans struct {
+					Token   string   `json:"mfa_token"`
+					Enrol   bool     `json:"mfa_enrollment_required"`
+					Methods []string `json:"mfa_methods"`
+					Access  string   `json:"access_token"`
+					Refresh string   `json:"refresh_token"`
+				}
+				r.ExpectError(http.StatusBadRequest, "mfa_required").JSON(&ans)
+				if ans.Token == "" || ans.Enrol || !slices.Contains(ans.Methods, "totp") || ans.Access != "" || ans.Refresh != "" {
+					t.Fatalf("answer %s", r.Body)
+				}
+				return ans.Token
+			}
+			wantMember := func(tenantID, what string) {
+				t.Helper()
+				if roles, err := e.in.App.Core.Store.TenantRoles(t.Context(), tenantID, u.ID); err != nil || !slices.Equal(roles, []string{"user"}) {
+					t.Fatalf("%s: roles %v, %v", what, roles, err)
+				}
+			}
+
+			// Through the built-in first-party client: no token, the membership granted.
+			joinTok := e.invite(t, tokA, boss, "user")
+			mfaRequired(e.c.PostJSON("/auth/invites/accept", map[string]string{"token": joinTok, "password": tenantPass}))
+			wantMember(acme, "joined acme")
+			e.c.PostJSON("/auth/invites/accept", map[string]string{"token": joinTok, "password": tenantPass}).
+				ExpectError(http.StatusBadRequest, "invalid_token")
+
+			// Through "web", whose password grant allows the MFA grants: the
+			// mfa_token finishes the login.
+			joinTok = e.invite(t, tokG, boss, "user")
+			mt := mfaRequired(e.c.PostJSON("/auth/invites/accept",
+				map[string]string{"token": joinTok, "password": tenantPass, "client_id": "web"}, st.Basic("web", e.webSecret)))
+			wantMember(globex, "joined globex")
+			done := e.c.PostForm("/oauth2/token", url.Values{"grant_type": {"urn:portcullis:params:oauth:grant-type:mfa-recovery-code"},
+				"mfa_token": {mt}, "recovery_code": {codes[0]}}, st.Basic("web", e.webSecret)).Token()
+			c := wantTenantToken(t, "the finished join", done.AccessToken, "", "super_admin")
+			if amr := claimStrings(t, c, "amr"); !slices.Contains(amr, "mfa") || !slices.Contains(amr, "pwd") {
+				t.Fatalf("amr %v", amr)
+			}
+
+			// No factor, a role that needs none: tokens at once, as before.
+			const plain = "plain@example.com"
+			p := e.fx.User(t, plain, tenantPass)
+			tr := e.c.PostJSON("/auth/invites/accept", map[string]string{"token": e.invite(t, tokA, plain, "user"), "password": tenantPass}).Token()
+			wantTenantToken(t, "a join with no factor", tr.AccessToken, "")
+			if roles, _ := e.in.App.Core.Store.TenantRoles(t.Context(), acme, p.ID); !slices.Equal(roles, []string{"user"}) {
+				t.Fatalf("plain joined acme: %v", roles)
+			}
+		})
+	}
+}
+
+// TestTenantInviteJoinForAnMFARole: an existing account without a second
+// factor whose role requires one (here super_admin under
+// mfa.required_for_level 100) joining an organisation by invite gets the
+// membership and 400 mfa_required with mfa_enrollment_required, no token;
+// the mfa_token enrols a factor, as after the password grant.
+func TestTenantInviteJoinForAnMFARole(t *testing.T) {
+	for _, backend := range tenantBackends {
+		t.Run(backend.String(), func(t *testing.T) {
+			t.Parallel()
+			a := newAcctEnvOn(t, backend, map[string]string{"PORTCULLIS_TENANTS": "on", "PORTCULLIS_RATE_LIMITS": "off",
+				"PORTCULLIS_POLICY_FILE": mfaPolicyFile(t, 100)})
+			web, err := a.in.App.Core.Store.GetClient(t.Context(), "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The super_admin's token without the password grant (which asks
+			// a super_admin for a second factor under this policy).
+			rootTok, err := a.in.App.Tokens.IssueForUser(t.Context(), web, a.root, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &tenantEnv{acctEnv: a, rootTok: rootTok.AccessToken}
+			acme := e.createTenant(t, "acme")
+			e.member(t, acme, "admin-a@example.com", "admin")
+			tokA := e.loginTo(t, "admin-a@example.com", "acme").Token().AccessToken
+
+			const ops = "ops@example.com"
+			u := e.fx.User(t, ops, tenantPass, "super_admin")
+			r := e.c.PostJSON("/auth/invites/accept", map[string]string{"token": e.invite(t, tokA, ops, "user"), "password": tenantPass}).
+				ExpectError(http.StatusBadRequest, "mfa_required")
+			var ans struct {
+				Token  string `json:"mfa_token"`
+				Enrol  bool   `json:"mfa_enrollment_required"`
+				Access string `json:"access_token"`
+			}
+			r.JSON(&ans)
+			if ans.Token == "" || !ans.Enrol || ans.Access != "" {
+				t.Fatalf("answer %s", r.Body)
+			}
+			if roles, err := e.in.App.Core.Store.TenantRoles(t.Context(), acme, u.ID); err != nil || !slices.Equal(roles, []string{"user"}) {
+				t.Fatalf("joined acme: %v, %v", roles, err)
+			}
+			enrolTOTPWith(t, e.c, st.Bearer(ans.Token))
+			e.loginTo(t, ops, "").ExpectError(http.StatusBadRequest, "mfa_required")
+		})
+	}
+}

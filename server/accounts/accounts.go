@@ -97,6 +97,9 @@ type Hasher interface {
 // throttle, equal-time unknown accounts, the failure metric and audit.
 type PasswordChecker interface {
 	Check(ctx context.Context, a passcheck.Attempt) (passcheck.Result, error)
+	// Succeeded clears the account's throttle failures after a check made
+	// with DeferSuccess, once the login it began needs no second factor.
+	Succeeded(ctx context.Context, r passcheck.Result)
 }
 
 // PasswordRules decides whether a new password is acceptable

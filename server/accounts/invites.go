@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -238,6 +239,9 @@ type AcceptInviteRequest struct {
 // is created but no token issued: the answer is 400 mfa_required with
 // mfa_enrollment_required and the mfa_token that enrols the factor (at POST
 // /auth/mfa/totp), after which the person signs in with the password grant.
+// An invite to an organisation for an address that already has an account
+// is accepted with that account's password instead (joinTenant), and its
+// session asks for the account's second factor like any login.
 func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequest) (token.Response, error) {
 	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
 		return token.Response{}, err
@@ -284,7 +288,7 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	m.ClientID = client.ID
 	s.record(ctx, "invite.accepted", store.OutcomeSuccess, u.ID, u.ID, m,
 		map[string]string{"invite_id": accepted.ID, "role": accepted.Role})
-	if err := s.inviteSecondFactor(ctx, client, u, req.Scope); err != nil {
+	if err := s.inviteSecondFactor(ctx, client, u, nil, "", req.Scope, "Your account is ready."); err != nil {
 		return token.Response{}, err
 	}
 	resp, err := s.sessions.IssueForUser(ctx, client, u, req.Scope)
@@ -299,21 +303,41 @@ const inviteKind = "invitation"
 // joinTenant accepts an invite to an organisation for an address that
 // already has an account: the request's password must be that account's
 // (the one password check, with its throttle; else 400 invalid_grant and
-// the invite stays usable); the account then gets the invite's role in the
-// organisation, and a session as after any acceptance.
+// the invite stays usable). The account then gets the invite's role in
+// the organisation: the invite is a capability sent to the mailbox and the
+// password proves the account holder, so the membership is granted once
+// the password is right, whatever follows.
+//
+// The session that follows is a login like any other: when the account
+// owes a second factor (it has one, or its role requires one: the rule of
+// mfa.Service.Begin, as at the password grant), no token is issued; the
+// answer is 400 mfa_required with the mfa_token, bound to the client and
+// scope asked for, which the person finishes with an MFA grant (any client
+// with the password grant; the built-in first-party client has none, so
+// through it the person simply signs in) to get the session the acceptance
+// would have issued (no organisation named), or with which they enrol the
+// factor their role requires. Otherwise the answer is that session at once.
 func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteRequest, inv store.Invite, secret string, u store.User) (token.Response, error) {
 	client, err := s.resolveClient(ctx, req.Client)
 	if err != nil {
 		return token.Response{}, err
 	}
+	// The throttle's failures are cleared only once no second factor
+	// follows, as at the password grant: its failures count there too.
 	res, err := s.checker.Check(ctx, passcheck.Attempt{Login: inv.Email, Password: req.Password, IP: m.IP, UserAgent: m.UserAgent,
-		ClientID: client.ID, FailureAction: "invite.accept_failed", Via: "invite"})
+		ClientID: client.ID, FailureAction: "invite.accept_failed", Via: "invite", DeferSuccess: true})
 	if errors.Is(err, passcheck.ErrBadCredentials) || err == nil && res.User.ID != u.ID {
 		return token.Response{}, apierr.ErrInvalidGrant.WithDescription(
 			"This address already has an account: accept with that account's password.")
 	}
 	if err != nil {
 		return token.Response{}, err
+	}
+	// The session names no organisation: the platform view of the account,
+	// as the password grant's login naming none (and IssueForUser) sees it.
+	user := res.User
+	if s.tenancy != nil {
+		user = s.tenancy.Platform(user)
 	}
 	accepted, err := s.store.AcceptTenantInvite(ctx, hashSecret(secret), s.now(), u.ID)
 	if err != nil {
@@ -323,6 +347,11 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 	s.audit.Record(ctx, store.AuditEvent{Action: "invite.accepted", Outcome: store.OutcomeSuccess, ActorID: u.ID, TargetID: u.ID,
 		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, TenantID: accepted.TenantID,
 		Details: map[string]string{"invite_id": accepted.ID, "role": accepted.Role, "existing_account": "true"}})
+	if err := s.inviteSecondFactor(ctx, client, user, (*mfa.Summary)(res.Factors), res.ThrottleKey(), req.Scope,
+		"You have joined the organisation."); err != nil {
+		return token.Response{}, err
+	}
+	s.checker.Succeeded(ctx, res)
 	return s.sessions.IssueForUser(ctx, client, res.User, req.Scope)
 }
 
@@ -401,24 +430,30 @@ func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string,
 	return u, nil
 }
 
-// inviteSecondFactor is the password step of a login for a user who just
-// accepted an invite: nil when no second factor is due, else the
-// mfa_required answer with the mfa_token (mfa.Service.Begin decides, as at
-// the password grant).
-func (s *Service) inviteSecondFactor(ctx context.Context, client store.Client, u store.User, scope []string) error {
+// inviteSecondFactor is the password step of a login started by an
+// invite's acceptance (a new account, or an existing one joining an
+// organisation): nil when no second factor is due, else the mfa_required
+// answer with the mfa_token. mfa.Service.Begin decides, as at the password
+// grant: the one rule of who owes a second factor. factors are the
+// account's second factors as the password check read them (nil: read
+// them); login is the check's throttle key, which the second step counts
+// under ("": the account's email); done, a sentence, says what the
+// acceptance did.
+func (s *Service) inviteSecondFactor(ctx context.Context, client store.Client, u store.User, factors *mfa.Summary, login string,
+	scope []string, done string) error {
 	if s.mfa == nil {
 		return nil
 	}
-	ch, err := s.mfa.Begin(ctx, u, nil, "", client.ID, strings.Join(scope, " "), "", s.now())
+	ch, err := s.mfa.Begin(ctx, u, factors, login, client.ID, strings.Join(scope, " "), "", s.now())
 	if err != nil {
 		return mfaErr("begin the second factor", err)
 	}
 	if ch == nil {
 		return nil
 	}
-	desc := "Your account is ready. Its role requires a second factor: set one up with the mfa_token (POST /auth/mfa/totp), then sign in."
+	desc := done + " Your role requires a second factor: set one up with the mfa_token (POST /auth/mfa/totp), then sign in."
 	if !ch.EnrollmentRequired {
-		desc = "Your account is ready. Sign in with your second factor."
+		desc = done + " Finish signing in with your second factor: send the mfa_token with a code to the token endpoint, or sign in again."
 	}
 	return apierr.ErrMFARequired.WithDescription("%s", desc).WithMFA(apierr.MFAChallenge{
 		Token: ch.Token, EnrollmentRequired: ch.EnrollmentRequired, Methods: ch.Methods})

@@ -130,6 +130,15 @@ func (p *Pages) invitePost(c echo.Context) error {
 	resp, err := p.d.Accounts.AcceptInvite(r.Context(), m, accounts.AcceptInviteRequest{Token: tok, Password: pw, Name: name})
 	switch {
 	case err == nil:
+	case is(err, apierr.ErrMFARequired):
+		// The invite is accepted (the account created, or an existing one
+		// joined the organisation) but the account owes a second factor: no
+		// session was started, and the login page asks for the factor (or
+		// has one set up), so this is the success page with a word on it.
+		p.dropFlow(c, inviteFlow)
+		return p.render(c, http.StatusOK, p.invitedView("Your invitation is accepted",
+			"The invitation is accepted. Your account uses two-step verification: signing in asks for your second factor, or to set one up.",
+			"your password"))
 	case is(err, apierr.ErrOneTimeTokenInvalid):
 		return p.linkUnusable(c, inviteFlow, err)
 	case is(err, accounts.ErrWeakPassword):
@@ -148,15 +157,22 @@ func (p *Pages) invitePost(c echo.Context) error {
 	}
 	p.dropFlow(c, inviteFlow)
 	p.endSession(r.Context(), resp, m)
-	v := view{Kind: "success", Heading: "Your account is ready",
-		Intro: []string{"Your account has been created and your password is set."}}
+	return p.render(c, http.StatusOK, p.invitedView("Your account is ready", "Your account has been created and your password is set.",
+		"your new password"))
+}
+
+// invitedView is the page after an accepted invite: heading and what
+// happened, then where to sign in with the email address and pw (which
+// password, for a person).
+func (p *Pages) invitedView(heading, done, pw string) view {
+	v := view{Kind: "success", Heading: heading, Intro: []string{done}}
 	if pr := p.signIn("Continue to sign in"); pr != nil {
-		v.Intro = append(v.Intro, "Sign in with your email address and your new password.")
+		v.Intro = append(v.Intro, "Sign in with your email address and "+pw+".")
 		v.Primary = pr
 	} else {
-		v.Intro = append(v.Intro, "Go back to the application you were invited to and sign in with your email address and your new password. You can close this page.")
+		v.Intro = append(v.Intro, "Go back to the application you were invited to and sign in with your email address and "+pw+". You can close this page.")
 	}
-	return p.render(c, http.StatusOK, v)
+	return v
 }
 
 // ---- /reset-password ----

@@ -514,3 +514,35 @@ func TestChangePasswordPageNeedsSecondFactor(t *testing.T) {
 	d.api.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", d.webSecret)).
 		ExpectError(http.StatusBadRequest, "mfa_required")
 }
+
+// TestInvitePageJoinWithSecondFactor: an existing account with a second
+// factor that accepts an organisation's invite on the /invite page joins
+// the organisation and is told to sign in (where the second factor is
+// asked for): the page starts no session, so the service's mfa_required
+// is its success, not a failure.
+func TestInvitePageJoinWithSecondFactor(t *testing.T) {
+	t.Parallel()
+	d := newDeploymentOn(t, st.PostgresRedis, map[string]string{"PORTCULLIS_TENANTS": "on"})
+	root := d.rootToken(t)
+	var tn struct{ ID string }
+	d.api.PostJSON("/admin/tenants", map[string]string{"slug": "acme", "name": "Acme"}, st.Bearer(root)).
+		ExpectStatus(http.StatusCreated).JSON(&tn)
+	const email = "mfa-join@example.com"
+	u := d.fx.User(t, email, goodPassword)
+	st.EnrolTOTP(t, d.in.App.MFA, u)
+	d.api.PostJSON("/admin/tenants/"+tn.ID+"/members", map[string]string{"email": email, "role": "user"}, st.Bearer(root)).
+		ExpectStatus(http.StatusCreated)
+	link := d.smtp.WaitFor(t, email, mailWithin).Link(t)
+
+	hc := browserClient(t)
+	p := openLink(t, hc, link)
+	lu, _ := url.Parse(link)
+	p = post(t, hc, d.in.URL+lu.Path, url.Values{"csrf_token": {csrfOf(t, p)}, "password": {goodPassword}, "confirm_password": {goodPassword}})
+	if p.StatusCode != http.StatusOK || !strings.Contains(p.Body, "Your invitation is accepted") || !strings.Contains(p.Body, "second factor") {
+		t.Fatalf("the invite page for an account with a second factor: %d\n%s", p.StatusCode, p.Body)
+	}
+	if roles, err := d.in.App.Core.Store.TenantRoles(t.Context(), tn.ID, u.ID); err != nil || !slices.Equal(roles, []string{"user"}) {
+		t.Fatalf("joined acme: %v, %v", roles, err)
+	}
+	d.login(t, email, goodPassword).ExpectError(http.StatusBadRequest, "mfa_required")
+}
