@@ -57,6 +57,13 @@ func newAcctEnvOn(t *testing.T, backend st.Backend, env ...map[string]string) *a
 	return a
 }
 
+// with is a for a subtest: its client fails t, not the test that made a.
+func (a *acctEnv) with(t *testing.T) *acctEnv {
+	c := *a
+	c.c = a.in.Client(t)
+	return &c
+}
+
 // login runs the password grant through the confidential client "web"
 // (issuer audience: the token works at /admin).
 func (a *acctEnv) login(t *testing.T, email, pw string) st.TokenResponse {
@@ -433,6 +440,96 @@ func TestForgotPassword(t *testing.T) {
 	}
 	if !unknownSeen || len(auditEvents(t, a, root, "action=password.reset&target_id="+bea.ID)) != 2 {
 		t.Fatalf("audit: %v", evs)
+	}
+}
+
+// TestResetLinkOutlivesNoPasswordChange: a reset link emailed before the
+// password changed (the user's own change, an admin's temporary password)
+// or before the account was deactivated answers 400 invalid_token as a used
+// link does, and changes nothing: it must not set a password over the one
+// chosen since and end the sessions started with it. A link an admin sends
+// to a deactivated account is refused too. A link after a change of
+// something else (the name) still works.
+func TestResetLinkOutlivesNoPasswordChange(t *testing.T) {
+	for _, backend := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(backend.String(), func(t *testing.T) {
+			t.Parallel()
+			a := newAcctEnvOn(t, backend, map[string]string{"PORTCULLIS_RATE_LIMITS": "off"})
+			root := a.login(t, rootEmail, rootPass).AccessToken
+			const first, second = "the first long passphrase", "the second long passphrase"
+			setActive := func(a *acctEnv, id string, active bool) {
+				a.c.PatchJSON("/admin/users/"+id, map[string]any{"active": active}, st.Bearer(root)).ExpectStatus(http.StatusOK)
+			}
+			for _, tc := range []struct {
+				name string
+				// after runs once the link is emailed and returns the
+				// password that signs in afterwards ("": none, the account is off).
+				after func(t *testing.T, a *acctEnv, u store.User) string
+				says  string // what the refusal says; "": the link works
+			}{
+				{"fail/password_changed", func(t *testing.T, a *acctEnv, u store.User) string {
+					tok := a.login(t, u.Email, first).AccessToken
+					fresh := a.c.PostJSON("/auth/password/change", map[string]string{"current_password": first, "new_password": second},
+						st.Bearer(tok)).Token()
+					t.Cleanup(func() { a.c.Get("/userinfo", st.Bearer(fresh.AccessToken)).ExpectStatus(http.StatusOK) })
+					return second
+				}, "already been used"},
+				{"fail/temporary_password", func(t *testing.T, a *acctEnv, u store.User) string {
+					a.c.PostJSON("/admin/users/"+u.ID+"/temp-password", map[string]string{"password": second}, st.Bearer(root)).
+						ExpectStatus(http.StatusOK)
+					return second
+				}, "already been used"},
+				{"fail/deactivated", func(t *testing.T, a *acctEnv, u store.User) string {
+					setActive(a, u.ID, false)
+					return ""
+				}, "already been used"},
+				{"fail/deactivated_then_reactivated", func(t *testing.T, a *acctEnv, u store.User) string {
+					setActive(a, u.ID, false)
+					setActive(a, u.ID, true)
+					return first
+				}, "already been used"},
+				{"ok/renamed", func(t *testing.T, a *acctEnv, u store.User) string {
+					a.c.PatchJSON("/admin/users/"+u.ID, map[string]any{"name": "Renamed"}, st.Bearer(root)).ExpectStatus(http.StatusOK)
+					return "the reset's long passphrase"
+				}, ""},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					a := a.with(t)
+					email := strings.ReplaceAll(strings.TrimPrefix(strings.TrimPrefix(tc.name, "fail/"), "ok/"), "_", "-") + "@example.com"
+					u := a.fx.User(t, email, first, "user")
+					a.c.PostJSON("/auth/password/forgot", map[string]string{"email": email}).ExpectStatus(http.StatusAccepted)
+					link := a.smtp.WaitFor(t, email, mailWithin).Token(t)
+					signsIn := tc.after(t, a, u)
+					r := a.c.PostJSON("/auth/password/reset", map[string]string{"token": link, "new_password": "the reset's long passphrase"})
+					if tc.says == "" {
+						r.ExpectStatus(http.StatusNoContent)
+						a.login(t, email, signsIn)
+						return
+					}
+					if d := r.ExpectError(http.StatusBadRequest, "invalid_token").Map()["error_description"].(string); !strings.Contains(d, tc.says) {
+						t.Fatalf("description %q does not say %q", d, tc.says)
+					}
+					a.loginFails(t, email, "the reset's long passphrase")
+					if signsIn != "" {
+						a.login(t, email, signsIn)
+					}
+				})
+			}
+
+			// A link an admin sends to a deactivated account sets no password.
+			off := a.fx.User(t, "off@example.com", first, "user")
+			setActive(a, off.ID, false)
+			a.c.PostJSON("/admin/users/"+off.ID+"/password-reset", nil, st.Bearer(root)).ExpectStatus(http.StatusOK)
+			link := a.smtp.WaitFor(t, off.Email, mailWithin).Token(t)
+			r := a.c.PostJSON("/auth/password/reset", map[string]string{"token": link, "new_password": "the reset's long passphrase"}).
+				ExpectError(http.StatusBadRequest, "invalid_token")
+			if d := r.Map()["error_description"].(string); !strings.Contains(d, "revoked") {
+				t.Fatalf("a deactivated account's link: %q", d)
+			}
+			setActive(a, off.ID, true)
+			a.loginFails(t, off.Email, "the reset's long passphrase")
+			a.login(t, off.Email, first)
+		})
 	}
 }
 

@@ -96,7 +96,12 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 // ResetPassword redeems a reset link once: it sets the new password (checked
 // against the rules with the user's email), clears must_change_password,
 // marks the email verified (the link reached it) and ends every session of
-// the user. A password the rules refuse leaves the link usable.
+// the user. A password the rules refuse leaves the link usable. A link sent
+// before the password last changed (a change, a reset, a temporary
+// password) or before the account was deactivated answers as a used one
+// (400 invalid_token), and a link of a deactivated account as a revoked
+// one: the store voids and refuses them (sqlstore's saveUserTx and
+// ConsumeUserToken), in the transaction of the write or the redemption.
 //
 // The link and the rules are checked before the password is hashed, so an
 // unknown, used or expired link (or a weak password) costs no hash: a dry

@@ -279,12 +279,23 @@ func lockUser(tx *gorm.DB, id string) (userRow, error) {
 	return row, err
 }
 
-// saveUserTx writes every mutable column of u (not id, created_at, roles).
-func saveUserTx(tx *gorm.DB, u *store.User) error {
+// saveUserTx writes every mutable column of u (not id, created_at, roles)
+// over before, the row as the transaction read it (locked). It is the one
+// write of an existing user's password hash and active flag, so it also
+// keeps the rule of reset links: a write that changes the password hash (a
+// change, a reset, a temporary password, an upgraded hash) or deactivates
+// the account voids the user's unused password-reset links in the same
+// transaction (see voidResetLinks).
+func saveUserTx(tx *gorm.DB, before userRow, u *store.User) error {
 	if err := validateUser(u); err != nil {
 		return err
 	}
 	r := userToRow(u)
+	if r.PasswordHash != before.PasswordHash || before.Active && !r.Active {
+		if err := voidResetLinks(tx, u.ID, r.UpdatedAt); err != nil {
+			return err
+		}
+	}
 	res := tx.Model(&userRow{}).Where("id = ?", u.ID).Updates(map[string]any{
 		"email":                r.Email,
 		"email_lower":          r.EmailLower,
@@ -312,6 +323,8 @@ func saveUserTx(tx *gorm.DB, u *store.User) error {
 // every field except ID, CreatedAt and Roles (use GrantRole/RevokeRole);
 // UpdatedAt is set by the store. An error from fn aborts the update and is
 // returned as is. fn may run more than once if the transaction is retried.
+// A change of the password hash or a deactivation also voids the user's
+// unused password-reset links, in the same transaction (saveUserTx).
 // The returned user carries no password hash.
 func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error) {
 	var out store.User
@@ -334,7 +347,7 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User
 		}
 		u.ID, u.Kind, u.CreatedAt, u.Roles = row.ID, userKind(row.Kind), readTime(row.CreatedAt), roles[id]
 		u.UpdatedAt = s.clock()
-		if err := saveUserTx(tx, &u); err != nil {
+		if err := saveUserTx(tx, row, &u); err != nil {
 			return err
 		}
 		if u.Roles == nil {

@@ -59,12 +59,16 @@ func (s *Store) CreateUserToken(ctx context.Context, t *store.UserToken) error {
 
 // ConsumeUserToken redeems a one-time token exactly once, in one transaction:
 // it finds the token of that purpose hashing to tokenHash (store.ErrNotFound;
-// store.ErrTokenUsed when used or superseded; store.ErrTokenExpired at or
-// past ExpiresAt), marks it used, loads its user, runs apply on the user and
-// saves the user (every field but ID, CreatedAt and Roles; UpdatedAt is set).
-// An error from apply rolls everything back, leaving the token usable, and
-// is returned as is. apply may run more than once if the transaction is
-// retried. The returned user carries no password hash.
+// store.ErrTokenUsed when used, superseded or voided; store.ErrTokenExpired
+// at or past ExpiresAt), marks it used, loads its user, runs apply on the
+// user and saves the user (every field but ID, CreatedAt and Roles;
+// UpdatedAt is set). A password-reset token of a deactivated user is
+// store.ErrTokenRevoked and changes nothing: a link sent while the account
+// was off (an admin's) never sets its password (links sent before it was
+// turned off were voided then, see saveUserTx). An error from apply rolls
+// everything back, leaving the token usable, and is returned as is. apply
+// may run more than once if the transaction is retried. The returned user
+// carries no password hash.
 func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPurpose, tokenHash []byte,
 	now time.Time, apply func(u *store.User) error) (store.User, error) {
 	if len(tokenHash) == 0 {
@@ -98,6 +102,9 @@ func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPur
 		if err != nil {
 			return mapErr("load user", err)
 		}
+		if purpose == store.PurposePasswordReset && !row.Active {
+			return fmt.Errorf("%w: the account is deactivated", store.ErrTokenRevoked)
+		}
 		roles, err := rolesOf(tx, row.ID)
 		if err != nil {
 			return err
@@ -111,7 +118,7 @@ func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPur
 		}
 		u.ID, u.CreatedAt, u.Roles = row.ID, readTime(row.CreatedAt), row.toUser(roles[row.ID]).Roles
 		u.UpdatedAt = s.clock()
-		if err := saveUserTx(tx, &u); err != nil {
+		if err := saveUserTx(tx, row, &u); err != nil {
 			return err
 		}
 		u.LastLoginAt = dbTimePtr(u.LastLoginAt)
@@ -126,4 +133,19 @@ func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPur
 	}
 	out.PasswordHash = ""
 	return out, nil
+}
+
+// voidResetLinks marks the user's unused password-reset tokens used at now,
+// inside the caller's transaction: a link sent before the password changed
+// (or before the account was deactivated) must not set a password over the
+// one chosen since, ending the sessions started with it. Redeeming one then
+// answers store.ErrTokenUsed, as a used or superseded link does.
+func voidResetLinks(tx *gorm.DB, userID string, now time.Time) error {
+	err := tx.Model(&userTokenRow{}).
+		Where("user_id = ? AND purpose = ? AND used_at IS NULL", userID, string(store.PurposePasswordReset)).
+		Update("used_at", now).Error
+	if err != nil {
+		return mapErr("void reset links", err)
+	}
+	return nil
 }

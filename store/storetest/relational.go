@@ -32,6 +32,8 @@ import (
 //     creations and key rotations from one state, exactly one wins;
 //   - of concurrent back-channel logout claims, each due delivery goes to
 //     exactly one caller;
+//   - a write that changes a user's password hash or deactivates them voids
+//     their unused reset links, and no reset link works for an inactive user;
 //   - machine users have no email, so any number of them live beside the
 //     unique addresses of people, and no lookup by email finds one.
 func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
@@ -70,6 +72,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/invites_revoke", testInviteRevoke},
 		{"ok/user_tokens_consume", testUserTokenConsume},
 		{"fail/user_tokens", testUserTokenFail},
+		{"fail/user_tokens_reset_voided_by_password_or_deactivation", testResetLinkVoided},
 		{"ok/audit_append_list_filter_page", testAudit},
 		{"ok/audit_scrub_pii", testAuditScrub},
 		{"ok/consents_put_get_replace_list", testConsents},
@@ -1462,6 +1465,122 @@ func testUserTokenFail(t *testing.T, s *sqlstore.Store) {
 		UserID: "usr_missing", Purpose: store.PurposePasswordReset, TokenHash: h, ExpiresAt: now.Add(time.Hour),
 	}), store.ErrNotFound)
 	wantErr(t, "incomplete token", s.CreateUserToken(c, &store.UserToken{UserID: u.ID}), sqlstore.ErrInvalidToken)
+}
+
+// testResetLinkVoided pins the rule of reset links: every write that
+// changes a user's password hash (UpdateUser: a change, a temporary
+// password, an upgraded hash; ConsumeUserToken: a reset) or deactivates
+// the account voids the user's unused reset links in its transaction
+// (ErrTokenUsed, as a used link); other writes leave them, and links of
+// another purpose are never voided. A reset link issued while the account
+// is off is refused (ErrTokenRevoked) and changes nothing.
+func testResetLinkVoided(t *testing.T, s *sqlstore.Store) {
+	now := time.Now().UTC()
+	setHash := func(u *store.User) error { u.PasswordHash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$bmV3"; return nil }
+	for i, tc := range []struct {
+		name string
+		// write runs after the reset link and a verification link (verify)
+		// are issued; it reports whether it used the verification link.
+		write func(t *testing.T, id string, verify []byte) (verifyUsed bool)
+		want  error // redeeming the reset link then; nil: it works
+	}{
+		{"fail/password_changed", func(t *testing.T, id string, _ []byte) bool {
+			if _, err := s.UpdateUser(rctx(t), id, setHash); err != nil {
+				t.Fatal(err)
+			}
+			return false
+		}, store.ErrTokenUsed},
+		{"fail/temporary_password", func(t *testing.T, id string, _ []byte) bool {
+			if _, err := s.UpdateUser(rctx(t), id, func(u *store.User) error {
+				u.MustChangePassword = true
+				return setHash(u)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return false
+		}, store.ErrTokenUsed},
+		{"fail/deactivated", func(t *testing.T, id string, _ []byte) bool {
+			if _, err := s.UpdateUser(rctx(t), id, func(u *store.User) error { u.Active = false; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			return false
+		}, store.ErrTokenUsed},
+		{"fail/deactivated_then_reactivated", func(t *testing.T, id string, _ []byte) bool {
+			for _, active := range []bool{false, true} {
+				if _, err := s.UpdateUser(rctx(t), id, func(u *store.User) error { u.Active = active; return nil }); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return false
+		}, store.ErrTokenUsed},
+		{"fail/hash_changed_by_a_consume", func(t *testing.T, _ string, verify []byte) bool {
+			// A consume whose apply changes the hash (as a reset's does)
+			// voids the reset links too.
+			if _, err := s.ConsumeUserToken(rctx(t), store.PurposeVerifyEmail, verify, now, setHash); err != nil {
+				t.Fatal(err)
+			}
+			return true
+		}, store.ErrTokenUsed},
+		{"ok/other_fields_changed", func(t *testing.T, id string, _ []byte) bool {
+			if _, err := s.UpdateUser(rctx(t), id, func(u *store.User) error {
+				u.Name, u.EmailVerified, u.MustChangePassword = "Renamed", true, true
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			return false
+		}, nil},
+		{"ok/same_hash_written_again", func(t *testing.T, id string, _ []byte) bool {
+			if _, err := s.UpdateUser(rctx(t), id, func(*store.User) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			return false
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := rctx(t)
+			u := mustCreateUser(t, s, newUser(fmt.Sprintf("void%d@example.com", i)))
+			reset := mustUserToken(t, s, u.ID, store.PurposePasswordReset, now.Add(time.Hour))
+			verify := mustUserToken(t, s, u.ID, store.PurposeVerifyEmail, now.Add(time.Hour))
+			verifyUsed := tc.write(t, u.ID, verify)
+			before, err := s.GetUser(c, u.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.ConsumeUserToken(c, store.PurposePasswordReset, reset, now, func(x *store.User) error {
+				x.PasswordHash = "$from-the-old-link"
+				return nil
+			})
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("the reset link after the write: %v", err)
+				}
+			} else {
+				wantErr(t, "the reset link after the write", err, tc.want)
+				if after, _ := s.GetUser(c, u.ID); after.PasswordHash != before.PasswordHash {
+					t.Fatalf("a refused link set the password hash %q", after.PasswordHash)
+				}
+			}
+			// A link of another purpose is not voided.
+			if _, err := s.ConsumeUserToken(c, store.PurposeVerifyEmail, verify, now, nil); err != nil && !verifyUsed {
+				t.Fatalf("the verification link after the write: %v", err)
+			}
+		})
+	}
+
+	t.Run("fail/issued_while_deactivated", func(t *testing.T) {
+		c := rctx(t)
+		u := mustCreateUser(t, s, newUser("void-off@example.com"))
+		if _, err := s.UpdateUser(c, u.ID, func(x *store.User) error { x.Active = false; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		reset := mustUserToken(t, s, u.ID, store.PurposePasswordReset, now.Add(time.Hour))
+		_, err := s.ConsumeUserToken(c, store.PurposePasswordReset, reset, now, setHash)
+		wantErr(t, "a reset link of a deactivated account", err, store.ErrTokenRevoked)
+		if after, _ := s.GetUser(c, u.ID); after.PasswordHash != u.PasswordHash || after.Active {
+			t.Fatalf("the refused link changed the account: %+v", after)
+		}
+	})
 }
 
 // ---- audit ----
