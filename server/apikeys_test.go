@@ -662,3 +662,81 @@ func TestAPIKeyExpiryNotices(t *testing.T) {
 		})
 	}
 }
+
+// exchangeThroughBuiltIn trades a key for an access token through the
+// public built-in client (no secret), as anyone holding the key may.
+func (e *keyEnv) exchangeThroughBuiltIn(t *testing.T, key string) string {
+	t.Helper()
+	form := exchangeKeyForm(key, "")
+	form.Set("client_id", "portcullis")
+	return e.c.PostForm("/oauth2/token", form).Token().AccessToken
+}
+
+// TestOwnKeyWithinItsToken: a person's own key holds only permissions the
+// token creating it was granted. A super_admin's token narrowed to
+// users:read, by the scope it asked for or by its client's scopes, is
+// refused a key holding more with 400 invalid_scope (what a permission the
+// owner lacks answers), and nothing is created; within the token's scope
+// the key is made. A full token still makes a key with keys:rotate, which
+// the built-in client exchanges into a token that rotates the signing keys.
+// Fails before the change: the narrowed tokens made keys with keys:rotate,
+// roles:assign and users:write.
+func TestOwnKeyWithinItsToken(t *testing.T) {
+	for _, b := range keyBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newKeyEnv(t, b)
+			// A client of Portcullis's own audience limited to users:read
+			// (the fixture bypasses the ceiling, as the operator may).
+			narrow := e.fx.Client(t, clients.Spec{ID: "narrow", Name: "Narrow", Scopes: []string{"users:read"},
+				Audiences: []string{e.fx.Issuer()}})
+			asked := e.c.PostForm("/oauth2/token", st.PasswordForm("root@example.com", keyRootPass, "users:read"),
+				st.Basic("web", e.web)).Token().AccessToken
+			byClient := e.c.PostForm("/oauth2/token", st.PasswordForm("root@example.com", keyRootPass, ""),
+				st.Basic("narrow", narrow)).Token().AccessToken
+			for what, tok := range map[string]string{"asked": asked, "client": byClient} {
+				if s := decodeClaims(t, tok)["scope"]; s != "users:read" {
+					t.Fatalf("the %s-narrowed token has scope %v", what, s)
+				}
+			}
+			admin := []string{"keys:rotate", "roles:assign", "users:write"}
+			for _, tc := range []struct {
+				name   string
+				tok    string
+				scopes []string
+				code   string // "" for 201
+			}{
+				{"fail/asked_users_read_makes_admin_key", asked, admin, "invalid_scope"},
+				{"fail/asked_users_read_makes_one_more", asked, []string{"users:read", "users:write"}, "invalid_scope"},
+				{"fail/client_users_read_makes_admin_key", byClient, admin, "invalid_scope"},
+				{"fail/client_users_read_makes_keys_rotate", byClient, []string{"keys:rotate"}, "invalid_scope"},
+				{"fail/the_owner_lacks_it", e.annTok, []string{"users:read"}, "invalid_scope"},
+				{"ok/asked_within", asked, []string{"users:read"}, ""},
+				{"ok/client_within", byClient, []string{"users:read"}, ""},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					resp := e.in.Client(t).PostJSON("/auth/api-keys", map[string]any{"name": tc.name, "scopes": tc.scopes}, st.Bearer(tc.tok))
+					if tc.code != "" {
+						resp.ExpectError(http.StatusBadRequest, tc.code)
+						return
+					}
+					var k createdKey
+					resp.ExpectStatus(http.StatusCreated).JSON(&k)
+					if !slices.Equal(k.Scopes, tc.scopes) {
+						t.Fatalf("scopes %v", k.Scopes)
+					}
+				})
+			}
+			var list struct{ Items []createdKey }
+			e.c.Get("/auth/api-keys", st.Bearer(e.rootTok)).ExpectStatus(http.StatusOK).JSON(&list)
+			if len(list.Items) != 2 {
+				t.Fatalf("root holds %d keys, want the 2 made within their tokens: %+v", len(list.Items), list.Items)
+			}
+
+			// The ordinary flow: a full token of the issuer audience.
+			full := e.createKey(t, "/auth/api-keys", e.rootTok, map[string]any{"name": "full", "scopes": admin})
+			exchanged := e.exchangeThroughBuiltIn(t, full.Key)
+			e.c.PostJSON("/admin/keys/rotate", map[string]any{"force": true}, st.Bearer(exchanged)).ExpectStatus(http.StatusOK)
+		})
+	}
+}

@@ -84,6 +84,7 @@ type Sessions interface {
 // manage whose keys is decided here before it is called.
 type APIKeys interface {
 	Create(ctx context.Context, owner store.User, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
+	CreateOwn(ctx context.Context, owner store.User, granted []string, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
 	List(ctx context.Context, ownerID, cursor string, limit int) (apikeys.Page, error)
 	Revoke(ctx context.Context, ownerID, keyID string, m apikeys.Meta) error
 }
@@ -334,7 +335,13 @@ type Actor struct {
 	Meta
 	// APIKey is the id of the API key the acting token was exchanged from
 	// ("" for a token of a login): such a token never manages API keys.
-	APIKey   string
+	APIKey string
+	// Scope is the scope the acting access token was granted (its scope
+	// claim, split): what the person let this session do. A credential
+	// made with the token (an API key of their own) never holds more. Nil
+	// when the actor acts with no access token (the operator, a console
+	// session), which bounds such a credential to nothing.
+	Scope    []string
 	operator bool
 	// mfaEnrolment: the actor presented an mfa_token whose enrolment is
 	// required (MFATokenActor), not an access token.

@@ -190,9 +190,10 @@ func (s *Service) keySelf(ctx context.Context, actor Actor) (store.User, error) 
 }
 
 // CreateOwnAPIKey creates an API key for the actor themself, whose scopes
-// must be among their current permissions; the key is in the answer, once.
-// A user who must change their password first gets 403
-// password_change_required.
+// must be among their current permissions and among the scope their token
+// was granted (actor.Scope; apikeys.Service.CreateOwn), else 400
+// invalid_scope; the key is in the answer, once. A user who must change
+// their password first gets 403 password_change_required.
 func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.CreateRequest) (apikeys.Created, error) {
 	u, err := s.keySelf(ctx, actor)
 	if err != nil {
@@ -204,7 +205,7 @@ func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.
 	if err := s.keysActInNoTenant(actor); err != nil {
 		return apikeys.Created{}, err
 	}
-	return s.apiKeys.Create(ctx, u, req, keyMeta(actor, "self"))
+	return s.apiKeys.CreateOwn(ctx, u, actor.Scope, req, keyMeta(actor, "self"))
 }
 
 // ListOwnAPIKeys lists the actor's own API keys (never the keys).

@@ -38,6 +38,12 @@ func TestAPIKeyAndMachineRefusals(t *testing.T) {
 	third.ClientID = "third"
 	req := apikeys.CreateRequest{Name: "k", Scopes: []string{"users:read"}}
 	usrReq := apikeys.CreateRequest{Name: "k", Scopes: []string{}}
+	// root's token through the built-in client, narrowed to users:read,
+	// and one whose scope is unknown (no access token: bounds to nothing).
+	rootRead := actor(root)
+	rootRead.ClientID, rootRead.Scope = accounts.DefaultFirstPartyClientID, []string{"openid", "users:read"}
+	rootNoScope := rootRead
+	rootNoScope.Scope = nil
 
 	for _, tc := range []struct {
 		name string
@@ -89,6 +95,12 @@ func TestAPIKeyAndMachineRefusals(t *testing.T) {
 			_, err := svc.CreateOwnAPIKey(ctx, self, apikeys.CreateRequest{Name: "k", Scopes: []string{"users:read"}})
 			return err
 		}, apierr.ErrInvalidScope},
+		{"ok/own_key_within_the_token's_scope", func() error { _, err := svc.CreateOwnAPIKey(ctx, rootRead, req); return err }, nil},
+		{"fail/own_key_beyond_the_token's_scope", func() error {
+			_, err := svc.CreateOwnAPIKey(ctx, rootRead, apikeys.CreateRequest{Name: "k", Scopes: []string{"users:read", "keys:rotate"}})
+			return err
+		}, apierr.ErrInvalidScope},
+		{"fail/own_key_without_a_token_scope", func() error { _, err := svc.CreateOwnAPIKey(ctx, rootNoScope, req); return err }, apierr.ErrInvalidScope},
 		{"fail/own_key_must_change_password", func() error {
 			if _, err := svc.SetTemporaryPassword(ctx, actor(root), usr.ID, "a temporary passphrase"); err != nil {
 				return err

@@ -220,12 +220,36 @@ type Page struct {
 // shown this once. A bad name, missing scopes or an expiry under MinTTL or
 // past the maximum is 400 invalid_request; a scope that is not one of the
 // owner's permissions is 400 invalid_scope. Audit api_key.created.
+//
+// Create is for a key an admin gives a machine user (bound by the
+// privilege ceiling, checked by the caller); a person's own key is made
+// with CreateOwn.
 func (s *Service) Create(ctx context.Context, owner store.User, req CreateRequest, m Meta) (Created, error) {
+	return s.create(ctx, owner, nil, req, m)
+}
+
+// CreateOwn is Create for a person's own key, made with their access
+// token: granted is the scope that token was granted (its scope claim), and
+// each of the key's scopes must be in it as well as among the owner's
+// current permissions, else 400 invalid_scope. So a session narrowed to
+// named permissions (by the scope it asked for, or by its client's
+// scopes) never gains more through a key. A nil granted is a token granted
+// nothing: it bounds the key to nothing, never to everything.
+func (s *Service) CreateOwn(ctx context.Context, owner store.User, granted []string, req CreateRequest, m Meta) (Created, error) {
+	if granted == nil {
+		granted = []string{}
+	}
+	return s.create(ctx, owner, granted, req, m)
+}
+
+// create makes the key; granted, when not nil, bounds its scopes
+// (keyScopes).
+func (s *Service) create(ctx context.Context, owner store.User, granted []string, req CreateRequest, m Meta) (Created, error) {
 	name, err := keyName(req.Name)
 	if err != nil {
 		return Created{}, err
 	}
-	scopes, err := s.keyScopes(owner, req.Scopes)
+	scopes, err := s.keyScopes(owner, req.Scopes, granted)
 	if err != nil {
 		return Created{}, err
 	}
@@ -264,10 +288,12 @@ func keyName(s string) (string, error) {
 	return s, nil
 }
 
-// keyScopes checks requested scopes: at least one, each a concrete
-// permission the owner holds now (no OIDC scope, no wildcard). It returns
+// keyScopes is the one routine that decides a new key's scopes: at least
+// one is required (no request means "all"), each a concrete permission the
+// owner holds now (no OIDC scope, no wildcard) and, when granted is not
+// nil, one the token creating the key was granted (CreateOwn). It returns
 // them sorted.
-func (s *Service) keyScopes(owner store.User, requested []string) ([]string, error) {
+func (s *Service) keyScopes(owner store.User, requested, granted []string) ([]string, error) {
 	if len(requested) == 0 {
 		return nil, apierr.ErrInvalidRequest.WithDescription("scopes is required: name the permissions the key may use.")
 	}
@@ -280,6 +306,15 @@ func (s *Service) keyScopes(owner store.User, requested []string) ([]string, err
 	grant, err := policy.ResolveScope(requested, s.d.Permissions.Permissions(owner.Roles), nil)
 	if err != nil {
 		return nil, apierr.ErrInvalidScope.WithDescription("%s", apierr.Sentence(err.Error())).WithCause(err)
+	}
+	if granted != nil {
+		for _, p := range grant.Permissions {
+			if !slices.Contains(granted, p) {
+				// p passed ResolveScope: a well-formed permission, safe to echo.
+				return nil, apierr.ErrInvalidScope.WithDescription(
+					"Scope %q: the access token creating the key was not granted this permission, and a key never holds more than the token that makes it.", p)
+			}
+		}
 	}
 	return grant.Permissions, nil
 }

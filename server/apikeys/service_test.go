@@ -335,6 +335,48 @@ func TestCreate(t *testing.T) {
 	}
 }
 
+// TestCreateOwnWithinTheToken: a person's own key holds only permissions
+// the token creating it was granted as well as the owner's: a key asked
+// beyond the token's scope is 400 invalid_scope (the answer for a
+// permission the owner lacks), nothing stored or audited; a token granted
+// nothing (nil) bounds the key to nothing. Fails before CreateOwn: the key
+// was checked against the owner's permissions alone, so a token narrowed
+// to users:read made a key with keys:rotate.
+func TestCreateOwnWithinTheToken(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		granted []string // the token's scope claim, split
+		scopes  []string
+		code    string // "" for success
+	}{
+		{"ok/within_a_narrowed_token", []string{"openid", "users:read"}, []string{"users:read"}, ""},
+		{"ok/within_a_full_token", policy.Default().Permissions([]string{"admin"}), []string{"users:read", "users:write"}, ""},
+		{"fail/beyond_a_narrowed_token", []string{"openid", "users:read"}, []string{"users:read", "users:write"}, "invalid_scope"},
+		{"fail/only_oidc_scopes_granted", []string{"openid", "profile"}, []string{"users:read"}, "invalid_scope"},
+		{"fail/nothing_granted", nil, []string{"users:read"}, "invalid_scope"},
+		{"fail/empty_grant", []string{}, []string{"users:read"}, "invalid_scope"},
+		// The owner's permissions still bound it first, with the same answer.
+		{"fail/granted_but_beyond_the_owner", []string{"users:read", "keys:rotate"}, []string{"keys:rotate"}, "invalid_scope"},
+		{"fail/no_scopes_is_not_everything_granted", []string{"users:read"}, nil, "invalid_request"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, 0)
+			c, err := e.svc.CreateOwn(context.Background(), e.ann, tc.granted, CreateRequest{Name: "ci", Scopes: tc.scopes},
+				Meta{ActorID: e.ann.ID, Via: "self"})
+			if tc.code != "" {
+				wantAPIErr(t, "CreateOwn", err, tc.code, 400)
+				if e.st.calledN("CreateAPIKey") != 0 || len(e.audit.events) != 0 {
+					t.Fatal("a refused key was stored or audited")
+				}
+				return
+			}
+			if err != nil || !slices.Equal(c.Scopes, tc.scopes) {
+				t.Fatalf("CreateOwn = %+v, %v", c, err)
+			}
+		})
+	}
+}
+
 // TestMalformedKeyCostsNoStoreCall: a key with a wrong prefix, length,
 // alphabet or checksum is refused before any store call (counted by the
 // store), wherever it is presented.
