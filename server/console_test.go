@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/console"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/testservers"
 )
@@ -734,4 +735,41 @@ func TestConsoleListPages(t *testing.T) {
 	if !slices.Equal(seen, want) {
 		t.Fatalf("users across pages: %v, want %v", seen, want)
 	}
+}
+
+// TestConsoleRotateUnderCeiling: the console's "rotate" passes the ceiling
+// a new client passes. An admin (default policy: no keys:rotate), signed
+// in just now, is refused (403 page, no secret shown, the old one still
+// working) the secret of a super_admin's client whose client_credentials
+// tokens carry keys:rotate, and is given that of a client within their
+// permissions. Fails before this change: the page showed deployer's new
+// secret, whose tokens carried keys:rotate.
+func TestConsoleRotateUnderCeiling(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
+	fx := st.NewFixtures(t, in.App.Core)
+	fx.User(t, "ada@example.com", consolePassword, "admin")
+	cc := []string{token.GrantClientCredentials}
+	deployer := fx.Client(t, clients.Spec{ID: "deployer", Name: "Deployer", Grants: cc, Scopes: []string{"keys:rotate"}})
+	fx.Client(t, clients.Spec{ID: "reader", Name: "Reader", Grants: cc, Scopes: []string{"users:read"}})
+	hc := siBrowser(t)
+	consoleSignIn(t, in, hc, "ada@example.com", "", "/console/clients")
+	for _, tc := range []struct {
+		name, client string
+		status       int
+	}{
+		{"fail/above_the_ceiling", "deployer", http.StatusForbidden},
+		{"ok/within_the_ceiling", "reader", http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			page := siGet(t, hc, in.URL+"/console/clients")
+			rotated := page.form(t, "rotate").submit(t, hc, url.Values{"client_id": {tc.client}})
+			shown := consoleSecret.FindStringSubmatch(rotated.body)
+			if rotated.StatusCode != tc.status || (shown != nil) != (tc.status == http.StatusOK) {
+				t.Fatalf("rotate %s: %d, secret shown %v:\n%s", tc.client, rotated.StatusCode, shown != nil, rotated.body)
+			}
+		})
+	}
+	in.Client(t).PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic("deployer", deployer)).
+		ExpectStatus(http.StatusOK)
 }

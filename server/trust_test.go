@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/portcullis-auth/portcullis/server"
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
@@ -152,6 +155,103 @@ func TestClientsUnderCeiling(t *testing.T) {
 			}
 			// Nothing was created by the refused requests.
 			c.Delete("/admin/clients/minted", st.Bearer(root)).ExpectError(http.StatusNotFound, "not_found")
+		})
+	}
+}
+
+// TestExistingClientsUnderCeiling: the ceiling a new client passes binds
+// every change to an existing one. Under the default policy an admin
+// (clients:write, no keys:rotate) may neither rotate the secret of nor
+// delete a super_admin's client whose client_credentials tokens carry
+// keys:rotate, nor one listing the issuer among its audiences (403, the
+// old secret still working, the client still there); the admin may for a
+// client within their permissions, and the super_admin and the operator
+// (the CLI) for every one. Rotation is the service's (the console and CLI
+// call it; the API has no route for it), deletion the API's. Fails before
+// this change: the admin rotated deployer's secret, obtaining
+// client_credentials tokens with keys:rotate, and deleted both clients.
+func TestExistingClientsUnderCeiling(t *testing.T) {
+	for _, b := range trustBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			in := st.Start(t, st.NewEnv(t, b))
+			c, fx := in.Client(t), st.NewFixtures(t, in.App.Core)
+			root := fx.User(t, rootEmail, rootPass, "super_admin")
+			adm := fx.User(t, "adm@example.com", "admin user passphrase", "admin")
+			console := fx.AdminClient(t, "console")
+			login := func(email, pw string) string {
+				return c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("console", console)).Token().AccessToken
+			}
+			admTok, rootTok := login("adm@example.com", "admin user passphrase"), login(rootEmail, rootPass)
+			cc := []string{"client_credentials"}
+			secrets := map[string]string{}
+			for _, spec := range []clients.Spec{
+				{ID: "deployer", Grants: cc, Scopes: []string{"keys:rotate"}},
+				{ID: "tools", Audiences: []string{in.Config.Issuer}},
+				{ID: "reader", Grants: cc, Scopes: []string{"users:read"}},
+				{ID: "deployer-2", Grants: cc, Scopes: []string{"keys:rotate"}},
+				{ID: "reader-2", Grants: cc, Scopes: []string{"users:read"}},
+			} {
+				secrets[spec.ID] = fx.Client(t, spec)
+			}
+			actors := map[string]accounts.Actor{
+				"admin":       {ID: adm.ID, Meta: accounts.Meta{ClientID: "console"}},
+				"super_admin": {ID: root.ID, Meta: accounts.Meta{ClientID: "console"}},
+				"operator":    accounts.Operator(),
+			}
+			rotate := func(who, id string) int {
+				secret, err := in.App.Accounts.RotateClientSecret(t.Context(), actors[who], id)
+				if err != nil {
+					var ae *apierr.Error
+					if !errors.As(err, &ae) {
+						t.Fatalf("%s rotates %s: %v", who, id, err)
+					}
+					return ae.Status
+				}
+				secrets[id] = secret
+				return http.StatusOK
+			}
+			for _, tc := range []struct {
+				name   string
+				do     func() int
+				status int
+			}{
+				{"fail/admin_rotates_a_keys_rotate_client", func() int { return rotate("admin", "deployer") }, 403},
+				{"fail/admin_rotates_an_issuer_audience_client", func() int { return rotate("admin", "tools") }, 403},
+				{"fail/admin_deletes_a_keys_rotate_client", func() int {
+					return c.Delete("/admin/clients/deployer", st.Bearer(admTok)).ExpectError(403, "forbidden").StatusCode
+				}, 403},
+				{"fail/admin_deletes_an_issuer_audience_client", func() int {
+					return c.Delete("/admin/clients/tools", st.Bearer(admTok)).ExpectError(403, "forbidden").StatusCode
+				}, 403},
+				{"ok/admin_rotates_within", func() int { return rotate("admin", "reader") }, 200},
+				{"ok/admin_deletes_within", func() int { return c.Delete("/admin/clients/reader-2", st.Bearer(admTok)).StatusCode }, 204},
+				{"ok/super_admin_rotates", func() int { return rotate("super_admin", "deployer") }, 200},
+				{"ok/operator_rotates", func() int { return rotate("operator", "tools") }, 200},
+				{"ok/super_admin_deletes", func() int { return c.Delete("/admin/clients/deployer-2", st.Bearer(rootTok)).StatusCode }, 204},
+				{"fail/unknown_is_404_for_the_admin", func() int { return rotate("admin", "nobody") }, 404},
+			} {
+				if got := tc.do(); got != tc.status {
+					t.Errorf("%s: %d, want %d", tc.name, got, tc.status)
+				}
+			}
+			// The refused changes changed nothing; the allowed ones took.
+			for _, id := range []string{"deployer", "reader"} {
+				c.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic(id, secrets[id])).ExpectStatus(http.StatusOK)
+			}
+			c.PostForm("/oauth2/token", st.PasswordForm(rootEmail, rootPass, ""), st.Basic("tools", secrets["tools"])).ExpectStatus(http.StatusOK)
+			var list struct {
+				Items []clients.ClientView `json:"items"`
+			}
+			c.Get("/admin/clients", st.Bearer(rootTok)).ExpectStatus(http.StatusOK).JSON(&list)
+			var ids []string
+			for _, v := range list.Items {
+				ids = append(ids, v.ClientID)
+			}
+			slices.Sort(ids)
+			if want := []string{"console", "deployer", "portcullis", "reader", "tools"}; !slices.Equal(ids, want) {
+				t.Fatalf("clients %v, want %v", ids, want)
+			}
 		})
 	}
 }

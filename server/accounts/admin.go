@@ -77,29 +77,13 @@ func (s *Service) loadClientActor(ctx context.Context, actor Actor) (clientActor
 	return clientActor{id: sc.actor.ID, via: "admin", perms: s.policy.Permissions(sc.actor.Roles), scope: sc}, nil
 }
 
-// clientInScope refuses a client a's scope does not own (ownsRecord: a
-// platform client 403, another organisation's 404); unknown is 404.
-func (s *Service) clientInScope(ctx context.Context, a clientActor, id string) error {
-	if !a.scope.inTenant() {
-		return nil
-	}
-	c, err := s.store.GetClient(ctx, id)
-	if err != nil {
-		return storeErr("load client", err, errClientNotFound)
-	}
-	return a.scope.ownsRecord(c.TenantID, errClientNotFound)
-}
-
 // checkClientCeiling is the one rule for what a new client may carry
 // (contract, "Clients under the privilege ceiling"), used by the API and the
 // CLI alike. First, for every actor: each scope listed on the client must be
-// a permission the policy knows (else 400 invalid_request). Then, for a user
-// (the operator is bound only by the first rule): each listed scope must be
-// one the user holds now; listing the issuer among the audiences, which
-// gives the client's tokens access to the admin API, and marking the client
-// first-party, which lets it skip every user's consent, each need every
-// admin permission (else 403 forbidden). So no one can mint, through a client, a
-// permission or an admin token they could not get themselves.
+// a permission the policy knows (else 400 invalid_request). Then the
+// privilege ceiling (withinClientCeiling), which binds users and not the
+// operator. So no one can mint, through a client, a permission or an admin
+// token they could not get themselves.
 func (s *Service) checkClientCeiling(a clientActor, spec clients.Spec) error {
 	known := s.policy.AllPermissions()
 	for _, sc := range spec.Scopes {
@@ -108,28 +92,62 @@ func (s *Service) checkClientCeiling(a clientActor, spec clients.Spec) error {
 				"The policy has no permission %q: a client's scopes must be permissions the policy knows.", sc)
 		}
 	}
+	return s.withinClientCeiling(a, "create", spec.Scopes, spec.Audiences, spec.FirstParty)
+}
+
+// withinClientCeiling is the privilege ceiling over a client, new or
+// existing: for a user (the operator is bound by none of it), each scope
+// listed on the client must be one the user holds now; listing the issuer
+// among the audiences, which gives the client's tokens access to the admin
+// API, and being first-party, which lets the client skip every user's
+// consent, each need every admin permission. Else 403 forbidden, saying
+// what the actor may not do (act: "create", "delete", …). A scope the
+// policy no longer knows is one no user holds: only the operator may then
+// act on the client.
+func (s *Service) withinClientCeiling(a clientActor, act string, scopes, audiences []string, firstParty bool) error {
 	if a.operator {
 		return nil
 	}
-	for _, sc := range spec.Scopes {
+	for _, sc := range scopes {
 		if _, ok := slices.BinarySearch(a.perms, sc); !ok {
 			return apierr.ErrForbidden.WithDescription(
-				"You do not hold the permission %q, so you may not create a client whose tokens carry it.", sc)
+				"You do not hold the permission %q, so you may not %s a client whose tokens carry it.", sc, act)
 		}
 	}
-	if s.cfg.Issuer != "" && slices.Contains(spec.Audiences, s.cfg.Issuer) {
+	if s.cfg.Issuer != "" && slices.Contains(audiences, s.cfg.Issuer) {
 		if p, ok := a.missingAdminPermission(); !ok {
 			return apierr.ErrForbidden.WithDescription(
-				"Listing the issuer among a client's audiences gives its tokens access to the admin API, which needs every admin permission; you do not hold %q.", p)
+				"Listing the issuer among a client's audiences gives its tokens access to the admin API, so to %s such a client needs every admin permission; you do not hold %q.", act, p)
 		}
 	}
-	if spec.FirstParty {
+	if firstParty {
 		if p, ok := a.missingAdminPermission(); !ok {
 			return apierr.ErrForbidden.WithDescription(
-				"A first-party client never asks users for consent, so marking a client first-party needs every admin permission; you do not hold %q.", p)
+				"A first-party client never asks users for consent, so to %s one needs every admin permission; you do not hold %q.", act, p)
 		}
 	}
 	return nil
+}
+
+// clientInReach refuses an existing client that a may not change (rotate
+// its secret, delete it, change its redirect URIs): one a's scope does not
+// own (ownsRecord: a platform client 403, another organisation's 404), or
+// one above a's privilege ceiling, the rule a new client passes, applied
+// to the client as it is (withinClientCeiling: an admin without
+// keys:rotate may not take over a client whose tokens carry it by
+// rotating its secret). Unknown is 404. The operator is bound by neither.
+func (s *Service) clientInReach(ctx context.Context, a clientActor, act, id string) error {
+	if a.operator {
+		return nil
+	}
+	c, err := s.store.GetClient(ctx, id)
+	if err != nil {
+		return storeErr("load client", err, errClientNotFound)
+	}
+	if err := a.scope.ownsRecord(c.TenantID, errClientNotFound); err != nil {
+		return err
+	}
+	return s.withinClientCeiling(a, act, c.Scopes, c.Audiences, c.FirstParty)
 }
 
 // missingAdminPermission returns the first admin permission the actor lacks
@@ -174,9 +192,10 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 }
 
 // DeleteClient deletes an OAuth client; the built-in first-party client
-// cannot be deleted (409), by a user or by the operator. Its refresh tokens
-// stop working at once (the client no longer authenticates); its access
-// tokens expire on their own.
+// cannot be deleted (409), by a user or by the operator, and a user may
+// delete only a client within their privilege ceiling (clientInReach,
+// 403). Its refresh tokens stop working at once (the client no longer
+// authenticates); its access tokens expire on their own.
 func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) error {
 	a, err := s.loadClientActor(ctx, actor)
 	if err != nil {
@@ -188,7 +207,7 @@ func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) erro
 	if id == "" || len(id) > maxIDLen {
 		return errClientNotFound
 	}
-	if err := s.clientInScope(ctx, a, id); err != nil {
+	if err := s.clientInReach(ctx, a, "delete", id); err != nil {
 		return err
 	}
 	if err := s.store.DeleteClient(ctx, id); err != nil {
@@ -199,8 +218,11 @@ func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) erro
 }
 
 // RotateClientSecret replaces a confidential client's secret and returns the
-// new one, shown this once (the CLI's rotate-secret). Unknown is 404, a
-// public client 400.
+// new one, shown this once (the CLI's rotate-secret, the console's
+// "rotate"). Whoever holds the secret gets the client's tokens, so a user
+// may rotate only a client within their privilege ceiling (clientInReach,
+// 403), the rule that client would pass if they created it. Unknown is
+// 404, a public client 400.
 func (s *Service) RotateClientSecret(ctx context.Context, actor Actor, id string) (string, error) {
 	a, err := s.loadClientActor(ctx, actor)
 	if err != nil {
@@ -209,7 +231,7 @@ func (s *Service) RotateClientSecret(ctx context.Context, actor Actor, id string
 	if id == "" || len(id) > maxIDLen {
 		return "", errClientNotFound
 	}
-	if err := s.clientInScope(ctx, a, id); err != nil {
+	if err := s.clientInReach(ctx, a, "rotate the secret of", id); err != nil {
 		return "", err
 	}
 	secret, err := clients.RotateSecret(ctx, s.store, id)
@@ -238,7 +260,7 @@ func (s *Service) ListKeysAs(ctx context.Context, actor Actor) ([]keys.KeyInfo, 
 
 // SetClientRedirectURIs replaces the redirect URIs of a client of the
 // authorization code flow, under the rule that bounds what a new client may
-// carry (checkClientCeiling, on the client as it is: changing where a
+// carry (clientInReach, on the client as it is: changing where a
 // first-party or admin-audience client's codes go needs every admin
 // permission). The built-in client's are the server's own (409); unknown
 // is 404, bad URIs 400. Audit client.updated.
@@ -253,12 +275,7 @@ func (s *Service) SetClientRedirectURIs(ctx context.Context, actor Actor, id str
 	if id == "" || len(id) > maxIDLen {
 		return clients.ClientView{}, errClientNotFound
 	}
-	existing, err := s.store.GetClient(ctx, id)
-	if err != nil {
-		return clients.ClientView{}, storeErr("load client", err, errClientNotFound)
-	}
-	if err := s.checkClientCeiling(a, clients.Spec{Scopes: existing.Scopes, Audiences: existing.Audiences,
-		FirstParty: existing.FirstParty}); err != nil {
+	if err := s.clientInReach(ctx, a, "change the redirect URIs of", id); err != nil {
 		return clients.ClientView{}, err
 	}
 	c, err := clients.SetRedirectURIs(ctx, s.store, id, uris)
