@@ -10,6 +10,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server"
+	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -165,6 +166,57 @@ func TestAdminBadInput(t *testing.T) {
 	a.c.PostJSON("/auth/password/forgot", `{"email":"a@example.com","x":1}`).ExpectError(400, "invalid_request")
 	a.c.PostJSON("/auth/invites/accept", `{"token":5}`).ExpectError(400, "invalid_request")
 	a.c.PostJSON("/auth/password/reset", `{}`).ExpectError(400, "invalid_request")
+}
+
+// TestAdminClientTextRefusesControlCharacters: on PostgreSQL, which
+// refuses NUL in text, every free-text and URI field of POST /admin/clients
+// with a NUL, or another control character, answers 400 invalid_request and
+// creates nothing; plain non-ASCII text is fine. Fails before this change:
+// a NUL in the name answered 500 (the insert failed), and one in an
+// audience 201, its tokens then carrying that aud.
+func TestAdminClientTextRefusesControlCharacters(t *testing.T) {
+	a := newAcctEnv(t)
+	root := a.login(t, rootEmail, rootPass).AccessToken
+	code := `"grants":["authorization_code","refresh_token"],"redirect_uris":["https://app.example.com/cb"]`
+	for _, tc := range []struct{ name, body string }{
+		{"fail/client_id_nul", `{"client_id":"ab\u0000c","name":"x"}`},
+		{"fail/name_nul", `{"client_id":"c-1","name":"x\u0000"}`},
+		{"fail/name_nul_inside", `{"client_id":"c-2","name":"Web\u0000App"}`},
+		{"fail/name_bell", `{"client_id":"c-3","name":"Web\u0007App"}`},
+		{"fail/name_newline", `{"client_id":"c-4","name":"Web\nApp"}`},
+		{"fail/name_c1", `{"client_id":"c-5","name":"Web\u0085App"}`},
+		{"fail/audience_nul", `{"client_id":"c-6","name":"x","audiences":["a\u0000"]}`},
+		{"fail/audience_del", `{"client_id":"c-7","name":"x","audiences":["api","bill\u007fing"]}`},
+		{"fail/scope_nul", `{"client_id":"c-8","name":"x","grants":["client_credentials"],"scopes":["users:read\u0000"]}`},
+		{"fail/grant_nul", `{"client_id":"c-9","name":"x","grants":["client_credentials\u0000"]}`},
+		{"fail/redirect_uri_nul", `{"client_id":"c-10","name":"x","grants":["authorization_code"],"redirect_uris":["https://app.example.com/c\u0000b"]}`},
+		{"fail/redirect_uri_c1", `{"client_id":"c-11","name":"x","grants":["authorization_code"],"redirect_uris":["https://app.example.com/c\u0085b"]}`},
+		{"fail/post_logout_uri_nul", `{"client_id":"c-12",` + code + `,"post_logout_redirect_uris":["https://app.example.com/\u0000"]}`},
+		{"fail/backchannel_uri_nul", `{"client_id":"c-13",` + code + `,"backchannel_logout_uri":"https://app.example.com/\u0000"}`},
+		{"fail/logo_uri_nul", `{"client_id":"c-14",` + code + `,"logo_uri":"https://cdn.example.com/\u0000.png"}`},
+		{"fail/client_uri_nul", `{"client_id":"c-15",` + code + `,"client_uri":"https://app.example.com/\u0000"}`},
+		{"fail/application_type_nul", `{"client_id":"c-16",` + code + `,"application_type":"web\u0000"}`},
+		{"fail/allowed_origin_nul", `{"client_id":"c-17","name":"x","refresh_token_delivery":"cookie","allowed_origins":["https://app.example.com\u0000"]}`},
+		{"fail/refresh_token_delivery_nul", `{"client_id":"c-18","name":"x","refresh_token_delivery":"cookie\u0000"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a.in.Client(t).Do("POST", "/admin/clients", []byte(tc.body), "application/json", st.Bearer(root)).
+				ExpectError(http.StatusBadRequest, "invalid_request")
+		})
+	}
+	var list struct {
+		Items []clients.ClientView `json:"items"`
+	}
+	a.c.Get("/admin/clients", st.Bearer(root)).ExpectStatus(http.StatusOK).JSON(&list)
+	if len(list.Items) != 2 { // the built-in client and "web"
+		t.Fatalf("refused requests created clients: %+v", list.Items)
+	}
+	var ok clients.ClientView
+	a.c.PostJSON("/admin/clients", map[string]any{"client_id": "cafe", "name": "Café Zürich ☕", "audiences": []string{"api", "billing-api"}},
+		st.Bearer(root)).ExpectStatus(http.StatusCreated).JSON(&ok)
+	if ok.Name != "Café Zürich ☕" {
+		t.Fatalf("created %+v", ok)
+	}
 }
 
 // TestDeactivation: deactivation ends every session at once and blocks

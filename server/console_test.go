@@ -773,3 +773,33 @@ func TestConsoleRotateUnderCeiling(t *testing.T) {
 	in.Client(t).PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic("deployer", deployer)).
 		ExpectStatus(http.StatusOK)
 }
+
+// TestConsoleClientFormRefusesControlCharacters: the console's create
+// form goes through the same validation as the API: a client name with a
+// NUL (which PostgreSQL refuses to store) or another control character is
+// a 400 page and creates nothing. Fails before this change: the NUL
+// answered the error page of a fault (500), the bell 201.
+func TestConsoleClientFormRefusesControlCharacters(t *testing.T) {
+	t.Parallel()
+	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
+	fx := st.NewFixtures(t, in.App.Core)
+	fx.User(t, "ada@example.com", consolePassword, "admin")
+	hc := siBrowser(t)
+	consoleSignIn(t, in, hc, "ada@example.com", "", "/console/clients")
+	for _, tc := range []struct{ name, id, clientName string }{
+		{"fail/name_nul", "nul-name", "Web\x00App"},
+		{"fail/name_bell", "bell-name", "Web\aApp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			page := siGet(t, hc, in.URL+"/console/clients")
+			created := page.form(t, "create").submit(t, hc, url.Values{"client_id": {tc.id}, "name": {tc.clientName},
+				"grants": {token.GrantClientCredentials}})
+			if created.StatusCode != http.StatusBadRequest {
+				t.Fatalf("create %q: %d:\n%s", tc.clientName, created.StatusCode, created.body)
+			}
+			if _, err := in.App.Core.Store.GetClient(t.Context(), tc.id); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("the refused client was stored: %v", err)
+			}
+		})
+	}
+}

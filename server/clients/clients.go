@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
 	"github.com/portcullis-auth/portcullis/server/token"
@@ -134,6 +136,9 @@ func (s *Spec) Validate() error {
 	if len(s.Name) > 200 {
 		return &ValidationError{"client name must be at most 200 characters"}
 	}
+	if !plainText(s.Name) {
+		return &ValidationError{"client name must be valid UTF-8 without control characters"}
+	}
 	if s.Grants == nil {
 		s.Grants = slices.Clone(DefaultGrants)
 	}
@@ -152,13 +157,13 @@ func (s *Spec) Validate() error {
 	s.Grants = slices.Compact(s.Grants)
 	if s.Scopes != nil {
 		for _, sc := range s.Scopes {
-			if sc == "" || strings.ContainsAny(sc, " \"\\*") || len(sc) > 200 {
+			if sc == "" || strings.ContainsAny(sc, " \"\\*") || len(sc) > 200 || !plainText(sc) {
 				return &ValidationError{fmt.Sprintf("invalid scope %q (concrete permissions such as projects:read)", sc)}
 			}
 		}
 	}
 	for _, a := range s.Audiences {
-		if a == "" || len(a) > 200 || strings.ContainsAny(a, " \"") {
+		if a == "" || len(a) > 200 || strings.ContainsAny(a, " \"") || !plainText(a) {
 			return &ValidationError{fmt.Sprintf("invalid audience %q", a)}
 		}
 	}
@@ -310,7 +315,7 @@ func validURIs(list []string, kind redirecturi.Kind, native bool) ([]string, err
 // httpsURI reports whether raw is an absolute https URI with a host, no user
 // information and no spaces or control characters.
 func httpsURI(raw string) bool {
-	if len(raw) > 2000 || strings.ContainsAny(raw, " \t\r\n\x00\\") {
+	if len(raw) > 2000 || strings.ContainsAny(raw, " \\") || !plainText(raw) {
 		return false
 	}
 	u, err := url.Parse(raw)
@@ -318,6 +323,15 @@ func httpsURI(raw string) bool {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// plainText reports whether a spec's free text (its name, a scope, an
+// audience, a URI) can be stored and shown as it is: valid UTF-8 without
+// control characters. NUL, which PostgreSQL refuses in text (a 500 when
+// it reached the insert), is one; so are the other C0 and C1 controls,
+// which would reach tokens (an audience is their aud), logs and pages.
+func plainText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, unicode.IsControl)
+}
 
 // NewSecret returns a client secret of 256 random bits.
 func NewSecret() string {

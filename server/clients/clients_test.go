@@ -103,6 +103,55 @@ func TestValidateCodeFlow(t *testing.T) {
 	}
 }
 
+// TestValidateRefusesControlCharacters: every free-text and URI field of a
+// spec refuses NUL (which PostgreSQL refuses to store: the insert failed
+// with a 500), the other C0 and C1 control characters and invalid UTF-8
+// (which the CLI can pass), with a ValidationError (400 invalid_request
+// through the API and the console). Plain non-ASCII text stays allowed in
+// the name. Fails before this change for the name and the audiences (NUL
+// included) and for C1 controls and invalid UTF-8 in the URIs.
+func TestValidateRefusesControlCharacters(t *testing.T) {
+	for _, bad := range []struct{ name, text string }{
+		{"nul", "\x00"}, {"bell", "\a"}, {"newline", "\n"}, {"del", "\x7f"}, {"c1_nel", "\u0085"}, {"invalid_utf8", "\xff"},
+	} {
+		for _, field := range []struct {
+			name   string
+			change func(s *clients.Spec, text string)
+			want   string
+		}{
+			{"name", func(s *clients.Spec, x string) { s.Name = "Web" + x + "App" }, "client name"},
+			{"scope", func(s *clients.Spec, x string) { s.Scopes = []string{"users:read" + x} }, "invalid scope"},
+			{"audience", func(s *clients.Spec, x string) { s.Audiences = []string{"api", "bill" + x + "ing"} }, "invalid audience"},
+			{"redirect_uri", func(s *clients.Spec, x string) { s.RedirectURIs = []string{"https://app.example.com/c" + x + "b"} }, "redirect URI"},
+			{"post_logout_redirect_uri", func(s *clients.Spec, x string) {
+				s.PostLogoutRedirectURIs = []string{"https://app.example.com/by" + x + "e"}
+			}, "post-logout redirect URI"},
+			{"backchannel_logout_uri", func(s *clients.Spec, x string) { s.BackchannelLogoutURI = "https://app.example.com/bc" + x + "l" }, "back-channel"},
+			{"logo_uri", func(s *clients.Spec, x string) { s.LogoURI = "https://cdn.example.com/lo" + x + "go.png" }, "logo URI"},
+			{"client_uri", func(s *clients.Spec, x string) { s.ClientURI = "https://app.example.com/" + x }, "client URI"},
+			{"allowed_origin", func(s *clients.Spec, x string) {
+				s.RefreshTokenDelivery, s.RefreshReuseGrace = store.RefreshDeliveryCookie, clients.MinCookieReuseGrace
+				s.AllowedOrigins = []string{"https://app.example.com" + x}
+			}, "allowed origin"},
+		} {
+			t.Run("fail/"+field.name+"_"+bad.name, func(t *testing.T) {
+				spec := codeSpec(func(s *clients.Spec) { field.change(s, bad.text) })
+				err := spec.Validate()
+				var ve *clients.ValidationError
+				if !errors.As(err, &ve) || !strings.Contains(err.Error(), field.want) {
+					t.Fatalf("Validate = %v, want a ValidationError mentioning %q", err, field.want)
+				}
+			})
+		}
+	}
+	ok := codeSpec(func(s *clients.Spec) {
+		s.Name, s.Audiences = "Café Zürich ☕", []string{"api", "https://billing.example.com"}
+	})
+	if err := ok.Validate(); err != nil || ok.Name != "Café Zürich ☕" {
+		t.Fatalf("ok/non_ascii_text: %v, name %q", err, ok.Name)
+	}
+}
+
 // TestValidateCodeFlowDefaults: web and PKCE by default, repeats dropped,
 // order kept.
 func TestValidateCodeFlowDefaults(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Kind says what a URI is registered for; it only changes the wording of errors.
@@ -38,7 +40,7 @@ func Validate(raw string, kind Kind, native bool) error {
 	if raw == "" || len(raw) > maxLen {
 		return fmt.Errorf("%s must be 1-%d characters", kind, maxLen)
 	}
-	if strings.ContainsAny(raw, "*\x00 \t\r\n\\") {
+	if strings.ContainsAny(raw, "* \\") || strings.ContainsFunc(raw, unicode.IsControl) || !utf8.ValidString(raw) {
 		return fmt.Errorf("%s %q may not contain wildcards, spaces or control characters", kind, raw)
 	}
 	u, err := url.Parse(raw)
