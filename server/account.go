@@ -182,7 +182,7 @@ func actorOf(c echo.Context) accounts.Actor {
 	claims := Claims(c)
 	m := meta(c)
 	keyID, _ := apikey.KeyIDOfSession(claims.SID)
-	return accounts.Actor{ID: claims.Subject, APIKey: keyID, Scope: claims.Scopes(),
+	return accounts.Actor{ID: claims.Subject, APIKey: keyID, Scope: claims.Scopes(), Audience: claims.Audience,
 		Meta: accounts.Meta{IP: m.IP, UserAgent: m.UserAgent, ClientID: claims.ClientID, Tenant: claims.Tenant}}
 }
 

@@ -740,3 +740,35 @@ func TestOwnKeyWithinItsToken(t *testing.T) {
 		})
 	}
 }
+
+// TestOwnKeyFromAnotherAudience: a token minted for a downstream API (aud
+// api), which /admin refuses whoever it belongs to, makes no key holding a
+// permission of the admin API, whatever the token's scope: the key,
+// exchanged through the built-in client, would be an issuer-audience token
+// (the review's path around the audience rule). /auth still accepts the
+// token, as the contract says; the request is refused as any scope the
+// token may not pass on is (400 invalid_scope), and nothing is made.
+func TestOwnKeyFromAnotherAudience(t *testing.T) {
+	for _, b := range keyBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newKeyEnv(t, b)
+			shop := e.fx.Client(t, clients.Spec{ID: "shop", Name: "Shop"})
+			down := e.c.PostForm("/oauth2/token", st.PasswordForm("root@example.com", keyRootPass, ""),
+				st.Basic("shop", shop)).Token().AccessToken
+			if aud := claimStrings(t, decodeClaims(t, down), "aud"); slices.Contains(aud, e.fx.Issuer()) {
+				t.Fatalf("the downstream token's aud %v holds the issuer", aud)
+			}
+			e.c.Get("/admin/users", st.Bearer(down)).ExpectError(http.StatusUnauthorized, "invalid_token")
+			for _, scopes := range [][]string{{"keys:rotate"}, {"users:read"}, {"keys:rotate", "roles:assign", "users:write"}} {
+				e.c.PostJSON("/auth/api-keys", map[string]any{"name": "k", "scopes": scopes}, st.Bearer(down)).
+					ExpectError(http.StatusBadRequest, "invalid_scope")
+			}
+			var list struct{ Items []createdKey }
+			e.c.Get("/auth/api-keys", st.Bearer(down)).ExpectStatus(http.StatusOK).JSON(&list)
+			if len(list.Items) != 0 {
+				t.Fatalf("keys made with the downstream token: %+v", list.Items)
+			}
+		})
+	}
+}

@@ -183,8 +183,11 @@ func TestGrantRoundTrips(t *testing.T) {
 		// most once a minute), the later ones only read.
 		{"introspection_of_an_api_key", func() func() {
 			if created.Key == "" {
+				// Made with a token of Portcullis's own audience, as a key must be.
+				own := api.PostForm("/oauth2/token", st.PasswordForm("rt@example.com", "a-long-passphrase-rt", ""),
+					st.Basic("tools", fx.AdminClient(t, "tools"))).Token()
 				api.PostJSON("/auth/api-keys", map[string]any{"name": "rt", "scopes": []string{"users:read"}},
-					st.Bearer(login().AccessToken)).ExpectStatus(http.StatusCreated).JSON(&created)
+					st.Bearer(own.AccessToken)).ExpectStatus(http.StatusCreated).JSON(&created)
 			}
 			return func() {
 				if api.PostForm("/oauth2/introspect", url.Values{"token": {created.Key}}, web).ExpectStatus(http.StatusOK).Map()["active"] != true {

@@ -243,9 +243,13 @@ func TestDemoAPIKeysFromPortcullis(t *testing.T) {
 		s.clock.Set(time.Duration(s.clock.offset.Load()) + verify.MaxAPIKeyCacheTTL + time.Second)
 	}
 	t.Cleanup(func() { s.clock.Set(0) })
-	viewerTok := s.login(t, "web", "viewer", "").AccessToken
-	editorTok := s.login(t, "web", "editor", "").AccessToken
-	rootTok := s.login(t, "web", "super_admin", "").AccessToken
+	// Keys are made with tokens of Portcullis's own audience (the hosted
+	// pages' and console's): a token minted for the demo API gives a key no
+	// admin permission.
+	s.secrets["account"] = fx.AdminClient(t, "account")
+	viewerTok := s.login(t, "account", "viewer", "").AccessToken
+	editorTok := s.login(t, "account", "editor", "").AccessToken
+	rootTok := s.login(t, "account", "super_admin", "").AccessToken
 	viewerID, viewerKey := mint(t, "/auth/api-keys", viewerTok, "projects:read")
 	_, editorKey := mint(t, "/auth/api-keys", editorTok, "projects:read", "projects:write")
 	_, rootKey := mint(t, "/auth/api-keys", rootTok, "projects:read", "projects:write", "users:read")
@@ -319,7 +323,7 @@ func TestDemoAPIKeysFromPortcullis(t *testing.T) {
 	})
 	t.Run("fail/a demoted owner's key narrows", func(t *testing.T) {
 		ed := fx.User(t, "ed2@example.com", password, "editor")
-		tok := s.pc.PostForm("/oauth2/token", st.PasswordForm("ed2@example.com", password, ""), st.Basic("web", s.secrets["web"])).Token().AccessToken
+		tok := s.pc.PostForm("/oauth2/token", st.PasswordForm("ed2@example.com", password, ""), st.Basic("account", s.secrets["account"])).Token().AccessToken
 		_, key := mint(t, "/auth/api-keys", tok, "projects:read", "projects:write")
 		if a := d.send(t, "POST", "/projects", "X-API-Key", key); a.status != 201 {
 			t.Fatalf("before the demotion: %d %s", a.status, a.raw)
@@ -340,7 +344,7 @@ func TestDemoAPIKeysFromPortcullis(t *testing.T) {
 	})
 	t.Run("fail/a deactivated owner's key", func(t *testing.T) {
 		v2 := fx.User(t, "v2@example.com", password, "viewer")
-		tok := s.pc.PostForm("/oauth2/token", st.PasswordForm("v2@example.com", password, ""), st.Basic("web", s.secrets["web"])).Token().AccessToken
+		tok := s.pc.PostForm("/oauth2/token", st.PasswordForm("v2@example.com", password, ""), st.Basic("account", s.secrets["account"])).Token().AccessToken
 		_, key := mint(t, "/auth/api-keys", tok, "projects:read")
 		if _, err := s.in.App.Core.Store.UpdateUser(context.Background(), v2.ID, func(u *store.User) error { u.Active = false; return nil }); err != nil {
 			t.Fatal(err)

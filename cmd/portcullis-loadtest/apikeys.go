@@ -32,8 +32,13 @@ import (
 // (super_admin) holds.
 const apiKeyScope = "users:read"
 
-// createAPIKey signs the bench user in and creates a key for it.
+// createAPIKey signs the bench user in through the key client (a key with
+// an admin permission, users:read, is made only with a token of
+// Portcullis's own audience) and creates a key for it.
 func createAPIKey(ctx context.Context, c *http.Client, o Options, name string) (string, error) {
+	if o.KeyClient != "" {
+		o.UserClient, o.UserSecret = o.KeyClient, o.KeySecret
+	}
 	tok, err := login(ctx, c, o)
 	if err != nil {
 		return "", err

@@ -44,6 +44,11 @@ type Options struct {
 	Password    string
 	UserClient  string // confidential client with password + refresh_token
 	UserSecret  string
+	// KeyClient is a confidential password-grant client whose tokens carry
+	// the issuer audience, which creating an API key with an admin
+	// permission needs (the API key scenarios); "" means UserClient.
+	KeyClient   string
+	KeySecret   string
 	CCClient    string // confidential client with client_credentials
 	CCSecret    string
 	CodeClient  string // confidential first-party client of the code flow (sso, code_redemption)
@@ -91,6 +96,8 @@ func main() {
 	flag.StringVar(&o.Password, "password", "", "that user's password")
 	flag.StringVar(&o.UserClient, "user-client", "bench-web", "client for user grants")
 	flag.StringVar(&o.UserSecret, "user-secret", "", "its secret")
+	flag.StringVar(&o.KeyClient, "key-client", "", "client whose tokens carry the issuer audience, to create the API key scenarios' keys (default: -user-client)")
+	flag.StringVar(&o.KeySecret, "key-secret", "", "its secret")
 	flag.StringVar(&o.CCClient, "cc-client", "bench-svc", "client_credentials client (also introspects)")
 	flag.StringVar(&o.CCSecret, "cc-secret", "", "its secret")
 	flag.StringVar(&o.CodeClient, "code-client", "bench-app", "first-party client with authorization_code (sso, code_redemption)")

@@ -186,6 +186,16 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 	if err != nil {
 		return StackResult{}, err
 	}
+	// Its tokens carry the issuer audience: the API key scenarios create
+	// their keys with them.
+	out, err = cli("", "clients", "create", "--id", "bench-account", "--name", "bench account", "--audience", base)
+	if err != nil {
+		return StackResult{}, err
+	}
+	accountSecret, err := secretOf(out)
+	if err != nil {
+		return StackResult{}, err
+	}
 	out, err = cli("", "clients", "create", "--id", "bench-svc", "--name", "bench svc", "--grants", "client_credentials", "--scopes", "users:read")
 	if err != nil {
 		return StackResult{}, err
@@ -220,7 +230,8 @@ func loadOneStack(so StackOptions, alg, admin, redisURL string) (StackResult, er
 		return StackResult{}, fmt.Errorf("%w: %s", err, logs.String())
 	}
 	o := Options{URL: base, Duration: so.Duration, Warmup: 2 * time.Second, Concurrency: so.Concurrency,
-		Username: user, Password: pw, UserClient: "bench-web", UserSecret: webSecret, CCClient: "bench-svc", CCSecret: svcSecret,
+		Username: user, Password: pw, UserClient: "bench-web", UserSecret: webSecret,
+		KeyClient: "bench-account", KeySecret: accountSecret, CCClient: "bench-svc", CCSecret: svcSecret,
 		CodeClient: "bench-app", CodeSecret: appSecret, RedirectURI: benchRedirectURI,
 		MaxRequests: 50_000_000, Rate: so.Rate}
 	sr := StackResult{Alg: alg, Profiles: map[string]string{}}

@@ -84,7 +84,7 @@ type Sessions interface {
 // manage whose keys is decided here before it is called.
 type APIKeys interface {
 	Create(ctx context.Context, owner store.User, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
-	CreateOwn(ctx context.Context, owner store.User, granted []string, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
+	CreateOwn(ctx context.Context, owner store.User, tok apikeys.Token, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
 	List(ctx context.Context, ownerID, cursor string, limit int) (apikeys.Page, error)
 	Revoke(ctx context.Context, ownerID, keyID string, m apikeys.Meta) error
 }
@@ -341,7 +341,9 @@ type Actor struct {
 	// made with the token (an API key of their own) never holds more. Nil
 	// when the actor acts with no access token (the operator, a console
 	// session), which bounds such a credential to nothing.
-	Scope    []string
+	Scope []string
+	// Audience is the acting access token's aud claim (nil without one).
+	Audience []string
 	operator bool
 	// mfaEnrolment: the actor presented an mfa_token whose enrolment is
 	// required (MFATokenActor), not an access token.

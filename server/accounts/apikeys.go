@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -191,8 +192,9 @@ func (s *Service) keySelf(ctx context.Context, actor Actor) (store.User, error) 
 
 // CreateOwnAPIKey creates an API key for the actor themself, whose scopes
 // must be among their current permissions and among the scope their token
-// was granted (actor.Scope; apikeys.Service.CreateOwn), else 400
-// invalid_scope; the key is in the answer, once. A user who must change
+// was granted (actor.Scope; apikeys.Service.CreateOwn), and hold no
+// permission of the admin API unless the token's audience is Portcullis's
+// own (the issuer), else 400 invalid_scope; the key is in the answer, once. A user who must change
 // their password first gets 403 password_change_required.
 func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.CreateRequest) (apikeys.Created, error) {
 	u, err := s.keySelf(ctx, actor)
@@ -205,7 +207,8 @@ func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.
 	if err := s.keysActInNoTenant(actor); err != nil {
 		return apikeys.Created{}, err
 	}
-	return s.apiKeys.CreateOwn(ctx, u, actor.Scope, req, keyMeta(actor, "self"))
+	tok := apikeys.Token{Scope: actor.Scope, ForPortcullis: s.cfg.Issuer != "" && slices.Contains(actor.Audience, s.cfg.Issuer)}
+	return s.apiKeys.CreateOwn(ctx, u, tok, req, keyMeta(actor, "self"))
 }
 
 // ListOwnAPIKeys lists the actor's own API keys (never the keys).

@@ -228,28 +228,39 @@ func (s *Service) Create(ctx context.Context, owner store.User, req CreateReques
 	return s.create(ctx, owner, nil, req, m)
 }
 
-// CreateOwn is Create for a person's own key, made with their access
-// token: granted is the scope that token was granted (its scope claim), and
-// each of the key's scopes must be in it as well as among the owner's
-// current permissions, else 400 invalid_scope. So a session narrowed to
-// named permissions (by the scope it asked for, or by its client's
-// scopes) never gains more through a key. A nil granted is a token granted
-// nothing: it bounds the key to nothing, never to everything.
-func (s *Service) CreateOwn(ctx context.Context, owner store.User, granted []string, req CreateRequest, m Meta) (Created, error) {
-	if granted == nil {
-		granted = []string{}
-	}
-	return s.create(ctx, owner, granted, req, m)
+// Token is what the access token making a person's own key was granted.
+type Token struct {
+	// Scope is its scope claim, split: what the person let that session
+	// do. Nil is a token granted nothing.
+	Scope []string
+	// ForPortcullis: its audience holds Portcullis's own (the issuer), the
+	// audience /admin requires.
+	ForPortcullis bool
 }
 
-// create makes the key; granted, when not nil, bounds its scopes
-// (keyScopes).
-func (s *Service) create(ctx context.Context, owner store.User, granted []string, req CreateRequest, m Meta) (Created, error) {
+// CreateOwn is Create for a person's own key, made with their access token
+// tok: each of the key's scopes must be in the token's scope as well as
+// among the owner's current permissions, else 400 invalid_scope. So a
+// session narrowed to named permissions (by the scope it asked for, or by
+// its client's scopes) never gains more through a key. A token meant for
+// another audience (not ForPortcullis), which /admin refuses whoever it
+// belongs to, gives a key no permission of the admin API either: the key,
+// exchanged through the built-in client, would be the way around that
+// refusal.
+func (s *Service) CreateOwn(ctx context.Context, owner store.User, tok Token, req CreateRequest, m Meta) (Created, error) {
+	if tok.Scope == nil {
+		tok.Scope = []string{}
+	}
+	return s.create(ctx, owner, &tok, req, m)
+}
+
+// create makes the key; tok, when not nil, bounds its scopes (keyScopes).
+func (s *Service) create(ctx context.Context, owner store.User, tok *Token, req CreateRequest, m Meta) (Created, error) {
 	name, err := keyName(req.Name)
 	if err != nil {
 		return Created{}, err
 	}
-	scopes, err := s.keyScopes(owner, req.Scopes, granted)
+	scopes, err := s.keyScopes(owner, req.Scopes, tok)
 	if err != nil {
 		return Created{}, err
 	}
@@ -290,10 +301,10 @@ func keyName(s string) (string, error) {
 
 // keyScopes is the one routine that decides a new key's scopes: at least
 // one is required (no request means "all"), each a concrete permission the
-// owner holds now (no OIDC scope, no wildcard) and, when granted is not
-// nil, one the token creating the key was granted (CreateOwn). It returns
-// them sorted.
-func (s *Service) keyScopes(owner store.User, requested, granted []string) ([]string, error) {
+// owner holds now (no OIDC scope, no wildcard) and, when tok is not nil,
+// one the token creating the key was granted and may pass on (CreateOwn).
+// It returns them sorted.
+func (s *Service) keyScopes(owner store.User, requested []string, tok *Token) ([]string, error) {
 	if len(requested) == 0 {
 		return nil, apierr.ErrInvalidRequest.WithDescription("scopes is required: name the permissions the key may use.")
 	}
@@ -307,12 +318,16 @@ func (s *Service) keyScopes(owner store.User, requested, granted []string) ([]st
 	if err != nil {
 		return nil, apierr.ErrInvalidScope.WithDescription("%s", apierr.Sentence(err.Error())).WithCause(err)
 	}
-	if granted != nil {
+	if tok != nil {
 		for _, p := range grant.Permissions {
-			if !slices.Contains(granted, p) {
-				// p passed ResolveScope: a well-formed permission, safe to echo.
+			// p passed ResolveScope: a well-formed permission, safe to echo.
+			switch {
+			case !slices.Contains(tok.Scope, p):
 				return nil, apierr.ErrInvalidScope.WithDescription(
 					"Scope %q: the access token creating the key was not granted this permission, and a key never holds more than the token that makes it.", p)
+			case !tok.ForPortcullis && policy.IsAdminPermission(p):
+				return nil, apierr.ErrInvalidScope.WithDescription(
+					"Scope %q: a permission of Portcullis's admin API, which a key gets only from a token meant for Portcullis (one /admin accepts).", p)
 			}
 		}
 	}

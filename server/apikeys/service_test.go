@@ -346,22 +346,26 @@ func TestCreateOwnWithinTheToken(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		granted []string // the token's scope claim, split
+		other   bool     // the token's audience is not Portcullis's own
 		scopes  []string
 		code    string // "" for success
 	}{
-		{"ok/within_a_narrowed_token", []string{"openid", "users:read"}, []string{"users:read"}, ""},
-		{"ok/within_a_full_token", policy.Default().Permissions([]string{"admin"}), []string{"users:read", "users:write"}, ""},
-		{"fail/beyond_a_narrowed_token", []string{"openid", "users:read"}, []string{"users:read", "users:write"}, "invalid_scope"},
-		{"fail/only_oidc_scopes_granted", []string{"openid", "profile"}, []string{"users:read"}, "invalid_scope"},
-		{"fail/nothing_granted", nil, []string{"users:read"}, "invalid_scope"},
-		{"fail/empty_grant", []string{}, []string{"users:read"}, "invalid_scope"},
+		{"ok/within_a_narrowed_token", []string{"openid", "users:read"}, false, []string{"users:read"}, ""},
+		{"ok/within_a_full_token", policy.Default().Permissions([]string{"admin"}), false, []string{"users:read", "users:write"}, ""},
+		{"fail/beyond_a_narrowed_token", []string{"openid", "users:read"}, false, []string{"users:read", "users:write"}, "invalid_scope"},
+		{"fail/only_oidc_scopes_granted", []string{"openid", "profile"}, false, []string{"users:read"}, "invalid_scope"},
+		{"fail/nothing_granted", nil, false, []string{"users:read"}, "invalid_scope"},
+		{"fail/empty_grant", []string{}, false, []string{"users:read"}, "invalid_scope"},
 		// The owner's permissions still bound it first, with the same answer.
-		{"fail/granted_but_beyond_the_owner", []string{"users:read", "keys:rotate"}, []string{"keys:rotate"}, "invalid_scope"},
-		{"fail/no_scopes_is_not_everything_granted", []string{"users:read"}, nil, "invalid_request"},
+		{"fail/granted_but_beyond_the_owner", []string{"users:read", "keys:rotate"}, false, []string{"keys:rotate"}, "invalid_scope"},
+		{"fail/no_scopes_is_not_everything_granted", []string{"users:read"}, false, nil, "invalid_request"},
+		// /admin refuses a token meant for another audience; a key it
+		// makes carries no admin permission either.
+		{"fail/admin_permission_from_a_token_for_another_audience", []string{"users:read"}, true, []string{"users:read"}, "invalid_scope"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, 0)
-			c, err := e.svc.CreateOwn(context.Background(), e.ann, tc.granted, CreateRequest{Name: "ci", Scopes: tc.scopes},
+			c, err := e.svc.CreateOwn(context.Background(), e.ann, Token{Scope: tc.granted, ForPortcullis: !tc.other}, CreateRequest{Name: "ci", Scopes: tc.scopes},
 				Meta{ActorID: e.ann.ID, Via: "self"})
 			if tc.code != "" {
 				wantAPIErr(t, "CreateOwn", err, tc.code, 400)
