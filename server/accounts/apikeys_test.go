@@ -42,6 +42,9 @@ func TestAPIKeyAndMachineRefusals(t *testing.T) {
 	// and one whose scope is unknown (no access token: bounds to nothing).
 	rootRead := actor(root)
 	rootRead.ClientID, rootRead.Scope = accounts.DefaultFirstPartyClientID, []string{"openid", "users:read"}
+	rootRead.Audience = []string{in.Config.Issuer} // the built-in client's tokens are Portcullis's own
+	rootDownstream := rootRead
+	rootDownstream.Audience = []string{"api"}
 	rootNoScope := rootRead
 	rootNoScope.Scope = nil
 
@@ -96,6 +99,8 @@ func TestAPIKeyAndMachineRefusals(t *testing.T) {
 			return err
 		}, apierr.ErrInvalidScope},
 		{"ok/own_key_within_the_token's_scope", func() error { _, err := svc.CreateOwnAPIKey(ctx, rootRead, req); return err }, nil},
+		{"fail/own_admin_key_from_a_downstream_token", func() error { _, err := svc.CreateOwnAPIKey(ctx, rootDownstream, req); return err },
+			apierr.ErrInvalidScope},
 		{"fail/own_key_beyond_the_token's_scope", func() error {
 			_, err := svc.CreateOwnAPIKey(ctx, rootRead, apikeys.CreateRequest{Name: "k", Scopes: []string{"users:read", "keys:rotate"}})
 			return err
