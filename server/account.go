@@ -26,7 +26,10 @@ const maxJSONBody = 16 << 10
 // invite acceptance, password forgot/reset/change, email verification and
 // (answering 403 registration_disabled unless it is on) registration, the
 // caller's own browser sessions and remembered consents, and their second
-// factors (/auth/mfa…).
+// factors (/auth/mfa…). Invite acceptance and password change answer their
+// tokens as the token endpoint does (answerTo before the service, then
+// writeTokens): a cookie client's request meets rtcookie.Guard first and its
+// refresh token comes only as the cookie.
 func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 	e := s.echo
 	bearer := RequireBearer(tokens)
@@ -52,12 +55,16 @@ func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 		if err != nil {
 			return err
 		}
+		to, err := s.answerTo(c, tokens, cred.ID)
+		if err != nil {
+			return err
+		}
 		resp, err := svc.AcceptInvite(c.Request().Context(), accountMeta(c), accounts.AcceptInviteRequest{
 			Token: body.Token, Password: body.Password, Name: body.Name, Client: cred, Scope: scope})
 		if err != nil {
 			return err
 		}
-		return writeTokenResponse(c, resp)
+		return s.writeTokens(c, tokens, to, resp)
 	}, noCache)
 	e.POST("/auth/password/forgot", func(c echo.Context) error {
 		var body struct {
@@ -103,12 +110,16 @@ func (s *Server) MountAccounts(svc *accounts.Service, tokens *token.Service) {
 		if err != nil {
 			return err
 		}
+		to, err := s.answerTo(c, tokens, Claims(c).ClientID)
+		if err != nil {
+			return err
+		}
 		resp, err := svc.ChangePassword(c.Request().Context(), actorOf(c), accounts.ChangePasswordRequest{
 			CurrentPassword: body.CurrentPassword, NewPassword: body.NewPassword, Scope: scope})
 		if err != nil {
 			return err
 		}
-		return writeTokenResponse(c, resp)
+		return s.writeTokens(c, tokens, to, resp)
 	}, noCache, bearer)
 	e.POST("/auth/email/verify", func(c echo.Context) error {
 		var body struct {

@@ -15,9 +15,12 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// cookiePaths are the endpoints that read or set the refresh-token cookie,
-// and so answer credentialed CORS to the allowed origins of cookie clients.
-var cookiePaths = map[string]bool{"/oauth2/token": true, "/oauth2/revoke": true, "/auth/logout": true}
+// cookiePaths are the endpoints that read or set the refresh-token cookie
+// (the token, revocation and logout endpoints, and the account endpoints
+// that start a session: password change and invite acceptance), and so
+// answer credentialed CORS to the allowed origins of cookie clients.
+var cookiePaths = map[string]bool{"/oauth2/token": true, "/oauth2/revoke": true, "/auth/logout": true,
+	"/auth/password/change": true, "/auth/invites/accept": true}
 
 // cors is the one place CORS is answered. On the cookie endpoints an Origin
 // that is an exact allowed origin of a cookie client gets that origin with
@@ -111,22 +114,70 @@ func (s *Server) cookieClient(c echo.Context, svc *token.Service, id string) (st
 	return cl, true, nil
 }
 
+// tokenAnswer is where the tokens a request asks for go: to the client it
+// names (the zero client when it names none or an unknown one). Every
+// request that may be answered with tokens finds it (answerTo) before it
+// changes anything, so a cookie client's request that fails Guard is
+// refused with nothing rotated, created or changed; writeTokens then
+// answers through it.
+type tokenAnswer struct {
+	client   store.Client
+	byCookie bool // client.RefreshByCookie, Guard passed
+	secure   bool // the cookie is the HTTPS one (only set for a cookie client)
+}
+
+// answerTo returns where the tokens of a request naming the client id go:
+// for a cookie client, only after rtcookie.Guard (else 403
+// invalid_request).
+func (s *Server) answerTo(c echo.Context, svc *token.Service, id string) (tokenAnswer, error) {
+	cl, byCookie, err := s.cookieClient(c, svc, id)
+	if err != nil {
+		return tokenAnswer{}, err
+	}
+	return tokenAnswer{client: cl, byCookie: byCookie, secure: byCookie && s.secure(c)}, nil
+}
+
+// writeTokens is the one rule of every answer carrying tokens (the token
+// endpoint, invite acceptance, password change): a refresh token issued to
+// a cookie client is set as the cookie and left out of the body (contract:
+// "never in the JSON body"); any other client gets the body as it is.
+//
+// The rule follows the client the tokens were issued to (resp.ClientID).
+// When that is not the client the request named (a password change whose
+// token's client is gone continues with the first-party client; a request
+// naming no client gets the first-party client's tokens), that client is
+// found and, if it takes the cookie, Guard runs now: a refusal then comes
+// after the session started, but its refresh token never reaches the body.
+func (s *Server) writeTokens(c echo.Context, svc *token.Service, a tokenAnswer, resp token.Response) error {
+	if resp.RefreshToken != "" && resp.ClientID != a.client.ID {
+		var err error
+		if a, err = s.answerTo(c, svc, resp.ClientID); err != nil {
+			return err
+		}
+	}
+	if a.byCookie && resp.RefreshToken != "" {
+		c.SetCookie(rtcookie.Set(resp.RefreshToken, resp.RefreshLifetime, a.secure))
+		resp.RefreshToken = ""
+	}
+	return writeTokenResponse(c, resp)
+}
+
 // tokenEndpoint is POST /oauth2/token. For a cookie client (after Guard),
 // grant_type=refresh_token without refresh_token takes the cookie's, and
-// an issued refresh token goes into the cookie, never the body.
+// an issued refresh token goes into the cookie, never the body
+// (writeTokens).
 func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		params, cred, err := s.clientForm(c)
 		if err != nil {
 			return err
 		}
-		_, byCookie, err := s.cookieClient(c, svc, cred.ID)
+		to, err := s.answerTo(c, svc, cred.ID)
 		if err != nil {
 			return err
 		}
-		secure := byCookie && s.secure(c) // only a cookie client's answer reads or sets the cookie
-		if byCookie && params["grant_type"] == token.GrantRefreshToken && params["refresh_token"] == "" {
-			if rt := rtcookie.Read(c.Request(), secure); rt != "" {
+		if to.byCookie && params["grant_type"] == token.GrantRefreshToken && params["refresh_token"] == "" {
+			if rt := rtcookie.Read(c.Request(), to.secure); rt != "" {
 				params["refresh_token"] = rt
 			}
 		}
@@ -138,11 +189,7 @@ func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		if byCookie && resp.RefreshToken != "" {
-			c.SetCookie(rtcookie.Set(resp.RefreshToken, resp.RefreshLifetime, secure))
-			resp.RefreshToken = ""
-		}
-		return writeTokenResponse(c, resp)
+		return s.writeTokens(c, svc, to, resp)
 	}
 }
 

@@ -108,7 +108,8 @@ func cookieAnswer(t *testing.T, r *st.Response, maxAge time.Duration) (st.TokenR
 }
 
 // setCookie checks the one Set-Cookie header, attribute by attribute and in
-// Go's exact serialisation, and returns its value.
+// Go's exact serialisation, and returns its value: portcullis-rt over plain
+// HTTP, or __Host-portcullis-rt and Secure when the deployment is HTTPS.
 func setCookie(t *testing.T, r *st.Response, maxAge time.Duration) string {
 	t.Helper()
 	raw := r.Header.Values("Set-Cookie")
@@ -117,13 +118,17 @@ func setCookie(t *testing.T, r *st.Response, maxAge time.Duration) string {
 	}
 	name, rest, _ := strings.Cut(raw[0], "=")
 	value, attrs, _ := strings.Cut(rest, "; ")
-	if name != rtcookie.InsecureCookieName || !strings.HasPrefix(value, token.RefreshTokenPrefix) {
-		t.Fatalf("Set-Cookie %q: want %s=pcrt_…", raw[0], rtcookie.InsecureCookieName)
+	if name != rtcookie.InsecureCookieName && name != rtcookie.CookieName || !strings.HasPrefix(value, token.RefreshTokenPrefix) {
+		t.Fatalf("Set-Cookie %q: want %s=pcrt_… or %s=pcrt_…", raw[0], rtcookie.InsecureCookieName, rtcookie.CookieName)
 	}
-	ma := strings.TrimSuffix(strings.TrimPrefix(attrs, "Path=/; Max-Age="), "; HttpOnly; SameSite=Strict")
+	suffix := "; HttpOnly; SameSite=Strict"
+	if name == rtcookie.CookieName {
+		suffix = "; HttpOnly; Secure; SameSite=Strict"
+	}
+	ma := strings.TrimSuffix(strings.TrimPrefix(attrs, "Path=/; Max-Age="), suffix)
 	n, err := strconv.Atoi(ma)
-	if err != nil || !strings.HasPrefix(attrs, "Path=/; Max-Age=") || !strings.HasSuffix(attrs, "; HttpOnly; SameSite=Strict") {
-		t.Fatalf("Set-Cookie attributes %q, want Path=/; Max-Age=N; HttpOnly; SameSite=Strict", attrs)
+	if err != nil || !strings.HasPrefix(attrs, "Path=/; Max-Age=") || !strings.HasSuffix(attrs, suffix) {
+		t.Fatalf("Set-Cookie attributes %q, want Path=/; Max-Age=N%s", attrs, suffix)
 	}
 	if want := int(maxAge.Seconds()); n > want || n < want-60 {
 		t.Fatalf("Max-Age=%d, want the family's remaining absolute lifetime (about %d)", n, want)
@@ -326,13 +331,14 @@ func TestRefreshCookieBodyClientUnchanged(t *testing.T) {
 }
 
 // TestRefreshCookieCORS: preflights and answers on the token, revocation
-// and logout endpoints carry credentialed CORS for the cookie client's exact
-// origin, and no CORS headers for any other origin. On the old code no
-// origin got any.
+// and logout endpoints, and on the account endpoints that start a session
+// (password change, invite acceptance), carry credentialed CORS for the
+// cookie client's exact origin, and no CORS headers for any other origin.
+// On the old code no origin got any.
 func TestRefreshCookieCORS(t *testing.T) {
 	t.Parallel()
 	e := newCookieEnv(t, st.PostgresRedis)
-	for _, path := range []string{"/oauth2/token", "/oauth2/revoke", "/auth/logout"} {
+	for _, path := range []string{"/oauth2/token", "/oauth2/revoke", "/auth/logout", "/auth/password/change", "/auth/invites/accept"} {
 		for _, tc := range []struct {
 			origin string
 			allow  bool

@@ -72,7 +72,7 @@ func Read(r *http.Request, secure bool) string {
 
 // Guard is the one check of the CSRF defences, for every request of a
 // cookie client that reads or sets the cookie (the token, revocation and
-// logout endpoints): the Origin must be one of the client's allowed
+// logout endpoints, password change and invite acceptance): the Origin must be one of the client's allowed
 // origins, X-Portcullis-CSRF must be 1, and Sec-Fetch-Site, when sent, must
 // not be cross-site. Anything else is 403 invalid_request, before anything
 // is read, rotated or set.

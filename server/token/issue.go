@@ -30,6 +30,9 @@ type Response struct {
 	// RefreshLifetime is what remains of the refresh family's absolute
 	// lifetime when RefreshToken is set (the cookie's Max-Age); never sent.
 	RefreshLifetime time.Duration `json:"-"`
+	// ClientID is the client the tokens were issued to, whose delivery
+	// rule (store.Client.RefreshByCookie) the answer follows; never sent.
+	ClientID string `json:"-"`
 }
 
 // grantSet is what one issuance grants.
@@ -171,7 +174,7 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 	if err != nil {
 		return Response{}, apierr.ErrServer.WithCause(err)
 	}
-	resp := Response{AccessToken: at, TokenType: "Bearer", ExpiresIn: ttl, RefreshToken: refreshToken, Scope: g.scope()}
+	resp := Response{AccessToken: at, TokenType: "Bearer", ExpiresIn: ttl, RefreshToken: refreshToken, Scope: g.scope(), ClientID: g.client.ID}
 	if refreshToken != "" {
 		resp.RefreshLifetime = max(g.refreshExpiry.Sub(now), 0)
 	}

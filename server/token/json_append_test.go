@@ -29,6 +29,7 @@ func TestResponseAppendJSON(t *testing.T) {
 		{"non-ASCII", Response{Scope: "é 日本 \u2028\u2029 😀"}},
 		{"invalid UTF-8", Response{RefreshToken: "a\xffb\xc3"}},
 		{"RefreshLifetime is never sent", Response{AccessToken: "a", RefreshLifetime: 5}},
+		{"ClientID is never sent", Response{AccessToken: "a", ClientID: "spa"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
