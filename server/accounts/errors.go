@@ -26,6 +26,9 @@ var (
 	errSamePassword       = ErrWeakPassword.WithDescription("The new password must differ from the current one.")
 	errAccountExists      = apierr.ErrConflict.WithDescription("An account with this email address already exists.")
 	errFirstPartyDeletion = apierr.ErrConflict.WithDescription("The built-in first-party client cannot be deleted.")
+	// errInvitePasswordRequired answers an acceptance without a password
+	// once the invite is known to be usable (AcceptInvite).
+	errInvitePasswordRequired = apierr.ErrInvalidRequest.WithDescription("A password is required to accept the invitation.")
 )
 
 // weakPassword turns a refusal of the password rules into a 400 weak_password

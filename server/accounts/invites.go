@@ -242,6 +242,12 @@ type AcceptInviteRequest struct {
 // An invite to an organisation for an address that already has an account
 // is accepted with that account's password instead (joinTenant), and its
 // session asks for the account's second factor like any login.
+//
+// Without a password it only looks at the invite: an unusable one is 400
+// invalid_token as above, a usable one 400 invalid_request (password
+// required), before any password rule or password check runs, so looking
+// (the invite page's GET, a link scanner) never counts as a failed login of
+// the account the invite names, nor changes anything.
 func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequest) (token.Response, error) {
 	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
 		return token.Response{}, err
@@ -249,6 +255,11 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	inv, secret, err := s.usableInvite(ctx, req.Token)
 	if err != nil {
 		return token.Response{}, err
+	}
+	if req.Password == "" {
+		// A look at the invite (the invite page before its form): it is
+		// usable; no password rule or password check runs.
+		return token.Response{}, errInvitePasswordRequired
 	}
 	if inv.TenantID != "" {
 		if existing, err := s.store.GetUserByEmail(ctx, inv.Email); err == nil {

@@ -89,10 +89,12 @@ func (p *Pages) inviteView(name string) view {
 }
 
 // inviteGet shows the form. Before it, AcceptInvite is called with no
-// password: it reports an unknown, expired, used or revoked invitation and
-// refuses the empty password before redeeming anything, so the person
-// learns at once that the link cannot be used, and a link scanner that
-// prefetches the page changes nothing.
+// password, which only looks at the invite: an unknown, expired, used or
+// revoked invitation is invalid_token, so the person learns at once that
+// the link cannot be used; a usable one is invalid_request (a password is
+// required), answered before any password rule or check, so opening the
+// link (a reload, a link scanner that prefetches it) changes nothing and
+// counts no failed login of an existing account the invite names.
 func (p *Pages) inviteGet(c echo.Context) error {
 	if done, err := p.carryToken(c, inviteFlow); done {
 		return err
@@ -105,10 +107,10 @@ func (p *Pages) inviteGet(c echo.Context) error {
 	switch {
 	case is(err, apierr.ErrOneTimeTokenInvalid):
 		return p.linkUnusable(c, inviteFlow, err)
-	case is(err, apierr.ErrRateLimited) || apierr.From(err).Status >= 500:
-		return p.fail(c, err)
+	case is(err, apierr.ErrInvalidRequest): // usable: the password is for the form
+		return p.renderForm(c, http.StatusOK, p.inviteView(""), InvitePath)
 	}
-	return p.renderForm(c, http.StatusOK, p.inviteView(""), InvitePath)
+	return p.fail(c, err) // rate limited or unavailable
 }
 
 func (p *Pages) invitePost(c echo.Context) error {

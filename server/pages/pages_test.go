@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/pages"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
 
@@ -545,4 +546,83 @@ func TestInvitePageJoinWithSecondFactor(t *testing.T) {
 		t.Fatalf("joined acme: %v, %v", roles, err)
 	}
 	d.login(t, email, goodPassword).ExpectError(http.StatusBadRequest, "mfa_required")
+}
+
+// TestInvitePageOpenIsNoFailedLogin: opening an organisation's invite link
+// (GET /invite, again and again as a person reloading it or a link scanner
+// would) checks no password: for an address that already has an account
+// no failure is counted in its login throttle (both counters stay at zero),
+// no invite.accept_failed event is recorded, and the acceptance with the
+// right password that follows goes through at once and joins the
+// organisation; for a new address the same. Fails before this change for
+// the existing account: each GET ran the one password check with an empty
+// password, so the reloads past PORTCULLIS_LOGIN_FAILURE_LIMIT locked the
+// account and the acceptance answered 429.
+func TestInvitePageOpenIsNoFailedLogin(t *testing.T) {
+	t.Parallel()
+	const limit = 2
+	d := newDeploymentOn(t, st.SQLite, map[string]string{"PORTCULLIS_TENANTS": "on",
+		"PORTCULLIS_LOGIN_FAILURE_LIMIT": strconv.Itoa(limit)})
+	root := d.rootToken(t)
+	var tn struct{ ID string }
+	d.api.PostJSON("/admin/tenants", map[string]string{"slug": "acme", "name": "Acme"}, st.Bearer(root)).
+		ExpectStatus(http.StatusCreated).JSON(&tn)
+	tests := []struct {
+		name, email string
+		existing    bool
+		accepted    string
+	}{
+		{"existing account", "member@example.com", true, "Your account is ready"},
+		{"new account", "newbie@example.com", false, "Your account is ready"},
+	}
+	for _, tc := range tests { // in turn: the audit holds the events of both
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(failedAcceptances(t, d, root))
+			if tc.existing {
+				d.fx.User(t, tc.email, goodPassword)
+			}
+			d.api.PostJSON("/admin/tenants/"+tn.ID+"/members", map[string]string{"email": tc.email, "role": "user"}, st.Bearer(root)).
+				ExpectStatus(http.StatusCreated)
+			link := d.smtp.WaitFor(t, tc.email, mailWithin).Link(t)
+			hc := browserClient(t)
+			p := openLink(t, hc, link)
+			for range limit + 3 {
+				if p.StatusCode != http.StatusOK || !strings.Contains(p.Body, `name="password"`) {
+					t.Fatalf("the invite page: %d\n%s", p.StatusCode, p.Body)
+				}
+				p = get(t, hc, d.in.URL+"/invite")
+			}
+			if events := failedAcceptances(t, d, root); len(events) != before {
+				t.Fatalf("opening the link recorded failures: %v", events[:len(events)-before])
+			}
+			failKey, lockKey := ratelimit.LoginKeys(tc.email)
+			for _, key := range []string{failKey, lockKey} {
+				if n, _, err := d.in.App.State.Peek(t.Context(), key, time.Now()); err != nil || n != 0 {
+					t.Fatalf("login throttle %s: %d, %v; want 0", key, n, err)
+				}
+			}
+			p = post(t, hc, d.in.URL+"/invite", url.Values{"csrf_token": {csrfOf(t, p)}, "name": {"Member"},
+				"password": {goodPassword}, "confirm_password": {goodPassword}})
+			if p.StatusCode != http.StatusOK || !strings.Contains(p.Body, tc.accepted) {
+				t.Fatalf("the acceptance after opening the link: %d\n%s", p.StatusCode, p.Body)
+			}
+			u, err := d.in.App.Core.Store.GetUserByEmail(t.Context(), tc.email)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if roles, err := d.in.App.Core.Store.TenantRoles(t.Context(), tn.ID, u.ID); err != nil || !slices.Equal(roles, []string{"user"}) {
+				t.Fatalf("joined acme: %v, %v", roles, err)
+			}
+		})
+	}
+}
+
+// failedAcceptances are the invite.accept_failed events of the audit.
+func failedAcceptances(t *testing.T, d *deployment, bearer string) []map[string]any {
+	t.Helper()
+	var events struct {
+		Items []map[string]any `json:"items"`
+	}
+	d.api.Get("/admin/audit?action=invite.accept_failed", st.Bearer(bearer)).ExpectStatus(http.StatusOK).JSON(&events)
+	return events.Items
 }
