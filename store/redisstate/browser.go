@@ -570,15 +570,13 @@ func (s *State) ListBrowserSessions(ctx context.Context, userID string, now time
 	return out, nil
 }
 
-// endUserBrowserSessions deletes the user's browser sessions authenticated
-// at or before cut (ms); RevokeUserSessions calls it after moving the
-// cut-off, which already hides them.
-func (s *State) endUserBrowserSessions(ctx context.Context, uid string, cut int64) error {
+// endUserBrowserSessionsCall is the call that deletes the user's browser
+// sessions authenticated at or before cut (ms); ok is false for a user id
+// that cannot name browser sessions. A user's revocation runs it after
+// moving the cut-off, which already hides them.
+func (s *State) endUserBrowserSessionsCall(uid string, cut int64) (c scriptCall, ok bool) {
 	if !validUserID(uid) {
-		return nil
+		return scriptCall{}, false
 	}
-	if err := endUserBrowserSessionsScript.Run(ctx, s.c, []string{s.userBSKey(uid)}, cut).Err(); err != nil {
-		return unavailable("revoke user sessions: end browser sessions", err)
-	}
-	return nil
+	return scriptCall{endUserBrowserSessionsScript, []string{s.userBSKey(uid)}, []any{cut}}, true
 }

@@ -60,8 +60,12 @@ func TestBrowserSessionsAfterDataLoss(t *testing.T) {
 	// Once the set is rebuilt the cut-off is read beside the session (one
 	// round trip) and compared here: at or before it, never found.
 	find("session authenticated before the durable cut-off, set rebuilt", stale, store.ErrNotFound)
-	atCut := create(session("bs-at-cut", "user-1", cutoff))
-	find("session authenticated at the durable cut-off", atCut, store.ErrNotFound)
+	// The rebuild restored the user's cut-off for new sessions too: one
+	// authenticated at it is refused outright.
+	if err := st.CreateBrowserSession(ctx, session("bs-at-cut", "user-1", cutoff), hashOf("cookie-bs-at-cut")); !errors.Is(err, store.ErrSessionsEnded) {
+		t.Fatalf("CreateBrowserSession at the durable cut-off, set rebuilt: %v, want store.ErrSessionsEnded", err)
+	}
+	find("session authenticated at the durable cut-off", hashOf("cookie-bs-at-cut"), store.ErrNotFound)
 	// Scripts flushed (a restarted Redis keeps data but not scripts): the
 	// pipelined lookup loads them and still decides the same.
 	c := redis.NewClient(&redis.Options{Addr: rd.Addr()})

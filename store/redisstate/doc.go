@@ -8,9 +8,10 @@
 // a single server, under Sentinel and on Cluster. Times come from the caller
 // (RotateRequest.Now, Hit's now), never from Redis, so tests control them.
 // Every revocation is written to the durable store.RevocationLog before
-// Redis; when Redis comes back empty, the revocation set is rebuilt from the
-// log before any check answers, and refresh families that were lost fail
-// closed (RotateInvalid). Browser sessions and single-use records lost with
+// Redis; when Redis comes back empty (or its ready marker is deleted), the
+// revocation set is rebuilt from the log, with all each revocation means
+// (families marked, cut-offs for new families set), before any check
+// answers, and refresh families that were lost fail closed (RotateInvalid). Browser sessions and single-use records lost with
 // Redis are gone (people sign in again, codes are refused); a browser session
 // is found only when authenticated after its user's cut-off both in Redis and
 // in the rebuilt revocation set, so one created after data loss by a sign-in

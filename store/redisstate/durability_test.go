@@ -426,3 +426,100 @@ func TestOwnChecksApplyQueuedRevocationsFirst(t *testing.T) {
 		t.Fatalf("other instance after the first instance wrote it: revoked=%v, %v; want revoked", r, err)
 	}
 }
+
+// TestRebuildRestoresRefreshRevocations: revocations that reached only the
+// durable log (Redis refused their writes and the instance that queued
+// them stopped) are restored whole by the rebuild the operator starts
+// (docs/operations.md: DEL <prefix>{rv}:ready), not only their access-token
+// part: the revoked sessions' families are marked, their refresh tokens
+// no longer rotate nor are found, and the cut-off user's logins from
+// before the cut-off start no session; the user's session from a login
+// after the cut-off, made before the rebuild, goes on.
+func TestRebuildRestoresRefreshRevocations(t *testing.T) {
+	t.Run("redis", func(t *testing.T) { testRebuildRestoresRefreshRevocations(t, testservers.NewRedis(t).URL()) })
+	t.Run("redis-cluster", func(t *testing.T) { testRebuildRestoresRefreshRevocations(t, "redis-cluster://"+startClusterNode(t)) })
+}
+
+func testRebuildRestoresRefreshRevocations(t *testing.T, redisURL string) {
+	ctx := testCtx(t)
+	log, _ := revocationLog(t)
+	admin := openClient(t, redisURL)
+	aClient, err := NewClient(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := New(aClient, Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	a.retryPeriod = time.Hour // a stops before its background retry
+	b := New(openClient(t, redisURL), Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	now := time.UnixMilli(time.Now().UnixMilli())
+	type fam struct{ sid, user string }
+	logout, reset, live := fam{"sid-logout", "user-a"}, fam{"sid-reset", "user-reset"}, fam{"sid-live", "user-a"}
+	for _, f := range []fam{logout, reset, live} {
+		if err := a.CreateFamily(ctx, family(f.sid, f.user, now.Add(-time.Minute)), hashOf(f.sid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	cutoff := now.Add(time.Millisecond)
+	if err := a.RevokeFamily(ctx, logout.sid, cutoff); !errors.Is(err, store.ErrRevocationPending) {
+		t.Fatalf("RevokeFamily while Redis refuses writes: %v, want store.ErrRevocationPending", err)
+	}
+	if err := a.RevokeUserSessions(ctx, reset.user, cutoff); !errors.Is(err, store.ErrRevocationPending) {
+		t.Fatalf("RevokeUserSessions while Redis refuses writes: %v, want store.ErrRevocationPending", err)
+	}
+	_ = aClient.Close() // a stops: its queue is lost
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The user signs in again after the cut-off (Redis knows no cut-off).
+	afterCut := fam{"sid-reset-after", reset.user}
+	if err := b.CreateFamily(ctx, family(afterCut.sid, afterCut.user, cutoff.Add(time.Second)), hashOf(afterCut.sid)); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Del(ctx, b.readyKey()).Err(); err != nil { // the operator's step
+		t.Fatal(err)
+	}
+
+	for _, f := range []fam{logout, reset} {
+		ref := store.AccessTokenRef{JTI: "j-" + f.sid, SID: f.sid, UserID: f.user, IssuedAt: now}
+		if r, err := b.IsAccessTokenRevoked(ctx, ref); err != nil || !r {
+			t.Fatalf("%s: access token revoked=%v, %v; want revoked", f.sid, r, err)
+		}
+		// The rebuild itself marked the family, before any refresh.
+		if rv, err := admin.HGet(ctx, b.famKey(f.sid), "rv").Result(); err != nil || rv != "1" {
+			t.Fatalf("%s: family mark after the rebuild: %q, %v; want revoked", f.sid, rv, err)
+		}
+	}
+	// The cut-off user's family escaped the cut-off: its session's tokens
+	// issued after the cut-off (by refreshes) are revoked too.
+	ref := store.AccessTokenRef{JTI: "j-late", SID: reset.sid, UserID: reset.user, IssuedAt: cutoff.Add(time.Second)}
+	if r, err := b.IsAccessTokenRevoked(ctx, ref); err != nil || !r {
+		t.Fatalf("%s: access token issued after the cut-off: revoked=%v, %v; want revoked", reset.sid, r, err)
+	}
+	for _, f := range []fam{logout, reset} {
+		if _, err := b.FindRefresh(ctx, f.sid, hashOf(f.sid), now.Add(time.Second)); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("%s: FindRefresh after the rebuild: %v, want store.ErrNotFound", f.sid, err)
+		}
+		res, err := b.RotateRefresh(ctx, store.RotateRequest{FamilyID: f.sid, PresentedHash: hashOf(f.sid),
+			NextHash: hashOf(f.sid + "-next"), Now: now.Add(time.Second)})
+		if err != nil || res.Outcome != store.RotateInvalid {
+			t.Fatalf("%s: rotation after the rebuild: %v, %v; want RotateInvalid", f.sid, res.Outcome, err)
+		}
+	}
+	err = b.CreateFamily(ctx, family("sid-reset-late", reset.user, now.Add(-time.Second)), hashOf("late"))
+	if !errors.Is(err, store.ErrSessionsEnded) {
+		t.Fatalf("CreateFamily of the cut-off user from before the cut-off: %v, want store.ErrSessionsEnded", err)
+	}
+	if err := b.CreateFamily(ctx, family("sid-reset-new", reset.user, cutoff.Add(time.Millisecond)), hashOf("new")); err != nil {
+		t.Fatalf("CreateFamily of the cut-off user after the cut-off: %v", err)
+	}
+	for _, f := range []fam{live, afterCut} {
+		res, err := b.RotateRefresh(ctx, store.RotateRequest{FamilyID: f.sid, PresentedHash: hashOf(f.sid),
+			NextHash: hashOf(f.sid + "-next"), Now: cutoff.Add(2 * time.Second)})
+		if err != nil || res.Outcome != store.RotateOK {
+			t.Fatalf("%s: rotation of a session nobody revoked: %v, %v; want RotateOK", f.sid, res.Outcome, err)
+		}
+	}
+}

@@ -189,19 +189,21 @@ local function rotate()
 end
 `
 
-// revokeFamilyScript: KEYS fam. Marks the family revoked; returns {} when
-// the family does not exist (expired or never created), else {its user id}
-// ("" for a family of no user), whose indexes the caller then drops it
-// from (unindexFamiliesScript).
-var revokeFamilyScript = redis.NewScript(revokeFamilyLua + `return revokeFamily(KEYS[1])`)
+// revokeFamilyScript: KEYS fam; ARGV the latest auth time (ms) a family
+// it ends may have ("" for any). Marks the family revoked; returns {} when
+// the family does not exist (expired or never created) or was
+// authenticated after that time, else {its user id} ("" for a family of
+// no user), whose indexes the caller then drops it from
+// (unindexFamiliesScript).
+var revokeFamilyScript = redis.NewScript(revokeFamilyLua + `return revokeFamily(KEYS[1], ARGV[1])`)
 
 // revokeFamilyUnindexingScript is revokeFamilyScript that also drops the
 // family from its user's indexes, for a Redis without Cluster (they are in
 // another slot): ARGV the user's two index key names (families, families
-// by expiry), each with "\n" where the user id goes, then the family id.
-// Same reply.
+// by expiry), each with "\n" where the user id goes, then the family id,
+// then revokeFamilyScript's latest auth time. Same reply.
 var revokeFamilyUnindexingScript = redis.NewScript(revokeFamilyLua + userKeyLua + `
-local r = revokeFamily(KEYS[1])
+local r = revokeFamily(KEYS[1], ARGV[4])
 if r[1] and r[1] ~= '' then
   redis.call('ZREM', userKeyOf(ARGV[1], r[1]), ARGV[3])
   redis.call('ZREM', userKeyOf(ARGV[2], r[1]), ARGV[3])
@@ -209,11 +211,16 @@ end
 return r
 `)
 
-// revokeFamilyLua defines revokeFamily(k): revokeFamilyScript's work on
-// family key k.
+// revokeFamilyLua defines revokeFamily(k, maxAuth): revokeFamilyScript's
+// work on family key k (maxAuth: "" or nil for a family of any auth time).
 const revokeFamilyLua = `
-local function revokeFamily(k)
+local function revokeFamily(k, maxAuth)
   if redis.call('EXISTS', k) == 0 then return {} end
+  if maxAuth and maxAuth ~= '' then
+    local t = redis.call('HMGET', k, 'at', 'ca')
+    local at = tonumber(t[1] or t[2])
+    if at and at > tonumber(maxAuth) then return {} end
+  end
   redis.call('HSET', k, 'rv', '1')
   redis.call('HDEL', k, 'sealed')
   return {redis.call('HGET', k, 'u') or ''}

@@ -715,81 +715,189 @@ func (s *State) apply(ctx context.Context, revs []store.Revocation) error {
 }
 
 // applySession denies the session's access tokens, then marks its family
-// revoked. In that order: a family created while this runs is either
-// there to be marked, or created before a check that then sees the
-// session revoked (CreateFamilyAndCheck's promise; marking first left a
-// family created in between live with the check answering "not revoked").
+// revoked (endFamilies). In that order: a family created while this runs
+// is either there to be marked, or created before a check that then sees
+// the session revoked (CreateFamilyAndCheck's promise; marking first left
+// a family created in between live with the check answering "not
+// revoked").
 func (s *State) applySession(ctx context.Context, sid string, exp time.Time) error {
 	if err := s.setUntil(ctx, s.sidKey(sid), exp); err != nil {
 		return unavailable("revoke session", err)
 	}
-	if validFamilyID(sid) {
-		if _, err := s.revokeFamily(ctx, sid); err != nil {
-			return unavailable("revoke family", err)
+	return s.endFamilies(ctx, []string{sid})
+}
+
+// endFamilies is the part of session revocations that ends their refresh
+// families, once their access tokens are denied (applySession, and a
+// rebuild of the revocation set): it marks the families revoked and drops
+// them from their users' indexes.
+func (s *State) endFamilies(ctx context.Context, sids []string) error {
+	valid := make([]string, 0, len(sids))
+	for _, sid := range sids {
+		if validFamilyID(sid) {
+			valid = append(valid, sid)
 		}
+	}
+	if len(valid) == 0 {
+		return nil
+	}
+	if _, err := s.revokeFamilies(ctx, valid, nil); err != nil {
+		return unavailable("revoke family", err)
 	}
 	return nil
 }
 
 // revokeFamily marks the family revoked and drops it from its user's
 // indexes, so that the session cap never counts it again; it reports
-// whether the family existed. Without Cluster that is one script; on
-// Cluster the user's indexes are in another slot, so they are written
-// after (a failure there leaves the family revoked and indexed until a
-// prune finds it, and is returned, so the revocation is retried).
+// whether the family existed (revokeFamilies for one family).
 func (s *State) revokeFamily(ctx context.Context, sid string) (bool, error) {
-	keys := []string{s.famKey(sid)}
-	if !s.cluster {
-		r, err := revokeFamilyUnindexingScript.Run(ctx, s.c, keys, append(s.unindexArgs[:len(s.unindexArgs):len(s.unindexArgs)], sid)...).StringSlice()
-		return len(r) > 0, err
-	}
-	r, err := revokeFamilyScript.Run(ctx, s.c, keys).StringSlice()
-	if err != nil || len(r) == 0 || r[0] == "" {
-		return len(r) > 0, err
-	}
-	uid := r[0]
-	return true, unindexFamiliesScript.Run(ctx, s.c, []string{s.userFamsKey(uid), s.userEndsKey(uid)}, 1, sid).Err()
+	ended, err := s.revokeFamilies(ctx, []string{sid}, nil)
+	return len(ended) > 0, err
 }
 
-// applyUser sets the user's cut-off for access tokens and for new
-// families and browser sessions, drops the user's browser sessions
-// authenticated at or before it, then ends every family in the user's index and revokes their
-// sessions' access tokens too (durably first), as the SQL state does: a
-// token issued by a rotation racing the cut-off still dies.
-func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
-	uid, cut, exp := r.Value, r.At.UnixMilli(), r.ExpiresAt.UnixMilli()
-	if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(uid)}, cut, exp).Err(); err != nil {
-		return unavailable("revoke user sessions: cut-off", err)
-	}
-	keys := []string{s.userFamsKey(uid), s.userCutKey(uid), s.userSidsKey(uid)}
-	sids, err := userSessionsScript.Run(ctx, s.c, keys, cut, exp).StringSlice()
-	if err != nil {
-		return unavailable("revoke user sessions: list sessions", err)
-	}
-	if err := s.endUserBrowserSessions(ctx, uid, cut); err != nil {
-		return err
+// revokeFamilies marks the families revoked and drops them from their
+// users' indexes; it returns those that existed, and were marked. With
+// maxAuth (nil, or one per family: "" or Unix ms) it leaves a family
+// authenticated after its time alone. Without Cluster that is one script
+// per family, all in one pipeline; on Cluster the users' indexes are in
+// other slots, so they are written after, in a second one (a failure
+// there leaves a family revoked and indexed until a prune finds it, and
+// is returned, so the revocation is retried).
+func (s *State) revokeFamilies(ctx context.Context, sids, maxAuth []string) ([]string, error) {
+	calls := make([]scriptCall, len(sids))
+	for i, sid := range sids {
+		keys, bound := []string{s.famKey(sid)}, ""
+		if maxAuth != nil {
+			bound = maxAuth[i]
+		}
+		if s.cluster {
+			calls[i] = scriptCall{revokeFamilyScript, keys, []any{bound}}
+		} else {
+			calls[i] = scriptCall{revokeFamilyUnindexingScript, keys, append(s.unindexArgs[:len(s.unindexArgs):len(s.unindexArgs)], sid, bound)}
+		}
 	}
 	var ended []string
-	for _, sid := range sids {
-		if !validFamilyID(sid) {
+	var errs []error
+	unindex := map[string][]any{} // on Cluster: user id → their families to drop
+	for i, cmd := range s.runCalls(ctx, calls) {
+		r, err := cmd.StringSlice()
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		existed, err := s.revokeFamily(ctx, sid)
-		if err != nil {
-			return unavailable("revoke user sessions: revoke family", err)
+		if len(r) == 0 {
+			continue
 		}
-		if existed {
-			ended = append(ended, sid)
+		ended = append(ended, sids[i])
+		if s.cluster && r[0] != "" {
+			unindex[r[0]] = append(unindex[r[0]], sids[i])
 		}
 	}
-	if len(ended) == 0 {
+	if len(unindex) > 0 {
+		calls = calls[:0]
+		for uid, ids := range unindex {
+			calls = append(calls, scriptCall{unindexFamiliesScript, []string{s.userFamsKey(uid), s.userEndsKey(uid)}, append([]any{len(ids)}, ids...)})
+		}
+		for _, cmd := range s.runCalls(ctx, calls) {
+			if err := cmd.Err(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return ended, errors.Join(errs...)
+}
+
+// runCalls runs one call on its own, or several in one pipeline
+// (evalPipelined).
+func (s *State) runCalls(ctx context.Context, calls []scriptCall) []*redis.Cmd {
+	if len(calls) == 1 {
+		return []*redis.Cmd{calls[0].run(ctx, s.c)}
+	}
+	return s.evalPipelined(ctx, calls...)
+}
+
+// applyUser sets the user's cut-off for access tokens, then does the rest
+// of a user's revocation (endUserSessions), for every family in the
+// user's index.
+func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
+	if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(r.Value)}, r.At.UnixMilli(), r.ExpiresAt.UnixMilli()).Err(); err != nil {
+		return unavailable("revoke user sessions: cut-off", err)
+	}
+	return s.endUserSessions(ctx, []store.Revocation{r}, false)
+}
+
+// endUserSessions is the part of users' revocations beyond the cut-off
+// for access tokens (applyUser, and a rebuild of the revocation set): for
+// each user it sets the cut-off for new families and browser sessions,
+// drops the browser sessions authenticated at or before it, then ends the
+// families in the user's index and revokes their sessions' access tokens
+// too (durably first), as the SQL state does: a token issued by a
+// rotation racing the cut-off still dies. With onlyBefore, only the
+// families authenticated at or before the cut-off end: a rebuild, which
+// may come long after the cut-off, leaves the sessions of later logins
+// alone. The users' calls go in one pipeline, and so do their families'.
+func (s *State) endUserSessions(ctx context.Context, revs []store.Revocation, onlyBefore bool) error {
+	calls := make([]scriptCall, 0, 2*len(revs))
+	for _, r := range revs {
+		uid, cut := r.Value, r.At.UnixMilli()
+		calls = append(calls, scriptCall{userSessionsScript, []string{s.userFamsKey(uid), s.userCutKey(uid), s.userSidsKey(uid)},
+			[]any{cut, r.ExpiresAt.UnixMilli()}})
+		if c, ok := s.endUserBrowserSessionsCall(uid, cut); ok {
+			calls = append(calls, c)
+		}
+	}
+	cmds := s.runCalls(ctx, calls)
+	var sids, maxAuth []string
+	at := s.now() // the sessions' access tokens may have been issued up to now
+	for _, r := range revs {
+		listed, err := cmds[0].StringSlice()
+		if err != nil {
+			return unavailable("revoke user sessions: list sessions", err)
+		}
+		cmds = cmds[1:]
+		if validUserID(r.Value) { // endUserBrowserSessionsCall added its call
+			if err := cmds[0].Err(); err != nil {
+				return unavailable("revoke user sessions: end browser sessions", err)
+			}
+			cmds = cmds[1:]
+		}
+		bound := ""
+		if onlyBefore {
+			bound = strconv.FormatInt(r.At.UnixMilli(), 10)
+		}
+		for _, sid := range listed {
+			if validFamilyID(sid) {
+				sids, maxAuth = append(sids, sid), append(maxAuth, bound)
+			}
+		}
+		at = latest(at, r.At)
+	}
+	if len(sids) == 0 {
 		return nil
 	}
-	revs := s.sessionRevocations(ended, r.At)
-	if err := s.record(ctx, revs); err != nil {
+	ended, err := s.revokeFamilies(ctx, sids, maxAuth)
+	if err != nil {
+		err = unavailable("revoke user sessions: revoke family", err)
+	}
+	if len(ended) == 0 {
 		return err
 	}
-	return s.apply(ctx, revs)
+	// The families marked are out of the index, so a retry would not
+	// find them again: their sessions are revoked even when another
+	// failed.
+	sessions := s.sessionRevocations(ended, at)
+	if rerr := s.record(ctx, sessions); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return errors.Join(err, s.apply(ctx, sessions))
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func (s *State) sessionRevocations(sids []string, now time.Time) []store.Revocation {
@@ -978,6 +1086,16 @@ func flag(b bool) string {
 // ready. Concurrent rebuilds (here or on other instances) write the same
 // records; a rebuild whose Redis lost its data meanwhile writes nothing
 // more, leaves the set unmarked, and is retried by the caller.
+//
+// It restores everything a revocation means, with the code apply uses:
+// each batch of records first denies the access tokens (rebuildScript),
+// then, for a session, marks its family revoked (endFamilies, as
+// applySession does after its denial), and for a user, sets the cut-off
+// for new families and ends the user's families authenticated at or
+// before the cut-off (endUserSessions, as applyUser does after its
+// cut-off). The ready marker is set last, by a script of its own, only
+// when all of it succeeded and the generation is unchanged: until then
+// every check waits for (or does) a rebuild.
 func (s *State) rebuild(ctx context.Context) error {
 	s.rebuildMu.Lock()
 	defer s.rebuildMu.Unlock()
@@ -1006,12 +1124,11 @@ func (s *State) rebuild(ctx context.Context) error {
 			live = append(live, r)
 		}
 	}
-	for start := 0; ; start += rebuildBatch {
-		end := min(start+rebuildBatch, len(live))
-		final := end == len(live)
+	for start := 0; start < len(live); start += rebuildBatch {
+		batch := live[start:min(start+rebuildBatch, len(live))]
 		keys := []string{s.genKey(), s.readyKey()}
-		args := []interface{}{gen, flag(final)}
-		for _, r := range live[start:end] {
+		args := []interface{}{gen, flag(false)}
+		for _, r := range batch {
 			switch r.Kind {
 			case store.RevokedJTI:
 				keys = append(keys, s.jtiKey(r.Value))
@@ -1030,12 +1147,44 @@ func (s *State) rebuild(ctx context.Context) error {
 		if err != nil {
 			return unavailable("rebuild revocations", err)
 		}
-		if n == 0 || final {
-			// n == 0: Redis lost its data during the rebuild; the caller
-			// sees no ready marker and rebuilds again.
+		if n == 0 {
+			// Redis lost its data during the rebuild; the caller sees no
+			// ready marker and rebuilds again.
 			return nil
 		}
+		if err := s.rebuildRefresh(ctx, batch); err != nil {
+			return fmt.Errorf("redis token state: rebuild revocations: %w", err)
+		}
 	}
+	if err := rebuildScript.Run(ctx, s.c, []string{s.genKey(), s.readyKey()}, gen, flag(true)).Err(); err != nil {
+		return unavailable("rebuild revocations", err)
+	}
+	return nil
+}
+
+// rebuildRefresh restores the refresh side of a batch of revocation
+// records whose access-token side rebuildScript has just written: the
+// families of revoked sessions are marked (endFamilies), and each cut-off
+// user's cut-off for new families is set and their families from before
+// it are ended (endUserSessions).
+func (s *State) rebuildRefresh(ctx context.Context, batch []store.Revocation) error {
+	var sids []string
+	var users []store.Revocation
+	for _, r := range batch {
+		switch r.Kind {
+		case store.RevokedSession:
+			sids = append(sids, r.Value)
+		case store.RevokedUser:
+			users = append(users, r)
+		}
+	}
+	if err := s.endFamilies(ctx, sids); err != nil {
+		return err
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	return s.endUserSessions(ctx, users, true)
 }
 
 func randomToken() string {
