@@ -139,3 +139,49 @@ func flushAll(redisURL string) error {
 	defer c.Close()
 	return c.FlushAll(context.Background()).Err()
 }
+
+// TestRefreshRefusedAfterRebuild: a logout made while Redis refuses
+// writes is recorded durably and answered as made; the instance that made
+// it stops before Redis takes writes again, so Redis never hears of it.
+// Once the operator deletes the revocation marker (docs/operations.md),
+// another instance refuses the session's refresh token, at the token
+// endpoint and at introspection, as well as its access token; the user's
+// other session goes on.
+func TestRefreshRefusedAfterRebuild(t *testing.T) {
+	rd := testservers.NewRedis(t)
+	env := st.NewEnv(t, st.PostgresRedis)
+	env["PORTCULLIS_REDIS_URL"] = rd.URL()
+	a := st.Start(t, env)
+	d := deploy(t, a)
+	web := st.Basic("web", d.webSecret)
+	loggedOut, live := d.login(t, ""), d.login(t, "")
+	d.c.Get("/userinfo", st.Bearer(live.AccessToken)).ExpectStatus(200) // the revocation set is built
+
+	opts, err := redis.ParseURL(rd.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := redis.NewClient(opts)
+	defer admin.Close()
+	ctx := context.Background()
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	d.c.PostJSON("/auth/logout", nil, st.Bearer(loggedOut.AccessToken)).ExpectStatus(204)
+	a.Stop() // its queued write to Redis is lost with it
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Del(ctx, env["PORTCULLIS_REDIS_KEY_PREFIX"]+"{rv}:ready").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	b := st.Start(t, env)
+	c := b.Client(t)
+	c.PostForm("/oauth2/token", st.RefreshForm(loggedOut.RefreshToken), web).ExpectError(400, "invalid_grant")
+	if m := c.PostForm("/oauth2/introspect", url.Values{"token": {loggedOut.RefreshToken}}, web).ExpectStatus(200).Map(); m["active"] != false {
+		t.Fatalf("refresh token of the logged-out session after the rebuild: %v", m)
+	}
+	c.Get("/userinfo", st.Bearer(loggedOut.AccessToken)).ExpectError(401, "invalid_token")
+	c.PostForm("/oauth2/token", st.RefreshForm(live.RefreshToken), web).Token()
+}

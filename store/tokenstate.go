@@ -58,7 +58,9 @@ type RotateOutcome int
 
 // Rotation outcomes.
 const (
-	// RotateInvalid: unknown family or token, expired (idle or absolute) or revoked family. Nothing changed.
+	// RotateInvalid: unknown family or token, expired (idle or absolute) or revoked family (see
+	// TokenState.RotateRefresh). Nothing changed, except that a family found revoked through its
+	// session or user is then ended.
 	RotateInvalid RotateOutcome = iota
 	// RotateOK: the presented token was current; NextHash is now current.
 	RotateOK
@@ -129,11 +131,18 @@ type TokenState interface {
 	// revoked is true with the check's error (fail closed).
 	CreateFamilyAndCheck(ctx context.Context, fam RefreshFamily, firstHash []byte, check AccessTokenRef) (revoked bool, err error)
 	// RotateRefresh atomically replaces the current token; see RotateOutcome.
+	// A family counts as revoked when its session is revoked or its user's
+	// cut-off is at or after its AuthTime, as IsAccessTokenRevoked would
+	// answer for a token of the session issued at its AuthTime, even when
+	// the revocation did not end the family itself (the session was
+	// revoked before the family was created; the Redis state lost the
+	// family's mark): it answers RotateInvalid, and is ended then as
+	// RevokeFamily ends it.
 	RotateRefresh(ctx context.Context, req RotateRequest) (RotateResult, error)
 	// FindRefresh returns the family whose current refresh token hashes to
 	// hash, or ErrNotFound when the token is not current or the family is
-	// revoked or expired at now. It changes nothing (revocation and
-	// introspection of refresh tokens use it).
+	// revoked (as RotateRefresh judges it) or expired at now. It changes
+	// nothing (revocation and introspection of refresh tokens use it).
 	FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time) (RefreshFamily, error)
 	// RevokeFamily ends one session: its refresh tokens stop working and every
 	// access token carrying its sid is revoked. Unknown ids are not an error.

@@ -46,6 +46,10 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 			return Response{}, err
 		}
 	}
+	// The token state refuses (RotateInvalid) a family whose session or
+	// user is revoked, even one the revocation did not mark, in the
+	// rotation's own round trip where it can (store.TokenState.RotateRefresh),
+	// so the recheck the code and MFA grants make is not needed here.
 	fam := res.Family
 	switch res.Outcome {
 	case store.RotateOK:

@@ -10,8 +10,10 @@
 // Every revocation is written to the durable store.RevocationLog before
 // Redis; when Redis comes back empty (or its ready marker is deleted), the
 // revocation set is rebuilt from the log, with all each revocation means
-// (families marked, cut-offs for new families set), before any check
-// answers, and refresh families that were lost fail closed (RotateInvalid). Browser sessions and single-use records lost with
+// (families marked, cut-offs for new families set), before any check,
+// rotation or lookup answers, and refresh families that were lost fail
+// closed (RotateInvalid). A family whose session or user is revoked in the
+// revocation set never rotates, marked or not. Browser sessions and single-use records lost with
 // Redis are gone (people sign in again, codes are refused); a browser session
 // is found only when authenticated after its user's cut-off both in Redis and
 // in the rebuilt revocation set, so one created after data loss by a sign-in

@@ -2,6 +2,7 @@ package redisstate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -9,17 +10,88 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
+// familyFields are the fields of a family FindRefresh reads, in the order
+// findFamilyScript returns them.
+var familyFields = []string{"cur", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn"}
+
 // FindRefresh returns the family whose current refresh token hashes to hash,
 // or store.ErrNotFound when it is not current or the family is revoked or
 // expired at now. It changes nothing.
+//
+// A family whose session is revoked, or whose user's cut-off is at or
+// after its auth time, counts as revoked even when its own mark is
+// missing, as in RotateRefresh. Without Cluster one script reads the
+// family and checks its session; on Cluster (the revocation set is in
+// another slot) a live family's session is checked after the read.
 func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time) (store.RefreshFamily, error) {
 	if !validFamilyID(familyID) || len(hash) == 0 {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
-	vals, err := s.c.HMGet(ctx, s.famKey(familyID), "cur", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn").Result()
-	if err != nil {
-		return store.RefreshFamily{}, unavailable("find refresh token", err)
+	if err := s.flushPending(ctx); err != nil {
+		return store.RefreshFamily{}, err // fail closed until Redis takes the queued revocations
 	}
+	vals, revoked, err := s.readFamily(ctx, familyID)
+	if err != nil {
+		return store.RefreshFamily{}, err
+	}
+	fam, err := liveFamily(familyID, vals, hash, now)
+	if err != nil {
+		return store.RefreshFamily{}, err
+	}
+	if s.cluster {
+		revoked, err = s.IsAccessTokenRevoked(ctx, store.AccessTokenRef{SID: familyID, UserID: fam.UserID, IssuedAt: fam.AuthTime})
+		if err != nil {
+			return store.RefreshFamily{}, fmt.Errorf("find refresh token: check the session: %w", err)
+		}
+	}
+	if revoked {
+		return store.RefreshFamily{}, store.ErrNotFound
+	}
+	return fam, nil
+}
+
+// readFamily reads the family's familyFields and, without Cluster, whether
+// its session is revoked (rebuilding the revocation set first when Redis
+// has lost it); on Cluster revoked is false and the caller checks.
+func (s *State) readFamily(ctx context.Context, familyID string) (vals []interface{}, revoked bool, err error) {
+	if s.cluster {
+		vals, err = s.c.HMGet(ctx, s.famKey(familyID), familyFields...).Result()
+		if err != nil {
+			return nil, false, unavailable("find refresh token", err)
+		}
+		return vals, false, nil
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		raw, err := findFamilyScript.Run(ctx, s.c, []string{s.famKey(familyID)}, s.sessionCheckArgs(familyID)...).Slice()
+		if err != nil {
+			return nil, false, unavailable("find refresh token", err)
+		}
+		if len(raw) < len(familyFields) {
+			// Redis ends a script's array reply at its first nil: the
+			// family does not exist.
+			return make([]interface{}, len(familyFields)), false, nil
+		}
+		vals = raw[:len(familyFields)]
+		if len(raw) == len(familyFields) {
+			return vals, false, nil
+		}
+		switch check, _ := raw[len(familyFields)].(int64); check {
+		case 0:
+			return vals, false, nil
+		case 1:
+			return vals, true, nil
+		}
+		if err := s.rebuild(ctx); err != nil {
+			return nil, false, err
+		}
+	}
+	return nil, false, unavailable("find refresh token", errors.New("revocation set lost again during rebuild"))
+}
+
+// liveFamily reads FindRefresh's fields of a family: the family, or
+// store.ErrNotFound when it is missing, revoked, expired at now or hash
+// is not its current token.
+func liveFamily(familyID string, vals []interface{}, hash []byte, now time.Time) (store.RefreshFamily, error) {
 	if vals[10] == nil { // a family written before auth times were kept
 		vals[10] = vals[9]
 	}

@@ -98,13 +98,21 @@ for _, v in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(ids, v) end
 return ids
 `)
 
-// Rotation outcomes as the rotate script reports them (same values as
-// store.RotateOutcome).
+// Rotation outcomes as the rotate script reports them (the first four are
+// store.RotateOutcome's values).
 const (
 	scriptInvalid = 0
 	scriptOK      = 1
 	scriptGrace   = 2
 	scriptReuse   = 3
+	// scriptSessionRevoked: the family's session is revoked, or its
+	// user's cut-off is at or after its auth time, though the family was
+	// not marked (its mark was lost, or it was created after its session
+	// was revoked). The script marked it; nothing rotated.
+	scriptSessionRevoked = 4
+	// scriptNotBuilt: the revocation set is not (re)built, so the session
+	// could not be checked. Nothing changed.
+	scriptNotBuilt = -1
 )
 
 // rotateScript: KEYS fam, used; ARGV presented hash, next hash, next sealed,
@@ -113,21 +121,66 @@ const (
 // idle ttl, auth time, amr, sealed successor (empty unless a grace replay),
 // tenant id} (a family written before auth times were kept answers its
 // creation time; one written before amr or the tenant was kept answers an
-// empty one).
-var rotateScript = redis.NewScript(rotateLua + `return rotate()`)
+// empty one). It does not read the revocation set (another slot): on
+// Cluster the caller checks the session after it.
+var rotateScript = redis.NewScript(rotateLua + `return rotate(nil)`)
 
-// rotateReadingUserVersionScript is rotateScript that also reads the
-// family's user's version (as userVersionScript) for a Redis without
-// Cluster: ARGV as rotateScript's, then the user's version key name with
-// "\n" where the user id goes, userVersionScript's candidate and TTL. A
-// rotation that returns the family (every outcome but invalid) appends
-// the version to rotateScript's reply.
-var rotateReadingUserVersionScript = redis.NewScript(rotateLua + userVersionLua + userKeyLua + `
-local r = rotate()
-if r[1] ~= 0 and r[2] then
+// rotateOnOneNodeScript is rotateScript for a Redis without Cluster, where
+// one script may read keys of other slots. Before it changes anything it
+// checks the family's session and user in the revocation set (as
+// checkScript would a token of the session issued at the family's auth
+// time): {-1} when the set is not (re)built, {4} when the session is
+// revoked (the family is then marked revoked, as revokeFamilyScript
+// does). A rotation that returns the family (every other outcome but
+// invalid) also reads the family's user's version (as userVersionScript)
+// and appends it to rotateScript's reply. ARGV as rotateScript's, then the
+// user's version key name with "\n" where the user id goes,
+// userVersionScript's candidate and TTL, then the ready marker's, the
+// session's revocation key name and the user's cut-off key name in the
+// revocation set (with "\n" where the user id goes).
+var rotateOnOneNodeScript = redis.NewScript(rotateLua + userVersionLua + userKeyLua + sessionRevokedLua + revokeFamilyLua + `
+local r = rotate(function(uid, at)
+  local v = sessionRevoked(ARGV[9], ARGV[10], ARGV[11], uid, at)
+  if v == 1 then revokeFamily(KEYS[1]) end
+  return v
+end)
+if r[1] > 0 and r[1] < 4 and r[2] then
   table.insert(r, userVersion(userKeyOf(ARGV[6], r[2]), ARGV[7], ARGV[8]))
 end
 return r
+`)
+
+// sessionRevokedLua defines sessionRevoked(ready, sid, userTemplate, uid,
+// at): checkScript's session and user checks for a token of the session
+// whose revocation key is sid, of the user uid ("" for none), issued at at
+// (ms); the user's cut-off key name is userTemplate with "\n" where the
+// user id goes (userKeyLua). Returns -1 when the revocation set is not
+// (re)built, 1 when revoked, 0 when not.
+const sessionRevokedLua = `
+local function sessionRevoked(ready, sid, userTemplate, uid, at)
+  if redis.call('EXISTS', ready) == 0 then return -1 end
+  if redis.call('EXISTS', sid) == 1 then return 1 end
+  if uid and uid ~= '' then
+    local c = redis.call('GET', userKeyOf(userTemplate, uid))
+    if c and tonumber(at) <= tonumber(c) then return 1 end
+  end
+  return 0
+end
+`
+
+// findFamilyScript is, for a Redis without Cluster, FindRefresh's read of
+// a family and of its session's revocation in one: KEYS fam; ARGV the
+// ready marker's, the session's revocation key name and the user's
+// cut-off key name in the revocation set (with "\n" where the user id
+// goes). Returns the family's fields cur, rv, ax, it, ix, u, c, s, rs, ca,
+// at, amr, tn (nil where missing), then, when the family exists,
+// sessionRevoked's answer for its session and user at its auth time.
+var findFamilyScript = redis.NewScript(userKeyLua + sessionRevokedLua + `
+local f = redis.call('HMGET', KEYS[1], 'cur', 'rv', 'ax', 'it', 'ix', 'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn')
+if f[1] then
+  f[14] = sessionRevoked(ARGV[1], ARGV[2], ARGV[3], f[6] or '', f[11] or f[10])
+end
+return f
 `)
 
 // userKeyLua defines userKeyOf(template, uid): the key name template (one
@@ -140,9 +193,12 @@ local function userKeyOf(t, uid)
 end
 `
 
-// rotateLua defines rotate(): rotateScript's work.
+// rotateLua defines rotate(revoked): rotateScript's work. revoked, when
+// not nil, is called with the user id and auth time of a live family
+// before anything changes: a non-zero answer (sessionRevoked's, -1 or 1)
+// ends the rotation with {-1} or {4}.
 const rotateLua = `
-local function rotate()
+local function rotate(revoked)
   local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
     'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn')
   local cur = f[1]
@@ -156,6 +212,11 @@ local function rotate()
   if it > 0 and now >= ix then return {0} end
   local p = ARGV[1]
   if p == '' then return {0} end
+  if revoked then
+    local v = revoked(f[9] or '', at)
+    if v == -1 then return {-1} end
+    if v ~= 0 then return {4} end
+  end
   if p == cur then
     local ttl = ax - now
     local nix = 0

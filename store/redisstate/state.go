@@ -77,14 +77,19 @@ type State struct {
 	// findByCookieArgs are findBrowserSessionByCookieScript's key-name
 	// templates (after its time argument), fixed by the prefix;
 	// userVerTemplate is the user's version key with "\n" where the user id
-	// goes (one of them, and rotateReadingUserVersionScript's too).
+	// goes (one of them, and rotateOnOneNodeScript's too); userRevTemplate
+	// is the user's cut-off in the revocation set, the same way.
 	findByCookieArgs []any
 	userVerTemplate  string
+	userRevTemplate  string
 	// unindexArgs are revokeFamilyUnindexingScript's key-name templates
 	// (the user's two indexes).
 	unindexArgs []any
 
 	rebuildMu sync.Mutex // one rebuild at a time per instance
+	// setBuilt: this instance's last check found the revocation set built
+	// (a hint, for rotateOnCluster).
+	setBuilt atomic.Bool
 
 	// pending holds revocations recorded durably whose Redis write failed;
 	// they are written before this instance answers any revocation check,
@@ -116,6 +121,7 @@ func New(client redis.UniversalClient, opts Options) *State {
 	s := &State{c: client, cluster: cluster, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
 		now: now, retryPeriod: defaultRetryPeriod}
 	s.userVerTemplate = s.userVerKey("\n")
+	s.userRevTemplate = s.userKey("\n")
 	s.findByCookieArgs = []any{s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n"), s.userVerTemplate}
 	s.unindexArgs = []any{s.userFamsKey("\n"), s.userEndsKey("\n")}
 	return s
@@ -553,6 +559,16 @@ func liveFamilyEnd(read *redis.SliceCmd) (int64, bool) {
 // revokes the session's access tokens too; should that durable write fail it
 // returns the RotateReuseDetected result together with the error (the
 // family is revoked either way).
+//
+// A family whose session is revoked, or whose user's cut-off is at or
+// after its auth time, does not rotate even when its own mark is missing
+// (a revocation whose Redis write was lost, a family created after its
+// session was revoked): it answers RotateInvalid and is ended then, as
+// RevokeFamily ends it. Without Cluster the rotation script checks that
+// itself, before it changes anything (one round trip, as before); on
+// Cluster the revocation set is in another slot (rotateOnCluster).
+// Either way a revocation set Redis has lost is rebuilt first, and
+// revocations this instance has queued are written first.
 func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (store.RotateResult, error) {
 	if !validFamilyID(req.FamilyID) || len(req.PresentedHash) == 0 {
 		return store.RotateResult{Outcome: store.RotateInvalid}, nil
@@ -560,19 +576,110 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 	if len(req.NextHash) == 0 {
 		return store.RotateResult{}, errors.New("redis token state: rotate refresh: empty successor hash")
 	}
+	if err := s.flushPending(ctx); err != nil {
+		return store.RotateResult{}, err // fail closed until Redis takes the queued revocations
+	}
 	grace := req.Grace.Milliseconds()
 	if grace < 0 {
 		grace = 0
 	}
 	keys := []string{s.famKey(req.FamilyID), s.usedKey(req.FamilyID)}
-	script, args := rotateScript, []any{req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace}
-	if !s.cluster { // on Cluster the user's version is in another slot: the caller reads it
-		script = rotateReadingUserVersionScript
-		args = append(append(args, s.userVerTemplate), userVersionArgs()...)
+	args := []any{req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace}
+	if s.cluster { // the user's version and the revocation set are in other slots
+		return s.rotateOnCluster(ctx, req, scriptCall{rotateScript, keys, args})
 	}
-	raw, err := script.Run(ctx, s.c, keys, args...).Slice()
+	args = append(append(append(args, s.userVerTemplate), userVersionArgs()...), s.sessionCheckArgs(req.FamilyID)...)
+	for attempt := 0; ; attempt++ {
+		raw, err := rotateOnOneNodeScript.Run(ctx, s.c, keys, args...).Slice()
+		if err != nil {
+			return store.RotateResult{}, unavailable("rotate refresh", err)
+		}
+		if code, _ := raw[0].(int64); code == scriptNotBuilt && len(raw) == 1 {
+			if attempt == 2 {
+				return store.RotateResult{}, unavailable("rotate refresh", errors.New("revocation set lost again during rebuild"))
+			}
+			if err := s.rebuild(ctx); err != nil {
+				return store.RotateResult{}, err
+			}
+			continue
+		}
+		return s.rotated(ctx, req, raw)
+	}
+}
+
+// rotateOnCluster is RotateRefresh on Cluster. The rotation and the
+// check of the session's revocation go in one pipeline: they are in
+// different slots, so they run side by side, and the check sees the
+// revocation set as it was when the rotation ran (a racer's reuse
+// detection, which revokes the session after the rotation it follows, is
+// not taken for a revocation the rotation should have seen). The user's
+// cut-off is checked after, in a call of its own: the family's user is
+// known only then. A rotation that returns the family is refused when
+// either finds it revoked.
+//
+// The check can only see the set as the rotation ran when the set is
+// built. An instance that has not found it built since it last found it
+// lost (at start, after a loss) checks the session first, rebuilding the
+// set, and then rotates as above; when the set was lost between the two
+// (a rebuild is then due), the session is checked after the rotation.
+func (s *State) rotateOnCluster(ctx context.Context, req store.RotateRequest, rotation scriptCall) (store.RotateResult, error) {
+	if !s.setBuilt.Load() {
+		revoked, err := s.IsAccessTokenRevoked(ctx, store.AccessTokenRef{SID: req.FamilyID})
+		if err != nil {
+			return store.RotateResult{}, fmt.Errorf("rotate refresh: check the session: %w", err)
+		}
+		if revoked {
+			return store.RotateResult{Outcome: store.RotateInvalid}, s.endRevokedSession(ctx, req.FamilyID, req.Now)
+		}
+	}
+	cmds := s.evalPipelined(ctx, rotation, s.checkCall(store.AccessTokenRef{SID: req.FamilyID}))
+	raw, err := cmds[0].Slice()
 	if err != nil {
 		return store.RotateResult{}, unavailable("rotate refresh", err)
+	}
+	res, err := s.rotated(ctx, req, raw)
+	if err != nil || (res.Outcome != store.RotateOK && res.Outcome != store.RotateGraceReplay) {
+		return res, err
+	}
+	revoked, err := cmds[1].Int64()
+	if err != nil {
+		return store.RotateResult{}, unavailable("rotate refresh: check the session", err)
+	}
+	ref := store.AccessTokenRef{UserID: res.Family.UserID, IssuedAt: res.Family.AuthTime}
+	if revoked < 0 {
+		s.setBuilt.Store(false)
+		ref.SID = req.FamilyID // check the session too once the set is rebuilt
+	}
+	if revoked != 1 && (ref.SID != "" || ref.UserID != "") {
+		r, err := s.IsAccessTokenRevoked(ctx, ref)
+		if err != nil {
+			return store.RotateResult{}, fmt.Errorf("rotate refresh: check the session: %w", err)
+		}
+		if r {
+			revoked = 1
+		}
+	}
+	if revoked == 1 {
+		return store.RotateResult{Outcome: store.RotateInvalid}, s.endRevokedSession(ctx, req.FamilyID, req.Now)
+	}
+	return res, nil
+}
+
+// sessionCheckArgs are sessionRevokedLua's key names for the session sid
+// (the ready marker, the session's revocation, the user's cut-off
+// template), as the one-node scripts take them.
+func (s *State) sessionCheckArgs(sid string) []any {
+	return []any{s.readyKey(), s.sidKey(sid), s.userRevTemplate}
+}
+
+// rotated finishes RotateRefresh given the rotation script's reply: a
+// session the script found revoked is ended, as is one whose reuse it
+// detected.
+func (s *State) rotated(ctx context.Context, req store.RotateRequest, raw []interface{}) (store.RotateResult, error) {
+	if len(raw) == 1 {
+		if code, _ := raw[0].(int64); code == scriptSessionRevoked {
+			return store.RotateResult{Outcome: store.RotateInvalid}, s.endRevokedSession(ctx, req.FamilyID, req.Now)
+		}
 	}
 	res, err := parseRotate(req.FamilyID, raw)
 	if err != nil {
@@ -584,6 +691,23 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 		}
 	}
 	return res, nil
+}
+
+// endRevokedSession ends, as RevokeFamily does (durably first, then its
+// access tokens and its family), a session found revoked by a refresh
+// whose family was not marked: a user's cut-off covers the session's
+// access tokens issued up to the cut-off only, and the mark and the
+// session's record outlive the cut-off's. A revocation Redis did not
+// take is queued, and is no error here: the refresh is refused either way.
+func (s *State) endRevokedSession(ctx context.Context, sid string, now time.Time) error {
+	err := s.revokeSessions(ctx, []string{sid}, now)
+	if errors.Is(err, store.ErrRevocationPending) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rotate refresh: end a revoked session: %w", err)
+	}
+	return nil
 }
 
 func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
@@ -633,7 +757,7 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 	}
 	res.Family.AMR = amr
 	res.Family.TenantID = str[10]
-	if len(str) > 11 { // rotateReadingUserVersionScript
+	if len(str) > 11 { // rotateOnOneNodeScript
 		res.UserVersion = store.UserVersion{Read: true, Value: str[11]}
 	}
 	switch code {
@@ -1059,6 +1183,7 @@ func (s *State) IsAccessTokenRevoked(ctx context.Context, ref store.AccessTokenR
 		if err != nil {
 			return true, unavailable("check revocation", err)
 		}
+		s.setBuilt.Store(n >= 0)
 		if n >= 0 {
 			return n == 1, nil
 		}
@@ -1095,7 +1220,7 @@ func flag(b bool) string {
 // before the cut-off (endUserSessions, as applyUser does after its
 // cut-off). The ready marker is set last, by a script of its own, only
 // when all of it succeeded and the generation is unchanged: until then
-// every check waits for (or does) a rebuild.
+// every check, rotation and lookup waits for (or does) a rebuild.
 func (s *State) rebuild(ctx context.Context) error {
 	s.rebuildMu.Lock()
 	defer s.rebuildMu.Unlock()

@@ -318,13 +318,44 @@ func hashEqual(a, b []byte) bool {
 	return len(a) > 0 && len(a) == len(b) && subtle.ConstantTimeCompare(a, b) == 1
 }
 
+// familyWithSession is a family row and whether its session is revoked
+// (loadFamily).
+type familyWithSession struct {
+	Family         familyRow `gorm:"embedded"`
+	SessionRevoked bool      `gorm:"column:session_revoked"`
+}
+
+// loadFamily reads the family and, in the same statement, whether its
+// session is revoked or its user's cut-off is at or after its auth time
+// (as IsAccessTokenRevoked would answer for a token of the session issued
+// at its auth time). The revocations end the family in the same
+// transaction, but a session may be revoked before its family exists (a
+// replayed authorization code racing the first redemption): such a family
+// is dead all the same. found is false when there is no such family.
+func loadFamily(tx *gorm.DB, id string) (f familyRow, sessionRevoked, found bool, err error) {
+	var rows []familyWithSession
+	err = tx.Raw(`SELECT f.*, EXISTS (SELECT 1 FROM token_revocations r
+			WHERE (r.kind = ? AND r.value = f.id)
+			OR (f.user_id <> '' AND r.kind = ? AND r.value = f.user_id AND r.at >= COALESCE(f.auth_time, f.created_at))
+		) AS session_revoked
+		FROM refresh_families f WHERE f.id = ?`, string(store.RevokedSession), string(store.RevokedUser), id).Scan(&rows).Error
+	if err != nil {
+		return familyRow{}, false, false, fmt.Errorf("load family: %w", err)
+	}
+	if len(rows) == 0 {
+		return familyRow{}, false, false, nil
+	}
+	return rows[0].Family, rows[0].SessionRevoked, true, nil
+}
+
 // RotateRefresh implements store.TokenState. The presented token is checked
 // against the family's current, previous and earlier (used) hashes; a
 // rotation is a compare-and-swap on current_hash, so of any number of
 // concurrent presentations of one token across processes exactly one
 // rotates it. A family that is revoked or expired (Now at or past its
 // absolute expiry, or at or past its idle expiry) answers RotateInvalid for
-// every token.
+// every token; so does one whose session is revoked, or whose user's
+// cut-off is at or after its auth time, and it is then marked revoked.
 func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (store.RotateResult, error) {
 	if req.FamilyID == "" || len(req.PresentedHash) == 0 {
 		return store.RotateResult{Outcome: store.RotateInvalid}, nil
@@ -337,15 +368,16 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
 		for attempt := 0; attempt < rotateAttempts; attempt++ {
 			result = store.RotateResult{Outcome: store.RotateInvalid}
-			var f familyRow
-			if err := tx.Where("id = ?", req.FamilyID).Take(&f).Error; err != nil {
-				if errors.Is(err, gorm.ErrRecordNotFound) {
-					return nil
-				}
-				return fmt.Errorf("load family: %w", err)
+			f, sessionRevoked, found, err := loadFamily(tx, req.FamilyID)
+			if err != nil || !found {
+				return err
 			}
 			if f.RevokedAt != nil || !now.Before(f.AbsoluteExpiry) || !now.Before(f.IdleExpiresAt) {
 				return nil
+			}
+			if sessionRevoked {
+				// Not marked, yet its session is revoked: end it now.
+				return s.revokeFamilyTx(tx, f.ID, now)
 			}
 			fam, err := f.toFamily()
 			if err != nil {

@@ -29,7 +29,10 @@ import (
 //   - a family is expired when Now is at or after its absolute expiry, or at
 //     or after its idle expiry (creation or last rotation + IdleTTL);
 //   - an expired or revoked family answers RotateInvalid for every token,
-//     including already-rotated ones (no second reuse report);
+//     including already-rotated ones (no second reuse report); a family
+//     whose session was revoked, or whose user's cut-off is at or after its
+//     auth time, is revoked, even one created after its session's
+//     revocation;
 //   - a token rotated less than Grace ago (Now - rotation < Grace) gets
 //     RotateGraceReplay; at Grace or later, or for any older token, it is reuse;
 //   - a user cut-off revokes the user's access tokens whose IssuedAt, at
@@ -63,6 +66,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"fail/absolute_expiry", testAbsoluteExpiry},
 		{"ok/revoke_family", testRevokeFamily},
 		{"ok/revoke_user_sessions", testRevokeUserSessions},
+		{"fail/revoked_session_or_user_does_not_rotate", testRevokedSessionDoesNotRotate},
 		{"ok/revoke_client_families", testRevokeClientFamilies},
 		{"ok/user_cutoff_never_moves_back", testUserCutoffMonotonic},
 		{"ok/revoke_access_token", testRevokeAccessToken},
@@ -518,6 +522,47 @@ func testRevokeFamily(t *testing.T, st store.TokenState) {
 	wantRevoked(t, st, "access token of unknown revoked session", store.AccessTokenRef{
 		JTI: randomID("j-"), SID: unknown, IssuedAt: base.Add(time.Minute),
 	}, true)
+}
+
+// testRevokedSessionDoesNotRotate: a family whose session or user was
+// revoked neither rotates nor is found, even when the revocation did not
+// end the family itself: here its session was revoked before the family
+// was created (a replayed authorization code racing the first
+// redemption; CreateFamily does not look, CreateFamilyAndCheck's caller
+// does). The user's other families go on until the user's cut-off, and a
+// login after the cut-off rotates.
+func testRevokedSessionDoesNotRotate(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	user := randomID("u-")
+	early, other := newFamily(user, base), newFamily(user, base)
+	te, to := create(t, st, early), create(t, st, other)
+	replayed := newFamily(user, base)
+	if err := st.RevokeFamily(ctx(t), replayed.ID, base); err != nil {
+		t.Fatalf("RevokeFamily: %v", err)
+	}
+	tr := create(t, st, replayed)
+	now := base.Add(time.Minute)
+	wantLive(t, st, "family of a session revoked before it existed", replayed, tr, now, false)
+	wantInvalid(t, st, "family of a session revoked before it existed", replayed.ID, tr, now)
+	wantInvalid(t, st, "family of a session revoked before it existed, again", replayed.ID, tr, now.Add(time.Second))
+	to = mustRotate(t, st, other.ID, to, now)
+
+	cutoff := base.Add(2 * time.Minute)
+	if err := st.RevokeUserSessions(ctx(t), user, cutoff); err != nil {
+		t.Fatalf("RevokeUserSessions: %v", err)
+	}
+	later := cutoff.Add(time.Minute)
+	for _, f := range []struct {
+		fam store.RefreshFamily
+		tok token
+	}{{early, te}, {other, to}} {
+		wantLive(t, st, "family from before the user's cut-off", f.fam, f.tok, later, false)
+		wantInvalid(t, st, "family from before the user's cut-off", f.fam.ID, f.tok, later)
+	}
+	after := newFamily(user, cutoff.Add(time.Millisecond))
+	ta := create(t, st, after)
+	wantLive(t, st, "family of a login after the cut-off", after, ta, later, true)
+	mustRotate(t, st, after.ID, ta, later)
 }
 
 func testRevokeClientFamilies(t *testing.T, st store.TokenState) {
@@ -1480,7 +1525,9 @@ func testCreateFamilyAndCheck(t *testing.T, newBackend func(t *testing.T, cfg Co
 	st := newBackend(t, Config{MaxSessionsPerUser: 2}).State
 	base := baseTime()
 	user := randomID("u-")
-	createChecked := func(what string, fam store.RefreshFamily, ref store.AccessTokenRef, want bool) token {
+	// A family is created whatever the check answers; one whose session
+	// was revoked before it existed is dead (the caller ends it anyway).
+	createChecked := func(what string, fam store.RefreshFamily, ref store.AccessTokenRef, want, live bool) token {
 		t.Helper()
 		tok := newToken()
 		got, err := st.CreateFamilyAndCheck(ctx(t), fam, tok.hash, ref)
@@ -1490,7 +1537,7 @@ func testCreateFamilyAndCheck(t *testing.T, newBackend func(t *testing.T, cfg Co
 		if got != want {
 			t.Fatalf("%s: CreateFamilyAndCheck answered revoked=%v, want %v", what, got, want)
 		}
-		wantLive(t, st, what, fam, tok, base.Add(time.Second), true)
+		wantLive(t, st, what, fam, tok, base.Add(time.Second), live)
 		return tok
 	}
 	refOf := func(fam store.RefreshFamily) store.AccessTokenRef {
@@ -1504,10 +1551,10 @@ func testCreateFamilyAndCheck(t *testing.T, newBackend func(t *testing.T, cfg Co
 	}
 
 	first := newFamily(user, base)
-	createChecked("nothing revoked", first, refOf(first), false)
+	createChecked("nothing revoked", first, refOf(first), false, true)
 	replayed := newFamily(user, base.Add(time.Millisecond))
 	revokeFamily(replayed.ID) // before the family exists
-	createChecked("sid revoked before the family existed", replayed, refOf(replayed), true)
+	createChecked("sid revoked before the family existed", replayed, refOf(replayed), true, false)
 
 	// The user's index (cap 2) holds only ended families: it is pruned
 	// before this one is indexed, and the answer still comes after.
@@ -1515,14 +1562,14 @@ func testCreateFamilyAndCheck(t *testing.T, newBackend func(t *testing.T, cfg Co
 	revokeFamily(replayed.ID)
 	pruned := newFamily(user, base.Add(2*time.Millisecond))
 	revokeFamily(pruned.ID)
-	createChecked("sid revoked, index pruned first", pruned, refOf(pruned), true)
+	createChecked("sid revoked, index pruned first", pruned, refOf(pruned), true, false)
 
 	jti := newFamily(user, base.Add(3*time.Millisecond))
 	ref := refOf(jti)
 	if err := st.RevokeAccessToken(ctx(t), ref.JTI, base.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	createChecked("jti revoked", jti, ref, true)
+	createChecked("jti revoked", jti, ref, true, true)
 
 	if _, err := st.CreateFamilyAndCheck(ctx(t), jti, newToken().hash, refOf(jti)); !errors.Is(err, store.ErrAlreadyExists) {
 		t.Fatalf("CreateFamilyAndCheck of a taken id: %v, want ErrAlreadyExists", err)
@@ -1535,9 +1582,9 @@ func testCreateFamilyAndCheck(t *testing.T, newBackend func(t *testing.T, cfg Co
 	}
 	late := newFamily(user, base.Add(5*time.Millisecond))
 	createChecked("user cut-off after the checked issue time", late,
-		store.AccessTokenRef{JTI: randomID("j-"), SID: late.ID, UserID: user, IssuedAt: base}, true)
+		store.AccessTokenRef{JTI: randomID("j-"), SID: late.ID, UserID: user, IssuedAt: base}, true, true)
 	other := newFamily(randomID("u-"), base)
-	createChecked("another user's family", other, refOf(other), false)
+	createChecked("another user's family", other, refOf(other), false, true)
 
 	refused := newFamily(user, cutoff)
 	revoked, err := st.CreateFamilyAndCheck(ctx(t), refused, newToken().hash, refOf(refused))
