@@ -126,6 +126,12 @@ func TestRotationNeverBreaksVerifiers(t *testing.T) {
 			if stdout, stderr, code := st.RunCLI(t, env, "", "keys", "revoke", oldKID); code != 0 {
 				t.Fatalf("keys revoke: %d %s %s", code, stdout, stderr)
 			}
+			// A kid no key has (well-formed, or not) is named, not a stack of wrapped errors.
+			for _, kid := range []string{strings.Repeat("A", 43), "not-a-kid"} {
+				if _, stderr, code := st.RunCLI(t, env, "", "keys", "revoke", kid); code != 1 || !strings.Contains(stderr, fmt.Sprintf("no key %q", kid)) {
+					t.Fatalf("keys revoke %s: exit %d, stderr %q", kid, code, stderr)
+				}
+			}
 			deadline := time.Now().Add(d.in.Config.KeySyncInterval + 2*time.Second)
 			for {
 				m := d.c.PostForm("/oauth2/introspect", url.Values{"token": {before.AccessToken}}, svc).Map()

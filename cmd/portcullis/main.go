@@ -537,7 +537,7 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		rev, err := core.Keys.Revoke(ctx, kid)
 		if err != nil {
-			if errors.Is(err, store.ErrNotFound) || errors.Is(err, keys.ErrUnknownKey) {
+			if errors.Is(err, store.ErrNotFound) || errors.Is(err, keys.ErrKeyNotFound) {
 				return &exitError{code: 1, msg: fmt.Sprintf("no key %q", kid)}
 			}
 			return err
