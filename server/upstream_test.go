@@ -355,6 +355,45 @@ func TestUpstreamExchangeTokenIsNotSelfService(t *testing.T) {
 	e.login(t, "eve@example.com", "eve's long passphrase") // the password did not change
 }
 
+// TestPasswordFrontEndWithTokenExchange: a client with the password grant
+// that also lists token exchange (to exchange API keys, say) is a front-end
+// the person types their password into, not a third-party application: a
+// session that named no permission follows the user on refresh (a new role
+// shows up), its tokens act on the account, and the restricted token of a
+// temporary password changes the password (../shared/CONTRACT.md).
+func TestPasswordFrontEndWithTokenExchange(t *testing.T) {
+	a := newAcctEnvOn(t, st.SQLite)
+	secret := a.fx.Client(t, clients.Spec{ID: "svc", Name: "Svc",
+		Grants: []string{token.GrantPassword, token.GrantRefreshToken, token.GrantTokenExchange}})
+	login := func(email, pw string) st.TokenResponse {
+		return a.c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("svc", secret)).Token()
+	}
+	root := a.login(t, rootEmail, rootPass).AccessToken
+	t.Run("temporary_password_change", func(t *testing.T) {
+		ann := a.fx.User(t, "ann@example.com", "ann's first passphrase", "user")
+		a.c.PostJSON("/admin/users/"+ann.ID+"/temp-password", map[string]string{"password": "temporary passphrase 7"}, st.Bearer(root)).
+			ExpectStatus(http.StatusOK)
+		restricted := login("ann@example.com", "temporary passphrase 7")
+		if !restricted.MustChangePassword {
+			t.Fatalf("not restricted: %+v", restricted)
+		}
+		a.c.PostJSON("/auth/password/change", map[string]string{"current_password": "temporary passphrase 7", "new_password": "ann's second passphrase"},
+			st.Bearer(restricted.AccessToken)).ExpectStatus(http.StatusOK)
+	})
+	t.Run("refresh_follows_a_new_role", func(t *testing.T) {
+		bob := a.fx.User(t, "bob@example.com", "bob's first passphrase", "user")
+		full := login("bob@example.com", "bob's first passphrase")
+		a.c.PostJSON("/admin/users/"+bob.ID+"/roles", map[string]string{"role": "admin"}, st.Bearer(root)).ExpectStatus(http.StatusOK)
+		if r := a.c.PostForm("/oauth2/token", st.RefreshForm(full.RefreshToken), st.Basic("svc", secret)).Token(); !strings.Contains(r.Scope, "users:read") {
+			t.Fatalf("refreshed scope %q after a new role: the session does not follow the user", r.Scope)
+		}
+	})
+	t.Run("self_service", func(t *testing.T) {
+		a.fx.User(t, "cy@example.com", "cy's first passphrase", "user")
+		a.c.Get("/auth/sessions", st.Bearer(login("cy@example.com", "cy's first passphrase").AccessToken)).ExpectStatus(http.StatusOK)
+	})
+}
+
 // TestAdminUserIdentities: listing needs users:read; unlinking needs
 // users:write and the privilege ceiling (an admin cannot unlink a
 // super_admin's identity), is audited, and the upstream account no longer

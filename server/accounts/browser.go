@@ -87,7 +87,7 @@ var (
 // self-service views: an application the person let act for them must not
 // see their other sessions (IP addresses, browsers) or end them.
 var errThirdPartyToken = apierr.ErrForbidden.WithDescription(
-	"This token was issued to a third-party application, which cannot see or change your sessions and consents.")
+	"This token was issued to a third-party application, which cannot see or change your account itself: its sessions, consents, second factors, API keys or password.")
 
 // errKeyTokenSelfService refuses a token exchanged from an API key at the
 // self-service views: a key (perhaps a leaked read-only one) must not end

@@ -218,8 +218,8 @@ type ChangePasswordRequest struct {
 // one through the client of the presented token (the first-party client if
 // that client no longer exists). It accepts the restricted token of a user
 // who must change their password, and refuses (403) a token exchanged from
-// an API key or one of a third-party application, as the other
-// self-service operations do.
+// an API key, and any other token of a third-party application
+// (token.ThirdPartyApp), as the other self-service operations do.
 //
 // The account is the actor's (a bearer token) or, with req.Login, the one
 // that login names (the change-password page). Either way the current
@@ -244,17 +244,15 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	default:
 		attempt.UserID = actor.ID
 	}
-	// The fresh session continues with the token's client: a key's token
-	// or a third-party application's may not change the account (nor be
-	// handed a session with every permission of the user).
-	client, err := s.sessionClient(ctx, actor.ClientID)
-	switch {
-	case err != nil:
-		return token.Response{}, err
-	case actor.APIKey != "":
+	// A token exchanged from an API key never manages the account's
+	// sessions, which a change ends.
+	if actor.APIKey != "" {
 		return token.Response{}, errKeyTokenSelfService
-	case token.ThirdPartyApp(client):
-		return token.Response{}, errThirdPartyToken
+	}
+	// The fresh session continues with the token's client.
+	client, err := s.sessionClient(ctx, actor.ClientID)
+	if err != nil {
+		return token.Response{}, err
 	}
 	res, err := s.checker.Check(ctx, attempt)
 	switch {
@@ -266,6 +264,13 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 		return token.Response{}, err
 	}
 	u := res.User
+	if token.ThirdPartyApp(client) && !u.MustChangePassword {
+		// A third-party application's token (not the restricted one of a
+		// temporary password, which only this route takes) does not act on
+		// the account, and would be handed a session with every
+		// permission of the user.
+		return token.Response{}, errThirdPartyToken
+	}
 	if req.Login != "" {
 		if err := s.passwordIsNotEnough(ctx, u); err != nil {
 			return token.Response{}, err

@@ -81,7 +81,7 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 		return Response{}, err
 	}
 	resp, g, err := s.issueLogin(ctx, client, user, code.Scopes, now, loginInfo{
-		authTime: code.AuthTime, sid: code.SID, nonce: code.Nonce, amr: code.AMR, onlyPermsNamed: !client.FirstParty,
+		authTime: code.AuthTime, sid: code.SID, nonce: code.Nonce, amr: code.AMR, onlyPermsNamed: ThirdPartyApp(client),
 		tenant: tn, recheck: &store.AccessTokenRef{JTI: newJTI(code.AuthTime), SID: code.SID, UserID: user.ID, IssuedAt: code.AuthTime},
 	})
 	if err != nil {

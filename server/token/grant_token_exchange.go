@@ -151,7 +151,7 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 	if err != nil {
 		return Response{}, err
 	}
-	resp, g, err := s.issueLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: subj.AMR, onlyPermsNamed: !client.FirstParty, tenant: tn})
+	resp, g, err := s.issueLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: subj.AMR, onlyPermsNamed: ThirdPartyApp(client), tenant: tn})
 	if err != nil {
 		return Response{}, err
 	}

@@ -128,10 +128,11 @@ func TestTokenExchangeFramework(t *testing.T) {
 }
 
 // A session begun by token exchange follows the code flow's rule for a
-// third-party client (naming no permission gets none), and a refresh never
-// widens what the exchange granted (RFC 6749 §6), even when the user gains
-// a role or the refresh names a permission the user holds. A first-party
-// client's exchanged session follows the user, as its password grant does.
+// third-party application (ThirdPartyApp: naming no permission gets none),
+// and a refresh never widens what the exchange granted (RFC 6749 §6), even
+// when the user gains a role or the refresh names a permission the user
+// holds. A first-party client's exchanged session, and a password
+// front-end's, follow the user, as their password grants do.
 func TestTokenExchangeRefreshKeepsToTheGrant(t *testing.T) {
 	exchangeAndRefresh := []string{GrantTokenExchange, GrantRefreshToken}
 	cases := []struct {
@@ -148,8 +149,12 @@ func TestTokenExchangeRefreshKeepsToTheGrant(t *testing.T) {
 		{"third-party naming one permission keeps to it",
 			store.Client{ID: "partner", SecretHash: HashSecret("s3cret"), Grants: exchangeAndRefresh},
 			"openid docs:read", "docs:read openid", "docs:read openid", "docs:write"},
-		{"third-party with the password grant too keeps to the exchange's grant",
+		{"a password front-end exchanging (no code flow) follows the user, as its password logins do",
 			store.Client{ID: "partner", SecretHash: HashSecret("s3cret"), Grants: append([]string{GrantPassword}, exchangeAndRefresh...)},
+			"openid", "docs:read docs:write openid", "docs:read docs:write openid", ""},
+		{"third-party with the code flow and the password grant keeps to the exchange's grant",
+			store.Client{ID: "partner", SecretHash: HashSecret("s3cret"), Grants: append([]string{GrantPassword, GrantAuthorizationCode}, exchangeAndRefresh...),
+				RedirectURIs: []string{testRedirect}},
 			"openid", "openid", "openid", "docs:read"},
 		{"first-party naming no permission follows the user",
 			store.Client{ID: "partner", SecretHash: HashSecret("s3cret"), Grants: exchangeAndRefresh, FirstParty: true},

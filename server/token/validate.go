@@ -355,7 +355,7 @@ func passwordAMR() []string { return []string{mfa.AMRPassword} }
 
 // loginInfo is what the login behind an issuance fixed: its time, and for
 // the code flow the pre-assigned sid, nonce, amr and whether a client that
-// named no permission gets none (a third-party client of the code flow).
+// named no permission gets none (ThirdPartyApp).
 type loginInfo struct {
 	authTime       time.Time
 	sid            string
@@ -420,16 +420,23 @@ func (s *Service) loginScope(client store.Client, user store.User, scope []strin
 }
 
 // ThirdPartyApp reports whether client is a third-party application: not
-// first-party, and able to sign people in through a grant where a client
-// naming no permission gets none (onlyPermsNamed: the code flow, token
-// exchange), so that a login may grant it less than the user holds. Its
-// sessions keep, on refresh, to what their login granted (a refresh never
-// widens a grant, RFC 6749 §6), and its tokens never act on the account
-// itself (self-service). A family does not record which grant began it, so
-// the other sessions of such a client (its password logins) keep to their
-// login's grant too: narrower than following the user, never wider.
+// first-party, and signing people in where they grant it only what it names
+// (the code flow's consent, or token exchange by a client the person never
+// types a password into). Its logins get no permission they do not name
+// (onlyPermsNamed), its sessions keep on refresh to what their login
+// granted (a refresh never widens a grant, RFC 6749 §6), and its tokens
+// never act on the account itself (self-service). A client with the
+// password grant and no code flow is a front-end the person types their
+// password into: its sessions follow the user, whichever grant began them,
+// token exchange included. A family does not record which grant began it,
+// so a third-party client with the code flow and the password grant keeps
+// its password sessions to their login's grant too: narrower, never wider.
 func ThirdPartyApp(client store.Client) bool {
-	return !client.FirstParty && (clientAllowsGrant(client, GrantAuthorizationCode) || clientAllowsGrant(client, GrantTokenExchange))
+	if client.FirstParty {
+		return false
+	}
+	return clientAllowsGrant(client, GrantAuthorizationCode) ||
+		clientAllowsGrant(client, GrantTokenExchange) && !clientAllowsGrant(client, GrantPassword)
 }
 
 // namesPermission reports whether scope names a permission (anything but an OIDC scope).

@@ -27,9 +27,12 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	if !validFamilyID(familyID) || len(hash) == 0 {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
-	if err := s.flushPending(ctx); err != nil {
-		return store.RefreshFamily{}, err // fail closed until Redis takes the queued revocations
-	}
+	// Revocations this instance has queued count even while Redis refuses
+	// them: when they cannot be written now, the lookup (a read, which
+	// Redis still answers) goes on and a family they end is not found. So
+	// RFC 7009 revocation of a refresh token keeps working, durably first,
+	// while Redis refuses writes.
+	flushErr := s.flushPending(ctx)
 	vals, revoked, err := s.readFamily(ctx, familyID)
 	if err != nil {
 		return store.RefreshFamily{}, err
@@ -37,6 +40,9 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	fam, err := liveFamily(familyID, vals, hash, now)
 	if err != nil {
 		return store.RefreshFamily{}, err
+	}
+	if flushErr != nil && s.pendingEnds(fam) {
+		return store.RefreshFamily{}, store.ErrNotFound
 	}
 	if s.cluster {
 		revoked, err = s.IsAccessTokenRevoked(ctx, store.AccessTokenRef{SID: familyID, UserID: fam.UserID, IssuedAt: fam.AuthTime})

@@ -1092,6 +1092,26 @@ func (s *State) flushPending(ctx context.Context) error {
 	return nil
 }
 
+// pendingEnds reports whether a revocation this instance has queued (not
+// yet written to Redis) ends fam: its session's, or its user's at or after
+// its auth time.
+func (s *State) pendingEnds(fam store.RefreshFamily) bool {
+	if !s.hasPending.Load() {
+		return false
+	}
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	for _, r := range s.pending {
+		switch {
+		case r.Kind == store.RevokedSession && r.Value == fam.ID:
+			return true
+		case r.Kind == store.RevokedUser && r.Value == fam.UserID && !r.At.Before(fam.AuthTime):
+			return true
+		}
+	}
+	return false
+}
+
 // setUntil sets a revocation key that expires at exp (millisecond precision).
 func (s *State) setUntil(ctx context.Context, key string, exp time.Time) error {
 	return s.c.Do(ctx, "SET", key, "1", "PXAT", exp.UnixMilli()).Err()
