@@ -58,7 +58,17 @@ func conformanceBackend(c redis.UniversalClient, prefix string, log store.Revoca
 	opts := Options{Prefix: prefix, Log: log, MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxAccessTokenTTL: cfg.Horizon}
 	st := New(c, opts)
 	again := func(t *testing.T) store.TokenState { return New(c, opts) }
-	return storetest.Backend{State: st, Again: again, Stored: func(t *testing.T, sid string) []byte {
+	forget := func(t *testing.T, sid string) {
+		t.Helper()
+		ctx := testCtx(t)
+		if err := c.HSet(ctx, st.famKey(sid), "rv", "0").Err(); err != nil {
+			t.Fatalf("unmark family: %v", err)
+		}
+		if err := c.Del(ctx, st.sidKey(sid)).Err(); err != nil {
+			t.Fatalf("forget the session's revocation: %v", err)
+		}
+	}
+	return storetest.Backend{State: st, Again: again, Forget: forget, Stored: func(t *testing.T, sid string) []byte {
 		t.Helper()
 		ctx := testCtx(t)
 		var out []byte
