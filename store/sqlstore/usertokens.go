@@ -78,10 +78,21 @@ func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPur
 	var applyErr error
 	err := s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
 		applyErr = nil
-		var tok userTokenRow
-		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
-			Where("purpose = ? AND token_hash = ?", string(purpose), tokenHash).Take(&tok).Error
+		var found userTokenRow
+		if err := tx.Where("purpose = ? AND token_hash = ?", string(purpose), tokenHash).Take(&found).Error; err != nil {
+			return mapErr("find token", err)
+		}
+		// The user's row is locked before the token's, the order every
+		// write of a user takes (UpdateUser locks the user, then voids its
+		// reset links): the opposite order deadlocked with a concurrent
+		// password change until PostgreSQL broke it.
+		changing(found.UserID)
+		row, err := lockUser(tx, found.UserID)
 		if err != nil {
+			return mapErr("load user", err)
+		}
+		var tok userTokenRow
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", found.ID).Take(&tok).Error; err != nil {
 			return mapErr("find token", err)
 		}
 		if tok.UsedAt != nil {
@@ -96,11 +107,6 @@ func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPur
 		}
 		if res.RowsAffected == 0 {
 			return store.ErrTokenUsed
-		}
-		changing(tok.UserID)
-		row, err := lockUser(tx, tok.UserID)
-		if err != nil {
-			return mapErr("load user", err)
 		}
 		if purpose == store.PurposePasswordReset && !row.Active {
 			return fmt.Errorf("%w: the account is deactivated", store.ErrTokenRevoked)
