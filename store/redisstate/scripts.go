@@ -150,21 +150,35 @@ end
 return r
 `)
 
-// sessionRevokedLua defines sessionRevoked(ready, sid, userTemplate, uid,
-// at): checkScript's session and user checks for a token of the session
-// whose revocation key is sid, of the user uid ("" for none), issued at at
-// (ms); the user's cut-off key name is userTemplate with "\n" where the
-// user id goes (userKeyLua). Returns -1 when the revocation set is not
-// (re)built, 1 when revoked, 0 when not.
-const sessionRevokedLua = `
-local function sessionRevoked(ready, sid, userTemplate, uid, at)
+// revokedLua defines revoked(ready, jti, sid, user, at): the one judgement
+// of the revocation set, whose ready marker is the key ready: -1 when the
+// set is not (re)built, 1 when a token issued at at (ms) is revoked by its
+// jti's key, its session's key or its user's cut-off key (each false when
+// not checked), 0 when not. checkScript and sessionRevoked both ask it.
+const revokedLua = `
+local function revoked(ready, jti, sid, user, at)
   if redis.call('EXISTS', ready) == 0 then return -1 end
-  if redis.call('EXISTS', sid) == 1 then return 1 end
-  if uid and uid ~= '' then
-    local c = redis.call('GET', userKeyOf(userTemplate, uid))
+  if jti and redis.call('EXISTS', jti) == 1 then return 1 end
+  if sid and redis.call('EXISTS', sid) == 1 then return 1 end
+  if user then
+    local c = redis.call('GET', user)
     if c and tonumber(at) <= tonumber(c) then return 1 end
   end
   return 0
+end
+`
+
+// sessionRevokedLua defines sessionRevoked(ready, sid, userTemplate, uid,
+// at): revoked's session and user checks for a token of the session whose
+// revocation key is sid, of the user uid ("" for none), issued at at (ms);
+// the user's cut-off key name is userTemplate with "\n" where the user id
+// goes (userKeyLua). Returns -1 when the revocation set is not (re)built,
+// 1 when revoked, 0 when not.
+const sessionRevokedLua = revokedLua + `
+local function sessionRevoked(ready, sid, userTemplate, uid, at)
+  local user = false
+  if uid and uid ~= '' then user = userKeyOf(userTemplate, uid) end
+  return revoked(ready, false, sid, user, at)
 end
 `
 
@@ -323,16 +337,9 @@ return 1
 
 // checkScript: KEYS ready, jti, sid, user; ARGV check jti?, check sid?,
 // check user?, issued-at ms. Returns -1 when the revocation set is not
-// (re)built, 1 when revoked, 0 when not.
-var checkScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if ARGV[1] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
-if ARGV[3] == '1' then
-  local c = redis.call('GET', KEYS[4])
-  if c and tonumber(ARGV[4]) <= tonumber(c) then return 1 end
-end
-return 0
+// (re)built, 1 when revoked, 0 when not (revokedLua).
+var checkScript = redis.NewScript(revokedLua + `
+return revoked(KEYS[1], ARGV[1] == '1' and KEYS[2], ARGV[2] == '1' and KEYS[3], ARGV[3] == '1' and KEYS[4], ARGV[4])
 `)
 
 // userCutoffReadScript: KEYS ready, user's cut-off in the revocation set.
