@@ -343,7 +343,7 @@ type Actor struct {
 	// session), which bounds such a credential to nothing.
 	Scope []string
 	// Audience is the acting access token's aud claim (nil without one).
-	Audience []string
+	Audience token.Audience
 	operator bool
 	// mfaEnrolment: the actor presented an mfa_token whose enrolment is
 	// required (MFATokenActor), not an access token.

@@ -3,7 +3,6 @@ package accounts
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -207,7 +206,7 @@ func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.
 	if err := s.keysActInNoTenant(actor); err != nil {
 		return apikeys.Created{}, err
 	}
-	tok := apikeys.Token{Scope: actor.Scope, ForPortcullis: s.cfg.Issuer != "" && slices.Contains(actor.Audience, s.cfg.Issuer)}
+	tok := apikeys.Token{Scope: actor.Scope, ForPortcullis: s.cfg.Issuer != "" && actor.Audience.Contains(s.cfg.Issuer)}
 	return s.apiKeys.CreateOwn(ctx, u, tok, req, keyMeta(actor, "self"))
 }
 
