@@ -140,29 +140,27 @@ func tenantRolesOf(db *gorm.DB, tenantID string, ids ...string) (map[string][]st
 
 // UserTenantIDs implements store.Tenants.
 func (s *Store) UserTenantIDs(ctx context.Context, userID string) ([]string, error) {
-	out := []string{}
-	if !storableText(userID) {
-		return out, nil
-	}
-	err := s.db.WithContext(ctx).Model(&tenantRoleRow{}).Distinct("tenant_id").
-		Where("user_id = ?", userID).Order("tenant_id").Pluck("tenant_id", &out).Error
-	if err != nil {
-		return nil, mapErr("tenants of user", err)
-	}
-	return out, nil
+	return s.distinctOfUser(ctx, userID, "tenant_id", "tenants of user")
 }
 
 // UserTenantRoles implements store.Tenants in one statement (the index on
 // tenant_roles.user_id).
 func (s *Store) UserTenantRoles(ctx context.Context, userID string) ([]string, error) {
+	return s.distinctOfUser(ctx, userID, "role", "tenant roles of user")
+}
+
+// distinctOfUser returns the distinct values, sorted, of column (a
+// constant of the callers) over the user's tenant_roles rows; none (not
+// nil) for an id no row can hold. what names the read in errors.
+func (s *Store) distinctOfUser(ctx context.Context, userID, column, what string) ([]string, error) {
 	out := []string{}
 	if !storableText(userID) {
 		return out, nil
 	}
-	err := s.db.WithContext(ctx).Model(&tenantRoleRow{}).Distinct("role").
-		Where("user_id = ?", userID).Order("role").Pluck("role", &out).Error
+	err := s.db.WithContext(ctx).Model(&tenantRoleRow{}).Distinct(column).
+		Where("user_id = ?", userID).Order(column).Pluck(column, &out).Error
 	if err != nil {
-		return nil, mapErr("tenant roles of user", err)
+		return nil, mapErr(what, err)
 	}
 	return out, nil
 }
