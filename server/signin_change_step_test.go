@@ -156,6 +156,19 @@ func TestChangePasswordStepIsNoReauthentication(t *testing.T) {
 				{"max_age", "max_age", "1"},
 			}
 			for _, tc := range reauth {
+				// stepRefusedAtFreshLogin: a second later, the request asking
+				// tc's fresh login shows the login page, and a post of the
+				// change-password step there is refused.
+				stepRefusedAtFreshLogin := func(t *testing.T, hc *http.Client, email string) {
+					t.Helper()
+					time.Sleep(secondLater)
+					login := siGet(t, hc, first.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+						oauth2.SetAuthURLParam(tc.param, tc.value)))
+					if login.StatusCode != http.StatusOK || !strings.Contains(login.body, `name="username"`) {
+						t.Fatalf("%s=%s: %d, want the login page", tc.param, tc.value, login.StatusCode)
+					}
+					refusedStep(t, d, changeStep(t, hc, login, csOldPassword), email, siUser(t, d, email).PasswordHash)
+				}
 				// The reviewer's case: a TOTP user without a temporary
 				// password, signed in with both factors, asked to sign in
 				// again.
@@ -165,13 +178,7 @@ func TestChangePasswordStepIsNoReauthentication(t *testing.T) {
 					hc := siBrowser(t)
 					signedIn := csSignIn(t, hc, siGet(t, hc, first.AuthCodeURL("s1", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))), email, secret)
 					d.callback(t, signedIn)
-					time.Sleep(secondLater)
-					login := siGet(t, hc, first.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
-						oauth2.SetAuthURLParam(tc.param, tc.value)))
-					if login.StatusCode != http.StatusOK || !strings.Contains(login.body, `name="username"`) {
-						t.Fatalf("%s=%s: %d, want the login page", tc.param, tc.value, login.StatusCode)
-					}
-					refusedStep(t, d, changeStep(t, hc, login, csOldPassword), email, siUser(t, d, email).PasswordHash)
+					stepRefusedAtFreshLogin(t, hc, email)
 				})
 				// A user who must change a temporary password, whose browser
 				// kept the session of an earlier login: the request asks for
@@ -184,13 +191,7 @@ func TestChangePasswordStepIsNoReauthentication(t *testing.T) {
 					if step.StatusCode != http.StatusOK || !strings.Contains(step.body, `value="change_password"`) {
 						t.Fatalf("after the temporary password: %d, want the change-password step", step.StatusCode)
 					}
-					time.Sleep(secondLater)
-					login := siGet(t, hc, first.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
-						oauth2.SetAuthURLParam(tc.param, tc.value)))
-					if login.StatusCode != http.StatusOK || !strings.Contains(login.body, `name="username"`) {
-						t.Fatalf("%s=%s: %d, want the login page", tc.param, tc.value, login.StatusCode)
-					}
-					refusedStep(t, d, changeStep(t, hc, login, csOldPassword), email, siUser(t, d, email).PasswordHash)
+					stepRefusedAtFreshLogin(t, hc, email)
 				})
 			}
 			t.Run("fail/no_temporary_password", func(t *testing.T) {
