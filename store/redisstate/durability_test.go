@@ -395,6 +395,60 @@ func TestRevocationSurvivesRedisWriteFailure(t *testing.T) {
 	}
 }
 
+// TestFindRefreshWhileRedisRefusesWrites: while Redis refuses writes, the
+// instance holding queued revocations still looks refresh tokens up (RFC
+// 7009 revocation of a refresh token needs the lookup): a family its queue
+// ends is not found, and a live family is found, not refused, on one node
+// and on Cluster alike.
+func TestFindRefreshWhileRedisRefusesWrites(t *testing.T) {
+	t.Run("redis", func(t *testing.T) { testFindRefreshWhileRedisRefusesWrites(t, testservers.NewRedis(t).URL()) })
+	t.Run("redis-cluster", func(t *testing.T) {
+		testFindRefreshWhileRedisRefusesWrites(t, "redis-cluster://"+startClusterNode(t))
+	})
+}
+
+func testFindRefreshWhileRedisRefusesWrites(t *testing.T, redisURL string) {
+	ctx := testCtx(t)
+	log, _ := revocationLog(t)
+	admin := openClient(t, redisURL)
+	a := New(openClient(t, redisURL), Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	a.retryPeriod = time.Hour // no background retry during the test
+	now := time.UnixMilli(time.Now().UnixMilli())
+	ended, endedUser, live := family("sid-ended", "user-1", now.Add(-time.Minute)),
+		family("sid-user-cut", "user-cut", now.Add(-time.Minute)), family("sid-live", "user-2", now.Add(-time.Minute))
+	for _, f := range []store.RefreshFamily{ended, endedUser, live} {
+		if err := a.CreateFamily(ctx, f, hashOf(f.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The set is built before Redis refuses writes (a rebuild is a write).
+	if _, err := a.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "warm"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.ConfigSet(context.Background(), "min-replicas-to-write", "0").Err() })
+	if err := admin.Set(ctx, "{probe}", "1", 0).Err(); err == nil {
+		t.Fatal("Redis still takes writes: the test proves nothing")
+	}
+	if err := a.RevokeFamily(ctx, ended.ID, now); !errors.Is(err, store.ErrRevocationPending) {
+		t.Fatalf("RevokeFamily while Redis refuses writes: %v, want store.ErrRevocationPending", err)
+	}
+	if err := a.RevokeUserSessions(ctx, endedUser.UserID, now); !errors.Is(err, store.ErrRevocationPending) {
+		t.Fatalf("RevokeUserSessions while Redis refuses writes: %v, want store.ErrRevocationPending", err)
+	}
+	for _, f := range []store.RefreshFamily{ended, endedUser} {
+		if _, err := a.FindRefresh(ctx, f.ID, hashOf(f.ID), now); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("FindRefresh of %s, ended by a queued revocation: %v, want store.ErrNotFound", f.ID, err)
+		}
+	}
+	found, err := a.FindRefresh(ctx, live.ID, hashOf(live.ID), now)
+	if err != nil || found.ID != live.ID {
+		t.Fatalf("FindRefresh of a live family while Redis refuses writes: %+v, %v; want it found", found, err)
+	}
+}
+
 // TestOwnChecksApplyQueuedRevocationsFirst: the instance that queued a
 // revocation writes it before its own next check answers, with no wait.
 func TestOwnChecksApplyQueuedRevocationsFirst(t *testing.T) {

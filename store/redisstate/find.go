@@ -45,7 +45,7 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
 	if s.cluster {
-		revoked, err = s.IsAccessTokenRevoked(ctx, store.AccessTokenRef{SID: familyID, UserID: fam.UserID, IssuedAt: fam.AuthTime})
+		revoked, err = s.inRevocationSet(ctx, store.AccessTokenRef{SID: familyID, UserID: fam.UserID, IssuedAt: fam.AuthTime})
 		if err != nil {
 			return store.RefreshFamily{}, fmt.Errorf("find refresh token: check the session: %w", err)
 		}

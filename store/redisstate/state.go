@@ -1197,6 +1197,14 @@ func (s *State) IsAccessTokenRevoked(ctx context.Context, ref store.AccessTokenR
 	if err := s.flushPending(ctx); err != nil {
 		return true, err // fail closed until Redis takes the queued revocations
 	}
+	return s.inRevocationSet(ctx, ref)
+}
+
+// inRevocationSet is IsAccessTokenRevoked's check of the set in Redis,
+// rebuilding it when Redis has lost it, without first writing this
+// instance's queued revocations: a caller that goes on while Redis
+// refuses them (FindRefresh) counts them itself.
+func (s *State) inRevocationSet(ctx context.Context, ref store.AccessTokenRef) (bool, error) {
 	check := s.checkCall(ref)
 	for attempt := 0; attempt < 3; attempt++ {
 		n, err := check.run(ctx, s.c).Int64()
