@@ -13,7 +13,8 @@ import (
 
 // CreateUserToken stores a one-time token for a user and, in the same
 // transaction, marks the user's older unused tokens of the same purpose used,
-// so only the newest link works. It fills ID and CreatedAt (UsedAt is
+// so only the newest link works, also when links are created concurrently
+// (the user's row is locked first). It fills ID and CreatedAt (UsedAt is
 // cleared); ExpiresAt must be set. An unknown user is store.ErrNotFound.
 func (s *Store) CreateUserToken(ctx context.Context, t *store.UserToken) error {
 	if t == nil || t.UserID == "" || t.Purpose == "" || len(t.TokenHash) == 0 || t.ExpiresAt.IsZero() {
@@ -29,6 +30,13 @@ func (s *Store) CreateUserToken(ctx context.Context, t *store.UserToken) error {
 		CreatedAt: now,
 	}
 	err := s.tx(ctx, func(tx *gorm.DB) error {
+		// The user's row is locked first, so concurrent creations for one
+		// user run one after another and each supersedes the ones before
+		// it; without the lock two could each find nothing to supersede
+		// and both stay live.
+		if _, err := lockUser(tx, row.UserID); err != nil {
+			return mapErr(fmt.Sprintf("user %q", row.UserID), err)
+		}
 		err := tx.Model(&userTokenRow{}).
 			Where("user_id = ? AND purpose = ? AND used_at IS NULL", row.UserID, row.Purpose).
 			Update("used_at", now).Error

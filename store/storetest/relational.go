@@ -30,6 +30,8 @@ import (
 //   - every user read carries sorted roles, and only GetUser* a password hash;
 //   - of concurrent invite acceptances, token consumptions, first-key
 //     creations and key rotations from one state, exactly one wins;
+//   - of concurrent creations of one user's tokens of one purpose, exactly
+//     one is left unused (each supersedes those before it);
 //   - of concurrent back-channel logout claims, each due delivery goes to
 //     exactly one caller;
 //   - a write that changes a user's password hash or deactivates them voids
@@ -86,6 +88,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"race/invites_accept_once", testRaceInviteAccept},
 		{"race/invites_replace_never_supersedes_unchecked", testRaceInviteReplace},
 		{"race/user_tokens_consume_once", testRaceUserToken},
+		{"race/user_tokens_create_leaves_one_live", testRaceUserTokenCreate},
 		{"race/signing_keys_first_key_one_winner", testRaceFirstKey},
 		{"race/signing_keys_rotation_one_winner", testRaceRotation},
 		{"race/backchannel_claim_once", testBCLClaimRace},
@@ -1836,6 +1839,38 @@ func testRaceUserToken(t *testing.T, s *sqlstore.Store) {
 	w := oneWinner(t, "ConsumeUserToken", errs, store.ErrTokenUsed)
 	if got, _ := s.GetUser(c, u.ID); got.PasswordHash != "$racer"+strconv.Itoa(w) {
 		t.Fatalf("password %q, want the winner's", got.PasswordHash)
+	}
+}
+
+func testRaceUserTokenCreate(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	now := time.Now().UTC()
+	u := mustCreateUser(t, s, newUser("links@example.com"))
+	hashes := make([][]byte, relRacers)
+	for i := range hashes {
+		_, hashes[i] = secret()
+	}
+	errs := race(relRacers, func(i int) error {
+		return s.CreateUserToken(c, &store.UserToken{UserID: u.ID, Purpose: store.PurposePasswordReset,
+			TokenHash: hashes[i], ExpiresAt: now.Add(time.Hour)})
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("CreateUserToken %d: %v", i, err)
+		}
+	}
+	live := 0
+	for _, h := range hashes { // apply changes nothing, so voids nothing
+		_, err := s.ConsumeUserToken(c, store.PurposePasswordReset, h, now, nil)
+		switch {
+		case err == nil:
+			live++
+		case !errors.Is(err, store.ErrTokenUsed):
+			t.Fatalf("ConsumeUserToken: %v, want nil or store.ErrTokenUsed", err)
+		}
+	}
+	if live != 1 {
+		t.Fatalf("%d of %d concurrently created reset links were live, want exactly 1", live, relRacers)
 	}
 }
 
