@@ -178,26 +178,29 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		}
 	}
 	ok, needsRehash := false, false
+	// A machine user signs in only with API keys, and a person with no
+	// password (made by a sign-in through an identity provider) only
+	// there: both are refused here, so every path that checks a password
+	// refuses them. Like an unknown account, each costs one hash, so the
+	// time of the answer tells none of them from a wrong password.
 	machine := found && u.IsMachine()
-	if machine {
-		// A machine user has no password and signs in only with API keys:
-		// refused here, so every path that checks a password refuses it, at
-		// the cost of an unknown account.
-		c.d.Hasher.DummyVerify(ctx, a.Password)
-	} else if found {
+	noPassword := found && !machine && u.PasswordHash == ""
+	if found && !machine && !noPassword {
 		ok, needsRehash, err = c.d.Hasher.Verify(ctx, u.PasswordHash, a.Password)
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result{}, apierr.ErrTemporarilyUnavailable.WithCause(err) // the request is gone
 			}
 			c.d.Logger.Warn("password hash unreadable", "user_id", u.ID, "err", err)
+			// An unreadable hash is refused before any hashing: pay for one.
+			c.d.Hasher.DummyVerify(ctx, a.Password)
 			ok = false
 		}
 	} else {
-		c.d.Hasher.DummyVerify(ctx, a.Password) // an unknown account costs the same time
+		c.d.Hasher.DummyVerify(ctx, a.Password)
 	}
 	if !ok || !u.Active {
-		c.failed(ctx, a, u, ok, machine)
+		c.failed(ctx, a, u, ok, failureReason{machine: machine, noPassword: noPassword})
 		return Result{}, ErrBadCredentials
 	}
 	res := Result{User: u, NeedsRehash: needsRehash, Factors: factors, ip: a.IP, key: key}
@@ -207,9 +210,15 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	return res, nil
 }
 
+// failureReason is what, beside the password, refused an existing account.
+type failureReason struct {
+	machine    bool // a machine user: API keys only
+	noPassword bool // a person without a password: identity providers only
+}
+
 // failed counts and records a failed check. The event names the account when
 // it exists; its reason says "inactive" only when the password was right.
-func (c *Checker) failed(ctx context.Context, a Attempt, u store.User, passwordOK, machine bool) {
+func (c *Checker) failed(ctx context.Context, a Attempt, u store.User, passwordOK bool, why failureReason) {
 	if c.d.Metrics != nil {
 		c.d.Metrics.LoginFailed()
 	}
@@ -218,8 +227,10 @@ func (c *Checker) failed(ctx context.Context, a Attempt, u store.User, passwordO
 	}
 	details := map[string]string{"reason": "bad_credentials"}
 	switch {
-	case machine:
+	case why.machine:
 		details["reason"] = "machine_user"
+	case why.noPassword:
+		details["reason"] = "no_password"
 	case u.ID != "" && passwordOK:
 		details["reason"] = "inactive"
 	}

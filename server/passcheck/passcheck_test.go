@@ -3,6 +3,7 @@ package passcheck
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -35,6 +36,9 @@ func (f fakeUsers) GetUserForLogin(_ context.Context, login string) (store.User,
 type fakeHasher struct{ verified, dummies int }
 
 func (h *fakeHasher) Verify(_ context.Context, hash, pw string) (bool, bool, error) {
+	if !strings.HasPrefix(hash, "h:") { // refused before hashing, as the real one does
+		return false, false, errors.New("malformed hash")
+	}
 	h.verified++
 	return hash == "h:"+pw, false, nil
 }
@@ -66,8 +70,9 @@ func (r *recorder) Record(_ context.Context, e store.AuditEvent) { r.events = ap
 func (r *recorder) LoginFailed()                                 { r.failed++ }
 
 // TestCheck: every path spends the throttle first; an unknown account, a
-// deactivated one, a machine user and a wrong password answer alike (ErrBadCredentials),
-// each spending one verification (a dummy one for the unknown account), a
+// deactivated one, a machine user, a person without a password, an
+// unreadable hash and a wrong password answer alike (ErrBadCredentials),
+// each spending one verification (a dummy one where no hash is read), a
 // failure metric and an audit event; a success clears the throttle, and
 // carries the second factors read with an account named by its login.
 func TestCheck(t *testing.T) {
@@ -77,6 +82,10 @@ func TestCheck(t *testing.T) {
 		// A machine user the store would never let have a login or a
 		// password: the check refuses it even so.
 		"usr_3": {ID: "usr_3", Kind: store.UserMachine, Email: "bot", PasswordHash: "h:right", Active: true},
+		// A person who signs in only through an identity provider.
+		"usr_4": {ID: "usr_4", Email: "fed@example.com", Active: true},
+		// A hash the hasher cannot read (refused before any hashing).
+		"usr_5": {ID: "usr_5", Email: "odd@example.com", PasswordHash: "$unknown$x", Active: true},
 	}
 	refused := apierr.ErrRateLimited.WithRetryAfter(3)
 	cases := []struct {
@@ -99,6 +108,9 @@ func TestCheck(t *testing.T) {
 		{"fail/unknown_user_id", Attempt{UserID: "usr_9", Password: "right"}, nil, ErrUnknownUser, "", false, ""},
 		{"fail/machine_user_by_login", Attempt{Login: "bot", Password: "right"}, nil, ErrBadCredentials, "bot", true, "machine_user"},
 		{"fail/machine_user_by_id", Attempt{UserID: "usr_3", Password: "right"}, nil, ErrBadCredentials, "bot", true, "machine_user"},
+		{"fail/no_password_by_login", Attempt{Login: "fed@example.com", Password: ""}, nil, ErrBadCredentials, "fed@example.com", true, "no_password"},
+		{"fail/no_password_by_id", Attempt{UserID: "usr_4", Password: "anything"}, nil, ErrBadCredentials, "fed@example.com", true, "no_password"},
+		{"fail/unreadable_hash", Attempt{Login: "odd@example.com", Password: "right"}, nil, ErrBadCredentials, "odd@example.com", true, "bad_credentials"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
