@@ -215,29 +215,32 @@ func (a *api) me(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"sub": c.Subject, "client_id": c.ClientID, "roles": roles, "scope": c.Scope})
 }
 
+// listProjects lists the projects of the token's organisation: those a
+// platform token (no tenant claim) created for a platform token, those of
+// its tenant for a tenant token. Another organisation's projects never
+// show, whichever route lists them.
 func (a *api) listProjects(w http.ResponseWriter, r *http.Request) {
-	a.mu.Lock()
-	items := slices.Clone(a.projects)
-	a.mu.Unlock()
-	if items == nil {
-		items = []project{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	writeJSON(w, http.StatusOK, map[string]any{"items": a.projectsOf(claimsOf(r).Tenant)})
 }
 
 // listTenantProjects lists the projects created with tokens of the
 // route's organisation (which the guard has matched to the token's).
 func (a *api) listTenantProjects(w http.ResponseWriter, r *http.Request) {
-	tenant := claimsOf(r).Tenant
+	writeJSON(w, http.StatusOK, map[string]any{"items": a.projectsOf(claimsOf(r).Tenant)})
+}
+
+// projectsOf is the projects created with tokens of tenant ("" for
+// platform tokens), never nil.
+func (a *api) projectsOf(tenant string) []project {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	items := []project{}
 	for _, p := range a.projects {
 		if p.Tenant == tenant {
 			items = append(items, p)
 		}
 	}
-	a.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	return items
 }
 
 // maxProjectName bounds a project name (characters).

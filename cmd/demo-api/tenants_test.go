@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	st "github.com/portcullis-auth/portcullis/server/servertest"
@@ -10,7 +11,8 @@ import (
 // TestDemoAPITenants: with organisations on, GET /tenants/{tenant}/projects
 // serves a token of that organisation only: another organisation's token,
 // or a platform token without a tenant claim, is 403, and the list holds
-// only the organisation's projects.
+// only the organisation's projects; GET /projects too lists only the
+// projects of the token's organisation (none of another's).
 func TestDemoAPITenants(t *testing.T) {
 	s := startStack(t, map[string]string{"PORTCULLIS_TENANTS": "on"})
 	core := s.in.App.Core
@@ -63,5 +65,25 @@ func TestDemoAPITenants(t *testing.T) {
 	items, _ = s.call(t, "GET", "/tenants/acme/projects", acme, nil).body["items"].([]any)
 	if len(items) != 1 {
 		t.Fatalf("acme's projects: %v", items)
+	}
+	// GET /projects lists the token's organisation's projects only.
+	if a := s.call(t, "POST", "/projects", platform, map[string]string{"name": "Platform tools"}); a.status != 201 {
+		t.Fatalf("create a platform project: %d %s", a.status, a.raw)
+	}
+	for _, tc := range []struct {
+		name, token, want string
+	}{
+		{"acme", acme, "Rocket skates"},
+		{"globex", globex, ""},
+		{"platform", platform, "Platform tools"},
+	} {
+		items, _ := s.call(t, "GET", "/projects", tc.token, nil).body["items"].([]any)
+		var names []string
+		for _, it := range items {
+			names = append(names, it.(map[string]any)["name"].(string))
+		}
+		if got := strings.Join(names, ","); got != tc.want {
+			t.Errorf("GET /projects with %s's token: %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
