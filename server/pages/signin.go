@@ -778,13 +778,38 @@ func (p *Pages) accounts() Accounts {
 
 // ---- consent ----
 
-// scopeText describes the OpenID Connect scopes for people; a permission
-// is shown by its name.
+// identityText is the first line of every consent: what any access token of
+// the person lets an application read at /userinfo, whatever scopes it
+// asked for (../shared/CONTRACT.md: /userinfo returns sub, email,
+// email_verified and roles to any valid access token of a user; the name
+// too). The openid, profile and email scopes add nothing to it, so they
+// get no line of their own: the page never promises less than the
+// application will see.
+const identityText = "Know who you are: your account's identifier, your name, your email address and whether it is confirmed, and your roles"
+
+// scopeText describes the scopes beside permissions for people; a
+// permission is shown by its name; an empty text shows no line.
 var scopeText = map[string]string{
-	"openid":         "Know who you are (your account's identifier)",
-	"profile":        "See your name",
-	"email":          "See your email address and whether it is confirmed",
+	"openid":         "",
+	"profile":        "",
+	"email":          "",
 	"offline_access": "Stay connected when you are not using it",
+}
+
+// consentList is what the consent page says an application asking for
+// scopes will be able to do.
+func consentList(scopes []string) []string {
+	list := []string{identityText}
+	for _, s := range scopes {
+		t, ok := scopeText[s]
+		switch {
+		case !ok:
+			list = append(list, "Use the permission "+s)
+		case t != "":
+			list = append(list, t)
+		}
+	}
+	return list
 }
 
 func (p *Pages) consentForm(c echo.Context, pr Pending) error {
@@ -792,14 +817,7 @@ func (p *Pages) consentForm(c echo.Context, pr Pending) error {
 	if name == "" {
 		name = pr.Client.ID
 	}
-	var list []string
-	for _, s := range pr.Scopes {
-		if t, ok := scopeText[s]; ok {
-			list = append(list, t)
-		} else {
-			list = append(list, "Use the permission "+s)
-		}
-	}
+	list := consentList(pr.Scopes)
 	v := view{Heading: name + " wants to access your account", Logo: pr.Client.LogoURI,
 		Intro:       []string{"Allow " + name + " to act on your behalf, as listed below?"},
 		ListHeading: name + " will be able to:", List: list,
@@ -809,10 +827,6 @@ func (p *Pages) consentForm(c echo.Context, pr Pending) error {
 			{ID: "allow", Name: decisionField, Value: "allow", Text: "Allow"},
 			{ID: "deny", Name: decisionField, Value: "deny", Text: "Deny", Secondary: true},
 		}}
-	if len(list) == 0 {
-		v.ListHeading, v.List = "", nil
-		v.Intro = []string{"Allow " + name + " to know that you signed in?"}
-	}
 	if pr.Client.ClientURI != "" && strings.HasPrefix(pr.Client.ClientURI, "https://") {
 		v.Links = []link{{Href: pr.Client.ClientURI, Text: "About " + name}}
 	}

@@ -771,7 +771,7 @@ func TestConsent(t *testing.T) {
 			page := env.signIn(t, hc, "ann@example.com", "right", false)
 			for _, want := range []string{`<form method="post" action="/consent"`, `<img class="client-logo" src="` + testLogo + `"`,
 				`name="decision" value="allow"`, `name="decision" value="deny"`, "Use the permission projects:read",
-				"See your email address", "Third App wants to access your account"} {
+				"your email address and whether it is confirmed, and your roles", "Third App wants to access your account"} {
 				if !strings.Contains(page.body, want) {
 					t.Fatalf("the consent page lacks %s:\n%s", want, page.body)
 				}
@@ -790,6 +790,35 @@ func TestConsent(t *testing.T) {
 				t.Fatalf("consent without CSRF: %d", a.StatusCode)
 			}
 		})
+	}
+}
+
+// TestConsentList: every consent says what /userinfo shows any access
+// token of the person (identifier, name, email, roles), whether or not
+// the application asked for openid, profile or email; offline access and
+// each permission get a line of their own.
+func TestConsentList(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		scopes []string
+		want   []string
+	}{
+		{"openid_alone", []string{"openid"}, []string{identityText}},
+		{"no_oidc_scope", []string{"projects:read"}, []string{identityText, "Use the permission projects:read"}},
+		{"nothing", nil, []string{identityText}},
+		{"everything", []string{"openid", "profile", "email", "offline_access", "projects:read", "projects:write"},
+			[]string{identityText, "Stay connected when you are not using it", "Use the permission projects:read", "Use the permission projects:write"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := consentList(tc.scopes); !slices.Equal(got, tc.want) {
+				t.Fatalf("consentList(%q) = %q, want %q", tc.scopes, got, tc.want)
+			}
+		})
+	}
+	for _, shown := range []string{"identifier", "name", "email address", "roles"} {
+		if !strings.Contains(identityText, shown) {
+			t.Fatalf("the consent's first line does not say the application sees the %s: %q", shown, identityText)
+		}
 	}
 }
 
