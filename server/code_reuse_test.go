@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -235,6 +236,59 @@ func TestCodeReuseAcrossInstances(t *testing.T) {
 				c.Get("/userinfo", st.Bearer(once.AccessToken)).ExpectStatus(http.StatusOK)
 			}
 			cs[2].PostForm("/oauth2/token", st.RefreshForm(once.RefreshToken), basic).Token()
+		})
+	}
+}
+
+// TestCodeReplayAfterExpiryRevokesTheGrant: a code redeemed at once and
+// replayed after its own expiry (PORTCULLIS_AUTH_CODE_TTL 2 s here) is
+// still known as used: the replay answers invalid_grant, revokes what the
+// first redemption issued (its access token at /userinfo, its refresh
+// token) and is audited as token.code_reuse_detected, because a taken code
+// stays as a tombstone for store.TakenKeptFor. The server has no clock to
+// inject, so the test waits out the code's lifetime (2.5 s, both backends
+// at once).
+func TestCodeReplayAfterExpiryRevokesTheGrant(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			env["PORTCULLIS_ISSUER"] = crIssuer
+			env["PORTCULLIS_AUTH_CODE_TTL"] = "2s"
+			cl := &crCluster{}
+			cl.ins = append(cl.ins, st.Start(t, env))
+			fx := st.NewFixtures(t, cl.ins[0].App.Core)
+			cl.user = fx.User(t, siEmail, siPassword, "user")
+			cl.secret = fx.Client(t, clients.Spec{ID: "first", Name: "First App", FirstParty: true,
+				Grants: []string{"authorization_code", "refresh_token"}, RedirectURIs: []string{siCallback}})
+			c := cl.ins[0].Client(t)
+			basic := st.Basic("first", cl.secret)
+			v := oauth2.GenerateVerifier()
+			code := cl.signInOnce(t, "s1", v)
+			tok := c.PostForm("/oauth2/token", codeForm(code, v), basic).Token()
+			if tok.RefreshToken == "" {
+				t.Fatal("the token response has no refresh token")
+			}
+			c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(http.StatusOK)
+
+			time.Sleep(2500 * time.Millisecond) // past the code's expiry
+			c.PostForm("/oauth2/token", codeForm(code, v), basic).ExpectError(http.StatusBadRequest, "invalid_grant")
+			if got := c.Get("/userinfo", st.Bearer(tok.AccessToken)); got.StatusCode != http.StatusUnauthorized {
+				t.Errorf("/userinfo with the access token of a code replayed after its expiry: %d %s", got.StatusCode, got.Body)
+			}
+			if r := c.PostForm("/oauth2/token", st.RefreshForm(tok.RefreshToken), basic); r.StatusCode == http.StatusOK {
+				t.Errorf("the refresh token of a code replayed after its expiry still works: %s", r.Body)
+			} else {
+				r.ExpectError(http.StatusBadRequest, "invalid_grant")
+			}
+			events, err := cl.ins[0].App.Core.Store.ListAudit(context.Background(),
+				store.AuditFilter{Action: "token.code_reuse_detected", Limit: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(events.Items) != 1 || events.Items[0].TargetID != cl.user.ID || events.Items[0].ClientID != "first" {
+				t.Fatalf("token.code_reuse_detected events %+v, want one for the user and client \"first\"", events.Items)
+			}
 		})
 	}
 }

@@ -18,24 +18,62 @@ const (
 )
 
 // SingleUse keeps small values that may be taken exactly once, across every
-// instance: authorization codes, pending authorization requests and, later,
-// MFA challenges. Keys are hashes of secrets the caller holds; values are
-// opaque to the store. A taken record is kept until it expires so that a
+// instance: authorization codes, pending authorization requests, MFA
+// challenges and the like. Keys are hashes of secrets the caller holds;
+// values are opaque to the store. A taken record is kept until it expires,
+// or until its tombstone (TakenKeptFor) ends when that is later, so that a
 // second take can be told apart from an unknown key (a replayed code must
-// revoke what the first redemption issued).
+// revoke what the first redemption issued, even after the code's expiry).
 type SingleUse interface {
 	// PutOnce stores value under (kind, keyHash) until expiresAt.
 	// ErrAlreadyExists when the key is already present (taken or not); an
 	// expiresAt not after the backend's clock is refused.
 	PutOnce(ctx context.Context, kind string, keyHash, value []byte, expiresAt time.Time) error
-	// TakeOnce atomically marks the record taken and returns its value. An
-	// unknown or expired key is ErrNotFound; a key taken before returns the
-	// value with ErrTokenUsed. Of any number of concurrent takes, on any
-	// number of instances, exactly one gets a nil error.
+	// TakeOnce atomically marks the record taken and returns its value, and
+	// keeps it, taken, until the later of its expiry and now plus
+	// TakenKeptFor(kind, the backend's revocation horizon). An unknown key,
+	// or one that expired untaken, is ErrNotFound; a key taken before (its
+	// tombstone included) returns the value with ErrTokenUsed. Of any number
+	// of concurrent takes, on any number of instances, exactly one gets a
+	// nil error.
 	TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error)
 	// PeekOnce returns the value without taking it: ErrNotFound when unknown
-	// or expired, the value with ErrTokenUsed when taken.
+	// or expired untaken, the value with ErrTokenUsed when taken and still
+	// kept.
 	PeekOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error)
+}
+
+// MinCodeReuseWindow is the shortest tombstone of a taken authorization
+// code (see TakenKeptFor).
+const MinCodeReuseWindow = 10 * time.Minute
+
+// TakenKeptFor is how long after its take a record of kind stays in the
+// single-use store as a tombstone, answering ErrTokenUsed with its value;
+// horizon is the backend's revocation horizon (the longest any access token
+// may live, PORTCULLIS_MAX_CLIENT_TOKEN_TTL at least).
+//
+// An authorization code (OnceAuthCode) is kept for the longer of
+// MinCodeReuseWindow and horizon: a replay then answers invalid_grant and
+// revokes the grant of the first redemption (RFC 6749 §4.1.2, §10.5) for as
+// long as any access token it issued can be valid, whatever the code's own
+// lifetime (PORTCULLIS_AUTH_CODE_TTL, 60 s by default). The window does not
+// run to the refresh family's maximum age (days): a thief holds the
+// first redemption's tokens only by redeeming before the client, which then
+// presents the code seconds later, well inside the window; a replay days
+// later is a used code found in a history or a log, and revoking then would
+// mostly let whoever found it end the person's session, while the record
+// (with the account snapshot it carries) would stay that long.
+//
+// Every other kind has no tombstone (0): kept until its own expiry, as
+// nothing was issued from it that a replay should revoke (a spent PAR
+// request_uri, mfa_token, WebAuthn ceremony, upstream sign-in or pending
+// authorization request is refused either way, and an exchanged upstream id
+// token is put until its own exp).
+func TakenKeptFor(kind string, horizon time.Duration) time.Duration {
+	if kind != OnceAuthCode {
+		return 0
+	}
+	return max(MinCodeReuseWindow, horizon)
 }
 
 // OnceRecord is one SingleUse.PutOnce: value under (Kind, KeyHash) until

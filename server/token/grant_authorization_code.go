@@ -15,8 +15,9 @@ import (
 // put there by the authorization endpoint).
 type CodeStore interface {
 	// TakeOnce atomically marks the record taken and returns its value:
-	// ErrNotFound when unknown or expired, the value with ErrTokenUsed when
-	// taken before.
+	// ErrNotFound when unknown or expired untaken, the value with
+	// ErrTokenUsed when taken before, also past the code's expiry while its
+	// tombstone lasts (store.TakenKeptFor), so a late replay still revokes.
 	TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error)
 }
 

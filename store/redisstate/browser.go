@@ -23,7 +23,9 @@ var (
 
 // Keys of browser sign-in (see the key layout in state.go):
 //
-//	<p>{o:<kind>:<hex hash>}  hash: a single-use record (v value, x expiry ms, t taken)
+//	<p>{o:<kind>:<hex hash>}  hash: a single-use record (v value, x expiry ms,
+//	                          t taken); a take moves x and the TTL to the
+//	                          tombstone's end when that is later
 //	<p>{bc:<hex hash>}        a browser-session cookie: "<session id>\n<user id>"
 //	<p>{bs:<id>}              the user id of a browser session
 //	<p>{u:<uid>}:bs           hash: the user's browser sessions: field <id> the
@@ -77,12 +79,15 @@ func putOnceOutcome(cmd *redis.Cmd) error {
 }
 
 // TakeOnce implements store.SingleUse with one script: of any number of
-// concurrent takes exactly one finds the record untaken.
+// concurrent takes exactly one finds the record untaken. The taken record's
+// expiry (field x) and TTL move to its tombstone's end,
+// store.TakenKeptFor(kind, MaxAccessTokenTTL) after now, when that is later.
 func (s *State) TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error) {
 	if kind == "" || strings.ContainsAny(kind, "{}") || len(keyHash) == 0 {
 		return nil, fmt.Errorf("redis token state: take once: %w", store.ErrNotFound)
 	}
-	raw, err := takeOnceScript.Run(ctx, s.c, []string{s.onceKey(kind, keyHash)}, now.UnixMilli()).Slice()
+	keep := store.TakenKeptFor(kind, s.maxAT).Milliseconds()
+	raw, err := takeOnceScript.Run(ctx, s.c, []string{s.onceKey(kind, keyHash)}, now.UnixMilli(), keep).Slice()
 	if err != nil {
 		return nil, unavailable("take once", err)
 	}

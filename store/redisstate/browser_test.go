@@ -210,3 +210,38 @@ func TestFindBrowserSessionOneRoundTrip(t *testing.T) {
 		t.Fatalf("an ended session: %v, want ErrNotFound", err)
 	}
 }
+
+// TestTakenCodeKeyOutlivesItsExpiry: taking a code moves its key's TTL to
+// the end of its tombstone (store.TakenKeptFor), so Redis keeps it for the
+// replay to be detected and drops it after; a taken record of another kind
+// keeps its own expiry.
+func TestTakenCodeKeyOutlivesItsExpiry(t *testing.T) {
+	ctx := testCtx(t)
+	u, prefix := testservers.RedisURL(t)
+	c := openClient(t, u)
+	const horizon = 2 * time.Hour
+	st := New(c, Options{Prefix: prefix, MaxAccessTokenTTL: horizon})
+	now := time.UnixMilli(time.Now().UnixMilli()).UTC()
+	for _, tc := range []struct {
+		kind    string
+		wantTTL time.Duration // at most; at least this less 10 s
+	}{
+		{store.OnceAuthCode, store.TakenKeptFor(store.OnceAuthCode, horizon)},
+		{store.OnceMFAToken, time.Minute},
+	} {
+		key := hashOf("ttl-" + tc.kind)
+		if err := st.PutOnce(ctx, tc.kind, key, []byte("v"), now.Add(time.Minute)); err != nil {
+			t.Fatalf("PutOnce(%s): %v", tc.kind, err)
+		}
+		if _, err := st.TakeOnce(ctx, tc.kind, key, now); err != nil {
+			t.Fatalf("TakeOnce(%s): %v", tc.kind, err)
+		}
+		ttl, err := c.PTTL(ctx, st.onceKey(tc.kind, key)).Result()
+		if err != nil {
+			t.Fatalf("PTTL(%s): %v", tc.kind, err)
+		}
+		if ttl > tc.wantTTL || ttl < tc.wantTTL-10*time.Second {
+			t.Errorf("%s: taken key's TTL %v, want about %v", tc.kind, ttl, tc.wantTTL)
+		}
+	}
+}

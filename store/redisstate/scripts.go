@@ -428,14 +428,23 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `)
 
-// takeOnceScript: KEYS record; ARGV now ms. Returns {0} when unknown or
-// expired, {2, value} when taken before, else marks it taken (keeping it
-// and its TTL) and returns {1, value}.
+// takeOnceScript: KEYS record; ARGV now ms, tombstone ms
+// (store.TakenKeptFor). Returns {0} when unknown or expired, {2, value} when
+// taken before (its tombstone included), else marks it taken, keeps it
+// until the later of its expiry and now + tombstone (field x and the key's
+// TTL) and returns {1, value}.
 var takeOnceScript = redis.NewScript(`
 local f = redis.call('HMGET', KEYS[1], 'v', 'x', 't')
-if not f[1] or not f[2] or tonumber(ARGV[1]) >= tonumber(f[2]) then return {0} end
+local now = tonumber(ARGV[1])
+if not f[1] or not f[2] or now >= tonumber(f[2]) then return {0} end
 if f[3] == '1' then return {2, f[1]} end
-redis.call('HSET', KEYS[1], 't', '1')
+local keep = now + tonumber(ARGV[2])
+if keep > tonumber(f[2]) then
+  redis.call('HSET', KEYS[1], 't', '1', 'x', string.format('%d', keep))
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 't', '1')
+end
 return {1, f[1]}
 `)
 

@@ -54,18 +54,23 @@ func (s *State) PutOnce(ctx context.Context, kind string, keyHash, value []byte,
 
 // TakeOnce implements store.SingleUse with one conditional UPDATE … WHERE
 // taken_at IS NULL: of concurrent takes, on any number of processes, the
-// database lets exactly one change the row.
+// database lets exactly one change the row. The taken row's expires_at
+// moves to its tombstone's end, store.TakenKeptFor(kind, the maximum
+// access-token lifetime) after now, when that is later; Purge deletes it
+// after.
 func (s *State) TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error) {
 	if len(keyHash) == 0 {
 		return nil, fmt.Errorf("sql token state: take once: %w", store.ErrNotFound)
 	}
 	now = ms(now)
+	keep := now.Add(store.TakenKeptFor(kind, s.maxAT))
 	var won []struct {
 		Value []byte `gorm:"column:value"`
 	}
-	err := s.db.WithContext(ctx).Raw(`UPDATE once_records SET taken_at = ?
+	err := s.db.WithContext(ctx).Raw(`UPDATE once_records
+		SET taken_at = ?, expires_at = CASE WHEN expires_at < ? THEN ? ELSE expires_at END
 		WHERE kind = ? AND key_hash = ? AND taken_at IS NULL AND expires_at > ?
-		RETURNING value`, now, kind, keyHash, now).Scan(&won).Error
+		RETURNING value`, now, keep, keep, kind, keyHash, now).Scan(&won).Error
 	if err != nil {
 		return nil, dbErr("take once", err)
 	}

@@ -375,7 +375,9 @@ func TestPostgresDown(t *testing.T) {
 }
 
 // TestPurgeBrowserSignIn: Purge deletes expired single-use records and
-// ended, idle or expired browser sessions, and keeps the live ones working.
+// ended, idle or expired browser sessions, and keeps the live ones working;
+// a taken code stays past its expiry until its tombstone ends
+// (store.TakenKeptFor).
 func TestPurgeBrowserSignIn(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -415,6 +417,20 @@ func TestPurgeBrowserSignIn(t *testing.T) {
 			}
 			if _, err := st.FindBrowserSession(c, hashOf("cookie-live"), now); err != nil {
 				t.Fatalf("live session after purge: %v", err)
+			}
+			tombstoneEnd := now.Add(store.TakenKeptFor(store.OnceAuthCode, DefaultMaxAccessTokenTTL))
+			for _, p := range []struct {
+				name string
+				at   time.Time
+				want int64
+			}{
+				{"past the code's expiry", now.Add(2 * time.Minute), 0},
+				{"1 ms before its tombstone ends", tombstoneEnd.Add(-time.Millisecond), 0},
+				{"when its tombstone ends", tombstoneEnd, 1},
+			} {
+				if pr, err := st.Purge(c, p.at); err != nil || pr.Once != p.want {
+					t.Fatalf("Purge %s = %+v, %v; want Once %d", p.name, pr, err, p.want)
+				}
 			}
 		})
 	}

@@ -737,7 +737,7 @@ type PurgeResult struct {
 	Counters    int64 // ended counter windows
 	Families    int64 // expired or revoked refresh families (with their used hashes)
 	Successors  int64 // grace-window successors past their window, cleared
-	Once        int64 // expired single-use records (codes, pending requests)
+	Once        int64 // expired single-use records (codes, pending requests) and ended tombstones of taken codes
 	Browser     int64 // ended or expired browser sessions
 }
 

@@ -16,7 +16,9 @@ import (
 // suite: store.SingleUse and store.BrowserSessions, which every token state
 // implements. It pins:
 //   - a single-use record is live while now is before its expiry; a taken
-//     one answers its value with store.ErrTokenUsed until then;
+//     one answers its value with store.ErrTokenUsed until then, and a taken
+//     authorization code until its tombstone ends (store.TakenKeptFor),
+//     whatever its expiry;
 //   - a browser session is found while now is before its absolute expiry
 //     and before LastUsedAt + IdleTTL (no idle expiry when IdleTTL is 0);
 //     finding it sets LastUsedAt to now;
@@ -35,6 +37,8 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 		{"ok/once_put_take_peek", testOncePutTakePeek},
 		{"fail/once_expiry", testOnceExpiry},
 		{"fail/once_duplicate_put", testOnceDuplicate},
+		{"fail/once_taken_code_replayed_after_expiry", testOnceCodeTombstone},
+		{"ok/once_tombstone_only_for_codes", testOnceNoTombstone},
 		{"race/once_take_exactly_one", testOnceRace},
 		{"ok/browser_session_roundtrip", testBSRoundtrip},
 		{"fail/browser_session_idle_expiry", testBSIdle},
@@ -55,6 +59,7 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend(t, Config{})) })
 	}
+	t.Run("fail/once_code_tombstone_follows_horizon", func(t *testing.T) { testOnceTombstoneHorizon(t, newBackend) })
 }
 
 func onceOf(t *testing.T, st store.TokenState) store.SingleUse {
@@ -105,7 +110,7 @@ func testOncePutTakePeek(t *testing.T, b Backend) {
 		{"first take", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, key, now.Add(time.Second)) }, val, nil},
 		{"second take", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, key, now.Add(2*time.Second)) }, val, store.ErrTokenUsed},
 		{"peek after take", func() ([]byte, error) { return o.PeekOnce(c, store.OnceAuthCode, key, now.Add(3*time.Second)) }, val, store.ErrTokenUsed},
-		{"taken record gone at expiry", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, key, now.Add(time.Minute)) }, nil, store.ErrNotFound},
+		{"taken code kept past its expiry", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, key, now.Add(time.Minute)) }, val, store.ErrTokenUsed},
 	}
 	for _, s := range steps {
 		v, err := s.call()
@@ -148,6 +153,109 @@ func testOnceDuplicate(t *testing.T, b Backend) {
 	}
 	v, err := o.PeekOnce(c, store.OnceAuthCode, key, now.Add(time.Second))
 	wantOnce(t, "the first value stays", v, err, []byte("first"), store.ErrTokenUsed)
+}
+
+// testOnceCodeTombstone: an authorization code taken at once and presented
+// again after its expiry, while its tombstone lasts, answers its value with
+// store.ErrTokenUsed (so the replay revokes the grant), and is gone once the
+// tombstone ends; one never taken is gone at its expiry, and a take then
+// leaves no tombstone.
+func testOnceCodeTombstone(t *testing.T, b Backend) {
+	o := onceOf(t, b.State)
+	c, now := ctx(t), baseTime()
+	taken, untaken := newToken().hash, newToken().hash
+	val := []byte("code record")
+	for _, k := range [][]byte{taken, untaken} {
+		if err := o.PutOnce(c, store.OnceAuthCode, k, val, now.Add(time.Minute)); err != nil {
+			t.Fatalf("PutOnce: %v", err)
+		}
+	}
+	v, err := o.TakeOnce(c, store.OnceAuthCode, taken, now.Add(time.Second))
+	wantOnce(t, "first take", v, err, val, nil)
+	// The default horizon is at least MinCodeReuseWindow, so the tombstone
+	// lasts at least that long after the take.
+	minEnd := now.Add(time.Second + store.MinCodeReuseWindow)
+	steps := []struct {
+		name    string
+		call    func() ([]byte, error)
+		wantVal []byte
+		wantErr error
+	}{
+		{"take at the code's expiry", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, taken, now.Add(time.Minute)) }, val, store.ErrTokenUsed},
+		{"peek after the code's expiry", func() ([]byte, error) { return o.PeekOnce(c, store.OnceAuthCode, taken, now.Add(2*time.Minute)) }, val, store.ErrTokenUsed},
+		{"take 1 ms before the shortest tombstone ends", func() ([]byte, error) {
+			return o.TakeOnce(c, store.OnceAuthCode, taken, minEnd.Add(-time.Millisecond))
+		}, val, store.ErrTokenUsed},
+		{"untaken code: take at its expiry", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, untaken, now.Add(time.Minute)) }, nil, store.ErrNotFound},
+		{"untaken code: no tombstone after a late take", func() ([]byte, error) {
+			return o.PeekOnce(c, store.OnceAuthCode, untaken, now.Add(2*time.Minute))
+		}, nil, store.ErrNotFound},
+	}
+	for _, s := range steps {
+		v, err := s.call()
+		wantOnce(t, s.name, v, err, s.wantVal, s.wantErr)
+	}
+}
+
+// testOnceTombstoneHorizon: a taken code's tombstone lasts
+// store.TakenKeptFor after the take: MinCodeReuseWindow under a short
+// horizon, the horizon under a long one, the code's own expiry when that is
+// later; then the record is gone.
+func testOnceTombstoneHorizon(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	cases := []struct {
+		name    string
+		horizon time.Duration
+		expiry  time.Duration // after now; the take is 1 s after now
+		end     time.Duration // after now: the first instant the record is gone
+	}{
+		{"short horizon: the minimum window", time.Minute, time.Minute, time.Second + store.MinCodeReuseWindow},
+		{"long horizon: the horizon", 3 * time.Hour, time.Minute, time.Second + 3*time.Hour},
+		{"expiry after the window: the expiry", time.Minute, time.Hour, time.Hour},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := onceOf(t, newBackend(t, Config{Horizon: tc.horizon}).State)
+			c, now := ctx(t), baseTime()
+			key, val := newToken().hash, []byte("code record")
+			if err := o.PutOnce(c, store.OnceAuthCode, key, val, now.Add(tc.expiry)); err != nil {
+				t.Fatalf("PutOnce: %v", err)
+			}
+			v, err := o.TakeOnce(c, store.OnceAuthCode, key, now.Add(time.Second))
+			wantOnce(t, "first take", v, err, val, nil)
+			end := now.Add(tc.end)
+			v, err = o.TakeOnce(c, store.OnceAuthCode, key, end.Add(-time.Millisecond))
+			wantOnce(t, "take 1 ms before the tombstone ends", v, err, val, store.ErrTokenUsed)
+			v, err = o.PeekOnce(c, store.OnceAuthCode, key, end.Add(-time.Millisecond))
+			wantOnce(t, "peek 1 ms before the tombstone ends", v, err, val, store.ErrTokenUsed)
+			v, err = o.TakeOnce(c, store.OnceAuthCode, key, end)
+			wantOnce(t, "take when the tombstone ends", v, err, nil, store.ErrNotFound)
+			v, err = o.PeekOnce(c, store.OnceAuthCode, key, end)
+			wantOnce(t, "peek when the tombstone ends", v, err, nil, store.ErrNotFound)
+		})
+	}
+}
+
+// testOnceNoTombstone: every kind but the authorization code is gone at its
+// expiry, taken or not (store.TakenKeptFor is 0 for them).
+func testOnceNoTombstone(t *testing.T, b Backend) {
+	o := onceOf(t, b.State)
+	c, now := ctx(t), baseTime()
+	for _, kind := range []string{store.OnceAuthRequest, store.OncePushedRequest, store.OnceMFAToken,
+		store.OnceWebAuthnSession, store.OnceUpstreamLogin} {
+		if d := store.TakenKeptFor(kind, 24*time.Hour); d != 0 {
+			t.Fatalf("TakenKeptFor(%q) = %v, want 0", kind, d)
+		}
+		key := newToken().hash
+		if err := o.PutOnce(c, kind, key, []byte("v"), now.Add(time.Minute)); err != nil {
+			t.Fatalf("PutOnce(%s): %v", kind, err)
+		}
+		v, err := o.TakeOnce(c, kind, key, now.Add(time.Second))
+		wantOnce(t, kind+": take", v, err, []byte("v"), nil)
+		v, err = o.TakeOnce(c, kind, key, now.Add(time.Minute-time.Millisecond))
+		wantOnce(t, kind+": taken, 1 ms before expiry", v, err, []byte("v"), store.ErrTokenUsed)
+		v, err = o.TakeOnce(c, kind, key, now.Add(time.Minute))
+		wantOnce(t, kind+": taken, at expiry", v, err, nil, store.ErrNotFound)
+	}
 }
 
 // testOnceRace: 32 takes of one code, released together (on two instances
