@@ -31,7 +31,7 @@ type SingleUse interface {
 	PutOnce(ctx context.Context, kind string, keyHash, value []byte, expiresAt time.Time) error
 	// TakeOnce atomically marks the record taken and returns its value, and
 	// keeps it, taken, until the later of its expiry and now plus
-	// TakenKeptFor(kind, the backend's revocation horizon). An unknown key,
+	// TakenKeptFor(kind). An unknown key,
 	// or one that expired untaken, is ErrNotFound; a key taken before (its
 	// tombstone included) returns the value with ErrTokenUsed. Of any number
 	// of concurrent takes, on any number of instances, exactly one gets a
@@ -43,37 +43,36 @@ type SingleUse interface {
 	PeekOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error)
 }
 
-// MinCodeReuseWindow is the shortest tombstone of a taken authorization
-// code (see TakenKeptFor).
-const MinCodeReuseWindow = 10 * time.Minute
+// CodeReuseWindow is how long a taken authorization code stays as a
+// tombstone after its take (see TakenKeptFor).
+const CodeReuseWindow = 10 * time.Minute
 
 // TakenKeptFor is how long after its take a record of kind stays in the
-// single-use store as a tombstone, answering ErrTokenUsed with its value;
-// horizon is the backend's revocation horizon (the longest any access token
-// may live, PORTCULLIS_MAX_CLIENT_TOKEN_TTL at least).
+// single-use store as a tombstone, answering ErrTokenUsed with its value
+// (until the later of that and the record's own expiry).
 //
-// An authorization code (OnceAuthCode) is kept for the longer of
-// MinCodeReuseWindow and horizon: a replay then answers invalid_grant and
-// revokes the grant of the first redemption (RFC 6749 §4.1.2, §10.5) for as
-// long as any access token it issued can be valid, whatever the code's own
-// lifetime (PORTCULLIS_AUTH_CODE_TTL, 60 s by default). The window does not
-// run to the refresh family's maximum age (days): a thief holds the
-// first redemption's tokens only by redeeming before the client, which then
-// presents the code seconds later, well inside the window; a replay days
-// later is a used code found in a history or a log, and revoking then would
-// mostly let whoever found it end the person's session, while the record
-// (with the account snapshot it carries) would stay that long.
+// An authorization code (OnceAuthCode) is kept for CodeReuseWindow: a
+// replay then answers invalid_grant and revokes the grant of the first
+// redemption (RFC 6749 §4.1.2, §10.5), whatever the code's own lifetime
+// (PORTCULLIS_AUTH_CODE_TTL, 60 s by default). The attack reuse detection
+// catches is a code stolen and redeemed first: the real client presents it
+// seconds later, well inside the window. A replay hours later is a used
+// code found in a history or a log; revoking then would mostly let whoever
+// found it end the person's session. And every record, with the account
+// snapshot it carries, is memory in Redis: at 2,000 sign-ins a second the
+// window holds 1.2 M records, where a window of the revocation horizon (a
+// day) would hold 170 M.
 //
 // Every other kind has no tombstone (0): kept until its own expiry, as
 // nothing was issued from it that a replay should revoke (a spent PAR
 // request_uri, mfa_token, WebAuthn ceremony, upstream sign-in or pending
 // authorization request is refused either way, and an exchanged upstream id
 // token is put until its own exp).
-func TakenKeptFor(kind string, horizon time.Duration) time.Duration {
+func TakenKeptFor(kind string) time.Duration {
 	if kind != OnceAuthCode {
 		return 0
 	}
-	return max(MinCodeReuseWindow, horizon)
+	return CodeReuseWindow
 }
 
 // OnceRecord is one SingleUse.PutOnce: value under (Kind, KeyHash) until

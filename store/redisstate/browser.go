@@ -81,12 +81,12 @@ func putOnceOutcome(cmd *redis.Cmd) error {
 // TakeOnce implements store.SingleUse with one script: of any number of
 // concurrent takes exactly one finds the record untaken. The taken record's
 // expiry (field x) and TTL move to its tombstone's end,
-// store.TakenKeptFor(kind, MaxAccessTokenTTL) after now, when that is later.
+// store.TakenKeptFor(kind) after now, when that is later.
 func (s *State) TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error) {
 	if kind == "" || strings.ContainsAny(kind, "{}") || len(keyHash) == 0 {
 		return nil, fmt.Errorf("redis token state: take once: %w", store.ErrNotFound)
 	}
-	keep := store.TakenKeptFor(kind, s.maxAT).Milliseconds()
+	keep := store.TakenKeptFor(kind).Milliseconds()
 	raw, err := takeOnceScript.Run(ctx, s.c, []string{s.onceKey(kind, keyHash)}, now.UnixMilli(), keep).Slice()
 	if err != nil {
 		return nil, unavailable("take once", err)

@@ -226,7 +226,7 @@ func TestTakenCodeKeyOutlivesItsExpiry(t *testing.T) {
 		kind    string
 		wantTTL time.Duration // at most; at least this less 10 s
 	}{
-		{store.OnceAuthCode, store.TakenKeptFor(store.OnceAuthCode, horizon)},
+		{store.OnceAuthCode, store.TakenKeptFor(store.OnceAuthCode)},
 		{store.OnceMFAToken, time.Minute},
 	} {
 		key := hashOf("ttl-" + tc.kind)

@@ -55,15 +55,14 @@ func (s *State) PutOnce(ctx context.Context, kind string, keyHash, value []byte,
 // TakeOnce implements store.SingleUse with one conditional UPDATE … WHERE
 // taken_at IS NULL: of concurrent takes, on any number of processes, the
 // database lets exactly one change the row. The taken row's expires_at
-// moves to its tombstone's end, store.TakenKeptFor(kind, the maximum
-// access-token lifetime) after now, when that is later; Purge deletes it
-// after.
+// moves to its tombstone's end, store.TakenKeptFor(kind) after now, when
+// that is later; Purge deletes it after.
 func (s *State) TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error) {
 	if len(keyHash) == 0 {
 		return nil, fmt.Errorf("sql token state: take once: %w", store.ErrNotFound)
 	}
 	now = ms(now)
-	keep := now.Add(store.TakenKeptFor(kind, s.maxAT))
+	keep := now.Add(store.TakenKeptFor(kind))
 	var won []struct {
 		Value []byte `gorm:"column:value"`
 	}

@@ -418,7 +418,7 @@ func TestPurgeBrowserSignIn(t *testing.T) {
 			if _, err := st.FindBrowserSession(c, hashOf("cookie-live"), now); err != nil {
 				t.Fatalf("live session after purge: %v", err)
 			}
-			tombstoneEnd := now.Add(store.TakenKeptFor(store.OnceAuthCode, DefaultMaxAccessTokenTTL))
+			tombstoneEnd := now.Add(store.TakenKeptFor(store.OnceAuthCode))
 			for _, p := range []struct {
 				name string
 				at   time.Time

@@ -59,7 +59,7 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend(t, Config{})) })
 	}
-	t.Run("fail/once_code_tombstone_follows_horizon", func(t *testing.T) { testOnceTombstoneHorizon(t, newBackend) })
+	t.Run("fail/once_code_tombstone_window", func(t *testing.T) { testOnceTombstoneWindow(t, newBackend) })
 }
 
 func onceOf(t *testing.T, st store.TokenState) store.SingleUse {
@@ -172,9 +172,8 @@ func testOnceCodeTombstone(t *testing.T, b Backend) {
 	}
 	v, err := o.TakeOnce(c, store.OnceAuthCode, taken, now.Add(time.Second))
 	wantOnce(t, "first take", v, err, val, nil)
-	// The default horizon is at least MinCodeReuseWindow, so the tombstone
-	// lasts at least that long after the take.
-	minEnd := now.Add(time.Second + store.MinCodeReuseWindow)
+	// The tombstone lasts CodeReuseWindow after the take.
+	minEnd := now.Add(time.Second + store.CodeReuseWindow)
 	steps := []struct {
 		name    string
 		call    func() ([]byte, error)
@@ -183,7 +182,7 @@ func testOnceCodeTombstone(t *testing.T, b Backend) {
 	}{
 		{"take at the code's expiry", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, taken, now.Add(time.Minute)) }, val, store.ErrTokenUsed},
 		{"peek after the code's expiry", func() ([]byte, error) { return o.PeekOnce(c, store.OnceAuthCode, taken, now.Add(2*time.Minute)) }, val, store.ErrTokenUsed},
-		{"take 1 ms before the shortest tombstone ends", func() ([]byte, error) {
+		{"take 1 ms before the tombstone ends", func() ([]byte, error) {
 			return o.TakeOnce(c, store.OnceAuthCode, taken, minEnd.Add(-time.Millisecond))
 		}, val, store.ErrTokenUsed},
 		{"untaken code: take at its expiry", func() ([]byte, error) { return o.TakeOnce(c, store.OnceAuthCode, untaken, now.Add(time.Minute)) }, nil, store.ErrNotFound},
@@ -197,19 +196,18 @@ func testOnceCodeTombstone(t *testing.T, b Backend) {
 	}
 }
 
-// testOnceTombstoneHorizon: a taken code's tombstone lasts
-// store.TakenKeptFor after the take: MinCodeReuseWindow under a short
-// horizon, the horizon under a long one, the code's own expiry when that is
-// later; then the record is gone.
-func testOnceTombstoneHorizon(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+// testOnceTombstoneWindow: a taken code's tombstone lasts
+// store.CodeReuseWindow after the take, whatever the revocation horizon, or
+// to the code's own expiry when that is later; then the record is gone.
+func testOnceTombstoneWindow(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	cases := []struct {
 		name    string
 		horizon time.Duration
 		expiry  time.Duration // after now; the take is 1 s after now
 		end     time.Duration // after now: the first instant the record is gone
 	}{
-		{"short horizon: the minimum window", time.Minute, time.Minute, time.Second + store.MinCodeReuseWindow},
-		{"long horizon: the horizon", 3 * time.Hour, time.Minute, time.Second + 3*time.Hour},
+		{"short horizon: the window", time.Minute, time.Minute, time.Second + store.CodeReuseWindow},
+		{"long horizon: still the window", 3 * time.Hour, time.Minute, time.Second + store.CodeReuseWindow},
 		{"expiry after the window: the expiry", time.Minute, time.Hour, time.Hour},
 	}
 	for _, tc := range cases {
@@ -242,7 +240,7 @@ func testOnceNoTombstone(t *testing.T, b Backend) {
 	c, now := ctx(t), baseTime()
 	for _, kind := range []string{store.OnceAuthRequest, store.OncePushedRequest, store.OnceMFAToken,
 		store.OnceWebAuthnSession, store.OnceUpstreamLogin} {
-		if d := store.TakenKeptFor(kind, 24*time.Hour); d != 0 {
+		if d := store.TakenKeptFor(kind); d != 0 {
 			t.Fatalf("TakenKeptFor(%q) = %v, want 0", kind, d)
 		}
 		key := newToken().hash
