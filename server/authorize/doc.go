@@ -8,7 +8,9 @@
 // requests server-side so that several tabs can sign in at once.
 //
 // It must never import Echo or net/http handlers, log a code, a state or a
-// nonce, or redirect before the client and its redirect URI are validated.
+// nonce, or redirect before the client and its redirect URI are validated:
+// when the request arrives (ParseRequest), and again when a request that
+// waited (pending, pushed, expired) is answered (CheckRedirect).
 // The HTTP handlers (server) call it; the token endpoint (server/token)
 // redeems the codes it issues.
 package authorize

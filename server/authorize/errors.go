@@ -51,8 +51,13 @@ func pageError(msg string) *PageError { return &PageError{Status: http.StatusBad
 
 // RedirectError is a failure delivered to the client at RedirectURI
 // (RFC 6749 §4.1.2.1) in Mode, with error, error_description, state (byte
-// for byte as received) and iss (RFC 9207). Response builds the answer.
+// for byte as received) and iss (RFC 9207). Response builds the answer;
+// one answering a request that waited (pending, or expired) is sent only
+// after CheckRedirect(ClientID, RedirectURI).
 type RedirectError struct {
+	// ClientID is the client whose request this answers ("" only in a
+	// RedirectError built by hand: CheckRedirect then refuses it).
+	ClientID    string
 	RedirectURI string
 	Mode        string // ModeQuery or ModeFormPost
 	Code        string

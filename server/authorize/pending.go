@@ -30,6 +30,10 @@ var ErrPendingDone = errors.New("authorize: the authorization request was alread
 
 // tombstone is what survives a pending request for TombstoneTTL.
 type tombstone struct {
+	// ClientID is checked again (CheckRedirect) before the answer is sent;
+	// a tombstone written before it was kept has none and is answered with
+	// the error page.
+	ClientID    string `json:"client_id"`
 	RedirectURI string `json:"redirect_uri"`
 	Mode        string `json:"mode"`
 	State       string `json:"state,omitempty"`
@@ -48,7 +52,7 @@ func SavePending(ctx context.Context, st PendingStore, req *Request, ttl time.Du
 	if err != nil {
 		return "", fmt.Errorf("save pending request: %w", err)
 	}
-	ts, err := json.Marshal(tombstone{RedirectURI: req.RedirectURI, Mode: req.ResponseMode, State: req.State, Issuer: req.Issuer})
+	ts, err := json.Marshal(tombstone{ClientID: req.ClientID, RedirectURI: req.RedirectURI, Mode: req.ResponseMode, State: req.State, Issuer: req.Issuer})
 	if err != nil {
 		return "", fmt.Errorf("save pending request: %w", err)
 	}
@@ -64,8 +68,9 @@ func SavePending(ctx context.Context, st PendingStore, req *Request, ttl time.Du
 
 // LoadPending returns the pending request id without completing it (the
 // login and consent pages read it). An expired request is a *RedirectError
-// access_denied carrying its state; an unknown id a *PageError; a completed
-// one ErrPendingDone.
+// access_denied carrying its client and state (to be sent only after
+// CheckRedirect, like any answer to a request that waited); an unknown id a
+// *PageError; a completed one ErrPendingDone.
 func LoadPending(ctx context.Context, st PendingStore, id string, now time.Time) (*Request, error) {
 	return loadPending(ctx, st, id, now, st.PeekOnce)
 }
@@ -102,14 +107,15 @@ func loadPending(ctx context.Context, st PendingStore, id string, now time.Time,
 }
 
 // expired answers a pending request that is gone: access_denied with its
-// state while the tombstone lasts, else the error page.
+// state while the tombstone lasts (sent only if CheckRedirect still allows
+// it), else the error page.
 func expired(ctx context.Context, st PendingStore, id string, now time.Time) error {
 	val, err := st.PeekOnce(ctx, store.OnceAuthRequest, tombstoneKey(id), now)
 	var ts tombstone
-	if err != nil || json.Unmarshal(val, &ts) != nil || ts.RedirectURI == "" {
+	if err != nil || json.Unmarshal(val, &ts) != nil || ts.RedirectURI == "" || ts.ClientID == "" {
 		return pageError("This sign-in has expired. Go back to the application and start again.")
 	}
-	return &RedirectError{RedirectURI: ts.RedirectURI, Mode: ts.Mode, Code: ErrAccessDenied,
+	return &RedirectError{ClientID: ts.ClientID, RedirectURI: ts.RedirectURI, Mode: ts.Mode, Code: ErrAccessDenied,
 		Description: "The sign-in took too long. Start again.", State: ts.State, Issuer: ts.Issuer}
 }
 

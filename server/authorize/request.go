@@ -128,8 +128,8 @@ func (r *Request) WantsOffline() bool { return slices.Contains(r.Scopes, policy.
 
 // Fail returns the error code delivered to the client for this request.
 func (r *Request) Fail(code, description string) *RedirectError {
-	return &RedirectError{RedirectURI: r.RedirectURI, Mode: r.ResponseMode, Code: code, Description: description,
-		State: r.State, Issuer: r.Issuer}
+	return &RedirectError{ClientID: r.ClientID, RedirectURI: r.RedirectURI, Mode: r.ResponseMode, Code: code,
+		Description: description, State: r.State, Issuer: r.Issuer}
 }
 
 // ParseRequest validates an authorization request (GET query or POST form,
@@ -161,16 +161,9 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 	if clientID == "" {
 		return nil, pageError("The request names no client (client_id is missing).")
 	}
-	if !token.PlausibleClientID(clientID) {
-		return nil, pageError("The application that sent you here is not known to this server.")
-	}
-	client, err := env.Clients.GetClient(ctx, clientID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, pageError("The application that sent you here is not known to this server.")
-	}
+	client, err := readClient(ctx, env.Clients, clientID)
 	if err != nil {
-		return nil, &PageError{Status: http.StatusServiceUnavailable, Message: "The service is temporarily unavailable; try again shortly.",
-			cause: fmt.Errorf("read client: %w", err)}
+		return nil, err
 	}
 	// A pushed request (RFC 9126 §4) stands in for every other parameter.
 	if !pushing && env.Pushed != nil && strings.HasPrefix(p["request_uri"], RequestURIPrefix) {
@@ -181,9 +174,8 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 	req := &Request{ClientID: client.ID, FirstParty: client.FirstParty, Public: client.Public, Issuer: env.Issuer,
 		State: p["state"], ReceivedAt: now, ResponseMode: ModeQuery}
 	if sent, ok := p["redirect_uri"]; ok {
-		if _, err := redirecturi.Match(client.RedirectURIs, sent); err != nil {
-			return nil, &PageError{Status: http.StatusBadRequest,
-				Message: "The redirect URI of this request is not registered for the application.", cause: err}
+		if err := registered(client, sent); err != nil {
+			return nil, err
 		}
 		req.RedirectURI, req.RedirectURISent = sent, sent
 	} else {
@@ -213,7 +205,7 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 		return nil, req.Fail(ErrUnsupportedResponseType, "Only response_type=code is supported.")
 	}
 	// 6. The client may use the code flow.
-	if !slices.Contains(client.Grants, grantAuthorizationCode) {
+	if !codeFlow(client) {
 		return nil, req.Fail(ErrUnauthorizedClient, "The client may not use the authorization code flow.")
 	}
 	// 7. No request objects, request_uri (outside PAR) or dynamic
@@ -269,6 +261,70 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 	req.Nonce, req.LoginHint, req.Tenant = p["nonce"], p["login_hint"], p["tenant"]
 	return req, nil
 }
+
+// readClient is step 2 once client_id is present: a plausible id naming a
+// client, read through clients. An unknown client is the error page (400);
+// a store failure a *PageError with status 503.
+func readClient(ctx context.Context, clients Clients, id string) (store.Client, error) {
+	if !token.PlausibleClientID(id) {
+		return store.Client{}, pageError(msgUnknownClient)
+	}
+	c, err := clients.GetClient(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.Client{}, pageError(msgUnknownClient)
+	case err != nil:
+		return store.Client{}, &PageError{Status: http.StatusServiceUnavailable, Message: "The service is temporarily unavailable; try again shortly.",
+			cause: fmt.Errorf("read client %q: %w", id, err)}
+	}
+	return c, nil
+}
+
+// registered is step 3's rule for a redirect URI: one of the client's
+// registered URIs (redirecturi.Match: the same string, or a loopback IP
+// literal on any port), else the error page (400).
+func registered(c store.Client, redirectURI string) error {
+	if _, err := redirecturi.Match(c.RedirectURIs, redirectURI); err != nil {
+		return &PageError{Status: http.StatusBadRequest, Message: msgUnregisteredRedirect,
+			cause: fmt.Errorf("redirect URI of client %q: %w", c.ID, err)}
+	}
+	return nil
+}
+
+// codeFlow is step 6's rule: the client has the authorization_code grant.
+func codeFlow(c store.Client) bool { return slices.Contains(c.Grants, grantAuthorizationCode) }
+
+// CheckRedirect checks again, when an answer to an authorization request of
+// client clientID is about to be sent to redirectURI (a code, or an error
+// such as access_denied or login_required), what ParseRequest checked when
+// the request arrived: the client exists (step 2), still registers
+// redirectURI under the same rule (step 3) and still has the
+// authorization_code grant (step 6), read through clients. A request kept
+// pending while the person signs in (PORTCULLIS_AUTHORIZE_REQUEST_TTL, its
+// expiry answer TombstoneTTL longer) or pushed (PushedRequestTTL) is so
+// never answered at a redirect URI its client no longer registers
+// (RFC 6749 §3.1.2, RFC 9700 §4.1): a client deleted or changed meanwhile
+// gets nothing. Every failure is a *PageError, never redirected: 400, the
+// error page of a fresh request for an unknown client or an unregistered
+// redirect URI, or 503 when the client cannot be read.
+func CheckRedirect(ctx context.Context, clients Clients, clientID, redirectURI string) error {
+	c, err := readClient(ctx, clients, clientID)
+	if err != nil {
+		return err
+	}
+	if !codeFlow(c) {
+		return &PageError{Status: http.StatusBadRequest, Message: msgNoCodeFlow,
+			cause: fmt.Errorf("client %q lost the %s grant", c.ID, grantAuthorizationCode)}
+	}
+	return registered(c, redirectURI)
+}
+
+// Messages of the error page for a client or redirect URI that may not be used.
+const (
+	msgUnknownClient        = "The application that sent you here is not known to this server."
+	msgUnregisteredRedirect = "The redirect URI of this request is not registered for the application."
+	msgNoCodeFlow           = "The application that sent you here may not use this sign-in."
+)
 
 // singleValues is step 1: every parameter once, the whole request at most
 // MaxRequestBytes, values valid UTF-8 without NUL. Empty values count as

@@ -253,6 +253,45 @@ func TestParseRequestStoreDown(t *testing.T) {
 	}
 }
 
+// TestCheckRedirect: an answer to a request that waited goes to its
+// redirect URI only while the client exists, has the authorization_code
+// grant and registers the URI under step 3's rule (loopback IP literals on
+// any port); every refusal is a page (400, or 503 when the client cannot
+// be read), never a redirect.
+func TestCheckRedirect(t *testing.T) {
+	for _, tc := range []struct {
+		name, client, uri string
+		status            int // 0: allowed
+	}{
+		{"ok/registered", "web", "https://app.example/cb", 0},
+		{"ok/registered_with_query", "web", "https://app.example/cb2?tenant=a", 0},
+		{"ok/loopback_any_port", "native", "http://127.0.0.1:49152/cb", 0},
+		{"ok/loopback_ipv6_any_port", "native", "http://[::1]:8080/cb", 0},
+		{"fail/deleted_client", "gone", "https://app.example/cb", http.StatusBadRequest},
+		{"fail/implausible_client_id", "", "https://app.example/cb", http.StatusBadRequest},
+		{"fail/uri_no_longer_registered", "one", "https://app.example/cb", http.StatusBadRequest},
+		{"fail/trailing_slash", "web", "https://app.example/cb/", http.StatusBadRequest},
+		{"fail/loopback_other_path", "native", "http://127.0.0.1:49152/other", http.StatusBadRequest},
+		{"fail/localhost_other_port", "native", "http://localhost:6/cb", http.StatusBadRequest},
+		{"fail/code_grant_removed", "pwonly", "https://pw.example/cb", http.StatusBadRequest},
+		{"fail/store_down", "broken", "https://app.example/cb", http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckRedirect(context.Background(), testEnv().Clients, tc.client, tc.uri)
+			if tc.status == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var pe *PageError
+			if !errors.As(err, &pe) || pe.Status != tc.status || strings.Contains(pe.Message, "example") {
+				t.Fatalf("CheckRedirect = %v, want a page with status %d naming no URI", err, tc.status)
+			}
+		})
+	}
+}
+
 // FuzzParseRequest: any query never panics, and every refusal is a page or
 // a redirect error (never a bare error that could become a 500).
 func FuzzParseRequest(f *testing.F) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"html"
 	"net/http"
@@ -323,8 +324,18 @@ func TestPendingExpiry(t *testing.T) {
 	_, err := LoadPending(ctx, st, id, testNow.Add(31*time.Minute))
 	var re *RedirectError
 	if !errors.As(err, &re) || re.Code != ErrAccessDenied || re.State != odd || re.Mode != ModeFormPost ||
-		re.RedirectURI != "https://app.example/cb" || re.Issuer != issuer {
-		t.Fatalf("expired: %v", err)
+		re.RedirectURI != "https://app.example/cb" || re.Issuer != issuer || re.ClientID != "web" {
+		t.Fatalf("expired: %+v", err)
+	}
+	// A tombstone kept without its client (written before clients were
+	// checked again) cannot be checked: a page, never a redirect.
+	old := randomToken(16)
+	val, _ := json.Marshal(map[string]string{"redirect_uri": "https://app.example/cb", "mode": ModeQuery, "issuer": issuer})
+	if err := st.PutOnce(ctx, store.OnceAuthRequest, tombstoneKey(old), val, testNow.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadPending(ctx, st, old, testNow); !errors.As(err, new(*PageError)) {
+		t.Fatalf("tombstone without its client: %v", err)
 	}
 	// After the tombstone too: a page.
 	_, err = FinishPending(ctx, st, id, testNow.Add(30*time.Minute+TombstoneTTL))

@@ -124,7 +124,7 @@ func (f *AuthorizeFlow) parse(ctx context.Context, r *http.Request, now time.Tim
 	}
 	req, err := authorize.ParseRequest(ctx, form, f.env(), now)
 	if err != nil {
-		s, err := f.stop(err)
+		s, err := f.stop(ctx, err)
 		return nil, s, err
 	}
 	return req, nil, nil
@@ -143,13 +143,19 @@ func (f *AuthorizeFlow) Push(ctx context.Context, form url.Values, client store.
 	return authorize.Push(ctx, form, client, f.env(), authorize.PushedRequestTTL, f.now())
 }
 
-// stop turns an error of server/authorize into the Step that answers it.
-func (f *AuthorizeFlow) stop(err error) (*Step, error) {
+// stop turns an error of server/authorize into the Step that answers it:
+// an error for the client goes to its redirect URI through toClient; an
+// *apierr.Error (an answer that failed in toClient) is returned as it is.
+func (f *AuthorizeFlow) stop(ctx context.Context, err error) (*Step, error) {
 	var pe *authorize.PageError
 	var re *authorize.RedirectError
+	var ae *apierr.Error
 	switch {
 	case errors.As(err, &re):
-		s := responseStep(re.Response(), re.RedirectURI)
+		s, err := f.toClient(ctx, re.ClientID, re.RedirectURI, func() (authorize.Response, error) { return re.Response(), nil })
+		if err != nil {
+			return nil, err
+		}
 		return &s, nil
 	case errors.As(err, &pe):
 		if pe.Status >= 500 {
@@ -159,26 +165,61 @@ func (f *AuthorizeFlow) stop(err error) (*Step, error) {
 	case errors.Is(err, authorize.ErrPendingDone):
 		return &Step{Kind: StepError, Status: http.StatusOK, Heading: "You are signed in",
 			Message: "This sign-in is complete. Return to the application; you can close this page."}, nil
+	case errors.As(err, &ae):
+		return nil, err
 	}
 	return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 }
 
-// responseStep is the Step of an authorization response.
-func responseStep(r authorize.Response, redirectURI string) Step {
+// toClient is the one routine that sends anything to a client's redirect
+// URI, by 303 or form_post: a code, or an error (a request failing after
+// step 3, a refusal such as prompt=none's login_required, access_denied on
+// deny or on expiry). First it checks the client again as it is now
+// (authorize.CheckRedirect through f.Clients): it still exists, still has
+// the authorization_code grant and still registers redirectURI. A request
+// that waited for the person (pending up to
+// PORTCULLIS_AUTHORIZE_REQUEST_TTL, its expiry answer a day longer) so
+// answers nothing to a client deleted or changed meanwhile: the error page
+// (400), and answer (which takes the pending request and issues the code,
+// recording its grant in the browser session) is never called. f.Clients
+// is the instance's client cache (clients.Cache): a change made through
+// this instance counts at once, one made elsewhere within its TTL
+// (app.ClientCacheTTL), as at the authorization and token endpoints.
+// Errors of answer are answered as stop answers them.
+func (f *AuthorizeFlow) toClient(ctx context.Context, clientID, redirectURI string,
+	answer func() (authorize.Response, error)) (Step, error) {
+	if s, err := f.refused(ctx, clientID, redirectURI); s != nil || err != nil {
+		return derefStep(s, err)
+	}
+	r, err := answer()
+	if err != nil {
+		return f.stopped(ctx, err)
+	}
 	s := Step{Request: Pending{RedirectURI: redirectURI}}
 	if r.Status == http.StatusSeeOther {
 		s.Kind, s.Location = StepRedirect, r.Location
-		return s
+		return s, nil
 	}
 	s.Kind, s.FormPost, s.CSP = StepFormPost, r.Body, r.CSP
-	return s
+	return s, nil
+}
+
+// refused is toClient's check: (nil, nil) when an answer may be sent to
+// redirectURI for client clientID (authorize.CheckRedirect through
+// f.Clients), else the error page that answers instead (400; 503 when the
+// client cannot be read).
+func (f *AuthorizeFlow) refused(ctx context.Context, clientID, redirectURI string) (*Step, error) {
+	if err := authorize.CheckRedirect(ctx, f.Clients, clientID, redirectURI); err != nil {
+		return f.stop(ctx, err)
+	}
+	return nil, nil
 }
 
 // Lookup implements Flow.
 func (f *AuthorizeFlow) Lookup(ctx context.Context, id string) (Pending, *Step, error) {
 	req, err := authorize.LoadPending(ctx, f.Once, id, f.now())
 	if err != nil {
-		s, err := f.stop(err)
+		s, err := f.stop(ctx, err)
 		return Pending{}, s, err
 	}
 	p, err := f.view(ctx, id, req)
@@ -194,7 +235,7 @@ func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store
 	now := f.now()
 	req, err := authorize.LoadPending(ctx, f.Once, id, now)
 	if err != nil {
-		s, err := f.stop(err)
+		s, err := f.stop(ctx, err)
 		return PasswordChange{}, s, err
 	}
 	p, err := f.view(ctx, id, req)
@@ -227,8 +268,8 @@ func (f *AuthorizeFlow) view(ctx context.Context, id string, req *authorize.Requ
 	case err == nil:
 		p.Client.Name, p.Client.LogoURI, p.Client.ClientURI = c.Name, c.LogoURI, c.ClientURI
 	case errors.Is(err, store.ErrNotFound):
-		// Deleted while the person signed in: Decide still answers; the
-		// pages show the id.
+		// Deleted while the person signs in: the pages show the id, and
+		// the answer is the error page (toClient), never a redirect.
 	default:
 		return Pending{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
@@ -240,7 +281,7 @@ func (f *AuthorizeFlow) Proceed(ctx context.Context, id string, bs *store.Browse
 	now := f.now()
 	req, err := authorize.LoadPending(ctx, f.Once, id, now)
 	if err != nil {
-		return f.stopped(err)
+		return f.stopped(ctx, err)
 	}
 	return f.next(ctx, id, req, bs, done, m, now)
 }
@@ -251,6 +292,13 @@ func (f *AuthorizeFlow) Proceed(ctx context.Context, id string, bs *store.Browse
 // pending first when id is "").
 func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Request, bs *store.BrowserSession, done Done,
 	m accounts.Meta, now time.Time) (Step, error) {
+	if done == DoneConsent {
+		// A consent is remembered only for a client that may still be
+		// answered (toClient would refuse the answer that follows).
+		if s, err := f.refused(ctx, req.ClientID, req.RedirectURI); s != nil || err != nil {
+			return derefStep(s, err)
+		}
+	}
 	if done == DoneDeny {
 		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
 			return r.Fail(authorize.ErrAccessDenied, "The user denied the request.").Response(), nil
@@ -375,31 +423,37 @@ func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, bs *
 }
 
 // stopped is Proceed's answer to a request that cannot go on.
-func (f *AuthorizeFlow) stopped(err error) (Step, error) {
-	s, err := f.stop(err)
+func (f *AuthorizeFlow) stopped(ctx context.Context, err error) (Step, error) {
+	return derefStep(f.stop(ctx, err))
+}
+
+// derefStep is the Step of stop's answer (s when err is nil).
+func derefStep(s *Step, err error) (Step, error) {
 	if err != nil {
 		return Step{}, err
 	}
 	return *s, nil
 }
 
-// finish answers req: a stored pending request id is taken first (once: a
-// second submit or a racing tab gets "you are signed in", never a second
-// answer); a request answered at once (id "") was never stored.
+// finish answers req at its redirect URI through toClient: once the client
+// is checked, a stored pending request id is taken (once: a second submit
+// or a racing tab gets "you are signed in", never a second answer; a
+// request refused for its client stays pending, and is refused again if
+// answered again); a request answered at once (id "") was never stored. The record
+// under id is the request as loaded (never rewritten), so what toClient
+// checked is what is answered.
 func (f *AuthorizeFlow) finish(ctx context.Context, id string, req *authorize.Request, now time.Time,
 	answer func(*authorize.Request) (authorize.Response, error)) (Step, error) {
-	if id != "" {
-		taken, err := authorize.FinishPending(ctx, f.Once, id, now)
-		if err != nil {
-			return f.stopped(err)
+	return f.toClient(ctx, req.ClientID, req.RedirectURI, func() (authorize.Response, error) {
+		if id != "" {
+			taken, err := authorize.FinishPending(ctx, f.Once, id, now)
+			if err != nil {
+				return authorize.Response{}, err
+			}
+			req = taken
 		}
-		req = taken
-	}
-	resp, err := answer(req)
-	if err != nil {
-		return Step{}, err
-	}
-	return responseStep(resp, req.RedirectURI), nil
+		return answer(req)
+	})
 }
 
 // remember keeps the consent the person gave to req's client, all or

@@ -721,3 +721,121 @@ func TestAuthorizeFlowPasswordChange(t *testing.T) {
 		}
 	})
 }
+
+// brokenClients cannot answer.
+type brokenClients struct{}
+
+func (brokenClients) GetClient(context.Context, string) (store.Client, error) {
+	return store.Client{}, errors.New("connection refused")
+}
+
+// TestAuthorizeFlowClientChanged: a request that waited for the person is
+// answered at its redirect URI only while the client, read again when the
+// answer is sent, exists, has the authorization_code grant and registers
+// the URI (loopback IP literals on any port). Otherwise every answer (the
+// code after a login or consent, deny, prompt=none's error, access_denied
+// for an expired request, in query or form_post mode) is the error page
+// (400): no redirect, no code, no grant in the browser session, no consent
+// remembered, and the request is not used up: answering it again answers nothing either.
+func TestAuthorizeFlowClientChanged(t *testing.T) {
+	const loopback, loopbackSent = "http://127.0.0.1/cb", "http://127.0.0.1:5555/cb"
+	deleted := func(id string) func(clientMap) { return func(m clientMap) { delete(m, id) } }
+	uris := func(id string, u ...string) func(clientMap) {
+		return func(m clientMap) { c := m[id]; c.RedirectURIs = u; m[id] = c }
+	}
+	signIn := func(t *testing.T, env *flowEnv, id string) Step {
+		return env.proceed(t, id, session("usr_ann", env.now), DoneLogin)
+	}
+	decide := func(done Done) func(*testing.T, *flowEnv, string) Step {
+		return func(t *testing.T, env *flowEnv, id string) Step {
+			return env.proceed(t, id, session("usr_ann", env.now), done)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		client string
+		extra  []string
+		before func(clientMap) // the client when the request arrives (nil: as newFlowEnv has it)
+		change func(clientMap) // the change while the person signs in (nil: none)
+		act    func(*testing.T, *flowEnv, string) Step
+		code   bool   // a code at redirect (else the error page)
+		target string // where the code goes ("": testRedirect)
+		again  Done   // what the person does next, after the error page
+	}{
+		{name: "ok/unchanged", client: "first", act: signIn, code: true},
+		{name: "ok/uri_still_registered_among_others", client: "first", change: uris("first", "https://other.example/cb", testRedirect),
+			act: signIn, code: true},
+		{name: "ok/loopback_port_still_registered", client: "first", extra: []string{"redirect_uri", loopbackSent},
+			before: uris("first", loopback), change: uris("first", "https://other.example/cb", loopback), act: signIn, code: true,
+			target: loopbackSent},
+		{name: "fail/client_deleted_sign_in", client: "first", change: deleted("first"), act: signIn, again: DoneLogin},
+		{name: "fail/client_deleted_form_post", client: "first", extra: []string{"response_mode", "form_post"}, change: deleted("first"),
+			act: signIn},
+		{name: "fail/uri_removed", client: "first", change: uris("first", "https://other.example/cb"), act: signIn},
+		{name: "fail/loopback_uri_removed", client: "first", extra: []string{"redirect_uri", loopbackSent}, before: uris("first", loopback),
+			change: uris("first", "http://127.0.0.1/other"), act: signIn},
+		{name: "fail/code_grant_removed", client: "first", change: func(m clientMap) {
+			c := m["first"]
+			c.Grants = []string{"refresh_token"}
+			m["first"] = c
+		}, act: signIn},
+		{name: "fail/client_deleted_consent", client: "third", change: deleted("third"), act: decide(DoneConsent), again: DoneConsent},
+		{name: "fail/client_deleted_deny", client: "third", change: deleted("third"), act: decide(DoneDeny), again: DoneDeny},
+		{name: "fail/uri_removed_deny", client: "third", change: uris("third", "https://other.example/cb"), act: decide(DoneDeny), again: DoneDeny},
+		{name: "fail/client_deleted_prompt_none", client: "first", extra: []string{"prompt", "none"}, change: deleted("first"),
+			act: func(t *testing.T, env *flowEnv, id string) Step { return env.proceed(t, id, nil, DoneNothing) }},
+		{name: "fail/client_deleted_expired", client: "first", change: deleted("first"),
+			act: func(t *testing.T, env *flowEnv, id string) Step {
+				env.now = env.now.Add(30*time.Minute + time.Second)
+				if _, stop, err := env.f.Lookup(context.Background(), id); err != nil || stop == nil || stop.Kind != StepError {
+					t.Fatalf("Lookup of the expired request: %+v, %v; want the error page", stop, err)
+				}
+				return env.proceed(t, id, nil, DoneNothing)
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newFlowEnv()
+			clients := env.f.Clients.(clientMap)
+			if tc.before != nil {
+				tc.before(clients)
+			}
+			id := env.authorize(t, tc.client, tc.extra...)
+			if tc.change != nil {
+				tc.change(clients)
+			}
+			s := tc.act(t, env, id)
+			if tc.code {
+				target := tc.target
+				if target == "" {
+					target = testRedirect
+				}
+				if s.Kind != StepRedirect || !strings.HasPrefix(s.Location, target+"?") || !strings.Contains(s.Location, "code=") {
+					t.Fatalf("step %+v, want a code at %s", s, target)
+				}
+				return
+			}
+			if s.Kind != StepError || s.Status != http.StatusBadRequest || s.Location != "" || s.FormPost != nil {
+				t.Fatalf("step %+v, want the error page (400)", s)
+			}
+			if n := len(env.once.codes(t)); n != 0 || len(env.sessions.added) != 0 || len(env.consents.m) != 0 {
+				t.Fatalf("%d codes issued, grants recorded %v, consents %v; want none", n, env.sessions.added, env.consents.m)
+			}
+			if again := env.proceed(t, id, session("usr_ann", env.now), tc.again); again.Kind == StepRedirect ||
+				again.Kind == StepFormPost || again.Location != "" || len(env.once.codes(t)) != 0 {
+				t.Fatalf("again: %+v, want no answer to the client", again)
+			}
+		})
+	}
+	t.Run("fail/client_store_down_answers_no_code", func(t *testing.T) {
+		env := newFlowEnv()
+		id := env.authorize(t, "first")
+		env.f.Clients = brokenClients{}
+		s := env.proceed(t, id, session("usr_ann", env.now), DoneLogin)
+		if s.Kind != StepError || s.Status != http.StatusServiceUnavailable || s.Location != "" {
+			t.Fatalf("step %+v, want the error page (503)", s)
+		}
+		if n := len(env.once.codes(t)); n != 0 || len(env.sessions.added) != 0 {
+			t.Fatalf("%d codes issued, grants recorded %v; want none", n, env.sessions.added)
+		}
+	})
+}
