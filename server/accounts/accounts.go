@@ -74,7 +74,9 @@ type Sessions interface {
 	// IssueForUser starts a session for a user who just proved who they are.
 	IssueForUser(ctx context.Context, client store.Client, user store.User, scope []string) (token.Response, error)
 	// EndUserSessions ends every session of the user and revokes every access
-	// token issued to them before now.
+	// token issued to them before now, having queued the back-channel logout
+	// of their live browser sessions (signout.Ender.EndUser); every path
+	// that ends them all calls it.
 	EndUserSessions(ctx context.Context, userID string) error
 	// EndClientGrants ends every session of the user at one client.
 	EndClientGrants(ctx context.Context, userID, clientID string) error

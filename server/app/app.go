@@ -392,7 +392,8 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, fmt.Errorf("back-channel logout: %w", err)
 	}
-	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Backchannel: bcl, Audit: core.Audit}
+	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Backchannel: bcl, Audit: core.Audit,
+		Users: states.Browser, Cutoff: tokens, Log: log}
 	pk, err := buildPasskeys(cfg, log, core, states)
 	if err != nil {
 		return nil, err
@@ -411,7 +412,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, err
 	}
-	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, tokens, hasher, checker, limiter, views,
+	acc, err := buildAccounts(ctx, cfg, log, core, clientChanges{core.Store, clientCache}, accountSessions{tokens, ender}, hasher, checker, limiter, views,
 		sender, tmpl)
 	if err != nil {
 		return nil, err
@@ -571,8 +572,9 @@ func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash 
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
 // built-in first-party client is created when missing. views holds the
 // collaborators of the session views (Browser, Consents, Ender), of the
-// second factors (MFA, Passkeys) and of API keys (APIKeys).
-func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, tokens *token.Service,
+// second factors (MFA, Passkeys) and of API keys (APIKeys); sessions issues
+// and ends sessions (accountSessions).
+func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, sessions accounts.Sessions,
 	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter, views accounts.Deps,
 	sender mail.Sender, tmpl *mail.Templates) (*accounts.Service, error) {
 	rules := PasswordRules(cfg)
@@ -582,7 +584,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 	acfg := accountsConfig(cfg)
 	acfg.FirstPartyRedirectURIs = []string{console.CallbackURL(cfg.Issuer)}
 	acc, err := accounts.New(acfg, accounts.Deps{
-		Store: st, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
+		Store: st, Policy: core.Policy, Sessions: sessions, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
 		Revoker: core.Keys, Throttle: limiter,
 		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender, MFA: views.MFA, Passkeys: views.Passkeys,
@@ -712,7 +714,10 @@ func accountsConfig(cfg config.Config) accounts.Config {
 // core, so that the operator's commands (`portcullis clients …`) run through
 // the same rules and audit as the admin API, with accounts.Operator() as the
 // actor. It reaches no Redis and sends no mail (the operations the CLI runs
-// need neither): its sessions use the SQL token state, its mail is dropped.
+// need neither): its sessions use the SQL token state, its mail is dropped,
+// and its EndUserSessions queues no back-channel logout (no operator command
+// ends a user's sessions; one that does must go through signout.Ender.EndUser
+// over the server's token state, as New wires it).
 func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 	cfg := core.Config
 	hasher, err := NewHasher(cfg)

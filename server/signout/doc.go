@@ -4,4 +4,8 @@
 // of its grants that lack offline_access (their access tokens follow, on
 // every instance), queues OIDC back-channel logout tokens for the clients
 // that registered a back-channel logout URI, and records session.ended.
+// Ending every session of a user (Ender.EndUser, which the accounts service
+// reaches through its sessions dependency) queues the same back-channel
+// logout for each of the user's live browser sessions, then writes the
+// user's cut-off.
 package signout

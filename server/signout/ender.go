@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/server/backchannel"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -21,6 +23,19 @@ type Sessions interface {
 // (*token.Service.EndGrants: the one reading of a revocation's outcome).
 type Grants interface {
 	EndGrants(ctx context.Context, sids []string) error
+}
+
+// UserSessions lists a user's live browser sessions with their grants
+// (store.BrowserSessions), for EndUser.
+type UserSessions interface {
+	ListBrowserSessions(ctx context.Context, userID string, now time.Time) ([]store.BrowserSession, error)
+}
+
+// Cutoff ends every session of a user at once (*token.Service's
+// EndUserSessions: the user's cut-off, which ends their browser sessions,
+// refresh families and access tokens on every instance).
+type Cutoff interface {
+	EndUserSessions(ctx context.Context, userID string) error
 }
 
 // Clients reads a client's back-channel logout URI (store.Clients).
@@ -41,7 +56,8 @@ type Auditor interface {
 
 // Ender ends browser sessions. It is the one routine every path that ends a
 // browser session calls: RP-initiated logout, the session views
-// (self-service and admin) and a login as someone else in the same browser.
+// (self-service and admin) and a login as someone else in the same browser
+// (End), and every "end every session of a user" (EndUser).
 type Ender struct {
 	Sessions    Sessions
 	Grants      Grants
@@ -49,6 +65,12 @@ type Ender struct {
 	Backchannel Backchannel // nil: no back-channel logout is sent
 	Audit       Auditor
 	Now         func() time.Time
+
+	// Users and Cutoff are what EndUser needs (End needs neither).
+	Users  UserSessions
+	Cutoff Cutoff
+	// Log receives what EndUser could not queue (nil: discarded).
+	Log *slog.Logger
 }
 
 // End ends bs: the refresh families of its grants that lack offline_access
@@ -98,6 +120,64 @@ func (e *Ender) End(ctx context.Context, bs store.BrowserSession, r Reason) erro
 	// revocations already written stand.
 	if err := e.endGrants(ctx, bs, late, now); err != nil {
 		return fmt.Errorf("signout: grants recorded while the session ended: %w", err)
+	}
+	return nil
+}
+
+// EndUser ends every session of a user ("end every session": password
+// change, reset or temporary password, deactivation, deletion, role or
+// membership removal, MFA reset, admin revoke) and sends the back-channel
+// logout that ending their browser sessions one by one would send.
+//
+// In order: the user's live browser sessions are read; a logout token is
+// queued, durably, for each of their grants whose client has a
+// backchannel_logout_uri (offline grants included, with the grant's sid, as
+// End queues them); then the cut-off is written (Cutoff), which ends those
+// sessions and everything else of the user's. Queueing first means that
+// once the sessions are ended their notifications are already stored: a
+// crash after the cut-off loses none. A crash or a failed cut-off after the
+// queueing leaves the sessions alive and the relying parties told to end
+// theirs, which errs on the side of signing out; the caller answers an error
+// and its retry queues again (receivers treat a repeated logout as one).
+//
+// The cut-off is the security boundary and the notification is best effort:
+// when the sessions cannot be read or the queueing fails, the cut-off is
+// written all the same, the failure is audited (logout.backchannel_failed,
+// details.error "not queued") and logged, and EndUser answers as the
+// cut-off does. Only sessions live when they are read are notified: one
+// already ended (by logout or an earlier cut-off) is not told again. A
+// browser session or grant recorded in the moment between the reading and
+// the cut-off is ended by the cut-off without a notification; closing that
+// window needs the store to return what the cut-off ended.
+//
+// Refresh families not made in a browser session (the password grant, a
+// password change's fresh session) are ended by the cut-off without a
+// logout token: back-channel logout reports the end of an OP (browser)
+// session, as everywhere else in Portcullis (token revocation and
+// /auth/logout send none either).
+func (e *Ender) EndUser(ctx context.Context, userID string) error {
+	if e.Cutoff == nil || e.Users == nil {
+		return errors.New("signout: EndUser needs Users and Cutoff")
+	}
+	now := e.now()
+	var qerr error
+	sessions, err := e.Users.ListBrowserSessions(ctx, userID, now)
+	if err != nil {
+		qerr = fmt.Errorf("read the user's browser sessions: %w", err)
+	} else {
+		var grants []store.SessionGrant
+		for _, bs := range sessions {
+			grants = append(grants, bs.Grants...)
+		}
+		qerr = e.queueBackchannel(ctx, userID, grants, now)
+	}
+	if err := e.Cutoff.EndUserSessions(ctx, userID); err != nil {
+		return fmt.Errorf("signout: end every session of the user: %w", err)
+	}
+	if qerr != nil {
+		e.log().Error("every session of the user ended, but no back-channel logout was queued", "user_id", userID, "err", qerr)
+		e.Audit.Record(ctx, store.AuditEvent{Action: backchannel.AuditAction, Outcome: store.OutcomeFailure,
+			TargetID: userID, Details: map[string]string{"error": "not queued", "will_retry": "false"}})
 	}
 	return nil
 }
@@ -178,6 +258,13 @@ func CarryGrants(clientIDs []string, held []store.SessionGrant) ([]string, []sto
 		}
 	}
 	return ids, slices.Clone(held)
+}
+
+func (e *Ender) log() *slog.Logger {
+	if e.Log != nil {
+		return e.Log
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 func (e *Ender) now() time.Time {

@@ -25,7 +25,25 @@ type recorder struct {
 	clients    map[string]store.Client
 	read       []store.SessionGrant // what the session held when the Ender read it
 	readErr    error
-	final      []store.SessionGrant // what the record held when it ended
+	final      []store.SessionGrant   // what the record held when it ended
+	listed     []store.BrowserSession // the user's live sessions (EndUser)
+	listErr    error
+	cutErr     error
+	cut        []string // users whose cut-off was written
+}
+
+func (r *recorder) ListBrowserSessions(_ context.Context, _ string, _ time.Time) ([]store.BrowserSession, error) {
+	r.calls = append(r.calls, "list")
+	return r.listed, r.listErr
+}
+
+func (r *recorder) EndUserSessions(_ context.Context, userID string) error {
+	r.calls = append(r.calls, "cutoff")
+	if r.cutErr != nil {
+		return r.cutErr
+	}
+	r.cut = append(r.cut, userID)
+	return nil
 }
 
 func (r *recorder) BrowserSessionGrants(_ context.Context, _, _ string) ([]store.SessionGrant, error) {
@@ -182,6 +200,101 @@ func TestEnderEndsLateGrants(t *testing.T) {
 	}
 	if want := []string{"read", "grants", "queue", "end", "audit", "grants", "queue"}; !reflect.DeepEqual(r.calls, want) {
 		t.Fatalf("calls %v, want %v", r.calls, want)
+	}
+}
+
+// TestEnderEndUser: ending every session of a user queues back-channel
+// logout for each grant of their live browser sessions whose client has a
+// URI (with the grant's sid and the user as sub), before the cut-off; a
+// failure to read or queue never keeps the cut-off from being written, and
+// is audited; a failed cut-off is the answer.
+func TestEnderEndUser(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	live := []store.BrowserSession{
+		{ID: "bs1", UserID: "u1", Grants: []store.SessionGrant{
+			{SID: "s1", ClientID: "web"},
+			{SID: "s2", ClientID: "mobile.app", Offline: true}, // no URI
+			{SID: "s3", ClientID: "web", Offline: true},
+		}},
+		{ID: "bs2", UserID: "u1", Grants: []store.SessionGrant{{SID: "s4", ClientID: "web"}, {SID: "s5", ClientID: "gone"}}},
+		{ID: "bs3", UserID: "u1"}, // signed in, no grant yet
+	}
+	clients := map[string]store.Client{
+		"web":        {ID: "web", BackchannelLogoutURI: "https://web.example/bcl"},
+		"mobile.app": {ID: "mobile.app"},
+	}
+	boom := errors.New("boom")
+	tests := []struct {
+		name       string
+		setup      func(*recorder)
+		wantErr    error
+		wantQueued []string // sids
+		wantCalls  []string
+		wantAudit  bool // logout.backchannel_failed
+	}{
+		{name: "ok/queued_before_the_cutoff", wantQueued: []string{"s1", "s3", "s4"},
+			wantCalls: []string{"list", "queue", "cutoff"}},
+		{name: "ok/no_live_session_nothing_queued", setup: func(r *recorder) { r.listed = nil },
+			wantCalls: []string{"list", "cutoff"}},
+		{name: "ok/only_clients_without_uri", setup: func(r *recorder) {
+			r.listed = []store.BrowserSession{{ID: "bs1", UserID: "u1", Grants: []store.SessionGrant{{SID: "s2", ClientID: "mobile.app"}}}}
+		}, wantCalls: []string{"list", "cutoff"}},
+		{name: "fail/list_still_cuts_off_and_audits", setup: func(r *recorder) { r.listErr = boom },
+			wantCalls: []string{"list", "cutoff", "audit"}, wantAudit: true},
+		{name: "fail/clients_unreadable_still_cuts_off", setup: func(r *recorder) { r.clientsErr = boom },
+			wantCalls: []string{"list", "cutoff", "audit"}, wantAudit: true},
+		{name: "fail/queue_still_cuts_off_and_audits", setup: func(r *recorder) { r.queueErr = boom },
+			wantCalls: []string{"list", "queue", "cutoff", "audit"}, wantAudit: true},
+		{name: "fail/cutoff_is_the_answer", setup: func(r *recorder) { r.cutErr = boom },
+			wantErr: boom, wantQueued: []string{"s1", "s3", "s4"}, wantCalls: []string{"list", "queue", "cutoff"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := &recorder{clients: clients, listed: live}
+			if tc.setup != nil {
+				tc.setup(r)
+			}
+			e := &signout.Ender{Sessions: r, Grants: r, Clients: r, Backchannel: r, Audit: r, Users: r, Cutoff: r,
+				Now: func() time.Time { return now }}
+			err := e.EndUser(context.Background(), "u1")
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("EndUser = %v, want %v", err, tc.wantErr)
+			}
+			if !reflect.DeepEqual(r.calls, tc.wantCalls) {
+				t.Fatalf("calls %v, want %v", r.calls, tc.wantCalls)
+			}
+			var sids []string
+			for _, d := range r.queued {
+				if d.Subject != "u1" || d.ClientID != "web" || d.URI != "https://web.example/bcl" {
+					t.Fatalf("queued %+v", d)
+				}
+				sids = append(sids, d.SID)
+			}
+			if !reflect.DeepEqual(sids, tc.wantQueued) {
+				t.Fatalf("queued sids %v, want %v", sids, tc.wantQueued)
+			}
+			if tc.wantErr == nil && !reflect.DeepEqual(r.cut, []string{"u1"}) {
+				t.Fatalf("cut-off written for %v, want u1", r.cut)
+			}
+			audited := len(r.events) == 1 && r.events[0].Action == "logout.backchannel_failed" &&
+				r.events[0].Outcome == store.OutcomeFailure && r.events[0].TargetID == "u1"
+			if audited != tc.wantAudit || (!tc.wantAudit && len(r.events) != 0) {
+				t.Fatalf("audit %+v, want logout.backchannel_failed: %v", r.events, tc.wantAudit)
+			}
+		})
+	}
+}
+
+// TestEnderEndUserNeedsItsDependencies: an Ender built for End alone
+// refuses EndUser instead of ending nothing.
+func TestEnderEndUserNeedsItsDependencies(t *testing.T) {
+	t.Parallel()
+	r := &recorder{}
+	e := &signout.Ender{Sessions: r, Grants: r, Clients: r, Backchannel: r, Audit: r}
+	if err := e.EndUser(context.Background(), "u1"); err == nil || len(r.calls) != 0 {
+		t.Fatalf("EndUser without Users and Cutoff = %v (calls %v), want an error and nothing done", err, r.calls)
 	}
 }
 

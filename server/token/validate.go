@@ -315,7 +315,9 @@ func (s *Service) EndClientGrants(ctx context.Context, userID, clientID string) 
 // family) and its access token, whose jti carries the login's start, is
 // revoked by the cut-off. The cut-off includes its own
 // millisecond, so it returns only once the clock has left that millisecond:
-// a token issued right after it returns is never born revoked.
+// a token issued right after it returns is never born revoked. It sends no
+// back-channel logout: the accounts service reaches it through
+// signout.Ender.EndUser, which queues that first.
 func (s *Service) EndUserSessions(ctx context.Context, userID string) error {
 	cutoff := s.now()
 	if err := s.revocationFailed(s.state.RevokeUserSessions(ctx, userID, cutoff), "end sessions", "user_id", userID); err != nil {
