@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -311,6 +312,65 @@ func TestRevocationAndIntrospection(t *testing.T) {
 	d.c.PostForm("/oauth2/revoke", url.Values{"token": {other.AccessToken}}, svc).ExpectError(400, "unauthorized_client")
 	if m := introspect(other.AccessToken, svc); m["active"] != true {
 		t.Fatal("another client's revocation took effect")
+	}
+}
+
+// TestRevokeRotatedTokenInGrace: inside PORTCULLIS_REFRESH_REUSE_GRACE the
+// token just rotated still refreshes (a grace replay), so it is the
+// session's token for introspection (active, with the session's data) and
+// for revocation, which then ends the session, successor included (RFC
+// 7009 §2.2: once 200 is returned the token is invalid). Without grace it
+// is already spent: inactive, revoking it revokes nothing, and presenting
+// it is reuse.
+func TestRevokeRotatedTokenInGrace(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		grace string
+		// inGrace: the rotated token still refreshes when revoked.
+		inGrace bool
+	}{
+		{"ok/inside_grace_ends_the_session", "30s", true},
+		{"ok/without_grace_revokes_nothing", "0s", false},
+	} {
+		for _, b := range []st.Backend{st.SQLite, st.PostgresRedis} {
+			t.Run(tc.name+"/"+b.String(), func(t *testing.T) {
+				d := newDeployment(t, b, map[string]string{"PORTCULLIS_REFRESH_REUSE_GRACE": tc.grace})
+				web, svc := st.Basic("web", d.webSecret), st.Basic("svc", d.svcSecret)
+				introspect := func(tok string) map[string]any {
+					return d.c.PostForm("/oauth2/introspect", url.Values{"token": {tok}}, svc).ExpectStatus(200).Map()
+				}
+				refresh := func(rt string) *st.Response {
+					return d.c.PostForm("/oauth2/token", st.RefreshForm(rt), web)
+				}
+				t0 := d.login(t, "")
+				t1 := refresh(t0.RefreshToken).Token()
+				got, cur := introspect(t0.RefreshToken), introspect(t1.RefreshToken)
+				if tc.inGrace && !reflect.DeepEqual(got, cur) || !tc.inGrace && got["active"] != false {
+					t.Errorf("introspection of the rotated token: %v; the current one: %v (want the same answer: %v)", got, cur, tc.inGrace)
+				}
+				d.c.PostForm("/oauth2/revoke", url.Values{"token": {t0.RefreshToken}, "token_type_hint": {"refresh_token"}}, web).ExpectStatus(200)
+				for _, want := range []struct {
+					what, tok string
+					active    bool
+				}{
+					{"the revoked token", t0.RefreshToken, false},
+					{"its successor", t1.RefreshToken, !tc.inGrace},
+					{"the successor's access token", t1.AccessToken, !tc.inGrace},
+				} {
+					if active := introspect(want.tok)["active"] == true; active != want.active {
+						t.Errorf("after revoking the rotated token, %s is active: %v, want %v", want.what, active, want.active)
+					}
+				}
+				if tc.inGrace {
+					refresh(t0.RefreshToken).ExpectError(400, "invalid_grant")
+					refresh(t1.RefreshToken).ExpectError(400, "invalid_grant")
+					return
+				}
+				t2 := refresh(t1.RefreshToken).Token()
+				refresh(t0.RefreshToken).ExpectError(400, "invalid_grant") // reuse: the session ends
+				refresh(t2.RefreshToken).ExpectError(400, "invalid_grant")
+			})
+		}
 	}
 }
 

@@ -141,7 +141,7 @@ func setCookie(t *testing.T, r *st.Response, maxAge time.Duration) string {
 func (e cookieEnv) isCurrent(t *testing.T, rt string) bool {
 	t.Helper()
 	sid := strings.TrimPrefix(rt, token.RefreshTokenPrefix)[:22]
-	_, err := e.in.App.State.FindRefresh(context.Background(), sid, token.HashSecret(rt), time.Now())
+	_, err := e.in.App.State.FindRefresh(context.Background(), sid, token.HashSecret(rt), time.Now(), 0)
 	return err == nil
 }
 
@@ -278,6 +278,26 @@ func TestRefreshCookieRevokeAndLogout(t *testing.T) {
 			tok, rt := e.login(t)
 			cleared(t, e.post("/auth/logout", url.Values{}, spaHeaders(), rt, st.Bearer(tok.AccessToken)).ExpectStatus(204))
 			refused(t, rt)
+		})
+	}
+}
+
+// TestRefreshCookieRevokeAfterRotation: one tab rotates the cookie while
+// another tab's logout revokes, through the cookie, the value that tab
+// still holds, inside the grace window where that value still refreshes:
+// the revocation ends the session, so neither value refreshes afterwards.
+func TestRefreshCookieRevokeAfterRotation(t *testing.T) {
+	t.Parallel()
+	for _, b := range cookieBackends() {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newCookieEnv(t, b)
+			_, old := e.login(t)
+			_, cur := e.refresh(t, old)
+			e.post("/oauth2/revoke", url.Values{"client_id": {spaClientID}}, spaHeaders(), old).ExpectStatus(200)
+			for _, rt := range []string{old, cur} {
+				e.post("/oauth2/token", cookieRefreshForm(), spaHeaders(), rt).ExpectError(400, "invalid_grant")
+			}
 		})
 	}
 }

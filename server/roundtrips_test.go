@@ -174,6 +174,16 @@ func TestGrantRoundTrips(t *testing.T) {
 				}
 			}
 		}, 1, 0},
+		// Redis: the family and its session's revocation in one script
+		// (on Cluster, two calls).
+		{"introspection_of_a_refresh_token", func() func() {
+			rt := login().RefreshToken
+			return func() {
+				if api.PostForm("/oauth2/introspect", url.Values{"token": {rt}}, web).ExpectStatus(http.StatusOK).Map()["active"] != true {
+					t.Fatal("introspection of a refresh token: not active")
+				}
+			}
+		}, 1, 0},
 		{"userinfo", func() func() {
 			at := login().AccessToken
 			api.Get("/userinfo", st.Bearer(at)).ExpectStatus(http.StatusOK)

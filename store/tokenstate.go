@@ -64,8 +64,10 @@ const (
 	RotateInvalid RotateOutcome = iota
 	// RotateOK: the presented token was current; NextHash is now current.
 	RotateOK
-	// RotateGraceReplay: the presented token was rotated less than Grace ago;
-	// SuccessorSealed holds the successor handed out then. Nothing changed.
+	// RotateGraceReplay: the presented token was the one the current token
+	// replaced, rotated less than Grace ago, and that rotation kept its
+	// successor (it had a Grace); SuccessorSealed holds the successor
+	// handed out then. Nothing changed.
 	RotateGraceReplay
 	// RotateReuseDetected: a token of this family that was already rotated was
 	// presented outside the grace window. The whole family is now revoked.
@@ -139,11 +141,17 @@ type TokenState interface {
 	// family's mark): it answers RotateInvalid, and is ended then as
 	// RevokeFamily ends it.
 	RotateRefresh(ctx context.Context, req RotateRequest) (RotateResult, error)
-	// FindRefresh returns the family whose current refresh token hashes to
-	// hash, or ErrNotFound when the token is not current or the family is
-	// revoked (as RotateRefresh judges it) or expired at now. It changes
-	// nothing (revocation and introspection of refresh tokens use it).
-	FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time) (RefreshFamily, error)
+	// FindRefresh returns the family of the refresh token that hashes to
+	// hash when RotateRefresh at now with grace (the rotation's
+	// RotateRequest.Grace) would honour the token: the family's current
+	// token, or the one it replaced, presented as a grace replay
+	// (RotateGraceReplay). It is ErrNotFound for any other token (an older
+	// or unknown one, or the replaced one outside the grace window, which
+	// rotation calls reuse) and when the family is revoked (as
+	// RotateRefresh judges it) or expired at now. It changes nothing.
+	// Revocation and introspection of refresh tokens use it, so that a
+	// token that still refreshes is one they find (RFC 7009 §2.2).
+	FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time, grace time.Duration) (RefreshFamily, error)
 	// RevokeFamily ends one session: its refresh tokens stop working and every
 	// access token carrying its sid is revoked. Unknown ids are not an error.
 	RevokeFamily(ctx context.Context, familyID string, now time.Time) error

@@ -282,7 +282,7 @@ func TestBrowserRefreshCookie(t *testing.T) {
 	noTokenInReach(spa)
 	current := func(rt string) bool {
 		sid := strings.TrimPrefix(rt, token.RefreshTokenPrefix)[:22]
-		_, err := in.App.State.FindRefresh(context.Background(), sid, token.HashSecret(rt), time.Now())
+		_, err := in.App.State.FindRefresh(context.Background(), sid, token.HashSecret(rt), time.Now(), 0)
 		return err == nil
 	}
 	if !current(rotated.Value) {

@@ -192,6 +192,10 @@ func (s *Service) RevokeAPIKey(ctx context.Context, raw string, meta RequestMeta
 // Revoke implements RFC 7009: revoking a refresh token ends its session
 // (family and access tokens); revoking an access token denies its jti until
 // it expires. Unknown, malformed or already revoked tokens are not errors.
+// A refresh token counts as its session's while a refresh would honour it:
+// the current one, and the one it replaced inside
+// PORTCULLIS_REFRESH_REUSE_GRACE (store.TokenState.FindRefresh), so a
+// revocation answered 200 leaves no token of the session working.
 func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string, meta RequestMeta) error {
 	client, err := s.AuthenticateClient(ctx, cred)
 	if err != nil {
@@ -202,7 +206,7 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string
 	// prefix, or a JWS) says what it is, so a wrong hint cannot mislead the
 	// search (RFC 7009 §2.1 asks the server to look beyond the hint).
 	if sid, ok := parseRefreshToken(raw); ok {
-		fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), now)
+		fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), now, s.cfg.RefreshReuseGrace)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return nil
@@ -236,13 +240,17 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string
 	return nil
 }
 
+// introspectRefresh is RFC 7662 for a refresh token: active, with its
+// session's data, while a refresh would honour it (as Revoke finds it:
+// inside the reuse grace the token just replaced is as active as its
+// successor, and answers the same); otherwise only active false.
 func (s *Service) introspectRefresh(ctx context.Context, client store.Client, raw string) (map[string]any, error) {
 	inactive := map[string]any{"active": false}
 	sid, ok := parseRefreshToken(raw)
 	if !ok {
 		return inactive, nil
 	}
-	fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), s.now())
+	fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), s.now(), s.cfg.RefreshReuseGrace)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return inactive, nil

@@ -388,7 +388,7 @@ func TestRevocationSurvivesRedisWriteFailure(t *testing.T) {
 			}
 		}
 		for _, sid := range []string{"sid-u", "sid-s"} {
-			if _, err := st.FindRefresh(ctx, sid, hashOf(sid), now); !errors.Is(err, store.ErrNotFound) {
+			if _, err := st.FindRefresh(ctx, sid, hashOf(sid), now, 0); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("refresh of %s after recovery: %v, want ErrNotFound", sid, err)
 			}
 		}
@@ -439,11 +439,11 @@ func testFindRefreshWhileRedisRefusesWrites(t *testing.T, redisURL string) {
 		t.Fatalf("RevokeUserSessions while Redis refuses writes: %v, want store.ErrRevocationPending", err)
 	}
 	for _, f := range []store.RefreshFamily{ended, endedUser} {
-		if _, err := a.FindRefresh(ctx, f.ID, hashOf(f.ID), now); !errors.Is(err, store.ErrNotFound) {
+		if _, err := a.FindRefresh(ctx, f.ID, hashOf(f.ID), now, 0); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("FindRefresh of %s, ended by a queued revocation: %v, want store.ErrNotFound", f.ID, err)
 		}
 	}
-	found, err := a.FindRefresh(ctx, live.ID, hashOf(live.ID), now)
+	found, err := a.FindRefresh(ctx, live.ID, hashOf(live.ID), now, 0)
 	if err != nil || found.ID != live.ID {
 		t.Fatalf("FindRefresh of a live family while Redis refuses writes: %+v, %v; want it found", found, err)
 	}
@@ -553,7 +553,7 @@ func testRebuildRestoresRefreshRevocations(t *testing.T, redisURL string) {
 		t.Fatalf("%s: access token issued after the cut-off: revoked=%v, %v; want revoked", reset.sid, r, err)
 	}
 	for _, f := range []fam{logout, reset} {
-		if _, err := b.FindRefresh(ctx, f.sid, hashOf(f.sid), now.Add(time.Second)); !errors.Is(err, store.ErrNotFound) {
+		if _, err := b.FindRefresh(ctx, f.sid, hashOf(f.sid), now.Add(time.Second), 0); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("%s: FindRefresh after the rebuild: %v, want store.ErrNotFound", f.sid, err)
 		}
 		res, err := b.RotateRefresh(ctx, store.RotateRequest{FamilyID: f.sid, PresentedHash: hashOf(f.sid),

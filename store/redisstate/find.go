@@ -10,20 +10,27 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// familyFields are the fields of a family FindRefresh reads, in the order
-// findFamilyScript returns them.
-var familyFields = []string{"cur", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn"}
+// familyFields are what FindRefresh's scripts (findFamilyLua) return of a
+// family, in order: which token the presented hash is, then the family's
+// fields.
+var familyFields = []string{"match", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn"}
 
-// FindRefresh returns the family whose current refresh token hashes to hash,
-// or store.ErrNotFound when it is not current or the family is revoked or
-// expired at now. It changes nothing.
+// presentedNone is presentedLua's answer for a hash that is no token
+// rotation honours (1 is the current token, 2 a grace replay).
+const presentedNone = 0
+
+// FindRefresh returns the family of the refresh token that hashes to hash
+// when RotateRefresh with grace would honour it at now (presentedLua, the
+// rotation's own rule: the current token, or a grace replay), or
+// store.ErrNotFound when it would not or the family is revoked or expired
+// at now. It changes nothing.
 //
 // A family whose session is revoked, or whose user's cut-off is at or
 // after its auth time, counts as revoked even when its own mark is
 // missing, as in RotateRefresh. Without Cluster one script reads the
 // family and checks its session; on Cluster (the revocation set is in
 // another slot) a live family's session is checked after the read.
-func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time) (store.RefreshFamily, error) {
+func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time, grace time.Duration) (store.RefreshFamily, error) {
 	if !validFamilyID(familyID) || len(hash) == 0 {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
@@ -33,11 +40,11 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	// RFC 7009 revocation of a refresh token keeps working, durably first,
 	// while Redis refuses writes.
 	flushErr := s.flushPending(ctx)
-	vals, revoked, err := s.readFamily(ctx, familyID)
+	vals, revoked, err := s.readFamily(ctx, familyID, []any{hash, now.UnixMilli(), grace.Milliseconds()})
 	if err != nil {
 		return store.RefreshFamily{}, err
 	}
-	fam, err := liveFamily(familyID, vals, hash, now)
+	fam, err := liveFamily(familyID, vals, now)
 	if err != nil {
 		return store.RefreshFamily{}, err
 	}
@@ -56,26 +63,29 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	return fam, nil
 }
 
-// readFamily reads the family's familyFields and, without Cluster, whether
+// readFamily reads the family's familyFields, find being findFamilyLua's
+// arguments (presented hash, now and grace), and, without Cluster, whether
 // its session is revoked (rebuilding the revocation set first when Redis
 // has lost it); on Cluster revoked is false and the caller checks.
-func (s *State) readFamily(ctx context.Context, familyID string) (vals []interface{}, revoked bool, err error) {
+func (s *State) readFamily(ctx context.Context, familyID string, find []any) (vals []interface{}, revoked bool, err error) {
+	keys := []string{s.famKey(familyID)}
 	if s.cluster {
-		vals, err = s.c.HMGet(ctx, s.famKey(familyID), familyFields...).Result()
+		raw, err := findFamilyOnClusterScript.Run(ctx, s.c, keys, find...).Slice()
 		if err != nil {
 			return nil, false, unavailable("find refresh token", err)
 		}
-		return vals, false, nil
+		return padFields(raw), false, nil
 	}
+	args := append(find[:len(find):len(find)], s.sessionCheckArgs(familyID)...)
 	for attempt := 0; attempt < 3; attempt++ {
-		raw, err := findFamilyScript.Run(ctx, s.c, []string{s.famKey(familyID)}, s.sessionCheckArgs(familyID)...).Slice()
+		raw, err := findFamilyScript.Run(ctx, s.c, keys, args...).Slice()
 		if err != nil {
 			return nil, false, unavailable("find refresh token", err)
 		}
 		if len(raw) < len(familyFields) {
 			// Redis ends a script's array reply at its first nil: the
 			// family does not exist.
-			return make([]interface{}, len(familyFields)), false, nil
+			return padFields(raw), false, nil
 		}
 		vals = raw[:len(familyFields)]
 		if len(raw) == len(familyFields) {
@@ -94,10 +104,21 @@ func (s *State) readFamily(ctx context.Context, familyID string) (vals []interfa
 	return nil, false, unavailable("find refresh token", errors.New("revocation set lost again during rebuild"))
 }
 
+// padFields is a script's reply of familyFields with the values Redis
+// left off after the first nil (a missing family) set to nil.
+func padFields(raw []interface{}) []interface{} {
+	vals := make([]interface{}, len(familyFields))
+	copy(vals, raw)
+	return vals
+}
+
 // liveFamily reads FindRefresh's fields of a family: the family, or
-// store.ErrNotFound when it is missing, revoked, expired at now or hash
-// is not its current token.
-func liveFamily(familyID string, vals []interface{}, hash []byte, now time.Time) (store.RefreshFamily, error) {
+// store.ErrNotFound when it is missing, revoked or expired at now, or the
+// presented hash is not a token rotation honours.
+func liveFamily(familyID string, vals []interface{}, now time.Time) (store.RefreshFamily, error) {
+	if m, _ := vals[0].(int64); m == presentedNone { // or nil: no family
+		return store.RefreshFamily{}, store.ErrNotFound
+	}
 	if vals[10] == nil { // a family written before auth times were kept
 		vals[10] = vals[9]
 	}
@@ -107,13 +128,13 @@ func liveFamily(familyID string, vals []interface{}, hash []byte, now time.Time)
 	if vals[12] == nil { // a family written before the tenant was kept
 		vals[12] = ""
 	}
-	str := make([]string, len(vals))
-	for i, v := range vals {
+	str := make([]string, len(vals)) // str[0], the match, stays ""
+	for i, v := range vals[1:] {
 		sv, ok := v.(string)
 		if !ok {
 			return store.RefreshFamily{}, store.ErrNotFound
 		}
-		str[i] = sv
+		str[i+1] = sv
 	}
 	nums := make([]int64, 0, 5)
 	for _, sv := range []string{str[2], str[3], str[4], str[9], str[10]} {
@@ -125,7 +146,7 @@ func liveFamily(familyID string, vals []interface{}, hash []byte, now time.Time)
 	}
 	ax, it, ix, ca, at := nums[0], nums[1], nums[2], nums[3], nums[4]
 	nowMS := now.UnixMilli()
-	if str[1] == "1" || str[0] != string(hash) || nowMS >= ax || (it > 0 && nowMS >= ix) {
+	if str[1] == "1" || nowMS >= ax || (it > 0 && nowMS >= ix) {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
 	amr, err := decodeAMR(str[11])

@@ -115,7 +115,7 @@ func testSessionCapPrune(t *testing.T, c redis.UniversalClient, prefix string) {
 	}
 	live := func(sid string) bool {
 		t.Helper()
-		_, err := st.FindRefresh(ctx, sid, hashOf(sid), now())
+		_, err := st.FindRefresh(ctx, sid, hashOf(sid), now(), 0)
 		return err == nil
 	}
 
@@ -173,7 +173,7 @@ func testSessionCapPrune(t *testing.T, c redis.UniversalClient, prefix string) {
 	if !indexed(ids[2]) {
 		t.Fatal("the family used since was dropped from the index")
 	}
-	if _, err := st.FindRefresh(ctx, ids[2], next, now()); err != nil {
+	if _, err := st.FindRefresh(ctx, ids[2], next, now(), 0); err != nil {
 		t.Errorf("the family used since ended: %v", err)
 	}
 	if !live(ids[3]) {
@@ -274,7 +274,7 @@ func testSessionCapPruneRace(t *testing.T, c redis.UniversalClient, prefix strin
 	}
 	live := 0
 	for _, id := range ids {
-		_, err := st.FindRefresh(ctx, id, hashOf(id), base.Add(time.Second))
+		_, err := st.FindRefresh(ctx, id, hashOf(id), base.Add(time.Second), 0)
 		if err == nil {
 			live++
 			if !indexed[id] {
@@ -293,7 +293,7 @@ func testSessionCapPruneRace(t *testing.T, c redis.UniversalClient, prefix strin
 		t.Fatal(err)
 	}
 	for _, id := range ids {
-		if _, err := st.FindRefresh(ctx, id, hashOf(id), base.Add(time.Second)); err == nil {
+		if _, err := st.FindRefresh(ctx, id, hashOf(id), base.Add(time.Second), 0); err == nil {
 			t.Errorf("family %s outlived ending every session", id)
 		}
 	}

@@ -362,7 +362,7 @@ func TestFamilyWithoutAMR(t *testing.T) {
 	if err != nil || res.Outcome != store.RotateOK || res.Family.AMR != nil || res.Family.UserID != "u-old" {
 		t.Fatalf("rotate a family without amr: %+v, %v; want ok with no amr", res, err)
 	}
-	found, err := st.FindRefresh(ctx, fam.ID, hashOf("second"), now)
+	found, err := st.FindRefresh(ctx, fam.ID, hashOf("second"), now, 0)
 	if err != nil || found.AMR != nil {
 		t.Fatalf("FindRefresh of a family without amr: %+v, %v; want no amr", found, err)
 	}

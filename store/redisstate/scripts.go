@@ -183,19 +183,60 @@ end
 `
 
 // findFamilyScript is, for a Redis without Cluster, FindRefresh's read of
-// a family and of its session's revocation in one: KEYS fam; ARGV the
-// ready marker's, the session's revocation key name and the user's
-// cut-off key name in the revocation set (with "\n" where the user id
-// goes). Returns the family's fields cur, rv, ax, it, ix, u, c, s, rs, ca,
-// at, amr, tn (nil where missing), then, when the family exists,
-// sessionRevoked's answer for its session and user at its auth time.
-var findFamilyScript = redis.NewScript(userKeyLua + sessionRevokedLua + `
-local f = redis.call('HMGET', KEYS[1], 'cur', 'rv', 'ax', 'it', 'ix', 'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn')
+// a family and of its session's revocation in one: KEYS fam; ARGV
+// findFamily's three (presented hash, now ms, grace ms), then the ready
+// marker's, the session's revocation key name and the user's cut-off key
+// name in the revocation set (with "\n" where the user id goes). Returns
+// findFamily's reply, then, when the family exists, sessionRevoked's
+// answer for its session and user at its auth time.
+var findFamilyScript = redis.NewScript(findFamilyLua + userKeyLua + sessionRevokedLua + `
+local f = findFamily(KEYS[1], ARGV)
 if f[1] then
-  f[14] = sessionRevoked(ARGV[1], ARGV[2], ARGV[3], f[6] or '', f[11] or f[10])
+  f[14] = sessionRevoked(ARGV[4], ARGV[5], ARGV[6], f[6] or '', f[11] or f[10])
 end
 return f
 `)
+
+// findFamilyOnClusterScript is findFamilyScript on Cluster, where the
+// revocation set is in another slot: findFamily's reply alone (the caller
+// checks the session after it). KEYS fam; ARGV findFamily's three.
+var findFamilyOnClusterScript = redis.NewScript(findFamilyLua + `return findFamily(KEYS[1], ARGV)`)
+
+// findFamilyLua defines findFamily(k, a): FindRefresh's read of family key
+// k given a = {presented hash, now ms, grace ms}. Returns which token the
+// hash is (presented's answer: 0 none, 1 current, 2 a grace replay) in
+// place of the family's current hash, then its fields rv, ax, it, ix, u,
+// c, s, rs, ca, at, amr, tn (nil where missing); the first is nil too
+// when the family does not exist.
+const findFamilyLua = presentedLua + `
+local function findFamily(k, a)
+  local f = redis.call('HMGET', k, 'cur', 'rv', 'ax', 'it', 'ix', 'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn',
+    'prev', 'ra', 'sealed')
+  if f[1] then
+    f[1] = presented(a[1], f[1], f[14], f[15], f[16], tonumber(a[2]), tonumber(a[3]))
+  end
+  f[14], f[15], f[16] = nil, nil, nil
+  return f
+end
+`
+
+// presentedLua defines presented(p, cur, prev, ra, sealed, now, grace):
+// the one judgement, for the Redis state, of which of a family's tokens
+// the presented hash p is, given its current hash cur, the hash cur
+// replaced prev, when that rotation was ra (ms), the successor it kept
+// sealed (false where missing), now and the rotation's grace (ms). Returns
+// 1 for the current token, 2 for a grace replay (the replaced token,
+// rotated less than grace ago by a rotation that kept its successor), 0
+// otherwise. rotate and findFamily both ask it, so a token rotation
+// honours is one revocation and introspection find (sqlstate's
+// familyRow.match is the same rule).
+const presentedLua = `
+local function presented(p, cur, prev, ra, sealed, now, grace)
+  if p == cur then return 1 end
+  if grace > 0 and prev and ra and sealed and p == prev and now - tonumber(ra) < grace then return 2 end
+  return 0
+end
+`
 
 // userKeyLua defines userKeyOf(template, uid): the key name template (one
 // of a user's keys, with "\n" where the user id goes, as Go passes it to
@@ -211,7 +252,7 @@ end
 // not nil, is called with the user id and auth time of a live family
 // before anything changes: a non-zero answer (sessionRevoked's, -1 or 1)
 // ends the rotation with {-1} or {4}.
-const rotateLua = `
+const rotateLua = presentedLua + `
 local function rotate(revoked)
   local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
     'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn')
@@ -231,7 +272,9 @@ local function rotate(revoked)
     if v == -1 then return {-1} end
     if v ~= 0 then return {4} end
   end
-  if p == cur then
+  local grace = tonumber(ARGV[5])
+  local m = presented(p, cur, f[2], f[3], f[8], now, grace)
+  if m == 1 then
     local ttl = ax - now
     local nix = 0
     if it > 0 then
@@ -239,7 +282,7 @@ local function rotate(revoked)
       if it < ttl then ttl = it end
     end
     local set = {'cur', ARGV[2], 'prev', cur, 'ra', ARGV[4], 'ix', string.format('%d', nix)}
-    if tonumber(ARGV[5]) > 0 then
+    if grace > 0 then
       set[#set + 1] = 'sealed'
       set[#set + 1] = ARGV[3]
     elseif f[8] then
@@ -251,9 +294,8 @@ local function rotate(revoked)
     redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
     return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn}
   end
-  local grace = tonumber(ARGV[5])
-  if grace > 0 and f[2] and p == f[2] and now - tonumber(f[3]) < grace then
-    return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8] or '', tn}
+  if m == 2 then
+    return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8], tn}
   end
   if redis.call('SISMEMBER', KEYS[2], p) == 1 then
     redis.call('HSET', KEYS[1], 'rv', '1')

@@ -8,11 +8,12 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// FindRefresh returns the family whose current refresh token hashes to hash,
-// or store.ErrNotFound when it is not current or the family is revoked or
-// expired at now (revoked: marked, or its session revoked, as in
-// RotateRefresh). It changes nothing.
-func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time) (store.RefreshFamily, error) {
+// FindRefresh returns the family of the refresh token that hashes to hash
+// when RotateRefresh with grace would honour it at now (familyRow.match:
+// the current token, or a grace replay), or store.ErrNotFound when it
+// would not or the family is revoked or expired at now (revoked: marked,
+// or its session revoked, as in RotateRefresh). It changes nothing.
+func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time, grace time.Duration) (store.RefreshFamily, error) {
 	if familyID == "" || len(hash) == 0 {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
@@ -24,7 +25,7 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
 	now = ms(now)
-	if f.RevokedAt != nil || sessionRevoked || !now.Before(f.AbsoluteExpiry) || !now.Before(f.IdleExpiresAt) || !hashEqual(hash, f.CurrentHash) {
+	if !f.live(now) || sessionRevoked || f.match(hash, now, grace) == matchNone {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
 	fam, err := f.toFamily()

@@ -318,6 +318,43 @@ func hashEqual(a, b []byte) bool {
 	return len(a) > 0 && len(a) == len(b) && subtle.ConstantTimeCompare(a, b) == 1
 }
 
+// tokenMatch is which of a family's tokens a presented hash is, as
+// rotation honours it (familyRow.match).
+type tokenMatch int
+
+const (
+	// matchNone: not a token rotation honours: an older one (reuse, when
+	// it is among the family's used tokens), or not one of the family's.
+	matchNone tokenMatch = iota
+	// matchCurrent: the current token, which rotates.
+	matchCurrent
+	// matchGrace: the token the current one replaced, rotated less than
+	// grace ago by a rotation that kept its successor: a grace replay.
+	matchGrace
+)
+
+// match is the one judgement of which token hash is at now, given the
+// rotation's grace: RotateRefresh and FindRefresh both ask it, so that a
+// token rotation honours is one revocation and introspection find.
+func (f familyRow) match(hash []byte, now time.Time, grace time.Duration) tokenMatch {
+	switch {
+	case hashEqual(hash, f.CurrentHash):
+		return matchCurrent
+	case grace > 0 && f.RotatedAt != nil && f.SuccessorSealed != nil && hashEqual(hash, f.PrevHash) &&
+		now.Sub(ms(*f.RotatedAt)) < grace:
+		return matchGrace
+	default:
+		return matchNone
+	}
+}
+
+// live reports whether the family is neither marked revoked nor expired
+// (at or past its absolute or idle expiry) at now. Its session's
+// revocation is loadFamily's to read.
+func (f familyRow) live(now time.Time) bool {
+	return f.RevokedAt == nil && now.Before(f.AbsoluteExpiry) && now.Before(f.IdleExpiresAt)
+}
+
 // familyWithSession is a family row and whether its session is revoked
 // (loadFamily).
 type familyWithSession struct {
@@ -372,7 +409,7 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 			if err != nil || !found {
 				return err
 			}
-			if f.RevokedAt != nil || !now.Before(f.AbsoluteExpiry) || !now.Before(f.IdleExpiresAt) {
+			if !f.live(now) {
 				return nil
 			}
 			if sessionRevoked {
@@ -383,8 +420,8 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 			if err != nil {
 				return err
 			}
-			switch {
-			case hashEqual(req.PresentedHash, f.CurrentHash):
+			switch f.match(req.PresentedHash, now, req.Grace) {
+			case matchCurrent:
 				won, err := s.casRotate(tx, f, req, now)
 				if err != nil {
 					return err
@@ -394,21 +431,22 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 				}
 				result = store.RotateResult{Outcome: store.RotateOK, Family: fam}
 				return nil
-			case hashEqual(req.PresentedHash, f.PrevHash):
-				if req.Grace > 0 && f.RotatedAt != nil && f.SuccessorSealed != nil &&
-					now.Sub(ms(*f.RotatedAt)) < req.Grace {
-					result = store.RotateResult{Outcome: store.RotateGraceReplay, Family: fam, SuccessorSealed: f.SuccessorSealed}
-					return nil
-				}
-			default:
-				var n int64
-				err := tx.Model(&usedTokenRow{}).
-					Where("family_id = ? AND token_hash = ?", f.ID, req.PresentedHash).Count(&n).Error
-				if err != nil {
-					return fmt.Errorf("look up used token: %w", err)
-				}
-				if n == 0 {
-					return nil // not a token of this family: change nothing
+			case matchGrace:
+				result = store.RotateResult{Outcome: store.RotateGraceReplay, Family: fam, SuccessorSealed: f.SuccessorSealed}
+				return nil
+			case matchNone:
+				// The replaced token (outside grace) is known without a
+				// look-up; an older one is among the used tokens.
+				if !hashEqual(req.PresentedHash, f.PrevHash) {
+					var n int64
+					err := tx.Model(&usedTokenRow{}).
+						Where("family_id = ? AND token_hash = ?", f.ID, req.PresentedHash).Count(&n).Error
+					if err != nil {
+						return fmt.Errorf("look up used token: %w", err)
+					}
+					if n == 0 {
+						return nil // not a token of this family: change nothing
+					}
 				}
 			}
 			// A token of this family that was already rotated, outside grace.

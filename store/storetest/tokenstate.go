@@ -35,6 +35,11 @@ import (
 //     revocation;
 //   - a token rotated less than Grace ago (Now - rotation < Grace) gets
 //     RotateGraceReplay; at Grace or later, or for any older token, it is reuse;
+//     so is a token whose rotation kept no successor (it was made with a
+//     Grace of zero);
+//   - FindRefresh, given the rotation's Grace, finds the family by any token
+//     rotation would honour: the current one, and one that would get
+//     RotateGraceReplay;
 //   - a user cut-off revokes the user's access tokens whose IssuedAt, at
 //     millisecond precision, is at or before the cut-off; a later cut-off
 //     replaces an earlier one, an earlier one never moves it back;
@@ -74,6 +79,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/reset_counters", testResetCounters},
 		{"ok/ping", testPing},
 		{"ok/find_refresh_current_only", testFindRefresh},
+		{"ok/find_refresh_previous_within_grace", testFindRefreshInGrace},
 		{"ok/peek_counts_nothing", testPeek},
 		{"ok/count_steps", testCountSteps},
 		{"fail/count_steps_bad_window", testCountStepsBadWindow},
@@ -1070,7 +1076,7 @@ func testFindRefresh(t *testing.T, st store.TokenState) {
 	fam := newFamily(randomID("u-"), base)
 	first := create(t, st, fam)
 	find := func(tok token, now time.Time) error {
-		got, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now)
+		got, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now, 0)
 		if err == nil {
 			wantFamily(t, got, fam)
 		}
@@ -1092,7 +1098,7 @@ func testFindRefresh(t *testing.T, st store.TokenState) {
 	if err := find(second, fam.AbsoluteExpiry); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("FindRefresh after absolute expiry: %v", err)
 	}
-	if _, err := st.FindRefresh(ctx(t), randomID("sid-"), second.hash, base); !errors.Is(err, store.ErrNotFound) {
+	if _, err := st.FindRefresh(ctx(t), randomID("sid-"), second.hash, base, 0); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("FindRefresh of an unknown family: %v", err)
 	}
 	// Finding changes nothing: the successor still rotates.
@@ -1103,9 +1109,83 @@ func testFindRefresh(t *testing.T, st store.TokenState) {
 	if err := st.RevokeFamily(ctx(t), fam.ID, base.Add(4*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.FindRefresh(ctx(t), fam.ID, third.hash, base.Add(5*time.Minute)); !errors.Is(err, store.ErrNotFound) {
+	if _, err := st.FindRefresh(ctx(t), fam.ID, third.hash, base.Add(5*time.Minute), 0); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("FindRefresh in a revoked family: %v", err)
 	}
+}
+
+// testFindRefreshInGrace: a token rotation honours is one FindRefresh
+// finds, so that it can be revoked (RFC 7009 §2.2): the previous token less
+// than grace after its rotation (a grace replay) finds the family; at grace
+// or later, with no grace, once it is older than the previous one, once its
+// family is revoked, or when its rotation kept no successor, it does not
+// (rotation then calls it reuse or invalid).
+func testFindRefreshInGrace(t *testing.T, st store.TokenState) {
+	const grace = 10 * time.Second
+	base := baseTime()
+	rotatedAt := base.Add(time.Minute)
+	fam := newFamily(randomID("u-"), base)
+	t0 := create(t, st, fam)
+	t1 := newToken()
+	wantOutcome(t, "rotate with grace", rotate(t, st, fam.ID, t0, t1, rotatedAt, grace), store.RotateOK)
+	find := func(t *testing.T, tok token, now time.Time, grace time.Duration, want bool) {
+		t.Helper()
+		got, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now, grace)
+		switch {
+		case want && err != nil:
+			t.Fatalf("FindRefresh: %v, want the family", err)
+		case want:
+			wantFamily(t, got, fam)
+		case !errors.Is(err, store.ErrNotFound):
+			t.Fatalf("FindRefresh: %+v, %v; want ErrNotFound", got, err)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		tok   token
+		after time.Duration // since the rotation
+		grace time.Duration
+		found bool
+	}{
+		{"ok/previous_at_rotation", t0, 0, grace, true},
+		{"ok/previous_just_inside_grace", t0, grace - time.Millisecond, grace, true},
+		{"ok/current_inside_grace", t1, time.Second, grace, true},
+		{"ok/current_without_grace", t1, time.Second, 0, true},
+		{"fail/previous_at_grace", t0, grace, grace, false},
+		{"fail/previous_after_grace", t0, time.Hour, grace, false},
+		{"fail/previous_without_grace", t0, time.Second, 0, false},
+		{"fail/unknown_inside_grace", newToken(), time.Second, grace, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { find(t, tc.tok, rotatedAt.Add(tc.after), tc.grace, tc.found) })
+	}
+	// Finding changed nothing: t0 is still a grace replay, t1 current.
+	wantOutcome(t, "replay after finding", rotate(t, st, fam.ID, t0, newToken(), rotatedAt.Add(time.Second), grace), store.RotateGraceReplay)
+	// Only the latest rotation's predecessor is honoured: after t1 → t2,
+	// t0 is an older token.
+	t2 := newToken()
+	wantOutcome(t, "rotate t1", rotate(t, st, fam.ID, t1, t2, rotatedAt.Add(2*time.Second), grace), store.RotateOK)
+	find(t, t0, rotatedAt.Add(3*time.Second), grace, false)
+	find(t, t1, rotatedAt.Add(3*time.Second), grace, true)
+	// Once the family is revoked, neither the predecessor nor the current
+	// token is found or rotates, inside the grace window or not.
+	if err := st.RevokeFamily(ctx(t), fam.ID, rotatedAt.Add(4*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []token{t1, t2} {
+		find(t, tok, rotatedAt.Add(5*time.Second), grace, false)
+		wantOutcome(t, "rotate in a revoked family", rotate(t, st, fam.ID, tok, newToken(), rotatedAt.Add(5*time.Second), grace), store.RotateInvalid)
+	}
+
+	// A rotation with a grace of zero kept no successor: its predecessor
+	// is not honoured, whatever grace is asked later, and is reuse.
+	plain := newFamily(randomID("u-"), base)
+	u0 := create(t, st, plain)
+	u1 := mustRotate(t, st, plain.ID, u0, rotatedAt)
+	if _, err := st.FindRefresh(ctx(t), plain.ID, u0.hash, rotatedAt.Add(time.Second), grace); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindRefresh of a token rotated without grace, asked with grace: %v, want ErrNotFound", err)
+	}
+	wantOutcome(t, "replay of a token rotated without grace", rotate(t, st, plain.ID, u0, newToken(), rotatedAt.Add(time.Second), grace), store.RotateReuseDetected)
+	wantInvalid(t, st, "its successor after reuse", plain.ID, u1, rotatedAt.Add(2*time.Second))
 }
 
 func testPeek(t *testing.T, st store.TokenState) {
@@ -1299,7 +1379,7 @@ func btoi(b bool) int {
 
 func wantLive(t *testing.T, st store.TokenState, what string, fam store.RefreshFamily, tok token, now time.Time, live bool) {
 	t.Helper()
-	_, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now)
+	_, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now, 0)
 	switch {
 	case live && err != nil:
 		t.Fatalf("%s: FindRefresh: %v, want the session live", what, err)
@@ -1360,7 +1440,7 @@ func testFamilyAuthTime(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	fam.AuthTime = login
 	fam.IdleTTL = time.Hour // far shorter than the login's age
 	first := create(t, st, fam)
-	found, err := st.FindRefresh(ctx(t), fam.ID, first.hash, issued.Add(time.Minute))
+	found, err := st.FindRefresh(ctx(t), fam.ID, first.hash, issued.Add(time.Minute), 0)
 	if err != nil {
 		t.Fatalf("FindRefresh of a family from a 48 h old login with a 1 h idle lifetime: %v", err)
 	}
@@ -1376,7 +1456,7 @@ func testFamilyAuthTime(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	// Without an AuthTime the family was authenticated when it was created.
 	plain := newFamily(user, issued)
 	tok := create(t, st, plain)
-	if f, err := st.FindRefresh(ctx(t), plain.ID, tok.hash, issued); err != nil || !f.AuthTime.Equal(issued) {
+	if f, err := st.FindRefresh(ctx(t), plain.ID, tok.hash, issued, 0); err != nil || !f.AuthTime.Equal(issued) {
 		t.Fatalf("FindRefresh without an auth time: %v, %v; want it equal to the creation %v", f.AuthTime, err, issued)
 	}
 
@@ -1426,7 +1506,7 @@ func testFamilyAMRAndTenant(t *testing.T, newBackend func(t *testing.T, cfg Conf
 				wantFamily(t, res.Family, fam)
 				tok = next
 			}
-			found, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now)
+			found, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now, 0)
 			if err != nil {
 				t.Fatalf("FindRefresh: %v", err)
 			}
@@ -1637,7 +1717,7 @@ func testConcurrentCreateAndCheckVsRevoke(t *testing.T, newBackend func(t *testi
 		if cerr != nil {
 			t.Fatalf("CreateFamilyAndCheck: %v", cerr)
 		}
-		_, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, base.Add(time.Second))
+		_, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, base.Add(time.Second), 0)
 		if !revoked && err == nil {
 			t.Fatalf("round %d: the check answered not revoked and the revoked session's family is live", i)
 		}
@@ -1672,7 +1752,7 @@ func testConcurrentSessionCap(t *testing.T, newBackend func(t *testing.T, cfg Co
 		if errs[i] != nil {
 			t.Fatalf("CreateFamily: %v", errs[i])
 		}
-		if _, err := st.FindRefresh(ctx(t), fams[i].ID, toks[i].hash, base.Add(time.Second)); err == nil {
+		if _, err := st.FindRefresh(ctx(t), fams[i].ID, toks[i].hash, base.Add(time.Second), 0); err == nil {
 			n++
 		}
 	}
