@@ -613,16 +613,9 @@ func TestInviteToAnMFARoleAsksForEnrolment(t *testing.T) {
 			t.Parallel()
 			a := newAcctEnvOn(t, b, map[string]string{"PORTCULLIS_POLICY_FILE": mfaPolicyFile(t, 50)})
 			ctx := context.Background()
-			web, err := a.in.App.Core.Store.GetClient(ctx, "web")
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The super_admin's token without the password grant (which asks
-			// a super_admin for a second factor under this policy).
-			rootTok, err := a.in.App.Tokens.IssueForUser(ctx, web, a.root, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// The super_admin's token: the policy requires their second
+			// factor (no issuance hands out their roles without it).
+			rootTok := a.mfaLogin(t, a.root, rootPass)
 			link := a.invite(t, rootTok.AccessToken, "newadmin@example.com", "admin")
 			r := a.c.PostJSON("/auth/invites/accept", map[string]string{"token": link, "password": "new admin passphrase 1", "name": "New Admin"}).
 				ExpectError(http.StatusBadRequest, "mfa_required")

@@ -916,16 +916,9 @@ func TestTenantInviteJoinForAnMFARole(t *testing.T) {
 			t.Parallel()
 			a := newAcctEnvOn(t, backend, map[string]string{"PORTCULLIS_TENANTS": "on", "PORTCULLIS_RATE_LIMITS": "off",
 				"PORTCULLIS_POLICY_FILE": mfaPolicyFile(t, 100)})
-			web, err := a.in.App.Core.Store.GetClient(t.Context(), "web")
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The super_admin's token without the password grant (which asks
-			// a super_admin for a second factor under this policy).
-			rootTok, err := a.in.App.Tokens.IssueForUser(t.Context(), web, a.root, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// The super_admin's token: the policy requires their second
+			// factor (no issuance hands out their roles without it).
+			rootTok := a.mfaLogin(t, a.root, rootPass)
 			e := &tenantEnv{acctEnv: a, rootTok: rootTok.AccessToken}
 			acme := e.createTenant(t, "acme")
 			e.member(t, acme, "admin-a@example.com", "admin")

@@ -299,7 +299,7 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	m.ClientID = client.ID
 	s.record(ctx, "invite.accepted", store.OutcomeSuccess, u.ID, u.ID, m,
 		map[string]string{"invite_id": accepted.ID, "role": accepted.Role})
-	if err := s.inviteSecondFactor(ctx, client, u, nil, "", req.Scope, "Your account is ready."); err != nil {
+	if err := s.loginSecondFactor(ctx, client, u, nil, "", req.Scope, "Your account is ready."); err != nil {
 		return token.Response{}, err
 	}
 	resp, err := s.sessions.IssueForUser(ctx, client, u, req.Scope)
@@ -358,7 +358,7 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 	s.audit.Record(ctx, store.AuditEvent{Action: "invite.accepted", Outcome: store.OutcomeSuccess, ActorID: u.ID, TargetID: u.ID,
 		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, TenantID: accepted.TenantID,
 		Details: map[string]string{"invite_id": accepted.ID, "role": accepted.Role, "existing_account": "true"}})
-	if err := s.inviteSecondFactor(ctx, client, user, (*mfa.Summary)(res.Factors), res.ThrottleKey(), req.Scope,
+	if err := s.loginSecondFactor(ctx, client, user, (*mfa.Summary)(res.Factors), res.ThrottleKey(), req.Scope,
 		"You have joined the organisation."); err != nil {
 		return token.Response{}, err
 	}
@@ -441,16 +441,17 @@ func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string,
 	return u, nil
 }
 
-// inviteSecondFactor is the password step of a login started by an
+// loginSecondFactor is the password step of a login started by an
 // invite's acceptance (a new account, or an existing one joining an
-// organisation): nil when no second factor is due, else the mfa_required
-// answer with the mfa_token. mfa.Service.Begin decides, as at the password
+// organisation) or by a password change whose session the account's roles
+// need a second factor for: nil when no second factor is due, else the
+// mfa_required answer with the mfa_token. mfa.Service.Begin decides, as at the password
 // grant: the one rule of who owes a second factor. factors are the
 // account's second factors as the password check read them (nil: read
 // them); login is the check's throttle key, which the second step counts
 // under ("": the account's email); done, a sentence, says what the
-// acceptance did.
-func (s *Service) inviteSecondFactor(ctx context.Context, client store.Client, u store.User, factors *mfa.Summary, login string,
+// acceptance (or the change) did.
+func (s *Service) loginSecondFactor(ctx context.Context, client store.Client, u store.User, factors *mfa.Summary, login string,
 	scope []string, done string) error {
 	if s.mfa == nil {
 		return nil

@@ -216,10 +216,13 @@ type ChangePasswordRequest struct {
 // the new one must pass the rules and differ from it. It clears
 // must_change_password, ends every session of the user and starts a fresh
 // one through the client of the presented token (the first-party client if
-// that client no longer exists). It accepts the restricted token of a user
-// who must change their password, and refuses (403) a token exchanged from
-// an API key, and any other token of a third-party application
-// (token.ThirdPartyApp), as the other self-service operations do.
+// that client no longer exists); when the account's roles need a second
+// factor, the answer after the change is 400 mfa_required with an
+// mfa_token that finishes that session's login (the token service issues
+// no password-only session to such roles). It accepts the restricted token of a user who must change their password,
+// and refuses (403) a token exchanged from an API key, and any other token
+// of a third-party application (token.ThirdPartyApp), as the other
+// self-service operations do.
 //
 // The account is the actor's (a bearer token) or, with req.Login, the one
 // that login names (the change-password page). Either way the current
@@ -307,7 +310,21 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	}
 	actor.Meta.ClientID = client.ID
 	s.record(ctx, "password.changed", store.OutcomeSuccess, u.ID, u.ID, actor.Meta, nil)
-	return s.sessions.IssueForUser(ctx, client, updated, req.Scope)
+	resp, err := s.sessions.IssueForUser(ctx, client, updated, req.Scope)
+	if errors.Is(err, token.ErrSecondFactorOwed) {
+		// The fresh session is a password login, and the account's roles
+		// need a second factor: as after an invite's acceptance, the
+		// answer is mfa_required with the mfa_token that finishes the
+		// login (or enrols the factor). The password is changed.
+		user := updated
+		if s.tenancy != nil {
+			user = s.tenancy.Platform(user)
+		}
+		if ferr := s.loginSecondFactor(ctx, client, user, nil, "", req.Scope, "Your password is changed."); ferr != nil {
+			return token.Response{}, ferr
+		}
+	}
+	return resp, err
 }
 
 // sessionClient returns the client a fresh session continues with: the

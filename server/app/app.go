@@ -513,10 +513,10 @@ func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenSta
 		return pages.SignInDeps{}, nil, err
 	}
 	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
-		Sessions: states.Browser, Grants: tokens, Users: users, Consents: core.Store, Audit: core.Audit,
+		Sessions: states.Browser, Grants: tokens, Users: users, Consents: core.Store, SecondFactors: tokens, Audit: core.Audit,
 		CodeTTL: cfg.AuthCodeTTL, RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
-		Rehasher: tokens, Hints: tokens, Clients: cl, Ender: ender}, flow, nil
+		Rehasher: tokens, Logins: tokens, Hints: tokens, Clients: cl, Ender: ender}, flow, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client

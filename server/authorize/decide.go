@@ -37,6 +37,9 @@ const (
 	ReasonNoSession      = "no_session"     // no live browser session (or its user cannot sign in)
 	ReasonReauthenticate = "reauthenticate" // prompt=login or max_age exceeded
 	ReasonHintMismatch   = "hint_mismatch"  // id_token_hint names another user
+	// ReasonSecondFactor: the session's login used no second factor and
+	// the roles the code would carry require one.
+	ReasonSecondFactor = "second_factor"
 )
 
 // UserState is what Decide needs to know of the session's user.
@@ -70,6 +73,11 @@ type Inputs struct {
 	// then satisfied). A consent remembered from another request, however
 	// recent, is not.
 	ConsentGiven bool
+	// SecondFactorOwed: the roles a code issued now would carry (those of
+	// the organisation the request names) require a second factor the
+	// session's login did not use (its amr has no "mfa"), so its
+	// redemption would be refused (token.Service.SecondFactorOwed).
+	SecondFactorOwed bool
 }
 
 // Decision is the outcome of Decide.
@@ -91,15 +99,18 @@ type Decision struct {
 //  3. id_token_hint names another user: login
 //  4. prompt=select_account not yet answered: select account
 //  5. the user must change the password: change-password step
-//  6. third-party client without remembered consent covering the scopes,
+//  6. the session's login lacks the second factor the roles the code
+//     would carry require: login (whose second step asks for it, or for
+//     its enrolment)
+//  7. third-party client without remembered consent covering the scopes,
 //     or prompt=consent / offline_access / a native (private-use scheme)
 //     redirect of a public client without consent given for this request:
 //     consent
-//  7. otherwise: issue a code
+//  8. otherwise: issue a code
 //
 // With prompt=none every row but the last is an error instead:
-// login_required (1-3), account_selection_required (4),
-// interaction_required (5), consent_required (6).
+// login_required (1-3, 6), account_selection_required (4),
+// interaction_required (5), consent_required (7).
 func Decide(req *Request, in Inputs, now time.Time) Decision {
 	s := in.Session
 	switch {
@@ -113,6 +124,8 @@ func Decide(req *Request, in Inputs, now time.Time) Decision {
 		return req.interact(SelectAccount, "", ErrAccountSelectionRequired, "The user must choose an account.")
 	case in.User.MustChangePassword:
 		return req.interact(ShowChangePassword, "", ErrInteractionRequired, "The user must change their password.")
+	case in.SecondFactorOwed:
+		return req.interact(ShowLogin, ReasonSecondFactor, ErrLoginRequired, "The user must sign in with a second factor.")
 	case needsConsent(req, in):
 		return req.interact(ShowConsent, "", ErrConsentRequired, "The user has not consented to this application's access.")
 	}

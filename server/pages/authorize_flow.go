@@ -51,6 +51,12 @@ type AuthorizeFlow struct {
 		GetConsent(ctx context.Context, userID, clientID string) (store.Consent, error)
 		PutConsent(ctx context.Context, c store.Consent) error
 	}
+	// SecondFactors says whether a session's login lacks the second factor
+	// the roles of a code for the request would require
+	// (*token.Service.SecondFactorOwed); nil: never.
+	SecondFactors interface {
+		SecondFactorOwed(ctx context.Context, clientID string, u store.User, tenant string, amr []string) (bool, error)
+	}
 	Audit Auditor
 	// CodeTTL is PORTCULLIS_AUTH_CODE_TTL, RequestTTL PORTCULLIS_AUTHORIZE_REQUEST_TTL.
 	CodeTTL    time.Duration
@@ -258,7 +264,7 @@ func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store
 // view is what the pages show of req.
 func (f *AuthorizeFlow) view(ctx context.Context, id string, req *authorize.Request) (Pending, error) {
 	p := Pending{ID: id, Client: Client{ID: req.ClientID}, Scopes: slices.Clone(req.Scopes), RedirectURI: req.RedirectURI,
-		LoginHint: req.LoginHint}
+		LoginHint: req.LoginHint, Tenant: req.Tenant}
 	if req.Prompt.Login {
 		p.Freshness.Since = req.ReceivedAt.Truncate(time.Second)
 	}
@@ -382,7 +388,8 @@ func (f *AuthorizeFlow) issueWithGrant(ctx context.Context, bs *store.BrowserSes
 }
 
 // inputs gathers what authorize.Decide weighs besides the request: the
-// session's user, the remembered consent (after remembering the one just
+// session's user, whether its login owes the second factor the code's
+// roles require, the remembered consent (after remembering the one just
 // given), and whether the account was chosen during this request. It also
 // returns the user as read (nil: none), which a code issued now carries.
 func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, bs *store.BrowserSession, done Done,
@@ -400,6 +407,11 @@ func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, bs *
 		return in, nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	default:
 		in.User, user = authorize.StateOf(&u), &u
+		if f.SecondFactors != nil && u.Active {
+			if in.SecondFactorOwed, err = f.SecondFactors.SecondFactorOwed(ctx, req.ClientID, u, req.Tenant, bs.AMR); err != nil {
+				return in, nil, err
+			}
+		}
 	}
 	if done == DoneConsent && in.User.Exists && in.User.Active && !in.User.MustChangePassword && !req.FirstParty {
 		if err := f.remember(ctx, bs.UserID, req, now, m); err != nil {

@@ -324,6 +324,9 @@ func (p *Pages) changePost(c echo.Context) error {
 		accounts.ChangePasswordRequest{Login: email, CurrentPassword: current, NewPassword: pw})
 	switch {
 	case err == nil:
+	case is(err, apierr.ErrMFARequired):
+		// Changed; the account's roles need a second factor, so the change
+		// started no session (nothing to end): the person signs in with it.
 	case is(err, apierr.ErrInvalidGrant):
 		ps.add("current_password", badCredentials)
 		return p.renderForm(c, http.StatusBadRequest, p.changeView(email).withErrors(ps), ChangePasswordPath)

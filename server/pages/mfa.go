@@ -169,13 +169,19 @@ func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, 
 }
 
 // beginMFA is called after a correct password: it asks the MFA service
-// whether a second factor is needed. handled reports that it answered (the
-// second step, the enrolment step, or a failure); otherwise the login goes
-// on as a password login. The second step's failures count under the
-// throttle key of the password step (res.ThrottleKey()). No browser session is started before the second
+// whether a second factor is needed for the roles the login's tokens will
+// carry (those of the organisation the request names: loginUser). handled
+// reports that it answered (the second step, the enrolment step, or a
+// failure); otherwise the login goes on as a password login. The second
+// step's failures count under the throttle key of the password step
+// (res.ThrottleKey()). No browser session is started before the second
 // factor.
 func (p *Pages) beginMFA(c echo.Context, pr Pending, res passcheck.Result, authTime time.Time, remember bool) (handled bool, err error) {
-	ctx, u := c.Request().Context(), res.User
+	ctx := c.Request().Context()
+	u, err := p.loginUser(ctx, pr, res.User)
+	if err != nil {
+		return true, p.fail(c, err)
+	}
 	ch, err := p.si.MFA.Begin(ctx, u, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", authTime)
 	if err != nil {
 		return true, p.fail(c, err)
@@ -184,6 +190,15 @@ func (p *Pages) beginMFA(c echo.Context, pr Pending, res passcheck.Result, authT
 		return false, nil
 	}
 	return true, p.secondStep(c, pr, u.ID, ch, remember)
+}
+
+// loginUser is u with the roles a login for pr will carry: those of the
+// organisation pr names (SignInDeps.Logins), else as read.
+func (p *Pages) loginUser(ctx context.Context, pr Pending, u store.User) (store.User, error) {
+	if p.si.Logins == nil {
+		return u, nil
+	}
+	return p.si.Logins.LoginUser(ctx, pr.Client.ID, u, pr.Tenant)
 }
 
 // secondStep shows the step a begun challenge asks for: the enrolment step

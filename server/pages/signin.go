@@ -110,6 +110,9 @@ type Pending struct {
 	// Freshness is the request's prompt=login and max_age, which a sign-in
 	// through an identity provider passes on to it and checks.
 	Freshness upstream.Freshness
+	// Tenant is the organisation the request names ("": none): the second
+	// step a login owes is decided with the roles held there.
+	Tenant string
 }
 
 // Step is what the flow decided: a page to show or an answer to send.
@@ -200,6 +203,13 @@ type Users interface {
 	GetUser(ctx context.Context, id string) (store.User, error)
 }
 
+// Logins gives a user the roles a login through a client naming an
+// organisation would carry (*token.Service.LoginUser), so that the second
+// step is decided with the roles the code's tokens will hold.
+type Logins interface {
+	LoginUser(ctx context.Context, clientID string, u store.User, tenant string) (store.User, error)
+}
+
 // Rehasher upgrades an outdated password hash after a successful login
 // (*token.Service, the password grant's upgrade).
 type Rehasher interface {
@@ -224,6 +234,10 @@ type SignInDeps struct {
 	Users    Users
 	Audit    Auditor
 	Rehasher Rehasher // may be nil: hashes are then upgraded at the next password grant
+	// Logins applies the organisation a request names to the user whose
+	// second step is decided; nil: the user's roles as read (organisations
+	// off).
+	Logins   Logins
 	Now      func() time.Time
 	Accounts Accounts // ChangePassword of the change-password step; Deps.Accounts when nil
 	// Signing out: id_token_hint checks, clients' post-logout URIs and the
@@ -748,6 +762,10 @@ func (p *Pages) changeStepPost(c echo.Context, id string) error {
 		accounts.ChangePasswordRequest{CurrentPassword: current, NewPassword: pw})
 	switch {
 	case err == nil:
+	case is(err, apierr.ErrMFARequired):
+		// Changed; the account's roles need a second factor, so the change
+		// started no session. The browser session below is the page's, and
+		// Decide asks for that factor before any code of those roles.
 	case is(err, apierr.ErrInvalidGrant):
 		ps.add("current_password", "The temporary password is incorrect.")
 		return p.changeStep(c, http.StatusBadRequest, pr, ps)

@@ -259,19 +259,24 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 }
 
 // upstreamSignedIn finishes an upstream sign-in of u: Portcullis's own
-// second step when u owes one (the login page's, with the provider
-// recorded as the first factor), else the browser session and the pending
-// request, like a password login.
+// second step when u owes one with the roles the login will carry (those
+// of the organisation the request names; the login page's step, with the
+// provider recorded as the first factor), else the browser session and
+// the pending request, like a password login.
 func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr Pending, u store.User, amr []string,
 	rec upstreamRecord) error {
 	ctx := c.Request().Context()
-	owes, err := p.si.Upstream.NeedsSecondFactor(ctx, u, amr)
+	lu, err := p.loginUser(ctx, pr, u)
+	if err != nil {
+		return p.fail(c, err)
+	}
+	owes, err := p.si.Upstream.NeedsSecondFactor(ctx, lu, amr)
 	if err != nil {
 		return p.fail(c, err)
 	}
 	now := p.now()
 	if owes {
-		ch, err := p.si.MFA.Begin(ctx, u, nil, "", pr.Client.ID, strings.Join(pr.Scopes, " "), "", now)
+		ch, err := p.si.MFA.Begin(ctx, lu, nil, "", pr.Client.ID, strings.Join(pr.Scopes, " "), "", now)
 		if err != nil {
 			return p.fail(c, err)
 		}

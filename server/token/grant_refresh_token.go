@@ -102,6 +102,25 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		}
 		return Response{}, err
 	}
+	// amr is kept unchanged on refresh, so a role gained since the login
+	// that needs a second factor the login did not use cannot be carried
+	// by it: the refresh is refused. The rotation above already replaced
+	// the presented token with a successor that is never handed out; left
+	// alone, the presented token would next count as reuse (a false theft
+	// alarm that ends the session anyway). So the family is ended here, on
+	// purpose and recorded as such: the presented token then answers
+	// invalid_grant like any ended session's, and the person signs in again
+	// with the second factor. Checking before the rotation would cost every
+	// refresh another round trip to the token state for this rare case.
+	if err := s.secondFactorOwed(user.Roles, fam.AMR); err != nil {
+		if rerr := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "end a session whose roles need a second factor"); rerr != nil {
+			return Response{}, rerr
+		}
+		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeFailure, TargetID: fam.UserID,
+			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: tn.ID,
+			Details: map[string]string{"sid": sid, "reason": "a role of the account requires a second factor the login did not use"}})
+		return Response{}, err
+	}
 	// The session follows the user's current permissions (or keeps to the
 	// ones it named); a refresh may narrow the scope, never widen it.
 	scope, err := policy.NarrowOnRefresh(strings.Fields(fam.RequestedScope), req.Scope, s.perms.Permissions(user.Roles), client.Scopes)

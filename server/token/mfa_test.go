@@ -40,6 +40,13 @@ type fakeMFA struct {
 	tokens   map[string]*fakePending
 	codes    map[string]int // recovery codes left by user
 	n        int
+	// requiredFor is the role whose holders the policy requires a second
+	// factor of ("": nobody's).
+	requiredFor string
+}
+
+func (m *fakeMFA) Required(roles []string) bool {
+	return m.requiredFor != "" && slices.Contains(roles, m.requiredFor)
 }
 
 type fakePending struct {

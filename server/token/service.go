@@ -86,6 +86,10 @@ type SecondFactor interface {
 	// TOTPCode and RecoveryCode are the factors of the two MFA grants.
 	TOTPCode(code string) mfa.Factor
 	RecoveryCode(code string) mfa.Factor
+	// Required reports whether the policy requires a second factor of a
+	// user holding roles (mfa.required_for_level): every issuance checks
+	// it against the login's amr (secondFactorOwed).
+	Required(roles []string) bool
 }
 
 // APIKeys answers API keys (pcak_…) where a token is presented: at

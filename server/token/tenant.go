@@ -96,9 +96,11 @@ func (s *Service) clientTenant(ctx context.Context, client store.Client) (store.
 // token holds that tenant's roles and at most the permissions the
 // presented token holds (narrowed by a named scope and the client's),
 // keeps its sid (ending that session ends this token too), amr and
-// auth_time, and lives no longer than it. No refresh token and no id
-// token: a session in the new tenant takes a new login, so an access
-// token can never be turned into a longer session this way.
+// auth_time, and lives no longer than it. Roles there that need a second
+// factor the presented token's amr lacks are refused (invalid_grant). No
+// refresh token and no id token: a session in the new tenant takes a new
+// login, so an access token can never be turned into a longer session
+// this way.
 func (s *Service) switchTenant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
 	refused := apierr.ErrInvalidRequest.WithDescription("The subject token is invalid, expired or refused.")
 	now := s.now()
@@ -129,6 +131,11 @@ func (s *Service) switchTenant(ctx context.Context, client store.Client, req Tok
 	}
 	user, tn, err := s.loginTenant(ctx, client, user, req.Tenant)
 	if err != nil {
+		return Response{}, err
+	}
+	// The new tenant's roles may need a second factor the presented
+	// token's login did not use (its amr): that takes a new login.
+	if err := s.secondFactorOwed(user.Roles, c.AMR); err != nil {
 		return Response{}, err
 	}
 	grant, err := s.loginScope(client, user, req.Scope, false)

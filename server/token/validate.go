@@ -339,7 +339,9 @@ func (s *Service) EndUserSessions(ctx context.Context, userID string) error {
 
 // IssueForUser starts a fresh session for a user who just proved who they are
 // (invite acceptance, password change) through client, as a password grant
-// would, and returns the token response.
+// would, and returns the token response. Like a password grant it is
+// refused (invalid_grant) when the user's roles require a second factor:
+// the caller asks for the factor first (mfa.Service.Begin).
 func (s *Service) IssueForUser(ctx context.Context, client store.Client, user store.User, scope []string) (Response, error) {
 	resp, _, err := s.issueSession(ctx, client, user, scope, s.now())
 	if err == nil {
@@ -387,6 +389,11 @@ func (s *Service) issueLogin(ctx context.Context, client store.Client, user stor
 		tenant: li.tenant, recheck: li.recheck}
 	if !user.MustChangePassword {
 		g.roles = append([]string{}, user.Roles...)
+	}
+	// Before anything is created: a login that did not use the second
+	// factor the roles it would carry need gets nothing.
+	if err := s.secondFactorOwed(g.roles, li.amr); err != nil {
+		return Response{}, g, err
 	}
 	grant, err := s.loginScope(client, user, scope, li.onlyPermsNamed)
 	if err != nil {
