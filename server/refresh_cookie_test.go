@@ -517,12 +517,15 @@ func TestRefreshCookieCodeFlow(t *testing.T) {
 			form := url.Values{"grant_type": {"authorization_code"}, "client_id": {"spa.cookie"}, "code": {q.Get("code")},
 				"redirect_uri": {siCallback}, "code_verifier": {verifier}}
 			e.post("/oauth2/token", form, map[string]string{"Origin": spaOrigin}, "").ExpectError(http.StatusForbidden, "invalid_request")
-			tok, rt := cookieAnswer(t, e.post("/oauth2/token", form, spaHeaders(), ""), d.in.Config.RefreshMaxAge)
+			// The grant has no offline_access: its family ends with the
+			// browser session, so no later than the session's maximum age.
+			lifetime := min(d.in.Config.RefreshMaxAge, d.in.Config.SessionMaxAge)
+			tok, rt := cookieAnswer(t, e.post("/oauth2/token", form, spaHeaders(), ""), lifetime)
 			if tok.IDToken == "" {
 				t.Fatal("no id token from the code exchange")
 			}
 			refresh := url.Values{"grant_type": {"refresh_token"}, "client_id": {"spa.cookie"}}
-			cookieAnswer(t, e.post("/oauth2/token", refresh, spaHeaders(), rt), d.in.Config.RefreshMaxAge)
+			cookieAnswer(t, e.post("/oauth2/token", refresh, spaHeaders(), rt), lifetime)
 		})
 	}
 }

@@ -57,9 +57,15 @@ func (u uaTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // grant's tokens (openid, no offline_access).
 func (d *svDeployment) browser(t *testing.T, email, pw, ua string) (*http.Client, *oauth2.Token) {
 	t.Helper()
+	return d.browserScoped(t, email, pw, ua, oidc.ScopeOpenID)
+}
+
+// browserScoped is browser for a grant of scopes.
+func (d *svDeployment) browserScoped(t *testing.T, email, pw, ua string, scopes ...string) (*http.Client, *oauth2.Token) {
+	t.Helper()
 	hc := siBrowser(t)
 	hc.Transport = uaTransport{ua}
-	first := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+	first := d.oauth("first", d.firstSecret, scopes...)
 	v := oauth2.GenerateVerifier()
 	login := siGet(t, hc, first.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
 	q := d.callback(t, login.submit(t, hc, url.Values{"username": {email}, "password": {pw}}))

@@ -88,7 +88,15 @@ type OnceRecord struct {
 // identified to the browser by an opaque cookie of which only the hash is
 // stored.
 type BrowserSession struct {
-	ID       string // opaque id (the `sid` of the tokens issued in it); never the cookie
+	ID string // opaque id (the `sid` of the tokens issued in it); never the cookie
+	// Lineage is the ID of the first session of the chain of re-logins of
+	// the same person in the same browser that this one continues (a
+	// re-login ends the old session and starts a new one carrying its
+	// grants); its own ID when it continues none. The refresh families of
+	// its grants are bound to it (RefreshFamily.BrowserSessionID), so a
+	// re-login does not end them. Backends answer ID for a session stored
+	// before it was kept.
+	Lineage  string
 	UserID   string
 	AuthTime time.Time // when the person last authenticated in this session
 	AMR      []string  // authentication methods (RFC 8176), e.g. ["pwd"]
@@ -178,6 +186,29 @@ type BrowserSessions interface {
 	// ListBrowserSessions returns the user's live sessions (with their
 	// Grants), newest first.
 	ListBrowserSessions(ctx context.Context, userID string, now time.Time) ([]BrowserSession, error)
+	// KeepBrowserSession is the refresh of a family bound to a browser
+	// session (RefreshFamily.BrowserSessionID): ErrNotFound when no live
+	// session of userID continues lineage at now (ended, idle for longer
+	// than its IdleTTL, past its AbsoluteExpiry, or ended by the user's
+	// cut-off), as FindBrowserSession judges it. Else the refresh counts
+	// as activity of the session: when TouchDue(LastUsedAt, IdleTTL, now),
+	// LastUsedAt becomes now (never back), which moves its idle expiry
+	// forward, never beyond its AbsoluteExpiry.
+	KeepBrowserSession(ctx context.Context, userID, lineage string, now time.Time) error
+}
+
+// TouchDivisor bounds the writes KeepBrowserSession makes: a session's
+// last use is moved only once it is more than IdleTTL/TouchDivisor old, so
+// an application refreshing every few minutes writes to its browser
+// session a few times per idle period, and the idle expiry it keeps is at
+// most that fraction short of a full IdleTTL.
+const TouchDivisor = 16
+
+// TouchDue reports whether KeepBrowserSession at now moves the last use of
+// a session last used at lastUsed with idle TTL idle: the one rule every
+// backend applies (the Redis script is passed TouchDivisor).
+func TouchDue(lastUsed time.Time, idle time.Duration, now time.Time) bool {
+	return now.Sub(lastUsed)*TouchDivisor > idle
 }
 
 // Consent is a person's remembered consent to a third-party client for a set of scopes.

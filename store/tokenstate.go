@@ -35,9 +35,18 @@ type RefreshFamily struct {
 	// TenantID binds the session to the tenant its login named
 	// (organisations on); "" for a login that named none. Refreshes keep
 	// it whatever they ask.
-	TenantID       string
-	AbsoluteExpiry time.Time     // the session ends here whatever happens
-	IdleTTL        time.Duration // a token unused this long expires
+	TenantID string
+	// BrowserSessionID ties the family to the browser (SSO) session its
+	// code was issued in, for a grant without offline_access: the
+	// Lineage of that session (store.BrowserSession), which a re-login
+	// of the same person carries on. A refresh is refused, and the family
+	// ended, once no live browser session continues it
+	// (BrowserSessions.KeepBrowserSession). "" for a family that outlives
+	// browser sessions: a password grant, an offline_access grant, or one
+	// written before it was kept.
+	BrowserSessionID string
+	AbsoluteExpiry   time.Time     // the session ends here whatever happens
+	IdleTTL          time.Duration // a token unused this long expires
 }
 
 // RotateRequest asks to replace the family's current refresh token.

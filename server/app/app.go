@@ -360,7 +360,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	tokenDeps := token.Deps{
 		Clients: clientCache, Users: users, State: states.State, Signer: core.Keys, Sealer: core.KEKs,
 		Passwords: hasher, Permissions: core.Policy, Audit: core.Audit, Logger: log, Metrics: m, Checker: checker,
-		Codes: states.Once, MFA: mfaService,
+		Codes: states.Once, Browser: states.Browser, MFA: mfaService,
 	}
 	if tenants != nil { // a nil *Resolver in the interface would not be nil
 		tokenDeps.Tenancy = tenants

@@ -18,6 +18,10 @@ type Login struct {
 	AuthTime         time.Time
 	AMR              []string
 	BrowserSessionID string
+	// BrowserLineage and BrowserSessionExpiry are the browser session's
+	// lineage and absolute expiry (token.AuthCode.BrowserBinding).
+	BrowserLineage       string
+	BrowserSessionExpiry time.Time
 	// User is the account as read for this request's decision (nil: the
 	// redemption reads it again); the code carries it (token.CodeUser).
 	User *store.User
@@ -52,7 +56,8 @@ func PrepareCode(req *Request, login Login, ttl time.Duration, now time.Time) (P
 		ClientID: req.ClientID, UserID: login.UserID, RedirectURI: req.RedirectURISent,
 		Scopes: slices.Clone(req.Scopes), CodeChallenge: req.CodeChallenge, Nonce: req.Nonce,
 		AuthTime: login.AuthTime, AMR: slices.Clone(login.AMR), SID: token.NewSID(), Offline: req.WantsOffline(),
-		BrowserSessionID: login.BrowserSessionID, IssuedAt: now, Tenant: req.Tenant,
+		BrowserSessionID: login.BrowserSessionID, BrowserLineage: login.BrowserLineage,
+		BrowserSessionExpiry: login.BrowserSessionExpiry, IssuedAt: now, Tenant: req.Tenant,
 	}
 	if login.User != nil {
 		if login.User.ID != login.UserID {

@@ -142,6 +142,11 @@ type Start struct {
 	// session still ends them.
 	ClientIDs []string
 	Grants    []store.SessionGrant
+	// Lineage is the lineage of the session a re-login of the same person
+	// replaces (store.BrowserSession.Lineage), which the new session
+	// continues, so that the refresh families bound to it go on; "": the
+	// new session starts its own.
+	Lineage string
 }
 
 // Start stores a new session under a fresh random cookie value and returns
@@ -165,9 +170,12 @@ func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.Browse
 		auth = now
 	}
 	bs := store.BrowserSession{
-		ID: base64.RawURLEncoding.EncodeToString(idRaw), UserID: s.UserID, AuthTime: auth, AMR: slices.Clone(s.AMR),
+		ID: base64.RawURLEncoding.EncodeToString(idRaw), Lineage: s.Lineage, UserID: s.UserID, AuthTime: auth, AMR: slices.Clone(s.AMR),
 		Remember: s.Remember, CreatedAt: now, LastUsedAt: now, IdleTTL: m.cfg.IdleTTL, AbsoluteExpiry: now.Add(m.cfg.MaxAge),
 		IP: s.IP, UserAgent: s.UserAgent, ClientIDs: slices.Clone(s.ClientIDs), Grants: slices.Clone(s.Grants),
+	}
+	if bs.Lineage == "" {
+		bs.Lineage = bs.ID
 	}
 	if err := m.st.CreateBrowserSession(ctx, bs, Hash(value)); err != nil {
 		return store.BrowserSession{}, nil, fmt.Errorf("browsersession: store the session: %w", err)

@@ -319,7 +319,8 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 	case authorize.ActIssueCode:
 		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
 			code, err := authorize.PrepareCode(r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
-				AMR: bs.AMR, BrowserSessionID: bs.ID, User: user}, f.CodeTTL, now)
+				AMR: bs.AMR, BrowserSessionID: bs.ID, BrowserLineage: bs.Lineage, BrowserSessionExpiry: bs.AbsoluteExpiry,
+				User: user}, f.CodeTTL, now)
 			if err != nil {
 				return authorize.Response{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 			}

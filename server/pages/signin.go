@@ -607,7 +607,8 @@ func (p *Pages) login(c echo.Context, id string) error {
 // a new one and sets its cookie. A login as someone else ends the old
 // session through the one routine (its grants end, back-channel logout is
 // sent); a new login of the same person carries the old session's grants
-// into the new one, so signing out later still ends them. It records
+// into the new one, so signing out later still ends them, and continues
+// its lineage, so their refresh families go on. It records
 // session.started.
 func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID string, authTime time.Time,
 	amr []string, remember bool, clientID string) (*store.BrowserSession, error) {
@@ -615,6 +616,7 @@ func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID s
 	m.ClientID = clientID
 	var clientIDs []string
 	var grants []store.SessionGrant
+	var lineage string
 	switch {
 	case old == nil:
 	case old.UserID != userID:
@@ -627,12 +629,15 @@ func (p *Pages) startSession(c echo.Context, old *store.BrowserSession, userID s
 			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 		}
 		clientIDs, grants = signout.CarryGrants(old.ClientIDs, held)
+		// The new session continues the old one's lineage, to which the
+		// refresh families of the carried grants are bound.
+		lineage = old.Lineage
 		p.si.Audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: userID,
 			TargetID: old.UserID, ClientID: clientID, IP: m.IP, UserAgent: m.UserAgent,
 			Details: map[string]string{"sid": old.ID, "reason": signout.WhyLogin, "kind": "browser"}})
 	}
 	bs, ck, err := p.si.Browser.Start(ctx, browsersession.Start{UserID: userID, AuthTime: authTime, AMR: amr,
-		Remember: remember, IP: m.IP, UserAgent: m.UserAgent, ClientIDs: clientIDs, Grants: grants}, p.secure(c))
+		Remember: remember, IP: m.IP, UserAgent: m.UserAgent, ClientIDs: clientIDs, Grants: grants, Lineage: lineage}, p.secure(c))
 	if err != nil {
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}

@@ -38,8 +38,14 @@ type AuthCode struct {
 	// Offline: the request asked for offline_access.
 	Offline bool `json:"offline_access,omitempty"`
 	// BrowserSessionID is the browser (SSO) session the code was issued in.
-	BrowserSessionID string    `json:"browser_session_id,omitempty"`
-	IssuedAt         time.Time `json:"issued_at"`
+	BrowserSessionID string `json:"browser_session_id,omitempty"`
+	// BrowserLineage is that session's lineage (store.BrowserSession.Lineage)
+	// and BrowserSessionExpiry its absolute expiry: the refresh family of
+	// a grant without offline_access ends with them (BrowserBinding). Both
+	// are empty in a code issued before they were kept.
+	BrowserLineage       string    `json:"browser_lineage,omitempty"`
+	BrowserSessionExpiry time.Time `json:"browser_session_expiry,omitzero"`
+	IssuedAt             time.Time `json:"issued_at"`
 	// User is the account as read when the code was issued (nil in a code
 	// issued without it): the redemption issues from it instead of reading
 	// the account again. See CodeUser for why that is safe.
@@ -47,6 +53,23 @@ type AuthCode struct {
 	// Tenant is the organisation slug the authorization request named
 	// (`tenant`, organisations on); "" for none.
 	Tenant string `json:"tenant,omitempty"`
+}
+
+// BrowserBinding is the browser session the code's grant ends with, as
+// its refresh family records it (store.RefreshFamily.BrowserSessionID): the
+// session's lineage and absolute expiry. A grant with offline_access
+// outlives its browser session ("" and zero), the one rule that
+// signout.Ender follows too (store.SessionGrant.Offline is the code's
+// Offline). A code issued before the lineage was kept names its session,
+// which is the lineage of a session that continues no other.
+func (c AuthCode) BrowserBinding() (lineage string, expiry time.Time) {
+	if c.Offline {
+		return "", time.Time{}
+	}
+	if c.BrowserLineage != "" {
+		return c.BrowserLineage, c.BrowserSessionExpiry
+	}
+	return c.BrowserSessionID, c.BrowserSessionExpiry
 }
 
 // CodeUser is the part of an account that a code's tokens are issued from,

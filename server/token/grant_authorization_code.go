@@ -81,7 +81,9 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 	if err != nil {
 		return Response{}, err
 	}
+	lineage, sessionExpiry := code.BrowserBinding()
 	resp, g, err := s.issueLogin(ctx, client, user, code.Scopes, now, loginInfo{
+		browserSession: lineage, browserSessionExpiry: sessionExpiry,
 		authTime: code.AuthTime, sid: code.SID, nonce: code.Nonce, amr: code.AMR, onlyPermsNamed: ThirdPartyApp(client),
 		tenant: tn, recheck: &store.AccessTokenRef{JTI: newJTI(code.AuthTime), SID: code.SID, UserID: user.ID, IssuedAt: code.AuthTime},
 	})

@@ -9,6 +9,7 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 	"slices"
 	"strings"
+	"time"
 )
 
 // parseRefreshGrant reads refresh_token (RFC 6749 §6).
@@ -78,6 +79,9 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 			Details: map[string]string{"sid": sid, "reason": "refresh token presented by another client"}})
 		return Response{}, invalid
 	}
+	if err := s.keepBrowserSession(ctx, fam, client, meta, now); err != nil {
+		return Response{}, err
+	}
 	user, err := s.users.GetUserAt(ctx, fam.UserID, res.UserVersion)
 	if err != nil || !user.Active || user.MustChangePassword {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -137,4 +141,39 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
 		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry, tenant: tn}
 	return s.respond(g, next, now)
+}
+
+// keepBrowserSession applies the contract's "refresh tokens of a grant that
+// did not include offline_access end with the browser session" to a
+// refresh of fam: a family bound to a browser session (startSession) is
+// refused, and ended with its access tokens, once no live browser session
+// continues it (ended, idle or past its absolute expiry), as logout would
+// have ended it (signout.Ender). A refresh that finds the session live
+// counts as its activity: like Keycloak's SSO session, an application in
+// use keeps the person signed in, so its refresh tokens do not die after
+// PORTCULLIS_SESSION_IDLE_TTL without a visit to the login page. The store
+// writes that at most a few times per idle period (store.TouchDivisor) and
+// never past the session's absolute expiry. Password-grant and
+// offline_access families are bound to none and pay nothing.
+func (s *Service) keepBrowserSession(ctx context.Context, fam store.RefreshFamily, client store.Client, meta RequestMeta, now time.Time) error {
+	if fam.BrowserSessionID == "" {
+		return nil
+	}
+	err := store.ErrNotFound
+	if s.browser != nil {
+		err = s.browser.KeepBrowserSession(ctx, fam.UserID, fam.BrowserSessionID, now)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the browser session: %w", err))
+	}
+	if err := s.revocationFailed(s.state.RevokeFamily(ctx, fam.ID, now), "revoke the family of an ended browser session"); err != nil {
+		return err
+	}
+	s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeSuccess, TargetID: fam.UserID,
+		ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+		Details: map[string]string{"sid": fam.ID, "reason": "browser session ended"}})
+	return apierr.ErrInvalidGrant.WithDescription("The refresh token is invalid, expired or revoked: the browser session it was issued in has ended. Sign in again.")
 }

@@ -62,6 +62,11 @@ type grantSet struct {
 	// family's creation, rechecked is set and recheckRevoked is its answer.
 	recheck                   *store.AccessTokenRef
 	rechecked, recheckRevoked bool
+	// browserSession is the lineage of the browser session the family
+	// ends with ("": none) and browserSessionExpiry that session's
+	// absolute expiry, which caps the family's (loginInfo).
+	browserSession       string
+	browserSessionExpiry time.Time
 }
 
 func (g grantSet) scope() string {
@@ -193,7 +198,10 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 // refuses a family whose login is at or before the user's cut-off, so a
 // login (or a code from it) that predates "end every session" yields no
 // session, and refreshes keep auth_time. It is issued now: its idle window
-// and absolute expiry count from now, however old the browser login is.
+// and absolute expiry count from now, however old the browser login is;
+// a family bound to a browser session (g.browserSession) ends no later than
+// that session's absolute expiry, and each refresh checks the session
+// (refreshGrant).
 func (s *Service) startSession(ctx context.Context, g *grantSet, requested []string, now time.Time) (string, error) {
 	if g.sid == "" {
 		g.sid = newSID()
@@ -211,17 +219,24 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 		maxAge = g.client.RefreshMaxAge
 	}
 	fam := store.RefreshFamily{
-		ID:             g.sid,
-		UserID:         g.user.ID,
-		ClientID:       g.client.ID,
-		Scope:          strings.Join(g.permissions, " "),
-		RequestedScope: strings.Join(requested, " "),
-		CreatedAt:      now,
-		AuthTime:       authTime,
-		AMR:            g.amr,
-		TenantID:       g.tenant.ID,
-		AbsoluteExpiry: now.Add(maxAge),
-		IdleTTL:        idle,
+		ID:               g.sid,
+		UserID:           g.user.ID,
+		ClientID:         g.client.ID,
+		Scope:            strings.Join(g.permissions, " "),
+		RequestedScope:   strings.Join(requested, " "),
+		CreatedAt:        now,
+		AuthTime:         authTime,
+		AMR:              g.amr,
+		TenantID:         g.tenant.ID,
+		BrowserSessionID: g.browserSession,
+		AbsoluteExpiry:   now.Add(maxAge),
+		IdleTTL:          idle,
+	}
+	if g.browserSession != "" && !g.browserSessionExpiry.IsZero() && g.browserSessionExpiry.Before(fam.AbsoluteExpiry) {
+		if !g.browserSessionExpiry.After(now) {
+			return "", apierr.ErrInvalidGrant.WithDescription("The browser session ended while signing in. Sign in again.")
+		}
+		fam.AbsoluteExpiry = g.browserSessionExpiry
 	}
 	var err error
 	if g.recheck != nil {

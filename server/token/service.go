@@ -120,6 +120,15 @@ type Tenancy interface {
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
 }
 
+// BrowserSessions answers, at a refresh, whether the browser (SSO)
+// session a family of the code flow ends with is still live, and counts
+// the refresh as its activity (store.BrowserSessions.KeepBrowserSession).
+type BrowserSessions interface {
+	// KeepBrowserSession is store.ErrNotFound when no live session of
+	// userID continues lineage at now.
+	KeepBrowserSession(ctx context.Context, userID, lineage string, now time.Time) error
+}
+
 // Auditor records security-relevant events (*app.Auditor).
 type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
@@ -165,6 +174,9 @@ type Service struct {
 	checker   PasswordChecker
 	codes     CodeStore
 	mfa       SecondFactor
+	// browser keeps the browser sessions families of the code flow end
+	// with (nil: none is live).
+	browser BrowserSessions
 	// subjectTokens are the token-exchange handlers by subject_token_type.
 	subjectTokens map[string]SubjectTokenHandler
 	// apiKeys answers API keys at introspection and revocation (nil: every
@@ -192,6 +204,11 @@ type Deps struct {
 	// Codes is where the authorization_code grant takes codes
 	// (store.SingleUse); nil: every code is unknown (invalid_grant).
 	Codes CodeStore
+	// Browser is where a refresh checks the browser session its family
+	// ends with (store.BrowserSessions; the token state's); nil: no such
+	// session is live (a family of the code flow without offline_access
+	// no longer refreshes).
+	Browser BrowserSessions
 	// MFA is the second step of a password login; nil: no user has a
 	// second factor (every mfa_token is unknown: invalid_grant).
 	MFA SecondFactor
@@ -206,7 +223,7 @@ type Deps struct {
 func NewService(cfg Config, d Deps) *Service {
 	s := &Service{cfg: cfg, clients: d.Clients, users: d.Users, state: d.State, signer: d.Signer, sealer: d.Sealer,
 		passwords: d.Passwords, perms: d.Permissions, audit: d.Audit, metrics: d.Metrics, checker: d.Checker,
-		codes: d.Codes, mfa: d.MFA, tenancy: d.Tenancy, log: d.Logger, now: d.Now}
+		codes: d.Codes, browser: d.Browser, mfa: d.MFA, tenancy: d.Tenancy, log: d.Logger, now: d.Now}
 	if s.now == nil {
 		s.now = time.Now
 	}

@@ -381,12 +381,16 @@ type loginInfo struct {
 	// exists (see Service.revokedAfterIssue): startSession reads it with
 	// the family's creation, in one round trip where the store can.
 	recheck *store.AccessTokenRef
+	// browserSession and browserSessionExpiry are the browser session the
+	// grant ends with (AuthCode.BrowserBinding; "": none).
+	browserSession       string
+	browserSessionExpiry time.Time
 }
 
 // issueLogin is issueSession for a login described by li.
 func (s *Service) issueLogin(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time, li loginInfo) (Response, grantSet, error) {
 	g := grantSet{client: client, user: &user, authTime: li.authTime, roles: []string{}, sid: li.sid, nonce: li.nonce, amr: li.amr,
-		tenant: li.tenant, recheck: li.recheck}
+		tenant: li.tenant, recheck: li.recheck, browserSession: li.browserSession, browserSessionExpiry: li.browserSessionExpiry}
 	if !user.MustChangePassword {
 		g.roles = append([]string{}, user.Roles...)
 	}

@@ -33,7 +33,10 @@ var (
 //	                          rest (JSON), <id>:c the client ids (one per line),
 //	                          <id>:g the grants, oldest first (one per line:
 //	                          "sid<TAB>client<TAB>offline 0|1<TAB>granted ms"),
-//	                          <id>:gn how many lines <id>:g holds
+//	                          <id>:gn how many lines <id>:g holds,
+//	                          <lineage>:l the id of the session that
+//	                          continues the lineage (absent while the
+//	                          lineage's first session is its only one)
 //
 // A user's sessions share the slot of the user's cut-off ({u:<uid>}:cut), so
 // the scripts that create and find them check it atomically.
@@ -133,6 +136,9 @@ func onceResult(op string, raw []interface{}) ([]byte, error) {
 
 // sessionData is the part of a browser session no script reads.
 type sessionData struct {
+	// Lineage is store.BrowserSession.Lineage; omitted when it is the
+	// session's own id (and in sessions stored before it was kept).
+	Lineage   string   `json:"lin,omitempty"`
 	AMR       []string `json:"amr,omitempty"`
 	Remember  bool     `json:"remember,omitempty"`
 	IP        string   `json:"ip,omitempty"`
@@ -184,7 +190,18 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 		}
 		grants[i] = line
 	}
-	data, err := json.Marshal(sessionData{AMR: bs.AMR, Remember: bs.Remember, IP: bs.IP, UserAgent: bs.UserAgent})
+	lineage := bs.Lineage
+	if lineage == "" {
+		lineage = bs.ID
+	}
+	if !validSessionPart(lineage) {
+		return errors.New("redis token state: create browser session: invalid lineage")
+	}
+	d := sessionData{AMR: bs.AMR, Remember: bs.Remember, IP: bs.IP, UserAgent: bs.UserAgent}
+	if lineage != bs.ID {
+		d.Lineage = lineage
+	}
+	data, err := json.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("redis token state: create browser session: %w", err)
 	}
@@ -208,7 +225,7 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 		bs.IdleTTL.Milliseconds(), created.UnixMilli())
 	n, err := createBrowserSessionScript.Run(ctx, s.c, []string{s.userBSKey(bs.UserID), s.userCutKey(bs.UserID)},
 		bs.ID, header, data, strings.Join(bs.ClientIDs, "\n"), auth.UnixMilli(), last.UnixMilli(), ttl,
-		strings.Join(grants, "\n")).Int64()
+		strings.Join(grants, "\n"), lineage).Int64()
 	if err != nil || n < 0 {
 		_ = s.c.Del(ctx, ck, ok).Err() // best effort: an orphan cookie finds nothing anyway
 	}
@@ -364,8 +381,12 @@ func parseSession(uid, id, header, data, clients, grants string) (store.BrowserS
 	if err != nil {
 		return store.BrowserSession{}, err
 	}
+	lineage := d.Lineage
+	if lineage == "" {
+		lineage = id
+	}
 	return store.BrowserSession{
-		ID: id, UserID: uid, AuthTime: time.UnixMilli(n[0]).UTC(), AMR: d.AMR, Remember: d.Remember,
+		ID: id, Lineage: lineage, UserID: uid, AuthTime: time.UnixMilli(n[0]).UTC(), AMR: d.AMR, Remember: d.Remember,
 		CreatedAt: time.UnixMilli(n[4]).UTC(), LastUsedAt: time.UnixMilli(n[1]).UTC(),
 		IdleTTL: time.Duration(n[3]) * time.Millisecond, AbsoluteExpiry: time.UnixMilli(n[2]).UTC(),
 		IP: d.IP, UserAgent: d.UserAgent, ClientIDs: ids, Grants: gs,
@@ -394,6 +415,28 @@ func parseGrant(line string) (store.SessionGrant, error) {
 		return store.SessionGrant{}, fmt.Errorf("corrupt browser session grant: %w", err)
 	}
 	return store.SessionGrant{SID: f[0], ClientID: f[1], Offline: f[2] == "1", GrantedAt: time.UnixMilli(at).UTC()}, nil
+}
+
+// KeepBrowserSession implements store.BrowserSessions: one script on the
+// user's slot (keepBrowserSessionScript) follows the lineage to its
+// session, judges it as FindBrowserSession's script does and moves its
+// last use. The user's durable cut-off is not read again: a cut-off that
+// ends the session ends the family being refreshed too (its AuthTime is
+// the session's or earlier), which the rotation has checked.
+func (s *State) KeepBrowserSession(ctx context.Context, userID, lineage string, now time.Time) error {
+	notFound := fmt.Errorf("redis token state: keep browser session: %w", store.ErrNotFound)
+	if !validUserID(userID) || !validSessionPart(lineage) {
+		return notFound
+	}
+	n, err := keepBrowserSessionScript.Run(ctx, s.c, []string{s.userBSKey(userID), s.userCutKey(userID)},
+		lineage, now.UnixMilli(), store.TouchDivisor).Int64()
+	if err != nil {
+		return unavailable("keep browser session", err)
+	}
+	if n != 1 {
+		return notFound
+	}
+	return nil
 }
 
 // owner returns the user of session id ("" when unknown).

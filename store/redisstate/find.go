@@ -13,7 +13,7 @@ import (
 // familyFields are what FindRefresh's scripts (findFamilyLua) return of a
 // family, in order: which token the presented hash is, then the family's
 // fields.
-var familyFields = []string{"match", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn"}
+var familyFields = []string{"match", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn", "bs"}
 
 // presentedNone is presentedLua's answer for a hash that is no token
 // rotation honours (1 is the current token, 2 a grace replay).
@@ -128,6 +128,9 @@ func liveFamily(familyID string, vals []interface{}, now time.Time) (store.Refre
 	if vals[12] == nil { // a family written before the tenant was kept
 		vals[12] = ""
 	}
+	if vals[13] == nil { // a family written before the browser session was kept
+		vals[13] = ""
+	}
 	str := make([]string, len(vals)) // str[0], the match, stays ""
 	for i, v := range vals[1:] {
 		sv, ok := v.(string)
@@ -156,6 +159,6 @@ func liveFamily(familyID string, vals []interface{}, now time.Time) (store.Refre
 	return store.RefreshFamily{
 		ID: familyID, UserID: str[5], ClientID: str[6], Scope: str[7], RequestedScope: str[8],
 		CreatedAt: time.UnixMilli(ca).UTC(), AuthTime: time.UnixMilli(at).UTC(), AbsoluteExpiry: time.UnixMilli(ax).UTC(), IdleTTL: time.Duration(it) * time.Millisecond,
-		AMR: amr, TenantID: str[12],
+		AMR: amr, TenantID: str[12], BrowserSessionID: str[13],
 	}, nil
 }

@@ -9,8 +9,8 @@ import "github.com/redis/go-redis/v9"
 
 // createFamilyScript: KEYS fam; ARGV user, client, scope, requested scope,
 // created, absolute expiry, idle ttl, idle expiry (0 = none), first hash, key
-// ttl, auth time, amr (encoded, see encodeAMR), tenant id.
-// Returns 1, or 0 when the family already exists.
+// ttl, auth time, amr (encoded, see encodeAMR), tenant id, browser session
+// lineage ("" for none). Returns 1, or 0 when the family already exists.
 var createFamilyScript = redis.NewScript(createFamilyLua + `return createFamily(KEYS[1], ARGV)`)
 
 // createFamilyLua defines createFamily(k, a): createFamilyScript's work on
@@ -20,7 +20,7 @@ local function createFamily(k, a)
   if redis.call('EXISTS', k) == 1 then return 0 end
   redis.call('HSET', k, 'u', a[1], 'c', a[2], 's', a[3], 'rs', a[4],
     'ca', a[5], 'ax', a[6], 'it', a[7], 'ix', a[8], 'cur', a[9], 'rv', '0', 'at', a[11],
-    'amr', a[12], 'tn', a[13])
+    'amr', a[12], 'tn', a[13], 'bs', a[14])
   redis.call('PEXPIRE', k, a[10])
   return 1
 end
@@ -72,14 +72,14 @@ end
 
 // createIndexedFamilyScript is createFamilyScript then indexSessionScript
 // as one atomic script, for a Redis without Cluster (its keys are in
-// different slots): KEYS fam, then indexSessionScript's three; ARGV the 13
+// different slots): KEYS fam, then indexSessionScript's three; ARGV the 14
 // of createFamilyScript then the 7 of indexSessionScript. Returns {-3}
 // when the family exists, else indexSessionScript's reply; when that
 // refuses the family ({-1} cut-off, {-2} prune first) the family is
 // deleted in the same script, so no one ever sees it.
 var createIndexedFamilyScript = redis.NewScript(createFamilyLua + indexSessionLua + `
 if createFamily(KEYS[1], ARGV) == 0 then return {-3} end
-local r = indexSession(KEYS[2], KEYS[3], KEYS[4], {ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20]})
+local r = indexSession(KEYS[2], KEYS[3], KEYS[4], {ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20], ARGV[21]})
 if r[1] < 0 then redis.call('DEL', KEYS[1]) end
 return r
 `)
@@ -119,9 +119,9 @@ const (
 // now ms, grace ms. Returns {outcome} for invalid, otherwise
 // {outcome, user, client, scope, requested scope, created, abs expiry,
 // idle ttl, auth time, amr, sealed successor (empty unless a grace replay),
-// tenant id} (a family written before auth times were kept answers its
-// creation time; one written before amr or the tenant was kept answers an
-// empty one). It does not read the revocation set (another slot): on
+// tenant id, browser session lineage} (a family written before auth times
+// were kept answers its creation time; one written before amr, the tenant
+// or the browser session was kept answers an empty one). It does not read the revocation set (another slot): on
 // Cluster the caller checks the session after it.
 var rotateScript = redis.NewScript(rotateLua + `return rotate(nil)`)
 
@@ -192,7 +192,7 @@ end
 var findFamilyScript = redis.NewScript(findFamilyLua + userKeyLua + sessionRevokedLua + `
 local f = findFamily(KEYS[1], ARGV)
 if f[1] then
-  f[14] = sessionRevoked(ARGV[4], ARGV[5], ARGV[6], f[6] or '', f[11] or f[10])
+  f[15] = sessionRevoked(ARGV[4], ARGV[5], ARGV[6], f[6] or '', f[11] or f[10])
 end
 return f
 `)
@@ -206,16 +206,16 @@ var findFamilyOnClusterScript = redis.NewScript(findFamilyLua + `return findFami
 // k given a = {presented hash, now ms, grace ms}. Returns which token the
 // hash is (presented's answer: 0 none, 1 current, 2 a grace replay) in
 // place of the family's current hash, then its fields rv, ax, it, ix, u,
-// c, s, rs, ca, at, amr, tn (nil where missing); the first is nil too
+// c, s, rs, ca, at, amr, tn, bs (nil where missing); the first is nil too
 // when the family does not exist.
 const findFamilyLua = presentedLua + `
 local function findFamily(k, a)
-  local f = redis.call('HMGET', k, 'cur', 'rv', 'ax', 'it', 'ix', 'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn',
+  local f = redis.call('HMGET', k, 'cur', 'rv', 'ax', 'it', 'ix', 'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn', 'bs',
     'prev', 'ra', 'sealed')
   if f[1] then
-    f[1] = presented(a[1], f[1], f[14], f[15], f[16], tonumber(a[2]), tonumber(a[3]))
+    f[1] = presented(a[1], f[1], f[15], f[16], f[17], tonumber(a[2]), tonumber(a[3]))
   end
-  f[14], f[15], f[16] = nil, nil, nil
+  f[15], f[16], f[17] = nil, nil, nil
   return f
 end
 `
@@ -255,11 +255,12 @@ end
 const rotateLua = presentedLua + `
 local function rotate(revoked)
   local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
-    'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn')
+    'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn', 'bs')
   local cur = f[1]
   local at = f[14] or f[13]
   local amr = f[15] or ''
   local tn = f[16] or ''
+  local bs = f[17] or ''
   if not cur or f[7] == '1' then return {0} end
   local now = tonumber(ARGV[4])
   local ax, it, ix = tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
@@ -292,15 +293,15 @@ local function rotate(revoked)
     redis.call('SADD', KEYS[2], cur)
     redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
     redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
-    return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn}
+    return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn, bs}
   end
   if m == 2 then
-    return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8], tn}
+    return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8], tn, bs}
   end
   if redis.call('SISMEMBER', KEYS[2], p) == 1 then
     redis.call('HSET', KEYS[1], 'rv', '1')
     redis.call('HDEL', KEYS[1], 'sealed')
-    return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn}
+    return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn, bs}
   end
   return {0}
 end
@@ -514,23 +515,59 @@ end
 `
 
 // createBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV
-// id, header, data, client ids, auth ms, now ms, ttl ms, grants. Refuses ({-1}) a
-// session authenticated at or before the cut-off; drops the user's dead
-// sessions; stores the session and never shortens the hash's lifetime.
+// id, header, data, client ids, auth ms, now ms, ttl ms, grants, lineage.
+// Refuses ({-1}) a session authenticated at or before the cut-off; drops
+// the user's dead sessions and the lineage pointers (<lineage>:l, the
+// session that continues a lineage now) whose session is gone; stores the
+// session, points its lineage at it when it continues another session's,
+// and never shortens the hash's lifetime.
 var createBrowserSessionScript = redis.NewScript(sessionLua + `
 local cut = redis.call('GET', KEYS[2])
 if cut and tonumber(ARGV[5]) <= tonumber(cut) then return -1 end
 local now = tonumber(ARGV[6])
 local all = redis.call('HGETALL', KEYS[1])
+local ptrs = {}
 for j = 1, #all, 2 do
   local f = all[j]
-  if not string.find(f, ':', 1, true) and not live(all[j + 1], now, cut) then drop(KEYS[1], f) end
+  if not string.find(f, ':', 1, true) then
+    if not live(all[j + 1], now, cut) then drop(KEYS[1], f) end
+  elseif string.sub(f, -2) == ':l' then
+    table.insert(ptrs, f)
+    table.insert(ptrs, all[j + 1])
+  end
+end
+for j = 1, #ptrs, 2 do
+  if redis.call('HEXISTS', KEYS[1], ptrs[j + 1]) == 0 then redis.call('HDEL', KEYS[1], ptrs[j]) end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':d', ARGV[3])
+if ARGV[9] ~= ARGV[1] then redis.call('HSET', KEYS[1], ARGV[9] .. ':l', ARGV[1]) end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':c', ARGV[4]) end
 redis.call('HDEL', KEYS[1], ARGV[1] .. ':gn')
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':g', ARGV[8]) end
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[7]) then redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
+return 1
+`)
+
+// keepBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV
+// lineage, now ms, store.TouchDivisor. Returns 0 when no live session
+// continues the lineage (dropping a dead one; a session that continues
+// another's lineage is no lineage itself), else 1, having moved the
+// session's last use to now when store.TouchDue (the same rule).
+var keepBrowserSessionScript = redis.NewScript(sessionLua + `
+local id = redis.call('HGET', KEYS[1], ARGV[1] .. ':l')
+if not id then
+  id = ARGV[1]
+  local d = redis.call('HGET', KEYS[1], id .. ':d')
+  if d and string.find(d, '"lin":', 1, true) then return 0 end
+end
+local h = redis.call('HGET', KEYS[1], id)
+if not h then return 0 end
+local now = tonumber(ARGV[2])
+if not live(h, now, redis.call('GET', KEYS[2])) then drop(KEYS[1], id) return 0 end
+local a, l, x, i, c = parse(h)
+if (now - l) * tonumber(ARGV[3]) > i then
+  redis.call('HSET', KEYS[1], id, string.format('%d:%d:%d:%d:%s', a, now, x, i, c))
+end
 return 1
 `)
 

@@ -331,7 +331,7 @@ func (s *State) familyArgs(fam store.RefreshFamily, firstHash []byte) (time.Time
 	}
 	return created, []any{fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
 		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl, authTimeOf(fam, created).UnixMilli(),
-		encodeAMR(fam.AMR), fam.TenantID}, nil
+		encodeAMR(fam.AMR), fam.TenantID, fam.BrowserSessionID}, nil
 }
 
 // familyEnd is the earliest a family created at created can end, in Unix
@@ -721,7 +721,7 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 	if code == scriptInvalid {
 		return store.RotateResult{Outcome: store.RotateInvalid}, nil
 	}
-	if len(raw) < 12 {
+	if len(raw) < 13 {
 		return store.RotateResult{}, fmt.Errorf("short script reply (%d values)", len(raw))
 	}
 	str := make([]string, len(raw)-1)
@@ -757,8 +757,9 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 	}
 	res.Family.AMR = amr
 	res.Family.TenantID = str[10]
-	if len(str) > 11 { // rotateOnOneNodeScript
-		res.UserVersion = store.UserVersion{Read: true, Value: str[11]}
+	res.Family.BrowserSessionID = str[11]
+	if len(str) > 12 { // rotateOnOneNodeScript
+		res.UserVersion = store.UserVersion{Read: true, Value: str[12]}
 	}
 	switch code {
 	case scriptOK:

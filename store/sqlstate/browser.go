@@ -103,6 +103,7 @@ func (s *State) PeekOnce(ctx context.Context, kind string, keyHash []byte, now t
 
 type browserSessionRow struct {
 	ID             string     `gorm:"column:id;primaryKey"`
+	Lineage        string     `gorm:"column:lineage"` // "" in a row older than migration 15 (read as ID)
 	CookieHash     []byte     `gorm:"column:cookie_hash"`
 	UserID         string     `gorm:"column:user_id"`
 	AuthTime       time.Time  `gorm:"column:auth_time"`
@@ -195,8 +196,12 @@ func (r browserSessionRow) toSession() (store.BrowserSession, error) {
 	if err != nil {
 		return store.BrowserSession{}, err
 	}
+	lineage := r.Lineage
+	if lineage == "" {
+		lineage = r.ID
+	}
 	return store.BrowserSession{
-		ID: r.ID, UserID: r.UserID, AuthTime: ms(r.AuthTime), AMR: amr, Remember: r.Remember,
+		ID: r.ID, Lineage: lineage, UserID: r.UserID, AuthTime: ms(r.AuthTime), AMR: amr, Remember: r.Remember,
 		CreatedAt: ms(r.CreatedAt), LastUsedAt: ms(r.LastUsedAt), IdleTTL: time.Duration(r.IdleTTLMS) * time.Millisecond,
 		AbsoluteExpiry: ms(r.AbsoluteExpiry), IP: r.IP, UserAgent: r.UserAgent, ClientIDs: clients, Grants: grants,
 	}, nil
@@ -234,8 +239,12 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 	if err != nil {
 		return fmt.Errorf("sql token state: create browser session: %w", err)
 	}
+	lineage := bs.Lineage
+	if lineage == "" {
+		lineage = bs.ID
+	}
 	row := browserSessionRow{
-		ID: bs.ID, CookieHash: cookieHash, UserID: bs.UserID, AuthTime: auth, AMR: encodeStrings(bs.AMR),
+		ID: bs.ID, Lineage: lineage, CookieHash: cookieHash, UserID: bs.UserID, AuthTime: auth, AMR: encodeStrings(bs.AMR),
 		Remember: bs.Remember, CreatedAt: created, LastUsedAt: last, IdleTTLMS: bs.IdleTTL.Milliseconds(),
 		IdleExpiresAt: idleExpiry(last, bs.IdleTTL, ms(bs.AbsoluteExpiry)), AbsoluteExpiry: ms(bs.AbsoluteExpiry),
 		IP: bs.IP, UserAgent: bs.UserAgent, ClientIDs: encodeStrings(bs.ClientIDs), Grants: grants,
@@ -274,6 +283,42 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 		return store.BrowserSession{}, fmt.Errorf("sql token state: find browser session: %w", err)
 	}
 	return bs, nil
+}
+
+// KeepBrowserSession implements store.BrowserSessions: one query finds the
+// live session continuing lineage (the newest, should a re-login race
+// leave two), and, when store.TouchDue, one conditional update moves its
+// last use (never back) and its idle expiry forward (never beyond its
+// absolute expiry).
+func (s *State) KeepBrowserSession(ctx context.Context, userID, lineage string, now time.Time) error {
+	notFound := fmt.Errorf("sql token state: keep browser session: %w", store.ErrNotFound)
+	if userID == "" || lineage == "" {
+		return notFound
+	}
+	now = ms(now)
+	db := s.db.WithContext(ctx)
+	var rows []browserSessionRow
+	err := db.Select("id", "last_used_at", "idle_ttl_ms", "absolute_expiry").
+		Where("user_id = ? AND lineage = ? AND "+liveSession, userID, lineage, now, now).
+		Order("created_at DESC").Limit(1).Find(&rows).Error
+	if err != nil {
+		return dbErr("keep browser session", err)
+	}
+	if len(rows) == 0 {
+		return notFound
+	}
+	row := rows[0]
+	idle := time.Duration(row.IdleTTLMS) * time.Millisecond
+	if !store.TouchDue(ms(row.LastUsedAt), idle, now) {
+		return nil
+	}
+	err = db.Exec(`UPDATE browser_sessions SET last_used_at = ?, idle_expires_at = ?
+		WHERE id = ? AND ended_at IS NULL AND last_used_at < ?`,
+		now, idleExpiry(now, idle, ms(row.AbsoluteExpiry)), row.ID, now).Error
+	if err != nil {
+		return dbErr("touch browser session", err)
+	}
+	return nil
 }
 
 // AddBrowserSessionGrantWithCode implements store.BrowserSessions: the

@@ -99,6 +99,7 @@ type familyRow struct {
 	AuthTime        *time.Time `gorm:"column:auth_time"`
 	AMR             *string    `gorm:"column:amr"` // JSON array; NULL for none (and families older than migration 10)
 	TenantID        string     `gorm:"column:tenant_id"`
+	BrowserSession  string     `gorm:"column:browser_session_id"` // "" for none (and families older than migration 15)
 	AbsoluteExpiry  time.Time  `gorm:"column:absolute_expiry"`
 	IdleTTLMS       int64      `gorm:"column:idle_ttl_ms"`
 	IdleExpiresAt   time.Time  `gorm:"column:idle_expires_at"`
@@ -124,6 +125,8 @@ func (r familyRow) toFamily() (store.RefreshFamily, error) {
 		AbsoluteExpiry: ms(r.AbsoluteExpiry),
 		IdleTTL:        time.Duration(r.IdleTTLMS) * time.Millisecond,
 		TenantID:       r.TenantID,
+		// BrowserSessionID: the lineage the family ends with.
+		BrowserSessionID: r.BrowserSession,
 	}
 	if r.AuthTime != nil {
 		f.AuthTime = ms(*r.AuthTime)
@@ -195,6 +198,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		AuthTime:       &authTime,
 		AMR:            familyAMR(fam.AMR),
 		TenantID:       fam.TenantID,
+		BrowserSession: fam.BrowserSessionID,
 		AbsoluteExpiry: ms(fam.AbsoluteExpiry),
 		IdleTTLMS:      fam.IdleTTL.Milliseconds(),
 		IdleExpiresAt:  idleExpiry(created, fam.IdleTTL, ms(fam.AbsoluteExpiry)),

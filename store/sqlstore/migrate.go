@@ -57,6 +57,7 @@ func Migrations() []Migration {
 		{Version: 12, Name: "machine_users_api_keys", Up: migrate0012},
 		{Version: 13, Name: "tenants", Up: migrate0013},
 		{Version: 14, Name: "api_key_expiry_notice", Up: migrate0014},
+		{Version: 15, Name: "browser_session_families", Up: migrate0015},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms

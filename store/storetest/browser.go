@@ -25,6 +25,11 @@ import (
 //   - RevokeUserSessions ends every browser session of the user whose
 //     AuthTime is at or before the cut-off, and refuses to create one
 //     (store.ErrSessionsEnded), however the calls interleave;
+//   - KeepBrowserSession finds the live session continuing a lineage (a
+//     session's own id, or the lineage a re-login carried on) as
+//     FindBrowserSession judges it, and moves its last use only when
+//     store.TouchDue, so the idle expiry moves at most a few times per
+//     IdleTTL and never past the absolute expiry;
 //   - a session keeps its grants oldest first and each client once, drops
 //     exactly the oldest beyond store.MaxSessionGrants, takes none once
 //     ended, and loses none to concurrent additions; a grant added with its
@@ -55,6 +60,9 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 		{"fail/browser_session_duplicate", testBSDuplicate},
 		{"fail/browser_session_cutoff_ends_sessions", testBSCutoff},
 		{"race/browser_session_create_vs_cutoff", testBSCreateVsCutoff},
+		{"ok/browser_session_keep_extends_idle", testBSKeepIdle},
+		{"fail/browser_session_keep_not_live", testBSKeepNotLive},
+		{"ok/browser_session_keep_follows_lineage", testBSKeepLineage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend(t, Config{})) })
@@ -353,6 +361,7 @@ func testBSRoundtrip(t *testing.T, b Backend) {
 	cookie := createBS(t, s, bs)
 	got := findBS(t, s, "fresh session", cookie, base.Add(time.Minute), true)
 	want := bs
+	want.Lineage = bs.ID // a session that continues none is its own lineage
 	want.LastUsedAt = base.Add(time.Minute)
 	want.Grants = nil // FindBrowserSession leaves them out
 	// The user's version is read beside the session by some backends (it
@@ -876,4 +885,162 @@ func testBSCreateVsCutoff(t *testing.T, b Backend) {
 			t.Fatalf("listed %v after the cut-off", got)
 		}
 	}
+}
+
+// keepStep is one KeepBrowserSession call of a test: at, and whether a live
+// session should be found.
+type keepStep struct {
+	what string
+	at   time.Time
+	live bool
+}
+
+func runKeepSteps(t *testing.T, s store.BrowserSessions, user, lineage string, steps []keepStep) {
+	t.Helper()
+	for _, st := range steps {
+		err := s.KeepBrowserSession(ctx(t), user, lineage, st.at)
+		switch {
+		case st.live && err != nil:
+			t.Fatalf("%s: KeepBrowserSession: %v, want the session live", st.what, err)
+		case !st.live && !errors.Is(err, store.ErrNotFound):
+			t.Fatalf("%s: KeepBrowserSession: %v, want ErrNotFound", st.what, err)
+		}
+	}
+}
+
+// testBSKeepIdle: a refresh keeps a session alive as a visit would, once
+// the move is worth a write (store.TouchDue), and never past its absolute
+// expiry.
+func testBSKeepIdle(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	const idle = time.Hour
+	step := idle / store.TouchDivisor
+	for _, tc := range []struct {
+		name  string
+		steps func(base time.Time) []keepStep
+	}{
+		{"extends_idle_expiry", func(base time.Time) []keepStep {
+			t1 := base.Add(idle - time.Millisecond)
+			t2 := t1.Add(idle - time.Millisecond)
+			return []keepStep{
+				{"1 ms before idle expiry", t1, true},
+				{"the keep extended the idle expiry", t2, true},
+				{"idle for IdleTTL since the last keep", t2.Add(idle), false},
+			}
+		}},
+		{"no_write_within_touch_step", func(base time.Time) []keepStep {
+			return []keepStep{
+				{"kept within the touch step", base.Add(step), true},
+				{"idle expiry unmoved by it", base.Add(idle), false},
+			}
+		}},
+		{"write_past_touch_step", func(base time.Time) []keepStep {
+			return []keepStep{
+				{"kept past the touch step", base.Add(step + time.Millisecond), true},
+				{"idle expiry moved by it", base.Add(idle), true},
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := newBrowserSession(randomID("u-"), base)
+			bs.IdleTTL = idle
+			createBS(t, s, bs)
+			runKeepSteps(t, s, bs.UserID, bs.ID, tc.steps(base))
+		})
+	}
+	t.Run("never_past_absolute_expiry", func(t *testing.T) {
+		bs := newBrowserSession(randomID("u-"), base)
+		bs.IdleTTL, bs.AbsoluteExpiry = idle, base.Add(90*time.Minute)
+		cookie := createBS(t, s, bs)
+		runKeepSteps(t, s, bs.UserID, bs.ID, []keepStep{
+			{"in use", base.Add(50 * time.Minute), true},
+			{"1 ms before absolute expiry", bs.AbsoluteExpiry.Add(-time.Millisecond), true},
+			{"at absolute expiry though recently kept", bs.AbsoluteExpiry, false},
+		})
+		findBS(t, s, "at absolute expiry", cookie, bs.AbsoluteExpiry, false)
+	})
+	t.Run("kept session found by its cookie", func(t *testing.T) {
+		bs := newBrowserSession(randomID("u-"), base)
+		bs.IdleTTL = idle
+		cookie := createBS(t, s, bs)
+		at := base.Add(50 * time.Minute)
+		runKeepSteps(t, s, bs.UserID, bs.ID, []keepStep{{"in use", at, true}})
+		got := findBS(t, s, "after the keep's idle expiry from creation", cookie, base.Add(idle+time.Minute), true)
+		if !got.LastUsedAt.Equal(base.Add(idle + time.Minute)) {
+			t.Fatalf("LastUsedAt = %v", got.LastUsedAt)
+		}
+	})
+}
+
+// testBSKeepNotLive: an ended session, one ended by the user's cut-off,
+// another user's and an unknown lineage keep nothing alive.
+func testBSKeepNotLive(t *testing.T, b Backend) {
+	st := b.State
+	s := sessionsOf(t, st)
+	base := baseTime()
+	now := base.Add(time.Minute)
+	for _, tc := range []struct {
+		name string
+		// setup returns the user and lineage to keep.
+		setup func(t *testing.T) (user, lineage string)
+	}{
+		{"ended", func(t *testing.T) (string, string) {
+			bs := newBrowserSession(randomID("u-"), base)
+			createBS(t, s, bs)
+			if _, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, base); err != nil {
+				t.Fatalf("EndBrowserSessionGrants: %v", err)
+			}
+			return bs.UserID, bs.ID
+		}},
+		{"user_cutoff", func(t *testing.T) (string, string) {
+			bs := newBrowserSession(randomID("u-"), base)
+			createBS(t, s, bs)
+			if err := st.RevokeUserSessions(ctx(t), bs.UserID, base); err != nil {
+				t.Fatalf("RevokeUserSessions: %v", err)
+			}
+			return bs.UserID, bs.ID
+		}},
+		{"another_user", func(t *testing.T) (string, string) {
+			bs := newBrowserSession(randomID("u-"), base)
+			createBS(t, s, bs)
+			return randomID("u-"), bs.ID
+		}},
+		{"unknown", func(t *testing.T) (string, string) { return randomID("u-"), randomID("bs-") }},
+		{"empty", func(t *testing.T) (string, string) { return randomID("u-"), "" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			user, lineage := tc.setup(t)
+			runKeepSteps(t, s, user, lineage, []keepStep{{tc.name, now, false}})
+		})
+	}
+}
+
+// testBSKeepFollowsLineage: a re-login that ends a session and starts one
+// continuing its lineage keeps the lineage alive; ending the new session
+// ends it.
+func testBSKeepLineage(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	first := newBrowserSession(randomID("u-"), base)
+	createBS(t, s, first)
+	runKeepSteps(t, s, first.UserID, first.ID, []keepStep{{"first session", base.Add(time.Minute), true}})
+	if _, err := s.EndBrowserSessionGrants(ctx(t), first.ID, base.Add(2*time.Minute)); err != nil {
+		t.Fatalf("EndBrowserSessionGrants: %v", err)
+	}
+	second := newBrowserSession(first.UserID, base.Add(2*time.Minute))
+	second.Lineage = first.ID
+	cookie := createBS(t, s, second)
+	if got := findBS(t, s, "re-login", cookie, base.Add(3*time.Minute), true); got.Lineage != first.ID {
+		t.Fatalf("re-login's Lineage = %q, want %q", got.Lineage, first.ID)
+	}
+	third := newBrowserSession(first.UserID, base.Add(3*time.Minute)) // another browser: its own lineage
+	createBS(t, s, third)
+	runKeepSteps(t, s, first.UserID, first.ID, []keepStep{{"continued by the re-login", base.Add(4 * time.Minute), true}})
+	runKeepSteps(t, s, first.UserID, second.ID, []keepStep{{"the re-login's own id is not a lineage", base.Add(4 * time.Minute), false}})
+	if _, err := s.EndBrowserSessionGrants(ctx(t), second.ID, base.Add(5*time.Minute)); err != nil {
+		t.Fatalf("EndBrowserSessionGrants: %v", err)
+	}
+	runKeepSteps(t, s, first.UserID, first.ID, []keepStep{{"re-login ended", base.Add(6 * time.Minute), false}})
+	runKeepSteps(t, s, first.UserID, third.ID, []keepStep{{"the other browser's session", base.Add(6 * time.Minute), true}})
 }

@@ -101,7 +101,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	}{
 		{"fail/family_started_before_cutoff", testFamilyBeforeCutoff},
 		{"ok/family_auth_time", testFamilyAuthTime},
-		{"ok/family_amr_and_tenant_survive_rotation", testFamilyAMRAndTenant},
+		{"ok/family_amr_tenant_browser_session_survive_rotation", testFamilyAMRAndTenant},
 		{"race/create_family_vs_end_sessions", testConcurrentCreateVsCutoff},
 		{"ok/session_cap_ends_oldest", testSessionCap},
 		{"race/session_cap_concurrent_logins", testConcurrentSessionCap},
@@ -269,7 +269,8 @@ func wantFamily(t *testing.T, got, want store.RefreshFamily) {
 	if got.ID != want.ID || got.UserID != want.UserID || got.ClientID != want.ClientID ||
 		got.Scope != want.Scope || got.RequestedScope != want.RequestedScope ||
 		!got.CreatedAt.Equal(want.CreatedAt) || !got.AbsoluteExpiry.Equal(want.AbsoluteExpiry) ||
-		got.IdleTTL != want.IdleTTL || !slices.Equal(got.AMR, want.AMR) || got.TenantID != want.TenantID {
+		got.IdleTTL != want.IdleTTL || !slices.Equal(got.AMR, want.AMR) || got.TenantID != want.TenantID ||
+		got.BrowserSessionID != want.BrowserSessionID {
 		t.Fatalf("family:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -1476,26 +1477,28 @@ func testFamilyAuthTime(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 	create(t, st, fresh)
 }
 
-// testFamilyAMRAndTenant: the login's amr and tenant come back unchanged from every
-// rotation outcome that returns the family (current token, grace replay,
-// reuse) and from FindRefresh, however long the chain; a family without
-// one answers none.
+// testFamilyAMRAndTenant: the login's amr, tenant and browser session come
+// back unchanged from every rotation outcome that returns the family
+// (current token, grace replay, reuse) and from FindRefresh, however long
+// the chain; a family without one answers none.
 func testFamilyAMRAndTenant(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	st := newBackend(t, Config{}).State
 	base := baseTime()
 	for _, tc := range []struct {
-		name   string
-		amr    []string
-		tenant string
+		name    string
+		amr     []string
+		tenant  string
+		browser string
 	}{
-		{"mfa_otp", []string{"pwd", "otp", "mfa"}, "ten_a"},
-		{"mfa_hwk", []string{"pwd", "hwk", "user", "mfa"}, ""},
-		{"password", []string{"pwd"}, "ten_b"},
-		{"none", nil, ""},
+		{"mfa_otp", []string{"pwd", "otp", "mfa"}, "ten_a", ""},
+		{"mfa_hwk", []string{"pwd", "hwk", "user", "mfa"}, "", randomID("bs-")},
+		{"password", []string{"pwd"}, "ten_b", ""},
+		{"code_flow", []string{"pwd"}, "", randomID("bs-")},
+		{"none", nil, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fam := newFamily(randomID("u-"), base)
-			fam.AMR, fam.TenantID = tc.amr, tc.tenant
+			fam.AMR, fam.TenantID, fam.BrowserSessionID = tc.amr, tc.tenant, tc.browser
 			tok := create(t, st, fam)
 			now := base
 			for i := 0; i < 3; i++ {
