@@ -54,7 +54,8 @@ func metricCounts(t *testing.T, in *st.Instance, name string) map[string]int {
 
 // TestSSORoundTrips counts the storage round trips of one single sign-on
 // round trip on PostgreSQL + Redis (the authorize leg with a live browser
-// session, then the code's redemption), so that a change that adds one
+// session, then the code's redemption, then a refresh of its grant), so
+// that a change that adds one
 // shows up as a number. Background work (key sync, the back-channel
 // queue's poll) only ever adds calls, so each count is the smallest of
 // several tries.
@@ -72,6 +73,8 @@ func TestSSORoundTrips(t *testing.T) {
 		return a
 	}
 	authRedis, authDB, tokRedis, tokDB := 1<<30, 1<<30, 1<<30, 1<<30
+	refRedis, refDB := 1<<30, 1<<30
+	api := d.in.Client(t)
 	for range tries {
 		verifier := oauth2.GenerateVerifier()
 		r0, d0 := dependencyCalls(t, d.in)
@@ -80,14 +83,21 @@ func TestSSORoundTrips(t *testing.T) {
 		if res.sawLogin || res.params.Get("code") == "" {
 			t.Fatalf("not a single sign-on: %+v", res)
 		}
-		if _, err := conf.Exchange(context.Background(), res.params.Get("code"), oauth2.VerifierOption(verifier)); err != nil {
+		tok, err := conf.Exchange(context.Background(), res.params.Get("code"), oauth2.VerifierOption(verifier))
+		if err != nil {
 			t.Fatal(err)
 		}
 		r2, d2 := dependencyCalls(t, d.in)
+		// The grant has no offline_access: its refresh checks (and keeps
+		// alive) the browser session it ends with.
+		api.PostForm("/oauth2/token", st.RefreshForm(tok.RefreshToken), st.Basic("first", d.firstSecret)).Token()
+		r3, d3 := dependencyCalls(t, d.in)
 		authRedis, authDB = minOf(authRedis, r1-r0), minOf(authDB, d1-d0)
 		tokRedis, tokDB = minOf(tokRedis, r2-r1), minOf(tokDB, d2-d1)
+		refRedis, refDB = minOf(refRedis, r3-r2), minOf(refDB, d3-d2)
 	}
-	t.Logf("authorize: %d Redis, %d SQL; token: %d Redis, %d SQL", authRedis, authDB, tokRedis, tokDB)
+	t.Logf("authorize: %d Redis, %d SQL; token: %d Redis, %d SQL; refresh: %d Redis, %d SQL",
+		authRedis, authDB, tokRedis, tokDB, refRedis, refDB)
 	for _, c := range []struct {
 		what      string
 		got, want int
@@ -96,6 +106,8 @@ func TestSSORoundTrips(t *testing.T) {
 		{"authorize leg, SQL", authDB, 0}, // the user is a copy (store/usercache)
 		{"token leg, Redis", tokRedis, 2},
 		{"token leg, SQL", tokDB, 0},
+		{"refresh of the grant, Redis", refRedis, 2}, // the rotation; the browser session
+		{"refresh of the grant, SQL", refDB, 0},
 	} {
 		if c.got > c.want {
 			t.Errorf("%s: %d round trips, at most %d", c.what, c.got, c.want)
