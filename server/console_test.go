@@ -323,6 +323,9 @@ func TestConsole(t *testing.T) {
 				{"fail/bad_redirect_uri", "/console/clients", "create", url.Values{"client_id": {"bad"}, "name": {"Bad"},
 					"grants": {"authorization_code"}, "redirect_uris": {"javascript:alert(1)"}}, http.StatusBadRequest},
 				{"fail/unknown_kid", "/console/keys", "revoke", url.Values{"kid": {"nope"}, "confirm": {"nope"}}, http.StatusNotFound},
+				// A form field is any bytes, where a query is checked first.
+				{"fail/name_not_utf8", "/console/users", "create_machine", url.Values{"name": {"Nightly \xff"}, "role": {"admin"}}, http.StatusBadRequest},
+				{"fail/session_user_with_nul", "/console/sessions?user=" + plain.ID, "end_all", url.Values{"user_id": {"a\x00b@example.com"}}, http.StatusNotFound},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					p := siGet(t, hc, in.URL+tc.path)

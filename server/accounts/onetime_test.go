@@ -89,6 +89,8 @@ func TestNormaliseEmailAndName(t *testing.T) {
 		{"ok/empty", "", "", true},
 		{"ok/unicode", "Zoë Ångström", "Zoë Ångström", true},
 		{"fail/control", "Ada\nLovelace", "", false},
+		{"fail/nul", "Ada\x00Lovelace", "", false},
+		{"fail/not_utf8", "Ada \xff", "", false},
 		{"fail/long", strings.Repeat("x", 201), "", false},
 	} {
 		t.Run("name/"+tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
@@ -99,10 +100,14 @@ func normaliseEmail(s string) (string, error) {
 	return s, nil
 }
 
-// normaliseName trims a display name and refuses control characters and
-// excessive length.
+// normaliseName trims a display name and refuses text that is not UTF-8
+// (an HTML form's field may be any bytes; PostgreSQL refuses them, SQLite
+// would keep them), control characters and excessive length.
 func normaliseName(s string) (string, error) {
 	s = strings.TrimSpace(s)
+	if !utf8.ValidString(s) {
+		return "", apierr.ErrInvalidRequest.WithDescription("The name is not valid UTF-8 text.")
+	}
 	if len(s) > maxNameLen {
 		return "", apierr.ErrInvalidRequest.WithDescription("The name is longer than %d characters.", maxNameLen)
 	}

@@ -21,6 +21,13 @@ import (
 var ErrInvalidUser = errors.New("sqlstore: invalid user")
 
 func validateUser(u *store.User) error {
+	for _, v := range []string{u.Email, u.Username, u.Name} {
+		if !storableText(v) {
+			// PostgreSQL refuses such text and SQLite would keep it: the
+			// same answer on both.
+			return fmt.Errorf("%w: email, username and name must be UTF-8 text without NUL", ErrInvalidUser)
+		}
+	}
 	switch userKind(u.Kind) {
 	case store.UserHuman:
 	case store.UserMachine:
@@ -232,6 +239,12 @@ func (s *Store) ListUsers(ctx context.Context, f store.UserFilter) (store.Page[s
 		return page, fmt.Errorf("list users: %w", err)
 	}
 	limit := pageLimit(f.Limit)
+	if !storableText(f.Email) || !storableText(f.Query) {
+		// No stored row holds such text (PostgreSQL refuses it outright):
+		// an empty page, the same on every backend, as the lookups by
+		// email answer not found (getUserWhereWith).
+		return page, nil
+	}
 	db := s.db.WithContext(ctx)
 	q := db.Model(&userRow{})
 	if f.Email != "" {

@@ -395,6 +395,10 @@ func testUserInvalid(t *testing.T, s *sqlstore.Store) {
 		{"fail/nil", nil},
 		{"fail/no_email", &store.User{Name: "x"}},
 		{"fail/username_with_at", &store.User{Email: "d@example.com", Username: "e@example.com"}},
+		{"fail/name_not_utf8", &store.User{Email: "f@example.com", Name: "F \xff"}},
+		{"fail/name_with_nul", &store.User{Email: "g@example.com", Name: "G\x00"}},
+		{"fail/email_not_utf8", &store.User{Email: "h\xff@example.com"}},
+		{"fail/machine_name_not_utf8", &store.User{Kind: store.UserMachine, Name: "bot \xff"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wantErr(t, "CreateUser", s.CreateUser(rctx(t), tc.u), sqlstore.ErrInvalidUser)
@@ -503,6 +507,8 @@ func testUserListFilters(t *testing.T, s *sqlstore.Store) {
 		{"ok/query_percent_is_literal", store.UserFilter{Query: "0%"}, []string{pct.ID}},
 		{"ok/query_underscore_is_literal", store.UserFilter{Query: "e_t"}, []string{pct.ID}},
 		{"ok/query_no_match", store.UserFilter{Query: "nobody"}, nil},
+		{"ok/email_with_nul_finds_nothing", store.UserFilter{Email: "ann\x00@example.com"}, nil},
+		{"ok/query_not_utf8_finds_nothing", store.UserFilter{Query: "Ann\xff"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, _ := listAllUsers(t, s, tc.f)
