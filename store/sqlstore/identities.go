@@ -73,7 +73,7 @@ func (s *Store) CreateUserWithIdentity(ctx context.Context, u *store.User, fi *s
 	if u == nil {
 		return fmt.Errorf("create user with identity: %w: nil user", ErrInvalidUser)
 	}
-	if err := validateUser(u); err != nil {
+	if err := validateUser(u, nil); err != nil {
 		return fmt.Errorf("create user with identity: %w", err)
 	}
 	if err := validIdentity(fi, false); err != nil {

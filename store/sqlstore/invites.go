@@ -209,7 +209,7 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 		}
 		ts := s.clock()
 		nu.CreatedAt, nu.UpdatedAt = ts, ts
-		if err := validateUser(&nu); err != nil {
+		if err := validateUser(&nu, nil); err != nil {
 			return err
 		}
 		if err := createUserTx(tx, &nu, ts); err != nil {

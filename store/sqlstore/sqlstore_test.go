@@ -374,3 +374,33 @@ func TestPoolWaitPastDeadlineIsUnavailable(t *testing.T) {
 		})
 	}
 }
+
+// TestUserStoredWithBadTextStaysWritable: a name SQLite kept before the
+// store refused text PostgreSQL cannot hold (not UTF-8, a NUL) does not
+// lock its user: the user can still be deactivated and given a new name,
+// while a write that sets such text is refused.
+func TestUserStoredWithBadTextStaysWritable(t *testing.T) {
+	ctx := testCtx(t)
+	s := open(t, "sqlite://"+filepath.Join(t.TempDir(), "portcullis.db"))
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	u := store.User{Email: "legacy@example.com", Name: "Legacy", Active: true}
+	if err := s.CreateUser(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DB().Exec("UPDATE users SET name = ? WHERE id = ?", "Legacy \xff", u.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.UpdateUser(ctx, u.ID, func(x *store.User) error { x.Active = false; return nil })
+	if err != nil || got.Active {
+		t.Fatalf("deactivate a user whose stored name is not UTF-8: %+v, %v", got, err)
+	}
+	if _, err := s.UpdateUser(ctx, u.ID, func(x *store.User) error { x.Name = "Other \xff"; return nil }); !errors.Is(err, sqlstore.ErrInvalidUser) {
+		t.Fatalf("set another name that is not UTF-8: %v, want sqlstore.ErrInvalidUser", err)
+	}
+	got, err = s.UpdateUser(ctx, u.ID, func(x *store.User) error { x.Name = "Legacy"; return nil })
+	if err != nil || got.Name != "Legacy" {
+		t.Fatalf("mend the name: %+v, %v", got, err)
+	}
+}

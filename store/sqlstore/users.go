@@ -20,11 +20,19 @@ import (
 // username or password).
 var ErrInvalidUser = errors.New("sqlstore: invalid user")
 
-func validateUser(u *store.User) error {
-	for _, v := range []string{u.Email, u.Username, u.Name} {
-		if !storableText(v) {
-			// PostgreSQL refuses such text and SQLite would keep it: the
-			// same answer on both.
+// validateUser checks a user about to be written: a new one (before nil),
+// or an existing one over its stored row before. Email, username and name
+// must be text PostgreSQL can hold (UTF-8 without NUL), which SQLite would
+// keep otherwise: every field of a new user, and of an existing one the
+// fields this write changes, so that a row stored before the check (on
+// SQLite) can still be deactivated, reset or changed.
+func validateUser(u *store.User, before *userRow) error {
+	var was store.User
+	if before != nil {
+		was = before.toUser(nil)
+	}
+	for _, f := range []struct{ now, was string }{{u.Email, was.Email}, {u.Username, was.Username}, {u.Name, was.Name}} {
+		if !storableText(f.now) && (before == nil || f.now != f.was) {
 			return fmt.Errorf("%w: email, username and name must be UTF-8 text without NUL", ErrInvalidUser)
 		}
 	}
@@ -57,7 +65,7 @@ func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 	if u == nil {
 		return fmt.Errorf("create user: %w: nil user", ErrInvalidUser)
 	}
-	if err := validateUser(u); err != nil {
+	if err := validateUser(u, nil); err != nil {
 		return fmt.Errorf("create user: %w", err)
 	}
 	now := s.clock()
@@ -300,7 +308,7 @@ func lockUser(tx *gorm.DB, id string) (userRow, error) {
 // the account voids the user's unused password-reset links in the same
 // transaction (see voidResetLinks).
 func saveUserTx(tx *gorm.DB, before userRow, u *store.User) error {
-	if err := validateUser(u); err != nil {
+	if err := validateUser(u, &before); err != nil {
 		return err
 	}
 	r := userToRow(u)
