@@ -717,7 +717,7 @@ func accountsConfig(cfg config.Config) accounts.Config {
 // need neither): its sessions use the SQL token state, its mail is dropped,
 // and its EndUserSessions queues no back-channel logout (no operator command
 // ends a user's sessions; one that does must go through signout.Ender.EndUser
-// over the server's token state, as New wires it).
+// over the server's token state, as Build wires it).
 func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 	cfg := core.Config
 	hasher, err := NewHasher(cfg)

@@ -173,7 +173,7 @@ func (s *Service) keepBrowserSession(ctx context.Context, fam store.RefreshFamil
 		return err
 	}
 	s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeSuccess, TargetID: fam.UserID,
-		ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+		ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: fam.TenantID,
 		Details: map[string]string{"sid": fam.ID, "reason": "browser session ended"}})
 	return apierr.ErrInvalidGrant.WithDescription("The refresh token is invalid, expired or revoked: the browser session it was issued in has ended. Sign in again.")
 }
