@@ -642,6 +642,19 @@ func (p platformOwners) GetUser(ctx context.Context, id string) (store.User, err
 	return p.tenancy.Platform(u), nil
 }
 
+// FindLiveAPIKey returns the key with its owner holding their platform
+// roles only, so that the key's effective scope (apikeys.Service's
+// Authenticate) never draws on roles held in an organisation or on the
+// global assignments organisations replaced (kept in place when they were
+// turned on).
+func (p platformOwners) FindLiveAPIKey(ctx context.Context, hash []byte) (store.APIKey, store.User, error) {
+	k, u, err := p.Store.FindLiveAPIKey(ctx, hash)
+	if err != nil {
+		return k, u, err
+	}
+	return k, p.tenancy.Platform(u), nil
+}
+
 // buildTenancy returns the organisation rules when PORTCULLIS_TENANTS is
 // on, else nil. It warns when the policy marks no platform role: nobody
 // could then administer the whole instance (create organisations, rotate
