@@ -284,6 +284,9 @@ func cmdBootstrap(ctx context.Context, args []string, stdin io.Reader, stdout, s
 		if errors.As(err, &weak) {
 			return &exitError{code: 2, msg: "password refused: " + weak.Reason}
 		}
+		if errors.Is(err, app.ErrBootstrapEmailTaken) {
+			return &exitError{code: 2, msg: err.Error()}
+		}
 		return err
 	}
 	if res.Existing {

@@ -141,6 +141,50 @@ func TestBootstrapRefusesWeakPassword(t *testing.T) {
 	}
 }
 
+// TestBootstrapNeverPromotesAnExistingAccount: someone registers the
+// address the operator then bootstraps (public registration on, the
+// server started first, as the quick start does). Bootstrap refuses with
+// a non-zero exit and says why; the registrant's account gets no role,
+// and a bootstrap with another address then creates the first super_admin.
+func TestBootstrapNeverPromotesAnExistingAccount(t *testing.T) {
+	dir := t.TempDir()
+	port, err := testservers.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := st.Env{"PORTCULLIS_ADDR": fmt.Sprintf("127.0.0.1:%d", port), "PORTCULLIS_PUBLIC_REGISTRATION": "true"}
+	p := st.StartProcessIn(t, dir, env)
+	p.Client(t).PostJSON("/auth/register", map[string]string{"email": "root@example.com", "password": "attacker chosen passphrase"}).
+		ExpectStatus(201)
+	out, stderr, code := st.RunCLIIn(t, dir, env, "the operator's own passphrase\n", "bootstrap", "--email", "root@example.com", "--password-stdin")
+	if code == 0 || strings.Contains(out, "created") || !strings.Contains(stderr, "already exists") {
+		t.Fatalf("bootstrap with a registered address: exit %d, stdout %q, stderr %q; want a refusal", code, out, stderr)
+	}
+	out, stderr, code = st.RunCLIIn(t, dir, env, "", "clients", "create", "--id", "web", "--name", "Web app")
+	if code != 0 {
+		t.Fatalf("clients create: %d %s", code, stderr)
+	}
+	var created struct {
+		ClientSecret string `json:"client_secret"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatal(err)
+	}
+	tok := p.Client(t).PostForm("/oauth2/token", url.Values{"grant_type": {"password"}, "username": {"root@example.com"},
+		"password": {"attacker chosen passphrase"}}, st.Basic("web", created.ClientSecret)).Token()
+	var me struct {
+		Roles []string `json:"roles"`
+	}
+	p.Client(t).Get("/userinfo", st.Bearer(tok.AccessToken)).JSON(&me)
+	if slices.Contains(me.Roles, "super_admin") {
+		t.Fatalf("the registrant's account holds %v after bootstrap", me.Roles)
+	}
+	out, stderr, code = st.RunCLIIn(t, dir, env, "the operator's own passphrase\n", "bootstrap", "--email", "ops@example.com", "--password-stdin")
+	if code != 0 || !strings.Contains(out, "created super_admin ops@example.com") {
+		t.Fatalf("bootstrap with a new address: exit %d, stdout %q, stderr %q", code, out, stderr)
+	}
+}
+
 // A kid may begin with "-" (base64url); the flag parser must not take it for a flag.
 func TestTakeKID(t *testing.T) {
 	const dashKID = "-5V3oME0xIv3fl2e2UxuwFR1LsF5QY115tCYJlYMRCs"

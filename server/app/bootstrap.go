@@ -18,8 +18,15 @@ type BootstrapResult struct {
 	Existing bool // a user with the top role already existed; nothing was created
 }
 
+// ErrBootstrapEmailTaken is Bootstrap's refusal to create the first user
+// with an address another account already has.
+var ErrBootstrapEmailTaken = errors.New("an account with this email address already exists")
+
 // Bootstrap syncs roles (done by OpenCore) and creates the first user with
-// the policy's highest role unless one exists. It is idempotent.
+// the policy's highest role unless one exists. It is idempotent. It only
+// ever creates an account: an address an account already has (registered
+// by anyone, with a password Bootstrap was not given) is refused with
+// ErrBootstrapEmailTaken, never promoted.
 func Bootstrap(ctx context.Context, core *Core, email, pw string, rules password.Rules, hasher *password.Hasher) (BootstrapResult, error) {
 	roles := core.Policy.Roles()
 	if len(roles) == 0 {
@@ -51,18 +58,12 @@ func Bootstrap(ctx context.Context, core *Core, email, pw string, rules password
 	u := store.User{Email: email, PasswordHash: hash, Active: true, EmailVerified: true, Roles: []string{top.Name}}
 	if err := core.Store.CreateUser(ctx, &u); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
-			// The email exists without the top role: grant it rather than fail.
-			existing, gerr := core.Store.GetUserByEmail(ctx, email)
-			if gerr != nil {
-				return res, fmt.Errorf("load existing user: %w", gerr)
-			}
-			if _, gerr := core.Store.GrantRole(ctx, existing.ID, top.Name); gerr != nil {
-				return res, fmt.Errorf("grant %s: %w", top.Name, gerr)
-			}
-			res.User = existing
-			core.Audit.Record(ctx, store.AuditEvent{Action: "role.granted", Outcome: store.OutcomeSuccess, TargetID: existing.ID,
-				Details: map[string]string{"role": top.Name, "via": "bootstrap"}})
-			return res, nil
+			// Whoever holds that account (public registration, an invite)
+			// chose its password: granting it the top role would hand the
+			// instance to them. The operator picks another address, or
+			// removes that account first.
+			return res, fmt.Errorf("%w (%s), without the %s role: bootstrap creates a new account only; give another address, or delete that account first",
+				ErrBootstrapEmailTaken, email, top.Name)
 		}
 		return res, fmt.Errorf("create %s: %w", top.Name, err)
 	}
