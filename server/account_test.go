@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -378,6 +379,40 @@ func TestTemporaryPassword(t *testing.T) {
 		if len(evs) == 0 {
 			t.Fatalf("no %s event", action)
 		}
+	}
+}
+
+// TestResetRevokesAPIKeys: a password reset revokes every live API key of
+// the account, as it ends its sessions: a key made before the reset may be
+// another's (someone who registered the address, a leaked password). The
+// key is refused at introspection and exchange at once; a key made after
+// the reset works.
+func TestResetRevokesAPIKeys(t *testing.T) {
+	a := newAcctEnv(t)
+	a.fx.User(t, "kim@example.com", "kim's first passphrase", "admin")
+	tok := a.login(t, "kim@example.com", "kim's first passphrase").AccessToken
+	var k struct{ Key string }
+	a.c.PostJSON("/auth/api-keys", map[string]any{"name": "ci", "scopes": []string{"users:read"}}, st.Bearer(tok)).
+		ExpectStatus(http.StatusCreated).JSON(&k)
+	svc := st.Basic("web", a.webSecret)
+	if got := a.c.PostForm("/oauth2/introspect", url.Values{"token": {k.Key}}, svc).ExpectStatus(http.StatusOK).Map(); got["active"] != true {
+		t.Fatalf("the key before the reset: %v", got)
+	}
+	a.c.PostJSON("/auth/password/forgot", map[string]string{"email": "kim@example.com"}).ExpectStatus(http.StatusAccepted)
+	reset := a.smtp.WaitFor(t, "kim@example.com", mailWithin).Token(t)
+	a.c.PostJSON("/auth/password/reset", map[string]string{"token": reset, "new_password": "kim's second passphrase"}).ExpectStatus(http.StatusNoContent)
+	if got := a.c.PostForm("/oauth2/introspect", url.Values{"token": {k.Key}}, svc).ExpectStatus(http.StatusOK).Map(); got["active"] != false {
+		t.Fatalf("the key after the reset: %v, want inactive", got)
+	}
+	exchange := exchangeKeyForm(k.Key, "")
+	exchange.Set("client_id", "portcullis") // the built-in public client exchanges keys
+	a.c.PostForm("/oauth2/token", exchange).ExpectError(http.StatusBadRequest, "invalid_request")
+	tok = a.login(t, "kim@example.com", "kim's second passphrase").AccessToken
+	var k2 struct{ Key string }
+	a.c.PostJSON("/auth/api-keys", map[string]any{"name": "ci", "scopes": []string{"users:read"}}, st.Bearer(tok)).
+		ExpectStatus(http.StatusCreated).JSON(&k2)
+	if got := a.c.PostForm("/oauth2/introspect", url.Values{"token": {k2.Key}}, svc).ExpectStatus(http.StatusOK).Map(); got["active"] != true {
+		t.Fatalf("a key made after the reset: %v", got)
 	}
 }
 

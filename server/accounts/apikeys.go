@@ -127,6 +127,38 @@ func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID strin
 	return a, m.User, nil
 }
 
+// revokeOwnKeys revokes every live API key of the user (a password reset):
+// a reset is the proof of who holds the mailbox, and a key made before it
+// may be another's (an address registered by someone else, a password
+// that leaked), as the sessions ended beside it may be. The keys stop
+// working at once on every instance (apikeys.Service.Revoke).
+func (s *Service) revokeOwnKeys(ctx context.Context, userID string, m Meta) error {
+	if s.apiKeys == nil {
+		return nil
+	}
+	now := s.now()
+	km := apikeys.Meta{ActorID: userID, IP: m.IP, UserAgent: m.UserAgent, ClientID: m.ClientID, Via: "password_reset"}
+	cursor := ""
+	for {
+		page, err := s.apiKeys.List(ctx, userID, cursor, 200)
+		if err != nil {
+			return err
+		}
+		for _, k := range page.Items {
+			if k.RevokedAt != nil || !now.Before(k.ExpiresAt) {
+				continue
+			}
+			if err := s.apiKeys.Revoke(ctx, userID, k.ID, km); err != nil {
+				return err
+			}
+		}
+		if page.NextCursor == "" {
+			return nil
+		}
+		cursor = page.NextCursor
+	}
+}
+
 // keyMeta is the audit metadata of a key operation by actor.
 func keyMeta(actor Actor, via string) apikeys.Meta {
 	return apikeys.Meta{ActorID: actor.ID, IP: actor.IP, UserAgent: actor.UserAgent, ClientID: actor.ClientID, Via: via}

@@ -157,6 +157,10 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 		s.log.Error("password reset: the password changed but the sessions could not be ended", "user_id", u.ID, "err", err)
 		return err
 	}
+	if err := s.revokeOwnKeys(ctx, u.ID, m); err != nil {
+		s.log.Error("password reset: the password changed but the account's API keys could not all be revoked", "user_id", u.ID, "err", err)
+		return err
+	}
 	s.record(ctx, "password.reset", store.OutcomeSuccess, u.ID, u.ID, m, nil)
 	return nil
 }
