@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -564,6 +566,114 @@ func TestUpstreamIDTokenSignsInOnce(t *testing.T) {
 			e.exchange(t, mint()).ExpectStatus(http.StatusOK)
 		})
 	}
+}
+
+// TestReviewIDTokenReplayViaBase64Malleability: a spent id token does not
+// sign in again through another spelling of its signature (the last
+// character of an RS256 signature has 4 unused bits that go-jose's
+// decoder ignores).
+func TestReviewIDTokenReplayViaBase64Malleability(t *testing.T) {
+	e := newIDPEnv(t, st.SQLite)
+	raw := e.op.IDToken(t, upstreamtest.Token{Subject: "sub-mall", Email: "mall@example.com", EmailVerified: upstreamtest.Bool(true)})
+	e.exchange(t, raw).ExpectStatus(http.StatusOK)
+	e.refused(t, e.exchange(t, raw), upstream.ReasonReplayedToken)
+	const alpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alpha, raw[len(raw)-1])
+	replays := 0
+	for i := 1; i < 64; i++ {
+		v := raw[:len(raw)-1] + string(alpha[last^i])
+		if e.exchange(t, v).StatusCode == http.StatusOK {
+			replays++
+		}
+	}
+	if replays > 0 {
+		t.Fatalf("a spent id token signed in %d more times through re-encodings of its signature", replays)
+	}
+}
+
+// failedLogins counts the login.failed audit events.
+func (e *idpEnv) failedLogins(t *testing.T) int {
+	t.Helper()
+	page, err := e.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: "login.failed", Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(page.Items)
+}
+
+// respellLast returns part with its last character changed in an unused
+// trailing bit, a spelling base64.RawURLEncoding decodes to the same
+// bytes, or false when the last character has no unused bit.
+func respellLast(t *testing.T, part string) (string, bool) {
+	t.Helper()
+	const alpha = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	want, err := base64.RawURLEncoding.DecodeString(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.IndexByte(alpha, part[len(part)-1])
+	for bit := 1; bit < 64; bit <<= 1 {
+		v := part[:len(part)-1] + string(alpha[i^bit])
+		if got, err := base64.RawURLEncoding.DecodeString(v); err == nil && bytes.Equal(got, want) {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// TestUpstreamExchangeRefusesNonCanonicalIDToken: an id token is exchanged
+// only in the canonical base64url spelling of its three parts; another
+// spelling that go-jose would verify as the same token (an unused bit of
+// the last character of the header, payload or signature changed, a line
+// break) and one it would not (padding) are refused as invalid_token and
+// audited, before and after the canonical token is spent, and the
+// canonical token still signs in once.
+func TestUpstreamExchangeRefusesNonCanonicalIDToken(t *testing.T) {
+	e := newIDPEnv(t, st.SQLite)
+	type spelling struct {
+		name string
+		raw  string
+	}
+	// The subject's length moves the payload's; a few tries find a token
+	// whose header, payload and signature all have unused bits.
+	var raw string
+	var parts []string
+	var spellings []spelling
+	for n := 0; n < 3 && len(spellings) < 3; n++ {
+		raw = e.op.IDToken(t, upstreamtest.Token{Subject: "sub-canon" + strings.Repeat("x", n), Email: "canon@example.com", EmailVerified: upstreamtest.Bool(true)})
+		parts = strings.Split(raw, ".")
+		spellings = nil
+		for i, name := range []string{"header", "payload", "signature"} {
+			if v, ok := respellLast(t, parts[i]); ok {
+				p := slices.Clone(parts)
+				p[i] = v
+				spellings = append(spellings, spelling{name: name + " last character respelled", raw: strings.Join(p, ".")})
+			}
+		}
+	}
+	if len(spellings) < 2 {
+		t.Fatalf("only %d parts of the token can be respelled", len(spellings))
+	}
+	sig := parts[2]
+	spellings = append(spellings,
+		spelling{name: "line break in the signature", raw: parts[0] + "." + parts[1] + "." + sig[:8] + "\n" + sig[8:]},
+		spelling{name: "padded signature", raw: raw + "=="},
+	)
+	check := func(t *testing.T) {
+		for _, sp := range spellings {
+			t.Run(sp.name, func(t *testing.T) {
+				before := e.failedLogins(t)
+				e.refused(t, e.exchange(t, sp.raw), upstream.ReasonInvalidToken)
+				if after := e.failedLogins(t); after != before+1 {
+					t.Fatalf("login.failed events %d → %d, want one more", before, after)
+				}
+			})
+		}
+	}
+	t.Run("unspent", check)
+	e.exchange(t, raw).ExpectStatus(http.StatusOK)
+	t.Run("spent", check)
+	e.refused(t, e.exchange(t, raw), upstream.ReasonReplayedToken)
 }
 
 // browseTestProvider follows a Begin URL at the test provider and returns

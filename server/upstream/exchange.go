@@ -25,10 +25,13 @@ const maxIDTokenLen = 16 << 10
 // provider is the one whose issuer is the token's iss and whose client_id
 // is in its aud; the token is verified without a nonce (the front-end that
 // got it checked its own), then decided by the same linking core as the
-// browser path. An id token signs in once: its SHA-256 is spent in the
+// browser path. An id token signs in once: it must be spelled in
+// canonical base64url (canonicalJWS; any other spelling is refused as
+// invalid_token), and the SHA-256 of its signing input is spent in the
 // single-use store until it expires, so a token copied from a log, a
-// crash report or a proxy cannot open more sessions (a replay is refused
-// with reason replayed_token). A decision that needs confirmation is
+// crash report or a proxy cannot open more sessions, whether presented as
+// is, re-encoded or re-signed with a malleable signature (a replay is
+// refused with reason replayed_token). A decision that needs confirmation is
 // refused here (there is no page to confirm on). Every refusal is audited (login.failed,
 // details.method upstream) and answered 400 invalid_request with the
 // reason; a provider that cannot be reached is 503.
@@ -46,6 +49,10 @@ func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client,
 }
 
 func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User, *Provider, Claims, error) {
+	signed, err := canonicalJWS(raw)
+	if err != nil {
+		return store.User{}, nil, Claims{}, refuse(ReasonInvalidToken, nil, "", err)
+	}
 	iss, aud, ok := peekIssuerAudience(raw)
 	if !ok {
 		return store.User{}, nil, Claims{}, refuse(ReasonInvalidToken, nil, "", errors.New("not a JWT with iss and aud"))
@@ -61,7 +68,7 @@ func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User,
 		}
 		return store.User{}, p, c, err
 	}
-	if err := s.spendIDToken(ctx, p, raw, c.Expiry); err != nil {
+	if err := s.spendIDToken(ctx, p, signed, c.Expiry); err != nil {
 		return store.User{}, p, c, err
 	}
 	u, d, err := s.signIn(ctx, Input{Provider: p, Claims: c}, m)
@@ -83,16 +90,19 @@ func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User,
 	return u, p, c, nil
 }
 
-// spendIDToken records the exchange of raw, a verified id token of p,
-// until it expires (at least a minute, for clock skew between instances and
-// the store). A token spent before is refused; a store that cannot record it
-// fails the exchange (503), since a token that cannot be spent could be
-// replayed.
-func (s *Service) spendIDToken(ctx context.Context, p *Provider, raw string, exp time.Time) error {
+// spendIDToken records the exchange of a verified id token of p, named by
+// signed, its canonical signing input (canonicalJWS), until it expires (at
+// least a minute, for clock skew between instances and the store). The
+// signature is left out of the key: an ECDSA signature (r, s) can be
+// turned into another valid one (r, n-s) by anyone, so a key over it
+// would let a spent token sign in again. A token spent before is refused;
+// a store that cannot record it fails the exchange (503), since a token
+// that cannot be spent could be replayed.
+func (s *Service) spendIDToken(ctx context.Context, p *Provider, signed string, exp time.Time) error {
 	if s.d.Once == nil {
 		return errors.New("upstream: no single-use store to spend exchanged id tokens")
 	}
-	sum := sha256.Sum256([]byte(raw))
+	sum := sha256.Sum256([]byte(signed))
 	until := s.d.Now().Add(time.Minute)
 	if exp.After(until) {
 		until = exp
@@ -122,6 +132,37 @@ func exchangeError(err error) error {
 		return err
 	}
 	return apierr.ErrTemporarilyUnavailable.WithCause(err)
+}
+
+// canonicalJWS checks that raw is a compact JWS (RFC 7515 §7.1) whose
+// three parts are each the canonical spelling of their bytes in unpadded
+// base64url (RFC 7515 §2: no padding, no line breaks, and the unused
+// trailing bits of the last character zero, RFC 4648 §3.5), and returns
+// its signing input (header.payload). go-jose decodes each part leniently
+// (trailing bits and line breaks ignored) and verifies the re-encoded
+// header and payload, so without this check one token has many spellings
+// that all verify, and a single-use record of one spelling would not
+// stop the others.
+func canonicalJWS(raw string) (string, error) {
+	if len(raw) > maxIDTokenLen {
+		return "", fmt.Errorf("upstream: the token is longer than %d bytes", maxIDTokenLen)
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return "", fmt.Errorf("upstream: the token has %d parts, not the 3 of a compact JWS", len(parts))
+	}
+	names := [3]string{"header", "payload", "signature"}
+	for i, part := range parts {
+		b, err := base64.RawURLEncoding.Strict().DecodeString(part)
+		if err != nil {
+			return "", fmt.Errorf("upstream: the token's %s is not base64url: %w", names[i], err)
+		}
+		// Strict still skips CR and LF; only the round trip refuses them.
+		if base64.RawURLEncoding.EncodeToString(b) != part {
+			return "", fmt.Errorf("upstream: the token's %s is not canonical base64url", names[i])
+		}
+	}
+	return raw[:len(parts[0])+1+len(parts[1])], nil
 }
 
 // peekIssuerAudience reads iss and aud from a JWT's payload without
