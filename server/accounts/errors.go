@@ -29,6 +29,11 @@ var (
 	// errInvitePasswordRequired answers an acceptance without a password
 	// once the invite is known to be usable (AcceptInvite).
 	errInvitePasswordRequired = apierr.ErrInvalidRequest.WithDescription("A password is required to accept the invitation.")
+	// errInviteNoLongerValid answers an invite whose inviter no longer
+	// stands behind it (inviterStands): unusable, as an expired or revoked
+	// one is. It says no more, so the holder of the link learns nothing of
+	// the inviter's account; the audit event says why.
+	errInviteNoLongerValid = apierr.ErrOneTimeTokenInvalid.WithDescription("This invitation is no longer valid. Ask for a new one.")
 )
 
 // weakPassword turns a refusal of the password rules into a 400 weak_password

@@ -8,6 +8,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/tenancy"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -53,8 +54,8 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, m Meta, kind,
 		return Invite{}, err
 	}
 	a := sc.actor
-	if err := s.policy.CanAssign(a.Roles, role); err != nil {
-		return Invite{}, ceilingErr(err)
+	if err := s.mayInvite(a.Roles, role); err != nil {
+		return Invite{}, err
 	}
 	// Inside an organisation an address with an account is invited too
 	// (accepting proves the account's password): a 409 there would tell
@@ -180,14 +181,23 @@ func (s *Service) RevokeInvite(ctx context.Context, actor Actor, id string) (Inv
 	return viewInvite(inv, s.now()), nil
 }
 
-// mayRevokeInvite is the one rule for cancelling an invite, by revoking it
-// or by replacing it with a newer one: its role must be under the actor's
-// privilege ceiling, as if the actor were granting it.
-func (s *Service) mayRevokeInvite(actor store.User, inv store.Invite) error {
-	if err := s.policy.CanAssign(actor.Roles, inv.Role); err != nil {
+// mayInvite is the one rule of who may invite to a role, checked when the
+// invite is made and again whenever it is used (inviterStands), and for
+// cancelling one (mayRevokeInvite): the role must be under the privilege
+// ceiling of roles (the actor's where they act), as if granting it. A
+// refusal is 403, a role the policy lacks 400.
+func (s *Service) mayInvite(roles []string, role string) error {
+	if err := s.policy.CanAssign(roles, role); err != nil {
 		return ceilingErr(err)
 	}
 	return nil
+}
+
+// mayRevokeInvite is the one rule for cancelling an invite, by revoking it
+// or by replacing it with a newer one: its role must be under the actor's
+// privilege ceiling, as if the actor were inviting to it (mayInvite).
+func (s *Service) mayRevokeInvite(actor store.User, inv store.Invite) error {
+	return s.mayInvite(actor.Roles, inv.Role)
 }
 
 // mayReplaceInvite applies mayRevokeInvite to a pending invite that a new
@@ -233,7 +243,9 @@ type AcceptInviteRequest struct {
 // AcceptInvite redeems an invite: it creates the user with the invite's
 // email (verified) and role and the chosen password, all at once, and starts
 // a session for them. A used, expired, revoked or unknown invite is 400
-// invalid_token saying which; a password the rules refuse is 400
+// invalid_token saying which, and so is one whose inviter may no longer
+// make it (inviterStands: deleted, deactivated, or no longer allowed the
+// role), which creates nothing; a password the rules refuse is 400
 // weak_password and leaves the invite usable. When the policy requires a
 // second factor of the invite's role (mfa.required_for_level), the account
 // is created but no token issued: the answer is 400 mfa_required with
@@ -252,7 +264,13 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
 		return token.Response{}, err
 	}
-	inv, secret, err := s.usableInvite(ctx, req.Token)
+	// Only an attempt to accept (with a password) is audited when the
+	// inviter no longer stands behind the invite; a look records nothing.
+	var attempt *Meta
+	if req.Password != "" {
+		attempt = &m
+	}
+	inv, secret, err := s.usableInvite(ctx, req.Token, attempt)
 	if err != nil {
 		return token.Response{}, err
 	}
@@ -367,10 +385,21 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 }
 
 // usableInvite returns the pending, unexpired invite an emailed token names
-// and the token's secret; 400 invalid_token saying why not. The state is
-// checked again, atomically, by the store when the invite is accepted; this
-// gives a clear answer before any work.
-func (s *Service) usableInvite(ctx context.Context, tok string) (store.Invite, string, error) {
+// and the token's secret, provided its inviter still stands behind it
+// (inviterStands); else 400 invalid_token saying why not. Every use of an
+// invite starts here: a look at it, an acceptance with a password (a new
+// account, or an existing one joining an organisation: joinTenant) and one
+// through an upstream provider (PendingInvite, AcceptInviteFederated). The
+// state is checked again, atomically, by the store when the invite is
+// accepted; this gives a clear answer before any work.
+//
+// attempt is the metadata of a request that tries to accept the invite, nil
+// for a look (which records nothing): an invite refused because of its
+// inviter is then audited as a failed invite.accepted with the reason. The
+// invite itself is left as it is (pending until it expires or is revoked):
+// refusing it changes nothing, so a look or a stranger holding the link
+// cannot spend it, and it stands again if its inviter may make it again.
+func (s *Service) usableInvite(ctx context.Context, tok string, attempt *Meta) (store.Invite, string, error) {
 	id, secret, ok := parseInviteToken(tok)
 	if !ok {
 		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrNotFound)
@@ -390,14 +419,92 @@ func (s *Service) usableInvite(ctx context.Context, tok string) (store.Invite, s
 	case !s.now().Before(inv.ExpiresAt):
 		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrTokenExpired)
 	}
+	reason, err := s.inviterStands(ctx, inv)
+	if err != nil {
+		return store.Invite{}, "", err
+	}
+	if reason != "" {
+		if attempt != nil {
+			s.audit.Record(ctx, store.AuditEvent{Action: "invite.accepted", Outcome: store.OutcomeFailure, TargetID: inv.ID,
+				ClientID: attempt.ClientID, IP: attempt.IP, UserAgent: attempt.UserAgent, TenantID: inv.TenantID,
+				Details: map[string]string{"invite_id": inv.ID, "role": inv.Role, "invited_by": inv.InvitedBy, "reason": reason}})
+		}
+		return store.Invite{}, "", errInviteNoLongerValid
+	}
 	return inv, secret, nil
 }
 
+// Reasons an invite's inviter no longer stands behind it (inviterStands),
+// the reason of the audit event of a refused acceptance.
+const (
+	inviterDeleted  = "inviter_deleted"
+	inviterInactive = "inviter_inactive"
+	inviterCeiling  = "inviter_may_not_invite_role"
+)
+
+// inviterStands is the rule an invite is checked by again whenever it is
+// used (usableInvite): an invite is a grant of its role that its inviter
+// made in advance, so it stands only while the inviter could still make
+// it. The inviter must still exist and be active, and the role must be
+// under their privilege ceiling now (mayInvite, the rule the creation ran)
+// with the roles they hold where they could invite to it: their platform
+// roles (with organisations off, their stored roles) and, for an invite to
+// an organisation, the roles they hold in it while it is active (the
+// invite does not record which of the two its creation used; either may
+// make it). The policy in force decides, so a role it no longer lets them
+// assign, or no longer defines, refuses the invite too. It returns "" when
+// the invite stands, else the reason (one of the inviter… constants); err
+// only when the store fails.
+//
+// An invite made by the operator (InvitedBy OperatorActorID) stands: the
+// operator is no user and no privilege ceiling binds it; its authority is
+// holding the server's settings, which nothing recorded here takes away.
+// (No command makes one yet; whoever wants such an invite gone revokes it.)
+//
+// The check runs before the store redeems the invite, outside its
+// transaction: an inviter deactivated in that instant is not seen, as an
+// invite made an instant before a deactivation is not.
+func (s *Service) inviterStands(ctx context.Context, inv store.Invite) (string, error) {
+	if inv.InvitedBy == OperatorActorID {
+		return "", nil
+	}
+	u, err := s.store.GetUser(ctx, inv.InvitedBy)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return inviterDeleted, nil
+	case err != nil:
+		return "", storeErr("load the invite's inviter", err, nil)
+	case !u.Active:
+		return inviterInactive, nil
+	}
+	platform := u.Roles
+	if s.tenancy != nil {
+		platform = s.tenancy.Platform(u).Roles
+	}
+	if s.mayInvite(platform, inv.Role) == nil {
+		return "", nil
+	}
+	if inv.TenantID == "" || s.tenancy == nil {
+		return inviterCeiling, nil
+	}
+	in, _, err := s.tenancy.ForSession(ctx, u, inv.TenantID)
+	switch {
+	case errors.Is(err, tenancy.ErrRefused):
+		return inviterCeiling, nil
+	case err != nil:
+		return "", storeErr("load the inviter's roles in the organisation", err, nil)
+	case s.mayInvite(in.Roles, inv.Role) != nil:
+		return inviterCeiling, nil
+	}
+	return "", nil
+}
+
 // PendingInvite returns the usable invite an emailed token names (the
-// invite context of a sign-in through an upstream provider), or 400
-// invalid_token saying why not.
-func (s *Service) PendingInvite(ctx context.Context, tok string) (store.Invite, error) {
-	inv, _, err := s.usableInvite(ctx, tok)
+// invite context of a sign-in through an upstream provider, an attempt to
+// accept it made with m), or 400 invalid_token saying why not
+// (usableInvite).
+func (s *Service) PendingInvite(ctx context.Context, m Meta, tok string) (store.Invite, error) {
+	inv, _, err := s.usableInvite(ctx, tok, &m)
 	return inv, err
 }
 
@@ -414,7 +521,7 @@ func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string,
 	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
 		return store.User{}, err
 	}
-	inv, secret, err := s.usableInvite(ctx, tok)
+	inv, secret, err := s.usableInvite(ctx, tok, &m)
 	if err != nil {
 		return store.User{}, err
 	}

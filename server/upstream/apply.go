@@ -24,7 +24,7 @@ type Store interface {
 // sign-in (*accounts.Service implements it).
 type Accounts interface {
 	CreateFederatedUser(ctx context.Context, m accounts.Meta, f accounts.FederatedUser) (store.User, error)
-	PendingInvite(ctx context.Context, tok string) (store.Invite, error)
+	PendingInvite(ctx context.Context, m accounts.Meta, tok string) (store.Invite, error)
 	AcceptInviteFederated(ctx context.Context, m accounts.Meta, tok string, f accounts.FederatedUser) (store.User, error)
 }
 
@@ -202,7 +202,7 @@ func (s *Service) signIn(ctx context.Context, in Input, m Meta) (store.User, Dec
 // stays pending). An unusable invite is the accounts service's 400
 // invalid_token; refusals are *Refusal, audited here.
 func (s *Service) AcceptInvite(ctx context.Context, v Verified, inviteToken string, m Meta) (store.User, Decision, error) {
-	inv, err := s.d.Accounts.PendingInvite(ctx, inviteToken)
+	inv, err := s.d.Accounts.PendingInvite(ctx, m.accounts(), inviteToken)
 	if err != nil {
 		return store.User{}, Decision{}, err
 	}

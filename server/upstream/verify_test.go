@@ -167,7 +167,7 @@ func (noAccounts) CreateFederatedUser(context.Context, accounts.Meta, accounts.F
 	return store.User{}, errors.New("not in this test")
 }
 
-func (noAccounts) PendingInvite(context.Context, string) (store.Invite, error) {
+func (noAccounts) PendingInvite(context.Context, accounts.Meta, string) (store.Invite, error) {
 	return store.Invite{}, errors.New("not in this test")
 }
 
