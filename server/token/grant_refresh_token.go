@@ -71,12 +71,10 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	}
 	if fam.ClientID != client.ID {
 		// A token presented by a client it was not issued to is compromised.
-		if err := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "revoke a refresh token presented by another client"); err != nil {
+		if err := s.endRefused(ctx, fam, client, meta, now, familyEnd{outcome: store.OutcomeFailure,
+			reason: "refresh token presented by another client"}); err != nil {
 			return Response{}, err
 		}
-		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeFailure, TargetID: fam.UserID,
-			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
-			Details: map[string]string{"sid": sid, "reason": "refresh token presented by another client"}})
 		return Response{}, invalid
 	}
 	if err := s.keepBrowserSession(ctx, fam, client, meta, now); err != nil {
@@ -117,12 +115,10 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	// with the second factor. Checking before the rotation would cost every
 	// refresh another round trip to the token state for this rare case.
 	if err := s.secondFactorOwed(user.Roles, fam.AMR); err != nil {
-		if rerr := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "end a session whose roles need a second factor"); rerr != nil {
+		if rerr := s.endRefused(ctx, fam, client, meta, now, familyEnd{outcome: store.OutcomeFailure, tenantID: tn.ID,
+			reason: "a role of the account requires a second factor the login did not use"}); rerr != nil {
 			return Response{}, rerr
 		}
-		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeFailure, TargetID: fam.UserID,
-			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: tn.ID,
-			Details: map[string]string{"sid": sid, "reason": "a role of the account requires a second factor the login did not use"}})
 		return Response{}, err
 	}
 	// The session follows the user's current permissions (or keeps to the
@@ -169,11 +165,33 @@ func (s *Service) keepBrowserSession(ctx context.Context, fam store.RefreshFamil
 	case !errors.Is(err, store.ErrNotFound):
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the browser session: %w", err))
 	}
-	if err := s.revocationFailed(s.state.RevokeFamily(ctx, fam.ID, now), "revoke the family of an ended browser session"); err != nil {
+	if err := s.endRefused(ctx, fam, client, meta, now, familyEnd{outcome: store.OutcomeSuccess, tenantID: fam.TenantID,
+		reason: "browser session ended"}); err != nil {
 		return err
 	}
-	s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeSuccess, TargetID: fam.UserID,
-		ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: fam.TenantID,
-		Details: map[string]string{"sid": fam.ID, "reason": "browser session ended"}})
 	return apierr.ErrInvalidGrant.WithDescription("The refresh token is invalid, expired or revoked: the browser session it was issued in has ended. Sign in again.")
+}
+
+// familyEnd is why a refresh ends its family on purpose (endRefused): the
+// audit event's outcome, tenant and reason.
+type familyEnd struct {
+	outcome  store.Outcome
+	tenantID string
+	reason   string
+}
+
+// endRefused ends fam (its refresh tokens and access tokens) for a refresh
+// that refuses it, and records token.revoked with why. The rotation has
+// already replaced the presented token by a successor never handed out:
+// ended on purpose, the presented token answers invalid_grant as an ended
+// session's, never as a reuse. A revocation that could not be recorded is
+// the error to answer.
+func (s *Service) endRefused(ctx context.Context, fam store.RefreshFamily, client store.Client, meta RequestMeta, now time.Time, why familyEnd) error {
+	if err := s.revocationFailed(s.state.RevokeFamily(ctx, fam.ID, now), "end a refreshed session: "+why.reason); err != nil {
+		return err
+	}
+	s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: why.outcome, TargetID: fam.UserID,
+		ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: why.tenantID,
+		Details: map[string]string{"sid": fam.ID, "reason": why.reason}})
+	return nil
 }
