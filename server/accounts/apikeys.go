@@ -174,12 +174,9 @@ func (s *Service) CreateMachineAPIKey(ctx context.Context, actor Actor, userID s
 	if err != nil {
 		return apikeys.Created{}, err
 	}
-	if s.tenancy != nil {
-		// A key acts in no organisation: its scopes are drawn from the
-		// machine user's platform roles, as its use is (apikeys).
-		m = s.tenancy.Platform(m)
-	}
-	return s.apiKeys.Create(ctx, m, req, keyMeta(actor, "admin"))
+	// A key acts in no organisation: its scopes are drawn from the machine
+	// user's platform roles, as its use is (apikeys).
+	return s.apiKeys.Create(ctx, s.platform(m), req, keyMeta(actor, "admin"))
 }
 
 // ListMachineAPIKeys lists a machine user's API keys (never the keys) under

@@ -72,6 +72,16 @@ func (s *Service) actorAndTarget(ctx context.Context, actor Actor, id string) (s
 	return sc.actor, t.User, nil
 }
 
+// platform is u as a login naming no organisation sees them: with
+// organisations on, their platform roles only (tenancy.Resolver.Platform);
+// otherwise u as it is.
+func (s *Service) platform(u store.User) store.User {
+	if s.tenancy == nil {
+		return u
+	}
+	return s.tenancy.Platform(u)
+}
+
 func subject(u store.User) policy.Subject { return policy.Subject{ID: u.ID, Roles: u.Roles} }
 
 // resolveClient returns the client that issues a session's tokens: the

@@ -364,10 +364,7 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 	}
 	// The session names no organisation: the platform view of the account,
 	// as the password grant's login naming none (and IssueForUser) sees it.
-	user := res.User
-	if s.tenancy != nil {
-		user = s.tenancy.Platform(user)
-	}
+	user := s.platform(res.User)
 	accepted, err := s.store.AcceptTenantInvite(ctx, hashSecret(secret), s.now(), u.ID)
 	if err != nil {
 		return token.Response{}, oneTimeTokenErr(inviteKind, err)
@@ -477,11 +474,7 @@ func (s *Service) inviterStands(ctx context.Context, inv store.Invite) (string, 
 	case !u.Active:
 		return inviterInactive, nil
 	}
-	platform := u.Roles
-	if s.tenancy != nil {
-		platform = s.tenancy.Platform(u).Roles
-	}
-	if s.mayInvite(platform, inv.Role) == nil {
+	if s.mayInvite(s.platform(u).Roles, inv.Role) == nil {
 		return "", nil
 	}
 	if inv.TenantID == "" || s.tenancy == nil {

@@ -320,11 +320,7 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 		// need a second factor: as after an invite's acceptance, the
 		// answer is mfa_required with the mfa_token that finishes the
 		// login (or enrols the factor). The password is changed.
-		user := updated
-		if s.tenancy != nil {
-			user = s.tenancy.Platform(user)
-		}
-		if ferr := s.loginSecondFactor(ctx, client, user, nil, "", req.Scope, "Your password is changed."); ferr != nil {
+		if ferr := s.loginSecondFactor(ctx, client, s.platform(updated), nil, "", req.Scope, "Your password is changed."); ferr != nil {
 			return token.Response{}, ferr
 		}
 	}
