@@ -361,14 +361,12 @@ func (s *Service) ResetMFA(ctx context.Context, actor Actor, userID string) erro
 	if err != nil {
 		return err
 	}
-	if err := s.mfa.Reset(ctx, t.ID, mfaMeta(a.ID, actor.Meta)); err != nil {
-		return mfaErr("reset the second factors", err)
-	}
-	if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
-		s.log.Error("MFA reset: the factors are removed but the sessions could not be ended", "user_id", t.ID, "err", err)
-		return err
-	}
-	return nil
+	return s.changeCredentials(ctx, t.ID, "MFA reset", func() error {
+		if err := s.mfa.Reset(ctx, t.ID, mfaMeta(a.ID, actor.Meta)); err != nil {
+			return mfaErr("reset the second factors", err)
+		}
+		return nil
+	})
 }
 
 // mfaErr answers a failure of the MFA service: its *apierr.Error as is, a

@@ -125,10 +125,12 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 		}
 		return nil
 	}
+	var userID string
 	_, err := s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
 		if err := check(u); err != nil {
 			return err
 		}
+		userID = u.ID
 		return errLinkUsable // roll back: this was the dry run
 	})
 	switch {
@@ -141,20 +143,25 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 	if err != nil {
 		return internal("hash password", err)
 	}
-	u, err := s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
-		if err := check(u); err != nil {
-			return err
+	var u store.User
+	if err := s.changeCredentials(ctx, userID, "password reset", func() error {
+		u, err = s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
+			if u.ID != userID {
+				return errors.New("the reset link names another account than its dry run")
+			}
+			if err := check(u); err != nil {
+				return err
+			}
+			u.PasswordHash = hash
+			u.MustChangePassword = false
+			u.EmailVerified = true
+			return nil
+		})
+		if err != nil {
+			return oneTimeTokenErr(kind, err)
 		}
-		u.PasswordHash = hash
-		u.MustChangePassword = false
-		u.EmailVerified = true
 		return nil
-	})
-	if err != nil {
-		return oneTimeTokenErr(kind, err)
-	}
-	if err := s.sessions.EndUserSessions(ctx, u.ID); err != nil {
-		s.log.Error("password reset: the password changed but the sessions could not be ended", "user_id", u.ID, "err", err)
+	}); err != nil {
 		return err
 	}
 	if err := s.revokeOwnKeys(ctx, u.ID, m); err != nil {
@@ -189,15 +196,18 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 	if err != nil {
 		return User{}, internal("hash password", err)
 	}
-	u, err := s.store.UpdateUser(ctx, t.ID, func(u *store.User) error {
-		u.PasswordHash = hash
-		u.MustChangePassword = true
+	var u store.User
+	if err := s.changeCredentials(ctx, t.ID, "temporary password", func() error {
+		u, err = s.store.UpdateUser(ctx, t.ID, func(u *store.User) error {
+			u.PasswordHash = hash
+			u.MustChangePassword = true
+			return nil
+		})
+		if err != nil {
+			return storeErr("set temporary password", err, errUserNotFound)
+		}
 		return nil
-	})
-	if err != nil {
-		return User{}, storeErr("set temporary password", err, errUserNotFound)
-	}
-	if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
+	}); err != nil {
 		return User{}, err
 	}
 	s.record(ctx, "password.temp_set", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, nil)
@@ -297,19 +307,21 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 		return token.Response{}, internal("hash password", err)
 	}
 	oldHash := u.PasswordHash
-	updated, err := s.store.UpdateUser(ctx, u.ID, func(cur *store.User) error {
-		if cur.PasswordHash != oldHash {
-			return apierr.ErrConflict.WithDescription("The password was changed at the same moment by another request; sign in again.")
+	var updated store.User
+	if err := s.changeCredentials(ctx, u.ID, "password change", func() error {
+		updated, err = s.store.UpdateUser(ctx, u.ID, func(cur *store.User) error {
+			if cur.PasswordHash != oldHash {
+				return apierr.ErrConflict.WithDescription("The password was changed at the same moment by another request; sign in again.")
+			}
+			cur.PasswordHash = hash
+			cur.MustChangePassword = false
+			return nil
+		})
+		if err != nil {
+			return storeErr("change password", err, errActorUnknown)
 		}
-		cur.PasswordHash = hash
-		cur.MustChangePassword = false
 		return nil
-	})
-	if err != nil {
-		return token.Response{}, storeErr("change password", err, errActorUnknown)
-	}
-	if err := s.sessions.EndUserSessions(ctx, u.ID); err != nil {
-		s.log.Error("password change: the password changed but the sessions could not be ended", "user_id", u.ID, "err", err)
+	}); err != nil {
 		return token.Response{}, err
 	}
 	actor.Meta.ClientID = client.ID
@@ -341,4 +353,28 @@ func (s *Service) sessionClient(ctx context.Context, clientID string) (store.Cli
 		}
 	}
 	return s.firstPartyClient(ctx)
+}
+
+// changeCredentials makes change, a change of the account's credentials (a
+// password, its second factors) that ends every session of the account,
+// with the sessions ended on both sides of it. Before: a change is never
+// made while the sessions cannot be ended, so a store that fails leaves
+// the old sessions dead or the credentials as they were (503, and a reset
+// link still usable for the retry), never new credentials beside a thief's
+// session that nothing will end. After: a session started in between with
+// the old credentials ends too. The change is made once the first end has
+// succeeded; a failure of the second is logged, not answered, since every
+// session from before the change has already ended.
+func (s *Service) changeCredentials(ctx context.Context, userID, what string, change func() error) error {
+	if err := s.sessions.EndUserSessions(ctx, userID); err != nil {
+		s.log.Error(what+": the sessions could not be ended, so nothing changed", "user_id", userID, "err", err)
+		return err
+	}
+	if err := change(); err != nil {
+		return err
+	}
+	if err := s.sessions.EndUserSessions(ctx, userID); err != nil {
+		s.log.Error(what+": changed, but sessions started during the change may be left", "user_id", userID, "err", err)
+	}
+	return nil
 }

@@ -1,0 +1,189 @@
+package accounts_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/policy/password"
+	"github.com/portcullis-auth/portcullis/server/accounts"
+	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/app"
+	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/mail"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/server/token"
+)
+
+// endingSessions is the instance's token service with its ending of every
+// session of a user observed: fail answers a call's error before it runs
+// (nil: it runs), after runs once a call has ended the sessions.
+type endingSessions struct {
+	*token.Service
+	calls atomic.Int32
+	fail  func(call int32) error
+	after func(call int32)
+}
+
+func (e *endingSessions) EndUserSessions(ctx context.Context, id string) error {
+	n := e.calls.Add(1)
+	if e.fail != nil {
+		if err := e.fail(n); err != nil {
+			return err
+		}
+	}
+	if err := e.Service.EndUserSessions(ctx, id); err != nil {
+		return err
+	}
+	if e.after != nil {
+		e.after(n)
+	}
+	return nil
+}
+
+// TestCredentialChangeEndsSessionsAroundIt: a password reset, a temporary
+// password and a password change end every session of the account before
+// they change anything and again after. When the sessions cannot be ended
+// first, nothing changes (the old password still signs in, a reset link
+// can be used again) and the stolen session dies at the retry; a session
+// started with the old password while the change is made is ended too; and
+// once the change is made, a failure of the second end does not undo it.
+func TestCredentialChangeEndsSessionsAroundIt(t *testing.T) {
+	in, fx, smtp := deployment(t)
+	ctx := context.Background()
+	secret := fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
+	root := fx.User(t, "root@example.com", "root long passphrase", "super_admin")
+	hasher, err := app.NewHasher(in.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := mail.NewTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := mail.NewSMTPSender(smtp.URL(), "Portcullis <no-reply@example.com>", mail.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions := &endingSessions{Service: in.App.Tokens}
+	core := in.App.Core
+	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour, VerifyEmailTTL: time.Hour},
+		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: sessions, Hasher: hasher, Checker: checker(t, in, hasher),
+			Rules: password.DefaultRules(), Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const oldPW, newPW = "the old long passphrase", "a brand new long passphrase"
+	login := func(c *st.Client, email, pw string) *st.Response {
+		return c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", secret))
+	}
+	refresh := func(c *st.Client, tok st.TokenResponse) *st.Response {
+		return c.PostForm("/oauth2/token", st.RefreshForm(tok.RefreshToken), st.Basic("web", secret))
+	}
+
+	resetLink := func(t *testing.T, userID string) string {
+		t.Helper()
+		if _, err := svc.RequestPasswordReset(ctx, actor(root), userID); err != nil {
+			t.Fatal(err)
+		}
+		msgs := smtp.Messages()
+		l := msgs[len(msgs)-1].Link(t)
+		return l[strings.Index(l, "token=")+len("token="):]
+	}
+	changes := []struct {
+		name string
+		// prepare returns the change, made the same way each time it runs.
+		prepare func(t *testing.T, email, userID string) func() error
+	}{
+		{"password_reset", func(t *testing.T, _, userID string) func() error {
+			link := resetLink(t, userID) // the retry uses the same link
+			return func() error { return svc.ResetPassword(ctx, accounts.Meta{IP: "192.0.2.9", UserAgent: "test"}, link, newPW) }
+		}},
+		{"temporary_password", func(t *testing.T, _, userID string) func() error {
+			return func() error { _, err := svc.SetTemporaryPassword(ctx, actor(root), userID, newPW); return err }
+		}},
+		{"password_change", func(t *testing.T, _, userID string) func() error {
+			return func() error {
+				_, err := svc.ChangePassword(ctx, accounts.Actor{ID: userID, Meta: accounts.Meta{IP: "192.0.2.9", UserAgent: "test", ClientID: "web"}},
+					accounts.ChangePasswordRequest{CurrentPassword: oldPW, NewPassword: newPW})
+				return err
+			}
+		}},
+	}
+	for _, ch := range changes {
+		t.Run(ch.name, func(t *testing.T) {
+			t.Run("first_end_fails", func(t *testing.T) {
+				c := in.Client(t)
+				email := ch.name + "-first@example.com"
+				u := fx.User(t, email, oldPW, "user")
+				stolen := login(c, email, oldPW).Token()
+				run := ch.prepare(t, email, u.ID)
+				sessions.calls.Store(0)
+				sessions.fail = func(n int32) error {
+					if n == 1 {
+						return apierr.ErrTemporarilyUnavailable
+					}
+					return nil
+				}
+				defer func() { sessions.fail = nil }()
+				if err := run(); err == nil {
+					t.Fatal("the change succeeded although the sessions could not be ended")
+				}
+				// Nothing changed: the old password signs in, the
+				// stolen session still refreshes (nothing ended it).
+				login(c, email, oldPW).ExpectStatus(200)
+				stolen = refresh(c, stolen).Token()
+				// The retry (the same link for a reset) makes the change
+				// and ends the stolen session.
+				if err := run(); err != nil {
+					t.Fatalf("retry: %v", err)
+				}
+				refresh(c, stolen).ExpectError(400, "invalid_grant")
+				login(c, email, oldPW).ExpectError(400, "invalid_grant")
+			})
+			t.Run("session_started_during_the_change", func(t *testing.T) {
+				c := in.Client(t)
+				email := ch.name + "-during@example.com"
+				u := fx.User(t, email, oldPW, "user")
+				run := ch.prepare(t, email, u.ID)
+				var during st.TokenResponse
+				sessions.calls.Store(0)
+				sessions.after = func(n int32) {
+					if n == 1 { // between the first end and the change
+						during = login(c, email, oldPW).Token()
+					}
+				}
+				defer func() { sessions.after = nil }()
+				if err := run(); err != nil {
+					t.Fatal(err)
+				}
+				if during.RefreshToken == "" {
+					t.Fatal("no session was started during the change")
+				}
+				refresh(c, during).ExpectError(400, "invalid_grant")
+			})
+			t.Run("second_end_fails", func(t *testing.T) {
+				c := in.Client(t)
+				email := ch.name + "-second@example.com"
+				u := fx.User(t, email, oldPW, "user")
+				stolen := login(c, email, oldPW).Token()
+				run := ch.prepare(t, email, u.ID)
+				sessions.calls.Store(0)
+				sessions.fail = func(n int32) error {
+					if n == 2 {
+						return apierr.ErrTemporarilyUnavailable
+					}
+					return nil
+				}
+				defer func() { sessions.fail = nil }()
+				if err := run(); err != nil {
+					t.Fatalf("the change answered %v after it was made", err)
+				}
+				login(c, email, oldPW).ExpectError(400, "invalid_grant")
+				refresh(c, stolen).ExpectError(400, "invalid_grant")
+			})
+		})
+	}
+}
