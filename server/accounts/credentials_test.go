@@ -99,7 +99,9 @@ func TestCredentialChangeEndsSessionsAroundIt(t *testing.T) {
 	}{
 		{"password_reset", func(t *testing.T, _, userID string) func() error {
 			link := resetLink(t, userID) // the retry uses the same link
-			return func() error { return svc.ResetPassword(ctx, accounts.Meta{IP: "192.0.2.9", UserAgent: "test"}, link, newPW) }
+			return func() error {
+				return svc.ResetPassword(ctx, accounts.Meta{IP: "192.0.2.9", UserAgent: "test"}, link, newPW)
+			}
 		}},
 		{"temporary_password", func(t *testing.T, _, userID string) func() error {
 			return func() error { _, err := svc.SetTemporaryPassword(ctx, actor(root), userID, newPW); return err }
