@@ -128,6 +128,18 @@ func (f *fakeState) RotateRefresh(_ context.Context, req store.RotateRequest) (s
 	return store.RotateResult{Outcome: store.RotateOK, Family: r.fam}, nil
 }
 
+// FindRefresh honours what RotateRefresh honours: the live family's current
+// token (the fake keeps no grace-window predecessor).
+func (f *fakeState) FindRefresh(_ context.Context, id string, hash []byte, _ time.Time, _ time.Duration) (store.RefreshFamily, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.fams[id]
+	if !ok || r.revoked || !bytes.Equal(r.current, hash) {
+		return store.RefreshFamily{}, store.ErrNotFound
+	}
+	return r.fam, nil
+}
+
 func (f *fakeState) RevokeFamily(_ context.Context, id string, _ time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -28,6 +28,11 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		return Response{}, invalid
 	}
 	now := s.now()
+	if len(req.Scope) > 0 {
+		if err := s.refusesScopeBeforeRotation(ctx, sid, client, req, now); err != nil {
+			return Response{}, err
+		}
+	}
 	next := newRefreshToken(sid)
 	sealed, err := s.sealer.Seal([]byte(next), []byte("refresh:"+sid))
 	if err != nil {
@@ -121,22 +126,74 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		}
 		return Response{}, err
 	}
-	// The session follows the user's current permissions (or keeps to the
-	// ones it named); a refresh may narrow the scope, never widen it.
-	scope, err := policy.NarrowOnRefresh(strings.Fields(fam.RequestedScope), req.Scope, s.perms.Permissions(user.Roles), client.Scopes)
+	scope, err := s.refreshScope(fam, user, client, req.Scope)
 	if err != nil {
-		return Response{}, scopeError(err)
-	}
-	if ThirdPartyApp(client) {
-		// The login may have granted less than the user holds: a new role
-		// of the user does not reach the session.
-		if scope, err = policy.KeepToGranted(scope, req.Scope, strings.Fields(fam.Scope)); err != nil {
-			return Response{}, scopeError(err)
-		}
+		return Response{}, err
 	}
 	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
 		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry, tenant: tn}
 	return s.respond(g, next, now)
+}
+
+// refreshScope is what a refresh of fam by user (with their roles in the
+// session's tenant) through client grants when it asks for requested
+// (empty: the session's scope). The session follows the user's current
+// permissions (or keeps to the ones it named); a refresh may narrow the
+// scope, never widen it: asking for more is invalid_scope.
+func (s *Service) refreshScope(fam store.RefreshFamily, user store.User, client store.Client, requested []string) (policy.ScopeGrant, error) {
+	scope, err := policy.NarrowOnRefresh(strings.Fields(fam.RequestedScope), requested, s.perms.Permissions(user.Roles), client.Scopes)
+	if err != nil {
+		return policy.ScopeGrant{}, scopeError(err)
+	}
+	if ThirdPartyApp(client) {
+		// The login may have granted less than the user holds: a new role
+		// of the user does not reach the session.
+		if scope, err = policy.KeepToGranted(scope, requested, strings.Fields(fam.Scope)); err != nil {
+			return policy.ScopeGrant{}, scopeError(err)
+		}
+	}
+	return scope, nil
+}
+
+// refusesScopeBeforeRotation judges a refresh that asks for a scope before
+// the rotation spends the presented token. Refused after it, the successor
+// would never be handed out and the token the client still holds would be
+// the replaced one: its retry with a corrected scope, which RFC 6749 §6
+// allows (no new refresh token was issued), would count as reuse and end
+// the session. So the family is read (it changes nothing) and the scope
+// decided as the refresh will decide it; a refusal answers invalid_scope
+// with the token left as it was. Anything else this read cannot settle (an
+// unknown, replayed or revoked token, another client's, a user or tenant
+// that no longer stands) is left to the rotation, which judges and ends
+// sessions as it always does. Only refreshes that name a scope pay the
+// extra read: most send none.
+func (s *Service) refusesScopeBeforeRotation(ctx context.Context, sid string, client store.Client, req TokenRequest, now time.Time) error {
+	fam, err := s.state.FindRefresh(ctx, sid, HashSecret(req.RefreshToken), now, s.cfg.RefreshReuseGrace)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("read the refresh token's session: %w", err))
+	case fam.ClientID != client.ID:
+		return nil
+	}
+	user, err := s.users.GetUser(ctx, fam.UserID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil
+	case err != nil:
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+	}
+	user, _, err = s.sessionTenant(ctx, user, fam.TenantID)
+	var ae *apierr.Error
+	switch {
+	case errors.As(err, &ae) && ae.Code == apierr.ErrInvalidGrant.Code:
+		return nil
+	case err != nil:
+		return err
+	}
+	_, err = s.refreshScope(fam, user, client, req.Scope)
+	return err
 }
 
 // keepBrowserSession applies the contract's "refresh tokens of a grant that

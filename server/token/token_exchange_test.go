@@ -205,6 +205,10 @@ func TestTokenExchangeRefreshKeepsToTheGrant(t *testing.T) {
 			if !errors.As(err, &ae) || ae.Code != apierr.ErrInvalidScope.Code {
 				t.Fatalf("a refresh naming %q: scope %q, error %v; want invalid_scope", tc.widenScope, r4.Scope, err)
 			}
+			// The refusal spent nothing: the same token refreshes (RFC 6749 §6).
+			if _, err := refresh(r3.RefreshToken, ""); err != nil {
+				t.Fatalf("the refresh token after a refused scope: %v", err)
+			}
 		})
 	}
 }
