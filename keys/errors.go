@@ -27,6 +27,11 @@ var (
 var (
 	// ErrNotReady means the Manager has no key state yet (Init has not succeeded).
 	ErrNotReady = errors.New("keys: signing keys not loaded")
+	// ErrStale means the Manager's key state has not been reloaded from the
+	// store for too long (Refresh): it may miss a revocation made elsewhere,
+	// so no key is used (a dependency is down: the answer is 503, never a
+	// judgement of the token).
+	ErrStale = errors.New("keys: signing keys not reloaded for too long; they may miss a revocation")
 	// ErrKeyNotFound means no signing key has the given kid.
 	ErrKeyNotFound = errors.New("keys: no signing key with this kid")
 	// ErrDecrypt means no configured key-encryption key opens the sealed data,

@@ -163,6 +163,7 @@ func (m *Manager) Init(ctx context.Context) error {
 		if attempt == maxAttempts {
 			return errors.New("init signing keys: the keys kept changing under concurrent updates; try again")
 		}
+		loadedAt := m.now()
 		recs, err := m.cfg.Store.ListSigningKeys(ctx)
 		if err != nil {
 			return fmt.Errorf("init signing keys: load: %w", err)
@@ -227,7 +228,7 @@ func (m *Manager) Init(ctx context.Context) error {
 				return fmt.Errorf("init signing keys: %w", err)
 			}
 			m.checkedNext = next.KID
-			if err := m.syncRecords(recs); err != nil {
+			if err := m.syncRecords(recs, loadedAt); err != nil {
 				return fmt.Errorf("init signing keys: %w", err)
 			}
 			return nil
@@ -244,22 +245,25 @@ func (m *Manager) Sync(ctx context.Context) error {
 }
 
 func (m *Manager) syncLocked(ctx context.Context) error {
+	loadedAt := m.now()
 	recs, err := m.cfg.Store.ListSigningKeys(ctx)
 	if err != nil {
 		return fmt.Errorf("sync signing keys: %w", err)
 	}
-	if err := m.syncRecords(recs); err != nil {
+	if err := m.syncRecords(recs, loadedAt); err != nil {
 		return fmt.Errorf("sync signing keys: %w", err)
 	}
 	return nil
 }
 
-func (m *Manager) syncRecords(recs []store.SigningKey) error {
+// syncRecords makes recs, read from the store at loadedAt, the snapshot.
+func (m *Manager) syncRecords(recs []store.SigningKey, loadedAt time.Time) error {
 	prev := m.snap.Load()
 	s, err := buildSnapshot(recs, m.cfg.KEKs, m.t, m.now(), prev)
 	if err != nil {
 		return err
 	}
+	s.loadedAt = loadedAt
 	if s.active == nil {
 		return errors.New("no active signing key (run Init)")
 	}
@@ -290,11 +294,11 @@ func (m *Manager) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if err := m.Sync(ctx); err != nil {
+		if err := m.Refresh(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			m.log.Warn("signing key sync failed; keeping the previous keys", "err", err)
+			m.log.Warn("signing key sync failed", "err", err)
 		}
 		if m.cfg.RotationInterval <= 0 {
 			continue
@@ -310,6 +314,52 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// staleAfter is how long an instance goes on using keys it cannot reload:
+// one failed sync is ridden out, the second in a row ends it. A key revoked
+// elsewhere is then refused by this instance within two sync intervals even
+// while the store is unreachable (within one, as the contract says, while
+// it is reachable).
+func (m *Manager) staleAfter() time.Duration { return 2 * m.cfg.SyncInterval }
+
+// Refresh is what Run does every SyncInterval: Sync, bounded by the
+// interval so that a store that hangs counts as one that fails. When it
+// fails and the keys in use were read staleAfter ago or more, they are
+// not used any longer: Sign, Verify, VerifyTyped and JWKS answer ErrStale
+// until a sync succeeds. An instance that cannot reach the store must not
+// go on accepting, or publishing to downstream verifiers, a key that
+// another instance revoked (fail closed); its /readyz already answers 503.
+func (m *Manager) Refresh(ctx context.Context) error {
+	syncCtx, cancel := context.WithTimeout(ctx, m.cfg.SyncInterval)
+	defer cancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err := m.syncLocked(syncCtx)
+	if err == nil {
+		return nil
+	}
+	if s := m.snap.Load(); s != nil && !s.stale && m.now().Sub(s.loadedAt) >= m.staleAfter() {
+		expired := *s
+		expired.stale = true
+		m.snap.Store(&expired)
+		m.log.Error("signing keys not reloaded since "+s.loadedAt.UTC().Format(time.RFC3339)+
+			": no token is signed, verified or published with them until a sync succeeds", "err", err)
+	}
+	return err
+}
+
+// current returns the snapshot in use: ErrNotReady before Init, ErrStale
+// once Refresh has given it up.
+func (m *Manager) current() (*snapshot, error) {
+	s := m.snap.Load()
+	switch {
+	case s == nil:
+		return nil, ErrNotReady
+	case s.stale:
+		return nil, ErrStale
+	}
+	return s, nil
 }
 
 // RotateIfDue rotates when automatic rotation is configured, the active key
@@ -577,13 +627,17 @@ func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 // JWKS returns the JWKS document (public members only, with kid, alg and
 // "use":"sig") and its strong ETag (quoted), both precomputed at the last
 // sync. The slice is shared: callers must not modify it. Before Init it is an
-// empty key set.
-func (m *Manager) JWKS() (body []byte, etag string) {
+// empty key set; once Refresh gave the keys up, ErrStale (a stale set could
+// hand downstream verifiers a key revoked elsewhere).
+func (m *Manager) JWKS() (body []byte, etag string, err error) {
 	s := m.snap.Load()
-	if s == nil {
-		return emptyJWKS, etagEmpty
+	switch {
+	case s == nil:
+		return emptyJWKS, etagEmpty, nil
+	case s.stale:
+		return nil, "", ErrStale
 	}
-	return s.jwks, s.etag
+	return s.jwks, s.etag, nil
 }
 
 var etagEmpty = etagOf(emptyJWKS)
@@ -592,8 +646,11 @@ var etagEmpty = etagOf(emptyJWKS)
 // compact JWS whose protected header holds alg, kid and typ (for example
 // "at+jwt" for access tokens, "JWT" for id tokens).
 func (m *Manager) Sign(claims any, typ string) (string, error) {
-	s := m.snap.Load()
-	if s == nil || s.active == nil {
+	s, err := m.current()
+	if err != nil {
+		return "", err
+	}
+	if s.active == nil {
 		return "", ErrNotReady
 	}
 	return s.active.sign(claims, typ)
@@ -603,11 +660,11 @@ func (m *Manager) Sign(claims any, typ string) (string, error) {
 // kid selects the key and alg must be that key's algorithm. It returns the
 // payload (claims are not validated: typ, iss, aud, exp are the caller's) and
 // the kid. Errors wrap ErrMalformed, ErrUnknownKey, ErrRevokedKey or
-// ErrBadSignature.
+// ErrBadSignature; ErrNotReady and ErrStale say the keys cannot be used.
 func (m *Manager) Verify(token string) (payload []byte, kid string, err error) {
-	s := m.snap.Load()
-	if s == nil {
-		return nil, "", ErrNotReady
+	s, err := m.current()
+	if err != nil {
+		return nil, "", err
 	}
 	payload, kid, _, err = s.verify(token, m.now())
 	return payload, kid, err
@@ -617,9 +674,9 @@ func (m *Manager) Verify(token string) (payload []byte, kid string, err error) {
 // (compared as RFC 7515 says: case-insensitively, "application/" optional);
 // a mismatch is ErrWrongType.
 func (m *Manager) VerifyTyped(token, wantTyp string) (payload []byte, kid string, err error) {
-	s := m.snap.Load()
-	if s == nil {
-		return nil, "", ErrNotReady
+	s, err := m.current()
+	if err != nil {
+		return nil, "", err
 	}
 	payload, kid, typ, err := s.verify(token, m.now())
 	if err != nil {

@@ -153,7 +153,7 @@ func joseVerify(jwks []byte, token string) error {
 
 func jwksKIDs(t testing.TB, m *keys.Manager) []string {
 	t.Helper()
-	body, _ := m.JWKS()
+	body, _, _ := m.JWKS()
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(body, &set); err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestRotationKeepsVerifiersWorking(t *testing.T) {
 				oldToken := sign(t, m)
 
 				// A verifier caches the JWKS now.
-				cachedBody, cachedETag := m.JWKS()
+				cachedBody, cachedETag, _ := m.JWKS()
 				cached := append([]byte(nil), cachedBody...)
 
 				// Rotating before the next key has been published for sync interval + JWKS max age is refused.
@@ -254,7 +254,7 @@ func TestRotationKeepsVerifiersWorking(t *testing.T) {
 				if _, kid, err := m.Verify(newToken); err != nil || kid != next.KID {
 					t.Fatalf("Verify(new) kid %s err %v", kid, err)
 				}
-				if body, etag := m.JWKS(); etag == cachedETag || string(body) == string(cached) {
+				if body, etag, _ := m.JWKS(); etag == cachedETag || string(body) == string(cached) {
 					t.Fatal("the JWKS and ETag did not change with the rotation")
 				}
 				if kids := jwksKIDs(t, m); len(kids) != 3 || !contains(kids, rot.Retired.KID) || !contains(kids, rot.Next.KID) {
@@ -266,7 +266,7 @@ func TestRotationKeepsVerifiersWorking(t *testing.T) {
 				if err := m.Sync(ctx); err != nil {
 					t.Fatal(err)
 				}
-				current, _ := m.JWKS()
+				current, _, _ := m.JWKS()
 				if err := joseVerify(current, oldToken); err != nil {
 					t.Fatalf("old token against the current JWKS: %v", err)
 				}
@@ -536,7 +536,7 @@ func TestConcurrentInitAgreesOnFirstKey(t *testing.T) {
 					if _, _, err := m.Verify(tok); err != nil {
 						t.Fatalf("instance %d rejects instance 0's token: %v", i, err)
 					}
-					if body, _ := m.JWKS(); string(body) != string(func() []byte { b, _ := managers[0].JWKS(); return b }()) {
+					if body, _, _ := m.JWKS(); string(body) != string(func() []byte { b, _, _ := managers[0].JWKS(); return b }()) {
 						t.Fatalf("instance %d serves another JWKS", i)
 					}
 				}
@@ -780,7 +780,7 @@ func TestNewManagerRefusesBadSettings(t *testing.T) {
 
 func TestManagerBeforeInit(t *testing.T) {
 	m := newManager(t, openStore(t, "sqlite"), ring(t, kek(t)), keys.AlgES256, newClock(), nil)
-	if body, etag := m.JWKS(); string(body) != `{"keys":[]}` || etag == "" {
+	if body, etag, _ := m.JWKS(); string(body) != `{"keys":[]}` || etag == "" {
 		t.Fatalf("JWKS before Init: %s %s", body, etag)
 	}
 	if _, err := m.Sign(map[string]any{}, "JWT"); !errors.Is(err, keys.ErrNotReady) {
@@ -824,7 +824,7 @@ func TestVerifyTyped(t *testing.T) {
 func TestJWKSDoesNotAllocate(t *testing.T) {
 	m := initManager(t, openStore(t, "sqlite"), ring(t, kek(t)), keys.AlgES256, newClock())
 	var n int
-	if allocs := testing.AllocsPerRun(1000, func() { b, e := m.JWKS(); n += len(b) + len(e) }); allocs != 0 {
+	if allocs := testing.AllocsPerRun(1000, func() { b, e, _ := m.JWKS(); n += len(b) + len(e) }); allocs != 0 {
 		t.Fatalf("JWKS allocates %.1f times per call", allocs)
 	}
 }
@@ -834,7 +834,7 @@ func BenchmarkJWKS(b *testing.B) {
 	b.ReportAllocs()
 	var n int
 	for b.Loop() {
-		body, etag := m.JWKS()
+		body, etag, _ := m.JWKS()
 		n += len(body) + len(etag)
 	}
 }
@@ -867,4 +867,77 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		})
 	}
+}
+
+// failingStore is a key store whose reads fail while down is set (a
+// database this instance cannot reach).
+type failingStore struct {
+	keys.Store
+	down atomic.Bool
+}
+
+func (f *failingStore) ListSigningKeys(ctx context.Context) ([]store.SigningKey, error) {
+	if f.down.Load() {
+		return nil, errors.New("connection refused")
+	}
+	return f.Store.ListSigningKeys(ctx)
+}
+
+// TestStaleKeysAreNotUsed: an instance that cannot reload the keys rides
+// out one failed sync, then stops signing, verifying and publishing with
+// what it holds (ErrStale), so that a key another instance revoked
+// meanwhile is neither accepted nor handed to downstream verifiers; a
+// sync that succeeds again brings the keys back, without the revoked one.
+func TestStaleKeysAreNotUsed(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	sqlite := openStore(t, "sqlite")
+	kr := ring(t, kek(t))
+	st := &failingStore{Store: sqlite}
+	m := initManager(t, st, kr, "EdDSA", clk)
+	other := initManager(t, sqlite, kr, "EdDSA", clk) // another instance, which can reach the database
+	tok := sign(t, m)
+	revoked := m.ActiveKID()
+
+	st.down.Store(true)
+	if _, err := other.Revoke(ctx, revoked); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(syncInterval)
+	if err := m.Refresh(ctx); err == nil {
+		t.Fatal("Refresh succeeded against a store that is down")
+	}
+	// One failed sync: the keys read an interval ago are still used.
+	if _, _, err := m.Verify(tok); err != nil {
+		t.Fatalf("Verify after one failed sync: %v", err)
+	}
+	clk.Advance(syncInterval)
+	if err := m.Refresh(ctx); err == nil {
+		t.Fatal("Refresh succeeded against a store that is down")
+	}
+	if _, _, err := m.Verify(tok); !errors.Is(err, keys.ErrStale) {
+		t.Fatalf("Verify with keys not reloaded for two intervals: %v, want ErrStale", err)
+	}
+	if _, _, err := m.VerifyTyped(tok, "at+jwt"); !errors.Is(err, keys.ErrStale) {
+		t.Fatalf("VerifyTyped: %v, want ErrStale", err)
+	}
+	if _, err := m.Sign(map[string]any{"sub": "u"}, "at+jwt"); !errors.Is(err, keys.ErrStale) {
+		t.Fatalf("Sign: %v, want ErrStale", err)
+	}
+	if body, _, err := m.JWKS(); !errors.Is(err, keys.ErrStale) || body != nil {
+		t.Fatalf("JWKS: %d bytes, %v; want ErrStale", len(body), err)
+	}
+
+	st.down.Store(false)
+	clk.Advance(syncInterval)
+	if err := m.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Verify(tok); !errors.Is(err, keys.ErrRevokedKey) {
+		t.Fatalf("Verify after the store came back: %v, want ErrRevokedKey", err)
+	}
+	if kids := jwksKIDs(t, m); contains(kids, revoked) {
+		t.Fatalf("JWKS after the store came back still has the revoked key: %v", kids)
+	}
+	sign(t, m)
 }

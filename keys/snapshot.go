@@ -26,6 +26,11 @@ type snapshot struct {
 	etag        string                // strong ETag of jwks
 	algs        []string              // algorithms of the published keys
 	activatedAt time.Time             // when the active key became active
+	// loadedAt is when the records were read from the store; stale marks a
+	// snapshot whose instance could not reload them for staleAfter (Refresh):
+	// every use of it is ErrStale.
+	loadedAt time.Time
+	stale    bool
 }
 
 // publicKey is a published verification key.

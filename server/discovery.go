@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -14,14 +15,16 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/token"
 )
 
 // KeySource is the published key set, served from memory.
 type KeySource interface {
-	// JWKS returns the cached JWKS document and its strong ETag.
-	JWKS() (body []byte, etag string)
+	// JWKS returns the cached JWKS document and its strong ETag, or an
+	// error when the keys cannot be trusted now (keys.ErrStale).
+	JWKS() (body []byte, etag string, err error)
 	// SigningAlgs lists the algorithms of the published keys.
 	SigningAlgs() []string
 }
@@ -83,22 +86,31 @@ func (s *Server) MountDiscovery(keys KeySource, opts DiscoveryOptions) {
 	}
 }
 
-// current returns the cached documents, rebuilding them only when the key set changed.
-func (d *discovery) current() *discoveryState {
-	body, etag := d.keys.JWKS()
+// current returns the cached documents, rebuilding them only when the key
+// set changed. While the instance's keys cannot be trusted (keys.ErrStale:
+// not reloaded for too long, so a key revoked elsewhere may still be in
+// them) neither document is served: 503.
+func (d *discovery) current() (*discoveryState, error) {
+	body, etag, err := d.keys.JWKS()
+	if err != nil {
+		return nil, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("discovery: %w", err))
+	}
 	st := d.state.Load()
 	if st != nil && st.jwksETag == etag {
-		return st
+		return st, nil
 	}
 	meta := d.metadata()
 	next := &discoveryState{jwksETag: etag, jwks: body, etagHdr: []string{etag}, metadata: meta,
 		metaETag: []string{strongETag(meta)}}
 	d.state.Store(next)
-	return next
+	return next, nil
 }
 
 func (d *discovery) serveJWKS(c echo.Context) error {
-	st := d.current()
+	st, err := d.current()
+	if err != nil {
+		return err
+	}
 	h := c.Response().Header()
 	h["Cache-Control"] = d.cacheCtl
 	h["Etag"] = st.etagHdr
@@ -108,12 +120,15 @@ func (d *discovery) serveJWKS(c echo.Context) error {
 	}
 	h["Content-Type"] = contentTypeJSON
 	c.Response().WriteHeader(http.StatusOK)
-	_, err := c.Response().Write(st.jwks)
+	_, err = c.Response().Write(st.jwks)
 	return err
 }
 
 func (d *discovery) serveMetadata(c echo.Context) error {
-	st := d.current()
+	st, err := d.current()
+	if err != nil {
+		return err
+	}
 	h := c.Response().Header()
 	h["Cache-Control"] = noCacheMeta
 	h["Etag"] = st.metaETag
@@ -123,7 +138,7 @@ func (d *discovery) serveMetadata(c echo.Context) error {
 	}
 	h["Content-Type"] = contentTypeJSON
 	c.Response().WriteHeader(http.StatusOK)
-	_, err := c.Response().Write(st.metadata)
+	_, err = c.Response().Write(st.metadata)
 	return err
 }
 

@@ -1,19 +1,23 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/server/apierr"
 )
 
 // staticKeys is a fixed published key set (the handler only reads cached bytes).
 type staticKeys struct{ body []byte }
 
-func (k staticKeys) JWKS() ([]byte, string) { return k.body, `"abc123"` }
-func (k staticKeys) SigningAlgs() []string  { return []string{"EdDSA"} }
+func (k staticKeys) JWKS() ([]byte, string, error) { return k.body, `"abc123"`, nil }
+func (k staticKeys) SigningAlgs() []string         { return []string{"EdDSA"} }
 
 // discardWriter is a ResponseWriter that keeps nothing, so only the
 // handler's own allocations are measured.
@@ -66,5 +70,25 @@ func BenchmarkDiscoveryHandler(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		c.Reset(req, w)
 		_ = d.serveMetadata(c)
+	}
+}
+
+// unusableKeys is a key set this instance must not use (keys.ErrStale).
+type unusableKeys struct{}
+
+func (unusableKeys) JWKS() ([]byte, string, error) { return nil, "", keys.ErrStale }
+func (unusableKeys) SigningAlgs() []string         { return nil }
+
+// TestDiscoveryRefusesUnusableKeys: while the instance's keys may miss a
+// revocation made elsewhere, neither the JWKS (which would hand downstream
+// verifiers the revoked key) nor the metadata is served: 503.
+func TestDiscoveryRefusesUnusableKeys(t *testing.T) {
+	d := &discovery{keys: unusableKeys{}, opts: DiscoveryOptions{Issuer: "http://127.0.0.1:8080"}}
+	for name, h := range map[string]echo.HandlerFunc{"jwks": d.serveJWKS, "metadata": d.serveMetadata} {
+		c := echo.New().NewContext(httptest.NewRequest(http.MethodGet, "/", nil), httptest.NewRecorder())
+		var ae *apierr.Error
+		if err := h(c); !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable {
+			t.Errorf("%s with unusable keys: %v, want 503", name, err)
+		}
 	}
 }

@@ -247,7 +247,7 @@ func TestNotifierDelivery(t *testing.T) {
 // checks its header and claims (BCL §2.4); it returns the claims.
 func checkLogoutToken(t *testing.T, km *keys.Manager, tok string) map[string]any {
 	t.Helper()
-	body, _ := km.JWKS()
+	body, _, _ := km.JWKS()
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(body, &set); err != nil {
 		t.Fatal(err)

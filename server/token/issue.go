@@ -177,6 +177,9 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 	g.roles = s.perms.CoveredRoles(g.roles, g.permissions)
 	at, ttl, err := s.issueAccessToken(g, now)
 	if err != nil {
+		if unusable := keysUnusable(err); unusable != nil {
+			return Response{}, unusable
+		}
 		return Response{}, apierr.ErrServer.WithCause(err)
 	}
 	resp := Response{AccessToken: at, TokenType: "Bearer", ExpiresIn: ttl, RefreshToken: refreshToken, Scope: g.scope(), ClientID: g.client.ID}
@@ -185,6 +188,9 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 	}
 	if g.user != nil && slices.Contains(g.oidc, "openid") {
 		if resp.IDToken, err = s.issueIDToken(g, at, now); err != nil {
+			if unusable := keysUnusable(err); unusable != nil {
+				return Response{}, unusable
+			}
 			return Response{}, apierr.ErrServer.WithCause(err)
 		}
 	}

@@ -106,6 +106,9 @@ func (s *Service) switchTenant(ctx context.Context, client store.Client, req Tok
 	now := s.now()
 	c, err := s.verifyAccessToken(req.SubjectToken, now)
 	if err != nil {
+		if unusable := keysUnusable(err); unusable != nil {
+			return Response{}, unusable
+		}
 		return Response{}, refused.WithCause(err)
 	}
 	if !c.IsUser() || c.SID == "" || c.ClientID != client.ID {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/keys"
 	"github.com/portcullis-auth/portcullis/keys/verify/apikey"
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -34,7 +35,7 @@ func (s *Service) verifyAccessToken(raw string, now time.Time) (AccessClaims, er
 	}
 	payload, _, err := s.signer.VerifyTyped(raw, TypeAccessToken)
 	if err != nil {
-		return AccessClaims{}, fmt.Errorf("%w: %v", errTokenInvalid, err)
+		return AccessClaims{}, fmt.Errorf("%w: %w", errTokenInvalid, err)
 	}
 	var c AccessClaims
 	if err := json.Unmarshal(payload, &c); err != nil {
@@ -51,6 +52,18 @@ func (s *Service) verifyAccessToken(raw string, now time.Time) (AccessClaims, er
 		return AccessClaims{}, fmt.Errorf("%w: not yet valid", errTokenInvalid)
 	}
 	return c, nil
+}
+
+// keysUnusable is the answer to a token that could not be checked, or
+// signed, because this instance's signing keys cannot be used now (not
+// loaded, or not reloaded for so long that they may miss a revocation made
+// elsewhere: keys.ErrStale): 503, never a judgement of the token. nil for
+// any other error.
+func keysUnusable(err error) error {
+	if errors.Is(err, keys.ErrStale) || errors.Is(err, keys.ErrNotReady) {
+		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	return nil
 }
 
 func (s *Service) revoked(ctx context.Context, c AccessClaims) (bool, error) {
@@ -90,6 +103,9 @@ func (s *Service) AuthenticateAdmin(ctx context.Context, raw string) (AccessClai
 func (s *Service) authenticateBearer(ctx context.Context, raw string, admin bool) (AccessClaims, error) {
 	c, err := s.verifyAccessToken(raw, s.now())
 	if err != nil {
+		if unusable := keysUnusable(err); unusable != nil {
+			return AccessClaims{}, unusable
+		}
 		return AccessClaims{}, apierr.ErrInvalidToken.WithCause(err)
 	}
 	if c.Tenant != "" && s.tenancy == nil {
@@ -132,6 +148,9 @@ func (s *Service) Introspect(ctx context.Context, cred ClientCredentials, raw st
 	}
 	c, err := s.verifyAccessToken(raw, s.now())
 	if err != nil {
+		if unusable := keysUnusable(err); unusable != nil {
+			return nil, unusable
+		}
 		return inactive, nil
 	}
 	revoked, err := s.revoked(ctx, c)
@@ -226,6 +245,9 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string
 	}
 	c, err := s.verifyAccessToken(raw, now)
 	if err != nil {
+		if unusable := keysUnusable(err); unusable != nil {
+			return unusable // not judged: it may be a live token
+		}
 		return nil // unknown, malformed or expired: nothing to revoke
 	}
 	if c.ClientID != client.ID {
