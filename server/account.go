@@ -187,13 +187,14 @@ func accountMeta(c echo.Context) accounts.Meta {
 }
 
 // actorOf is the user of the verified bearer token, with the request's
-// metadata, the scope the token was granted and, for a token exchanged
-// from an API key, the key's id.
+// metadata, the scope the token was granted, its claims (re-read for
+// revocation after a write that outlives its session) and, for a token
+// exchanged from an API key, the key's id.
 func actorOf(c echo.Context) accounts.Actor {
 	claims := Claims(c)
 	m := meta(c)
 	keyID, _ := apikey.KeyIDOfSession(claims.SID)
-	return accounts.Actor{ID: claims.Subject, APIKey: keyID, Scope: claims.Scopes(), Audience: claims.Audience,
+	return accounts.Actor{ID: claims.Subject, APIKey: keyID, Scope: claims.Scopes(), Audience: claims.Audience, Bearer: &claims,
 		Meta: accounts.Meta{IP: m.IP, UserAgent: m.UserAgent, ClientID: claims.ClientID, Tenant: claims.Tenant}}
 }
 

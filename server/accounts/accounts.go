@@ -80,6 +80,10 @@ type Sessions interface {
 	EndUserSessions(ctx context.Context, userID string) error
 	// EndClientGrants ends every session of the user at one client.
 	EndClientGrants(ctx context.Context, userID, clientID string) error
+	// RecheckBearer reads the revocation of a token the bearer check
+	// accepted earlier in the request: nil while it stands, 401
+	// invalid_token once revoked, 503 when that cannot be known.
+	RecheckBearer(ctx context.Context, c token.AccessClaims) error
 }
 
 // APIKeys creates, lists and revokes API keys (*apikeys.Service). Who may
@@ -346,6 +350,12 @@ type Actor struct {
 	Scope []string
 	// Audience is the acting access token's aud claim (nil without one).
 	Audience token.Audience
+	// Bearer is the acting access token's claims, as the bearer check
+	// accepted them when the request's headers arrived (nil when the actor
+	// acts with no access token). What the token makes that outlives its
+	// session (an API key) is kept only if the token is still not revoked
+	// once it is written (keptIfTokenLive).
+	Bearer   *token.AccessClaims
 	operator bool
 	// mfaEnrolment: the actor presented an mfa_token whose enrolment is
 	// required (MFATokenActor), not an access token.

@@ -131,7 +131,9 @@ func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID strin
 // a reset is the proof of who holds the mailbox, and a key made before it
 // may be another's (an address registered by someone else, a password
 // that leaked), as the sessions ended beside it may be. The keys stop
-// working at once on every instance (apikeys.Service.Revoke).
+// working at once on every instance (apikeys.Service.Revoke). It must run
+// after the cut-off is written: a key being made meanwhile is then either
+// listed here or refused by its creation's own re-check (keptIfTokenLive).
 func (s *Service) revokeOwnKeys(ctx context.Context, userID string, m Meta) error {
 	if s.apiKeys == nil {
 		return nil
@@ -176,7 +178,55 @@ func (s *Service) CreateMachineAPIKey(ctx context.Context, actor Actor, userID s
 	}
 	// A key acts in no organisation: its scopes are drawn from the machine
 	// user's platform roles, as its use is (apikeys).
-	return s.apiKeys.Create(ctx, s.platform(m), req, keyMeta(actor, "admin"))
+	created, err := s.apiKeys.Create(ctx, s.platform(m), req, keyMeta(actor, "admin"))
+	return s.keptIfTokenLive(ctx, actor, m.ID, created, err)
+}
+
+// keptIfTokenLive is the last step of every key's creation (own and
+// machine): the key, just written, is kept and shown only if the access
+// token that made it is still not revoked; else it is revoked, never
+// shown, and the answer is the bearer check's own (401 invalid_token, or
+// 503 when the revocation cannot be read: fail closed). The bearer check
+// ran when the request's headers arrived and the body was read after it,
+// so a request whose body is held back reaches the write after its
+// session was ended (a password reset, "revoke sessions", a
+// deactivation), which without this made a key of the dead token that
+// outlived the end of the session.
+//
+// Why no interleaving leaves a live key of a revoked token, for the
+// reset, the one end of sessions that also revokes keys (the others leave
+// keys made before them by design): the reset writes the user's cut-off
+// (changeCredentials) and only then lists the keys to revoke them
+// (revokeOwnKeys); the creation writes the key and only then reads the
+// token's revocation here. Each store is linearizable (one PostgreSQL or
+// SQLite, one Redis or SQL token state), so if the reset's listing missed
+// the key, the listing began before the key was committed, hence the
+// cut-off was written before the key was, and this read, which starts
+// after the commit, sees the cut-off. Either the reset revokes the key or
+// this does. For the ends of sessions that revoke no key, this read is
+// what places the creation before them: a key whose token was revoked
+// before it was written is refused, one written before the revocation is
+// a key made before the end of the session, as any other. A key this
+// fails to revoke was never shown, so nobody holds it (it is logged).
+//
+// An actor with no access token (the console's browser session, the
+// operator) has nothing to re-read: the console reads its form before it
+// finds the session, so no body can be held back past its check.
+func (s *Service) keptIfTokenLive(ctx context.Context, actor Actor, ownerID string, created apikeys.Created, err error) (apikeys.Created, error) {
+	if err != nil || actor.Bearer == nil {
+		return created, err
+	}
+	refused := s.sessions.RecheckBearer(ctx, *actor.Bearer)
+	if refused == nil {
+		return created, nil
+	}
+	// Revoked even when the request is gone (its context cancelled): the
+	// key must not stay live in the lists, unknown to anyone.
+	if err := s.apiKeys.Revoke(context.WithoutCancel(ctx), ownerID, created.ID, keyMeta(actor, "token_revoked")); err != nil {
+		s.log.Error("an API key made with a token revoked meanwhile was not shown but could not be revoked",
+			"owner_id", ownerID, "key_id", created.ID, "err", err)
+	}
+	return apikeys.Created{}, refused
 }
 
 // ListMachineAPIKeys lists a machine user's API keys (never the keys) under
@@ -228,7 +278,8 @@ func (s *Service) keySelf(ctx context.Context, actor Actor) (store.User, error) 
 // was granted (actor.Scope; apikeys.Service.CreateOwn), and hold no
 // permission of the admin API unless the token's audience is Portcullis's
 // own (the issuer), else 400 invalid_scope; the key is in the answer, once. A user who must change
-// their password first gets 403 password_change_required.
+// their password first gets 403 password_change_required. A token revoked
+// before the key was written makes none (keptIfTokenLive).
 func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.CreateRequest) (apikeys.Created, error) {
 	u, err := s.keySelf(ctx, actor)
 	if err != nil {
@@ -241,7 +292,8 @@ func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.
 		return apikeys.Created{}, err
 	}
 	tok := apikeys.Token{Scope: actor.Scope, ForPortcullis: s.cfg.Issuer != "" && actor.Audience.Contains(s.cfg.Issuer)}
-	return s.apiKeys.CreateOwn(ctx, u, tok, req, keyMeta(actor, "self"))
+	created, err := s.apiKeys.CreateOwn(ctx, u, tok, req, keyMeta(actor, "self"))
+	return s.keptIfTokenLive(ctx, actor, u.ID, created, err)
 }
 
 // ListOwnAPIKeys lists the actor's own API keys (never the keys).

@@ -149,7 +149,9 @@ type Meta struct {
 	ClientID string
 	// Via is how the operation came: "self" (/auth/api-keys), "admin"
 	// (/admin/users/{id}/api-keys), "revoke_endpoint", "introspection",
-	// "token_exchange".
+	// "token_exchange", "password_reset", or "token_revoked" (a key
+	// revoked as it was made: the token making it was revoked before the
+	// key was written).
 	Via string
 }
 

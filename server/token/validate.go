@@ -116,14 +116,29 @@ func (s *Service) authenticateBearer(ctx context.Context, raw string, admin bool
 	if admin && !c.Audience.Contains(s.cfg.Issuer) {
 		return AccessClaims{}, apierr.ErrInvalidToken.WithDescription("This token is not meant for Portcullis's admin API: its audience does not include %s.", s.cfg.Issuer)
 	}
-	revoked, err := s.revoked(ctx, c)
-	if err != nil {
-		return AccessClaims{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
-	}
-	if revoked {
-		return AccessClaims{}, apierr.ErrInvalidToken.WithDescription("The access token has been revoked.")
+	if err := s.RecheckBearer(ctx, c); err != nil {
+		return AccessClaims{}, err
 	}
 	return c, nil
+}
+
+// RecheckBearer is the revocation half of AuthenticateBearer, for c, the
+// claims of a token AuthenticateBearer accepted earlier in the request. A
+// caller that wrote, with that token, something that outlives the token's
+// session (an API key) calls it after the write: a revocation the request
+// raced (its body held back while the sessions were ended) is seen here,
+// or else it was written after this read and whatever the revocation's
+// path undoes next finds the write (accounts, keptIfTokenLive). A revoked
+// token is 401 invalid_token; an unreachable token state is 503.
+func (s *Service) RecheckBearer(ctx context.Context, c AccessClaims) error {
+	revoked, err := s.revoked(ctx, c)
+	if err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	if revoked {
+		return apierr.ErrInvalidToken.WithDescription("The access token has been revoked.")
+	}
+	return nil
 }
 
 // Introspect answers RFC 7662 for an authenticated confidential client.
