@@ -210,10 +210,12 @@ type Logins interface {
 	LoginUser(ctx context.Context, clientID string, u store.User, tenant string) (store.User, error)
 }
 
-// Rehasher upgrades an outdated password hash after a successful login
-// (*token.Service, the password grant's upgrade).
+// Rehasher upgrades an outdated password hash after a successful password
+// check (*token.Service, the password grant's upgrade): only when
+// res.NeedsRehash, and only over the hash res verified, so a password
+// changed meanwhile is never put back.
 type Rehasher interface {
-	Rehash(ctx context.Context, userID, password string)
+	Rehash(ctx context.Context, res passcheck.Result, password string)
 }
 
 // Auditor records security-relevant events (*app.Auditor).
@@ -588,8 +590,8 @@ func (p *Pages) login(c echo.Context, id string) error {
 		return p.fail(c, err)
 	}
 	u := res.User
-	if res.NeedsRehash && p.si.Rehasher != nil {
-		p.si.Rehasher.Rehash(ctx, u.ID, pw)
+	if p.si.Rehasher != nil {
+		p.si.Rehasher.Rehash(ctx, res, pw)
 	}
 	remember := r.PostFormValue(rememberField) != ""
 	// A correct password clears the account's throttle failures only when

@@ -202,10 +202,13 @@ type rehashes struct {
 	calls []string
 }
 
-func (r *rehashes) Rehash(_ context.Context, userID, password string) {
+func (r *rehashes) Rehash(_ context.Context, res passcheck.Result, password string) {
+	if !res.NeedsRehash {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.calls = append(r.calls, userID+":"+password)
+	r.calls = append(r.calls, res.User.ID+":"+password)
 }
 
 type auditLog struct {

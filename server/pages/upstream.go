@@ -447,8 +447,8 @@ func (p *Pages) linkPost(c echo.Context, id string) error {
 		}
 		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
 	}
-	if res.NeedsRehash && p.si.Rehasher != nil {
-		p.si.Rehasher.Rehash(ctx, u.ID, pw)
+	if p.si.Rehasher != nil {
+		p.si.Rehasher.Rehash(ctx, res, pw)
 	}
 	rec.Link = true
 	ch, err := p.si.MFA.Begin(ctx, res.User, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", p.now())

@@ -263,9 +263,11 @@ func (d *fakeDirectory) UpdateUser(_ context.Context, id string, fn func(*store.
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	u := d.users[id]
-	err := fn(&u)
+	if err := fn(&u); err != nil {
+		return store.User{}, err // as the store: a refused change writes nothing
+	}
 	d.users[id] = u
-	return u, err
+	return u, nil
 }
 
 // fakePerms: role "editor" holds docs:read and docs:write; "viewer" docs:read.

@@ -37,11 +37,8 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 	if err != nil {
 		return Response{}, err
 	}
-	user, needsRehash := res.User, res.NeedsRehash
-	if needsRehash {
-		s.rehash(ctx, user.ID, req.Password)
-	}
-	user, tn, err := s.loginTenant(ctx, client, user, req.Tenant)
+	s.Rehash(ctx, res, req.Password)
+	user, tn, err := s.loginTenant(ctx, client, res.User, req.Tenant)
 	if err != nil {
 		s.audit.Record(ctx, store.AuditEvent{Action: "login.failed", Outcome: store.OutcomeFailure, ActorID: res.User.ID,
 			TargetID: res.User.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
@@ -110,24 +107,39 @@ func (s *Service) finishLogin(ctx context.Context, client store.Client, user sto
 	return resp, nil
 }
 
-// Rehash upgrades an outdated password hash after a successful login
-// elsewhere (the login page): the password grant's own upgrade, so both
-// logins keep hashes current the same way. Failures are logged.
-func (s *Service) Rehash(ctx context.Context, userID, password string) {
-	s.rehash(ctx, userID, password)
-}
+// errHashChanged stops a rehash whose account's password hash is no longer
+// the one the login verified.
+var errHashChanged = errors.New("the password hash changed since the login verified it")
 
-// rehash upgrades an outdated password hash after a successful login.
-func (s *Service) rehash(ctx context.Context, userID, password string) {
+// Rehash upgrades an outdated password hash after a successful password
+// check (res, with the password it verified) when res.NeedsRehash: the one
+// upgrade of every login that checks a password (the password grant, the
+// login page, the link of an identity provider). It writes only over the
+// hash res verified: a password change, reset or temporary password
+// committed while the login was verifying stays, and the upgrade is
+// dropped (the next login with the new password upgrades that one).
+// Failures are logged, never the login's.
+func (s *Service) Rehash(ctx context.Context, res passcheck.Result, password string) {
+	if !res.NeedsRehash || s.passwords == nil {
+		return
+	}
+	userID, verified := res.User.ID, res.User.PasswordHash
 	h, err := s.passwords.Hash(ctx, password)
 	if err != nil {
 		s.log.Warn("rehash password", "user_id", userID, "err", err)
 		return
 	}
-	if _, err := s.users.UpdateUser(ctx, userID, func(u *store.User) error {
+	_, err = s.users.UpdateUser(ctx, userID, func(u *store.User) error {
+		if u.PasswordHash != verified {
+			return errHashChanged
+		}
 		u.PasswordHash = h
 		return nil
-	}); err != nil {
+	})
+	switch {
+	case errors.Is(err, errHashChanged):
+		s.log.Info("rehash dropped: the password changed meanwhile", "user_id", userID)
+	case err != nil:
 		s.log.Warn("store rehashed password", "user_id", userID, "err", err)
 	}
 }
