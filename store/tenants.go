@@ -34,10 +34,14 @@ type Tenants interface {
 	// CreateTenant stores t (ID and CreatedAt are set by the store and
 	// written back); ErrAlreadyExists when the slug is taken.
 	CreateTenant(ctx context.Context, t *Tenant) error
-	// UpdateTenant writes t's name and active flag over the tenant with
-	// t's id (its slug and creation time stay); ErrNotFound when there is
-	// none.
-	UpdateTenant(ctx context.Context, t Tenant) error
+	// UpdateTenant applies fn to the tenant with this id as read, locked,
+	// in one transaction, and writes the name and active flag fn leaves
+	// (its id, slug and creation time stay); it returns the tenant written.
+	// Concurrent updates serialise, so none writes back a field another
+	// changed meanwhile. An error of fn is returned as is and writes
+	// nothing; ErrNotFound when there is no such tenant. fn may run more
+	// than once (a retried transaction).
+	UpdateTenant(ctx context.Context, id string, fn func(t *Tenant) error) (Tenant, error)
 	// GetTenant returns the tenant with this id, or ErrNotFound.
 	GetTenant(ctx context.Context, id string) (Tenant, error)
 	// GetTenantBySlug returns the tenant with this slug (exact), or ErrNotFound.

@@ -459,20 +459,31 @@ func (s *Service) UpdateTenant(ctx context.Context, actor Actor, id string, ch T
 		return Tenant{}, err
 	}
 	details := map[string]string{"slug": t.Slug}
+	var name string
 	if ch.Name != nil {
-		name, err := normaliseName(*ch.Name)
-		if err != nil {
+		if name, err = normaliseName(*ch.Name); err != nil {
 			return Tenant{}, err
 		}
 		if name == "" {
 			return Tenant{}, apierr.ErrInvalidRequest.WithDescription("A name is required.")
 		}
-		t.Name, details["name"] = name, name
+		details["name"] = name
 	}
 	if ch.Active != nil {
-		t.Active, details["active"] = *ch.Active, strconv.FormatBool(*ch.Active)
+		details["active"] = strconv.FormatBool(*ch.Active)
 	}
-	if err := s.store.UpdateTenant(ctx, t); err != nil {
+	// Only the fields sent change, on the row as the store locked it: a
+	// rename racing a deactivation never writes the old flag back.
+	t, err = s.store.UpdateTenant(ctx, t.ID, func(cur *store.Tenant) error {
+		if ch.Name != nil {
+			cur.Name = name
+		}
+		if ch.Active != nil {
+			cur.Active = *ch.Active
+		}
+		return nil
+	})
+	if err != nil {
 		return Tenant{}, storeErr("update organisation", err, errTenantNotFound)
 	}
 	s.recordIn(ctx, sc.inTenantOf(t), "tenant.updated", store.OutcomeSuccess, t.ID, actor.Meta, details)

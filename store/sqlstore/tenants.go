@@ -47,20 +47,41 @@ func (s *Store) CreateTenant(ctx context.Context, t *store.Tenant) error {
 	return nil
 }
 
-// UpdateTenant implements store.Tenants in one statement.
-func (s *Store) UpdateTenant(ctx context.Context, t store.Tenant) error {
-	if t.ID == "" || !storableText(t.ID) {
-		return fmt.Errorf("update tenant: %w", store.ErrNotFound)
+// UpdateTenant implements store.Tenants: the row is read FOR UPDATE
+// (SQLite's immediate transaction holds the write lock), so fn sees the
+// tenant as the last committed update left it.
+func (s *Store) UpdateTenant(ctx context.Context, id string, fn func(t *store.Tenant) error) (store.Tenant, error) {
+	if id == "" || !storableText(id) {
+		return store.Tenant{}, fmt.Errorf("update tenant: %w", store.ErrNotFound)
 	}
-	res := s.db.WithContext(ctx).Model(&tenantRow{}).Where("id = ?", t.ID).
-		Updates(map[string]any{"name": t.Name, "active": t.Active})
-	if res.Error != nil {
-		return mapErr("update tenant", res.Error)
+	var out store.Tenant
+	var fnErr error
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		fnErr = nil
+		var row tenantRow
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Take(&row).Error; err != nil {
+			return mapErr("load tenant", err)
+		}
+		t := row.toTenant()
+		if err := fn(&t); err != nil {
+			fnErr = err
+			return err
+		}
+		if err := tx.Model(&tenantRow{}).Where("id = ?", id).
+			Updates(map[string]any{"name": t.Name, "active": t.Active}).Error; err != nil {
+			return err
+		}
+		row.Name, row.Active = t.Name, t.Active
+		out = row.toTenant()
+		return nil
+	})
+	if fnErr != nil {
+		return store.Tenant{}, fnErr
 	}
-	if res.RowsAffected == 0 {
-		return fmt.Errorf("update tenant: %w", store.ErrNotFound)
+	if err != nil {
+		return store.Tenant{}, mapErr("update tenant", err)
 	}
-	return nil
+	return out, nil
 }
 
 // GetTenant implements store.Tenants.

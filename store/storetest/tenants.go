@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ func RunTenantTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/default_tenant_moves_assignments_once", testDefaultTenant},
 		{"ok/tenant_invite_of_an_existing_account", testTenantInviteExisting},
 		{"race/default_tenant_once", testDefaultTenantRace},
+		{"race/tenant_update_serialises", testTenantUpdateRace},
 	}
 	runSeeded(t, open, tests)
 }
@@ -67,21 +69,24 @@ func testTenantRoundTrip(t *testing.T, s *sqlstore.Store) {
 			t.Fatalf("%s: %+v, %v; want %+v", name, got, err, a)
 		}
 	}
-	// An update writes the name and the flag, and nothing else.
-	upd := a
-	upd.Name, upd.Active, upd.Slug, upd.CreatedAt = "Acme Corporation", false, "ignored", time.Time{}
-	if err := s.UpdateTenant(c, upd); err != nil {
-		t.Fatalf("UpdateTenant: %v", err)
+	// An update writes the name and the flag fn leaves, and nothing else.
+	upd, err := s.UpdateTenant(c, a.ID, func(x *store.Tenant) error {
+		if x.ID != a.ID || x.Name != a.Name || !x.Active {
+			t.Errorf("fn was given %+v, want the stored %+v", *x, a)
+		}
+		x.Name, x.Active, x.ID, x.Slug, x.CreatedAt = "Acme Corporation", false, "ten_other", "ignored", time.Time{}
+		return nil
+	})
+	if err != nil || upd.ID != a.ID || upd.Slug != "acme" || upd.Name != "Acme Corporation" || upd.Active || !upd.CreatedAt.Equal(a.CreatedAt) {
+		t.Fatalf("UpdateTenant = %+v, %v", upd, err)
 	}
-	if got, err := s.GetTenantBySlug(c, "acme"); err != nil || got.ID != a.ID || got.Name != "Acme Corporation" || got.Active ||
-		!got.CreatedAt.Equal(a.CreatedAt) {
-		t.Fatalf("after UpdateTenant: %+v, %v", got, err)
+	if got, err := s.GetTenantBySlug(c, "acme"); err != nil || got != upd {
+		t.Fatalf("after UpdateTenant: %+v, %v; want %+v", got, err, upd)
 	}
-	upd.Active = true
-	if err := s.UpdateTenant(c, upd); err != nil {
+	if _, err := s.UpdateTenant(c, a.ID, func(x *store.Tenant) error { x.Active = true; return nil }); err != nil {
 		t.Fatalf("UpdateTenant (on again): %v", err)
 	}
-	if got, _ := s.GetTenant(c, a.ID); !got.Active {
+	if got, _ := s.GetTenant(c, a.ID); !got.Active || got.Name != "Acme Corporation" {
 		t.Fatalf("after turning it on again: %+v", got)
 	}
 	b := mustTenant(t, s, "globex")
@@ -114,8 +119,19 @@ func testTenantFail(t *testing.T, s *sqlstore.Store) {
 		_, err := get()
 		wantErr(t, name, err, store.ErrNotFound)
 	}
-	wantErr(t, "UpdateTenant(unknown id)", s.UpdateTenant(c, store.Tenant{ID: "ten_missing", Name: "x", Active: true}), store.ErrNotFound)
-	wantErr(t, "UpdateTenant(no id)", s.UpdateTenant(c, store.Tenant{Name: "x"}), store.ErrNotFound)
+	rename := func(x *store.Tenant) error { x.Name = "x"; return nil }
+	for name, id := range map[string]string{"unknown_id": "ten_missing", "no_id": "", "nul_id": "ten_\x00", "invalid_utf8": "\xff"} {
+		_, err := s.UpdateTenant(c, id, rename)
+		wantErr(t, "UpdateTenant("+name+")", err, store.ErrNotFound)
+	}
+	// An error of fn is returned as is and writes nothing.
+	refused := errors.New("refused")
+	a, _ := s.GetTenantBySlug(c, "acme")
+	_, err := s.UpdateTenant(c, a.ID, func(x *store.Tenant) error { x.Name, x.Active = "changed", false; return refused })
+	wantErr(t, "UpdateTenant(fn refuses)", err, refused)
+	if got, _ := s.GetTenant(c, a.ID); got != a {
+		t.Fatalf("a refused update wrote %+v over %+v", got, a)
+	}
 	if _, err := s.ListTenants(c, "garbage", 0); !errors.Is(err, sqlstore.ErrInvalidCursor) {
 		t.Fatalf("ListTenants(bad cursor) = %v, want ErrInvalidCursor", err)
 	}
@@ -440,4 +456,41 @@ func testTenantInviteExisting(t *testing.T, s *sqlstore.Store) {
 	}
 	_, err = s.AcceptTenantInvite(c, h, time.Now(), ann.ID)
 	wantErr(t, "AcceptTenantInvite(again)", err, store.ErrTokenUsed)
+}
+
+// testTenantUpdateRace: concurrent updates of one tenant serialise, each
+// applying its change to the tenant as the others left it. Half the racers
+// rename (counting in the name), the other half turn the tenant off, as a
+// rename and a deactivation sent at once by two operators: no rename may
+// write the old flag back, and no rename is lost.
+func testTenantUpdateRace(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	tn := mustTenant(t, s, "acme")
+	if _, err := s.UpdateTenant(c, tn.ID, func(x *store.Tenant) error { x.Name = "0"; return nil }); err != nil {
+		t.Fatalf("UpdateTenant: %v", err)
+	}
+	errs := race(relRacers, func(i int) error {
+		_, err := s.UpdateTenant(c, tn.ID, func(x *store.Tenant) error {
+			if i%2 == 1 {
+				x.Active = false
+				return nil
+			}
+			n, err := strconv.Atoi(x.Name)
+			if err != nil {
+				return err
+			}
+			x.Name = strconv.Itoa(n + 1)
+			return nil
+		})
+		return err
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("racer %d: %v", i, err)
+		}
+	}
+	got, _ := s.GetTenant(c, tn.ID)
+	if renames := (relRacers + 1) / 2; got.Active || got.Name != strconv.Itoa(renames) {
+		t.Fatalf("after %d renames racing %d deactivations: %+v (an update was lost)", renames, relRacers/2, got)
+	}
 }
