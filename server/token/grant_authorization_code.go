@@ -91,30 +91,62 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 		return Response{}, err
 	}
 	// A replay of the code that ran while this redemption was issuing
-	// revoked its sid, perhaps before the family existed: revoke again so the
-	// family is dead too. The response still goes out (exactly one
-	// redemption answers 200); its tokens are revoked. A cut-off of the user
-	// after the login voids the grant (a client without refresh tokens has
-	// no family for the token state's own cut-off check to refuse); it is
-	// also what stops a code whose account snapshot went stale in a way that
-	// matters (CodeUser).
-	revoked, err := s.revokedAfterIssue(ctx, g)
-	if err != nil {
-		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the grant: %w", err))
-	}
-	if revoked {
-		if err := s.revocationFailed(s.state.RevokeFamily(ctx, code.SID, now), "revoke the grant of a voided code"); err != nil {
-			return Response{}, err
-		}
-		cut, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(code.AuthTime), UserID: user.ID, IssuedAt: code.AuthTime})
-		if err != nil {
-			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the grant: %w", err))
-		}
-		if cut {
-			return Response{}, invalid.WithDescription("The account's sessions were ended while signing in. Sign in again.")
-		}
+	// revoked its sid, perhaps before the family existed: the family is
+	// revoked again so it is dead too, and the response still goes out
+	// (exactly one redemption answers 200); its tokens are revoked. A
+	// cut-off of the user after the login voids the grant; it is also what
+	// stops a code whose account snapshot went stale in a way that matters
+	// (CodeUser).
+	if err := s.voidAfterIssue(ctx, g, now); err != nil {
+		return Response{}, err
 	}
 	return resp, nil
+}
+
+// errEndedWhileSigningIn refuses a login every session of whose user was
+// ended after it began (a password reset, a deactivation).
+var errEndedWhileSigningIn = apierr.ErrInvalidGrant.WithDescription("The account's sessions were ended while signing in. Sign in again.")
+
+// voidAfterIssue is the last step of every login issued after it began
+// (the code and MFA grants, which set loginInfo.recheck): once its tokens
+// exist it reads the recheck and, when a revocation covers the login (its
+// sid, or the user's cut-off at the login's start), revokes the family the
+// tokens belong to. Checking after issuing is what leaves no gap: a
+// revocation written before the check is seen, and one written after it
+// is later than the tokens' issue time, so it covers them. A client
+// without refresh tokens has no family for the token state's own cut-off
+// check to refuse, so this is the only check there. The user's cut-off
+// refuses the grant (errEndedWhileSigningIn); a revoked sid alone (a
+// replayed code) lets the response go out, its tokens revoked. A grant
+// without a recheck (the password grant issues at the login's start) has
+// nothing to do.
+func (s *Service) voidAfterIssue(ctx context.Context, g grantSet, now time.Time) error {
+	if g.recheck == nil {
+		return nil
+	}
+	revoked, err := s.revokedAfterIssue(ctx, g)
+	if err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the grant: %w", err))
+	}
+	if !revoked {
+		return nil
+	}
+	if g.sid != "" {
+		if err := s.revocationFailed(s.state.RevokeFamily(ctx, g.sid, now), "revoke the grant of a voided login"); err != nil {
+			return err
+		}
+	}
+	if g.recheck.SID == "" {
+		return errEndedWhileSigningIn // the recheck read the user's cut-off alone
+	}
+	cut, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: g.recheck.JTI, UserID: g.recheck.UserID, IssuedAt: g.recheck.IssuedAt})
+	if err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the grant: %w", err))
+	}
+	if cut {
+		return errEndedWhileSigningIn
+	}
+	return nil
 }
 
 // revokedAfterIssue reads g's recheck (loginInfo.recheck), unless

@@ -77,17 +77,6 @@ func (s *Service) mfaGrant(ctx context.Context, client store.Client, req TokenRe
 	if !user.Active {
 		return Response{}, mfaInvalid.WithDescription("The account that signed in is deactivated.")
 	}
-	// Every session of the user ended after the password step (a password
-	// reset, say): the login yields nothing, as a password grant that began
-	// before the cut-off would (a family is refused by the token state; this
-	// covers clients without refresh tokens too).
-	cut, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(done.AuthTime), UserID: user.ID, IssuedAt: done.AuthTime})
-	if err != nil {
-		return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the user's cut-off: %w", err))
-	}
-	if cut {
-		return Response{}, mfaInvalid.WithDescription("The account's sessions were ended while signing in. Sign in again.")
-	}
 	// The mfa_token is bound to the organisation the password step named,
 	// as to its user, client and scope (CompleteForTenant refused another):
 	// the login is in that tenant, its membership checked again; a login
@@ -100,8 +89,14 @@ func (s *Service) mfaGrant(ctx context.Context, client store.Client, req TokenRe
 	if grant == GrantMFARecoveryCode {
 		method = mfa.MethodRecoveryCode
 	}
+	// The login began at the password step and is issued now: a user's
+	// cut-off written since (a password reset, say) voids it, checked
+	// after issuing as for a code (voidAfterIssue), so that none written
+	// while the tokens are made is missed.
 	resp, err := s.finishLogin(ctx, client, user, strings.Fields(done.Scope), s.now(),
-		loginInfo{authTime: done.AuthTime, amr: done.AMR, tenant: tn}, meta, grant, method)
+		loginInfo{authTime: done.AuthTime, amr: done.AMR, tenant: tn,
+			recheck: &store.AccessTokenRef{JTI: newJTI(done.AuthTime), UserID: user.ID, IssuedAt: done.AuthTime}},
+		meta, grant, method)
 	if err != nil {
 		return Response{}, err
 	}

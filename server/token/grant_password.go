@@ -88,13 +88,18 @@ func (s *Service) secondStep(ctx context.Context, client store.Client, user stor
 
 // finishLogin is where every login of the token endpoint that proved the
 // user (the password grant, the MFA grants) gets its session: the tokens
-// issued (amr and auth_time from li), then the login recorded (the user's
+// issued (amr and auth_time from li) and, for a login that began before
+// (li.recheck), voided when a cut-off covers it (voidAfterIssue), then the
+// login recorded (the user's
 // last-login time and login.succeeded with the grant and the second
 // factor's method, one write).
 func (s *Service) finishLogin(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time,
 	li loginInfo, meta RequestMeta, grant, method string) (Response, error) {
 	resp, g, err := s.issueLogin(ctx, client, user, scope, now, li)
 	if err != nil {
+		return Response{}, err
+	}
+	if err := s.voidAfterIssue(ctx, g, now); err != nil {
 		return Response{}, err
 	}
 	details := map[string]string{"sid": g.sid, "grant": grant}

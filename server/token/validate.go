@@ -415,7 +415,7 @@ type loginInfo struct {
 	// given to issueLogin already holds that tenant's roles.
 	tenant store.Tenant
 	// recheck, when set, is a revocation the grant reads once its session
-	// exists (see Service.revokedAfterIssue): startSession reads it with
+	// exists (see Service.voidAfterIssue): startSession reads it with
 	// the family's creation, in one round trip where the store can.
 	recheck *store.AccessTokenRef
 	// browserSession and browserSessionExpiry are the browser session the
