@@ -100,10 +100,15 @@ func (s *Service) checkClientCeiling(a clientActor, spec clients.Spec) error {
 // listed on the client must be one the user holds now; listing the issuer
 // among the audiences, which gives the client's tokens access to the admin
 // API, and being first-party, which lets the client skip every user's
-// consent, each need every admin permission. Else 403 forbidden, saying
-// what the actor may not do (act: "create", "delete", …). A scope the
-// policy no longer knows is one no user holds: only the operator may then
-// act on the client.
+// consent, each need every admin permission, and a platform actor: an
+// organisation's admin holds every permission inside it (the demo policy's
+// "*"), yet its members' accounts are not its own (one may belong to
+// another organisation or hold a platform role), and a first-party client
+// gets any signed-in member's code without asking (prompt=none), a token
+// acting on their whole account at /auth. Else 403 forbidden, saying what
+// the actor may not do (act: "create", "delete", …). A scope the policy no
+// longer knows is one no user holds: only the operator may then act on the
+// client.
 func (s *Service) withinClientCeiling(a clientActor, act string, scopes, audiences []string, firstParty bool) error {
 	if a.operator {
 		return nil
@@ -114,7 +119,18 @@ func (s *Service) withinClientCeiling(a clientActor, act string, scopes, audienc
 				"You do not hold the permission %q, so you may not %s a client whose tokens carry it.", sc, act)
 		}
 	}
-	if s.cfg.Issuer != "" && slices.Contains(audiences, s.cfg.Issuer) {
+	issuerAudience := s.cfg.Issuer != "" && slices.Contains(audiences, s.cfg.Issuer)
+	if a.inOrganisation() {
+		switch {
+		case issuerAudience:
+			return apierr.ErrForbidden.WithDescription(
+				"Listing the issuer among a client's audiences gives its tokens access to the admin API, so only a platform admin may %s such a client; an organisation's token may not.", act)
+		case firstParty:
+			return apierr.ErrForbidden.WithDescription(
+				"A first-party client never asks users for consent, whichever organisations they belong to, so only a platform admin may %s one; an organisation's token may not.", act)
+		}
+	}
+	if issuerAudience {
 		if p, ok := a.missingAdminPermission(); !ok {
 			return apierr.ErrForbidden.WithDescription(
 				"Listing the issuer among a client's audiences gives its tokens access to the admin API, so to %s such a client needs every admin permission; you do not hold %q.", act, p)
@@ -148,6 +164,12 @@ func (s *Service) clientInReach(ctx context.Context, a clientActor, act, id stri
 		return err
 	}
 	return s.withinClientCeiling(a, act, c.Scopes, c.Audiences, c.FirstParty)
+}
+
+// inOrganisation reports whether a acts with an organisation's token (not
+// the operator, not a platform actor).
+func (a clientActor) inOrganisation() bool {
+	return a.scope.inTenant() && !a.scope.byPlatform
 }
 
 // missingAdminPermission returns the first admin permission the actor lacks
