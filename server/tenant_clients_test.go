@@ -16,6 +16,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -179,5 +180,67 @@ func TestTenantAdminGetsNoSilentCodeOfAMember(t *testing.T) {
 	}
 	if q := loc.Query(); q.Get("code") != "" || q.Get("error") != "consent_required" {
 		t.Fatalf("silent authorize through acme's client: %s, want consent_required and no code", loc)
+	}
+}
+
+// TestTenantClientExchangesNoAPIKey: a token exchanged from an API key acts
+// in no organisation, and a client of an organisation issues tokens only
+// in it, so such a client exchanges no key: invalid_grant while its
+// organisation is active (as a login through it naming another
+// organisation), unauthorized_client once it is turned off (as its
+// client_credentials grant). A platform client still exchanges the key.
+func TestTenantClientExchangesNoAPIKey(t *testing.T) {
+	for _, backend := range tenantBackends {
+		t.Run(backend.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newTenantEnv(t, backend)
+			a := e.createTenant(t, "acme")
+			e.member(t, a, "admin-a@example.com", "admin")
+			tokA := e.loginTo(t, "admin-a@example.com", "acme").Token().AccessToken
+			secrets := map[string]string{}
+			for id, tok := range map[string]string{"acme-x": tokA, "platform-x": e.rootTok} {
+				var c struct {
+					Secret string `json:"client_secret"`
+				}
+				e.c.PostJSON("/admin/clients", map[string]any{"client_id": id, "name": id,
+					"grants": []string{"client_credentials", token.GrantTokenExchange}, "scopes": []string{"users:read"}},
+					st.Bearer(tok)).ExpectStatus(http.StatusCreated).JSON(&c)
+				secrets[id] = c.Secret
+			}
+			var k struct{ Key string }
+			e.c.PostJSON("/auth/api-keys", map[string]any{"name": "k", "scopes": []string{"users:read"}}, st.Bearer(e.rootTok)).
+				ExpectStatus(http.StatusCreated).JSON(&k)
+
+			for _, tc := range []struct {
+				name, client, tenant string
+				acmeOff              bool // acme turned off before (and for every case after)
+				want                 string
+			}{
+				{name: "ok/platform client", client: "platform-x"},
+				{name: "fail/acme's client", client: "acme-x", want: "invalid_grant"},
+				{name: "fail/acme's client naming acme", client: "acme-x", tenant: "acme", want: "invalid_grant"},
+				{name: "fail/acme's client, acme off", client: "acme-x", acmeOff: true, want: "unauthorized_client"},
+				{name: "ok/platform client, acme off", client: "platform-x", acmeOff: true},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					c := e.in.Client(t)
+					if tc.acmeOff {
+						c.PatchJSON("/admin/tenants/"+a, map[string]any{"active": false}, st.Bearer(e.rootTok)).ExpectStatus(http.StatusOK)
+						c.PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic("acme-x", secrets["acme-x"])).
+							ExpectError(http.StatusBadRequest, "unauthorized_client")
+					}
+					form := exchangeKeyForm(k.Key, "")
+					if tc.tenant != "" {
+						form.Set("tenant", tc.tenant)
+					}
+					resp := c.PostForm("/oauth2/token", form, st.Basic(tc.client, secrets[tc.client]))
+					if tc.want != "" {
+						resp.ExpectError(http.StatusBadRequest, tc.want)
+						return
+					}
+					wantTenantToken(t, "a key exchanged through "+tc.client, resp.Token().AccessToken, "")
+				})
+			}
+		})
 	}
 }

@@ -137,8 +137,8 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 		return Response{}, apierr.ErrInvalidRequest.WithDescription("The account is deactivated.")
 	}
 	if subj.Bound != nil {
-		if s.tenancy != nil && req.Tenant != "" {
-			return Response{}, apierr.ErrInvalidRequest.WithDescription("A token exchanged from an API key acts in no organisation; drop the tenant parameter.")
+		if err := s.boundTenant(ctx, client, req.Tenant); err != nil {
+			return Response{}, err
 		}
 		resp, err := s.issueBound(client, subj.User, *subj.Bound, req.Scope, now)
 		if err != nil {

@@ -53,6 +53,28 @@ func (s *Service) loginTenant(ctx context.Context, client store.Client, user sto
 	return u, t, tenancyErr(err)
 }
 
+// boundTenant is loginTenant for a token bound to a credential
+// (BoundIssuance: an API key's), which acts in no organisation. A client
+// of an organisation issues only in it (its logins go to it, its
+// client_credentials tokens carry it), so it issues no such token: an
+// inactive organisation's client is refused as at every grant
+// (clientTenant, unauthorized_client), an active one's as a login it asks
+// outside its organisation (invalid_grant). Naming a tenant is refused.
+func (s *Service) boundTenant(ctx context.Context, client store.Client, slug string) error {
+	if client.TenantID != "" {
+		if _, err := s.clientTenant(ctx, client); err != nil {
+			return err
+		}
+		return errTenantRefused.WithDescription(
+			"A client of an organisation issues tokens only in it, and a token exchanged from an API key acts in no organisation.").
+			WithCause(errors.New("the client belongs to an organisation"))
+	}
+	if s.tenancy != nil && slug != "" {
+		return apierr.ErrInvalidRequest.WithDescription("A token exchanged from an API key acts in no organisation; drop the tenant parameter.")
+	}
+	return nil
+}
+
 // sessionTenant is loginTenant for a refresh family bound to tenantID. A
 // family bound to a tenant while organisations are off is refused: nothing
 // would keep it to its tenant.
