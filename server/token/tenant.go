@@ -36,10 +36,11 @@ func tenancyErr(err error) error {
 // A client of an organisation logs in only to it: naming none means its
 // own, naming another is refused.
 func (s *Service) loginTenant(ctx context.Context, client store.Client, user store.User, slug string) (store.User, store.Tenant, error) {
-	if s.tenancy == nil {
-		return user, store.Tenant{}, nil
-	}
 	if client.TenantID != "" {
+		// A client of an organisation logs in only to it; with its
+		// organisation inactive, or organisations off, it gets nothing,
+		// as its client_credentials tokens do not (clientTenant): it never
+		// becomes a platform client of the user's platform roles.
 		own, err := s.clientTenant(ctx, client)
 		if err != nil {
 			return store.User{}, store.Tenant{}, err
@@ -48,6 +49,9 @@ func (s *Service) loginTenant(ctx context.Context, client store.Client, user sto
 			return store.User{}, store.Tenant{}, errTenantRefused.WithCause(errors.New("the client belongs to another organisation"))
 		}
 		slug = own.Slug
+	}
+	if s.tenancy == nil {
+		return user, store.Tenant{}, nil
 	}
 	u, t, err := s.tenancy.ForLogin(ctx, user, slug)
 	return u, t, tenancyErr(err)
