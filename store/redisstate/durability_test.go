@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -574,6 +575,67 @@ func testRebuildRestoresRefreshRevocations(t *testing.T, redisURL string) {
 			NextHash: hashOf(f.sid + "-next"), Now: cutoff.Add(2 * time.Second)})
 		if err != nil || res.Outcome != store.RotateOK {
 			t.Fatalf("%s: rotation of a session nobody revoked: %v, %v; want RotateOK", f.sid, res.Outcome, err)
+		}
+	}
+}
+
+// flakyLog is a durable log that refuses writes while down is set (its
+// database unreachable).
+type flakyLog struct {
+	store.RevocationLog
+	down atomic.Bool
+}
+
+func (l *flakyLog) RecordRevocations(ctx context.Context, revs []store.Revocation) error {
+	if l.down.Load() {
+		return errors.New("connection refused")
+	}
+	return l.RevocationLog.RecordRevocations(ctx, revs)
+}
+
+// TestRevocationRecordedOnceTheLogIsBack: a revocation made while the
+// durable log refuses writes takes effect in Redis and is answered as
+// failed; once the log takes writes again the background retry records
+// it, so Redis losing its data afterwards (a rebuild from the log) does
+// not bring the revoked token back. Before, nothing wrote it: the caller's
+// retry found it revoked already and recorded nothing.
+func TestRevocationRecordedOnceTheLogIsBack(t *testing.T) {
+	ctx := testCtx(t)
+	sqlLog, _ := revocationLog(t)
+	log := &flakyLog{RevocationLog: sqlLog}
+	rd := testservers.NewRedis(t)
+	st := New(openClient(t, rd.URL()), Options{Log: log, MaxAccessTokenTTL: time.Hour})
+	st.retryPeriod = 10 * time.Millisecond
+	if _, err := st.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "warm-up"}); err != nil {
+		t.Fatal(err)
+	}
+	log.down.Store(true)
+	if err := st.RevokeAccessToken(ctx, "jti-while-log-down", time.Now().Add(30*time.Minute)); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("RevokeAccessToken with the log down: %v, want store.ErrUnavailable", err)
+	}
+	if err := st.RevokeUserSessions(ctx, "user-while-log-down", time.Now()); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("RevokeUserSessions with the log down: %v, want store.ErrUnavailable", err)
+	}
+	st.unloggedMu.Lock()
+	drained := st.unloggedDrained
+	st.unloggedMu.Unlock()
+	if drained == nil {
+		t.Fatal("nothing queued the durable write of the revocations for a retry")
+	}
+	log.down.Store(false)
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		t.Fatal("the revocations were never recorded once the log was back")
+	}
+	flushAll(t, rd)
+	for name, ref := range map[string]store.AccessTokenRef{
+		"jti":         {JTI: "jti-while-log-down"},
+		"user_cutoff": {JTI: "j", UserID: "user-while-log-down", IssuedAt: time.Now().Add(-time.Minute)},
+	} {
+		revoked, err := st.IsAccessTokenRevoked(ctx, ref)
+		if err != nil || !revoked {
+			t.Fatalf("%s after Redis lost its data: revoked %v, %v; want revoked (rebuilt from the log)", name, revoked, err)
 		}
 	}
 }

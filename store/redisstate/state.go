@@ -99,6 +99,17 @@ type State struct {
 	retrying    bool
 	hasPending  atomic.Bool
 	retryPeriod time.Duration
+
+	// unlogged holds revocations Redis took but the durable log did not
+	// (the database was unreachable): retried in the background until the
+	// log takes them, so that a rebuild of Redis from the log (after Redis
+	// lost its data) does not bring back what they revoked. The caller was
+	// told the revocation failed; its retry may find nothing left to
+	// revoke, and would record nothing.
+	unloggedMu      sync.Mutex
+	unlogged        []store.Revocation
+	retryingLog     bool
+	unloggedDrained chan struct{} // closed when the queue empties (tests wait on it)
 }
 
 var _ store.TokenState = (*State)(nil)
@@ -787,14 +798,19 @@ func (s *State) record(ctx context.Context, revs []store.Revocation) error {
 }
 
 // revoke is the one path of every revocation: the durable record first,
-// then Redis. Should the durable write fail, Redis is still written (the
-// revocation holds until Redis loses its data) and the error returned.
+// then Redis. Should the durable write fail, Redis is still written, the
+// error returned, and the durable write retried in the background until
+// the log takes it (queueUnlogged): the revocation holds meanwhile, and
+// for good once recorded, even if Redis later loses its data.
 // Should the Redis write fail, the revocation is queued: it is written
 // before this instance answers its next revocation check and retried in the
 // background until Redis takes it, and the error says so
 // (store.ErrRevocationPending when the durable record holds it).
 func (s *State) revoke(ctx context.Context, revs []store.Revocation) error {
 	logErr := s.record(ctx, revs)
+	if logErr != nil {
+		s.queueUnlogged(revs)
+	}
 	if err := s.flushPending(ctx); err != nil {
 		s.queue(revs)
 		return errors.Join(logErr, s.pendingErr(logErr, err))
@@ -1067,6 +1083,48 @@ func (s *State) retry() {
 			return
 		}
 		s.pendingMu.Unlock()
+		wait = min(2*wait, maxRetryPeriod)
+	}
+}
+
+// queueUnlogged keeps revocations the durable log did not take and starts
+// the background retry when none is running.
+func (s *State) queueUnlogged(revs []store.Revocation) {
+	s.unloggedMu.Lock()
+	defer s.unloggedMu.Unlock()
+	s.unlogged = append(s.unlogged, revs...)
+	if !s.retryingLog {
+		s.retryingLog = true
+		s.unloggedDrained = make(chan struct{})
+		go s.retryLog(s.unloggedDrained)
+	}
+}
+
+// retryLog records the queued revocations until the log takes them
+// (recording one again is harmless: the log keeps the later times), then
+// closes drained.
+func (s *State) retryLog(drained chan struct{}) {
+	wait := s.retryPeriod
+	for {
+		t := time.NewTimer(wait)
+		<-t.C
+		s.unloggedMu.Lock()
+		batch := slices.Clone(s.unlogged)
+		s.unloggedMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := s.record(ctx, batch)
+		cancel()
+		s.unloggedMu.Lock()
+		if err == nil {
+			s.unlogged = s.unlogged[len(batch):] // those queued meanwhile stay
+			if len(s.unlogged) == 0 {
+				s.unlogged, s.retryingLog = nil, false
+				close(drained)
+				s.unloggedMu.Unlock()
+				return
+			}
+		}
+		s.unloggedMu.Unlock()
 		wait = min(2*wait, maxRetryPeriod)
 	}
 }
