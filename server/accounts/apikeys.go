@@ -196,7 +196,7 @@ func (s *Service) CreateMachineAPIKey(ctx context.Context, actor Actor, userID s
 // Why no interleaving leaves a live key of a revoked token, for the
 // reset, the one end of sessions that also revokes keys (the others leave
 // keys made before them by design): the reset writes the user's cut-off
-// (changeCredentials) and only then lists the keys to revoke them
+// (endingSessions) and only then lists the keys to revoke them
 // (revokeOwnKeys); the creation writes the key and only then reads the
 // token's revocation here. Each store is linearizable (one PostgreSQL or
 // SQLite, one Redis or SQL token state), so if the reset's listing missed

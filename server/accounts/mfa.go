@@ -361,7 +361,7 @@ func (s *Service) ResetMFA(ctx context.Context, actor Actor, userID string) erro
 	if err != nil {
 		return err
 	}
-	return s.changeCredentials(ctx, t.ID, "MFA reset", func() error {
+	return s.endingSessions(ctx, t.ID, "MFA reset", func() error {
 		if err := s.mfa.Reset(ctx, t.ID, mfaMeta(a.ID, actor.Meta)); err != nil {
 			return mfaErr("reset the second factors", err)
 		}

@@ -144,7 +144,7 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 		return internal("hash password", err)
 	}
 	var u store.User
-	if err := s.changeCredentials(ctx, userID, "password reset", func() error {
+	if err := s.endingSessions(ctx, userID, "password reset", func() error {
 		u, err = s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
 			if u.ID != userID {
 				return errors.New("the reset link names another account than its dry run")
@@ -197,7 +197,7 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 		return User{}, internal("hash password", err)
 	}
 	var u store.User
-	if err := s.changeCredentials(ctx, t.ID, "temporary password", func() error {
+	if err := s.endingSessions(ctx, t.ID, "temporary password", func() error {
 		u, err = s.store.UpdateUser(ctx, t.ID, func(u *store.User) error {
 			u.PasswordHash = hash
 			u.MustChangePassword = true
@@ -308,7 +308,7 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	}
 	oldHash := u.PasswordHash
 	var updated store.User
-	if err := s.changeCredentials(ctx, u.ID, "password change", func() error {
+	if err := s.endingSessions(ctx, u.ID, "password change", func() error {
 		updated, err = s.store.UpdateUser(ctx, u.ID, func(cur *store.User) error {
 			if cur.PasswordHash != oldHash {
 				return apierr.ErrConflict.WithDescription("The password was changed at the same moment by another request; sign in again.")
@@ -353,28 +353,4 @@ func (s *Service) sessionClient(ctx context.Context, clientID string) (store.Cli
 		}
 	}
 	return s.firstPartyClient(ctx)
-}
-
-// changeCredentials makes change, a change of the account's credentials (a
-// password, its second factors) that ends every session of the account,
-// with the sessions ended on both sides of it. Before: a change is never
-// made while the sessions cannot be ended, so a store that fails leaves
-// the old sessions dead or the credentials as they were (503, and a reset
-// link still usable for the retry), never new credentials beside a thief's
-// session that nothing will end. After: a session started in between with
-// the old credentials ends too. The change is made once the first end has
-// succeeded; a failure of the second is logged, not answered, since every
-// session from before the change has already ended.
-func (s *Service) changeCredentials(ctx context.Context, userID, what string, change func() error) error {
-	if err := s.sessions.EndUserSessions(ctx, userID); err != nil {
-		s.log.Error(what+": the sessions could not be ended, so nothing changed", "user_id", userID, "err", err)
-		return err
-	}
-	if err := change(); err != nil {
-		return err
-	}
-	if err := s.sessions.EndUserSessions(ctx, userID); err != nil {
-		s.log.Error(what+": changed, but sessions started during the change may be left", "user_id", userID, "err", err)
-	}
-	return nil
 }

@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
@@ -104,21 +105,36 @@ func (s *Service) UpdateUser(ctx context.Context, actor Actor, id string, p User
 	}
 	var wasActive bool
 	var oldName string
-	u, err := s.store.UpdateUser(ctx, t.ID, func(u *store.User) error {
-		wasActive, oldName = u.Active, u.Name
-		if p.Active != nil {
-			u.Active = *p.Active
-		}
-		if p.Name != nil {
-			u.Name = name
+	var u store.User
+	write := func() error {
+		u, err = s.store.UpdateUser(ctx, t.ID, func(u *store.User) error {
+			wasActive, oldName = u.Active, u.Name
+			if p.Active != nil {
+				u.Active = *p.Active
+			}
+			if p.Name != nil {
+				u.Name = name
+			}
+			return nil
+		})
+		if err != nil {
+			return storeErr("update user", err, errUserNotFound)
 		}
 		return nil
-	})
+	}
+	deactivating := p.Active != nil && !*p.Active && t.Active
+	if deactivating {
+		err = s.endingSessions(ctx, t.ID, "deactivation", write)
+	} else {
+		err = write()
+	}
 	if err != nil {
-		return User{}, storeErr("update user", err, errUserNotFound)
+		return User{}, err
 	}
 	switch {
-	case wasActive && !u.Active:
+	case wasActive && !u.Active && deactivating:
+		s.record(ctx, "user.deactivated", store.OutcomeSuccess, a.ID, u.ID, actor.Meta, nil)
+	case wasActive && !u.Active: // reactivated meanwhile by another request
 		if err := s.sessions.EndUserSessions(ctx, u.ID); err != nil {
 			s.log.Error("deactivation: the user is deactivated but the sessions could not be ended", "user_id", u.ID, "err", err)
 			return User{}, err
@@ -141,11 +157,13 @@ func (s *Service) DeleteUser(ctx context.Context, actor Actor, id string) error 
 	if err != nil {
 		return err
 	}
-	if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
+	if err := s.endingSessions(ctx, t.ID, "deletion", func() error {
+		if err := s.store.DeleteUser(ctx, t.ID); err != nil {
+			return storeErr("delete user", err, errUserNotFound)
+		}
+		return nil
+	}); err != nil {
 		return err
-	}
-	if err := s.store.DeleteUser(ctx, t.ID); err != nil {
-		return storeErr("delete user", err, errUserNotFound)
 	}
 	s.record(ctx, "user.deleted", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, nil)
 	return nil
@@ -238,19 +256,33 @@ func (s *Service) RevokeRole(ctx context.Context, actor Actor, id, role string) 
 		return User{}, ceilingErr(err)
 	}
 	var changed bool
-	if sc.inTenant() {
-		changed, err = s.store.RevokeTenantRole(ctx, sc.tenant.ID, t.ID, role)
+	remove := func() error {
+		if sc.inTenant() {
+			changed, err = s.store.RevokeTenantRole(ctx, sc.tenant.ID, t.ID, role)
+		} else {
+			changed, err = s.store.RevokeRole(ctx, t.ID, role)
+		}
+		if err != nil {
+			return storeErr("revoke role", err, errUserNotFound)
+		}
+		return nil
+	}
+	held := slices.Contains(t.Roles, role)
+	if held {
+		err = s.endingSessions(ctx, t.ID, "role removal", remove)
 	} else {
-		changed, err = s.store.RevokeRole(ctx, t.ID, role)
+		err = remove()
 	}
 	if err != nil {
-		return User{}, storeErr("revoke role", err, errUserNotFound)
+		return User{}, err
 	}
-	if changed {
+	if changed && !held { // granted meanwhile by another request, and removed here
 		if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
 			s.log.Error("role removal: the role is removed but the sessions could not be ended", "user_id", t.ID, "err", err)
 			return User{}, err
 		}
+	}
+	if changed {
 		s.recordIn(ctx, sc, "role.revoked", store.OutcomeSuccess, t.ID, actor.Meta, map[string]string{"role": role})
 	}
 	u, err := s.viewIn(ctx, sc, t.ID)
@@ -273,5 +305,32 @@ func (s *Service) RevokeSessions(ctx context.Context, actor Actor, id string) er
 		return err
 	}
 	s.record(ctx, "session.ended", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, map[string]string{"reason": "admin"})
+	return nil
+}
+
+// endingSessions makes change, a change to an account that ends every
+// session of it (a new password or second factors, a deactivation, a
+// removed role, the account's deletion), with the sessions ended on both
+// sides of it. Before: a change is never made while the sessions cannot be
+// ended, so a store that fails leaves the old sessions dead or the account
+// as it was (503, and the retry does it all: a reset link stays usable, a
+// deactivation or role removal answered 503 is not "already done" with the
+// sessions still alive), never a change beside sessions that nothing will
+// end. After: a session started in between, with the old password or the
+// old roles, or by a login that read the account before the change, ends
+// too. The change is made once the first end has succeeded; a failure of
+// the second is logged, not answered, since every session from before the
+// change has already ended.
+func (s *Service) endingSessions(ctx context.Context, userID, what string, change func() error) error {
+	if err := s.sessions.EndUserSessions(ctx, userID); err != nil {
+		s.log.Error(what+": the sessions could not be ended, so nothing changed", "user_id", userID, "err", err)
+		return err
+	}
+	if err := change(); err != nil {
+		return err
+	}
+	if err := s.sessions.EndUserSessions(ctx, userID); err != nil {
+		s.log.Error(what+": changed, but sessions started during the change may be left", "user_id", userID, "err", err)
+	}
 	return nil
 }
