@@ -97,7 +97,7 @@ func TestTokenExchangeBoundIssuance(t *testing.T) {
 				t.Fatalf("Exchange: %v", err)
 			}
 			if resp.RefreshToken != "" || resp.IDToken != "" || resp.IssuedTokenType != TokenTypeAccessToken ||
-				resp.Scope != tc.wantScope || resp.ExpiresIn != tc.wantTTL {
+				scopeOf(resp) != tc.wantScope || resp.ExpiresIn != tc.wantTTL {
 				t.Fatalf("response %+v", resp)
 			}
 			c := payloadOf(t, resp.AccessToken)

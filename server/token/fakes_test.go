@@ -319,3 +319,11 @@ type countMetrics struct {
 
 func (m *countMetrics) TokenIssued(g string)  { m.mu.Lock(); m.n[g]++; m.mu.Unlock() }
 func (m *countMetrics) RefreshReuseDetected() {}
+
+// scopeOf is the scope r sends, "" when it sends none.
+func scopeOf(r Response) string {
+	if r.Scope == nil {
+		return ""
+	}
+	return *r.Scope
+}

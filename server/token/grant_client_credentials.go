@@ -30,6 +30,6 @@ func (s *Service) clientCredentialsGrant(ctx context.Context, client store.Clien
 	if err != nil {
 		return Response{}, err
 	}
-	g := grantSet{client: client, permissions: grant.Permissions, roles: []string{}, tenant: tn}
+	g := grantSet{client: client, permissions: grant.Permissions, roles: []string{}, tenant: tn, scopeAsked: len(req.Scope) > 0}
 	return s.respond(g, "", s.now())
 }

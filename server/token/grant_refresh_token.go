@@ -131,7 +131,8 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		return Response{}, err
 	}
 	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
-		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry, tenant: tn}
+		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry, tenant: tn,
+		scopeAsked: len(req.Scope) > 0 || fam.RequestedScope != "" || fam.Scope != ""}
 	return s.respond(g, next, now)
 }
 

@@ -190,6 +190,6 @@ func (s *Service) issueBound(client store.Client, user store.User, b BoundIssuan
 	if ttl < time.Second {
 		return Response{}, apierr.ErrInvalidRequest.WithDescription("The subject token expires now.")
 	}
-	g := grantSet{client: client, user: &user, permissions: perms, roles: []string{}, sid: b.SID, ttl: ttl}
+	g := grantSet{client: client, user: &user, permissions: perms, roles: []string{}, sid: b.SID, ttl: ttl, scopeAsked: len(requested) > 0}
 	return s.respond(g, "", now)
 }

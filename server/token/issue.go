@@ -15,13 +15,17 @@ import (
 
 // Response is the RFC 6749 §5.1 token response.
 type Response struct {
-	AccessToken        string `json:"access_token"`
-	TokenType          string `json:"token_type"`
-	ExpiresIn          int64  `json:"expires_in"`
-	RefreshToken       string `json:"refresh_token,omitempty"`
-	Scope              string `json:"scope,omitempty"`
-	IDToken            string `json:"id_token,omitempty"`
-	MustChangePassword bool   `json:"must_change_password,omitempty"`
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	// Scope is the granted scope, nil when it is not sent. RFC 6749 §5.1
+	// requires it whenever it differs from the requested one, so a request
+	// that asked for some scope and was granted none is answered "", never
+	// silence (which a client reads as "all you asked for"); respond sets it.
+	Scope              *string `json:"scope,omitempty"`
+	IDToken            string  `json:"id_token,omitempty"`
+	MustChangePassword bool    `json:"must_change_password,omitempty"`
 	// RecoveryCodesLeft is how many recovery codes the user has left, on
 	// the answer to the mfa-recovery-code grant only.
 	RecoveryCodesLeft *int `json:"recovery_codes_left,omitempty"`
@@ -67,6 +71,10 @@ type grantSet struct {
 	// absolute expiry, which caps the family's (loginInfo).
 	browserSession       string
 	browserSessionExpiry time.Time
+	// scopeAsked is whether the request asked for some scope (a refresh
+	// without one asks for its family's, RFC 6749 §6): an empty grant is
+	// then answered scope "" (Response.Scope).
+	scopeAsked bool
 }
 
 func (g grantSet) scope() string {
@@ -182,7 +190,10 @@ func (s *Service) respond(g grantSet, refreshToken string, now time.Time) (Respo
 		}
 		return Response{}, apierr.ErrServer.WithCause(err)
 	}
-	resp := Response{AccessToken: at, TokenType: "Bearer", ExpiresIn: ttl, RefreshToken: refreshToken, Scope: g.scope(), ClientID: g.client.ID}
+	resp := Response{AccessToken: at, TokenType: "Bearer", ExpiresIn: ttl, RefreshToken: refreshToken, ClientID: g.client.ID}
+	if scope := g.scope(); scope != "" || g.scopeAsked {
+		resp.Scope = &scope
+	}
 	if refreshToken != "" {
 		resp.RefreshLifetime = max(g.refreshExpiry.Sub(now), 0)
 	}

@@ -21,9 +21,9 @@ func (r Response) AppendJSON(b []byte) []byte {
 		b = append(b, `,"refresh_token":`...)
 		b = appendJSONString(b, r.RefreshToken)
 	}
-	if r.Scope != "" {
+	if r.Scope != nil {
 		b = append(b, `,"scope":`...)
-		b = appendJSONString(b, r.Scope)
+		b = appendJSONString(b, *r.Scope)
 	}
 	if r.IDToken != "" {
 		b = append(b, `,"id_token":`...)

@@ -17,16 +17,17 @@ func TestResponseAppendJSON(t *testing.T) {
 		r    Response
 	}{
 		{"empty", Response{}},
-		{"client_credentials", Response{AccessToken: "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln", TokenType: "Bearer", ExpiresIn: 900, Scope: "orders:read orders:write"}},
-		{"every field", Response{AccessToken: "a", TokenType: "Bearer", ExpiresIn: 3600, RefreshToken: "prt_x.y", Scope: "openid profile",
+		{"client_credentials", Response{AccessToken: "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln", TokenType: "Bearer", ExpiresIn: 900, Scope: new("orders:read orders:write")}},
+		{"every field", Response{AccessToken: "a", TokenType: "Bearer", ExpiresIn: 3600, RefreshToken: "prt_x.y", Scope: new("openid profile"),
 			IDToken: "h.p.s", MustChangePassword: true, RecoveryCodesLeft: &five, IssuedTokenType: "urn:ietf:params:oauth:token-type:access_token"}},
+		{"a scope granted empty is still said", Response{AccessToken: "a", Scope: new("")}},
 		{"no recovery codes left is still said", Response{AccessToken: "a", RecoveryCodesLeft: &zero}},
 		{"negative numbers", Response{ExpiresIn: -1, RecoveryCodesLeft: &negative}},
 		{"extreme numbers", Response{ExpiresIn: math.MinInt64}},
-		{"quotes and backslashes", Response{AccessToken: `a"b\c`, Scope: `"\`}},
+		{"quotes and backslashes", Response{AccessToken: `a"b\c`, Scope: new(`"\`)}},
 		{"HTML characters", Response{AccessToken: "<script>&</script>", TokenType: "a>b"}},
 		{"control characters", Response{AccessToken: "a\nb\tc\x00d\x1f\x7f"}},
-		{"non-ASCII", Response{Scope: "é 日本 \u2028\u2029 😀"}},
+		{"non-ASCII", Response{Scope: new("é 日本 \u2028\u2029 😀")}},
 		{"invalid UTF-8", Response{RefreshToken: "a\xffb\xc3"}},
 		{"RefreshLifetime is never sent", Response{AccessToken: "a", RefreshLifetime: 5}},
 		{"ClientID is never sent", Response{AccessToken: "a", ClientID: "spa"}},
@@ -132,6 +133,12 @@ func fillRandom(t *testing.T, rng *rand.Rand, v reflect.Value) {
 		case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Int:
 			n := rng.IntN(100) - 50
 			f.Set(reflect.ValueOf(&n))
+		case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.String:
+			v := str()
+			if rng.IntN(2) == 0 {
+				v = "" // sent empty (Response.Scope) half the time
+			}
+			f.Set(reflect.ValueOf(&v))
 		default:
 			t.Fatalf("fillRandom: field %s has a type (%s) it does not fill: teach it, and AppendJSON the field", sf.Name, f.Type())
 		}
@@ -150,7 +157,7 @@ func encoderJSON(t *testing.T, r Response) []byte {
 
 func BenchmarkAppendJSON(b *testing.B) {
 	r := Response{AccessToken: string(bytes.Repeat([]byte("x"), 600)), TokenType: "Bearer", ExpiresIn: 900,
-		RefreshToken: string(bytes.Repeat([]byte("y"), 90)), Scope: "openid profile email"}
+		RefreshToken: string(bytes.Repeat([]byte("y"), 90)), Scope: new("openid profile email")}
 	c := AccessClaims{Issuer: "https://auth.example", Subject: "0193a1b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b", Audience: Audience{"https://api.example"},
 		Expiry: 1700000900, IssuedAt: 1700000000, NotBefore: 1700000000, JTI: "0193a1b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b", ClientID: "bench-web",
 		Scope: "openid profile orders:read", Roles: []string{"viewer"}, SID: "s_0123456789abcdef", AuthTime: 1700000000, AMR: []string{"pwd"}, ACR: "pwd"}

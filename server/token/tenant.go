@@ -179,7 +179,7 @@ func (s *Service) switchTenant(ctx context.Context, client store.Client, req Tok
 		return Response{}, refused.WithDescription("The subject token expires now.")
 	}
 	g := grantSet{client: client, user: &user, permissions: perms, roles: slices.Clone(user.Roles), sid: c.SID,
-		amr: c.AMR, tenant: tn, ttl: ttl}
+		amr: c.AMR, tenant: tn, ttl: ttl, scopeAsked: len(req.Scope) > 0}
 	if c.AuthTime != 0 {
 		g.authTime = time.Unix(c.AuthTime, 0)
 	}

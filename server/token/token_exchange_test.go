@@ -173,8 +173,8 @@ func TestTokenExchangeRefreshKeepsToTheGrant(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if resp.Scope != tc.want || resp.RefreshToken == "" {
-				t.Fatalf("exchange: scope %q (want %q), refresh token %t", resp.Scope, tc.want, resp.RefreshToken != "")
+			if scopeOf(resp) != tc.want || resp.RefreshToken == "" {
+				t.Fatalf("exchange: scope %q (want %q), refresh token %t", scopeOf(resp), tc.want, resp.RefreshToken != "")
 			}
 			refresh := func(rt, scope string) (Response, error) {
 				return e.exchange(TokenRequest{GrantType: GrantRefreshToken, Client: ClientCredentials{ID: tc.client.ID, Secret: "s3cret"},
@@ -184,8 +184,8 @@ func TestTokenExchangeRefreshKeepsToTheGrant(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r2.Scope != tc.want {
-				t.Fatalf("refreshed scope %q, want %q", r2.Scope, tc.want)
+			if scopeOf(r2) != tc.want {
+				t.Fatalf("refreshed scope %q, want %q", scopeOf(r2), tc.want)
 			}
 			u := e.dir.users["u1"]
 			u.Roles = []string{"editor", "viewer"}
@@ -194,8 +194,8 @@ func TestTokenExchangeRefreshKeepsToTheGrant(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r3.Scope != tc.wantLater {
-				t.Fatalf("refreshed scope after a new role %q, want %q", r3.Scope, tc.wantLater)
+			if scopeOf(r3) != tc.wantLater {
+				t.Fatalf("refreshed scope after a new role %q, want %q", scopeOf(r3), tc.wantLater)
 			}
 			if tc.widenScope == "" {
 				return
@@ -203,7 +203,7 @@ func TestTokenExchangeRefreshKeepsToTheGrant(t *testing.T) {
 			r4, err := refresh(r3.RefreshToken, tc.widenScope)
 			var ae *apierr.Error
 			if !errors.As(err, &ae) || ae.Code != apierr.ErrInvalidScope.Code {
-				t.Fatalf("a refresh naming %q: scope %q, error %v; want invalid_scope", tc.widenScope, r4.Scope, err)
+				t.Fatalf("a refresh naming %q: scope %q, error %v; want invalid_scope", tc.widenScope, scopeOf(r4), err)
 			}
 			// The refusal spent nothing: the same token refreshes (RFC 6749 §6).
 			if _, err := refresh(r3.RefreshToken, ""); err != nil {

@@ -427,7 +427,8 @@ type loginInfo struct {
 // issueLogin is issueSession for a login described by li.
 func (s *Service) issueLogin(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time, li loginInfo) (Response, grantSet, error) {
 	g := grantSet{client: client, user: &user, authTime: li.authTime, roles: []string{}, sid: li.sid, nonce: li.nonce, amr: li.amr,
-		tenant: li.tenant, recheck: li.recheck, browserSession: li.browserSession, browserSessionExpiry: li.browserSessionExpiry}
+		tenant: li.tenant, recheck: li.recheck, browserSession: li.browserSession, browserSessionExpiry: li.browserSessionExpiry,
+		scopeAsked: len(scope) > 0}
 	if !user.MustChangePassword {
 		g.roles = append([]string{}, user.Roles...)
 	}
