@@ -206,8 +206,7 @@ func jsonClient(c echo.Context, bodyClientID string) (token.ClientCredentials, e
 	r := c.Request()
 	user, pass, hasBasic := r.BasicAuth()
 	if !hasBasic && r.Header.Get("Authorization") != "" {
-		return token.ClientCredentials{}, apierr.ErrInvalidClient.Challenging(apierr.Basic).
-			WithDescription("Unsupported Authorization scheme; use HTTP Basic.")
+		return token.ClientCredentials{}, apierr.ErrInvalidClient.WithDescription("Unsupported Authorization scheme; use HTTP Basic.")
 	}
 	if !hasBasic && bodyClientID == "" {
 		return token.ClientCredentials{}, nil

@@ -283,10 +283,18 @@ func TestInviteLinks(t *testing.T) {
 		})
 	}
 	t.Run("fail/bad_client_keeps_the_invite", func(t *testing.T) {
-		a.c.PostJSON("/auth/invites/accept", map[string]string{"token": second, "password": "a long enough passphrase", "client_id": "web"},
-			st.Basic("web", "wrong secret")).ExpectError(http.StatusUnauthorized, "invalid_client")
-		a.c.PostJSON("/auth/invites/accept", map[string]string{"token": second, "password": "a long enough passphrase", "client_id": "nope"}).
-			ExpectError(http.StatusUnauthorized, "invalid_client")
+		// Either way the 401 challenges (RFC 9110 §15.5.2), the client
+		// named in the body as the one in HTTP Basic.
+		for _, r := range []*st.Response{
+			a.c.PostJSON("/auth/invites/accept", map[string]string{"token": second, "password": "a long enough passphrase", "client_id": "web"},
+				st.Basic("web", "wrong secret")).ExpectError(http.StatusUnauthorized, "invalid_client"),
+			a.c.PostJSON("/auth/invites/accept", map[string]string{"token": second, "password": "a long enough passphrase", "client_id": "nope"}).
+				ExpectError(http.StatusUnauthorized, "invalid_client"),
+		} {
+			if got := r.Header.Get("WWW-Authenticate"); got != `Basic realm="portcullis"` {
+				t.Fatalf("401 invalid_client with WWW-Authenticate %q", got)
+			}
+		}
 	})
 	t.Run("ok/named_client", func(t *testing.T) {
 		tr := a.c.PostJSON("/auth/invites/accept", map[string]string{"token": second, "password": "a long enough passphrase", "client_id": "web", "scope": "openid"},

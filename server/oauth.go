@@ -213,8 +213,7 @@ func clientCredentials(c echo.Context, params map[string]string) (token.ClientCr
 	r := c.Request()
 	user, pass, hasBasic := r.BasicAuth()
 	if !hasBasic && r.Header.Get("Authorization") != "" {
-		return token.ClientCredentials{}, apierr.ErrInvalidClient.Challenging(apierr.Basic).
-			WithDescription("Unsupported Authorization scheme; use HTTP Basic.")
+		return token.ClientCredentials{}, apierr.ErrInvalidClient.WithDescription("Unsupported Authorization scheme; use HTTP Basic.")
 	}
 	return token.ClientFromRequest(user, pass, hasBasic, params)
 }

@@ -195,8 +195,8 @@ func TestTokenErrorMatrix(t *testing.T) {
 		{name: "fail/unknown user", body: st.PasswordForm("nobody@example.com", userPass, "").Encode(), opts: []st.Option{good}, status: 400, code: "invalid_grant"},
 		{name: "fail/bad client secret basic", body: st.PasswordForm(userEmail, userPass, "").Encode(), opts: []st.Option{st.Basic("web", "nope")}, status: 401, code: "invalid_client", www: true},
 		{name: "fail/unknown client basic", body: st.PasswordForm(userEmail, userPass, "").Encode(), opts: []st.Option{st.Basic("ghost", "nope")}, status: 401, code: "invalid_client", www: true},
-		{name: "fail/bad client secret post", body: form("grant_type", "password", "username", userEmail, "password", userPass, "client_id", "web", "client_secret", "nope").Encode(), status: 401, code: "invalid_client"},
-		{name: "fail/no client auth", body: st.PasswordForm(userEmail, userPass, "").Encode(), status: 401, code: "invalid_client"},
+		{name: "fail/bad client secret post", body: form("grant_type", "password", "username", userEmail, "password", userPass, "client_id", "web", "client_secret", "nope").Encode(), status: 401, code: "invalid_client", www: true},
+		{name: "fail/no client auth", body: st.PasswordForm(userEmail, userPass, "").Encode(), status: 401, code: "invalid_client", www: true},
 		{name: "fail/two auth methods", body: form("grant_type", "password", "username", userEmail, "password", userPass, "client_secret", d.webSecret).Encode(), opts: []st.Option{good}, status: 400, code: "invalid_request"},
 		{name: "fail/grant not allowed", body: form("grant_type", "client_credentials").Encode(), opts: []st.Option{good}, status: 400, code: "unauthorized_client"},
 		{name: "fail/password grant for cc client", body: st.PasswordForm(userEmail, userPass, "").Encode(), opts: []st.Option{st.Basic("svc", d.svcSecret)}, status: 400, code: "unauthorized_client"},
@@ -204,7 +204,7 @@ func TestTokenErrorMatrix(t *testing.T) {
 		{name: "fail/cc scope not listed", body: form("grant_type", "client_credentials", "scope", "users:read").Encode(), opts: []st.Option{st.Basic("svc", d.svcSecret)}, status: 400, code: "invalid_scope"},
 		{name: "fail/bad refresh token", body: st.RefreshForm("pcrt_garbage").Encode(), opts: []st.Option{good}, status: 400, code: "invalid_grant"},
 		{name: "fail/json body", body: `{"grant_type":"password"}`, ctype: "application/json", opts: []st.Option{good}, status: 400, code: "invalid_request"},
-		{name: "fail/public client with secret", body: form("grant_type", "password", "username", userEmail, "password", userPass, "client_id", "spa", "client_secret", "x").Encode(), status: 401, code: "invalid_client"},
+		{name: "fail/public client with secret", body: form("grant_type", "password", "username", userEmail, "password", userPass, "client_id", "spa", "client_secret", "x").Encode(), status: 401, code: "invalid_client", www: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

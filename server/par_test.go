@@ -222,7 +222,7 @@ func TestPushedAuthorizationRequests(t *testing.T) {
 					if r.Header.Get("Cache-Control") != "no-store" {
 						t.Fatalf("Cache-Control %q", r.Header.Get("Cache-Control"))
 					}
-					if tc.status == 401 && len(tc.opts) > 0 && r.Header.Get("WWW-Authenticate") != `Basic realm="portcullis"` {
+					if tc.status == 401 && r.Header.Get("WWW-Authenticate") != `Basic realm="portcullis"` {
 						t.Fatalf("WWW-Authenticate %q, want the Basic challenge", r.Header.Get("WWW-Authenticate"))
 					}
 				})

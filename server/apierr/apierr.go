@@ -118,9 +118,9 @@ func (e *Error) WithMFA(m MFAChallenge) *Error {
 func (e *Error) MFA() *MFAChallenge { return e.mfa }
 
 // Challenging returns a copy that challenges with scheme (sent as
-// WWW-Authenticate). invalid_token, insufficient_scope and the no-token 401
-// challenge with Bearer already; Basic is for a client that authenticated
-// with HTTP Basic (RFC 6749 §5.2).
+// WWW-Authenticate, NoChallenge for none). invalid_token,
+// insufficient_scope and the no-token 401 challenge with Bearer already,
+// invalid_client with Basic.
 func (e *Error) Challenging(scheme Scheme) *Error {
 	c := *e
 	c.scheme = scheme
@@ -249,9 +249,13 @@ func From(err error) *Error {
 }
 
 // OAuth 2.0 (RFC 6749 §5.2, RFC 7009, RFC 6750) and Portcullis error sentinels.
+// ErrInvalidClient challenges with Basic whatever way the client sent its
+// credentials (HTTP Basic, the form body, none): a 401 must carry
+// WWW-Authenticate (RFC 9110 §15.5.2), so every copy of it, on every
+// endpoint that authenticates clients, carries one.
 var (
 	ErrInvalidRequest         = &Error{Code: "invalid_request", Status: http.StatusBadRequest, Description: "The request is malformed."}
-	ErrInvalidClient          = &Error{Code: "invalid_client", Status: http.StatusUnauthorized, Description: "Client authentication failed."}
+	ErrInvalidClient          = &Error{Code: "invalid_client", Status: http.StatusUnauthorized, Description: "Client authentication failed.", scheme: Basic}
 	ErrInvalidGrant           = &Error{Code: "invalid_grant", Status: http.StatusBadRequest, Description: "The grant is invalid, expired or revoked."}
 	ErrUnauthorizedClient     = &Error{Code: "unauthorized_client", Status: http.StatusBadRequest, Description: "The client may not use this grant type."}
 	ErrUnsupportedGrantType   = &Error{Code: "unsupported_grant_type", Status: http.StatusBadRequest, Description: "The grant type is not supported."}

@@ -20,8 +20,8 @@ func TestChallenge(t *testing.T) {
 		{"insufficient scope names the scope", ErrInsufficientScope.WithRequiredScope("keys:rotate"), `Bearer error="insufficient_scope", scope="keys:rotate"`},
 		{"scope is kept to RFC 6750 characters", ErrInsufficientScope.WithRequiredScope("a\"b\\c\nd"), `Bearer error="insufficient_scope", scope="abcd"`},
 		{"no token: realm only (RFC 6750 §3.1)", ErrUnauthorized, `Bearer realm="portcullis"`},
-		{"client used Basic", ErrInvalidClient.Challenging(Basic), `Basic realm="portcullis"`},
-		{"client used the form: none", ErrInvalidClient, ""},
+		{"invalid client: Basic, however it sent its credentials (RFC 9110 §15.5.2)", ErrInvalidClient, `Basic realm="portcullis"`},
+		{"invalid client keeps its challenge through builders", ErrInvalidClient.WithDescription("Client authentication is required."), `Basic realm="portcullis"`},
 		{"one-time link token is not a bearer token", ErrOneTimeTokenInvalid, ""},
 		{"forbidden", ErrForbidden, ""},
 		{"challenge can be removed", ErrInvalidToken.Challenging(NoChallenge), ""},
@@ -36,9 +36,9 @@ func TestChallenge(t *testing.T) {
 }
 
 func TestBuildersDoNotMutateSentinels(t *testing.T) {
-	_ = ErrInvalidClient.Challenging(Basic)
+	_ = ErrInvalidClient.Challenging(NoChallenge)
 	_ = ErrInsufficientScope.WithRequiredScope("x")
-	if ErrInvalidClient.Challenge() != "" || ErrInsufficientScope.Challenge() != `Bearer error="insufficient_scope"` {
+	if ErrInvalidClient.Challenge() != `Basic realm="portcullis"` || ErrInsufficientScope.Challenge() != `Bearer error="insufficient_scope"` {
 		t.Fatal("a builder changed a sentinel")
 	}
 }

@@ -17,35 +17,26 @@ import (
 func (s *Service) AuthenticateClient(ctx context.Context, cred ClientCredentials) (store.Client, error) {
 	if !PlausibleClientID(cred.ID) {
 		secretMatches(cred.Secret, nil)
-		return store.Client{}, invalidClient(cred)
+		return store.Client{}, apierr.ErrInvalidClient
 	}
 	c, err := s.clients.GetClient(ctx, cred.ID)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			secretMatches(cred.Secret, nil)
-			return store.Client{}, invalidClient(cred)
+			return store.Client{}, apierr.ErrInvalidClient
 		}
 		return store.Client{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
 	if c.Public {
 		if cred.Secret != "" {
-			return store.Client{}, invalidClient(cred).WithDescription("A public client must not present a secret.")
+			return store.Client{}, apierr.ErrInvalidClient.WithDescription("A public client must not present a secret.")
 		}
 		return c, nil
 	}
 	if cred.Secret == "" || !secretMatches(cred.Secret, c.SecretHash) {
-		return store.Client{}, invalidClient(cred)
+		return store.Client{}, apierr.ErrInvalidClient
 	}
 	return c, nil
-}
-
-// invalidClient is the invalid_client refusal of cred: with a Basic
-// challenge when it came in HTTP Basic (RFC 6749 §5.2: 401).
-func invalidClient(cred ClientCredentials) *apierr.Error {
-	if cred.Basic {
-		return apierr.ErrInvalidClient.Challenging(apierr.Basic)
-	}
-	return apierr.ErrInvalidClient
 }
 
 // LookupClient returns the client an id names, without authenticating it:
@@ -64,9 +55,9 @@ func (s *Service) LookupClient(ctx context.Context, id string) (store.Client, er
 }
 
 // RequireConfidential answers invalid_client for public clients (introspection).
-func RequireConfidential(c store.Client, cred ClientCredentials) error {
+func RequireConfidential(c store.Client) error {
 	if c.Public {
-		return invalidClient(cred).WithDescription("This endpoint requires a confidential client.")
+		return apierr.ErrInvalidClient.WithDescription("This endpoint requires a confidential client.")
 	}
 	return nil
 }

@@ -35,8 +35,9 @@ const maxParamLen = 32 << 10
 type ClientCredentials struct {
 	ID     string
 	Secret string
-	// Basic is true when the credentials came in the Authorization header;
-	// an invalid_client answer then carries WWW-Authenticate (RFC 6749 §5.2).
+	// Basic is true when the credentials came in the Authorization header.
+	// (Every invalid_client answer carries WWW-Authenticate, however the
+	// credentials came: apierr.ErrInvalidClient.)
 	Basic bool
 }
 
@@ -113,7 +114,7 @@ func ClientFromRequest(basicUser, basicPass string, hasBasic bool, params map[st
 		id, err1 := url.QueryUnescape(basicUser)
 		secret, err2 := url.QueryUnescape(basicPass)
 		if err1 != nil || err2 != nil || id == "" {
-			return ClientCredentials{}, apierr.ErrInvalidClient.Challenging(apierr.Basic).WithDescription("Malformed client credentials.")
+			return ClientCredentials{}, apierr.ErrInvalidClient.WithDescription("Malformed client credentials.")
 		}
 		if formID != "" && formID != id {
 			return ClientCredentials{}, apierr.ErrInvalidRequest.WithDescription("client_id does not match the authenticated client.")

@@ -148,7 +148,7 @@ func (s *Service) Introspect(ctx context.Context, cred ClientCredentials, raw st
 	if err != nil {
 		return nil, err
 	}
-	if err := RequireConfidential(client, cred); err != nil {
+	if err := RequireConfidential(client); err != nil {
 		return nil, err
 	}
 	inactive := map[string]any{"active": false}

@@ -1,0 +1,66 @@
+package server_test
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+// TestInvalidClientAlwaysChallenges: every 401 invalid_client carries
+// WWW-Authenticate: Basic realm="portcullis" (RFC 9110 §15.5.2: a 401 MUST
+// carry a challenge; RFC 6749 §5.2), on every endpoint that authenticates
+// clients, whether the client sent its credentials in HTTP Basic, in the
+// form body (client_secret_post) or not at all.
+func TestInvalidClientAlwaysChallenges(t *testing.T) {
+	d := newDeployment(t, st.SQLite)
+	const want = `Basic realm="portcullis"`
+	endpoints := []struct {
+		path string
+		form func() url.Values // the endpoint's own parameters
+	}{
+		{"/oauth2/token", func() url.Values { return st.PasswordForm(userEmail, userPass, "") }},
+		{"/oauth2/revoke", func() url.Values { return url.Values{"token": {"pcrt_x.y"}} }},
+		{"/oauth2/introspect", func() url.Values { return url.Values{"token": {"pcrt_x.y"}} }},
+		{"/oauth2/par", func() url.Values { return parRequest("s1", "v-0123456789012345678901234567890123456789") }},
+	}
+	creds := []struct {
+		name string
+		set  func(url.Values) []st.Option
+	}{
+		{"fail/wrong_secret_in_the_body", func(f url.Values) []st.Option {
+			f.Set("client_id", "web")
+			f.Set("client_secret", "wrong")
+			return nil
+		}},
+		{"fail/unknown_client_in_the_body", func(f url.Values) []st.Option {
+			f.Set("client_id", "ghost")
+			f.Set("client_secret", "wrong")
+			return nil
+		}},
+		{"fail/confidential_client_without_its_secret", func(f url.Values) []st.Option { f.Set("client_id", "web"); return nil }},
+		{"fail/no_credentials", func(url.Values) []st.Option { return nil }},
+		{"fail/wrong_secret_in_basic", func(url.Values) []st.Option { return []st.Option{st.Basic("web", "wrong")} }},
+	}
+	for _, ep := range endpoints {
+		for _, cr := range creds {
+			t.Run(strings.TrimPrefix(ep.path, "/")+"/"+cr.name, func(t *testing.T) {
+				f := ep.form()
+				opts := cr.set(f)
+				r := d.c.PostForm(ep.path, f, opts...).ExpectError(http.StatusUnauthorized, "invalid_client")
+				if got := r.Header.Get("WWW-Authenticate"); got != want {
+					t.Fatalf("401 invalid_client with WWW-Authenticate %q, want %q", got, want)
+				}
+			})
+		}
+	}
+	t.Run("oauth2/introspect/fail/public_client", func(t *testing.T) {
+		r := d.c.PostForm("/oauth2/introspect", url.Values{"token": {"pcrt_x.y"}, "client_id": {"spa"}}).
+			ExpectError(http.StatusUnauthorized, "invalid_client")
+		if got := r.Header.Get("WWW-Authenticate"); got != want {
+			t.Fatalf("401 invalid_client with WWW-Authenticate %q, want %q", got, want)
+		}
+	})
+}
