@@ -139,7 +139,8 @@ type Verified struct {
 // /login/{provider}/callback: it takes the state once (an unknown or
 // expired state, or one begun for another provider, is invalid_state; a
 // second use replayed_callback), refuses an error answer and an iss
-// parameter (RFC 9207) other than the provider's, redeems the code with the
+// parameter (RFC 9207) other than the provider's, or none from a provider
+// whose discovery says it sends one (checkIss), redeems the code with the
 // PKCE verifier, verifies the id token with the stored nonce and its
 // auth_time against the Freshness Begin was given; email
 // comes from the id token, else from userinfo for the same sub. Every
@@ -182,8 +183,8 @@ func (s *Service) callback(ctx context.Context, providerID string, q url.Values)
 	if q.Get("error") != "" {
 		return Verified{}, refuse(ReasonUpstreamError, p, "", nil)
 	}
-	if iss := q.Get("iss"); iss != "" && iss != p.Issuer {
-		return Verified{}, refuse(ReasonInvalidState, p, "", errors.New("iss parameter of another issuer"))
+	if err := s.checkIss(ctx, p, q); err != nil {
+		return Verified{}, err
 	}
 	code := q.Get("code")
 	if code == "" {
@@ -223,6 +224,28 @@ func (s *Service) callback(ctx context.Context, providerID string, q url.Values)
 		return Verified{}, err
 	}
 	return Verified{Provider: p, Claims: c, Return: pl.Return}, nil
+}
+
+// checkIss applies RFC 9207 §2.4 to a callback's query: an iss parameter
+// that is not p's issuer (an empty one included) is refused, and so is a
+// missing one when p's discovery document says its responses carry it
+// (Verifier.issRequired); either is invalid_state, as a state of another
+// provider is (an IdP mix-up).
+func (s *Service) checkIss(ctx context.Context, p *Provider, q url.Values) error {
+	if q.Has("iss") {
+		if q.Get("iss") != p.Issuer {
+			return refuse(ReasonInvalidState, p, "", errors.New("iss parameter of another issuer"))
+		}
+		return nil
+	}
+	required, err := s.d.Verifier.issRequired(ctx, p)
+	if err != nil {
+		return err
+	}
+	if required {
+		return refuse(ReasonInvalidState, p, "", errors.New("no iss parameter, though the provider's discovery says it sends one"))
+	}
+	return nil
 }
 
 func random() string {

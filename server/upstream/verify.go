@@ -51,10 +51,12 @@ type Verifier struct {
 	remotes map[string]*remote // by provider id
 }
 
-// remote is a provider's discovered endpoints and verifier.
+// remote is a provider's discovered endpoints and verifier, and whether
+// its discovery document says its authorization responses carry iss.
 type remote struct {
 	oidc     *oidc.Provider
 	verifier *oidc.IDTokenVerifier
+	issParam bool
 }
 
 // NewVerifier returns a Verifier using client for every request to
@@ -113,6 +115,9 @@ func (v *Verifier) discover(ctx context.Context, p *Provider) (*remote, error) {
 	var meta struct {
 		JWKS     string `json:"jwks_uri"`
 		UserInfo string `json:"userinfo_endpoint"`
+		// IssParam is RFC 9207 §3's flag, read as raw JSON so that a
+		// malformed one does not fail the discovery: only true counts.
+		IssParam json.RawMessage `json:"authorization_response_iss_parameter_supported"`
 	}
 	if err := op.Claims(&meta); err != nil {
 		return nil, fmt.Errorf("%w: provider %q: discovery: %v", ErrUnavailable, p.ID, err)
@@ -125,11 +130,24 @@ func (v *Verifier) discover(ctx context.Context, p *Provider) (*remote, error) {
 			return nil, fmt.Errorf("%w: provider %q: discovery: %v", ErrUnavailable, p.ID, err)
 		}
 	}
-	r = &remote{oidc: op, verifier: op.Verifier(&oidc.Config{ClientID: p.ClientID, Now: v.now})}
+	r = &remote{oidc: op, verifier: op.Verifier(&oidc.Config{ClientID: p.ClientID, Now: v.now}), issParam: string(meta.IssParam) == "true"}
 	v.mu.Lock()
 	v.remotes[p.ID] = r
 	v.mu.Unlock()
 	return r, nil
+}
+
+// issRequired reports whether p's discovery document advertises
+// authorization_response_iss_parameter_supported: every authorization
+// response of p then carries iss (RFC 9207 §3), so one without it was not
+// made by p and is refused (§2.4). A provider that cannot be reached is an
+// error wrapping ErrUnavailable.
+func (v *Verifier) issRequired(ctx context.Context, p *Provider) (bool, error) {
+	r, err := v.discover(ctx, p)
+	if err != nil {
+		return false, err
+	}
+	return r.issParam, nil
 }
 
 // checkEndpoint accepts https URLs and http on loopback IP literals.
