@@ -126,7 +126,10 @@ func TestChangesEndSessionsAroundThem(t *testing.T) {
 		}, signsIn},
 		{"deactivation", func(t *testing.T, _, userID string) func() error {
 			off := false
-			return func() error { _, err := svc.UpdateUser(ctx, actor(root), userID, accounts.UserPatch{Active: &off}); return err }
+			return func() error {
+				_, err := svc.UpdateUser(ctx, actor(root), userID, accounts.UserPatch{Active: &off})
+				return err
+			}
 		}, signsIn},
 		{"deletion", func(t *testing.T, _, userID string) func() error {
 			return func() error { return svc.DeleteUser(ctx, actor(root), userID) }
