@@ -353,8 +353,8 @@ type Actor struct {
 	// Bearer is the acting access token's claims, as the bearer check
 	// accepted them when the request's headers arrived (nil when the actor
 	// acts with no access token). What the token makes that outlives its
-	// session (an API key) is kept only if the token is still not revoked
-	// once it is written (keptIfTokenLive).
+	// session (an API key, a second factor, recovery codes) is kept only if
+	// the token is still not revoked once it is written (madeWithLiveToken).
 	Bearer   *token.AccessClaims
 	operator bool
 	// mfaEnrolment: the actor presented an mfa_token whose enrolment is

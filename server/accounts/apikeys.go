@@ -184,49 +184,74 @@ func (s *Service) CreateMachineAPIKey(ctx context.Context, actor Actor, userID s
 
 // keptIfTokenLive is the last step of every key's creation (own and
 // machine): the key, just written, is kept and shown only if the access
-// token that made it is still not revoked; else it is revoked, never
-// shown, and the answer is the bearer check's own (401 invalid_token, or
-// 503 when the revocation cannot be read: fail closed). The bearer check
-// ran when the request's headers arrived and the body was read after it,
-// so a request whose body is held back reaches the write after its
-// session was ended (a password reset, "revoke sessions", a
-// deactivation), which without this made a key of the dead token that
-// outlived the end of the session.
+// token that made it is still not revoked (madeWithLiveToken); else it is
+// revoked (api_key.revoked via token_revoked), never shown, and the answer
+// is the bearer check's own. A key this fails to revoke was never shown,
+// so nobody holds it (it is logged).
+func (s *Service) keptIfTokenLive(ctx context.Context, actor Actor, ownerID string, created apikeys.Created, err error) (apikeys.Created, error) {
+	if err != nil {
+		return created, err
+	}
+	if err := s.madeWithLiveToken(ctx, actor, "an API key", func(ctx context.Context) error {
+		if err := s.apiKeys.Revoke(ctx, ownerID, created.ID, keyMeta(actor, "token_revoked")); err != nil {
+			return fmt.Errorf("revoke key %s of %s: %w", created.ID, ownerID, err)
+		}
+		return nil
+	}); err != nil {
+		return apikeys.Created{}, err
+	}
+	return created, nil
+}
+
+// madeWithLiveToken is the last step of every write a request makes with
+// its access token that outlives the token's session: an API key
+// (keptIfTokenLive), a second factor or recovery codes (keptFactor). Once
+// the write is done it reads the token's revocation again; while the token
+// stands it returns nil and the write is kept. Else it undoes the write
+// (undo, run even when the request is gone: its context cancelled) and
+// returns the bearer check's own answer (401 invalid_token, or 503 when
+// the revocation cannot be read: fail closed), and the caller shows
+// nothing of what was written. The bearer check ran when the request's
+// headers arrived and the body was read after it, so a request whose body
+// is held back reaches the write after its session was ended (a password
+// reset, "revoke sessions", an MFA reset, a deactivation), which without
+// this made, with a dead token, a key or a factor that outlived the end
+// of the session.
 //
-// Why no interleaving leaves a live key of a revoked token, for the
-// reset, the one end of sessions that also revokes keys (the others leave
-// keys made before them by design): the reset writes the user's cut-off
-// (endingSessions) and only then lists the keys to revoke them
-// (revokeOwnKeys); the creation writes the key and only then reads the
-// token's revocation here. Each store is linearizable (one PostgreSQL or
-// SQLite, one Redis or SQL token state), so if the reset's listing missed
-// the key, the listing began before the key was committed, hence the
-// cut-off was written before the key was, and this read, which starts
-// after the commit, sees the cut-off. Either the reset revokes the key or
-// this does. For the ends of sessions that revoke no key, this read is
-// what places the creation before them: a key whose token was revoked
-// before it was written is refused, one written before the revocation is
-// a key made before the end of the session, as any other. A key this
-// fails to revoke was never shown, so nobody holds it (it is logged).
+// Why no interleaving leaves the write live with a revoked token, for the
+// ends of sessions that also remove what was written (a password reset
+// revokes the keys, revokeOwnKeys; an MFA reset removes the factors and
+// codes, ResetMFA): the end writes the user's cut-off (endingSessions)
+// and only then lists the keys or deletes the factors; the write is made
+// and only then this reads the token's revocation. Each store is
+// linearizable (one PostgreSQL or SQLite, one Redis or SQL token state),
+// so if the end's removal missed the write, the removal began before the
+// write was committed, hence the cut-off was written before the write
+// was, and this read, which starts after the commit, sees the cut-off.
+// Either the end removes it or this undoes it. For the ends that remove
+// nothing (revoke sessions, a deactivation, a password reset for
+// factors), this read is what places the write before them: one whose
+// token was revoked before it was written is undone, one written before
+// the revocation was made before the end of the session, as any other.
+// An undo that fails is logged; what it leaves was never shown.
 //
 // An actor with no access token (the console's browser session, the
-// operator) has nothing to re-read: the console reads its form before it
-// finds the session, so no body can be held back past its check.
-func (s *Service) keptIfTokenLive(ctx context.Context, actor Actor, ownerID string, created apikeys.Created, err error) (apikeys.Created, error) {
-	if err != nil || actor.Bearer == nil {
-		return created, err
+// operator, an mfa_token) has nothing to re-read here: the console reads
+// its form before it finds the session, so no body can be held back past
+// its check.
+func (s *Service) madeWithLiveToken(ctx context.Context, actor Actor, what string, undo func(context.Context) error) error {
+	if actor.Bearer == nil {
+		return nil
 	}
 	refused := s.sessions.RecheckBearer(ctx, *actor.Bearer)
 	if refused == nil {
-		return created, nil
+		return nil
 	}
-	// Revoked even when the request is gone (its context cancelled): the
-	// key must not stay live in the lists, unknown to anyone.
-	if err := s.apiKeys.Revoke(context.WithoutCancel(ctx), ownerID, created.ID, keyMeta(actor, "token_revoked")); err != nil {
-		s.log.Error("an API key made with a token revoked meanwhile was not shown but could not be revoked",
-			"owner_id", ownerID, "key_id", created.ID, "err", err)
+	if err := undo(context.WithoutCancel(ctx)); err != nil {
+		s.log.Error(what+" made with a token revoked meanwhile was not shown but could not be undone",
+			"user_id", actor.ID, "err", err)
 	}
-	return apikeys.Created{}, refused
+	return refused
 }
 
 // ListMachineAPIKeys lists a machine user's API keys (never the keys) under

@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -24,6 +25,7 @@ type MFA interface {
 	RegenerateRecoveryCodes(ctx context.Context, userID string, m mfa.Meta) ([]string, error)
 	FirstRecoveryCodes(ctx context.Context, userID string, m mfa.Meta) ([]string, error)
 	Reset(ctx context.Context, userID string, m mfa.Meta) error
+	VoidRecoveryCodes(ctx context.Context, userID string, m mfa.Meta) error
 }
 
 // Passkeys runs the WebAuthn registration ceremony and removes credentials
@@ -193,7 +195,8 @@ func (s *Service) StartTOTP(ctx context.Context, actor Actor) (mfa.Enrolment, er
 
 // ConfirmTOTP confirms the actor's pending enrolment with a first code and
 // returns the ten recovery codes (shown once). A wrong or used code is 400
-// and changes nothing; no pending enrolment, or a confirmed app, is 409.
+// and changes nothing; no pending enrolment, or a confirmed app, is 409. A
+// token revoked before the app was confirmed keeps no app (keptFactor).
 func (s *Service) ConfirmTOTP(ctx context.Context, actor Actor, code string) ([]string, error) {
 	u, err := s.loadMFASelf(ctx, actor, true)
 	if err != nil {
@@ -218,7 +221,42 @@ func (s *Service) ConfirmTOTP(ctx context.Context, actor Actor, code string) ([]
 	case err != nil:
 		return nil, mfaErr("confirm a TOTP enrolment", err)
 	}
+	if err := s.keptFactor(ctx, actor, u.ID, true, func(ctx context.Context, m mfa.Meta) error {
+		return s.mfa.RemoveTOTP(ctx, u.ID, m)
+	}); err != nil {
+		return nil, err
+	}
 	return codes, nil
+}
+
+// keptFactor is the last step of every write of a second factor or of
+// recovery codes made for the actor (ConfirmTOTP, FinishPasskeyRegistration,
+// RegenerateRecoveryCodes): madeWithLiveToken, whose undo removes the
+// factor written (remove, nil for codes alone) and, when the write showed
+// recovery codes (codes), voids the user's codes, audited mfa.removed via
+// token_revoked. Without it a stolen access token, its request held back
+// past the victim's password reset or an admin's MFA reset, enrolled its
+// holder's authenticator or passkey (locking the victim out of a login
+// that now asks for it) or took working recovery codes. The codes are
+// voided whole: those the write replaced are gone already, and the person
+// makes new ones from a live session.
+func (s *Service) keptFactor(ctx context.Context, actor Actor, userID string, codes bool, remove func(context.Context, mfa.Meta) error) error {
+	return s.madeWithLiveToken(ctx, actor, "a second factor", func(ctx context.Context) error {
+		m := mfaMeta(userID, actor.Meta)
+		m.Via = "token_revoked"
+		var errs []error
+		if remove != nil {
+			if err := remove(ctx, m); err != nil {
+				errs = append(errs, fmt.Errorf("remove the factor of %s: %w", userID, err))
+			}
+		}
+		if codes {
+			if err := s.mfa.VoidRecoveryCodes(ctx, userID, m); err != nil {
+				errs = append(errs, fmt.Errorf("void the recovery codes of %s: %w", userID, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
 }
 
 // RemoveTOTP removes the actor's authenticator app after checking their
@@ -243,7 +281,8 @@ func (s *Service) RemoveTOTP(ctx context.Context, actor Actor, currentPassword s
 }
 
 // RegenerateRecoveryCodes replaces the actor's recovery codes with ten new
-// ones (shown once). Without a second factor it is 409.
+// ones (shown once). Without a second factor it is 409. A token revoked
+// before they were written gets none, and they are voided (keptFactor).
 func (s *Service) RegenerateRecoveryCodes(ctx context.Context, actor Actor) ([]string, error) {
 	u, err := s.loadMFASelf(ctx, actor, false)
 	if err != nil {
@@ -255,6 +294,9 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context, actor Actor) ([]s
 		return nil, errNotEnrolled.WithCause(err)
 	case err != nil:
 		return nil, mfaErr("regenerate recovery codes", err)
+	}
+	if err := s.keptFactor(ctx, actor, u.ID, true, nil); err != nil {
+		return nil, err
 	}
 	return codes, nil
 }
@@ -287,7 +329,8 @@ type RegisteredPasskey struct {
 // (mfa.Service.FirstRecoveryCodes): a lost first passkey must not leave an
 // administrator's reset as the only way in. Should storing them fail, the
 // passkey is registered all the same (it is stored) and answered without
-// codes; the person can make them on the security page.
+// codes; the person can make them on the security page. A token revoked
+// before the passkey was stored keeps none (keptFactor).
 func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor Actor, handle, name string, responseJSON []byte) (RegisteredPasskey, error) {
 	u, err := s.loadPasskeySelf(ctx, actor)
 	if err != nil {
@@ -301,6 +344,11 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor Actor, ha
 	out := RegisteredPasskey{Passkey: ViewPasskey(c)}
 	if out.RecoveryCodes, err = s.mfa.FirstRecoveryCodes(ctx, u.ID, m); err != nil {
 		s.log.Error("a passkey was registered without its first recovery codes", "user_id", u.ID, "err", err)
+	}
+	if err := s.keptFactor(ctx, actor, u.ID, out.RecoveryCodes != nil, func(ctx context.Context, m mfa.Meta) error {
+		return s.passkeys.Remove(ctx, u.ID, c.ID, m)
+	}); err != nil {
+		return RegisteredPasskey{}, err
 	}
 	return out, nil
 }

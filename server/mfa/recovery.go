@@ -132,3 +132,16 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context, userID string, m 
 	s.record(ctx, m, "mfa.enrolled", userID, map[string]string{"method": MethodRecoveryCode, "via": "regenerate"})
 	return codes, nil
 }
+
+// VoidRecoveryCodes removes all the user's recovery codes, used or not,
+// audited mfa.removed (method recovery_code): codes someone was shown who
+// must not hold them (an enrolment undone because the token that made it
+// was revoked meanwhile, m.Via "token_revoked"). The user makes new ones
+// with RegenerateRecoveryCodes.
+func (s *Service) VoidRecoveryCodes(ctx context.Context, userID string, m Meta) error {
+	if err := s.d.Factors.ReplaceRecoveryCodes(ctx, userID, nil, s.d.Now()); err != nil {
+		return unavailable("void recovery codes", err)
+	}
+	s.record(ctx, m, "mfa.removed", userID, map[string]string{"method": MethodRecoveryCode})
+	return nil
+}

@@ -268,7 +268,7 @@ func (s *Service) record(ctx context.Context, m Meta, action, target string, det
 		return
 	}
 	s.d.Audit.Record(ctx, store.AuditEvent{Action: action, Outcome: store.OutcomeSuccess, ActorID: m.ActorID,
-		TargetID: target, ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details})
+		TargetID: target, ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: m.WithVia(details)})
 }
 
 // failed audits a refused second factor (mfa.failed); never the code.

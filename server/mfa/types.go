@@ -140,6 +140,23 @@ type Meta struct {
 	IP        string
 	UserAgent string
 	ClientID  string
+	// Via, when set, is why a factor goes without its owner asking, as the
+	// audit event's details.via: "token_revoked" (the enrolment was written
+	// after the access token that made it was revoked, and is undone).
+	Via string
+}
+
+// WithVia is an audit event's details with m.Via added as "via", when
+// m has one (details itself is not changed).
+func (m Meta) WithVia(details map[string]string) map[string]string {
+	if m.Via == "" {
+		return details
+	}
+	out := map[string]string{"via": m.Via}
+	for k, v := range details {
+		out[k] = v
+	}
+	return out
 }
 
 // Enrolment is a started TOTP enrolment: the secret (base32), its

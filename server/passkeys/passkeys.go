@@ -457,7 +457,7 @@ func (s *Service) record(ctx context.Context, action string, outcome store.Outco
 		actor = userID
 	}
 	s.audit.Record(ctx, store.AuditEvent{Action: action, Outcome: outcome, ActorID: actor, TargetID: userID,
-		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details})
+		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: m.WithVia(details)})
 }
 
 // credentialID is a credential id as the store keeps it: base64url without

@@ -125,10 +125,11 @@ func (s *Service) authenticateBearer(ctx context.Context, raw string, admin bool
 // RecheckBearer is the revocation half of AuthenticateBearer, for c, the
 // claims of a token AuthenticateBearer accepted earlier in the request. A
 // caller that wrote, with that token, something that outlives the token's
-// session (an API key) calls it after the write: a revocation the request
-// raced (its body held back while the sessions were ended) is seen here,
-// or else it was written after this read and whatever the revocation's
-// path undoes next finds the write (accounts, keptIfTokenLive). A revoked
+// session (an API key, a second factor) calls it after the write: a
+// revocation the request raced (its body held back while the sessions were
+// ended) is seen here, or else it was written after this read and whatever
+// the revocation's path undoes next finds the write (accounts,
+// madeWithLiveToken). A revoked
 // token is 401 invalid_token; an unreachable token state is 503.
 func (s *Service) RecheckBearer(ctx context.Context, c AccessClaims) error {
 	revoked, err := s.revoked(ctx, c)
