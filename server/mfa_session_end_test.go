@@ -11,6 +11,7 @@ import (
 
 	"github.com/pquerna/otp/totp"
 
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/passkeys/passkeystest"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
@@ -214,4 +215,71 @@ func totpNow(t *testing.T, secret string) string {
 		t.Fatal(err)
 	}
 	return code
+}
+
+// TestMFATokenOfAnEndedLoginEnrolsNothing: an mfa_token stands for a
+// password step whose login must enrol a second factor; once the account's
+// sessions end after that step (a password reset, an admin's MFA reset), an
+// app it starts and confirms afterwards is removed at once with the codes
+// it came with, and the answer is 401 invalid_token: whoever typed the old password cannot give
+// the account a factor only they hold. With the login live the app is
+// enrolled.
+func TestMFATokenOfAnEndedLoginEnrolsNothing(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 50) // admin and above must use MFA
+			ctx := context.Background()
+			for i, tc := range []struct {
+				name string
+				end  func(t *testing.T, u store.User)
+			}{
+				{"ok/login_live", nil},
+				{"fail/password_reset", func(t *testing.T, u store.User) {
+					resetByLink(t, d.in, u.ID, "a second passphrase for the mfa_token test")
+				}},
+				{"fail/mfa_reset", func(t *testing.T, u store.User) {
+					// The super_admin's own token would need a second factor.
+					if err := d.in.App.Accounts.ResetMFA(ctx, accounts.Actor{ID: d.root.ID}, u.ID); err != nil {
+						t.Fatal(err)
+					}
+				}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					u := d.fx.User(t, fmt.Sprintf("enrol%d@example.com", i), "a passphrase for the mfa_token test", "admin")
+					tok, enrol := d.mfaToken(t, u)
+					if !enrol {
+						t.Fatal("the admin's login does not require enrolment")
+					}
+					if tc.end != nil {
+						tc.end(t, u)
+					}
+					// The whole enrolment comes after the end: nothing is
+					// held back, the mfa_token is still there to use.
+					c := d.in.Client(t)
+					var en totpEnrolment
+					c.PostJSON("/auth/mfa/totp", nil, st.Bearer(tok)).ExpectStatus(http.StatusCreated).JSON(&en)
+					resp := c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": totpNow(t, en.Secret)}, st.Bearer(tok))
+					got, err := d.in.App.Core.Store.MFASummary(ctx, u.ID)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if tc.end == nil {
+						resp.ExpectStatus(http.StatusOK)
+						if !got.TOTP || got.RecoveryCodesLeft != 10 {
+							t.Fatalf("factors after enrolling with a live login: %+v", got)
+						}
+						return
+					}
+					resp.ExpectError(http.StatusUnauthorized, "invalid_token")
+					if got.TOTP || got.RecoveryCodesLeft != 0 {
+						t.Fatalf("factors after enrolling with the mfa_token of an ended login: %+v, want none", got)
+					}
+					if !d.audited(t, "mfa.removed", store.OutcomeSuccess, u.ID, map[string]string{"method": "totp", "via": "token_revoked"}) {
+						t.Fatal("no mfa.removed (method totp) via token_revoked")
+					}
+				})
+			}
+		})
+	}
 }

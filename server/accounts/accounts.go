@@ -84,6 +84,10 @@ type Sessions interface {
 	// accepted earlier in the request: nil while it stands, 401
 	// invalid_token once revoked, 503 when that cannot be known.
 	RecheckBearer(ctx context.Context, c token.AccessClaims) error
+	// RecheckLogin is RecheckBearer for the password step of userID at
+	// authTime (an mfa_token's login): 401 invalid_token once a cut-off of
+	// the user's sessions was written after it.
+	RecheckLogin(ctx context.Context, userID string, authTime time.Time) error
 }
 
 // APIKeys creates, lists and revokes API keys (*apikeys.Service). Who may
@@ -360,6 +364,10 @@ type Actor struct {
 	// mfaEnrolment: the actor presented an mfa_token whose enrolment is
 	// required (MFATokenActor), not an access token.
 	mfaEnrolment bool
+	// loginAt is, for an mfa_token's actor, when its password step was
+	// made: what it enrols is kept only if the user's sessions were not
+	// ended since (madeWithLiveToken).
+	loginAt time.Time
 }
 
 // OperatorActorID is the actor_id of the audit events of operations the

@@ -235,15 +235,22 @@ func (s *Service) keptIfTokenLive(ctx context.Context, actor Actor, ownerID stri
 // the revocation was made before the end of the session, as any other.
 // An undo that fails is logged; what it leaves was never shown.
 //
-// An actor with no access token (the console's browser session, the
-// operator, an mfa_token) has nothing to re-read here: the console reads
-// its form before it finds the session, so no body can be held back past
-// its check.
+// An mfa_token's actor (MFATokenActor: the TOTP enrolment of a login that
+// must enrol) has no access token but a login, its password step, which
+// the user's cut-off ends as it ends a token (token.RecheckLogin): the
+// mfa_token is not voided by a reset, so without this it enrolled, for its
+// whole lifetime, a factor chosen by whoever had typed the old password.
+// An actor with neither (the console's browser session, the operator) has
+// nothing to re-read: the console reads its form before it finds the
+// session, so no body can be held back past its check.
 func (s *Service) madeWithLiveToken(ctx context.Context, actor Actor, what string, undo func(context.Context) error) error {
-	if actor.Bearer == nil {
-		return nil
+	var refused error
+	switch {
+	case actor.Bearer != nil:
+		refused = s.sessions.RecheckBearer(ctx, *actor.Bearer)
+	case actor.mfaEnrolment:
+		refused = s.sessions.RecheckLogin(ctx, actor.ID, actor.loginAt)
 	}
-	refused := s.sessions.RecheckBearer(ctx, *actor.Bearer)
 	if refused == nil {
 		return nil
 	}

@@ -85,7 +85,10 @@ func (s *Service) passwordIsNotEnough(ctx context.Context, u store.User) error {
 // login must be one whose enrolment the policy requires
 // (mfa.Pending.EnrollmentRequired), else 403; an unknown, expired, used or
 // exhausted token is 401 invalid_token. The token is not used up: after the
-// enrolment the login takes a new password grant.
+// enrolment the login takes a new password grant. Nothing here reads the
+// user's cut-off: the factor it enrols is kept only if the sessions were
+// not ended after the password step (keptFactor), so the old password
+// typed before a reset cannot give the account a factor afterwards.
 func (s *Service) MFATokenActor(ctx context.Context, token string, m Meta) (Actor, error) {
 	if s.mfa == nil {
 		return Actor{}, errMFAUnavailable
@@ -100,7 +103,7 @@ func (s *Service) MFATokenActor(ctx context.Context, token string, m Meta) (Acto
 		return Actor{}, errMFATokenNotForEnrolment
 	}
 	m.ClientID = p.ClientID
-	return Actor{ID: p.UserID, Meta: m, mfaEnrolment: true}, nil
+	return Actor{ID: p.UserID, Meta: m, mfaEnrolment: true, loginAt: p.AuthTime}, nil
 }
 
 // loadMFASelf is loadSelf for the MFA operations, which also need the MFA
@@ -196,7 +199,8 @@ func (s *Service) StartTOTP(ctx context.Context, actor Actor) (mfa.Enrolment, er
 // ConfirmTOTP confirms the actor's pending enrolment with a first code and
 // returns the ten recovery codes (shown once). A wrong or used code is 400
 // and changes nothing; no pending enrolment, or a confirmed app, is 409. A
-// token revoked before the app was confirmed keeps no app (keptFactor).
+// token revoked, or an mfa_token's login ended, before the app was
+// confirmed keeps no app (keptFactor).
 func (s *Service) ConfirmTOTP(ctx context.Context, actor Actor, code string) ([]string, error) {
 	u, err := s.loadMFASelf(ctx, actor, true)
 	if err != nil {

@@ -142,6 +142,24 @@ func (s *Service) RecheckBearer(ctx context.Context, c AccessClaims) error {
 	return nil
 }
 
+// RecheckLogin is RecheckBearer for a login that has no access token yet:
+// the password step of userID at authTime, which an mfa_token stands for.
+// A cut-off of the user's sessions written since (a password reset, an
+// MFA reset, a deactivation) ended that login, as it would have revoked a
+// token issued at authTime: 401 invalid_token; an unreachable token state
+// is 503. The MFA grants read the same revocation when they issue
+// (voidAfterIssue).
+func (s *Service) RecheckLogin(ctx context.Context, userID string, authTime time.Time) error {
+	revoked, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: newJTI(authTime), UserID: userID, IssuedAt: authTime})
+	if err != nil {
+		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check revocation: %w", err))
+	}
+	if revoked {
+		return apierr.ErrInvalidToken.WithDescription("The account's sessions were ended after this sign-in began. Sign in again.")
+	}
+	return nil
+}
+
 // Introspect answers RFC 7662 for an authenticated confidential client.
 // Anything not active is {"active": false} and nothing else.
 func (s *Service) Introspect(ctx context.Context, cred ClientCredentials, raw string) (map[string]any, error) {
