@@ -349,6 +349,15 @@ func (m *Manager) Refresh(ctx context.Context) error {
 	return err
 }
 
+// Usable reports whether Sign, Verify, VerifyTyped and JWKS can use the
+// keys now: nil, ErrNotReady before Init, ErrStale once Refresh gave them
+// up. One atomic load, for callers that must not spend anything (a refresh
+// token's rotation, a code) on a request they could not sign the answer to.
+func (m *Manager) Usable() error {
+	_, err := m.current()
+	return err
+}
+
 // current returns the snapshot in use: ErrNotReady before Init, ErrStale
 // once Refresh has given it up.
 func (m *Manager) current() (*snapshot, error) {

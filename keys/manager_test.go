@@ -924,6 +924,9 @@ func TestStaleKeysAreNotUsed(t *testing.T) {
 	if _, err := m.Sign(map[string]any{"sub": "u"}, "at+jwt"); !errors.Is(err, keys.ErrStale) {
 		t.Fatalf("Sign: %v, want ErrStale", err)
 	}
+	if err := m.Usable(); !errors.Is(err, keys.ErrStale) {
+		t.Fatalf("Usable: %v, want ErrStale", err)
+	}
 	if body, _, err := m.JWKS(); !errors.Is(err, keys.ErrStale) || body != nil {
 		t.Fatalf("JWKS: %d bytes, %v; want ErrStale", len(body), err)
 	}
@@ -938,6 +941,9 @@ func TestStaleKeysAreNotUsed(t *testing.T) {
 	}
 	if kids := jwksKIDs(t, m); contains(kids, revoked) {
 		t.Fatalf("JWKS after the store came back still has the revoked key: %v", kids)
+	}
+	if err := m.Usable(); err != nil {
+		t.Fatalf("Usable after the store came back: %v", err)
 	}
 	sign(t, m)
 }

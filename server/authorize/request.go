@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -245,7 +246,12 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 	}
 	if hint, ok := p["id_token_hint"]; ok {
 		sub, err := env.Hints.VerifyIDTokenHint(hint)
-		if err != nil {
+		var ae *apierr.Error
+		switch {
+		case errors.As(err, &ae) && ae.Code == apierr.ErrTemporarilyUnavailable.Code:
+			// The keys cannot be used now: the hint is not judged.
+			return nil, req.Fail(ErrTemporarilyUnavailable, "The id_token_hint cannot be checked now; try again shortly.")
+		case err != nil:
 			return nil, req.Fail(ErrInvalidRequest, "The id_token_hint is not an id token issued by this server.")
 		}
 		req.HintSubject = sub

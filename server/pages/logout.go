@@ -109,9 +109,13 @@ func (p *Pages) rpLogout(c echo.Context) error {
 	clientID := req.ClientID
 	if req.IDTokenHint != "" {
 		claims, err := p.si.Hints.ParseIDTokenHint(req.IDTokenHint)
-		if err != nil {
+		var ae *apierr.Error
+		switch {
+		case errors.As(err, &ae) && ae.Code == apierr.ErrTemporarilyUnavailable.Code:
+			return p.fail(c, err) // the keys cannot be used now: the hint is not judged
+		case err != nil:
 			in.HintInvalid = true
-		} else {
+		default:
 			in.Hint = &signout.Hint{Subject: claims.Subject, Audience: claims.Audience, SID: claims.SID}
 			if clientID == "" {
 				clientID = claims.AuthorizedBy

@@ -218,6 +218,8 @@ func (s fakeSigner) VerifyTyped(tok, want string) ([]byte, string, error) {
 	return p, "k1", err
 }
 
+func (fakeSigner) Usable() error { return nil }
+
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 type plainSealer struct{}

@@ -57,6 +57,13 @@ func (s *Service) Exchange(ctx context.Context, req TokenRequest, meta RequestMe
 	if !clientAllowsGrant(client, registered) {
 		return Response{}, apierr.ErrUnauthorizedClient.WithDescription("The client may not use the %s grant.", req.GrantType)
 	}
+	// Nothing a grant spends before it signs (a refresh token's rotation, a
+	// code, an mfa_token) is spent while the keys cannot sign: the tokens
+	// would never be handed out, and the client's retry would count as
+	// reuse, ending the session. 503, and the retry finds all as it was.
+	if unusable := keysUnusable(s.signer.Usable()); unusable != nil {
+		return Response{}, unusable
+	}
 	resp, err := h.exchange(s, ctx, client, req, meta)
 	if err == nil {
 		s.metrics.TokenIssued(label)

@@ -41,6 +41,9 @@ type Signer interface {
 	// VerifyTyped checks the signature with a published, non-revoked key
 	// whose algorithm the header names, and the header typ.
 	VerifyTyped(token, wantTyp string) (payload []byte, kid string, err error)
+	// Usable says whether the keys can be used now (nil), without a round
+	// trip: keys.ErrStale or keys.ErrNotReady when they cannot.
+	Usable() error
 }
 
 // Sealer encrypts the grace-window successor refresh token at rest.

@@ -563,6 +563,8 @@ func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any,
 // VerifyIDTokenHint checks an id_token_hint (OIDC §3.1.2.1): signed by one of
 // the published, non-revoked keys, typ JWT, issued by this issuer. An
 // expired hint is fine (it only names the user). It returns the subject.
+// While the keys cannot be used (keysUnusable) the error is a 503
+// *apierr.Error: the hint is not judged.
 func (s *Service) VerifyIDTokenHint(raw string) (string, error) {
 	c, err := s.ParseIDTokenHint(raw)
 	return c.Subject, err
@@ -577,6 +579,9 @@ func (s *Service) ParseIDTokenHint(raw string) (IDClaims, error) {
 	}
 	payload, _, err := s.signer.VerifyTyped(raw, TypeIDToken)
 	if err != nil {
+		if unusable := keysUnusable(err); unusable != nil {
+			return IDClaims{}, unusable // not judged: it may be a valid hint
+		}
 		return IDClaims{}, fmt.Errorf("%w: %v", errTokenInvalid, err)
 	}
 	var c IDClaims
