@@ -413,16 +413,17 @@ func (s *Service) RemoveTenantMember(ctx context.Context, actor Actor, tenantID,
 	if err := s.policy.CanManage(subject(sc.actor), m.ceiling); err != nil {
 		return ceilingErr(err)
 	}
-	removed, err := s.store.RemoveTenantMember(ctx, t.ID, m.ID)
-	if err != nil {
-		return storeErr("remove member", err, errUserNotFound)
+	var removed bool
+	if err := s.endingSessions(ctx, m.ID, "member removal", func() error {
+		if removed, err = s.store.RemoveTenantMember(ctx, t.ID, m.ID); err != nil {
+			return storeErr("remove member", err, errUserNotFound)
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	if !removed {
 		return nil
-	}
-	if err := s.sessions.EndUserSessions(ctx, m.ID); err != nil {
-		s.log.Error("member removal: the member is removed but the sessions could not be ended", "user_id", m.ID, "err", err)
-		return err
 	}
 	s.recordIn(ctx, sc, "tenant.member_removed", store.OutcomeSuccess, m.ID, actor.Meta,
 		map[string]string{"roles": strings.Join(m.Roles, " ")})

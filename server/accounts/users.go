@@ -319,8 +319,10 @@ func (s *Service) RevokeSessions(ctx context.Context, actor Actor, id string) er
 // end. After: a session started in between, with the old password or the
 // old roles, or by a login that read the account before the change, ends
 // too. The change is made once the first end has succeeded; a failure of
-// the second is logged, not answered, since every session from before the
-// change has already ended.
+// the second is logged, not answered: every session from before the
+// change has already ended, and only one started in the milliseconds
+// between the first end and the write (by someone who still had the old
+// password, say) can then survive.
 func (s *Service) endingSessions(ctx context.Context, userID, what string, change func() error) error {
 	if err := s.sessions.EndUserSessions(ctx, userID); err != nil {
 		s.log.Error(what+": the sessions could not be ended, so nothing changed", "user_id", userID, "err", err)
