@@ -185,7 +185,12 @@ func (a clientActor) missingAdminPermission() (string, bool) {
 
 // CreateClient creates an OAuth client for a user of the admin API or for the
 // operator (Operator, the CLI). A bad spec is 400; a scope or audience above
-// the actor's ceiling 403 (checkClientCeiling); a taken id 409.
+// the actor's ceiling 403 (checkClientCeiling); a taken id 409. A token
+// revoked before the client was written keeps none (madeWithLiveToken): the
+// client is deleted (client.deleted via token_revoked) and its secret never
+// shown. A confidential client is a credential tied to no user, which no
+// password reset, revoke sessions or MFA reset of its maker ever ends, so a
+// stolen token held past those must not leave one behind.
 func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Spec) (CreatedClient, error) {
 	a, err := s.loadClientActor(ctx, actor)
 	if err != nil {
@@ -210,6 +215,15 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 	}
 	s.record(ctx, "client.created", store.OutcomeSuccess, a.id, c.ID, actor.Meta,
 		map[string]string{"via": a.via, "public": fmt.Sprint(c.Public), "first_party": fmt.Sprint(c.FirstParty)})
+	if err := s.madeWithLiveToken(ctx, actor, "a client", func(ctx context.Context) error {
+		if err := s.store.DeleteClient(ctx, c.ID); err != nil {
+			return fmt.Errorf("delete client %s: %w", c.ID, err)
+		}
+		s.record(ctx, "client.deleted", store.OutcomeSuccess, a.id, c.ID, actor.Meta, map[string]string{"via": viaTokenRevoked})
+		return nil
+	}); err != nil {
+		return CreatedClient{}, err
+	}
 	return CreatedClient{ClientView: clients.View(c), ClientSecret: secret}, nil
 }
 
@@ -245,6 +259,16 @@ func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) erro
 // may rotate only a client within their privilege ceiling (clientInReach,
 // 403), the rule that client would pass if they created it. Unknown is
 // 404, a public client 400.
+//
+// A token revoked before the secret was written gets none
+// (madeWithLiveToken): the secret is rotated again, to one never shown
+// (client.secret_rotated via token_revoked), and the answer is 401. The old
+// secret is not written back: the write replaced it for good, and putting
+// it back could revive, over a rotation someone made in between, a secret
+// rotated away because it leaked. The client is left with a secret nobody
+// holds, no worse off than the refused rotation left it: its owner rotates
+// again from a live session. Deleting the client instead would undo more
+// than the request did.
 func (s *Service) RotateClientSecret(ctx context.Context, actor Actor, id string) (string, error) {
 	a, err := s.loadClientActor(ctx, actor)
 	if err != nil {
@@ -265,6 +289,15 @@ func (s *Service) RotateClientSecret(ctx context.Context, actor Actor, id string
 		return "", storeErr("rotate client secret", err, errClientNotFound)
 	}
 	s.record(ctx, "client.secret_rotated", store.OutcomeSuccess, a.id, id, actor.Meta, map[string]string{"via": a.via})
+	if err := s.madeWithLiveToken(ctx, actor, "a client secret", func(ctx context.Context) error {
+		if _, err := clients.RotateSecret(ctx, s.store, id); err != nil {
+			return fmt.Errorf("rotate the secret of client %s again: %w", id, err)
+		}
+		s.record(ctx, "client.secret_rotated", store.OutcomeSuccess, a.id, id, actor.Meta, map[string]string{"via": viaTokenRevoked})
+		return nil
+	}); err != nil {
+		return "", err
+	}
 	return secret, nil
 }
 

@@ -38,6 +38,9 @@ type NewUser struct {
 // holds roles, each of which the actor must be allowed to grant (the
 // privilege ceiling, as for an invite), and uses only the API keys admins
 // give it. Any other kind is 400 (people are invited). Audit user.created.
+// A token revoked before the user was written keeps none
+// (madeWithLiveToken): the user is deleted (user.deleted via
+// token_revoked).
 func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User, error) {
 	if nu.Kind != store.UserMachine {
 		return User{}, errHumansAreInvited
@@ -84,6 +87,15 @@ func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User
 	}
 	s.recordIn(ctx, sc, "user.created", store.OutcomeSuccess, u.ID, actor.Meta,
 		map[string]string{"kind": store.UserMachine, "roles": strings.Join(u.Roles, " ")})
+	if err := s.madeWithLiveToken(ctx, actor, "a user", func(ctx context.Context) error {
+		if err := s.store.DeleteUser(ctx, u.ID); err != nil {
+			return fmt.Errorf("delete user %s: %w", u.ID, err)
+		}
+		s.recordIn(ctx, sc, "user.deleted", store.OutcomeSuccess, u.ID, actor.Meta, map[string]string{"via": viaTokenRevoked})
+		return nil
+	}); err != nil {
+		return User{}, err
+	}
 	return ViewUser(u), nil
 }
 
@@ -193,7 +205,7 @@ func (s *Service) keptIfTokenLive(ctx context.Context, actor Actor, ownerID stri
 		return created, err
 	}
 	if err := s.madeWithLiveToken(ctx, actor, "an API key", func(ctx context.Context) error {
-		if err := s.apiKeys.Revoke(ctx, ownerID, created.ID, keyMeta(actor, "token_revoked")); err != nil {
+		if err := s.apiKeys.Revoke(ctx, ownerID, created.ID, keyMeta(actor, viaTokenRevoked)); err != nil {
 			return fmt.Errorf("revoke key %s of %s: %w", created.ID, ownerID, err)
 		}
 		return nil
@@ -203,9 +215,19 @@ func (s *Service) keptIfTokenLive(ctx context.Context, actor Actor, ownerID stri
 	return created, nil
 }
 
+// viaTokenRevoked is the details.via (or reason) of the audit events of an
+// undo by madeWithLiveToken: the token making the write was revoked before
+// it was written.
+const viaTokenRevoked = "token_revoked"
+
 // madeWithLiveToken is the last step of every write a request makes with
 // its access token that outlives the token's session: an API key
-// (keptIfTokenLive), a second factor or recovery codes (keptFactor). Once
+// (keptIfTokenLive), a second factor or recovery codes (keptFactor), and
+// the admin API's writes that leave a credential or a privilege behind: a
+// client (CreateClient), a client's secret (RotateClientSecret), a machine
+// user (CreateUser), a role or an organisation's membership (grantIn), an
+// invite (createInvite, before its email is sent), another account's
+// temporary password (SetTemporaryPassword). Once
 // the write is done it reads the token's revocation again; while the token
 // stands it returns nil and the write is kept. Else it undoes the write
 // (undo, run even when the request is gone: its context cancelled) and
@@ -230,10 +252,15 @@ func (s *Service) keptIfTokenLive(ctx context.Context, actor Actor, ownerID stri
 // was, and this read, which starts after the commit, sees the cut-off.
 // Either the end removes it or this undoes it. For the ends that remove
 // nothing (revoke sessions, a deactivation, a password reset for
-// factors), this read is what places the write before them: one whose
-// token was revoked before it was written is undone, one written before
-// the revocation was made before the end of the session, as any other.
-// An undo that fails is logged; what it leaves was never shown.
+// factors, any end for the admin API's writes), this read is what places
+// the write before them: one whose token was revoked before it was written
+// is undone, one written before the revocation was made before the end of
+// the session, as any other. The admin's record is read after the body
+// (loadActor), which refuses a demotion, a deactivation or a deletion;
+// this refuses an end of the sessions that leaves the admin's roles. An
+// undo that fails is logged: a key, a secret or a link it leaves was never
+// shown; a role, a membership or a chosen password it leaves is named
+// there for an admin to take back.
 //
 // An mfa_token's actor (MFATokenActor: the TOTP enrolment of a login that
 // must enrol) has no access token but a login, its password step, which

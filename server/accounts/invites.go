@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -20,7 +21,8 @@ import (
 // them: the actor must be allowed to revoke each (mayRevokeInvite), else
 // 403 and nothing changes (the pending invite stays valid). When the email
 // cannot be sent the invite is revoked at once and the answer is 503, so an
-// invite nobody received never stays pending.
+// invite nobody received never stays pending. A token revoked before the
+// invite was written sends none (createInvite).
 func (s *Service) CreateInvite(ctx context.Context, actor Actor, email, role string) (Invite, error) {
 	return s.CreateInviteOfKind(ctx, actor, store.UserHuman, email, role)
 }
@@ -35,11 +37,19 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 	if err != nil {
 		return Invite{}, err
 	}
-	return s.createInvite(ctx, sc, actor.Meta, kind, email, role)
+	return s.createInvite(ctx, sc, actor, kind, email, role)
 }
 
-// createInvite is CreateInviteOfKind in scope sc.
-func (s *Service) createInvite(ctx context.Context, sc actorScope, m Meta, kind, email, role string) (Invite, error) {
+// createInvite is CreateInviteOfKind in scope sc. The invite is written,
+// then the token re-read (madeWithLiveToken), and only then is the email
+// sent: the link is a grant of the role to whoever holds it, so a token
+// revoked before the invite was written must not get it out. The invite is
+// then revoked before anyone could have received its link, the answer is
+// 401, and invite.created is recorded as failed (reason token_revoked).
+// Pending invites it superseded stay superseded: they were the actor's to
+// cancel, and cancelling is no grant (an admin invites them again).
+func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, kind, email, role string) (Invite, error) {
+	m := actor.Meta
 	if kind != "" && kind != store.UserHuman {
 		return Invite{}, errMachinesAreNotInvited
 	}
@@ -98,6 +108,16 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, m Meta, kind,
 	for _, p := range replaced {
 		s.recordIn(ctx, sc, "invite.revoked", store.OutcomeSuccess, p.ID, m,
 			map[string]string{"role": p.Role, "reason": "replaced", "replaced_by": inv.ID})
+	}
+	if err := s.madeWithLiveToken(ctx, actor, "an invite", func(ctx context.Context) error {
+		if err := s.store.RevokeInvite(ctx, inv.ID); err != nil {
+			return fmt.Errorf("revoke invite %s: %w", inv.ID, err)
+		}
+		return nil
+	}); err != nil {
+		s.recordIn(ctx, sc, "invite.created", store.OutcomeFailure, inv.ID, m,
+			map[string]string{"role": role, "reason": viaTokenRevoked})
+		return Invite{}, err
 	}
 	if err := s.sendInvite(ctx, email, inviteToken(inv.ID, secret), role); err != nil {
 		s.log.Error("invite email not sent; revoking the invite", "invite_id", inv.ID, "err", err)

@@ -247,7 +247,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, actor Actor, code string) ([]
 func (s *Service) keptFactor(ctx context.Context, actor Actor, userID string, codes bool, remove func(context.Context, mfa.Meta) error) error {
 	return s.madeWithLiveToken(ctx, actor, "a second factor", func(ctx context.Context) error {
 		m := mfaMeta(userID, actor.Meta)
-		m.Via = "token_revoked"
+		m.Via = viaTokenRevoked
 		var errs []error
 		if remove != nil {
 			if err := remove(ctx, m); err != nil {

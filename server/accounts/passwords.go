@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -178,6 +179,18 @@ var errLinkUsable = errors.New("reset link usable (dry run)")
 // SetTemporaryPassword sets a password the user must change at their next
 // login (must_change_password), for a user the actor may manage (not a
 // machine user: 400), and ends every session of the user.
+//
+// A token revoked before the password was written sets none that works
+// (madeWithLiveToken): the password chosen is replaced by a random one
+// nobody ever sees, must_change_password stays, the user's sessions end
+// again (one signed in with the chosen password in between ends too, and
+// so does a password changed from it: the replacement is written whatever
+// the row holds), and the answer is 401 (password.temp_set recorded as
+// failed, reason token_revoked). The old password is not written back: the
+// write replaced it, and putting it back over a change made in between
+// could revive a password someone replaced because it leaked. The owner
+// gets in with a reset link, the proof of the mailbox, or an admin sets a
+// temporary password from a live session.
 func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID, pw string) (User, error) {
 	a, t, err := s.actorAndTarget(ctx, actor, userID)
 	if err != nil {
@@ -210,8 +223,40 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 	}); err != nil {
 		return User{}, err
 	}
+	if err := s.madeWithLiveToken(ctx, actor, "a temporary password", func(ctx context.Context) error {
+		return s.unknownPassword(ctx, t.ID)
+	}); err != nil {
+		s.record(ctx, "password.temp_set", store.OutcomeFailure, a.ID, t.ID, actor.Meta, map[string]string{"reason": viaTokenRevoked})
+		return User{}, err
+	}
 	s.record(ctx, "password.temp_set", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, nil)
 	return ViewUser(u), nil
+}
+
+// unknownPassword gives the user a password nobody holds (the hash of a
+// random secret that is dropped at once), to be changed at the next login,
+// and ends every session of the user: the undo of a temporary password its
+// request may not keep (SetTemporaryPassword).
+func (s *Service) unknownPassword(ctx context.Context, userID string) error {
+	secret, err := newSecret()
+	if err != nil {
+		return fmt.Errorf("draw a password nobody holds: %w", err)
+	}
+	hash, err := s.hasher.Hash(ctx, secret)
+	if err != nil {
+		return fmt.Errorf("hash a password nobody holds: %w", err)
+	}
+	if _, err := s.store.UpdateUser(ctx, userID, func(u *store.User) error {
+		u.PasswordHash = hash
+		u.MustChangePassword = true
+		return nil
+	}); err != nil {
+		return fmt.Errorf("replace the temporary password of %s: %w", userID, err)
+	}
+	if err := s.sessions.EndUserSessions(ctx, userID); err != nil {
+		return fmt.Errorf("end the sessions of %s: %w", userID, err)
+	}
+	return nil
 }
 
 // ChangePasswordRequest is a password change by the user themself.

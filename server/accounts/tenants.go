@@ -358,7 +358,8 @@ func (s *Service) TenantMembers(ctx context.Context, actor Actor, tenantID, curs
 // answer is the member. A platform actor may name any user of the
 // instance; the organisation's own token only its members (reachJoin:
 // anyone else is 404, as an unknown id; outsiders are invited with
-// InviteTenantMember). A platform role is 400.
+// InviteTenantMember). A platform role is 400. A token revoked before the
+// role was written adds no member (grantIn takes back what it granted).
 func (s *Service) AddTenantMember(ctx context.Context, actor Actor, tenantID, userID, role string) (Member, error) {
 	sc, err := s.tenantScope(ctx, actor)
 	if err != nil {
@@ -368,7 +369,7 @@ func (s *Service) AddTenantMember(ctx context.Context, actor Actor, tenantID, us
 	if err != nil {
 		return Member{}, err
 	}
-	u, err := s.grantIn(ctx, sc.inTenantOf(t), actor.Meta, userID, role, reachJoin)
+	u, err := s.grantIn(ctx, sc.inTenantOf(t), actor, userID, role, reachJoin)
 	if err != nil {
 		return Member{}, err
 	}
@@ -386,7 +387,7 @@ func (s *Service) InviteTenantMember(ctx context.Context, actor Actor, tenantID,
 	if err != nil {
 		return Invite{}, err
 	}
-	return s.createInvite(ctx, sc.inTenantOf(t), actor.Meta, store.UserHuman, email, role)
+	return s.createInvite(ctx, sc.inTenantOf(t), actor, store.UserHuman, email, role)
 }
 
 // RemoveTenantMember takes every role in the organisation from a member

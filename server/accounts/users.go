@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -180,12 +181,17 @@ func (s *Service) GrantRole(ctx context.Context, actor Actor, id, role string) (
 	if err != nil {
 		return User{}, err
 	}
-	return s.grantIn(ctx, sc, actor.Meta, id, role, reachMember)
+	return s.grantIn(ctx, sc, actor, id, role, reachMember)
 }
 
 // grantIn is GrantRole in scope sc on the user target finds as r allows
 // (reachMember: a member of sc's organisation; reachJoin when adding one).
-func (s *Service) grantIn(ctx context.Context, sc actorScope, m Meta, id, role string, r reach) (User, error) {
+// A token revoked before the role was written keeps no grant
+// (madeWithLiveToken): the role is revoked again, only if this request
+// granted it (a role held before stays), and the user's sessions end, as
+// any removal of a role ends them: one that picked the role up in between
+// loses it (role.revoked via token_revoked).
+func (s *Service) grantIn(ctx context.Context, sc actorScope, actor Actor, id, role string, r reach) (User, error) {
 	if role == "" {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
 	}
@@ -209,7 +215,28 @@ func (s *Service) grantIn(ctx context.Context, sc actorScope, m Meta, id, role s
 		return User{}, storeErr("grant role", err, errUserNotFound)
 	}
 	if changed {
-		s.recordIn(ctx, sc, "role.granted", store.OutcomeSuccess, t.ID, m, map[string]string{"role": role})
+		s.recordIn(ctx, sc, "role.granted", store.OutcomeSuccess, t.ID, actor.Meta, map[string]string{"role": role})
+	}
+	if err := s.madeWithLiveToken(ctx, actor, "a role", func(ctx context.Context) error {
+		if !changed {
+			return nil // held before: this request granted nothing
+		}
+		var err error
+		if sc.inTenant() {
+			_, err = s.store.RevokeTenantRole(ctx, sc.tenant.ID, t.ID, role)
+		} else {
+			_, err = s.store.RevokeRole(ctx, t.ID, role)
+		}
+		if err != nil {
+			return fmt.Errorf("revoke role %s of %s: %w", role, t.ID, err)
+		}
+		s.recordIn(ctx, sc, "role.revoked", store.OutcomeSuccess, t.ID, actor.Meta, map[string]string{"role": role, "via": viaTokenRevoked})
+		if err := s.sessions.EndUserSessions(ctx, t.ID); err != nil {
+			return fmt.Errorf("end the sessions of %s: %w", t.ID, err)
+		}
+		return nil
+	}); err != nil {
+		return User{}, err
 	}
 	return s.viewIn(ctx, sc, t.ID)
 }
