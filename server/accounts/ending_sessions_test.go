@@ -14,6 +14,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/app"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/mail"
+	"github.com/portcullis-auth/portcullis/server/mail/mailtest"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/token"
 )
@@ -44,6 +45,36 @@ func (e *endingSessions) EndUserSessions(ctx context.Context, id string) error {
 	return nil
 }
 
+// serviceEnding is an accounts service of the instance (its emails to
+// smtp) whose ending of sessions goes through sessions; deps, when set,
+// changes its dependencies first.
+func serviceEnding(t *testing.T, in *st.Instance, smtp *mailtest.Server, sessions *endingSessions, deps func(*accounts.Deps)) *accounts.Service {
+	t.Helper()
+	hasher, err := app.NewHasher(in.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := mail.NewTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := mail.NewSMTPSender(smtp.URL(), "Portcullis <no-reply@example.com>", mail.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	core := in.App.Core
+	d := accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: sessions, Hasher: hasher, Checker: checker(t, in, hasher),
+		Rules: password.DefaultRules(), Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit}
+	if deps != nil {
+		deps(&d)
+	}
+	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour, VerifyEmailTTL: time.Hour}, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
 // TestChangesEndSessionsAroundThem: the changes that end every session of
 // an account (a password reset, a temporary password, a password change, a
 // deactivation, a deletion, a role's removal) end them before they change
@@ -58,26 +89,9 @@ func TestChangesEndSessionsAroundThem(t *testing.T) {
 	ctx := context.Background()
 	secret := fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
 	root := fx.User(t, "root@example.com", "root long passphrase", "super_admin")
-	hasher, err := app.NewHasher(in.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := mail.NewTemplates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender, err := mail.NewSMTPSender(smtp.URL(), "Portcullis <no-reply@example.com>", mail.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	sessions := &endingSessions{Service: in.App.Tokens}
+	svc := serviceEnding(t, in, smtp, sessions, nil)
 	core := in.App.Core
-	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour, VerifyEmailTTL: time.Hour},
-		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: sessions, Hasher: hasher, Checker: checker(t, in, hasher),
-			Rules: password.DefaultRules(), Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const oldPW, newPW = "the old long passphrase", "a brand new long passphrase"
 	login := func(c *st.Client, email, pw string) *st.Response {
 		return c.PostForm("/oauth2/token", st.PasswordForm(email, pw, ""), st.Basic("web", secret))

@@ -3,14 +3,10 @@ package accounts_test
 import (
 	"context"
 	"testing"
-	"time"
 
-	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
-	"github.com/portcullis-auth/portcullis/server/app"
 	"github.com/portcullis-auth/portcullis/server/clients"
-	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/mail/mailtest"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/tenancy"
@@ -33,27 +29,8 @@ func TestMemberRemovalEndsSessionsAroundIt(t *testing.T) {
 	ctx := context.Background()
 	secret := fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
 	root := fx.User(t, "root@example.com", "root long passphrase", "super_admin")
-	hasher, err := app.NewHasher(in.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := mail.NewTemplates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender, err := mail.NewSMTPSender(smtp.URL(), "Portcullis <no-reply@example.com>", mail.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	sessions := &endingSessions{Service: in.App.Tokens}
-	core := in.App.Core
-	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour, VerifyEmailTTL: time.Hour},
-		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: sessions, Hasher: hasher, Checker: checker(t, in, hasher),
-			Rules: password.DefaultRules(), Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit,
-			Tenancy: tenancy.New(core.Store, core.Policy)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := serviceEnding(t, in, smtp, sessions, func(d *accounts.Deps) { d.Tenancy = tenancy.New(in.App.Core.Store, in.App.Core.Policy) })
 	tn, err := svc.CreateTenant(ctx, actor(root), "acme", "Acme")
 	if err != nil {
 		t.Fatal(err)
