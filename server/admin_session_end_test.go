@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -79,36 +78,15 @@ func TestClientRequestHeldPastTheSessionEndMakesNoClient(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					pr, pwr := io.Pipe()
-					req, err := http.NewRequest(http.MethodPost, e.in.URL+"/admin/clients", pr)
-					if err != nil {
-						t.Fatal(err)
-					}
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("Authorization", "Bearer "+tok)
-					done := make(chan *http.Response, 1)
-					go func() {
-						resp, err := http.DefaultClient.Do(req)
-						if err != nil {
-							t.Error(err)
-						}
-						done <- resp
-					}()
+					send := heldRequest(t, e.in, "/admin/clients", tok)
 					time.Sleep(300 * time.Millisecond) // the headers are in: the bearer check has run
 
 					tc.end(t, u, tok)
 					e.in.Client(t).Get("/admin/clients", st.Bearer(tok)).ExpectError(http.StatusUnauthorized, "invalid_token")
 
-					_, _ = pwr.Write(raw)
-					_ = pwr.Close()
-					resp := <-done
-					if resp == nil {
-						t.FailNow()
-					}
-					answer, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(answer), "invalid_token") {
-						t.Fatalf("the held client request after its session ended: %d %s, want 401 invalid_token", resp.StatusCode, answer)
+					status, answer := send(string(raw))
+					if status != http.StatusUnauthorized || !strings.Contains(string(answer), "invalid_token") {
+						t.Fatalf("the held client request after its session ended: %d %s, want 401 invalid_token", status, answer)
 					}
 					if strings.Contains(string(answer), "pcs_") {
 						t.Fatalf("the refused client's secret was shown: %s", answer)

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"testing"
@@ -88,36 +87,14 @@ func TestKeyRequestHeldPastTheResetMakesNoKey(t *testing.T) {
 					}},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
-					pr, pw := io.Pipe()
-					req, err := http.NewRequest(http.MethodPost, e.in.URL+tc.path, pr)
-					if err != nil {
-						t.Fatal(err)
-					}
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("Authorization", "Bearer "+tc.tok)
-					done := make(chan *http.Response, 1)
-					go func() {
-						resp, err := http.DefaultClient.Do(req)
-						if err != nil {
-							t.Error(err)
-						}
-						done <- resp
-					}()
+					send := heldRequest(t, e.in, tc.path, tc.tok)
 					time.Sleep(300 * time.Millisecond) // the headers are in: the bearer check has run
 
 					tc.end(t)
 					e.in.Client(t).Get("/auth/sessions", st.Bearer(tc.tok)).ExpectError(http.StatusUnauthorized, "invalid_token")
 
-					_, _ = pw.Write([]byte(`{"name":"backdoor","scopes":["projects:read"]}`))
-					_ = pw.Close()
-					resp := <-done
-					if resp == nil {
-						t.FailNow()
-					}
-					body, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusUnauthorized {
-						t.Fatalf("the held key request after its session ended: %d %s, want 401 invalid_token", resp.StatusCode, body)
+					if status, body := send(`{"name":"backdoor","scopes":["projects:read"]}`); status != http.StatusUnauthorized {
+						t.Fatalf("the held key request after its session ended: %d %s, want 401 invalid_token", status, body)
 					}
 					if live := liveKeys(t, e.in, tc.owner); len(live) != 0 {
 						t.Fatalf("keys %v, made with a token whose session had ended, are live", live)

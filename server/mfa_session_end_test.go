@@ -77,6 +77,25 @@ func TestFactorRequestHeldPastTheResetWritesNoFactor(t *testing.T) {
 			mfaReset := func(t *testing.T, u store.User) {
 				d.c.PostJSON("/admin/users/"+u.ID+"/mfa/reset", nil, adm).ExpectStatus(http.StatusNoContent)
 			}
+			// holdPasskeyFinish begins a passkey's registration with tok and
+			// holds its finish, the thief's passkey in its body.
+			holdPasskeyFinish := func(t *testing.T, tok string) func(t *testing.T) (int, []byte) {
+				key, err := passkeystest.New(mfaOrigin)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var opts passkeyOptions
+				d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, st.Bearer(tok)).ExpectStatus(http.StatusOK).JSON(&opts)
+				cred, err := key.Create(opts.Options)
+				if err != nil {
+					t.Fatal(err)
+				}
+				finish := heldRequest(t, d.in, "/auth/mfa/webauthn/register/finish", tok)
+				return func(t *testing.T) (int, []byte) {
+					body, _ := json.Marshal(map[string]any{"handle": opts.Handle, "name": "thief", "credential": json.RawMessage(cred)})
+					return finish(string(body))
+				}
+			}
 			for i, tc := range []struct {
 				name string
 				// withTOTP: the person has an authenticator app before the
@@ -115,40 +134,8 @@ func TestFactorRequestHeldPastTheResetWritesNoFactor(t *testing.T) {
 						return confirm(fmt.Sprintf(`{"code":%q}`, totpNow(t, en.Secret)))
 					}
 				}, "totp"},
-				{"passkey_finish/mfa_reset", true, mfaReset, func(t *testing.T, tok string) func(t *testing.T) (int, []byte) {
-					key, err := passkeystest.New(mfaOrigin)
-					if err != nil {
-						t.Fatal(err)
-					}
-					var opts passkeyOptions
-					d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, st.Bearer(tok)).ExpectStatus(http.StatusOK).JSON(&opts)
-					cred, err := key.Create(opts.Options)
-					if err != nil {
-						t.Fatal(err)
-					}
-					finish := heldRequest(t, d.in, "/auth/mfa/webauthn/register/finish", tok)
-					return func(t *testing.T) (int, []byte) {
-						body, _ := json.Marshal(map[string]any{"handle": opts.Handle, "name": "thief", "credential": json.RawMessage(cred)})
-						return finish(string(body))
-					}
-				}, "webauthn"},
-				{"passkey_finish/password_reset", false, passwordReset, func(t *testing.T, tok string) func(t *testing.T) (int, []byte) {
-					key, err := passkeystest.New(mfaOrigin)
-					if err != nil {
-						t.Fatal(err)
-					}
-					var opts passkeyOptions
-					d.c.PostJSON("/auth/mfa/webauthn/register/begin", nil, st.Bearer(tok)).ExpectStatus(http.StatusOK).JSON(&opts)
-					cred, err := key.Create(opts.Options)
-					if err != nil {
-						t.Fatal(err)
-					}
-					finish := heldRequest(t, d.in, "/auth/mfa/webauthn/register/finish", tok)
-					return func(t *testing.T) (int, []byte) {
-						body, _ := json.Marshal(map[string]any{"handle": opts.Handle, "name": "thief", "credential": json.RawMessage(cred)})
-						return finish(string(body))
-					}
-				}, "webauthn"},
+				{"passkey_finish/mfa_reset", true, mfaReset, holdPasskeyFinish, "webauthn"},
+				{"passkey_finish/password_reset", false, passwordReset, holdPasskeyFinish, "webauthn"},
 				{"recovery_codes/password_reset", true, passwordReset, func(t *testing.T, tok string) func(t *testing.T) (int, []byte) {
 					regenerate := heldRequest(t, d.in, "/auth/mfa/recovery-codes", tok)
 					return func(t *testing.T) (int, []byte) { return regenerate(`{}`) }
