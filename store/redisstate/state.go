@@ -1069,20 +1069,33 @@ func (s *State) queue(revs []store.Revocation) {
 
 // retry writes the queued revocations until Redis takes them.
 func (s *State) retry() {
+	s.retryUntilDone(func(ctx context.Context) bool {
+		err := s.flushPending(ctx)
+		s.pendingMu.Lock()
+		defer s.pendingMu.Unlock()
+		if err == nil && len(s.pending) == 0 {
+			s.retrying = false
+			return true
+		}
+		return false
+	})
+}
+
+// retryUntilDone runs attempt (with a 10 s deadline) after retryPeriod,
+// then after twice as long each time up to maxRetryPeriod, until it
+// reports done: the background retry of the Redis writes (retry) and of
+// the durable log's (retryLog).
+func (s *State) retryUntilDone(attempt func(ctx context.Context) (done bool)) {
 	wait := s.retryPeriod
 	for {
 		t := time.NewTimer(wait)
 		<-t.C
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := s.flushPending(ctx)
+		done := attempt(ctx)
 		cancel()
-		s.pendingMu.Lock()
-		if err == nil && len(s.pending) == 0 {
-			s.retrying = false
-			s.pendingMu.Unlock()
+		if done {
 			return
 		}
-		s.pendingMu.Unlock()
 		wait = min(2*wait, maxRetryPeriod)
 	}
 }
@@ -1104,29 +1117,24 @@ func (s *State) queueUnlogged(revs []store.Revocation) {
 // (recording one again is harmless: the log keeps the later times), then
 // closes drained.
 func (s *State) retryLog(drained chan struct{}) {
-	wait := s.retryPeriod
-	for {
-		t := time.NewTimer(wait)
-		<-t.C
+	s.retryUntilDone(func(ctx context.Context) bool {
 		s.unloggedMu.Lock()
 		batch := slices.Clone(s.unlogged)
 		s.unloggedMu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := s.record(ctx, batch)
-		cancel()
 		s.unloggedMu.Lock()
-		if err == nil {
-			s.unlogged = s.unlogged[len(batch):] // those queued meanwhile stay
-			if len(s.unlogged) == 0 {
-				s.unlogged, s.retryingLog = nil, false
-				close(drained)
-				s.unloggedMu.Unlock()
-				return
-			}
+		defer s.unloggedMu.Unlock()
+		if err != nil {
+			return false
 		}
-		s.unloggedMu.Unlock()
-		wait = min(2*wait, maxRetryPeriod)
-	}
+		s.unlogged = s.unlogged[len(batch):] // those queued meanwhile stay
+		if len(s.unlogged) > 0 {
+			return false
+		}
+		s.unlogged, s.retryingLog = nil, false
+		close(drained)
+		return true
+	})
 }
 
 // Reconcile writes the revocations whose Redis write failed earlier (a
