@@ -246,9 +246,8 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 	}
 	if hint, ok := p["id_token_hint"]; ok {
 		sub, err := env.Hints.VerifyIDTokenHint(hint)
-		var ae *apierr.Error
 		switch {
-		case errors.As(err, &ae) && ae.Code == apierr.ErrTemporarilyUnavailable.Code:
+		case errors.Is(err, apierr.ErrTemporarilyUnavailable):
 			// The keys cannot be used now: the hint is not judged.
 			return nil, req.Fail(ErrTemporarilyUnavailable, "The id_token_hint cannot be checked now; try again shortly.")
 		case err != nil:

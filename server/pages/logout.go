@@ -109,9 +109,8 @@ func (p *Pages) rpLogout(c echo.Context) error {
 	clientID := req.ClientID
 	if req.IDTokenHint != "" {
 		claims, err := p.si.Hints.ParseIDTokenHint(req.IDTokenHint)
-		var ae *apierr.Error
 		switch {
-		case errors.As(err, &ae) && ae.Code == apierr.ErrTemporarilyUnavailable.Code:
+		case errors.Is(err, apierr.ErrTemporarilyUnavailable):
 			return p.fail(c, err) // the keys cannot be used now: the hint is not judged
 		case err != nil:
 			in.HintInvalid = true

@@ -186,9 +186,8 @@ func (s *Service) refusesScopeBeforeRotation(ctx context.Context, sid string, cl
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
 	}
 	user, _, err = s.sessionTenant(ctx, user, fam.TenantID)
-	var ae *apierr.Error
 	switch {
-	case errors.As(err, &ae) && ae.Code == apierr.ErrInvalidGrant.Code:
+	case errors.Is(err, apierr.ErrInvalidGrant):
 		return nil
 	case err != nil:
 		return err
