@@ -123,7 +123,9 @@ type adminWrite struct {
 // an invite of the platform or of an organisation (revoked, its email
 // never sent), a temporary password set on another account (replaced by
 // one nobody holds; the account must still change it), a rotated client
-// secret (rotated again, unseen). With the token live each write stands.
+// secret (rotated again, unseen), an account or an organisation turned
+// back on (off again; a reactivation of one that was on changes nothing
+// and stands). With the token live each write stands.
 // Deterministic: the session ends between the bearer check and the call.
 func TestAdminWriteOfARevokedTokenIsUndone(t *testing.T) {
 	for _, b := range tenantBackends {
@@ -234,6 +236,48 @@ func TestAdminWriteOfARevokedTokenIsUndone(t *testing.T) {
 					// The chosen password signs in (to a session that may only change it).
 					resp := e.in.Client(t).PostForm("/oauth2/token", st.PasswordForm(u.Email, tempPass, ""), st.Basic("web", e.webSecret))
 					return resp.StatusCode == http.StatusOK
+				}},
+				{name: "reactivation", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+					u := e.fx.User(t, email("dormant", n), tenantPass)
+					if _, err := db.UpdateUser(ctx, u.ID, func(u *store.User) error { u.Active = false; return nil }); err != nil {
+						t.Fatal(err)
+					}
+					on := true
+					_, err := svc.UpdateUser(ctx, a, u.ID, accounts.UserPatch{Active: &on})
+					return "", err
+				}, stands: func(t *testing.T, n string) bool {
+					u, err := db.GetUserByEmail(ctx, email("dormant", n))
+					if err != nil {
+						t.Fatal(err)
+					}
+					return u.Active
+				}},
+				{name: "reactivation_held_before", held: true, do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+					u := e.fx.User(t, email("awake", n), tenantPass)
+					on := true
+					_, err := svc.UpdateUser(ctx, a, u.ID, accounts.UserPatch{Active: &on})
+					return "", err
+				}, stands: func(t *testing.T, n string) bool {
+					u, err := db.GetUserByEmail(ctx, email("awake", n))
+					if err != nil {
+						t.Fatal(err)
+					}
+					return u.Active
+				}},
+				{name: "organisation_reactivation", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+					id := e.createTenant(t, "dormant-"+n)
+					if _, err := db.UpdateTenant(ctx, id, func(t *store.Tenant) error { t.Active = false; return nil }); err != nil {
+						t.Fatal(err)
+					}
+					on := true
+					_, err := svc.UpdateTenant(ctx, a, id, accounts.TenantChange{Active: &on})
+					return "", err
+				}, stands: func(t *testing.T, n string) bool {
+					tn, err := db.GetTenantBySlug(ctx, "dormant-"+n)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return tn.Active
 				}},
 				{name: "client_secret_rotation", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
 					e.fx.Client(t, clients.Spec{ID: "rot-" + n, Name: "Rotated", Grants: []string{"client_credentials"}, Scopes: []string{}})

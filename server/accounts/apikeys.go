@@ -227,7 +227,8 @@ const viaTokenRevoked = "token_revoked"
 // client (CreateClient), a client's secret (RotateClientSecret), a machine
 // user (CreateUser), a role or an organisation's membership (grantIn), an
 // invite (createInvite, before its email is sent), another account's
-// temporary password (SetTemporaryPassword). Once
+// temporary password (SetTemporaryPassword), an account or an
+// organisation turned back on (UpdateUser, UpdateTenant). Once
 // the write is done it reads the token's revocation again; while the token
 // stands it returns nil and the write is kept. Else it undoes the write
 // (undo, run even when the request is gone: its context cancelled) and

@@ -476,7 +476,9 @@ func (s *Service) UpdateTenant(ctx context.Context, actor Actor, id string, ch T
 	}
 	// Only the fields sent change, on the row as the store locked it: a
 	// rename racing a deactivation never writes the old flag back.
+	var wasActive bool
 	t, err = s.store.UpdateTenant(ctx, t.ID, func(cur *store.Tenant) error {
+		wasActive = cur.Active
 		if ch.Name != nil {
 			cur.Name = name
 		}
@@ -489,6 +491,28 @@ func (s *Service) UpdateTenant(ctx context.Context, actor Actor, id string, ch T
 		return Tenant{}, storeErr("update organisation", err, errTenantNotFound)
 	}
 	s.recordIn(ctx, sc.inTenantOf(t), "tenant.updated", store.OutcomeSuccess, t.ID, actor.Meta, details)
+	if ch.Active != nil && *ch.Active {
+		// Turning an organisation back on gives its members and clients
+		// their access there again: a token revoked meanwhile keeps none
+		// of it (madeWithLiveToken), and the organisation is off again.
+		if err := s.madeWithLiveToken(ctx, actor, "an organisation's reactivation", func(ctx context.Context) error {
+			if wasActive {
+				return nil // on before: this request turned nothing on
+			}
+			off, err := s.store.UpdateTenant(ctx, t.ID, func(cur *store.Tenant) error {
+				cur.Active = false
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("deactivate organisation %s again: %w", t.ID, err)
+			}
+			s.recordIn(ctx, sc.inTenantOf(off), "tenant.updated", store.OutcomeSuccess, off.ID, actor.Meta,
+				map[string]string{"slug": off.Slug, "active": "false", "via": viaTokenRevoked})
+			return nil
+		}); err != nil {
+			return Tenant{}, err
+		}
+	}
 	return viewTenant(t), nil
 }
 

@@ -85,7 +85,9 @@ type UserPatch struct {
 }
 
 // UpdateUser changes a user the actor may manage (strictly below them, never
-// themself). Deactivation ends every session of the user at once.
+// themself). Deactivation ends every session of the user at once. A
+// reactivation made with a token revoked meanwhile is undone
+// (deactivateAgain) and answers 401.
 func (s *Service) UpdateUser(ctx context.Context, actor Actor, id string, p UserPatch) (User, error) {
 	if p.Active == nil && p.Name == nil {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("Nothing to change: give active or name.")
@@ -147,7 +149,35 @@ func (s *Service) UpdateUser(ctx context.Context, actor Actor, id string, p User
 	if oldName != u.Name {
 		s.record(ctx, "user.updated", store.OutcomeSuccess, a.ID, u.ID, actor.Meta, map[string]string{"fields": "name"})
 	}
+	if p.Active != nil && *p.Active {
+		if err := s.madeWithLiveToken(ctx, actor, "a reactivation", func(ctx context.Context) error {
+			if wasActive {
+				return nil // on before: this request turned nothing on
+			}
+			return s.deactivateAgain(ctx, a.ID, u.ID, actor.Meta)
+		}); err != nil {
+			return User{}, err
+		}
+	}
 	return ViewUser(u), nil
+}
+
+// deactivateAgain is the undo of a reactivation made with a token revoked
+// meanwhile (madeWithLiveToken): the account is turned off again, through
+// endingSessions as any deactivation, so that a session started while it
+// was on ends too (user.deactivated via token_revoked).
+func (s *Service) deactivateAgain(ctx context.Context, actorID, userID string, m Meta) error {
+	if err := s.endingSessions(ctx, userID, "deactivation", func() error {
+		_, err := s.store.UpdateUser(ctx, userID, func(u *store.User) error {
+			u.Active = false
+			return nil
+		})
+		return err
+	}); err != nil {
+		return fmt.Errorf("deactivate %s again: %w", userID, err)
+	}
+	s.record(ctx, "user.deactivated", store.OutcomeSuccess, actorID, userID, m, map[string]string{"via": viaTokenRevoked})
+	return nil
 }
 
 // DeleteUser removes a user the actor may manage and their personal data for
