@@ -40,9 +40,13 @@ func newCodeEnv(t *testing.T, alg string) *codeEnv {
 	code := []string{GrantAuthorizationCode, GrantRefreshToken}
 	e.dir = &fakeDirectory{
 		clients: map[string]store.Client{
-			"web":       {ID: "web", SecretHash: HashSecret("s3cret"), Grants: code, RedirectURIs: []string{testRedirect}},
-			"spa":       {ID: "spa", Public: true, FirstParty: true, Grants: code, RedirectURIs: []string{"http://127.0.0.1/cb"}},
-			"other":     {ID: "other", SecretHash: HashSecret("s3cret"), Grants: code, RedirectURIs: []string{testRedirect}},
+			"web":   {ID: "web", SecretHash: HashSecret("s3cret"), Grants: code, RedirectURIs: []string{testRedirect}},
+			"spa":   {ID: "spa", Public: true, FirstParty: true, Grants: code, RedirectURIs: []string{"http://127.0.0.1/cb"}},
+			"other": {ID: "other", SecretHash: HashSecret("s3cret"), Grants: code, RedirectURIs: []string{testRedirect}},
+			// recreated was deleted and created again under its id 500 ms
+			// after the clock's start.
+			"recreated": {ID: "recreated", SecretHash: HashSecret("s3cret"), Grants: code, RedirectURIs: []string{testRedirect},
+				CreatedAt: e.clock.Now().Add(500 * time.Millisecond)},
 			"pwonly":    {ID: "pwonly", SecretHash: HashSecret("s3cret"), Grants: []string{GrantPassword}},
 			"norefresh": {ID: "norefresh", SecretHash: HashSecret("s3cret"), Grants: []string{GrantAuthorizationCode}, RedirectURIs: []string{testRedirect}},
 		},
@@ -146,6 +150,12 @@ func TestAuthorizationCodeRedemption(t *testing.T) {
 		{name: "fail/unknown code", client: "web", kv: []string{"code", "nope"}, err: "invalid_grant"},
 		{name: "fail/expired code", client: "web", before: func(e *codeEnv) { e.clock.Add(61 * time.Second) }, err: "invalid_grant"},
 		{name: "fail/issued to another client", client: "other", err: "invalid_grant"},
+		{name: "fail/issued to a deleted client of the same id", client: "recreated", mod: func(c *AuthCode) {
+			c.ClientID, c.IssuedAt = "recreated", c.IssuedAt.Add(499*time.Millisecond)
+		}, err: "invalid_grant"},
+		{name: "ok/issued in the millisecond the client was created", client: "recreated", mod: func(c *AuthCode) {
+			c.ClientID, c.IssuedAt = "recreated", c.IssuedAt.Add(500*time.Millisecond+999*time.Microsecond)
+		}},
 		{name: "fail/redirect_uri differs", client: "web", kv: []string{"redirect_uri", testRedirect + "/"}, err: "invalid_grant"},
 		{name: "fail/redirect_uri missing", client: "web", kv: []string{"redirect_uri", ""}, err: "invalid_grant"},
 		{name: "fail/redirect_uri unregistered when omitted at authorize", client: "web", mod: func(c *AuthCode) { c.RedirectURI = "" },
@@ -577,4 +587,35 @@ func TestCodeRedemptionFromTheAccountSnapshot(t *testing.T) {
 			t.Fatalf("account reads %d, want 1", e.dir.userReads)
 		}
 	})
+}
+
+// TestIssuedTo: what a client was given belongs to it only when issued
+// since it was created, to the millisecond; an access token's iat (whole
+// seconds) counts as the last instant of its second, so a token of the
+// client's first second is its own and one of the second before is not.
+func TestIssuedTo(t *testing.T) {
+	created := time.Date(2026, 12, 7, 10, 0, 0, 500_400_000, time.UTC)
+	cases := []struct {
+		name     string
+		created  time.Time
+		clientID string
+		at       time.Time
+		want     bool
+	}{
+		{"ok/after", created, "app", created.Add(time.Hour), true},
+		{"ok/same_millisecond", created, "app", created.Truncate(time.Millisecond), true},
+		{"ok/token_of_the_first_second", created, "app", latestIn(created.Unix()), true},
+		{"ok/record_without_creation_time", time.Time{}, "app", created, true},
+		{"fail/millisecond_before", created, "app", created.Truncate(time.Millisecond).Add(-time.Nanosecond), false},
+		{"fail/token_of_the_second_before", created, "app", latestIn(created.Unix() - 1), false},
+		{"fail/other_client", created, "other", created.Add(time.Hour), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			client := store.Client{ID: "app", CreatedAt: tc.created}
+			if got := issuedTo(client, tc.clientID, tc.at); got != tc.want {
+				t.Fatalf("issuedTo(%v, %q, %v) = %v, want %v", tc.created, tc.clientID, tc.at, got, tc.want)
+			}
+		})
+	}
 }

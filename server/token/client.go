@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
@@ -53,6 +54,25 @@ func (s *Service) LookupClient(ctx context.Context, id string) (store.Client, er
 	}
 	return c, nil
 }
+
+// issuedTo reports whether what was issued at issuedAt to the client named
+// clientID (a refresh token's session, a code, an access token) belongs to
+// client: the same id, and issued since this client was created. A client
+// deleted and created again under its id (an operator cutting off stolen
+// tokens, then restoring the app; an organisation's admin taking a
+// deleted platform client's id) inherits none of what the deleted one
+// was given: its sessions would otherwise refresh again, under the new
+// client's settings. Compared to the millisecond, the grain of the token
+// state's times; an instance whose clock runs behind the one that created
+// the client refuses, for that difference, what it issues right after.
+func issuedTo(client store.Client, clientID string, issuedAt time.Time) bool {
+	return clientID == client.ID && !issuedAt.Before(client.CreatedAt.Truncate(time.Millisecond))
+}
+
+// latestIn is the last instant of the whole second an access token's iat
+// names: what issuedTo compares for a token whose time has no finer grain,
+// so that a token issued in its client's first second is not refused.
+func latestIn(iat int64) time.Time { return time.Unix(iat+1, 0).Add(-time.Nanosecond) }
 
 // RequireConfidential answers invalid_client for public clients (introspection).
 func RequireConfidential(c store.Client) error {

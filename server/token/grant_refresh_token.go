@@ -74,7 +74,7 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	default:
 		return Response{}, invalid
 	}
-	if fam.ClientID != client.ID {
+	if !issuedTo(client, fam.ClientID, fam.CreatedAt) {
 		// A token presented by a client it was not issued to is compromised.
 		if err := s.endRefused(ctx, fam, client, meta, now, familyEnd{outcome: store.OutcomeFailure,
 			reason: "refresh token presented by another client"}); err != nil {
@@ -175,7 +175,7 @@ func (s *Service) refusesScopeBeforeRotation(ctx context.Context, sid string, cl
 		return nil
 	case err != nil:
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("read the refresh token's session: %w", err))
-	case fam.ClientID != client.ID:
+	case !issuedTo(client, fam.ClientID, fam.CreatedAt):
 		return nil
 	}
 	user, err := s.users.GetUser(ctx, fam.UserID)
