@@ -107,19 +107,28 @@ func (s *Server) accessLog() echo.MiddlewareFunc {
 	}
 }
 
-var sensitiveParams = map[string]bool{
-	"token": true, "access_token": true, "refresh_token": true, "id_token": true, "code": true,
-	"password": true, "client_secret": true, "secret": true, "new_password": true, "current_password": true,
-	"request_uri": true, // a pushed request's single-use reference (RFC 9126)
-	// Sign-in and logout requests: an id token (personal data, and what
-	// makes a logout trusted), the person's email address, and the values
-	// that bind a response to the browser that asked.
-	"id_token_hint": true, "login_hint": true, "logout_hint": true, "state": true, "nonce": true,
-	"code_verifier": true,
+// publicParams are the query parameters whose values the access log keeps:
+// they name what was asked (a client, a flow, a page of a list) and carry
+// no credential and no personal data. Every other value is replaced, so a
+// parameter that carries a secret is hidden whether or not anyone thought
+// of it: a token, a code, a password or client secret, an API key or an
+// upstream id token sent as subject_token, an mfa_token, a one-time or
+// recovery code, a request object or a pending sign-in's id (request), a
+// hint naming a person, the state and nonce that bind a response to its
+// browser, a search for people (q) — and any name a client invents.
+var publicParams = map[string]bool{
+	"client_id": true, "response_type": true, "response_mode": true, "scope": true, "redirect_uri": true,
+	"post_logout_redirect_uri": true, "prompt": true, "max_age": true, "display": true, "ui_locales": true,
+	"acr_values": true, "code_challenge_method": true, "grant_type": true, "token_type_hint": true,
+	"subject_token_type": true, "requested_token_type": true, "resource": true, "audience": true,
+	"error": true, "error_description": true, "error_uri": true, "iss": true,
+	"cursor": true, "limit": true, "since": true, "until": true, "action": true, "outcome": true,
+	"actor_id": true, "target_id": true, "kind": true, "status": true, "tenant": true, "provider": true,
 }
 
-// RedactQuery replaces the values of sensitive query parameters (token,
-// password, secrets) with "REDACTED". Unparseable queries are dropped whole.
+// RedactQuery keeps the values of the public query parameters
+// (publicParams) and replaces every other value with "REDACTED".
+// Unparseable queries are dropped whole.
 func RedactQuery(raw string) string {
 	if raw == "" {
 		return ""
@@ -129,7 +138,7 @@ func RedactQuery(raw string) string {
 		return "[unparseable query redacted]"
 	}
 	for k := range vals {
-		if sensitiveParams[strings.ToLower(k)] {
+		if !publicParams[strings.ToLower(k)] {
 			for i := range vals[k] {
 				vals[k][i] = "REDACTED"
 			}
