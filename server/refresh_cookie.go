@@ -163,9 +163,10 @@ func (s *Server) writeTokens(c echo.Context, svc *token.Service, a tokenAnswer, 
 }
 
 // tokenEndpoint is POST /oauth2/token. For a cookie client (after Guard),
-// grant_type=refresh_token without refresh_token takes the cookie's, and
-// an issued refresh token goes into the cookie, never the body
-// (writeTokens).
+// grant_type=refresh_token without refresh_token takes the cookie's (the
+// grant then refuses another client's token without ending its session:
+// token.TokenRequest.RefreshFromCookie), and an issued refresh token goes
+// into the cookie, never the body (writeTokens).
 func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		params, cred, err := s.clientForm(c)
@@ -176,15 +177,17 @@ func (s *Server) tokenEndpoint(svc *token.Service) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		fromCookie := false
 		if to.byCookie && params["grant_type"] == token.GrantRefreshToken && params["refresh_token"] == "" {
 			if rt := rtcookie.Read(c.Request(), to.secure); rt != "" {
-				params["refresh_token"] = rt
+				params["refresh_token"], fromCookie = rt, true
 			}
 		}
 		req, err := token.ParseTokenRequest(params, cred)
 		if err != nil {
 			return err
 		}
+		req.RefreshFromCookie = fromCookie
 		resp, err := svc.Exchange(c.Request().Context(), req, meta(c))
 		if err != nil {
 			return err

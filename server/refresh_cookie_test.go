@@ -437,6 +437,66 @@ func TestRefreshCookieConcurrentTabs(t *testing.T) {
 	}
 }
 
+// TestRefreshCookieTwoClientsShareOneCookie: two cookie clients of one
+// issuer share the one cookie, so after a login to app B the cookie holds
+// B's refresh token when app A refreshes. A's refresh with it answers 400
+// invalid_grant, sets no cookie and leaves B's session as it was: B's token
+// is still current and B refreshes with it. Before, the grant rotated B's
+// family and then ended it as theft ("presented by another client"), so two
+// apps signed each other out, and a script on either's origin could end the
+// other's sessions at will. B's token sent by A in the body is still theft
+// evidence: it answers the same and ends B's session.
+func TestRefreshCookieTwoClientsShareOneCookie(t *testing.T) {
+	t.Parallel()
+	const otherOrigin, otherClient = "https://other.example.test", "spa-b"
+	bHeaders := map[string]string{"Origin": otherOrigin, rtcookie.CSRFHeader: "1", "Sec-Fetch-Site": "same-site"}
+	cases := []struct {
+		name    string
+		send    func(e cookieEnv, rtB string) *st.Response // app A's refresh, B's token at hand
+		bLives  bool
+		because string
+	}{
+		{"ok/the cookie holds B's token", func(e cookieEnv, rtB string) *st.Response {
+			return e.post("/oauth2/token", cookieRefreshForm(), spaHeaders(), rtB)
+		}, true, "a clash in the shared cookie is no theft"},
+		{"fail/B's token in the body", func(e cookieEnv, rtB string) *st.Response {
+			f := cookieRefreshForm()
+			f.Set("refresh_token", rtB)
+			return e.post("/oauth2/token", f, spaHeaders(), "")
+		}, false, "another client's token sent on purpose is theft"},
+	}
+	for _, b := range cookieBackends() {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newCookieEnv(t, b)
+			st.NewFixtures(t, e.in.App.Core).Client(t, clients.Spec{ID: otherClient, Public: true,
+				RefreshTokenDelivery: store.RefreshDeliveryCookie, AllowedOrigins: []string{otherOrigin}, RefreshReuseGrace: cookieGrace})
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					form := st.PasswordForm(userEmail, userPass, "")
+					form.Set("client_id", otherClient)
+					_, rtB := cookieAnswer(t, e.post("/oauth2/token", form, bHeaders, ""), e.in.Config.RefreshMaxAge)
+					r := tc.send(e, rtB).ExpectError(400, "invalid_grant")
+					if sc := r.Header.Values("Set-Cookie"); len(sc) != 0 {
+						t.Fatalf("app A's refused refresh set %q", sc)
+					}
+					if got := e.isCurrent(t, rtB); got != tc.bLives {
+						t.Fatalf("B's token current after A's refresh: %v, want %v (%s)", got, tc.bLives, tc.because)
+					}
+					bRefresh := e.post("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "client_id": {otherClient}}, bHeaders, rtB)
+					if !tc.bLives {
+						bRefresh.ExpectError(400, "invalid_grant")
+						return
+					}
+					if _, next := cookieAnswer(t, bRefresh, e.in.Config.RefreshMaxAge); next == rtB {
+						t.Fatal("B's own refresh did not rotate its token")
+					}
+				})
+			}
+		})
+	}
+}
+
 // TestRefreshCookieNeedsGrace: while PORTCULLIS_REFRESH_REUSE_GRACE is under
 // 2 s, creating a cookie client answers 400 invalid_request naming the
 // setting (admin API; CLI through the same service), and serve refuses to

@@ -60,6 +60,14 @@ type RotateRequest struct {
 	NextSealed []byte
 	Now        time.Time
 	Grace      time.Duration
+	// ClientID, when set, is the client the presented token must belong
+	// to: a family issued to another client answers RotateInvalid and
+	// nothing changes (no rotation, no reuse detected, no revocation).
+	// The refresh-token cookie is one for every cookie client, so it may
+	// hold another app's token: that is no evidence of theft, and this
+	// check costs the rotation no round trip of its own. Empty: any client
+	// (the caller compares and judges after the rotation).
+	ClientID string
 }
 
 // RotateOutcome says what a rotation did.
@@ -68,8 +76,9 @@ type RotateOutcome int
 // Rotation outcomes.
 const (
 	// RotateInvalid: unknown family or token, expired (idle or absolute) or revoked family (see
-	// TokenState.RotateRefresh). Nothing changed, except that a family found revoked through its
-	// session or user is then ended.
+	// TokenState.RotateRefresh), or a family of another client than RotateRequest.ClientID.
+	// Nothing changed, except that a family found revoked through its session or user is then
+	// ended.
 	RotateInvalid RotateOutcome = iota
 	// RotateOK: the presented token was current; NextHash is now current.
 	RotateOK

@@ -121,7 +121,8 @@ func (f *fakeState) RotateRefresh(_ context.Context, req store.RotateRequest) (s
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r, ok := f.fams[req.FamilyID]
-	if !ok || r.revoked || !bytes.Equal(r.current, req.PresentedHash) {
+	if !ok || r.revoked || !bytes.Equal(r.current, req.PresentedHash) ||
+		(req.ClientID != "" && r.fam.ClientID != req.ClientID) {
 		return store.RotateResult{Outcome: store.RotateInvalid}, nil
 	}
 	r.current = req.NextHash

@@ -38,10 +38,22 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	if err != nil {
 		return Response{}, apierr.ErrServer.WithCause(fmt.Errorf("seal successor: %w", err))
 	}
-	res, err := s.state.RotateRefresh(ctx, store.RotateRequest{
+	rotation := store.RotateRequest{
 		FamilyID: sid, PresentedHash: HashSecret(req.RefreshToken), NextHash: HashSecret(next), NextSealed: sealed,
 		Now: now, Grace: s.cfg.RefreshReuseGrace,
-	})
+	}
+	if req.RefreshFromCookie {
+		// Every cookie client shares one cookie: the last app signed in to
+		// put its token there, and another app's refresh presents it
+		// without anyone's doing. That is no evidence of theft, so the
+		// token state refuses another client's family (RotateInvalid:
+		// invalid_grant) leaving it as it was, in the rotation's own round
+		// trip. It compares ids: a family of a deleted client whose id was
+		// given again is still ended below (issuedTo), as is another
+		// client's token sent in the body, which is theft evidence.
+		rotation.ClientID = client.ID
+	}
+	res, err := s.state.RotateRefresh(ctx, rotation)
 	if err != nil {
 		if res.Outcome != store.RotateReuseDetected {
 			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("rotate refresh token: %w", err))

@@ -48,6 +48,11 @@ type TokenRequest struct {
 	Username     string
 	Password     string
 	RefreshToken string
+	// RefreshFromCookie is true when RefreshToken was read from the
+	// refresh-token cookie, not sent in the body: that cookie is one for
+	// every cookie client, so it may hold another app's token, presented
+	// without the client's doing (refreshGrant).
+	RefreshFromCookie bool
 	// Code, RedirectURI and CodeVerifier are the authorization_code grant's
 	// parameters (RFC 6749 §4.1.3, RFC 7636 §4.5); RedirectURI is "" when
 	// not sent.

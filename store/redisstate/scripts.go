@@ -116,7 +116,9 @@ const (
 )
 
 // rotateScript: KEYS fam, used; ARGV presented hash, next hash, next sealed,
-// now ms, grace ms. Returns {outcome} for invalid, otherwise
+// now ms, grace ms, the client the family must belong to ("" for any: a
+// family of another client is invalid, left as it was). Returns {outcome}
+// for invalid, otherwise
 // {outcome, user, client, scope, requested scope, created, abs expiry,
 // idle ttl, auth time, amr, sealed successor (empty unless a grace replay),
 // tenant id, browser session lineage} (a family written before auth times
@@ -140,12 +142,12 @@ var rotateScript = redis.NewScript(rotateLua + `return rotate(nil)`)
 // revocation set (with "\n" where the user id goes).
 var rotateOnOneNodeScript = redis.NewScript(rotateLua + userVersionLua + userKeyLua + sessionRevokedLua + revokeFamilyLua + `
 local r = rotate(function(uid, at)
-  local v = sessionRevoked(ARGV[9], ARGV[10], ARGV[11], uid, at)
+  local v = sessionRevoked(ARGV[10], ARGV[11], ARGV[12], uid, at)
   if v == 1 then revokeFamily(KEYS[1]) end
   return v
 end)
 if r[1] > 0 and r[1] < 4 and r[2] then
-  table.insert(r, userVersion(userKeyOf(ARGV[6], r[2]), ARGV[7], ARGV[8]))
+  table.insert(r, userVersion(userKeyOf(ARGV[7], r[2]), ARGV[8], ARGV[9]))
 end
 return r
 `)
@@ -251,7 +253,9 @@ end
 // rotateLua defines rotate(revoked): rotateScript's work. revoked, when
 // not nil, is called with the user id and auth time of a live family
 // before anything changes: a non-zero answer (sessionRevoked's, -1 or 1)
-// ends the rotation with {-1} or {4}.
+// ends the rotation with {-1} or {4}. A family of another client than
+// ARGV[6] (when not "") is invalid before that: nothing is read or changed
+// on its account.
 const rotateLua = presentedLua + `
 local function rotate(revoked)
   local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
@@ -268,6 +272,7 @@ local function rotate(revoked)
   if it > 0 and now >= ix then return {0} end
   local p = ARGV[1]
   if p == '' then return {0} end
+  if ARGV[6] ~= '' and f[10] ~= ARGV[6] then return {0} end
   if revoked then
     local v = revoked(f[9] or '', at)
     if v == -1 then return {-1} end

@@ -595,7 +595,7 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 		grace = 0
 	}
 	keys := []string{s.famKey(req.FamilyID), s.usedKey(req.FamilyID)}
-	args := []any{req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace}
+	args := []any{req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace, req.ClientID}
 	if s.cluster { // the user's version and the revocation set are in other slots
 		return s.rotateOnCluster(ctx, req, scriptCall{rotateScript, keys, args})
 	}

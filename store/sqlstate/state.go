@@ -396,7 +396,9 @@ func loadFamily(tx *gorm.DB, id string) (f familyRow, sessionRevoked, found bool
 // rotates it. A family that is revoked or expired (Now at or past its
 // absolute expiry, or at or past its idle expiry) answers RotateInvalid for
 // every token; so does one whose session is revoked, or whose user's
-// cut-off is at or after its auth time, and it is then marked revoked.
+// cut-off is at or after its auth time, and it is then marked revoked. A
+// family of another client than req.ClientID (when set) answers
+// RotateInvalid too, and is left as it was.
 func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (store.RotateResult, error) {
 	if req.FamilyID == "" || len(req.PresentedHash) == 0 {
 		return store.RotateResult{Outcome: store.RotateInvalid}, nil
@@ -413,7 +415,7 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 			if err != nil || !found {
 				return err
 			}
-			if !f.live(now) {
+			if !f.live(now) || (req.ClientID != "" && f.ClientID != req.ClientID) {
 				return nil
 			}
 			if sessionRevoked {

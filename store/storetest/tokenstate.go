@@ -51,6 +51,9 @@ import (
 //   - CreateFamilyAndCheck creates as CreateFamily does and answers the
 //     check as read once the family exists;
 //   - with a Grace of zero the sealed successor is never stored;
+//   - a rotation naming another client than the family's answers
+//     RotateInvalid for every token, the current, a grace replay and a
+//     rotated one alike, and changes nothing (no reuse is detected);
 //   - revocations are kept for Config.Horizon.
 func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	t.Helper()
@@ -67,6 +70,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"fail/older_rotated_token_is_reuse", testOlderTokenReuse},
 		{"fail/unknown_hash_is_invalid_and_keeps_family", testUnknownHash},
 		{"fail/unknown_family", testUnknownFamily},
+		{"fail/other_client_changes_nothing", testOtherClientChangesNothing},
 		{"fail/idle_expiry", testIdleExpiry},
 		{"fail/absolute_expiry", testAbsoluteExpiry},
 		{"ok/revoke_family", testRevokeFamily},
@@ -458,6 +462,41 @@ func testUnknownHash(t *testing.T, st store.TokenState) {
 	// Also after a rotation, a random hash changes nothing.
 	wantInvalid(t, st, "random hash after rotation", fam.ID, newToken(), base.Add(3*time.Second))
 	mustRotate(t, st, fam.ID, t2, base.Add(4*time.Second))
+}
+
+// rotateAs is rotate for a rotation that names the client the family must
+// belong to (RotateRequest.ClientID).
+func rotateAs(t *testing.T, st store.TokenState, client, famID string, presented token, now time.Time, grace time.Duration) store.RotateResult {
+	t.Helper()
+	next := newToken()
+	res, err := st.RotateRefresh(ctx(t), store.RotateRequest{
+		FamilyID: famID, PresentedHash: presented.hash, NextHash: next.hash, NextSealed: next.sealed,
+		Now: now, Grace: grace, ClientID: client,
+	})
+	if err != nil {
+		t.Fatalf("RotateRefresh as %s: %v", client, err)
+	}
+	return res
+}
+
+func testOtherClientChangesNothing(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	t1 := create(t, st, fam)
+	const other = "another-client"
+	wantOutcome(t, "current token, another client", rotateAs(t, st, other, fam.ID, t1, base.Add(time.Second), time.Minute), store.RotateInvalid)
+	wantLive(t, st, "family after another client's rotation", fam, t1, base.Add(time.Second), true)
+	// The family's own client rotates it as always.
+	res := rotateAs(t, st, fam.ClientID, fam.ID, t1, base.Add(2*time.Second), time.Minute)
+	wantOutcome(t, "current token, its own client", res, store.RotateOK)
+	wantFamily(t, res.Family, fam)
+	// The replaced token, in grace: no successor for another client.
+	wantOutcome(t, "grace replay, another client", rotateAs(t, st, other, fam.ID, t1, base.Add(3*time.Second), time.Minute), store.RotateInvalid)
+	// Outside grace, the replaced token is reuse, but not for another client.
+	wantOutcome(t, "rotated token, another client", rotateAs(t, st, other, fam.ID, t1, base.Add(time.Hour), time.Minute), store.RotateInvalid)
+	wantRevoked(t, st, "session after another client's rotations", store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID}, false)
+	// Its own client's presentation of the replaced token is still reuse.
+	wantOutcome(t, "rotated token, its own client", rotateAs(t, st, fam.ClientID, fam.ID, t1, base.Add(time.Hour), time.Minute), store.RotateReuseDetected)
 }
 
 func testUnknownFamily(t *testing.T, st store.TokenState) {
