@@ -579,7 +579,7 @@ func TestConsoleCookieOverHTTPS(t *testing.T) {
 // console's included, is refused (403) without its CSRF token, even from a
 // browser signed in to the console and the pages; the POSTs without one are
 // the API's, the authorization request and RP-initiated logout, which only
-// shows the page asking to confirm (the session stays).
+// leads to the page asking to confirm (the session stays).
 func TestEveryPageFormNeedsCSRF(t *testing.T) {
 	t.Parallel()
 	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
@@ -607,9 +607,13 @@ func TestEveryPageFormNeedsCSRF(t *testing.T) {
 		body := url.Values{"decision": {"logout"}, "name": {"x"}, "email": {"x@example.com"}, "role": {"user"}, "client_id": {"web"},
 			"user_id": {root.ID}, "username": {root.Email}, "password": {consolePassword}}.Encode()
 		resp := c.Do(r.Method, path, []byte(body), "application/x-www-form-urlencoded", browser)
-		if r.Path == "/oauth2/logout" {
-			if resp.StatusCode != http.StatusOK || !strings.Contains(string(resp.Body), "Sign out?") {
-				t.Fatalf("RP-initiated logout without an ID token: %d, want the page asking to confirm:\n%s", resp.StatusCode, resp.Body)
+		if r.Path == "/oauth2/logout" { // held, and decided at the GET it answers with
+			loc := resp.Header.Get("Location")
+			if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/logout?request=") {
+				t.Fatalf("RP-initiated logout POSTed: %d Location %q, want 303 to /logout?request=…", resp.StatusCode, loc)
+			}
+			if page := c.Get(loc, browser); page.StatusCode != http.StatusOK || !strings.Contains(string(page.Body), "Sign out?") {
+				t.Fatalf("RP-initiated logout without an ID token: %d, want the page asking to confirm:\n%s", page.StatusCode, page.Body)
 			}
 			continue
 		}

@@ -224,7 +224,8 @@ var logoutModules = []struct {
 			t.Fatal(err)
 		}
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		expectPostLogoutRedirect(t, siDo(t, l.hc, req, body), "posted")
+		// Held, then decided at the GET it answers with (TestRPLogoutCrossSitePost).
+		expectPostLogoutRedirect(t, l.followHop(t, l.hc, siDo(t, l.hc, req, body)), "posted")
 		l.expectSignedOut(t)
 	}},
 	{"portcullis-logout-repeated-parameter", func(t *testing.T, l *logoutEnv) {
@@ -401,6 +402,128 @@ func TestBackchannelLogoutConformance(t *testing.T) {
 					oauth2.SetAuthURLParam("prompt", "none")))
 				expectError(t, r, "after", "login_required")
 			})
+		})
+	}
+}
+
+// laxWithheld is a browser's cookie jar as seen by a form posted from
+// another site: the browser's own cookies (what the answer sets is kept in
+// them), but none sent, as browsers withhold SameSite=Lax cookies from a
+// cross-site POST.
+type laxWithheld struct{ http.CookieJar }
+
+func (laxWithheld) Cookies(*url.URL) []*http.Cookie { return nil }
+
+// crossSitePost posts form to the end_session_endpoint from the relying
+// party's page in hc's browser: form-serialised (RP-Initiated Logout §2),
+// without the browser's session cookie.
+func (l *logoutEnv) crossSitePost(t *testing.T, hc *http.Client, form string) siPage {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, l.logoutURL(nil), strings.NewReader(form))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://rp.example")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	post := &http.Client{Jar: laxWithheld{hc.Jar}, Timeout: hc.Timeout, CheckRedirect: hc.CheckRedirect}
+	return siDo(t, post, req, []byte(form))
+}
+
+// followHop follows the answer to a POSTed logout request as the browser
+// does: a 303 to Portcullis's own GET /logout, which carries the cookie.
+func (l *logoutEnv) followHop(t *testing.T, hc *http.Client, p siPage) siPage {
+	t.Helper()
+	loc, err := p.Request.URL.Parse(p.Header.Get("Location"))
+	if p.StatusCode != http.StatusSeeOther || err != nil || loc.Scheme+"://"+loc.Host+loc.Path != l.d.in.URL+"/logout" ||
+		loc.Query().Get("request") == "" || len(loc.Query()) != 1 {
+		t.Fatalf("want a 303 to this server's /logout?request=…, got %d Location %q:\n%s", p.StatusCode, p.Header.Get("Location"), p.body)
+	}
+	return siGet(t, hc, loc.String())
+}
+
+// TestRPLogoutCrossSitePost: a logout request form-posted from the relying
+// party's site, which carries no SameSite=Lax session cookie, is held and
+// answered with a 303 to this server's GET /logout?request=…; that GET
+// carries the cookie and is decided as a GET of the same parameters would
+// be: a valid hint with a registered URI ends the session (the grant's
+// refresh token refused) and goes back with state, a valid hint alone shows
+// the signed-out page, client_id alone asks first. A browser with no
+// session is sent back as before and ends no one else's; a repeated
+// parameter is refused at the POST; a held request is used once, and an
+// unknown one is refused, neither ending the session. Before, the POST
+// decided without the cookie, ended nothing on the server and redirected as
+// if it had.
+func TestRPLogoutCrossSitePost(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, l *logoutEnv)
+	}{
+		{"ok/hint_and_registered_uri", func(t *testing.T, l *logoutEnv) {
+			p := l.crossSitePost(t, l.hc, url.Values{"id_token_hint": {l.login.raw}, "post_logout_redirect_uri": {siPostLogout},
+				"state": {"po st&ed"}}.Encode())
+			expectPostLogoutRedirect(t, l.followHop(t, l.hc, p), "po st&ed")
+			l.expectSignedOut(t)
+		}},
+		{"ok/hint_only", func(t *testing.T, l *logoutEnv) {
+			p := l.crossSitePost(t, l.hc, url.Values{"id_token_hint": {l.login.raw}}.Encode())
+			expectSignedOutPage(t, l.followHop(t, l.hc, p))
+			l.expectSignedOut(t)
+		}},
+		{"ok/client_id_asks_first", func(t *testing.T, l *logoutEnv) {
+			p := l.crossSitePost(t, l.hc, url.Values{"client_id": {"first"}, "post_logout_redirect_uri": {siPostLogout},
+				"state": {"asked"}}.Encode())
+			expectPostLogoutRedirect(t, l.expectConfirmation(t, l.followHop(t, l.hc, p)), "asked")
+			l.expectSignedOut(t)
+		}},
+		{"ok/no_session_in_this_browser", func(t *testing.T, l *logoutEnv) {
+			other := siBrowser(t)
+			p := l.crossSitePost(t, other, url.Values{"id_token_hint": {l.login.raw}, "post_logout_redirect_uri": {siPostLogout},
+				"state": {"none"}}.Encode())
+			expectPostLogoutRedirect(t, l.followHop(t, other, p), "none")
+			l.expectSignedIn(t)
+		}},
+		{"fail/repeated_parameter", func(t *testing.T, l *logoutEnv) {
+			p := l.crossSitePost(t, l.hc, "id_token_hint="+l.login.raw+"&state=a&state=b")
+			if p.StatusCode != http.StatusBadRequest || p.Header.Get("Location") != "" {
+				t.Fatalf("repeated state: %d (Location %q)", p.StatusCode, p.Header.Get("Location"))
+			}
+			l.expectSignedIn(t)
+		}},
+		{"fail/held_request_used_twice", func(t *testing.T, l *logoutEnv) {
+			other := siBrowser(t)
+			p := l.crossSitePost(t, other, url.Values{"id_token_hint": {l.login.raw}, "post_logout_redirect_uri": {siPostLogout}}.Encode())
+			expectPostLogoutRedirect(t, l.followHop(t, other, p), "")
+			again := l.followHop(t, l.hc, p) // the same link, now in the signed-in browser
+			if again.StatusCode != http.StatusBadRequest || again.Header.Get("Location") != "" {
+				t.Fatalf("a held request taken twice: %d (Location %q)", again.StatusCode, again.Header.Get("Location"))
+			}
+			l.expectSignedIn(t)
+		}},
+		{"fail/unknown_request", func(t *testing.T, l *logoutEnv) {
+			p := siGet(t, l.hc, l.d.in.URL+"/logout?request="+strings.Repeat("A", 22))
+			if p.StatusCode != http.StatusBadRequest || p.Header.Get("Location") != "" {
+				t.Fatalf("an unknown held request: %d (Location %q)", p.StatusCode, p.Header.Get("Location"))
+			}
+			l.expectSignedIn(t)
+		}},
+	}
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b)
+			fx := st.NewFixtures(t, d.in.App.Core)
+			for i, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
+					email := fmt.Sprintf("xpost%d@example.com", i)
+					fx.User(t, email, siPassword, "user")
+					e := &oidccEnv{d: d, mode: "query", hc: siBrowser(t), email: email}
+					conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+					l := &logoutEnv{oidccEnv: e, conf: conf, login: e.signIn(t, conf)}
+					tc.run(t, l)
+				})
+			}
 		})
 	}
 }

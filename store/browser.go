@@ -15,6 +15,10 @@ const (
 	// OncePushedRequest is an authorization request pushed to /oauth2/par
 	// (RFC 9126), waiting for its request_uri at /oauth2/authorize.
 	OncePushedRequest = "par"
+	// OnceLogoutRequest is an RP-initiated logout request POSTed to the
+	// end_session_endpoint, waiting for the browser's same-site GET that
+	// carries its session cookie.
+	OnceLogoutRequest = "logoutreq"
 )
 
 // SingleUse keeps small values that may be taken exactly once, across every

@@ -437,7 +437,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		signIn.Passkeys = pk
 	}
 	if ups != nil {
-		signIn.Upstream, signIn.Once = ups, states.Once
+		signIn.Upstream = ups
 	}
 	srv.MountPAR(tokens, flow)
 	var (
@@ -516,7 +516,7 @@ func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenSta
 		Sessions: states.Browser, Grants: tokens, Users: users, Consents: core.Store, SecondFactors: tokens, Audit: core.Audit,
 		CodeTTL: cfg.AuthCodeTTL, RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
-		Rehasher: tokens, Logins: tokens, Hints: tokens, Clients: cl, Ender: ender}, flow, nil
+		Rehasher: tokens, Logins: tokens, Hints: tokens, Clients: cl, Ender: ender, Once: states.Once}, flow, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client

@@ -78,6 +78,7 @@ func newRelyingParty(t *testing.T, issuer string, ln net.Listener, id, secret st
 	mux.HandleFunc("GET /callback", rp.callback)
 	mux.HandleFunc("POST /callback", rp.callback) // response_mode=form_post
 	mux.HandleFunc("GET /logout", rp.logout)
+	mux.HandleFunc("GET /logout-form", rp.logoutForm)
 	mux.HandleFunc("GET /logged-out", func(w http.ResponseWriter, r *http.Request) {
 		rp.page(w, http.StatusOK, `<p>Signed out; state <span id="state">`+html.EscapeString(r.URL.Query().Get("state"))+`</span></p>`)
 	})
@@ -192,6 +193,26 @@ func (rp *relyingParty) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	rp.mu.Unlock()
 	http.Redirect(w, r, rp.issuer+"/oauth2/logout?"+q.Encode(), http.StatusFound)
+}
+
+// logoutForm is RP-initiated logout as a form the relying party's own page
+// posts to the end_session_endpoint (RP-Initiated Logout §2): the same
+// parameters as logout, in hidden fields, sent by the button "#post-logout".
+func (rp *relyingParty) logoutForm(w http.ResponseWriter, r *http.Request) {
+	rp.mu.Lock()
+	rp.logouts++
+	fields := [][2]string{{"post_logout_redirect_uri", rp.PostLogoutURI()}, {"state", fmt.Sprintf("bye-%d", rp.logouts)}}
+	if n := len(rp.idTokens); n > 0 {
+		fields = append(fields, [2]string{"id_token_hint", rp.idTokens[n-1]})
+	}
+	rp.mu.Unlock()
+	var b strings.Builder
+	b.WriteString(`<form method="post" action="` + html.EscapeString(rp.issuer+"/oauth2/logout") + `">`)
+	for _, f := range fields {
+		b.WriteString(`<input type="hidden" name="` + f[0] + `" value="` + html.EscapeString(f[1]) + `">`)
+	}
+	b.WriteString(`<button id="post-logout" type="submit">Sign out</button></form>`)
+	rp.page(w, http.StatusOK, b.String())
 }
 
 // lastToken is the last token response the relying party got.

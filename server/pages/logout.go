@@ -48,7 +48,7 @@ func (p *Pages) registerLogout(e *echo.Echo) {
 	h := p.headers
 	e.GET(EndSessionPath, p.rpLogout, h)
 	e.POST(EndSessionPath, p.rpLogout, h)
-	e.GET(LogoutPath, p.rpLogout, h)
+	e.GET(LogoutPath, p.logoutPage, h)
 	e.POST(LogoutPath, p.logoutPost, h)
 }
 
@@ -89,18 +89,65 @@ func logoutParams(c echo.Context) (signout.LogoutRequest, error) {
 	return req, nil
 }
 
-// rpLogout is GET and POST /oauth2/logout (and GET /logout): a trusted
-// request (a valid id_token_hint of this browser session) ends the session
-// at once and goes back to a registered post-logout URI, or shows the
-// signed-out page; anything else shows the confirmation page first, and
-// never redirects anywhere not registered (signout.DecideLogout).
+// rpLogout is GET and POST /oauth2/logout (and GET /logout without a held
+// request). A GET is decided at once with the browser's session. A POST,
+// usually a form the application's site posts, carries no SameSite=Lax
+// session cookie: decided then, it would end nothing on the server and
+// still redirect as if it had. So it is held and answered with a 303 to the
+// same-site GET /logout?request=…, which carries the cookie
+// (toSameSiteGet, as a POSTed authorization request).
 func (p *Pages) rpLogout(c echo.Context) error {
-	ctx := c.Request().Context()
 	req, err := logoutParams(c)
 	if err != nil {
-		return p.errorPage(c, Step{Kind: StepError, Status: http.StatusBadRequest, Heading: "This sign-out request is not valid",
-			Message: "The request to sign out could not be read: " + err.Error() + "."})
+		return p.badLogout(c, "The request to sign out could not be read: "+err.Error()+".")
 	}
+	if c.Request().Method == http.MethodPost {
+		id, err := signout.Hold(c.Request().Context(), p.si.Once, req, p.now())
+		if err != nil {
+			return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+		}
+		return p.toSameSiteGet(c, LogoutPath, id)
+	}
+	return p.logout(c, req)
+}
+
+// logoutPage is GET /logout: with ?request=… the logout request held by a
+// POST to /oauth2/logout (taken once; unknown, expired or used is 400 and
+// ends nothing), else as GET /oauth2/logout.
+func (p *Pages) logoutPage(c echo.Context) error {
+	q, err := url.ParseQuery(c.Request().URL.RawQuery)
+	switch {
+	case err != nil:
+		return p.badLogout(c, "The request to sign out could not be read: the query string is malformed.")
+	case !q.Has(requestField):
+		return p.rpLogout(c)
+	case len(q[requestField]) > 1:
+		return p.badLogout(c, "The request to sign out could not be read: the parameter request is given more than once.")
+	}
+	req, err := signout.TakeHeld(c.Request().Context(), p.si.Once, q.Get(requestField), p.now())
+	switch {
+	case errors.Is(err, signout.ErrHeldGone):
+		return p.badLogout(c, "This sign-out request has expired or was used already. Go back to the application and sign out there again.")
+	case err != nil:
+		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+	}
+	return p.logout(c, req)
+}
+
+// badLogout is the error page (400) of a logout request that cannot be
+// read: nothing ends, nothing redirects.
+func (p *Pages) badLogout(c echo.Context, message string) error {
+	return p.errorPage(c, Step{Kind: StepError, Status: http.StatusBadRequest, Heading: "This sign-out request is not valid",
+		Message: message})
+}
+
+// logout decides req with the browser's session: a trusted request (a
+// valid id_token_hint of this browser session) ends the session at once
+// and goes back to a registered post-logout URI, or shows the signed-out
+// page; anything else shows the confirmation page first, and never
+// redirects anywhere not registered (signout.DecideLogout).
+func (p *Pages) logout(c echo.Context, req signout.LogoutRequest) error {
+	ctx := c.Request().Context()
 	bs, err := p.sessionOf(c)
 	if err != nil {
 		return p.fail(c, err)

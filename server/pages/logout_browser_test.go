@@ -23,7 +23,9 @@ import (
 // offline_access) is dead and signing in there again shows the login page.
 // A request confirmed only by client_id shows the confirmation page, then
 // goes back with state; one with no parameters shows it, then the
-// signed-out page. No page reports a Content-Security-Policy violation.
+// signed-out page. A logout form posted from the relying party's page (no
+// session cookie sent with it) ends the session too and goes back with
+// state. No page reports a Content-Security-Policy violation.
 func TestLogoutChromium(t *testing.T) {
 	browser := newBrowser(t)
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
@@ -126,6 +128,29 @@ func TestLogoutChromium(t *testing.T) {
 				t.Fatalf("the signed-out page is at %q", loc)
 			}
 			tb.noViolation(t, "signed-out page")
+
+			// A logout form posted from mail's own page: another site, so
+			// the browser sends no SameSite=Lax session cookie with the
+			// POST. Portcullis continues it at its own GET /logout, which
+			// carries the cookie: the session ends (wiki's grant with it)
+			// and the browser is back on mail with its state.
+			signInAt(mail, true)
+			signInAt(wiki, false)
+			wikiTok = wiki.lastToken(t)
+			open(t, tb.ctx, mail.URL+"/logout-form")
+			tb.click(t, "#post-logout")
+			if loc := location(t, tb.ctx); !strings.HasPrefix(loc, mail.PostLogoutURI()+"?") {
+				t.Fatalf("after the posted logout the browser is at %q: %s", loc, text(t, tb.ctx))
+			}
+			if got := value(t, tb.ctx, chromedp.Text(chromedp.ID("state"))); got != "bye-2" {
+				t.Fatalf("posted logout's state %q", got)
+			}
+			if _, err := wiki.conf.TokenSource(context.Background(), &oauth2.Token{RefreshToken: wikiTok.RefreshToken}).Token(); err == nil ||
+				!strings.Contains(err.Error(), "invalid_grant") {
+				t.Fatalf("wiki's refresh token after the posted logout: %v, want invalid_grant", err)
+			}
+			tb.noViolation(t, "posted logout")
+			signInAt(wiki, true)
 		})
 	}
 }

@@ -153,7 +153,7 @@ func New(cfg Config, d Deps) (*Pages, error) {
 		if si.Security == nil {
 			missing = append(missing, "SignIn.Security")
 		}
-		if si.Upstream != nil && si.Once == nil {
+		if si.Once == nil {
 			missing = append(missing, "SignIn.Once")
 		}
 		if si.Audit == nil {

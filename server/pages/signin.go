@@ -32,7 +32,8 @@ const (
 
 // Form fields of browser sign-in (the contract's automation hooks).
 const (
-	// requestField carries the pending authorization request's id.
+	// requestField carries the pending authorization request's id (and
+	// the held logout request's, at /logout).
 	requestField = "request"
 	// stepField tells the forms posted to /login apart: the login form (no
 	// step), the account chooser and the change-password step.
@@ -261,10 +262,11 @@ type SignInDeps struct {
 	// (required).
 	Security SecurityAccounts
 	// Upstream adds a button per identity provider to the login page and
-	// serves /login/{provider} and its callback; nil: no providers. Once
-	// keeps the confirm-link page's record (required with Upstream).
+	// serves /login/{provider} and its callback; nil: no providers.
 	Upstream Upstream
-	Once     store.SingleUse
+	// Once keeps the logout requests POSTed to /oauth2/logout until the
+	// browser's GET (required), and the confirm-link page's record.
+	Once store.SingleUse
 }
 
 // badLogin answers a wrong password, an unknown login and a deactivated
@@ -362,7 +364,17 @@ func (p *Pages) authorize(c echo.Context) error {
 	if stop != nil {
 		return p.respond(c, *stop, nil)
 	}
-	return p.redirect(c, p.base+LoginPath+"?"+url.Values{requestField: {id}}.Encode())
+	return p.toSameSiteGet(c, LoginPath, id)
+}
+
+// toSameSiteGet answers a POST that may come from another site, whose
+// request was stored under id (the authorization endpoint's, the
+// end_session_endpoint's): a 303 to this server's GET path?request=id. The
+// browser leaves its SameSite=Lax session cookie off a cross-site POST but
+// sends it with that GET, so the request is decided only there, with the
+// session.
+func (p *Pages) toSameSiteGet(c echo.Context, path, id string) error {
+	return p.redirect(c, p.base+path+"?"+url.Values{requestField: {id}}.Encode())
 }
 
 // resume is GET /login?request=… and GET /consent?request=…: the pending

@@ -391,7 +391,8 @@ func newSigninEnv(t *testing.T) *signinEnv {
 		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit,
 			Rehasher: env.rehash, Hints: refusedHints{}, Clients: noClients{},
 			Ender: &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit},
-			MFA:   env.mfa, Passkeys: env.keys, Security: fakeSecurity{m: env.mfa, keys: env.keys}}})
+			MFA:   env.mfa, Passkeys: env.keys, Security: fakeSecurity{m: env.mfa, keys: env.keys},
+			Once: &onceMem{recs: map[string]*onceRecord{}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,4 +8,9 @@
 // reaches through its sessions dependency) queues the same back-channel
 // logout for each of the user's live browser sessions, then writes the
 // user's cut-off.
+//
+// DecideLogout applies the contract's RP-initiated logout rules; Hold and
+// TakeHeld keep a logout request POSTed to the end_session_endpoint (which
+// comes without the SameSite=Lax session cookie) until the browser's
+// same-site GET, so it is decided with the session it ends.
 package signout

@@ -247,7 +247,7 @@ func testOnceNoTombstone(t *testing.T, b Backend) {
 	o := onceOf(t, b.State)
 	c, now := ctx(t), baseTime()
 	for _, kind := range []string{store.OnceAuthRequest, store.OncePushedRequest, store.OnceMFAToken,
-		store.OnceWebAuthnSession, store.OnceUpstreamLogin} {
+		store.OnceWebAuthnSession, store.OnceUpstreamLogin, store.OnceLogoutRequest} {
 		if d := store.TakenKeptFor(kind); d != 0 {
 			t.Fatalf("TakenKeptFor(%q) = %v, want 0", kind, d)
 		}

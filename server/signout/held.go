@@ -1,0 +1,80 @@
+package signout
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// HeldStore keeps logout requests between a POST and the browser's GET
+// (store.SingleUse, kind store.OnceLogoutRequest).
+type HeldStore interface {
+	PutOnce(ctx context.Context, kind string, keyHash, value []byte, expiresAt time.Time) error
+	TakeOnce(ctx context.Context, kind string, keyHash []byte, now time.Time) ([]byte, error)
+}
+
+// HeldTTL is how long a held logout request waits for its GET. The browser
+// follows the 303 at once; the margin is for a slow network, and an expired
+// request is only asked for again by the application.
+const HeldTTL = 5 * time.Minute
+
+// ErrHeldGone: the held logout request is unknown, expired or was taken
+// already.
+var ErrHeldGone = errors.New("signout: the logout request is unknown, expired or used")
+
+// heldRequest is a held LogoutRequest as stored.
+type heldRequest struct {
+	IDTokenHint           string `json:"id_token_hint,omitempty"`
+	ClientID              string `json:"client_id,omitempty"`
+	PostLogoutRedirectURI string `json:"post_logout_redirect_uri,omitempty"`
+	State                 string `json:"state,omitempty"`
+}
+
+// Hold keeps req until now+HeldTTL under a new opaque id (128 random bits;
+// only its hash is a key) and returns the id. A logout request POSTed from
+// the application's site comes without the SameSite=Lax session cookie, so
+// it is decided only at the browser's same-site GET carrying the id, as a
+// POSTed authorization request is (authorize.SavePending).
+func Hold(ctx context.Context, st HeldStore, req LogoutRequest, now time.Time) (string, error) {
+	val, err := json.Marshal(heldRequest(req))
+	if err != nil {
+		return "", fmt.Errorf("hold logout request: %w", err)
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("hold logout request: %w", err)
+	}
+	id := base64.RawURLEncoding.EncodeToString(b)
+	if err := st.PutOnce(ctx, store.OnceLogoutRequest, token.HashSecret(id), val, now.Add(HeldTTL)); err != nil {
+		return "", fmt.Errorf("hold logout request: %w", err)
+	}
+	return id, nil
+}
+
+// TakeHeld takes the logout request held under id: once, so a reloaded or
+// replayed link decides nothing again. ErrHeldGone when it is unknown,
+// expired or taken; any other error is the store's.
+func TakeHeld(ctx context.Context, st HeldStore, id string, now time.Time) (LogoutRequest, error) {
+	if id == "" || len(id) > 64 {
+		return LogoutRequest{}, ErrHeldGone
+	}
+	val, err := st.TakeOnce(ctx, store.OnceLogoutRequest, token.HashSecret(id), now)
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenUsed):
+		return LogoutRequest{}, ErrHeldGone
+	case err != nil:
+		return LogoutRequest{}, fmt.Errorf("take held logout request: %w", err)
+	}
+	var h heldRequest
+	if err := json.Unmarshal(val, &h); err != nil {
+		return LogoutRequest{}, fmt.Errorf("decode held logout request: %w", err)
+	}
+	return LogoutRequest(h), nil
+}
