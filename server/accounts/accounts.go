@@ -136,8 +136,13 @@ type Auditor interface {
 // apierr.ErrRateLimited with a Retry-After). key is the normalised email
 // address when the request names one, else "". It must not depend on whether
 // an account exists.
+//
+// AllowMail counts one email of kind (a Limit* name, or limitInviteMail)
+// to recipient, refused beyond the limit of emails one address may be
+// sent on request (ratelimit.Limiter.AllowMail).
 type Limiter interface {
 	Check(ctx context.Context, action, ip, key string) error
+	AllowMail(ctx context.Context, kind, recipient string) error
 }
 
 // Limiter actions.
@@ -148,6 +153,10 @@ const (
 	LimitAcceptInvite   = "invite_accept"
 	LimitRegister       = "register"
 	LimitVerifyEmail    = "email_verify"
+
+	// limitInviteMail names the invite emails' limit per recipient
+	// (limitMail); invites have no limit per client address.
+	limitInviteMail = "invite"
 )
 
 // DefaultFirstPartyClientID is the built-in public client that issues the
@@ -390,6 +399,16 @@ func (s *Service) limit(ctx context.Context, action string, m Meta, key string) 
 		return nil
 	}
 	return s.limiter.Check(ctx, action, m.IP, key)
+}
+
+// limitMail applies the limit of emails of kind (a Limit* name) to one
+// recipient (ratelimit.Limiter.AllowMail), before anything is issued for
+// the email.
+func (s *Service) limitMail(ctx context.Context, kind, recipient string) error {
+	if s.limiter == nil {
+		return nil
+	}
+	return s.limiter.AllowMail(ctx, kind, recipient)
 }
 
 // record writes an audit event with the request's metadata.

@@ -77,6 +77,11 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, 
 			return Invite{}, storeErr("look up email", err, nil)
 		}
 	}
+	// Each invite replaces the pending one and sends a fresh email: an
+	// admin (an organisation's too) could otherwise flood any inbox.
+	if err := s.limitMail(ctx, limitInviteMail, email); err != nil {
+		return Invite{}, err
+	}
 	secret, err := newSecret()
 	if err != nil {
 		return Invite{}, internal("invite token", err)

@@ -80,6 +80,9 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 	if t.IsMachine() {
 		return ResetSent{}, errMachineNoPassword
 	}
+	if err := s.limitMail(ctx, LimitResetPassword, t.Email); err != nil {
+		return ResetSent{}, err
+	}
 	secret, exp, err := s.issueUserToken(ctx, t.ID, store.PurposePasswordReset, s.cfg.ResetTTL)
 	if err != nil {
 		return ResetSent{}, storeErr("create reset token", err, errUserNotFound)

@@ -77,15 +77,20 @@ func (s *Service) sendVerification(ctx context.Context, u store.User) error {
 // ResendVerification emails the actor a new verification link (older ones
 // stop working). An already verified address is 409.
 func (s *Service) ResendVerification(ctx context.Context, actor Actor) error {
-	if err := s.limit(ctx, LimitVerifyEmail, actor.Meta, actor.ID); err != nil {
+	if err := s.limit(ctx, LimitVerifyEmail, actor.Meta, ""); err != nil {
 		return err
 	}
-	u, err := s.loadActor(ctx, actor)
+	u, err := s.loadSelf(ctx, actor)
 	if err != nil {
 		return err
 	}
 	if u.EmailVerified {
 		return apierr.ErrConflict.WithDescription("Your email address is already verified.")
+	}
+	// Registration does not prove the address: whoever registered a
+	// stranger's address could otherwise have it mailed without end.
+	if err := s.limitMail(ctx, LimitVerifyEmail, u.Email); err != nil {
+		return err
 	}
 	if err := s.sendVerification(ctx, u); err != nil {
 		return apierr.ErrTemporarilyUnavailable.WithDescription("The verification email could not be sent. Try again later.").WithCause(err)

@@ -36,10 +36,14 @@ type Rule struct {
 
 // Rules are the limits Portcullis applies.
 type Rules struct {
-	LoginPerIP         Rule // password grant attempts per client IP
-	InviteAcceptPerIP  Rule
-	ForgotPerIP        Rule
-	ForgotPerEmail     Rule
+	LoginPerIP        Rule // password grant attempts per client IP
+	InviteAcceptPerIP Rule
+	ForgotPerIP       Rule
+	// MailPerRecipient bounds the emails of one kind (a reset link, a
+	// verification link, an invite) that requests may have sent to one
+	// address (AllowMail): no one floods a stranger's inbox from the
+	// server's own domain.
+	MailPerRecipient   Rule
 	ResetPerIP         Rule
 	RegisterPerIP      Rule
 	LoginFailureLimit  int64         // failures of one account before throttling starts
@@ -53,7 +57,7 @@ func DefaultRules(failureLimit int) Rules {
 		LoginPerIP:         Rule{Limit: 60, Window: time.Minute},
 		InviteAcceptPerIP:  Rule{Limit: 20, Window: time.Minute},
 		ForgotPerIP:        Rule{Limit: 10, Window: time.Minute},
-		ForgotPerEmail:     Rule{Limit: 3, Window: time.Hour},
+		MailPerRecipient:   Rule{Limit: 3, Window: time.Hour},
 		ResetPerIP:         Rule{Limit: 20, Window: time.Minute},
 		RegisterPerIP:      Rule{Limit: 10, Window: time.Hour},
 		LoginFailureLimit:  int64(failureLimit),
@@ -281,7 +285,8 @@ func LockoutDelay(over int64, max time.Duration) time.Duration {
 // Check applies the limits of an account action (the names of
 // server/accounts: password_forgot, password_reset, password_change,
 // invite_accept, register, email_verify) per client IP and, for a forgotten
-// password, per email. The answer never depends on whether an account exists.
+// password, per email (AllowMail: the email it may send). The answer never
+// depends on whether an account exists.
 func (l *Limiter) Check(ctx context.Context, action, ip, email string) error {
 	if l == nil {
 		return nil
@@ -300,8 +305,20 @@ func (l *Limiter) Check(ctx context.Context, action, ip, email string) error {
 	if err := l.Allow(ctx, action+"_ip", AddressKey(ip), rule); err != nil {
 		return err
 	}
-	if action == "password_forgot" && email != "" {
-		return l.Allow(ctx, action+"_email", email, l.rules.ForgotPerEmail)
+	if action == "password_forgot" {
+		return l.AllowMail(ctx, action, email)
 	}
 	return nil
+}
+
+// AllowMail counts one email of kind to recipient (an address, compared
+// as Hash compares it) and refuses it with 429 beyond MailPerRecipient:
+// the one limit of every email a request makes the server send, whoever
+// asks (a forgotten password, a resent verification link, an admin's
+// reset link or invite). An empty recipient is not counted.
+func (l *Limiter) AllowMail(ctx context.Context, kind, recipient string) error {
+	if l == nil || recipient == "" {
+		return nil
+	}
+	return l.Allow(ctx, kind+"_email", recipient, l.rules.MailPerRecipient)
 }

@@ -1,0 +1,84 @@
+package server_test
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+)
+
+// TestMailPerRecipientLimit: an email a request makes the server send (a
+// resent verification link, an admin's reset link, an invite) goes to one
+// address at most three times an hour, whoever asks and from however many
+// client addresses; the fourth is 429 rate_limited and sends nothing.
+// Before, whoever registered a stranger's address (registration proves no
+// ownership) had it sent a verification link twenty times a minute per
+// client address, and an admin (an organisation's too) re-invited or reset
+// any address without end. Another address is not held back.
+func TestMailPerRecipientLimit(t *testing.T) {
+	t.Parallel()
+	a := newAcctEnv(t, map[string]string{"PORTCULLIS_PUBLIC_REGISTRATION": "true", "PORTCULLIS_TRUSTED_PROXIES": "127.0.0.1/32"})
+	rootTok := a.login(t, rootEmail, rootPass).AccessToken
+	from := func(i int) st.Option { return st.WithHeader("X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i)) }
+	const pw = "the registrant's own passphrase"
+	var resettee string
+	cases := []struct {
+		name   string
+		to     string
+		before func(t *testing.T) // makes what the requests need
+		send   func(t *testing.T, i int) *st.Response
+		ok     int
+		extra  int // emails before the requests' (the registration's)
+	}{
+		{"verification_resend", "victim@example.org", func(t *testing.T) {
+			a.c.PostJSON("/auth/register", map[string]string{"email": "victim@example.org", "password": pw}, from(200)).ExpectStatus(http.StatusCreated)
+		}, func(t *testing.T, i int) *st.Response {
+			tok := a.c.PostForm("/oauth2/token", st.PasswordForm("victim@example.org", pw, ""), st.Basic("web", a.webSecret), from(i)).Token()
+			return a.c.PostJSON("/auth/email/verify/resend", nil, st.Bearer(tok.AccessToken), from(i))
+		}, http.StatusAccepted, 1},
+		{"admin_reset_link", "resettee@example.org", func(t *testing.T) { resettee = a.fx.User(t, "resettee@example.org", pw, "user").ID },
+			func(t *testing.T, i int) *st.Response {
+				return a.c.PostJSON("/admin/users/"+resettee+"/password-reset", nil, st.Bearer(rootTok), from(i))
+			}, http.StatusOK, 0},
+		{"invite", "invitee@example.org", nil, func(t *testing.T, i int) *st.Response {
+			return a.c.PostJSON("/admin/invites", map[string]string{"email": "invitee@example.org", "role": "user"}, st.Bearer(rootTok), from(i))
+		}, http.StatusCreated, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.before != nil {
+				tc.before(t)
+			}
+			sent := func() int {
+				n := 0
+				for _, m := range a.smtp.Messages() {
+					if slices.Contains(m.To, tc.to) {
+						n++
+					}
+				}
+				return n
+			}
+			for i := 1; i <= 3; i++ {
+				tc.send(t, i).ExpectStatus(tc.ok)
+			}
+			for deadline := time.Now().Add(mailWithin); sent() < tc.extra+3; {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d emails to %s, want %d", sent(), tc.to, tc.extra+3)
+				}
+				time.Sleep(20 * time.Millisecond) // the SMTP server's receipt: nothing to wait on instead
+			}
+			mailed := sent()
+			tc.send(t, 4).ExpectError(http.StatusTooManyRequests, "rate_limited")
+			tc.send(t, 5).ExpectError(http.StatusTooManyRequests, "rate_limited")
+			if got := sent(); got != mailed {
+				t.Fatalf("%d emails to %s after the refusals, %d before", got, tc.to, mailed)
+			}
+		})
+	}
+	// Another address is not held back by them.
+	a.c.PostJSON("/admin/invites", map[string]string{"email": "someone.else@example.org", "role": "user"}, st.Bearer(rootTok)).
+		ExpectStatus(http.StatusCreated)
+}
