@@ -15,6 +15,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
@@ -477,5 +481,127 @@ func TestOversizedFormsAnswerInKind(t *testing.T) {
 		if isHTML := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html"); resp.StatusCode >= 500 || isHTML != wantHTML {
 			t.Errorf("POST %s, chunked: %d %q, want HTML %v", path, resp.StatusCode, resp.Header.Get("Content-Type"), wantHTML)
 		}
+	}
+}
+
+// hostileAgents are User-Agents a client can send that no backend can store
+// as they are, and the text every record keeps of them instead
+// (store.CleanRequestMeta): a cut at store.MaxUserAgent through a
+// character, a byte that is not UTF-8 (Go's server takes raw bytes
+// 0x80–0xFF in a header), a control character (the one, a tab, that HTTP
+// lets through; the store's own test has NUL and the rest).
+var hostileAgents = []struct{ name, ua, stored string }{
+	{"ok/plain", "curl/8.0", "curl/8.0"},
+	{"ok/cut_through_a_character", strings.Repeat("a", store.MaxUserAgent-1) + "é", strings.Repeat("a", store.MaxUserAgent-1)},
+	{"ok/not_utf8", "\xff", "\uFFFD"},
+	{"ok/control_character", "a\tb", "ab"},
+}
+
+// wantAgent fails unless got, a stored User-Agent, is want, and text every
+// backend can hold.
+func wantAgent(t *testing.T, what, got, want string) {
+	t.Helper()
+	if got != want || !utf8.ValidString(got) || len(got) > store.MaxUserAgent {
+		t.Fatalf("%s: stored User-Agent %q, want %q", what, got, want)
+	}
+}
+
+// TestHostileUserAgentKeepsAuditEvents: whatever User-Agent a client sends,
+// its failed and successful logins at the token endpoint are audited (and
+// the success sets the last login). A User-Agent PostgreSQL refused made
+// the event's write fail, and the event was lost: password guessing left
+// no login.failed.
+func TestHostileUserAgentKeepsAuditEvents(t *testing.T) {
+	d := newDeployment(t, st.PostgresRedis, map[string]string{"PORTCULLIS_LOGIN_FAILURE_LIMIT": "100"})
+	ctx := t.Context()
+	web := st.Basic("web", d.webSecret)
+	newest := func(t *testing.T, action string) (store.AuditEvent, int) {
+		t.Helper()
+		p, err := d.in.App.Core.Store.ListAudit(ctx, store.AuditFilter{Action: action, Limit: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Items) == 0 {
+			return store.AuditEvent{}, 0
+		}
+		return p.Items[0], len(p.Items)
+	}
+	user, err := d.in.App.Core.Store.GetUserByEmail(ctx, userEmail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range hostileAgents {
+		t.Run(tc.name, func(t *testing.T) {
+			agent := st.WithHeader("User-Agent", tc.ua)
+			_, before := newest(t, "login.failed")
+			d.c.PostForm("/oauth2/token", st.PasswordForm(userEmail, "wrong password!!", ""), web, agent).ExpectError(400, "invalid_grant")
+			failed, n := newest(t, "login.failed")
+			if n != before+1 {
+				t.Fatalf("%d login.failed events, want %d: the failure was not audited", n, before+1)
+			}
+			wantAgent(t, "login.failed", failed.UserAgent, tc.stored)
+
+			_, before = newest(t, "login.succeeded")
+			d.c.PostForm("/oauth2/token", st.PasswordForm(userEmail, userPass, ""), web, agent).ExpectStatus(200)
+			ok, n := newest(t, "login.succeeded")
+			if n != before+1 {
+				t.Fatalf("%d login.succeeded events, want %d: the login was not audited", n, before+1)
+			}
+			wantAgent(t, "login.succeeded", ok.UserAgent, tc.stored)
+			u, err := d.in.App.Core.Store.GetUser(ctx, user.ID)
+			if err != nil || u.LastLoginAt == nil || !u.LastLoginAt.Equal(ok.Time) {
+				t.Fatalf("last login %v (%v), want the login's time %v", u.LastLoginAt, err, ok.Time)
+			}
+		})
+	}
+}
+
+// TestHostileUserAgentSignsIn: whatever User-Agent a browser sends, it
+// signs in through the hosted login and to the console, with its token
+// state in PostgreSQL (where a User-Agent PostgreSQL refused failed the
+// session's write: 503, no sign-in) and in Redis, and every session and
+// login event keeps the same text of it.
+func TestHostileUserAgentSignsIn(t *testing.T) {
+	for _, b := range []st.Backend{st.Postgres, st.PostgresRedis} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b)
+			fx := st.NewFixtures(t, d.in.App.Core)
+			ctx := t.Context()
+			for i, tc := range hostileAgents {
+				t.Run(tc.name, func(t *testing.T) {
+					email := fmt.Sprintf("agent%d@example.com", i)
+					u := fx.User(t, email, consolePassword, "admin")
+					browser := func() *http.Client {
+						hc := siBrowser(t)
+						hc.Transport = uaTransport{tc.ua}
+						return hc
+					}
+					hc := browser()
+					conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+					login := siGet(t, hc, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+					done := login.submit(t, hc, url.Values{"username": {email}, "password": {consolePassword}})
+					d.callback(t, done)
+					if _, cookie := consoleSignIn(t, d.in, browser(), email, "", "/console/users"); cookie == nil {
+						t.Fatal("no console session")
+					}
+
+					live, err := d.in.App.BrowserSessions.ListBrowserSessions(ctx, u.ID, time.Now())
+					if err != nil || len(live) < 2 {
+						t.Fatalf("browser sessions %+v, %v; want the hosted login's and the console's", live, err)
+					}
+					for _, s := range live {
+						wantAgent(t, "browser session", s.UserAgent, tc.stored)
+					}
+					p, err := d.in.App.Core.Store.ListAudit(ctx, store.AuditFilter{Action: "login.succeeded", TargetID: u.ID})
+					if err != nil || len(p.Items) < 2 {
+						t.Fatalf("login.succeeded events %+v, %v; want the two sign-ins'", p.Items, err)
+					}
+					for _, e := range p.Items {
+						wantAgent(t, "login.succeeded", e.UserAgent, tc.stored)
+					}
+				})
+			}
+		})
 	}
 }

@@ -218,12 +218,11 @@ func clientCredentials(c echo.Context, params map[string]string) (token.ClientCr
 	return token.ClientFromRequest(user, pass, hasBasic, params)
 }
 
+// meta describes the request for audit events and throttling, its IP
+// address and User-Agent as every record keeps them (store.CleanRequestMeta).
 func meta(c echo.Context) token.RequestMeta {
-	ua := c.Request().UserAgent()
-	if len(ua) > 256 {
-		ua = ua[:256]
-	}
-	return token.RequestMeta{IP: c.RealIP(), UserAgent: ua}
+	ip, ua := store.CleanRequestMeta(c.RealIP(), c.Request().UserAgent())
+	return token.RequestMeta{IP: ip, UserAgent: ua}
 }
 
 // RequireBearer authenticates an RFC 6750 bearer access token of a user and

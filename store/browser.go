@@ -110,8 +110,9 @@ type BrowserSession struct {
 	LastUsedAt     time.Time
 	IdleTTL        time.Duration
 	AbsoluteExpiry time.Time
-	IP             string
-	UserAgent      string
+	// IP and UserAgent are the sign-in's, stored as CleanRequestMeta makes them.
+	IP        string
+	UserAgent string
 	// ClientIDs are the clients granted codes in this session, in order of first grant.
 	ClientIDs []string
 	// Grants are the grants (codes issued) in this session, oldest first: the

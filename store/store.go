@@ -238,6 +238,7 @@ const (
 )
 
 // AuditEvent is one security-relevant action. Field names match the contract.
+// IP and UserAgent are stored as CleanRequestMeta makes them.
 type AuditEvent struct {
 	ID        string            `json:"id"`
 	Time      time.Time         `json:"time"`

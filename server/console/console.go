@@ -254,13 +254,12 @@ func (c *Console) csrf(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// meta describes the request for audit events: client_id console.
+// meta describes the request for audit events: client_id console, its
+// IP address and User-Agent as every record keeps them
+// (store.CleanRequestMeta).
 func (c *Console) meta(ec echo.Context) accounts.Meta {
-	ua := ec.Request().UserAgent()
-	if len(ua) > 256 {
-		ua = ua[:256]
-	}
-	return accounts.Meta{IP: ec.RealIP(), UserAgent: ua, ClientID: ClientID}
+	ip, ua := store.CleanRequestMeta(ec.RealIP(), ec.Request().UserAgent())
+	return accounts.Meta{IP: ip, UserAgent: ua, ClientID: ClientID}
 }
 
 func (c *Console) base() string { return c.d.Pages.Base() }

@@ -395,13 +395,11 @@ func (p *Pages) render(c echo.Context, status int, v view) error {
 	return c.HTMLBlob(status, buf.Bytes())
 }
 
-// meta describes the request for audit events and throttling.
+// meta describes the request for audit events and throttling, its IP
+// address and User-Agent as every record keeps them (store.CleanRequestMeta).
 func meta(c echo.Context) accounts.Meta {
-	ua := c.Request().UserAgent()
-	if len(ua) > 256 {
-		ua = ua[:256]
-	}
-	return accounts.Meta{IP: c.RealIP(), UserAgent: ua}
+	ip, ua := store.CleanRequestMeta(c.RealIP(), c.Request().UserAgent())
+	return accounts.Meta{IP: ip, UserAgent: ua}
 }
 
 // fail renders a failure that is not about the form: the rate limit, an

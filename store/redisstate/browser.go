@@ -197,7 +197,9 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 	if !validSessionPart(lineage) {
 		return errors.New("redis token state: create browser session: invalid lineage")
 	}
-	d := sessionData{AMR: bs.AMR, Remember: bs.Remember, IP: bs.IP, UserAgent: bs.UserAgent}
+	// Kept as every backend keeps them, so that a session reads the same on each.
+	ip, ua := store.CleanRequestMeta(bs.IP, bs.UserAgent)
+	d := sessionData{AMR: bs.AMR, Remember: bs.Remember, IP: ip, UserAgent: ua}
 	if lineage != bs.ID {
 		d.Lineage = lineage
 	}

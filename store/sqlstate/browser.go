@@ -243,11 +243,13 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 	if lineage == "" {
 		lineage = bs.ID
 	}
+	// Text PostgreSQL refuses (invalid UTF-8, NUL) must never cost a sign-in.
+	ip, ua := store.CleanRequestMeta(bs.IP, bs.UserAgent)
 	row := browserSessionRow{
 		ID: bs.ID, Lineage: lineage, CookieHash: cookieHash, UserID: bs.UserID, AuthTime: auth, AMR: encodeStrings(bs.AMR),
 		Remember: bs.Remember, CreatedAt: created, LastUsedAt: last, IdleTTLMS: bs.IdleTTL.Milliseconds(),
 		IdleExpiresAt: idleExpiry(last, bs.IdleTTL, ms(bs.AbsoluteExpiry)), AbsoluteExpiry: ms(bs.AbsoluteExpiry),
-		IP: bs.IP, UserAgent: bs.UserAgent, ClientIDs: encodeStrings(bs.ClientIDs), Grants: grants,
+		IP: ip, UserAgent: ua, ClientIDs: encodeStrings(bs.ClientIDs), Grants: grants,
 	}
 	return s.createForUser(ctx, "create browser session", bs.UserID, auth, nil, &row)
 }

@@ -24,7 +24,9 @@ func (s *Store) AppendAudit(ctx context.Context, e *store.AuditEvent) error {
 }
 
 // auditRowOf is the row of a new audit event e (a new ID; Time, when zero,
-// now) and the details it stores.
+// now) and the details it stores. Its IP address and User-Agent are kept
+// as store.CleanRequestMeta makes them, as the server reads them: text
+// PostgreSQL refuses (invalid UTF-8, NUL) must never cost the event.
 func (s *Store) auditRowOf(e *store.AuditEvent) (auditRow, map[string]string, error) {
 	if e == nil || e.Action == "" {
 		return auditRow{}, nil, fmt.Errorf("action is required")
@@ -41,6 +43,7 @@ func (s *Store) auditRowOf(e *store.AuditEvent) (auditRow, map[string]string, er
 	if t.IsZero() {
 		t = s.clock()
 	}
+	ip, ua := store.CleanRequestMeta(e.IP, e.UserAgent)
 	return auditRow{
 		ID:         newID(AuditIDPrefix),
 		OccurredAt: t,
@@ -49,8 +52,8 @@ func (s *Store) auditRowOf(e *store.AuditEvent) (auditRow, map[string]string, er
 		ActorID:    e.ActorID,
 		TargetID:   e.TargetID,
 		ClientID:   e.ClientID,
-		IP:         e.IP,
-		UserAgent:  e.UserAgent,
+		IP:         ip,
+		UserAgent:  ua,
 		Details:    string(b),
 		TenantID:   e.TenantID,
 	}, details, nil

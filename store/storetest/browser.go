@@ -46,6 +46,7 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 		{"ok/once_tombstone_only_for_codes", testOnceNoTombstone},
 		{"race/once_take_exactly_one", testOnceRace},
 		{"ok/browser_session_roundtrip", testBSRoundtrip},
+		{"ok/browser_session_request_text_always_stored", testBSRequestText},
 		{"fail/browser_session_idle_expiry", testBSIdle},
 		{"fail/browser_session_absolute_expiry", testBSAbsolute},
 		{"ok/browser_session_end", testBSEnd},
@@ -374,6 +375,29 @@ func testBSRoundtrip(t *testing.T, b Backend) {
 		t.Fatalf("BrowserSessionGrants = %+v, want %+v", gs, bs.Grants)
 	}
 	findBS(t, s, "unknown cookie", newToken().hash, base, false)
+}
+
+// testBSRequestText: a session's IP address and User-Agent never fail its
+// creation (a sign-in) and read back as store.CleanRequestMeta makes them,
+// on every backend alike.
+func testBSRequestText(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	for _, tc := range requestTexts {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := newBrowserSession(randomID("u-"), base)
+			bs.IP, bs.UserAgent = tc.ip, tc.ua
+			cookie := createBS(t, s, bs)
+			got := findBS(t, s, "the session", cookie, base.Add(time.Minute), true)
+			if got.IP != tc.wantIP || got.UserAgent != tc.wantUA {
+				t.Fatalf("stored IP %q, User-Agent %q; want %q, %q", got.IP, got.UserAgent, tc.wantIP, tc.wantUA)
+			}
+			list, err := s.ListBrowserSessions(ctx(t), bs.UserID, base.Add(time.Minute))
+			if err != nil || len(list) != 1 || list[0].IP != tc.wantIP || list[0].UserAgent != tc.wantUA {
+				t.Fatalf("ListBrowserSessions: %+v, %v; want the session with IP %q, User-Agent %q", list, err, tc.wantIP, tc.wantUA)
+			}
+		})
+	}
 }
 
 func testBSIdle(t *testing.T, b Backend) {

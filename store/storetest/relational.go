@@ -77,6 +77,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/user_tokens_reset_voided_by_password_or_deactivation", testResetLinkVoided},
 		{"ok/audit_append_list_filter_page", testAudit},
 		{"ok/audit_scrub_pii", testAuditScrub},
+		{"ok/audit_request_text_always_stored", testAuditRequestText},
 		{"ok/consents_put_get_replace_list", testConsents},
 		{"fail/consents", testConsentsFail},
 		{"ok/consents_end_with_user_or_client", testConsentsCascade},
@@ -1695,6 +1696,48 @@ func testAudit(t *testing.T, s *sqlstore.Store) {
 	}
 	_, err := s.ListAudit(c, store.AuditFilter{Cursor: "%%%"})
 	wantErr(t, "ListAudit bad cursor", err, sqlstore.ErrInvalidCursor)
+}
+
+// requestTexts are a request's IP address and User-Agent as a client may
+// send them, no backend able to store some as they are (PostgreSQL refuses
+// invalid UTF-8 and NUL), and as every backend keeps them
+// (store.CleanRequestMeta).
+var requestTexts = []struct{ name, ip, ua, wantIP, wantUA string }{
+	{"plain", "192.0.2.1", "Mozilla/5.0 (test) é", "192.0.2.1", "Mozilla/5.0 (test) é"},
+	{"not_utf8", "\xff", "\xff", "\uFFFD", "\uFFFD"},
+	{"nul_and_controls", "192.0.2.1\x00", "a\x00b\tc\nd\u0085", "192.0.2.1", "abcd"},
+	{"cut_through_a_character", "192.0.2.1", strings.Repeat("a", store.MaxUserAgent-1) + "é", "192.0.2.1",
+		strings.Repeat("a", store.MaxUserAgent-1)},
+}
+
+// testAuditRequestText: an event's IP address and User-Agent never fail
+// its write, by AppendAudit or RecordLogin: the event is stored, with them
+// as store.CleanRequestMeta makes them. The server's audit writes go on
+// when they fail, so an event refused for its User-Agent was an event lost.
+func testAuditRequestText(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("kim@example.com"))
+	for _, tc := range requestTexts {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, write := range []struct {
+				action string
+				put    func(context.Context, *store.AuditEvent) error
+			}{{"login.failed", s.AppendAudit}, {"login.succeeded", s.RecordLogin}} {
+				e := &store.AuditEvent{Action: write.action, Outcome: store.OutcomeSuccess, ActorID: u.ID, TargetID: u.ID,
+					IP: tc.ip, UserAgent: tc.ua}
+				if err := write.put(c, e); err != nil {
+					t.Fatalf("%s with IP %q, User-Agent %q: %v", write.action, tc.ip, tc.ua, err)
+				}
+				page, err := s.ListAudit(c, store.AuditFilter{Action: write.action, TargetID: u.ID, Limit: 1})
+				if err != nil || len(page.Items) != 1 || page.Items[0].ID != e.ID {
+					t.Fatalf("ListAudit: %+v, %v; want the %s just stored", page.Items, err, write.action)
+				}
+				if got := page.Items[0]; got.IP != tc.wantIP || got.UserAgent != tc.wantUA {
+					t.Fatalf("%s stored IP %q, User-Agent %q; want %q, %q", write.action, got.IP, got.UserAgent, tc.wantIP, tc.wantUA)
+				}
+			}
+		})
+	}
 }
 
 func testAuditScrub(t *testing.T, s *sqlstore.Store) {

@@ -1,0 +1,52 @@
+package store
+
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxUserAgent is the most bytes of a request's User-Agent that an audit
+// event or a browser session keeps: enough to tell browsers apart, and a
+// bound on what one request makes the store hold.
+const MaxUserAgent = 256
+
+// MaxIP is the most bytes of a request's IP address that an audit event or
+// a browser session keeps; the longest address text (an IPv4-mapped IPv6
+// address) is 45.
+const MaxIP = 64
+
+// CleanText returns v as free text every backend can store and every page,
+// log line and JSON answer can show as it is: each run of invalid UTF-8
+// becomes U+FFFD, control characters (NUL, tab, newlines, the other C0 and
+// the C1 controls) are dropped, and the result is cut at a character
+// boundary to at most limit bytes. PostgreSQL refuses invalid UTF-8 and NUL
+// in text (SQLSTATE 22021), so a request header carrying them, or a cut in
+// the middle of a character, would otherwise fail the write of the record
+// that quotes it.
+func CleanText(v string, limit int) string {
+	v = strings.ToValidUTF8(v, string(utf8.RuneError))
+	v = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, v)
+	if len(v) <= limit {
+		return v
+	}
+	cut := max(limit, 0)
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut-- // v is valid UTF-8 by now: back up to the start of the character cut through
+	}
+	return v[:cut]
+}
+
+// CleanRequestMeta returns a request's IP address and User-Agent as audit
+// events and browser sessions keep them (CleanText, to MaxIP and
+// MaxUserAgent bytes). The server reads a request's metadata through it,
+// and the backends apply it again to what they store, so that no header
+// ever costs an audit event or a sign-in.
+func CleanRequestMeta(ip, userAgent string) (string, string) {
+	return CleanText(ip, MaxIP), CleanText(userAgent, MaxUserAgent)
+}
