@@ -862,3 +862,96 @@ func TestUpstreamTokenExchangeOwesSecondFactor(t *testing.T) {
 		t.Fatalf("acr = %v", acr)
 	}
 }
+
+// TestUpstreamJITEmailVerifiedOnlyByTheDomainsProvider: a just-in-time
+// account's email is verified only on the word of a provider whose
+// allowed_domains hold its domain. "social" (JIT, no allowed_domains) may
+// create boss@example.com for whoever it says owns it, but that account is
+// unverified, so "corp" (verified_email_auto, allowed_domains example.com)
+// refuses the real boss (local_email_unverified) instead of linking them
+// to it; the social account still signs in, and once its holder proves the
+// mailbox (the verification link) corp links to it. An account that corp
+// itself created is verified, and "mail", which owns example.com too,
+// links to it automatically. On PostgreSQL+Redis and on SQLite.
+func TestUpstreamJITEmailVerifiedOnlyByTheDomainsProvider(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			social, corp, mail := upstreamtest.New(t), upstreamtest.New(t), upstreamtest.New(t)
+			file := filepath.Join(t.TempDir(), "providers.yaml")
+			yaml := "providers:\n" +
+				social.ProviderYAML("social", "    jit: {enabled: true, default_role: user}") +
+				corp.ProviderYAML("corp", "    link: verified_email_auto", "    allowed_domains: [example.com]",
+					"    jit: {enabled: true, default_role: user}") +
+				mail.ProviderYAML("mail", "    link: verified_email_auto", "    allowed_domains: [example.com]")
+			if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			a := newAcctEnvOn(t, b, map[string]string{"PORTCULLIS_IDENTITY_PROVIDERS_FILE": file})
+			e := &idpEnv{acctEnv: a, root: a.login(t, rootEmail, rootPass).AccessToken}
+			ctx := context.Background()
+			yes := upstreamtest.Bool(true)
+			signIn := func(op *upstreamtest.Provider, sub, email string) *st.Response {
+				return e.exchange(t, op.IDToken(t, upstreamtest.Token{Subject: sub, Email: email, EmailVerified: yes}))
+			}
+			emailVerified := func(t *testing.T, userID string) bool {
+				t.Helper()
+				u, err := e.in.App.Core.Store.GetUser(ctx, userID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return u.EmailVerified
+			}
+
+			// social creates boss@example.com for the attacker: unverified.
+			tr := signIn(social, "attacker", "boss@example.com").Token()
+			attacker, _ := decodeClaims(t, tr.AccessToken)["sub"].(string)
+			if emailVerified(t, attacker) {
+				t.Fatal("a provider without allowed_domains verified the email of the account it created")
+			}
+			if info := e.c.Get("/userinfo", st.Bearer(tr.AccessToken)).ExpectStatus(200).Map(); info["email_verified"] != false {
+				t.Fatalf("userinfo = %v", info)
+			}
+
+			// The real boss at corp is not linked to it.
+			e.refused(t, signIn(corp, "real-boss", "boss@example.com"), upstream.ReasonLocalEmailUnverified)
+			if ev := e.lastAudit(t, "login.failed"); ev.TargetID != attacker || ev.Details["provider"] != "corp" {
+				t.Fatalf("login.failed = %+v", ev)
+			}
+			if ids := e.identities(t, attacker); len(ids) != 1 || ids[0]["provider"] != "social" {
+				t.Fatalf("identities = %v, want social's only", ids)
+			}
+
+			// A JIT user of social still signs in; proving the mailbox
+			// verifies the address, and corp then links to it.
+			tr = signIn(social, "sub-ann", "ann@example.com").Token()
+			ann, _ := decodeClaims(t, tr.AccessToken)["sub"].(string)
+			if again := signIn(social, "sub-ann", "ann@example.com").Token(); decodeClaims(t, again.AccessToken)["sub"] != ann {
+				t.Fatal("a returning social user was not signed in")
+			}
+			e.c.PostJSON("/auth/email/verify/resend", nil, st.Bearer(tr.AccessToken)).ExpectStatus(http.StatusAccepted)
+			link := e.smtp.WaitFor(t, "ann@example.com", mailWithin).Token(t)
+			e.c.PostJSON("/auth/email/verify", map[string]string{"token": link}).ExpectStatus(200)
+			if got := signIn(corp, "corp-ann", "ann@example.com").Token(); decodeClaims(t, got.AccessToken)["sub"] != ann {
+				t.Fatal("corp did not link to the account whose mailbox was proved")
+			}
+			if ev := e.lastAudit(t, "identity.linked"); ev.TargetID != ann || ev.Details["via"] != "auto" || ev.Details["provider"] != "corp" {
+				t.Fatalf("identity.linked = %+v", ev)
+			}
+
+			// corp owns example.com: the account it creates is verified,
+			// and mail, which owns it too, links to it automatically.
+			tr = signIn(corp, "corp-chief", "chief@example.com").Token()
+			chief, _ := decodeClaims(t, tr.AccessToken)["sub"].(string)
+			if !emailVerified(t, chief) {
+				t.Fatal("the domain's provider did not verify the email of the account it created")
+			}
+			if got := signIn(mail, "mail-chief", "chief@example.com").Token(); decodeClaims(t, got.AccessToken)["sub"] != chief {
+				t.Fatal("verified_email_auto did not link to the account the domain's provider created")
+			}
+			if ev := e.lastAudit(t, "identity.linked"); ev.TargetID != chief || ev.Details["via"] != "auto" || ev.Details["provider"] != "mail" {
+				t.Fatalf("identity.linked = %+v", ev)
+			}
+		})
+	}
+}

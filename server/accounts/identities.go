@@ -82,8 +82,14 @@ func (s *Service) UnlinkIdentity(ctx context.Context, actor Actor, userID, provi
 
 // FederatedUser is a user to create just in time for an upstream identity.
 type FederatedUser struct {
-	Email         string
-	Name          string
+	Email string
+	Name  string
+	// EmailVerified is, for CreateFederatedUser, the created account's
+	// email_verified: the upstream service sets it only when the provider
+	// is authoritative for the email's domain (upstream.Provider.
+	// VouchesForEmail). For AcceptInviteFederated it is the provider's
+	// email_verified, required there; the invite's own link verifies that
+	// account's email.
 	EmailVerified bool
 	// Role is the provider's jit.default_role.
 	Role     string

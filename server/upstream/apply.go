@@ -112,10 +112,11 @@ var ErrNeedsConfirmation = errors.New("upstream: the local account must be confi
 // Apply carries out a decision and returns the user who signs in:
 // OutcomeLogin as is; OutcomeAutoLink links first (audit identity.linked,
 // via auto); OutcomeCreate creates the user just in time through the
-// accounts service (user.jit_created, identity.linked). OutcomeConfirm is
-// ErrNeedsConfirmation; OutcomeAcceptInvite is not applied here (the
-// invite acceptance owns it) and is an error. A link lost to a concurrent
-// one is a *Refusal (already_linked).
+// accounts service (user.jit_created, identity.linked), its email verified
+// only when the provider vouches for it (Provider.VouchesForEmail).
+// OutcomeConfirm is ErrNeedsConfirmation; OutcomeAcceptInvite is not
+// applied here (the invite acceptance owns it) and is an error. A link lost
+// to a concurrent one is a *Refusal (already_linked).
 func (s *Service) Apply(ctx context.Context, d Decision, m Meta) (store.User, error) {
 	switch d.Outcome {
 	case OutcomeLogin:
@@ -126,8 +127,12 @@ func (s *Service) Apply(ctx context.Context, d Decision, m Meta) (store.User, er
 		}
 		return d.User, nil
 	case OutcomeCreate:
+		// The email is verified here only on the word of a provider
+		// authoritative for its domain: any provider's word would let one
+		// that is not create the account that the owner's provider later
+		// links to automatically (verified_email_auto).
 		u, err := s.d.Accounts.CreateFederatedUser(ctx, m.accounts(), accounts.FederatedUser{Email: d.Claims.Email,
-			Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Subject: d.Claims.Subject})
+			Name: d.Claims.Name, EmailVerified: d.Provider.VouchesForEmail(d.Claims), Role: d.Role, Provider: d.Provider.ID, Subject: d.Claims.Subject})
 		if err != nil {
 			if errors.Is(err, apierr.ErrConflict) {
 				return store.User{}, refuse(ReasonAlreadyLinked, d.Provider, "", err)

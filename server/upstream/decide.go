@@ -25,7 +25,9 @@ const (
 	// verified_email_auto holds: link and sign in without asking.
 	OutcomeAutoLink Outcome = "auto_link"
 	// OutcomeCreate: no local account has the email and the provider's
-	// just-in-time creation is on: create one holding Decision.Role.
+	// just-in-time creation is on: create one holding Decision.Role, its
+	// email verified only when the provider vouches for it
+	// (Provider.VouchesForEmail).
 	OutcomeCreate Outcome = "create"
 	// OutcomeAcceptInvite: no local account has the email and the pending
 	// invite in the input is for that verified email: create the invited
@@ -96,7 +98,7 @@ func (r *Refusal) Description() string {
 	case ReasonDomainNotAllowed:
 		return "Accounts of this email domain may not sign in with this identity provider."
 	case ReasonLocalEmailUnverified:
-		return "An account with this email address exists, but its address is not verified: it cannot be linked. Sign in with its password and verify the address first."
+		return "An account with this email address exists, but its address is not verified: it cannot be linked. Sign in to it another way and verify the address first."
 	case ReasonDeactivated:
 		return "The account is deactivated."
 	case ReasonNoAccount:
@@ -214,7 +216,7 @@ func Decide(ctx context.Context, dir Directory, in Input) (Decision, error) {
 		}
 	}
 	d.User = u
-	if p.Link == LinkVerifiedEmailAuto && p.DomainAllowed(c.Email) {
+	if p.Link == LinkVerifiedEmailAuto && p.VouchesForEmail(c) {
 		d.Outcome = OutcomeAutoLink
 	} else {
 		d.Outcome = OutcomeConfirm

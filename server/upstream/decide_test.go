@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/upstream"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -168,6 +169,109 @@ func TestAMR(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := upstream.AMR(tc.p, upstream.Claims{AMR: tc.amr}); !slices.Equal(got, tc.want) {
 				t.Fatalf("AMR = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestVouchesForEmail: a provider's email_verified counts here only for a
+// domain in its allowed_domains; an empty list (every domain may sign in)
+// makes it authoritative for none.
+func TestVouchesForEmail(t *testing.T) {
+	owner := &upstream.Provider{ID: "corp", AllowedDomains: []string{"example.com"}}
+	open := &upstream.Provider{ID: "social"}
+	for _, tc := range []struct {
+		name string
+		p    *upstream.Provider
+		c    upstream.Claims
+		want bool
+	}{
+		{"ok/verified_in_allowed_domain", owner, upstream.Claims{Email: "boss@example.com", EmailVerified: true}, true},
+		{"ok/domain_case_insensitive", owner, upstream.Claims{Email: "Boss@EXAMPLE.com", EmailVerified: true}, true},
+		{"fail/no_allowed_domains_vouches_for_nobody", open, upstream.Claims{Email: "boss@example.com", EmailVerified: true}, false},
+		{"fail/other_domain", owner, upstream.Claims{Email: "boss@example.org", EmailVerified: true}, false},
+		{"fail/subdomain_is_another_domain", owner, upstream.Claims{Email: "boss@mail.example.com", EmailVerified: true}, false},
+		{"fail/not_verified", owner, upstream.Claims{Email: "boss@example.com"}, false},
+		{"fail/no_email", owner, upstream.Claims{EmailVerified: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.p.VouchesForEmail(tc.c); got != tc.want {
+				t.Fatalf("VouchesForEmail(%+v) = %v, want %v", tc.c, got, tc.want)
+			}
+		})
+	}
+}
+
+// createdAccounts records the just-in-time accounts Apply asks for.
+type createdAccounts struct {
+	noAccounts
+	got []accounts.FederatedUser
+}
+
+func (c *createdAccounts) CreateFederatedUser(_ context.Context, _ accounts.Meta, f accounts.FederatedUser) (store.User, error) {
+	c.got = append(c.got, f)
+	return store.User{ID: "usr_new", Email: f.Email, Active: true, EmailVerified: f.EmailVerified}, nil
+}
+
+// TestApplyCreateVerifiesOnlyAnAuthoritativeProvidersEmail: a just-in-time
+// account's email is verified only on the word of a provider whose
+// allowed_domains hold its domain. An account that a provider without
+// allowed_domains created for boss@example.com is unverified, so a
+// verified_email_auto provider that owns example.com is refused it
+// (local_email_unverified) instead of linking to it automatically; one
+// that a provider owning example.com created is verified and linked.
+func TestApplyCreateVerifiesOnlyAnAuthoritativeProvidersEmail(t *testing.T) {
+	social := &upstream.Provider{ID: "social", Link: upstream.LinkConfirm, JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
+	corp := &upstream.Provider{ID: "corp", Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"example.com"},
+		JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
+	// mail also owns example.com and links by verified_email_auto.
+	mail := &upstream.Provider{ID: "mail", Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"example.com"}}
+	for _, tc := range []struct {
+		name         string
+		creator      *upstream.Provider
+		wantVerified bool
+		// what mail then decides for its upstream account of that email
+		wantOutcome upstream.Outcome
+		wantRefusal string
+	}{
+		{"fail/created_by_a_provider_without_allowed_domains", social, false, "", upstream.ReasonLocalEmailUnverified},
+		{"ok/created_by_the_domains_provider", corp, true, upstream.OutcomeAutoLink, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := &memStore{}
+			acc := &createdAccounts{}
+			ps, err := upstream.NewProviders(social, corp, mail)
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc, err := upstream.New(upstream.Deps{Providers: ps, Verifier: upstream.NewVerifier(nil, nil), Store: dir,
+				Accounts: acc, Audit: &auditLog{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			first := upstream.Claims{Subject: "first", Email: "boss@example.com", EmailVerified: true}
+			d, err := svc.Decide(ctx, upstream.Input{Provider: tc.creator, Claims: first})
+			if err != nil || d.Outcome != upstream.OutcomeCreate {
+				t.Fatalf("Decide = %+v, %v; want create", d.Outcome, err)
+			}
+			u, err := svc.Apply(ctx, d, upstream.Meta{})
+			if err != nil || len(acc.got) != 1 || acc.got[0].EmailVerified != tc.wantVerified {
+				t.Fatalf("Apply = %+v, %v; created %+v, want email_verified %v", u, err, acc.got, tc.wantVerified)
+			}
+			dir.users = append(dir.users, u)
+			dir.links = append(dir.links, store.FederatedIdentity{Provider: tc.creator.ID, Subject: "first", UserID: u.ID})
+
+			d, err = svc.Decide(ctx, upstream.Input{Provider: mail, Claims: upstream.Claims{Subject: "second", Email: "boss@example.com", EmailVerified: true}})
+			if tc.wantRefusal != "" {
+				var r *upstream.Refusal
+				if !errors.As(err, &r) || r.Reason != tc.wantRefusal || r.UserID != u.ID {
+					t.Fatalf("mail's Decide = %+v, %v; want refusal %s", d.Outcome, err, tc.wantRefusal)
+				}
+				return
+			}
+			if err != nil || d.Outcome != tc.wantOutcome || d.User.ID != u.ID {
+				t.Fatalf("mail's Decide = %+v user %q, %v; want %s user %q", d.Outcome, d.User.ID, err, tc.wantOutcome, u.ID)
 			}
 		})
 	}

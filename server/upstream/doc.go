@@ -12,7 +12,9 @@
 // a local account only after that person proves it, or automatically under
 // every condition of verified_email_auto; a local account whose email is
 // unverified is never linked; just-in-time creation is off unless the
-// provider turns it on.
+// provider turns it on, and the account it creates has a verified email
+// only when the provider is authoritative for the email's domain
+// (Provider.VouchesForEmail: the domain is in its allowed_domains).
 //
 // The browser path (GET /login/{provider} and its callback) uses it so:
 //

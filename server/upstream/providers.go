@@ -29,9 +29,10 @@ const (
 	// LinkConfirm links only after the person proves the local account on
 	// a hosted page (the default).
 	LinkConfirm LinkMode = "confirm"
-	// LinkVerifiedEmailAuto links without asking when the provider says
-	// email_verified true, the email's domain is in allowed_domains and the
-	// local email is verified; otherwise it falls back to confirmation.
+	// LinkVerifiedEmailAuto links without asking when the provider vouches
+	// for the email (Provider.VouchesForEmail: email_verified true and the
+	// email's domain in allowed_domains) and the local email is verified;
+	// otherwise it falls back to confirmation.
 	LinkVerifiedEmailAuto LinkMode = "verified_email_auto"
 )
 
@@ -78,7 +79,8 @@ type Provider struct {
 	Scopes       []string
 	// AllowedDomains, when not empty, are the only email domains (lower
 	// case) whose people may sign in through the provider; they are also
-	// the domains verified_email_auto trusts the provider for.
+	// the only domains whose emails the provider vouches for
+	// (VouchesForEmail).
 	AllowedDomains []string
 	JIT            JIT
 	Link           LinkMode
@@ -95,6 +97,21 @@ func (p *Provider) DomainAllowed(email string) bool {
 		return false
 	}
 	return slices.Contains(p.AllowedDomains, strings.ToLower(email[at+1:]))
+}
+
+// VouchesForEmail reports whether Portcullis takes p's word that c's email
+// belongs to the person: p says email_verified true and is authoritative
+// for the email's domain, which is in p's AllowedDomains. An empty
+// AllowedDomains lets every domain sign in but makes p authoritative for
+// none: a provider may call verified an address of a domain it does not
+// run (a social provider's account named boss@example.com), and only the
+// operator's list says whose word is the domain owner's. It is the one rule
+// for a local email verified on a provider's word: a verified_email_auto
+// link needs it, and a just-in-time account's email is verified only with
+// it, so an account another provider created for an address cannot be
+// auto-linked later by the provider that does own the domain.
+func (p *Provider) VouchesForEmail(c Claims) bool {
+	return c.Email != "" && c.EmailVerified && p.DomainAllowed(c.Email)
 }
 
 // Providers is the validated providers file.
