@@ -93,8 +93,7 @@ type Sessions interface {
 // APIKeys creates, lists and revokes API keys (*apikeys.Service). Who may
 // manage whose keys is decided here before it is called.
 type APIKeys interface {
-	Create(ctx context.Context, owner store.User, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
-	CreateOwn(ctx context.Context, owner store.User, tok apikeys.Token, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
+	Create(ctx context.Context, owner store.User, maker apikeys.Token, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
 	List(ctx context.Context, ownerID, cursor string, limit int) (apikeys.Page, error)
 	Revoke(ctx context.Context, ownerID, keyID string, m apikeys.Meta) error
 }
@@ -378,6 +377,12 @@ type Actor struct {
 	// ended since (madeWithLiveToken).
 	loginAt time.Time
 }
+
+// withToken reports whether the actor acts with an access token (the
+// admin API, /auth), whose scope then bounds what they pass on
+// (passablePermissions); a scope set without the token's claims counts as
+// one too.
+func (a Actor) withToken() bool { return a.Bearer != nil || a.Scope != nil }
 
 // OperatorActorID is the actor_id of the audit events of operations the
 // operator runs with the CLI (`portcullis clients …`); their details say

@@ -56,7 +56,8 @@ type CreatedClient struct {
 }
 
 // clientActor is who creates, deletes or rotates a client: a user, with the
-// permissions of their current roles, or the operator.
+// permissions they may pass on (passablePermissions: their current roles'
+// and, with a token, only those in its scope), or the operator.
 type clientActor struct {
 	id       string
 	via      string // "admin" (the API) or "cli"
@@ -74,7 +75,7 @@ func (s *Service) loadClientActor(ctx context.Context, actor Actor) (clientActor
 	if err != nil {
 		return clientActor{}, err
 	}
-	return clientActor{id: sc.actor.ID, via: "admin", perms: s.policy.Permissions(sc.actor.Roles), scope: sc}, nil
+	return clientActor{id: sc.actor.ID, via: "admin", perms: s.passablePermissions(actor, sc.actor.Roles), scope: sc}, nil
 }
 
 // checkClientCeiling is the one rule for what a new client may carry
@@ -97,7 +98,9 @@ func (s *Service) checkClientCeiling(a clientActor, spec clients.Spec) error {
 
 // withinClientCeiling is the privilege ceiling over a client, new or
 // existing: for a user (the operator is bound by none of it), each scope
-// listed on the client must be one the user holds now; listing the issuer
+// listed on the client must be one the user may pass on (a.perms: held now
+// and, acting with a token, in its scope, so a full admin's token narrowed
+// to clients:write makes no client with more); listing the issuer
 // among the audiences, which gives the client's tokens access to the admin
 // API, and being first-party, which lets the client skip every user's
 // consent, each need every admin permission, and a platform actor: an
@@ -116,7 +119,7 @@ func (s *Service) withinClientCeiling(a clientActor, act string, scopes, audienc
 	for _, sc := range scopes {
 		if _, ok := slices.BinarySearch(a.perms, sc); !ok {
 			return apierr.ErrForbidden.WithDescription(
-				"You do not hold the permission %q, so you may not %s a client whose tokens carry it.", sc, act)
+				"You may not pass on the permission %q (your roles, or the scope of the access token you act with, do not hold it), so you may not %s a client whose tokens carry it.", sc, act)
 		}
 	}
 	issuerAudience := s.cfg.Issuer != "" && slices.Contains(audiences, s.cfg.Issuer)
@@ -133,13 +136,13 @@ func (s *Service) withinClientCeiling(a clientActor, act string, scopes, audienc
 	if issuerAudience {
 		if p, ok := a.missingAdminPermission(); !ok {
 			return apierr.ErrForbidden.WithDescription(
-				"Listing the issuer among a client's audiences gives its tokens access to the admin API, so to %s such a client needs every admin permission; you do not hold %q.", act, p)
+				"Listing the issuer among a client's audiences gives its tokens access to the admin API, so to %s such a client needs every admin permission; you do not hold %q (in your roles, or in the scope of the access token you act with).", act, p)
 		}
 	}
 	if firstParty {
 		if p, ok := a.missingAdminPermission(); !ok {
 			return apierr.ErrForbidden.WithDescription(
-				"A first-party client never asks users for consent, so to %s one needs every admin permission; you do not hold %q.", act, p)
+				"A first-party client never asks users for consent, so to %s one needs every admin permission; you do not hold %q (in your roles, or in the scope of the access token you act with).", act, p)
 		}
 	}
 	return nil

@@ -3,8 +3,10 @@ package accounts
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
+	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/apikeys"
 	"github.com/portcullis-auth/portcullis/store"
@@ -35,11 +37,16 @@ type NewUser struct {
 }
 
 // CreateUser creates a machine user: a name, no email and no password; it
-// holds roles, each of which the actor must be allowed to grant (the
-// privilege ceiling, as for an invite), and uses only the API keys admins
-// give it. Any other kind is 400 (people are invited). Audit user.created.
-// A token revoked before the user was written keeps none
-// (madeWithLiveToken): the user is deleted (user.deleted via
+// holds roles and uses only the API keys admins give it. Any other kind is
+// 400 (people are invited). Giving it roles is a role grant and follows
+// the rule of GrantRole (POST /admin/users/{id}/roles): the actor must
+// hold roles:assign among what they may pass on (passablePermissions: in
+// the token's scope for a token, else 403 insufficient_scope naming it,
+// as the route answers), and be allowed to grant each role (the privilege
+// ceiling's rank: CanAssign, which is CanChangeRole on a user holding
+// nothing). Audit user.created, then role.granted for each role given,
+// as GrantRole records it. A token revoked before the user was written
+// keeps none (madeWithLiveToken): the user is deleted (user.deleted via
 // token_revoked).
 func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User, error) {
 	if nu.Kind != store.UserMachine {
@@ -58,6 +65,13 @@ func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User
 	}
 	if sc.inTenant() && len(nu.Roles) == 0 {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("A machine user of an organisation needs a role there.")
+	}
+	if len(nu.Roles) > 0 {
+		// Without this, a token limited to users:write gave a new machine
+		// user roles, then the machine a key, that the token never held.
+		if err := RequirePermission(s.passablePermissions(actor, sc.actor.Roles), policy.PermRolesAssign); err != nil {
+			return User{}, err
+		}
 	}
 	for _, role := range nu.Roles {
 		if role == "" {
@@ -87,6 +101,11 @@ func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User
 	}
 	s.recordIn(ctx, sc, "user.created", store.OutcomeSuccess, u.ID, actor.Meta,
 		map[string]string{"kind": store.UserMachine, "roles": strings.Join(u.Roles, " ")})
+	for i, role := range u.Roles {
+		if !slices.Contains(u.Roles[:i], role) {
+			s.recordIn(ctx, sc, "role.granted", store.OutcomeSuccess, u.ID, actor.Meta, map[string]string{"role": role})
+		}
+	}
 	if err := s.madeWithLiveToken(ctx, actor, "a user", func(ctx context.Context) error {
 		if err := s.store.DeleteUser(ctx, u.ID); err != nil {
 			return fmt.Errorf("delete user %s: %w", u.ID, err)
@@ -179,18 +198,23 @@ func keyMeta(actor Actor, via string) apikeys.Meta {
 }
 
 // CreateMachineAPIKey creates an API key for a machine user under the
-// privilege ceiling (machineKeyOwner); the key is in the answer, once.
+// privilege ceiling (machineKeyOwner); the key is in the answer, once. Its
+// scopes must be among the machine's permissions and among those the
+// actor may pass on (passablePermissions: with a token, in its scope),
+// else 400 invalid_scope, the own key's answer: a token narrowed to
+// users:write makes no key with keys:rotate for a machine super_admin.
 func (s *Service) CreateMachineAPIKey(ctx context.Context, actor Actor, userID string, req apikeys.CreateRequest) (apikeys.Created, error) {
 	if err := s.keysActInNoTenant(actor); err != nil {
 		return apikeys.Created{}, err
 	}
-	_, m, err := s.machineKeyOwner(ctx, actor, userID)
+	a, m, err := s.machineKeyOwner(ctx, actor, userID)
 	if err != nil {
 		return apikeys.Created{}, err
 	}
+	maker := apikeys.Token{Scope: s.passablePermissions(actor, a.Roles), ForPortcullis: s.forPortcullis(actor)}
 	// A key acts in no organisation: its scopes are drawn from the machine
 	// user's platform roles, as its use is (apikeys).
-	created, err := s.apiKeys.Create(ctx, s.platform(m), req, keyMeta(actor, "admin"))
+	created, err := s.apiKeys.Create(ctx, s.platform(m), maker, req, keyMeta(actor, "admin"))
 	return s.keptIfTokenLive(ctx, actor, m.ID, created, err)
 }
 
@@ -320,6 +344,17 @@ func (s *Service) keysActInNoTenant(actor Actor) error {
 	return nil
 }
 
+// forPortcullis reports whether the actor acts for Portcullis's own
+// audience, from which alone a key gets a permission of the admin API
+// (apikeys.Token): a token whose aud holds the issuer, or no token at all
+// (the console, Portcullis's own page).
+func (s *Service) forPortcullis(actor Actor) bool {
+	if !actor.withToken() {
+		return true
+	}
+	return s.cfg.Issuer != "" && actor.Audience.Contains(s.cfg.Issuer)
+}
+
 // keySelf loads the person managing their own API keys: not with a token
 // exchanged from an API key (403), nor a third-party application's token
 // (loadSelf).
@@ -335,7 +370,7 @@ func (s *Service) keySelf(ctx context.Context, actor Actor) (store.User, error) 
 
 // CreateOwnAPIKey creates an API key for the actor themself, whose scopes
 // must be among their current permissions and among the scope their token
-// was granted (actor.Scope; apikeys.Service.CreateOwn), and hold no
+// was granted (actor.Scope; apikeys.Service.Create), and hold no
 // permission of the admin API unless the token's audience is Portcullis's
 // own (the issuer), else 400 invalid_scope; the key is in the answer, once. A user who must change
 // their password first gets 403 password_change_required. A token revoked
@@ -351,8 +386,8 @@ func (s *Service) CreateOwnAPIKey(ctx context.Context, actor Actor, req apikeys.
 	if err := s.keysActInNoTenant(actor); err != nil {
 		return apikeys.Created{}, err
 	}
-	tok := apikeys.Token{Scope: actor.Scope, ForPortcullis: s.cfg.Issuer != "" && actor.Audience.Contains(s.cfg.Issuer)}
-	created, err := s.apiKeys.CreateOwn(ctx, u, tok, req, keyMeta(actor, "self"))
+	tok := apikeys.Token{Scope: actor.Scope, ForPortcullis: s.forPortcullis(actor)}
+	created, err := s.apiKeys.Create(ctx, u, tok, req, keyMeta(actor, "self"))
 	return s.keptIfTokenLive(ctx, actor, u.ID, created, err)
 }
 

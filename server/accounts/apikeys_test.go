@@ -61,10 +61,34 @@ func TestAPIKeyAndMachineRefusals(t *testing.T) {
 			_, err := svc.CreateUser(ctx, actor(adm), accounts.NewUser{Kind: store.UserMachine, Name: "x", Roles: []string{"admin"}})
 			return err
 		}, apierr.ErrForbidden},
+		// Giving roles needs roles:assign, which a user lacks.
 		{"fail/user_creates_machine", func() error {
 			_, err := svc.CreateUser(ctx, actor(usr), accounts.NewUser{Kind: store.UserMachine, Name: "x", Roles: []string{"user"}})
 			return err
+		}, apierr.ErrInsufficientScope},
+		// root's token narrowed to users:read passes on no more than it:
+		// no role to a machine, no key beyond it, no client beyond it.
+		{"fail/narrowed_token_gives_a_machine_roles", func() error {
+			_, err := svc.CreateUser(ctx, rootRead, accounts.NewUser{Kind: store.UserMachine, Name: "x", Roles: []string{"user"}})
+			return err
+		}, apierr.ErrInsufficientScope},
+		{"ok/narrowed_token_makes_a_bare_machine", func() error {
+			_, err := svc.CreateUser(ctx, rootRead, accounts.NewUser{Kind: store.UserMachine, Name: "x"})
+			return err
+		}, nil},
+		{"fail/narrowed_token_keys_a_machine_beyond_it", func() error {
+			_, err := svc.CreateMachineAPIKey(ctx, rootRead, boss.ID, apikeys.CreateRequest{Name: "k", Scopes: []string{"users:read", "users:write"}})
+			return err
+		}, apierr.ErrInvalidScope},
+		{"ok/narrowed_token_keys_a_machine_within_it", func() error { _, err := svc.CreateMachineAPIKey(ctx, rootRead, boss.ID, req); return err }, nil},
+		{"fail/narrowed_token_makes_a_client_beyond_it", func() error {
+			_, err := svc.CreateClient(ctx, rootRead, clients.Spec{ID: "beyond", Name: "Beyond", Grants: []string{"client_credentials"}, Scopes: []string{"users:write"}})
+			return err
 		}, apierr.ErrForbidden},
+		{"ok/narrowed_token_makes_a_client_within_it", func() error {
+			_, err := svc.CreateClient(ctx, rootRead, clients.Spec{ID: "within", Name: "Within", Grants: []string{"client_credentials"}, Scopes: []string{"users:read"}})
+			return err
+		}, nil},
 		{"fail/create_human", func() error {
 			_, err := svc.CreateUser(ctx, actor(root), accounts.NewUser{Kind: store.UserHuman, Name: "x"})
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/portcullis-auth/portcullis/keys"
 	"github.com/portcullis-auth/portcullis/policy"
@@ -21,6 +22,31 @@ func RequirePermission(held []string, perm string) error {
 		return nil
 	}
 	return apierr.ErrInsufficientScope.WithRequiredScope(perm).WithDescription("This needs the permission %s.", perm)
+}
+
+// passablePermissions is the one rule for what a write made by actor may
+// give away: the scopes of a machine user's API key
+// (CreateMachineAPIKey), the roles:assign that giving a new machine user
+// roles needs (CreateUser), and a client's scopes, issuer audience and
+// first-party status (withinClientCeiling, through loadClientActor). It
+// is the concrete permissions of roles (the actor's current roles where
+// they act, as scopeOf read them) and, for an actor acting with an access
+// token, only those of them the token was granted too (its scope). So a
+// session narrowed to named permissions (by the scope it asked for, or by
+// its client's scopes: a provisioning script's token) never hands out
+// more through what it creates than it holds itself, as a person's own
+// key never holds more than the token making it (CreateOwnAPIKey). The
+// route's permission (RequirePermission on the token's scope) says only
+// that the token may make the write; without this, a token limited to
+// users:write made a machine super_admin and gave it a key with
+// keys:rotate. An actor without a token (the console's browser session)
+// holds its current permissions; the operator is bound by none of it.
+func (s *Service) passablePermissions(actor Actor, roles []string) []string {
+	perms := s.policy.Permissions(roles)
+	if !actor.withToken() {
+		return perms
+	}
+	return slices.DeleteFunc(perms, func(p string) bool { return !policy.Matches(actor.Scope, p) })
 }
 
 // ActorPermissions returns the concrete permissions of the actor's current

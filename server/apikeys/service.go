@@ -221,48 +221,25 @@ type Page struct {
 // now: its roles are the owner's current ones) and returns it, with the key
 // shown this once. A bad name, missing scopes or an expiry under MinTTL or
 // past the maximum is 400 invalid_request; a scope that is not one of the
-// owner's permissions is 400 invalid_scope. Audit api_key.created.
+// owner's permissions, or that its maker may not pass on (keyScopes), is
+// 400 invalid_scope. Audit api_key.created.
 //
-// Create is for a key an admin gives a machine user (bound by the
-// privilege ceiling, checked by the caller); a person's own key is made
-// with CreateOwn.
-func (s *Service) Create(ctx context.Context, owner store.User, req CreateRequest, m Meta) (Created, error) {
-	return s.create(ctx, owner, nil, req, m)
-}
-
-// Token is what the access token making a person's own key was granted.
-type Token struct {
-	// Scope is its scope claim, split: what the person let that session
-	// do. Nil is a token granted nothing.
-	Scope []string
-	// ForPortcullis: its audience holds Portcullis's own (the issuer), the
-	// audience /admin requires.
-	ForPortcullis bool
-}
-
-// CreateOwn is Create for a person's own key, made with their access token
-// tok: each of the key's scopes must be in the token's scope as well as
-// among the owner's current permissions, else 400 invalid_scope. So a
-// session narrowed to named permissions (by the scope it asked for, or by
-// its client's scopes) never gains more through a key. A token meant for
-// another audience (not ForPortcullis), which /admin refuses whoever it
-// belongs to, gives a key no permission of the admin API either: the key,
-// exchanged through the built-in client, would be the way around that
-// refusal.
-func (s *Service) CreateOwn(ctx context.Context, owner store.User, tok Token, req CreateRequest, m Meta) (Created, error) {
-	if tok.Scope == nil {
-		tok.Scope = []string{}
+// Every key is made under its maker's bound: a person's own key under the
+// scope of the access token making it, a key an admin gives a machine
+// user (bound also by the privilege ceiling, checked by the caller) under
+// the permissions that admin may pass on (accounts' passablePermissions).
+// So a session narrowed to named permissions (by the scope it asked for,
+// or by its client's scopes) never gains more through a key, its own or a
+// machine's.
+func (s *Service) Create(ctx context.Context, owner store.User, maker Token, req CreateRequest, m Meta) (Created, error) {
+	if maker.Scope == nil {
+		maker.Scope = []string{}
 	}
-	return s.create(ctx, owner, &tok, req, m)
-}
-
-// create makes the key; tok, when not nil, bounds its scopes (keyScopes).
-func (s *Service) create(ctx context.Context, owner store.User, tok *Token, req CreateRequest, m Meta) (Created, error) {
 	name, err := keyName(req.Name)
 	if err != nil {
 		return Created{}, err
 	}
-	scopes, err := s.keyScopes(owner, req.Scopes, tok)
+	scopes, err := s.keyScopes(owner, req.Scopes, maker)
 	if err != nil {
 		return Created{}, err
 	}
@@ -286,6 +263,22 @@ func (s *Service) create(ctx context.Context, owner store.User, tok *Token, req 
 		CreatedAt: k.CreatedAt}, nil
 }
 
+// Token is what the maker of a key may pass on to it: the scope of the
+// access token making a person's own key, or the permissions an admin
+// making a machine's key may pass on.
+type Token struct {
+	// Scope is the permissions the maker may pass on (for an access
+	// token, its scope claim, split). Nil is nothing.
+	Scope []string
+	// ForPortcullis: the maker acts for Portcullis's own audience (the
+	// issuer, which /admin requires; the console is Portcullis's own). A
+	// token meant for another audience, which /admin refuses whoever it
+	// belongs to, gives a key no permission of the admin API: the key,
+	// exchanged through the built-in client, would be the way around
+	// that refusal.
+	ForPortcullis bool
+}
+
 // keyName trims a key's name and checks it: 1 to maxNameLen characters, no
 // control characters.
 func keyName(s string) (string, error) {
@@ -303,10 +296,9 @@ func keyName(s string) (string, error) {
 
 // keyScopes is the one routine that decides a new key's scopes: at least
 // one is required (no request means "all"), each a concrete permission the
-// owner holds now (no OIDC scope, no wildcard) and, when tok is not nil,
-// one the token creating the key was granted and may pass on (CreateOwn).
-// It returns them sorted.
-func (s *Service) keyScopes(owner store.User, requested []string, tok *Token) ([]string, error) {
+// owner holds now (no OIDC scope, no wildcard) and one its maker may pass
+// on (maker). It returns them sorted.
+func (s *Service) keyScopes(owner store.User, requested []string, maker Token) ([]string, error) {
 	if len(requested) == 0 {
 		return nil, apierr.ErrInvalidRequest.WithDescription("scopes is required: name the permissions the key may use.")
 	}
@@ -320,17 +312,15 @@ func (s *Service) keyScopes(owner store.User, requested []string, tok *Token) ([
 	if err != nil {
 		return nil, apierr.ErrInvalidScope.WithDescription("%s", apierr.Sentence(err.Error())).WithCause(err)
 	}
-	if tok != nil {
-		for _, p := range grant.Permissions {
-			// p passed ResolveScope: a well-formed permission, safe to echo.
-			switch {
-			case !slices.Contains(tok.Scope, p):
-				return nil, apierr.ErrInvalidScope.WithDescription(
-					"Scope %q: the access token creating the key was not granted this permission, and a key never holds more than the token that makes it.", p)
-			case !tok.ForPortcullis && policy.IsAdminPermission(p):
-				return nil, apierr.ErrInvalidScope.WithDescription(
-					"Scope %q: a permission of Portcullis's admin API, which a key gets only from a token meant for Portcullis (one /admin accepts).", p)
-			}
+	for _, p := range grant.Permissions {
+		// p passed ResolveScope: a well-formed permission, safe to echo.
+		switch {
+		case !slices.Contains(maker.Scope, p):
+			return nil, apierr.ErrInvalidScope.WithDescription(
+				"Scope %q: the access token creating the key was not granted this permission (or its maker may not pass it on), and a key never holds more than the token that makes it.", p)
+		case !maker.ForPortcullis && policy.IsAdminPermission(p):
+			return nil, apierr.ErrInvalidScope.WithDescription(
+				"Scope %q: a permission of Portcullis's admin API, which a key gets only from a token meant for Portcullis (one /admin accepts).", p)
 		}
 	}
 	return grant.Permissions, nil

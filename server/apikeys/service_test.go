@@ -252,9 +252,13 @@ func newEnv(t *testing.T, maxTTL time.Duration) *env {
 	return e
 }
 
+// anyMaker is a key's maker who may pass on every permission: the key is
+// bounded by its owner's permissions alone.
+var anyMaker = Token{Scope: policy.Default().AllPermissions(), ForPortcullis: true}
+
 func (e *env) create(t *testing.T, scopes ...string) Created {
 	t.Helper()
-	c, err := e.svc.Create(context.Background(), e.ann, CreateRequest{Name: "ci", Scopes: scopes}, Meta{ActorID: e.ann.ID, Via: "self"})
+	c, err := e.svc.Create(context.Background(), e.ann, anyMaker, CreateRequest{Name: "ci", Scopes: scopes}, Meta{ActorID: e.ann.ID, Via: "self"})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -302,7 +306,7 @@ func TestCreate(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, tc.maxTTL)
-			c, err := e.svc.Create(context.Background(), e.ann, tc.req, Meta{ActorID: "usr_admin", Via: "admin"})
+			c, err := e.svc.Create(context.Background(), e.ann, anyMaker, tc.req, Meta{ActorID: "usr_admin", Via: "admin"})
 			if tc.code != "" {
 				wantAPIErr(t, "Create", err, tc.code, 400)
 				if e.st.calledN("CreateAPIKey") != 0 || len(e.audit.events) != 0 {
@@ -339,7 +343,7 @@ func TestCreate(t *testing.T) {
 // the token creating it was granted as well as the owner's: a key asked
 // beyond the token's scope is 400 invalid_scope (the answer for a
 // permission the owner lacks), nothing stored or audited; a token granted
-// nothing (nil) bounds the key to nothing. Fails before CreateOwn: the key
+// nothing (nil) bounds the key to nothing. Fails before the maker's bound: the key
 // was checked against the owner's permissions alone, so a token narrowed
 // to users:read made a key with keys:rotate.
 func TestCreateOwnWithinTheToken(t *testing.T) {
@@ -365,17 +369,17 @@ func TestCreateOwnWithinTheToken(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, 0)
-			c, err := e.svc.CreateOwn(context.Background(), e.ann, Token{Scope: tc.granted, ForPortcullis: !tc.other}, CreateRequest{Name: "ci", Scopes: tc.scopes},
+			c, err := e.svc.Create(context.Background(), e.ann, Token{Scope: tc.granted, ForPortcullis: !tc.other}, CreateRequest{Name: "ci", Scopes: tc.scopes},
 				Meta{ActorID: e.ann.ID, Via: "self"})
 			if tc.code != "" {
-				wantAPIErr(t, "CreateOwn", err, tc.code, 400)
+				wantAPIErr(t, "Create", err, tc.code, 400)
 				if e.st.calledN("CreateAPIKey") != 0 || len(e.audit.events) != 0 {
 					t.Fatal("a refused key was stored or audited")
 				}
 				return
 			}
 			if err != nil || !slices.Equal(c.Scopes, tc.scopes) {
-				t.Fatalf("CreateOwn = %+v, %v", c, err)
+				t.Fatalf("Create = %+v, %v", c, err)
 			}
 		})
 	}

@@ -40,7 +40,7 @@ type usersData struct {
 	Users    []accounts.User
 	Next     string
 	MayWrite bool
-	Roles    []string // for a new machine user
+	Roles    []string // for a new machine user; none without roles:assign
 }
 
 func (c *Console) users(r *request) error { return c.showUsers(r, http.StatusOK, view{}) }
@@ -53,8 +53,10 @@ func (c *Console) showUsers(r *request, status int, v view) error {
 	v.Title, v.Screen = "Users", "users"
 	page, err := c.d.Accounts.ListUsersAs(r.ctx(), r.actor, accounts.UserQuery{Query: q, Cursor: r.QueryParam("cursor"), Limit: PageSize})
 	d := usersData{Query: q, Users: page.Items, Next: c.nextPage(r, "cursor", page.NextCursor), MayWrite: r.may(policy.PermUsersWrite)}
-	for _, role := range c.d.Accounts.Roles() {
-		d.Roles = append(d.Roles, role.Name)
+	if r.may(policy.PermRolesAssign) { // giving a new machine user roles needs it (accounts.Service.CreateUser)
+		for _, role := range c.d.Accounts.Roles() {
+			d.Roles = append(d.Roles, role.Name)
+		}
 	}
 	v.Data = d
 	if err != nil {
