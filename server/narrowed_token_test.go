@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -10,8 +11,9 @@ import (
 )
 
 // What a write made with a token gives away never exceeds what the token
-// holds (accounts' passablePermissions): a machine user's roles, a machine
-// key's scopes, a client's scopes, issuer audience and first-party status.
+// holds (accounts' passablePermissions, roleWithinToken): a machine user's
+// roles, a role grant, an invite's role, a machine key's scopes, a
+// client's scopes, issuer audience and first-party status.
 // The demo policy's super_admin (root) holds every permission; each token
 // below is root's, narrowed by the scope it asked for.
 
@@ -101,6 +103,9 @@ func TestMachineKeyWithinItsToken(t *testing.T) {
 //     at creation is audited role.granted, as a grant is.
 //   - A machine's key (the machine holds super_admin): its scopes must be
 //     in the token's scope, else 400 invalid_scope, and nothing is made.
+//   - A role grant and an invite's role (and a machine's roles, with
+//     roles:assign): of the role's permissions, those root holds must be
+//     in the token (403 insufficient_scope naming the first missing).
 //   - A client made with root's token narrowed to clients:write: no scope
 //     the token lacks, no issuer audience, not first-party (403
 //     forbidden, the ceiling's answer).
@@ -115,6 +120,7 @@ func TestNarrowedTokenGivesAwayNoMore(t *testing.T) {
 			e := newKeyEnv(t, b)
 			usersRW := e.narrowedRoot(t, "users:read users:write")
 			assign := e.narrowedRoot(t, "roles:assign users:read users:write")
+			assignViewer := e.narrowedRoot(t, "projects:read roles:assign users:read users:write")
 			clientsW := e.narrowedRoot(t, "clients:write")
 
 			type user struct {
@@ -131,25 +137,29 @@ func TestNarrowedTokenGivesAwayNoMore(t *testing.T) {
 			}
 			t.Run("machine_roles", func(t *testing.T) {
 				for _, tc := range []struct {
-					name   string
-					tok    string
-					roles  []string
-					status int
-					code   string // "" for 201
+					name    string
+					tok     string
+					roles   []string
+					status  int
+					code    string // "" for 201
+					missing string // the permission an insufficient_scope names
 				}{
-					{"fail/users_write_gives_super_admin", usersRW, []string{"super_admin"}, 403, "insufficient_scope"},
-					{"fail/users_write_gives_a_low_role", usersRW, []string{"viewer"}, 403, "insufficient_scope"},
-					{"fail/users_write_gives_an_unknown_role", usersRW, []string{"no_such_role"}, 403, "insufficient_scope"},
-					{"fail/roles_assign_within_the_rank_only", e.admTok, []string{"admin"}, 403, "forbidden"},
-					{"ok/users_write_makes_a_bare_machine", usersRW, nil, 201, ""},
-					{"ok/roles_assign_gives_super_admin", assign, []string{"super_admin"}, 201, ""},
-					{"ok/full_token_gives_roles", e.rootTok, []string{"admin", "editor"}, 201, ""},
+					{"fail/users_write_gives_super_admin", usersRW, []string{"super_admin"}, 403, "insufficient_scope", "roles:assign"},
+					{"fail/users_write_gives_a_low_role", usersRW, []string{"viewer"}, 403, "insufficient_scope", "roles:assign"},
+					{"fail/users_write_gives_an_unknown_role", usersRW, []string{"no_such_role"}, 403, "insufficient_scope", "roles:assign"},
+					{"fail/roles_assign_within_the_rank_only", e.admTok, []string{"admin"}, 403, "forbidden", ""},
+					// The role's permissions root holds must be in the token too.
+					{"fail/roles_assign_gives_super_admin", assign, []string{"super_admin"}, 403, "insufficient_scope", "audit:read"},
+					{"fail/roles_assign_gives_viewer", assign, []string{"viewer"}, 403, "insufficient_scope", "projects:read"},
+					{"ok/users_write_makes_a_bare_machine", usersRW, nil, 201, "", ""},
+					{"ok/roles_assign_gives_a_role_within", assignViewer, []string{"viewer"}, 201, "", ""},
+					{"ok/full_token_gives_roles", e.rootTok, []string{"admin", "editor"}, 201, "", ""},
 				} {
 					t.Run(tc.name, func(t *testing.T) {
 						resp := machine(t, tc.tok, tc.roles...)
 						switch {
 						case tc.code == "insufficient_scope":
-							wantInsufficientScope(t, resp, "roles:assign")
+							wantInsufficientScope(t, resp, tc.missing)
 							return
 						case tc.code != "":
 							resp.ExpectError(tc.status, tc.code)
@@ -184,6 +194,36 @@ func TestNarrowedTokenGivesAwayNoMore(t *testing.T) {
 				if items, _ := page["items"].([]any); len(items) != 3 {
 					t.Fatalf("%d machine users made, want the 3 allowed: %v", len(items), page)
 				}
+			})
+
+			// A role grant, a new member's role and an invite follow the
+			// same rule as a machine's roles: of the role's permissions,
+			// those root holds must be in the token.
+			t.Run("grants_and_invites", func(t *testing.T) {
+				grantee := e.fx.User(t, "grantee@example.com", keyAnnPass, "viewer")
+				invite := e.narrowedRoot(t, "users:invite")
+				inviteViewer := e.narrowedRoot(t, "projects:read users:invite")
+				c := e.in.Client(t)
+				grant := func(tok, role string) *st.Response {
+					return c.PostJSON("/admin/users/"+grantee.ID+"/roles", map[string]string{"role": role}, st.Bearer(tok))
+				}
+				inv := func(tok, addr, role string) *st.Response {
+					return c.PostJSON("/admin/invites", map[string]string{"email": addr, "role": role}, st.Bearer(tok))
+				}
+				wantInsufficientScope(t, grant(assign, "super_admin"), "audit:read")
+				wantInsufficientScope(t, grant(assign, "editor"), "projects:read")
+				wantInsufficientScope(t, inv(invite, "boss@example.org", "super_admin"), "audit:read")
+				wantInsufficientScope(t, inv(invite, "viewer@example.org", "viewer"), "projects:read")
+				if u, err := e.in.App.Core.Store.GetUser(context.Background(), grantee.ID); err != nil || !slices.Equal(u.Roles, []string{"viewer"}) {
+					t.Fatalf("the refused grants changed the roles to %v (%v)", u.Roles, err)
+				}
+				page := c.Get("/admin/invites", st.Bearer(e.rootTok)).ExpectStatus(http.StatusOK).Map()
+				if items, _ := page["items"].([]any); len(items) != 0 {
+					t.Fatalf("the refused invites left %v", items)
+				}
+				inv(inviteViewer, "viewer@example.org", "viewer").ExpectStatus(http.StatusCreated)
+				inv(e.rootTok, "boss@example.org", "super_admin").ExpectStatus(http.StatusCreated)
+				grant(e.rootTok, "super_admin").ExpectStatus(http.StatusOK)
 			})
 
 			t.Run("machine_key", func(t *testing.T) {

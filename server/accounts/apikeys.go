@@ -83,6 +83,9 @@ func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User
 		if err := s.policy.CanAssign(sc.actor.Roles, role); err != nil {
 			return User{}, ceilingErr(err)
 		}
+		if err := s.roleWithinToken(actor, sc.actor.Roles, role); err != nil {
+			return User{}, err
+		}
 	}
 	u := store.User{Kind: store.UserMachine, Name: name, Active: true, Roles: nu.Roles}
 	if sc.inTenant() {

@@ -67,6 +67,9 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, 
 	if err := s.mayInvite(a.Roles, role); err != nil {
 		return Invite{}, err
 	}
+	if err := s.roleWithinToken(actor, a.Roles, role); err != nil {
+		return Invite{}, err
+	}
 	// Inside an organisation an address with an account is invited too
 	// (accepting proves the account's password): a 409 there would tell
 	// one organisation's admin who has an account elsewhere.

@@ -49,6 +49,33 @@ func (s *Service) passablePermissions(actor Actor, roles []string) []string {
 	return slices.DeleteFunc(perms, func(p string) bool { return !policy.Matches(actor.Scope, p) })
 }
 
+// roleWithinToken is passablePermissions' rule for a role given away with
+// an access token (a role grant or a new member's, an invite, a new
+// machine user's roles): every permission of role that the actor's roles
+// hold must be in the token's scope, else 403 insufficient_scope naming
+// the first one missing. A super_admin's token narrowed to users:invite
+// (an onboarding script's) would otherwise invite any address as
+// super_admin, and one narrowed to roles:assign make anyone an admin.
+// Permissions of role that the actor does not hold at all are the rank
+// rule's (CanAssign, CanChangeRole), as before; without a token (the
+// console) nothing more is asked.
+func (s *Service) roleWithinToken(actor Actor, actorRoles []string, role string) error {
+	if !actor.withToken() {
+		return nil
+	}
+	held := s.policy.Permissions(actorRoles)
+	passable := s.passablePermissions(actor, actorRoles)
+	for _, p := range s.policy.Permissions([]string{role}) {
+		if _, ok := slices.BinarySearch(held, p); !ok {
+			continue
+		}
+		if err := RequirePermission(passable, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ActorPermissions returns the concrete permissions of the actor's current
 // roles, re-read from the store (a deleted actor is 401, a deactivated one
 // 403): what a session that named no permission holds after a refresh.

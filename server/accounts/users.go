@@ -235,6 +235,9 @@ func (s *Service) grantIn(ctx context.Context, sc actorScope, actor Actor, id, r
 	if err := s.policy.CanChangeRole(subject(sc.actor), t.ceiling, role); err != nil {
 		return User{}, ceilingErr(err)
 	}
+	if err := s.roleWithinToken(actor, sc.actor.Roles, role); err != nil {
+		return User{}, err
+	}
 	var changed bool
 	if sc.inTenant() {
 		changed, err = s.store.GrantTenantRole(ctx, sc.tenant.ID, t.ID, role)
