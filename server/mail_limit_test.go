@@ -82,3 +82,24 @@ func TestMailPerRecipientLimit(t *testing.T) {
 	a.c.PostJSON("/admin/invites", map[string]string{"email": "someone.else@example.org", "role": "user"}, st.Bearer(rootTok)).
 		ExpectStatus(http.StatusCreated)
 }
+
+// TestInviteMailLimitPerOrganisation: the invite emails' limit is counted
+// per organisation (the platform's apart): three invites of one address
+// into acme hold back acme's fourth (429) but not globex's invite of the
+// same address, nor the platform's, so no organisation's admin can block
+// another's invites or learn from a 429 that someone else invited it.
+func TestInviteMailLimitPerOrganisation(t *testing.T) {
+	t.Parallel()
+	e := newTenantEnv(t, st.SQLite, map[string]string{"PORTCULLIS_RATE_LIMITS": "on"})
+	acme, globex := e.createTenant(t, "acme"), e.createTenant(t, "globex")
+	const addr = "sought.after@example.org"
+	invite := func(tenantID string) *st.Response {
+		return e.c.PostJSON("/admin/tenants/"+tenantID+"/members", map[string]string{"email": addr, "role": "user"}, st.Bearer(e.rootTok))
+	}
+	for range 3 {
+		invite(acme).ExpectStatus(http.StatusCreated)
+	}
+	invite(acme).ExpectError(http.StatusTooManyRequests, "rate_limited")
+	invite(globex).ExpectStatus(http.StatusCreated)
+	e.c.PostJSON("/admin/invites", map[string]string{"email": addr, "role": "super_admin"}, st.Bearer(e.rootTok)).ExpectStatus(http.StatusCreated)
+}

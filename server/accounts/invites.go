@@ -82,7 +82,10 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, 
 	}
 	// Each invite replaces the pending one and sends a fresh email: an
 	// admin (an organisation's too) could otherwise flood any inbox.
-	if err := s.limitMail(ctx, limitInviteMail, email); err != nil {
+	// Counted per organisation (the platform's apart): one organisation's
+	// invites never hold back another's, nor tell its admins that someone
+	// else invited the address.
+	if err := s.limitMail(ctx, limitInviteMail, sc.tenant.ID+" "+email); err != nil {
 		return Invite{}, err
 	}
 	secret, err := newSecret()
