@@ -313,6 +313,18 @@ func (s *Service) introspectRefresh(ctx context.Context, client store.Client, ra
 		}
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
+	// Active only while a refresh would honour it: its client still
+	// exists, and is the one it was issued to, not another created under
+	// a deleted one's id since (issuedTo).
+	owner, err := s.LookupClient(ctx, fam.ClientID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return inactive, nil
+	case err != nil:
+		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	case !issuedTo(owner, fam.ClientID, fam.CreatedAt):
+		return inactive, nil
+	}
 	return map[string]any{
 		"active":     true,
 		"token_type": "refresh_token",
