@@ -870,9 +870,10 @@ func TestUpstreamTokenExchangeOwesSecondFactor(t *testing.T) {
 // unverified, so "corp" (verified_email_auto, allowed_domains example.com)
 // refuses the real boss (local_email_unverified) instead of linking them
 // to it; the social account still signs in, and once its holder proves the
-// mailbox (the verification link) corp links to it. An account that corp
-// itself created is verified, and "mail", which owns example.com too,
-// links to it automatically. On PostgreSQL+Redis and on SQLite.
+// mailbox (the verification link) the address is verified, yet corp asks
+// for the account's proof while social's identity is attached. An account
+// that corp itself created is verified, and "mail", which owns example.com
+// too, links to it automatically. On PostgreSQL+Redis and on SQLite.
 func TestUpstreamJITEmailVerifiedOnlyByTheDomainsProvider(t *testing.T) {
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
 		t.Run(b.String(), func(t *testing.T) {
@@ -923,7 +924,9 @@ func TestUpstreamJITEmailVerifiedOnlyByTheDomainsProvider(t *testing.T) {
 			}
 
 			// A JIT user of social still signs in; proving the mailbox
-			// verifies the address, and corp then links to it.
+			// verifies the address, yet corp links only after the account
+			// is proved, while social's identity is attached (it may be a
+			// squatter's: TestUpstreamJITSquatterLosesTheOwnersAccount).
 			tr = signIn(social, "sub-ann", "ann@example.com").Token()
 			ann, _ := decodeClaims(t, tr.AccessToken)["sub"].(string)
 			if again := signIn(social, "sub-ann", "ann@example.com").Token(); decodeClaims(t, again.AccessToken)["sub"] != ann {
@@ -932,12 +935,10 @@ func TestUpstreamJITEmailVerifiedOnlyByTheDomainsProvider(t *testing.T) {
 			e.c.PostJSON("/auth/email/verify/resend", nil, st.Bearer(tr.AccessToken)).ExpectStatus(http.StatusAccepted)
 			link := e.smtp.WaitFor(t, "ann@example.com", mailWithin).Token(t)
 			e.c.PostJSON("/auth/email/verify", map[string]string{"token": link}).ExpectStatus(200)
-			if got := signIn(corp, "corp-ann", "ann@example.com").Token(); decodeClaims(t, got.AccessToken)["sub"] != ann {
-				t.Fatal("corp did not link to the account whose mailbox was proved")
+			if !emailVerified(t, ann) {
+				t.Fatal("the verification link did not verify the address")
 			}
-			if ev := e.lastAudit(t, "identity.linked"); ev.TargetID != ann || ev.Details["via"] != "auto" || ev.Details["provider"] != "corp" {
-				t.Fatalf("identity.linked = %+v", ev)
-			}
+			e.refused(t, signIn(corp, "corp-ann", "ann@example.com"), upstream.ReasonNeedsConfirmation)
 
 			// corp owns example.com: the account it creates is verified,
 			// and mail, which owns it too, links to it automatically.
@@ -953,5 +954,121 @@ func TestUpstreamJITEmailVerifiedOnlyByTheDomainsProvider(t *testing.T) {
 				t.Fatalf("identity.linked = %+v", ev)
 			}
 		})
+	}
+}
+
+// TestUpstreamJITSquatterLosesTheOwnersAccount: "social" (JIT, no
+// allowed_domains) creates boss@example.com for an attacker; "corp" and
+// "mail" (verified_email_auto, allowed_domains example.com) own the domain.
+// The real boss, refused at corp (local_email_unverified), recovers the
+// account, either straight with a reset link or after redeeming the
+// verification link the attacker had resent: while social's identity is
+// attached, corp does not link automatically (confirmation_required), and
+// the reset unlinks it (identity.unlinked, via password_reset), so corp then
+// links and the attacker's social sign-in no longer reaches the account
+// (it is an unknown upstream account whose email is the boss's: refused
+// without confirmation). A vouching provider's identity survives a later
+// reset, and an account holding only such identities still links
+// automatically. On PostgreSQL+Redis and on SQLite.
+func TestUpstreamJITSquatterLosesTheOwnersAccount(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		for _, path := range []struct {
+			name string
+			// verifyFirst: the owner redeems the verification link the
+			// attacker asked for before resetting.
+			verifyFirst bool
+		}{
+			{"reset", false},
+			{"verify_link_then_reset", true},
+		} {
+			t.Run(b.String()+"/"+path.name, func(t *testing.T) {
+				t.Parallel()
+				social, corp, mail := upstreamtest.New(t), upstreamtest.New(t), upstreamtest.New(t)
+				file := filepath.Join(t.TempDir(), "providers.yaml")
+				yaml := "providers:\n" +
+					social.ProviderYAML("social", "    jit: {enabled: true, default_role: user}") +
+					corp.ProviderYAML("corp", "    link: verified_email_auto", "    allowed_domains: [example.com]") +
+					mail.ProviderYAML("mail", "    link: verified_email_auto", "    allowed_domains: [example.com]")
+				if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				a := newAcctEnvOn(t, b, map[string]string{"PORTCULLIS_IDENTITY_PROVIDERS_FILE": file})
+				e := &idpEnv{acctEnv: a, root: a.login(t, rootEmail, rootPass).AccessToken}
+				yes := upstreamtest.Bool(true)
+				const boss = "boss@example.com"
+				signIn := func(op *upstreamtest.Provider, sub string) *st.Response {
+					return e.exchange(t, op.IDToken(t, upstreamtest.Token{Subject: sub, Email: boss, EmailVerified: yes}))
+				}
+				providers := func(t *testing.T, userID string) []string {
+					t.Helper()
+					var out []string
+					for _, id := range e.identities(t, userID) {
+						out = append(out, id["provider"].(string))
+					}
+					return out
+				}
+				reset := func(t *testing.T, pw string) {
+					t.Helper()
+					e.c.PostJSON("/auth/password/forgot", map[string]string{"email": boss}).ExpectStatus(http.StatusAccepted)
+					tok := e.smtp.WaitFor(t, boss, mailWithin).Token(t)
+					e.c.PostJSON("/auth/password/reset", map[string]string{"token": tok, "new_password": pw}).ExpectStatus(http.StatusNoContent)
+				}
+
+				tr := signIn(social, "attacker").Token()
+				squatted, _ := decodeClaims(t, tr.AccessToken)["sub"].(string)
+				e.refused(t, signIn(corp, "real-boss"), upstream.ReasonLocalEmailUnverified)
+
+				if path.verifyFirst {
+					// The attacker has the link mailed; the owner redeems it.
+					e.c.PostJSON("/auth/email/verify/resend", nil, st.Bearer(tr.AccessToken)).ExpectStatus(http.StatusAccepted)
+					link := e.smtp.WaitFor(t, boss, mailWithin).Token(t)
+					e.c.PostJSON("/auth/email/verify", map[string]string{"token": link}).ExpectStatus(200)
+					// social's identity is attached: corp asks for the
+					// account's proof instead of linking to it.
+					e.refused(t, signIn(corp, "real-boss"), upstream.ReasonNeedsConfirmation)
+					if got := providers(t, squatted); !slices.Equal(got, []string{"social"}) {
+						t.Fatalf("identities = %v, want social's only", got)
+					}
+				}
+
+				reset(t, "the boss's own passphrase")
+				ev := e.lastAudit(t, "identity.unlinked")
+				if ev.TargetID != squatted || ev.ActorID != squatted || ev.Details["provider"] != "social" ||
+					ev.Details["subject"] != "attacker" || ev.Details["via"] != "password_reset" {
+					t.Fatalf("identity.unlinked = %+v", ev)
+				}
+				if got := providers(t, squatted); len(got) != 0 {
+					t.Fatalf("identities after the reset = %v, want none", got)
+				}
+				if got := signIn(corp, "real-boss").Token(); decodeClaims(t, got.AccessToken)["sub"] != squatted {
+					t.Fatal("corp did not link the owner to the recovered account")
+				}
+				if ev := e.lastAudit(t, "identity.linked"); ev.TargetID != squatted || ev.Details["provider"] != "corp" || ev.Details["via"] != "auto" {
+					t.Fatalf("identity.linked = %+v", ev)
+				}
+				// The attacker's upstream account is unknown now, and its
+				// email is the boss's: it is not signed in as the boss.
+				e.refused(t, signIn(social, "attacker"), upstream.ReasonNeedsConfirmation)
+				if ev := e.lastAudit(t, "login.failed"); ev.TargetID != squatted || ev.Details["provider"] != "social" {
+					t.Fatalf("login.failed = %+v", ev)
+				}
+
+				// corp vouches for example.com: its identity survives a
+				// reset, and mail links beside it automatically.
+				reset(t, "the boss's second passphrase")
+				if got := providers(t, squatted); !slices.Equal(got, []string{"corp"}) {
+					t.Fatalf("identities after a second reset = %v, want corp's", got)
+				}
+				if got := signIn(corp, "real-boss").Token(); decodeClaims(t, got.AccessToken)["sub"] != squatted {
+					t.Fatal("corp's identity no longer signs in after the owner's reset")
+				}
+				if got := signIn(mail, "mail-boss").Token(); decodeClaims(t, got.AccessToken)["sub"] != squatted {
+					t.Fatal("mail did not link automatically to an account holding only a vouching identity")
+				}
+				if ev := e.lastAudit(t, "identity.linked"); ev.TargetID != squatted || ev.Details["provider"] != "mail" || ev.Details["via"] != "auto" {
+					t.Fatalf("identity.linked = %+v", ev)
+				}
+			})
+		}
 	}
 }

@@ -119,6 +119,14 @@ type PasswordRules interface {
 	Check(password, email string) error
 }
 
+// Authorities tell whether an upstream identity provider is authoritative
+// for an email address, a local account's (*upstream.Providers implements
+// it: the address's domain is in that provider's allowed_domains; a
+// provider no longer configured is authoritative for none).
+type Authorities interface {
+	VouchesFor(providerID, email string) bool
+}
+
 // Keys lists and rotates the signing keys (*keys.Manager implements it).
 type Keys interface {
 	List(ctx context.Context) ([]keys.KeyInfo, error)
@@ -245,6 +253,10 @@ type Deps struct {
 	// logins; when nil (rate limits off) there is nothing to clear.
 	Revoker  KeyRevoker
 	Throttle LoginThrottle
+	// Authorities judge an account's upstream identities at a password
+	// reset, which keeps only those of a provider that vouches for the
+	// account's email; nil (no providers file): none does.
+	Authorities Authorities
 }
 
 // Service implements the account and admin operations.
@@ -272,6 +284,7 @@ type Service struct {
 	tenancy  *tenancy.Resolver
 	revoker  KeyRevoker
 	throttle LoginThrottle
+	vouch    Authorities
 
 	bgSlots chan struct{}
 	bgWG    sync.WaitGroup
@@ -315,7 +328,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger, now: d.Now,
 		browser: d.Browser, consents: d.Consents, ender: d.Ender, mfa: d.MFA, passkeys: d.Passkeys, apiKeys: d.APIKeys,
 		tenancy: d.Tenancy,
-		revoker: d.Revoker, throttle: d.Throttle,
+		revoker: d.Revoker, throttle: d.Throttle, vouch: d.Authorities,
 		bgSlots: make(chan struct{}, cfg.MaxBackground)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -173,7 +173,7 @@ func (s *Service) revokeOwnKeys(ctx context.Context, userID string, m Meta) erro
 		return nil
 	}
 	now := s.now()
-	km := apikeys.Meta{ActorID: userID, IP: m.IP, UserAgent: m.UserAgent, ClientID: m.ClientID, Via: "password_reset"}
+	km := apikeys.Meta{ActorID: userID, IP: m.IP, UserAgent: m.UserAgent, ClientID: m.ClientID, Via: viaPasswordReset}
 	cursor := ""
 	for {
 		page, err := s.apiKeys.List(ctx, userID, cursor, 200)

@@ -99,8 +99,10 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 
 // ResetPassword redeems a reset link once: it sets the new password (checked
 // against the rules with the user's email), clears must_change_password,
-// marks the email verified (the link reached it) and ends every session of
-// the user. A password the rules refuse leaves the link usable. A link sent
+// marks the email verified (the link reached it), unlinks every upstream
+// identity of a provider that does not vouch for that email
+// (dropUnvouchedIdentities), ends every session of the user and revokes
+// their API keys. A password the rules refuse leaves the link usable. A link sent
 // before the password last changed (a change, a reset, a temporary
 // password) or before the account was deactivated answers as a used one
 // (400 invalid_token), and a link of a deactivated account as a revoked
@@ -164,6 +166,12 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 		if err != nil {
 			return oneTimeTokenErr(kind, err)
 		}
+		// Here, before the sessions end again: a session opened through an
+		// identity this drops, until it is gone, ends with the others.
+		if err := s.dropUnvouchedIdentities(ctx, u, m); err != nil {
+			s.log.Error("password reset: the password changed but the account's upstream identities could not all be unlinked", "user_id", u.ID, "err", err)
+			return err
+		}
 		return nil
 	}); err != nil {
 		return err
@@ -175,6 +183,10 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 	s.record(ctx, "password.reset", store.OutcomeSuccess, u.ID, u.ID, m, nil)
 	return nil
 }
+
+// viaPasswordReset is details.via of what a password reset ends besides the
+// sessions (API keys, upstream identities).
+const viaPasswordReset = "password_reset"
 
 // errLinkUsable ends the dry run of ResetPassword's consume (rolling it back).
 var errLinkUsable = errors.New("reset link usable (dry run)")

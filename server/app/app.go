@@ -403,6 +403,9 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if pk != nil {
 		views.Passkeys = pk
 	}
+	if providers.Len() > 0 { // never a typed nil in the interface
+		views.Authorities = providers
+	}
 	sender, tmpl, err := newMail(cfg, log)
 	if err != nil {
 		return nil, err
@@ -572,7 +575,8 @@ func (c clientChanges) SetClientSecretHash(ctx context.Context, id string, hash 
 // SMTP when PORTCULLIS_SMTP_URL is set, else to the log marked not sent. The
 // built-in first-party client is created when missing. views holds the
 // collaborators of the session views (Browser, Consents, Ender), of the
-// second factors (MFA, Passkeys) and of API keys (APIKeys); sessions issues
+// second factors (MFA, Passkeys), of API keys (APIKeys) and the identity
+// providers that judge identities at a reset (Authorities); sessions issues
 // and ends sessions (accountSessions).
 func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, core *Core, st accounts.Store, sessions accounts.Sessions,
 	hasher *password.Hasher, checker *passcheck.Checker, limiter *ratelimit.Limiter, views accounts.Deps,
@@ -588,7 +592,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,
 		Revoker: core.Keys, Throttle: limiter,
 		Browser: views.Browser, Consents: views.Consents, Ender: views.Ender, MFA: views.MFA, Passkeys: views.Passkeys,
-		APIKeys: views.APIKeys, Tenancy: views.Tenancy,
+		APIKeys: views.APIKeys, Tenancy: views.Tenancy, Authorities: views.Authorities,
 	})
 	if err != nil {
 		return nil, err

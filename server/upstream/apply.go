@@ -94,7 +94,7 @@ func (s *Service) Providers() *Providers { return s.d.Providers }
 
 // Decide runs the linking core (Decide) over the Service's store.
 func (s *Service) Decide(ctx context.Context, in Input) (Decision, error) {
-	d, err := Decide(ctx, s.d.Store, in)
+	d, err := Decide(ctx, s.d.Store, s.d.Providers, in)
 	if err != nil {
 		var r *Refusal
 		if errors.As(err, &r) {

@@ -22,7 +22,9 @@ const (
 	// the local account (LinkConfirmed).
 	OutcomeConfirm Outcome = "confirm"
 	// OutcomeAutoLink: as OutcomeConfirm, but every condition of
-	// verified_email_auto holds: link and sign in without asking.
+	// verified_email_auto holds (and the account holds no identity of a
+	// provider that does not vouch for its email): link and sign in
+	// without asking.
 	OutcomeAutoLink Outcome = "auto_link"
 	// OutcomeCreate: no local account has the email and the provider's
 	// just-in-time creation is on: create one holding Decision.Role, its
@@ -98,7 +100,7 @@ func (r *Refusal) Description() string {
 	case ReasonDomainNotAllowed:
 		return "Accounts of this email domain may not sign in with this identity provider."
 	case ReasonLocalEmailUnverified:
-		return "An account with this email address exists, but its address is not verified: it cannot be linked. Sign in to it another way and verify the address first."
+		return "An account with this email address exists, but its address is not verified: it cannot be linked. If this is your address, reset the password of the account (the link is sent to the address), then sign in here again."
 	case ReasonDeactivated:
 		return "The account is deactivated."
 	case ReasonNoAccount:
@@ -108,7 +110,7 @@ func (r *Refusal) Description() string {
 	case ReasonInviteMismatch:
 		return "The invite is for another email address."
 	case ReasonNeedsConfirmation:
-		return "An account with this email address exists: sign in to it with its password once to link this identity."
+		return "An account with this email address exists: sign in to it with its password once to link this identity. If this is your address and you have no password for it, reset the password first."
 	case ReasonInvalidState:
 		return "The sign-in request is unknown or expired. Start again."
 	case ReasonReplayedCallback:
@@ -158,10 +160,13 @@ type Input struct {
 // a local user's is never taken for that user. An unknown sub is decided
 // by its verified email only: a local account with that email is linked
 // after confirmation (or automatically under every condition of
-// verified_email_auto), never when the local address is unverified; without
-// such an account, an invite for the email or just-in-time creation. A
-// refusal is a *Refusal; any other error is a store failure.
-func Decide(ctx context.Context, dir Directory, in Input) (Decision, error) {
+// verified_email_auto, and only when the account holds no identity of a
+// provider that does not vouch for its address), never when the local
+// address is unverified; without such an account, an invite for the email
+// or just-in-time creation. ps are the configured providers, which judge
+// the identities the account already holds (unvouched). A refusal is a
+// *Refusal; any other error is a store failure.
+func Decide(ctx context.Context, dir Directory, ps *Providers, in Input) (Decision, error) {
 	p, c := in.Provider, in.Claims
 	if p == nil {
 		return Decision{}, refuse(ReasonUnknownProvider, nil, "", nil)
@@ -216,12 +221,30 @@ func Decide(ctx context.Context, dir Directory, in Input) (Decision, error) {
 		}
 	}
 	d.User = u
-	if p.Link == LinkVerifiedEmailAuto && p.VouchesForEmail(c) {
+	if p.Link == LinkVerifiedEmailAuto && p.VouchesForEmail(c) && !unvouched(ps, links, u.Email) {
 		d.Outcome = OutcomeAutoLink
 	} else {
 		d.Outcome = OutcomeConfirm
 	}
 	return d, nil
+}
+
+// unvouched reports whether any of links is of a provider that does not
+// vouch for email, the account's address (Providers.VouchesFor). Such an
+// identity may be a squatter's: one that provider's just-in-time creation
+// made the account for, and that stays linked when the owner later verifies
+// the address by the link mailed to it. Linking the domain's provider
+// automatically would hand the owner's sign-ins to an account the squatter
+// still signs in to; the owner proves the account on the confirm page
+// instead, or recovers it with a password reset, which drops such
+// identities (accounts.Service.ResetPassword).
+func unvouched(ps *Providers, links []store.FederatedIdentity, email string) bool {
+	for _, l := range links {
+		if !ps.VouchesFor(l.Provider, email) {
+			return true
+		}
+	}
+	return false
 }
 
 // decideNew decides for a verified email no local account has.

@@ -65,13 +65,28 @@ func TestDecide(t *testing.T) {
 	cyd := store.User{ID: "usr_cyd", Email: "cyd@example.com", Active: false, EmailVerified: true}
 	dan := store.User{ID: "usr_dan", Email: "dan@corp.example", Active: true, EmailVerified: true}
 	eve := store.User{ID: "usr_eve", Email: "eve@example.com", Active: true, EmailVerified: true}
+	// fay holds an identity of social, which vouches for no domain (a
+	// squatter's, maybe); gus one of mail, which owns example.com; hal one
+	// of a provider no longer configured.
+	fay := store.User{ID: "usr_fay", Email: "fay@example.com", Active: true, EmailVerified: true}
+	gus := store.User{ID: "usr_gus", Email: "gus@example.com", Active: true, EmailVerified: true}
+	hal := store.User{ID: "usr_hal", Email: "hal@example.com", Active: true, EmailVerified: true}
 	dir := &directory{
-		users: []store.User{ann, bob, cyd, dan, eve},
+		users: []store.User{ann, bob, cyd, dan, eve, fay, gus, hal},
 		links: []store.FederatedIdentity{
 			{Provider: "google", Subject: "g-ann", UserID: ann.ID},
 			{Provider: "google", Subject: "g-cyd", UserID: cyd.ID},
 			{Provider: "corp", Subject: "c-dan-old", UserID: dan.ID},
+			{Provider: "social", Subject: "s-fay", UserID: fay.ID},
+			{Provider: "mail", Subject: "m-gus", UserID: gus.ID},
+			{Provider: "gone", Subject: "x-hal", UserID: hal.ID},
 		},
+	}
+	// The configured providers that judge the identities an account holds.
+	ps, err := upstream.NewProviders(&upstream.Provider{ID: "social"},
+		&upstream.Provider{ID: "mail", AllowedDomains: []string{"example.com"}})
+	if err != nil {
+		t.Fatal(err)
 	}
 	google := &upstream.Provider{ID: "google", Link: upstream.LinkConfirm}
 	jit := &upstream.Provider{ID: "google", Link: upstream.LinkConfirm, JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
@@ -107,6 +122,9 @@ func TestDecide(t *testing.T) {
 		{"fail/local_email_unverified_not_even_confirmed", upstream.Input{Provider: google, Claims: verified("g-bob", "bob@example.com")}, "", "", "", upstream.ReasonLocalEmailUnverified, bob.ID},
 		{"fail/local_user_deactivated", upstream.Input{Provider: auto, Claims: verified("g-cyd2", "cyd@example.com")}, "", "", "", upstream.ReasonDeactivated, cyd.ID},
 		{"ok/auto_link_every_condition", upstream.Input{Provider: auto, Claims: verified("g-ann2", "eve@example.com")}, upstream.OutcomeAutoLink, eve.ID, "", "", ""},
+		{"ok/auto_link_beside_a_vouching_providers_identity", upstream.Input{Provider: auto, Claims: verified("g-gus", "gus@example.com")}, upstream.OutcomeAutoLink, gus.ID, "", "", ""},
+		{"fail/auto_link_refused_beside_an_unvouched_identity_confirms", upstream.Input{Provider: auto, Claims: verified("g-fay", "fay@example.com")}, upstream.OutcomeConfirm, fay.ID, "", "", ""},
+		{"fail/auto_link_refused_beside_an_unconfigured_providers_identity_confirms", upstream.Input{Provider: auto, Claims: verified("g-hal", "hal@example.com")}, upstream.OutcomeConfirm, hal.ID, "", "", ""},
 		{"ok/auto_link_without_allowed_domains_falls_back_to_confirm", upstream.Input{Provider: autoNoDomains, Claims: verified("g-ann2", "eve@example.com")}, upstream.OutcomeConfirm, eve.ID, "", "", ""},
 		{"fail/domain_outside_allowed_domains", upstream.Input{Provider: auto, Claims: verified("g-x", "x@other.example")}, "", "", "", upstream.ReasonDomainNotAllowed, ""},
 		{"fail/allowed_domains_need_a_verified_email", upstream.Input{Provider: auto, Claims: unverified("g-ann", "ann@example.com")}, "", "", "", upstream.ReasonEmailUnverified, ""},
@@ -122,7 +140,7 @@ func TestDecide(t *testing.T) {
 		{"fail/unknown_provider", upstream.Input{Claims: verified("g-ann", "ann@example.com")}, "", "", "", upstream.ReasonUnknownProvider, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := upstream.Decide(context.Background(), dir, tc.in)
+			d, err := upstream.Decide(context.Background(), dir, ps, tc.in)
 			if tc.refusal != "" {
 				var r *upstream.Refusal
 				if !errors.As(err, &r) || r.Reason != tc.refusal || r.UserID != tc.refuseID {
@@ -143,7 +161,7 @@ func TestDecide(t *testing.T) {
 	}
 	t.Run("fail/store_down_is_not_a_refusal", func(t *testing.T) {
 		down := &directory{fail: store.ErrUnavailable}
-		_, err := upstream.Decide(context.Background(), down, upstream.Input{Provider: google, Claims: verified("x", "x@example.com")})
+		_, err := upstream.Decide(context.Background(), down, ps, upstream.Input{Provider: google, Claims: verified("x", "x@example.com")})
 		var r *upstream.Refusal
 		if err == nil || errors.As(err, &r) || !errors.Is(err, store.ErrUnavailable) {
 			t.Fatalf("Decide = %v; want the store error", err)
@@ -197,6 +215,38 @@ func TestVouchesForEmail(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.p.VouchesForEmail(tc.c); got != tc.want {
 				t.Fatalf("VouchesForEmail(%+v) = %v, want %v", tc.c, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestProvidersVouchFor: an identity already linked is judged against the
+// account's address by its provider's allowed_domains; a provider without
+// them, or no longer configured, vouches for nothing.
+func TestProvidersVouchFor(t *testing.T) {
+	ps, err := upstream.NewProviders(&upstream.Provider{ID: "corp", AllowedDomains: []string{"example.com"}},
+		&upstream.Provider{ID: "social"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		ps       *upstream.Providers
+		provider string
+		email    string
+		want     bool
+	}{
+		{"ok/the_domains_provider", ps, "corp", "boss@example.com", true},
+		{"ok/domain_case_insensitive", ps, "corp", "Boss@Example.COM", true},
+		{"fail/other_domain", ps, "corp", "boss@example.org", false},
+		{"fail/no_allowed_domains", ps, "social", "boss@example.com", false},
+		{"fail/provider_no_longer_configured", ps, "gone", "boss@example.com", false},
+		{"fail/no_providers_file", nil, "corp", "boss@example.com", false},
+		{"fail/malformed_address", ps, "corp", "example.com", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.ps.VouchesFor(tc.provider, tc.email); got != tc.want {
+				t.Fatalf("VouchesFor(%q, %q) = %v, want %v", tc.provider, tc.email, got, tc.want)
 			}
 		})
 	}

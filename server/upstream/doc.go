@@ -10,8 +10,10 @@
 // Linking follows the contract's "Upstream identity providers": a user is
 // found by (provider, sub) and never by email; an unknown sub is linked to
 // a local account only after that person proves it, or automatically under
-// every condition of verified_email_auto; a local account whose email is
-// unverified is never linked; just-in-time creation is off unless the
+// every condition of verified_email_auto (never to an account holding an
+// identity of a provider that does not vouch for its email: Providers.
+// VouchesFor, which a password reset also applies, unlinking such
+// identities); a local account whose email is unverified is never linked; just-in-time creation is off unless the
 // provider turns it on, and the account it creates has a verified email
 // only when the provider is authoritative for the email's domain
 // (Provider.VouchesForEmail: the domain is in its allowed_domains).

@@ -114,6 +114,18 @@ func (p *Provider) VouchesForEmail(c Claims) bool {
 	return c.Email != "" && c.EmailVerified && p.DomainAllowed(c.Email)
 }
 
+// VouchesFor reports whether the configured provider with the id is
+// authoritative for email, a local account's address: VouchesForEmail's
+// rule for an identity already linked (whose sign-ins, with allowed_domains,
+// carried email_verified true). A provider no longer configured vouches for
+// nothing. It judges the identities an account holds: a password reset keeps
+// only those (accounts.Service.ResetPassword), and verified_email_auto
+// joins no account holding another (Decide).
+func (ps *Providers) VouchesFor(providerID, email string) bool {
+	p, ok := ps.Get(providerID)
+	return ok && p.DomainAllowed(email)
+}
+
 // Providers is the validated providers file.
 type Providers struct {
 	list []*Provider
