@@ -280,6 +280,21 @@ var settings = []Setting{
 				}
 				p = netip.PrefixFrom(addr, addr.BitLen())
 			}
+			// A proxy's X-Forwarded-For names the client, so trusting
+			// everyone (0.0.0.0/0, "we are behind some load balancer")
+			// lets any client choose its address: the per-address limits
+			// and the audit's addresses would be whatever it sends. A
+			// network wider than /8 (IPv4) or /32 (IPv6) is refused.
+			bits, minBits := p.Bits(), 32
+			switch {
+			case p.Addr().Is4():
+				minBits = 8
+			case p.Addr().Is4In6(): // ::ffff:a.b.c.d/n covers IPv4 /n-96
+				bits, minBits = bits-96, 8
+			}
+			if bits < minBits {
+				return fmt.Errorf("%q trusts more than a network of proxies (the widest accepted is /%d): name the proxies' own addresses or networks", part, minBits)
+			}
 			c.TrustedProxies = append(c.TrustedProxies, p.Masked())
 		}
 		return nil

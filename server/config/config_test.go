@@ -93,6 +93,10 @@ func TestLoad(t *testing.T) {
 		{name: "fail/max client token ttl bad", env: map[string]string{"PORTCULLIS_MAX_CLIENT_TOKEN_TTL": "forever"}, wantErr: "PORTCULLIS_MAX_CLIENT_TOKEN_TTL"},
 		{name: "fail/no sessions", env: map[string]string{"PORTCULLIS_MAX_SESSIONS_PER_USER": "0"}, wantErr: "PORTCULLIS_MAX_SESSIONS_PER_USER"},
 		{name: "fail/bad proxies", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "everyone"}, wantErr: "PORTCULLIS_TRUSTED_PROXIES"},
+		{name: "fail/proxies trust every IPv4 client", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "10.0.0.0/8, 0.0.0.0/0"}, wantErr: "widest accepted is /8"},
+		{name: "fail/proxies trust a /7", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "10.0.0.0/7"}, wantErr: "widest accepted is /8"},
+		{name: "fail/proxies trust every IPv6 client", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "::/0"}, wantErr: "widest accepted is /32"},
+		{name: "fail/proxies trust every mapped IPv4 client", env: map[string]string{"PORTCULLIS_TRUSTED_PROXIES": "::ffff:0.0.0.0/96"}, wantErr: "PORTCULLIS_TRUSTED_PROXIES"},
 		{name: "fail/bad rate limits", env: map[string]string{"PORTCULLIS_RATE_LIMITS": "maybe"}, wantErr: "PORTCULLIS_RATE_LIMITS"},
 		{name: "fail/bad tenants", env: map[string]string{"PORTCULLIS_TENANTS": "maybe"}, wantErr: "PORTCULLIS_TENANTS"},
 		{name: "ok/tenants off by default", check: func(t *testing.T, c Config) {
