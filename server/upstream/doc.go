@@ -1,7 +1,8 @@
 // Package upstream is sign-in through upstream OpenID Connect providers
 // ("Sign in with Google", Entra ID, GitLab, any OpenID provider): the
 // providers file (providers.go), id token verification with go-oidc
-// (verify.go), the one linking core that decides what a verified upstream
+// (verify.go, over an HTTP client that bounds every answer of a provider
+// and spaces its key set fetches: fetch.go), the one linking core that decides what a verified upstream
 // identity may do here (decide.go) and the operations that apply its
 // decision (apply.go), the browser path's start and callback (browser.go)
 // and the RFC 8693 token-exchange handler for upstream id tokens

@@ -42,7 +42,10 @@ type Claims struct {
 // Verifier verifies upstream id tokens with go-oidc: issuer, audience (the
 // provider's client_id), expiry, signature with a key of the provider's
 // JWKS, and an algorithm the provider's discovery document publishes. The
-// nonce is the caller's to require (VerifyIDToken's nonce).
+// nonce is the caller's to require (VerifyIDToken's nonce). Every answer
+// it reads from a provider is at most maxResponseBody (limitedClient), and
+// a provider's key set is fetched again at most once per
+// keySetRefetchInterval (keySetGate).
 type Verifier struct {
 	client *http.Client
 	now    func() time.Time
@@ -61,7 +64,9 @@ type remote struct {
 
 // NewVerifier returns a Verifier using client for every request to
 // providers (nil: a client with a 10 s timeout that follows only https or
-// loopback redirects) and now as the clock (nil: time.Now).
+// loopback redirects), each answer cut at 1 MiB (maxResponseBody), and now
+// as the clock (nil: time.Now), which also spaces a provider's key set
+// fetches (keySetGate).
 func NewVerifier(client *http.Client, now func() time.Time) *Verifier {
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(req *http.Request, via []*http.Request) error {
@@ -74,7 +79,7 @@ func NewVerifier(client *http.Client, now func() time.Time) *Verifier {
 	if now == nil {
 		now = time.Now
 	}
-	return &Verifier{client: client, now: now, remotes: map[string]*remote{}}
+	return &Verifier{client: limitedClient(client), now: now, remotes: map[string]*remote{}}
 }
 
 // ErrUnavailable wraps a failure to reach a provider (discovery, keys,
@@ -130,7 +135,11 @@ func (v *Verifier) discover(ctx context.Context, p *Provider) (*remote, error) {
 			return nil, fmt.Errorf("%w: provider %q: discovery: %v", ErrUnavailable, p.ID, err)
 		}
 	}
-	r = &remote{oidc: op, verifier: op.Verifier(&oidc.Config{ClientID: p.ClientID, Now: v.now}), issParam: string(meta.IssParam) == "true"}
+	// The key set fetches through a keySetGate of its own: once per
+	// keySetRefetchInterval at most, however many tokens fail to verify.
+	keys := oidc.ClientContext(context.WithoutCancel(ctx), v.keySetClient())
+	r = &remote{oidc: op, verifier: op.VerifierContext(keys, &oidc.Config{ClientID: p.ClientID, Now: v.now}),
+		issParam: string(meta.IssParam) == "true"}
 	v.mu.Lock()
 	v.remotes[p.ID] = r
 	v.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -44,7 +45,14 @@ type Provider struct {
 	access    map[string]Token     // userinfo by access token
 	userinfo  map[string]any       // overrides the userinfo answer when set
 	discovery map[string]any       // extra or overriding discovery fields
-	requests  int
+	requests  map[string]int       // by path
+	padding   map[string]padding   // by path
+}
+
+// padding is what Pad adds to an endpoint's answers.
+type padding struct {
+	n       int64
+	declare bool
 }
 
 type codeGrant struct {
@@ -99,7 +107,8 @@ func New(t testing.TB) *Provider {
 		t.Fatal(err)
 	}
 	p := &Provider{ClientID: "portcullis-test-client-" + random()[:8], ClientSecret: "upstream-client-secret-" + random(), key: key, kid: "k1",
-		stranger: stranger, now: time.Now, codes: map[string]codeGrant{}, access: map[string]Token{}}
+		stranger: stranger, now: time.Now, codes: map[string]codeGrant{}, access: map[string]Token{},
+		requests: map[string]int{}, padding: map[string]padding{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.serveDiscovery)
 	mux.HandleFunc("GET /jwks", p.serveJWKS)
@@ -132,6 +141,30 @@ func (p *Provider) SetUserInfo(claims map[string]any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.userinfo = claims
+}
+
+// Pad makes the JSON answers of the endpoint at path (such as
+// "/.well-known/openid-configuration", "/jwks", "/token", "/userinfo") end
+// with n spaces, still valid JSON: a provider sending documents of any size.
+// With declare the answer has a Content-Length; without, it is chunked and
+// its size known only by reading it.
+func (p *Provider) Pad(path string, n int64, declare bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.padding[path] = padding{n: n, declare: declare}
+}
+
+// RotateKey replaces the provider's signing key with a new one under a new
+// kid; the JWKS publishes only the new one.
+func (p *Provider) RotateKey(t testing.TB) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.key, p.kid = key, p.kid+"'"
 }
 
 // NextLogin sets who signs in at the next authorization request (the
@@ -212,7 +245,9 @@ func (p *Provider) mint(tok Token) (string, error) {
 		}
 		return sign(signer, payload)
 	}
-	key := p.key
+	p.mu.Lock()
+	key, kid := p.key, p.kid
+	p.mu.Unlock()
 	if tok.UnknownKey {
 		key = p.stranger
 	}
@@ -221,7 +256,7 @@ func (p *Provider) mint(tok Token) (string, error) {
 		typ = jose.ContentType(tok.Typ)
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-		(&jose.SignerOptions{}).WithType(typ).WithHeader("kid", p.kid))
+		(&jose.SignerOptions{}).WithType(typ).WithHeader("kid", kid))
 	if err != nil {
 		return "", err
 	}
@@ -240,17 +275,29 @@ func sign(s jose.Signer, payload []byte) (string, error) {
 func (p *Provider) Requests() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.requests
+	n := 0
+	for _, c := range p.requests {
+		n += c
+	}
+	return n
 }
 
-func (p *Provider) count() {
+// RequestsTo counts the requests the provider has served at path (such as
+// "/jwks").
+func (p *Provider) RequestsTo(path string) int {
 	p.mu.Lock()
-	p.requests++
+	defer p.mu.Unlock()
+	return p.requests[path]
+}
+
+func (p *Provider) count(r *http.Request) {
+	p.mu.Lock()
+	p.requests[r.URL.Path]++
 	p.mu.Unlock()
 }
 
-func (p *Provider) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
-	p.count()
+func (p *Provider) serveDiscovery(w http.ResponseWriter, r *http.Request) {
+	p.count(r)
 	m := map[string]any{
 		"issuer": p.Issuer, "authorization_endpoint": p.Issuer + "/authorize", "token_endpoint": p.Issuer + "/token",
 		"userinfo_endpoint": p.Issuer + "/userinfo", "jwks_uri": p.Issuer + "/jwks",
@@ -266,19 +313,21 @@ func (p *Provider) serveDiscovery(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	p.mu.Unlock()
-	writeJSON(w, http.StatusOK, m)
+	p.writeJSON(w, r, http.StatusOK, m)
 }
 
-func (p *Provider) serveJWKS(w http.ResponseWriter, _ *http.Request) {
-	p.count()
+func (p *Provider) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	p.count(r)
+	p.mu.Lock()
 	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &p.key.PublicKey, KeyID: p.kid, Algorithm: "RS256", Use: "sig"}}}
-	writeJSON(w, http.StatusOK, set)
+	p.mu.Unlock()
+	p.writeJSON(w, r, http.StatusOK, set)
 }
 
 // serveAuthorize signs in whoever NextLogin named, at once, and redirects
 // back with a code, the state and iss (RFC 9207).
 func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
-	p.count()
+	p.count(r)
 	q := r.URL.Query()
 	if q.Get("client_id") != p.ClientID || q.Get("response_type") != "code" || q.Get("code_challenge_method") != "S256" ||
 		q.Get("code_challenge") == "" || q.Get("redirect_uri") == "" {
@@ -314,9 +363,9 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
-	p.count()
+	p.count(r)
 	if err := r.ParseForm(); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+		p.writeJSON(w, r, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
 		return
 	}
 	id, secret, ok := r.BasicAuth()
@@ -327,7 +376,7 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
 	}
 	if id != p.ClientID || secret != p.ClientSecret {
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
+		p.writeJSON(w, r, http.StatusUnauthorized, map[string]string{"error": "invalid_client"})
 		return
 	}
 	p.mu.Lock()
@@ -340,23 +389,23 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
 	if !found || r.PostForm.Get("grant_type") != "authorization_code" || g.redirectURI != r.PostForm.Get("redirect_uri") ||
 		base64.RawURLEncoding.EncodeToString(sum[:]) != g.challenge {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant"})
+		p.writeJSON(w, r, http.StatusBadRequest, map[string]string{"error": "invalid_grant"})
 		return
 	}
 	idt, err := p.mint(g.tok)
 	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error"})
+		p.writeJSON(w, r, http.StatusInternalServerError, map[string]string{"error": "server_error"})
 		return
 	}
 	at := random()
 	p.mu.Lock()
 	p.access[at] = g.tok
 	p.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{"access_token": at, "token_type": "Bearer", "expires_in": 300, "id_token": idt})
+	p.writeJSON(w, r, http.StatusOK, map[string]any{"access_token": at, "token_type": "Bearer", "expires_in": 300, "id_token": idt})
 }
 
 func (p *Provider) serveUserInfo(w http.ResponseWriter, r *http.Request) {
-	p.count()
+	p.count(r)
 	at, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	p.mu.Lock()
 	tok, found := p.access[at]
@@ -368,7 +417,7 @@ func (p *Provider) serveUserInfo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if override != nil {
-		writeJSON(w, http.StatusOK, override)
+		p.writeJSON(w, r, http.StatusOK, override)
 		return
 	}
 	m := map[string]any{"sub": tok.Subject}
@@ -378,14 +427,36 @@ func (p *Provider) serveUserInfo(w http.ResponseWriter, r *http.Request) {
 	if tok.EmailVerified != nil {
 		m["email_verified"] = *tok.EmailVerified
 	}
-	writeJSON(w, http.StatusOK, m)
+	p.writeJSON(w, r, http.StatusOK, m)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// spaces is what padded answers are written from, so that padding costs
+// the provider no allocation.
+var spaces = []byte(strings.Repeat(" ", 64<<10))
+
+func (p *Provider) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	p.mu.Lock()
+	pad := p.padding[r.URL.Path]
+	p.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	if pad.declare {
+		w.Header().Set("Content-Length", strconv.FormatInt(int64(len(body))+pad.n, 10))
+	}
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	if _, err := w.Write(body); err != nil {
+		return
+	}
+	for left := pad.n; left > 0; left -= int64(len(spaces)) {
+		if _, err := w.Write(spaces[:min(left, int64(len(spaces)))]); err != nil {
+			return // the client stopped reading
+		}
+	}
 }
 
 func random() string {
