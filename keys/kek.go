@@ -192,7 +192,37 @@ func (r KEKRing) Open(sealed, aad []byte) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("%w: the data was altered or belongs to another record", ErrDecrypt)
 	}
-	return nil, fmt.Errorf("%w: it was sealed under a key-encryption key that is not configured (keep the old key in PORTCULLIS_KEY_ENCRYPTION_KEY after the new one until `portcullis keys reencrypt` has run)", ErrDecrypt)
+	return nil, fmt.Errorf("%w: it was sealed under a key-encryption key that is not configured (keep the old key in PORTCULLIS_KEY_ENCRYPTION_KEY after the new one until `portcullis keys reencrypt` has run and PORTCULLIS_REFRESH_REUSE_GRACE has passed since)", ErrDecrypt)
+}
+
+// Reseal returns sealed sealed again under the first key-encryption key
+// with the same aad, or nil when it already is (nothing to do): what a KEK
+// rotation does to every value at rest (`portcullis keys reencrypt`). It
+// fails as Open does when no configured KEK opens sealed.
+func (r KEKRing) Reseal(sealed, aad []byte) ([]byte, error) {
+	if r.sealedWithPrimary(sealed) {
+		return nil, nil
+	}
+	plain, err := r.Open(sealed, aad)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	return r.Seal(plain, aad)
+}
+
+// SealPrefixes returns, for each key-encryption key of the ring in order
+// (the sealing one first), the bytes every value it seals begins with: a
+// store can tell by them, without opening anything, which values a KEK
+// rotation has still to re-seal (those not beginning with the first) and
+// which no configured KEK opens (those beginning with none). They name the
+// KEK by a truncated hash and reveal nothing of it.
+func (r KEKRing) SealPrefixes() [][]byte {
+	out := make([][]byte, len(r.keks))
+	for i, k := range r.keks {
+		out[i] = append([]byte{sealVersion1}, k.id[:]...)
+	}
+	return out
 }
 
 // sealedWithPrimary reports whether sealed names the ring's first KEK.

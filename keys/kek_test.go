@@ -200,3 +200,69 @@ func TestNewKEKRing(t *testing.T) {
 		})
 	}
 }
+
+func TestKEKRingReseal(t *testing.T) {
+	k1, k2, k3 := testKEK(t), testKEK(t), testKEK(t)
+	mustRing := func(s string) KEKRing {
+		r, err := ParseKEKs(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	oldRing, newRing, foreign := mustRing(k2), mustRing(k1+","+k2), mustRing(k3)
+	plain, aad := []byte("totp seed"), []byte("portcullis/mfa/totp:u1")
+	seal := func(r KEKRing) []byte {
+		b, err := r.Seal(plain, aad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	sealedOld, sealedNew, sealedForeign := seal(oldRing), seal(newRing), seal(foreign)
+	tests := []struct {
+		name    string
+		sealed  []byte
+		aad     []byte
+		wantNil bool
+		wantErr string
+	}{
+		{name: "ok/old_key_resealed_under_the_first", sealed: sealedOld, aad: aad},
+		{name: "ok/first_key_left_alone", sealed: sealedNew, aad: aad, wantNil: true},
+		{name: "fail/unconfigured_key", sealed: sealedForeign, aad: aad, wantErr: "not configured"},
+		{name: "fail/other_aad", sealed: sealedOld, aad: []byte("portcullis/mfa/totp:u2"), wantErr: "altered"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := newRing.Reseal(tt.sealed, tt.aad)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || got != nil {
+					t.Fatalf("Reseal = %x, %v; want the error %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantNil {
+				if got != nil {
+					t.Fatalf("Reseal of a value under the first key = %x, want nil", got)
+				}
+				return
+			}
+			if !newRing.sealedWithPrimary(got) || !bytes.HasPrefix(got, newRing.SealPrefixes()[0]) {
+				t.Fatal("the resealed value is not under the first key")
+			}
+			if _, err := mustRing(k1).Open(got, tt.aad); err != nil {
+				t.Fatalf("the new key alone does not open the resealed value: %v", err)
+			}
+		})
+	}
+	t.Run("ok/prefixes_name_each_key_in_order", func(t *testing.T) {
+		p := newRing.SealPrefixes()
+		if len(p) != 2 || !bytes.HasPrefix(sealedNew, p[0]) || !bytes.HasPrefix(sealedOld, p[1]) ||
+			bytes.HasPrefix(sealedForeign, p[0]) || bytes.HasPrefix(sealedForeign, p[1]) {
+			t.Fatalf("SealPrefixes = %x", p)
+		}
+	})
+}

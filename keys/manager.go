@@ -576,7 +576,9 @@ func (m *Manager) revokeOnce(ctx context.Context, kid string) (Revocation, error
 // Reencrypt re-seals every private key not yet sealed under the first
 // key-encryption key, in one compare-and-swap transaction, and returns how
 // many it changed. A key no configured KEK opens fails the whole call, naming
-// the kid, and nothing is changed.
+// the kid, and nothing is changed. It re-seals the signing keys only:
+// `portcullis keys reencrypt` (app.Core.Reencrypt) calls it and re-seals the
+// TOTP secrets too.
 func (m *Manager) Reencrypt(ctx context.Context) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -587,18 +589,12 @@ func (m *Manager) Reencrypt(ctx context.Context) (int, error) {
 		}
 		var updates []store.SigningKey
 		for _, rec := range recs {
-			if m.cfg.KEKs.sealedWithPrimary(rec.PrivateEncrypted) {
+			sealed, err := m.cfg.KEKs.Reseal(rec.PrivateEncrypted, signingKeyAAD(rec.KID))
+			if err != nil {
+				return 0, fmt.Errorf("reencrypt signing key %s: %w", rec.KID, err)
+			}
+			if sealed == nil {
 				continue
-			}
-			aad := signingKeyAAD(rec.KID)
-			plain, err := m.cfg.KEKs.Open(rec.PrivateEncrypted, aad)
-			if err != nil {
-				return 0, fmt.Errorf("reencrypt signing key %s: %w", rec.KID, err)
-			}
-			sealed, err := m.cfg.KEKs.Seal(plain, aad)
-			clear(plain)
-			if err != nil {
-				return 0, fmt.Errorf("reencrypt signing key %s: %w", rec.KID, err)
 			}
 			rec.PrivateEncrypted = sealed
 			updates = append(updates, rec)

@@ -38,6 +38,30 @@ type TOTPFactor struct {
 // Confirmed reports whether the factor is in use.
 func (f TOTPFactor) Confirmed() bool { return f.SecretSealed != nil }
 
+// TOTPSeals finds and re-seals the sealed TOTP secrets at rest, for a
+// rotation of the key-encryption key (`portcullis keys reencrypt`) and the
+// check at start that every one can still be opened. The store knows
+// nothing of the sealed format: it filters on the bytes a sealed value
+// begins with, which name the key that sealed it
+// (keys.KEKRing.SealPrefixes). A value begins with none of prefixes when
+// prefixes is empty.
+type TOTPSeals interface {
+	// ListTOTPSealedOutside returns, ordered by user id, at most limit TOTP
+	// records of users after afterUserID ("" for the first page) whose
+	// confirmed or pending sealed secret begins with none of prefixes (all
+	// of one length).
+	ListTOTPSealedOutside(ctx context.Context, prefixes [][]byte, afterUserID string, limit int) ([]TOTPFactor, error)
+	// CountTOTPSealedOutside counts the users whose confirmed or pending
+	// sealed secret begins with none of prefixes (all of one length).
+	CountTOTPSealedOutside(ctx context.Context, prefixes [][]byte) (int, error)
+	// ResealTOTP replaces one sealed secret of the user, the pending
+	// enrolment's (pending) or the confirmed one's, by sealed, only while
+	// it still holds old (compare-and-swap): false, changing nothing, when
+	// an enrolment, a confirmation or a removal changed it meanwhile.
+	// Nothing else of the factor changes.
+	ResealTOTP(ctx context.Context, userID string, pending bool, old, sealed []byte) (bool, error)
+}
+
 // MFASummary counts a user's second factors: what deciding whether a login
 // needs a second step, and which methods it may offer, reads.
 type MFASummary struct {

@@ -550,11 +550,12 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "revoked %s; it is unpublished and its tokens are refused within %s on every instance\n", rev.Revoked.KID, cfg.KeySyncInterval)
 		return nil
 	case "reencrypt":
-		n, err := core.Keys.Reencrypt(ctx)
+		r, err := core.Reencrypt(ctx)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "re-encrypted %d private keys under the first key-encryption key\n", n)
+		fmt.Fprintf(stdout, "re-encrypted %d private keys and %d TOTP secrets under the first key-encryption key; "+
+			"remove the old key once PORTCULLIS_REFRESH_REUSE_GRACE (%s) has passed\n", r.SigningKeys, r.TOTPSecrets, cfg.RefreshReuseGrace)
 		return nil
 	}
 	return &exitError{code: 2, msg: fmt.Sprintf("unknown keys subcommand %q", sub)}

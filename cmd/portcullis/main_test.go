@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/keys"
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/config"
@@ -395,6 +396,34 @@ func TestClientsCreateRefreshCookie(t *testing.T) {
 		args := append([]string{"clients", "create", "--id", "refused", "--public"}, tc.args...)
 		if _, stderr, code := st.RunCLI(t, tc.env, "", args...); code != 2 || !strings.Contains(stderr, tc.want) {
 			t.Fatalf("%s: exit %d, %s", tc.name, code, stderr)
+		}
+	}
+}
+
+// TestKeysReencryptReSealsTOTP: `keys reencrypt` re-seals the TOTP secrets
+// with the signing keys (app.Core.Reencrypt), so the old key-encryption key
+// can go. Before, it re-sealed the signing keys alone and every TOTP user
+// was locked out once the old key was removed.
+func TestKeysReencryptReSealsTOTP(t *testing.T) {
+	env := st.NewEnv(t, st.SQLite)
+	in := st.Start(t, env)
+	u := store.User{Email: "totp@example.com", Name: "T", Active: true, Roles: []string{"user"}}
+	if err := in.App.Store.CreateUser(t.Context(), &u); err != nil {
+		t.Fatal(err)
+	}
+	st.EnrolTOTP(t, in.App.MFA, u)
+	in.Stop()
+
+	newKEK, err := keys.GenerateKEK()
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := env.Clone()
+	both["PORTCULLIS_KEY_ENCRYPTION_KEY"] = newKEK + "," + env["PORTCULLIS_KEY_ENCRYPTION_KEY"]
+	for _, want := range []string{"re-encrypted 2 private keys and 1 TOTP secrets", "re-encrypted 0 private keys and 0 TOTP secrets"} {
+		out, stderr, code := st.RunCLI(t, both, "", "keys", "reencrypt")
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("keys reencrypt: exit %d, %q (%s); want %q", code, out, stderr, want)
 		}
 	}
 }

@@ -323,6 +323,9 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err := checkCookieClients(ctx, core.Store, cfg, log); err != nil {
 		return nil, err
 	}
+	if err := warnUnreadableTOTP(ctx, core.Store, core.KEKs, log); err != nil {
+		return nil, err
+	}
 	providers, err := loadProviders(cfg, core.Policy)
 	if err != nil {
 		return nil, err

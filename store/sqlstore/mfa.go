@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -161,6 +162,95 @@ func (s *Store) DeleteTOTP(ctx context.Context, userID string) error {
 		return fmt.Errorf("delete totp: %w", store.ErrNotFound)
 	}
 	return nil
+}
+
+var _ store.TOTPSeals = (*Store)(nil)
+
+// totpSealedOutside is the condition, and its arguments, that a row's
+// confirmed or pending sealed secret begins with none of prefixes.
+func totpSealedOutside(prefixes [][]byte) (string, []any, error) {
+	if len(prefixes) == 0 {
+		return "(secret_sealed IS NOT NULL OR pending_sealed IS NOT NULL)", nil, nil
+	}
+	n := len(prefixes[0])
+	args := make([]any, 0, 2*len(prefixes))
+	for _, p := range prefixes {
+		if len(p) == 0 || len(p) != n {
+			return "", nil, errors.New("sealed prefixes must be non-empty and of one length")
+		}
+		args = append(args, p)
+	}
+	// substr counts bytes of a bytea (PostgreSQL) and of a blob (SQLite).
+	// The comparisons are spelt out rather than NOT IN (?, …): GORM
+	// expands a []byte right after a parenthesis into its bytes.
+	outside := func(column string) string {
+		cmp := make([]string, len(prefixes))
+		for i := range prefixes {
+			cmp[i] = fmt.Sprintf("substr(%s, 1, %d) <> ?", column, n)
+		}
+		return column + " IS NOT NULL AND " + strings.Join(cmp, " AND ")
+	}
+	cond := "((" + outside("secret_sealed") + ") OR (" + outside("pending_sealed") + "))"
+	return cond, append(args, args...), nil
+}
+
+// ListTOTPSealedOutside returns a page, by user id, of the TOTP records
+// holding a sealed secret that begins with none of prefixes.
+func (s *Store) ListTOTPSealedOutside(ctx context.Context, prefixes [][]byte, afterUserID string, limit int) ([]store.TOTPFactor, error) {
+	cond, args, err := totpSealedOutside(prefixes)
+	if err != nil {
+		return nil, fmt.Errorf("list sealed totp secrets: %w", err)
+	}
+	if limit <= 0 {
+		return nil, errors.New("list sealed totp secrets: the limit must be positive")
+	}
+	var rows []mfaTOTPRow
+	err = s.db.WithContext(ctx).Where("user_id > ?", afterUserID).Where(cond, args...).
+		Order("user_id").Limit(limit).Find(&rows).Error
+	if err != nil {
+		return nil, mapErr("list sealed totp secrets", err)
+	}
+	out := make([]store.TOTPFactor, len(rows))
+	for i, r := range rows {
+		out[i] = store.TOTPFactor{UserID: r.UserID, SecretSealed: r.SecretSealed, ConfirmedAt: readTimePtr(r.ConfirmedAt),
+			PendingSealed: r.PendingSealed, PendingCreatedAt: readTimePtr(r.PendingCreatedAt), LastStep: r.LastStep,
+			CreatedAt: readTime(r.CreatedAt), UpdatedAt: readTime(r.UpdatedAt)}
+	}
+	return out, nil
+}
+
+// CountTOTPSealedOutside counts, in one statement, the users holding a
+// sealed TOTP secret that begins with none of prefixes.
+func (s *Store) CountTOTPSealedOutside(ctx context.Context, prefixes [][]byte) (int, error) {
+	cond, args, err := totpSealedOutside(prefixes)
+	if err != nil {
+		return 0, fmt.Errorf("count sealed totp secrets: %w", err)
+	}
+	var n int64
+	if err := s.db.WithContext(ctx).Model(&mfaTOTPRow{}).Where(cond, args...).Count(&n).Error; err != nil {
+		return 0, mapErr("count sealed totp secrets", err)
+	}
+	return int(n), nil
+}
+
+// ResealTOTP replaces one sealed secret with one compare-and-swap statement
+// on its bytes (UPDATE … WHERE column = old), so an enrolment, a
+// confirmation or a removal made meanwhile, on any instance, is never
+// overwritten. updated_at stays: the factor is the same.
+func (s *Store) ResealTOTP(ctx context.Context, userID string, pending bool, old, sealed []byte) (bool, error) {
+	if len(old) == 0 || len(sealed) == 0 {
+		return false, errors.New("reseal totp: the old and new sealed secrets are required")
+	}
+	column := "secret_sealed"
+	if pending {
+		column = "pending_sealed"
+	}
+	res := s.db.WithContext(ctx).Model(&mfaTOTPRow{}).Where("user_id = ? AND "+column+" = ?", userID, old).
+		Update(column, sealed)
+	if res.Error != nil {
+		return false, mapErr("reseal totp", res.Error)
+	}
+	return res.RowsAffected == 1, nil
 }
 
 // ReplaceRecoveryCodes replaces all the user's recovery codes in one

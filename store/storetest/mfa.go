@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,6 +44,9 @@ func RunMFAFactorsTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"race/totp_confirm_once", testMFARaceTOTPConfirm},
 		{"race/recovery_code_once", testMFARaceRecoveryCode},
 		{"race/webauthn_count_once", testMFARaceWebAuthn},
+		{"ok/totp_seals_found_by_prefix", testMFATOTPSealsOutside},
+		{"ok/totp_reseal_swaps_only_what_was_read", testMFATOTPReseal},
+		{"fail/totp_seals_prefixes_of_two_lengths", testMFATOTPSealsBadPrefixes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -592,5 +596,163 @@ func testMFARaceWebAuthn(t *testing.T, s *sqlstore.Store) {
 	got, _ := s.ListWebAuthnCredentials(c, u.ID)
 	if len(got) != 1 || got[0].SignCount != uint32(4+w) || string(got[0].Credential) != fmt.Sprintf(`{"racer":%d}`, w) {
 		t.Fatalf("after the race: %+v; want the winner's (%d)", got, w)
+	}
+}
+
+// Sealed values of the KEK-rotation cases: a 5-byte prefix names the key
+// that sealed them (the store only compares the bytes).
+var (
+	sealNew  = []byte("NEWK1")
+	sealOld  = []byte("OLDK1")
+	sealLost = []byte("LOST1")
+)
+
+func sealedAs(prefix []byte, what string) []byte { return append(slices.Clone(prefix), what...) }
+
+// sealedUser creates a user whose TOTP factor holds secret (confirmed, when
+// not nil) and pending (when not nil).
+func sealedUser(t *testing.T, s *sqlstore.Store, email string, secret, pending []byte) store.User {
+	t.Helper()
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser(email))
+	if secret != nil {
+		if err := s.PutPendingTOTP(c, u.ID, secret, mfaTime()); err != nil {
+			t.Fatalf("PutPendingTOTP: %v", err)
+		}
+		if err := s.ConfirmTOTP(c, u.ID, secret, 100, codeHashes(email, 2), mfaTime()); err != nil {
+			t.Fatalf("ConfirmTOTP: %v", err)
+		}
+	}
+	if pending != nil {
+		if err := s.PutPendingTOTP(c, u.ID, pending, mfaTime()); err != nil {
+			t.Fatalf("PutPendingTOTP: %v", err)
+		}
+	}
+	return u
+}
+
+func testMFATOTPSealsOutside(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	mixed := sealedUser(t, s, "mixed@example.com", sealedAs(sealNew, "s1"), sealedAs(sealOld, "p1"))
+	old := sealedUser(t, s, "old@example.com", sealedAs(sealOld, "s2"), nil)
+	sealedUser(t, s, "new@example.com", sealedAs(sealNew, "s3"), sealedAs(sealNew, "p3"))
+	lost := sealedUser(t, s, "lost@example.com", nil, sealedAs(sealLost, "p4"))
+	short := sealedUser(t, s, "short@example.com", []byte("NEW"), nil) // shorter than a prefix: begins with none
+	mustCreateUser(t, s, newUser("none@example.com"))
+
+	tests := []struct {
+		name     string
+		prefixes [][]byte
+		want     []string
+	}{
+		{"not_under_the_first_key", [][]byte{sealNew}, []string{mixed.ID, old.ID, lost.ID, short.ID}},
+		{"under_no_configured_key", [][]byte{sealNew, sealOld}, []string{lost.ID, short.ID}},
+		{"no_prefix_is_every_sealed_secret", nil, nil}, // checked by count below
+	}
+	for _, tt := range tests {
+		if tt.want == nil {
+			if n, err := s.CountTOTPSealedOutside(c, tt.prefixes); err != nil || n != 5 {
+				t.Fatalf("%s: CountTOTPSealedOutside = %d, %v; want 5", tt.name, n, err)
+			}
+			continue
+		}
+		slices.Sort(tt.want)
+		var got []string
+		after := ""
+		for page := 0; page < 10; page++ { // pages of two: the paging is tested too
+			list, err := s.ListTOTPSealedOutside(c, tt.prefixes, after, 2)
+			if err != nil {
+				t.Fatalf("%s: ListTOTPSealedOutside: %v", tt.name, err)
+			}
+			for _, f := range list {
+				got = append(got, f.UserID)
+				after = f.UserID
+			}
+			if len(list) < 2 {
+				break
+			}
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Fatalf("%s: listed %v, want %v", tt.name, got, tt.want)
+		}
+		if n, err := s.CountTOTPSealedOutside(c, tt.prefixes); err != nil || n != len(tt.want) {
+			t.Fatalf("%s: CountTOTPSealedOutside = %d, %v; want %d", tt.name, n, err, len(tt.want))
+		}
+	}
+	list, err := s.ListTOTPSealedOutside(c, [][]byte{sealNew}, "", 10)
+	if err != nil || len(list) == 0 {
+		t.Fatalf("ListTOTPSealedOutside = %v, %v", list, err)
+	}
+	for _, f := range list {
+		if f.UserID == mixed.ID && (!bytes.Equal(f.SecretSealed, sealedAs(sealNew, "s1")) || !bytes.Equal(f.PendingSealed, sealedAs(sealOld, "p1"))) {
+			t.Fatalf("a listed record does not hold both sealed secrets: %+v", f)
+		}
+	}
+}
+
+func testMFATOTPReseal(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	oldSecret, oldPending := sealedAs(sealOld, "s1"), sealedAs(sealOld, "p1")
+	newSecret, newPending := sealedAs(sealNew, "s1"), sealedAs(sealNew, "p1")
+	u := sealedUser(t, s, "reseal@example.com", oldSecret, oldPending)
+	before, _ := s.GetTOTP(c, u.ID)
+
+	tests := []struct {
+		name    string
+		pending bool
+		old     []byte
+		sealed  []byte
+		want    bool
+	}{
+		{"ok/confirmed", false, oldSecret, newSecret, true},
+		{"fail/confirmed_changed_meanwhile", false, oldSecret, sealedAs(sealNew, "other"), false},
+		{"fail/pending_with_the_confirmed_bytes", true, newSecret, sealedAs(sealNew, "other"), false},
+		{"ok/pending", true, oldPending, newPending, true},
+	}
+	for _, tt := range tests {
+		ok, err := s.ResealTOTP(c, u.ID, tt.pending, tt.old, tt.sealed)
+		if err != nil || ok != tt.want {
+			t.Fatalf("%s: ResealTOTP = %v, %v; want %v", tt.name, ok, err, tt.want)
+		}
+	}
+	f, _ := s.GetTOTP(c, u.ID)
+	if !bytes.Equal(f.SecretSealed, newSecret) || !bytes.Equal(f.PendingSealed, newPending) || f.LastStep != before.LastStep ||
+		!f.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Fatalf("after the re-seals: %+v (before %+v)", f, before)
+	}
+
+	// A confirmation between the read and the swap moved the pending
+	// secret: the swap of the pending bytes read changes nothing.
+	v := sealedUser(t, s, "confirmed-meanwhile@example.com", oldSecret, oldPending)
+	if err := s.ConfirmTOTP(c, v.ID, oldPending, 200, codeHashes("v", 2), mfaTime()); err != nil {
+		t.Fatalf("ConfirmTOTP: %v", err)
+	}
+	if ok, err := s.ResealTOTP(c, v.ID, true, oldPending, newPending); err != nil || ok {
+		t.Fatalf("ResealTOTP of a pending secret confirmed meanwhile = %v, %v", ok, err)
+	}
+	if f, _ := s.GetTOTP(c, v.ID); !bytes.Equal(f.SecretSealed, oldPending) || f.PendingSealed != nil {
+		t.Fatalf("the confirmation was overwritten: %+v", f)
+	}
+	// A removal meanwhile: nothing comes back.
+	if err := s.DeleteTOTP(c, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.ResealTOTP(c, v.ID, false, oldPending, newPending); err != nil || ok {
+		t.Fatalf("ResealTOTP of a removed factor = %v, %v", ok, err)
+	}
+	if _, err := s.GetTOTP(c, v.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a removed factor came back: %v", err)
+	}
+}
+
+func testMFATOTPSealsBadPrefixes(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	for _, prefixes := range [][][]byte{{sealNew, []byte("OLD")}, {{}}} {
+		if _, err := s.ListTOTPSealedOutside(c, prefixes, "", 10); err == nil {
+			t.Fatalf("ListTOTPSealedOutside with prefixes %q: no error", prefixes)
+		}
+		if _, err := s.CountTOTPSealedOutside(c, prefixes); err == nil {
+			t.Fatalf("CountTOTPSealedOutside with prefixes %q: no error", prefixes)
+		}
 	}
 }
