@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -167,25 +168,97 @@ func keyEncryptionKey(cfg config.Config, log *slog.Logger) (string, error) {
 	if !cfg.Embedded() {
 		return "", errors.New("PORTCULLIS_KEY_ENCRYPTION_KEY is required with PostgreSQL")
 	}
-	dir := filepath.Dir(strings.TrimPrefix(cfg.DatabaseURL, "sqlite://"))
-	path := filepath.Join(dir, "portcullis.kek")
-	if b, err := os.ReadFile(path); err == nil {
-		log.Warn("using the generated key-encryption key beside the SQLite file; set PORTCULLIS_KEY_ENCRYPTION_KEY in production", "file", path)
-		return strings.TrimSpace(string(b)), nil
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create %s: %w", dir, err)
-	}
-	k, err := keys.GenerateKEK()
+	path := filepath.Join(filepath.Dir(strings.TrimPrefix(cfg.DatabaseURL, "sqlite://")), "portcullis.kek")
+	k, created, err := loadOrCreateKEKFile(path)
 	if err != nil {
-		return "", fmt.Errorf("generate key-encryption key: %w", err)
+		return "", err
 	}
-	if err := os.WriteFile(path, []byte(k+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
+	if created {
+		log.Warn("!!! GENERATED A KEY-ENCRYPTION KEY beside the SQLite file: anyone who can read it can decrypt the signing keys. "+
+			"Set PORTCULLIS_KEY_ENCRYPTION_KEY (base64 of 32 random bytes) for anything but local development.", "file", path)
+	} else {
+		log.Warn("using the generated key-encryption key beside the SQLite file; set PORTCULLIS_KEY_ENCRYPTION_KEY in production", "file", path)
 	}
-	log.Warn("!!! GENERATED A KEY-ENCRYPTION KEY beside the SQLite file: anyone who can read it can decrypt the signing keys. "+
-		"Set PORTCULLIS_KEY_ENCRYPTION_KEY (base64 of 32 random bytes) for anything but local development.", "file", path)
 	return k, nil
+}
+
+// loadOrCreateKEKFile returns the key-encryption key in path, generating it
+// when there is none. The new key is written to a temporary file in the
+// same directory, synced, and linked into place, which fails when path
+// exists: of processes starting together exactly one key lands, the others
+// read it, and a crash never leaves a partial file under the name. A file
+// that is empty or holds no valid key is an error naming it, never
+// replaced: what was sealed under the key it held would be lost for good.
+func loadOrCreateKEKFile(path string) (kek string, created bool, err error) {
+	k, err := readKEKFile(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return k, false, err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", false, fmt.Errorf("create %s: %w", dir, err)
+	}
+	k, err = keys.GenerateKEK()
+	if err != nil {
+		return "", false, fmt.Errorf("generate key-encryption key: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".portcullis.kek-*") // mode 0600
+	if err != nil {
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // the linked name keeps the file
+	_, err = tmp.WriteString(k + "\n")
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) { // another process generated it first: use its key
+			k, err := readKEKFile(path)
+			return k, false, err
+		}
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return "", false, fmt.Errorf("write %s: %w", path, err)
+	}
+	return k, true, nil
+}
+
+// readKEKFile reads a generated key-encryption key; an error wrapping
+// fs.ErrNotExist when there is none. The errors name the file and never
+// show its content.
+func readKEKFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	k := strings.TrimSpace(string(b))
+	if k == "" {
+		return "", fmt.Errorf("%s is empty: restore it from a backup, or remove it only if nothing was ever sealed under it (a fresh database)", path)
+	}
+	if _, err := keys.ParseKEKs(k); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// syncDir makes a new name in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // State is the token state.
