@@ -120,16 +120,19 @@ func (q *queue) EnqueueBackchannelLogouts(_ context.Context, ds []store.Backchan
 	return nil
 }
 
-func (q *queue) ClaimBackchannelLogouts(_ context.Context, now time.Time, limit int, lease time.Duration) ([]store.BackchannelLogout, error) {
+func (q *queue) ClaimBackchannelLogouts(_ context.Context, c store.BackchannelClaim) ([]store.BackchannelLogout, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	var out []store.BackchannelLogout
-	for id, d := range q.items {
-		if len(out) < limit && !d.NextAttemptAt.After(now) {
-			d.NextAttemptAt = now.Add(lease)
-			q.items[id] = d
-			out = append(out, d)
+	var due []store.BackchannelLogout
+	for _, d := range q.items {
+		if !d.NextAttemptAt.After(c.Now) {
+			due = append(due, d)
 		}
+	}
+	out := c.Pick(due)
+	for i := range out {
+		out[i].NextAttemptAt = c.Now.Add(c.Lease)
+		q.items[out[i].ID] = out[i]
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@
 //
 // It has one job. It never decides which sessions end or which clients are
 // told (the caller enqueues), never follows a redirect, never waits longer
-// than its timeout for a client, and never logs, audits or stores a logout
-// token.
+// than its timeout for a client, never gives one client more than its share
+// of the deliveries in flight (a client whose endpoint never answers must
+// not hold up the others'), and never logs, audits or stores a logout token.
 package backchannel

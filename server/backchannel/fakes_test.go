@@ -14,12 +14,13 @@ import (
 )
 
 // memQueue is an in-memory store.BackchannelQueue with the interface's
-// documented semantics (claim leases, oldest due first, all-or-none
-// enqueue). Each Complete and Retry is reported on events.
+// documented semantics (claim leases, fair claims by store.BackchannelClaim,
+// all-or-none enqueue). Each Complete and Retry is reported on events.
 type memQueue struct {
 	mu     sync.Mutex
 	items  map[string]store.BackchannelLogout
 	events chan queueEvent
+	claims []store.BackchannelClaim // every claim made, in order
 }
 
 type queueEvent struct {
@@ -48,23 +49,21 @@ func (q *memQueue) EnqueueBackchannelLogouts(_ context.Context, ds []store.Backc
 	return nil
 }
 
-func (q *memQueue) ClaimBackchannelLogouts(_ context.Context, now time.Time, limit int, lease time.Duration) ([]store.BackchannelLogout, error) {
+func (q *memQueue) ClaimBackchannelLogouts(_ context.Context, c store.BackchannelClaim) ([]store.BackchannelLogout, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var due []store.BackchannelLogout
 	for _, d := range q.items {
-		if !d.NextAttemptAt.After(now) {
+		if !d.NextAttemptAt.After(c.Now) {
 			due = append(due, d)
 		}
 	}
-	slices.SortFunc(due, func(a, b store.BackchannelLogout) int { return a.NextAttemptAt.Compare(b.NextAttemptAt) })
-	if len(due) > limit {
-		due = due[:limit]
+	due = c.Pick(due)
+	for i := range due {
+		due[i].NextAttemptAt = c.Now.Add(c.Lease)
+		q.items[due[i].ID] = due[i]
 	}
-	for _, d := range due {
-		d.NextAttemptAt = now.Add(lease)
-		q.items[d.ID] = d
-	}
+	q.claims = append(q.claims, c)
 	return due, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,6 +25,14 @@ const (
 	DefaultTimeout = 5 * time.Second
 	// DefaultConcurrency is how many deliveries an instance makes at once.
 	DefaultConcurrency = 8
+	// DefaultPerClient is how many of them may be to one client: a client
+	// whose endpoint never answers holds each of its slots for the whole
+	// Timeout, and must not hold them all (or most) while the other
+	// clients' logouts wait.
+	DefaultPerClient = 2
+	// DefaultConnectTimeout bounds the connection to a client (within
+	// Timeout), so that an address that never answers frees its slot sooner.
+	DefaultConnectTimeout = 2 * time.Second
 	// DefaultPollInterval is how often Run looks for deliveries due (other
 	// instances' entries, retries), besides being woken by Enqueue.
 	DefaultPollInterval = time.Second
@@ -47,7 +56,7 @@ const AuditAction = "logout.backchannel_failed"
 // the semantics (sqlstore implements it).
 type Queue interface {
 	EnqueueBackchannelLogouts(ctx context.Context, ds []store.BackchannelLogout) error
-	ClaimBackchannelLogouts(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]store.BackchannelLogout, error)
+	ClaimBackchannelLogouts(ctx context.Context, c store.BackchannelClaim) ([]store.BackchannelLogout, error)
 	CompleteBackchannelLogout(ctx context.Context, id string) error
 	RetryBackchannelLogout(ctx context.Context, id string, next time.Time, lastErr string) error
 }
@@ -72,13 +81,20 @@ type Config struct {
 	Backoff []time.Duration
 	// Concurrency bounds the deliveries in flight (default DefaultConcurrency).
 	Concurrency int
+	// PerClient bounds the deliveries in flight to one client (default
+	// DefaultPerClient; at most Concurrency-1, so that one client never
+	// takes every slot, unless Concurrency is 1). The claim is fair besides:
+	// a client with fewer deliveries in flight comes first
+	// (store.BackchannelClaim).
+	PerClient int
 	// PollInterval is how often Run looks for due deliveries (default
 	// DefaultPollInterval).
 	PollInterval time.Duration
 	// Lease is how long a claimed delivery is hidden from other claimers
 	// (default DefaultLease; at least Timeout).
 	Lease time.Duration
-	// Transport sends the requests (default http.DefaultTransport). Whatever
+	// Transport sends the requests (default: http.DefaultTransport's
+	// settings with connections bounded by DefaultConnectTimeout). Whatever
 	// it is, redirects are never followed and Timeout applies.
 	Transport http.RoundTripper
 	// Now is the clock (default time.Now).
@@ -94,6 +110,9 @@ type Notifier struct {
 	cfg    Config
 	client *http.Client
 	wake   chan struct{}
+
+	mu       sync.Mutex
+	inFlight map[string]int // deliveries being made, by client id
 }
 
 // New returns a Notifier for cfg, or the list of what is wrong with cfg.
@@ -117,8 +136,8 @@ func New(cfg Config) (*Notifier, error) {
 			break
 		}
 	}
-	if cfg.Timeout < 0 || cfg.Concurrency < 0 || cfg.PollInterval < 0 || cfg.Lease < 0 {
-		errs = append(errs, errors.New("Timeout, Concurrency, PollInterval and Lease must not be negative"))
+	if cfg.Timeout < 0 || cfg.Concurrency < 0 || cfg.PerClient < 0 || cfg.PollInterval < 0 || cfg.Lease < 0 {
+		errs = append(errs, errors.New("Timeout, Concurrency, PerClient, PollInterval and Lease must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("backchannel: %w", err)
@@ -135,6 +154,11 @@ func New(cfg Config) (*Notifier, error) {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
+	if cfg.PerClient == 0 {
+		cfg.PerClient = DefaultPerClient
+	}
+	// One client never takes every slot (unless there is only one).
+	cfg.PerClient = min(cfg.PerClient, max(cfg.Concurrency-1, 1))
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
@@ -143,7 +167,7 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	cfg.Lease = max(cfg.Lease, cfg.Timeout+cfg.Timeout)
 	if cfg.Transport == nil {
-		cfg.Transport = http.DefaultTransport
+		cfg.Transport = newTransport()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -160,7 +184,17 @@ func New(cfg Config) (*Notifier, error) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       cfg.Timeout,
 	}
-	return &Notifier{cfg: cfg, client: client, wake: make(chan struct{}, 1)}, nil
+	return &Notifier{cfg: cfg, client: client, wake: make(chan struct{}, 1), inFlight: map[string]int{}}, nil
+}
+
+// newTransport is http.DefaultTransport's settings with a connection
+// bounded by DefaultConnectTimeout: an address that never answers (a
+// client's unroutable endpoint) holds a delivery slot for that long, not
+// the whole Timeout.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: DefaultConnectTimeout, KeepAlive: 30 * time.Second}).DialContext
+	return t
 }
 
 // Enqueue stores the deliveries durably (all or none), due now, and wakes
@@ -237,15 +271,17 @@ func (n *Notifier) Run(ctx context.Context) {
 	}
 }
 
-// fill claims as many due deliveries as there are free slots, and starts
-// them, until the queue has no more due.
+// fill claims as many due deliveries as there are free slots, fairly
+// across clients and at most PerClient in flight to each, and starts them,
+// until the queue has no more due that may start.
 func (n *Notifier) fill(ctx context.Context, slots, freed chan struct{}, wg *sync.WaitGroup) {
 	for ctx.Err() == nil {
 		free := cap(slots) - len(slots) // only this goroutine adds to slots
 		if free == 0 {
 			return
 		}
-		ds, err := n.cfg.Queue.ClaimBackchannelLogouts(ctx, n.cfg.Now(), free, n.cfg.Lease)
+		ds, err := n.cfg.Queue.ClaimBackchannelLogouts(ctx, store.BackchannelClaim{Now: n.cfg.Now(), Limit: free,
+			Lease: n.cfg.Lease, PerClient: n.cfg.PerClient, InFlight: n.busy()})
 		if err != nil {
 			if ctx.Err() == nil {
 				n.cfg.Log.Error("back-channel logout: claim due deliveries", "err", err)
@@ -254,9 +290,11 @@ func (n *Notifier) fill(ctx context.Context, slots, freed chan struct{}, wg *syn
 		}
 		for _, d := range ds {
 			slots <- struct{}{}
+			n.track(d.ClientID, 1)
 			wg.Add(1)
 			go func() {
 				defer func() {
+					n.track(d.ClientID, -1)
 					<-slots
 					select {
 					case freed <- struct{}{}:
@@ -270,6 +308,22 @@ func (n *Notifier) fill(ctx context.Context, slots, freed chan struct{}, wg *syn
 		if len(ds) < free {
 			return
 		}
+	}
+}
+
+// busy returns how many deliveries of each client are in flight.
+func (n *Notifier) busy() map[string]int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return maps.Clone(n.inFlight)
+}
+
+// track counts a delivery of clientID starting (+1) or ending (-1).
+func (n *Notifier) track(clientID string, delta int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.inFlight[clientID] += delta; n.inFlight[clientID] <= 0 {
+		delete(n.inFlight, clientID)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -427,5 +428,112 @@ func TestNotifierUnreachable(t *testing.T) {
 	want := map[string]string{"attempt": "1", "error": "network error", "will_retry": "false", "sid": "sid-1"}
 	if len(got) != 1 || !maps.Equal(got[0].Details, want) {
 		t.Fatalf("audit %+v, want details %v", got, want)
+	}
+}
+
+// tarpit is a back-channel endpoint that holds every request until release
+// is closed (or the Notifier gives up), counting those it holds.
+type tarpit struct {
+	srv     *httptest.Server
+	arrived chan struct{} // one per request, as it arrives
+	release chan struct{}
+	mu      sync.Mutex
+	now     int // requests held now
+	most    int // the most held at once
+	once    sync.Once
+}
+
+func newTarpit(t *testing.T) *tarpit {
+	tp := &tarpit{arrived: make(chan struct{}, 64), release: make(chan struct{})}
+	tp.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // so that the server notices the client hang up
+		tp.mu.Lock()
+		tp.now++
+		tp.most = max(tp.most, tp.now)
+		tp.mu.Unlock()
+		tp.arrived <- struct{}{}
+		select {
+		case <-tp.release:
+		case <-r.Context().Done():
+		}
+		tp.mu.Lock()
+		tp.now--
+		tp.mu.Unlock()
+	}))
+	t.Cleanup(func() { tp.open(); tp.srv.Close() })
+	return tp
+}
+
+// open answers the requests held and every later one.
+func (tp *tarpit) open() { tp.once.Do(func() { close(tp.release) }) }
+
+func (tp *tarpit) held() (now, most int) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.now, tp.most
+}
+
+// A client whose endpoint holds every request takes at most PerClient of
+// the Notifier's slots: another client's delivery, queued after ten of the
+// first client's, is made while the first client's wait, and the first
+// client's are all made once its endpoint answers.
+func TestNotifierPerClientBound(t *testing.T) {
+	km := newKeyManager(t)
+	tests := []struct {
+		name        string
+		concurrency int
+		perClient   int
+		want        int // the most deliveries to the slow client at once
+	}{
+		{name: "ok/default two of eight", want: backchannel.DefaultPerClient},
+		{name: "ok/one", perClient: 1, want: 1},
+		{name: "ok/three of four", concurrency: 4, perClient: 3, want: 3},
+		{name: "ok/never more than the concurrency", concurrency: 2, perClient: 5, want: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			slow := newTarpit(t)
+			fast := newReceiver(t, status(http.StatusNoContent))
+			h := newHarness(t, newMemQueue(), km, func(c *backchannel.Config) {
+				c.Concurrency, c.PerClient, c.Timeout = tt.concurrency, tt.perClient, time.Minute
+			})
+			h.run(t)
+			const n = 10
+			var ds []store.BackchannelLogout
+			for i := range n {
+				ds = append(ds, store.BackchannelLogout{ClientID: "slow-rp", URI: slow.srv.URL + "/bcl", Subject: "usr_1",
+					SID: fmt.Sprintf("sid-%d", i)})
+			}
+			if err := h.n.Enqueue(context.Background(), ds); err != nil {
+				t.Fatal(err)
+			}
+			for range tt.want {
+				select {
+				case <-slow.arrived:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the slow client's deliveries did not start")
+				}
+			}
+			if err := h.n.Enqueue(context.Background(), []store.BackchannelLogout{{ClientID: "fast-rp", URI: fast.srv.URL + "/bcl",
+				Subject: "usr_2", SID: "sid-fast"}}); err != nil {
+				t.Fatal(err)
+			}
+			if e := h.q.next(t); e.op != "complete" || e.d.ClientID != "fast-rp" {
+				t.Fatalf("queue operation %s %s, want the other client's delivery complete while the slow client's wait", e.op, e.d.ClientID)
+			}
+			if now, most := slow.held(); now != tt.want || most != tt.want {
+				t.Fatalf("the slow client had %d deliveries in flight (at most %d), want %d", now, most, tt.want)
+			}
+			slow.open()
+			for range n {
+				if e := h.q.next(t); e.op != "complete" || e.d.ClientID != "slow-rp" {
+					t.Fatalf("queue operation %s %s, want the slow client's deliveries complete", e.op, e.d.ClientID)
+				}
+			}
+			if _, most := slow.held(); most != tt.want {
+				t.Fatalf("the slow client had at most %d deliveries in flight, want %d", most, tt.want)
+			}
+		})
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -79,22 +81,53 @@ func (s *Store) EnqueueBackchannelLogouts(ctx context.Context, ds []store.Backch
 	return mapErr("enqueue back-channel logouts", err)
 }
 
-// ClaimBackchannelLogouts implements store.BackchannelQueue. On PostgreSQL
-// one UPDATE claims rows its sub-select locks FOR UPDATE SKIP LOCKED: a
-// concurrent claimer skips them, and a row claimed and committed meanwhile
-// is re-checked against next_attempt_at and left out. On SQLite the select
-// and the update run in one transaction, which holds the write lock. Either
-// way no due delivery is handed to two callers within its lease. The
-// deliveries come back oldest due first, with NextAttemptAt = now+lease.
-func (s *Store) ClaimBackchannelLogouts(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]store.BackchannelLogout, error) {
-	if limit <= 0 {
+// ClaimBackchannelLogouts implements store.BackchannelQueue. Each due row
+// is ranked as store.BackchannelClaim says (ROW_NUMBER over the client's
+// due rows plus what the caller has in flight of that client), and the
+// lowest ranks are claimed. On PostgreSQL one UPDATE claims the chosen rows
+// that its sub-select locks FOR UPDATE SKIP LOCKED (a window function cannot
+// share a query level with FOR UPDATE, hence the id IN): a concurrent
+// claimer skips them, and a row claimed and committed meanwhile is
+// re-checked against next_attempt_at and left out. On SQLite the select and
+// the update run in one transaction, which holds the write lock. Either way
+// no due delivery is handed to two callers within its lease. The
+// deliveries come back in the claim's order (store.BackchannelClaim.Pick),
+// with NextAttemptAt = Now+Lease.
+func (s *Store) ClaimBackchannelLogouts(ctx context.Context, c store.BackchannelClaim) ([]store.BackchannelLogout, error) {
+	if c.Limit <= 0 {
 		return nil, nil
 	}
-	if lease <= 0 {
+	if c.Lease <= 0 {
 		return nil, errors.New("claim back-channel logouts: the lease must be positive")
 	}
-	now = dbTime(now)
-	until := dbTime(now.Add(lease))
+	now := dbTime(c.Now)
+	until := dbTime(now.Add(c.Lease))
+	// ranked selects the ids of the due rows to claim; its arguments follow
+	// it in args.
+	inFlight, args := "0", []any{}
+	if ids := slices.Sorted(maps.Keys(c.InFlight)); len(ids) > 0 {
+		var b strings.Builder
+		b.WriteString("CASE client_id")
+		for _, id := range ids {
+			if n := c.InFlight[id]; n > 0 {
+				b.WriteString(" WHEN ? THEN " + strconv.Itoa(n))
+				args = append(args, id)
+			}
+		}
+		b.WriteString(" ELSE 0 END")
+		if len(args) > 0 {
+			inFlight = b.String()
+		}
+	}
+	perClient := ""
+	if c.PerClient > 0 {
+		perClient = "WHERE r.fair_rank <= " + strconv.Itoa(c.PerClient)
+	}
+	ranked := `SELECT r.id FROM (SELECT id, next_attempt_at,
+			ROW_NUMBER() OVER (PARTITION BY client_id ORDER BY next_attempt_at, id) + ` + inFlight + ` AS fair_rank
+			FROM backchannel_logouts WHERE next_attempt_at <= ?) r
+		` + perClient + ` ORDER BY r.fair_rank, r.next_attempt_at, r.id LIMIT ?`
+	args = append(args, now, c.Limit)
 	// claimed is a claimed row with when it was due (what the order is by).
 	type claimed struct {
 		Row backchannelRow `gorm:"embedded"`
@@ -105,16 +138,15 @@ func (s *Store) ClaimBackchannelLogouts(ctx context.Context, now time.Time, limi
 	if s.dialect == DialectPostgres {
 		err = s.db.WithContext(ctx).Raw(`UPDATE backchannel_logouts b SET next_attempt_at = ?
 			FROM (SELECT id, next_attempt_at AS due FROM backchannel_logouts
-				WHERE next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED) d
+				WHERE id IN (`+ranked+`) AND next_attempt_at <= ? FOR UPDATE SKIP LOCKED) d
 			WHERE b.id = d.id
 			RETURNING b.id, b.client_id, b.uri, b.subject, b.sid, b.attempts, b.next_attempt_at, b.created_at,
-				b.last_error, d.due`, until, now, limit).Scan(&got).Error
+				b.last_error, d.due`, append(append([]any{until}, args...), now)...).Scan(&got).Error
 	} else {
 		err = s.tx(ctx, func(tx *gorm.DB) error {
 			got = nil
 			var rows []backchannelRow
-			if err := tx.Where("next_attempt_at <= ?", now).Order("next_attempt_at").Order("id").Limit(limit).
-				Find(&rows).Error; err != nil {
+			if err := tx.Where("id IN ("+ranked+")", args...).Find(&rows).Error; err != nil {
 				return err
 			}
 			if len(rows) == 0 {
@@ -123,9 +155,9 @@ func (s *Store) ClaimBackchannelLogouts(ctx context.Context, now time.Time, limi
 			ids := make([]string, len(rows))
 			for i, r := range rows {
 				ids[i] = r.ID
-				c := claimed{Row: r, Due: r.NextAttemptAt}
-				c.Row.NextAttemptAt = until
-				got = append(got, c)
+				cl := claimed{Row: r, Due: r.NextAttemptAt}
+				cl.Row.NextAttemptAt = until
+				got = append(got, cl)
 			}
 			return tx.Model(&backchannelRow{}).Where("id IN ?", ids).Update("next_attempt_at", until).Error
 		})
@@ -133,15 +165,17 @@ func (s *Store) ClaimBackchannelLogouts(ctx context.Context, now time.Time, limi
 	if err != nil {
 		return nil, mapErr("claim back-channel logouts", err)
 	}
-	slices.SortFunc(got, func(a, b claimed) int {
-		if c := a.Due.Compare(b.Due); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Row.ID, b.Row.ID)
-	})
-	out := make([]store.BackchannelLogout, len(got))
+	// Order them as the claim ranked them: Pick over the claimed rows, at
+	// their due time, keeps them all and gives the same ranks.
+	due := make([]store.BackchannelLogout, len(got))
 	for i, r := range got {
-		out[i] = r.Row.toDelivery()
+		due[i] = r.Row.toDelivery()
+		due[i].NextAttemptAt = readTime(r.Due)
+	}
+	c.Limit = len(due)
+	out := c.Pick(due)
+	for i := range out {
+		out[i].NextAttemptAt = readTime(until)
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package storetest
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"reflect"
 	"sync"
 	"testing"
@@ -33,7 +34,12 @@ func enqueue(t *testing.T, s *sqlstore.Store, ds ...store.BackchannelLogout) {
 
 func claim(t *testing.T, s *sqlstore.Store, now time.Time, limit int, lease time.Duration) []store.BackchannelLogout {
 	t.Helper()
-	got, err := s.ClaimBackchannelLogouts(rctx(t), now, limit, lease)
+	return claimWith(t, s, store.BackchannelClaim{Now: now, Limit: limit, Lease: lease})
+}
+
+func claimWith(t *testing.T, s *sqlstore.Store, c store.BackchannelClaim) []store.BackchannelLogout {
+	t.Helper()
+	got, err := s.ClaimBackchannelLogouts(rctx(t), c)
 	if err != nil {
 		t.Fatalf("ClaimBackchannelLogouts: %v", err)
 	}
@@ -86,6 +92,77 @@ func testBCLClaimComplete(t *testing.T, s *sqlstore.Store) {
 	}
 	if got := claim(t, s, now.Add(lease), 0, lease); len(got) != 0 {
 		t.Fatalf("claim with limit 0 = %v", got)
+	}
+}
+
+// testBCLClaimFair: a claim is fair across clients (store.BackchannelClaim):
+// each client's oldest due delivery comes before any client's second, what
+// the caller has in flight of a client counts as claimed, and PerClient
+// bounds a client's share. Client a has five deliveries due, the oldest of
+// all; b one; c one, the newest.
+func testBCLClaimFair(t *testing.T, s *sqlstore.Store) {
+	tests := []struct {
+		name      string
+		limit     int
+		perClient int
+		inFlight  map[string]int // by client letter
+		want      []string
+	}{
+		{name: "ok/a backlog does not come first", limit: 3, want: []string{"a1", "b1", "c1"}},
+		{name: "ok/then round by round, oldest first", limit: 10, want: []string{"a1", "b1", "c1", "a2", "a3", "a4", "a5"}},
+		{name: "ok/per client bound", limit: 10, perClient: 2, want: []string{"a1", "b1", "c1", "a2"}},
+		{name: "ok/in flight ranks later", limit: 10, perClient: 2, inFlight: map[string]int{"a": 1},
+			want: []string{"b1", "c1", "a1"}},
+		{name: "ok/in flight lets the others first", limit: 2, inFlight: map[string]int{"a": 1},
+			want: []string{"b1", "c1"}},
+		{name: "fail/at the bound nothing more", limit: 10, perClient: 2, inFlight: map[string]int{"a": 2, "b": 3},
+			want: []string{"c1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			now := bclTime()
+			clients := map[string]string{"a": rid("rp-a-"), "b": rid("rp-b-"), "c": rid("rp-c-")}
+			names := map[string]string{}
+			var ds []store.BackchannelLogout
+			add := func(name string, ago time.Duration) {
+				d := newDelivery(now.Add(-ago))
+				d.ClientID = clients[name[:1]]
+				names[d.ID] = name
+				ds = append(ds, d)
+			}
+			add("c1", 5*time.Minute)
+			for i, ago := range []time.Duration{60, 50, 40, 30, 20} {
+				add(fmt.Sprintf("a%d", i+1), ago*time.Minute)
+			}
+			add("b1", 45*time.Minute)
+			enqueue(t, s, ds...)
+			inFlight := map[string]int{}
+			for letter, n := range tt.inFlight {
+				inFlight[clients[letter]] = n
+			}
+			got := claimWith(t, s, store.BackchannelClaim{Now: now, Limit: tt.limit, Lease: time.Minute,
+				PerClient: tt.perClient, InFlight: inFlight})
+			gotNames := []string{}
+			for _, d := range got {
+				gotNames = append(gotNames, names[d.ID])
+				if !d.NextAttemptAt.Equal(now.Add(time.Minute)) {
+					t.Errorf("%s leased until %v, want %v", names[d.ID], d.NextAttemptAt, now.Add(time.Minute))
+				}
+			}
+			if !reflect.DeepEqual(gotNames, tt.want) {
+				t.Fatalf("claimed %v, want %v", gotNames, tt.want)
+			}
+			// What was not claimed is still due, to anyone.
+			rest := claim(t, s, now, 10, time.Minute)
+			if len(rest)+len(got) != len(ds) {
+				t.Fatalf("%d claimed, then %d: want the %d deliveries in all", len(got), len(rest), len(ds))
+			}
+			for _, d := range ds {
+				if err := s.CompleteBackchannelLogout(rctx(t), d.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -210,7 +287,7 @@ func testBCLClaimRace(t *testing.T, s *sqlstore.Store) {
 				defer wg.Done()
 				<-start
 				for {
-					batch, err := s.ClaimBackchannelLogouts(rctx(t), now, 4, time.Minute)
+					batch, err := s.ClaimBackchannelLogouts(rctx(t), store.BackchannelClaim{Now: now, Limit: 4, Lease: time.Minute})
 					if err != nil {
 						errs[c] = err
 						return

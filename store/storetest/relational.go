@@ -82,6 +82,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/consents", testConsentsFail},
 		{"ok/consents_end_with_user_or_client", testConsentsCascade},
 		{"ok/backchannel_claim_oldest_due_then_complete", testBCLClaimComplete},
+		{"ok/backchannel_claim_fair_across_clients", testBCLClaimFair},
 		{"ok/backchannel_lease", testBCLLease},
 		{"ok/backchannel_retry", testBCLRetry},
 		{"fail/backchannel_enqueue_all_or_none", testBCLEnqueueAllOrNone},
