@@ -18,6 +18,10 @@ type BackchannelLogout struct {
 	URI      string // the client's backchannel_logout_uri when the session ended
 	Subject  string // sub
 	SID      string // sid: the grant's session id, as in the id token
+	// TenantID is the client's organisation when the session ended ("" for
+	// a platform client). An organisation's deliveries connect only to
+	// public addresses: its admin, not the operator, chose the URI.
+	TenantID string
 	// Attempts made so far; NextAttemptAt is when the next one is due.
 	Attempts      int
 	NextAttemptAt time.Time

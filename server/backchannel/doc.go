@@ -10,5 +10,7 @@
 // told (the caller enqueues), never follows a redirect, never waits longer
 // than its timeout for a client, never gives one client more than its share
 // of the deliveries in flight (a client whose endpoint never answers must
-// not hold up the others'), and never logs, audits or stores a logout token.
+// not hold up the others'), never connects an organisation's client's
+// delivery to an address that is not public (PublicAddress), and never
+// logs, audits or stores a logout token.
 package backchannel

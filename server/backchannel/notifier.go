@@ -9,10 +9,12 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/store"
@@ -93,9 +95,12 @@ type Config struct {
 	// Lease is how long a claimed delivery is hidden from other claimers
 	// (default DefaultLease; at least Timeout).
 	Lease time.Duration
-	// Transport sends the requests (default: http.DefaultTransport's
-	// settings with connections bounded by DefaultConnectTimeout). Whatever
-	// it is, redirects are never followed and Timeout applies.
+	// Transport sends platform clients' requests (default:
+	// http.DefaultTransport's settings with connections bounded by
+	// DefaultConnectTimeout). An organisation's client's requests always go
+	// through the Notifier's own transport, which connects only to public
+	// addresses (PublicAddress). Whatever it is, redirects are never
+	// followed and Timeout applies.
 	Transport http.RoundTripper
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -108,7 +113,8 @@ type Config struct {
 // goroutine; Run runs the deliveries until its context ends.
 type Notifier struct {
 	cfg    Config
-	client *http.Client
+	client *http.Client // platform clients' deliveries
+	public *http.Client // organisations' deliveries: public addresses only
 	wake   chan struct{}
 
 	mu       sync.Mutex
@@ -167,7 +173,7 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	cfg.Lease = max(cfg.Lease, cfg.Timeout+cfg.Timeout)
 	if cfg.Transport == nil {
-		cfg.Transport = newTransport()
+		cfg.Transport = newTransport(nil)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -178,23 +184,64 @@ func New(cfg Config) (*Notifier, error) {
 			return t.C, t.Stop
 		}
 	}
-	client := &http.Client{
-		Transport: cfg.Transport,
-		// BCL §2.5 / the contract: a redirect is an answer, and not 200.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Timeout:       cfg.Timeout,
+	newClient := func(t http.RoundTripper) *http.Client {
+		return &http.Client{
+			Transport: t,
+			// BCL §2.5 / the contract: a redirect is an answer, and not 200.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			Timeout:       cfg.Timeout,
+		}
 	}
-	return &Notifier{cfg: cfg, client: client, wake: make(chan struct{}, 1), inFlight: map[string]int{}}, nil
+	return &Notifier{cfg: cfg, client: newClient(cfg.Transport), public: newClient(newTransport(dialPublicOnly)),
+		wake: make(chan struct{}, 1), inFlight: map[string]int{}}, nil
 }
 
 // newTransport is http.DefaultTransport's settings with a connection
 // bounded by DefaultConnectTimeout: an address that never answers (a
 // client's unroutable endpoint) holds a delivery slot for that long, not
-// the whole Timeout.
-func newTransport() *http.Transport {
+// the whole Timeout. A control, when given, checks every address dialled;
+// such a transport uses no proxy, since the proxy's address, not the
+// client's, would be the one checked.
+func newTransport(control func(network, address string, c syscall.RawConn) error) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: DefaultConnectTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.DialContext = (&net.Dialer{Timeout: DefaultConnectTimeout, KeepAlive: 30 * time.Second, Control: control}).DialContext
+	if control != nil {
+		t.Proxy = nil
+	}
 	return t
+}
+
+// errNotPublic is a connection refused because it was to an address an
+// organisation's client may not make Portcullis reach.
+var errNotPublic = errors.New("address not allowed")
+
+// dialPublicOnly is the dialer's check of an organisation's delivery: the
+// address about to be connected to, after name resolution (so a name that
+// resolves to an internal address, at any time, is caught), must be public.
+func dialPublicOnly(_, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil || !PublicAddress(ap.Addr()) {
+		return errNotPublic
+	}
+	return nil
+}
+
+// Address ranges that are not public, besides those netip.Addr names.
+var (
+	thisNetwork   = netip.MustParsePrefix("0.0.0.0/8")     // RFC 791: "this host on this network"
+	sharedAddress = netip.MustParsePrefix("100.64.0.0/10") // RFC 6598: carrier-grade NAT, some clouds' metadata
+)
+
+// PublicAddress reports whether an organisation's client's back-channel
+// delivery may connect to a: not loopback, private (RFC 1918, fc00::/7),
+// link-local (169.254.0.0/16 with the cloud metadata services, fe80::/10),
+// unspecified, multicast, 0.0.0.0/8 or 100.64.0.0/10, in IPv4-mapped IPv6
+// form too. An organisation's admin registers the URI, not the operator,
+// and must not make Portcullis POST into the network it runs in.
+func PublicAddress(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsValid() && a.IsGlobalUnicast() && !a.IsPrivate() && !a.IsLoopback() && !a.IsLinkLocalUnicast() &&
+		!thisNetwork.Contains(a) && !sharedAddress.Contains(a)
 }
 
 // Enqueue stores the deliveries durably (all or none), due now, and wakes
@@ -342,7 +389,8 @@ func (n *Notifier) attempt(ctx context.Context, d store.BackchannelLogout) {
 	}
 	class := errorClass(err)
 	attempt := d.Attempts + 1
-	willRetry := d.Attempts < len(n.cfg.Backoff)
+	// A refused address is refused again at every attempt: no retries.
+	willRetry := d.Attempts < len(n.cfg.Backoff) && !errors.Is(err, errNotPublic)
 	// The outcome must be recorded even when ctx ends meanwhile: first in
 	// the audit, then in the queue, so that whoever sees the queue move on
 	// (another instance, a test) finds the attempt audited.
@@ -407,7 +455,11 @@ func (n *Notifier) deliver(ctx context.Context, d store.BackchannelLogout) error
 		return fmt.Errorf("%w: %w", errBadURI, err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := n.client.Do(req)
+	hc := n.client
+	if d.TenantID != "" {
+		hc = n.public
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
@@ -431,6 +483,8 @@ func errorClass(err error) string {
 		return "token not minted"
 	case errors.Is(err, errBadURI):
 		return "invalid uri"
+	case errors.Is(err, errNotPublic):
+		return errNotPublic.Error()
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
 	default:

@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -535,5 +537,96 @@ func TestNotifierPerClientBound(t *testing.T) {
 				t.Fatalf("the slow client had at most %d deliveries in flight, want %d", most, tt.want)
 			}
 		})
+	}
+}
+
+// An organisation's client's delivery connects only to public addresses,
+// checked on the address dialled after name resolution: "localhost" (as a
+// name rebound to 127.0.0.1 would) and the loopback literal are refused,
+// audited once as "address not allowed" and abandoned, never retried; a
+// platform client's reach the same endpoint.
+func TestNotifierOrganisationReachesOnlyPublicAddresses(t *testing.T) {
+	km := newKeyManager(t)
+	tests := []struct {
+		name      string
+		tenantID  string
+		host      string
+		delivered bool
+	}{
+		{name: "ok/platform client, localhost", host: "localhost", delivered: true},
+		{name: "ok/platform client, loopback literal", host: "127.0.0.1", delivered: true},
+		{name: "fail/organisation's client, a name resolving to loopback", tenantID: "ten_acme", host: "localhost"},
+		{name: "fail/organisation's client, loopback literal", tenantID: "ten_acme", host: "127.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rc := newReceiver(t, status(http.StatusOK))
+			_, port, _ := net.SplitHostPort(rc.srv.Listener.Addr().String())
+			h := newHarness(t, newMemQueue(), km, nil) // the Notifier's own transports
+			h.run(t)
+			d := store.BackchannelLogout{ClientID: "rp-1", URI: "http://" + net.JoinHostPort(tt.host, port) + "/bcl",
+				Subject: "usr_1", SID: "sid-1", TenantID: tt.tenantID}
+			if err := h.n.Enqueue(context.Background(), []store.BackchannelLogout{d}); err != nil {
+				t.Fatal(err)
+			}
+			if e := h.q.next(t); e.op != "complete" {
+				t.Fatalf("queue operation %s, want complete (delivered, or refused and abandoned)", e.op)
+			}
+			if got := len(rc.got()); got != map[bool]int{true: 1}[tt.delivered] {
+				t.Fatalf("receiver got %d requests, delivered %v", got, tt.delivered)
+			}
+			audits := h.audit.all()
+			if tt.delivered {
+				if len(audits) != 0 {
+					t.Fatalf("audit %+v, want none", audits)
+				}
+				return
+			}
+			want := map[string]string{"attempt": "1", "error": "address not allowed", "will_retry": "false", "sid": "sid-1"}
+			if len(audits) != 1 || audits[0].Action != backchannel.AuditAction || !maps.Equal(audits[0].Details, want) {
+				t.Fatalf("audit %+v, want one %s with %v", audits, backchannel.AuditAction, want)
+			}
+		})
+	}
+}
+
+// PublicAddress: what an organisation's client's delivery may connect to.
+func TestPublicAddress(t *testing.T) {
+	for _, tt := range []struct {
+		addr string
+		ok   bool
+	}{
+		{"93.184.216.34", true},
+		{"8.8.8.8", true},
+		{"100.128.0.1", true}, // just above 100.64.0.0/10
+		{"2606:4700:4700::1111", true},
+		{"127.0.0.1", false},
+		{"127.8.8.8", false},
+		{"::1", false},
+		{"::ffff:127.0.0.1", false},
+		{"10.0.0.5", false},
+		{"::ffff:10.0.0.5", false},
+		{"172.16.0.1", false},
+		{"192.168.1.1", false},
+		{"169.254.169.254", false},
+		{"fe80::1", false},
+		{"fe80::1%eth0", false},
+		{"fc00::1", false},
+		{"fd00:ec2::254", false},
+		{"0.0.0.0", false},
+		{"0.1.2.3", false},
+		{"::", false},
+		{"100.100.100.200", false},
+		{"224.0.0.1", false},
+		{"ff02::1", false},
+		{"255.255.255.255", false},
+	} {
+		if got := backchannel.PublicAddress(netip.MustParseAddr(tt.addr)); got != tt.ok {
+			t.Errorf("PublicAddress(%s) = %v, want %v", tt.addr, got, tt.ok)
+		}
+	}
+	if backchannel.PublicAddress(netip.Addr{}) {
+		t.Error("the zero Addr is public")
 	}
 }

@@ -280,6 +280,11 @@ func (s *Spec) validateCodeFlow() error {
 		if err := redirecturi.Validate(s.BackchannelLogoutURI, redirecturi.BackchannelLogout, native); err != nil {
 			return &ValidationError{err.Error()}
 		}
+		if s.TenantID != "" {
+			if err := redirecturi.ValidateOrganisationBackchannel(s.BackchannelLogoutURI); err != nil {
+				return &ValidationError{err.Error()}
+			}
+		}
 	}
 	for _, u := range []struct{ name, value string }{{"logo URI", s.LogoURI}, {"client URI", s.ClientURI}} {
 		if u.value != "" && !httpsURI(u.value) {

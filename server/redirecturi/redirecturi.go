@@ -10,6 +10,7 @@ package redirecturi
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"unicode"
@@ -85,6 +86,27 @@ func Validate(raw string, kind Kind, native bool) error {
 // are not: they can be resolved elsewhere (RFC 8252 §8.3).
 func IsLoopbackIP(host string) bool {
 	return host == "127.0.0.1" || host == "::1"
+}
+
+// ValidateOrganisationBackchannel checks, besides Validate, the
+// back-channel logout URI of an organisation's client, which Portcullis will
+// POST to on the organisation admin's word: its host must be a DNS name,
+// never an IP literal (127.0.0.1, 10.0.0.5, 169.254.169.254, …) nor a
+// loopback name (localhost and the names under it, RFC 6761 §6.3), so only
+// https to a named host remains. It is the early, clear answer; the
+// delivery itself refuses to connect to a non-public address whatever a
+// name resolves to (backchannel.PublicAddress).
+func ValidateOrganisationBackchannel(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%s %q must be an absolute URI", BackchannelLogout, raw)
+	}
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if _, err := netip.ParseAddr(host); err == nil || host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return fmt.Errorf("%s %q: an organisation's client must name its host over https (not an IP address or localhost)",
+			BackchannelLogout, raw)
+	}
+	return nil
 }
 
 // ErrNoMatch means the presented URI matches none of the registered ones.

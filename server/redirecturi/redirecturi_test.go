@@ -158,3 +158,28 @@ func FuzzMatch(f *testing.F) {
 		}
 	})
 }
+
+func TestValidateOrganisationBackchannel(t *testing.T) {
+	for _, tc := range []struct {
+		raw string
+		ok  bool
+	}{
+		{"https://rp.example.com/backchannel-logout", true},
+		{"https://localhost.example.com/bcl", true}, // a name that merely starts with localhost
+		{"https://rp.example.com:8443/bcl", true},
+		{"http://127.0.0.1:6379/", false},
+		{"http://[::1]:9090/x", false},
+		{"https://169.254.169.254/latest/api/token", false},
+		{"https://10.0.0.5/x", false},
+		{"https://[fe80::1%25eth0]/x", false},
+		{"https://93.184.216.34/bcl", false},
+		{"https://localhost/bcl", false},
+		{"https://localhost./bcl", false},
+		{"https://LocalHost/bcl", false},
+		{"https://app.localhost/bcl", false},
+	} {
+		if err := ValidateOrganisationBackchannel(tc.raw); (err == nil) != tc.ok {
+			t.Errorf("ValidateOrganisationBackchannel(%q) = %v, want ok %v", tc.raw, err, tc.ok)
+		}
+	}
+}

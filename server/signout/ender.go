@@ -209,7 +209,10 @@ func (e *Ender) queueBackchannel(ctx context.Context, userID string, grants []st
 	if e.Backchannel == nil || len(grants) == 0 {
 		return nil
 	}
-	uris := map[string]string{}
+	// to is where a client's deliveries go: its URI ("" for none) and its
+	// organisation (whose deliveries reach only public addresses).
+	type to struct{ uri, tenantID string }
+	tos := map[string]to{}
 	var ds []store.BackchannelLogout
 	seen := map[string]bool{}
 	for _, g := range grants {
@@ -217,7 +220,7 @@ func (e *Ender) queueBackchannel(ctx context.Context, userID string, grants []st
 			continue
 		}
 		seen[g.SID] = true
-		uri, known := uris[g.ClientID]
+		dest, known := tos[g.ClientID]
 		if !known {
 			c, err := e.Clients.GetClient(ctx, g.ClientID)
 			switch {
@@ -226,15 +229,15 @@ func (e *Ender) queueBackchannel(ctx context.Context, userID string, grants []st
 			case err != nil:
 				return fmt.Errorf("read client %s for back-channel logout: %w", g.ClientID, err)
 			default:
-				uri = c.BackchannelLogoutURI
+				dest = to{uri: c.BackchannelLogoutURI, tenantID: c.TenantID}
 			}
-			uris[g.ClientID] = uri
+			tos[g.ClientID] = dest
 		}
-		if uri == "" {
+		if dest.uri == "" {
 			continue
 		}
-		ds = append(ds, store.BackchannelLogout{ClientID: g.ClientID, URI: uri, Subject: userID, SID: g.SID,
-			NextAttemptAt: now, CreatedAt: now})
+		ds = append(ds, store.BackchannelLogout{ClientID: g.ClientID, URI: dest.uri, Subject: userID, SID: g.SID,
+			TenantID: dest.tenantID, NextAttemptAt: now, CreatedAt: now})
 	}
 	if len(ds) == 0 {
 		return nil

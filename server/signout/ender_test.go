@@ -203,6 +203,32 @@ func TestEnderEndsLateGrants(t *testing.T) {
 	}
 }
 
+// TestEnderQueuesTheClientsOrganisation: each delivery names its client's
+// organisation ("" for a platform client), for the notifier to connect an
+// organisation's only to public addresses.
+func TestEnderQueuesTheClientsOrganisation(t *testing.T) {
+	t.Parallel()
+	bs := store.BrowserSession{ID: "bs1", UserID: "u1", Grants: []store.SessionGrant{
+		{SID: "s1", ClientID: "web"}, {SID: "s2", ClientID: "acme.app"}, {SID: "s3", ClientID: "acme.app"}}}
+	r := &recorder{clients: map[string]store.Client{
+		"web":      {ID: "web", BackchannelLogoutURI: "https://web.example/bcl"},
+		"acme.app": {ID: "acme.app", BackchannelLogoutURI: "https://acme.example/bcl", TenantID: "ten_acme"},
+	}, read: bs.Grants, final: bs.Grants}
+	e := &signout.Ender{Sessions: r, Grants: r, Clients: r, Backchannel: r, Audit: r}
+	if err := e.End(context.Background(), bs, signout.Reason{Why: signout.WhyLogout}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, d := range r.queued {
+		got[d.SID] = d.ClientID + " " + d.URI + " " + d.TenantID
+	}
+	want := map[string]string{"s1": "web https://web.example/bcl ", "s2": "acme.app https://acme.example/bcl ten_acme",
+		"s3": "acme.app https://acme.example/bcl ten_acme"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("queued %v, want %v", got, want)
+	}
+}
+
 // TestEnderEndUser: ending every session of a user queues back-channel
 // logout for each grant of their live browser sessions whose client has a
 // URI (with the grant's sid and the user as sub), before the cut-off; a

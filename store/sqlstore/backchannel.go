@@ -27,6 +27,7 @@ type backchannelRow struct {
 	URI           string    `gorm:"column:uri"`
 	Subject       string    `gorm:"column:subject"`
 	SID           string    `gorm:"column:sid"`
+	TenantID      string    `gorm:"column:tenant_id"`
 	Attempts      int       `gorm:"column:attempts"`
 	NextAttemptAt time.Time `gorm:"column:next_attempt_at"`
 	CreatedAt     time.Time `gorm:"column:created_at;autoCreateTime:false"`
@@ -36,7 +37,7 @@ type backchannelRow struct {
 func (backchannelRow) TableName() string { return "backchannel_logouts" }
 
 func (r backchannelRow) toDelivery() store.BackchannelLogout {
-	return store.BackchannelLogout{ID: r.ID, ClientID: r.ClientID, URI: r.URI, Subject: r.Subject, SID: r.SID,
+	return store.BackchannelLogout{ID: r.ID, ClientID: r.ClientID, URI: r.URI, Subject: r.Subject, SID: r.SID, TenantID: r.TenantID,
 		Attempts: r.Attempts, NextAttemptAt: readTime(r.NextAttemptAt), CreatedAt: readTime(r.CreatedAt), LastError: r.LastError}
 }
 
@@ -74,7 +75,7 @@ func (s *Store) EnqueueBackchannelLogouts(ctx context.Context, ds []store.Backch
 		if next.IsZero() {
 			next = created
 		}
-		rows[i] = backchannelRow{ID: d.ID, ClientID: d.ClientID, URI: d.URI, Subject: d.Subject, SID: d.SID,
+		rows[i] = backchannelRow{ID: d.ID, ClientID: d.ClientID, URI: d.URI, Subject: d.Subject, SID: d.SID, TenantID: d.TenantID,
 			Attempts: d.Attempts, NextAttemptAt: next, CreatedAt: created, LastError: shortError(d.LastError)}
 	}
 	err := s.tx(ctx, func(tx *gorm.DB) error { return tx.CreateInBatches(rows, 100).Error })
@@ -140,7 +141,7 @@ func (s *Store) ClaimBackchannelLogouts(ctx context.Context, c store.Backchannel
 			FROM (SELECT id, next_attempt_at AS due FROM backchannel_logouts
 				WHERE id IN (`+ranked+`) AND next_attempt_at <= ? FOR UPDATE SKIP LOCKED) d
 			WHERE b.id = d.id
-			RETURNING b.id, b.client_id, b.uri, b.subject, b.sid, b.attempts, b.next_attempt_at, b.created_at,
+			RETURNING b.id, b.client_id, b.uri, b.subject, b.sid, b.tenant_id, b.attempts, b.next_attempt_at, b.created_at,
 				b.last_error, d.due`, append(append([]any{until}, args...), now)...).Scan(&got).Error
 	} else {
 		err = s.tx(ctx, func(tx *gorm.DB) error {

@@ -67,6 +67,7 @@ func testBCLClaimComplete(t *testing.T, s *sqlstore.Store) {
 	older, due, soon, later := newDelivery(now.Add(-time.Hour)), newDelivery(now), newDelivery(now.Add(-time.Minute)),
 		newDelivery(now.Add(time.Microsecond))
 	older.Attempts, older.LastError = 2, "503 from the client"
+	soon.TenantID = rid("ten_") // an organisation's client: kept as queued
 	enqueue(t, s, due, later)
 	enqueue(t, s, older, soon)
 
