@@ -230,17 +230,49 @@ func dialPublicOnly(_, address string, _ syscall.RawConn) error {
 var (
 	thisNetwork   = netip.MustParsePrefix("0.0.0.0/8")     // RFC 791: "this host on this network"
 	sharedAddress = netip.MustParsePrefix("100.64.0.0/10") // RFC 6598: carrier-grade NAT, some clouds' metadata
+	notPublic     = []netip.Prefix{
+		netip.MustParsePrefix("192.0.0.0/24"),   // RFC 6890: IETF protocol assignments
+		netip.MustParsePrefix("198.18.0.0/15"),  // RFC 2544: benchmarking, used inside networks
+		netip.MustParsePrefix("240.0.0.0/4"),    // reserved (class E), used for pods and services
+		netip.MustParsePrefix("64:ff9b:1::/48"), // RFC 8215: local-use NAT64
+		netip.MustParsePrefix("2001::/32"),      // Teredo: an IPv4 address obfuscated inside
+		netip.MustParsePrefix("2001:db8::/32"),  // documentation
+		netip.MustParsePrefix("100::/64"),       // discard-only
+		netip.MustParsePrefix("2001:10::/28"),   // ORCHID
+	}
+	nat64     = netip.MustParsePrefix("64:ff9b::/96") // RFC 6052: an IPv4 address in the last 32 bits
+	sixToFour = netip.MustParsePrefix("2002::/16")    // RFC 3056: an IPv4 address in bits 16–47
 )
 
 // PublicAddress reports whether an organisation's client's back-channel
 // delivery may connect to a: not loopback, private (RFC 1918, fc00::/7),
 // link-local (169.254.0.0/16 with the cloud metadata services, fe80::/10),
-// unspecified, multicast, 0.0.0.0/8 or 100.64.0.0/10, in IPv4-mapped IPv6
-// form too. An organisation's admin registers the URI, not the operator,
-// and must not make Portcullis POST into the network it runs in.
+// unspecified, multicast, 0.0.0.0/8, 100.64.0.0/10 or another range used
+// inside networks (notPublic), in IPv4-mapped IPv6 form too. An IPv6
+// address that carries an IPv4 one (NAT64's 64:ff9b::/96, 6to4's 2002::/16)
+// is judged by the IPv4 address it reaches: a NAT64 gateway would carry
+// 64:ff9b::a00:5 to 10.0.0.5. An organisation's admin registers the URI,
+// not the operator, and must not make Portcullis POST into the network it
+// runs in.
 func PublicAddress(a netip.Addr) bool {
-	a = a.Unmap()
-	return a.IsValid() && a.IsGlobalUnicast() && !a.IsPrivate() && !a.IsLoopback() && !a.IsLinkLocalUnicast() &&
+	a = a.Unmap().WithZone("")
+	if !a.IsValid() {
+		return false
+	}
+	switch {
+	case nat64.Contains(a):
+		b := a.As16()
+		return PublicAddress(netip.AddrFrom4([4]byte(b[12:16])))
+	case sixToFour.Contains(a):
+		b := a.As16()
+		return PublicAddress(netip.AddrFrom4([4]byte(b[2:6])))
+	}
+	for _, p := range notPublic {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	return a.IsGlobalUnicast() && !a.IsPrivate() && !a.IsLoopback() && !a.IsLinkLocalUnicast() &&
 		!thisNetwork.Contains(a) && !sharedAddress.Contains(a)
 }
 

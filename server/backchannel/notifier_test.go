@@ -621,6 +621,19 @@ func TestPublicAddress(t *testing.T) {
 		{"224.0.0.1", false},
 		{"ff02::1", false},
 		{"255.255.255.255", false},
+		// Ranges used inside networks, and IPv6 addresses that carry an
+		// IPv4 one, judged by the IPv4 address they reach.
+		{"198.18.0.1", false},
+		{"192.0.0.192", false},
+		{"240.0.0.1", false},
+		{"64:ff9b::a00:5", false},
+		{"64:ff9b::a9fe:a9fe", false},
+		{"64:ff9b::5db8:d822", true}, // NAT64 to 93.184.216.34
+		{"64:ff9b:1::a00:5", false},
+		{"2002:a00:5::1", false},
+		{"2002:5db8:d822::1", true}, // 6to4 of 93.184.216.34
+		{"2001:0:4136:e378:8000:63bf:3fff:fdd2", false},
+		{"2001:db8::1", false},
 	} {
 		if got := backchannel.PublicAddress(netip.MustParseAddr(tt.addr)); got != tt.ok {
 			t.Errorf("PublicAddress(%s) = %v, want %v", tt.addr, got, tt.ok)

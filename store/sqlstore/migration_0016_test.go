@@ -9,10 +9,10 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// TestMigration0016QueuedDeliveries applies migrations 1 to 15, queues a
-// delivery as a version-15 binary would, then migrates: the delivery is
-// still queued, as a platform client's (no organisation), and a new one
-// keeps its organisation.
+// TestMigration0016QueuedDeliveries applies migrations 1 to 15, queues
+// deliveries as a version-15 binary would (one for a platform client, one
+// for an organisation's), then migrates: both are still queued, each with
+// its client's organisation, and a new one keeps its organisation.
 func TestMigration0016QueuedDeliveries(t *testing.T) {
 	for _, b := range migrationBackends {
 		t.Run(b.name, func(t *testing.T) {
@@ -25,6 +25,15 @@ func TestMigration0016QueuedDeliveries(t *testing.T) {
 				NextAttemptAt: now, CreatedAt: now}
 			if err := db.Create(&old).Error; err != nil {
 				t.Fatalf("queue a version-15 delivery: %v", err)
+			}
+			if err := s.CreateClient(ctx, &store.Client{ID: "globex-app", Name: "Globex app", Public: true,
+				Grants: []string{"authorization_code"}, TenantID: "ten_globex"}); err != nil {
+				t.Fatalf("create an organisation's client at version 15: %v", err)
+			}
+			orgs := old
+			orgs.ID, orgs.ClientID, orgs.URI = "bcl_org", "globex-app", "https://10.0.0.5/bcl"
+			if err := db.Create(&orgs).Error; err != nil {
+				t.Fatalf("queue a version-15 delivery of an organisation's client: %v", err)
 			}
 			applied, err := s.Migrate(ctx)
 			if err != nil || fmt.Sprint(applied) != fmt.Sprint(versionsFrom(16)) {
@@ -42,7 +51,7 @@ func TestMigration0016QueuedDeliveries(t *testing.T) {
 			for _, d := range got {
 				tenants[d.ID] = d.TenantID
 			}
-			if want := map[string]string{"bcl_old": "", "bcl_new": "ten_acme"}; fmt.Sprint(tenants) != fmt.Sprint(want) {
+			if want := map[string]string{"bcl_old": "", "bcl_org": "ten_globex", "bcl_new": "ten_acme"}; fmt.Sprint(tenants) != fmt.Sprint(want) {
 				t.Fatalf("claimed deliveries' organisations %v, want %v", tenants, want)
 			}
 		})
