@@ -285,7 +285,7 @@ func TestAdminWriteOfARevokedTokenIsUndone(t *testing.T) {
 				}, stands: func(t *testing.T, n string) bool {
 					// The secret the write set is unseen: it stands unless a
 					// second rotation replaced it.
-					return !e.auditedAs(t, "client.secret_rotated", "rot-"+n, map[string]string{"via": "token_revoked"})
+					return !auditedIn(t, e.in, "client.secret_rotated", "rot-"+n, map[string]string{"via": "token_revoked"})
 				}},
 			}
 			ends := []struct {
@@ -344,21 +344,4 @@ func TestAdminWriteOfARevokedTokenIsUndone(t *testing.T) {
 			}
 		})
 	}
-}
-
-// auditedAs reports whether an event of action on target with details was recorded.
-func (e *tenantEnv) auditedAs(t *testing.T, action, target string, details map[string]string) bool {
-	t.Helper()
-	page, err := e.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: action, TargetID: target, Limit: 200})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return slices.ContainsFunc(page.Items, func(ev store.AuditEvent) bool {
-		for k, v := range details {
-			if ev.Details[k] != v {
-				return false
-			}
-		}
-		return true
-	})
 }

@@ -128,7 +128,14 @@ func (e *keyEnv) exchange(t *testing.T, key, scope string) *st.Response {
 
 func (e *keyEnv) audited(t *testing.T, action, target string, details map[string]string) bool {
 	t.Helper()
-	page, err := e.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: action, TargetID: target, Limit: 200})
+	return auditedIn(t, e.in, action, target, details)
+}
+
+// auditedIn reports whether in recorded an event of action on target with
+// (at least) details.
+func auditedIn(t *testing.T, in *st.Instance, action, target string, details map[string]string) bool {
+	t.Helper()
+	page, err := in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: action, TargetID: target, Limit: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
