@@ -277,6 +277,59 @@ func TestPasswordResetWhileRedisRefusesWrites(t *testing.T) {
 	a.login(t, "dora@example.com", "dora's second passphrase")
 }
 
+// TestRevocationInstanceStopsBeforeRedisTakesIt: an RFC 7009 revocation
+// of a refresh token goes through instance a while Redis refuses writes
+// (200: it is recorded durably), and a stops before Redis takes writes
+// again: its shutdown's drain fails and says so at Error, and its queue is
+// lost. Instance b, sharing the database and Redis, ends the session by
+// itself once Redis takes writes (its reconciliation applies the durable
+// record), within seconds: the refresh token is refused, and so is the
+// session's access token. Before, b rotated the refresh token and honoured
+// the access token until an operator rebuilt Redis's revocation set.
+func TestRevocationInstanceStopsBeforeRedisTakesIt(t *testing.T) {
+	rd := testservers.NewRedis(t)
+	e := st.NewEnv(t, st.PostgresRedis)
+	e["PORTCULLIS_REDIS_URL"] = rd.URL()
+	e["PORTCULLIS_RATE_LIMITS"] = "off"
+	e["PORTCULLIS_ISSUER"] = "http://auth.portcullis.test" // one issuer for the deployment
+	ina := st.Start(t, e)
+	inb := st.Start(t, e.Clone())
+	fx := st.NewFixtures(t, ina.App.Core)
+	secret := fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
+	fx.User(t, "dora@example.com", "dora's first passphrase", "user")
+	a, b := sessionEnv{c: ina.Client(t), secret: secret}, sessionEnv{c: inb.Client(t), secret: secret}
+	old := a.loginResp("dora@example.com", "dora's first passphrase").Token()
+	// A check builds Redis's revocation set (a write) before Redis refuses
+	// writes; b honours the token.
+	a.c.Get("/userinfo", st.Bearer(old.AccessToken)).ExpectStatus(http.StatusOK)
+	b.c.Get("/userinfo", st.Bearer(old.AccessToken)).ExpectStatus(http.StatusOK)
+
+	admin := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx := context.Background()
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.ConfigSet(context.Background(), "min-replicas-to-write", "0").Err() })
+	a.c.PostForm("/oauth2/revoke", url.Values{"token": {old.RefreshToken}}, st.Basic("web", secret)).ExpectStatus(http.StatusOK)
+	ina.Stop()
+	if !ina.Logs.WaitFor("revocations held in memory not written at shutdown", time.Second) {
+		t.Fatalf("a's shutdown did not report the revocation it could not write; logs:\n%s", ina.Logs.String())
+	}
+	if err := admin.ConfigSet(ctx, "min-replicas-to-write", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	deadline := time.Now().Add(20 * time.Second)
+	for b.c.Get("/userinfo", st.Bearer(old.AccessToken)).StatusCode != http.StatusUnauthorized {
+		if time.Now().After(deadline) {
+			t.Fatal("b still honours the access token of the revoked session")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.refresh(old.RefreshToken).ExpectError(http.StatusBadRequest, "invalid_grant")
+}
+
 // TestClientTokenLifetimeClampedAtIssue: a client stored with a longer
 // lifetime than PORTCULLIS_MAX_CLIENT_TOKEN_TTL (created under a higher
 // ceiling that was later lowered) gets tokens of the ceiling's length, so

@@ -278,11 +278,23 @@ type Revocation struct {
 }
 
 // RevocationLog is the durable record of unexpired revocations. The Redis
-// token state writes through to it and rebuilds itself from it when Redis
-// comes back empty, so no revoked token ever becomes valid again.
+// token state writes through to it, marks each record applied once Redis
+// has taken it, applies on every instance the records left unapplied (by
+// an instance that stopped, or cannot reach Redis, before it applied
+// them), and rebuilds itself from it when Redis comes back empty, so no
+// revoked token ever becomes valid again.
 type RevocationLog interface {
+	// RecordRevocations records revs, each unapplied from now on.
 	RecordRevocations(ctx context.Context, revs []Revocation) error
+	// ActiveRevocations lists every record whose ExpiresAt is after now.
 	ActiveRevocations(ctx context.Context, now time.Time) ([]Revocation, error)
+	// UnappliedRevocations lists up to limit records, unexpired at now,
+	// unapplied since recordedBefore or earlier, oldest first.
+	UnappliedRevocations(ctx context.Context, now, recordedBefore time.Time, limit int) ([]Revocation, error)
+	// MarkRevocationsApplied marks the records of revs applied, each only
+	// while it holds no later At or ExpiresAt than the one applied (a
+	// record a later revocation moved stays unapplied).
+	MarkRevocationsApplied(ctx context.Context, revs []Revocation) error
 }
 
 // familyCreatorChecker is the part of TokenState CreateFamilyThenCheck uses.

@@ -281,6 +281,11 @@ type TokenStates struct {
 	// copies are kept): the Redis token state, whose versions every user
 	// write of this process's store changes (sqlstore.UserWriteHooks).
 	UserVersions usercache.Versions
+
+	// Redis is State when it is the Redis token state (nil for the SQL
+	// one): Run reconciles it with the durable revocation log, and Close
+	// drains what it holds in memory.
+	Redis *redisstate.State
 }
 
 // OpenTokenState returns the Redis token state (with durable revocations in
@@ -301,7 +306,7 @@ func OpenTokenState(cfg config.Config, st *sqlstore.Store, m *metrics.Metrics) (
 	rs := redisstate.New(client, redisstate.Options{Prefix: cfg.RedisKeyPrefix, Log: sql, MaxAccessTokenTTL: horizon,
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser})
 	st.SetUserWriteHooks(rs)
-	return TokenStates{State: rs, Once: rs, Browser: rs, SQL: sql, Close: client.Close, UserVersions: rs}, nil
+	return TokenStates{State: rs, Once: rs, Browser: rs, SQL: sql, Close: client.Close, UserVersions: rs, Redis: rs}, nil
 }
 
 // cachedUsers is the store with GetUser answered by a user cache.
@@ -860,6 +865,20 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 		defer func() { cancel(); <-done }()
 	}
 	go a.purgeLoop(kctx, 10*time.Minute)
+	if rs := a.states.Redis; rs != nil {
+		// Revocations the durable log holds and Redis lacks (their
+		// instance stopped, or could not reach Redis, before writing
+		// them) are applied from the start on; a pass in flight ends
+		// before the stores are closed.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			rs.RunReconciler(kctx, func(err error) {
+				a.Logger.Warn("apply recorded revocations to the token state", "err", err)
+			})
+		}()
+		defer func() { cancel(); <-done }()
+	}
 	if a.Config.DebugAddr != "" {
 		if err := a.serveProfiler(kctx); err != nil {
 			return err
@@ -941,13 +960,29 @@ func (a *App) purgeLoop(ctx context.Context, every time.Duration) {
 	}
 }
 
-// Close releases every resource.
+// drainTimeout bounds Close's last attempt to write the revocations the
+// Redis token state holds in memory.
+const drainTimeout = 2 * time.Second
+
+// Close releases every resource. It first tries, for a short while, to
+// write the revocations the Redis token state holds in memory only;
+// what is left is logged at Error (those in the durable log are applied
+// by the other instances' reconciliation, or this one's next start).
 func (a *App) Close() error {
 	if a.Accounts != nil {
 		a.Accounts.Wait() // background emails finish before the store closes
 	}
 	if a.APIKeys != nil {
 		a.APIKeys.Wait() // and the background audits of refused keys
+	}
+	if rs := a.states.Redis; rs != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		left, derr := rs.Drain(ctx)
+		cancel()
+		if left > 0 || derr != nil {
+			a.Logger.Error("revocations held in memory not written at shutdown; those recorded durably are applied by the other instances",
+				"left", left, "err", derr)
+		}
 	}
 	err := a.states.Close()
 	return errors.Join(err, a.Core.Close())

@@ -12,7 +12,11 @@
 // revocation set is rebuilt from the log, with all each revocation means
 // (families marked, cut-offs for new families set), before any check,
 // rotation or lookup answers, and refresh families that were lost fail
-// closed (RotateInvalid). A family whose session or user is revoked in the
+// closed (RotateInvalid). A record stays unapplied in the log until Redis
+// has taken it, and every instance applies the records left unapplied past
+// a short grace (Reconcile, at start and on a ticker: RunReconciler), so a
+// revocation whose Redis write failed reaches Redis through any instance,
+// even once the one that made it has stopped. A family whose session or user is revoked in the
 // revocation set never rotates, marked or not. Browser sessions and single-use records lost with
 // Redis are gone (people sign in again, codes are refused); a browser session
 // is found only when authenticated after its user's cut-off both in Redis and

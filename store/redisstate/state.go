@@ -35,6 +35,19 @@ const (
 // rebuildBatch is how many revocation records one rebuild script writes.
 const rebuildBatch = 500
 
+// Reconciliation of the durable log's unapplied records (Reconcile).
+const (
+	// DefaultReconcilePeriod is Options.ReconcilePeriod's default.
+	DefaultReconcilePeriod = 3 * time.Second
+	// DefaultReconcileGrace is Options.ReconcileGrace's default.
+	DefaultReconcileGrace = 5 * time.Second
+	// reconcileBatch is how many records one step of a reconciliation
+	// reads, applies and marks; reconcileBatches bounds the steps of one
+	// pass (the rest waits for the next).
+	reconcileBatch   = 500
+	reconcileBatches = 20
+)
+
 // Options configure a State.
 type Options struct {
 	// Prefix starts every key (default "pc:"). Braces are removed from it:
@@ -44,8 +57,10 @@ type Options struct {
 	// name's one newline is.
 	Prefix string
 	// Log is the durable record of revocations: every revocation is written
-	// to it before Redis, and Redis is rebuilt from it when it comes back
-	// empty. Nil only in tests that do not exercise durability.
+	// to it before Redis (and marked applied once Redis took it), the
+	// records left unapplied are applied by every instance (Reconcile), and
+	// Redis is rebuilt from it when it comes back empty. Nil only in tests
+	// that do not exercise durability.
 	Log store.RevocationLog
 	// MaxAccessTokenTTL bounds the lifetime of any access token (default
 	// 24h): the revocation horizon. Session and user revocations are kept
@@ -57,9 +72,16 @@ type Options struct {
 	// creating one more ends the oldest.
 	MaxSessionsPerUser int
 	// Now is the clock for the times the interface does not pass in (the
-	// revocation time of a jti, the rebuild's notion of "active"). Default
-	// time.Now.
+	// revocation time of a jti, the rebuild's notion of "active", the age
+	// of an unapplied record). Default time.Now.
 	Now func() time.Time
+	// ReconcilePeriod is how often RunReconciler applies the durable log's
+	// records left unapplied (default DefaultReconcilePeriod).
+	ReconcilePeriod time.Duration
+	// ReconcileGrace is how long a record stays unapplied before another
+	// instance's reconciliation applies it: the instance that recorded it
+	// is applying it meanwhile (default DefaultReconcileGrace).
+	ReconcileGrace time.Duration
 }
 
 // State is the Redis token state. It is safe for concurrent use and for any
@@ -93,12 +115,18 @@ type State struct {
 
 	// pending holds revocations recorded durably whose Redis write failed;
 	// they are written before this instance answers any revocation check,
-	// and retried in the background until Redis takes them.
+	// and retried in the background until Redis takes them. Their durable
+	// records stay unapplied meanwhile: should this instance stop first,
+	// the others apply them (Reconcile).
 	pendingMu   sync.Mutex
 	pending     []store.Revocation
 	retrying    bool
 	hasPending  atomic.Bool
 	retryPeriod time.Duration
+
+	// reconcilePeriod and reconcileGrace are Options'.
+	reconcilePeriod time.Duration
+	reconcileGrace  time.Duration
 
 	// unlogged holds revocations Redis took but the durable log did not
 	// (the database was unreachable): retried in the background until the
@@ -130,7 +158,13 @@ func New(client redis.UniversalClient, opts Options) *State {
 	}
 	_, cluster := client.(*redis.ClusterClient)
 	s := &State{c: client, cluster: cluster, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
-		now: now, retryPeriod: defaultRetryPeriod}
+		now: now, retryPeriod: defaultRetryPeriod, reconcilePeriod: opts.ReconcilePeriod, reconcileGrace: opts.ReconcileGrace}
+	if s.reconcilePeriod <= 0 {
+		s.reconcilePeriod = DefaultReconcilePeriod
+	}
+	if s.reconcileGrace <= 0 {
+		s.reconcileGrace = DefaultReconcileGrace
+	}
 	s.userVerTemplate = s.userVerKey("\n")
 	s.userRevTemplate = s.userKey("\n")
 	s.findByCookieArgs = []any{s.userBSKey("\n"), s.userCutKey("\n"), s.readyKey(), s.userKey("\n"), s.userVerTemplate}
@@ -805,7 +839,10 @@ func (s *State) record(ctx context.Context, revs []store.Revocation) error {
 // Should the Redis write fail, the revocation is queued: it is written
 // before this instance answers its next revocation check and retried in the
 // background until Redis takes it, and the error says so
-// (store.ErrRevocationPending when the durable record holds it).
+// (store.ErrRevocationPending when the durable record holds it). The
+// durable record stays unapplied until Redis has taken it, so should this
+// instance stop (or stay cut off from Redis) first, every other instance's
+// reconciliation applies it (Reconcile).
 func (s *State) revoke(ctx context.Context, revs []store.Revocation) error {
 	logErr := s.record(ctx, revs)
 	if logErr != nil {
@@ -819,7 +856,17 @@ func (s *State) revoke(ctx context.Context, revs []store.Revocation) error {
 		s.queue(revs)
 		return errors.Join(logErr, s.pendingErr(logErr, err))
 	}
+	s.markApplied(ctx, revs)
 	return logErr
+}
+
+// markApplied marks in the durable log the records of revocations Redis
+// has taken. A failure is no error: the revocation holds, and a
+// reconciliation applies the record once more (applying is idempotent).
+func (s *State) markApplied(ctx context.Context, revs []store.Revocation) {
+	if s.log != nil && len(revs) > 0 {
+		_ = s.log.MarkRevocationsApplied(ctx, revs)
+	}
 }
 
 // pendingErr describes a Redis write that failed after the durable write
@@ -1030,7 +1077,11 @@ func (s *State) endUserSessions(ctx context.Context, revs []store.Revocation, on
 	if rerr := s.record(ctx, sessions); rerr != nil {
 		return errors.Join(err, rerr)
 	}
-	return errors.Join(err, s.apply(ctx, sessions))
+	if aerr := s.apply(ctx, sessions); aerr != nil {
+		return errors.Join(err, aerr)
+	}
+	s.markApplied(ctx, sessions)
+	return err
 }
 
 // latest is the later of a and b.
@@ -1137,25 +1188,135 @@ func (s *State) retryLog(drained chan struct{}) {
 	})
 }
 
-// Reconcile writes the revocations whose Redis write failed earlier (a
-// no-op when there are none). Checks on this instance call it first, and a
-// background retry calls it until it succeeds.
-func (s *State) Reconcile(ctx context.Context) error { return s.flushPending(ctx) }
+// Reconcile writes to Redis the revocations whose Redis write failed
+// earlier: those this instance has queued (its checks write them first,
+// and its background retry until Redis takes them), then the durable
+// log's records left unapplied for longer than the grace
+// (Options.ReconcileGrace), whichever instance recorded them: one that
+// stopped, or cannot reach Redis, before Redis took them. Each is marked
+// applied once written. Every instance with a log runs it at start and
+// every Options.ReconcilePeriod (RunReconciler).
+func (s *State) Reconcile(ctx context.Context) error {
+	return errors.Join(s.flushPending(ctx), s.applyUnapplied(ctx))
+}
+
+// RunReconciler reconciles (Reconcile) at once and then every
+// Options.ReconcilePeriod until ctx ends, each pass within 10 s; report
+// (when not nil) receives a failed pass's error: the next pass tries
+// again.
+func (s *State) RunReconciler(ctx context.Context, report func(error)) {
+	t := time.NewTicker(s.reconcilePeriod)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.Reconcile(pctx)
+		cancel()
+		if err != nil && report != nil && ctx.Err() == nil {
+			report(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// applyUnapplied applies the durable log's records unapplied for longer
+// than the grace, in batches, marking each batch applied once Redis took
+// it. A user's record is applied as a rebuild applies it (applyRecorded).
+func (s *State) applyUnapplied(ctx context.Context) error {
+	if s.log == nil {
+		return nil
+	}
+	for range reconcileBatches {
+		now := s.now()
+		revs, err := s.log.UnappliedRevocations(ctx, now, now.Add(-s.reconcileGrace), reconcileBatch)
+		if err != nil {
+			return fmt.Errorf("redis token state: reconcile: list unapplied revocations: %w: %w", store.ErrUnavailable, err)
+		}
+		if len(revs) == 0 {
+			return nil
+		}
+		if err := s.applyRecorded(ctx, revs); err != nil {
+			return fmt.Errorf("redis token state: reconcile: %w", err)
+		}
+		if err := s.log.MarkRevocationsApplied(ctx, revs); err != nil {
+			return fmt.Errorf("redis token state: reconcile: mark revocations applied: %w: %w", store.ErrUnavailable, err)
+		}
+		if len(revs) < reconcileBatch {
+			return nil
+		}
+	}
+	return nil
+}
+
+// applyRecorded writes durable records another instance may have failed
+// to apply: access tokens and sessions as apply does; a user's cut-off as
+// applyUser does, except that, as in a rebuild, only the user's families
+// authenticated at or before the cut-off end (this may run long after the
+// cut-off: the sessions of later logins go on).
+func (s *State) applyRecorded(ctx context.Context, revs []store.Revocation) error {
+	var users []store.Revocation
+	for _, r := range revs {
+		if r.Kind != store.RevokedUser {
+			if err := s.apply(ctx, []store.Revocation{r}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(r.Value)}, r.At.UnixMilli(), r.ExpiresAt.UnixMilli()).Err(); err != nil {
+			return unavailable("revoke user sessions: cut-off", err)
+		}
+		users = append(users, r)
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	return s.endUserSessions(ctx, users, true)
+}
+
+// Drain writes, within ctx, what this instance holds in memory only: the
+// revocations Redis did not take (queued for Redis) and those the durable
+// log did not take (queued for the log). It reports how many are left
+// unwritten: those queued for Redis alone are in the log, unapplied, and
+// another instance's reconciliation applies them; those queued for the
+// log are in Redis only, until Redis loses its data. For a process that
+// stops.
+func (s *State) Drain(ctx context.Context) (int, error) {
+	err := s.flushPending(ctx)
+	s.pendingMu.Lock()
+	left := len(s.pending)
+	s.pendingMu.Unlock()
+	s.unloggedMu.Lock()
+	unlogged := slices.Clone(s.unlogged)
+	s.unloggedMu.Unlock()
+	// Recording them again later (the background retry) is harmless.
+	if rerr := s.record(ctx, unlogged); rerr != nil {
+		err = errors.Join(err, rerr)
+		left += len(unlogged)
+	}
+	return left, err
+}
 
 func (s *State) flushPending(ctx context.Context) error {
 	if !s.hasPending.Load() {
 		return nil
 	}
 	s.pendingMu.Lock()
-	defer s.pendingMu.Unlock()
 	if len(s.pending) == 0 {
+		s.pendingMu.Unlock()
 		return nil
 	}
 	if err := s.apply(ctx, s.pending); err != nil {
+		s.pendingMu.Unlock()
 		return fmt.Errorf("redis token state: apply queued revocations: %w", err)
 	}
+	applied := s.pending
 	s.pending = nil
 	s.hasPending.Store(false)
+	s.pendingMu.Unlock()
+	s.markApplied(ctx, applied)
 	return nil
 }
 

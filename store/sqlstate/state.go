@@ -157,10 +157,11 @@ type usedTokenRow struct {
 func (usedTokenRow) TableName() string { return "refresh_used_tokens" }
 
 type revocationRow struct {
-	Kind      string    `gorm:"column:kind;primaryKey"`
-	Value     string    `gorm:"column:value;primaryKey"`
-	At        time.Time `gorm:"column:at"`
-	ExpiresAt time.Time `gorm:"column:expires_at"`
+	Kind           string     `gorm:"column:kind;primaryKey"`
+	Value          string     `gorm:"column:value;primaryKey"`
+	At             time.Time  `gorm:"column:at"`
+	ExpiresAt      time.Time  `gorm:"column:expires_at"`
+	UnappliedSince *time.Time `gorm:"column:unapplied_since"` // NULL once applied to the token state (RevocationLog)
 }
 
 func (revocationRow) TableName() string { return "token_revocations" }
@@ -511,18 +512,23 @@ func (s *State) revokeFamilyTx(tx *gorm.DB, familyID string, now time.Time) erro
 	}
 	return upsertRevocation(tx, store.Revocation{
 		Kind: store.RevokedSession, Value: familyID, At: now, ExpiresAt: now.Add(s.maxAT),
-	})
+	}, nil)
 }
 
 // upsertRevocation records a revocation; for a record already there it keeps
 // the later At (a user cut-off never moves back) and the later ExpiresAt.
-func upsertRevocation(tx *gorm.DB, r store.Revocation) error {
-	err := tx.Exec(`INSERT INTO token_revocations (kind, value, at, expires_at) VALUES (?, ?, ?, ?)
+// With unappliedSince (RecordRevocations: the Redis token state applies it
+// next) the record is unapplied from then on, or since earlier when it
+// already was; without (the SQL token state's own records, which are the
+// state) its mark is left as it was.
+func upsertRevocation(tx *gorm.DB, r store.Revocation, unappliedSince *time.Time) error {
+	err := tx.Exec(`INSERT INTO token_revocations (kind, value, at, expires_at, unapplied_since) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (kind, value) DO UPDATE SET
 			at = CASE WHEN excluded.at > token_revocations.at THEN excluded.at ELSE token_revocations.at END,
 			expires_at = CASE WHEN excluded.expires_at > token_revocations.expires_at
-				THEN excluded.expires_at ELSE token_revocations.expires_at END`,
-		string(r.Kind), r.Value, ms(r.At), ms(r.ExpiresAt)).Error
+				THEN excluded.expires_at ELSE token_revocations.expires_at END,
+			unapplied_since = COALESCE(token_revocations.unapplied_since, excluded.unapplied_since)`,
+		string(r.Kind), r.Value, ms(r.At), ms(r.ExpiresAt), unappliedSince).Error
 	if err != nil {
 		return fmt.Errorf("record %s revocation: %w", r.Kind, err)
 	}
@@ -614,7 +620,7 @@ func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff ti
 		}
 		return upsertRevocation(tx, store.Revocation{
 			Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: cutoff.Add(s.maxAT),
-		})
+		}, nil)
 	})
 	if err != nil {
 		return dbErr("revoke user sessions", err)
@@ -628,7 +634,7 @@ func (s *State) RevokeAccessToken(ctx context.Context, jti string, expiresAt tim
 		return errors.New("sql token state: revoke access token: empty jti")
 	}
 	r := store.Revocation{Kind: store.RevokedJTI, Value: jti, At: s.now(), ExpiresAt: expiresAt}
-	if err := upsertRevocation(s.db.WithContext(ctx), r); err != nil {
+	if err := upsertRevocation(s.db.WithContext(ctx), r, nil); err != nil {
 		return dbErr("revoke access token", err)
 	}
 	return nil
@@ -742,14 +748,17 @@ func (s *State) Ping(ctx context.Context) error {
 }
 
 // RecordRevocations implements store.RevocationLog in one transaction.
-// Recording a revocation again keeps the later At and ExpiresAt.
+// Recording a revocation again keeps the later At and ExpiresAt. Every
+// record is unapplied from now (the state's clock) until
+// MarkRevocationsApplied.
 func (s *State) RecordRevocations(ctx context.Context, revs []store.Revocation) error {
 	if len(revs) == 0 {
 		return nil
 	}
+	recorded := ms(s.now())
 	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
 		for _, r := range revs {
-			if err := upsertRevocation(tx, r); err != nil {
+			if err := upsertRevocation(tx, r, &recorded); err != nil {
 				return err
 			}
 		}
@@ -773,6 +782,55 @@ func (s *State) ActiveRevocations(ctx context.Context, now time.Time) ([]store.R
 		out[i] = store.Revocation{Kind: store.RevocationKind(r.Kind), Value: r.Value, At: ms(r.At), ExpiresAt: ms(r.ExpiresAt)}
 	}
 	return out, nil
+}
+
+// UnappliedRevocations implements store.RevocationLog: through the partial
+// index of the unapplied rows, oldest first.
+func (s *State) UnappliedRevocations(ctx context.Context, now, recordedBefore time.Time, limit int) ([]store.Revocation, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	var rows []revocationRow
+	err := s.db.WithContext(ctx).Where("unapplied_since IS NOT NULL AND unapplied_since <= ? AND expires_at > ?", ms(recordedBefore), ms(now)).
+		Order("unapplied_since, kind, value").Limit(limit).Find(&rows).Error
+	if err != nil {
+		return nil, dbErr("list unapplied revocations", err)
+	}
+	out := make([]store.Revocation, len(rows))
+	for i, r := range rows {
+		out[i] = store.Revocation{Kind: store.RevocationKind(r.Kind), Value: r.Value, At: ms(r.At), ExpiresAt: ms(r.ExpiresAt)}
+	}
+	return out, nil
+}
+
+// MarkRevocationsApplied implements store.RevocationLog in one statement
+// per record (in one transaction for several): a record is marked only while its At and ExpiresAt are no
+// later than those applied, so one a later revocation moved stays
+// unapplied.
+func (s *State) MarkRevocationsApplied(ctx context.Context, revs []store.Revocation) error {
+	mark := func(tx *gorm.DB) error {
+		for _, r := range revs {
+			if err := tx.Exec(`UPDATE token_revocations SET unapplied_since = NULL
+				WHERE kind = ? AND value = ? AND at <= ? AND expires_at <= ? AND unapplied_since IS NOT NULL`,
+				string(r.Kind), r.Value, ms(r.At), ms(r.ExpiresAt)).Error; err != nil {
+				return fmt.Errorf("mark %s revocation applied: %w", r.Kind, err)
+			}
+		}
+		return nil
+	}
+	var err error
+	switch len(revs) {
+	case 0:
+		return nil
+	case 1: // one statement: the revocation path's own mark
+		err = mark(s.db.WithContext(ctx))
+	default:
+		err = sqlstore.RunInTx(ctx, s.db, mark)
+	}
+	if err != nil {
+		return dbErr("mark revocations applied", err)
+	}
+	return nil
 }
 
 // PurgeResult counts what Purge deleted or cleared.

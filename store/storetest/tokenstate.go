@@ -160,6 +160,8 @@ func RunRevocationLogTests(t *testing.T, newLog func(t *testing.T) store.Revocat
 		{"ok/recording_twice_is_not_an_error", testLogTwice},
 		{"ok/later_user_cutoff_listed", testLogUserCutoffs},
 		{"ok/expired_records_not_listed", testLogExpired},
+		{"ok/unapplied_until_marked", testLogUnapplied},
+		{"ok/moved_record_stays_unapplied", testLogMovedUnapplied},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1846,4 +1848,66 @@ func testRevocationHorizon(t *testing.T, newBackend func(t *testing.T, cfg Confi
 		got := active(t, l, now.Add(30*time.Minute))
 		wantListed(t, got, store.Revocation{Kind: store.RevokedUser, Value: user, At: at, ExpiresAt: at.Add(horizon)})
 	}
+}
+
+// unappliedIn lists log's unapplied records recorded up to a minute from
+// now (all of them), unexpired at at.
+func unappliedIn(t *testing.T, l store.RevocationLog, at time.Time) []store.Revocation {
+	t.Helper()
+	revs, err := l.UnappliedRevocations(ctx(t), at, time.Now().Add(time.Minute), 100)
+	if err != nil {
+		t.Fatalf("UnappliedRevocations: %v", err)
+	}
+	return revs
+}
+
+func testLogUnapplied(t *testing.T, l store.RevocationLog) {
+	base := baseTime()
+	jti := store.Revocation{Kind: store.RevokedJTI, Value: randomID("j-"), At: base, ExpiresAt: base.Add(time.Hour)}
+	user := store.Revocation{Kind: store.RevokedUser, Value: randomID("u-"), At: base, ExpiresAt: base.Add(24 * time.Hour)}
+	gone := store.Revocation{Kind: store.RevokedJTI, Value: randomID("j-"), At: base.Add(-time.Hour), ExpiresAt: base.Add(-time.Minute)}
+	record(t, l, jti, user, gone)
+	got := unappliedIn(t, l, base)
+	if len(got) != 2 {
+		t.Fatalf("UnappliedRevocations: %+v, want the two unexpired records", got)
+	}
+	wantListed(t, got, jti)
+	wantListed(t, got, user)
+	// Records younger than recordedBefore are left to their instance.
+	if young, err := l.UnappliedRevocations(ctx(t), base, time.Now().Add(-time.Minute), 100); err != nil || len(young) != 0 {
+		t.Fatalf("UnappliedRevocations recorded over a minute ago: %+v, %v; want none", young, err)
+	}
+	if lim, err := l.UnappliedRevocations(ctx(t), base, time.Now().Add(time.Minute), 1); err != nil || len(lim) != 1 {
+		t.Fatalf("UnappliedRevocations with limit 1: %+v, %v; want one", lim, err)
+	}
+	if err := l.MarkRevocationsApplied(ctx(t), []store.Revocation{jti}); err != nil {
+		t.Fatalf("MarkRevocationsApplied: %v", err)
+	}
+	got = unappliedIn(t, l, base)
+	wantNotListed(t, got, jti.Kind, jti.Value)
+	wantListed(t, got, user)
+	wantListed(t, active(t, l, base), jti) // still active: applied is not forgotten
+	// Recording it again (another instance revokes it too) makes it
+	// unapplied again: that instance's write may fail.
+	record(t, l, jti)
+	wantListed(t, unappliedIn(t, l, base), jti)
+}
+
+func testLogMovedUnapplied(t *testing.T, l store.RevocationLog) {
+	base := baseTime()
+	user := randomID("u-")
+	first := store.Revocation{Kind: store.RevokedUser, Value: user, At: base, ExpiresAt: base.Add(24 * time.Hour)}
+	later := store.Revocation{Kind: store.RevokedUser, Value: user, At: base.Add(time.Minute), ExpiresAt: base.Add(24*time.Hour + time.Minute)}
+	record(t, l, first)
+	record(t, l, later)
+	// The instance that applied the first cut-off marks it: the record
+	// now holds the later one, which stays unapplied.
+	if err := l.MarkRevocationsApplied(ctx(t), []store.Revocation{first}); err != nil {
+		t.Fatalf("MarkRevocationsApplied: %v", err)
+	}
+	wantListed(t, unappliedIn(t, l, base), later)
+	if err := l.MarkRevocationsApplied(ctx(t), []store.Revocation{later}); err != nil {
+		t.Fatalf("MarkRevocationsApplied: %v", err)
+	}
+	wantNotListed(t, unappliedIn(t, l, base), store.RevokedUser, user)
 }
