@@ -493,3 +493,52 @@ func TestBrowserSignInMFAThrottle(t *testing.T) {
 		})
 	}
 }
+
+// TestChangePasswordPageKeepsSecondFactorFailures: the change-password page
+// checks the password, then refuses an account with a second factor (sign
+// in first). The correct password it checked must not wipe the failures the
+// second step counts in the account's throttle: before, a thief holding the
+// password alternated a few wrong codes with one post of this page, and the
+// account's throttle never engaged (found by this session's review).
+func TestChangePasswordPageKeepsSecondFactorFailures(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b)
+			ctx := context.Background()
+			u := siUser(t, d, siEmail)
+			secret := enrolTOTP(t, d.in, u)
+			failures := func() int64 {
+				n, _, err := d.in.App.State.Peek(ctx, "rl:login_fail:"+ratelimit.Hash(siEmail), time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			bad := "000000"
+			if bad == totpAt(t, secret, time.Now()) {
+				bad = "111111"
+			}
+			conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+			hc := siBrowser(t)
+			codeStep := siGet(t, hc, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).
+				submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}})
+			if p := codeStep.submit(t, hc, url.Values{"code": {bad}}); p.StatusCode != http.StatusBadRequest {
+				t.Fatalf("wrong code: %d", p.StatusCode)
+			}
+			if n := failures(); n != 2 { // the password step not yet finished, one wrong code
+				t.Fatalf("the account's throttle counts %d, want 2", n)
+			}
+			const next = "a brand new long passphrase"
+			hc2 := siBrowser(t)
+			p := siGet(t, hc2, d.in.URL+"/change-password").submit(t, hc2, url.Values{"email": {siEmail},
+				"current_password": {siPassword}, "password": {next}, "confirm_password": {next}})
+			if p.StatusCode != http.StatusBadRequest || !strings.Contains(p.body, "two-step verification") {
+				t.Fatalf("the page with the correct password of an account with a second factor: %d\n%s", p.StatusCode, p.body)
+			}
+			if n := failures(); n != 3 { // and the page's own check
+				t.Fatalf("the account's throttle counts %d after the page's correct password, want 3 (kept)", n)
+			}
+		})
+	}
+}

@@ -74,6 +74,10 @@ type MFASummary struct {
 	RecoveryCodesLeft int
 }
 
+// Enrolled says the user has a second factor (a confirmed TOTP app or a
+// passkey; recovery codes exist only beside one).
+func (s MFASummary) Enrolled() bool { return s.TOTP || s.WebAuthnCredentials > 0 }
+
 // WebAuthnCredential is a registered passkey or security key.
 type WebAuthnCredential struct {
 	// ID is the credential id, base64url without padding.

@@ -103,7 +103,9 @@ type Attempt struct {
 	// in the same throttle (a correct password must not wipe them, or each
 	// new mfa_token would bring fresh guesses). The caller calls Succeeded
 	// once the login needs nothing more; a second step that succeeds clears
-	// them itself.
+	// them itself. Without it a correct password clears them, unless the
+	// attempt named by its login an account with a second factor: that
+	// account's failures are never cleared by a password alone.
 	DeferSuccess bool
 }
 
@@ -141,7 +143,8 @@ func (c *Checker) Succeeded(ctx context.Context, r Result) {
 // machine user (which has no password). A wrong password, an unknown login,
 // a machine user or a deactivated account count one failure
 // (metric, audit event) and return ErrBadCredentials; a success clears the
-// account's failures (unless DeferSuccess: see Succeeded). A store failure
+// account's failures (unless DeferSuccess, see Succeeded, or a second step
+// is owed: an account named by its login that has a second factor). A store failure
 // is a 503.
 func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	var (
@@ -204,10 +207,21 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		return Result{}, ErrBadCredentials
 	}
 	res := Result{User: u, NeedsRehash: needsRehash, Factors: factors, ip: a.IP, key: key}
-	if !a.DeferSuccess {
+	if !a.DeferSuccess && !res.secondStepOwed() {
 		c.Succeeded(ctx, res)
 	}
 	return res, nil
+}
+
+// secondStepOwed says the password alone did not prove the account: it was
+// named by its login (not by a token of a finished login) and has a second
+// factor. Its failures, which a second step counts in the same throttle,
+// are then kept until that step succeeds, whatever the caller does with the
+// password: else any page that checks a password (the change-password page
+// refuses an account with a second factor only after its check) would wipe
+// them, and each round of guesses at the second factor would start afresh.
+func (r Result) secondStepOwed() bool {
+	return r.Factors != nil && r.Factors.Enrolled()
 }
 
 // failureReason is what, beside the password, refused an existing account.

@@ -20,13 +20,14 @@ func (f fakeUsers) GetUser(_ context.Context, id string) (store.User, error) {
 	return store.User{}, store.ErrNotFound
 }
 
-// fakeFactors is the summary fakeUsers reads with every user.
-var fakeFactors = store.MFASummary{TOTP: true, RecoveryCodesLeft: 3}
+// fakeFactors are the second factors fakeUsers reads with a user, by id
+// (none for the others).
+var fakeFactors = map[string]store.MFASummary{"usr_6": {TOTP: true, RecoveryCodesLeft: 3}}
 
 func (f fakeUsers) GetUserForLogin(_ context.Context, login string) (store.User, store.MFASummary, error) {
 	for _, u := range f {
 		if u.Email == login {
-			return u, fakeFactors, nil
+			return u, fakeFactors[u.ID], nil
 		}
 	}
 	return store.User{}, store.MFASummary{}, store.ErrNotFound
@@ -86,6 +87,8 @@ func TestCheck(t *testing.T) {
 		"usr_4": {ID: "usr_4", Email: "fed@example.com", Active: true},
 		// A hash the hasher cannot read (refused before any hashing).
 		"usr_5": {ID: "usr_5", Email: "odd@example.com", PasswordHash: "$unknown$x", Active: true},
+		// A person with a second factor (fakeFactors).
+		"usr_6": {ID: "usr_6", Email: "tess@example.com", PasswordHash: "h:right", Active: true},
 	}
 	refused := apierr.ErrRateLimited.WithRetryAfter(3)
 	cases := []struct {
@@ -99,6 +102,11 @@ func TestCheck(t *testing.T) {
 	}{
 		{"ok/login", Attempt{Login: " ann@example.com ", Password: "right"}, nil, nil, "ann@example.com", false, ""},
 		{"ok/user_id_counts_under_email", Attempt{UserID: "usr_1", Password: "right"}, nil, nil, "ann@example.com", false, ""},
+		// The password alone does not prove an account with a second
+		// factor named by its login: its failures stay (throttleOn "").
+		{"ok/login_with_second_factor_clears_nothing", Attempt{Login: "tess@example.com", Password: "right"}, nil, nil, "", false, ""},
+		// By user id the login behind the token took its second step.
+		{"ok/user_id_with_second_factor_clears", Attempt{UserID: "usr_6", Password: "right"}, nil, nil, "tess@example.com", false, ""},
 		{"fail/wrong_password", Attempt{Login: "ann@example.com", Password: "wrong"}, nil, ErrBadCredentials, "ann@example.com", false, "bad_credentials"},
 		{"fail/unknown_login", Attempt{Login: "ghost@example.com", Password: "right"}, nil, ErrBadCredentials, "ghost@example.com", true, "bad_credentials"},
 		{"fail/inactive_right_password", Attempt{Login: "bob@example.com", Password: "right"}, nil, ErrBadCredentials, "bob@example.com", false, "inactive"},
@@ -125,13 +133,13 @@ func TestCheck(t *testing.T) {
 				if err != nil || res.User.ID == "" {
 					t.Fatalf("Check = %+v, %v", res, err)
 				}
-				if len(th.succeeded) != 1 || th.succeeded[0] != tc.throttleOn {
-					t.Fatalf("success cleared %v, want %q", th.succeeded, tc.throttleOn)
+				if want := tc.throttleOn; (want == "" && len(th.succeeded) != 0) || (want != "" && (len(th.succeeded) != 1 || th.succeeded[0] != want)) {
+					t.Fatalf("success cleared %v, want %q", th.succeeded, want)
 				}
 				// The factors come with the account a login names; an
 				// attempt by user id read none.
-				if byLogin := tc.a.Login != ""; (res.Factors != nil) != byLogin || (byLogin && *res.Factors != fakeFactors) {
-					t.Fatalf("Factors = %v, want them read (%v) as %+v", res.Factors, byLogin, fakeFactors)
+				if byLogin := tc.a.Login != ""; (res.Factors != nil) != byLogin || (byLogin && *res.Factors != fakeFactors[res.User.ID]) {
+					t.Fatalf("Factors = %v, want them read (%v) as %+v", res.Factors, byLogin, fakeFactors[res.User.ID])
 				}
 				return
 			}
