@@ -597,7 +597,7 @@ func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenSta
 		return pages.SignInDeps{}, nil, err
 	}
 	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
-		Sessions: states.Browser, Grants: tokens, Users: users, Consents: core.Store, SecondFactors: tokens, Audit: core.Audit,
+		Sessions: states.Browser, Dropped: ender, Users: users, Consents: core.Store, SecondFactors: tokens, Audit: core.Audit,
 		CodeTTL: cfg.AuthCodeTTL, RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
 		Rehasher: tokens, Logins: tokens, Hints: tokens, Clients: cl, Ender: ender, Once: states.Once}, flow, nil

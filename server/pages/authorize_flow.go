@@ -35,10 +35,12 @@ type AuthorizeFlow struct {
 	Sessions interface {
 		AddBrowserSessionGrantWithCode(ctx context.Context, userID, id string, g store.SessionGrant, code store.OnceRecord) ([]store.SessionGrant, error)
 	}
-	// Grants ends the grants a session drops beyond store.MaxSessionGrants
-	// (*token.Service.EndGrants).
-	Grants interface {
-		EndGrants(ctx context.Context, sids []string) error
+	// Dropped ends the grants a session drops beyond
+	// store.MaxSessionGrants as ending the session would have ended them
+	// (*signout.Ender.EndDropped: their families without offline_access,
+	// back-channel logout for all of them).
+	Dropped interface {
+		EndDropped(ctx context.Context, userID string, dropped []store.SessionGrant) error
 	}
 	// Users reads the session's user as stored, given the user's version
 	// read with the session (store.BrowserSession.UserVersion), so that a
@@ -360,10 +362,10 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 }
 
 // issueWithGrant stores code and records its grant in browser session bs
-// (one store call), and ends the grants the session drops to make room. It
-// fails closed: a grant not recorded could not be ended with the session,
-// so its code is never answered (if stored, it stays unused until it
-// expires).
+// (one store call), and hands the grants the session drops to make room to
+// Dropped. It fails closed: a grant not recorded could not be ended with
+// the session, so its code is never answered (if stored, it stays unused
+// until it expires); nor is it when a dropped grant could not be ended.
 func (f *AuthorizeFlow) issueWithGrant(ctx context.Context, bs *store.BrowserSession, code authorize.PreparedCode, now time.Time) error {
 	rec := code.Record
 	dropped, err := f.Sessions.AddBrowserSessionGrantWithCode(ctx, bs.UserID, bs.ID, store.SessionGrant{SID: rec.SID, ClientID: rec.ClientID,
@@ -372,18 +374,9 @@ func (f *AuthorizeFlow) issueWithGrant(ctx context.Context, bs *store.BrowserSes
 		err = apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("store the code and record its grant in its browser session: %w", err))
 	}
 	// A dropped grant could no longer be ended with its session, so it ends
-	// now (even when the code failed: the grant may have landed), unless it
-	// has offline_access (it outlives the session anyway).
-	var sids []string
-	for _, g := range dropped {
-		if !g.Offline {
-			sids = append(sids, g.SID)
-		}
-	}
-	if len(sids) > 0 {
-		if eerr := f.Grants.EndGrants(ctx, sids); eerr != nil && err == nil {
-			err = apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end grants dropped from their browser session: %w", eerr))
-		}
+	// now (even when the code failed: the grant may have landed).
+	if eerr := f.Dropped.EndDropped(ctx, bs.UserID, dropped); eerr != nil && err == nil {
+		err = apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("end grants dropped from their browser session: %w", eerr))
 	}
 	return err
 }

@@ -158,23 +158,22 @@ func (s *sessionGrants) AddBrowserSessionGrantWithCode(ctx context.Context, _, i
 	return d, s.codeErr
 }
 
-// families records the grants ended; failing ones cannot be ended (the
-// others still are, as token.Service.EndGrants does).
-type families struct {
-	revoked []string
-	failing map[string]bool
+// droppedGrants records the grants handed over as dropped from user's
+// sessions (to signout.Ender.EndDropped); failing: it answers an error
+// (having ended what it could, as EndDropped does).
+type droppedGrants struct {
+	user    string
+	ended   []store.SessionGrant
+	failing bool
 }
 
-func (f *families) EndGrants(_ context.Context, sids []string) error {
-	var failed bool
-	for _, id := range sids {
-		if f.failing[id] {
-			failed = true
-			continue
-		}
-		f.revoked = append(f.revoked, id)
+func (d *droppedGrants) EndDropped(_ context.Context, userID string, dropped []store.SessionGrant) error {
+	if len(dropped) == 0 {
+		return nil
 	}
-	if failed {
+	d.user = userID
+	d.ended = append(d.ended, dropped...)
+	if d.failing {
 		return errors.New("connection refused")
 	}
 	return nil
@@ -194,14 +193,14 @@ type flowEnv struct {
 	consents *consentMem
 	audit    *auditLog
 	sessions *sessionGrants
-	families *families
+	dropped  *droppedGrants
 }
 
 func newFlowEnv() *flowEnv {
 	once := &onceMem{recs: map[string]*onceRecord{}}
 	env := &flowEnv{now: time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC), once: once,
 		consents: &consentMem{m: map[string]store.Consent{}}, audit: &auditLog{}, sessions: &sessionGrants{codes: once},
-		families: &families{}}
+		dropped: &droppedGrants{}}
 	code := []string{"authorization_code"}
 	env.f = &AuthorizeFlow{Issuer: flowIssuer,
 		Clients: clientMap{
@@ -209,7 +208,7 @@ func newFlowEnv() *flowEnv {
 			"first": {ID: "first", Name: "First App", Grants: code, RedirectURIs: []string{testRedirect}, FirstParty: true},
 		},
 		Hints: noHints{}, Permissions: somePerms{"projects:read", "projects:write"}, Once: env.once,
-		Sessions: env.sessions, Grants: env.families, Users: &fakeUsers{}, Consents: env.consents, Audit: env.audit,
+		Sessions: env.sessions, Dropped: env.dropped, Users: &fakeUsers{}, Consents: env.consents, Audit: env.audit,
 		CodeTTL: time.Minute, RequestTTL: 30 * time.Minute, Now: func() time.Time { return env.now }}
 	return env
 }
@@ -491,7 +490,7 @@ func TestAuthorizeFlowAnswers(t *testing.T) {
 
 // TestAuthorizeFlowGrants: every code's grant is recorded in its browser
 // session (its sid, client, offline_access, time), the grants the session
-// drops are ended, and a grant that cannot be recorded or a dropped grant
+// drops are handed to signout to be ended, and a grant that cannot be recorded or a dropped grant
 // that cannot be ended answers no code (fail closed).
 func TestAuthorizeFlowGrants(t *testing.T) {
 	ctx := context.Background()
@@ -519,19 +518,22 @@ func TestAuthorizeFlowGrants(t *testing.T) {
 		if !slices.Equal(env.sessions.added, []string{"bs-usr_ann/first", "bs-usr_ann/first"}) {
 			t.Fatalf("grants recorded in %v", env.sessions.added)
 		}
-		if len(env.families.revoked) != 0 {
-			t.Fatalf("revoked %v, want none", env.families.revoked)
+		if len(env.dropped.ended) != 0 {
+			t.Fatalf("ended %v as dropped, want none", env.dropped.ended)
 		}
 	})
-	t.Run("ok/dropped_grants_are_ended_but_offline_ones", func(t *testing.T) {
+	// The session's user and every dropped grant, offline_access or not,
+	// go to signout (which ends them as ending the session would).
+	t.Run("ok/dropped_grants_are_handed_to_signout", func(t *testing.T) {
 		env := newFlowEnv()
-		env.sessions.drop = []store.SessionGrant{{SID: "sid-old-1", ClientID: "first"}, {SID: "sid-old-2", ClientID: "third", Offline: true},
+		drop := []store.SessionGrant{{SID: "sid-old-1", ClientID: "first"}, {SID: "sid-old-2", ClientID: "third", Offline: true},
 			{SID: "sid-old-3", ClientID: "third"}}
+		env.sessions.drop = drop
 		if q := clientAnswer(t, env.proceed(t, env.authorize(t, "first"), session("usr_ann", env.now), DoneNothing)); q.Get("code") == "" {
 			t.Fatalf("%v", q)
 		}
-		if !slices.Equal(env.families.revoked, []string{"sid-old-1", "sid-old-3"}) {
-			t.Fatalf("revoked %v, want the dropped grants without offline_access", env.families.revoked)
+		if env.dropped.user != "usr_ann" || !slices.Equal(env.dropped.ended, drop) {
+			t.Fatalf("ended %v of %q as dropped, want every dropped grant of usr_ann", env.dropped.ended, env.dropped.user)
 		}
 	})
 	for _, tc := range []struct {
@@ -542,33 +544,27 @@ func TestAuthorizeFlowGrants(t *testing.T) {
 		{"fail/ended_session_answers_no_code", func(env *flowEnv) { env.sessions.err = store.ErrNotFound }},
 		{"fail/dropped_grant_not_ended_answers_no_code", func(env *flowEnv) {
 			env.sessions.drop = []store.SessionGrant{{SID: "sid-a"}, {SID: "sid-b"}}
-			env.families.failing = map[string]bool{"sid-a": true}
+			env.dropped.failing = true
 		}},
 		// The code's write failed but the grant landed and made room: the
 		// grants it dropped are still ended.
 		{"fail/code_not_stored_answers_no_code_and_ends_dropped_grants", func(env *flowEnv) {
 			env.sessions.codeErr = errors.New("connection refused")
 			env.sessions.drop = []store.SessionGrant{{SID: "sid-a"}, {SID: "sid-b"}}
-			env.families.failing = map[string]bool{}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := newFlowEnv()
 			id := env.authorize(t, "first")
 			tc.breaks(env)
+			drop := env.sessions.drop
 			s, err := env.f.Proceed(ctx, id, session("usr_ann", env.now), DoneNothing, accounts.Meta{})
 			var ae *apierr.Error
 			if !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.Code != "temporarily_unavailable" {
 				t.Fatalf("Proceed = %+v, %v; want 503 temporarily_unavailable", s, err)
 			}
-			if env.families.failing != nil {
-				want := []string{"sid-a", "sid-b"}
-				if env.families.failing["sid-a"] {
-					want = want[1:]
-				}
-				if !slices.Equal(env.families.revoked, want) {
-					t.Fatalf("revoked %v, want %v: a failure must not keep the dropped grants alive", env.families.revoked, want)
-				}
+			if !slices.Equal(env.dropped.ended, drop) {
+				t.Fatalf("ended %v as dropped, want %v: a failure must not keep the dropped grants alive", env.dropped.ended, drop)
 			}
 		})
 	}

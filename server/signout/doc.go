@@ -7,7 +7,9 @@
 // Ending every session of a user (Ender.EndUser, which the accounts service
 // reaches through its sessions dependency) queues the same back-channel
 // logout for each of the user's live browser sessions, then writes the
-// user's cut-off.
+// user's cut-off. The grants a live session drops to stay within
+// store.MaxSessionGrants are ended the same way at the drop (EndDropped),
+// since the session's end can no longer name them.
 //
 // DecideLogout applies the contract's RP-initiated logout rules; Hold and
 // TakeHeld keep a logout request POSTed to the end_session_endpoint (which

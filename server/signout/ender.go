@@ -57,7 +57,9 @@ type Auditor interface {
 // Ender ends browser sessions. It is the one routine every path that ends a
 // browser session calls: RP-initiated logout, the session views
 // (self-service and admin) and a login as someone else in the same browser
-// (End), and every "end every session of a user" (EndUser).
+// (End), and every "end every session of a user" (EndUser); and it ends the
+// grants a live session drops to stay within store.MaxSessionGrants
+// (EndDropped).
 type Ender struct {
 	Sessions    Sessions
 	Grants      Grants
@@ -91,7 +93,7 @@ func (e *Ender) End(ctx context.Context, bs store.BrowserSession, r Reason) erro
 	case err != nil:
 		return fmt.Errorf("signout: read the session's grants: %w", err)
 	}
-	if err := e.endGrants(ctx, bs, grants, now); err != nil {
+	if err := e.endGrants(ctx, bs.UserID, grants, now); err != nil {
 		return err
 	}
 	final, err := e.Sessions.EndBrowserSessionGrants(ctx, bs.ID, now)
@@ -118,7 +120,7 @@ func (e *Ender) End(ctx context.Context, bs store.BrowserSession, r Reason) erro
 	// Grants recorded after bs was read: the session is over, so a failure
 	// here cannot be retried through it; it is reported (503) and the
 	// revocations already written stand.
-	if err := e.endGrants(ctx, bs, late, now); err != nil {
+	if err := e.endGrants(ctx, bs.UserID, late, now); err != nil {
 		return fmt.Errorf("signout: grants recorded while the session ended: %w", err)
 	}
 	return nil
@@ -175,16 +177,57 @@ func (e *Ender) EndUser(ctx context.Context, userID string) error {
 		return fmt.Errorf("signout: end every session of the user: %w", err)
 	}
 	if qerr != nil {
-		e.log().Error("every session of the user ended, but no back-channel logout was queued", "user_id", userID, "err", qerr)
-		e.Audit.Record(ctx, store.AuditEvent{Action: backchannel.AuditAction, Outcome: store.OutcomeFailure,
-			TargetID: userID, Details: map[string]string{"error": "not queued", "will_retry": "false"}})
+		e.notQueued(ctx, userID, "every session of the user ended, but no back-channel logout was queued", qerr)
 	}
 	return nil
 }
 
-// endGrants ends grants of bs: the families of those without
-// offline_access, then back-channel logout queued for all of them.
-func (e *Ender) endGrants(ctx context.Context, bs store.BrowserSession, grants []store.SessionGrant, now time.Time) error {
+// EndDropped ends the grants a live browser session of userID dropped when
+// it reached store.MaxSessionGrants (what AddBrowserSessionGrant and
+// AddBrowserSessionGrantWithCode return), as End ends a session's grants:
+// the refresh families of those without offline_access (their access tokens
+// follow) and a back-channel logout token for each grant of a client with a
+// backchannel_logout_uri, offline grants included. The session no longer
+// names a dropped grant, so its end could not tell the grant's relying
+// party; the grant's sid is told now instead, which keeps "ending a browser
+// session notifies every relying party of its grants" true. Both steps are
+// attempted whatever the other's outcome (the drop cannot be retried: a
+// later grant drops the next one); the error joins their failures.
+func (e *Ender) EndDropped(ctx context.Context, userID string, dropped []store.SessionGrant) error {
+	if len(dropped) == 0 {
+		return nil
+	}
+	now := e.now()
+	var errs []error
+	if err := e.endFamilies(ctx, dropped); err != nil {
+		errs = append(errs, err)
+	}
+	if err := e.queueBackchannel(ctx, userID, dropped, now); err != nil {
+		e.notQueued(ctx, userID, "grants dropped from a browser session, but no back-channel logout was queued", err)
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("signout: end the grants dropped from a browser session: %w", err)
+	}
+	return nil
+}
+
+// endGrants ends grants of a browser session of userID: the families of
+// those without offline_access, then back-channel logout queued for all of
+// them.
+func (e *Ender) endGrants(ctx context.Context, userID string, grants []store.SessionGrant, now time.Time) error {
+	if err := e.endFamilies(ctx, grants); err != nil {
+		return fmt.Errorf("signout: %w", err)
+	}
+	if err := e.queueBackchannel(ctx, userID, grants, now); err != nil {
+		return fmt.Errorf("signout: %w", err)
+	}
+	return nil
+}
+
+// endFamilies ends the refresh families (and their access tokens) of the
+// grants without offline_access.
+func (e *Ender) endFamilies(ctx context.Context, grants []store.SessionGrant) error {
 	var sids []string
 	for _, g := range grants {
 		if !g.Offline {
@@ -193,13 +236,19 @@ func (e *Ender) endGrants(ctx context.Context, bs store.BrowserSession, grants [
 	}
 	if len(sids) > 0 {
 		if err := e.Grants.EndGrants(ctx, sids); err != nil {
-			return fmt.Errorf("signout: end the session's grants: %w", err)
+			return fmt.Errorf("end the session's grants: %w", err)
 		}
 	}
-	if err := e.queueBackchannel(ctx, bs.UserID, grants, now); err != nil {
-		return fmt.Errorf("signout: %w", err)
-	}
 	return nil
+}
+
+// notQueued logs and audits (logout.backchannel_failed, details.error "not
+// queued") back-channel logout of userID that could not be queued and will
+// not be retried.
+func (e *Ender) notQueued(ctx context.Context, userID, msg string, err error) {
+	e.log().Error(msg, "user_id", userID, "err", err)
+	e.Audit.Record(ctx, store.AuditEvent{Action: backchannel.AuditAction, Outcome: store.OutcomeFailure,
+		TargetID: userID, Details: map[string]string{"error": "not queued", "will_retry": "false"}})
 }
 
 // queueBackchannel queues one logout token per grant whose client has a

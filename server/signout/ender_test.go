@@ -203,6 +203,73 @@ func TestEnderEndsLateGrants(t *testing.T) {
 	}
 }
 
+// TestEnderEndDropped: grants a live session dropped beyond
+// store.MaxSessionGrants are ended as End ends a session's: the families of
+// those without offline_access, and a logout token for each grant of a
+// client with a URI, offline ones included; the session record is neither
+// read nor ended. Each step is tried whatever the other's outcome (a drop is
+// never retried), and a failure to queue is audited as not queued.
+func TestEnderEndDropped(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	dropped := []store.SessionGrant{{SID: "s1", ClientID: "web"}, {SID: "s2", ClientID: "web", Offline: true},
+		{SID: "s3", ClientID: "mobile.app"}}
+	clients := map[string]store.Client{"web": {ID: "web", BackchannelLogoutURI: "https://web.example/bcl"}, "mobile.app": {ID: "mobile.app"}}
+	boom := errors.New("boom")
+	tests := []struct {
+		name        string
+		dropped     []store.SessionGrant
+		setup       func(*recorder)
+		wantErr     error
+		wantRevoked []string
+		wantQueued  []string // sids
+		wantCalls   []string
+	}{
+		{name: "ok/families_without_offline_then_backchannel_for_all", dropped: dropped,
+			wantRevoked: []string{"s1", "s3"}, wantQueued: []string{"s1", "s2"}, wantCalls: []string{"grants", "queue"}},
+		{name: "ok/nothing_dropped", wantCalls: nil},
+		{name: "fail/families_still_queues", dropped: dropped, setup: func(r *recorder) { r.grantsErr = boom },
+			wantErr: boom, wantQueued: []string{"s1", "s2"}, wantCalls: []string{"grants", "queue"}},
+		{name: "fail/queue_audited", dropped: dropped, setup: func(r *recorder) { r.queueErr = boom },
+			wantErr: boom, wantRevoked: []string{"s1", "s3"}, wantCalls: []string{"grants", "queue", "audit"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := &recorder{clients: clients}
+			if tc.setup != nil {
+				tc.setup(r)
+			}
+			e := &signout.Ender{Sessions: r, Grants: r, Clients: r, Backchannel: r, Audit: r, Now: func() time.Time { return now }}
+			err := e.EndDropped(context.Background(), "u1", tc.dropped)
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Fatalf("EndDropped = %v, want %v", err, tc.wantErr)
+			}
+			if !reflect.DeepEqual(r.calls, tc.wantCalls) {
+				t.Fatalf("calls %v, want %v", r.calls, tc.wantCalls)
+			}
+			if !reflect.DeepEqual(r.revoked, tc.wantRevoked) {
+				t.Fatalf("revoked %v, want %v", r.revoked, tc.wantRevoked)
+			}
+			var sids []string
+			for _, d := range r.queued {
+				if d.Subject != "u1" || d.ClientID != "web" || d.URI != "https://web.example/bcl" || !d.NextAttemptAt.Equal(now) {
+					t.Fatalf("queued %+v", d)
+				}
+				sids = append(sids, d.SID)
+			}
+			if !reflect.DeepEqual(sids, tc.wantQueued) {
+				t.Fatalf("queued sids %v, want %v", sids, tc.wantQueued)
+			}
+			audited := slices.Contains(tc.wantCalls, "audit")
+			if audited && (len(r.events) != 1 || r.events[0].Action != "logout.backchannel_failed" ||
+				r.events[0].TargetID != "u1" || r.events[0].Details["error"] != "not queued") {
+				t.Fatalf("audit %+v", r.events)
+			}
+		})
+	}
+}
+
 // TestEnderQueuesTheClientsOrganisation: each delivery names its client's
 // organisation ("" for a platform client), for the notifier to connect an
 // organisation's only to public addresses.
