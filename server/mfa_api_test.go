@@ -85,7 +85,7 @@ func (d *mfaDeployment) token(t *testing.T, u store.User, clientID string) st.Op
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := d.in.App.Tokens.IssueForUser(ctx, c, u, nil)
+	resp, err := d.in.App.Tokens.IssueForUser(ctx, c, u, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,7 +144,7 @@ func TestFactorRequestHeldPastTheResetWritesNoFactor(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					const pw = "a passphrase for the factor session end test"
 					u := d.fx.User(t, fmt.Sprintf("factor%d@example.com", i), pw, "user")
-					resp, err := d.in.App.Tokens.IssueForUser(ctx, web, u, nil)
+					resp, err := d.in.App.Tokens.IssueForUser(ctx, web, u, "", nil)
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -71,8 +71,16 @@ type Store interface {
 type Sessions interface {
 	// AuthenticateClient checks a client's credentials like the token endpoint.
 	AuthenticateClient(ctx context.Context, cred token.ClientCredentials) (store.Client, error)
-	// IssueForUser starts a session for a user who just proved who they are.
-	IssueForUser(ctx context.Context, client store.Client, user store.User, scope []string) (token.Response, error)
+	// IssueForUser starts a session for a user who just proved who they
+	// are, in the organisation tenant names ("": none), under the
+	// organisation rule of every login.
+	IssueForUser(ctx context.Context, client store.Client, user store.User, tenant string, scope []string) (token.Response, error)
+	// SessionUser returns the user as that session would hold it (the
+	// roles there), or the refusal IssueForUser would answer.
+	SessionUser(ctx context.Context, client store.Client, user store.User, tenant string) (store.User, error)
+	// ClientIssuesIn answers whether client could start the session that
+	// follows an invite to the organisation tenantID ("": the platform).
+	ClientIssuesIn(ctx context.Context, client store.Client, tenantID string) error
 	// EndUserSessions ends every session of the user and revokes every access
 	// token issued to them before now, having queued the back-channel logout
 	// of their live browser sessions (signout.Ender.EndUser); every path

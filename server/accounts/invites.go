@@ -330,6 +330,9 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	if err != nil {
 		return token.Response{}, err
 	}
+	if err := s.sessions.ClientIssuesIn(ctx, client, inv.TenantID); err != nil {
+		return token.Response{}, err
+	}
 	if err := checkScope(req.Scope, s.policy.Permissions([]string{inv.Role}), client); err != nil {
 		return token.Response{}, err
 	}
@@ -348,10 +351,14 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	m.ClientID = client.ID
 	s.record(ctx, "invite.accepted", store.OutcomeSuccess, u.ID, u.ID, m,
 		map[string]string{"invite_id": accepted.ID, "role": accepted.Role})
-	if err := s.loginSecondFactor(ctx, client, u, nil, "", req.Scope, "Your account is ready."); err != nil {
+	su, err := s.sessions.SessionUser(ctx, client, u, "")
+	if err != nil {
 		return token.Response{}, err
 	}
-	resp, err := s.sessions.IssueForUser(ctx, client, u, req.Scope)
+	if err := s.loginSecondFactor(ctx, client, su, nil, "", "", req.Scope, "Your account is ready."); err != nil {
+		return token.Response{}, err
+	}
+	resp, err := s.sessions.IssueForUser(ctx, client, u, "", req.Scope)
 	if err != nil {
 		return token.Response{}, err
 	}
@@ -382,6 +389,9 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 	if err != nil {
 		return token.Response{}, err
 	}
+	if err := s.sessions.ClientIssuesIn(ctx, client, inv.TenantID); err != nil {
+		return token.Response{}, err
+	}
 	// The throttle's failures are cleared only once no second factor
 	// follows, as at the password grant: its failures count there too.
 	res, err := s.checker.Check(ctx, passcheck.Attempt{Login: inv.Email, Password: req.Password, IP: m.IP, UserAgent: m.UserAgent,
@@ -393,9 +403,6 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 	if err != nil {
 		return token.Response{}, err
 	}
-	// The session names no organisation: the platform view of the account,
-	// as the password grant's login naming none (and IssueForUser) sees it.
-	user := s.platform(res.User)
 	accepted, err := s.store.AcceptTenantInvite(ctx, hashSecret(secret), s.now(), u.ID)
 	if err != nil {
 		return token.Response{}, oneTimeTokenErr(inviteKind, err)
@@ -404,12 +411,19 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 	s.audit.Record(ctx, store.AuditEvent{Action: "invite.accepted", Outcome: store.OutcomeSuccess, ActorID: u.ID, TargetID: u.ID,
 		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, TenantID: accepted.TenantID,
 		Details: map[string]string{"invite_id": accepted.ID, "role": accepted.Role, "existing_account": "true"}})
-	if err := s.loginSecondFactor(ctx, client, user, (*mfa.Summary)(res.Factors), res.ThrottleKey(), req.Scope,
+	// The session names no organisation, as the password grant's login
+	// naming none: the platform view of the account through a platform
+	// client, the organisation's (just joined) through its client.
+	user, err := s.sessions.SessionUser(ctx, client, res.User, "")
+	if err != nil {
+		return token.Response{}, err
+	}
+	if err := s.loginSecondFactor(ctx, client, user, (*mfa.Summary)(res.Factors), res.ThrottleKey(), "", req.Scope,
 		"You have joined the organisation."); err != nil {
 		return token.Response{}, err
 	}
 	s.checker.Succeeded(ctx, res)
-	return s.sessions.IssueForUser(ctx, client, res.User, req.Scope)
+	return s.sessions.IssueForUser(ctx, client, res.User, "", req.Scope)
 }
 
 // usableInvite returns the pending, unexpired invite an emailed token names
@@ -580,14 +594,16 @@ func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string,
 // grant: the one rule of who owes a second factor. factors are the
 // account's second factors as the password check read them (nil: read
 // them); login is the check's throttle key, which the second step counts
-// under ("": the account's email); done, a sentence, says what the
+// under ("": the account's email); u holds the roles of the session that
+// follows (SessionUser) and tenant is the organisation it names ("":
+// none), which the mfa_token binds; done, a sentence, says what the
 // acceptance (or the change) did.
-func (s *Service) loginSecondFactor(ctx context.Context, client store.Client, u store.User, factors *mfa.Summary, login string,
+func (s *Service) loginSecondFactor(ctx context.Context, client store.Client, u store.User, factors *mfa.Summary, login, tenant string,
 	scope []string, done string) error {
 	if s.mfa == nil {
 		return nil
 	}
-	ch, err := s.mfa.Begin(ctx, u, factors, login, client.ID, strings.Join(scope, " "), "", s.now())
+	ch, err := s.mfa.Begin(ctx, u, factors, login, client.ID, strings.Join(scope, " "), tenant, s.now())
 	if err != nil {
 		return mfaErr("begin the second factor", err)
 	}

@@ -290,7 +290,10 @@ type ChangePasswordRequest struct {
 // the new one must pass the rules and differ from it. It clears
 // must_change_password, ends every session of the user and starts a fresh
 // one through the client of the presented token (the first-party client if
-// that client no longer exists); when the account's roles need a second
+// that client no longer exists), in the organisation that token acted in
+// (none for the pages): a session the rule of every login would refuse
+// there (an organisation turned off, its client's with organisations
+// off) is refused before anything changes; when the account's roles need a second
 // factor, the answer after the change is 400 mfa_required with an
 // mfa_token that finishes that session's login (the token service issues
 // no password-only session to such roles). It accepts the restricted token of a user who must change their password,
@@ -326,11 +329,13 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	if actor.APIKey != "" {
 		return token.Response{}, errKeyTokenSelfService
 	}
-	// The fresh session continues with the token's client.
+	// The fresh session continues with the token's client, in the
+	// organisation the token acted in.
 	client, err := s.sessionClient(ctx, actor.ClientID)
 	if err != nil {
 		return token.Response{}, err
 	}
+	tenant := actor.Tenant
 	res, err := s.checker.Check(ctx, attempt)
 	switch {
 	case errors.Is(err, passcheck.ErrBadCredentials):
@@ -352,6 +357,11 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 		if err := s.passwordIsNotEnough(ctx, u); err != nil {
 			return token.Response{}, err
 		}
+	}
+	// The session that follows obeys the organisation rule of every login:
+	// a refusal (the organisation turned off, say) changes nothing.
+	if _, err := s.sessions.SessionUser(ctx, client, u, tenant); err != nil {
+		return token.Response{}, err
 	}
 	if req.NewPassword == req.CurrentPassword {
 		return token.Response{}, errSamePassword
@@ -386,13 +396,18 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	}
 	actor.Meta.ClientID = client.ID
 	s.record(ctx, "password.changed", store.OutcomeSuccess, u.ID, u.ID, actor.Meta, nil)
-	resp, err := s.sessions.IssueForUser(ctx, client, updated, req.Scope)
+	resp, err := s.sessions.IssueForUser(ctx, client, updated, tenant, req.Scope)
 	if errors.Is(err, token.ErrSecondFactorOwed) {
 		// The fresh session is a password login, and the account's roles
-		// need a second factor: as after an invite's acceptance, the
+		// there need a second factor: as after an invite's acceptance, the
 		// answer is mfa_required with the mfa_token that finishes the
-		// login (or enrols the factor). The password is changed.
-		if ferr := s.loginSecondFactor(ctx, client, s.platform(updated), nil, "", req.Scope, "Your password is changed."); ferr != nil {
+		// login (or enrols the factor), in the same organisation. The
+		// password is changed.
+		su, serr := s.sessions.SessionUser(ctx, client, updated, tenant)
+		if serr != nil {
+			return token.Response{}, serr
+		}
+		if ferr := s.loginSecondFactor(ctx, client, su, nil, "", tenant, req.Scope, "Your password is changed."); ferr != nil {
 			return token.Response{}, ferr
 		}
 	}

@@ -110,7 +110,7 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	// The session stays in the tenant its login named, whatever this
 	// request says, with the roles the user holds there now: a removed
 	// member (or a deactivated tenant) gets nothing.
-	user, tn, err := s.sessionTenant(ctx, user, fam.TenantID)
+	user, tn, err := s.sessionTenant(ctx, client, user, fam.TenantID)
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) && ae.Code == apierr.ErrInvalidGrant.Code {
@@ -197,7 +197,7 @@ func (s *Service) refusesScopeBeforeRotation(ctx context.Context, sid string, cl
 	case err != nil:
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
 	}
-	user, _, err = s.sessionTenant(ctx, user, fam.TenantID)
+	user, _, err = s.sessionTenant(ctx, client, user, fam.TenantID)
 	switch {
 	case errors.Is(err, apierr.ErrInvalidGrant):
 		return nil

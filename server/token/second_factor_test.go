@@ -96,21 +96,21 @@ func TestIssuanceOwesSecondFactor(t *testing.T) {
 			wantAMR(t, "code", claimsOf(t, resp.AccessToken), []string{"pwd", "otp", "mfa"}, "mfa")
 		}},
 		{"fail/issue_for_user", func(t *testing.T, e *mfaEnv) {
-			_, err := e.svc.IssueForUser(context.Background(), e.dir.clients["app"], e.dir.users["u1"], nil)
+			_, err := e.svc.IssueForUser(context.Background(), e.dir.clients["app"], e.dir.users["u1"], "", nil)
 			wantSecondFactorOwed(t, "IssueForUser", err)
 			if n := e.liveFamilies("u1"); n != 0 {
 				t.Fatalf("%d families left by a refused issuance", n)
 			}
 		}},
 		{"ok/issue_for_user_below_the_level", func(t *testing.T, e *mfaEnv) {
-			if _, err := e.svc.IssueForUser(context.Background(), e.dir.clients["app"], e.dir.users["u3"], nil); err != nil {
+			if _, err := e.svc.IssueForUser(context.Background(), e.dir.clients["app"], e.dir.users["u3"], "", nil); err != nil {
 				t.Fatal(err)
 			}
 		}},
 		{"ok/must_change_password_holds_no_role", func(t *testing.T, e *mfaEnv) {
 			u := e.dir.users["u1"]
 			u.MustChangePassword = true
-			if _, err := e.svc.IssueForUser(context.Background(), e.dir.clients["app"], u, nil); err != nil {
+			if _, err := e.svc.IssueForUser(context.Background(), e.dir.clients["app"], u, "", nil); err != nil {
 				t.Fatal(err)
 			}
 		}},

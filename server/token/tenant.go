@@ -79,10 +79,17 @@ func (s *Service) boundTenant(ctx context.Context, client store.Client, slug str
 	return nil
 }
 
-// sessionTenant is loginTenant for a refresh family bound to tenantID. A
-// family bound to a tenant while organisations are off is refused: nothing
-// would keep it to its tenant.
-func (s *Service) sessionTenant(ctx context.Context, user store.User, tenantID string) (store.User, store.Tenant, error) {
+// sessionTenant is loginTenant for a refresh family bound to tenantID
+// refreshed through client. A family bound to a tenant while organisations
+// are off is refused: nothing would keep it to its tenant. A client of an
+// organisation refreshes only families of that organisation (loginTenant
+// issues it no other), which ForSession then finds active, so a session of
+// another tenant or of none (one issued before this rule) gets nothing, as
+// its logins do not, and nothing once its organisation is turned off.
+func (s *Service) sessionTenant(ctx context.Context, client store.Client, user store.User, tenantID string) (store.User, store.Tenant, error) {
+	if client.TenantID != "" && tenantID != client.TenantID {
+		return store.User{}, store.Tenant{}, errTenantRefused.WithCause(errors.New("the session is not of the client's organisation"))
+	}
 	if s.tenancy == nil {
 		if tenantID != "" {
 			return store.User{}, store.Tenant{}, errTenantRefused.WithCause(errors.New("organisations are off"))
@@ -91,6 +98,38 @@ func (s *Service) sessionTenant(ctx context.Context, user store.User, tenantID s
 	}
 	u, t, err := s.tenancy.ForSession(ctx, user, tenantID)
 	return u, t, tenancyErr(err)
+}
+
+// SessionUser returns user as a session started through client in the
+// organisation tenant names ("": none) would hold it (the rule of every
+// login, loginTenant: with organisations on, the roles held there, or the
+// platform roles), or the refusal that session would get. A change that
+// ends in such a session (a password change) asks it before changing
+// anything, and the second factor is decided on these roles.
+func (s *Service) SessionUser(ctx context.Context, client store.Client, user store.User, tenant string) (store.User, error) {
+	u, _, err := s.loginTenant(ctx, client, user, tenant)
+	return u, err
+}
+
+// ClientIssuesIn answers, before an invite to the organisation tenantID
+// ("": the platform) is redeemed, whether client could start the session
+// that follows it, which names no organisation (IssueForUser): a platform
+// client can, a client of an organisation only for an invite to it while
+// it is active and organisations are on (else unauthorized_client, as
+// clientTenant); for another invite it would log in outside its
+// organisation (invalid_grant, as loginTenant). So a refused client never
+// spends the invite.
+func (s *Service) ClientIssuesIn(ctx context.Context, client store.Client, tenantID string) error {
+	if client.TenantID == "" {
+		return nil
+	}
+	if _, err := s.clientTenant(ctx, client); err != nil {
+		return err
+	}
+	if tenantID != client.TenantID {
+		return errTenantRefused.WithCause(errors.New("the client belongs to another organisation"))
+	}
+	return nil
 }
 
 // clientTenant is the tenant a client belongs to (zero for a platform

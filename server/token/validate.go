@@ -407,11 +407,15 @@ func (s *Service) EndUserSessions(ctx context.Context, userID string) error {
 
 // IssueForUser starts a fresh session for a user who just proved who they are
 // (invite acceptance, password change) through client, as a password grant
-// would, and returns the token response. Like a password grant it is
-// refused (invalid_grant) when the user's roles require a second factor:
+// would, and returns the token response. tenant is the slug of the
+// organisation the session continues in ("": none named), and the
+// organisation rule of every login applies (loginTenant): a client of an
+// organisation issues only in it, and nothing while it is inactive or
+// organisations are off. Like a password grant it is refused
+// (invalid_grant) when the user's roles there require a second factor:
 // the caller asks for the factor first (mfa.Service.Begin).
-func (s *Service) IssueForUser(ctx context.Context, client store.Client, user store.User, scope []string) (Response, error) {
-	resp, _, err := s.issueSession(ctx, client, user, scope, s.now())
+func (s *Service) IssueForUser(ctx context.Context, client store.Client, user store.User, tenant string, scope []string) (Response, error) {
+	resp, _, err := s.issueSession(ctx, client, user, tenant, scope, s.now())
 	if err == nil {
 		s.metrics.TokenIssued("session")
 	}
@@ -419,15 +423,17 @@ func (s *Service) IssueForUser(ctx context.Context, client store.Client, user st
 }
 
 // issueSession grants a user who just proved who they are by password the
-// scope they may have through client: a session (refresh family) when the
-// client may refresh, an access token, and an id token when openid was
-// asked for. A user who must change their password gets a token with no
-// permissions and no roles, and no refresh token.
-func (s *Service) issueSession(ctx context.Context, client store.Client, user store.User, scope []string, now time.Time) (Response, grantSet, error) {
-	if s.tenancy != nil { // these logins name no tenant
-		user = s.tenancy.Platform(user)
+// scope they may have through client in the organisation tenant names
+// (loginTenant): a session (refresh family) when the client may refresh,
+// an access token, and an id token when openid was asked for. A user who
+// must change their password gets a token with no permissions and no
+// roles, and no refresh token.
+func (s *Service) issueSession(ctx context.Context, client store.Client, user store.User, tenant string, scope []string, now time.Time) (Response, grantSet, error) {
+	user, tn, err := s.loginTenant(ctx, client, user, tenant)
+	if err != nil {
+		return Response{}, grantSet{}, err
 	}
-	return s.issueLogin(ctx, client, user, scope, now, loginInfo{authTime: now, amr: passwordAMR()})
+	return s.issueLogin(ctx, client, user, scope, now, loginInfo{authTime: now, amr: passwordAMR(), tenant: tn})
 }
 
 // passwordAMR is the amr of a login by password alone (RFC 8176).
