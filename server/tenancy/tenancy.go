@@ -104,3 +104,9 @@ func (r *Resolver) within(ctx context.Context, u store.User, t store.Tenant, err
 func (r *Resolver) GetTenant(ctx context.Context, id string) (store.Tenant, error) {
 	return r.store.GetTenant(ctx, id)
 }
+
+// TenantBySlug returns the tenant with this slug (store.ErrNotFound when
+// there is none): the tenant a token's claim names.
+func (r *Resolver) TenantBySlug(ctx context.Context, slug string) (store.Tenant, error) {
+	return r.store.GetTenantBySlug(ctx, slug)
+}

@@ -121,6 +121,8 @@ type Tenancy interface {
 	ForSession(ctx context.Context, u store.User, tenantID string) (store.User, store.Tenant, error)
 	// GetTenant returns a tenant by id (the tenant of a client).
 	GetTenant(ctx context.Context, id string) (store.Tenant, error)
+	// TenantBySlug returns a tenant by slug (the tenant a token names).
+	TenantBySlug(ctx context.Context, slug string) (store.Tenant, error)
 }
 
 // BrowserSessions answers, at a refresh, whether the browser (SSO)

@@ -227,8 +227,37 @@ func (s *Service) switchTenant(ctx context.Context, client store.Client, req Tok
 		return Response{}, err
 	}
 	resp.IssuedTokenType = TokenTypeAccessToken
-	s.audit.Record(ctx, store.AuditEvent{Action: "tenant.switched", Outcome: store.OutcomeSuccess, ActorID: user.ID,
-		TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: tn.ID,
-		Details: map[string]string{"sid": c.SID, "from_tenant": c.Tenant, "grant": GrantTokenExchange}})
+	s.recordSwitch(ctx, client, user, c, tn, meta)
 	return resp, nil
+}
+
+// recordSwitch audits a switch by user from the organisation of the token
+// c into tn: tenant.switched_out stamped with the organisation the token
+// acted in (none for a platform token), tenant.switched stamped with tn.
+// Each organisation's admin sees only its own event (ListAuditAs), so
+// neither learns the other organisation of a member of both; the platform
+// sees both, joined by the session's sid.
+func (s *Service) recordSwitch(ctx context.Context, client store.Client, user store.User, c AccessClaims, tn store.Tenant, meta RequestMeta) {
+	event := func(action, tenantID string, details map[string]string) {
+		details["sid"], details["grant"] = c.SID, GrantTokenExchange
+		s.audit.Record(ctx, store.AuditEvent{Action: action, Outcome: store.OutcomeSuccess, ActorID: user.ID,
+			TargetID: user.ID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: tenantID,
+			Details: details})
+	}
+	out := map[string]string{}
+	from := store.Tenant{}
+	if c.Tenant != "" {
+		err := errors.New("organisations are off")
+		if s.tenancy != nil {
+			from, err = s.tenancy.TenantBySlug(ctx, c.Tenant)
+		}
+		if err != nil {
+			// Unknown now: the event goes to the platform alone, naming
+			// the organisation the token said.
+			s.log.Warn("audit a tenant switch: load the organisation switched from", "err", err)
+			from, out["from_tenant"] = store.Tenant{}, c.Tenant
+		}
+	}
+	event("tenant.switched_out", from.ID, out)
+	event("tenant.switched", tn.ID, map[string]string{})
 }
