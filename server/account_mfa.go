@@ -18,7 +18,8 @@ const mfaActorKey = "portcullis.mfa_actor"
 
 // mountMFA mounts the person's own second factors under /auth/mfa behind
 // bearer (a user's access token, the self-service rules of
-// accounts.loadSelf). POST /auth/mfa/totp and …/confirm also take, as the
+// accounts.loadSelf; its auth_time and amr are what a write of a factor
+// needs recent and complete, accounts.loadMFASelf). POST /auth/mfa/totp and …/confirm also take, as the
 // bearer, an mfa_token whose login must enrol a second factor
 // (requireEnrolBearer); no other endpoint does.
 func mountMFA(e *echo.Echo, svc *accounts.Service, tokens *token.Service, bearer echo.MiddlewareFunc) {

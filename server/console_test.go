@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/console"
+	"github.com/portcullis-auth/portcullis/server/pages"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/token"
@@ -211,7 +212,7 @@ func TestConsole(t *testing.T) {
 			}
 
 			// Stale sign-in: the three sensitive actions ask to sign in again.
-			in.App.Console.SetClock(func() time.Time { return time.Now().Add(console.ReauthWindow + time.Minute) })
+			in.App.Console.SetClock(func() time.Time { return time.Now().Add(accounts.ReauthWindow + time.Minute) })
 			keyList, err := in.App.Accounts.ListKeys(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -361,7 +362,8 @@ func TestConsole(t *testing.T) {
 				{"fail/javascript", "spa", "javascript:alert(1)", http.StatusBadRequest, []string{"http://127.0.0.1:9/new", "https://app.example.com/cb"}},
 				{"fail/none", "spa", "", http.StatusBadRequest, []string{"http://127.0.0.1:9/new", "https://app.example.com/cb"}},
 				{"fail/no_code_grant", "web", "https://app.example.com/cb", http.StatusBadRequest, nil},
-				{"fail/built_in", "portcullis", "https://evil.example/cb", http.StatusConflict, []string{console.CallbackURL(in.Config.Issuer)}},
+				{"fail/built_in", "portcullis", "https://evil.example/cb", http.StatusConflict,
+					[]string{console.CallbackURL(in.Config.Issuer), pages.SecuritySignInURL(in.Config.Issuer)}},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					p := siGet(t, hc, in.URL+"/console/clients").form(t, "redirect_uris").

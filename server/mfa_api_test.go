@@ -8,6 +8,7 @@ import (
 	"errors"
 	"image/png"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/pquerna/otp/totp"
 
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passkeys/passkeystest"
@@ -48,6 +50,7 @@ type mfaDeployment struct {
 	c              *st.Client
 	fx             *st.Fixtures
 	root, adm, ann store.User
+	webSecret      string // of the client "web"
 }
 
 // newMFADeployment starts one; requiredLevel > 0 writes a policy (the
@@ -71,7 +74,7 @@ func newMFADeployment(t *testing.T, b st.Backend, requiredLevel int, settings ..
 	d.root = fx.User(t, "root@example.com", mfaRootPass, "super_admin")
 	d.adm = fx.User(t, "adm@example.com", mfaAdmPass, "admin")
 	d.ann = fx.User(t, "ann@example.com", mfaAnnPass, "user")
-	fx.AdminClient(t, "web")
+	d.webSecret = fx.AdminClient(t, "web")
 	fx.Client(t, clients.Spec{ID: "third", Name: "Third", Grants: []string{"password", "authorization_code", "refresh_token"},
 		RedirectURIs: []string{"https://rp.example/callback"}})
 	return d
@@ -90,6 +93,37 @@ func (d *mfaDeployment) token(t *testing.T, u store.User, clientID string) st.Op
 		t.Fatal(err)
 	}
 	return st.Bearer(resp.AccessToken)
+}
+
+// mfaLogin is an access token of u's login through "web" with the
+// password and then the authenticator app of secret (amr holds "mfa",
+// auth_time is now): what a write of a factor asks of a person who has
+// one. It uses the next TOTP step (the enrolment's is spent), so it serves
+// once per user and test.
+func (d *mfaDeployment) mfaLogin(t *testing.T, u store.User, password, secret string) st.Option {
+	t.Helper()
+	return st.Bearer(mfaLoginWith(t, d.c, "web", d.webSecret, u.Email, password, grantMFAOTP, "otp", st.NextTOTPCode(t, secret)))
+}
+
+// recoveryLogin is mfaLogin with a recovery code instead of the app.
+func (d *mfaDeployment) recoveryLogin(t *testing.T, u store.User, password, code string) st.Option {
+	t.Helper()
+	return st.Bearer(mfaLoginWith(t, d.c, "web", d.webSecret, u.Email, password, grantMFARecovery, "recovery_code", code))
+}
+
+// mfaLoginWith runs a password grant and its second step (grant, with
+// code as param) through any client of any deployment and returns the
+// access token.
+func mfaLoginWith(t *testing.T, c *st.Client, clientID, clientSecret, email, password, grant, param, code string) string {
+	t.Helper()
+	tok, _ := c.PostForm("/oauth2/token", st.PasswordForm(email, password, ""), st.Basic(clientID, clientSecret)).
+		ExpectError(http.StatusBadRequest, "mfa_required").Map()["mfa_token"].(string)
+	var resp struct {
+		AccessToken string `json:"access_token"`
+	}
+	c.PostForm("/oauth2/token", url.Values{"grant_type": {grant}, "mfa_token": {tok}, param: {code}},
+		st.Basic(clientID, clientSecret)).ExpectStatus(http.StatusOK).JSON(&resp)
+	return resp.AccessToken
 }
 
 // mfaToken is an mfa_token of u's password login through "web" (the
@@ -230,6 +264,8 @@ func TestMFATOTPSelfService(t *testing.T) {
 			if !d.audited(t, "mfa.enrolled", store.OutcomeSuccess, d.ann.ID, map[string]string{"method": "totp"}) {
 				t.Fatal("no mfa.enrolled event")
 			}
+			// Changing the factors now takes a sign-in with the app.
+			ann = d.mfaLogin(t, d.ann, mfaAnnPass, en.Secret)
 			// A confirmed app is replaced only by removing it first.
 			d.c.PostJSON("/auth/mfa/totp", nil, ann).ExpectError(http.StatusConflict, "conflict")
 			d.c.PostJSON("/auth/mfa/totp/confirm", map[string]string{"code": good}, ann).ExpectError(http.StatusConflict, "conflict")
@@ -453,10 +489,11 @@ func TestPasskeyRegistrationOverHTTP(t *testing.T) {
 				!d.audited(t, "mfa.enrolled", store.OutcomeSuccess, d.ann.ID, map[string]string{"method": "recovery_code", "via": "first_factor"}) {
 				t.Fatal("no mfa.enrolled events for the passkey and its codes")
 			}
-			// The codes finish a password login.
-			tok, _ := d.mfaToken(t, d.ann)
-			if done, err := d.in.App.MFA.Complete(context.Background(), tok, "web", d.in.App.MFA.RecoveryCode(pk.RecoveryCodes[4]), mfaMeta()); err != nil || done.RecoveryCodesLeft != 9 {
-				t.Fatalf("a login with a first passkey's recovery code: %+v, %v", done, err)
+			// The codes finish a password login, one with the second
+			// factor: what adding another takes.
+			ann = d.recoveryLogin(t, d.ann, mfaAnnPass, pk.RecoveryCodes[4])
+			if s := d.status(t, ann); s.RecoveryCodesLeft != 9 {
+				t.Fatalf("a login with a first passkey's recovery code left %d", s.RecoveryCodesLeft)
 			}
 			// A second passkey: the person has unused codes, which stay.
 			second, err := passkeystest.New(mfaOrigin)
@@ -745,4 +782,85 @@ var mfaEnrolRoutes = map[string]bool{"POST /auth/mfa/totp": true, "POST /auth/mf
 var publicAccountRoutes = map[string]bool{
 	"POST /auth/invites/accept": true, "POST /auth/password/forgot": true, "POST /auth/password/reset": true,
 	"POST /auth/email/verify": true, "POST /auth/register": true,
+}
+
+// TestFactorWritesNeedARecentFullSignIn: every write of one's own factors
+// (TOTP start and confirm, new recovery codes, passkey begin and finish)
+// needs a login within accounts.ReauthWindow and, once the person has a
+// factor, one made with it (amr "mfa"); else 401
+// insufficient_user_authentication (RFC 9470) with max_age or acr_values,
+// and nothing changes. Before, a stolen access token of any age, or of a
+// password alone, took ten working recovery codes (voiding the owner's) or
+// added its holder's passkey, and neither went away with a password reset.
+func TestFactorWritesNeedARecentFullSignIn(t *testing.T) {
+	for _, b := range mfaBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newMFADeployment(t, b, 0)
+			secret, ownerCodes := d.enrolTOTP(t, d.token(t, d.ann, "web"))
+			full := d.mfaLogin(t, d.ann, mfaAnnPass, secret) // fresh, with the app
+			password := d.token(t, d.ann, "web")             // fresh, the password alone
+			writes := []struct {
+				name, path string
+				body       any
+				allowed    int // with a fresh sign-in with the app (one is on: 409s)
+			}{
+				{"totp_start", "/auth/mfa/totp", nil, http.StatusConflict},
+				{"totp_confirm", "/auth/mfa/totp/confirm", map[string]string{"code": "123456"}, http.StatusConflict},
+				{"recovery_codes", "/auth/mfa/recovery-codes", nil, http.StatusOK},
+				{"passkey_begin", "/auth/mfa/webauthn/register/begin", nil, http.StatusOK},
+				{"passkey_finish", "/auth/mfa/webauthn/register/finish",
+					map[string]any{"handle": "unknown", "name": "thief", "credential": map[string]string{"id": "x"}}, http.StatusBadRequest},
+			}
+			const (
+				staleChallenge = `Bearer error="insufficient_user_authentication", error_description="Changing your second factors needs a sign-in within the last five minutes: sign in again, then repeat it.", max_age="300"`
+				weakChallenge  = `Bearer error="insufficient_user_authentication", error_description="Changing your second factors needs a sign-in with one of them: sign in again with your second factor, then repeat it.", acr_values="mfa"`
+			)
+			for _, tc := range []struct {
+				name      string
+				auth      st.Option
+				later     time.Duration // the server's clock this far ahead
+				challenge string
+			}{
+				{"fail/stale_auth_time", full, accounts.ReauthWindow + time.Minute, staleChallenge},
+				{"fail/no_mfa_in_amr", password, 0, weakChallenge},
+			} {
+				for _, w := range writes {
+					t.Run(tc.name+"/"+w.name, func(t *testing.T) {
+						c := d.in.Client(t)
+						d.in.App.Accounts.SetClock(func() time.Time { return time.Now().Add(tc.later) })
+						defer d.in.App.Accounts.SetClock(time.Now)
+						r := c.PostJSON(w.path, w.body, tc.auth).ExpectError(http.StatusUnauthorized, "insufficient_user_authentication")
+						if got := r.Header.Get("WWW-Authenticate"); got != tc.challenge {
+							t.Fatalf("WWW-Authenticate\n got %s\nwant %s", got, tc.challenge)
+						}
+						var s mfaStatus
+						c.Get("/auth/mfa", full).ExpectStatus(http.StatusOK).JSON(&s)
+						if !s.TOTP || len(s.WebAuthn) != 0 || s.RecoveryCodesLeft != 10 {
+							t.Fatalf("a refused write changed the factors: %+v", s)
+						}
+					})
+				}
+			}
+			// The owner's codes still work: the refusals voided nothing.
+			if s := d.status(t, full); s.RecoveryCodesLeft != len(ownerCodes) {
+				t.Fatalf("%d recovery codes left", s.RecoveryCodesLeft)
+			}
+			for _, w := range writes {
+				t.Run("ok/fresh_with_factor/"+w.name, func(t *testing.T) {
+					if r := d.in.Client(t).PostJSON(w.path, w.body, full); r.StatusCode != w.allowed {
+						t.Fatalf("%s: %d %s, want %d", w.path, r.StatusCode, r.Body, w.allowed)
+					}
+				})
+			}
+			// Without a factor a fresh password login may add the first.
+			t.Run("ok/fresh_without_factor", func(t *testing.T) {
+				c := d.in.Client(t)
+				c.PostJSON("/auth/mfa/totp", nil, d.token(t, d.adm, "web")).ExpectStatus(http.StatusCreated)
+				d.in.App.Accounts.SetClock(func() time.Time { return time.Now().Add(accounts.ReauthWindow + time.Minute) })
+				defer d.in.App.Accounts.SetClock(time.Now)
+				c.PostJSON("/auth/mfa/totp", nil, d.token(t, d.adm, "web")).ExpectError(http.StatusUnauthorized, "insufficient_user_authentication")
+			})
+		})
+	}
 }

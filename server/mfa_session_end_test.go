@@ -150,7 +150,9 @@ func TestFactorRequestHeldPastTheResetWritesNoFactor(t *testing.T) {
 					}
 					tok := resp.AccessToken
 					if tc.withTOTP {
-						enrolTOTPWith(t, d.c, st.Bearer(tok))
+						// Changing the factors then takes a sign-in with the app.
+						secret, _ := enrolTOTPWith(t, d.c, st.Bearer(tok))
+						tok = mfaLoginWith(t, d.c, "web", d.webSecret, u.Email, pw, grantMFAOTP, "otp", st.NextTOTPCode(t, secret))
 					}
 					release := tc.hold(t, tok)
 					time.Sleep(300 * time.Millisecond) // the headers are in: the bearer check has run

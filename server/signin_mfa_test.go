@@ -18,7 +18,9 @@ import (
 	"github.com/pquerna/otp/totp"
 	"golang.org/x/oauth2"
 
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/pages"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
@@ -398,6 +400,14 @@ func TestAccountSecurityPage(t *testing.T) {
 			if !strings.Contains(page.body, "10 unused recovery codes") || strings.Contains(page.body, `value="totp_start"`) {
 				t.Fatalf("after enrolment:\n%s", page.body)
 			}
+			// The session's sign-in was the password alone: new codes take
+			// one with the app; the page asks for it and changes nothing.
+			asked := page.form(t, "recovery_regenerate").submit(t, hc, nil)
+			if asked.StatusCode != http.StatusForbidden || !strings.Contains(asked.body, "Confirm it is you") ||
+				siCodes.MatchString(asked.body) || status().RecoveryCodesLeft != 10 {
+				t.Fatalf("new codes with a password sign-in: %d:\n%s", asked.StatusCode, asked.body)
+			}
+			page = signInAgain(t, d, hc, asked, secret)
 			regen := page.form(t, "recovery_regenerate").submit(t, hc, nil)
 			if codes := siCodes.FindAllStringSubmatch(regen.body, -1); regen.StatusCode != http.StatusOK || len(codes) != 10 {
 				t.Fatalf("new recovery codes: %d, %d codes", regen.StatusCode, len(codes))
@@ -422,6 +432,94 @@ func TestAccountSecurityPage(t *testing.T) {
 			}
 			if p := confirm.submit(t, hc, url.Values{"current_password": {siPassword}}); p.StatusCode != http.StatusSeeOther || status().TOTP {
 				t.Fatalf("remove: %d (TOTP on: %v)", p.StatusCode, status().TOTP)
+			}
+		})
+	}
+}
+
+var siSignInAgain = regexp.MustCompile(`href="([^"]+)">Sign in again<`)
+
+// signInAgain follows the "Sign in again" of a page that asked for a
+// recent sign-in: the hosted login with prompt=login through the built-in
+// client, the password and, when secret is set, the authenticator app's
+// next code; back at /account/security, whose page it returns.
+func signInAgain(t *testing.T, d *siDeployment, hc *http.Client, p siPage, secret string) siPage {
+	t.Helper()
+	m := siSignInAgain.FindStringSubmatch(p.body)
+	if m == nil {
+		t.Fatalf("no sign-in link on the page:\n%s", p.body)
+	}
+	u, err := p.Request.URL.Parse(unescapeHTML(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := u.Query(); u.Path != "/oauth2/authorize" || q.Get("prompt") != "login" || q.Get("client_id") != "portcullis" ||
+		q.Get("redirect_uri") != pages.SecuritySignInURL(d.in.Config.Issuer) {
+		t.Fatalf("sign in again at %s", u)
+	}
+	// prompt=login takes a sign-in in the request's own second for one
+	// during it (authorize.Request.SignedInDuring), and the login flow
+	// runs on the wall clock: the request comes in the second after the
+	// session's sign-in, at most a second from now.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	step := siGet(t, hc, u.String())
+	if !strings.Contains(step.body, `name="password"`) {
+		t.Fatalf("prompt=login did not ask for the password: %d %s:\n%s", step.StatusCode, step.Header.Get("Location"), step.body)
+	}
+	step = step.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}})
+	if secret != "" {
+		step = step.submit(t, hc, url.Values{"code": {totpAt(t, secret, time.Now().Add(30*time.Second))}, "mfa_action": {"verify"}})
+	}
+	back, err := url.Parse(step.Header.Get("Location"))
+	if step.StatusCode != http.StatusSeeOther || err != nil || back.Path != pages.AccountSecuritySignedInPath || back.Query().Get("code") == "" {
+		t.Fatalf("after the sign-in: %d to %q:\n%s", step.StatusCode, step.Header.Get("Location"), step.body)
+	}
+	again := siGet(t, hc, step.Header.Get("Location"))
+	if again.StatusCode != http.StatusSeeOther || again.Header.Get("Location") != pages.AccountSecurityPath {
+		t.Fatalf("the sign-in's return: %d to %q", again.StatusCode, again.Header.Get("Location"))
+	}
+	page := siGet(t, hc, d.in.URL+pages.AccountSecurityPath)
+	if page.StatusCode != http.StatusOK {
+		t.Fatalf("back at the page: %d", page.StatusCode)
+	}
+	return page
+}
+
+// TestAccountSecurityPageAsksForARecentSignIn: on PostgreSQL+Redis and
+// SQLite, /account/security with a browser session whose sign-in is older
+// than accounts.ReauthWindow (the account service's clock moved on) adds
+// no factor: it answers "Confirm it is you", whose link signs in again
+// (prompt=login) and comes back to the page; the session then renewed,
+// the same form works. Before, any live session set up an app.
+func TestAccountSecurityPageAsksForARecentSignIn(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSignIn(t, b)
+			u := siUser(t, d, siEmail)
+			hc := siBrowser(t)
+			conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
+			d.callback(t, siGet(t, hc, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).
+				submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}}))
+			page := siGet(t, hc, d.in.URL+pages.AccountSecurityPath)
+
+			later := time.Now().Add(accounts.ReauthWindow + time.Minute)
+			d.in.App.Accounts.SetClock(func() time.Time { return later })
+			asked := page.form(t, "totp_start").submit(t, hc, nil)
+			if asked.StatusCode != http.StatusForbidden || !strings.Contains(asked.body, "Confirm it is you") ||
+				!strings.Contains(asked.body, "Nothing was changed") || strings.Contains(asked.body, `src="data:image/png;base64,`) {
+				t.Fatalf("a stale session's enrolment: %d:\n%s", asked.StatusCode, asked.body)
+			}
+			if st, err := d.in.App.MFA.Status(context.Background(), u.ID); err != nil || st.TOTP {
+				t.Fatalf("factors after the refusal: %+v, %v", st, err)
+			}
+			// The sign-in again happens "now" on the account service's clock.
+			d.in.App.Accounts.SetClock(time.Now)
+			page = signInAgain(t, d, hc, asked, "")
+			d.in.App.Accounts.SetClock(func() time.Time { return time.Now().Add(time.Minute) })
+			if enrol := page.form(t, "totp_start").submit(t, hc, nil); enrol.StatusCode != http.StatusOK ||
+				!strings.Contains(enrol.body, `src="data:image/png;base64,`) {
+				t.Fatalf("after signing in again: %d:\n%s", enrol.StatusCode, enrol.body)
 			}
 		})
 	}

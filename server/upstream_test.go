@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/console"
+	"github.com/portcullis-auth/portcullis/server/pages"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/server/upstream"
@@ -783,9 +784,10 @@ func TestBuiltInClientGainsTokenExchange(t *testing.T) {
 	in.Stop()
 	in2 := st.Start(t, env)
 	c, err = in2.App.Core.Store.GetClient(ctx, "portcullis")
-	// The console's sign-in adds the code flow, to the console's callback only.
+	// The console's sign-in adds the code flow, to the server's own redirect
+	// URIs only (the console's callback, /account/security's sign-in again).
 	if err != nil || !slices.Equal(c.Grants, []string{token.GrantRefreshToken, token.GrantTokenExchange, token.GrantAuthorizationCode}) ||
-		!slices.Equal(c.RedirectURIs, []string{console.CallbackURL(in2.Config.Issuer)}) {
+		!slices.Equal(c.RedirectURIs, []string{console.CallbackURL(in2.Config.Issuer), pages.SecuritySignInURL(in2.Config.Issuer)}) {
 		t.Fatalf("reconciled grants %v, redirect URIs %v, %v", c.Grants, c.RedirectURIs, err)
 	}
 }

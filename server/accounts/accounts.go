@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/keys"
@@ -282,7 +283,7 @@ type Service struct {
 	audit    Auditor
 	limiter  Limiter
 	log      *slog.Logger
-	now      func() time.Time
+	clock    atomic.Pointer[func() time.Time]
 	browser  BrowserSessionLister
 	consents Consents
 	ender    SessionEnder
@@ -333,7 +334,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 		cfg.MaxBackground = 64
 	}
 	s := &Service{cfg: cfg, store: d.Store, policy: d.Policy, sessions: d.Sessions, hasher: d.Hasher, checker: d.Checker, rules: d.Rules,
-		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger, now: d.Now,
+		mail: d.Mail, tmpl: d.Templates, keys: d.Keys, audit: d.Audit, limiter: d.Limiter, log: d.Logger,
 		browser: d.Browser, consents: d.Consents, ender: d.Ender, mfa: d.MFA, passkeys: d.Passkeys, apiKeys: d.APIKeys,
 		tenancy: d.Tenancy,
 		revoker: d.Revoker, throttle: d.Throttle, vouch: d.Authorities,
@@ -341,11 +342,19 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	if s.now == nil {
-		s.now = time.Now
+	now := d.Now
+	if now == nil {
+		now = time.Now
 	}
+	s.clock.Store(&now)
 	return s, nil
 }
+
+// SetClock replaces the service's clock (tests: a sign-in older than
+// ReauthWindow without waiting).
+func (s *Service) SetClock(now func() time.Time) { s.clock.Store(&now) }
+
+func (s *Service) now() time.Time { return (*s.clock.Load())() }
 
 // Config returns the service's settings.
 func (s *Service) Config() Config { return s.cfg }
@@ -397,6 +406,26 @@ type Actor struct {
 	// made: what it enrols is kept only if the user's sessions were not
 	// ended since (madeWithLiveToken).
 	loginAt time.Time
+	// SignedInAt and AMR are, for an actor of a browser session (no access
+	// token), when the person last authenticated in it and how (RFC 8176
+	// methods): a write of their second factors needs the one recent and,
+	// once they have a factor, the other to hold "mfa" (recentProof). An
+	// access token's are its auth_time and amr claims (Bearer).
+	SignedInAt time.Time
+	AMR        []string
+}
+
+// login returns when and how the actor's login authenticated them: the
+// access token's auth_time and amr, else SignedInAt and AMR (zero when
+// unknown).
+func (a Actor) login() (time.Time, []string) {
+	if a.Bearer != nil {
+		if a.Bearer.AuthTime == 0 {
+			return time.Time{}, a.Bearer.AMR
+		}
+		return time.Unix(a.Bearer.AuthTime, 0), a.Bearer.AMR
+	}
+	return a.SignedInAt, a.AMR
 }
 
 // withToken reports whether the actor acts with an access token (the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -55,6 +56,15 @@ var (
 	errBadTOTPCode = apierr.ErrInvalidRequest.WithDescription(
 		"The code is wrong or was used already; enter the current code from your authenticator app.")
 	errPasswordRequired = apierr.ErrInvalidRequest.WithDescription("current_password is required.")
+	errSignInAgain      = apierr.ErrInsufficientUserAuthentication.WithDescription(
+		"Changing your second factors needs a sign-in within the last five minutes: sign in again, then repeat it.").
+		WithStepUp(ReauthWindow, "")
+	errSignInWithFactor = apierr.ErrInsufficientUserAuthentication.WithDescription(
+		"Changing your second factors needs a sign-in with one of them: sign in again with your second factor, then repeat it.").
+		WithStepUp(0, mfa.ACRMFA)
+	errSignInAgainWithFactor = apierr.ErrInsufficientUserAuthentication.WithDescription(
+		"Changing your second factors needs a sign-in with one of them within the last five minutes: sign in again, then repeat it.").
+		WithStepUp(ReauthWindow, mfa.ACRMFA)
 	// ErrSignInToChangePassword refuses a password change proved by the
 	// password alone (the hosted /change-password page) for an account
 	// with a second factor.
@@ -106,29 +116,80 @@ func (s *Service) MFATokenActor(ctx context.Context, token string, m Meta) (Acto
 	return Actor{ID: p.UserID, Meta: m, mfaEnrolment: true, loginAt: p.AuthTime}, nil
 }
 
+// ReauthWindow is how recent a sign-in must be for what it changes without
+// the password: a write of one's own second factors (recentProof) and the
+// console's key revocation, secret rotation and MFA reset.
+const ReauthWindow = 5 * time.Minute
+
+// mfaUse is what an MFA operation does with the actor's factors.
+type mfaUse uint8
+
+const (
+	// mfaRead reads them, or removes one with the current password.
+	mfaRead mfaUse = iota
+	// mfaWrite adds one or makes recovery codes (recentProof).
+	mfaWrite
+	// mfaEnrol is mfaWrite that an mfa_token's actor may also do
+	// (MFATokenActor): TOTP enrolment.
+	mfaEnrol
+)
+
 // loadMFASelf is loadSelf for the MFA operations, which also need the MFA
-// service. An mfa_token's actor (MFATokenActor) passes only where enrol
-// is true, and only while the user has no second factor (checked now, not
-// when the token was issued: an mfa_token must never replace a factor).
-func (s *Service) loadMFASelf(ctx context.Context, actor Actor, enrol bool) (store.User, error) {
+// service. An mfa_token's actor (MFATokenActor) passes only for mfaEnrol,
+// and only while the user has no second factor (checked now, not when the
+// token was issued: an mfa_token must never replace a factor). Any other
+// actor's write (mfaWrite, mfaEnrol) needs recentProof: it is the one
+// check of every write of a factor or of recovery codes, on the API and on
+// /account/security alike.
+func (s *Service) loadMFASelf(ctx context.Context, actor Actor, use mfaUse) (store.User, error) {
 	if s.mfa == nil {
 		return store.User{}, errMFAUnavailable
 	}
-	if actor.mfaEnrolment && !enrol {
+	if actor.mfaEnrolment && use != mfaEnrol {
 		return store.User{}, errMFATokenNotForEnrolment
 	}
 	u, err := s.loadSelf(ctx, actor)
-	if err != nil || !actor.mfaEnrolment {
+	if err != nil || use == mfaRead {
 		return u, err
 	}
 	st, err := s.mfa.Summary(ctx, u.ID)
 	if err != nil {
 		return store.User{}, mfaErr("read the second factors", err)
 	}
-	if st.Enrolled() {
-		return store.User{}, errMFATokenEnrolled
+	if actor.mfaEnrolment {
+		if st.Enrolled() {
+			return store.User{}, errMFATokenEnrolled
+		}
+		return u, nil
+	}
+	if err := s.recentProof(actor, st.Enrolled()); err != nil {
+		return store.User{}, err
 	}
 	return u, nil
+}
+
+// recentProof refuses a write of the actor's second factors unless their
+// login proved the whole account just now: it authenticated within
+// ReauthWindow and, when the user has a second factor (enrolled), with it
+// (amr holds "mfa"). Otherwise a stolen access token or browser session
+// (a token's auth_time survives refresh) could take ten working recovery
+// codes, voiding the owner's, or add its holder's passkey, neither of which
+// a password reset or the end of every session removes. The refusal is RFC
+// 9470's 401 insufficient_user_authentication with max_age and/or
+// acr_values="mfa"; the hosted page sends the person to sign in again.
+func (s *Service) recentProof(actor Actor, enrolled bool) error {
+	at, amr := actor.login()
+	stale := at.IsZero() || s.now().Sub(at) > ReauthWindow
+	weak := enrolled && !slices.Contains(amr, mfa.AMRMFA)
+	switch {
+	case stale && weak:
+		return errSignInAgainWithFactor
+	case stale:
+		return errSignInAgain
+	case weak:
+		return errSignInWithFactor
+	}
+	return nil
 }
 
 func mfaMeta(actorID string, m Meta) mfa.Meta {
@@ -157,7 +218,7 @@ func ViewPasskey(c store.WebAuthnCredential) Passkey {
 
 // OwnMFA returns the actor's second factors.
 func (s *Service) OwnMFA(ctx context.Context, actor Actor) (MFAStatus, error) {
-	u, err := s.loadMFASelf(ctx, actor, false)
+	u, err := s.loadMFASelf(ctx, actor, mfaRead)
 	if err != nil {
 		return MFAStatus{}, err
 	}
@@ -173,12 +234,13 @@ func (s *Service) OwnMFA(ctx context.Context, actor Actor) (MFAStatus, error) {
 }
 
 // StartTOTP starts enrolling an authenticator app for the actor (a bearer
-// token, or an mfa_token whose enrolment is required): a new secret, its
+// token or browser session of a recent sign-in, recentProof; or an
+// mfa_token whose enrolment is required): a new secret, its
 // otpauth:// URI and a QR code. It changes nothing until ConfirmTOTP. A
 // confirmed app must be removed first (409): replacing it would remove a
 // factor without the password.
 func (s *Service) StartTOTP(ctx context.Context, actor Actor) (mfa.Enrolment, error) {
-	u, err := s.loadMFASelf(ctx, actor, true)
+	u, err := s.loadMFASelf(ctx, actor, mfaEnrol)
 	if err != nil {
 		return mfa.Enrolment{}, err
 	}
@@ -202,7 +264,7 @@ func (s *Service) StartTOTP(ctx context.Context, actor Actor) (mfa.Enrolment, er
 // token revoked, or an mfa_token's login ended, before the app was
 // confirmed keeps no app (keptFactor).
 func (s *Service) ConfirmTOTP(ctx context.Context, actor Actor, code string) ([]string, error) {
-	u, err := s.loadMFASelf(ctx, actor, true)
+	u, err := s.loadMFASelf(ctx, actor, mfaEnrol)
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +329,7 @@ func (s *Service) keptFactor(ctx context.Context, actor Actor, userID string, co
 // current password (the one password check, under the login throttle; a
 // wrong one is 400 invalid_grant and removes nothing).
 func (s *Service) RemoveTOTP(ctx context.Context, actor Actor, currentPassword string) error {
-	u, err := s.loadMFASelf(ctx, actor, false)
+	u, err := s.loadMFASelf(ctx, actor, mfaRead)
 	if err != nil {
 		return err
 	}
@@ -285,10 +347,11 @@ func (s *Service) RemoveTOTP(ctx context.Context, actor Actor, currentPassword s
 }
 
 // RegenerateRecoveryCodes replaces the actor's recovery codes with ten new
-// ones (shown once). Without a second factor it is 409. A token revoked
+// ones (shown once), for a recent sign-in made with the second factor
+// (recentProof, else 401). Without a second factor it is 409. A token revoked
 // before they were written gets none, and they are voided (keptFactor).
 func (s *Service) RegenerateRecoveryCodes(ctx context.Context, actor Actor) ([]string, error) {
-	u, err := s.loadMFASelf(ctx, actor, false)
+	u, err := s.loadMFASelf(ctx, actor, mfaWrite)
 	if err != nil {
 		return nil, err
 	}
@@ -307,9 +370,10 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context, actor Actor) ([]s
 
 // BeginPasskeyRegistration starts registering a passkey or security key for
 // the actor: the options for navigator.credentials.create and the
-// ceremony's handle.
+// ceremony's handle. Like FinishPasskeyRegistration it needs a recent
+// sign-in, made with the second factor when there is one (recentProof).
 func (s *Service) BeginPasskeyRegistration(ctx context.Context, actor Actor) (optionsJSON []byte, handle string, err error) {
-	u, err := s.loadPasskeySelf(ctx, actor)
+	u, err := s.loadPasskeySelf(ctx, actor, mfaWrite)
 	if err != nil {
 		return nil, "", err
 	}
@@ -336,7 +400,7 @@ type RegisteredPasskey struct {
 // codes; the person can make them on the security page. A token revoked
 // before the passkey was stored keeps none (keptFactor).
 func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor Actor, handle, name string, responseJSON []byte) (RegisteredPasskey, error) {
-	u, err := s.loadPasskeySelf(ctx, actor)
+	u, err := s.loadPasskeySelf(ctx, actor, mfaWrite)
 	if err != nil {
 		return RegisteredPasskey{}, err
 	}
@@ -360,7 +424,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, actor Actor, ha
 // RemovePasskey removes one of the actor's passkeys after checking their
 // current password; another user's id is 404.
 func (s *Service) RemovePasskey(ctx context.Context, actor Actor, id, currentPassword string) error {
-	u, err := s.loadPasskeySelf(ctx, actor)
+	u, err := s.loadPasskeySelf(ctx, actor, mfaRead)
 	if err != nil {
 		return err
 	}
@@ -373,8 +437,10 @@ func (s *Service) RemovePasskey(ctx context.Context, actor Actor, id, currentPas
 	return nil
 }
 
-func (s *Service) loadPasskeySelf(ctx context.Context, actor Actor) (store.User, error) {
-	u, err := s.loadMFASelf(ctx, actor, false)
+// loadPasskeySelf is loadMFASelf for the passkey operations, which also
+// need the passkey service.
+func (s *Service) loadPasskeySelf(ctx context.Context, actor Actor, use mfaUse) (store.User, error) {
+	u, err := s.loadMFASelf(ctx, actor, use)
 	if err != nil {
 		return store.User{}, err
 	}

@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -32,6 +34,10 @@ type Error struct {
 	cause  error
 	// mfa, when set, adds the members of an mfa_required answer to the body.
 	mfa *MFAChallenge
+	// maxAge and acrValues are the RFC 9470 parameters of an
+	// insufficient_user_authentication challenge (see WithStepUp).
+	maxAge    time.Duration
+	acrValues string
 }
 
 // MFAChallenge is what an mfa_required answer adds to the error body: the
@@ -59,8 +65,13 @@ const (
 // Realm is the realm of Portcullis's challenges.
 const Realm = "portcullis"
 
-// rfc6750Codes are the error codes RFC 6750 §3.1 defines for a bearer challenge.
-var rfc6750Codes = map[string]bool{"invalid_request": true, "invalid_token": true, "insufficient_scope": true}
+// rfc6750Codes are the error codes RFC 6750 §3.1 defines for a bearer
+// challenge, and RFC 9470's insufficient_user_authentication.
+var rfc6750Codes = map[string]bool{"invalid_request": true, "invalid_token": true, "insufficient_scope": true,
+	codeInsufficientUserAuthentication: true}
+
+// codeInsufficientUserAuthentication is RFC 9470's error code.
+const codeInsufficientUserAuthentication = "insufficient_user_authentication"
 
 // Error implements error; it includes the cause for logs, never for clients.
 func (e *Error) Error() string {
@@ -135,10 +146,24 @@ func (e *Error) WithRequiredScope(scope string) *Error {
 	return &c
 }
 
+// WithStepUp returns a copy whose insufficient_user_authentication
+// challenge (RFC 9470 §3) says what login would do: one at most maxAge old
+// (max_age, in seconds; 0 for no bound) and with the authentication
+// context classes acrValues ("" for any).
+func (e *Error) WithStepUp(maxAge time.Duration, acrValues string) *Error {
+	c := *e
+	c.maxAge, c.acrValues = maxAge, acrValues
+	return &c
+}
+
 // Challenge is the one place a WWW-Authenticate value is built ("" for none).
 // A Bearer challenge of an RFC 6750 error always carries the error code (and
 // the required scope when one is set): `Bearer error="invalid_token"`,
-// `Bearer error="insufficient_scope", scope="keys:rotate"`. A Bearer
+// `Bearer error="insufficient_scope", scope="keys:rotate"`. One of RFC
+// 9470's insufficient_user_authentication carries, as keys/verify's does,
+// its error_description and what would do (WithStepUp):
+// `Bearer error="insufficient_user_authentication", error_description="…",
+// max_age="300", acr_values="mfa"`. A Bearer
 // challenge without an RFC 6750 code (no token was presented, RFC 6750 §3.1)
 // carries only the realm; so does Basic.
 func (e *Error) Challenge() string {
@@ -150,6 +175,15 @@ func (e *Error) Challenge() string {
 		v := `Bearer error="` + e.Code + `"`
 		if e.scope != "" {
 			v += `, scope="` + SafeText(e.scope) + `"`
+		}
+		if e.Code == codeInsufficientUserAuthentication {
+			v += `, error_description="` + SafeText(e.Description) + `"`
+			if e.maxAge > 0 {
+				v += `, max_age="` + strconv.FormatInt(int64(e.maxAge/time.Second), 10) + `"`
+			}
+			if e.acrValues != "" {
+				v += `, acr_values="` + SafeText(e.acrValues) + `"`
+			}
 		}
 		return v
 	case Basic:
@@ -254,15 +288,20 @@ func From(err error) *Error {
 // WWW-Authenticate (RFC 9110 §15.5.2), so every copy of it, on every
 // endpoint that authenticates clients, carries one.
 var (
-	ErrInvalidRequest         = &Error{Code: "invalid_request", Status: http.StatusBadRequest, Description: "The request is malformed."}
-	ErrInvalidClient          = &Error{Code: "invalid_client", Status: http.StatusUnauthorized, Description: "Client authentication failed.", scheme: Basic}
-	ErrInvalidGrant           = &Error{Code: "invalid_grant", Status: http.StatusBadRequest, Description: "The grant is invalid, expired or revoked."}
-	ErrUnauthorizedClient     = &Error{Code: "unauthorized_client", Status: http.StatusBadRequest, Description: "The client may not use this grant type."}
-	ErrUnsupportedGrantType   = &Error{Code: "unsupported_grant_type", Status: http.StatusBadRequest, Description: "The grant type is not supported."}
-	ErrUnsupportedTokenType   = &Error{Code: "unsupported_token_type", Status: http.StatusBadRequest, Description: "The token type is not supported."}
-	ErrInvalidScope           = &Error{Code: "invalid_scope", Status: http.StatusBadRequest, Description: "The requested scope is invalid."}
-	ErrInvalidToken           = &Error{Code: "invalid_token", Status: http.StatusUnauthorized, Description: "The access token is invalid, expired or revoked.", scheme: Bearer}
-	ErrInsufficientScope      = &Error{Code: "insufficient_scope", Status: http.StatusForbidden, Description: "The access token lacks the required permission.", scheme: Bearer}
+	ErrInvalidRequest       = &Error{Code: "invalid_request", Status: http.StatusBadRequest, Description: "The request is malformed."}
+	ErrInvalidClient        = &Error{Code: "invalid_client", Status: http.StatusUnauthorized, Description: "Client authentication failed.", scheme: Basic}
+	ErrInvalidGrant         = &Error{Code: "invalid_grant", Status: http.StatusBadRequest, Description: "The grant is invalid, expired or revoked."}
+	ErrUnauthorizedClient   = &Error{Code: "unauthorized_client", Status: http.StatusBadRequest, Description: "The client may not use this grant type."}
+	ErrUnsupportedGrantType = &Error{Code: "unsupported_grant_type", Status: http.StatusBadRequest, Description: "The grant type is not supported."}
+	ErrUnsupportedTokenType = &Error{Code: "unsupported_token_type", Status: http.StatusBadRequest, Description: "The token type is not supported."}
+	ErrInvalidScope         = &Error{Code: "invalid_scope", Status: http.StatusBadRequest, Description: "The requested scope is invalid."}
+	ErrInvalidToken         = &Error{Code: "invalid_token", Status: http.StatusUnauthorized, Description: "The access token is invalid, expired or revoked.", scheme: Bearer}
+	ErrInsufficientScope    = &Error{Code: "insufficient_scope", Status: http.StatusForbidden, Description: "The access token lacks the required permission.", scheme: Bearer}
+	// ErrInsufficientUserAuthentication (RFC 9470): the token is valid but
+	// its login is not recent enough, or lacks a second factor, for the
+	// request; WithStepUp says what would do.
+	ErrInsufficientUserAuthentication = &Error{Code: codeInsufficientUserAuthentication, Status: http.StatusUnauthorized,
+		Description: "This request needs a more recent or stronger sign-in.", scheme: Bearer}
 	ErrUnauthorized           = &Error{Code: "unauthorized", Status: http.StatusUnauthorized, Description: "Authentication is required.", scheme: Bearer}
 	ErrForbidden              = &Error{Code: "forbidden", Status: http.StatusForbidden, Description: "Not allowed."}
 	ErrNotFound               = &Error{Code: "not_found", Status: http.StatusNotFound, Description: "Not found."}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -25,6 +26,12 @@ func TestChallenge(t *testing.T) {
 		{"one-time link token is not a bearer token", ErrOneTimeTokenInvalid, ""},
 		{"forbidden", ErrForbidden, ""},
 		{"challenge can be removed", ErrInvalidToken.Challenging(NoChallenge), ""},
+		{"step-up (RFC 9470): a recent login", ErrInsufficientUserAuthentication.WithDescription("Sign in again.").WithStepUp(5*time.Minute, ""),
+			`Bearer error="insufficient_user_authentication", error_description="Sign in again.", max_age="300"`},
+		{"step-up (RFC 9470): a second factor", ErrInsufficientUserAuthentication.WithDescription(`Use "mfa".`).WithStepUp(0, "mfa"),
+			`Bearer error="insufficient_user_authentication", error_description="Use mfa.", acr_values="mfa"`},
+		{"step-up (RFC 9470): both", ErrInsufficientUserAuthentication.WithStepUp(5*time.Minute, "mfa"),
+			`Bearer error="insufficient_user_authentication", error_description="This request needs a more recent or stronger sign-in.", max_age="300", acr_values="mfa"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -667,7 +667,7 @@ func buildAccounts(ctx context.Context, cfg config.Config, log *slog.Logger, cor
 		return nil, err
 	}
 	acfg := accountsConfig(cfg)
-	acfg.FirstPartyRedirectURIs = []string{console.CallbackURL(cfg.Issuer)}
+	acfg.FirstPartyRedirectURIs = []string{console.CallbackURL(cfg.Issuer), pages.SecuritySignInURL(cfg.Issuer)}
 	acc, err := accounts.New(acfg, accounts.Deps{
 		Store: st, Policy: core.Policy, Sessions: sessions, Hasher: hasher, Checker: checker, Rules: rules, Mail: sender,
 		Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log, Limiter: limiter,

@@ -40,9 +40,6 @@ const (
 	InsecureCookieName = "portcullis-console"
 	// ClientID is the client_id of the console's audit events.
 	ClientID = "console"
-	// ReauthWindow is how recent a sign-in key revocation, secret rotation
-	// and MFA reset need.
-	ReauthWindow = 5 * time.Minute
 	// SessionIdleTTL and SessionMaxAge bound a console session.
 	SessionIdleTTL = 30 * time.Minute
 	SessionMaxAge  = 12 * time.Hour
@@ -133,7 +130,7 @@ func New(cfg Config, d Deps) (*Console, error) {
 }
 
 // SetClock replaces the console's clock (tests: a sign-in older than
-// ReauthWindow without waiting).
+// accounts.ReauthWindow without waiting).
 func (c *Console) SetClock(now func() time.Time) { c.clock.Store(&now) }
 
 func (c *Console) now() time.Time { return (*c.clock.Load())() }
@@ -268,9 +265,9 @@ func (c *Console) home(ec echo.Context) error {
 	return ec.Redirect(http.StatusSeeOther, c.base()+Path+"/users")
 }
 
-// fresh reports whether the operator signed in within ReauthWindow.
+// fresh reports whether the operator signed in within accounts.ReauthWindow.
 func (c *Console) fresh(r *request) bool {
-	return !r.session.AuthTime.IsZero() && c.now().Sub(r.session.AuthTime) <= ReauthWindow
+	return !r.session.AuthTime.IsZero() && c.now().Sub(r.session.AuthTime) <= accounts.ReauthWindow
 }
 
 // reauth answers an action that needs a recent sign-in: nothing is

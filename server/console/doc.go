@@ -26,7 +26,7 @@
 // as the /admin endpoint, so the privilege ceiling and the audit apply
 // unchanged; the audit events carry client_id "console". Key revocation,
 // client secret rotation and MFA reset also need a sign-in within the last
-// five minutes (ReauthWindow); an older one gets a page asking to sign in
+// five minutes (accounts.ReauthWindow); an older one gets a page asking to sign in
 // again (prompt=login), and nothing is changed.
 //
 // The pages reuse the hosted pages' security headers (a strict

@@ -2,8 +2,12 @@ package pages
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -11,10 +15,23 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/token"
 )
 
 // AccountSecurityPath is the page of the signed-in person's second factors.
 const AccountSecurityPath = "/account/security"
+
+// AccountSecuritySignedInPath is where the hosted login sends the person
+// back after the sign-in again that a write of a factor asked for
+// (securityReauth): the built-in client's redirect URI SecuritySignInURL.
+const AccountSecuritySignedInPath = AccountSecurityPath + "/signed-in"
+
+// SecuritySignInURL is the redirect URI of /account/security's sign-in
+// again for issuer: the built-in first-party client lists it beside the
+// console's callback.
+func SecuritySignInURL(issuer string) string {
+	return strings.TrimSuffix(issuer, "/") + AccountSecuritySignedInPath
+}
 
 // Actions of the /account/security forms.
 const (
@@ -33,8 +50,9 @@ const (
 // SecurityAccounts is the account service's second-factor operations
 // (*accounts.Service): the same methods, and so the same rules, as the
 // JSON endpoints under /auth/mfa (a confirmed app is removed before a new
-// one is set up, removing a factor needs the current password, an
-// mfa_token enrols only a user without a factor).
+// one is set up, removing a factor needs the current password, adding one
+// or making codes needs a recent sign-in made with the second factor when
+// there is one, an mfa_token enrols only a user without a factor).
 type SecurityAccounts interface {
 	OwnMFA(ctx context.Context, actor accounts.Actor) (accounts.MFAStatus, error)
 	MFATokenActor(ctx context.Context, token string, m accounts.Meta) (accounts.Actor, error)
@@ -115,7 +133,10 @@ func (p *Pages) accountSecurityPost(c echo.Context) error {
 		return p.notSignedInTo(c, securityAbout)
 	}
 	r := c.Request()
-	ctx, actor := r.Context(), accounts.Actor{ID: bs.UserID, Meta: meta(c)}
+	// The session's sign-in (when, how) is what a write of a factor
+	// needs recent and, once there is one, made with it (the account
+	// service's rule; securityReauth answers its refusal).
+	ctx, actor := r.Context(), accounts.Actor{ID: bs.UserID, Meta: meta(c), SignedInAt: bs.AuthTime, AMR: bs.AMR}
 	sec := p.si.Security
 	switch action := r.PostFormValue(accountActionField); action {
 	case actionTOTPStart:
@@ -160,13 +181,49 @@ func (p *Pages) accountSecurityPost(c echo.Context) error {
 const wrongEnrolmentCode = "That code is not right. Check that your app shows a code for this account, then enter the newest code."
 
 // securityFailed answers a refusal of the account service with its reason
-// (a 4xx: the page shows its description), or a failure (429, 5xx).
+// (a 4xx: the page shows its description), a sign-in too old or without
+// the second factor with securityReauth, or a failure (429, 5xx).
 func (p *Pages) securityFailed(c echo.Context, err error) error {
 	ae := apierr.From(err)
+	if errors.Is(err, apierr.ErrInsufficientUserAuthentication) {
+		return p.securityReauth(c, ae.Description)
+	}
 	if ae.Status >= 500 || ae.Status == http.StatusTooManyRequests || ae.Status == http.StatusUnauthorized {
 		return p.fail(c, err)
 	}
 	return p.securityProblem(c, ae.Description)
+}
+
+// securityReauth answers a write of a factor that needs a more recent or
+// stronger sign-in, as the console answers one of its own (accounts.
+// ReauthWindow): nothing is changed; the page offers to sign in again at
+// the hosted login with prompt=login (the password, then the second
+// factor if there is one), through the built-in client, whose redirect
+// comes back here (accountSecuritySignedIn). The login renews the browser
+// session this page reads; the code it issues is never redeemed (its
+// verifier is not kept) and expires.
+func (p *Pages) securityReauth(c echo.Context, why string) error {
+	var b [2][32]byte
+	for i := range b {
+		if _, err := rand.Read(b[i][:]); err != nil {
+			return p.fail(c, apierr.ErrServer.WithCause(fmt.Errorf("pages: random value: %w", err)))
+		}
+	}
+	q := url.Values{"response_type": {"code"}, "client_id": {p.cfg.FirstPartyClientID},
+		"redirect_uri": {SecuritySignInURL(p.cfg.Issuer)}, "scope": {"openid"}, "prompt": {"login"},
+		"state":          {base64.RawURLEncoding.EncodeToString(b[0][:])},
+		"code_challenge": {token.S256Challenge(base64.RawURLEncoding.EncodeToString(b[1][:]))}, "code_challenge_method": {"S256"}}
+	return p.render(c, http.StatusForbidden, view{Kind: "problem", Heading: "Confirm it is you",
+		Intro:   []string{why, "Nothing was changed."},
+		Primary: &link{Href: p.base + AuthorizePath + "?" + q.Encode(), Text: "Sign in again"},
+		Links:   []link{{Href: p.base + AccountSecurityPath, Text: "Back to two-step verification"}}})
+}
+
+// accountSecuritySignedIn is GET /account/security/signed-in, where the
+// sign-in again of securityReauth returns: back to the page, without the
+// code in its address.
+func (p *Pages) accountSecuritySignedIn(c echo.Context) error {
+	return p.redirect(c, p.base+AccountSecurityPath)
 }
 
 // securityEnrol shows a started TOTP enrolment with its confirm form.

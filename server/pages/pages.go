@@ -97,6 +97,10 @@ type Config struct {
 	// Issuer (PORTCULLIS_ISSUER) is the base of the callback registered at
 	// upstream identity providers: {issuer}/login/{provider}/callback.
 	Issuer string
+	// FirstPartyClientID is the built-in client whose sign-in
+	// /account/security asks for when a write of a factor needs a recent
+	// one (accounts.DefaultFirstPartyClientID when empty).
+	FirstPartyClientID string
 }
 
 // ConfigFrom takes the pages' settings from the server configuration.
@@ -178,6 +182,9 @@ func New(cfg Config, d Deps) (*Pages, error) {
 	tmpl, err := template.ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("pages: parse templates: %w", err)
+	}
+	if cfg.FirstPartyClientID == "" {
+		cfg.FirstPartyClientID = accounts.DefaultFirstPartyClientID
 	}
 	p := &Pages{cfg: cfg, d: d, si: d.SignIn, log: d.Logger, tmpl: tmpl, theme: newTheme(cfg.BrandColor),
 		https: browsersession.HTTPSFor(cfg.TLS, cfg.PublicURL)}

@@ -288,6 +288,7 @@ func (p *Pages) registerSignIn(e *echo.Echo) {
 	}
 	e.GET(AccountSecurityPath, p.accountSecurity, h)
 	e.POST(AccountSecurityPath, p.accountSecurityPost, h)
+	e.GET(AccountSecuritySignedInPath, p.accountSecuritySignedIn, h)
 	p.registerUpstream(e)
 }
 
