@@ -62,7 +62,8 @@ type APIKeys interface {
 	// were never claimed so; it returns them with the address to tell.
 	// Each key is claimed once: of concurrent claims on any number of
 	// instances, exactly one gets it. A key whose owner and creator have
-	// no email is claimed with an empty address.
+	// no email is claimed with an empty address. A claim that fails (its
+	// context ended, the database gone) keeps none of its keys claimed.
 	ClaimExpiringAPIKeys(ctx context.Context, now, before time.Time, limit int) ([]ExpiringAPIKey, error)
 	// ReleaseExpiringAPIKey undoes the claim of id (its notice could not be
 	// sent), so that a later claim gets it again.

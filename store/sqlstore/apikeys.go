@@ -241,40 +241,58 @@ func (s *Store) TouchAPIKey(ctx context.Context, id string, at time.Time) error 
 	return nil
 }
 
-// ClaimExpiringAPIKeys implements store.APIKeys. Candidates are read first;
-// each is then claimed by its own conditional UPDATE (expiry_notified_at
-// still NULL), which decides between concurrent claimers without holding
-// locks across the batch; the claimed keys are read back with the owner's
-// email, or the creator's when the owner has none.
+// ClaimExpiringAPIKeys implements store.APIKeys. In one transaction the
+// candidates are read, each is claimed by its own conditional UPDATE
+// (expiry_notified_at still NULL), which decides between concurrent
+// claimers, and the claimed keys are read back with the owner's email, or
+// the creator's when the owner has none. A claim that fails anywhere (its
+// context ended by a shutdown, the database gone) keeps nothing: a key
+// marked claimed but never returned would never be announced nor
+// released. The candidates are claimed in the order they are read (by
+// expiry, then id), so concurrent claimers lock them in one order.
 func (s *Store) ClaimExpiringAPIKeys(ctx context.Context, now, before time.Time, limit int) ([]store.ExpiringAPIKey, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	now, before = dbTime(now), dbTime(before)
-	db := s.db.WithContext(ctx)
-	var ids []string
-	err := db.Raw(`SELECT id FROM api_keys WHERE revoked_at IS NULL AND expiry_notified_at IS NULL
-		AND expires_at > ? AND expires_at <= ? ORDER BY expires_at, id LIMIT ?`, now, before, limit).Scan(&ids).Error
+	var out []store.ExpiringAPIKey
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		out = nil
+		var ids []string
+		err := tx.Raw(`SELECT id FROM api_keys WHERE revoked_at IS NULL AND expiry_notified_at IS NULL
+			AND expires_at > ? AND expires_at <= ? ORDER BY expires_at, id LIMIT ?`, now, before, limit).Scan(&ids).Error
+		if err != nil {
+			return mapErr("find API keys about to expire", err)
+		}
+		var claimed []string
+		for _, id := range ids {
+			res := tx.Exec(`UPDATE api_keys SET expiry_notified_at = ? WHERE id = ? AND expiry_notified_at IS NULL
+				AND revoked_at IS NULL`, now, id)
+			if res.Error != nil {
+				return mapErr("claim an API key about to expire", res.Error)
+			}
+			if res.RowsAffected == 1 {
+				claimed = append(claimed, id)
+			}
+		}
+		if len(claimed) == 0 {
+			return nil
+		}
+		out, err = readClaimedAPIKeys(tx, claimed)
+		return err
+	})
 	if err != nil {
-		return nil, mapErr("find API keys about to expire", err)
+		return nil, mapErr("claim API keys about to expire", err)
 	}
-	var claimed []string
-	for _, id := range ids {
-		res := db.Exec(`UPDATE api_keys SET expiry_notified_at = ? WHERE id = ? AND expiry_notified_at IS NULL
-			AND revoked_at IS NULL`, now, id)
-		if res.Error != nil {
-			return nil, mapErr("claim an API key about to expire", res.Error)
-		}
-		if res.RowsAffected == 1 {
-			claimed = append(claimed, id)
-		}
-	}
-	if len(claimed) == 0 {
-		return nil, nil
-	}
-	rows, err := db.Raw(`SELECT `+qualified("k.", apiKeyColumns)+`, COALESCE(o.name, ''), COALESCE(o.email, ''), COALESCE(c.email, '')
+	return out, nil
+}
+
+// readClaimedAPIKeys reads the keys ids (just claimed) with where to tell
+// of their expiry, by expiry then id.
+func readClaimedAPIKeys(tx *gorm.DB, ids []string) ([]store.ExpiringAPIKey, error) {
+	rows, err := tx.Raw(`SELECT `+qualified("k.", apiKeyColumns)+`, COALESCE(o.name, ''), COALESCE(o.email, ''), COALESCE(c.email, '')
 		FROM api_keys k JOIN users o ON o.id = k.owner_user_id LEFT JOIN users c ON c.id = k.created_by
-		WHERE k.id IN ? ORDER BY k.expires_at, k.id`, claimed).Rows()
+		WHERE k.id IN ? ORDER BY k.expires_at, k.id`, ids).Rows()
 	if err != nil {
 		return nil, mapErr("read the claimed API keys", err)
 	}

@@ -2,13 +2,17 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/sqlstore"
@@ -36,6 +40,7 @@ func RunAPIKeyTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"race/revoke_changes_once", testAPIKeyRevokeRace},
 		{"ok/claim_expiring_once", testAPIKeyClaimExpiring},
 		{"race/claim_expiring_each_key_once", testAPIKeyClaimExpiringRace},
+		{"fail/claim_cut_short_claims_nothing", testAPIKeyClaimCutShort},
 	}
 	runSeeded(t, open, tests)
 }
@@ -407,5 +412,51 @@ func testAPIKeyClaimExpiringRace(t *testing.T, s *sqlstore.Store) {
 		if n != 1 {
 			t.Fatalf("key %s claimed %d times", id, n)
 		}
+	}
+}
+
+// testAPIKeyClaimCutShort: a claim whose context ends once its first key
+// is marked (an instance shutting down) fails and leaves every key
+// unclaimed, so the next claim, on a fresh context, announces them. A
+// claim left behind would never be released: the owner would never hear
+// of the key's expiry.
+func testAPIKeyClaimCutShort(t *testing.T, s *sqlstore.Store) {
+	now := time.Now()
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	var ids []string
+	for i := range 2 {
+		k := newAPIKey(ann.ID, fmt.Sprintf("k%d", i))
+		k.ExpiresAt = now.Add(time.Duration(i+1) * time.Hour)
+		ids = append(ids, mustAPIKey(t, s, k).ID)
+	}
+	ctx, cancel := context.WithCancel(rctx(t))
+	defer cancel()
+	var armed atomic.Bool
+	armed.Store(true)
+	err := s.DB().Callback().Raw().After("gorm:raw").Register("test:cut_short", func(tx *gorm.DB) {
+		q := tx.Statement.SQL.String() // a claim marks a key; a release sets NULL
+		if strings.Contains(q, "SET expiry_notified_at =") && !strings.Contains(q, "= NULL") && armed.CompareAndSwap(true, false) {
+			cancel()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ClaimExpiringAPIKeys(ctx, now, now.Add(7*24*time.Hour), 10); err == nil {
+		t.Fatalf("the claim cut short = %+v, nil; want its context's error", got)
+	}
+	if armed.Load() {
+		t.Fatal("no key was marked claimed")
+	}
+	got, err := s.ClaimExpiringAPIKeys(rctx(t), now, now.Add(7*24*time.Hour), 10)
+	if err != nil {
+		t.Fatalf("the next claim: %v", err)
+	}
+	var claimed []string
+	for _, e := range got {
+		claimed = append(claimed, e.Key.ID)
+	}
+	if !slices.Equal(claimed, ids) {
+		t.Fatalf("the next claim got %v; want %v (nothing kept from the claim cut short)", claimed, ids)
 	}
 }
