@@ -61,6 +61,12 @@ type Tenants interface {
 	// whether it changed anything; ErrNotFound when the user or the tenant
 	// does not exist.
 	GrantTenantRole(ctx context.Context, tenantID, userID, role string) (bool, error)
+	// CreateUserInTenant creates u (as CreateUser does, u.Roles being its
+	// global roles) holding roles (at least one) in the tenant, in one
+	// transaction: nothing is created when any part fails. ErrNotFound
+	// when the tenant or a role does not exist; ErrAlreadyExists as
+	// CreateUser.
+	CreateUserInTenant(ctx context.Context, u *User, tenantID string, roles []string) error
 	// RevokeTenantRole takes the role in the tenant from the user and
 	// reports whether it changed anything.
 	RevokeTenantRole(ctx context.Context, tenantID, userID, role string) (bool, error)

@@ -44,8 +44,10 @@ type NewUser struct {
 // the token's scope for a token, else 403 insufficient_scope naming it,
 // as the route answers), and be allowed to grant each role (the privilege
 // ceiling's rank: CanAssign, which is CanChangeRole on a user holding
-// nothing). Audit user.created, then role.granted for each role given,
-// as GrantRole records it. A token revoked before the user was written
+// nothing). The user and its roles are written in one transaction (inside
+// an organisation: CreateUserInTenant), so a failure leaves no user.
+// Audit user.created, then role.granted for each role given, as GrantRole
+// records it. A token revoked before the user was written
 // keeps none (madeWithLiveToken): the user is deleted (user.deleted via
 // token_revoked).
 func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User, error) {
@@ -89,18 +91,16 @@ func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User
 	}
 	u := store.User{Kind: store.UserMachine, Name: name, Active: true, Roles: nu.Roles}
 	if sc.inTenant() {
-		u.Roles = nil // created bare, then given its roles inside the organisation
-	}
-	if err := s.store.CreateUser(ctx, &u); err != nil {
-		return User{}, storeErr("create machine user", err, nil)
-	}
-	if sc.inTenant() {
-		for _, role := range nu.Roles {
-			if _, err := s.store.GrantTenantRole(ctx, sc.tenant.ID, u.ID, role); err != nil {
-				return User{}, storeErr("give the machine user its role in the organisation", err, nil)
-			}
+		// Its roles are held inside the organisation, written with the
+		// user: a machine user of no organisation would be one its admin
+		// can neither see nor delete.
+		u.Roles = nil
+		if err := s.store.CreateUserInTenant(ctx, &u, sc.tenant.ID, nu.Roles); err != nil {
+			return User{}, storeErr("create the organisation's machine user", err, nil)
 		}
 		u.Roles = nu.Roles
+	} else if err := s.store.CreateUser(ctx, &u); err != nil {
+		return User{}, storeErr("create machine user", err, nil)
 	}
 	s.recordIn(ctx, sc, "user.created", store.OutcomeSuccess, u.ID, actor.Meta,
 		map[string]string{"kind": store.UserMachine, "roles": strings.Join(u.Roles, " ")})

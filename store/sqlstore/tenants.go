@@ -189,18 +189,65 @@ func (s *Store) distinctOfUser(ctx context.Context, userID, column, what string)
 // GrantTenantRole implements store.Tenants. The role must be one the roles
 // table holds (ErrNotFound otherwise), as for a global grant.
 func (s *Store) GrantTenantRole(ctx context.Context, tenantID, userID, role string) (bool, error) {
-	tenantExists := func(tx *gorm.DB) error {
-		var n int64
-		if err := tx.Model(&tenantRow{}).Where("id = ?", tenantID).Count(&n).Error; err != nil {
-			return mapErr("look up tenant", err)
+	return s.grantRoleRow(ctx, "grant tenant role", userID, role, func(tx *gorm.DB) error { return tenantExists(tx, tenantID) },
+		&tenantRoleRow{TenantID: tenantID, UserID: userID, Role: role, CreatedAt: s.clock()})
+}
+
+// tenantExists is nil when the tenant is stored, else store.ErrNotFound.
+func tenantExists(tx *gorm.DB, tenantID string) error {
+	var n int64
+	if err := tx.Model(&tenantRow{}).Where("id = ?", tenantID).Count(&n).Error; err != nil {
+		return mapErr("look up tenant", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("tenant %q: %w", tenantID, store.ErrNotFound)
+	}
+	return nil
+}
+
+// CreateUserInTenant implements store.Tenants: the user row, its global
+// roles and its roles in the tenant are inserted in one transaction (as an
+// accepted invite to an organisation is), after the tenant and each role
+// are checked as GrantTenantRole checks them.
+func (s *Store) CreateUserInTenant(ctx context.Context, u *store.User, tenantID string, roles []string) error {
+	if u == nil {
+		return fmt.Errorf("create user in tenant: %w: nil user", ErrInvalidUser)
+	}
+	tenantRoles := normaliseRoles(roles)
+	if len(tenantRoles) == 0 {
+		return fmt.Errorf("create user in tenant: %w: a member holds at least one role", ErrInvalidUser)
+	}
+	if err := validateUser(u, nil); err != nil {
+		return fmt.Errorf("create user in tenant: %w", err)
+	}
+	now := s.clock()
+	nu := *u
+	nu.ID = newID(UserIDPrefix)
+	nu.Kind = userKind(u.Kind)
+	nu.CreatedAt, nu.UpdatedAt = now, now
+	nu.Roles = normaliseRoles(u.Roles)
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		if err := tenantExists(tx, tenantID); err != nil {
+			return err
 		}
-		if n == 0 {
-			return fmt.Errorf("tenant %q: %w", tenantID, store.ErrNotFound)
+		if err := createUserTx(tx, &nu, now); err != nil {
+			return err
+		}
+		for _, role := range tenantRoles {
+			if err := roleKnown(tx, role); err != nil {
+				return err
+			}
+			if err := tx.Create(&tenantRoleRow{TenantID: tenantID, UserID: nu.ID, Role: role, CreatedAt: now}).Error; err != nil {
+				return mapErr("give the role in the tenant", err)
+			}
 		}
 		return nil
+	})
+	if err != nil {
+		return mapErr("create user in tenant", err)
 	}
-	return s.grantRoleRow(ctx, "grant tenant role", userID, role, tenantExists,
-		&tenantRoleRow{TenantID: tenantID, UserID: userID, Role: role, CreatedAt: s.clock()})
+	*u = nu
+	return nil
 }
 
 // RevokeTenantRole implements store.Tenants.

@@ -424,12 +424,8 @@ func (s *Store) grantRoleRow(ctx context.Context, what, userID, role string, che
 				return err
 			}
 		}
-		var n int64
-		if err := tx.Model(&roleRow{}).Where("name = ?", role).Count(&n).Error; err != nil {
-			return mapErr("look up role", err)
-		}
-		if n == 0 {
-			return fmt.Errorf("role %q: %w", role, store.ErrNotFound)
+		if err := roleKnown(tx, role); err != nil {
+			return err
 		}
 		res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(row)
 		if res.Error != nil {
@@ -445,6 +441,18 @@ func (s *Store) grantRoleRow(ctx context.Context, what, userID, role string, che
 		return false, mapErr(what, err)
 	}
 	return changed, nil
+}
+
+// roleKnown is nil when the roles table holds role, else store.ErrNotFound.
+func roleKnown(tx *gorm.DB, role string) error {
+	var n int64
+	if err := tx.Model(&roleRow{}).Where("name = ?", role).Count(&n).Error; err != nil {
+		return mapErr("look up role", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("role %q: %w", role, store.ErrNotFound)
+	}
+	return nil
 }
 
 // RevokeRole takes the role from the user; changed is false when the user did

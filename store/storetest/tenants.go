@@ -1,12 +1,16 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/sqlstore"
@@ -27,6 +31,8 @@ func RunTenantTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/create_get", testTenantFail},
 		{"ok/roles_per_tenant", testTenantRoles},
 		{"fail/roles", testTenantRolesFail},
+		{"ok/create_user_in_tenant", testTenantCreateUserIn},
+		{"fail/create_user_in_tenant_creates_nothing", testTenantCreateUserInFail},
 		{"ok/members_list_pages", testTenantMembers},
 		{"ok/memberships_go_with_the_user", testTenantMemberDeleted},
 		{"ok/invites_audit_clients_carry_the_tenant", testTenantRecords},
@@ -227,6 +233,72 @@ func testTenantRolesFail(t *testing.T, s *sqlstore.Store) {
 	} {
 		if changed, err := op(); err != nil || changed {
 			t.Fatalf("%s = %v, %v; want false, nil", name, changed, err)
+		}
+	}
+}
+
+func testTenantCreateUserIn(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	a := mustTenant(t, s, "a")
+	u := store.User{Kind: store.UserMachine, Name: "bot", Active: true}
+	if err := s.CreateUserInTenant(c, &u, a.ID, []string{"user", "admin", "user"}); err != nil {
+		t.Fatalf("CreateUserInTenant: %v", err)
+	}
+	if u.ID == "" || u.CreatedAt.IsZero() || len(u.Roles) != 0 {
+		t.Fatalf("created %+v", u)
+	}
+	if got, err := s.TenantRoles(c, a.ID, u.ID); err != nil || !slices.Equal(got, []string{"admin", "user"}) {
+		t.Fatalf("TenantRoles = %v, %v; want [admin user]", got, err)
+	}
+	if got, err := s.GetUser(c, u.ID); err != nil || len(got.Roles) != 0 || got.Kind != store.UserMachine {
+		t.Fatalf("GetUser = %+v, %v; want a machine user with no global role", got, err)
+	}
+}
+
+// testTenantCreateUserInFail: a user created in a tenant is created with
+// its roles there or not at all: an unknown tenant or role, no role, or
+// the context ending once the user row is written leave no user.
+func testTenantCreateUserInFail(t *testing.T, s *sqlstore.Store) {
+	a := mustTenant(t, s, "a")
+	ctx, cancel := context.WithCancel(rctx(t))
+	defer cancel()
+	var armed atomic.Bool
+	err := s.DB().Callback().Create().After("gorm:create").Register("test:cut_short", func(tx *gorm.DB) {
+		if tx.Statement.Table == "users" && armed.CompareAndSwap(true, false) {
+			cancel()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		tenant string
+		roles  []string
+		cut    bool
+		want   error // nil: any error
+	}{
+		{"unknown_role", a.ID, []string{"user", "ghost"}, false, store.ErrNotFound},
+		{"unknown_tenant", "ten_missing", []string{"user"}, false, store.ErrNotFound},
+		{"no_role", a.ID, nil, false, sqlstore.ErrInvalidUser},
+		{"context_ends_once_the_user_is_written", a.ID, []string{"user"}, true, nil},
+	} {
+		c := rctx(t)
+		if tc.cut {
+			armed.Store(true)
+			c = ctx
+		}
+		u := store.User{Kind: store.UserMachine, Name: "bot " + tc.name, Active: true}
+		err := s.CreateUserInTenant(c, &u, tc.tenant, tc.roles)
+		if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Fatalf("%s: CreateUserInTenant = %v, want %v", tc.name, err, tc.want)
+		}
+		if tc.cut && armed.Load() {
+			t.Fatalf("%s: no user row was written", tc.name)
+		}
+		page, err := s.ListUsers(rctx(t), store.UserFilter{Query: "bot " + tc.name})
+		if err != nil || len(page.Items) != 0 {
+			t.Fatalf("%s: users left behind: %+v, %v", tc.name, page.Items, err)
 		}
 	}
 }
