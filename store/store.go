@@ -217,6 +217,19 @@ const (
 	PurposeVerifyEmail   UserTokenPurpose = "verify_email"
 )
 
+// PasswordReset is what redeeming a password-reset link did, in one
+// transaction (sqlstore's RedeemPasswordReset).
+type PasswordReset struct {
+	// User is the user as saved, without its password hash.
+	User User
+	// Unlinked are the upstream identities removed: those of providers
+	// that do not vouch for the user's email.
+	Unlinked []FederatedIdentity
+	// RevokedKeys are the user's API keys revoked: every one live (not
+	// revoked, not expired) at the redemption.
+	RevokedKeys []APIKey
+}
+
 // UserToken is a one-time token bound to a user (password reset, email verification).
 type UserToken struct {
 	ID        string

@@ -42,6 +42,11 @@ type Store interface {
 	CreateUserToken(ctx context.Context, t *store.UserToken) error
 	ConsumeUserToken(ctx context.Context, purpose store.UserTokenPurpose, tokenHash []byte, now time.Time,
 		apply func(u *store.User) error) (store.User, error)
+	// RedeemPasswordReset is ConsumeUserToken for a reset link that also
+	// unlinks the identities of providers vouches does not vouch for and
+	// revokes the user's live API keys, in the same transaction.
+	RedeemPasswordReset(ctx context.Context, tokenHash []byte, now time.Time, apply func(u *store.User) error,
+		vouches func(provider, email string) bool) (store.PasswordReset, error)
 
 	ListAudit(ctx context.Context, f store.AuditFilter) (store.Page[store.AuditEvent], error)
 
@@ -105,6 +110,9 @@ type APIKeys interface {
 	Create(ctx context.Context, owner store.User, maker apikeys.Token, req apikeys.CreateRequest, m apikeys.Meta) (apikeys.Created, error)
 	List(ctx context.Context, ownerID, cursor string, limit int) (apikeys.Page, error)
 	Revoke(ctx context.Context, ownerID, keyID string, m apikeys.Meta) error
+	// Revoked audits keys the store revoked in another write's transaction
+	// and ends the sessions of the tokens exchanged from them.
+	Revoked(ctx context.Context, keys []store.APIKey, m apikeys.Meta) error
 }
 
 // Hasher hashes new passwords (*password.Hasher implements it).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -161,39 +162,34 @@ func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID strin
 	return a, m.User, nil
 }
 
-// revokeOwnKeys revokes every live API key of the user (a password reset):
-// a reset is the proof of who holds the mailbox, and a key made before it
+// revokedOwnKeys completes the revocation of the user's keys a password
+// reset revoked in its transaction (RedeemPasswordReset): audited
+// api_key.revoked with details.via password_reset, and the tokens
+// exchanged from them revoked on every instance (apikeys.Service.Revoked).
+// A reset is the proof of who holds the mailbox, and a key made before it
 // may be another's (an address registered by someone else, a password
-// that leaked), as the sessions ended beside it may be. The keys stop
-// working at once on every instance (apikeys.Service.Revoke). It must run
-// after the cut-off is written: a key being made meanwhile is then either
-// listed here or refused by its creation's own re-check (keptIfTokenLive).
-func (s *Service) revokeOwnKeys(ctx context.Context, userID string, m Meta) error {
-	if s.apiKeys == nil {
-		return nil
+// that leaked), as the sessions ended beside it may be. The transaction
+// runs after the cut-off is written: a key being made meanwhile is then
+// either revoked by it or refused by its creation's own re-check
+// (keptIfTokenLive). The reset is made by then, so this runs even when
+// the request's context has ended, and a failure is logged, not answered:
+// the keys are revoked, and the tokens exchanged from them carry the
+// user's sub, which the reset's cut-off revokes.
+func (s *Service) revokedOwnKeys(ctx context.Context, userID string, keys []store.APIKey, m Meta) {
+	if s.apiKeys == nil || len(keys) == 0 {
+		return
 	}
-	now := s.now()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), followUpTimeout)
+	defer cancel()
 	km := apikeys.Meta{ActorID: userID, IP: m.IP, UserAgent: m.UserAgent, ClientID: m.ClientID, Via: viaPasswordReset}
-	cursor := ""
-	for {
-		page, err := s.apiKeys.List(ctx, userID, cursor, 200)
-		if err != nil {
-			return err
-		}
-		for _, k := range page.Items {
-			if k.RevokedAt != nil || !now.Before(k.ExpiresAt) {
-				continue
-			}
-			if err := s.apiKeys.Revoke(ctx, userID, k.ID, km); err != nil {
-				return err
-			}
-		}
-		if page.NextCursor == "" {
-			return nil
-		}
-		cursor = page.NextCursor
+	if err := s.apiKeys.Revoked(ctx, keys, km); err != nil {
+		s.log.Error("password reset: the API keys are revoked, but the tokens exchanged from them could not all be", "user_id", userID, "err", err)
 	}
 }
+
+// followUpTimeout bounds what a committed change still does once its
+// request may have gone (revokedOwnKeys).
+const followUpTimeout = 10 * time.Second
 
 // keyMeta is the audit metadata of a key operation by actor.
 func keyMeta(actor Actor, via string) apikeys.Meta {
@@ -270,9 +266,10 @@ const viaTokenRevoked = "token_revoked"
 //
 // Why no interleaving leaves the write live with a revoked token, for the
 // ends of sessions that also remove what was written (a password reset
-// revokes the keys, revokeOwnKeys; an MFA reset removes the factors and
-// codes, ResetMFA): the end writes the user's cut-off (endingSessions)
-// and only then lists the keys or deletes the factors; the write is made
+// revokes the keys in its redemption's transaction, RedeemPasswordReset;
+// an MFA reset removes the factors and codes, ResetMFA): the end writes
+// the user's cut-off (endingSessions) and only then revokes the keys or
+// deletes the factors; the write is made
 // and only then this reads the token's revocation. Each store is
 // linearizable (one PostgreSQL or SQLite, one Redis or SQL token state),
 // so if the end's removal missed the write, the removal began before the

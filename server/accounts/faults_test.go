@@ -11,7 +11,8 @@ import (
 
 // faultyStore is the instance's real store with a failure injected
 // around it: fail, when set, answers a call of op before the real store
-// runs it, or for "consumed" and "created_user" after it has.
+// runs it, or for "consumed" (a link redeemed) and "created_user" after
+// it has.
 type faultyStore struct {
 	accounts.Store
 	fail func(ctx context.Context, op string) error
@@ -33,6 +34,17 @@ func (f *faultyStore) ConsumeUserToken(ctx context.Context, purpose store.UserTo
 		}
 	}
 	return u, err
+}
+
+func (f *faultyStore) RedeemPasswordReset(ctx context.Context, tokenHash []byte, now time.Time, apply func(u *store.User) error,
+	vouches func(provider, email string) bool) (store.PasswordReset, error) {
+	r, err := f.Store.RedeemPasswordReset(ctx, tokenHash, now, apply, vouches)
+	if err == nil {
+		if ierr := f.injected(ctx, "consumed"); ierr != nil {
+			return r, ierr
+		}
+	}
+	return r, err
 }
 
 func (f *faultyStore) ListFederatedIdentities(ctx context.Context, userID string) ([]store.FederatedIdentity, error) {

@@ -80,37 +80,19 @@ func (s *Service) UnlinkIdentity(ctx context.Context, actor Actor, userID, provi
 	return nil
 }
 
-// dropUnvouchedIdentities unlinks every upstream identity of u whose
-// provider does not vouch for u's email (Authorities; all of them without
-// Authorities), audited identity.unlinked with details.via password_reset.
-// A reset proves the mailbox, not who linked those identities before: one
-// may be a squatter's, made when a provider that is not authoritative for
-// the domain created the account just in time for an address it did not
-// own, and it would go on signing in to the account the owner recovered.
-// The identities of a provider authoritative for the domain stay (the
-// domain owner's word). The legitimate holder of a dropped identity links it
-// again on the confirm page with the new password. An identity unlinked
-// meanwhile is skipped.
-func (s *Service) dropUnvouchedIdentities(ctx context.Context, u store.User, m Meta) error {
-	list, err := s.store.ListFederatedIdentities(ctx, u.ID)
-	if err != nil {
-		return storeErr("list identities", err, nil)
-	}
-	for _, fi := range list {
-		if s.vouch != nil && s.vouch.VouchesFor(fi.Provider, u.Email) {
-			continue
-		}
-		gone, err := s.store.DeleteFederatedIdentity(ctx, u.ID, fi.Provider)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			continue
-		case err != nil:
-			return storeErr("unlink identity at "+fi.Provider, err, nil)
-		}
-		s.record(ctx, "identity.unlinked", store.OutcomeSuccess, u.ID, u.ID, m,
-			map[string]string{"provider": gone.Provider, "subject": gone.Subject, "via": viaPasswordReset})
-	}
-	return nil
+// vouches says whether the identity provider vouches for a local
+// account's email (Authorities; none without Authorities): a password
+// reset (ResetPassword) unlinks every identity of a provider that does
+// not. A reset proves the mailbox, not who linked those identities before:
+// one may be a squatter's, made when a provider that is not authoritative
+// for the domain created the account just in time for an address it did
+// not own, and it would go on signing in to the account the owner
+// recovered. The identities of a provider authoritative for the domain
+// stay (the domain owner's word); the legitimate holder of a dropped
+// identity links it again on the confirm page with the new password.
+// Each is audited identity.unlinked with details.via password_reset.
+func (s *Service) vouches(provider, email string) bool {
+	return s.vouch != nil && s.vouch.VouchesFor(provider, email)
 }
 
 // FederatedUser is a user to create just in time for an upstream identity.

@@ -100,14 +100,17 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 // ResetPassword redeems a reset link once: it sets the new password (checked
 // against the rules with the user's email), clears must_change_password,
 // marks the email verified (the link reached it), unlinks every upstream
-// identity of a provider that does not vouch for that email
-// (dropUnvouchedIdentities), ends every session of the user and revokes
-// their API keys. A password the rules refuse leaves the link usable. A link sent
+// identity of a provider that does not vouch for that email (vouches),
+// revokes the user's live API keys, all in the redemption's transaction
+// (the store's RedeemPasswordReset), and ends every session of the user
+// before and after it (endingSessions). A failure anywhere in it leaves
+// the account as it was and the link usable (503; the retry does it all).
+// A password the rules refuse leaves the link usable. A link sent
 // before the password last changed (a change, a reset, a temporary
 // password) or before the account was deactivated answers as a used one
 // (400 invalid_token), and a link of a deactivated account as a revoked
 // one: the store voids and refuses them (sqlstore's saveUserTx and
-// ConsumeUserToken), in the transaction of the write or the redemption.
+// RedeemPasswordReset), in the transaction of the write or the redemption.
 //
 // The link and the rules are checked before the password is hashed, so an
 // unknown, used or expired link (or a weak password) costs no hash: a dry
@@ -149,9 +152,12 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 	if err != nil {
 		return internal("hash password", err)
 	}
-	var u store.User
+	// The redemption, the unlinking and the revocation are one
+	// transaction, made between the two ends of the sessions: a failure
+	// leaves the account as it was and the link usable.
+	var r store.PasswordReset
 	if err := s.endingSessions(ctx, userID, "password reset", func() error {
-		u, err = s.store.ConsumeUserToken(ctx, store.PurposePasswordReset, hashSecret(tok), s.now(), func(u *store.User) error {
+		r, err = s.store.RedeemPasswordReset(ctx, hashSecret(tok), s.now(), func(u *store.User) error {
 			if u.ID != userID {
 				return errors.New("the reset link names another account than its dry run")
 			}
@@ -162,24 +168,20 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 			u.MustChangePassword = false
 			u.EmailVerified = true
 			return nil
-		})
+		}, s.vouches)
 		if err != nil {
 			return oneTimeTokenErr(kind, err)
-		}
-		// Here, before the sessions end again: a session opened through an
-		// identity this drops, until it is gone, ends with the others.
-		if err := s.dropUnvouchedIdentities(ctx, u, m); err != nil {
-			s.log.Error("password reset: the password changed but the account's upstream identities could not all be unlinked", "user_id", u.ID, "err", err)
-			return err
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
-	if err := s.revokeOwnKeys(ctx, u.ID, m); err != nil {
-		s.log.Error("password reset: the password changed but the account's API keys could not all be revoked", "user_id", u.ID, "err", err)
-		return err
+	u := r.User
+	for _, fi := range r.Unlinked {
+		s.record(ctx, "identity.unlinked", store.OutcomeSuccess, u.ID, u.ID, m,
+			map[string]string{"provider": fi.Provider, "subject": fi.Subject, "via": viaPasswordReset})
 	}
+	s.revokedOwnKeys(ctx, u.ID, r.RevokedKeys, m)
 	s.record(ctx, "password.reset", store.OutcomeSuccess, u.ID, u.ID, m, nil)
 	return nil
 }

@@ -387,7 +387,7 @@ func (s *Service) revoke(ctx context.Context, ownerID, keyID string, m Meta) err
 		return storeErr("revoke the API key", err, errKeyNotFound)
 	}
 	if changed {
-		s.record(ctx, "api_key.revoked", store.OutcomeSuccess, k.OwnerID, m, map[string]string{"key_id": k.ID})
+		s.auditRevoked(ctx, k, m)
 	}
 	// Not only the first time: a revocation whose sid could not be ended
 	// is completed by trying again, for as long as a token exchanged
@@ -397,6 +397,34 @@ func (s *Service) revoke(ctx context.Context, ownerID, keyID string, m Meta) err
 	}
 	if err := s.d.Grants.EndGrants(ctx, []string{apikey.SessionID(k.ID)}); err != nil {
 		s.d.Logger.Error("API key revoked, but the tokens exchanged from it could not be revoked", "key_id", k.ID, "err", err)
+		return err
+	}
+	return nil
+}
+
+// auditRevoked records the revocation of k (api_key.revoked).
+func (s *Service) auditRevoked(ctx context.Context, k store.APIKey, m Meta) {
+	s.record(ctx, "api_key.revoked", store.OutcomeSuccess, k.OwnerID, m, map[string]string{"key_id": k.ID})
+}
+
+// Revoked completes the revocation of keys the store revoked inside
+// another write's transaction (a password reset: sqlstore's
+// RedeemPasswordReset): each is audited api_key.revoked, as Revoke audits
+// it, and the sids of the tokens exchanged from them are ended on every
+// instance. The keys are revoked whatever this returns; an error says the
+// sids could not all be ended (the tokens still die with their owner's
+// cut-off, which the reset writes).
+func (s *Service) Revoked(ctx context.Context, keys []store.APIKey, m Meta) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	sids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		s.auditRevoked(ctx, k, m)
+		sids = append(sids, apikey.SessionID(k.ID))
+	}
+	if err := s.d.Grants.EndGrants(ctx, sids); err != nil {
+		s.d.Logger.Error("API keys revoked, but the tokens exchanged from them could not all be revoked", "keys", len(keys), "err", err)
 		return err
 	}
 	return nil

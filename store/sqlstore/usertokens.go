@@ -79,6 +79,95 @@ func (s *Store) CreateUserToken(ctx context.Context, t *store.UserToken) error {
 // carries no password hash.
 func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPurpose, tokenHash []byte,
 	now time.Time, apply func(u *store.User) error) (store.User, error) {
+	return s.consumeUserToken(ctx, purpose, tokenHash, now, apply, nil)
+}
+
+// RedeemPasswordReset is ConsumeUserToken for a password-reset link that
+// also, in the same transaction, unlinks every upstream identity of the
+// user whose provider vouches does not vouch for the user's email (as
+// apply left it; vouches nil vouches for none) and revokes every API key
+// of the user live at now (not revoked, not expired; revoked_by the user):
+// a reset either does all of it or nothing, leaving the link usable. It
+// returns what it did; the returned user carries no password hash.
+// vouches may run more than once if the transaction is retried.
+func (s *Store) RedeemPasswordReset(ctx context.Context, tokenHash []byte, now time.Time,
+	apply func(u *store.User) error, vouches func(provider, email string) bool) (store.PasswordReset, error) {
+	var out store.PasswordReset
+	u, err := s.consumeUserToken(ctx, store.PurposePasswordReset, tokenHash, now, apply, func(tx *gorm.DB, u store.User) error {
+		var err error
+		if out.Unlinked, err = unlinkUnvouchedTx(tx, u, vouches); err != nil {
+			return err
+		}
+		out.RevokedKeys, err = revokeLiveAPIKeysTx(tx, u.ID, u.ID, now)
+		return err
+	})
+	if err != nil {
+		return store.PasswordReset{}, err
+	}
+	out.User = u
+	return out, nil
+}
+
+// unlinkUnvouchedTx deletes, inside the caller's transaction, every
+// identity of u whose provider vouches does not vouch for u's email, and
+// returns them, by provider.
+func unlinkUnvouchedTx(tx *gorm.DB, u store.User, vouches func(provider, email string) bool) ([]store.FederatedIdentity, error) {
+	var rows []identityRow
+	if err := tx.Where("user_id = ?", u.ID).Order("provider").Find(&rows).Error; err != nil {
+		return nil, mapErr("list federated identities", err)
+	}
+	var out []store.FederatedIdentity
+	for _, r := range rows {
+		if vouches != nil && vouches(r.Provider, u.Email) {
+			continue
+		}
+		res := tx.Where("provider = ? AND subject = ? AND user_id = ?", r.Provider, r.Subject, u.ID).Delete(&identityRow{})
+		if res.Error != nil {
+			return nil, mapErr("delete federated identity", res.Error)
+		}
+		if res.RowsAffected == 1 {
+			out = append(out, r.identity())
+		}
+	}
+	return out, nil
+}
+
+// revokeLiveAPIKeysTx revokes, inside the caller's transaction, every key
+// of ownerID live at at (not revoked, not expired), by by, each with the
+// conditional UPDATE of RevokeAPIKey, and returns the keys it revoked, by
+// id.
+func revokeLiveAPIKeysTx(tx *gorm.DB, ownerID, by string, at time.Time) ([]store.APIKey, error) {
+	at = dbTime(at)
+	var rows []apiKeyRow
+	err := tx.Where("owner_user_id = ? AND revoked_at IS NULL AND expires_at > ?", ownerID, at).Order("id").Find(&rows).Error
+	if err != nil {
+		return nil, mapErr("list live API keys", err)
+	}
+	var out []store.APIKey
+	for _, r := range rows {
+		res := tx.Model(&apiKeyRow{}).Where("id = ? AND revoked_at IS NULL", r.ID).
+			Updates(map[string]any{"revoked_at": at, "revoked_by": by, "live_hash": nil})
+		if res.Error != nil {
+			return nil, mapErr("revoke API key", res.Error)
+		}
+		if res.RowsAffected != 1 {
+			continue
+		}
+		r.RevokedAt, r.RevokedBy = &at, by
+		k, err := r.apiKey()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// consumeUserToken is ConsumeUserToken, running then (when set) in its
+// transaction once the user is saved: an error of then rolls everything
+// back and is returned wrapped like a store error.
+func (s *Store) consumeUserToken(ctx context.Context, purpose store.UserTokenPurpose, tokenHash []byte,
+	now time.Time, apply func(u *store.User) error, then func(tx *gorm.DB, u store.User) error) (store.User, error) {
 	if len(tokenHash) == 0 {
 		return store.User{}, fmt.Errorf("consume user token: %w", store.ErrNotFound)
 	}
@@ -136,6 +225,11 @@ func (s *Store) ConsumeUserToken(ctx context.Context, purpose store.UserTokenPur
 			return err
 		}
 		u.LastLoginAt = dbTimePtr(u.LastLoginAt)
+		if then != nil {
+			if err := then(tx, u); err != nil {
+				return err
+			}
+		}
 		out = u
 		return nil
 	})

@@ -75,6 +75,8 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/user_tokens_consume", testUserTokenConsume},
 		{"fail/user_tokens", testUserTokenFail},
 		{"fail/user_tokens_reset_voided_by_password_or_deactivation", testResetLinkVoided},
+		{"ok/password_reset_redeems_unlinks_revokes", testRedeemPasswordReset},
+		{"fail/password_reset_all_or_nothing", testRedeemPasswordResetFail},
 		{"ok/audit_append_list_filter_page", testAudit},
 		{"ok/audit_scrub_pii", testAuditScrub},
 		{"ok/audit_request_text_always_stored", testAuditRequestText},
