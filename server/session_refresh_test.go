@@ -141,6 +141,39 @@ func TestRefreshEndsWithBrowserSession(t *testing.T) {
 	}
 }
 
+// TestIntrospectRefreshEndsWithBrowserSession: introspection calls the
+// refresh token of a grant without offline_access active while its browser
+// session lives, and answers exactly {"active": false} once the session has
+// ended, as the refresh then refuses it (RFC 7662 §2.2: active means
+// currently usable). The session is ended in the token state, as an idle
+// timeout ends it: its families are left for their next refresh to end,
+// and no sleep is needed.
+func TestIntrospectRefreshEndsWithBrowserSession(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			d := newShortSessions(t, b, nil)
+			_, tok := d.browser(t, siEmail, siPassword, "introspect-ua")
+			if got := d.introspect(tok.RefreshToken); got["active"] != true {
+				t.Fatalf("introspection of a live grant's refresh token: %v, want active", got)
+			}
+			user, _ := d.introspect(tok.AccessToken)["sub"].(string)
+			sessions := d.in.App.BrowserSessions
+			live, err := sessions.ListBrowserSessions(t.Context(), user, time.Now())
+			if err != nil || len(live) != 1 {
+				t.Fatalf("browser sessions of %q: %v, %v; want one", user, live, err)
+			}
+			if _, err := sessions.EndBrowserSessionGrants(t.Context(), live[0].ID, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			got := d.introspect(tok.RefreshToken)
+			if len(got) != 1 || got["active"] != false {
+				t.Fatalf("introspection after the browser session ended: %v, want exactly {\"active\": false}", got)
+			}
+			wantRefused(t, d, tok)
+		})
+	}
+}
+
 // wantRefused: tok's refresh token is refused with invalid_grant, and the
 // grant's access token is revoked with its family.
 func wantRefused(t *testing.T, d *svDeployment, tok *oauth2.Token) {

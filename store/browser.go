@@ -200,6 +200,11 @@ type BrowserSessions interface {
 	// LastUsedAt becomes now (never back), which moves its idle expiry
 	// forward, never beyond its AbsoluteExpiry.
 	KeepBrowserSession(ctx context.Context, userID, lineage string, now time.Time) error
+	// BrowserSessionLive judges as KeepBrowserSession does (ErrNotFound
+	// when no live session of userID continues lineage at now) and changes
+	// nothing: no activity is counted, nothing dead is dropped. It is the
+	// check of an introspection, which must not keep a session alive.
+	BrowserSessionLive(ctx context.Context, userID, lineage string, now time.Time) error
 }
 
 // TouchDivisor bounds the writes KeepBrowserSession makes: a session's

@@ -11,11 +11,20 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// fakeBrowser answers KeepBrowserSession with err and records the calls.
+// fakeBrowser answers KeepBrowserSession and BrowserSessionLive with err
+// and records the calls of each.
 type fakeBrowser struct {
 	mu    sync.Mutex
 	err   error
-	calls []string // "user lineage"
+	calls []string // KeepBrowserSession's: "user lineage"
+	peeks []string // BrowserSessionLive's: "user lineage"
+}
+
+func (f *fakeBrowser) BrowserSessionLive(_ context.Context, userID, lineage string, _ time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.peeks = append(f.peeks, userID+" "+lineage)
+	return f.err
 }
 
 func (f *fakeBrowser) KeepBrowserSession(_ context.Context, userID, lineage string, _ time.Time) error {
@@ -82,6 +91,95 @@ func TestRefreshChecksBrowserSession(t *testing.T) {
 			}
 			if ended := e.state.fams[rec.SID].revoked; ended != tc.wantEnded {
 				t.Fatalf("family ended: %v, want %v", ended, tc.wantEnded)
+			}
+		})
+	}
+}
+
+// TestIntrospectRefreshAsRefreshWould: introspection calls a refresh token
+// active exactly while a refresh would honour it (RFC 7662 §2.2: active is
+// "currently usable"), so every reason a refresh refuses a family the token
+// state still holds answers {"active": false}: the browser session it ends
+// with has ended, the user must change their password, the organisation
+// session is refused, a second factor is now owed. Introspection only
+// reads the browser session: it is no activity that keeps it alive.
+func TestIntrospectRefreshAsRefreshWould(t *testing.T) {
+	// login starts a session and returns its client and refresh token.
+	type login func(t *testing.T, e *mfaEnv, browser *fakeBrowser) (client, refresh string)
+	codeLogin := func(t *testing.T, e *mfaEnv, _ *fakeBrowser) (string, string) {
+		code, _ := e.putCode(t, func(c *AuthCode) {
+			c.BrowserSessionID, c.BrowserLineage, c.BrowserSessionExpiry = "bs-1", "bs-1", e.clock.Now().Add(168*time.Hour)
+		})
+		resp, err := e.exchange(codeRequest("web", code))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "web", resp.RefreshToken
+	}
+	passwordLogin := func(t *testing.T, e *mfaEnv, _ *fakeBrowser) (string, string) {
+		resp, err := e.token(t, "app", map[string]string{"grant_type": GrantPassword, "username": "u3", "password": "pw"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "app", resp.RefreshToken
+	}
+	for _, tc := range []struct {
+		name  string
+		login login
+		// change makes the refresh refuse the session (nil: it still honours it).
+		change func(e *mfaEnv, browser *fakeBrowser)
+	}{
+		{name: "ok/browser_session_live", login: codeLogin},
+		{name: "ok/password_login", login: passwordLogin},
+		{name: "fail/browser_session_ended", login: codeLogin,
+			change: func(_ *mfaEnv, browser *fakeBrowser) { browser.err = store.ErrNotFound }},
+		{name: "fail/must_change_password", login: passwordLogin, change: func(e *mfaEnv, _ *fakeBrowser) {
+			u := e.dir.users["u3"]
+			u.MustChangePassword = true
+			e.dir.users["u3"] = u
+		}},
+		{name: "fail/organisation_session_refused", login: passwordLogin, change: func(e *mfaEnv, _ *fakeBrowser) {
+			// The session named an organisation; organisations are off now.
+			e.state.mu.Lock()
+			defer e.state.mu.Unlock()
+			for _, r := range e.state.fams {
+				r.fam.TenantID = "t-acme"
+			}
+		}},
+		{name: "fail/second_factor_owed", login: passwordLogin, change: func(e *mfaEnv, _ *fakeBrowser) {
+			u := e.dir.users["u3"]
+			u.Roles = []string{"editor"}
+			e.dir.users["u3"] = u
+			e.mfa.requiredFor = "editor"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newMFAEnv(t)
+			browser := &fakeBrowser{}
+			e.svc.browser = browser
+			client, rt := tc.login(t, e, browser)
+			if tc.change != nil {
+				tc.change(e, browser)
+			}
+			e.clock.Add(time.Minute)
+			cred := ClientCredentials{ID: client, Secret: "s3cret"}
+			out, err := e.svc.Introspect(context.Background(), cred, rt)
+			if err != nil {
+				t.Fatalf("introspect: %v", err)
+			}
+			if len(browser.calls) != 0 {
+				t.Fatalf("introspection kept the browser session alive: KeepBrowserSession calls %q", browser.calls)
+			}
+			_, rerr := e.exchange(TokenRequest{GrantType: GrantRefreshToken, Client: cred, RefreshToken: rt})
+			if tc.change == nil {
+				if rerr != nil || out["active"] != true || out["sid"] == nil {
+					t.Fatalf("introspection %v, refresh %v; want active and the refresh honoured", out, rerr)
+				}
+				return
+			}
+			wantOAuthError(t, rerr, "invalid_grant")
+			if len(out) != 1 || out["active"] != false {
+				t.Fatalf("introspection %v of a token whose refresh is refused (%v), want exactly {\"active\": false}", out, rerr)
 			}
 		})
 	}

@@ -86,57 +86,22 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	default:
 		return Response{}, invalid
 	}
-	if !issuedTo(client, fam.ClientID, fam.CreatedAt) {
-		// A token presented by a client it was not issued to is compromised.
-		if err := s.endRefused(ctx, fam, client, meta, now, familyEnd{outcome: store.OutcomeFailure,
-			reason: "refresh token presented by another client"}); err != nil {
+	user, tn, refused, err := s.honours(ctx, fam, client, res.UserVersion, now, true)
+	if err != nil {
+		return Response{}, err
+	}
+	switch {
+	case refused == nil:
+	case refused.quiet:
+		if rerr := s.state.RevokeFamily(ctx, sid, now); rerr != nil {
+			s.log.Warn("revoke the family of a refused refresh", "reason", refused.end.reason, "err", rerr)
+		}
+		return Response{}, refused.answer
+	default:
+		if err := s.endRefused(ctx, fam, client, meta, now, refused.end); err != nil {
 			return Response{}, err
 		}
-		return Response{}, invalid
-	}
-	if err := s.keepBrowserSession(ctx, fam, client, meta, now); err != nil {
-		return Response{}, err
-	}
-	user, err := s.users.GetUserAt(ctx, fam.UserID, res.UserVersion)
-	if err != nil || !user.Active || user.MustChangePassword {
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
-		}
-		if rerr := s.state.RevokeFamily(ctx, sid, now); rerr != nil {
-			s.log.Warn("revoke family of unusable user", "err", rerr)
-		}
-		return Response{}, invalid
-	}
-	// The session stays in the tenant its login named, whatever this
-	// request says, with the roles the user holds there now: a removed
-	// member (or a deactivated tenant) gets nothing.
-	user, tn, err := s.sessionTenant(ctx, client, user, fam.TenantID)
-	if err != nil {
-		var ae *apierr.Error
-		if errors.As(err, &ae) && ae.Code == apierr.ErrInvalidGrant.Code {
-			if rerr := s.state.RevokeFamily(ctx, sid, now); rerr != nil {
-				s.log.Warn("revoke the family of a refused tenant session", "err", rerr)
-			}
-			return Response{}, invalid.WithCause(err)
-		}
-		return Response{}, err
-	}
-	// amr is kept unchanged on refresh, so a role gained since the login
-	// that needs a second factor the login did not use cannot be carried
-	// by it: the refresh is refused. The rotation above already replaced
-	// the presented token with a successor that is never handed out; left
-	// alone, the presented token would next count as reuse (a false theft
-	// alarm that ends the session anyway). So the family is ended here, on
-	// purpose and recorded as such: the presented token then answers
-	// invalid_grant like any ended session's, and the person signs in again
-	// with the second factor. Checking before the rotation would cost every
-	// refresh another round trip to the token state for this rare case.
-	if err := s.secondFactorOwed(user.Roles, fam.AMR); err != nil {
-		if rerr := s.endRefused(ctx, fam, client, meta, now, familyEnd{outcome: store.OutcomeFailure, tenantID: tn.ID,
-			reason: "a role of the account requires a second factor the login did not use"}); rerr != nil {
-			return Response{}, rerr
-		}
-		return Response{}, err
+		return Response{}, refused.answer
 	}
 	scope, err := s.refreshScope(fam, user, client, req.Scope)
 	if err != nil {
@@ -187,58 +152,134 @@ func (s *Service) refusesScopeBeforeRotation(ctx context.Context, sid string, cl
 		return nil
 	case err != nil:
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("read the refresh token's session: %w", err))
-	case !issuedTo(client, fam.ClientID, fam.CreatedAt):
-		return nil
 	}
-	user, err := s.users.GetUser(ctx, fam.UserID)
+	user, _, refused, err := s.honours(ctx, fam, client, store.UserVersion{}, now, false)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil
-	case err != nil:
-		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
-	}
-	user, _, err = s.sessionTenant(ctx, client, user, fam.TenantID)
-	switch {
-	case errors.Is(err, apierr.ErrInvalidGrant):
-		return nil
 	case err != nil:
 		return err
+	case refused != nil:
+		return nil
 	}
 	_, err = s.refreshScope(fam, user, client, req.Scope)
 	return err
 }
 
-// keepBrowserSession applies the contract's "refresh tokens of a grant that
-// did not include offline_access end with the browser session" to a
-// refresh of fam: a family bound to a browser session (startSession) is
-// refused, and ended with its access tokens, once no live browser session
-// continues it (ended, idle or past its absolute expiry), as logout would
-// have ended it (signout.Ender). A refresh that finds the session live
-// counts as its activity: like Keycloak's SSO session, an application in
-// use keeps the person signed in, so its refresh tokens do not die after
-// PORTCULLIS_SESSION_IDLE_TTL without a visit to the login page. The store
-// writes that at most a few times per idle period (store.TouchDivisor) and
-// never past the session's absolute expiry. Password-grant and
-// offline_access families are bound to none and pay nothing.
-func (s *Service) keepBrowserSession(ctx context.Context, fam store.RefreshFamily, client store.Client, meta RequestMeta, now time.Time) error {
+// refusal is why a refresh refuses a family the token state still
+// honours (honours): the error the refresh answers, and how it ends the
+// family: on purpose and recorded (endRefused), or, when quiet, revoked
+// with only a warning should that fail (the user or tenant no longer
+// stands: the refresh's answer does not wait on it).
+type refusal struct {
+	answer error
+	end    familyEnd
+	quiet  bool
+}
+
+// honours is the one judgement of whether a refresh through client honours
+// fam at now, the token state having found the family live (its token
+// current, its session and user not revoked): refresh grants act on it,
+// and introspection (introspectRefresh) calls a refresh token active
+// exactly when it finds nothing to refuse. A refusal is returned, never
+// acted on: the refresh ends the family (endRefused) and answers
+// refusal.answer; introspection answers active false. The user returned
+// holds the roles of the session's tenant. err is only a check that could
+// not be made (503), or a tenant error other than a refusal. It refuses:
+//   - a client the family was not issued to (issuedTo): the token is
+//     compromised;
+//   - a family of the code flow without offline_access whose browser
+//     session has ended (browserSessionLive; keep: the check counts as the
+//     session's activity, as a refresh does, which introspection must not);
+//   - a user gone, deactivated or who must change their password;
+//   - a session in a tenant the user can no longer be in (sessionTenant);
+//   - a role gained since the login that needs a second factor the login
+//     did not use (secondFactorOwed: amr is kept unchanged on refresh).
+//
+// userVersion is the user's version when the token state read it (the
+// rotation); zero reads it.
+func (s *Service) honours(ctx context.Context, fam store.RefreshFamily, client store.Client, userVersion store.UserVersion, now time.Time, keep bool) (store.User, store.Tenant, *refusal, error) {
+	invalid := apierr.ErrInvalidGrant.WithDescription("The refresh token is invalid, expired or revoked.")
+	if !issuedTo(client, fam.ClientID, fam.CreatedAt) {
+		// A token presented by a client it was not issued to is compromised.
+		return store.User{}, store.Tenant{}, &refusal{answer: invalid, end: familyEnd{outcome: store.OutcomeFailure,
+			reason: "refresh token presented by another client"}}, nil
+	}
+	live, err := s.browserSessionLive(ctx, fam, now, keep)
+	if err != nil {
+		return store.User{}, store.Tenant{}, nil, err
+	}
+	if !live {
+		return store.User{}, store.Tenant{}, &refusal{
+			answer: apierr.ErrInvalidGrant.WithDescription("The refresh token is invalid, expired or revoked: the browser session it was issued in has ended. Sign in again."),
+			end:    familyEnd{outcome: store.OutcomeSuccess, tenantID: fam.TenantID, reason: "browser session ended"}}, nil
+	}
+	user, err := s.users.GetUserAt(ctx, fam.UserID, userVersion)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return store.User{}, store.Tenant{}, nil, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
+	}
+	if err != nil || !user.Active || user.MustChangePassword {
+		return store.User{}, store.Tenant{}, &refusal{answer: invalid, end: familyEnd{outcome: store.OutcomeSuccess,
+			tenantID: fam.TenantID, reason: "the account is gone, deactivated or must change its password"}, quiet: true}, nil
+	}
+	// The session stays in the tenant its login named, whatever the
+	// request says, with the roles the user holds there now: a removed
+	// member (or a deactivated tenant) gets nothing.
+	user, tn, err := s.sessionTenant(ctx, client, user, fam.TenantID)
+	if err != nil {
+		var ae *apierr.Error
+		if errors.As(err, &ae) && ae.Code == apierr.ErrInvalidGrant.Code {
+			return store.User{}, store.Tenant{}, &refusal{answer: invalid.WithCause(err), end: familyEnd{outcome: store.OutcomeSuccess,
+				tenantID: fam.TenantID, reason: "the organisation session is refused"}, quiet: true}, nil
+		}
+		return store.User{}, store.Tenant{}, nil, err
+	}
+	// amr is kept unchanged on refresh, so a role gained since the login
+	// that needs a second factor the login did not use cannot be carried
+	// by it: the refresh is refused and the person signs in again with the
+	// second factor. The rotation has already replaced the presented token
+	// with a successor that is never handed out; left alone, the presented
+	// token would next count as reuse (a false theft alarm that ends the
+	// session anyway), so the refresh ends the family on purpose. Checking
+	// before the rotation would cost every refresh another round trip to
+	// the token state for this rare case.
+	if err := s.secondFactorOwed(user.Roles, fam.AMR); err != nil {
+		return store.User{}, store.Tenant{}, &refusal{answer: err, end: familyEnd{outcome: store.OutcomeFailure, tenantID: tn.ID,
+			reason: "a role of the account requires a second factor the login did not use"}}, nil
+	}
+	return user, tn, nil, nil
+}
+
+// browserSessionLive applies the contract's "refresh tokens of a grant
+// that did not include offline_access end with the browser session" to
+// fam: a family bound to a browser session (startSession) is honoured only
+// while a live browser session continues it (not ended, idle or past its
+// absolute expiry), as logout would have ended it (signout.Ender). With
+// keep (a refresh), finding the session live counts as its activity: like
+// Keycloak's SSO session, an application in use keeps the person signed
+// in, so its refresh tokens do not die after PORTCULLIS_SESSION_IDLE_TTL
+// without a visit to the login page. The store writes that at most a few
+// times per idle period (store.TouchDivisor) and never past the session's
+// absolute expiry. Without keep (introspection) the session is only read.
+// Password-grant and offline_access families are bound to none and pay
+// nothing.
+func (s *Service) browserSessionLive(ctx context.Context, fam store.RefreshFamily, now time.Time, keep bool) (bool, error) {
 	if fam.BrowserSessionID == "" {
-		return nil
+		return true, nil
 	}
 	err := store.ErrNotFound
-	if s.browser != nil {
+	switch {
+	case s.browser == nil:
+	case keep:
 		err = s.browser.KeepBrowserSession(ctx, fam.UserID, fam.BrowserSessionID, now)
+	default:
+		err = s.browser.BrowserSessionLive(ctx, fam.UserID, fam.BrowserSessionID, now)
 	}
 	switch {
 	case err == nil:
-		return nil
-	case !errors.Is(err, store.ErrNotFound):
-		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the browser session: %w", err))
+		return true, nil
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
 	}
-	if err := s.endRefused(ctx, fam, client, meta, now, familyEnd{outcome: store.OutcomeSuccess, tenantID: fam.TenantID,
-		reason: "browser session ended"}); err != nil {
-		return err
-	}
-	return apierr.ErrInvalidGrant.WithDescription("The refresh token is invalid, expired or revoked: the browser session it was issued in has ended. Sign in again.")
+	return false, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the browser session: %w", err))
 }
 
 // familyEnd is why a refresh ends its family on purpose (endRefused): the

@@ -125,13 +125,16 @@ type Tenancy interface {
 	TenantBySlug(ctx context.Context, slug string) (store.Tenant, error)
 }
 
-// BrowserSessions answers, at a refresh, whether the browser (SSO)
-// session a family of the code flow ends with is still live, and counts
-// the refresh as its activity (store.BrowserSessions.KeepBrowserSession).
+// BrowserSessions answers whether the browser (SSO) session a family of
+// the code flow ends with is still live: at a refresh, counting the
+// refresh as its activity (store.BrowserSessions.KeepBrowserSession); at
+// an introspection, only reading it (BrowserSessionLive).
 type BrowserSessions interface {
 	// KeepBrowserSession is store.ErrNotFound when no live session of
 	// userID continues lineage at now.
 	KeepBrowserSession(ctx context.Context, userID, lineage string, now time.Time) error
+	// BrowserSessionLive is KeepBrowserSession changing nothing.
+	BrowserSessionLive(ctx context.Context, userID, lineage string, now time.Time) error
 }
 
 // Auditor records security-relevant events (*app.Auditor).

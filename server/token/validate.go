@@ -297,32 +297,41 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string
 }
 
 // introspectRefresh is RFC 7662 for a refresh token: active, with its
-// session's data, while a refresh would honour it (as Revoke finds it:
-// inside the reuse grace the token just replaced is as active as its
-// successor, and answers the same); otherwise only active false.
+// session's data, while a refresh would honour it, otherwise only active
+// false. The token state finds it as Revoke does (FindRefresh: inside the
+// reuse grace the token just replaced is as active as its successor, and
+// answers the same), and the refresh's own judgement (honours) refuses
+// nothing.
 func (s *Service) introspectRefresh(ctx context.Context, client store.Client, raw string) (map[string]any, error) {
 	inactive := map[string]any{"active": false}
 	sid, ok := parseRefreshToken(raw)
 	if !ok {
 		return inactive, nil
 	}
-	fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), s.now(), s.cfg.RefreshReuseGrace)
+	now := s.now()
+	fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), now, s.cfg.RefreshReuseGrace)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return inactive, nil
 		}
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
-	// Active only while a refresh would honour it: its client still
-	// exists, and is the one it was issued to, not another created under
-	// a deleted one's id since (issuedTo).
+	// Active only while a refresh by its client would honour it: the
+	// client still exists, and the refresh's own judgement (honours)
+	// refuses nothing, reading the browser session without keeping it
+	// alive.
 	owner, err := s.LookupClient(ctx, fam.ClientID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return inactive, nil
 	case err != nil:
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
-	case !issuedTo(owner, fam.ClientID, fam.CreatedAt):
+	}
+	_, _, refused, err := s.honours(ctx, fam, owner, store.UserVersion{}, now, false)
+	if err != nil {
+		return nil, err
+	}
+	if refused != nil {
 		return inactive, nil
 	}
 	return map[string]any{

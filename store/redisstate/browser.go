@@ -441,6 +441,25 @@ func (s *State) KeepBrowserSession(ctx context.Context, userID, lineage string, 
 	return nil
 }
 
+// BrowserSessionLive implements store.BrowserSessions: one read-only
+// script on the user's slot (browserSessionLiveScript) judges as
+// KeepBrowserSession does and writes nothing.
+func (s *State) BrowserSessionLive(ctx context.Context, userID, lineage string, now time.Time) error {
+	notFound := fmt.Errorf("redis token state: check browser session: %w", store.ErrNotFound)
+	if !validUserID(userID) || !validSessionPart(lineage) {
+		return notFound
+	}
+	n, err := browserSessionLiveScript.Run(ctx, s.c, []string{s.userBSKey(userID), s.userCutKey(userID)},
+		lineage, now.UnixMilli()).Int64()
+	if err != nil {
+		return unavailable("check browser session", err)
+	}
+	if n != 1 {
+		return notFound
+	}
+	return nil
+}
+
 // owner returns the user of session id ("" when unknown).
 func (s *State) owner(ctx context.Context, op, id string) (string, error) {
 	if !validSessionPart(id) {

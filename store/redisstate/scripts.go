@@ -558,14 +558,8 @@ return 1
 // continues the lineage (dropping a dead one; a session that continues
 // another's lineage is no lineage itself), else 1, having moved the
 // session's last use to now when store.TouchDue (the same rule).
-var keepBrowserSessionScript = redis.NewScript(sessionLua + `
-local id = redis.call('HGET', KEYS[1], ARGV[1] .. ':l')
-if not id then
-  id = ARGV[1]
-  local d = redis.call('HGET', KEYS[1], id .. ':d')
-  if d and string.find(d, '"lin":', 1, true) then return 0 end
-end
-local h = redis.call('HGET', KEYS[1], id)
+var keepBrowserSessionScript = redis.NewScript(sessionLua + lineageSessionLua + `
+local id, h = lineageSession(KEYS[1], ARGV[1])
 if not h then return 0 end
 local now = tonumber(ARGV[2])
 if not live(h, now, redis.call('GET', KEYS[2])) then drop(KEYS[1], id) return 0 end
@@ -575,6 +569,30 @@ if (now - l) * tonumber(ARGV[3]) > i then
 end
 return 1
 `)
+
+// browserSessionLiveScript: KEYS user's sessions, user's cut-off; ARGV
+// lineage, now ms. keepBrowserSessionScript's answer, writing nothing.
+var browserSessionLiveScript = redis.NewScript(sessionLua + lineageSessionLua + `
+local id, h = lineageSession(KEYS[1], ARGV[1])
+if not h or not live(h, tonumber(ARGV[2]), redis.call('GET', KEYS[2])) then return 0 end
+return 1
+`)
+
+// lineageSessionLua defines lineageSession(k, lineage): the id and header
+// of the session in the user's sessions k that continues lineage (the one
+// its pointer <lineage>:l names, else the session of that id unless it
+// continues another's lineage), or nil.
+const lineageSessionLua = `
+local function lineageSession(k, lineage)
+  local id = redis.call('HGET', k, lineage .. ':l')
+  if not id then
+    id = lineage
+    local d = redis.call('HGET', k, id .. ':d')
+    if d and string.find(d, '"lin":', 1, true) then return nil end
+  end
+  return id, redis.call('HGET', k, id)
+end
+`
 
 // findBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV id,
 // now ms. Returns {} when the session is unknown, dead or ended by the

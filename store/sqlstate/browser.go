@@ -293,23 +293,12 @@ func (s *State) FindBrowserSession(ctx context.Context, cookieHash []byte, now t
 // last use (never back) and its idle expiry forward (never beyond its
 // absolute expiry).
 func (s *State) KeepBrowserSession(ctx context.Context, userID, lineage string, now time.Time) error {
-	notFound := fmt.Errorf("sql token state: keep browser session: %w", store.ErrNotFound)
-	if userID == "" || lineage == "" {
-		return notFound
-	}
 	now = ms(now)
-	db := s.db.WithContext(ctx)
-	var rows []browserSessionRow
-	err := db.Select("id", "last_used_at", "idle_ttl_ms", "absolute_expiry").
-		Where("user_id = ? AND lineage = ? AND "+liveSession, userID, lineage, now, now).
-		Order("created_at DESC").Limit(1).Find(&rows).Error
+	row, err := s.lineageSession(ctx, "keep browser session", userID, lineage, now)
 	if err != nil {
-		return dbErr("keep browser session", err)
+		return err
 	}
-	if len(rows) == 0 {
-		return notFound
-	}
-	row := rows[0]
+	db := s.db.WithContext(ctx)
 	idle := time.Duration(row.IdleTTLMS) * time.Millisecond
 	if !store.TouchDue(ms(row.LastUsedAt), idle, now) {
 		return nil
@@ -321,6 +310,34 @@ func (s *State) KeepBrowserSession(ctx context.Context, userID, lineage string, 
 		return dbErr("touch browser session", err)
 	}
 	return nil
+}
+
+// BrowserSessionLive implements store.BrowserSessions: KeepBrowserSession's
+// query, without its update.
+func (s *State) BrowserSessionLive(ctx context.Context, userID, lineage string, now time.Time) error {
+	_, err := s.lineageSession(ctx, "check browser session", userID, lineage, ms(now))
+	return err
+}
+
+// lineageSession is the live session of userID continuing lineage at now
+// (the newest, should a re-login race leave two), with the columns
+// KeepBrowserSession needs; ErrNotFound when there is none.
+func (s *State) lineageSession(ctx context.Context, op, userID, lineage string, now time.Time) (browserSessionRow, error) {
+	notFound := fmt.Errorf("sql token state: %s: %w", op, store.ErrNotFound)
+	if userID == "" || lineage == "" {
+		return browserSessionRow{}, notFound
+	}
+	var rows []browserSessionRow
+	err := s.db.WithContext(ctx).Select("id", "last_used_at", "idle_ttl_ms", "absolute_expiry").
+		Where("user_id = ? AND lineage = ? AND "+liveSession, userID, lineage, now, now).
+		Order("created_at DESC").Limit(1).Find(&rows).Error
+	if err != nil {
+		return browserSessionRow{}, dbErr(op, err)
+	}
+	if len(rows) == 0 {
+		return browserSessionRow{}, notFound
+	}
+	return rows[0], nil
 }
 
 // AddBrowserSessionGrantWithCode implements store.BrowserSessions: the

@@ -29,7 +29,8 @@ import (
 //     session's own id, or the lineage a re-login carried on) as
 //     FindBrowserSession judges it, and moves its last use only when
 //     store.TouchDue, so the idle expiry moves at most a few times per
-//     IdleTTL and never past the absolute expiry;
+//     IdleTTL and never past the absolute expiry; BrowserSessionLive
+//     judges as it does and moves nothing;
 //   - a session keeps its grants oldest first and each client once, drops
 //     exactly the oldest beyond store.MaxSessionGrants, takes none once
 //     ended, and loses none to concurrent additions; a grant added with its
@@ -64,6 +65,7 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 		{"ok/browser_session_keep_extends_idle", testBSKeepIdle},
 		{"fail/browser_session_keep_not_live", testBSKeepNotLive},
 		{"ok/browser_session_keep_follows_lineage", testBSKeepLineage},
+		{"ok/browser_session_live_reads_only", testBSLiveReadsOnly},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend(t, Config{})) })
@@ -919,10 +921,19 @@ type keepStep struct {
 	live bool
 }
 
+// runKeepSteps runs each step's KeepBrowserSession, after checking that
+// BrowserSessionLive (which changes nothing) judges the session as it will.
 func runKeepSteps(t *testing.T, s store.BrowserSessions, user, lineage string, steps []keepStep) {
 	t.Helper()
 	for _, st := range steps {
-		err := s.KeepBrowserSession(ctx(t), user, lineage, st.at)
+		err := s.BrowserSessionLive(ctx(t), user, lineage, st.at)
+		switch {
+		case st.live && err != nil:
+			t.Fatalf("%s: BrowserSessionLive: %v, want the session live", st.what, err)
+		case !st.live && !errors.Is(err, store.ErrNotFound):
+			t.Fatalf("%s: BrowserSessionLive: %v, want ErrNotFound", st.what, err)
+		}
+		err = s.KeepBrowserSession(ctx(t), user, lineage, st.at)
 		switch {
 		case st.live && err != nil:
 			t.Fatalf("%s: KeepBrowserSession: %v, want the session live", st.what, err)
@@ -995,6 +1006,27 @@ func testBSKeepIdle(t *testing.T, b Backend) {
 			t.Fatalf("LastUsedAt = %v", got.LastUsedAt)
 		}
 	})
+}
+
+// testBSLiveReadsOnly: BrowserSessionLive answers as KeepBrowserSession
+// but is no activity of the session: however often it finds the session
+// live, the session idles out IdleTTL after its last use.
+func testBSLiveReadsOnly(t *testing.T, b Backend) {
+	s := sessionsOf(t, b.State)
+	base := baseTime()
+	const idle = time.Hour
+	bs := newBrowserSession(randomID("u-"), base)
+	bs.IdleTTL = idle
+	cookie := createBS(t, s, bs)
+	for _, at := range []time.Time{base.Add(idle / 2), base.Add(idle - time.Millisecond)} {
+		if err := s.BrowserSessionLive(ctx(t), bs.UserID, bs.ID, at); err != nil {
+			t.Fatalf("BrowserSessionLive at %v: %v, want the session live", at.Sub(base), err)
+		}
+	}
+	if err := s.BrowserSessionLive(ctx(t), bs.UserID, bs.ID, base.Add(idle)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("BrowserSessionLive at the idle expiry of the last use: %v, want ErrNotFound", err)
+	}
+	findBS(t, s, "at the idle expiry of the last use", cookie, base.Add(idle), false)
 }
 
 // testBSKeepNotLive: an ended session, one ended by the user's cut-off,
