@@ -865,6 +865,71 @@ func TestUpstreamTokenExchangeOwesSecondFactor(t *testing.T) {
 	}
 }
 
+// TestUpstreamExchangeAfterSessionsEnded: an exchanged upstream id token
+// signs in at its auth_time (else its iat), not at the exchange: the
+// tokens say so, and "end every session" (admin sessions/revoke) covers
+// that sign-in, so an id token from before it opens no session afterwards
+// (400 invalid_request, RFC 8693 §2.2.2, audited login.failed
+// sessions_ended), while one from after it, or with a future auth_time
+// (capped at now), does. No sleep: the tokens are minted 50 minutes in the
+// past.
+func TestUpstreamExchangeAfterSessionsEnded(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			eve := e.fx.User(t, "eve@example.com", "eve's long passphrase", "user")
+			old := time.Now().Add(-50 * time.Minute)
+			mint := func(iat time.Time, authTime *time.Time) string {
+				tok := upstreamtest.Token{Subject: "sub-eve", Email: "eve@example.com", EmailVerified: upstreamtest.Bool(true),
+					AMR: []string{"pwd", "mfa"}, IssuedAt: iat, Expiry: time.Now().Add(10 * time.Minute)}
+				if authTime != nil {
+					tok.Extra = map[string]any{"auth_time": authTime.Unix()}
+				}
+				return e.op.IDToken(t, tok)
+			}
+			authTimeOf := func(tr st.TokenResponse) int64 {
+				t.Helper()
+				at, _ := decodeClaims(t, tr.IDToken)["auth_time"].(float64)
+				return int64(at)
+			}
+			before := e.exchange(t, mint(time.Now(), &old)).ExpectStatus(http.StatusOK).Token()
+			if got := authTimeOf(before); got != old.Unix() {
+				t.Fatalf("auth_time %d, want the upstream auth_time %d", got, old.Unix())
+			}
+			byIAT := e.exchange(t, mint(old, nil)).ExpectStatus(http.StatusOK).Token()
+			if got := authTimeOf(byIAT); got != old.Unix() {
+				t.Fatalf("auth_time %d of a token without one, want its iat %d", got, old.Unix())
+			}
+
+			e.c.PostJSON("/admin/users/"+eve.ID+"/sessions/revoke", nil, st.Bearer(e.root)).ExpectStatus(http.StatusNoContent)
+			revoked := time.Now()
+			// Signed in before the revoke, by auth_time and by iat.
+			e.exchange(t, mint(old, &old)).ExpectError(http.StatusBadRequest, "invalid_request")
+			e.exchange(t, mint(old, nil)).ExpectError(http.StatusBadRequest, "invalid_request")
+			page, err := e.in.App.Core.Store.ListAudit(context.Background(), store.AuditFilter{Action: "login.failed", Limit: 3})
+			if err != nil || len(page.Items) != 2 {
+				t.Fatalf("login.failed events %+v, %v; want the two refusals", page.Items, err)
+			}
+			for _, ev := range page.Items {
+				if ev.Details["reason"] != "sessions_ended" || ev.TargetID != eve.ID || ev.Details["provider"] != "corp" {
+					t.Fatalf("login.failed %+v, want reason sessions_ended for eve by corp", ev)
+				}
+			}
+			e.c.PostForm("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {before.RefreshToken},
+				"client_id": {"portcullis"}}).ExpectError(http.StatusBadRequest, "invalid_grant")
+
+			// A sign-in after the revoke: an auth_time ahead of this clock
+			// is taken as the exchange's time.
+			future := time.Now().Add(time.Hour)
+			after := e.exchange(t, mint(time.Now(), &future)).ExpectStatus(http.StatusOK).Token()
+			if got := authTimeOf(after); got < revoked.Unix() || got > time.Now().Unix() {
+				t.Fatalf("auth_time %d of a future auth_time, want the exchange's time", got)
+			}
+		})
+	}
+}
+
 // TestUpstreamJITEmailVerifiedOnlyByTheDomainsProvider: a just-in-time
 // account's email is verified only on the word of a provider whose
 // allowed_domains hold its domain. "social" (JIT, no allowed_domains) may

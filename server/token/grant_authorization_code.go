@@ -105,7 +105,10 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 
 // errEndedWhileSigningIn refuses a login every session of whose user was
 // ended after it began (a password reset, a deactivation).
-var errEndedWhileSigningIn = apierr.ErrInvalidGrant.WithDescription("The account's sessions were ended while signing in. Sign in again.")
+// Its cause is store.ErrSessionsEnded, as the token state's own refusal of
+// such a login's family.
+var errEndedWhileSigningIn = apierr.ErrInvalidGrant.WithDescription("The account's sessions were ended while signing in. Sign in again.").
+	WithCause(store.ErrSessionsEnded)
 
 // voidAfterIssue is the last step of every login issued after it began
 // (the code and MFA grants, which set loginInfo.recheck): once its tokens

@@ -54,6 +54,12 @@ type ExchangedSubject struct {
 	// AMR is the login's authentication methods (RFC 8176), kept in the
 	// tokens (and on refresh).
 	AMR []string
+	// AuthTime is when the person authenticated (an upstream id token's
+	// auth_time, else its iat): the tokens' auth_time, and the login's
+	// time against "end every session" (a login at or before the user's
+	// cut-off is refused). Zero, or a time after the exchange, is the
+	// exchange's time.
+	AuthTime time.Time
 	// Details are added to the login.succeeded event (method, provider…).
 	Details map[string]string
 	// Bound, when set, makes the exchange issue one access token bound to
@@ -113,8 +119,9 @@ func parseTokenExchange(params map[string]string, req TokenRequest) (TokenReques
 
 // tokenExchangeGrant exchanges a subject token for a session of the user it
 // stands for (RFC 8693 §2): the handler of its type finds the user, then the
-// one issuance path issues as for any login, with the handler's amr and this
-// moment as auth_time. A third-party client that names no permission gets
+// one issuance path issues as for any login, with the handler's amr and
+// auth time (ExchangedSubject.AuthTime, at most now); a login at or before
+// the user's cut-off is refused (invalid_request). A third-party client that names no permission gets
 // none (as in the code flow). The answer adds issued_token_type.
 func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, req TokenRequest, meta RequestMeta) (Response, error) {
 	if s.tenancy != nil && req.SubjectTokenType == TokenTypeAccessToken {
@@ -151,7 +158,31 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 	if err != nil {
 		return Response{}, err
 	}
-	resp, g, err := s.issueLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: now, amr: subj.AMR, onlyPermsNamed: ThirdPartyApp(client), tenant: tn})
+	// The login is when the person authenticated, not this exchange: a
+	// user's cut-off since ("end every session") refuses it, checked after
+	// issuing as for a code (voidAfterIssue), so none written while the
+	// tokens are made is missed.
+	authTime := subj.AuthTime
+	if authTime.IsZero() || authTime.After(now) {
+		authTime = now
+	}
+	resp, g, err := s.issueLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: authTime, amr: subj.AMR,
+		onlyPermsNamed: ThirdPartyApp(client), tenant: tn,
+		recheck: &store.AccessTokenRef{JTI: newJTI(authTime), UserID: user.ID, IssuedAt: authTime}})
+	if err == nil {
+		err = s.voidAfterIssue(ctx, g, now)
+	}
+	if errors.Is(err, store.ErrSessionsEnded) {
+		// A subject token refused by policy is invalid_request (RFC 8693
+		// §2.2.2), and audited as the handler audits its own refusals.
+		details := map[string]string{"grant": GrantTokenExchange, "subject_token_type": req.SubjectTokenType}
+		maps.Copy(details, subj.Details)
+		details["reason"] = "sessions_ended"
+		s.audit.Record(ctx, store.AuditEvent{Action: "login.failed", Outcome: store.OutcomeFailure, TargetID: user.ID,
+			ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, Details: details, TenantID: tn.ID})
+		return Response{}, apierr.ErrInvalidRequest.WithDescription(
+			"The subject token's sign-in was before every session of the account was ended. Sign in again.").WithCause(err)
+	}
 	if err != nil {
 		return Response{}, err
 	}

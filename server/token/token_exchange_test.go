@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
@@ -15,8 +16,9 @@ import (
 
 // stubSubject is a SubjectTokenHandler that knows one token.
 type stubSubject struct {
-	user store.User
-	err  error
+	user     store.User
+	err      error
+	authTime time.Time
 }
 
 func (h stubSubject) ExchangeSubjectToken(_ context.Context, _ store.Client, tok string, _ RequestMeta) (ExchangedSubject, error) {
@@ -26,7 +28,7 @@ func (h stubSubject) ExchangeSubjectToken(_ context.Context, _ store.Client, tok
 	if tok != "good" {
 		return ExchangedSubject{}, errors.New("unknown subject token")
 	}
-	return ExchangedSubject{User: h.user, AMR: []string{"fed"}, Details: map[string]string{"method": "stub"}}, nil
+	return ExchangedSubject{User: h.user, AMR: []string{"fed"}, Details: map[string]string{"method": "stub"}, AuthTime: h.authTime}, nil
 }
 
 func exchangeReq(t *testing.T, client, subject, typ string, extra map[string]string) (TokenRequest, error) {
@@ -208,6 +210,90 @@ func TestTokenExchangeRefreshKeepsToTheGrant(t *testing.T) {
 			// The refusal spent nothing: the same token refreshes (RFC 6749 §6).
 			if _, err := refresh(r3.RefreshToken, ""); err != nil {
 				t.Fatalf("the refresh token after a refused scope: %v", err)
+			}
+		})
+	}
+}
+
+// TestTokenExchangeAuthTime: an exchanged login's auth_time is when the
+// person authenticated (the handler's AuthTime), not the exchange: it is
+// the id token's auth_time and the session's, capped at now (zero: now).
+// So "end every session" covers it: a subject token whose authentication
+// is at or before the user's cut-off is refused (400 invalid_request, RFC
+// 8693 §2.2.2, audited login.failed) and leaves no live session, with or
+// without a refresh token; one after the cut-off is honoured.
+func TestTokenExchangeAuthTime(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		client string
+		// authTime and cutoff are offsets from now (cutoff 0: none).
+		authTime, cutoff time.Duration
+		zero             bool // no AuthTime from the handler
+		want             time.Duration
+		refused          bool
+	}{
+		{name: "ok/upstream_auth_time_kept", client: "xchgr", authTime: -50 * time.Minute, want: -50 * time.Minute},
+		{name: "ok/future_capped_at_now", client: "xchgr", authTime: time.Hour, want: 0},
+		{name: "ok/none_is_now", client: "xchgr", zero: true, want: 0},
+		{name: "ok/after_the_cutoff", client: "xchgr", authTime: -50 * time.Minute, cutoff: -time.Hour, want: -50 * time.Minute},
+		{name: "fail/before_the_cutoff", client: "xchgr", authTime: -50 * time.Minute, cutoff: -10 * time.Minute, refused: true},
+		{name: "fail/before_the_cutoff_without_refresh_token", client: "xchg", authTime: -50 * time.Minute, cutoff: -10 * time.Minute, refused: true},
+		{name: "fail/at_the_cutoff", client: "xchgr", authTime: -50 * time.Minute, cutoff: -50 * time.Minute, refused: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newCodeEnv(t, "RS256")
+			e.dir.clients["xchg"] = store.Client{ID: "xchg", SecretHash: HashSecret("s3cret"), Grants: []string{GrantTokenExchange}}
+			e.dir.clients["xchgr"] = store.Client{ID: "xchgr", SecretHash: HashSecret("s3cret"), Grants: []string{GrantTokenExchange, GrantRefreshToken}}
+			now := e.clock.Now()
+			h := stubSubject{user: e.dir.users["u1"]}
+			if !tc.zero {
+				h.authTime = now.Add(tc.authTime)
+			}
+			e.svc.RegisterSubjectTokenType(TokenTypeIDToken, h)
+			if tc.cutoff != 0 {
+				if err := e.state.RevokeUserSessions(context.Background(), "u1", now.Add(tc.cutoff)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			req, err := exchangeReq(t, tc.client, "good", TokenTypeIDToken, map[string]string{"scope": "openid"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := e.svc.Exchange(context.Background(), req, RequestMeta{IP: "192.0.2.1"})
+			live := 0
+			for _, r := range e.state.fams {
+				if !r.revoked {
+					live++
+				}
+			}
+			if tc.refused {
+				var ae *apierr.Error
+				if !errors.As(err, &ae) || ae.Code != "invalid_request" || ae.Status != 400 || resp.AccessToken != "" {
+					t.Fatalf("exchange of a sign-in before the cut-off: %v, token %t; want 400 invalid_request", err, resp.AccessToken != "")
+				}
+				if live != 0 {
+					t.Fatalf("%d live sessions after a refused exchange", live)
+				}
+				last := e.audit.events[len(e.audit.events)-1]
+				if last.Action != "login.failed" || last.Details["reason"] != "sessions_ended" || last.Details["method"] != "stub" || last.TargetID != "u1" {
+					t.Fatalf("audit %+v, want login.failed (sessions_ended)", last)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Exchange: %v", err)
+			}
+			want := now.Add(tc.want).Unix()
+			if got := decodeClaims[IDClaims](t, resp.IDToken).AuthTime; got != want {
+				t.Fatalf("id token auth_time %d, want %d (%v from now)", got, want, tc.want)
+			}
+			if live != 1 || resp.RefreshToken == "" {
+				t.Fatalf("%d live sessions, refresh token %t; want one", live, resp.RefreshToken != "")
+			}
+			for _, r := range e.state.fams {
+				if r.fam.AuthTime.Unix() != want {
+					t.Fatalf("session auth time %v, want %v", r.fam.AuthTime, now.Add(tc.want))
+				}
 			}
 		})
 	}

@@ -32,7 +32,9 @@ const maxIDTokenLen = 16 << 10
 // crash report or a proxy cannot open more sessions, whether presented as
 // is, re-encoded or re-signed with a malleable signature (a replay is
 // refused with reason replayed_token). A decision that needs confirmation is
-// refused here (there is no page to confirm on). Every refusal is audited (login.failed,
+// refused here (there is no page to confirm on). The login's time is the
+// token's (Claims.LoginTime), so a sign-in before "end every session" of
+// the user opens no session (the token service refuses it). Every refusal is audited (login.failed,
 // details.method upstream) and answered 400 invalid_request with the
 // reason; a provider that cannot be reached is 503.
 func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client, raw string, meta token.RequestMeta) (token.ExchangedSubject, error) {
@@ -45,7 +47,8 @@ func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client,
 		}
 		return token.ExchangedSubject{}, exchangeError(s.RecordRefusal(ctx, m, pid, err))
 	}
-	return token.ExchangedSubject{User: user, AMR: AMR(p, c), Details: map[string]string{"method": "upstream", "provider": p.ID}}, nil
+	return token.ExchangedSubject{User: user, AMR: AMR(p, c), AuthTime: c.LoginTime(s.d.Now()),
+		Details: map[string]string{"method": "upstream", "provider": p.ID}}, nil
 }
 
 func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User, *Provider, Claims, error) {

@@ -37,6 +37,9 @@ type Claims struct {
 	AuthTime time.Time `json:"auth_time,omitzero"`
 	// Expiry is the token's exp.
 	Expiry time.Time `json:"-"`
+	// IssuedAt is the token's iat (the sign-in's time when it has no
+	// auth_time: LoginTime).
+	IssuedAt time.Time `json:"-"`
 }
 
 // Verifier verifies upstream id tokens with go-oidc: issuer, audience (the
@@ -251,11 +254,32 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, p *Provider, raw, nonce st
 		return Claims{}, fmt.Errorf("%w: issued to another client (azp)", ErrInvalidToken)
 	}
 	c := Claims{Provider: p.ID, Subject: tok.Subject, Email: rc.Email, EmailVerified: rc.Email != "" && verifiedTrue(rc.EmailVerified),
-		Name: rc.Name, AMR: rc.AMR, Expiry: tok.Expiry}
+		Name: rc.Name, AMR: rc.AMR, Expiry: tok.Expiry, IssuedAt: tok.IssuedAt}
 	if at, err := rc.AuthTime.Int64(); err == nil && at > 0 {
 		c.AuthTime = time.Unix(at, 0).UTC()
 	}
 	return c, nil
+}
+
+// LoginTime is when the person authenticated at the provider: auth_time,
+// else iat (a token is issued at or after the sign-in it reports), at most
+// now (a provider's clock ahead of ours); zero when the token has neither.
+// Both are whole seconds, so the sign-in is taken at the last millisecond
+// of the second they name: one made just after "end every session" of the
+// user, in the same second, is not refused for the provider's rounding.
+func (c Claims) LoginTime(now time.Time) time.Time {
+	at := c.AuthTime
+	if at.IsZero() {
+		at = c.IssuedAt
+	}
+	if at.IsZero() {
+		return time.Time{}
+	}
+	at = at.Add(time.Second - time.Millisecond)
+	if at.After(now) {
+		return now
+	}
+	return at
 }
 
 // FillFromUserInfo completes c's email from the provider's userinfo

@@ -402,3 +402,40 @@ func TestBrowserPath(t *testing.T) {
 		}
 	})
 }
+
+// TestLoginTime: a verified id token's sign-in time is its auth_time, else
+// its iat (kept by VerifyIDToken), at the end of the whole second it names,
+// never after now.
+func TestLoginTime(t *testing.T) {
+	op := upstreamtest.New(t)
+	p := providerFor(op)
+	v := upstream.NewVerifier(nil, nil)
+	now := time.Now().Truncate(time.Second)
+	old, older := now.Add(-50*time.Minute), now.Add(-2*time.Hour)
+	const last = time.Second - time.Millisecond // the named second's last millisecond
+	for _, tc := range []struct {
+		name     string
+		iat      time.Time
+		authTime *time.Time
+		want     time.Time
+	}{
+		{"ok/auth_time", old, &older, older.Add(last)},
+		{"ok/iat_without_auth_time", old, nil, old.Add(last)},
+		{"ok/auth_time_this_second", old, &now, now},
+		{"ok/future_auth_time_capped_at_now", old, new(now.Add(time.Hour)), now},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := upstreamtest.Token{Subject: "u1", IssuedAt: tc.iat, Expiry: now.Add(5 * time.Minute)}
+			if tc.authTime != nil {
+				tok.Extra = map[string]any{"auth_time": tc.authTime.Unix()}
+			}
+			c, err := v.VerifyIDToken(context.Background(), p, op.IDToken(t, tok), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.LoginTime(now); !got.Equal(tc.want) {
+				t.Fatalf("LoginTime = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
