@@ -14,7 +14,9 @@ import (
 
 var _ store.APIKeys = (*Store)(nil)
 
-// APIKeyIDPrefix starts every API key id.
+// APIKeyIDPrefix starts every API key id: newID makes it apikey.KeyIDPrefix
+// and 26 lowercase base32 characters, the shape apikey.KeyIDOfSession knows
+// the sid of a key's exchanged tokens by.
 const APIKeyIDPrefix = "apk_"
 
 // ErrInvalidAPIKey means an API key record lacks what the store relies on

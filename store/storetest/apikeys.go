@@ -14,6 +14,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/portcullis-auth/portcullis/keys/verify/apikey"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/sqlstore"
 )
@@ -89,6 +90,12 @@ func testAPIKeyCreateGet(t *testing.T, s *sqlstore.Store) {
 	created := mustAPIKey(t, s, k)
 	if len(created.ID) < 8 || created.ID[:4] != sqlstore.APIKeyIDPrefix || created.Revoked() || created.LastUsedAt != nil {
 		t.Fatalf("created %+v", created)
+	}
+	// The id has the shape the access tokens exchanged from the key are
+	// known by (their sid, apikey.SessionID): a sid of any other shape is
+	// a login's.
+	if id, ok := apikey.KeyIDOfSession(apikey.SessionID(created.ID)); !ok || id != created.ID {
+		t.Fatalf("the key's sid %q is not a key session (%q, %v)", apikey.SessionID(created.ID), id, ok)
 	}
 	wantUTC(t, "CreatedAt", created.CreatedAt)
 	wantUTC(t, "ExpiresAt", created.ExpiresAt)

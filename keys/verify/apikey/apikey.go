@@ -160,18 +160,45 @@ func isBase62(c byte) bool {
 // (SessionID); revoking that sid revokes them all.
 const SessionPrefix = "ak_"
 
+// The shape of a key's id, as the store makes it: KeyIDPrefix and
+// KeyIDRandomLen characters of lowercase base32 (16 random bytes).
+const (
+	// KeyIDPrefix starts every key id.
+	KeyIDPrefix = "apk_"
+	// KeyIDRandomLen is the number of base32 characters after it.
+	KeyIDRandomLen = 26
+)
+
 // SessionID is the sid of the access tokens exchanged from the key with
 // this id.
 func SessionID(keyID string) string { return SessionPrefix + keyID }
 
 // KeyIDOfSession returns the key id of a sid made by SessionID; ok is false
-// for any other sid (a login's session).
+// for any other sid. Only the exact shape counts (SessionPrefix, then a
+// key id: KeyIDPrefix and KeyIDRandomLen lowercase base32 characters): a
+// login's sid is 22 random base64url characters, of which one in 64³ starts
+// with "ak_", and such a session must never be taken for a key's.
 func KeyIDOfSession(sid string) (keyID string, ok bool) {
 	id, found := strings.CutPrefix(sid, SessionPrefix)
-	if !found || id == "" {
+	if !found || !IsKeyID(id) {
 		return "", false
 	}
 	return id, true
+}
+
+// IsKeyID reports whether id is shaped like a key id: KeyIDPrefix and
+// KeyIDRandomLen characters of lowercase base32 (a-z, 2-7).
+func IsKeyID(id string) bool {
+	rest, found := strings.CutPrefix(id, KeyIDPrefix)
+	if !found || len(rest) != KeyIDRandomLen {
+		return false
+	}
+	for i := 0; i < len(rest); i++ {
+		if c := rest[i]; !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
 }
 
 // ClientID is the client_id introspection answers for a key: "apikey:<id>".

@@ -170,18 +170,29 @@ func TestSessionAndClientID(t *testing.T) {
 		t.Fatalf("SessionID %q ClientID %q", SessionID("apk_x"), ClientID("apk_x"))
 	}
 	for _, tc := range []struct {
-		sid string
-		id  string
-		ok  bool
+		name string
+		sid  string
+		id   string
+		ok   bool
 	}{
-		{"ak_apk_x", "apk_x", true},
-		{"ak_", "", false},
-		{"AbCdEf0123456789_-abcd", "", false},
-		{"", "", false},
+		{"ok/key_session", "ak_apk_abcdefghijklmnopqrstuvwxyz", "apk_abcdefghijklmnopqrstuvwxyz", true},
+		{"ok/digits", "ak_apk_234567abcdefghijklmnopqrst", "apk_234567abcdefghijklmnopqrst", true},
+		// A login's sid (newSID: 22 base64url characters) that happens to
+		// start with ak_ (one in 64³) is no key's session.
+		{"fail/login_sid_starting_ak_", "ak__LjLrWspkGobsRqD-3A", "", false},
+		{"fail/login_sid_ak_apk", "ak_apk_LjLrWspkGobsRqD", "", false},
+		{"fail/short_id", "ak_apk_x", "", false},
+		{"fail/long_id", "ak_apk_abcdefghijklmnopqrstuvwxyza", "", false},
+		{"fail/upper_case", "ak_apk_ABCDEFGHIJKLMNOPQRSTUVWXYZ", "", false},
+		{"fail/base32_has_no_1", "ak_apk_1bcdefghijklmnopqrstuvwxyz", "", false},
+		{"fail/no_id_prefix", "ak_abcdefghijklmnopqrstuvwxyz", "", false},
+		{"fail/prefix_only", "ak_", "", false},
+		{"fail/login_sid", "AbCdEf0123456789_-abcd", "", false},
+		{"fail/empty", "", "", false},
 	} {
 		id, ok := KeyIDOfSession(tc.sid)
 		if id != tc.id || ok != tc.ok {
-			t.Fatalf("KeyIDOfSession(%q) = %q, %v", tc.sid, id, ok)
+			t.Fatalf("%s: KeyIDOfSession(%q) = %q, %v", tc.name, tc.sid, id, ok)
 		}
 	}
 	if !HasPrefix("pcak_x") || HasPrefix("pcrt_x") {
