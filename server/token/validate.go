@@ -348,10 +348,15 @@ func (s *Service) introspectRefresh(ctx context.Context, client store.Client, ra
 }
 
 // Logout ends the session of the presented access token: its refresh family
-// and every access token issued in it, and the token itself.
+// and every access token issued in it, and the token itself. A token
+// exchanged from an API key ends alone: its sid (apikey.SessionID) is the
+// key's, shared by every token exchanged from it, now and later, and a
+// session's revocation has no time to compare, so revoking it would leave
+// every later exchange from the live key dead on arrival; only the key's
+// revocation (apikeys.Service) ends that sid.
 func (s *Service) Logout(ctx context.Context, c AccessClaims, meta RequestMeta) error {
 	now := s.now()
-	if c.SID != "" {
+	if _, fromKey := apikey.KeyIDOfSession(c.SID); c.SID != "" && !fromKey {
 		if err := s.revocationFailed(s.state.RevokeFamily(ctx, c.SID, now), "logout"); err != nil {
 			return err
 		}
