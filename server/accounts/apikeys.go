@@ -187,6 +187,40 @@ func (s *Service) revokedOwnKeys(ctx context.Context, userID string, keys []stor
 	}
 }
 
+// revokeKeysOf revokes every live API key of a person whose password an
+// admin replaced with a temporary one (SetTemporaryPassword: it may have
+// been another's, and so may the keys made with it), audited with km; a
+// reset revokes them inside its own transaction instead (revokedOwnKeys).
+// The keys stop working at once on every instance (apikeys.Service.Revoke).
+// It must run after the cut-off is written (endingSessions): a key being
+// made meanwhile is then either listed here or refused by its creation's
+// own re-check (keptIfTokenLive).
+func (s *Service) revokeKeysOf(ctx context.Context, userID string, km apikeys.Meta) error {
+	if s.apiKeys == nil {
+		return nil
+	}
+	now := s.now()
+	cursor := ""
+	for {
+		page, err := s.apiKeys.List(ctx, userID, cursor, 200)
+		if err != nil {
+			return err
+		}
+		for _, k := range page.Items {
+			if k.RevokedAt != nil || !now.Before(k.ExpiresAt) {
+				continue
+			}
+			if err := s.apiKeys.Revoke(ctx, userID, k.ID, km); err != nil {
+				return err
+			}
+		}
+		if page.NextCursor == "" {
+			return nil
+		}
+		cursor = page.NextCursor
+	}
+}
+
 // followUpTimeout bounds what a committed change still does once its
 // request may have gone (revokedOwnKeys).
 const followUpTimeout = 10 * time.Second

@@ -190,12 +190,20 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 // sessions (API keys, upstream identities).
 const viaPasswordReset = "password_reset"
 
+// viaTemporaryPassword is details.via of the API keys an admin's temporary
+// password revokes.
+const viaTemporaryPassword = "temporary_password"
+
 // errLinkUsable ends the dry run of ResetPassword's consume (rolling it back).
 var errLinkUsable = errors.New("reset link usable (dry run)")
 
 // SetTemporaryPassword sets a password the user must change at their next
 // login (must_change_password), for a user the actor may manage (not a
-// machine user: 400), and ends every session of the user.
+// machine user: 400), ends every session of the user and, as a reset does
+// and in the same order (after the sessions' end), revokes every live API
+// key of theirs (revokeKeysOf, api_key.revoked via temporary_password): an
+// admin sets one when the password may be another's, and so may the keys
+// made with it.
 //
 // A token revoked before the password was written sets none that works
 // (madeWithLiveToken): the password chosen is replaced by a random one
@@ -238,6 +246,10 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 		}
 		return nil
 	}); err != nil {
+		return User{}, err
+	}
+	if err := s.revokeKeysOf(ctx, t.ID, keyMeta(actor, viaTemporaryPassword)); err != nil {
+		s.log.Error("temporary password: the password changed but the account's API keys could not all be revoked", "user_id", t.ID, "err", err)
 		return User{}, err
 	}
 	if err := s.madeWithLiveToken(ctx, actor, "a temporary password", func(ctx context.Context) error {
