@@ -112,6 +112,184 @@ type adminWrite struct {
 	// held: the write finds it done already (a role the user holds), so it
 	// stands whatever happens to the request.
 	held bool
+	// untouched, when set, reports whether a write refused before it was
+	// made left all as it was, for the writes whose stands tells only
+	// whether an undo happened; nil means !stands (or held).
+	untouched func(t *testing.T, n string) bool
+}
+
+// adminWrites is every write of the admin API that outlives the session of
+// the token making it (the writes accounts.madeWithLiveToken guards), each
+// made as a super_admin may, with an organisation "acme" it creates.
+func adminWrites(t *testing.T, e *tenantEnv) []adminWrite {
+	t.Helper()
+	ctx := context.Background()
+	acme := e.createTenant(t, "acme")
+	db := e.in.App.Core.Store
+	svc := e.in.App.Accounts
+	const tempPass = "an attacker's temporary passphrase"
+	rotSecrets := map[string]string{} // the secret each rotated client had before
+	mailedTo := func(addr string) bool {
+		return slices.ContainsFunc(e.smtp.Messages(), func(m mailtest.Received) bool { return slices.Contains(m.To, addr) })
+	}
+	pendingInvite := func(t *testing.T, addr string) bool {
+		page, err := db.ListInvites(ctx, "", 200)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(page.Items, func(inv store.Invite) bool {
+			return inv.Email == addr && inv.Status == store.InvitePending
+		})
+	}
+	tenantRole := func(t *testing.T, userID, role string) bool {
+		roles, err := db.TenantRoles(ctx, acme, userID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Contains(roles, role)
+	}
+	email := func(what, n string) string { return what + n + "@example.com" }
+	return []adminWrite{
+		{name: "client", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			c, err := svc.CreateClient(ctx, a, clients.Spec{ID: "backdoor-" + n, Name: "Backdoor",
+				Grants: []string{"client_credentials"}, Scopes: []string{"users:write", "roles:assign"}, Audiences: []string{e.fx.Issuer()}})
+			return c.ClientSecret, err
+		}, stands: func(t *testing.T, n string) bool {
+			_, err := db.GetClient(ctx, "backdoor-"+n)
+			return err == nil
+		}},
+		{name: "machine_user", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			u, err := svc.CreateUser(ctx, a, accounts.NewUser{Kind: store.UserMachine, Name: "bot " + n, Roles: []string{"super_admin"}})
+			return u.ID, err
+		}, stands: func(t *testing.T, n string) bool {
+			page, err := db.ListUsers(ctx, store.UserFilter{Query: "bot " + n, Limit: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(page.Items) > 0
+		}},
+		{name: "role_grant", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			u := e.fx.User(t, email("grantee", n), tenantPass)
+			_, err := svc.GrantRole(ctx, a, u.ID, "super_admin")
+			return "", err
+		}, stands: func(t *testing.T, n string) bool {
+			u, err := db.GetUserByEmail(ctx, email("grantee", n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return slices.Contains(u.Roles, "super_admin")
+		}},
+		{name: "membership", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			u := e.fx.User(t, email("joiner", n), tenantPass)
+			_, err := svc.AddTenantMember(ctx, a, acme, u.ID, "admin")
+			return "", err
+		}, stands: func(t *testing.T, n string) bool {
+			u, err := db.GetUserByEmail(ctx, email("joiner", n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tenantRole(t, u.ID, "admin")
+		}},
+		{name: "membership_held_before", held: true, do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			u := e.member(t, acme, email("member", n), "admin")
+			_, err := svc.AddTenantMember(ctx, a, acme, u.ID, "admin")
+			return "", err
+		}, stands: func(t *testing.T, n string) bool {
+			u, err := db.GetUserByEmail(ctx, email("member", n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tenantRole(t, u.ID, "admin")
+		}},
+		{name: "invite", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			inv, err := svc.CreateInviteOfKind(ctx, a, "", email("invitee", n), "super_admin")
+			return inv.ID, err
+		}, stands: func(t *testing.T, n string) bool {
+			return pendingInvite(t, email("invitee", n)) || mailedTo(email("invitee", n))
+		}},
+		{name: "organisation_invite", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			inv, err := svc.InviteTenantMember(ctx, a, acme, email("orginvitee", n), "admin")
+			return inv.ID, err
+		}, stands: func(t *testing.T, n string) bool {
+			return pendingInvite(t, email("orginvitee", n)) || mailedTo(email("orginvitee", n))
+		}},
+		{name: "temporary_password", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			u := e.fx.User(t, email("temp", n), tenantPass)
+			_, err := svc.SetTemporaryPassword(ctx, a, u.ID, tempPass)
+			return "", err
+		}, stands: func(t *testing.T, n string) bool {
+			u, err := db.GetUserByEmail(ctx, email("temp", n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !u.MustChangePassword {
+				t.Fatal("the account no longer must change its password")
+			}
+			// The chosen password signs in (to a session that may only change it).
+			resp := e.in.Client(t).PostForm("/oauth2/token", st.PasswordForm(u.Email, tempPass, ""), st.Basic("web", e.webSecret))
+			return resp.StatusCode == http.StatusOK
+		}, untouched: func(t *testing.T, n string) bool {
+			u, err := db.GetUserByEmail(ctx, email("temp", n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := e.in.Client(t).PostForm("/oauth2/token", st.PasswordForm(u.Email, tenantPass, ""), st.Basic("web", e.webSecret))
+			return !u.MustChangePassword && resp.StatusCode == http.StatusOK
+		}},
+		{name: "reactivation", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			u := e.fx.User(t, email("dormant", n), tenantPass)
+			if _, err := db.UpdateUser(ctx, u.ID, func(u *store.User) error { u.Active = false; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			on := true
+			_, err := svc.UpdateUser(ctx, a, u.ID, accounts.UserPatch{Active: &on})
+			return "", err
+		}, stands: func(t *testing.T, n string) bool {
+			u, err := db.GetUserByEmail(ctx, email("dormant", n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u.Active
+		}},
+		{name: "reactivation_held_before", held: true, do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			u := e.fx.User(t, email("awake", n), tenantPass)
+			on := true
+			_, err := svc.UpdateUser(ctx, a, u.ID, accounts.UserPatch{Active: &on})
+			return "", err
+		}, stands: func(t *testing.T, n string) bool {
+			u, err := db.GetUserByEmail(ctx, email("awake", n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u.Active
+		}},
+		{name: "organisation_reactivation", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			id := e.createTenant(t, "dormant-"+n)
+			if _, err := db.UpdateTenant(ctx, id, func(t *store.Tenant) error { t.Active = false; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			on := true
+			_, err := svc.UpdateTenant(ctx, a, id, accounts.TenantChange{Active: &on})
+			return "", err
+		}, stands: func(t *testing.T, n string) bool {
+			tn, err := db.GetTenantBySlug(ctx, "dormant-"+n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tn.Active
+		}},
+		{name: "client_secret_rotation", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
+			rotSecrets[n] = e.fx.Client(t, clients.Spec{ID: "rot-" + n, Name: "Rotated", Grants: []string{"client_credentials"}, Scopes: []string{}})
+			return svc.RotateClientSecret(ctx, a, "rot-"+n)
+		}, stands: func(t *testing.T, n string) bool {
+			// The secret the write set is unseen: it stands unless a
+			// second rotation replaced it.
+			return !auditedIn(t, e.in, "client.secret_rotated", "rot-"+n, map[string]string{"via": "token_revoked"})
+		}, untouched: func(t *testing.T, n string) bool {
+			resp := e.in.Client(t).PostForm("/oauth2/token", url.Values{"grant_type": {"client_credentials"}}, st.Basic("rot-"+n, rotSecrets[n]))
+			return resp.StatusCode == http.StatusOK
+		}},
+	}
 }
 
 // TestAdminWriteOfARevokedTokenIsUndone: every write of the admin API that
@@ -133,161 +311,8 @@ func TestAdminWriteOfARevokedTokenIsUndone(t *testing.T) {
 			t.Parallel()
 			e := newTenantEnv(t, b)
 			ctx := context.Background()
-			acme := e.createTenant(t, "acme")
-			db := e.in.App.Core.Store
-			svc := e.in.App.Accounts
-			const tempPass = "an attacker's temporary passphrase"
-			mailedTo := func(addr string) bool {
-				return slices.ContainsFunc(e.smtp.Messages(), func(m mailtest.Received) bool { return slices.Contains(m.To, addr) })
-			}
-			pendingInvite := func(t *testing.T, addr string) bool {
-				page, err := db.ListInvites(ctx, "", 200)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return slices.ContainsFunc(page.Items, func(inv store.Invite) bool {
-					return inv.Email == addr && inv.Status == store.InvitePending
-				})
-			}
-			tenantRole := func(t *testing.T, userID, role string) bool {
-				roles, err := db.TenantRoles(ctx, acme, userID)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return slices.Contains(roles, role)
-			}
 			email := func(what, n string) string { return what + n + "@example.com" }
-			writes := []adminWrite{
-				{name: "client", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					c, err := svc.CreateClient(ctx, a, clients.Spec{ID: "backdoor-" + n, Name: "Backdoor",
-						Grants: []string{"client_credentials"}, Scopes: []string{"users:write", "roles:assign"}, Audiences: []string{e.fx.Issuer()}})
-					return c.ClientSecret, err
-				}, stands: func(t *testing.T, n string) bool {
-					_, err := db.GetClient(ctx, "backdoor-"+n)
-					return err == nil
-				}},
-				{name: "machine_user", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					u, err := svc.CreateUser(ctx, a, accounts.NewUser{Kind: store.UserMachine, Name: "bot " + n, Roles: []string{"super_admin"}})
-					return u.ID, err
-				}, stands: func(t *testing.T, n string) bool {
-					page, err := db.ListUsers(ctx, store.UserFilter{Query: "bot " + n, Limit: 10})
-					if err != nil {
-						t.Fatal(err)
-					}
-					return len(page.Items) > 0
-				}},
-				{name: "role_grant", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					u := e.fx.User(t, email("grantee", n), tenantPass)
-					_, err := svc.GrantRole(ctx, a, u.ID, "super_admin")
-					return "", err
-				}, stands: func(t *testing.T, n string) bool {
-					u, err := db.GetUserByEmail(ctx, email("grantee", n))
-					if err != nil {
-						t.Fatal(err)
-					}
-					return slices.Contains(u.Roles, "super_admin")
-				}},
-				{name: "membership", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					u := e.fx.User(t, email("joiner", n), tenantPass)
-					_, err := svc.AddTenantMember(ctx, a, acme, u.ID, "admin")
-					return "", err
-				}, stands: func(t *testing.T, n string) bool {
-					u, err := db.GetUserByEmail(ctx, email("joiner", n))
-					if err != nil {
-						t.Fatal(err)
-					}
-					return tenantRole(t, u.ID, "admin")
-				}},
-				{name: "membership_held_before", held: true, do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					u := e.member(t, acme, email("member", n), "admin")
-					_, err := svc.AddTenantMember(ctx, a, acme, u.ID, "admin")
-					return "", err
-				}, stands: func(t *testing.T, n string) bool {
-					u, err := db.GetUserByEmail(ctx, email("member", n))
-					if err != nil {
-						t.Fatal(err)
-					}
-					return tenantRole(t, u.ID, "admin")
-				}},
-				{name: "invite", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					inv, err := svc.CreateInviteOfKind(ctx, a, "", email("invitee", n), "super_admin")
-					return inv.ID, err
-				}, stands: func(t *testing.T, n string) bool {
-					return pendingInvite(t, email("invitee", n)) || mailedTo(email("invitee", n))
-				}},
-				{name: "organisation_invite", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					inv, err := svc.InviteTenantMember(ctx, a, acme, email("orginvitee", n), "admin")
-					return inv.ID, err
-				}, stands: func(t *testing.T, n string) bool {
-					return pendingInvite(t, email("orginvitee", n)) || mailedTo(email("orginvitee", n))
-				}},
-				{name: "temporary_password", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					u := e.fx.User(t, email("temp", n), tenantPass)
-					_, err := svc.SetTemporaryPassword(ctx, a, u.ID, tempPass)
-					return "", err
-				}, stands: func(t *testing.T, n string) bool {
-					u, err := db.GetUserByEmail(ctx, email("temp", n))
-					if err != nil {
-						t.Fatal(err)
-					}
-					if !u.MustChangePassword {
-						t.Fatal("the account no longer must change its password")
-					}
-					// The chosen password signs in (to a session that may only change it).
-					resp := e.in.Client(t).PostForm("/oauth2/token", st.PasswordForm(u.Email, tempPass, ""), st.Basic("web", e.webSecret))
-					return resp.StatusCode == http.StatusOK
-				}},
-				{name: "reactivation", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					u := e.fx.User(t, email("dormant", n), tenantPass)
-					if _, err := db.UpdateUser(ctx, u.ID, func(u *store.User) error { u.Active = false; return nil }); err != nil {
-						t.Fatal(err)
-					}
-					on := true
-					_, err := svc.UpdateUser(ctx, a, u.ID, accounts.UserPatch{Active: &on})
-					return "", err
-				}, stands: func(t *testing.T, n string) bool {
-					u, err := db.GetUserByEmail(ctx, email("dormant", n))
-					if err != nil {
-						t.Fatal(err)
-					}
-					return u.Active
-				}},
-				{name: "reactivation_held_before", held: true, do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					u := e.fx.User(t, email("awake", n), tenantPass)
-					on := true
-					_, err := svc.UpdateUser(ctx, a, u.ID, accounts.UserPatch{Active: &on})
-					return "", err
-				}, stands: func(t *testing.T, n string) bool {
-					u, err := db.GetUserByEmail(ctx, email("awake", n))
-					if err != nil {
-						t.Fatal(err)
-					}
-					return u.Active
-				}},
-				{name: "organisation_reactivation", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					id := e.createTenant(t, "dormant-"+n)
-					if _, err := db.UpdateTenant(ctx, id, func(t *store.Tenant) error { t.Active = false; return nil }); err != nil {
-						t.Fatal(err)
-					}
-					on := true
-					_, err := svc.UpdateTenant(ctx, a, id, accounts.TenantChange{Active: &on})
-					return "", err
-				}, stands: func(t *testing.T, n string) bool {
-					tn, err := db.GetTenantBySlug(ctx, "dormant-"+n)
-					if err != nil {
-						t.Fatal(err)
-					}
-					return tn.Active
-				}},
-				{name: "client_secret_rotation", do: func(t *testing.T, a accounts.Actor, n string) (string, error) {
-					e.fx.Client(t, clients.Spec{ID: "rot-" + n, Name: "Rotated", Grants: []string{"client_credentials"}, Scopes: []string{}})
-					return svc.RotateClientSecret(ctx, a, "rot-"+n)
-				}, stands: func(t *testing.T, n string) bool {
-					// The secret the write set is unseen: it stands unless a
-					// second rotation replaced it.
-					return !auditedIn(t, e.in, "client.secret_rotated", "rot-"+n, map[string]string{"via": "token_revoked"})
-				}},
-			}
+			writes := adminWrites(t, e)
 			ends := []struct {
 				name string
 				end  func(t *testing.T, u store.User, tok string)

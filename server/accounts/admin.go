@@ -195,6 +195,9 @@ func (a clientActor) missingAdminPermission() (string, bool) {
 // password reset, revoke sessions or MFA reset of its maker ever ends, so a
 // stolen token held past those must not leave one behind.
 func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Spec) (CreatedClient, error) {
+	if err := outlivesNoKey(actor); err != nil {
+		return CreatedClient{}, err
+	}
 	a, err := s.loadClientActor(ctx, actor)
 	if err != nil {
 		return CreatedClient{}, err
@@ -273,6 +276,9 @@ func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) erro
 // again from a live session. Deleting the client instead would undo more
 // than the request did.
 func (s *Service) RotateClientSecret(ctx context.Context, actor Actor, id string) (string, error) {
+	if err := outlivesNoKey(actor); err != nil {
+		return "", err
+	}
 	a, err := s.loadClientActor(ctx, actor)
 	if err != nil {
 		return "", err

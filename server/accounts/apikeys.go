@@ -20,6 +20,8 @@ var (
 		"A token obtained from an API key cannot create, list or revoke API keys: sign in as a person.")
 	errNotMachine = apierr.ErrInvalidRequest.WithDescription(
 		"Only machine users' API keys are managed here; people manage their own at /auth/api-keys.")
+	errKeyTokenOutlivesKey = apierr.ErrForbidden.WithDescription(
+		"A token obtained from an API key cannot make what would outlive the key (a client or its secret, a user, an invite, a temporary password, a role or membership, an account or organisation turned back on): sign in as a person.")
 	errOwnMachineKeys    = apierr.ErrForbidden.WithDescription("You may not manage your own API keys through /admin.")
 	errMachineNoPassword = apierr.ErrInvalidRequest.WithDescription(
 		"A machine user has no password and no email: it signs in only with API keys.")
@@ -52,6 +54,9 @@ type NewUser struct {
 // keeps none (madeWithLiveToken): the user is deleted (user.deleted via
 // token_revoked).
 func (s *Service) CreateUser(ctx context.Context, actor Actor, nu NewUser) (User, error) {
+	if err := outlivesNoKey(actor); err != nil {
+		return User{}, err
+	}
 	if nu.Kind != store.UserMachine {
 		return User{}, errHumansAreInvited
 	}
@@ -277,6 +282,22 @@ func (s *Service) keptIfTokenLive(ctx context.Context, actor Actor, ownerID stri
 // it was written.
 const viaTokenRevoked = "token_revoked"
 
+// outlivesNoKey is the first step of every write madeWithLiveToken guards
+// (the admin API's writes that leave a credential or a privilege behind):
+// a token exchanged from an API key makes none of them (403, before
+// anything is written). What such a write leaves outlives the key: a
+// client and its secret, a machine user, an invite, a temporary password,
+// a role or membership, an account or organisation back on, none of which
+// the key's revocation ends, so a leaked key would mint itself a
+// successor. madeWithLiveToken refuses the same way after the write (and
+// undoes it), should a write ever skip this step.
+func outlivesNoKey(actor Actor) error {
+	if actor.APIKey != "" {
+		return errKeyTokenOutlivesKey
+	}
+	return nil
+}
+
 // madeWithLiveToken is the last step of every write a request makes with
 // its access token that outlives the token's session: an API key
 // (keptIfTokenLive), a second factor or recovery codes (keptFactor), and
@@ -330,8 +351,9 @@ const viaTokenRevoked = "token_revoked"
 // nothing to re-read: the console reads its form before it finds the
 // session, so no body can be held back past its check.
 func (s *Service) madeWithLiveToken(ctx context.Context, actor Actor, what string, undo func(context.Context) error) error {
-	var refused error
+	refused := outlivesNoKey(actor)
 	switch {
+	case refused != nil:
 	case actor.Bearer != nil:
 		refused = s.sessions.RecheckBearer(ctx, *actor.Bearer)
 	case actor.mfaEnrolment:

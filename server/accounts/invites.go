@@ -49,6 +49,9 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 // Pending invites it superseded stay superseded: they were the actor's to
 // cancel, and cancelling is no grant (an admin invites them again).
 func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, kind, email, role string) (Invite, error) {
+	if err := outlivesNoKey(actor); err != nil {
+		return Invite{}, err
+	}
 	m := actor.Meta
 	if kind != "" && kind != store.UserHuman {
 		return Invite{}, errMachinesAreNotInvited

@@ -217,6 +217,9 @@ var errLinkUsable = errors.New("reset link usable (dry run)")
 // gets in with a reset link, the proof of the mailbox, or an admin sets a
 // temporary password from a live session.
 func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID, pw string) (User, error) {
+	if err := outlivesNoKey(actor); err != nil {
+		return User{}, err
+	}
 	a, t, err := s.actorAndTarget(ctx, actor, userID)
 	if err != nil {
 		return User{}, err

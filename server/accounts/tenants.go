@@ -456,6 +456,11 @@ func (s *Service) UpdateTenant(ctx context.Context, actor Actor, id string, ch T
 	if ch.Name == nil && ch.Active == nil {
 		return Tenant{}, apierr.ErrInvalidRequest.WithDescription("Nothing to change: send name, active or both.")
 	}
+	if ch.Active != nil && *ch.Active {
+		if err := outlivesNoKey(actor); err != nil {
+			return Tenant{}, err
+		}
+	}
 	t, err := s.tenantFor(ctx, sc, id)
 	if err != nil {
 		return Tenant{}, err

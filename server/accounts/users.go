@@ -92,6 +92,11 @@ func (s *Service) UpdateUser(ctx context.Context, actor Actor, id string, p User
 	if p.Active == nil && p.Name == nil {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("Nothing to change: give active or name.")
 	}
+	if p.Active != nil && *p.Active {
+		if err := outlivesNoKey(actor); err != nil {
+			return User{}, err
+		}
+	}
 	var name string
 	if p.Name != nil {
 		var err error
@@ -222,6 +227,9 @@ func (s *Service) GrantRole(ctx context.Context, actor Actor, id, role string) (
 // any removal of a role ends them: one that picked the role up in between
 // loses it (role.revoked via token_revoked).
 func (s *Service) grantIn(ctx context.Context, sc actorScope, actor Actor, id, role string, r reach) (User, error) {
+	if err := outlivesNoKey(actor); err != nil {
+		return User{}, err
+	}
 	if role == "" {
 		return User{}, apierr.ErrInvalidRequest.WithDescription("A role is required.")
 	}
