@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -26,6 +27,13 @@ type APIKey struct {
 	RevokedBy  string // "" while not revoked, and for a revocation by value
 }
 
+// MaxLiveAPIKeys is the most live keys (not revoked, not expired) one user
+// may hold: CreateAPIKey refuses another with ErrTooManyAPIKeys.
+const MaxLiveAPIKeys = 100
+
+// ErrTooManyAPIKeys means the owner holds MaxLiveAPIKeys live keys already.
+var ErrTooManyAPIKeys = errors.New("store: the owner holds the most live API keys allowed")
+
 // Revoked reports whether the key has been revoked.
 func (k APIKey) Revoked() bool { return k.RevokedAt != nil }
 
@@ -34,7 +42,10 @@ func (k APIKey) Revoked() bool { return k.RevokedAt != nil }
 type APIKeys interface {
 	// CreateAPIKey stores k (ID and CreatedAt are set by the store and
 	// written back). ErrAlreadyExists when its hash is stored already;
-	// ErrNotFound when the owner does not exist.
+	// ErrNotFound when the owner does not exist; ErrTooManyAPIKeys when
+	// the owner holds MaxLiveAPIKeys keys that are neither revoked nor
+	// expired at CreatedAt, counted in the transaction of the insert under
+	// a lock on the owner, so concurrent creations never pass the cap.
 	CreateAPIKey(ctx context.Context, k *APIKey) error
 	// FindLiveAPIKey returns the key whose hash is hash unless it is
 	// revoked (expired ones included), with its owner (roles sorted, no

@@ -217,12 +217,18 @@ type Page struct {
 	NextCursor string `json:"next_cursor"`
 }
 
+// errTooManyKeys refuses a key past store.MaxLiveAPIKeys.
+var errTooManyKeys = apierr.ErrConflict.WithDescription(
+	"This user holds %d live API keys, the most allowed: revoke one that is no longer used first.", store.MaxLiveAPIKeys)
+
 // Create makes a key for owner (read from the store by the caller just
 // now: its roles are the owner's current ones) and returns it, with the key
 // shown this once. A bad name, missing scopes or an expiry under MinTTL or
 // past the maximum is 400 invalid_request; a scope that is not one of the
 // owner's permissions, or that its maker may not pass on (keyScopes), is
-// 400 invalid_scope. Audit api_key.created.
+// 400 invalid_scope; an owner holding store.MaxLiveAPIKeys live keys
+// (neither revoked nor expired) is 409 conflict, decided by the store in
+// the insert's transaction. Audit api_key.created.
 //
 // Every key is made under its maker's bound: a person's own key under the
 // scope of the access token making it, a key an admin gives a machine
@@ -255,6 +261,9 @@ func (s *Service) Create(ctx context.Context, owner store.User, maker Token, req
 	k := store.APIKey{OwnerID: owner.ID, Name: name, Hint: key.Hint(), Hash: key.Hash(), Scopes: scopes,
 		ExpiresAt: expires, CreatedBy: m.ActorID}
 	if err := s.d.Store.CreateAPIKey(ctx, &k); err != nil {
+		if errors.Is(err, store.ErrTooManyAPIKeys) {
+			return Created{}, errTooManyKeys.WithCause(err)
+		}
 		return Created{}, storeErr("store the API key", err, apierr.ErrNotFound.WithDescription("No user has this id."))
 	}
 	s.record(ctx, "api_key.created", store.OutcomeSuccess, owner.ID, m, map[string]string{"key_id": k.ID,

@@ -93,8 +93,10 @@ func validAPIKey(k *store.APIKey) error {
 	return nil
 }
 
-// CreateAPIKey implements store.APIKeys: one INSERT, so the unique hash and
-// the owner's foreign key decide.
+// CreateAPIKey implements store.APIKeys: one transaction that locks the
+// owner's row (lockUser: concurrent creations for one owner queue there),
+// counts the owner's live keys against store.MaxLiveAPIKeys and inserts;
+// the unique hash decides a duplicate.
 func (s *Store) CreateAPIKey(ctx context.Context, k *store.APIKey) error {
 	if err := validAPIKey(k); err != nil {
 		return fmt.Errorf("create API key: %w", err)
@@ -111,11 +113,32 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *store.APIKey) error {
 	nk.LastUsedAt, nk.RevokedAt, nk.RevokedBy = nil, nil, ""
 	row := apiKeyRow{ID: nk.ID, OwnerUserID: nk.OwnerID, Name: nk.Name, Hint: nk.Hint, Hash: nk.Hash, LiveHash: nk.Hash,
 		Scopes: *encodeList(scopes), ExpiresAt: nk.ExpiresAt, CreatedAt: nk.CreatedAt, CreatedBy: nk.CreatedBy}
-	err := s.db.WithContext(ctx).Create(&row).Error
-	if IsForeignKeyViolation(err) {
-		return fmt.Errorf("create API key: unknown owner %q: %w", k.OwnerID, store.ErrNotFound)
+	if !storableText(nk.OwnerID) {
+		return fmt.Errorf("create API key: unknown owner: %w", store.ErrNotFound)
 	}
-	if err != nil {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		if _, err := lockUser(tx, nk.OwnerID); err != nil {
+			if errors.Is(err, gorm.ErrRecordNotFound) {
+				return fmt.Errorf("unknown owner %q: %w", k.OwnerID, store.ErrNotFound)
+			}
+			return mapErr("lock the owner", err)
+		}
+		var live int64
+		if err := tx.Model(&apiKeyRow{}).Where("owner_user_id = ? AND revoked_at IS NULL AND expires_at > ?", nk.OwnerID, nk.CreatedAt).
+			Count(&live).Error; err != nil {
+			return mapErr("count the owner's live API keys", err)
+		}
+		if live >= store.MaxLiveAPIKeys {
+			return store.ErrTooManyAPIKeys
+		}
+		return tx.Create(&row).Error
+	})
+	switch {
+	case errors.Is(err, store.ErrTooManyAPIKeys), errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("create API key: %w", err)
+	case IsForeignKeyViolation(err):
+		return fmt.Errorf("create API key: unknown owner %q: %w", k.OwnerID, store.ErrNotFound)
+	case err != nil:
 		return mapErr("create API key", err)
 	}
 	*k = nk

@@ -26,7 +26,8 @@ import (
 // microsecond precision; a revoked key is found by its hash but is not
 // live; of concurrent revocations of one key exactly one
 // reports the change; a key's last use only moves forward; keys go with
-// their owner.
+// their owner; an owner holds at most store.MaxLiveAPIKeys live keys, also
+// under concurrent creations.
 func RunAPIKeyTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 	t.Helper()
 	tests := []seededCase{
@@ -38,6 +39,8 @@ func RunAPIKeyTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/revoke_other_owner_or_unknown", testAPIKeyRevokeFail},
 		{"ok/touch_only_forward", testAPIKeyTouch},
 		{"ok/deleted_with_the_owner", testAPIKeyDeletedWithOwner},
+		{"fail/create_past_the_live_cap", testAPIKeyLiveCap},
+		{"race/create_never_passes_the_live_cap", testAPIKeyLiveCapRace},
 		{"race/revoke_changes_once", testAPIKeyRevokeRace},
 		{"ok/claim_expiring_once", testAPIKeyClaimExpiring},
 		{"race/claim_expiring_each_key_once", testAPIKeyClaimExpiringRace},
@@ -465,5 +468,65 @@ func testAPIKeyClaimCutShort(t *testing.T, s *sqlstore.Store) {
 	}
 	if !slices.Equal(claimed, ids) {
 		t.Fatalf("the next claim got %v; want %v (nothing kept from the claim cut short)", claimed, ids)
+	}
+}
+
+// fillLiveKeys gives owner n live keys.
+func fillLiveKeys(t *testing.T, s *sqlstore.Store, owner string, n int) []store.APIKey {
+	t.Helper()
+	out := make([]store.APIKey, 0, n)
+	for i := range n {
+		out = append(out, mustAPIKey(t, s, newAPIKey(owner, fmt.Sprintf("k%d", i))))
+	}
+	return out
+}
+
+func testAPIKeyLiveCap(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	bob := mustCreateUser(t, s, newUser("bob@example.com", "user"))
+	keys := fillLiveKeys(t, s, ann.ID, store.MaxLiveAPIKeys)
+	wantErr(t, "a key past the cap", s.CreateAPIKey(c, newAPIKey(ann.ID, "one more")), store.ErrTooManyAPIKeys)
+	// Another owner is not held back.
+	mustAPIKey(t, s, newAPIKey(bob.ID, "bob's"))
+	// A revoked key and an expired one no longer count.
+	if _, _, err := s.RevokeAPIKey(c, ann.ID, keys[0].ID, ann.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	mustAPIKey(t, s, newAPIKey(ann.ID, "after a revocation"))
+	wantErr(t, "full again", s.CreateAPIKey(c, newAPIKey(ann.ID, "one more")), store.ErrTooManyAPIKeys)
+	if err := s.DB().Exec("UPDATE api_keys SET expires_at = ? WHERE id = ?", time.Now().Add(-time.Minute).UTC(), keys[1].ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	mustAPIKey(t, s, newAPIKey(ann.ID, "after an expiry"))
+	wantErr(t, "full once more", s.CreateAPIKey(c, newAPIKey(ann.ID, "one more")), store.ErrTooManyAPIKeys)
+}
+
+func testAPIKeyLiveCapRace(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	ann := mustCreateUser(t, s, newUser("ann@example.com", "user"))
+	const room = 3
+	fillLiveKeys(t, s, ann.ID, store.MaxLiveAPIKeys-room)
+	errs := race(relRacers, func(i int) error {
+		return s.CreateAPIKey(c, newAPIKey(ann.ID, fmt.Sprintf("racer%d", i)))
+	})
+	made := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			made++
+		case !errors.Is(err, store.ErrTooManyAPIKeys):
+			t.Fatalf("a racing creation failed otherwise: %v", err)
+		}
+	}
+	if made != room {
+		t.Fatalf("%d of %d racing creations were stored, want %d", made, relRacers, room)
+	}
+	var live int64
+	if err := s.DB().Raw("SELECT COUNT(*) FROM api_keys WHERE owner_user_id = ? AND revoked_at IS NULL", ann.ID).Scan(&live).Error; err != nil {
+		t.Fatal(err)
+	}
+	if live != store.MaxLiveAPIKeys {
+		t.Fatalf("the owner holds %d live keys, want %d", live, store.MaxLiveAPIKeys)
 	}
 }
