@@ -90,9 +90,10 @@ func noStore(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // Pusher validates and keeps an authorization request pushed by an
-// authenticated client (pages.AuthorizeFlow.Push over authorize.Push).
+// authenticated client from address ip (pages.AuthorizeFlow.Push over
+// authorize.Push, counting a public client's pushes per address).
 type Pusher interface {
-	Push(ctx context.Context, form url.Values, client store.Client) (authorize.Pushed, error)
+	Push(ctx context.Context, form url.Values, client store.Client, ip string) (authorize.Pushed, error)
 }
 
 // MountPAR mounts POST /oauth2/par (RFC 9126): the client authenticates
@@ -110,7 +111,7 @@ func (s *Server) MountPAR(svc *token.Service, par Pusher) {
 		if err != nil {
 			return err
 		}
-		out, err := par.Push(ctx, c.Request().PostForm, client)
+		out, err := par.Push(ctx, c.Request().PostForm, client, c.RealIP())
 		if err != nil {
 			return err
 		}

@@ -203,7 +203,7 @@ func TestBrowserSignInCodeFlow(t *testing.T) {
 			hc := siBrowser(t)
 			conf := d.oauth("third", d.thirdSecret, oidc.ScopeOpenID, "email")
 			verifier, nonce := oauth2.GenerateVerifier(), "n-"+oauth2.GenerateVerifier()[:16]
-			state := "s t/a+t%e~é\"<>&=?" + strings.Repeat("x", 100) // byte for byte through the flow
+			state := "s t/a+t%e~\\\"<>&=?" + strings.Repeat("x", 100) // byte for byte through the flow (any VSCHAR)
 			start := time.Now().Add(-time.Second)
 
 			login := siGet(t, hc, conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)))

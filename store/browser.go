@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -239,4 +242,20 @@ type Consents interface {
 	DeleteConsent(ctx context.Context, userID, clientID string) error
 	// ListConsents returns the user's consents, newest first.
 	ListConsents(ctx context.Context, userID string) ([]Consent, error)
+}
+
+// EncodeOnce is the JSON of a single-use record's value (a pending
+// authorization or logout request, a pushed request, a console sign-in)
+// without the HTML escaping json.Marshal adds: those records hold text a
+// caller chose (a state, a nonce), and each <, > or & would otherwise be
+// kept as six bytes. The values are read back by json.Unmarshal and never
+// written into a page as they are.
+func EncodeOnce(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("encode single-use record: %w", err)
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

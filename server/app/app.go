@@ -511,7 +511,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		}
 		tokens.RegisterSubjectTokenType(token.TokenTypeIDToken, ups)
 	}
-	signIn, flow, err := signInDeps(cfg, log, core, states, users, clientCache, tokens, checker, ender)
+	signIn, flow, err := signInDeps(cfg, log, core, states, users, clientCache, tokens, checker, ender, limiter)
 	if err != nil {
 		return nil, err
 	}
@@ -535,7 +535,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 			return err
 		}
 		cons, err = console.New(console.Config{Issuer: cfg.Issuer}, console.Deps{Pages: hosted, Accounts: acc, Tokens: tokens,
-			Sessions: states.Browser, Once: states.Once, Logger: log})
+			Sessions: states.Browser, Once: states.Once, Pending: limiter, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -589,18 +589,20 @@ func loadProviders(cfg config.Config, pol *policy.Policy) (*upstream.Providers, 
 // signInDeps wires browser sign-in: the browser session cookie over the
 // token state, and server/authorize over the clients, the id token hints,
 // the policy, the single-use records and the remembered consents. The flow
-// also serves /oauth2/par.
+// also serves /oauth2/par. limiter (nil: rate limits off) counts each
+// pending or pushed authorization request and each held logout request
+// kept for a caller's address.
 func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, users cachedUsers, cl *clients.Cache,
-	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender) (pages.SignInDeps, *pages.AuthorizeFlow, error) {
+	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender, limiter *ratelimit.Limiter) (pages.SignInDeps, *pages.AuthorizeFlow, error) {
 	browser, err := browsersession.New(states.Browser, browsersession.Config{IdleTTL: cfg.SessionIdleTTL, MaxAge: cfg.SessionMaxAge})
 	if err != nil {
 		return pages.SignInDeps{}, nil, err
 	}
 	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
 		Sessions: states.Browser, Dropped: ender, Users: users, Consents: core.Store, SecondFactors: tokens, Audit: core.Audit,
-		CodeTTL: cfg.AuthCodeTTL, RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
+		Pending: limiter, CodeTTL: cfg.AuthCodeTTL, RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
-		Rehasher: tokens, Logins: tokens, Hints: tokens, Clients: cl, Ender: ender, Once: states.Once}, flow, nil
+		Rehasher: tokens, Logins: tokens, Hints: tokens, Clients: cl, Ender: ender, Once: states.Once, Pending: limiter}, flow, nil
 }
 
 // ClientCacheTTL is how long an instance keeps a client in memory: a client

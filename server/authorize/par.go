@@ -54,7 +54,7 @@ func Push(ctx context.Context, form url.Values, client store.Client, env Env, tt
 	if err != nil {
 		return Pushed{}, pushError(err)
 	}
-	val, err := json.Marshal(req)
+	val, err := store.EncodeOnce(req)
 	if err != nil {
 		return Pushed{}, apierr.ErrServer.WithCause(fmt.Errorf("push authorization request: %w", err))
 	}

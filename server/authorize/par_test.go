@@ -114,6 +114,7 @@ func TestPush(t *testing.T) {
 		{"fail/no redirect_uri with two registered", "web", set("redirect_uri", "<del>"), 400, "invalid_request"},
 		{"fail/repeated parameter", "web", func() url.Values { v := pushBody(); v.Add("scope", "openid"); return v }(), 400, "invalid_request"},
 		{"fail/over 16 KiB", "web", set("extra", strings.Repeat("a", 16<<10)), 400, "invalid_request"},
+		{"fail/state not VSCHAR", "web", set("state", "st\x01"), 400, "invalid_request"},
 		{"fail/PKCE missing for a require_pkce client", "web", set("code_challenge", "<del>", "code_challenge_method", "<del>"), 400, "invalid_request"},
 		{"fail/PKCE plain", "web", set("code_challenge_method", "plain"), 400, "invalid_request"},
 		{"fail/PKCE short challenge", "web", set("code_challenge", "abc"), 400, "invalid_request"},

@@ -20,8 +20,12 @@ type PendingStore interface {
 }
 
 // TombstoneTTL is how long after its expiry a pending request can still be
-// answered with access_denied and its state (so the client restarts).
-const TombstoneTTL = 24 * time.Hour
+// answered with access_denied and its state (so the client restarts): an
+// hour, long enough for a person who comes back to a forgotten tab, short
+// enough that what unauthenticated callers make the store keep stays
+// proportionate to the request's own lifetime (it was a day, which held
+// each request's tombstone 49 times as long as the request).
+const TombstoneTTL = time.Hour
 
 // ErrPendingDone: the pending request was completed already (the back
 // button, or a second submit): the HTTP layer shows "You are signed in",
@@ -48,11 +52,11 @@ func SavePending(ctx context.Context, st PendingStore, req *Request, ttl time.Du
 	if ttl <= 0 {
 		return "", errors.New("save pending request: the lifetime must be positive")
 	}
-	val, err := json.Marshal(req)
+	val, err := store.EncodeOnce(req)
 	if err != nil {
 		return "", fmt.Errorf("save pending request: %w", err)
 	}
-	ts, err := json.Marshal(tombstone{ClientID: req.ClientID, RedirectURI: req.RedirectURI, Mode: req.ResponseMode, State: req.State, Issuer: req.Issuer})
+	ts, err := store.EncodeOnce(tombstone{ClientID: req.ClientID, RedirectURI: req.RedirectURI, Mode: req.ResponseMode, State: req.State, Issuer: req.Issuer})
 	if err != nil {
 		return "", fmt.Errorf("save pending request: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
+	"github.com/portcullis-auth/portcullis/server/tenancy"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -31,7 +32,6 @@ const grantAuthorizationCode = "authorization_code"
 // Limits on a request (contract step 1; design brief step 14).
 const (
 	MaxRequestBytes = 16 << 10
-	maxStateBytes   = 4 << 10
 	maxNonceBytes   = 1 << 10
 	maxLoginHint    = 320
 	challengeLen    = 43
@@ -152,10 +152,19 @@ func ParseRequest(ctx context.Context, form url.Values, env Env, now time.Time) 
 // parse is ParseRequest; pushing is true at /oauth2/par (Push), where a
 // request_uri is invalid_request and the requirement to push is met.
 func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing bool) (*Request, error) {
-	// 1. One value per parameter, at most 16 KiB, UTF-8 without NUL.
+	// 1. One value per parameter, at most 16 KiB, UTF-8 without NUL; a
+	// state of VSCHAR (RFC 6749 Appendix A.5) of at most 4 KiB. An invalid
+	// state is the error page, never redirected: every answer at the
+	// redirect URI carries the state byte for byte (RFC 6749 §4.1.2.1),
+	// and it is the state that cannot be used. It is refused before
+	// anything is kept (the pending request and its tombstone hold it).
 	p, err := singleValues(form)
 	if err != nil {
 		return nil, err
+	}
+	if state, ok := p["state"]; ok && !token.ValidState(state) {
+		return nil, pageError(fmt.Sprintf("The state parameter must be at most %d printable ASCII characters (RFC 6749 Appendix A.5).",
+			token.MaxStateBytes))
 	}
 	// 2. client_id names a client.
 	clientID := p["client_id"]
@@ -255,13 +264,16 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 		}
 		req.HintSubject = sub
 	}
+	// nonce is any string (OIDC Core §3.1.2.1); only its length is bounded.
 	switch {
-	case len(req.State) > maxStateBytes:
-		return nil, req.Fail(ErrInvalidRequest, fmt.Sprintf("state is longer than %d bytes.", maxStateBytes))
 	case len(p["nonce"]) > maxNonceBytes:
 		return nil, req.Fail(ErrInvalidRequest, fmt.Sprintf("nonce is longer than %d bytes.", maxNonceBytes))
 	case len(p["login_hint"]) > maxLoginHint:
 		return nil, req.Fail(ErrInvalidRequest, fmt.Sprintf("login_hint is longer than %d bytes.", maxLoginHint))
+	case len(p["tenant"]) > tenancy.MaxSlugLen:
+		// No organisation's slug is longer; a shorter unknown one is
+		// invalid_grant at the redemption, as before.
+		return nil, req.Fail(ErrInvalidRequest, fmt.Sprintf("tenant is longer than %d bytes.", tenancy.MaxSlugLen))
 	}
 	req.Nonce, req.LoginHint, req.Tenant = p["nonce"], p["login_hint"], p["tenant"]
 	return req, nil

@@ -36,8 +36,9 @@ func baseParams() url.Values {
 }
 
 // odd is a state with bytes a client may well send: spaces, percent signs,
-// ampersands, quotes, angle brackets, non-ASCII, 128 characters in all.
-var odd = (`a b%20&c=d+e"'<>/?#` + "ü€" + strings.Repeat("~", 128))[:128]
+// ampersands, quotes, angle brackets, backslashes, 128 VSCHAR characters in
+// all (RFC 6749 Appendix A.5: nothing else is a state).
+var odd = (`a b%20&c=d+e"'<>/?#\` + strings.Repeat("~", 128))[:128]
 
 func TestParseRequest(t *testing.T) {
 	type want struct {
@@ -74,6 +75,15 @@ func TestParseRequest(t *testing.T) {
 		{"fail/step1 repeated redirect_uri", func(v url.Values) { v.Add("redirect_uri", "https://app.example/cb") }, want{page: true}},
 		{"fail/step1 over 16 KiB", set("extra", strings.Repeat("a", 16<<10)), want{page: true}},
 		{"fail/step1 not UTF-8", set("extra", "\xff"), want{page: true}},
+		// state is 1*VSCHAR (RFC 6749 Appendix A.5), at most 4 KiB: else the
+		// page, as it could not be echoed byte for byte.
+		{"fail/step1 state over 4 KiB", set("state", strings.Repeat("s", 4097)), want{page: true}},
+		{"ok/step1 state of 4 KiB", set("state", strings.Repeat("<", 4096)), want{}},
+		{"fail/step1 state with a tab", set("state", "a\tb"), want{page: true}},
+		{"fail/step1 state with a newline", set("state", "a\nb"), want{page: true}},
+		{"fail/step1 state with DEL", set("state", "a\x7f"), want{page: true}},
+		{"fail/step1 state not ASCII", set("state", "café"), want{page: true}},
+		{"fail/step1 state not VSCHAR, form_post", set("state", "ü", "response_mode", "form_post"), want{page: true}},
 		// 2. client
 		{"fail/step2 missing client_id", set("client_id", "<del>"), want{page: true}},
 		{"fail/step2 empty client_id", set("client_id", ""), want{page: true}},
@@ -170,9 +180,12 @@ func TestParseRequest(t *testing.T) {
 				t.Fatal(r.HintSubject)
 			}
 		}}},
-		{"fail/step10 state over 4 KiB", set("state", strings.Repeat("s", 4097)), want{code: ErrInvalidRequest}},
 		{"fail/step10 nonce over 1 KiB", set("nonce", strings.Repeat("n", 1025)), want{code: ErrInvalidRequest}},
 		{"fail/step10 login_hint over 320 B", set("login_hint", strings.Repeat("l", 321)), want{code: ErrInvalidRequest}},
+		{"fail/step10 tenant over 63 B", set("tenant", strings.Repeat("t", 64)), want{code: ErrInvalidRequest}},
+		{"ok/step10 tenant of 63 B", set("tenant", strings.Repeat("t", 63)), want{}},
+		// nonce is any string (OIDC Core §3.1.2.1): only its length counts.
+		{"ok/step10 nonce with control characters and non-ASCII", set("nonce", "n\tö\x01"), want{}},
 		// accepted and ignored; empty = absent
 		{"ok/ignored parameters", set("extra", "foobar", "display", "popup", "ui_locales", "fr", "claims_locales", "de",
 			"acr_values", "urn:x", "login_hint", "ada@example.com", "claims", `{"id_token":{"email":{"essential":true}}}`, "resource", "https://api.example"),

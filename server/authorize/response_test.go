@@ -337,11 +337,16 @@ func TestPendingExpiry(t *testing.T) {
 	if _, err := LoadPending(ctx, st, old, testNow); !errors.As(err, new(*PageError)) {
 		t.Fatalf("tombstone without its client: %v", err)
 	}
-	// After the tombstone too: a page.
-	_, err = FinishPending(ctx, st, id, testNow.Add(30*time.Minute+TombstoneTTL))
+	// The tombstone lasts an hour after the request's expiry (a day
+	// before: each unauthenticated request held its state 49 times as
+	// long as the request itself).
+	if _, err := LoadPending(ctx, st, id, testNow.Add(30*time.Minute+59*time.Minute)); !errors.As(err, &re) {
+		t.Fatalf("59 minutes after the expiry: %v, want access_denied", err)
+	}
+	_, err = FinishPending(ctx, st, id, testNow.Add(30*time.Minute+time.Hour+time.Second))
 	var pe *PageError
 	if !errors.As(err, &pe) {
-		t.Fatalf("long expired: %v", err)
+		t.Fatalf("an hour after the expiry: %v, want the page", err)
 	}
 	// Unknown and absurd ids: a page.
 	for _, bad := range []string{"", "nope", strings.Repeat("x", 100)} {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -76,8 +77,11 @@ type Deps struct {
 	// Once keeps pending sign-ins (single use).
 	Sessions store.BrowserSessions
 	Once     store.SingleUse
-	Logger   *slog.Logger
-	Now      func() time.Time
+	// Pending counts each pending sign-in kept for a caller's address
+	// (pages.PendingLimiter: *ratelimit.Limiter; nil: no limit).
+	Pending pages.PendingLimiter
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Console serves /console.
@@ -293,6 +297,9 @@ func (c *Console) fail(ec echo.Context, r *request, err error) error {
 			"request_id", ec.Response().Header().Get(echo.HeaderXRequestID))
 		return c.render(r, ae.Status, view{Title: "Something went wrong on our side", Kind: "error",
 			Message: "It may not have been completed. Try again in a few minutes."})
+	}
+	if ae.Status == http.StatusTooManyRequests && ae.RetryAfterSeconds > 0 {
+		ec.Response().Header().Set("Retry-After", strconv.Itoa(ae.RetryAfterSeconds))
 	}
 	return c.render(r, ae.Status, view{Title: "This could not be done", Kind: "error", Message: ae.Description})
 }

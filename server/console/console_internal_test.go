@@ -3,12 +3,13 @@ package console
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
 // TestSafeNext: the page a sign-in returns to is a console path; anything
 // else (another site, a scheme-relative URL, the sign-in itself, a header
-// injection) is the users screen.
+// injection, more than 512 bytes) is the users screen.
 func TestSafeNext(t *testing.T) {
 	for _, tc := range []struct{ name, next, want string }{
 		{"ok/screen", "/console/keys", "/console/keys"},
@@ -23,6 +24,10 @@ func TestSafeNext(t *testing.T) {
 		{"fail/callback", "/console/callback?code=x", "/console/users"},
 		{"fail/backslash", "/console/\\evil.example", "/console/users"},
 		{"fail/newline", "/console/users\r\nSet-Cookie: x=y", "/console/users"},
+		// Kept with the pending sign-in: at most 512 bytes (no limit before).
+		{"ok/512 bytes", "/console/users?q=" + strings.Repeat("a", 512-len("/console/users?q=")),
+			"/console/users?q=" + strings.Repeat("a", 512-len("/console/users?q="))},
+		{"fail/513 bytes", "/console/users?q=" + strings.Repeat("a", 513-len("/console/users?q=")), "/console/users"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := safeNext(tc.next); got != tc.want {

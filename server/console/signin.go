@@ -25,6 +25,9 @@ const (
 	onceLogin = "console_login"
 	// loginTTL bounds a pending sign-in.
 	loginTTL = 10 * time.Minute
+	// maxNext bounds the console page a sign-in returns to: no screen's
+	// address is longer, and it is kept with the pending sign-in.
+	maxNext = 512
 	// loginCookie binds a pending sign-in to the browser that started it
 	// (no login CSRF): Lax, since the hosted login may pass through an
 	// upstream identity provider on another site.
@@ -53,8 +56,12 @@ func hash(s string) []byte {
 }
 
 // safeNext returns next when it is a path of the console (never another
-// site, never a scheme-relative URL), else the users screen.
+// site, never a scheme-relative URL) of at most maxNext bytes, else the
+// users screen.
 func safeNext(next string) string {
+	if len(next) > maxNext {
+		return Path + "/users"
+	}
 	if next == Path || strings.HasPrefix(next, Path+"/") && !strings.ContainsAny(next, "\\\r\n") &&
 		!strings.HasPrefix(next, Path+"/login") && !strings.HasPrefix(next, CallbackPath) {
 		return next
@@ -87,8 +94,13 @@ func (c *Console) login(ec echo.Context) error {
 }
 
 func (c *Console) startLogin(ec echo.Context, state, verifier, binding string) error {
+	if c.d.Pending != nil {
+		if err := c.d.Pending.AllowPending(ec.Request().Context(), ec.RealIP()); err != nil {
+			return err
+		}
+	}
 	p := pendingLogin{Verifier: verifier, Next: safeNext(ec.QueryParam("next")), BindingHash: hash(binding)}
-	raw, err := json.Marshal(p)
+	raw, err := store.EncodeOnce(p)
 	if err != nil {
 		return fmt.Errorf("console: encode the pending sign-in: %w", err)
 	}

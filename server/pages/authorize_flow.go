@@ -60,6 +60,10 @@ type AuthorizeFlow struct {
 		SecondFactorOwed(ctx context.Context, clientID string, u store.User, tenant string, amr []string) (bool, error)
 	}
 	Audit Auditor
+	// Pending counts each request kept (pending, or pushed by a public
+	// client) for the caller's address (*ratelimit.Limiter; nil: no
+	// limit).
+	Pending PendingLimiter
 	// CodeTTL is PORTCULLIS_AUTH_CODE_TTL, RequestTTL PORTCULLIS_AUTHORIZE_REQUEST_TTL.
 	CodeTTL    time.Duration
 	RequestTTL time.Duration
@@ -84,17 +88,34 @@ func (f *AuthorizeFlow) log() *slog.Logger {
 }
 
 // Authorize implements Flow: the query of a GET, the form body of a POST.
-func (f *AuthorizeFlow) Authorize(ctx context.Context, r *http.Request) (string, *Step, error) {
+func (f *AuthorizeFlow) Authorize(ctx context.Context, r *http.Request, m accounts.Meta) (string, *Step, error) {
 	now := f.now()
 	req, stop, err := f.parse(ctx, r, now)
 	if stop != nil || err != nil {
 		return "", stop, err
 	}
-	id, err := authorize.SavePending(ctx, f.Once, req, f.RequestTTL, now)
+	id, err := f.save(ctx, req, m, now)
 	if err != nil {
-		return "", nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		return "", nil, err
 	}
 	return id, nil, nil
+}
+
+// save keeps req as pending for a page (authorize.SavePending) once the
+// caller's address may have one more record kept (f.Pending: 429 past its
+// budget, nothing kept). Every pending request is kept through it; an
+// answer given at once keeps nothing and counts nothing.
+func (f *AuthorizeFlow) save(ctx context.Context, req *authorize.Request, m accounts.Meta, now time.Time) (string, error) {
+	if f.Pending != nil {
+		if err := f.Pending.AllowPending(ctx, m.IP); err != nil {
+			return "", err
+		}
+	}
+	id, err := authorize.SavePending(ctx, f.Once, req, f.RequestTTL, now)
+	if err != nil {
+		return "", apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	return id, nil
 }
 
 // AuthorizeNow implements Flow: a request the browser session answers at
@@ -144,10 +165,19 @@ func (f *AuthorizeFlow) env() authorize.Env {
 	return authorize.Env{Issuer: f.Issuer, Clients: f.Clients, Hints: f.Hints, Permissions: f.Permissions, Pushed: f.Once}
 }
 
-// Push serves /oauth2/par for client, authenticated by the caller: the
-// request is validated as at Authorize and kept once for
-// authorize.PushedRequestTTL (authorize.Push).
-func (f *AuthorizeFlow) Push(ctx context.Context, form url.Values, client store.Client) (authorize.Pushed, error) {
+// Push serves /oauth2/par for client, authenticated by the caller at
+// address ip: the request is validated as at Authorize and kept once for
+// authorize.PushedRequestTTL (authorize.Push). A public client proves
+// nothing but its client_id, so its pushes count against the caller's
+// address (f.Pending, 429 past its budget) as pending requests do; a
+// confidential client's backend pushes for all its users, from one
+// address, with its secret.
+func (f *AuthorizeFlow) Push(ctx context.Context, form url.Values, client store.Client, ip string) (authorize.Pushed, error) {
+	if client.Public && f.Pending != nil {
+		if err := f.Pending.AllowPending(ctx, ip); err != nil {
+			return authorize.Pushed{}, err
+		}
+	}
 	return authorize.Push(ctx, form, client, f.env(), authorize.PushedRequestTTL, f.now())
 }
 
@@ -186,7 +216,7 @@ func (f *AuthorizeFlow) stop(ctx context.Context, err error) (*Step, error) {
 // (authorize.CheckRedirect through f.Clients): it still exists, still has
 // the authorization_code grant and still registers redirectURI. A request
 // that waited for the person (pending up to
-// PORTCULLIS_AUTHORIZE_REQUEST_TTL, its expiry answer a day longer) so
+// PORTCULLIS_AUTHORIZE_REQUEST_TTL, its expiry answer an hour longer) so
 // answers nothing to a client deleted or changed meanwhile: the error page
 // (400), and answer (which takes the pending request and issues the code,
 // recording its grant in the browser session) is never called. f.Clients
@@ -337,8 +367,8 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 		})
 	}
 	if id == "" {
-		if id, err = authorize.SavePending(ctx, f.Once, req, f.RequestTTL, now); err != nil {
-			return Step{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		if id, err = f.save(ctx, req, m, now); err != nil {
+			return Step{}, err
 		}
 	}
 	p, err := f.view(ctx, id, req)

@@ -223,7 +223,7 @@ func (env *flowEnv) authorize(t *testing.T, client string, extra ...string) stri
 	for i := 0; i+1 < len(extra); i += 2 {
 		q.Set(extra[i], extra[i+1])
 	}
-	id, stop, err := env.f.Authorize(context.Background(), httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil))
+	id, stop, err := env.f.Authorize(context.Background(), httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil), accounts.Meta{})
 	if err != nil || stop != nil || id == "" {
 		t.Fatalf("Authorize: %q, %+v, %v", id, stop, err)
 	}
@@ -285,13 +285,13 @@ func TestAuthorizeFlowTime(t *testing.T) {
 				env := newFlowEnv()
 				third, _ := env.f.Clients.GetClient(context.Background(), "third")
 				p, err := env.f.Push(context.Background(), url.Values{"redirect_uri": {testRedirect}, "response_type": {"code"},
-					"scope": {"openid"}, "state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}, third)
+					"scope": {"openid"}, "state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}, third, "192.0.2.1")
 				if err != nil || p.ExpiresIn != 60 {
 					t.Fatalf("Push: %+v, %v", p, err)
 				}
 				env.now = env.now.Add(tc.after)
 				q := url.Values{"client_id": {"third"}, "request_uri": {p.RequestURI}}
-				id, stop, err := env.f.Authorize(context.Background(), httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil))
+				id, stop, err := env.f.Authorize(context.Background(), httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil), accounts.Meta{})
 				switch {
 				case err != nil:
 					t.Fatalf("Authorize: %v", err)
@@ -470,7 +470,7 @@ func TestAuthorizeFlowAnswers(t *testing.T) {
 			{"unregistered_redirect", "/oauth2/authorize?client_id=third&redirect_uri=https%3A%2F%2Fevil.example%2F", StepError},
 			{"no_response_type", "/oauth2/authorize?client_id=third&redirect_uri=" + url.QueryEscape(testRedirect) + "&state=st", StepRedirect},
 		} {
-			id, stop, err := env.f.Authorize(ctx, httptest.NewRequest(http.MethodGet, tc.target, nil))
+			id, stop, err := env.f.Authorize(ctx, httptest.NewRequest(http.MethodGet, tc.target, nil), accounts.Meta{})
 			if err != nil || id != "" || stop == nil || stop.Kind != tc.kind {
 				t.Fatalf("%s: %q %+v %v", tc.name, id, stop, err)
 			}
@@ -482,7 +482,7 @@ func TestAuthorizeFlowAnswers(t *testing.T) {
 			"code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}
 		r := httptest.NewRequest(http.MethodPost, "/oauth2/authorize", strings.NewReader(form.Encode()))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		if id, stop, err := env.f.Authorize(ctx, r); err != nil || stop != nil || id == "" {
+		if id, stop, err := env.f.Authorize(ctx, r, accounts.Meta{}); err != nil || stop != nil || id == "" {
 			t.Fatalf("POST: %q %+v %v", id, stop, err)
 		}
 	})

@@ -102,13 +102,36 @@ func (p *Pages) rpLogout(c echo.Context) error {
 		return p.badLogout(c, "The request to sign out could not be read: "+err.Error()+".")
 	}
 	if c.Request().Method == http.MethodPost {
-		id, err := signout.Hold(c.Request().Context(), p.si.Once, req, p.now())
-		if err != nil {
-			return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+		id, err := p.hold(c, req)
+		var nh *signout.NotHeldError
+		switch {
+		case errors.As(err, &nh):
+			return p.badLogout(c, "The request to sign out could not be read: "+nh.Reason+".")
+		case err != nil:
+			return p.fail(c, err)
 		}
 		return p.toSameSiteGet(c, LogoutPath, id)
 	}
 	return p.logout(c, req)
+}
+
+// hold keeps a POSTed logout request for the browser's GET
+// (signout.Hold, which refuses one no client could have sent with a
+// *signout.NotHeldError) once the caller's address may have one more record
+// kept (p.si.Pending: 429 past its budget).
+func (p *Pages) hold(c echo.Context, req signout.LogoutRequest) (string, error) {
+	ctx := c.Request().Context()
+	if p.si.Pending != nil {
+		if err := p.si.Pending.AllowPending(ctx, meta(c).IP); err != nil {
+			return "", err
+		}
+	}
+	id, err := signout.Hold(ctx, p.si.Once, req, p.now())
+	var nh *signout.NotHeldError
+	if err != nil && !errors.As(err, &nh) {
+		return "", apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+	return id, err
 }
 
 // logoutPage is GET /logout: with ?request=… the logout request held by a

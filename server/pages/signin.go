@@ -142,7 +142,8 @@ type Flow interface {
 	// form, in the contract's order) and stores it as pending. It returns
 	// the pending request's id, or the Step that ends the request at once
 	// (the error page, or an error delivered to the redirect URI).
-	Authorize(ctx context.Context, r *http.Request) (id string, stop *Step, err error)
+	// m is the caller's (its address counts the records it makes keep).
+	Authorize(ctx context.Context, r *http.Request, m accounts.Meta) (id string, stop *Step, err error)
 	// AuthorizeNow validates the authorization request r and decides it at
 	// once with the browser session bs (nil: none): a request the session
 	// answers (single sign-on, prompt=none's errors) is answered without a
@@ -267,6 +268,16 @@ type SignInDeps struct {
 	// Once keeps the logout requests POSTed to /oauth2/logout until the
 	// browser's GET (required), and the confirm-link page's record.
 	Once store.SingleUse
+	// Pending counts each logout request held for a caller's address
+	// (*ratelimit.Limiter; nil: no limit).
+	Pending PendingLimiter
+}
+
+// PendingLimiter bounds the records of interactive state kept for one
+// client address (*ratelimit.Limiter.AllowPending): 429 past its budget.
+// A nil *ratelimit.Limiter (rate limits off) allows everything.
+type PendingLimiter interface {
+	AllowPending(ctx context.Context, ip string) error
 }
 
 // badLogin answers a wrong password, an unknown login and a deactivated
@@ -358,7 +369,7 @@ func (p *Pages) authorize(c echo.Context) error {
 		}
 		return p.respond(c, step, bs)
 	}
-	id, stop, err := p.si.Flow.Authorize(ctx, c.Request())
+	id, stop, err := p.si.Flow.Authorize(ctx, c.Request(), meta(c))
 	if err != nil {
 		return p.fail(c, err)
 	}

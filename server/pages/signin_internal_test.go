@@ -61,7 +61,7 @@ type scriptedFlow struct {
 	notDue, olderLogin bool
 }
 
-func (f *scriptedFlow) Authorize(_ context.Context, r *http.Request) (string, *Step, error) {
+func (f *scriptedFlow) Authorize(_ context.Context, r *http.Request, _ accounts.Meta) (string, *Step, error) {
 	if err := r.ParseForm(); err != nil {
 		return "", nil, err
 	}
@@ -75,7 +75,7 @@ func (f *scriptedFlow) Authorize(_ context.Context, r *http.Request) (string, *S
 }
 
 func (f *scriptedFlow) AuthorizeNow(ctx context.Context, r *http.Request, bs *store.BrowserSession, m accounts.Meta) (Step, error) {
-	id, stop, err := f.Authorize(ctx, r)
+	id, stop, err := f.Authorize(ctx, r, m)
 	if err != nil || stop != nil {
 		if stop != nil {
 			return *stop, nil

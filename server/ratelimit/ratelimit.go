@@ -46,6 +46,7 @@ type Rules struct {
 	MailPerRecipient   Rule
 	ResetPerIP         Rule
 	RegisterPerIP      Rule
+	PendingPerIP       Rule          // records of interactive state kept per client IP (AllowPending)
 	LoginFailureLimit  int64         // failures of one account before throttling starts
 	LoginFailureWindow time.Duration // how long failures are remembered
 	MaxLockout         time.Duration // the longest a throttled account waits
@@ -63,6 +64,15 @@ func DefaultRules(failureLimit int) Rules {
 		LoginFailureLimit:  int64(failureLimit),
 		LoginFailureWindow: 15 * time.Minute,
 		MaxLockout:         5 * time.Minute,
+		// Three times LoginPerIP: a person's sign-in keeps one pending
+		// authorization request, two with a pushed one (a public client's
+		// PAR), and a reload or a second tab keeps another; a console
+		// sign-in adds its own record. So an address whose people sign in
+		// with passwords meets the login limit (60 a minute) first. An
+		// address past it makes the store keep, at most, what 180
+		// requests a minute keep for their lifetimes (30 minutes, and a
+		// tombstone an hour longer).
+		PendingPerIP: Rule{Limit: 180, Window: time.Minute},
 	}
 }
 
@@ -140,6 +150,20 @@ func AddressKey(ip string) string {
 func Hash(subject string) string {
 	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(subject))))
 	return hex.EncodeToString(sum[:16])
+}
+
+// AllowPending counts one record of interactive state the server is about
+// to keep for a client at ip (a pending authorization request, a pushed
+// one of a public client, a held logout request, a console sign-in) and
+// refuses it with 429 beyond PendingPerIP, so no address can fill the
+// token state with requests nobody completes. The one check of every
+// place that keeps such a record; an answer given at once (single
+// sign-on) keeps nothing and counts nothing.
+func (l *Limiter) AllowPending(ctx context.Context, ip string) error {
+	if l == nil {
+		return nil
+	}
+	return l.Allow(ctx, "pending_ip", AddressKey(ip), l.rules.PendingPerIP)
 }
 
 // Login throttle: after LoginFailureLimit failures of one account within

@@ -27,8 +27,8 @@ const (
 	BackchannelLogout Kind = "back-channel logout URI"
 )
 
-// maxLen bounds a registered URI.
-const maxLen = 2000
+// MaxLen bounds a registered URI (so no longer URI can match one).
+const MaxLen = 2000
 
 // Validate checks a URI a client registers. It refuses relative URIs,
 // fragments, wildcards, user information, the javascript:, data:, file: (and
@@ -38,8 +38,8 @@ const maxLen = 2000
 // client may use only https (or loopback http). A back-channel logout URI is
 // always https or loopback http.
 func Validate(raw string, kind Kind, native bool) error {
-	if raw == "" || len(raw) > maxLen {
-		return fmt.Errorf("%s must be 1-%d characters", kind, maxLen)
+	if raw == "" || len(raw) > MaxLen {
+		return fmt.Errorf("%s must be 1-%d characters", kind, MaxLen)
 	}
 	if strings.ContainsAny(raw, "* \\") || strings.ContainsFunc(raw, unicode.IsControl) || !utf8.ValidString(raw) {
 		return fmt.Errorf("%s %q may not contain wildcards, spaces or control characters", kind, raw)

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/server/redirecturi"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -29,6 +31,41 @@ const HeldTTL = 5 * time.Minute
 // already.
 var ErrHeldGone = errors.New("signout: the logout request is unknown, expired or used")
 
+// NotHeldError is Hold's refusal of a logout request no client could have
+// sent (a parameter longer than anything it can be, or a state that is
+// not VSCHAR).
+type NotHeldError struct {
+	// Reason says which parameter, in a sentence for the error page.
+	Reason string
+}
+
+// Error implements error.
+func (e *NotHeldError) Error() string {
+	return "signout: the logout request cannot be kept: " + e.Reason
+}
+
+// holdable is Hold's rule: each parameter within what a real one can be,
+// so that what a POST makes the store keep is bounded. An id_token_hint
+// longer than any token we sign (keys.MaxTokenSize) could never verify; a
+// post_logout_redirect_uri longer than a registered URI
+// (redirecturi.MaxLen) or a client_id longer than any client's
+// (token.MaxClientIDBytes) could never match; state is what the
+// authorization request's is (token.ValidState), as it is echoed to the
+// client the same way.
+func holdable(req LogoutRequest) *NotHeldError {
+	switch {
+	case len(req.IDTokenHint) > keys.MaxTokenSize:
+		return &NotHeldError{Reason: fmt.Sprintf("the id_token_hint is longer than %d bytes", keys.MaxTokenSize)}
+	case len(req.ClientID) > token.MaxClientIDBytes:
+		return &NotHeldError{Reason: fmt.Sprintf("the client_id is longer than %d bytes", token.MaxClientIDBytes)}
+	case len(req.PostLogoutRedirectURI) > redirecturi.MaxLen:
+		return &NotHeldError{Reason: fmt.Sprintf("the post_logout_redirect_uri is longer than %d bytes", redirecturi.MaxLen)}
+	case req.State != "" && !token.ValidState(req.State):
+		return &NotHeldError{Reason: fmt.Sprintf("the state must be at most %d printable ASCII characters", token.MaxStateBytes)}
+	}
+	return nil
+}
+
 // heldRequest is a held LogoutRequest as stored.
 type heldRequest struct {
 	IDTokenHint           string `json:"id_token_hint,omitempty"`
@@ -41,9 +78,14 @@ type heldRequest struct {
 // only its hash is a key) and returns the id. A logout request POSTed from
 // the application's site comes without the SameSite=Lax session cookie, so
 // it is decided only at the browser's same-site GET carrying the id, as a
-// POSTed authorization request is (authorize.SavePending).
+// POSTed authorization request is (authorize.SavePending). A request no
+// client could have sent is refused with a *NotHeldError (holdable), before
+// anything is kept.
 func Hold(ctx context.Context, st HeldStore, req LogoutRequest, now time.Time) (string, error) {
-	val, err := json.Marshal(heldRequest(req))
+	if err := holdable(req); err != nil {
+		return "", err
+	}
+	val, err := store.EncodeOnce(heldRequest(req))
 	if err != nil {
 		return "", fmt.Errorf("hold logout request: %w", err)
 	}

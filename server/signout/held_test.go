@@ -3,6 +3,7 @@ package signout_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,4 +120,61 @@ func TestHeldLogoutRequest(t *testing.T) {
 	if a == b || len(a) < 22 {
 		t.Fatalf("ids %q and %q: want a new 128-bit id per request", a, b)
 	}
+}
+
+// TestHoldRefusesWhatNoClientSends: Hold keeps nothing of a logout request
+// whose parameter no client could send (an id_token_hint longer than any
+// token we sign, a client_id or post-logout URI longer than any that can
+// match, a state that is not 1*VSCHAR of at most 4 KiB), refusing it with
+// a *NotHeldError naming the parameter; what it keeps of a valid request
+// is about its own size (no HTML escaping: a 4 KiB state of '<' was kept
+// as 24 KiB). Failed before the change: each was held.
+func TestHoldRefusesWhatNoClientSends(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		req   signout.LogoutRequest
+		param string
+	}{
+		{"fail/id_token_hint over 8 KiB", signout.LogoutRequest{IDTokenHint: strings.Repeat("a", 8<<10+1)}, "id_token_hint"},
+		{"fail/client_id over 64 bytes", signout.LogoutRequest{ClientID: strings.Repeat("c", 65)}, "client_id"},
+		{"fail/post-logout URI over 2000 bytes", signout.LogoutRequest{PostLogoutRedirectURI: "https://a.example/" + strings.Repeat("x", 2000)},
+			"post_logout_redirect_uri"},
+		{"fail/state over 4 KiB", signout.LogoutRequest{State: strings.Repeat("s", 4<<10+1)}, "state"},
+		{"fail/state with a newline", signout.LogoutRequest{State: "bye\n"}, "state"},
+		{"fail/state not ASCII", signout.LogoutRequest{State: "tschüss"}, "state"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newHeldMem()
+			_, err := signout.Hold(ctx, st, tc.req, now)
+			var nh *signout.NotHeldError
+			if !errors.As(err, &nh) || !strings.Contains(nh.Reason, tc.param) {
+				t.Fatalf("Hold: %v, want a refusal naming %s", err, tc.param)
+			}
+			if len(st.recs) != 0 {
+				t.Fatalf("%d records kept", len(st.recs))
+			}
+		})
+	}
+	t.Run("ok/largest of each, kept at its size", func(t *testing.T) {
+		st := newHeldMem()
+		req := signout.LogoutRequest{IDTokenHint: strings.Repeat("h", 8<<10), ClientID: strings.Repeat("c", 64),
+			PostLogoutRedirectURI: "https://a.example/" + strings.Repeat("<", 2000-18), State: strings.Repeat("<", 4<<10)}
+		id, err := signout.Hold(ctx, st, req, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := 0
+		for _, v := range st.recs {
+			size += len(v)
+		}
+		if raw := len(req.IDTokenHint) + len(req.ClientID) + len(req.PostLogoutRedirectURI) + len(req.State); size > raw+128 {
+			t.Fatalf("kept %d bytes for %d of parameters", size, raw)
+		}
+		if got, err := signout.TakeHeld(ctx, st, id, now); err != nil || got != req {
+			t.Fatalf("taken back: %v", err)
+		}
+	})
 }

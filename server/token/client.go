@@ -104,15 +104,38 @@ func (s *Service) accessTTL(c store.Client) int64 {
 	return int64(s.cfg.AccessTokenTTL.Seconds())
 }
 
+// MaxClientIDBytes is the longest client id (PlausibleClientID).
+const MaxClientIDBytes = 64
+
 // PlausibleClientID reports whether id has the shape every client id has
 // (3–64 characters of a-z 0-9 . _ -); anything else cannot name a client.
 func PlausibleClientID(id string) bool {
-	if len(id) < 3 || len(id) > 64 {
+	if len(id) < 3 || len(id) > MaxClientIDBytes {
 		return false
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxStateBytes is the longest state this server keeps and echoes (the
+// authorization request's, an RP-initiated logout's).
+const MaxStateBytes = 4 << 10
+
+// ValidState reports whether state is one this server keeps and echoes:
+// 1 to MaxStateBytes characters of VSCHAR (%x20-7E), the syntax RFC 6749
+// Appendix A.5 gives it. Anything else (control characters, non-ASCII, an
+// oversize value) is refused where it arrives, before it is stored.
+func ValidState(state string) bool {
+	if state == "" || len(state) > MaxStateBytes {
+		return false
+	}
+	for i := 0; i < len(state); i++ {
+		if state[i] < 0x20 || state[i] > 0x7e {
 			return false
 		}
 	}
