@@ -588,3 +588,55 @@ func TestUpstreamSignInFreshLogin(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamStartLimitedPerAddress: every start of a sign-in at an
+// upstream provider keeps a record (state, nonce, verifier) for the
+// provider's answer, and one pending request may be started from again and
+// again, so each start counts in the caller's address budget of kept
+// records (ratelimit.Limiter.AllowPending): past it, the 429 page and
+// nothing kept. Before, one authorization request let an address make the
+// token state keep records without end (found by this session's review of
+// its own change).
+func TestUpstreamStartLimitedPerAddress(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			op := upstreamtest.New(t)
+			file := filepath.Join(t.TempDir(), "providers.yaml")
+			yaml := "providers:\n" + op.ProviderYAML("corp", "    allowed_domains: [example.com]")
+			if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			d := newSignIn(t, b, map[string]string{"PORTCULLIS_IDENTITY_PROVIDERS_FILE": file, "PORTCULLIS_RATE_LIMITS": "on"})
+			hc := siBrowser(t)
+			_, page := d.openLogin(t, hc) // one kept record: the pending request
+			var start string
+			for _, m := range fedButton.FindAllStringSubmatch(page.body, -1) {
+				if m[2] == "corp" {
+					u, err := page.Request.URL.Parse(unescapeHTML(m[1]))
+					if err != nil {
+						t.Fatal(err)
+					}
+					start = u.String()
+				}
+			}
+			if start == "" {
+				t.Fatalf("no button for corp on the login page:\n%s", page.body)
+			}
+			const budget = 180
+			kept := 1
+			for ; kept <= 2*budget; kept++ {
+				p := siGet(t, hc, start)
+				if p.StatusCode == http.StatusSeeOther {
+					continue
+				}
+				if p.StatusCode != http.StatusTooManyRequests || p.Header.Get("Retry-After") == "" || kept > budget {
+					t.Fatalf("start %d at the provider: %d (Retry-After %q), want 303 within the budget of %d, then 429",
+						kept, p.StatusCode, p.Header.Get("Retry-After"), budget)
+				}
+				return
+			}
+			t.Fatalf("%d sign-ins started at the provider from one address, none refused", kept-1)
+		})
+	}
+}

@@ -133,7 +133,8 @@ func (p *Pages) callbackURL(providerID string) string {
 
 // upstreamStart is GET /login/{provider}?request=…: it sends the browser to
 // the provider (authorization code + PKCE; state, nonce and verifier in the
-// single-use store, with the pending request). An unknown provider is 404.
+// single-use store, with the pending request), within the caller's address
+// budget of kept records (429 past it). An unknown provider is 404.
 func (p *Pages) upstreamStart(c echo.Context) error {
 	ctx := c.Request().Context()
 	id := c.Param("provider")
@@ -161,6 +162,15 @@ func (p *Pages) upstreamStart(c echo.Context) error {
 	ret, err := json.Marshal(upstreamReturn{Request: pr.ID, Browser: bind[:]})
 	if err != nil {
 		return p.fail(c, apierr.ErrServer.WithCause(err))
+	}
+	// Each start keeps a record (the state, nonce and verifier) for the
+	// provider's answer, and a pending request may be started from any
+	// number of times: each counts in the caller's address budget, as
+	// every other record kept for an unauthenticated caller does.
+	if p.si.Pending != nil {
+		if err := p.si.Pending.AllowPending(ctx, meta(c).IP); err != nil {
+			return p.fail(c, err)
+		}
 	}
 	// The request's prompt=login and max_age go on to the provider, and
 	// its answer must show them.
