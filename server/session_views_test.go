@@ -12,6 +12,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
+	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -349,6 +350,55 @@ func TestWithdrawingConsentEndsTheClientsGrants(t *testing.T) {
 			d.c.Get("/auth/consents", st.Bearer(own.AccessToken)).ExpectStatus(http.StatusOK)
 			d.c.PostForm("/oauth2/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {own.RefreshToken}},
 				st.Basic("web", d.webSecret)).ExpectStatus(http.StatusOK)
+		})
+	}
+}
+
+// TestWithdrawingConsentEndsTokensWithoutRefresh: a client that may not
+// refresh has no session for the withdrawal to end, yet its access token is
+// refused at /userinfo afterwards (the user's cut-off at the client), and
+// so is a code it was given before the withdrawal and redeems after it; a
+// consent given again later yields tokens that work.
+func TestWithdrawingConsentEndsTokensWithoutRefresh(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newSessionViews(t, b)
+			ctx := context.Background()
+			sec := d.fx.Client(t, clients.Spec{ID: "norefresh", Name: "No Refresh",
+				Grants: []string{"authorization_code"}, RedirectURIs: []string{siCallback}})
+			hc := siBrowser(t)
+			app := d.oauth("norefresh", sec, oidc.ScopeOpenID)
+			v := oauth2.GenerateVerifier()
+			login := siGet(t, hc, app.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
+			consent := login.submit(t, hc, url.Values{"username": {siEmail}, "password": {siPassword}})
+			q := d.callback(t, consent.submit(t, hc, url.Values{"decision": {"allow"}}))
+			tok, err := app.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(v))
+			if err != nil || tok.RefreshToken != "" {
+				t.Fatalf("code exchange: %v (refresh token %t)", err, tok != nil && tok.RefreshToken != "")
+			}
+			// A second code, issued under the consent (SSO), redeemed only
+			// after the withdrawal.
+			v2 := oauth2.GenerateVerifier()
+			late := d.callback(t, siGet(t, hc, app.AuthCodeURL("t", oauth2.S256ChallengeOption(v2))))
+			d.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(http.StatusOK)
+			own := d.c.PostForm("/oauth2/token", st.PasswordForm(siEmail, siPassword, ""), st.Basic("web", d.webSecret)).Token()
+
+			d.c.Delete("/auth/consents/norefresh", st.Bearer(own.AccessToken)).ExpectStatus(http.StatusNoContent)
+
+			d.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(http.StatusUnauthorized)
+			if _, err := app.Exchange(ctx, late.Get("code"), oauth2.VerifierOption(v2)); err == nil {
+				t.Fatal("a code issued before the withdrawal was redeemed after it")
+			}
+			// Consent again: the new grant's token works.
+			v3 := oauth2.GenerateVerifier()
+			again := siGet(t, hc, app.AuthCodeURL("u", oauth2.S256ChallengeOption(v3)))
+			q = d.callback(t, again.submit(t, hc, url.Values{"decision": {"allow"}}))
+			tok, err = app.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(v3))
+			if err != nil {
+				t.Fatalf("code exchange after consenting again: %v", err)
+			}
+			d.c.Get("/userinfo", st.Bearer(tok.AccessToken)).ExpectStatus(http.StatusOK)
 		})
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -123,6 +124,40 @@ type AccessTokenRef struct {
 	SID      string    // empty when the token has no session
 	UserID   string    // empty for client_credentials tokens
 	IssuedAt time.Time // millisecond precision (see the token service's jti layout)
+	// ClientID is the client the token was issued to: with UserID, the
+	// user's cut-off at that client (RevokeClientGrants) at or after
+	// GrantedAt revokes it. Empty: no such check.
+	ClientID string
+	// GrantedAt is when the client was granted the access the token
+	// carries (an authorization code's issue, for the check a code's
+	// redemption makes); zero means IssuedAt.
+	GrantedAt time.Time
+}
+
+// ClientGrantedAt is the time ref's client cut-off is compared with:
+// GrantedAt, or IssuedAt when it is zero.
+func (r AccessTokenRef) ClientGrantedAt() time.Time {
+	if r.GrantedAt.IsZero() {
+		return r.IssuedAt
+	}
+	return r.GrantedAt
+}
+
+// ClientRevocationValue is the Value of a RevokedClient record: the client
+// id, a space, the user id. Client ids hold no space (RevokeClientGrants
+// refuses one that does), so the value names one pair.
+func ClientRevocationValue(userID, clientID string) string {
+	return clientID + " " + userID
+}
+
+// ParseClientRevocationValue splits a RevokedClient record's Value
+// (ClientRevocationValue); ok is false for any other shape.
+func ParseClientRevocationValue(v string) (userID, clientID string, ok bool) {
+	clientID, userID, ok = strings.Cut(v, " ")
+	if !ok || clientID == "" || userID == "" {
+		return "", "", false
+	}
+	return userID, clientID, true
 }
 
 // TokenState is the fast-changing state of issued tokens: refresh families,
@@ -136,7 +171,9 @@ type TokenState interface {
 	// CreateFamily starts a session whose current refresh token hashes to
 	// firstHash. It fails with ErrSessionsEnded, starting nothing live, when
 	// fam.CreatedAt (the login's start) is at or before the user's cut-off,
-	// atomically with respect to RevokeUserSessions. When the user already
+	// atomically with respect to RevokeUserSessions, or fam.CreatedAt is at
+	// or before the user's cut-off at fam.ClientID, atomically with respect
+	// to RevokeClientGrants. When the user already
 	// has the backend's maximum of live families, the oldest ones are ended
 	// (refresh tokens and access tokens, as RevokeFamily does) so that the
 	// new one fits.
@@ -173,18 +210,25 @@ type TokenState interface {
 	// RevokeFamily ends one session: its refresh tokens stop working and every
 	// access token carrying its sid is revoked. Unknown ids are not an error.
 	RevokeFamily(ctx context.Context, familyID string, now time.Time) error
-	// RevokeClientFamilies ends, as RevokeFamily does, every live session
-	// of the user at the client (withdrawing consent to a client) and
-	// returns how many it ended. The user's other sessions go on.
-	RevokeClientFamilies(ctx context.Context, userID, clientID string, now time.Time) (int, error)
+	// RevokeClientGrants sets the user's cut-off at the client (withdrawing
+	// consent to a client): every access token of the user issued to the
+	// client at or before cutoff is revoked (IsAccessTokenRevoked with the
+	// ref's ClientID), every session of the user at the client created at
+	// or before cutoff ends as RevokeFamily ends it, and no such family can
+	// be created afterwards (CreateFamily). A later cut-off replaces an
+	// earlier one; tokens and sessions of the client after the cut-off (a
+	// consent given again) go on, and so do the user's sessions at other
+	// clients. It is recorded durably as a RevokedClient revocation.
+	RevokeClientGrants(ctx context.Context, userID, clientID string, cutoff time.Time) error
 	// RevokeUserSessions ends every session of the user and revokes every
 	// access token of the user issued before cutoff; no family whose
 	// CreatedAt is at or before cutoff can be created afterwards.
 	RevokeUserSessions(ctx context.Context, userID string, cutoff time.Time) error
 	// RevokeAccessToken denies one jti until the token's expiry.
 	RevokeAccessToken(ctx context.Context, jti string, expiresAt time.Time) error
-	// IsAccessTokenRevoked reports whether the token's jti, its session or its
-	// user's cut-off revokes it.
+	// IsAccessTokenRevoked reports whether the token's jti, its session, its
+	// user's cut-off or its user's cut-off at its client (ref.ClientID,
+	// compared with ref.ClientGrantedAt) revokes it.
 	IsAccessTokenRevoked(ctx context.Context, ref AccessTokenRef) (bool, error)
 	// Hit counts one event in a fixed window for key and returns the count so
 	// far in the current window and the time until the window resets.
@@ -266,6 +310,10 @@ const (
 	RevokedJTI     RevocationKind = "jti"  // one access token
 	RevokedSession RevocationKind = "sid"  // every access token of a session
 	RevokedUser    RevocationKind = "user" // every access token of a user issued before At
+	// RevokedClient: every access token of a user at one client issued at
+	// or before At, and the sessions of the user at the client created by
+	// then (RevokeClientGrants); Value is ClientRevocationValue.
+	RevokedClient RevocationKind = "client"
 )
 
 // Revocation is a durable record of a revocation, kept until ExpiresAt (when
@@ -273,7 +321,7 @@ const (
 type Revocation struct {
 	Kind      RevocationKind
 	Value     string
-	At        time.Time // when it was revoked; the cut-off for RevokedUser
+	At        time.Time // when it was revoked; the cut-off for RevokedUser and RevokedClient
 	ExpiresAt time.Time
 }
 

@@ -280,8 +280,9 @@ func (s *Service) endSession(ctx context.Context, userID, sid string, byAdmin bo
 	return nil
 }
 
-// withdrawConsent ends userID's sessions at clientID (their refresh and
-// access tokens die on every instance), then forgets the consent and
+// withdrawConsent ends userID's grants at clientID (their sessions end and
+// every access token the client holds for them, with or without a
+// session, dies on every instance), then forgets the consent and
 // records consent.revoked: withdrawing consent takes the client's access
 // away, not only its next consent screen. Grants end first, so a failure
 // leaves the consent in place to withdraw again; an unknown consent

@@ -85,7 +85,8 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 	resp, g, err := s.issueLogin(ctx, client, user, code.Scopes, now, loginInfo{
 		browserSession: lineage, browserSessionExpiry: sessionExpiry,
 		authTime: code.AuthTime, sid: code.SID, nonce: code.Nonce, amr: code.AMR, onlyPermsNamed: ThirdPartyApp(client),
-		tenant: tn, recheck: &store.AccessTokenRef{JTI: newJTI(code.AuthTime), SID: code.SID, UserID: user.ID, IssuedAt: code.AuthTime},
+		tenant: tn, recheck: &store.AccessTokenRef{JTI: newJTI(code.AuthTime), SID: code.SID, UserID: user.ID, IssuedAt: code.AuthTime,
+			ClientID: client.ID, GrantedAt: code.IssuedAt},
 	})
 	if err != nil {
 		return Response{}, err
@@ -96,7 +97,8 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 	// (exactly one redemption answers 200); its tokens are revoked. A
 	// cut-off of the user after the login voids the grant; it is also what
 	// stops a code whose account snapshot went stale in a way that matters
-	// (CodeUser).
+	// (CodeUser). So does the user's cut-off at the client after the code
+	// was issued (the consent it came from was withdrawn).
 	if err := s.voidAfterIssue(ctx, g, now); err != nil {
 		return Response{}, err
 	}
@@ -104,22 +106,26 @@ func (s *Service) authorizationCodeGrant(ctx context.Context, client store.Clien
 }
 
 // errEndedWhileSigningIn refuses a login every session of whose user was
-// ended after it began (a password reset, a deactivation).
-// Its cause is store.ErrSessionsEnded, as the token state's own refusal of
-// such a login's family.
-var errEndedWhileSigningIn = apierr.ErrInvalidGrant.WithDescription("The account's sessions were ended while signing in. Sign in again.").
+// ended after it began (a password reset, a deactivation), or whose
+// grant to its client was ended after it was given (the consent
+// withdrawn). Its cause is store.ErrSessionsEnded, as the token state's
+// own refusal of such a login's family.
+var errEndedWhileSigningIn = apierr.ErrInvalidGrant.WithDescription(
+	"The account's sessions, or its grant to this client, were ended while signing in. Sign in again.").
 	WithCause(store.ErrSessionsEnded)
 
 // voidAfterIssue is the last step of every login issued after it began
 // (the code and MFA grants, which set loginInfo.recheck): once its tokens
 // exist it reads the recheck and, when a revocation covers the login (its
-// sid, or the user's cut-off at the login's start), revokes the family the
-// tokens belong to. Checking after issuing is what leaves no gap: a
+// sid, the user's cut-off at the login's start, or the user's cut-off at
+// the client at the grant's time: a code issued before its consent was
+// withdrawn), revokes the family the tokens belong to. Checking after issuing is what leaves no gap: a
 // revocation written before the check is seen, and one written after it
 // is later than the tokens' issue time, so it covers them. A client
 // without refresh tokens has no family for the token state's own cut-off
-// check to refuse, so this is the only check there. The user's cut-off
-// refuses the grant (errEndedWhileSigningIn); a revoked sid alone (a
+// check to refuse, so this is the only check there. The user's cut-off,
+// or the user's at the client, refuses the grant (errEndedWhileSigningIn);
+// a revoked sid alone (a
 // replayed code) lets the response go out, its tokens revoked. A grant
 // without a recheck (the password grant issues at the login's start) has
 // nothing to do.
@@ -140,9 +146,10 @@ func (s *Service) voidAfterIssue(ctx context.Context, g grantSet, now time.Time)
 		}
 	}
 	if g.recheck.SID == "" {
-		return errEndedWhileSigningIn // the recheck read the user's cut-off alone
+		return errEndedWhileSigningIn // the recheck read the user's cut-offs alone
 	}
-	cut, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: g.recheck.JTI, UserID: g.recheck.UserID, IssuedAt: g.recheck.IssuedAt})
+	cut, err := s.state.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: g.recheck.JTI, UserID: g.recheck.UserID, IssuedAt: g.recheck.IssuedAt,
+		ClientID: g.recheck.ClientID, GrantedAt: g.recheck.GrantedAt})
 	if err != nil {
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("check the grant: %w", err))
 	}

@@ -92,10 +92,13 @@ func (s *Service) mfaGrant(ctx context.Context, client store.Client, req TokenRe
 	// The login began at the password step and is issued now: a user's
 	// cut-off written since (a password reset, say) voids it, checked
 	// after issuing as for a code (voidAfterIssue), so that none written
-	// while the tokens are made is missed.
-	resp, err := s.finishLogin(ctx, client, user, strings.Fields(done.Scope), s.now(),
+	// while the tokens are made is missed; so does the user's cut-off at
+	// the client written while they are made.
+	now := s.now()
+	resp, err := s.finishLogin(ctx, client, user, strings.Fields(done.Scope), now,
 		loginInfo{authTime: done.AuthTime, amr: done.AMR, tenant: tn,
-			recheck: &store.AccessTokenRef{JTI: newJTI(done.AuthTime), UserID: user.ID, IssuedAt: done.AuthTime}},
+			recheck: &store.AccessTokenRef{JTI: newJTI(done.AuthTime), UserID: user.ID, IssuedAt: done.AuthTime,
+				ClientID: client.ID, GrantedAt: now}},
 		meta, grant, method)
 	if err != nil {
 		return Response{}, err

@@ -161,14 +161,16 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 	// The login is when the person authenticated, not this exchange: a
 	// user's cut-off since ("end every session") refuses it, checked after
 	// issuing as for a code (voidAfterIssue), so none written while the
-	// tokens are made is missed.
+	// tokens are made is missed. The grant to the client is this exchange:
+	// the user's cut-off at the client refuses it when written while the
+	// tokens are made, not when written before (a consent given again).
 	authTime := subj.AuthTime
 	if authTime.IsZero() || authTime.After(now) {
 		authTime = now
 	}
 	resp, g, err := s.issueLogin(ctx, client, user, req.Scope, now, loginInfo{authTime: authTime, amr: subj.AMR,
 		onlyPermsNamed: ThirdPartyApp(client), tenant: tn,
-		recheck: &store.AccessTokenRef{JTI: newJTI(authTime), UserID: user.ID, IssuedAt: authTime}})
+		recheck: &store.AccessTokenRef{JTI: newJTI(authTime), UserID: user.ID, IssuedAt: authTime, ClientID: client.ID, GrantedAt: now}})
 	if err == nil {
 		err = s.voidAfterIssue(ctx, g, now)
 	}

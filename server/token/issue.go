@@ -267,8 +267,10 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 	if err != nil {
 		if errors.Is(err, store.ErrSessionsEnded) {
 			// The login began before every session of the user was ended
-			// (a password change or reset, say): it yields no session.
-			return "", apierr.ErrInvalidGrant.WithDescription("The account's sessions were ended while signing in. Sign in again.").WithCause(err)
+			// (a password change or reset, say), or the user's grants to
+			// the client were ended as it was made (the consent
+			// withdrawn): it yields no session.
+			return "", errEndedWhileSigningIn.WithCause(err)
 		}
 		return "", apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("create refresh family: %w", err))
 	}

@@ -73,7 +73,7 @@ func (s *Service) revoked(ctx context.Context, c AccessClaims) (bool, error) {
 	}
 	ref := store.AccessTokenRef{JTI: c.JTI, SID: c.SID, IssuedAt: issued}
 	if c.IsUser() {
-		ref.UserID = c.Subject
+		ref.UserID, ref.ClientID = c.Subject, c.ClientID
 	}
 	r, err := s.state.IsAccessTokenRevoked(ctx, ref)
 	if err != nil {
@@ -389,13 +389,31 @@ func (s *Service) revocationFailed(err error, what string, attrs ...any) error {
 	}
 }
 
-// EndClientGrants ends every session of a user at one client (the user
-// withdrew their consent to it): its refresh tokens stop working and the
-// access tokens of those sessions are revoked, on every instance. The
-// user's sessions at other clients go on.
+// EndClientGrants ends every grant of a user at one client up to now (the
+// user withdrew their consent to it), on every instance: the user's
+// sessions at the client end (their refresh tokens stop working), every
+// access token the client holds for the user is revoked, with or without
+// a session, and so is a code issued to it before now and redeemed later
+// (voidAfterIssue). The user's sessions at other clients go on, and so do
+// the client's tokens issued after now (a consent given again). Like
+// EndUserSessions it returns only once the clock has left the cut-off's
+// millisecond.
 func (s *Service) EndClientGrants(ctx context.Context, userID, clientID string) error {
-	_, err := s.state.RevokeClientFamilies(ctx, userID, clientID, s.now())
-	return s.revocationFailed(err, "end the grants of a client", "client_id", clientID)
+	cutoff := s.now()
+	if err := s.revocationFailed(s.state.RevokeClientGrants(ctx, userID, clientID, cutoff), "end the grants of a client", "client_id", clientID); err != nil {
+		return err
+	}
+	s.leaveMillisecond(cutoff)
+	return nil
+}
+
+// leaveMillisecond returns once the clock has left cutoff's millisecond
+// (a cut-off includes its own), so that a token issued after a revocation
+// returns is never born revoked.
+func (s *Service) leaveMillisecond(cutoff time.Time) {
+	for i := 0; i < 50 && s.now().UnixMilli() <= cutoff.UnixMilli(); i++ {
+		time.Sleep(100 * time.Microsecond)
+	}
 }
 
 // EndUserSessions ends every session of a user and revokes every access token
@@ -413,9 +431,7 @@ func (s *Service) EndUserSessions(ctx context.Context, userID string) error {
 	if err := s.revocationFailed(s.state.RevokeUserSessions(ctx, userID, cutoff), "end sessions", "user_id", userID); err != nil {
 		return err
 	}
-	for i := 0; i < 50 && s.now().UnixMilli() <= cutoff.UnixMilli(); i++ {
-		time.Sleep(100 * time.Microsecond)
-	}
+	s.leaveMillisecond(cutoff)
 	return nil
 }
 

@@ -99,6 +99,7 @@ func TestTokenStateConformanceCluster(t *testing.T) {
 		t.Fatalf("cluster accepted a cross-slot script (%v): the test proves nothing", err)
 	}
 	n := 0
+	log, _ := revocationLog(t) // as in production, so the suite's rebuild cases run on Cluster too
 	t.Run("redis-cluster", func(t *testing.T) {
 		var mu sync.Mutex
 		storetest.RunTokenStateTests(t, func(t *testing.T, cfg storetest.Config) storetest.Backend {
@@ -106,7 +107,7 @@ func TestTokenStateConformanceCluster(t *testing.T) {
 			n++
 			prefix := fmt.Sprintf("c%d:", n)
 			mu.Unlock()
-			return conformanceBackend(c, prefix, nil, cfg)
+			return conformanceBackend(c, prefix, log, cfg)
 		})
 	})
 }

@@ -17,7 +17,8 @@ import (
 // (its in-memory queue is lost), or it stays up and never retries. Once
 // Redis takes writes again, instance b's reconciliation, called directly or
 // run by its ticker, applies them from the durable log: the access tokens
-// are revoked, the families neither rotate nor are found, the cut-off
+// are revoked (a user's at a client whose consent was withdrawn too,
+// without a session), the families neither rotate nor are found, the cut-off
 // user's logins from before the cut-off start no session, and the records
 // are marked applied. A record younger than the grace is left to its
 // instance; the cut-off user's session from a login after the cut-off
@@ -54,7 +55,8 @@ func testOtherInstanceApplies(t *testing.T, stop, ticker bool) {
 	now := time.UnixMilli(time.Now().UnixMilli())
 	type fam struct{ sid, user string }
 	logout, reset, live := fam{"sid-logout", "user-a"}, fam{"sid-reset", "user-reset"}, fam{"sid-live", "user-a"}
-	for _, f := range []fam{logout, reset, live} {
+	consent := fam{"sid-consent", "user-consent"} // of client "c", whose consent is withdrawn
+	for _, f := range []fam{logout, reset, live, consent} {
 		if err := a.CreateFamily(ctx, family(f.sid, f.user, now.Add(-time.Minute)), hashOf(f.sid)); err != nil {
 			t.Fatal(err)
 		}
@@ -71,6 +73,7 @@ func testOtherInstanceApplies(t *testing.T, stop, ticker bool) {
 		"revoke family":        func() error { return a.RevokeFamily(ctx, logout.sid, cutoff) },
 		"revoke user sessions": func() error { return a.RevokeUserSessions(ctx, reset.user, cutoff) },
 		"revoke access token":  func() error { return a.RevokeAccessToken(ctx, "j-revoked", now.Add(30*time.Minute)) },
+		"revoke client grants": func() error { return a.RevokeClientGrants(ctx, consent.user, "c", cutoff) },
 	} {
 		if err := call(); !errors.Is(err, store.ErrRevocationPending) {
 			t.Fatalf("%s while Redis refuses writes: %v, want store.ErrRevocationPending", name, err)
@@ -91,6 +94,7 @@ func testOtherInstanceApplies(t *testing.T, stop, ticker bool) {
 		"jti":     {JTI: "j-revoked", UserID: "user-x", IssuedAt: now},
 		"session": {JTI: "j-logout", SID: logout.sid, UserID: logout.user, IssuedAt: now},
 		"user":    {JTI: "j-reset", SID: reset.sid, UserID: reset.user, IssuedAt: now},
+		"client":  {JTI: "j-consent", UserID: consent.user, ClientID: "c", IssuedAt: now}, // no session
 	}
 
 	// Within the grace the records are left to a, which may be writing
@@ -132,7 +136,7 @@ func testOtherInstanceApplies(t *testing.T, stop, ticker bool) {
 			t.Fatalf("%s: b's check after reconciling: revoked=%v, %v; want revoked", name, r, err)
 		}
 	}
-	for _, f := range []fam{logout, reset} {
+	for _, f := range []fam{logout, reset, consent} {
 		if _, err := b.FindRefresh(ctx, f.sid, hashOf(f.sid), now.Add(time.Second), 0); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("%s: FindRefresh after reconciling: %v, want store.ErrNotFound", f.sid, err)
 		}

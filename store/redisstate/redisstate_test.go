@@ -68,7 +68,16 @@ func conformanceBackend(c redis.UniversalClient, prefix string, log store.Revoca
 			t.Fatalf("forget the session's revocation: %v", err)
 		}
 	}
-	return storetest.Backend{State: st, Again: again, Forget: forget, Stored: func(t *testing.T, sid string) []byte {
+	var lose func(t *testing.T)
+	if log != nil {
+		lose = func(t *testing.T) {
+			t.Helper()
+			if err := dropPrefix(testCtx(t), c, st.prefix); err != nil {
+				t.Fatalf("drop the state's keys: %v", err)
+			}
+		}
+	}
+	return storetest.Backend{State: st, Again: again, Forget: forget, Lose: lose, Stored: func(t *testing.T, sid string) []byte {
 		t.Helper()
 		ctx := testCtx(t)
 		var out []byte
@@ -88,6 +97,24 @@ func conformanceBackend(c redis.UniversalClient, prefix string, log store.Revoca
 		}
 		return out
 	}}
+}
+
+// dropPrefix deletes every key that starts with prefix, on every master of
+// a Cluster, as a restart without persistence loses them.
+func dropPrefix(ctx context.Context, c redis.UniversalClient, prefix string) error {
+	drop := func(ctx context.Context, n redis.Cmdable) error {
+		iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := n.Del(ctx, iter.Val()).Err(); err != nil {
+				return err
+			}
+		}
+		return iter.Err()
+	}
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return drop(ctx, n) })
+	}
+	return drop(ctx, c)
 }
 
 func hashOf(s string) []byte {

@@ -27,24 +27,31 @@ end
 `
 
 // indexSessionScript: KEYS user's families (zset), user's cut-off, user's
-// families by expiry (zset); ARGV sid, created ms, index ttl ms, cap (0 =
-// none), auth time ms, pruned ("1" when the caller has just dropped dead
-// families from the index), the earliest the family can end (ms: its
-// absolute or first idle expiry). Refuses ({-1}) a family authenticated at
-// or before the cut-off; asks for a prune first ({-2}, nothing changed)
+// families by expiry (zset), user's cut-offs at clients (hash: client id →
+// ms); ARGV sid, created ms, index ttl ms, cap (0 = none), auth time ms,
+// pruned ("1" when the caller has just dropped dead families from the
+// index), the earliest the family can end (ms: its absolute or first idle
+// expiry), the family's client id. Refuses ({-1}) a family authenticated at
+// or before the cut-off, or created at or before the user's cut-off at its
+// client (clientSessionsScript); asks for a prune first ({-2}, nothing changed)
 // when the index is full and was not just pruned; otherwise adds it,
 // scored by creation and, in the second index, by the earliest it can end,
 // never shortens the indexes' lifetime, and when the user holds more than
 // cap families pops the oldest (from both): returns {n, popped sids...}.
-var indexSessionScript = redis.NewScript(indexSessionLua + `return indexSession(KEYS[1], KEYS[2], KEYS[3], ARGV)`)
+var indexSessionScript = redis.NewScript(indexSessionLua + `return indexSession(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV)`)
 
-// indexSessionLua defines indexSession(fams, cut, ends, a):
-// indexSessionScript's work on the user's families fams, cut-off cut and
-// families by expiry ends with its arguments a.
+// indexSessionLua defines indexSession(fams, cut, ends, ccut, a):
+// indexSessionScript's work on the user's families fams, cut-off cut,
+// families by expiry ends and cut-offs at clients ccut with its arguments
+// a.
 const indexSessionLua = `
-local function indexSession(fams, cutKey, ends, a)
+local function indexSession(fams, cutKey, ends, ccut, a)
   local cut = redis.call('GET', cutKey)
   if cut and tonumber(a[5]) <= tonumber(cut) then return {-1} end
+  if a[8] ~= '' then
+    local cc = redis.call('HGET', ccut, a[8])
+    if cc and tonumber(a[2]) <= tonumber(cc) then return {-1} end
+  end
   if tonumber(a[4]) > 0 and a[6] ~= '1' and redis.call('ZCARD', fams) >= tonumber(a[4]) then return {-2} end
   redis.call('ZADD', fams, a[2], a[1])
   redis.call('ZADD', ends, a[7], a[1])
@@ -72,14 +79,14 @@ end
 
 // createIndexedFamilyScript is createFamilyScript then indexSessionScript
 // as one atomic script, for a Redis without Cluster (its keys are in
-// different slots): KEYS fam, then indexSessionScript's three; ARGV the 14
-// of createFamilyScript then the 7 of indexSessionScript. Returns {-3}
+// different slots): KEYS fam, then indexSessionScript's four; ARGV the 14
+// of createFamilyScript then the 8 of indexSessionScript. Returns {-3}
 // when the family exists, else indexSessionScript's reply; when that
 // refuses the family ({-1} cut-off, {-2} prune first) the family is
 // deleted in the same script, so no one ever sees it.
 var createIndexedFamilyScript = redis.NewScript(createFamilyLua + indexSessionLua + `
 if createFamily(KEYS[1], ARGV) == 0 then return {-3} end
-local r = indexSession(KEYS[2], KEYS[3], KEYS[4], {ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20], ARGV[21]})
+local r = indexSession(KEYS[2], KEYS[3], KEYS[4], KEYS[5], {ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20], ARGV[21], ARGV[22]})
 if r[1] < 0 then redis.call('DEL', KEYS[1]) end
 return r
 `)
@@ -93,6 +100,25 @@ local cur = redis.call('GET', KEYS[2])
 if not cur or tonumber(cur) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[2])
 end
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, v in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(ids, v) end
+return ids
+`)
+
+// clientSessionsScript: KEYS user's families (zset), user's cut-offs at
+// clients (hash: client id → ms), legacy family set; ARGV client id,
+// cut-off ms, the hash's TTL ms. Moves the user's cut-off at the client
+// forward (never back), never shortens the hash's lifetime, and returns
+// every family id of the user, atomically with indexSessionScript: a
+// family of the client created by the cut-off and indexed later was
+// refused by it. The caller keeps those of the client (their hashes are
+// in other slots).
+var clientSessionsScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if not cur or tonumber(cur) < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 for _, v in ipairs(redis.call('SMEMBERS', KEYS[3])) do table.insert(ids, v) end
 return ids
@@ -152,19 +178,25 @@ end
 return r
 `)
 
-// revokedLua defines revoked(ready, jti, sid, user, at): the one judgement
-// of the revocation set, whose ready marker is the key ready: -1 when the
-// set is not (re)built, 1 when a token issued at at (ms) is revoked by its
-// jti's key, its session's key or its user's cut-off key (each false when
-// not checked), 0 when not. checkScript and sessionRevoked both ask it.
+// revokedLua defines revoked(ready, jti, sid, user, at, client, granted):
+// the one judgement of the revocation set, whose ready marker is the key
+// ready: -1 when the set is not (re)built, 1 when a token issued at at
+// (ms) is revoked by its jti's key, its session's key or its user's
+// cut-off key, or, granted to its client at granted (ms), by the user's
+// cut-off key at that client (each key false, client nil, when not
+// checked), 0 when not. checkScript and sessionRevoked both ask it.
 const revokedLua = `
-local function revoked(ready, jti, sid, user, at)
+local function revoked(ready, jti, sid, user, at, client, granted)
   if redis.call('EXISTS', ready) == 0 then return -1 end
   if jti and redis.call('EXISTS', jti) == 1 then return 1 end
   if sid and redis.call('EXISTS', sid) == 1 then return 1 end
   if user then
     local c = redis.call('GET', user)
     if c and tonumber(at) <= tonumber(c) then return 1 end
+  end
+  if client then
+    local c = redis.call('GET', client)
+    if c and tonumber(granted) <= tonumber(c) then return 1 end
   end
   return 0
 end
@@ -383,11 +415,14 @@ redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 return 1
 `)
 
-// checkScript: KEYS ready, jti, sid, user; ARGV check jti?, check sid?,
-// check user?, issued-at ms. Returns -1 when the revocation set is not
-// (re)built, 1 when revoked, 0 when not (revokedLua).
+// checkScript: KEYS ready, jti, sid, user, the user's cut-off at the
+// client; ARGV check jti?, check sid?, check user?, issued-at ms, check
+// client?, granted-at ms. Returns -1 when the revocation set is not
+// (re)built, 1 when revoked, 0 when not (revokedLua). Every key is in the
+// revocation set's slot, so it is one call on Cluster too.
 var checkScript = redis.NewScript(revokedLua + `
-return revoked(KEYS[1], ARGV[1] == '1' and KEYS[2], ARGV[2] == '1' and KEYS[3], ARGV[3] == '1' and KEYS[4], ARGV[4])
+return revoked(KEYS[1], ARGV[1] == '1' and KEYS[2], ARGV[2] == '1' and KEYS[3], ARGV[3] == '1' and KEYS[4], ARGV[4],
+  ARGV[5] == '1' and KEYS[5], ARGV[6])
 `)
 
 // userCutoffReadScript: KEYS ready, user's cut-off in the revocation set.
@@ -417,8 +452,9 @@ return ARGV[1]
 `)
 
 // rebuildScript: KEYS gen, ready, then one key per record; ARGV generation,
-// final ('1' sets the ready marker), then per record: kind ('u' user cut-off,
-// 'k' plain key), cut-off ms (user only, else empty), expiry ms.
+// final ('1' sets the ready marker), then per record: kind ('u' a cut-off,
+// of a user or of a user at a client; 'k' plain key), cut-off ms (cut-offs
+// only, else empty), expiry ms.
 // Writes nothing and returns 0 when the generation changed (Redis lost its
 // data meanwhile), so a rebuild never marks a half-written set ready.
 var rebuildScript = redis.NewScript(`

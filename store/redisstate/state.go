@@ -182,11 +182,15 @@ func New(client redis.UniversalClient, opts Options) *State {
 //	<p>{u:<uid>}:ends    sorted set: the same ids by the earliest each can end
 //	                     (ms; a family's idle expiry moves later as it is used)
 //	<p>{u:<uid>}:cut     the user's cut-off (Unix ms) for new families
+//	<p>{u:<uid>}:ccut    hash: the user's cut-off at each client (client id →
+//	                     Unix ms) for new families of that client
 //	<p>{u:<uid>}:sids    set: the user's family ids (index of earlier versions, read only)
 //	<p>{u:<uid>}:ver     hash: the user's record version (userversion.go)
 //	<p>{rv}:jti:<jti>    revoked access token, until it expires
 //	<p>{rv}:sid:<sid>    revoked session, until its last access token expires
 //	<p>{rv}:user:<uid>   the user's cut-off (Unix ms), until tokens before it expire
+//	<p>{rv}:client:<cid> <uid>  the user's cut-off at the client (Unix ms;
+//	                     store.ClientRevocationValue), until tokens before it expire
 //	<p>{rv}:ready        the revocation set is complete (built or rebuilt)
 //	<p>{rv}:gen          generation of the revocation set (changes when Redis loses it)
 //	<p>rl:<key>          hash: rate-limit counter and its window end
@@ -201,9 +205,13 @@ func (s *State) userSidsKey(uid string) string {
 func (s *State) userFamsKey(uid string) string { return s.prefix + "{u:" + uid + "}:fams" }
 func (s *State) userEndsKey(uid string) string { return s.prefix + "{u:" + uid + "}:ends" }
 func (s *State) userCutKey(uid string) string  { return s.prefix + "{u:" + uid + "}:cut" }
+func (s *State) userClientCutKey(uid string) string {
+	return s.prefix + "{u:" + uid + "}:ccut"
+}
 func (s *State) jtiKey(jti string) string      { return s.prefix + "{rv}:jti:" + jti }
 func (s *State) sidKey(sid string) string      { return s.prefix + "{rv}:sid:" + sid }
 func (s *State) userKey(uid string) string     { return s.prefix + "{rv}:user:" + uid }
+func (s *State) clientKey(value string) string { return s.prefix + "{rv}:client:" + value }
 func (s *State) readyKey() string              { return s.prefix + "{rv}:ready" }
 func (s *State) genKey() string                { return s.prefix + "{rv}:gen" }
 func (s *State) counterKey(k string) string    { return s.prefix + "rl:" + k }
@@ -399,7 +407,7 @@ func (s *State) createIndexedFamilyCall(fam store.RefreshFamily, created time.Ti
 
 // indexKeys are indexSessionScript's keys for the user.
 func (s *State) indexKeys(userID string) []string {
-	return []string{s.userFamsKey(userID), s.userCutKey(userID), s.userEndsKey(userID)}
+	return []string{s.userFamsKey(userID), s.userCutKey(userID), s.userEndsKey(userID), s.userClientCutKey(userID)}
 }
 
 // createIndexedFamily finishes creating and indexing a user's family in
@@ -481,7 +489,7 @@ func (s *State) indexPruningAfter(ctx context.Context, fam store.RefreshFamily, 
 // the index was just pruned).
 func (s *State) indexArgs(fam store.RefreshFamily, created time.Time, pruned string) []any {
 	life := max(fam.AbsoluteExpiry.UnixMilli()-created.UnixMilli(), 1)
-	return []any{fam.ID, created.UnixMilli(), life, s.maxSes, authTimeOf(fam, created).UnixMilli(), pruned, familyEnd(fam, created)}
+	return []any{fam.ID, created.UnixMilli(), life, s.maxSes, authTimeOf(fam, created).UnixMilli(), pruned, familyEnd(fam, created), fam.ClientID}
 }
 
 // indexOutcome reads indexSessionScript's reply: the families the cap
@@ -892,6 +900,8 @@ func (s *State) apply(ctx context.Context, revs []store.Revocation) error {
 			err = s.applySession(ctx, r.Value, r.ExpiresAt)
 		case store.RevokedUser:
 			err = s.applyUser(ctx, r)
+		case store.RevokedClient:
+			_, err = s.applyClient(ctx, r)
 		default:
 			err = fmt.Errorf("redis token state: unknown revocation kind %q", r.Kind)
 		}
@@ -1012,6 +1022,72 @@ func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
 		return unavailable("revoke user sessions: cut-off", err)
 	}
 	return s.endUserSessions(ctx, []store.Revocation{r}, false)
+}
+
+// applyClient sets the user's cut-off at the client for access tokens (in
+// the revocation set), then ends the user's families at the client
+// created by then (endClientSessions); it returns how many it ended.
+func (s *State) applyClient(ctx context.Context, r store.Revocation) (int, error) {
+	if err := userCutoffScript.Run(ctx, s.c, []string{s.clientKey(r.Value)}, r.At.UnixMilli(), r.ExpiresAt.UnixMilli()).Err(); err != nil {
+		return 0, unavailable("revoke client grants: cut-off", err)
+	}
+	return s.endClientSessions(ctx, r)
+}
+
+// endClientSessions is the part of a client revocation beyond the cut-off
+// for access tokens (applyClient, and a rebuild of the revocation set):
+// it sets the user's cut-off at the client for new families and lists the
+// user's families atomically with their indexing (clientSessionsScript),
+// reads which are the client's, not revoked and created at or before the
+// cut-off (one pipeline), and revokes those sessions (durably first, as
+// endUserSessions does). A record of another shape changes nothing.
+func (s *State) endClientSessions(ctx context.Context, r store.Revocation) (int, error) {
+	uid, cid, ok := store.ParseClientRevocationValue(r.Value)
+	if !ok || !validUserID(uid) {
+		return 0, nil
+	}
+	ttl := max(r.ExpiresAt.Sub(s.now()).Milliseconds(), 1)
+	ids, err := clientSessionsScript.Run(ctx, s.c, []string{s.userFamsKey(uid), s.userClientCutKey(uid), s.userSidsKey(uid)},
+		cid, r.At.UnixMilli(), ttl).StringSlice()
+	if err != nil {
+		return 0, unavailable("revoke client grants: list sessions", err)
+	}
+	ids = slices.DeleteFunc(ids, func(id string) bool { return !validFamilyID(id) })
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	reads := make([]*redis.SliceCmd, len(ids))
+	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			reads[i] = p.HMGet(ctx, s.famKey(id), "c", "rv", "ca")
+		}
+		return nil
+	}); err != nil {
+		return 0, unavailable("revoke client grants: read the user's families", err)
+	}
+	var match []string
+	for i, rd := range reads {
+		v := rd.Val()
+		c, _ := v[0].(string)
+		rv, _ := v[1].(string)
+		ca, _ := v[2].(string)
+		created, perr := strconv.ParseInt(ca, 10, 64)
+		if c == cid && rv != "1" && perr == nil && created <= r.At.UnixMilli() {
+			match = append(match, ids[i])
+		}
+	}
+	if len(match) == 0 {
+		return 0, nil
+	}
+	sessions := s.sessionRevocations(match, latest(s.now(), r.At))
+	if err := s.record(ctx, sessions); err != nil {
+		return 0, err
+	}
+	if err := s.apply(ctx, sessions); err != nil {
+		return 0, err
+	}
+	s.markApplied(ctx, sessions)
+	return len(match), nil
 }
 
 // endUserSessions is the part of users' revocations beyond the cut-off
@@ -1252,7 +1328,8 @@ func (s *State) applyUnapplied(ctx context.Context) error {
 }
 
 // applyRecorded writes durable records another instance may have failed
-// to apply: access tokens and sessions as apply does; a user's cut-off as
+// to apply: access tokens, sessions and a user's cut-off at a client as
+// apply does (the latter ends only the families created by its cut-off); a user's cut-off as
 // applyUser does, except that, as in a rebuild, only the user's families
 // authenticated at or before the cut-off end (this may run long after the
 // cut-off: the sessions of later logins go on).
@@ -1321,8 +1398,8 @@ func (s *State) flushPending(ctx context.Context) error {
 }
 
 // pendingEnds reports whether a revocation this instance has queued (not
-// yet written to Redis) ends fam: its session's, or its user's at or after
-// its auth time.
+// yet written to Redis) ends fam: its session's, its user's at or after
+// its auth time, or its user's at its client at or after its creation.
 func (s *State) pendingEnds(fam store.RefreshFamily) bool {
 	if !s.hasPending.Load() {
 		return false
@@ -1334,6 +1411,9 @@ func (s *State) pendingEnds(fam store.RefreshFamily) bool {
 		case r.Kind == store.RevokedSession && r.Value == fam.ID:
 			return true
 		case r.Kind == store.RevokedUser && r.Value == fam.UserID && !r.At.Before(fam.AuthTime):
+			return true
+		case r.Kind == store.RevokedClient && fam.UserID != "" && r.Value == store.ClientRevocationValue(fam.UserID, fam.ClientID) &&
+			!r.At.Before(fam.CreatedAt):
 			return true
 		}
 	}
@@ -1354,46 +1434,17 @@ func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time
 	return s.revokeSessions(ctx, []string{familyID}, now)
 }
 
-// RevokeClientFamilies implements store.TokenState: the user's index
-// names their families; one pipelined read finds those of the client that
-// are not revoked, and they are revoked together (durably first, like
-// RevokeFamily).
-func (s *State) RevokeClientFamilies(ctx context.Context, userID, clientID string, now time.Time) (int, error) {
-	if userID == "" || clientID == "" {
-		return 0, errors.New("redis token state: revoke client families: empty user or client id")
+// RevokeClientGrants implements store.TokenState: the cut-off is recorded
+// durably first (RevokedClient); then it is set in the revocation set, as
+// the user's cut-off at the client for new families, and the user's
+// families at the client created by then are revoked with their sessions
+// (applyClient).
+func (s *State) RevokeClientGrants(ctx context.Context, userID, clientID string, cutoff time.Time) error {
+	if !validUserID(userID) || clientID == "" || strings.Contains(clientID, " ") {
+		return errors.New("redis token state: revoke client grants: invalid user or client id")
 	}
-	ids, err := s.c.ZRange(ctx, s.userFamsKey(userID), 0, -1).Result()
-	if err != nil {
-		return 0, unavailable("revoke client families: list the user's families", err)
-	}
-	if len(ids) == 0 {
-		return 0, nil
-	}
-	reads := make([]*redis.SliceCmd, len(ids))
-	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			reads[i] = p.HMGet(ctx, s.famKey(id), "c", "rv")
-		}
-		return nil
-	}); err != nil {
-		return 0, unavailable("revoke client families: read the user's families", err)
-	}
-	var match []string
-	for i, r := range reads {
-		v := r.Val()
-		if c, _ := v[0].(string); c == clientID {
-			if rv, _ := v[1].(string); rv != "1" {
-				match = append(match, ids[i])
-			}
-		}
-	}
-	if len(match) == 0 {
-		return 0, nil
-	}
-	if err := s.revokeSessions(ctx, match, now); err != nil {
-		return 0, err
-	}
-	return len(match), nil
+	return s.revoke(ctx, []store.Revocation{{Kind: store.RevokedClient, Value: store.ClientRevocationValue(userID, clientID),
+		At: cutoff, ExpiresAt: cutoff.Add(s.maxAT)}})
 }
 
 // RevokeUserSessions implements store.TokenState. The cut-off is recorded
@@ -1452,8 +1503,13 @@ func (s *State) inRevocationSet(ctx context.Context, ref store.AccessTokenRef) (
 
 // checkCall is checkScript's call for ref.
 func (s *State) checkCall(ref store.AccessTokenRef) scriptCall {
-	return scriptCall{checkScript, []string{s.readyKey(), s.jtiKey(ref.JTI), s.sidKey(ref.SID), s.userKey(ref.UserID)},
-		[]any{flag(ref.JTI != ""), flag(ref.SID != ""), flag(ref.UserID != ""), ref.IssuedAt.UnixMilli()}}
+	client := ""
+	if ref.UserID != "" && ref.ClientID != "" {
+		client = store.ClientRevocationValue(ref.UserID, ref.ClientID)
+	}
+	return scriptCall{checkScript, []string{s.readyKey(), s.jtiKey(ref.JTI), s.sidKey(ref.SID), s.userKey(ref.UserID), s.clientKey(client)},
+		[]any{flag(ref.JTI != ""), flag(ref.SID != ""), flag(ref.UserID != ""), ref.IssuedAt.UnixMilli(),
+			flag(client != ""), ref.ClientGrantedAt().UnixMilli()}}
 }
 
 func flag(b bool) string {
@@ -1520,6 +1576,9 @@ func (s *State) rebuild(ctx context.Context) error {
 			case store.RevokedUser:
 				keys = append(keys, s.userKey(r.Value))
 				args = append(args, "u", r.At.UnixMilli(), r.ExpiresAt.UnixMilli())
+			case store.RevokedClient:
+				keys = append(keys, s.clientKey(r.Value))
+				args = append(args, "u", r.At.UnixMilli(), r.ExpiresAt.UnixMilli())
 			default:
 				return fmt.Errorf("redis token state: rebuild revocations: unknown kind %q", r.Kind)
 			}
@@ -1545,22 +1604,30 @@ func (s *State) rebuild(ctx context.Context) error {
 
 // rebuildRefresh restores the refresh side of a batch of revocation
 // records whose access-token side rebuildScript has just written: the
-// families of revoked sessions are marked (endFamilies), and each cut-off
+// families of revoked sessions are marked (endFamilies), each cut-off
 // user's cut-off for new families is set and their families from before
-// it are ended (endUserSessions).
+// it are ended (endUserSessions), and so is each user's cut-off at a
+// client for that client's families (endClientSessions).
 func (s *State) rebuildRefresh(ctx context.Context, batch []store.Revocation) error {
 	var sids []string
-	var users []store.Revocation
+	var users, clients []store.Revocation
 	for _, r := range batch {
 		switch r.Kind {
 		case store.RevokedSession:
 			sids = append(sids, r.Value)
 		case store.RevokedUser:
 			users = append(users, r)
+		case store.RevokedClient:
+			clients = append(clients, r)
 		}
 	}
 	if err := s.endFamilies(ctx, sids); err != nil {
 		return err
+	}
+	for _, r := range clients {
+		if _, err := s.endClientSessions(ctx, r); err != nil {
+			return err
+		}
 	}
 	if len(users) == 0 {
 		return nil

@@ -175,7 +175,9 @@ func idleExpiry(t time.Time, idleTTL time.Duration, absolute time.Time) time.Tim
 }
 
 // CreateFamily implements store.TokenState. A family id in use is
-// store.ErrAlreadyExists.
+// store.ErrAlreadyExists; one refused by the user's cut-off, or by the
+// user's cut-off at its client (checkClientCutoff), is
+// store.ErrSessionsEnded.
 func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, firstHash []byte) error {
 	if fam.ID == "" || len(firstHash) == 0 || fam.AbsoluteExpiry.IsZero() {
 		return errors.New("sql token state: create family: id, first hash and absolute expiry are required")
@@ -211,6 +213,9 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		}
 		if fam.UserID == "" {
 			return nil
+		}
+		if err := checkClientCutoff(tx, fam.UserID, fam.ClientID, created); err != nil {
+			return err
 		}
 		return s.makeRoom(tx, fam.UserID, created)
 	}
@@ -291,6 +296,25 @@ func checkCutoff(tx *gorm.DB, userID string, authTime time.Time) error {
 		Count(&n).Error
 	if err != nil {
 		return fmt.Errorf("read cut-off: %w", err)
+	}
+	if n > 0 {
+		return store.ErrSessionsEnded
+	}
+	return nil
+}
+
+// checkClientCutoff refuses a family of the user at the client created at
+// or before the user's cut-off there (RevokeClientGrants); the caller holds
+// the user's lock.
+func checkClientCutoff(tx *gorm.DB, userID, clientID string, created time.Time) error {
+	if clientID == "" {
+		return nil
+	}
+	var n int64
+	err := tx.Model(&revocationRow{}).Where("kind = ? AND value = ? AND at >= ?", string(store.RevokedClient),
+		store.ClientRevocationValue(userID, clientID), created).Count(&n).Error
+	if err != nil {
+		return fmt.Errorf("read the client's cut-off: %w", err)
 	}
 	if n > 0 {
 		return store.ErrSessionsEnded
@@ -556,33 +580,37 @@ func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time
 	return nil
 }
 
-// RevokeClientFamilies implements store.TokenState: the user's live
-// families at the client are revoked in one transaction, each with its sid
-// (as RevokeFamily).
-func (s *State) RevokeClientFamilies(ctx context.Context, userID, clientID string, now time.Time) (int, error) {
-	if userID == "" || clientID == "" {
-		return 0, errors.New("sql token state: revoke client families: empty user or client id")
+// RevokeClientGrants implements store.TokenState in one transaction under
+// the user's lock (as CreateFamily takes it): the user's live families at
+// the client created at or before cutoff are revoked, each with its sid
+// (as RevokeFamily), and the cut-off is recorded (RevokedClient), kept
+// until cutoff + MaxAccessTokenTTL; a later one replaces an earlier one.
+func (s *State) RevokeClientGrants(ctx context.Context, userID, clientID string, cutoff time.Time) error {
+	if userID == "" || clientID == "" || strings.Contains(clientID, " ") {
+		return errors.New("sql token state: revoke client grants: empty user id, or empty or invalid client id")
 	}
-	now = ms(now)
-	var n int
+	cutoff = ms(cutoff)
 	err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
+		if err := s.lockUser(tx, userID); err != nil {
+			return err
+		}
 		var ids []string
-		if err := tx.Raw(`SELECT id FROM refresh_families WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL ORDER BY id`,
-			userID, clientID).Scan(&ids).Error; err != nil {
+		if err := tx.Raw(`SELECT id FROM refresh_families WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL
+			AND created_at <= ? ORDER BY id`, userID, clientID, cutoff).Scan(&ids).Error; err != nil {
 			return fmt.Errorf("list the user's families at the client: %w", err)
 		}
 		for _, id := range ids {
-			if err := s.revokeFamilyTx(tx, id, now); err != nil {
+			if err := s.revokeFamilyTx(tx, id, cutoff); err != nil {
 				return err
 			}
 		}
-		n = len(ids)
-		return nil
+		return upsertRevocation(tx, store.Revocation{Kind: store.RevokedClient, Value: store.ClientRevocationValue(userID, clientID),
+			At: cutoff, ExpiresAt: cutoff.Add(s.maxAT)}, nil)
 	})
 	if err != nil {
-		return 0, dbErr("revoke client families", err)
+		return dbErr("revoke client grants", err)
 	}
-	return n, nil
+	return nil
 }
 
 // RevokeUserSessions implements store.TokenState: every family of the user
@@ -647,7 +675,8 @@ func (s *State) CreateFamilyAndCheck(ctx context.Context, fam store.RefreshFamil
 }
 
 // IsAccessTokenRevoked implements store.TokenState with one query: the
-// token's jti, its session, or a user cut-off at or after its IssuedAt
+// token's jti, its session, a user cut-off at or after its IssuedAt, or a
+// cut-off of the user at its client at or after its ClientGrantedAt
 // (millisecond precision) revokes it.
 func (s *State) IsAccessTokenRevoked(ctx context.Context, ref store.AccessTokenRef) (bool, error) {
 	var conds []string
@@ -663,6 +692,10 @@ func (s *State) IsAccessTokenRevoked(ctx context.Context, ref store.AccessTokenR
 	if ref.UserID != "" {
 		conds = append(conds, "(kind = ? AND value = ? AND at >= ?)")
 		args = append(args, string(store.RevokedUser), ref.UserID, ms(ref.IssuedAt))
+		if ref.ClientID != "" {
+			conds = append(conds, "(kind = ? AND value = ? AND at >= ?)")
+			args = append(args, string(store.RevokedClient), store.ClientRevocationValue(ref.UserID, ref.ClientID), ms(ref.ClientGrantedAt()))
+		}
 	}
 	if len(conds) == 0 {
 		return false, nil

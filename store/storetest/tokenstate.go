@@ -75,7 +75,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"fail/absolute_expiry", testAbsoluteExpiry},
 		{"ok/revoke_family", testRevokeFamily},
 		{"ok/revoke_user_sessions", testRevokeUserSessions},
-		{"ok/revoke_client_families", testRevokeClientFamilies},
+		{"ok/revoke_client_grants_ends_the_clients_sessions", testRevokeClientGrants},
 		{"ok/user_cutoff_never_moves_back", testUserCutoffMonotonic},
 		{"ok/revoke_access_token", testRevokeAccessToken},
 		{"ok/nothing_revoked_on_fresh_state", testNothingRevoked},
@@ -114,6 +114,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"race/create_family_and_check_vs_revoke", testConcurrentCreateAndCheckVsRevoke},
 		{"ok/revocations_kept_for_horizon", testRevocationHorizon},
 		{"fail/revoked_session_or_user_does_not_rotate", testRevokedSessionDoesNotRotate},
+		{"ok/client_cutoff_revokes_earlier_tokens", testClientCutoff},
 	}
 	for _, tc := range configured {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend) })
@@ -145,6 +146,12 @@ type Backend struct {
 	// revocation, as lost writes would, leaving its user's cut-off: what
 	// then ends the family is the cut-off alone (every backend sets it).
 	Forget func(t *testing.T, familyID string)
+	// Lose, when set, drops the state's fast copy as a restart without
+	// persistence would (Redis with a durable log: every key of the
+	// state), so that the next check rebuilds it from the durable record.
+	// Nil for a backend whose state is its durable record (SQL), or one
+	// without a durable log.
+	Lose func(t *testing.T)
 }
 
 // RunRevocationLogTests runs the conformance suite of the durable revocation
@@ -625,7 +632,7 @@ func testRevokedSessionDoesNotRotate(t *testing.T, newBackend func(t *testing.T,
 	mustRotate(t, st, after.ID, ta, later)
 }
 
-func testRevokeClientFamilies(t *testing.T, st store.TokenState) {
+func testRevokeClientGrants(t *testing.T, st store.TokenState) {
 	base := baseTime()
 	user, bystander := randomID("u-"), randomID("u-")
 	const app = "third-party-app"
@@ -636,9 +643,8 @@ func testRevokeClientFamilies(t *testing.T, st store.TokenState) {
 	theirs.ClientID = app // the same client, another user
 	ta, tb, to, tt := create(t, st, fa), create(t, st, fb), create(t, st, other), create(t, st, theirs)
 	ta = mustRotate(t, st, fa.ID, ta, base.Add(time.Minute))
-	n, err := st.RevokeClientFamilies(ctx(t), user, app, base.Add(2*time.Minute))
-	if err != nil || n != 2 {
-		t.Fatalf("RevokeClientFamilies = %d, %v; want 2", n, err)
+	if err := st.RevokeClientGrants(ctx(t), user, app, base.Add(2*time.Minute)); err != nil {
+		t.Fatalf("RevokeClientGrants: %v", err)
 	}
 	later := base.Add(3 * time.Minute)
 	wantInvalid(t, st, "refresh token of the client's first family", fa.ID, ta, later)
@@ -646,15 +652,84 @@ func testRevokeClientFamilies(t *testing.T, st store.TokenState) {
 	wantRevoked(t, st, "access token of the client's family", store.AccessTokenRef{
 		JTI: randomID("j-"), SID: fa.ID, UserID: user, IssuedAt: base.Add(time.Minute)}, true)
 	wantRevoked(t, st, "access token of the user's other client", store.AccessTokenRef{
-		JTI: randomID("j-"), SID: other.ID, UserID: user, IssuedAt: base.Add(time.Minute)}, false)
+		JTI: randomID("j-"), SID: other.ID, UserID: user, ClientID: other.ClientID, IssuedAt: base.Add(time.Minute)}, false)
 	mustRotate(t, st, other.ID, to, later)
 	mustRotate(t, st, theirs.ID, tt, later)
-	// Nothing left to end: 0, and no error; the same for a user with none.
-	if n, err := st.RevokeClientFamilies(ctx(t), user, app, later); err != nil || n != 0 {
-		t.Fatalf("RevokeClientFamilies again = %d, %v; want 0", n, err)
+	// Nothing left to end, or a user with nothing at all: no error.
+	if err := st.RevokeClientGrants(ctx(t), user, app, later); err != nil {
+		t.Fatalf("RevokeClientGrants again: %v", err)
 	}
-	if n, err := st.RevokeClientFamilies(ctx(t), randomID("u-"), app, later); err != nil || n != 0 {
-		t.Fatalf("RevokeClientFamilies of a user without families = %d, %v; want 0", n, err)
+	if err := st.RevokeClientGrants(ctx(t), randomID("u-"), app, later); err != nil {
+		t.Fatalf("RevokeClientGrants of a user without families: %v", err)
+	}
+}
+
+// testClientCutoff: a user's cut-off at a client revokes the user's access
+// tokens of that client issued (or, for a redemption's check, granted) at
+// or before it, refuses a family of the client created by then and ends
+// those before it, never moves back, and leaves later tokens and families
+// (a consent given again), the user's other clients and the client's other
+// users alone; it survives the loss of the state's fast copy.
+func testClientCutoff(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	b := newBackend(t, Config{})
+	st := b.State
+	base := baseTime()
+	user, bystander := randomID("u-"), randomID("u-")
+	const app, other = "third-party-app", "other-app"
+	before, cutoff, after := base.Add(time.Minute), base.Add(2*time.Minute), base.Add(3*time.Minute)
+	ref := func(uid, client string, issued, granted time.Time) store.AccessTokenRef {
+		return store.AccessTokenRef{JTI: randomID("j-"), UserID: uid, ClientID: client, IssuedAt: issued, GrantedAt: granted}
+	}
+	early := newFamily(user, base)
+	early.ClientID = app
+	te := create(t, st, early)
+	if err := st.RevokeClientGrants(ctx(t), user, app, cutoff); err != nil {
+		t.Fatalf("RevokeClientGrants: %v", err)
+	}
+	// An earlier cut-off never moves it back.
+	if err := st.RevokeClientGrants(ctx(t), user, app, base); err != nil {
+		t.Fatalf("RevokeClientGrants (earlier): %v", err)
+	}
+	check := func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			ref  store.AccessTokenRef
+			want bool
+		}{
+			{"fail/issued_before_the_cutoff", ref(user, app, before, time.Time{}), true},
+			{"fail/issued_at_the_cutoff", ref(user, app, cutoff, time.Time{}), true},
+			{"fail/granted_before_issued_after", ref(user, app, after, before), true},
+			{"ok/issued_after_the_cutoff", ref(user, app, after, time.Time{}), false},
+			{"ok/granted_after_the_cutoff", ref(user, app, before, after), false},
+			{"ok/the_users_other_client", ref(user, other, before, time.Time{}), false},
+			{"ok/the_clients_other_user", ref(bystander, app, before, time.Time{}), false},
+			{"ok/no_client_named", ref(user, "", before, time.Time{}), false},
+		} {
+			t.Run(tc.name, func(t *testing.T) { wantRevoked(t, st, tc.name, tc.ref, tc.want) })
+		}
+	}
+	t.Run("after_the_cutoff", check)
+	wantInvalid(t, st, "family of the client from before the cut-off", early.ID, te, after)
+	late := newFamily(user, cutoff)
+	late.ClientID = app
+	if err := st.CreateFamily(ctx(t), late, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
+		t.Fatalf("CreateFamily of the client created at the cut-off = %v, want ErrSessionsEnded", err)
+	}
+	elsewhere := newFamily(user, before)
+	elsewhere.ClientID = other
+	mustRotate(t, st, elsewhere.ID, create(t, st, elsewhere), after)
+	again := newFamily(user, after) // a consent given again
+	again.ClientID = app
+	mustRotate(t, st, again.ID, create(t, st, again), after.Add(time.Second))
+	if b.Lose == nil {
+		return
+	}
+	b.Lose(t)
+	t.Run("rebuild_restores_it", check)
+	lost := newFamily(user, cutoff)
+	lost.ClientID = app
+	if err := st.CreateFamily(ctx(t), lost, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
+		t.Fatalf("CreateFamily of the client created at the cut-off, after a rebuild = %v, want ErrSessionsEnded", err)
 	}
 }
 
