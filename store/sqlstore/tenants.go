@@ -221,11 +221,7 @@ func (s *Store) CreateUserInTenant(ctx context.Context, u *store.User, tenantID 
 		return fmt.Errorf("create user in tenant: %w", err)
 	}
 	now := s.clock()
-	nu := *u
-	nu.ID = newID(UserIDPrefix)
-	nu.Kind = userKind(u.Kind)
-	nu.CreatedAt, nu.UpdatedAt = now, now
-	nu.Roles = normaliseRoles(u.Roles)
+	nu := newUserRow(*u, now)
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if err := tenantExists(tx, tenantID); err != nil {
 			return err

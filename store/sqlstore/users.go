@@ -57,6 +57,16 @@ func validateUser(u *store.User, before *userRow) error {
 	return nil
 }
 
+// newUserRow is the user CreateUser and CreateUserInTenant insert for u: a
+// new id, its kind, created and updated now, its roles normalised.
+func newUserRow(u store.User, now time.Time) store.User {
+	u.ID = newID(UserIDPrefix)
+	u.Kind = userKind(u.Kind)
+	u.CreatedAt, u.UpdatedAt = now, now
+	u.Roles = normaliseRoles(u.Roles)
+	return u
+}
+
 // CreateUser inserts u and its roles in one transaction and fills u.ID,
 // u.CreatedAt and u.UpdatedAt (u.Roles comes back sorted). A duplicate email
 // (case-insensitive) or username is store.ErrAlreadyExists; a role that
@@ -69,11 +79,7 @@ func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 		return fmt.Errorf("create user: %w", err)
 	}
 	now := s.clock()
-	nu := *u
-	nu.ID = newID(UserIDPrefix)
-	nu.Kind = userKind(u.Kind)
-	nu.CreatedAt, nu.UpdatedAt = now, now
-	nu.Roles = normaliseRoles(u.Roles)
+	nu := newUserRow(*u, now)
 	err := s.tx(ctx, func(tx *gorm.DB) error { return createUserTx(tx, &nu, now) })
 	if err != nil {
 		return mapErr("create user", err)
