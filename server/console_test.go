@@ -102,7 +102,9 @@ func auditCount(t *testing.T, in *st.Instance, action, target string) int {
 // wrong or no CSRF field, or sent cross-site, is 403; a person with no admin
 // permission gets the 403 page; "Send again" replaces a pending invite; a
 // sign-in older than five minutes (an
-// injected clock) makes key revocation, secret rotation and MFA reset
+// injected clock) makes key revocation, secret rotation, MFA reset and
+// every action that mints a credential or hands over an account (a machine
+// user, a client, a temporary password, a role, an invite)
 // answer the "confirm it is you" page (403) with nothing changed, and its
 // "Sign in again" goes through the hosted login with prompt=login, then
 // back to the screen; a typed
@@ -211,7 +213,8 @@ func TestConsole(t *testing.T) {
 				t.Fatalf("invites after sending again: %+v %v", list.Items, err)
 			}
 
-			// Stale sign-in: the three sensitive actions ask to sign in again.
+			// Stale sign-in: the sensitive actions ask to sign in again
+			// (TestConsoleCredentialActionsNeedARecentSignIn has each of them).
 			in.App.Console.SetClock(func() time.Time { return time.Now().Add(accounts.ReauthWindow + time.Minute) })
 			keyList, err := in.App.Accounts.ListKeys(ctx)
 			if err != nil {
@@ -222,11 +225,18 @@ func TestConsole(t *testing.T) {
 				{"fail/key_revoke", "/console/keys", "revoke"},
 				{"fail/secret_rotation", "/console/clients", "rotate"},
 				{"fail/mfa_reset", "/console/users/" + plain.ID, "mfa_reset"},
+				{"fail/create_machine", "/console/users", "create_machine"},
+				{"fail/create_client", "/console/clients", "create"},
+				{"fail/temp_password", "/console/users/" + plain.ID, "temp_password"},
+				{"fail/grant_role", "/console/users/" + plain.ID, "grant_role"},
+				{"fail/invite", "/console/invites", "create"},
 			}
 			for _, tc := range stale {
 				t.Run(tc.name, func(t *testing.T) {
 					page := siGet(t, hc, in.URL+tc.path)
-					p := page.form(t, tc.action).submit(t, hc, url.Values{"kid": {kid}, "confirm": {kid}, "client_id": {"web"}})
+					p := page.form(t, tc.action).submit(t, hc, url.Values{"kid": {kid}, "confirm": {kid}, "client_id": {"web"},
+						"name": {"Stale"}, "role": {"admin"}, "email": {"stale@example.com"}, "password": {"a temporary password 7"},
+						"grants": {"client_credentials"}, "redirect_uris": {"https://evil.example/cb"}})
 					if p.StatusCode != http.StatusForbidden || !strings.Contains(p.body, "Confirm it is you") ||
 						!strings.Contains(p.body, "reauth=1") {
 						t.Fatalf("%d:\n%s", p.StatusCode, p.body)
@@ -250,7 +260,8 @@ func TestConsole(t *testing.T) {
 				t.Fatalf("after re-authenticating: %d %s", back.StatusCode, back.Request.URL)
 			}
 			in.App.Console.SetClock(time.Now)
-			for _, action := range []string{"key.revoked", "client.secret_rotated", "mfa.reset"} {
+			for _, action := range []string{"key.revoked", "client.secret_rotated", "mfa.reset", "user.created", "client.created",
+				"client.updated", "password.temp_set", "role.granted"} {
 				if n := auditCount(t, in, action, ""); n != 0 {
 					t.Fatalf("%d %s events after stale attempts", n, action)
 				}
@@ -808,6 +819,142 @@ func TestConsoleClientFormRefusesControlCharacters(t *testing.T) {
 			}
 			if _, err := in.App.Core.Store.GetClient(t.Context(), tc.id); !errors.Is(err, store.ErrNotFound) {
 				t.Fatalf("the refused client was stored: %v", err)
+			}
+		})
+	}
+}
+
+// TestConsoleCredentialActionsNeedARecentSignIn: on PostgreSQL+Redis and
+// SQLite, every console action that mints or reveals a credential, or
+// hands over an account or a client's codes, needs a sign-in within five
+// minutes. With the console's clock six minutes on, each answers the
+// "confirm it is you" page (403), shows no secret, records no audit event
+// and changes nothing; the actions that only take access away still work.
+// Signed in just now, each goes through. Fails before this change: a stale
+// session created an admin machine user, an API key for it (shown), a
+// confidential client (its secret shown), replaced a public client's
+// redirect URIs, set a temporary password, granted a role, reactivated a
+// user and sent an invite.
+func TestConsoleCredentialActionsNeedARecentSignIn(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			in := st.Start(t, st.NewEnv(t, b))
+			fx := st.NewFixtures(t, in.App.Core)
+			ctx := context.Background()
+			root := fx.User(t, "root@example.com", consolePassword, "super_admin")
+			target := fx.User(t, "target@example.com", consolePassword, "user")
+			enrolTOTP(t, in, target)
+			dormant := fx.User(t, "dormant@example.com", consolePassword, "user")
+			bystander := fx.User(t, "bystander@example.com", consolePassword, "user")
+			off := false
+			if _, err := in.App.Accounts.UpdateUser(ctx, accounts.Actor{ID: root.ID}, dormant.ID, accounts.UserPatch{Active: &off}); err != nil {
+				t.Fatal(err)
+			}
+			machine, err := in.App.Accounts.CreateUser(ctx, accounts.Actor{ID: root.ID},
+				accounts.NewUser{Kind: store.UserMachine, Name: "Robot", Roles: []string{"admin"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
+			fx.Client(t, clients.Spec{ID: "spa", Name: "SPA", Public: true, Grants: []string{"authorization_code"},
+				RedirectURIs: []string{"http://127.0.0.1:9/cb"}})
+			keyList, err := in.App.Accounts.ListKeys(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var next string
+			for _, k := range keyList {
+				if k.State == store.KeyNext {
+					next = k.KID
+				}
+			}
+			user := func(id string) store.User {
+				t.Helper()
+				u, err := in.App.Core.Store.GetUser(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return u
+			}
+			hc := siBrowser(t)
+			consoleSignIn(t, in, hc, root.Email, "", "/console/users")
+
+			for _, tc := range []struct {
+				name, path, form string
+				fields           url.Values
+				audit            string
+				want             int  // signed in just now
+				secret           bool // shown once, signed in just now
+				changed          func() bool
+			}{
+				{"create_machine", "/console/users", "create_machine", url.Values{"name": {"backdoor"}, "role": {"admin"}},
+					"user.created", http.StatusCreated, false, func() bool {
+						page, err := in.App.Accounts.ListUsers(ctx, accounts.UserQuery{Query: "backdoor", Limit: 10})
+						return err != nil || len(page.Items) > 0
+					}},
+				{"create_api_key", "/console/users/" + machine.ID, "create_api_key",
+					url.Values{"name": {"root-key"}, "scopes": {"users:read users:write roles:assign"}},
+					"api_key.created", http.StatusOK, true, func() bool {
+						page, err := in.App.Accounts.ListMachineAPIKeys(ctx, accounts.Actor{ID: root.ID}, machine.ID, "", 10)
+						return err != nil || len(page.Items) > 0
+					}},
+				{"grant_role", "/console/users/" + target.ID, "grant_role", url.Values{"role": {"admin"}},
+					"role.granted", http.StatusOK, false, func() bool { return slices.Contains(user(target.ID).Roles, "admin") }},
+				{"temp_password", "/console/users/" + target.ID, "temp_password", url.Values{"password": {"a temporary password 7"}},
+					"password.temp_set", http.StatusOK, false, func() bool { return user(target.ID).MustChangePassword }},
+				{"activate", "/console/users/" + dormant.ID, "activate", nil,
+					"user.reactivated", http.StatusOK, false, func() bool { return user(dormant.ID).Active }},
+				{"mfa_reset", "/console/users/" + target.ID, "mfa_reset", nil, "mfa.reset", http.StatusOK, false, nil},
+				{"invite", "/console/invites", "create", url.Values{"email": {"friend@example.com"}, "role": {"admin"}},
+					"invite.created", http.StatusOK, false, func() bool {
+						list, err := in.App.Accounts.ListInvites(ctx, "", 10)
+						return err != nil || len(list.Items) > 0
+					}},
+				{"create_client", "/console/clients", "create", url.Values{"client_id": {"backdoor"}, "name": {"Backdoor"},
+					"type": {"confidential"}, "grants": {"client_credentials"}},
+					"client.created", http.StatusCreated, true, func() bool {
+						_, err := in.App.Core.Store.GetClient(ctx, "backdoor")
+						return !errors.Is(err, store.ErrNotFound)
+					}},
+				{"redirect_uris", "/console/clients", "redirect_uris", url.Values{"client_id": {"spa"}, "redirect_uris": {"https://evil.example/cb"}},
+					"client.updated", http.StatusOK, false, func() bool {
+						c, err := in.App.Core.Store.GetClient(ctx, "spa")
+						return err != nil || !slices.Equal(c.RedirectURIs, []string{"http://127.0.0.1:9/cb"})
+					}},
+				{"rotate", "/console/clients", "rotate", url.Values{"client_id": {"web"}}, "client.secret_rotated", http.StatusOK, true, nil},
+				{"key_revoke", "/console/keys", "revoke", url.Values{"kid": {next}, "confirm": {next}}, "key.revoked", http.StatusOK, false, nil},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					before := auditCount(t, in, tc.audit, "")
+					in.App.Console.SetClock(func() time.Time { return time.Now().Add(accounts.ReauthWindow + time.Minute) })
+					page := siGet(t, hc, in.URL+tc.path)
+					p := page.form(t, tc.form).submit(t, hc, tc.fields)
+					if p.StatusCode != http.StatusForbidden || !strings.Contains(p.body, "Confirm it is you") ||
+						!strings.Contains(p.body, "reauth=1") || consoleSecret.MatchString(p.body) {
+						t.Fatalf("stale: %d, want 403 Confirm it is you:\n%s", p.StatusCode, p.body)
+					}
+					if n := auditCount(t, in, tc.audit, ""); n != before || tc.changed != nil && tc.changed() {
+						t.Fatalf("stale: %d %s events, changed %v", n, tc.audit, tc.changed != nil && tc.changed())
+					}
+
+					in.App.Console.SetClock(time.Now)
+					p = siGet(t, hc, in.URL+tc.path).form(t, tc.form).submit(t, hc, tc.fields)
+					if p.StatusCode != tc.want || consoleSecret.MatchString(p.body) != tc.secret {
+						t.Fatalf("fresh: %d (want %d), secret shown %v:\n%s", p.StatusCode, tc.want, consoleSecret.MatchString(p.body), p.body)
+					}
+					if n := auditCount(t, in, tc.audit, ""); n != before+1 || tc.changed != nil && !tc.changed() {
+						t.Fatalf("fresh: %d %s events, changed %v", n, tc.audit, tc.changed != nil && tc.changed())
+					}
+				})
+			}
+
+			// Taking access away needs no recent sign-in.
+			in.App.Console.SetClock(func() time.Time { return time.Now().Add(accounts.ReauthWindow + time.Minute) })
+			defer in.App.Console.SetClock(time.Now)
+			p := siGet(t, hc, in.URL+"/console/users/"+bystander.ID).form(t, "deactivate").submit(t, hc, nil)
+			if p.StatusCode != http.StatusOK || user(bystander.ID).Active {
+				t.Fatalf("stale deactivation: %d, active %v:\n%s", p.StatusCode, user(bystander.ID).Active, p.body)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -149,7 +150,7 @@ func (c *Console) Register(e *echo.Echo) {
 	for _, s := range screens {
 		e.GET(s.path, c.screen(s.get), h, c.signedIn)
 		if s.post != nil {
-			e.POST(s.path, c.screen(s.post), h, c.csrf, c.signedIn)
+			e.POST(s.path, c.screen(recent(s)), h, c.csrf, c.signedIn)
 		}
 	}
 }
@@ -158,24 +159,49 @@ func (c *Console) Register(e *echo.Echo) {
 type screen struct {
 	path      string
 	get, post handler
+	// routine are the POST actions (the form's action field) that need no
+	// recent sign-in: those that only take access away, or send a user a
+	// link to their own address. Every other action, one unknown here
+	// included, needs a sign-in within accounts.ReauthWindow (recent).
+	routine []string
 }
 
 // handler serves a console request for the signed-in operator.
 type handler func(c *Console, r *request) error
 
+// screens are the console's routes. The actions left out of routine mint
+// or reveal a credential, or hand over an account or a client's codes:
+// creating a machine user, granting a role, activating a user, setting a
+// temporary password, creating an API key, resetting second factors,
+// inviting, creating a client (a confidential one's secret is shown),
+// rotating a secret, replacing redirect URIs and revoking a signing key.
 var screens = []screen{
-	{Path + "/users", (*Console).users, (*Console).newMachineUser},
-	{Path + "/users/:id", (*Console).user, (*Console).userAction},
-	{Path + "/invites", (*Console).invites, (*Console).inviteAction},
-	{Path + "/sessions", (*Console).sessionsScreen, (*Console).sessionAction},
-	{Path + "/audit", (*Console).audit, nil},
-	{Path + "/clients", (*Console).clientsScreen, (*Console).clientAction},
-	{Path + "/roles", (*Console).roles, nil},
-	{Path + "/keys", (*Console).keysScreen, (*Console).keyAction},
+	{Path + "/users", (*Console).users, (*Console).newMachineUser, nil},
+	{Path + "/users/:id", (*Console).user, (*Console).userAction,
+		[]string{"revoke_role", "deactivate", "reset_link", "revoke_sessions", "end_session", "clear_throttle", "revoke_api_key"}},
+	{Path + "/invites", (*Console).invites, (*Console).inviteAction, []string{"revoke"}},
+	{Path + "/sessions", (*Console).sessionsScreen, (*Console).sessionAction, []string{"end", "end_all"}},
+	{Path + "/audit", (*Console).audit, nil, nil},
+	{Path + "/clients", (*Console).clientsScreen, (*Console).clientAction, nil},
+	{Path + "/roles", (*Console).roles, nil, nil},
+	{Path + "/keys", (*Console).keysScreen, (*Console).keyAction, []string{"rotate"}},
 }
 
 func (c *Console) screen(h handler) echo.HandlerFunc {
 	return func(ec echo.Context) error { return h(c, ec.Get(requestKey).(*request)) }
+}
+
+// recent is s's POST handler behind the one check of a recent sign-in:
+// an action not in s.routine, from a sign-in older than
+// accounts.ReauthWindow, answers the page asking to sign in again (403)
+// and changes nothing.
+func recent(s screen) handler {
+	return func(c *Console, r *request) error {
+		if !slices.Contains(s.routine, r.FormValue("action")) && !c.fresh(r) {
+			return c.reauth(r, r.Request().URL.EscapedPath())
+		}
+		return s.post(c, r)
+	}
 }
 
 // request is a console request of a signed-in operator.

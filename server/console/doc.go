@@ -24,10 +24,15 @@
 // permission with accounts.RequirePermission, the one check /admin makes
 // on a token's scope. Every action calls the same accounts.Service method
 // as the /admin endpoint, so the privilege ceiling and the audit apply
-// unchanged; the audit events carry client_id "console". Key revocation,
-// client secret rotation and MFA reset also need a sign-in within the last
-// five minutes (accounts.ReauthWindow); an older one gets a page asking to sign in
-// again (prompt=login), and nothing is changed.
+// unchanged; the audit events carry client_id "console". Every action
+// that mints or reveals a credential, or hands over an account or a
+// client's codes (a machine user, a role, an activation, a temporary
+// password, an API key, an MFA reset, an invite, a client, a secret,
+// redirect URIs, a key revocation), also needs a sign-in within the last
+// five minutes (accounts.ReauthWindow), checked in the one wrapper of
+// every POST (recent): only the actions a screen lists as routine, which
+// take access away, are exempt. An older sign-in gets a page asking to
+// sign in again (prompt=login), and nothing is changed.
 //
 // The pages reuse the hosted pages' security headers (a strict
 // Content-Security-Policy with frame-ancestors 'none'), CSRF double submit

@@ -103,9 +103,6 @@ func (c *Console) clientAction(r *request) error {
 		return c.showClients(r, http.StatusCreated, v, clientForm{})
 	case "rotate":
 		id := r.FormValue("client_id")
-		if !c.fresh(r) {
-			return c.reauth(r, Path+"/clients")
-		}
 		s, err := c.d.Accounts.RotateClientSecret(r.ctx(), r.actor, id)
 		if err != nil {
 			return c.clientRefused(r, clientForm{}, err)
@@ -175,9 +172,6 @@ func (c *Console) keyAction(r *request) error {
 		notice = "Rotated: " + rot.Activated.KID + " signs now; " + rot.Next.KID + " is published as the next key."
 	case "revoke":
 		kid := r.FormValue("kid")
-		if !c.fresh(r) {
-			return c.reauth(r, Path+"/keys")
-		}
 		if kid == "" || r.FormValue("confirm") != kid {
 			return c.showKeys(r, http.StatusBadRequest, view{Error: "Type the key id exactly to confirm the revocation. Nothing was changed."})
 		}

@@ -145,58 +145,57 @@ func displayName(u accounts.User) string {
 	return u.ID
 }
 
-// userActions are the forms of a user's page: the permission each needs
-// and whether it needs a recent sign-in.
+// userActions are the forms of a user's page and the permission each
+// needs (which of them need a recent sign-in: screens).
 var userActions = map[string]struct {
-	perm   string
-	reauth bool
-	run    func(c *Console, r *request, id string) (notice string, s *secret, err error)
+	perm string
+	run  func(c *Console, r *request, id string) (notice string, s *secret, err error)
 }{
-	"grant_role": {policy.PermRolesAssign, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"grant_role": {policy.PermRolesAssign, func(c *Console, r *request, id string) (string, *secret, error) {
 		role := r.FormValue("role")
 		_, err := c.d.Accounts.GrantRole(r.ctx(), r.actor, id, role)
 		return "Granted the role " + role + ".", nil, err
 	}},
-	"revoke_role": {policy.PermRolesAssign, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"revoke_role": {policy.PermRolesAssign, func(c *Console, r *request, id string) (string, *secret, error) {
 		role := r.FormValue("role")
 		_, err := c.d.Accounts.RevokeRole(r.ctx(), r.actor, id, role)
 		return "Removed the role " + role + "; the user's sessions were ended.", nil, err
 	}},
-	"deactivate": {policy.PermUsersWrite, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"deactivate": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		off := false
 		_, err := c.d.Accounts.UpdateUser(r.ctx(), r.actor, id, accounts.UserPatch{Active: &off})
 		return "Deactivated; every session of the user was ended.", nil, err
 	}},
-	"activate": {policy.PermUsersWrite, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"activate": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		on := true
 		_, err := c.d.Accounts.UpdateUser(r.ctx(), r.actor, id, accounts.UserPatch{Active: &on})
 		return "Activated.", nil, err
 	}},
-	"temp_password": {policy.PermUsersWrite, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"temp_password": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		_, err := c.d.Accounts.SetTemporaryPassword(r.ctx(), r.actor, id, r.FormValue("password"))
 		return "Set a temporary password; the user must change it at the next sign-in.", nil, err
 	}},
-	"reset_link": {policy.PermUsersWrite, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"reset_link": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		_, err := c.d.Accounts.RequestPasswordReset(r.ctx(), r.actor, id)
 		return "Emailed a password reset link.", nil, err
 	}},
-	"revoke_sessions": {policy.PermUsersWrite, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"revoke_sessions": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		err := c.d.Accounts.RevokeSessions(r.ctx(), r.actor, id)
 		return "Ended every session of the user; their access tokens stopped working at once.", nil, err
 	}},
-	"end_session": {policy.PermUsersWrite, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"end_session": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		err := c.d.Accounts.EndUserSession(r.ctx(), r.actor, id, r.FormValue("sid"))
 		return "Ended the session; its access tokens stopped working at once.", nil, err
 	}},
-	"mfa_reset": {policy.PermUsersWrite, true, func(c *Console, r *request, id string) (string, *secret, error) {
+	"mfa_reset": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		err := c.d.Accounts.ResetMFA(r.ctx(), r.actor, id)
 		return "Removed every second factor of the user and ended their sessions.", nil, err
 	}},
-	"clear_throttle": {policy.PermUsersWrite, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"clear_throttle": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		err := c.d.Accounts.ClearLoginThrottle(r.ctx(), r.actor, id)
 		return "Cleared the failed logins; the user may sign in at once.", nil, err
 	}},
-	"create_api_key": {policy.PermUsersWrite, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"create_api_key": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		k, err := c.d.Accounts.CreateMachineAPIKey(r.ctx(), r.actor, id, apikeys.CreateRequest{Name: r.FormValue("name"),
 			Scopes: strings.Fields(r.FormValue("scopes"))})
 		if err != nil {
@@ -205,7 +204,7 @@ var userActions = map[string]struct {
 		return "Created the API key " + k.Name + ".", &secret{Label: "API key", Value: k.Key,
 			Note: "Copy it now: it is shown this once and cannot be shown again."}, nil
 	}},
-	"revoke_api_key": {policy.PermUsersWrite, false, func(c *Console, r *request, id string) (string, *secret, error) {
+	"revoke_api_key": {policy.PermUsersWrite, func(c *Console, r *request, id string) (string, *secret, error) {
 		err := c.d.Accounts.RevokeMachineAPIKey(r.ctx(), r.actor, id, r.FormValue("key_id"))
 		return "Revoked the API key.", nil, err
 	}},
@@ -220,9 +219,6 @@ func (c *Console) userAction(r *request) error {
 		return err
 	}
 	id := r.Param("id")
-	if a.reauth && !c.fresh(r) {
-		return c.reauth(r, Path+"/users/"+url.PathEscape(id))
-	}
 	notice, s, err := a.run(c, r, id)
 	if err != nil {
 		if errorStatus(err) >= 500 {
