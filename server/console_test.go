@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +53,22 @@ func follow(t *testing.T, hc *http.Client, p siPage) siPage {
 // the sign-in ends on, and the console cookie the callback set.
 func consoleSignIn(t *testing.T, in *st.Instance, hc *http.Client, email, secret, path string) (siPage, *http.Cookie) {
 	t.Helper()
+	cb := siGet(t, hc, consoleCallback(t, in, hc, email, secret, path))
+	var cookie *http.Cookie
+	for _, c := range cb.Cookies() {
+		if strings.Contains(c.Name, "portcullis-console") && c.Name != "portcullis-console-login" {
+			cookie = c
+		}
+	}
+	return follow(t, hc, cb), cookie
+}
+
+// consoleCallback signs the person in with hc through the hosted login
+// (and its TOTP step when secret is set), from path without a console
+// session, and returns the console's callback URL the login sends the
+// browser to, not yet opened.
+func consoleCallback(t *testing.T, in *st.Instance, hc *http.Client, email, secret, path string) string {
+	t.Helper()
 	start := siGet(t, hc, in.URL+path)
 	if start.StatusCode != http.StatusSeeOther || !strings.HasPrefix(start.Header.Get("Location"), "/console/login?next=") {
 		t.Fatalf("%s without a session: %d to %q, want 303 to the console sign-in", path, start.StatusCode, start.Header.Get("Location"))
@@ -64,15 +81,11 @@ func consoleSignIn(t *testing.T, in *st.Instance, hc *http.Client, email, secret
 	if step.StatusCode != http.StatusSeeOther || !strings.HasPrefix(step.Header.Get("Location"), console.CallbackURL(in.Config.Issuer)+"?") {
 		t.Fatalf("after the login: %d to %q, want 303 to the console's callback:\n%s", step.StatusCode, step.Header.Get("Location"), step.body)
 	}
-	next, _ := step.Request.URL.Parse(step.Header.Get("Location"))
-	cb := siGet(t, hc, next.String())
-	var cookie *http.Cookie
-	for _, c := range cb.Cookies() {
-		if strings.Contains(c.Name, "portcullis-console") && c.Name != "portcullis-console-login" {
-			cookie = c
-		}
+	next, err := step.Request.URL.Parse(step.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return follow(t, hc, cb), cookie
+	return next.String()
 }
 
 // auditCount counts the audit events of action about target made through
@@ -955,6 +968,59 @@ func TestConsoleCredentialActionsNeedARecentSignIn(t *testing.T) {
 			p := siGet(t, hc, in.URL+"/console/users/"+bystander.ID).form(t, "deactivate").submit(t, hc, nil)
 			if p.StatusCode != http.StatusOK || user(bystander.ID).Active {
 				t.Fatalf("stale deactivation: %d, active %v:\n%s", p.StatusCode, user(bystander.ID).Active, p.body)
+			}
+		})
+	}
+}
+
+// TestConsoleSignOutDuringCallback: on PostgreSQL+Redis and SQLite, an
+// end of every session of the operator's (a sign-out everywhere, a
+// deactivation) that lands at any point of the console's callback, in the
+// same second as the sign-in, leaves no console session: the callback
+// answers a 4xx page or a cookie that leads to the sign-in, never a 5xx.
+// The cut-off is made by the console's clock on its k-th call from the
+// callback on (k = 0: none, the sign-in works). Fails before this change:
+// a cut-off right after AuthenticateAdmin (k = 3) was taken for one before
+// the sign-in (the session's AuthTime was capped at a later now), and the
+// console session worked for up to 12 hours; one inside the session's
+// start (k = 4) answered 500.
+func TestConsoleSignOutDuringCallback(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			in := st.Start(t, st.NewEnv(t, b))
+			fx := st.NewFixtures(t, in.App.Core)
+			for k := range int32(6) {
+				t.Run(fmt.Sprintf("cut_at_call_%d", k), func(t *testing.T) {
+					u := fx.User(t, fmt.Sprintf("root%d@example.com", k), consolePassword, "super_admin")
+					hc := siBrowser(t)
+					callback := consoleCallback(t, in, hc, u.Email, "", "/console/users")
+					var calls atomic.Int32
+					in.App.Console.SetClock(func() time.Time {
+						if calls.Add(1) == k {
+							if err := in.App.Tokens.EndUserSessions(context.Background(), u.ID); err != nil {
+								t.Error(err)
+							}
+						}
+						return time.Now()
+					})
+					defer in.App.Console.SetClock(time.Now)
+					cb := siGet(t, hc, callback)
+					if cb.StatusCode >= 500 {
+						t.Fatalf("callback: %d:\n%s", cb.StatusCode, cb.body)
+					}
+					p := siGet(t, hc, in.URL+"/console/users")
+					if k == 0 {
+						if cb.StatusCode != http.StatusSeeOther || p.StatusCode != http.StatusOK {
+							t.Fatalf("without a cut-off: callback %d, users %d", cb.StatusCode, p.StatusCode)
+						}
+						return
+					}
+					if p.StatusCode != http.StatusSeeOther || !strings.Contains(p.Header.Get("Location"), "/console/login") {
+						t.Fatalf("after a cut-off at clock call %d (of %d), callback %d: users %d:\n%s", k, calls.Load(), cb.StatusCode,
+							p.StatusCode, p.body)
+					}
+				})
 			}
 		})
 	}

@@ -167,6 +167,11 @@ func (c *Console) callback(ec echo.Context) error {
 	}
 	m := c.meta(ec)
 	meta := token.RequestMeta{IP: m.IP, UserAgent: m.UserAgent}
+	// Before the code is redeemed: the session's AuthTime is at most this,
+	// so a cut-off of the user's from here on (AuthenticateAdmin checks the
+	// ones before it) is at or after it, and the token state refuses the
+	// session (CreateBrowserSession, or FindBrowserSession later).
+	begun := c.now()
 	resp, err := c.d.Tokens.Exchange(ctx, token.TokenRequest{GrantType: token.GrantAuthorizationCode,
 		Client: token.ClientCredentials{ID: c.cfg.ClientID}, Code: q.Get("code"), RedirectURI: CallbackURL(c.cfg.Issuer),
 		CodeVerifier: p.Verifier}, meta)
@@ -192,16 +197,23 @@ func (c *Console) callback(ec echo.Context) error {
 	}
 	start := browsersession.Start{UserID: claims.Subject, AMR: claims.AMR, IP: m.IP, UserAgent: m.UserAgent}
 	if claims.AuthTime > 0 {
-		// auth_time has whole seconds: the end of its second (never after
-		// now), so that a sign-in just after a cut-off (an MFA reset, say)
-		// is not taken for one before it. A sign-in that began before a
-		// cut-off never gets here: its access token is revoked.
+		// auth_time has whole seconds: the end of its second, so that a
+		// sign-in just after a cut-off (an MFA reset, say) is not taken for
+		// one before it; never after begun, so that a cut-off landing
+		// during this callback, in the same second, is not taken for one
+		// before the sign-in. A sign-in that began before a cut-off never
+		// gets here: its access token is revoked.
 		start.AuthTime = time.Unix(claims.AuthTime, int64(time.Second-1))
-		if now := c.now(); start.AuthTime.After(now) {
-			start.AuthTime = now
+		if start.AuthTime.After(begun) {
+			start.AuthTime = begun
 		}
+	} else {
+		start.AuthTime = begun
 	}
 	_, cookie, err := c.sessions.Start(ctx, start, secure)
+	if errors.Is(err, store.ErrSessionsEnded) {
+		return problem("Your sessions were ended while you were signing in. Sign in again.")
+	}
 	if err != nil {
 		return c.fail(ec, nil, err)
 	}
