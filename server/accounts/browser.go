@@ -152,8 +152,10 @@ func (s *Service) OwnConsents(ctx context.Context, actor Actor, cursor string, l
 }
 
 // WithdrawOwnConsent forgets the actor's consent to clientID (404 when there
-// is none), so that the client's next authorization request asks again.
-// Tokens already issued are left alone.
+// is none), so that the client's next authorization request asks again,
+// and ends the client's grants to the actor: its sessions, the access
+// tokens it was given and the codes it holds (EndClientGrants, before the
+// consent is deleted and again after).
 func (s *Service) WithdrawOwnConsent(ctx context.Context, actor Actor, clientID string) error {
 	a, err := s.loadSelf(ctx, actor)
 	if err != nil {
@@ -217,7 +219,7 @@ func (s *Service) UserConsentsAs(ctx context.Context, actor Actor, userID, curso
 }
 
 // WithdrawUserConsent forgets a consent of a user the actor may manage
-// (the privilege ceiling of RevokeSessions).
+// (the privilege ceiling of RevokeSessions), as WithdrawOwnConsent does.
 func (s *Service) WithdrawUserConsent(ctx context.Context, actor Actor, userID, clientID string) error {
 	a, t, err := s.actorAndTarget(ctx, actor, userID)
 	if err != nil {
@@ -305,6 +307,17 @@ func (s *Service) withdrawConsent(ctx context.Context, userID, clientID, via str
 	}
 	s.record(ctx, "consent.revoked", store.OutcomeSuccess, actor.ID, userID, actor.Meta,
 		map[string]string{"client_id": clientID, "via": via})
+	// An authorization request that read the consent between the first
+	// end and its deletion got a code after that end's cut-off: a second
+	// end, now that no request can read the consent, moves the cut-off
+	// past it (the first end, before the deletion, keeps the consent for a
+	// retry should the grants not end). The consent is gone either way, so
+	// a failure here is logged and answered, not undone.
+	if err := s.sessions.EndClientGrants(ctx, userID, clientID); err != nil {
+		s.log.Error("consent withdrawn, but the client's grants made while it was being withdrawn could not be ended",
+			"user_id", userID, "client_id", clientID, "err", err)
+		return err
+	}
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/mail/mailtest"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/token"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // endingSessions is the instance's token service with its ending of every
@@ -27,6 +28,15 @@ type endingSessions struct {
 	calls atomic.Int32
 	fail  func(call int32) error
 	after func(call int32)
+	// clientEnd, when set, runs before each end of a client's grants.
+	clientEnd func()
+}
+
+func (e *endingSessions) EndClientGrants(ctx context.Context, userID, clientID string) error {
+	if e.clientEnd != nil {
+		e.clientEnd()
+	}
+	return e.Service.EndClientGrants(ctx, userID, clientID)
 }
 
 func (e *endingSessions) EndUserSessions(ctx context.Context, id string) error {
@@ -238,5 +248,38 @@ func TestChangesEndSessionsAroundThem(t *testing.T) {
 				refresh(c, stolen).ExpectError(400, "invalid_grant")
 			})
 		})
+	}
+}
+
+// TestWithdrawConsentEndsGrantsOnceTheConsentIsGone: the client's grants
+// end before the consent is deleted (so a failure leaves it for a retry)
+// and again once no authorization request can read it: a code issued
+// between the first end and the deletion is stamped after the first
+// end's cut-off, and only an end after the deletion moves the cut-off past
+// it (found by this session's last review).
+func TestWithdrawConsentEndsGrantsOnceTheConsentIsGone(t *testing.T) {
+	in, fx, smtp := deployment(t)
+	ctx := context.Background()
+	fx.Client(t, clients.Spec{ID: "third", Name: "Third"})
+	ann := fx.User(t, "ann@example.com", "ann's long passphrase", "user")
+	core := in.App.Core
+	if err := core.Store.PutConsent(ctx, store.Consent{UserID: ann.ID, ClientID: "third", Scopes: []string{"openid"}}); err != nil {
+		t.Fatal(err)
+	}
+	var consentAtEachEnd []bool
+	sessions := &endingSessions{Service: in.App.Tokens}
+	sessions.clientEnd = func() {
+		_, err := core.Store.GetConsent(ctx, ann.ID, "third")
+		consentAtEachEnd = append(consentAtEachEnd, err == nil)
+	}
+	svc := serviceEnding(t, in, smtp, sessions, func(d *accounts.Deps) { d.Consents = core.Store })
+	own := actor(ann)
+	own.ClientID = accounts.DefaultFirstPartyClientID // the person's own (first-party) token
+	if err := svc.WithdrawOwnConsent(ctx, own, "third"); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(consentAtEachEnd, []bool{true, false}) {
+		t.Fatalf("the consent was held at each end of the client's grants: %v; want [true false] (ended before the deletion and after it)",
+			consentAtEachEnd)
 	}
 }
