@@ -28,6 +28,14 @@ type RefreshFamily struct {
 	// before the cut-off is never created), and refreshes keep it as the id
 	// token's auth_time. Zero means CreatedAt.
 	AuthTime time.Time
+	// GrantedAt is when the client was granted the access the session
+	// continues: the authorization code's issue for a code's redemption
+	// (as the redemption's AccessTokenRef.GrantedAt), else the grant's
+	// own time. The user's cut-off at the client compares it (a family
+	// whose GrantedAt is at or before the cut-off is ended and never
+	// created), as IsAccessTokenRevoked compares an access token's. Zero
+	// means CreatedAt (and so does a family stored before it was kept).
+	GrantedAt time.Time
 	// AMR is how the person proved who they are for this session (RFC 8176
 	// method references, e.g. ["pwd","otp","mfa"]), kept so that refreshed
 	// tokens carry the login's amr and acr. Nil for a family written before
@@ -143,6 +151,15 @@ func (r AccessTokenRef) ClientGrantedAt() time.Time {
 	return r.GrantedAt
 }
 
+// ClientGrantedAt is the time f's client cut-off is compared with:
+// GrantedAt, or CreatedAt when it is zero.
+func (f RefreshFamily) ClientGrantedAt() time.Time {
+	if f.GrantedAt.IsZero() {
+		return f.CreatedAt
+	}
+	return f.GrantedAt
+}
+
 // ClientRevocationValue is the Value of a RevokedClient record: the client
 // id, a space, the user id. Client ids hold no space (RevokeClientGrants
 // refuses one that does), so the value names one pair.
@@ -170,9 +187,11 @@ func ParseClientRevocationValue(v string) (userID, clientID string, ok bool) {
 type TokenState interface {
 	// CreateFamily starts a session whose current refresh token hashes to
 	// firstHash. It fails with ErrSessionsEnded, starting nothing live, when
-	// fam.CreatedAt (the login's start) is at or before the user's cut-off,
-	// atomically with respect to RevokeUserSessions, or fam.CreatedAt is at
-	// or before the user's cut-off at fam.ClientID, atomically with respect
+	// fam.AuthTime (the login's start; CreatedAt when zero) is at or
+	// before the user's cut-off, atomically with respect to
+	// RevokeUserSessions, or fam.ClientGrantedAt (when the client was
+	// granted the access: a code's issue, not its redemption) is at or
+	// before the user's cut-off at fam.ClientID, atomically with respect
 	// to RevokeClientGrants. When the user already
 	// has the backend's maximum of live families, the oldest ones are ended
 	// (refresh tokens and access tokens, as RevokeFamily does) so that the
@@ -213,9 +232,11 @@ type TokenState interface {
 	// RevokeClientGrants sets the user's cut-off at the client (withdrawing
 	// consent to a client): every access token of the user issued to the
 	// client at or before cutoff is revoked (IsAccessTokenRevoked with the
-	// ref's ClientID), every session of the user at the client created at
-	// or before cutoff ends as RevokeFamily ends it, and no such family can
-	// be created afterwards (CreateFamily). A later cut-off replaces an
+	// ref's ClientID, compared with ref.ClientGrantedAt), every session of
+	// the user at the client granted at or before cutoff (its
+	// ClientGrantedAt: a code issued before the cut-off and redeemed after
+	// it counts as before) ends as RevokeFamily ends it, and no such family
+	// can be created afterwards (CreateFamily). A later cut-off replaces an
 	// earlier one; tokens and sessions of the client after the cut-off (a
 	// consent given again) go on, and so do the user's sessions at other
 	// clients. It is recorded durably as a RevokedClient revocation.

@@ -619,3 +619,21 @@ func TestIssuedTo(t *testing.T) {
 		})
 	}
 }
+
+// TestCodeFamilyGrantedAt: the session a code's redemption starts keeps
+// when the code was issued (the client's grant) apart from its creation
+// (the redemption), so that the user's cut-off at the client judges it as
+// it judges the grant's access tokens: a code issued before the consent
+// was withdrawn and redeemed after the cut-off starts a session the
+// cut-off ends.
+func TestCodeFamilyGrantedAt(t *testing.T) {
+	e := newCodeEnv(t, "RS256")
+	code, rec := e.putCode(t, func(c *AuthCode) { c.IssuedAt = e.clock.Now().Add(-30 * time.Second) })
+	if _, err := e.exchange(codeRequest("web", code, "code", code)); err != nil {
+		t.Fatal(err)
+	}
+	fam := e.state.fams[rec.SID].fam
+	if !fam.GrantedAt.Equal(rec.IssuedAt) || !fam.CreatedAt.Equal(e.clock.Now()) {
+		t.Fatalf("family granted %v (want the code's issue %v), created %v (want %v)", fam.GrantedAt, rec.IssuedAt, fam.CreatedAt, e.clock.Now())
+	}
+}

@@ -249,6 +249,14 @@ func (s *Service) startSession(ctx context.Context, g *grantSet, requested []str
 		AbsoluteExpiry:   now.Add(maxAge),
 		IdleTTL:          idle,
 	}
+	if g.recheck != nil {
+		// When the client was granted the access (a code's issue, not
+		// its redemption): the user's cut-off at the client judges the
+		// session by it, as it judges the grant's access tokens.
+		if granted := g.recheck.ClientGrantedAt(); !granted.IsZero() && granted.Before(now) {
+			fam.GrantedAt = granted
+		}
+	}
 	if g.browserSession != "" && !g.browserSessionExpiry.IsZero() && g.browserSessionExpiry.Before(fam.AbsoluteExpiry) {
 		if !g.browserSessionExpiry.After(now) {
 			return "", apierr.ErrInvalidGrant.WithDescription("The browser session ended while signing in. Sign in again.")

@@ -13,7 +13,7 @@ import (
 // familyFields are what FindRefresh's scripts (findFamilyLua) return of a
 // family, in order: which token the presented hash is, then the family's
 // fields.
-var familyFields = []string{"match", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn", "bs"}
+var familyFields = []string{"match", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn", "bs", "ga"}
 
 // presentedNone is presentedLua's answer for a hash that is no token
 // rotation honours (1 is the current token, 2 a grace replay).
@@ -131,6 +131,9 @@ func liveFamily(familyID string, vals []interface{}, now time.Time) (store.Refre
 	if vals[13] == nil { // a family written before the browser session was kept
 		vals[13] = ""
 	}
+	if vals[14] == nil { // a family written before grant times were kept
+		vals[14] = vals[9]
+	}
 	str := make([]string, len(vals)) // str[0], the match, stays ""
 	for i, v := range vals[1:] {
 		sv, ok := v.(string)
@@ -139,15 +142,15 @@ func liveFamily(familyID string, vals []interface{}, now time.Time) (store.Refre
 		}
 		str[i+1] = sv
 	}
-	nums := make([]int64, 0, 5)
-	for _, sv := range []string{str[2], str[3], str[4], str[9], str[10]} {
+	nums := make([]int64, 0, 6)
+	for _, sv := range []string{str[2], str[3], str[4], str[9], str[10], str[14]} {
 		n, err := strconv.ParseInt(sv, 10, 64)
 		if err != nil {
 			return store.RefreshFamily{}, fmt.Errorf("find refresh token: corrupt family: %w", err)
 		}
 		nums = append(nums, n)
 	}
-	ax, it, ix, ca, at := nums[0], nums[1], nums[2], nums[3], nums[4]
+	ax, it, ix, ca, at, ga := nums[0], nums[1], nums[2], nums[3], nums[4], nums[5]
 	nowMS := now.UnixMilli()
 	if str[1] == "1" || nowMS >= ax || (it > 0 && nowMS >= ix) {
 		return store.RefreshFamily{}, store.ErrNotFound
@@ -159,6 +162,6 @@ func liveFamily(familyID string, vals []interface{}, now time.Time) (store.Refre
 	return store.RefreshFamily{
 		ID: familyID, UserID: str[5], ClientID: str[6], Scope: str[7], RequestedScope: str[8],
 		CreatedAt: time.UnixMilli(ca).UTC(), AuthTime: time.UnixMilli(at).UTC(), AbsoluteExpiry: time.UnixMilli(ax).UTC(), IdleTTL: time.Duration(it) * time.Millisecond,
-		AMR: amr, TenantID: str[12], BrowserSessionID: str[13],
+		AMR: amr, TenantID: str[12], BrowserSessionID: str[13], GrantedAt: time.UnixMilli(ga).UTC(),
 	}, nil
 }

@@ -18,7 +18,9 @@ import (
 // Redis takes writes again, instance b's reconciliation, called directly or
 // run by its ticker, applies them from the durable log: the access tokens
 // are revoked (a user's at a client whose consent was withdrawn too,
-// without a session), the families neither rotate nor are found, the cut-off
+// without a session), the families neither rotate nor are found (the
+// consent user's too when it was granted before the cut-off and created
+// after it, where the withdrawal was not yet seen), the cut-off
 // user's logins from before the cut-off start no session, and the records
 // are marked applied. A record younger than the grace is left to its
 // instance; the cut-off user's session from a login after the cut-off
@@ -61,6 +63,14 @@ func testOtherInstanceApplies(t *testing.T, stop, ticker bool) {
 			t.Fatal(err)
 		}
 	}
+	// A session of the consent user at "c" granted before the cut-off and
+	// created just after it (a code redeemed as the consent was withdrawn).
+	consentGranted := fam{"sid-consent-granted", consent.user}
+	granted := family(consentGranted.sid, consentGranted.user, now.Add(time.Second))
+	granted.GrantedAt = now.Add(-time.Minute)
+	if err := a.CreateFamily(ctx, granted, hashOf(consentGranted.sid)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.IsAccessTokenRevoked(ctx, store.AccessTokenRef{JTI: "warm-up"}); err != nil { // the set is built
 		t.Fatal(err)
 	}
@@ -79,6 +89,11 @@ func testOtherInstanceApplies(t *testing.T, stop, ticker bool) {
 			t.Fatalf("%s while Redis refuses writes: %v, want store.ErrRevocationPending", name, err)
 		}
 	}
+	// While Redis refuses writes, a's own lookups count its queue: the
+	// session granted before the cut-off is not found.
+	if _, err := a.FindRefresh(ctx, consentGranted.sid, hashOf(consentGranted.sid), now.Add(2*time.Second), 0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a's FindRefresh of a session granted before its queued cut-off: %v, want store.ErrNotFound", err)
+	}
 	if stop {
 		_ = aClient.Close() // a stops: its queue is lost
 	}
@@ -88,6 +103,14 @@ func testOtherInstanceApplies(t *testing.T, stop, ticker bool) {
 	// The cut-off user signs in again after the cut-off, through b.
 	afterCut := fam{"sid-reset-after", reset.user}
 	if err := b.CreateFamily(ctx, family(afterCut.sid, afterCut.user, cutoff.Add(time.Second)), hashOf(afterCut.sid)); err != nil {
+		t.Fatal(err)
+	}
+	// A code the consent user was issued for "c" before the withdrawal is
+	// redeemed through b after the cut-off, before b has seen it.
+	consentLate := fam{"sid-consent-late", consent.user}
+	late := family(consentLate.sid, consentLate.user, cutoff.Add(time.Second))
+	late.GrantedAt = now.Add(-time.Minute)
+	if err := b.CreateFamily(ctx, late, hashOf(consentLate.sid)); err != nil {
 		t.Fatal(err)
 	}
 	refs := map[string]store.AccessTokenRef{
@@ -136,7 +159,7 @@ func testOtherInstanceApplies(t *testing.T, stop, ticker bool) {
 			t.Fatalf("%s: b's check after reconciling: revoked=%v, %v; want revoked", name, r, err)
 		}
 	}
-	for _, f := range []fam{logout, reset, consent} {
+	for _, f := range []fam{logout, reset, consent, consentLate, consentGranted} {
 		if _, err := b.FindRefresh(ctx, f.sid, hashOf(f.sid), now.Add(time.Second), 0); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("%s: FindRefresh after reconciling: %v, want store.ErrNotFound", f.sid, err)
 		}

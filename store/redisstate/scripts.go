@@ -10,7 +10,10 @@ import "github.com/redis/go-redis/v9"
 // createFamilyScript: KEYS fam; ARGV user, client, scope, requested scope,
 // created, absolute expiry, idle ttl, idle expiry (0 = none), first hash, key
 // ttl, auth time, amr (encoded, see encodeAMR), tenant id, browser session
-// lineage ("" for none). Returns 1, or 0 when the family already exists.
+// lineage ("" for none), granted (ms: when the client was granted the
+// access the family continues; the field 'ga', absent in a family written
+// before it was kept, means created). Returns 1, or 0 when the family
+// already exists.
 var createFamilyScript = redis.NewScript(createFamilyLua + `return createFamily(KEYS[1], ARGV)`)
 
 // createFamilyLua defines createFamily(k, a): createFamilyScript's work on
@@ -20,7 +23,7 @@ local function createFamily(k, a)
   if redis.call('EXISTS', k) == 1 then return 0 end
   redis.call('HSET', k, 'u', a[1], 'c', a[2], 's', a[3], 'rs', a[4],
     'ca', a[5], 'ax', a[6], 'it', a[7], 'ix', a[8], 'cur', a[9], 'rv', '0', 'at', a[11],
-    'amr', a[12], 'tn', a[13], 'bs', a[14])
+    'amr', a[12], 'tn', a[13], 'bs', a[14], 'ga', a[15])
   redis.call('PEXPIRE', k, a[10])
   return 1
 end
@@ -31,8 +34,9 @@ end
 // ms); ARGV sid, created ms, index ttl ms, cap (0 = none), auth time ms,
 // pruned ("1" when the caller has just dropped dead families from the
 // index), the earliest the family can end (ms: its absolute or first idle
-// expiry), the family's client id. Refuses ({-1}) a family authenticated at
-// or before the cut-off, or created at or before the user's cut-off at its
+// expiry), the family's client id, when the client was granted the access
+// the family continues (ms). Refuses ({-1}) a family authenticated at or
+// before the cut-off, or granted at or before the user's cut-off at its
 // client (clientSessionsScript); asks for a prune first ({-2}, nothing changed)
 // when the index is full and was not just pruned; otherwise adds it,
 // scored by creation and, in the second index, by the earliest it can end,
@@ -50,7 +54,7 @@ local function indexSession(fams, cutKey, ends, ccut, a)
   if cut and tonumber(a[5]) <= tonumber(cut) then return {-1} end
   if a[8] ~= '' then
     local cc = redis.call('HGET', ccut, a[8])
-    if cc and tonumber(a[2]) <= tonumber(cc) then return {-1} end
+    if cc and tonumber(a[9]) <= tonumber(cc) then return {-1} end
   end
   if tonumber(a[4]) > 0 and a[6] ~= '1' and redis.call('ZCARD', fams) >= tonumber(a[4]) then return {-2} end
   redis.call('ZADD', fams, a[2], a[1])
@@ -79,14 +83,14 @@ end
 
 // createIndexedFamilyScript is createFamilyScript then indexSessionScript
 // as one atomic script, for a Redis without Cluster (its keys are in
-// different slots): KEYS fam, then indexSessionScript's four; ARGV the 14
-// of createFamilyScript then the 8 of indexSessionScript. Returns {-3}
+// different slots): KEYS fam, then indexSessionScript's four; ARGV the 15
+// of createFamilyScript then the 9 of indexSessionScript. Returns {-3}
 // when the family exists, else indexSessionScript's reply; when that
 // refuses the family ({-1} cut-off, {-2} prune first) the family is
 // deleted in the same script, so no one ever sees it.
 var createIndexedFamilyScript = redis.NewScript(createFamilyLua + indexSessionLua + `
 if createFamily(KEYS[1], ARGV) == 0 then return {-3} end
-local r = indexSession(KEYS[2], KEYS[3], KEYS[4], KEYS[5], {ARGV[15], ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20], ARGV[21], ARGV[22]})
+local r = indexSession(KEYS[2], KEYS[3], KEYS[4], KEYS[5], {ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20], ARGV[21], ARGV[22], ARGV[23], ARGV[24]})
 if r[1] < 0 then redis.call('DEL', KEYS[1]) end
 return r
 `)
@@ -110,7 +114,7 @@ return ids
 // cut-off ms, the hash's TTL ms. Moves the user's cut-off at the client
 // forward (never back), never shortens the hash's lifetime, and returns
 // every family id of the user, atomically with indexSessionScript: a
-// family of the client created by the cut-off and indexed later was
+// family of the client granted by the cut-off and indexed later was
 // refused by it. The caller keeps those of the client (their hashes are
 // in other slots).
 var clientSessionsScript = redis.NewScript(`
@@ -147,9 +151,10 @@ const (
 // for invalid, otherwise
 // {outcome, user, client, scope, requested scope, created, abs expiry,
 // idle ttl, auth time, amr, sealed successor (empty unless a grace replay),
-// tenant id, browser session lineage} (a family written before auth times
-// were kept answers its creation time; one written before amr, the tenant
-// or the browser session was kept answers an empty one). It does not read the revocation set (another slot): on
+// tenant id, browser session lineage, granted} (a family written before
+// auth times or grant times were kept answers its creation time; one
+// written before amr, the tenant or the browser session was kept answers
+// an empty one). It does not read the revocation set (another slot): on
 // Cluster the caller checks the session after it.
 var rotateScript = redis.NewScript(rotateLua + `return rotate(nil)`)
 
@@ -226,7 +231,7 @@ end
 var findFamilyScript = redis.NewScript(findFamilyLua + userKeyLua + sessionRevokedLua + `
 local f = findFamily(KEYS[1], ARGV)
 if f[1] then
-  f[15] = sessionRevoked(ARGV[4], ARGV[5], ARGV[6], f[6] or '', f[11] or f[10])
+  f[16] = sessionRevoked(ARGV[4], ARGV[5], ARGV[6], f[6] or '', f[11] or f[10])
 end
 return f
 `)
@@ -240,16 +245,17 @@ var findFamilyOnClusterScript = redis.NewScript(findFamilyLua + `return findFami
 // k given a = {presented hash, now ms, grace ms}. Returns which token the
 // hash is (presented's answer: 0 none, 1 current, 2 a grace replay) in
 // place of the family's current hash, then its fields rv, ax, it, ix, u,
-// c, s, rs, ca, at, amr, tn, bs (nil where missing); the first is nil too
-// when the family does not exist.
+// c, s, rs, ca, at, amr, tn, bs (nil where missing), ga (ca where
+// missing); the first is nil too when the family does not exist.
 const findFamilyLua = presentedLua + `
 local function findFamily(k, a)
   local f = redis.call('HMGET', k, 'cur', 'rv', 'ax', 'it', 'ix', 'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn', 'bs',
-    'prev', 'ra', 'sealed')
+    'ga', 'prev', 'ra', 'sealed')
   if f[1] then
-    f[1] = presented(a[1], f[1], f[15], f[16], f[17], tonumber(a[2]), tonumber(a[3]))
+    f[1] = presented(a[1], f[1], f[16], f[17], f[18], tonumber(a[2]), tonumber(a[3]))
   end
-  f[15], f[16], f[17] = nil, nil, nil
+  f[15] = f[15] or f[10]
+  f[16], f[17], f[18] = nil, nil, nil
   return f
 end
 `
@@ -291,9 +297,10 @@ end
 const rotateLua = presentedLua + `
 local function rotate(revoked)
   local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
-    'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn', 'bs')
+    'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn', 'bs', 'ga')
   local cur = f[1]
   local at = f[14] or f[13]
+  local ga = f[18] or f[13]
   local amr = f[15] or ''
   local tn = f[16] or ''
   local bs = f[17] or ''
@@ -330,15 +337,15 @@ local function rotate(revoked)
     redis.call('SADD', KEYS[2], cur)
     redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
     redis.call('PEXPIRE', KEYS[2], string.format('%d', ttl))
-    return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn, bs}
+    return {1, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn, bs, ga}
   end
   if m == 2 then
-    return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8], tn, bs}
+    return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8], tn, bs, ga}
   end
   if redis.call('SISMEMBER', KEYS[2], p) == 1 then
     redis.call('HSET', KEYS[1], 'rv', '1')
     redis.call('HDEL', KEYS[1], 'sealed')
-    return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn, bs}
+    return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn, bs, ga}
   end
   return {0}
 end

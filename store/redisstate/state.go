@@ -253,6 +253,14 @@ func authTimeOf(fam store.RefreshFamily, created time.Time) time.Time {
 	return fam.AuthTime
 }
 
+// grantedOf is the family's GrantedAt, or created when it has none.
+func grantedOf(fam store.RefreshFamily, created time.Time) time.Time {
+	if fam.GrantedAt.IsZero() {
+		return created
+	}
+	return fam.GrantedAt
+}
+
 func unavailable(op string, err error) error {
 	return fmt.Errorf("redis token state: %s: %w: %w", op, store.ErrUnavailable, err)
 }
@@ -384,7 +392,7 @@ func (s *State) familyArgs(fam store.RefreshFamily, firstHash []byte) (time.Time
 	}
 	return created, []any{fam.UserID, fam.ClientID, fam.Scope, fam.RequestedScope,
 		created.UnixMilli(), fam.AbsoluteExpiry.UnixMilli(), idleMS, idleExp, firstHash, ttl, authTimeOf(fam, created).UnixMilli(),
-		encodeAMR(fam.AMR), fam.TenantID, fam.BrowserSessionID}, nil
+		encodeAMR(fam.AMR), fam.TenantID, fam.BrowserSessionID, grantedOf(fam, created).UnixMilli()}, nil
 }
 
 // familyEnd is the earliest a family created at created can end, in Unix
@@ -489,7 +497,8 @@ func (s *State) indexPruningAfter(ctx context.Context, fam store.RefreshFamily, 
 // the index was just pruned).
 func (s *State) indexArgs(fam store.RefreshFamily, created time.Time, pruned string) []any {
 	life := max(fam.AbsoluteExpiry.UnixMilli()-created.UnixMilli(), 1)
-	return []any{fam.ID, created.UnixMilli(), life, s.maxSes, authTimeOf(fam, created).UnixMilli(), pruned, familyEnd(fam, created), fam.ClientID}
+	return []any{fam.ID, created.UnixMilli(), life, s.maxSes, authTimeOf(fam, created).UnixMilli(), pruned, familyEnd(fam, created), fam.ClientID,
+		grantedOf(fam, created).UnixMilli()}
 }
 
 // indexOutcome reads indexSessionScript's reply: the families the cap
@@ -774,7 +783,7 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 	if code == scriptInvalid {
 		return store.RotateResult{Outcome: store.RotateInvalid}, nil
 	}
-	if len(raw) < 13 {
+	if len(raw) < 14 {
 		return store.RotateResult{}, fmt.Errorf("short script reply (%d values)", len(raw))
 	}
 	str := make([]string, len(raw)-1)
@@ -811,8 +820,13 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 	res.Family.AMR = amr
 	res.Family.TenantID = str[10]
 	res.Family.BrowserSessionID = str[11]
-	if len(str) > 12 { // rotateOnOneNodeScript
-		res.UserVersion = store.UserVersion{Read: true, Value: str[12]}
+	ga, err := strconv.ParseInt(str[12], 10, 64)
+	if err != nil {
+		return store.RotateResult{}, fmt.Errorf("corrupt family grant time: %w", err)
+	}
+	res.Family.GrantedAt = time.UnixMilli(ga).UTC()
+	if len(str) > 13 { // rotateOnOneNodeScript
+		res.UserVersion = store.UserVersion{Read: true, Value: str[13]}
 	}
 	switch code {
 	case scriptOK:
@@ -1026,7 +1040,7 @@ func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
 
 // applyClient sets the user's cut-off at the client for access tokens (in
 // the revocation set), then ends the user's families at the client
-// created by then (endClientSessions); it returns how many it ended.
+// granted by then (endClientSessions); it returns how many it ended.
 func (s *State) applyClient(ctx context.Context, r store.Revocation) (int, error) {
 	if err := userCutoffScript.Run(ctx, s.c, []string{s.clientKey(r.Value)}, r.At.UnixMilli(), r.ExpiresAt.UnixMilli()).Err(); err != nil {
 		return 0, unavailable("revoke client grants: cut-off", err)
@@ -1038,8 +1052,9 @@ func (s *State) applyClient(ctx context.Context, r store.Revocation) (int, error
 // for access tokens (applyClient, and a rebuild of the revocation set):
 // it sets the user's cut-off at the client for new families and lists the
 // user's families atomically with their indexing (clientSessionsScript),
-// reads which are the client's, not revoked and created at or before the
-// cut-off (one pipeline), and revokes those sessions (durably first, as
+// reads which are the client's, not revoked and granted at or before the
+// cut-off (one pipeline; 'ga', or 'ca' for a family written before grant
+// times were kept), and revokes those sessions (durably first, as
 // endUserSessions does). A record of another shape changes nothing.
 func (s *State) endClientSessions(ctx context.Context, r store.Revocation) (int, error) {
 	uid, cid, ok := store.ParseClientRevocationValue(r.Value)
@@ -1059,7 +1074,7 @@ func (s *State) endClientSessions(ctx context.Context, r store.Revocation) (int,
 	reads := make([]*redis.SliceCmd, len(ids))
 	if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range ids {
-			reads[i] = p.HMGet(ctx, s.famKey(id), "c", "rv", "ca")
+			reads[i] = p.HMGet(ctx, s.famKey(id), "c", "rv", "ca", "ga")
 		}
 		return nil
 	}); err != nil {
@@ -1070,9 +1085,12 @@ func (s *State) endClientSessions(ctx context.Context, r store.Revocation) (int,
 		v := rd.Val()
 		c, _ := v[0].(string)
 		rv, _ := v[1].(string)
-		ca, _ := v[2].(string)
-		created, perr := strconv.ParseInt(ca, 10, 64)
-		if c == cid && rv != "1" && perr == nil && created <= r.At.UnixMilli() {
+		granted, _ := v[3].(string)
+		if granted == "" {
+			granted, _ = v[2].(string)
+		}
+		at, perr := strconv.ParseInt(granted, 10, 64)
+		if c == cid && rv != "1" && perr == nil && at <= r.At.UnixMilli() {
 			match = append(match, ids[i])
 		}
 	}
@@ -1329,7 +1347,7 @@ func (s *State) applyUnapplied(ctx context.Context) error {
 
 // applyRecorded writes durable records another instance may have failed
 // to apply: access tokens, sessions and a user's cut-off at a client as
-// apply does (the latter ends only the families created by its cut-off); a user's cut-off as
+// apply does (the latter ends only the families granted by its cut-off); a user's cut-off as
 // applyUser does, except that, as in a rebuild, only the user's families
 // authenticated at or before the cut-off end (this may run long after the
 // cut-off: the sessions of later logins go on).
@@ -1399,7 +1417,8 @@ func (s *State) flushPending(ctx context.Context) error {
 
 // pendingEnds reports whether a revocation this instance has queued (not
 // yet written to Redis) ends fam: its session's, its user's at or after
-// its auth time, or its user's at its client at or after its creation.
+// its auth time, or its user's at its client at or after its grant
+// (ClientGrantedAt).
 func (s *State) pendingEnds(fam store.RefreshFamily) bool {
 	if !s.hasPending.Load() {
 		return false
@@ -1413,7 +1432,7 @@ func (s *State) pendingEnds(fam store.RefreshFamily) bool {
 		case r.Kind == store.RevokedUser && r.Value == fam.UserID && !r.At.Before(fam.AuthTime):
 			return true
 		case r.Kind == store.RevokedClient && fam.UserID != "" && r.Value == store.ClientRevocationValue(fam.UserID, fam.ClientID) &&
-			!r.At.Before(fam.CreatedAt):
+			!r.At.Before(fam.ClientGrantedAt()):
 			return true
 		}
 	}
@@ -1437,7 +1456,7 @@ func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time
 // RevokeClientGrants implements store.TokenState: the cut-off is recorded
 // durably first (RevokedClient); then it is set in the revocation set, as
 // the user's cut-off at the client for new families, and the user's
-// families at the client created by then are revoked with their sessions
+// families at the client granted by then are revoked with their sessions
 // (applyClient).
 func (s *State) RevokeClientGrants(ctx context.Context, userID, clientID string, cutoff time.Time) error {
 	if !validUserID(userID) || clientID == "" || strings.Contains(clientID, " ") {

@@ -97,7 +97,8 @@ type familyRow struct {
 	RequestedScope  string     `gorm:"column:requested_scope"`
 	CreatedAt       time.Time  `gorm:"column:created_at;autoCreateTime:false"`
 	AuthTime        *time.Time `gorm:"column:auth_time"`
-	AMR             *string    `gorm:"column:amr"` // JSON array; NULL for none (and families older than migration 10)
+	GrantedAt       *time.Time `gorm:"column:granted_at"` // NULL: created_at (and families older than migration 18)
+	AMR             *string    `gorm:"column:amr"`        // JSON array; NULL for none (and families older than migration 10)
 	TenantID        string     `gorm:"column:tenant_id"`
 	BrowserSession  string     `gorm:"column:browser_session_id"` // "" for none (and families older than migration 15)
 	AbsoluteExpiry  time.Time  `gorm:"column:absolute_expiry"`
@@ -130,6 +131,9 @@ func (r familyRow) toFamily() (store.RefreshFamily, error) {
 	}
 	if r.AuthTime != nil {
 		f.AuthTime = ms(*r.AuthTime)
+	}
+	if r.GrantedAt != nil {
+		f.GrantedAt = ms(*r.GrantedAt)
 	}
 	if r.AMR != nil {
 		if err := json.Unmarshal([]byte(*r.AMR), &f.AMR); err != nil {
@@ -191,6 +195,10 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 	if !fam.AuthTime.IsZero() {
 		authTime = ms(fam.AuthTime)
 	}
+	granted := created
+	if !fam.GrantedAt.IsZero() {
+		granted = ms(fam.GrantedAt)
+	}
 	row := familyRow{
 		ID:             fam.ID,
 		UserID:         fam.UserID,
@@ -199,6 +207,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		RequestedScope: fam.RequestedScope,
 		CreatedAt:      created,
 		AuthTime:       &authTime,
+		GrantedAt:      &granted,
 		AMR:            familyAMR(fam.AMR),
 		TenantID:       fam.TenantID,
 		BrowserSession: fam.BrowserSessionID,
@@ -214,7 +223,7 @@ func (s *State) CreateFamily(ctx context.Context, fam store.RefreshFamily, first
 		if fam.UserID == "" {
 			return nil
 		}
-		if err := checkClientCutoff(tx, fam.UserID, fam.ClientID, created); err != nil {
+		if err := checkClientCutoff(tx, fam.UserID, fam.ClientID, granted); err != nil {
 			return err
 		}
 		return s.makeRoom(tx, fam.UserID, created)
@@ -303,16 +312,16 @@ func checkCutoff(tx *gorm.DB, userID string, authTime time.Time) error {
 	return nil
 }
 
-// checkClientCutoff refuses a family of the user at the client created at
-// or before the user's cut-off there (RevokeClientGrants); the caller holds
-// the user's lock.
-func checkClientCutoff(tx *gorm.DB, userID, clientID string, created time.Time) error {
+// checkClientCutoff refuses a family of the user at the client granted at
+// or before the user's cut-off there (RevokeClientGrants; granted is the
+// family's ClientGrantedAt); the caller holds the user's lock.
+func checkClientCutoff(tx *gorm.DB, userID, clientID string, granted time.Time) error {
 	if clientID == "" {
 		return nil
 	}
 	var n int64
 	err := tx.Model(&revocationRow{}).Where("kind = ? AND value = ? AND at >= ?", string(store.RevokedClient),
-		store.ClientRevocationValue(userID, clientID), created).Count(&n).Error
+		store.ClientRevocationValue(userID, clientID), granted).Count(&n).Error
 	if err != nil {
 		return fmt.Errorf("read the client's cut-off: %w", err)
 	}
@@ -582,7 +591,8 @@ func (s *State) RevokeFamily(ctx context.Context, familyID string, now time.Time
 
 // RevokeClientGrants implements store.TokenState in one transaction under
 // the user's lock (as CreateFamily takes it): the user's live families at
-// the client created at or before cutoff are revoked, each with its sid
+// the client granted at or before cutoff (granted_at, or created_at for a
+// family older than migration 18) are revoked, each with its sid
 // (as RevokeFamily), and the cut-off is recorded (RevokedClient), kept
 // until cutoff + MaxAccessTokenTTL; a later one replaces an earlier one.
 func (s *State) RevokeClientGrants(ctx context.Context, userID, clientID string, cutoff time.Time) error {
@@ -596,7 +606,7 @@ func (s *State) RevokeClientGrants(ctx context.Context, userID, clientID string,
 		}
 		var ids []string
 		if err := tx.Raw(`SELECT id FROM refresh_families WHERE user_id = ? AND client_id = ? AND revoked_at IS NULL
-			AND created_at <= ? ORDER BY id`, userID, clientID, cutoff).Scan(&ids).Error; err != nil {
+			AND COALESCE(granted_at, created_at) <= ? ORDER BY id`, userID, clientID, cutoff).Scan(&ids).Error; err != nil {
 			return fmt.Errorf("list the user's families at the client: %w", err)
 		}
 		for _, id := range ids {

@@ -60,6 +60,7 @@ func Migrations() []Migration {
 		{Version: 15, Name: "browser_session_families", Up: migrate0015},
 		{Version: 16, Name: "backchannel_logout_tenant", Up: migrate0016},
 		{Version: 17, Name: "token_revocation_applied", Up: migrate0017},
+		{Version: 18, Name: "refresh_family_granted_at", Up: migrate0018},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms

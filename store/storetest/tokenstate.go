@@ -115,6 +115,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/revocations_kept_for_horizon", testRevocationHorizon},
 		{"fail/revoked_session_or_user_does_not_rotate", testRevokedSessionDoesNotRotate},
 		{"ok/client_cutoff_revokes_earlier_tokens", testClientCutoff},
+		{"ok/client_cutoff_judges_families_by_grant", testClientCutoffByGrant},
 	}
 	for _, tc := range configured {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend) })
@@ -731,6 +732,70 @@ func testClientCutoff(t *testing.T, newBackend func(t *testing.T, cfg Config) Ba
 	if err := st.CreateFamily(ctx(t), lost, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
 		t.Fatalf("CreateFamily of the client created at the cut-off, after a rebuild = %v, want ErrSessionsEnded", err)
 	}
+}
+
+// testClientCutoffByGrant: the user's cut-off at a client judges a family
+// by when the client was granted the access it continues (GrantedAt: an
+// authorization code's issue), not when the family was created (the
+// code's redemption), as it judges the access tokens of that grant. A
+// family granted before the cut-off but created after it (a code issued
+// before the consent was withdrawn, redeemed where the withdrawal was not
+// yet seen) is ended by RevokeClientGrants, refused by CreateFamily once
+// the cut-off is written, and by a rebuilt state; one granted after the
+// cut-off (a consent given again) lives.
+func testClientCutoffByGrant(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	b := newBackend(t, Config{})
+	st := b.State
+	base := baseTime()
+	user := randomID("u-")
+	const app = "third-party-app"
+	cutoff := base.Add(2 * time.Minute)
+	fam := func(granted time.Time) store.RefreshFamily {
+		f := newFamily(user, cutoff.Add(time.Millisecond)) // redeemed just after the cut-off
+		f.ClientID, f.GrantedAt = app, granted
+		return f
+	}
+	early, regranted := fam(cutoff.Add(-10*time.Second)), fam(cutoff.Add(time.Millisecond))
+	te, tr := create(t, st, early), create(t, st, regranted)
+	found, err := st.FindRefresh(ctx(t), early.ID, te.hash, cutoff, 0)
+	if err != nil || !found.GrantedAt.Equal(early.GrantedAt) {
+		t.Fatalf("FindRefresh: granted at %v, %v; want %v", found.GrantedAt, err, early.GrantedAt)
+	}
+	if err := st.RevokeClientGrants(ctx(t), user, app, cutoff); err != nil {
+		t.Fatalf("RevokeClientGrants: %v", err)
+	}
+	after := cutoff.Add(time.Minute)
+	wantRevoked(t, st, "access token of the grant from before the cut-off", store.AccessTokenRef{
+		JTI: randomID("j-"), UserID: user, ClientID: app, IssuedAt: early.CreatedAt, GrantedAt: early.GrantedAt}, true)
+	wantInvalid(t, st, "family granted before the cut-off, created after it", early.ID, te, after)
+	if _, err := st.FindRefresh(ctx(t), early.ID, te.hash, after, 0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("FindRefresh of the family granted before the cut-off = %v, want ErrNotFound", err)
+	}
+	next := newToken()
+	res := rotate(t, st, regranted.ID, tr, next, after, 0)
+	wantOutcome(t, "rotate the family granted after the cut-off", res, store.RotateOK)
+	if !res.Family.GrantedAt.Equal(regranted.GrantedAt) {
+		t.Fatalf("rotate: granted at %v, want %v", res.Family.GrantedAt, regranted.GrantedAt)
+	}
+	tr = next
+	refuse := func(what string) {
+		t.Helper()
+		if err := st.CreateFamily(ctx(t), fam(cutoff.Add(-10*time.Second)), newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
+			t.Fatalf("CreateFamily of a family granted before the cut-off, created after it%s = %v, want ErrSessionsEnded", what, err)
+		}
+	}
+	refuse("")
+	mustRotate(t, st, regranted.ID, tr, after.Add(time.Second))
+	if b.Lose == nil {
+		return
+	}
+	b.Lose(t)
+	// The check rebuilds the state from the durable record.
+	wantRevoked(t, st, "access token of the grant from before the cut-off, after a rebuild", store.AccessTokenRef{
+		JTI: randomID("j-"), UserID: user, ClientID: app, IssuedAt: early.CreatedAt, GrantedAt: early.GrantedAt}, true)
+	refuse(", after a rebuild")
+	again := fam(after)
+	mustRotate(t, st, again.ID, create(t, st, again), after.Add(time.Second))
 }
 
 func testRevokeUserSessions(t *testing.T, st store.TokenState) {
