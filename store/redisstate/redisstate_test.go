@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -546,5 +547,43 @@ func TestCreateFamilyAndCheckOneRoundTrip(t *testing.T) {
 	}
 	if !revoked {
 		t.Fatal("a session revoked before its family was created answered not revoked: the check ran before the family")
+	}
+}
+
+// TestFamilyWithoutOptionalFieldsChecksItsSession: a family written before
+// the optional fields were kept (no at, amr, tn, bs or ga in its hash) is
+// still found with its defaults, and its session's revocation is still
+// read. Redis ends a script's array reply at its first nil; HMGET gives a
+// missing field as false, not nil, so the reply keeps its length and the
+// session check after it (a review feared the opposite: this pins it).
+func TestFamilyWithoutOptionalFieldsChecksItsSession(t *testing.T) {
+	st, c, _ := sharedState(t, nil)
+	ctx := testCtx(t)
+	now := time.UnixMilli(time.Now().UnixMilli())
+	for _, revoked := range []bool{false, true} {
+		fam := family(fmt.Sprintf("old-%v", revoked), "u-old", now)
+		if err := st.CreateFamily(ctx, fam, hashOf("first")); err != nil {
+			t.Fatalf("CreateFamily: %v", err)
+		}
+		if err := c.HDel(ctx, st.famKey(fam.ID), "at", "amr", "tn", "bs", "ga").Err(); err != nil {
+			t.Fatalf("drop the optional fields: %v", err)
+		}
+		if revoked {
+			// The session is revoked in the revocation set, and its
+			// family's own mark is lost.
+			if err := st.RevokeFamily(ctx, fam.ID, now); err != nil {
+				t.Fatalf("RevokeFamily: %v", err)
+			}
+			if err := c.HSet(ctx, st.famKey(fam.ID), "rv", "0").Err(); err != nil {
+				t.Fatalf("unmark family: %v", err)
+			}
+		}
+		found, err := st.FindRefresh(ctx, fam.ID, hashOf("first"), now, 0)
+		switch {
+		case revoked && !errors.Is(err, store.ErrNotFound):
+			t.Fatalf("FindRefresh of an old family whose session is revoked: %+v, %v; want not found", found, err)
+		case !revoked && (err != nil || !found.AuthTime.Equal(found.CreatedAt) || found.BrowserSessionID != "" || !found.GrantedAt.Equal(found.CreatedAt)):
+			t.Fatalf("FindRefresh of an old family: %+v, %v; want it with its creation as auth and grant time", found, err)
+		}
 	}
 }
