@@ -146,22 +146,7 @@ func TestEnderEnd(t *testing.T) {
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
 				t.Fatalf("End = %v, want %v", err, tc.wantErr)
 			}
-			if !reflect.DeepEqual(r.calls, tc.wantCalls) {
-				t.Fatalf("calls %v, want %v", r.calls, tc.wantCalls)
-			}
-			if !reflect.DeepEqual(r.revoked, tc.wantRevoked) {
-				t.Fatalf("revoked %v, want %v", r.revoked, tc.wantRevoked)
-			}
-			var sids []string
-			for _, d := range r.queued {
-				if d.Subject != "u1" || d.ClientID != "web" || d.URI != "https://web.example/bcl" || !d.NextAttemptAt.Equal(now) {
-					t.Fatalf("queued %+v", d)
-				}
-				sids = append(sids, d.SID)
-			}
-			if !reflect.DeepEqual(sids, tc.wantQueued) {
-				t.Fatalf("queued sids %v, want %v", sids, tc.wantQueued)
-			}
+			wantEnded(t, r, now, tc.wantCalls, tc.wantRevoked, tc.wantQueued)
 			if tc.wantErr == nil {
 				if len(r.events) != 1 || r.events[0].Action != "session.ended" || r.events[0].Details["reason"] != "logout" ||
 					r.events[0].Details["sid"] != "bs1" || r.events[0].ActorID != "u1" {
@@ -245,22 +230,7 @@ func TestEnderEndDropped(t *testing.T) {
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
 				t.Fatalf("EndDropped = %v, want %v", err, tc.wantErr)
 			}
-			if !reflect.DeepEqual(r.calls, tc.wantCalls) {
-				t.Fatalf("calls %v, want %v", r.calls, tc.wantCalls)
-			}
-			if !reflect.DeepEqual(r.revoked, tc.wantRevoked) {
-				t.Fatalf("revoked %v, want %v", r.revoked, tc.wantRevoked)
-			}
-			var sids []string
-			for _, d := range r.queued {
-				if d.Subject != "u1" || d.ClientID != "web" || d.URI != "https://web.example/bcl" || !d.NextAttemptAt.Equal(now) {
-					t.Fatalf("queued %+v", d)
-				}
-				sids = append(sids, d.SID)
-			}
-			if !reflect.DeepEqual(sids, tc.wantQueued) {
-				t.Fatalf("queued sids %v, want %v", sids, tc.wantQueued)
-			}
+			wantEnded(t, r, now, tc.wantCalls, tc.wantRevoked, tc.wantQueued)
 			audited := slices.Contains(tc.wantCalls, "audit")
 			if audited && (len(r.events) != 1 || r.events[0].Action != "logout.backchannel_failed" ||
 				r.events[0].TargetID != "u1" || r.events[0].Details["error"] != "not queued") {
@@ -400,5 +370,28 @@ func TestCarryGrants(t *testing.T) {
 	}
 	if ids, gs := signout.CarryGrants(nil, nil); len(ids) != 0 || len(gs) != 0 {
 		t.Fatalf("nothing held: %v %v", ids, gs)
+	}
+}
+
+// wantEnded checks what an Ender did through r: the calls in order, the
+// families revoked, and the back-channel deliveries queued (all of user
+// u1 at web's URI, due at now), by sid.
+func wantEnded(t *testing.T, r *recorder, now time.Time, calls, revoked, queued []string) {
+	t.Helper()
+	if !reflect.DeepEqual(r.calls, calls) {
+		t.Fatalf("calls %v, want %v", r.calls, calls)
+	}
+	if !reflect.DeepEqual(r.revoked, revoked) {
+		t.Fatalf("revoked %v, want %v", r.revoked, revoked)
+	}
+	var sids []string
+	for _, d := range r.queued {
+		if d.Subject != "u1" || d.ClientID != "web" || d.URI != "https://web.example/bcl" || !d.NextAttemptAt.Equal(now) {
+			t.Fatalf("queued %+v", d)
+		}
+		sids = append(sids, d.SID)
+	}
+	if !reflect.DeepEqual(sids, queued) {
+		t.Fatalf("queued sids %v, want %v", sids, queued)
 	}
 }
