@@ -149,12 +149,17 @@ func newAPI(cfg config, now func() time.Time, log *slog.Logger) (*api, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /me", g.Authenticate(http.HandlerFunc(a.me)))
-	mux.Handle("GET /projects", g.RequireScope("projects:read")(http.HandlerFunc(a.listProjects)))
-	mux.Handle("POST /projects", g.RequireScope("projects:write")(http.HandlerFunc(a.createProject)))
+	// The projects of the token's own organisation (the platform's for a
+	// platform token): the handlers keep to Claims.Tenant, so OwnTenant lets
+	// an organisation's permissions count here.
+	mux.Handle("GET /projects", g.Require(verify.Scope("projects:read"), verify.OwnTenant())(http.HandlerFunc(a.listProjects)))
+	mux.Handle("POST /projects", g.Require(verify.Scope("projects:write"), verify.OwnTenant())(http.HandlerFunc(a.createProject)))
 	// An organisation's projects: its token only, checked against the
 	// route by the guard, never by the handler.
 	mux.Handle("GET /tenants/{tenant}/projects", g.Require(verify.Scope("projects:read"),
 		verify.Tenant(func(r *http.Request) string { return r.PathValue("tenant") }))(http.HandlerFunc(a.listTenantProjects)))
+	// The whole instance's figures: a platform admin only. Without a Tenant,
+	// an organisation's admin is refused (its roles are its organisation's).
 	mux.Handle("GET /admin/metrics", g.Require(verify.Role("admin"), verify.MFA())(http.HandlerFunc(a.metrics)))
 	mux.Handle("POST /backchannel-logout", verify.LogoutHandler(lv, a.backchannelLogout))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

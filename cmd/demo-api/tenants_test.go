@@ -1,6 +1,8 @@
 package main
 
 import (
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -86,4 +88,57 @@ func TestDemoAPITenants(t *testing.T) {
 			t.Errorf("GET /projects with %s's token: %q, want %q", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestDemoAPITenantAdminIsNoPlatformAdmin: an organisation's admin (a
+// platform viewer made admin of acme), signed in to acme with a second
+// factor, holds admin and acr mfa in acme's token, yet GET /admin/metrics,
+// a route of the whole instance guarded by Role("admin") and MFA, refuses
+// it (403): a tenant token's roles count only where the guard verified its
+// organisation. Found by a review; before the fix it answered 200 with the
+// instance's figures.
+func TestDemoAPITenantAdminIsNoPlatformAdmin(t *testing.T) {
+	s := startStack(t, map[string]string{"PORTCULLIS_TENANTS": "on"})
+	core := s.in.App.Core
+	tn := store.Tenant{Slug: "acme", Name: "Acme", Active: true}
+	if err := core.Store.CreateTenant(t.Context(), &tn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := core.Store.GrantTenantRole(t.Context(), tn.ID, s.users["viewer"].ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	f := s.enrolMFA(t, "viewer")
+	form := st.PasswordForm("viewer@example.com", password, "")
+	form.Set("tenant", "acme")
+	r := s.pc.PostForm("/oauth2/token", form, st.Basic("web", s.secrets["web"]))
+	mfaTok, _ := r.ExpectError(400, "mfa_required").Map()["mfa_token"].(string)
+	step := url.Values{"grant_type": {"urn:portcullis:params:oauth:grant-type:mfa-otp"}, "mfa_token": {mfaTok},
+		"otp": {st.NextTOTPCode(t, f.secret)}, "tenant": {"acme"}}
+	acmeAdmin := s.pc.PostForm("/oauth2/token", step, st.Basic("web", s.secrets["web"])).Token().AccessToken
+	if c := jwtPart(t, acmeAdmin, 1); c["tenant"] != "acme" || c["acr"] != "mfa" || !slices.Contains(anyStrings(c["roles"]), "admin") {
+		t.Fatalf("acme's admin token: tenant %v, acr %v, roles %v", c["tenant"], c["acr"], c["roles"])
+	}
+	platform := s.login(t, "web", "editor", "").AccessToken
+	if a := s.call(t, "GET", "/admin/metrics", platform, nil); a.status != 403 {
+		t.Fatalf("platform editor on /admin/metrics: %d", a.status)
+	}
+	if a := s.call(t, "GET", "/admin/metrics", acmeAdmin, nil); a.status != 403 || !strings.Contains(a.challenge, `error="insufficient_scope"`) {
+		t.Errorf("an organisation's admin (platform viewer) reads the platform's /admin/metrics: %d %s %s", a.status, a.challenge, a.raw)
+	}
+	// Within acme its token still works.
+	if a := s.call(t, "GET", "/tenants/acme/projects", acmeAdmin, nil); a.status != 200 {
+		t.Errorf("acme's admin on /tenants/acme/projects: %d %s", a.status, a.raw)
+	}
+}
+
+// anyStrings is a JSON array of strings as a slice (nil for anything else).
+func anyStrings(v any) []string {
+	list, _ := v.([]any)
+	out := make([]string, 0, len(list))
+	for _, x := range list {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -20,9 +20,14 @@
 //     with error="insufficient_user_authentication" and acr_values="mfa" (RFC
 //     9470) when MFA is required and the login had no second factor, and
 //     puts the verified Claims in the request context (ClaimsFromContext).
-//     Requirements (Scope, AnyScope, Role, AnyRole, MFA, All, Any, Online)
-//     combine freely; Role honours a role hierarchy (RoleLevels) as "this
-//     role or higher".
+//     Requirements (Scope, AnyScope, Role, AnyRole, MFA, Tenant, OwnTenant,
+//     All, Any, Online) combine freely; Role honours a role hierarchy
+//     (RoleLevels) as "this role or higher". A token of an organisation (a
+//     tenant claim) holds its roles and permissions in that organisation
+//     only: it meets Scope, AnyScope, Role and AnyRole only beside a Tenant
+//     (or OwnTenant) requirement that is met, written before or after them,
+//     so an organisation's admin never passes a platform route's
+//     Role("admin"); platform tokens and API keys are judged on their claims.
 //   - Introspector asks the issuer's RFC 7662 introspection endpoint whether a
 //     token is still active, for routes that must see a revocation at once;
 //     answers are cached briefly by token hash, and an unreachable endpoint

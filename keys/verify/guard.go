@@ -67,12 +67,14 @@ func NewGuard(v *Verifier, opts GuardOptions) *Guard {
 // Authenticate is middleware that admits any valid access token.
 func (g *Guard) Authenticate(next http.Handler) http.Handler { return g.Require()(next) }
 
-// RequireScope is middleware that admits tokens granting every one of perms.
+// RequireScope is middleware that admits tokens granting every one of perms
+// (never a token of an organisation: see Scope; use Require with Tenant).
 func (g *Guard) RequireScope(perms ...string) func(http.Handler) http.Handler {
 	return g.Require(Scope(perms...))
 }
 
-// RequireAnyScope is middleware that admits tokens granting at least one of perms.
+// RequireAnyScope is middleware that admits tokens granting at least one of
+// perms (never a token of an organisation, as RequireScope).
 func (g *Guard) RequireAnyScope(perms ...string) func(http.Handler) http.Handler {
 	return g.Require(AnyScope(perms...))
 }
@@ -85,7 +87,9 @@ func (g *Guard) RequireMFA() func(http.Handler) http.Handler {
 }
 
 // RequireRole is middleware that admits tokens carrying role or, with
-// GuardOptions.Roles, a role of an equal or higher level.
+// GuardOptions.Roles, a role of an equal or higher level; never a token of
+// an organisation, whose roles are held there (see Role; use Require with
+// Tenant for a route of the organisation).
 func (g *Guard) RequireRole(role string) func(http.Handler) http.Handler {
 	return g.Require(Role(role))
 }
@@ -94,7 +98,8 @@ func (g *Guard) RequireRole(role string) func(http.Handler) http.Handler {
 // equals the value from takes from the request, exactly (see Tenant); use
 // it on every route that names an organisation, e.g. with Go 1.22's
 // patterns: g.RequireTenant(func(r *http.Request) string { return
-// r.PathValue("tenant") }).
+// r.PathValue("tenant") }). To ask for a role or permission in the
+// organisation too, use Require with Tenant beside Role or Scope.
 func (g *Guard) RequireTenant(from func(*http.Request) string) func(http.Handler) http.Handler {
 	return g.Require(Tenant(from))
 }
@@ -164,10 +169,9 @@ func (g *Guard) check(r *http.Request, reqs []Requirement) (*Claims, *Denial) {
 		return nil, verifyDenial(err)
 	}
 	e := &evaluation{ctx: r.Context(), r: r, g: g, claims: claims, token: token, apiKey: apiKey}
-	for _, req := range reqs {
-		if out := req.eval(e); out != nil {
-			return nil, out
-		}
+	// As one All, so a Tenant among reqs verifies the organisation for all.
+	if out := allReq(reqs).eval(e); out != nil {
+		return nil, out
 	}
 	return claims, nil
 }

@@ -3,12 +3,23 @@ package verify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 )
 
 // Requirement is a condition on a verified access token, built with Scope,
-// AnyScope, Role, AnyRole, MFA, Online, All and Any.
+// AnyScope, Role, AnyRole, MFA, Tenant, OwnTenant, Online, All and Any.
+//
+// The roles and permissions of a token of an organisation (one with a
+// tenant claim) are that organisation's: Scope, AnyScope, Role and AnyRole
+// count them only when the same guard also verifies the organisation for
+// the request, with a Tenant (or OwnTenant) requirement that is met and
+// must hold together with them (beside them in Require or All, written
+// before or after them, or in an Any made only of such requirements).
+// Elsewhere such a token is refused with 403, so an organisation's admin
+// never passes a Role("admin") meant for the platform's. A platform token
+// (no tenant claim) and an API key are judged on their claims alone.
 type Requirement interface {
 	// eval returns nil when the requirement is met, else the denial.
 	eval(e *evaluation) *Denial
@@ -25,19 +36,43 @@ type evaluation struct {
 	token  string
 	// apiKey: token is an API key, just confirmed by introspection.
 	apiKey bool
+	// tenantVerified: a Tenant or OwnTenant requirement that must hold
+	// with the one being evaluated was met (see privilegeOutside).
+	tenantVerified bool
 }
 
-// Scope is met by a token granting every one of perms.
+// privilegeOutside is the one rule of a token of an organisation: its roles
+// and permissions count only where the organisation was verified for this
+// request. It returns nil for a platform token (no tenant claim), an API key
+// (whose claims never name one) and a verified organisation, else the 403
+// refusing what (a privilege requirement's description).
+func (e *evaluation) privilegeOutside(what string) *Denial {
+	if e.claims.Tenant == "" || e.tenantVerified {
+		return nil
+	}
+	d := forbidden(nil, "This request needs "+what+" on the platform; a token of an organisation has its roles and permissions only within that organisation.")
+	d.Err = fmt.Errorf("%w: a token of organisation %q on a route that verifies no organisation", ErrInsufficientScope, e.claims.Tenant)
+	return d
+}
+
+// Scope is met by a token granting every one of perms. A token of an
+// organisation meets it only beside a Tenant (or OwnTenant) requirement that
+// is met (see Requirement).
 func Scope(perms ...string) Requirement { return scopeReq{perms: perms, all: true} }
 
-// AnyScope is met by a token granting at least one of perms.
+// AnyScope is met by a token granting at least one of perms; a token of an
+// organisation only beside a Tenant (or OwnTenant) that is met, as Scope.
 func AnyScope(perms ...string) Requirement { return scopeReq{perms: perms} }
 
 // Role is met by a token carrying role or, given the Guard's RoleLevels, a
-// role of an equal or higher level. An API key never meets it.
+// role of an equal or higher level. An API key never meets it; a token of
+// an organisation only beside a Tenant (or OwnTenant) requirement that is
+// met, since its roles are held in that organisation, not on the platform
+// (see Requirement).
 func Role(role string) Requirement { return roleReq{roles: []string{role}} }
 
-// AnyRole is met by a token meeting Role for at least one of roles.
+// AnyRole is met by a token meeting Role for at least one of roles (and so,
+// for a token of an organisation, only beside a Tenant that is met).
 func AnyRole(roles ...string) Requirement { return roleReq{roles: roles} }
 
 // MFA is met by a token whose user signed in with a second factor (acr
@@ -52,14 +87,32 @@ func MFA() Requirement { return mfaReq{} }
 // segment, say). A token without the claim, an API key, an empty or
 // different value, and a from that is nil are refused with 403, so a
 // tenant's token never reaches another tenant's data through a route that
-// names it (the cross-tenant IDOR).
+// names it (the cross-tenant IDOR). Met, it lets the token's roles and
+// permissions meet the Scope, AnyScope, Role and AnyRole requirements that
+// must hold with it, in whatever order they are written; it is evaluated
+// before them.
 func Tenant(from func(*http.Request) string) Requirement { return tenantReq{from: from} }
 
+// OwnTenant is met by every token. It declares a route that serves a token
+// of an organisation within the organisation the token names, which the
+// handler reads from Claims.Tenant (showing and changing nothing of another
+// organisation's or of the platform's), so that the token's roles and
+// permissions meet the Scope, AnyScope, Role and AnyRole beside it. A
+// platform token and an API key are judged as without it. Never put it on a
+// route of the whole platform (its metrics, its administration): there,
+// without it, an organisation's token is refused.
+func OwnTenant() Requirement { return ownTenantReq{} }
+
 // All is met when every requirement is; they are checked in order and the
-// first unmet one is reported (put Online last: it is the costly one).
+// first unmet one is reported (put Online last: it is the costly one),
+// except that Tenant and OwnTenant requirements, those of nested Alls
+// included, are checked before all the others.
 func All(reqs ...Requirement) Requirement { return allReq(reqs) }
 
 // Any is met when at least one requirement is. With none, it is never met.
+// A Tenant that is one alternative verifies the organisation for itself
+// alone, never for another alternative or for what sits beside the Any
+// (unless every alternative is a Tenant or OwnTenant).
 func Any(reqs ...Requirement) Requirement { return anyReq(reqs) }
 
 // Online is met when the issuer's introspection endpoint says the token is
@@ -74,6 +127,9 @@ type scopeReq struct {
 }
 
 func (r scopeReq) eval(e *evaluation) *Denial {
+	if d := e.privilegeOutside(r.describe(nil)); d != nil {
+		return d
+	}
 	met := r.all
 	for _, p := range r.perms {
 		has := e.claims.HasScope(p)
@@ -110,6 +166,9 @@ func (r roleReq) eval(e *evaluation) *Denial {
 		// Never met by a key, whatever its claims say.
 		return forbidden(nil, "This request needs "+r.describe(e.g.opts.Roles)+"; an API key carries no roles.")
 	}
+	if d := e.privilegeOutside(r.describe(e.g.opts.Roles)); d != nil {
+		return d
+	}
 	for _, role := range r.roles {
 		if e.g.opts.Roles.AtLeast(e.claims.Roles, role) {
 			return nil
@@ -134,13 +193,76 @@ func (r roleReq) describe(levels RoleLevels) string {
 
 type allReq []Requirement
 
+// eval checks the organisation first: the requirements that judge only it
+// (tenantOnly), those of nested Alls included, then the others in order, so
+// a Tenant verifies the organisation for every privilege requirement that
+// must hold with it, written before or after it. What it verified is
+// forgotten on return: an alternative of an Any never lends it to another.
 func (r allReq) eval(e *evaluation) *Denial {
+	verified := e.tenantVerified
+	d := r.evalTenant(e)
+	if d == nil {
+		d = r.evalRest(e)
+	}
+	e.tenantVerified = verified
+	return d
+}
+
+// evalTenant evaluates the tenantOnly requirements of r and of the Alls in
+// it; each one met verifies the organisation.
+func (r allReq) evalTenant(e *evaluation) *Denial {
 	for _, req := range r {
-		if d := req.eval(e); d != nil {
+		if a, ok := req.(allReq); ok {
+			if d := a.evalTenant(e); d != nil {
+				return d
+			}
+			continue
+		}
+		if tenantOnly(req) {
+			if d := req.eval(e); d != nil {
+				return d
+			}
+			e.tenantVerified = true
+		}
+	}
+	return nil
+}
+
+// evalRest evaluates, in order, the requirements of r and of the Alls in it
+// that evalTenant left.
+func (r allReq) evalRest(e *evaluation) *Denial {
+	for _, req := range r {
+		var d *Denial
+		if a, ok := req.(allReq); ok {
+			d = a.evalRest(e)
+		} else if !tenantOnly(req) {
+			d = req.eval(e)
+		}
+		if d != nil {
 			return d
 		}
 	}
 	return nil
+}
+
+// tenantOnly reports whether req judges nothing but the organisation of the
+// request: Tenant, OwnTenant, or an Any or All made only of them.
+func tenantOnly(req Requirement) bool {
+	var list []Requirement
+	switch r := req.(type) {
+	case tenantReq, ownTenantReq:
+		return true
+	case allReq:
+		list = r
+	case anyReq:
+		list = r
+	}
+	for _, sub := range list {
+		if !tenantOnly(sub) {
+			return false
+		}
+	}
+	return len(list) > 0
 }
 
 func (r allReq) describe(l RoleLevels) string { return joinDescriptions(r, l, " and ") }
@@ -211,6 +333,12 @@ func (r tenantReq) eval(e *evaluation) *Denial {
 }
 
 func (tenantReq) describe(RoleLevels) string { return "a token of the organisation the request names" }
+
+type ownTenantReq struct{}
+
+func (ownTenantReq) eval(*evaluation) *Denial { return nil }
+
+func (ownTenantReq) describe(RoleLevels) string { return "any token, within its own organisation" }
 
 // codeInsufficientUserAuthentication is RFC 9470's error code.
 const codeInsufficientUserAuthentication = "insufficient_user_authentication"

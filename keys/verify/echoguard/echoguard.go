@@ -21,7 +21,8 @@ func New(g *verify.Guard) *Guard { return &Guard{g: g} }
 // Authenticate admits any valid access token.
 func (eg *Guard) Authenticate() echo.MiddlewareFunc { return eg.Require() }
 
-// RequireScope admits tokens granting every one of perms.
+// RequireScope admits tokens granting every one of perms (a token of an
+// organisation only with RequireTenant: see verify.Scope).
 func (eg *Guard) RequireScope(perms ...string) echo.MiddlewareFunc {
 	return eg.Require(verify.Scope(perms...))
 }
@@ -30,12 +31,16 @@ func (eg *Guard) RequireScope(perms ...string) echo.MiddlewareFunc {
 // (verify.MFA); others get 401 insufficient_user_authentication.
 func (eg *Guard) RequireMFA() echo.MiddlewareFunc { return eg.Require(verify.MFA()) }
 
-// RequireAnyScope admits tokens granting at least one of perms.
+// RequireAnyScope admits tokens granting at least one of perms (a token of
+// an organisation only with RequireTenant, as RequireScope).
 func (eg *Guard) RequireAnyScope(perms ...string) echo.MiddlewareFunc {
 	return eg.Require(verify.AnyScope(perms...))
 }
 
-// RequireRole admits tokens carrying role or a higher one (see verify.RoleLevels).
+// RequireRole admits tokens carrying role or a higher one (see
+// verify.RoleLevels); never a token of an organisation, whose roles are
+// held there: eg.RequireTenant("tenant", verify.Role(role)) asks for the
+// role within the organisation the route names (see verify.Role).
 func (eg *Guard) RequireRole(role string) echo.MiddlewareFunc {
 	return eg.Require(verify.Role(role))
 }
@@ -43,7 +48,8 @@ func (eg *Guard) RequireRole(role string) echo.MiddlewareFunc {
 // RequireTenant admits tokens whose `tenant` claim equals, exactly, the
 // route parameter param (verify.Tenant); a missing claim, an empty
 // parameter or another organisation's token is 403. Other requirements
-// may be added: eg.RequireTenant("tenant", verify.Scope("projects:read")).
+// may be added, and the token's roles and permissions then count for them:
+// eg.RequireTenant("tenant", verify.Scope("projects:read")).
 func (eg *Guard) RequireTenant(param string, reqs ...verify.Requirement) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {

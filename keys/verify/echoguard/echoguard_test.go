@@ -72,6 +72,7 @@ func TestEchoGuard(t *testing.T) {
 	e.GET("/admin", me, g.RequireRole("admin"))
 	e.GET("/either", me, g.Require(verify.Any(verify.Role("admin"), verify.Scope("projects:write"))))
 	e.GET("/tenants/:tenant/projects", me, g.RequireTenant("tenant", verify.Scope("projects:read")))
+	e.GET("/tenants/:tenant/admin", me, g.RequireTenant("tenant", verify.Role("admin")))
 
 	now := time.Now()
 	claims := func(scope string, roles ...string) map[string]any {
@@ -87,6 +88,11 @@ func TestEchoGuard(t *testing.T) {
 		return sign(t, key, "k1", c)
 	}
 	acme, acmeWrite := ofTenant("acme", "projects:read"), ofTenant("acme", "projects:write")
+	acmeAdmin := func() string {
+		c := claims("projects:read projects:write users:read", "admin")
+		c["tenant"] = "acme"
+		return sign(t, key, "k1", c)
+	}()
 	const tenantRefused = `Bearer error="insufficient_scope", error_description="This request needs a token of the organisation it names."`
 
 	tests := []struct {
@@ -109,6 +115,12 @@ func TestEchoGuard(t *testing.T) {
 			`Bearer error="insufficient_scope", error_description="This request needs a token of the organisation it names; this token belongs to none."`},
 		{"fail/tenant scope checked first", "GET", "/tenants/acme/projects", acmeWrite, 403,
 			`Bearer error="insufficient_scope", scope="projects:read", error_description="This request needs the permission projects:read."`},
+		{"fail/an organisation's admin on a platform role route", "GET", "/admin", acmeAdmin, 403,
+			`Bearer error="insufficient_scope", error_description="This request needs the role admin or higher on the platform; a token of an organisation has its roles and permissions only within that organisation."`},
+		{"fail/an organisation's token on a platform scope route", "GET", "/projects", acme, 403,
+			`Bearer error="insufficient_scope", error_description="This request needs the permission projects:read on the platform; a token of an organisation has its roles and permissions only within that organisation."`},
+		{"ok/an organisation's admin on its role route", "GET", "/tenants/acme/admin", acmeAdmin, 200, ""},
+		{"fail/an organisation's admin on another's role route", "GET", "/tenants/globex/admin", acmeAdmin, 403, tenantRefused},
 		{"fail/neither role nor scope", "GET", "/either", viewer, 403, `Bearer error="insufficient_scope", scope="projects:write", error_description="This request needs either the role admin or higher, or the permission projects:write."`},
 	}
 	for _, tc := range tests {
