@@ -48,7 +48,10 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// recoverer turns a panic into a 500 that reveals nothing, logging the stack.
+// recoverer turns a panic into a 500 that reveals nothing, logging the
+// stack. It returns the panic as an error (apierr.ErrServer) to accessLog,
+// which is outside it, so the 500 is answered, counted and logged as any
+// other error is.
 func (s *Server) recoverer() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) (err error) {
@@ -57,7 +60,8 @@ func (s *Server) recoverer() echo.MiddlewareFunc {
 					if r == http.ErrAbortHandler {
 						panic(r)
 					}
-					s.log.Error("panic in handler", "panic", fmt.Sprint(r), "path", c.Path(), "stack", string(debug.Stack()))
+					s.log.Error("panic in handler", "panic", fmt.Sprint(r), "path", c.Path(),
+						"request_id", c.Response().Header().Get(echo.HeaderXRequestID), "stack", string(debug.Stack()))
 					err = apierr.ErrServer.WithCause(fmt.Errorf("panic: %v", r))
 				}
 			}()

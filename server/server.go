@@ -88,7 +88,9 @@ func New(opts Options) *Server {
 	e.IPExtractor = clientIPExtractor(opts.Config)
 	e.HTTPErrorHandler = s.handleError
 	e.OnAddRouteHandler = answerHead(e)
-	chain := []echo.MiddlewareFunc{requestID(), s.recoverer(), s.accessLog(), securityHeaders(opts.Config.TLSCert != ""),
+	// The recoverer is inside the access log: a panic it turns into an
+	// error is answered, counted and logged as every other error is.
+	chain := []echo.MiddlewareFunc{requestID(), s.accessLog(), s.recoverer(), securityHeaders(opts.Config.TLSCert != ""),
 		cleanQuery(s.refuse),
 		middleware.BodyLimit(strconv.FormatInt(bodyLimitOrDefault(opts.Config.BodyLimitBytes), 10) + "B")}
 	if opts.Config.RequestTimeout > 0 {
