@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -70,8 +71,12 @@ func (s *Server) recoverer() echo.MiddlewareFunc {
 	}
 }
 
-// accessLog writes one structured line per request. The query string is
-// logged with every sensitive parameter redacted; bodies are never logged.
+// accessLog writes one structured line per request and counts it in the
+// request metric. Its path is the route template (/admin/users/:id), or
+// "unmatched" when no route matched, as in the metric: never the path the
+// client sent, which may hold a secret (a reset link mangled into a path,
+// an API key given where its id belongs). The query string is logged as
+// RedactQuery leaves it; bodies are never logged.
 func (s *Server) accessLog() echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -99,7 +104,7 @@ func (s *Server) accessLog() echo.MiddlewareFunc {
 			}
 			s.log.LogAttrs(req.Context(), level, "request",
 				slog.String("method", req.Method),
-				slog.String("path", req.URL.Path),
+				slog.String("path", route),
 				slog.String("query", RedactQuery(req.URL.RawQuery)),
 				slog.Int("status", status),
 				slog.Duration("duration", time.Since(start)),
@@ -111,11 +116,11 @@ func (s *Server) accessLog() echo.MiddlewareFunc {
 	}
 }
 
-// publicParams are the query parameters whose values the access log keeps:
-// they name what was asked (a client, a flow, a page of a list) and carry
-// no credential and no personal data. Every other value is replaced, so a
-// parameter that carries a secret is hidden whether or not anyone thought
-// of it: a token, a code, a password or client secret, an API key or an
+// publicParams are the query parameters the access log keeps, name and
+// value: they name what was asked (a client, a flow, a page of a list) and
+// carry no credential and no personal data. Every other parameter is only
+// counted (RedactQuery), so a parameter that carries a secret is hidden
+// whether or not anyone thought of it: a token, a code, a password or client secret, an API key or an
 // upstream id token sent as subject_token, an mfa_token, a one-time or
 // recovery code, a request object or a pending sign-in's id (request), a
 // hint naming a person, the state and nonce that bind a response to its
@@ -130,9 +135,12 @@ var publicParams = map[string]bool{
 	"actor_id": true, "target_id": true, "kind": true, "status": true, "tenant": true, "provider": true,
 }
 
-// RedactQuery keeps the values of the public query parameters
-// (publicParams) and replaces every other value with "REDACTED".
-// Unparseable queries are dropped whole.
+// RedactQuery is what the access log keeps of the query string raw: the
+// public parameters (publicParams), name and value, sorted by name, then
+// the number of all the others as redacted_params=N, without their names
+// or values: a secret may be sent as either (a reset link whose "=" a mail
+// scanner re-encoded reads as a name with no value, and so does an API key
+// pasted as the whole query). Unparseable queries are dropped whole.
 func RedactQuery(raw string) string {
 	if raw == "" {
 		return ""
@@ -141,14 +149,21 @@ func RedactQuery(raw string) string {
 	if err != nil {
 		return "[unparseable query redacted]"
 	}
-	for k := range vals {
+	hidden := 0
+	for k, vs := range vals {
 		if !publicParams[strings.ToLower(k)] {
-			for i := range vals[k] {
-				vals[k][i] = "REDACTED"
-			}
+			hidden += len(vs)
+			delete(vals, k)
 		}
 	}
-	return vals.Encode()
+	kept := vals.Encode()
+	if hidden == 0 {
+		return kept
+	}
+	if kept != "" {
+		kept += "&"
+	}
+	return kept + "redacted_params=" + strconv.Itoa(hidden)
 }
 
 // Header values every answer carries, shared by all of them (h.Set would

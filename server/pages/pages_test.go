@@ -176,7 +176,7 @@ func TestTokenLeavesURL(t *testing.T) {
 		t.Fatalf("truncated reset link: %d\n%s", p.StatusCode, p.Body)
 	}
 	d.assertNoSecretInLogs(t, tok)
-	if !strings.Contains(d.in.Logs.String(), `"query":"token=REDACTED`) {
+	if !strings.Contains(d.in.Logs.String(), `"query":"redacted_params=1"`) {
 		t.Fatal("the request log does not show the redacted token parameter")
 	}
 }
