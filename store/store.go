@@ -30,6 +30,11 @@ var (
 	ErrTokenUsed = errors.New("store: token already used")
 	// ErrTokenRevoked means a one-time token was revoked.
 	ErrTokenRevoked = errors.New("store: token revoked")
+	// ErrRefreshReused means a refresh token is one its family already
+	// rotated, presented where rotation would call it reuse: the family
+	// is live, and whoever presents the token shows that it was copied
+	// (TokenState.FindRefresh, which returns the family with it).
+	ErrRefreshReused = errors.New("store: refresh token already rotated")
 	// ErrSessionsEnded means a refresh family was not started because its
 	// login began at or before the user's cut-off (every session of the user
 	// was ended while the login was in flight).

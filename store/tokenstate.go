@@ -56,6 +56,20 @@ type RefreshFamily struct {
 	BrowserSessionID string
 	AbsoluteExpiry   time.Time     // the session ends here whatever happens
 	IdleTTL          time.Duration // a token unused this long expires
+	// IdleExpiry is when the current token expires unused: the family's
+	// creation or latest rotation plus IdleTTL. Only
+	// TokenState.FindRefresh reads it; zero elsewhere, and when IdleTTL
+	// is zero.
+	IdleExpiry time.Time
+}
+
+// Expiry is when the family's current token stops refreshing unless it is
+// rotated first: the earlier of AbsoluteExpiry and IdleExpiry (when set).
+func (f RefreshFamily) Expiry() time.Time {
+	if !f.IdleExpiry.IsZero() && f.IdleExpiry.Before(f.AbsoluteExpiry) {
+		return f.IdleExpiry
+	}
+	return f.AbsoluteExpiry
 }
 
 // RotateRequest asks to replace the family's current refresh token.
@@ -219,12 +233,16 @@ type TokenState interface {
 	// hash when RotateRefresh at now with grace (the rotation's
 	// RotateRequest.Grace) would honour the token: the family's current
 	// token, or the one it replaced, presented as a grace replay
-	// (RotateGraceReplay). It is ErrNotFound for any other token (an older
-	// or unknown one, or the replaced one outside the grace window, which
-	// rotation calls reuse) and when the family is revoked (as
-	// RotateRefresh judges it) or expired at now. It changes nothing.
-	// Revocation and introspection of refresh tokens use it, so that a
-	// token that still refreshes is one they find (RFC 7009 §2.2).
+	// (RotateGraceReplay). For a token RotateRefresh would call reuse
+	// (RotateReuseDetected: one of the family's already rotated tokens,
+	// outside the grace window) it returns the family with
+	// ErrRefreshReused, so that the caller can judge whose token it is
+	// and end the family (RevokeFamily) as rotation would. It is
+	// ErrNotFound for an unknown token and when the family is revoked (as
+	// RotateRefresh judges it) or expired at now. The family it returns
+	// carries its IdleExpiry. It changes nothing. Revocation and
+	// introspection of refresh tokens use it, so that a token that still
+	// refreshes is one they find (RFC 7009 §2.2).
 	FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time, grace time.Duration) (RefreshFamily, error)
 	// RevokeFamily ends one session: its refresh tokens stop working and every
 	// access token carrying its sid is revoked. Unknown ids are not an error.

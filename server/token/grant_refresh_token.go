@@ -78,10 +78,7 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		}
 		next = string(plain)
 	case store.RotateReuseDetected:
-		s.metrics.RefreshReuseDetected()
-		s.audit.Record(ctx, store.AuditEvent{Action: "token.refresh_reuse_detected", Outcome: store.OutcomeFailure,
-			TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
-			Details: map[string]string{"sid": sid}})
+		s.reuseDetected(ctx, sid, fam, client, meta)
 		return Response{}, invalid
 	default:
 		return Response{}, invalid
@@ -148,8 +145,8 @@ func (s *Service) refreshScope(fam store.RefreshFamily, user store.User, client 
 func (s *Service) refusesScopeBeforeRotation(ctx context.Context, sid string, client store.Client, req TokenRequest, now time.Time) error {
 	fam, err := s.state.FindRefresh(ctx, sid, HashSecret(req.RefreshToken), now, s.cfg.RefreshReuseGrace)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrRefreshReused):
+		return nil // the rotation refuses it, and ends the session of a reused token
 	case err != nil:
 		return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("read the refresh token's session: %w", err))
 	}
@@ -162,6 +159,19 @@ func (s *Service) refusesScopeBeforeRotation(ctx context.Context, sid string, cl
 	}
 	_, err = s.refreshScope(fam, user, client, req.Scope)
 	return err
+}
+
+// reuseDetected counts and audits the reuse of a refresh token of the
+// session sid (fam) presented by client after it was rotated: at the token
+// endpoint (RotateReuseDetected, the rotation having ended the session)
+// or the revocation endpoint (Revoke, having ended it with RevokeFamily,
+// as the rotation does). Wherever it is presented, the one alarm
+// (token.refresh_reuse_detected, the reuse metric) is raised.
+func (s *Service) reuseDetected(ctx context.Context, sid string, fam store.RefreshFamily, client store.Client, meta RequestMeta) {
+	s.metrics.RefreshReuseDetected()
+	s.audit.Record(ctx, store.AuditEvent{Action: "token.refresh_reuse_detected", Outcome: store.OutcomeFailure,
+		TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
+		Details: map[string]string{"sid": sid}})
 }
 
 // refusal is why a refresh refuses a family the token state still

@@ -248,7 +248,13 @@ func (s *Service) RevokeAPIKey(ctx context.Context, raw string, meta RequestMeta
 // A refresh token counts as its session's while a refresh would honour it:
 // the current one, and the one it replaced inside
 // PORTCULLIS_REFRESH_REUSE_GRACE (store.TokenState.FindRefresh), so a
-// revocation answered 200 leaves no token of the session working.
+// revocation answered 200 leaves no token of the session working. An
+// already rotated one (outside that window) presented by its client is
+// reuse, as at the token endpoint (RFC 9700 §4.14.2): the session ends
+// all the same and the reuse alarm is raised (reuseDetected), so an app
+// signing out with the token a thief has already refreshed ends the
+// thief's session too. Another client's token, current or rotated, is
+// 400 unauthorized_client and ends nothing.
 func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string, meta RequestMeta) error {
 	client, err := s.AuthenticateClient(ctx, cred)
 	if err != nil {
@@ -260,17 +266,28 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string
 	// search (RFC 7009 §2.1 asks the server to look beyond the hint).
 	if sid, ok := parseRefreshToken(raw); ok {
 		fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), now, s.cfg.RefreshReuseGrace)
-		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return nil
-			}
-			return apierr.ErrTemporarilyUnavailable.WithCause(err)
+		reused := errors.Is(err, store.ErrRefreshReused)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil
+		case err != nil && !reused:
+			return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("find refresh token: %w", err))
 		}
 		if fam.ClientID != client.ID {
 			return apierr.ErrUnauthorizedClient.WithDescription("The token was not issued to this client.")
 		}
-		if err := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), "revoke refresh token"); err != nil {
+		// A reused token ends the session as the rotation's reuse
+		// detection ends it (RevokeFamily is the store's same routine).
+		what := "revoke refresh token"
+		if reused {
+			what = "revoke the session of a reused refresh token"
+		}
+		if err := s.revocationFailed(s.state.RevokeFamily(ctx, sid, now), what); err != nil {
 			return err
+		}
+		if reused {
+			s.reuseDetected(ctx, sid, fam, client, meta)
+			return nil
 		}
 		s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeSuccess, ActorID: fam.UserID,
 			TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
@@ -301,7 +318,13 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string
 // false. The token state finds it as Revoke does (FindRefresh: inside the
 // reuse grace the token just replaced is as active as its successor, and
 // answers the same), and the refresh's own judgement (honours) refuses
-// nothing.
+// nothing. An already rotated token is inactive and ends nothing:
+// introspection is a read, asked by a resource server, not the token's
+// client, so reuse is judged only where the token is used or revoked.
+// exp is when the token stops refreshing unless it is used first
+// (store.RefreshFamily.Expiry: its idle expiry, or the session's absolute
+// one when that is earlier), which a resource server may cache until
+// (RFC 7662 §2.2).
 func (s *Service) introspectRefresh(ctx context.Context, client store.Client, raw string) (map[string]any, error) {
 	inactive := map[string]any{"active": false}
 	sid, ok := parseRefreshToken(raw)
@@ -310,11 +333,11 @@ func (s *Service) introspectRefresh(ctx context.Context, client store.Client, ra
 	}
 	now := s.now()
 	fam, err := s.state.FindRefresh(ctx, sid, HashSecret(raw), now, s.cfg.RefreshReuseGrace)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return inactive, nil
-		}
-		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrRefreshReused):
+		return inactive, nil
+	case err != nil:
+		return nil, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("find refresh token: %w", err))
 	}
 	// Active only while a refresh by its client would honour it: the
 	// client still exists, and the refresh's own judgement (honours)
@@ -343,7 +366,7 @@ func (s *Service) introspectRefresh(ctx context.Context, client store.Client, ra
 		"scope":      fam.Scope,
 		"sid":        fam.ID,
 		"iat":        fam.CreatedAt.Unix(),
-		"exp":        fam.AbsoluteExpiry.Unix(),
+		"exp":        fam.Expiry().Unix(),
 	}, nil
 }
 

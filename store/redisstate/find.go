@@ -15,15 +15,20 @@ import (
 // fields.
 var familyFields = []string{"match", "rv", "ax", "it", "ix", "u", "c", "s", "rs", "ca", "at", "amr", "tn", "bs", "ga"}
 
-// presentedNone is presentedLua's answer for a hash that is no token
-// rotation honours (1 is the current token, 2 a grace replay).
-const presentedNone = 0
+// presentedLua's answers FindRefresh tells apart: a hash that is no token
+// of the family, and one rotation calls reuse (1 is the current token, 2
+// a grace replay).
+const (
+	presentedNone   = 0
+	presentedReused = 3
+)
 
 // FindRefresh returns the family of the refresh token that hashes to hash
 // when RotateRefresh with grace would honour it at now (presentedLua, the
-// rotation's own rule: the current token, or a grace replay), or
-// store.ErrNotFound when it would not or the family is revoked or expired
-// at now. It changes nothing.
+// rotation's own rule: the current token, or a grace replay), the family
+// with store.ErrRefreshReused when rotation would call the token reuse
+// (presentedLua's 3), or store.ErrNotFound when it is no token of the
+// family or the family is revoked or expired at now. It changes nothing.
 //
 // A family whose session is revoked, or whose user's cut-off is at or
 // after its auth time, counts as revoked even when its own mark is
@@ -44,9 +49,9 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	if err != nil {
 		return store.RefreshFamily{}, err
 	}
-	fam, err := liveFamily(familyID, vals, now)
-	if err != nil {
-		return store.RefreshFamily{}, err
+	fam, outcome := liveFamily(familyID, vals, now)
+	if outcome != nil && !errors.Is(outcome, store.ErrRefreshReused) {
+		return store.RefreshFamily{}, outcome
 	}
 	if flushErr != nil && s.pendingEnds(fam) {
 		return store.RefreshFamily{}, store.ErrNotFound
@@ -60,7 +65,7 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 	if revoked {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
-	return fam, nil
+	return fam, outcome
 }
 
 // readFamily reads the family's familyFields, find being findFamilyLua's
@@ -68,7 +73,7 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 // its session is revoked (rebuilding the revocation set first when Redis
 // has lost it); on Cluster revoked is false and the caller checks.
 func (s *State) readFamily(ctx context.Context, familyID string, find []any) (vals []interface{}, revoked bool, err error) {
-	keys := []string{s.famKey(familyID)}
+	keys := []string{s.famKey(familyID), s.usedKey(familyID)}
 	if s.cluster {
 		raw, err := findFamilyOnClusterScript.Run(ctx, s.c, keys, find...).Slice()
 		if err != nil {
@@ -112,11 +117,13 @@ func padFields(raw []interface{}) []interface{} {
 	return vals
 }
 
-// liveFamily reads FindRefresh's fields of a family: the family, or
-// store.ErrNotFound when it is missing, revoked or expired at now, or the
-// presented hash is not a token rotation honours.
+// liveFamily reads FindRefresh's fields of a family: the family; the
+// family with store.ErrRefreshReused when the presented hash is one
+// rotation calls reuse; or store.ErrNotFound when it is missing, revoked
+// or expired at now, or the presented hash is no token of the family.
 func liveFamily(familyID string, vals []interface{}, now time.Time) (store.RefreshFamily, error) {
-	if m, _ := vals[0].(int64); m == presentedNone { // or nil: no family
+	m, _ := vals[0].(int64)
+	if m == presentedNone { // or nil: no family
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
 	if vals[10] == nil { // a family written before auth times were kept
@@ -159,9 +166,16 @@ func liveFamily(familyID string, vals []interface{}, now time.Time) (store.Refre
 	if err != nil {
 		return store.RefreshFamily{}, fmt.Errorf("find refresh token: %w", err)
 	}
-	return store.RefreshFamily{
+	fam := store.RefreshFamily{
 		ID: familyID, UserID: str[5], ClientID: str[6], Scope: str[7], RequestedScope: str[8],
 		CreatedAt: time.UnixMilli(ca).UTC(), AuthTime: time.UnixMilli(at).UTC(), AbsoluteExpiry: time.UnixMilli(ax).UTC(), IdleTTL: time.Duration(it) * time.Millisecond,
 		AMR: amr, TenantID: str[12], BrowserSessionID: str[13], GrantedAt: time.UnixMilli(ga).UTC(),
-	}, nil
+	}
+	if it > 0 {
+		fam.IdleExpiry = time.UnixMilli(ix).UTC()
+	}
+	if m == presentedReused {
+		return fam, store.ErrRefreshReused
+	}
+	return fam, nil
 }

@@ -222,14 +222,14 @@ end
 `
 
 // findFamilyScript is, for a Redis without Cluster, FindRefresh's read of
-// a family and of its session's revocation in one: KEYS fam; ARGV
+// a family and of its session's revocation in one: KEYS fam, used; ARGV
 // findFamily's three (presented hash, now ms, grace ms), then the ready
 // marker's, the session's revocation key name and the user's cut-off key
 // name in the revocation set (with "\n" where the user id goes). Returns
 // findFamily's reply, then, when the family exists, sessionRevoked's
 // answer for its session and user at its auth time.
 var findFamilyScript = redis.NewScript(findFamilyLua + userKeyLua + sessionRevokedLua + `
-local f = findFamily(KEYS[1], ARGV)
+local f = findFamily(KEYS[1], KEYS[2], ARGV)
 if f[1] then
   f[16] = sessionRevoked(ARGV[4], ARGV[5], ARGV[6], f[6] or '', f[11] or f[10])
 end
@@ -238,21 +238,22 @@ return f
 
 // findFamilyOnClusterScript is findFamilyScript on Cluster, where the
 // revocation set is in another slot: findFamily's reply alone (the caller
-// checks the session after it). KEYS fam; ARGV findFamily's three.
-var findFamilyOnClusterScript = redis.NewScript(findFamilyLua + `return findFamily(KEYS[1], ARGV)`)
+// checks the session after it). KEYS fam, used; ARGV findFamily's three.
+var findFamilyOnClusterScript = redis.NewScript(findFamilyLua + `return findFamily(KEYS[1], KEYS[2], ARGV)`)
 
-// findFamilyLua defines findFamily(k, a): FindRefresh's read of family key
-// k given a = {presented hash, now ms, grace ms}. Returns which token the
-// hash is (presented's answer: 0 none, 1 current, 2 a grace replay) in
-// place of the family's current hash, then its fields rv, ax, it, ix, u,
+// findFamilyLua defines findFamily(k, used, a): FindRefresh's read of
+// family key k, whose used tokens are the set used, given a = {presented
+// hash, now ms, grace ms}. Returns which token the hash is (presented's
+// answer: 0 none, 1 current, 2 a grace replay, 3 reuse) in place of the
+// family's current hash, then its fields rv, ax, it, ix, u,
 // c, s, rs, ca, at, amr, tn, bs (nil where missing), ga (ca where
 // missing); the first is nil too when the family does not exist.
 const findFamilyLua = presentedLua + `
-local function findFamily(k, a)
+local function findFamily(k, used, a)
   local f = redis.call('HMGET', k, 'cur', 'rv', 'ax', 'it', 'ix', 'u', 'c', 's', 'rs', 'ca', 'at', 'amr', 'tn', 'bs',
     'ga', 'prev', 'ra', 'sealed')
   if f[1] then
-    f[1] = presented(a[1], f[1], f[16], f[17], f[18], tonumber(a[2]), tonumber(a[3]))
+    f[1] = presented(a[1], f[1], f[16], f[17], f[18], tonumber(a[2]), tonumber(a[3]), used)
   end
   f[15] = f[15] or f[10]
   f[16], f[17], f[18] = nil, nil, nil
@@ -260,20 +261,24 @@ local function findFamily(k, a)
 end
 `
 
-// presentedLua defines presented(p, cur, prev, ra, sealed, now, grace):
-// the one judgement, for the Redis state, of which of a family's tokens
-// the presented hash p is, given its current hash cur, the hash cur
-// replaced prev, when that rotation was ra (ms), the successor it kept
-// sealed (false where missing), now and the rotation's grace (ms). Returns
-// 1 for the current token, 2 for a grace replay (the replaced token,
-// rotated less than grace ago by a rotation that kept its successor), 0
-// otherwise. rotate and findFamily both ask it, so a token rotation
-// honours is one revocation and introspection find (sqlstate's
-// familyRow.match is the same rule).
+// presentedLua defines presented(p, cur, prev, ra, sealed, now, grace,
+// used): the one judgement, for the Redis state, of which of a family's
+// tokens the presented hash p is, given its current hash cur, the hash
+// cur replaced prev, when that rotation was ra (ms), the successor it kept
+// sealed (false where missing), now, the rotation's grace (ms) and the
+// key of the family's set of used (rotated) hashes. Returns 1 for the
+// current token, 2 for a grace replay (the replaced token, rotated less
+// than grace ago by a rotation that kept its successor), 3 for reuse (any
+// other rotated token: every rotation adds the hash it replaces to used),
+// 0 otherwise. rotate and findFamily both ask it, so a token rotation
+// honours is one revocation and introspection find, and one it calls
+// reuse is one they tell apart from an unknown one (sqlstate's
+// familyRow.match and familyRow.used are the same rule).
 const presentedLua = `
-local function presented(p, cur, prev, ra, sealed, now, grace)
+local function presented(p, cur, prev, ra, sealed, now, grace, used)
   if p == cur then return 1 end
   if grace > 0 and prev and ra and sealed and p == prev and now - tonumber(ra) < grace then return 2 end
+  if redis.call('SISMEMBER', used, p) == 1 then return 3 end
   return 0
 end
 `
@@ -318,7 +323,7 @@ local function rotate(revoked)
     if v ~= 0 then return {4} end
   end
   local grace = tonumber(ARGV[5])
-  local m = presented(p, cur, f[2], f[3], f[8], now, grace)
+  local m = presented(p, cur, f[2], f[3], f[8], now, grace, KEYS[2])
   if m == 1 then
     local ttl = ax - now
     local nix = 0
@@ -342,7 +347,7 @@ local function rotate(revoked)
   if m == 2 then
     return {2, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, f[8], tn, bs, ga}
   end
-  if redis.call('SISMEMBER', KEYS[2], p) == 1 then
+  if m == 3 then
     redis.call('HSET', KEYS[1], 'rv', '1')
     redis.call('HDEL', KEYS[1], 'sealed')
     return {3, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn, bs, ga}

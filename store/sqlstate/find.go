@@ -10,14 +10,17 @@ import (
 
 // FindRefresh returns the family of the refresh token that hashes to hash
 // when RotateRefresh with grace would honour it at now (familyRow.match:
-// the current token, or a grace replay), or store.ErrNotFound when it
-// would not or the family is revoked or expired at now (revoked: marked,
-// or its session revoked, as in RotateRefresh). It changes nothing.
+// the current token, or a grace replay), the family with
+// store.ErrRefreshReused when rotation would call the token reuse
+// (familyRow.used), or store.ErrNotFound when it is no token of the family
+// or the family is revoked or expired at now (revoked: marked, or its
+// session revoked, as in RotateRefresh). It changes nothing.
 func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, now time.Time, grace time.Duration) (store.RefreshFamily, error) {
 	if familyID == "" || len(hash) == 0 {
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
-	f, sessionRevoked, found, err := loadFamily(s.db.WithContext(ctx), familyID)
+	db := s.db.WithContext(ctx)
+	f, sessionRevoked, found, err := loadFamily(db, familyID)
 	if err != nil {
 		return store.RefreshFamily{}, dbErr("find refresh token", err)
 	}
@@ -25,14 +28,28 @@ func (s *State) FindRefresh(ctx context.Context, familyID string, hash []byte, n
 		return store.RefreshFamily{}, store.ErrNotFound
 	}
 	now = ms(now)
-	if !f.live(now) || sessionRevoked || f.match(hash, now, grace) == matchNone {
+	if !f.live(now) || sessionRevoked {
 		return store.RefreshFamily{}, store.ErrNotFound
+	}
+	var outcome error
+	if f.match(hash, now, grace) == matchNone {
+		used, err := f.used(db, hash)
+		if err != nil {
+			return store.RefreshFamily{}, dbErr("find refresh token", err)
+		}
+		if !used {
+			return store.RefreshFamily{}, store.ErrNotFound
+		}
+		outcome = store.ErrRefreshReused
 	}
 	fam, err := f.toFamily()
 	if err != nil {
 		return store.RefreshFamily{}, fmt.Errorf("sql token state: find refresh token: %w", err)
 	}
-	return fam, nil
+	if fam.IdleTTL > 0 {
+		fam.IdleExpiry = ms(f.IdleExpiresAt)
+	}
+	return fam, outcome
 }
 
 // Peek reports the count of key's current window and the time until it

@@ -386,6 +386,22 @@ func (f familyRow) match(hash []byte, now time.Time, grace time.Duration) tokenM
 	}
 }
 
+// used reports whether hash is one of the family's already rotated
+// tokens: the one the current token replaced (known without a look-up) or
+// an older one, among the used tokens. Presented where match answers
+// matchNone it is reuse: RotateRefresh and FindRefresh both ask it.
+func (f familyRow) used(tx *gorm.DB, hash []byte) (bool, error) {
+	if hashEqual(hash, f.PrevHash) {
+		return true, nil
+	}
+	var n int64
+	err := tx.Model(&usedTokenRow{}).Where("family_id = ? AND token_hash = ?", f.ID, hash).Count(&n).Error
+	if err != nil {
+		return false, fmt.Errorf("look up used token: %w", err)
+	}
+	return n > 0, nil
+}
+
 // live reports whether the family is neither marked revoked nor expired
 // (at or past its absolute or idle expiry) at now. Its session's
 // revocation is loadFamily's to read.
@@ -475,18 +491,12 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 				result = store.RotateResult{Outcome: store.RotateGraceReplay, Family: fam, SuccessorSealed: f.SuccessorSealed}
 				return nil
 			case matchNone:
-				// The replaced token (outside grace) is known without a
-				// look-up; an older one is among the used tokens.
-				if !hashEqual(req.PresentedHash, f.PrevHash) {
-					var n int64
-					err := tx.Model(&usedTokenRow{}).
-						Where("family_id = ? AND token_hash = ?", f.ID, req.PresentedHash).Count(&n).Error
-					if err != nil {
-						return fmt.Errorf("look up used token: %w", err)
-					}
-					if n == 0 {
-						return nil // not a token of this family: change nothing
-					}
+				used, err := f.used(tx, req.PresentedHash)
+				if err != nil {
+					return err
+				}
+				if !used {
+					return nil // not a token of this family: change nothing
 				}
 			}
 			// A token of this family that was already rotated, outside grace.

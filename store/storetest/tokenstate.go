@@ -39,7 +39,9 @@ import (
 //     Grace of zero);
 //   - FindRefresh, given the rotation's Grace, finds the family by any token
 //     rotation would honour: the current one, and one that would get
-//     RotateGraceReplay;
+//     RotateGraceReplay; a token that would get RotateReuseDetected it
+//     answers with the family and store.ErrRefreshReused, changing nothing;
+//     the family it finds carries its idle expiry;
 //   - a user cut-off revokes the user's access tokens whose IssuedAt, at
 //     millisecond precision, is at or before the cut-off; a later cut-off
 //     replaces an earlier one, an earlier one never moves it back;
@@ -84,6 +86,8 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/ping", testPing},
 		{"ok/find_refresh_current_only", testFindRefresh},
 		{"ok/find_refresh_previous_within_grace", testFindRefreshInGrace},
+		{"fail/find_refresh_reused_token", testFindRefreshReused},
+		{"ok/find_refresh_idle_expiry", testFindRefreshIdleExpiry},
 		{"ok/peek_counts_nothing", testPeek},
 		{"ok/count_steps", testCountSteps},
 		{"fail/count_steps_bad_window", testCountStepsBadWindow},
@@ -1268,8 +1272,8 @@ func testFindRefresh(t *testing.T, st store.TokenState) {
 		t.Fatalf("FindRefresh of the current token: %v", err)
 	}
 	second := mustRotate(t, st, fam.ID, first, base.Add(time.Minute))
-	if err := find(first, base.Add(2*time.Minute)); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("FindRefresh of a rotated token: %v, want ErrNotFound", err)
+	if err := find(first, base.Add(2*time.Minute)); !errors.Is(err, store.ErrRefreshReused) {
+		t.Fatalf("FindRefresh of a rotated token: %v, want ErrRefreshReused", err)
 	}
 	if err := find(second, base.Add(2*time.Minute)); err != nil {
 		t.Fatalf("FindRefresh of the successor: %v", err)
@@ -1299,9 +1303,9 @@ func testFindRefresh(t *testing.T, st store.TokenState) {
 // testFindRefreshInGrace: a token rotation honours is one FindRefresh
 // finds, so that it can be revoked (RFC 7009 §2.2): the previous token less
 // than grace after its rotation (a grace replay) finds the family; at grace
-// or later, with no grace, once it is older than the previous one, once its
-// family is revoked, or when its rotation kept no successor, it does not
-// (rotation then calls it reuse or invalid).
+// or later, with no grace, once it is older than the previous one, or when
+// its rotation kept no successor, it is reuse (ErrRefreshReused, as
+// rotation calls it); once its family is revoked it is not found.
 func testFindRefreshInGrace(t *testing.T, st store.TokenState) {
 	const grace = 10 * time.Second
 	base := baseTime()
@@ -1310,16 +1314,15 @@ func testFindRefreshInGrace(t *testing.T, st store.TokenState) {
 	t0 := create(t, st, fam)
 	t1 := newToken()
 	wantOutcome(t, "rotate with grace", rotate(t, st, fam.ID, t0, t1, rotatedAt, grace), store.RotateOK)
-	find := func(t *testing.T, tok token, now time.Time, grace time.Duration, want bool) {
+	// find wants the family with want (nil: found).
+	find := func(t *testing.T, tok token, now time.Time, grace time.Duration, want error) {
 		t.Helper()
 		got, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now, grace)
 		switch {
-		case want && err != nil:
-			t.Fatalf("FindRefresh: %v, want the family", err)
-		case want:
+		case !errors.Is(err, want) || (want == nil && err != nil):
+			t.Fatalf("FindRefresh: %+v, %v; want %v", got, err, want)
+		case want == nil || errors.Is(want, store.ErrRefreshReused):
 			wantFamily(t, got, fam)
-		case !errors.Is(err, store.ErrNotFound):
-			t.Fatalf("FindRefresh: %+v, %v; want ErrNotFound", got, err)
 		}
 	}
 	for _, tc := range []struct {
@@ -1327,18 +1330,18 @@ func testFindRefreshInGrace(t *testing.T, st store.TokenState) {
 		tok   token
 		after time.Duration // since the rotation
 		grace time.Duration
-		found bool
+		want  error
 	}{
-		{"ok/previous_at_rotation", t0, 0, grace, true},
-		{"ok/previous_just_inside_grace", t0, grace - time.Millisecond, grace, true},
-		{"ok/current_inside_grace", t1, time.Second, grace, true},
-		{"ok/current_without_grace", t1, time.Second, 0, true},
-		{"fail/previous_at_grace", t0, grace, grace, false},
-		{"fail/previous_after_grace", t0, time.Hour, grace, false},
-		{"fail/previous_without_grace", t0, time.Second, 0, false},
-		{"fail/unknown_inside_grace", newToken(), time.Second, grace, false},
+		{"ok/previous_at_rotation", t0, 0, grace, nil},
+		{"ok/previous_just_inside_grace", t0, grace - time.Millisecond, grace, nil},
+		{"ok/current_inside_grace", t1, time.Second, grace, nil},
+		{"ok/current_without_grace", t1, time.Second, 0, nil},
+		{"fail/previous_at_grace", t0, grace, grace, store.ErrRefreshReused},
+		{"fail/previous_after_grace", t0, time.Hour, grace, store.ErrRefreshReused},
+		{"fail/previous_without_grace", t0, time.Second, 0, store.ErrRefreshReused},
+		{"fail/unknown_inside_grace", newToken(), time.Second, grace, store.ErrNotFound},
 	} {
-		t.Run(tc.name, func(t *testing.T) { find(t, tc.tok, rotatedAt.Add(tc.after), tc.grace, tc.found) })
+		t.Run(tc.name, func(t *testing.T) { find(t, tc.tok, rotatedAt.Add(tc.after), tc.grace, tc.want) })
 	}
 	// Finding changed nothing: t0 is still a grace replay, t1 current.
 	wantOutcome(t, "replay after finding", rotate(t, st, fam.ID, t0, newToken(), rotatedAt.Add(time.Second), grace), store.RotateGraceReplay)
@@ -1346,15 +1349,15 @@ func testFindRefreshInGrace(t *testing.T, st store.TokenState) {
 	// t0 is an older token.
 	t2 := newToken()
 	wantOutcome(t, "rotate t1", rotate(t, st, fam.ID, t1, t2, rotatedAt.Add(2*time.Second), grace), store.RotateOK)
-	find(t, t0, rotatedAt.Add(3*time.Second), grace, false)
-	find(t, t1, rotatedAt.Add(3*time.Second), grace, true)
+	find(t, t0, rotatedAt.Add(3*time.Second), grace, store.ErrRefreshReused)
+	find(t, t1, rotatedAt.Add(3*time.Second), grace, nil)
 	// Once the family is revoked, neither the predecessor nor the current
 	// token is found or rotates, inside the grace window or not.
 	if err := st.RevokeFamily(ctx(t), fam.ID, rotatedAt.Add(4*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	for _, tok := range []token{t1, t2} {
-		find(t, tok, rotatedAt.Add(5*time.Second), grace, false)
+	for _, tok := range []token{t0, t1, t2} {
+		find(t, tok, rotatedAt.Add(5*time.Second), grace, store.ErrNotFound)
 		wantOutcome(t, "rotate in a revoked family", rotate(t, st, fam.ID, tok, newToken(), rotatedAt.Add(5*time.Second), grace), store.RotateInvalid)
 	}
 
@@ -1363,11 +1366,102 @@ func testFindRefreshInGrace(t *testing.T, st store.TokenState) {
 	plain := newFamily(randomID("u-"), base)
 	u0 := create(t, st, plain)
 	u1 := mustRotate(t, st, plain.ID, u0, rotatedAt)
-	if _, err := st.FindRefresh(ctx(t), plain.ID, u0.hash, rotatedAt.Add(time.Second), grace); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("FindRefresh of a token rotated without grace, asked with grace: %v, want ErrNotFound", err)
+	if _, err := st.FindRefresh(ctx(t), plain.ID, u0.hash, rotatedAt.Add(time.Second), grace); !errors.Is(err, store.ErrRefreshReused) {
+		t.Fatalf("FindRefresh of a token rotated without grace, asked with grace: %v, want ErrRefreshReused", err)
 	}
 	wantOutcome(t, "replay of a token rotated without grace", rotate(t, st, plain.ID, u0, newToken(), rotatedAt.Add(time.Second), grace), store.RotateReuseDetected)
 	wantInvalid(t, st, "its successor after reuse", plain.ID, u1, rotatedAt.Add(2*time.Second))
+}
+
+// testFindRefreshReused: FindRefresh tells a token rotation would call
+// reuse (the one the current token replaced, and any older one) apart from
+// an unknown one: the family with store.ErrRefreshReused, so that its
+// caller can end the session as the rotation would. Finding it changes
+// nothing (the current token still rotates, no family is revoked); an
+// unknown token, and any token of a revoked or expired family, is
+// store.ErrNotFound.
+func testFindRefreshReused(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	t0 := create(t, st, fam)
+	t1 := mustRotate(t, st, fam.ID, t0, base.Add(time.Minute))
+	t2 := mustRotate(t, st, fam.ID, t1, base.Add(2*time.Minute))
+	now := base.Add(3 * time.Minute)
+	for _, tc := range []struct {
+		name string
+		tok  token
+		want error
+	}{
+		{"previous", t1, store.ErrRefreshReused},
+		{"older", t0, store.ErrRefreshReused},
+		{"unknown", newToken(), store.ErrNotFound},
+	} {
+		got, err := st.FindRefresh(ctx(t), fam.ID, tc.tok.hash, now, 0)
+		if !errors.Is(err, tc.want) {
+			t.Fatalf("FindRefresh of the %s token: %v, want %v", tc.name, err, tc.want)
+		}
+		if tc.want == store.ErrRefreshReused {
+			wantFamily(t, got, fam)
+		}
+	}
+	// Nothing changed: the session lives and its current token rotates.
+	wantRevoked(t, st, "the session after finding reused tokens", store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID, IssuedAt: now}, false)
+	t3 := mustRotate(t, st, fam.ID, t2, now.Add(time.Second))
+	// The caller ends the session (RevokeFamily), as rotation's reuse
+	// detection does: every token is then not found.
+	if err := st.RevokeFamily(ctx(t), fam.ID, now.Add(2*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []token{t0, t1, t2, t3} {
+		if _, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now.Add(3*time.Second), 0); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("FindRefresh in a revoked family: %v, want ErrNotFound", err)
+		}
+	}
+	// A rotated token of an expired family is not found either (rotation
+	// calls it invalid, not reuse).
+	idle := newFamily(randomID("u-"), base)
+	idle.IdleTTL = time.Hour
+	u0 := create(t, st, idle)
+	u1 := mustRotate(t, st, idle.ID, u0, base.Add(time.Minute))
+	for _, tok := range []token{u0, u1} {
+		if _, err := st.FindRefresh(ctx(t), idle.ID, tok.hash, base.Add(time.Minute+time.Hour), 0); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("FindRefresh in an idle-expired family: %v, want ErrNotFound", err)
+		}
+	}
+}
+
+// testFindRefreshIdleExpiry: the family FindRefresh finds carries when its
+// current token expires unused (creation, then the latest rotation, plus
+// IdleTTL), and Expiry is the earlier of that and the absolute expiry; a
+// family without idle lifetime has no idle expiry.
+func testFindRefreshIdleExpiry(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	fam := newFamily(randomID("u-"), base)
+	fam.IdleTTL = time.Hour
+	fam.AbsoluteExpiry = base.Add(90 * time.Minute)
+	t0 := create(t, st, fam)
+	wantExpiry := func(what string, tok token, now, idle, expiry time.Time) {
+		t.Helper()
+		got, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, now, 0)
+		if err != nil {
+			t.Fatalf("%s: FindRefresh: %v", what, err)
+		}
+		if !got.IdleExpiry.Equal(idle) || !got.Expiry().Equal(expiry) {
+			t.Fatalf("%s: idle expiry %v, expiry %v; want %v, %v", what, got.IdleExpiry, got.Expiry(), idle, expiry)
+		}
+	}
+	wantExpiry("unused", t0, base.Add(time.Minute), base.Add(time.Hour), base.Add(time.Hour))
+	rotatedAt := base.Add(40 * time.Minute) // its idle expiry is after the absolute one
+	t1 := mustRotate(t, st, fam.ID, t0, rotatedAt)
+	wantExpiry("rotated", t1, rotatedAt.Add(time.Minute), rotatedAt.Add(time.Hour), fam.AbsoluteExpiry)
+
+	plain := newFamily(randomID("u-"), base)
+	plain.IdleTTL = 0
+	p0 := create(t, st, plain)
+	got, err := st.FindRefresh(ctx(t), plain.ID, p0.hash, base.Add(time.Minute), 0)
+	if err != nil || !got.IdleExpiry.IsZero() || !got.Expiry().Equal(plain.AbsoluteExpiry) {
+		t.Fatalf("FindRefresh without idle lifetime: idle expiry %v, expiry %v, %v; want none, %v", got.IdleExpiry, got.Expiry(), err, plain.AbsoluteExpiry)
+	}
 }
 
 func testPeek(t *testing.T, st store.TokenState) {
