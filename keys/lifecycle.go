@@ -39,6 +39,13 @@ type timing struct {
 	sync, maxAge, maxTokenTTL time.Duration
 }
 
+// staleAfter is how long an instance goes on using keys it cannot reload
+// (Manager.current): one failed sync is ridden out, the second in a row
+// ends it. A key revoked elsewhere is then refused by this instance within
+// two sync intervals even while the store is unreachable or a store call
+// hangs (within one, as the contract says, while it is reachable).
+func (t timing) staleAfter() time.Duration { return 2 * t.sync }
+
 // publishedAt is when every instance serves a key created at created.
 func (t timing) publishedAt(created time.Time) time.Time { return created.Add(t.sync) }
 

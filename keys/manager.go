@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,8 +60,13 @@ type Manager struct {
 	log  *slog.Logger
 	snap atomic.Pointer[snapshot]
 
-	mu          sync.Mutex // serializes Sync and changes
-	checkedNext string     // kid of the next key last checked to decrypt
+	// busy is the lock that serializes Init, Sync, Refresh and the changes:
+	// a one-slot channel (acquire fills it, unlock empties it), so that a
+	// caller stops waiting when its context ends and a change hanging in
+	// the store never holds up the others for ever.
+	busy        chan struct{}
+	checkedNext string    // kid of the next key last checked to decrypt (under busy)
+	toldStale   *snapshot // the snapshot Refresh last logged as stale (under busy)
 }
 
 // KeyInfo describes a signing key without any private material; it is what
@@ -133,10 +137,11 @@ func NewManager(cfg Config) (*Manager, error) {
 		cfg.RSABits = DefaultRSABits
 	}
 	m := &Manager{
-		cfg: cfg,
-		t:   timing{sync: cfg.SyncInterval, maxAge: cfg.JWKSMaxAge, maxTokenTTL: cfg.MaxTokenTTL},
-		now: cfg.Now,
-		log: cfg.Logger,
+		cfg:  cfg,
+		t:    timing{sync: cfg.SyncInterval, maxAge: cfg.JWKSMaxAge, maxTokenTTL: cfg.MaxTokenTTL},
+		now:  cfg.Now,
+		log:  cfg.Logger,
+		busy: make(chan struct{}, 1),
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -150,6 +155,22 @@ func NewManager(cfg Config) (*Manager, error) {
 // maxAttempts bounds the retries after losing a compare-and-swap.
 const maxAttempts = 5
 
+// acquire takes the Manager's lock, waiting no longer than ctx: a change
+// hanging in the store (a blackholed connection, another instance's
+// transaction holding the row lock) must not hold up every other one for
+// ever. what names the caller in the error, which wraps ctx.Err().
+func (m *Manager) acquire(ctx context.Context, what string) error {
+	select {
+	case m.busy <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s: waiting for another change of the signing keys on this instance: %w", what, ctx.Err())
+	}
+}
+
+// unlock releases what acquire took.
+func (m *Manager) unlock() { <-m.busy }
+
 // Init makes sure an active and a next key exist, creating them when needed,
 // then loads them. On an empty store the first active key signs at once (no
 // verifier can hold a stale JWKS) and a next key is created with it; instances
@@ -157,8 +178,10 @@ const maxAttempts = 5
 // active key can succeed. Init fails when the active or next private key
 // cannot be decrypted with the configured key-encryption keys.
 func (m *Manager) Init(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if err := m.acquire(ctx, "init signing keys"); err != nil {
+		return err
+	}
+	defer m.unlock()
 	for attempt := 0; ; attempt++ {
 		if attempt == maxAttempts {
 			return errors.New("init signing keys: the keys kept changing under concurrent updates; try again")
@@ -239,8 +262,10 @@ func (m *Manager) Init(ctx context.Context) error {
 // Sync reloads the keys from the Store and replaces the in-memory snapshot.
 // On error the previous snapshot stays in use.
 func (m *Manager) Sync(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if err := m.acquire(ctx, "sync signing keys"); err != nil {
+		return err
+	}
+	defer m.unlock()
 	return m.syncLocked(ctx)
 }
 
@@ -281,68 +306,63 @@ func (m *Manager) syncRecords(recs []store.SigningKey, loadedAt time.Time) error
 	return nil
 }
 
-// Run syncs every SyncInterval until ctx ends and, when RotationInterval is
-// set, rotates once the active key is due and the next key is safe to sign.
-// Of many instances, exactly one rotation wins; the others see it at their
-// next sync. Errors are logged, not returned; Run returns when ctx ends.
+// Run syncs at once (the keys Init read may be old by the time the instance
+// serves), then every SyncInterval until ctx ends and, when RotationInterval
+// is set, rotates once the active key is due and the next key is safe to
+// sign. Of many instances, exactly one rotation wins; the others see it at
+// their next sync. Each sync and each rotation is bounded by SyncInterval,
+// so a store call that hangs fails instead of stopping the syncs behind it.
+// Errors are logged, not returned; Run returns when ctx ends.
 func (m *Manager) Run(ctx context.Context) {
 	tick := time.NewTicker(m.cfg.SyncInterval)
 	defer tick.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
 		if err := m.Refresh(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			m.log.Warn("signing key sync failed", "err", err)
 		}
-		if m.cfg.RotationInterval <= 0 {
-			continue
-		}
-		rot, done, err := m.RotateIfDue(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			m.log.Warn("automatic key rotation failed", "err", err)
-		case done:
-			m.log.Info("rotated signing keys", "retired_kid", rot.Retired.KID, "active_kid", rot.Activated.KID, "next_kid", rot.Next.KID)
-			if m.cfg.OnAutoRotate != nil {
-				m.cfg.OnAutoRotate(rot)
+		if m.cfg.RotationInterval > 0 {
+			rotCtx, cancel := context.WithTimeout(ctx, m.cfg.SyncInterval)
+			rot, done, err := m.RotateIfDue(rotCtx)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				m.log.Warn("automatic key rotation failed", "err", err)
 			}
+			if done {
+				m.log.Info("rotated signing keys", "retired_kid", rot.Retired.KID, "active_kid", rot.Activated.KID, "next_kid", rot.Next.KID)
+				if m.cfg.OnAutoRotate != nil {
+					m.cfg.OnAutoRotate(rot)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
 		}
 	}
 }
 
-// staleAfter is how long an instance goes on using keys it cannot reload:
-// one failed sync is ridden out, the second in a row ends it. A key revoked
-// elsewhere is then refused by this instance within two sync intervals even
-// while the store is unreachable (within one, as the contract says, while
-// it is reachable).
-func (m *Manager) staleAfter() time.Duration { return 2 * m.cfg.SyncInterval }
-
 // Refresh is what Run does every SyncInterval: Sync, bounded by the
-// interval so that a store that hangs counts as one that fails. When it
-// fails and the keys in use were read staleAfter ago or more, they are
-// not used any longer: Sign, Verify, VerifyTyped and JWKS answer ErrStale
-// until a sync succeeds. An instance that cannot reach the store must not
-// go on accepting, or publishing to downstream verifiers, a key that
-// another instance revoked (fail closed); its /readyz already answers 503.
+// interval so that a store that hangs counts as one that fails. Whether it
+// fails, hangs or is not called at all, keys read staleAfter ago or more
+// are not used (current): Sign, Verify, VerifyTyped and JWKS answer
+// ErrStale until a sync succeeds. Refresh logs it once per snapshot.
 func (m *Manager) Refresh(ctx context.Context) error {
 	syncCtx, cancel := context.WithTimeout(ctx, m.cfg.SyncInterval)
 	defer cancel()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if err := m.acquire(syncCtx, "sync signing keys"); err != nil {
+		return err
+	}
+	defer m.unlock()
 	err := m.syncLocked(syncCtx)
 	if err == nil {
 		return nil
 	}
-	if s := m.snap.Load(); s != nil && !s.stale && m.now().Sub(s.loadedAt) >= m.staleAfter() {
-		expired := *s
-		expired.stale = true
-		m.snap.Store(&expired)
+	if s := m.snap.Load(); s != nil && s != m.toldStale && errors.Is(m.Usable(), ErrStale) {
+		m.toldStale = s
 		m.log.Error("signing keys not reloaded since "+s.loadedAt.UTC().Format(time.RFC3339)+
 			": no token is signed, verified or published with them until a sync succeeds", "err", err)
 	}
@@ -350,31 +370,39 @@ func (m *Manager) Refresh(ctx context.Context) error {
 }
 
 // Usable reports whether Sign, Verify, VerifyTyped and JWKS can use the
-// keys now: nil, ErrNotReady before Init, ErrStale once Refresh gave them
-// up. One atomic load, for callers that must not spend anything (a refresh
-// token's rotation, a code) on a request they could not sign the answer to.
+// keys now: nil, ErrNotReady before Init, ErrStale once they were read
+// too long ago. One atomic load and a clock reading, for callers that must
+// not spend anything (a refresh token's rotation, a code) on a request they
+// could not sign the answer to.
 func (m *Manager) Usable() error {
-	_, err := m.current()
+	_, _, err := m.current()
 	return err
 }
 
-// current returns the snapshot in use: ErrNotReady before Init, ErrStale
-// once Refresh has given it up.
-func (m *Manager) current() (*snapshot, error) {
+// current returns the snapshot in use and the time it was judged at:
+// ErrNotReady before Init, ErrStale once its keys were read from the store
+// staleAfter ago or more. It is the one place staleness is decided, by the
+// clock alone, so that it holds whatever Run is doing (failing, hanging in
+// a store call, or not running): an instance that cannot reload the keys
+// must not go on accepting, or publishing to downstream verifiers, a key
+// that another instance revoked (fail closed); its /readyz answers 503.
+func (m *Manager) current() (*snapshot, time.Time, error) {
 	s := m.snap.Load()
-	switch {
-	case s == nil:
-		return nil, ErrNotReady
-	case s.stale:
-		return nil, ErrStale
+	if s == nil {
+		return nil, time.Time{}, ErrNotReady
 	}
-	return s, nil
+	now := m.now()
+	if now.Sub(s.loadedAt) >= m.t.staleAfter() {
+		return nil, now, ErrStale
+	}
+	return s, now, nil
 }
 
 // RotateIfDue rotates when automatic rotation is configured, the active key
 // has been active for RotationInterval and the next key is safe to sign. It
 // reports whether this call rotated; losing the race to another instance is
-// not an error (done is false and the keys are re-synced).
+// not an error (done is false and the keys are re-synced). A rotation that
+// was stored but not reloaded is done, with the reload's error.
 func (m *Manager) RotateIfDue(ctx context.Context) (rot Rotation, done bool, err error) {
 	if m.cfg.RotationInterval <= 0 {
 		return Rotation{}, false, nil
@@ -382,8 +410,10 @@ func (m *Manager) RotateIfDue(ctx context.Context) (rot Rotation, done bool, err
 	if s := m.snap.Load(); s != nil && m.now().Before(s.activatedAt.Add(m.cfg.RotationInterval)) {
 		return Rotation{}, false, nil
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if err := m.acquire(ctx, "rotate signing keys"); err != nil {
+		return Rotation{}, false, err
+	}
+	defer m.unlock()
 	rot, err = m.rotateLocked(ctx, false, true)
 	var tooEarly *TooEarlyError
 	switch {
@@ -393,7 +423,7 @@ func (m *Manager) RotateIfDue(ctx context.Context) (rot Rotation, done bool, err
 		m.log.Info("another instance rotated the signing keys")
 		return Rotation{}, false, m.syncLocked(ctx)
 	case err != nil:
-		return Rotation{}, false, err
+		return rot, rot.Activated.KID != "", err
 	}
 	return rot, true, nil
 }
@@ -406,8 +436,10 @@ var errNotDue = errors.New("rotation not due")
 // not been published for long enough. When another instance changed the keys
 // at the same moment nothing is changed and the error wraps store.ErrConflict.
 func (m *Manager) Rotate(ctx context.Context, force bool) (Rotation, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if err := m.acquire(ctx, "rotate signing keys"); err != nil {
+		return Rotation{}, err
+	}
+	defer m.unlock()
 	rot, err := m.rotateLocked(ctx, force, false)
 	if errors.Is(err, store.ErrConflict) {
 		if serr := m.syncLocked(ctx); serr != nil {
@@ -490,8 +522,10 @@ func (m *Manager) Revoke(ctx context.Context, kid string) (Revocation, error) {
 	if !validKID(kid) {
 		return Revocation{}, fmt.Errorf("revoke signing key: %w (a kid is 43 base64url characters)", ErrKeyNotFound)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if err := m.acquire(ctx, "revoke signing key "+kid); err != nil {
+		return Revocation{}, err
+	}
+	defer m.unlock()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		rev, err := m.revokeOnce(ctx, kid)
 		if errors.Is(err, store.ErrConflict) {
@@ -580,8 +614,10 @@ func (m *Manager) revokeOnce(ctx context.Context, kid string) (Revocation, error
 // `portcullis keys reencrypt` (app.Core.Reencrypt) calls it and re-seals the
 // TOTP secrets too.
 func (m *Manager) Reencrypt(ctx context.Context) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if err := m.acquire(ctx, "reencrypt signing keys"); err != nil {
+		return 0, err
+	}
+	defer m.unlock()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		recs, err := m.cfg.Store.ListSigningKeys(ctx)
 		if err != nil {
@@ -632,15 +668,15 @@ func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 // JWKS returns the JWKS document (public members only, with kid, alg and
 // "use":"sig") and its strong ETag (quoted), both precomputed at the last
 // sync. The slice is shared: callers must not modify it. Before Init it is an
-// empty key set; once Refresh gave the keys up, ErrStale (a stale set could
-// hand downstream verifiers a key revoked elsewhere).
+// empty key set; once the keys are stale, ErrStale (a stale set could hand
+// downstream verifiers a key revoked elsewhere).
 func (m *Manager) JWKS() (body []byte, etag string, err error) {
-	s := m.snap.Load()
+	s, _, err := m.current()
 	switch {
-	case s == nil:
+	case errors.Is(err, ErrNotReady):
 		return emptyJWKS, etagEmpty, nil
-	case s.stale:
-		return nil, "", ErrStale
+	case err != nil:
+		return nil, "", err
 	}
 	return s.jwks, s.etag, nil
 }
@@ -651,7 +687,7 @@ var etagEmpty = etagOf(emptyJWKS)
 // compact JWS whose protected header holds alg, kid and typ (for example
 // "at+jwt" for access tokens, "JWT" for id tokens).
 func (m *Manager) Sign(claims any, typ string) (string, error) {
-	s, err := m.current()
+	s, _, err := m.current()
 	if err != nil {
 		return "", err
 	}
@@ -667,11 +703,11 @@ func (m *Manager) Sign(claims any, typ string) (string, error) {
 // the kid. Errors wrap ErrMalformed, ErrUnknownKey, ErrRevokedKey or
 // ErrBadSignature; ErrNotReady and ErrStale say the keys cannot be used.
 func (m *Manager) Verify(token string) (payload []byte, kid string, err error) {
-	s, err := m.current()
+	s, now, err := m.current()
 	if err != nil {
 		return nil, "", err
 	}
-	payload, kid, _, err = s.verify(token, m.now())
+	payload, kid, _, err = s.verify(token, now)
 	return payload, kid, err
 }
 
@@ -679,11 +715,11 @@ func (m *Manager) Verify(token string) (payload []byte, kid string, err error) {
 // (compared as RFC 7515 says: case-insensitively, "application/" optional);
 // a mismatch is ErrWrongType.
 func (m *Manager) VerifyTyped(token, wantTyp string) (payload []byte, kid string, err error) {
-	s, err := m.current()
+	s, now, err := m.current()
 	if err != nil {
 		return nil, "", err
 	}
-	payload, kid, typ, err := s.verify(token, m.now())
+	payload, kid, typ, err := s.verify(token, now)
 	if err != nil {
 		return nil, kid, err
 	}

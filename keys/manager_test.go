@@ -377,6 +377,9 @@ func TestRevoke(t *testing.T) {
 				if _, err := m.Rotate(ctx, false); !errors.As(err, &tooEarly) || !tooEarly.SafeAt.Equal(revNext.Next.SigningSafeAt) {
 					t.Fatalf("Rotate after the next key was replaced: %v", err)
 				}
+				if err := m.Sync(ctx); err != nil { // as Run does every interval: keys read a minute ago are stale
+					t.Fatal(err)
+				}
 
 				// Revoking a retired key refuses its tokens.
 				tok2 := sign(t, m)
@@ -555,7 +558,9 @@ func TestAutoRotation(t *testing.T) {
 	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
 			const (
-				tick   = 20 * time.Millisecond // real sync period of Run
+				// The real sync period of Run, the shortest PORTCULLIS_KEY_SYNC_INTERVAL:
+				// Run gives each sync and rotation that long, new connections included.
+				tick   = 100 * time.Millisecond
 				maxAge = time.Second
 			)
 			interval := 2 * keys.PublicationDelay(tick, maxAge)

@@ -26,11 +26,10 @@ type snapshot struct {
 	etag        string                // strong ETag of jwks
 	algs        []string              // algorithms of the published keys
 	activatedAt time.Time             // when the active key became active
-	// loadedAt is when the records were read from the store; stale marks a
-	// snapshot whose instance could not reload them for staleAfter (Refresh):
-	// every use of it is ErrStale.
+	// loadedAt is when the records were read from the store (just before
+	// the read): from loadedAt + staleAfter every use of the snapshot is
+	// ErrStale (Manager.current).
 	loadedAt time.Time
-	stale    bool
 }
 
 // publicKey is a published verification key.
