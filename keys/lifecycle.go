@@ -55,11 +55,12 @@ func (t timing) safeToSignAt(created time.Time) time.Time {
 	return created.Add(PublicationDelay(t.sync, t.maxAge))
 }
 
-// publishedUntil is when a key retired at retired leaves the JWKS: other
-// instances may keep signing with it until they sync, and a token signed then
-// lives for at most maxTokenTTL, plus skew.
+// publishedUntil is when a key retired at retired leaves the JWKS: another
+// instance may keep signing with it for as long as it may use keys read
+// before the retirement (staleAfter, when it cannot reload them), a token
+// signed then lives for at most maxTokenTTL, plus the clock skew margin.
 func (t timing) publishedUntil(retired time.Time) time.Time {
-	return retired.Add(t.sync + t.maxTokenTTL + RetirementSkew)
+	return retired.Add(t.staleAfter() + t.maxTokenTTL + RetirementSkew)
 }
 
 // inJWKS reports whether a key belongs in the JWKS at now.

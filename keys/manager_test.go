@@ -241,7 +241,7 @@ func TestRotationKeepsVerifiersWorking(t *testing.T) {
 				if rot.Retired.KID != active.KID || rot.Activated.KID != next.KID || rot.Next.KID == "" || rot.Forced {
 					t.Fatalf("rotation %+v", rot)
 				}
-				wantUntil := safeAt.Add(syncInterval + maxTokenTTL + time.Minute)
+				wantUntil := safeAt.Add(2*syncInterval + maxTokenTTL + time.Minute)
 				if rot.Retired.PublishedUntil == nil || !rot.Retired.PublishedUntil.Equal(wantUntil) {
 					t.Fatalf("retired key published until %v, want %s", rot.Retired.PublishedUntil, wantUntil)
 				}

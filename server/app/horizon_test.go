@@ -87,8 +87,8 @@ func TestRevocationHorizonWiring(t *testing.T) {
 }
 
 // TestRetiredKeyPublishedForClientTokenLifetime: a retired key stays in the
-// JWKS for PORTCULLIS_MAX_CLIENT_TOKEN_TTL plus a minute (plus the sync
-// interval), not just the server's access-token lifetime.
+// JWKS for PORTCULLIS_MAX_CLIENT_TOKEN_TTL plus a minute (plus two sync
+// intervals), not just the server's access-token lifetime.
 func TestRetiredKeyPublishedForClientTokenLifetime(t *testing.T) {
 	for _, ttl := range []string{"24h", "48h"} {
 		t.Run(ttl, func(t *testing.T) {
