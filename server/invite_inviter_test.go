@@ -129,7 +129,7 @@ func TestInviteOutlivesInviter(t *testing.T) {
 			t.Fatalf("PendingInvite: %v, want invalid_token", err)
 		}
 		_, err := svc.AcceptInviteFederated(ctx, m, tok, accounts.FederatedUser{Email: email, EmailVerified: true,
-			Provider: "plain", Subject: "sub-x-up"})
+			Provider: "plain", Issuer: "https://plain.example", Subject: "sub-x-up"})
 		if !errors.Is(err, apierr.ErrOneTimeTokenInvalid) {
 			t.Fatalf("AcceptInviteFederated: %v, want invalid_token", err)
 		}

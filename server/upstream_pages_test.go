@@ -367,7 +367,7 @@ func TestUpstreamSignInPagesRefusals(t *testing.T) {
 			// A deactivated local user whose identity is linked.
 			fx := st.NewFixtures(t, d.in.App.Core)
 			carl := fx.User(t, "carl@example.com", siPassword, "user")
-			if err := d.in.App.Core.Store.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "corp", Subject: "s6",
+			if err := d.in.App.Core.Store.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "corp", Issuer: d.op.Issuer, Subject: "s6",
 				UserID: carl.ID, Email: carl.Email}); err != nil {
 				t.Fatal(err)
 			}

@@ -267,7 +267,8 @@ func TestUpstreamTokenExchangeConfidentialClient(t *testing.T) {
 	e := newIDPEnv(t, st.SQLite)
 	secret := e.fx.Client(t, clients.Spec{ID: "front", Name: "Front", Grants: []string{token.GrantTokenExchange}})
 	ann := e.fx.User(t, "ann@example.org", "ann's long passphrase", "user")
-	if err := e.in.App.Core.Store.LinkFederatedIdentity(context.Background(), &store.FederatedIdentity{Provider: "plain", Subject: "sub-ann", UserID: ann.ID}); err != nil {
+	if err := e.in.App.Core.Store.LinkFederatedIdentity(context.Background(), &store.FederatedIdentity{Provider: "plain", Issuer: e.op2.Issuer, Subject: "sub-ann",
+		UserID: ann.ID}); err != nil {
 		t.Fatal(err)
 	}
 	form := exchangeForm(e.op2.IDToken(t, upstreamtest.Token{Subject: "sub-ann", AMR: []string{"mfa"}}))
@@ -410,8 +411,8 @@ func TestAdminUserIdentities(t *testing.T) {
 			boss := e.fx.User(t, "boss@example.org", "boss's long passphrase", "super_admin")
 			ann := e.fx.User(t, "ann@example.org", "ann's long passphrase", "user")
 			e.fx.User(t, "adm@example.org", "admin's long passphrase", "admin")
-			for _, l := range []store.FederatedIdentity{{Provider: "plain", Subject: "sub-boss", UserID: boss.ID, Email: "boss@upstream.example"},
-				{Provider: "plain", Subject: "sub-ann", UserID: ann.ID}} {
+			for _, l := range []store.FederatedIdentity{{Provider: "plain", Issuer: e.op2.Issuer, Subject: "sub-boss", UserID: boss.ID,
+				Email: "boss@upstream.example"}, {Provider: "plain", Issuer: e.op2.Issuer, Subject: "sub-ann", UserID: ann.ID}} {
 				if err := e.in.App.Core.Store.LinkFederatedIdentity(ctx, &l); err != nil {
 					t.Fatal(err)
 				}
@@ -420,7 +421,8 @@ func TestAdminUserIdentities(t *testing.T) {
 			user := e.login(t, "ann@example.org", "ann's long passphrase").AccessToken
 
 			ids := e.identities(t, boss.ID)
-			if len(ids) != 1 || ids[0]["subject"] != "sub-boss" || ids[0]["email"] != "boss@upstream.example" || ids[0]["linked_at"] == "" {
+			if len(ids) != 1 || ids[0]["subject"] != "sub-boss" || ids[0]["issuer"] != e.op2.Issuer || ids[0]["email"] != "boss@upstream.example" ||
+				ids[0]["linked_at"] == "" {
 				t.Fatalf("identities = %v", ids)
 			}
 			e.c.Get("/admin/users/"+boss.ID+"/identities", st.Bearer(user)).ExpectError(http.StatusForbidden, "insufficient_scope")
@@ -446,11 +448,12 @@ func TestAdminUserIdentities(t *testing.T) {
 			}
 			e.refused(t, e.exchange(t, e.op2.IDToken(t, upstreamtest.Token{Subject: "sub-ann"})), "email_unverified")
 			// Deleting the user removes their identities.
-			if err := e.in.App.Core.Store.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "corp", Subject: "sub-ann2", UserID: ann.ID}); err != nil {
+			if err := e.in.App.Core.Store.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "corp", Issuer: e.op.Issuer, Subject: "sub-ann2",
+				UserID: ann.ID}); err != nil {
 				t.Fatal(err)
 			}
 			e.c.Delete("/admin/users/"+ann.ID, st.Bearer(adm)).ExpectStatus(http.StatusNoContent)
-			if _, err := e.in.App.Core.Store.GetFederatedIdentity(ctx, "corp", "sub-ann2"); err == nil {
+			if _, err := e.in.App.Core.Store.GetFederatedIdentity(ctx, "corp", e.op.Issuer, "sub-ann2"); err == nil {
 				t.Fatal("the deleted user's identity remains")
 			}
 		})
@@ -806,7 +809,7 @@ func TestCreateFederatedUserUnderTheCeiling(t *testing.T) {
 	ctx := context.Background()
 	for _, role := range []string{"owner", "wizard"} {
 		_, err := in.App.Accounts.CreateFederatedUser(ctx, accounts.Meta{}, accounts.FederatedUser{Email: role + "@example.com",
-			EmailVerified: true, Role: role, Provider: "p", Subject: role})
+			EmailVerified: true, Role: role, Provider: "p", Issuer: "https://p.example", Subject: role})
 		if err == nil || !strings.Contains(err.Error(), "forbidden") {
 			t.Fatalf("role %s: %v, want forbidden", role, err)
 		}
@@ -815,7 +818,7 @@ func TestCreateFederatedUserUnderTheCeiling(t *testing.T) {
 		}
 	}
 	u, err := in.App.Accounts.CreateFederatedUser(ctx, accounts.Meta{}, accounts.FederatedUser{Email: "m@example.com",
-		EmailVerified: true, Role: "member", Provider: "p", Subject: "m"})
+		EmailVerified: true, Role: "member", Provider: "p", Issuer: "https://p.example", Subject: "m"})
 	if err != nil || len(u.Roles) != 1 || u.Roles[0] != "member" || u.PasswordHash != "" {
 		t.Fatalf("member: %+v, %v", u, err)
 	}
@@ -845,7 +848,8 @@ func TestUpstreamTokenExchangeOwesSecondFactor(t *testing.T) {
 	fx := st.NewFixtures(t, in.App.Core)
 	ctx := context.Background()
 	adm := fx.User(t, "adm@example.org", "admin's long passphrase", "admin")
-	for _, l := range []store.FederatedIdentity{{Provider: "trusted", Subject: "s-adm", UserID: adm.ID}, {Provider: "plain", Subject: "s-adm", UserID: adm.ID}} {
+	for _, l := range []store.FederatedIdentity{{Provider: "trusted", Issuer: op.Issuer, Subject: "s-adm", UserID: adm.ID},
+		{Provider: "plain", Issuer: op2.Issuer, Subject: "s-adm", UserID: adm.ID}} {
 		if err := in.App.Core.Store.LinkFederatedIdentity(ctx, &l); err != nil {
 			t.Fatal(err)
 		}

@@ -16,41 +16,65 @@ const OnceUpstreamLogin = "upstream"
 const OnceUpstreamIDToken = "upstream-idt"
 
 // FederatedIdentity links an account at an upstream OpenID provider, named
-// by the provider's id and the account's stable `sub` there, to a local
-// user. A user is found by (Provider, Subject), never by email; a user has at
-// most one identity per provider.
+// by the provider's id, the issuer the link was made under and the
+// account's `sub` there, to a local user. Only iss and sub together name an
+// account (OIDC Core 5.7): a user is found by (Provider, Issuer, Subject),
+// never by email, and a link made under another issuer (the provider id
+// pointed elsewhere, or deleted and given to another provider) is nobody's
+// at the provider now. A user has at most one identity per provider id.
 type FederatedIdentity struct {
 	Provider string
-	Subject  string
-	UserID   string
+	// Issuer is the provider's issuer when the link was made: a configured
+	// issuer, IssuerUnresolved or IssuerUnknown (links made before issuers
+	// were kept, which match no sign-in).
+	Issuer  string
+	Subject string
+	UserID  string
 	// Email is the upstream email address when the link was made (for
 	// people reading the admin view; never used to find anyone).
 	Email    string
 	LinkedAt time.Time
 }
 
+// The issuers of links made before issuers were kept (migration 19). Neither
+// is ever a configured issuer (an absolute URL), so neither matches a
+// sign-in.
+const (
+	// IssuerUnresolved: the link awaits the issuer of its provider in the
+	// providers file of the first start after the upgrade
+	// (sqlstore.Store.ResolveIdentityIssuers).
+	IssuerUnresolved = ""
+	// IssuerUnknown: its provider was not configured at that start, so the
+	// issuer it was made under is not known; it signs nobody in until an
+	// administrator removes it (the person then links afresh).
+	IssuerUnknown = "urn:portcullis:issuer-unknown"
+)
+
 // FederatedIdentities stores the links between upstream accounts and local
 // users. Identities are removed with their user.
 type FederatedIdentities interface {
-	// GetFederatedIdentity returns the identity (provider, subject), or
-	// ErrNotFound.
-	GetFederatedIdentity(ctx context.Context, provider, subject string) (FederatedIdentity, error)
-	// LinkFederatedIdentity stores fi (LinkedAt is set by the store and
-	// written back). ErrAlreadyExists when (provider, subject) is linked to
-	// anyone or the user already has an identity at that provider (of
+	// GetFederatedIdentity returns the identity (provider, issuer,
+	// subject), or ErrNotFound; always ErrNotFound for IssuerUnresolved
+	// and IssuerUnknown.
+	GetFederatedIdentity(ctx context.Context, provider, issuer, subject string) (FederatedIdentity, error)
+	// LinkFederatedIdentity stores fi, which needs its provider, issuer
+	// (neither IssuerUnresolved nor IssuerUnknown), subject and user
+	// (LinkedAt is set by the store and written back). ErrAlreadyExists
+	// when (provider, issuer, subject) is linked to anyone or the user
+	// already has an identity at that provider id, under any issuer (of
 	// concurrent links of one upstream account exactly one succeeds);
 	// ErrNotFound when the user does not exist.
 	LinkFederatedIdentity(ctx context.Context, fi *FederatedIdentity) error
 	// CreateUserWithIdentity creates u (as CreateUser does) and links fi to
 	// it in one transaction (fi.UserID and fi.LinkedAt are filled): nothing
 	// is created when either fails. ErrAlreadyExists when the email is taken
-	// or (provider, subject) is linked already.
+	// or (provider, issuer, subject) is linked already.
 	CreateUserWithIdentity(ctx context.Context, u *User, fi *FederatedIdentity) error
 	// AcceptInviteWithIdentity accepts the pending invite whose token hashes
 	// to tokenHash as AcceptInvite does (the user gets the invite's email,
 	// verified, and role) and links fi to the created user, in one
 	// transaction; ErrAlreadyExists when the email has an account or
-	// (provider, subject) is linked already, the invite's one-time-token
+	// (provider, issuer, subject) is linked already, the invite's one-time-token
 	// errors otherwise.
 	AcceptInviteWithIdentity(ctx context.Context, tokenHash []byte, now time.Time, u *User, fi *FederatedIdentity) (Invite, error)
 	// ListFederatedIdentities returns the user's identities, by provider.

@@ -13,7 +13,12 @@ import (
 // Identity is a user's link to an upstream identity provider, as the admin
 // API shows it.
 type Identity struct {
-	Provider string    `json:"provider"`
+	Provider string `json:"provider"`
+	// Issuer is the provider's issuer when the link was made; empty for a
+	// link made before issuers were kept whose issuer is not known (its
+	// provider was not configured at the first start after the upgrade):
+	// such a link signs nobody in.
+	Issuer   string    `json:"issuer"`
 	Subject  string    `json:"subject"`
 	Email    string    `json:"email"`
 	LinkedAt time.Time `json:"linked_at"`
@@ -52,7 +57,11 @@ func (s *Service) identities(ctx context.Context, t store.User) (IdentityList, e
 	}
 	out := IdentityList{Items: make([]Identity, 0, len(list))}
 	for _, fi := range list {
-		out.Items = append(out.Items, Identity{Provider: fi.Provider, Subject: fi.Subject, Email: fi.Email, LinkedAt: fi.LinkedAt})
+		iss := fi.Issuer
+		if iss == store.IssuerUnknown {
+			iss = ""
+		}
+		out.Items = append(out.Items, Identity{Provider: fi.Provider, Issuer: iss, Subject: fi.Subject, Email: fi.Email, LinkedAt: fi.LinkedAt})
 	}
 	return out, nil
 }
@@ -76,7 +85,7 @@ func (s *Service) UnlinkIdentity(ctx context.Context, actor Actor, userID, provi
 		return storeErr("unlink identity", err, errIdentityNotFound)
 	}
 	s.record(ctx, "identity.unlinked", store.OutcomeSuccess, a.ID, t.ID, actor.Meta,
-		map[string]string{"provider": fi.Provider, "subject": fi.Subject, "via": viaAdmin})
+		map[string]string{"provider": fi.Provider, "issuer": fi.Issuer, "subject": fi.Subject, "via": viaAdmin})
 	return nil
 }
 
@@ -109,11 +118,14 @@ type FederatedUser struct {
 	// Role is the provider's jit.default_role.
 	Role     string
 	Provider string
-	Subject  string
+	// Issuer is the provider's configured issuer, which verified the
+	// sign-in: the link is to (Provider, Issuer, Subject).
+	Issuer  string
+	Subject string
 }
 
 // CreateFederatedUser creates, just in time, an active user without a
-// password holding f.Role and linked to (f.Provider, f.Subject), in one
+// password holding f.Role and linked to (f.Provider, f.Issuer, f.Subject), in one
 // transaction: the provider file's validation already checked the role
 // against the top role's privilege ceiling, and it is checked again here
 // against the policy in force. Audit user.jit_created (the user as target)
@@ -134,7 +146,7 @@ func (s *Service) CreateFederatedUser(ctx context.Context, m Meta, f FederatedUs
 		return store.User{}, apierr.ErrForbidden.WithDescription("The provider's default role %q may not be granted.", f.Role)
 	}
 	u := store.User{Email: email, Name: name, Active: true, EmailVerified: f.EmailVerified, Roles: []string{f.Role}}
-	fi := store.FederatedIdentity{Provider: f.Provider, Subject: f.Subject, Email: f.Email}
+	fi := store.FederatedIdentity{Provider: f.Provider, Issuer: f.Issuer, Subject: f.Subject, Email: f.Email}
 	if err := s.store.CreateUserWithIdentity(ctx, &u, &fi); err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return store.User{}, apierr.ErrConflict.WithDescription("An account with this email address or upstream identity already exists.").WithCause(err)
@@ -144,6 +156,6 @@ func (s *Service) CreateFederatedUser(ctx context.Context, m Meta, f FederatedUs
 	details := map[string]string{"provider": f.Provider, "subject": f.Subject, "roles": f.Role}
 	s.record(ctx, "user.jit_created", store.OutcomeSuccess, u.ID, u.ID, m, details)
 	s.record(ctx, "identity.linked", store.OutcomeSuccess, u.ID, u.ID, m,
-		map[string]string{"provider": f.Provider, "subject": f.Subject, "via": "jit"})
+		map[string]string{"provider": f.Provider, "issuer": f.Issuer, "subject": f.Subject, "via": "jit"})
 	return u, nil
 }

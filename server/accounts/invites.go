@@ -553,7 +553,7 @@ func (s *Service) PendingInvite(ctx context.Context, m Meta, tok string) (store.
 // provider whose verified email is the invite's (contract: "An invite can
 // be accepted by signing in with a provider whose verified email equals the
 // invite's"): it creates the user with the invite's email (verified) and
-// role, without a password, linked to (f.Provider, f.Subject), in one
+// role, without a password, linked to (f.Provider, f.Issuer, f.Subject), in one
 // transaction. An address that is not verified or not the invite's is 403
 // forbidden; an unusable invite 400 invalid_token; an email with an account
 // or an upstream account linked already 409. Audit invite.accepted and
@@ -574,7 +574,7 @@ func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string,
 		name = ""
 	}
 	u := store.User{Name: name, Active: true}
-	fi := store.FederatedIdentity{Provider: f.Provider, Subject: f.Subject, Email: f.Email}
+	fi := store.FederatedIdentity{Provider: f.Provider, Issuer: f.Issuer, Subject: f.Subject, Email: f.Email}
 	accepted, err := s.store.AcceptInviteWithIdentity(ctx, hashSecret(secret), s.now(), &u, &fi)
 	if err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
@@ -585,7 +585,7 @@ func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string,
 	s.record(ctx, "invite.accepted", store.OutcomeSuccess, u.ID, u.ID, m,
 		map[string]string{"invite_id": accepted.ID, "role": accepted.Role, "provider": f.Provider})
 	s.record(ctx, "identity.linked", store.OutcomeSuccess, u.ID, u.ID, m,
-		map[string]string{"provider": f.Provider, "subject": f.Subject, "via": "invite"})
+		map[string]string{"provider": f.Provider, "issuer": f.Issuer, "subject": f.Subject, "via": "invite"})
 	return u, nil
 }
 

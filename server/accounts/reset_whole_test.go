@@ -77,7 +77,8 @@ func TestResetIsWholeOrNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fi := store.FederatedIdentity{Provider: "squatter", Subject: "sub-" + tc.name, UserID: u.ID, Email: u.Email}
+			fi := store.FederatedIdentity{Provider: "squatter", Issuer: "https://squatter.example", Subject: "sub-" + tc.name, UserID: u.ID,
+				Email: u.Email}
 			if err := core.Store.LinkFederatedIdentity(ctx, &fi); err != nil {
 				t.Fatal(err)
 			}

@@ -408,6 +408,9 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, err
 	}
+	if err := resolveIdentityIssuers(ctx, core.Store, providers, log); err != nil {
+		return nil, err
+	}
 	m := metrics.New(core.Keys.ActiveKeyAge)
 	if err := m.InstrumentGORM(core.Store.DB()); err != nil {
 		return nil, fmt.Errorf("instrument the database: %w", err)
@@ -584,6 +587,32 @@ func loadProviders(cfg config.Config, pol *policy.Policy) (*upstream.Providers, 
 		return nil, fmt.Errorf("PORTCULLIS_IDENTITY_PROVIDERS_FILE: %w", err)
 	}
 	return ps, nil
+}
+
+// resolveIdentityIssuers is the start step of the links to upstream
+// accounts made before their issuer was kept (migration 19): each gets the
+// issuer that ps, the providers file in force, gives its provider; those
+// of a provider ps does not configure are marked unknown for good and sign
+// nobody in (sqlstore.Store.ResolveIdentityIssuers, which explains why).
+// After the first start there are none left, and it reads nothing.
+func resolveIdentityIssuers(ctx context.Context, st *sqlstore.Store, ps *upstream.Providers, log *slog.Logger) error {
+	issuers := map[string]string{}
+	for _, p := range ps.List() {
+		issuers[p.ID] = p.Issuer
+	}
+	r, err := st.ResolveIdentityIssuers(ctx, issuers)
+	if err != nil {
+		return fmt.Errorf("give the links to upstream accounts their issuer: %w", err)
+	}
+	if r.Resolved > 0 {
+		log.Info("links to upstream accounts made before issuers were kept now name the issuer of their provider in the providers file",
+			"links", r.Resolved)
+	}
+	if r.Unknown > 0 {
+		log.Warn("links to upstream accounts of providers not in the providers file sign nobody in from now on, whatever the file later says; "+
+			"their users link again after an administrator removes them (DELETE /admin/users/{id}/identities/{provider})", "links", r.Unknown)
+	}
+	return nil
 }
 
 // signInDeps wires browser sign-in: the browser session cookie over the

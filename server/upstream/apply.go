@@ -132,7 +132,7 @@ func (s *Service) Apply(ctx context.Context, d Decision, m Meta) (store.User, er
 		// that is not create the account that the owner's provider later
 		// links to automatically (verified_email_auto).
 		u, err := s.d.Accounts.CreateFederatedUser(ctx, m.accounts(), accounts.FederatedUser{Email: d.Claims.Email,
-			Name: d.Claims.Name, EmailVerified: d.Provider.VouchesForEmail(d.Claims), Role: d.Role, Provider: d.Provider.ID, Subject: d.Claims.Subject})
+			Name: d.Claims.Name, EmailVerified: d.Provider.VouchesForEmail(d.Claims), Role: d.Role, Provider: d.Provider.ID, Issuer: d.Provider.Issuer, Subject: d.Claims.Subject})
 		if err != nil {
 			if errors.Is(err, apierr.ErrConflict) {
 				return store.User{}, refuse(ReasonAlreadyLinked, d.Provider, "", err)
@@ -217,7 +217,8 @@ func (s *Service) AcceptInvite(ctx context.Context, v Verified, inviteToken stri
 		return u, d, s.recordUnlessPending(ctx, m, v.Provider, err)
 	}
 	u, err = s.d.Accounts.AcceptInviteFederated(ctx, m.accounts(), inviteToken, accounts.FederatedUser{Email: d.Claims.Email,
-		Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Subject: d.Claims.Subject})
+		Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Issuer: d.Provider.Issuer,
+		Subject: d.Claims.Subject})
 	return u, d, err
 }
 
@@ -271,7 +272,8 @@ func (s *Service) linkConfirmed(ctx context.Context, p *Provider, c Claims, user
 
 // link stores the identity of d for d.User and records identity.linked.
 func (s *Service) link(ctx context.Context, d Decision, m Meta, via string) error {
-	fi := store.FederatedIdentity{Provider: d.Provider.ID, Subject: d.Claims.Subject, UserID: d.User.ID, Email: d.Claims.Email}
+	fi := store.FederatedIdentity{Provider: d.Provider.ID, Issuer: d.Provider.Issuer, Subject: d.Claims.Subject, UserID: d.User.ID,
+		Email: d.Claims.Email}
 	if err := s.d.Store.LinkFederatedIdentity(ctx, &fi); err != nil {
 		switch {
 		case errors.Is(err, store.ErrAlreadyExists):
@@ -283,7 +285,7 @@ func (s *Service) link(ctx context.Context, d Decision, m Meta, via string) erro
 	}
 	s.d.Audit.Record(ctx, store.AuditEvent{Action: "identity.linked", Outcome: store.OutcomeSuccess, ActorID: d.User.ID,
 		TargetID: d.User.ID, ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent,
-		Details: map[string]string{"provider": fi.Provider, "subject": fi.Subject, "via": via}})
+		Details: map[string]string{"provider": fi.Provider, "issuer": fi.Issuer, "subject": fi.Subject, "via": via}})
 	return nil
 }
 

@@ -14,8 +14,8 @@ type Outcome string
 
 // Outcomes of Decide.
 const (
-	// OutcomeLogin: (provider, sub) is linked to Decision.User, who may
-	// sign in.
+	// OutcomeLogin: (provider, issuer, sub) is linked to Decision.User,
+	// who may sign in.
 	OutcomeLogin Outcome = "login"
 	// OutcomeConfirm: the upstream account is unknown and its verified
 	// email is Decision.User's; they are linked only after the person proves
@@ -139,7 +139,7 @@ func refuse(reason string, p *Provider, userID string, cause error) *Refusal {
 
 // Directory is what the core reads to decide (*sqlstore.Store implements it).
 type Directory interface {
-	GetFederatedIdentity(ctx context.Context, provider, subject string) (store.FederatedIdentity, error)
+	GetFederatedIdentity(ctx context.Context, provider, issuer, subject string) (store.FederatedIdentity, error)
 	ListFederatedIdentities(ctx context.Context, userID string) ([]store.FederatedIdentity, error)
 	GetUser(ctx context.Context, id string) (store.User, error)
 	GetUserByEmail(ctx context.Context, email string) (store.User, error)
@@ -154,10 +154,14 @@ type Input struct {
 	Invite   *store.Invite
 }
 
-// Decide is the one linking core. The user is found by (provider, sub),
-// never by email: a returning user whose upstream email changed still
+// Decide is the one linking core. The user is found by (provider, issuer,
+// sub), never by email: a returning user whose upstream email changed still
 // signs in as themself, and an upstream account whose email was changed to
-// a local user's is never taken for that user. An unknown sub is decided
+// a local user's is never taken for that user. The issuer is the
+// provider's configured one, which verified the token: only iss and sub
+// together name an account (OIDC Core 5.7), so a link made while the
+// provider id named another issuer (moved, or deleted and reused) is not
+// this account, whose sub is then unknown here. An unknown sub is decided
 // by its verified email only: a local account with that email is linked
 // after confirmation (or automatically under every condition of
 // verified_email_auto, and only when the account holds no identity of a
@@ -180,7 +184,7 @@ func Decide(ctx context.Context, dir Directory, ps *Providers, in Input) (Decisi
 			return d, refuse(ReasonDomainNotAllowed, p, "", nil)
 		}
 	}
-	fi, err := dir.GetFederatedIdentity(ctx, p.ID, c.Subject)
+	fi, err := dir.GetFederatedIdentity(ctx, p.ID, p.Issuer, c.Subject)
 	switch {
 	case err == nil:
 		u, err := dir.GetUser(ctx, fi.UserID)
@@ -216,7 +220,7 @@ func Decide(ctx context.Context, dir Directory, ps *Providers, in Input) (Decisi
 		return d, fmt.Errorf("list the user's identities: %w", err)
 	}
 	for _, l := range links {
-		if l.Provider == p.ID {
+		if l.Provider == p.ID { // under any issuer: one identity per provider id
 			return d, refuse(ReasonAlreadyLinked, p, u.ID, nil)
 		}
 	}

@@ -12,19 +12,24 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// directory is an in-memory upstream.Directory.
+// directory is an in-memory upstream.Directory: an identity is (provider,
+// issuer, subject), and the markers of links made before issuers were kept
+// match nothing, as in the store.
 type directory struct {
 	users []store.User
 	links []store.FederatedIdentity
 	fail  error
 }
 
-func (d *directory) GetFederatedIdentity(_ context.Context, provider, subject string) (store.FederatedIdentity, error) {
+func (d *directory) GetFederatedIdentity(_ context.Context, provider, issuer, subject string) (store.FederatedIdentity, error) {
 	if d.fail != nil {
 		return store.FederatedIdentity{}, d.fail
 	}
+	if issuer == store.IssuerUnresolved || issuer == store.IssuerUnknown {
+		return store.FederatedIdentity{}, store.ErrNotFound
+	}
 	for _, l := range d.links {
-		if l.Provider == provider && l.Subject == subject {
+		if l.Provider == provider && l.Issuer == issuer && l.Subject == subject {
 			return l, nil
 		}
 	}
@@ -67,19 +72,24 @@ func TestDecide(t *testing.T) {
 	eve := store.User{ID: "usr_eve", Email: "eve@example.com", Active: true, EmailVerified: true}
 	// fay holds an identity of social, which vouches for no domain (a
 	// squatter's, maybe); gus one of mail, which owns example.com; hal one
-	// of a provider no longer configured.
+	// of a provider no longer configured. ivy's google identity was linked
+	// before issuers were kept, and its provider was not configured when
+	// they began to be (its issuer is unknown).
 	fay := store.User{ID: "usr_fay", Email: "fay@example.com", Active: true, EmailVerified: true}
 	gus := store.User{ID: "usr_gus", Email: "gus@example.com", Active: true, EmailVerified: true}
 	hal := store.User{ID: "usr_hal", Email: "hal@example.com", Active: true, EmailVerified: true}
+	ivy := store.User{ID: "usr_ivy", Email: "ivy@example.com", Active: true, EmailVerified: true}
+	const issGoogle, issCorp = "https://accounts.google.com", "https://login.corp.example"
 	dir := &directory{
-		users: []store.User{ann, bob, cyd, dan, eve, fay, gus, hal},
+		users: []store.User{ann, bob, cyd, dan, eve, fay, gus, hal, ivy},
 		links: []store.FederatedIdentity{
-			{Provider: "google", Subject: "g-ann", UserID: ann.ID},
-			{Provider: "google", Subject: "g-cyd", UserID: cyd.ID},
-			{Provider: "corp", Subject: "c-dan-old", UserID: dan.ID},
-			{Provider: "social", Subject: "s-fay", UserID: fay.ID},
-			{Provider: "mail", Subject: "m-gus", UserID: gus.ID},
-			{Provider: "gone", Subject: "x-hal", UserID: hal.ID},
+			{Provider: "google", Issuer: issGoogle, Subject: "g-ann", UserID: ann.ID},
+			{Provider: "google", Issuer: issGoogle, Subject: "g-cyd", UserID: cyd.ID},
+			{Provider: "corp", Issuer: issCorp, Subject: "c-dan-old", UserID: dan.ID},
+			{Provider: "social", Issuer: "https://social.example", Subject: "s-fay", UserID: fay.ID},
+			{Provider: "mail", Issuer: "https://mail.example", Subject: "m-gus", UserID: gus.ID},
+			{Provider: "gone", Issuer: "https://gone.example", Subject: "x-hal", UserID: hal.ID},
+			{Provider: "google", Issuer: store.IssuerUnknown, Subject: "g-ivy", UserID: ivy.ID},
 		},
 	}
 	// The configured providers that judge the identities an account holds.
@@ -88,11 +98,17 @@ func TestDecide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	google := &upstream.Provider{ID: "google", Link: upstream.LinkConfirm}
-	jit := &upstream.Provider{ID: "google", Link: upstream.LinkConfirm, JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
-	auto := &upstream.Provider{ID: "google", Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"example.com"}}
-	autoNoDomains := &upstream.Provider{ID: "google", Link: upstream.LinkVerifiedEmailAuto}
-	corp := &upstream.Provider{ID: "corp", Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"corp.example"}}
+	google := &upstream.Provider{ID: "google", Issuer: issGoogle, Link: upstream.LinkConfirm}
+	jit := &upstream.Provider{ID: "google", Issuer: issGoogle, Link: upstream.LinkConfirm, JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
+	auto := &upstream.Provider{ID: "google", Issuer: issGoogle, Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"example.com"}}
+	autoNoDomains := &upstream.Provider{ID: "google", Issuer: issGoogle, Link: upstream.LinkVerifiedEmailAuto}
+	corp := &upstream.Provider{ID: "corp", Issuer: issCorp, Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"corp.example"}}
+	// The id google pointed at another issuer (moved, or deleted and given
+	// to another provider): its subs are another issuer's accounts.
+	moved := &upstream.Provider{ID: "google", Issuer: "https://google.elsewhere.example", Link: upstream.LinkConfirm,
+		JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
+	// No issuer at all (a provider built in code): it matches no link.
+	noIssuer := &upstream.Provider{ID: "google", Link: upstream.LinkConfirm}
 	verified := func(sub, email string) upstream.Claims {
 		return upstream.Claims{Subject: sub, Email: email, EmailVerified: true}
 	}
@@ -113,6 +129,12 @@ func TestDecide(t *testing.T) {
 		{"ok/known_sub_without_email", upstream.Input{Provider: google, Claims: upstream.Claims{Subject: "g-ann"}}, upstream.OutcomeLogin, ann.ID, "", "", ""},
 		{"fail/known_sub_deactivated", upstream.Input{Provider: google, Claims: verified("g-cyd", "cyd@example.com")}, "", "", "", upstream.ReasonDeactivated, cyd.ID},
 		{"fail/same_sub_other_provider_is_unknown", upstream.Input{Provider: corp, Claims: verified("g-ann", "x@corp.example")}, "", "", "", upstream.ReasonNoAccount, ""},
+		{"ok/same_sub_other_issuer_is_unknown_created", upstream.Input{Provider: moved, Claims: verified("g-ann", "mallory@example.com")}, upstream.OutcomeCreate, "", "user", "", ""},
+		{"fail/same_sub_other_issuer_without_email_is_unknown", upstream.Input{Provider: moved, Claims: upstream.Claims{Subject: "g-ann"}}, "", "", "", upstream.ReasonEmailUnverified, ""},
+		{"fail/other_issuer_holder_of_the_old_link_already_linked", upstream.Input{Provider: moved, Claims: verified("g-ann-new", "ann@example.com")}, "", "", "", upstream.ReasonAlreadyLinked, ann.ID},
+		{"fail/no_issuer_matches_no_link", upstream.Input{Provider: noIssuer, Claims: upstream.Claims{Subject: "g-ann"}}, "", "", "", upstream.ReasonEmailUnverified, ""},
+		{"fail/unknown_issuer_link_signs_nobody_in", upstream.Input{Provider: google, Claims: upstream.Claims{Subject: "g-ivy"}}, "", "", "", upstream.ReasonEmailUnverified, ""},
+		{"fail/unknown_issuer_link_holds_the_provider_id", upstream.Input{Provider: google, Claims: verified("g-ivy", "ivy@example.com")}, "", "", "", upstream.ReasonAlreadyLinked, ivy.ID},
 		{"ok/unknown_sub_verified_email_needs_confirmation", upstream.Input{Provider: google, Claims: verified("g-new", "EVE@example.com")}, upstream.OutcomeConfirm, eve.ID, "", "", ""},
 		{"fail/nOAuth_unverified_email_of_a_local_user_is_not_linked", upstream.Input{Provider: google, Claims: unverified("g-evil", "eve@example.com")}, "", "", "", upstream.ReasonEmailUnverified, ""},
 		{"fail/nOAuth_even_with_auto_link", upstream.Input{Provider: auto, Claims: unverified("g-evil", "ann@example.com")}, "", "", "", upstream.ReasonEmailUnverified, ""},
@@ -271,11 +293,13 @@ func (c *createdAccounts) CreateFederatedUser(_ context.Context, _ accounts.Meta
 // (local_email_unverified) instead of linking to it automatically; one
 // that a provider owning example.com created is verified and linked.
 func TestApplyCreateVerifiesOnlyAnAuthoritativeProvidersEmail(t *testing.T) {
-	social := &upstream.Provider{ID: "social", Link: upstream.LinkConfirm, JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
-	corp := &upstream.Provider{ID: "corp", Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"example.com"},
+	social := &upstream.Provider{ID: "social", Issuer: "https://social.example", Link: upstream.LinkConfirm,
 		JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
+	corp := &upstream.Provider{ID: "corp", Issuer: "https://login.corp.example", Link: upstream.LinkVerifiedEmailAuto,
+		AllowedDomains: []string{"example.com"}, JIT: upstream.JIT{Enabled: true, DefaultRole: "user"}}
 	// mail also owns example.com and links by verified_email_auto.
-	mail := &upstream.Provider{ID: "mail", Link: upstream.LinkVerifiedEmailAuto, AllowedDomains: []string{"example.com"}}
+	mail := &upstream.Provider{ID: "mail", Issuer: "https://mail.example", Link: upstream.LinkVerifiedEmailAuto,
+		AllowedDomains: []string{"example.com"}}
 	for _, tc := range []struct {
 		name         string
 		creator      *upstream.Provider
@@ -306,11 +330,11 @@ func TestApplyCreateVerifiesOnlyAnAuthoritativeProvidersEmail(t *testing.T) {
 				t.Fatalf("Decide = %+v, %v; want create", d.Outcome, err)
 			}
 			u, err := svc.Apply(ctx, d, upstream.Meta{})
-			if err != nil || len(acc.got) != 1 || acc.got[0].EmailVerified != tc.wantVerified {
-				t.Fatalf("Apply = %+v, %v; created %+v, want email_verified %v", u, err, acc.got, tc.wantVerified)
+			if err != nil || len(acc.got) != 1 || acc.got[0].EmailVerified != tc.wantVerified || acc.got[0].Issuer != tc.creator.Issuer {
+				t.Fatalf("Apply = %+v, %v; created %+v, want email_verified %v, issuer %s", u, err, acc.got, tc.wantVerified, tc.creator.Issuer)
 			}
 			dir.users = append(dir.users, u)
-			dir.links = append(dir.links, store.FederatedIdentity{Provider: tc.creator.ID, Subject: "first", UserID: u.ID})
+			dir.links = append(dir.links, store.FederatedIdentity{Provider: tc.creator.ID, Issuer: tc.creator.Issuer, Subject: "first", UserID: u.ID})
 
 			d, err = svc.Decide(ctx, upstream.Input{Provider: mail, Claims: upstream.Claims{Subject: "second", Email: "boss@example.com", EmailVerified: true}})
 			if tc.wantRefusal != "" {

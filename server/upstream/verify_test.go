@@ -154,7 +154,7 @@ type memStore struct {
 }
 
 func (m *memStore) LinkFederatedIdentity(_ context.Context, fi *store.FederatedIdentity) error {
-	if _, err := m.GetFederatedIdentity(context.Background(), fi.Provider, fi.Subject); err == nil {
+	if _, err := m.GetFederatedIdentity(context.Background(), fi.Provider, fi.Issuer, fi.Subject); err == nil {
 		return store.ErrAlreadyExists
 	}
 	m.links = append(m.links, *fi)
@@ -227,7 +227,7 @@ func TestBrowserPath(t *testing.T) {
 	}
 	audit := &auditLog{}
 	ann := store.User{ID: "usr_ann", Email: "ann@example.com", Active: true, EmailVerified: true}
-	st := &memStore{directory{users: []store.User{ann}, links: []store.FederatedIdentity{{Provider: "test", Subject: "s-ann", UserID: ann.ID}}}}
+	st := &memStore{directory{users: []store.User{ann}, links: []store.FederatedIdentity{{Provider: "test", Issuer: op.Issuer, Subject: "s-ann", UserID: ann.ID}}}}
 	svc, err := upstream.New(upstream.Deps{Providers: ps, Verifier: upstream.NewVerifier(nil, nil), Store: st, Accounts: noAccounts{},
 		Audit: audit, Once: &memOnce{}})
 	if err != nil {

@@ -12,9 +12,10 @@ import (
 
 var _ store.FederatedIdentities = (*Store)(nil)
 
-// identityRow is a row of federated_identities (migration 11).
+// identityRow is a row of federated_identities (migrations 11 and 19).
 type identityRow struct {
 	Provider string    `gorm:"column:provider;primaryKey"`
+	Issuer   string    `gorm:"column:issuer;primaryKey"`
 	Subject  string    `gorm:"column:subject;primaryKey"`
 	UserID   string    `gorm:"column:user_id"`
 	Email    string    `gorm:"column:email"`
@@ -24,30 +25,44 @@ type identityRow struct {
 func (identityRow) TableName() string { return "federated_identities" }
 
 func (r identityRow) identity() store.FederatedIdentity {
-	return store.FederatedIdentity{Provider: r.Provider, Subject: r.Subject, UserID: r.UserID, Email: r.Email,
+	return store.FederatedIdentity{Provider: r.Provider, Issuer: r.Issuer, Subject: r.Subject, UserID: r.UserID, Email: r.Email,
 		LinkedAt: readTime(r.LinkedAt)}
 }
 
-// validIdentity refuses an identity without its provider, subject or user.
+// knownIssuer reports whether iss may name the issuer of a link: not one of
+// the markers of links made before issuers were kept.
+func knownIssuer(iss string) bool {
+	return iss != store.IssuerUnresolved && iss != store.IssuerUnknown
+}
+
+// validIdentity refuses an identity without its provider, issuer, subject
+// or user.
 func validIdentity(fi *store.FederatedIdentity, needUser bool) error {
-	if fi == nil || fi.Provider == "" || fi.Subject == "" || (needUser && fi.UserID == "") {
-		return fmt.Errorf("%w: a federated identity needs its provider, subject and user", ErrInvalidUser)
+	if fi == nil || fi.Provider == "" || !knownIssuer(fi.Issuer) || fi.Subject == "" || (needUser && fi.UserID == "") {
+		return fmt.Errorf("%w: a federated identity needs its provider, issuer, subject and user", ErrInvalidUser)
 	}
 	return nil
 }
 
-// GetFederatedIdentity implements store.FederatedIdentities.
-func (s *Store) GetFederatedIdentity(ctx context.Context, provider, subject string) (store.FederatedIdentity, error) {
+// GetFederatedIdentity implements store.FederatedIdentities: the one
+// lookup of every upstream sign-in, by the issuer too, so that a link made
+// under another issuer, or before issuers were kept and not resolved since,
+// is no one's.
+func (s *Store) GetFederatedIdentity(ctx context.Context, provider, issuer, subject string) (store.FederatedIdentity, error) {
+	if !knownIssuer(issuer) {
+		return store.FederatedIdentity{}, fmt.Errorf("get federated identity: %w", store.ErrNotFound)
+	}
 	var row identityRow
-	if err := s.db.WithContext(ctx).Where("provider = ? AND subject = ?", provider, subject).Take(&row).Error; err != nil {
+	q := s.db.WithContext(ctx).Where("provider = ? AND issuer = ? AND subject = ?", provider, issuer, subject)
+	if err := q.Take(&row).Error; err != nil {
 		return store.FederatedIdentity{}, mapErr("get federated identity", err)
 	}
 	return row.identity(), nil
 }
 
 // LinkFederatedIdentity implements store.FederatedIdentities: one INSERT,
-// so the primary key (provider, subject) and the unique (user, provider)
-// decide races.
+// so the primary key (provider, issuer, subject) and the unique (user,
+// provider) decide races.
 func (s *Store) LinkFederatedIdentity(ctx context.Context, fi *store.FederatedIdentity) error {
 	if err := validIdentity(fi, true); err != nil {
 		return fmt.Errorf("link federated identity: %w", err)
@@ -60,7 +75,7 @@ func (s *Store) LinkFederatedIdentity(ctx context.Context, fi *store.FederatedId
 }
 
 func insertIdentity(db *gorm.DB, fi *store.FederatedIdentity) error {
-	row := identityRow{Provider: fi.Provider, Subject: fi.Subject, UserID: fi.UserID, Email: fi.Email, LinkedAt: fi.LinkedAt}
+	row := identityRow{Provider: fi.Provider, Issuer: fi.Issuer, Subject: fi.Subject, UserID: fi.UserID, Email: fi.Email, LinkedAt: fi.LinkedAt}
 	err := db.Create(&row).Error
 	if IsForeignKeyViolation(err) {
 		return fmt.Errorf("unknown user %q: %w", fi.UserID, store.ErrNotFound)
@@ -132,6 +147,53 @@ func (s *Store) DeleteFederatedIdentity(ctx context.Context, userID, provider st
 	})
 	if err != nil {
 		return store.FederatedIdentity{}, fmt.Errorf("delete federated identity: %w", err)
+	}
+	return out, nil
+}
+
+// IssuerResolution is what ResolveIdentityIssuers did: how many links made
+// before issuers were kept it gave their provider's configured issuer, and
+// how many it marked store.IssuerUnknown (their provider is not configured).
+type IssuerResolution struct {
+	Resolved int64
+	Unknown  int64
+}
+
+// ResolveIdentityIssuers is a start step: it gives every link still
+// awaiting its issuer (store.IssuerUnresolved: made before migration 19)
+// the issuer that issuers (provider id to issuer, the providers file in
+// force) names for its provider, and marks the rest store.IssuerUnknown,
+// in one transaction. Those links were made under the issuer of the file
+// in force when they were made, which the migration cannot know; the file
+// of the first start after the upgrade is the best witness of it. A link
+// whose provider that file does not configure is marked so that no later
+// file resolves it: a provider id deleted and later given to another
+// issuer must not inherit the old issuer's links. Only pending links are
+// read (a partial index), so later starts cost nothing.
+func (s *Store) ResolveIdentityIssuers(ctx context.Context, issuers map[string]string) (IssuerResolution, error) {
+	var out IssuerResolution
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		out = IssuerResolution{}
+		for provider, iss := range issuers {
+			if !knownIssuer(iss) {
+				continue
+			}
+			res := tx.Model(&identityRow{}).Where("issuer = ? AND provider = ?", store.IssuerUnresolved, provider).
+				Update("issuer", iss)
+			if res.Error != nil {
+				return mapErr("resolve the issuer of "+provider+"'s links", res.Error)
+			}
+			out.Resolved += res.RowsAffected
+		}
+		res := tx.Model(&identityRow{}).Where("issuer = ?", store.IssuerUnresolved).Update("issuer", store.IssuerUnknown)
+		if res.Error != nil {
+			return mapErr("mark the links of providers not configured", res.Error)
+		}
+		out.Unknown = res.RowsAffected
+		return nil
+	})
+	if err != nil {
+		return IssuerResolution{}, fmt.Errorf("resolve identity issuers: %w", err)
 	}
 	return out, nil
 }

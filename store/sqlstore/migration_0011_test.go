@@ -27,10 +27,10 @@ func TestMigration0011ExistingUsers(t *testing.T) {
 			if err != nil || fmt.Sprint(applied) != fmt.Sprint(versionsFrom(11)) {
 				t.Fatalf("Migrate applied %v, %v; want %v", applied, err, versionsFrom(11))
 			}
-			if err := s.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "google", Subject: "1", UserID: u.ID}); err != nil {
+			if err := s.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "google", Issuer: "https://accounts.google.com", Subject: "1", UserID: u.ID}); err != nil {
 				t.Fatalf("LinkFederatedIdentity: %v", err)
 			}
-			if err := s.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "google", Subject: "1", UserID: other.ID}); !errors.Is(err, store.ErrAlreadyExists) {
+			if err := s.LinkFederatedIdentity(ctx, &store.FederatedIdentity{Provider: "google", Issuer: "https://accounts.google.com", Subject: "1", UserID: other.ID}); !errors.Is(err, store.ErrAlreadyExists) {
 				t.Fatalf("second link of (provider, subject) = %v, want ErrAlreadyExists", err)
 			}
 			if err := db.Exec("DELETE FROM users WHERE id = ?", u.ID).Error; err != nil {

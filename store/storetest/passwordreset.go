@@ -30,7 +30,7 @@ func newResetFixture(t *testing.T, s *sqlstore.Store, email string, now time.Tim
 	f := resetFixture{user: mustCreateUser(t, s, newUser(email, "user"))}
 	f.link = mustUserToken(t, s, f.user.ID, store.PurposePasswordReset, now.Add(time.Hour))
 	for _, p := range []string{"home", "other"} {
-		fi := store.FederatedIdentity{Provider: p, Subject: p + "-" + email, UserID: f.user.ID, Email: email}
+		fi := store.FederatedIdentity{Provider: p, Issuer: "https://" + p + ".example", Subject: p + "-" + email, UserID: f.user.ID, Email: email}
 		if err := s.LinkFederatedIdentity(c, &fi); err != nil {
 			t.Fatal(err)
 		}
