@@ -113,39 +113,65 @@ func ValidateOrganisationBackchannel(raw string) error {
 var ErrNoMatch = errors.New("redirect_uri does not match a registered redirect URI")
 
 // Match returns the registered URI that presented matches: the same string,
-// or for a registered loopback IP literal over http the same URI on any port
-// (RFC 8252 §7.3). Nothing else is normalised: case, trailing slashes,
-// percent-encoding, default ports and added query parameters all fail.
+// or for a registered loopback IP literal over http the same string with
+// only the port added, removed or changed (RFC 8252 §7.3). Nothing else is
+// normalised: case (the scheme's too), trailing slashes, percent-encoding,
+// default ports and added query parameters all fail. A presented URI with
+// a fragment, even an empty one (a bare #), never matches (RFC 6749
+// §3.1.2: the redirection endpoint URI must not include one).
 func Match(registered []string, presented string) (string, error) {
+	if strings.Contains(presented, "#") {
+		return "", ErrNoMatch
+	}
 	for _, r := range registered {
 		if r == presented {
 			return r, nil
 		}
 	}
-	p, err := url.Parse(presented)
-	if err != nil || p.Scheme != "http" || !IsLoopbackIP(p.Hostname()) {
+	p, ok := loopbackWithoutPort(presented)
+	if !ok {
 		return "", ErrNoMatch
 	}
 	for _, r := range registered {
-		ru, err := url.Parse(r)
-		if err != nil || ru.Scheme != "http" || !IsLoopbackIP(ru.Hostname()) {
-			continue
-		}
-		if withoutPort(ru) == withoutPort(p) && validPort(p.Port()) {
+		if ru, ok := loopbackWithoutPort(r); ok && ru == p {
 			return r, nil
 		}
 	}
 	return "", ErrNoMatch
 }
 
-// withoutPort is u as a string with its port removed.
-func withoutPort(u *url.URL) string {
-	c := *u
-	c.Host = u.Hostname()
-	if strings.Contains(c.Host, ":") {
-		c.Host = "[" + c.Host + "]"
+// loopbackWithoutPort is the raw string of a valid http URI on a loopback
+// IP literal (http://127.0.0.1[:port]… or http://[::1][:port]…, the port
+// 1-65535) without its ":port"; ok is false for any other URI, user
+// information included. The result is the string as written, never parsed
+// and printed again, so nothing the parser would normalise can pass.
+func loopbackWithoutPort(raw string) (uri string, ok bool) {
+	const scheme = "http://"
+	if !strings.HasPrefix(raw, scheme) {
+		return "", false
 	}
-	return c.String()
+	if _, err := url.Parse(raw); err != nil {
+		return "", false
+	}
+	rest := raw[len(scheme):]
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	var host string
+	switch {
+	case strings.HasPrefix(authority, "[::1]"):
+		host = "[::1]"
+	case strings.HasPrefix(authority, "127.0.0.1"):
+		host = "127.0.0.1"
+	default:
+		return "", false
+	}
+	if port := authority[len(host):]; port != "" && (port[0] != ':' || port == ":" || !validPort(port[1:])) {
+		return "", false
+	}
+	return scheme + host + tail, true
 }
 
 func validPort(p string) bool {

@@ -3,6 +3,7 @@ package redirecturi
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -76,6 +77,23 @@ func TestMatch(t *testing.T) {
 		{"https://127.0.0.1:49152/native", ""},
 		{"http://127.0.0.2:49152/native", ""},
 		{"", ""},
+		// A fragment, even an empty one, never matches (RFC 6749 §3.1.2);
+		// the scheme is compared as written (found by a review).
+		{"http://127.0.0.1:1/native#", ""},
+		{"http://127.0.0.1/native#", ""},
+		{"http://127.0.0.1:5/native#x", ""},
+		{"https://app.example.com/cb#", ""},
+		{"com.example.app:/r#", ""},
+		{"HTTP://127.0.0.1:5/native", ""},
+		{"Http://127.0.0.1/native", ""},
+		{"http://127.0.0.1:/native", ""},
+		{"http://127.0.0.1:5:6/native", ""},
+		{"http://x@127.0.0.1:5/native", ""},
+		{"http://127.0.0.1:5/%6Eative", ""},
+		{"http://[::1]/v6", "http://[::1]:1234/v6"},
+		{"http://[0:0:0:0:0:0:0:1]:5555/v6", ""},
+		{"http://[::1%25lo]:5555/v6", ""},
+		{"http://[::1]:5555/v6#", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.presented, func(t *testing.T) {
@@ -127,13 +145,17 @@ func TestWithQuery(t *testing.T) {
 // FuzzMatch: a redirect URI from the authorization request matches a
 // registered one only when it is that string, or when both are http
 // loopback IP literals that differ in the port alone (RFC 8252 §7.3): the
-// same host, path, query and fragment, no user information, a valid port.
+// same host, path and query as written, no user information, a valid
+// port, and never a fragment, not even an empty one.
 func FuzzMatch(f *testing.F) {
 	f.Add("http://127.0.0.1/cb", "http://127.0.0.1:8080/cb")
 	f.Add("http://[::1]/cb?x=1", "http://[::1]:51004/cb?x=1")
 	f.Add("http://127.0.0.1/cb", "http://x@127.0.0.1:9/cb")
 	f.Add("https://app.example/cb", "https://app.example/cb")
 	f.Add("http://127.0.0.1/cb", "http://127.0.0.1:80@evil.example/cb")
+	f.Add("http://127.0.0.1/cb", "http://127.0.0.1:5/cb#")
+	f.Add("http://127.0.0.1/cb", "HTTP://127.0.0.1:5/cb")
+	f.Add("http://127.0.0.1:A", "http://127.0.0.1")
 	f.Fuzz(func(t *testing.T, registered, presented string) {
 		got, err := Match([]string{registered}, presented)
 		if err != nil {
@@ -142,8 +164,14 @@ func FuzzMatch(f *testing.F) {
 		if got != registered {
 			t.Fatalf("Match returned %q, not the registered %q", got, registered)
 		}
+		if strings.Contains(presented, "#") {
+			t.Fatalf("%q, with a fragment, matched %q", presented, registered)
+		}
 		if presented == registered {
 			return
+		}
+		if !strings.HasPrefix(presented, "http://") || !strings.HasPrefix(registered, "http://") {
+			t.Fatalf("%q matched %q, not both http:// as written", presented, registered)
 		}
 		r, err1 := url.Parse(registered)
 		p, err2 := url.Parse(presented)
