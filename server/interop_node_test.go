@@ -71,7 +71,9 @@ func nodeProject(t *testing.T) (node, dir string) {
 // over HTTP with a cookie jar, the callback validated by openid-client
 // (state and iss, tampered ones refused), the code exchanged once, the id
 // token validated (nonce, auth_time, sid, at_hash), userinfo, a refresh
-// that keeps auth_time, and single sign-on for the next request.
+// that keeps auth_time, and single sign-on for the next request (the
+// public client, on a loopback redirect, sees the consent page again:
+// RFC 8252 §8.6).
 func TestNodeCodeFlow(t *testing.T) {
 	node, dir := nodeProject(t)
 	for _, alg := range []string{"RS256", "EdDSA"} {

@@ -69,9 +69,9 @@ type Inputs struct {
 	// page for this request (prompt=select_account is then satisfied).
 	AccountSelected bool
 	// ConsentGiven: the person allowed this very request on the consent page
-	// (prompt=consent, offline_access and a private-use-scheme redirect are
-	// then satisfied). A consent remembered from another request, however
-	// recent, is not.
+	// (prompt=consent, offline_access and a public client's redirect that
+	// cannot assure its identity are then satisfied). A consent remembered
+	// from another request, however recent, is not.
 	ConsentGiven bool
 	// SecondFactorOwed: the roles a code issued now would carry (those of
 	// the organisation the request names) require a second factor the
@@ -103,9 +103,9 @@ type Decision struct {
 //     would carry require: login (whose second step asks for it, or for
 //     its enrolment)
 //  7. third-party client without remembered consent covering the scopes,
-//     or prompt=consent / offline_access / a native (private-use scheme)
-//     redirect of a public client without consent given for this request:
-//     consent
+//     or prompt=consent / offline_access / a public client's redirect
+//     that cannot assure its identity (a private-use scheme or a loopback
+//     IP literal) without consent given for this request: consent
 //  8. otherwise: issue a code
 //
 // With prompt=none every row but the last is an error instead:
@@ -142,8 +142,8 @@ func (r *Request) interact(a Action, reason, code, desc string) Decision {
 
 // needsConsent: first-party clients never ask; a third-party client needs a
 // remembered consent covering every scope asked; prompt=consent,
-// offline_access and a public client's private-use-scheme redirect (RFC
-// 8252 §8.6: another app may claim the scheme) need consent given for this
+// offline_access and a public client's redirect that cannot assure its
+// identity (unassuredRedirect, RFC 8252 §8.6) need consent given for this
 // very request.
 func needsConsent(req *Request, in Inputs) bool {
 	if req.FirstParty {
@@ -152,7 +152,7 @@ func needsConsent(req *Request, in Inputs) bool {
 	if c := in.Consent; c == nil || !covers(c.Scopes, req.Scopes) {
 		return true
 	}
-	if req.Prompt.Consent || req.WantsOffline() || req.Public && privateUseScheme(req.RedirectURI) {
+	if req.Prompt.Consent || req.WantsOffline() || req.Public && unassuredRedirect(req.RedirectURI) {
 		return !in.ConsentGiven
 	}
 	return false
@@ -167,8 +167,13 @@ func covers(granted, asked []string) bool {
 	return true
 }
 
-func privateUseScheme(uri string) bool {
+// unassuredRedirect reports whether a response sent to uri may reach a
+// program other than the client the request names, so that the redirect
+// cannot assure a public client's identity (RFC 8252 §8.6): a private-use
+// scheme, which another app may claim, or plain http, which registration
+// allows only on the loopback IP literals 127.0.0.1 and [::1], where any
+// local program may listen on the port. Only https assures it.
+func unassuredRedirect(uri string) bool {
 	scheme, _, _ := strings.Cut(uri, ":")
-	scheme = strings.ToLower(scheme)
-	return scheme != "http" && scheme != "https"
+	return !strings.EqualFold(scheme, "https")
 }

@@ -86,6 +86,20 @@ func TestDecide(t *testing.T) {
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "offline_access", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
 		{name: "public client with a private-use scheme: remembered consent not reused", req: func(r *Request) { r.Public, r.RedirectURI = true, "com.example.app:/cb" },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
+		{name: "public client with a loopback redirect on any port: remembered consent not reused (found by a review)",
+			req: func(r *Request) { r.Public, r.RedirectURI = true, "http://127.0.0.1:50000/cb" },
+			in:  Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
+		{name: "public client with an IPv6 loopback redirect: remembered consent not reused", req: func(r *Request) { r.Public, r.RedirectURI = true, "http://[::1]/cb" },
+			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
+		{name: "public client with a loopback redirect, consent given for this request", req: func(r *Request) { r.Public, r.RedirectURI = true, "http://127.0.0.1:6666/cb" },
+			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(-time.Millisecond, "docs:read", "openid"), ConsentGiven: true}, want: ActIssueCode},
+		{name: "public client with an https redirect: remembered consent reused", req: func(r *Request) { r.Public = true },
+			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ActIssueCode},
+		{name: "confidential client with a loopback redirect: remembered consent reused", req: func(r *Request) { r.RedirectURI = "http://127.0.0.1:6666/cb" },
+			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ActIssueCode},
+		{name: "first-party public client with a loopback redirect: no consent (the contract)",
+			req: func(r *Request) { r.FirstParty, r.Public, r.RedirectURI = true, true, "http://127.0.0.1:6666/cb" },
+			in:  Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
 		{name: "first-party never shows consent", req: func(r *Request) {
 			r.FirstParty = true
 			r.Prompt.Consent = true

@@ -61,8 +61,9 @@ const follow = async (page) => {
 };
 
 // signIn runs the flow in the browser and returns the callback URL and the
-// values the client keeps (verifier, state, nonce).
-const signIn = async (expectLogin) => {
+// values the client keeps (verifier, state, nonce). expectLogin: the login
+// and consent pages show; expectConsent: only the consent page shows.
+const signIn = async (expectLogin, expectConsent) => {
   const code_verifier = generators.codeVerifier();
   const state = generators.state(), nonce = generators.nonce();
   const url = client.authorizationUrl({ scope: 'openid email', code_challenge: generators.codeChallenge(code_verifier),
@@ -71,6 +72,8 @@ const signIn = async (expectLogin) => {
   if (expectLogin) {
     if (page.status !== 200 || !page.body.includes('name="username"')) fail(`login page: ${page.status} ${page.body.slice(0, 300)}`);
     page = await follow(await submit(page, { username, password }));
+  }
+  if (expectLogin || expectConsent) {
     if (page.status !== 200 || !page.body.includes('value="allow"')) fail(`consent page: ${page.status} ${page.body.slice(0, 300)}`);
     page = await follow(await submit(page, { decision: 'allow' }));
   }
@@ -112,9 +115,13 @@ if (again.sub !== claims.sub || again.auth_time !== claims.auth_time || again.au
 try { await client.callback(redirectURI, params, first.checks); fail('a used code was exchanged again'); } catch (e) { if (e.error !== 'invalid_grant') throw e; }
 try { await client.refresh(next.refresh_token); fail('the grant outlived the reuse of its code'); } catch (e) { if (e.error !== 'invalid_grant') throw e; }
 
-// Single sign-on: the next request goes to the client with no page (the
-// consent was remembered).
-const sso = await signIn(false);
+// Single sign-on: the next request goes to the client with no login page
+// and, for the confidential client, no page at all (the consent was
+// remembered). A public client's loopback redirect cannot assure its
+// identity (any local program may listen there, RFC 8252 §8.6), so the
+// public client is asked for consent again.
+const publicLoopback = clientSecret === '-' && /^http:\/\/(127\.0\.0\.1|\[::1\])[:/]/.test(redirectURI);
+const sso = await signIn(false, publicLoopback);
 const ssoTokens = await client.callback(redirectURI, client.callbackParams(sso.callback), sso.checks);
 // The same person and sign-in (auth_time); a new grant, so its own sid
 // (the contract: the id token's sid is the grant's).
