@@ -106,11 +106,15 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 		// _txlock=immediate: every transaction takes the write lock when it
 		// begins, so read-modify-write transactions queue on busy_timeout
 		// instead of failing when they upgrade a read lock.
+		// synchronous(FULL): in WAL mode a commit is synced to disk before
+		// it returns, so a power loss or an OS crash never undoes what was
+		// answered (NORMAL could lose the last commits: a revocation
+		// already answered 200).
 		dsn := path + "?_txlock=immediate" +
 			"&_pragma=busy_timeout(" + fmt.Sprint(sqliteBusyTimeoutMS) + ")" +
 			"&_pragma=journal_mode(WAL)" +
 			"&_pragma=foreign_keys(1)" +
-			"&_pragma=synchronous(NORMAL)"
+			"&_pragma=synchronous(FULL)"
 		dialector = sqlite.Open(dsn)
 	default:
 		scheme := "no scheme"
