@@ -222,7 +222,7 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	cfg.AutoMigrate = !status
-	st, err := app.OpenStore(ctx, cfg)
+	st, err := app.OpenStore(ctx, cfg, newLogger(cfg, stderr))
 	if err != nil {
 		return err
 	}

@@ -82,7 +82,7 @@ func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger) (*Core, 
 	if err != nil {
 		return nil, fmt.Errorf("PORTCULLIS_KEY_ENCRYPTION_KEY: %w", err)
 	}
-	st, err := OpenStore(ctx, cfg)
+	st, err := OpenStore(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -119,15 +119,10 @@ func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger) (*Core, 
 func (c *Core) Close() error { return c.Store.Close() }
 
 // OpenStore opens the relational store and applies pending migrations unless
-// auto-migration is off.
-func OpenStore(ctx context.Context, cfg config.Config) (*sqlstore.Store, error) {
-	if cfg.Embedded() {
-		path := strings.TrimPrefix(cfg.DatabaseURL, "sqlite://")
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("create the data directory for %s: %w", path, err)
-		}
-	}
-	st, err := sqlstore.Open(ctx, cfg.DatabaseURL)
+// auto-migration is off; log gets the store's warnings (an SQLite file
+// other users can read).
+func OpenStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*sqlstore.Store, error) {
+	st, err := sqlstore.Open(ctx, cfg.DatabaseURL, sqlstore.WithLogger(log))
 	if err != nil {
 		return nil, fmt.Errorf("open database (PORTCULLIS_DATABASE_URL): %w", err)
 	}

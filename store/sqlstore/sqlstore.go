@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -57,6 +58,7 @@ type Store struct {
 	db      *gorm.DB
 	dialect string
 	now     func() time.Time
+	log     *slog.Logger // Open's warnings
 
 	userWrites atomic.Pointer[userWriteHooksBox] // see SetUserWriteHooks
 }
@@ -73,12 +75,23 @@ func WithClock(now func() time.Time) Option {
 	}
 }
 
+// WithLogger sets where Open warns (default slog.Default()): an SQLite
+// database file other users can read.
+func WithLogger(log *slog.Logger) Option {
+	return func(s *Store) {
+		if log != nil {
+			s.log = log
+		}
+	}
+}
+
 // Open connects to the database named by databaseURL: postgres:// or
 // postgresql:// for PostgreSQL, sqlite://PATH for an embedded SQLite file
-// (its directory is created when missing). It checks that the database
-// answers but does not migrate; call Migrate for that.
+// (its directory is created when missing, 0700, and the file readable by
+// its owner only: see openSQLiteFile). It checks that the database answers
+// but does not migrate; call Migrate for that.
 func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, error) {
-	s := &Store{now: time.Now}
+	s := &Store{now: time.Now, log: slog.Default()}
 	for _, o := range opts {
 		o(s)
 	}
@@ -101,6 +114,9 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, fmt.Errorf("create directory for the SQLite database: %w", err)
+		}
+		if err := openSQLiteFile(path, s.log); err != nil {
+			return nil, err
 		}
 		s.dialect = DialectSQLite
 		// _txlock=immediate: every transaction takes the write lock when it
@@ -152,6 +168,34 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, erro
 		return nil, fmt.Errorf("open %s database: %w", s.dialect, err)
 	}
 	return s, nil
+}
+
+// openSQLiteFile creates the SQLite database file at path, when missing,
+// readable and writable by its owner only, before SQLite opens it: SQLite
+// gives the -wal and -shm files it creates beside a database that file's
+// mode. The file holds password hashes and audit events; created by
+// SQLite it would be 0644 in a directory that already existed. An existing
+// file (or -wal or -shm file) others may read is used as it is, with a
+// warning: refusing it would stop a deployment that worked.
+func openSQLiteFile(path string, log *slog.Logger) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open the SQLite database file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("open the SQLite database file: %w", err)
+	}
+	for _, name := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			continue // -wal and -shm exist only while the database is open
+		}
+		if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+			log.Warn("the SQLite database file is readable by other users of this machine (it holds password hashes and audit events): "+
+				"chmod 600 it and its -wal and -shm files", "file", name, "mode", mode.String())
+		}
+	}
+	return nil
 }
 
 // DB returns the underlying GORM handle (used by sqlstate for token state).

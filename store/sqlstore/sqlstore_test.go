@@ -1,8 +1,10 @@
 package sqlstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -185,6 +187,66 @@ func TestOpen(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSQLiteFilesPrivate: the SQLite database and its -wal and -shm files
+// are created readable by their owner only, whatever the directory's mode
+// (found by a review: they were created 0644 in a directory that already
+// existed, readable by every local user, password hashes and audit
+// included, while the key-encryption key beside them was 0600). An
+// existing file others can read is used as it is, with a warning naming it.
+func TestSQLiteFilesPrivate(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		existing os.FileMode // 0: no file before Open
+		wantMode os.FileMode // of the database file after Open
+		warn     bool
+	}{
+		{"ok/created_private", 0, 0o600, false},
+		{"ok/existing_private_kept", 0o600, 0o600, false},
+		{"ok/existing_readable_used_with_warning", 0o644, 0o644, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "portcullis.db")
+			if tc.existing != 0 {
+				if err := os.WriteFile(path, nil, tc.existing); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(path, tc.existing); err != nil { // past the umask
+					t.Fatal(err)
+				}
+			}
+			var logged bytes.Buffer
+			s, err := sqlstore.Open(testCtx(t), "sqlite://"+path, sqlstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+			if _, err := s.Migrate(testCtx(t)); err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+			if got := strings.Contains(logged.String(), "readable by other users"); got != tc.warn {
+				t.Fatalf("warned %v, want %v: %q", got, tc.warn, logged.String())
+			}
+			if tc.warn && !strings.Contains(logged.String(), path) {
+				t.Fatalf("the warning does not name the file: %q", logged.String())
+			}
+			for _, f := range []string{path, path + "-wal", path + "-shm"} {
+				fi, err := os.Stat(f)
+				if err != nil {
+					t.Errorf("%s: %v", f, err)
+					continue
+				}
+				if got := fi.Mode().Perm(); got != tc.wantMode {
+					t.Errorf("%s: mode %v, want %v", filepath.Base(f), got, tc.wantMode)
+				}
+			}
+		})
+	}
 }
 
 func itoa(n int) string {
