@@ -890,7 +890,7 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 		go func() { defer close(done); a.KeyNotices.Run(kctx) }()
 		defer func() { cancel(); <-done }()
 	}
-	go a.purgeLoop(kctx, 10*time.Minute)
+	go a.purgeLoop(kctx, purgeEvery)
 	if rs := a.states.Redis; rs != nil {
 		// Revocations the durable log holds and Redis lacks (their
 		// instance stopped, or could not reach Redis, before writing
@@ -967,6 +967,11 @@ func (a *App) serveProfiler(ctx context.Context) error {
 	a.Logger.Warn("profiler listening (PORTCULLIS_DEBUG_ADDR); keep it off in production", "addr", ln.Addr().String())
 	return nil
 }
+
+// purgeEvery is how often purgeLoop runs. Each run deletes in short batches
+// (sqlstate.State.Purge), so a backlog never holds SQLite's write lock for
+// long; a shorter period keeps the backlog, and the run, small.
+const purgeEvery = 5 * time.Minute
 
 // purgeLoop deletes expired revocations, counters and sessions from the
 // database (the SQL token state and the durable revocation log) now and then.

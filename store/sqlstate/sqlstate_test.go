@@ -435,3 +435,183 @@ func TestPurgeBrowserSignIn(t *testing.T) {
 		})
 	}
 }
+
+// TestPurgeLeavesTheWriteLock: on SQLite, where one connection at a time
+// may write, a purge of a large backlog lets other writers and readers
+// through while it runs (found by a review: one transaction deleted the
+// whole backlog, so other writers waited for all of it, past the busy
+// timeout failing with SQLITE_BUSY, and reads stalled behind them). A
+// second process (its own pool) counts a hit and checks a revocation again
+// and again until it has done so a few times while the purge was visibly
+// under way (part of the backlog gone, part left), or the purge ended.
+// Before the change it never saw the purge under way: the backlog went in
+// one commit, and its calls waited for it.
+// PostgreSQL's row locks never made the other writer wait: TestPurge and
+// TestPurgeInBatches check the batched purge there.
+func TestPurgeLeavesTheWriteLock(t *testing.T) {
+	const (
+		n       = 50000
+		during  = 5               // rounds of calls made while the purge is under way
+		maxWait = 2 * time.Second // a round may wait for a batch, never for the backlog
+		seedSQL = `WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < ?)
+			INSERT INTO once_records (kind, key_hash, value, expires_at)
+			SELECT 'auth_request', randomblob(32), randomblob(64), ? FROM c`
+	)
+	url := backends[1].url(t)
+	st := New(openStore(t, url).DB())
+	other := New(openStore(t, url).DB())
+	c := testCtx(t)
+	if err := st.db.WithContext(c).Exec(seedSQL, n, ms(time.Now().Add(-time.Hour))).Error; err != nil {
+		t.Fatalf("seed expired records: %v", err)
+	}
+	purgeCtx, stopPurge := context.WithCancel(c)
+	defer stopPurge()
+	purged, done := make(chan struct{}), make(chan struct{})
+	var (
+		worst time.Duration
+		errs  []error
+		seen  int
+	)
+	go func() {
+		defer close(done)
+		defer stopPurge() // seen enough: the rest of the backlog does not matter here
+		for seen < during {
+			select {
+			case <-purged:
+				return
+			default:
+			}
+			start := time.Now()
+			if _, _, err := other.Hit(c, "login_ip:192.0.2.1", time.Minute, time.Now()); err != nil {
+				errs = append(errs, err)
+			}
+			if _, err := other.IsAccessTokenRevoked(c, store.AccessTokenRef{JTI: "j"}); err != nil {
+				errs = append(errs, err)
+			}
+			worst = max(worst, time.Since(start))
+			var left int64
+			if err := other.db.WithContext(c).Raw("SELECT count(*) FROM once_records").Scan(&left).Error; err != nil {
+				errs = append(errs, err)
+			}
+			if left > 0 && left < n {
+				seen++
+			}
+		}
+	}()
+	start := time.Now()
+	pr, err := st.Purge(purgeCtx, time.Now())
+	close(purged)
+	<-done
+	t.Logf("purge for %v: %+v, %v; %d rounds of calls while it was under way, the slowest %v", time.Since(start), pr, err, seen, worst)
+	if err != nil && purgeCtx.Err() == nil { // stopped by the test: fine
+		t.Fatalf("Purge: %v", err)
+	}
+	if len(errs) > 0 || worst > maxWait || seen < during {
+		t.Fatalf("the purge stalled the other process: %d of %d rounds made while it was under way, %d calls failed (%v), the slowest round waited %v (at most %v)",
+			seen, during, len(errs), errors.Join(errs...), worst, maxWait)
+	}
+}
+
+// TestPurgeInBatches: a purge in batches smaller than what it deletes
+// (one row, two, exactly the number, the default) deletes what it should,
+// however the dead rows and the live ones interleave, keeps the live ones,
+// and takes a family's used hashes with it.
+func TestPurgeInBatches(t *testing.T) {
+	const each = 5 // dead rows, and live ones, of every kind
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			db := openStore(t, b.url(t)).DB()
+			for _, batch := range []int{1, 2, each, defaultPurgeBatch} {
+				t.Run(fmt.Sprintf("ok/batch_%d", batch), func(t *testing.T) {
+					st := New(db, WithMaxAccessTokenTTL(time.Hour))
+					st.purgeBatch = batch
+					c := testCtx(t)
+					now := time.Now().UTC().Truncate(time.Millisecond)
+					at := now.Add(30 * time.Second) // past the grace windows, before the live rows end
+					id := func(kind string, i int) string { return fmt.Sprintf("b%d-%s-%02d", batch, kind, i) }
+					var dead, live []string // families
+					for i := range 2 * each {
+						f := id("fam", i)
+						if err := st.CreateFamily(c, testFamily(f, now), hashOf(f+"/0")); err != nil {
+							t.Fatalf("CreateFamily: %v", err)
+						}
+						res, err := st.RotateRefresh(c, store.RotateRequest{FamilyID: f, PresentedHash: hashOf(f + "/0"),
+							NextHash: hashOf(f + "/1"), NextSealed: []byte("sealed"), Now: now, Grace: 10 * time.Second})
+						if err != nil || res.Outcome != store.RotateOK {
+							t.Fatalf("rotate %s: %v %v", f, res.Outcome, err)
+						}
+						if i%2 == 1 {
+							live = append(live, f)
+							continue
+						}
+						dead = append(dead, f)
+						if err := st.RevokeFamily(c, f, now); err != nil {
+							t.Fatalf("RevokeFamily: %v", err)
+						}
+					}
+					for i := range 2 * each {
+						ends := at.Add(time.Hour)
+						if i%2 == 0 {
+							ends = at.Add(-time.Millisecond)
+						}
+						if err := st.RevokeAccessToken(c, id("jti", i), ends); err != nil {
+							t.Fatalf("RevokeAccessToken: %v", err)
+						}
+						if err := st.PutOnce(c, store.OnceAuthCode, hashOf(id("code", i)), []byte("v"), ends); err != nil {
+							t.Fatalf("PutOnce: %v", err)
+						}
+						hitAt := now
+						if i%2 == 0 {
+							hitAt = now.Add(-time.Hour)
+						}
+						if _, _, err := st.Hit(c, id("counter", i), time.Minute, hitAt); err != nil {
+							t.Fatalf("Hit: %v", err)
+						}
+						created := now
+						if i%2 == 0 {
+							created = now.Add(-2 * time.Hour) // idle for longer than its hour
+						}
+						bs := store.BrowserSession{ID: id("bs", i), UserID: "u", AuthTime: created, CreatedAt: created,
+							LastUsedAt: created, IdleTTL: time.Hour, AbsoluteExpiry: now.Add(2 * time.Hour)}
+						if err := st.CreateBrowserSession(c, bs, hashOf(id("cookie", i))); err != nil {
+							t.Fatalf("CreateBrowserSession: %v", err)
+						}
+					}
+
+					pr, err := st.Purge(c, at)
+					want := PurgeResult{Revocations: each, Counters: each, Families: each, Successors: each, Once: each, Browser: each}
+					if err != nil || pr != want {
+						t.Fatalf("Purge = %+v, %v; want %+v", pr, err, want)
+					}
+					var gone, kept int64
+					if err := db.Model(&usedTokenRow{}).Where("family_id IN ?", dead).Count(&gone).Error; err != nil {
+						t.Fatal(err)
+					}
+					if err := db.Model(&usedTokenRow{}).Where("family_id IN ?", live).Count(&kept).Error; err != nil {
+						t.Fatal(err)
+					}
+					if gone != 0 || kept != each {
+						t.Fatalf("used hashes: %d of the purged families left (want 0), %d of the live ones (want %d)", gone, kept, each)
+					}
+					for i := 1; i < 2*each; i += 2 {
+						if _, err := st.FindRefresh(c, id("fam", i), hashOf(id("fam", i)+"/1"), at, 0); err != nil {
+							t.Fatalf("live family %d after purge: %v", i, err)
+						}
+						if r, err := st.IsAccessTokenRevoked(c, store.AccessTokenRef{JTI: id("jti", i)}); err != nil || !r {
+							t.Fatalf("live revocation %d after purge: %v %v", i, r, err)
+						}
+						if _, err := st.PeekOnce(c, store.OnceAuthCode, hashOf(id("code", i)), at); err != nil {
+							t.Fatalf("live record %d after purge: %v", i, err)
+						}
+						if _, err := st.FindBrowserSession(c, hashOf(id("cookie", i)), at); err != nil {
+							t.Fatalf("live browser session %d after purge: %v", i, err)
+						}
+					}
+					if pr, err := st.Purge(c, at); err != nil || pr != (PurgeResult{}) {
+						t.Fatalf("second Purge = %+v, %v; want nothing", pr, err)
+					}
+				})
+			}
+		})
+	}
+}
