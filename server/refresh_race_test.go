@@ -17,8 +17,10 @@ import (
 // two server instances sharing the token state: with no grace exactly one
 // succeeds (and the family is then revoked as stolen); with a grace window
 // every presentation succeeds with the same successor, so the session survives.
+// On SQLite the two instances share one database file, as two processes
+// would.
 func TestRefreshRace(t *testing.T) {
-	for _, b := range []st.Backend{st.PostgresRedis, st.Postgres} {
+	for _, b := range []st.Backend{st.PostgresRedis, st.Postgres, st.SQLite} {
 		t.Run(b.String()+"/grace 0", func(t *testing.T) {
 			a, bb, secret := twoInstances(t, b, "0s")
 			tok := a.login(t)
