@@ -85,7 +85,8 @@ func (p *Pages) inviteView(name string) view {
 	return view{Heading: "Set up your account", Submit: "Create my account",
 		Intro: []string{"You have been invited to " + p.cfg.ProductName + ". Choose a password to create your account."},
 		Fields: append([]field{{ID: "name", Label: "Your name", Type: "text", Autocomplete: "name", Value: name}},
-			p.newPasswordFields()...)}
+			p.newPasswordFields()...),
+		ProviderForms: p.inviteProviderForms()}
 }
 
 // inviteGet shows the form. Before it, AcceptInvite is called with no
@@ -103,20 +104,32 @@ func (p *Pages) inviteGet(c echo.Context) error {
 	if tok == "" {
 		return p.linkMissing(c, inviteFlow)
 	}
-	_, err := p.d.Accounts.AcceptInvite(c.Request().Context(), meta(c), accounts.AcceptInviteRequest{Token: tok})
+	if answered, err := p.inviteUsable(c, tok); answered {
+		return err
+	}
+	p.inviteCSP(c)
+	return p.renderForm(c, http.StatusOK, p.inviteView(""), InvitePath)
+}
+
+// inviteUsable checks the invite tok without redeeming it (inviteGet):
+// answered is true when it is not usable, or cannot be checked now, and
+// the page says so (err is the handler's result).
+func (p *Pages) inviteUsable(c echo.Context, tok string) (answered bool, err error) {
+	_, err = p.d.Accounts.AcceptInvite(c.Request().Context(), meta(c), accounts.AcceptInviteRequest{Token: tok})
 	switch {
 	case is(err, apierr.ErrOneTimeTokenInvalid):
-		return p.linkUnusable(c, inviteFlow, err)
+		return true, p.linkUnusable(c, inviteFlow, err)
 	case is(err, apierr.ErrInvalidRequest): // usable: the password is for the form
-		return p.renderForm(c, http.StatusOK, p.inviteView(""), InvitePath)
+		return false, nil
 	}
-	return p.fail(c, err) // rate limited or unavailable
+	return true, p.fail(c, err) // rate limited or unavailable
 }
 
 func (p *Pages) invitePost(c echo.Context) error {
 	if !p.checkCSRF(c) {
 		return p.refuseCSRF(c, InvitePath)
 	}
+	p.inviteCSP(c)
 	tok := p.flowToken(c, inviteFlow)
 	if tok == "" {
 		return p.linkMissing(c, inviteFlow)
@@ -140,7 +153,7 @@ func (p *Pages) invitePost(c echo.Context) error {
 		p.dropFlow(c, inviteFlow)
 		return p.render(c, http.StatusOK, p.invitedView("Your invitation is accepted",
 			"The invitation is accepted. Your account uses two-step verification: signing in asks for your second factor, or to set one up.",
-			"your password"))
+			"your email address and your password"))
 	case is(err, apierr.ErrOneTimeTokenInvalid):
 		return p.linkUnusable(c, inviteFlow, err)
 	case is(err, accounts.ErrWeakPassword):
@@ -160,19 +173,19 @@ func (p *Pages) invitePost(c echo.Context) error {
 	p.dropFlow(c, inviteFlow)
 	p.endSession(r.Context(), resp, m)
 	return p.render(c, http.StatusOK, p.invitedView("Your account is ready", "Your account has been created and your password is set.",
-		"your new password"))
+		"your email address and your new password"))
 }
 
 // invitedView is the page after an accepted invite: heading and what
-// happened, then where to sign in with the email address and pw (which
-// password, for a person).
-func (p *Pages) invitedView(heading, done, pw string) view {
+// happened, then where to sign in and with what (for a person: "your
+// email address and your password", or a provider's name).
+func (p *Pages) invitedView(heading, done, with string) view {
 	v := view{Kind: "success", Heading: heading, Intro: []string{done}}
 	if pr := p.signIn("Continue to sign in"); pr != nil {
-		v.Intro = append(v.Intro, "Sign in with your email address and "+pw+".")
+		v.Intro = append(v.Intro, "Sign in with "+with+".")
 		v.Primary = pr
 	} else {
-		v.Intro = append(v.Intro, "Go back to the application you were invited to and sign in with your email address and "+pw+". You can close this page.")
+		v.Intro = append(v.Intro, "Go back to the application you were invited to and sign in with "+with+". You can close this page.")
 	}
 	return v
 }

@@ -219,6 +219,7 @@ func (p *Pages) Register(e *echo.Echo) {
 	h := p.headers
 	e.GET(InvitePath, p.inviteGet, h)
 	e.POST(InvitePath, p.invitePost, h)
+	e.POST(InvitePath+"/:provider", p.inviteUpstreamStart, h)
 	e.GET(ResetPasswordPath, p.resetGet, h)
 	e.POST(ResetPasswordPath, p.resetPost, h)
 	e.GET(VerifyEmailPath, p.verifyGet, h)
@@ -319,6 +320,9 @@ type view struct {
 	// Providers are the login page's "sign in with" links, one per
 	// upstream identity provider.
 	Providers []link
+	// ProviderForms are the /invite page's "Accept with" buttons: one
+	// form (CSRF token, one button) per provider, posting to Href.
+	ProviderForms []link
 }
 
 // hidden is a hidden form field.

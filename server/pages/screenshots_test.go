@@ -296,6 +296,27 @@ func TestScreenshots(t *testing.T) {
 	tb.noViolation(t, "the refusal page")
 	shoot("upstream-refused")
 
+	// The invitation page with a provider: its labelled "Accept with"
+	// button, reached by keyboard after the password form, posts and
+	// follows the redirect to the provider (the page's form-action allows
+	// it), which accepts the invitation.
+	ilink := fd.invite(t, "ivy@example.com", "user")
+	expect(open(t, ctx, ilink), http.StatusOK, "invite with providers")
+	mustContain(t, "the invite page", text(t, ctx), "Accept with Corp Login")
+	tb.noViolation(t, "the invite page with providers")
+	accessible(t, ctx, "name", "password", "confirm_password", "Create my account", "Accept with Corp Login")
+	shoot("invite-providers")
+	fd.op.NextLogin(upstreamtest.Token{Subject: "sub-ivy", Email: "ivy@example.com", EmailVerified: upstreamtest.Bool(true)})
+	tctx, cancel := context.WithTimeout(ctx, time.Minute)
+	resp, err := chromedp.RunResponse(tctx, chromedp.Click(chromedp.CSS(`form[action="/invite/corp"] button`)))
+	cancel()
+	if err != nil {
+		t.Fatalf("press Accept with Corp Login: %v", err)
+	}
+	expect(resp.Status, http.StatusOK, "invite accepted with the provider")
+	mustContain(t, "the accepted page", text(t, ctx), "Your invitation is accepted", "sign in with Corp Login")
+	tb.noViolation(t, "the accepted page")
+
 	// Every screenshot has its committed counterpart.
 	for _, n := range names {
 		if _, err := os.Stat(filepath.Join(screenshotDir, n)); err != nil {

@@ -34,6 +34,7 @@ type Upstream interface {
 	NeedsSecondFactor(ctx context.Context, u store.User, amr []string) (bool, error)
 	LinkConfirmed(ctx context.Context, p *upstream.Provider, c upstream.Claims, userID string, m upstream.Meta) (store.User, error)
 	RecordRefusal(ctx context.Context, m upstream.Meta, providerID string, err error) error
+	AcceptInvite(ctx context.Context, v upstream.Verified, inviteToken string, m upstream.Meta) (store.User, upstream.Decision, error)
 }
 
 // Steps and fields of upstream sign-in on the login page.
@@ -59,6 +60,9 @@ type upstreamReturn struct {
 	// 6749 §10.12), so a provider's answer for someone else's sign-in,
 	// sent to a victim, signs nobody in there.
 	Browser []byte `json:"b"`
+	// Invite is the invite token of a sign-in begun on the /invite page
+	// (upstream_invite.go): kept only in this server-side record.
+	Invite string `json:"i,omitempty"`
 }
 
 // browserBinding is the SHA-256 of the request's CSRF cookie, nil when it
@@ -237,7 +241,7 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 		return p.upstreamRefused(c, err, "")
 	}
 	var ret upstreamReturn
-	if err := json.Unmarshal(v.Return, &ret); err != nil || ret.Request == "" {
+	if err := json.Unmarshal(v.Return, &ret); err != nil || (ret.Request == "" && ret.Invite == "") {
 		return p.noRequest(c)
 	}
 	if b := p.browserBinding(c); b == nil || subtle.ConstantTimeCompare(b, ret.Browser) != 1 {
@@ -245,6 +249,9 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 		err := p.si.Upstream.RecordRefusal(ctx, upstreamMeta(c, ""), id,
 			&upstream.Refusal{Reason: upstream.ReasonInvalidState, Provider: id})
 		return p.upstreamRefused(c, err, "")
+	}
+	if ret.Invite != "" {
+		return p.upstreamInviteCallback(c, v, ret.Invite)
 	}
 	old, err := p.sessionOf(c)
 	if err != nil {
