@@ -1143,3 +1143,24 @@ func TestUpstreamJITSquatterLosesTheOwnersAccount(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamExchangeRefusesUntrustedExtraAudience: on PostgreSQL+Redis
+// and SQLite, an id token issued to the provider's client and to another
+// application of the provider's, without an azp naming the provider's
+// client, is refused at the token exchange (OIDC Core §3.1.3.7 (3)); one
+// whose azp is the provider's client is exchanged. Before (found by a
+// review), the azp check ran only when azp was present, and the token
+// signed its person in.
+func TestUpstreamExchangeRefusesUntrustedExtraAudience(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			who := upstreamtest.Token{Audience: []string{"another-app-at-the-provider", e.op.ClientID},
+				Subject: "sub-aud", Email: "aud@example.com", EmailVerified: upstreamtest.Bool(true)}
+			e.refused(t, e.exchange(t, e.op.IDToken(t, who)), upstream.ReasonInvalidToken)
+			who.AZP = e.op.ClientID
+			e.exchange(t, e.op.IDToken(t, who)).ExpectStatus(http.StatusOK)
+		})
+	}
+}

@@ -248,10 +248,15 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, p *Provider, raw, nonce st
 	if err := tok.Claims(&rc); err != nil {
 		return Claims{}, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
 	}
-	// OIDC Core §3.1.3.7 (4, 5): with several audiences, an azp that names
-	// another client means the token was issued to that client.
-	if len(tok.Audience) > 1 && rc.AZP != "" && rc.AZP != p.ClientID {
-		return Claims{}, fmt.Errorf("%w: issued to another client (azp)", ErrInvalidToken)
+	// OIDC Core §3.1.3.7 (3, 4, 5): a token with audiences besides the
+	// provider's client was issued to them too, and none of them is trusted
+	// here: it is accepted only when its azp names the provider's client
+	// (without azp, or with another client's, it is refused). A token with
+	// the one audience keeps its azp unchecked: a provider's mobile app may
+	// get an id token for its server's client (Google's azp is then the
+	// app's client).
+	if len(tok.Audience) > 1 && rc.AZP != p.ClientID {
+		return Claims{}, fmt.Errorf("%w: several audiences, and azp does not name the provider's client", ErrInvalidToken)
 	}
 	c := Claims{Provider: p.ID, Subject: tok.Subject, Email: rc.Email, EmailVerified: rc.Email != "" && verifiedTrue(rc.EmailVerified),
 		Name: rc.Name, AMR: rc.AMR, Expiry: tok.Expiry, IssuedAt: tok.IssuedAt}

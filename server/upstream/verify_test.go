@@ -52,6 +52,9 @@ func TestVerifyIDTokenRefuses(t *testing.T) {
 		{"fail/azp_of_another_client", with(func(tk *upstreamtest.Token) {
 			tk.Audience, tk.AZP = []string{op.ClientID, "other"}, "other"
 		}), "n-1"},
+		{"fail/several_audiences_without_azp", with(func(tk *upstreamtest.Token) {
+			tk.Audience = []string{"another-app", op.ClientID}
+		}), "n-1"},
 		{"fail/access_token_typ", with(func(tk *upstreamtest.Token) { tk.Typ = "at+jwt" }), "n-1"},
 		{"fail/no_sub", with(func(tk *upstreamtest.Token) { tk.Subject = "" }), "n-1"},
 	} {
@@ -65,6 +68,18 @@ func TestVerifyIDTokenRefuses(t *testing.T) {
 	t.Run("fail/garbage", func(t *testing.T) {
 		if _, err := v.VerifyIDToken(ctx, p, "not.a.jwt", ""); !errors.Is(err, upstream.ErrInvalidToken) {
 			t.Fatalf("VerifyIDToken = %v", err)
+		}
+	})
+	t.Run("ok/several_audiences_azp_ours", func(t *testing.T) {
+		tok := with(func(tk *upstreamtest.Token) { tk.Audience, tk.AZP = []string{"another-app", op.ClientID}, op.ClientID })
+		if c, err := v.VerifyIDToken(ctx, p, op.IDToken(t, tok), "n-1"); err != nil || c.Subject != "u1" {
+			t.Fatalf("several audiences, azp ours: %+v, %v", c, err)
+		}
+	})
+	t.Run("ok/one_audience_azp_ours", func(t *testing.T) {
+		tok := with(func(tk *upstreamtest.Token) { tk.AZP = op.ClientID })
+		if _, err := v.VerifyIDToken(ctx, p, op.IDToken(t, tok), "n-1"); err != nil {
+			t.Fatalf("one audience, azp ours: %v", err)
 		}
 	})
 	t.Run("ok/email_verified_forms", func(t *testing.T) {
