@@ -130,7 +130,7 @@ func mfaLoginWith(t *testing.T, c *st.Client, clientID, clientSecret, email, pas
 // second step the password grant answers with mfa_required).
 func (d *mfaDeployment) mfaToken(t *testing.T, u store.User) (string, bool) {
 	t.Helper()
-	ch, err := d.in.App.MFA.Begin(context.Background(), u, nil, "", "web", "", "", time.Now())
+	ch, err := d.in.App.MFA.Begin(context.Background(), u, nil, "", "web", "", "", time.Now(), []string{mfa.AMRPassword})
 	if err != nil || ch == nil {
 		t.Fatalf("begin: %v %v", ch, err)
 	}

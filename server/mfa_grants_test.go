@@ -471,7 +471,7 @@ func staleMFAToken(t *testing.T, d *grantsDeployment, u store.User, client strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := svc.Begin(context.Background(), u, nil, "", client, "", "", past())
+	ch, err := svc.Begin(context.Background(), u, nil, "", client, "", "", past(), []string{mfa.AMRPassword})
 	if err != nil || ch == nil || !ch.ExpiresAt.Before(time.Now()) {
 		t.Fatalf("stale challenge %+v, %v", ch, err)
 	}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -637,6 +638,58 @@ func TestUpstreamStartLimitedPerAddress(t *testing.T) {
 				return
 			}
 			t.Fatalf("%d sign-ins started at the provider from one address, none refused", kept-1)
+		})
+	}
+}
+
+// TestUpstreamSecondStepAtTheTokenEndpointIsFederated: on
+// PostgreSQL+Redis and SQLite, the second step of a sign-in through the
+// provider, finished with the MFA grant at the token endpoint (the
+// mfa_token copied from the page), describes the login the provider began:
+// amr ["fed","otp","mfa"], never "pwd" (no password was given). Before
+// (found by a review), the mfa_token's login was taken for a password
+// login: amr ["pwd","otp","mfa"].
+func TestUpstreamSecondStepAtTheTokenEndpointIsFederated(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newFedSignIn(t, b)
+			fx := st.NewFixtures(t, d.in.App.Core)
+			feSecret := fx.Client(t, clients.Spec{ID: "front", Name: "Front end", FirstParty: true,
+				Grants: []string{"authorization_code", "refresh_token", "password"}, RedirectURIs: []string{siCallback}})
+			who := upstreamtest.Token{Subject: "sub-carol", Email: "carol@example.com", EmailVerified: upstreamtest.Bool(true)}
+			hc := siBrowser(t)
+			f, cb := d.viaTestProvider(t, hc, who)
+			d.tokens(t, f, siGet(t, hc, cb))
+			secret := enrolTOTP(t, d.in, siUser(t, d.siDeployment, "carol@example.com"))
+
+			hc = siBrowser(t)
+			conf := d.oauth("front", feSecret, "openid")
+			page := siGet(t, hc, conf.AuthCodeURL("st-fe", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+			d.op.NextLogin(who)
+			q := browseTestProvider(t, pressProvider(t, hc, page, "corp"))
+			step := siGet(t, hc, d.in.Config.Issuer+"/login/corp/callback?"+q.Encode())
+			m := siMFAToken.FindStringSubmatch(step.body)
+			if m == nil {
+				t.Fatalf("no second step: %d\n%s", step.StatusCode, step.body)
+			}
+			resp, err := http.PostForm(d.in.Config.Issuer+"/oauth2/token", url.Values{
+				"grant_type": {"urn:portcullis:params:oauth:grant-type:mfa-otp"}, "mfa_token": {unescapeHTML(m[1])},
+				"otp": {totpAt(t, secret, time.Now().Add(30*time.Second))}, "client_id": {"front"}, "client_secret": {feSecret}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var tr struct {
+				IDToken string `json:"id_token"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("MFA grant: %d, %v", resp.StatusCode, err)
+			}
+			idc := decodeClaims(t, tr.IDToken)
+			if amr := amrOf(idc); !slices.Equal(amr, []string{"fed", "otp", "mfa"}) {
+				t.Fatalf("a sign-in through the provider finished at the token endpoint: amr %v, want [fed otp mfa] (no password was given)", amr)
+			}
 		})
 	}
 }

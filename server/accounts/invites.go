@@ -606,7 +606,7 @@ func (s *Service) loginSecondFactor(ctx context.Context, client store.Client, u 
 	if s.mfa == nil {
 		return nil
 	}
-	ch, err := s.mfa.Begin(ctx, u, factors, login, client.ID, strings.Join(scope, " "), tenant, s.now())
+	ch, err := s.mfa.Begin(ctx, u, factors, login, client.ID, strings.Join(scope, " "), tenant, s.now(), []string{mfa.AMRPassword})
 	if err != nil {
 		return mfaErr("begin the second factor", err)
 	}

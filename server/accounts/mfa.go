@@ -16,7 +16,8 @@ import (
 // MFA is the second-factor service (*mfa.Service): the parts the account
 // operations use.
 type MFA interface {
-	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time) (*mfa.Challenge, error)
+	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time,
+		first []string) (*mfa.Challenge, error)
 	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
 	Status(ctx context.Context, userID string) (mfa.Status, error)
 	Summary(ctx context.Context, userID string) (mfa.Summary, error)

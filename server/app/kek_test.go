@@ -74,7 +74,7 @@ func TestKEKRotationKeepsTOTP(t *testing.T) {
 			if warned := strings.Contains(in3.Logs.String(), unreadableTOTPLog); warned == tt.wantTOTP {
 				t.Fatalf("warned at start of unreadable TOTP secrets: %v, want %v; logs:\n%s", warned, !tt.wantTOTP, in3.Logs)
 			}
-			ch, err := in3.App.MFA.Begin(ctx, u, nil, "", "portcullis", "", "", time.Now())
+			ch, err := in3.App.MFA.Begin(ctx, u, nil, "", "portcullis", "", "", time.Now(), []string{mfa.AMRPassword})
 			if err != nil || ch == nil {
 				t.Fatalf("Begin = %+v, %v", ch, err)
 			}

@@ -39,7 +39,7 @@ func TestMFAWiring(t *testing.T) {
 			if uri, err := url.Parse(en.URI); err != nil || uri.Query().Get("issuer") != "Wired Co" {
 				t.Fatalf("URI %q: want issuer Wired Co", en.URI)
 			}
-			if ch, err := in.App.MFA.Begin(ctx, u, nil, "", "portcullis", "", "", time.Now()); ch != nil || err != nil {
+			if ch, err := in.App.MFA.Begin(ctx, u, nil, "", "portcullis", "", "", time.Now(), []string{mfa.AMRPassword}); ch != nil || err != nil {
 				t.Fatalf("Begin for an unenrolled user = %+v, %v", ch, err)
 			}
 			code, err := totp.GenerateCode(en.Secret, time.Now())
@@ -50,7 +50,7 @@ func TestMFAWiring(t *testing.T) {
 				t.Fatalf("ConfirmTOTP: %v", err)
 			}
 			before := time.Now()
-			ch, err := in.App.MFA.Begin(ctx, u, nil, "", "portcullis", "", "", before)
+			ch, err := in.App.MFA.Begin(ctx, u, nil, "", "portcullis", "", "", before, []string{mfa.AMRPassword})
 			if err != nil || ch == nil {
 				t.Fatalf("Begin for an enrolled user = %+v, %v", ch, err)
 			}

@@ -253,7 +253,7 @@ func (e *env) code(t *testing.T, secret []byte, d int64) string {
 // begin starts a second step for u at client "app".
 func (e *env) begin(t *testing.T, u store.User) *Challenge {
 	t.Helper()
-	ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid profile", "", e.clock.Now())
+	ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid profile", "", e.clock.Now(), []string{AMRPassword})
 	if err != nil || ch == nil {
 		t.Fatalf("Begin = %+v, %v; want a challenge", ch, err)
 	}

@@ -111,11 +111,17 @@ func (s *Service) Summary(ctx context.Context, userID string) (Summary, error) {
 	return Summary(sum), nil
 }
 
-// Begin follows a correct password. It returns (nil, nil) when the user has
-// no second factor and the policy requires none; otherwise a Challenge
+// Begin follows a login's first factor (a correct password, or a sign-in
+// at an upstream identity provider). It returns (nil, nil) when the user
+// has no second factor and the policy requires none; otherwise a Challenge
 // with a fresh mfa_token (single use, TokenTTL, bound to the user, client
 // and scope) and the methods it allows, or EnrollmentRequired (and no
 // methods) when the policy requires a factor the user does not have.
+// first is the first factor's amr (["pwd"] for a password; an upstream
+// sign-in's upstream.AMR, "fed" first), kept with the token: the amr of the
+// completed login is built from it (loginAMR), whoever completes the step
+// (the login page or an MFA grant). authTime is when the first factor was
+// given (the login's auth_time).
 // login is what the login throttle counted the password step under (the
 // login as typed: passcheck.Result.ThrottleKey), so that the second step's
 // failures and its success count under the same key; "" means the
@@ -124,7 +130,11 @@ func (s *Service) Summary(ctx context.Context, userID string) (Summary, error) {
 // factors is the user's summary when the caller read it with the user
 // (passcheck.Result.Factors: the login's one read, made before the
 // password was verified); nil reads it here.
-func (s *Service) Begin(ctx context.Context, u store.User, factors *Summary, login, clientID, scope, tenant string, authTime time.Time) (*Challenge, error) {
+func (s *Service) Begin(ctx context.Context, u store.User, factors *Summary, login, clientID, scope, tenant string, authTime time.Time,
+	first []string) (*Challenge, error) {
+	if len(first) == 0 {
+		return nil, errors.New("mfa: Begin needs the first factor's amr")
+	}
 	var st Summary
 	if factors != nil {
 		st = *factors
@@ -142,7 +152,7 @@ func (s *Service) Begin(ctx context.Context, u store.User, factors *Summary, log
 		login = u.Email
 	}
 	rec := tokenRecord{User: u.ID, Login: login, Client: clientID, Scope: scope, Tenant: tenant, AuthTime: authTime.UTC(),
-		EnrollmentRequired: !enrolled, ExpiresAt: s.d.Now().Add(s.d.TokenTTL).UTC()}
+		First: append([]string(nil), first...), EnrollmentRequired: !enrolled, ExpiresAt: s.d.Now().Add(s.d.TokenTTL).UTC()}
 	if enrolled {
 		rec.Methods = st.Methods()
 	}
@@ -222,7 +232,7 @@ func (s *Service) CompleteForTenant(ctx context.Context, token, clientID, tenant
 	if s.d.Throttle != nil {
 		s.d.Throttle.LoginSucceeded(ctx, m.IP, rec.Login)
 	}
-	done := Completed{Pending: rec.pending(), AMR: loginAMR(amr), RecoveryCodesLeft: -1}
+	done := Completed{Pending: rec.pending(), AMR: loginAMR(rec.first(), amr), RecoveryCodesLeft: -1}
 	if rf, ok := f.(*recoveryFactor); ok {
 		done.RecoveryCodesLeft = rf.left
 		s.record(ctx, m, "mfa.recovery_code_used", rec.User, map[string]string{"left": fmt.Sprint(rf.left)})
@@ -230,10 +240,18 @@ func (s *Service) CompleteForTenant(ctx context.Context, token, clientID, tenant
 	return done, nil
 }
 
-// loginAMR is the one place a login's amr is built: "pwd", the factor's
-// methods, "mfa" (RFC 8176), each once.
-func loginAMR(factor []string) []string {
-	amr := []string{AMRPassword}
+// loginAMR is the one place the amr of a login completed with its second
+// factor is built (RFC 8176): the first factor's methods (first: "pwd", or
+// an upstream sign-in's "fed"…), the second factor's methods, "mfa" last,
+// each once. A second factor never proves a password: its "pwd" is
+// dropped.
+func loginAMR(first, factor []string) []string {
+	var amr []string
+	for _, a := range first {
+		if a != AMRMFA && !contains(amr, a) {
+			amr = append(amr, a)
+		}
+	}
 	for _, a := range factor {
 		if a != AMRPassword && a != AMRMFA && !contains(amr, a) {
 			amr = append(amr, a)

@@ -221,7 +221,7 @@ func TestEnrolment(t *testing.T) {
 			if err != nil || st.Enrolled() || st.TOTP || st.RecoveryCodesLeft != 0 {
 				t.Fatalf("Status after an unconfirmed enrolment = %+v, %v", st, err)
 			}
-			if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "", "", e.clock.Now()); ch != nil || err != nil {
+			if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 				t.Fatalf("Begin after an unconfirmed enrolment = %+v, %v; want nil, nil", ch, err)
 			}
 			// An enrolled user's pending re-enrolment: the old secret still
@@ -313,7 +313,7 @@ func TestEnrolment(t *testing.T) {
 			if st.Enrolled() || st.RecoveryCodesLeft != 0 {
 				t.Fatalf("Status after removal: %+v", st)
 			}
-			if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "", "", e.clock.Now()); ch != nil || err != nil {
+			if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 				t.Fatalf("Begin after removal = %+v, %v", ch, err)
 			}
 			f := e.svc.TOTPCode(e.code(t, secret, 0))
@@ -406,7 +406,7 @@ func TestMFAToken(t *testing.T) {
 		secret, _ := e.enrolled(t, u)
 		t.Run("challenge_and_peek", func(t *testing.T) {
 			authTime := e.clock.Now().Add(-time.Second)
-			ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid profile", "", authTime)
+			ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid profile", "", authTime, []string{AMRPassword})
 			if err != nil || ch == nil || ch.EnrollmentRequired || !reflect.DeepEqual(ch.Methods, []string{"totp", "recovery_code"}) ||
 				len(ch.Token) != 43 || !ch.ExpiresAt.Equal(e.clock.Now().Add(5*time.Minute)) {
 				t.Fatalf("Begin = %+v, %v", ch, err)
@@ -536,14 +536,14 @@ func TestMFAToken(t *testing.T) {
 
 func TestBegin(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
-		if ch, err := e.svc.Begin(tctx(t), e.user(t, "user"), nil, "", "app", "", "", e.clock.Now()); ch != nil || err != nil {
+		if ch, err := e.svc.Begin(tctx(t), e.user(t, "user"), nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 			t.Fatalf("Begin for a user without a factor, not required = %+v, %v", ch, err)
 		}
 		admin := e.user(t, "admin")
 		if !e.svc.Required(admin.Roles) || e.svc.Required([]string{"user"}) {
 			t.Fatal("Required does not follow the policy")
 		}
-		ch, err := e.svc.Begin(tctx(t), admin, nil, "", "app", "openid", "", e.clock.Now())
+		ch, err := e.svc.Begin(tctx(t), admin, nil, "", "app", "openid", "", e.clock.Now(), []string{AMRPassword})
 		if err != nil || ch == nil || !ch.EnrollmentRequired || len(ch.Methods) != 0 {
 			t.Fatalf("Begin for a required, unenrolled user = %+v, %v", ch, err)
 		}
@@ -556,7 +556,7 @@ func TestBegin(t *testing.T) {
 			t.Fatalf("Complete with an enrolment token: %v", err)
 		}
 		e.enrolled(t, admin)
-		ch, err = e.svc.Begin(tctx(t), admin, nil, "", "app", "openid", "", e.clock.Now())
+		ch, err = e.svc.Begin(tctx(t), admin, nil, "", "app", "openid", "", e.clock.Now(), []string{AMRPassword})
 		if err != nil || ch == nil || ch.EnrollmentRequired || !reflect.DeepEqual(ch.Methods, []string{"totp", "recovery_code"}) {
 			t.Fatalf("Begin after enrolment = %+v, %v", ch, err)
 		}
@@ -571,14 +571,14 @@ func TestBeginWithFactorsRead(t *testing.T) {
 		plain, enrolledUser := e.user(t, "user"), e.user(t, "user")
 		e.enrolled(t, enrolledUser)
 		totp := Summary{TOTP: true, RecoveryCodesLeft: 2}
-		ch, err := e.svc.Begin(tctx(t), plain, &totp, "", "app", "", "", e.clock.Now())
+		ch, err := e.svc.Begin(tctx(t), plain, &totp, "", "app", "", "", e.clock.Now(), []string{AMRPassword})
 		if err != nil || ch == nil || ch.EnrollmentRequired || !reflect.DeepEqual(ch.Methods, []string{"totp", "recovery_code"}) {
 			t.Fatalf("Begin with a summary that has TOTP, for a user the store has none of = %+v, %v", ch, err)
 		}
-		if ch, err := e.svc.Begin(tctx(t), enrolledUser, &Summary{}, "", "app", "", "", e.clock.Now()); ch != nil || err != nil {
+		if ch, err := e.svc.Begin(tctx(t), enrolledUser, &Summary{}, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 			t.Fatalf("Begin with an empty summary = %+v, %v; want no second step", ch, err)
 		}
-		if ch, err := e.svc.Begin(tctx(t), enrolledUser, nil, "", "app", "", "", e.clock.Now()); err != nil || ch == nil {
+		if ch, err := e.svc.Begin(tctx(t), enrolledUser, nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); err != nil || ch == nil {
 			t.Fatalf("Begin without a summary (reads the store) = %+v, %v; want a second step", ch, err)
 		}
 	})
@@ -590,6 +590,49 @@ type webAuthnFactor struct{ err error }
 func (webAuthnFactor) Method() string { return MethodWebAuthn }
 func (f webAuthnFactor) Verify(context.Context, string) ([]string, error) {
 	return []string{AMRHardwareKey, AMRUserPresence}, f.err
+}
+
+// TestCompleteAMRFollowsTheFirstFactor: the amr of a completed second
+// step starts with the first factor Begin was given, whoever completes it
+// (the login page or an MFA grant): "pwd" only for a password, "fed" for a
+// sign-in at an identity provider. Before (found by a review), every
+// completed step claimed "pwd", and the login page rewrote its own.
+func TestCompleteAMRFollowsTheFirstFactor(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		u := e.user(t)
+		e.enrolled(t, u)
+		for _, tc := range []struct {
+			name  string
+			first []string
+			want  []string
+		}{
+			{"ok/password", []string{AMRPassword}, []string{"pwd", "hwk", "user", "mfa"}},
+			{"ok/upstream", []string{"fed"}, []string{"fed", "hwk", "user", "mfa"}},
+			{"ok/upstream_linked_with_the_password", []string{"fed", AMRPassword}, []string{"fed", "pwd", "hwk", "user", "mfa"}},
+			{"ok/upstream_methods_each_once_mfa_last", []string{"fed", AMRHardwareKey, AMRMFA}, []string{"fed", "hwk", "user", "mfa"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid", "", e.clock.Now(), tc.first)
+				if err != nil || ch == nil {
+					t.Fatalf("Begin = %+v, %v", ch, err)
+				}
+				done, err := e.svc.Complete(tctx(t), ch.Token, "app", webAuthnFactor{}, meta)
+				if err != nil || !reflect.DeepEqual(done.AMR, tc.want) {
+					t.Fatalf("Complete = %v, %v; want amr %v", done.AMR, err, tc.want)
+				}
+			})
+		}
+		t.Run("fail/no_first_factor", func(t *testing.T) {
+			if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid", "", e.clock.Now(), nil); err == nil || ch != nil {
+				t.Fatalf("Begin without the first factor = %+v, %v", ch, err)
+			}
+		})
+		t.Run("ok/record_of_an_earlier_version_is_a_password_login", func(t *testing.T) {
+			if got := (tokenRecord{}).first(); !reflect.DeepEqual(got, []string{AMRPassword}) {
+				t.Fatalf("first() of a record without it = %v", got)
+			}
+		})
+	})
 }
 
 func TestCompleteOtherFactors(t *testing.T) {
@@ -734,7 +777,7 @@ func TestReset(t *testing.T) {
 		if err != nil || st.TOTP || len(st.WebAuthn) != 0 || st.RecoveryCodesLeft != 0 {
 			t.Fatalf("Status after Reset = %+v, %v", st, err)
 		}
-		if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "", "", e.clock.Now()); ch != nil || err != nil {
+		if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 			t.Fatalf("Begin after Reset = %+v, %v", ch, err)
 		}
 		if _, err := e.svc.TOTPCode(e.code(t, secret, 0)).Verify(tctx(t), u.ID); !errors.Is(err, ErrBadCode) {

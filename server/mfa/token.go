@@ -26,15 +26,27 @@ const (
 
 // tokenRecord is the single-use record of an mfa_token.
 type tokenRecord struct {
-	User               string    `json:"user"`
-	Login              string    `json:"login"` // what the login throttle counts under
-	Client             string    `json:"client"`
-	Scope              string    `json:"scope"`
-	Tenant             string    `json:"tenant,omitempty"`
-	AuthTime           time.Time `json:"auth_time"`
+	User     string    `json:"user"`
+	Login    string    `json:"login"` // what the login throttle counts under
+	Client   string    `json:"client"`
+	Scope    string    `json:"scope"`
+	Tenant   string    `json:"tenant,omitempty"`
+	AuthTime time.Time `json:"auth_time"`
+	// First is the login's first factor as amr (Begin's first).
+	First              []string  `json:"first,omitempty"`
 	EnrollmentRequired bool      `json:"enrollment_required"`
 	Methods            []string  `json:"methods"`
 	ExpiresAt          time.Time `json:"exp"`
+}
+
+// first is the record's first factor: a record written before the first
+// factor was kept (by an instance of an earlier version, at most TokenTTL
+// ago) stands for a password login, as every record was then read.
+func (r tokenRecord) first() []string {
+	if len(r.First) == 0 {
+		return []string{AMRPassword}
+	}
+	return r.First
 }
 
 func (r tokenRecord) pending() Pending {

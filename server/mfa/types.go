@@ -73,7 +73,9 @@ type Pending struct {
 	// Tenant is the organisation (slug) the password step named, "" for
 	// none.
 	Tenant string
-	// AuthTime is when the password step began (the login's auth_time).
+	// AuthTime is when the first factor was given (the password step's
+	// start, or the person's sign-in at the upstream provider): the
+	// login's auth_time.
 	AuthTime           time.Time
 	EnrollmentRequired bool
 	Methods            []string
@@ -96,7 +98,8 @@ type Factor interface {
 // Completed is a second step that succeeded: the login it finishes.
 type Completed struct {
 	Pending
-	// AMR is the login's methods, "pwd" first and "mfa" last.
+	// AMR is the login's methods: the first factor's ("pwd", or "fed" for
+	// an upstream sign-in) first, the second factor's, "mfa" last.
 	AMR []string
 	// RecoveryCodesLeft is set when a recovery code was used (-1 otherwise).
 	RecoveryCodesLeft int

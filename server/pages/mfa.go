@@ -26,7 +26,8 @@ import (
 // second step uses it: the page keeps none of its rules (attempts, the
 // token's binding, replays).
 type MFA interface {
-	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time) (*mfa.Challenge, error)
+	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time,
+		first []string) (*mfa.Challenge, error)
 	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
 	Complete(ctx context.Context, token, clientID string, f mfa.Factor, m mfa.Meta) (mfa.Completed, error)
 	TOTPCode(code string) mfa.Factor
@@ -182,7 +183,8 @@ func (p *Pages) beginMFA(c echo.Context, pr Pending, res passcheck.Result, authT
 	if err != nil {
 		return true, p.fail(c, err)
 	}
-	ch, err := p.si.MFA.Begin(ctx, u, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", authTime)
+	ch, err := p.si.MFA.Begin(ctx, u, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", authTime,
+		[]string{mfa.AMRPassword})
 	if err != nil {
 		return true, p.fail(c, err)
 	}
@@ -294,11 +296,10 @@ func (p *Pages) mfaPost(c echo.Context, id string) error {
 	case err != nil:
 		return p.mfaLost(c, pr, err)
 	}
-	// An upstream sign-in that owed this step: "fed" is its first factor,
-	// and an identity waiting for it is linked now.
-	amr, fed, err := p.upstreamAfterMFA(c, tok, pr, done)
-	if err != nil {
-		if fed {
+	// The confirm-link page's login: the identity waiting for this step is
+	// linked now.
+	if linking, err := p.linkAfterMFA(c, tok, pr, done); err != nil {
+		if linking {
 			return p.upstreamRefused(c, err, pr.ID)
 		}
 		return p.fail(c, err)
@@ -307,7 +308,7 @@ func (p *Pages) mfaPost(c echo.Context, id string) error {
 	if err != nil {
 		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
 	}
-	return p.finishLogin(c, old, pr, u, done.AuthTime, amr, s.Remember)
+	return p.finishLogin(c, old, pr, u, done.AuthTime, done.AMR, s.Remember)
 }
 
 // mfaLost answers an mfa_token that cannot be used (the login form with a

@@ -40,6 +40,7 @@ type fakeMFA struct {
 	methods   map[string][]string
 	enrol     map[string]bool
 	tokens    map[string]mfa.Pending
+	first     map[string][]string // each token's first factor (Begin's first)
 	attempts  map[string]int
 	totp      map[string]bool // users whose TOTP is on
 	started   []string
@@ -50,10 +51,11 @@ type fakeMFA struct {
 
 func newFakeMFA() *fakeMFA {
 	return &fakeMFA{methods: map[string][]string{}, enrol: map[string]bool{}, tokens: map[string]mfa.Pending{},
-		attempts: map[string]int{}, totp: map[string]bool{}}
+		first: map[string][]string{}, attempts: map[string]int{}, totp: map[string]bool{}}
 }
 
-func (f *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _, clientID, scope, _ string, authTime time.Time) (*mfa.Challenge, error) {
+func (f *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _, clientID, scope, _ string, authTime time.Time,
+	first []string) (*mfa.Challenge, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	methods, has := f.methods[u.ID]
@@ -65,6 +67,7 @@ func (f *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _, clie
 	tok := hex.EncodeToString(b)
 	f.tokens[tok] = mfa.Pending{UserID: u.ID, ClientID: clientID, Scope: scope, AuthTime: authTime,
 		EnrollmentRequired: f.enrol[u.ID], Methods: methods}
+	f.first[tok] = first
 	return &mfa.Challenge{Token: tok, EnrollmentRequired: f.enrol[u.ID], Methods: methods}, nil
 }
 
@@ -97,7 +100,7 @@ func (f *fakeMFA) Complete(ctx context.Context, tok, clientID string, fc mfa.Fac
 		return mfa.Completed{}, err
 	}
 	delete(f.tokens, tok)
-	return mfa.Completed{Pending: p, AMR: append(append([]string{mfa.AMRPassword}, amr...), mfa.AMRMFA), RecoveryCodesLeft: -1}, nil
+	return mfa.Completed{Pending: p, AMR: append(append(slices.Clone(f.first[tok]), amr...), mfa.AMRMFA), RecoveryCodesLeft: -1}, nil
 }
 
 type fakeFactor struct{ method, code, want string }

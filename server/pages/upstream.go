@@ -79,15 +79,17 @@ func (p *Pages) browserBinding(c echo.Context) []byte {
 // upstreamRecord is kept server-side (single-use store, kind
 // store.OnceUpstreamLogin, under the SHA-256 of "link:"+handle or
 // "mfa:"+mfa_token) between the steps of an upstream sign-in: the verified
-// identity waiting to be linked to UserID (Link), and for a second step,
-// that the login's first factor was the provider (amr "fed", not "pwd").
+// identity waiting to be linked to UserID, on the confirm-link page and
+// then, once the local password is proved (Link), until the second step is
+// complete. (The login's amr and auth_time travel with the mfa_token:
+// mfa.Service.Begin.)
 type upstreamRecord struct {
 	Provider string          `json:"p"`
 	Claims   upstream.Claims `json:"c"`
 	UserID   string          `json:"u"`
 	Request  string          `json:"r"`
 	// Link: the identity is linked once the second step is complete; the
-	// local password was proved (amr gains "pwd").
+	// local password was proved.
 	Link bool `json:"l,omitempty"`
 }
 
@@ -270,18 +272,15 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 	case err != nil:
 		return p.upstreamRefused(c, err, pr.ID)
 	}
-	amr := upstream.AMR(v.Provider, v.Claims)
-	rec := upstreamRecord{Provider: v.Provider.ID, Claims: v.Claims, UserID: u.ID, Request: pr.ID}
-	return p.upstreamSignedIn(c, old, pr, u, amr, rec)
+	return p.upstreamSignedIn(c, old, pr, u, upstream.AMR(v.Provider, v.Claims))
 }
 
-// upstreamSignedIn finishes an upstream sign-in of u: Portcullis's own
-// second step when u owes one with the roles the login will carry (those
-// of the organisation the request names; the login page's step, with the
-// provider recorded as the first factor), else the browser session and
-// the pending request, like a password login.
-func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr Pending, u store.User, amr []string,
-	rec upstreamRecord) error {
+// upstreamSignedIn finishes an upstream sign-in of u with amr:
+// Portcullis's own second step when u owes one with the roles the login
+// will carry (those of the organisation the request names; the login
+// page's step, with amr kept as the first factor's), else the browser
+// session and the pending request, like a password login.
+func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr Pending, u store.User, amr []string) error {
 	ctx := c.Request().Context()
 	lu, err := p.loginUser(ctx, pr, u)
 	if err != nil {
@@ -293,21 +292,12 @@ func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr P
 	}
 	now := p.now()
 	if owes {
-		ch, err := p.si.MFA.Begin(ctx, lu, nil, "", pr.Client.ID, strings.Join(pr.Scopes, " "), "", now)
+		ch, err := p.si.MFA.Begin(ctx, lu, nil, "", pr.Client.ID, strings.Join(pr.Scopes, " "), "", now, amr)
 		if err != nil {
 			return p.fail(c, err)
 		}
 		if ch != nil {
-			if err := p.putUpstreamRecord(ctx, "mfa:", ch.Token, rec); err != nil {
-				return p.fail(c, err)
-			}
 			return p.secondStep(c, pr, u.ID, ch, false)
-		}
-	}
-	if rec.Link {
-		if _, err := p.si.Upstream.LinkConfirmed(ctx, p.provider(rec.Provider), rec.Claims, rec.UserID,
-			upstreamMeta(c, pr.Client.ID)); err != nil {
-			return p.upstreamRefused(c, err, pr.ID)
 		}
 	}
 	return p.finishLogin(c, old, pr, u, now, amr, false)
@@ -332,40 +322,34 @@ func (p *Pages) putUpstreamRecord(ctx context.Context, prefix, secret string, re
 	return nil
 }
 
-// upstreamAfterMFA is called when the login page's second step completed
-// for token: when an upstream sign-in began it, it returns that login's amr
-// ("fed" in place of "pwd", or "fed" before "pwd" when the local password
-// was proved to link) and links the identity waiting for it. found is
-// false for a password login.
-func (p *Pages) upstreamAfterMFA(c echo.Context, token string, pr Pending, done mfa.Completed) (amr []string, found bool, err error) {
+// linkAfterMFA is called when the login page's second step completed for
+// token: when the confirm-link page began it, the identity waiting for it
+// is linked now. found is false for any other login (a password login, an
+// upstream sign-in of a linked identity), whose amr the mfa_token carried
+// (mfa.Completed.AMR).
+func (p *Pages) linkAfterMFA(c echo.Context, token string, pr Pending, done mfa.Completed) (found bool, err error) {
 	if p.si.Upstream == nil || p.si.Once == nil {
-		return done.AMR, false, nil
+		return false, nil
 	}
 	ctx := c.Request().Context()
 	raw, err := p.si.Once.TakeOnce(ctx, store.OnceUpstreamLogin, upstreamKey("mfa:", token), p.now())
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenUsed):
-		return done.AMR, false, nil
+		return false, nil
 	case err != nil:
-		return nil, true, apierr.ErrTemporarilyUnavailable.WithCause(err)
+		return true, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
 	var rec upstreamRecord
 	if err := json.Unmarshal(raw, &rec); err != nil || rec.UserID != done.UserID {
-		return nil, true, apierr.ErrServer.WithCause(errors.New("pages: upstream record does not match the second step"))
-	}
-	amr = []string{upstream.AMRFederated}
-	for _, a := range done.AMR {
-		if a != mfa.AMRPassword || rec.Link {
-			amr = append(amr, a)
-		}
+		return true, apierr.ErrServer.WithCause(errors.New("pages: upstream record does not match the second step"))
 	}
 	if rec.Link {
 		if _, err := p.si.Upstream.LinkConfirmed(ctx, p.provider(rec.Provider), rec.Claims, rec.UserID,
 			upstreamMeta(c, pr.Client.ID)); err != nil {
-			return nil, true, err
+			return true, err
 		}
 	}
-	return amr, true, nil
+	return true, nil
 }
 
 // ---- the confirm-link page ----
@@ -468,7 +452,11 @@ func (p *Pages) linkPost(c echo.Context, id string) error {
 		p.si.Rehasher.Rehash(ctx, res, pw)
 	}
 	rec.Link = true
-	ch, err := p.si.MFA.Begin(ctx, res.User, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", p.now())
+	// The local password was proved now: the login's time, with "fed"
+	// before "pwd".
+	amr := []string{upstream.AMRFederated, mfa.AMRPassword}
+	ch, err := p.si.MFA.Begin(ctx, res.User, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "",
+		p.now(), amr)
 	if err != nil {
 		return p.fail(c, err)
 	}
@@ -483,7 +471,6 @@ func (p *Pages) linkPost(c echo.Context, id string) error {
 		upstreamMeta(c, pr.Client.ID)); err != nil {
 		return p.upstreamRefused(c, err, pr.ID)
 	}
-	amr := []string{upstream.AMRFederated, mfa.AMRPassword}
 	return p.finishLogin(c, old, pr, res.User, p.now(), amr, false)
 }
 

@@ -67,7 +67,7 @@ func (s *Service) secondStep(ctx context.Context, client store.Client, user stor
 	if _, err := s.loginScope(client, user, scope, false); err != nil {
 		return err
 	}
-	ch, err := s.mfa.Begin(ctx, user, factors, login, client.ID, strings.Join(scope, " "), tenant, now)
+	ch, err := s.mfa.Begin(ctx, user, factors, login, client.ID, strings.Join(scope, " "), tenant, now, passwordAMR())
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) {

@@ -72,7 +72,8 @@ func (f fakeFactor) Verify(_ context.Context, userID string) ([]string, error) {
 	return nil, mfa.ErrBadCode
 }
 
-func (m *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _, clientID, scope, tenant string, at time.Time) (*mfa.Challenge, error) {
+func (m *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _, clientID, scope, tenant string, at time.Time,
+	_ []string) (*mfa.Challenge, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.enrolled[u.ID] {
@@ -360,7 +361,7 @@ type failingMFA struct {
 	err error
 }
 
-func (f failingMFA) Begin(context.Context, store.User, *mfa.Summary, string, string, string, string, time.Time) (*mfa.Challenge, error) {
+func (f failingMFA) Begin(context.Context, store.User, *mfa.Summary, string, string, string, string, time.Time, []string) (*mfa.Challenge, error) {
 	return nil, f.err
 }
 func (f failingMFA) CompleteForTenant(context.Context, string, string, string, mfa.Factor, mfa.Meta) (mfa.Completed, error) {

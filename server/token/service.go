@@ -80,7 +80,8 @@ type Permissions interface {
 type SecondFactor interface {
 	// Begin returns nil when the user needs no second factor, else the
 	// mfa_token challenge (bound to user, client and scope).
-	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time) (*mfa.Challenge, error)
+	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time,
+		first []string) (*mfa.Challenge, error)
 	// CompleteForTenant makes one attempt of the factor f on the mfa_token
 	// for clientID, naming tenant ("": the one the password step named);
 	// errors wrap mfa.ErrInvalidToken or mfa.ErrBadCode, or are 429/503
