@@ -22,6 +22,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
+	"github.com/portcullis-auth/portcullis/server/console"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/upstream"
 	"github.com/portcullis-auth/portcullis/server/upstream/upstreamtest"
@@ -535,7 +536,8 @@ func TestUpstreamPathsWithoutProviders(t *testing.T) {
 // older session (auth_time before the request) signs nobody in: the
 // refusal page, no code. Before, any answer of the provider counted as the
 // fresh login the client asked for, at a browser signed in there. A
-// provider that signs the person in again completes the request.
+// provider that signs the person in again completes the request, its
+// clock a little behind ours too.
 func TestUpstreamSignInFreshLogin(t *testing.T) {
 	d := newFedSignIn(t, st.SQLite)
 	hc := siBrowser(t)
@@ -554,8 +556,15 @@ func TestUpstreamSignInFreshLogin(t *testing.T) {
 		{"fail/prompt_login_answered_from_the_providers_session", "prompt", "login", time.Now().Add(-time.Hour), true},
 		{"fail/max_age_answered_from_the_providers_session", "max_age", "0", time.Now().Add(-time.Hour), true},
 		{"ok/prompt_login_signed_in_again", "prompt", "login", time.Now(), false},
+		// The provider's clock 10 s behind ours: within the leeway, and the
+		// session starts at the request (not at the provider's time, which
+		// would send the person back to the login page).
+		{"ok/prompt_login_provider_clock_behind", "prompt", "login", time.Now().Add(-10 * time.Second), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if !tc.refused {
+				time.Sleep(secondLater) // after the session an earlier case started, in its own second
+			}
 			f := fedFlow{conf: d.oauth("first", d.firstSecret, "openid", "email"), verifier: oauth2.GenerateVerifier(),
 				nonce: "n-" + oauth2.GenerateVerifier()[:12]}
 			asked := time.Now().Truncate(time.Second)
@@ -642,13 +651,200 @@ func TestUpstreamStartLimitedPerAddress(t *testing.T) {
 	}
 }
 
+// TestUpstreamSessionStartsAtTheProvidersSignIn: on PostgreSQL+Redis and
+// SQLite, a sign-in through the provider starts its session at the time
+// the person signed in there (upstream.Claims.LoginTime: the id token's
+// auth_time, else its iat), never at the callback's time: the client's id
+// token carries it, a later max_age it does not meet sends the person to
+// the login page, and the second step after such a sign-in keeps it too.
+// The provider is always asked for auth_time (max_age, OIDC Core
+// §3.1.2.1), a large one when the request asked none. Before (found by a
+// review), the provider's own two-hour-old session was stamped now and met
+// any max_age.
+func TestUpstreamSessionStartsAtTheProvidersSignIn(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newFedSignIn(t, b)
+			signedInAt := time.Now().Add(-2 * time.Hour)
+			old := upstreamtest.Token{Subject: "sub-old", Email: "old@example.com", EmailVerified: upstreamtest.Bool(true),
+				Extra: map[string]any{"auth_time": signedInAt.Unix()}}
+			// signIn signs who in through the provider in hc and returns the
+			// page Portcullis's callback answers, and the provider's
+			// authorization request.
+			signIn := func(t *testing.T, hc *http.Client, who upstreamtest.Token) (fedFlow, siPage, url.Values) {
+				t.Helper()
+				f, page := d.openLogin(t, hc)
+				d.op.NextLogin(who)
+				to := pressProvider(t, hc, page, "corp")
+				asked, err := url.Parse(to)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return f, siGet(t, hc, d.in.Config.Issuer+"/login/corp/callback?"+browseTestProvider(t, to).Encode()), asked.Query()
+			}
+			authTime := func(idc map[string]any) int64 { at, _ := idc["auth_time"].(float64); return int64(at) }
+
+			t.Run("auth_time_of_the_provider", func(t *testing.T) {
+				hc := siBrowser(t)
+				f, back, asked := signIn(t, hc, old)
+				if asked.Get("max_age") == "" || asked.Get("prompt") != "" {
+					t.Errorf("the provider was not asked for auth_time: max_age %q, prompt %q", asked.Get("max_age"), asked.Get("prompt"))
+				}
+				if idc, _ := d.tokens(t, f, back); authTime(idc) > signedInAt.Unix()+1 {
+					t.Errorf("id token auth_time %d; the provider authenticated the person at %d (2 h ago)", authTime(idc), signedInAt.Unix())
+				}
+				f2 := fedFlow{conf: d.oauth("first", d.firstSecret, "openid"), verifier: oauth2.GenerateVerifier(), nonce: "n-max-age"}
+				page := siGet(t, hc, f2.conf.AuthCodeURL("st-2", oauth2.S256ChallengeOption(f2.verifier), oidc.Nonce(f2.nonce),
+					oauth2.SetAuthURLParam("max_age", "600")))
+				if page.StatusCode != http.StatusOK {
+					t.Fatalf("max_age=600 after a provider sign-in 2 h old: %d to %s, not the login page", page.StatusCode, page.Header.Get("Location"))
+				}
+			})
+			t.Run("iat_without_auth_time", func(t *testing.T) {
+				issued := time.Now().Add(-time.Hour)
+				hc := siBrowser(t)
+				f, back, _ := signIn(t, hc, upstreamtest.Token{Subject: "sub-iat", Email: "iat@example.com",
+					EmailVerified: upstreamtest.Bool(true), IssuedAt: issued})
+				if idc, _ := d.tokens(t, f, back); authTime(idc) > issued.Unix()+1 {
+					t.Fatalf("id token auth_time %d; the provider's token without auth_time was issued at %d", authTime(idc), issued.Unix())
+				}
+			})
+			var oldSecret string
+			t.Run("second_step_keeps_it", func(t *testing.T) {
+				oldSecret = enrolTOTP(t, d.in, siUser(t, d.siDeployment, "old@example.com"))
+				secret := oldSecret
+				hc := siBrowser(t)
+				f, step, _ := signIn(t, hc, old)
+				if step.StatusCode != http.StatusOK || !siMFAToken.MatchString(step.body) {
+					t.Fatalf("no second step: %d\n%s", step.StatusCode, step.body)
+				}
+				idc, _ := d.tokens(t, f, step.submit(t, hc, url.Values{"code": {totpAt(t, secret, time.Now())}, "mfa_action": {"verify"}}))
+				if authTime(idc) > signedInAt.Unix()+1 || !slices.Equal(amrOf(idc), []string{"fed", "otp", "mfa"}) {
+					t.Fatalf("after the second step: auth_time %d (the provider's sign-in %d), amr %v", authTime(idc), signedInAt.Unix(), amrOf(idc))
+				}
+			})
+			// Every session of the person ended after the provider's sign-in
+			// (a reset, say): the provider's answer from that sign-in starts
+			// no session (a 403 page saying why, audited), directly or after
+			// the second step; a new sign-in there does.
+			t.Run("sessions_ended_since", func(t *testing.T) {
+				tenMinutesAgo := map[string]any{"auth_time": time.Now().Add(-10 * time.Minute).Unix()}
+				ended := upstreamtest.Token{Subject: "sub-ended", Email: "ended@example.com", EmailVerified: upstreamtest.Bool(true),
+					Extra: tenMinutesAgo}
+				hc := siBrowser(t)
+				f, back, _ := signIn(t, hc, ended)
+				d.tokens(t, f, back)
+				for _, tc := range []struct {
+					who  upstreamtest.Token
+					code string // the second step's, for old (TOTP)
+				}{{ended, ""}, {old, totpAt(t, oldSecret, time.Now().Add(30*time.Second))}} {
+					u := siUser(t, d.siDeployment, tc.who.Email)
+					if err := d.in.App.Tokens.EndUserSessions(context.Background(), u.ID); err != nil {
+						t.Fatal(err)
+					}
+					hc := siBrowser(t)
+					_, back, _ := signIn(t, hc, tc.who)
+					if tc.code != "" {
+						if !siMFAToken.MatchString(back.body) {
+							t.Fatalf("no second step: %d\n%s", back.StatusCode, back.body)
+						}
+						back = back.submit(t, hc, url.Values{"code": {tc.code}, "mfa_action": {"verify"}})
+					}
+					if back.StatusCode != http.StatusForbidden || !strings.Contains(back.body, "Sign in there again") || d.sessionCookie(t, hc) {
+						t.Fatalf("%s: a provider sign-in from before every session ended: %d %s\n%s", tc.who.Email, back.StatusCode,
+							back.Header.Get("Location"), back.body)
+					}
+					if ev := d.lastEvent(t, "login.failed"); ev.TargetID != u.ID || ev.Details["reason"] != "sessions_ended" ||
+						ev.Details["method"] != "upstream" {
+						t.Fatalf("login.failed = %+v", ev)
+					}
+				}
+				again := ended
+				again.Extra = map[string]any{"auth_time": time.Now().Unix()}
+				hc = siBrowser(t)
+				f, back, _ = signIn(t, hc, again)
+				d.tokens(t, f, back)
+			})
+		})
+	}
+}
+
+// TestConsoleReauthNotMetByAProvidersOldSession: on PostgreSQL+Redis and
+// SQLite, an operator who signs in to the console through the provider,
+// whose own session there is two hours old, has not signed in within
+// accounts.ReauthWindow: an action that mints a credential answers
+// "Confirm it is you" and changes nothing. Its "Sign in again" asks the
+// provider for a fresh login (prompt=login), after which the action is
+// done. Before (found by a review), the silent provider sign-in was
+// stamped now and passed the console's check.
+func TestConsoleReauthNotMetByAProvidersOldSession(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newFedSignIn(t, b)
+			fx := st.NewFixtures(t, d.in.App.Core)
+			root := fx.User(t, "root@example.com", siPassword, "super_admin")
+			who := upstreamtest.Token{Subject: "sub-root", Email: root.Email, EmailVerified: upstreamtest.Bool(true)}
+			// Linked once through the confirm-link page (the password).
+			hc := siBrowser(t)
+			f, cb := d.viaTestProvider(t, hc, who)
+			d.tokens(t, f, siGet(t, hc, cb).submit(t, hc, url.Values{"password": {siPassword}}))
+			if len(d.linked(t, root.ID)) != 1 {
+				t.Fatal("the operator's identity was not linked")
+			}
+
+			// viaProvider follows the console's sign-in from start through the
+			// provider (who) to the console.
+			viaProvider := func(t *testing.T, hc *http.Client, start string, who upstreamtest.Token) url.Values {
+				t.Helper()
+				login := follow(t, hc, siGet(t, hc, start))
+				d.op.NextLogin(who)
+				to := pressProvider(t, hc, login, "corp")
+				asked, _ := url.Parse(to)
+				back := siGet(t, hc, d.in.Config.Issuer+"/login/corp/callback?"+browseTestProvider(t, to).Encode())
+				if back.StatusCode != http.StatusSeeOther || !strings.HasPrefix(back.Header.Get("Location"), console.CallbackURL(d.in.Config.Issuer)+"?") {
+					t.Fatalf("after the provider: %d to %q\n%s", back.StatusCode, back.Header.Get("Location"), back.body)
+				}
+				follow(t, hc, back)
+				return asked.Query()
+			}
+			createMachine := func(hc *http.Client, name string) siPage {
+				return siGet(t, hc, d.in.URL+"/console/users").form(t, "create_machine").submit(t, hc,
+					url.Values{"name": {name}, "role": {"user"}})
+			}
+
+			old := who
+			old.Extra = map[string]any{"auth_time": time.Now().Add(-2 * time.Hour).Unix()}
+			hc = siBrowser(t)
+			viaProvider(t, hc, d.in.URL+"/console/users", old)
+			p := createMachine(hc, "stale-robot")
+			if p.StatusCode != http.StatusForbidden || !strings.Contains(p.body, "Confirm it is you") {
+				t.Fatalf("console action after a silent provider sign-in of a 2-hour-old session: %d, want 403 Confirm it is you\n%s", p.StatusCode, p.body)
+			}
+			if n := auditCount(t, d.in, "user.created", ""); n != 0 {
+				t.Fatalf("%d users created by a stale sign-in", n)
+			}
+
+			fresh := who
+			fresh.Extra = map[string]any{"auth_time": time.Now().Unix()}
+			if asked := viaProvider(t, hc, d.in.URL+"/console/login?reauth=1&next=%2Fconsole%2Fusers", fresh); asked.Get("prompt") != "login" {
+				t.Fatalf("the console's sign-in again did not ask the provider for a login: %v", asked)
+			}
+			if p := createMachine(hc, "fresh-robot"); p.StatusCode != http.StatusCreated {
+				t.Fatalf("console action after signing in again at the provider: %d\n%s", p.StatusCode, p.body)
+			}
+		})
+	}
+}
+
 // TestUpstreamSecondStepAtTheTokenEndpointIsFederated: on
 // PostgreSQL+Redis and SQLite, the second step of a sign-in through the
 // provider, finished with the MFA grant at the token endpoint (the
 // mfa_token copied from the page), describes the login the provider began:
-// amr ["fed","otp","mfa"], never "pwd" (no password was given). Before
-// (found by a review), the mfa_token's login was taken for a password
-// login: amr ["pwd","otp","mfa"].
+// amr ["fed","otp","mfa"], never "pwd" (no password was given), and the
+// provider's auth_time. Before (found by a review), the mfa_token's login
+// was taken for a password login: amr ["pwd","otp","mfa"].
 func TestUpstreamSecondStepAtTheTokenEndpointIsFederated(t *testing.T) {
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
 		t.Run(b.String(), func(t *testing.T) {
@@ -663,6 +859,8 @@ func TestUpstreamSecondStepAtTheTokenEndpointIsFederated(t *testing.T) {
 			d.tokens(t, f, siGet(t, hc, cb))
 			secret := enrolTOTP(t, d.in, siUser(t, d.siDeployment, "carol@example.com"))
 
+			signedInAt := time.Now().Add(-time.Hour)
+			who.Extra = map[string]any{"auth_time": signedInAt.Unix()}
 			hc = siBrowser(t)
 			conf := d.oauth("front", feSecret, "openid")
 			page := siGet(t, hc, conf.AuthCodeURL("st-fe", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
@@ -689,6 +887,9 @@ func TestUpstreamSecondStepAtTheTokenEndpointIsFederated(t *testing.T) {
 			idc := decodeClaims(t, tr.IDToken)
 			if amr := amrOf(idc); !slices.Equal(amr, []string{"fed", "otp", "mfa"}) {
 				t.Fatalf("a sign-in through the provider finished at the token endpoint: amr %v, want [fed otp mfa] (no password was given)", amr)
+			}
+			if at, _ := idc["auth_time"].(float64); int64(at) > signedInAt.Unix()+1 {
+				t.Fatalf("auth_time %d; the provider's sign-in was at %d", int64(at), signedInAt.Unix())
 			}
 		})
 	}

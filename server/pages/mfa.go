@@ -450,13 +450,18 @@ func (p *Pages) enrolPost(c echo.Context, id string) error {
 // ---- the end of a login ----
 
 // finishLogin starts the browser session of a login that passed every
-// step (amr as the login proved it, authTime when its password was
-// checked), records it and proceeds like a password login: consent, the
-// change-password step or the code.
+// step (amr as the login proved it, authTime when its first factor was
+// given: the password, or the sign-in at the identity provider), records
+// it and proceeds like a password login: consent, the change-password step
+// or the code. A login at or before the user's cut-off (every session
+// ended since it began) starts none: the sessionsEnded page.
 func (p *Pages) finishLogin(c echo.Context, old *store.BrowserSession, pr Pending, u store.User, authTime time.Time,
 	amr []string, remember bool) error {
 	ctx, m := c.Request().Context(), meta(c)
 	bs, err := p.startSession(c, old, u.ID, authTime, amr, remember, pr.Client.ID)
+	if errors.Is(err, store.ErrSessionsEnded) {
+		return p.sessionsEnded(c, pr, u, amr)
+	}
 	if err != nil {
 		return p.fail(c, err)
 	}
@@ -467,6 +472,28 @@ func (p *Pages) finishLogin(c echo.Context, old *store.BrowserSession, pr Pendin
 		return p.changeStep(c, http.StatusOK, pr, nil)
 	}
 	return p.proceedWith(c, pr.ID, bs, DoneLogin)
+}
+
+// sessionsEnded answers a login that began before every session of u was
+// ended (a password reset, a sign-out everywhere, an administrator's end
+// of every session): 403, no session, audited login.failed with reason
+// sessions_ended. A sign-in through an identity provider began when the
+// person signed in there (upstream.Claims.LoginTime), so a provider that
+// answers from its own session of before then signs nobody in: the person
+// signs in there again.
+func (p *Pages) sessionsEnded(c echo.Context, pr Pending, u store.User, amr []string) error {
+	m := meta(c)
+	p.si.Audit.Record(c.Request().Context(), store.AuditEvent{Action: "login.failed", Outcome: store.OutcomeFailure,
+		TargetID: u.ID, ClientID: pr.Client.ID, IP: m.IP, UserAgent: m.UserAgent,
+		Details: map[string]string{"method": loginMethod(amr), "reason": "sessions_ended"}})
+	why := "Every session of this account was ended while you were signing in. Sign in again."
+	if federated(amr) {
+		why = "Every session of this account was ended after you last signed in at the identity provider, which answered from that sign-in. " +
+			"Sign in there again (sign out there first if it does not ask you), then start again."
+	}
+	return p.render(c, http.StatusForbidden, view{Kind: "error", Heading: "You could not be signed in",
+		Intro:   []string{why, "You have not been signed in."},
+		Primary: &link{Href: p.base + LoginPath + "?" + url.Values{requestField: {pr.ID}}.Encode(), Text: "Back to sign in"}})
 }
 
 // loginMethod is login.succeeded's details.method: "upstream" for a

@@ -272,15 +272,19 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 	case err != nil:
 		return p.upstreamRefused(c, err, pr.ID)
 	}
-	return p.upstreamSignedIn(c, old, pr, u, upstream.AMR(v.Provider, v.Claims))
+	return p.upstreamSignedIn(c, old, pr, u, upstream.AMR(v.Provider, v.Claims), v.SignedInAt)
 }
 
-// upstreamSignedIn finishes an upstream sign-in of u with amr:
-// Portcullis's own second step when u owes one with the roles the login
-// will carry (those of the organisation the request names; the login
-// page's step, with amr kept as the first factor's), else the browser
-// session and the pending request, like a password login.
-func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr Pending, u store.User, amr []string) error {
+// upstreamSignedIn finishes an upstream sign-in of u with amr, made at the
+// provider at signedInAt (upstream.Verified.SignedInAt: the session's
+// auth_time, so that the provider's own older session meets no max_age or
+// re-authentication window here): Portcullis's own second step when u
+// owes one with the roles the login will carry (those of the organisation
+// the request names; the login page's step, with amr and signedInAt kept
+// as the first factor's), else the browser session and the pending
+// request, like a password login.
+func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr Pending, u store.User, amr []string,
+	signedInAt time.Time) error {
 	ctx := c.Request().Context()
 	lu, err := p.loginUser(ctx, pr, u)
 	if err != nil {
@@ -290,9 +294,8 @@ func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr P
 	if err != nil {
 		return p.fail(c, err)
 	}
-	now := p.now()
 	if owes {
-		ch, err := p.si.MFA.Begin(ctx, lu, nil, "", pr.Client.ID, strings.Join(pr.Scopes, " "), "", now, amr)
+		ch, err := p.si.MFA.Begin(ctx, lu, nil, "", pr.Client.ID, strings.Join(pr.Scopes, " "), "", signedInAt, amr)
 		if err != nil {
 			return p.fail(c, err)
 		}
@@ -300,7 +303,7 @@ func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr P
 			return p.secondStep(c, pr, u.ID, ch, false)
 		}
 	}
-	return p.finishLogin(c, old, pr, u, now, amr, false)
+	return p.finishLogin(c, old, pr, u, signedInAt, amr, false)
 }
 
 func (p *Pages) provider(id string) *upstream.Provider {

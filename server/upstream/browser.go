@@ -41,7 +41,10 @@ type pendingLogin struct {
 // max_age (OIDC Core §3.1.2.1). Begin passes both on to the provider, and
 // Callback refuses (ReasonStaleLogin) an id token whose auth_time does not
 // show them: a provider that kept its own session signs nobody in to a
-// request that asked for a fresh login.
+// request that asked for a fresh login. A request that asked for neither
+// still sends the provider a max_age (askAuthTimeMaxAge), only so that its
+// id token carries auth_time: the session here starts when the person
+// signed in there (Claims.LoginTime), not at the callback.
 type Freshness struct {
 	// Since is when the request arrived, for its prompt=login: the sign-in
 	// must be at or after it. Zero: not asked.
@@ -55,16 +58,25 @@ type Freshness struct {
 // auth_time is compared with this much slack (it is whole seconds, too).
 const freshnessLeeway = 30 * time.Second
 
-// options are the authorization request parameters that pass f on.
+// askAuthTimeMaxAge is the max_age sent to the provider when the request
+// asked for none: a max_age makes auth_time REQUIRED in the id token (OIDC
+// Core §3.1.2.1, §2), and one this long asks no provider session to be
+// renewed.
+const askAuthTimeMaxAge = 365 * 24 * time.Hour
+
+// options are the authorization request parameters that pass f on, and
+// always a max_age, so that the id token carries auth_time: the request's,
+// else askAuthTimeMaxAge.
 func (f Freshness) options() []oauth2.AuthCodeOption {
 	var opts []oauth2.AuthCodeOption
 	if !f.Since.IsZero() {
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
 	}
+	maxAge := askAuthTimeMaxAge
 	if f.HasMaxAge {
-		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(int64(f.MaxAge/time.Second), 10)))
+		maxAge = f.MaxAge
 	}
-	return opts
+	return append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(int64(maxAge/time.Second), 10)))
 }
 
 // freshEnough checks the id token's auth_time (zero: absent) at now
@@ -85,13 +97,36 @@ func (pl pendingLogin) freshEnough(authTime, now time.Time) error {
 	return nil
 }
 
+// signedInAt is when a sign-in whose id token has claims c counts as made
+// (Verified.SignedInAt), at now, once freshEnough accepted it: the
+// provider's time (Claims.LoginTime), moved up to the oldest time the
+// request's prompt=login or max_age allows when freshEnough accepted it
+// within freshnessLeeway (the provider's clock behind ours), so that the
+// session meets the request that asked for it instead of sending the
+// person back to the login page.
+func (pl pendingLogin) signedInAt(c Claims, now time.Time) time.Time {
+	at := c.LoginTime(now)
+	if pl.Since != 0 {
+		if since := time.Unix(pl.Since, 0); at.Before(since) {
+			at = since
+		}
+	}
+	if pl.MaxAge != nil {
+		if oldest := now.Add(-time.Duration(*pl.MaxAge) * time.Second); at.Before(oldest) {
+			at = oldest
+		}
+	}
+	return at
+}
+
 // Begin starts the authorization code flow with PKCE at the provider: it
 // stores state, nonce and PKCE verifier (and ret, the caller's own data,
 // such as its pending authorization request) in the single-use store for
 // LoginTTL and returns the provider's authorization URL to redirect the
 // browser to. redirectURL is the callback (/login/{provider}/callback).
 // fresh is the freshness the request asks of the sign-in (the zero
-// Freshness: none), passed on to the provider and checked by Callback.
+// Freshness: none), passed on to the provider and checked by Callback; the
+// provider is asked for auth_time in any case (Freshness.options).
 // An unknown provider is 404.
 func (s *Service) Begin(ctx context.Context, providerID, redirectURL string, fresh Freshness, ret []byte) (string, error) {
 	p, ok := s.d.Providers.Get(providerID)
@@ -132,7 +167,11 @@ func (s *Service) Begin(ctx context.Context, providerID, redirectURL string, fre
 type Verified struct {
 	Provider *Provider
 	Claims   Claims
-	Return   []byte
+	// SignedInAt is when the person signed in at the provider, the
+	// session's auth_time: Claims.LoginTime (auth_time, else iat), moved up
+	// by at most freshnessLeeway to meet the request's freshness.
+	SignedInAt time.Time
+	Return     []byte
 }
 
 // Callback completes a sign-in at the provider's redirect back to
@@ -223,7 +262,7 @@ func (s *Service) callback(ctx context.Context, providerID string, q url.Values)
 		}
 		return Verified{}, err
 	}
-	return Verified{Provider: p, Claims: c, Return: pl.Return}, nil
+	return Verified{Provider: p, Claims: c, SignedInAt: pl.signedInAt(c, s.d.Now()), Return: pl.Return}, nil
 }
 
 // checkIss applies RFC 9207 §2.4 to a callback's query: an iss parameter

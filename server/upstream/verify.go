@@ -244,6 +244,11 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, p *Provider, raw, nonce st
 	if tok.Subject == "" || len(tok.Subject) > 255 {
 		return Claims{}, fmt.Errorf("%w: no usable sub", ErrInvalidToken)
 	}
+	if tok.IssuedAt.IsZero() {
+		// OIDC Core §2: iat is required, and it is the sign-in's time when
+		// the token has no auth_time (LoginTime).
+		return Claims{}, fmt.Errorf("%w: no iat", ErrInvalidToken)
+	}
 	var rc rawClaims
 	if err := tok.Claims(&rc); err != nil {
 		return Claims{}, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
@@ -266,9 +271,15 @@ func (v *Verifier) VerifyIDToken(ctx context.Context, p *Provider, raw, nonce st
 	return c, nil
 }
 
-// LoginTime is when the person authenticated at the provider: auth_time,
-// else iat (a token is issued at or after the sign-in it reports), at most
-// now (a provider's clock ahead of ours); zero when the token has neither.
+// LoginTime is when the person authenticated at the provider, the one
+// time every session begun by an upstream id token starts at (the browser
+// path and its second step, and the token exchange): auth_time, else iat
+// (a token is issued at or after the sign-in it reports, so a provider
+// that omits auth_time, though asked with max_age, has its sign-ins taken
+// as made when the token was issued: the best known, and possibly later
+// than the person really signed in there), at most now (a provider's clock
+// ahead of ours); zero when the token has neither (VerifyIDToken refuses
+// such a token).
 // Both are whole seconds, so the sign-in is taken at the last millisecond
 // of the second they name: one made just after "end every session" of the
 // user, in the same second, is not refused for the provider's rounding.

@@ -57,6 +57,7 @@ func TestVerifyIDTokenRefuses(t *testing.T) {
 		}), "n-1"},
 		{"fail/access_token_typ", with(func(tk *upstreamtest.Token) { tk.Typ = "at+jwt" }), "n-1"},
 		{"fail/no_sub", with(func(tk *upstreamtest.Token) { tk.Subject = "" }), "n-1"},
+		{"fail/no_iat", with(func(tk *upstreamtest.Token) { tk.Extra = map[string]any{"iat": nil} }), "n-1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := v.VerifyIDToken(ctx, p, op.IDToken(t, tc.tok), tc.nonce)
@@ -345,19 +346,25 @@ func TestBrowserPath(t *testing.T) {
 		now := time.Now()
 		asked := upstream.Freshness{Since: now.Add(-time.Second).Truncate(time.Second)}
 		withMaxAge := upstream.Freshness{MaxAge: 10 * time.Minute, HasMaxAge: true}
+		// signedIn is the sign-in's time (Verified.SignedInAt, within 2 s):
+		// the provider's, moved up to what the request asked when the
+		// provider's clock is behind ours (within the 30 s leeway).
 		for _, tc := range []struct {
 			name     string
 			fresh    upstream.Freshness
 			authTime any // the id token's auth_time; nil: none
 			refused  bool
+			signedIn time.Time
 		}{
-			{"ok/prompt_login_shown", asked, now.Unix(), false},
-			{"ok/max_age_shown", withMaxAge, now.Add(-9 * time.Minute).Unix(), false},
-			{"ok/nothing_asked_nothing_checked", upstream.Freshness{}, now.Add(-48 * time.Hour).Unix(), false},
-			{"fail/prompt_login_provider_kept_its_session", asked, now.Add(-time.Hour).Unix(), true},
-			{"fail/max_age_provider_kept_its_session", withMaxAge, now.Add(-time.Hour).Unix(), true},
-			{"fail/prompt_login_no_auth_time", asked, nil, true},
-			{"fail/max_age_no_auth_time", withMaxAge, nil, true},
+			{"ok/prompt_login_shown", asked, now.Unix(), false, now},
+			{"ok/max_age_shown", withMaxAge, now.Add(-9 * time.Minute).Unix(), false, now.Add(-9 * time.Minute)},
+			{"ok/nothing_asked_nothing_checked", upstream.Freshness{}, now.Add(-48 * time.Hour).Unix(), false, now.Add(-48 * time.Hour)},
+			{"ok/prompt_login_provider_clock_behind", asked, now.Add(-20 * time.Second).Unix(), false, asked.Since},
+			{"ok/max_age_provider_clock_behind", withMaxAge, now.Add(-615 * time.Second).Unix(), false, now.Add(-10 * time.Minute)},
+			{"fail/prompt_login_provider_kept_its_session", asked, now.Add(-time.Hour).Unix(), true, time.Time{}},
+			{"fail/max_age_provider_kept_its_session", withMaxAge, now.Add(-time.Hour).Unix(), true, time.Time{}},
+			{"fail/prompt_login_no_auth_time", asked, nil, true, time.Time{}},
+			{"fail/max_age_no_auth_time", withMaxAge, nil, true, time.Time{}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				tok := upstreamtest.Token{Subject: "s-ann"}
@@ -370,7 +377,9 @@ func TestBrowserPath(t *testing.T) {
 					t.Fatal(err)
 				}
 				q, _ := url.Parse(u)
-				wantPrompt, wantMaxAge := "", ""
+				// max_age is always sent, so that auth_time comes back: the
+				// request's, else a year's (no provider session renewed).
+				wantPrompt, wantMaxAge := "", "31536000"
 				if !tc.fresh.Since.IsZero() {
 					wantPrompt = "login"
 				}
@@ -388,6 +397,9 @@ func TestBrowserPath(t *testing.T) {
 				}
 				if err != nil || v.Claims.Subject != "s-ann" {
 					t.Fatalf("Callback = %+v, %v", v.Claims, err)
+				}
+				if d := v.SignedInAt.Sub(tc.signedIn); d < -2*time.Second || d > 2*time.Second {
+					t.Fatalf("SignedInAt = %v, want %v", v.SignedInAt, tc.signedIn)
 				}
 			})
 		}

@@ -88,7 +88,8 @@ type Token struct {
 	UnknownKey bool
 	// Typ is the JWS header's typ (default "JWT").
 	Typ string
-	// Extra claims, added last.
+	// Extra claims, added last; a nil value leaves the claim out (such as
+	// "iat").
 	Extra map[string]any
 }
 
@@ -223,7 +224,11 @@ func (p *Provider) claims(tok Token) map[string]any {
 		c["amr"] = tok.AMR
 	}
 	for k, v := range tok.Extra {
-		c[k] = v
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
 	}
 	return c
 }
