@@ -64,6 +64,14 @@ type User struct {
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
 	LastLoginAt        *time.Time
+
+	// PasswordUnproven says the current password was chosen through a
+	// channel that did not prove the mailbox (public registration): its
+	// holder may not own the address, so verified_email_auto never links
+	// the account automatically (upstream.Decide). A password set with a
+	// reset link mailed to the address clears it; a change made while
+	// signed in keeps it.
+	PasswordUnproven bool
 }
 
 // UserVersion is a user's version as read beside another record (see

@@ -26,6 +26,7 @@ type userRow struct {
 	Active             bool       `gorm:"column:active"`
 	EmailVerified      bool       `gorm:"column:email_verified"`
 	MustChangePassword bool       `gorm:"column:must_change_password"`
+	PasswordUnproven   bool       `gorm:"column:password_unproven"`
 	CreatedAt          time.Time  `gorm:"column:created_at;autoCreateTime:false"`
 	UpdatedAt          time.Time  `gorm:"column:updated_at;autoUpdateTime:false"`
 	LastLoginAt        *time.Time `gorm:"column:last_login_at"`
@@ -51,6 +52,7 @@ func userToRow(u *store.User) userRow {
 		Active:             u.Active,
 		EmailVerified:      u.EmailVerified,
 		MustChangePassword: u.MustChangePassword,
+		PasswordUnproven:   u.PasswordUnproven,
 		CreatedAt:          dbTime(u.CreatedAt),
 		UpdatedAt:          dbTime(u.UpdatedAt),
 		LastLoginAt:        dbTimePtr(u.LastLoginAt),
@@ -67,6 +69,7 @@ func (r userRow) toUser(roles []string) store.User {
 		Active:             r.Active,
 		EmailVerified:      r.EmailVerified,
 		MustChangePassword: r.MustChangePassword,
+		PasswordUnproven:   r.PasswordUnproven,
 		Roles:              roles,
 		CreatedAt:          readTime(r.CreatedAt),
 		UpdatedAt:          readTime(r.UpdatedAt),

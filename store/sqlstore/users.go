@@ -157,7 +157,7 @@ func (s *Store) getUserWhereWith(ctx context.Context, what, lead string, dest []
 // userWithRolesColumns are the columns scanUserWithRoles reads, of users u
 // LEFT JOIN user_roles r, after any columns of the caller's own.
 const userWithRolesColumns = `u.id, u.kind, u.email, u.username, u.name, u.password_hash, u.active,
-		u.email_verified, u.must_change_password, u.created_at, u.updated_at, u.last_login_at, r.role`
+		u.email_verified, u.must_change_password, u.password_unproven, u.created_at, u.updated_at, u.last_login_at, r.role`
 
 // scanUserWithRoles reads the rows of one user joined with its roles (one
 // row per role, or one row with a NULL role), ordered by role: the user
@@ -183,7 +183,7 @@ func scanUserWithRoles(rows *sql.Rows, what string, lead ...any) (store.User, er
 			dest = discard
 		}
 		dest = append(dest[:len(dest):len(dest)], &row.ID, &row.Kind, &row.Email, &row.Username, &row.Name, &row.PasswordHash, &row.Active,
-			&row.EmailVerified, &row.MustChangePassword, &row.CreatedAt, &row.UpdatedAt, &row.LastLoginAt, &role)
+			&row.EmailVerified, &row.MustChangePassword, &row.PasswordUnproven, &row.CreatedAt, &row.UpdatedAt, &row.LastLoginAt, &role)
 		if err := rows.Scan(dest...); err != nil {
 			return store.User{}, mapErr(what, err)
 		}
@@ -333,6 +333,7 @@ func saveUserTx(tx *gorm.DB, before userRow, u *store.User) error {
 		"active":               r.Active,
 		"email_verified":       r.EmailVerified,
 		"must_change_password": r.MustChangePassword,
+		"password_unproven":    r.PasswordUnproven,
 		"updated_at":           r.UpdatedAt,
 		"last_login_at":        r.LastLoginAt,
 	})

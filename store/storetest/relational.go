@@ -231,7 +231,7 @@ func sameUser(t *testing.T, what string, got, want store.User) {
 	}
 	if got.ID != want.ID || kind(got) != kind(want) || got.Email != want.Email || got.Username != want.Username || got.Name != want.Name ||
 		got.PasswordHash != want.PasswordHash || got.Active != want.Active || got.EmailVerified != want.EmailVerified ||
-		got.MustChangePassword != want.MustChangePassword || !reflect.DeepEqual(got.Roles, want.Roles) ||
+		got.MustChangePassword != want.MustChangePassword || got.PasswordUnproven != want.PasswordUnproven || !reflect.DeepEqual(got.Roles, want.Roles) ||
 		!got.CreatedAt.Equal(want.CreatedAt) || !got.UpdatedAt.Equal(want.UpdatedAt) || !eqPtr(got.LastLoginAt, want.LastLoginAt) {
 		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
 	}
@@ -310,6 +310,7 @@ func testUserCreateGet(t *testing.T, s *sqlstore.Store) {
 	u := newUser("Alice.Smith@Example.COM", "user", "admin", "user")
 	u.Username = "alice"
 	u.MustChangePassword = true
+	u.PasswordUnproven = true
 	created := mustCreateUser(t, s, u)
 	if !strings.HasPrefix(created.ID, sqlstore.UserIDPrefix) || len(created.ID) != len(sqlstore.UserIDPrefix)+26 {
 		t.Fatalf("user id %q: want %s + 26 characters", created.ID, sqlstore.UserIDPrefix)
@@ -581,6 +582,7 @@ func testUserUpdate(t *testing.T, s *sqlstore.Store) {
 		u.Active = false
 		u.EmailVerified = true
 		u.MustChangePassword = true
+		u.PasswordUnproven = true
 		u.LastLoginAt = &login
 		u.ID = "usr_hijack"                 // ignored
 		u.Roles = []string{"super_admin"}   // ignored
@@ -607,8 +609,8 @@ func testUserUpdate(t *testing.T, s *sqlstore.Store) {
 	if err != nil {
 		t.Fatalf("GetUserForLogin new email: %v", err)
 	}
-	if stored.PasswordHash != "$new$hash" {
-		t.Fatalf("stored hash %q", stored.PasswordHash)
+	if stored.PasswordHash != "$new$hash" || !stored.PasswordUnproven {
+		t.Fatalf("stored hash %q, password_unproven %v", stored.PasswordHash, stored.PasswordUnproven)
 	}
 	sameUser(t, "stored after update", withoutHash(stored), got)
 	if _, err := s.GetUserByEmail(c, "dave@example.com"); !errors.Is(err, store.ErrNotFound) {
