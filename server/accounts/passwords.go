@@ -99,9 +99,10 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 
 // ResetPassword redeems a reset link once: it sets the new password (checked
 // against the rules with the user's email), clears must_change_password,
-// marks the email verified (the link reached it), unlinks every upstream
-// identity of a provider that does not vouch for that email (vouches),
-// revokes the user's live API keys, all in the redemption's transaction
+// marks the email verified (the link reached it) and the password proven
+// (store.User.PasswordUnproven: it was set through the mailbox), unlinks
+// every upstream identity of a provider that does not vouch for that email
+// (vouches), revokes the user's live API keys, all in the redemption's transaction
 // (the store's RedeemPasswordReset), and ends every session of the user
 // before and after it (endingSessions). A failure anywhere in it leaves
 // the account as it was and the link usable (503; the retry does it all).
@@ -167,6 +168,7 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 			u.PasswordHash = hash
 			u.MustChangePassword = false
 			u.EmailVerified = true
+			u.PasswordUnproven = false // set through the mailbox
 			return nil
 		}, s.vouches)
 		if err != nil {

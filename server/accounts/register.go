@@ -18,7 +18,9 @@ type RegisterRequest struct {
 
 // Register creates an account when public registration is on (else 403
 // registration_disabled): an active user with the policy's default role and
-// an unverified email, to whom a verification link is emailed. An address
+// an unverified email and an unproven password (store.User.PasswordUnproven:
+// no provider links to it automatically until a reset link sets it), to
+// whom a verification link is emailed. An address
 // that already has an account is 409. The user signs in afterwards with the
 // password grant. A verification email that cannot be sent is logged, not
 // fatal: the user can ask for another (ResendVerification).
@@ -47,7 +49,10 @@ func (s *Service) Register(ctx context.Context, m Meta, req RegisterRequest) (Us
 	if err != nil {
 		return User{}, internal("hash password", err)
 	}
-	u := store.User{Email: email, Name: name, PasswordHash: hash, Active: true}
+	// Nothing here proves the mailbox, and the verification link proves
+	// only that its owner read it: the password stays unproven (never
+	// linked automatically upstream) until a reset link sets it.
+	u := store.User{Email: email, Name: name, PasswordHash: hash, Active: true, PasswordUnproven: true}
 	if role, ok := s.policy.DefaultRole(); ok {
 		u.Roles = []string{role}
 	}

@@ -165,7 +165,8 @@ type Input struct {
 // by its verified email only: a local account with that email is linked
 // after confirmation (or automatically under every condition of
 // verified_email_auto, and only when the account holds no identity of a
-// provider that does not vouch for its address), never when the local
+// provider that does not vouch for its address and its password was not
+// chosen where the mailbox was unproven), never when the local
 // address is unverified; without such an account, an invite for the email
 // or just-in-time creation. ps are the configured providers, which judge
 // the identities the account already holds (unvouched). A refusal is a
@@ -225,7 +226,7 @@ func Decide(ctx context.Context, dir Directory, ps *Providers, in Input) (Decisi
 		}
 	}
 	d.User = u
-	if p.Link == LinkVerifiedEmailAuto && p.VouchesForEmail(c) && !unvouched(ps, links, u.Email) {
+	if p.Link == LinkVerifiedEmailAuto && p.VouchesForEmail(c) && !unvouched(ps, u, links) {
 		d.Outcome = OutcomeAutoLink
 	} else {
 		d.Outcome = OutcomeConfirm
@@ -233,18 +234,25 @@ func Decide(ctx context.Context, dir Directory, ps *Providers, in Input) (Decisi
 	return d, nil
 }
 
-// unvouched reports whether any of links is of a provider that does not
-// vouch for email, the account's address (Providers.VouchesFor). Such an
-// identity may be a squatter's: one that provider's just-in-time creation
-// made the account for, and that stays linked when the owner later verifies
-// the address by the link mailed to it. Linking the domain's provider
-// automatically would hand the owner's sign-ins to an account the squatter
-// still signs in to; the owner proves the account on the confirm page
-// instead, or recovers it with a password reset, which drops such
-// identities (accounts.Service.ResetPassword).
-func unvouched(ps *Providers, links []store.FederatedIdentity, email string) bool {
+// unvouched reports whether someone other than the owner of u's address
+// may hold the account, so that linking the domain's provider
+// automatically could hand the owner's sign-ins to an account another
+// still signs in to. It is so when the current password was chosen where
+// the mailbox was not proven (u.PasswordUnproven: public registration; a
+// verification link redeemed since proves only that the owner read it,
+// not that they chose the password), or when any of links is of a provider
+// that does not vouch for the account's address (Providers.VouchesFor):
+// one that provider's just-in-time creation made the account for, and that
+// stays linked when the owner later verifies the address by the link mailed
+// to it. The owner proves the account on the confirm page instead, or
+// recovers it with a password reset, which proves the password and drops
+// such identities (accounts.Service.ResetPassword).
+func unvouched(ps *Providers, u store.User, links []store.FederatedIdentity) bool {
+	if u.PasswordUnproven {
+		return true
+	}
 	for _, l := range links {
-		if !ps.VouchesFor(l.Provider, email) {
+		if !ps.VouchesFor(l.Provider, u.Email) {
 			return true
 		}
 	}

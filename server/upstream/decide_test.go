@@ -79,9 +79,12 @@ func TestDecide(t *testing.T) {
 	gus := store.User{ID: "usr_gus", Email: "gus@example.com", Active: true, EmailVerified: true}
 	hal := store.User{ID: "usr_hal", Email: "hal@example.com", Active: true, EmailVerified: true}
 	ivy := store.User{ID: "usr_ivy", Email: "ivy@example.com", Active: true, EmailVerified: true}
+	// jay registered publicly: the password may be a squatter's, though the
+	// owner redeemed the verification link (found by a review).
+	jay := store.User{ID: "usr_jay", Email: "jay@example.com", Active: true, EmailVerified: true, PasswordUnproven: true}
 	const issGoogle, issCorp = "https://accounts.google.com", "https://login.corp.example"
 	dir := &directory{
-		users: []store.User{ann, bob, cyd, dan, eve, fay, gus, hal, ivy},
+		users: []store.User{ann, bob, cyd, dan, eve, fay, gus, hal, ivy, jay},
 		links: []store.FederatedIdentity{
 			{Provider: "google", Issuer: issGoogle, Subject: "g-ann", UserID: ann.ID},
 			{Provider: "google", Issuer: issGoogle, Subject: "g-cyd", UserID: cyd.ID},
@@ -146,6 +149,7 @@ func TestDecide(t *testing.T) {
 		{"ok/auto_link_every_condition", upstream.Input{Provider: auto, Claims: verified("g-ann2", "eve@example.com")}, upstream.OutcomeAutoLink, eve.ID, "", "", ""},
 		{"ok/auto_link_beside_a_vouching_providers_identity", upstream.Input{Provider: auto, Claims: verified("g-gus", "gus@example.com")}, upstream.OutcomeAutoLink, gus.ID, "", "", ""},
 		{"fail/auto_link_refused_beside_an_unvouched_identity_confirms", upstream.Input{Provider: auto, Claims: verified("g-fay", "fay@example.com")}, upstream.OutcomeConfirm, fay.ID, "", "", ""},
+		{"fail/auto_link_refused_to_an_unproven_password_confirms", upstream.Input{Provider: auto, Claims: verified("g-jay", "jay@example.com")}, upstream.OutcomeConfirm, jay.ID, "", "", ""},
 		{"fail/auto_link_refused_beside_an_unconfigured_providers_identity_confirms", upstream.Input{Provider: auto, Claims: verified("g-hal", "hal@example.com")}, upstream.OutcomeConfirm, hal.ID, "", "", ""},
 		{"ok/auto_link_without_allowed_domains_falls_back_to_confirm", upstream.Input{Provider: autoNoDomains, Claims: verified("g-ann2", "eve@example.com")}, upstream.OutcomeConfirm, eve.ID, "", "", ""},
 		{"fail/domain_outside_allowed_domains", upstream.Input{Provider: auto, Claims: verified("g-x", "x@other.example")}, "", "", "", upstream.ReasonDomainNotAllowed, ""},
