@@ -462,9 +462,9 @@ func TestOversizedFormsAnswerInKind(t *testing.T) {
 			}
 		}
 	}
-	// Nineteen forms, each asked twice.
-	if pages != 2*19 {
-		t.Errorf("%d answers were the pages' HTML, want %d", pages, 2*19)
+	// Twenty forms, each asked twice.
+	if pages != 2*20 {
+		t.Errorf("%d answers were the pages' HTML, want %d", pages, 2*20)
 	}
 	for _, path := range []string{"/login", "/reset-password", "/console/users", "/oauth2/token"} {
 		req, err := http.NewRequest(http.MethodPost, in.URL+path, unsizedReader{bytes.NewReader(big)})

@@ -874,9 +874,15 @@ func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 // is served on its own listener (bound before ready is called), and both
 // listeners shut down gracefully; if either fails, both stop.
 func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) error {
+	// The signing keys stay in sync until the server has drained: keys
+	// not reloaded for two sync intervals are refused (keys.ErrStale), so
+	// stopping their sync with ctx would fail the requests in flight
+	// during a graceful shutdown.
+	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopKeys()
+	go a.Keys.Run(keysCtx)
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go a.Keys.Run(kctx)
 	if a.Backchannel != nil {
 		// Deliveries in flight finish (or are left to their lease) before
 		// Run returns and the stores are closed.
