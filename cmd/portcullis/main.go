@@ -497,7 +497,8 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	core, err := app.OpenCore(ctx, cfg, newLogger(cfg, stderr))
+	log := newLogger(cfg, stderr)
+	core, err := app.OpenCore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -517,38 +518,8 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stdout, "%-44s %-6s %-8s %-20s %s\n", k.KID, k.Alg, k.State, k.CreatedAt.UTC().Format(time.RFC3339), until)
 		}
 		return nil
-	case "rotate":
-		rot, err := core.Keys.Rotate(ctx, *force)
-		if err != nil {
-			var early *keys.TooEarlyError
-			if errors.As(err, &early) {
-				return &exitError{code: 1, msg: fmt.Sprintf("refusing to rotate: the next key has not been published long enough; safe from %s (in %s). Use --force only in an emergency: it breaks verifiers that cached the JWKS until they refetch.",
-					early.SafeAt.UTC().Format(time.RFC3339), time.Until(early.SafeAt).Round(time.Second))}
-			}
-			return err
-		}
-		core.Audit.Record(ctx, store.AuditEvent{Action: "key.rotated", Outcome: store.OutcomeSuccess, TargetID: rot.Activated.KID,
-			Details: map[string]string{"via": "cli", "forced": fmt.Sprint(*force), "retired": rot.Retired.KID, "next": rot.Next.KID}})
-		fmt.Fprintf(stdout, "rotated: active %s, retired %s, next %s\n", rot.Activated.KID, rot.Retired.KID, rot.Next.KID)
-		return nil
-	case "revoke":
-		if kid == "" && cf.NArg() == 1 {
-			kid = cf.Arg(0)
-		}
-		if kid == "" || cf.NArg() > 1 || cf.NArg() == 1 && kid != cf.Arg(0) {
-			return &exitError{code: 2, msg: "keys revoke needs exactly one KID"}
-		}
-		rev, err := core.Keys.Revoke(ctx, kid)
-		if err != nil {
-			if errors.Is(err, store.ErrNotFound) || errors.Is(err, keys.ErrKeyNotFound) {
-				return &exitError{code: 1, msg: fmt.Sprintf("no key %q", kid)}
-			}
-			return err
-		}
-		core.Audit.Record(ctx, store.AuditEvent{Action: "key.revoked", Outcome: store.OutcomeSuccess, TargetID: rev.Revoked.KID,
-			Details: map[string]string{"via": "cli"}})
-		fmt.Fprintf(stdout, "revoked %s; it is unpublished and its tokens are refused within %s on every instance\n", rev.Revoked.KID, cfg.KeySyncInterval)
-		return nil
+	case "rotate", "revoke":
+		return keysAsOperator(ctx, core, log, sub, kid, force, cf, stdout)
 	case "reencrypt":
 		r, err := core.Reencrypt(ctx)
 		if err != nil {
@@ -559,6 +530,56 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	}
 	return &exitError{code: 2, msg: fmt.Sprintf("unknown keys subcommand %q", sub)}
+}
+
+// keysAsOperator runs `keys rotate` and `keys revoke` through the accounts
+// service, the one the admin API and the console use, as the operator
+// (accounts.Operator): the same rules and the same audit events (key.rotated,
+// key.revoked with the key's previous state), with actor_id
+// accounts.OperatorActorID and "via": "cli". force is rotate's --force.
+func keysAsOperator(ctx context.Context, core *app.Core, log *slog.Logger, sub, kid string, force *bool, cf *commandFlags, stdout io.Writer) error {
+	if sub == "revoke" {
+		if kid == "" && cf.NArg() == 1 {
+			kid = cf.Arg(0)
+		}
+		if kid == "" || cf.NArg() > 1 || cf.NArg() == 1 && kid != cf.Arg(0) {
+			return &exitError{code: 2, msg: "keys revoke needs exactly one KID"}
+		}
+	}
+	svc, err := app.OperatorAccounts(core, log)
+	if err != nil {
+		return err
+	}
+	if sub == "rotate" {
+		rot, err := svc.RotateKeys(ctx, accounts.Operator(), *force)
+		if err != nil {
+			var early *keys.TooEarlyError
+			if errors.As(err, &early) {
+				return &exitError{code: 1, msg: fmt.Sprintf("refusing to rotate: the next key has not been published long enough; safe from %s (in %s). Use --force only in an emergency: it breaks verifiers that cached the JWKS until they refetch.",
+					early.SafeAt.UTC().Format(time.RFC3339), time.Until(early.SafeAt).Round(time.Second))}
+			}
+			return operatorError(err)
+		}
+		retired := ""
+		if rot.Retired != nil {
+			retired = rot.Retired.KID
+		}
+		fmt.Fprintf(stdout, "rotated: active %s, retired %s, next %s\n", rot.Activated.KID, retired, rot.Next.KID)
+		return nil
+	}
+	rev, err := svc.RevokeKey(ctx, accounts.Operator(), kid)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) || errors.Is(err, keys.ErrKeyNotFound) {
+			return &exitError{code: 1, msg: fmt.Sprintf("no key %q", kid)}
+		}
+		return operatorError(err)
+	}
+	if rev.AlreadyRevoked {
+		fmt.Fprintf(stdout, "%s was revoked already; nothing changed\n", rev.Revoked.KID)
+		return nil
+	}
+	fmt.Fprintf(stdout, "revoked %s; it is unpublished and its tokens are refused within %s on every instance\n", rev.Revoked.KID, core.Config.KeySyncInterval)
+	return nil
 }
 
 func splitComma(s string) []string {

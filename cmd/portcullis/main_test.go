@@ -285,6 +285,69 @@ func TestClientsCommandsRunAsOperator(t *testing.T) {
 	}
 }
 
+// TestKeysAndBootstrapRunAsOperator: `bootstrap`, `keys rotate` and `keys
+// revoke` run as the operator, through the accounts service where there is
+// one (keys): every event they record has actor_id operator:cli and via cli
+// (bootstrap: via bootstrap), and revoking a key twice records, as the
+// service does for the console, the state it was in and that the second
+// revocation found it revoked already. Found by a review: before the change
+// the commands called the key manager directly and recorded no actor, and
+// the second revocation recorded a second event just like the first.
+func TestKeysAndBootstrapRunAsOperator(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			in := st.Start(t, env)
+			if out, stderr, code := st.RunCLI(t, env, "a long enough passphrase\n", "bootstrap", "--email", "root@example.com", "--password-stdin"); code != 0 {
+				t.Fatalf("bootstrap: %d %s %s", code, out, stderr)
+			}
+			if out, stderr, code := st.RunCLI(t, env, "", "keys", "rotate", "--force"); code != 0 {
+				t.Fatalf("keys rotate: %d %s %s", code, out, stderr)
+			}
+			list, err := in.App.Core.Keys.List(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var retired string
+			for _, k := range list {
+				if k.State == store.KeyRetired {
+					retired = k.KID
+				}
+			}
+			for range 2 {
+				if out, stderr, code := st.RunCLI(t, env, "", "keys", "revoke", retired); code != 0 {
+					t.Fatalf("keys revoke: %d %s %s", code, out, stderr)
+				}
+			}
+			via := map[string]string{"user.created": "bootstrap", "key.rotated": "cli", "key.revoked": "cli"}
+			var revocations []map[string]string
+			for action, wantVia := range via {
+				page, err := in.App.Core.Store.ListAudit(t.Context(), store.AuditFilter{Action: action})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page.Items) == 0 {
+					t.Fatalf("no %s event", action)
+				}
+				for _, e := range page.Items {
+					if e.ActorID != accounts.OperatorActorID || e.Details["via"] != wantVia {
+						t.Errorf("%s event with actor_id %q, via %q; want %s, %s", action, e.ActorID, e.Details["via"], accounts.OperatorActorID, wantVia)
+					}
+					if action == "key.revoked" {
+						revocations = append(revocations, e.Details)
+					}
+				}
+			}
+			// Newest first: the second revocation found the key revoked already.
+			if len(revocations) != 2 || revocations[0]["already_revoked"] != "true" || revocations[0]["previous_state"] != string(store.KeyRevoked) ||
+				revocations[1]["already_revoked"] != "false" || revocations[1]["previous_state"] != string(store.KeyRetired) {
+				t.Fatalf("key.revoked details %v", revocations)
+			}
+		})
+	}
+}
+
 // TestClientsCreateCodeFlow: `clients create` registers clients of the
 // authorization code flow with every flag of the contract (--redirect-uri
 // and --post-logout-redirect-uri repeat and keep commas, --first-party is

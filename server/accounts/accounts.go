@@ -265,9 +265,10 @@ type Deps struct {
 	// operation is confined to the acting token's tenant (see scopeOf).
 	// Nil: off, and a token naming a tenant acts nowhere.
 	Tenancy *tenancy.Resolver
-	// Revoker revokes signing keys (the console's emergency revoke); when
-	// nil RevokeKey answers 503. Throttle clears an account's failed
-	// logins; when nil (rate limits off) there is nothing to clear.
+	// Revoker revokes signing keys (the console's emergency revoke, the
+	// CLI's keys revoke); when nil RevokeKey answers 503. Throttle clears
+	// an account's failed logins; when nil (rate limits off) there is
+	// nothing to clear.
 	Revoker  KeyRevoker
 	Throttle LoginThrottle
 	// Authorities judge an account's upstream identities at a password
@@ -443,8 +444,10 @@ func (a Actor) login() (time.Time, []string) {
 func (a Actor) withToken() bool { return a.Bearer != nil || a.Scope != nil }
 
 // OperatorActorID is the actor_id of the audit events of operations the
-// operator runs with the CLI (`portcullis clients …`); their details say
-// "via": "cli". It cannot be a user id (those start with usr_).
+// operator runs with the CLI (`portcullis clients …`, `keys rotate`, `keys
+// revoke`; their details say "via": "cli") and of the account `portcullis
+// bootstrap` creates ("via": "bootstrap"). It cannot be a user id (those
+// start with usr_).
 const OperatorActorID = "operator:cli"
 
 // Operator returns the actor of the CLI: whoever holds the server's database

@@ -55,9 +55,10 @@ type CreatedClient struct {
 	ClientSecret string `json:"client_secret,omitempty"`
 }
 
-// clientActor is who creates, deletes or rotates a client: a user, with the
-// permissions they may pass on (passablePermissions: their current roles'
-// and, with a token, only those in its scope), or the operator.
+// clientActor is who creates, deletes or rotates a client, or rotates or
+// revokes the signing keys: a user, with the permissions they may pass on
+// (passablePermissions: their current roles' and, with a token, only those
+// in its scope), or the operator (the CLI), whose events say via "cli".
 type clientActor struct {
 	id       string
 	via      string // "admin" (the API) or "cli"
@@ -372,19 +373,32 @@ type Rotation struct {
 	Forced    bool          `json:"forced"`
 }
 
+// loadKeysActor is who acts on the signing keys (RotateKeys, RevokeKey),
+// an operation of the whole instance: the operator (the CLI's keys rotate
+// and keys revoke), or a user acting on the whole instance (loadClientActor;
+// an organisation's token is 403).
+func (s *Service) loadKeysActor(ctx context.Context, actor Actor) (clientActor, error) {
+	a, err := s.loadClientActor(ctx, actor)
+	if err != nil {
+		return clientActor{}, err
+	}
+	if err := a.scope.platformOnly(); err != nil {
+		return clientActor{}, err
+	}
+	return a, nil
+}
+
 // RotateKeys promotes the next key, retires the active one and creates a new
 // next key. Without force it refuses with 409 (saying when it will be safe)
 // while the next key has not been published long enough; force breaks
-// verifiers that cached the JWKS until they refetch.
+// verifiers that cached the JWKS until they refetch. The operator (the
+// CLI's keys rotate) rotates too; its event says via "cli". Audit
+// key.rotated.
 func (s *Service) RotateKeys(ctx context.Context, actor Actor, force bool) (Rotation, error) {
-	sc, err := s.scopeOf(ctx, actor)
+	a, err := s.loadKeysActor(ctx, actor)
 	if err != nil {
 		return Rotation{}, err
 	}
-	if err := sc.platformOnly(); err != nil {
-		return Rotation{}, err
-	}
-	a := sc.actor
 	rot, err := s.keys.Rotate(ctx, force)
 	if err != nil {
 		var early *keys.TooEarlyError
@@ -398,8 +412,8 @@ func (s *Service) RotateKeys(ctx context.Context, actor Actor, force bool) (Rota
 		}
 		return Rotation{}, storeErr("rotate signing keys", err, nil)
 	}
-	s.record(ctx, "key.rotated", store.OutcomeSuccess, a.ID, rot.Activated.KID, actor.Meta,
-		map[string]string{"via": "admin", "forced": fmt.Sprint(rot.Forced), "retired": rot.Retired.KID, "next": rot.Next.KID})
+	s.record(ctx, "key.rotated", store.OutcomeSuccess, a.id, rot.Activated.KID, actor.Meta,
+		map[string]string{"via": a.via, "forced": fmt.Sprint(rot.Forced), "retired": rot.Retired.KID, "next": rot.Next.KID})
 	out := Rotation{Activated: rot.Activated, Next: rot.Next, Forced: rot.Forced}
 	if rot.Retired.KID != "" {
 		r := rot.Retired

@@ -92,12 +92,14 @@ type KeyRevoker interface {
 	Revoke(ctx context.Context, kid string) (keys.Revocation, error)
 }
 
-// RevokeKey revokes a compromised signing key (the CLI's keys revoke): it
-// leaves the JWKS and every token it signed is refused; revoking the active
-// key promotes the next one at once. An unknown kid is 404. Audit
-// key.revoked.
+// RevokeKey revokes a compromised signing key (the console's emergency
+// revoke, and the CLI's keys revoke as the operator): it leaves the JWKS
+// and every token it signed is refused; revoking the active key promotes
+// the next one at once. An unknown kid is 404; an organisation's token
+// 403. Audit key.revoked, with the state the key was in and whether it was
+// revoked already (a repeated revocation changes nothing).
 func (s *Service) RevokeKey(ctx context.Context, actor Actor, kid string) (keys.Revocation, error) {
-	a, err := s.loadActor(ctx, actor)
+	a, err := s.loadKeysActor(ctx, actor)
 	if err != nil {
 		return keys.Revocation{}, err
 	}
@@ -111,8 +113,8 @@ func (s *Service) RevokeKey(ctx context.Context, actor Actor, kid string) (keys.
 		}
 		return keys.Revocation{}, storeErr("revoke signing key", err, nil)
 	}
-	s.record(ctx, "key.revoked", store.OutcomeSuccess, a.ID, rev.Revoked.KID, actor.Meta,
-		map[string]string{"via": "admin", "previous_state": string(rev.PreviousState),
+	s.record(ctx, "key.revoked", store.OutcomeSuccess, a.id, rev.Revoked.KID, actor.Meta,
+		map[string]string{"via": a.via, "previous_state": string(rev.PreviousState),
 			"already_revoked": fmt.Sprint(rev.AlreadyRevoked)})
 	return rev, nil
 }

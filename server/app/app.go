@@ -835,9 +835,9 @@ func accountsConfig(cfg config.Config) accounts.Config {
 }
 
 // OperatorAccounts builds the account and admin service for the CLI over
-// core, so that the operator's commands (`portcullis clients …`) run through
-// the same rules and audit as the admin API, with accounts.Operator() as the
-// actor. It reaches no Redis and sends no mail (the operations the CLI runs
+// core, so that the operator's commands (`portcullis clients …`, `keys
+// rotate`, `keys revoke`) run through the same rules and audit as the admin
+// API and the console, with accounts.Operator() as the actor. It reaches no Redis and sends no mail (the operations the CLI runs
 // need neither): its sessions use the SQL token state, its mail is dropped,
 // and its EndUserSessions queues no back-channel logout (no operator command
 // ends a user's sessions; one that does must go through signout.Ender.EndUser
@@ -865,7 +865,8 @@ func OperatorAccounts(core *Core, log *slog.Logger) (*accounts.Service, error) {
 	return accounts.New(accountsConfig(cfg), accounts.Deps{
 		Store: core.Store, Policy: core.Policy, Sessions: tokens, Hasher: hasher, Checker: checker, Rules: PasswordRules(cfg),
 		// The CLI sends no mail; a discarding logger keeps the log sender's warning out of its output.
-		Mail: mail.NewLogSender(slog.New(slog.DiscardHandler)), Templates: tmpl, Keys: core.Keys, Audit: core.Audit, Logger: log,
+		Mail: mail.NewLogSender(slog.New(slog.DiscardHandler)), Templates: tmpl, Keys: core.Keys, Revoker: core.Keys,
+		Audit: core.Audit, Logger: log,
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/portcullis-auth/portcullis/policy/password"
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/config"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -26,7 +27,8 @@ var ErrBootstrapEmailTaken = errors.New("an account with this email address alre
 // the policy's highest role unless one exists. It is idempotent. It only
 // ever creates an account: an address an account already has (registered
 // by anyone, with a password Bootstrap was not given) is refused with
-// ErrBootstrapEmailTaken, never promoted.
+// ErrBootstrapEmailTaken, never promoted. The operator creates it:
+// user.created has actor_id accounts.OperatorActorID.
 func Bootstrap(ctx context.Context, core *Core, email, pw string, rules password.Rules, hasher *password.Hasher) (BootstrapResult, error) {
 	roles := core.Policy.Roles()
 	if len(roles) == 0 {
@@ -68,8 +70,9 @@ func Bootstrap(ctx context.Context, core *Core, email, pw string, rules password
 		return res, fmt.Errorf("create %s: %w", top.Name, err)
 	}
 	res.User = u
-	core.Audit.Record(ctx, store.AuditEvent{Action: "user.created", Outcome: store.OutcomeSuccess, TargetID: u.ID,
-		Details: map[string]string{"role": top.Name, "via": "bootstrap"}})
+	operator := accounts.Operator()
+	core.Audit.Record(ctx, store.AuditEvent{Action: "user.created", Outcome: store.OutcomeSuccess, ActorID: operator.ID,
+		TargetID: u.ID, UserAgent: operator.UserAgent, Details: map[string]string{"role": top.Name, "via": "bootstrap"}})
 	return res, nil
 }
 
