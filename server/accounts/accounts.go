@@ -34,12 +34,18 @@ type Store interface {
 	DeleteUser(ctx context.Context, id string) error
 
 	CreateInvite(ctx context.Context, inv *store.Invite, mayReplace func(pending []store.Invite) error) error
+	// SupersedeInvites cancels the pending invites of ids that newer
+	// replaces, once newer's email went out.
+	SupersedeInvites(ctx context.Context, newer store.Invite, ids []string) ([]store.Invite, error)
 	GetInvite(ctx context.Context, id string) (store.Invite, error)
 	ListInvites(ctx context.Context, cursor string, limit int) (store.Page[store.Invite], error)
 	RevokeInvite(ctx context.Context, id string) error
 	AcceptInvite(ctx context.Context, tokenHash []byte, now time.Time, u *store.User) (store.Invite, error)
 
 	CreateUserToken(ctx context.Context, t *store.UserToken) error
+	// SupersedeUserTokens stops the user's other links of newer's
+	// purpose, once newer's email went out.
+	SupersedeUserTokens(ctx context.Context, newer store.UserToken) error
 	ConsumeUserToken(ctx context.Context, purpose store.UserTokenPurpose, tokenHash []byte, now time.Time,
 		apply func(u *store.User) error) (store.User, error)
 	// RedeemPasswordReset is ConsumeUserToken for a reset link that also

@@ -19,10 +19,12 @@ import (
 // for the address. The invite link {PUBLIC_URL}/invite?token=… is emailed;
 // a newer invite for the same address supersedes older ones, which cancels
 // them: the actor must be allowed to revoke each (mayRevokeInvite), else
-// 403 and nothing changes (the pending invite stays valid). When the email
-// cannot be sent the invite is revoked at once and the answer is 503, so an
-// invite nobody received never stays pending. A token revoked before the
-// invite was written sends none (createInvite).
+// 403 and nothing changes (the pending invite stays valid). They are
+// cancelled only once the new email went out: when it cannot be sent the
+// new invite is revoked at once, the pending ones stay valid, and the
+// answer is 503, so an invite nobody received never stays pending nor
+// kills the one that was received. A token revoked before the invite was
+// written sends none (createInvite).
 func (s *Service) CreateInvite(ctx context.Context, actor Actor, email, role string) (Invite, error) {
 	return s.CreateInviteOfKind(ctx, actor, store.UserHuman, email, role)
 }
@@ -45,9 +47,14 @@ func (s *Service) CreateInviteOfKind(ctx context.Context, actor Actor, kind, ema
 // sent: the link is a grant of the role to whoever holds it, so a token
 // revoked before the invite was written must not get it out. The invite is
 // then revoked before anyone could have received its link, the answer is
-// 401, and invite.created is recorded as failed (reason token_revoked).
-// Pending invites it superseded stay superseded: they were the actor's to
-// cancel, and cancelling is no grant (an admin invites them again).
+// 401, and invite.created is recorded as failed (reason token_revoked);
+// the pending invites it was to replace stay valid.
+//
+// The pending invites it replaces (those the actor was allowed to cancel
+// when it was written) are superseded once its email went out. Should that
+// fail, the answer is 503 saying so: the new invite was sent and works,
+// and the earlier ones still work until revoked or expired (an invite
+// again supersedes them all).
 func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, kind, email, role string) (Invite, error) {
 	if err := outlivesNoKey(actor); err != nil {
 		return Invite{}, err
@@ -97,9 +104,9 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, 
 	}
 	inv := store.Invite{Email: email, Role: role, TokenHash: hashSecret(secret), InvitedBy: a.ID,
 		ExpiresAt: s.now().Add(s.cfg.InviteTTL), TenantID: sc.tenant.ID}
-	// Checked inside the store's transaction, on the pending invites it is
-	// about to supersede, so a pending invite created meanwhile is either
-	// checked or left alone.
+	// Checked inside the store's transaction, on the pending invites the
+	// new one is to supersede once sent (supersedeReplaced), so a pending
+	// invite created meanwhile is either checked or left alone.
 	var replaced []store.Invite
 	err = s.store.CreateInvite(ctx, &inv, func(pending []store.Invite) error {
 		replaced = pending
@@ -118,10 +125,6 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, 
 	}
 	if err != nil {
 		return Invite{}, storeErr("create invite", err, nil)
-	}
-	for _, p := range replaced {
-		s.recordIn(ctx, sc, "invite.revoked", store.OutcomeSuccess, p.ID, m,
-			map[string]string{"role": p.Role, "reason": "replaced", "replaced_by": inv.ID})
 	}
 	if err := s.madeWithLiveToken(ctx, actor, "an invite", func(ctx context.Context) error {
 		if err := s.store.RevokeInvite(ctx, inv.ID); err != nil {
@@ -146,7 +149,37 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, 
 			"The invitation email could not be sent, so no invite was created. Try again later.").WithCause(err)
 	}
 	s.recordIn(ctx, sc, "invite.created", store.OutcomeSuccess, inv.ID, m, map[string]string{"role": role})
+	if err := s.supersedeReplaced(ctx, sc, m, inv, replaced); err != nil {
+		return Invite{}, err
+	}
 	return viewInvite(inv, s.now()), nil
+}
+
+// supersedeReplaced cancels, once inv's email went out, the pending
+// invites createInvite showed mayReplaceInvite for inv (SupersedeInvites:
+// one accepted or revoked meanwhile is left as it is), and records each as
+// revoked (reason replaced). When the store fails the answer is 503 saying
+// what happened: inv was sent and works, the earlier invites too.
+func (s *Service) supersedeReplaced(ctx context.Context, sc actorScope, m Meta, inv store.Invite, replaced []store.Invite) error {
+	if len(replaced) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(replaced))
+	for _, p := range replaced {
+		ids = append(ids, p.ID)
+	}
+	superseded, err := s.store.SupersedeInvites(ctx, inv, ids)
+	if err != nil {
+		s.log.Error("invite sent, but the pending invites it replaces were not cancelled", "invite_id", inv.ID, "err", err)
+		return apierr.ErrTemporarilyUnavailable.WithDescription(
+			"The invitation was sent, but the earlier pending invitation for this address could not be cancelled, so it still works: " +
+				"revoke it, or invite again later.").WithCause(err)
+	}
+	for _, p := range superseded {
+		s.recordIn(ctx, sc, "invite.revoked", store.OutcomeSuccess, p.ID, m,
+			map[string]string{"role": p.Role, "reason": "replaced", "replaced_by": inv.ID})
+	}
+	return nil
 }
 
 // ListInvites returns one page of the invites of the whole instance,

@@ -47,16 +47,30 @@ func (s *Service) sendVerify(ctx context.Context, to, token string) error {
 	return s.send(ctx, msg, err)
 }
 
-// issueUserToken stores a new one-time token of purpose for the user (which
-// supersedes the user's older ones of that purpose) and returns its secret.
-func (s *Service) issueUserToken(ctx context.Context, userID string, purpose store.UserTokenPurpose, ttl time.Duration) (string, time.Time, error) {
+// issueUserToken stores a new one-time token of purpose for the user and
+// returns its secret and the stored token. It supersedes nothing: once its
+// email went out the caller calls linkSent, so a link whose email cannot be
+// sent leaves the one sent before working.
+func (s *Service) issueUserToken(ctx context.Context, userID string, purpose store.UserTokenPurpose, ttl time.Duration) (string, store.UserToken, error) {
 	secret, err := newSecret()
 	if err != nil {
-		return "", time.Time{}, err
+		return "", store.UserToken{}, err
 	}
 	t := store.UserToken{UserID: userID, Purpose: purpose, TokenHash: hashSecret(secret), ExpiresAt: s.now().Add(ttl)}
 	if err := s.store.CreateUserToken(ctx, &t); err != nil {
-		return "", time.Time{}, fmt.Errorf("store %s token: %w", purpose, err)
+		return "", store.UserToken{}, fmt.Errorf("store %s token: %w", purpose, err)
 	}
-	return secret, t.ExpiresAt, nil
+	return secret, t, nil
+}
+
+// linkSent stops the user's older links of t's purpose once t's email went
+// out (SupersedeUserTokens), so only the newest link works. Every path that
+// emails a user's link calls it after the send, and only then. A failure
+// is logged, not returned: the email went out and its link works; the
+// older links, sent to the same address, keep working until they expire.
+func (s *Service) linkSent(ctx context.Context, t store.UserToken) {
+	if err := s.store.SupersedeUserTokens(ctx, t); err != nil {
+		s.log.Error("a new link was emailed, but the older ones could not be stopped; they work until they expire",
+			"user_id", t.UserID, "purpose", string(t.Purpose), "err", err)
+	}
 }

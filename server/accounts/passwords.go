@@ -48,7 +48,7 @@ func (s *Service) forgotPassword(ctx context.Context, m Meta, email string) {
 			map[string]string{"via": "forgot", "reason": "inactive"})
 		return
 	}
-	secret, _, err := s.issueUserToken(ctx, u.ID, store.PurposePasswordReset, s.cfg.ResetTTL)
+	secret, link, err := s.issueUserToken(ctx, u.ID, store.PurposePasswordReset, s.cfg.ResetTTL)
 	if err != nil {
 		s.log.Error("forgot password: create the reset token", "user_id", u.ID, "err", err)
 		return
@@ -59,6 +59,7 @@ func (s *Service) forgotPassword(ctx context.Context, m Meta, email string) {
 			map[string]string{"via": "forgot", "reason": "email_not_sent"})
 		return
 	}
+	s.linkSent(ctx, link)
 	s.record(ctx, "password.reset_requested", store.OutcomeSuccess, "", u.ID, m, map[string]string{"via": "forgot"})
 }
 
@@ -68,10 +69,10 @@ type ResetSent struct {
 }
 
 // RequestPasswordReset emails a reset link to a user the actor may manage
-// (not a machine user: 400).
-// The user's older reset links stop working. When the email cannot be sent
-// the answer is 503 (the link nobody received is useless and is replaced by
-// the next request).
+// (not a machine user: 400). Once the email went out the user's older
+// reset links stop working (linkSent). When the email cannot be sent the
+// answer is 503 and the older links keep working: the new link was
+// received by nobody, and the next request replaces it.
 func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID string) (ResetSent, error) {
 	a, t, err := s.actorAndTarget(ctx, actor, userID)
 	if err != nil {
@@ -83,7 +84,7 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 	if err := s.limitMail(ctx, LimitResetPassword, t.Email); err != nil {
 		return ResetSent{}, err
 	}
-	secret, exp, err := s.issueUserToken(ctx, t.ID, store.PurposePasswordReset, s.cfg.ResetTTL)
+	secret, link, err := s.issueUserToken(ctx, t.ID, store.PurposePasswordReset, s.cfg.ResetTTL)
 	if err != nil {
 		return ResetSent{}, storeErr("create reset token", err, errUserNotFound)
 	}
@@ -91,10 +92,11 @@ func (s *Service) RequestPasswordReset(ctx context.Context, actor Actor, userID 
 		s.record(ctx, "password.reset_requested", store.OutcomeFailure, a.ID, t.ID, actor.Meta,
 			map[string]string{"via": "admin", "reason": "email_not_sent"})
 		return ResetSent{}, apierr.ErrTemporarilyUnavailable.WithDescription(
-			"The password reset email could not be sent. Try again later.").WithCause(err)
+			"The password reset email could not be sent, so no new link was made; any earlier link still works. Try again later.").WithCause(err)
 	}
+	s.linkSent(ctx, link)
 	s.record(ctx, "password.reset_requested", store.OutcomeSuccess, a.ID, t.ID, actor.Meta, map[string]string{"via": "admin"})
-	return ResetSent{ExpiresAt: exp}, nil
+	return ResetSent{ExpiresAt: link.ExpiresAt}, nil
 }
 
 // ResetPassword redeems a reset link once: it sets the new password (checked

@@ -70,17 +70,23 @@ func (s *Service) Register(ctx context.Context, m Meta, req RegisterRequest) (Us
 	return ViewUser(u), nil
 }
 
-// sendVerification issues a verification link for u and emails it.
+// sendVerification issues a verification link for u and emails it; once
+// it went out, older links stop working (linkSent).
 func (s *Service) sendVerification(ctx context.Context, u store.User) error {
-	secret, _, err := s.issueUserToken(ctx, u.ID, store.PurposeVerifyEmail, s.cfg.VerifyEmailTTL)
+	secret, link, err := s.issueUserToken(ctx, u.ID, store.PurposeVerifyEmail, s.cfg.VerifyEmailTTL)
 	if err != nil {
 		return err
 	}
-	return s.sendVerify(ctx, u.Email, secret)
+	if err := s.sendVerify(ctx, u.Email, secret); err != nil {
+		return err
+	}
+	s.linkSent(ctx, link)
+	return nil
 }
 
-// ResendVerification emails the actor a new verification link (older ones
-// stop working). An already verified address is 409.
+// ResendVerification emails the actor a new verification link (once it
+// went out, older ones stop working; when it cannot be sent, 503 and they
+// keep working). An already verified address is 409.
 func (s *Service) ResendVerification(ctx context.Context, actor Actor) error {
 	if err := s.limit(ctx, LimitVerifyEmail, actor.Meta, ""); err != nil {
 		return err

@@ -17,17 +17,19 @@ import (
 // a required field.
 var ErrInvalidToken = errors.New("sqlstore: invalid one-time token record")
 
-// CreateInvite stores a pending invite and, in the same transaction, marks
-// every older pending invite for the same email (case-insensitive)
-// superseded. It fills ID, Status and CreatedAt; ExpiresAt must be set.
+// CreateInvite stores a pending invite. It supersedes nothing: older
+// pending invites for the same email (case-insensitive) and tenant stay
+// pending until SupersedeInvites is called, once the new invite's email
+// went out, so a new invite whose email cannot be sent cancels nothing. It
+// fills ID, Status and CreatedAt; ExpiresAt must be set.
 //
-// Superseding a pending invite cancels it, so when mayReplace is not nil it
-// is called once, inside the transaction and with the rows locked, with the
-// pending invites about to be superseded (oldest first; possibly none); if
-// it returns an error nothing is written and CreateInvite returns that
-// error (wrapped). Only the invites it approved are superseded: one created
-// concurrently is left pending. A retried transaction calls it again; the
-// last call describes what was committed.
+// When mayReplace is not nil it is called once, inside the transaction and
+// with the rows locked, with the pending invites the new one is to replace
+// (oldest first; possibly none); if it returns an error nothing is written
+// and CreateInvite returns that error (wrapped). The caller keeps the ids
+// it approved and passes them to SupersedeInvites: one created
+// concurrently was not approved and is left pending. A retried
+// transaction calls it again; the last call describes what was committed.
 func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite, mayReplace func(pending []store.Invite) error) error {
 	if inv == nil || strings.TrimSpace(inv.Email) == "" || inv.Role == "" || len(inv.TokenHash) == 0 || inv.ExpiresAt.IsZero() {
 		return fmt.Errorf("create invite: %w: email, role, token hash and expiry are required", ErrInvalidToken)
@@ -48,30 +50,13 @@ func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite, mayReplace 
 	var refused error // mayReplace's answer, returned as is
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		refused = nil
-		var pending []inviteRow
-		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
-			Where("email_lower = ? AND status = ? AND tenant_id = ?", row.EmailLower, string(store.InvitePending), row.TenantID).
-			Order("created_at, id").Find(&pending).Error
-		if err != nil {
-			return mapErr("find pending invites", err)
-		}
-		ids := make([]string, 0, len(pending))
-		invites := make([]store.Invite, 0, len(pending))
-		for _, p := range pending {
-			ids = append(ids, p.ID)
-			invites = append(invites, p.toInvite())
-		}
 		if mayReplace != nil {
-			if refused = mayReplace(invites); refused != nil {
-				return refused
-			}
-		}
-		if len(ids) > 0 {
-			err = tx.Model(&inviteRow{}).
-				Where("id IN ? AND status = ?", ids, string(store.InvitePending)).
-				Update("status", string(store.InviteSuperseded)).Error
+			pending, err := lockPendingInvites(tx, row, nil)
 			if err != nil {
-				return mapErr("supersede older invites", err)
+				return err
+			}
+			if refused = mayReplace(pending); refused != nil {
+				return refused
 			}
 		}
 		return mapErr("insert invite", tx.Create(&row).Error)
@@ -84,6 +69,69 @@ func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite, mayReplace 
 	}
 	*inv = row.toInvite()
 	return nil
+}
+
+// lockPendingInvites locks and returns, oldest first, the pending invites
+// for the address and tenant of row other than row itself; with ids not
+// nil, only those of ids.
+func lockPendingInvites(tx *gorm.DB, row inviteRow, ids []string) ([]store.Invite, error) {
+	q := tx.Clauses(clause.Locking{Strength: "UPDATE"}).
+		Where("email_lower = ? AND status = ? AND tenant_id = ? AND id <> ?", row.EmailLower, string(store.InvitePending), row.TenantID, row.ID)
+	if ids != nil {
+		q = q.Where("id IN ?", ids)
+	}
+	var rows []inviteRow
+	if err := q.Order("created_at, id").Find(&rows).Error; err != nil {
+		return nil, mapErr("find pending invites", err)
+	}
+	out := make([]store.Invite, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, r.toInvite())
+	}
+	return out, nil
+}
+
+// SupersedeInvites marks superseded, in one transaction, each invite of
+// ids that is still pending and is for the same address (case-insensitive)
+// and tenant as newer, never newer itself: the pending invites CreateInvite
+// showed mayReplace for newer, cancelled once newer's email went out. It
+// returns the invites it superseded (oldest first); one accepted, revoked
+// or superseded meanwhile is left as it is. An unknown newer is
+// store.ErrNotFound.
+func (s *Store) SupersedeInvites(ctx context.Context, newer store.Invite, ids []string) ([]store.Invite, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var superseded []store.Invite
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		superseded = nil
+		var row inviteRow
+		if err := tx.Where("id = ?", newer.ID).Take(&row).Error; err != nil {
+			return mapErr("load the newer invite", err)
+		}
+		pending, err := lockPendingInvites(tx, row, ids)
+		if err != nil || len(pending) == 0 {
+			return err
+		}
+		marked := make([]string, 0, len(pending))
+		for _, p := range pending {
+			marked = append(marked, p.ID)
+		}
+		err = tx.Model(&inviteRow{}).Where("id IN ? AND status = ?", marked, string(store.InvitePending)).
+			Update("status", string(store.InviteSuperseded)).Error
+		if err != nil {
+			return mapErr("supersede older invites", err)
+		}
+		for _, p := range pending {
+			p.Status = store.InviteSuperseded
+			superseded = append(superseded, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, mapErr("supersede invites", err)
+	}
+	return superseded, nil
 }
 
 // GetInvite returns the invite with the given id.

@@ -11,11 +11,12 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// CreateUserToken stores a one-time token for a user and, in the same
-// transaction, marks the user's older unused tokens of the same purpose used,
-// so only the newest link works, also when links are created concurrently
-// (the user's row is locked first). It fills ID and CreatedAt (UsedAt is
-// cleared); ExpiresAt must be set. An unknown user is store.ErrNotFound.
+// CreateUserToken stores a one-time token for a user. It supersedes
+// nothing: the user's older unused tokens of the same purpose keep working
+// until SupersedeUserTokens is called, once the new link's email went out,
+// so a new link whose email cannot be sent cancels none. It fills ID and
+// CreatedAt (UsedAt is cleared); ExpiresAt must be set. An unknown user is
+// store.ErrNotFound.
 func (s *Store) CreateUserToken(ctx context.Context, t *store.UserToken) error {
 	if t == nil || t.UserID == "" || t.Purpose == "" || len(t.TokenHash) == 0 || t.ExpiresAt.IsZero() {
 		return fmt.Errorf("create user token: %w: user, purpose, token hash and expiry are required", ErrInvalidToken)
@@ -30,18 +31,10 @@ func (s *Store) CreateUserToken(ctx context.Context, t *store.UserToken) error {
 		CreatedAt: now,
 	}
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		// The user's row is locked first, so concurrent creations for one
-		// user run one after another and each supersedes the ones before
-		// it; without the lock two could each find nothing to supersede
-		// and both stay live.
+		// The user's row is locked first, so the token is ordered with the
+		// writes of the user that void their links (saveUserTx).
 		if _, err := lockUser(tx, row.UserID); err != nil {
 			return mapErr(fmt.Sprintf("user %q", row.UserID), err)
-		}
-		err := tx.Model(&userTokenRow{}).
-			Where("user_id = ? AND purpose = ? AND used_at IS NULL", row.UserID, row.Purpose).
-			Update("used_at", now).Error
-		if err != nil {
-			return mapErr("supersede older tokens", err)
 		}
 		if err := tx.Create(&row).Error; err != nil {
 			if IsForeignKeyViolation(err) {
@@ -61,6 +54,35 @@ func (s *Store) CreateUserToken(ctx context.Context, t *store.UserToken) error {
 		TokenHash: row.TokenHash,
 		ExpiresAt: row.ExpiresAt,
 		CreatedAt: row.CreatedAt,
+	}
+	return nil
+}
+
+// SupersedeUserTokens marks used every other unused token of newer's user
+// and purpose, provided newer itself is still unused, so that only the
+// newest link works: called once newer's email went out. Of links sent at
+// once, exactly one stays live: the first to supersede the others (the
+// user's row is locked, and a link superseded meanwhile supersedes
+// nothing). No clock decides, so a write retried late changes nothing of
+// it. An unknown newer is store.ErrNotFound.
+func (s *Store) SupersedeUserTokens(ctx context.Context, newer store.UserToken) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		if _, err := lockUser(tx, newer.UserID); err != nil {
+			return mapErr(fmt.Sprintf("user %q", newer.UserID), err)
+		}
+		var row userTokenRow
+		if err := tx.Where("id = ? AND user_id = ?", newer.ID, newer.UserID).Take(&row).Error; err != nil {
+			return mapErr("load the newer token", err)
+		}
+		if row.UsedAt != nil {
+			return nil
+		}
+		return mapErr("supersede older tokens", tx.Model(&userTokenRow{}).
+			Where("user_id = ? AND purpose = ? AND used_at IS NULL AND id <> ?", row.UserID, row.Purpose, row.ID).
+			Update("used_at", s.clock()).Error)
+	})
+	if err != nil {
+		return mapErr("supersede user tokens", err)
 	}
 	return nil
 }

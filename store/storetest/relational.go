@@ -69,11 +69,13 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/signing_keys_conflicts_roll_back", testKeysConflicts},
 		{"ok/invites_create_supersede_list", testInvites},
 		{"fail/invites_replace_refused_writes_nothing", testInviteReplaceRefused},
+		{"ok/invites_superseded_once_sent", testInviteSupersedeOnceSent},
 		{"ok/invites_accept", testInviteAccept},
 		{"fail/invites_accept", testInviteAcceptFail},
 		{"ok/invites_revoke", testInviteRevoke},
 		{"ok/user_tokens_consume", testUserTokenConsume},
 		{"fail/user_tokens", testUserTokenFail},
+		{"ok/user_tokens_superseded_once_sent", testUserTokenSupersedeOnceSent},
 		{"fail/user_tokens_reset_voided_by_password_or_deactivation", testResetLinkVoided},
 		{"ok/password_reset_redeems_unlinks_revokes", testRedeemPasswordReset},
 		{"fail/password_reset_all_or_nothing", testRedeemPasswordResetFail},
@@ -92,7 +94,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"race/invites_accept_once", testRaceInviteAccept},
 		{"race/invites_replace_never_supersedes_unchecked", testRaceInviteReplace},
 		{"race/user_tokens_consume_once", testRaceUserToken},
-		{"race/user_tokens_create_leaves_one_live", testRaceUserTokenCreate},
+		{"race/user_tokens_sent_leave_one_live", testRaceUserTokensSent},
 		{"race/signing_keys_first_key_one_winner", testRaceFirstKey},
 		{"race/signing_keys_rotation_one_winner", testRaceRotation},
 		{"race/backchannel_claim_once", testBCLClaimRace},
@@ -1180,14 +1182,86 @@ func testKeysConflicts(t *testing.T, s *sqlstore.Store) {
 
 // ---- invites ----
 
+// mustInvite creates an invite as the service does once its email went
+// out: CreateInvite, then SupersedeInvites of the pending invites it
+// replaces.
 func mustInvite(t *testing.T, s *sqlstore.Store, email, role string, expires time.Time) (*store.Invite, []byte) {
 	t.Helper()
 	_, hash := secret()
 	inv := &store.Invite{Email: email, Role: role, TokenHash: hash, InvitedBy: "usr_inviter", ExpiresAt: expires}
-	if err := s.CreateInvite(rctx(t), inv, nil); err != nil {
+	var replaced []string
+	if err := s.CreateInvite(rctx(t), inv, func(pending []store.Invite) error { replaced = inviteIDs(pending); return nil }); err != nil {
 		t.Fatalf("CreateInvite(%s): %v", email, err)
 	}
+	if _, err := s.SupersedeInvites(rctx(t), *inv, replaced); err != nil {
+		t.Fatalf("SupersedeInvites(%s): %v", email, err)
+	}
 	return inv, hash
+}
+
+func inviteIDs(invites []store.Invite) []string {
+	ids := make([]string, 0, len(invites))
+	for _, inv := range invites {
+		ids = append(ids, inv.ID)
+	}
+	return ids
+}
+
+// testInviteSupersedeOnceSent: CreateInvite cancels nothing (the invite
+// pending before it stays usable, as when the new invite's email cannot be
+// sent); SupersedeInvites then cancels exactly the pending invites named,
+// for the same address and tenant: never the newer invite itself, one
+// created after it (not named), one for another address or tenant, nor
+// one accepted or revoked meanwhile.
+func testInviteSupersedeOnceSent(t *testing.T, s *sqlstore.Store) {
+	syncDefaultRoles(t, s)
+	c := rctx(t)
+	exp := time.Now().Add(time.Hour)
+	create := func(email, role string, mayReplace func([]store.Invite) error) (*store.Invite, []byte) {
+		t.Helper()
+		_, hash := secret()
+		inv := &store.Invite{Email: email, Role: role, TokenHash: hash, InvitedBy: "usr_inviter", ExpiresAt: exp}
+		if err := s.CreateInvite(c, inv, mayReplace); err != nil {
+			t.Fatalf("CreateInvite(%s): %v", email, err)
+		}
+		return inv, hash
+	}
+	accepted, acceptedHash := create("ida@example.com", "user", nil)
+	if _, err := s.AcceptInvite(c, acceptedHash, time.Now(), &store.User{PasswordHash: "$p"}); err != nil {
+		t.Fatal(err)
+	}
+	revoked, _ := create("ida@example.com", "admin", nil)
+	if err := s.RevokeInvite(c, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := create("someone@example.com", "user", nil)
+	first, _ := create("ida@example.com", "user", nil)
+	var shown []store.Invite
+	newer, _ := create("IDA@example.com", "user", func(p []store.Invite) error { shown = p; return nil })
+	if len(shown) != 1 || shown[0].ID != first.ID {
+		t.Fatalf("mayReplace saw %+v, want the pending invite only", shown)
+	}
+	for _, id := range []string{first.ID, newer.ID} {
+		if got, _ := s.GetInvite(c, id); got.Status != store.InvitePending {
+			t.Fatalf("CreateInvite changed invite %s: %s", id, got.Status)
+		}
+	}
+	later, _ := create("ida@example.com", "user", nil)
+	got, err := s.SupersedeInvites(c, *newer, []string{first.ID, newer.ID, other.ID, revoked.ID, accepted.ID, "inv_missing"})
+	if err != nil || len(got) != 1 || got[0].ID != first.ID || got[0].Status != store.InviteSuperseded {
+		t.Fatalf("SupersedeInvites = %+v, %v; want the first invite only", got, err)
+	}
+	for id, want := range map[string]store.InviteStatus{first.ID: store.InviteSuperseded, newer.ID: store.InvitePending,
+		later.ID: store.InvitePending, other.ID: store.InvitePending, revoked.ID: store.InviteRevoked, accepted.ID: store.InviteAccepted} {
+		if got, _ := s.GetInvite(c, id); got.Status != want {
+			t.Fatalf("invite %s is %s after SupersedeInvites, want %s", id, got.Status, want)
+		}
+	}
+	if got, err := s.SupersedeInvites(c, *newer, []string{first.ID}); err != nil || len(got) != 0 {
+		t.Fatalf("SupersedeInvites again = %+v, %v; want nothing", got, err)
+	}
+	_, err = s.SupersedeInvites(c, store.Invite{ID: "inv_missing"}, []string{later.ID})
+	wantErr(t, "SupersedeInvites of an unknown invite", err, store.ErrNotFound)
 }
 
 func testInvites(t *testing.T, s *sqlstore.Store) {
@@ -1386,7 +1460,19 @@ func testInviteRevoke(t *testing.T, s *sqlstore.Store) {
 
 // ---- one-time user tokens ----
 
+// mustUserToken issues a link as the service does once its email went
+// out: CreateUserToken, then SupersedeUserTokens.
 func mustUserToken(t *testing.T, s *sqlstore.Store, userID string, purpose store.UserTokenPurpose, expires time.Time) []byte {
+	t.Helper()
+	tok, hash := issuedUserToken(t, s, userID, purpose, expires)
+	if err := s.SupersedeUserTokens(rctx(t), tok); err != nil {
+		t.Fatalf("SupersedeUserTokens: %v", err)
+	}
+	return hash
+}
+
+// issuedUserToken creates a link whose email has not gone out yet.
+func issuedUserToken(t *testing.T, s *sqlstore.Store, userID string, purpose store.UserTokenPurpose, expires time.Time) (store.UserToken, []byte) {
 	t.Helper()
 	_, hash := secret()
 	tok := &store.UserToken{UserID: userID, Purpose: purpose, TokenHash: hash, ExpiresAt: expires}
@@ -1396,7 +1482,66 @@ func mustUserToken(t *testing.T, s *sqlstore.Store, userID string, purpose store
 	if !strings.HasPrefix(tok.ID, sqlstore.UserTokenIDPrefix) || tok.CreatedAt.IsZero() || tok.UsedAt != nil {
 		t.Fatalf("created token %+v", tok)
 	}
-	return hash
+	return *tok, hash
+}
+
+// testUserTokenSupersedeOnceSent: CreateUserToken stops no link (the one
+// sent before works, as when the new link's email cannot be sent);
+// SupersedeUserTokens then stops every other link of the user of the same
+// purpose, and no other: not the newer, one of another purpose or of
+// another user. A link stopped meanwhile stops nothing.
+func testUserTokenSupersedeOnceSent(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	now := time.Now().UTC()
+	u := mustCreateUser(t, s, newUser("quin@example.com"))
+	other := mustCreateUser(t, s, newUser("ursula@example.com"))
+	_, sentHash := issuedUserToken(t, s, u.ID, store.PurposePasswordReset, now.Add(time.Hour))
+	_, verifyHash := issuedUserToken(t, s, u.ID, store.PurposeVerifyEmail, now.Add(time.Hour))
+	_, otherHash := issuedUserToken(t, s, other.ID, store.PurposePasswordReset, now.Add(time.Hour))
+	newer, newerHash := issuedUserToken(t, s, u.ID, store.PurposePasswordReset, now.Add(time.Hour))
+	_, laterHash := issuedUserToken(t, s, u.ID, store.PurposePasswordReset, now.Add(time.Hour))
+	// Nothing superseded yet: the link sent before works (dry run: apply's
+	// error rolls the consume back).
+	dry := errors.New("dry run")
+	for _, h := range [][]byte{sentHash, newerHash, laterHash} {
+		if _, err := s.ConsumeUserToken(c, store.PurposePasswordReset, h, now, func(*store.User) error { return dry }); !errors.Is(err, dry) {
+			t.Fatalf("a link before SupersedeUserTokens: %v, want it usable", err)
+		}
+	}
+	if err := s.SupersedeUserTokens(c, newer); err != nil {
+		t.Fatalf("SupersedeUserTokens: %v", err)
+	}
+	for name, h := range map[string][]byte{"older": sentHash, "later": laterHash} {
+		_, err := s.ConsumeUserToken(c, store.PurposePasswordReset, h, now, nil)
+		wantErr(t, "the "+name+" link", err, store.ErrTokenUsed)
+	}
+	for name, tc := range map[string]struct {
+		purpose store.UserTokenPurpose
+		hash    []byte
+	}{
+		"newer": {store.PurposePasswordReset, newerHash}, "another purpose": {store.PurposeVerifyEmail, verifyHash},
+		"another user": {store.PurposePasswordReset, otherHash},
+	} {
+		if _, err := s.ConsumeUserToken(c, tc.purpose, tc.hash, now, func(*store.User) error { return dry }); !errors.Is(err, dry) {
+			t.Fatalf("the %s link after SupersedeUserTokens: %v, want it usable", name, err)
+		}
+	}
+	// A link stopped before its own supersession (another link sent at
+	// once won) stops nothing.
+	stopped, stoppedHash := issuedUserToken(t, s, u.ID, store.PurposeVerifyEmail, now.Add(time.Hour))
+	winner, winnerHash := issuedUserToken(t, s, u.ID, store.PurposeVerifyEmail, now.Add(time.Hour))
+	if err := s.SupersedeUserTokens(c, winner); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SupersedeUserTokens(c, stopped); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConsumeUserToken(c, store.PurposeVerifyEmail, winnerHash, now, func(*store.User) error { return dry }); !errors.Is(err, dry) {
+		t.Fatalf("the winning link after a stopped one's supersession: %v, want it usable", err)
+	}
+	_, err := s.ConsumeUserToken(c, store.PurposeVerifyEmail, stoppedHash, now, nil)
+	wantErr(t, "the stopped link", err, store.ErrTokenUsed)
+	wantErr(t, "SupersedeUserTokens of an unknown link", s.SupersedeUserTokens(c, store.UserToken{ID: "utk_missing", UserID: u.ID}), store.ErrNotFound)
 }
 
 func testUserTokenConsume(t *testing.T, s *sqlstore.Store) {
@@ -1896,7 +2041,10 @@ func testRaceUserToken(t *testing.T, s *sqlstore.Store) {
 	}
 }
 
-func testRaceUserTokenCreate(t *testing.T, s *sqlstore.Store) {
+// testRaceUserTokensSent: links issued and sent at once for one user (each
+// CreateUserToken then SupersedeUserTokens, as the service does once the
+// email went out) leave exactly one live, whatever order the writes ran in.
+func testRaceUserTokensSent(t *testing.T, s *sqlstore.Store) {
 	c := rctx(t)
 	now := time.Now().UTC()
 	u := mustCreateUser(t, s, newUser("links@example.com"))
@@ -1905,12 +2053,15 @@ func testRaceUserTokenCreate(t *testing.T, s *sqlstore.Store) {
 		_, hashes[i] = secret()
 	}
 	errs := race(relRacers, func(i int) error {
-		return s.CreateUserToken(c, &store.UserToken{UserID: u.ID, Purpose: store.PurposePasswordReset,
-			TokenHash: hashes[i], ExpiresAt: now.Add(time.Hour)})
+		tok := store.UserToken{UserID: u.ID, Purpose: store.PurposePasswordReset, TokenHash: hashes[i], ExpiresAt: now.Add(time.Hour)}
+		if err := s.CreateUserToken(c, &tok); err != nil {
+			return err
+		}
+		return s.SupersedeUserTokens(c, tok)
 	})
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("CreateUserToken %d: %v", i, err)
+			t.Fatalf("racer %d: %v", i, err)
 		}
 	}
 	live := 0
@@ -1924,7 +2075,7 @@ func testRaceUserTokenCreate(t *testing.T, s *sqlstore.Store) {
 		}
 	}
 	if live != 1 {
-		t.Fatalf("%d of %d concurrently created reset links were live, want exactly 1", live, relRacers)
+		t.Fatalf("%d of %d links sent at once were live, want exactly 1", live, relRacers)
 	}
 }
 
@@ -1991,8 +2142,9 @@ func testRaceRotation(t *testing.T, s *sqlstore.Store) {
 }
 
 // testInviteReplaceRefused: CreateInvite asks mayReplace about each pending
-// invite it would supersede; a refusal writes nothing (the pending invite
-// stays pending, no new invite exists), an approval supersedes it.
+// invite the new one would supersede; a refusal writes nothing (the pending
+// invite stays pending, no new invite exists), an approval lets
+// SupersedeInvites cancel it.
 func testInviteReplaceRefused(t *testing.T, s *sqlstore.Store) {
 	c := rctx(t)
 	exp := time.Now().Add(time.Hour)
@@ -2012,8 +2164,11 @@ func testInviteReplaceRefused(t *testing.T, s *sqlstore.Store) {
 	if p, _ := s.ListInvites(c, "", 10); len(p.Items) != 1 {
 		t.Fatalf("refused replacement stored an invite: %+v", p.Items)
 	}
-	if err := s.CreateInvite(c, inv, func([]store.Invite) error { return nil }); err != nil {
+	if err := s.CreateInvite(c, inv, func(p []store.Invite) error { asked = p; return nil }); err != nil {
 		t.Fatalf("CreateInvite approved: %v", err)
+	}
+	if _, err := s.SupersedeInvites(c, *inv, inviteIDs(asked)); err != nil {
+		t.Fatalf("SupersedeInvites: %v", err)
 	}
 	if got, _ := s.GetInvite(c, pending.ID); got.Status != store.InviteSuperseded {
 		t.Fatalf("approved replacement left the older invite %s", got.Status)
@@ -2046,7 +2201,15 @@ func testRaceInviteReplace(t *testing.T, s *sqlstore.Store) {
 			}
 			low := &store.Invite{Email: email, Role: "user", InvitedBy: "usr_low", ExpiresAt: exp}
 			_, low.TokenHash = secret()
-			return s.CreateInvite(c, low, noAdmin)
+			var approved []string
+			if err := s.CreateInvite(c, low, func(p []store.Invite) error {
+				approved = inviteIDs(p)
+				return noAdmin(p)
+			}); err != nil {
+				return err
+			}
+			_, err := s.SupersedeInvites(c, *low, approved) // its email went out
+			return err
 		})
 		if errs[0] != nil {
 			t.Fatalf("round %d: the admin invite: %v", round, errs[0])
