@@ -69,12 +69,14 @@ func (e *tenantEnv) createTenant(t *testing.T, slug string) string {
 	return out.ID
 }
 
-// member makes a user (created when new) a member of the organisation with role, as root.
+// member makes a user a member of the organisation with role: a new
+// address gets an account of the organisation's own (as its invite would
+// make it), an existing account is added as root.
 func (e *tenantEnv) member(t *testing.T, tenantID, email, role string) store.User {
 	t.Helper()
 	u, err := e.in.App.Core.Store.GetUserByEmail(t.Context(), email)
 	if err != nil {
-		u = e.fx.User(t, email, tenantPass)
+		return e.fx.TenantUser(t, tenantID, email, tenantPass, role)
 	}
 	e.c.PostJSON("/admin/tenants/"+tenantID+"/members", map[string]string{"user_id": u.ID, "role": role}, st.Bearer(e.rootTok)).
 		ExpectStatus(http.StatusCreated)

@@ -53,6 +53,12 @@ type Tenants interface {
 	TenantRoles(ctx context.Context, tenantID, userID string) ([]string, error)
 	// UserTenantIDs returns the ids of the tenants the user is a member of, sorted.
 	UserTenantIDs(ctx context.Context, userID string) ([]string, error)
+	// UserHomeTenant returns the id of the tenant that created the user:
+	// an accepted invite of the tenant (AcceptInvite) or
+	// CreateUserInTenant; "" for an account made otherwise (whatever
+	// tenants it joined since). The mark never changes. ErrNotFound when
+	// there is no such user.
+	UserHomeTenant(ctx context.Context, userID string) (string, error)
 	// UserTenantRoles returns every role the user holds in any tenant
 	// (active or not), each once, sorted; empty (not nil) when none. The
 	// privilege ceiling of an operation on the whole account compares them.

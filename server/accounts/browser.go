@@ -178,8 +178,8 @@ func (s *Service) UserSessions(ctx context.Context, userID, cursor string, limit
 }
 
 // UserSessionsAs is UserSessions for actor: inside an organisation only of
-// an account that belongs to it alone (a session shows where else the
-// person signs in).
+// the organisation's own account (ownAccount: a session shows where else
+// the person signs in).
 func (s *Service) UserSessionsAs(ctx context.Context, actor Actor, userID, cursor string, limit int) (Page[BrowserSession], error) {
 	t, err := s.accountAs(ctx, actor, userID)
 	if err != nil {

@@ -82,13 +82,14 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, 
 	}
 	// Inside an organisation an address with an account is invited too
 	// (accepting proves the account's password): a 409 there would tell
-	// one organisation's admin who has an account elsewhere.
-	if !sc.inTenant() {
-		if _, err := s.store.GetUserByEmail(ctx, email); err == nil {
-			return Invite{}, errAccountExists
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return Invite{}, storeErr("look up email", err, nil)
-		}
+	// one organisation's admin who has an account elsewhere. Only the
+	// email, to that address, says so (accepting adds the account).
+	existing, err := s.hasAccount(ctx, email)
+	if err != nil {
+		return Invite{}, err
+	}
+	if existing && !sc.inTenant() {
+		return Invite{}, errAccountExists
 	}
 	// Each invite replaces the pending one and sends a fresh email: an
 	// admin (an organisation's too) could otherwise flood any inbox.
@@ -136,7 +137,7 @@ func (s *Service) createInvite(ctx context.Context, sc actorScope, actor Actor, 
 			map[string]string{"role": role, "reason": viaTokenRevoked})
 		return Invite{}, err
 	}
-	if err := s.sendInvite(ctx, email, inviteToken(inv.ID, secret), role); err != nil {
+	if err := s.sendInvite(ctx, sc.tenant, existing, email, inviteToken(inv.ID, secret), role); err != nil {
 		s.log.Error("invite email not sent; revoking the invite", "invite_id", inv.ID, "err", err)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailTimeout)
 		defer cancel()
@@ -180,6 +181,18 @@ func (s *Service) supersedeReplaced(ctx context.Context, sc actorScope, m Meta, 
 			map[string]string{"role": p.Role, "reason": "replaced", "replaced_by": inv.ID})
 	}
 	return nil
+}
+
+// hasAccount reports whether an account has the address email.
+func (s *Service) hasAccount(ctx context.Context, email string) (bool, error) {
+	_, err := s.store.GetUserByEmail(ctx, email)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, store.ErrNotFound):
+		return false, nil
+	}
+	return false, storeErr("look up email", err, nil)
 }
 
 // ListInvites returns one page of the invites of the whole instance,
@@ -325,8 +338,9 @@ type AcceptInviteRequest struct {
 // Without a password it only looks at the invite: an unusable one is 400
 // invalid_token as above, a usable one 400 invalid_request (password
 // required), before any password rule or password check runs, so looking
-// (the invite page's GET, a link scanner) never counts as a failed login of
-// the account the invite names, nor changes anything.
+// (a link scanner; the invite page looks with LookAtInvite, which says
+// more) never counts as a failed login of the account the invite names,
+// nor changes anything.
 func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequest) (token.Response, error) {
 	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
 		return token.Response{}, err
@@ -402,6 +416,44 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 }
 
 const inviteKind = "invitation"
+
+// InviteLook is what the invite page shows of a usable invite before it
+// is accepted (LookAtInvite).
+type InviteLook struct {
+	// Organisation is the name of the organisation the invite is to (""
+	// for an invite of the whole instance).
+	Organisation string
+	// ExistingAccount: the invite is to an organisation and its address
+	// already has an account, which accepting (with that account's
+	// password: joinTenant) adds to the organisation.
+	ExistingAccount bool
+}
+
+// LookAtInvite is the look at an invite that AcceptInvite without a
+// password makes, for the invite page's form: the same limit and the same
+// check (usableInvite: an unusable invite is 400 invalid_token saying
+// why), no password check, and nothing changed or recorded. It answers
+// the organisation the invite is to and whether its address already has
+// an account, which accepting adds to it: only the holder of the link
+// (the mailbox the invitation went to) learns it.
+func (s *Service) LookAtInvite(ctx context.Context, m Meta, tok string) (InviteLook, error) {
+	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
+		return InviteLook{}, err
+	}
+	inv, _, err := s.usableInvite(ctx, tok, nil)
+	if err != nil || inv.TenantID == "" {
+		return InviteLook{}, err
+	}
+	t, err := s.store.GetTenant(ctx, inv.TenantID)
+	if err != nil {
+		return InviteLook{}, storeErr("load the invite's organisation", err, nil)
+	}
+	existing, err := s.hasAccount(ctx, inv.Email)
+	if err != nil {
+		return InviteLook{}, err
+	}
+	return InviteLook{Organisation: t.Name, ExistingAccount: existing}, nil
+}
 
 // joinTenant accepts an invite to an organisation for an address that
 // already has an account: the request's password must be that account's

@@ -26,10 +26,14 @@ func (s *Service) send(ctx context.Context, msg mail.Message, err error) error {
 	return nil
 }
 
-// sendInvite emails the invite link {PUBLIC_URL}/invite?token=….
-func (s *Service) sendInvite(ctx context.Context, to, token, role string) error {
+// sendInvite emails the invite link {PUBLIC_URL}/invite?token=…, naming
+// the organisation tenant it is to (zero: the whole instance) and, when
+// the address has an account (existing), saying that accepting adds that
+// account to it.
+func (s *Service) sendInvite(ctx context.Context, tenant store.Tenant, existing bool, to, token, role string) error {
 	msg, err := s.tmpl.Invite(mail.InviteData{ProductName: s.cfg.ProductName, To: to, Role: role,
-		Link: mail.Link(s.cfg.PublicURL, mail.InvitePath, token), ExpiresIn: s.cfg.InviteTTL})
+		Link: mail.Link(s.cfg.PublicURL, mail.InvitePath, token), ExpiresIn: s.cfg.InviteTTL,
+		Organisation: tenant.Name, ExistingAccount: existing && tenant.ID != ""})
 	return s.send(ctx, msg, err)
 }
 

@@ -25,7 +25,7 @@ var (
 	errOutsideTenant = apierr.ErrForbidden.WithDescription(
 		"This belongs to another organisation or to the whole instance.")
 	errSharedAccount = apierr.ErrForbidden.WithDescription(
-		"This account also belongs to another organisation or holds a platform role, so only a platform admin can change it.")
+		"This account was not created by this organisation, also belongs to another one, or holds a role of the whole instance, so only a platform admin can change it.")
 	errPlatformRoleInTenant = apierr.ErrInvalidRequest.WithDescription(
 		"A platform role is held across the whole instance, never inside an organisation.")
 	errTenantRoleGlobally = apierr.ErrInvalidRequest.WithDescription(
@@ -97,8 +97,8 @@ const (
 	reachMember reach = iota
 	// reachAccount changes or reveals the account itself (its password,
 	// sessions, factors, keys, consents, identities, active state,
-	// existence): inside an organisation, only an account that belongs to
-	// it alone and holds no platform role (else 403).
+	// existence): inside an organisation, only the organisation's own
+	// account (ownAccount; else 403).
 	reachAccount
 	// reachJoin gives the user a role in the organisation whether or not
 	// they are a member (AddTenantMember by id). A platform actor acting
@@ -157,17 +157,44 @@ func (s *Service) target(ctx context.Context, sc actorScope, id string, r reach)
 	case r != reachAccount:
 		return t, nil
 	}
-	if platform, _ := s.policy.SplitPlatform(global); len(platform) > 0 {
-		return targetUser{}, errSharedAccount
-	}
-	ids, err := s.store.UserTenantIDs(ctx, u.ID)
-	if err != nil {
-		return targetUser{}, storeErr("load the user's organisations", err, nil)
-	}
-	if !slices.Equal(ids, []string{sc.tenant.ID}) {
-		return targetUser{}, errSharedAccount
+	if err := s.ownAccount(ctx, sc.tenant.ID, u.ID, global); err != nil {
+		return targetUser{}, err
 	}
 	return t, nil
+}
+
+// ownAccount is the one rule of which accounts an organisation may change
+// as a whole (target's reachAccount inside it): only its own, an account
+// it created (an invite of it that made the account, or a machine user it
+// made: store.Tenants.UserHomeTenant, a mark written with the account and
+// never moved) that belongs to no other organisation and holds no global
+// role of any kind (global: the user's stored roles). Anyone else is 403
+// errSharedAccount: a person who registered, was invited by the platform
+// or by another organisation, or made their account otherwise, and then
+// joined with their own password, keeps their account, which is the same
+// account (the same sub) at every relying party; so does one of the
+// organisation's accounts once it also joined another, or was given a
+// role of the whole instance. A tenant's admin still reads such a member,
+// changes their roles there and removes them (reachMember).
+func (s *Service) ownAccount(ctx context.Context, tenantID, userID string, global []string) error {
+	if len(global) > 0 {
+		return errSharedAccount
+	}
+	home, err := s.store.UserHomeTenant(ctx, userID)
+	if err != nil {
+		return storeErr("load the user's organisation", err, errUserNotFound)
+	}
+	if home != tenantID {
+		return errSharedAccount
+	}
+	ids, err := s.store.UserTenantIDs(ctx, userID)
+	if err != nil {
+		return storeErr("load the user's organisations", err, nil)
+	}
+	if !slices.Equal(ids, []string{tenantID}) {
+		return errSharedAccount
+	}
+	return nil
 }
 
 // wholeAccount is target's user on the whole instance: their global roles,

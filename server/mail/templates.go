@@ -10,6 +10,8 @@ import (
 	"strings"
 	texttemplate "text/template"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 //go:embed templates/*.tmpl
@@ -25,6 +27,13 @@ type InviteData struct {
 	Link        string        // {PUBLIC_URL}/invite?token=…, see Link
 	Role        string        // the role the invite grants
 	ExpiresIn   time.Duration // lifetime of the link, for example 48h
+	// Organisation is the name of the organisation the invite is to ("":
+	// the whole instance). It goes into the subject, so a name holding a
+	// control character is refused (ErrInvalidMessage).
+	Organisation string
+	// ExistingAccount says the address already has an account, which
+	// accepting (with its password) adds to Organisation; the email says so.
+	ExistingAccount bool
 }
 
 // ResetData fills the password-reset email.
@@ -76,6 +85,9 @@ type pair struct {
 // view is what the templates see.
 type view struct {
 	ProductName, To, Link, Role, Expires, Subject string
+	// The invitation's.
+	Organisation    string
+	ExistingAccount bool
 	// The API key expiry notice's.
 	KeyName, KeyHint, Owner, ExpiresOn string
 }
@@ -140,12 +152,21 @@ func productName(p string) string {
 	return p
 }
 
-// Invite renders the invitation to d.To.
+// Invite renders the invitation to d.To: it names the organisation the
+// invite is to, if any, and says when accepting adds an existing account
+// to it.
 func (t *Templates) Invite(d InviteData) (Message, error) {
 	if strings.TrimSpace(d.Role) == "" {
 		return Message{}, fmt.Errorf("invite email: %w: no role", ErrInvalidMessage)
 	}
-	msg, err := t.invite.render(d.ProductName, d.To, d.Link, d.Role, d.ExpiresIn)
+	if strings.IndexFunc(d.Organisation, unicode.IsControl) >= 0 || !utf8.ValidString(d.Organisation) {
+		return Message{}, fmt.Errorf("invite email: %w: the organisation's name holds a control character or is not UTF-8", ErrInvalidMessage)
+	}
+	if d.ExistingAccount && strings.TrimSpace(d.Organisation) == "" {
+		return Message{}, fmt.Errorf("invite email: %w: only an organisation's invite adds an existing account", ErrInvalidMessage)
+	}
+	msg, err := t.invite.render(view{ProductName: d.ProductName, To: d.To, Link: d.Link, Role: d.Role,
+		Organisation: d.Organisation, ExistingAccount: d.ExistingAccount}, d.ExpiresIn)
 	if err != nil {
 		return Message{}, fmt.Errorf("invite email: %w", err)
 	}
@@ -154,7 +175,7 @@ func (t *Templates) Invite(d InviteData) (Message, error) {
 
 // PasswordReset renders the password-reset email to d.To.
 func (t *Templates) PasswordReset(d ResetData) (Message, error) {
-	msg, err := t.reset.render(d.ProductName, d.To, d.Link, "", d.ExpiresIn)
+	msg, err := t.reset.render(view{ProductName: d.ProductName, To: d.To, Link: d.Link}, d.ExpiresIn)
 	if err != nil {
 		return Message{}, fmt.Errorf("password reset email: %w", err)
 	}
@@ -163,21 +184,23 @@ func (t *Templates) PasswordReset(d ResetData) (Message, error) {
 
 // VerifyEmail renders the email-verification email to d.To.
 func (t *Templates) VerifyEmail(d VerifyData) (Message, error) {
-	msg, err := t.verify.render(d.ProductName, d.To, d.Link, "", d.ExpiresIn)
+	msg, err := t.verify.render(view{ProductName: d.ProductName, To: d.To, Link: d.Link}, d.ExpiresIn)
 	if err != nil {
 		return Message{}, fmt.Errorf("verify email: %w", err)
 	}
 	return msg, nil
 }
 
-func (p pair) render(product, to, link, role string, expiresIn time.Duration) (Message, error) {
+// render renders an email of a link, v's, that expires in expiresIn.
+func (p pair) render(v view, expiresIn time.Duration) (Message, error) {
 	if expiresIn <= 0 {
 		return Message{}, fmt.Errorf("%w: the link's lifetime must be positive", ErrInvalidMessage)
 	}
-	if u, err := url.Parse(link); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+	if u, err := url.Parse(v.Link); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return Message{}, fmt.Errorf("%w: the link must be an absolute http(s) URL", ErrInvalidMessage)
 	}
-	return p.execute(view{ProductName: productName(product), To: to, Link: link, Role: role, Expires: HumanDuration(expiresIn)})
+	v.ProductName, v.Expires = productName(v.ProductName), HumanDuration(expiresIn)
+	return p.execute(v)
 }
 
 // execute renders the subject, the text and the HTML body of v.

@@ -24,6 +24,10 @@ func TestTemplatesEscapeHTML(t *testing.T) {
 		"invite": func() (mail.Message, error) {
 			return tpl.Invite(mail.InviteData{ProductName: hostileName, To: hostileTo, Link: link, Role: hostileRole, ExpiresIn: time.Hour})
 		},
+		"invite_to_an_organisation": func() (mail.Message, error) {
+			return tpl.Invite(mail.InviteData{ProductName: hostileName, To: hostileTo, Link: link, Role: hostileRole, ExpiresIn: time.Hour,
+				Organisation: hostileRole, ExistingAccount: true})
+		},
 		"reset": func() (mail.Message, error) {
 			return tpl.PasswordReset(mail.ResetData{ProductName: hostileName, To: hostileTo, Link: link, ExpiresIn: time.Hour})
 		},
@@ -57,6 +61,49 @@ func TestTemplatesEscapeHTML(t *testing.T) {
 	}
 }
 
+// TestInviteNamesOrganisation: an organisation's invitation names the
+// organisation in its subject, text and HTML; to an address that already
+// has an account it says that accepting adds that account to the
+// organisation, with its password; a platform invitation names none.
+func TestInviteNamesOrganisation(t *testing.T) {
+	tpl := newTemplates(t)
+	base := mail.InviteData{ProductName: "Portcullis", To: "a@example.com", Link: "https://id.example.com/invite?token=x", Role: "user", ExpiresIn: time.Hour}
+	const existing = "already has an account"
+	for _, tc := range []struct {
+		name          string
+		org           string
+		existing      bool
+		names, adding bool
+	}{
+		{"ok/platform", "", false, false, false},
+		{"ok/organisation_new_address", "Globex Corp", false, true, false},
+		{"ok/organisation_existing_account", "Globex Corp", true, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := base
+			d.Organisation, d.ExistingAccount = tc.org, tc.existing
+			msg, err := tpl.Invite(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for part, body := range map[string]string{"subject": msg.Subject, "text": msg.Text, "html": msg.HTML} {
+				if got := strings.Contains(body, "Globex Corp"); got != tc.names {
+					t.Errorf("%s names the organisation: %v, want %v:\n%s", part, got, tc.names, body)
+				}
+				if part == "subject" {
+					continue
+				}
+				if got := strings.Contains(body, existing); got != tc.adding {
+					t.Errorf("%s says the account is added: %v, want %v:\n%s", part, got, tc.adding, body)
+				}
+				if got := strings.Contains(body, "choose your password"); got == tc.adding {
+					t.Errorf("%s asks to choose a password: %v, want %v:\n%s", part, got, !tc.adding, body)
+				}
+			}
+		})
+	}
+}
+
 func TestTemplatesRefuseBadData(t *testing.T) {
 	tpl := newTemplates(t)
 	good := mail.InviteData{ProductName: "Acme", To: "a@example.com", Link: "https://id.example.com/invite?token=x", Role: "user", ExpiresIn: time.Hour}
@@ -72,6 +119,10 @@ func TestTemplatesRefuseBadData(t *testing.T) {
 		{"fail/no recipient", func(d *mail.InviteData) { d.To = "" }},
 		{"fail/recipient with CRLF", func(d *mail.InviteData) { d.To = "a@example.com\r\nBcc: b@example.com" }},
 		{"fail/product name with CRLF", func(d *mail.InviteData) { d.ProductName = "Acme\r\nBcc: b@example.com" }},
+		{"fail/organisation with CRLF", func(d *mail.InviteData) { d.Organisation = "Globex\r\nBcc: b@example.com" }},
+		{"fail/organisation with a control character", func(d *mail.InviteData) { d.Organisation = "Globex\u0085Corp" }},
+		{"fail/organisation not UTF-8", func(d *mail.InviteData) { d.Organisation = "Globex\xff" }},
+		{"fail/existing account without an organisation", func(d *mail.InviteData) { d.ExistingAccount = true }},
 	}
 	if _, err := tpl.Invite(good); err != nil {
 		t.Fatalf("ok/good data: %v", err)

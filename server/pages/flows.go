@@ -81,21 +81,56 @@ func (p *Pages) renderForm(c echo.Context, status int, v view, path string) erro
 
 // ---- /invite ----
 
-func (p *Pages) inviteView(name string) view {
-	return view{Heading: "Set up your account", Submit: "Create my account",
-		Intro: []string{"You have been invited to " + p.cfg.ProductName + ". Choose a password to create your account."},
+// joinField marks the form of an existing account joining an organisation
+// (inviteView): it asks for the account's password, not a new one. It
+// chooses only what the page checks and says; the service decides what
+// accepting does.
+const joinField = "join"
+
+// inviteView is the form for the invite look describes: it names the
+// organisation the invite is to, if any. An address that already has an
+// account is told that accepting adds that account to the organisation,
+// and enters its password; a new one chooses a name and a password.
+func (p *Pages) inviteView(name string, look accounts.InviteLook) view {
+	product, org := p.cfg.ProductName, look.Organisation
+	if look.ExistingAccount {
+		return view{Heading: "Join " + org, Submit: "Join " + org,
+			Intro: []string{
+				"You have been invited to join the organisation " + org + " on " + product + ".",
+				"This email address already has an account. Accepting adds that account to " + org +
+					": its administrators will see your name and email address and manage your roles there. " +
+					"Enter your account's password to accept; it stays as it is.",
+			},
+			Hidden: []hidden{{Name: joinField, Value: "1"}},
+			Fields: []field{{ID: "password", Label: "Your password", Type: "password", Autocomplete: "current-password", Required: true}},
+			Links:  []link{{Href: p.base + ForgotPasswordPath, Text: "Forgotten your password?"}}}
+	}
+	intro := "You have been invited to " + product + ". Choose a password to create your account."
+	if org != "" {
+		intro = "You have been invited to join the organisation " + org + " on " + product + ". Choose a password to create your account."
+	}
+	return view{Heading: "Set up your account", Submit: "Create my account", Intro: []string{intro},
 		Fields: append([]field{{ID: "name", Label: "Your name", Type: "text", Autocomplete: "name", Value: name}},
 			p.newPasswordFields()...),
 		ProviderForms: p.inviteProviderForms()}
 }
 
-// inviteGet shows the form. Before it, AcceptInvite is called with no
-// password, which only looks at the invite: an unknown, expired, used or
-// revoked invitation is invalid_token, so the person learns at once that
-// the link cannot be used; a usable one is invalid_request (a password is
-// required), answered before any password rule or check, so opening the
-// link (a reload, a link scanner that prefetches it) changes nothing and
-// counts no failed login of an existing account the invite names.
+// inviteForm renders the invite's form with status, looking at the invite
+// first (LookAtInvite), which changes nothing and counts no failed login:
+// an unknown, expired, used or revoked invitation is invalid_token, so the
+// person learns at once that the link cannot be used. ps are the problems
+// of a form sent, name the name it held.
+func (p *Pages) inviteForm(c echo.Context, status int, tok, name string, ps problems) error {
+	look, answered, err := p.inviteUsable(c, tok)
+	if answered {
+		return err
+	}
+	return p.renderForm(c, status, p.inviteView(name, look).withErrors(ps), InvitePath)
+}
+
+// inviteGet shows the form (inviteForm). Opening the link (a reload, a
+// link scanner that prefetches it) changes nothing and counts no failed
+// login of an existing account the invite names.
 func (p *Pages) inviteGet(c echo.Context) error {
 	if done, err := p.carryToken(c, inviteFlow); done {
 		return err
@@ -104,25 +139,23 @@ func (p *Pages) inviteGet(c echo.Context) error {
 	if tok == "" {
 		return p.linkMissing(c, inviteFlow)
 	}
-	if answered, err := p.inviteUsable(c, tok); answered {
-		return err
-	}
 	p.inviteCSP(c)
-	return p.renderForm(c, http.StatusOK, p.inviteView(""), InvitePath)
+	return p.inviteForm(c, http.StatusOK, tok, "", nil)
 }
 
-// inviteUsable checks the invite tok without redeeming it (inviteGet):
-// answered is true when it is not usable, or cannot be checked now, and
-// the page says so (err is the handler's result).
-func (p *Pages) inviteUsable(c echo.Context, tok string) (answered bool, err error) {
-	_, err = p.d.Accounts.AcceptInvite(c.Request().Context(), meta(c), accounts.AcceptInviteRequest{Token: tok})
+// inviteUsable looks at the invite tok without redeeming it
+// (accounts.Service.LookAtInvite, which changes nothing and counts no
+// failed login): answered is true when it is not usable, or cannot be
+// checked now, and the page says so (err is the handler's result).
+func (p *Pages) inviteUsable(c echo.Context, tok string) (look accounts.InviteLook, answered bool, err error) {
+	look, err = p.d.Accounts.LookAtInvite(c.Request().Context(), meta(c), tok)
 	switch {
+	case err == nil:
+		return look, false, nil
 	case is(err, apierr.ErrOneTimeTokenInvalid):
-		return true, p.linkUnusable(c, inviteFlow, err)
-	case is(err, apierr.ErrInvalidRequest): // usable: the password is for the form
-		return false, nil
+		return look, true, p.linkUnusable(c, inviteFlow, err)
 	}
-	return true, p.fail(c, err) // rate limited or unavailable
+	return look, true, p.fail(c, err) // rate limited or unavailable
 }
 
 func (p *Pages) invitePost(c echo.Context) error {
@@ -136,10 +169,17 @@ func (p *Pages) invitePost(c echo.Context) error {
 	}
 	r := c.Request()
 	name, pw := strings.TrimSpace(r.PostFormValue("name")), r.PostFormValue("password")
+	join := r.PostFormValue(joinField) == "1"
 	var ps problems
-	checkNewPassword(&ps, pw, r.PostFormValue("confirm_password"))
+	if join {
+		if pw == "" {
+			ps.add("password", "Enter your account's password.")
+		}
+	} else {
+		checkNewPassword(&ps, pw, r.PostFormValue("confirm_password"))
+	}
 	if len(ps) > 0 {
-		return p.renderForm(c, http.StatusBadRequest, p.inviteView(name).withErrors(ps), InvitePath)
+		return p.inviteForm(c, http.StatusBadRequest, tok, name, ps)
 	}
 	m := meta(c)
 	resp, err := p.d.Accounts.AcceptInvite(r.Context(), m, accounts.AcceptInviteRequest{Token: tok, Password: pw, Name: name})
@@ -156,12 +196,13 @@ func (p *Pages) invitePost(c echo.Context) error {
 			"your email address and your password"))
 	case is(err, apierr.ErrOneTimeTokenInvalid):
 		return p.linkUnusable(c, inviteFlow, err)
-	case is(err, accounts.ErrWeakPassword):
+	case is(err, accounts.ErrWeakPassword), is(err, apierr.ErrInvalidGrant):
+		// A password the rules refuse, or not the existing account's.
 		ps.add("password", apierr.From(err).Description)
-		return p.renderForm(c, http.StatusBadRequest, p.inviteView(name).withErrors(ps), InvitePath)
+		return p.inviteForm(c, http.StatusBadRequest, tok, name, ps)
 	case is(err, apierr.ErrInvalidRequest):
 		ps.add("name", apierr.From(err).Description)
-		return p.renderForm(c, http.StatusBadRequest, p.inviteView(name).withErrors(ps), InvitePath)
+		return p.inviteForm(c, http.StatusBadRequest, tok, name, ps)
 	case is(err, apierr.ErrConflict):
 		p.dropFlow(c, inviteFlow)
 		return p.render(c, http.StatusConflict, view{Kind: "problem", Heading: "You already have an account",
@@ -172,6 +213,10 @@ func (p *Pages) invitePost(c echo.Context) error {
 	}
 	p.dropFlow(c, inviteFlow)
 	p.endSession(r.Context(), resp, m)
+	if join {
+		return p.render(c, http.StatusOK, p.invitedView("You have joined the organisation",
+			"Your account has been added to the organisation; your password is unchanged.", "your password"))
+	}
 	return p.render(c, http.StatusOK, p.invitedView("Your account is ready", "Your account has been created and your password is set.",
 		"your email address and your new password"))
 }

@@ -50,6 +50,7 @@ const ContentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'se
 // same methods as the JSON endpoints under /auth.
 type Accounts interface {
 	AcceptInvite(ctx context.Context, m accounts.Meta, req accounts.AcceptInviteRequest) (token.Response, error)
+	LookAtInvite(ctx context.Context, m accounts.Meta, tok string) (accounts.InviteLook, error)
 	ResetPassword(ctx context.Context, m accounts.Meta, tok, newPassword string) error
 	VerifyEmail(ctx context.Context, m accounts.Meta, tok string) (accounts.User, error)
 	ChangePassword(ctx context.Context, actor accounts.Actor, req accounts.ChangePasswordRequest) (token.Response, error)

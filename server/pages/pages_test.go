@@ -572,7 +572,7 @@ func TestInvitePageOpenIsNoFailedLogin(t *testing.T) {
 		existing    bool
 		accepted    string
 	}{
-		{"existing account", "member@example.com", true, "Your account is ready"},
+		{"existing account", "member@example.com", true, "You have joined the organisation"},
 		{"new account", "newbie@example.com", false, "Your account is ready"},
 	}
 	for _, tc := range tests { // in turn: the audit holds the events of both
@@ -601,8 +601,11 @@ func TestInvitePageOpenIsNoFailedLogin(t *testing.T) {
 					t.Fatalf("login throttle %s: %d, %v; want 0", key, n, err)
 				}
 			}
-			p = post(t, hc, d.in.URL+"/invite", url.Values{"csrf_token": {csrfOf(t, p)}, "name": {"Member"},
-				"password": {goodPassword}, "confirm_password": {goodPassword}})
+			form := url.Values{"csrf_token": {csrfOf(t, p)}, "name": {"Member"}, "password": {goodPassword}, "confirm_password": {goodPassword}}
+			if tc.existing { // the form of an existing account, as the page shows it
+				form = url.Values{"csrf_token": {csrfOf(t, p)}, "join": {"1"}, "password": {goodPassword}}
+			}
+			p = post(t, hc, d.in.URL+"/invite", form)
 			if p.StatusCode != http.StatusOK || !strings.Contains(p.Body, tc.accepted) {
 				t.Fatalf("the acceptance after opening the link: %d\n%s", p.StatusCode, p.Body)
 			}
@@ -615,6 +618,73 @@ func TestInvitePageOpenIsNoFailedLogin(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestInvitePageNamesOrganisation: the /invite page names the organisation
+// an invite is to; for an address that already has an account it says that
+// accepting adds that account to the organisation and asks for that
+// account's password (a wrong one shows the form again, joining nothing);
+// for a new address it asks for a new password; a platform invite names no
+// organisation. Found by a review: the page said "You have been invited to
+// Portcullis. Choose a password to create your account." to everyone, so
+// a person could hand an organisation their existing account unawares.
+func TestInvitePageNamesOrganisation(t *testing.T) {
+	t.Parallel()
+	d := newDeploymentOn(t, st.SQLite, map[string]string{"PORTCULLIS_TENANTS": "on"})
+	root := d.rootToken(t)
+	var tn struct{ ID string }
+	d.api.PostJSON("/admin/tenants", map[string]string{"slug": "globex", "name": "Globex Corp"}, st.Bearer(root)).
+		ExpectStatus(http.StatusCreated).JSON(&tn)
+	const existing, fresh = "has-one@example.com", "fresh@example.com"
+	u := d.fx.User(t, existing, goodPassword)
+	for _, email := range []string{existing, fresh} {
+		d.api.PostJSON("/admin/tenants/"+tn.ID+"/members", map[string]string{"email": email, "role": "user"}, st.Bearer(root)).
+			ExpectStatus(http.StatusCreated)
+	}
+	open := func(t *testing.T, email string) (*http.Client, page) {
+		t.Helper()
+		hc := browserClient(t)
+		return hc, openLink(t, hc, d.smtp.WaitFor(t, email, mailWithin).Link(t))
+	}
+
+	t.Run("existing_account", func(t *testing.T) {
+		hc, p := open(t, existing)
+		mustContain(t, "the invite page of an existing account", p.Body, "Join Globex Corp", "organisation Globex Corp",
+			"already has an account", "adds that account to Globex Corp", `name="join"`, `autocomplete="current-password"`)
+		if strings.Contains(p.Body, "confirm_password") || strings.Contains(p.Body, "Create my account") {
+			t.Fatalf("the page asks an existing account for a new password:\n%s", p.Body)
+		}
+		p = post(t, hc, d.in.URL+"/invite", url.Values{"csrf_token": {csrfOf(t, p)}, "join": {"1"}, "password": {"not the account's password"}})
+		if p.StatusCode != http.StatusBadRequest || !strings.Contains(p.Body, "Join Globex Corp") {
+			t.Fatalf("a wrong password: %d\n%s", p.StatusCode, p.Body)
+		}
+		if roles, _ := d.in.App.Core.Store.TenantRoles(t.Context(), tn.ID, u.ID); len(roles) != 0 {
+			t.Fatalf("a wrong password joined: %v", roles)
+		}
+		p = post(t, hc, d.in.URL+"/invite", url.Values{"csrf_token": {csrfOf(t, p)}, "join": {"1"}, "password": {goodPassword}})
+		if p.StatusCode != http.StatusOK || !strings.Contains(p.Body, "You have joined the organisation") {
+			t.Fatalf("the right password: %d\n%s", p.StatusCode, p.Body)
+		}
+		if roles, _ := d.in.App.Core.Store.TenantRoles(t.Context(), tn.ID, u.ID); !slices.Equal(roles, []string{"user"}) {
+			t.Fatalf("joined globex: %v", roles)
+		}
+	})
+	t.Run("new_address", func(t *testing.T) {
+		_, p := open(t, fresh)
+		mustContain(t, "the invite page of a new address", p.Body, "organisation Globex Corp", "Create my account", "confirm_password")
+		if strings.Contains(p.Body, "already has an account") {
+			t.Fatalf("the page of a new address speaks of an account:\n%s", p.Body)
+		}
+	})
+	t.Run("platform_invite", func(t *testing.T) {
+		d.api.PostJSON("/admin/invites", map[string]string{"email": "staff@example.com", "role": "super_admin"}, st.Bearer(root)).
+			ExpectStatus(http.StatusCreated)
+		_, p := open(t, "staff@example.com")
+		mustContain(t, "the invite page of a platform invite", p.Body, "Create my account")
+		if strings.Contains(p.Body, "organisation") {
+			t.Fatalf("a platform invite's page names an organisation:\n%s", p.Body)
+		}
+	})
 }
 
 // failedAcceptances are the invite.accept_failed events of the audit.

@@ -82,7 +82,7 @@ func (p *Pages) inviteUpstreamStart(c echo.Context) error {
 	if tok == "" {
 		return p.linkMissing(c, inviteFlow)
 	}
-	if answered, err := p.inviteUsable(c, tok); answered {
+	if _, answered, err := p.inviteUsable(c, tok); answered {
 		return err
 	}
 	ctx := c.Request().Context()

@@ -42,6 +42,23 @@ func (f *Fixtures) User(t testing.TB, email, pw string, roles ...string) store.U
 	return u
 }
 
+// TenantUser creates an active user with a verified email as the
+// organisation tenantID's own account, as its accepted invite would: no
+// global role, the given roles held in the organisation, and marked as
+// created by it (store.Tenants.UserHomeTenant).
+func (f *Fixtures) TenantUser(t testing.TB, tenantID, email, pw string, roles ...string) store.User {
+	t.Helper()
+	hash, err := f.hasher.Hash(context.Background(), pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := store.User{Email: email, PasswordHash: hash, Active: true, EmailVerified: true}
+	if err := f.Core.Store.CreateUserInTenant(context.Background(), &u, tenantID, roles); err != nil {
+		t.Fatalf("create user %s in tenant %s: %v", email, tenantID, err)
+	}
+	return u
+}
+
 // Client creates an OAuth client and returns its secret ("" for public clients).
 func (f *Fixtures) Client(t testing.TB, spec clients.Spec) string {
 	t.Helper()

@@ -211,8 +211,9 @@ func (s *Store) RevokeInvite(ctx context.Context, id string) error {
 
 // AcceptInvite redeems the invite whose token hashes to tokenHash, all or
 // nothing in one transaction: it creates u (with the invite's email and role,
-// email verified; filling u like CreateUser) and marks the invite accepted by
-// u. An unknown token is store.ErrNotFound; an accepted or superseded invite
+// email verified; filling u like CreateUser; an organisation's invite gives
+// the role in it and marks u its own, UserHomeTenant) and marks the invite
+// accepted by u. An unknown token is store.ErrNotFound; an accepted or superseded invite
 // store.ErrTokenUsed; a revoked one store.ErrTokenRevoked; an expired one
 // (now at or past ExpiresAt) store.ErrTokenExpired; an email that already
 // has an account store.ErrAlreadyExists. Of concurrent acceptances of one
@@ -267,6 +268,9 @@ func (s *Store) acceptInvite(ctx context.Context, tokenHash []byte, now time.Tim
 			tr := tenantRoleRow{TenantID: row.TenantID, UserID: nu.ID, Role: row.Role, CreatedAt: ts}
 			if err := tx.Create(&tr).Error; err != nil {
 				return mapErr("give the invited role in the tenant", err)
+			}
+			if err := markHomeTenant(tx, nu.ID, row.TenantID); err != nil {
+				return err
 			}
 		}
 		if fi != nil {

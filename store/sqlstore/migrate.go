@@ -62,6 +62,7 @@ func Migrations() []Migration {
 		{Version: 17, Name: "token_revocation_applied", Up: migrate0017},
 		{Version: 18, Name: "refresh_family_granted_at", Up: migrate0018},
 		{Version: 19, Name: "federated_identity_issuer", Up: migrate0019},
+		{Version: 20, Name: "user_home_tenant", Up: migrate0020},
 		{Version: 21, Name: "user_password_unproven", Up: migrate0021},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })

@@ -164,6 +164,30 @@ func (s *Store) UserTenantIDs(ctx context.Context, userID string) ([]string, err
 	return s.distinctOfUser(ctx, userID, "tenant_id", "tenants of user")
 }
 
+// UserHomeTenant implements store.Tenants: users.home_tenant_id
+// (migration 20), written with the user by acceptInvite and
+// CreateUserInTenant (markHomeTenant).
+func (s *Store) UserHomeTenant(ctx context.Context, userID string) (string, error) {
+	if !storableText(userID) {
+		return "", fmt.Errorf("home tenant of user: %w", store.ErrNotFound)
+	}
+	var home []string
+	if err := s.db.WithContext(ctx).Model(&userRow{}).Where("id = ?", userID).Pluck("home_tenant_id", &home).Error; err != nil {
+		return "", mapErr("home tenant of user", err)
+	}
+	if len(home) == 0 {
+		return "", fmt.Errorf("home tenant of user: %w", store.ErrNotFound)
+	}
+	return home[0], nil
+}
+
+// markHomeTenant records, in the transaction that created the user, that
+// tenantID created them (UserHomeTenant).
+func markHomeTenant(tx *gorm.DB, userID, tenantID string) error {
+	return mapErr("mark the user's organisation", tx.Model(&userRow{}).Where("id = ?", userID).
+		Update("home_tenant_id", tenantID).Error)
+}
+
 // UserTenantRoles implements store.Tenants in one statement (the index on
 // tenant_roles.user_id).
 func (s *Store) UserTenantRoles(ctx context.Context, userID string) ([]string, error) {
@@ -205,10 +229,11 @@ func tenantExists(tx *gorm.DB, tenantID string) error {
 	return nil
 }
 
-// CreateUserInTenant implements store.Tenants: the user row, its global
-// roles and its roles in the tenant are inserted in one transaction (as an
-// accepted invite to an organisation is), after the tenant and each role
-// are checked as GrantTenantRole checks them.
+// CreateUserInTenant implements store.Tenants: the user row (marked the
+// tenant's own: UserHomeTenant), its global roles and its roles in the
+// tenant are inserted in one transaction (as an accepted invite to an
+// organisation is), after the tenant and each role are checked as
+// GrantTenantRole checks them.
 func (s *Store) CreateUserInTenant(ctx context.Context, u *store.User, tenantID string, roles []string) error {
 	if u == nil {
 		return fmt.Errorf("create user in tenant: %w: nil user", ErrInvalidUser)
@@ -227,6 +252,9 @@ func (s *Store) CreateUserInTenant(ctx context.Context, u *store.User, tenantID 
 			return err
 		}
 		if err := createUserTx(tx, &nu, now); err != nil {
+			return err
+		}
+		if err := markHomeTenant(tx, nu.ID, tenantID); err != nil {
 			return err
 		}
 		for _, role := range tenantRoles {

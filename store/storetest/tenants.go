@@ -38,6 +38,7 @@ func RunTenantTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/invites_audit_clients_carry_the_tenant", testTenantRecords},
 		{"ok/default_tenant_moves_assignments_once", testDefaultTenant},
 		{"ok/tenant_invite_of_an_existing_account", testTenantInviteExisting},
+		{"ok/home_tenant_marks_the_accounts_a_tenant_created", testHomeTenant},
 		{"race/default_tenant_once", testDefaultTenantRace},
 		{"race/tenant_update_serialises", testTenantUpdateRace},
 	}
@@ -535,6 +536,74 @@ func testTenantInviteExisting(t *testing.T, s *sqlstore.Store) {
 // rename (counting in the name), the other half turn the tenant off, as a
 // rename and a deactivation sent at once by two operators: no rename may
 // write the old flag back, and no rename is lost.
+// testHomeTenant: UserHomeTenant names the tenant that created the
+// account, by an accepted invite of it (with or without an upstream
+// identity) or CreateUserInTenant, and nothing else makes or moves the
+// mark: an account created on its own or by a platform invite has none,
+// and joining a tenant (an invite accepted by the existing account, a role
+// granted) or another one gives none.
+func testHomeTenant(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	a, b := mustTenant(t, s, "a"), mustTenant(t, s, "b")
+	invite := func(email, tenantID string) []byte {
+		t.Helper()
+		_, h := secret()
+		inv := &store.Invite{Email: email, Role: "user", TokenHash: h, InvitedBy: "usr_inviter", ExpiresAt: time.Now().Add(time.Hour), TenantID: tenantID}
+		if err := s.CreateInvite(c, inv, nil); err != nil {
+			t.Fatalf("CreateInvite(%s): %v", email, err)
+		}
+		return h
+	}
+	invited := &store.User{PasswordHash: "$p", Active: true}
+	if _, err := s.AcceptInvite(c, invite("invited@example.com", a.ID), time.Now(), invited); err != nil {
+		t.Fatal(err)
+	}
+	federated := &store.User{Active: true}
+	if _, err := s.AcceptInviteWithIdentity(c, invite("federated@example.com", a.ID), time.Now(), federated,
+		&store.FederatedIdentity{Provider: "google", Subject: "sub-federated", Email: "federated@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	bot := store.User{Kind: store.UserMachine, Name: "bot", Active: true}
+	if err := s.CreateUserInTenant(c, &bot, a.ID, []string{"user"}); err != nil {
+		t.Fatal(err)
+	}
+	platform := &store.User{PasswordHash: "$p", Active: true}
+	if _, err := s.AcceptInvite(c, invite("platform@example.com", ""), time.Now(), platform); err != nil {
+		t.Fatal(err)
+	}
+	own := mustCreateUser(t, s, newUser("own@example.com"))
+	joined := mustCreateUser(t, s, newUser("joined@example.com"))
+	if _, err := s.AcceptTenantInvite(c, invite("joined@example.com", a.ID), time.Now(), joined.ID); err != nil {
+		t.Fatal(err)
+	}
+	mustGrantTenant(t, s, a.ID, own.ID, "user")
+	// Joining another tenant moves no mark.
+	if _, err := s.AcceptTenantInvite(c, invite("invited@example.com", b.ID), time.Now(), invited.ID); err != nil {
+		t.Fatal(err)
+	}
+	mustGrantTenant(t, s, b.ID, bot.ID, "user")
+	for _, tc := range []struct {
+		name, id, want string
+	}{
+		{"ok/invited_by_a", invited.ID, a.ID},
+		{"ok/invited_by_a_through_a_provider", federated.ID, a.ID},
+		{"ok/created_in_a", bot.ID, a.ID},
+		{"ok/platform_invite", platform.ID, ""},
+		{"ok/created_then_granted_a_role_in_a", own.ID, ""},
+		{"ok/existing_account_joined_a", joined.ID, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, err := s.UserHomeTenant(rctx(t), tc.id); err != nil || got != tc.want {
+				t.Fatalf("UserHomeTenant = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+	for _, id := range []string{"usr_missing", "bad\x00id"} {
+		_, err := s.UserHomeTenant(c, id)
+		wantErr(t, "UserHomeTenant("+id+")", err, store.ErrNotFound)
+	}
+}
+
 func testTenantUpdateRace(t *testing.T, s *sqlstore.Store) {
 	c := rctx(t)
 	tn := mustTenant(t, s, "acme")
