@@ -879,9 +879,12 @@ func (a *App) Run(ctx context.Context, ln net.Listener, ready func(net.Addr)) er
 	// not reloaded for two sync intervals are refused (keys.ErrStale), so
 	// stopping their sync with ctx would fail the requests in flight
 	// during a graceful shutdown.
+	// Deferred first, it runs last, and waits for a sync or a rotation in
+	// flight before the stores are closed.
 	keysCtx, stopKeys := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopKeys()
-	go a.Keys.Run(keysCtx)
+	keysDone := make(chan struct{})
+	go func() { defer close(keysDone); a.Keys.Run(keysCtx) }()
+	defer func() { stopKeys(); <-keysDone }()
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if a.Backchannel != nil {

@@ -30,16 +30,23 @@ func TestMigration0020HomeTenant(t *testing.T) {
 			if err := s.CreateTenant(ctx, &acme); err != nil {
 				t.Fatal(err)
 			}
+			// Users written as version 18 wrote them (no column of a later
+			// migration), read back for their creation time.
 			users := map[string]store.User{}
-			for _, email := range []string{"made@example.com", "joined@example.com", "moved@example.com", "loner@example.com"} {
-				u := store.User{Email: email, Active: true}
-				if email == "moved@example.com" {
-					u.Roles = []string{"user"}
+			old := func(key string, machine bool) store.User {
+				t.Helper()
+				id := createOldUser(t, db, key+"@example.com")
+				if machine {
+					if err := db.Exec("UPDATE users SET kind = 'machine' WHERE id = ?", id).Error; err != nil {
+						t.Fatal(err)
+					}
 				}
-				if err := s.CreateUser(ctx, &u); err != nil {
-					t.Fatalf("create a version-18 user: %v", err)
+				var created time.Time
+				if err := db.Raw("SELECT created_at FROM users WHERE id = ?", id).Scan(&created).Error; err != nil {
+					t.Fatal(err)
 				}
-				users[email] = u
+				users[key] = store.User{ID: id, CreatedAt: created}
+				return users[key]
 			}
 			role := func(u store.User, at time.Time) {
 				t.Helper()
@@ -48,17 +55,35 @@ func TestMigration0020HomeTenant(t *testing.T) {
 					t.Fatalf("give a version-18 tenant role: %v", err)
 				}
 			}
-			role(users["made@example.com"], users["made@example.com"].CreatedAt) // written with the user
-			role(users["joined@example.com"], users["joined@example.com"].CreatedAt.Add(time.Millisecond))
-			role(users["moved@example.com"], users["moved@example.com"].CreatedAt.Add(time.Second))
+			made, joined, moved := old("made", false), old("joined", false), old("moved", false)
+			old("loner", false)
+			role(made, made.CreatedAt) // written with the user
+			role(joined, joined.CreatedAt.Add(time.Millisecond))
+			role(moved, moved.CreatedAt.Add(time.Second))
+			// An organisation's machine user made the version-18 way: the
+			// user first, its role in the tenant later, the creation audited
+			// under the tenant. Another, audited under no tenant, stays
+			// unmarked.
+			oldBot, strayBot := old("old-bot", true), old("stray-bot", true)
+			for _, ev := range []struct {
+				u      store.User
+				tenant string
+			}{{oldBot, acme.ID}, {strayBot, ""}} {
+				role(ev.u, ev.u.CreatedAt.Add(3*time.Millisecond))
+				if err := db.Exec(`INSERT INTO audit_events (id, occurred_at, action, outcome, actor_id, target_id, client_id, ip, user_agent, details, tenant_id)
+					VALUES (?, ?, 'user.created', 'success', '', ?, '', '', '', '{}', ?)`,
+					newID(AuditIDPrefix), time.Now().UTC(), ev.u.ID, ev.tenant).Error; err != nil {
+					t.Fatalf("write a version-18 audit event: %v", err)
+				}
+			}
 			applied, err := s.Migrate(ctx)
 			if err != nil || fmt.Sprint(applied) != fmt.Sprint(versionsFrom(19)) {
 				t.Fatalf("Migrate applied %v, %v; want %v", applied, err, versionsFrom(19))
 			}
-			want := map[string]string{"made@example.com": acme.ID, "joined@example.com": "", "moved@example.com": "", "loner@example.com": ""}
-			for email, home := range want {
-				if got, err := s.UserHomeTenant(ctx, users[email].ID); err != nil || got != home {
-					t.Fatalf("%s: home tenant %q, %v; want %q", email, got, err, home)
+			want := map[string]string{"made": acme.ID, "joined": "", "moved": "", "loner": "", "old-bot": acme.ID, "stray-bot": ""}
+			for key, home := range want {
+				if got, err := s.UserHomeTenant(ctx, users[key].ID); err != nil || got != home {
+					t.Fatalf("%s: home tenant %q, %v; want %q", key, got, err, home)
 				}
 			}
 			bot := store.User{Kind: store.UserMachine, Name: "bot", Active: true}
