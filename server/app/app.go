@@ -460,6 +460,10 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		Origins: rtcookie.NewOrigins(core.Store, ClientCacheTTL, nil), Checks: []server.Check{
 			{Name: "database", Check: core.Store.Ping},
 			{Name: "token_state", Check: states.State.Ping},
+			// Keys not reloaded for two sync intervals sign and verify
+			// nothing (keys.ErrStale): the instance is not ready until a
+			// sync succeeds, even once the database answers again.
+			{Name: "signing_keys", Check: func(context.Context) error { return core.Keys.Usable() }},
 		}})
 	// Token exchange is always served: API keys are exchanged for access
 	// tokens (and upstream id tokens when providers are configured).

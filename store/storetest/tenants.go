@@ -560,7 +560,7 @@ func testHomeTenant(t *testing.T, s *sqlstore.Store) {
 	}
 	federated := &store.User{Active: true}
 	if _, err := s.AcceptInviteWithIdentity(c, invite("federated@example.com", a.ID), time.Now(), federated,
-		&store.FederatedIdentity{Provider: "google", Subject: "sub-federated", Email: "federated@example.com"}); err != nil {
+		&store.FederatedIdentity{Provider: "google", Issuer: "https://accounts.google.com", Subject: "sub-federated", Email: "federated@example.com"}); err != nil {
 		t.Fatal(err)
 	}
 	bot := store.User{Kind: store.UserMachine, Name: "bot", Active: true}
