@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -142,6 +143,21 @@ func TestReadyzFailsWhenPostgresIsDown(t *testing.T) {
 	r.ExpectError(503, "temporarily_unavailable")
 	d.c.PostForm("/oauth2/token", st.PasswordForm(userEmail, userPass, ""), st.Basic("web", d.webSecret)).
 		ExpectError(503, "temporarily_unavailable")
+	// Two key sync intervals on, the keys are stale too, and /readyz says so
+	// in the documented form (the client checks it against the OpenAPI
+	// description).
+	stale := time.Now().Add(2*d.in.Config.KeySyncInterval + 5*time.Second)
+	for {
+		var body struct{ Failed []string }
+		d.c.Get("/readyz").ExpectStatus(503).JSON(&body)
+		if slices.Contains(body.Failed, "signing_keys") {
+			break
+		}
+		if time.Now().After(stale) {
+			t.Fatalf("readyz still reports only %v long after the keys could last be reloaded", body.Failed)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err := pg.Start(); err != nil {
 		t.Fatal(err)
 	}
