@@ -116,8 +116,9 @@ type MFAFactors interface {
 	// returns ErrConflict when it is not (the code was used already, here
 	// or on another instance), ErrNotFound without a confirmed secret.
 	UseTOTPStep(ctx context.Context, userID string, step int64, now time.Time) error
-	// DeleteTOTP removes the user's TOTP factor (confirmed and pending);
-	// ErrNotFound when there was none.
+	// DeleteTOTP removes the user's TOTP factor (confirmed and pending)
+	// and, when no other factor (a passkey) is left, the recovery codes, in
+	// one transaction; ErrNotFound when there was none.
 	DeleteTOTP(ctx context.Context, userID string) error
 
 	// ReplaceRecoveryCodes replaces all the user's recovery codes by
@@ -151,8 +152,10 @@ type MFAFactors interface {
 	// oldCount (compare-and-set); ErrConflict when it changed meanwhile,
 	// ErrNotFound when the user has no such credential.
 	UseWebAuthnCredential(ctx context.Context, userID, id string, oldCount, signCount uint32, credential []byte, now time.Time) error
-	// DeleteWebAuthnCredential removes one credential of the user;
-	// ErrNotFound when the user has none with that id.
+	// DeleteWebAuthnCredential removes one credential of the user and,
+	// when no other factor (a passkey, a confirmed TOTP secret) is left,
+	// the recovery codes, in one transaction; ErrNotFound when the user has
+	// none with that id.
 	DeleteWebAuthnCredential(ctx context.Context, userID, id string) error
 
 	// DeleteAllFactors removes every factor and recovery code of the user

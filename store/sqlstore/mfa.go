@@ -152,14 +152,49 @@ func (s *Store) UseTOTPStep(ctx context.Context, userID string, step int64, now 
 	return nil
 }
 
-// DeleteTOTP removes the user's TOTP factor, confirmed and pending.
+// DeleteTOTP removes the user's TOTP factor, confirmed and pending, and
+// with it the recovery codes when no other factor is left, in one
+// transaction (removeFactor).
 func (s *Store) DeleteTOTP(ctx context.Context, userID string) error {
-	res := s.db.WithContext(ctx).Where("user_id = ?", userID).Delete(&mfaTOTPRow{})
-	if res.Error != nil {
-		return mapErr("delete totp", res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return fmt.Errorf("delete totp: %w", store.ErrNotFound)
+	return s.removeFactor(ctx, "delete totp", userID, func(tx *gorm.DB) *gorm.DB {
+		return tx.Where("user_id = ?", userID).Delete(&mfaTOTPRow{})
+	})
+}
+
+// removeFactor is the one removal of a second factor: in one transaction
+// that holds the user's row (FOR UPDATE; SQLite has one writer) it runs
+// del, which deletes the factor (no row deleted is store.ErrNotFound), counts
+// the factors left as MFASummary does, and deletes the recovery codes when
+// none is (they stand in for a lost factor and must not outlive the last
+// one). Holding the user, of two last factors removed at once the later
+// removal sees the earlier one's, so the codes go whatever the order; and
+// a failure anywhere leaves the factor and the codes as they were.
+func (s *Store) removeFactor(ctx context.Context, what, userID string, del func(tx *gorm.DB) *gorm.DB) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		if _, err := lockUser(tx, userID); err != nil {
+			return mapErr("lock user", err)
+		}
+		res := del(tx)
+		if res.Error != nil {
+			return mapErr("delete the factor", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return store.ErrNotFound
+		}
+		var totp, webauthn, recovery int64
+		if _, err := scanOne(tx.Raw(`SELECT `+factorCounts("?"), userID, userID, userID), &totp, &webauthn, &recovery); err != nil {
+			return mapErr("count the factors left", err)
+		}
+		if factorSummary(totp, webauthn, recovery).Enrolled() || recovery == 0 {
+			return nil
+		}
+		if err := tx.Where("user_id = ?", userID).Delete(&mfaRecoveryCodeRow{}).Error; err != nil {
+			return mapErr("delete the recovery codes", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return mapErr(what, err)
 	}
 	return nil
 }
@@ -430,16 +465,13 @@ func (s *Store) UseWebAuthnCredential(ctx context.Context, userID, id string, ol
 	return fmt.Errorf("use webauthn credential: sign count changed: %w", store.ErrConflict)
 }
 
-// DeleteWebAuthnCredential removes one credential of the user.
+// DeleteWebAuthnCredential removes one credential of the user, and with it
+// the recovery codes when no other factor is left, in one transaction
+// (removeFactor).
 func (s *Store) DeleteWebAuthnCredential(ctx context.Context, userID, id string) error {
-	res := s.db.WithContext(ctx).Where("user_id = ? AND id = ?", userID, id).Delete(&webAuthnCredentialRow{})
-	if res.Error != nil {
-		return mapErr("delete webauthn credential", res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return fmt.Errorf("delete webauthn credential: %w", store.ErrNotFound)
-	}
-	return nil
+	return s.removeFactor(ctx, "delete webauthn credential", userID, func(tx *gorm.DB) *gorm.DB {
+		return tx.Where("user_id = ? AND id = ?", userID, id).Delete(&webAuthnCredentialRow{})
+	})
 }
 
 // DeleteAllFactors removes every factor and recovery code of the user in

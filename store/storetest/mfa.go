@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ func RunMFAFactorsTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/webauthn_credentials", testMFAWebAuthnFail},
 		{"ok/delete_all_factors_and_user", testMFADeleteAll},
 		{"ok/summary_follows_the_factors", testMFASummary},
+		{"ok/removing_the_last_factor_drops_the_codes", testMFARemoveLastFactor},
+		{"race/removing_the_last_two_factors_drops_the_codes", testMFARaceRemoveLastTwoFactors},
 		{"ok/first_recovery_codes", testMFAFirstRecoveryCodes},
 		{"race/first_recovery_codes_once", testMFARaceFirstRecoveryCodes},
 		{"race/totp_step_once", testMFARaceTOTPStep},
@@ -441,6 +444,108 @@ func assertNoFactors(t *testing.T, s *sqlstore.Store, userID string) {
 		var n int64
 		if err := s.DB().WithContext(c).Raw("SELECT count(*) FROM "+table+" WHERE user_id = ?", userID).Scan(&n).Error; err != nil || n != 0 {
 			t.Fatalf("%s has %d rows of the user, %v", table, n, err)
+		}
+	}
+}
+
+// testMFARemoveLastFactor: DeleteTOTP and DeleteWebAuthnCredential drop
+// the recovery codes in the same transaction when no confirmed factor is
+// left (a pending TOTP enrolment is none), and keep them otherwise; another
+// user's codes stay. Found by a review: removing the factor and dropping
+// the codes were separate writes, and a failure between them left the old
+// codes live with no factor.
+func testMFARemoveLastFactor(t *testing.T, s *sqlstore.Store) {
+	cases := []struct {
+		name       string
+		totp       bool // a confirmed TOTP factor
+		pending    bool // an unconfirmed TOTP enrolment
+		passkeys   int
+		removeTOTP bool // remove the TOTP factor, else the first passkey
+		wantCodes  int
+	}{
+		{"the_app_alone", true, false, 0, true, 0},
+		{"the_app_with_a_passkey_left", true, false, 1, true, 10},
+		{"a_passkey_alone", false, false, 1, false, 0},
+		{"a_passkey_with_another_left", false, false, 2, false, 10},
+		{"a_passkey_with_the_app_left", true, false, 1, false, 10},
+		{"a_passkey_with_only_a_pending_app_left", false, true, 1, false, 0},
+	}
+	c := rctx(t)
+	other := enrolled(t, s, "remove-last-other@example.com")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := mustCreateUser(t, s, newUser("remove-last-"+strings.ReplaceAll(tc.name, "_", "-")+"@example.com"))
+			if tc.totp || tc.pending {
+				if err := s.PutPendingTOTP(c, u.ID, []byte("sealed-1"), mfaTime()); err != nil {
+					t.Fatalf("PutPendingTOTP: %v", err)
+				}
+			}
+			if tc.totp {
+				if err := s.ConfirmTOTP(c, u.ID, []byte("sealed-1"), 100, codeHashes("rc", 10), mfaTime()); err != nil {
+					t.Fatalf("ConfirmTOTP: %v", err)
+				}
+			}
+			var first string
+			for i := range tc.passkeys {
+				cr := newCredential(u.ID, mfaTime().Add(time.Duration(i)*time.Second))
+				if i == 0 {
+					first = cr.ID
+				}
+				if err := s.AddWebAuthnCredential(c, cr); err != nil {
+					t.Fatalf("AddWebAuthnCredential: %v", err)
+				}
+			}
+			if err := s.ReplaceRecoveryCodes(c, u.ID, codeHashes("rc", 10), mfaTime()); err != nil {
+				t.Fatalf("ReplaceRecoveryCodes: %v", err)
+			}
+			var err error
+			if tc.removeTOTP {
+				err = s.DeleteTOTP(c, u.ID)
+			} else {
+				err = s.DeleteWebAuthnCredential(c, u.ID, first)
+			}
+			if err != nil {
+				t.Fatalf("remove: %v", err)
+			}
+			if n, err := s.RecoveryCodesLeft(c, u.ID); err != nil || n != tc.wantCodes {
+				t.Fatalf("RecoveryCodesLeft = %d, %v; want %d", n, err, tc.wantCodes)
+			}
+			if n, _ := s.RecoveryCodesLeft(c, other.ID); n != 10 {
+				t.Fatalf("another user's codes: %d left, want 10", n)
+			}
+		})
+	}
+	u := mustCreateUser(t, s, newUser("remove-last-none@example.com"))
+	wantErr(t, "DeleteTOTP without one", s.DeleteTOTP(c, u.ID), store.ErrNotFound)
+	wantErr(t, "DeleteWebAuthnCredential without one", s.DeleteWebAuthnCredential(c, u.ID, "nope"), store.ErrNotFound)
+}
+
+// testMFARaceRemoveLastTwoFactors: a user's only two factors removed at
+// once (the app and the passkey, on two instances) leave no recovery code:
+// each removal counts what is left while holding the user, so the later
+// one sees the earlier one's removal.
+func testMFARaceRemoveLastTwoFactors(t *testing.T, s *sqlstore.Store) {
+	WarmPool(t, s, 8) // the SQLite pool holds 8
+	c := rctx(t)
+	for round := range 10 {
+		u := enrolled(t, s, fmt.Sprintf("race-remove-last-%d@example.com", round))
+		cr := newCredential(u.ID, mfaTime())
+		if err := s.AddWebAuthnCredential(c, cr); err != nil {
+			t.Fatalf("AddWebAuthnCredential: %v", err)
+		}
+		errs := race(2, func(i int) error {
+			if i == 0 {
+				return s.DeleteTOTP(c, u.ID)
+			}
+			return s.DeleteWebAuthnCredential(c, u.ID, cr.ID)
+		})
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: racer %d: %v", round, i, err)
+			}
+		}
+		if sum, err := s.MFASummary(c, u.ID); err != nil || sum != (store.MFASummary{}) {
+			t.Fatalf("round %d: after both removals MFASummary = %+v, %v; want none, no codes", round, sum, err)
 		}
 	}
 }
