@@ -205,22 +205,15 @@ func (s *Service) ConfirmTOTP(ctx context.Context, u store.User, code string, m 
 
 // RemoveTOTP removes the user's TOTP factor (confirmed and pending);
 // ErrNotEnrolled when there was none. When no other factor is left the
-// recovery codes go too (they stand in for a lost factor).
+// recovery codes go too, in the same store write
+// (store.MFAFactors.DeleteTOTP): they stand in for a lost factor, and a
+// failure cannot leave them live without one.
 func (s *Service) RemoveTOTP(ctx context.Context, userID string, m Meta) error {
 	switch err := s.d.Factors.DeleteTOTP(ctx, userID); {
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("remove totp: %w", ErrNotEnrolled)
 	case err != nil:
 		return unavailable("remove totp", err)
-	}
-	creds, err := s.d.Factors.ListWebAuthnCredentials(ctx, userID)
-	if err != nil {
-		return unavailable("list webauthn credentials", err)
-	}
-	if len(creds) == 0 {
-		if err := s.d.Factors.ReplaceRecoveryCodes(ctx, userID, nil, s.d.Now()); err != nil {
-			return unavailable("drop recovery codes", err)
-		}
 	}
 	s.record(ctx, m, "mfa.removed", userID, map[string]string{"method": MethodTOTP})
 	return nil

@@ -49,15 +49,13 @@ var (
 )
 
 // Credentials stores WebAuthn credentials: the WebAuthn part of
-// store.MFAFactors, and what Remove needs to drop the recovery codes with
-// the last factor.
+// store.MFAFactors. DeleteWebAuthnCredential drops the recovery codes with
+// the user's last factor, in the same write.
 type Credentials interface {
 	AddWebAuthnCredential(ctx context.Context, c store.WebAuthnCredential) error
 	ListWebAuthnCredentials(ctx context.Context, userID string) ([]store.WebAuthnCredential, error)
 	UseWebAuthnCredential(ctx context.Context, userID, id string, oldCount, signCount uint32, credential []byte, now time.Time) error
 	DeleteWebAuthnCredential(ctx context.Context, userID, id string) error
-	GetTOTP(ctx context.Context, userID string) (store.TOTPFactor, error)
-	ReplaceRecoveryCodes(ctx context.Context, userID string, codeHashes [][]byte, now time.Time) error
 }
 
 // Auditor records security-relevant events (*app.Auditor).
@@ -343,8 +341,9 @@ func badCode(err error) error { return fmt.Errorf("%w: %w", mfa.ErrBadCode, err)
 
 // Remove deletes one of the user's credentials and records mfa.removed
 // (method webauthn). When it was the user's last factor (no other
-// credential, no authenticator app) the recovery codes go too, as
-// mfa.Service.RemoveTOTP does: they stand in for a lost factor and must not
+// credential, no authenticator app) the recovery codes go too, in the same
+// store write (store.MFAFactors.DeleteWebAuthnCredential), as with
+// mfa.Service.RemoveTOTP: they stand in for a lost factor and must not
 // come back to life with the next one. An id that is not one of the user's
 // is 404 (ErrNotFound), whether or not it exists. The caller has checked
 // the person's current password.
@@ -358,32 +357,7 @@ func (s *Service) Remove(ctx context.Context, userID, id string, m mfa.Meta) err
 		}
 		return fmt.Errorf("passkeys: delete credential: %w", err)
 	}
-	if err := s.dropCodesWithoutFactor(ctx, userID); err != nil {
-		return err
-	}
 	s.record(ctx, "mfa.removed", store.OutcomeSuccess, userID, m, map[string]string{"method": mfa.MethodWebAuthn, "credential_id": id})
-	return nil
-}
-
-// dropCodesWithoutFactor removes the recovery codes of a user left without
-// a second factor.
-func (s *Service) dropCodesWithoutFactor(ctx context.Context, userID string) error {
-	list, err := s.creds.ListWebAuthnCredentials(ctx, userID)
-	if err != nil {
-		return fmt.Errorf("passkeys: list credentials: %w", err)
-	}
-	if len(list) > 0 {
-		return nil
-	}
-	switch t, err := s.creds.GetTOTP(ctx, userID); {
-	case err == nil && t.Confirmed():
-		return nil
-	case err != nil && !errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("passkeys: load the TOTP factor: %w", err)
-	}
-	if err := s.creds.ReplaceRecoveryCodes(ctx, userID, nil, s.now().UTC()); err != nil {
-		return fmt.Errorf("passkeys: drop the recovery codes: %w", err)
-	}
 	return nil
 }
 

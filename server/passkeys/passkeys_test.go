@@ -519,7 +519,10 @@ func TestRemove(t *testing.T) {
 	}
 }
 
-// Recovery codes stand in for a lost factor: they go with the last one.
+// Recovery codes stand in for a lost factor: they go with the last one, in
+// the store write that removes it (the fake keeps the rule of
+// store.MFAFactors.DeleteWebAuthnCredential; store/storetest checks the
+// real one, races included).
 func TestRemovingTheLastFactorDropsRecoveryCodes(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
@@ -606,15 +609,6 @@ type fakeCreds struct {
 	codes map[string]int  // recovery codes left per user
 }
 
-func (f *fakeCreds) GetTOTP(_ context.Context, userID string) (store.TOTPFactor, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.totp[userID] {
-		return store.TOTPFactor{}, store.ErrNotFound
-	}
-	return store.TOTPFactor{UserID: userID, SecretSealed: []byte("sealed")}, nil
-}
-
 func (f *fakeCreds) ReplaceRecoveryCodes(_ context.Context, userID string, hashes [][]byte, _ time.Time) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -677,16 +671,20 @@ func (f *fakeCreds) UseWebAuthnCredential(_ context.Context, userID, id string, 
 	return store.ErrNotFound
 }
 
+// DeleteWebAuthnCredential keeps the store's rule: the user's recovery
+// codes go with the last factor, under the same lock.
 func (f *fakeCreds) DeleteWebAuthnCredential(_ context.Context, userID, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i, r := range f.recs {
-		if r.UserID == userID && r.ID == id {
-			f.recs = slices.Delete(f.recs, i, i+1)
-			return nil
-		}
+	i := slices.IndexFunc(f.recs, func(r store.WebAuthnCredential) bool { return r.UserID == userID && r.ID == id })
+	if i < 0 {
+		return store.ErrNotFound
 	}
-	return store.ErrNotFound
+	f.recs = slices.Delete(f.recs, i, i+1)
+	if !f.totp[userID] && !slices.ContainsFunc(f.recs, func(r store.WebAuthnCredential) bool { return r.UserID == userID }) {
+		delete(f.codes, userID)
+	}
+	return nil
 }
 
 func (f *fakeCreds) get(id string) store.WebAuthnCredential {
