@@ -37,6 +37,11 @@ var (
 	// ErrDecrypt means no configured key-encryption key opens the sealed data,
 	// or the data was altered.
 	ErrDecrypt = errors.New("keys: cannot decrypt with any configured key-encryption key")
+	// ErrReloadAfterCommit means a rotation or revocation was stored (it
+	// happened: every instance takes it at its next sync) but this instance
+	// could not reload the keys after it, and goes on with the keys it held
+	// until a sync succeeds. Rotate and Revoke return their result with it.
+	ErrReloadAfterCommit = errors.New("keys: the change was stored, but this instance could not reload the signing keys")
 )
 
 // TooEarlyError is returned by Rotate (without force) while the next key has

@@ -417,13 +417,15 @@ func (m *Manager) RotateIfDue(ctx context.Context) (rot Rotation, done bool, err
 	rot, err = m.rotateLocked(ctx, false, true)
 	var tooEarly *TooEarlyError
 	switch {
+	case errors.Is(err, ErrReloadAfterCommit):
+		return rot, true, err
 	case errors.Is(err, errNotDue), errors.As(err, &tooEarly):
 		return Rotation{}, false, nil
 	case errors.Is(err, store.ErrConflict):
 		m.log.Info("another instance rotated the signing keys")
 		return Rotation{}, false, m.syncLocked(ctx)
 	case err != nil:
-		return rot, rot.Activated.KID != "", err
+		return Rotation{}, false, err
 	}
 	return rot, true, nil
 }
@@ -435,13 +437,15 @@ var errNotDue = errors.New("rotation not due")
 // key. Without force it refuses with *TooEarlyError while the next key has
 // not been published for long enough. When another instance changed the keys
 // at the same moment nothing is changed and the error wraps store.ErrConflict.
+// A rotation stored but not reloaded on this instance is returned with an
+// error wrapping ErrReloadAfterCommit.
 func (m *Manager) Rotate(ctx context.Context, force bool) (Rotation, error) {
 	if err := m.acquire(ctx, "rotate signing keys"); err != nil {
 		return Rotation{}, err
 	}
 	defer m.unlock()
 	rot, err := m.rotateLocked(ctx, force, false)
-	if errors.Is(err, store.ErrConflict) {
+	if errors.Is(err, store.ErrConflict) && !errors.Is(err, ErrReloadAfterCommit) {
 		if serr := m.syncLocked(ctx); serr != nil {
 			m.log.Warn("signing key sync after a lost rotation failed", "err", serr)
 		}
@@ -506,10 +510,22 @@ func (m *Manager) rotateLocked(ctx context.Context, force, onlyIfDue bool) (Rota
 	if active != nil {
 		rot.Retired = m.info(retired, now)
 	}
-	if err := m.syncLocked(ctx); err != nil {
-		return rot, fmt.Errorf("rotated, but reloading failed: %w", err)
+	return rot, m.reloadAfterCommit(ctx, "rotate signing keys")
+}
+
+// reloadAfterCommit reloads the keys after a rotation or revocation was
+// stored, for Rotate, RotateIfDue and Revoke. The change happened whatever
+// the caller does now, so the reload is not cut short by the caller going
+// away (an admin client disconnecting right after the commit); it is
+// bounded by the sync interval, as Run's syncs are. A failure wraps
+// ErrReloadAfterCommit, so that callers still report and record the change.
+func (m *Manager) reloadAfterCommit(ctx context.Context, what string) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.SyncInterval)
+	defer cancel()
+	if err := m.syncLocked(rctx); err != nil {
+		return fmt.Errorf("%s: %w: %w", what, ErrReloadAfterCommit, err)
 	}
-	return rot, nil
+	return nil
 }
 
 // Revoke marks a compromised key revoked: it leaves the JWKS and Verify
@@ -517,7 +533,9 @@ func (m *Manager) rotateLocked(ctx context.Context, force, onlyIfDue bool) (Rota
 // at its next sync. Revoking the active key promotes the next key at once
 // (an emergency rotation, breaking verifiers whose cached JWKS lacks it);
 // revoking the active or next key creates a new next key. Revoking a revoked
-// key changes nothing (AlreadyRevoked). An unknown kid is ErrKeyNotFound.
+// key changes nothing (AlreadyRevoked). An unknown kid is ErrKeyNotFound. A
+// revocation stored but not reloaded on this instance is returned with an
+// error wrapping ErrReloadAfterCommit.
 func (m *Manager) Revoke(ctx context.Context, kid string) (Revocation, error) {
 	if !validKID(kid) {
 		return Revocation{}, fmt.Errorf("revoke signing key: %w (a kid is 43 base64url characters)", ErrKeyNotFound)
@@ -528,7 +546,7 @@ func (m *Manager) Revoke(ctx context.Context, kid string) (Revocation, error) {
 	defer m.unlock()
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		rev, err := m.revokeOnce(ctx, kid)
-		if errors.Is(err, store.ErrConflict) {
+		if errors.Is(err, store.ErrConflict) && !errors.Is(err, ErrReloadAfterCommit) {
 			continue // the keys changed meanwhile (a rotation elsewhere): decide again on fresh state
 		}
 		return rev, err
@@ -601,10 +619,7 @@ func (m *Manager) revokeOnce(ctx context.Context, kid string) (Revocation, error
 	if rev.Activated != nil {
 		m.log.Warn("revoked the active signing key: promoted the next key at once; verifiers that cached the JWKS without it fail until they refetch", "revoked_kid", kid, "active_kid", rev.Activated.KID)
 	}
-	if err := m.syncLocked(ctx); err != nil {
-		return rev, fmt.Errorf("revoked %s, but reloading failed: %w", kid, err)
-	}
-	return rev, nil
+	return rev, m.reloadAfterCommit(ctx, "revoke signing key "+kid)
 }
 
 // Reencrypt re-seals every private key not yet sealed under the first
