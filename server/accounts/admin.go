@@ -393,14 +393,15 @@ func (s *Service) loadKeysActor(ctx context.Context, actor Actor) (clientActor, 
 // while the next key has not been published long enough; force breaks
 // verifiers that cached the JWKS until they refetch. The operator (the
 // CLI's keys rotate) rotates too; its event says via "cli". Audit
-// key.rotated.
+// key.rotated, also when this instance could not reload the keys after it
+// (keysChanged).
 func (s *Service) RotateKeys(ctx context.Context, actor Actor, force bool) (Rotation, error) {
 	a, err := s.loadKeysActor(ctx, actor)
 	if err != nil {
 		return Rotation{}, err
 	}
 	rot, err := s.keys.Rotate(ctx, force)
-	if err != nil {
+	if err != nil && !errors.Is(err, keys.ErrReloadAfterCommit) {
 		var early *keys.TooEarlyError
 		switch {
 		case errors.As(err, &early):
@@ -412,14 +413,34 @@ func (s *Service) RotateKeys(ctx context.Context, actor Actor, force bool) (Rota
 		}
 		return Rotation{}, storeErr("rotate signing keys", err, nil)
 	}
-	s.record(ctx, "key.rotated", store.OutcomeSuccess, a.id, rot.Activated.KID, actor.Meta,
-		map[string]string{"via": a.via, "forced": fmt.Sprint(rot.Forced), "retired": rot.Retired.KID, "next": rot.Next.KID})
 	out := Rotation{Activated: rot.Activated, Next: rot.Next, Forced: rot.Forced}
 	if rot.Retired.KID != "" {
 		r := rot.Retired
 		out.Retired = &r
 	}
-	return out, nil
+	return out, s.keysChanged(ctx, a, actor, "key.rotated", rot.Activated.KID,
+		map[string]string{"via": a.via, "forced": fmt.Sprint(rot.Forced), "retired": rot.Retired.KID, "next": rot.Next.KID},
+		"The signing keys were rotated ("+rot.Activated.KID+" signs now)", err)
+}
+
+// keysChanged records a change of the signing keys that was stored
+// (key.rotated, key.revoked) and answers it: the one place RotateKeys and
+// RevokeKey decide both. err is nil or wraps keys.ErrReloadAfterCommit: the
+// change happened, and every instance takes it at its next sync, so it is
+// recorded whatever the reload did. When this instance could not reload the
+// keys after it, it still signs, verifies and publishes the keys it held
+// until a sync succeeds: the answer is 503 saying that the change was made
+// (done, a sentence without its full stop), so that nobody repeats it (a
+// repeated revocation changes nothing, a repeated forced rotation rotates
+// again).
+func (s *Service) keysChanged(ctx context.Context, a clientActor, actor Actor, action, targetID string, details map[string]string, done string, err error) error {
+	s.record(ctx, action, store.OutcomeSuccess, a.id, targetID, actor.Meta, details)
+	if err == nil {
+		return nil
+	}
+	return apierr.ErrTemporarilyUnavailable.WithDescription(
+		"%s, but this instance could not reload the signing keys and goes on with the ones it held until its next sync. Do not repeat the change: it is recorded.",
+		done).WithCause(fmt.Errorf("%s: %w", action, err))
 }
 
 // AuditQuery selects audit events.

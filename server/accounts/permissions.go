@@ -97,7 +97,8 @@ type KeyRevoker interface {
 // and every token it signed is refused; revoking the active key promotes
 // the next one at once. An unknown kid is 404; an organisation's token
 // 403. Audit key.revoked, with the state the key was in and whether it was
-// revoked already (a repeated revocation changes nothing).
+// revoked already (a repeated revocation changes nothing), also when this
+// instance could not reload the keys after it (keysChanged).
 func (s *Service) RevokeKey(ctx context.Context, actor Actor, kid string) (keys.Revocation, error) {
 	a, err := s.loadKeysActor(ctx, actor)
 	if err != nil {
@@ -107,16 +108,16 @@ func (s *Service) RevokeKey(ctx context.Context, actor Actor, kid string) (keys.
 		return keys.Revocation{}, apierr.ErrTemporarilyUnavailable.WithDescription("Revoking keys is not available here.")
 	}
 	rev, err := s.revoker.Revoke(ctx, kid)
-	if err != nil {
+	if err != nil && !errors.Is(err, keys.ErrReloadAfterCommit) {
 		if errors.Is(err, keys.ErrKeyNotFound) || errors.Is(err, store.ErrNotFound) {
 			return keys.Revocation{}, apierr.ErrNotFound.WithDescription("No signing key has this kid.").WithCause(err)
 		}
 		return keys.Revocation{}, storeErr("revoke signing key", err, nil)
 	}
-	s.record(ctx, "key.revoked", store.OutcomeSuccess, a.id, rev.Revoked.KID, actor.Meta,
+	return rev, s.keysChanged(ctx, a, actor, "key.revoked", rev.Revoked.KID,
 		map[string]string{"via": a.via, "previous_state": string(rev.PreviousState),
-			"already_revoked": fmt.Sprint(rev.AlreadyRevoked)})
-	return rev, nil
+			"already_revoked": fmt.Sprint(rev.AlreadyRevoked)},
+		"The key was revoked", err)
 }
 
 // LoginThrottle forgets an account's failed logins (*ratelimit.Limiter).

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -186,7 +187,9 @@ func (c *Console) keyAction(r *request) error {
 }
 
 func (c *Console) keyRefused(r *request, err error) error {
-	if errorStatus(err) >= 500 {
+	// A change stored but not reloaded here is shown as made (its answer
+	// says so), not as a fault that may not have been completed.
+	if errorStatus(err) >= 500 && !errors.Is(err, keys.ErrReloadAfterCommit) {
 		return c.fail(r.Context, r, err)
 	}
 	return c.showKeys(r, errorStatus(err), view{Error: errorText(err)})
