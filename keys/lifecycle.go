@@ -7,8 +7,9 @@ import (
 	"github.com/portcullis-auth/portcullis/store"
 )
 
-// RetirementSkew is the clock skew added to a retired key's publication.
-const RetirementSkew = time.Minute
+// RetirementSkew is the clock skew added to a retired key's publication
+// (store.ClockSkew, the margin every expiry judged by another clock has).
+const RetirementSkew = store.ClockSkew
 
 // PublicationDelay is how long after its creation a key may start signing:
 // it counts as published once every instance has synced (syncInterval), and

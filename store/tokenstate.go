@@ -402,3 +402,33 @@ func CreateFamilyThenCheck(ctx context.Context, st familyCreatorChecker, fam Ref
 	}
 	return revoked, nil
 }
+
+// MaxLoginAge is the age of the oldest login time a sign-in may present:
+// an identity provider's auth_time older than this is refused
+// (upstream.CheckLoginAge), and it is the max_age the upstream browser
+// path asks a provider for when the request named none. A user's cut-off
+// ("end every session") is kept at least this long (UserCutoffLifetime),
+// so no login time older than a cut-off can outlive it.
+const MaxLoginAge = 365 * 24 * time.Hour
+
+// loginStepsMargin is how long a sign-in may take after its login time was
+// checked and before its session is created: an mfa_token (at most 1 h,
+// PORTCULLIS_MFA_TOKEN_TTL), the upstream second step, the pages between.
+const loginStepsMargin = 24 * time.Hour
+
+// UserCutoffLifetime is how long a user's cut-off (a RevokedUser record,
+// and whatever a backend derives from it) is kept after its At, given the
+// longest access token (maxAccessTokenTTL): long enough to deny every
+// access token issued before it, and to refuse every login whose time is
+// before it and can still be presented (MaxLoginAge, plus the time a
+// sign-in's later steps take). It is one record per user, so what it
+// keeps is bounded by the number of users.
+func UserCutoffLifetime(maxAccessTokenTTL time.Duration) time.Duration {
+	return MaxLoginAge + max(maxAccessTokenTTL, loginStepsMargin)
+}
+
+// ClockSkew is how far the clocks of the instances and of the stores they
+// share may disagree: an expiry that one judges by its clock and another
+// by its own gets this margin (a retired signing key's publication, a
+// Redis revocation key's PXAT).
+const ClockSkew = time.Minute

@@ -1032,7 +1032,7 @@ func (s *State) runCalls(ctx context.Context, calls []scriptCall) []*redis.Cmd {
 // of a user's revocation (endUserSessions), for every family in the
 // user's index.
 func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
-	if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(r.Value)}, r.At.UnixMilli(), r.ExpiresAt.UnixMilli()).Err(); err != nil {
+	if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(r.Value)}, r.At.UnixMilli(), keyExpiry(r.ExpiresAt)).Err(); err != nil {
 		return unavailable("revoke user sessions: cut-off", err)
 	}
 	return s.endUserSessions(ctx, []store.Revocation{r}, false)
@@ -1042,7 +1042,7 @@ func (s *State) applyUser(ctx context.Context, r store.Revocation) error {
 // the revocation set), then ends the user's families at the client
 // granted by then (endClientSessions); it returns how many it ended.
 func (s *State) applyClient(ctx context.Context, r store.Revocation) (int, error) {
-	if err := userCutoffScript.Run(ctx, s.c, []string{s.clientKey(r.Value)}, r.At.UnixMilli(), r.ExpiresAt.UnixMilli()).Err(); err != nil {
+	if err := userCutoffScript.Run(ctx, s.c, []string{s.clientKey(r.Value)}, r.At.UnixMilli(), keyExpiry(r.ExpiresAt)).Err(); err != nil {
 		return 0, unavailable("revoke client grants: cut-off", err)
 	}
 	return s.endClientSessions(ctx, r)
@@ -1061,7 +1061,7 @@ func (s *State) endClientSessions(ctx context.Context, r store.Revocation) (int,
 	if !ok || !validUserID(uid) {
 		return 0, nil
 	}
-	ttl := max(r.ExpiresAt.Sub(s.now()).Milliseconds(), 1)
+	ttl := max(keyExpiry(r.ExpiresAt)-s.now().UnixMilli(), 1)
 	ids, err := clientSessionsScript.Run(ctx, s.c, []string{s.userFamsKey(uid), s.userClientCutKey(uid), s.userSidsKey(uid)},
 		cid, r.At.UnixMilli(), ttl).StringSlice()
 	if err != nil {
@@ -1123,7 +1123,7 @@ func (s *State) endUserSessions(ctx context.Context, revs []store.Revocation, on
 	for _, r := range revs {
 		uid, cut := r.Value, r.At.UnixMilli()
 		calls = append(calls, scriptCall{userSessionsScript, []string{s.userFamsKey(uid), s.userCutKey(uid), s.userSidsKey(uid)},
-			[]any{cut, r.ExpiresAt.UnixMilli()}})
+			[]any{cut, keyExpiry(r.ExpiresAt)}})
 		if c, ok := s.endUserBrowserSessionsCall(uid, cut); ok {
 			calls = append(calls, c)
 		}
@@ -1360,7 +1360,7 @@ func (s *State) applyRecorded(ctx context.Context, revs []store.Revocation) erro
 			}
 			continue
 		}
-		if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(r.Value)}, r.At.UnixMilli(), r.ExpiresAt.UnixMilli()).Err(); err != nil {
+		if err := userCutoffScript.Run(ctx, s.c, []string{s.userKey(r.Value)}, r.At.UnixMilli(), keyExpiry(r.ExpiresAt)).Err(); err != nil {
 			return unavailable("revoke user sessions: cut-off", err)
 		}
 		users = append(users, r)
@@ -1439,9 +1439,20 @@ func (s *State) pendingEnds(fam store.RefreshFamily) bool {
 	return false
 }
 
-// setUntil sets a revocation key that expires at exp (millisecond precision).
+// setUntil sets a revocation key that expires at exp (keyExpiry).
 func (s *State) setUntil(ctx context.Context, key string, exp time.Time) error {
-	return s.c.Do(ctx, "SET", key, "1", "PXAT", exp.UnixMilli()).Err()
+	return s.c.Do(ctx, "SET", key, "1", "PXAT", keyExpiry(exp)).Err()
+}
+
+// keyExpiry is the PXAT (Unix ms) of a revocation key, or of a cut-off,
+// that must last until exp: exp plus store.ClockSkew. Redis judges PXAT
+// by its clock, and every instance judges the token's exp by its own, so
+// without the margin a Redis clock ahead of an instance's dropped the
+// revocation while the instance still accepted the token. Every
+// revocation write's expiry goes through it (setUntil, the cut-off
+// scripts, a rebuild).
+func keyExpiry(exp time.Time) int64 {
+	return exp.Add(store.ClockSkew).UnixMilli()
 }
 
 // RevokeFamily implements store.TokenState. The session's access tokens are
@@ -1473,7 +1484,7 @@ func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff ti
 	if userID == "" {
 		return errors.New("redis token state: revoke user sessions: empty user id")
 	}
-	return s.revoke(ctx, []store.Revocation{{Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: cutoff.Add(s.maxAT)}})
+	return s.revoke(ctx, []store.Revocation{{Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: cutoff.Add(store.UserCutoffLifetime(s.maxAT))}})
 }
 
 // RevokeAccessToken implements store.TokenState.
@@ -1588,16 +1599,16 @@ func (s *State) rebuild(ctx context.Context) error {
 			switch r.Kind {
 			case store.RevokedJTI:
 				keys = append(keys, s.jtiKey(r.Value))
-				args = append(args, "k", "", r.ExpiresAt.UnixMilli())
+				args = append(args, "k", "", keyExpiry(r.ExpiresAt))
 			case store.RevokedSession:
 				keys = append(keys, s.sidKey(r.Value))
-				args = append(args, "k", "", r.ExpiresAt.UnixMilli())
+				args = append(args, "k", "", keyExpiry(r.ExpiresAt))
 			case store.RevokedUser:
 				keys = append(keys, s.userKey(r.Value))
-				args = append(args, "u", r.At.UnixMilli(), r.ExpiresAt.UnixMilli())
+				args = append(args, "u", r.At.UnixMilli(), keyExpiry(r.ExpiresAt))
 			case store.RevokedClient:
 				keys = append(keys, s.clientKey(r.Value))
-				args = append(args, "u", r.At.UnixMilli(), r.ExpiresAt.UnixMilli())
+				args = append(args, "u", r.At.UnixMilli(), keyExpiry(r.ExpiresAt))
 			default:
 				return fmt.Errorf("redis token state: rebuild revocations: unknown kind %q", r.Kind)
 			}

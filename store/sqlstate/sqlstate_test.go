@@ -62,7 +62,13 @@ func TestTokenStateConformance(t *testing.T) {
 						t.Fatalf("forget the session's revocation: %v", err)
 					}
 				}
-				return storetest.Backend{State: st, Again: again, Forget: forget, Stored: func(t *testing.T, sid string) []byte {
+				purge := func(t *testing.T, now time.Time) {
+					t.Helper()
+					if _, err := st.Purge(testCtx(t), now); err != nil {
+						t.Fatalf("purge: %v", err)
+					}
+				}
+				return storetest.Backend{State: st, Again: again, Forget: forget, Purge: purge, Stored: func(t *testing.T, sid string) []byte {
 					t.Helper()
 					var f familyRow
 					if err := db.Where("id = ?", sid).Take(&f).Error; err != nil {
@@ -283,7 +289,8 @@ func TestRevocationExpiry(t *testing.T) {
 			}{
 				{"ok/all_active_before_expiry", now.Add(ttl - time.Millisecond), []store.RevocationKind{store.RevokedSession, store.RevokedUser}},
 				{"ok/session_expires_after_ttl", now.Add(ttl), []store.RevocationKind{store.RevokedUser}},
-				{"ok/user_expires_ttl_after_cutoff", cutoff.Add(ttl), nil},
+				{"ok/user_kept_until_its_lifetime", cutoff.Add(store.UserCutoffLifetime(ttl) - time.Millisecond), []store.RevocationKind{store.RevokedUser}},
+				{"ok/user_expires_its_lifetime_after_cutoff", cutoff.Add(store.UserCutoffLifetime(ttl)), nil},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					revs, err := st.ActiveRevocations(testCtx(t), tc.at)

@@ -669,7 +669,7 @@ func (s *State) RevokeUserSessions(ctx context.Context, userID string, cutoff ti
 			return err
 		}
 		return upsertRevocation(tx, store.Revocation{
-			Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: cutoff.Add(s.maxAT),
+			Kind: store.RevokedUser, Value: userID, At: cutoff, ExpiresAt: cutoff.Add(store.UserCutoffLifetime(s.maxAT)),
 		}, nil)
 	})
 	if err != nil {

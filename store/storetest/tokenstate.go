@@ -117,6 +117,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/create_family_and_check", testCreateFamilyAndCheck},
 		{"race/create_family_and_check_vs_revoke", testConcurrentCreateAndCheckVsRevoke},
 		{"ok/revocations_kept_for_horizon", testRevocationHorizon},
+		{"fail/old_login_refused_after_horizon", testCutoffOutlivesHorizon},
 		{"fail/revoked_session_or_user_does_not_rotate", testRevokedSessionDoesNotRotate},
 		{"ok/client_cutoff_revokes_earlier_tokens", testClientCutoff},
 		{"ok/client_cutoff_judges_families_by_grant", testClientCutoffByGrant},
@@ -157,6 +158,10 @@ type Backend struct {
 	// Nil for a backend whose state is its durable record (SQL), or one
 	// without a durable log.
 	Lose func(t *testing.T)
+	// Purge, when set, deletes what the backend's periodic purge deletes
+	// at now (SQL: records past their expiry); nil for a backend whose
+	// records expire by themselves (Redis).
+	Purge func(t *testing.T, now time.Time)
 }
 
 // RunRevocationLogTests runs the conformance suite of the durable revocation
@@ -2080,7 +2085,72 @@ func testRevocationHorizon(t *testing.T, newBackend func(t *testing.T, cfg Confi
 	wantRevoked(t, st, "token of a session revoked 71 h ago", store.AccessTokenRef{JTI: randomID("j-"), SID: sid, IssuedAt: at.Add(-time.Second)}, true)
 	if l, ok := st.(store.RevocationLog); ok {
 		got := active(t, l, now.Add(30*time.Minute))
-		wantListed(t, got, store.Revocation{Kind: store.RevokedUser, Value: user, At: at, ExpiresAt: at.Add(horizon)})
+		wantListed(t, got, store.Revocation{Kind: store.RevokedUser, Value: user, At: at, ExpiresAt: at.Add(store.UserCutoffLifetime(horizon))})
+	}
+}
+
+// testCutoffOutlivesHorizon: a login whose time is before "end every
+// session" is refused however long ago the cut-off was, within
+// store.MaxLoginAge, not only within the revocation horizon: an upstream
+// sign-in's time is the provider's auth_time, which may be far older than
+// any access token. The cut-off is past the horizon; the purge (SQL) and
+// a rebuild from the durable log (Redis with a log) keep it, with the same
+// expiry in the log.
+func testCutoffOutlivesHorizon(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	for _, tc := range []struct {
+		name    string
+		horizon time.Duration
+		cutoff  time.Duration // how long ago the cut-off was
+		signIn  time.Duration // how long before the cut-off the login was
+	}{
+		{"horizon 15m, cut-off 16m ago", 15 * time.Minute, 16 * time.Minute, 2 * time.Hour},
+		{"default horizon, cut-off 3 days ago", 0, 72 * time.Hour, 24 * time.Hour},
+		{"horizon 15m, cut-off 300 days ago", 15 * time.Minute, 300 * 24 * time.Hour, 30 * 24 * time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBackend(t, Config{Horizon: tc.horizon})
+			st := b.State
+			now := baseTime()
+			cutoff := now.Add(-tc.cutoff)
+			signIn := cutoff.Add(-tc.signIn)
+			user := randomID("u-")
+			if err := st.RevokeUserSessions(ctx(t), user, cutoff); err != nil {
+				t.Fatal(err)
+			}
+			if b.Purge != nil {
+				b.Purge(t, now)
+			}
+			refused := func(when string) {
+				t.Helper()
+				fam := newFamily(user, now)
+				fam.AuthTime = signIn
+				if err := st.CreateFamily(ctx(t), fam, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
+					t.Errorf("%s: CreateFamily of a login %s before a cut-off %s ago = %v, want ErrSessionsEnded", when, tc.signIn, tc.cutoff, err)
+				}
+				bs := newBrowserSession(user, now)
+				bs.AuthTime = signIn
+				if err := sessionsOf(t, st).CreateBrowserSession(ctx(t), bs, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
+					t.Errorf("%s: CreateBrowserSession of a login %s before a cut-off %s ago = %v, want ErrSessionsEnded", when, tc.signIn, tc.cutoff, err)
+				}
+			}
+			refused("past the horizon")
+			if l, ok := st.(store.RevocationLog); ok {
+				horizon := tc.horizon
+				if horizon == 0 {
+					horizon = 24 * time.Hour // both backends' default
+				}
+				wantListed(t, active(t, l, now), store.Revocation{Kind: store.RevokedUser, Value: user, At: cutoff,
+					ExpiresAt: cutoff.Add(store.UserCutoffLifetime(horizon))})
+			}
+			if b.Lose != nil {
+				b.Lose(t)
+				// A check rebuilds the state from the log (CreateFamily and
+				// CreateBrowserSession do not wait for a rebuild).
+				wantRevoked(t, st, "token issued before the cut-off, after a rebuild",
+					store.AccessTokenRef{JTI: randomID("j-"), UserID: user, IssuedAt: cutoff.Add(-time.Second)}, true)
+				refused("after a rebuild from the durable log")
+			}
+		})
 	}
 }
 
