@@ -588,7 +588,7 @@ func TestUpstreamSignInFreshLogin(t *testing.T) {
 				}
 				return
 			}
-			if back.StatusCode != http.StatusForbidden || !strings.Contains(back.body, "did not confirm one") ||
+			if back.StatusCode != http.StatusForbidden || !strings.Contains(back.body, "did not confirm a sign-in as recent as needed") ||
 				back.Header.Get("Location") != "" {
 				t.Fatalf("a provider answering from its own session: %d %s\n%s", back.StatusCode, back.Header.Get("Location"), back.body)
 			}

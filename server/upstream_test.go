@@ -934,6 +934,35 @@ func TestUpstreamExchangeAfterSessionsEnded(t *testing.T) {
 	}
 }
 
+// TestUpstreamExchangeRefusesLoginOlderThanMaxLoginAge: an exchanged id
+// token whose sign-in at the provider (auth_time, else iat) is older than
+// store.MaxLoginAge is refused (400 invalid_request, audited login.failed
+// login_not_fresh), whatever the user's cut-offs: a cut-off is kept for
+// store.UserCutoffLifetime, so a login older than any cut-off still kept
+// never signs in. One a little younger than the bound signs in. Found by a
+// review: the exchange path had no bound on the login's age.
+func TestUpstreamExchangeRefusesLoginOlderThanMaxLoginAge(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			mint := func(iat time.Time, authTime *time.Time) string {
+				tok := upstreamtest.Token{Subject: "sub-old", Email: "old@example.com", EmailVerified: upstreamtest.Bool(true),
+					IssuedAt: iat, Expiry: time.Now().Add(10 * time.Minute)}
+				if authTime != nil {
+					tok.Extra = map[string]any{"auth_time": authTime.Unix()}
+				}
+				return e.op.IDToken(t, tok)
+			}
+			tooOld := time.Now().Add(-store.MaxLoginAge - time.Hour)
+			young := time.Now().Add(-store.MaxLoginAge + time.Hour)
+			e.refused(t, e.exchange(t, mint(time.Now(), &tooOld)), upstream.ReasonStaleLogin)
+			e.refused(t, e.exchange(t, mint(tooOld, nil)), upstream.ReasonStaleLogin)
+			e.exchange(t, mint(time.Now(), &young)).ExpectStatus(http.StatusOK)
+		})
+	}
+}
+
 // TestUpstreamJITEmailVerifiedOnlyByTheDomainsProvider: a just-in-time
 // account's email is verified only on the word of a provider whose
 // allowed_domains hold its domain. "social" (JIT, no allowed_domains) may

@@ -61,8 +61,8 @@ const freshnessLeeway = 30 * time.Second
 // askAuthTimeMaxAge is the max_age sent to the provider when the request
 // asked for none: a max_age makes auth_time REQUIRED in the id token (OIDC
 // Core §3.1.2.1, §2), and one this long asks no provider session to be
-// renewed.
-const askAuthTimeMaxAge = 365 * 24 * time.Hour
+// renewed. It is the oldest login time accepted at all (checkLoginAge).
+const askAuthTimeMaxAge = store.MaxLoginAge
 
 // options are the authorization request parameters that pass f on, and
 // always a max_age, so that the id token carries auth_time: the request's,
@@ -254,6 +254,9 @@ func (s *Service) callback(ctx context.Context, providerID string, q url.Values)
 	}
 	if err := pl.freshEnough(c.AuthTime, s.d.Now()); err != nil {
 		return Verified{}, refuse(ReasonStaleLogin, p, "", err)
+	}
+	if err := checkLoginAge(p, c, s.d.Now()); err != nil {
+		return Verified{}, err
 	}
 	c, err = s.d.Verifier.FillFromUserInfo(ctx, p, c, cfg.TokenSource(s.d.Verifier.ctx(ctx), tok))
 	if err != nil {

@@ -122,7 +122,7 @@ func (r *Refusal) Description() string {
 	case ReasonUnavailable:
 		return "The identity provider could not be reached. Try again shortly."
 	case ReasonStaleLogin:
-		return "The application asked for a fresh sign-in, and the identity provider did not confirm one. Start again."
+		return "The identity provider did not confirm a sign-in as recent as needed (one the application asked for, or one within a year). Sign in there again, then start again."
 	case ReasonSecondFactor:
 		return "The account needs its second factor, which cannot be given here: sign in through the login page."
 	}

@@ -71,6 +71,9 @@ func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User,
 		}
 		return store.User{}, p, c, err
 	}
+	if err := checkLoginAge(p, c, s.d.Now()); err != nil {
+		return store.User{}, p, c, err
+	}
 	if err := s.spendIDToken(ctx, p, signed, c.Expiry); err != nil {
 		return store.User{}, p, c, err
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // Claims is what Portcullis takes from a verified upstream id token (and,
@@ -296,6 +297,21 @@ func (c Claims) LoginTime(now time.Time) time.Time {
 		return now
 	}
 	return at
+}
+
+// checkLoginAge refuses (ReasonStaleLogin) a sign-in by p whose login time
+// (LoginTime) is older than store.MaxLoginAge at now, with
+// freshnessLeeway for the provider's clock. A user's cut-off ("end every
+// session") is kept for store.UserCutoffLifetime, which is longer: no
+// login time older than a cut-off still kept can be presented, so an old
+// session at the provider never signs in again once the cut-off is
+// forgotten. Both upstream paths call it (Callback, ExchangeSubjectToken),
+// whatever the request asked.
+func checkLoginAge(p *Provider, c Claims, now time.Time) error {
+	if at := c.LoginTime(now); now.Sub(at) > store.MaxLoginAge+freshnessLeeway {
+		return refuse(ReasonStaleLogin, p, "", fmt.Errorf("the sign-in at the provider (%d) is older than %s", at.Unix(), store.MaxLoginAge))
+	}
+	return nil
 }
 
 // FillFromUserInfo completes c's email from the provider's userinfo
