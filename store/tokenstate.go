@@ -405,7 +405,7 @@ func CreateFamilyThenCheck(ctx context.Context, st familyCreatorChecker, fam Ref
 
 // MaxLoginAge is the age of the oldest login time a sign-in may present:
 // an identity provider's auth_time older than this is refused
-// (upstream.CheckLoginAge), and it is the max_age the upstream browser
+// (the upstream package's checkLoginAge), and it is the max_age the upstream browser
 // path asks a provider for when the request named none. A user's cut-off
 // ("end every session") is kept at least this long (UserCutoffLifetime),
 // so no login time older than a cut-off can outlive it.
