@@ -42,12 +42,18 @@ type ScopeError struct {
 	Reason string
 }
 
-// Error names the scope and the reason; suitable as error_description.
+// Error names the scope and the reason; suitable as error_description. A
+// valid scope token is named in single quotes, which RFC 6749 §5.2 allows in
+// error_description; one with characters outside NQCHAR is Go-quoted so
+// that nothing it carries reaches a log or a page unescaped.
 func (e *ScopeError) Error() string {
 	if e.Scope == "" {
 		return "invalid scope: " + e.Reason
 	}
-	return fmt.Sprintf("scope %q: %s", e.Scope, e.Reason)
+	if checkScopeToken(e.Scope) != nil {
+		return fmt.Sprintf("scope %q: %s", e.Scope, e.Reason)
+	}
+	return fmt.Sprintf("scope '%s': %s", e.Scope, e.Reason)
 }
 
 // Is makes errors.Is(err, ErrInvalidScope) true.
@@ -105,7 +111,7 @@ func checkScopeToken(tok string) error {
 	for i := 0; i < len(tok); i++ {
 		c := tok[i]
 		if c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
-			return &ScopeError{Scope: tok, Reason: "a scope may contain only printable ASCII characters other than space, '\"' and '\\'"}
+			return &ScopeError{Scope: tok, Reason: "a scope may contain only printable ASCII characters other than space, the double quote and the backslash"}
 		}
 	}
 	return nil

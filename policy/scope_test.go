@@ -323,3 +323,24 @@ func TestExpand(t *testing.T) {
 		t.Fatalf("Expand(*) = %v, %v", all, err)
 	}
 }
+
+// TestScopeErrorText: a valid scope token is named in single quotes (RFC
+// 6749 §5.2 allows them in error_description, not the double quote); one
+// outside NQCHAR stays Go-quoted, so nothing it carries goes out unescaped.
+func TestScopeErrorText(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  ScopeError
+		want string
+	}{
+		{"ok/no scope", ScopeError{Reason: "empty scope"}, "invalid scope: empty scope"},
+		{"ok/valid token", ScopeError{Scope: "nothing:here", Reason: "unknown"}, "scope 'nothing:here': unknown"},
+		{"ok/token outside NQCHAR", ScopeError{Scope: "caf\u00e9\n", Reason: "bad"}, "scope \"caf\u00e9\\n\": bad"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.err.Error(); got != tc.want {
+				t.Fatalf("Error() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -118,7 +118,7 @@ func query(c echo.Context, name string) (string, error) {
 	case 1:
 		return vs[0], nil
 	}
-	return "", apierr.ErrInvalidRequest.WithDescription("The query parameter %q is given more than once.", name)
+	return "", apierr.ErrInvalidRequest.WithDescription("The query parameter '%s' is given more than once.", name)
 }
 
 // pageParams reads cursor and limit.

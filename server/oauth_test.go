@@ -188,6 +188,11 @@ func TestTokenErrorMatrix(t *testing.T) {
 		www    bool
 	}{
 		{name: "fail/no grant_type", body: form("username", "x").Encode(), opts: []st.Option{good}, status: 400, code: "invalid_request"},
+		// RFC 6749 §5.2: error_description is printable ASCII without '"' and
+		// the backslash (ExpectError checks it); a description naming the
+		// scope or the grant type once quoted them and kept non-ASCII.
+		{name: "fail/unknown permission named in the description", body: st.PasswordForm(userEmail, userPass, "nothing:here").Encode(), opts: []st.Option{good}, status: 400, code: "invalid_scope"},
+		{name: "fail/non-ASCII grant type named in the description", body: form("grant_type", "urn:x:\u00e9").Encode(), opts: []st.Option{good}, status: 400, code: "unsupported_grant_type"},
 		{name: "fail/unsupported grant", body: form("grant_type", "urn:ietf:params:oauth:grant-type:device_code", "device_code", "x").Encode(), opts: []st.Option{good}, status: 400, code: "unsupported_grant_type"},
 		{name: "fail/repeated parameter", body: "grant_type=password&username=a&username=b&password=p", opts: []st.Option{good}, status: 400, code: "invalid_request"},
 		{name: "fail/missing password", body: form("grant_type", "password", "username", userEmail).Encode(), opts: []st.Option{good}, status: 400, code: "invalid_request"},
@@ -212,7 +217,7 @@ func TestTokenErrorMatrix(t *testing.T) {
 			if ct == "" {
 				ct = "application/x-www-form-urlencoded"
 			}
-			r := d.c.Do(http.MethodPost, "/oauth2/token", []byte(tc.body), ct, tc.opts...).ExpectError(tc.status, tc.code)
+			r := d.in.Client(t).Do(http.MethodPost, "/oauth2/token", []byte(tc.body), ct, tc.opts...).ExpectError(tc.status, tc.code)
 			if r.Header.Get("Cache-Control") != "no-store" || r.Header.Get("Pragma") != "no-cache" {
 				t.Fatalf("error response cacheable: %v", r.Header)
 			}

@@ -267,9 +267,12 @@ type Body struct {
 	*MFAChallenge
 }
 
-// Body returns the JSON body for the client.
+// Body returns the JSON body for the client. It is the one writer of a JSON
+// error, so it is where error_description is made to keep to RFC 6749
+// §5.2's characters (SafeText): a description naming what the client sent
+// cannot carry a double quote, a backslash or non-ASCII to the client.
 func (e *Error) Body() Body {
-	return Body{Error: e.Code, ErrorDescription: e.Description, MFAChallenge: e.mfa}
+	return Body{Error: e.Code, ErrorDescription: SafeText(e.Description), MFAChallenge: e.mfa}
 }
 
 // From converts any error into an *Error: an *Error in the chain is returned

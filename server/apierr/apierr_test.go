@@ -77,6 +77,24 @@ func TestMFABody(t *testing.T) {
 	}
 }
 
+// TestBodyDescriptionCharset: every JSON error's error_description keeps to
+// RFC 6749 §5.2's %x20-21 / %x23-5B / %x5D-7E, whatever text it was given
+// (a quoted name, a backslash, non-ASCII, a control character).
+func TestBodyDescriptionCharset(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"ok/plain", "The grant is invalid.", "The grant is invalid."},
+		{"ok/single quotes stay", "Scope 'x:y': no.", "Scope 'x:y': no."},
+		{"stripped/double quotes", `The grant type "urn:x" is not supported.`, "The grant type urn:x is not supported."},
+		{"stripped/backslash and non-ASCII", "urn:x:\u00e9\\y\n", "urn:x:y"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ErrInvalidRequest.WithDescription("%s", tc.in).Body().ErrorDescription; got != tc.want {
+				t.Fatalf("Body().ErrorDescription = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestSentence: a reason becomes an error_description, trimmed,
 // capitalised and ending with one full stop.
 func TestSentence(t *testing.T) {

@@ -108,7 +108,22 @@ func (r *Response) ExpectError(status int, code string) *Response {
 	if body.Error != code {
 		r.t.Fatalf("%s %s: error %q, want %q; body %s", r.Request.Method, r.Request.URL.Path, body.Error, code, r.Body)
 	}
+	if !DescriptionCharsetOK(body.Description) {
+		r.t.Fatalf("%s %s: error_description %q has characters outside RFC 6749 5.2's %%x20-21 / %%x23-5B / %%x5D-7E", r.Request.Method, r.Request.URL.Path, body.Description)
+	}
 	return r
+}
+
+// DescriptionCharsetOK reports whether s keeps to the characters RFC 6749
+// §5.2 allows in error_description: printable ASCII without the double
+// quote and the backslash.
+func DescriptionCharsetOK(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // Option changes a request before it is sent.

@@ -129,7 +129,7 @@ func (s *Service) tokenExchangeGrant(ctx context.Context, client store.Client, r
 	}
 	h, ok := s.subjectTokens[req.SubjectTokenType]
 	if !ok {
-		return Response{}, apierr.ErrInvalidRequest.WithDescription("The subject_token_type %q is not supported.", SafeParamName(req.SubjectTokenType))
+		return Response{}, apierr.ErrInvalidRequest.WithDescription("The subject_token_type '%s' is not supported.", SafeParamName(req.SubjectTokenType))
 	}
 	now := s.now()
 	subj, err := h.ExchangeSubjectToken(ctx, client, req.SubjectToken, meta)

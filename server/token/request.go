@@ -81,11 +81,11 @@ func ParseForm(form url.Values) (map[string]string, error) {
 	out := make(map[string]string, len(form))
 	for k, vs := range form {
 		if len(vs) > 1 {
-			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is included more than once.", SafeParamName(k))
+			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter '%s' is included more than once.", SafeParamName(k))
 		}
 		v := vs[0]
 		if len(v) > maxParamLen || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter %q is too long or not valid UTF-8.", SafeParamName(k))
+			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter '%s' is too long or not valid UTF-8.", SafeParamName(k))
 		}
 		out[k] = v
 	}
@@ -148,7 +148,7 @@ func ParseTokenRequest(params map[string]string, client ClientCredentials) (Toke
 	}
 	h, ok := grantRegistry[req.GrantType]
 	if !ok {
-		return req, apierr.ErrUnsupportedGrantType.WithDescription("The grant type %q is not supported.", SafeParamName(req.GrantType))
+		return req, apierr.ErrUnsupportedGrantType.WithDescription("The grant type '%s' is not supported.", SafeParamName(req.GrantType))
 	}
 	return h.parse(params, req)
 }
