@@ -9,11 +9,15 @@ import (
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
 
+// jwtBearerAssertion is RFC 7523's client_assertion_type.
+const jwtBearerAssertion = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
 // TestInvalidClientAlwaysChallenges: every 401 invalid_client carries
 // WWW-Authenticate: Basic realm="portcullis" (RFC 9110 §15.5.2: a 401 MUST
 // carry a challenge; RFC 6749 §5.2), on every endpoint that authenticates
 // clients, whether the client sent its credentials in HTTP Basic, in the
-// form body (client_secret_post) or not at all.
+// form body (client_secret_post) or not at all; a request carrying a client
+// assertion, a method Portcullis does not advertise, is such a 401 too.
 func TestInvalidClientAlwaysChallenges(t *testing.T) {
 	d := newDeployment(t, st.SQLite)
 	const want = `Basic realm="portcullis"`
@@ -43,13 +47,38 @@ func TestInvalidClientAlwaysChallenges(t *testing.T) {
 		{"fail/confidential_client_without_its_secret", func(f url.Values) []st.Option { f.Set("client_id", "web"); return nil }},
 		{"fail/no_credentials", func(url.Values) []st.Option { return nil }},
 		{"fail/wrong_secret_in_basic", func(url.Values) []st.Option { return []st.Option{st.Basic("web", "wrong")} }},
+		// Discovery advertises client_secret_basic, client_secret_post and
+		// none: a client assertion (RFC 7521 §4.2, RFC 7523) is a method
+		// Portcullis does not support, refused even beside a right secret
+		// (RFC 6749 §2.3: one method per request) and never taken for none.
+		{"fail/client_assertion_beside_the_right_secret_in_the_body", func(f url.Values) []st.Option {
+			f.Set("client_id", "web")
+			f.Set("client_secret", d.webSecret)
+			f.Set("client_assertion_type", jwtBearerAssertion)
+			f.Set("client_assertion", "a.b.c")
+			return nil
+		}},
+		{"fail/client_assertion_of_a_public_client", func(f url.Values) []st.Option {
+			f.Set("client_id", "spa")
+			f.Set("client_assertion_type", jwtBearerAssertion)
+			f.Set("client_assertion", "a.b.c")
+			return nil
+		}},
+		{"fail/client_assertion_type_beside_the_right_basic", func(f url.Values) []st.Option {
+			f.Set("client_assertion_type", jwtBearerAssertion)
+			return []st.Option{st.Basic("web", d.webSecret)}
+		}},
+		{"fail/client_assertion_alone", func(f url.Values) []st.Option {
+			f.Set("client_assertion", "a.b.c")
+			return nil
+		}},
 	}
 	for _, ep := range endpoints {
 		for _, cr := range creds {
 			t.Run(strings.TrimPrefix(ep.path, "/")+"/"+cr.name, func(t *testing.T) {
 				f := ep.form()
 				opts := cr.set(f)
-				r := d.c.PostForm(ep.path, f, opts...).ExpectError(http.StatusUnauthorized, "invalid_client")
+				r := d.in.Client(t).PostForm(ep.path, f, opts...).ExpectError(http.StatusUnauthorized, "invalid_client")
 				if got := r.Header.Get("WWW-Authenticate"); got != want {
 					t.Fatalf("401 invalid_client with WWW-Authenticate %q, want %q", got, want)
 				}

@@ -203,6 +203,8 @@ func TestTokenErrorMatrix(t *testing.T) {
 		{name: "fail/bad client secret post", body: form("grant_type", "password", "username", userEmail, "password", userPass, "client_id", "web", "client_secret", "nope").Encode(), status: 401, code: "invalid_client", www: true},
 		{name: "fail/no client auth", body: st.PasswordForm(userEmail, userPass, "").Encode(), status: 401, code: "invalid_client", www: true},
 		{name: "fail/two auth methods", body: form("grant_type", "password", "username", userEmail, "password", userPass, "client_secret", d.webSecret).Encode(), opts: []st.Option{good}, status: 400, code: "invalid_request"},
+		{name: "fail/client_secret_post with a client assertion", body: form("grant_type", "password", "username", userEmail, "password", userPass, "client_id", "web", "client_secret", d.webSecret,
+			"client_assertion_type", jwtBearerAssertion, "client_assertion", "a.b.c").Encode(), status: 401, code: "invalid_client", www: true},
 		{name: "fail/grant not allowed", body: form("grant_type", "client_credentials").Encode(), opts: []st.Option{good}, status: 400, code: "unauthorized_client"},
 		{name: "fail/password grant for cc client", body: st.PasswordForm(userEmail, userPass, "").Encode(), opts: []st.Option{st.Basic("svc", d.svcSecret)}, status: 400, code: "unauthorized_client"},
 		{name: "fail/scope the user lacks", body: st.PasswordForm(userEmail, userPass, "keys:rotate").Encode(), opts: []st.Option{good}, status: 400, code: "invalid_scope"},

@@ -109,8 +109,17 @@ func SafeParamName(k string) string {
 
 // ClientFromRequest extracts client credentials from HTTP Basic (form-decoded
 // per RFC 6749 §2.3.1) or from client_id/client_secret form parameters.
-// Using both methods at once is invalid_request (§2.3).
+// Using both methods at once is invalid_request (§2.3). A request carrying
+// client_assertion or client_assertion_type (RFC 7521 §4.2) uses a method
+// discovery does not advertise: it is invalid_client, never taken for the
+// secret beside it or for a public client's none.
 func ClientFromRequest(basicUser, basicPass string, hasBasic bool, params map[string]string) (ClientCredentials, error) {
+	if _, ok := params["client_assertion"]; ok {
+		return ClientCredentials{}, errUnsupportedClientAuth
+	}
+	if _, ok := params["client_assertion_type"]; ok {
+		return ClientCredentials{}, errUnsupportedClientAuth
+	}
 	formID, formSecret := params["client_id"], params["client_secret"]
 	if hasBasic {
 		if formSecret != "" {
@@ -131,6 +140,11 @@ func ClientFromRequest(basicUser, basicPass string, hasBasic bool, params map[st
 	}
 	return ClientCredentials{ID: formID, Secret: formSecret}, nil
 }
+
+// errUnsupportedClientAuth refuses a client assertion: Portcullis supports
+// client_secret_basic, client_secret_post and none only.
+var errUnsupportedClientAuth = apierr.ErrInvalidClient.WithDescription(
+	"Unsupported client authentication method: use client_secret_basic, client_secret_post or none, not a client assertion.")
 
 // ParseTokenRequest builds a TokenRequest from the form parameters and the
 // client's credentials. It checks shape only; grants check meaning.
