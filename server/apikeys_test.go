@@ -429,6 +429,31 @@ func TestAPIKeyFollowsItsOwner(t *testing.T) {
 	}
 }
 
+// TestUserinfoRolesOfKeyToken: /userinfo's roles are those the presented
+// token itself carries, still held and covered: a token exchanged from an
+// API key carries none (the contract), so /userinfo shows none, though its
+// scope covers a role its owner holds; a login's token shows its own.
+func TestUserinfoRolesOfKeyToken(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			e := newKeyEnv(t, b)
+			k := e.createKey(t, "/auth/api-keys", e.annTok, map[string]any{"name": "ci", "scopes": []string{"projects:read"}})
+			keyTok := e.exchange(t, k.Key, "").ExpectStatus(http.StatusOK).Token().AccessToken
+			for _, tc := range []struct{ name, tok string }{
+				{"key token", keyTok},
+				{"login token", e.annTok},
+			} {
+				claimed, _ := decodeClaims(t, tc.tok)["roles"].([]any)
+				info := e.c.Get("/userinfo", st.Bearer(tc.tok)).ExpectStatus(http.StatusOK).Map()
+				shown, _ := info["roles"].([]any)
+				if fmt.Sprint(shown) != fmt.Sprint(claimed) {
+					t.Errorf("%s: /userinfo roles %v, the token's own roles %v", tc.name, shown, claimed)
+				}
+			}
+		})
+	}
+}
+
 // TestAPIKeyRevokeByValue: whoever holds a key revokes it at
 // /oauth2/revoke without client authentication (200 whatever it was); a
 // revocation through one instance holds at once on another, for the key and

@@ -594,8 +594,10 @@ func namesPermission(scope []string) bool {
 }
 
 // UserInfo answers OIDC UserInfo for a verified user access token: sub,
-// email, email_verified and roles (and name when set). roles are the user's
-// current roles that the token's scope covers.
+// email, email_verified and roles (and name when set). roles are the
+// token's own roles claim that the user still holds and the token's scope
+// still covers: a token exchanged from an API key, which carries none,
+// shows none.
 func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any, error) {
 	u, err := s.users.GetUser(ctx, c.Subject)
 	if err != nil {
@@ -618,11 +620,17 @@ func (s *Service) UserInfo(ctx context.Context, c AccessClaims) (map[string]any,
 			return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 		}
 	}
-	// The roles the presented token covers, as in the token itself: a
-	// narrowed token does not learn here the roles it was not given.
+	// The roles of the token itself that the user still holds and its
+	// scope covers: a narrowed token, or a key's token (roles []), does
+	// not learn here the roles it was not given, and a role removed since
+	// is gone.
 	roles := []string{}
 	if !u.MustChangePassword {
-		roles = s.perms.CoveredRoles(u.Roles, c.Scopes())
+		for _, r := range s.perms.CoveredRoles(u.Roles, c.Scopes()) {
+			if slices.Contains(c.Roles, r) {
+				roles = append(roles, r)
+			}
+		}
 	}
 	out := map[string]any{"sub": u.ID, "email": u.Email, "email_verified": u.EmailVerified, "roles": roles}
 	if u.Name != "" {
