@@ -53,7 +53,7 @@ type User struct {
 	// Kind is UserHuman (also for "") or UserMachine. A machine user has no
 	// email, username or password.
 	Kind               string
-	Email              string // as entered; uniqueness is case-insensitive; empty for a machine user
+	Email              string // as entered; unique by EmailKey (ASCII case ignored); empty for a machine user
 	Username           string // optional; empty when unset
 	Name               string
 	PasswordHash       string // PHC / modular crypt format
@@ -296,7 +296,7 @@ type AuditFilter struct {
 
 // UserFilter selects users for admin listing.
 type UserFilter struct {
-	Email string // exact, case-insensitive
+	Email string // exact, compared by EmailKey (ASCII case ignored)
 	Query string // substring of email or name, case-insensitive
 	// TenantID keeps only the members of this tenant (organisations on).
 	TenantID string

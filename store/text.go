@@ -50,3 +50,35 @@ func CleanText(v string, limit int) string {
 func CleanRequestMeta(ip, userAgent string) (string, string) {
 	return CleanText(ip, MaxIP), CleanText(userAgent, MaxUserAgent)
 }
+
+// EmailKey is the key by which an email address names one account, one
+// invite and one rate-limit subject: the address with its ASCII letters
+// A-Z lower-cased and every other character (any non-ASCII letter included)
+// left as it is. Mail is delivered to the stored form, and mail servers
+// treat "b\u0130ll@example.com" and bill@example.com as two mailboxes, so a
+// key that folded more (strings.ToLower maps U+0130 to "i" and the Kelvin
+// sign U+212A to "k") let another mailbox hold an address's account. Only
+// this fold may compare email addresses: the stores' email_lower columns,
+// every lookup by email, the invite checks, the providers' domain lists
+// and the rate limits of logins and emails all use it. It applies no IDNA
+// (a punycode and a Unicode domain are two keys).
+func EmailKey(addr string) string {
+	for i := 0; i < len(addr); i++ {
+		if c := addr[i]; 'A' <= c && c <= 'Z' {
+			b := []byte(addr)
+			for j := i; j < len(b); j++ {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return addr
+}
+
+// SameEmail reports whether a and b, trimmed of surrounding space, are one
+// address by EmailKey.
+func SameEmail(a, b string) bool {
+	return EmailKey(strings.TrimSpace(a)) == EmailKey(strings.TrimSpace(b))
+}

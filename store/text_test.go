@@ -65,3 +65,30 @@ func TestCleanRequestMeta(t *testing.T) {
 		})
 	}
 }
+
+// TestEmailKey: only ASCII A-Z fold; no other character (non-ASCII
+// capitals, the Kelvin sign, the dotted capital I) changes, so two
+// mailboxes never share a key (found by a review).
+func TestEmailKey(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"ok/ascii_lower", "bill@example.com", "bill@example.com"},
+		{"ok/ascii_upper", "BILL@Example.COM", "bill@example.com"},
+		{"ok/empty", "", ""},
+		{"ok/digits_and_symbols", "A.B+1_Z-@X9.Y", "a.b+1_z-@x9.y"},
+		{"fail/dotted_capital_i_kept", "b\u0130ll@example.com", "b\u0130ll@example.com"},
+		{"fail/dotted_capital_i_with_ascii_upper", "B\u0130LL@EXAMPLE.com", "b\u0130ll@example.com"},
+		{"fail/kelvin_sign_kept", "\u212Aate@example.com", "\u212Aate@example.com"},
+		{"fail/non_ascii_capital_kept", "\u00C9lise@\u00C9xample.com", "\u00C9lise@\u00C9xample.com"},
+		{"fail/kelvin_in_domain_kept", "x@\u212Ab.com", "x@\u212Ab.com"},
+		{"fail/invalid_utf8_kept", "A\xffB", "a\xffb"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := store.EmailKey(tc.in); got != tc.want {
+				t.Errorf("EmailKey(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+	if store.EmailKey("b\u0130ll@example.com") == store.EmailKey("bill@example.com") {
+		t.Error("two mailboxes share a key")
+	}
+}

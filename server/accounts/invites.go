@@ -651,7 +651,7 @@ func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string,
 	if err != nil {
 		return store.User{}, err
 	}
-	if !f.EmailVerified || !strings.EqualFold(strings.TrimSpace(f.Email), strings.TrimSpace(inv.Email)) {
+	if !f.EmailVerified || !store.SameEmail(f.Email, inv.Email) {
 		return store.User{}, apierr.ErrForbidden.WithDescription("The invite is for another email address.")
 	}
 	name, err := normaliseName(f.Name)

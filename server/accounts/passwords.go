@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
@@ -25,7 +24,7 @@ func (s *Service) ForgotPassword(ctx context.Context, m Meta, email string) erro
 	if err != nil {
 		return err
 	}
-	if err := s.limit(ctx, LimitForgotPassword, m, strings.ToLower(email)); err != nil {
+	if err := s.limit(ctx, LimitForgotPassword, m, email); err != nil {
 		return err
 	}
 	s.background(ctx, "forgot-password", func(ctx context.Context) { s.forgotPassword(ctx, m, email) })

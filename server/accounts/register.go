@@ -32,7 +32,7 @@ func (s *Service) Register(ctx context.Context, m Meta, req RegisterRequest) (Us
 	if err != nil {
 		return User{}, err
 	}
-	if err := s.limit(ctx, LimitRegister, m, strings.ToLower(email)); err != nil {
+	if err := s.limit(ctx, LimitRegister, m, email); err != nil {
 		return User{}, err
 	}
 	name, err := normaliseName(req.Name)

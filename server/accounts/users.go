@@ -12,7 +12,7 @@ import (
 
 // UserQuery selects users for ListUsers.
 type UserQuery struct {
-	Email  string // exact, case-insensitive
+	Email  string // exact, compared by store.EmailKey (ASCII case ignored)
 	Query  string // substring of email or name, case-insensitive
 	Cursor string
 	Limit  int

@@ -146,9 +146,11 @@ func AddressKey(ip string) string {
 }
 
 // Hash makes a subject (IP, login, email) safe to use in a key: no personal
-// data is stored in the clear. Logins and emails compare case-insensitively.
+// data is stored in the clear. Logins and emails compare as accounts do
+// (store.EmailKey: ASCII letters folded, nothing else), so one counter is
+// one account's, never two mailboxes'.
 func Hash(subject string) string {
-	sum := sha256.Sum256([]byte(strings.ToLower(strings.TrimSpace(subject))))
+	sum := sha256.Sum256([]byte(store.EmailKey(strings.TrimSpace(subject))))
 	return hex.EncodeToString(sum[:16])
 }
 

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,6 +27,13 @@ func TestHashHidesSubjectAndFoldsCase(t *testing.T) {
 	}
 	if h := Hash("alice@example.com"); len(h) != 32 || h == "alice@example.com" {
 		t.Fatalf("hash %q", h)
+	}
+	// Found by a review: only ASCII letters fold (store.EmailKey), so
+	// another mailbox is another counter, as it is another account.
+	for _, other := range []string{"al\u0130ce@example.com", "alice@\u212Axample.com"} {
+		if Hash(other) == Hash(strings.Replace(strings.Replace(other, "\u0130", "i", 1), "\u212A", "k", 1)) {
+			t.Errorf("Hash(%q) is the counter of another mailbox", other)
+		}
 	}
 }
 

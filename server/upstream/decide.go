@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -262,7 +261,7 @@ func unvouched(ps *Providers, u store.User, links []store.FederatedIdentity) boo
 // decideNew decides for a verified email no local account has.
 func decideNew(d Decision, in Input) (Decision, error) {
 	if in.Invite != nil {
-		if !strings.EqualFold(strings.TrimSpace(in.Invite.Email), strings.TrimSpace(in.Claims.Email)) {
+		if !store.SameEmail(in.Invite.Email, in.Claims.Email) {
 			return d, refuse(ReasonInviteMismatch, in.Provider, "", nil)
 		}
 		d.Outcome, d.Role, d.Invite = OutcomeAcceptInvite, in.Invite.Role, in.Invite

@@ -15,6 +15,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // MaxProvidersFileSize bounds the providers file.
@@ -90,13 +91,15 @@ type Provider struct {
 }
 
 // DomainAllowed reports whether email's domain is one of AllowedDomains
-// (case-insensitive); false for an empty list or a malformed address.
+// (lower-case ASCII names) compared as accounts compare addresses
+// (store.EmailKey: ASCII case ignored, nothing else folded, so a Kelvin sign
+// is not a "k"); false for an empty list or a malformed address.
 func (p *Provider) DomainAllowed(email string) bool {
 	at := strings.LastIndexByte(email, '@')
 	if at <= 0 || at == len(email)-1 {
 		return false
 	}
-	return slices.Contains(p.AllowedDomains, strings.ToLower(email[at+1:]))
+	return slices.Contains(p.AllowedDomains, store.EmailKey(email[at+1:]))
 }
 
 // VouchesForEmail reports whether Portcullis takes p's word that c's email

@@ -159,3 +159,27 @@ func TestParseProvidersRefuses(t *testing.T) {
 		}
 	})
 }
+
+// TestDomainAllowedFoldsOnlyASCII (found by a review): a domain is compared
+// as accounts compare addresses (store.EmailKey), so a domain spelled with a
+// Kelvin sign or a dotted capital I, which strings.ToLower turned into an
+// allowed ASCII name, is another domain.
+func TestDomainAllowedFoldsOnlyASCII(t *testing.T) {
+	p := &upstream.Provider{AllowedDomains: []string{"kit.example"}}
+	for _, tc := range []struct {
+		email string
+		want  bool
+	}{
+		{"ann@kit.example", true},
+		{"ann@KIT.Example", true},
+		{"ann@\u212Ait.example", false},
+		{"ann@k\u0130t.example", false},
+		{"ann@kit.example.org", false},
+		{"ann@", false},
+		{"kit.example", false},
+	} {
+		if got := p.DomainAllowed(tc.email); got != tc.want {
+			t.Errorf("DomainAllowed(%q) = %v, want %v", tc.email, got, tc.want)
+		}
+	}
+}

@@ -18,7 +18,7 @@ import (
 var ErrInvalidToken = errors.New("sqlstore: invalid one-time token record")
 
 // CreateInvite stores a pending invite. It supersedes nothing: older
-// pending invites for the same email (case-insensitive) and tenant stay
+// pending invites for the same email (store.EmailKey) and tenant stay
 // pending until SupersedeInvites is called, once the new invite's email
 // went out, so a new invite whose email cannot be sent cancels nothing. It
 // fills ID, Status and CreatedAt; ExpiresAt must be set.
@@ -38,7 +38,7 @@ func (s *Store) CreateInvite(ctx context.Context, inv *store.Invite, mayReplace 
 	row := inviteRow{
 		ID:         newID(InviteIDPrefix),
 		Email:      inv.Email,
-		EmailLower: strings.ToLower(inv.Email),
+		EmailLower: store.EmailKey(inv.Email),
 		Role:       inv.Role,
 		TokenHash:  inv.TokenHash,
 		InvitedBy:  inv.InvitedBy,
@@ -92,7 +92,7 @@ func lockPendingInvites(tx *gorm.DB, row inviteRow, ids []string) ([]store.Invit
 }
 
 // SupersedeInvites marks superseded, in one transaction, each invite of
-// ids that is still pending and is for the same address (case-insensitive)
+// ids that is still pending and is for the same address (store.EmailKey)
 // and tenant as newer, never newer itself: the pending invites CreateInvite
 // showed mayReplace for newer, cancelled once newer's email went out. It
 // returns the invites it superseded (oldest first); one accepted, revoked

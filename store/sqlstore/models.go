@@ -44,7 +44,7 @@ func userToRow(u *store.User) userRow {
 		ID:                 u.ID,
 		Kind:               userKind(u.Kind),
 		Email:              u.Email,
-		EmailLower:         strings.ToLower(u.Email),
+		EmailLower:         store.EmailKey(u.Email),
 		Username:           username,
 		Name:               u.Name,
 		NameLower:          strings.ToLower(u.Name),

@@ -69,7 +69,7 @@ func newUserRow(u store.User, now time.Time) store.User {
 
 // CreateUser inserts u and its roles in one transaction and fills u.ID,
 // u.CreatedAt and u.UpdatedAt (u.Roles comes back sorted). A duplicate email
-// (case-insensitive) or username is store.ErrAlreadyExists; a role that
+// (store.EmailKey) or username is store.ErrAlreadyExists; a role that
 // SyncRoles has not created is store.ErrNotFound.
 func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 	if u == nil {
@@ -216,13 +216,13 @@ func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
 // an empty address (a machine user's) finds nobody.
 const byEmail = "email_lower = ? AND u.email_lower <> ''"
 
-// GetUserByEmail returns the user with the email, compared case-insensitively,
+// GetUserByEmail returns the user with the email, compared by store.EmailKey,
 // with its password hash. Machine users have no email: they are never found.
 func (s *Store) GetUserByEmail(ctx context.Context, email string) (store.User, error) {
-	return s.getUserWhere(ctx, "get user by email", byEmail, strings.ToLower(email))
+	return s.getUserWhere(ctx, "get user by email", byEmail, store.EmailKey(email))
 }
 
-// GetUserForLogin returns the user whose email (case-insensitive; any login
+// GetUserForLogin returns the user whose email (store.EmailKey; any login
 // containing "@") or username (exact) is login, with its password hash, and
 // counts its second factors (what MFASummary reads) in the same statement,
 // of the same snapshot: a password login needs both, and pays one round
@@ -233,7 +233,7 @@ func (s *Store) GetUserForLogin(ctx context.Context, login string) (store.User, 
 	}
 	query, arg := "username = ?", login
 	if strings.Contains(login, "@") {
-		query, arg = byEmail, strings.ToLower(login)
+		query, arg = byEmail, store.EmailKey(login)
 	}
 	var totp, webauthn, recovery int64
 	u, err := s.getUserWhereWith(ctx, "get user for login", factorCounts("u.id"), []any{&totp, &webauthn, &recovery}, query, arg)
@@ -262,11 +262,13 @@ func (s *Store) ListUsers(ctx context.Context, f store.UserFilter) (store.Page[s
 	db := s.db.WithContext(ctx)
 	q := db.Model(&userRow{})
 	if f.Email != "" {
-		q = q.Where("email_lower = ?", strings.ToLower(f.Email))
+		q = q.Where("email_lower = ?", store.EmailKey(f.Email))
 	}
 	if f.Query != "" {
-		p := likePattern(strings.ToLower(f.Query))
-		q = q.Where(`(email_lower LIKE ? ESCAPE '\' OR name_lower LIKE ? ESCAPE '\')`, p, p)
+		// Each column is searched with its own fold: the query as an
+		// email key (store.EmailKey) in email_lower, lower-cased in name_lower.
+		q = q.Where(`(email_lower LIKE ? ESCAPE '\' OR name_lower LIKE ? ESCAPE '\')`,
+			likePattern(store.EmailKey(f.Query)), likePattern(strings.ToLower(f.Query)))
 	}
 	if f.TenantID != "" {
 		q = q.Where("EXISTS (SELECT 1 FROM tenant_roles WHERE tenant_roles.user_id = users.id AND tenant_roles.tenant_id = ?)", f.TenantID)

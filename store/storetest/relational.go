@@ -47,6 +47,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/ping_and_dialect", testRelPing},
 		{"ok/users_create_and_get", testUserCreateGet},
 		{"fail/users_duplicate_email_or_username", testUserDuplicates},
+		{"ok/users_email_key_folds_only_ascii", testUserEmailKey},
 		{"fail/users_unknown_role_creates_nothing", testUserUnknownRole},
 		{"fail/users_invalid", testUserInvalid},
 		{"fail/users_missing", testUserMissing},
@@ -68,6 +69,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/signing_keys_lifecycle", testKeysLifecycle},
 		{"fail/signing_keys_conflicts_roll_back", testKeysConflicts},
 		{"ok/invites_create_supersede_list", testInvites},
+		{"ok/invites_email_key_folds_only_ascii", testInviteEmailKey},
 		{"fail/invites_replace_refused_writes_nothing", testInviteReplaceRefused},
 		{"ok/invites_superseded_once_sent", testInviteSupersedeOnceSent},
 		{"ok/invites_accept", testInviteAccept},
@@ -380,6 +382,57 @@ func testUserDuplicates(t *testing.T, s *sqlstore.Store) {
 	if err != nil || n != 1 {
 		t.Fatalf("CountUsersWithRole(user) = %d, %v; want 1", n, err)
 	}
+}
+
+// testUserEmailKey: an address is one account whatever the case of its
+// ASCII letters, and any other character is compared as it is (found by a
+// review: strings.ToLower made "b\u0130ll@example.com", another mailbox, the
+// account of bill@example.com). Each address is found by every lookup by
+// email, and only its own account.
+func testUserEmailKey(t *testing.T, s *sqlstore.Store) {
+	syncDefaultRoles(t, s)
+	c := rctx(t)
+	ids := map[string]string{}
+	for _, email := range []string{"bill@example.com", "b\u0130ll@example.com", "kate@example.com", "\u212Aate@example.com", "\u00C9lise@example.com"} {
+		ids[email] = mustCreateUser(t, s, newUser(email, "user")).ID
+	}
+	for _, tc := range []struct{ login, owner string }{
+		{"bill@example.com", "bill@example.com"},
+		{"BILL@EXAMPLE.COM", "bill@example.com"},
+		{"b\u0130ll@example.com", "b\u0130ll@example.com"},
+		{"B\u0130LL@Example.Com", "b\u0130ll@example.com"},
+		{"Kate@example.com", "kate@example.com"},
+		{"\u212Aate@example.com", "\u212Aate@example.com"},
+		{"\u00C9lise@EXAMPLE.com", "\u00C9lise@example.com"},
+		{"\u00E9lise@example.com", ""},
+		{"bi\u0307ll@example.com", ""},
+	} {
+		t.Run(tc.login, func(t *testing.T) {
+			want := ids[tc.owner]
+			got, err := s.GetUserByEmail(c, tc.login)
+			if want == "" {
+				wantErr(t, "GetUserByEmail", err, store.ErrNotFound)
+			} else if err != nil || got.ID != want {
+				t.Errorf("GetUserByEmail(%q) = %s, %v; want %s (%q)", tc.login, got.ID, err, want, tc.owner)
+			}
+			got, err = userByLogin(c, s, tc.login)
+			if want == "" {
+				wantErr(t, "GetUserForLogin", err, store.ErrNotFound)
+			} else if err != nil || got.ID != want {
+				t.Errorf("GetUserForLogin(%q) = %s, %v; want %s (%q)", tc.login, got.ID, err, want, tc.owner)
+			}
+			page, err := s.ListUsers(c, store.UserFilter{Email: tc.login})
+			var listed []string
+			for _, u := range page.Items {
+				listed = append(listed, u.ID)
+			}
+			if wantList := []string{want}; err != nil || (want == "" && len(listed) != 0) || (want != "" && !reflect.DeepEqual(listed, wantList)) {
+				t.Errorf("ListUsers(email %q) = %v, %v; want [%s]", tc.login, listed, err, want)
+			}
+		})
+	}
+	wantErr(t, "CreateUser(BILL@example.com)", s.CreateUser(c, newUser("BILL@example.com")), store.ErrAlreadyExists)
+	wantErr(t, "CreateUser(B\u0130LL@example.com)", s.CreateUser(c, newUser("B\u0130LL@example.com")), store.ErrAlreadyExists)
 }
 
 func testUserUnknownRole(t *testing.T, s *sqlstore.Store) {
@@ -1213,6 +1266,36 @@ func inviteIDs(invites []store.Invite) []string {
 // for the same address and tenant: never the newer invite itself, one
 // created after it (not named), one for another address or tenant, nor
 // one accepted or revoked meanwhile.
+// testInviteEmailKey: an invite supersedes the pending invites of its own
+// address only, compared as accounts are (ASCII letters folded, nothing
+// else), and accepting one creates the user of its own address.
+func testInviteEmailKey(t *testing.T, s *sqlstore.Store) {
+	syncDefaultRoles(t, s)
+	c := rctx(t)
+	exp := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Millisecond)
+	owner, _ := mustInvite(t, s, "bill@example.com", "user", exp)
+	other, otherHash := mustInvite(t, s, "b\u0130ll@example.com", "user", exp)
+	for _, inv := range []*store.Invite{owner, other} {
+		if got, err := s.GetInvite(c, inv.ID); err != nil || got.Status != store.InvitePending {
+			t.Fatalf("invite for %q: %+v, %v; want pending (an invite for another address must not supersede it)", inv.Email, got, err)
+		}
+	}
+	u := &store.User{Name: "Other", PasswordHash: "$other", Active: true}
+	if _, err := s.AcceptInvite(c, otherHash, time.Now().UTC(), u); err != nil {
+		t.Fatalf("AcceptInvite(%q): %v", other.Email, err)
+	}
+	if got, err := s.GetInvite(c, owner.ID); err != nil || got.Status != store.InvitePending {
+		t.Fatalf("bill@example.com's invite after %q accepted theirs: %+v, %v; want pending", other.Email, got, err)
+	}
+	if _, err := s.GetUserByEmail(c, "bill@example.com"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetUserByEmail(bill@example.com) after %q accepted: %v; want not found", other.Email, err)
+	}
+	again, _ := mustInvite(t, s, "BILL@Example.com", "admin", exp)
+	if got, _ := s.GetInvite(c, owner.ID); got.Status != store.InviteSuperseded {
+		t.Fatalf("bill@example.com's invite after one for BILL@Example.com (%s): %+v; want superseded", again.ID, got)
+	}
+}
+
 func testInviteSupersedeOnceSent(t *testing.T, s *sqlstore.Store) {
 	syncDefaultRoles(t, s)
 	c := rctx(t)

@@ -23,6 +23,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/testservers"
 )
 
@@ -252,7 +253,9 @@ func (s *Server) Messages() []Received {
 	return out
 }
 
-// WaitFor returns the oldest message addressed to to (case-insensitive)
+// WaitFor returns the oldest message addressed to to (compared by
+// store.EmailKey, as the server compares addresses: a Kelvin sign is not a
+// "k")
 // that no earlier WaitFor returned, waiting up to timeout; the test fails
 // when none arrives. Successive calls thus walk through a recipient's
 // messages in order.
@@ -267,7 +270,7 @@ func (s *Server) WaitFor(t testing.TB, to string, timeout time.Duration) Receive
 				continue
 			}
 			for _, rcpt := range m.To {
-				if strings.EqualFold(rcpt, to) {
+				if store.SameEmail(rcpt, to) {
 					s.taken[i] = true
 					s.mu.Unlock()
 					return m
