@@ -3,55 +3,12 @@ package keys_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 
 	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/keys/keystest"
 	"github.com/portcullis-auth/portcullis/store"
 )
-
-// afterCommitStore is a key store where, once armed, the next change is
-// stored and then, before the keys are reloaded, the caller's context ends
-// (cancel: an admin client went away) or the first reload fails (failRead).
-type afterCommitStore struct {
-	keys.Store
-	mu       sync.Mutex
-	armed    bool
-	cancel   context.CancelFunc
-	failRead bool
-}
-
-func (s *afterCommitStore) arm(cancel context.CancelFunc, failRead bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.armed, s.cancel, s.failRead = true, cancel, failRead
-}
-
-func (s *afterCommitStore) ApplySigningKeyChanges(ctx context.Context, updates, creates []store.SigningKey) error {
-	if err := s.Store.ApplySigningKeyChanges(ctx, updates, creates); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.armed && s.cancel != nil {
-		s.cancel()
-	}
-	s.armed = false
-	return nil
-}
-
-func (s *afterCommitStore) ListSigningKeys(ctx context.Context) ([]store.SigningKey, error) {
-	s.mu.Lock()
-	fail := s.failRead && !s.armed
-	if fail {
-		s.failRead = false
-	}
-	s.mu.Unlock()
-	if fail {
-		return nil, store.ErrUnavailable
-	}
-	return s.Store.ListSigningKeys(ctx)
-}
 
 // TestKeyChangeReloadAfterCommit: a rotation or revocation that was stored
 // is reloaded even when the caller's context ends right after the commit
@@ -72,7 +29,7 @@ func TestKeyChangeReloadAfterCommit(t *testing.T) {
 		} {
 			t.Run(backend+"/"+tc.name, func(t *testing.T) {
 				db := openStore(t, backend)
-				st := &afterCommitStore{Store: db}
+				st := &keystest.AfterCommitStore{Store: db}
 				m := initManager(t, st, ring(t, kek(t)), keys.AlgEdDSA, newClock())
 				// after checks the answer to a change, then reloads.
 				after := func(t *testing.T, err error, before string) {
@@ -97,9 +54,9 @@ func TestKeyChangeReloadAfterCommit(t *testing.T) {
 					ctx, cancel := context.WithCancel(context.Background())
 					t.Cleanup(cancel)
 					if tc.clientGone {
-						st.arm(cancel, false)
+						st.Arm(cancel, false)
 					} else {
-						st.arm(nil, true)
+						st.Arm(nil, true)
 					}
 					return ctx
 				}

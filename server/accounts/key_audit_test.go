@@ -4,58 +4,14 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/portcullis-auth/portcullis/keys"
+	"github.com/portcullis-auth/portcullis/keys/keystest"
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
 )
-
-// afterCommitKeys is the instance's signing key store where, once armed,
-// the next change is stored and then, before the keys are reloaded, the
-// request's context ends (cancel: the admin's client went away) or the
-// first reload fails (failRead).
-type afterCommitKeys struct {
-	keys.Store
-	mu       sync.Mutex
-	armed    bool
-	cancel   context.CancelFunc
-	failRead bool
-}
-
-func (s *afterCommitKeys) arm(cancel context.CancelFunc, failRead bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.armed, s.cancel, s.failRead = true, cancel, failRead
-}
-
-func (s *afterCommitKeys) ApplySigningKeyChanges(ctx context.Context, updates, creates []store.SigningKey) error {
-	if err := s.Store.ApplySigningKeyChanges(ctx, updates, creates); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.armed && s.cancel != nil {
-		s.cancel()
-	}
-	s.armed = false
-	return nil
-}
-
-func (s *afterCommitKeys) ListSigningKeys(ctx context.Context) ([]store.SigningKey, error) {
-	s.mu.Lock()
-	fail := s.failRead && !s.armed
-	if fail {
-		s.failRead = false
-	}
-	s.mu.Unlock()
-	if fail {
-		return nil, store.ErrUnavailable
-	}
-	return s.Store.ListSigningKeys(ctx)
-}
 
 // TestKeyChangeAuditedWhenReloadFails: a rotation or revocation that was
 // stored is audited whatever the reload after it does. The admin's client
@@ -69,7 +25,7 @@ func TestKeyChangeAuditedWhenReloadFails(t *testing.T) {
 	in, fx, smtp := deployment(t)
 	core := in.App.Core
 	root := fx.User(t, "root@example.com", "root long passphrase", "super_admin")
-	ks := &afterCommitKeys{Store: core.Store}
+	ks := &keystest.AfterCommitStore{Store: core.Store}
 	m, err := keys.NewManager(keys.Config{Store: ks, KEKs: core.KEKs, Alg: core.Config.SigningAlg, RSABits: core.Config.RSABits,
 		JWKSMaxAge: core.Config.JWKSMaxAge, SyncInterval: core.Config.KeySyncInterval, MaxTokenTTL: core.Config.RevocationHorizon()})
 	if err != nil {
@@ -127,9 +83,9 @@ func TestKeyChangeAuditedWhenReloadFails(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			if tc.clientGone {
-				ks.arm(cancel, false)
+				ks.Arm(cancel, false)
 			} else {
-				ks.arm(nil, true)
+				ks.Arm(nil, true)
 			}
 			_, err := svc.RevokeKey(ctx, actor(root), kid)
 			check(t, err, "was revoked")
@@ -156,9 +112,9 @@ func TestKeyChangeAuditedWhenReloadFails(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
 			if tc.clientGone {
-				ks.arm(cancel, false)
+				ks.Arm(cancel, false)
 			} else {
-				ks.arm(nil, true)
+				ks.Arm(nil, true)
 			}
 			_, err := svc.RotateKeys(ctx, actor(root), true)
 			check(t, err, "were rotated")
