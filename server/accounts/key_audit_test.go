@@ -75,18 +75,24 @@ func TestKeyChangeAuditedWhenReloadFails(t *testing.T) {
 				t.Errorf("the cause is not keys.ErrReloadAfterCommit: %v", err)
 			}
 		}
-		t.Run(tc.name+"/revoke_active", func(t *testing.T) {
+		// armed reloads the keys, arms the store for tc's failure after the
+		// next commit and returns the request's context and the active kid.
+		armed := func(t *testing.T) (context.Context, string) {
+			t.Helper()
 			if err := m.Sync(t.Context()); err != nil {
 				t.Fatal(err)
 			}
-			kid := m.ActiveKID()
 			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
+			t.Cleanup(cancel)
 			if tc.clientGone {
 				ks.Arm(cancel, false)
 			} else {
 				ks.Arm(nil, true)
 			}
+			return ctx, m.ActiveKID()
+		}
+		t.Run(tc.name+"/revoke_active", func(t *testing.T) {
+			ctx, kid := armed(t)
 			_, err := svc.RevokeKey(ctx, actor(root), kid)
 			check(t, err, "was revoked")
 			if tc.clientGone && m.ActiveKID() == kid {
@@ -105,17 +111,7 @@ func TestKeyChangeAuditedWhenReloadFails(t *testing.T) {
 			}
 		})
 		t.Run(tc.name+"/rotate", func(t *testing.T) {
-			if err := m.Sync(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			before := m.ActiveKID()
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			if tc.clientGone {
-				ks.Arm(cancel, false)
-			} else {
-				ks.Arm(nil, true)
-			}
+			ctx, before := armed(t)
 			_, err := svc.RotateKeys(ctx, actor(root), true)
 			check(t, err, "were rotated")
 			if tc.clientGone && m.ActiveKID() == before {
