@@ -65,19 +65,17 @@ func Push(ctx context.Context, form url.Values, client store.Client, env Env, tt
 	return Pushed{RequestURI: RequestURIPrefix + ref, ExpiresIn: int64(ttl / time.Second)}, nil
 }
 
-// pushError is the JSON answer of /oauth2/par for an error of parse. Its
-// description keeps to RFC 6749 §5.2's characters as every JSON error's
-// does (apierr.Error.Body).
+// pushError is the JSON answer of /oauth2/par for an error of parse.
 func pushError(err error) error {
 	var re *RedirectError
 	var pe *PageError
 	switch {
 	case errors.As(err, &re):
-		return (&apierr.Error{Code: re.Code, Status: http.StatusBadRequest}).WithDescription("%s", re.Description)
+		return (&apierr.Error{Code: re.Code, Status: http.StatusBadRequest}).WithDescription("%s", apierr.SafeText(re.Description))
 	case errors.As(err, &pe) && pe.Status >= http.StatusInternalServerError:
 		return apierr.ErrTemporarilyUnavailable.WithCause(err)
 	case errors.As(err, &pe):
-		return apierr.ErrInvalidRequest.WithDescription("%s", pe.Message)
+		return apierr.ErrInvalidRequest.WithDescription("%s", apierr.SafeText(pe.Message))
 	}
 	return apierr.ErrServer.WithCause(err)
 }
