@@ -465,12 +465,63 @@ func Operator() Actor {
 	return Actor{ID: OperatorActorID, Meta: Meta{UserAgent: "portcullis-cli"}, operator: true}
 }
 
-// limit runs the limiter when one is installed.
+// limit runs the limiter when one is installed. Under a context of
+// CountOnce an action (with its key) the request already counted, and was
+// allowed, is not counted again.
 func (s *Service) limit(ctx context.Context, action string, m Meta, key string) error {
 	if s.limiter == nil {
 		return nil
 	}
-	return s.limiter.Check(ctx, action, m.IP, key)
+	once, _ := ctx.Value(countOnceKey{}).(*countedOnce)
+	if once.has(action, key) {
+		return nil
+	}
+	if err := s.limiter.Check(ctx, action, m.IP, key); err != nil {
+		return err
+	}
+	once.add(action, key)
+	return nil
+}
+
+// CountOnce returns ctx for one request of a person that calls the service
+// more than once: each limit (a Limit* action, for one key) its calls count
+// is counted once, by the first call, however many calls follow. The
+// invite page is one: a form it shows again after a refused acceptance
+// (AcceptInvite) looks at the invite again (LookAtInvite), and one
+// submitted form is one attempt, so it must use up the limit once. (Two
+// calls at once may each count it: never fewer counts than calls.)
+func CountOnce(ctx context.Context) context.Context {
+	return context.WithValue(ctx, countOnceKey{}, &countedOnce{})
+}
+
+type countOnceKey struct{}
+
+// countedOnce holds the limits a request of CountOnce counted (a nil one,
+// outside CountOnce, holds none and keeps none).
+type countedOnce struct {
+	mu   sync.Mutex
+	seen map[[2]string]bool
+}
+
+func (c *countedOnce) has(action, key string) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen[[2]string{action, key}]
+}
+
+func (c *countedOnce) add(action, key string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen == nil {
+		c.seen = map[[2]string]bool{}
+	}
+	c.seen[[2]string{action, key}] = true
 }
 
 // limitMail applies the limit of emails of kind (a Limit* name) to one

@@ -430,9 +430,10 @@ type InviteLook struct {
 }
 
 // LookAtInvite is the look at an invite that AcceptInvite without a
-// password makes, for the invite page's form: the same limit and the same
-// check (usableInvite: an unusable invite is 400 invalid_token saying
-// why), no password check, and nothing changed or recorded. It answers
+// password makes, for the invite page's form: the same limit (not counted
+// again after AcceptInvite in a request of CountOnce) and the same check
+// (usableInvite: an unusable invite is 400 invalid_token saying why), no
+// password check, and nothing changed or recorded. It answers
 // the organisation the invite is to and whether its address already has
 // an account, which accepting adds to it: only the holder of the link
 // (the mailbox the invitation went to) learns it.

@@ -119,7 +119,8 @@ func (p *Pages) inviteView(name string, look accounts.InviteLook) view {
 // first (LookAtInvite), which changes nothing and counts no failed login:
 // an unknown, expired, used or revoked invitation is invalid_token, so the
 // person learns at once that the link cannot be used. ps are the problems
-// of a form sent, name the name it held.
+// of a form sent, name the name it held; the look after a form sent
+// counts no second attempt (invitePost's accounts.CountOnce).
 func (p *Pages) inviteForm(c echo.Context, status int, tok, name string, ps problems) error {
 	look, answered, err := p.inviteUsable(c, tok)
 	if answered {
@@ -167,7 +168,10 @@ func (p *Pages) invitePost(c echo.Context) error {
 	if tok == "" {
 		return p.linkMissing(c, inviteFlow)
 	}
-	r := c.Request()
+	// One form sent is one attempt: the look that shows the form again
+	// after a refused acceptance does not count the limit again.
+	r := c.Request().WithContext(accounts.CountOnce(c.Request().Context()))
+	c.SetRequest(r)
 	name, pw := strings.TrimSpace(r.PostFormValue("name")), r.PostFormValue("password")
 	join := r.PostFormValue(joinField) == "1"
 	var ps problems

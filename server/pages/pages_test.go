@@ -687,6 +687,77 @@ func TestInvitePageNamesOrganisation(t *testing.T) {
 	})
 }
 
+// TestInvitePageRefusedPostCountsOnce: a form sent to the /invite page
+// and refused (a password the rules refuse for a new account, the wrong
+// password of an existing one) counts the invite-acceptance limit per
+// address once, as the form shows it again: after the opening GET and
+// limit-2 refused posts the next post, the limit-th request, accepts the
+// invite; the one after it (opening another invitation's link from the
+// same address) is refused with 429, so every request still counts. Found
+// by a review; fails before this change: the page's look at the invite to
+// show the form again (LookAtInvite) counted the limit a second time, so
+// the acceptance was refused with 429 after about half the attempts.
+func TestInvitePageRefusedPostCountsOnce(t *testing.T) {
+	t.Parallel()
+	limit := int(ratelimit.DefaultRules(5).InviteAcceptPerIP.Limit)
+	tests := []struct {
+		name     string
+		backend  st.Backend
+		existing bool
+	}{
+		{"new_account/postgres_redis", st.PostgresRedis, false},
+		{"new_account/sqlite", st.SQLite, false},
+		{"existing_account/postgres_redis", st.PostgresRedis, true},
+		{"existing_account/sqlite", st.SQLite, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// The wrong passwords of an existing account must not throttle
+			// its logins before the invite limit is reached.
+			d := newDeploymentOn(t, tc.backend, map[string]string{"PORTCULLIS_TENANTS": "on",
+				"PORTCULLIS_LOGIN_FAILURE_LIMIT": strconv.Itoa(4 * limit)})
+			root := d.rootToken(t)
+			var tn struct{ ID string }
+			d.api.PostJSON("/admin/tenants", map[string]string{"slug": "acme", "name": "Acme"}, st.Bearer(root)).
+				ExpectStatus(http.StatusCreated).JSON(&tn)
+			const email, other = "once@example.com", "other@example.com"
+			refused := url.Values{"name": {"Once"}, "password": {weakPassword}, "confirm_password": {weakPassword}}
+			accepted, done := url.Values{"name": {"Once"}, "password": {goodPassword}, "confirm_password": {goodPassword}}, "Your account is ready"
+			if tc.existing {
+				d.fx.User(t, email, goodPassword)
+				refused = url.Values{"join": {"1"}, "password": {"not the account's password"}}
+				accepted, done = url.Values{"join": {"1"}, "password": {goodPassword}}, "You have joined the organisation"
+			}
+			for _, to := range []string{email, other} {
+				d.api.PostJSON("/admin/tenants/"+tn.ID+"/members", map[string]string{"email": to, "role": "user"}, st.Bearer(root)).
+					ExpectStatus(http.StatusCreated)
+			}
+			hc := browserClient(t)
+			p := openLink(t, hc, d.smtp.WaitFor(t, email, mailWithin).Link(t)) // 1
+			for i := range limit - 2 {
+				if p.StatusCode != http.StatusOK && p.StatusCode != http.StatusBadRequest || !strings.Contains(p.Body, `name="password"`) {
+					t.Fatalf("request %d of the invite page: %d\n%s", i+1, p.StatusCode, p.Body)
+				}
+				refused.Set("csrf_token", csrfOf(t, p))
+				p = post(t, hc, d.in.URL+"/invite", refused)
+				if p.StatusCode != http.StatusBadRequest {
+					t.Fatalf("refused post %d (request %d): %d, want 400 with the form\n%s", i+1, i+2, p.StatusCode, p.Body)
+				}
+			}
+			accepted.Set("csrf_token", csrfOf(t, p))
+			p = post(t, hc, d.in.URL+"/invite", accepted) // limit
+			if p.StatusCode != http.StatusOK || !strings.Contains(p.Body, done) {
+				t.Fatalf("the acceptance after %d refused posts (request %d of a limit of %d): %d\n%s", limit-2, limit, limit, p.StatusCode, p.Body)
+			}
+			p = openLink(t, browserClient(t), d.smtp.WaitFor(t, other, mailWithin).Link(t)) // limit+1
+			if p.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("request %d of a limit of %d: %d, want 429\n%s", limit+1, limit, p.StatusCode, p.Body)
+			}
+		})
+	}
+}
+
 // failedAcceptances are the invite.accept_failed events of the audit.
 func failedAcceptances(t *testing.T, d *deployment, bearer string) []map[string]any {
 	t.Helper()
