@@ -357,6 +357,34 @@ func saveUserTx(tx *gorm.DB, before userRow, u *store.User) error {
 // unused password-reset links, in the same transaction (saveUserTx).
 // The returned user carries no password hash.
 func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error) {
+	return s.updateUser(ctx, id, fn, nil)
+}
+
+// UpdateUserRevokingKeys is UpdateUser that also, in the same transaction,
+// revokes every API key of the user live at now (not revoked, not
+// expired; revoked_by by), as a password reset does (RedeemPasswordReset):
+// the write and the revocation are made together or not at all. It
+// returns the user as saved (without its password hash) and the keys it
+// revoked, by id.
+func (s *Store) UpdateUserRevokingKeys(ctx context.Context, id string, fn func(u *store.User) error,
+	by string, now time.Time) (store.User, []store.APIKey, error) {
+	var revoked []store.APIKey
+	u, err := s.updateUser(ctx, id, fn, func(tx *gorm.DB, u store.User) error {
+		var err error
+		revoked, err = revokeLiveAPIKeysTx(tx, u.ID, by, now)
+		return err
+	})
+	if err != nil {
+		return store.User{}, nil, err
+	}
+	return u, revoked, nil
+}
+
+// updateUser is UpdateUser, running then (when set) in its transaction
+// once the user is saved: an error of then rolls everything back and is
+// returned wrapped like a store error.
+func (s *Store) updateUser(ctx context.Context, id string, fn func(u *store.User) error,
+	then func(tx *gorm.DB, u store.User) error) (store.User, error) {
 	var out store.User
 	var fnErr error
 	err := s.userTx(ctx, func(tx *gorm.DB, changing func(string)) error {
@@ -379,6 +407,11 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *store.User
 		u.UpdatedAt = s.clock()
 		if err := saveUserTx(tx, row, &u); err != nil {
 			return err
+		}
+		if then != nil {
+			if err := then(tx, u); err != nil {
+				return err
+			}
 		}
 		if u.Roles == nil {
 			u.Roles = []string{}

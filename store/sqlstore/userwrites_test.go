@@ -77,6 +77,10 @@ func TestUserWritesAnnounced(t *testing.T) {
 					_, err := s.UpdateUser(ctx, u.ID, func(x *store.User) error { x.Name = "after"; return nil })
 					return err
 				}},
+				{"UpdateUserRevokingKeys", nil, func(u store.User) error {
+					_, _, err := s.UpdateUserRevokingKeys(ctx, u.ID, func(x *store.User) error { x.Name = "after"; return nil }, u.ID, now)
+					return err
+				}},
 				{"GrantRole", nil, func(u store.User) error { _, err := s.GrantRole(ctx, u.ID, "admin"); return err }},
 				{"RevokeRole", nil, func(u store.User) error { _, err := s.RevokeRole(ctx, u.ID, "user"); return err }},
 				{"DeleteUser", nil, func(u store.User) error { return s.DeleteUser(ctx, u.ID) }},

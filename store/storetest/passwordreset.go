@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -149,6 +150,116 @@ func testRedeemPasswordResetFail(t *testing.T, s *sqlstore.Store) {
 		got, err := s.RedeemPasswordReset(fresh, f.link, now, setHash, homeVouches)
 		if err != nil || len(got.Unlinked) != 1 || !slices.ContainsFunc(got.RevokedKeys, func(k store.APIKey) bool { return k.ID == f.live.ID }) {
 			t.Fatalf("%s: the link afterwards: %+v, %v; want it redeemed in full", tc.name, got, err)
+		}
+	}
+}
+
+// testUpdateUserRevokingKeys: the update writes the user as fn left it,
+// revokes the live keys by the given actor (not the expired or revoked
+// ones, which are left as they were) and says so; a user with no live key
+// is updated and revokes none.
+func testUpdateUserRevokingKeys(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	now := time.Now().UTC()
+	f := newResetFixture(t, s, "tess@example.com", now)
+	u, revoked, err := s.UpdateUserRevokingKeys(c, f.user.ID, func(u *store.User) error {
+		u.PasswordHash, u.MustChangePassword = "$temporary", true
+		return nil
+	}, "admin-1", now)
+	if err != nil {
+		t.Fatalf("UpdateUserRevokingKeys: %v", err)
+	}
+	if u.ID != f.user.ID || u.PasswordHash != "" || !u.MustChangePassword {
+		t.Fatalf("updated user %+v", u)
+	}
+	if len(revoked) != 1 || revoked[0].ID != f.live.ID || !revoked[0].Revoked() || revoked[0].RevokedBy != "admin-1" {
+		t.Fatalf("revoked %+v; want the live key, by admin-1", revoked)
+	}
+	if got, _ := s.GetUser(c, f.user.ID); got.PasswordHash != "$temporary" {
+		t.Fatalf("hash %q after the update", got.PasswordHash)
+	}
+	if _, _, err := s.FindLiveAPIKey(c, f.live.Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the live key after the update: %v, want not live", err)
+	}
+	if k, err := s.GetAPIKeyByHash(c, f.expired.Hash); err != nil || k.Revoked() {
+		t.Fatalf("the expired key after the update: %+v, %v; want left as it was", k, err)
+	}
+	if k, err := s.GetAPIKeyByHash(c, f.revoked.Hash); err != nil || k.RevokedBy != "someone" {
+		t.Fatalf("the revoked key after the update: %+v, %v; want its first revocation", k, err)
+	}
+	_, revoked, err = s.UpdateUserRevokingKeys(c, f.user.ID, func(u *store.User) error { u.PasswordHash = "$again"; return nil }, "admin-1", now)
+	if err != nil || len(revoked) != 0 {
+		t.Fatalf("again: revoked %+v, %v; want none", revoked, err)
+	}
+	_, _, err = s.UpdateUserRevokingKeys(c, "usr_missing", func(*store.User) error { return nil }, "admin-1", now)
+	wantErr(t, "an unknown user", err, store.ErrNotFound)
+}
+
+// testUpdateUserRevokingKeysFail: an update that fails (fn refuses, the
+// database refuses the key's revocation, or the context ends once the
+// password is written) changes nothing: the password and the keys stay,
+// and the update made later does it all.
+func testUpdateUserRevokingKeysFail(t *testing.T, s *sqlstore.Store) {
+	now := time.Now().UTC()
+	ctx, cancel := context.WithCancel(rctx(t))
+	defer cancel()
+	var cut, refuse atomic.Bool
+	injected := fmt.Errorf("injected: %w", store.ErrUnavailable)
+	err := s.DB().Callback().Update().After("gorm:update").Register("test:cut_short", func(tx *gorm.DB) {
+		if tx.Statement.Table == "users" && cut.CompareAndSwap(true, false) {
+			cancel()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.DB().Callback().Update().Before("gorm:update").Register("test:refuse_key", func(tx *gorm.DB) {
+		if tx.Statement.Table == "api_keys" && refuse.CompareAndSwap(true, false) {
+			_ = tx.AddError(injected)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := errors.New("refused")
+	setTemporary := func(u *store.User) error { u.PasswordHash, u.MustChangePassword = "$temporary", true; return nil }
+	for _, tc := range []struct {
+		name  string
+		fn    func(u *store.User) error
+		armed *atomic.Bool
+		want  error
+	}{
+		{"fn_refuses", func(*store.User) error { return refused }, nil, refused},
+		{"key_revocation_refused", setTemporary, &refuse, store.ErrUnavailable},
+		{"context_ends_once_the_password_is_written", setTemporary, &cut, nil},
+	} {
+		f := newResetFixture(t, s, tc.name+"@example.com", now)
+		c := rctx(t)
+		if tc.armed != nil {
+			tc.armed.Store(true)
+		}
+		if tc.armed == &cut {
+			c = ctx
+		}
+		_, _, err := s.UpdateUserRevokingKeys(c, f.user.ID, tc.fn, "admin-1", now)
+		switch {
+		case err == nil:
+			t.Fatalf("%s: the update succeeded", tc.name)
+		case tc.want != nil && !errors.Is(err, tc.want):
+			t.Fatalf("%s: %v, want %v", tc.name, err, tc.want)
+		case tc.armed != nil && tc.armed.Load():
+			t.Fatalf("%s: the failure was never injected", tc.name)
+		}
+		fresh := rctx(t)
+		if u, _ := s.GetUser(fresh, f.user.ID); u.PasswordHash != f.user.PasswordHash || u.MustChangePassword {
+			t.Fatalf("%s: the password changed", tc.name)
+		}
+		if _, _, err := s.FindLiveAPIKey(fresh, f.live.Hash); err != nil {
+			t.Fatalf("%s: the live key: %v", tc.name, err)
+		}
+		_, revoked, err := s.UpdateUserRevokingKeys(fresh, f.user.ID, setTemporary, "admin-1", now)
+		if err != nil || len(revoked) != 1 || revoked[0].ID != f.live.ID {
+			t.Fatalf("%s: the update afterwards: %+v, %v; want the live key revoked", tc.name, revoked, err)
 		}
 	}
 }

@@ -81,6 +81,8 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"fail/user_tokens_reset_voided_by_password_or_deactivation", testResetLinkVoided},
 		{"ok/password_reset_redeems_unlinks_revokes", testRedeemPasswordReset},
 		{"fail/password_reset_all_or_nothing", testRedeemPasswordResetFail},
+		{"ok/users_update_revoking_keys", testUpdateUserRevokingKeys},
+		{"fail/users_update_revoking_keys_all_or_nothing", testUpdateUserRevokingKeysFail},
 		{"ok/audit_append_list_filter_page", testAudit},
 		{"ok/audit_scrub_pii", testAuditScrub},
 		{"ok/audit_request_text_always_stored", testAuditRequestText},
