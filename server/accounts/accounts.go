@@ -29,6 +29,10 @@ type Store interface {
 	GetUserByEmail(ctx context.Context, email string) (store.User, error)
 	ListUsers(ctx context.Context, f store.UserFilter) (store.Page[store.User], error)
 	UpdateUser(ctx context.Context, id string, fn func(u *store.User) error) (store.User, error)
+	// UpdateUserRevokingKeys is UpdateUser that also revokes the user's
+	// live API keys (revoked_by by, at now) in the same transaction, and
+	// returns them.
+	UpdateUserRevokingKeys(ctx context.Context, id string, fn func(u *store.User) error, by string, now time.Time) (store.User, []store.APIKey, error)
 	GrantRole(ctx context.Context, userID, role string) (bool, error)
 	RevokeRole(ctx context.Context, userID, role string) (bool, error)
 	DeleteUser(ctx context.Context, id string) error

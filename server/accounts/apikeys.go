@@ -168,66 +168,40 @@ func (s *Service) machineKeyOwner(ctx context.Context, actor Actor, userID strin
 }
 
 // revokedOwnKeys completes the revocation of the user's keys a password
-// reset revoked in its transaction (RedeemPasswordReset): audited
-// api_key.revoked with details.via password_reset, and the tokens
-// exchanged from them revoked on every instance (apikeys.Service.Revoked).
-// A reset is the proof of who holds the mailbox, and a key made before it
+// reset revoked in its transaction (RedeemPasswordReset): revokedKeys,
+// audited api_key.revoked by the user with details.via password_reset. A
+// reset is the proof of who holds the mailbox, and a key made before it
 // may be another's (an address registered by someone else, a password
-// that leaked), as the sessions ended beside it may be. The transaction
-// runs after the cut-off is written: a key being made meanwhile is then
-// either revoked by it or refused by its creation's own re-check
-// (keptIfTokenLive). The reset is made by then, so this runs even when
-// the request's context has ended, and a failure is logged, not answered:
-// the keys are revoked, and the tokens exchanged from them carry the
-// user's sub, which the reset's cut-off revokes.
+// that leaked), as the sessions ended beside it may be.
 func (s *Service) revokedOwnKeys(ctx context.Context, userID string, keys []store.APIKey, m Meta) {
+	s.revokedKeys(ctx, "password reset", userID, keys,
+		apikeys.Meta{ActorID: userID, IP: m.IP, UserAgent: m.UserAgent, ClientID: m.ClientID, Via: viaPasswordReset})
+}
+
+// revokedKeys completes the revocation of the user's keys that a change
+// of their password (what) revoked in its own transaction (a reset's
+// RedeemPasswordReset, a temporary password's UpdateUserRevokingKeys):
+// each is audited api_key.revoked with km, and the tokens exchanged from
+// them are revoked on every instance (apikeys.Service.Revoked). The
+// transaction runs after the cut-off is written (endingSessions): a key
+// being made meanwhile is then either revoked by it or refused by its
+// creation's own re-check (keptIfTokenLive). The change is made by then,
+// so this runs even when the request's context has ended, and a failure
+// is logged, not answered: the keys are revoked, and the tokens exchanged
+// from them carry the user's sub, which the change's cut-off revokes.
+func (s *Service) revokedKeys(ctx context.Context, what, userID string, keys []store.APIKey, km apikeys.Meta) {
 	if s.apiKeys == nil || len(keys) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), followUpTimeout)
 	defer cancel()
-	km := apikeys.Meta{ActorID: userID, IP: m.IP, UserAgent: m.UserAgent, ClientID: m.ClientID, Via: viaPasswordReset}
 	if err := s.apiKeys.Revoked(ctx, keys, km); err != nil {
-		s.log.Error("password reset: the API keys are revoked, but the tokens exchanged from them could not all be", "user_id", userID, "err", err)
-	}
-}
-
-// revokeKeysOf revokes every live API key of a person whose password an
-// admin replaced with a temporary one (SetTemporaryPassword: it may have
-// been another's, and so may the keys made with it), audited with km; a
-// reset revokes them inside its own transaction instead (revokedOwnKeys).
-// The keys stop working at once on every instance (apikeys.Service.Revoke).
-// It must run after the cut-off is written (endingSessions): a key being
-// made meanwhile is then either listed here or refused by its creation's
-// own re-check (keptIfTokenLive).
-func (s *Service) revokeKeysOf(ctx context.Context, userID string, km apikeys.Meta) error {
-	if s.apiKeys == nil {
-		return nil
-	}
-	now := s.now()
-	cursor := ""
-	for {
-		page, err := s.apiKeys.List(ctx, userID, cursor, 200)
-		if err != nil {
-			return err
-		}
-		for _, k := range page.Items {
-			if k.RevokedAt != nil || !now.Before(k.ExpiresAt) {
-				continue
-			}
-			if err := s.apiKeys.Revoke(ctx, userID, k.ID, km); err != nil {
-				return err
-			}
-		}
-		if page.NextCursor == "" {
-			return nil
-		}
-		cursor = page.NextCursor
+		s.log.Error(what+": the API keys are revoked, but the tokens exchanged from them could not all be", "user_id", userID, "err", err)
 	}
 }
 
 // followUpTimeout bounds what a committed change still does once its
-// request may have gone (revokedOwnKeys).
+// request may have gone (revokedKeys).
 const followUpTimeout = 10 * time.Second
 
 // keyMeta is the audit metadata of a key operation by actor.
@@ -321,8 +295,9 @@ func outlivesNoKey(actor Actor) error {
 //
 // Why no interleaving leaves the write live with a revoked token, for the
 // ends of sessions that also remove what was written (a password reset
-// revokes the keys in its redemption's transaction, RedeemPasswordReset;
-// an MFA reset removes the factors and codes, ResetMFA): the end writes
+// revokes the keys in its redemption's transaction, RedeemPasswordReset,
+// and a temporary password in its own, UpdateUserRevokingKeys; an MFA
+// reset removes the factors and codes, ResetMFA): the end writes
 // the user's cut-off (endingSessions) and only then revokes the keys or
 // deletes the factors; the write is made
 // and only then this reads the token's revocation. Each store is

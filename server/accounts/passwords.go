@@ -204,9 +204,12 @@ var errLinkUsable = errors.New("reset link usable (dry run)")
 // login (must_change_password), for a user the actor may manage (not a
 // machine user: 400), ends every session of the user and, as a reset does
 // and in the same order (after the sessions' end), revokes every live API
-// key of theirs (revokeKeysOf, api_key.revoked via temporary_password): an
-// admin sets one when the password may be another's, and so may the keys
-// made with it.
+// key of theirs in the password's own transaction (the store's
+// UpdateUserRevokingKeys; revokedKeys audits them api_key.revoked via
+// temporary_password): an admin sets one when the password may be
+// another's, and so may the keys made with it. A failure of that
+// transaction leaves the old password and every key as they were (503;
+// the retry does it all).
 //
 // A token revoked before the password was written sets none that works
 // (madeWithLiveToken): the password chosen is replaced by a random one
@@ -240,13 +243,17 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 	if err != nil {
 		return User{}, internal("hash password", err)
 	}
+	// The password and the revocation of the keys are one transaction,
+	// made between the two ends of the sessions: a failure leaves the
+	// old password and the keys as they were.
 	var u store.User
+	var revoked []store.APIKey
 	if err := s.endingSessions(ctx, t.ID, "temporary password", func() error {
-		u, err = s.store.UpdateUser(ctx, t.ID, func(u *store.User) error {
+		u, revoked, err = s.store.UpdateUserRevokingKeys(ctx, t.ID, func(u *store.User) error {
 			u.PasswordHash = hash
 			u.MustChangePassword = true
 			return nil
-		})
+		}, a.ID, s.now())
 		if err != nil {
 			return storeErr("set temporary password", err, errUserNotFound)
 		}
@@ -254,10 +261,7 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 	}); err != nil {
 		return User{}, err
 	}
-	if err := s.revokeKeysOf(ctx, t.ID, keyMeta(actor, viaTemporaryPassword)); err != nil {
-		s.log.Error("temporary password: the password changed but the account's API keys could not all be revoked", "user_id", t.ID, "err", err)
-		return User{}, err
-	}
+	s.revokedKeys(ctx, "temporary password", t.ID, revoked, keyMeta(actor, viaTemporaryPassword))
 	if err := s.madeWithLiveToken(ctx, actor, "a temporary password", func(ctx context.Context) error {
 		return s.unknownPassword(ctx, t.ID)
 	}); err != nil {

@@ -418,11 +418,12 @@ func (s *Service) auditRevoked(ctx context.Context, k store.APIKey, m Meta) {
 
 // Revoked completes the revocation of keys the store revoked inside
 // another write's transaction (a password reset: sqlstore's
-// RedeemPasswordReset): each is audited api_key.revoked, as Revoke audits
-// it, and the sids of the tokens exchanged from them are ended on every
-// instance. The keys are revoked whatever this returns; an error says the
-// sids could not all be ended (the tokens still die with their owner's
-// cut-off, which the reset writes).
+// RedeemPasswordReset; a temporary password: UpdateUserRevokingKeys): each
+// is audited api_key.revoked, as Revoke audits it, and the sids of the
+// tokens exchanged from them are ended on every instance. The keys are
+// revoked whatever this returns; an error says the sids could not all be
+// ended (the tokens still die with their owner's cut-off, which the reset
+// or the temporary password writes).
 func (s *Service) Revoked(ctx context.Context, keys []store.APIKey, m Meta) error {
 	if len(keys) == 0 {
 		return nil
