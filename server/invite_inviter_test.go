@@ -125,10 +125,11 @@ func TestInviteOutlivesInviter(t *testing.T) {
 		deactivate(userID(t, a, admin), false)
 		ctx, svc := context.Background(), a.in.App.Accounts
 		m := accounts.Meta{IP: "192.0.2.30", ClientID: "portcullis"}
-		if _, err := svc.PendingInvite(ctx, m, tok); !errors.Is(err, apierr.ErrOneTimeTokenInvalid) {
+		ref := accounts.InviteRefOf(tok)
+		if _, err := svc.PendingInvite(ctx, m, ref); !errors.Is(err, apierr.ErrOneTimeTokenInvalid) {
 			t.Fatalf("PendingInvite: %v, want invalid_token", err)
 		}
-		_, err := svc.AcceptInviteFederated(ctx, m, tok, accounts.FederatedUser{Email: email, EmailVerified: true,
+		_, err := svc.AcceptInviteFederated(ctx, m, ref, accounts.FederatedUser{Email: email, EmailVerified: true,
 			Provider: "plain", Issuer: "https://plain.example", Subject: "sub-x-up"})
 		if !errors.Is(err, apierr.ErrOneTimeTokenInvalid) {
 			t.Fatalf("AcceptInviteFederated: %v, want invalid_token", err)

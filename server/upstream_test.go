@@ -723,7 +723,7 @@ func TestUpstreamInviteAcceptance(t *testing.T) {
 				}
 				return v
 			}
-			inviteTok := e.invite(t, e.root, "invited@example.org", "admin")
+			inviteTok := accounts.InviteRefOf(e.invite(t, e.root, "invited@example.org", "admin"))
 
 			// Another address, and the invited address unverified: refused.
 			_, _, err := svc.AcceptInvite(ctx, signIn(upstreamtest.Token{Subject: "sub-other", Email: "other@example.org", EmailVerified: upstreamtest.Bool(true)}), inviteTok, m)

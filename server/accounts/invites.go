@@ -351,7 +351,8 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	if req.Password != "" {
 		attempt = &m
 	}
-	inv, secret, err := s.usableInvite(ctx, req.Token, attempt)
+	ref := InviteRefOf(req.Token)
+	inv, err := s.usableInvite(ctx, ref, attempt)
 	if err != nil {
 		return token.Response{}, err
 	}
@@ -362,7 +363,7 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	}
 	if inv.TenantID != "" {
 		if existing, err := s.store.GetUserByEmail(ctx, inv.Email); err == nil {
-			return s.joinTenant(ctx, m, req, inv, secret, existing)
+			return s.joinTenant(ctx, m, req, inv, ref, existing)
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return token.Response{}, storeErr("look up email", err, nil)
 		}
@@ -391,7 +392,7 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 		return token.Response{}, internal("hash password", err)
 	}
 	u := store.User{Name: name, PasswordHash: hash, Active: true}
-	accepted, err := s.store.AcceptInvite(ctx, hashSecret(secret), s.now(), &u)
+	accepted, err := s.store.AcceptInvite(ctx, ref.secretHash, s.now(), &u)
 	if err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return token.Response{}, errAccountExists.WithDescription("An account with this email address already exists; sign in instead.")
@@ -441,7 +442,7 @@ func (s *Service) LookAtInvite(ctx context.Context, m Meta, tok string) (InviteL
 	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
 		return InviteLook{}, err
 	}
-	inv, _, err := s.usableInvite(ctx, tok, nil)
+	inv, err := s.usableInvite(ctx, InviteRefOf(tok), nil)
 	if err != nil || inv.TenantID == "" {
 		return InviteLook{}, err
 	}
@@ -473,7 +474,7 @@ func (s *Service) LookAtInvite(ctx context.Context, m Meta, tok string) (InviteL
 // through it the person simply signs in) to get the session the acceptance
 // would have issued (no organisation named), or with which they enrol the
 // factor their role requires. Otherwise the answer is that session at once.
-func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteRequest, inv store.Invite, secret string, u store.User) (token.Response, error) {
+func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteRequest, inv store.Invite, ref InviteRef, u store.User) (token.Response, error) {
 	client, err := s.resolveClient(ctx, req.Client)
 	if err != nil {
 		return token.Response{}, err
@@ -492,7 +493,7 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 	if err != nil {
 		return token.Response{}, err
 	}
-	accepted, err := s.store.AcceptTenantInvite(ctx, hashSecret(secret), s.now(), u.ID)
+	accepted, err := s.store.AcceptTenantInvite(ctx, ref.secretHash, s.now(), u.ID)
 	if err != nil {
 		return token.Response{}, oneTimeTokenErr(inviteKind, err)
 	}
@@ -515,12 +516,15 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 	return s.sessions.IssueForUser(ctx, client, res.User, "", req.Scope)
 }
 
-// usableInvite returns the pending, unexpired invite an emailed token names
-// and the token's secret, provided its inviter still stands behind it
-// (inviterStands); else 400 invalid_token saying why not. Every use of an
-// invite starts here: a look at it, an acceptance with a password (a new
-// account, or an existing one joining an organisation: joinTenant) and one
-// through an upstream provider (PendingInvite, AcceptInviteFederated). The
+// usableInvite returns the pending, unexpired invite ref names (the
+// InviteRefOf an emailed token, or one kept by a server-side record),
+// provided its inviter still stands behind it (inviterStands); else 400
+// invalid_token saying why not (the zero InviteRef, of a token of another
+// shape, is not found). Every use of an invite starts here: a look at it,
+// an acceptance with a password (a new account, or an existing one joining
+// an organisation: joinTenant) and one through an upstream provider
+// (PendingInvite, AcceptInviteFederated, which take the InviteRef the
+// sign-in's record kept); each redeems the invite by ref's hash. The
 // state is checked again, atomically, by the store when the invite is
 // accepted; this gives a clear answer before any work.
 //
@@ -530,29 +534,28 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 // invite itself is left as it is (pending until it expires or is revoked):
 // refusing it changes nothing, so a look or a stranger holding the link
 // cannot spend it, and it stands again if its inviter may make it again.
-func (s *Service) usableInvite(ctx context.Context, tok string, attempt *Meta) (store.Invite, string, error) {
-	id, secret, ok := parseInviteToken(tok)
-	if !ok {
-		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrNotFound)
+func (s *Service) usableInvite(ctx context.Context, ref InviteRef, attempt *Meta) (store.Invite, error) {
+	if ref.id == "" {
+		return store.Invite{}, oneTimeTokenErr(inviteKind, store.ErrNotFound)
 	}
-	inv, err := s.store.GetInvite(ctx, id)
+	inv, err := s.store.GetInvite(ctx, ref.id)
 	if err != nil {
-		return store.Invite{}, "", oneTimeTokenErr(inviteKind, err)
+		return store.Invite{}, oneTimeTokenErr(inviteKind, err)
 	}
-	if !secretMatches(secret, inv.TokenHash) {
-		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrNotFound)
+	if !ref.matches(inv.TokenHash) {
+		return store.Invite{}, oneTimeTokenErr(inviteKind, store.ErrNotFound)
 	}
 	switch {
 	case inv.Status == store.InviteAccepted || inv.Status == store.InviteSuperseded:
-		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrTokenUsed)
+		return store.Invite{}, oneTimeTokenErr(inviteKind, store.ErrTokenUsed)
 	case inv.Status == store.InviteRevoked:
-		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrTokenRevoked)
+		return store.Invite{}, oneTimeTokenErr(inviteKind, store.ErrTokenRevoked)
 	case !s.now().Before(inv.ExpiresAt):
-		return store.Invite{}, "", oneTimeTokenErr(inviteKind, store.ErrTokenExpired)
+		return store.Invite{}, oneTimeTokenErr(inviteKind, store.ErrTokenExpired)
 	}
 	reason, err := s.inviterStands(ctx, inv)
 	if err != nil {
-		return store.Invite{}, "", err
+		return store.Invite{}, err
 	}
 	if reason != "" {
 		if attempt != nil {
@@ -560,9 +563,9 @@ func (s *Service) usableInvite(ctx context.Context, tok string, attempt *Meta) (
 				ClientID: attempt.ClientID, IP: attempt.IP, UserAgent: attempt.UserAgent, TenantID: inv.TenantID,
 				Details: map[string]string{"invite_id": inv.ID, "role": inv.Role, "invited_by": inv.InvitedBy, "reason": reason}})
 		}
-		return store.Invite{}, "", errInviteNoLongerValid
+		return store.Invite{}, errInviteNoLongerValid
 	}
-	return inv, secret, nil
+	return inv, nil
 }
 
 // Reasons an invite's inviter no longer stands behind it (inviterStands),
@@ -626,29 +629,30 @@ func (s *Service) inviterStands(ctx context.Context, inv store.Invite) (string, 
 	return "", nil
 }
 
-// PendingInvite returns the usable invite an emailed token names (the
-// invite context of a sign-in through an upstream provider, an attempt to
-// accept it made with m), or 400 invalid_token saying why not
-// (usableInvite).
-func (s *Service) PendingInvite(ctx context.Context, m Meta, tok string) (store.Invite, error) {
-	inv, _, err := s.usableInvite(ctx, tok, &m)
-	return inv, err
+// PendingInvite returns the usable invite ref names (the invite context of
+// a sign-in through an upstream provider, an attempt to accept it made
+// with m; ref is what the sign-in's record kept of the invite link), or
+// 400 invalid_token saying why not (usableInvite).
+func (s *Service) PendingInvite(ctx context.Context, m Meta, ref InviteRef) (store.Invite, error) {
+	return s.usableInvite(ctx, ref, &m)
 }
 
 // AcceptInviteFederated accepts an invite by a sign-in at an upstream
 // provider whose verified email is the invite's (contract: "An invite can
 // be accepted by signing in with a provider whose verified email equals the
-// invite's"): it creates the user with the invite's email (verified) and
-// role, without a password, linked to (f.Provider, f.Issuer, f.Subject), in one
-// transaction. An address that is not verified or not the invite's is 403
-// forbidden; an unusable invite 400 invalid_token; an email with an account
-// or an upstream account linked already 409. Audit invite.accepted and
-// identity.linked. The caller starts the session.
-func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string, f FederatedUser) (store.User, error) {
+// invite's"): ref names the invite (the InviteRef the sign-in's record
+// kept of the invite link, never the token). It creates the user with the
+// invite's email (verified) and role, without a password, linked to
+// (f.Provider, f.Issuer, f.Subject), in one transaction. An address that
+// is not verified or not the invite's is 403 forbidden; an unusable invite
+// 400 invalid_token; an email with an account or an upstream account
+// linked already 409. Audit invite.accepted and identity.linked. The
+// caller starts the session.
+func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, ref InviteRef, f FederatedUser) (store.User, error) {
 	if err := s.limit(ctx, LimitAcceptInvite, m, ""); err != nil {
 		return store.User{}, err
 	}
-	inv, secret, err := s.usableInvite(ctx, tok, &m)
+	inv, err := s.usableInvite(ctx, ref, &m)
 	if err != nil {
 		return store.User{}, err
 	}
@@ -661,7 +665,7 @@ func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, tok string,
 	}
 	u := store.User{Name: name, Active: true}
 	fi := store.FederatedIdentity{Provider: f.Provider, Issuer: f.Issuer, Subject: f.Subject, Email: f.Email}
-	accepted, err := s.store.AcceptInviteWithIdentity(ctx, hashSecret(secret), s.now(), &u, &fi)
+	accepted, err := s.store.AcceptInviteWithIdentity(ctx, ref.secretHash, s.now(), &u, &fi)
 	if err != nil {
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return store.User{}, apierr.ErrConflict.WithDescription("An account with this email address or upstream identity already exists.").WithCause(err)

@@ -1,6 +1,8 @@
 package accounts_test
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -52,6 +54,58 @@ func TestInviteTokenShape(t *testing.T) {
 	for _, s := range []string{"", "abc", strings.Repeat("A", 44), strings.Repeat("=", 43)} {
 		if accounts.ValidSecret(s) {
 			t.Fatalf("ValidSecret(%q) = true", s)
+		}
+	}
+}
+
+// TestInviteRefText: an InviteRef's text (what a server-side record keeps
+// of an invite link) holds the invite id and the SHA-256 of the secret,
+// never the token or its secret, and reads back to the same reference;
+// text of any other form is refused, and a token of another shape gives
+// the zero InviteRef (text "").
+func TestInviteRefText(t *testing.T) {
+	secret, err := accounts.NewSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "inv_abcdefghijklmnopqrstuvwxyz"
+	tok := accounts.InviteToken(id, secret)
+	h := sha256.Sum256([]byte(secret))
+	want := id + ":" + base64.RawURLEncoding.EncodeToString(h[:])
+	ref := accounts.InviteRefOf(tok)
+	text, err := ref.MarshalText()
+	if err != nil || string(text) != want {
+		t.Fatalf("text %q, %v; want %q", text, err, want)
+	}
+	if strings.Contains(string(text), secret) {
+		t.Fatal("the reference holds the secret")
+	}
+	for _, tc := range []struct {
+		name, text string
+		ok         bool
+	}{
+		{"ok/roundtrip", want, true},
+		{"ok/empty_is_zero", "", true},
+		{"fail/the_token", tok, false},
+		{"fail/no_colon", id + base64.RawURLEncoding.EncodeToString(h[:]), false},
+		{"fail/short_hash", id + ":" + base64.RawURLEncoding.EncodeToString(h[:31]), false},
+		{"fail/bad_base64", id + ":" + strings.Repeat("*", 43), false},
+		{"fail/bad_id", "usr_abcdefghijklmnopqrstuvwxyz:" + base64.RawURLEncoding.EncodeToString(h[:]), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got accounts.InviteRef
+			err := got.UnmarshalText([]byte(tc.text))
+			if (err == nil) != tc.ok {
+				t.Fatalf("err = %v, want ok %v", err, tc.ok)
+			}
+			if back, _ := got.MarshalText(); tc.ok && string(back) != tc.text {
+				t.Fatalf("read back as %q", back)
+			}
+		})
+	}
+	for _, bad := range []string{"", "inv_abc." + secret, strings.Repeat("a", 10000)} {
+		if text, _ := accounts.InviteRefOf(bad).MarshalText(); len(text) != 0 {
+			t.Fatalf("InviteRefOf(%q) = %q, want the zero InviteRef", bad, text)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
@@ -34,7 +35,7 @@ type Upstream interface {
 	NeedsSecondFactor(ctx context.Context, u store.User, amr []string) (bool, error)
 	LinkConfirmed(ctx context.Context, p *upstream.Provider, c upstream.Claims, userID string, m upstream.Meta) (store.User, error)
 	RecordRefusal(ctx context.Context, m upstream.Meta, providerID string, err error) error
-	AcceptInvite(ctx context.Context, v upstream.Verified, inviteToken string, m upstream.Meta) (store.User, upstream.Decision, error)
+	AcceptInvite(ctx context.Context, v upstream.Verified, invite accounts.InviteRef, m upstream.Meta) (store.User, upstream.Decision, error)
 }
 
 // Steps and fields of upstream sign-in on the login page.
@@ -60,9 +61,29 @@ type upstreamReturn struct {
 	// 6749 §10.12), so a provider's answer for someone else's sign-in,
 	// sent to a victim, signs nobody in there.
 	Browser []byte `json:"b"`
-	// Invite is the invite token of a sign-in begun on the /invite page
-	// (upstream_invite.go): kept only in this server-side record.
-	Invite string `json:"i,omitempty"`
+	// Invite names the invite of a sign-in begun on the /invite page
+	// (upstream_invite.go) as the invites table does, by its id and the
+	// hash of its token's secret: the token itself is never kept here, so
+	// whoever reads the token state (a replica, a backup) gets no invite to
+	// accept.
+	Invite *accounts.InviteRef `json:"j,omitempty"`
+	// OlderInvite is the raw invite token a record written by the previous
+	// release holds (a sign-in begun before a rolling upgrade, for at most
+	// upstream.LoginTTL): read, turned into an InviteRef (invite), never
+	// written. It can go once no instance of that release runs.
+	OlderInvite string `json:"i,omitempty"`
+}
+
+// invite is the invite a sign-in begun on the /invite page accepts, ok
+// false for a sign-in of an authorization request.
+func (r upstreamReturn) invite() (ref accounts.InviteRef, ok bool) {
+	switch {
+	case r.Invite != nil:
+		return *r.Invite, true
+	case r.OlderInvite != "":
+		return accounts.InviteRefOf(r.OlderInvite), true
+	}
+	return accounts.InviteRef{}, false
 }
 
 // browserBinding is the SHA-256 of the request's CSRF cookie, nil when it
@@ -243,7 +264,11 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 		return p.upstreamRefused(c, err, "")
 	}
 	var ret upstreamReturn
-	if err := json.Unmarshal(v.Return, &ret); err != nil || (ret.Request == "" && ret.Invite == "") {
+	if err := json.Unmarshal(v.Return, &ret); err != nil {
+		return p.noRequest(c)
+	}
+	invite, isInvite := ret.invite()
+	if ret.Request == "" && !isInvite {
 		return p.noRequest(c)
 	}
 	if b := p.browserBinding(c); b == nil || subtle.ConstantTimeCompare(b, ret.Browser) != 1 {
@@ -252,8 +277,8 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 			&upstream.Refusal{Reason: upstream.ReasonInvalidState, Provider: id})
 		return p.upstreamRefused(c, err, "")
 	}
-	if ret.Invite != "" {
-		return p.upstreamInviteCallback(c, v, ret.Invite)
+	if isInvite {
+		return p.upstreamInviteCallback(c, v, invite)
 	}
 	old, err := p.sessionOf(c)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/redirecturi"
 	"github.com/portcullis-auth/portcullis/server/upstream"
@@ -20,9 +21,11 @@ import (
 // verified email equals the invite's). The /invite page shows one form per
 // provider posting to /invite/{provider}; that route checks the invite
 // (inviteUsable, as the page does) and starts the provider's sign-in with
-// the invite token in the sign-in's server-side single-use record (Begin's
-// ret, never a URL, a log or the state); the callback hands the verified
-// identity and the token to upstream.Service.AcceptInvite, which keeps
+// the invite's accounts.InviteRef (its id and the hash of the token's
+// secret, as the invites table holds it) in the sign-in's server-side
+// single-use record (Begin's ret); the token itself goes nowhere: not in
+// that record, a URL, a log or the state. The callback hands the verified
+// identity and the InviteRef to upstream.Service.AcceptInvite, which keeps
 // every rule (verified email equal to the invite's, no account with it,
 // the accounts service's invite and inviter checks) and audits refusals.
 
@@ -91,7 +94,8 @@ func (p *Pages) inviteUpstreamStart(c echo.Context) error {
 		return p.fail(c, apierr.ErrServer.WithCause(err))
 	}
 	bind := sha256.Sum256([]byte(tokCSRF))
-	ret, err := json.Marshal(upstreamReturn{Invite: tok, Browser: bind[:]})
+	ref := accounts.InviteRefOf(tok)
+	ret, err := json.Marshal(upstreamReturn{Invite: &ref, Browser: bind[:]})
 	if err != nil {
 		return p.fail(c, apierr.ErrServer.WithCause(err))
 	}
@@ -114,12 +118,12 @@ func (p *Pages) inviteUpstreamStart(c echo.Context) error {
 }
 
 // upstreamInviteCallback ends a provider sign-in begun on the /invite page
-// (the callback found tok, the invite token, in its record): the verified
+// (the callback found ref, the invite's InviteRef, in its record): the verified
 // identity accepts the invite (upstream.Service.AcceptInvite) or is
 // refused with the /invite flow's pages. No session is started: the
 // person signs in with the provider at the application.
-func (p *Pages) upstreamInviteCallback(c echo.Context, v upstream.Verified, tok string) error {
-	_, d, err := p.si.Upstream.AcceptInvite(c.Request().Context(), v, tok, upstreamMeta(c, ""))
+func (p *Pages) upstreamInviteCallback(c echo.Context, v upstream.Verified, ref accounts.InviteRef) error {
+	_, d, err := p.si.Upstream.AcceptInvite(c.Request().Context(), v, ref, upstreamMeta(c, ""))
 	var r *upstream.Refusal
 	switch {
 	case err == nil && d.Outcome == upstream.OutcomeAcceptInvite:

@@ -1,7 +1,11 @@
 package pages_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"html"
 	"net/http"
 	"net/url"
@@ -11,12 +15,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
+	"gorm.io/gorm"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/upstream"
 	"github.com/portcullis-auth/portcullis/server/upstream/upstreamtest"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // newFedDeploymentOn is a deployment on backend b with the test provider
@@ -219,5 +226,217 @@ func TestUpstreamInvitePage(t *testing.T) {
 			}
 			d.assertNoSecretInLogs(t, inv)
 		})
+	}
+}
+
+// TestUpstreamInviteRecordHoldsNoToken: the server-side record of a
+// sign-in begun with "Accept with Corp Login" (the token state: Redis
+// keys, or the SQL once_records table) holds no part of the emailed invite
+// token, encoded or not, only what finds the invite by its stored hash;
+// reading the token state gives nobody an invite to accept with a
+// password. A record in the older form, holding the raw token (written by
+// an instance of the previous release during a rolling upgrade), still
+// accepts the invite. Found by a review: the record kept the raw token.
+func TestUpstreamInviteRecordHoldsNoToken(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newFedDeploymentOn(t, b)
+			rs := openRecords(t, d, b)
+			for _, c := range []struct {
+				name   string
+				legacy bool
+			}{{"ok/record_holds_no_token", false}, {"ok/older_record_with_the_token", true}} {
+				t.Run(c.name, func(t *testing.T) {
+					email := strings.ReplaceAll(strings.TrimPrefix(c.name, "ok/"), "_", "-") + "@example.com"
+					link := d.invite(t, email, "user")
+					inv := tokenOf(t, link)
+					_, secret, _ := strings.Cut(inv, ".")
+					hc := browserClient(t)
+					get(t, hc, link)
+					m := csrfField.FindStringSubmatch(get(t, hc, d.in.URL+"/invite").Body)
+					if m == nil {
+						t.Fatal("no CSRF token on the invite page")
+					}
+					before := rs.keys(t)
+					pg := post(t, hc, d.in.URL+"/invite/corp", url.Values{"csrf_token": {html.UnescapeString(m[1])}})
+					if pg.StatusCode != http.StatusSeeOther {
+						t.Fatalf("POST /invite/corp: %d %s", pg.StatusCode, pg.Body)
+					}
+					var key string
+					for k := range rs.keys(t) {
+						if !before[k] {
+							key = k
+						}
+					}
+					if key == "" {
+						t.Fatal("the sign-in stored no record")
+					}
+					rec := rs.get(t, key)
+					for _, s := range []string{inv, secret} {
+						if holds(rec, s, 3) {
+							t.Fatalf("the upstream sign-in's record holds the invite token: %s", rec)
+						}
+					}
+					if c.legacy {
+						rs.set(t, key, olderRecord(t, rec, inv))
+					}
+					d.op.NextLogin(upstreamtest.Token{Subject: "sub-" + email, Email: email, EmailVerified: upstreamtest.Bool(true)})
+					pg = get(t, hc, follow(t, hc, pg.Header.Get("Location")))
+					if pg.StatusCode != http.StatusOK || !strings.Contains(pg.Body, "Your invitation is accepted") {
+						t.Fatalf("accept: %d %s", pg.StatusCode, pg.Body)
+					}
+					if u, err := d.in.App.Core.Store.GetUserByEmail(context.Background(), email); err != nil || len(u.Roles) != 1 || u.Roles[0] != "user" {
+						t.Fatalf("invited user %+v, %v", u, err)
+					}
+				})
+			}
+		})
+	}
+}
+
+// holds reports whether b holds s: as it is, or inside a base64 string
+// (standard or URL alphabet) of the JSON b is, to depth levels.
+func holds(b []byte, s string, depth int) bool {
+	if bytes.Contains(b, []byte(s)) {
+		return true
+	}
+	var v any
+	if depth == 0 || json.Unmarshal(b, &v) != nil {
+		return false
+	}
+	var walk func(v any) bool
+	walk = func(v any) bool {
+		switch v := v.(type) {
+		case string:
+			for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+				if raw, err := enc.DecodeString(v); err == nil && holds(raw, s, depth-1) {
+					return true
+				}
+			}
+		case map[string]any:
+			for _, e := range v {
+				if walk(e) {
+					return true
+				}
+			}
+		case []any:
+			for _, e := range v {
+				if walk(e) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return walk(v)
+}
+
+// olderRecord is the upstream sign-in record rec as the previous release
+// wrote it for an invite: the pages' data (field "a", base64 of JSON)
+// holding the raw invite token inv (field "i") and no reference.
+func olderRecord(t *testing.T, rec []byte, inv string) []byte {
+	t.Helper()
+	var pl map[string]any
+	if err := json.Unmarshal(rec, &pl); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := pl["a"].(string)
+	raw, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatalf("record data %q: %v", s, err)
+	}
+	var ret map[string]any
+	if err := json.Unmarshal(raw, &ret); err != nil {
+		t.Fatal(err)
+	}
+	delete(ret, "j")
+	ret["i"] = inv
+	if raw, err = json.Marshal(ret); err != nil {
+		t.Fatal(err)
+	}
+	pl["a"] = base64.StdEncoding.EncodeToString(raw)
+	out, err := json.Marshal(pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// records reads and writes the upstream sign-in records straight in a
+// deployment's token state, as someone who can read it would: Redis keys
+// (PostgreSQL+Redis), or the once_records table (SQLite).
+type records struct {
+	redis  *redis.Client
+	prefix string
+	db     *gorm.DB
+}
+
+func openRecords(t *testing.T, d *fedDeployment, b st.Backend) records {
+	t.Helper()
+	if b != st.PostgresRedis {
+		return records{db: d.in.App.Core.Store.DB()}
+	}
+	opts, err := redis.ParseURL(d.in.Config.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { c.Close() })
+	return records{redis: c, prefix: d.in.Config.RedisKeyPrefix + "{o:" + store.OnceUpstreamLogin + ":"}
+}
+
+// keys are the upstream records' keys (Redis key, or hex key hash).
+func (r records) keys(t *testing.T) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	if r.redis != nil {
+		ks, err := r.redis.Keys(context.Background(), r.prefix+"*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range ks {
+			out[k] = true
+		}
+		return out
+	}
+	var hashes [][]byte
+	if err := r.db.Raw("SELECT key_hash FROM once_records WHERE kind = ?", store.OnceUpstreamLogin).Scan(&hashes).Error; err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hashes {
+		out[hex.EncodeToString(h)] = true
+	}
+	return out
+}
+
+func (r records) get(t *testing.T, key string) []byte {
+	t.Helper()
+	if r.redis != nil {
+		v, err := r.redis.HGet(context.Background(), key, "v").Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	h, _ := hex.DecodeString(key)
+	var v []byte
+	if err := r.db.Raw("SELECT value FROM once_records WHERE kind = ? AND key_hash = ?", store.OnceUpstreamLogin, h).Row().Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func (r records) set(t *testing.T, key string, v []byte) {
+	t.Helper()
+	if r.redis != nil {
+		if err := r.redis.HSet(context.Background(), key, "v", v).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	h, _ := hex.DecodeString(key)
+	if err := r.db.Exec("UPDATE once_records SET value = ? WHERE kind = ? AND key_hash = ?", v, store.OnceUpstreamLogin, h).Error; err != nil {
+		t.Fatal(err)
 	}
 }

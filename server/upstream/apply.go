@@ -24,8 +24,8 @@ type Store interface {
 // sign-in (*accounts.Service implements it).
 type Accounts interface {
 	CreateFederatedUser(ctx context.Context, m accounts.Meta, f accounts.FederatedUser) (store.User, error)
-	PendingInvite(ctx context.Context, m accounts.Meta, tok string) (store.Invite, error)
-	AcceptInviteFederated(ctx context.Context, m accounts.Meta, tok string, f accounts.FederatedUser) (store.User, error)
+	PendingInvite(ctx context.Context, m accounts.Meta, ref accounts.InviteRef) (store.Invite, error)
+	AcceptInviteFederated(ctx context.Context, m accounts.Meta, ref accounts.InviteRef, f accounts.FederatedUser) (store.User, error)
 }
 
 // Auditor records security-relevant events.
@@ -199,15 +199,17 @@ func (s *Service) signIn(ctx context.Context, in Input, m Meta) (store.User, Dec
 }
 
 // AcceptInvite is a sign-in at an upstream provider by a person who came
-// from an invite link (inviteToken, the emailed token): the core decides
-// with the invite as context, and when no account has the verified email
-// and it is the invite's, the invited account is created (the invite's
-// role, no password) and linked in one step (accounts.AcceptInviteFederated).
+// from an invite link (invite, the accounts.InviteRef of the emailed token
+// that the sign-in's record kept: the token itself is never stored): the
+// core decides with the invite as context, and when no account has the
+// verified email and it is the invite's, the invited account is created
+// (the invite's role, no password) and linked in one step
+// (accounts.AcceptInviteFederated).
 // A person who already has an account signs in as SignIn would (the invite
 // stays pending). An unusable invite is the accounts service's 400
 // invalid_token; refusals are *Refusal, audited here.
-func (s *Service) AcceptInvite(ctx context.Context, v Verified, inviteToken string, m Meta) (store.User, Decision, error) {
-	inv, err := s.d.Accounts.PendingInvite(ctx, m.accounts(), inviteToken)
+func (s *Service) AcceptInvite(ctx context.Context, v Verified, invite accounts.InviteRef, m Meta) (store.User, Decision, error) {
+	inv, err := s.d.Accounts.PendingInvite(ctx, m.accounts(), invite)
 	if err != nil {
 		return store.User{}, Decision{}, err
 	}
@@ -216,7 +218,7 @@ func (s *Service) AcceptInvite(ctx context.Context, v Verified, inviteToken stri
 	if !errors.Is(err, ErrInviteAcceptance) {
 		return u, d, s.recordUnlessPending(ctx, m, v.Provider, err)
 	}
-	u, err = s.d.Accounts.AcceptInviteFederated(ctx, m.accounts(), inviteToken, accounts.FederatedUser{Email: d.Claims.Email,
+	u, err = s.d.Accounts.AcceptInviteFederated(ctx, m.accounts(), invite, accounts.FederatedUser{Email: d.Claims.Email,
 		Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Issuer: d.Provider.Issuer,
 		Subject: d.Claims.Subject})
 	return u, d, err

@@ -23,13 +23,14 @@
 //
 //   - start: Service.Begin(ctx, providerID, callbackURL, fresh, ret) stores state,
 //     nonce and PKCE verifier (and ret, e.g. the pending authorization
-//     request or an invite token) in the single-use store and returns the
+//     request, or an accounts.InviteRef: never an invite token, which is
+//     stored only hashed) in the single-use store and returns the
 //     provider's authorization URL (404 for an unknown provider), passing
 //     on the request's prompt=login and max_age (fresh);
 //   - callback: Service.Callback(ctx, providerID, query, meta) takes the
 //     state once and verifies everything, returning Verified (provider,
 //     claims, ret) or an audited *Refusal; then Service.SignIn (or
-//     Service.AcceptInvite with the invite token) decides and applies:
+//     Service.AcceptInvite with the InviteRef) decides and applies:
 //     a user to start the session for (amr AMR(provider, claims)), or
 //     ErrNeedsConfirmation with the Decision naming the local account;
 //   - confirm: after the person proves that account (passcheck, and the

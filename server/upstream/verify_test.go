@@ -183,11 +183,11 @@ func (noAccounts) CreateFederatedUser(context.Context, accounts.Meta, accounts.F
 	return store.User{}, errors.New("not in this test")
 }
 
-func (noAccounts) PendingInvite(context.Context, accounts.Meta, string) (store.Invite, error) {
+func (noAccounts) PendingInvite(context.Context, accounts.Meta, accounts.InviteRef) (store.Invite, error) {
 	return store.Invite{}, errors.New("not in this test")
 }
 
-func (noAccounts) AcceptInviteFederated(context.Context, accounts.Meta, string, accounts.FederatedUser) (store.User, error) {
+func (noAccounts) AcceptInviteFederated(context.Context, accounts.Meta, accounts.InviteRef, accounts.FederatedUser) (store.User, error) {
 	return store.User{}, errors.New("not in this test")
 }
 
