@@ -18,9 +18,12 @@ import (
 
 // lockAPIKeys takes an exclusive lock on the API keys table in a
 // transaction of the test's own, so that every key lookup waits, and
-// returns a function that waits until one lookup of the server is waiting
-// on it and one that releases it.
-func lockAPIKeys(t *testing.T, dbURL string) (waiting func(), release func()) {
+// returns a function that waits until some lookup of the server waits on
+// it (waiting(true)) or none does (waiting(false): the server gave up
+// its lookup), and one that releases it. Only the server's database is
+// looked at: the tests running beside this one share the PostgreSQL
+// server, and their queries on their own api_keys tables are no sign.
+func lockAPIKeys(t *testing.T, dbURL string) (waiting func(bool), release func()) {
 	t.Helper()
 	db, err := sql.Open("pgx", dbURL)
 	if err != nil {
@@ -35,20 +38,24 @@ func lockAPIKeys(t *testing.T, dbURL string) (waiting func(), release func()) {
 	if _, err := tx.ExecContext(ctx, "LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
-	waiting = func() {
+	waiting = func(want bool) {
 		t.Helper()
 		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 			var n int
 			if err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-				WHERE wait_event_type = 'Lock' AND query LIKE '%api_keys%' AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
+				WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%api_keys%'
+				AND pid <> pg_backend_pid()`).Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			if n > 0 {
+			if (n > 0) == want {
 				return
 			}
 			time.Sleep(5 * time.Millisecond) // polling PostgreSQL's view: nothing to wait on instead
 		}
-		t.Fatal("no API key lookup came to wait on the lock")
+		if want {
+			t.Fatal("no API key lookup came to wait on the lock")
+		}
+		t.Fatal("the server's API key lookup still waits on the lock after its client went away")
 	}
 	released := false
 	release = func() {
@@ -96,11 +103,16 @@ func TestClientGoneIsNotAServerFault(t *testing.T) {
 			}
 			answered <- err
 		}()
-		waiting()
+		waiting(true)
 		cancel()
 		if err := <-answered; !errors.Is(err, context.Canceled) {
 			t.Fatalf("the cancelled request: %v", err)
 		}
+		// The lock goes only once the server has seen the client go and
+		// given up its lookup: released sooner, the lookup could finish
+		// first on a loaded machine and the request end as a 200 written
+		// to nobody.
+		waiting(false)
 		release()
 		if !e.in.Logs.WaitFor(`"status":499`, 10*time.Second) {
 			t.Fatalf("no access log line with status 499:\n%s", e.in.Logs.String())
