@@ -1,6 +1,7 @@
 package token
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -101,8 +102,11 @@ func TestRefreshChecksBrowserSession(t *testing.T) {
 // "currently usable"), so every reason a refresh refuses a family the token
 // state still holds answers {"active": false}: the browser session it ends
 // with has ended, the user must change their password, the organisation
-// session is refused, a second factor is now owed. Introspection only
-// reads the browser session: it is no activity that keeps it alive.
+// session is refused, a second factor is now owed, the scope the session
+// asked for is no longer one a refresh grants (invalid_scope). An active
+// token's scope is the scope its refresh is answered (RFC 7662 §2.2; a
+// review found it answered the login's permissions alone). Introspection
+// only reads the browser session: it is no activity that keeps it alive.
 func TestIntrospectRefreshAsRefreshWould(t *testing.T) {
 	// login starts a session and returns its client and refresh token.
 	type login func(t *testing.T, e *mfaEnv, browser *fakeBrowser) (client, refresh string)
@@ -128,6 +132,8 @@ func TestIntrospectRefreshAsRefreshWould(t *testing.T) {
 		login login
 		// change makes the refresh refuse the session (nil: it still honours it).
 		change func(e *mfaEnv, browser *fakeBrowser)
+		// refuse is the refresh's error once changed ("": invalid_grant).
+		refuse string
 	}{
 		{name: "ok/browser_session_live", login: codeLogin},
 		{name: "ok/password_login", login: passwordLogin},
@@ -152,6 +158,14 @@ func TestIntrospectRefreshAsRefreshWould(t *testing.T) {
 			e.dir.users["u3"] = u
 			e.mfa.requiredFor = "editor"
 		}},
+		{name: "fail/session_scope_no_longer_allowed", login: passwordLogin, refuse: "invalid_scope", change: func(e *mfaEnv, _ *fakeBrowser) {
+			// The session asked for a scope no refresh grants now.
+			e.state.mu.Lock()
+			defer e.state.mu.Unlock()
+			for _, r := range e.state.fams {
+				r.fam.RequestedScope = "openid legacy"
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newMFAEnv(t)
@@ -170,14 +184,17 @@ func TestIntrospectRefreshAsRefreshWould(t *testing.T) {
 			if len(browser.calls) != 0 {
 				t.Fatalf("introspection kept the browser session alive: KeepBrowserSession calls %q", browser.calls)
 			}
-			_, rerr := e.exchange(TokenRequest{GrantType: GrantRefreshToken, Client: cred, RefreshToken: rt})
+			resp, rerr := e.exchange(TokenRequest{GrantType: GrantRefreshToken, Client: cred, RefreshToken: rt})
 			if tc.change == nil {
 				if rerr != nil || out["active"] != true || out["sid"] == nil {
 					t.Fatalf("introspection %v, refresh %v; want active and the refresh honoured", out, rerr)
 				}
+				if resp.Scope == nil || out["scope"] != *resp.Scope {
+					t.Fatalf("introspected scope %q, the refresh granted %q", out["scope"], *cmp.Or(resp.Scope, new("(none)")))
+				}
 				return
 			}
-			wantOAuthError(t, rerr, "invalid_grant")
+			wantOAuthError(t, rerr, cmp.Or(tc.refuse, "invalid_grant"))
 			if len(out) != 1 || out["active"] != false {
 				t.Fatalf("introspection %v of a token whose refresh is refused (%v), want exactly {\"active\": false}", out, rerr)
 			}

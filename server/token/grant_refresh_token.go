@@ -100,14 +100,28 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		}
 		return Response{}, refused.answer
 	}
-	scope, err := s.refreshScope(fam, user, client, req.Scope)
+	g, err := s.refreshGrantSet(sid, fam, user, tn, client, req.Scope)
 	if err != nil {
 		return Response{}, err
 	}
-	g := grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
-		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry, tenant: tn,
-		scopeAsked: len(req.Scope) > 0 || fam.RequestedScope != "" || fam.Scope != ""}
 	return s.respond(g, next, now)
+}
+
+// refreshGrantSet is what a refresh of the session sid (fam, honoured by
+// honours, which returned user and tn) through client grants when it asks
+// for requested (empty: the session's scope). It is the one reading of a
+// refresh's grant: the refresh answers it (respond, whose scope is
+// grantSet.scope), and introspection (introspectRefresh) states its scope
+// as the refresh token's. A scope the session may no longer have is
+// invalid_scope (refreshScope).
+func (s *Service) refreshGrantSet(sid string, fam store.RefreshFamily, user store.User, tn store.Tenant, client store.Client, requested []string) (grantSet, error) {
+	scope, err := s.refreshScope(fam, user, client, requested)
+	if err != nil {
+		return grantSet{}, err
+	}
+	return grantSet{client: client, user: &user, permissions: scope.Permissions, oidc: scope.OIDC, roles: slices.Clone(user.Roles),
+		sid: sid, authTime: fam.AuthTime, amr: fam.AMR, refreshExpiry: fam.AbsoluteExpiry, tenant: tn,
+		scopeAsked: len(requested) > 0 || fam.RequestedScope != "" || fam.Scope != ""}, nil
 }
 
 // refreshScope is what a refresh of fam by user (with their roles in the

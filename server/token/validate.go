@@ -318,7 +318,9 @@ func (s *Service) Revoke(ctx context.Context, cred ClientCredentials, raw string
 // false. The token state finds it as Revoke does (FindRefresh: inside the
 // reuse grace the token just replaced is as active as its successor, and
 // answers the same), and the refresh's own judgement (honours) refuses
-// nothing. An already rotated token is inactive and ends nothing:
+// nothing, nor its scope (refreshGrantSet). Its scope is what a refresh
+// with it grants now: the session's OIDC scopes and the permissions the
+// user holds now (or those of them the session named). An already rotated token is inactive and ends nothing:
 // introspection is a read, asked by a resource server, not the token's
 // client, so reuse is judged only where the token is used or revoked.
 // exp is when the token stops refreshing unless it is used first
@@ -350,11 +352,19 @@ func (s *Service) introspectRefresh(ctx context.Context, client store.Client, ra
 	case err != nil:
 		return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
-	_, _, refused, err := s.honours(ctx, fam, owner, store.UserVersion{}, now, false)
+	user, tn, refused, err := s.honours(ctx, fam, owner, store.UserVersion{}, now, false)
 	if err != nil {
 		return nil, err
 	}
 	if refused != nil {
+		return inactive, nil
+	}
+	// Its scope is what a refresh with it grants now (refreshGrantSet, as
+	// the refresh answers it). Its only error is invalid_scope, the
+	// session's scope being one no refresh grants now: a refusal, so the
+	// token is not active.
+	g, err := s.refreshGrantSet(sid, fam, user, tn, owner, nil)
+	if err != nil {
 		return inactive, nil
 	}
 	return map[string]any{
@@ -363,7 +373,7 @@ func (s *Service) introspectRefresh(ctx context.Context, client store.Client, ra
 		"iss":        s.cfg.Issuer,
 		"sub":        fam.UserID,
 		"client_id":  fam.ClientID,
-		"scope":      fam.Scope,
+		"scope":      g.scope(),
 		"sid":        fam.ID,
 		"iat":        fam.CreatedAt.Unix(),
 		"exp":        fam.Expiry().Unix(),
