@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,7 +48,7 @@ func nodeProject(t *testing.T) (node, dir string) {
 	t.Helper()
 	node, npm := nodeTools(t)
 	dir = t.TempDir()
-	for _, f := range []string{"package.json", "package-lock.json", "interop.mjs", "authcode.mjs"} {
+	for _, f := range []string{"package.json", "package-lock.json", "interop.mjs", "authcode.mjs", "extra.mjs"} {
 		b, err := os.ReadFile(filepath.Join("testdata", "node", f))
 		if err != nil {
 			t.Fatal(err)
@@ -98,6 +99,57 @@ func TestNodeCodeFlow(t *testing.T) {
 			}
 			if logs := in.Logs.String(); strings.Contains(logs, userPass) {
 				t.Fatal("the server log holds the password")
+			}
+		})
+	}
+}
+
+// TestOpenIDClientExtraPaths drives the paths TestNodeClients and
+// TestNodeCodeFlow leave out with openid-client and jose (extra.mjs), on
+// RS256, ES256 and EdDSA: a pushed authorization request and the
+// authorization URL openid-client builds from it; a refresh with the
+// TokenSet (sub, sid and auth_time kept); jose verifying the RFC 9068
+// access token (typ at+jwt, required claims); introspection of refresh and
+// access tokens with their hints; the errors openid-client parses from
+// /userinfo (401 invalid_token with a Bearer challenge) and from the token
+// endpoint (401 invalid_client); access_denied and login_required at the
+// callback with iss and state; RP-initiated logout through endSessionUrl;
+// jose verifying the back-channel logout token (typ logout+jwt); revocation
+// of a refresh token. The back-channel receiver is the script's, on a
+// socket the test opens and hands it, so its address is known before the
+// client is registered.
+func TestOpenIDClientExtraPaths(t *testing.T) {
+	t.Parallel()
+	node, dir := nodeProject(t)
+	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
+		t.Run(alg, func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, st.PostgresRedis)
+			env["PORTCULLIS_SIGNING_ALG"] = alg
+			in := st.Start(t, env)
+			fx := st.NewFixtures(t, in.App.Core)
+			fx.User(t, userEmail, userPass, "user")
+			receiver, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer receiver.Close()
+			socket, err := receiver.(*net.TCPListener).File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer socket.Close()
+			const callback = "http://127.0.0.1:9/node/callback" // never fetched: openid-client reads the redirect
+			const postLogout = "http://127.0.0.1:9/node/bye"
+			secret := fx.Client(t, clients.Spec{ID: "node-web", Name: "Node Web", RedirectURIs: []string{callback},
+				PostLogoutRedirectURIs: []string{postLogout}, BackchannelLogoutURI: "http://" + receiver.Addr().String() + "/logout",
+				Grants: []string{"authorization_code", "refresh_token", "password"}})
+			run := exec.Command(node, "extra.mjs", in.Config.Issuer, "node-web", secret, callback, postLogout, userEmail, userPass, alg)
+			run.Dir = dir
+			run.ExtraFiles = []*os.File{socket} // fd 3 in the script
+			out, err := run.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "OK") {
+				t.Fatalf("openid-client and jose on the extra paths (%s): %v\n%s", alg, err, out)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -39,7 +40,9 @@ type grantsDeployment struct {
 	secrets map[string]string
 }
 
-func newGrantsDeployment(t *testing.T, b st.Backend) *grantsDeployment {
+// newGrantsDeployment starts a grantsDeployment on b; extra settings
+// (PORTCULLIS_SIGNING_ALG, say) are added to its environment.
+func newGrantsDeployment(t *testing.T, b st.Backend, extra ...st.Env) *grantsDeployment {
 	t.Helper()
 	raw, err := os.ReadFile("../docs/examples/demo-policy.yaml")
 	if err != nil {
@@ -55,6 +58,9 @@ func newGrantsDeployment(t *testing.T, b st.Backend) *grantsDeployment {
 	}
 	env := st.NewEnv(t, b)
 	env["PORTCULLIS_POLICY_FILE"] = path
+	for _, e := range extra {
+		maps.Copy(env, e)
+	}
 	in := st.Start(t, env)
 	d := &grantsDeployment{in: in, c: in.Client(t), fx: st.NewFixtures(t, in.App.Core), secrets: map[string]string{}}
 	d.secrets["app"] = d.fx.Client(t, clients.Spec{ID: "app", Name: "App"})
