@@ -224,6 +224,23 @@ type Invite struct {
 // UserTokenPurpose says what a one-time user token is for.
 type UserTokenPurpose string
 
+// UserTokenKeptFor is how long a one-time user token (a reset or
+// verification link) is kept once it can never be redeemed: the periodic
+// purge deletes it when both its expiry and its use (or its being
+// superseded or voided) are this far in the past. Until then redeeming it
+// still answers why it cannot be used (used, or expired) as it did; after,
+// it is unknown. A used link thus keeps its answer for its whole lifetime
+// and a week more.
+const UserTokenKeptFor = 7 * 24 * time.Hour
+
+// InviteKeptFor is how long an invite is kept past its expiry, whatever
+// its status (an accepted, revoked or superseded invite could not be used
+// before its expiry either): until then the admin API and the console list
+// it (an expired one can be sent again from there) and accepting it
+// answers why it cannot be used; after, the periodic purge deletes it and
+// the invitee's address with it.
+const InviteKeptFor = 30 * 24 * time.Hour
+
 // One-time token purposes.
 const (
 	PurposePasswordReset UserTokenPurpose = "password_reset"

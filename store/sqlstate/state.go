@@ -898,11 +898,9 @@ type PurgeResult struct {
 	Browser     int64 // ended or expired browser sessions
 }
 
-// defaultPurgeBatch is how many rows one step of Purge deletes or clears.
-// A step of this size holds SQLite's write lock for milliseconds (a
-// review measured a purge of 400,000 single-use records in one
-// transaction: 23.6 s, every other write failing with SQLITE_BUSY).
-const defaultPurgeBatch = 500
+// defaultPurgeBatch is how many rows one step of Purge deletes or clears
+// (sqlstore.DefaultPurgeBatch, which says why).
+const defaultPurgeBatch = sqlstore.DefaultPurgeBatch
 
 // familyDead is the condition of a refresh family Purge deletes (its two
 // arguments: now, now).
@@ -993,7 +991,7 @@ func (s *State) purgeWhere(ctx context.Context, table, cond string, arg any) (in
 		find = "ctid = ANY(ARRAY(SELECT ctid FROM %[1]s WHERE %[2]s LIMIT %[3]d))"
 	}
 	q := fmt.Sprintf("DELETE FROM %[1]s WHERE "+find+" AND %[2]s", table, cond, s.batch())
-	return s.inBatches(ctx, func() (int64, bool, error) {
+	return sqlstore.InBatches(ctx, func() (int64, bool, error) {
 		var n int64
 		err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
 			res := tx.Exec(q, arg, arg)
@@ -1004,52 +1002,10 @@ func (s *State) purgeWhere(ctx context.Context, table, cond string, arg any) (in
 	})
 }
 
-// purgeByID runs step on the ids of table's rows that match cond (args
-// its arguments), a batch at a time in the order of id, each batch in one
-// transaction: for a condition no index answers, each batch reads on from
-// where the last one ended instead of reading again the rows it kept. step
-// must check cond again (a row may have changed since it was read) and
-// reports how many rows it changed.
+// purgeByID is sqlstore.PurgeByID on the state's database, a batch at a
+// time: for a condition no index answers. step must check cond again (a
+// row may have changed since it was read) and reports how many rows it
+// changed.
 func (s *State) purgeByID(ctx context.Context, table, cond string, args []any, step func(tx *gorm.DB, ids []string) (int64, error)) (int64, error) {
-	q := "SELECT id FROM " + table + " WHERE id > ? AND (" + cond + ") ORDER BY id LIMIT ?"
-	after := ""
-	return s.inBatches(ctx, func() (int64, bool, error) {
-		var ids []string
-		if err := s.db.WithContext(ctx).Raw(q, append(append([]any{after}, args...), s.batch())...).Scan(&ids).Error; err != nil {
-			return 0, false, err
-		}
-		if len(ids) == 0 {
-			return 0, false, nil
-		}
-		var n int64
-		err := sqlstore.RunInTx(ctx, s.db, func(tx *gorm.DB) error {
-			var err error
-			n, err = step(tx, ids)
-			return err
-		})
-		after = ids[len(ids)-1]
-		return n, len(ids) == s.batch(), err
-	})
-}
-
-// inBatches runs batch (which reports what it changed and whether more may
-// be left) until nothing is left, resting after each batch for as long as
-// it took so that other writers find the database free half the time.
-func (s *State) inBatches(ctx context.Context, batch func() (n int64, more bool, err error)) (int64, error) {
-	var total int64
-	for {
-		start := time.Now()
-		n, more, err := batch()
-		total += n
-		if err != nil || !more {
-			return total, err
-		}
-		rest := time.NewTimer(time.Since(start))
-		select {
-		case <-ctx.Done():
-			rest.Stop()
-			return total, ctx.Err()
-		case <-rest.C:
-		}
-	}
+	return sqlstore.PurgeByID(ctx, s.db, s.batch(), table, cond, args, step)
 }

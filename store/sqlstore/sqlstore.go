@@ -61,6 +61,8 @@ type Store struct {
 	log     *slog.Logger // Open's warnings
 
 	userWrites atomic.Pointer[userWriteHooksBox] // see SetUserWriteHooks
+
+	purgeBatch int // rows per step of Purge; 0: DefaultPurgeBatch (tests set fewer)
 }
 
 // Option configures Open.

@@ -1,0 +1,236 @@
+package sqlstore_test
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/portcullis-auth/portcullis/store"
+	"github.com/portcullis-auth/portcullis/store/sqlstore"
+)
+
+// TestPurgeOneTimeLinks: the periodic purge of the relational store
+// deletes reset and verification links once both their expiry and their
+// use are store.UserTokenKeptFor in the past, and invites, whatever their
+// status, store.InviteKeptFor past their expiry; what it keeps answers its
+// redemption as before (used, revoked, expired), and invites it keeps stay
+// listed. Each step deletes at most the batch. Found by a review: nothing
+// ever deleted these rows (a reset-token row per accepted forgot-password
+// request, kept for good with the user's id; invites with the invitee's
+// address).
+func TestPurgeOneTimeLinks(t *testing.T) {
+	tokenKept, inviteKept := store.UserTokenKeptFor, store.InviteKeptFor
+	type tokenCase struct {
+		name    string
+		expires time.Duration // from now
+		usedAt  *time.Duration
+		gone    bool
+		want    error // ConsumeUserToken's answer at now when kept
+	}
+	at := func(d time.Duration) *time.Duration { return &d }
+	tokens := []tokenCase{
+		{name: "unused, expired past retention", expires: -tokenKept - time.Second, gone: true},
+		{name: "unused, expired at the bound", expires: -tokenKept, gone: true},
+		{name: "used, both past retention", expires: -tokenKept - time.Hour, usedAt: at(-tokenKept - 2*time.Hour), gone: true},
+		{name: "voided after expiry, both past retention", expires: -tokenKept - time.Hour, usedAt: at(-tokenKept - time.Minute), gone: true},
+		{name: "unused, expired inside retention", expires: -tokenKept + time.Minute, want: store.ErrTokenExpired},
+		{name: "used long ago, link still live", expires: time.Hour, usedAt: at(-tokenKept - time.Hour), want: store.ErrTokenUsed},
+		{name: "voided after expiry, inside retention", expires: -tokenKept - time.Hour, usedAt: at(-time.Hour), want: store.ErrTokenUsed},
+		{name: "live", expires: time.Hour},
+	}
+	type inviteCase struct {
+		name    string
+		expires time.Duration // from now
+		status  store.InviteStatus
+		gone    bool
+		want    error // AcceptInvite's answer at now when kept
+	}
+	invites := []inviteCase{
+		{name: "pending, expired past retention", expires: -inviteKept - time.Second, status: store.InvitePending, gone: true},
+		{name: "pending, expired at the bound", expires: -inviteKept, status: store.InvitePending, gone: true},
+		{name: "accepted, past retention", expires: -inviteKept - time.Hour, status: store.InviteAccepted, gone: true},
+		{name: "revoked, past retention", expires: -inviteKept - time.Hour, status: store.InviteRevoked, gone: true},
+		{name: "superseded, past retention", expires: -inviteKept - time.Hour, status: store.InviteSuperseded, gone: true},
+		{name: "pending, expired inside retention", expires: -inviteKept + time.Minute, status: store.InvitePending, want: store.ErrTokenExpired},
+		{name: "accepted, inside retention", expires: -inviteKept + time.Hour, status: store.InviteAccepted, want: store.ErrTokenUsed},
+		{name: "revoked, not expired", expires: time.Hour, status: store.InviteRevoked, want: store.ErrTokenRevoked},
+		{name: "superseded, expired inside retention", expires: -time.Hour, status: store.InviteSuperseded, want: store.ErrTokenUsed},
+		{name: "pending, live", expires: time.Hour, status: store.InvitePending},
+	}
+	var goneTokens, goneInvites int64
+	for _, tc := range tokens {
+		if tc.gone {
+			goneTokens++
+		}
+	}
+	for _, ic := range invites {
+		if ic.gone {
+			goneInvites++
+		}
+	}
+	for _, b := range backends {
+		for _, batch := range []int{1, 3, 0} { // 0: sqlstore.DefaultPurgeBatch
+			t.Run(fmt.Sprintf("%s/batch_%d", b.name, batch), func(t *testing.T) {
+				s := open(t, b.url(t))
+				c := testCtx(t)
+				if _, err := s.Migrate(c); err != nil {
+					t.Fatalf("Migrate: %v", err)
+				}
+				if batch > 0 {
+					sqlstore.SetPurgeBatch(s, batch)
+				}
+				if err := s.SyncRoles(c, []store.Role{{Name: "user", Level: 10, Description: "a user"}}); err != nil {
+					t.Fatalf("SyncRoles: %v", err)
+				}
+				now := time.Now().UTC()
+				u := &store.User{Email: "olga@example.com", Name: "Olga", PasswordHash: "$h", Active: true, Roles: []string{"user"}}
+				if err := s.CreateUser(c, u); err != nil {
+					t.Fatalf("CreateUser: %v", err)
+				}
+
+				tokenHashes := make([][]byte, len(tokens))
+				for i, tc := range tokens {
+					tokenHashes[i] = randomHash(t)
+					tok := &store.UserToken{UserID: u.ID, Purpose: store.PurposePasswordReset, TokenHash: tokenHashes[i], ExpiresAt: now.Add(tc.expires)}
+					if err := s.CreateUserToken(c, tok); err != nil {
+						t.Fatalf("%s: CreateUserToken: %v", tc.name, err)
+					}
+					if tc.usedAt == nil {
+						continue
+					}
+					if *tc.usedAt < tc.expires { // redeemed while live
+						if _, err := s.ConsumeUserToken(c, store.PurposePasswordReset, tokenHashes[i], now.Add(*tc.usedAt), nil); err != nil {
+							t.Fatalf("%s: ConsumeUserToken: %v", tc.name, err)
+						}
+						continue
+					}
+					// Voided (a password change) or superseded after its expiry.
+					if err := s.DB().Table("user_tokens").Where("id = ?", tok.ID).Update("used_at", now.Add(*tc.usedAt)).Error; err != nil {
+						t.Fatalf("%s: void: %v", tc.name, err)
+					}
+				}
+
+				inviteHashes := make([][]byte, len(invites))
+				inviteIDs := make([]string, len(invites))
+				for i, ic := range invites {
+					inviteHashes[i] = randomHash(t)
+					inv := &store.Invite{Email: fmt.Sprintf("invitee%d@example.com", i), Role: "user", TokenHash: inviteHashes[i],
+						InvitedBy: u.ID, ExpiresAt: now.Add(ic.expires)}
+					if err := s.CreateInvite(c, inv, nil); err != nil {
+						t.Fatalf("%s: CreateInvite: %v", ic.name, err)
+					}
+					inviteIDs[i] = inv.ID
+					var err error
+					switch ic.status {
+					case store.InviteAccepted:
+						_, err = s.AcceptInvite(c, inviteHashes[i], now.Add(ic.expires-time.Minute), &store.User{PasswordHash: "$h"})
+					case store.InviteRevoked:
+						err = s.RevokeInvite(c, inv.ID)
+					case store.InviteSuperseded:
+						err = s.DB().Table("invites").Where("id = ?", inv.ID).Update("status", string(store.InviteSuperseded)).Error
+					}
+					if err != nil {
+						t.Fatalf("%s: make it %s: %v", ic.name, ic.status, err)
+					}
+				}
+
+				// Every DELETE a step runs removes at most the batch.
+				var mu sync.Mutex
+				deletes := map[string][]int64{}
+				err := s.DB().Callback().Raw().After("gorm:raw").Register("test:purge_deletes", func(db *gorm.DB) {
+					sql := db.Statement.SQL.String()
+					for _, table := range []string{"user_tokens", "invites"} {
+						if strings.HasPrefix(sql, "DELETE FROM "+table+" ") {
+							mu.Lock()
+							deletes[table] = append(deletes[table], db.RowsAffected)
+							mu.Unlock()
+						}
+					}
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+
+				pr, err := s.Purge(c, now)
+				want := sqlstore.PurgeResult{UserTokens: goneTokens, Invites: goneInvites}
+				if err != nil {
+					t.Fatalf("Purge: %v", err)
+				}
+				if pr != want {
+					t.Errorf("Purge = %+v; want %+v", pr, want)
+				}
+				size := batch
+				if size == 0 {
+					size = sqlstore.DefaultPurgeBatch
+				}
+				for table, wantSum := range map[string]int64{"user_tokens": goneTokens, "invites": goneInvites} {
+					ns := deletes[table]
+					var sum int64
+					for _, n := range ns {
+						if n > int64(size) {
+							t.Errorf("%s: a step deleted %d rows, batch %d", table, n, size)
+						}
+						sum += n
+					}
+					if sum != wantSum {
+						t.Errorf("%s: the steps seen deleted %d rows, want %d", table, sum, wantSum)
+					}
+					if min := (sum + int64(size) - 1) / int64(size); int64(len(ns)) < min {
+						t.Errorf("%s: %d rows in %d steps, batch %d", table, sum, len(ns), size)
+					}
+				}
+
+				for i, tc := range tokens {
+					_, err := s.ConsumeUserToken(c, store.PurposePasswordReset, tokenHashes[i], now, nil)
+					want := tc.want
+					if tc.gone {
+						want = store.ErrNotFound
+					}
+					if want == nil && err != nil || want != nil && !errors.Is(err, want) {
+						t.Errorf("token %q after the purge: %v, want %v", tc.name, err, want)
+					}
+				}
+				page, err := s.ListInvites(c, "", 200)
+				if err != nil {
+					t.Fatalf("ListInvites: %v", err)
+				}
+				listed := map[string]bool{}
+				for _, inv := range page.Items {
+					listed[inv.ID] = true
+				}
+				for i, ic := range invites {
+					if listed[inviteIDs[i]] == ic.gone {
+						t.Errorf("invite %q: listed %v after the purge, want %v", ic.name, listed[inviteIDs[i]], !ic.gone)
+					}
+					_, err := s.AcceptInvite(c, inviteHashes[i], now, &store.User{PasswordHash: "$h"})
+					want := ic.want
+					if ic.gone {
+						want = store.ErrNotFound
+					}
+					if want == nil && err != nil || want != nil && !errors.Is(err, want) {
+						t.Errorf("invite %q after the purge: %v, want %v", ic.name, err, want)
+					}
+				}
+
+				if pr, err := s.Purge(c, now); err != nil || pr != (sqlstore.PurgeResult{}) {
+					t.Fatalf("second Purge = %+v, %v; want nothing", pr, err)
+				}
+			})
+		}
+	}
+}
+
+func randomHash(t *testing.T) []byte {
+	t.Helper()
+	h := make([]byte, 32)
+	if _, err := rand.Read(h); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
