@@ -983,13 +983,13 @@ func (a *App) serveProfiler(ctx context.Context) error {
 }
 
 // purgeEvery is how often purgeLoop runs. Each run deletes in short batches
-// (sqlstate.State.Purge), so a backlog never holds SQLite's write lock for
-// long; a shorter period keeps the backlog, and the run, small.
+// (sqlstate.State.Purge, sqlstore.Store.Purge), so a backlog never holds
+// SQLite's write lock for long; a shorter period keeps the backlog, and the
+// run, small.
 const purgeEvery = 5 * time.Minute
 
-// purgeLoop deletes expired revocations, counters and sessions from the
-// database (the SQL token state and the durable revocation log) now and then.
-// Every instance may run it: deleting expired rows is idempotent.
+// purgeLoop runs Purge now and then. Every instance may run it: deleting
+// rows past their time is idempotent.
 func (a *App) purgeLoop(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -998,11 +998,28 @@ func (a *App) purgeLoop(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := a.states.SQL.Purge(ctx, time.Now()); err != nil && ctx.Err() == nil {
-				a.Logger.Warn("purge expired token state", "err", err)
+			if err := Purge(ctx, a.Store, a.states, time.Now()); err != nil && ctx.Err() == nil {
+				a.Logger.Warn("purge expired rows", "err", err)
 			}
 		}
 	}
+}
+
+// Purge runs once, at now, the periodic purge of each store in the
+// database: the SQL token state's (expired revocations, counters,
+// sessions; states.SQL, the durable revocation log with Redis) and the
+// relational store's (used or expired one-time links and invites past
+// their retention; st). It runs both when the first fails and returns
+// their errors joined.
+func Purge(ctx context.Context, st *sqlstore.Store, states TokenStates, now time.Time) error {
+	var errs []error
+	if _, err := states.SQL.Purge(ctx, now); err != nil {
+		errs = append(errs, fmt.Errorf("token state: %w", err))
+	}
+	if _, err := st.Purge(ctx, now); err != nil {
+		errs = append(errs, fmt.Errorf("relational store: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // drainTimeout bounds Close's last attempt to write the revocations the

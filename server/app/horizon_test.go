@@ -56,7 +56,7 @@ func TestRevocationHorizonWiring(t *testing.T) {
 			if err := states.State.RevokeFamily(ctx, "sid-horizon", cutoff); err != nil {
 				t.Fatalf("RevokeFamily: %v", err)
 			}
-			if _, err := states.SQL.Purge(ctx, now); err != nil {
+			if err := app.Purge(ctx, core.Store, states, now); err != nil {
 				t.Fatalf("Purge: %v", err)
 			}
 			for _, ref := range []store.AccessTokenRef{
