@@ -113,7 +113,29 @@ const (
 	// RotateReuseDetected: a token of this family that was already rotated was
 	// presented outside the grace window. The whole family is now revoked.
 	RotateReuseDetected
+	// RotateLimitReached: the presented token was current, but the family
+	// already keeps MaxFamilyRotations used hashes, so rotating it would
+	// keep one more. Nothing rotated: the whole family is now revoked, in
+	// the same atomic step, as RotateReuseDetected revokes it.
+	RotateLimitReached
 )
+
+// MaxFamilyRotations is the most rotated-away token hashes one refresh
+// family keeps for reuse detection, and so the most rotations it has: the
+// rotation that would keep one more ends the family instead
+// (RotateLimitReached). Dropping old hashes instead would let a holder of
+// the token flush the window with fast rotations and present a stolen old
+// token as unknown rather than reused; without a bound, one refresh token
+// grows the token state by a hash per request for the family's whole life.
+//
+// With the defaults (a 15 min access token, PORTCULLIS_REFRESH_TOKEN_MAX_AGE
+// 720 h) a client refreshing at every access-token expiry rotates
+// 720 h / 15 min = 2,880 times in the family's whole life, so 10,000 leaves
+// room for three such tabs or apps sharing a family, and more with longer
+// access tokens. The bound keeps a family's used hashes to about 1 MB in
+// Redis (about 93 B a member of the used set: 10,000 x 93 B = 0.93 MB) and
+// to 10,000 rows of refresh_used_tokens in SQL.
+const MaxFamilyRotations = 10000
 
 // String names the outcome for logs and tests.
 func (o RotateOutcome) String() string {
@@ -124,6 +146,8 @@ func (o RotateOutcome) String() string {
 		return "grace_replay"
 	case RotateReuseDetected:
 		return "reuse_detected"
+	case RotateLimitReached:
+		return "rotation_limit"
 	default:
 		return "invalid"
 	}

@@ -53,12 +53,21 @@ func TestTokenStateConformance(t *testing.T) {
 	})
 }
 
+// withRotationLimit sets the state's bound on a family's used hashes to
+// the suite's, when it asks for one.
+func withRotationLimit(st *State, cfg storetest.Config) *State {
+	if cfg.MaxFamilyRotations > 0 {
+		st.maxRotations = cfg.MaxFamilyRotations
+	}
+	return st
+}
+
 // conformanceBackend is a state for the conformance suite, with a view of
 // the family's keys.
 func conformanceBackend(c redis.UniversalClient, prefix string, log store.RevocationLog, cfg storetest.Config) storetest.Backend {
 	opts := Options{Prefix: prefix, Log: log, MaxSessionsPerUser: cfg.MaxSessionsPerUser, MaxAccessTokenTTL: cfg.Horizon}
-	st := New(c, opts)
-	again := func(t *testing.T) store.TokenState { return New(c, opts) }
+	st := withRotationLimit(New(c, opts), cfg)
+	again := func(t *testing.T) store.TokenState { return withRotationLimit(New(c, opts), cfg) }
 	forget := func(t *testing.T, sid string) {
 		t.Helper()
 		ctx := testCtx(t)

@@ -135,6 +135,10 @@ const (
 	scriptOK      = 1
 	scriptGrace   = 2
 	scriptReuse   = 3
+	// scriptLimit: the presented token was current, but the family's used
+	// set already holds the rotation limit (ARGV[7]): the script marked
+	// the family revoked instead of rotating (store.RotateLimitReached).
+	scriptLimit = 5
 	// scriptSessionRevoked: the family's session is revoked, or its
 	// user's cut-off is at or after its auth time, though the family was
 	// not marked (its mark was lost, or it was created after its session
@@ -147,7 +151,10 @@ const (
 
 // rotateScript: KEYS fam, used; ARGV presented hash, next hash, next sealed,
 // now ms, grace ms, the client the family must belong to ("" for any: a
-// family of another client is invalid, left as it was). Returns {outcome}
+// family of another client is invalid, left as it was), the most used
+// hashes the family may keep (store.MaxFamilyRotations: a rotation of
+// the current token when used holds that many ends the family instead,
+// scriptLimit). Returns {outcome}
 // for invalid, otherwise
 // {outcome, user, client, scope, requested scope, created, abs expiry,
 // idle ttl, auth time, amr, sealed successor (empty unless a grace replay),
@@ -166,19 +173,19 @@ var rotateScript = redis.NewScript(rotateLua + `return rotate(nil)`)
 // revoked (the family is then marked revoked, as revokeFamilyScript
 // does). A rotation that returns the family (every other outcome but
 // invalid) also reads the family's user's version (as userVersionScript)
-// and appends it to rotateScript's reply. ARGV as rotateScript's, then the
+// and appends it to rotateScript's reply. ARGV as rotateScript's (seven), then the
 // user's version key name with "\n" where the user id goes,
 // userVersionScript's candidate and TTL, then the ready marker's, the
 // session's revocation key name and the user's cut-off key name in the
 // revocation set (with "\n" where the user id goes).
 var rotateOnOneNodeScript = redis.NewScript(rotateLua + userVersionLua + userKeyLua + sessionRevokedLua + revokeFamilyLua + `
 local r = rotate(function(uid, at)
-  local v = sessionRevoked(ARGV[10], ARGV[11], ARGV[12], uid, at)
+  local v = sessionRevoked(ARGV[11], ARGV[12], ARGV[13], uid, at)
   if v == 1 then revokeFamily(KEYS[1]) end
   return v
 end)
 if r[1] > 0 and r[1] < 4 and r[2] then
-  table.insert(r, userVersion(userKeyOf(ARGV[7], r[2]), ARGV[8], ARGV[9]))
+  table.insert(r, userVersion(userKeyOf(ARGV[8], r[2]), ARGV[9], ARGV[10]))
 end
 return r
 `)
@@ -298,7 +305,9 @@ end
 // before anything changes: a non-zero answer (sessionRevoked's, -1 or 1)
 // ends the rotation with {-1} or {4}. A family of another client than
 // ARGV[6] (when not "") is invalid before that: nothing is read or changed
-// on its account.
+// on its account. The current token of a family whose used set holds
+// ARGV[7] hashes does not rotate: the family is marked revoked, as reuse
+// marks it, and the answer is {5, ...} (scriptLimit).
 const rotateLua = presentedLua + `
 local function rotate(revoked)
   local f = redis.call('HMGET', KEYS[1], 'cur', 'prev', 'ra', 'ax', 'it', 'ix', 'rv', 'sealed',
@@ -324,6 +333,11 @@ local function rotate(revoked)
   end
   local grace = tonumber(ARGV[5])
   local m = presented(p, cur, f[2], f[3], f[8], now, grace, KEYS[2])
+  if m == 1 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[7]) then
+    redis.call('HSET', KEYS[1], 'rv', '1')
+    redis.call('HDEL', KEYS[1], 'sealed')
+    return {5, f[9], f[10], f[11], f[12], f[13], f[4], f[5], at, amr, '', tn, bs, ga}
+  end
   if m == 1 then
     local ttl = ax - now
     local nix = 0

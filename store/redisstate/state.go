@@ -95,6 +95,9 @@ type State struct {
 	maxAT   time.Duration
 	maxSes  int
 	now     func() time.Time
+	// maxRotations is the most used hashes a family keeps:
+	// store.MaxFamilyRotations, fewer in tests.
+	maxRotations int
 
 	// findByCookieArgs are findBrowserSessionByCookieScript's key-name
 	// templates (after its time argument), fixed by the prefix;
@@ -158,7 +161,7 @@ func New(client redis.UniversalClient, opts Options) *State {
 	}
 	_, cluster := client.(*redis.ClusterClient)
 	s := &State{c: client, cluster: cluster, prefix: prefix, log: opts.Log, maxAT: maxAT, maxSes: max(opts.MaxSessionsPerUser, 0),
-		now: now, retryPeriod: defaultRetryPeriod, reconcilePeriod: opts.ReconcilePeriod, reconcileGrace: opts.ReconcileGrace}
+		now: now, maxRotations: store.MaxFamilyRotations, retryPeriod: defaultRetryPeriod, reconcilePeriod: opts.ReconcilePeriod, reconcileGrace: opts.ReconcileGrace}
 	if s.reconcilePeriod <= 0 {
 		s.reconcilePeriod = DefaultReconcilePeriod
 	}
@@ -617,10 +620,12 @@ func liveFamilyEnd(read *redis.SliceCmd) (int64, bool) {
 	return end, true
 }
 
-// RotateRefresh implements store.TokenState. When it detects reuse it
-// revokes the session's access tokens too; should that durable write fail it
-// returns the RotateReuseDetected result together with the error (the
-// family is revoked either way).
+// RotateRefresh implements store.TokenState. When it detects reuse, or
+// ends a family at its rotation limit (the used set holds
+// store.MaxFamilyRotations hashes: SCARD in the rotation script), it
+// revokes the session's access tokens too; should that durable write fail
+// it returns the RotateReuseDetected or RotateLimitReached result together
+// with the error (the family is revoked either way).
 //
 // A family whose session is revoked, or whose user's cut-off is at or
 // after its auth time, does not rotate even when its own mark is missing
@@ -646,7 +651,7 @@ func (s *State) RotateRefresh(ctx context.Context, req store.RotateRequest) (sto
 		grace = 0
 	}
 	keys := []string{s.famKey(req.FamilyID), s.usedKey(req.FamilyID)}
-	args := []any{req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace, req.ClientID}
+	args := []any{req.PresentedHash, req.NextHash, req.NextSealed, req.Now.UnixMilli(), grace, req.ClientID, s.maxRotations}
 	if s.cluster { // the user's version and the revocation set are in other slots
 		return s.rotateOnCluster(ctx, req, scriptCall{rotateScript, keys, args})
 	}
@@ -736,7 +741,7 @@ func (s *State) sessionCheckArgs(sid string) []any {
 
 // rotated finishes RotateRefresh given the rotation script's reply: a
 // session the script found revoked is ended, as is one whose reuse it
-// detected.
+// detected or that it ended at its rotation limit.
 func (s *State) rotated(ctx context.Context, req store.RotateRequest, raw []interface{}) (store.RotateResult, error) {
 	if len(raw) == 1 {
 		if code, _ := raw[0].(int64); code == scriptSessionRevoked {
@@ -747,9 +752,9 @@ func (s *State) rotated(ctx context.Context, req store.RotateRequest, raw []inte
 	if err != nil {
 		return store.RotateResult{}, unavailable("rotate refresh", err)
 	}
-	if res.Outcome == store.RotateReuseDetected {
+	if res.Outcome == store.RotateReuseDetected || res.Outcome == store.RotateLimitReached {
 		if err := s.revokeSessions(ctx, []string{req.FamilyID}, req.Now); err != nil {
-			return res, fmt.Errorf("rotate refresh: reuse detected: %w", err)
+			return res, fmt.Errorf("rotate refresh: %s: %w", res.Outcome, err)
 		}
 	}
 	return res, nil
@@ -836,6 +841,8 @@ func parseRotate(sid string, raw []interface{}) (store.RotateResult, error) {
 		res.SuccessorSealed = []byte(str[9])
 	case scriptReuse:
 		res.Outcome = store.RotateReuseDetected
+	case scriptLimit:
+		res.Outcome = store.RotateLimitReached
 	default:
 		return store.RotateResult{}, fmt.Errorf("unknown rotation outcome %d", code)
 	}

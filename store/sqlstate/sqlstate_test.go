@@ -50,9 +50,11 @@ func TestTokenStateConformance(t *testing.T) {
 				url := b.url(t)
 				db := openStore(t, url).DB()
 				opts := []Option{WithMaxSessionsPerUser(cfg.MaxSessionsPerUser), WithMaxAccessTokenTTL(cfg.Horizon)}
-				st := New(db, opts...)
+				st := withRotationLimit(New(db, opts...), cfg)
 				// A second process: its own connection pool on the same database.
-				again := func(t *testing.T) store.TokenState { return New(openStore(t, url).DB(), opts...) }
+				again := func(t *testing.T) store.TokenState {
+					return withRotationLimit(New(openStore(t, url).DB(), opts...), cfg)
+				}
 				forget := func(t *testing.T, sid string) {
 					t.Helper()
 					if err := db.Model(&familyRow{}).Where("id = ?", sid).Update("revoked_at", nil).Error; err != nil {
@@ -87,6 +89,15 @@ func TestTokenStateConformance(t *testing.T) {
 			})
 		})
 	}
+}
+
+// withRotationLimit sets the state's bound on a family's used hashes to
+// the suite's, when it asks for one.
+func withRotationLimit(st *State, cfg storetest.Config) *State {
+	if cfg.MaxFamilyRotations > 0 {
+		st.maxRotations = cfg.MaxFamilyRotations
+	}
+	return st
 }
 
 func TestRevocationLogConformance(t *testing.T) {

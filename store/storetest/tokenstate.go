@@ -56,7 +56,13 @@ import (
 //   - a rotation naming another client than the family's answers
 //     RotateInvalid for every token, the current, a grace replay and a
 //     rotated one alike, and changes nothing (no reuse is detected);
-//   - revocations are kept for Config.Horizon.
+//   - revocations are kept for Config.Horizon;
+//   - a family keeps at most store.MaxFamilyRotations (Config.MaxFamilyRotations)
+//     used hashes: that many rotations succeed, and the next one, of the
+//     current token, answers RotateLimitReached with the family and ends it
+//     as reuse does (its tokens invalid, its session revoked), once however
+//     many present the token at once; an older token then answers
+//     RotateInvalid, never reuse.
 func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	t.Helper()
 	tests := []struct {
@@ -121,6 +127,8 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"fail/revoked_session_or_user_does_not_rotate", testRevokedSessionDoesNotRotate},
 		{"ok/client_cutoff_revokes_earlier_tokens", testClientCutoff},
 		{"ok/client_cutoff_judges_families_by_grant", testClientCutoffByGrant},
+		{"fail/rotation_limit_ends_family", testRotationLimit},
+		{"race/rotation_limit_ends_family_once", testConcurrentRotationLimit},
 	}
 	for _, tc := range configured {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend) })
@@ -136,6 +144,10 @@ type Config struct {
 	// Horizon is how long revocations are kept (the backend's
 	// MaxAccessTokenTTL; 0: its default).
 	Horizon time.Duration
+	// MaxFamilyRotations, when positive, stands for
+	// store.MaxFamilyRotations in the state under test (a test knob of
+	// the backend, never a setting): the used hashes a family keeps.
+	MaxFamilyRotations int
 }
 
 // Backend is a fresh, empty token state under test, safe for concurrent
@@ -2214,4 +2226,120 @@ func testLogMovedUnapplied(t *testing.T, l store.RevocationLog) {
 		t.Fatalf("MarkRevocationsApplied: %v", err)
 	}
 	wantNotListed(t, unappliedIn(t, l, base), store.RevokedUser, user)
+}
+
+// rotationLimit is the bound the rotation-limit tests set
+// (Config.MaxFamilyRotations).
+const rotationLimit = 3
+
+// testRotationLimit: a family keeps at most Config.MaxFamilyRotations used
+// hashes. That many rotations succeed; the next one, of the current
+// token, keeps no more: it answers RotateLimitReached with the family and
+// ends the family as reuse does (every token invalid, FindRefresh finds
+// nothing, the session's access tokens revoked). With a grace too, and
+// the user's other session lives on.
+func testRotationLimit(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	for _, tc := range []struct {
+		name  string
+		grace time.Duration
+	}{
+		{"no_grace", 0},
+		{"with_grace", 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newBackend(t, Config{MaxFamilyRotations: rotationLimit}).State
+			base := baseTime()
+			fam := newFamily(randomID("u-"), base)
+			other := newFamily(fam.UserID, base)
+			o1 := create(t, st, other)
+			tok := create(t, st, fam)
+			var rotated []token
+			now := base
+			for i := 1; i <= rotationLimit; i++ {
+				now = base.Add(time.Duration(i) * time.Minute)
+				next := newToken()
+				wantOutcome(t, fmt.Sprintf("rotation %d of %d", i, rotationLimit), rotate(t, st, fam.ID, tok, next, now, tc.grace), store.RotateOK)
+				rotated = append(rotated, tok)
+				tok = next
+			}
+			now = now.Add(time.Minute)
+			res := rotate(t, st, fam.ID, tok, newToken(), now, tc.grace)
+			wantOutcome(t, fmt.Sprintf("rotation %d past the limit", rotationLimit+1), res, store.RotateLimitReached)
+			wantFamily(t, res.Family, fam)
+			if res.SuccessorSealed != nil {
+				t.Fatalf("the rotation limit carries SuccessorSealed")
+			}
+			later := now.Add(time.Second)
+			wantInvalid(t, st, "current token after the limit", fam.ID, tok, later)
+			for i, r := range rotated {
+				wantInvalid(t, st, fmt.Sprintf("rotated token %d after the limit", i), fam.ID, r, later)
+			}
+			if _, err := st.FindRefresh(ctx(t), fam.ID, tok.hash, later, tc.grace); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("FindRefresh of the current token after the limit: %v, want ErrNotFound", err)
+			}
+			wantRevoked(t, st, "access token of the session", store.AccessTokenRef{
+				JTI: randomID("j-"), SID: fam.ID, UserID: fam.UserID, IssuedAt: now.Add(-time.Second),
+			}, true)
+			wantRevoked(t, st, "access token of another session", store.AccessTokenRef{
+				JTI: randomID("j-"), SID: other.ID, UserID: fam.UserID, IssuedAt: now.Add(-time.Second),
+			}, false)
+			mustRotate(t, st, other.ID, o1, later)
+		})
+	}
+}
+
+// testConcurrentRotationLimit: racers (on two instances where the backend
+// has them) present the current token of a family at its limit at once:
+// exactly one answers RotateLimitReached, the rest RotateInvalid, and the
+// family is ended.
+func testConcurrentRotationLimit(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	for _, grace := range []time.Duration{0, 10 * time.Second} {
+		t.Run(fmt.Sprintf("grace_%s", grace), func(t *testing.T) {
+			b := newBackend(t, Config{MaxFamilyRotations: rotationLimit})
+			st := b.State
+			base := baseTime()
+			fam := newFamily(randomID("u-"), base)
+			tok := create(t, st, fam)
+			for i := 1; i <= rotationLimit; i++ {
+				tok = mustRotate(t, st, fam.ID, tok, base.Add(time.Duration(i)*time.Minute))
+			}
+			now := base.Add(time.Hour)
+			racer := st
+			if b.Again != nil {
+				racer = b.Again(t)
+			}
+			states := []store.TokenState{st, racer}
+			results := make([]raceResult, racers)
+			var start, done sync.WaitGroup
+			start.Add(1)
+			for i := range results {
+				results[i].next = newToken()
+				done.Add(1)
+				go func(r *raceResult, st store.TokenState) {
+					defer done.Done()
+					start.Wait()
+					r.res, r.err = st.RotateRefresh(ctx(t), store.RotateRequest{FamilyID: fam.ID, PresentedHash: tok.hash,
+						NextHash: r.next.hash, NextSealed: r.next.sealed, Now: now, Grace: grace})
+				}(&results[i], states[i%2])
+			}
+			start.Done()
+			done.Wait()
+			var ended int
+			for i, r := range results {
+				switch {
+				case r.err != nil:
+					t.Fatalf("racer %d: RotateRefresh: %v", i, r.err)
+				case r.res.Outcome == store.RotateLimitReached:
+					ended++
+				case r.res.Outcome != store.RotateInvalid:
+					t.Fatalf("racer %d: outcome %v at the rotation limit", i, r.res.Outcome)
+				}
+			}
+			if ended != 1 {
+				t.Fatalf("%d racers got RotateLimitReached, want exactly 1", ended)
+			}
+			wantInvalid(t, st, "current token after the race", fam.ID, tok, now.Add(time.Second))
+			wantRevoked(t, st, "session after the race", store.AccessTokenRef{JTI: randomID("j-"), SID: fam.ID}, true)
+		})
+	}
 }
