@@ -55,12 +55,12 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 	}
 	res, err := s.state.RotateRefresh(ctx, rotation)
 	if err != nil {
-		if res.Outcome != store.RotateReuseDetected {
+		if res.Outcome != store.RotateReuseDetected && res.Outcome != store.RotateLimitReached {
 			return Response{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("rotate refresh token: %w", err))
 		}
-		// Reuse revoked the family; its access tokens' revocation may be
-		// pending in the token state.
-		if err := s.revocationFailed(err, "revoke the session of a reused refresh token"); err != nil {
+		// Reuse, or the rotation limit, revoked the family; its access
+		// tokens' revocation may be pending in the token state.
+		if err := s.revocationFailed(err, "revoke the session of a refresh token: "+res.Outcome.String()); err != nil {
 			return Response{}, err
 		}
 	}
@@ -79,6 +79,9 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		next = string(plain)
 	case store.RotateReuseDetected:
 		s.reuseDetected(ctx, sid, fam, client, meta)
+		return Response{}, invalid
+	case store.RotateLimitReached:
+		s.rotationLimitReached(ctx, sid, fam, client, meta)
 		return Response{}, invalid
 	default:
 		return Response{}, invalid
@@ -186,6 +189,17 @@ func (s *Service) reuseDetected(ctx context.Context, sid string, fam store.Refre
 	s.audit.Record(ctx, store.AuditEvent{Action: "token.refresh_reuse_detected", Outcome: store.OutcomeFailure,
 		TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent,
 		Details: map[string]string{"sid": sid}})
+}
+
+// rotationLimitReached audits the end of the session sid (fam) at its
+// rotation limit (RotateLimitReached: the family kept
+// store.MaxFamilyRotations used hashes, and the rotation ended it as it
+// ends a reused one): token.revoked, failed, with the reason
+// rotation_limit, so that it is told apart from a theft alarm.
+func (s *Service) rotationLimitReached(ctx context.Context, sid string, fam store.RefreshFamily, client store.Client, meta RequestMeta) {
+	s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeFailure,
+		TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: fam.TenantID,
+		Details: map[string]string{"sid": sid, "reason": store.RotateLimitReached.String()}})
 }
 
 // refusal is why a refresh refuses a family the token state still
