@@ -187,3 +187,81 @@ func TestBrowserSignInClientDeletedElsewhere(t *testing.T) {
 		t.Fatalf("a grant of the deleted client was recorded: %v", grants)
 	}
 }
+
+// TestBrowserSignInClientRecreated: a first-party client is deleted and
+// created again under its id as a third-party application with the same
+// redirect URI (another admin taking the freed id) while a request made
+// to the deleted one waits: pending at the login page, pushed (PAR) and
+// opened before the change, or pushed before it and opened after. The
+// login that follows (or, for the one opened after, the opening itself)
+// answers the error page (400): no code, no grant recorded, as for a
+// deleted client, since the request was made before this client was
+// created (token.IssuedTo, as at the token endpoint). A
+// request made to the new client asks consent (its flags, not the
+// deleted one's). Found by a review: before the change the login answered
+// a code with no consent page, which the new client redeemed.
+func TestBrowserSignInClientRecreated(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			in := st.Start(t, st.NewEnv(t, b))
+			fx := st.NewFixtures(t, in.App.Core)
+			user := fx.User(t, siEmail, siPassword, "user")
+			ctx, op := context.Background(), accounts.Operator()
+			login := url.Values{"username": {siEmail}, "password": {siPassword}}
+			push := func(t *testing.T, id, secret string) string {
+				var out struct {
+					RequestURI string `json:"request_uri"`
+				}
+				in.Client(t).PostForm("/oauth2/par", parRequest("st", oauth2.GenerateVerifier()), st.Basic(id, secret)).
+					ExpectStatus(http.StatusCreated).JSON(&out)
+				return in.URL + "/oauth2/authorize?" + url.Values{"client_id": {id}, "request_uri": {out.RequestURI}}.Encode()
+			}
+			for i, tc := range []struct {
+				name string
+				// request makes the request to the first-party client
+				// (id, secret) and returns the URL that opens it, before
+				// (open) or after the change.
+				request    func(t *testing.T, id, secret string) string
+				openBefore bool
+			}{
+				{name: "pending", request: func(_ *testing.T, id, _ string) string { return ccAuthorizeURL(in.URL, id) }, openBefore: true},
+				{name: "pushed_opened_before", request: push, openBefore: true},
+				{name: "pushed_opened_after", request: push},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					id := fmt.Sprintf("recreated-%d", i)
+					spec := clients.Spec{ID: id, Name: "First App", FirstParty: true,
+						Grants: []string{"authorization_code", "refresh_token"}, RedirectURIs: []string{siCallback}}
+					u := tc.request(t, id, fx.Client(t, spec))
+					hc := siBrowser(t)
+					var page siPage // the login page opened before the change
+					if tc.openBefore {
+						page = siGet(t, hc, u)
+					}
+					if err := in.App.Accounts.DeleteClient(ctx, op, id); err != nil {
+						t.Fatal(err)
+					}
+					spec.FirstParty, spec.Name = false, "Someone else's app"
+					fx.Client(t, spec)
+					other := siBrowser(t)
+					fresh := siGet(t, other, ccAuthorizeURL(in.URL, id)).submit(t, other, login)
+					if fresh.StatusCode != http.StatusOK || !strings.Contains(fresh.body, `value="deny"`) {
+						t.Fatalf("a request made to the new client: %d %q, want its consent page", fresh.StatusCode, fresh.Header.Get("Location"))
+					}
+					if tc.openBefore {
+						if page.StatusCode != http.StatusOK {
+							t.Fatalf("login page: %d\n%s", page.StatusCode, page.body)
+						}
+						ccRefused(t, page.submit(t, hc, login))
+					} else {
+						ccRefused(t, siGet(t, hc, u))
+					}
+					if grants := ccGrantsOf(t, in, user.ID); slices.Contains(grants, id) {
+						t.Fatalf("a grant of %s was recorded in the browser session: %v", id, grants)
+					}
+				})
+			}
+		})
+	}
+}

@@ -59,6 +59,10 @@ func StateOf(u *store.User) UserState {
 
 // Inputs are the facts Decide weighs besides the request.
 type Inputs struct {
+	// Client is the request's client as it is now (CheckRedirect): its
+	// first-party and public flags decide consent, not those it had when
+	// the request arrived.
+	Client store.Client
 	// Session is the live browser session (nil: none).
 	Session *store.BrowserSession
 	// User is the session's user as stored now.
@@ -146,13 +150,13 @@ func (r *Request) interact(a Action, reason, code, desc string) Decision {
 // identity (unassuredRedirect, RFC 8252 §8.6) need consent given for this
 // very request.
 func needsConsent(req *Request, in Inputs) bool {
-	if req.FirstParty {
+	if in.Client.FirstParty {
 		return false
 	}
 	if c := in.Consent; c == nil || !covers(c.Scopes, req.Scopes) {
 		return true
 	}
-	if req.Prompt.Consent || req.WantsOffline() || req.Public && unassuredRedirect(req.RedirectURI) {
+	if req.Prompt.Consent || req.WantsOffline() || in.Client.Public && unassuredRedirect(req.RedirectURI) {
 		return !in.ConsentGiven
 	}
 	return false

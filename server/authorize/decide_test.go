@@ -25,7 +25,7 @@ func TestDecide(t *testing.T) {
 	}
 	cases := []struct {
 		name     string
-		req      func(r *Request)
+		req      func(r *Request, c *store.Client)
 		in       Inputs
 		want     Action
 		reason   string
@@ -34,86 +34,94 @@ func TestDecide(t *testing.T) {
 		{name: "no session", in: Inputs{}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
 		{name: "session of a deactivated user", in: Inputs{Session: live(time.Hour), User: UserState{Exists: true}}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
 		{name: "session of a deleted user", in: Inputs{Session: live(time.Hour)}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
-		{name: "prompt=login with an older login", req: func(r *Request) { r.Prompt.Login = true },
+		{name: "prompt=login with an older login", req: func(r *Request, c *store.Client) { r.Prompt.Login = true },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
-		{name: "prompt=login satisfied by a login after the request", req: func(r *Request) { r.Prompt.Login = true; r.FirstParty = true },
+		{name: "prompt=login satisfied by a login after the request", req: func(r *Request, c *store.Client) { r.Prompt.Login = true; c.FirstParty = true },
 			in: Inputs{Session: live(-time.Millisecond), User: active}, want: ActIssueCode},
-		{name: "max_age exceeded", req: func(r *Request) { r.HasMaxAge, r.MaxAge = true, time.Second; r.FirstParty = true },
+		{name: "max_age exceeded", req: func(r *Request, c *store.Client) { r.HasMaxAge, r.MaxAge = true, time.Second; c.FirstParty = true },
 			in: Inputs{Session: live(2 * time.Second), User: active}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
-		{name: "max_age=0 forces a login", req: func(r *Request) { r.HasMaxAge = true; r.FirstParty = true },
+		{name: "max_age=0 forces a login", req: func(r *Request, c *store.Client) { r.HasMaxAge = true; c.FirstParty = true },
 			in: Inputs{Session: live(time.Millisecond), User: active}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
-		{name: "max_age not exceeded (SSO)", req: func(r *Request) { r.HasMaxAge, r.MaxAge = true, 10000*time.Second; r.FirstParty = true },
+		{name: "max_age not exceeded (SSO)", req: func(r *Request, c *store.Client) {
+			r.HasMaxAge, r.MaxAge = true, 10000*time.Second
+			c.FirstParty = true
+		},
 			in: Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
-		{name: "prompt=login satisfied by a login stored at second precision", req: func(r *Request) {
+		{name: "prompt=login satisfied by a login stored at second precision", req: func(r *Request, c *store.Client) {
 			r.Prompt.Login = true
-			r.FirstParty = true
+			c.FirstParty = true
 			r.ReceivedAt = received.Add(700 * time.Millisecond)
 		},
 			in: Inputs{Session: live(0), User: active}, want: ActIssueCode},
-		{name: "max_age satisfied by a login after the request", req: func(r *Request) { r.HasMaxAge = true; r.FirstParty = true },
+		{name: "max_age satisfied by a login after the request", req: func(r *Request, c *store.Client) { r.HasMaxAge = true; c.FirstParty = true },
 			in: Inputs{Session: live(0), User: active}, want: ActIssueCode},
-		{name: "id_token_hint names another user", req: func(r *Request) { r.HintSubject = "u2"; r.FirstParty = true },
+		{name: "id_token_hint names another user", req: func(r *Request, c *store.Client) { r.HintSubject = "u2"; c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: active}, want: ShowLogin, reason: ReasonHintMismatch, noneCode: ErrLoginRequired},
-		{name: "id_token_hint names the session's user", req: func(r *Request) { r.HintSubject = "u1"; r.FirstParty = true },
+		{name: "id_token_hint names the session's user", req: func(r *Request, c *store.Client) { r.HintSubject = "u1"; c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
-		{name: "must change password", req: func(r *Request) { r.FirstParty = true },
+		{name: "must change password", req: func(r *Request, c *store.Client) { c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: UserState{Exists: true, Active: true, MustChangePassword: true}}, want: ShowChangePassword, noneCode: ErrInteractionRequired},
-		{name: "session lacking the second factor the code's roles need", req: func(r *Request) { r.FirstParty = true },
+		{name: "session lacking the second factor the code's roles need", req: func(r *Request, c *store.Client) { c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: active, SecondFactorOwed: true}, want: ShowLogin, reason: ReasonSecondFactor, noneCode: ErrLoginRequired},
-		{name: "session lacking the second factor, signed in during the request", req: func(r *Request) { r.FirstParty = true },
+		{name: "session lacking the second factor, signed in during the request", req: func(r *Request, c *store.Client) { c.FirstParty = true },
 			in: Inputs{Session: live(-time.Millisecond), User: active, SecondFactorOwed: true}, want: ShowLogin, reason: ReasonSecondFactor, noneCode: ErrLoginRequired},
-		{name: "must change password before the second factor", req: func(r *Request) { r.FirstParty = true },
+		{name: "must change password before the second factor", req: func(r *Request, c *store.Client) { c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: UserState{Exists: true, Active: true, MustChangePassword: true}, SecondFactorOwed: true}, want: ShowChangePassword, noneCode: ErrInteractionRequired},
-		{name: "select_account", req: func(r *Request) { r.Prompt.SelectAccount = true; r.FirstParty = true },
+		{name: "select_account", req: func(r *Request, c *store.Client) { r.Prompt.SelectAccount = true; c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: active}, want: SelectAccount, noneCode: ErrAccountSelectionRequired},
-		{name: "select_account without a session: login", req: func(r *Request) { r.Prompt.SelectAccount = true },
+		{name: "select_account without a session: login", req: func(r *Request, c *store.Client) { r.Prompt.SelectAccount = true },
 			in: Inputs{}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
-		{name: "select_account answered", req: func(r *Request) { r.Prompt.SelectAccount = true; r.FirstParty = true },
+		{name: "select_account answered", req: func(r *Request, c *store.Client) { r.Prompt.SelectAccount = true; c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: active, AccountSelected: true}, want: ActIssueCode},
 		{name: "third-party without consent", in: Inputs{Session: live(time.Hour), User: active}, want: ShowConsent, noneCode: ErrConsentRequired},
 		{name: "third-party, consent not covering the scopes", in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "openid")},
 			want: ShowConsent, noneCode: ErrConsentRequired},
 		{name: "third-party, remembered consent covers", in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid", "email")},
 			want: ActIssueCode},
-		{name: "third-party, prompt=consent with remembered consent", req: func(r *Request) { r.Prompt.Consent = true },
+		{name: "third-party, prompt=consent with remembered consent", req: func(r *Request, c *store.Client) { r.Prompt.Consent = true },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
-		{name: "third-party, prompt=consent answered for this request", req: func(r *Request) { r.Prompt.Consent = true },
+		{name: "third-party, prompt=consent answered for this request", req: func(r *Request, c *store.Client) { r.Prompt.Consent = true },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(-time.Millisecond, "docs:read", "openid"), ConsentGiven: true}, want: ActIssueCode},
 		{name: "third-party, prompt=consent: a consent given after the request, for another one, does not count",
-			req: func(r *Request) { r.Prompt.Consent = true },
+			req: func(r *Request, c *store.Client) { r.Prompt.Consent = true },
 			in:  Inputs{Session: live(time.Hour), User: active, Consent: consent(-time.Millisecond, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
-		{name: "third-party, offline_access always asks", req: func(r *Request) { r.Scopes = append(r.Scopes, "offline_access") },
+		{name: "third-party, offline_access always asks", req: func(r *Request, c *store.Client) { r.Scopes = append(r.Scopes, "offline_access") },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "offline_access", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
-		{name: "public client with a private-use scheme: remembered consent not reused", req: func(r *Request) { r.Public, r.RedirectURI = true, "com.example.app:/cb" },
+		{name: "public client with a private-use scheme: remembered consent not reused", req: func(r *Request, c *store.Client) { c.Public, r.RedirectURI = true, "com.example.app:/cb" },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
 		{name: "public client with a loopback redirect on any port: remembered consent not reused (found by a review)",
-			req: func(r *Request) { r.Public, r.RedirectURI = true, "http://127.0.0.1:50000/cb" },
+			req: func(r *Request, c *store.Client) { c.Public, r.RedirectURI = true, "http://127.0.0.1:50000/cb" },
 			in:  Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
-		{name: "public client with an IPv6 loopback redirect: remembered consent not reused", req: func(r *Request) { r.Public, r.RedirectURI = true, "http://[::1]/cb" },
+		{name: "public client with an IPv6 loopback redirect: remembered consent not reused", req: func(r *Request, c *store.Client) { c.Public, r.RedirectURI = true, "http://[::1]/cb" },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowConsent, noneCode: ErrConsentRequired},
-		{name: "public client with a loopback redirect, consent given for this request", req: func(r *Request) { r.Public, r.RedirectURI = true, "http://127.0.0.1:6666/cb" },
+		{name: "public client with a loopback redirect, consent given for this request", req: func(r *Request, c *store.Client) { c.Public, r.RedirectURI = true, "http://127.0.0.1:6666/cb" },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(-time.Millisecond, "docs:read", "openid"), ConsentGiven: true}, want: ActIssueCode},
-		{name: "public client with an https redirect: remembered consent reused", req: func(r *Request) { r.Public = true },
+		{name: "public client with an https redirect: remembered consent reused", req: func(r *Request, c *store.Client) { c.Public = true },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ActIssueCode},
-		{name: "confidential client with a loopback redirect: remembered consent reused", req: func(r *Request) { r.RedirectURI = "http://127.0.0.1:6666/cb" },
+		{name: "confidential client with a loopback redirect: remembered consent reused", req: func(r *Request, c *store.Client) { r.RedirectURI = "http://127.0.0.1:6666/cb" },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ActIssueCode},
 		{name: "first-party public client with a loopback redirect: no consent (the contract)",
-			req: func(r *Request) { r.FirstParty, r.Public, r.RedirectURI = true, true, "http://127.0.0.1:6666/cb" },
-			in:  Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
-		{name: "first-party never shows consent", req: func(r *Request) {
-			r.FirstParty = true
+			req: func(r *Request, c *store.Client) {
+				c.FirstParty, c.Public, r.RedirectURI = true, true, "http://127.0.0.1:6666/cb"
+			},
+			in: Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
+		{name: "first-party never shows consent", req: func(r *Request, c *store.Client) {
+			c.FirstParty = true
 			r.Prompt.Consent = true
 			r.Scopes = append(r.Scopes, "offline_access")
 		},
 			in: Inputs{Session: live(time.Hour), User: active}, want: ActIssueCode},
-		{name: "prompt=none with select_account (not produced by ParseRequest)", req: func(r *Request) { r.Prompt = Prompt{None: true, SelectAccount: true}; r.FirstParty = true },
+		{name: "prompt=none with select_account (not produced by ParseRequest)", req: func(r *Request, c *store.Client) {
+			r.Prompt = Prompt{None: true, SelectAccount: true}
+			c.FirstParty = true
+		},
 			in: Inputs{Session: live(time.Hour), User: active}, want: Refuse},
 		{name: "login wins over consent", in: Inputs{User: active}, want: ShowLogin, reason: ReasonNoSession, noneCode: ErrLoginRequired},
 	}
 	for _, tc := range cases {
 		probe := base()
 		if tc.req != nil {
-			tc.req(probe)
+			tc.req(probe, &store.Client{})
 		}
 		variants := []bool{false}
 		if probe.Prompt == (Prompt{}) {
@@ -125,14 +133,14 @@ func TestDecide(t *testing.T) {
 				name += "/prompt=none"
 			}
 			t.Run(name, func(t *testing.T) {
-				r := base()
+				r, in := base(), tc.in
 				if tc.req != nil {
-					tc.req(r)
+					tc.req(r, &in.Client)
 				}
 				if none {
 					r.Prompt.None = true
 				}
-				d := Decide(r, tc.in, now)
+				d := Decide(r, in, now)
 				if tc.want == Refuse {
 					if d.Action != Refuse || d.Error.Code != ErrAccountSelectionRequired {
 						t.Fatalf("%v %+v", d.Action, d.Error)

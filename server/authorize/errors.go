@@ -3,6 +3,7 @@ package authorize
 import (
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 )
@@ -53,11 +54,14 @@ func pageError(msg string) *PageError { return &PageError{Status: http.StatusBad
 // (RFC 6749 §4.1.2.1) in Mode, with error, error_description, state (byte
 // for byte as received) and iss (RFC 9207). Response builds the answer;
 // one answering a request that waited (pending, or expired) is sent only
-// after CheckRedirect(ClientID, RedirectURI).
+// after CheckRedirect(ClientID, RedirectURI, MadeAt).
 type RedirectError struct {
 	// ClientID is the client whose request this answers ("" only in a
 	// RedirectError built by hand: CheckRedirect then refuses it).
-	ClientID    string
+	ClientID string
+	// MadeAt is when that request was made (Request.MadeAt; zero in one
+	// built by hand: CheckRedirect then refuses it).
+	MadeAt      time.Time
 	RedirectURI string
 	Mode        string // ModeQuery or ModeFormPost
 	Code        string

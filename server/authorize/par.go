@@ -86,8 +86,9 @@ const pushedGone = "This sign-in request has expired or was used already. Go bac
 // takePushed takes the request pushed under requestURI, once: unknown,
 // used, expired or pushed by another client than clientID is a *PageError
 // (400; another client's is spent all the same). The request is received
-// now (prompt=login and max_age count from here); its other fields are as
-// pushed.
+// now (prompt=login and max_age count from here) and was made when it was
+// pushed (PushedAt, the ReceivedAt it was kept with); its other fields are
+// as pushed.
 func takePushed(ctx context.Context, st PendingStore, clientID, requestURI string, now time.Time) (*Request, error) {
 	ref := strings.TrimPrefix(requestURI, RequestURIPrefix)
 	if ref == "" || len(ref) > 64 {
@@ -108,6 +109,9 @@ func takePushed(ctx context.Context, st PendingStore, clientID, requestURI strin
 	}
 	if req.ClientID != clientID {
 		return nil, pageError("This sign-in request was made by another application. Go back to the application and start again.")
+	}
+	if req.PushedAt.IsZero() {
+		req.PushedAt = req.ReceivedAt
 	}
 	req.ReceivedAt = now
 	return &req, nil

@@ -176,8 +176,8 @@ func TestParseRequestPushed(t *testing.T) {
 	}
 	if req.ClientID != "web" || req.RedirectURI != "https://app.example/cb" || req.State != "xyz" || req.Nonce != "n-1" ||
 		req.CodeChallenge != challenge || req.ResponseMode != ModeQuery || strings.Join(req.Scopes, " ") != "openid" ||
-		req.Issuer != issuer || !req.ReceivedAt.Equal(later) {
-		t.Fatalf("pushed request %+v: want the pushed parameters, received at the authorize time", req)
+		req.Issuer != issuer || !req.ReceivedAt.Equal(later) || !req.MadeAt().Equal(testNow) {
+		t.Fatalf("pushed request %+v: want the pushed parameters, received at the authorize time, made at the push", req)
 	}
 	// Single use.
 	_, err = ParseRequest(ctx, url.Values{"client_id": {"web"}, "request_uri": {uri}}, env, later)

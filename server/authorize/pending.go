@@ -37,11 +37,15 @@ type tombstone struct {
 	// ClientID is checked again (CheckRedirect) before the answer is sent;
 	// a tombstone written before it was kept has none and is answered with
 	// the error page.
-	ClientID    string `json:"client_id"`
-	RedirectURI string `json:"redirect_uri"`
-	Mode        string `json:"mode"`
-	State       string `json:"state,omitempty"`
-	Issuer      string `json:"issuer"`
+	ClientID string `json:"client_id"`
+	// MadeAt is the request's Request.MadeAt, checked with ClientID; a
+	// tombstone written before it was kept has none and is answered with
+	// the error page too.
+	MadeAt      time.Time `json:"made_at,omitzero"`
+	RedirectURI string    `json:"redirect_uri"`
+	Mode        string    `json:"mode"`
+	State       string    `json:"state,omitempty"`
+	Issuer      string    `json:"issuer"`
 }
 
 // SavePending keeps req server-side until now+ttl under a new opaque id (128
@@ -56,7 +60,7 @@ func SavePending(ctx context.Context, st PendingStore, req *Request, ttl time.Du
 	if err != nil {
 		return "", fmt.Errorf("save pending request: %w", err)
 	}
-	ts, err := store.EncodeOnce(tombstone{ClientID: req.ClientID, RedirectURI: req.RedirectURI, Mode: req.ResponseMode, State: req.State, Issuer: req.Issuer})
+	ts, err := store.EncodeOnce(tombstone{ClientID: req.ClientID, MadeAt: req.MadeAt(), RedirectURI: req.RedirectURI, Mode: req.ResponseMode, State: req.State, Issuer: req.Issuer})
 	if err != nil {
 		return "", fmt.Errorf("save pending request: %w", err)
 	}
@@ -119,7 +123,7 @@ func expired(ctx context.Context, st PendingStore, id string, now time.Time) err
 	if err != nil || json.Unmarshal(val, &ts) != nil || ts.RedirectURI == "" || ts.ClientID == "" {
 		return pageError("This sign-in has expired. Go back to the application and start again.")
 	}
-	return &RedirectError{ClientID: ts.ClientID, RedirectURI: ts.RedirectURI, Mode: ts.Mode, Code: ErrAccessDenied,
+	return &RedirectError{ClientID: ts.ClientID, MadeAt: ts.MadeAt, RedirectURI: ts.RedirectURI, Mode: ts.Mode, Code: ErrAccessDenied,
 		Description: "The sign-in took too long. Start again.", State: ts.State, Issuer: ts.Issuer}
 }
 

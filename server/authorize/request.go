@@ -78,9 +78,9 @@ type Prompt struct {
 // kept server-side while the person signs in (SavePending).
 type Request struct {
 	ClientID string `json:"client_id"`
-	// FirstParty and Public are the client's flags when the request arrived.
-	FirstParty bool `json:"first_party,omitempty"`
-	Public     bool `json:"public,omitempty"`
+	// The client's flags (first-party, public) are not kept: Decide weighs
+	// the client as it is when the answer is decided (Inputs.Client), not
+	// as it was when the request arrived.
 	// RedirectURI is where responses go: the redirect_uri as sent (a
 	// loopback one keeps its port) or, when omitted, the client's only one.
 	RedirectURI string `json:"redirect_uri"`
@@ -110,6 +110,19 @@ type Request struct {
 	// ReceivedAt is when the request arrived: a login or consent given at or
 	// after it satisfies prompt=login, max_age and prompt=consent.
 	ReceivedAt time.Time `json:"received_at"`
+	// PushedAt is when a pushed request (/oauth2/par) was pushed; zero for
+	// any other (MadeAt).
+	PushedAt time.Time `json:"pushed_at,omitzero"`
+}
+
+// MadeAt is when the client made the request: when it was pushed, for a
+// pushed request, else when it arrived. Only a client created by then is
+// answered (CheckRedirect).
+func (r *Request) MadeAt() time.Time {
+	if !r.PushedAt.IsZero() {
+		return r.PushedAt
+	}
+	return r.ReceivedAt
 }
 
 // SignedInDuring reports whether a login at authTime happened during the
@@ -129,7 +142,7 @@ func (r *Request) WantsOffline() bool { return slices.Contains(r.Scopes, policy.
 
 // Fail returns the error code delivered to the client for this request.
 func (r *Request) Fail(code, description string) *RedirectError {
-	return &RedirectError{ClientID: r.ClientID, RedirectURI: r.RedirectURI, Mode: r.ResponseMode, Code: code,
+	return &RedirectError{ClientID: r.ClientID, MadeAt: r.MadeAt(), RedirectURI: r.RedirectURI, Mode: r.ResponseMode, Code: code,
 		Description: description, State: r.State, Issuer: r.Issuer}
 }
 
@@ -181,7 +194,7 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 	}
 	// 3. redirect_uri matches a registered one (loopback IP: any port); it
 	// may be omitted only with exactly one registered and no openid.
-	req := &Request{ClientID: client.ID, FirstParty: client.FirstParty, Public: client.Public, Issuer: env.Issuer,
+	req := &Request{ClientID: client.ID, Issuer: env.Issuer,
 		State: p["state"], ReceivedAt: now, ResponseMode: ModeQuery}
 	if sent, ok := p["redirect_uri"]; ok {
 		if err := registered(client, sent); err != nil {
@@ -312,28 +325,41 @@ func registered(c store.Client, redirectURI string) error {
 func codeFlow(c store.Client) bool { return slices.Contains(c.Grants, grantAuthorizationCode) }
 
 // CheckRedirect checks again, when an answer to an authorization request of
-// client clientID is about to be sent to redirectURI (a code, or an error
-// such as access_denied or login_required), what ParseRequest checked when
-// the request arrived: the client exists (step 2), still registers
-// redirectURI under the same rule (step 3) and still has the
-// authorization_code grant (step 6), read through clients. A request kept
-// pending while the person signs in (PORTCULLIS_AUTHORIZE_REQUEST_TTL, its
-// expiry answer TombstoneTTL longer) or pushed (PushedRequestTTL) is so
-// never answered at a redirect URI its client no longer registers
-// (RFC 6749 §3.1.2, RFC 9700 §4.1): a client deleted or changed meanwhile
-// gets nothing. Every failure is a *PageError, never redirected: 400, the
+// client clientID made at madeAt (Request.MadeAt) is about to be decided or
+// sent to redirectURI (a code, or an error such as access_denied or
+// login_required), what ParseRequest checked when the request arrived: the
+// client exists (step 2) and is the one the request was made to, created
+// at or before madeAt (token.IssuedTo, the rule of the token endpoint),
+// still registers redirectURI under the same rule (step 3) and still has
+// the authorization_code grant (step 6), read through clients. It returns
+// the client as it is now, whose flags Decide weighs (Inputs.Client). A
+// request kept pending while the person signs in
+// (PORTCULLIS_AUTHORIZE_REQUEST_TTL, its expiry answer TombstoneTTL longer)
+// or pushed (PushedRequestTTL) is so never answered at a redirect URI its
+// client no longer registers (RFC 6749 §3.1.2, RFC 9700 §4.1): a client
+// deleted or changed meanwhile gets nothing, and one deleted and created
+// again under its id (another application, perhaps third-party where the
+// deleted one was first-party) gets nothing of a request made to the
+// deleted one. Every failure is a *PageError, never redirected: 400, the
 // error page of a fresh request for an unknown client or an unregistered
 // redirect URI, or 503 when the client cannot be read.
-func CheckRedirect(ctx context.Context, clients Clients, clientID, redirectURI string) error {
+func CheckRedirect(ctx context.Context, clients Clients, clientID, redirectURI string, madeAt time.Time) (store.Client, error) {
 	c, err := readClient(ctx, clients, clientID)
 	if err != nil {
-		return err
+		return store.Client{}, err
+	}
+	if !token.IssuedTo(c, clientID, madeAt) {
+		return store.Client{}, &PageError{Status: http.StatusBadRequest, Message: msgUnknownClient,
+			cause: fmt.Errorf("client %q was created after the request was made (%v)", c.ID, madeAt)}
 	}
 	if !codeFlow(c) {
-		return &PageError{Status: http.StatusBadRequest, Message: msgNoCodeFlow,
+		return store.Client{}, &PageError{Status: http.StatusBadRequest, Message: msgNoCodeFlow,
 			cause: fmt.Errorf("client %q lost the %s grant", c.ID, grantAuthorizationCode)}
 	}
-	return registered(c, redirectURI)
+	if err := registered(c, redirectURI); err != nil {
+		return store.Client{}, err
+	}
+	return c, nil
 }
 
 // Messages of the error page for a client or redirect URI that may not be used.

@@ -27,6 +27,10 @@ func testEnv() Env {
 		"native": {ID: "native", Public: true, Grants: code, ApplicationType: store.ApplicationNative,
 			RedirectURIs: []string{"http://127.0.0.1/cb", "http://[::1]/cb", "com.example.app:/cb", "http://localhost:5/cb"}},
 		"pwonly": {ID: "pwonly", Grants: []string{"password"}, RedirectURIs: []string{"https://pw.example/cb"}},
+		// Created again under its id after a request made at testNow, and
+		// within testNow's millisecond (TestCheckRedirect).
+		"recreated": {ID: "recreated", Grants: code, RedirectURIs: []string{"https://app.example/cb"}, CreatedAt: testNow.Add(time.Millisecond)},
+		"same_ms":   {ID: "same_ms", Grants: code, RedirectURIs: []string{"https://app.example/cb"}, CreatedAt: testNow.Add(time.Millisecond - 1)},
 	}}
 }
 
@@ -266,16 +270,21 @@ func TestParseRequestStoreDown(t *testing.T) {
 	}
 }
 
-// TestCheckRedirect: an answer to a request that waited goes to its
-// redirect URI only while the client exists, has the authorization_code
-// grant and registers the URI under step 3's rule (loopback IP literals on
-// any port); every refusal is a page (400, or 503 when the client cannot
-// be read), never a redirect.
+// TestCheckRedirect: an answer to a request made at testNow that waited
+// goes to its redirect URI only while the client exists, was created by
+// then (token.IssuedTo: not deleted and created again since; the
+// recreated case answered the new client before the change), has the
+// authorization_code grant and registers the URI under step 3's rule
+// (loopback IP literals on any port); every refusal is a page (400, or
+// 503 when the client cannot be read), never a redirect. An allowed answer
+// returns the client as it is now.
 func TestCheckRedirect(t *testing.T) {
 	for _, tc := range []struct {
 		name, client, uri string
 		status            int // 0: allowed
 	}{
+		{"ok/created_in_the_requests_millisecond", "same_ms", "https://app.example/cb", 0},
+		{"fail/created_again_after_the_request", "recreated", "https://app.example/cb", http.StatusBadRequest},
 		{"ok/registered", "web", "https://app.example/cb", 0},
 		{"ok/registered_with_query", "web", "https://app.example/cb2?tenant=a", 0},
 		{"ok/loopback_any_port", "native", "http://127.0.0.1:49152/cb", 0},
@@ -290,10 +299,10 @@ func TestCheckRedirect(t *testing.T) {
 		{"fail/store_down", "broken", "https://app.example/cb", http.StatusServiceUnavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckRedirect(context.Background(), testEnv().Clients, tc.client, tc.uri)
+			c, err := CheckRedirect(context.Background(), testEnv().Clients, tc.client, tc.uri, testNow)
 			if tc.status == 0 {
-				if err != nil {
-					t.Fatalf("refused: %v", err)
+				if err != nil || c.ID != tc.client {
+					t.Fatalf("refused: %v (client %q)", err, c.ID)
 				}
 				return
 			}

@@ -324,7 +324,7 @@ func TestPendingExpiry(t *testing.T) {
 	_, err := LoadPending(ctx, st, id, testNow.Add(31*time.Minute))
 	var re *RedirectError
 	if !errors.As(err, &re) || re.Code != ErrAccessDenied || re.State != odd || re.Mode != ModeFormPost ||
-		re.RedirectURI != "https://app.example/cb" || re.Issuer != issuer || re.ClientID != "web" {
+		re.RedirectURI != "https://app.example/cb" || re.Issuer != issuer || re.ClientID != "web" || !re.MadeAt.Equal(r.MadeAt()) {
 		t.Fatalf("expired: %+v", err)
 	}
 	// A tombstone kept without its client (written before clients were

@@ -190,7 +190,7 @@ func (f *AuthorizeFlow) stop(ctx context.Context, err error) (*Step, error) {
 	var ae *apierr.Error
 	switch {
 	case errors.As(err, &re):
-		s, err := f.toClient(ctx, re.ClientID, re.RedirectURI, func() (authorize.Response, error) { return re.Response(), nil })
+		s, err := f.toClient(ctx, re.ClientID, re.RedirectURI, re.MadeAt, func() (authorize.Response, error) { return re.Response(), nil })
 		if err != nil {
 			return nil, err
 		}
@@ -213,8 +213,10 @@ func (f *AuthorizeFlow) stop(ctx context.Context, err error) (*Step, error) {
 // URI, by 303 or form_post: a code, or an error (a request failing after
 // step 3, a refusal such as prompt=none's login_required, access_denied on
 // deny or on expiry). First it checks the client again as it is now
-// (authorize.CheckRedirect through f.Clients): it still exists, still has
-// the authorization_code grant and still registers redirectURI. A request
+// (authorize.CheckRedirect through f.Clients): it still exists, was
+// created by madeAt (not deleted and created again since the request was
+// made), still has the authorization_code grant and still registers
+// redirectURI. A request
 // that waited for the person (pending up to
 // PORTCULLIS_AUTHORIZE_REQUEST_TTL, its expiry answer an hour longer) so
 // answers nothing to a client deleted or changed meanwhile: the error page
@@ -224,9 +226,9 @@ func (f *AuthorizeFlow) stop(ctx context.Context, err error) (*Step, error) {
 // this instance counts at once, one made elsewhere within its TTL
 // (app.ClientCacheTTL), as at the authorization and token endpoints.
 // Errors of answer are answered as stop answers them.
-func (f *AuthorizeFlow) toClient(ctx context.Context, clientID, redirectURI string,
+func (f *AuthorizeFlow) toClient(ctx context.Context, clientID, redirectURI string, madeAt time.Time,
 	answer func() (authorize.Response, error)) (Step, error) {
-	if s, err := f.refused(ctx, clientID, redirectURI); s != nil || err != nil {
+	if _, s, err := f.refused(ctx, clientID, redirectURI, madeAt); s != nil || err != nil {
 		return derefStep(s, err)
 	}
 	r, err := answer()
@@ -242,15 +244,23 @@ func (f *AuthorizeFlow) toClient(ctx context.Context, clientID, redirectURI stri
 	return s, nil
 }
 
-// refused is toClient's check: (nil, nil) when an answer may be sent to
-// redirectURI for client clientID (authorize.CheckRedirect through
-// f.Clients), else the error page that answers instead (400; 503 when the
-// client cannot be read).
-func (f *AuthorizeFlow) refused(ctx context.Context, clientID, redirectURI string) (*Step, error) {
-	if err := authorize.CheckRedirect(ctx, f.Clients, clientID, redirectURI); err != nil {
-		return f.stop(ctx, err)
+// refused is toClient's check: the client as it is now and (nil, nil)
+// when an answer may be sent to redirectURI for a request of client
+// clientID made at madeAt (authorize.CheckRedirect through f.Clients),
+// else the error page that answers instead (400; 503 when the client
+// cannot be read).
+func (f *AuthorizeFlow) refused(ctx context.Context, clientID, redirectURI string, madeAt time.Time) (store.Client, *Step, error) {
+	c, err := authorize.CheckRedirect(ctx, f.Clients, clientID, redirectURI, madeAt)
+	if err != nil {
+		s, err := f.stop(ctx, err)
+		return store.Client{}, s, err
 	}
-	return nil, nil
+	return c, nil, nil
+}
+
+// refusedReq is refused for req, whose answer is being decided.
+func (f *AuthorizeFlow) refusedReq(ctx context.Context, req *authorize.Request) (store.Client, *Step, error) {
+	return f.refused(ctx, req.ClientID, req.RedirectURI, req.MadeAt())
 }
 
 // Lookup implements Flow.
@@ -268,7 +278,9 @@ func (f *AuthorizeFlow) Lookup(ctx context.Context, id string) (Pending, *Step, 
 // session and the account counted as chosen (the person is answering a
 // page of this request), shows the change-password step; so a session too
 // old for the request's prompt=login or max_age, or of a user who need not
-// change the password, is refused it.
+// change the password, is refused it. Like every decision it weighs the
+// client as it is now: a request whose client may no longer be answered
+// (refused) is answered with the error page instead.
 func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store.BrowserSession) (PasswordChange, *Step, error) {
 	now := f.now()
 	req, err := authorize.LoadPending(ctx, f.Once, id, now)
@@ -284,7 +296,11 @@ func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store
 	if bs == nil {
 		return pc, nil, nil
 	}
-	in, _, err := f.inputs(ctx, req, bs, DonePasswordChanged, accounts.Meta{}, now)
+	client, stop, err := f.refusedReq(ctx, req)
+	if stop != nil || err != nil {
+		return PasswordChange{}, stop, err
+	}
+	in, _, err := f.inputs(ctx, req, client, bs, DonePasswordChanged, accounts.Meta{}, now)
 	if err != nil {
 		return PasswordChange{}, nil, err
 	}
@@ -327,22 +343,23 @@ func (f *AuthorizeFlow) Proceed(ctx context.Context, id string, bs *store.Browse
 // next decides what comes next for req given the browser session and what
 // the person just did: a code or an error at the redirect URI (taking the
 // pending request id first, when there is one), or a page (storing req as
-// pending first when id is "").
+// pending first when id is ""). The decision weighs the client as it is
+// now, once it may still be answered (refused): a consent is remembered,
+// and a page shown, only for such a client (toClient would refuse the
+// answer that follows), and its first-party and public flags, not those
+// it had when the request arrived, say whether consent is asked.
 func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Request, bs *store.BrowserSession, done Done,
 	m accounts.Meta, now time.Time) (Step, error) {
-	if done == DoneConsent {
-		// A consent is remembered only for a client that may still be
-		// answered (toClient would refuse the answer that follows).
-		if s, err := f.refused(ctx, req.ClientID, req.RedirectURI); s != nil || err != nil {
-			return derefStep(s, err)
-		}
-	}
 	if done == DoneDeny {
 		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
 			return r.Fail(authorize.ErrAccessDenied, "The user denied the request.").Response(), nil
 		})
 	}
-	in, user, err := f.inputs(ctx, req, bs, done, m, now)
+	client, stop, err := f.refusedReq(ctx, req)
+	if stop != nil || err != nil {
+		return derefStep(stop, err)
+	}
+	in, user, err := f.inputs(ctx, req, client, bs, done, m, now)
 	if err != nil {
 		return Step{}, err
 	}
@@ -412,13 +429,13 @@ func (f *AuthorizeFlow) issueWithGrant(ctx context.Context, bs *store.BrowserSes
 }
 
 // inputs gathers what authorize.Decide weighs besides the request: the
-// session's user, whether its login owes the second factor the code's
+// client as it is now (checked by the caller), the session's user, whether its login owes the second factor the code's
 // roles require, the remembered consent (after remembering the one just
 // given), and whether the account was chosen during this request. It also
 // returns the user as read (nil: none), which a code issued now carries.
-func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, bs *store.BrowserSession, done Done,
+func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, client store.Client, bs *store.BrowserSession, done Done,
 	m accounts.Meta, now time.Time) (authorize.Inputs, *store.User, error) {
-	in := authorize.Inputs{Session: bs}
+	in := authorize.Inputs{Client: client, Session: bs}
 	if bs == nil {
 		return in, nil, nil
 	}
@@ -437,12 +454,12 @@ func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, bs *
 			}
 		}
 	}
-	if done == DoneConsent && in.User.Exists && in.User.Active && !in.User.MustChangePassword && !req.FirstParty {
+	if done == DoneConsent && in.User.Exists && in.User.Active && !in.User.MustChangePassword && !client.FirstParty {
 		if err := f.remember(ctx, bs.UserID, req, now, m); err != nil {
 			return in, nil, err
 		}
 	}
-	if !req.FirstParty {
+	if !client.FirstParty {
 		c, err := f.Consents.GetConsent(ctx, bs.UserID, req.ClientID)
 		switch {
 		case err == nil:
@@ -480,7 +497,7 @@ func derefStep(s *Step, err error) (Step, error) {
 // checked is what is answered.
 func (f *AuthorizeFlow) finish(ctx context.Context, id string, req *authorize.Request, now time.Time,
 	answer func(*authorize.Request) (authorize.Response, error)) (Step, error) {
-	return f.toClient(ctx, req.ClientID, req.RedirectURI, func() (authorize.Response, error) {
+	return f.toClient(ctx, req.ClientID, req.RedirectURI, req.MadeAt(), func() (authorize.Response, error) {
 		if id != "" {
 			taken, err := authorize.FinishPending(ctx, f.Once, id, now)
 			if err != nil {

@@ -613,8 +613,8 @@ func TestIssuedTo(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			client := store.Client{ID: "app", CreatedAt: tc.created}
-			if got := issuedTo(client, tc.clientID, tc.at); got != tc.want {
-				t.Fatalf("issuedTo(%v, %q, %v) = %v, want %v", tc.created, tc.clientID, tc.at, got, tc.want)
+			if got := IssuedTo(client, tc.clientID, tc.at); got != tc.want {
+				t.Fatalf("IssuedTo(%v, %q, %v) = %v, want %v", tc.created, tc.clientID, tc.at, got, tc.want)
 			}
 		})
 	}

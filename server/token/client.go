@@ -55,9 +55,10 @@ func (s *Service) LookupClient(ctx context.Context, id string) (store.Client, er
 	return c, nil
 }
 
-// issuedTo reports whether what was issued at issuedAt to the client named
-// clientID (a refresh token's session, a code, an access token) belongs to
-// client: the same id, and issued since this client was created. A client
+// IssuedTo reports whether what was issued at issuedAt to the client named
+// clientID (a refresh token's session, a code, an access token; an
+// authorization request made at issuedAt, authorize.CheckRedirect) belongs
+// to client: the same id, and issued since this client was created. A client
 // deleted and created again under its id (an operator cutting off stolen
 // tokens, then restoring the app; an organisation's admin taking a
 // deleted platform client's id) inherits none of what the deleted one
@@ -65,12 +66,12 @@ func (s *Service) LookupClient(ctx context.Context, id string) (store.Client, er
 // client's settings. Compared to the millisecond, the grain of the token
 // state's times; an instance whose clock runs behind the one that created
 // the client refuses, for that difference, what it issues right after.
-func issuedTo(client store.Client, clientID string, issuedAt time.Time) bool {
+func IssuedTo(client store.Client, clientID string, issuedAt time.Time) bool {
 	return clientID == client.ID && !issuedAt.Before(client.CreatedAt.Truncate(time.Millisecond))
 }
 
 // latestIn is the last instant of the whole second an access token's iat
-// names: what issuedTo compares for a token whose time has no finer grain,
+// names: what IssuedTo compares for a token whose time has no finer grain,
 // so that a token issued in its client's first second is not refused.
 func latestIn(iat int64) time.Time { return time.Unix(iat+1, 0).Add(-time.Nanosecond) }
 

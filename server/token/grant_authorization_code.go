@@ -184,7 +184,7 @@ func (s *Service) codeUser(ctx context.Context, code AuthCode) (store.User, erro
 // a code_verifier matching the stored challenge (none without one).
 func checkCodeRedemption(code AuthCode, client store.Client, req TokenRequest) error {
 	invalid := apierr.ErrInvalidGrant
-	if !issuedTo(client, code.ClientID, code.IssuedAt) {
+	if !IssuedTo(client, code.ClientID, code.IssuedAt) {
 		return invalid.WithDescription("The authorization code was issued to another client.")
 	}
 	switch {

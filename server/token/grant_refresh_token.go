@@ -49,7 +49,7 @@ func (s *Service) refreshGrant(ctx context.Context, client store.Client, req Tok
 		// token state refuses another client's family (RotateInvalid:
 		// invalid_grant) leaving it as it was, in the rotation's own round
 		// trip. It compares ids: a family of a deleted client whose id was
-		// given again is still ended below (issuedTo), as is another
+		// given again is still ended below (IssuedTo), as is another
 		// client's token sent in the body, which is theft evidence.
 		rotation.ClientID = client.ID
 	}
@@ -222,7 +222,7 @@ type refusal struct {
 // refusal.answer; introspection answers active false. The user returned
 // holds the roles of the session's tenant. err is only a check that could
 // not be made (503), or a tenant error other than a refusal. It refuses:
-//   - a client the family was not issued to (issuedTo): the token is
+//   - a client the family was not issued to (IssuedTo): the token is
 //     compromised;
 //   - a family of the code flow without offline_access whose browser
 //     session has ended (browserSessionLive; keep: the check counts as the
@@ -236,7 +236,7 @@ type refusal struct {
 // rotation); zero reads it.
 func (s *Service) honours(ctx context.Context, fam store.RefreshFamily, client store.Client, userVersion store.UserVersion, now time.Time, keep bool) (store.User, store.Tenant, *refusal, error) {
 	invalid := apierr.ErrInvalidGrant.WithDescription("The refresh token is invalid, expired or revoked.")
-	if !issuedTo(client, fam.ClientID, fam.CreatedAt) {
+	if !IssuedTo(client, fam.ClientID, fam.CreatedAt) {
 		// A token presented by a client it was not issued to is compromised.
 		return store.User{}, store.Tenant{}, &refusal{answer: invalid, end: familyEnd{outcome: store.OutcomeFailure,
 			reason: "refresh token presented by another client"}}, nil

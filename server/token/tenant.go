@@ -176,7 +176,7 @@ func (s *Service) switchTenant(ctx context.Context, client store.Client, req Tok
 		}
 		return Response{}, refused.WithCause(err)
 	}
-	if !c.IsUser() || c.SID == "" || !issuedTo(client, c.ClientID, latestIn(c.IssuedAt)) {
+	if !c.IsUser() || c.SID == "" || !IssuedTo(client, c.ClientID, latestIn(c.IssuedAt)) {
 		return Response{}, refused.WithDescription("Only a user's access token issued to this client can switch organisation.")
 	}
 	if _, fromKey := apikey.KeyIDOfSession(c.SID); fromKey {
