@@ -158,7 +158,16 @@ type BrowserSessions interface {
 	// ErrAlreadyExists when the id or the cookie hash is taken;
 	// ErrSessionsEnded (storing nothing findable) when s.AuthTime is at or
 	// before the user's cut-off, atomically with RevokeUserSessions.
-	CreateBrowserSession(ctx context.Context, s BrowserSession, cookieHash []byte) error
+	//
+	// A user holds at most the backend's sessions-per-user cap (the one
+	// that caps refresh families, PORTCULLIS_MAX_SESSIONS_PER_USER; 0: no
+	// cap) live browser sessions: when the user already holds that many,
+	// the oldest by creation (then by id) are ended in the same atomic
+	// step, as EndBrowserSessionGrants ends a session, so that with the
+	// new one the user holds exactly the cap. The grants those sessions
+	// held are returned, oldest session first, for the caller to end
+	// (as grants dropped past MaxSessionGrants are).
+	CreateBrowserSession(ctx context.Context, s BrowserSession, cookieHash []byte) (ended []SessionGrant, err error)
 	// FindBrowserSession returns the live session of cookieHash at now,
 	// without its Grants (BrowserSessionGrants reads them: most requests
 	// need none), and extends its idle expiry (LastUsedAt = now). ErrNotFound

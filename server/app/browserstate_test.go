@@ -41,7 +41,7 @@ func TestBrowserStateWiring(t *testing.T) {
 			}
 			bs := store.BrowserSession{ID: "bs-wiring", UserID: "usr_wiring", AuthTime: now, CreatedAt: now, LastUsedAt: now,
 				IdleTTL: time.Hour, AbsoluteExpiry: now.Add(time.Hour)}
-			if err := states.Browser.CreateBrowserSession(ctx, bs, []byte("cookie-hash")); err != nil {
+			if _, err := states.Browser.CreateBrowserSession(ctx, bs, []byte("cookie-hash")); err != nil {
 				t.Fatalf("CreateBrowserSession: %v", err)
 			}
 			if err := states.State.RevokeUserSessions(ctx, "usr_wiring", now); err != nil {

@@ -36,17 +36,29 @@ var ErrNoSession = errors.New("browsersession: no live session")
 
 // Store keeps the sessions (the token state: *redisstate.State or *sqlstate.State).
 type Store interface {
-	CreateBrowserSession(ctx context.Context, s store.BrowserSession, cookieHash []byte) error
+	CreateBrowserSession(ctx context.Context, s store.BrowserSession, cookieHash []byte) (ended []store.SessionGrant, err error)
 	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (store.BrowserSession, error)
 	BrowserSessionGrants(ctx context.Context, userID, id string) ([]store.SessionGrant, error)
 	EndBrowserSessionGrants(ctx context.Context, id string, now time.Time) ([]store.SessionGrant, error)
 }
 
+// Ended ends the grants of the sessions a new one pushed past the user's
+// cap (*signout.Ender.EndDropped, the routine that ends the grants a
+// session drops past store.MaxSessionGrants): their refresh families and
+// back-channel logout, as ending those sessions would.
+type Ended interface {
+	EndDropped(ctx context.Context, userID string, dropped []store.SessionGrant) error
+}
+
 // Config holds the lifetimes (PORTCULLIS_SESSION_IDLE_TTL,
-// PORTCULLIS_SESSION_MAX_AGE).
+// PORTCULLIS_SESSION_MAX_AGE) and what ends the grants of the sessions the
+// cap on sessions per user ends.
 type Config struct {
 	IdleTTL time.Duration
 	MaxAge  time.Duration
+	// Ended is required: Start hands it the grants of the sessions the
+	// store ended to keep the user within the cap.
+	Ended Ended
 	// Now and Rand replace the clock and the random source in tests.
 	Now  func() time.Time
 	Rand func(b []byte) error
@@ -78,6 +90,9 @@ func New(st Store, cfg Config) (*Manager, error) {
 	}
 	if cfg.IdleTTL <= 0 || cfg.MaxAge <= 0 {
 		return nil, fmt.Errorf("browsersession: idle TTL %v and max age %v must be positive", cfg.IdleTTL, cfg.MaxAge)
+	}
+	if cfg.Ended == nil {
+		return nil, errors.New("browsersession: Config.Ended is required")
 	}
 	if cfg.Cookie.Secure == "" || cfg.Cookie.Insecure == "" {
 		cfg.Cookie = Cookie{Secure: CookieName, Insecure: InsecureCookieName, SameSite: http.SameSiteLaxMode}
@@ -151,6 +166,10 @@ type Start struct {
 
 // Start stores a new session under a fresh random cookie value and returns
 // it with the cookie to set. secure says the browser talks HTTPS to us.
+// When the user already held as many live sessions as the cap on sessions
+// per user, the store ended the oldest (store.BrowserSessions's
+// CreateBrowserSession) and Start ends their grants (Config.Ended); it
+// fails closed: when they cannot be ended, no cookie is handed out.
 func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.BrowserSession, *http.Cookie, error) {
 	if s.UserID == "" {
 		return store.BrowserSession{}, nil, errors.New("browsersession: start: a user is required")
@@ -177,8 +196,17 @@ func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.Browse
 	if bs.Lineage == "" {
 		bs.Lineage = bs.ID
 	}
-	if err := m.st.CreateBrowserSession(ctx, bs, Hash(value)); err != nil {
-		return store.BrowserSession{}, nil, fmt.Errorf("browsersession: store the session: %w", err)
+	ended, err := m.st.CreateBrowserSession(ctx, bs, Hash(value))
+	if err != nil {
+		err = fmt.Errorf("browsersession: store the session: %w", err)
+	}
+	// The ended sessions' grants could no longer be ended with them, so
+	// they end now (even when the store failed: what it ended stays ended).
+	if eerr := m.cfg.Ended.EndDropped(ctx, s.UserID, ended); eerr != nil && err == nil {
+		err = fmt.Errorf("browsersession: end the grants of the sessions past the cap: %w", eerr)
+	}
+	if err != nil {
+		return store.BrowserSession{}, nil, err
 	}
 	return bs, m.cookie(value, bs, secure), nil
 }

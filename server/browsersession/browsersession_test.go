@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -25,17 +26,41 @@ type memStore struct {
 	ended   map[string]bool
 	findErr error
 	finds   int
+	// capEnds is what the next CreateBrowserSession answers as the grants
+	// of the sessions it ended past the cap, with createErr.
+	capEnds   []store.SessionGrant
+	createErr error
 }
 
 func newMem() *memStore {
 	return &memStore{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}
 }
 
-func (m *memStore) CreateBrowserSession(_ context.Context, s store.BrowserSession, h []byte) error {
+func (m *memStore) CreateBrowserSession(_ context.Context, s store.BrowserSession, h []byte) ([]store.SessionGrant, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.byHash[string(h)] = s
-	return nil
+	if m.createErr == nil {
+		m.byHash[string(h)] = s
+	}
+	return m.capEnds, m.createErr
+}
+
+// endedGrants records what Start hands Config.Ended, and fails with err.
+type endedGrants struct {
+	mu    sync.Mutex
+	users []string
+	got   []store.SessionGrant
+	err   error
+}
+
+func (e *endedGrants) EndDropped(_ context.Context, userID string, dropped []store.SessionGrant) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(dropped) > 0 {
+		e.users = append(e.users, userID)
+		e.got = append(e.got, dropped...)
+	}
+	return e.err
 }
 
 func (m *memStore) FindBrowserSession(_ context.Context, h []byte, now time.Time) (store.BrowserSession, error) {
@@ -76,7 +101,8 @@ func (c *clock) now() time.Time { return c.t }
 
 func newManager(t *testing.T, st browsersession.Store, c *clock) *browsersession.Manager {
 	t.Helper()
-	m, err := browsersession.New(st, browsersession.Config{IdleTTL: 8 * time.Hour, MaxAge: 168 * time.Hour, Now: c.now})
+	m, err := browsersession.New(st, browsersession.Config{IdleTTL: 8 * time.Hour, MaxAge: 168 * time.Hour, Now: c.now,
+		Ended: &endedGrants{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +289,8 @@ func TestFind(t *testing.T) {
 // never outlives the session's absolute expiry.
 func TestRememberedCookieEndsWithTheSession(t *testing.T) {
 	st, c := newMem(), &clock{t: time.Unix(1_800_000_000, 0)}
-	m, err := browsersession.New(st, browsersession.Config{IdleTTL: time.Hour, MaxAge: 90 * time.Second, Now: c.now})
+	m, err := browsersession.New(st, browsersession.Config{IdleTTL: time.Hour, MaxAge: 90 * time.Second, Now: c.now,
+		Ended: &endedGrants{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,20 +313,58 @@ func TestClear(t *testing.T) {
 	}
 }
 
-// TestNewRefusesBadConfig: lifetimes must be positive; a store is required.
+// TestNewRefusesBadConfig: lifetimes must be positive; a store and what
+// ends the grants of sessions past the cap are required.
 func TestNewRefusesBadConfig(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		st   browsersession.Store
 		cfg  browsersession.Config
 	}{
-		{"fail/no_store", nil, browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour}},
-		{"fail/no_idle", newMem(), browsersession.Config{MaxAge: time.Hour}},
-		{"fail/no_max_age", newMem(), browsersession.Config{IdleTTL: time.Hour}},
+		{"fail/no_store", nil, browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour, Ended: &endedGrants{}}},
+		{"fail/no_idle", newMem(), browsersession.Config{MaxAge: time.Hour, Ended: &endedGrants{}}},
+		{"fail/no_max_age", newMem(), browsersession.Config{IdleTTL: time.Hour, Ended: &endedGrants{}}},
+		{"fail/no_ended", newMem(), browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := browsersession.New(tc.st, tc.cfg); err == nil {
 				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+// TestStartEndsGrantsPastTheCap: the grants of the sessions the store
+// ended to keep the user within the cap on sessions per user go to
+// Config.Ended, with the user; when they cannot be ended, or the store
+// failed after ending sessions, Start hands out no cookie (and still ends
+// what the store returned).
+func TestStartEndsGrantsPastTheCap(t *testing.T) {
+	grants := []store.SessionGrant{{SID: "sid-1", ClientID: "web"}, {SID: "sid-2", ClientID: "rp", Offline: true}}
+	for _, tc := range []struct {
+		name      string
+		createErr error
+		endErr    error
+	}{
+		{"ok/grants_ended", nil, nil},
+		{"fail/grants_not_ended", nil, errors.New("queue down")},
+		{"fail/store_failed_after_ending", errors.New("corrupt grant"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, c := newMem(), &clock{t: time.Unix(1_800_000_000, 0)}
+			st.capEnds, st.createErr = grants, tc.createErr
+			ended := &endedGrants{err: tc.endErr}
+			m, err := browsersession.New(st, browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour, Now: c.now, Ended: ended})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, ck, err := m.Start(context.Background(), browsersession.Start{UserID: "usr_1"}, true)
+			if !reflect.DeepEqual(ended.got, grants) || !reflect.DeepEqual(ended.users, []string{"usr_1"}) {
+				t.Fatalf("ended %v of %v, want %v of usr_1", ended.got, ended.users, grants)
+			}
+			wantErr := tc.createErr != nil || tc.endErr != nil
+			if (err != nil) != wantErr || (ck == nil) != wantErr {
+				t.Fatalf("Start: cookie %v, err %v; want an error: %v", ck, err, wantErr)
 			}
 		})
 	}

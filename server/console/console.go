@@ -78,6 +78,10 @@ type Deps struct {
 	// Once keeps pending sign-ins (single use).
 	Sessions store.BrowserSessions
 	Once     store.SingleUse
+	// Ended ends the grants of the browser sessions a console sign-in
+	// pushes past the user's cap on sessions (*signout.Ender): console
+	// sessions count against it like any other.
+	Ended browsersession.Ended
 	// Pending counts each pending sign-in kept for a caller's address
 	// (pages.PendingLimiter: *ratelimit.Limiter; nil: no limit).
 	Pending pages.PendingLimiter
@@ -99,7 +103,7 @@ type Console struct {
 func New(cfg Config, d Deps) (*Console, error) {
 	var missing []string
 	for name, v := range map[string]bool{"Pages": d.Pages == nil, "Accounts": d.Accounts == nil, "Tokens": d.Tokens == nil,
-		"Sessions": d.Sessions == nil, "Once": d.Once == nil} {
+		"Sessions": d.Sessions == nil, "Once": d.Once == nil, "Ended": d.Ended == nil} {
 		if v {
 			missing = append(missing, name)
 		}
@@ -127,7 +131,7 @@ func New(cfg Config, d Deps) (*Console, error) {
 	}
 	c.clock.Store(&now)
 	c.sessions, err = browsersession.New(d.Sessions, browsersession.Config{IdleTTL: SessionIdleTTL, MaxAge: SessionMaxAge,
-		Now: c.now, Cookie: browsersession.Cookie{Secure: CookieName, Insecure: InsecureCookieName, SameSite: http.SameSiteStrictMode}})
+		Ended: d.Ended, Now: c.now, Cookie: browsersession.Cookie{Secure: CookieName, Insecure: InsecureCookieName, SameSite: http.SameSiteStrictMode}})
 	if err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}

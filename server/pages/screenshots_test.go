@@ -397,7 +397,7 @@ func seedAccount(t *testing.T, d *deployment, email, clientID string) {
 		Remember: true, CreatedAt: now.Add(-26 * time.Hour), LastUsedAt: now.Add(-3 * time.Hour), IdleTTL: 48 * time.Hour,
 		AbsoluteExpiry: now.Add(100 * time.Hour), IP: "203.0.113.7",
 		UserAgent: "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"}
-	if err := sessions.CreateBrowserSession(ctx, phone, cookie); err != nil {
+	if _, err := sessions.CreateBrowserSession(ctx, phone, cookie); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{live[0].ID, phone.ID} {

@@ -252,11 +252,11 @@ type memSessions struct {
 	down   bool
 }
 
-func (m *memSessions) CreateBrowserSession(_ context.Context, s store.BrowserSession, h []byte) error {
+func (m *memSessions) CreateBrowserSession(_ context.Context, s store.BrowserSession, h []byte) ([]store.SessionGrant, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.byHash[string(h)] = s
-	return nil
+	return nil, nil
 }
 
 func (m *memSessions) FindBrowserSession(_ context.Context, h []byte, _ time.Time) (store.BrowserSession, error) {
@@ -383,14 +383,15 @@ func newSigninEnv(t *testing.T) *signinEnv {
 	env := &signinEnv{flow: &scriptedFlow{}, checker: &fakeChecker{}, users: &fakeUsers{}, audit: &auditLog{},
 		store: &memSessions{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}, acc: &fakeAccounts{},
 		rehash: &rehashes{}, grants: &endedGrants{}, mfa: newFakeMFA(), keys: &fakePasskeys{}}
-	mgr, err := browsersession.New(env.store, browsersession.Config{IdleTTL: time.Hour, MaxAge: 24 * time.Hour})
+	ender := &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit}
+	mgr, err := browsersession.New(env.store, browsersession.Config{IdleTTL: time.Hour, MaxAge: 24 * time.Hour, Ended: ender})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := New(Config{ProductName: "Portcullis"}, Deps{Accounts: env.acc, Sessions: noSessions{},
 		SignIn: SignInDeps{Flow: env.flow, Browser: mgr, Checker: env.checker, Users: env.users, Audit: env.audit,
 			Rehasher: env.rehash, Hints: refusedHints{}, Clients: noClients{},
-			Ender: &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit},
+			Ender: ender,
 			MFA:   env.mfa, Passkeys: env.keys, Security: fakeSecurity{m: env.mfa, keys: env.keys},
 			Once: &onceMem{recs: map[string]*onceRecord{}}}})
 	if err != nil {

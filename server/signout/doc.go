@@ -9,7 +9,9 @@
 // logout for each of the user's live browser sessions, then writes the
 // user's cut-off. The grants a live session drops to stay within
 // store.MaxSessionGrants are ended the same way at the drop (EndDropped),
-// since the session's end can no longer name them.
+// since the session's end can no longer name them; so are the grants of
+// the sessions a sign-in ends to keep its user within the cap on sessions
+// per user (browsersession.Manager.Start hands them to EndDropped).
 //
 // DecideLogout applies the contract's RP-initiated logout rules; Hold and
 // TakeHeld keep a logout request POSTed to the end_session_endpoint (which

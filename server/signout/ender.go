@@ -58,7 +58,8 @@ type Auditor interface {
 // browser session calls: RP-initiated logout, the session views
 // (self-service and admin) and a login as someone else in the same browser
 // (End), and every "end every session of a user" (EndUser); and it ends the
-// grants a live session drops to stay within store.MaxSessionGrants
+// grants a live session drops to stay within store.MaxSessionGrants, and
+// those of the sessions a sign-in ends past the cap on sessions per user
 // (EndDropped).
 type Ender struct {
 	Sessions    Sessions
@@ -184,7 +185,9 @@ func (e *Ender) EndUser(ctx context.Context, userID string) error {
 
 // EndDropped ends the grants a live browser session of userID dropped when
 // it reached store.MaxSessionGrants (what AddBrowserSessionGrant and
-// AddBrowserSessionGrantWithCode return), as End ends a session's grants:
+// AddBrowserSessionGrantWithCode return), and those of the sessions of
+// userID a new one ended past the cap on sessions per user (what
+// CreateBrowserSession returns), as End ends a session's grants:
 // the refresh families of those without offline_access (their access tokens
 // follow) and a back-channel logout token for each grant of a client with a
 // backchannel_logout_uri, offline grants included. The session no longer

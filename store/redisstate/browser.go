@@ -154,13 +154,18 @@ func validUserID(v string) bool { return v != "" && !strings.ContainsAny(v, "{}\
 
 // CreateBrowserSession implements store.BrowserSessions. The cookie and
 // id are claimed first (store.ErrAlreadyExists when taken); then one script
-// on the user's slot refuses (store.ErrSessionsEnded) a session whose
-// AuthTime is at or before the user's cut-off, else stores it: a concurrent
+// on the user's slot (createBrowserSessionScript) refuses
+// (store.ErrSessionsEnded) a session whose AuthTime is at or before the
+// user's cut-off, else ends the oldest live sessions past the cap
+// (Options.MaxSessionsPerUser) and stores it: a concurrent
 // RevokeUserSessions either sees the session and ends it or has set the
-// cut-off that refuses it.
-func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSession, cookieHash []byte) error {
+// cut-off that refuses it, and a concurrent AddBrowserSessionGrant (a
+// script on the same slot) lands before the end, whose grants are
+// returned, or finds the session gone. The cookie and owner keys of an
+// ended session are left to expire: they find nothing in the user's hash.
+func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSession, cookieHash []byte) ([]store.SessionGrant, error) {
 	if !validSessionPart(bs.ID) || !validUserID(bs.UserID) || len(cookieHash) == 0 || bs.AbsoluteExpiry.IsZero() {
-		return errors.New("redis token state: create browser session: id, user, cookie hash and absolute expiry are required")
+		return nil, errors.New("redis token state: create browser session: id, user, cookie hash and absolute expiry are required")
 	}
 	created := bs.CreatedAt
 	if created.IsZero() {
@@ -175,18 +180,18 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 	}
 	ttl := bs.AbsoluteExpiry.UnixMilli() - last.UnixMilli()
 	if ttl <= 0 {
-		return errors.New("redis token state: create browser session: already expired")
+		return nil, errors.New("redis token state: create browser session: already expired")
 	}
 	for _, c := range bs.ClientIDs {
 		if c == "" || strings.Contains(c, "\n") {
-			return errors.New("redis token state: create browser session: invalid client id")
+			return nil, errors.New("redis token state: create browser session: invalid client id")
 		}
 	}
 	grants := make([]string, len(bs.Grants))
 	for i, g := range bs.Grants {
 		line, err := grantLine(g)
 		if err != nil {
-			return fmt.Errorf("redis token state: create browser session: %w", err)
+			return nil, fmt.Errorf("redis token state: create browser session: %w", err)
 		}
 		grants[i] = line
 	}
@@ -195,7 +200,7 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 		lineage = bs.ID
 	}
 	if !validSessionPart(lineage) {
-		return errors.New("redis token state: create browser session: invalid lineage")
+		return nil, errors.New("redis token state: create browser session: invalid lineage")
 	}
 	// Kept as every backend keeps them, so that a session reads the same on each.
 	ip, ua := store.CleanRequestMeta(bs.IP, bs.UserAgent)
@@ -205,39 +210,58 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 	}
 	data, err := json.Marshal(d)
 	if err != nil {
-		return fmt.Errorf("redis token state: create browser session: %w", err)
+		return nil, fmt.Errorf("redis token state: create browser session: %w", err)
 	}
 	ck, ok := s.cookieKey(cookieHash), s.bsOwnerKey(bs.ID)
 	claimed, err := s.c.SetNX(ctx, ok, bs.UserID, time.Duration(ttl)*time.Millisecond).Result()
 	if err != nil {
-		return unavailable("create browser session", err)
+		return nil, unavailable("create browser session", err)
 	}
 	if !claimed {
-		return fmt.Errorf("redis token state: create browser session: %w", store.ErrAlreadyExists)
+		return nil, fmt.Errorf("redis token state: create browser session: %w", store.ErrAlreadyExists)
 	}
 	claimed, err = s.c.SetNX(ctx, ck, bs.ID+"\n"+bs.UserID, time.Duration(ttl)*time.Millisecond).Result()
 	if err != nil || !claimed {
 		_ = s.c.Del(ctx, ok).Err()
 		if err != nil {
-			return unavailable("create browser session", err)
+			return nil, unavailable("create browser session", err)
 		}
-		return fmt.Errorf("redis token state: create browser session: %w", store.ErrAlreadyExists)
+		return nil, fmt.Errorf("redis token state: create browser session: %w", store.ErrAlreadyExists)
 	}
 	header := fmt.Sprintf("%d:%d:%d:%d:%d", auth.UnixMilli(), last.UnixMilli(), bs.AbsoluteExpiry.UnixMilli(),
 		bs.IdleTTL.Milliseconds(), created.UnixMilli())
-	n, err := createBrowserSessionScript.Run(ctx, s.c, []string{s.userBSKey(bs.UserID), s.userCutKey(bs.UserID)},
+	raw, err := createBrowserSessionScript.Run(ctx, s.c, []string{s.userBSKey(bs.UserID), s.userCutKey(bs.UserID)},
 		bs.ID, header, data, strings.Join(bs.ClientIDs, "\n"), auth.UnixMilli(), last.UnixMilli(), ttl,
-		strings.Join(grants, "\n"), lineage).Int64()
-	if err != nil || n < 0 {
+		strings.Join(grants, "\n"), lineage, s.maxSes).Slice()
+	if err == nil && len(raw) == 0 {
+		err = errors.New("empty script reply")
+	}
+	refused := false
+	if err == nil {
+		code, _ := raw[0].(int64)
+		refused = code < 0
+	}
+	if err != nil || refused {
 		_ = s.c.Del(ctx, ck, ok).Err() // best effort: an orphan cookie finds nothing anyway
 	}
 	if err != nil {
-		return unavailable("create browser session", err)
+		return nil, unavailable("create browser session", err)
 	}
-	if n < 0 {
-		return fmt.Errorf("redis token state: create browser session: %w", store.ErrSessionsEnded)
+	if refused {
+		return nil, fmt.Errorf("redis token state: create browser session: %w", store.ErrSessionsEnded)
 	}
-	return nil
+	var ended []store.SessionGrant
+	for _, v := range raw[1:] {
+		lines, _ := v.(string)
+		gs, err := parseGrants(lines)
+		if err != nil {
+			// The sessions are ended all the same: what could be read
+			// still goes to the caller.
+			return ended, fmt.Errorf("redis token state: create browser session: grants of an ended session: %w", err)
+		}
+		ended = append(ended, gs...)
+	}
+	return ended, nil
 }
 
 // FindBrowserSession implements store.BrowserSessions. After the session

@@ -32,7 +32,7 @@ func TestBrowserSessionsAfterDataLoss(t *testing.T) {
 	create := func(bs store.BrowserSession) []byte {
 		t.Helper()
 		cookie := hashOf("cookie-" + bs.ID)
-		if err := st.CreateBrowserSession(ctx, bs, cookie); err != nil {
+		if _, err := st.CreateBrowserSession(ctx, bs, cookie); err != nil {
 			t.Fatalf("CreateBrowserSession(%s): %v", bs.ID, err)
 		}
 		return cookie
@@ -62,7 +62,7 @@ func TestBrowserSessionsAfterDataLoss(t *testing.T) {
 	find("session authenticated before the durable cut-off, set rebuilt", stale, store.ErrNotFound)
 	// The rebuild restored the user's cut-off for new sessions too: one
 	// authenticated at it is refused outright.
-	if err := st.CreateBrowserSession(ctx, session("bs-at-cut", "user-1", cutoff), hashOf("cookie-bs-at-cut")); !errors.Is(err, store.ErrSessionsEnded) {
+	if _, err := st.CreateBrowserSession(ctx, session("bs-at-cut", "user-1", cutoff), hashOf("cookie-bs-at-cut")); !errors.Is(err, store.ErrSessionsEnded) {
 		t.Fatalf("CreateBrowserSession at the durable cut-off, set rebuilt: %v, want store.ErrSessionsEnded", err)
 	}
 	find("session authenticated at the durable cut-off", hashOf("cookie-bs-at-cut"), store.ErrNotFound)
@@ -105,7 +105,7 @@ func TestGrantWithCodeOneRoundTrip(t *testing.T) {
 	now := time.UnixMilli(time.Now().UnixMilli()).UTC()
 	bs := store.BrowserSession{ID: "bs-code", UserID: "user-code", AuthTime: now, CreatedAt: now, LastUsedAt: now,
 		IdleTTL: time.Hour, AbsoluteExpiry: now.Add(24 * time.Hour)}
-	if err := st.CreateBrowserSession(ctx, bs, hashOf("cookie-code")); err != nil {
+	if _, err := st.CreateBrowserSession(ctx, bs, hashOf("cookie-code")); err != nil {
 		t.Fatal(err)
 	}
 	for i, flush := range []bool{false, false, true} {
@@ -158,7 +158,7 @@ func TestFindBrowserSessionOneRoundTrip(t *testing.T) {
 	newSession := func(id, user string, auth time.Time) store.BrowserSession {
 		bs := store.BrowserSession{ID: id, UserID: user, AuthTime: auth, CreatedAt: auth, LastUsedAt: auth,
 			IdleTTL: time.Hour, AbsoluteExpiry: auth.Add(24 * time.Hour), AMR: []string{"pwd"}}
-		if err := st.CreateBrowserSession(ctx, bs, hashOf("cookie-"+id)); err != nil {
+		if _, err := st.CreateBrowserSession(ctx, bs, hashOf("cookie-"+id)); err != nil {
 			t.Fatal(err)
 		}
 		return bs

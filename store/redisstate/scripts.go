@@ -582,29 +582,67 @@ end
 `
 
 // createBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV
-// id, header, data, client ids, auth ms, now ms, ttl ms, grants, lineage.
-// Refuses ({-1}) a session authenticated at or before the cut-off; drops
-// the user's dead sessions and the lineage pointers (<lineage>:l, the
-// session that continues a lineage now) whose session is gone; stores the
-// session, points its lineage at it when it continues another session's,
-// and never shortens the hash's lifetime.
+// id, header, data, client ids, auth ms, now ms, ttl ms, grants, lineage,
+// cap (0: none). Refuses ({-1}) a session authenticated at or before the
+// cut-off; drops the user's dead sessions; when the user then holds cap
+// live sessions or more, ends the oldest (by creation, then id) so that
+// with the new one they hold cap, as endBrowserSessionScript ends one;
+// drops the lineage pointers (<lineage>:l, the session that continues a
+// lineage now) whose session is gone; stores the session, points its
+// lineage at it when it continues another session's, and never shortens
+// the hash's lifetime. Returns {1, grants of each ended session (its <id>:g
+// field, "" when none), oldest session first}. It reads the field names
+// (HKEYS), the sessions' headers and the pointers, never the grants of a
+// session it keeps: with the cap, the user holds at most cap sessions, so
+// the work is bounded by it.
 var createBrowserSessionScript = redis.NewScript(sessionLua + `
 local cut = redis.call('GET', KEYS[2])
-if cut and tonumber(ARGV[5]) <= tonumber(cut) then return -1 end
+if cut and tonumber(ARGV[5]) <= tonumber(cut) then return {-1} end
 local now = tonumber(ARGV[6])
-local all = redis.call('HGETALL', KEYS[1])
-local ptrs = {}
-for j = 1, #all, 2 do
-  local f = all[j]
+local ids, ptrs = {}, {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
   if not string.find(f, ':', 1, true) then
-    if not live(all[j + 1], now, cut) then drop(KEYS[1], f) end
+    table.insert(ids, f)
   elseif string.sub(f, -2) == ':l' then
     table.insert(ptrs, f)
-    table.insert(ptrs, all[j + 1])
   end
 end
-for j = 1, #ptrs, 2 do
-  if redis.call('HEXISTS', KEYS[1], ptrs[j + 1]) == 0 then redis.call('HDEL', KEYS[1], ptrs[j]) end
+local function hmget(fields)
+  local out = {}
+  for s = 1, #fields, 500 do
+    local part = redis.call('HMGET', KEYS[1], unpack(fields, s, math.min(s + 499, #fields)))
+    for _, v in ipairs(part) do table.insert(out, v) end
+  end
+  return out
+end
+local kept = {}
+local heads = hmget(ids)
+for j, id in ipairs(ids) do
+  local h = heads[j]
+  if h and live(h, now, cut) then
+    local _, _, _, _, c = parse(h)
+    table.insert(kept, {id, tonumber(c)})
+  else
+    drop(KEYS[1], id)
+  end
+end
+local out = {1}
+local cap = tonumber(ARGV[10])
+if cap > 0 and #kept >= cap then
+  table.sort(kept, function(x, y)
+    if x[2] ~= y[2] then return x[2] < y[2] end
+    return x[1] < y[1]
+  end)
+  for j = 1, #kept - cap + 1 do
+    local id = kept[j][1]
+    table.insert(out, redis.call('HGET', KEYS[1], id .. ':g') or '')
+    drop(KEYS[1], id)
+  end
+end
+local targets = hmget(ptrs)
+for j, f in ipairs(ptrs) do
+  local id = targets[j]
+  if not id or redis.call('HEXISTS', KEYS[1], id) == 0 then redis.call('HDEL', KEYS[1], f) end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. ':d', ARGV[3])
 if ARGV[9] ~= ARGV[1] then redis.call('HSET', KEYS[1], ARGV[9] .. ':l', ARGV[1]) end
@@ -612,7 +650,7 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':c', ARGV[4]) end
 redis.call('HDEL', KEYS[1], ARGV[1] .. ':gn')
 if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], ARGV[1] .. ':g', ARGV[8]) end
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[7]) then redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
-return 1
+return out
 `)
 
 // keepBrowserSessionScript: KEYS user's sessions, user's cut-off; ARGV

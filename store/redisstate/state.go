@@ -68,8 +68,9 @@ type Options struct {
 	// valid; it must be at least the longest lifetime any client's tokens
 	// may have (PORTCULLIS_MAX_CLIENT_TOKEN_TTL).
 	MaxAccessTokenTTL time.Duration
-	// MaxSessionsPerUser caps a user's live refresh families (0: no cap):
-	// creating one more ends the oldest.
+	// MaxSessionsPerUser caps a user's live refresh families and, apart,
+	// their live browser sessions (0: no cap): creating one more ends the
+	// oldest (CreateFamily, CreateBrowserSession).
 	MaxSessionsPerUser int
 	// Now is the clock for the times the interface does not pass in (the
 	// revocation time of a jti, the rebuild's notion of "active", the age

@@ -100,7 +100,7 @@ func TestFindBrowserSessionReadsUserVersion(t *testing.T) {
 		cookie := []byte("cookie-hash-of-the-session-00000")
 		bs := store.BrowserSession{ID: "bs1", UserID: "u1", AuthTime: now, AMR: []string{"pwd"}, CreatedAt: now,
 			LastUsedAt: now, IdleTTL: time.Hour, AbsoluteExpiry: now.Add(24 * time.Hour)}
-		if err := s.CreateBrowserSession(ctx, bs, cookie); err != nil {
+		if _, err := s.CreateBrowserSession(ctx, bs, cookie); err != nil {
 			t.Fatal(err)
 		}
 		want, err := s.UserVersion(ctx, "u1")

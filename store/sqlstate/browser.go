@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -218,9 +219,11 @@ const liveSession = `ended_at IS NULL AND absolute_expiry > ? AND idle_expires_a
 // AuthTime is at or before its user's cut-off is refused with
 // store.ErrSessionsEnded, under the same per-user lock as CreateFamily and
 // RevokeUserSessions; a taken id or cookie hash is store.ErrAlreadyExists.
-func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSession, cookieHash []byte) error {
+// In the same transaction, under that lock, the user's oldest live
+// sessions past the cap are ended (endOverCap).
+func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSession, cookieHash []byte) ([]store.SessionGrant, error) {
 	if bs.ID == "" || bs.UserID == "" || len(cookieHash) == 0 || bs.AbsoluteExpiry.IsZero() {
-		return errors.New("sql token state: create browser session: id, user, cookie hash and absolute expiry are required")
+		return nil, errors.New("sql token state: create browser session: id, user, cookie hash and absolute expiry are required")
 	}
 	created := bs.CreatedAt
 	if created.IsZero() {
@@ -237,7 +240,7 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 	}
 	grants, err := encodeGrants(bs.Grants)
 	if err != nil {
-		return fmt.Errorf("sql token state: create browser session: %w", err)
+		return nil, fmt.Errorf("sql token state: create browser session: %w", err)
 	}
 	lineage := bs.Lineage
 	if lineage == "" {
@@ -251,7 +254,61 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 		IdleExpiresAt: idleExpiry(last, bs.IdleTTL, ms(bs.AbsoluteExpiry)), AbsoluteExpiry: ms(bs.AbsoluteExpiry),
 		IP: ip, UserAgent: ua, ClientIDs: encodeStrings(bs.ClientIDs), Grants: grants,
 	}
-	return s.createForUser(ctx, "create browser session", bs.UserID, auth, nil, &row)
+	var ended []store.SessionGrant
+	err = s.createForUser(ctx, "create browser session", bs.UserID, auth, func(tx *gorm.DB) error {
+		var err error
+		ended, err = s.endOverCap(tx, bs.UserID, last)
+		return err
+	}, &row)
+	if err != nil {
+		return nil, err
+	}
+	return ended, nil
+}
+
+// endedSessionRow is what endOverCap reads of a session it ends.
+type endedSessionRow struct {
+	ID        string    `gorm:"column:id"`
+	CreatedAt time.Time `gorm:"column:created_at"`
+	Grants    string    `gorm:"column:grants"`
+}
+
+// endOverCap ends the user's oldest live browser sessions (by creation,
+// then id) so that one more fits under the cap, and returns the grants they
+// held, oldest session first; nothing without a cap. It runs in the
+// creation's transaction under the user's lock (createForUser), so
+// concurrent creations count each other; one UPDATE … RETURNING ends them
+// and reads their grants, and AddBrowserSessionGrant locks the same rows,
+// so no grant falls between.
+func (s *State) endOverCap(tx *gorm.DB, userID string, now time.Time) ([]store.SessionGrant, error) {
+	if s.maxSes <= 0 {
+		return nil, nil
+	}
+	var rows []endedSessionRow
+	err := tx.Raw(`UPDATE browser_sessions SET ended_at = ?
+		WHERE user_id = ? AND `+liveSession+`
+		AND id NOT IN (SELECT id FROM browser_sessions WHERE user_id = ? AND `+liveSession+`
+			ORDER BY created_at DESC, id DESC LIMIT ?)
+		RETURNING id, created_at, grants`,
+		now, userID, now, now, userID, now, now, s.maxSes-1).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("end the oldest browser sessions over the cap: %w", err)
+	}
+	slices.SortFunc(rows, func(a, b endedSessionRow) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	var ended []store.SessionGrant
+	for _, r := range rows {
+		gs, err := decodeGrants(r.Grants)
+		if err != nil {
+			return nil, fmt.Errorf("end the oldest browser sessions over the cap: %w", err)
+		}
+		ended = append(ended, gs...)
+	}
+	return ended, nil
 }
 
 // FindBrowserSession implements store.BrowserSessions: one query finds the

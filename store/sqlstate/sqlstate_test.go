@@ -412,7 +412,7 @@ func TestPurgeBrowserSignIn(t *testing.T) {
 				t.Helper()
 				bs := store.BrowserSession{ID: id, UserID: "u", AuthTime: created, CreatedAt: created, LastUsedAt: created,
 					IdleTTL: idle, AbsoluteExpiry: abs}
-				if err := st.CreateBrowserSession(c, bs, hashOf("cookie-"+id)); err != nil {
+				if _, err := st.CreateBrowserSession(c, bs, hashOf("cookie-"+id)); err != nil {
 					t.Fatalf("CreateBrowserSession(%s): %v", id, err)
 				}
 			}
@@ -591,7 +591,7 @@ func TestPurgeInBatches(t *testing.T) {
 						}
 						bs := store.BrowserSession{ID: id("bs", i), UserID: "u", AuthTime: created, CreatedAt: created,
 							LastUsedAt: created, IdleTTL: time.Hour, AbsoluteExpiry: now.Add(2 * time.Hour)}
-						if err := st.CreateBrowserSession(c, bs, hashOf(id("cookie", i))); err != nil {
+						if _, err := st.CreateBrowserSession(c, bs, hashOf(id("cookie", i))); err != nil {
 							t.Fatalf("CreateBrowserSession: %v", err)
 						}
 					}

@@ -57,8 +57,9 @@ func WithMaxAccessTokenTTL(d time.Duration) Option {
 	}
 }
 
-// WithMaxSessionsPerUser caps a user's live refresh families (0, the
-// default: no cap): creating one more ends the oldest.
+// WithMaxSessionsPerUser caps a user's live refresh families and, apart,
+// their live browser sessions (0, the default: no cap): creating one more
+// ends the oldest (CreateFamily, CreateBrowserSession).
 func WithMaxSessionsPerUser(n int) Option {
 	return func(s *State) { s.maxSes = max(n, 0) }
 }

@@ -34,7 +34,13 @@ import (
 //   - a session keeps its grants oldest first and each client once, drops
 //     exactly the oldest beyond store.MaxSessionGrants, takes none once
 //     ended, and loses none to concurrent additions; a grant added with its
-//     authorization code stores the code as PutOnce does.
+//     authorization code stores the code as PutOnce does;
+//   - past Config.MaxSessionsPerUser live browser sessions of a user,
+//     CreateBrowserSession ends the oldest by creation (dead, ended and
+//     other users' sessions do not count) and returns their grants, oldest
+//     session first, however many sign-ins race: afterwards the user holds
+//     the cap, and every grant recorded in an ended session is returned
+//     exactly once.
 func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	tests := []struct {
 		name string
@@ -71,6 +77,9 @@ func runBrowserStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend(t, Config{})) })
 	}
 	t.Run("fail/once_code_tombstone_window", func(t *testing.T) { testOnceTombstoneWindow(t, newBackend) })
+	t.Run("ok/browser_session_cap_ends_oldest", func(t *testing.T) { testBSCap(t, newBackend) })
+	t.Run("race/browser_session_cap_concurrent_sign_ins", func(t *testing.T) { testBSCapRace(t, newBackend) })
+	t.Run("race/browser_session_cap_vs_grants", func(t *testing.T) { testBSCapVsGrants(t, newBackend) })
 }
 
 func onceOf(t *testing.T, st store.TokenState) store.SingleUse {
@@ -332,7 +341,7 @@ func newBrowserSession(userID string, base time.Time) store.BrowserSession {
 func createBS(t *testing.T, s store.BrowserSessions, bs store.BrowserSession) []byte {
 	t.Helper()
 	cookie := newToken().hash
-	if err := s.CreateBrowserSession(ctx(t), bs, cookie); err != nil {
+	if _, err := s.CreateBrowserSession(ctx(t), bs, cookie); err != nil {
 		t.Fatalf("CreateBrowserSession: %v", err)
 	}
 	return cookie
@@ -820,10 +829,10 @@ func testBSDuplicate(t *testing.T, b Backend) {
 	bs := newBrowserSession(randomID("u-"), base)
 	cookie := createBS(t, s, bs)
 	again := newBrowserSession(bs.UserID, base)
-	if err := s.CreateBrowserSession(ctx(t), again, cookie); !errors.Is(err, store.ErrAlreadyExists) {
+	if _, err := s.CreateBrowserSession(ctx(t), again, cookie); !errors.Is(err, store.ErrAlreadyExists) {
 		t.Fatalf("second session on one cookie: %v, want ErrAlreadyExists", err)
 	}
-	if err := s.CreateBrowserSession(ctx(t), bs, newToken().hash); !errors.Is(err, store.ErrAlreadyExists) {
+	if _, err := s.CreateBrowserSession(ctx(t), bs, newToken().hash); !errors.Is(err, store.ErrAlreadyExists) {
 		t.Fatalf("second session with one id: %v, want ErrAlreadyExists", err)
 	}
 	if got := findBS(t, s, "the first session", cookie, base, true); got.ID != bs.ID {
@@ -854,7 +863,7 @@ func testBSCutoff(t *testing.T, b Backend) {
 	}
 	late := newBrowserSession(user, base)
 	late.CreatedAt, late.LastUsedAt = now, now // a login that began before the cut-off, finishing after it
-	if err := s.CreateBrowserSession(ctx(t), late, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
+	if _, err := s.CreateBrowserSession(ctx(t), late, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
 		t.Fatalf("session authenticated at the cut-off: %v, want ErrSessionsEnded", err)
 	}
 	after := newBrowserSession(user, base.Add(time.Millisecond))
@@ -886,7 +895,7 @@ func testBSCreateVsCutoff(t *testing.T, b Backend) {
 			go func(i int) {
 				defer wg.Done()
 				<-start
-				errs[i] = s.CreateBrowserSession(ctx(t), bs, cookies[i])
+				_, errs[i] = s.CreateBrowserSession(ctx(t), bs, cookies[i])
 			}(i)
 		}
 		var revokeErr error
@@ -1099,4 +1108,211 @@ func testBSKeepLineage(t *testing.T, b Backend) {
 	}
 	runKeepSteps(t, s, first.UserID, first.ID, []keepStep{{"re-login ended", base.Add(6 * time.Minute), false}})
 	runKeepSteps(t, s, first.UserID, third.ID, []keepStep{{"the other browser's session", base.Add(6 * time.Minute), true}})
+}
+
+// grantedBS is a session of user created at base+at, holding one grant
+// (sid the session's id with a "g-" prefix).
+func grantedBS(user string, base time.Time, at time.Duration) store.BrowserSession {
+	bs := newBrowserSession(user, base.Add(at))
+	bs.ClientIDs = []string{"web"}
+	bs.Grants = []store.SessionGrant{{SID: "g-" + bs.ID, ClientID: "web", GrantedAt: base.Add(at)}}
+	return bs
+}
+
+// sidsOf is the sids of gs, in order.
+func sidsOf(gs []store.SessionGrant) []string {
+	out := []string{}
+	for _, g := range gs {
+		out = append(out, g.SID)
+	}
+	return out
+}
+
+// testBSCap: with a cap of 3, a sign-in past it ends the user's oldest
+// live sessions by creation (not by the order they were stored in) and
+// returns their grants, oldest session first; the ended sessions are found
+// no more, take no grant and return nothing when ended again. A dead
+// session, an ended one and other users' sessions do not count.
+func testBSCap(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	s := sessionsOf(t, newBackend(t, Config{MaxSessionsPerUser: 3}).State)
+	base := baseTime()
+	user, other := randomID("u-"), randomID("u-")
+	now := base.Add(time.Minute)
+	create := func(bs store.BrowserSession) ([]byte, []store.SessionGrant) {
+		t.Helper()
+		cookie := newToken().hash
+		ended, err := s.CreateBrowserSession(ctx(t), bs, cookie)
+		if err != nil {
+			t.Fatalf("CreateBrowserSession(%s): %v", bs.ID, err)
+		}
+		return cookie, ended
+	}
+	// Dead (idle since before base) and ended sessions, and another user's
+	// three, take no place.
+	dead := grantedBS(user, base, -9*time.Hour)
+	create(dead)
+	gone := grantedBS(user, base, -time.Hour)
+	create(gone)
+	if _, err := s.EndBrowserSessionGrants(ctx(t), gone.ID, base); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, ended := create(grantedBS(other, base, time.Duration(i)*time.Millisecond)); len(ended) != 0 {
+			t.Fatalf("another user's sign-in %d ended %v", i, sidsOf(ended))
+		}
+	}
+	// Stored out of creation order: b, a, c. The oldest, a, holds two
+	// grants (one offline), in order.
+	a, b, c := grantedBS(user, base, 1*time.Millisecond), grantedBS(user, base, 2*time.Millisecond), grantedBS(user, base, 3*time.Millisecond)
+	a.Grants = append(a.Grants, store.SessionGrant{SID: "g2-" + a.ID, ClientID: "rp", Offline: true, GrantedAt: base.Add(time.Millisecond)})
+	cookies := map[string][]byte{}
+	for _, bs := range []store.BrowserSession{b, a, c} {
+		var ended []store.SessionGrant
+		if cookies[bs.ID], ended = create(bs); len(ended) != 0 {
+			t.Fatalf("sign-in within the cap (%s) ended %v", bs.ID, sidsOf(ended))
+		}
+	}
+	d := grantedBS(user, base, 4*time.Millisecond)
+	var ended []store.SessionGrant
+	cookies[d.ID], ended = create(d)
+	if !reflect.DeepEqual(ended, a.Grants) {
+		t.Fatalf("a sign-in past the cap ended %+v, want the oldest session's grants %+v", ended, a.Grants)
+	}
+	e := grantedBS(user, base, 5*time.Millisecond)
+	cookies[e.ID], ended = create(e)
+	if got := sidsOf(ended); !reflect.DeepEqual(got, sidsOf(b.Grants)) {
+		t.Fatalf("the next sign-in ended %v, want %v", got, sidsOf(b.Grants))
+	}
+	if got, want := listBS(t, s, user, now), []string{e.ID, d.ID, c.ID}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("listed %v, want the three newest %v", got, want)
+	}
+	for _, bs := range []store.BrowserSession{a, b} {
+		findBS(t, s, "a session the cap ended", cookies[bs.ID], now, false)
+		if _, err := s.AddBrowserSessionGrant(ctx(t), user, bs.ID, store.SessionGrant{SID: randomID("g-"), ClientID: "web", GrantedAt: now}); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("AddBrowserSessionGrant to a session the cap ended: %v, want ErrNotFound", err)
+		}
+		if gs, err := s.EndBrowserSessionGrants(ctx(t), bs.ID, now); err != nil || len(gs) != 0 {
+			t.Fatalf("EndBrowserSessionGrants of a session the cap ended: %v, %v; want nothing", gs, err)
+		}
+	}
+	for _, bs := range []store.BrowserSession{c, d, e} {
+		findBS(t, s, "a kept session", cookies[bs.ID], now, true)
+	}
+	if got := listBS(t, s, other, now); len(got) != 3 {
+		t.Fatalf("the other user's sessions: %v, want all three", got)
+	}
+}
+
+// testBSCapRace: sign-ins of one user past the cap, all at once: the user
+// holds exactly the cap afterwards, and the grants returned are those of
+// the sessions no longer live, each once.
+func testBSCapRace(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	const limit, logins = 4, 24
+	s := sessionsOf(t, newBackend(t, Config{MaxSessionsPerUser: limit}).State)
+	base := baseTime()
+	user := randomID("u-")
+	sessions := make([]store.BrowserSession, logins)
+	endeds := make([][]store.SessionGrant, logins)
+	errs := make([]error, logins)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range sessions {
+		sessions[i] = grantedBS(user, base, time.Duration(i)*time.Millisecond)
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			endeds[i], errs[i] = s.CreateBrowserSession(ctx(t), sessions[i], newToken().hash)
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	returned := map[string]int{}
+	for i := range sessions {
+		if errs[i] != nil {
+			t.Fatalf("CreateBrowserSession %d: %v", i, errs[i])
+		}
+		for _, g := range endeds[i] {
+			returned[g.SID]++
+		}
+	}
+	live := listBS(t, s, user, base.Add(time.Minute))
+	if len(live) != limit {
+		t.Fatalf("%d sign-ins at once: %d live sessions, want the cap, %d", logins, len(live), limit)
+	}
+	isLive := map[string]bool{}
+	for _, id := range live {
+		isLive[id] = true
+	}
+	for _, bs := range sessions {
+		n := returned[bs.Grants[0].SID]
+		if isLive[bs.ID] && n != 0 || !isLive[bs.ID] && n != 1 {
+			t.Fatalf("session %s (live %v): its grant returned %d times", bs.ID, isLive[bs.ID], n)
+		}
+	}
+}
+
+// testBSCapVsGrants races grants recorded in a user's oldest session
+// against the sign-in that ends it past the cap: every grant recorded
+// (nil error) is among those the sign-in returns; the others found the
+// session ended (ErrNotFound).
+func testBSCapVsGrants(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	const limit, adds = 2, 16
+	s := sessionsOf(t, newBackend(t, Config{MaxSessionsPerUser: limit}).State)
+	for round := 0; round < 3; round++ {
+		base := baseTime()
+		user := randomID("u-")
+		old := grantedBS(user, base, 0)
+		createBS(t, s, old)
+		createBS(t, s, grantedBS(user, base, time.Millisecond))
+		next := grantedBS(user, base, 2*time.Millisecond)
+		grants := make([]store.SessionGrant, adds)
+		errs := make([]error, adds)
+		var ended []store.SessionGrant
+		var createErr error
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range grants {
+			grants[i] = store.SessionGrant{SID: randomID("g-"), ClientID: "web", GrantedAt: base}
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				<-start
+				_, errs[i] = s.AddBrowserSessionGrant(ctx(t), user, old.ID, grants[i])
+			}(i)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			ended, createErr = s.CreateBrowserSession(ctx(t), next, newToken().hash)
+		}()
+		close(start)
+		wg.Wait()
+		if createErr != nil {
+			t.Fatalf("CreateBrowserSession: %v", createErr)
+		}
+		got := map[string]bool{}
+		for _, g := range ended {
+			got[g.SID] = true
+		}
+		if !got[old.Grants[0].SID] || len(got) != len(ended) {
+			t.Fatalf("ended %v, want the old session's grants once each", sidsOf(ended))
+		}
+		recorded := 1
+		for i, g := range grants {
+			switch {
+			case errs[i] == nil:
+				recorded++
+				if !got[g.SID] {
+					t.Fatalf("grant %s recorded in the ended session, but not returned (%v)", g.SID, sidsOf(ended))
+				}
+			case !errors.Is(errs[i], store.ErrNotFound):
+				t.Fatalf("AddBrowserSessionGrant: %v, want nil or ErrNotFound", errs[i])
+			}
+		}
+		if recorded != len(ended) {
+			t.Fatalf("%d grants recorded, %d returned", recorded, len(ended))
+		}
+	}
 }

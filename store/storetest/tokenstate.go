@@ -2141,7 +2141,7 @@ func testCutoffOutlivesHorizon(t *testing.T, newBackend func(t *testing.T, cfg C
 				}
 				bs := newBrowserSession(user, now)
 				bs.AuthTime = signIn
-				if err := sessionsOf(t, st).CreateBrowserSession(ctx(t), bs, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
+				if _, err := sessionsOf(t, st).CreateBrowserSession(ctx(t), bs, newToken().hash); !errors.Is(err, store.ErrSessionsEnded) {
 					t.Errorf("%s: CreateBrowserSession of a login %s before a cut-off %s ago = %v, want ErrSessionsEnded", when, tc.signIn, tc.cutoff, err)
 				}
 			}
