@@ -141,9 +141,9 @@ func TestConsole(t *testing.T) {
 			in := st.Start(t, env)
 			fx := st.NewFixtures(t, in.App.Core)
 			root := fx.User(t, "root@example.com", consolePassword, "super_admin")
-			secret := enrolTOTP(t, in, root)
+			secret, _ := st.EnrolTOTPPreviousStep(t, in.App.MFA, root)
 			plain := fx.User(t, "plain@example.com", consolePassword, "user")
-			enrolTOTP(t, in, plain)
+			st.EnrolTOTPPreviousStep(t, in.App.MFA, plain)
 			webSecret := fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
 			ctx := context.Background()
 
@@ -611,7 +611,7 @@ func TestEveryPageFormNeedsCSRF(t *testing.T) {
 	in := st.Start(t, st.NewEnv(t, st.PostgresRedis))
 	fx := st.NewFixtures(t, in.App.Core)
 	root := fx.User(t, "root@example.com", consolePassword, "super_admin")
-	secret := enrolTOTP(t, in, root)
+	secret, _ := st.EnrolTOTPPreviousStep(t, in.App.MFA, root)
 	hc := siBrowser(t)
 	_, consoleCookie := consoleSignIn(t, in, hc, root.Email, secret, "/console")
 	cookies := []string{consoleCookie.Name + "=" + consoleCookie.Value}
@@ -857,7 +857,7 @@ func TestConsoleCredentialActionsNeedARecentSignIn(t *testing.T) {
 			ctx := context.Background()
 			root := fx.User(t, "root@example.com", consolePassword, "super_admin")
 			target := fx.User(t, "target@example.com", consolePassword, "user")
-			enrolTOTP(t, in, target)
+			st.EnrolTOTPPreviousStep(t, in.App.MFA, target)
 			dormant := fx.User(t, "dormant@example.com", consolePassword, "user")
 			bystander := fx.User(t, "bystander@example.com", consolePassword, "user")
 			off := false

@@ -412,8 +412,9 @@ type sweepActors struct {
 func newSweepActors(t *testing.T, in *st.Instance) sweepActors {
 	t.Helper()
 	fx := st.NewFixtures(t, in.App.Core)
-	secret := enrolTOTP(t, in, fx.User(t, "root@example.com", consolePassword, "super_admin")) // the console's operator
-	a := sweepActors{api: fx.User(t, "api@example.com", userPass, "super_admin")}              // the API's
+	root := fx.User(t, "root@example.com", consolePassword, "super_admin") // the console's operator
+	secret, _ := st.EnrolTOTPPreviousStep(t, in.App.MFA, root)
+	a := sweepActors{api: fx.User(t, "api@example.com", userPass, "super_admin")} // the API's
 	a.web = st.Basic("web", fx.Client(t, clients.Spec{ID: "web", Name: "Web", Audiences: []string{"api", fx.Issuer()}}))
 	a.bearer = st.Bearer(in.Client(t).PostForm("/oauth2/token", st.PasswordForm(a.api.Email, userPass, ""), a.web).Token().AccessToken)
 	_, cookie := consoleSignIn(t, in, siBrowser(t), "root@example.com", secret, "/console")

@@ -31,7 +31,7 @@ import (
 // whose amr has "mfa", for a user whose roles need it.
 func (a *acctEnv) mfaLogin(t *testing.T, u store.User, pw string) st.TokenResponse {
 	t.Helper()
-	secret := enrolTOTP(t, a.in, u)
+	secret, _ := st.EnrolTOTPPreviousStep(t, a.in.App.MFA, u)
 	m := a.c.PostForm("/oauth2/token", st.PasswordForm(u.Email, pw, ""), st.Basic("web", a.webSecret)).
 		ExpectError(http.StatusBadRequest, "mfa_required").Map()
 	tok, _ := m["mfa_token"].(string)
@@ -75,7 +75,7 @@ func TestTenantCodeFlowAsksForRequiredMFA(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			secret := enrolTOTP(t, d.in, siUser(t, d, enrolled))
+			secret, _ := st.EnrolTOTPPreviousStep(t, d.in.App.MFA, siUser(t, d, enrolled))
 			conf := d.oauth("first", d.firstSecret, oidc.ScopeOpenID)
 			start := func(hc *http.Client, verifier string, extra ...oauth2.AuthCodeOption) siPage {
 				opts := append([]oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("tenant", "acme")}, extra...)
@@ -187,7 +187,7 @@ func TestTenantSwitchOwesSecondFactor(t *testing.T) {
 				t.Fatalf("refused switch says %q", desc)
 			}
 
-			secret := enrolTOTP(t, e.in, u)
+			secret, _ := st.EnrolTOTPPreviousStep(t, e.in.App.MFA, u)
 			form := st.PasswordForm(email, tenantPass, "")
 			form.Set("tenant", "globex")
 			form.Set("client_id", "switcher")

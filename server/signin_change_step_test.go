@@ -43,7 +43,8 @@ func csUser(t *testing.T, d *siDeployment, email string, temporary bool) string 
 			t.Fatal(err)
 		}
 	}
-	return enrolTOTP(t, d.in, siUser(t, d, email))
+	secret, _ := st.EnrolTOTPPreviousStep(t, d.in.App.MFA, siUser(t, d, email))
+	return secret
 }
 
 // csSignIn signs email in on login (the login page of a pending request)

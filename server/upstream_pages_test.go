@@ -247,7 +247,7 @@ func TestUpstreamSignInPages(t *testing.T) {
 			// A user with TOTP: confirm-link, then the second step; later sign-ins owe it too.
 			fx := st.NewFixtures(t, d.in.App.Core)
 			bob := fx.User(t, "bob@example.com", siPassword, "user")
-			secret := enrolTOTP(t, d.in, bob)
+			secret, _ := st.EnrolTOTPPreviousStep(t, d.in.App.MFA, bob)
 			hc = siBrowser(t)
 			f, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "sub-bob", Email: "bob@example.com", EmailVerified: upstreamtest.Bool(true)})
 			step := siGet(t, hc, cb).submit(t, hc, url.Values{"password": {siPassword}})
@@ -712,7 +712,7 @@ func TestUpstreamSessionStartsAtTheProvidersSignIn(t *testing.T) {
 			})
 			var oldSecret string
 			t.Run("second_step_keeps_it", func(t *testing.T) {
-				oldSecret = enrolTOTP(t, d.in, siUser(t, d.siDeployment, "old@example.com"))
+				oldSecret, _ = st.EnrolTOTPPreviousStep(t, d.in.App.MFA, siUser(t, d.siDeployment, "old@example.com"))
 				secret := oldSecret
 				hc := siBrowser(t)
 				f, step, _ := signIn(t, hc, old)
@@ -857,7 +857,7 @@ func TestUpstreamSecondStepAtTheTokenEndpointIsFederated(t *testing.T) {
 			hc := siBrowser(t)
 			f, cb := d.viaTestProvider(t, hc, who)
 			d.tokens(t, f, siGet(t, hc, cb))
-			secret := enrolTOTP(t, d.in, siUser(t, d.siDeployment, "carol@example.com"))
+			secret, _ := st.EnrolTOTPPreviousStep(t, d.in.App.MFA, siUser(t, d.siDeployment, "carol@example.com"))
 
 			signedInAt := time.Now().Add(-time.Hour)
 			who.Extra = map[string]any{"auth_time": signedInAt.Unix()}

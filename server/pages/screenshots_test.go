@@ -14,12 +14,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/pquerna/otp"
-	"github.com/pquerna/otp/totp"
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
-	"github.com/portcullis-auth/portcullis/server/mfa"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/server/upstream/upstreamtest"
 	"github.com/portcullis-auth/portcullis/store"
@@ -270,7 +267,7 @@ func TestScreenshots(t *testing.T) {
 	shoot("mfa-enrol")
 	accessible(t, ctx, "code", "Turn on two-step verification")
 	secret := value(t, ctx, chromedp.Evaluate[string](`document.querySelector('input[name=secret]').value`))
-	browse(t, ctx, fill("code", totpCode(t, secret, time.Now())))
+	browse(t, ctx, fill("code", st.TOTPCode(t, secret, time.Now())))
 	expect(submit(t, ctx), http.StatusOK, "enrolled")
 	mustContain(t, "the recovery codes", text(t, ctx), "Two-step verification is on", "I have saved my codes: sign in")
 	shoot("mfa-enrol-codes")
@@ -331,14 +328,7 @@ func TestScreenshots(t *testing.T) {
 func enrolForScreenshots(t *testing.T, d *deployment, u store.User) []string {
 	t.Helper()
 	ctx := context.Background()
-	en, err := d.in.App.MFA.StartTOTP(ctx, u, mfa.Meta{ActorID: u.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	codes, err := d.in.App.MFA.ConfirmTOTP(ctx, u, totpCode(t, en.Secret, time.Now().Add(-30*time.Second)), mfa.Meta{ActorID: u.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, codes := st.EnrolTOTPPreviousStep(t, d.in.App.MFA, u)
 	used := time.Now().Add(-2 * time.Hour)
 	if err := d.in.App.Core.Store.AddWebAuthnCredential(ctx, store.WebAuthnCredential{ID: "AQIDBAUGBwg", UserID: u.ID,
 		Name: "Work laptop", Credential: []byte(`{"id":"AQIDBAUGBwg=","publicKey":"AQID"}`), SignCount: 3,
@@ -346,16 +336,6 @@ func enrolForScreenshots(t *testing.T, d *deployment, u store.User) []string {
 		t.Fatal(err)
 	}
 	return codes
-}
-
-// totpCode is the RFC 6238 code of secret at t.
-func totpCode(t *testing.T, secret string, at time.Time) string {
-	t.Helper()
-	code, err := totp.GenerateCodeCustom(secret, at, totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return code
 }
 
 // mfaPolicyFile is the built-in policy with mfa.required_for_level 50

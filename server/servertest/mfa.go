@@ -2,6 +2,7 @@ package servertest
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -19,12 +20,40 @@ import (
 // that logs in is NextTOTPCode's.
 func EnrolTOTP(t testing.TB, svc *mfa.Service, u store.User) (secret string, recovery []string) {
 	t.Helper()
+	return enrolTOTP(t, svc, u, 0)
+}
+
+// EnrolTOTPPreviousStep enrols TOTP for u like EnrolTOTP, but confirms it
+// with the previous time step's code (accepted within the server's skew of
+// one step), so the current step's code is still unused for a login. A
+// step boundary that passes between drawing that code and the server's
+// check makes it two steps old and refused with mfa.ErrBadCode; the
+// confirmation is then made once more with the new previous step's code
+// (the refused one used up nothing). No sleep: the retry draws its code
+// afresh.
+func EnrolTOTPPreviousStep(t testing.TB, svc *mfa.Service, u store.User) (secret string, recovery []string) {
+	t.Helper()
+	return enrolTOTP(t, svc, u, -30*time.Second)
+}
+
+// enrolTOTP starts a TOTP enrolment of u and confirms it with the code of
+// the time step at now+offset, drawn afresh for one more try when the
+// first is refused with mfa.ErrBadCode (a step boundary passed in
+// between).
+func enrolTOTP(t testing.TB, svc *mfa.Service, u store.User, offset time.Duration) (string, []string) {
+	t.Helper()
 	ctx := context.Background()
 	e, err := svc.StartTOTP(ctx, u, mfa.Meta{ActorID: u.ID})
 	if err != nil {
 		t.Fatalf("start TOTP enrolment of %s: %v", u.Email, err)
 	}
-	recovery, err = svc.ConfirmTOTP(ctx, u, TOTPCode(t, e.Secret, time.Now()), mfa.Meta{ActorID: u.ID})
+	confirm := func() ([]string, error) {
+		return svc.ConfirmTOTP(ctx, u, TOTPCode(t, e.Secret, time.Now().Add(offset)), mfa.Meta{ActorID: u.ID})
+	}
+	recovery, err := confirm()
+	if errors.Is(err, mfa.ErrBadCode) {
+		recovery, err = confirm()
+	}
 	if err != nil {
 		t.Fatalf("confirm TOTP enrolment of %s: %v", u.Email, err)
 	}
