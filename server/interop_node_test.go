@@ -48,7 +48,7 @@ func nodeProject(t *testing.T) (node, dir string) {
 	t.Helper()
 	node, npm := nodeTools(t)
 	dir = t.TempDir()
-	for _, f := range []string{"package.json", "package-lock.json", "interop.mjs", "authcode.mjs", "extra.mjs"} {
+	for _, f := range []string{"package.json", "package-lock.json", "interop.mjs", "authcode.mjs", "extra.mjs", "browser.mjs"} {
 		b, err := os.ReadFile(filepath.Join("testdata", "node", f))
 		if err != nil {
 			t.Fatal(err)

@@ -7,6 +7,7 @@
 // (another state, another iss) are refused by openid-client.
 // Usage: node authcode.mjs ISSUER CLIENT_ID CLIENT_SECRET|- REDIRECT_URI USERNAME PASSWORD ALG
 import { Issuer, generators } from 'openid-client';
+import { browser } from './browser.mjs';
 
 const [issuerURL, clientID, clientSecret, redirectURI, username, password, alg] = process.argv.slice(2);
 const fail = (msg) => { console.error('FAIL: ' + msg); process.exit(1); };
@@ -20,45 +21,8 @@ const metadata = { client_id: clientID, redirect_uris: [redirectURI], response_t
 const client = new issuer.Client(clientSecret === '-' ? { ...metadata, token_endpoint_auth_method: 'none' }
   : { ...metadata, client_secret: clientSecret, token_endpoint_auth_method: 'client_secret_basic' });
 
-// ---- a browser: a cookie jar over fetch, redirects followed by hand ----
-const jar = new Map();
-const keep = (res) => {
-  for (const line of res.headers.getSetCookie()) {
-    const [pair, ...attrs] = line.split(';');
-    const i = pair.indexOf('=');
-    const name = pair.slice(0, i).trim(), value = pair.slice(i + 1).trim();
-    if (attrs.some((a) => /^\s*max-age=(-|0$)/i.test(a)) || value === '') jar.delete(name); else jar.set(name, value);
-  }
-};
-const cookie = () => [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-const origin = new URL(issuerURL).origin;
-const request = async (url, init = {}) => {
-  const res = await fetch(url, { ...init, redirect: 'manual', headers: { ...(init.headers || {}), cookie: cookie() } });
-  keep(res);
-  return { status: res.status, location: res.headers.get('location'), body: await res.text(), url };
-};
-const unescape = (s) => s.replace(/&#43;/g, '+').replace(/&#39;/g, "'").replace(/&#34;/g, '"').replace(/&lt;/g, '<')
-  .replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-// submit posts the page's form as served (its hidden fields plus fields).
-const submit = (page, fields) => {
-  const action = page.body.match(/<form method="post" action="([^"]+)"/);
-  if (!action) fail(`no form on the page (${page.status}): ${page.body.slice(0, 300)}`);
-  const form = new URLSearchParams();
-  for (const m of page.body.matchAll(/<input type="hidden" name="([a-z_]+)" value="([^"]*)">/g)) form.set(m[1], unescape(m[2]));
-  for (const [k, v] of Object.entries(fields)) form.set(k, v);
-  return request(new URL(unescape(action[1]), page.url).href, { method: 'POST', body: form.toString(),
-    headers: { 'content-type': 'application/x-www-form-urlencoded', origin } });
-};
-// follow goes through Portcullis's redirects and returns the page shown, or
-// the URL of the redirect to the client.
-const follow = async (page) => {
-  for (let i = 0; i < 10 && page.status === 303; i++) {
-    const next = new URL(page.location, page.url).href;
-    if (next.startsWith(redirectURI)) return { callback: next };
-    page = await request(next);
-  }
-  return page;
-};
+// A browser: a cookie jar over fetch, redirects followed by hand (browser.mjs).
+const { jar, request, submit, follow } = browser(issuerURL, redirectURI, fail);
 
 // signIn runs the flow in the browser and returns the callback URL and the
 // values the client keeps (verifier, state, nonce). expectLogin: the login

@@ -16,6 +16,7 @@
 import http from 'node:http';
 import { Issuer, generators } from 'openid-client';
 import { createRemoteJWKSet, jwtVerify, decodeProtectedHeader } from 'jose';
+import { browser } from './browser.mjs';
 
 const [issuerURL, clientID, clientSecret, redirectURI, postLogoutURI, username, password, alg] = process.argv.slice(2);
 const fail = (msg) => { console.error('FAIL: ' + msg); process.exit(1); };
@@ -48,45 +49,9 @@ const client = new issuer.Client({ client_id: clientID, client_secret: clientSec
   token_endpoint_auth_method: 'client_secret_basic' });
 const jwks = createRemoteJWKSet(new URL(issuer.metadata.jwks_uri));
 
-// ---- a browser: a cookie jar over fetch, redirects followed by hand (as in authcode.mjs) ----
-const jar = new Map();
-const keep = (res) => {
-  for (const line of res.headers.getSetCookie()) {
-    const [pair, ...attrs] = line.split(';');
-    const i = pair.indexOf('=');
-    const name = pair.slice(0, i).trim(), value = pair.slice(i + 1).trim();
-    if (attrs.some((a) => /^\s*max-age=(-|0$)/i.test(a)) || value === '') jar.delete(name); else jar.set(name, value);
-  }
-};
-const cookie = () => [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-const origin = new URL(issuerURL).origin;
-const request = async (url, init = {}) => {
-  const res = await fetch(url, { ...init, redirect: 'manual', headers: { ...(init.headers || {}), cookie: cookie() } });
-  keep(res);
-  return { status: res.status, location: res.headers.get('location'), body: await res.text(), url };
-};
-const unescape = (s) => s.replace(/&#43;/g, '+').replace(/&#39;/g, "'").replace(/&#34;/g, '"').replace(/&lt;/g, '<')
-  .replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-// submit posts the page's form as served (its hidden fields plus fields).
-const submit = (page, fields) => {
-  const action = page.body.match(/<form method="post" action="([^"]+)"/);
-  if (!action) fail(`no form on the page (${page.status}): ${page.body.slice(0, 300)}`);
-  const form = new URLSearchParams();
-  for (const m of page.body.matchAll(/<input type="hidden" name="([a-z_]+)" value="([^"]*)">/g)) form.set(m[1], unescape(m[2]));
-  for (const [k, v] of Object.entries(fields)) form.set(k, v);
-  return request(new URL(unescape(action[1]), page.url).href, { method: 'POST', body: form.toString(),
-    headers: { 'content-type': 'application/x-www-form-urlencoded', origin } });
-};
-// follow goes through Portcullis's redirects and returns the page shown, or
-// the URL of the redirect out of Portcullis (to a URL starting with stop).
-const follow = async (page, stop = redirectURI) => {
-  for (let i = 0; i < 10 && page.status === 303; i++) {
-    const next = new URL(page.location, page.url).href;
-    if (next.startsWith(stop)) return { callback: next };
-    page = await request(next);
-  }
-  return page;
-};
+// A browser: a cookie jar over fetch, redirects followed by hand (browser.mjs).
+const { jar, request, submit, follow } = browser(issuerURL, redirectURI, fail);
+
 const isLogin = (page) => page.status === 200 && page.body.includes('name="username"');
 const isConsent = (page) => page.status === 200 && page.body.includes('value="allow"');
 
