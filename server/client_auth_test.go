@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 )
 
@@ -92,4 +93,53 @@ func TestInvalidClientAlwaysChallenges(t *testing.T) {
 			t.Fatalf("401 invalid_client with WWW-Authenticate %q, want %q", got, want)
 		}
 	})
+}
+
+// TestEmptyParameterIsOmitted: "Parameters sent without a value MUST be
+// treated as if they were omitted from the request" (RFC 6749 §3.2). An
+// empty client_assertion or client_assertion_type (a client library that
+// builds its form from a struct sends them so) beside the right client
+// credentials answers as the same request without it, on every endpoint
+// that authenticates clients; a repeated parameter stays refused even when
+// empty (§3.1). Found by a review: the presence of the empty parameter made
+// the request 401 invalid_client.
+func TestEmptyParameterIsOmitted(t *testing.T) {
+	d := newDeployment(t, st.SQLite)
+	secret := d.fx.Client(t, clients.Spec{ID: "app", Name: "App", Grants: []string{"authorization_code", "password", "refresh_token"},
+		RedirectURIs: []string{siCallback}, Audiences: []string{"api"}})
+	endpoints := []struct {
+		path string
+		form func() url.Values
+		ok   int
+	}{
+		{"/oauth2/token", func() url.Values { return st.PasswordForm(userEmail, userPass, "") }, http.StatusOK},
+		{"/oauth2/revoke", func() url.Values { return url.Values{"token": {"pcrt_x.y"}} }, http.StatusOK},
+		{"/oauth2/introspect", func() url.Values { return url.Values{"token": {"pcrt_x.y"}} }, http.StatusOK},
+		{"/oauth2/par", func() url.Values { return parRequest("s1", "v-0123456789012345678901234567890123456789") }, http.StatusCreated},
+	}
+	for _, ep := range endpoints {
+		for _, empty := range []string{"client_assertion", "client_assertion_type", "token_type_hint", "tenant"} {
+			t.Run(strings.TrimPrefix(ep.path, "/")+"/ok/empty_"+empty+"_beside_basic", func(t *testing.T) {
+				f := ep.form()
+				f.Set(empty, "")
+				r := d.in.Client(t).PostForm(ep.path, f, st.Basic("app", secret))
+				if r.StatusCode != ep.ok {
+					t.Fatalf("with an empty %s: %d %s, want %d as without it", empty, r.StatusCode, r.Body, ep.ok)
+				}
+			})
+		}
+		t.Run(strings.TrimPrefix(ep.path, "/")+"/ok/empty_client_secret_in_the_body_beside_basic", func(t *testing.T) {
+			f := ep.form()
+			f.Set("client_secret", "")
+			r := d.in.Client(t).PostForm(ep.path, f, st.Basic("app", secret))
+			if r.StatusCode != ep.ok {
+				t.Fatalf("with an empty client_secret: %d %s, want %d", r.StatusCode, r.Body, ep.ok)
+			}
+		})
+		t.Run(strings.TrimPrefix(ep.path, "/")+"/fail/empty_parameter_repeated", func(t *testing.T) {
+			f := ep.form()
+			f["client_assertion"] = []string{"", ""}
+			d.in.Client(t).PostForm(ep.path, f, st.Basic("app", secret)).ExpectError(http.StatusBadRequest, "invalid_request")
+		})
+	}
 }

@@ -61,10 +61,9 @@ type TokenRequest struct {
 	CodeVerifier string
 	// MFAToken and MFACode are the MFA grants' parameters: the mfa_token of
 	// the password step and the otp or recovery_code.
-	MFAToken   string
-	MFACode    string
-	Scope      []string // requested scope tokens, nil when absent
-	ScopeGiven bool
+	MFAToken string
+	MFACode  string
+	Scope    []string // requested scope tokens, nil when absent or empty
 	// SubjectToken and SubjectTokenType are the token-exchange grant's
 	// (RFC 8693 §2.1).
 	SubjectToken     string
@@ -75,13 +74,18 @@ type TokenRequest struct {
 }
 
 // ParseForm checks a form for repeated parameters (RFC 6749 §3.1: parameters
-// MUST NOT be included more than once), oversize or non-UTF-8 values, and
-// returns the single value of each parameter.
+// MUST NOT be included more than once, even without a value), oversize or
+// non-UTF-8 values, and returns the single value of each parameter. A
+// parameter sent without a value is left out, as if omitted (§3.2), so no
+// later check can tell it from an absent one.
 func ParseForm(form url.Values) (map[string]string, error) {
 	out := make(map[string]string, len(form))
 	for k, vs := range form {
 		if len(vs) > 1 {
 			return nil, apierr.ErrInvalidRequest.WithDescription("The parameter '%s' is included more than once.", SafeParamName(k))
+		}
+		if len(vs) == 0 || vs[0] == "" {
+			continue
 		}
 		v := vs[0]
 		if len(v) > maxParamLen || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
@@ -158,7 +162,7 @@ func ParseTokenRequest(params map[string]string, client ClientCredentials) (Toke
 		if err != nil {
 			return req, err
 		}
-		req.Scope, req.ScopeGiven = scopes, true
+		req.Scope = scopes
 	}
 	h, ok := grantRegistry[req.GrantType]
 	if !ok {
