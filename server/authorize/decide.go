@@ -59,7 +59,8 @@ func StateOf(u *store.User) UserState {
 
 // Inputs are the facts Decide weighs besides the request.
 type Inputs struct {
-	// Client is the request's client as it is now (CheckRedirect): its
+	// Client is the request's client as it is now (CheckRedirect, or
+	// CheckClient of the client ParseRequestClient read): its
 	// first-party and public flags decide consent, not those it had when
 	// the request arrived.
 	Client store.Client

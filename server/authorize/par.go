@@ -50,7 +50,7 @@ func Push(ctx context.Context, form url.Values, client store.Client, env Env, tt
 	f := maps.Clone(form)
 	delete(f, "client_secret")
 	f["client_id"] = []string{client.ID}
-	req, err := parse(ctx, f, env, now, true)
+	req, err := parse(ctx, f, env, now, true, nil)
 	if err != nil {
 		return Pushed{}, pushError(err)
 	}

@@ -314,3 +314,44 @@ func (downOnce) PeekOnce(context.Context, string, []byte, time.Time) ([]byte, er
 func (downOnce) TakeOnce(context.Context, string, []byte, time.Time) ([]byte, error) {
 	return nil, store.ErrUnavailable
 }
+
+// TestParseRequestClient: ParseRequestClient returns the request's client
+// as step 2 read it, the client that pushed a pushed request, and no client
+// with an error; CheckClient then checks that client as CheckRedirect does
+// (a pushed request against its push time and pushed redirect URI).
+func TestParseRequestClient(t *testing.T) {
+	ctx := context.Background()
+	env := parEnv(newFakeOnce())
+	uri := mustPush(t, env, "web", pushBody())
+	bad := baseParams()
+	bad.Set("response_type", "token")
+	for _, tc := range []struct {
+		name   string
+		query  url.Values
+		client string // "": an error
+	}{
+		{"ok/plain", baseParams(), "web"},
+		{"ok/pushed", url.Values{"client_id": {"web"}, "request_uri": {uri}}, "web"},
+		{"fail/unknown_client", url.Values{"client_id": {"nobody"}}, ""},
+		{"fail/redirect_error", bad, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, c, err := ParseRequestClient(ctx, tc.query, env, testNow.Add(time.Second))
+			if tc.client == "" {
+				if err == nil || req != nil || c.ID != "" {
+					t.Fatalf("ParseRequestClient = %+v, %+v, %v; want an error and no client", req, c, err)
+				}
+				return
+			}
+			if err != nil || c.ID != tc.client {
+				t.Fatalf("ParseRequestClient = %+v, %v; want client %q", c, err, tc.client)
+			}
+			if err := CheckClient(c, req.ClientID, req.RedirectURI, req.MadeAt()); err != nil {
+				t.Fatalf("CheckClient of the client read: %v", err)
+			}
+			if err := CheckClient(c, req.ClientID, "https://evil.example/cb", req.MadeAt()); err == nil {
+				t.Fatal("CheckClient let an unregistered redirect URI through")
+			}
+		})
+	}
+}

@@ -159,12 +159,28 @@ func (r *Request) Fail(code, description string) *RedirectError {
 // (RequirePushedAuthorizationRequests) is refused anything else with
 // invalid_request at its redirect URI.
 func ParseRequest(ctx context.Context, form url.Values, env Env, now time.Time) (*Request, error) {
-	return parse(ctx, form, env, now, false)
+	return parse(ctx, form, env, now, false, nil)
+}
+
+// ParseRequestClient is ParseRequest that also returns, with a valid
+// request, its client as read in step 2 (as it is now), so that a caller
+// answering the request at once checks that client with CheckClient
+// instead of reading it again (CheckRedirect). For a pushed request it is
+// the client that pushed it, not yet checked against the pushed request's
+// redirect URI or push time: that is CheckClient's.
+func ParseRequestClient(ctx context.Context, form url.Values, env Env, now time.Time) (*Request, store.Client, error) {
+	var c store.Client
+	req, err := parse(ctx, form, env, now, false, &c)
+	if err != nil {
+		return nil, store.Client{}, err
+	}
+	return req, c, nil
 }
 
 // parse is ParseRequest; pushing is true at /oauth2/par (Push), where a
-// request_uri is invalid_request and the requirement to push is met.
-func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing bool) (*Request, error) {
+// request_uri is invalid_request and the requirement to push is met. The
+// client read in step 2 is stored in read unless read is nil.
+func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing bool, read *store.Client) (*Request, error) {
 	// 1. One value per parameter, at most 16 KiB, UTF-8 without NUL; a
 	// state of VSCHAR (RFC 6749 Appendix A.5) of at most 4 KiB. An invalid
 	// state is the error page, never redirected: every answer at the
@@ -187,6 +203,9 @@ func parse(ctx context.Context, form url.Values, env Env, now time.Time, pushing
 	client, err := readClient(ctx, env.Clients, clientID)
 	if err != nil {
 		return nil, err
+	}
+	if read != nil {
+		*read = client
 	}
 	// A pushed request (RFC 9126 §4) stands in for every other parameter.
 	if !pushing && env.Pushed != nil && strings.HasPrefix(p["request_uri"], RequestURIPrefix) {
@@ -327,39 +346,46 @@ func codeFlow(c store.Client) bool { return slices.Contains(c.Grants, grantAutho
 // CheckRedirect checks again, when an answer to an authorization request of
 // client clientID made at madeAt (Request.MadeAt) is about to be decided or
 // sent to redirectURI (a code, or an error such as access_denied or
-// login_required), what ParseRequest checked when the request arrived: the
-// client exists (step 2) and is the one the request was made to, created
-// at or before madeAt (token.IssuedTo, the rule of the token endpoint),
-// still registers redirectURI under the same rule (step 3) and still has
-// the authorization_code grant (step 6), read through clients. It returns
-// the client as it is now, whose flags Decide weighs (Inputs.Client). A
-// request kept pending while the person signs in
-// (PORTCULLIS_AUTHORIZE_REQUEST_TTL, its expiry answer TombstoneTTL longer)
-// or pushed (PushedRequestTTL) is so never answered at a redirect URI its
-// client no longer registers (RFC 6749 §3.1.2, RFC 9700 §4.1): a client
-// deleted or changed meanwhile gets nothing, and one deleted and created
-// again under its id (another application, perhaps third-party where the
-// deleted one was first-party) gets nothing of a request made to the
-// deleted one. Every failure is a *PageError, never redirected: 400, the
-// error page of a fresh request for an unknown client or an unregistered
-// redirect URI, or 503 when the client cannot be read.
+// login_required), what ParseRequest checked when the request arrived: it
+// reads the client through clients (step 2: 400 when it no longer exists,
+// 503 when it cannot be read) and checks it with CheckClient. It returns
+// the client as it is now, whose flags Decide weighs (Inputs.Client).
 func CheckRedirect(ctx context.Context, clients Clients, clientID, redirectURI string, madeAt time.Time) (store.Client, error) {
 	c, err := readClient(ctx, clients, clientID)
 	if err != nil {
 		return store.Client{}, err
 	}
-	if !token.IssuedTo(c, clientID, madeAt) {
-		return store.Client{}, &PageError{Status: http.StatusBadRequest, Message: msgUnknownClient,
-			cause: fmt.Errorf("client %q was created after the request was made (%v)", c.ID, madeAt)}
-	}
-	if !codeFlow(c) {
-		return store.Client{}, &PageError{Status: http.StatusBadRequest, Message: msgNoCodeFlow,
-			cause: fmt.Errorf("client %q lost the %s grant", c.ID, grantAuthorizationCode)}
-	}
-	if err := registered(c, redirectURI); err != nil {
+	if err := CheckClient(c, clientID, redirectURI, madeAt); err != nil {
 		return store.Client{}, err
 	}
 	return c, nil
+}
+
+// CheckClient is the rule of CheckRedirect for client c as read in the
+// request that answers (by CheckRedirect, or by ParseRequestClient for a
+// request answered at once): c is the one the request of client clientID
+// was made to, created at or before madeAt (token.IssuedTo, the rule of
+// the token endpoint), still registers redirectURI under the rule of step
+// 3 and still has the authorization_code grant (step 6). A request kept
+// pending while the person signs in (PORTCULLIS_AUTHORIZE_REQUEST_TTL, its
+// expiry answer TombstoneTTL longer) or pushed (PushedRequestTTL) is so
+// never answered at a redirect URI its client no longer registers (RFC
+// 6749 §3.1.2, RFC 9700 §4.1): a client deleted or changed meanwhile gets
+// nothing, and one deleted and created again under its id (another
+// application, perhaps third-party where the deleted one was first-party)
+// gets nothing of a request made to the deleted one. Every failure is a
+// *PageError (400), never redirected: the error page of a fresh request
+// for an unknown client or an unregistered redirect URI.
+func CheckClient(c store.Client, clientID, redirectURI string, madeAt time.Time) error {
+	if !token.IssuedTo(c, clientID, madeAt) {
+		return &PageError{Status: http.StatusBadRequest, Message: msgUnknownClient,
+			cause: fmt.Errorf("client %q was created after the request was made (%v)", c.ID, madeAt)}
+	}
+	if !codeFlow(c) {
+		return &PageError{Status: http.StatusBadRequest, Message: msgNoCodeFlow,
+			cause: fmt.Errorf("client %q lost the %s grant", c.ID, grantAuthorizationCode)}
+	}
+	return registered(c, redirectURI)
 }
 
 // Messages of the error page for a client or redirect URI that may not be used.
