@@ -90,7 +90,7 @@ func (f *AuthorizeFlow) log() *slog.Logger {
 // Authorize implements Flow: the query of a GET, the form body of a POST.
 func (f *AuthorizeFlow) Authorize(ctx context.Context, r *http.Request, m accounts.Meta) (string, *Step, error) {
 	now := f.now()
-	req, stop, err := f.parse(ctx, r, now)
+	req, _, stop, err := f.parse(ctx, r, now)
 	if stop != nil || err != nil {
 		return "", stop, err
 	}
@@ -121,42 +121,45 @@ func (f *AuthorizeFlow) save(ctx context.Context, req *authorize.Request, m acco
 // AuthorizeNow implements Flow: a request the browser session answers at
 // once (single sign-on, or an error such as login_required) is answered
 // without storing a pending request; one that needs a page is stored and
-// its page step returned.
+// its page step returned. The client parse read is the one the answer is
+// checked against (refusedRead): the request reads it once.
 func (f *AuthorizeFlow) AuthorizeNow(ctx context.Context, r *http.Request, bs *store.BrowserSession, m accounts.Meta) (Step, error) {
 	now := f.now()
-	req, stop, err := f.parse(ctx, r, now)
+	req, client, stop, err := f.parse(ctx, r, now)
 	if stop != nil || err != nil {
-		if stop != nil {
-			return *stop, nil
-		}
-		return Step{}, err
+		return derefStep(stop, err)
 	}
-	return f.next(ctx, "", req, bs, DoneNothing, m, now)
+	to, stop, err := f.refusedRead(ctx, req, client)
+	if stop != nil || err != nil {
+		return derefStep(stop, err)
+	}
+	return f.next(ctx, "", req, to, bs, DoneNothing, m, now)
 }
 
 // parse reads and validates the authorization request r (the query of a
-// GET, the form body of a POST): the request, or the Step that ends it at
-// once (the error page, or an error delivered to the redirect URI).
-func (f *AuthorizeFlow) parse(ctx context.Context, r *http.Request, now time.Time) (*authorize.Request, *Step, error) {
+// GET, the form body of a POST): the request and its client as read
+// (authorize.ParseRequestClient), or the Step that ends it at once (the
+// error page, or an error delivered to the redirect URI).
+func (f *AuthorizeFlow) parse(ctx context.Context, r *http.Request, now time.Time) (*authorize.Request, store.Client, *Step, error) {
 	var form url.Values
 	if r.Method == http.MethodPost {
 		if err := r.ParseForm(); err != nil {
-			return nil, &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request could not be read (too large, or not a form)."}, nil
+			return nil, store.Client{}, &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request could not be read (too large, or not a form)."}, nil
 		}
 		form = r.PostForm
 	} else {
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
-			return nil, &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request's query string is malformed."}, nil
+			return nil, store.Client{}, &Step{Kind: StepError, Status: http.StatusBadRequest, Message: "The request's query string is malformed."}, nil
 		}
 		form = q
 	}
-	req, err := authorize.ParseRequest(ctx, form, f.env(), now)
+	req, client, err := authorize.ParseRequestClient(ctx, form, f.env(), now)
 	if err != nil {
 		s, err := f.stop(ctx, err)
-		return nil, s, err
+		return nil, store.Client{}, s, err
 	}
-	return req, nil, nil
+	return req, client, nil, nil
 }
 
 // env is what authorize checks requests against; pushed requests are kept
@@ -183,7 +186,7 @@ func (f *AuthorizeFlow) Push(ctx context.Context, form url.Values, client store.
 
 // stop turns an error of server/authorize into the Step that answers it:
 // an error for the client goes to its redirect URI through toClient; an
-// *apierr.Error (an answer that failed in toClient) is returned as it is.
+// *apierr.Error (an answer that failed in send) is returned as it is.
 func (f *AuthorizeFlow) stop(ctx context.Context, err error) (*Step, error) {
 	var pe *authorize.PageError
 	var re *authorize.RedirectError
@@ -209,33 +212,44 @@ func (f *AuthorizeFlow) stop(ctx context.Context, err error) (*Step, error) {
 	return nil, apierr.ErrTemporarilyUnavailable.WithCause(err)
 }
 
-// toClient is the one routine that sends anything to a client's redirect
-// URI, by 303 or form_post: a code, or an error (a request failing after
-// step 3, a refusal such as prompt=none's login_required, access_denied on
-// deny or on expiry). First it checks the client again as it is now
-// (authorize.CheckRedirect through f.Clients): it still exists, was
-// created by madeAt (not deleted and created again since the request was
-// made), still has the authorization_code grant and still registers
-// redirectURI. A request
-// that waited for the person (pending up to
-// PORTCULLIS_AUTHORIZE_REQUEST_TTL, its expiry answer an hour longer) so
-// answers nothing to a client deleted or changed meanwhile: the error page
-// (400), and answer (which takes the pending request and issues the code,
-// recording its grant in the browser session) is never called. f.Clients
-// is the instance's client cache (clients.Cache): a change made through
-// this instance counts at once, one made elsewhere within its TTL
-// (app.ClientCacheTTL), as at the authorization and token endpoints.
-// Errors of answer are answered as stop answers them.
+// toClient is the answer at a redirect URI of a request whose client was
+// not checked in this request (stop's errors for the client: a request
+// failing after step 3, access_denied on expiry): it checks the client as
+// it is now (refused) and sends answer's response (send). The answers
+// decided by next are checked by next and sent by finish.
 func (f *AuthorizeFlow) toClient(ctx context.Context, clientID, redirectURI string, madeAt time.Time,
 	answer func() (authorize.Response, error)) (Step, error) {
-	if _, s, err := f.refused(ctx, clientID, redirectURI, madeAt); s != nil || err != nil {
+	to, s, err := f.refused(ctx, clientID, redirectURI, madeAt)
+	if s != nil || err != nil {
 		return derefStep(s, err)
 	}
+	return f.send(ctx, to, answer)
+}
+
+// checked is an answer's destination that refused (or refusedRead) let
+// through in this request: the client as it is now and the redirect URI
+// it still registers. Only they make one, and send takes one, so every
+// answer sent to a redirect URI was checked in the request that sends it,
+// once: the check that lets an answer be decided is the one that lets it
+// be sent.
+type checked struct {
+	client      store.Client
+	redirectURI string
+}
+
+// send is the one routine that sends anything to a client's redirect URI,
+// by 303 or form_post: a code, or an error (a request failing after step
+// 3, a refusal such as prompt=none's login_required, access_denied on deny
+// or on expiry), to the destination to that was checked in this request.
+// answer (which may take the pending request and issue the code, recording
+// its grant in the browser session) is called only then. Errors of answer
+// are answered as stop answers them.
+func (f *AuthorizeFlow) send(ctx context.Context, to checked, answer func() (authorize.Response, error)) (Step, error) {
 	r, err := answer()
 	if err != nil {
 		return f.stopped(ctx, err)
 	}
-	s := Step{Request: Pending{RedirectURI: redirectURI}}
+	s := Step{Request: Pending{RedirectURI: to.redirectURI}}
 	if r.Status == http.StatusSeeOther {
 		s.Kind, s.Location = StepRedirect, r.Location
 		return s, nil
@@ -244,23 +258,44 @@ func (f *AuthorizeFlow) toClient(ctx context.Context, clientID, redirectURI stri
 	return s, nil
 }
 
-// refused is toClient's check: the client as it is now and (nil, nil)
-// when an answer may be sent to redirectURI for a request of client
-// clientID made at madeAt (authorize.CheckRedirect through f.Clients),
-// else the error page that answers instead (400; 503 when the client
-// cannot be read).
-func (f *AuthorizeFlow) refused(ctx context.Context, clientID, redirectURI string, madeAt time.Time) (store.Client, *Step, error) {
+// refused is the check before any answer is decided or sent to a redirect
+// URI: it reads the client as it is now and checks it
+// (authorize.CheckRedirect through f.Clients): it still exists, was
+// created by madeAt (not deleted and created again since the request was
+// made), still has the authorization_code grant and still registers
+// redirectURI. It returns where the answer may go, else the error page
+// that answers instead (400; 503 when the client cannot be read). A
+// request that waited for the person (pending up to
+// PORTCULLIS_AUTHORIZE_REQUEST_TTL, its expiry answer an hour longer) so
+// answers nothing to a client deleted or changed meanwhile. f.Clients is
+// the instance's client cache (clients.Cache): a change made through this
+// instance counts at once, one made elsewhere within its TTL
+// (app.ClientCacheTTL), as at the authorization and token endpoints.
+func (f *AuthorizeFlow) refused(ctx context.Context, clientID, redirectURI string, madeAt time.Time) (checked, *Step, error) {
 	c, err := authorize.CheckRedirect(ctx, f.Clients, clientID, redirectURI, madeAt)
-	if err != nil {
-		s, err := f.stop(ctx, err)
-		return store.Client{}, s, err
-	}
-	return c, nil, nil
+	return f.checkedOr(ctx, c, redirectURI, err)
 }
 
 // refusedReq is refused for req, whose answer is being decided.
-func (f *AuthorizeFlow) refusedReq(ctx context.Context, req *authorize.Request) (store.Client, *Step, error) {
+func (f *AuthorizeFlow) refusedReq(ctx context.Context, req *authorize.Request) (checked, *Step, error) {
 	return f.refused(ctx, req.ClientID, req.RedirectURI, req.MadeAt())
+}
+
+// refusedRead is refusedReq for a request just parsed, with client, its
+// client as parse read it in this request: the same rule
+// (authorize.CheckClient), without reading the client again.
+func (f *AuthorizeFlow) refusedRead(ctx context.Context, req *authorize.Request, client store.Client) (checked, *Step, error) {
+	return f.checkedOr(ctx, client, req.RedirectURI, authorize.CheckClient(client, req.ClientID, req.RedirectURI, req.MadeAt()))
+}
+
+// checkedOr is the destination of refused's answers (c at redirectURI)
+// when err is nil, else the Step that answers err (stop).
+func (f *AuthorizeFlow) checkedOr(ctx context.Context, c store.Client, redirectURI string, err error) (checked, *Step, error) {
+	if err != nil {
+		s, err := f.stop(ctx, err)
+		return checked{}, s, err
+	}
+	return checked{client: c, redirectURI: redirectURI}, nil, nil
 }
 
 // Lookup implements Flow.
@@ -296,11 +331,11 @@ func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store
 	if bs == nil {
 		return pc, nil, nil
 	}
-	client, stop, err := f.refusedReq(ctx, req)
+	to, stop, err := f.refusedReq(ctx, req)
 	if stop != nil || err != nil {
 		return PasswordChange{}, stop, err
 	}
-	in, _, err := f.inputs(ctx, req, client, bs, DonePasswordChanged, accounts.Meta{}, now)
+	in, _, err := f.inputs(ctx, req, to.client, bs, DonePasswordChanged, accounts.Meta{}, now)
 	if err != nil {
 		return PasswordChange{}, nil, err
 	}
@@ -323,50 +358,55 @@ func (f *AuthorizeFlow) view(ctx context.Context, id string, req *authorize.Requ
 		p.Client.Name, p.Client.LogoURI, p.Client.ClientURI = c.Name, c.LogoURI, c.ClientURI
 	case errors.Is(err, store.ErrNotFound):
 		// Deleted while the person signs in: the pages show the id, and
-		// the answer is the error page (toClient), never a redirect.
+		// the answer is the error page (refused), never a redirect.
 	default:
 		return Pending{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
 	}
 	return p, nil
 }
 
-// Proceed implements Flow.
+// Proceed implements Flow: the pending request id's client is read and
+// checked once (refusedReq), before anything is decided.
 func (f *AuthorizeFlow) Proceed(ctx context.Context, id string, bs *store.BrowserSession, done Done, m accounts.Meta) (Step, error) {
 	now := f.now()
 	req, err := authorize.LoadPending(ctx, f.Once, id, now)
 	if err != nil {
 		return f.stopped(ctx, err)
 	}
-	return f.next(ctx, id, req, bs, done, m, now)
+	to, stop, err := f.refusedReq(ctx, req)
+	if stop != nil || err != nil {
+		return derefStep(stop, err)
+	}
+	return f.next(ctx, id, req, to, bs, done, m, now)
 }
 
 // next decides what comes next for req given the browser session and what
 // the person just did: a code or an error at the redirect URI (taking the
 // pending request id first, when there is one), or a page (storing req as
-// pending first when id is ""). The decision weighs the client as it is
-// now, once it may still be answered (refused): a consent is remembered,
-// and a page shown, only for such a client (toClient would refuse the
-// answer that follows), and its first-party and public flags, not those
-// it had when the request arrived, say whether consent is asked.
-func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Request, bs *store.BrowserSession, done Done,
+// pending first when id is ""). The caller checked the client in this
+// request (to, from refusedReq or refusedRead): the decision weighs the
+// client as it is now, once it may still be answered, so a consent is
+// remembered, and a page shown, only for such a client, and its
+// first-party and public flags, not those it had when the request
+// arrived, say whether consent is asked; the answer goes to to (finish)
+// without another read of the client, so there is no moment between the
+// check and the answer at which a client deleted or changed could slip
+// through.
+func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Request, to checked, bs *store.BrowserSession, done Done,
 	m accounts.Meta, now time.Time) (Step, error) {
 	if done == DoneDeny {
-		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
+		return f.finish(ctx, id, req, to, now, func(r *authorize.Request) (authorize.Response, error) {
 			return r.Fail(authorize.ErrAccessDenied, "The user denied the request.").Response(), nil
 		})
 	}
-	client, stop, err := f.refusedReq(ctx, req)
-	if stop != nil || err != nil {
-		return derefStep(stop, err)
-	}
-	in, user, err := f.inputs(ctx, req, client, bs, done, m, now)
+	in, user, err := f.inputs(ctx, req, to.client, bs, done, m, now)
 	if err != nil {
 		return Step{}, err
 	}
 	dec := authorize.Decide(req, in, now)
 	switch dec.Action {
 	case authorize.ActIssueCode:
-		return f.finish(ctx, id, req, now, func(r *authorize.Request) (authorize.Response, error) {
+		return f.finish(ctx, id, req, to, now, func(r *authorize.Request) (authorize.Response, error) {
 			code, err := authorize.PrepareCode(r, authorize.Login{UserID: bs.UserID, AuthTime: bs.AuthTime,
 				AMR: bs.AMR, BrowserSessionID: bs.ID, BrowserLineage: bs.Lineage, BrowserSessionExpiry: bs.AbsoluteExpiry,
 				User: user}, f.CodeTTL, now)
@@ -379,7 +419,7 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 			return r.Success(code.Code), nil
 		})
 	case authorize.Refuse:
-		return f.finish(ctx, id, req, now, func(*authorize.Request) (authorize.Response, error) {
+		return f.finish(ctx, id, req, to, now, func(*authorize.Request) (authorize.Response, error) {
 			return dec.Error.Response(), nil
 		})
 	}
@@ -488,16 +528,16 @@ func derefStep(s *Step, err error) (Step, error) {
 	return *s, nil
 }
 
-// finish answers req at its redirect URI through toClient: once the client
-// is checked, a stored pending request id is taken (once: a second submit
-// or a racing tab gets "you are signed in", never a second answer; a
-// request refused for its client stays pending, and is refused again if
-// answered again); a request answered at once (id "") was never stored. The record
-// under id is the request as loaded (never rewritten), so what toClient
-// checked is what is answered.
-func (f *AuthorizeFlow) finish(ctx context.Context, id string, req *authorize.Request, now time.Time,
+// finish answers req at to, its redirect URI as checked in this request
+// (next's caller; a request refused for its client never gets here: it
+// stays pending, and is refused again if answered again), through send: a
+// stored pending request id is taken (once: a second submit or a racing
+// tab gets "you are signed in", never a second answer); a request answered
+// at once (id "") was never stored. The record under id is the request as
+// loaded (never rewritten), so what was checked is what is answered.
+func (f *AuthorizeFlow) finish(ctx context.Context, id string, req *authorize.Request, to checked, now time.Time,
 	answer func(*authorize.Request) (authorize.Response, error)) (Step, error) {
-	return f.toClient(ctx, req.ClientID, req.RedirectURI, req.MadeAt(), func() (authorize.Response, error) {
+	return f.send(ctx, to, func() (authorize.Response, error) {
 		if id != "" {
 			taken, err := authorize.FinishPending(ctx, f.Once, id, now)
 			if err != nil {

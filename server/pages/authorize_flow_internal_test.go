@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -834,4 +835,105 @@ func TestAuthorizeFlowClientChanged(t *testing.T) {
 			t.Fatalf("%d codes issued, grants recorded %v; want none", n, env.sessions.added)
 		}
 	})
+}
+
+// countingClients counts the client reads made through it (what a read
+// of the client cache, or of the store on a miss, costs).
+type countingClients struct {
+	clients authorize.Clients
+	reads   atomic.Int64
+}
+
+func (c *countingClients) GetClient(ctx context.Context, id string) (store.Client, error) {
+	c.reads.Add(1)
+	return c.clients.GetClient(ctx, id)
+}
+
+// TestAuthorizeFlowReadsClientOnce: an answer to an authorization request
+// at its redirect URI (the code of a silent single sign-on, of a login or
+// of a consent; deny; prompt=none's error) reads its client once in the
+// request that sends it: the check that lets the answer be decided is the
+// check that lets it be sent (found by a review: it was read twice, by
+// refusedReq and again by toClient). A client deleted after the request
+// was kept is still refused by that one read: the error page, no code.
+func TestAuthorizeFlowReadsClientOnce(t *testing.T) {
+	ctx := context.Background()
+	signedIn := func(env *flowEnv) *store.BrowserSession { return session("usr_ann", env.now.Add(-time.Minute)) }
+	// now answers a request at once (AuthorizeNow), with the reads of its
+	// parsing counted: the request arrives and is answered in one request.
+	now := func(client string, extra ...string) func(*testing.T, *flowEnv, *countingClients) Step {
+		return func(t *testing.T, env *flowEnv, _ *countingClients) Step {
+			q := url.Values{"client_id": {client}, "redirect_uri": {testRedirect}, "response_type": {"code"}, "scope": {"openid"},
+				"state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}
+			for i := 0; i+1 < len(extra); i += 2 {
+				q.Set(extra[i], extra[i+1])
+			}
+			s, err := env.f.AuthorizeNow(ctx, httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil),
+				signedIn(env), accounts.Meta{})
+			if err != nil {
+				t.Fatalf("AuthorizeNow: %v", err)
+			}
+			return s
+		}
+	}
+	// later answers a request kept pending (Proceed) after what the person
+	// did; only the reads of the answering request are counted.
+	later := func(client string, bs func(*flowEnv) *store.BrowserSession, done Done, change func(clientMap)) func(*testing.T, *flowEnv, *countingClients) Step {
+		return func(t *testing.T, env *flowEnv, cc *countingClients) Step {
+			id := env.authorize(t, client)
+			if change != nil {
+				change(cc.clients.(clientMap))
+			}
+			cc.reads.Store(0)
+			var s *store.BrowserSession
+			if bs != nil {
+				s = bs(env)
+			}
+			return env.proceed(t, id, s, done)
+		}
+	}
+	deleted := func(m clientMap) { delete(m, "first") }
+	for _, tc := range []struct {
+		name   string
+		answer func(*testing.T, *flowEnv, *countingClients) Step
+		code   bool   // a code at the redirect URI
+		error  string // else this error there ("": the error page, 400)
+	}{
+		{name: "ok/silent_sso_code", answer: now("first"), code: true},
+		{name: "ok/login_code", answer: later("first", signedIn, DoneLogin, nil), code: true},
+		{name: "ok/consent_approved_code", answer: later("third", signedIn, DoneConsent, nil), code: true},
+		{name: "ok/silent_sso_of_a_kept_request_code", answer: later("first", signedIn, DoneNothing, nil), code: true},
+		{name: "ok/deny", answer: later("third", signedIn, DoneDeny, nil), error: "access_denied"},
+		{name: "ok/prompt_none_without_session", answer: func(t *testing.T, env *flowEnv, cc *countingClients) Step {
+			id := env.authorize(t, "first", "prompt", "none")
+			cc.reads.Store(0)
+			return env.proceed(t, id, nil, DoneNothing)
+		}, error: "login_required"},
+		{name: "fail/client_deleted_before_the_login", answer: later("first", signedIn, DoneLogin, deleted)},
+		{name: "fail/client_deleted_before_the_deny", answer: later("first", signedIn, DoneDeny, deleted)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newFlowEnv()
+			cc := &countingClients{clients: env.f.Clients}
+			env.f.Clients = cc
+			s := tc.answer(t, env, cc)
+			switch {
+			case tc.code:
+				if q := clientAnswer(t, s); q.Get("code") == "" {
+					t.Fatalf("answer %v, want a code", q)
+				}
+			case tc.error != "":
+				if q := clientAnswer(t, s); q.Get("error") != tc.error {
+					t.Fatalf("answer %v, want error %s", q, tc.error)
+				}
+			default:
+				if s.Kind != StepError || s.Status != http.StatusBadRequest || s.Location != "" || len(env.once.codes(t)) != 0 {
+					t.Fatalf("step %+v, want the error page (400) and no code", s)
+				}
+			}
+			if n := cc.reads.Load(); n != 1 {
+				t.Errorf("%d client reads for one answer, want 1", n)
+			}
+		})
+	}
 }
