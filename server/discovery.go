@@ -44,6 +44,10 @@ type DiscoveryOptions struct {
 	// upstream id tokens when providers are configured), so the RFC 8693
 	// grant is advertised.
 	TokenExchange bool
+	// Tenants: organisations are on (PORTCULLIS_TENANTS), so a login's
+	// tokens, its id token included, carry the tenant claim, which
+	// claims_supported then lists.
+	Tenants bool
 }
 
 // discovery serves the JWKS and the metadata documents from cached bytes:
@@ -225,6 +229,9 @@ func (d *discovery) metadata() []byte {
 		m["end_session_endpoint"] = iss + "/oauth2/logout"
 		m["backchannel_logout_supported"] = true
 		m["backchannel_logout_session_supported"] = true
+	}
+	if d.opts.Tenants {
+		m["claims_supported"] = append(m["claims_supported"].([]string), "tenant")
 	}
 	b, _ := json.Marshal(m)
 	return b

@@ -947,3 +947,27 @@ func TestTenantInviteJoinForAnMFARole(t *testing.T) {
 		})
 	}
 }
+
+// TestDiscoveryListsTheTenantClaim: with organisations on, a login's tokens
+// (its id token too) carry the tenant claim, so claims_supported lists it
+// (OIDC Discovery §3: the claims the provider may supply); with them off
+// it is neither issued nor listed. Found by a review.
+func TestDiscoveryListsTheTenantClaim(t *testing.T) {
+	on := newTenantEnv(t, st.SQLite)
+	off := newDeployment(t, st.SQLite)
+	for _, tc := range []struct {
+		name string
+		c    *st.Client
+		want bool
+	}{{"ok/organisations_on", on.c, true}, {"ok/organisations_off", off.c, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"} {
+				m := tc.c.Get(path).ExpectStatus(http.StatusOK).Map()
+				claims, _ := m["claims_supported"].([]any)
+				if got := slices.Contains(claims, any("tenant")); got != tc.want {
+					t.Errorf("%s claims_supported %v lists tenant: %v, want %v", path, claims, got, tc.want)
+				}
+			}
+		})
+	}
+}

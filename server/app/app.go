@@ -468,7 +468,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	// Token exchange is always served: API keys are exchanged for access
 	// tokens (and upstream id tokens when providers are configured).
 	srv.MountDiscovery(core.Keys, server.DiscoveryOptions{Issuer: cfg.Issuer, JWKSMaxAge: cfg.JWKSMaxAge, BrowserSignIn: true, MFA: true,
-		TokenExchange: true})
+		TokenExchange: true, Tenants: cfg.Tenants})
 	srv.MountOAuth(tokens)
 	bcl, err := backchannel.New(backchannel.Config{Issuer: cfg.Issuer, Signer: core.Keys, Queue: core.Store,
 		Audit: core.Audit, Log: log})
