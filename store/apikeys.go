@@ -31,6 +31,15 @@ type APIKey struct {
 // may hold: CreateAPIKey refuses another with ErrTooManyAPIKeys.
 const MaxLiveAPIKeys = 100
 
+// APIKeyKeptFor is how long an API key is kept once it can never be used
+// again: the periodic purge deletes a revoked key this long after its
+// revocation, and a key never revoked this long after its expiry. Until
+// then the key stays listed (its owner and the admins see what it was and
+// when it ended) and a revoked key presented is audited as revoked; after,
+// it is an unknown key, refused all the same. Without the purge, creating
+// and revoking keys in a loop would grow the table without end.
+const APIKeyKeptFor = 30 * 24 * time.Hour
+
 // ErrTooManyAPIKeys means the owner holds MaxLiveAPIKeys live keys already.
 var ErrTooManyAPIKeys = errors.New("store: the owner holds the most live API keys allowed")
 

@@ -1009,8 +1009,8 @@ func (a *App) purgeLoop(ctx context.Context, every time.Duration) {
 // Purge runs once, at now, the periodic purge of each store in the
 // database: the SQL token state's (expired revocations, counters,
 // sessions; states.SQL, the durable revocation log with Redis) and the
-// relational store's (used or expired one-time links and invites past
-// their retention; st). It runs both when the first fails and returns
+// relational store's (used or expired one-time links, invites and API
+// keys past their retention; st). It runs both when the first fails and returns
 // their errors joined.
 func Purge(ctx context.Context, st *sqlstore.Store, states TokenStates, now time.Time) error {
 	var errs []error

@@ -74,6 +74,7 @@ func PurgeByID(ctx context.Context, db *gorm.DB, size int, table, cond string, a
 type PurgeResult struct {
 	UserTokens int64 // one-time links past their expiry and use by store.UserTokenKeptFor
 	Invites    int64 // invites past their expiry by store.InviteKeptFor
+	APIKeys    int64 // API keys past their revocation, or expiry, by store.APIKeyKeptFor
 }
 
 // userTokenGone is the condition of a user token Purge deletes (its two
@@ -86,12 +87,21 @@ const userTokenGone = "expires_at <= ? AND (used_at IS NULL OR used_at <= ?)"
 // now less store.InviteKeptFor): past its expiry, whatever its status.
 const inviteGone = "expires_at <= ?"
 
+// apiKeyGone is the condition of an API key Purge deletes (its two
+// arguments: now less store.APIKeyKeptFor, twice): revoked that long ago
+// or, never revoked, expired that long ago. A key revoked after its expiry
+// is kept for as long after its revocation, which its audit trail names.
+const apiKeyGone = "revoked_at <= ? OR (revoked_at IS NULL AND expires_at <= ?)"
+
 // Purge deletes the one-time records of the relational store that can no
 // longer matter at now: user tokens (reset and verification links)
 // store.UserTokenKeptFor past both their expiry and their use, and
 // invites (pending, accepted, revoked or superseded) store.InviteKeptFor
-// past their expiry. Until then each answers its redemption as before
-// (used, revoked, expired) and an invite stays listed. Run it periodically
+// past their expiry, and API keys store.APIKeyKeptFor past their
+// revocation or, never revoked, their expiry. Until then each answers its
+// redemption as before (used, revoked, expired), and an invite or a key
+// stays listed; nothing refers to a key's row (no foreign key, and audit
+// events name it by id as text), so its delete orphans nothing. Run it periodically
 // beside sqlstate.State.Purge; it is safe on many instances.
 //
 // It works as sqlstate.State.Purge does: steps of DefaultPurgeBatch rows,
@@ -102,6 +112,7 @@ func (s *Store) Purge(ctx context.Context, now time.Time) (PurgeResult, error) {
 	var pr PurgeResult
 	tokensBefore := dbTime(now.Add(-store.UserTokenKeptFor))
 	invitesBefore := dbTime(now.Add(-store.InviteKeptFor))
+	keysBefore := dbTime(now.Add(-store.APIKeyKeptFor))
 	steps := []struct {
 		what string
 		n    *int64
@@ -112,6 +123,9 @@ func (s *Store) Purge(ctx context.Context, now time.Time) (PurgeResult, error) {
 		}},
 		{"purge invites", &pr.Invites, func() (int64, error) {
 			return s.purgeWhere(ctx, "invites", inviteGone, invitesBefore)
+		}},
+		{"purge API keys", &pr.APIKeys, func() (int64, error) {
+			return s.purgeWhere(ctx, "api_keys", apiKeyGone, keysBefore, keysBefore)
 		}},
 	}
 	for _, st := range steps {

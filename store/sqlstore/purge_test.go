@@ -234,3 +234,141 @@ func randomHash(t *testing.T) []byte {
 	}
 	return h
 }
+
+// TestPurgeAPIKeys: the periodic purge of the relational store deletes an
+// API key store.APIKeyKeptFor after its revocation, or after its expiry
+// when it was never revoked; until then it stays listed and found by its
+// hash (a presented revoked key is audited as revoked). The purge result
+// counts it, each step deletes at most the batch, and the owner stays.
+// Found by a review: revoked and expired keys were never purged, so
+// creating and revoking keys in a loop grew api_keys without end.
+func TestPurgeAPIKeys(t *testing.T) {
+	kept := store.APIKeyKeptFor
+	at := func(d time.Duration) *time.Duration { return &d }
+	keys := []struct {
+		name    string
+		expires time.Duration  // from now
+		revoked *time.Duration // from now
+		gone    bool
+	}{
+		{name: "revoked 31 days ago", expires: time.Hour, revoked: at(-kept - 24*time.Hour), gone: true},
+		{name: "revoked at the bound", expires: time.Hour, revoked: at(-kept), gone: true},
+		{name: "revoked 29 days ago", expires: time.Hour, revoked: at(-kept + 24*time.Hour)},
+		{name: "expired 31 days ago", expires: -kept - 24*time.Hour, gone: true},
+		{name: "expired at the bound", expires: -kept, gone: true},
+		{name: "expired 29 days ago", expires: -kept + 24*time.Hour},
+		{name: "expired 31 days ago, revoked after its expiry 29 days ago", expires: -kept - 24*time.Hour, revoked: at(-kept + 24*time.Hour)},
+		{name: "revoked 31 days ago, expired 29 days ago", expires: -kept + 24*time.Hour, revoked: at(-kept - 24*time.Hour), gone: true},
+		{name: "live", expires: time.Hour},
+	}
+	var wantGone int64
+	for _, k := range keys {
+		if k.gone {
+			wantGone++
+		}
+	}
+	for _, b := range backends {
+		for _, batch := range []int{1, 3, 0} { // 0: sqlstore.DefaultPurgeBatch
+			t.Run(fmt.Sprintf("%s/batch_%d", b.name, batch), func(t *testing.T) {
+				s := open(t, b.url(t))
+				c := testCtx(t)
+				if _, err := s.Migrate(c); err != nil {
+					t.Fatalf("Migrate: %v", err)
+				}
+				if batch > 0 {
+					sqlstore.SetPurgeBatch(s, batch)
+				}
+				if err := s.SyncRoles(c, []store.Role{{Name: "user", Level: 10, Description: "a user"}}); err != nil {
+					t.Fatalf("SyncRoles: %v", err)
+				}
+				now := time.Now().UTC()
+				u := &store.User{Email: "olga@example.com", Name: "Olga", PasswordHash: "$h", Active: true, Roles: []string{"user"}}
+				if err := s.CreateUser(c, u); err != nil {
+					t.Fatalf("CreateUser: %v", err)
+				}
+				hashes := make([][]byte, len(keys))
+				ids := make([]string, len(keys))
+				for i, kc := range keys {
+					hashes[i] = randomHash(t)
+					k := &store.APIKey{OwnerID: u.ID, Name: kc.name, Hint: "pk_hint", Hash: hashes[i], Scopes: []string{"profile"},
+						ExpiresAt: now.Add(kc.expires), CreatedBy: u.ID}
+					if err := s.CreateAPIKey(c, k); err != nil {
+						t.Fatalf("%s: CreateAPIKey: %v", kc.name, err)
+					}
+					ids[i] = k.ID
+					if kc.revoked != nil {
+						if _, changed, err := s.RevokeAPIKey(c, u.ID, k.ID, u.ID, now.Add(*kc.revoked)); err != nil || !changed {
+							t.Fatalf("%s: RevokeAPIKey = %v, %v", kc.name, changed, err)
+						}
+					}
+				}
+
+				var mu sync.Mutex
+				var deletes []int64
+				err := s.DB().Callback().Raw().After("gorm:raw").Register("test:purge_deletes", func(db *gorm.DB) {
+					if strings.HasPrefix(db.Statement.SQL.String(), "DELETE FROM api_keys ") {
+						mu.Lock()
+						deletes = append(deletes, db.RowsAffected)
+						mu.Unlock()
+					}
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+
+				pr, err := s.Purge(c, now)
+				if err != nil {
+					t.Fatalf("Purge: %v", err)
+				}
+				if want := (sqlstore.PurgeResult{APIKeys: wantGone}); pr != want {
+					t.Errorf("Purge = %+v; want %+v", pr, want)
+				}
+				size := int64(batch)
+				if size == 0 {
+					size = sqlstore.DefaultPurgeBatch
+				}
+				var sum int64
+				for _, n := range deletes {
+					if n > size {
+						t.Errorf("a step deleted %d keys, batch %d", n, size)
+					}
+					sum += n
+				}
+				if sum != wantGone {
+					t.Errorf("the steps seen deleted %d keys, want %d", sum, wantGone)
+				}
+
+				page, err := s.ListAPIKeys(c, u.ID, "", 200)
+				if err != nil {
+					t.Fatalf("ListAPIKeys: %v", err)
+				}
+				listed := map[string]bool{}
+				for _, k := range page.Items {
+					listed[k.ID] = true
+				}
+				for i, kc := range keys {
+					if listed[ids[i]] == kc.gone {
+						t.Errorf("key %q: listed %v after the purge, want %v", kc.name, listed[ids[i]], !kc.gone)
+					}
+					k, err := s.GetAPIKeyByHash(c, hashes[i])
+					switch {
+					case kc.gone && !errors.Is(err, store.ErrNotFound):
+						t.Errorf("key %q after the purge: %s, %v; want ErrNotFound", kc.name, k.ID, err)
+					case !kc.gone && (err != nil || k.Revoked() != (kc.revoked != nil)):
+						t.Errorf("key %q after the purge: %s revoked %v, %v; want it kept, revoked %v", kc.name, k.ID, k.Revoked(), err, kc.revoked != nil)
+					}
+				}
+				if _, _, err := s.FindLiveAPIKey(c, hashes[len(keys)-1]); err != nil {
+					t.Errorf("the live key after the purge: %v", err)
+				}
+				if got, err := s.GetUser(c, u.ID); err != nil || got.ID != u.ID {
+					t.Errorf("the owner after the purge: %v", err)
+				}
+
+				if pr, err := s.Purge(c, now); err != nil || pr != (sqlstore.PurgeResult{}) {
+					t.Fatalf("second Purge = %+v, %v; want nothing", pr, err)
+				}
+			})
+		}
+	}
+}
