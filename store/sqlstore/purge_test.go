@@ -372,3 +372,152 @@ func TestPurgeAPIKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestPurgeReadsByExpiryIndex: every SELECT the relational purge issues to
+// find its rows (user tokens, invites, API keys; the first batch and the
+// ones after) is answered by an index of the expiry (or revocation) its
+// condition bounds, never by reading the whole table: on PostgreSQL the
+// plan of the exact statement, with vars, names the index and has no Seq
+// Scan with enable_seqscan off; on SQLite EXPLAIN QUERY PLAN searches the
+// index. Found by a review: the purge walked these tables by id, so every
+// run (every 5 minutes) read every row.
+func TestPurgeReadsByExpiryIndex(t *testing.T) {
+	indexes := map[string][]string{
+		"user_tokens": {"user_tokens_expires_idx"},
+		"invites":     {"invites_expires_idx"},
+		"api_keys":    {"api_keys_expires_idx", "api_keys_revoked_idx"},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			s := open(t, b.url(t))
+			c := testCtx(t)
+			if _, err := s.Migrate(c); err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+			sqlstore.SetPurgeBatch(s, 1) // a first batch and later ones
+			if err := s.SyncRoles(c, []store.Role{{Name: "user", Level: 10, Description: "a user"}}); err != nil {
+				t.Fatalf("SyncRoles: %v", err)
+			}
+			now := time.Now().UTC()
+			u := &store.User{Email: "olga@example.com", Name: "Olga", PasswordHash: "$h", Active: true, Roles: []string{"user"}}
+			if err := s.CreateUser(c, u); err != nil {
+				t.Fatalf("CreateUser: %v", err)
+			}
+			old := -90 * 24 * time.Hour
+			for i := range 3 {
+				if err := s.CreateUserToken(c, &store.UserToken{UserID: u.ID, Purpose: store.PurposePasswordReset,
+					TokenHash: randomHash(t), ExpiresAt: now.Add(old)}); err != nil {
+					t.Fatalf("CreateUserToken: %v", err)
+				}
+				if err := s.CreateInvite(c, &store.Invite{Email: fmt.Sprintf("invitee%d@example.com", i), Role: "user",
+					TokenHash: randomHash(t), InvitedBy: u.ID, ExpiresAt: now.Add(old)}, nil); err != nil {
+					t.Fatalf("CreateInvite: %v", err)
+				}
+				for _, revoke := range []bool{false, true} {
+					k := &store.APIKey{OwnerID: u.ID, Name: "k", Hint: "pk_hint", Hash: randomHash(t), Scopes: []string{},
+						ExpiresAt: now.Add(old), CreatedBy: u.ID}
+					if revoke {
+						k.ExpiresAt = now.Add(time.Hour)
+					}
+					if err := s.CreateAPIKey(c, k); err != nil {
+						t.Fatalf("CreateAPIKey: %v", err)
+					}
+					if revoke {
+						if _, _, err := s.RevokeAPIKey(c, u.ID, k.ID, u.ID, now.Add(old)); err != nil {
+							t.Fatalf("RevokeAPIKey: %v", err)
+						}
+					}
+				}
+			}
+
+			type query struct {
+				sql  string
+				vars []any
+			}
+			var (
+				mu   sync.Mutex
+				seen = map[string][]query{}
+			)
+			err := s.DB().Callback().Row().Before("gorm:row").Register("test:purge_selects", func(db *gorm.DB) {
+				sql := db.Statement.SQL.String()
+				for table := range indexes {
+					if strings.HasPrefix(sql, "SELECT ") && strings.Contains(sql, " FROM "+table+" ") && strings.Contains(sql, " LIMIT ") {
+						mu.Lock()
+						seen[table] = append(seen[table], query{sql, append([]any(nil), db.Statement.Vars...)})
+						mu.Unlock()
+					}
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Purge(c, now); err != nil {
+				t.Fatalf("Purge: %v", err)
+			}
+			if err := s.DB().Callback().Row().Remove("test:purge_selects"); err != nil {
+				t.Fatal(err)
+			}
+
+			sqlDB, err := s.DB().DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, err := sqlDB.Conn(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			explain := "EXPLAIN QUERY PLAN "
+			if b.name == "postgres" {
+				explain = "EXPLAIN "
+				if _, err := conn.ExecContext(c, "SET enable_seqscan = off"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for table, names := range indexes {
+				qs := seen[table]
+				if len(qs) < 2 {
+					t.Fatalf("%s: the purge issued %d SELECTs, want a first batch and later ones", table, len(qs))
+				}
+				used := map[string]bool{}
+				for _, q := range qs {
+					rows, err := conn.QueryContext(c, explain+q.sql, q.vars...)
+					if err != nil {
+						t.Fatalf("%s: explain %q: %v", table, q.sql, err)
+					}
+					var plan []string
+					for rows.Next() {
+						cols, _ := rows.Columns()
+						dest := make([]any, len(cols))
+						for i := range dest {
+							dest[i] = new(any)
+						}
+						if err := rows.Scan(dest...); err != nil {
+							t.Fatal(err)
+						}
+						plan = append(plan, fmt.Sprint(*dest[len(dest)-1].(*any)))
+					}
+					if err := rows.Close(); err != nil {
+						t.Fatal(err)
+					}
+					text := strings.Join(plan, "\n")
+					ok := false
+					for _, name := range names {
+						if strings.Contains(text, "INDEX "+name+" ") || strings.Contains(text, "using "+name+" ") ||
+							strings.HasSuffix(text, "INDEX "+name) {
+							ok, used[name] = true, true
+						}
+					}
+					if !ok || strings.Contains(text, "Seq Scan") || strings.HasPrefix(text, "SCAN ") || strings.Contains(text, "\nSCAN ") {
+						t.Errorf("%s: the purge's %q (vars %v) reads\n%s\nwant an index scan of one of %v", table, q.sql, q.vars, text, names)
+					}
+				}
+				for _, name := range names {
+					if !used[name] {
+						t.Errorf("%s: no SELECT of the purge used %s", table, name)
+					}
+				}
+			}
+		})
+	}
+}
