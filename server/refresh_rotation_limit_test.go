@@ -19,7 +19,9 @@ import (
 // hash for the session's whole life, without a bound). The refresh answers
 // invalid_grant, the session's access token is revoked, and the end is
 // audited as token.revoked with the reason rotation_limit, never as a
-// theft (token.refresh_reuse_detected).
+// theft (token.refresh_reuse_detected); portcullis_refresh_rotation_limit_total
+// counts it once and portcullis_refresh_reuse_detected_total not at all
+// (found by a review: the limit had no metric).
 func TestRefreshRotationLimitEndsTheSession(t *testing.T) {
 	for _, b := range []st.Backend{st.SQLite, st.PostgresRedis} {
 		t.Run(b.String(), func(t *testing.T) {
@@ -29,6 +31,7 @@ func TestRefreshRotationLimitEndsTheSession(t *testing.T) {
 			ctx := context.Background()
 			tok := d.c.PostForm("/oauth2/token", st.RefreshForm(d.login(t, "").RefreshToken), web).Token()
 			fillToTheLimit(t, ctx, b, env, d)
+			before := scrape(t, d.c)
 
 			d.c.PostForm("/oauth2/token", st.RefreshForm(tok.RefreshToken), web).ExpectError(400, "invalid_grant")
 			d.c.PostForm("/oauth2/token", st.RefreshForm(tok.RefreshToken), web).ExpectError(400, "invalid_grant")
@@ -54,6 +57,16 @@ func TestRefreshRotationLimitEndsTheSession(t *testing.T) {
 			}
 			if len(reuse.Items) != 0 {
 				t.Fatalf("the rotation limit raised the theft alarm: %v", reuse.Items)
+			}
+			after := scrape(t, d.c)
+			for name, want := range map[string]float64{"portcullis_refresh_rotation_limit_total": 1, "portcullis_refresh_reuse_detected_total": 0} {
+				b, a := max(metricValue(before, name, nil), 0), metricValue(after, name, nil)
+				switch {
+				case a < 0:
+					t.Errorf("%s is not exported", name)
+				case a-b != want:
+					t.Errorf("%s moved from %v to %v, want by %v", name, b, a, want)
+				}
 			}
 		})
 	}

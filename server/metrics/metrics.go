@@ -29,6 +29,7 @@ type Metrics struct {
 	httpDuration  *prometheus.HistogramVec
 	tokensIssued  *prometheus.CounterVec
 	reuse         prometheus.Counter
+	rotationLimit prometheus.Counter
 	loginFailures prometheus.Counter
 	rateLimited   *prometheus.CounterVec
 	depErrors     *prometheus.CounterVec
@@ -68,6 +69,9 @@ func New(keyAge func() time.Duration) *Metrics {
 		reuse: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "portcullis_refresh_reuse_detected_total", Help: "Rotated refresh tokens presented again (theft detected; the session was revoked).",
 		}),
+		rotationLimit: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portcullis_refresh_rotation_limit_total", Help: "Refresh sessions ended at their rotation limit (store.MaxFamilyRotations refreshes; not a theft).",
+		}),
 		loginFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "portcullis_login_failures_total", Help: "Failed password logins.",
 		}),
@@ -86,7 +90,7 @@ func New(keyAge func() time.Duration) *Metrics {
 			Help: "Reads of a user on the authorize leg, refresh and userinfo, by outcome: copy (the instance's copy used), read (read from the database, copy kept), unsure (read from the database, nothing kept).",
 		}, []string{"outcome"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.tokensIssued, m.reuse, m.loginFailures, m.rateLimited,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.tokensIssued, m.reuse, m.rotationLimit, m.loginFailures, m.rateLimited,
 		m.depErrors, m.depDuration, m.userCopies,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "portcullis_signing_key_age_seconds", Help: "Age of the active signing key.",
@@ -138,6 +142,14 @@ func (m *Metrics) TokenIssued(grant string) {
 func (m *Metrics) RefreshReuseDetected() {
 	if m != nil {
 		m.reuse.Inc()
+	}
+}
+
+// RefreshRotationLimitReached counts a refresh session ended at its
+// rotation limit (store.MaxFamilyRotations).
+func (m *Metrics) RefreshRotationLimitReached() {
+	if m != nil {
+		m.rotationLimit.Inc()
 	}
 }
 

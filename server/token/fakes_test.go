@@ -323,6 +323,8 @@ type countMetrics struct {
 func (m *countMetrics) TokenIssued(g string)  { m.mu.Lock(); m.n[g]++; m.mu.Unlock() }
 func (m *countMetrics) RefreshReuseDetected() {}
 
+func (m *countMetrics) RefreshRotationLimitReached() {}
+
 // scopeOf is the scope r sends, "" when it sends none.
 func scopeOf(r Response) string {
 	if r.Scope == nil {

@@ -195,8 +195,10 @@ func (s *Service) reuseDetected(ctx context.Context, sid string, fam store.Refre
 // rotation limit (RotateLimitReached: the family kept
 // store.MaxFamilyRotations used hashes, and the rotation ended it as it
 // ends a reused one): token.revoked, failed, with the reason
-// rotation_limit, so that it is told apart from a theft alarm.
+// rotation_limit, so that it is told apart from a theft alarm, and counted
+// (portcullis_refresh_rotation_limit_total).
 func (s *Service) rotationLimitReached(ctx context.Context, sid string, fam store.RefreshFamily, client store.Client, meta RequestMeta) {
+	s.metrics.RefreshRotationLimitReached()
 	s.audit.Record(ctx, store.AuditEvent{Action: "token.revoked", Outcome: store.OutcomeFailure,
 		TargetID: fam.UserID, ClientID: client.ID, IP: meta.IP, UserAgent: meta.UserAgent, TenantID: fam.TenantID,
 		Details: map[string]string{"sid": sid, "reason": store.RotateLimitReached.String()}})

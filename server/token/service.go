@@ -151,6 +151,9 @@ type Auditor interface {
 type Metrics interface {
 	TokenIssued(grant string)
 	RefreshReuseDetected()
+	// RefreshRotationLimitReached counts a session ended at its rotation
+	// limit (store.MaxFamilyRotations).
+	RefreshRotationLimitReached()
 }
 
 // Config holds the token settings.
@@ -265,8 +268,9 @@ func (discardAudit) RecordLogin(context.Context, store.AuditEvent) {}
 
 type discardMetrics struct{}
 
-func (discardMetrics) TokenIssued(string)    {}
-func (discardMetrics) RefreshReuseDetected() {}
+func (discardMetrics) TokenIssued(string)           {}
+func (discardMetrics) RefreshReuseDetected()        {}
+func (discardMetrics) RefreshRotationLimitReached() {}
 
 // HashSecret is how client secrets and opaque tokens are stored: SHA-256.
 // A slow hash adds nothing for a random 256-bit value.
