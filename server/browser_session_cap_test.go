@@ -1,15 +1,19 @@
 package server_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/store"
 )
 
 // TestBrowserSessionCap (found by a review: TestReviewLifecycleBrowserSessionsUncapped): with
@@ -19,7 +23,10 @@ import (
 // would. The ended sessions' cookies sign in no more (prompt=none answers
 // login_required), the refresh tokens of their grants are refused, and the
 // relying party with a backchannel_logout_uri is told of each of their
-// grants (sid and sub), while the three kept sessions still sign in.
+// grants (sid and sub), while the three kept sessions still sign in. Each
+// ended session is audited once, as a logout's is: session.ended with its
+// sid, the reason session_cap and the kind browser (found by a review:
+// nothing recorded which sessions the cap ended).
 func TestBrowserSessionCap(t *testing.T) {
 	const logins, limit = 12, 3
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
@@ -36,13 +43,24 @@ func TestBrowserSessionCap(t *testing.T) {
 				PostLogoutRedirectURIs: []string{siPostLogout}, BackchannelLogoutURI: rcv.url})
 			conf := d.oauth("bcl-rp", secret, oidc.ScopeOpenID)
 
+			ctx := context.Background()
 			browsers := make([]*oidccEnv, logins)
 			signIns := make([]oidccLogin, logins)
+			sessionIDs := make([]string, logins) // the browser session each sign-in started
 			for i := range browsers {
 				browsers[i] = &oidccEnv{d: d.siDeployment, mode: "query", hc: siBrowser(t), email: siEmail}
 				signIns[i] = browsers[i].signIn(t, conf)
 				if !signIns[i].sawLogin {
 					t.Fatalf("sign-in %d: no login page in a new browser", i)
+				}
+				live, err := d.in.App.BrowserSessions.ListBrowserSessions(ctx, signIns[i].idt.Subject, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, bs := range live {
+					if !slices.Contains(sessionIDs[:i], bs.ID) {
+						sessionIDs[i] = bs.ID
+					}
 				}
 			}
 			sub := signIns[0].idt.Subject
@@ -51,6 +69,32 @@ func TestBrowserSessionCap(t *testing.T) {
 				ended = append(ended, sidOf(t, l))
 			}
 			rcv.expect(t, "grants of the sessions the cap ended", sub, ended...)
+
+			events, err := d.in.App.Core.Store.ListAudit(ctx, store.AuditFilter{Action: "session.ended", Limit: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			audited := map[string]int{}
+			for _, e := range events.Items {
+				if e.Details["reason"] == "session_cap" {
+					if e.Details["kind"] != "browser" || e.TargetID != sub || e.Outcome != store.OutcomeSuccess {
+						t.Errorf("session.ended by the cap: %+v, want the user's browser session, a success", e)
+					}
+					audited[e.Details["sid"]]++
+				}
+			}
+			for i, id := range sessionIDs {
+				want := 0
+				if i < logins-limit {
+					want = 1
+				}
+				if audited[id] != want {
+					t.Errorf("browser session %d (%s): audited %d times as ended by the cap, want %d", i, id, audited[id], want)
+				}
+			}
+			if len(audited) != logins-limit {
+				t.Errorf("sessions audited as ended by the cap: %v, want the %d oldest of %v", audited, logins-limit, sessionIDs)
+			}
 
 			live, cursor := 0, ""
 			auth := d.bearer(t, siEmail, siPassword)

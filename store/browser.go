@@ -148,6 +148,22 @@ type SessionGrant struct {
 // grant outlives its session unnoticed.
 const MaxSessionGrants = 500
 
+// EndedBrowserSession is a session CreateBrowserSession ended past the cap
+// on sessions per user: its id and the grants it held.
+type EndedBrowserSession struct {
+	ID     string
+	Grants []SessionGrant
+}
+
+// EndedGrants is the grants of ended, in order.
+func EndedGrants(ended []EndedBrowserSession) []SessionGrant {
+	var out []SessionGrant
+	for _, e := range ended {
+		out = append(out, e.Grants...)
+	}
+	return out
+}
+
 // BrowserSessions keeps browser (SSO) sessions in the token state. Ending
 // every session of a user (RevokeUserSessions) ends their browser sessions
 // too: a session whose AuthTime is at or before the user's cut-off is never
@@ -164,10 +180,11 @@ type BrowserSessions interface {
 	// cap) live browser sessions: when the user already holds that many,
 	// the oldest by creation (then by id) are ended in the same atomic
 	// step, as EndBrowserSessionGrants ends a session, so that with the
-	// new one the user holds exactly the cap. The grants those sessions
-	// held are returned, oldest session first, for the caller to end
-	// (as grants dropped past MaxSessionGrants are).
-	CreateBrowserSession(ctx context.Context, s BrowserSession, cookieHash []byte) (ended []SessionGrant, err error)
+	// new one the user holds exactly the cap. Those sessions are returned,
+	// oldest first, each with the grants it held, for the caller to audit
+	// and to end the grants of (as grants dropped past MaxSessionGrants
+	// are).
+	CreateBrowserSession(ctx context.Context, s BrowserSession, cookieHash []byte) (ended []EndedBrowserSession, err error)
 	// FindBrowserSession returns the live session of cookieHash at now,
 	// without its Grants (BrowserSessionGrants reads them: most requests
 	// need none), and extends its idle expiry (LastUsedAt = now). ErrNotFound

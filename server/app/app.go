@@ -537,7 +537,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 			return err
 		}
 		cons, err = console.New(console.Config{Issuer: cfg.Issuer}, console.Deps{Pages: hosted, Accounts: acc, Tokens: tokens,
-			Sessions: states.Browser, Ended: ender, Once: states.Once, Pending: limiter, Logger: log})
+			Sessions: states.Browser, Ended: ender, Audit: core.Audit, Once: states.Once, Pending: limiter, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -623,7 +623,7 @@ func resolveIdentityIssuers(ctx context.Context, st *sqlstore.Store, ps *upstrea
 func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, users cachedUsers, cl *clients.Cache,
 	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender, limiter *ratelimit.Limiter) (pages.SignInDeps, *pages.AuthorizeFlow, error) {
 	browser, err := browsersession.New(states.Browser, browsersession.Config{IdleTTL: cfg.SessionIdleTTL, MaxAge: cfg.SessionMaxAge,
-		Ended: ender})
+		Ended: ender, Audit: core.Audit})
 	if err != nil {
 		return pages.SignInDeps{}, nil, err
 	}

@@ -36,7 +36,7 @@ var ErrNoSession = errors.New("browsersession: no live session")
 
 // Store keeps the sessions (the token state: *redisstate.State or *sqlstate.State).
 type Store interface {
-	CreateBrowserSession(ctx context.Context, s store.BrowserSession, cookieHash []byte) (ended []store.SessionGrant, err error)
+	CreateBrowserSession(ctx context.Context, s store.BrowserSession, cookieHash []byte) (ended []store.EndedBrowserSession, err error)
 	FindBrowserSession(ctx context.Context, cookieHash []byte, now time.Time) (store.BrowserSession, error)
 	BrowserSessionGrants(ctx context.Context, userID, id string) ([]store.SessionGrant, error)
 	EndBrowserSessionGrants(ctx context.Context, id string, now time.Time) ([]store.SessionGrant, error)
@@ -50,6 +50,16 @@ type Ended interface {
 	EndDropped(ctx context.Context, userID string, dropped []store.SessionGrant) error
 }
 
+// Auditor records security-relevant events (*app.Auditor).
+type Auditor interface {
+	Record(ctx context.Context, e store.AuditEvent)
+}
+
+// WhyCap is the reason (details.reason of session.ended, beside
+// signout's reasons) of a session Start ended past the user's cap on
+// sessions (PORTCULLIS_MAX_SESSIONS_PER_USER).
+const WhyCap = "session_cap"
+
 // Config holds the lifetimes (PORTCULLIS_SESSION_IDLE_TTL,
 // PORTCULLIS_SESSION_MAX_AGE) and what ends the grants of the sessions the
 // cap on sessions per user ends.
@@ -59,6 +69,9 @@ type Config struct {
 	// Ended is required: Start hands it the grants of the sessions the
 	// store ended to keep the user within the cap.
 	Ended Ended
+	// Audit is required: Start records each session it ended past the
+	// cap (session.ended, reason WhyCap).
+	Audit Auditor
 	// Now and Rand replace the clock and the random source in tests.
 	Now  func() time.Time
 	Rand func(b []byte) error
@@ -93,6 +106,9 @@ func New(st Store, cfg Config) (*Manager, error) {
 	}
 	if cfg.Ended == nil {
 		return nil, errors.New("browsersession: Config.Ended is required")
+	}
+	if cfg.Audit == nil {
+		return nil, errors.New("browsersession: Config.Audit is required")
 	}
 	if cfg.Cookie.Secure == "" || cfg.Cookie.Insecure == "" {
 		cfg.Cookie = Cookie{Secure: CookieName, Insecure: InsecureCookieName, SameSite: http.SameSiteLaxMode}
@@ -168,8 +184,10 @@ type Start struct {
 // it with the cookie to set. secure says the browser talks HTTPS to us.
 // When the user already held as many live sessions as the cap on sessions
 // per user, the store ended the oldest (store.BrowserSessions's
-// CreateBrowserSession) and Start ends their grants (Config.Ended); it
-// fails closed: when they cannot be ended, no cookie is handed out.
+// CreateBrowserSession): Start audits each as a logout's end is audited
+// (session.ended with its sid, the reason WhyCap, the kind browser) and
+// ends their grants (Config.Ended); it fails closed: when they cannot be
+// ended, no cookie is handed out.
 func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.BrowserSession, *http.Cookie, error) {
 	if s.UserID == "" {
 		return store.BrowserSession{}, nil, errors.New("browsersession: start: a user is required")
@@ -200,9 +218,15 @@ func (m *Manager) Start(ctx context.Context, s Start, secure bool) (store.Browse
 	if err != nil {
 		err = fmt.Errorf("browsersession: store the session: %w", err)
 	}
-	// The ended sessions' grants could no longer be ended with them, so
-	// they end now (even when the store failed: what it ended stays ended).
-	if eerr := m.cfg.Ended.EndDropped(ctx, s.UserID, ended); eerr != nil && err == nil {
+	// What the store ended stays ended, even when it failed: each is
+	// audited, and their grants, which could no longer be ended with them,
+	// end now.
+	for _, e := range ended {
+		m.cfg.Audit.Record(ctx, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: s.UserID,
+			TargetID: s.UserID, IP: s.IP, UserAgent: s.UserAgent,
+			Details: map[string]string{"sid": e.ID, "reason": WhyCap, "kind": "browser"}})
+	}
+	if eerr := m.cfg.Ended.EndDropped(ctx, s.UserID, store.EndedGrants(ended)); eerr != nil && err == nil {
 		err = fmt.Errorf("browsersession: end the grants of the sessions past the cap: %w", eerr)
 	}
 	if err != nil {

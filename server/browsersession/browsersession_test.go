@@ -28,7 +28,7 @@ type memStore struct {
 	finds   int
 	// capEnds is what the next CreateBrowserSession answers as the grants
 	// of the sessions it ended past the cap, with createErr.
-	capEnds   []store.SessionGrant
+	capEnds   []store.EndedBrowserSession
 	createErr error
 }
 
@@ -36,13 +36,25 @@ func newMem() *memStore {
 	return &memStore{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}
 }
 
-func (m *memStore) CreateBrowserSession(_ context.Context, s store.BrowserSession, h []byte) ([]store.SessionGrant, error) {
+func (m *memStore) CreateBrowserSession(_ context.Context, s store.BrowserSession, h []byte) ([]store.EndedBrowserSession, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.createErr == nil {
 		m.byHash[string(h)] = s
 	}
 	return m.capEnds, m.createErr
+}
+
+// audits records what Start hands Config.Audit.
+type audits struct {
+	mu     sync.Mutex
+	events []store.AuditEvent
+}
+
+func (a *audits) Record(_ context.Context, e store.AuditEvent) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.events = append(a.events, e)
 }
 
 // endedGrants records what Start hands Config.Ended, and fails with err.
@@ -102,7 +114,7 @@ func (c *clock) now() time.Time { return c.t }
 func newManager(t *testing.T, st browsersession.Store, c *clock) *browsersession.Manager {
 	t.Helper()
 	m, err := browsersession.New(st, browsersession.Config{IdleTTL: 8 * time.Hour, MaxAge: 168 * time.Hour, Now: c.now,
-		Ended: &endedGrants{}})
+		Ended: &endedGrants{}, Audit: &audits{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +302,7 @@ func TestFind(t *testing.T) {
 func TestRememberedCookieEndsWithTheSession(t *testing.T) {
 	st, c := newMem(), &clock{t: time.Unix(1_800_000_000, 0)}
 	m, err := browsersession.New(st, browsersession.Config{IdleTTL: time.Hour, MaxAge: 90 * time.Second, Now: c.now,
-		Ended: &endedGrants{}})
+		Ended: &endedGrants{}, Audit: &audits{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,10 +333,11 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		st   browsersession.Store
 		cfg  browsersession.Config
 	}{
-		{"fail/no_store", nil, browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour, Ended: &endedGrants{}}},
-		{"fail/no_idle", newMem(), browsersession.Config{MaxAge: time.Hour, Ended: &endedGrants{}}},
-		{"fail/no_max_age", newMem(), browsersession.Config{IdleTTL: time.Hour, Ended: &endedGrants{}}},
-		{"fail/no_ended", newMem(), browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour}},
+		{"fail/no_store", nil, browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour, Ended: &endedGrants{}, Audit: &audits{}}},
+		{"fail/no_idle", newMem(), browsersession.Config{MaxAge: time.Hour, Ended: &endedGrants{}, Audit: &audits{}}},
+		{"fail/no_max_age", newMem(), browsersession.Config{IdleTTL: time.Hour, Ended: &endedGrants{}, Audit: &audits{}}},
+		{"fail/no_ended", newMem(), browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour, Audit: &audits{}}},
+		{"fail/no_audit", newMem(), browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour, Ended: &endedGrants{}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := browsersession.New(tc.st, tc.cfg); err == nil {
@@ -341,6 +354,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 // what the store returned).
 func TestStartEndsGrantsPastTheCap(t *testing.T) {
 	grants := []store.SessionGrant{{SID: "sid-1", ClientID: "web"}, {SID: "sid-2", ClientID: "rp", Offline: true}}
+	capped := []store.EndedBrowserSession{{ID: "bs-1", Grants: grants[:1]}, {ID: "bs-2"}, {ID: "bs-3", Grants: grants[1:]}}
 	for _, tc := range []struct {
 		name      string
 		createErr error
@@ -352,15 +366,24 @@ func TestStartEndsGrantsPastTheCap(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, c := newMem(), &clock{t: time.Unix(1_800_000_000, 0)}
-			st.capEnds, st.createErr = grants, tc.createErr
-			ended := &endedGrants{err: tc.endErr}
-			m, err := browsersession.New(st, browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour, Now: c.now, Ended: ended})
+			st.capEnds, st.createErr = capped, tc.createErr
+			ended, audit := &endedGrants{err: tc.endErr}, &audits{}
+			m, err := browsersession.New(st, browsersession.Config{IdleTTL: time.Hour, MaxAge: time.Hour, Now: c.now, Ended: ended, Audit: audit})
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, ck, err := m.Start(context.Background(), browsersession.Start{UserID: "usr_1"}, true)
+			_, ck, err := m.Start(context.Background(), browsersession.Start{UserID: "usr_1", IP: "192.0.2.1", UserAgent: "ua"}, true)
 			if !reflect.DeepEqual(ended.got, grants) || !reflect.DeepEqual(ended.users, []string{"usr_1"}) {
 				t.Fatalf("ended %v of %v, want %v of usr_1", ended.got, ended.users, grants)
+			}
+			var want []store.AuditEvent
+			for _, e := range capped {
+				want = append(want, store.AuditEvent{Action: "session.ended", Outcome: store.OutcomeSuccess, ActorID: "usr_1",
+					TargetID: "usr_1", IP: "192.0.2.1", UserAgent: "ua",
+					Details: map[string]string{"sid": e.ID, "reason": browsersession.WhyCap, "kind": "browser"}})
+			}
+			if !reflect.DeepEqual(audit.events, want) {
+				t.Fatalf("audited %+v, want one session.ended per session the cap ended %+v", audit.events, want)
 			}
 			wantErr := tc.createErr != nil || tc.endErr != nil
 			if (err != nil) != wantErr || (ck == nil) != wantErr {

@@ -82,6 +82,9 @@ type Deps struct {
 	// pushes past the user's cap on sessions (*signout.Ender): console
 	// sessions count against it like any other.
 	Ended browsersession.Ended
+	// Audit records the sessions a console sign-in ends past that cap
+	// (browsersession.Config.Audit).
+	Audit browsersession.Auditor
 	// Pending counts each pending sign-in kept for a caller's address
 	// (pages.PendingLimiter: *ratelimit.Limiter; nil: no limit).
 	Pending pages.PendingLimiter
@@ -103,7 +106,8 @@ type Console struct {
 func New(cfg Config, d Deps) (*Console, error) {
 	var missing []string
 	for name, v := range map[string]bool{"Pages": d.Pages == nil, "Accounts": d.Accounts == nil, "Tokens": d.Tokens == nil,
-		"Sessions": d.Sessions == nil, "Once": d.Once == nil, "Ended": d.Ended == nil} {
+		"Sessions": d.Sessions == nil, "Once": d.Once == nil, "Ended": d.Ended == nil,
+		"Audit": d.Audit == nil} {
 		if v {
 			missing = append(missing, name)
 		}
@@ -131,7 +135,7 @@ func New(cfg Config, d Deps) (*Console, error) {
 	}
 	c.clock.Store(&now)
 	c.sessions, err = browsersession.New(d.Sessions, browsersession.Config{IdleTTL: SessionIdleTTL, MaxAge: SessionMaxAge,
-		Ended: d.Ended, Now: c.now, Cookie: browsersession.Cookie{Secure: CookieName, Insecure: InsecureCookieName, SameSite: http.SameSiteStrictMode}})
+		Ended: d.Ended, Audit: d.Audit, Now: c.now, Cookie: browsersession.Cookie{Secure: CookieName, Insecure: InsecureCookieName, SameSite: http.SameSiteStrictMode}})
 	if err != nil {
 		return nil, fmt.Errorf("console: %w", err)
 	}

@@ -252,7 +252,7 @@ type memSessions struct {
 	down   bool
 }
 
-func (m *memSessions) CreateBrowserSession(_ context.Context, s store.BrowserSession, h []byte) ([]store.SessionGrant, error) {
+func (m *memSessions) CreateBrowserSession(_ context.Context, s store.BrowserSession, h []byte) ([]store.EndedBrowserSession, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.byHash[string(h)] = s
@@ -384,7 +384,7 @@ func newSigninEnv(t *testing.T) *signinEnv {
 		store: &memSessions{byHash: map[string]store.BrowserSession{}, ended: map[string]bool{}}, acc: &fakeAccounts{},
 		rehash: &rehashes{}, grants: &endedGrants{}, mfa: newFakeMFA(), keys: &fakePasskeys{}}
 	ender := &signout.Ender{Sessions: env.store, Grants: env.grants, Audit: env.audit}
-	mgr, err := browsersession.New(env.store, browsersession.Config{IdleTTL: time.Hour, MaxAge: 24 * time.Hour, Ended: ender})
+	mgr, err := browsersession.New(env.store, browsersession.Config{IdleTTL: time.Hour, MaxAge: 24 * time.Hour, Ended: ender, Audit: env.audit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,9 @@ import "github.com/portcullis-auth/portcullis/server/accounts"
 // event session.ended.
 type Reason struct {
 	// Why is the event's details.reason: "logout", "another_user",
-	// "login", "self_service", "admin".
+	// "login", "self_service", "admin" (and browsersession.WhyCap,
+	// "session_cap", for a session a sign-in ended past the user's cap,
+	// which browsersession.Manager.Start records).
 	Why string
 	// ActorID is who ended it: the person, or an admin; "" for the session's
 	// own user.

@@ -160,10 +160,10 @@ func validUserID(v string) bool { return v != "" && !strings.ContainsAny(v, "{}\
 // (Options.MaxSessionsPerUser) and stores it: a concurrent
 // RevokeUserSessions either sees the session and ends it or has set the
 // cut-off that refuses it, and a concurrent AddBrowserSessionGrant (a
-// script on the same slot) lands before the end, whose grants are
-// returned, or finds the session gone. The cookie and owner keys of an
+// script on the same slot) lands before the end, whose sessions are
+// returned with their grants, or finds the session gone. The cookie and owner keys of an
 // ended session are left to expire: they find nothing in the user's hash.
-func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSession, cookieHash []byte) ([]store.SessionGrant, error) {
+func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSession, cookieHash []byte) ([]store.EndedBrowserSession, error) {
 	if !validSessionPart(bs.ID) || !validUserID(bs.UserID) || len(cookieHash) == 0 || bs.AbsoluteExpiry.IsZero() {
 		return nil, errors.New("redis token state: create browser session: id, user, cookie hash and absolute expiry are required")
 	}
@@ -250,16 +250,17 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 	if refused {
 		return nil, fmt.Errorf("redis token state: create browser session: %w", store.ErrSessionsEnded)
 	}
-	var ended []store.SessionGrant
-	for _, v := range raw[1:] {
-		lines, _ := v.(string)
+	// raw[1:] is an id and its grants for each ended session. They are
+	// ended all the same: what could be read still goes to the caller.
+	var ended []store.EndedBrowserSession
+	for j := 1; j+1 < len(raw); j += 2 {
+		id, _ := raw[j].(string)
+		lines, _ := raw[j+1].(string)
 		gs, err := parseGrants(lines)
+		ended = append(ended, store.EndedBrowserSession{ID: id, Grants: gs})
 		if err != nil {
-			// The sessions are ended all the same: what could be read
-			// still goes to the caller.
-			return ended, fmt.Errorf("redis token state: create browser session: grants of an ended session: %w", err)
+			return ended, fmt.Errorf("redis token state: create browser session: grants of ended session %s: %w", id, err)
 		}
-		ended = append(ended, gs...)
 	}
 	return ended, nil
 }

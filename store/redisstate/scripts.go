@@ -590,8 +590,8 @@ end
 // drops the lineage pointers (<lineage>:l, the session that continues a
 // lineage now) whose session is gone; stores the session, points its
 // lineage at it when it continues another session's, and never shortens
-// the hash's lifetime. Returns {1, grants of each ended session (its <id>:g
-// field, "" when none), oldest session first}. It reads the field names
+// the hash's lifetime. Returns {1, then for each ended session, oldest
+// first, its id and its grants (its <id>:g field, "" when none)}. It reads the field names
 // (HKEYS), the sessions' headers and the pointers, never the grants of a
 // session it keeps: with the cap, the user holds at most cap sessions, so
 // the work is bounded by it.
@@ -635,6 +635,7 @@ if cap > 0 and #kept >= cap then
   end)
   for j = 1, #kept - cap + 1 do
     local id = kept[j][1]
+    table.insert(out, id)
     table.insert(out, redis.call('HGET', KEYS[1], id .. ':g') or '')
     drop(KEYS[1], id)
   end

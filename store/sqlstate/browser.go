@@ -221,7 +221,7 @@ const liveSession = `ended_at IS NULL AND absolute_expiry > ? AND idle_expires_a
 // RevokeUserSessions; a taken id or cookie hash is store.ErrAlreadyExists.
 // In the same transaction, under that lock, the user's oldest live
 // sessions past the cap are ended (endOverCap).
-func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSession, cookieHash []byte) ([]store.SessionGrant, error) {
+func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSession, cookieHash []byte) ([]store.EndedBrowserSession, error) {
 	if bs.ID == "" || bs.UserID == "" || len(cookieHash) == 0 || bs.AbsoluteExpiry.IsZero() {
 		return nil, errors.New("sql token state: create browser session: id, user, cookie hash and absolute expiry are required")
 	}
@@ -254,7 +254,7 @@ func (s *State) CreateBrowserSession(ctx context.Context, bs store.BrowserSessio
 		IdleExpiresAt: idleExpiry(last, bs.IdleTTL, ms(bs.AbsoluteExpiry)), AbsoluteExpiry: ms(bs.AbsoluteExpiry),
 		IP: ip, UserAgent: ua, ClientIDs: encodeStrings(bs.ClientIDs), Grants: grants,
 	}
-	var ended []store.SessionGrant
+	var ended []store.EndedBrowserSession
 	err = s.createForUser(ctx, "create browser session", bs.UserID, auth, func(tx *gorm.DB) error {
 		var err error
 		ended, err = s.endOverCap(tx, bs.UserID, last)
@@ -274,13 +274,13 @@ type endedSessionRow struct {
 }
 
 // endOverCap ends the user's oldest live browser sessions (by creation,
-// then id) so that one more fits under the cap, and returns the grants they
-// held, oldest session first; nothing without a cap. It runs in the
+// then id) so that one more fits under the cap, and returns them, oldest
+// first, with the grants each held; nothing without a cap. It runs in the
 // creation's transaction under the user's lock (createForUser), so
 // concurrent creations count each other; one UPDATE … RETURNING ends them
 // and reads their grants, and AddBrowserSessionGrant locks the same rows,
 // so no grant falls between.
-func (s *State) endOverCap(tx *gorm.DB, userID string, now time.Time) ([]store.SessionGrant, error) {
+func (s *State) endOverCap(tx *gorm.DB, userID string, now time.Time) ([]store.EndedBrowserSession, error) {
 	if s.maxSes <= 0 {
 		return nil, nil
 	}
@@ -300,13 +300,13 @@ func (s *State) endOverCap(tx *gorm.DB, userID string, now time.Time) ([]store.S
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	var ended []store.SessionGrant
+	ended := make([]store.EndedBrowserSession, 0, len(rows))
 	for _, r := range rows {
 		gs, err := decodeGrants(r.Grants)
 		if err != nil {
 			return nil, fmt.Errorf("end the oldest browser sessions over the cap: %w", err)
 		}
-		ended = append(ended, gs...)
+		ended = append(ended, store.EndedBrowserSession{ID: r.ID, Grants: gs})
 	}
 	return ended, nil
 }

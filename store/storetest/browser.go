@@ -1130,7 +1130,8 @@ func sidsOf(gs []store.SessionGrant) []string {
 
 // testBSCap: with a cap of 3, a sign-in past it ends the user's oldest
 // live sessions by creation (not by the order they were stored in) and
-// returns their grants, oldest session first; the ended sessions are found
+// returns them (their ids, for the caller's audit) with their grants,
+// oldest session first; the ended sessions are found
 // no more, take no grant and return nothing when ended again. A dead
 // session, an ended one and other users' sessions do not count.
 func testBSCap(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
@@ -1138,7 +1139,7 @@ func testBSCap(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) 
 	base := baseTime()
 	user, other := randomID("u-"), randomID("u-")
 	now := base.Add(time.Minute)
-	create := func(bs store.BrowserSession) ([]byte, []store.SessionGrant) {
+	create := func(bs store.BrowserSession) ([]byte, []store.EndedBrowserSession) {
 		t.Helper()
 		cookie := newToken().hash
 		ended, err := s.CreateBrowserSession(ctx(t), bs, cookie)
@@ -1158,7 +1159,7 @@ func testBSCap(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) 
 	}
 	for i := range 3 {
 		if _, ended := create(grantedBS(other, base, time.Duration(i)*time.Millisecond)); len(ended) != 0 {
-			t.Fatalf("another user's sign-in %d ended %v", i, sidsOf(ended))
+			t.Fatalf("another user's sign-in %d ended %+v", i, ended)
 		}
 	}
 	// Stored out of creation order: b, a, c. The oldest, a, holds two
@@ -1167,21 +1168,21 @@ func testBSCap(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) 
 	a.Grants = append(a.Grants, store.SessionGrant{SID: "g2-" + a.ID, ClientID: "rp", Offline: true, GrantedAt: base.Add(time.Millisecond)})
 	cookies := map[string][]byte{}
 	for _, bs := range []store.BrowserSession{b, a, c} {
-		var ended []store.SessionGrant
+		var ended []store.EndedBrowserSession
 		if cookies[bs.ID], ended = create(bs); len(ended) != 0 {
-			t.Fatalf("sign-in within the cap (%s) ended %v", bs.ID, sidsOf(ended))
+			t.Fatalf("sign-in within the cap (%s) ended %+v", bs.ID, ended)
 		}
 	}
 	d := grantedBS(user, base, 4*time.Millisecond)
-	var ended []store.SessionGrant
+	var ended []store.EndedBrowserSession
 	cookies[d.ID], ended = create(d)
-	if !reflect.DeepEqual(ended, a.Grants) {
-		t.Fatalf("a sign-in past the cap ended %+v, want the oldest session's grants %+v", ended, a.Grants)
+	if want := []store.EndedBrowserSession{{ID: a.ID, Grants: a.Grants}}; !reflect.DeepEqual(ended, want) {
+		t.Fatalf("a sign-in past the cap ended %+v, want the oldest session with its grants %+v", ended, want)
 	}
 	e := grantedBS(user, base, 5*time.Millisecond)
 	cookies[e.ID], ended = create(e)
-	if got := sidsOf(ended); !reflect.DeepEqual(got, sidsOf(b.Grants)) {
-		t.Fatalf("the next sign-in ended %v, want %v", got, sidsOf(b.Grants))
+	if len(ended) != 1 || ended[0].ID != b.ID || !reflect.DeepEqual(sidsOf(ended[0].Grants), sidsOf(b.Grants)) {
+		t.Fatalf("the next sign-in ended %+v, want %s with its grants %v", ended, b.ID, sidsOf(b.Grants))
 	}
 	if got, want := listBS(t, s, user, now), []string{e.ID, d.ID, c.ID}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("listed %v, want the three newest %v", got, want)
@@ -1204,15 +1205,15 @@ func testBSCap(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) 
 }
 
 // testBSCapRace: sign-ins of one user past the cap, all at once: the user
-// holds exactly the cap afterwards, and the grants returned are those of
-// the sessions no longer live, each once.
+// holds exactly the cap afterwards, and the sessions returned (with their
+// grants) are those no longer live, each once.
 func testBSCapRace(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
 	const limit, logins = 4, 24
 	s := sessionsOf(t, newBackend(t, Config{MaxSessionsPerUser: limit}).State)
 	base := baseTime()
 	user := randomID("u-")
 	sessions := make([]store.BrowserSession, logins)
-	endeds := make([][]store.SessionGrant, logins)
+	endeds := make([][]store.EndedBrowserSession, logins)
 	errs := make([]error, logins)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -1227,13 +1228,16 @@ func testBSCapRace(t *testing.T, newBackend func(t *testing.T, cfg Config) Backe
 	}
 	close(start)
 	wg.Wait()
-	returned := map[string]int{}
+	returned, returnedIDs := map[string]int{}, map[string]int{}
 	for i := range sessions {
 		if errs[i] != nil {
 			t.Fatalf("CreateBrowserSession %d: %v", i, errs[i])
 		}
-		for _, g := range endeds[i] {
-			returned[g.SID]++
+		for _, e := range endeds[i] {
+			returnedIDs[e.ID]++
+			for _, g := range e.Grants {
+				returned[g.SID]++
+			}
 		}
 	}
 	live := listBS(t, s, user, base.Add(time.Minute))
@@ -1245,9 +1249,9 @@ func testBSCapRace(t *testing.T, newBackend func(t *testing.T, cfg Config) Backe
 		isLive[id] = true
 	}
 	for _, bs := range sessions {
-		n := returned[bs.Grants[0].SID]
-		if isLive[bs.ID] && n != 0 || !isLive[bs.ID] && n != 1 {
-			t.Fatalf("session %s (live %v): its grant returned %d times", bs.ID, isLive[bs.ID], n)
+		n, m := returned[bs.Grants[0].SID], returnedIDs[bs.ID]
+		if isLive[bs.ID] && (n != 0 || m != 0) || !isLive[bs.ID] && (n != 1 || m != 1) {
+			t.Fatalf("session %s (live %v): returned %d times, its grant %d times", bs.ID, isLive[bs.ID], m, n)
 		}
 	}
 }
@@ -1268,7 +1272,7 @@ func testBSCapVsGrants(t *testing.T, newBackend func(t *testing.T, cfg Config) B
 		next := grantedBS(user, base, 2*time.Millisecond)
 		grants := make([]store.SessionGrant, adds)
 		errs := make([]error, adds)
-		var ended []store.SessionGrant
+		var capped []store.EndedBrowserSession
 		var createErr error
 		start := make(chan struct{})
 		var wg sync.WaitGroup
@@ -1285,13 +1289,17 @@ func testBSCapVsGrants(t *testing.T, newBackend func(t *testing.T, cfg Config) B
 		go func() {
 			defer wg.Done()
 			<-start
-			ended, createErr = s.CreateBrowserSession(ctx(t), next, newToken().hash)
+			capped, createErr = s.CreateBrowserSession(ctx(t), next, newToken().hash)
 		}()
 		close(start)
 		wg.Wait()
 		if createErr != nil {
 			t.Fatalf("CreateBrowserSession: %v", createErr)
 		}
+		if len(capped) != 1 || capped[0].ID != old.ID {
+			t.Fatalf("ended %+v, want the old session %s", capped, old.ID)
+		}
+		ended := capped[0].Grants
 		got := map[string]bool{}
 		for _, g := range ended {
 			got[g.SID] = true
