@@ -221,8 +221,12 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	cfg.AutoMigrate = !status
-	st, err := app.OpenStore(ctx, cfg, newLogger(cfg, stderr))
+	open := app.OpenStoreForStatus
+	if !status {
+		cfg.AutoMigrate = true
+		open = app.OpenStore
+	}
+	st, err := open(ctx, cfg, newLogger(cfg, stderr))
 	if err != nil {
 		return err
 	}

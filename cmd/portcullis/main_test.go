@@ -490,3 +490,34 @@ func TestKeysReencryptReSealsTOTP(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandsRefuseUnmigratedDatabase: with PORTCULLIS_AUTO_MIGRATE=false,
+// every command but `migrate` refuses a database lacking migrations, naming
+// `portcullis migrate`; `migrate status` lists them and `migrate` applies
+// them, after which the commands run. (Before, they ran on it.)
+func TestCommandsRefuseUnmigratedDatabase(t *testing.T) {
+	dir := t.TempDir()
+	env := st.Env{"PORTCULLIS_AUTO_MIGRATE": "false"}
+	steps := []struct {
+		name    string
+		args    []string
+		code    int
+		outWant string // in stdout (ok) or stderr (fail)
+	}{
+		{"fail/keys list", []string{"keys", "list"}, 1, "portcullis migrate"},
+		{"fail/clients list", []string{"clients", "list"}, 1, "0001 relational_schema"},
+		{"ok/migrate status", []string{"migrate", "status"}, 0, "pending; run `portcullis migrate`"},
+		{"ok/migrate", []string{"migrate"}, 0, "migrations up to date"},
+		{"ok/keys list after migrate", []string{"keys", "list"}, 0, "active"},
+	}
+	for _, s := range steps {
+		out, stderr, code := st.RunCLIIn(t, dir, env, "", s.args...)
+		got := out
+		if s.code != 0 {
+			got = stderr
+		}
+		if code != s.code || !strings.Contains(got, s.outWant) {
+			t.Fatalf("%s: exit %d (want %d), stdout %q, stderr %q: want %q", s.name, code, s.code, out, stderr, s.outWant)
+		}
+	}
+}

@@ -118,21 +118,70 @@ func OpenCore(ctx context.Context, cfg config.Config, log *slog.Logger) (*Core, 
 // Close releases the store.
 func (c *Core) Close() error { return c.Store.Close() }
 
+// ErrMigrationsPending is wrapped by OpenStore's refusal of a database on
+// which a migration this binary knows is not applied while auto-migration is
+// off.
+var ErrMigrationsPending = errors.New("database migrations pending")
+
 // OpenStore opens the relational store and applies pending migrations unless
 // auto-migration is off; log gets the store's warnings (an SQLite file
-// other users can read).
+// other users can read). With auto-migration off it refuses a database
+// that lacks a migration this binary knows (ErrMigrationsPending, naming
+// them and `portcullis migrate`): such a process would start and fail every
+// request that reads what the migration adds. Versions newer than the
+// binary knows are allowed (a rolling upgrade). Every command opens the
+// store through it, except `portcullis migrate status` (OpenStoreForStatus).
 func OpenStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*sqlstore.Store, error) {
+	return openStore(ctx, cfg, log, true)
+}
+
+// OpenStoreForStatus opens the relational store as `portcullis migrate
+// status` needs it: no migration is applied and none is required, so the
+// pending ones can be listed.
+func OpenStoreForStatus(ctx context.Context, cfg config.Config, log *slog.Logger) (*sqlstore.Store, error) {
+	cfg.AutoMigrate = false
+	return openStore(ctx, cfg, log, false)
+}
+
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, requireMigrated bool) (*sqlstore.Store, error) {
 	st, err := sqlstore.Open(ctx, cfg.DatabaseURL, sqlstore.WithLogger(log))
 	if err != nil {
 		return nil, fmt.Errorf("open database (PORTCULLIS_DATABASE_URL): %w", err)
 	}
-	if cfg.AutoMigrate {
+	switch {
+	case cfg.AutoMigrate:
 		if _, err := st.Migrate(ctx); err != nil {
 			_ = st.Close()
 			return nil, fmt.Errorf("apply migrations: %w", err)
 		}
+	case requireMigrated:
+		if err := checkMigrated(ctx, st); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
 	}
 	return st, nil
+}
+
+// checkMigrated returns an error wrapping ErrMigrationsPending, naming every
+// migration this binary knows that the database lacks.
+func checkMigrated(ctx context.Context, st *sqlstore.Store) error {
+	list, err := st.MigrationStatus(ctx)
+	if err != nil {
+		return fmt.Errorf("check migrations (PORTCULLIS_AUTO_MIGRATE=false): %w", err)
+	}
+	var pending []string
+	for _, m := range list {
+		if m.AppliedAt == nil {
+			pending = append(pending, fmt.Sprintf("%04d %s", m.Version, m.Name))
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: the database lacks %d migration(s) this binary needs (%s) and PORTCULLIS_AUTO_MIGRATE=false: "+
+		"apply them with this version's `portcullis migrate` (see `portcullis migrate status`), then start again",
+		ErrMigrationsPending, len(pending), strings.Join(pending, ", "))
 }
 
 func loadPolicy(cfg config.Config) (*policy.Policy, error) {
