@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/portcullis-auth/portcullis/store/redisstate"
 )
 
 // Config is the validated configuration of a Portcullis process.
@@ -157,16 +159,10 @@ var settings = []Setting{
 		c.DatabaseURL = v
 		return nil
 	}},
-	{Env: "PORTCULLIS_REDIS_URL", Default: "", Help: "redis://, rediss://, redis-sentinel:// or redis-cluster:// URL; empty keeps token state in the database", Secret: true, apply: func(c *Config, v string) error {
+	{Env: "PORTCULLIS_REDIS_URL", Default: "", Help: redisstate.SchemesText() + " URL (the rediss forms use TLS); empty keeps token state in the database", Secret: true, apply: func(c *Config, v string) error {
 		if v != "" {
-			u, err := url.Parse(v)
-			if err != nil {
-				return errors.New("expects a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL")
-			}
-			switch u.Scheme {
-			case "redis", "rediss", "redis-sentinel", "redis-cluster":
-			default:
-				return errors.New("expects a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL")
+			if u, err := url.Parse(v); err != nil || !redisstate.TakesScheme(u.Scheme) {
+				return errors.New("expects a " + redisstate.SchemesText() + " URL")
 			}
 		}
 		c.RedisURL = v

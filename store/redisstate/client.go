@@ -31,6 +31,34 @@ const (
 	dialAttempts = 1  // go-redis DialerRetries: attempts per connection (0 means 5)
 )
 
+// schemes lists the URL schemes NewClient takes, the plain form of each
+// before its TLS form; newClient's switch takes exactly these.
+var schemes = []string{"redis", "rediss", "redis-sentinel", "rediss-sentinel", "redis-cluster", "rediss-cluster"}
+
+// Schemes returns the URL schemes NewClient takes (lower case): the settings
+// check PORTCULLIS_REDIS_URL against them.
+func Schemes() []string { return append([]string(nil), schemes...) }
+
+// TakesScheme reports whether NewClient takes URLs of scheme (any case).
+func TakesScheme(scheme string) bool {
+	for _, s := range schemes {
+		if strings.EqualFold(s, scheme) {
+			return true
+		}
+	}
+	return false
+}
+
+// SchemesText names the schemes NewClient takes, for messages:
+// "redis://, rediss://, …, redis-cluster:// or rediss-cluster://".
+func SchemesText() string {
+	names := make([]string, len(schemes))
+	for i, s := range schemes {
+		names[i] = s + "://"
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
 // NewClient opens a client for the Redis named by rawURL:
 //
 //	redis://[user:password@]host:port[/db][?options]   one server (go-redis URL options)
@@ -54,7 +82,7 @@ func NewClient(rawURL string) (redis.UniversalClient, error) {
 func newClient(rawURL string) (redis.UniversalClient, error) {
 	scheme, _, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return nil, errors.New("redis URL: want redis://, rediss://, redis-sentinel:// or redis-cluster://")
+		return nil, errors.New("redis URL: want " + SchemesText())
 	}
 	switch strings.ToLower(scheme) {
 	case "redis", "rediss":
@@ -90,7 +118,7 @@ func newClient(rawURL string) (redis.UniversalClient, error) {
 		opt.Dialer = dialer(opt.DialTimeout, opt.TLSConfig)
 		return redis.NewUniversalClient(opt), nil
 	default:
-		return nil, fmt.Errorf("redis URL: unknown scheme %q: want redis, rediss, redis-sentinel, rediss-sentinel, redis-cluster or rediss-cluster", scheme)
+		return nil, fmt.Errorf("redis URL: unknown scheme %q: want %s", scheme, SchemesText())
 	}
 }
 
