@@ -152,7 +152,18 @@ func (cf *commandFlags) load(args []string) (config.Config, error) {
 	return cfg, nil
 }
 
+// newLogger returns the command's logger and logs on it, at Warn, each of
+// the settings' warnings (config.Config.Warnings). Every command makes its
+// logger once, so each warning is logged once at start.
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	log := settingsLogger(cfg, w)
+	for _, warning := range cfg.Warnings {
+		log.Warn(warning)
+	}
+	return log
+}
+
+func settingsLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}

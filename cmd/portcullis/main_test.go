@@ -521,3 +521,34 @@ func TestCommandsRefuseUnmigratedDatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestSettingsWarningsLoggedOnce: what the settings allow but an operator
+// must hear about (config.Config.Warnings) is logged once, at Warn, by every
+// command that loads the settings.
+func TestSettingsWarningsLoggedOnce(t *testing.T) {
+	cases := []struct {
+		name string
+		env  st.Env
+		args []string
+		want string // in exactly one line of stderr
+	}{
+		{"http issuer/migrate status", st.Env{"PORTCULLIS_ISSUER": "http://auth.example.com"}, []string{"migrate", "status"}, "RFC 8414"},
+		{"http issuer/keys list", st.Env{"PORTCULLIS_ISSUER": "http://auth.example.com"}, []string{"keys", "list"}, "RFC 8414"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := st.RunCLIIn(t, t.TempDir(), tc.env, "", tc.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if n := strings.Count(stderr, tc.want); n != 1 {
+				t.Fatalf("%q logged %d times, want once:\n%s", tc.want, n, stderr)
+			}
+			for _, line := range strings.Split(stderr, "\n") {
+				if strings.Contains(line, tc.want) && !strings.Contains(line, "WARN") {
+					t.Fatalf("not logged at Warn: %s", line)
+				}
+			}
+		})
+	}
+}

@@ -98,6 +98,12 @@ type Config struct {
 	// providers file's client_secret_env names are resolved through it (so
 	// nothing past cmd reads the process environment). Nil: none is set.
 	LookupEnv func(string) (string, bool)
+
+	// Warnings are what the settings allow but an operator must hear
+	// about, each one line naming its setting (an http issuer off
+	// loopback, ...); cmd logs each once at start. They never contain the
+	// value of a secret setting.
+	Warnings []string
 }
 
 // Embedded reports whether the configuration uses the embedded SQLite store.
@@ -438,6 +444,7 @@ func FromFlagSet(fs *flag.FlagSet, env func(string) (string, bool)) (Config, err
 		}
 	}
 	errs = append(errs, c.derive()...)
+	c.Warnings = append(c.Warnings, c.warnings()...)
 	if len(errs) > 0 {
 		sort.Strings(errs)
 		return Config{}, &Error{Problems: errs}
@@ -517,6 +524,34 @@ func (c *Config) derive() []string {
 		errs = append(errs, "PORTCULLIS_PASSWORD_MIN_LENGTH (--password-min-length): must not exceed PORTCULLIS_PASSWORD_MAX_LENGTH")
 	}
 	return errs
+}
+
+// warnings reports what a valid configuration allows but an operator must
+// hear about.
+func (c *Config) warnings() []string {
+	var ws []string
+	if plainHTTPOffLoopback(c.Issuer) {
+		ws = append(ws, fmt.Sprintf("PORTCULLIS_ISSUER (--issuer) is %s, http on a host that is not loopback: "+
+			"RFC 8414 §2 and OpenID Connect Discovery §3 require an https issuer, and browser cookies are not marked Secure "+
+			"unless a request arrives over TLS or a proxy sends X-Forwarded-Proto: https. "+
+			"Set the https URL that clients use (with TLS in front, or PORTCULLIS_TLS_CERT)", c.Issuer))
+	}
+	return ws
+}
+
+// plainHTTPOffLoopback reports whether u is an http URL whose host is not
+// loopback (localhost, 127.0.0.0/8, ::1).
+func plainHTTPOffLoopback(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || !strings.EqualFold(p.Scheme, "http") {
+		return false
+	}
+	host := p.Hostname()
+	if strings.EqualFold(host, "localhost") {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err != nil || !ip.IsLoopback()
 }
 
 // deriveWebAuthn fills the WebAuthn relying party from the issuer (its host
