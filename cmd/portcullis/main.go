@@ -137,7 +137,8 @@ func isSettingFlag(name string) bool {
 	return false
 }
 
-// load parses args and the environment into a validated Config.
+// load parses args and the environment into a validated Config, whose
+// Warnings include every PORTCULLIS_ variable that is no setting.
 func (cf *commandFlags) load(args []string) (config.Config, error) {
 	if err := cf.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -149,6 +150,7 @@ func (cf *commandFlags) load(args []string) (config.Config, error) {
 	if err != nil {
 		return config.Config{}, &exitError{code: 2, msg: err.Error()}
 	}
+	cfg.Warnings = append(cfg.Warnings, config.UnknownEnvironment(os.Environ())...)
 	return cfg, nil
 }
 

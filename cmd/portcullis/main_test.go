@@ -534,6 +534,7 @@ func TestSettingsWarningsLoggedOnce(t *testing.T) {
 	}{
 		{"http issuer/migrate status", st.Env{"PORTCULLIS_ISSUER": "http://auth.example.com"}, []string{"migrate", "status"}, "RFC 8414"},
 		{"http issuer/keys list", st.Env{"PORTCULLIS_ISSUER": "http://auth.example.com"}, []string{"keys", "list"}, "RFC 8414"},
+		{"misspelt variable/migrate status", st.Env{"PORTCULLIS_METRIC_ADDR": "127.0.0.1:9090"}, []string{"migrate", "status"}, "did you mean PORTCULLIS_METRICS_ADDR?"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
