@@ -213,7 +213,7 @@ func keyEncryptionKey(cfg config.Config, log *slog.Logger) (string, error) {
 		return "", errors.New("PORTCULLIS_KEY_ENCRYPTION_KEY is required with PostgreSQL")
 	}
 	path := filepath.Join(filepath.Dir(strings.TrimPrefix(cfg.DatabaseURL, "sqlite://")), "portcullis.kek")
-	k, created, err := loadOrCreateKEKFile(path)
+	k, created, err := loadOrCreateKEKFile(path, log)
 	if err != nil {
 		return "", err
 	}
@@ -233,8 +233,9 @@ func keyEncryptionKey(cfg config.Config, log *slog.Logger) (string, error) {
 // read it, and a crash never leaves a partial file under the name. A file
 // that is empty or holds no valid key is an error naming it, never
 // replaced: what was sealed under the key it held would be lost for good.
-func loadOrCreateKEKFile(path string) (kek string, created bool, err error) {
-	k, err := readKEKFile(path)
+// log gets the warning about a file other users can read (readKEKFile).
+func loadOrCreateKEKFile(path string, log *slog.Logger) (kek string, created bool, err error) {
+	k, err := readKEKFile(path, log)
 	if !errors.Is(err, fs.ErrNotExist) {
 		return k, false, err
 	}
@@ -263,7 +264,7 @@ func loadOrCreateKEKFile(path string) (kek string, created bool, err error) {
 	}
 	if err := os.Link(tmp.Name(), path); err != nil {
 		if errors.Is(err, fs.ErrExist) { // another process generated it first: use its key
-			k, err := readKEKFile(path)
+			k, err := readKEKFile(path, log)
 			return k, false, err
 		}
 		return "", false, fmt.Errorf("write %s: %w", path, err)
@@ -276,12 +277,14 @@ func loadOrCreateKEKFile(path string) (kek string, created bool, err error) {
 
 // readKEKFile reads a generated key-encryption key; an error wrapping
 // fs.ErrNotExist when there is none. The errors name the file and never
-// show its content.
-func readKEKFile(path string) (string, error) {
+// show its content. A file other users can read is used, with a warning on
+// log (sqlstore.WarnIfOthersCanRead, as for the SQLite file beside it).
+func readKEKFile(path string, log *slog.Logger) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
+	sqlstore.WarnIfOthersCanRead(log, path, "the key-encryption key file (anyone who reads it can decrypt the signing keys and TOTP secrets)")
 	k := strings.TrimSpace(string(b))
 	if k == "" {
 		return "", fmt.Errorf("%s is empty: restore it from a backup, or remove it only if nothing was ever sealed under it (a fresh database)", path)

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/portcullis-auth/portcullis/keys"
 	"github.com/portcullis-auth/portcullis/server/config"
 )
 
@@ -80,6 +82,58 @@ func TestGeneratedKEKFileRefusedWhenUnusable(t *testing.T) {
 			}
 			if b, _ := os.ReadFile(path); string(b) != tt.content {
 				t.Fatalf("the file was changed to %q", b)
+			}
+		})
+	}
+}
+
+// TestKEKFileReadableByOthersWarned: a generated portcullis.kek that other
+// users of the machine can read (restored from a backup, copied with cp
+// under umask 022) is used with a warning naming it and its mode, as the
+// SQLite file beside it is (one routine, sqlstore.WarnIfOthersCanRead);
+// an owner-only file, and one generated now, are used quietly. Found by a
+// review: it was used without a word.
+func TestKEKFileReadableByOthersWarned(t *testing.T) {
+	cases := []struct {
+		name string
+		mode os.FileMode // 0: no file, one is generated
+		warn bool
+	}{
+		{"quiet/generated", 0, false},
+		{"quiet/owner only", 0o600, false},
+		{"quiet/owner read only", 0o400, false},
+		{"warn/world readable", 0o644, true},
+		{"warn/group readable", 0o640, true},
+		{"warn/others write", 0o602, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "portcullis.kek")
+			if tc.mode != 0 {
+				k, err := keys.GenerateKEK()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(k+"\n"), tc.mode); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(path, tc.mode); err != nil { // past the umask
+					t.Fatal(err)
+				}
+			}
+			var logged bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logged, nil))
+			cfg := config.Config{DatabaseURL: "sqlite://" + filepath.Join(dir, "portcullis.db")}
+			if _, err := keyEncryptionKey(cfg, log); err != nil {
+				t.Fatal(err)
+			}
+			out := logged.String()
+			if got := strings.Contains(out, "readable by other users"); got != tc.warn {
+				t.Fatalf("mode %v: warned %v, want %v; the log:\n%s", tc.mode, got, tc.warn, out)
+			}
+			if tc.warn && (!strings.Contains(out, path) || !strings.Contains(out, tc.mode.String())) {
+				t.Fatalf("the warning names neither the file nor its mode:\n%s", out)
 			}
 		})
 	}

@@ -188,16 +188,28 @@ func openSQLiteFile(path string, log *slog.Logger) error {
 		return fmt.Errorf("open the SQLite database file: %w", err)
 	}
 	for _, name := range []string{path, path + "-wal", path + "-shm"} {
-		fi, err := os.Stat(name)
-		if err != nil {
-			continue // -wal and -shm exist only while the database is open
-		}
-		if mode := fi.Mode().Perm(); mode&0o077 != 0 {
-			log.Warn("the SQLite database file is readable by other users of this machine (it holds password hashes and audit events): "+
-				"chmod 600 it and its -wal and -shm files", "file", name, "mode", mode.String())
-		}
+		// -wal and -shm exist only while the database is open.
+		WarnIfOthersCanRead(log, name, "the SQLite database file (it holds password hashes and audit events; chmod its -wal and -shm files too)")
 	}
 	return nil
+}
+
+// WarnIfOthersCanRead logs at Warn, naming the file and its mode, when the
+// file at path exists and users other than its owner (its group included)
+// may read or write it; what says which file it is and what it holds. It
+// is the one check of the embedded mode's private files: the SQLite
+// database (openSQLiteFile) and the generated key-encryption key beside it
+// (app). Such a file is used as it is: refusing it would stop a deployment
+// that worked.
+func WarnIfOthersCanRead(log *slog.Logger, path, what string) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return
+	}
+	if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+		log.Warn(what+" is open to other users of this machine (readable by other users, or writable by them): chmod 600 it",
+			"file", path, "mode", mode.String())
+	}
 }
 
 // DB returns the underlying GORM handle (used by sqlstate for token state).
