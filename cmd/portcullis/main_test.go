@@ -523,8 +523,10 @@ func TestCommandsRefuseUnmigratedDatabase(t *testing.T) {
 }
 
 // TestSettingsWarningsLoggedOnce: what the settings allow but an operator
-// must hear about (config.Config.Warnings) is logged once, at Warn, by every
-// command that loads the settings.
+// must hear about (config.Config.Warnings: an http issuer off loopback, a
+// PORTCULLIS_ variable that is no setting, a secret given as a flag) is
+// logged once, at Warn, by every command that loads the settings, never
+// with a secret.
 func TestSettingsWarningsLoggedOnce(t *testing.T) {
 	cases := []struct {
 		name string
@@ -534,6 +536,7 @@ func TestSettingsWarningsLoggedOnce(t *testing.T) {
 	}{
 		{"http issuer/migrate status", st.Env{"PORTCULLIS_ISSUER": "http://auth.example.com"}, []string{"migrate", "status"}, "RFC 8414"},
 		{"http issuer/keys list", st.Env{"PORTCULLIS_ISSUER": "http://auth.example.com"}, []string{"keys", "list"}, "RFC 8414"},
+		{"secret flag/migrate status", nil, []string{"migrate", "status", "--smtp-url", "smtp://u:hunter2@127.0.0.1:25"}, "--smtp-url: the command line"},
 		{"misspelt variable/migrate status", st.Env{"PORTCULLIS_METRIC_ADDR": "127.0.0.1:9090"}, []string{"migrate", "status"}, "did you mean PORTCULLIS_METRICS_ADDR?"},
 	}
 	for _, tc := range cases {
@@ -544,6 +547,9 @@ func TestSettingsWarningsLoggedOnce(t *testing.T) {
 			}
 			if n := strings.Count(stderr, tc.want); n != 1 {
 				t.Fatalf("%q logged %d times, want once:\n%s", tc.want, n, stderr)
+			}
+			if strings.Contains(stderr, "hunter2") {
+				t.Fatalf("a secret in the log:\n%s", stderr)
 			}
 			for _, line := range strings.Split(stderr, "\n") {
 				if strings.Contains(line, tc.want) && !strings.Contains(line, "WARN") {

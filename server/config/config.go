@@ -432,6 +432,9 @@ func FromFlagSet(fs *flag.FlagSet, env func(string) (string, bool)) (Config, err
 	var errs []string
 	for _, s := range settings {
 		v, ok := flagged[s.Flag()]
+		if ok && s.Secret {
+			c.Warnings = append(c.Warnings, secretFlagWarning(s))
+		}
 		if !ok {
 			v, ok = env(s.Env)
 		}
@@ -537,6 +540,14 @@ func (c *Config) warnings() []string {
 			"Set the https URL that clients use (with TLS in front, or PORTCULLIS_TLS_CERT)", c.Issuer))
 	}
 	return ws
+}
+
+// secretFlagWarning is the warning about a secret setting given as a flag:
+// every setting is a flag (the contract), but a command line is visible to
+// every user of the machine.
+func secretFlagWarning(s Setting) string {
+	return fmt.Sprintf("%s was given as the flag --%s: the command line of a process is visible to every user of the machine "+
+		"(ps, /proc/PID/cmdline); set the environment variable %s instead (from a file only its owner can read)", s.Env, s.Flag(), s.Env)
 }
 
 // plainHTTPOffLoopback reports whether u is an http URL whose host is not
