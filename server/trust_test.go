@@ -140,7 +140,7 @@ func TestClientsUnderCeiling(t *testing.T) {
 				{"fail/unknown scope before the ceiling", admin, map[string]any{"client_id": "minted", "grants": cc, "scopes": []string{"keys:rotate", "projects:delete"}}, 400, "invalid_request"},
 				{"fail/unknown scope for super_admin too", root, map[string]any{"client_id": "minted", "grants": cc, "scopes": []string{"reports:read"}}, 400, "invalid_request"},
 				{"ok/admin gives what it holds", admin, map[string]any{"client_id": "reader", "grants": cc, "scopes": []string{"users:read", "audit:read"}}, 201, ""},
-				{"ok/admin names another audience", admin, map[string]any{"client_id": "billing", "audiences": []string{"billing"}}, 201, ""},
+				{"ok/admin names another audience", admin, map[string]any{"client_id": "billing-app", "audiences": []string{"billing"}}, 201, ""},
 				{"ok/super_admin gives keys:rotate", root, map[string]any{"client_id": "rotator", "grants": cc, "scopes": []string{"keys:rotate"}}, 201, ""},
 				{"ok/super_admin gives the issuer audience", root, map[string]any{"client_id": "tools", "audiences": []string{in.Config.Issuer, "api"}}, 201, ""},
 			} {

@@ -371,7 +371,7 @@ func cmdClients(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		public = cf.Bool("public", false, "a public client (no secret; client authentication none)")
 		grants = cf.String("grants", "password,refresh_token", "comma-separated grant types")
 		scopes = cf.String("scopes", "", "space-separated permissions the client may receive, each known to the policy (default: every permission)")
-		cf.Var(&audiences, "audience", "aud of its access tokens; repeat it (or separate with commas) for several; the issuer lets its tokens use the admin API (default: PORTCULLIS_DEFAULT_AUDIENCE)")
+		cf.Var(&audiences, "audience", "aud of its access tokens; repeat it (or separate with commas) for several; never a client id; the issuer lets its tokens use the admin API (default: PORTCULLIS_DEFAULT_AUDIENCE)")
 		cf.Var(&redirectURIs, "redirect-uri", "a redirect URI of the authorization code flow (needs --grants authorization_code); repeat it for several")
 		cf.Var(&postLogoutURIs, "post-logout-redirect-uri", "where logout may send the browser back; repeat it for several")
 		cf.BoolVar(&spec.FirstParty, "first-party", false, "a first-party client: never asks users for consent")

@@ -285,6 +285,52 @@ func TestClientsCommandsRunAsOperator(t *testing.T) {
 	}
 }
 
+// TestClientsCreateKeepsAudiencesApartFromClientIDs: `portcullis clients
+// create` meets the rule of the admin API (clients.Clashes), the operator
+// included: an audience that is a client id (its own included), or an id
+// that is an audience a client lists or PORTCULLIS_DEFAULT_AUDIENCE, exits
+// 2 saying why and stores nothing. Found by a review: before the change
+// each of them was created.
+func TestClientsCreateKeepsAudiencesApartFromClientIDs(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			env := st.NewEnv(t, b)
+			in := st.Start(t, env)
+			for _, tc := range []struct {
+				name string
+				args []string
+				code int
+			}{
+				{"ok/victim", []string{"--id", "victim"}, 0},
+				{"ok/an audience that is no client id", []string{"--id", "lister", "--audience", "orders-api"}, 0},
+				{"fail/audience is a client id", []string{"--id", "evil", "--audience", "victim"}, 2},
+				{"fail/audience is the built-in client id", []string{"--id", "evil2", "--audience", "api,portcullis"}, 2},
+				{"fail/audience is its own id", []string{"--id", "selfie", "--audience", "selfie"}, 2},
+				{"fail/id is an audience a client lists", []string{"--id", "orders-api"}, 2},
+				{"fail/id is the default audience", []string{"--id", "api"}, 2},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					_, stderr, code := st.RunCLI(t, env, "", append([]string{"clients", "create"}, tc.args...)...)
+					_, err := in.App.Core.Store.GetClient(t.Context(), tc.args[1])
+					if tc.code == 0 {
+						if code != 0 || err != nil {
+							t.Fatalf("exit %d, %s; stored: %v", code, stderr, err)
+						}
+						return
+					}
+					if code != tc.code || !strings.Contains(stderr, "never") {
+						t.Fatalf("exit %d, %s; want exit %d saying the rule", code, stderr, tc.code)
+					}
+					if !errors.Is(err, store.ErrNotFound) {
+						t.Fatalf("refused client %s stored: %v", tc.args[1], err)
+					}
+				})
+			}
+		})
+	}
+}
+
 // TestKeysAndBootstrapRunAsOperator: `bootstrap`, `keys rotate` and `keys
 // revoke` run as the operator, through the accounts service where there is
 // one (keys): every event they record has actor_id operator:cli and via cli

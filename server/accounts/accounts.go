@@ -228,6 +228,10 @@ type Config struct {
 	// built-in client lists and other clients list only when an actor
 	// holding every admin permission (or the operator) gives it to them.
 	Issuer string
+	// DefaultAudience is PORTCULLIS_DEFAULT_AUDIENCE, the aud of the access
+	// tokens of every client listing none: no client id may be it
+	// (clients.Clashes).
+	DefaultAudience string
 	// BackgroundTimeout bounds the lookup and mailing a forgot-password
 	// request does after it has been answered (default 60s).
 	BackgroundTimeout time.Duration

@@ -187,9 +187,19 @@ func (a clientActor) missingAdminPermission() (string, bool) {
 	return "", true
 }
 
+// reservedAudiences are the server's own access-token audiences, which no
+// client id may be (clients.Spec.ReservedAudiences): the default audience
+// and the issuer.
+func (s *Service) reservedAudiences() []string {
+	return []string{s.cfg.DefaultAudience, s.cfg.Issuer}
+}
+
 // CreateClient creates an OAuth client for a user of the admin API or for the
-// operator (Operator, the CLI). A bad spec is 400; a scope or audience above
-// the actor's ceiling 403 (checkClientCeiling); a taken id 409. A token
+// operator (Operator, the CLI). A bad spec is 400, and so is one whose id or
+// audiences clash with a stored client's or the server's audiences
+// (clients.Clashes: an access-token audience is never a client id, for any
+// actor); a scope or audience above the actor's ceiling 403
+// (checkClientCeiling); a taken id 409. A token
 // revoked before the client was written keeps none (madeWithLiveToken): the
 // client is deleted (client.deleted via token_revoked) and its secret never
 // shown. A confidential client is a credential tied to no user, which no
@@ -209,6 +219,7 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 	spec.TenantID = a.scope.tenant.ID // inside an organisation, its client
 	spec.MaxAccessTokenTTL = s.cfg.MaxClientTokenTTL
 	spec.RefreshReuseGrace = s.cfg.RefreshReuseGrace
+	spec.ReservedAudiences = s.reservedAudiences()
 	c, secret, err := clients.Create(ctx, s.store, spec)
 	if err != nil {
 		var ve *clients.ValidationError

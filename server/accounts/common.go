@@ -163,7 +163,8 @@ func (s *Service) EnsureFirstPartyClient(ctx context.Context) error {
 		return fmt.Errorf("load the first-party client %q: %w", id, err)
 	}
 	_, _, err = clients.Create(ctx, s.store, clients.Spec{ID: id, Name: "Portcullis (first-party)", Public: true,
-		Grants: []string{token.GrantRefreshToken, token.GrantTokenExchange}, Audiences: audiences, FirstParty: true})
+		Grants: []string{token.GrantRefreshToken, token.GrantTokenExchange}, Audiences: audiences, FirstParty: true,
+		ReservedAudiences: s.reservedAudiences()})
 	if err != nil && !errors.Is(err, store.ErrAlreadyExists) {
 		return fmt.Errorf("create the first-party client %q: %w", id, err)
 	}

@@ -448,6 +448,9 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err := checkCookieClients(ctx, core.Store, cfg, log); err != nil {
 		return nil, err
 	}
+	if err := reportAudienceClashes(ctx, core.Store, cfg, log); err != nil {
+		return nil, err
+	}
 	if err := warnUnreadableTOTP(ctx, core.Store, core.KEKs, log); err != nil {
 		return nil, err
 	}
@@ -871,6 +874,38 @@ func checkCookieClients(ctx context.Context, st interface {
 	return nil
 }
 
+// reportAudienceClashes logs at Error, once each, the clashes among the
+// stored clients (clients.Clashes: a client id that is an audience a client
+// lists, or PORTCULLIS_DEFAULT_AUDIENCE or the issuer), saying what to
+// change. Such a client's id tokens can be forged from access tokens at
+// relying parties that do not check typ. Clients made before the rule keep
+// working, so the server starts; no new clash can be made.
+func reportAudienceClashes(ctx context.Context, st interface {
+	ListClients(ctx context.Context) ([]store.Client, error)
+}, cfg config.Config, log *slog.Logger) error {
+	list, err := st.ListClients(ctx)
+	if err != nil {
+		return fmt.Errorf("list clients: %w", err)
+	}
+	const msg = "an access-token audience is a client id: those access tokens verify as that client's id tokens " +
+		"at relying parties that do not check typ (RFC 8725 section 3.12)"
+	for _, cl := range clients.Clashes(list, []string{cfg.DefaultAudience, cfg.Issuer}) {
+		switch {
+		case cl.Reserved != "":
+			log.Error(msg, "client_id", cl.ClientID, "server_audience", cl.Reserved,
+				"change", fmt.Sprintf("recreate client %q under another id (its id is the server's access-token audience %q, "+
+					"PORTCULLIS_DEFAULT_AUDIENCE or the issuer), or set PORTCULLIS_DEFAULT_AUDIENCE to another value", cl.ClientID, cl.Reserved))
+		case cl.ListedBy == cl.ClientID:
+			log.Error(msg, "client_id", cl.ClientID, "listed_by", cl.ListedBy,
+				"change", fmt.Sprintf("recreate client %q without its own id among its audiences", cl.ClientID))
+		default:
+			log.Error(msg, "client_id", cl.ClientID, "listed_by", cl.ListedBy,
+				"change", fmt.Sprintf("recreate client %q without the audience %q, or client %q under another id", cl.ListedBy, cl.ClientID, cl.ClientID))
+		}
+	}
+	return nil
+}
+
 // tokenConfig is the token service's part of the settings, the same for the
 // server and the CLI.
 func tokenConfig(cfg config.Config) token.Config {
@@ -886,7 +921,7 @@ func tokenConfig(cfg config.Config) token.Config {
 func accountsConfig(cfg config.Config) accounts.Config {
 	return accounts.Config{
 		PublicURL: cfg.PublicURL, ProductName: cfg.ProductName, InviteTTL: cfg.InviteTTL, ResetTTL: cfg.ResetTTL,
-		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration, Issuer: cfg.Issuer,
+		VerifyEmailTTL: cfg.VerifyEmailTTL, PublicRegistration: cfg.PublicRegistration, Issuer: cfg.Issuer, DefaultAudience: cfg.DefaultAudience,
 		MaxClientTokenTTL: cfg.MaxClientTokenTTL, RefreshReuseGrace: cfg.RefreshReuseGrace,
 	}
 }

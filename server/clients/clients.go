@@ -26,7 +26,11 @@ import (
 
 // Store keeps clients.
 type Store interface {
-	CreateClient(ctx context.Context, c *store.Client) error
+	// CreateClient stores c, having run check over every stored client in
+	// the same transaction, under a lock every client creation takes (an
+	// error from check is returned as it is, and nothing is stored), so
+	// that no two creations check against a state the other changes.
+	CreateClient(ctx context.Context, c *store.Client, check func(existing []store.Client) error) error
 	GetClient(ctx context.Context, id string) (store.Client, error)
 	ListClients(ctx context.Context) ([]store.Client, error)
 	DeleteClient(ctx context.Context, id string) error
@@ -78,6 +82,11 @@ type Spec struct {
 	// RefreshReuseGrace is the server's PORTCULLIS_REFRESH_REUSE_GRACE,
 	// which a cookie client needs at MinCookieReuseGrace or more.
 	RefreshReuseGrace time.Duration
+	// ReservedAudiences are the access-token audiences no client id may
+	// be besides those clients list (Clashes): PORTCULLIS_DEFAULT_AUDIENCE,
+	// the aud of every client listing none, and the issuer. Set by the
+	// accounts service and the test fixtures from the server's settings.
+	ReservedAudiences []string
 }
 
 // MinCookieReuseGrace is the least PORTCULLIS_REFRESH_REUSE_GRACE a cookie
@@ -345,8 +354,77 @@ func NewSecret() string {
 	return "pcs_" + base64.RawURLEncoding.EncodeToString(b)
 }
 
+// Clash is a client id that is also an access-token audience, so that
+// the access tokens carrying it verify as that client's id tokens with a
+// relying party that does not check typ (go-oidc and most OpenID
+// libraries: OIDC Core §3.1.3.7 checks iss, aud and exp): an audience
+// client ListedBy lists (ListedBy == ClientID: its own id), or, with
+// ListedBy empty, Reserved (PORTCULLIS_DEFAULT_AUDIENCE or the issuer).
+type Clash struct {
+	ClientID string
+	ListedBy string
+	Reserved string
+}
+
+// Clashes is the one rule that keeps the two kinds of JWT apart (RFC 8725
+// §3.12: distinct aud): an access-token audience is never a client id. It
+// returns every clash among list, each once, ordered as list is: a client
+// id that any client of list lists among its audiences (its own included),
+// or that is one of reserved (see Spec.ReservedAudiences). Create refuses
+// a new client with any; the server logs those of the clients it finds at
+// start-up.
+func Clashes(list []store.Client, reserved []string) []Clash {
+	var out []Clash
+	for _, c := range list {
+		for _, r := range reserved {
+			if r != "" && c.ID == r {
+				out = append(out, Clash{ClientID: c.ID, Reserved: r})
+				break
+			}
+		}
+		for _, by := range list {
+			if slices.Contains(by.Audiences, c.ID) {
+				out = append(out, Clash{ClientID: c.ID, ListedBy: by.ID})
+			}
+		}
+	}
+	return out
+}
+
+// clashOf refuses, with a ValidationError, a new client c whose id or
+// audiences clash (Clashes) with existing or reserved. Clashes among the
+// existing clients alone are not c's: they are logged at start-up. A
+// taken id is left to the insert (store.ErrAlreadyExists).
+func clashOf(c store.Client, existing []store.Client, reserved []string) error {
+	if slices.ContainsFunc(existing, func(e store.Client) bool { return e.ID == c.ID }) {
+		return nil
+	}
+	list := append(slices.Clone(existing), c)
+	for _, cl := range Clashes(list, reserved) {
+		switch {
+		case cl.ListedBy == c.ID && cl.ClientID == c.ID:
+			return &ValidationError{fmt.Sprintf("audience %q is the client's own id: an access-token audience is never a client id, "+
+				"else its access tokens would pass as its id tokens (RFC 8725 section 3.12)", c.ID)}
+		case cl.ListedBy == c.ID:
+			return &ValidationError{fmt.Sprintf("audience %q is the id of a client: an access-token audience is never a client id, "+
+				"else this client's access tokens would pass as that client's id tokens (RFC 8725 section 3.12)", cl.ClientID)}
+		case cl.ClientID == c.ID && cl.Reserved != "":
+			return &ValidationError{fmt.Sprintf("client id %q is an access-token audience of the server (PORTCULLIS_DEFAULT_AUDIENCE or the issuer): "+
+				"a client id is never an access-token audience, else access tokens would pass as its id tokens (RFC 8725 section 3.12)", c.ID)}
+		case cl.ClientID == c.ID:
+			return &ValidationError{fmt.Sprintf("client id %q is an audience another client lists: a client id is never an access-token audience, "+
+				"else that client's access tokens would pass as this client's id tokens (RFC 8725 section 3.12)", c.ID)}
+		}
+	}
+	return nil
+}
+
 // Create stores a client; for a confidential client it returns the
-// generated secret, which is never shown again.
+// generated secret, which is never shown again. Besides Validate, a client
+// whose id or audiences clash (Clashes) with a stored client or
+// spec.ReservedAudiences is refused with a ValidationError, checked in the
+// store's transaction under its lock on client creation (Store.CreateClient),
+// so two creations at once cannot both pass.
 func Create(ctx context.Context, st Store, spec Spec) (store.Client, string, error) {
 	if err := spec.Validate(); err != nil {
 		return store.Client{}, "", err
@@ -364,7 +442,14 @@ func Create(ctx context.Context, st Store, spec Spec) (store.Client, string, err
 		secret = NewSecret()
 		c.SecretHash = token.HashSecret(secret)
 	}
-	if err := st.CreateClient(ctx, &c); err != nil {
+	check := func(existing []store.Client) error {
+		return clashOf(c, existing, spec.ReservedAudiences)
+	}
+	if err := st.CreateClient(ctx, &c, check); err != nil {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			return store.Client{}, "", ve
+		}
 		if errors.Is(err, store.ErrAlreadyExists) {
 			return store.Client{}, "", fmt.Errorf("client %q already exists: %w", spec.ID, err)
 		}

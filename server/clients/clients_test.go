@@ -182,3 +182,35 @@ func TestViewCodeFlowFields(t *testing.T) {
 		t.Fatalf("view %+v", v)
 	}
 }
+
+// TestClashes: the one rule that keeps access-token audiences and client
+// ids apart (RFC 8725 section 3.12), each clash once, in the order of the
+// list: a client id that a client lists among its audiences (its own
+// included), or that is a reserved audience (the default audience, the
+// issuer).
+func TestClashes(t *testing.T) {
+	reserved := []string{"api", "https://auth.example.com"}
+	for _, tc := range []struct {
+		name string
+		list []store.Client
+		want []clients.Clash
+	}{
+		{"ok/none", []store.Client{{ID: "web", Audiences: []string{"orders"}}, {ID: "cli", Audiences: []string{"orders", "api"}}}, nil},
+		{"fail/audience is another client's id", []store.Client{{ID: "victim"}, {ID: "evil", Audiences: []string{"x", "victim"}}},
+			[]clients.Clash{{ClientID: "victim", ListedBy: "evil"}}},
+		{"fail/audience is its own id", []store.Client{{ID: "selfie", Audiences: []string{"selfie"}}},
+			[]clients.Clash{{ClientID: "selfie", ListedBy: "selfie"}}},
+		{"fail/id is the default audience", []store.Client{{ID: "api"}}, []clients.Clash{{ClientID: "api", Reserved: "api"}}},
+		{"fail/two clients list one id", []store.Client{{ID: "a", Audiences: []string{"v"}}, {ID: "b", Audiences: []string{"v"}}, {ID: "v"}},
+			[]clients.Clash{{ClientID: "v", ListedBy: "a"}, {ClientID: "v", ListedBy: "b"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := clients.Clashes(tc.list, reserved); !slices.Equal(got, tc.want) {
+				t.Fatalf("Clashes: %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	if got := clients.Clashes([]store.Client{{ID: "web"}}, []string{""}); got != nil {
+		t.Fatalf("an empty reserved audience clashes: %+v", got)
+	}
+}

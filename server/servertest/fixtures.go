@@ -59,9 +59,14 @@ func (f *Fixtures) TenantUser(t testing.TB, tenantID, email, pw string, roles ..
 	return u
 }
 
-// Client creates an OAuth client and returns its secret ("" for public clients).
+// Client creates an OAuth client and returns its secret ("" for public
+// clients), under the rule of every client (clients.Clashes, with the
+// deployment's default audience and issuer reserved).
 func (f *Fixtures) Client(t testing.TB, spec clients.Spec) string {
 	t.Helper()
+	if spec.ReservedAudiences == nil {
+		spec.ReservedAudiences = []string{f.Core.Config.DefaultAudience, f.Core.Config.Issuer}
+	}
 	_, secret, err := clients.Create(context.Background(), f.Core.Store, spec)
 	if err != nil {
 		t.Fatalf("create client %s: %v", spec.ID, err)

@@ -5,32 +5,92 @@ import (
 	"errors"
 	"fmt"
 
+	"gorm.io/gorm"
+
 	"github.com/portcullis-auth/portcullis/store"
 )
 
 // ErrInvalidClient means a client record has no id.
 var ErrInvalidClient = errors.New("sqlstore: invalid client")
 
+// clientsLockKey is the pg_advisory_xact_lock key every client creation
+// takes ("clients" in ASCII, as an int64), so that its check over the
+// stored clients and its insert see no other creation in between.
+const clientsLockKey int64 = 0x636c69656e7473
+
 // CreateClient inserts the client and fills CreatedAt and UpdatedAt. A taken
 // id is store.ErrAlreadyExists. Nil Scopes (every permission) and empty
 // Scopes (none) are kept apart. Durations are kept to the millisecond.
-func (s *Store) CreateClient(ctx context.Context, c *store.Client) error {
+//
+// check (nil: none) runs first in the same transaction over every stored
+// client (id and audiences only), under a lock every creation takes (on
+// PostgreSQL an advisory transaction lock, clientsLockKey, whose holder
+// reads, at READ COMMITTED, every creation committed before it; SQLite
+// serialises writing transactions, which begin IMMEDIATE); an error from it
+// is returned as it is and nothing is stored. Two creations that would
+// clash (clients.Clashes) therefore never both pass.
+func (s *Store) CreateClient(ctx context.Context, c *store.Client, check func(existing []store.Client) error) error {
 	if c == nil || c.ID == "" {
 		return fmt.Errorf("create client: %w: id is required", ErrInvalidClient)
 	}
-	now := s.clock()
-	nc := *c
-	nc.CreatedAt, nc.UpdatedAt = now, now
-	row := clientToRow(&nc)
-	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
+	var out store.Client
+	var checkErr error
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		checkErr = nil
+		if check != nil {
+			existing, err := s.clientAudiences(tx)
+			if err != nil {
+				return err
+			}
+			if checkErr = check(existing); checkErr != nil {
+				return checkErr
+			}
+		}
+		now := s.clock()
+		nc := *c
+		nc.CreatedAt, nc.UpdatedAt = now, now
+		row := clientToRow(&nc)
+		if err := tx.Create(&row).Error; err != nil {
+			return err
+		}
+		var err error
+		out, err = row.toClient()
+		return err
+	})
+	switch {
+	case checkErr != nil:
+		return checkErr
+	case err != nil:
 		return mapErr("create client", err)
-	}
-	out, err := row.toClient()
-	if err != nil {
-		return fmt.Errorf("create client: %w", err)
 	}
 	*c = out
 	return nil
+}
+
+// clientAudiences takes the lock of client creation (clientsLockKey) and
+// returns every stored client with only its id and audiences.
+func (s *Store) clientAudiences(tx *gorm.DB) ([]store.Client, error) {
+	if s.dialect == DialectPostgres {
+		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", clientsLockKey).Error; err != nil {
+			return nil, fmt.Errorf("lock the clients: %w", err)
+		}
+	}
+	var rows []struct {
+		ID        string
+		Audiences *string
+	}
+	if err := tx.Model(&clientRow{}).Select("id", "audiences").Order("id ASC").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read the clients' audiences: %w", err)
+	}
+	out := make([]store.Client, 0, len(rows))
+	for _, r := range rows {
+		aud, err := decodeList(r.Audiences)
+		if err != nil {
+			return nil, fmt.Errorf("read the audiences of client %s: %w", r.ID, err)
+		}
+		out = append(out, store.Client{ID: r.ID, Audiences: aud})
+	}
+	return out, nil
 }
 
 // GetClient returns the client with its secret hash (for authentication).

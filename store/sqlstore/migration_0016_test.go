@@ -27,7 +27,7 @@ func TestMigration0016QueuedDeliveries(t *testing.T) {
 				t.Fatalf("queue a version-15 delivery: %v", err)
 			}
 			if err := s.CreateClient(ctx, &store.Client{ID: "globex-app", Name: "Globex app", Public: true,
-				Grants: []string{"authorization_code"}, TenantID: "ten_globex"}); err != nil {
+				Grants: []string{"authorization_code"}, TenantID: "ten_globex"}, nil); err != nil {
 				t.Fatalf("create an organisation's client at version 15: %v", err)
 			}
 			orgs := old

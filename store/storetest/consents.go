@@ -12,7 +12,7 @@ import (
 
 func mustClient(t *testing.T, s *sqlstore.Store, id string) {
 	t.Helper()
-	if err := s.CreateClient(rctx(t), &store.Client{ID: id, Name: id, Public: true, Grants: []string{"authorization_code"}}); err != nil {
+	if err := s.CreateClient(rctx(t), &store.Client{ID: id, Name: id, Public: true, Grants: []string{"authorization_code"}}, nil); err != nil {
 		t.Fatalf("CreateClient(%s): %v", id, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -1004,7 +1005,7 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 	}
 	for _, cl := range clients {
 		want := *cl
-		if err := s.CreateClient(c, cl); err != nil {
+		if err := s.CreateClient(c, cl, nil); err != nil {
 			t.Fatalf("CreateClient(%s): %v", cl.ID, err)
 		}
 		wantUTC(t, "client created_at", cl.CreatedAt)
@@ -1074,7 +1075,7 @@ func testClients(t *testing.T, s *sqlstore.Store) {
 
 func testClientsFail(t *testing.T, s *sqlstore.Store) {
 	c := rctx(t)
-	if err := s.CreateClient(c, &store.Client{ID: "dup", Name: "first"}); err != nil {
+	if err := s.CreateClient(c, &store.Client{ID: "dup", Name: "first"}, nil); err != nil {
 		t.Fatalf("CreateClient: %v", err)
 	}
 	for _, tc := range []struct {
@@ -1082,8 +1083,8 @@ func testClientsFail(t *testing.T, s *sqlstore.Store) {
 		err  error
 		want error
 	}{
-		{"fail/duplicate_id", s.CreateClient(c, &store.Client{ID: "dup", Name: "second"}), store.ErrAlreadyExists},
-		{"fail/no_id", s.CreateClient(c, &store.Client{Name: "anon"}), sqlstore.ErrInvalidClient},
+		{"fail/duplicate_id", s.CreateClient(c, &store.Client{ID: "dup", Name: "second"}, nil), store.ErrAlreadyExists},
+		{"fail/no_id", s.CreateClient(c, &store.Client{Name: "anon"}, nil), sqlstore.ErrInvalidClient},
 		{"fail/get_missing", func() error { _, err := s.GetClient(c, "missing"); return err }(), store.ErrNotFound},
 		{"fail/delete_missing", s.DeleteClient(c, "missing"), store.ErrNotFound},
 		{"fail/secret_missing", s.SetClientSecretHash(c, "missing", []byte("x")), store.ErrNotFound},
@@ -1093,6 +1094,30 @@ func testClientsFail(t *testing.T, s *sqlstore.Store) {
 	}
 	if got, _ := s.GetClient(c, "dup"); got.Name != "first" {
 		t.Fatalf("duplicate create overwrote the client: %+v", got)
+	}
+	// check sees every stored client's id and audiences; its error is
+	// returned as it is and nothing is stored.
+	if err := s.CreateClient(c, &store.Client{ID: "lister", Name: "lister", Audiences: []string{"res"}}, nil); err != nil {
+		t.Fatalf("CreateClient: %v", err)
+	}
+	refused := errors.New("refused by check")
+	var seen []store.Client
+	err := s.CreateClient(c, &store.Client{ID: "res", Name: "res"}, func(existing []store.Client) error {
+		seen = existing
+		return refused
+	})
+	if !errors.Is(err, refused) {
+		t.Fatalf("CreateClient with a refusing check: %v, want the check's error", err)
+	}
+	if _, err := s.GetClient(c, "res"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a client refused by check is stored: %v", err)
+	}
+	i := slices.IndexFunc(seen, func(e store.Client) bool { return e.ID == "lister" })
+	if i < 0 || !slices.Equal(seen[i].Audiences, []string{"res"}) || !slices.ContainsFunc(seen, func(e store.Client) bool { return e.ID == "dup" }) {
+		t.Fatalf("check saw %+v, want every stored client with its audiences", seen)
+	}
+	if err := s.CreateClient(c, &store.Client{ID: "res2", Name: "res2"}, func([]store.Client) error { return nil }); err != nil {
+		t.Fatalf("CreateClient with a passing check: %v", err)
 	}
 }
 

@@ -421,7 +421,7 @@ func testTenantRecords(t *testing.T, s *sqlstore.Store) {
 	}
 
 	cl := store.Client{ID: "tenant-client", Name: "t", SecretHash: []byte("h"), Grants: []string{"client_credentials"}, TenantID: a.ID}
-	if err := s.CreateClient(c, &cl); err != nil {
+	if err := s.CreateClient(c, &cl, nil); err != nil {
 		t.Fatalf("CreateClient: %v", err)
 	}
 	got, err := s.GetClient(c, cl.ID)
