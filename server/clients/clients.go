@@ -373,7 +373,18 @@ type Clash struct {
 // or that is one of reserved (see Spec.ReservedAudiences). Create refuses
 // a new client with any; the server logs those of the clients it finds at
 // start-up.
+//
+// It reads each client and audience once (an index of who lists each
+// audience), so a creation's check stays linear in the number of clients.
 func Clashes(list []store.Client, reserved []string) []Clash {
+	listedBy := make(map[string][]string)
+	for _, by := range list {
+		for _, a := range by.Audiences {
+			if l := listedBy[a]; len(l) == 0 || l[len(l)-1] != by.ID {
+				listedBy[a] = append(l, by.ID)
+			}
+		}
+	}
 	var out []Clash
 	for _, c := range list {
 		for _, r := range reserved {
@@ -382,10 +393,8 @@ func Clashes(list []store.Client, reserved []string) []Clash {
 				break
 			}
 		}
-		for _, by := range list {
-			if slices.Contains(by.Audiences, c.ID) {
-				out = append(out, Clash{ClientID: c.ID, ListedBy: by.ID})
-			}
+		for _, by := range listedBy[c.ID] {
+			out = append(out, Clash{ClientID: c.ID, ListedBy: by})
 		}
 	}
 	return out
