@@ -340,3 +340,25 @@ func decodeArgon2(s string) (Params, []byte, []byte, error) {
 	p.SaltLength, p.KeyLength = uint32(len(salt)), uint32(len(key))
 	return p, salt, key, nil
 }
+
+// HashClass names the cost class of a stored hash: its algorithm and the
+// parameters its verification time depends on ("argon2id m=65536,t=3,p=4",
+// "bcrypt cost 10"), never its salt or key. A hash that cannot be parsed is
+// "unreadable" (it is refused before any hashing).
+func HashClass(hash string) string {
+	for _, alg := range []string{"argon2id", "argon2i"} {
+		if rest, ok := strings.CutPrefix(hash, "$"+alg+"$"); ok {
+			p, _, key, err := decodeArgon2(rest)
+			if err != nil {
+				return "unreadable"
+			}
+			return fmt.Sprintf("%s %s,k=%d", alg, p, len(key))
+		}
+	}
+	if strings.HasPrefix(hash, "$2a$") || strings.HasPrefix(hash, "$2b$") || strings.HasPrefix(hash, "$2y$") {
+		if cost, err := bcrypt.Cost([]byte(hash)); err == nil {
+			return fmt.Sprintf("bcrypt cost %d", cost)
+		}
+	}
+	return "unreadable"
+}

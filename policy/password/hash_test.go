@@ -484,3 +484,34 @@ func FuzzDecodeArgon2(f *testing.F) {
 		}
 	})
 }
+
+// TestHashClass: a hash's class is its algorithm and cost parameters, the
+// same for two hashes of one class whatever their salts and passwords, and
+// "unreadable" for what Verify refuses before hashing.
+func TestHashClass(t *testing.T) {
+	h := newHasher(t, fastParams)
+	a, _ := h.Hash(ctx, "one password")
+	b, _ := h.Hash(ctx, "another password")
+	bc, err := bcrypt.GenerateFromPassword([]byte("s3cret pass"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	salt := make([]byte, 16)
+	cffi := encodePHC("argon2id", Params{Memory: 65536, Time: 3, Threads: 4}, salt, make([]byte, 32))
+	for _, tt := range []struct{ name, hash, want string }{
+		{"current", a, "argon2id m=64,t=1,p=1,k=32"},
+		{"current, another salt", b, "argon2id m=64,t=1,p=1,k=32"},
+		{"foreign argon2id", cffi, "argon2id m=65536,t=3,p=4,k=32"},
+		{"argon2i", encodePHC("argon2i", fastParams, salt, make([]byte, 32)), "argon2i m=64,t=1,p=1,k=32"},
+		{"bcrypt", string(bc), fmt.Sprintf("bcrypt cost %d", bcrypt.MinCost)},
+		{"bcrypt 2y", "$2y$" + string(bc[4:]), fmt.Sprintf("bcrypt cost %d", bcrypt.MinCost)},
+		{"malformed argon2id", "$argon2id$v=19$m=0$x$y", "unreadable"},
+		{"malformed bcrypt", "$2b$xx", "unreadable"},
+		{"unknown algorithm", "$scrypt$abc", "unreadable"},
+		{"empty", "", "unreadable"},
+	} {
+		if got := HashClass(tt.hash); got != tt.want {
+			t.Errorf("%s: HashClass = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

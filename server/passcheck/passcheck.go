@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
+	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -66,6 +68,13 @@ type Deps struct {
 // Checker checks passwords. It is safe for concurrent use.
 type Checker struct {
 	d Deps
+	// floor times every verification by its hash's class; a refusal is
+	// padded to its floor (see Check).
+	floor refusalFloor
+	// now and sleep are the clock and the wait of the padding (a test's
+	// fakes; time.Now and sleepCtx otherwise).
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration)
 }
 
 // New returns a Checker; Users and Hasher are required.
@@ -76,7 +85,7 @@ func New(d Deps) (*Checker, error) {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Checker{d: d}, nil
+	return &Checker{d: d, now: time.Now, sleep: sleepCtx}, nil
 }
 
 // Attempt is one password check. Exactly one of Login and UserID names the
@@ -146,6 +155,16 @@ func (c *Checker) Succeeded(ctx context.Context, r Result) {
 // account's failures (unless DeferSuccess, see Succeeded, or a second step
 // is owed: an account named by its login that has a second factor). A store failure
 // is a 503.
+//
+// Every refusal after the throttle (unknown account, wrong password,
+// unreadable hash, no password, machine user, deactivated account) takes
+// at least the refusal floor from the start of its verification: the
+// slowest hash class this Checker has verified, as a smoothed estimate
+// (refusalFloor), capped at MaxRefusalFloor. The padding sleeps (and ends
+// with ctx); a success is not padded. So a wrong password for an account
+// with an imported or outdated hash (bcrypt, argon2id of other
+// parameters), slower than the dummy verification of an unknown account,
+// does not tell the account exists.
 func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	var (
 		u       store.User
@@ -188,6 +207,7 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	// time of the answer tells none of them from a wrong password.
 	machine := found && u.IsMachine()
 	noPassword := found && !machine && u.PasswordHash == ""
+	start := c.now()
 	if found && !machine && !noPassword {
 		ok, needsRehash, err = c.d.Hasher.Verify(ctx, u.PasswordHash, a.Password)
 		if err != nil {
@@ -196,13 +216,16 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 			}
 			c.d.Logger.Warn("password hash unreadable", "user_id", u.ID, "err", err)
 			// An unreadable hash is refused before any hashing: pay for one.
-			c.d.Hasher.DummyVerify(ctx, a.Password)
+			c.dummyVerify(ctx, a.Password)
 			ok = false
+		} else {
+			c.floor.observe(password.HashClass(u.PasswordHash), c.now().Sub(start))
 		}
 	} else {
-		c.d.Hasher.DummyVerify(ctx, a.Password)
+		c.dummyVerify(ctx, a.Password)
 	}
 	if !ok || !u.Active {
+		c.padRefusal(ctx, start)
 		c.failed(ctx, a, u, ok, failureReason{machine: machine, noPassword: noPassword})
 		return Result{}, ErrBadCredentials
 	}
@@ -211,6 +234,23 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		c.Succeeded(ctx, res)
 	}
 	return res, nil
+}
+
+// dummyVerify spends the dummy verification and records its time.
+func (c *Checker) dummyVerify(ctx context.Context, pw string) {
+	start := c.now()
+	c.d.Hasher.DummyVerify(ctx, pw)
+	if ctx.Err() == nil {
+		c.floor.observe(dummyClass, c.now().Sub(start))
+	}
+}
+
+// padRefusal sleeps until the refusal whose verification began at start
+// has taken the refusal floor, or until ctx is done.
+func (c *Checker) padRefusal(ctx context.Context, start time.Time) {
+	if d := c.floor.floor() - c.now().Sub(start); d > 0 && ctx.Err() == nil {
+		c.sleep(ctx, d)
+	}
 }
 
 // secondStepOwed says the password alone did not prove the account: it was

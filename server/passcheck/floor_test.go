@@ -1,0 +1,181 @@
+package passcheck
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/portcullis-auth/portcullis/policy/password"
+)
+
+// fakeClock is the padding's clock: it moves only when a fake
+// verification or the padding's sleep moves it.
+type fakeClock struct {
+	t     time.Time
+	slept []time.Duration
+}
+
+func (c *fakeClock) now() time.Time { return c.t }
+func (c *fakeClock) sleep(ctx context.Context, d time.Duration) {
+	c.slept = append(c.slept, d)
+	c.t = c.t.Add(d)
+}
+
+// timedHasher verifies hashes at the cost its table gives the hash's class,
+// moving the fake clock by it: the password of every hash is "right"; the
+// dummy costs dummy.
+type timedHasher struct {
+	clk   *fakeClock
+	cost  map[string]time.Duration // by password.HashClass
+	dummy time.Duration
+}
+
+func (h *timedHasher) Verify(_ context.Context, hash, pw string) (bool, bool, error) {
+	class := password.HashClass(hash)
+	if class == "unreadable" {
+		return false, false, errors.New("malformed hash") // refused before hashing
+	}
+	h.clk.t = h.clk.t.Add(h.cost[class])
+	return pw == "right", false, nil
+}
+
+func (h *timedHasher) DummyVerify(context.Context, string) { h.clk.t = h.clk.t.Add(h.dummy) }
+
+// phcArgon2id is a well-formed argon2id hash of the parameters, of no
+// password in particular (timedHasher only reads its class).
+func phcArgon2id(m, t, p int) string {
+	b := base64.RawStdEncoding.EncodeToString
+	return fmt.Sprintf("$argon2id$v=19$m=%d,t=%d,p=%d$%s$%s", m, t, p, b(make([]byte, 16)), b(make([]byte, 32)))
+}
+
+// TestRefusalFloor: every refusal takes at least the slowest class
+// verified so far (capped at MaxRefusalFloor), the padding slept for the
+// difference and never a success. Fails before this change: a wrong
+// password for an account with a slower imported hash took longer than an
+// unknown account's dummy verification, which nothing padded.
+func TestRefusalFloor(t *testing.T) {
+	const (
+		current = 40 * time.Millisecond
+		bc      = 140 * time.Millisecond
+		huge    = 5 * time.Second
+	)
+	bcrypt10 := "$2b$10$" + strings.Repeat("a", 53)
+	users := fakeUsers{
+		"usr_1": {ID: "usr_1", Email: "ann@example.com", PasswordHash: phcArgon2id(19456, 2, 1), Active: true},
+		"usr_2": {ID: "usr_2", Email: "imp@example.com", PasswordHash: bcrypt10, Active: true},
+		"usr_3": {ID: "usr_3", Email: "odd@example.com", PasswordHash: "$unknown$x", Active: true},
+		"usr_4": {ID: "usr_4", Email: "fed@example.com", Active: true},
+		"usr_5": {ID: "usr_5", Email: "old@example.com", PasswordHash: phcArgon2id(65536, 3, 4), Active: true},
+		"usr_6": {ID: "usr_6", Email: "bob@example.com", PasswordHash: phcArgon2id(19456, 2, 1), Active: false},
+	}
+	clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	h := &timedHasher{clk: clk, dummy: current, cost: map[string]time.Duration{
+		"argon2id m=19456,t=2,p=1,k=32": current, "bcrypt cost 10": bc, "argon2id m=65536,t=3,p=4,k=32": huge,
+	}}
+	c, err := New(Deps{Users: users, Hasher: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now, c.sleep = clk.now, clk.sleep
+	for i, step := range []struct {
+		name      string
+		login, pw string
+		ok        bool
+		took      time.Duration // the verification and the padding
+	}{
+		{"unknown account, nothing slower seen", "ghost@example.com", "x", false, current},
+		{"wrong password, current hash", "ann@example.com", "x", false, current},
+		{"wrong password, bcrypt: its first refusal sets the floor", "imp@example.com", "x", false, bc},
+		{"unknown account after it", "ghost@example.com", "x", false, bc},
+		{"wrong password, current hash after it", "ann@example.com", "x", false, bc},
+		{"unreadable hash", "odd@example.com", "x", false, bc},
+		{"no password", "fed@example.com", "", false, bc},
+		{"deactivated, right password", "bob@example.com", "right", false, bc},
+		{"success is not padded", "ann@example.com", "right", true, current},
+		{"bcrypt success is not padded", "imp@example.com", "right", true, bc},
+		{"a slower class than the cap", "old@example.com", "x", false, huge},
+		{"unknown account: padded to the cap", "ghost@example.com", "x", false, MaxRefusalFloor},
+		{"bcrypt wrong password: padded to the cap", "imp@example.com", "x", false, MaxRefusalFloor},
+	} {
+		start, sleeps := clk.now(), len(clk.slept)
+		_, err := c.Check(context.Background(), Attempt{Login: step.login, Password: step.pw})
+		if (err == nil) != step.ok || (err != nil && !errors.Is(err, ErrBadCredentials)) {
+			t.Fatalf("%d %s: Check = %v, want ok %v", i, step.name, err, step.ok)
+		}
+		if got := clk.now().Sub(start); got != step.took {
+			t.Errorf("%d %s: took %s, want %s", i, step.name, got, step.took)
+		}
+		if step.ok && len(clk.slept) != sleeps {
+			t.Errorf("%d %s: a success slept %s", i, step.name, clk.slept[sleeps:])
+		}
+	}
+}
+
+// TestRefusalFloorEstimate: a class's estimate follows its verifications
+// but one outlier (a garbage collection pause) moves it by a quarter and
+// fades, rather than setting the floor for good; the floor is the largest
+// class's estimate.
+func TestRefusalFloorEstimate(t *testing.T) {
+	ms := time.Millisecond
+	var f refusalFloor
+	if got := f.floor(); got != 0 {
+		t.Fatalf("empty floor %s", got)
+	}
+	for _, tt := range []struct {
+		class string
+		d     time.Duration
+		floor time.Duration
+	}{
+		{"a", 100 * ms, 100 * ms},
+		{"a", 100 * ms, 100 * ms},
+		{"a", 900 * ms, 300 * ms}, // an outlier: a quarter of the way
+		{"a", 100 * ms, 250 * ms},
+		{"a", 100 * ms, 212500 * time.Microsecond},
+		{"b", 50 * ms, 212500 * time.Microsecond}, // a faster class does not lower it
+		{"c", 3 * time.Second, MaxRefusalFloor},   // capped
+	} {
+		f.observe(tt.class, tt.d)
+		if got := f.floor(); got != tt.floor {
+			t.Fatalf("after %s %s: floor %s, want %s", tt.class, tt.d, got, tt.floor)
+		}
+	}
+	// Classes beyond the bound share one estimate.
+	var g refusalFloor
+	for i := range maxClasses + 10 {
+		g.observe(fmt.Sprint(i), ms)
+	}
+	if len(g.est) != maxClasses+1 {
+		t.Fatalf("%d classes kept, want %d", len(g.est), maxClasses+1)
+	}
+}
+
+// TestRefusalPaddingEndsWithTheRequest: the padding's sleep returns when
+// the request's context ends, and a request already gone is not padded.
+func TestRefusalPaddingEndsWithTheRequest(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	done := make(chan struct{})
+	go func() { sleepCtx(ctx, time.Hour); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("sleepCtx did not return when its context ended")
+	}
+	clk := &fakeClock{t: time.Unix(0, 0)}
+	c, err := New(Deps{Users: fakeUsers{}, Hasher: &timedHasher{clk: clk, dummy: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now, c.sleep = clk.now, clk.sleep
+	c.floor.observe("slow", time.Second)
+	if _, err := c.Check(ctx, Attempt{Login: "ghost@example.com", Password: "x"}); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("Check = %v", err)
+	}
+	if len(clk.slept) != 0 {
+		t.Fatalf("a gone request slept %v", clk.slept)
+	}
+}
