@@ -306,6 +306,12 @@ type TokenState interface {
 	// (one Redis node), else one per step (Cluster, where the keys' slots
 	// differ; SQL).
 	CountSteps(ctx context.Context, now time.Time, steps ...CounterStep) ([]CounterCount, error)
+	// TakeBack takes n events back from key's live window (never below
+	// zero), keeping the window's end, and returns the count left; with no
+	// live window it does nothing and returns 0. Atomic, as Hit is: the
+	// login throttle takes back the attempts a successful login reserved,
+	// leaving every other failure counted.
+	TakeBack(ctx context.Context, key string, n int64, now time.Time) (int64, error)
 	// ResetCounters forgets the counters of keys in the order given: a
 	// count that starts after a key is forgotten finds every key before it
 	// forgotten too, so a caller that counts a later key and then reads an

@@ -1747,6 +1747,18 @@ func (s *State) countSteps(ctx context.Context, now time.Time, steps ...store.Co
 	return out, nil
 }
 
+// TakeBack implements store.TokenState in one script call.
+func (s *State) TakeBack(ctx context.Context, key string, n int64, now time.Time) (int64, error) {
+	if n < 0 {
+		return 0, errors.New("redis token state: take back: a negative count")
+	}
+	left, err := takeBackScript.Run(ctx, s.c, []string{s.counterKey(key)}, now.UnixMilli(), n).Int64()
+	if err != nil {
+		return 0, unavailable("take back", err)
+	}
+	return left, nil
+}
+
 // ResetCounters implements store.TokenState: one DEL per key, in order, in
 // one pipeline on one node (which runs them in order); on Cluster, where
 // the keys' slots differ and a pipeline's nodes run their parts at once,

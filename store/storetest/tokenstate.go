@@ -89,6 +89,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/nothing_revoked_on_fresh_state", testNothingRevoked},
 		{"ok/hit_counts_in_window", testHitWindow},
 		{"ok/reset_counters", testResetCounters},
+		{"ok/take_back_keeps_the_window", testTakeBack},
 		{"ok/ping", testPing},
 		{"ok/find_refresh_current_only", testFindRefresh},
 		{"ok/find_refresh_previous_within_grace", testFindRefreshInGrace},
@@ -100,6 +101,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"race/rotate_same_token_no_grace", testConcurrentRotateNoGrace},
 		{"race/rotate_same_token_with_grace", testConcurrentRotateGrace},
 		{"race/hit_counts_exactly", testConcurrentHit},
+		{"race/take_back_counts_exactly", testConcurrentTakeBack},
 		{"race/hit_reopens_window_once", testConcurrentHitReopens},
 		{"race/count_steps_stop_exactly", testConcurrentCountSteps},
 		{"race/reset_counters_in_order", testConcurrentResetInOrder},
@@ -974,6 +976,79 @@ func testResetCounters(t *testing.T, st store.TokenState) {
 	}
 	if err := st.ResetCounters(ctx(t)); err != nil {
 		t.Fatalf("ResetCounters of no key: %v", err)
+	}
+}
+
+// testTakeBack: events taken back leave the window's end and the other
+// counters as they were, never go below zero, and a counter with no live
+// window (never hit, or ended) is left alone at 0: the next hit starts a
+// new window.
+func testTakeBack(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	key, other := randomID("tb-"), randomID("tb-")
+	w := time.Minute
+	takeBack := func(key string, n int64, now time.Time, want int64) {
+		t.Helper()
+		left, err := st.TakeBack(ctx(t), key, n, now)
+		if err != nil || left != want {
+			t.Fatalf("TakeBack(%q, %d) = %d, %v; want %d", key, n, left, err, want)
+		}
+	}
+	for i := int64(1); i <= 3; i++ {
+		wantHit(t, st, key, w, base, i, w)
+	}
+	wantHit(t, st, other, w, base, 1, w)
+	takeBack(key, 1, base.Add(time.Second), 2)
+	wantHit(t, st, key, w, base.Add(2*time.Second), 3, w-2*time.Second) // same window
+	takeBack(key, 2, base.Add(3*time.Second), 1)
+	takeBack(key, 5, base.Add(3*time.Second), 0) // never below zero
+	takeBack(key, 1, base.Add(3*time.Second), 0)
+	wantHit(t, st, key, w, base.Add(4*time.Second), 1, w-4*time.Second) // the window kept its end
+	wantHit(t, st, other, w, base.Add(4*time.Second), 2, w-4*time.Second)
+	takeBack(key, 1, base.Add(w), 0) // the window ended: nothing to take back
+	wantHit(t, st, key, w, base.Add(w), 1, w)
+	takeBack(randomID("never-hit-"), 1, base, 0)
+	if left, err := st.TakeBack(ctx(t), key, -1, base.Add(w)); err == nil {
+		t.Fatalf("TakeBack of -1 = %d, want an error", left)
+	}
+}
+
+// testConcurrentTakeBack: hits and take-backs of one counter at once, over
+// a base the take-backs cannot go below, lose none of either.
+func testConcurrentTakeBack(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	key := randomID("tb-race-")
+	w := time.Hour
+	for range racers {
+		hit(t, st, key, w, base)
+	}
+	var start, done sync.WaitGroup
+	start.Add(1)
+	errs := make(chan error, 2*racers)
+	for i := range 2 * racers {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			start.Wait()
+			var err error
+			if i%2 == 0 {
+				_, _, err = st.Hit(ctx(t), key, w, base)
+			} else {
+				_, err = st.TakeBack(ctx(t), key, 1, base)
+			}
+			errs <- err
+		}()
+	}
+	start.Done()
+	done.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _, err := st.Peek(ctx(t), key, base); err != nil || n != racers {
+		t.Fatalf("after %d hits and %d take-backs at once over %d: count %d, %v; want %d", racers, racers, racers, n, err, racers)
 	}
 }
 
