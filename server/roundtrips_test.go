@@ -149,8 +149,10 @@ func TestGrantRoundTrips(t *testing.T) {
 	}{
 		// Redis: the login throttle (the address's limit, the account's
 		// delay and its failures in one script: store.TokenState.CountSteps,
-		// three calls before; after the login, both of the account's
-		// counters cleared in one pipeline) and the session. Recording
+		// three calls before; after the login, its own attempt taken
+		// back in one script, store.TokenState.TakeBack, where both of
+		// the account's counters were cleared in one pipeline before)
+		// and the session. Recording
 		// the login changes no user version (8 round trips when it did,
 		// with the two clears apart). SQL: the user with its second
 		// factors counted (one statement: sqlstore.Store.GetUserForLogin;

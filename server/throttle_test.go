@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -172,6 +173,67 @@ func TestPasswordChangeUnderLoginThrottle(t *testing.T) {
 			// the grant's failure not counted here, two would pass).
 			if evaluated != 1 {
 				t.Fatalf("%d of %d simultaneous guesses evaluated, want exactly 1", evaluated, racers)
+			}
+		})
+	}
+}
+
+// TestLoginThrottleHidesActiveAccounts: the login throttle is keyed by the
+// login "so it behaves the same for accounts that do not exist" (docs/
+// security.md). An attacker puts two logins, a real account and an address
+// with none, at the same failures; only the real account's owner can then
+// sign in (with a password, or a password and a second factor), and the
+// attacker's next guesses must be answered alike on the two. No wait is
+// needed: the guesses come within the first delay. Found by a review;
+// failed before the change: a success cleared the account's failures, so
+// the real account answered 400 where the other was already 429.
+func TestLoginThrottleHidesActiveAccounts(t *testing.T) {
+	const limit = 3
+	for _, b := range throttleBackends {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newGrantsDeployment(t, b, st.Env{"PORTCULLIS_LOGIN_FAILURE_LIMIT": strconv.Itoa(limit)})
+			for i, tc := range []struct {
+				name     string
+				failures int // the attacker's, on both logins, before the owner signs in
+				totp     bool
+			}{
+				{"password, below the limit", 1, false},
+				{"password reaching the limit", limit - 1, false},
+				{"password and second factor", 1, true},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					owner, nobody := fmt.Sprintf("owner%d@example.com", i), fmt.Sprintf("nobody%d@example.com", i)
+					guess := func(login string) *st.Response {
+						return d.c.PostForm("/oauth2/token", st.PasswordForm(login, "a wrong guess", ""), st.Basic("app", d.secrets["app"]))
+					}
+					var secret string
+					if tc.totp {
+						_, secret, _ = d.totpUser(t, owner)
+					} else {
+						d.fx.User(t, owner, mfaPass, "editor")
+					}
+					for range tc.failures {
+						guess(owner).ExpectError(400, "invalid_grant")
+						guess(nobody).ExpectError(400, "invalid_grant")
+					}
+					if tc.totp {
+						m := d.mfaRequired(t, "app", owner, "")
+						d.otp(t, "app", m["mfa_token"].(string), st.NextTOTPCode(t, secret)).ExpectStatus(200)
+					} else {
+						d.password(t, "app", owner, "").ExpectStatus(200)
+					}
+					answers := map[string][]int{}
+					for range limit {
+						for _, login := range []string{owner, nobody} {
+							answers[login] = append(answers[login], guess(login).StatusCode)
+						}
+					}
+					t.Logf("after the owner's sign-in: %v for the account, %v for no account", answers[owner], answers[nobody])
+					if !slices.Equal(answers[owner], answers[nobody]) {
+						t.Errorf("the throttle answers %v for the real account, %v for an address without one", answers[owner], answers[nobody])
+					}
+				})
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -80,10 +81,10 @@ func (th *throttle) CheckLogin(_ context.Context, ip, login string) error {
 	return th.refuse
 }
 
-func (th *throttle) LoginSucceeded(_ context.Context, ip, login string) {
+func (th *throttle) LoginSucceeded(_ context.Context, ip, login string, attempts int64) {
 	th.mu.Lock()
 	defer th.mu.Unlock()
-	th.successes = append(th.successes, ip+"|"+login)
+	th.successes = append(th.successes, fmt.Sprintf("%s|%s|%d", ip, login, attempts))
 }
 
 func (th *throttle) counts() (checks, successes int) {

@@ -28,10 +28,11 @@ type Policy interface {
 
 // Throttle is the login throttle (*ratelimit.Limiter), as server/passcheck
 // uses it: CheckLogin reserves an attempt (counted as a failure) or refuses
-// it with a 429 or 503 *apierr.Error; LoginSucceeded clears the failures.
+// it with a 429 or 503 *apierr.Error; LoginSucceeded takes back the
+// attempts a successful sign-in reserved (never anyone else's failures).
 type Throttle interface {
 	CheckLogin(ctx context.Context, ip, login string) error
-	LoginSucceeded(ctx context.Context, ip, login string)
+	LoginSucceeded(ctx context.Context, ip, login string, attempts int64)
 }
 
 // Auditor records security-relevant events (*app.Auditor).
@@ -124,8 +125,9 @@ func (s *Service) Summary(ctx context.Context, userID string) (Summary, error) {
 // given (the login's auth_time).
 // login is what the login throttle counted the password step under (the
 // login as typed: passcheck.Result.ThrottleKey), so that the second step's
-// failures and its success count under the same key; "" means the
-// account's email. tenant is the organisation the password step named
+// failures and its success count under the same key, and the success takes
+// back the password step's attempt with its own; "" means the account's
+// email, with no attempt of a password step to take back. tenant is the organisation the password step named
 // ("" for none): the second step finishes that login, in that tenant.
 // factors is the user's summary when the caller read it with the user
 // (passcheck.Result.Factors: the login's one read, made before the
@@ -148,10 +150,11 @@ func (s *Service) Begin(ctx context.Context, u store.User, factors *Summary, log
 	if !enrolled && !s.Required(u.Roles) {
 		return nil, nil
 	}
+	counted := login != ""
 	if login == "" {
 		login = u.Email
 	}
-	rec := tokenRecord{User: u.ID, Login: login, Client: clientID, Scope: scope, Tenant: tenant, AuthTime: authTime.UTC(),
+	rec := tokenRecord{User: u.ID, Login: login, PasswordCounted: counted, Client: clientID, Scope: scope, Tenant: tenant, AuthTime: authTime.UTC(),
 		First: append([]string(nil), first...), EnrollmentRequired: !enrolled, ExpiresAt: s.d.Now().Add(s.d.TokenTTL).UTC()}
 	if enrolled {
 		rec.Methods = st.Methods()
@@ -230,7 +233,12 @@ func (s *Service) CompleteForTenant(ctx context.Context, token, clientID, tenant
 		return Completed{}, unavailable("take mfa_token", err)
 	}
 	if s.d.Throttle != nil {
-		s.d.Throttle.LoginSucceeded(ctx, m.IP, rec.Login)
+		// This step's attempt, and the password step's it was left.
+		attempts := int64(1)
+		if rec.PasswordCounted {
+			attempts = 2
+		}
+		s.d.Throttle.LoginSucceeded(ctx, m.IP, rec.Login, attempts)
 	}
 	done := Completed{Pending: rec.pending(), AMR: loginAMR(rec.first(), amr), RecoveryCodesLeft: -1}
 	if rf, ok := f.(*recoveryFactor); ok {

@@ -521,7 +521,7 @@ func TestMFAToken(t *testing.T) {
 				t.Fatalf("the code was used by a refused attempt: %v", err)
 			}
 			if _, succ := e.throttle.counts(); succ != succ0+1 {
-				t.Fatal("a completed second step did not clear the throttle")
+				t.Fatal("a completed second step did not take back its attempts")
 			}
 		})
 		t.Run("invalid_token_audited", func(t *testing.T) {
@@ -821,4 +821,40 @@ func TestFailsClosed(t *testing.T) {
 	if _, err := e.svc.TOTPCode(e.code(t, secret, 0)).Verify(tctx(t), u.ID); err != nil {
 		t.Fatalf("the code was used by a refused attempt: %v", err)
 	}
+}
+
+// TestCompleteTakesBackTheLoginsAttempts: a completed second step takes back
+// from the login throttle its own attempt and, when Begin was given the
+// login the password step counted under, that step's attempt too (the
+// password step left it for the second step); nothing else. An abandoned
+// step takes back nothing.
+func TestCompleteTakesBackTheLoginsAttempts(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e *env) {
+		u := e.user(t)
+		e.enrolled(t, u)
+		for _, tc := range []struct {
+			name, login string
+			want        string
+		}{
+			{"ok/after_a_password_step", "Typed@Example.com", meta.IP + "|Typed@Example.com|2"},
+			{"ok/no_password_step_counted", "", meta.IP + "|" + u.Email + "|1"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				ch, err := e.svc.Begin(tctx(t), u, nil, tc.login, "app", "openid", "", e.clock.Now(), []string{AMRPassword})
+				if err != nil || ch == nil {
+					t.Fatalf("Begin = %+v, %v", ch, err)
+				}
+				_, before := e.throttle.counts()
+				if _, err := e.svc.Complete(tctx(t), ch.Token, "app", webAuthnFactor{}, meta); err != nil {
+					t.Fatalf("Complete: %v", err)
+				}
+				e.throttle.mu.Lock()
+				got := e.throttle.successes[before:]
+				e.throttle.mu.Unlock()
+				if len(got) != 1 || got[0] != tc.want {
+					t.Fatalf("the throttle was told %v, want [%s]", got, tc.want)
+				}
+			})
+		}
+	})
 }

@@ -26,12 +26,17 @@ const (
 
 // tokenRecord is the single-use record of an mfa_token.
 type tokenRecord struct {
-	User     string    `json:"user"`
-	Login    string    `json:"login"` // what the login throttle counts under
-	Client   string    `json:"client"`
-	Scope    string    `json:"scope"`
-	Tenant   string    `json:"tenant,omitempty"`
-	AuthTime time.Time `json:"auth_time"`
+	User  string `json:"user"`
+	Login string `json:"login"` // what the login throttle counts under
+	// PasswordCounted: the password step reserved an attempt under Login
+	// that it left for the second step to take back (Begin was given the
+	// login). A record of an earlier version has none: only the second
+	// step's own attempt is taken back then.
+	PasswordCounted bool      `json:"password_counted,omitempty"`
+	Client          string    `json:"client"`
+	Scope           string    `json:"scope"`
+	Tenant          string    `json:"tenant,omitempty"`
+	AuthTime        time.Time `json:"auth_time"`
 	// First is the login's first factor as amr (Begin's first).
 	First              []string  `json:"first,omitempty"`
 	EnrollmentRequired bool      `json:"enrollment_required"`

@@ -333,8 +333,8 @@ func TestMFAStep(t *testing.T) {
 	if len(env.store.sessionsOf("usr_bob")) != 0 || len(env.audit.of("login.succeeded")) != 0 {
 		t.Fatal("a session or a login.succeeded before the second factor")
 	}
-	// The correct password did not clear the throttle's failures: the
-	// second step will (mfa.Service.Complete).
+	// The correct password did not take back its throttle attempt: the
+	// second step will, with its own (mfa.Service.Complete).
 	if at := env.checker.attempts[len(env.checker.attempts)-1]; !at.DeferSuccess || len(env.checker.succeeded) != 0 {
 		t.Fatalf("password step %+v, throttle cleared for %v", at, env.checker.succeeded)
 	}

@@ -38,10 +38,11 @@ type Hasher interface {
 
 // Throttle is the login throttle (*ratelimit.Limiter): CheckLogin reserves
 // an attempt of login from ip (counted as a failure) or refuses it;
-// LoginSucceeded clears the account's failures.
+// LoginSucceeded takes back the attempts a successful sign-in reserved
+// (never anyone else's failures: only a real account can succeed).
 type Throttle interface {
 	CheckLogin(ctx context.Context, ip, login string) error
-	LoginSucceeded(ctx context.Context, ip, login string)
+	LoginSucceeded(ctx context.Context, ip, login string, attempts int64)
 }
 
 // Auditor records security-relevant events (*app.Auditor).
@@ -107,14 +108,14 @@ type Attempt struct {
 	FailureAction string
 	Via           string
 	Method        string
-	// DeferSuccess: a correct password does not clear the account's
-	// failures yet, because a second factor may follow whose failures count
-	// in the same throttle (a correct password must not wipe them, or each
-	// new mfa_token would bring fresh guesses). The caller calls Succeeded
-	// once the login needs nothing more; a second step that succeeds clears
-	// them itself. Without it a correct password clears them, unless the
-	// attempt named by its login an account with a second factor: that
-	// account's failures are never cleared by a password alone.
+	// DeferSuccess: a correct password does not take back its attempt
+	// yet, because a second factor may follow whose failures count in the
+	// same throttle. The caller calls Succeeded once the login needs
+	// nothing more; a second step that succeeds takes it back itself
+	// (mfa.Service.Complete). Without it a correct password takes it back,
+	// unless the attempt named by its login an account with a second
+	// factor, whose second step does. No success clears the account's
+	// other failures.
 	DeferSuccess bool
 }
 
@@ -138,11 +139,12 @@ type Result struct {
 // failures, and clears them, under the same key.
 func (r Result) ThrottleKey() string { return r.key }
 
-// Succeeded clears the account's failures after a check made with
-// DeferSuccess, once the login it began needs nothing more.
+// Succeeded takes back the attempt the check reserved under the throttle,
+// after a check made with DeferSuccess, once the login it began needs
+// nothing more. The account's failures stay counted.
 func (c *Checker) Succeeded(ctx context.Context, r Result) {
 	if c.d.Throttle != nil && r.key != "" {
-		c.d.Throttle.LoginSucceeded(ctx, r.ip, r.key)
+		c.d.Throttle.LoginSucceeded(ctx, r.ip, r.key, 1)
 	}
 }
 
@@ -151,9 +153,9 @@ func (c *Checker) Succeeded(ctx context.Context, r Result) {
 // password, spending a dummy verification for an unknown account and for a
 // machine user (which has no password). A wrong password, an unknown login,
 // a machine user or a deactivated account count one failure
-// (metric, audit event) and return ErrBadCredentials; a success clears the
-// account's failures (unless DeferSuccess, see Succeeded, or a second step
-// is owed: an account named by its login that has a second factor). A store failure
+// (metric, audit event) and return ErrBadCredentials; a success takes back
+// its attempt (unless DeferSuccess, see Succeeded, or a second step is
+// owed: an account named by its login that has a second factor). A store failure
 // is a 503.
 //
 // Every refusal after the throttle (unknown account, wrong password,
@@ -255,11 +257,11 @@ func (c *Checker) padRefusal(ctx context.Context, start time.Time) {
 
 // secondStepOwed says the password alone did not prove the account: it was
 // named by its login (not by a token of a finished login) and has a second
-// factor. Its failures, which a second step counts in the same throttle,
-// are then kept until that step succeeds, whatever the caller does with the
-// password: else any page that checks a password (the change-password page
-// refuses an account with a second factor only after its check) would wipe
-// them, and each round of guesses at the second factor would start afresh.
+// factor. Its attempt then stays counted until that step succeeds and takes
+// it back (with its own), whatever the caller does with the password: else
+// any page that checks a password (the change-password page refuses an
+// account with a second factor only after its check) would take back an
+// attempt that no second step completed.
 func (r Result) secondStepOwed() bool {
 	return r.Factors != nil && r.Factors.Enrolled()
 }

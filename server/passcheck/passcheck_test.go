@@ -3,6 +3,7 @@ package passcheck
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -57,7 +58,10 @@ func (f *fakeThrottle) CheckLogin(_ context.Context, _, login string) error {
 	return f.refuse
 }
 
-func (f *fakeThrottle) LoginSucceeded(_ context.Context, _, login string) {
+func (f *fakeThrottle) LoginSucceeded(_ context.Context, _, login string, attempts int64) {
+	if attempts != 1 {
+		login += fmt.Sprintf(" (%d attempts)", attempts)
+	}
 	f.succeeded = append(f.succeeded, login)
 }
 
@@ -74,8 +78,9 @@ func (r *recorder) LoginFailed()                                 { r.failed++ }
 // deactivated one, a machine user, a person without a password, an
 // unreadable hash and a wrong password answer alike (ErrBadCredentials),
 // each spending one verification (a dummy one where no hash is read), a
-// failure metric and an audit event; a success clears the throttle, and
-// carries the second factors read with an account named by its login.
+// failure metric and an audit event; a success takes back its throttle
+// attempt, and carries the second factors read with an account named by
+// its login.
 func TestCheck(t *testing.T) {
 	users := fakeUsers{
 		"usr_1": {ID: "usr_1", Email: "ann@example.com", PasswordHash: "h:right", Active: true},

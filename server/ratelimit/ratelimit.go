@@ -25,6 +25,7 @@ import (
 type Counters interface {
 	Hit(ctx context.Context, key string, window time.Duration, now time.Time) (int64, time.Duration, error)
 	CountSteps(ctx context.Context, now time.Time, steps ...store.CounterStep) ([]store.CounterCount, error)
+	TakeBack(ctx context.Context, key string, n int64, now time.Time) (int64, error)
 	ResetCounters(ctx context.Context, keys ...string) error
 }
 
@@ -172,7 +173,11 @@ func (l *Limiter) AllowPending(ctx context.Context, ip string) error {
 // Login throttle: after LoginFailureLimit failures of one account within
 // LoginFailureWindow, each further attempt must wait a delay that doubles
 // with every failure (1 s, 2 s, 4 s …) up to MaxLockout. The throttle is the
-// same whether or not the account exists, and a success clears it. The cap
+// same whether or not the account exists: a success takes back only its own
+// attempts and the delay they opened, and clears no one else's failures
+// (only a real account can succeed, so a clear would tell an attacker who
+// holds an address at the limit that its owner has just signed in); the
+// failures age out with their window, as an unknown login's do. The cap
 // bounds how long an attacker can keep a real user out; the per-address limit
 // bounds how fast one client can guess.
 //
@@ -184,7 +189,8 @@ func (l *Limiter) AllowPending(ctx context.Context, ip string) error {
 // addresses and instances, exactly one is admitted per window. A success
 // racing with the attempt that opens a window cannot leave that window
 // behind: the attempt reads the failures after its hit and closes a window
-// they no longer warrant.
+// they no longer warrant. (Since a success no longer clears, the clear that
+// races is an administrator's, ClearLogin.)
 
 // CheckLogin reserves one password check of login by a client at ip, or
 // refuses it (429 with Retry-After; 503 when the token state cannot be
@@ -237,15 +243,15 @@ func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 	// The n-th attempt (n ≥ limit) opens the next delay window; of the
 	// attempts racing for it, only the one whose hit starts it goes on.
 	// The failures are read again after that hit (in the same round trip
-	// where the token state allows): a success may have cleared them
-	// since they were counted above, and a window opened after that
-	// clear belongs to no failures. Left in place, it would refuse the
-	// account's next attempt (the person who has just signed in) for the
-	// whole delay; it is closed at once instead, and this attempt goes on
-	// as the first after a success would. A success forgets the failures
-	// before the delay (ClearLogin; ResetCounters keeps the order), so a
-	// clear that missed this hit's window has already forgotten the
-	// failures this read finds.
+	// where the token state allows): an administrator's clear, or a
+	// success taking back the attempts it reserved, may have lowered them
+	// below the limit since they were counted above, and a window opened
+	// after that belongs to no failures. Left in place, it would refuse
+	// the account's next attempt for the whole delay; it is closed at once
+	// instead, and this attempt goes on as one below the limit would. A
+	// clear forgets the failures before the delay (ClearLogin;
+	// ResetCounters keeps the order), so a clear that missed this hit's
+	// window has already forgotten the failures this read finds.
 	opened, err := l.c.CountSteps(ctx, now,
 		store.CounterStep{Key: lockKey, Window: LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), StopAbove: 1},
 		store.CounterStep{Key: failKey, StopAbove: math.MaxInt64})
@@ -272,14 +278,33 @@ func (l *Limiter) throttled(reset time.Duration) error {
 	return limited(reset).(*apierr.Error).WithDescription("Too many failed logins; try again later.")
 }
 
-// LoginSucceeded clears the account's failures (and the attempt CheckLogin
-// counted).
-func (l *Limiter) LoginSucceeded(ctx context.Context, ip, login string) {
-	_ = l.ClearLogin(ctx, login)
+// LoginSucceeded takes back the attempts of login that a successful sign-in
+// reserved with CheckLogin (1, or 2 when a password step and a second step
+// each reserved one), and closes the delay window the last of them opened
+// when it reached the failure limit: the throttle is left as if the
+// sign-in had not been made. Every other failure stays counted until its
+// window ends, as for a login no account has, so the throttle's answers do
+// not tell that the account's owner has just signed in. A failure of the
+// token state is ignored: the attempt then stays counted as a failure.
+func (l *Limiter) LoginSucceeded(ctx context.Context, ip, login string, attempts int64) {
+	if l == nil || attempts <= 0 {
+		return
+	}
+	failKey, lockKey := LoginKeys(login)
+	left, err := l.c.TakeBack(ctx, failKey, attempts, l.now())
+	if err != nil {
+		return
+	}
+	// The sign-in's last attempt counted left+attempts failures (the
+	// attempts after it are refused by the window it opened): from the
+	// limit on, it was admitted only as the one that opened the window.
+	if left+attempts >= l.rules.LoginFailureLimit {
+		_ = l.c.ResetCounters(ctx, lockKey)
+	}
 }
 
 // ClearLogin forgets the account's failed logins and any delay they
-// started (after a success, or when an administrator clears the throttle).
+// started (an administrator clearing the throttle; a success does not).
 // A nil Limiter (rate limits off) has nothing to clear.
 func (l *Limiter) ClearLogin(ctx context.Context, login string) error {
 	if l == nil {

@@ -2,9 +2,11 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -106,8 +108,9 @@ func race(t *testing.T, l *Limiter, n int, login string) int {
 // TestLoginThrottleReservesOneGuessPerWindow: on every backend, however many
 // checks of one account arrive at once from different addresses, the free
 // attempts below the failure limit are handed out exactly, and from the
-// limit on exactly one check is admitted per delay window; a success clears
-// the account. Fails before this change: every racer passed the peek.
+// limit on exactly one check is admitted per delay window; an
+// administrator's clear clears the account. Fails before this change: every
+// racer passed the peek.
 func TestLoginThrottleReservesOneGuessPerWindow(t *testing.T) {
 	const limit, racers = 3, 24
 	for _, b := range backends {
@@ -129,13 +132,16 @@ func TestLoginThrottleReservesOneGuessPerWindow(t *testing.T) {
 					t.Fatalf("window %d: %d checks admitted, want exactly 1", window, got)
 				}
 			}
-			// Another account is untouched, and a success clears this one.
+			// Another account is untouched, and an administrator's clear
+			// clears this one.
 			if got := race(t, l, 1, "bystander@example.com"); got != 1 {
 				t.Fatal("another account is throttled")
 			}
-			l.LoginSucceeded(context.Background(), "198.51.100.1", login)
+			if err := l.ClearLogin(context.Background(), login); err != nil {
+				t.Fatal(err)
+			}
 			if got := race(t, l, racers, login); got != limit {
-				t.Fatalf("after a success: %d admitted, want %d", got, limit)
+				t.Fatalf("after a clear: %d admitted, want %d", got, limit)
 			}
 		})
 	}
@@ -212,10 +218,11 @@ func TestCheckLoginRefusesInOrder(t *testing.T) {
 	}
 }
 
-// clearBeforeDelay is the token state with a success's clear slipped in
-// just before the hit that opens an account's delay window: the moment a
-// person signs in while another attempt on the account is between
-// counting its failure and opening the window.
+// clearBeforeDelay is the token state with a clear slipped in just before
+// the hit that opens an account's delay window: the moment an
+// administrator clears the throttle (or, before a success stopped
+// clearing, a person signed in) while another attempt on the account is
+// between counting its failure and opening the window.
 type clearBeforeDelay struct {
 	Counters
 	lockKey string
@@ -237,14 +244,16 @@ func (c *clearBeforeDelay) Hit(ctx context.Context, key string, window time.Dura
 	return c.Counters.Hit(ctx, key, window, now)
 }
 
-// TestSuccessRacingTheDelayLeavesNoDelay: on every backend, when a success
-// clears the account between an attempt counting the failure that reaches
-// the limit and that attempt opening the delay window, the attempt goes
-// on and no window is left behind: the account's next attempt, at the same
-// instant, is admitted as the first after a success. Fails on the code
-// before this change: the window opened after the clear refused the next
-// attempt for a second (the browser sign-in test's flake in CI).
-func TestSuccessRacingTheDelayLeavesNoDelay(t *testing.T) {
+// TestClearRacingTheDelayLeavesNoDelay: on every backend, when a clear
+// (an administrator's; a success's before a success stopped clearing)
+// forgets the account's failures between an attempt counting the failure
+// that reaches the limit and that attempt opening the delay window, the
+// attempt goes on and no window is left behind: the account's next
+// attempt, at the same instant, is admitted as the first after a clear.
+// Failed on the code before the re-read: the window opened after the clear
+// refused the next attempt for a second (the browser sign-in test's flake
+// in CI).
+func TestClearRacingTheDelayLeavesNoDelay(t *testing.T) {
 	const limit = 3
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -253,7 +262,7 @@ func TestSuccessRacingTheDelayLeavesNoDelay(t *testing.T) {
 			_, lock := LoginKeys(login)
 			c := &clearBeforeDelay{Counters: b.open(t), lockKey: lock}
 			l, _ := limiterAt(c, DefaultRules(limit), nil)
-			c.clear = func() { l.LoginSucceeded(context.Background(), "198.51.100.9", login) }
+			c.clear = func() { _ = l.ClearLogin(context.Background(), login) }
 			ctx := context.Background()
 			for i := range limit {
 				if err := l.CheckLogin(ctx, "198.51.100.1", login); err != nil {
@@ -264,13 +273,13 @@ func TestSuccessRacingTheDelayLeavesNoDelay(t *testing.T) {
 				t.Fatal("the attempt reaching the limit opened no delay window; the race was not staged")
 			}
 			if err := l.CheckLogin(ctx, "198.51.100.2", login); err != nil {
-				t.Fatalf("the attempt after the success: %v, want admitted", err)
+				t.Fatalf("the attempt after the clear: %v, want admitted", err)
 			}
 			// The throttle still works from there: the limit's failures
 			// open a real delay.
 			for i := 1; i < limit; i++ {
 				if err := l.CheckLogin(ctx, "198.51.100.2", login); err != nil {
-					t.Fatalf("failure %d after the success: %v", i+1, err)
+					t.Fatalf("failure %d after the clear: %v", i+1, err)
 				}
 			}
 			if err := l.CheckLogin(ctx, "198.51.100.2", login); !errors.Is(err, apierr.ErrRateLimited) {
@@ -280,12 +289,12 @@ func TestSuccessRacingTheDelayLeavesNoDelay(t *testing.T) {
 	}
 }
 
-// TestSuccessRacingTheDelayConcurrently: on every backend, rounds of an
+// TestClearRacingTheDelayConcurrently: on every backend, rounds of an
 // attempt that reaches the failure limit sent at the same moment as a
-// success's clear; after each round the account's next attempt is
-// admitted, whichever came first. With real goroutines and the real token
-// state, so no ordering the backends allow leaves a delay behind.
-func TestSuccessRacingTheDelayConcurrently(t *testing.T) {
+// clear; after each round the account's next attempt is admitted,
+// whichever came first. With real goroutines and the real token state, so
+// no ordering the backends allow leaves a delay behind.
+func TestClearRacingTheDelayConcurrently(t *testing.T) {
 	const limit, rounds = 3, 40
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -312,7 +321,7 @@ func TestSuccessRacingTheDelayConcurrently(t *testing.T) {
 				go func() {
 					defer done.Done()
 					start.Wait()
-					l.LoginSucceeded(ctx, "198.51.100.3", login)
+					_ = l.ClearLogin(ctx, login)
 				}()
 				start.Done()
 				done.Wait()
@@ -325,4 +334,106 @@ func TestSuccessRacingTheDelayConcurrently(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSuccessLeavesTheThrottleAsForNoAccount: on every backend, an attacker
+// holds two logins, a real account and an address with none, at the same
+// failures; the real account's owner then signs in (a password, or a
+// password and a second step: two reserved attempts, taken back together),
+// whatever failures came before. The attacker's next attempts on the two
+// are answered alike, in and after the delays: a success takes back only
+// its own attempts and the delay window they opened, and clears no one
+// else's failures. Found by a review (a success cleared every failure of
+// the login, so an address suddenly free of its delay had an account that
+// was in use); the HTTP test TestLoginThrottleHidesActiveAccounts failed
+// before the change.
+func TestSuccessLeavesTheThrottleAsForNoAccount(t *testing.T) {
+	const limit = 3
+	type step struct {
+		wait  time.Duration // first, on the shared clock
+		check bool          // then one of the owner's attempts, admitted
+	}
+	check, wait := step{check: true}, func(d time.Duration) step { return step{wait: d} }
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			c := b.open(t)
+			for _, tc := range []struct {
+				name     string
+				failures int // the attacker's, on both logins, before the sign-in
+				owner    []step
+			}{
+				{"password, no failures", 0, []step{check}},
+				{"password, below the limit", 1, []step{check}},
+				{"password reaching the limit opens a delay", limit - 1, []step{check}},
+				{"password past the limit, after the delay", limit, []step{wait(time.Second), check}},
+				{"password and second step", limit - 2, []step{check, check}},
+				{"password opens a delay, second step after it", limit - 1, []step{check, wait(time.Second), check}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					rules := DefaultRules(limit)
+					rules.LoginPerIP = Rule{}
+					l, clk := limiterAt(c, rules, nil)
+					ctx := context.Background()
+					real, nobody := "owner-"+rand.Text()+"@example.com", "nobody-"+rand.Text()+"@example.com"
+					for range tc.failures {
+						for _, login := range []string{real, nobody} {
+							if err := l.CheckLogin(ctx, "203.0.113.7", login); err != nil {
+								t.Fatalf("attacker's failure on %s: %v", login, err)
+							}
+						}
+					}
+					attempts := int64(0)
+					for i, s := range tc.owner {
+						clk.advance(s.wait)
+						if s.check {
+							if err := l.CheckLogin(ctx, "198.51.100.20", real); err != nil {
+								t.Fatalf("owner's attempt %d: %v", i+1, err)
+							}
+							attempts++
+						}
+					}
+					l.LoginSucceeded(ctx, "198.51.100.20", real, attempts)
+					// The attacker's next attempts: a burst, then after each
+					// delay the throttle could have opened.
+					answers := map[string][]string{}
+					for _, w := range []time.Duration{0, 0, 0, time.Second, 0, 2 * time.Second, 0, 4 * time.Second, 5 * time.Minute, 0} {
+						clk.advance(w)
+						for _, login := range []string{real, nobody} {
+							a := "admitted"
+							if err := l.CheckLogin(ctx, "203.0.113.7", login); err != nil {
+								a = err.Error()
+							}
+							answers[login] = append(answers[login], a)
+						}
+					}
+					if !slices.Equal(answers[real], answers[nobody]) {
+						t.Fatalf("after the owner's sign-in the attacker is answered\n%q for the account,\n%q for no account", answers[real], answers[nobody])
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestSuccessTakesBackItsAttempts: a person who signs in again and again
+// is never throttled by their own successes (each takes back the attempt
+// it reserved), and a nil Limiter (rate limits off) does nothing.
+func TestSuccessTakesBackItsAttempts(t *testing.T) {
+	const limit = 3
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			l, _ := limiterAt(b.open(t), DefaultRules(limit), nil)
+			ctx := context.Background()
+			for i := range 4 * limit {
+				if err := l.CheckLogin(ctx, "198.51.100.1", "often@example.com"); err != nil {
+					t.Fatalf("sign-in %d: %v", i+1, err)
+				}
+				l.LoginSucceeded(ctx, "198.51.100.1", "often@example.com", 1)
+			}
+		})
+	}
+	var off *Limiter
+	off.LoginSucceeded(context.Background(), "198.51.100.1", "often@example.com", 1)
 }
