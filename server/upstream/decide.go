@@ -203,6 +203,7 @@ type Input struct {
 // providers, which judge the identities the account already holds
 // (unvouched). A refusal is a *Refusal; any other error is a store
 // failure.
+
 func Decide(ctx context.Context, dir Directory, ps *Providers, in Input) (Decision, error) {
 	p, c := in.Provider, in.Claims
 	if p == nil {
