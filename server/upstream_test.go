@@ -207,13 +207,9 @@ func TestUpstreamTokenExchange(t *testing.T) {
 				{"deactivated_local_user", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "gone@example.com" })), "deactivated"},
 				{"domain_outside_allowed_domains", op.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "x@elsewhere.example" })), "domain_not_allowed"},
 				{"not_a_jwt", "garbage", "invalid_token"},
-				// plain: confirmation needed (no page to confirm on), JIT off;
-				// plain vouches for no address, so an address without an
-				// account is answered as one with (confirmation_required) and
-				// only the audit says jit_disabled
-				// (TestUpstreamUnvouchedExchangeHidesAccounts).
+				// plain: confirmation needed (no page to confirm on), JIT off.
 				{"confirmation_needed", e.op2.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "victim@example.com" })), "confirmation_required"},
-				{"jit_off_audited_answered_as_confirmation", e.op2.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "nobody@example.org" })), "jit_disabled"},
+				{"jit_off", e.op2.IDToken(t, with(func(tk *upstreamtest.Token) { tk.Email = "nobody@example.org" })), "jit_disabled"},
 			} {
 				t.Log(tc.name)
 				e.refused(t, e.exchange(t, tc.raw), tc.reason)

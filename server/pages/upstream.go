@@ -384,9 +384,7 @@ func (p *Pages) linkAfterMFA(c echo.Context, token string, pr Pending, done mfa.
 
 // linkPage shows the confirm-link page: the verified identity is kept
 // server-side under a new handle (single use); the person proves the local
-// account with its password (and then its second factor). Its wording
-// never says that the account exists: for a provider that does not vouch
-// for the email it is shown whether or not one does (upstream.Decide).
+// account with its password (and then its second factor).
 func (p *Pages) linkPage(c echo.Context, status int, pr Pending, rec upstreamRecord, handle string, ps problems) error {
 	ctx := c.Request().Context()
 	if handle == "" {
@@ -400,8 +398,8 @@ func (p *Pages) linkPage(c echo.Context, status int, pr Pending, rec upstreamRec
 		name = pv.Name
 	}
 	v := view{Heading: "Link your " + name + " account",
-		Intro: []string{"If an account with the email address " + rec.Claims.Email + " exists here, enter its password to link your " +
-			name + " account to it.", "You are asked once: from then on you sign in with " + name + "."},
+		Intro: []string{"An account with the email address " + rec.Claims.Email + " already exists here.",
+			"To sign in with " + name + " from now on, confirm that this account is yours: enter its password. You are asked once."},
 		Hidden: []hidden{{Name: requestField, Value: pr.ID}, {Name: stepField, Value: stepLink}, {Name: linkField, Value: handle}},
 		Fields: []field{{ID: "password", Label: "Password of your account", Type: "password",
 			Autocomplete: "current-password", Required: true}},
@@ -415,10 +413,9 @@ func (p *Pages) linkPage(c echo.Context, status int, pr Pending, rec upstreamRec
 }
 
 // linkPost is the confirm-link page's form: the password of the local
-// account the identity's email names through the one password check (the
-// login throttle), then the second step when the account has a factor,
-// then the link (LinkConfirmed, which decides again and only now tells a
-// state the decision withheld) and the session.
+// account through the one password check (the login throttle), then the
+// second step when the account has a factor, then the link
+// (LinkConfirmed, which decides again) and the session.
 func (p *Pages) linkPost(c echo.Context, id string) error {
 	r := c.Request()
 	ctx := r.Context()
@@ -454,12 +451,15 @@ func (p *Pages) linkPost(c echo.Context, id string) error {
 		ps.add("password", "Enter your password.")
 		return p.linkPage(c, http.StatusBadRequest, pr, rec, handle, ps)
 	}
-	// The account is the one the identity's email names, checked by the
-	// one password check whether or not it exists (rec.UserID is empty
-	// when the decision withheld its state): an email without an account
-	// fails as a wrong password does, in the same time.
+	u, err := p.si.Users.GetUser(ctx, rec.UserID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return p.linkLost(c, pr)
+		}
+		return p.fail(c, apierr.ErrTemporarilyUnavailable.WithCause(err))
+	}
 	m := meta(c)
-	res, err := p.si.Checker.Check(ctx, passcheck.Attempt{Login: rec.Claims.Email, Password: pw, IP: m.IP, UserAgent: m.UserAgent,
+	res, err := p.si.Checker.Check(ctx, passcheck.Attempt{Login: u.Email, Password: pw, IP: m.IP, UserAgent: m.UserAgent,
 		ClientID: pr.Client.ID, FailureAction: "login.failed", Method: "page", DeferSuccess: true})
 	switch {
 	case errors.Is(err, passcheck.ErrBadCredentials):
@@ -467,11 +467,9 @@ func (p *Pages) linkPost(c echo.Context, id string) error {
 		return p.linkPage(c, http.StatusBadRequest, pr, rec, handle, ps)
 	case err != nil:
 		return p.fail(c, err)
-	case rec.UserID != "" && res.User.ID != rec.UserID:
+	case res.User.ID != rec.UserID:
 		return p.linkLost(c, pr)
 	}
-	u := res.User
-	rec.UserID = u.ID
 	if _, err := p.si.Once.TakeOnce(ctx, store.OnceUpstreamLogin, upstreamKey("link:", handle), p.now()); err != nil {
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrTokenUsed) {
 			return p.linkLost(c, pr)

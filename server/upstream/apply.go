@@ -156,18 +156,12 @@ func (s *Service) Apply(ctx context.Context, d Decision, m Meta) (store.User, er
 // are *Refusal, audited here (login.failed, details.method upstream).
 func (s *Service) SignIn(ctx context.Context, in Input, m Meta) (store.User, Decision, error) {
 	u, d, err := s.signIn(ctx, in, m)
-	return u, d, s.recordUnlessPending(ctx, m, in.Provider, d, err)
+	return u, d, s.recordUnlessPending(ctx, m, in.Provider, err)
 }
 
 // recordUnlessPending audits a failed sign-in; a decision waiting for the
-// person (confirmation, invite acceptance) is not a failure, but the
-// refusal it withholds (Decision.Withheld of d) is audited as one, though
-// not told.
-func (s *Service) recordUnlessPending(ctx context.Context, m Meta, p *Provider, d Decision, err error) error {
-	if errors.Is(err, ErrNeedsConfirmation) && d.Withheld != nil {
-		_ = s.RecordRefusal(ctx, m, "", d.Withheld)
-		return err
-	}
+// person (confirmation, invite acceptance) is not a failure.
+func (s *Service) recordUnlessPending(ctx context.Context, m Meta, p *Provider, err error) error {
 	if err == nil || errors.Is(err, ErrNeedsConfirmation) || errors.Is(err, ErrInviteAcceptance) {
 		return err
 	}
@@ -222,7 +216,7 @@ func (s *Service) AcceptInvite(ctx context.Context, v Verified, invite accounts.
 	in := Input{Provider: v.Provider, Claims: v.Claims, Invite: &inv}
 	u, d, err := s.signIn(ctx, in, m)
 	if !errors.Is(err, ErrInviteAcceptance) {
-		return u, d, s.recordUnlessPending(ctx, m, v.Provider, d, err)
+		return u, d, s.recordUnlessPending(ctx, m, v.Provider, err)
 	}
 	u, err = s.d.Accounts.AcceptInviteFederated(ctx, m.accounts(), invite, accounts.FederatedUser{Email: d.Claims.Email,
 		Name: d.Claims.Name, EmailVerified: d.Claims.EmailVerified, Role: d.Role, Provider: d.Provider.ID, Issuer: d.Provider.Issuer,
@@ -257,24 +251,17 @@ var ErrInviteAcceptance = errors.New("upstream: the sign-in accepts an invite")
 // when enrolled — the caller's check, through passcheck and mfa). It
 // decides again first, so a link is made only when the core still says
 // OutcomeConfirm for that very user (the account was not deactivated,
-// linked or changed meanwhile); a refusal the decision withheld
-// (Decision.Withheld: the account is deactivated, unverified or already
-// linked) is answered now, to the person who proved that account. Audit
-// identity.linked, via confirm; a refusal is audited (login.failed,
-// details.method upstream).
+// linked or changed meanwhile). Audit identity.linked, via confirm; a
+// refusal is audited (login.failed, details.method upstream).
 func (s *Service) LinkConfirmed(ctx context.Context, p *Provider, c Claims, userID string, m Meta) (store.User, error) {
 	u, err := s.linkConfirmed(ctx, p, c, userID, m)
-	return u, s.recordUnlessPending(ctx, m, p, Decision{}, err)
+	return u, s.recordUnlessPending(ctx, m, p, err)
 }
 
 func (s *Service) linkConfirmed(ctx context.Context, p *Provider, c Claims, userID string, m Meta) (store.User, error) {
 	d, err := s.Decide(ctx, Input{Provider: p, Claims: c})
 	if err != nil {
 		return store.User{}, err
-	}
-	if d.Withheld != nil && d.Withheld.UserID == userID && userID != "" {
-		// That very account was proved: its own answer now.
-		return store.User{}, d.Withheld
 	}
 	if (d.Outcome != OutcomeConfirm && d.Outcome != OutcomeAutoLink) || d.User.ID != userID {
 		return store.User{}, refuse(ReasonNeedsConfirmation, p, userID, nil)

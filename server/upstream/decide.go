@@ -18,11 +18,7 @@ const (
 	OutcomeLogin Outcome = "login"
 	// OutcomeConfirm: the upstream account is unknown and its verified
 	// email is Decision.User's; they are linked only after the person proves
-	// the local account (LinkConfirmed). For a provider that does not vouch
-	// for the email and creates no accounts it is the answer whatever the
-	// email's account (withholdAccount): Decision.Withheld is then the
-	// refusal owed, told only once the local password passed, and
-	// Decision.User may be empty.
+	// the local account (LinkConfirmed).
 	OutcomeConfirm Outcome = "confirm"
 	// OutcomeAutoLink: as OutcomeConfirm, but every condition of
 	// verified_email_auto holds (and the account holds no identity of a
@@ -51,11 +47,6 @@ type Decision struct {
 	Role string
 	// Invite is the invite being accepted (accept_invite).
 	Invite *store.Invite
-	// Withheld is, for OutcomeConfirm, the refusal that the email's account
-	// (none, deactivated, unverified, already linked) owes but that is not
-	// told before the local password passed (withholdAccount): it is
-	// audited, and LinkConfirmed answers it.
-	Withheld *Refusal
 }
 
 // Reasons a sign-in through a provider is refused (the audit event's
@@ -88,9 +79,6 @@ type Refusal struct {
 	Provider string
 	UserID   string
 	cause    error
-	// told is the reason told to the person when it is not Reason (a
-	// withheld refusal, see Decision.Withheld): Reason is only audited.
-	told string
 }
 
 // Error says why in words for a person (no account is named).
@@ -99,14 +87,9 @@ func (r *Refusal) Error() string { return r.Description() }
 // Unwrap returns the cause (a token verification error, say).
 func (r *Refusal) Unwrap() error { return r.cause }
 
-// Description is the reason as a sentence for the person signing in (the
-// reason told, for a withheld refusal).
+// Description is the reason as a sentence for the person signing in.
 func (r *Refusal) Description() string {
-	reason := r.Reason
-	if r.told != "" {
-		reason = r.told
-	}
-	switch reason {
+	switch r.Reason {
 	case ReasonUnknownProvider:
 		return "No identity provider issued this token here."
 	case ReasonInvalidToken:
@@ -126,7 +109,7 @@ func (r *Refusal) Description() string {
 	case ReasonInviteMismatch:
 		return "The invite is for another email address."
 	case ReasonNeedsConfirmation:
-		return "This identity is not linked to an account here. If an account with this email address exists, sign in to it with its password once to link this identity; if it has no password, reset the password first."
+		return "An account with this email address exists: sign in to it with its password once to link this identity. If this is your address and you have no password for it, reset the password first."
 	case ReasonInvalidState:
 		return "The sign-in request is unknown or expired. Start again."
 	case ReasonReplayedCallback:
@@ -143,19 +126,6 @@ func (r *Refusal) Description() string {
 		return "The account needs its second factor, which cannot be given here: sign in through the login page."
 	}
 	return "The sign-in was refused."
-}
-
-// confirmationRefusal is the refusal of d, an OutcomeConfirm, where no page
-// can ask for the local password (token exchange): confirmation_required,
-// told so also when d withholds another refusal, which is then the one
-// audited.
-func (d Decision) confirmationRefusal() *Refusal {
-	if d.Withheld == nil {
-		return refuse(ReasonNeedsConfirmation, d.Provider, d.User.ID, nil)
-	}
-	r := *d.Withheld
-	r.told = ReasonNeedsConfirmation
-	return &r
 }
 
 func refuse(reason string, p *Provider, userID string, cause error) *Refusal {
@@ -197,13 +167,9 @@ type Input struct {
 // provider that does not vouch for its address and its password was not
 // chosen where the mailbox was unproven), never when the local
 // address is unverified; without such an account, an invite for the email
-// or just-in-time creation. For a provider that does not vouch for the
-// email and creates no accounts, the answer about the email's account is
-// always OutcomeConfirm (withholdAccount). ps are the configured
-// providers, which judge the identities the account already holds
-// (unvouched). A refusal is a *Refusal; any other error is a store
-// failure.
-
+// or just-in-time creation. ps are the configured providers, which judge
+// the identities the account already holds (unvouched). A refusal is a
+// *Refusal; any other error is a store failure.
 func Decide(ctx context.Context, dir Directory, ps *Providers, in Input) (Decision, error) {
 	p, c := in.Provider, in.Claims
 	if p == nil {
@@ -236,54 +202,6 @@ func Decide(ctx context.Context, dir Directory, ps *Providers, in Input) (Decisi
 	if c.Email == "" || !c.EmailVerified {
 		return d, refuse(ReasonEmailUnverified, p, "", nil)
 	}
-	if !withholdAccount(in) {
-		return decideByEmail(ctx, dir, ps, d, in)
-	}
-	if in.Invite != nil && !store.SameEmail(in.Invite.Email, c.Email) {
-		// Refused before the lookup: the answer does not depend on the account.
-		return d, refuse(ReasonInviteMismatch, p, "", nil)
-	}
-	d, err = decideByEmail(ctx, dir, ps, d, in)
-	var r *Refusal
-	if errors.As(err, &r) && accountReason(r.Reason) {
-		d.Outcome, d.User, d.Withheld = OutcomeConfirm, store.User{}, r
-		return d, nil
-	}
-	return d, err
-}
-
-// withholdAccount reports whether the decision on in, an unknown upstream
-// account, may not tell whether its email has a local account, nor the
-// account's state: its provider does not vouch for the email
-// (Provider.VouchesForEmail: anyone may hold an upstream account that names
-// someone else's address, verified) and creates no accounts just in time
-// (whose creation itself would tell that none existed, as registration
-// does). Every such decision is then OutcomeConfirm, an email without an
-// account and an account in any state alike (Decision.Withheld); the state
-// is told only after the local password passed on the confirm page, where
-// an email without an account fails the one password check as a wrong
-// password does. Only the person who proved the account learns more. An
-// invite for another email is refused before the account is looked up.
-func withholdAccount(in Input) bool {
-	p := in.Provider
-	return p != nil && !p.JIT.Enabled && !p.VouchesForEmail(in.Claims)
-}
-
-// accountReason reports whether a refusal with the reason tells something
-// of the local account of the upstream email (withholdAccount).
-func accountReason(reason string) bool {
-	switch reason {
-	case ReasonNoAccount, ReasonDeactivated, ReasonLocalEmailUnverified, ReasonAlreadyLinked:
-		return true
-	}
-	return false
-}
-
-// decideByEmail decides for an unknown upstream account by its verified
-// email: the local account with the email, else an invite or just-in-time
-// creation (decideNew).
-func decideByEmail(ctx context.Context, dir Directory, ps *Providers, d Decision, in Input) (Decision, error) {
-	p, c := in.Provider, in.Claims
 	u, err := dir.GetUserByEmail(ctx, c.Email)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

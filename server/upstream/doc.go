@@ -17,10 +17,7 @@
 // identities); a local account whose email is unverified is never linked; just-in-time creation is off unless the
 // provider turns it on, and the account it creates has a verified email
 // only when the provider is authoritative for the email's domain
-// (Provider.VouchesForEmail: the domain is in its allowed_domains). A
-// provider that does not vouch for the email and creates no accounts is
-// never told whether the email has an account, nor its state: it always
-// gets the confirmation (Decision.Withheld holds the refusal owed).
+// (Provider.VouchesForEmail: the domain is in its allowed_domains).
 //
 // The browser path (GET /login/{provider} and its callback) uses it so:
 //
@@ -35,12 +32,10 @@
 //     claims, ret) or an audited *Refusal; then Service.SignIn (or
 //     Service.AcceptInvite with the InviteRef) decides and applies:
 //     a user to start the session for (amr AMR(provider, claims)), or
-//     ErrNeedsConfirmation with the Decision naming the local account
-//     (none when it withholds a refusal);
-//   - confirm: after the person proves the account of the email
-//     (passcheck, and the second factor when enrolled),
-//     Service.LinkConfirmed re-decides and links, or answers the refusal
-//     the decision withheld. Each of these audits its own refusals (login.failed,
+//     ErrNeedsConfirmation with the Decision naming the local account;
+//   - confirm: after the person proves that account (passcheck, and the
+//     second factor when enrolled), Service.LinkConfirmed re-decides and
+//     links. Each of these audits its own refusals (login.failed,
 //     details.method upstream); RecordRefusal is there for the caller's
 //     own (an unknown provider at the callback's route, say).
 //

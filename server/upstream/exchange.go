@@ -32,9 +32,7 @@ const maxIDTokenLen = 16 << 10
 // crash report or a proxy cannot open more sessions, whether presented as
 // is, re-encoded or re-signed with a malleable signature (a replay is
 // refused with reason replayed_token). A decision that needs confirmation is
-// refused here (there is no page to confirm on), as confirmation_required
-// also when it withholds another refusal (Decision.Withheld), which is the
-// one audited. The login's time is the
+// refused here (there is no page to confirm on). The login's time is the
 // token's (Claims.LoginTime), so a sign-in before "end every session" of
 // the user opens no session (the token service refuses it). Every refusal is audited (login.failed,
 // details.method upstream) and answered 400 invalid_request with the
@@ -82,7 +80,7 @@ func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User,
 	u, d, err := s.signIn(ctx, Input{Provider: p, Claims: c}, m)
 	if errors.Is(err, ErrNeedsConfirmation) {
 		// No page to confirm on: refused.
-		return store.User{}, p, c, d.confirmationRefusal()
+		return store.User{}, p, c, refuse(ReasonNeedsConfirmation, p, d.User.ID, nil)
 	}
 	if err != nil {
 		return u, p, c, err
