@@ -223,7 +223,7 @@ func TestConcurrentClientCreationsNeverClash(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := clients.Clashes(list, []string{inA.Config.DefaultAudience, inA.Config.Issuer}); len(got) > 0 {
+			if got := clients.Clashes(list, []string{inA.Config.DefaultAudience, inA.Config.Issuer}, nil); len(got) > 0 {
 				t.Fatalf("clashes stored: %+v", got)
 			}
 			t.Logf("first created: %v", wins)

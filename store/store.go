@@ -149,6 +149,23 @@ type Client struct {
 	UpdatedAt time.Time
 }
 
+// RetiredClientName is a name a deleted client leaves live in tokens: its
+// access tokens carry its audiences and its id tokens its id until they
+// expire (offline JWTs), so until Until no client may take the audience as
+// its id, nor list the id among its audiences (clients.Clashes).
+type RetiredClientName struct {
+	Name     string
+	Kind     string // RetiredAudience or RetiredClientID
+	ClientID string // the deleted client
+	Until    time.Time
+}
+
+// Kinds of RetiredClientName.
+const (
+	RetiredAudience = "audience"  // an audience the deleted client listed
+	RetiredClientID = "client_id" // the deleted client's own id
+)
+
 // Refresh-token deliveries of a client.
 const (
 	RefreshDeliveryBody   = "body"

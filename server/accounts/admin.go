@@ -249,7 +249,9 @@ func (s *Service) CreateClient(ctx context.Context, actor Actor, spec clients.Sp
 // cannot be deleted (409), by a user or by the operator, and a user may
 // delete only a client within their privilege ceiling (clientInReach,
 // 403). Its refresh tokens stop working at once (the client no longer
-// authenticates); its access tokens expire on their own.
+// authenticates); its access and id tokens expire on their own, so the
+// store retires its id and audiences until then (the revocation horizon):
+// no client created meanwhile takes them (clients.Clashes).
 func (s *Service) DeleteClient(ctx context.Context, actor Actor, id string) error {
 	a, err := s.loadClientActor(ctx, actor)
 	if err != nil {

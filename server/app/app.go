@@ -144,7 +144,9 @@ func OpenStoreForStatus(ctx context.Context, cfg config.Config, log *slog.Logger
 }
 
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, requireMigrated bool) (*sqlstore.Store, error) {
-	st, err := sqlstore.Open(ctx, cfg.DatabaseURL, sqlstore.WithLogger(log))
+	// A deleted client's id and audiences stay retired as long as any of
+	// its tokens may live: the horizon the token state keeps revocations.
+	st, err := sqlstore.Open(ctx, cfg.DatabaseURL, sqlstore.WithLogger(log), sqlstore.WithClientRetirement(cfg.RevocationHorizon()))
 	if err != nil {
 		return nil, fmt.Errorf("open database (PORTCULLIS_DATABASE_URL): %w", err)
 	}
@@ -889,7 +891,7 @@ func reportAudienceClashes(ctx context.Context, st interface {
 	}
 	const msg = "an access-token audience is a client id: those access tokens verify as that client's id tokens " +
 		"at relying parties that do not check typ (RFC 8725 section 3.12)"
-	for _, cl := range clients.Clashes(list, []string{cfg.DefaultAudience, cfg.Issuer}) {
+	for _, cl := range clients.Clashes(list, []string{cfg.DefaultAudience, cfg.Issuer}, nil) {
 		switch {
 		case cl.Reserved != "":
 			log.Error(msg, "client_id", cl.ClientID, "server_audience", cl.Reserved,

@@ -26,13 +26,18 @@ import (
 
 // Store keeps clients.
 type Store interface {
-	// CreateClient stores c, having run check over every stored client in
-	// the same transaction, under a lock every client creation takes (an
-	// error from check is returned as it is, and nothing is stored), so
-	// that no two creations check against a state the other changes.
-	CreateClient(ctx context.Context, c *store.Client, check func(existing []store.Client) error) error
+	// CreateClient stores c, having run check over every stored client
+	// and every name a deleted client left retired and not yet expired, in
+	// the same transaction, under a lock every client creation and
+	// deletion takes (an error from check is returned as it is, and
+	// nothing is stored), so that no creation checks against a state
+	// another creation or a deletion changes.
+	CreateClient(ctx context.Context, c *store.Client, check func(existing []store.Client, retired []store.RetiredClientName) error) error
 	GetClient(ctx context.Context, id string) (store.Client, error)
 	ListClients(ctx context.Context) ([]store.Client, error)
+	// DeleteClient deletes a client and, in the same transaction, retires
+	// its id and audiences until its tokens have expired (the revocation
+	// horizon), so that CreateClient's check sees them until then.
 	DeleteClient(ctx context.Context, id string) error
 	SetClientSecretHash(ctx context.Context, id string, hash []byte) error
 }
@@ -360,28 +365,48 @@ func NewSecret() string {
 // libraries: OIDC Core §3.1.3.7 checks iss, aud and exp): an audience
 // client ListedBy lists (ListedBy == ClientID: its own id), or, with
 // ListedBy empty, Reserved (PORTCULLIS_DEFAULT_AUDIENCE or the issuer).
+//
+// With Deleted set, one side is a deleted client's, live in its tokens
+// until RetiredUntil (store.RetiredClientName): with ListedBy empty,
+// ClientID is an audience Deleted listed (Reserved holds it too); else
+// ClientID is Deleted's own id, which ListedBy lists.
 type Clash struct {
 	ClientID string
 	ListedBy string
 	Reserved string
+
+	Deleted      string
+	RetiredUntil time.Time
 }
 
 // Clashes is the one rule that keeps the two kinds of JWT apart (RFC 8725
 // §3.12: distinct aud): an access-token audience is never a client id. It
 // returns every clash among list, each once, ordered as list is: a client
 // id that any client of list lists among its audiences (its own included),
-// or that is one of reserved (see Spec.ReservedAudiences). Create refuses
-// a new client with any; the server logs those of the clients it finds at
-// start-up.
+// or that is one of reserved (see Spec.ReservedAudiences); and, for the
+// names deleted clients left live in their tokens (retired, unexpired:
+// store.Store's DeleteClient), a client id that is a retired audience, as
+// if reserved, and a retired client id that a client lists, as if that
+// client still existed. Create refuses a new client with any; the server
+// logs those of the clients it finds at start-up.
 //
 // It reads each client and audience once (an index of who lists each
 // audience), so a creation's check stays linear in the number of clients.
-func Clashes(list []store.Client, reserved []string) []Clash {
+func Clashes(list []store.Client, reserved []string, retired []store.RetiredClientName) []Clash {
 	listedBy := make(map[string][]string)
 	for _, by := range list {
 		for _, a := range by.Audiences {
 			if l := listedBy[a]; len(l) == 0 || l[len(l)-1] != by.ID {
 				listedBy[a] = append(l, by.ID)
+			}
+		}
+	}
+	// The latest retirement of each retired audience and client id.
+	retiredAs := map[string]map[string]store.RetiredClientName{store.RetiredAudience: {}, store.RetiredClientID: {}}
+	for _, r := range retired {
+		if m := retiredAs[r.Kind]; m != nil {
+			if prev, ok := m[r.Name]; !ok || r.Until.After(prev.Until) {
+				m[r.Name] = r
 			}
 		}
 	}
@@ -393,24 +418,41 @@ func Clashes(list []store.Client, reserved []string) []Clash {
 				break
 			}
 		}
+		if r, ok := retiredAs[store.RetiredAudience][c.ID]; ok {
+			out = append(out, Clash{ClientID: c.ID, Reserved: r.Name, Deleted: r.ClientID, RetiredUntil: r.Until})
+		}
 		for _, by := range listedBy[c.ID] {
 			out = append(out, Clash{ClientID: c.ID, ListedBy: by})
+		}
+		for i, a := range c.Audiences {
+			if r, ok := retiredAs[store.RetiredClientID][a]; ok && !slices.Contains(c.Audiences[:i], a) {
+				out = append(out, Clash{ClientID: a, ListedBy: c.ID, Deleted: r.ClientID, RetiredUntil: r.Until})
+			}
 		}
 	}
 	return out
 }
 
 // clashOf refuses, with a ValidationError, a new client c whose id or
-// audiences clash (Clashes) with existing or reserved. Clashes among the
-// existing clients alone are not c's: they are logged at start-up. A
-// taken id is left to the insert (store.ErrAlreadyExists).
-func clashOf(c store.Client, existing []store.Client, reserved []string) error {
+// audiences clash (Clashes) with existing, reserved or retired. Clashes
+// among the existing clients alone are not c's: they are logged at
+// start-up. A taken id is left to the insert (store.ErrAlreadyExists).
+func clashOf(c store.Client, existing []store.Client, reserved []string, retired []store.RetiredClientName) error {
 	if slices.ContainsFunc(existing, func(e store.Client) bool { return e.ID == c.ID }) {
 		return nil
 	}
 	list := append(slices.Clone(existing), c)
-	for _, cl := range Clashes(list, reserved) {
+	for _, cl := range Clashes(list, reserved, retired) {
+		until := cl.RetiredUntil.UTC().Format(time.RFC3339)
 		switch {
+		case cl.Deleted != "" && cl.ListedBy == c.ID:
+			return &ValidationError{fmt.Sprintf("audience %q is the id of deleted client %q, whose id tokens live until they expire: "+
+				"it is retired until %s (an access-token audience is never a client id, else this client's access tokens "+
+				"would pass as those id tokens, RFC 8725 section 3.12)", cl.ClientID, cl.Deleted, until)}
+		case cl.Deleted != "" && cl.ClientID == c.ID:
+			return &ValidationError{fmt.Sprintf("client id %q is an audience of deleted client %q, whose access tokens live until they expire: "+
+				"it is retired until %s (a client id is never an access-token audience, else those access tokens "+
+				"would pass as this client's id tokens, RFC 8725 section 3.12)", c.ID, cl.Deleted, until)}
 		case cl.ListedBy == c.ID && cl.ClientID == c.ID:
 			return &ValidationError{fmt.Sprintf("audience %q is the client's own id: an access-token audience is never a client id, "+
 				"else its access tokens would pass as its id tokens (RFC 8725 section 3.12)", c.ID)}
@@ -430,10 +472,12 @@ func clashOf(c store.Client, existing []store.Client, reserved []string) error {
 
 // Create stores a client; for a confidential client it returns the
 // generated secret, which is never shown again. Besides Validate, a client
-// whose id or audiences clash (Clashes) with a stored client or
-// spec.ReservedAudiences is refused with a ValidationError, checked in the
-// store's transaction under its lock on client creation (Store.CreateClient),
-// so two creations at once cannot both pass.
+// whose id or audiences clash (Clashes) with a stored client,
+// spec.ReservedAudiences or a name a deleted client left retired is refused
+// with a ValidationError (saying until when, for a retired name), checked
+// in the store's transaction under its lock on client creation and
+// deletion (Store.CreateClient), so two creations, or a creation and a
+// deletion, at once cannot both pass.
 func Create(ctx context.Context, st Store, spec Spec) (store.Client, string, error) {
 	if err := spec.Validate(); err != nil {
 		return store.Client{}, "", err
@@ -451,8 +495,8 @@ func Create(ctx context.Context, st Store, spec Spec) (store.Client, string, err
 		secret = NewSecret()
 		c.SecretHash = token.HashSecret(secret)
 	}
-	check := func(existing []store.Client) error {
-		return clashOf(c, existing, spec.ReservedAudiences)
+	check := func(existing []store.Client, retired []store.RetiredClientName) error {
+		return clashOf(c, existing, spec.ReservedAudiences, retired)
 	}
 	if err := st.CreateClient(ctx, &c, check); err != nil {
 		var ve *ValidationError

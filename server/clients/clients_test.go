@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/store"
@@ -187,30 +188,46 @@ func TestViewCodeFlowFields(t *testing.T) {
 // ids apart (RFC 8725 section 3.12), each clash once, in the order of the
 // list: a client id that a client lists among its audiences (its own
 // included), or that is a reserved audience (the default audience, the
-// issuer).
+// issuer), or that is an audience a deleted client listed, retired while
+// its access tokens live; and a deleted client's id, retired while its id
+// tokens live, that a client lists (the latest retirement of a name).
 func TestClashes(t *testing.T) {
 	reserved := []string{"api", "https://auth.example.com"}
+	until := time.Date(2026, 12, 8, 10, 0, 0, 0, time.UTC)
+	later := until.Add(time.Hour)
+	retired := []store.RetiredClientName{
+		{Name: "victim", Kind: store.RetiredAudience, ClientID: "evil", Until: until},
+		{Name: "evil", Kind: store.RetiredClientID, ClientID: "evil", Until: until},
+		{Name: "relying", Kind: store.RetiredClientID, ClientID: "relying", Until: until},
+		{Name: "relying", Kind: store.RetiredClientID, ClientID: "relying", Until: later},
+	}
 	for _, tc := range []struct {
 		name string
 		list []store.Client
 		want []clients.Clash
 	}{
 		{"ok/none", []store.Client{{ID: "web", Audiences: []string{"orders"}}, {ID: "cli", Audiences: []string{"orders", "api"}}}, nil},
-		{"fail/audience is another client's id", []store.Client{{ID: "victim"}, {ID: "evil", Audiences: []string{"x", "victim"}}},
-			[]clients.Clash{{ClientID: "victim", ListedBy: "evil"}}},
+		{"fail/audience is another client's id", []store.Client{{ID: "victim2"}, {ID: "evil2", Audiences: []string{"x", "victim2"}}},
+			[]clients.Clash{{ClientID: "victim2", ListedBy: "evil2"}}},
 		{"fail/audience is its own id", []store.Client{{ID: "selfie", Audiences: []string{"selfie"}}},
 			[]clients.Clash{{ClientID: "selfie", ListedBy: "selfie"}}},
 		{"fail/id is the default audience", []store.Client{{ID: "api"}}, []clients.Clash{{ClientID: "api", Reserved: "api"}}},
 		{"fail/two clients list one id", []store.Client{{ID: "a", Audiences: []string{"v"}}, {ID: "b", Audiences: []string{"v"}}, {ID: "v"}},
 			[]clients.Clash{{ClientID: "v", ListedBy: "a"}, {ClientID: "v", ListedBy: "b"}}},
+		{"fail/id is a retired audience", []store.Client{{ID: "victim"}},
+			[]clients.Clash{{ClientID: "victim", Reserved: "victim", Deleted: "evil", RetiredUntil: until}}},
+		{"fail/audience is a retired client id, its latest retirement", []store.Client{{ID: "evil3", Audiences: []string{"relying", "x", "relying"}}},
+			[]clients.Clash{{ClientID: "relying", ListedBy: "evil3", Deleted: "relying", RetiredUntil: later}}},
+		{"ok/a retired id taken again", []store.Client{{ID: "evil"}, {ID: "relying"}}, nil},
+		{"ok/a retired audience listed again", []store.Client{{ID: "web2", Audiences: []string{"victim"}}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := clients.Clashes(tc.list, reserved); !slices.Equal(got, tc.want) {
+			if got := clients.Clashes(tc.list, reserved, retired); !slices.Equal(got, tc.want) {
 				t.Fatalf("Clashes: %+v, want %+v", got, tc.want)
 			}
 		})
 	}
-	if got := clients.Clashes([]store.Client{{ID: "web"}}, []string{""}); got != nil {
+	if got := clients.Clashes([]store.Client{{ID: "web"}}, []string{""}, nil); got != nil {
 		t.Fatalf("an empty reserved audience clashes: %+v", got)
 	}
 }

@@ -14,8 +14,9 @@ import (
 var ErrInvalidClient = errors.New("sqlstore: invalid client")
 
 // clientsLockKey is the pg_advisory_xact_lock key every client creation
-// takes ("clients" in ASCII, as an int64), so that its check over the
-// stored clients and its insert see no other creation in between.
+// and deletion takes ("clients" in ASCII, as an int64), so that a
+// creation's check over the stored clients and retired names and its
+// insert see no other creation or deletion in between.
 const clientsLockKey int64 = 0x636c69656e7473
 
 // CreateClient inserts the client and fills CreatedAt and UpdatedAt. A taken
@@ -23,13 +24,17 @@ const clientsLockKey int64 = 0x636c69656e7473
 // Scopes (none) are kept apart. Durations are kept to the millisecond.
 //
 // check (nil: none) runs first in the same transaction over every stored
-// client (id and audiences only), under a lock every creation takes (on
-// PostgreSQL an advisory transaction lock, clientsLockKey, whose holder
-// reads, at READ COMMITTED, every creation committed before it; SQLite
-// serialises writing transactions, which begin IMMEDIATE); an error from it
-// is returned as it is and nothing is stored. Two creations that would
-// clash (clients.Clashes) therefore never both pass.
-func (s *Store) CreateClient(ctx context.Context, c *store.Client, check func(existing []store.Client) error) error {
+// client (id and audiences only) and every name a deleted client left
+// retired that has not yet expired (DeleteClient), under a lock every
+// creation and deletion takes (on PostgreSQL an advisory transaction lock,
+// clientsLockKey, whose holder reads, at READ COMMITTED, every creation
+// and deletion committed before it; SQLite serialises writing
+// transactions, which begin IMMEDIATE); an error from it is returned as it
+// is and nothing is stored. Two creations that would clash
+// (clients.Clashes), or a creation and a deletion whose retired names it
+// would clash with, therefore never both pass.
+func (s *Store) CreateClient(ctx context.Context, c *store.Client,
+	check func(existing []store.Client, retired []store.RetiredClientName) error) error {
 	if c == nil || c.ID == "" {
 		return fmt.Errorf("create client: %w: id is required", ErrInvalidClient)
 	}
@@ -38,11 +43,18 @@ func (s *Store) CreateClient(ctx context.Context, c *store.Client, check func(ex
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		checkErr = nil
 		if check != nil {
+			if err := s.lockClients(tx); err != nil {
+				return err
+			}
 			existing, err := s.clientAudiences(tx)
 			if err != nil {
 				return err
 			}
-			if checkErr = check(existing); checkErr != nil {
+			retired, err := s.retiredClientNames(tx)
+			if err != nil {
+				return err
+			}
+			if checkErr = check(existing, retired); checkErr != nil {
 				return checkErr
 			}
 		}
@@ -67,14 +79,21 @@ func (s *Store) CreateClient(ctx context.Context, c *store.Client, check func(ex
 	return nil
 }
 
-// clientAudiences takes the lock of client creation (clientsLockKey) and
-// returns every stored client with only its id and audiences.
-func (s *Store) clientAudiences(tx *gorm.DB) ([]store.Client, error) {
-	if s.dialect == DialectPostgres {
-		if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", clientsLockKey).Error; err != nil {
-			return nil, fmt.Errorf("lock the clients: %w", err)
-		}
+// lockClients takes the lock of client creation and deletion
+// (clientsLockKey) on PostgreSQL; SQLite's writing transaction is the lock.
+func (s *Store) lockClients(tx *gorm.DB) error {
+	if s.dialect != DialectPostgres {
+		return nil
 	}
+	if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", clientsLockKey).Error; err != nil {
+		return fmt.Errorf("lock the clients: %w", err)
+	}
+	return nil
+}
+
+// clientAudiences returns every stored client with only its id and
+// audiences.
+func (s *Store) clientAudiences(tx *gorm.DB) ([]store.Client, error) {
 	var rows []struct {
 		ID        string
 		Audiences *string
@@ -89,6 +108,20 @@ func (s *Store) clientAudiences(tx *gorm.DB) ([]store.Client, error) {
 			return nil, fmt.Errorf("read the audiences of client %s: %w", r.ID, err)
 		}
 		out = append(out, store.Client{ID: r.ID, Audiences: aud})
+	}
+	return out, nil
+}
+
+// retiredClientNames returns the names deleted clients left retired that
+// have not expired at the store's clock, ordered by name.
+func (s *Store) retiredClientNames(tx *gorm.DB) ([]store.RetiredClientName, error) {
+	var rows []retiredClientNameRow
+	if err := tx.Where("retired_until > ?", dbTime(s.clock())).Order("name ASC, retired_until DESC").Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read the retired client names: %w", err)
+	}
+	out := make([]store.RetiredClientName, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, store.RetiredClientName{Name: r.Name, Kind: r.Kind, ClientID: r.ClientID, Until: r.RetiredUntil.UTC()})
 	}
 	return out, nil
 }
@@ -125,14 +158,48 @@ func (s *Store) ListClients(ctx context.Context) ([]store.Client, error) {
 	return out, nil
 }
 
-// DeleteClient removes the client; an unknown id is store.ErrNotFound.
+// DeleteClient removes the client; an unknown id is store.ErrNotFound. In
+// the same transaction, under the lock of client creation (clientsLockKey),
+// it retires what the client leaves live in tokens for the revocation
+// horizon (WithClientRetirement) from now: its id (its id tokens) and each
+// audience it lists (its access tokens; one listing none used the default
+// audience, which no client id may be anyway). CreateClient's check reads
+// them until then; Purge deletes them after.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
-	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&clientRow{})
-	if res.Error != nil {
-		return mapErr("delete client", res.Error)
-	}
-	if res.RowsAffected == 0 {
-		return fmt.Errorf("delete client: %w", store.ErrNotFound)
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		if err := s.lockClients(tx); err != nil {
+			return err
+		}
+		var row clientRow
+		if err := tx.Select("id", "audiences").Where("id = ?", id).Take(&row).Error; err != nil {
+			return err
+		}
+		aud, err := decodeList(row.Audiences)
+		if err != nil {
+			return fmt.Errorf("read the audiences of client %s: %w", id, err)
+		}
+		res := tx.Where("id = ?", id).Delete(&clientRow{})
+		if res.Error != nil {
+			return res.Error
+		}
+		if res.RowsAffected == 0 {
+			return gorm.ErrRecordNotFound
+		}
+		now := s.clock()
+		until := dbTime(now.Add(s.retireFor))
+		retired := []retiredClientNameRow{{ID: newID(retiredNameIDPrefix), Name: id, Kind: store.RetiredClientID,
+			ClientID: id, RetiredUntil: until, CreatedAt: dbTime(now)}}
+		for _, a := range aud {
+			retired = append(retired, retiredClientNameRow{ID: newID(retiredNameIDPrefix), Name: a, Kind: store.RetiredAudience,
+				ClientID: id, RetiredUntil: until, CreatedAt: dbTime(now)})
+		}
+		if err := tx.Create(&retired).Error; err != nil {
+			return fmt.Errorf("retire the names of client %s: %w", id, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return mapErr("delete client", err)
 	}
 	return nil
 }

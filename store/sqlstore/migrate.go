@@ -68,6 +68,7 @@ func Migrations() []Migration {
 		{Version: 23, Name: "recovery_codes_without_factor", Up: migrate0023},
 		{Version: 24, Name: "refresh_family_rotations", Up: migrate0024},
 		{Version: 25, Name: "purge_expiry_indexes", Up: migrate0025},
+		{Version: 26, Name: "retired_client_names", Up: migrate0026},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms

@@ -388,3 +388,16 @@ func normaliseRoles(roles []string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// retiredClientNameRow is a name a deleted client left live in tokens
+// (migration 26; store.RetiredClientName).
+type retiredClientNameRow struct {
+	ID           string    `gorm:"column:id;primaryKey"`
+	Name         string    `gorm:"column:name"`
+	Kind         string    `gorm:"column:kind"`
+	ClientID     string    `gorm:"column:client_id"`
+	RetiredUntil time.Time `gorm:"column:retired_until"`
+	CreatedAt    time.Time `gorm:"column:created_at;autoCreateTime:false"`
+}
+
+func (retiredClientNameRow) TableName() string { return "retired_client_names" }

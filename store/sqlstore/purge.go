@@ -132,6 +132,9 @@ type PurgeResult struct {
 	UserTokens int64 // one-time links past their expiry and use by store.UserTokenKeptFor
 	Invites    int64 // invites past their expiry by store.InviteKeptFor
 	APIKeys    int64 // API keys past their revocation, or expiry, by store.APIKeyKeptFor
+	// RetiredClientNames are the names deleted clients left retired whose
+	// retirement (DeleteClient) has ended.
+	RetiredClientNames int64
 }
 
 // userTokenGone is the condition of a user token Purge deletes (its two
@@ -155,19 +158,26 @@ const (
 	apiKeyExpiredGone = "revoked_at IS NULL AND expires_at <= ?"
 )
 
+// retiredNameGone is the condition of a retired client name Purge deletes
+// (its argument: now): its retirement has ended, so no token of the
+// deleted client it names is live, and CreateClient's check no longer
+// reads it.
+const retiredNameGone = "retired_until <= ?"
+
 // Purge deletes the one-time records of the relational store that can no
 // longer matter at now: user tokens (reset and verification links)
 // store.UserTokenKeptFor past both their expiry and their use, and
 // invites (pending, accepted, revoked or superseded) store.InviteKeptFor
-// past their expiry, and API keys store.APIKeyKeptFor past their
-// revocation or, never revoked, their expiry. Until then each answers its
+// past their expiry, API keys store.APIKeyKeptFor past their
+// revocation or, never revoked, their expiry, and the names deleted clients
+// left retired (DeleteClient) once their retirement has ended. Until then each answers its
 // redemption as before (used, revoked, expired), and an invite or a key
 // stays listed; nothing refers to a key's row (no foreign key, and audit
 // events name it by id as text), so its delete orphans nothing. Run it periodically
 // beside sqlstate.State.Purge; it is safe on many instances.
 //
 // It reads each table from an index of the expiry or revocation its
-// condition bounds (migration 25), and works as sqlstate.State.Purge
+// condition bounds (migrations 25 and 26), and works as sqlstate.State.Purge
 // does: steps of DefaultPurgeBatch rows,
 // each its own short transaction, resting between steps as long as the
 // last one took (InBatches). On an error (or ctx's end) it returns what it
@@ -195,6 +205,9 @@ func (s *Store) Purge(ctx context.Context, now time.Time) (PurgeResult, error) {
 			}
 			expired, err := s.purgeWhere(ctx, "api_keys", "expires_at", apiKeyExpiredGone, keysBefore)
 			return revoked + expired, err
+		}},
+		{"purge retired client names", &pr.RetiredClientNames, func() (int64, error) {
+			return s.purgeWhere(ctx, "retired_client_names", "retired_until", retiredNameGone, dbTime(now))
 		}},
 	}
 	for _, st := range steps {

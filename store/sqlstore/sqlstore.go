@@ -63,6 +63,8 @@ type Store struct {
 	userWrites atomic.Pointer[userWriteHooksBox] // see SetUserWriteHooks
 
 	purgeBatch int // rows per step of Purge; 0: DefaultPurgeBatch (tests set fewer)
+
+	retireFor time.Duration // see WithClientRetirement
 }
 
 // Option configures Open.
@@ -73,6 +75,23 @@ func WithClock(now func() time.Time) Option {
 	return func(s *Store) {
 		if now != nil {
 			s.now = now
+		}
+	}
+}
+
+// DefaultClientRetirement is how long a deleted client's id and audiences
+// stay retired without WithClientRetirement: the default revocation
+// horizon (PORTCULLIS_MAX_CLIENT_TOKEN_TTL's default).
+const DefaultClientRetirement = 24 * time.Hour
+
+// WithClientRetirement sets how long DeleteClient retires a deleted
+// client's id and audiences: the longest any of its access or id tokens
+// may live (config.Config.RevocationHorizon). Zero or less keeps
+// DefaultClientRetirement.
+func WithClientRetirement(d time.Duration) Option {
+	return func(s *Store) {
+		if d > 0 {
+			s.retireFor = d
 		}
 	}
 }
@@ -93,7 +112,7 @@ func WithLogger(log *slog.Logger) Option {
 // its owner only: see openSQLiteFile). It checks that the database answers
 // but does not migrate; call Migrate for that.
 func Open(ctx context.Context, databaseURL string, opts ...Option) (*Store, error) {
-	s := &Store{now: time.Now, log: slog.Default()}
+	s := &Store{now: time.Now, log: slog.Default(), retireFor: DefaultClientRetirement}
 	for _, o := range opts {
 		o(s)
 	}
@@ -359,6 +378,8 @@ const (
 	InviteIDPrefix    = "inv_"
 	UserTokenIDPrefix = "utk_"
 	AuditIDPrefix     = "evt_"
+	// retiredNameIDPrefix starts the id of a retired client name's row.
+	retiredNameIDPrefix = "rcn_"
 )
 
 type sqlStater interface{ SQLState() string }

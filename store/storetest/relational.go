@@ -1102,7 +1102,7 @@ func testClientsFail(t *testing.T, s *sqlstore.Store) {
 	}
 	refused := errors.New("refused by check")
 	var seen []store.Client
-	err := s.CreateClient(c, &store.Client{ID: "res", Name: "res"}, func(existing []store.Client) error {
+	err := s.CreateClient(c, &store.Client{ID: "res", Name: "res"}, func(existing []store.Client, _ []store.RetiredClientName) error {
 		seen = existing
 		return refused
 	})
@@ -1116,7 +1116,7 @@ func testClientsFail(t *testing.T, s *sqlstore.Store) {
 	if i < 0 || !slices.Equal(seen[i].Audiences, []string{"res"}) || !slices.ContainsFunc(seen, func(e store.Client) bool { return e.ID == "dup" }) {
 		t.Fatalf("check saw %+v, want every stored client with its audiences", seen)
 	}
-	if err := s.CreateClient(c, &store.Client{ID: "res2", Name: "res2"}, func([]store.Client) error { return nil }); err != nil {
+	if err := s.CreateClient(c, &store.Client{ID: "res2", Name: "res2"}, func([]store.Client, []store.RetiredClientName) error { return nil }); err != nil {
 		t.Fatalf("CreateClient with a passing check: %v", err)
 	}
 }
