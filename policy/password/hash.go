@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/text/unicode/norm"
@@ -103,25 +104,29 @@ type Hasher struct {
 	slots chan *argon2.Memory
 }
 
-// compute runs one hash under a slot. It never starts a hash for a request
-// that is already gone: it returns ctx's error when ctx is done before a slot
-// is free, or once it has one (a hash, once started, runs to its end).
-func (h *Hasher) compute(ctx context.Context, f func(mem *argon2.Memory)) error {
+// compute runs one hash under a slot and returns how long the hash ran:
+// the time f took once it had its slot, never the wait for one, so a queue
+// of concurrent hashes does not lengthen it. It never starts a hash for a
+// request that is already gone: it returns ctx's error when ctx is done
+// before a slot is free, or once it has one (a hash, once started, runs to
+// its end).
+func (h *Hasher) compute(ctx context.Context, f func(mem *argon2.Memory)) (time.Duration, error) {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("password: %w", err)
+		return 0, fmt.Errorf("password: %w", err)
 	}
 	var mem *argon2.Memory
 	select {
 	case mem = <-h.slots:
 	case <-ctx.Done():
-		return fmt.Errorf("password: waiting for a hashing slot: %w", ctx.Err())
+		return 0, fmt.Errorf("password: waiting for a hashing slot: %w", ctx.Err())
 	}
 	defer func() { h.slots <- mem }()
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("password: %w", err)
+		return 0, fmt.Errorf("password: %w", err)
 	}
+	start := time.Now()
 	f(mem)
-	return nil
+	return time.Since(start), nil
 }
 
 // NewHasher returns a Hasher for the parameters; it computes one dummy hash, so it costs one hash.
@@ -157,7 +162,7 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	}
 	p := h.params
 	var key []byte
-	if err := h.compute(ctx, func(mem *argon2.Memory) {
+	if _, err := h.compute(ctx, func(mem *argon2.Memory) {
 		key = mem.IDKey([]byte(norm.NFKC.String(password)), salt, p.Time, p.Memory, p.Threads, p.KeyLength)
 	}); err != nil {
 		return "", err
@@ -173,29 +178,32 @@ func encodePHC(alg string, p Params, salt, key []byte) string {
 // Verify checks password against a stored hash (argon2id, argon2i or bcrypt) in constant time.
 // ok is true when the password matches; needsRehash is true when it matched but the hash uses
 // another algorithm, other parameters, or was made from the unnormalized password: the caller should
-// then store Hash(password). A wrong password is (false, false, nil); err is ErrMalformedHash or
-// ErrUnsupportedHash (wrapped) when the stored hash cannot be checked, or
-// ctx's error (wrapped) when ctx is done before a hash starts.
-func (h *Hasher) Verify(ctx context.Context, hash, password string) (ok, needsRehash bool, err error) {
+// then store Hash(password). took is how long its hashing ran (see compute: without the wait for a
+// hashing slot; 0 when nothing was hashed), the time a verification of this hash's class costs. A
+// wrong password is (false, false, took, nil); err is ErrMalformedHash or ErrUnsupportedHash
+// (wrapped) when the stored hash cannot be checked, or ctx's error (wrapped) when ctx is done
+// before a hash starts.
+func (h *Hasher) Verify(ctx context.Context, hash, password string) (ok, needsRehash bool, took time.Duration, err error) {
 	if len(password) > MaxInputBytes {
-		return false, false, nil
+		return false, false, 0, nil
 	}
 	normalized := norm.NFKC.String(password)
-	ok, needsRehash, err = h.verifyOne(ctx, hash, normalized)
+	ok, needsRehash, took, err = h.verifyOne(ctx, hash, normalized)
 	if err != nil || ok || normalized == password {
-		return ok, needsRehash, err
+		return ok, needsRehash, took, err
 	}
 	// A hash made before normalization (imported, or from an older version) still verifies, and is
 	// then replaced by a hash of the normalized form.
-	ok, _, err = h.verifyOne(ctx, hash, password)
-	return ok, ok, err
+	ok, _, again, err := h.verifyOne(ctx, hash, password)
+	return ok, ok, took + again, err
 }
 
 // DummyVerify performs a verification against a precomputed hash of a random password and discards
 // the result, so a request for an unknown account costs what a real one costs (and, like Verify,
-// nothing once ctx is done).
-func (h *Hasher) DummyVerify(ctx context.Context, password string) {
-	_, _, _ = h.Verify(ctx, h.dummy, password)
+// nothing once ctx is done). It returns how long its hashing ran, as Verify does.
+func (h *Hasher) DummyVerify(ctx context.Context, password string) time.Duration {
+	_, _, took, _ := h.Verify(ctx, h.dummy, password)
+	return took
 }
 
 // NeedsRehash reports whether a stored hash should be replaced by a hash with the current
@@ -214,60 +222,63 @@ func (h *Hasher) differs(p Params, salt, key []byte) bool {
 		len(salt) != int(c.SaltLength) || len(key) != int(c.KeyLength)
 }
 
-// verifyOne checks one form of the password.
-func (h *Hasher) verifyOne(ctx context.Context, hash, password string) (ok, needsRehash bool, err error) {
+// verifyOne checks one form of the password; took is how long its hashing ran.
+func (h *Hasher) verifyOne(ctx context.Context, hash, password string) (ok, needsRehash bool, took time.Duration, err error) {
 	switch {
 	case strings.HasPrefix(hash, "$argon2id$"):
 		p, salt, key, err := decodeArgon2(strings.TrimPrefix(hash, "$argon2id$"))
 		if err != nil {
-			return false, false, err
+			return false, false, 0, err
 		}
 		var got []byte
-		if err := h.compute(ctx, func(mem *argon2.Memory) {
+		took, err := h.compute(ctx, func(mem *argon2.Memory) {
 			got = mem.IDKey([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
-		}); err != nil {
-			return false, false, err
+		})
+		if err != nil {
+			return false, false, 0, err
 		}
 		if subtle.ConstantTimeCompare(got, key) != 1 {
-			return false, false, nil
+			return false, false, took, nil
 		}
-		return true, h.differs(p, salt, key), nil
+		return true, h.differs(p, salt, key), took, nil
 	case strings.HasPrefix(hash, "$argon2i$"):
 		p, salt, key, err := decodeArgon2(strings.TrimPrefix(hash, "$argon2i$"))
 		if err != nil {
-			return false, false, err
+			return false, false, 0, err
 		}
 		var got []byte
-		if err := h.compute(ctx, func(mem *argon2.Memory) {
+		took, err := h.compute(ctx, func(mem *argon2.Memory) {
 			got = mem.Key([]byte(password), salt, p.Time, p.Memory, p.Threads, uint32(len(key)))
-		}); err != nil {
-			return false, false, err
+		})
+		if err != nil {
+			return false, false, 0, err
 		}
 		ok := subtle.ConstantTimeCompare(got, key) == 1
-		return ok, ok, nil
+		return ok, ok, took, nil
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
 		var err error
-		if cerr := h.compute(ctx, func(*argon2.Memory) { err = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) }); cerr != nil {
-			return false, false, cerr
+		took, cerr := h.compute(ctx, func(*argon2.Memory) { err = bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) })
+		if cerr != nil {
+			return false, false, 0, cerr
 		}
 		switch {
 		case err == nil:
-			return true, true, nil
+			return true, true, took, nil
 		case errors.Is(err, bcrypt.ErrMismatchedHashAndPassword):
-			return false, false, nil
+			return false, false, took, nil
 		default:
-			return false, false, fmt.Errorf("%w: bcrypt: %s", ErrMalformedHash, bcryptProblem(err))
+			return false, false, 0, fmt.Errorf("%w: bcrypt: %s", ErrMalformedHash, bcryptProblem(err))
 		}
 	case strings.HasPrefix(hash, "$argon2d$"):
-		return false, false, fmt.Errorf("%w: argon2d", ErrUnsupportedHash)
+		return false, false, 0, fmt.Errorf("%w: argon2d", ErrUnsupportedHash)
 	case strings.HasPrefix(hash, "$"):
 		alg, _, _ := strings.Cut(hash[1:], "$")
 		if len(alg) > 16 || strings.ContainsFunc(alg, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
 			alg = "unknown"
 		}
-		return false, false, fmt.Errorf("%w: %q", ErrUnsupportedHash, alg)
+		return false, false, 0, fmt.Errorf("%w: %q", ErrUnsupportedHash, alg)
 	default:
-		return false, false, fmt.Errorf("%w: not a PHC or modular crypt string", ErrMalformedHash)
+		return false, false, 0, fmt.Errorf("%w: not a PHC or modular crypt string", ErrMalformedHash)
 	}
 }
 

@@ -34,16 +34,19 @@ type timedHasher struct {
 	dummy time.Duration
 }
 
-func (h *timedHasher) Verify(_ context.Context, hash, pw string) (bool, bool, error) {
+func (h *timedHasher) Verify(_ context.Context, hash, pw string) (bool, bool, time.Duration, error) {
 	class := password.HashClass(hash)
 	if class == "unreadable" {
-		return false, false, errors.New("malformed hash") // refused before hashing
+		return false, false, 0, errors.New("malformed hash") // refused before hashing
 	}
 	h.clk.t = h.clk.t.Add(h.cost[class])
-	return pw == "right", false, nil
+	return pw == "right", false, h.cost[class], nil
 }
 
-func (h *timedHasher) DummyVerify(context.Context, string) { h.clk.t = h.clk.t.Add(h.dummy) }
+func (h *timedHasher) DummyVerify(context.Context, string) time.Duration {
+	h.clk.t = h.clk.t.Add(h.dummy)
+	return h.dummy
+}
 
 // phcArgon2id is a well-formed argon2id hash of the parameters, of no
 // password in particular (timedHasher only reads its class).
@@ -97,7 +100,11 @@ func TestRefusalFloor(t *testing.T) {
 		{"deactivated, right password", "bob@example.com", "right", false, bc},
 		{"success is not padded", "ann@example.com", "right", true, current},
 		{"bcrypt success is not padded", "imp@example.com", "right", true, bc},
+		// Its first sample counts for maxSampleRatio times the floor at
+		// most (one outlier cannot jump it); the next raises it further.
 		{"a slower class than the cap", "old@example.com", "x", false, huge},
+		{"unknown account: padded to the first sample's bound", "ghost@example.com", "x", false, maxSampleRatio * bc},
+		{"the slower class again", "old@example.com", "x", false, huge},
 		{"unknown account: padded to the cap", "ghost@example.com", "x", false, MaxRefusalFloor},
 		{"bcrypt wrong password: padded to the cap", "imp@example.com", "x", false, MaxRefusalFloor},
 	} {
@@ -116,9 +123,10 @@ func TestRefusalFloor(t *testing.T) {
 }
 
 // TestRefusalFloorEstimate: a class's estimate follows its verifications
-// but one outlier (a garbage collection pause) moves it by a quarter and
-// fades, rather than setting the floor for good; the floor is the largest
-// class's estimate.
+// but one outlier (a garbage collection pause) moves it by a quarter of at
+// most maxSampleRatio times the floor and fades, rather than setting the
+// floor for good; a new class's first sample is bounded alike; the floor
+// is the largest class's estimate.
 func TestRefusalFloorEstimate(t *testing.T) {
 	ms := time.Millisecond
 	var f refusalFloor
@@ -132,11 +140,12 @@ func TestRefusalFloorEstimate(t *testing.T) {
 	}{
 		{"a", 100 * ms, 100 * ms},
 		{"a", 100 * ms, 100 * ms},
-		{"a", 900 * ms, 300 * ms}, // an outlier: a quarter of the way
-		{"a", 100 * ms, 250 * ms},
-		{"a", 100 * ms, 212500 * time.Microsecond},
-		{"b", 50 * ms, 212500 * time.Microsecond}, // a faster class does not lower it
-		{"c", 3 * time.Second, MaxRefusalFloor},   // capped
+		{"a", 900 * ms, 275 * ms}, // an outlier: bounded at 800 ms, a quarter of the way
+		{"a", 100 * ms, 231250 * time.Microsecond},
+		{"b", 50 * ms, 231250 * time.Microsecond}, // a faster class does not lower it
+		{"b", 0, 231250 * time.Microsecond},       // nothing hashed: no sample
+		{"c", 3 * time.Second, 1850 * ms},         // a first sample: bounded at 8 x 231.25 ms
+		{"c", 3 * time.Second, MaxRefusalFloor},   // learnt further, and capped
 	} {
 		f.observe(tt.class, tt.d)
 		if got := f.floor(); got != tt.floor {

@@ -30,10 +30,12 @@ type Users interface {
 	GetUserForLogin(ctx context.Context, login string) (store.User, store.MFASummary, error)
 }
 
-// Hasher verifies password hashes (*password.Hasher).
+// Hasher verifies password hashes (*password.Hasher). took is how long the
+// hashing itself ran, without any wait for a hashing slot: what the
+// refusal floor learns a hash class's cost from.
 type Hasher interface {
-	Verify(ctx context.Context, hash, password string) (ok, needsRehash bool, err error)
-	DummyVerify(ctx context.Context, password string)
+	Verify(ctx context.Context, hash, password string) (ok, needsRehash bool, took time.Duration, err error)
+	DummyVerify(ctx context.Context, password string) (took time.Duration)
 }
 
 // Throttle is the login throttle (*ratelimit.Limiter): CheckLogin reserves
@@ -162,7 +164,9 @@ func (c *Checker) Succeeded(ctx context.Context, r Result) {
 // unreadable hash, no password, machine user, deactivated account) takes
 // at least the refusal floor from the start of its verification: the
 // slowest hash class this Checker has verified, as a smoothed estimate
-// (refusalFloor), capped at MaxRefusalFloor. The padding sleeps (and ends
+// of its hash's run time (the time the hasher reports, never the wait for
+// a hashing slot: a burst of concurrent refusals does not raise it;
+// refusalFloor), capped at MaxRefusalFloor. The padding sleeps (and ends
 // with ctx); a success is not padded. So a wrong password for an account
 // with an imported or outdated hash (bcrypt, argon2id of other
 // parameters), slower than the dummy verification of an unknown account,
@@ -211,7 +215,8 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	noPassword := found && !machine && u.PasswordHash == ""
 	start := c.now()
 	if found && !machine && !noPassword {
-		ok, needsRehash, err = c.d.Hasher.Verify(ctx, u.PasswordHash, a.Password)
+		var took time.Duration
+		ok, needsRehash, took, err = c.d.Hasher.Verify(ctx, u.PasswordHash, a.Password)
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result{}, apierr.ErrTemporarilyUnavailable.WithCause(err) // the request is gone
@@ -221,7 +226,7 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 			c.dummyVerify(ctx, a.Password)
 			ok = false
 		} else {
-			c.floor.observe(password.HashClass(u.PasswordHash), c.now().Sub(start))
+			c.floor.observe(password.HashClass(u.PasswordHash), took)
 		}
 	} else {
 		c.dummyVerify(ctx, a.Password)
@@ -238,12 +243,12 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	return res, nil
 }
 
-// dummyVerify spends the dummy verification and records its time.
+// dummyVerify spends the dummy verification and records its hash's time
+// (never the wait for a hashing slot).
 func (c *Checker) dummyVerify(ctx context.Context, pw string) {
-	start := c.now()
-	c.d.Hasher.DummyVerify(ctx, pw)
+	took := c.d.Hasher.DummyVerify(ctx, pw)
 	if ctx.Err() == nil {
-		c.floor.observe(dummyClass, c.now().Sub(start))
+		c.floor.observe(dummyClass, took)
 	}
 }
 

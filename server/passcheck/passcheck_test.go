@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
@@ -37,15 +38,18 @@ func (f fakeUsers) GetUserForLogin(_ context.Context, login string) (store.User,
 // fakeHasher: the hash of a password is "h:" + password.
 type fakeHasher struct{ verified, dummies int }
 
-func (h *fakeHasher) Verify(_ context.Context, hash, pw string) (bool, bool, error) {
+func (h *fakeHasher) Verify(_ context.Context, hash, pw string) (bool, bool, time.Duration, error) {
 	if !strings.HasPrefix(hash, "h:") { // refused before hashing, as the real one does
-		return false, false, errors.New("malformed hash")
+		return false, false, 0, errors.New("malformed hash")
 	}
 	h.verified++
-	return hash == "h:"+pw, false, nil
+	return hash == "h:"+pw, false, time.Millisecond, nil
 }
 
-func (h *fakeHasher) DummyVerify(context.Context, string) { h.dummies++ }
+func (h *fakeHasher) DummyVerify(context.Context, string) time.Duration {
+	h.dummies++
+	return time.Millisecond
+}
 
 type fakeThrottle struct {
 	refuse    error
