@@ -23,6 +23,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/clients"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passkeys/passkeystest"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	st "github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -130,7 +131,7 @@ func mfaLoginWith(t *testing.T, c *st.Client, clientID, clientSecret, email, pas
 // second step the password grant answers with mfa_required).
 func (d *mfaDeployment) mfaToken(t *testing.T, u store.User) (string, bool) {
 	t.Helper()
-	ch, err := d.in.App.MFA.Begin(context.Background(), u, nil, "", "web", "", "", time.Now(), []string{mfa.AMRPassword})
+	ch, err := d.in.App.MFA.Begin(context.Background(), u, nil, ratelimit.Counted{}, "web", "", "", time.Now(), []string{mfa.AMRPassword})
 	if err != nil || ch == nil {
 		t.Fatalf("begin: %v %v", ch, err)
 	}

@@ -479,7 +479,7 @@ func staleMFAToken(t *testing.T, d *grantsDeployment, u store.User, client strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := svc.Begin(context.Background(), u, nil, "", client, "", "", past(), []string{mfa.AMRPassword})
+	ch, err := svc.Begin(context.Background(), u, nil, ratelimit.Counted{}, client, "", "", past(), []string{mfa.AMRPassword})
 	if err != nil || ch == nil || !ch.ExpiresAt.Before(time.Now()) {
 		t.Fatalf("stale challenge %+v, %v", ch, err)
 	}

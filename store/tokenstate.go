@@ -307,11 +307,15 @@ type TokenState interface {
 	// differ; SQL).
 	CountSteps(ctx context.Context, now time.Time, steps ...CounterStep) ([]CounterCount, error)
 	// TakeBack takes n events back from key's live window (never below
-	// zero), keeping the window's end, and returns the count left; with no
-	// live window it does nothing and returns 0. Atomic, as Hit is: the
-	// login throttle takes back the attempts a successful login reserved,
-	// leaving every other failure counted.
-	TakeBack(ctx context.Context, key string, n int64, now time.Time) (int64, error)
+	// zero), keeping the window's end, and returns the count left and
+	// true, but only when that window is the one the events were counted
+	// in: the live window ends at windowEnd (the end a Hit or CountSteps
+	// reported, now + ResetIn, to the millisecond). Otherwise (no live
+	// window, or a later one) it does nothing and returns (0, false): the
+	// events left with their window. The check and the take-back are one
+	// atomic step, as Hit is: the login throttle takes back the attempts a
+	// successful login reserved, never another window's failures.
+	TakeBack(ctx context.Context, key string, n int64, windowEnd, now time.Time) (left int64, taken bool, err error)
 	// ResetCounters forgets the counters of keys in the order given: a
 	// count that starts after a key is forgotten finds every key before it
 	// forgotten too, so a caller that counts a later key and then reads an

@@ -9,6 +9,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/tenancy"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -406,7 +407,7 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	if err != nil {
 		return token.Response{}, err
 	}
-	if err := s.loginSecondFactor(ctx, client, su, nil, "", "", req.Scope, "Your account is ready."); err != nil {
+	if err := s.loginSecondFactor(ctx, client, su, nil, ratelimit.Counted{}, "", req.Scope, "Your account is ready."); err != nil {
 		return token.Response{}, err
 	}
 	resp, err := s.sessions.IssueForUser(ctx, client, u, "", req.Scope)
@@ -508,7 +509,7 @@ func (s *Service) joinTenant(ctx context.Context, m Meta, req AcceptInviteReques
 	if err != nil {
 		return token.Response{}, err
 	}
-	if err := s.loginSecondFactor(ctx, client, user, (*mfa.Summary)(res.Factors), res.ThrottleKey(), "", req.Scope,
+	if err := s.loginSecondFactor(ctx, client, user, (*mfa.Summary)(res.Factors), res.Counted(), "", req.Scope,
 		"You have joined the organisation."); err != nil {
 		return token.Response{}, err
 	}
@@ -686,17 +687,17 @@ func (s *Service) AcceptInviteFederated(ctx context.Context, m Meta, ref InviteR
 // mfa_required answer with the mfa_token. mfa.Service.Begin decides, as at the password
 // grant: the one rule of who owes a second factor. factors are the
 // account's second factors as the password check read them (nil: read
-// them); login is the check's throttle key, which the second step counts
-// under ("": the account's email); u holds the roles of the session that
+// them); counted is the check's throttle attempt, whose key the second
+// step counts under (zero: the account's email, nothing to take back); u holds the roles of the session that
 // follows (SessionUser) and tenant is the organisation it names ("":
 // none), which the mfa_token binds; done, a sentence, says what the
 // acceptance (or the change) did.
-func (s *Service) loginSecondFactor(ctx context.Context, client store.Client, u store.User, factors *mfa.Summary, login, tenant string,
+func (s *Service) loginSecondFactor(ctx context.Context, client store.Client, u store.User, factors *mfa.Summary, counted ratelimit.Counted, tenant string,
 	scope []string, done string) error {
 	if s.mfa == nil {
 		return nil
 	}
-	ch, err := s.mfa.Begin(ctx, u, factors, login, client.ID, strings.Join(scope, " "), tenant, s.now(), []string{mfa.AMRPassword})
+	ch, err := s.mfa.Begin(ctx, u, factors, counted, client.ID, strings.Join(scope, " "), tenant, s.now(), []string{mfa.AMRPassword})
 	if err != nil {
 		return mfaErr("begin the second factor", err)
 	}

@@ -10,13 +10,14 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
 // MFA is the second-factor service (*mfa.Service): the parts the account
 // operations use.
 type MFA interface {
-	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time,
+	Begin(ctx context.Context, u store.User, factors *mfa.Summary, counted ratelimit.Counted, clientID, scope, tenant string, authTime time.Time,
 		first []string) (*mfa.Challenge, error)
 	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
 	Status(ctx context.Context, userID string) (mfa.Status, error)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -431,7 +432,7 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 		if serr != nil {
 			return token.Response{}, serr
 		}
-		if ferr := s.loginSecondFactor(ctx, client, su, nil, "", tenant, req.Scope, "Your password is changed."); ferr != nil {
+		if ferr := s.loginSecondFactor(ctx, client, su, nil, ratelimit.Counted{}, tenant, req.Scope, "Your password is changed."); ferr != nil {
 			return token.Response{}, ferr
 		}
 	}

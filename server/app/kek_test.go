@@ -8,6 +8,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/keys"
 	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -74,7 +75,7 @@ func TestKEKRotationKeepsTOTP(t *testing.T) {
 			if warned := strings.Contains(in3.Logs.String(), unreadableTOTPLog); warned == tt.wantTOTP {
 				t.Fatalf("warned at start of unreadable TOTP secrets: %v, want %v; logs:\n%s", warned, !tt.wantTOTP, in3.Logs)
 			}
-			ch, err := in3.App.MFA.Begin(ctx, u, nil, "", "portcullis", "", "", time.Now(), []string{mfa.AMRPassword})
+			ch, err := in3.App.MFA.Begin(ctx, u, nil, ratelimit.Counted{}, "portcullis", "", "", time.Now(), []string{mfa.AMRPassword})
 			if err != nil || ch == nil {
 				t.Fatalf("Begin = %+v, %v", ch, err)
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/servertest"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -39,7 +40,7 @@ func TestMFAWiring(t *testing.T) {
 			if uri, err := url.Parse(en.URI); err != nil || uri.Query().Get("issuer") != "Wired Co" {
 				t.Fatalf("URI %q: want issuer Wired Co", en.URI)
 			}
-			if ch, err := in.App.MFA.Begin(ctx, u, nil, "", "portcullis", "", "", time.Now(), []string{mfa.AMRPassword}); ch != nil || err != nil {
+			if ch, err := in.App.MFA.Begin(ctx, u, nil, ratelimit.Counted{}, "portcullis", "", "", time.Now(), []string{mfa.AMRPassword}); ch != nil || err != nil {
 				t.Fatalf("Begin for an unenrolled user = %+v, %v", ch, err)
 			}
 			code, err := totp.GenerateCode(en.Secret, time.Now())
@@ -50,7 +51,7 @@ func TestMFAWiring(t *testing.T) {
 				t.Fatalf("ConfirmTOTP: %v", err)
 			}
 			before := time.Now()
-			ch, err := in.App.MFA.Begin(ctx, u, nil, "", "portcullis", "", "", before, []string{mfa.AMRPassword})
+			ch, err := in.App.MFA.Begin(ctx, u, nil, ratelimit.Counted{}, "portcullis", "", "", before, []string{mfa.AMRPassword})
 			if err != nil || ch == nil {
 				t.Fatalf("Begin for an enrolled user = %+v, %v", ch, err)
 			}

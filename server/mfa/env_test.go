@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/portcullis-auth/portcullis/keys"
 	"github.com/portcullis-auth/portcullis/policy"
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 	"github.com/portcullis-auth/portcullis/store/redisstate"
 	"github.com/portcullis-auth/portcullis/store/sqlstate"
@@ -74,17 +76,28 @@ type throttle struct {
 	refuse    error
 }
 
-func (th *throttle) CheckLogin(_ context.Context, ip, login string) error {
+// throttleWindow is the failure window throttle counts every attempt in.
+const throttleWindow = 1000
+
+func (th *throttle) CheckLogin(_ context.Context, ip, login string) (ratelimit.Counted, error) {
 	th.mu.Lock()
 	defer th.mu.Unlock()
 	th.checks = append(th.checks, ip+"|"+login)
-	return th.refuse
+	if th.refuse != nil {
+		return ratelimit.Counted{}, th.refuse
+	}
+	return ratelimit.Counted{Login: login, Window: throttleWindow}, nil
 }
 
-func (th *throttle) LoginSucceeded(_ context.Context, ip, login string, attempts int64) {
+// LoginSucceeded records "ip|login@window login@window…", oldest first.
+func (th *throttle) LoginSucceeded(_ context.Context, ip string, attempts ...ratelimit.Counted) {
 	th.mu.Lock()
 	defer th.mu.Unlock()
-	th.successes = append(th.successes, fmt.Sprintf("%s|%s|%d", ip, login, attempts))
+	each := make([]string, len(attempts))
+	for i, a := range attempts {
+		each[i] = fmt.Sprintf("%s@%d", a.Login, a.Window)
+	}
+	th.successes = append(th.successes, ip+"|"+strings.Join(each, " "))
 }
 
 func (th *throttle) counts() (checks, successes int) {
@@ -254,7 +267,7 @@ func (e *env) code(t *testing.T, secret []byte, d int64) string {
 // begin starts a second step for u at client "app".
 func (e *env) begin(t *testing.T, u store.User) *Challenge {
 	t.Helper()
-	ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid profile", "", e.clock.Now(), []string{AMRPassword})
+	ch, err := e.svc.Begin(tctx(t), u, nil, ratelimit.Counted{}, "app", "openid profile", "", e.clock.Now(), []string{AMRPassword})
 	if err != nil || ch == nil {
 		t.Fatalf("Begin = %+v, %v; want a challenge", ch, err)
 	}

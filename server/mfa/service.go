@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -29,10 +30,11 @@ type Policy interface {
 // Throttle is the login throttle (*ratelimit.Limiter), as server/passcheck
 // uses it: CheckLogin reserves an attempt (counted as a failure) or refuses
 // it with a 429 or 503 *apierr.Error; LoginSucceeded takes back the
-// attempts a successful sign-in reserved (never anyone else's failures).
+// attempts a successful sign-in reserved, each from the window it was
+// counted in (never anyone else's failures).
 type Throttle interface {
-	CheckLogin(ctx context.Context, ip, login string) error
-	LoginSucceeded(ctx context.Context, ip, login string, attempts int64)
+	CheckLogin(ctx context.Context, ip, login string) (ratelimit.Counted, error)
+	LoginSucceeded(ctx context.Context, ip string, attempts ...ratelimit.Counted)
 }
 
 // Auditor records security-relevant events (*app.Auditor).
@@ -123,17 +125,18 @@ func (s *Service) Summary(ctx context.Context, userID string) (Summary, error) {
 // completed login is built from it (loginAMR), whoever completes the step
 // (the login page or an MFA grant). authTime is when the first factor was
 // given (the login's auth_time).
-// login is what the login throttle counted the password step under (the
-// login as typed: passcheck.Result.ThrottleKey), so that the second step's
-// failures and its success count under the same key, and the success takes
-// back the password step's attempt with its own; "" means the account's
-// email, with no attempt of a password step to take back. tenant is the organisation the password step named
+// counted is the attempt the login throttle counted the password step as
+// (passcheck.Result.Counted: the login as typed, and the failure window),
+// so that the second step's failures and its success count under the same
+// key, and the success takes back the password step's attempt with its
+// own, from the window it was counted in; a zero Counted means the
+// account's email, with no attempt of a password step to take back. tenant is the organisation the password step named
 // ("" for none): the second step finishes that login, in that tenant.
 // factors is the user's summary when the caller read it with the user
 // (passcheck.Result.Factors: the login's one read, made before the
 // password was verified); nil reads it here.
-func (s *Service) Begin(ctx context.Context, u store.User, factors *Summary, login, clientID, scope, tenant string, authTime time.Time,
-	first []string) (*Challenge, error) {
+func (s *Service) Begin(ctx context.Context, u store.User, factors *Summary, counted ratelimit.Counted, clientID, scope, tenant string,
+	authTime time.Time, first []string) (*Challenge, error) {
 	if len(first) == 0 {
 		return nil, errors.New("mfa: Begin needs the first factor's amr")
 	}
@@ -150,11 +153,11 @@ func (s *Service) Begin(ctx context.Context, u store.User, factors *Summary, log
 	if !enrolled && !s.Required(u.Roles) {
 		return nil, nil
 	}
-	counted := login != ""
+	login, passwordCounted := counted.Login, counted.Login != ""
 	if login == "" {
 		login = u.Email
 	}
-	rec := tokenRecord{User: u.ID, Login: login, PasswordCounted: counted, Client: clientID, Scope: scope, Tenant: tenant, AuthTime: authTime.UTC(),
+	rec := tokenRecord{User: u.ID, Login: login, PasswordCounted: passwordCounted, PasswordWindow: counted.Window, Client: clientID, Scope: scope, Tenant: tenant, AuthTime: authTime.UTC(),
 		First: append([]string(nil), first...), EnrollmentRequired: !enrolled, ExpiresAt: s.d.Now().Add(s.d.TokenTTL).UTC()}
 	if enrolled {
 		rec.Methods = st.Methods()
@@ -213,8 +216,9 @@ func (s *Service) CompleteForTenant(ctx context.Context, token, clientID, tenant
 		s.failed(ctx, m, rec.User, reasonTooManyAttempts, f.Method(), "")
 		return Completed{}, fmt.Errorf("%w: out of attempts", ErrInvalidToken)
 	}
+	var step ratelimit.Counted
 	if s.d.Throttle != nil {
-		if err := s.d.Throttle.CheckLogin(ctx, m.IP, rec.Login); err != nil {
+		if step, err = s.d.Throttle.CheckLogin(ctx, m.IP, rec.Login); err != nil {
 			return Completed{}, err
 		}
 	}
@@ -233,12 +237,14 @@ func (s *Service) CompleteForTenant(ctx context.Context, token, clientID, tenant
 		return Completed{}, unavailable("take mfa_token", err)
 	}
 	if s.d.Throttle != nil {
-		// This step's attempt, and the password step's it was left.
-		attempts := int64(1)
-		if rec.PasswordCounted {
-			attempts = 2
+		// This step's attempt, and the password step's it was left, each
+		// from the window it was counted in (a record without the
+		// password step's window: this step's only).
+		attempts := []ratelimit.Counted{step}
+		if rec.PasswordCounted && rec.PasswordWindow != 0 {
+			attempts = []ratelimit.Counted{{Login: rec.Login, Window: rec.PasswordWindow}, step}
 		}
-		s.d.Throttle.LoginSucceeded(ctx, m.IP, rec.Login, attempts)
+		s.d.Throttle.LoginSucceeded(ctx, m.IP, attempts...)
 	}
 	done := Completed{Pending: rec.pending(), AMR: loginAMR(rec.first(), amr), RecoveryCodesLeft: -1}
 	if rf, ok := f.(*recoveryFactor); ok {

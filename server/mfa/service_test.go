@@ -16,6 +16,7 @@ import (
 	"github.com/pquerna/otp"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -221,7 +222,7 @@ func TestEnrolment(t *testing.T) {
 			if err != nil || st.Enrolled() || st.TOTP || st.RecoveryCodesLeft != 0 {
 				t.Fatalf("Status after an unconfirmed enrolment = %+v, %v", st, err)
 			}
-			if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
+			if ch, err := e.svc.Begin(tctx(t), u, nil, ratelimit.Counted{}, "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 				t.Fatalf("Begin after an unconfirmed enrolment = %+v, %v; want nil, nil", ch, err)
 			}
 			// An enrolled user's pending re-enrolment: the old secret still
@@ -313,7 +314,7 @@ func TestEnrolment(t *testing.T) {
 			if st.Enrolled() || st.RecoveryCodesLeft != 0 {
 				t.Fatalf("Status after removal: %+v", st)
 			}
-			if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
+			if ch, err := e.svc.Begin(tctx(t), u, nil, ratelimit.Counted{}, "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 				t.Fatalf("Begin after removal = %+v, %v", ch, err)
 			}
 			f := e.svc.TOTPCode(e.code(t, secret, 0))
@@ -406,7 +407,7 @@ func TestMFAToken(t *testing.T) {
 		secret, _ := e.enrolled(t, u)
 		t.Run("challenge_and_peek", func(t *testing.T) {
 			authTime := e.clock.Now().Add(-time.Second)
-			ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid profile", "", authTime, []string{AMRPassword})
+			ch, err := e.svc.Begin(tctx(t), u, nil, ratelimit.Counted{}, "app", "openid profile", "", authTime, []string{AMRPassword})
 			if err != nil || ch == nil || ch.EnrollmentRequired || !reflect.DeepEqual(ch.Methods, []string{"totp", "recovery_code"}) ||
 				len(ch.Token) != 43 || !ch.ExpiresAt.Equal(e.clock.Now().Add(5*time.Minute)) {
 				t.Fatalf("Begin = %+v, %v", ch, err)
@@ -536,14 +537,14 @@ func TestMFAToken(t *testing.T) {
 
 func TestBegin(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
-		if ch, err := e.svc.Begin(tctx(t), e.user(t, "user"), nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
+		if ch, err := e.svc.Begin(tctx(t), e.user(t, "user"), nil, ratelimit.Counted{}, "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 			t.Fatalf("Begin for a user without a factor, not required = %+v, %v", ch, err)
 		}
 		admin := e.user(t, "admin")
 		if !e.svc.Required(admin.Roles) || e.svc.Required([]string{"user"}) {
 			t.Fatal("Required does not follow the policy")
 		}
-		ch, err := e.svc.Begin(tctx(t), admin, nil, "", "app", "openid", "", e.clock.Now(), []string{AMRPassword})
+		ch, err := e.svc.Begin(tctx(t), admin, nil, ratelimit.Counted{}, "app", "openid", "", e.clock.Now(), []string{AMRPassword})
 		if err != nil || ch == nil || !ch.EnrollmentRequired || len(ch.Methods) != 0 {
 			t.Fatalf("Begin for a required, unenrolled user = %+v, %v", ch, err)
 		}
@@ -556,7 +557,7 @@ func TestBegin(t *testing.T) {
 			t.Fatalf("Complete with an enrolment token: %v", err)
 		}
 		e.enrolled(t, admin)
-		ch, err = e.svc.Begin(tctx(t), admin, nil, "", "app", "openid", "", e.clock.Now(), []string{AMRPassword})
+		ch, err = e.svc.Begin(tctx(t), admin, nil, ratelimit.Counted{}, "app", "openid", "", e.clock.Now(), []string{AMRPassword})
 		if err != nil || ch == nil || ch.EnrollmentRequired || !reflect.DeepEqual(ch.Methods, []string{"totp", "recovery_code"}) {
 			t.Fatalf("Begin after enrolment = %+v, %v", ch, err)
 		}
@@ -571,14 +572,14 @@ func TestBeginWithFactorsRead(t *testing.T) {
 		plain, enrolledUser := e.user(t, "user"), e.user(t, "user")
 		e.enrolled(t, enrolledUser)
 		totp := Summary{TOTP: true, RecoveryCodesLeft: 2}
-		ch, err := e.svc.Begin(tctx(t), plain, &totp, "", "app", "", "", e.clock.Now(), []string{AMRPassword})
+		ch, err := e.svc.Begin(tctx(t), plain, &totp, ratelimit.Counted{}, "app", "", "", e.clock.Now(), []string{AMRPassword})
 		if err != nil || ch == nil || ch.EnrollmentRequired || !reflect.DeepEqual(ch.Methods, []string{"totp", "recovery_code"}) {
 			t.Fatalf("Begin with a summary that has TOTP, for a user the store has none of = %+v, %v", ch, err)
 		}
-		if ch, err := e.svc.Begin(tctx(t), enrolledUser, &Summary{}, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
+		if ch, err := e.svc.Begin(tctx(t), enrolledUser, &Summary{}, ratelimit.Counted{}, "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 			t.Fatalf("Begin with an empty summary = %+v, %v; want no second step", ch, err)
 		}
-		if ch, err := e.svc.Begin(tctx(t), enrolledUser, nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); err != nil || ch == nil {
+		if ch, err := e.svc.Begin(tctx(t), enrolledUser, nil, ratelimit.Counted{}, "app", "", "", e.clock.Now(), []string{AMRPassword}); err != nil || ch == nil {
 			t.Fatalf("Begin without a summary (reads the store) = %+v, %v; want a second step", ch, err)
 		}
 	})
@@ -612,7 +613,7 @@ func TestCompleteAMRFollowsTheFirstFactor(t *testing.T) {
 			{"ok/upstream_methods_each_once_mfa_last", []string{"fed", AMRHardwareKey, AMRMFA}, []string{"fed", "hwk", "user", "mfa"}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid", "", e.clock.Now(), tc.first)
+				ch, err := e.svc.Begin(tctx(t), u, nil, ratelimit.Counted{}, "app", "openid", "", e.clock.Now(), tc.first)
 				if err != nil || ch == nil {
 					t.Fatalf("Begin = %+v, %v", ch, err)
 				}
@@ -623,7 +624,7 @@ func TestCompleteAMRFollowsTheFirstFactor(t *testing.T) {
 			})
 		}
 		t.Run("fail/no_first_factor", func(t *testing.T) {
-			if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "openid", "", e.clock.Now(), nil); err == nil || ch != nil {
+			if ch, err := e.svc.Begin(tctx(t), u, nil, ratelimit.Counted{}, "app", "openid", "", e.clock.Now(), nil); err == nil || ch != nil {
 				t.Fatalf("Begin without the first factor = %+v, %v", ch, err)
 			}
 		})
@@ -777,7 +778,7 @@ func TestReset(t *testing.T) {
 		if err != nil || st.TOTP || len(st.WebAuthn) != 0 || st.RecoveryCodesLeft != 0 {
 			t.Fatalf("Status after Reset = %+v, %v", st, err)
 		}
-		if ch, err := e.svc.Begin(tctx(t), u, nil, "", "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
+		if ch, err := e.svc.Begin(tctx(t), u, nil, ratelimit.Counted{}, "app", "", "", e.clock.Now(), []string{AMRPassword}); ch != nil || err != nil {
 			t.Fatalf("Begin after Reset = %+v, %v", ch, err)
 		}
 		if _, err := e.svc.TOTPCode(e.code(t, secret, 0)).Verify(tctx(t), u.ID); !errors.Is(err, ErrBadCode) {
@@ -825,22 +826,29 @@ func TestFailsClosed(t *testing.T) {
 
 // TestCompleteTakesBackTheLoginsAttempts: a completed second step takes back
 // from the login throttle its own attempt and, when Begin was given the
-// login the password step counted under, that step's attempt too (the
-// password step left it for the second step); nothing else. An abandoned
-// step takes back nothing.
+// attempt the password step counted (its login and window), that step's
+// attempt too, from its own window (the password step left it for the
+// second step); nothing else. A record without the password step's window
+// (an earlier version's, or rate limits off at the password step) takes
+// back the second step's own attempt only. An abandoned step takes back
+// nothing.
 func TestCompleteTakesBackTheLoginsAttempts(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e *env) {
 		u := e.user(t)
 		e.enrolled(t, u)
 		for _, tc := range []struct {
-			name, login string
-			want        string
+			name    string
+			counted ratelimit.Counted
+			want    string
 		}{
-			{"ok/after_a_password_step", "Typed@Example.com", meta.IP + "|Typed@Example.com|2"},
-			{"ok/no_password_step_counted", "", meta.IP + "|" + u.Email + "|1"},
+			{"ok/after_a_password_step", ratelimit.Counted{Login: "Typed@Example.com", Window: 500},
+				meta.IP + "|Typed@Example.com@500 Typed@Example.com@1000"},
+			{"ok/no_password_step_counted", ratelimit.Counted{}, meta.IP + "|" + u.Email + "@1000"},
+			{"ok/password_step_without_its_window", ratelimit.Counted{Login: "Typed@Example.com"},
+				meta.IP + "|Typed@Example.com@1000"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				ch, err := e.svc.Begin(tctx(t), u, nil, tc.login, "app", "openid", "", e.clock.Now(), []string{AMRPassword})
+				ch, err := e.svc.Begin(tctx(t), u, nil, tc.counted, "app", "openid", "", e.clock.Now(), []string{AMRPassword})
 				if err != nil || ch == nil {
 					t.Fatalf("Begin = %+v, %v", ch, err)
 				}

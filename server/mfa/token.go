@@ -32,11 +32,17 @@ type tokenRecord struct {
 	// that it left for the second step to take back (Begin was given the
 	// login). A record of an earlier version has none: only the second
 	// step's own attempt is taken back then.
-	PasswordCounted bool      `json:"password_counted,omitempty"`
-	Client          string    `json:"client"`
-	Scope           string    `json:"scope"`
-	Tenant          string    `json:"tenant,omitempty"`
-	AuthTime        time.Time `json:"auth_time"`
+	PasswordCounted bool `json:"password_counted,omitempty"`
+	// PasswordWindow is the end (Unix milliseconds) of the failure window
+	// the password step's attempt was counted in: the second step's
+	// success takes it back from that window only. A record without it
+	// (an earlier version's, or rate limits off) has only the second
+	// step's own attempt taken back.
+	PasswordWindow int64     `json:"password_window,omitempty"`
+	Client         string    `json:"client"`
+	Scope          string    `json:"scope"`
+	Tenant         string    `json:"tenant,omitempty"`
+	AuthTime       time.Time `json:"auth_time"`
 	// First is the login's first factor as amr (Begin's first).
 	First              []string  `json:"first,omitempty"`
 	EnrollmentRequired bool      `json:"enrollment_required"`

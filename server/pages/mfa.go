@@ -19,6 +19,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -26,7 +27,7 @@ import (
 // second step uses it: the page keeps none of its rules (attempts, the
 // token's binding, replays).
 type MFA interface {
-	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time,
+	Begin(ctx context.Context, u store.User, factors *mfa.Summary, counted ratelimit.Counted, clientID, scope, tenant string, authTime time.Time,
 		first []string) (*mfa.Challenge, error)
 	Peek(ctx context.Context, token, clientID string) (mfa.Pending, error)
 	Complete(ctx context.Context, token, clientID string, f mfa.Factor, m mfa.Meta) (mfa.Completed, error)
@@ -175,7 +176,8 @@ func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, 
 // reports that it answered (the second step, the enrolment step, or a
 // failure); otherwise the login goes on as a password login. The second
 // step's failures count under the throttle key of the password step
-// (res.ThrottleKey()). No browser session is started before the second
+// (res.Counted(), whose window its success takes the password step's
+// attempt back from). No browser session is started before the second
 // factor.
 func (p *Pages) beginMFA(c echo.Context, pr Pending, res passcheck.Result, authTime time.Time, remember bool) (handled bool, err error) {
 	ctx := c.Request().Context()
@@ -183,7 +185,7 @@ func (p *Pages) beginMFA(c echo.Context, pr Pending, res passcheck.Result, authT
 	if err != nil {
 		return true, p.fail(c, err)
 	}
-	ch, err := p.si.MFA.Begin(ctx, u, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", authTime,
+	ch, err := p.si.MFA.Begin(ctx, u, (*mfa.Summary)(res.Factors), res.Counted(), pr.Client.ID, strings.Join(pr.Scopes, " "), "", authTime,
 		[]string{mfa.AMRPassword})
 	if err != nil {
 		return true, p.fail(c, err)

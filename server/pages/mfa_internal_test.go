@@ -17,6 +17,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -54,7 +55,7 @@ func newFakeMFA() *fakeMFA {
 		first: map[string][]string{}, attempts: map[string]int{}, totp: map[string]bool{}}
 }
 
-func (f *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _, clientID, scope, _ string, authTime time.Time,
+func (f *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _ ratelimit.Counted, clientID, scope, _ string, authTime time.Time,
 	first []string) (*mfa.Challenge, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

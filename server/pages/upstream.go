@@ -20,6 +20,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/server/upstream"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -320,7 +321,7 @@ func (p *Pages) upstreamSignedIn(c echo.Context, old *store.BrowserSession, pr P
 		return p.fail(c, err)
 	}
 	if owes {
-		ch, err := p.si.MFA.Begin(ctx, lu, nil, "", pr.Client.ID, strings.Join(pr.Scopes, " "), "", signedInAt, amr)
+		ch, err := p.si.MFA.Begin(ctx, lu, nil, ratelimit.Counted{}, pr.Client.ID, strings.Join(pr.Scopes, " "), "", signedInAt, amr)
 		if err != nil {
 			return p.fail(c, err)
 		}
@@ -483,7 +484,7 @@ func (p *Pages) linkPost(c echo.Context, id string) error {
 	// The local password was proved now: the login's time, with "fed"
 	// before "pwd".
 	amr := []string{upstream.AMRFederated, mfa.AMRPassword}
-	ch, err := p.si.MFA.Begin(ctx, res.User, (*mfa.Summary)(res.Factors), res.ThrottleKey(), pr.Client.ID, strings.Join(pr.Scopes, " "), "",
+	ch, err := p.si.MFA.Begin(ctx, res.User, (*mfa.Summary)(res.Factors), res.Counted(), pr.Client.ID, strings.Join(pr.Scopes, " "), "",
 		p.now(), amr)
 	if err != nil {
 		return p.fail(c, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -40,11 +41,12 @@ type Hasher interface {
 
 // Throttle is the login throttle (*ratelimit.Limiter): CheckLogin reserves
 // an attempt of login from ip (counted as a failure) or refuses it;
-// LoginSucceeded takes back the attempts a successful sign-in reserved
-// (never anyone else's failures: only a real account can succeed).
+// LoginSucceeded takes back the attempts a successful sign-in reserved,
+// each from the window it was counted in (never anyone else's failures:
+// only a real account can succeed).
 type Throttle interface {
-	CheckLogin(ctx context.Context, ip, login string) error
-	LoginSucceeded(ctx context.Context, ip, login string, attempts int64)
+	CheckLogin(ctx context.Context, ip, login string) (ratelimit.Counted, error)
+	LoginSucceeded(ctx context.Context, ip string, attempts ...ratelimit.Counted)
 }
 
 // Auditor records security-relevant events (*app.Auditor).
@@ -132,21 +134,25 @@ type Result struct {
 	// Login; nil for an attempt by UserID. A login's second step decides
 	// on it instead of reading the factors again (mfa.Service.Begin).
 	Factors *store.MFASummary
-	// ip and key are what the throttle counted the attempt under.
-	ip, key string
+	// ip and counted are where from and as what the throttle counted the
+	// attempt.
+	ip      string
+	counted ratelimit.Counted
 }
 
-// ThrottleKey is the key the login throttle counted the attempt under (the
-// login as typed, or the account's email): a second step counts its
-// failures, and clears them, under the same key.
-func (r Result) ThrottleKey() string { return r.key }
+// Counted is the attempt the login throttle counted the check as: the key
+// (the login as typed, or the account's email) and the failure window it
+// was counted in (none with rate limits off). A second step counts its
+// failures under the same key, and its success takes this attempt back
+// with its own, from that window only (mfa.Service.Begin).
+func (r Result) Counted() ratelimit.Counted { return r.counted }
 
 // Succeeded takes back the attempt the check reserved under the throttle,
 // after a check made with DeferSuccess, once the login it began needs
 // nothing more. The account's failures stay counted.
 func (c *Checker) Succeeded(ctx context.Context, r Result) {
-	if c.d.Throttle != nil && r.key != "" {
-		c.d.Throttle.LoginSucceeded(ctx, r.ip, r.key, 1)
+	if c.d.Throttle != nil && r.counted.Login != "" {
+		c.d.Throttle.LoginSucceeded(ctx, r.ip, r.counted)
 	}
 }
 
@@ -190,8 +196,9 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		}
 		found, key = true, u.Email
 	}
+	counted := ratelimit.Counted{Login: key}
 	if c.d.Throttle != nil {
-		if err := c.d.Throttle.CheckLogin(ctx, a.IP, key); err != nil {
+		if counted, err = c.d.Throttle.CheckLogin(ctx, a.IP, key); err != nil {
 			return Result{}, err
 		}
 	}
@@ -236,7 +243,7 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 		c.failed(ctx, a, u, ok, failureReason{machine: machine, noPassword: noPassword})
 		return Result{}, ErrBadCredentials
 	}
-	res := Result{User: u, NeedsRehash: needsRehash, Factors: factors, ip: a.IP, key: key}
+	res := Result{User: u, NeedsRehash: needsRehash, Factors: factors, ip: a.IP, counted: counted}
 	if !a.DeferSuccess && !res.secondStepOwed() {
 		c.Succeeded(ctx, res)
 	}

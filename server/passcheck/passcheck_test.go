@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -57,16 +58,25 @@ type fakeThrottle struct {
 	succeeded []string
 }
 
-func (f *fakeThrottle) CheckLogin(_ context.Context, _, login string) error {
+// fakeWindow is the failure window fakeThrottle counts every attempt in.
+const fakeWindow = 1234
+
+func (f *fakeThrottle) CheckLogin(_ context.Context, _, login string) (ratelimit.Counted, error) {
 	f.checked = append(f.checked, login)
-	return f.refuse
+	if f.refuse != nil {
+		return ratelimit.Counted{}, f.refuse
+	}
+	return ratelimit.Counted{Login: login, Window: fakeWindow}, nil
 }
 
-func (f *fakeThrottle) LoginSucceeded(_ context.Context, _, login string, attempts int64) {
-	if attempts != 1 {
-		login += fmt.Sprintf(" (%d attempts)", attempts)
+func (f *fakeThrottle) LoginSucceeded(_ context.Context, _ string, attempts ...ratelimit.Counted) {
+	for _, a := range attempts {
+		login := a.Login
+		if a.Window != fakeWindow {
+			login += fmt.Sprintf(" (window %d)", a.Window)
+		}
+		f.succeeded = append(f.succeeded, login)
 	}
-	f.succeeded = append(f.succeeded, login)
 }
 
 type recorder struct {
@@ -194,6 +204,10 @@ func TestDeferSuccess(t *testing.T) {
 	}
 	if len(th.succeeded) != 0 {
 		t.Fatalf("a deferred success cleared %v", th.succeeded)
+	}
+	// The attempt as the throttle counted it: its key and its window.
+	if got, want := res.Counted(), (ratelimit.Counted{Login: "ann@example.com", Window: fakeWindow}); got != want {
+		t.Fatalf("Counted() = %+v, want %+v", got, want)
 	}
 	c.Succeeded(context.Background(), res)
 	if len(th.succeeded) != 1 || th.succeeded[0] != "ann@example.com" {

@@ -25,7 +25,7 @@ import (
 type Counters interface {
 	Hit(ctx context.Context, key string, window time.Duration, now time.Time) (int64, time.Duration, error)
 	CountSteps(ctx context.Context, now time.Time, steps ...store.CounterStep) ([]store.CounterCount, error)
-	TakeBack(ctx context.Context, key string, n int64, now time.Time) (int64, error)
+	TakeBack(ctx context.Context, key string, n int64, windowEnd, now time.Time) (int64, bool, error)
 	ResetCounters(ctx context.Context, keys ...string) error
 }
 
@@ -192,13 +192,25 @@ func (l *Limiter) AllowPending(ctx context.Context, ip string) error {
 // they no longer warrant. (Since a success no longer clears, the clear that
 // races is an administrator's, ClearLogin.)
 
+// Counted is a login attempt CheckLogin counted as a failure: the login it
+// counted under and the end of the failure window it was counted in (Unix
+// milliseconds; 0 when nothing was counted, as with rate limits off). A
+// success takes it back (LoginSucceeded) only from that window: once the
+// window has ended the attempt has aged out with it, and the window live
+// then holds other attempts.
+type Counted struct {
+	Login  string
+	Window int64
+}
+
 // CheckLogin reserves one password check of login by a client at ip, or
 // refuses it (429 with Retry-After; 503 when the token state cannot be
 // reached). Call it before the password is verified, and LoginSucceeded
-// after a success; a failure needs nothing more.
-func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
+// with the attempt it returns after a success; a failure needs nothing
+// more. A nil Limiter counts nothing (Counted.Window 0).
+func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) (Counted, error) {
 	if l == nil {
-		return nil
+		return Counted{Login: login}, nil
 	}
 	// In one round trip where the token state allows: the address's
 	// limit (as Allow counts it), then the account's delay, then its
@@ -221,24 +233,27 @@ func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 		err = fmt.Errorf("%d counts for %d steps", len(counts), len(steps))
 	}
 	if err != nil {
-		return unavailable(err)
+		return Counted{}, unavailable(err)
 	}
 	for i, c := range counts {
 		switch {
 		case c.Count <= steps[i].StopAbove:
 		case steps[i].Key == lockKey:
-			return l.throttled(c.ResetIn)
+			return Counted{}, l.throttled(c.ResetIn)
 		default:
 			l.observe("login_ip")
-			return limited(c.ResetIn)
+			return Counted{}, limited(c.ResetIn)
 		}
 	}
 	if len(counts) != len(steps) {
-		return unavailable(fmt.Errorf("%d counts for %d steps, none refused", len(counts), len(steps)))
+		return Counted{}, unavailable(fmt.Errorf("%d counts for %d steps, none refused", len(counts), len(steps)))
 	}
 	n := counts[len(counts)-1].Count
+	// The window the attempt was counted in ends at now + ResetIn, to the
+	// millisecond, as the token state keeps it.
+	counted := Counted{Login: login, Window: now.UnixMilli() + counts[len(counts)-1].ResetIn.Milliseconds()}
 	if n < l.rules.LoginFailureLimit {
-		return nil
+		return counted, nil
 	}
 	// The n-th attempt (n ≥ limit) opens the next delay window; of the
 	// attempts racing for it, only the one whose hit starts it goes on.
@@ -256,20 +271,20 @@ func (l *Limiter) CheckLogin(ctx context.Context, ip, login string) error {
 		store.CounterStep{Key: lockKey, Window: LockoutDelay(n-l.rules.LoginFailureLimit, l.rules.MaxLockout), StopAbove: 1},
 		store.CounterStep{Key: failKey, StopAbove: math.MaxInt64})
 	if err != nil {
-		return unavailable(err)
+		return Counted{}, unavailable(err)
 	}
 	if len(opened) > 0 && opened[0].Count > 1 {
-		return l.throttled(opened[0].ResetIn)
+		return Counted{}, l.throttled(opened[0].ResetIn)
 	}
 	if len(opened) != 2 {
-		return unavailable(fmt.Errorf("%d counts for the delay window's 2 steps", len(opened)))
+		return Counted{}, unavailable(fmt.Errorf("%d counts for the delay window's 2 steps", len(opened)))
 	}
 	if opened[1].Count < l.rules.LoginFailureLimit {
 		if err := l.c.ResetCounters(ctx, lockKey); err != nil {
-			return unavailable(err)
+			return Counted{}, unavailable(err)
 		}
 	}
-	return nil
+	return counted, nil
 }
 
 // throttled is the answer to an attempt on an account in its delay.
@@ -278,28 +293,43 @@ func (l *Limiter) throttled(reset time.Duration) error {
 	return limited(reset).(*apierr.Error).WithDescription("Too many failed logins; try again later.")
 }
 
-// LoginSucceeded takes back the attempts of login that a successful sign-in
-// reserved with CheckLogin (1, or 2 when a password step and a second step
-// each reserved one), and closes the delay window the last of them opened
-// when it reached the failure limit: the throttle is left as if the
-// sign-in had not been made. Every other failure stays counted until its
-// window ends, as for a login no account has, so the throttle's answers do
-// not tell that the account's owner has just signed in. A failure of the
-// token state is ignored: the attempt then stays counted as a failure.
-func (l *Limiter) LoginSucceeded(ctx context.Context, ip, login string, attempts int64) {
-	if l == nil || attempts <= 0 {
+// LoginSucceeded takes back the attempts a successful sign-in reserved
+// with CheckLogin (one, or two when a password step and a second step each
+// reserved one, oldest first), each only from the failure window it was
+// counted in (Counted.Window): an attempt whose window has ended left with
+// it, and is not taken from the window live now, which holds others'
+// failures. It closes the delay window the last attempt opened when it
+// reached the failure limit: the throttle is left as if the sign-in had
+// not been made. Every other failure stays counted until its window ends,
+// as for a login no account has, so the throttle's answers do not tell
+// that the account's owner has just signed in. A failure of the token
+// state is ignored: the attempt then stays counted as a failure.
+func (l *Limiter) LoginSucceeded(ctx context.Context, ip string, attempts ...Counted) {
+	if l == nil {
 		return
 	}
-	failKey, lockKey := LoginKeys(login)
-	left, err := l.c.TakeBack(ctx, failKey, attempts, l.now())
-	if err != nil {
-		return
-	}
-	// The sign-in's last attempt counted left+attempts failures (the
-	// attempts after it are refused by the window it opened): from the
-	// limit on, it was admitted only as the one that opened the window.
-	if left+attempts >= l.rules.LoginFailureLimit {
-		_ = l.c.ResetCounters(ctx, lockKey)
+	now := l.now()
+	// Attempts counted in one window are taken back together.
+	for i := 0; i < len(attempts); {
+		a, n := attempts[i], 1
+		for i+n < len(attempts) && attempts[i+n] == a {
+			n++
+		}
+		i += n
+		if a.Window == 0 {
+			continue // nothing was counted
+		}
+		failKey, lockKey := LoginKeys(a.Login)
+		left, taken, err := l.c.TakeBack(ctx, failKey, int64(n), time.UnixMilli(a.Window), now)
+		if err != nil || !taken || i < len(attempts) {
+			continue
+		}
+		// The sign-in's last attempt counted left+n failures (the attempts
+		// after it are refused by the window it opened): from the limit
+		// on, it was admitted only as the one that opened the window.
+		if left+int64(n) >= l.rules.LoginFailureLimit {
+			_ = l.c.ResetCounters(ctx, lockKey)
+		}
 	}
 }
 

@@ -86,7 +86,7 @@ func race(t *testing.T, l *Limiter, n int, login string) int {
 		go func() {
 			defer done.Done()
 			start.Wait()
-			errs[i] = l.CheckLogin(context.Background(), fmt.Sprintf("198.51.100.%d", i+1), login)
+			_, errs[i] = l.CheckLogin(context.Background(), fmt.Sprintf("198.51.100.%d", i+1), login)
 		}()
 	}
 	start.Done()
@@ -173,7 +173,7 @@ func TestCheckLoginRefusesInOrder(t *testing.T) {
 				}
 				return n
 			}
-			check := func(ip string) error { return l.CheckLogin(context.Background(), ip, login) }
+			check := func(ip string) error { _, err := l.CheckLogin(context.Background(), ip, login); return err }
 			for i, step := range []struct {
 				ip       string
 				refused  bool
@@ -210,7 +210,7 @@ func TestCheckLoginRefusesInOrder(t *testing.T) {
 			open := New(c, rules, nil)
 			open.now = clk.now
 			for i := range 5 {
-				if err := open.CheckLogin(context.Background(), "198.51.100.1", "other@example.com"); err != nil {
+				if _, err := open.CheckLogin(context.Background(), "198.51.100.1", "other@example.com"); err != nil {
 					t.Fatalf("address limit off, check %d: %v", i, err)
 				}
 			}
@@ -265,24 +265,24 @@ func TestClearRacingTheDelayLeavesNoDelay(t *testing.T) {
 			c.clear = func() { _ = l.ClearLogin(context.Background(), login) }
 			ctx := context.Background()
 			for i := range limit {
-				if err := l.CheckLogin(ctx, "198.51.100.1", login); err != nil {
+				if _, err := l.CheckLogin(ctx, "198.51.100.1", login); err != nil {
 					t.Fatalf("attempt %d: %v", i+1, err)
 				}
 			}
 			if !c.cleared.Load() {
 				t.Fatal("the attempt reaching the limit opened no delay window; the race was not staged")
 			}
-			if err := l.CheckLogin(ctx, "198.51.100.2", login); err != nil {
+			if _, err := l.CheckLogin(ctx, "198.51.100.2", login); err != nil {
 				t.Fatalf("the attempt after the clear: %v, want admitted", err)
 			}
 			// The throttle still works from there: the limit's failures
 			// open a real delay.
 			for i := 1; i < limit; i++ {
-				if err := l.CheckLogin(ctx, "198.51.100.2", login); err != nil {
+				if _, err := l.CheckLogin(ctx, "198.51.100.2", login); err != nil {
 					t.Fatalf("failure %d after the clear: %v", i+1, err)
 				}
 			}
-			if err := l.CheckLogin(ctx, "198.51.100.2", login); !errors.Is(err, apierr.ErrRateLimited) {
+			if _, err := l.CheckLogin(ctx, "198.51.100.2", login); !errors.Is(err, apierr.ErrRateLimited) {
 				t.Fatalf("in the delay after %d new failures: %v, want 429", limit, err)
 			}
 		})
@@ -306,7 +306,7 @@ func TestClearRacingTheDelayConcurrently(t *testing.T) {
 			for round := range rounds {
 				login := fmt.Sprintf("round%d@example.com", round)
 				for i := 1; i < limit; i++ {
-					if err := l.CheckLogin(ctx, "198.51.100.1", login); err != nil {
+					if _, err := l.CheckLogin(ctx, "198.51.100.1", login); err != nil {
 						t.Fatalf("round %d, failure %d: %v", round, i, err)
 					}
 				}
@@ -316,7 +316,7 @@ func TestClearRacingTheDelayConcurrently(t *testing.T) {
 				go func() {
 					defer done.Done()
 					start.Wait()
-					_ = l.CheckLogin(ctx, "198.51.100.2", login)
+					_, _ = l.CheckLogin(ctx, "198.51.100.2", login)
 				}()
 				go func() {
 					defer done.Done()
@@ -325,7 +325,7 @@ func TestClearRacingTheDelayConcurrently(t *testing.T) {
 				}()
 				start.Done()
 				done.Wait()
-				if err := l.CheckLogin(ctx, "198.51.100.4", login); err != nil {
+				if _, err := l.CheckLogin(ctx, "198.51.100.4", login); err != nil {
 					// Left alone, a window opened before the clear would be
 					// ended by it; only one opened after it can refuse here,
 					// and only if its failures still warrant it.
@@ -378,22 +378,23 @@ func TestSuccessLeavesTheThrottleAsForNoAccount(t *testing.T) {
 					real, nobody := "owner-"+rand.Text()+"@example.com", "nobody-"+rand.Text()+"@example.com"
 					for range tc.failures {
 						for _, login := range []string{real, nobody} {
-							if err := l.CheckLogin(ctx, "203.0.113.7", login); err != nil {
+							if _, err := l.CheckLogin(ctx, "203.0.113.7", login); err != nil {
 								t.Fatalf("attacker's failure on %s: %v", login, err)
 							}
 						}
 					}
-					attempts := int64(0)
+					var attempts []Counted
 					for i, s := range tc.owner {
 						clk.advance(s.wait)
 						if s.check {
-							if err := l.CheckLogin(ctx, "198.51.100.20", real); err != nil {
+							counted, err := l.CheckLogin(ctx, "198.51.100.20", real)
+							if err != nil {
 								t.Fatalf("owner's attempt %d: %v", i+1, err)
 							}
-							attempts++
+							attempts = append(attempts, counted)
 						}
 					}
-					l.LoginSucceeded(ctx, "198.51.100.20", real, attempts)
+					l.LoginSucceeded(ctx, "198.51.100.20", attempts...)
 					// The attacker's next attempts: a burst, then after each
 					// delay the throttle could have opened.
 					answers := map[string][]string{}
@@ -401,7 +402,7 @@ func TestSuccessLeavesTheThrottleAsForNoAccount(t *testing.T) {
 						clk.advance(w)
 						for _, login := range []string{real, nobody} {
 							a := "admitted"
-							if err := l.CheckLogin(ctx, "203.0.113.7", login); err != nil {
+							if _, err := l.CheckLogin(ctx, "203.0.113.7", login); err != nil {
 								a = err.Error()
 							}
 							answers[login] = append(answers[login], a)
@@ -427,13 +428,18 @@ func TestSuccessTakesBackItsAttempts(t *testing.T) {
 			l, _ := limiterAt(b.open(t), DefaultRules(limit), nil)
 			ctx := context.Background()
 			for i := range 4 * limit {
-				if err := l.CheckLogin(ctx, "198.51.100.1", "often@example.com"); err != nil {
+				counted, err := l.CheckLogin(ctx, "198.51.100.1", "often@example.com")
+				if err != nil {
 					t.Fatalf("sign-in %d: %v", i+1, err)
 				}
-				l.LoginSucceeded(ctx, "198.51.100.1", "often@example.com", 1)
+				l.LoginSucceeded(ctx, "198.51.100.1", counted)
 			}
 		})
 	}
 	var off *Limiter
-	off.LoginSucceeded(context.Background(), "198.51.100.1", "often@example.com", 1)
+	counted, err := off.CheckLogin(context.Background(), "198.51.100.1", "often@example.com")
+	if err != nil || counted != (Counted{Login: "often@example.com"}) {
+		t.Fatalf("a nil Limiter's CheckLogin = %+v, %v; want nothing counted", counted, err)
+	}
+	off.LoginSucceeded(context.Background(), "198.51.100.1", counted)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -45,7 +46,7 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 			Details: map[string]string{"grant": GrantPassword, "reason": "tenant"}})
 		return Response{}, err
 	}
-	if err := s.secondStep(ctx, client, user, (*mfa.Summary)(res.Factors), res.ThrottleKey(), req.Scope, req.Tenant, now); err != nil {
+	if err := s.secondStep(ctx, client, user, (*mfa.Summary)(res.Factors), res.Counted(), req.Scope, req.Tenant, now); err != nil {
 		return Response{}, err
 	}
 	s.checker.Succeeded(ctx, res)
@@ -55,19 +56,19 @@ func (s *Service) passwordGrant(ctx context.Context, client store.Client, req To
 // secondStep asks for the second factor after a correct password: nil when
 // the user needs none, else mfa_required with the challenge (and no token).
 // factors are the user's second factors as the password step read them
-// with the user; login is the password step's throttle key, which the
-// second step counts under too; tenant the organisation the password step
+// with the user; counted is the password step's throttle attempt (its key,
+// which the second step counts under too, and its window); tenant the organisation the password step
 // named, which the mfa_token binds.
 // A scope the login could not be granted is refused first, so that no
 // second factor is spent on it.
-func (s *Service) secondStep(ctx context.Context, client store.Client, user store.User, factors *mfa.Summary, login string, scope []string, tenant string, now time.Time) error {
+func (s *Service) secondStep(ctx context.Context, client store.Client, user store.User, factors *mfa.Summary, counted ratelimit.Counted, scope []string, tenant string, now time.Time) error {
 	if s.mfa == nil {
 		return nil
 	}
 	if _, err := s.loginScope(client, user, scope, false); err != nil {
 		return err
 	}
-	ch, err := s.mfa.Begin(ctx, user, factors, login, client.ID, strings.Join(scope, " "), tenant, now, passwordAMR())
+	ch, err := s.mfa.Begin(ctx, user, factors, counted, client.ID, strings.Join(scope, " "), tenant, now, passwordAMR())
 	if err != nil {
 		var ae *apierr.Error
 		if errors.As(err, &ae) {

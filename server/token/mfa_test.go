@@ -15,6 +15,7 @@ import (
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -72,7 +73,7 @@ func (f fakeFactor) Verify(_ context.Context, userID string) ([]string, error) {
 	return nil, mfa.ErrBadCode
 }
 
-func (m *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _, clientID, scope, tenant string, at time.Time,
+func (m *fakeMFA) Begin(_ context.Context, u store.User, _ *mfa.Summary, _ ratelimit.Counted, clientID, scope, tenant string, at time.Time,
 	_ []string) (*mfa.Challenge, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -361,7 +362,7 @@ type failingMFA struct {
 	err error
 }
 
-func (f failingMFA) Begin(context.Context, store.User, *mfa.Summary, string, string, string, string, time.Time, []string) (*mfa.Challenge, error) {
+func (f failingMFA) Begin(context.Context, store.User, *mfa.Summary, ratelimit.Counted, string, string, string, time.Time, []string) (*mfa.Challenge, error) {
 	return nil, f.err
 }
 func (f failingMFA) CompleteForTenant(context.Context, string, string, string, mfa.Factor, mfa.Meta) (mfa.Completed, error) {

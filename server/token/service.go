@@ -17,6 +17,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/mfa"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
+	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
 )
 
@@ -80,7 +81,7 @@ type Permissions interface {
 type SecondFactor interface {
 	// Begin returns nil when the user needs no second factor, else the
 	// mfa_token challenge (bound to user, client and scope).
-	Begin(ctx context.Context, u store.User, factors *mfa.Summary, login, clientID, scope, tenant string, authTime time.Time,
+	Begin(ctx context.Context, u store.User, factors *mfa.Summary, counted ratelimit.Counted, clientID, scope, tenant string, authTime time.Time,
 		first []string) (*mfa.Challenge, error)
 	// CompleteForTenant makes one attempt of the factor f on the mfa_token
 	// for clientID, naming tenant ("": the one the password step named);

@@ -529,17 +529,19 @@ end
 return out
 `)
 
-// takeBackScript: KEYS counter; ARGV now ms, events to take back. Takes
-// them from the counter's live window (never below 0), keeping its end;
-// returns the count left, 0 with no live window.
+// takeBackScript: KEYS counter; ARGV now ms, events to take back, the end
+// (ms) of the window they were counted in. Takes them from the counter's
+// live window (never below 0), keeping its end, when that window ends at
+// the given end; returns {count left, 1}, or {0, 0} with no live window or
+// another one.
 var takeBackScript = redis.NewScript(`
-local now, k = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now, k, e = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local v = redis.call('HMGET', KEYS[1], 'n', 'r')
 local n, r = tonumber(v[1]), tonumber(v[2])
-if not n or not r or now >= r then return 0 end
+if not n or not r or now >= r or r ~= e then return {0, 0} end
 n = math.max(n - k, 0)
 redis.call('HSET', KEYS[1], 'n', string.format('%d', n))
-return n
+return {n, 1}
 `)
 
 // putOnceScript: KEYS record; ARGV value, expiry ms, ttl ms. Returns 1, or 0

@@ -1747,16 +1747,20 @@ func (s *State) countSteps(ctx context.Context, now time.Time, steps ...store.Co
 	return out, nil
 }
 
-// TakeBack implements store.TokenState in one script call.
-func (s *State) TakeBack(ctx context.Context, key string, n int64, now time.Time) (int64, error) {
+// TakeBack implements store.TokenState in one script call (one key, so
+// one node on Cluster too).
+func (s *State) TakeBack(ctx context.Context, key string, n int64, windowEnd, now time.Time) (int64, bool, error) {
 	if n < 0 {
-		return 0, errors.New("redis token state: take back: a negative count")
+		return 0, false, errors.New("redis token state: take back: a negative count")
 	}
-	left, err := takeBackScript.Run(ctx, s.c, []string{s.counterKey(key)}, now.UnixMilli(), n).Int64()
+	raw, err := takeBackScript.Run(ctx, s.c, []string{s.counterKey(key)}, now.UnixMilli(), n, windowEnd.UnixMilli()).Int64Slice()
 	if err != nil {
-		return 0, unavailable("take back", err)
+		return 0, false, unavailable("take back", err)
 	}
-	return left, nil
+	if len(raw) != 2 {
+		return 0, false, unavailable("take back", fmt.Errorf("unexpected script reply %v", raw))
+	}
+	return raw[0], raw[1] == 1, nil
 }
 
 // ResetCounters implements store.TokenState: one DEL per key, in order, in

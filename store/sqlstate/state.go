@@ -828,21 +828,23 @@ func (s *State) CountSteps(ctx context.Context, now time.Time, steps ...store.Co
 	})
 }
 
-// TakeBack implements store.TokenState with one conditional update.
-func (s *State) TakeBack(ctx context.Context, key string, n int64, now time.Time) (int64, error) {
+// TakeBack implements store.TokenState with one conditional update: the
+// row is changed only while its live window is the one given.
+func (s *State) TakeBack(ctx context.Context, key string, n int64, windowEnd, now time.Time) (int64, bool, error) {
 	if n < 0 {
-		return 0, errors.New("sql token state: take back: a negative count")
+		return 0, false, errors.New("sql token state: take back: a negative count")
 	}
 	var left []int64
 	err := s.db.WithContext(ctx).Raw(`UPDATE rate_counters SET hits = CASE WHEN hits > ? THEN hits - ? ELSE 0 END
-		WHERE counter_key = ? AND expires_at_ms > ? RETURNING hits`, n, n, key, now.UnixMilli()).Scan(&left).Error
+		WHERE counter_key = ? AND expires_at_ms > ? AND expires_at_ms = ? RETURNING hits`,
+		n, n, key, now.UnixMilli(), windowEnd.UnixMilli()).Scan(&left).Error
 	if err != nil {
-		return 0, dbErr("take back counted events", err)
+		return 0, false, dbErr("take back counted events", err)
 	}
 	if len(left) == 0 {
-		return 0, nil
+		return 0, false, nil
 	}
-	return left[0], nil
+	return left[0], true, nil
 }
 
 // ResetCounters implements store.TokenState: one statement per key, in

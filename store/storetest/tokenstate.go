@@ -90,6 +90,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/hit_counts_in_window", testHitWindow},
 		{"ok/reset_counters", testResetCounters},
 		{"ok/take_back_keeps_the_window", testTakeBack},
+		{"ok/take_back_only_from_its_window", testTakeBackOnlyItsWindow},
 		{"ok/ping", testPing},
 		{"ok/find_refresh_current_only", testFindRefresh},
 		{"ok/find_refresh_previous_within_grace", testFindRefreshInGrace},
@@ -987,29 +988,66 @@ func testTakeBack(t *testing.T, st store.TokenState) {
 	base := baseTime()
 	key, other := randomID("tb-"), randomID("tb-")
 	w := time.Minute
-	takeBack := func(key string, n int64, now time.Time, want int64) {
+	end := base.Add(w) // the window the hits at base opened
+	takeBack := func(key string, n int64, now time.Time, want int64, wantTaken bool) {
 		t.Helper()
-		left, err := st.TakeBack(ctx(t), key, n, now)
-		if err != nil || left != want {
-			t.Fatalf("TakeBack(%q, %d) = %d, %v; want %d", key, n, left, err, want)
+		left, taken, err := st.TakeBack(ctx(t), key, n, end, now)
+		if err != nil || left != want || taken != wantTaken {
+			t.Fatalf("TakeBack(%q, %d) = %d, %v, %v; want %d, %v", key, n, left, taken, err, want, wantTaken)
 		}
 	}
 	for i := int64(1); i <= 3; i++ {
 		wantHit(t, st, key, w, base, i, w)
 	}
 	wantHit(t, st, other, w, base, 1, w)
-	takeBack(key, 1, base.Add(time.Second), 2)
+	takeBack(key, 1, base.Add(time.Second), 2, true)
 	wantHit(t, st, key, w, base.Add(2*time.Second), 3, w-2*time.Second) // same window
-	takeBack(key, 2, base.Add(3*time.Second), 1)
-	takeBack(key, 5, base.Add(3*time.Second), 0) // never below zero
-	takeBack(key, 1, base.Add(3*time.Second), 0)
+	takeBack(key, 2, base.Add(3*time.Second), 1, true)
+	takeBack(key, 5, base.Add(3*time.Second), 0, true) // never below zero
+	takeBack(key, 1, base.Add(3*time.Second), 0, true)
 	wantHit(t, st, key, w, base.Add(4*time.Second), 1, w-4*time.Second) // the window kept its end
 	wantHit(t, st, other, w, base.Add(4*time.Second), 2, w-4*time.Second)
-	takeBack(key, 1, base.Add(w), 0) // the window ended: nothing to take back
+	takeBack(key, 1, base.Add(w), 0, false) // the window ended: nothing to take back
 	wantHit(t, st, key, w, base.Add(w), 1, w)
-	takeBack(randomID("never-hit-"), 1, base, 0)
-	if left, err := st.TakeBack(ctx(t), key, -1, base.Add(w)); err == nil {
+	takeBack(randomID("never-hit-"), 1, base, 0, false)
+	if left, _, err := st.TakeBack(ctx(t), key, -1, end, base.Add(w)); err == nil {
 		t.Fatalf("TakeBack of -1 = %d, want an error", left)
+	}
+}
+
+// testTakeBackOnlyItsWindow: events counted in a window that has ended are
+// not taken from the window live now, which holds other events; events
+// counted in the live window are. Found by a review: a login whose
+// password step and second step fell in two windows took both back from
+// the second, erasing one of someone else's failures.
+func testTakeBackOnlyItsWindow(t *testing.T, st store.TokenState) {
+	base := baseTime()
+	key := randomID("tb-win-")
+	w := time.Minute
+	wantHit(t, st, key, w, base, 1, w)                                  // window 1, ending at base+w
+	wantHit(t, st, key, w, base.Add(50*time.Second), 2, 10*time.Second) // the one to take back, in window 1
+	for i := int64(1); i <= 3; i++ {                                    // window 2, ending at base+w+10s+w
+		wantHit(t, st, key, w, base.Add(w+10*time.Second), i, w)
+	}
+	now, first, second := base.Add(w+20*time.Second), base.Add(w), base.Add(2*w+10*time.Second)
+	for _, tc := range []struct {
+		end     time.Time
+		n, left int64
+		taken   bool
+	}{
+		{first, 1, 0, false}, // its window ended: not taken from the next
+		{first, 2, 0, false},
+		{second.Add(time.Millisecond), 1, 0, false}, // no window ends then
+		{second.Add(-time.Millisecond), 1, 0, false},
+		{second, 1, 2, true}, // counted in the live window: taken
+	} {
+		left, taken, err := st.TakeBack(ctx(t), key, tc.n, tc.end, now)
+		if err != nil || left != tc.left || taken != tc.taken {
+			t.Fatalf("TakeBack(%d, window ending %s) = %d, %v, %v; want %d, %v", tc.n, tc.end.Sub(base), left, taken, err, tc.left, tc.taken)
+		}
+	}
+	if n, reset, err := st.Peek(ctx(t), key, now); err != nil || n != 2 || reset != second.Sub(now) {
+		t.Fatalf("Peek = %d, %s, %v; want 2, %s", n, reset, err, second.Sub(now))
 	}
 }
 
@@ -1034,7 +1072,10 @@ func testConcurrentTakeBack(t *testing.T, st store.TokenState) {
 			if i%2 == 0 {
 				_, _, err = st.Hit(ctx(t), key, w, base)
 			} else {
-				_, err = st.TakeBack(ctx(t), key, 1, base)
+				var taken bool
+				if _, taken, err = st.TakeBack(ctx(t), key, 1, base.Add(w), base); err == nil && !taken {
+					err = errors.New("a take-back of the live window took nothing")
+				}
 			}
 			errs <- err
 		}()
