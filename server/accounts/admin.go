@@ -191,7 +191,7 @@ func (a clientActor) missingAdminPermission() (string, bool) {
 // client id may be (clients.Spec.ReservedAudiences): the default audience
 // and the issuer.
 func (s *Service) reservedAudiences() []string {
-	return []string{s.cfg.DefaultAudience, s.cfg.Issuer}
+	return clients.ServerAudiences(s.cfg.DefaultAudience, s.cfg.Issuer)
 }
 
 // CreateClient creates an OAuth client for a user of the admin API or for the

@@ -447,12 +447,14 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 			}
 		}
 	}()
-	if err := checkCookieClients(ctx, core.Store, cfg, log); err != nil {
+	stored, err := core.Store.ListClients(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list clients: %w", err)
+	}
+	if err := checkCookieClients(stored, cfg, log); err != nil {
 		return nil, err
 	}
-	if err := reportAudienceClashes(ctx, core.Store, cfg, log); err != nil {
-		return nil, err
-	}
+	reportAudienceClashes(stored, cfg, log)
 	if err := warnUnreadableTOTP(ctx, core.Store, core.KEKs, log); err != nil {
 		return nil, err
 	}
@@ -848,13 +850,7 @@ func buildTenancy(cfg config.Config, log *slog.Logger, core *Core) *tenancy.Reso
 // one cookie, would revoke each other's session. It warns about an allowed
 // origin on another site than the URL browsers reach Portcullis at: the
 // browser would not send the SameSite=Strict cookie (the deployment rule).
-func checkCookieClients(ctx context.Context, st interface {
-	ListClients(ctx context.Context) ([]store.Client, error)
-}, cfg config.Config, log *slog.Logger) error {
-	list, err := st.ListClients(ctx)
-	if err != nil {
-		return fmt.Errorf("list clients: %w", err)
-	}
+func checkCookieClients(list []store.Client, cfg config.Config, log *slog.Logger) error {
 	public := cfg.PublicURL
 	if public == "" {
 		public = cfg.Issuer
@@ -882,16 +878,10 @@ func checkCookieClients(ctx context.Context, st interface {
 // change. Such a client's id tokens can be forged from access tokens at
 // relying parties that do not check typ. Clients made before the rule keep
 // working, so the server starts; no new clash can be made.
-func reportAudienceClashes(ctx context.Context, st interface {
-	ListClients(ctx context.Context) ([]store.Client, error)
-}, cfg config.Config, log *slog.Logger) error {
-	list, err := st.ListClients(ctx)
-	if err != nil {
-		return fmt.Errorf("list clients: %w", err)
-	}
+func reportAudienceClashes(list []store.Client, cfg config.Config, log *slog.Logger) {
 	const msg = "an access-token audience is a client id: those access tokens verify as that client's id tokens " +
 		"at relying parties that do not check typ (RFC 8725 section 3.12)"
-	for _, cl := range clients.Clashes(list, []string{cfg.DefaultAudience, cfg.Issuer}, nil) {
+	for _, cl := range clients.Clashes(list, clients.ServerAudiences(cfg.DefaultAudience, cfg.Issuer), nil) {
 		switch {
 		case cl.Reserved != "":
 			log.Error(msg, "client_id", cl.ClientID, "server_audience", cl.Reserved,
@@ -905,7 +895,6 @@ func reportAudienceClashes(ctx context.Context, st interface {
 				"change", fmt.Sprintf("recreate client %q without the audience %q, or client %q under another id", cl.ListedBy, cl.ClientID, cl.ClientID))
 		}
 	}
-	return nil
 }
 
 // tokenConfig is the token service's part of the settings, the same for the

@@ -88,10 +88,17 @@ type Spec struct {
 	// which a cookie client needs at MinCookieReuseGrace or more.
 	RefreshReuseGrace time.Duration
 	// ReservedAudiences are the access-token audiences no client id may
-	// be besides those clients list (Clashes): PORTCULLIS_DEFAULT_AUDIENCE,
-	// the aud of every client listing none, and the issuer. Set by the
-	// accounts service and the test fixtures from the server's settings.
+	// be besides those clients list (Clashes): ServerAudiences of the
+	// server's settings. Set by the accounts service and the test fixtures.
 	ReservedAudiences []string
+}
+
+// ServerAudiences are the server's own access-token audiences, which no
+// client id may be (Spec.ReservedAudiences, Clashes): defaultAudience
+// (PORTCULLIS_DEFAULT_AUDIENCE, the aud of every client listing none) and
+// the issuer (the admin API's audience).
+func ServerAudiences(defaultAudience, issuer string) []string {
+	return []string{defaultAudience, issuer}
 }
 
 // MinCookieReuseGrace is the least PORTCULLIS_REFRESH_REUSE_GRACE a cookie

@@ -65,7 +65,7 @@ func (f *Fixtures) TenantUser(t testing.TB, tenantID, email, pw string, roles ..
 func (f *Fixtures) Client(t testing.TB, spec clients.Spec) string {
 	t.Helper()
 	if spec.ReservedAudiences == nil {
-		spec.ReservedAudiences = []string{f.Core.Config.DefaultAudience, f.Core.Config.Issuer}
+		spec.ReservedAudiences = clients.ServerAudiences(f.Core.Config.DefaultAudience, f.Core.Config.Issuer)
 	}
 	_, secret, err := clients.Create(context.Background(), f.Core.Store, spec)
 	if err != nil {
