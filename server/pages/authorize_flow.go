@@ -323,18 +323,15 @@ func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store
 		s, err := f.stop(ctx, err)
 		return PasswordChange{}, s, err
 	}
-	p, err := f.view(ctx, id, req)
-	if err != nil {
-		return PasswordChange{}, nil, err
-	}
-	pc := PasswordChange{Request: p}
 	if bs == nil {
-		return pc, nil, nil
+		p, err := f.view(ctx, id, req)
+		return PasswordChange{Request: p}, nil, err
 	}
 	to, stop, err := f.refusedReq(ctx, req)
 	if stop != nil || err != nil {
 		return PasswordChange{}, stop, err
 	}
+	pc := PasswordChange{Request: viewOf(id, req, to.client)}
 	in, _, err := f.inputs(ctx, req, to.client, bs, DonePasswordChanged, accounts.Meta{}, now)
 	if err != nil {
 		return PasswordChange{}, nil, err
@@ -344,25 +341,35 @@ func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store
 	return pc, nil, nil
 }
 
-// view is what the pages show of req.
+// view is what the pages show of req, reading its client for its name
+// and logo: for a page shown without a check of the client in the same
+// request (Lookup, and PasswordChange without a browser session). A client
+// deleted meanwhile shows its id; the answer is then the error page
+// (refused), never a redirect.
 func (f *AuthorizeFlow) view(ctx context.Context, id string, req *authorize.Request) (Pending, error) {
-	p := Pending{ID: id, Client: Client{ID: req.ClientID}, Scopes: slices.Clone(req.Scopes), RedirectURI: req.RedirectURI,
-		LoginHint: req.LoginHint, Tenant: req.Tenant}
+	c, err := f.Clients.GetClient(ctx, req.ClientID)
+	switch {
+	case err == nil:
+		return viewOf(id, req, c), nil
+	case errors.Is(err, store.ErrNotFound):
+		return viewOf(id, req, store.Client{}), nil
+	default:
+		return Pending{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
+	}
+}
+
+// viewOf is what the pages show of req with c, its client as read (the
+// zero Client for one that no longer exists: the pages show the id). A
+// page step whose client was checked in this request (next, PasswordChange)
+// shows the client of that check, so the request reads it once.
+func viewOf(id string, req *authorize.Request, c store.Client) Pending {
+	p := Pending{ID: id, Client: Client{ID: req.ClientID, Name: c.Name, LogoURI: c.LogoURI, ClientURI: c.ClientURI},
+		Scopes: slices.Clone(req.Scopes), RedirectURI: req.RedirectURI, LoginHint: req.LoginHint, Tenant: req.Tenant}
 	if req.Prompt.Login {
 		p.Freshness.Since = req.ReceivedAt.Truncate(time.Second)
 	}
 	p.Freshness.MaxAge, p.Freshness.HasMaxAge = req.MaxAge, req.HasMaxAge
-	c, err := f.Clients.GetClient(ctx, req.ClientID)
-	switch {
-	case err == nil:
-		p.Client.Name, p.Client.LogoURI, p.Client.ClientURI = c.Name, c.LogoURI, c.ClientURI
-	case errors.Is(err, store.ErrNotFound):
-		// Deleted while the person signs in: the pages show the id, and
-		// the answer is the error page (refused), never a redirect.
-	default:
-		return Pending{}, apierr.ErrTemporarilyUnavailable.WithCause(err)
-	}
-	return p, nil
+	return p
 }
 
 // Proceed implements Flow: the pending request id's client is read and
@@ -428,11 +435,7 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 			return Step{}, err
 		}
 	}
-	p, err := f.view(ctx, id, req)
-	if err != nil {
-		return Step{}, err
-	}
-	s := Step{Request: p}
+	s := Step{Request: viewOf(id, req, to.client)}
 	switch dec.Action {
 	case authorize.ShowLogin:
 		s.Kind = StepLogin

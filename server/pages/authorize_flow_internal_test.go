@@ -849,6 +849,92 @@ func (c *countingClients) GetClient(ctx context.Context, id string) (store.Clien
 	return c.clients.GetClient(ctx, id)
 }
 
+// TestAuthorizeFlowPageStepReadsClientOnce: a page step of an
+// authorization request (the login, consent, change-password and
+// select-account pages) reads its client once in the request that shows
+// it, and shows the name of the client that read found: the check that
+// lets the page be shown is the read the page shows (the twenty-ninth
+// session's note: view read it again for its name and logo). A page
+// shown without a check (Lookup, PasswordChange without a session) reads
+// it once too, for its name.
+func TestAuthorizeFlowPageStepReadsClientOnce(t *testing.T) {
+	ctx := context.Background()
+	q := url.Values{"client_id": {"third"}, "redirect_uri": {testRedirect}, "response_type": {"code"}, "scope": {"openid"},
+		"state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}
+	recent := func(env *flowEnv, user string) *store.BrowserSession { return session(user, env.now.Add(-time.Minute)) }
+	for _, tc := range []struct {
+		name   string
+		client string
+		page   func(*testing.T, *flowEnv, *countingClients, string) (Pending, StepKind)
+		kind   StepKind
+	}{
+		{name: "consent_page_at_once", client: "Third App", kind: StepConsent,
+			page: func(t *testing.T, env *flowEnv, cc *countingClients, _ string) (Pending, StepKind) {
+				cc.reads.Store(0)
+				s, err := env.f.AuthorizeNow(ctx, httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil),
+					recent(env, "usr_ann"), accounts.Meta{})
+				if err != nil {
+					t.Fatalf("AuthorizeNow: %v", err)
+				}
+				return s.Request, s.Kind
+			}},
+		{name: "login_page_of_a_kept_request", client: "Third App", kind: StepLogin,
+			page: func(t *testing.T, env *flowEnv, _ *countingClients, id string) (Pending, StepKind) {
+				s := env.proceed(t, id, nil, DoneNothing)
+				return s.Request, s.Kind
+			}},
+		{name: "consent_page_after_the_login", client: "Third App", kind: StepConsent,
+			page: func(t *testing.T, env *flowEnv, _ *countingClients, id string) (Pending, StepKind) {
+				s := env.proceed(t, id, recent(env, "usr_ann"), DoneLogin)
+				return s.Request, s.Kind
+			}},
+		{name: "change_password_page", client: "Third App", kind: StepChangePassword,
+			page: func(t *testing.T, env *flowEnv, _ *countingClients, id string) (Pending, StepKind) {
+				s := env.proceed(t, id, recent(env, "usr_tmp"), DoneLogin)
+				return s.Request, s.Kind
+			}},
+		{name: "password_change_step_with_a_session", client: "Third App", kind: StepChangePassword,
+			page: func(t *testing.T, env *flowEnv, _ *countingClients, id string) (Pending, StepKind) {
+				pc, stop, err := env.f.PasswordChange(ctx, id, recent(env, "usr_tmp"))
+				if err != nil || stop != nil || !pc.Due {
+					t.Fatalf("PasswordChange: %+v, %+v, %v", pc, stop, err)
+				}
+				return pc.Request, StepChangePassword
+			}},
+		{name: "password_change_step_without_a_session", client: "Third App", kind: StepChangePassword,
+			page: func(t *testing.T, env *flowEnv, _ *countingClients, id string) (Pending, StepKind) {
+				pc, stop, err := env.f.PasswordChange(ctx, id, nil)
+				if err != nil || stop != nil {
+					t.Fatalf("PasswordChange: %+v, %v", stop, err)
+				}
+				return pc.Request, StepChangePassword
+			}},
+		{name: "lookup", client: "Third App", kind: StepLogin,
+			page: func(t *testing.T, env *flowEnv, _ *countingClients, id string) (Pending, StepKind) {
+				p, stop, err := env.f.Lookup(ctx, id)
+				if err != nil || stop != nil {
+					t.Fatalf("Lookup: %+v, %v", stop, err)
+				}
+				return p, StepLogin
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newFlowEnv()
+			cc := &countingClients{clients: env.f.Clients}
+			env.f.Clients = cc
+			id := env.authorize(t, "third")
+			cc.reads.Store(0)
+			p, kind := tc.page(t, env, cc, id)
+			if kind != tc.kind || p.Client.Name != tc.client || p.Client.ID != "third" || p.RedirectURI != testRedirect {
+				t.Fatalf("page %v of %+v, want %v of %q", kind, p, tc.kind, tc.client)
+			}
+			if n := cc.reads.Load(); n != 1 {
+				t.Errorf("%d client reads for one page, want 1", n)
+			}
+		})
+	}
+}
+
 // TestAuthorizeFlowReadsClientOnce: an answer to an authorization request
 // at its redirect URI (the code of a silent single sign-on, of a login or
 // of a consent; deny; prompt=none's error) reads its client once in the
