@@ -78,6 +78,12 @@ type Inputs struct {
 	// cannot assure its identity are then satisfied). A consent remembered
 	// from another request, however recent, is not.
 	ConsentGiven bool
+	// SignedInDuring: the session's login happened during this request
+	// (Request.SignedInDuring of its auth time), which satisfies
+	// prompt=login and max_age. A request answered as it arrives has had
+	// no login during it, whatever the session's auth time: only a request
+	// kept for a page (a login page, then its answer) can.
+	SignedInDuring bool
 	// SecondFactorOwed: the roles a code issued now would carry (those of
 	// the organisation the request names) require a second factor the
 	// session's login did not use (its amr has no "mfa"), so its
@@ -121,7 +127,7 @@ func Decide(req *Request, in Inputs, now time.Time) Decision {
 	switch {
 	case s == nil || !in.User.Exists || !in.User.Active || s.UserID == "":
 		return req.interact(ShowLogin, ReasonNoSession, ErrLoginRequired, "The user is not signed in.")
-	case !req.SignedInDuring(s.AuthTime) && (req.Prompt.Login || req.HasMaxAge && now.Sub(s.AuthTime) > req.MaxAge):
+	case !in.SignedInDuring && (req.Prompt.Login || req.HasMaxAge && now.Sub(s.AuthTime) > req.MaxAge):
 		return req.interact(ShowLogin, ReasonReauthenticate, ErrLoginRequired, "The user must sign in again.")
 	case req.HintSubject != "" && req.HintSubject != s.UserID:
 		return req.interact(ShowLogin, ReasonHintMismatch, ErrLoginRequired, "The signed-in user is not the one the id_token_hint names.")

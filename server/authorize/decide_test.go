@@ -37,7 +37,7 @@ func TestDecide(t *testing.T) {
 		{name: "prompt=login with an older login", req: func(r *Request, c *store.Client) { r.Prompt.Login = true },
 			in: Inputs{Session: live(time.Hour), User: active, Consent: consent(time.Hour, "docs:read", "openid")}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
 		{name: "prompt=login satisfied by a login after the request", req: func(r *Request, c *store.Client) { r.Prompt.Login = true; c.FirstParty = true },
-			in: Inputs{Session: live(-time.Millisecond), User: active}, want: ActIssueCode},
+			in: Inputs{Session: live(-time.Millisecond), User: active, SignedInDuring: true}, want: ActIssueCode},
 		{name: "max_age exceeded", req: func(r *Request, c *store.Client) { r.HasMaxAge, r.MaxAge = true, time.Second; c.FirstParty = true },
 			in: Inputs{Session: live(2 * time.Second), User: active}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
 		{name: "max_age=0 forces a login", req: func(r *Request, c *store.Client) { r.HasMaxAge = true; c.FirstParty = true },
@@ -52,9 +52,11 @@ func TestDecide(t *testing.T) {
 			c.FirstParty = true
 			r.ReceivedAt = received.Add(700 * time.Millisecond)
 		},
-			in: Inputs{Session: live(0), User: active}, want: ActIssueCode},
+			in: Inputs{Session: live(0), User: active, SignedInDuring: true}, want: ActIssueCode},
+		{name: "prompt=login with a login in the request's own second, before it", req: func(r *Request, c *store.Client) { r.Prompt.Login = true; c.FirstParty = true },
+			in: Inputs{Session: live(50 * time.Millisecond), User: active}, want: ShowLogin, reason: ReasonReauthenticate, noneCode: ErrLoginRequired},
 		{name: "max_age satisfied by a login after the request", req: func(r *Request, c *store.Client) { r.HasMaxAge = true; c.FirstParty = true },
-			in: Inputs{Session: live(0), User: active}, want: ActIssueCode},
+			in: Inputs{Session: live(0), User: active, SignedInDuring: true}, want: ActIssueCode},
 		{name: "id_token_hint names another user", req: func(r *Request, c *store.Client) { r.HintSubject = "u2"; c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: active}, want: ShowLogin, reason: ReasonHintMismatch, noneCode: ErrLoginRequired},
 		{name: "id_token_hint names the session's user", req: func(r *Request, c *store.Client) { r.HintSubject = "u1"; c.FirstParty = true },
@@ -64,7 +66,7 @@ func TestDecide(t *testing.T) {
 		{name: "session lacking the second factor the code's roles need", req: func(r *Request, c *store.Client) { c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: active, SecondFactorOwed: true}, want: ShowLogin, reason: ReasonSecondFactor, noneCode: ErrLoginRequired},
 		{name: "session lacking the second factor, signed in during the request", req: func(r *Request, c *store.Client) { c.FirstParty = true },
-			in: Inputs{Session: live(-time.Millisecond), User: active, SecondFactorOwed: true}, want: ShowLogin, reason: ReasonSecondFactor, noneCode: ErrLoginRequired},
+			in: Inputs{Session: live(-time.Millisecond), User: active, SignedInDuring: true, SecondFactorOwed: true}, want: ShowLogin, reason: ReasonSecondFactor, noneCode: ErrLoginRequired},
 		{name: "must change password before the second factor", req: func(r *Request, c *store.Client) { c.FirstParty = true },
 			in: Inputs{Session: live(time.Hour), User: UserState{Exists: true, Active: true, MustChangePassword: true}, SecondFactorOwed: true}, want: ShowChangePassword, noneCode: ErrInteractionRequired},
 		{name: "select_account", req: func(r *Request, c *store.Client) { r.Prompt.SelectAccount = true; c.FirstParty = true },
@@ -173,5 +175,31 @@ func TestStateOf(t *testing.T) {
 	}
 	if got := StateOf(&store.User{Active: true, MustChangePassword: true}); got != (UserState{Exists: true, Active: true, MustChangePassword: true}) {
 		t.Fatalf("%+v", got)
+	}
+}
+
+// TestSignedInDuring: a login counts as made during a request from the
+// start of the second the request arrived in, since stores and providers
+// may keep a login's time in whole seconds (no endless login loop); the
+// flow asks it only of a request kept for a page (Inputs.SignedInDuring).
+func TestSignedInDuring(t *testing.T) {
+	arrived := time.Date(2026, 12, 5, 3, 0, 10, 300*int(time.Millisecond), time.UTC)
+	r := &Request{ReceivedAt: arrived}
+	for _, tc := range []struct {
+		name string
+		auth time.Time
+		want bool
+	}{
+		{"fail/the_second_before", arrived.Truncate(time.Second).Add(-time.Millisecond), false},
+		{"fail/an_hour_before", arrived.Add(-time.Hour), false},
+		{"ok/the_same_second_kept_in_whole_seconds", arrived.Truncate(time.Second), true},
+		{"ok/the_same_second_before_arrival", arrived.Add(-100 * time.Millisecond), true},
+		{"ok/after_arrival", arrived.Add(time.Millisecond), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := r.SignedInDuring(tc.auth); got != tc.want {
+				t.Fatalf("SignedInDuring(%v) of a request at %v = %v, want %v", tc.auth, arrived, got, tc.want)
+			}
+		})
 	}
 }

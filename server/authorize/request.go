@@ -509,15 +509,20 @@ func parsePrompt(raw string) (Prompt, error) {
 	return p, nil
 }
 
-// parseMaxAge: a non-negative integer of seconds.
+// maxMaxAge caps a max_age: a century, longer than any login is kept, so
+// a larger value (a relying party's sentinel such as 2147483647) forces a
+// login exactly when it would, and fits a time.Duration.
+const maxMaxAge = 100 * 365 * 24 * time.Hour
+
+// parseMaxAge: a non-negative integer of seconds, of any size (OIDC Core
+// 3.1.2.1); one above maxMaxAge counts as maxMaxAge.
 func parseMaxAge(v string) (time.Duration, error) {
-	bad := errors.New("max_age must be a non-negative integer (seconds).")
-	if len(v) > 9 || strings.TrimLeft(v, "0123456789") != "" {
-		return 0, bad
+	if v == "" || strings.TrimLeft(v, "0123456789") != "" {
+		return 0, errors.New("max_age must be a non-negative integer (seconds).")
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return 0, bad
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n > uint64(maxMaxAge/time.Second) {
+		return maxMaxAge, nil
 	}
 	return time.Duration(n) * time.Second, nil
 }

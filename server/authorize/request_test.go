@@ -172,7 +172,20 @@ func TestParseRequest(t *testing.T) {
 		}}},
 		{"fail/step10 max_age -1", set("max_age", "-1"), want{code: ErrInvalidRequest}},
 		{"fail/step10 max_age x", set("max_age", "x"), want{code: ErrInvalidRequest}},
-		{"fail/step10 max_age huge", set("max_age", "99999999999999999999"), want{code: ErrInvalidRequest}},
+		{"fail/step10 max_age +5", set("max_age", "+5"), want{code: ErrInvalidRequest}},
+		// Any non-negative integer (OIDC Core 3.1.2.1), past int64 too: a
+		// relying party's sentinel signs the person in (found by a review:
+		// ten digits or more were refused).
+		{"ok/step10 max_age 2147483647", set("max_age", "2147483647"), want{check: func(t *testing.T, r *Request) {
+			if !r.HasMaxAge || r.MaxAge != 2147483647*time.Second {
+				t.Fatalf("%v %v", r.HasMaxAge, r.MaxAge)
+			}
+		}}},
+		{"ok/step10 max_age huge is capped", set("max_age", "99999999999999999999"), want{check: func(t *testing.T, r *Request) {
+			if !r.HasMaxAge || r.MaxAge != maxMaxAge {
+				t.Fatalf("%v %v", r.HasMaxAge, r.MaxAge)
+			}
+		}}},
 		{"ok/step10 max_age 0", set("max_age", "0"), want{check: func(t *testing.T, r *Request) {
 			if !r.HasMaxAge || r.MaxAge != 0 {
 				t.Fatalf("%v %v", r.HasMaxAge, r.MaxAge)

@@ -332,7 +332,7 @@ func (f *AuthorizeFlow) PasswordChange(ctx context.Context, id string, bs *store
 		return PasswordChange{}, stop, err
 	}
 	pc := PasswordChange{Request: viewOf(id, req, to.client)}
-	in, _, err := f.inputs(ctx, req, to.client, bs, DonePasswordChanged, accounts.Meta{}, now)
+	in, _, err := f.inputs(ctx, req, true, to.client, bs, DonePasswordChanged, accounts.Meta{}, now)
 	if err != nil {
 		return PasswordChange{}, nil, err
 	}
@@ -406,7 +406,7 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 			return r.Fail(authorize.ErrAccessDenied, "The user denied the request.").Response(), nil
 		})
 	}
-	in, user, err := f.inputs(ctx, req, to.client, bs, done, m, now)
+	in, user, err := f.inputs(ctx, req, id != "", to.client, bs, done, m, now)
 	if err != nil {
 		return Step{}, err
 	}
@@ -476,12 +476,17 @@ func (f *AuthorizeFlow) issueWithGrant(ctx context.Context, bs *store.BrowserSes
 // roles require, the remembered consent (after remembering the one just
 // given), and whether the account was chosen during this request. It also
 // returns the user as read (nil: none), which a code issued now carries.
-func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, client store.Client, bs *store.BrowserSession, done Done,
+func (f *AuthorizeFlow) inputs(ctx context.Context, req *authorize.Request, kept bool, client store.Client, bs *store.BrowserSession, done Done,
 	m accounts.Meta, now time.Time) (authorize.Inputs, *store.User, error) {
 	in := authorize.Inputs{Client: client, Session: bs}
 	if bs == nil {
 		return in, nil, nil
 	}
+	// Only a request kept for a page can have had a login during it: one
+	// answered as it arrives (AuthorizeNow) comes after the session's login
+	// however close its auth time, which SignedInDuring rounds down to the
+	// second for stores and providers that keep whole seconds.
+	in.SignedInDuring = kept && req.SignedInDuring(bs.AuthTime)
 	var user *store.User
 	u, err := f.Users.GetUserAt(ctx, bs.UserID, bs.UserVersion)
 	switch {

@@ -849,6 +849,56 @@ func (c *countingClients) GetClient(ctx context.Context, id string) (store.Clien
 	return c.clients.GetClient(ctx, id)
 }
 
+// TestAuthorizeFlowFreshnessOfARequestAnsweredAtOnce: prompt=login and
+// max_age=0 are never satisfied by a login made before the request
+// arrived, even in the same second (OIDC Core 3.1.2.1): a request answered
+// as it arrives (AuthorizeNow) had no login during it, so it shows the
+// login page (prompt=none: login_required), where before the rounding to
+// the second let the session through with a code (found by a review). A
+// login on the page of the kept request, in that same second, satisfies it.
+func TestAuthorizeFlowFreshnessOfARequestAnsweredAtOnce(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		extra []string
+		none  bool
+	}{
+		{name: "prompt_login", extra: []string{"prompt", "login"}},
+		{name: "max_age_0", extra: []string{"max_age", "0"}},
+		{name: "max_age_0_prompt_none", extra: []string{"max_age", "0", "prompt", "none"}, none: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newFlowEnv()
+			env.now = env.now.Add(300 * time.Millisecond)
+			q := url.Values{"client_id": {"first"}, "redirect_uri": {testRedirect}, "response_type": {"code"}, "scope": {"openid"},
+				"state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}
+			for i := 0; i+1 < len(tc.extra); i += 2 {
+				q.Set(tc.extra[i], tc.extra[i+1])
+			}
+			// The session's login was 50 ms before the request, in its second.
+			bs := session("usr_ann", env.now.Add(-50*time.Millisecond))
+			s, err := env.f.AuthorizeNow(ctx, httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil), bs, accounts.Meta{})
+			if err != nil {
+				t.Fatalf("AuthorizeNow: %v", err)
+			}
+			if tc.none {
+				if a := clientAnswer(t, s); a.Get("error") != "login_required" || a.Get("code") != "" {
+					t.Fatalf("answer %v, want login_required", a)
+				}
+				return
+			}
+			if s.Kind != StepLogin || s.Request.ID == "" {
+				t.Fatalf("step %+v, want the login page", s)
+			}
+			// The login on that page, in the same second as the request.
+			env.now = env.now.Add(100 * time.Millisecond)
+			if a := clientAnswer(t, env.proceed(t, s.Request.ID, session("usr_ann", env.now.Truncate(time.Second)), DoneLogin)); a.Get("code") == "" {
+				t.Fatalf("answer %v after the login on the page, want a code", a)
+			}
+		})
+	}
+}
+
 // TestAuthorizeFlowPageStepReadsClientOnce: a page step of an
 // authorization request (the login, consent, change-password and
 // select-account pages) reads its client once in the request that shows
