@@ -715,7 +715,7 @@ func TestPasskeyAsSecondFactor(t *testing.T) {
 			// assert answers a login ceremony with a and returns the factor.
 			assert := func(a *passkeystest.Authenticator) mfaFactor {
 				t.Helper()
-				lopts, handle, err := pk.BeginLogin(ctx, d.ann.ID)
+				lopts, handle, err := pk.BeginLogin(ctx, d.ann.ID, mfa.Meta{})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -34,7 +34,7 @@ type MFA interface {
 // Passkeys runs the WebAuthn registration ceremony and removes credentials
 // (*passkeys.Service).
 type Passkeys interface {
-	BeginRegistration(ctx context.Context, u store.User) (optionsJSON []byte, handle string, err error)
+	BeginRegistration(ctx context.Context, u store.User, m mfa.Meta) (optionsJSON []byte, handle string, err error)
 	FinishRegistration(ctx context.Context, u store.User, handle, name string, responseJSON []byte, m mfa.Meta) (store.WebAuthnCredential, error)
 	Remove(ctx context.Context, userID, id string, m mfa.Meta) error
 }
@@ -373,13 +373,14 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context, actor Actor) ([]s
 // BeginPasskeyRegistration starts registering a passkey or security key for
 // the actor: the options for navigator.credentials.create and the
 // ceremony's handle. Like FinishPasskeyRegistration it needs a recent
-// sign-in, made with the second factor when there is one (recentProof).
+// sign-in, made with the second factor when there is one (recentProof). The
+// ceremony counts against the caller's address budget (429 past it).
 func (s *Service) BeginPasskeyRegistration(ctx context.Context, actor Actor) (optionsJSON []byte, handle string, err error) {
 	u, err := s.loadPasskeySelf(ctx, actor, mfaWrite)
 	if err != nil {
 		return nil, "", err
 	}
-	opts, handle, err := s.passkeys.BeginRegistration(ctx, u)
+	opts, handle, err := s.passkeys.BeginRegistration(ctx, u, mfaMeta(u.ID, actor.Meta))
 	if err != nil {
 		return nil, "", mfaErr("begin a passkey registration", err)
 	}

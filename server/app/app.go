@@ -536,7 +536,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	}
 	ender := &signout.Ender{Sessions: states.Browser, Grants: tokens, Clients: clientCache, Backchannel: bcl, Audit: core.Audit,
 		Users: states.Browser, Cutoff: tokens, Log: log}
-	pk, err := buildPasskeys(cfg, log, core, states)
+	pk, err := buildPasskeys(cfg, log, core, states, limiter)
 	if err != nil {
 		return nil, err
 	}
@@ -618,15 +618,17 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 
 // buildPasskeys builds the WebAuthn relying party of
 // PORTCULLIS_WEBAUTHN_RP_ID and PORTCULLIS_WEBAUTHN_ORIGINS over the
-// second-factor store and the single-use records; nil (with a warning) when
-// there is no RP ID (an issuer whose host is an IP address).
-func buildPasskeys(cfg config.Config, log *slog.Logger, core *Core, states TokenStates) (*passkeys.Service, error) {
+// second-factor store and the single-use records, each begun ceremony
+// counted against its caller's address by limiter (nil: rate limits off);
+// nil (with a warning) when there is no RP ID (an issuer whose host is an
+// IP address).
+func buildPasskeys(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, limiter *ratelimit.Limiter) (*passkeys.Service, error) {
 	if cfg.WebAuthnRPID == "" {
 		log.Warn("passkeys and security keys are off: the issuer's host is an IP address, which cannot be a WebAuthn relying party; set PORTCULLIS_WEBAUTHN_RP_ID (and PORTCULLIS_WEBAUTHN_ORIGINS) to turn them on")
 		return nil, nil
 	}
 	pk, err := passkeys.New(passkeys.Config{RPID: cfg.WebAuthnRPID, Origins: cfg.WebAuthnOrigins, RPName: cfg.ProductName},
-		passkeys.Deps{Credentials: core.Store, Once: states.Once, Audit: core.Audit})
+		passkeys.Deps{Credentials: core.Store, Once: states.Once, Audit: core.Audit, Pending: limiter})
 	if err != nil {
 		return nil, fmt.Errorf("PORTCULLIS_WEBAUTHN_RP_ID / PORTCULLIS_WEBAUTHN_ORIGINS: %w", err)
 	}

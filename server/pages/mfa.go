@@ -42,7 +42,7 @@ type MFA interface {
 // the page's script makes of the browser's credential. Registration goes
 // through SecurityAccounts.
 type Passkeys interface {
-	BeginLogin(ctx context.Context, userID string) (optionsJSON []byte, handle string, err error)
+	BeginLogin(ctx context.Context, userID string, m mfa.Meta) (optionsJSON []byte, handle string, err error)
 	Assertion(handle string, responseJSON []byte) mfa.Factor
 }
 
@@ -113,7 +113,8 @@ func (s mfaStepState) hidden(pr Pending) []hidden {
 // mfaStep shows the second step: the code field for the chosen method, a
 // button to switch between an authenticator code and a recovery code, and
 // the passkey button when the user has a passkey (its options are a new
-// assertion ceremony each time the step is shown).
+// assertion ceremony each time the step is shown, counted against the
+// caller's address budget: the 429 page past it).
 func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, ps problems) error {
 	if s.Method == "" {
 		s.Method = mfa.MethodTOTP
@@ -126,7 +127,7 @@ func (p *Pages) mfaStep(c echo.Context, status int, pr Pending, s mfaStepState, 
 		v.Heading = "Confirm it is you to continue to " + pr.Client.Name
 	}
 	if slices.Contains(s.Methods, mfa.MethodWebAuthn) && p.si.Passkeys != nil {
-		opts, handle, err := p.si.Passkeys.BeginLogin(c.Request().Context(), s.UserID)
+		opts, handle, err := p.si.Passkeys.BeginLogin(c.Request().Context(), s.UserID, mfaMeta(c, s.UserID, pr.Client.ID))
 		if err != nil {
 			return p.fail(c, err)
 		}

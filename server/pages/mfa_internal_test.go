@@ -239,7 +239,7 @@ type fakePasskeys struct {
 	removed []string
 }
 
-func (k *fakePasskeys) BeginLogin(_ context.Context, userID string) ([]byte, string, error) {
+func (k *fakePasskeys) BeginLogin(_ context.Context, userID string, _ mfa.Meta) ([]byte, string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.begun++

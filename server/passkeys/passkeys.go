@@ -63,6 +63,14 @@ type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
 }
 
+// PendingLimiter bounds the records of interactive state kept for one
+// client address (*ratelimit.Limiter.AllowPending): an error (429 past the
+// budget) keeps nothing. A nil *ratelimit.Limiter (rate limits off) allows
+// everything.
+type PendingLimiter interface {
+	AllowPending(ctx context.Context, ip string) error
+}
+
 // Config is the relying party.
 type Config struct {
 	// RPID is the WebAuthn relying party id (PORTCULLIS_WEBAUTHN_RP_ID): a
@@ -78,22 +86,26 @@ type Config struct {
 	SessionTTL time.Duration
 }
 
-// Deps are the collaborators of a Service; Now may be nil.
+// Deps are the collaborators of a Service; Pending and Now may be nil.
 type Deps struct {
 	Credentials Credentials
 	Once        store.SingleUse
 	Audit       Auditor
-	Now         func() time.Time
+	// Pending counts each begun ceremony against its caller's address
+	// (nil: no limit).
+	Pending PendingLimiter
+	Now     func() time.Time
 }
 
 // Service runs the WebAuthn ceremonies. It is safe for concurrent use.
 type Service struct {
-	wa    *webauthn.WebAuthn
-	creds Credentials
-	once  store.SingleUse
-	audit Auditor
-	now   func() time.Time
-	ttl   time.Duration
+	wa      *webauthn.WebAuthn
+	creds   Credentials
+	once    store.SingleUse
+	pending PendingLimiter
+	audit   Auditor
+	now     func() time.Time
+	ttl     time.Duration
 }
 
 // New checks cfg and d and returns a Service.
@@ -121,7 +133,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	if cfg.RPID == "" {
 		return nil, errors.New("passkeys: an RP ID is required")
 	}
-	s := &Service{wa: wa, creds: d.Credentials, once: d.Once, audit: d.Audit, now: d.Now, ttl: cfg.SessionTTL}
+	s := &Service{wa: wa, creds: d.Credentials, once: d.Once, pending: d.Pending, audit: d.Audit, now: d.Now, ttl: cfg.SessionTTL}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -148,7 +160,8 @@ type ceremony struct {
 // excludeCredentials[].id) in base64url; the user's credentials are
 // excluded, a resident key (passkey) and user verification are preferred,
 // no attestation is asked for. handle goes back to FinishRegistration.
-func (s *Service) BeginRegistration(ctx context.Context, u store.User) (optionsJSON []byte, handle string, err error) {
+// The ceremony counts against m.IP's budget (begin).
+func (s *Service) BeginRegistration(ctx context.Context, u store.User, m mfa.Meta) (optionsJSON []byte, handle string, err error) {
 	list, err := s.creds.ListWebAuthnCredentials(ctx, u.ID)
 	if err != nil {
 		return nil, "", fmt.Errorf("passkeys: list credentials: %w", err)
@@ -167,7 +180,7 @@ func (s *Service) BeginRegistration(ctx context.Context, u store.User) (optionsJ
 	if err != nil {
 		return nil, "", fmt.Errorf("passkeys: begin registration: %w", err)
 	}
-	return s.begin(ctx, kindRegister, u.ID, session, creation)
+	return s.begin(ctx, kindRegister, u.ID, m, session, creation)
 }
 
 // FinishRegistration verifies the browser's answer to BeginRegistration
@@ -232,8 +245,9 @@ func (s *Service) refuseRegistration(ctx context.Context, userID string, m mfa.M
 // {"publicKey":{…}} with allowCredentials listing the user's credentials,
 // binary members in base64url, user verification preferred. handle goes to
 // Assertion. A user without credentials is an error wrapping
-// mfa.ErrNotEnrolled (400).
-func (s *Service) BeginLogin(ctx context.Context, userID string) (optionsJSON []byte, handle string, err error) {
+// mfa.ErrNotEnrolled (400). The ceremony counts against m.IP's budget
+// (begin).
+func (s *Service) BeginLogin(ctx context.Context, userID string, m mfa.Meta) (optionsJSON []byte, handle string, err error) {
 	list, err := s.creds.ListWebAuthnCredentials(ctx, userID)
 	if err != nil {
 		return nil, "", fmt.Errorf("passkeys: list credentials: %w", err)
@@ -250,7 +264,7 @@ func (s *Service) BeginLogin(ctx context.Context, userID string) (optionsJSON []
 	if err != nil {
 		return nil, "", fmt.Errorf("passkeys: begin login: %w", err)
 	}
-	return s.begin(ctx, kindLogin, userID, session, assertion)
+	return s.begin(ctx, kindLogin, userID, m, session, assertion)
 }
 
 // Assertion is the browser's answer to BeginLogin (responseJSON: the
@@ -366,8 +380,12 @@ func notFound() error {
 }
 
 // begin keeps the session data under a new handle and returns the options
-// as JSON.
-func (s *Service) begin(ctx context.Context, kind, userID string, session *webauthn.SessionData, options any) ([]byte, string, error) {
+// as JSON. Every ceremony is kept through it, once the caller's address
+// (m.IP) may have one more record kept (s.pending, as each pending
+// authorization request is): past the budget its 429 is returned and
+// nothing is kept. A person may begin any number of ceremonies, and the
+// login page begins one each time it draws the second step.
+func (s *Service) begin(ctx context.Context, kind, userID string, m mfa.Meta, session *webauthn.SessionData, options any) ([]byte, string, error) {
 	opts, err := json.Marshal(options)
 	if err != nil {
 		return nil, "", fmt.Errorf("passkeys: encode options: %w", err)
@@ -381,6 +399,11 @@ func (s *Service) begin(ctx context.Context, kind, userID string, session *webau
 		return nil, "", fmt.Errorf("passkeys: handle: %w", err)
 	}
 	handle := base64.RawURLEncoding.EncodeToString(b[:])
+	if s.pending != nil {
+		if err := s.pending.AllowPending(ctx, m.IP); err != nil {
+			return nil, "", fmt.Errorf("passkeys: the address budget of kept ceremonies: %w", err)
+		}
+	}
 	if err := s.once.PutOnce(ctx, store.OnceWebAuthnSession, handleKey(handle), val, s.now().Add(s.ttl)); err != nil {
 		return nil, "", fmt.Errorf("passkeys: keep the ceremony: %w", err)
 	}

@@ -158,7 +158,7 @@ func Hash(subject string) string {
 // AllowPending counts one record of interactive state the server is about
 // to keep for a client at ip (a pending authorization request, a pushed
 // one of a public client, a held logout request, a console sign-in, a
-// sign-in started at an upstream provider) and
+// sign-in started at an upstream provider, a begun WebAuthn ceremony) and
 // refuses it with 429 beyond PendingPerIP, so no address can fill the
 // token state with requests nobody completes. The one check of every
 // place that keeps such a record; an answer given at once (single
