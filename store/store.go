@@ -72,6 +72,18 @@ type User struct {
 	// reset link mailed to the address clears it; a change made while
 	// signed in keeps it.
 	PasswordUnproven bool
+
+	// PasswordHashForeign says the password hash may not have been made by
+	// Portcullis (password.Hasher.Hash, which hashes the NFKC form of the
+	// password): a hash imported from another system may be of the password
+	// as typed, so its check also tries that form (password.ForeignHash), a
+	// second run of the hash, and a successful sign-in replaces it. Every
+	// account that existed before migration 27 has it (an imported hash
+	// cannot be told from Portcullis's), as has a row inserted by SQL
+	// without it (the column's default, for imports). CreateUser writes it
+	// as given; a write through the store that changes the hash clears it,
+	// since Portcullis writes only hashes its Hasher made.
+	PasswordHashForeign bool
 }
 
 // UserVersion is a user's version as read beside another record (see

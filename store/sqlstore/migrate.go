@@ -69,6 +69,7 @@ func Migrations() []Migration {
 		{Version: 24, Name: "refresh_family_rotations", Up: migrate0024},
 		{Version: 25, Name: "purge_expiry_indexes", Up: migrate0025},
 		{Version: 26, Name: "retired_client_names", Up: migrate0026},
+		{Version: 27, Name: "user_password_hash_foreign", Up: migrate0027},
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
 	return ms

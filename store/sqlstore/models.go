@@ -15,21 +15,24 @@ import (
 // migration there.
 
 type userRow struct {
-	ID                 string     `gorm:"column:id;primaryKey"`
-	Kind               string     `gorm:"column:kind"`
-	Email              string     `gorm:"column:email"`
-	EmailLower         string     `gorm:"column:email_lower"`
-	Username           *string    `gorm:"column:username"`
-	Name               string     `gorm:"column:name"`
-	NameLower          string     `gorm:"column:name_lower"`
-	PasswordHash       string     `gorm:"column:password_hash"`
-	Active             bool       `gorm:"column:active"`
-	EmailVerified      bool       `gorm:"column:email_verified"`
-	MustChangePassword bool       `gorm:"column:must_change_password"`
-	PasswordUnproven   bool       `gorm:"column:password_unproven"`
-	CreatedAt          time.Time  `gorm:"column:created_at;autoCreateTime:false"`
-	UpdatedAt          time.Time  `gorm:"column:updated_at;autoUpdateTime:false"`
-	LastLoginAt        *time.Time `gorm:"column:last_login_at"`
+	ID                 string  `gorm:"column:id;primaryKey"`
+	Kind               string  `gorm:"column:kind"`
+	Email              string  `gorm:"column:email"`
+	EmailLower         string  `gorm:"column:email_lower"`
+	Username           *string `gorm:"column:username"`
+	Name               string  `gorm:"column:name"`
+	NameLower          string  `gorm:"column:name_lower"`
+	PasswordHash       string  `gorm:"column:password_hash"`
+	Active             bool    `gorm:"column:active"`
+	EmailVerified      bool    `gorm:"column:email_verified"`
+	MustChangePassword bool    `gorm:"column:must_change_password"`
+	PasswordUnproven   bool    `gorm:"column:password_unproven"`
+	// PasswordHashForeign has no default tag: GORM then inserts false as
+	// given, where the column's default (true) is for rows inserted by SQL.
+	PasswordHashForeign bool       `gorm:"column:password_hash_foreign"`
+	CreatedAt           time.Time  `gorm:"column:created_at;autoCreateTime:false"`
+	UpdatedAt           time.Time  `gorm:"column:updated_at;autoUpdateTime:false"`
+	LastLoginAt         *time.Time `gorm:"column:last_login_at"`
 }
 
 func (userRow) TableName() string { return "users" }
@@ -41,39 +44,41 @@ func userToRow(u *store.User) userRow {
 		username = &v
 	}
 	return userRow{
-		ID:                 u.ID,
-		Kind:               userKind(u.Kind),
-		Email:              u.Email,
-		EmailLower:         store.EmailKey(u.Email),
-		Username:           username,
-		Name:               u.Name,
-		NameLower:          strings.ToLower(u.Name),
-		PasswordHash:       u.PasswordHash,
-		Active:             u.Active,
-		EmailVerified:      u.EmailVerified,
-		MustChangePassword: u.MustChangePassword,
-		PasswordUnproven:   u.PasswordUnproven,
-		CreatedAt:          dbTime(u.CreatedAt),
-		UpdatedAt:          dbTime(u.UpdatedAt),
-		LastLoginAt:        dbTimePtr(u.LastLoginAt),
+		ID:                  u.ID,
+		Kind:                userKind(u.Kind),
+		Email:               u.Email,
+		EmailLower:          store.EmailKey(u.Email),
+		Username:            username,
+		Name:                u.Name,
+		NameLower:           strings.ToLower(u.Name),
+		PasswordHash:        u.PasswordHash,
+		Active:              u.Active,
+		EmailVerified:       u.EmailVerified,
+		MustChangePassword:  u.MustChangePassword,
+		PasswordUnproven:    u.PasswordUnproven,
+		PasswordHashForeign: u.PasswordHashForeign,
+		CreatedAt:           dbTime(u.CreatedAt),
+		UpdatedAt:           dbTime(u.UpdatedAt),
+		LastLoginAt:         dbTimePtr(u.LastLoginAt),
 	}
 }
 
 func (r userRow) toUser(roles []string) store.User {
 	u := store.User{
-		ID:                 r.ID,
-		Kind:               userKind(r.Kind),
-		Email:              r.Email,
-		Name:               r.Name,
-		PasswordHash:       r.PasswordHash,
-		Active:             r.Active,
-		EmailVerified:      r.EmailVerified,
-		MustChangePassword: r.MustChangePassword,
-		PasswordUnproven:   r.PasswordUnproven,
-		Roles:              roles,
-		CreatedAt:          readTime(r.CreatedAt),
-		UpdatedAt:          readTime(r.UpdatedAt),
-		LastLoginAt:        readTimePtr(r.LastLoginAt),
+		ID:                  r.ID,
+		Kind:                userKind(r.Kind),
+		Email:               r.Email,
+		Name:                r.Name,
+		PasswordHash:        r.PasswordHash,
+		Active:              r.Active,
+		EmailVerified:       r.EmailVerified,
+		MustChangePassword:  r.MustChangePassword,
+		PasswordUnproven:    r.PasswordUnproven,
+		PasswordHashForeign: r.PasswordHashForeign,
+		Roles:               roles,
+		CreatedAt:           readTime(r.CreatedAt),
+		UpdatedAt:           readTime(r.UpdatedAt),
+		LastLoginAt:         readTimePtr(r.LastLoginAt),
 	}
 	if r.Username != nil {
 		u.Username = *r.Username

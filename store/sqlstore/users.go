@@ -157,7 +157,7 @@ func (s *Store) getUserWhereWith(ctx context.Context, what, lead string, dest []
 // userWithRolesColumns are the columns scanUserWithRoles reads, of users u
 // LEFT JOIN user_roles r, after any columns of the caller's own.
 const userWithRolesColumns = `u.id, u.kind, u.email, u.username, u.name, u.password_hash, u.active,
-		u.email_verified, u.must_change_password, u.password_unproven, u.created_at, u.updated_at, u.last_login_at, r.role`
+		u.email_verified, u.must_change_password, u.password_unproven, u.password_hash_foreign, u.created_at, u.updated_at, u.last_login_at, r.role`
 
 // scanUserWithRoles reads the rows of one user joined with its roles (one
 // row per role, or one row with a NULL role), ordered by role: the user
@@ -183,7 +183,7 @@ func scanUserWithRoles(rows *sql.Rows, what string, lead ...any) (store.User, er
 			dest = discard
 		}
 		dest = append(dest[:len(dest):len(dest)], &row.ID, &row.Kind, &row.Email, &row.Username, &row.Name, &row.PasswordHash, &row.Active,
-			&row.EmailVerified, &row.MustChangePassword, &row.PasswordUnproven, &row.CreatedAt, &row.UpdatedAt, &row.LastLoginAt, &role)
+			&row.EmailVerified, &row.MustChangePassword, &row.PasswordUnproven, &row.PasswordHashForeign, &row.CreatedAt, &row.UpdatedAt, &row.LastLoginAt, &role)
 		if err := rows.Scan(dest...); err != nil {
 			return store.User{}, mapErr(what, err)
 		}
@@ -314,30 +314,35 @@ func lockUser(tx *gorm.DB, id string) (userRow, error) {
 // keeps the rule of reset links: a write that changes the password hash (a
 // change, a reset, a temporary password, an upgraded hash) or deactivates
 // the account voids the user's unused password-reset links in the same
-// transaction (see voidResetLinks).
+// transaction (see voidResetLinks); and a write that changes the hash
+// clears PasswordHashForeign (Portcullis writes only its Hasher's hashes).
 func saveUserTx(tx *gorm.DB, before userRow, u *store.User) error {
 	if err := validateUser(u, &before); err != nil {
 		return err
 	}
 	r := userToRow(u)
+	if r.PasswordHash != before.PasswordHash {
+		r.PasswordHashForeign = false
+	}
 	if r.PasswordHash != before.PasswordHash || before.Active && !r.Active {
 		if err := voidResetLinks(tx, u.ID, r.UpdatedAt); err != nil {
 			return err
 		}
 	}
 	res := tx.Model(&userRow{}).Where("id = ?", u.ID).Updates(map[string]any{
-		"email":                r.Email,
-		"email_lower":          r.EmailLower,
-		"username":             r.Username,
-		"name":                 r.Name,
-		"name_lower":           r.NameLower,
-		"password_hash":        r.PasswordHash,
-		"active":               r.Active,
-		"email_verified":       r.EmailVerified,
-		"must_change_password": r.MustChangePassword,
-		"password_unproven":    r.PasswordUnproven,
-		"updated_at":           r.UpdatedAt,
-		"last_login_at":        r.LastLoginAt,
+		"email":                 r.Email,
+		"email_lower":           r.EmailLower,
+		"username":              r.Username,
+		"name":                  r.Name,
+		"name_lower":            r.NameLower,
+		"password_hash":         r.PasswordHash,
+		"active":                r.Active,
+		"email_verified":        r.EmailVerified,
+		"must_change_password":  r.MustChangePassword,
+		"password_unproven":     r.PasswordUnproven,
+		"password_hash_foreign": r.PasswordHashForeign,
+		"updated_at":            r.UpdatedAt,
+		"last_login_at":         r.LastLoginAt,
 	})
 	if res.Error != nil {
 		return mapErr("save user", res.Error)

@@ -59,6 +59,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/users_list_limits", testUserListLimits},
 		{"fail/users_list_bad_cursor", testUserListBadCursor},
 		{"ok/users_update", testUserUpdate},
+		{"ok/users_password_hash_foreign", testUserPasswordHashForeign},
 		{"fail/users_update", testUserUpdateFail},
 		{"ok/users_grant_revoke_count_roles", testUserRoles},
 		{"ok/users_record_login", testUserRecordLogin},
@@ -238,9 +239,63 @@ func sameUser(t *testing.T, what string, got, want store.User) {
 	}
 	if got.ID != want.ID || kind(got) != kind(want) || got.Email != want.Email || got.Username != want.Username || got.Name != want.Name ||
 		got.PasswordHash != want.PasswordHash || got.Active != want.Active || got.EmailVerified != want.EmailVerified ||
-		got.MustChangePassword != want.MustChangePassword || got.PasswordUnproven != want.PasswordUnproven || !reflect.DeepEqual(got.Roles, want.Roles) ||
+		got.MustChangePassword != want.MustChangePassword || got.PasswordUnproven != want.PasswordUnproven ||
+		got.PasswordHashForeign != want.PasswordHashForeign || !reflect.DeepEqual(got.Roles, want.Roles) ||
 		!got.CreatedAt.Equal(want.CreatedAt) || !got.UpdatedAt.Equal(want.UpdatedAt) || !eqPtr(got.LastLoginAt, want.LastLoginAt) {
 		t.Fatalf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+}
+
+// testUserPasswordHashForeign: CreateUser writes the mark of a hash
+// Portcullis may not have made as given; a write that keeps the hash keeps
+// it, and every write that changes the hash (UpdateUser, a password reset)
+// clears it, since the store is given only hashes Portcullis made.
+func testUserPasswordHashForeign(t *testing.T, s *sqlstore.Store) {
+	syncDefaultRoles(t, s)
+	c := rctx(t)
+	foreignOf := func(id string) bool {
+		t.Helper()
+		u, err := s.GetUser(c, id)
+		if err != nil {
+			t.Fatalf("GetUser: %v", err)
+		}
+		return u.PasswordHashForeign
+	}
+	own := mustCreateUser(t, s, newUser("own@example.com", "user"))
+	if foreignOf(own.ID) {
+		t.Fatalf("a user created without the mark reads marked")
+	}
+	imp := newUser("imported@example.com", "user")
+	imp.PasswordHashForeign = true
+	imported := mustCreateUser(t, s, imp)
+	if !foreignOf(imported.ID) {
+		t.Fatalf("a user created with the mark reads unmarked")
+	}
+	if _, err := s.UpdateUser(c, imported.ID, func(u *store.User) error { u.Name = "Renamed"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !foreignOf(imported.ID) {
+		t.Fatalf("a write that kept the hash cleared the mark")
+	}
+	if _, err := s.UpdateUser(c, imported.ID, func(u *store.User) error {
+		u.PasswordHash = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$bmV3"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if foreignOf(imported.ID) {
+		t.Fatalf("a write of a new hash kept the mark")
+	}
+	// A reset link's redemption writes the hash through the same routine.
+	again := newUser("reset@example.com", "user")
+	again.PasswordHashForeign = true
+	reset := mustCreateUser(t, s, again)
+	link := mustUserToken(t, s, reset.ID, store.PurposePasswordReset, time.Now().Add(time.Hour))
+	if _, err := s.RedeemPasswordReset(c, link, time.Now(), setHash, homeVouches); err != nil {
+		t.Fatalf("RedeemPasswordReset: %v", err)
+	}
+	if foreignOf(reset.ID) {
+		t.Fatalf("a password reset kept the mark")
 	}
 }
 
