@@ -5,8 +5,9 @@
 // $argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash> (standard base64 without padding). bcrypt hashes
 // ($2a$, $2b$, $2y$) and argon2i PHC strings are verified for imported accounts and reported as
 // needing a rehash, as is any argon2id hash with other parameters: callers rehash transparently after
-// a successful login. Passwords are normalized to Unicode NFKC before hashing (NIST SP 800-63B); a
-// hash made from the unnormalized form still verifies and is reported as needing a rehash.
+// a successful login. Passwords are normalized to Unicode NFKC before hashing (NIST SP 800-63B);
+// a hash the caller marks ForeignHash (not made by Hash: imported) may be of the unnormalized form,
+// which Verify then also tries and reports as needing a rehash. No other hash is tried twice.
 // Hasher.DummyVerify costs what a real verification costs, for requests naming unknown accounts.
 //
 // Rules: NIST SP 800-63B — a length of 8 to 256 characters by default (counted in Unicode

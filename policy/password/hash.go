@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -102,6 +103,7 @@ type Hasher struct {
 	// memory holds its last hash's blocks until the next hash overwrites
 	// them, as the garbage held them until reused before.
 	slots chan *argon2.Memory
+	runs  atomic.Uint64 // hashes computed, counted for the tests
 }
 
 // compute runs one hash under a slot and returns how long the hash ran:
@@ -124,6 +126,7 @@ func (h *Hasher) compute(ctx context.Context, f func(mem *argon2.Memory)) (time.
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("password: %w", err)
 	}
+	h.runs.Add(1)
 	start := time.Now()
 	f(mem)
 	return time.Since(start), nil
@@ -175,32 +178,60 @@ func encodePHC(alg string, p Params, salt, key []byte) string {
 	return fmt.Sprintf("$%s$v=%d$%s$%s$%s", alg, argon2.Version, p, b64.EncodeToString(salt), b64.EncodeToString(key))
 }
 
+// VerifyOption says what Verify knows of the stored hash. The zero value is a hash Hash made.
+type VerifyOption struct{ foreign bool }
+
+// ForeignHash marks, when foreign is true, a stored hash that Hash may not have made: one imported
+// from another system, which may be of the password as typed rather than of its NFKC form. Verify
+// then also tries the password as typed when its NFKC form differs and does not match (a second
+// run of the hash), and asks for a rehash whenever the password matches, so the hash becomes one
+// of Hash's. Hash has hashed the NFKC form since Portcullis began: only foreign hashes need this.
+func ForeignHash(foreign bool) VerifyOption { return VerifyOption{foreign: foreign} }
+
+// foreign reports whether opts mark the hash foreign.
+func foreign(opts []VerifyOption) bool {
+	for _, o := range opts {
+		if o.foreign {
+			return true
+		}
+	}
+	return false
+}
+
+// triesRawForm is the one rule of the second run: Verify runs the hash again on the password as
+// typed only for a foreign hash (ForeignHash) and a password that NFKC changes.
+func triesRawForm(password, normalized string, opts []VerifyOption) bool {
+	return normalized != password && foreign(opts)
+}
+
 // Verify checks password against a stored hash (argon2id, argon2i or bcrypt) in constant time.
-// ok is true when the password matches; needsRehash is true when it matched but the hash uses
-// another algorithm, other parameters, or was made from the unnormalized password: the caller should
-// then store Hash(password). took is how long its hashing ran (see compute: without the wait for a
-// hashing slot; 0 when nothing was hashed), the time a verification of this hash's class costs. A
-// wrong password is (false, false, took, nil); err is ErrMalformedHash or ErrUnsupportedHash
-// (wrapped) when the stored hash cannot be checked, or ctx's error (wrapped) when ctx is done
-// before a hash starts.
-func (h *Hasher) Verify(ctx context.Context, hash, password string) (ok, needsRehash bool, took time.Duration, err error) {
+// It hashes the NFKC form of the password, as Hash does; for a hash marked ForeignHash it also
+// tries the password as typed (see ForeignHash), never otherwise. ok is true when the password
+// matches; needsRehash is true when it matched but the hash uses another algorithm, other
+// parameters, or is foreign: the caller should then store Hash(password). took is how long its
+// hashing ran (see compute: without the wait for a hashing slot; 0 when nothing was hashed), the
+// time a verification of its class (VerifyClass) costs. A wrong password is (false, false, took,
+// nil); err is ErrMalformedHash or ErrUnsupportedHash (wrapped) when the stored hash cannot be
+// checked, or ctx's error (wrapped) when ctx is done before a hash starts.
+func (h *Hasher) Verify(ctx context.Context, hash, password string, opts ...VerifyOption) (ok, needsRehash bool, took time.Duration, err error) {
 	if len(password) > MaxInputBytes {
 		return false, false, 0, nil
 	}
 	normalized := norm.NFKC.String(password)
 	ok, needsRehash, took, err = h.verifyOne(ctx, hash, normalized)
-	if err != nil || ok || normalized == password {
-		return ok, needsRehash, took, err
+	if err != nil || ok || !triesRawForm(password, normalized, opts) {
+		return ok, needsRehash || ok && foreign(opts), took, err
 	}
-	// A hash made before normalization (imported, or from an older version) still verifies, and is
-	// then replaced by a hash of the normalized form.
+	// A foreign hash may be of the password as typed: it still verifies, and is then replaced by
+	// a hash of the normalized form.
 	ok, _, again, err := h.verifyOne(ctx, hash, password)
 	return ok, ok, took + again, err
 }
 
 // DummyVerify performs a verification against a precomputed hash of a random password and discards
 // the result, so a request for an unknown account costs what a real one costs (and, like Verify,
-// nothing once ctx is done). It returns how long its hashing ran, as Verify does.
+// nothing once ctx is done): one run of the hash at the current parameters, whatever the password
+// (the dummy is Hash's own, never foreign). It returns how long its hashing ran, as Verify does.
 func (h *Hasher) DummyVerify(ctx context.Context, password string) time.Duration {
 	_, _, took, _ := h.Verify(ctx, h.dummy, password)
 	return took
@@ -372,4 +403,15 @@ func HashClass(hash string) string {
 		}
 	}
 	return "unreadable"
+}
+
+// VerifyClass names the cost class of Verify(hash, password, opts...): HashClass(hash), which costs
+// one run of the hash, or, when that verification runs the hash twice (a foreign hash and a
+// password that NFKC changes, see ForeignHash), that class followed by " twice", its own class.
+func VerifyClass(hash, password string, opts ...VerifyOption) string {
+	class := HashClass(hash)
+	if class != "unreadable" && len(password) <= MaxInputBytes && triesRawForm(password, norm.NFKC.String(password), opts) {
+		return class + " twice"
+	}
+	return class
 }

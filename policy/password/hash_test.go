@@ -146,15 +146,16 @@ func TestUnicodeNormalization(t *testing.T) {
 		t.Fatalf("composed form does not verify against the decomposed hash: %v %v %v", ok, rehash, err)
 	}
 
-	// A hash made without normalization (imported) still verifies and asks to be replaced.
+	// A hash made without normalization (imported, marked foreign) still verifies and asks to be
+	// replaced.
 	salt := []byte("0123456789abcdef")
 	key := xargon2.IDKey([]byte(decomposed), salt, fastParams.Time, fastParams.Memory, fastParams.Threads, fastParams.KeyLength)
 	legacy := encodePHC("argon2id", fastParams, salt, key)
-	ok, rehash, _, err = h.Verify(ctx, legacy, decomposed)
+	ok, rehash, _, err = h.Verify(ctx, legacy, decomposed, ForeignHash(true))
 	if !ok || !rehash || err != nil {
 		t.Fatalf("unnormalized legacy hash: %v %v %v; want ok and rehash", ok, rehash, err)
 	}
-	ok, _, _, _ = h.Verify(ctx, legacy, "cafe au lait")
+	ok, _, _, _ = h.Verify(ctx, legacy, "cafe au lait", ForeignHash(true))
 	if ok {
 		t.Fatal("wrong password verified")
 	}
@@ -555,5 +556,113 @@ func TestVerifyTookExcludesTheQueue(t *testing.T) {
 				t.Fatalf("took %s for a verification that waited %s for a slot (wall %s): want the hash's time only", took, queue, wall)
 			}
 		})
+	}
+}
+
+// TestDummyVerifyCostsOneHashWhateverThePassword: a guess whose NFKC form
+// differs from itself (one U+FB01 ligature) costs the dummy verification
+// of an unknown account what a plain guess costs, one argon2id run. Found
+// by a review: Verify retried the password as typed for every hash, the
+// dummy included, so such a guess cost two runs (42.4 ms plain against
+// 86.1 ms with the ligature), doubling the CPU of every guess.
+func TestDummyVerifyCostsOneHashWhateverThePassword(t *testing.T) {
+	h := newHasher(t, DefaultParams())
+	// The fastest of several runs each: other load only slows a run, so the
+	// minimum is the hash's own cost.
+	plain, lig := time.Duration(1<<62), time.Duration(1<<62)
+	for range 7 {
+		plain = min(plain, h.DummyVerify(ctx, "correct horse battery staple fi"))
+		lig = min(lig, h.DummyVerify(ctx, "correct horse battery staple \ufb01"))
+	}
+	t.Logf("fastest DummyVerify: plain %s, ligature %s", plain, lig)
+	if float64(lig) > 1.5*float64(plain) {
+		t.Errorf("a password with one ligature costs %.2fx the hashing of a plain one", float64(lig)/float64(plain))
+	}
+}
+
+// TestVerifyTriesTheTypedFormOnlyForForeignHashes counts the runs of the
+// hash each verification makes: a password that NFKC changes (one U+FB01
+// ligature) is tried as typed too only against a hash marked ForeignHash,
+// never against the dummy or a hash Hash made (Hash has hashed the NFKC form
+// since Portcullis began); a foreign hash of the typed form still verifies
+// and asks to be replaced, as does a foreign hash the NFKC form matches.
+// Found by a review: every verification of such a password ran the hash
+// twice, the dummy of an unknown account included.
+func TestVerifyTriesTheTypedFormOnlyForForeignHashes(t *testing.T) {
+	h := newHasher(t, fastParams)
+	const lig = "correct horse battery staple \ufb01" // NFKC: "... fi"
+	own, err := h.Hash(ctx, lig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	salt := []byte("0123456789abcdef")
+	raw := encodePHC("argon2id", fastParams, salt,
+		xargon2.IDKey([]byte(lig), salt, fastParams.Time, fastParams.Memory, fastParams.Threads, fastParams.KeyLength))
+	rawBcrypt, err := bcrypt.GenerateFromPassword([]byte(lig), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dummy := func(pw string) func() (bool, bool) {
+		return func() (bool, bool) { h.DummyVerify(ctx, pw); return false, false }
+	}
+	verify := func(hash, pw string, opts ...VerifyOption) func() (bool, bool) {
+		return func() (bool, bool) {
+			ok, rehash, _, err := h.Verify(ctx, hash, pw, opts...)
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			return ok, rehash
+		}
+	}
+	for _, tt := range []struct {
+		name       string
+		run        func() (ok, rehash bool)
+		ok, rehash bool
+		runs       uint64
+	}{
+		{"ok/dummy_ligature_one_run", dummy(lig), false, false, 1},
+		{"ok/dummy_plain_one_run", dummy("a wrong password"), false, false, 1},
+		{"ok/own_hash_wrong_ligature_one_run", verify(own, "wrong \ufb01"), false, false, 1},
+		{"ok/own_hash_marked_own_one_run", verify(own, "wrong \ufb01", ForeignHash(false)), false, false, 1},
+		{"ok/own_hash_right_ligature", verify(own, lig), true, false, 1},
+		{"ok/foreign_raw_hash_right_ligature_rehash", verify(raw, lig, ForeignHash(true)), true, true, 2},
+		{"ok/foreign_raw_bcrypt_right_ligature_rehash", verify(string(rawBcrypt), lig, ForeignHash(true)), true, true, 2},
+		{"ok/foreign_hash_of_nfkc_form_rehash", verify(own, lig, ForeignHash(true)), true, true, 1},
+		{"ok/foreign_hash_wrong_ligature_two_runs", verify(raw, "wrong \ufb01", ForeignHash(true)), false, false, 2},
+		{"ok/foreign_hash_wrong_plain_one_run", verify(raw, "a wrong password", ForeignHash(true)), false, false, 1},
+		{"fail/raw_hash_unmarked_not_tried_as_typed", verify(raw, lig), false, false, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := h.runs.Load()
+			ok, rehash := tt.run()
+			if runs := h.runs.Load() - before; ok != tt.ok || rehash != tt.rehash || runs != tt.runs {
+				t.Fatalf("ok %v, rehash %v, %d runs of the hash; want %v, %v, %d", ok, rehash, runs, tt.ok, tt.rehash, tt.runs)
+			}
+		})
+	}
+}
+
+// TestVerifyClass: a verification that runs the hash twice (a foreign hash
+// and a password NFKC changes) is its own class, so the refusal floor of
+// server/passcheck learns its time apart; every other is the hash's class.
+func TestVerifyClass(t *testing.T) {
+	h := newHasher(t, fastParams)
+	hash, _ := h.Hash(ctx, "one password")
+	const class = "argon2id m=64,t=1,p=1,k=32"
+	for _, tt := range []struct {
+		name, hash, pw string
+		opts           []VerifyOption
+		want           string
+	}{
+		{"own hash, ligature", hash, "x\ufb01", nil, class},
+		{"own hash marked own, ligature", hash, "x\ufb01", []VerifyOption{ForeignHash(false)}, class},
+		{"foreign hash, plain", hash, "xfi", []VerifyOption{ForeignHash(true)}, class},
+		{"foreign hash, ligature", hash, "x\ufb01", []VerifyOption{ForeignHash(true)}, class + " twice"},
+		{"foreign hash, fullwidth", hash, "\uff41bc", []VerifyOption{ForeignHash(true)}, class + " twice"},
+		{"unreadable foreign hash, ligature", "$scrypt$abc", "x\ufb01", []VerifyOption{ForeignHash(true)}, "unreadable"},
+	} {
+		if got := VerifyClass(tt.hash, tt.pw, tt.opts...); got != tt.want {
+			t.Errorf("%s: VerifyClass = %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }

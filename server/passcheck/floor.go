@@ -28,7 +28,8 @@ const (
 // such a class is learnt from its first verification.
 const maxSampleRatio = 8
 
-// refusalFloor keeps, per hash class (password.HashClass), a smoothed
+// refusalFloor keeps, per class of verification (password.VerifyClass: the
+// hash class, and its own class for one that runs the hash twice), a smoothed
 // estimate of one verification's run time (the hasher's own measure,
 // which leaves out the wait for a hashing slot: a queue of concurrent
 // requests is not a class's cost): an exponentially weighted moving

@@ -25,17 +25,17 @@ func (c *fakeClock) sleep(ctx context.Context, d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// timedHasher verifies hashes at the cost its table gives the hash's class,
-// moving the fake clock by it: the password of every hash is "right"; the
-// dummy costs dummy.
+// timedHasher verifies hashes at the cost its table gives the
+// verification's class, moving the fake clock by it: the password of every
+// hash is "right"; the dummy costs dummy.
 type timedHasher struct {
 	clk   *fakeClock
-	cost  map[string]time.Duration // by password.HashClass
+	cost  map[string]time.Duration // by password.VerifyClass
 	dummy time.Duration
 }
 
-func (h *timedHasher) Verify(_ context.Context, hash, pw string) (bool, bool, time.Duration, error) {
-	class := password.HashClass(hash)
+func (h *timedHasher) Verify(_ context.Context, hash, pw string, opts ...password.VerifyOption) (bool, bool, time.Duration, error) {
+	class := password.VerifyClass(hash, pw, opts...)
 	if class == "unreadable" {
 		return false, false, 0, errors.New("malformed hash") // refused before hashing
 	}
@@ -118,6 +118,52 @@ func TestRefusalFloor(t *testing.T) {
 		}
 		if step.ok && len(clk.slept) != sleeps {
 			t.Errorf("%d %s: a success slept %s", i, step.name, clk.slept[sleeps:])
+		}
+	}
+}
+
+// TestRefusalFloorTwoRunClass: a wrong password that NFKC changes, for an
+// account whose hash Portcullis may not have made (PasswordHashForeign),
+// runs the hash twice: that is its own class, so once one was refused
+// every refusal takes its time, an unknown account's included, whose dummy
+// verification runs once whatever the password. The same password for an
+// account with Portcullis's own hash, or a plain one for the foreign
+// account, is the one-run class. Found by a review: every verification of
+// such a password ran twice, the dummy's included.
+func TestRefusalFloorTwoRunClass(t *testing.T) {
+	const current = 40 * time.Millisecond
+	ligature := "wrong \ufb01"
+	users := fakeUsers{
+		"usr_1": {ID: "usr_1", Email: "own@example.com", PasswordHash: phcArgon2id(19456, 2, 1), Active: true},
+		"usr_2": {ID: "usr_2", Email: "imp@example.com", PasswordHash: phcArgon2id(19456, 2, 1), PasswordHashForeign: true, Active: true},
+	}
+	clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	h := &timedHasher{clk: clk, dummy: current, cost: map[string]time.Duration{
+		"argon2id m=19456,t=2,p=1,k=32": current, "argon2id m=19456,t=2,p=1,k=32 twice": 2 * current,
+	}}
+	c, err := New(Deps{Users: users, Hasher: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.now, c.sleep = clk.now, clk.sleep
+	for i, step := range []struct {
+		name      string
+		login, pw string
+		took      time.Duration // the verification and the padding
+	}{
+		{"unknown account, ligature", "ghost@example.com", ligature, current},
+		{"own hash, ligature: one run", "own@example.com", ligature, current},
+		{"foreign hash, plain password: one run", "imp@example.com", "x", current},
+		{"foreign hash, ligature: two runs, its own class", "imp@example.com", ligature, 2 * current},
+		{"unknown account after it: padded", "ghost@example.com", ligature, 2 * current},
+		{"own hash after it: padded", "own@example.com", "x", 2 * current},
+	} {
+		start := clk.now()
+		if _, err := c.Check(context.Background(), Attempt{Login: step.login, Password: step.pw}); !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("%d %s: Check = %v, want ErrBadCredentials", i, step.name, err)
+		}
+		if got := clk.now().Sub(start); got != step.took {
+			t.Errorf("%d %s: took %s, want %s", i, step.name, got, step.took)
 		}
 	}
 }

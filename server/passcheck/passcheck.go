@@ -33,9 +33,11 @@ type Users interface {
 
 // Hasher verifies password hashes (*password.Hasher). took is how long the
 // hashing itself ran, without any wait for a hashing slot: what the
-// refusal floor learns a hash class's cost from.
+// refusal floor learns a hash class's cost from (password.VerifyClass).
+// opts carry password.ForeignHash for an account whose hash Portcullis may
+// not have made, the only hashes whose check tries the password as typed.
 type Hasher interface {
-	Verify(ctx context.Context, hash, password string) (ok, needsRehash bool, took time.Duration, err error)
+	Verify(ctx context.Context, hash, pw string, opts ...password.VerifyOption) (ok, needsRehash bool, took time.Duration, err error)
 	DummyVerify(ctx context.Context, password string) (took time.Duration)
 }
 
@@ -223,7 +225,8 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	start := c.now()
 	if found && !machine && !noPassword {
 		var took time.Duration
-		ok, needsRehash, took, err = c.d.Hasher.Verify(ctx, u.PasswordHash, a.Password)
+		foreign := password.ForeignHash(u.PasswordHashForeign)
+		ok, needsRehash, took, err = c.d.Hasher.Verify(ctx, u.PasswordHash, a.Password, foreign)
 		if err != nil {
 			if ctx.Err() != nil {
 				return Result{}, apierr.ErrTemporarilyUnavailable.WithCause(err) // the request is gone
@@ -233,7 +236,7 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 			c.dummyVerify(ctx, a.Password)
 			ok = false
 		} else {
-			c.floor.observe(password.HashClass(u.PasswordHash), took)
+			c.floor.observe(password.VerifyClass(u.PasswordHash, a.Password, foreign), took)
 		}
 	} else {
 		c.dummyVerify(ctx, a.Password)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/ratelimit"
 	"github.com/portcullis-auth/portcullis/store"
@@ -39,7 +40,7 @@ func (f fakeUsers) GetUserForLogin(_ context.Context, login string) (store.User,
 // fakeHasher: the hash of a password is "h:" + password.
 type fakeHasher struct{ verified, dummies int }
 
-func (h *fakeHasher) Verify(_ context.Context, hash, pw string) (bool, bool, time.Duration, error) {
+func (h *fakeHasher) Verify(_ context.Context, hash, pw string, _ ...password.VerifyOption) (bool, bool, time.Duration, error) {
 	if !strings.HasPrefix(hash, "h:") { // refused before hashing, as the real one does
 		return false, false, 0, errors.New("malformed hash")
 	}
