@@ -25,6 +25,13 @@ var (
 	ErrMalformedHash = errors.New("password: malformed password hash")
 	// ErrUnsupportedHash means the stored hash uses an algorithm or version Portcullis cannot verify.
 	ErrUnsupportedHash = errors.New("password: unsupported password hash algorithm")
+	// ErrBusy means no hash ran because the caller's context ended first:
+	// before the call, or while it waited for a hashing slot (every slot
+	// taken by other hashes). The error also wraps the context's error
+	// (context.DeadlineExceeded or context.Canceled). Hash, Verify and
+	// DummyVerify return it alike, whatever the password or the hash, so a
+	// caller can answer it the same for every account.
+	ErrBusy = errors.New("password: no hashing slot before the context ended")
 )
 
 // MaxInputBytes bounds the passwords Hash and Verify accept. Longer input is refused by Hash and
@@ -111,20 +118,20 @@ type Hasher struct {
 // of concurrent hashes does not lengthen it. It never starts a hash for a
 // request that is already gone: it returns ctx's error when ctx is done
 // before a slot is free, or once it has one (a hash, once started, runs to
-// its end).
+// its end). Each of those errors is ErrBusy, wrapping ctx's error.
 func (h *Hasher) compute(ctx context.Context, f func(mem *argon2.Memory)) (time.Duration, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("password: %w", err)
+		return 0, fmt.Errorf("%w: %w", ErrBusy, err)
 	}
 	var mem *argon2.Memory
 	select {
 	case mem = <-h.slots:
 	case <-ctx.Done():
-		return 0, fmt.Errorf("password: waiting for a hashing slot: %w", ctx.Err())
+		return 0, fmt.Errorf("%w: waiting for a hashing slot: %w", ErrBusy, ctx.Err())
 	}
 	defer func() { h.slots <- mem }()
 	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("password: %w", err)
+		return 0, fmt.Errorf("%w: %w", ErrBusy, err)
 	}
 	h.runs.Add(1)
 	start := time.Now()
@@ -153,8 +160,8 @@ func NewHasher(p Params) (*Hasher, error) {
 func (h *Hasher) Params() Params { return h.params }
 
 // Hash returns the PHC string of the argon2id hash of the NFKC-normalized password under a fresh
-// random salt. It returns ctx's error (wrapped) without hashing when ctx is
-// done before the hash starts.
+// random salt. It returns ErrBusy (wrapping ctx's error) without hashing
+// when ctx is done before the hash starts.
 func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	if len(password) > MaxInputBytes {
 		return "", fmt.Errorf("password: longer than %d bytes", MaxInputBytes)
@@ -212,7 +219,7 @@ func triesRawForm(password, normalized string, opts []VerifyOption) bool {
 // hashing ran (see compute: without the wait for a hashing slot; 0 when nothing was hashed), the
 // time a verification of its class (VerifyClass) costs. A wrong password is (false, false, took,
 // nil); err is ErrMalformedHash or ErrUnsupportedHash (wrapped) when the stored hash cannot be
-// checked, or ctx's error (wrapped) when ctx is done before a hash starts.
+// checked, or ErrBusy (wrapping ctx's error) when ctx is done before a hash starts.
 func (h *Hasher) Verify(ctx context.Context, hash, password string, opts ...VerifyOption) (ok, needsRehash bool, took time.Duration, err error) {
 	if len(password) > MaxInputBytes {
 		return false, false, 0, nil
@@ -231,10 +238,12 @@ func (h *Hasher) Verify(ctx context.Context, hash, password string, opts ...Veri
 // DummyVerify performs a verification against a precomputed hash of a random password and discards
 // the result, so a request for an unknown account costs what a real one costs (and, like Verify,
 // nothing once ctx is done): one run of the hash at the current parameters, whatever the password
-// (the dummy is Hash's own, never foreign). It returns how long its hashing ran, as Verify does.
-func (h *Hasher) DummyVerify(ctx context.Context, password string) time.Duration {
-	_, _, took, _ := h.Verify(ctx, h.dummy, password)
-	return took
+// (the dummy is Hash's own, never foreign). It returns how long its hashing ran, as Verify does, and
+// ErrBusy (wrapping ctx's error), as Verify does, when ctx is done before its hash starts: a caller
+// answers that the same whether it verified a real hash or the dummy.
+func (h *Hasher) DummyVerify(ctx context.Context, password string) (time.Duration, error) {
+	_, _, took, err := h.Verify(ctx, h.dummy, password)
+	return took, err
 }
 
 // NeedsRehash reports whether a stored hash should be replaced by a hash with the current

@@ -43,9 +43,9 @@ func (h *timedHasher) Verify(_ context.Context, hash, pw string, opts ...passwor
 	return pw == "right", false, h.cost[class], nil
 }
 
-func (h *timedHasher) DummyVerify(context.Context, string) time.Duration {
+func (h *timedHasher) DummyVerify(context.Context, string) (time.Duration, error) {
 	h.clk.t = h.clk.t.Add(h.dummy)
-	return h.dummy
+	return h.dummy, nil
 }
 
 // phcArgon2id is a well-formed argon2id hash of the parameters, of no

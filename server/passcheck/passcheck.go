@@ -36,9 +36,10 @@ type Users interface {
 // refusal floor learns a hash class's cost from (password.VerifyClass).
 // opts carry password.ForeignHash for an account whose hash Portcullis may
 // not have made, the only hashes whose check tries the password as typed.
+// Both return password.ErrBusy (wrapped) when ctx ended before the hash ran.
 type Hasher interface {
 	Verify(ctx context.Context, hash, pw string, opts ...password.VerifyOption) (ok, needsRehash bool, took time.Duration, err error)
-	DummyVerify(ctx context.Context, password string) (took time.Duration)
+	DummyVerify(ctx context.Context, password string) (took time.Duration, err error)
 }
 
 // Throttle is the login throttle (*ratelimit.Limiter): CheckLogin reserves
@@ -71,6 +72,11 @@ type Deps struct {
 	Metrics  Metrics
 	Logger   *slog.Logger
 }
+
+// takeBackTimeout bounds the take-back of the throttle attempt of a check
+// whose hash never ran: its request has ended, so the take-back runs
+// without the request's deadline but not without one.
+const takeBackTimeout = 5 * time.Second
 
 // Checker checks passwords. It is safe for concurrent use.
 type Checker struct {
@@ -179,6 +185,14 @@ func (c *Checker) Succeeded(ctx context.Context, r Result) {
 // with an imported or outdated hash (bcrypt, argon2id of other
 // parameters), slower than the dummy verification of an unknown account,
 // does not tell the account exists.
+//
+// A check whose hash never ran, because its request ended while it waited
+// for a hashing slot (password.ErrBusy from Verify or DummyVerify), is a
+// 503 temporarily_unavailable *apierr.Error for every account alike
+// (known, unknown, machine user, no password, deactivated): it counts no
+// failure (its throttle attempt is taken back, as Succeeded does; the
+// address's limit keeps it), records no audit event or metric, and the
+// refusal floor learns nothing from it.
 func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	var (
 		u       store.User
@@ -214,7 +228,6 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 			return Result{}, apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("load user: %w", err))
 		}
 	}
-	ok, needsRehash := false, false
 	// A machine user signs in only with API keys, and a person with no
 	// password (made by a sign-in through an identity provider) only
 	// there: both are refused here, so every path that checks a password
@@ -223,23 +236,14 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	machine := found && u.IsMachine()
 	noPassword := found && !machine && u.PasswordHash == ""
 	start := c.now()
-	if found && !machine && !noPassword {
-		var took time.Duration
-		foreign := password.ForeignHash(u.PasswordHashForeign)
-		ok, needsRehash, took, err = c.d.Hasher.Verify(ctx, u.PasswordHash, a.Password, foreign)
-		if err != nil {
-			if ctx.Err() != nil {
-				return Result{}, apierr.ErrTemporarilyUnavailable.WithCause(err) // the request is gone
-			}
-			c.d.Logger.Warn("password hash unreadable", "user_id", u.ID, "err", err)
-			// An unreadable hash is refused before any hashing: pay for one.
-			c.dummyVerify(ctx, a.Password)
-			ok = false
-		} else {
-			c.floor.observe(password.VerifyClass(u.PasswordHash, a.Password, foreign), took)
-		}
-	} else {
-		c.dummyVerify(ctx, a.Password)
+	ok, needsRehash, err := c.verify(ctx, u, found && !machine && !noPassword, a.Password)
+	if err != nil {
+		// No hash ran (the request ended waiting for a hashing slot): the
+		// same 503 for every account, and nothing learnt or counted.
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), takeBackTimeout)
+		defer cancel()
+		c.Succeeded(tctx, Result{ip: a.IP, counted: counted})
+		return Result{}, err
 	}
 	if !ok || !u.Active {
 		c.padRefusal(ctx, start)
@@ -253,13 +257,42 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 	return res, nil
 }
 
-// dummyVerify spends the dummy verification and records its hash's time
-// (never the wait for a hashing slot).
-func (c *Checker) dummyVerify(ctx context.Context, pw string) {
-	took := c.d.Hasher.DummyVerify(ctx, pw)
-	if ctx.Err() == nil {
-		c.floor.observe(dummyClass, took)
+// verify verifies pw against u's stored hash when real, and spends the
+// dummy verification otherwise (an unknown account, a machine user, a
+// person with no password) or when the stored hash cannot be read (refused
+// before any hashing: it pays for one). The refusal floor learns the time
+// each hash ran (never the wait for a hashing slot). Its one error is
+// errBusy's answer, the same whichever of the two hashes did not run.
+func (c *Checker) verify(ctx context.Context, u store.User, real bool, pw string) (ok, needsRehash bool, err error) {
+	if real {
+		var took time.Duration
+		foreign := password.ForeignHash(u.PasswordHashForeign)
+		ok, needsRehash, took, err = c.d.Hasher.Verify(ctx, u.PasswordHash, pw, foreign)
+		switch {
+		case err == nil:
+			c.floor.observe(password.VerifyClass(u.PasswordHash, pw, foreign), took)
+			return ok, needsRehash, nil
+		case errors.Is(err, password.ErrBusy):
+			return false, false, errBusy(err)
+		}
+		c.d.Logger.Warn("password hash unreadable", "user_id", u.ID, "err", err)
 	}
+	took, err := c.d.Hasher.DummyVerify(ctx, pw)
+	if err != nil { // the dummy hash is always readable: its hash never ran
+		return false, false, errBusy(err)
+	}
+	c.floor.observe(dummyClass, took)
+	return false, false, nil
+}
+
+// errBusy answers a check whose hash never ran because its request ended
+// first, waiting for a hashing slot (password.ErrBusy): 503
+// temporarily_unavailable, whatever the account. The answer must not
+// depend on whether the account exists: anyone can keep the slots busy
+// with guesses, and a different answer for an unknown account would tell
+// which accounts exist.
+func errBusy(err error) error {
+	return apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("verify password: %w", err))
 }
 
 // padRefusal sleeps until the refusal whose verification began at start

@@ -37,20 +37,35 @@ func (f fakeUsers) GetUserForLogin(_ context.Context, login string) (store.User,
 	return store.User{}, store.MFASummary{}, store.ErrNotFound
 }
 
-// fakeHasher: the hash of a password is "h:" + password.
-type fakeHasher struct{ verified, dummies int }
+// fakeHasher: the hash of a password is "h:" + password. busy: every
+// slot is taken until the request's deadline, so no hash runs (a hash it
+// cannot read is refused before that, as the real one does).
+type fakeHasher struct {
+	verified, dummies int
+	busy              bool
+}
+
+// errFakeBusy is what password.Hasher returns when the request's deadline
+// passed while it waited for a hashing slot.
+var errFakeBusy = fmt.Errorf("%w: waiting for a hashing slot: %w", password.ErrBusy, context.DeadlineExceeded)
 
 func (h *fakeHasher) Verify(_ context.Context, hash, pw string, _ ...password.VerifyOption) (bool, bool, time.Duration, error) {
 	if !strings.HasPrefix(hash, "h:") { // refused before hashing, as the real one does
 		return false, false, 0, errors.New("malformed hash")
 	}
+	if h.busy {
+		return false, false, 0, errFakeBusy
+	}
 	h.verified++
 	return hash == "h:"+pw, false, time.Millisecond, nil
 }
 
-func (h *fakeHasher) DummyVerify(context.Context, string) time.Duration {
+func (h *fakeHasher) DummyVerify(context.Context, string) (time.Duration, error) {
+	if h.busy {
+		return 0, errFakeBusy
+	}
 	h.dummies++
-	return time.Millisecond
+	return time.Millisecond, nil
 }
 
 type fakeThrottle struct {
@@ -89,15 +104,9 @@ type recorder struct {
 func (r *recorder) Record(_ context.Context, e store.AuditEvent) { r.events = append(r.events, e) }
 func (r *recorder) LoginFailed()                                 { r.failed++ }
 
-// TestCheck: every path spends the throttle first; an unknown account, a
-// deactivated one, a machine user, a person without a password, an
-// unreadable hash and a wrong password answer alike (ErrBadCredentials),
-// each spending one verification (a dummy one where no hash is read), a
-// failure metric and an audit event; a success takes back its throttle
-// attempt, and carries the second factors read with an account named by
-// its login.
-func TestCheck(t *testing.T) {
-	users := fakeUsers{
+// checkUsers are the accounts of TestCheck and TestCheckBusy.
+func checkUsers() fakeUsers {
+	return fakeUsers{
 		"usr_1": {ID: "usr_1", Email: "ann@example.com", PasswordHash: "h:right", Active: true},
 		"usr_2": {ID: "usr_2", Email: "bob@example.com", PasswordHash: "h:right", Active: false},
 		// A machine user the store would never let have a login or a
@@ -110,6 +119,17 @@ func TestCheck(t *testing.T) {
 		// A person with a second factor (fakeFactors).
 		"usr_6": {ID: "usr_6", Email: "tess@example.com", PasswordHash: "h:right", Active: true},
 	}
+}
+
+// TestCheck: every path spends the throttle first; an unknown account, a
+// deactivated one, a machine user, a person without a password, an
+// unreadable hash and a wrong password answer alike (ErrBadCredentials),
+// each spending one verification (a dummy one where no hash is read), a
+// failure metric and an audit event; a success takes back its throttle
+// attempt, and carries the second factors read with an account named by
+// its login.
+func TestCheck(t *testing.T) {
+	users := checkUsers()
 	refused := apierr.ErrRateLimited.WithRetryAfter(3)
 	cases := []struct {
 		name       string
@@ -184,6 +204,70 @@ func TestCheck(t *testing.T) {
 			}
 			if rec.events[0].Details["method"] != tc.a.Method {
 				t.Fatalf("details.method %q, want %q", rec.events[0].Details["method"], tc.a.Method)
+			}
+		})
+	}
+}
+
+// TestCheckBusy: a check whose hash never ran, because its request's
+// deadline passed while it waited for a hashing slot (password.ErrBusy),
+// answers the same 503 temporarily_unavailable for every account: known
+// (right or wrong password), unknown, deactivated, a machine user, a
+// person without a password, an unreadable hash, by login or by user id.
+// It counts no failure (the throttle attempt is taken back under the key
+// it was counted in), records no audit event or metric, and the refusal
+// floor learns nothing. Found by a review: an existing account answered
+// 503, while the dummy verification of an unknown one threw the error
+// away and answered ErrBadCredentials (400 invalid_grant), so anyone
+// keeping the slots busy could tell which accounts exist.
+func TestCheckBusy(t *testing.T) {
+	users := checkUsers()
+	cases := []struct {
+		name       string
+		a          Attempt
+		throttleOn string
+	}{
+		{"known_right_password", Attempt{Login: "ann@example.com", Password: "right"}, "ann@example.com"},
+		{"known_wrong_password", Attempt{Login: "ann@example.com", Password: "wrong"}, "ann@example.com"},
+		{"unknown_login", Attempt{Login: "ghost@example.com", Password: "right"}, "ghost@example.com"},
+		{"inactive", Attempt{Login: "bob@example.com", Password: "right"}, "bob@example.com"},
+		{"machine_user", Attempt{Login: "bot", Password: "right"}, "bot"},
+		{"no_password", Attempt{Login: "fed@example.com", Password: "x"}, "fed@example.com"},
+		{"unreadable_hash", Attempt{Login: "odd@example.com", Password: "right"}, "odd@example.com"},
+		{"second_factor_deferred", Attempt{Login: "tess@example.com", Password: "right", DeferSuccess: true}, "tess@example.com"},
+		{"by_user_id", Attempt{UserID: "usr_1", Password: "wrong"}, "ann@example.com"},
+		{"machine_user_by_id", Attempt{UserID: "usr_3", Password: "right"}, "bot"},
+	}
+	var first *apierr.Error
+	for _, tc := range cases {
+		t.Run("fail/"+tc.name, func(t *testing.T) {
+			h, th, rec := &fakeHasher{busy: true}, &fakeThrottle{}, &recorder{}
+			c, err := New(Deps{Users: users, Hasher: h, Throttle: th, Audit: rec, Metrics: rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.a.FailureAction = "login.failed"
+			ctx, cancel := context.WithDeadline(context.Background(), time.Now()) // passed while waiting
+			defer cancel()
+			_, err = c.Check(ctx, tc.a)
+			var ae *apierr.Error
+			if !errors.As(err, &ae) || !errors.Is(err, apierr.ErrTemporarilyUnavailable) || !errors.Is(err, password.ErrBusy) {
+				t.Fatalf("err = %v, want 503 temporarily_unavailable caused by password.ErrBusy", err)
+			}
+			if first == nil {
+				first = ae
+			}
+			if ae.Status != first.Status || ae.Body() != first.Body() || ae.RetryAfterSeconds != first.RetryAfterSeconds {
+				t.Fatalf("answer %d %+v, the first case's %d %+v", ae.Status, ae.Body(), first.Status, first.Body())
+			}
+			if rec.failed != 0 || len(rec.events) != 0 {
+				t.Fatalf("failures %d, events %+v: a check whose hash never ran counted", rec.failed, rec.events)
+			}
+			if len(th.checked) != 1 || th.checked[0] != tc.throttleOn || len(th.succeeded) != 1 || th.succeeded[0] != tc.throttleOn {
+				t.Fatalf("throttle checked %v and took back %v, want %q both", th.checked, th.succeeded, tc.throttleOn)
+			}
+			if f := c.floor.floor(); f != 0 {
+				t.Fatalf("the refusal floor learnt %v from a hash that never ran", f)
 			}
 		})
 	}
