@@ -1,11 +1,13 @@
 package accounts
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/portcullis-auth/portcullis/policy"
+	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -64,6 +66,23 @@ func storeErr(what string, err error, notFound error) error {
 // internal is a 500 whose cause is logged, never sent.
 func internal(what string, err error) error {
 	return apierr.ErrServer.WithCause(fmt.Errorf("%s: %w", what, err))
+}
+
+// hashPassword hashes a new password: the one call of the hasher every
+// account operation makes. A hash that never ran because the request ended
+// while it waited for a hashing slot (password.ErrBusy, the slots taken by
+// other hashes) is 503 temporarily_unavailable, as the password check
+// answers it; the error handler records it as 499 when the client went
+// away (apierr.ClientGone). Any other failure is a 500.
+func (s *Service) hashPassword(ctx context.Context, pw string) (string, error) {
+	hash, err := s.hasher.Hash(ctx, pw)
+	switch {
+	case err == nil:
+		return hash, nil
+	case errors.Is(err, password.ErrBusy):
+		return "", apierr.ErrTemporarilyUnavailable.WithCause(fmt.Errorf("hash password: %w", err))
+	}
+	return "", internal("hash password", err)
 }
 
 // oneTimeTokenErr answers a one-time token (invite, reset, verification)

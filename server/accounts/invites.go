@@ -388,9 +388,9 @@ func (s *Service) AcceptInvite(ctx context.Context, m Meta, req AcceptInviteRequ
 	if err := checkScope(req.Scope, s.policy.Permissions([]string{inv.Role}), client); err != nil {
 		return token.Response{}, err
 	}
-	hash, err := s.hasher.Hash(ctx, req.Password)
+	hash, err := s.hashPassword(ctx, req.Password)
 	if err != nil {
-		return token.Response{}, internal("hash password", err)
+		return token.Response{}, err
 	}
 	u := store.User{Name: name, PasswordHash: hash, Active: true}
 	accepted, err := s.store.AcceptInvite(ctx, ref.secretHash, s.now(), &u)

@@ -151,9 +151,9 @@ func (s *Service) ResetPassword(ctx context.Context, m Meta, tok, newPassword st
 	case !errors.Is(err, errLinkUsable):
 		return oneTimeTokenErr(kind, err)
 	}
-	hash, err := s.hasher.Hash(ctx, newPassword)
+	hash, err := s.hashPassword(ctx, newPassword)
 	if err != nil {
-		return internal("hash password", err)
+		return err
 	}
 	// The redemption, the unlinking and the revocation are one
 	// transaction, made between the two ends of the sessions: a failure
@@ -240,9 +240,9 @@ func (s *Service) SetTemporaryPassword(ctx context.Context, actor Actor, userID,
 	if err := s.rules.Check(pw, t.Email); err != nil {
 		return User{}, weakPassword(err)
 	}
-	hash, err := s.hasher.Hash(ctx, pw)
+	hash, err := s.hashPassword(ctx, pw)
 	if err != nil {
-		return User{}, internal("hash password", err)
+		return User{}, err
 	}
 	// The password and the revocation of the keys are one transaction,
 	// made between the two ends of the sessions: a failure leaves the
@@ -282,7 +282,7 @@ func (s *Service) unknownPassword(ctx context.Context, userID string) error {
 	if err != nil {
 		return fmt.Errorf("draw a password nobody holds: %w", err)
 	}
-	hash, err := s.hasher.Hash(ctx, secret)
+	hash, err := s.hashPassword(ctx, secret)
 	if err != nil {
 		return fmt.Errorf("hash a password nobody holds: %w", err)
 	}
@@ -397,9 +397,9 @@ func (s *Service) ChangePassword(ctx context.Context, actor Actor, req ChangePas
 	if err := checkScope(req.Scope, s.policy.Permissions(u.Roles), client); err != nil {
 		return token.Response{}, err
 	}
-	hash, err := s.hasher.Hash(ctx, req.NewPassword)
+	hash, err := s.hashPassword(ctx, req.NewPassword)
 	if err != nil {
-		return token.Response{}, internal("hash password", err)
+		return token.Response{}, err
 	}
 	oldHash := u.PasswordHash
 	var updated store.User

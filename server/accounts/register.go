@@ -45,9 +45,9 @@ func (s *Service) Register(ctx context.Context, m Meta, req RegisterRequest) (Us
 	if err := s.rules.Check(req.Password, email); err != nil {
 		return User{}, weakPassword(err)
 	}
-	hash, err := s.hasher.Hash(ctx, req.Password)
+	hash, err := s.hashPassword(ctx, req.Password)
 	if err != nil {
-		return User{}, internal("hash password", err)
+		return User{}, err
 	}
 	// Nothing here proves the mailbox, and the verification link proves
 	// only that its owner read it: the password stays unproven (never
