@@ -9,7 +9,9 @@
 // deactivated account, a machine user (which has no password and signs in
 // only with API keys) and a wrong password spend the same limits and give
 // the same answer (ErrBadCredentials), so neither the answer nor the rate
-// limits reveal whether an account exists.
+// limits reveal whether an account exists. A check whose hash never ran
+// (its request ended waiting for a hashing slot: password.ErrBusy) is a
+// 503 for every account alike, and counts nothing.
 //
 // It must never log or return a password or a hash, and it never decides
 // what a caller does after a success (sessions, password changes).
