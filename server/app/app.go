@@ -488,7 +488,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 		return nil, err
 	}
 	mfaService, err := mfa.New(mfa.Deps{Factors: core.Store, Once: states.Once, Counter: states.State, KEKs: core.KEKs,
-		Policy: core.Policy, Throttle: limiter, Audit: core.Audit, Issuer: cfg.MFAIssuer, TokenTTL: cfg.MFATokenTTL, Now: time.Now})
+		Policy: core.Policy, Throttle: limiter, Audit: core.Audit, Budget: limiter, Issuer: cfg.MFAIssuer, TokenTTL: cfg.MFATokenTTL, Now: time.Now})
 	if err != nil {
 		return nil, fmt.Errorf("mfa: %w", err)
 	}
@@ -566,7 +566,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	var ups *upstream.Service
 	if providers.Len() > 0 {
 		ups, err = upstream.New(upstream.Deps{Providers: providers, Verifier: upstream.NewVerifier(nil, nil), Store: core.Store,
-			Accounts: acc, Audit: core.Audit, Once: states.Once, MFA: mfaService, Logger: log})
+			Accounts: acc, Audit: core.Audit, Once: states.Once, MFA: mfaService, Budget: limiter, Logger: log})
 		if err != nil {
 			return nil, err
 		}

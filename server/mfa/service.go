@@ -37,6 +37,13 @@ type Throttle interface {
 	LoginSucceeded(ctx context.Context, ip string, attempts ...ratelimit.Counted)
 }
 
+// RefusalBudget bounds the audit events of failures anyone can cause
+// without credentials that one client address may write
+// (*ratelimit.Limiter implements it).
+type RefusalBudget interface {
+	AllowRefusalAudit(ctx context.Context, ip string) bool
+}
+
 // Auditor records security-relevant events (*app.Auditor).
 type Auditor interface {
 	Record(ctx context.Context, e store.AuditEvent)
@@ -54,6 +61,9 @@ type Deps struct {
 	Policy   Policy
 	Throttle Throttle
 	Audit    Auditor
+	// Budget bounds the failures recorded before the login throttle
+	// counted anything (failed); nil records every one.
+	Budget RefusalBudget
 	// Issuer labels TOTP enrolments (PORTCULLIS_MFA_ISSUER).
 	Issuer string
 	// TokenTTL is the lifetime of an mfa_token (PORTCULLIS_MFA_TOKEN_TTL).
@@ -304,8 +314,16 @@ func (s *Service) record(ctx context.Context, m Meta, action, target string, det
 }
 
 // failed audits a refused second factor (mfa.failed); never the code.
+// A wrong code is counted by the login throttle before it is recorded; any
+// other failure (an mfa_token unknown, used, expired, of another client or
+// out of attempts: anyone can send one, as often as they like, with a
+// public client's id) is recorded only within the client address's budget
+// (Deps.Budget), and dropped beyond it.
 func (s *Service) failed(ctx context.Context, m Meta, target, reason, method, stage string) {
 	if s.d.Audit == nil {
+		return
+	}
+	if reason != reasonBadCode && s.d.Budget != nil && !s.d.Budget.AllowRefusalAudit(ctx, m.IP) {
 		return
 	}
 	details := map[string]string{"reason": reason, "method": method}

@@ -44,10 +44,14 @@ type Rules struct {
 	// verification link, an invite) that requests may have sent to one
 	// address (AllowMail): no one floods a stranger's inbox from the
 	// server's own domain.
-	MailPerRecipient   Rule
-	ResetPerIP         Rule
-	RegisterPerIP      Rule
-	PendingPerIP       Rule          // records of interactive state kept per client IP (AllowPending)
+	MailPerRecipient Rule
+	ResetPerIP       Rule
+	RegisterPerIP    Rule
+	PendingPerIP     Rule // records of interactive state kept per client IP (AllowPending)
+	// RefusalAuditPerIP bounds the audit events of refusals anyone can
+	// cause without credentials that one client address may have written
+	// (AllowRefusalAudit).
+	RefusalAuditPerIP  Rule
 	LoginFailureLimit  int64         // failures of one account before throttling starts
 	LoginFailureWindow time.Duration // how long failures are remembered
 	MaxLockout         time.Duration // the longest a throttled account waits
@@ -74,6 +78,10 @@ func DefaultRules(failureLimit int) Rules {
 		// requests a minute keep for their lifetimes (30 minutes, and a
 		// tombstone an hour longer).
 		PendingPerIP: Rule{Limit: 180, Window: time.Minute},
+		// Half of LoginPerIP: a person who mistypes a link or reloads a
+		// spent callback leaves a few; an address past it leaves at most
+		// 30 rows a minute of bounded size.
+		RefusalAuditPerIP: Rule{Limit: 30, Window: time.Minute},
 	}
 }
 
@@ -168,6 +176,22 @@ func (l *Limiter) AllowPending(ctx context.Context, ip string) error {
 		return nil
 	}
 	return l.Allow(ctx, "pending_ip", AddressKey(ip), l.rules.PendingPerIP)
+}
+
+// AllowRefusalAudit counts one audit event of a refusal a client at ip
+// caused without credentials and matching nothing the server kept (an
+// unknown identity provider or a bogus state at the upstream callback, a
+// refused token exchange) and tells whether it may be written: only
+// within RefusalAuditPerIP, so that no address writes unbounded audit rows
+// (audit events have no retention). Beyond it, or when the token state
+// cannot be reached (failing closed), the event is dropped; the request's
+// answer does not change, and a drop past the limit is counted in the rate-limited
+// metric (endpoint audit_refusal_ip). A nil Limiter allows every event.
+func (l *Limiter) AllowRefusalAudit(ctx context.Context, ip string) bool {
+	if l == nil {
+		return true
+	}
+	return l.Allow(ctx, "audit_refusal_ip", AddressKey(ip), l.rules.RefusalAuditPerIP) == nil
 }
 
 // Login throttle: after LoginFailureLimit failures of one account within

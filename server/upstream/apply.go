@@ -45,6 +45,17 @@ type Meta struct {
 	IP        string
 	UserAgent string
 	ClientID  string
+	// exchange: the sign-in is a token exchange (ExchangeSubjectToken),
+	// whose refusals are all unmatched.
+	exchange bool
+}
+
+// RefusalBudget bounds the refusals that matched no kept sign-in recorded
+// for one client address (*ratelimit.Limiter implements it).
+type RefusalBudget interface {
+	// AllowRefusalAudit counts one such refusal of a client at ip and
+	// tells whether it may be recorded.
+	AllowRefusalAudit(ctx context.Context, ip string) bool
 }
 
 // accounts is m as the accounts service takes it.
@@ -63,7 +74,10 @@ type Deps struct {
 	Audit     Auditor
 	Once      store.SingleUse
 	// MFA tells whether a user owes a second factor; nil: nobody does.
-	MFA    SecondFactors
+	MFA SecondFactors
+	// Budget bounds the unmatched refusals recorded per client address
+	// (RecordRefusal); nil records every one (rate limits off).
+	Budget RefusalBudget
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -294,7 +308,12 @@ func (s *Service) link(ctx context.Context, d Decision, m Meta, via string) erro
 // RecordRefusal writes the login.failed event of a refused upstream
 // sign-in (details.method upstream, the provider and the reason) and
 // returns err. Errors that are not refusals are recorded with reason
-// provider_unavailable or the error's kind.
+// provider_unavailable or the error's kind. details.provider is the id of
+// a configured provider, else "unknown": an id as a caller sent it is
+// never kept or logged. A refusal that matched no sign-in the server kept
+// (unmatched) is recorded only within the client address's budget
+// (Deps.Budget); beyond it the event is dropped and err returned as is.
+// The one place these events are written, for both entry paths.
 func (s *Service) RecordRefusal(ctx context.Context, m Meta, providerID string, err error) error {
 	details := map[string]string{"method": "upstream"}
 	target := ""
@@ -311,10 +330,41 @@ func (s *Service) RecordRefusal(ctx context.Context, m Meta, providerID string, 
 	default:
 		details["reason"] = "error"
 	}
-	if providerID != "" {
+	details["provider"] = UnknownProvider
+	if _, ok := s.d.Providers.Get(providerID); ok {
 		details["provider"] = providerID
+	}
+	if unmatched(m, err) && s.d.Budget != nil && !s.d.Budget.AllowRefusalAudit(ctx, m.IP) {
+		return err
 	}
 	s.d.Audit.Record(ctx, store.AuditEvent{Action: "login.failed", Outcome: store.OutcomeFailure, TargetID: target,
 		ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: details})
 	return err
+}
+
+// UnknownProvider is details.provider of a refusal whose provider id names
+// no configured provider.
+const UnknownProvider = "unknown"
+
+// unmatched tells whether a refusal matched no sign-in the server kept,
+// so that anyone can cause it as often as they like without credentials:
+// an unknown provider, a missing, unknown, replayed or mismatched state at
+// the callback, and every refused token exchange (the built-in public
+// client has no secret, and a subject token is spent only once verified).
+// A refusal after a kept sign-in was taken (the browser path past its
+// state) costs a sign-in begun within the pending-record limit, and is
+// always recorded.
+func unmatched(m Meta, err error) bool {
+	if m.exchange {
+		return true
+	}
+	var r *Refusal
+	if !errors.As(err, &r) {
+		return false
+	}
+	switch r.Reason {
+	case ReasonUnknownProvider, ReasonInvalidState, ReasonReplayedCallback:
+		return true
+	}
+	return false
 }

@@ -38,7 +38,7 @@ const maxIDTokenLen = 16 << 10
 // details.method upstream) and answered 400 invalid_request with the
 // reason; a provider that cannot be reached is 503.
 func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client, raw string, meta token.RequestMeta) (token.ExchangedSubject, error) {
-	m := Meta{IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID}
+	m := Meta{IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID, exchange: true}
 	user, p, c, err := s.exchange(ctx, raw, m)
 	if err != nil {
 		pid := ""
