@@ -16,6 +16,12 @@ const MaxUserAgent = 256
 // address) is 45.
 const MaxIP = 64
 
+// MaxAuditDetail is the most bytes of one value of an audit event's
+// details that the event keeps (CleanDetails): room for a scope list or a
+// passkey's credential id, and a bound on what a request makes one row
+// hold, whatever text it carries into a detail.
+const MaxAuditDetail = 2048
+
 // CleanText returns v as free text every backend can store and every page,
 // log line and JSON answer can show as it is: each run of invalid UTF-8
 // becomes U+FFFD, control characters (NUL, tab, newlines, the other C0 and
@@ -49,6 +55,21 @@ func CleanText(v string, limit int) string {
 // ever costs an audit event or a sign-in.
 func CleanRequestMeta(ip, userAgent string) (string, string) {
 	return CleanText(ip, MaxIP), CleanText(userAgent, MaxUserAgent)
+}
+
+// CleanDetails returns details as audit events keep them: each value as
+// CleanText makes it, to MaxAuditDetail bytes; keys are the code's own. The
+// audit writer applies it before an event is stored and logged, and the
+// backends again to what they store. details is not changed; nil stays nil.
+func CleanDetails(details map[string]string) map[string]string {
+	if details == nil {
+		return nil
+	}
+	out := make(map[string]string, len(details))
+	for k, v := range details {
+		out[k] = CleanText(v, MaxAuditDetail)
+	}
+	return out
 }
 
 // EmailKey is the key by which an email address names one account, one

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"unicode"
@@ -61,6 +62,35 @@ func TestCleanRequestMeta(t *testing.T) {
 			ip, ua := store.CleanRequestMeta(tc.ip, tc.ua)
 			if ip != tc.wantIP || ua != tc.wantUA {
 				t.Fatalf("CleanRequestMeta(%q, %q) = %q, %q; want %q, %q", tc.ip, tc.ua, ip, ua, tc.wantIP, tc.wantUA)
+			}
+		})
+	}
+}
+
+// TestCleanDetails: every value of an audit event's details is cut to
+// MaxAuditDetail bytes of clean text; keys and short values are kept, and
+// the map given is not changed.
+func TestCleanDetails(t *testing.T) {
+	long := strings.Repeat("a", 16<<10)
+	for _, tc := range []struct {
+		name string
+		in   map[string]string
+		want map[string]string
+	}{
+		{"ok/nil", nil, nil},
+		{"ok/short_kept", map[string]string{"provider": "corp", "reason": "invalid_state"}, map[string]string{"provider": "corp", "reason": "invalid_state"}},
+		{"ok/at_the_limit", map[string]string{"scope": long[:store.MaxAuditDetail]}, map[string]string{"scope": long[:store.MaxAuditDetail]}},
+		{"fail/long_cut", map[string]string{"provider": long}, map[string]string{"provider": long[:store.MaxAuditDetail]}},
+		{"fail/controls_dropped", map[string]string{"x": "a\x00b\r\nc"}, map[string]string{"x": "abc"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := maps.Clone(tc.in)
+			got := store.CleanDetails(tc.in)
+			if !maps.Equal(got, tc.want) || (got == nil) != (tc.want == nil) {
+				t.Fatalf("CleanDetails = %d values, want %d", len(got), len(tc.want))
+			}
+			if !maps.Equal(tc.in, before) {
+				t.Fatal("CleanDetails changed the map it was given")
 			}
 		})
 	}

@@ -39,10 +39,14 @@ func (a *Auditor) RecordLogin(ctx context.Context, e store.AuditEvent) {
 }
 
 // write stores e with put (AppendAudit, RecordLogin) and logs it: the
-// one place an event is written and logged. A failed write is logged, not
+// one place an event is written and logged, each detail cut to
+// store.MaxAuditDetail bytes of clean text. A failed write is logged, not
 // returned (RecordLogin's ErrNotFound, a user deleted meanwhile, has stored
 // the event).
 func (a *Auditor) write(ctx context.Context, e *store.AuditEvent, put func(context.Context, *store.AuditEvent) error) {
+	// Details may quote a request: the stored and the logged event keep
+	// each as store.CleanDetails makes it.
+	e.Details = store.CleanDetails(e.Details)
 	// The write must not be lost because the client went away.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

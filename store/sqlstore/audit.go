@@ -25,13 +25,15 @@ func (s *Store) AppendAudit(ctx context.Context, e *store.AuditEvent) error {
 
 // auditRowOf is the row of a new audit event e (a new ID; Time, when zero,
 // now) and the details it stores. Its IP address and User-Agent are kept
-// as store.CleanRequestMeta makes them, as the server reads them: text
-// PostgreSQL refuses (invalid UTF-8, NUL) must never cost the event.
+// as store.CleanRequestMeta makes them, as the server reads them, and its
+// details as store.CleanDetails makes them: text PostgreSQL refuses
+// (invalid UTF-8, NUL) must never cost the event, and no detail is kept
+// beyond store.MaxAuditDetail bytes.
 func (s *Store) auditRowOf(e *store.AuditEvent) (auditRow, map[string]string, error) {
 	if e == nil || e.Action == "" {
 		return auditRow{}, nil, fmt.Errorf("action is required")
 	}
-	details := e.Details
+	details := store.CleanDetails(e.Details)
 	if details == nil {
 		details = map[string]string{}
 	}

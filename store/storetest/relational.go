@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -88,6 +89,7 @@ func RunRelationalTests(t *testing.T, open func(t *testing.T) *sqlstore.Store) {
 		{"ok/audit_append_list_filter_page", testAudit},
 		{"ok/audit_scrub_pii", testAuditScrub},
 		{"ok/audit_request_text_always_stored", testAuditRequestText},
+		{"ok/audit_details_capped", testAuditDetailsCapped},
 		{"ok/consents_put_get_replace_list", testConsents},
 		{"fail/consents", testConsentsFail},
 		{"ok/consents_end_with_user_or_client", testConsentsCascade},
@@ -2052,6 +2054,34 @@ func testAuditRequestText(t *testing.T, s *sqlstore.Store) {
 				}
 			}
 		})
+	}
+}
+
+// testAuditDetailsCapped: each detail of an event is stored as
+// store.CleanDetails makes it (CleanText, to store.MaxAuditDetail bytes),
+// by AppendAudit and RecordLogin alike, so no request makes one row hold
+// more than that a detail, whatever text it carries into a detail.
+func testAuditDetailsCapped(t *testing.T, s *sqlstore.Store) {
+	c := rctx(t)
+	u := mustCreateUser(t, s, newUser("kit@example.com"))
+	in := map[string]string{"long": strings.Repeat("a", 16<<10), "controls": "a\x00b\nc", "plain": "corp"}
+	want := map[string]string{"long": strings.Repeat("a", store.MaxAuditDetail), "controls": "abc", "plain": "corp"}
+	for _, write := range []struct {
+		action string
+		put    func(context.Context, *store.AuditEvent) error
+	}{{"login.failed", s.AppendAudit}, {"login.succeeded", s.RecordLogin}} {
+		e := &store.AuditEvent{Action: write.action, Outcome: store.OutcomeFailure, TargetID: u.ID, Details: maps.Clone(in)}
+		if err := write.put(c, e); err != nil {
+			t.Fatalf("%s: %v", write.action, err)
+		}
+		page, err := s.ListAudit(c, store.AuditFilter{Action: write.action, TargetID: u.ID, Limit: 1})
+		if err != nil || len(page.Items) != 1 {
+			t.Fatalf("ListAudit: %+v, %v", page.Items, err)
+		}
+		if got := page.Items[0].Details; !maps.Equal(got, want) {
+			t.Fatalf("%s stored details of %d, %q, %q; want %d bytes, %q, %q", write.action,
+				len(got["long"]), got["controls"], got["plain"], store.MaxAuditDetail, want["controls"], want["plain"])
+		}
 	}
 }
 
