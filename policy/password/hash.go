@@ -109,8 +109,16 @@ type Hasher struct {
 	// per hash, which cost a garbage collection every few logins. A slot's
 	// memory holds its last hash's blocks until the next hash overwrites
 	// them, as the garbage held them until reused before.
-	slots chan *argon2.Memory
-	runs  atomic.Uint64 // hashes computed, counted for the tests
+	slots   chan *argon2.Memory
+	waiting atomic.Int64  // callers waiting for a slot (Load)
+	runs    atomic.Uint64 // hashes computed, counted for the tests
+}
+
+// Load reports the hashes running now (slots taken) and the callers
+// waiting for a slot: how saturated the instance's hashing is, for its
+// metrics (portcullis_password_hashes_running and _waiting).
+func (h *Hasher) Load() (running, waiting int) {
+	return cap(h.slots) - len(h.slots), int(h.waiting.Load())
 }
 
 // compute runs one hash under a slot and returns how long the hash ran:
@@ -124,9 +132,12 @@ func (h *Hasher) compute(ctx context.Context, f func(mem *argon2.Memory)) (time.
 		return 0, fmt.Errorf("%w: %w", ErrBusy, err)
 	}
 	var mem *argon2.Memory
+	h.waiting.Add(1)
 	select {
 	case mem = <-h.slots:
+		h.waiting.Add(-1)
 	case <-ctx.Done():
+		h.waiting.Add(-1)
 		return 0, fmt.Errorf("%w: waiting for a hashing slot: %w", ErrBusy, ctx.Err())
 	}
 	defer func() { h.slots <- mem }()

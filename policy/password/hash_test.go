@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -673,5 +674,52 @@ func TestVerifyClass(t *testing.T) {
 		if got := VerifyClass(tt.hash, tt.pw, tt.opts...); got != tt.want {
 			t.Errorf("%s: VerifyClass = %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestLoad: Load counts the hashes holding a slot and the callers queued
+// for one, and a caller that gives up waiting leaves the queue.
+func TestLoad(t *testing.T) {
+	h := newHasher(t, Params{Memory: 64, Time: 1, Threads: 1, SaltLength: 16, KeyLength: 32})
+	slots := cap(h.slots)
+	release := make(chan struct{})
+	held := make(chan struct{}, slots)
+	for range slots {
+		go h.compute(ctx, func(*argon2.Memory) { held <- struct{}{}; <-release })
+	}
+	for range slots {
+		<-held
+	}
+	if r, w := h.Load(); r != slots || w != 0 {
+		t.Fatalf("every slot held: Load() = %d running, %d waiting; want %d, 0", r, w, slots)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	gave := make(chan error)
+	go func() { _, err := h.compute(wctx, func(*argon2.Memory) {}); gave <- err }()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, w := h.Load(); w == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queued caller never showed as waiting")
+		}
+		runtime.Gosched()
+	}
+	cancel()
+	if err := <-gave; !errors.Is(err, ErrBusy) {
+		t.Fatalf("the caller that gave up: %v, want ErrBusy", err)
+	}
+	if r, w := h.Load(); r != slots || w != 0 {
+		t.Fatalf("after the caller gave up: Load() = %d running, %d waiting; want %d, 0", r, w, slots)
+	}
+	close(release)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if r, _ := h.Load(); r == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slots were never given back")
+		}
+		runtime.Gosched()
 	}
 }

@@ -482,6 +482,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *App, er
 	if err != nil {
 		return nil, err
 	}
+	m.ObserveHashing(hasher.Load)
 	checker, err := passcheck.New(passcheck.Deps{Users: core.Store, Hasher: hasher, Throttle: limiter, Audit: core.Audit,
 		Metrics: m, Logger: log})
 	if err != nil {

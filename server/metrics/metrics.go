@@ -99,6 +99,24 @@ func New(keyAge func() time.Duration) *Metrics {
 	return m
 }
 
+// ObserveHashing publishes load, the password hasher's saturation
+// (password.Hasher.Load), as portcullis_password_hashes_running (hashes
+// running now, at most the CPU count) and portcullis_password_hashes_waiting
+// (requests queued for a hashing slot: a queue that grows is logins
+// arriving faster than the instance can hash them).
+func (m *Metrics) ObserveHashing(load func() (running, waiting int)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portcullis_password_hashes_running", Help: "Password hashes running now (at most one per CPU).",
+		}, func() float64 { r, _ := load(); return float64(r) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "portcullis_password_hashes_waiting", Help: "Requests waiting for a password hashing slot.",
+		}, func() float64 { _, w := load(); return float64(w) }))
+}
+
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
