@@ -38,6 +38,9 @@ type IntrospectorOptions struct {
 	// ClientID and ClientSecret authenticate this service to the issuer.
 	ClientID, ClientSecret string
 	// HTTPClient asks the endpoint; nil: a client with DefaultIntrospectionTimeout.
+	// A client given is copied, never changed: the copy refuses every URL
+	// and redirect the rule above refuses (so the secret and the token are
+	// never re-sent in clear), then runs the client's own CheckRedirect.
 	HTTPClient *http.Client
 	// CacheTTL is how long an answer is reused, keyed by the token's
 	// SHA-256 (default DefaultIntrospectionCacheTTL; NoCache to disable).
@@ -123,11 +126,8 @@ func NewIntrospector(opts IntrospectorOptions) (*Introspector, error) {
 	if opts.MaxCacheEntries <= 0 {
 		opts.MaxCacheEntries = DefaultIntrospectionCacheMax
 	}
-	in := &Introspector{opts: opts, client: opts.HTTPClient, now: opts.Now, endpoint: opts.Endpoint,
-		cache: map[[sha256.Size]byte]cacheEntry{}, inflight: map[[sha256.Size]byte]*introspectionCall{}}
-	if in.client == nil {
-		in.client = &http.Client{Timeout: DefaultIntrospectionTimeout, CheckRedirect: refuseInsecureRedirect}
-	}
+	in := &Introspector{opts: opts, client: guardedClient(opts.HTTPClient, DefaultIntrospectionTimeout), now: opts.Now,
+		endpoint: opts.Endpoint, cache: map[[sha256.Size]byte]cacheEntry{}, inflight: map[[sha256.Size]byte]*introspectionCall{}}
 	if in.now == nil {
 		in.now = time.Now
 	}

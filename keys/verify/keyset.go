@@ -49,6 +49,9 @@ type RemoteKeySetOptions struct {
 	// JWKSURL, when set, is used instead of discovery.
 	JWKSURL string
 	// HTTPClient fetches documents; nil: a client with DefaultFetchTimeout.
+	// A client given is copied, never changed: the copy refuses every URL
+	// and redirect the rule above refuses, then runs the client's own
+	// CheckRedirect (at most 10 redirects).
 	HTTPClient *http.Client
 	// UnknownKIDInterval: a token with an unknown kid causes a refetch at
 	// most once per this interval (default DefaultUnknownKIDInterval), so a
@@ -135,10 +138,8 @@ func NewRemoteKeySet(opts RemoteKeySetOptions) (*RemoteKeySet, error) {
 	if opts.MinRefresh > opts.MaxRefresh {
 		return nil, errors.New("remote key set: MinRefresh is longer than MaxRefresh")
 	}
-	ks := &RemoteKeySet{opts: opts, client: opts.HTTPClient, now: opts.Now, jwksURL: opts.JWKSURL, kick: make(chan struct{}, 1)}
-	if ks.client == nil {
-		ks.client = &http.Client{Timeout: DefaultFetchTimeout, CheckRedirect: refuseInsecureRedirect}
-	}
+	ks := &RemoteKeySet{opts: opts, client: guardedClient(opts.HTTPClient, DefaultFetchTimeout), now: opts.Now,
+		jwksURL: opts.JWKSURL, kick: make(chan struct{}, 1)}
 	if ks.now == nil {
 		ks.now = time.Now
 	}
@@ -187,13 +188,74 @@ func isLoopbackHost(host string) bool {
 	return err == nil && ip.Zone() == "" && ip.Unmap().IsLoopback()
 }
 
-// refuseInsecureRedirect is the CheckRedirect of the HTTP clients this
-// package creates: a redirect to a URL checkURL refuses is not followed.
+// refuseInsecureRedirect is the first CheckRedirect of every HTTP client
+// this package uses: a redirect to a URL checkURL refuses is not followed.
 func refuseInsecureRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
 		return errors.New("stopped after 10 redirects")
 	}
 	return checkURL(req.URL.String())
+}
+
+// guardedClient is the one place where every HTTP client this package
+// fetches with (RemoteKeySet, Introspector, Discover) gets the checkURL
+// rule: nil gives a new client with timeout; a caller's client is copied
+// (never changed), and the copy refuses a redirect checkURL refuses before
+// running the caller's own CheckRedirect. Both also check every request's
+// URL at the transport, whatever the client's other settings.
+func guardedClient(c *http.Client, timeout time.Duration) *http.Client {
+	if c == nil {
+		return &http.Client{Timeout: timeout, CheckRedirect: refuseInsecureRedirect, Transport: guardedTransport{}}
+	}
+	if _, done := c.Transport.(guardedTransport); done {
+		return c
+	}
+	g := *c
+	g.Transport = guardedTransport{next: c.Transport}
+	own := c.CheckRedirect
+	g.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if err := refuseInsecureRedirect(req, via); err != nil {
+			return err
+		}
+		if own != nil {
+			return own(req, via)
+		}
+		return nil
+	}
+	return &g
+}
+
+// guardedTransport refuses a request whose URL checkURL refuses, then
+// hands it to next (nil: http.DefaultTransport).
+type guardedTransport struct {
+	next http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := checkURL(req.URL.String()); err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, fmt.Errorf("request refused: %w", err)
+	}
+	next := t.next
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	return next.RoundTrip(req)
+}
+
+// CloseIdleConnections passes http.Client.CloseIdleConnections on to the
+// wrapped transport.
+func (t guardedTransport) CloseIdleConnections() {
+	next := t.next
+	if next == nil {
+		next = http.DefaultTransport
+	}
+	if c, ok := next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // Close stops the background refresh, cancels a fetch under way and waits
@@ -573,14 +635,14 @@ type Metadata struct {
 }
 
 // Discover fetches {issuer}/.well-known/openid-configuration and checks that
-// its issuer is exactly issuer. client nil: a client with DefaultFetchTimeout.
+// its issuer is exactly issuer. client nil: a client with DefaultFetchTimeout;
+// a client given is used through a copy that keeps the https-only rule of
+// RemoteKeySetOptions (redirects included) and is never changed.
 func Discover(ctx context.Context, client *http.Client, issuer string) (*Metadata, error) {
 	if err := checkURL(issuer); err != nil {
 		return nil, fmt.Errorf("discovery: issuer: %w", err)
 	}
-	if client == nil {
-		client = &http.Client{Timeout: DefaultFetchTimeout, CheckRedirect: refuseInsecureRedirect}
-	}
+	client = guardedClient(client, DefaultFetchTimeout)
 	u := strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
