@@ -220,7 +220,7 @@ func (in *Introspector) lookup(ctx context.Context, token string, ttl time.Durat
 		}
 		in.mu.Unlock()
 		if !waiting {
-			return in.askAndCache(ctx, key, token, hint, call)
+			return in.askAndCache(ctx, key, token, hint, ttl, call)
 		}
 		if in.waitHook != nil {
 			in.waitHook()
@@ -242,9 +242,9 @@ func (in *Introspector) lookup(ctx context.Context, token string, ttl time.Durat
 	}
 }
 
-// askAndCache makes the request of call, caches its answer and wakes the
-// lookups waiting for it.
-func (in *Introspector) askAndCache(ctx context.Context, key [sha256.Size]byte, token, hint string, call *introspectionCall) (*introspection, error) {
+// askAndCache makes the request of call, caches its answer for ttl (when
+// makeRoom allows) and wakes the lookups waiting for it.
+func (in *Introspector) askAndCache(ctx context.Context, key [sha256.Size]byte, token, hint string, ttl time.Duration, call *introspectionCall) (*introspection, error) {
 	res, err := in.ask(ctx, token, hint)
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrIntrospectionUnavailable, err)
@@ -258,22 +258,58 @@ func (in *Introspector) askAndCache(ctx context.Context, key [sha256.Size]byte, 
 	if err != nil {
 		return nil, err
 	}
-	until := now.Add(in.opts.CacheTTL)
+	until := now.Add(ttl)
 	if res.claims != nil && res.claims.ExpiresAt.Before(until) {
 		until = res.claims.ExpiresAt
 	}
-	if len(in.cache) >= in.opts.MaxCacheEntries {
-		for k, e := range in.cache {
-			if !now.Before(e.until) {
-				delete(in.cache, k)
-			}
-		}
-		if len(in.cache) >= in.opts.MaxCacheEntries {
-			clear(in.cache)
+	if in.makeRoom(now, res.active) {
+		in.cache[key] = cacheEntry{res: res, at: now, until: until}
+	}
+	return res, nil
+}
+
+// makeRoom keeps the cache within MaxCacheEntries before an answer is added
+// at now, and reports whether it may be added. When the cache is full it
+// drops the expired answers, then the negative ones; a negative answer
+// that still finds it full (of live positive answers) is not cached, and
+// a positive one replaces the oldest positive. Anyone can mint well-formed
+// API keys (the checksum is public), so a flood of forged keys never
+// evicts a real key's live answer. Called with in.mu held.
+func (in *Introspector) makeRoom(now time.Time, positive bool) bool {
+	full := func() bool { return len(in.cache) >= in.opts.MaxCacheEntries }
+	if !full() {
+		return true
+	}
+	for k, e := range in.cache {
+		if !now.Before(e.until) {
+			delete(in.cache, k)
 		}
 	}
-	in.cache[key] = cacheEntry{res: res, at: now, until: until}
-	return res, nil
+	if !full() {
+		return true
+	}
+	for k, e := range in.cache {
+		if !e.res.active {
+			delete(in.cache, k)
+		}
+	}
+	if !full() {
+		return true
+	}
+	if !positive {
+		return false
+	}
+	var (
+		oldest   [sha256.Size]byte
+		oldestAt time.Time
+	)
+	for k, e := range in.cache {
+		if oldestAt.IsZero() || e.at.Before(oldestAt) {
+			oldest, oldestAt = k, e.at
+		}
+	}
+	delete(in.cache, oldest)
+	return true
 }
 
 // introspectionAnswer is the members of an RFC 7662 answer that are read.
