@@ -681,7 +681,8 @@ func resolveIdentityIssuers(ctx context.Context, st *sqlstore.Store, ps *upstrea
 // the policy, the single-use records and the remembered consents. The flow
 // also serves /oauth2/par. limiter (nil: rate limits off) counts each
 // pending or pushed authorization request and each held logout request
-// kept for a caller's address.
+// kept for a caller's address, and each code minted for its browser
+// session.
 func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenStates, users cachedUsers, cl *clients.Cache,
 	tokens *token.Service, checker *passcheck.Checker, ender *signout.Ender, limiter *ratelimit.Limiter) (pages.SignInDeps, *pages.AuthorizeFlow, error) {
 	browser, err := browsersession.New(states.Browser, browsersession.Config{IdleTTL: cfg.SessionIdleTTL, MaxAge: cfg.SessionMaxAge,
@@ -692,6 +693,9 @@ func signInDeps(cfg config.Config, log *slog.Logger, core *Core, states TokenSta
 	flow := &pages.AuthorizeFlow{Issuer: cfg.Issuer, Clients: cl, Hints: tokens, Permissions: core.Policy, Once: states.Once,
 		Sessions: states.Browser, Dropped: ender, Users: users, Consents: core.Store, SecondFactors: tokens, Audit: core.Audit,
 		Pending: limiter, CodeTTL: cfg.AuthCodeTTL, RequestTTL: cfg.AuthorizeRequestTTL, Logger: log}
+	if limiter != nil {
+		flow.Codes = limiter // rate limits off: no call per code
+	}
 	return pages.SignInDeps{Flow: flow, Browser: browser, Checker: checker, Users: core.Store, Audit: core.Audit,
 		Rehasher: tokens, Logins: tokens, Hints: tokens, Clients: cl, Ender: ender, Once: states.Once, Pending: limiter}, flow, nil
 }

@@ -64,6 +64,10 @@ type AuthorizeFlow struct {
 	// client) for the caller's address (*ratelimit.Limiter; nil: no
 	// limit).
 	Pending PendingLimiter
+	// Codes counts each code minted for the browser session that mints it
+	// (*ratelimit.Limiter.AllowCode; nil: no limit), single sign-on
+	// included.
+	Codes CodeLimiter
 	// CodeTTL is PORTCULLIS_AUTH_CODE_TTL, RequestTTL PORTCULLIS_AUTHORIZE_REQUEST_TTL.
 	CodeTTL    time.Duration
 	RequestTTL time.Duration
@@ -72,6 +76,12 @@ type AuthorizeFlow struct {
 }
 
 var _ Flow = (*AuthorizeFlow)(nil)
+
+// CodeLimiter bounds the authorization codes one browser session mints
+// (*ratelimit.Limiter.AllowCode): 429 past its budget.
+type CodeLimiter interface {
+	AllowCode(ctx context.Context, sessionID string) error
+}
 
 func (f *AuthorizeFlow) now() time.Time {
 	if f.Now != nil {
@@ -104,7 +114,8 @@ func (f *AuthorizeFlow) Authorize(ctx context.Context, r *http.Request, m accoun
 // save keeps req as pending for a page (authorize.SavePending) once the
 // caller's address may have one more record kept (f.Pending: 429 past its
 // budget, nothing kept). Every pending request is kept through it; an
-// answer given at once keeps nothing and counts nothing.
+// answer given at once keeps no pending request (its code counts against
+// its browser session: issueWithGrant).
 func (f *AuthorizeFlow) save(ctx context.Context, req *authorize.Request, m accounts.Meta, now time.Time) (string, error) {
 	if f.Pending != nil {
 		if err := f.Pending.AllowPending(ctx, m.IP); err != nil {
@@ -456,7 +467,20 @@ func (f *AuthorizeFlow) next(ctx context.Context, id string, req *authorize.Requ
 // Dropped. It fails closed: a grant not recorded could not be ended with
 // the session, so its code is never answered (if stored, it stays unused
 // until it expires); nor is it when a dropped grant could not be ended.
+//
+// It is the one routine that keeps a code, so it first counts the code
+// against its browser session's budget (f.Codes): past it, the limiter's
+// 429 (the error page, as for the flow's other budgets, never a redirect)
+// and nothing is kept. A request answered at once (single sign-on) is
+// otherwise counted nowhere. A pending request answered here was taken
+// before (finish): a refused one is not kept either, and the person starts
+// again from the application.
 func (f *AuthorizeFlow) issueWithGrant(ctx context.Context, bs *store.BrowserSession, code authorize.PreparedCode, now time.Time) error {
+	if f.Codes != nil {
+		if err := f.Codes.AllowCode(ctx, bs.ID); err != nil {
+			return fmt.Errorf("count the code against its browser session: %w", err)
+		}
+	}
 	rec := code.Record
 	dropped, err := f.Sessions.AddBrowserSessionGrantWithCode(ctx, bs.UserID, bs.ID, store.SessionGrant{SID: rec.SID, ClientID: rec.ClientID,
 		Offline: rec.Offline, GrantedAt: now}, code.Once)

@@ -51,10 +51,13 @@ type Rules struct {
 	// RefusalAuditPerIP bounds the audit events of refusals anyone can
 	// cause without credentials that one client address may have written
 	// (AllowRefusalAudit).
-	RefusalAuditPerIP  Rule
-	LoginFailureLimit  int64         // failures of one account before throttling starts
-	LoginFailureWindow time.Duration // how long failures are remembered
-	MaxLockout         time.Duration // the longest a throttled account waits
+	RefusalAuditPerIP Rule
+	// CodesPerBrowserSession bounds the authorization codes one browser
+	// session mints (AllowCode), single sign-on included.
+	CodesPerBrowserSession Rule
+	LoginFailureLimit      int64         // failures of one account before throttling starts
+	LoginFailureWindow     time.Duration // how long failures are remembered
+	MaxLockout             time.Duration // the longest a throttled account waits
 }
 
 // DefaultRules are the built-in limits (see docs/security.md for the reasoning).
@@ -82,6 +85,14 @@ func DefaultRules(failureLimit int) Rules {
 		// spent callback leaves a few; an address past it leaves at most
 		// 30 rows a minute of bounded size.
 		RefusalAuditPerIP: Rule{Limit: 30, Window: time.Minute},
+		// Two a second for one browser session, sustained for a minute: a
+		// person signing in to a few applications, each reloaded or opened
+		// in several tabs, mints a handful; an application that loops on
+		// the authorization endpoint meets the limit within a minute. Past
+		// it the session keeps, at most, 120 codes of up to about 5 KB for
+		// PORTCULLIS_AUTH_CODE_TTL (60 s) and adds 120 grants a minute to
+		// itself (which store.MaxSessionGrants caps).
+		CodesPerBrowserSession: Rule{Limit: 120, Window: time.Minute},
 	}
 }
 
@@ -169,8 +180,9 @@ func Hash(subject string) string {
 // sign-in started at an upstream provider, a begun WebAuthn ceremony) and
 // refuses it with 429 beyond PendingPerIP, so no address can fill the
 // token state with requests nobody completes. The one check of every
-// place that keeps such a record; an answer given at once (single
-// sign-on) keeps nothing and counts nothing.
+// place that keeps such a record. An answer given at once (single
+// sign-on) keeps no such record; the code it mints is counted against its
+// browser session instead (AllowCode).
 func (l *Limiter) AllowPending(ctx context.Context, ip string) error {
 	if l == nil {
 		return nil
@@ -192,6 +204,22 @@ func (l *Limiter) AllowRefusalAudit(ctx context.Context, ip string) bool {
 		return true
 	}
 	return l.Allow(ctx, "audit_refusal_ip", AddressKey(ip), l.rules.RefusalAuditPerIP) == nil
+}
+
+// AllowCode counts one authorization code about to be minted in the
+// browser session sessionID (store.BrowserSession.ID) and refuses it with
+// 429 beyond CodesPerBrowserSession: a signed-in browser is answered with
+// a code at once (single sign-on), and each code is kept until it expires,
+// so without it a browser could fill the token state with codes as fast as
+// it asks. The budget is the session's, not its address's, so that people
+// behind one address do not share it. The key holds only a hash of the id
+// (Allow); Hash folds ASCII case, which leaves a random base64url id well
+// over a hundred bits.
+func (l *Limiter) AllowCode(ctx context.Context, sessionID string) error {
+	if l == nil {
+		return nil
+	}
+	return l.Allow(ctx, "code_session", sessionID, l.rules.CodesPerBrowserSession)
 }
 
 // Login throttle: after LoginFailureLimit failures of one account within
