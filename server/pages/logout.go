@@ -10,6 +10,7 @@ import (
 
 	"github.com/portcullis-auth/portcullis/server/apierr"
 	"github.com/portcullis-auth/portcullis/server/browsersession"
+	"github.com/portcullis-auth/portcullis/server/rtcookie"
 	"github.com/portcullis-auth/portcullis/server/signout"
 	"github.com/portcullis-auth/portcullis/server/token"
 	"github.com/portcullis-auth/portcullis/store"
@@ -293,7 +294,11 @@ func (p *Pages) logoutPost(c echo.Context) error {
 }
 
 // signOut ends the browser's session (nil: there is none) through the one
-// routine and clears its cookie.
+// routine and clears its cookie, and the refresh-token cookie of a cookie
+// client (rtcookie) with it: the contract's "logout clears it" holds for
+// the OIDC logout too, so a browser signed out no longer holds a refresh
+// token of an offline_access grant (which outlives the session by design)
+// nor a dead one.
 func (p *Pages) signOut(c echo.Context, bs *store.BrowserSession, clientID string) error {
 	secure := p.secure(c)
 	if bs != nil {
@@ -304,6 +309,7 @@ func (p *Pages) signOut(c echo.Context, bs *store.BrowserSession, clientID strin
 		}
 	}
 	c.SetCookie(browsersession.Clear(secure))
+	c.SetCookie(rtcookie.Clear(secure))
 	return nil
 }
 
