@@ -178,10 +178,13 @@ func TestStateOf(t *testing.T) {
 	}
 }
 
-// TestSignedInDuring: a login counts as made during a request from the
-// start of the second the request arrived in, since stores and providers
-// may keep a login's time in whole seconds (no endless login loop); the
-// flow asks it only of a request kept for a page (Inputs.SignedInDuring).
+// TestSignedInDuring: a login time kept to the second (a provider's
+// auth_time) counts as made during a request from the start of the second
+// the request arrived in (no endless login loop); a finer one only at or
+// after the arrival, so a session begun a moment before the request in
+// its second never counts (found by a review: every login in the
+// request's second counted). The flow asks it only of a request kept for
+// a page (Inputs.SignedInDuring).
 func TestSignedInDuring(t *testing.T) {
 	arrived := time.Date(2026, 12, 5, 3, 0, 10, 300*int(time.Millisecond), time.UTC)
 	r := &Request{ReceivedAt: arrived}
@@ -193,8 +196,11 @@ func TestSignedInDuring(t *testing.T) {
 		{"fail/the_second_before", arrived.Truncate(time.Second).Add(-time.Millisecond), false},
 		{"fail/an_hour_before", arrived.Add(-time.Hour), false},
 		{"ok/the_same_second_kept_in_whole_seconds", arrived.Truncate(time.Second), true},
-		{"ok/the_same_second_before_arrival", arrived.Add(-100 * time.Millisecond), true},
+		{"fail/the_same_second_before_arrival", arrived.Add(-100 * time.Millisecond), false},
+		{"fail/a_millisecond_before_arrival", arrived.Add(-time.Millisecond), false},
+		{"ok/at_arrival", arrived, true},
 		{"ok/after_arrival", arrived.Add(time.Millisecond), true},
+		{"ok/a_later_second_kept_in_whole_seconds", arrived.Truncate(time.Second).Add(time.Second), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := r.SignedInDuring(tc.auth); got != tc.want {

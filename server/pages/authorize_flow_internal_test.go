@@ -899,6 +899,42 @@ func TestAuthorizeFlowFreshnessOfARequestAnsweredAtOnce(t *testing.T) {
 	}
 }
 
+// TestAuthorizeFlowFreshnessOfAKeptRequest: a request kept for a page
+// (its login page reloaded, or a POSTed request resumed) is not met by the
+// browser's session begun a moment before it, in its second, either: the
+// login page again, never a code (found by a review of the fix above:
+// being kept counted every login of the request's second as during it).
+func TestAuthorizeFlowFreshnessOfAKeptRequest(t *testing.T) {
+	ctx := context.Background()
+	for _, extra := range [][]string{{"prompt", "login"}, {"max_age", "0"}} {
+		t.Run(extra[0]+"/reload", func(t *testing.T) {
+			env := newFlowEnv()
+			env.now = env.now.Add(300 * time.Millisecond)
+			q := url.Values{"client_id": {"first"}, "redirect_uri": {testRedirect}, "response_type": {"code"}, "scope": {"openid"},
+				"state": {"st"}, "code_challenge": {flowChallenge}, "code_challenge_method": {"S256"}}
+			q.Set(extra[0], extra[1])
+			old := session("usr_ann", env.now.Add(-50*time.Millisecond))
+			s, err := env.f.AuthorizeNow(ctx, httptest.NewRequest(http.MethodGet, "/oauth2/authorize?"+q.Encode(), nil), old, accounts.Meta{})
+			if err != nil || s.Kind != StepLogin {
+				t.Fatalf("AuthorizeNow: %+v %v, want the login page", s, err)
+			}
+			env.now = env.now.Add(100 * time.Millisecond)
+			if s2 := env.proceed(t, s.Request.ID, old, DoneNothing); s2.Kind != StepLogin {
+				t.Fatalf("the login page reloaded with the session from before the request: %+v, want the login page", s2)
+			}
+		})
+		t.Run(extra[0]+"/posted", func(t *testing.T) {
+			env := newFlowEnv()
+			env.now = env.now.Add(300 * time.Millisecond)
+			old := session("usr_ann", env.now.Add(-50*time.Millisecond))
+			id := env.authorize(t, "first", extra...)
+			if s2 := env.proceed(t, id, old, DoneNothing); s2.Kind != StepLogin {
+				t.Fatalf("a kept request resumed with the session from before it: %+v, want the login page", s2)
+			}
+		})
+	}
+}
+
 // TestAuthorizeFlowPageStepReadsClientOnce: a page step of an
 // authorization request (the login, consent, change-password and
 // select-account pages) reads its client once in the request that shows
