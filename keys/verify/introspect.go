@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"container/heap"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -63,19 +64,58 @@ type Introspector struct {
 
 	mu       sync.Mutex
 	endpoint string
-	cache    map[[sha256.Size]byte]cacheEntry
+	cache    map[[sha256.Size]byte]*cacheEntry
 	inflight map[[sha256.Size]byte]*introspectionCall
+	// positive and negative hold the cached answers of each kind, the
+	// soonest to expire first, so that makeRoom never scans the cache.
+	positive, negative expiryHeap
 
 	// waitHook, set by tests only, runs when a lookup starts waiting for
 	// another's request.
 	waitHook func()
 }
 
-// cacheEntry is a cached answer: from at, good until until.
+// cacheEntry is a cached answer: from at, good until until; index is its
+// place in its kind's expiryHeap.
 type cacheEntry struct {
+	key   [sha256.Size]byte
 	res   *introspection
 	at    time.Time
 	until time.Time
+	index int
+}
+
+// expiryHeap orders cached answers by until, the soonest first
+// (container/heap); steps counts its comparisons, for tests.
+type expiryHeap struct {
+	es    []*cacheEntry
+	steps int
+}
+
+func (h *expiryHeap) Len() int { return len(h.es) }
+
+func (h *expiryHeap) Less(i, j int) bool {
+	h.steps++
+	return h.es[i].until.Before(h.es[j].until)
+}
+
+func (h *expiryHeap) Swap(i, j int) {
+	h.es[i], h.es[j] = h.es[j], h.es[i]
+	h.es[i].index, h.es[j].index = i, j
+}
+
+func (h *expiryHeap) Push(x any) {
+	e := x.(*cacheEntry)
+	e.index = len(h.es)
+	h.es = append(h.es, e)
+}
+
+func (h *expiryHeap) Pop() any {
+	last := len(h.es) - 1
+	e := h.es[last]
+	h.es[last] = nil
+	h.es = h.es[:last]
+	return e
 }
 
 // introspection is one answer of the endpoint, read once.
@@ -127,7 +167,7 @@ func NewIntrospector(opts IntrospectorOptions) (*Introspector, error) {
 		opts.MaxCacheEntries = DefaultIntrospectionCacheMax
 	}
 	in := &Introspector{opts: opts, client: guardedClient(opts.HTTPClient, DefaultIntrospectionTimeout), now: opts.Now,
-		endpoint: opts.Endpoint, cache: map[[sha256.Size]byte]cacheEntry{}, inflight: map[[sha256.Size]byte]*introspectionCall{}}
+		endpoint: opts.Endpoint, cache: map[[sha256.Size]byte]*cacheEntry{}, inflight: map[[sha256.Size]byte]*introspectionCall{}}
 	if in.now == nil {
 		in.now = time.Now
 	}
@@ -262,36 +302,62 @@ func (in *Introspector) askAndCache(ctx context.Context, key [sha256.Size]byte, 
 	if res.claims != nil && res.claims.ExpiresAt.Before(until) {
 		until = res.claims.ExpiresAt
 	}
-	if in.makeRoom(now, res.active) {
-		in.cache[key] = cacheEntry{res: res, at: now, until: until}
-	}
+	in.keep(key, res, now, until)
 	return res, nil
+}
+
+// keep caches res for key, from now until until, when makeRoom allows; it
+// replaces the key's earlier answer. It is the one writer of the cache
+// (with drop, which it calls). Called with in.mu held.
+func (in *Introspector) keep(key [sha256.Size]byte, res *introspection, now, until time.Time) {
+	if old, ok := in.cache[key]; ok {
+		in.drop(old)
+	}
+	if !in.makeRoom(now, res.active) {
+		return
+	}
+	e := &cacheEntry{key: key, res: res, at: now, until: until}
+	in.cache[key] = e
+	heap.Push(in.kind(res.active), e)
+}
+
+// kind returns the heap of the positive or the negative answers.
+func (in *Introspector) kind(positive bool) *expiryHeap {
+	if positive {
+		return &in.positive
+	}
+	return &in.negative
+}
+
+// drop takes e out of the cache. Called with in.mu held.
+func (in *Introspector) drop(e *cacheEntry) {
+	heap.Remove(in.kind(e.res.active), e.index)
+	delete(in.cache, e.key)
 }
 
 // makeRoom keeps the cache within MaxCacheEntries before an answer is added
 // at now, and reports whether it may be added. When the cache is full it
-// drops the expired answers, then the negative ones; a negative answer
-// that still finds it full (of live positive answers) is not cached, and
-// a positive one replaces the oldest positive. Anyone can mint well-formed
-// API keys (the checksum is public), so a flood of forged keys never
-// evicts a real key's live answer. Called with in.mu held.
+// drops every expired answer, then, if it is still full, the negative
+// answer that expires first; a negative answer that still finds it full
+// (of live positive answers) is not cached, and a positive one replaces
+// the positive answer that expires first. Anyone can mint well-formed API
+// keys (the checksum is public), so a flood of forged keys never evicts a
+// real key's live answer. Each step takes the top of a heap, so an answer
+// costs O(log n) whatever the cache holds, and a full cache of live
+// answers refuses a negative one at once: a flood never scans the cache
+// under in.mu. Called with in.mu held.
 func (in *Introspector) makeRoom(now time.Time, positive bool) bool {
 	full := func() bool { return len(in.cache) >= in.opts.MaxCacheEntries }
 	if !full() {
 		return true
 	}
-	for k, e := range in.cache {
-		if !now.Before(e.until) {
-			delete(in.cache, k)
+	for _, h := range []*expiryHeap{&in.negative, &in.positive} {
+		for h.Len() > 0 && !now.Before(h.es[0].until) {
+			in.drop(h.es[0])
 		}
 	}
-	if !full() {
-		return true
-	}
-	for k, e := range in.cache {
-		if !e.res.active {
-			delete(in.cache, k)
-		}
+	for full() && in.negative.Len() > 0 {
+		in.drop(in.negative.es[0])
 	}
 	if !full() {
 		return true
@@ -299,16 +365,9 @@ func (in *Introspector) makeRoom(now time.Time, positive bool) bool {
 	if !positive {
 		return false
 	}
-	var (
-		oldest   [sha256.Size]byte
-		oldestAt time.Time
-	)
-	for k, e := range in.cache {
-		if oldestAt.IsZero() || e.at.Before(oldestAt) {
-			oldest, oldestAt = k, e.at
-		}
+	for full() && in.positive.Len() > 0 {
+		in.drop(in.positive.es[0])
 	}
-	delete(in.cache, oldest)
 	return true
 }
 
