@@ -389,8 +389,9 @@ const (
 	RevokedClient RevocationKind = "client"
 )
 
-// Revocation is a durable record of a revocation, kept until ExpiresAt (when
-// no token it could affect is still valid).
+// Revocation is a durable record of a revocation. ExpiresAt is when no
+// token it could affect is still valid; the record is kept until
+// RevocationKeptUntil(ExpiresAt), by whichever clock judges it.
 type Revocation struct {
 	Kind      RevocationKind
 	Value     string
@@ -407,10 +408,12 @@ type Revocation struct {
 type RevocationLog interface {
 	// RecordRevocations records revs, each unapplied from now on.
 	RecordRevocations(ctx context.Context, revs []Revocation) error
-	// ActiveRevocations lists every record whose ExpiresAt is after now.
+	// ActiveRevocations lists every record still kept at now: its
+	// RevocationKeptUntil(ExpiresAt) is after now.
 	ActiveRevocations(ctx context.Context, now time.Time) ([]Revocation, error)
-	// UnappliedRevocations lists up to limit records, unexpired at now,
-	// unapplied since recordedBefore or earlier, oldest first.
+	// UnappliedRevocations lists up to limit records, still kept at now
+	// (as ActiveRevocations), unapplied since recordedBefore or earlier,
+	// oldest first.
 	UnappliedRevocations(ctx context.Context, now, recordedBefore time.Time, limit int) ([]Revocation, error)
 	// MarkRevocationsApplied marks the records of revs applied, each only
 	// while it holds no later At or ExpiresAt than the one applied (a
@@ -466,3 +469,19 @@ func UserCutoffLifetime(maxAccessTokenTTL time.Duration) time.Duration {
 // by its own gets this margin (a retired signing key's publication, a
 // Redis revocation key's PXAT).
 const ClockSkew = time.Minute
+
+// RevocationKeptUntil is how long a revocation whose tokens expire at exp
+// (Revocation.ExpiresAt, a Redis key's expiry) is kept: exp plus
+// ClockSkew. The instance or store that drops the record judges this by
+// its clock while every instance judges the tokens' expiry by its own, so
+// a record dropped at the bare exp by a clock ahead re-admitted the tokens
+// at an instance whose clock is behind. Every backend's purge, expiry and
+// listing of revocations goes by it (or by RevocationExpiryKeptAfter); the
+// tokens' own expiry does not change.
+func RevocationKeptUntil(exp time.Time) time.Time { return exp.Add(ClockSkew) }
+
+// RevocationExpiryKeptAfter is RevocationKeptUntil turned around, for a
+// backend that selects records by their ExpiresAt: at now, a record is
+// kept while its ExpiresAt is after the time returned, and may be deleted
+// once it is at or before it.
+func RevocationExpiryKeptAfter(now time.Time) time.Time { return now.Add(-ClockSkew) }

@@ -1,6 +1,7 @@
 package redisstate
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -54,6 +55,62 @@ func TestRevocationKeysOutliveRedisClockAhead(t *testing.T) {
 			if !revoked {
 				t.Errorf("revoked with %s left by the instance's clock, and not revoked: its key expired by Redis's clock",
 					exp.Sub(behind()).Round(time.Millisecond))
+			}
+		})
+	}
+}
+
+// TestRebuildByInstanceAheadKeepsRevocations: Redis came back empty and the
+// instance that rebuilds its revocations from the durable log, or applies
+// the log's unapplied records, runs 30 s ahead (less than store.ClockSkew).
+// An instance whose clock is right still accepts the revoked tokens for
+// 10 s, so the records must be rebuilt: the log listed, and the rebuild
+// kept, only records unexpired by the rebuilder's clock (found by a
+// review; this test failed before the change).
+func TestRebuildByInstanceAheadKeepsRevocations(t *testing.T) {
+	const skew = 30 * time.Second
+	for _, tc := range []struct {
+		name  string
+		built bool // the set was rebuilt (empty) before the records were written
+		run   func(ctx context.Context, ahead *State) error
+	}{
+		{"rebuild", false, func(ctx context.Context, ahead *State) error { return ahead.rebuild(ctx) }},
+		{"reconciliation of unapplied records", true, func(ctx context.Context, ahead *State) error { return ahead.applyUnapplied(ctx) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			log, _ := revocationLog(t)
+			u, prefix := testservers.RedisURL(t)
+			c := openClient(t, u)
+			real := time.UnixMilli(time.Now().UnixMilli())
+			exp := real.Add(10 * time.Second)
+			revs := []store.Revocation{
+				{Kind: store.RevokedJTI, Value: "jti-skew", At: real, ExpiresAt: exp},
+				{Kind: store.RevokedSession, Value: "sid-skew", At: real, ExpiresAt: exp},
+			}
+			ahead := New(c, Options{Prefix: prefix, Log: log, ReconcileGrace: time.Millisecond,
+				Now: func() time.Time { return real.Add(skew) }})
+			if tc.built {
+				if err := ahead.rebuild(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := log.RecordRevocations(ctx, revs); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.run(ctx, ahead); err != nil {
+				t.Fatal(err)
+			}
+			right := New(c, Options{Prefix: prefix, Log: log, Now: func() time.Time { return real }})
+			for _, ref := range []store.AccessTokenRef{{JTI: "jti-skew", IssuedAt: real}, {JTI: "jti-2", SID: "sid-skew", IssuedAt: real}} {
+				revoked, err := right.inRevocationSet(ctx, ref)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !revoked {
+					t.Errorf("%+v: not revoked with %s left by the checking instance's clock, after a %s by an instance %s ahead",
+						ref, exp.Sub(real), tc.name, skew)
+				}
 			}
 		})
 	}

@@ -1453,14 +1453,14 @@ func (s *State) setUntil(ctx context.Context, key string, exp time.Time) error {
 }
 
 // keyExpiry is the PXAT (Unix ms) of a revocation key, or of a cut-off,
-// that must last until exp: exp plus store.ClockSkew. Redis judges PXAT
-// by its clock, and every instance judges the token's exp by its own, so
-// without the margin a Redis clock ahead of an instance's dropped the
-// revocation while the instance still accepted the token. Every
+// that must last until exp: store.RevocationKeptUntil(exp). Redis judges
+// PXAT by its clock, and every instance judges the token's exp by its
+// own, so without the margin a Redis clock ahead of an instance's dropped
+// the revocation while the instance still accepted the token. Every
 // revocation write's expiry goes through it (setUntil, the cut-off
 // scripts, a rebuild).
 func keyExpiry(exp time.Time) int64 {
-	return exp.Add(store.ClockSkew).UnixMilli()
+	return store.RevocationKeptUntil(exp).UnixMilli()
 }
 
 // RevokeFamily implements store.TokenState. The session's access tokens are
@@ -1595,7 +1595,7 @@ func (s *State) rebuild(ctx context.Context) error {
 	}
 	live := revs[:0:0]
 	for _, r := range revs {
-		if r.ExpiresAt.After(now) {
+		if store.RevocationKeptUntil(r.ExpiresAt).After(now) {
 			live = append(live, r)
 		}
 	}

@@ -299,9 +299,10 @@ func TestRevocationExpiry(t *testing.T) {
 				kinds []store.RevocationKind
 			}{
 				{"ok/all_active_before_expiry", now.Add(ttl - time.Millisecond), []store.RevocationKind{store.RevokedSession, store.RevokedUser}},
-				{"ok/session_expires_after_ttl", now.Add(ttl), []store.RevocationKind{store.RevokedUser}},
-				{"ok/user_kept_until_its_lifetime", cutoff.Add(store.UserCutoffLifetime(ttl) - time.Millisecond), []store.RevocationKind{store.RevokedUser}},
-				{"ok/user_expires_its_lifetime_after_cutoff", cutoff.Add(store.UserCutoffLifetime(ttl)), nil},
+				{"ok/session_kept_for_the_clock_skew_after_ttl", store.RevocationKeptUntil(now.Add(ttl)).Add(-time.Millisecond), []store.RevocationKind{store.RevokedSession, store.RevokedUser}},
+				{"ok/session_expires_after_ttl_and_skew", store.RevocationKeptUntil(now.Add(ttl)), []store.RevocationKind{store.RevokedUser}},
+				{"ok/user_kept_until_its_lifetime_and_skew", store.RevocationKeptUntil(cutoff.Add(store.UserCutoffLifetime(ttl))).Add(-time.Millisecond), []store.RevocationKind{store.RevokedUser}},
+				{"ok/user_expires_its_lifetime_and_skew_after_cutoff", store.RevocationKeptUntil(cutoff.Add(store.UserCutoffLifetime(ttl))), nil},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					revs, err := st.ActiveRevocations(testCtx(t), tc.at)
@@ -572,7 +573,11 @@ func TestPurgeInBatches(t *testing.T) {
 						if i%2 == 0 {
 							ends = at.Add(-time.Millisecond)
 						}
-						if err := st.RevokeAccessToken(c, id("jti", i), ends); err != nil {
+						revEnds := ends // a revocation is kept store.ClockSkew past its expiry
+						if i%2 == 0 {
+							revEnds = store.RevocationExpiryKeptAfter(at).Add(-time.Millisecond)
+						}
+						if err := st.RevokeAccessToken(c, id("jti", i), revEnds); err != nil {
 							t.Fatalf("RevokeAccessToken: %v", err)
 						}
 						if err := st.PutOnce(c, store.OnceAuthCode, hashOf(id("code", i)), []byte("v"), ends); err != nil {

@@ -895,11 +895,11 @@ func (s *State) RecordRevocations(ctx context.Context, revs []store.Revocation) 
 	return nil
 }
 
-// ActiveRevocations implements store.RevocationLog: every revocation whose
-// ExpiresAt is after now.
+// ActiveRevocations implements store.RevocationLog: every revocation still
+// kept at now (revocationKept).
 func (s *State) ActiveRevocations(ctx context.Context, now time.Time) ([]store.Revocation, error) {
 	var rows []revocationRow
-	if err := s.db.WithContext(ctx).Where("expires_at > ?", ms(now)).Order("kind, value").Find(&rows).Error; err != nil {
+	if err := s.db.WithContext(ctx).Where(revocationKept, keptAfter(now)).Order("kind, value").Find(&rows).Error; err != nil {
 		return nil, dbErr("list active revocations", err)
 	}
 	out := make([]store.Revocation, len(rows))
@@ -916,7 +916,7 @@ func (s *State) UnappliedRevocations(ctx context.Context, now, recordedBefore ti
 		return nil, nil
 	}
 	var rows []revocationRow
-	err := s.db.WithContext(ctx).Where("unapplied_since IS NOT NULL AND unapplied_since <= ? AND expires_at > ?", ms(recordedBefore), ms(now)).
+	err := s.db.WithContext(ctx).Where("unapplied_since IS NOT NULL AND unapplied_since <= ? AND "+revocationKept, ms(recordedBefore), keptAfter(now)).
 		Order("unapplied_since, kind, value").Limit(limit).Find(&rows).Error
 	if err != nil {
 		return nil, dbErr("list unapplied revocations", err)
@@ -958,9 +958,21 @@ func (s *State) MarkRevocationsApplied(ctx context.Context, revs []store.Revocat
 	return nil
 }
 
+// revocationKept is the condition of a token_revocations row still kept
+// (its argument: keptAfter(now)): store.RevocationKeptUntil(expires_at)
+// is after now. The log lists only these; the purge deletes the others
+// (revocationGone, its complement, written so the expiry index serves).
+const (
+	revocationKept = "expires_at > ?"
+	revocationGone = "expires_at <= ?"
+)
+
+// keptAfter is revocationKept's argument at now.
+func keptAfter(now time.Time) time.Time { return ms(store.RevocationExpiryKeptAfter(now)) }
+
 // PurgeResult counts what Purge deleted or cleared.
 type PurgeResult struct {
-	Revocations int64 // expired revocation records
+	Revocations int64 // revocation records past store.RevocationKeptUntil their expiry
 	Counters    int64 // ended counter windows
 	Families    int64 // expired or revoked refresh families (with their used hashes)
 	Successors  int64 // grace-window successors past their window, cleared
@@ -976,7 +988,9 @@ const defaultPurgeBatch = sqlstore.DefaultPurgeBatch
 // arguments: now, now).
 const familyDead = "revoked_at IS NOT NULL OR absolute_expiry <= ? OR idle_expires_at <= ?"
 
-// Purge deletes what can no longer matter at now: expired revocations, ended
+// Purge deletes what can no longer matter at now: revocations past
+// store.RevocationKeptUntil their expiry (an instance whose clock is
+// behind this one's may still accept their tokens until then), ended
 // counter windows, expired single-use records, ended or expired browser
 // sessions, refresh families that are revoked or expired (their
 // tokens answer RotateInvalid either way; their sessions' access tokens stay
@@ -998,7 +1012,7 @@ func (s *State) Purge(ctx context.Context, now time.Time) (PurgeResult, error) {
 		run  func() (int64, error)
 	}{
 		{"purge revocations", &pr.Revocations, func() (int64, error) {
-			return s.purgeWhere(ctx, "token_revocations", "expires_at <= ?", now)
+			return s.purgeWhere(ctx, "token_revocations", revocationGone, keptAfter(now))
 		}},
 		{"purge counters", &pr.Counters, func() (int64, error) {
 			return s.purgeWhere(ctx, "rate_counters", "expires_at_ms <= ?", now.UnixMilli())

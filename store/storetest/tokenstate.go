@@ -126,6 +126,7 @@ func RunTokenStateTests(t *testing.T, newBackend func(t *testing.T, cfg Config) 
 		{"ok/create_family_and_check", testCreateFamilyAndCheck},
 		{"race/create_family_and_check_vs_revoke", testConcurrentCreateAndCheckVsRevoke},
 		{"ok/revocations_kept_for_horizon", testRevocationHorizon},
+		{"ok/revocations_outlive_a_purge_within_clock_skew", testRevocationsOutliveSkewedPurge},
 		{"fail/old_login_refused_after_horizon", testCutoffOutlivesHorizon},
 		{"fail/revoked_session_or_user_does_not_rotate", testRevokedSessionDoesNotRotate},
 		{"ok/client_cutoff_revokes_earlier_tokens", testClientCutoff},
@@ -194,6 +195,7 @@ func RunRevocationLogTests(t *testing.T, newLog func(t *testing.T) store.Revocat
 		{"ok/expired_records_not_listed", testLogExpired},
 		{"ok/unapplied_until_marked", testLogUnapplied},
 		{"ok/moved_record_stays_unapplied", testLogMovedUnapplied},
+		{"ok/kept_for_clock_skew", testLogKeptForClockSkew},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -2217,6 +2219,58 @@ func testRevocationHorizon(t *testing.T, newBackend func(t *testing.T, cfg Confi
 	}
 }
 
+// testRevocationsOutliveSkewedPurge: every kind of revocation, whose
+// tokens expire 10 s from now, still revokes after a purge run by an
+// instance whose clock is 30 s ahead (less than store.ClockSkew): an
+// instance whose clock is right still accepts those tokens for 10 s. The
+// log (when the state is one) lists them for such an instance too, as a
+// rebuild reads them. Backends without a purge (Redis) answer from keys
+// that carry the same margin.
+func testRevocationsOutliveSkewedPurge(t *testing.T, newBackend func(t *testing.T, cfg Config) Backend) {
+	const horizon, ahead = 10 * time.Second, 30 * time.Second
+	b := newBackend(t, Config{Horizon: horizon})
+	st := b.State
+	now := baseTime()
+	exp := now.Add(horizon)
+	jti, sid, user, client := randomID("j-"), randomID("sid-"), randomID("u-"), "web"
+	// The user's cut-off is kept store.UserCutoffLifetime: made that long
+	// before exp, its record expires at exp as the others do.
+	userCutoff := exp.Add(-store.UserCutoffLifetime(horizon))
+	cases := []struct {
+		name   string
+		revoke func() error
+		ref    store.AccessTokenRef
+	}{
+		{"access token", func() error { return st.RevokeAccessToken(ctx(t), jti, exp) },
+			store.AccessTokenRef{JTI: jti, IssuedAt: now.Add(-time.Minute)}},
+		{"session", func() error { return st.RevokeFamily(ctx(t), sid, now) },
+			store.AccessTokenRef{JTI: randomID("j-"), SID: sid, IssuedAt: now.Add(-time.Minute)}},
+		{"user at a client", func() error { return st.RevokeClientGrants(ctx(t), user, client, now) },
+			store.AccessTokenRef{JTI: randomID("j-"), UserID: user, ClientID: client, IssuedAt: now.Add(-time.Minute)}},
+		{"user", func() error { return st.RevokeUserSessions(ctx(t), user+"-all", userCutoff) },
+			store.AccessTokenRef{JTI: randomID("j-"), UserID: user + "-all", IssuedAt: userCutoff.Add(-time.Second)}},
+	}
+	for _, tc := range cases {
+		if err := tc.revoke(); err != nil {
+			t.Fatalf("%s: revoke: %v", tc.name, err)
+		}
+	}
+	if b.Purge != nil {
+		b.Purge(t, now.Add(ahead))
+	}
+	for _, tc := range cases {
+		wantRevoked(t, st, fmt.Sprintf("%s revoked until %s from now, after a purge %s ahead", tc.name, exp.Sub(now), ahead), tc.ref, true)
+	}
+	if l, ok := st.(store.RevocationLog); ok {
+		got := active(t, l, now.Add(ahead))
+		for _, k := range []store.RevocationKind{store.RevokedJTI, store.RevokedSession, store.RevokedClient, store.RevokedUser} {
+			if !slices.ContainsFunc(got, func(r store.Revocation) bool { return r.Kind == k && r.ExpiresAt.Equal(exp) }) {
+				t.Errorf("ActiveRevocations %s ahead lacks the %s revocation expiring at %s: %+v", ahead, k, exp, got)
+			}
+		}
+	}
+}
+
 // testCutoffOutlivesHorizon: a login whose time is before "end every
 // session" is refused however long ago the cut-off was, within
 // store.MaxLoginAge, not only within the revocation horizon: an upstream
@@ -2291,6 +2345,23 @@ func unappliedIn(t *testing.T, l store.RevocationLog, at time.Time) []store.Revo
 		t.Fatalf("UnappliedRevocations: %v", err)
 	}
 	return revs
+}
+
+// testLogKeptForClockSkew: a record is listed, active and unapplied,
+// until store.RevocationKeptUntil its ExpiresAt (store.ClockSkew later):
+// an instance whose clock is ahead by less than that, rebuilding or
+// reconciling, still applies what an instance whose clock is right
+// needs; from then on it is not.
+func testLogKeptForClockSkew(t *testing.T, l store.RevocationLog) {
+	base := baseTime()
+	r := store.Revocation{Kind: store.RevokedJTI, Value: randomID("j-"), At: base.Add(-time.Minute), ExpiresAt: base}
+	record(t, l, r)
+	ahead := base.Add(store.ClockSkew / 2)
+	wantListed(t, active(t, l, ahead), r)
+	wantListed(t, unappliedIn(t, l, ahead), r)
+	kept := r.ExpiresAt.Add(store.ClockSkew)
+	wantNotListed(t, active(t, l, kept), r.Kind, r.Value)
+	wantNotListed(t, unappliedIn(t, l, kept), r.Kind, r.Value)
 }
 
 func testLogUnapplied(t *testing.T, l store.RevocationLog) {
