@@ -201,15 +201,15 @@ var settings = []Setting{
 	}},
 	{Env: "PORTCULLIS_ACCESS_TOKEN_TTL", Default: "15m", Help: "access token lifetime", apply: durationSetting(time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.AccessTokenTTL })},
 	{Env: "PORTCULLIS_ID_TOKEN_TTL", Default: "15m", Help: "id token lifetime", apply: durationSetting(time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.IDTokenTTL })},
-	{Env: "PORTCULLIS_REFRESH_TOKEN_IDLE_TTL", Default: "168h", Help: "a refresh token unused this long expires", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.RefreshIdleTTL })},
-	{Env: "PORTCULLIS_REFRESH_TOKEN_MAX_AGE", Default: "720h", Help: "absolute lifetime of a refresh family (session)", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.RefreshMaxAge })},
+	{Env: "PORTCULLIS_REFRESH_TOKEN_IDLE_TTL", Default: "168h", Help: "a refresh token unused this long expires", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.RefreshIdleTTL })},
+	{Env: "PORTCULLIS_REFRESH_TOKEN_MAX_AGE", Default: "720h", Help: "absolute lifetime of a refresh family (session)", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.RefreshMaxAge })},
 	{Env: "PORTCULLIS_REFRESH_REUSE_GRACE", Default: "0s", Help: "window in which presenting the just-rotated refresh token again is a concurrent retry, not theft", apply: durationSetting(0, 5*time.Minute, func(c *Config) *time.Duration { return &c.RefreshReuseGrace })},
 	{Env: "PORTCULLIS_MAX_CLIENT_TOKEN_TTL", Default: "24h", Help: "longest access_token_ttl a client may be given; revocations and retired keys are kept at least this long", apply: durationSetting(time.Second, 720*time.Hour, func(c *Config) *time.Duration { return &c.MaxClientTokenTTL })},
 	{Env: "PORTCULLIS_MAX_SESSIONS_PER_USER", Default: "100", Help: "live sessions per user, refresh families and browser sessions each; a new login past it ends the oldest", apply: uintSetting(1, 100000, func(c *Config, n uint64) { c.MaxSessionsPerUser = int(n) })},
 	{Env: "PORTCULLIS_AUTH_CODE_TTL", Default: "60s", Help: "lifetime of an authorization code (at most 10m, RFC 6749 §4.1.2)", apply: durationSetting(time.Second, 10*time.Minute, func(c *Config) *time.Duration { return &c.AuthCodeTTL })},
-	{Env: "PORTCULLIS_AUTHORIZE_REQUEST_TTL", Default: "30m", Help: "how long a pending authorization request waits for the person to sign in and consent; after it the client is answered access_denied", apply: durationSetting(time.Second, 0, func(c *Config) *time.Duration { return &c.AuthorizeRequestTTL })},
-	{Env: "PORTCULLIS_SESSION_IDLE_TTL", Default: "8h", Help: "a browser (single sign-on) session unused this long ends; a refresh of one of its grants without `offline_access` counts as use", apply: durationSetting(time.Second, 0, func(c *Config) *time.Duration { return &c.SessionIdleTTL })},
-	{Env: "PORTCULLIS_SESSION_MAX_AGE", Default: "168h", Help: "absolute lifetime of a browser (single sign-on) session, and of its \"Keep me signed in\" cookie", apply: durationSetting(time.Second, 0, func(c *Config) *time.Duration { return &c.SessionMaxAge })},
+	{Env: "PORTCULLIS_AUTHORIZE_REQUEST_TTL", Default: "30m", Help: "how long a pending authorization request waits for the person to sign in and consent; after it the client is answered access_denied", apply: durationSetting(time.Second, longestDuration, func(c *Config) *time.Duration { return &c.AuthorizeRequestTTL })},
+	{Env: "PORTCULLIS_SESSION_IDLE_TTL", Default: "8h", Help: "a browser (single sign-on) session unused this long ends; a refresh of one of its grants without `offline_access` counts as use", apply: durationSetting(time.Second, longestDuration, func(c *Config) *time.Duration { return &c.SessionIdleTTL })},
+	{Env: "PORTCULLIS_SESSION_MAX_AGE", Default: "168h", Help: "absolute lifetime of a browser (single sign-on) session, and of its \"Keep me signed in\" cookie", apply: durationSetting(time.Second, longestDuration, func(c *Config) *time.Duration { return &c.SessionMaxAge })},
 	{Env: "PORTCULLIS_WEBAUTHN_RP_ID", Default: "", Help: "WebAuthn relying party id of passkeys and security keys: the domain of the sign-in pages or a registrable suffix of it (default: the issuer's host; passkeys are off when that is an IP address)", apply: func(c *Config, v string) error {
 		if v != "" && !validRPID(v) {
 			return errors.New("expects a domain name such as example.com or auth.example.com (no scheme, port or path; not an IP address)")
@@ -228,7 +228,7 @@ var settings = []Setting{
 		}
 		return nil
 	}},
-	{Env: "PORTCULLIS_KEY_ROTATION_INTERVAL", Default: "0", Help: "automatic signing-key rotation period (0: manual)", apply: durationSetting(0, 0, func(c *Config) *time.Duration { return &c.KeyRotationInterval })},
+	{Env: "PORTCULLIS_KEY_ROTATION_INTERVAL", Default: "0", Help: "automatic signing-key rotation period (0: manual)", apply: durationSetting(0, longestDuration, func(c *Config) *time.Duration { return &c.KeyRotationInterval })},
 	{Env: "PORTCULLIS_JWKS_MAX_AGE", Default: "5m", Help: "Cache-Control max-age of the JWKS; a next key is published at least this long before it signs", apply: durationSetting(0, 24*time.Hour, func(c *Config) *time.Duration { return &c.JWKSMaxAge })},
 	{Env: "PORTCULLIS_KEY_SYNC_INTERVAL", Default: "10s", Help: "how often an instance reloads key state", apply: durationSetting(100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.KeySyncInterval })},
 	{Env: "PORTCULLIS_DEFAULT_AUDIENCE", Default: "api", Help: "aud of access tokens when the client names none", apply: func(c *Config, v string) error {
@@ -258,9 +258,9 @@ var settings = []Setting{
 		return nil
 	}},
 	{Env: "PORTCULLIS_PUBLIC_REGISTRATION", Default: "false", Help: "allow POST /auth/register", apply: boolSetting(func(c *Config) *bool { return &c.PublicRegistration })},
-	{Env: "PORTCULLIS_INVITE_TTL", Default: "48h", Help: "lifetime of an invite link", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.InviteTTL })},
-	{Env: "PORTCULLIS_RESET_TTL", Default: "1h", Help: "lifetime of a password-reset link", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.ResetTTL })},
-	{Env: "PORTCULLIS_VERIFY_EMAIL_TTL", Default: "48h", Help: "lifetime of an email-verification link", apply: durationSetting(time.Minute, 0, func(c *Config) *time.Duration { return &c.VerifyEmailTTL })},
+	{Env: "PORTCULLIS_INVITE_TTL", Default: "48h", Help: "lifetime of an invite link", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.InviteTTL })},
+	{Env: "PORTCULLIS_RESET_TTL", Default: "1h", Help: "lifetime of a password-reset link", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.ResetTTL })},
+	{Env: "PORTCULLIS_VERIFY_EMAIL_TTL", Default: "48h", Help: "lifetime of an email-verification link", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.VerifyEmailTTL })},
 	{Env: "PORTCULLIS_MFA_ISSUER", Default: "Portcullis", Help: "the issuer shown by authenticator apps for a TOTP enrolment (the otpauth:// label)", apply: func(c *Config, v string) error {
 		v = strings.TrimSpace(v)
 		if v == "" || len(v) > 64 || strings.ContainsAny(v, ":\x00\r\n") {
@@ -270,7 +270,7 @@ var settings = []Setting{
 		return nil
 	}},
 	{Env: "PORTCULLIS_MFA_TOKEN_TTL", Default: "5m", Help: "lifetime of an mfa_token (a correct password waiting for its second factor)", apply: durationSetting(30*time.Second, time.Hour, func(c *Config) *time.Duration { return &c.MFATokenTTL })},
-	{Env: "PORTCULLIS_API_KEY_MAX_TTL", Default: "8760h", Help: "the longest lifetime an API key may be given (its expires_at; a key without one gets 90 days, or this when shorter); from 1h to 87600h", apply: durationSetting(time.Hour, 87600*time.Hour, func(c *Config) *time.Duration { return &c.APIKeyMaxTTL })},
+	{Env: "PORTCULLIS_API_KEY_MAX_TTL", Default: "8760h", Help: "the longest lifetime an API key may be given (its expires_at; a key without one gets 90 days, or this when shorter); from 1h to 87600h", apply: durationSetting(time.Hour, longestDuration, func(c *Config) *time.Duration { return &c.APIKeyMaxTTL })},
 	{Env: "PORTCULLIS_TRUSTED_PROXIES", Default: "", Help: "comma-separated CIDRs whose X-Forwarded-For is believed for the client IP", apply: func(c *Config, v string) error {
 		c.TrustedProxies = nil
 		for _, part := range splitList(v) {
@@ -666,7 +666,19 @@ func onOffSetting(field func(*Config) *bool) func(*Config, string) error {
 	}
 }
 
+// longestDuration is the ceiling of every duration setting that has no
+// narrower one: ten years (87600h). The server adds to these durations
+// (a pending request's tombstone, an expiry from now), so one near
+// time.Duration's limit wrapped negative and broke the feature it set.
+const longestDuration = 87600 * time.Hour
+
+// durationSetting parses a duration setting and refuses one below min or
+// above max (every duration setting has a ceiling: max, at most
+// longestDuration).
 func durationSetting(min, max time.Duration, field func(*Config) *time.Duration) func(*Config, string) error {
+	if max <= 0 || max > longestDuration {
+		panic(fmt.Sprintf("config: a duration setting's ceiling %s is not in (0, %s]", max, longestDuration))
+	}
 	return func(c *Config, v string) error {
 		if v == "0" {
 			v = "0s"
@@ -675,15 +687,21 @@ func durationSetting(min, max time.Duration, field func(*Config) *time.Duration)
 		if err != nil {
 			return errors.New("expects a duration such as 15m, 1h30m or 10s")
 		}
-		if d < min || (max > 0 && d > max) {
-			if max > 0 {
-				return fmt.Errorf("expects a duration between %s and %s", min, max)
-			}
-			return fmt.Errorf("expects a duration of at least %s", min)
+		if d < min || d > max {
+			return fmt.Errorf("expects a duration between %s and %s", formatDuration(min), formatDuration(max))
 		}
 		*field(c) = d
 		return nil
 	}
+}
+
+// formatDuration writes a whole number of hours as the settings are
+// written (87600h), anything else as time.Duration does.
+func formatDuration(d time.Duration) string {
+	if d%time.Hour == 0 {
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return d.String()
 }
 
 func uintSetting(min, max uint64, set func(*Config, uint64)) func(*Config, string) error {
