@@ -201,15 +201,15 @@ var settings = []Setting{
 	}},
 	{Env: "PORTCULLIS_ACCESS_TOKEN_TTL", Default: "15m", Help: "access token lifetime", apply: durationSetting(time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.AccessTokenTTL })},
 	{Env: "PORTCULLIS_ID_TOKEN_TTL", Default: "15m", Help: "id token lifetime", apply: durationSetting(time.Second, 24*time.Hour, func(c *Config) *time.Duration { return &c.IDTokenTTL })},
-	{Env: "PORTCULLIS_REFRESH_TOKEN_IDLE_TTL", Default: "168h", Help: "a refresh token unused this long expires", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.RefreshIdleTTL })},
-	{Env: "PORTCULLIS_REFRESH_TOKEN_MAX_AGE", Default: "720h", Help: "absolute lifetime of a refresh family (session)", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.RefreshMaxAge })},
+	{Env: "PORTCULLIS_REFRESH_TOKEN_IDLE_TTL", Default: "168h", Help: "a refresh token unused this long expires", apply: durationAtLeast(time.Minute, func(c *Config) *time.Duration { return &c.RefreshIdleTTL })},
+	{Env: "PORTCULLIS_REFRESH_TOKEN_MAX_AGE", Default: "720h", Help: "absolute lifetime of a refresh family (session)", apply: durationAtLeast(time.Minute, func(c *Config) *time.Duration { return &c.RefreshMaxAge })},
 	{Env: "PORTCULLIS_REFRESH_REUSE_GRACE", Default: "0s", Help: "window in which presenting the just-rotated refresh token again is a concurrent retry, not theft", apply: durationSetting(0, 5*time.Minute, func(c *Config) *time.Duration { return &c.RefreshReuseGrace })},
 	{Env: "PORTCULLIS_MAX_CLIENT_TOKEN_TTL", Default: "24h", Help: "longest access_token_ttl a client may be given; revocations and retired keys are kept at least this long", apply: durationSetting(time.Second, 720*time.Hour, func(c *Config) *time.Duration { return &c.MaxClientTokenTTL })},
 	{Env: "PORTCULLIS_MAX_SESSIONS_PER_USER", Default: "100", Help: "live sessions per user, refresh families and browser sessions each; a new login past it ends the oldest", apply: uintSetting(1, 100000, func(c *Config, n uint64) { c.MaxSessionsPerUser = int(n) })},
 	{Env: "PORTCULLIS_AUTH_CODE_TTL", Default: "60s", Help: "lifetime of an authorization code (at most 10m, RFC 6749 §4.1.2)", apply: durationSetting(time.Second, 10*time.Minute, func(c *Config) *time.Duration { return &c.AuthCodeTTL })},
-	{Env: "PORTCULLIS_AUTHORIZE_REQUEST_TTL", Default: "30m", Help: "how long a pending authorization request waits for the person to sign in and consent; after it the client is answered access_denied", apply: durationSetting(time.Second, longestDuration, func(c *Config) *time.Duration { return &c.AuthorizeRequestTTL })},
-	{Env: "PORTCULLIS_SESSION_IDLE_TTL", Default: "8h", Help: "a browser (single sign-on) session unused this long ends; a refresh of one of its grants without `offline_access` counts as use", apply: durationSetting(time.Second, longestDuration, func(c *Config) *time.Duration { return &c.SessionIdleTTL })},
-	{Env: "PORTCULLIS_SESSION_MAX_AGE", Default: "168h", Help: "absolute lifetime of a browser (single sign-on) session, and of its \"Keep me signed in\" cookie", apply: durationSetting(time.Second, longestDuration, func(c *Config) *time.Duration { return &c.SessionMaxAge })},
+	{Env: "PORTCULLIS_AUTHORIZE_REQUEST_TTL", Default: "30m", Help: "how long a pending authorization request waits for the person to sign in and consent; after it the client is answered access_denied", apply: durationAtLeast(time.Second, func(c *Config) *time.Duration { return &c.AuthorizeRequestTTL })},
+	{Env: "PORTCULLIS_SESSION_IDLE_TTL", Default: "8h", Help: "a browser (single sign-on) session unused this long ends; a refresh of one of its grants without `offline_access` counts as use", apply: durationAtLeast(time.Second, func(c *Config) *time.Duration { return &c.SessionIdleTTL })},
+	{Env: "PORTCULLIS_SESSION_MAX_AGE", Default: "168h", Help: "absolute lifetime of a browser (single sign-on) session, and of its \"Keep me signed in\" cookie", apply: durationAtLeast(time.Second, func(c *Config) *time.Duration { return &c.SessionMaxAge })},
 	{Env: "PORTCULLIS_WEBAUTHN_RP_ID", Default: "", Help: "WebAuthn relying party id of passkeys and security keys: the domain of the sign-in pages or a registrable suffix of it (default: the issuer's host; passkeys are off when that is an IP address)", apply: func(c *Config, v string) error {
 		if v != "" && !validRPID(v) {
 			return errors.New("expects a domain name such as example.com or auth.example.com (no scheme, port or path; not an IP address)")
@@ -228,7 +228,7 @@ var settings = []Setting{
 		}
 		return nil
 	}},
-	{Env: "PORTCULLIS_KEY_ROTATION_INTERVAL", Default: "0", Help: "automatic signing-key rotation period (0: manual)", apply: durationSetting(0, longestDuration, func(c *Config) *time.Duration { return &c.KeyRotationInterval })},
+	{Env: "PORTCULLIS_KEY_ROTATION_INTERVAL", Default: "0", Help: "automatic signing-key rotation period (0: manual)", apply: durationAtLeast(0, func(c *Config) *time.Duration { return &c.KeyRotationInterval })},
 	{Env: "PORTCULLIS_JWKS_MAX_AGE", Default: "5m", Help: "Cache-Control max-age of the JWKS; a next key is published at least this long before it signs", apply: durationSetting(0, 24*time.Hour, func(c *Config) *time.Duration { return &c.JWKSMaxAge })},
 	{Env: "PORTCULLIS_KEY_SYNC_INTERVAL", Default: "10s", Help: "how often an instance reloads key state", apply: durationSetting(100*time.Millisecond, time.Hour, func(c *Config) *time.Duration { return &c.KeySyncInterval })},
 	{Env: "PORTCULLIS_DEFAULT_AUDIENCE", Default: "api", Help: "aud of access tokens when the client names none", apply: func(c *Config, v string) error {
@@ -258,9 +258,9 @@ var settings = []Setting{
 		return nil
 	}},
 	{Env: "PORTCULLIS_PUBLIC_REGISTRATION", Default: "false", Help: "allow POST /auth/register", apply: boolSetting(func(c *Config) *bool { return &c.PublicRegistration })},
-	{Env: "PORTCULLIS_INVITE_TTL", Default: "48h", Help: "lifetime of an invite link", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.InviteTTL })},
-	{Env: "PORTCULLIS_RESET_TTL", Default: "1h", Help: "lifetime of a password-reset link", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.ResetTTL })},
-	{Env: "PORTCULLIS_VERIFY_EMAIL_TTL", Default: "48h", Help: "lifetime of an email-verification link", apply: durationSetting(time.Minute, longestDuration, func(c *Config) *time.Duration { return &c.VerifyEmailTTL })},
+	{Env: "PORTCULLIS_INVITE_TTL", Default: "48h", Help: "lifetime of an invite link", apply: durationAtLeast(time.Minute, func(c *Config) *time.Duration { return &c.InviteTTL })},
+	{Env: "PORTCULLIS_RESET_TTL", Default: "1h", Help: "lifetime of a password-reset link", apply: durationAtLeast(time.Minute, func(c *Config) *time.Duration { return &c.ResetTTL })},
+	{Env: "PORTCULLIS_VERIFY_EMAIL_TTL", Default: "48h", Help: "lifetime of an email-verification link", apply: durationAtLeast(time.Minute, func(c *Config) *time.Duration { return &c.VerifyEmailTTL })},
 	{Env: "PORTCULLIS_MFA_ISSUER", Default: "Portcullis", Help: "the issuer shown by authenticator apps for a TOTP enrolment (the otpauth:// label)", apply: func(c *Config, v string) error {
 		v = strings.TrimSpace(v)
 		if v == "" || len(v) > 64 || strings.ContainsAny(v, ":\x00\r\n") {
@@ -442,7 +442,10 @@ func FromFlagSet(fs *flag.FlagSet, env func(string) (string, bool)) (Config, err
 			v = s.Default
 		}
 		v = strings.TrimSpace(v)
-		if err := s.apply(&c, v); err != nil {
+		switch err := s.apply(&c, v); {
+		case errors.Is(err, errLongest):
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s (--%s) = %q %v", s.Env, s.Flag(), v, err))
+		case err != nil:
 			errs = append(errs, describe(s, v, err))
 		}
 	}
@@ -673,8 +676,7 @@ func onOffSetting(field func(*Config) *bool) func(*Config, string) error {
 const longestDuration = 87600 * time.Hour
 
 // durationSetting parses a duration setting and refuses one below min or
-// above max (every duration setting has a ceiling: max, at most
-// longestDuration).
+// above max, its own ceiling (at most longestDuration).
 func durationSetting(min, max time.Duration, field func(*Config) *time.Duration) func(*Config, string) error {
 	if max <= 0 || max > longestDuration {
 		panic(fmt.Sprintf("config: a duration setting's ceiling %s is not in (0, %s]", max, longestDuration))
@@ -694,6 +696,27 @@ func durationSetting(min, max time.Duration, field func(*Config) *time.Duration)
 		return nil
 	}
 }
+
+// durationAtLeast parses a duration setting that has no ceiling of its own:
+// any duration from min is accepted (CONTRACT.md: "any duration from 1s"
+// for some of them), and one above longestDuration counts as
+// longestDuration, which the loader reports as a warning (errLongest). The
+// server adds to these durations (an expiry from now, a pending request's
+// tombstone), so one near time.Duration's limit would wrap around.
+func durationAtLeast(min time.Duration, field func(*Config) *time.Duration) func(*Config, string) error {
+	parse := durationSetting(min, longestDuration, field)
+	return func(c *Config, v string) error {
+		if d, err := time.ParseDuration(v); err == nil && d > longestDuration {
+			*field(c) = longestDuration
+			return errLongest
+		}
+		return parse(c, v)
+	}
+}
+
+// errLongest is durationAtLeast's report of a value above longestDuration,
+// applied as longestDuration: a warning, not a refusal.
+var errLongest = fmt.Errorf("is longer than %s, the longest any duration setting takes: %s is used", formatDuration(longestDuration), formatDuration(longestDuration))
 
 // formatDuration writes a whole number of hours as the settings are
 // written (87600h), anything else as time.Duration does.
