@@ -342,7 +342,7 @@ func TestUpstreamSignInPagesRefusals(t *testing.T) {
 			hc = siBrowser(t)
 			_, cb = d.viaTestProvider(t, hc, upstreamtest.Token{Subject: "s2b", Email: "s2b@example.com", EmailVerified: verified})
 			other := siBrowser(t)
-			refused(t, other, siGet(t, other, cb), http.StatusBadRequest, upstream.ReasonInvalidState)
+			refused(t, other, siGet(t, other, cb), http.StatusBadRequest, upstream.ReasonBrowserMismatch)
 			if _, err := d.in.App.Core.Store.GetUserByEmail(ctx, "s2b@example.com"); err == nil {
 				t.Fatal("an answer opened in another browser created an account")
 			}

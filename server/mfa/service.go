@@ -313,17 +313,22 @@ func (s *Service) record(ctx context.Context, m Meta, action, target string, det
 		TargetID: target, ClientID: m.ClientID, IP: m.IP, UserAgent: m.UserAgent, Details: m.WithVia(details)})
 }
 
-// failed audits a refused second factor (mfa.failed); never the code.
-// A wrong code is counted by the login throttle before it is recorded; any
-// other failure (an mfa_token unknown, used, expired, of another client or
-// out of attempts: anyone can send one, as often as they like, with a
-// public client's id) is recorded only within the client address's budget
-// (Deps.Budget), and dropped beyond it.
+// failed audits a refused second factor (mfa.failed) about target, the
+// user the mfa_token or enrolment named; never the code. A refusal whose
+// mfa_token matched no record (peekToken found none: unknown, malformed,
+// expired and gone, used) names no user (target ""): anyone can send such
+// a token, as often as they like, with a public client's id, so it is
+// recorded only within the client address's budget (Deps.Budget) and
+// dropped beyond it. Every refusal that names a user (a wrong code, which
+// the login throttle counts first; a real token of another client or
+// organisation, out of attempts, used meanwhile or for enrolment only)
+// needed a real credential and is always recorded, so that made-up tokens
+// cannot bury it.
 func (s *Service) failed(ctx context.Context, m Meta, target, reason, method, stage string) {
 	if s.d.Audit == nil {
 		return
 	}
-	if reason != reasonBadCode && s.d.Budget != nil && !s.d.Budget.AllowRefusalAudit(ctx, m.IP) {
+	if matched := target != ""; !matched && s.d.Budget != nil && !s.d.Budget.AllowRefusalAudit(ctx, m.IP) {
 		return
 	}
 	details := map[string]string{"reason": reason, "method": method}

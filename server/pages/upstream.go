@@ -229,7 +229,8 @@ func (p *Pages) upstreamRefused(c echo.Context, err error, requestID string) err
 	}
 	status := http.StatusForbidden
 	switch r.Reason {
-	case upstream.ReasonInvalidState, upstream.ReasonReplayedCallback, upstream.ReasonInvalidToken, upstream.ReasonUpstreamError:
+	case upstream.ReasonInvalidState, upstream.ReasonBrowserMismatch, upstream.ReasonReplayedCallback, upstream.ReasonInvalidToken,
+		upstream.ReasonUpstreamError:
 		status = http.StatusBadRequest
 	case upstream.ReasonUnknownProvider:
 		status = http.StatusNotFound
@@ -257,7 +258,7 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 	}
 	if _, ok := p.si.Upstream.Providers().Get(id); !ok {
 		_ = p.si.Upstream.RecordRefusal(ctx, upstreamMeta(c, ""), id,
-			&upstream.Refusal{Reason: upstream.ReasonUnknownProvider, Provider: id})
+			&upstream.Refusal{Reason: upstream.ReasonUnknownProvider, Provider: id, Unmatched: true})
 		return p.unknownProvider(c)
 	}
 	v, err := p.si.Upstream.Callback(ctx, id, c.Request().URL.Query(), upstreamMeta(c, ""))
@@ -273,9 +274,10 @@ func (p *Pages) upstreamCallback(c echo.Context) error {
 		return p.noRequest(c)
 	}
 	if b := p.browserBinding(c); b == nil || subtle.ConstantTimeCompare(b, ret.Browser) != 1 {
-		// Begun in another browser: the answer is used up and signs nobody in.
+		// Begun in another browser: the answer is used up and signs nobody
+		// in. Its state was taken, so the refusal is always recorded.
 		err := p.si.Upstream.RecordRefusal(ctx, upstreamMeta(c, ""), id,
-			&upstream.Refusal{Reason: upstream.ReasonInvalidState, Provider: id})
+			&upstream.Refusal{Reason: upstream.ReasonBrowserMismatch, Provider: id})
 		return p.upstreamRefused(c, err, "")
 	}
 	if isInvite {

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,9 +46,6 @@ type Meta struct {
 	IP        string
 	UserAgent string
 	ClientID  string
-	// exchange: the sign-in is a token exchange (ExchangeSubjectToken),
-	// whose refusals are all unmatched.
-	exchange bool
 }
 
 // RefusalBudget bounds the refusals that matched no kept sign-in recorded
@@ -310,9 +308,7 @@ func (s *Service) link(ctx context.Context, d Decision, m Meta, via string) erro
 // returns err. Errors that are not refusals are recorded with reason
 // provider_unavailable or the error's kind. details.provider is the id of
 // a configured provider, else "unknown": an id as a caller sent it is
-// never kept or logged. A refusal that matched no sign-in the server kept
-// (unmatched) is recorded only within the client address's budget
-// (Deps.Budget); beyond it the event is dropped and err returned as is.
+// never kept or logged. Whether the event is written is mayRecord's rule.
 // The one place these events are written, for both entry paths.
 func (s *Service) RecordRefusal(ctx context.Context, m Meta, providerID string, err error) error {
 	details := map[string]string{"method": "upstream"}
@@ -334,7 +330,7 @@ func (s *Service) RecordRefusal(ctx context.Context, m Meta, providerID string, 
 	if _, ok := s.d.Providers.Get(providerID); ok {
 		details["provider"] = providerID
 	}
-	if unmatched(m, err) && s.d.Budget != nil && !s.d.Budget.AllowRefusalAudit(ctx, m.IP) {
+	if !s.mayRecord(ctx, m, r) {
 		return err
 	}
 	s.d.Audit.Record(ctx, store.AuditEvent{Action: "login.failed", Outcome: store.OutcomeFailure, TargetID: target,
@@ -346,25 +342,36 @@ func (s *Service) RecordRefusal(ctx context.Context, m Meta, providerID string, 
 // no configured provider.
 const UnknownProvider = "unknown"
 
-// unmatched tells whether a refusal matched no sign-in the server kept,
-// so that anyone can cause it as often as they like without credentials:
-// an unknown provider, a missing, unknown, replayed or mismatched state at
-// the callback, and every refused token exchange (the built-in public
-// client has no secret, and a subject token is spent only once verified).
-// A refusal after a kept sign-in was taken (the browser path past its
-// state) costs a sign-in begun within the pending-record limit, and is
-// always recorded.
-func unmatched(m Meta, err error) bool {
-	if m.exchange {
+// mayRecord tells whether the event of refusal r (nil: an error that is
+// not a refusal) is written. A refusal that matched nothing the server
+// kept and named no real account (Refusal.Unmatched: an unknown provider,
+// a missing or unknown state, a subject token refused before it verified)
+// can be caused by anyone without credentials, so it spends the client
+// address's budget (Deps.Budget) and is dropped beyond it. Every other
+// refusal was caused with something real (a kept sign-in whose state was
+// taken, which costs a sign-in begun within the pending-record limit; a
+// verified id token; a real state replayed) and never spends the budget,
+// so that free refusals cannot bury it; one that a single credential can
+// cause again and again (a replayed state, a verified id token refused)
+// is written at most once per record and reason (Refusal.once): its
+// marker is put beside the record (store.OnceUpstreamRefusalAudit), and a
+// marker already there drops the event. A marker that cannot be stored
+// lets the event through.
+func (s *Service) mayRecord(ctx context.Context, m Meta, r *Refusal) bool {
+	switch {
+	case r == nil:
 		return true
+	case r.Unmatched:
+		return s.d.Budget == nil || s.d.Budget.AllowRefusalAudit(ctx, m.IP)
+	case r.once != nil && s.d.Once != nil:
+		mark := sha256.Sum256(append([]byte(r.Reason+"\x00"), r.once.key...))
+		err := s.d.Once.PutOnce(ctx, store.OnceUpstreamRefusalAudit, mark[:], []byte(r.Reason), r.once.until)
+		if errors.Is(err, store.ErrAlreadyExists) {
+			return false
+		}
+		if err != nil {
+			s.d.Logger.WarnContext(ctx, "upstream: mark a refusal audited once", "reason", r.Reason, "error", err)
+		}
 	}
-	var r *Refusal
-	if !errors.As(err, &r) {
-		return false
-	}
-	switch r.Reason {
-	case ReasonUnknownProvider, ReasonInvalidState, ReasonReplayedCallback:
-		return true
-	}
-	return false
+	return true
 }

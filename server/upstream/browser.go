@@ -183,8 +183,11 @@ type Verified struct {
 // PKCE verifier, verifies the id token with the stored nonce and its
 // auth_time against the Freshness Begin was given; email
 // comes from the id token, else from userinfo for the same sub. Every
-// refusal is a *Refusal, audited (login.failed, details.method upstream);
-// an unreachable provider is an error wrapping ErrUnavailable (audited).
+// refusal is a *Refusal, audited (login.failed, details.method upstream;
+// an unknown provider or a state that matched no kept sign-in within the
+// address's budget, a replayed state once, everything after the state was
+// taken always: RecordRefusal); an unreachable provider is an error
+// wrapping ErrUnavailable (audited).
 func (s *Service) Callback(ctx context.Context, providerID string, q url.Values, m Meta) (Verified, error) {
 	v, err := s.callback(ctx, providerID, q)
 	if err != nil {
@@ -196,21 +199,26 @@ func (s *Service) Callback(ctx context.Context, providerID string, q url.Values,
 func (s *Service) callback(ctx context.Context, providerID string, q url.Values) (Verified, error) {
 	p, ok := s.d.Providers.Get(providerID)
 	if !ok {
-		return Verified{}, refuse(ReasonUnknownProvider, nil, "", nil)
+		return Verified{}, refuseUnmatched(ReasonUnknownProvider, nil, nil)
 	}
 	if s.d.Once == nil {
 		return Verified{}, fmt.Errorf("%w: no single-use store", ErrUnavailable)
 	}
 	state := q.Get("state")
 	if state == "" || len(state) > 512 {
-		return Verified{}, refuse(ReasonInvalidState, p, "", nil)
+		return Verified{}, refuseUnmatched(ReasonInvalidState, p, nil)
 	}
-	raw, err := s.d.Once.TakeOnce(ctx, store.OnceUpstreamLogin, hash(state), s.d.Now())
+	key := hash(state)
+	raw, err := s.d.Once.TakeOnce(ctx, store.OnceUpstreamLogin, key, s.d.Now())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return Verified{}, refuse(ReasonInvalidState, p, "", nil)
+		return Verified{}, refuseUnmatched(ReasonInvalidState, p, nil)
 	case errors.Is(err, store.ErrTokenUsed):
-		return Verified{}, refuse(ReasonReplayedCallback, p, "", nil)
+		// A real state, taken before: audited once per state (the
+		// record is kept at most LoginTTL after it was begun).
+		r := refuse(ReasonReplayedCallback, p, "", nil)
+		r.once = &auditOnce{key: key, until: s.d.Now().Add(LoginTTL)}
+		return Verified{}, r
 	case err != nil:
 		return Verified{}, fmt.Errorf("%w: take the sign-in state: %v", ErrUnavailable, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -63,6 +64,7 @@ const (
 	ReasonInviteMismatch       = "invite_email_mismatch"
 	ReasonNeedsConfirmation    = "confirmation_required"
 	ReasonInvalidState         = "invalid_state"
+	ReasonBrowserMismatch      = "browser_mismatch" // the answer opened in another browser than the one that began the sign-in
 	ReasonReplayedCallback     = "replayed_callback"
 	ReasonReplayedToken        = "replayed_token"
 	ReasonUpstreamError        = "upstream_error"
@@ -78,7 +80,26 @@ type Refusal struct {
 	Reason   string
 	Provider string
 	UserID   string
-	cause    error
+	// Unmatched says that the refusal matched nothing the server kept and
+	// named no real account (an unknown provider, a state that matched
+	// no kept sign-in, a subject token refused before it verified): anyone
+	// can cause it without credentials, as often as they like, so
+	// RecordRefusal records it only within the client address's budget.
+	// Every other refusal is recorded (see once).
+	Unmatched bool
+	// once, when set, is the record the refusal concerns (a replayed
+	// state, a verified id token): the refusal is recorded at most once
+	// per record and reason, since one credential can be presented again
+	// and again.
+	once  *auditOnce
+	cause error
+}
+
+// auditOnce names the record a refusal concerns, for RecordRefusal's
+// once-per-record marker (store.OnceUpstreamRefusalAudit).
+type auditOnce struct {
+	key   []byte    // the SHA-256 under which the record is kept
+	until time.Time // when the marker may go (the record's own end)
 }
 
 // Error says why in words for a person (no account is named).
@@ -112,6 +133,8 @@ func (r *Refusal) Description() string {
 		return "An account with this email address exists: sign in to it with its password once to link this identity. If this is your address and you have no password for it, reset the password first."
 	case ReasonInvalidState:
 		return "The sign-in request is unknown or expired. Start again."
+	case ReasonBrowserMismatch:
+		return "This sign-in was started in another browser, and cannot be finished in this one. Start again."
 	case ReasonReplayedCallback:
 		return "This sign-in response was used already. Start again."
 	case ReasonReplayedToken:
@@ -126,6 +149,14 @@ func (r *Refusal) Description() string {
 		return "The account needs its second factor, which cannot be given here: sign in through the login page."
 	}
 	return "The sign-in was refused."
+}
+
+// refuseUnmatched is refuse for a refusal that matched nothing the server
+// kept (Refusal.Unmatched).
+func refuseUnmatched(reason string, p *Provider, cause error) *Refusal {
+	r := refuse(reason, p, "", cause)
+	r.Unmatched = true
+	return r
 }
 
 func refuse(reason string, p *Provider, userID string, cause error) *Refusal {

@@ -35,10 +35,12 @@ const maxIDTokenLen = 16 << 10
 // refused here (there is no page to confirm on). The login's time is the
 // token's (Claims.LoginTime), so a sign-in before "end every session" of
 // the user opens no session (the token service refuses it). Every refusal is audited (login.failed,
-// details.method upstream) and answered 400 invalid_request with the
-// reason; a provider that cannot be reached is 503.
+// details.method upstream; a token that did not verify within the
+// address's budget, a verified one once per token and reason: exchange)
+// and answered 400 invalid_request with the reason; a provider that cannot
+// be reached is 503.
 func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client, raw string, meta token.RequestMeta) (token.ExchangedSubject, error) {
-	m := Meta{IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID, exchange: true}
+	m := Meta{IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID}
 	user, p, c, err := s.exchange(ctx, raw, m)
 	if err != nil {
 		pid := ""
@@ -51,69 +53,92 @@ func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client,
 		Details: map[string]string{"method": "upstream", "provider": p.ID}}, nil
 }
 
+// exchange refuses a token that does not verify as unmatched (anyone can
+// send one); after the token verified, a refusal is recorded at most once
+// per token and reason (a verified token can be presented again and
+// again: replayed, or not fresh enough), keyed by the token's spent-token
+// key.
 func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User, *Provider, Claims, error) {
 	signed, err := canonicalJWS(raw)
 	if err != nil {
-		return store.User{}, nil, Claims{}, refuse(ReasonInvalidToken, nil, "", err)
+		return store.User{}, nil, Claims{}, refuseUnmatched(ReasonInvalidToken, nil, err)
 	}
 	iss, aud, ok := peekIssuerAudience(raw)
 	if !ok {
-		return store.User{}, nil, Claims{}, refuse(ReasonInvalidToken, nil, "", errors.New("not a JWT with iss and aud"))
+		return store.User{}, nil, Claims{}, refuseUnmatched(ReasonInvalidToken, nil, errors.New("not a JWT with iss and aud"))
 	}
 	p, ok := s.d.Providers.ForToken(iss, aud)
 	if !ok {
-		return store.User{}, nil, Claims{}, refuse(ReasonUnknownProvider, nil, "", nil)
+		return store.User{}, nil, Claims{}, refuseUnmatched(ReasonUnknownProvider, nil, nil)
 	}
 	c, err := s.d.Verifier.VerifyIDToken(ctx, p, raw, "")
 	if err != nil {
 		if errors.Is(err, ErrInvalidToken) {
-			return store.User{}, p, c, refuse(ReasonInvalidToken, p, "", err)
+			return store.User{}, p, c, refuseUnmatched(ReasonInvalidToken, p, err)
 		}
 		return store.User{}, p, c, err
 	}
-	if err := checkLoginAge(p, c, s.d.Now()); err != nil {
-		return store.User{}, p, c, err
+	key, until := s.spentKey(signed, c.Expiry)
+	u, err := s.exchangeVerified(ctx, p, c, key, until, m)
+	var r *Refusal
+	if errors.As(err, &r) {
+		r.once = &auditOnce{key: key, until: until}
 	}
-	if err := s.spendIDToken(ctx, p, signed, c.Expiry); err != nil {
-		return store.User{}, p, c, err
+	return u, p, c, err
+}
+
+// exchangeVerified decides the exchange of a verified id token of p whose
+// spent-token key is key (spendIDToken).
+func (s *Service) exchangeVerified(ctx context.Context, p *Provider, c Claims, key []byte, until time.Time, m Meta) (store.User, error) {
+	if err := checkLoginAge(p, c, s.d.Now()); err != nil {
+		return store.User{}, err
+	}
+	if err := s.spendIDToken(ctx, p, key, until); err != nil {
+		return store.User{}, err
 	}
 	u, d, err := s.signIn(ctx, Input{Provider: p, Claims: c}, m)
 	if errors.Is(err, ErrNeedsConfirmation) {
 		// No page to confirm on: refused.
-		return store.User{}, p, c, refuse(ReasonNeedsConfirmation, p, d.User.ID, nil)
+		return store.User{}, refuse(ReasonNeedsConfirmation, p, d.User.ID, nil)
 	}
 	if err != nil {
-		return u, p, c, err
+		return u, err
 	}
 	// No page for a second factor either: a user who owes one is refused.
 	owes, err := s.NeedsSecondFactor(ctx, u, AMR(p, c))
 	if err != nil {
-		return store.User{}, p, c, err
+		return store.User{}, err
 	}
 	if owes {
-		return store.User{}, p, c, refuse(ReasonSecondFactor, p, u.ID, nil)
+		return store.User{}, refuse(ReasonSecondFactor, p, u.ID, nil)
 	}
-	return u, p, c, nil
+	return u, nil
 }
 
-// spendIDToken records the exchange of a verified id token of p, named by
-// signed, its canonical signing input (canonicalJWS), until it expires (at
-// least a minute, for clock skew between instances and the store). The
-// signature is left out of the key: an ECDSA signature (r, s) can be
-// turned into another valid one (r, n-s) by anyone, so a key over it
-// would let a spent token sign in again. A token spent before is refused;
-// a store that cannot record it fails the exchange (503), since a token
-// that cannot be spent could be replayed.
-func (s *Service) spendIDToken(ctx context.Context, p *Provider, signed string, exp time.Time) error {
-	if s.d.Once == nil {
-		return errors.New("upstream: no single-use store to spend exchanged id tokens")
-	}
+// spentKey is the key under which a verified id token, named by signed,
+// its canonical signing input (canonicalJWS), is spent, and until when:
+// its expiry, or at least a minute from now, for clock skew between
+// instances and the store. The signature is left out of the key: an ECDSA
+// signature (r, s) can be turned into another valid one (r, n-s) by
+// anyone, so a key over it would let a spent token sign in again.
+func (s *Service) spentKey(signed string, exp time.Time) ([]byte, time.Time) {
 	sum := sha256.Sum256([]byte(signed))
 	until := s.d.Now().Add(time.Minute)
 	if exp.After(until) {
 		until = exp
 	}
-	err := s.d.Once.PutOnce(ctx, store.OnceUpstreamIDToken, sum[:], []byte(p.ID), until)
+	return sum[:], until
+}
+
+// spendIDToken records the exchange of a verified id token of p under key
+// until then (spentKey). A token spent before is refused; a store that
+// cannot record it fails the exchange (503), since a token that cannot be
+// spent could be replayed.
+func (s *Service) spendIDToken(ctx context.Context, p *Provider, key []byte, until time.Time) error {
+	if s.d.Once == nil {
+		return errors.New("upstream: no single-use store to spend exchanged id tokens")
+	}
+	err := s.d.Once.PutOnce(ctx, store.OnceUpstreamIDToken, key, []byte(p.ID), until)
 	switch {
 	case err == nil:
 		return nil

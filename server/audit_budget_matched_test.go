@@ -1,0 +1,157 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/portcullis-auth/portcullis/server/clients"
+	st "github.com/portcullis-auth/portcullis/server/servertest"
+	"github.com/portcullis-auth/portcullis/server/upstream"
+	"github.com/portcullis-auth/portcullis/server/upstream/upstreamtest"
+	"github.com/portcullis-auth/portcullis/store"
+)
+
+// The per-address budget of refusal audits (RefusalAuditPerIP, 30 a
+// minute) bounds only refusals that matched nothing kept and named no real
+// account. The tests below first spend it from the test's address with
+// free refusals, then check that a refusal needing a real credential or a
+// kept sign-in is still recorded. Found by a review of the budget: each
+// event below was dropped after such a flood.
+
+// floodFree sends n requests answered with a free refusal, 8 at once, and
+// checks each is answered with want.
+func floodFree(t *testing.T, n, want int, send func() (*http.Response, error)) {
+	t.Helper()
+	codes := flood(t, n, func() (int, error) {
+		resp, err := send()
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	})
+	if codes[want] != n {
+		t.Fatalf("the flood was answered %v, want %d × %d", codes, n, want)
+	}
+}
+
+// upstreamFailures counts the login.failed events of method upstream.
+func upstreamFailures(t *testing.T, s interface {
+	ListAudit(context.Context, store.AuditFilter) (store.Page[store.AuditEvent], error)
+}) int {
+	t.Helper()
+	n := 0
+	f := store.AuditFilter{Action: "login.failed", Limit: 200}
+	for {
+		page, err := s.ListAudit(context.Background(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range page.Items {
+			if ev.Details["method"] == "upstream" {
+				n++
+			}
+		}
+		if page.NextCursor == "" {
+			return n
+		}
+		f.Cursor = page.NextCursor
+	}
+}
+
+// TestCrossBrowserCallbackAuditedPastTheBudget: the provider's answer
+// opened in another browser than the one that began the sign-in (login
+// CSRF, a stolen callback URL) is refused after its kept state was taken
+// and its code redeemed; it is recorded with its own reason
+// (browser_mismatch), whatever bogus callbacks from the same address spent
+// before; the spent answer replayed many times is recorded once
+// (replayed_callback).
+func TestCrossBrowserCallbackAuditedPastTheBudget(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newFedSignIn(t, b) // rate limits on (the default)
+			_, cb := d.viaTestProvider(t, siBrowser(t), upstreamtest.Token{Subject: "s-x", Email: "x@example.com",
+				EmailVerified: upstreamtest.Bool(true)})
+			floodFree(t, 40, http.StatusBadRequest, func() (*http.Response, error) {
+				return http.Get(d.in.URL + "/login/corp/callback?state=bogus&code=c")
+			})
+			before := upstreamFailures(t, d.in.App.Core.Store)
+			other := siBrowser(t)
+			if p := siGet(t, other, cb); p.StatusCode != http.StatusBadRequest {
+				t.Fatalf("the answer opened in another browser: %d", p.StatusCode)
+			}
+			after := upstreamFailures(t, d.in.App.Core.Store)
+			ev := d.lastEvent(t, "login.failed")
+			t.Logf("login.failed rows %d -> %d; last %v", before, after, ev.Details)
+			if after != before+1 || ev.Details["reason"] != upstream.ReasonBrowserMismatch || ev.Details["provider"] != "corp" {
+				t.Fatalf("the answer opened in another browser (state taken, code redeemed) was not recorded as %s once the address's budget was spent",
+					upstream.ReasonBrowserMismatch)
+			}
+
+			// The spent answer replayed 40 times at once: a real state,
+			// recorded once, not 40 times.
+			floodFree(t, 40, http.StatusBadRequest, func() (*http.Response, error) { return http.Get(cb) })
+			if n := len(failedUpstream(t, d.in.App.Core.Store, upstream.ReasonReplayedCallback)); n != 1 {
+				t.Fatalf("40 replays of one spent callback left %d %s rows, want 1", n, upstream.ReasonReplayedCallback)
+			}
+		})
+	}
+}
+
+// TestExchangeReplayAuditedOncePastTheBudget: made-up subject tokens spend
+// the budget; the replay of a real, verified and already exchanged id
+// token is still recorded (replayed_token), and 40 concurrent replays of
+// that one token are recorded once, not 40 times.
+func TestExchangeReplayAuditedOncePastTheBudget(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newIDPEnv(t, b)
+			raw := e.op.IDToken(t, upstreamtest.Token{Subject: "sub-r", Email: "r@example.com", EmailVerified: upstreamtest.Bool(true)})
+			e.exchange(t, raw).ExpectStatus(http.StatusOK)
+			garbage := strings.Repeat("g", 64)
+			floodFree(t, 40, http.StatusBadRequest, func() (*http.Response, error) {
+				return http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(garbage))
+			})
+			floodFree(t, 40, http.StatusBadRequest, func() (*http.Response, error) {
+				return http.PostForm(e.in.URL+"/oauth2/token", exchangeForm(raw))
+			})
+			n := len(failedUpstream(t, e.in.App.Core.Store, upstream.ReasonReplayedToken))
+			t.Logf("%d %s rows after 40 garbage exchanges and 40 replays", n, upstream.ReasonReplayedToken)
+			if n != 1 {
+				t.Fatalf("40 replays of one verified id token after 40 garbage exchanges left %d %s rows, want 1",
+					n, upstream.ReasonReplayedToken)
+			}
+		})
+	}
+}
+
+// TestMFATokenMisuseAuditedPastTheBudget: a real mfa_token (its password
+// was known) presented by another client names its user, so its
+// mfa.failed event is recorded against that user even after made-up
+// mfa_tokens from the same address spent the budget.
+func TestMFATokenMisuseAuditedPastTheBudget(t *testing.T) {
+	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
+		t.Run(b.String(), func(t *testing.T) {
+			t.Parallel()
+			d := newGrantsDeployment(t, b)
+			d.fx.Client(t, clients.Spec{ID: "spa", Name: "SPA", Public: true})
+			u, _, _ := d.totpUser(t, "victim@example.com")
+			tok := d.mfaRequired(t, "app", "victim@example.com", "openid")["mfa_token"].(string)
+			floodFree(t, 40, http.StatusBadRequest, func() (*http.Response, error) {
+				return http.PostForm(d.in.URL+"/oauth2/token", url.Values{"grant_type": {grantMFAOTP}, "client_id": {"spa"},
+					"mfa_token": {"made-up"}, "otp": {"123456"}})
+			})
+			d.otp(t, "app2", tok, "123456").ExpectError(http.StatusBadRequest, "invalid_grant")
+			if !d.audited(t, "mfa.failed", store.OutcomeFailure, u.ID, map[string]string{"reason": "invalid_token"}) {
+				t.Fatal("the victim's real mfa_token used by another client left no mfa.failed event after 40 made-up tokens from the same address")
+			}
+		})
+	}
+}
