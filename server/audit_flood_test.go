@@ -103,7 +103,7 @@ func TestUpstreamCallbackRefusalAuditBounded(t *testing.T) {
 				return resp.StatusCode, nil
 			}
 
-			// A configured provider with a bogus state, under the budget.
+			// A configured provider with a bogus state: always recorded.
 			if code, err := get(in.URL + "/login/corp/callback?state=bogus&code=c"); err != nil || code != http.StatusBadRequest {
 				t.Fatalf("bogus state: %d %v", code, err)
 			}
@@ -151,15 +151,16 @@ func TestUpstreamCallbackRefusalAuditBounded(t *testing.T) {
 }
 
 // TestUpstreamExchangeRefusalAuditBounded: the built-in public client may
-// call token exchange without credentials of its own, so refused subject
-// tokens are audited within the per-address budget, the answer unchanged
-// (400 invalid_request) beyond it.
+// call token exchange without credentials of its own; CONTRACT.md has
+// login.failed written for every refused id token, so each refused subject
+// token is audited, with details of bounded size however large the token
+// (store.CleanDetails), the answer 400 invalid_request.
 func TestUpstreamExchangeRefusalAuditBounded(t *testing.T) {
 	for _, b := range []st.Backend{st.PostgresRedis, st.SQLite} {
 		t.Run(b.String(), func(t *testing.T) {
 			t.Parallel()
 			e := newIDPEnv(t, b)
-			// A configured provider's refusal, under the budget.
+			// A configured provider's refusal: recorded.
 			e.refused(t, e.exchange(t, e.op.IDToken(t, upstreamtest.Token{Subject: "sub-x", Email: "x@elsewhere.example",
 				EmailVerified: upstreamtest.Bool(true)})), upstream.ReasonDomainNotAllowed)
 			if ev := e.lastAudit(t, "login.failed"); ev.Details["provider"] != "corp" {
@@ -179,10 +180,19 @@ func TestUpstreamExchangeRefusalAuditBounded(t *testing.T) {
 			if codes[http.StatusBadRequest] != n {
 				t.Fatalf("answers %v, want %d × 400", codes, n)
 			}
+			// CONTRACT.md: login.failed for every refused id token; each
+			// row is bounded (store.CleanDetails), whatever the token's size.
 			rows := failedUpstream(t, e.in.App.Core.Store, upstream.ReasonInvalidToken)
-			t.Logf("answers %v; %d audit rows kept", codes, len(rows))
-			if len(rows) == 0 || len(rows) > auditFloodBound {
-				t.Errorf("%d refused exchanges from one address wrote %d audit rows", n, len(rows))
+			size := 0
+			for _, ev := range rows {
+				for k, v := range ev.Details {
+					size += len(k) + len(v)
+				}
+			}
+			t.Logf("answers %v; %d audit rows kept, %d bytes of details", codes, len(rows), size)
+			if len(rows) != n || size > n*store.MaxAuditDetail {
+				t.Errorf("%d refused exchanges from one address wrote %d audit rows holding %d bytes of details, want %d rows of bounded details",
+					n, len(rows), size, n)
 			}
 		})
 	}

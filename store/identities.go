@@ -15,12 +15,6 @@ const OnceUpstreamLogin = "upstream"
 // that it signs in once.
 const OnceUpstreamIDToken = "upstream-idt"
 
-// OnceUpstreamRefusalAudit marks an upstream refusal that is audited at
-// most once per record it concerns and reason (a replayed callback's
-// state, a verified id token refused by a token exchange), so that one
-// credential presented again and again writes one event.
-const OnceUpstreamRefusalAudit = "upstream-audit"
-
 // FederatedIdentity links an account at an upstream OpenID provider, named
 // by the provider's id, the issuer the link was made under and the
 // account's `sub` there, to a local user. Only iss and sub together name an

@@ -192,9 +192,9 @@ func (l *Limiter) AllowPending(ctx context.Context, ip string) error {
 
 // AllowRefusalAudit counts one audit event of a refusal a client at ip
 // caused without credentials, matching nothing the server kept and naming
-// no real account (an unknown identity provider or a bogus state at the
-// upstream callback, a subject token that did not verify, a made-up
-// mfa_token) and tells whether it may be written: only
+// no real account (the callback of an unknown identity provider, a made-up
+// mfa_token; the contract has every refused upstream id token, state and
+// replayed callback audited) and tells whether it may be written: only
 // within RefusalAuditPerIP, so that no address writes unbounded audit rows
 // (audit events have no retention). Beyond it, or when the token state
 // cannot be reached (failing closed), the event is dropped; the request's

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -343,35 +342,16 @@ func (s *Service) RecordRefusal(ctx context.Context, m Meta, providerID string, 
 const UnknownProvider = "unknown"
 
 // mayRecord tells whether the event of refusal r (nil: an error that is
-// not a refusal) is written. A refusal that matched nothing the server
-// kept and named no real account (Refusal.Unmatched: an unknown provider,
-// a missing or unknown state, a subject token refused before it verified)
-// can be caused by anyone without credentials, so it spends the client
-// address's budget (Deps.Budget) and is dropped beyond it. Every other
-// refusal was caused with something real (a kept sign-in whose state was
-// taken, which costs a sign-in begun within the pending-record limit; a
-// verified id token; a real state replayed) and never spends the budget,
-// so that free refusals cannot bury it; one that a single credential can
-// cause again and again (a replayed state, a verified id token refused)
-// is written at most once per record and reason (Refusal.once): its
-// marker is put beside the record (store.OnceUpstreamRefusalAudit), and a
-// marker already there drops the event. A marker that cannot be stored
-// lets the event through.
+// not a refusal) is written: always, but for the callback of an unknown
+// provider (Refusal.Unmatched), which anyone can cause without
+// credentials and which spends the client address's budget (Deps.Budget),
+// dropped beyond it. CONTRACT.md has login.failed written for every
+// refused id token, state, replayed callback, JIT-off or deactivated
+// case, so those are never dropped; their details are bounded
+// (details.provider a configured id or "unknown"; store.CleanDetails).
 func (s *Service) mayRecord(ctx context.Context, m Meta, r *Refusal) bool {
-	switch {
-	case r == nil:
-		return true
-	case r.Unmatched:
+	if r != nil && r.Unmatched {
 		return s.d.Budget == nil || s.d.Budget.AllowRefusalAudit(ctx, m.IP)
-	case r.once != nil && s.d.Once != nil:
-		mark := sha256.Sum256(append([]byte(r.Reason+"\x00"), r.once.key...))
-		err := s.d.Once.PutOnce(ctx, store.OnceUpstreamRefusalAudit, mark[:], []byte(r.Reason), r.once.until)
-		if errors.Is(err, store.ErrAlreadyExists) {
-			return false
-		}
-		if err != nil {
-			s.d.Logger.WarnContext(ctx, "upstream: mark a refusal audited once", "reason", r.Reason, "error", err)
-		}
 	}
 	return true
 }

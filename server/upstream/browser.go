@@ -184,10 +184,9 @@ type Verified struct {
 // auth_time against the Freshness Begin was given; email
 // comes from the id token, else from userinfo for the same sub. Every
 // refusal is a *Refusal, audited (login.failed, details.method upstream;
-// an unknown provider or a state that matched no kept sign-in within the
-// address's budget, a replayed state once, everything after the state was
-// taken always: RecordRefusal); an unreachable provider is an error
-// wrapping ErrUnavailable (audited).
+// each one but an unknown provider's, which only within the address's
+// budget: RecordRefusal); an unreachable provider is an error wrapping
+// ErrUnavailable (audited).
 func (s *Service) Callback(ctx context.Context, providerID string, q url.Values, m Meta) (Verified, error) {
 	v, err := s.callback(ctx, providerID, q)
 	if err != nil {
@@ -206,19 +205,15 @@ func (s *Service) callback(ctx context.Context, providerID string, q url.Values)
 	}
 	state := q.Get("state")
 	if state == "" || len(state) > 512 {
-		return Verified{}, refuseUnmatched(ReasonInvalidState, p, nil)
+		return Verified{}, refuse(ReasonInvalidState, p, "", nil)
 	}
 	key := hash(state)
 	raw, err := s.d.Once.TakeOnce(ctx, store.OnceUpstreamLogin, key, s.d.Now())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return Verified{}, refuseUnmatched(ReasonInvalidState, p, nil)
+		return Verified{}, refuse(ReasonInvalidState, p, "", nil)
 	case errors.Is(err, store.ErrTokenUsed):
-		// A real state, taken before: audited once per state (the
-		// record is kept at most LoginTTL after it was begun).
-		r := refuse(ReasonReplayedCallback, p, "", nil)
-		r.once = &auditOnce{key: key, until: s.d.Now().Add(LoginTTL)}
-		return Verified{}, r
+		return Verified{}, refuse(ReasonReplayedCallback, p, "", nil)
 	case err != nil:
 		return Verified{}, fmt.Errorf("%w: take the sign-in state: %v", ErrUnavailable, err)
 	}

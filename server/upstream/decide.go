@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/portcullis-auth/portcullis/store"
 )
@@ -80,26 +79,15 @@ type Refusal struct {
 	Reason   string
 	Provider string
 	UserID   string
-	// Unmatched says that the refusal matched nothing the server kept and
-	// named no real account (an unknown provider, a state that matched
-	// no kept sign-in, a subject token refused before it verified): anyone
-	// can cause it without credentials, as often as they like, so
-	// RecordRefusal records it only within the client address's budget.
-	// Every other refusal is recorded (see once).
+	// Unmatched says that the refusal named no configured provider at the
+	// browser path's callback (/login/{provider}/callback with an unknown
+	// id): no state, id token or account is looked at, anyone can cause it
+	// as often as they like, and it is none of the refusals CONTRACT.md
+	// says are each audited (a refused id token, state, replayed callback,
+	// JIT-off or deactivated case), so RecordRefusal records it only within
+	// the client address's budget. Every other refusal is recorded.
 	Unmatched bool
-	// once, when set, is the record the refusal concerns (a replayed
-	// state, a verified id token): the refusal is recorded at most once
-	// per record and reason, since one credential can be presented again
-	// and again.
-	once  *auditOnce
-	cause error
-}
-
-// auditOnce names the record a refusal concerns, for RecordRefusal's
-// once-per-record marker (store.OnceUpstreamRefusalAudit).
-type auditOnce struct {
-	key   []byte    // the SHA-256 under which the record is kept
-	until time.Time // when the marker may go (the record's own end)
+	cause     error
 }
 
 // Error says why in words for a person (no account is named).
@@ -151,8 +139,8 @@ func (r *Refusal) Description() string {
 	return "The sign-in was refused."
 }
 
-// refuseUnmatched is refuse for a refusal that matched nothing the server
-// kept (Refusal.Unmatched).
+// refuseUnmatched is refuse for the callback of an unknown provider
+// (Refusal.Unmatched).
 func refuseUnmatched(reason string, p *Provider, cause error) *Refusal {
 	r := refuse(reason, p, "", cause)
 	r.Unmatched = true

@@ -35,10 +35,9 @@ const maxIDTokenLen = 16 << 10
 // refused here (there is no page to confirm on). The login's time is the
 // token's (Claims.LoginTime), so a sign-in before "end every session" of
 // the user opens no session (the token service refuses it). Every refusal is audited (login.failed,
-// details.method upstream; a token that did not verify within the
-// address's budget, a verified one once per token and reason: exchange)
-// and answered 400 invalid_request with the reason; a provider that cannot
-// be reached is 503.
+// details.method upstream, CONTRACT.md: every refused id token) and
+// answered 400 invalid_request with the reason; a provider that cannot be
+// reached is 503.
 func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client, raw string, meta token.RequestMeta) (token.ExchangedSubject, error) {
 	m := Meta{IP: meta.IP, UserAgent: meta.UserAgent, ClientID: client.ID}
 	user, p, c, err := s.exchange(ctx, raw, m)
@@ -53,37 +52,31 @@ func (s *Service) ExchangeSubjectToken(ctx context.Context, client store.Client,
 		Details: map[string]string{"method": "upstream", "provider": p.ID}}, nil
 }
 
-// exchange refuses a token that does not verify as unmatched (anyone can
-// send one); after the token verified, a refusal is recorded at most once
-// per token and reason (a verified token can be presented again and
-// again: replayed, or not fresh enough), keyed by the token's spent-token
-// key.
+// exchange verifies raw and signs in with it (exchangeVerified). Every
+// refusal is recorded (CONTRACT.md: login.failed for every refused id
+// token), whether the token verified or not.
 func (s *Service) exchange(ctx context.Context, raw string, m Meta) (store.User, *Provider, Claims, error) {
 	signed, err := canonicalJWS(raw)
 	if err != nil {
-		return store.User{}, nil, Claims{}, refuseUnmatched(ReasonInvalidToken, nil, err)
+		return store.User{}, nil, Claims{}, refuse(ReasonInvalidToken, nil, "", err)
 	}
 	iss, aud, ok := peekIssuerAudience(raw)
 	if !ok {
-		return store.User{}, nil, Claims{}, refuseUnmatched(ReasonInvalidToken, nil, errors.New("not a JWT with iss and aud"))
+		return store.User{}, nil, Claims{}, refuse(ReasonInvalidToken, nil, "", errors.New("not a JWT with iss and aud"))
 	}
 	p, ok := s.d.Providers.ForToken(iss, aud)
 	if !ok {
-		return store.User{}, nil, Claims{}, refuseUnmatched(ReasonUnknownProvider, nil, nil)
+		return store.User{}, nil, Claims{}, refuse(ReasonUnknownProvider, nil, "", nil)
 	}
 	c, err := s.d.Verifier.VerifyIDToken(ctx, p, raw, "")
 	if err != nil {
 		if errors.Is(err, ErrInvalidToken) {
-			return store.User{}, p, c, refuseUnmatched(ReasonInvalidToken, p, err)
+			return store.User{}, p, c, refuse(ReasonInvalidToken, p, "", err)
 		}
 		return store.User{}, p, c, err
 	}
 	key, until := s.spentKey(signed, c.Expiry)
 	u, err := s.exchangeVerified(ctx, p, c, key, until, m)
-	var r *Refusal
-	if errors.As(err, &r) {
-		r.once = &auditOnce{key: key, until: until}
-	}
 	return u, p, c, err
 }
 
