@@ -27,7 +27,8 @@ var (
 	ErrUnsupportedHash = errors.New("password: unsupported password hash algorithm")
 	// ErrBusy means no hash ran because the caller's context ended first:
 	// before the call, or while it waited for a hashing slot (every slot
-	// taken by other hashes). The error also wraps the context's error
+	// taken by other hashes). Verify never returns it once one of its hashes
+	// has run: its answer is then a verdict. The error also wraps the context's error
 	// (context.DeadlineExceeded or context.Canceled). Hash, Verify and
 	// DummyVerify return it alike, whatever the password or the hash, so a
 	// caller can answer it the same for every account.
@@ -230,7 +231,8 @@ func triesRawForm(password, normalized string, opts []VerifyOption) bool {
 // hashing ran (see compute: without the wait for a hashing slot; 0 when nothing was hashed), the
 // time a verification of its class (VerifyClass) costs. A wrong password is (false, false, took,
 // nil); err is ErrMalformedHash or ErrUnsupportedHash (wrapped) when the stored hash cannot be
-// checked, or ErrBusy (wrapping ctx's error) when ctx is done before a hash starts.
+// checked, or ErrBusy (wrapping ctx's error) when ctx is done before its first hash starts, and
+// only then: once a hash has run the answer is a verdict (a second run ignores ctx's end).
 func (h *Hasher) Verify(ctx context.Context, hash, password string, opts ...VerifyOption) (ok, needsRehash bool, took time.Duration, err error) {
 	if len(password) > MaxInputBytes {
 		return false, false, 0, nil
@@ -241,9 +243,14 @@ func (h *Hasher) Verify(ctx context.Context, hash, password string, opts ...Veri
 		return ok, needsRehash || ok && foreign(opts), took, err
 	}
 	// A foreign hash may be of the password as typed: it still verifies, and is then replaced by
-	// a hash of the normalized form.
-	ok, _, again, err := h.verifyOne(ctx, hash, password)
-	return ok, ok, took + again, err
+	// a hash of the normalized form. The first run has tested the guess, so the answer is a
+	// verdict, never ErrBusy (which says no hash ran): the second runs to its end whatever ctx
+	// does, as a started hash does.
+	ok, _, again, err := h.verifyOne(context.WithoutCancel(ctx), hash, password)
+	if err != nil {
+		return false, false, took, fmt.Errorf("password: the typed form: %w", err)
+	}
+	return ok, ok, took + again, nil
 }
 
 // DummyVerify performs a verification against a precomputed hash of a random password and discards
