@@ -14,7 +14,9 @@ import (
 // account's hash is marked password_hash_foreign (Portcullis's hashes
 // cannot be told from imported ones), a row inserted by SQL afterwards
 // without naming the column is marked too (an import), and a user the
-// store creates is not.
+// store creates is not. The partial index of the marked rows exists, and
+// AnyForeignPasswordHash says true until the UPDATE docs/operations.md
+// gives clears the marks.
 func TestMigration0027ExistingUsersForeign(t *testing.T) {
 	for _, b := range migrationBackends {
 		t.Run(b.name, func(t *testing.T) {
@@ -48,6 +50,18 @@ func TestMigration0027ExistingUsersForeign(t *testing.T) {
 				if got.PasswordHashForeign != w {
 					t.Errorf("%s: password_hash_foreign = %v, want %v", got.Email, got.PasswordHashForeign, w)
 				}
+			}
+			if !db.Migrator().HasIndex("users", "users_password_hash_foreign_idx") {
+				t.Errorf("no index users_password_hash_foreign_idx after the migration")
+			}
+			if marked, err := s.AnyForeignPasswordHash(ctx); err != nil || !marked {
+				t.Errorf("AnyForeignPasswordHash after the migration = %v, %v; want true", marked, err)
+			}
+			if err := db.Exec("UPDATE users SET password_hash_foreign = false WHERE password_hash_foreign").Error; err != nil {
+				t.Fatalf("clear the marks: %v", err)
+			}
+			if marked, err := s.AnyForeignPasswordHash(ctx); err != nil || marked {
+				t.Errorf("AnyForeignPasswordHash once the marks are cleared = %v, %v; want false", marked, err)
 			}
 		})
 	}

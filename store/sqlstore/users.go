@@ -536,6 +536,23 @@ func (s *Store) CountUsersWithRole(ctx context.Context, role string) (int64, err
 	return n, nil
 }
 
+// anyForeignPasswordHashSQL is AnyForeignPasswordHash's statement: its
+// condition is the one of the partial index users_password_hash_foreign_idx
+// (migration 27), so it reads that index, which holds only marked rows.
+const anyForeignPasswordHashSQL = `SELECT EXISTS (SELECT 1 FROM users WHERE password_hash_foreign)`
+
+// AnyForeignPasswordHash reports whether any user is marked
+// PasswordHashForeign (a hash Portcullis may not have made). It reads the
+// partial index of the marked rows, so it costs the same however many
+// users there are; server/passcheck asks it at most once a minute.
+func (s *Store) AnyForeignPasswordHash(ctx context.Context) (bool, error) {
+	var marked bool
+	if _, err := scanOne(s.db.WithContext(ctx).Raw(anyForeignPasswordHashSQL), &marked); err != nil {
+		return false, mapErr("look for foreign password hashes", err)
+	}
+	return marked, nil
+}
+
 // RecordLogin records a successful login: the user's last-login time
 // (UpdatedAt is left alone) and the login's audit event e, stored as
 // AppendAudit stores it, with e.Time (now when zero) the login's time. The

@@ -252,9 +252,17 @@ func sameUser(t *testing.T, what string, got, want store.User) {
 // Portcullis may not have made as given; a write that keeps the hash keeps
 // it, and every write that changes the hash (UpdateUser, a password reset)
 // clears it, since the store is given only hashes Portcullis made.
+// AnyForeignPasswordHash says whether any user is still marked.
 func testUserPasswordHashForeign(t *testing.T, s *sqlstore.Store) {
 	syncDefaultRoles(t, s)
 	c := rctx(t)
+	anyMarked := func(want bool) {
+		t.Helper()
+		if got, err := s.AnyForeignPasswordHash(c); err != nil || got != want {
+			t.Fatalf("AnyForeignPasswordHash = %v, %v; want %v", got, err, want)
+		}
+	}
+	anyMarked(false)
 	foreignOf := func(id string) bool {
 		t.Helper()
 		u, err := s.GetUser(c, id)
@@ -267,12 +275,14 @@ func testUserPasswordHashForeign(t *testing.T, s *sqlstore.Store) {
 	if foreignOf(own.ID) {
 		t.Fatalf("a user created without the mark reads marked")
 	}
+	anyMarked(false)
 	imp := newUser("imported@example.com", "user")
 	imp.PasswordHashForeign = true
 	imported := mustCreateUser(t, s, imp)
 	if !foreignOf(imported.ID) {
 		t.Fatalf("a user created with the mark reads unmarked")
 	}
+	anyMarked(true)
 	if _, err := s.UpdateUser(c, imported.ID, func(u *store.User) error { u.Name = "Renamed"; return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -288,6 +298,7 @@ func testUserPasswordHashForeign(t *testing.T, s *sqlstore.Store) {
 	if foreignOf(imported.ID) {
 		t.Fatalf("a write of a new hash kept the mark")
 	}
+	anyMarked(false)
 	// A reset link's redemption writes the hash through the same routine.
 	again := newUser("reset@example.com", "user")
 	again.PasswordHashForeign = true
@@ -299,6 +310,7 @@ func testUserPasswordHashForeign(t *testing.T, s *sqlstore.Store) {
 	if foreignOf(reset.ID) {
 		t.Fatalf("a password reset kept the mark")
 	}
+	anyMarked(false)
 }
 
 func withoutHash(u store.User) store.User {
