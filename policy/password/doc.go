@@ -7,8 +7,11 @@
 // needing a rehash, as is any argon2id hash with other parameters: callers rehash transparently after
 // a successful login. Passwords are normalized to Unicode NFKC before hashing (NIST SP 800-63B);
 // a hash the caller marks ForeignHash (not made by Hash: imported) may be of the unnormalized form,
-// which Verify then also tries and reports as needing a rehash. No other hash is tried twice.
-// Hasher.DummyVerify costs what a real verification costs, for requests naming unknown accounts.
+// which Verify then also tries and reports as needing a rehash. No other hash is tried twice; a
+// caller may ask any verification to cost what a foreign hash's would (ForeignCost: the second run
+// is for its cost only). Hasher.DummyVerify costs what a real verification costs, for requests
+// naming unknown accounts. Once a verification's first hash has run its answer is a verdict, never
+// ErrBusy.
 //
 // Rules: NIST SP 800-63B — a length of 8 to 256 characters by default (counted in Unicode
 // characters, not bytes), no composition rules, and rejection of common passwords (an embedded list,

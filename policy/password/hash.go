@@ -197,8 +197,9 @@ func encodePHC(alg string, p Params, salt, key []byte) string {
 	return fmt.Sprintf("$%s$v=%d$%s$%s$%s", alg, argon2.Version, p, b64.EncodeToString(salt), b64.EncodeToString(key))
 }
 
-// VerifyOption says what Verify knows of the stored hash. The zero value is a hash Hash made.
-type VerifyOption struct{ foreign bool }
+// VerifyOption says what Verify knows of the stored hash (ForeignHash) and what it must cost
+// (ForeignCost). The zero value is a hash Hash made, verified at its own cost.
+type VerifyOption struct{ foreign, cost bool }
 
 // ForeignHash marks, when foreign is true, a stored hash that Hash may not have made: one imported
 // from another system, which may be of the password as typed rather than of its NFKC form. Verify
@@ -206,6 +207,14 @@ type VerifyOption struct{ foreign bool }
 // run of the hash), and asks for a rehash whenever the password matches, so the hash becomes one
 // of Hash's. Hash has hashed the NFKC form since Portcullis began: only foreign hashes need this.
 func ForeignHash(foreign bool) VerifyOption { return VerifyOption{foreign: foreign} }
+
+// ForeignCost makes, when cost is true, a verification cost what it would for a foreign hash
+// (ForeignHash) whatever the hash: for a password that NFKC changes and whose NFKC form does not
+// match, Verify also runs the hash on the password as typed and discards that run's answer unless
+// the hash is marked ForeignHash (Hash's hashes are of NFKC forms, which the typed form is not);
+// DummyVerify runs the dummy twice. A caller passes it to every verification while some stored
+// hash may be foreign, so that no refusal costs fewer runs than a foreign hash's would.
+func ForeignCost(cost bool) VerifyOption { return VerifyOption{cost: cost} }
 
 // foreign reports whether opts mark the hash foreign.
 func foreign(opts []VerifyOption) bool {
@@ -217,15 +226,31 @@ func foreign(opts []VerifyOption) bool {
 	return false
 }
 
-// triesRawForm is the one rule of the second run: Verify runs the hash again on the password as
-// typed only for a foreign hash (ForeignHash) and a password that NFKC changes.
+// RunsTwice reports whether a verification with opts of a password whose NFKC form does not match
+// a readable hash runs the hash twice: the one rule of the second run, for a password that NFKC
+// changes and a hash marked ForeignHash, or any hash under ForeignCost. Verify, DummyVerify and
+// VerifyClass follow it; a caller that times the dummy verification names its class by it.
+func RunsTwice(password string, opts ...VerifyOption) bool {
+	return len(password) <= MaxInputBytes && triesRawForm(password, norm.NFKC.String(password), opts)
+}
+
+// triesRawForm is RunsTwice for a password whose NFKC form the caller has.
 func triesRawForm(password, normalized string, opts []VerifyOption) bool {
-	return normalized != password && foreign(opts)
+	if normalized == password {
+		return false
+	}
+	for _, o := range opts {
+		if o.foreign || o.cost {
+			return true
+		}
+	}
+	return false
 }
 
 // Verify checks password against a stored hash (argon2id, argon2i or bcrypt) in constant time.
 // It hashes the NFKC form of the password, as Hash does; for a hash marked ForeignHash it also
-// tries the password as typed (see ForeignHash), never otherwise. ok is true when the password
+// tries the password as typed (see ForeignHash), never otherwise (ForeignCost runs the hash on
+// the typed form too, for its cost only: its answer counts only for a foreign hash). ok is true when the password
 // matches; needsRehash is true when it matched but the hash uses another algorithm, other
 // parameters, or is foreign: the caller should then store Hash(password). took is how long its
 // hashing ran (see compute: without the wait for a hashing slot; 0 when nothing was hashed), the
@@ -250,17 +275,19 @@ func (h *Hasher) Verify(ctx context.Context, hash, password string, opts ...Veri
 	if err != nil {
 		return false, false, took, fmt.Errorf("password: the typed form: %w", err)
 	}
+	ok = ok && foreign(opts) // under ForeignCost alone, a run for its cost
 	return ok, ok, took + again, nil
 }
 
 // DummyVerify performs a verification against a precomputed hash of a random password and discards
 // the result, so a request for an unknown account costs what a real one costs (and, like Verify,
-// nothing once ctx is done): one run of the hash at the current parameters, whatever the password
-// (the dummy is Hash's own, never foreign). It returns how long its hashing ran, as Verify does, and
-// ErrBusy (wrapping ctx's error), as Verify does, when ctx is done before its hash starts: a caller
-// answers that the same whether it verified a real hash or the dummy.
-func (h *Hasher) DummyVerify(ctx context.Context, password string) (time.Duration, error) {
-	_, _, took, err := h.Verify(ctx, h.dummy, password)
+// nothing once ctx is done): one run of the hash at the current parameters, or, as Verify with opts
+// would, two for a password that NFKC changes under ForeignCost or ForeignHash (RunsTwice). It
+// returns how long its hashing ran, as Verify does, and ErrBusy (wrapping ctx's error), as Verify
+// does, when ctx is done before its first hash starts: a caller answers that the same whether it
+// verified a real hash or the dummy.
+func (h *Hasher) DummyVerify(ctx context.Context, password string, opts ...VerifyOption) (time.Duration, error) {
+	_, _, took, err := h.Verify(ctx, h.dummy, password, opts...)
 	return took, err
 }
 
@@ -432,12 +459,13 @@ func HashClass(hash string) string {
 	return "unreadable"
 }
 
-// VerifyClass names the cost class of Verify(hash, password, opts...): HashClass(hash), which costs
-// one run of the hash, or, when that verification runs the hash twice (a foreign hash and a
-// password that NFKC changes, see ForeignHash), that class followed by " twice", its own class.
+// VerifyClass names the cost class of a refusal by Verify(hash, password, opts...): HashClass(hash),
+// which costs one run of the hash, or, when that verification runs the hash twice (RunsTwice: a
+// password that NFKC changes and a foreign hash, or ForeignCost), that class followed by " twice",
+// its own class.
 func VerifyClass(hash, password string, opts ...VerifyOption) string {
 	class := HashClass(hash)
-	if class != "unreadable" && len(password) <= MaxInputBytes && triesRawForm(password, norm.NFKC.String(password), opts) {
+	if class != "unreadable" && RunsTwice(password, opts...) {
 		return class + " twice"
 	}
 	return class

@@ -612,8 +612,8 @@ func TestVerifyTriesTheTypedFormOnlyForForeignHashes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dummy := func(pw string) func() (bool, bool) {
-		return func() (bool, bool) { h.DummyVerify(ctx, pw); return false, false }
+	dummy := func(pw string, opts ...VerifyOption) func() (bool, bool) {
+		return func() (bool, bool) { h.DummyVerify(ctx, pw, opts...); return false, false }
 	}
 	verify := func(hash, pw string, opts ...VerifyOption) func() (bool, bool) {
 		return func() (bool, bool) {
@@ -641,6 +641,15 @@ func TestVerifyTriesTheTypedFormOnlyForForeignHashes(t *testing.T) {
 		{"ok/foreign_hash_wrong_ligature_two_runs", verify(raw, "wrong \ufb01", ForeignHash(true)), false, false, 2},
 		{"ok/foreign_hash_wrong_plain_one_run", verify(raw, "a wrong password", ForeignHash(true)), false, false, 1},
 		{"fail/raw_hash_unmarked_not_tried_as_typed", verify(raw, lig), false, false, 1},
+		// ForeignCost: the cost of a foreign hash's verification, whatever
+		// the hash; the typed form's answer counts only for a foreign one.
+		{"ok/dummy_ligature_foreign_cost_two_runs", dummy(lig, ForeignCost(true)), false, false, 2},
+		{"ok/dummy_plain_foreign_cost_one_run", dummy("a wrong password", ForeignCost(true)), false, false, 1},
+		{"ok/dummy_ligature_foreign_cost_off_one_run", dummy(lig, ForeignCost(false)), false, false, 1},
+		{"ok/own_hash_wrong_ligature_foreign_cost_two_runs", verify(own, "wrong \ufb01", ForeignCost(true)), false, false, 2},
+		{"ok/own_hash_right_ligature_foreign_cost_one_run_no_rehash", verify(own, lig, ForeignCost(true)), true, false, 1},
+		{"ok/foreign_raw_hash_right_ligature_with_cost", verify(raw, lig, ForeignHash(true), ForeignCost(true)), true, true, 2},
+		{"fail/raw_hash_unmarked_under_foreign_cost_not_accepted", verify(raw, lig, ForeignCost(true)), false, false, 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := h.runs.Load()
@@ -670,9 +679,15 @@ func TestVerifyClass(t *testing.T) {
 		{"foreign hash, ligature", hash, "x\ufb01", []VerifyOption{ForeignHash(true)}, class + " twice"},
 		{"foreign hash, fullwidth", hash, "\uff41bc", []VerifyOption{ForeignHash(true)}, class + " twice"},
 		{"unreadable foreign hash, ligature", "$scrypt$abc", "x\ufb01", []VerifyOption{ForeignHash(true)}, "unreadable"},
+		{"own hash at a foreign cost, ligature", hash, "x\ufb01", []VerifyOption{ForeignHash(false), ForeignCost(true)}, class + " twice"},
+		{"own hash at a foreign cost, plain", hash, "xfi", []VerifyOption{ForeignCost(true)}, class},
+		{"own hash, foreign cost off, ligature", hash, "x\ufb01", []VerifyOption{ForeignCost(false)}, class},
 	} {
 		if got := VerifyClass(tt.hash, tt.pw, tt.opts...); got != tt.want {
 			t.Errorf("%s: VerifyClass = %q, want %q", tt.name, got, tt.want)
+		}
+		if twice := RunsTwice(tt.pw, tt.opts...); tt.want != "unreadable" && twice != strings.HasSuffix(tt.want, " twice") {
+			t.Errorf("%s: RunsTwice = %v, want it to agree with VerifyClass %q", tt.name, twice, tt.want)
 		}
 	}
 }

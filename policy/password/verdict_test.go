@@ -55,24 +55,27 @@ func TestVerifyAfterItsFirstRunAnswersAVerdict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	foreign, cost := []VerifyOption{ForeignHash(true)}, []VerifyOption{ForeignCost(true)}
 	for _, tt := range []struct {
 		name       string
 		hash, pw   string
+		opts       []VerifyOption
 		endsAt     uint64 // the deadline passes once this many hashes started (0: before the call)
 		ok, rehash bool
 		runs       uint64
 		busy       bool
 	}{
-		{"ok/wrong_guess_deadline_in_first_run", raw, "\uff48unter1", 1, false, false, 2, false},
-		{"ok/right_typed_form_deadline_in_first_run", raw, right, 1, true, true, 2, false},
-		{"ok/right_nfkc_form_deadline_in_first_run", nfkc, right, 1, true, true, 1, false},
-		{"ok/wrong_guess_deadline_after_both", raw, "\uff48unter1", 2, false, false, 2, false},
-		{"fail/deadline_before_the_call_busy", raw, "\uff48unter1", 0, false, false, 0, true},
+		{"ok/wrong_guess_deadline_in_first_run", raw, "\uff48unter1", foreign, 1, false, false, 2, false},
+		{"ok/right_typed_form_deadline_in_first_run", raw, right, foreign, 1, true, true, 2, false},
+		{"ok/right_nfkc_form_deadline_in_first_run", nfkc, right, foreign, 1, true, true, 1, false},
+		{"ok/wrong_guess_deadline_after_both", raw, "\uff48unter1", foreign, 2, false, false, 2, false},
+		{"ok/own_hash_at_foreign_cost_deadline_in_first_run", nfkc, "\uff48unter1", cost, 1, false, false, 2, false},
+		{"fail/deadline_before_the_call_busy", raw, "\uff48unter1", foreign, 0, false, false, 0, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := h.runs.Load()
 			c := newEndsAtRun(h, before+tt.endsAt)
-			ok, rehash, _, err := h.Verify(c, tt.hash, tt.pw, ForeignHash(true))
+			ok, rehash, _, err := h.Verify(c, tt.hash, tt.pw, tt.opts...)
 			runs := h.runs.Load() - before
 			if tt.busy {
 				if !errors.Is(err, ErrBusy) || !errors.Is(err, context.DeadlineExceeded) || ok || runs != 0 {

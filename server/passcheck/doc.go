@@ -9,7 +9,10 @@
 // deactivated account, a machine user (which has no password and signs in
 // only with API keys) and a wrong password spend the same limits and give
 // the same answer (ErrBadCredentials), so neither the answer nor the rate
-// limits reveal whether an account exists. A check whose hash never ran
+// limits reveal whether an account exists; while any account's hash may be
+// foreign (store.User.PasswordHashForeign), every verification costs what
+// a foreign one's would (password.ForeignCost), so neither does the hashing
+// load of a batch of guesses. A check whose hash never ran
 // (its request ended waiting for a hashing slot: password.ErrBusy) is a
 // 503 for every account alike, and counts nothing.
 //

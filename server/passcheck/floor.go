@@ -10,7 +10,8 @@ import (
 // imported hash is, a refusal of another account never waits longer.
 const MaxRefusalFloor = 2 * time.Second
 
-// dummyClass is the class of the dummy verification (the current parameters).
+// dummyClass is the class of the dummy verification (the current parameters),
+// followed by " twice" when it runs the hash twice (password.RunsTwice).
 const dummyClass = "dummy"
 
 // maxClasses bounds the classes kept; a class beyond it counts as otherClass.

@@ -27,7 +27,8 @@ func (c *fakeClock) sleep(ctx context.Context, d time.Duration) {
 
 // timedHasher verifies hashes at the cost its table gives the
 // verification's class, moving the fake clock by it: the password of every
-// hash is "right"; the dummy costs dummy.
+// hash is "right"; the dummy costs dummy a run (password.RunsTwice: two for
+// a password NFKC changes under password.ForeignCost).
 type timedHasher struct {
 	clk   *fakeClock
 	cost  map[string]time.Duration // by password.VerifyClass
@@ -43,9 +44,13 @@ func (h *timedHasher) Verify(_ context.Context, hash, pw string, opts ...passwor
 	return pw == "right", false, h.cost[class], nil
 }
 
-func (h *timedHasher) DummyVerify(context.Context, string) (time.Duration, error) {
-	h.clk.t = h.clk.t.Add(h.dummy)
-	return h.dummy, nil
+func (h *timedHasher) DummyVerify(_ context.Context, pw string, opts ...password.VerifyOption) (time.Duration, error) {
+	d := h.dummy
+	if password.RunsTwice(pw, opts...) {
+		d *= 2
+	}
+	h.clk.t = h.clk.t.Add(d)
+	return d, nil
 }
 
 // phcArgon2id is a well-formed argon2id hash of the parameters, of no
@@ -122,49 +127,70 @@ func TestRefusalFloor(t *testing.T) {
 	}
 }
 
+// twoRunStep is one check of TestRefusalFloorTwoRunClass and the time it
+// takes, the verification and the padding.
+type twoRunStep struct {
+	name, login, pw string
+	took            time.Duration
+}
+
 // TestRefusalFloorTwoRunClass: a wrong password that NFKC changes, for an
 // account whose hash Portcullis may not have made (PasswordHashForeign),
 // runs the hash twice: that is its own class, so once one was refused
-// every refusal takes its time, an unknown account's included, whose dummy
-// verification runs once whatever the password. The same password for an
-// account with Portcullis's own hash, or a plain one for the foreign
-// account, is the one-run class. Found by a review: every verification of
-// such a password ran twice, the dummy's included.
+// every refusal takes its time. While such an account exists, the same
+// password runs twice for every account (password.ForeignCost: an unknown
+// account's dummy verification, an account with Portcullis's own hash), a
+// plain one once; with no account marked, it runs once for each. Found by
+// a review: every verification of such a password ran twice, the dummy's
+// included; and then (found by a review of that change) only a marked
+// account's did, so the hashing load told it from an unknown account.
 func TestRefusalFloorTwoRunClass(t *testing.T) {
 	const current = 40 * time.Millisecond
 	ligature := "wrong \ufb01"
-	users := fakeUsers{
-		"usr_1": {ID: "usr_1", Email: "own@example.com", PasswordHash: phcArgon2id(19456, 2, 1), Active: true},
-		"usr_2": {ID: "usr_2", Email: "imp@example.com", PasswordHash: phcArgon2id(19456, 2, 1), PasswordHashForeign: true, Active: true},
-	}
-	clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	h := &timedHasher{clk: clk, dummy: current, cost: map[string]time.Duration{
-		"argon2id m=19456,t=2,p=1,k=32": current, "argon2id m=19456,t=2,p=1,k=32 twice": 2 * current,
-	}}
-	c, err := New(Deps{Users: users, Hasher: h})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.now, c.sleep = clk.now, clk.sleep
-	for i, step := range []struct {
-		name      string
-		login, pw string
-		took      time.Duration // the verification and the padding
+	for _, tt := range []struct {
+		name   string
+		marked bool
+		steps  []twoRunStep
 	}{
-		{"unknown account, ligature", "ghost@example.com", ligature, current},
-		{"own hash, ligature: one run", "own@example.com", ligature, current},
-		{"foreign hash, plain password: one run", "imp@example.com", "x", current},
-		{"foreign hash, ligature: two runs, its own class", "imp@example.com", ligature, 2 * current},
-		{"unknown account after it: padded", "ghost@example.com", ligature, 2 * current},
-		{"own hash after it: padded", "own@example.com", "x", 2 * current},
+		{"one_marked", true, []twoRunStep{
+			{"unknown account, plain", "ghost@example.com", "x", current},
+			{"own hash, plain", "own@example.com", "x", current},
+			{"foreign hash, plain password: one run", "imp@example.com", "x", current},
+			{"unknown account, ligature: two runs, its own class", "ghost@example.com", ligature, 2 * current},
+			{"own hash, ligature: two runs", "own@example.com", ligature, 2 * current},
+			{"foreign hash, ligature: two runs", "imp@example.com", ligature, 2 * current},
+			{"own hash, plain after it: padded", "own@example.com", "x", 2 * current},
+		}},
+		{"none_marked", false, []twoRunStep{
+			{"unknown account, ligature: one run", "ghost@example.com", ligature, current},
+			{"own hash, ligature: one run", "own@example.com", ligature, current},
+			{"unmarked hash, ligature: one run", "imp@example.com", ligature, current},
+		}},
 	} {
-		start := clk.now()
-		if _, err := c.Check(context.Background(), Attempt{Login: step.login, Password: step.pw}); !errors.Is(err, ErrBadCredentials) {
-			t.Fatalf("%d %s: Check = %v, want ErrBadCredentials", i, step.name, err)
-		}
-		if got := clk.now().Sub(start); got != step.took {
-			t.Errorf("%d %s: took %s, want %s", i, step.name, got, step.took)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			users := fakeUsers{
+				"usr_1": {ID: "usr_1", Email: "own@example.com", PasswordHash: phcArgon2id(19456, 2, 1), Active: true},
+				"usr_2": {ID: "usr_2", Email: "imp@example.com", PasswordHash: phcArgon2id(19456, 2, 1), PasswordHashForeign: tt.marked, Active: true},
+			}
+			clk := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+			h := &timedHasher{clk: clk, dummy: current, cost: map[string]time.Duration{
+				"argon2id m=19456,t=2,p=1,k=32": current, "argon2id m=19456,t=2,p=1,k=32 twice": 2 * current,
+			}}
+			c, err := New(Deps{Users: users, Hasher: h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.now, c.sleep = clk.now, clk.sleep
+			for i, step := range tt.steps {
+				start := clk.now()
+				if _, err := c.Check(context.Background(), Attempt{Login: step.login, Password: step.pw}); !errors.Is(err, ErrBadCredentials) {
+					t.Fatalf("%d %s: Check = %v, want ErrBadCredentials", i, step.name, err)
+				}
+				if got := clk.now().Sub(start); got != step.took {
+					t.Errorf("%d %s: took %s, want %s", i, step.name, got, step.took)
+				}
+			}
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/portcullis-auth/portcullis/policy/password"
@@ -26,20 +27,27 @@ var ErrUnknownUser = errors.New("passcheck: the user no longer exists")
 
 // Users finds accounts (*sqlstore.Store). GetUserForLogin finds the
 // account a login names and counts its second factors, in one read.
+// AnyForeignPasswordHash says whether any account is still marked
+// store.User.PasswordHashForeign (a read of an index, asked at most once
+// per foreignMarksKept).
 type Users interface {
 	GetUser(ctx context.Context, id string) (store.User, error)
 	GetUserForLogin(ctx context.Context, login string) (store.User, store.MFASummary, error)
+	AnyForeignPasswordHash(ctx context.Context) (bool, error)
 }
 
 // Hasher verifies password hashes (*password.Hasher). took is how long the
 // hashing itself ran, without any wait for a hashing slot: what the
 // refusal floor learns a hash class's cost from (password.VerifyClass).
 // opts carry password.ForeignHash for an account whose hash Portcullis may
-// not have made, the only hashes whose check tries the password as typed.
-// Both return password.ErrBusy (wrapped) when ctx ended before the hash ran.
+// not have made, the only hashes whose check tries the password as typed,
+// and password.ForeignCost while any account may be so marked, so every
+// verification (the dummy included) costs what a marked one would.
+// Both return password.ErrBusy (wrapped) when ctx ended before any hash
+// ran, and only then.
 type Hasher interface {
 	Verify(ctx context.Context, hash, pw string, opts ...password.VerifyOption) (ok, needsRehash bool, took time.Duration, err error)
-	DummyVerify(ctx context.Context, password string) (took time.Duration, err error)
+	DummyVerify(ctx context.Context, password string, opts ...password.VerifyOption) (took time.Duration, err error)
 }
 
 // Throttle is the login throttle (*ratelimit.Limiter): CheckLogin reserves
@@ -73,6 +81,10 @@ type Deps struct {
 	Logger   *slog.Logger
 }
 
+// foreignMarksKept is how long a Checker keeps the answer of
+// Users.AnyForeignPasswordHash before it asks again.
+const foreignMarksKept = time.Minute
+
 // takeBackTimeout bounds the take-back of the throttle attempt of a check
 // whose hash never ran: its request has ended, so the take-back runs
 // without the request's deadline but not without one.
@@ -84,10 +96,21 @@ type Checker struct {
 	// floor times every verification by its hash's class; a refusal is
 	// padded to its floor (see Check).
 	floor refusalFloor
-	// now and sleep are the clock and the wait of the padding (a test's
-	// fakes; time.Now and sleepCtx otherwise).
+	// marks keeps whether any account may be marked PasswordHashForeign
+	// (see anyForeign).
+	marks foreignMarks
+	// now and sleep are the clock of the padding and of marks, and the
+	// wait of the padding (a test's fakes; time.Now and sleepCtx otherwise).
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration)
+}
+
+// foreignMarks is the last answer of Users.AnyForeignPasswordHash and when
+// it was read (zero: never).
+type foreignMarks struct {
+	mu     sync.Mutex
+	marked bool
+	read   time.Time
 }
 
 // New returns a Checker; Users and Hasher are required.
@@ -263,26 +286,64 @@ func (c *Checker) Check(ctx context.Context, a Attempt) (Result, error) {
 // before any hashing: it pays for one). The refusal floor learns the time
 // each hash ran (never the wait for a hashing slot). Its one error is
 // errBusy's answer, the same whichever of the two hashes did not run.
+//
+// A refused check costs what the costliest verification of the same
+// password could: while any account may still be marked PasswordHashForeign
+// (anyForeign), every verification, the dummy included, runs with
+// password.ForeignCost, so a password that NFKC changes runs the hash twice
+// for an unknown account, a machine user, a person without a password and
+// an account whose hash Portcullis made, as it does for a marked account;
+// the hashing load of a batch of guesses then tells none of them apart.
+// Once no account is marked, such a password runs the hash once again.
 func (c *Checker) verify(ctx context.Context, u store.User, real bool, pw string) (ok, needsRehash bool, err error) {
+	cost := password.ForeignCost(c.anyForeign(ctx))
 	if real {
 		var took time.Duration
-		foreign := password.ForeignHash(u.PasswordHashForeign)
-		ok, needsRehash, took, err = c.d.Hasher.Verify(ctx, u.PasswordHash, pw, foreign)
+		opts := []password.VerifyOption{password.ForeignHash(u.PasswordHashForeign), cost}
+		ok, needsRehash, took, err = c.d.Hasher.Verify(ctx, u.PasswordHash, pw, opts...)
 		switch {
 		case err == nil:
-			c.floor.observe(password.VerifyClass(u.PasswordHash, pw, foreign), took)
+			c.floor.observe(password.VerifyClass(u.PasswordHash, pw, opts...), took)
 			return ok, needsRehash, nil
 		case errors.Is(err, password.ErrBusy):
 			return false, false, errBusy(err)
 		}
 		c.d.Logger.Warn("password hash unreadable", "user_id", u.ID, "err", err)
 	}
-	took, err := c.d.Hasher.DummyVerify(ctx, pw)
+	took, err := c.d.Hasher.DummyVerify(ctx, pw, cost)
 	if err != nil { // the dummy hash is always readable: its hash never ran
 		return false, false, errBusy(err)
 	}
-	c.floor.observe(dummyClass, took)
+	class := dummyClass
+	if password.RunsTwice(pw, cost) {
+		class += " twice"
+	}
+	c.floor.observe(class, took)
 	return false, false, nil
+}
+
+// anyForeign reports whether any account may still be marked
+// PasswordHashForeign: the answer of Users.AnyForeignPasswordHash, kept for
+// foreignMarksKept (on the Checker's clock) and read again after it. A
+// failed read is true (it fails towards the costlier verification) and is
+// not kept.
+func (c *Checker) anyForeign(ctx context.Context) bool {
+	now := c.now()
+	c.marks.mu.Lock()
+	read, marked := c.marks.read, c.marks.marked
+	c.marks.mu.Unlock()
+	if !read.IsZero() && !now.Before(read) && now.Sub(read) < foreignMarksKept {
+		return marked
+	}
+	marked, err := c.d.Users.AnyForeignPasswordHash(ctx)
+	if err != nil {
+		c.d.Logger.Warn("look for foreign password hashes; verifying at their cost", "err", err)
+		return true
+	}
+	c.marks.mu.Lock()
+	c.marks.marked, c.marks.read = marked, now
+	c.marks.mu.Unlock()
+	return marked
 }
 
 // errBusy answers a check whose hash never ran because its request ended

@@ -60,7 +60,7 @@ func (h *fakeHasher) Verify(_ context.Context, hash, pw string, _ ...password.Ve
 	return hash == "h:"+pw, false, time.Millisecond, nil
 }
 
-func (h *fakeHasher) DummyVerify(context.Context, string) (time.Duration, error) {
+func (h *fakeHasher) DummyVerify(context.Context, string, ...password.VerifyOption) (time.Duration, error) {
 	if h.busy {
 		return 0, errFakeBusy
 	}
@@ -302,4 +302,15 @@ func TestDeferSuccess(t *testing.T) {
 	if len(th.succeeded) != 1 {
 		t.Fatalf("an empty result cleared %v", th.succeeded)
 	}
+}
+
+// AnyForeignPasswordHash reports whether any of the users is marked
+// PasswordHashForeign.
+func (f fakeUsers) AnyForeignPasswordHash(context.Context) (bool, error) {
+	for _, u := range f {
+		if u.PasswordHashForeign {
+			return true, nil
+		}
+	}
+	return false, nil
 }
