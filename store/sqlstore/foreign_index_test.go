@@ -76,26 +76,7 @@ func TestAnyForeignPasswordHashReadsItsIndex(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rows, err := conn.QueryContext(c, explain+seen[0])
-			if err != nil {
-				t.Fatalf("explain %q: %v", seen[0], err)
-			}
-			var plan []string
-			for rows.Next() {
-				cols, _ := rows.Columns()
-				dest := make([]any, len(cols))
-				for i := range dest {
-					dest[i] = new(any)
-				}
-				if err := rows.Scan(dest...); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, fmt.Sprint(*dest[len(dest)-1].(*any)))
-			}
-			if err := rows.Close(); err != nil {
-				t.Fatal(err)
-			}
-			text := strings.Join(plan, "\n")
+			text := queryPlan(t, c, conn, explain+seen[0])
 			if !strings.Contains(text, index) || strings.Contains(text, "Seq Scan") || strings.Contains(text, "SCAN users\n") ||
 				strings.HasSuffix(text, "SCAN users") {
 				t.Errorf("%q reads\n%s\nwant the index %s", seen[0], text, index)

@@ -1,7 +1,9 @@
 package sqlstore_test
 
 import (
+	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -481,26 +483,7 @@ func TestPurgeReadsByExpiryIndex(t *testing.T) {
 				}
 				used := map[string]bool{}
 				for _, q := range qs {
-					rows, err := conn.QueryContext(c, explain+q.sql, q.vars...)
-					if err != nil {
-						t.Fatalf("%s: explain %q: %v", table, q.sql, err)
-					}
-					var plan []string
-					for rows.Next() {
-						cols, _ := rows.Columns()
-						dest := make([]any, len(cols))
-						for i := range dest {
-							dest[i] = new(any)
-						}
-						if err := rows.Scan(dest...); err != nil {
-							t.Fatal(err)
-						}
-						plan = append(plan, fmt.Sprint(*dest[len(dest)-1].(*any)))
-					}
-					if err := rows.Close(); err != nil {
-						t.Fatal(err)
-					}
-					text := strings.Join(plan, "\n")
+					text := queryPlan(t, c, conn, explain+q.sql, q.vars...)
 					ok := false
 					for _, name := range names {
 						if strings.Contains(text, "INDEX "+name+" ") || strings.Contains(text, "using "+name+" ") ||
@@ -520,4 +503,31 @@ func TestPurgeReadsByExpiryIndex(t *testing.T) {
 			}
 		})
 	}
+}
+
+// queryPlan runs explain (an EXPLAIN or EXPLAIN QUERY PLAN of a statement,
+// with its arguments) on conn and returns the plan's lines, the last
+// column of each row, joined by newlines.
+func queryPlan(t *testing.T, ctx context.Context, conn *sql.Conn, explain string, args ...any) string {
+	t.Helper()
+	rows, err := conn.QueryContext(ctx, explain, args...)
+	if err != nil {
+		t.Fatalf("%q: %v", explain, err)
+	}
+	var plan []string
+	for rows.Next() {
+		cols, _ := rows.Columns()
+		dest := make([]any, len(cols))
+		for i := range dest {
+			dest[i] = new(any)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, fmt.Sprint(*dest[len(dest)-1].(*any)))
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "\n")
 }
