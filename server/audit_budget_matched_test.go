@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/url"
@@ -42,30 +41,6 @@ func floodFree(t *testing.T, n, want int, send func() (*http.Response, error)) {
 	}
 }
 
-// upstreamFailures counts the login.failed events of method upstream.
-func upstreamFailures(t *testing.T, s interface {
-	ListAudit(context.Context, store.AuditFilter) (store.Page[store.AuditEvent], error)
-}) int {
-	t.Helper()
-	n := 0
-	f := store.AuditFilter{Action: "login.failed", Limit: 200}
-	for {
-		page, err := s.ListAudit(context.Background(), f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range page.Items {
-			if ev.Details["method"] == "upstream" {
-				n++
-			}
-		}
-		if page.NextCursor == "" {
-			return n
-		}
-		f.Cursor = page.NextCursor
-	}
-}
-
 // TestCrossBrowserCallbackAuditedPastTheBudget: the provider's answer
 // opened in another browser than the one that began the sign-in (login
 // CSRF, a stolen callback URL) is refused after its kept state was taken
@@ -83,12 +58,12 @@ func TestCrossBrowserCallbackAuditedPastTheBudget(t *testing.T) {
 			floodFree(t, 40, http.StatusNotFound, func() (*http.Response, error) {
 				return http.Get(d.in.URL + "/login/nosuch/callback?state=bogus&code=c")
 			})
-			before := upstreamFailures(t, d.in.App.Core.Store)
+			before := len(failedUpstream(t, d.in.App.Core.Store, ""))
 			other := siBrowser(t)
 			if p := siGet(t, other, cb); p.StatusCode != http.StatusBadRequest {
 				t.Fatalf("the answer opened in another browser: %d", p.StatusCode)
 			}
-			after := upstreamFailures(t, d.in.App.Core.Store)
+			after := len(failedUpstream(t, d.in.App.Core.Store, ""))
 			ev := d.lastEvent(t, "login.failed")
 			t.Logf("login.failed rows %d -> %d; last %v", before, after, ev.Details)
 			if after != before+1 || ev.Details["reason"] != upstream.ReasonBrowserMismatch || ev.Details["provider"] != "corp" {

@@ -60,6 +60,20 @@ func (e *endingSessions) EndUserSessions(ctx context.Context, id string) error {
 // changes its dependencies first.
 func serviceEnding(t *testing.T, in *st.Instance, smtp *mailtest.Server, sessions *endingSessions, deps func(*accounts.Deps)) *accounts.Service {
 	t.Helper()
+	return newService(t, in, smtp, nil, func(d *accounts.Deps) {
+		d.Sessions = sessions
+		if deps != nil {
+			deps(d)
+		}
+	})
+}
+
+// newService is the accounts service of in, mailing through smtp, with the
+// instance's sessions and the real hasher (and the password check over
+// it); config and deps, when not nil, change its settings and its
+// dependencies first.
+func newService(t *testing.T, in *st.Instance, smtp *mailtest.Server, config func(*accounts.Config), deps func(*accounts.Deps)) *accounts.Service {
+	t.Helper()
 	hasher, err := app.NewHasher(in.Config)
 	if err != nil {
 		t.Fatal(err)
@@ -73,12 +87,16 @@ func serviceEnding(t *testing.T, in *st.Instance, smtp *mailtest.Server, session
 		t.Fatal(err)
 	}
 	core := in.App.Core
-	d := accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: sessions, Hasher: hasher, Checker: checker(t, in, hasher),
+	d := accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Checker: checker(t, in, hasher),
 		Rules: password.DefaultRules(), Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit}
 	if deps != nil {
 		deps(&d)
 	}
-	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour, VerifyEmailTTL: time.Hour}, d)
+	c := accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour, VerifyEmailTTL: time.Hour}
+	if config != nil {
+		config(&c)
+	}
+	svc, err := accounts.New(c, d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,9 +12,7 @@ import (
 	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
-	"github.com/portcullis-auth/portcullis/server/app"
 	"github.com/portcullis-auth/portcullis/server/clients"
-	"github.com/portcullis-auth/portcullis/server/mail"
 )
 
 // busyHasher is the real hasher, which, while busy is set, hashes as it
@@ -45,27 +43,11 @@ func (h *busyHasher) Hash(ctx context.Context, pw string) (string, error) {
 func TestHashBusyIs503(t *testing.T) {
 	in, fx, smtp := deployment(t)
 	ctx := context.Background()
-	real, err := app.NewHasher(in.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hasher := &busyHasher{Hasher: real}
-	tmpl, err := mail.NewTemplates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender, err := mail.NewSMTPSender(smtp.URL(), "Portcullis <no-reply@example.com>", mail.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	core := in.App.Core
-	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour,
-		VerifyEmailTTL: time.Hour, PublicRegistration: true},
-		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Checker: checker(t, in, real),
-			Rules: password.DefaultRules(), Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var hasher *busyHasher
+	svc := newService(t, in, smtp, func(c *accounts.Config) { c.PublicRegistration = true }, func(d *accounts.Deps) {
+		hasher = &busyHasher{Hasher: d.Hasher} // the password check keeps the real one
+		d.Hasher = hasher
+	})
 	fx.Client(t, clients.Spec{ID: "web", Name: "Web"})
 	root := fx.User(t, "root@example.com", "root long passphrase", "super_admin")
 	const oldPW, newPW = "the old long passphrase", "a brand new long passphrase"

@@ -8,10 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/portcullis-auth/portcullis/policy/password"
 	"github.com/portcullis-auth/portcullis/server/accounts"
 	"github.com/portcullis-auth/portcullis/server/apierr"
-	"github.com/portcullis-auth/portcullis/server/app"
 	"github.com/portcullis-auth/portcullis/server/mail"
 	"github.com/portcullis-auth/portcullis/server/mail/mailtest"
 	"github.com/portcullis-auth/portcullis/server/passcheck"
@@ -141,27 +139,13 @@ func TestForgotPasswordInBackground(t *testing.T) {
 	in, fx, smtp := deployment(t)
 	ctx := context.Background()
 	fx.User(t, "bea@example.com", "bea long passphrase", "user")
-	hasher, err := app.NewHasher(in.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := mail.NewTemplates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	smtpSender, err := mail.NewSMTPSender(smtp.URL(), "Portcullis <no-reply@example.com>", mail.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender := &gatedSender{gate: make(chan struct{}), started: make(chan struct{}, 4), next: smtpSender}
-	core := in.App.Core
-	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour,
-		VerifyEmailTTL: time.Hour, MaxBackground: 1, BackgroundTimeout: 20 * time.Second},
-		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Checker: checker(t, in, hasher), Rules: password.DefaultRules(),
-			Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var sender *gatedSender
+	svc := newService(t, in, smtp, func(c *accounts.Config) {
+		c.MaxBackground, c.BackgroundTimeout = 1, 20*time.Second
+	}, func(d *accounts.Deps) {
+		sender = &gatedSender{gate: make(chan struct{}), started: make(chan struct{}, 4), next: d.Mail}
+		d.Mail = sender
+	})
 	m := accounts.Meta{IP: "192.0.2.7", UserAgent: "test"}
 	// The job starts once the request is over (its context done).
 	reqCtx, endRequest := context.WithCancel(ctx)
@@ -190,7 +174,7 @@ func TestForgotPasswordInBackground(t *testing.T) {
 	}
 	endRequest()
 	svc.Wait()
-	page, err := core.Store.ListAudit(ctx, store.AuditFilter{Action: "password.reset_requested"})
+	page, err := in.App.Core.Store.ListAudit(ctx, store.AuditFilter{Action: "password.reset_requested"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,30 +214,14 @@ func TestResetChecksLinkBeforeHashing(t *testing.T) {
 	in, fx, smtp := deployment(t)
 	ctx := context.Background()
 	u := fx.User(t, "rosa@example.com", "rosa long passphrase", "user")
-	real, err := app.NewHasher(in.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hasher := &countingHasher{Hasher: real}
-	tmpl, err := mail.NewTemplates()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender, err := mail.NewSMTPSender(smtp.URL(), "Portcullis <no-reply@example.com>", mail.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var hasher *countingHasher
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
-	core := in.App.Core
-	svc, err := accounts.New(accounts.Config{PublicURL: "https://id.example.test", InviteTTL: time.Hour, ResetTTL: time.Hour,
-		VerifyEmailTTL: time.Hour},
-		accounts.Deps{Store: core.Store, Policy: core.Policy, Sessions: in.App.Tokens, Hasher: hasher, Checker: checker(t, in, real), Rules: password.DefaultRules(),
-			Mail: sender, Templates: tmpl, Keys: core.Keys, Audit: core.Audit,
-			Now: func() time.Time { return time.Unix(0, clock.Load()) }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newService(t, in, smtp, nil, func(d *accounts.Deps) {
+		hasher = &countingHasher{Hasher: d.Hasher} // the password check keeps the real one
+		d.Hasher = hasher
+		d.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	})
 	root := fx.User(t, "root@example.com", "root long passphrase", "super_admin")
 	link := func() string {
 		t.Helper()

@@ -60,22 +60,7 @@ func TestAnyForeignPasswordHashReadsItsIndex(t *testing.T) {
 			if len(seen) != 1 {
 				t.Fatalf("AnyForeignPasswordHash issued %q, want one statement", seen)
 			}
-			sqlDB, err := s.DB().DB()
-			if err != nil {
-				t.Fatal(err)
-			}
-			conn, err := sqlDB.Conn(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			explain := "EXPLAIN QUERY PLAN "
-			if b.name == "postgres" {
-				explain = "EXPLAIN "
-				if _, err := conn.ExecContext(c, "SET enable_seqscan = off"); err != nil {
-					t.Fatal(err)
-				}
-			}
+			conn, explain := planConn(t, c, s, b.name == "postgres")
 			text := queryPlan(t, c, conn, explain+seen[0])
 			if !strings.Contains(text, index) || strings.Contains(text, "Seq Scan") || strings.Contains(text, "SCAN users\n") ||
 				strings.HasSuffix(text, "SCAN users") {

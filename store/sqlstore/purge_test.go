@@ -460,22 +460,7 @@ func TestPurgeReadsByExpiryIndex(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			sqlDB, err := s.DB().DB()
-			if err != nil {
-				t.Fatal(err)
-			}
-			conn, err := sqlDB.Conn(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			explain := "EXPLAIN QUERY PLAN "
-			if b.name == "postgres" {
-				explain = "EXPLAIN "
-				if _, err := conn.ExecContext(c, "SET enable_seqscan = off"); err != nil {
-					t.Fatal(err)
-				}
-			}
+			conn, explain := planConn(t, c, s, b.name == "postgres")
 			for table, names := range indexes {
 				qs := seen[table]
 				if len(qs) < 2 {
@@ -503,6 +488,30 @@ func TestPurgeReadsByExpiryIndex(t *testing.T) {
 			}
 		})
 	}
+}
+
+// planConn is a connection of s for reading plans (queryPlan), closed
+// when t ends, and the EXPLAIN prefix of its database; on PostgreSQL it
+// turns sequential scans off, so a plan names the index a statement can
+// use whatever the table's size.
+func planConn(t *testing.T, ctx context.Context, s *sqlstore.Store, postgres bool) (*sql.Conn, string) {
+	t.Helper()
+	sqlDB, err := s.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if !postgres {
+		return conn, "EXPLAIN QUERY PLAN "
+	}
+	if _, err := conn.ExecContext(ctx, "SET enable_seqscan = off"); err != nil {
+		t.Fatal(err)
+	}
+	return conn, "EXPLAIN "
 }
 
 // queryPlan runs explain (an EXPLAIN or EXPLAIN QUERY PLAN of a statement,
